@@ -269,8 +269,8 @@ class Progress(object):
         self.stream = stream or sys.stderr
         self.lock = threading.Lock()
         self.bar = None
-        self.last_print = 0.0
         self.start = time.time()
+        self.last_print = self.start
         self.enabled = enabled
         if enabled and getattr(self.stream, "isatty", lambda: False)():
             try:
@@ -1341,19 +1341,20 @@ def cmd_bundle(args):
         meta, members = assemble_bundle(name, version, arch, images,
                                         file_entries, cache, args.with_docker)
         meta_bytes = canonical_json(meta)
-        if _up_to_date(output, name, meta_bytes):
-            os.unlink(partial)
-            log.info("up to date: %s (nothing changed)", output)
-        else:
+        fresh = not _up_to_date(output, name, meta_bytes)
+        if fresh:
             write_bundle(partial, name, meta_bytes, members, progress)
             os.rename(partial, output)
+        else:
+            os.unlink(partial)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(partial)
         raise
     total = sum(entry["size"] for entry in meta["files"].values())
-    log.info("wrote %s (%s, %d images) in %.1f s, fetched %s",
-             output, human_size(os.path.getsize(output)), len(images),
+    log.info("%s %s (%s, %d images) in %.1f s, fetched %s",
+             "wrote" if fresh else "up to date, unchanged:", output,
+             human_size(os.path.getsize(output)), len(images),
              time.time() - started, human_size(client.bytes_fetched))
     log.debug("payload %d bytes", total)
     print("bundle.json sha256: %s  (compare it with what verify prints on "
