@@ -2,7 +2,6 @@
 finalizer, which pytest runs even when a step fails; SIGTERM is turned into KeyboardInterrupt so an
 interrupted run tears down too, and leftovers of killed runs (dead owner pid) are reaped first."""
 
-import json
 import os
 import signal
 import subprocess
@@ -12,7 +11,7 @@ import pytest
 
 from . import nodes as nodes_mod
 from . import upstream as up_mod
-from .common import PREFIX, RUN_LABEL, WORK_DIR, log
+from .common import RUN_LABEL, WORK_DIR, log
 
 
 def _sigterm(signum, frame):

@@ -12,7 +12,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from . import nodes as nodes_mod
 from . import upstream as up_mod

@@ -4,7 +4,6 @@ The steps run in file order and hand results on through the `state` fixture; a s
 prerequisite failed fails too (it is never skipped). Run with:  python3 -m pytest -s tests/e2e
 """
 
-import hashlib
 import json
 import os
 import re
@@ -13,7 +12,6 @@ import subprocess
 import sys
 import tarfile
 import time
-from pathlib import Path
 
 import pytest
 
