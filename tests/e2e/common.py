@@ -49,8 +49,15 @@ def run(argv, check=True, capture=False, input=None, timeout=None, env=None, cwd
         detail = ""
         if capture:
             detail = "\nstdout:\n%s\nstderr:\n%s" % (proc.stdout[-4000:], proc.stderr[-4000:])
-        raise subprocess.CalledProcessError(proc.returncode, argv, output=detail)
+        raise CommandError(proc.returncode, argv, output=detail)
     return proc
+
+
+class CommandError(subprocess.CalledProcessError):
+    """CalledProcessError whose message carries the tail of the command's output."""
+
+    def __str__(self):
+        return subprocess.CalledProcessError.__str__(self) + (self.output or "")
 
 
 def out(argv, **kw):

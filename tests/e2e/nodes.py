@@ -29,6 +29,7 @@ from .common import (CACHE_DIR, DEBIAN_MIRROR, DEBIAN_SUITE, PREFIX, RUN_LABEL, 
 
 NODE_RECIPE = "2"
 PID_LABEL = "org.k8s-offline.lab.pid"
+SERVICE_CIDR = "10.96.0.0/12"  # kubeadm default service subnet
 NODE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "iproute2", "iptables", "kmod", "procps",
                  "ca-certificates", "python3", "conntrack", "socat", "ebtables", "ethtool",
                  "util-linux", "mount", "docker.io", "containerd", "runc", "less"]
@@ -364,6 +365,12 @@ class Lab(object):
         run(argv + [self.image], capture=True)
         node = Node(self, name, cname)
         self.nodes[name] = node
+        # Docker 20.10 still gives containers on an --internal network a default route to the
+        # host's bridge address (forwarding is dropped, but the host itself answers). Remove it:
+        # no node has a route out. The service CIDR stays on-link so that kube-proxy's DNAT of
+        # 10.96.0.1 (looked up before DNAT) still works for host-network processes.
+        node.exec(["ip", "route", "del", "default"], check=False)
+        node.exec(["ip", "route", "add", SERVICE_CIDR, "dev", "eth0"])
         return node
 
     def remove_node(self, name, save_logs=True):

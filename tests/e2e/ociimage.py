@@ -1,7 +1,7 @@
-"""Write small container images as OCI image layouts, in pure Python.
+"""Write small container images in skopeo's dir: layout, in pure Python.
 
-The layout uses Docker media types (manifest list -> schema2 manifest), the way registry.k8s.io
-serves its multi-arch images, so `skopeo copy --all` pushes them to the lab registry unchanged.
+The images use Docker media types (manifest list -> schema2 manifest), the way registry.k8s.io
+serves its multi-arch images, and `skopeo copy --all` pushes them to the lab registry unchanged.
 Layers are gzip tars written with the tarfile module: device nodes never enter them.
 """
 
@@ -148,30 +148,29 @@ def ldd_closure(path):
 
 def write_image_layout(out_dir, layers, entrypoint=None, cmd=None, env=None, labels=None,
                        workdir=None, arch="amd64"):
-    """Write an OCI image layout at out_dir with one image (one manifest list -> one manifest).
+    """Write a skopeo dir: layout at out_dir with one image (one manifest list -> one manifest).
 
     Returns the manifest list digest.
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(str(out_dir))
-    blobs = out_dir / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
+    out_dir.mkdir(parents=True)
 
     def put_bytes(data):
         digest = hashlib.sha256(data).hexdigest()
-        (blobs / digest).write_bytes(data)
+        (out_dir / digest).write_bytes(data)
         return "sha256:" + digest, len(data)
 
     layer_descs = []
     diff_ids = []
     for layer in layers:
-        tmp = blobs / "tmp-layer"
+        tmp = out_dir / "tmp-layer"
         with open(str(tmp), "wb") as f:
             diff = layer.write_tar_gz(f)
         digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
         size = tmp.stat().st_size
-        tmp.rename(blobs / digest)
+        tmp.rename(out_dir / digest)
         layer_descs.append({"mediaType": MT_LAYER, "digest": "sha256:" + digest, "size": size})
         diff_ids.append("sha256:" + diff)
 
@@ -194,28 +193,23 @@ def write_image_layout(out_dir, layers, entrypoint=None, cmd=None, env=None, lab
                     for _ in layers],
     }
     cdigest, csize = put_bytes(json.dumps(config, sort_keys=True).encode())
-    manifest = {
+    manifest = json.dumps({
         "schemaVersion": 2,
         "mediaType": MT_MANIFEST,
         "config": {"mediaType": MT_CONFIG, "digest": cdigest, "size": csize},
         "layers": layer_descs,
-    }
-    mdigest, msize = put_bytes(json.dumps(manifest, indent=3).encode())
-    mlist = {
+    }, indent=3).encode()
+    mdigest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    (out_dir / (mdigest[len("sha256:"):] + ".manifest.json")).write_bytes(manifest)
+    mlist = json.dumps({
         "schemaVersion": 2,
         "mediaType": MT_LIST,
-        "manifests": [{"mediaType": MT_MANIFEST, "digest": mdigest, "size": msize,
+        "manifests": [{"mediaType": MT_MANIFEST, "digest": mdigest, "size": len(manifest),
                        "platform": {"architecture": arch, "os": "linux"}}],
-    }
-    ldigest, lsize = put_bytes(json.dumps(mlist, indent=3).encode())
-    index = {
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": MT_LIST, "digest": ldigest, "size": lsize,
-                       "annotations": {"org.opencontainers.image.ref.name": "latest"}}],
-    }
-    (out_dir / "index.json").write_text(json.dumps(index))
-    (out_dir / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
-    return ldigest
+    }, indent=3).encode()
+    (out_dir / "manifest.json").write_bytes(mlist)
+    (out_dir / "version").write_text("Directory Transport Version: 1.1\n")
+    return "sha256:" + hashlib.sha256(mlist).hexdigest()
 
 
 def push_layout(layout_dir, dest_ref, schema1=False):
@@ -229,5 +223,5 @@ def push_layout(layout_dir, dest_ref, schema1=False):
         argv += ["--format", "v2s1"]
     else:
         argv += ["--all", "--preserve-digests"]
-    argv += ["oci:%s:latest" % layout_dir, "docker://" + dest_ref]
+    argv += ["dir:%s" % layout_dir, "docker://" + dest_ref]
     run(argv, capture=True)

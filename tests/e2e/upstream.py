@@ -279,7 +279,6 @@ def image_specs(build):
     layer.add_dir("tmp", 0o1777)
     layer.add_dir("var/lib/etcd", 0o700)
     layer.add_host_file_with_libs("/usr/bin/etcd", "/usr/local/bin/etcd", 0o755)
-    layer.add_host_file_with_libs("/usr/bin/etcdctl", "/usr/local/bin/etcdctl", 0o755)
     specs.append(("etcd", ETCD_TAG, dict(layers=[layer], entrypoint=["/usr/local/bin/etcd"],
                                          labels=labels), False))
     for repo, tag, paths, schema1 in (("coredns", COREDNS_TAG, ["coredns"], False),
@@ -404,6 +403,8 @@ class Registry(object):
                             "maintenance": {"uploadpurging": {"enabled": False},
                                             "readonly": {"enabled": self.readonly}}},
                 "http": {"addr": self.host},
+                # accept and serve the schema1 manifest the lab pushes for flannel (as quay.io did)
+                "compatibility": {"schema1": {"enabled": True}},
             }))
             logf = open(str(self.logfile or os.devnull), "ab")
             self.proc = subprocess.Popen(["docker-registry", "serve", str(conf)],
