@@ -360,7 +360,7 @@ MANIFEST_ACCEPT = ", ".join((MT_OCI_INDEX, MT_DOCKER_LIST, MT_OCI_MANIFEST,
                              MT_DOCKER_SCHEMA1))
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 HTTP_ATTEMPTS = 5
-HTTP_TIMEOUT = (10, 60)          # connect, read (seconds)
+HTTP_TIMEOUT = 60                # seconds without a byte before a retry
 CHUNK = 1 << 20
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -507,7 +507,8 @@ class RegistryClient(object):
     tokens are cached per host and scope.
     """
 
-    def __init__(self, mirrors=None, insecure=(), credentials=None, jobs=8):
+    def __init__(self, mirrors=None, insecure=(), credentials=None, jobs=8,
+                 timeout=HTTP_TIMEOUT):
         import requests
         import urllib3
         from requests.adapters import HTTPAdapter
@@ -518,6 +519,7 @@ class RegistryClient(object):
         adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(jobs, 8))
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
+        self.timeout = (min(10, timeout), timeout)
         self.mirrors = dict(mirrors or {})
         self.insecure = set(insecure)
         self.credentials = credentials if credentials is not None \
@@ -574,6 +576,9 @@ class RegistryClient(object):
                                 "plain-HTTP or self-signed registry, pass "
                                 "--insecure-registry %s"
                                 % (host, _short_reason(exc), host))
+            except self.requests.exceptions.TooManyRedirects:
+                raise UserError("registry %s redirects %s in a loop: check the "
+                                "registry or --registry-mirror" % (host, path))
             except (self.requests.exceptions.ConnectionError,
                     self.requests.exceptions.Timeout) as exc:
                 response, reason = None, _short_reason(exc)
@@ -615,7 +620,7 @@ class RegistryClient(object):
             url = "%s://%s%s" % (scheme, host, path)
             try:
                 response = self.session.get(
-                    url, headers=headers, stream=stream, timeout=HTTP_TIMEOUT,
+                    url, headers=headers, stream=stream, timeout=self.timeout,
                     verify=(host not in self.insecure))
             except (self.requests.exceptions.SSLError,
                     self.requests.exceptions.ConnectionError) as exc:
@@ -640,7 +645,7 @@ class RegistryClient(object):
                          "scope": params.get("scope", scope)}
                 try:
                     answer = self.session.get(params["realm"], params=query,
-                                              auth=creds, timeout=HTTP_TIMEOUT)
+                                              auth=creds, timeout=self.timeout)
                 except self.requests.exceptions.RequestException as exc:
                     raise UserError("cannot reach the token server of %s (%s)"
                                     % (host, _short_reason(exc)))
@@ -719,8 +724,11 @@ class RegistryClient(object):
             for attempt in range(HTTP_ATTEMPTS):
                 try:
                     response = self.session.get(url, headers=headers, stream=True,
-                                                timeout=HTTP_TIMEOUT,
+                                                timeout=self.timeout,
                                                 verify=not insecure)
+                except self.requests.exceptions.TooManyRedirects:
+                    raise UserError("%s redirects in a loop: check the URL and "
+                                    "--file-mirror" % url)
                 except (self.requests.exceptions.ConnectionError,
                         self.requests.exceptions.Timeout) as exc:
                     errors.append(_short_reason(exc))
@@ -741,7 +749,7 @@ class RegistryClient(object):
     def get_text(self, url, insecure=False):
         """Small text file (a published .sha256), or None if not there."""
         try:
-            response = self.session.get(url, timeout=HTTP_TIMEOUT,
+            response = self.session.get(url, timeout=self.timeout,
                                         verify=not insecure)
         except self.requests.exceptions.RequestException:
             return None
@@ -1313,6 +1321,8 @@ def cmd_bundle(args):
     file_mirrors = [parse_mapping(m, "--file-mirror") for m in args.file_mirror]
     if args.jobs < 1 or args.jobs > 64:
         raise UserError("--jobs must be between 1 and 64")
+    if not 1 <= args.timeout <= 3600:
+        raise UserError("--timeout must be between 1 and 3600 seconds")
     images = plan_images(version, arch, args.image_repository, args.extra_image)
     files = plan_files(version, arch, with_docker=args.with_docker)
     checksums = PINNED_SHA256
@@ -1331,7 +1341,8 @@ def cmd_bundle(args):
                             "requirements.txt")
         cache = BlobCache(args.cache_dir or default_cache_dir())
         client = RegistryClient(mirrors=registry_mirrors,
-                                insecure=args.insecure_registry, jobs=args.jobs)
+                                insecure=args.insecure_registry, jobs=args.jobs,
+                                timeout=args.timeout)
         progress = not args.no_progress
         log.info("bundle %s: %d images, %d files", name, len(images), len(files))
         file_entries = fetch_files(client, cache, files, file_mirrors,
@@ -1370,12 +1381,29 @@ def _claim_output(output):
     try:
         if not os.path.isdir(folder):
             os.makedirs(folder)
+        _remove_stale_partials(output)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.close(fd)
     except OSError as exc:
         raise UserError("cannot write the bundle at %s: %s: choose another "
                         "--output" % (output, exc.strerror))
     return partial
+
+
+def _remove_stale_partials(output):
+    """Delete .partial files a killed earlier run of this output left."""
+    prefix = os.path.basename(output) + ".partial-"
+    folder = os.path.dirname(output)
+    for name in os.listdir(folder):
+        pid = name[len(prefix):]
+        if not name.startswith(prefix) or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except OSError as exc:
+            if exc.errno == errno.ESRCH:
+                log.info("removing %s, left by an interrupted run", name)
+                os.unlink(os.path.join(folder, name))
 
 
 def fetch_files(client, cache, files, file_mirrors, checksums, args, progress):
@@ -1899,6 +1927,9 @@ def add_bundle_commands(sub):
     bundle.add_argument("--cache-dir", metavar="DIR",
                         help="default ~/.cache/k8s-offline")
     bundle.add_argument("--jobs", type=int, default=8, help="parallel downloads")
+    bundle.add_argument("--timeout", type=float, default=HTTP_TIMEOUT,
+                        help="seconds a download may stall before it is "
+                        "retried (default %(default)s)")
     bundle.add_argument("--no-progress", action="store_true")
     bundle.set_defaults(func=cmd_bundle)
     images.set_defaults(func=cmd_images)
@@ -1952,7 +1983,13 @@ def main(argv=None):
         return 130
     except OSError as exc:
         where = (" (%s)" % exc.filename) if getattr(exc, "filename", None) else ""
-        log.error("error: %s%s", exc.strerror or exc, where)
+        hint = ": free some space and run again" if exc.errno == errno.ENOSPC else ""
+        log.error("error: %s%s%s", exc.strerror or exc, where, hint)
+        log.debug("details", exc_info=True)
+        return 1
+    except Exception as exc:  # a bug: one line, the traceback only with -v
+        log.error("error: unexpected %s: %s (run again with -v for details)",
+                  exc.__class__.__name__, exc)
         log.debug("details", exc_info=True)
         return 1
 
