@@ -6,7 +6,6 @@ the final name, and the cache never keeps a wrong blob."""
 import hashlib
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
