@@ -158,3 +158,48 @@ def test_disk_full(where, small_tmpfs, bundle_args, run_cli, tmp_path):
     assert not output.exists()
     assert not [p for p in os.listdir(str(output.parent)) if ".partial-" in p]
     assert cache_is_clean(str(cache))
+
+
+def test_blob_redirect_to_another_host_drops_authorization(
+        token_registry, anon_registry, make_bundle_args, make_docker_config, file_server,
+        run_cli, tmp_path):
+    """Like registry.k8s.io's 307s to storage: the token must not follow."""
+    storage = FaultProxy(anon_registry.host).start()   # same storage, no auth
+    front = FaultProxy(token_registry.host).start()
+    try:
+        port = storage.host.split(":")[1]
+        front.set_rules([Rule(BLOB, "redirect", 1000, target="http://localhost:" + port)])
+        env = {"DOCKER_CONFIG": make_docker_config(front.host)}
+        output = tmp_path / "out.tar"
+        rc, out, err = run_cli("bundle", *make_bundle_args(front.host), "--output", output,
+                               "--cache-dir", tmp_path / "cache", env=env)
+        assert rc == 0, err
+        assert front.rules[0].hits > 0 and storage.requests > 0
+        assert front.authorization_seen, "the registry itself never got the token"
+        assert storage.authorization_seen == [], "Authorization followed a redirect"
+        assert run_cli("verify", output)[0] == 0
+    finally:
+        front.stop()
+        storage.stop()
+
+
+def test_credentials_never_leak(token_registry, make_bundle_args, make_docker_config,
+                                run_cli, tmp_path):
+    """A searched-for password appears in no output, log or bundle byte, on
+    success and on failure."""
+    secret = "Zq9-unique-credential-7731"
+    env = {"DOCKER_CONFIG": make_docker_config(token_registry.host, password=secret)}
+    output = tmp_path / "out.tar"
+    rc, out, err = run_cli("-v", "bundle", *make_bundle_args(token_registry.host),
+                           "--output", output, "--cache-dir", tmp_path / "c", env=env)
+    assert rc != 0 and "rejected the credentials" in err, err   # wrong password
+    assert secret not in out + err
+    import base64
+    encoded = base64.b64encode(("tester:" + secret).encode()).decode()
+    assert encoded not in out + err
+    assert not output.exists()
+    for root, _, names in os.walk(str(tmp_path)):
+        for name in names:
+            with open(os.path.join(root, name), "rb") as handle:
+                data = handle.read()
+            assert secret.encode() not in data and encoded.encode() not in data, name
