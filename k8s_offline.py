@@ -649,10 +649,14 @@ class RegistryClient(object):
                 except self.requests.exceptions.RequestException as exc:
                     raise UserError("cannot reach the token server of %s (%s)"
                                     % (host, _short_reason(exc)))
-                if answer.status_code in (401, 403):
+                if answer.status_code in (401, 403) and creds:
                     raise UserError("registry %s rejected the credentials: "
                                     "check them with docker login %s"
                                     % (host, host))
+                if answer.status_code in (401, 403):
+                    raise UserError("registry %s requires credentials: run "
+                                    "docker login %s (read from "
+                                    "~/.docker/config.json)" % (host, host))
                 if answer.status_code != 200:
                     raise UserError("token server of %s answered HTTP %d"
                                     % (host, answer.status_code))
