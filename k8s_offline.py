@@ -108,6 +108,7 @@ PINNED_SHA256 = {
 
 # Layout of a bundle (inside its one top directory).
 BUNDLE_JSON = "bundle.json"
+BUNDLE_JSON_SHA = "bundle.json.sha256"   # sha256sum format: `sha256sum -c` works
 IMAGES_DIR = "images"
 BIN_DIR = "bin"
 ARCHIVES_DIR = "archives"
@@ -1575,6 +1576,10 @@ def assemble_bundle(name, version, arch, images, file_entries, cache, with_docke
     return meta, members
 
 
+def bundle_json_sha_line(meta_bytes):
+    return ("%s  %s\n" % (sha256_bytes(meta_bytes), BUNDLE_JSON)).encode("ascii")
+
+
 def _tag_of(images, name):
     for image in images:
         if image["name"] == name and image["kubeadm"]:
@@ -1596,7 +1601,8 @@ def _up_to_date(output, name, meta_bytes):
             if handle.read() != meta_bytes or bundle.top != name:
                 return False
         files = bundle.meta["files"]
-        return set(bundle.members) - {BUNDLE_JSON} == set(files) and all(
+        return set(bundle.members) - {BUNDLE_JSON, BUNDLE_JSON_SHA} == \
+            set(files) and all(
             bundle.members[p].size == e["size"] for p, e in files.items())
     finally:
         bundle.close()
@@ -1611,6 +1617,8 @@ def write_bundle(partial, name, meta_bytes, members, progress):
             tar = TarWriter(handle, bar)
             tar.add_dir(name)
             tar.add_bytes("%s/%s" % (name, BUNDLE_JSON), meta_bytes)
+            tar.add_bytes("%s/%s" % (name, BUNDLE_JSON_SHA),
+                          bundle_json_sha_line(meta_bytes))
             for member in members:
                 path = "%s/%s" % (name, member["path"])
                 if "data" in member:
@@ -1707,12 +1715,22 @@ class Bundle(object):
         self.top = tops.pop()
 
     def _load_meta(self):
+        if self.size(BUNDLE_JSON) > MAX_BUNDLE_JSON_BYTES:
+            raise BundleError("%s is too large: this is not a k8s-offline "
+                              "bundle" % BUNDLE_JSON)
         try:
-            size = self.size(BUNDLE_JSON)
-            if size > MAX_BUNDLE_JSON_BYTES:
-                raise BundleError("%s is too large" % BUNDLE_JSON)
             with self.open(BUNDLE_JSON) as handle:
                 raw = handle.read()
+            with self.open(BUNDLE_JSON_SHA) as handle:
+                recorded = handle.read(200).decode("ascii", "replace").split()
+        except BundleError:
+            raise BundleError("%s or %s is missing: this is not a complete "
+                              "k8s-offline bundle" % (BUNDLE_JSON, BUNDLE_JSON_SHA))
+        if not recorded or recorded[0] != sha256_bytes(raw):
+            raise BundleError("bundle member %s fails its sha256 check (%s): "
+                              "the bundle is damaged; recopy it"
+                              % (BUNDLE_JSON, BUNDLE_JSON_SHA))
+        try:
             meta = json.loads(raw.decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             raise BundleError("%s in %s is not valid JSON: the bundle is damaged"
@@ -1799,7 +1817,7 @@ def verify_bundle(bundle, progress=True):
     files = bundle.meta.get("files")
     if not isinstance(files, dict) or not files:
         raise BundleError("%s lists no files: the bundle is damaged" % BUNDLE_JSON)
-    present = set(bundle.names()) - {BUNDLE_JSON}
+    present = set(bundle.names()) - {BUNDLE_JSON, BUNDLE_JSON_SHA}
     unlisted = sorted(present - set(files))
     if unlisted:
         raise BundleError("bundle member %s is not listed in %s: refusing the "

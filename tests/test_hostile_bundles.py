@@ -1,0 +1,121 @@
+"""Hostile or damaged bundles (issue 5): every kind of member with one byte
+flipped or cut short is refused by `verify`, which names the bad member;
+`verify` prints the bundle.json sha256 that `bundle` printed."""
+
+import io
+import json
+import os
+import re
+import tarfile
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def good_bundle(run_cli, bundle_args, tmp_path_factory):
+    work = tmp_path_factory.mktemp("hostile")
+    output = work / "good.tar"
+    rc, out, err = run_cli("bundle", *bundle_args, "--output", output,
+                           "--cache-dir", work / "cache")
+    assert rc == 0, err
+    printed = re.search(r"bundle\.json sha256: ([0-9a-f]{64})", out).group(1)
+    with tarfile.open(str(output)) as tar:
+        top = tar.getnames()[0].split("/")[0]
+        meta = json.loads(tar.extractfile(top + "/bundle.json").read())
+    return output, printed, top, meta
+
+
+def member_of_kind(meta, kind):
+    images = meta["images"]
+    return {
+        "binary": "bin/kubeadm",
+        "archive": meta["archives"]["cni"],
+        "layer": "images/blobs/sha256/" + images[0]["layers"][-1][7:],
+        "config": "images/blobs/sha256/" + images[0]["config_digest"][7:],
+        "manifest": "images/blobs/sha256/" + images[0]["manifest_digest"][7:],
+        "index": "images/index.json",
+        "docker-manifest": "images/manifest.json",
+        "script": "k8s_offline.py",
+        "flannel": "manifests/kube-flannel.yml",
+        "unit": "systemd/kubelet.service",
+        "bundle.json": "bundle.json",
+    }[kind]
+
+
+def rewrite(src, dst, top, target, change):
+    """Copy the tar, applying change(bytes) -> bytes to one member."""
+    with tarfile.open(str(src)) as tin, tarfile.open(str(dst), "w") as tout:
+        for info in tin:
+            data = tin.extractfile(info).read() if info.isfile() else None
+            if info.name == top + "/" + target:
+                data = change(data)
+                info.size = len(data)
+            tout.addfile(info, None if data is None else io.BytesIO(data))
+
+
+def flip(data):
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1:]
+
+
+def truncate(data):
+    return data[: len(data) - 1]
+
+
+KINDS = ["binary", "archive", "layer", "config", "manifest", "index",
+         "docker-manifest", "script", "flannel", "unit", "bundle.json"]
+
+
+@pytest.mark.parametrize("change", [flip, truncate], ids=["flip", "truncate"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_damaged_member_is_refused_by_name(kind, change, good_bundle, run_cli, tmp_path):
+    output, _, top, meta = good_bundle
+    target = member_of_kind(meta, kind)
+    bad = tmp_path / "bad.tar"
+    rewrite(output, bad, top, target, change)
+    rc, out, err = run_cli("verify", bad)
+    assert rc != 0
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert target in errors[0] or os.path.basename(target) in errors[0], errors[0]
+
+
+def test_verify_prints_what_bundle_printed(good_bundle, run_cli):
+    output, printed, _, _ = good_bundle
+    rc, out, err = run_cli("verify", output)
+    assert rc == 0, err
+    assert "bundle.json sha256: %s" % printed in out
+
+
+def test_extracted_folder_verifies_and_an_extra_file_is_refused(good_bundle, run_cli,
+                                                                tmp_path):
+    output, _, top, _ = good_bundle
+    with tarfile.open(str(output)) as tar:
+        tar.extractall(str(tmp_path))
+    folder = tmp_path / top
+    assert run_cli("verify", folder)[0] == 0
+    (folder / "bin" / "evil").write_bytes(b"#!/bin/sh\n")
+    rc, out, err = run_cli("verify", folder)
+    assert rc != 0 and "bin/evil" in err
+
+
+def test_missing_member_is_refused(good_bundle, run_cli, tmp_path):
+    output, _, top, meta = good_bundle
+    bad = tmp_path / "missing.tar"
+    with tarfile.open(str(output)) as tin, tarfile.open(str(bad), "w") as tout:
+        for info in tin:
+            if info.name != top + "/bin/kubelet":
+                tout.addfile(info, tin.extractfile(info) if info.isfile() else None)
+    rc, out, err = run_cli("verify", bad)
+    assert rc != 0 and "bin/kubelet" in err and "missing" in err
+
+
+def test_cut_tarball_is_refused(good_bundle, run_cli, tmp_path):
+    output, _, _, _ = good_bundle
+    data = output.read_bytes()
+    bad = tmp_path / "cut.tar"
+    bad.write_bytes(data[: len(data) * 2 // 3])
+    rc, out, err = run_cli("verify", bad)
+    assert rc != 0 and "Traceback" not in err
+    assert len([l for l in err.splitlines() if l.startswith("error:")]) == 1, err
