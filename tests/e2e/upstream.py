@@ -188,7 +188,8 @@ def _download(url, dest, sha):
 
 def build_binaries(build, uris):
     """Fetch + unpack the source package, swap in reflect2 1.0.2, build with the project Makefile."""
-    srcdir = build.root / "src"
+    # A fixed path, so that Go's build cache (keyed by paths too) also helps a rebuild.
+    srcdir = CACHE_DIR / "src-build"
     dl = CACHE_DIR / "sources"
     dl.mkdir(parents=True, exist_ok=True)
     for url, name, sha in uris:
@@ -197,6 +198,10 @@ def build_binaries(build, uris):
     if srcdir.exists():
         shutil.rmtree(str(srcdir))
     run(["dpkg-source", "--no-check", "-x", dsc, srcdir], capture=True)
+    for _, name, _ in uris:  # dpkg-source leaves copies of the source files beside srcdir
+        stray = srcdir.parent / name
+        if stray.exists() and stray.parent != dl:
+            stray.unlink()
     # reflect2 1.0.1 (vendored) makes kubeadm panic when built with Go >= 1.18; 1.0.2 fixes it.
     vend = srcdir / "vendor" / "github.com" / "modern-go" / "reflect2"
     shutil.rmtree(str(vend))
@@ -338,7 +343,18 @@ def _write_tgz(path, members):
 
 
 def prepare(force=False):
-    """Make sure the cached upstream build exists; return its Build."""
+    """Make sure the cached upstream build exists; return its Build.
+
+    Holds an exclusive lock on the cache while it works, so concurrent lab runs wait for one build.
+    """
+    import fcntl
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(str(CACHE_DIR / "prepare.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _prepare(force)
+
+
+def _prepare(force):
     require_tools(["apt-get", "dpkg-source", "go", "make", "gcc", "rsync", "skopeo",
                    "docker-registry", "ldd", "strip"])
     t0 = time.monotonic()
