@@ -527,6 +527,7 @@ class RegistryClient(object):
             else load_docker_credentials()
         self.tokens = {}
         self.schemes = {}
+        self.probe_locks = {}
         self.lock = threading.Lock()
         self.bytes_fetched = 0
 
@@ -616,6 +617,17 @@ class RegistryClient(object):
             _backoff(len(failures) - 1, wait)
 
     def _get_any_scheme(self, host, path, headers, stream):
+        """GET over the host's scheme; for an insecure host whose scheme is
+        not known yet, one thread probes HTTPS then HTTP while the others
+        wait, instead of every thread failing its own TLS handshake."""
+        if host in self.schemes or host not in self.insecure:
+            return self._try_schemes(host, path, headers, stream)
+        with self.lock:
+            probe = self.probe_locks.setdefault(host, threading.Lock())
+        with probe:
+            return self._try_schemes(host, path, headers, stream)
+
+    def _try_schemes(self, host, path, headers, stream):
         last = None
         for scheme in self._schemes(host):
             url = "%s://%s%s" % (scheme, host, path)
@@ -999,6 +1011,7 @@ class BlobCache(object):
         self.directory = os.path.abspath(directory)
         self.blobs = os.path.join(self.directory, "sha256")
         self.converted = os.path.join(self.directory, "schema1")
+        self.fresh = set()   # verified by this run: no need to hash again
         try:
             for folder in (self.blobs, self.converted):
                 if not os.path.isdir(folder):
@@ -1017,6 +1030,7 @@ class BlobCache(object):
         hex_digest = sha256_bytes(data)
         if not self.has(hex_digest):
             write_file_atomic(self.path(hex_digest), data)
+            self.fresh.add(hex_digest)
         return hex_digest
 
     def read(self, hex_digest):
@@ -1111,6 +1125,7 @@ class ImageFetcher(object):
     def fetch(self, digest, ref, label):
         self.client.fetch_blob(ref, digest, self.cache.path(digest[7:]),
                                progress=self.progress, label=label)
+        self.cache.fresh.add(digest[7:])
 
     def convert_schema1(self, image):
         """Turn a schema1 image into a schema2 manifest and config, the way
@@ -1251,18 +1266,22 @@ class TarWriter(object):
         self.out.write(data)
         self._pad(len(data))
 
-    def add_file(self, name, path, sha256_hex, mode=0o644):
-        """Copy a cached file in, failing if its bytes are not sha256_hex."""
+    def add_file(self, name, path, sha256_hex, mode=0o644, rehash=True):
+        """Copy a cached file in, failing if its bytes are not sha256_hex.
+
+        rehash=False is for files this run has just downloaded and checked.
+        """
         size = os.path.getsize(path)
         self._header(name, size, mode)
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(CHUNK), b""):
-                digest.update(block)
+                if rehash:
+                    digest.update(block)
                 self.out.write(block)
                 if self.progress:
                     self.progress.update(len(block))
-        if digest.hexdigest() != sha256_hex:
+        if rehash and digest.hexdigest() != sha256_hex:
             os.unlink(path)
             raise UserError("cached file %s was damaged on disk; it has been "
                             "removed: run bundle again" % path)
@@ -1415,8 +1434,8 @@ def fetch_files(client, cache, files, file_mirrors, checksums, args, progress):
     """Download every file, each checked against the pinned table and, where
     the release publishes one, its .sha256 file; a mismatch is fatal."""
     insecure_hosts = set(args.insecure_registry)
-    plans = []
-    for entry in files:
+
+    def plan(entry):
         filename = entry["url"].rsplit("/", 1)[1]
         url = apply_file_mirror(entry["url"], file_mirrors)
         insecure = _url_host(url) in insecure_hosts
@@ -1435,14 +1454,16 @@ def fetch_files(client, cache, files, file_mirrors, checksums, args, progress):
                             "with its sha256" % filename)
         if not pinned:
             log.info("%s: checked against the published .sha256 only", filename)
-        plans.append(dict(entry, fetch_url=url, sha256=expected,
-                          insecure=insecure))
+        return dict(entry, fetch_url=url, sha256=expected, insecure=insecure)
+
+    plans = run_pool(args.jobs, files, plan)
     missing = [p for p in plans if not cache.has(p["sha256"])]
     bar = Progress(0, "files", enabled=progress)
     try:
         run_pool(args.jobs, missing, lambda p: client.fetch_url(
             p["fetch_url"], p["sha256"], cache.path(p["sha256"]), bar,
             insecure=p["insecure"]))
+        cache.fresh.update(p["sha256"] for p in missing)
     finally:
         bar.close()
     for plan in plans:
@@ -1518,7 +1539,7 @@ def assemble_bundle(name, version, arch, images, file_entries, cache, with_docke
         else:
             members.append({"path": path, "mode": mode, "file": cache.path(cached),
                             "size": os.path.getsize(cache.path(cached)),
-                            "sha256": cached})
+                            "sha256": cached, "rehash": cached not in cache.fresh})
 
     flannel_path = os.path.join(script_dir(), MANIFESTS_DIR, FLANNEL_MANIFEST)
     try:
@@ -1626,7 +1647,7 @@ def write_bundle(partial, name, meta_bytes, members, progress):
                     bar.update(member["size"])
                 else:
                     tar.add_file(path, member["file"], member["sha256"],
-                                 member["mode"])
+                                 member["mode"], rehash=member["rehash"])
             tar.close()
             handle.flush()
             os.fsync(handle.fileno())
