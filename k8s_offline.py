@@ -1509,7 +1509,7 @@ def phase_preflight(ctx):
                  "does not support (kube-proxy's rules and the host's diverge): "
                  "rerun with --iptables-legacy to switch to legacy mode"
                  % backend[0])
-    if master:
+    if ctx.role == "master":
         try:
             pod, service = check_cidrs(args.pod_network_cidr, args.service_cidr)
         except UserError as exc:
@@ -2200,10 +2200,10 @@ def make_join_info(ctx, upload_certs, kubernetes_version, arch):
 
 
 def bundle_folder(bundle_path):
-    """Where the join file goes beside a bundle: its folder if extracted,
-    the folder holding it if a .tar."""
-    path = os.path.abspath(bundle_path)
-    return path if os.path.isdir(path) else os.path.dirname(path)
+    """The folder holding the bundle (.tar or extracted folder): the join
+    file goes there, beside the bundle, not inside it (verify refuses
+    files bundle.json does not list)."""
+    return os.path.dirname(os.path.abspath(bundle_path.rstrip("/") or "/"))
 
 
 def default_join_file(ctx, bundle_path):
@@ -2281,6 +2281,8 @@ def load_join_info(ctx, bundle):
         candidates = [args.join_file] if args.join_file else [
             os.path.join(bundle_folder(bundle.path), JOIN_FILE_NAME),
             ctx.host.path(FALLBACK_JOIN_FILE)]
+        if not args.join_file and bundle.kind == "dir":
+            candidates.insert(1, os.path.join(bundle.path, JOIN_FILE_NAME))
         path = next((c for c in candidates if os.path.isfile(c)), None)
         if path is None:
             raise UserError("no join file at %s: copy %s from the master beside "
