@@ -866,6 +866,7 @@ class Host(object):
     def __init__(self, root="/", dry_run=False):
         self.root = os.path.abspath(root or "/")
         self.dry_run = dry_run
+        self.planned = set()      # folders a dry run has said it would make
 
     def path(self, host_path):
         if self.root == "/":
@@ -902,7 +903,9 @@ class Host(object):
         if self.isdir(host_path):
             return False
         if self.dry_run:
-            log.info("  would create folder %s", host_path)
+            if host_path not in self.planned:
+                self.planned.add(host_path)
+                log.info("  would create folder %s", host_path)
             return True
         os.makedirs(self.path(host_path), mode)
         return True
@@ -1365,7 +1368,8 @@ def run_phases(ctx, phases):
                                     ", ".join(names)))
     started = now()
     for name, function in phases:
-        summary = (function.__doc__ or "").strip().splitlines()[0]
+        summary = " ".join((function.__doc__ or "").strip().split("\n\n")[0]
+                           .split())
         if name in ctx.skip:
             log.info("[%s] skipped (--skip-phases)", name)
             continue
