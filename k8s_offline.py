@@ -2538,7 +2538,7 @@ def cluster_pending(ctx, kubeconfig=ADMIN_CONF, pods=True):
     pending = []
     ready, reason = node_ready(node)
     if not ready:
-        pending.append(("node %s" % name, reason, None))
+        pending.append(("node %s" % name, "NotReady: " + reason, None))
     if pods:
         listing, error = _kubectl_json(ctx, ["-n", "kube-system", "get",
                                              "pods"], kubeconfig)

@@ -470,3 +470,48 @@ def test_join_expired_token_refused_by_kubeadm(host, bundle_dir, capsys):
                sup.CA_HASH, "--no-wait") == 2
     assert "run `k8s_offline.py token` on the master" in \
         capsys.readouterr().err
+
+
+def test_every_run_is_logged_0600(host, bundle_dir, tmp_path):
+    root, runner = host
+    assert run(root, bundle_dir, "master", "--no-wait", "--join-file",
+               str(tmp_path / "j.json")) == 0
+    path = rpath(root, ko.INSTALL_LOG)
+    assert mode(path) == 0o600
+    text = open(path).read()
+    assert "[init] done in" in text and "run: kubeadm init --config" in text
+
+
+def test_join_dry_run_changes_nothing(host, bundle_dir, tmp_path, capsys):
+    root, runner = host
+    info = {"api_server_endpoint": sup.HOST_IP + ":6443", "token": sup.TOKEN,
+            "discovery_token_ca_cert_hash": sup.CA_HASH,
+            "kubernetes_version": "v1.16.0", "arch": "amd64"}
+    path = str(tmp_path / "join.json")
+    json.dump(info, open(path, "w"))
+    before = sup.snapshot(root)
+    assert run(root, bundle_dir, "join", "--join-file", path, "--dry-run") == 0
+    assert sup.snapshot(root) == before
+    err = capsys.readouterr().err
+    assert "would run: kubeadm join --config %s" % ko.JOIN_CONFIG in err
+    assert not runner.ran("kubeadm")
+
+
+def test_worker_join_waits_for_its_node_with_kubelet_credentials(
+        host, bundle_dir, tmp_path, capsys):
+    root, runner = host
+    info = {"api_server_endpoint": sup.HOST_IP + ":6443", "token": sup.TOKEN,
+            "discovery_token_ca_cert_hash": sup.CA_HASH,
+            "kubernetes_version": "v1.16.0", "arch": "amd64"}
+    path = str(tmp_path / "join.json")
+    json.dump(info, open(path, "w"))
+    runner.cluster.node_ready = False
+    assert run(root, bundle_dir, "join", "--join-file", path,
+               "--wait-timeout", "30") == 2
+    assert "node node-a is NotReady: cni config uninitialized" in capsys.readouterr().err
+    gets = [a for a in runner.commands() if a[0] == "kubectl"]
+    assert gets and all(a[2] == ko.KUBELET_CONF for a in gets)
+    assert not [a for a in gets if "pods" in a]
+    runner.cluster.node_ready = True
+    assert run(root, bundle_dir, "join", "--join-file", path) == 0
+    assert len(runner.ran("kubeadm", "join")) == 1
