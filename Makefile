@@ -1,0 +1,32 @@
+# k8s-offline: the main job is `make bundle`, the tests are `make test`.
+PYTHON ?= python3
+PY36 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.6*/bin/python3) $(shell command -v python3.6 2>/dev/null))
+BUNDLE_ARGS ?=
+
+.PHONY: bundle test lint unit e2e e2e-prepare bench clean
+
+bundle:
+	$(PYTHON) k8s_offline.py bundle $(BUNDLE_ARGS)
+
+# The fast suite: stdlib/3.6 checks, then every test but the air-gap lab.
+test: lint unit
+
+lint:
+	$(PYTHON) -m vermin --no-tips --violations -t=3.6- k8s_offline.py
+	$(PYTHON) -S k8s_offline.py --help >/dev/null
+	@if [ -n "$(PY36)" ]; then echo "$(PY36) -S k8s_offline.py verify --help"; \
+	  $(PY36) -S k8s_offline.py verify --help >/dev/null; \
+	else echo "no Python 3.6 here: vermin alone checks 3.6 compatibility"; fi
+
+unit:
+	$(PYTHON) -m pytest tests -q --ignore=tests/e2e
+
+# The air-gap lab: real kubeadm nodes on an internal Docker network.
+e2e:
+	$(PYTHON) -m pytest tests/e2e -q -s
+
+bench:
+	$(PYTHON) tests/bench/bench_bundle.py
+
+clean:
+	rm -rf bundle/*.tar bundle/*.partial-* .pytest_cache

@@ -1,0 +1,217 @@
+"""Session fixtures for k8s-offline's tests (see tests/fixtures/ for the code).
+
+Servers (all on 127.0.0.1, started lazily, once per session, stopped at the end):
+  anon_registry    plain HTTP, anonymous; every test image is pushed here (test_images)
+  basic_registry   htpasswd (bcrypt) auth, same storage          user REGISTRY_USER
+  token_server     bearer-token server (JWT RS256 signed, cert in the registry's bundle)
+  token_registry   bearer-token auth, same storage
+  file_server      dl.k8s.io / github.com stand-ins, Range support
+Helpers:
+  bundle_args          flags sending every bundle download of amd64 to the fixtures
+  make_bundle_args     the same for another registry / arch / checksum file
+  make_docker_config   a DOCKER_CONFIG dir with {"auths": {HOST: {"auth": b64(user:pass)}}}
+  run_cli              run ``python k8s_offline.py ARGS`` -> (rc, stdout, stderr)
+  dockerd              the docker daemon is reachable (started if needed, else a clear failure)
+  containerd           a standalone containerd; .ctr(...) runs ctr against its socket
+"""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+if TESTS_DIR not in sys.path:
+    sys.path.insert(0, TESTS_DIR)
+
+from fixtures import daemons, fileserver, images, registry  # noqa: E402
+
+REPO_ROOT = os.path.dirname(TESTS_DIR)
+SCRIPT = os.path.join(REPO_ROOT, "k8s_offline.py")
+REGISTRY_USER = "tester"
+REGISTRY_PASSWORD = "s3cret-Pa55"
+TIMINGS = {}
+
+
+def _timed(name, fn):
+    t = time.monotonic()
+    out = fn()
+    TIMINGS[name] = time.monotonic() - t
+    return out
+
+
+def pytest_terminal_summary(terminalreporter):
+    if TIMINGS:
+        terminalreporter.write_line("fixture setup times: " + ", ".join(
+            "%s %.2fs" % kv for kv in TIMINGS.items()))
+
+
+@pytest.fixture(scope="session")
+def fx_workdir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("fx"))
+
+
+@pytest.fixture(scope="session")
+def registry_storage(fx_workdir):
+    path = os.path.join(fx_workdir, "registry-storage")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def anon_registry(fx_workdir, registry_storage):
+    reg = registry.Registry(fx_workdir, storage_dir=registry_storage, name="anon")
+    _timed("anon_registry", reg.start)
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def test_images(anon_registry, fx_workdir):
+    """images.ImageSet: every test image pushed, with the digests the registry serves."""
+    return _timed("test_images(build+push)",
+                  lambda: images.push_all(anon_registry.host, fx_workdir))
+
+
+@pytest.fixture(scope="session")
+def basic_registry(fx_workdir, registry_storage, test_images):
+    reg = registry.Registry(fx_workdir, auth="htpasswd", storage_dir=registry_storage,
+                            users={REGISTRY_USER: REGISTRY_PASSWORD}, name="basic")
+    _timed("basic_registry", reg.start)
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def token_server(fx_workdir):
+    ts = _timed("token_server", lambda: registry.TokenServer(
+        fx_workdir, users={REGISTRY_USER: REGISTRY_PASSWORD}).start())
+    yield ts
+    ts.stop()
+
+
+@pytest.fixture(scope="session")
+def token_registry(fx_workdir, registry_storage, token_server, test_images):
+    reg = registry.Registry(fx_workdir, auth="token", token_server=token_server,
+                            storage_dir=registry_storage, name="token")
+    _timed("token_registry", reg.start)
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def file_server(fx_workdir):
+    fs = fileserver.FileServer(os.path.join(fx_workdir, "files"))
+    _timed("file_server", fs.start)
+    yield fs
+    fs.stop()
+
+
+@pytest.fixture(scope="session")
+def make_bundle_args(file_server, fx_workdir, test_images):
+    """make_bundle_args(registry_host=None, arch="amd64", checksum_override=None) ->
+    the flags pulling every image from REGISTRY_HOST (default: anon_registry)
+    and every file from file_server, with a matching --checksum-file."""
+    counter = [0]
+
+    def make(registry_host=None, arch="amd64", checksum_override=None):
+        host = registry_host or test_images.host
+        counter[0] += 1
+        ck = file_server.checksum_file(
+            os.path.join(fx_workdir, "sha256sums-%s-%d.txt" % (arch, counter[0])),
+            arch=arch, override=checksum_override)
+        args = ["--image-repository", host,
+                "--registry-mirror", "quay.io=%s" % host,
+                "--insecure-registry", host]
+        args += file_server.mirror_args()
+        args += ["--checksum-file", ck, "--no-progress"]
+        if arch != "amd64":
+            args += ["--arch", arch]
+        return args
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def bundle_args(make_bundle_args):
+    """Flags for an amd64 bundle from anon_registry + file_server (add --output, --cache-dir)."""
+    return make_bundle_args()
+
+
+@pytest.fixture(scope="session")
+def make_docker_config(fx_workdir):
+    counter = [0]
+
+    def make(host, user=REGISTRY_USER, password=REGISTRY_PASSWORD):
+        counter[0] += 1
+        d = os.path.join(fx_workdir, "docker-config-%d" % counter[0])
+        os.makedirs(d, exist_ok=True)
+        auth = base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump({"auths": {host: {"auth": auth}}}, f)
+        return d
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def empty_docker_config(fx_workdir):
+    d = os.path.join(fx_workdir, "docker-config-empty")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump({"auths": {}}, f)
+    return d
+
+
+@pytest.fixture(scope="session")
+def run_cli(empty_docker_config, fx_workdir):
+    """run_cli(*args, env=None, timeout=900) -> (rc, stdout, stderr) of
+    ``python k8s_offline.py ARGS``.  Proxies point at a dead 127.0.0.1 port
+    (loopback excluded) so any request to a non-local host fails fast instead
+    of leaving the machine; DOCKER_CONFIG is an empty config unless ENV sets
+    one; XDG_CACHE_HOME is a private directory."""
+    cache_home = os.path.join(fx_workdir, "xdg-cache")
+
+    def run(*args, env=None, timeout=900, cwd=None):
+        e = dict(os.environ)
+        dead = "http://127.0.0.1:9"
+        for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy",
+                  "ALL_PROXY", "all_proxy"):
+            e[k] = dead
+        e["NO_PROXY"] = e["no_proxy"] = "127.0.0.1,localhost"
+        e["DOCKER_CONFIG"] = empty_docker_config
+        e["XDG_CACHE_HOME"] = cache_home
+        e["PYTHONDONTWRITEBYTECODE"] = "1"
+        e.update(env or {})
+        r = subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           stdin=subprocess.DEVNULL, text=True, timeout=timeout,
+                           cwd=cwd or fx_workdir, env=e)
+        return r.returncode, r.stdout, r.stderr
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def dockerd(fx_workdir):
+    """The docker daemon answers (started here if it did not). Fails, never skips."""
+    try:
+        _timed("dockerd", lambda: daemons.ensure_dockerd(fx_workdir))
+    except RuntimeError as e:
+        pytest.fail("docker daemon unavailable: %s" % e, pytrace=False)
+    return daemons.DOCKER_SOCK
+
+
+@pytest.fixture(scope="session")
+def containerd(tmp_path_factory):
+    c = daemons.Containerd(str(tmp_path_factory.mktemp("ctrd")))
+    try:
+        _timed("containerd", c.start)
+    except RuntimeError as e:
+        pytest.fail("standalone containerd unavailable: %s" % e, pytrace=False)
+    yield c
+    c.cleanup()

@@ -1,0 +1,72 @@
+"""Session fixtures of the air-gap lab. Every fixture that starts something removes it in its
+finalizer, which pytest runs even when a step fails; SIGTERM is turned into KeyboardInterrupt so an
+interrupted run tears down too, and leftovers of killed runs (dead owner pid) are reaped first."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from . import nodes as nodes_mod
+from . import upstream as up_mod
+from .common import RUN_LABEL, WORK_DIR, log
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    signal.signal(signal.SIGTERM, _sigterm)
+    d = WORK_DIR / ("run-%s-%d" % (time.strftime("%Y%m%d-%H%M%S"), os.getpid()))
+    d.mkdir(parents=True)
+    log("lab work dir %s" % d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def upstream(workdir):
+    t0 = time.monotonic()
+    build = up_mod.prepare()
+    log("upstream ready in %.0fs" % (time.monotonic() - t0))
+    up = up_mod.Upstream(build, logdir=workdir)
+    try:
+        up.start()
+        log(up.describe())
+        yield up
+    finally:
+        up.stop()
+        log("upstream registry and file server stopped")
+
+
+@pytest.fixture(scope="session")
+def node_image():
+    nodes_mod.reap()  # leftovers of lab runs whose process is gone
+    return nodes_mod.ensure_node_image()
+
+
+@pytest.fixture(scope="session")
+def lab(workdir, node_image):
+    the_lab = nodes_mod.Lab(workdir, node_image)
+    try:
+        the_lab.create_network()
+        yield the_lab
+    finally:
+        the_lab.stop()
+        leftovers = []
+        for ls in (["docker", "ps", "-aq"], ["docker", "network", "ls", "-q"],
+                   ["docker", "volume", "ls", "-q"]):
+            p = subprocess.run(ls + ["--filter", "label=%s=%s" % (RUN_LABEL, the_lab.run_id)],
+                               stdout=subprocess.PIPE, universal_newlines=True)
+            leftovers += p.stdout.split()
+        log("lab torn down (run %s); node logs saved under %s" % (the_lab.run_id, the_lab.logdir))
+        assert not leftovers, "teardown left Docker objects behind: %s" % leftovers
+
+
+@pytest.fixture(scope="session")
+def state():
+    """Results handed from one step to the next (the steps run in file order)."""
+    return {}

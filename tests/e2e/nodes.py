@@ -1,0 +1,453 @@
+"""Air-gapped kubeadm nodes as systemd containers on an --internal Docker network.
+
+    python3 -m tests.e2e.nodes --image          # build (or reuse) the node image only
+
+The node image: a Debian 12 root filesystem made with debootstrap (systemd, docker.io, containerd,
+runc, python3, iptables, conntrack, socat, ebtables, ethtool, ...), imported with `tar | docker
+import`, then finished with `docker build` (never a recursive file copy of a rootfs: device nodes).
+
+LAB ONLY: this sandbox's capability bounding set lacks CAP_SYS_RESOURCE, so runc inside a node
+cannot start privileged pods or pods with a negative oom_score_adj. The node image diverts
+/usr/sbin/runc and puts a small wrapper in its place that drops CAP_SYS_RESOURCE and raises
+process.oomScoreAdj to what the caller may set. Real hosts do not need it; k8s_offline.py never
+sees it (docker and containerd just run `runc`, whatever daemon.json the tool writes).
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from .common import (CACHE_DIR, DEBIAN_MIRROR, DEBIAN_SUITE, PREFIX, RUN_LABEL, log, out,
+                     require_tools, run)
+
+NODE_RECIPE = "2"
+PID_LABEL = "org.k8s-offline.lab.pid"
+SERVICE_CIDR = "10.96.0.0/12"  # kubeadm default service subnet
+NODE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "iproute2", "iptables", "kmod", "procps",
+                 "ca-certificates", "python3", "conntrack", "socat", "ebtables", "ethtool",
+                 "util-linux", "mount", "docker.io", "containerd", "runc", "less"]
+
+RUNC_WRAPPER = r'''#!/usr/bin/python3
+# k8s-offline AIR-GAP LAB ONLY (tests/e2e/nodes.py): this sandbox cannot grant CAP_SYS_RESOURCE,
+# so drop it from every OCI process spec and raise a negative oomScoreAdj to the lowest value this
+# process may set, then run the real runc. Not part of k8s-offline; real hosts do not need it.
+import json
+import os
+import sys
+
+REAL = "/usr/sbin/runc.k8so-lab-real"
+VALUE_FLAGS = {"--root", "--log", "--log-format", "--criu", "--rootless"}
+
+
+def fix_process(proc, cur):
+    changed = False
+    for key, caps in (proc.get("capabilities") or {}).items():
+        if caps and "CAP_SYS_RESOURCE" in caps:
+            proc["capabilities"][key] = [c for c in caps if c != "CAP_SYS_RESOURCE"]
+            changed = True
+    if "oomScoreAdj" in proc and proc["oomScoreAdj"] < cur:
+        proc["oomScoreAdj"] = cur
+        changed = True
+    return changed
+
+
+def rewrite(path, inner):
+    with open(path) as f:
+        doc = json.load(f)
+    with open("/proc/self/oom_score_adj") as f:
+        cur = int(f.read())
+    proc = doc.get("process", {}) if inner else doc
+    if fix_process(proc, cur):
+        tmp = path + ".k8so-lab"
+        with open(tmp, "w") as f:
+            json.dump(doc, f)
+        os.rename(tmp, path)
+
+
+def main(args):
+    i, cmd = 0, None
+    while i < len(args):
+        a = args[i]
+        if a in VALUE_FLAGS:
+            i += 2
+            continue
+        if a.startswith("-"):
+            i += 1
+            continue
+        cmd = a
+        break
+    rest = args[i + 1:]
+    if cmd in ("create", "run"):
+        bundle = os.getcwd()
+        for j, a in enumerate(rest):
+            if a in ("--bundle", "-b") and j + 1 < len(rest):
+                bundle = rest[j + 1]
+            elif a.startswith("--bundle="):
+                bundle = a.split("=", 1)[1]
+        rewrite(os.path.join(bundle, "config.json"), True)
+    elif cmd == "exec":
+        for j, a in enumerate(rest):
+            if a in ("--process", "-p") and j + 1 < len(rest):
+                rewrite(rest[j + 1], False)
+            elif a.startswith("--process="):
+                rewrite(a.split("=", 1)[1], False)
+    os.execv(REAL, [REAL] + args)
+
+
+main(sys.argv[1:])
+'''
+
+RSHARED_UNIT = """[Unit]
+Description=k8s-offline lab: make / rshared (as on a real host) before the runtimes start
+DefaultDependencies=no
+Before=docker.service containerd.service kubelet.service
+After=local-fs.target
+
+[Service]
+Type=oneshot
+ExecStart=/bin/mount --make-rshared /
+RemainAfterExit=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+DOCKERFILE = """FROM {base}
+RUN dpkg-divert --local --rename --divert /usr/sbin/runc.k8so-lab-real --add /usr/sbin/runc
+COPY rootfs/ /
+ENV container=docker
+STOPSIGNAL SIGRTMIN+3
+ENTRYPOINT ["/sbin/init"]
+LABEL org.k8s-offline.lab.node="{key}"
+"""
+
+# Units that make no sense in a container and only slow the boot or mark it degraded.
+MASKED_UNITS = ["systemd-udevd.service", "systemd-udev-trigger.service", "getty@tty1.service",
+                "console-getty.service", "systemd-modules-load.service", "sys-kernel-debug.mount",
+                "sys-kernel-tracing.mount", "systemd-remount-fs.service", "e2scrub_reap.service",
+                "systemd-firstboot.service", "apt-daily.timer", "apt-daily-upgrade.timer",
+                "e2scrub_all.timer", "fstrim.timer", "dpkg-db-backup.timer"]
+
+
+def _docker_env():
+    env = dict(os.environ)
+    env["DOCKER_BUILDKIT"] = "0"
+    return env
+
+
+def image_exists(ref):
+    return subprocess.run(["docker", "image", "inspect", ref], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0
+
+
+def base_key():
+    material = "\n".join([DEBIAN_SUITE, DEBIAN_MIRROR, " ".join(NODE_PACKAGES)])
+    return hashlib.sha256(material.encode()).hexdigest()[:12]
+
+
+def node_key():
+    material = "\n".join([base_key(), NODE_RECIPE, RUNC_WRAPPER, RSHARED_UNIT, DOCKERFILE,
+                          " ".join(MASKED_UNITS)])
+    return hashlib.sha256(material.encode()).hexdigest()[:12]
+
+
+def ensure_base_image():
+    ref = "%s-node-base:%s" % (PREFIX, base_key())
+    if image_exists(ref):
+        return ref
+    require_tools(["debootstrap", "tar", "docker"])
+    root = CACHE_DIR / "node" / base_key()
+    rootfs = root / "rootfs"
+    if root.exists():
+        # only ever removed with rm -rf of our own debootstrap dir (never copied)
+        run(["rm", "-rf", "--one-file-system", root])
+    root.mkdir(parents=True)
+    t0 = time.monotonic()
+    with open(str(root / "debootstrap.log"), "w") as logf:
+        proc = subprocess.run(["debootstrap", "--variant=minbase",
+                               "--include=" + ",".join(NODE_PACKAGES), DEBIAN_SUITE, str(rootfs),
+                               DEBIAN_MIRROR], stdout=logf, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise RuntimeError("debootstrap failed, see %s" % (root / "debootstrap.log"))
+    log("debootstrap done in %.0fs" % (time.monotonic() - t0))
+    for d in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for p in (rootfs / d).glob("*"):
+            if p.is_file():
+                p.unlink()
+    tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "--exclude=./dev/*",
+                            "--exclude=./proc/*", "--exclude=./sys/*", "-c", "."],
+                           stdout=subprocess.PIPE)
+    imp = subprocess.run(["docker", "import", "--message", "k8s-offline lab node base", "-", ref],
+                         stdin=tar.stdout, stdout=subprocess.PIPE, universal_newlines=True)
+    tar.stdout.close()
+    if tar.wait() != 0 or imp.returncode != 0:
+        raise RuntimeError("docker import of the node rootfs failed")
+    run(["rm", "-rf", "--one-file-system", rootfs])
+    log("node base image %s imported" % ref)
+    return ref
+
+
+def ensure_node_image():
+    """Build (or reuse) the node image; returns its reference."""
+    ref = "%s-node:%s" % (PREFIX, node_key())
+    if image_exists(ref):
+        log("node image %s is cached" % ref)
+        return ref
+    base = ensure_base_image()
+    ctx = Path(tempfile.mkdtemp(prefix="k8so-lab-node-"))
+    try:
+        r = ctx / "rootfs"
+        (r / "usr/sbin").mkdir(parents=True)
+        (r / "usr/sbin/runc").write_text(RUNC_WRAPPER)
+        os.chmod(str(r / "usr/sbin/runc"), 0o755)
+        units = r / "etc/systemd/system"
+        (units / "multi-user.target.wants").mkdir(parents=True)
+        (units / "k8so-lab-rshared.service").write_text(RSHARED_UNIT)
+        os.symlink("/etc/systemd/system/k8so-lab-rshared.service",
+                   str(units / "multi-user.target.wants" / "k8so-lab-rshared.service"))
+        for u in MASKED_UNITS:
+            os.symlink("/dev/null", str(units / u))
+        (r / "media/usb").mkdir(parents=True)
+        (ctx / "Dockerfile").write_text(DOCKERFILE.format(base=base, key=node_key()))
+        run(["docker", "build", "-q", "-t", ref, ctx], env=_docker_env(), capture=True)
+    finally:
+        shutil.rmtree(str(ctx))
+    log("node image %s built" % ref)
+    return ref
+
+
+# --------------------------------------------------------------------------- running nodes
+
+class Node(object):
+    def __init__(self, lab, name, container):
+        self.lab = lab
+        self.name = name          # short name, also the hostname (e.g. node1)
+        self.container = container
+
+    def exec(self, argv, check=True, timeout=None, input=None, quiet=False, env=None):
+        """Run argv inside the node; returns CompletedProcess with stdout/stderr captured."""
+        pre = ["docker", "exec"]
+        if input is not None:
+            pre.append("-i")
+        for k, v in (env or {}).items():
+            pre += ["-e", "%s=%s" % (k, v)]
+        return run(pre + [self.container] + list(argv), check=check, capture=True,
+                   timeout=timeout, input=input, quiet=quiet)
+
+    def sh_out(self, argv, **kw):
+        return self.exec(argv, **kw).stdout.strip()
+
+    def ip(self):
+        fmt = "{{(index .NetworkSettings.Networks \"%s\").IPAddress}}" % self.lab.network
+        return out(["docker", "inspect", "-f", fmt, self.container], quiet=True)
+
+    def cp_in(self, src, dest):
+        run(["docker", "cp", src, "%s:%s" % (self.container, dest)])
+
+    def wait_booted(self, timeout=180):
+        """Wait until systemd is up (running/degraded) and docker answers inside the node."""
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            p = self.exec(["systemctl", "is-system-running"], check=False, quiet=True)
+            state = p.stdout.strip()
+            if state in ("running", "degraded"):
+                d = self.exec(["docker", "info", "-f", "{{.ServerVersion}}"], check=False, quiet=True)
+                if d.returncode == 0:
+                    if state == "degraded":
+                        failed = self.sh_out(["systemctl", "--failed", "--no-legend", "--plain"],
+                                             check=False, quiet=True)
+                        log("%s is degraded (failed units: %s)" % (self.name, failed.replace("\n", "; ")))
+                    return state
+            time.sleep(1)
+        raise RuntimeError("%s did not boot within %ds (systemd state %r)" % (self.name, timeout, state))
+
+    def start_event_watch(self):
+        """Record Docker image events inside the node (pull, load, tag, ...) from now on."""
+        self.exec(["sh", "-c", "nohup docker events --filter type=image --format '{{json .}}' "
+                   ">>/var/log/k8so-lab-docker-events.log 2>&1 &"])
+
+    def image_events(self):
+        text = self.sh_out(["cat", "/var/log/k8so-lab-docker-events.log"], check=False, quiet=True)
+        events = []
+        for line in text.splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                pass
+        return events
+
+    def save_logs(self, dest):
+        """Copy journal, kubelet/docker journal, kubeadm logs and events out of the node."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        cmds = {
+            "journal.log": ["journalctl", "--no-pager", "-b"],
+            "kubelet.log": ["journalctl", "--no-pager", "-b", "-u", "kubelet"],
+            "docker.log": ["journalctl", "--no-pager", "-b", "-u", "docker", "-u", "containerd"],
+            "docker-ps.txt": ["docker", "ps", "-a"],
+            "docker-images.txt": ["docker", "images", "--digests"],
+            "docker-image-events.log": ["cat", "/var/log/k8so-lab-docker-events.log"],
+            "pods.txt": ["sh", "-c", "kubectl --kubeconfig /etc/kubernetes/admin.conf get pods -A "
+                         "-o wide; kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes -o wide; "
+                         "kubectl --kubeconfig /etc/kubernetes/admin.conf get events -A"],
+        }
+        for fname, argv in cmds.items():
+            p = subprocess.run(["docker", "exec", self.container] + argv, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=120)
+            (dest / fname).write_bytes(p.stdout)
+        found = subprocess.run(["docker", "exec", self.container, "find", "/", "-xdev", "(", "-name",
+                                "kubeadm-init.log", "-o", "-name", "kubeadm-join.log", "-o", "-name",
+                                "kubeadm-*.log", "-o", "-path", "/var/log/k8s-offline*", ")",
+                                "-type", "f"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               universal_newlines=True, timeout=120).stdout.split()
+        for path in found:
+            target = dest / path.strip("/").replace("/", "__")
+            subprocess.run(["docker", "cp", "%s:%s" % (self.container, path), str(target)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = subprocess.run(["docker", "logs", self.container], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+        (dest / "console.log").write_bytes(p.stdout)
+
+
+class Lab(object):
+    """Owns every Docker object and process of one lab run; stop() removes them all."""
+
+    def __init__(self, workdir, image):
+        self.run_id = "%d-%s" % (os.getpid(), uuid.uuid4().hex[:6])
+        self.image = image
+        self.workdir = Path(workdir)
+        self.logdir = self.workdir / "logs"
+        self.network = "%s-%s-net" % (PREFIX, self.run_id)
+        self.containers = []
+        self.volumes = []
+        self.nodes = {}
+        self.net_created = False
+
+    def labels(self):
+        return ["--label", "%s=%s" % (RUN_LABEL, self.run_id), "--label", "%s=%d" % (PID_LABEL, os.getpid())]
+
+    def create_network(self):
+        run(["docker", "network", "create", "--internal"] + self.labels() + [self.network])
+        self.net_created = True
+
+    def add_node(self, name, bundle_dir=None):
+        """Boot one node container (not --privileged, see LAB-NOTES), bundle mounted read-only."""
+        cname = "%s-%s-%s" % (PREFIX, self.run_id, name)
+        argv = ["docker", "run", "-d", "--name", cname, "--hostname", name,
+                "--network", self.network] + self.labels() + [
+            "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
+            "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+            "--security-opt", "systempaths=unconfined",
+            "--device-cgroup-rule", "a *:* rwm", "--device", "/dev/kmsg",
+            "--tmpfs", "/run:rw,exec,nosuid,nodev", "--tmpfs", "/tmp:rw,exec,nosuid,nodev",
+            "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+            "--sysctl", "net.ipv4.ip_forward=1", "--sysctl", "net.ipv4.conf.all.forwarding=1",
+        ]
+        if os.path.isdir("/lib/modules"):  # absent on kernels without loadable modules
+            argv += ["-v", "/lib/modules:/lib/modules:ro"]
+        for mnt in ("/var/lib/docker", "/var/lib/containerd", "/var/lib/kubelet"):
+            vol = "%s-%s-%s-%s" % (PREFIX, self.run_id, name, mnt.strip("/").replace("/", "-"))
+            run(["docker", "volume", "create"] + self.labels() + [vol], capture=True)
+            self.volumes.append(vol)
+            argv += ["-v", "%s:%s" % (vol, mnt)]
+        if bundle_dir is not None:
+            argv += ["-v", "%s:/media/usb:ro" % bundle_dir]
+        self.containers.append(cname)
+        run(argv + [self.image], capture=True)
+        node = Node(self, name, cname)
+        self.nodes[name] = node
+        # Docker 20.10 still gives containers on an --internal network a default route to the
+        # host's bridge address (forwarding is dropped, but the host itself answers). Remove it:
+        # no node has a route out. The service CIDR stays on-link so that kube-proxy's DNAT of
+        # 10.96.0.1 (looked up before DNAT) still works for host-network processes.
+        node.exec(["ip", "route", "del", "default"], check=False)
+        node.exec(["ip", "route", "add", SERVICE_CIDR, "dev", "eth0"])
+        return node
+
+    def remove_node(self, name, save_logs=True):
+        node = self.nodes.pop(name)
+        if save_logs:
+            self._save(node)
+        run(["docker", "rm", "-f", "-v", node.container], check=False, capture=True)
+        self.containers.remove(node.container)
+        for vol in [v for v in self.volumes if v.startswith(node.container + "-")]:
+            run(["docker", "volume", "rm", "-f", vol], check=False, capture=True)
+            self.volumes.remove(vol)
+
+    def _save(self, node):
+        try:
+            node.save_logs(self.logdir / node.name)
+        except Exception as exc:  # logs are best effort; teardown must go on
+            log("could not save logs of %s: %s" % (node.name, exc))
+
+    def stop(self):
+        """Save node logs, then remove every container, volume and the network of this run."""
+        for node in list(self.nodes.values()):
+            self._save(node)
+        if self.nodes:
+            log("node logs (journal, kubelet, docker, kubeadm-*.log) saved under %s" % self.logdir)
+        for c in list(self.containers):
+            run(["docker", "rm", "-f", "-v", c], check=False, capture=True)
+        self.containers = []
+        self.nodes = {}
+        # anything else carrying this run's label (e.g. left by an interrupted add_node)
+        reap(self.run_id)
+        for v in list(self.volumes):
+            run(["docker", "volume", "rm", "-f", v], check=False, capture=True)
+        self.volumes = []
+        if self.net_created:
+            run(["docker", "network", "rm", self.network], check=False, capture=True)
+            self.net_created = False
+
+
+def reap(run_id=None):
+    """Remove lab containers, networks and volumes of run_id, or of dead lab processes if None."""
+    def stale(labels):
+        if run_id is not None:
+            return labels.get(RUN_LABEL) == run_id
+        pid = labels.get(PID_LABEL)
+        return pid is not None and pid.isdigit() and not os.path.exists("/proc/%s" % pid)
+
+    flt = ["--filter", "label=%s" % RUN_LABEL]
+    for kind, ls, rm in (("container", ["docker", "ps", "-aq"], ["docker", "rm", "-f", "-v"]),
+                         ("network", ["docker", "network", "ls", "-q"], ["docker", "network", "rm"]),
+                         ("volume", ["docker", "volume", "ls", "-q"], ["docker", "volume", "rm", "-f"])):
+        ids = out(ls + flt, quiet=True).split()
+        for obj in ids:
+            fmt = "{{json .Labels}}" if kind != "container" else "{{json .Config.Labels}}"
+            insp = ["docker", kind, "inspect", "-f", fmt, obj] if kind != "container" else \
+                ["docker", "inspect", "-f", fmt, obj]
+            p = subprocess.run(insp, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               universal_newlines=True)
+            if p.returncode != 0:
+                continue
+            labels = json.loads(p.stdout.strip() or "{}") or {}
+            if stale(labels):
+                run(rm + [obj], check=False, capture=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python3 -m tests.e2e.nodes")
+    ap.add_argument("--image", action="store_true", help="build (or reuse) the node image")
+    ap.add_argument("--reap", action="store_true", help="remove leftovers of dead lab runs")
+    args = ap.parse_args(argv)
+    if args.reap:
+        reap()
+    if args.image:
+        t0 = time.monotonic()
+        print(ensure_node_image())
+        log("node image ready in %.0fs" % (time.monotonic() - t0))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
