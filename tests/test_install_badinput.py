@@ -62,7 +62,7 @@ def test_wrong_arch_bundle(tmp_path, monkeypatch, capsys):
     root, runner = make_host(tmp_path, monkeypatch)
     bundle = sup.make_bundle(str(tmp_path / "b"), arch="arm64")
     before = sup.snapshot(root)
-    line = refused(capsys, root, before, master(root, bundle),
+    refused(capsys, root, before, master(root, bundle),
                    "the bundle is for arm64 but this host is amd64", runner)
     assert runner.calls == []
 

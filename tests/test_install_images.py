@@ -1,13 +1,12 @@
-"""Images streamed from a bundle into a real dockerd and a real containerd,
-and the install commands under Python 3.6."""
+"""Images streamed from a bundle into a real dockerd and a real containerd
+(the dockerd and containerd fixtures of conftest.py), and the install
+commands under Python 3.6."""
 
 import argparse
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 import uuid
 
 import pytest
@@ -33,29 +32,6 @@ class RecordingRunner(ko.Runner):
     def _execute_piped(self, argv, producer, **kwargs):
         self.seen.append(list(argv))
         return ko.Runner._execute_piped(self, argv, producer, **kwargs)
-
-
-def _docker_ok():
-    try:
-        return subprocess.call(["docker", "info"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, timeout=30) == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-@pytest.fixture(scope="module")
-def dockerd():
-    if shutil.which("dockerd") is None or shutil.which("docker") is None:
-        pytest.skip("Docker is not installed here")
-    if not _docker_ok():
-        with open("/tmp/dockerd.log", "ab") as logf:
-            subprocess.Popen(["dockerd", "--host", "unix:///var/run/docker.sock"],
-                             stdout=logf, stderr=logf, start_new_session=True)
-        deadline = time.time() + 60
-        while not _docker_ok():
-            assert time.time() < deadline, "dockerd did not start: /tmp/dockerd.log"
-            time.sleep(1)
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -119,56 +95,21 @@ def test_docker_load_streams_role_images_then_skips(dockerd, real_bundle,
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-@pytest.fixture
-def containerd(tmp_path):
-    if shutil.which("containerd") is None or shutil.which("ctr") is None:
-        pytest.skip("containerd is not installed here")
-    base = tempfile.mkdtemp(prefix="ctrd-", dir="/tmp")
-    sock = os.path.join(base, "containerd.sock")
-    config = os.path.join(base, "config.toml")
-    with open(config, "w") as handle:
-        handle.write('version = 2\nroot = "%s/root"\nstate = "%s/state"\n'
-                     'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-                     '[grpc]\n  address = "%s"\n[ttrpc]\n  address = "%s.ttrpc"\n'
-                     '[debug]\n  address = "%s.debug"\n'
-                     % (base, base, sock, sock, sock))
-    logf = open(os.path.join(base, "containerd.log"), "wb")
-    proc = subprocess.Popen(["containerd", "--config", config], stdout=logf,
-                            stderr=logf)
-    deadline = time.time() + 30
-    while subprocess.call(["ctr", "--address", sock, "version"],
-                          stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL) != 0:
-        assert proc.poll() is None, "containerd exited"
-        assert time.time() < deadline, "containerd did not start"
-        time.sleep(0.5)
-    yield sock
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    logf.close()
-    subprocess.call(["umount", "-R", os.path.join(base, "root")],
-                    stderr=subprocess.DEVNULL)
-    shutil.rmtree(base, ignore_errors=True)
-
-
 def test_containerd_import_names_and_skips(containerd, real_bundle, tmp_path):
     bundle, tag = real_bundle
+    sock = containerd.sock      # the standalone containerd of conftest.py
     ctx = context(bundle.path, str(tmp_path), "containerd", "master",
-                  "k8s.gcr.io", containerd)
+                  "k8s.gcr.io", sock)
     ko.phase_images(ctx)
     imports = [a for a in ctx.runner.seen if "import" in a]
-    assert imports == [["ctr", "--address", containerd, "-n", "k8s.io",
+    assert imports == [["ctr", "--address", sock, "-n", "k8s.io",
                         "images", "import", "-"]]
     have = ko.containerd_images(ctx)
     for image in bundle.meta["images"]:
         name = ko._normalize_image_name(ko.image_target(image, "k8s.gcr.io"))
         assert have.get(name) == image["manifest_digest"], name
     again = context(bundle.path, str(tmp_path), "containerd", "master",
-                    "k8s.gcr.io", containerd)
+                    "k8s.gcr.io", sock)
     ko.phase_images(again)
     assert not [a for a in again.runner.seen if "import" in a]
 
