@@ -2641,6 +2641,22 @@ def run_phases(ctx, phases):
 
 # -- phase: verify ----------------------------------------------------------
 
+class _BundleWithoutJoinFile(object):
+    """A bundle as verify_bundle sees it, less the join file that master
+    and token write into an extracted bundle folder (it is not part of the
+    bundle, so bundle.json cannot list it)."""
+
+    def __init__(self, bundle):
+        self._bundle = bundle
+
+    def names(self):
+        return [name for name in self._bundle.names()
+                if self._bundle.kind != "dir" or name != JOIN_FILE_NAME]
+
+    def __getattr__(self, name):
+        return getattr(self._bundle, name)
+
+
 def phase_verify(ctx):
     """Check every byte of the bundle and that it fits this host.
 
@@ -2652,7 +2668,8 @@ def phase_verify(ctx):
     if bundle.arch != arch:
         raise UserError("the bundle is for %s but this host is %s: use a "
                         "bundle made with --arch %s" % (bundle.arch, arch, arch))
-    verify_bundle(bundle, progress=not getattr(ctx.args, "no_progress", False))
+    verify_bundle(_BundleWithoutJoinFile(bundle),
+                  progress=not getattr(ctx.args, "no_progress", False))
     log.info("  bundle %s: Kubernetes %s %s, every file checked",
              bundle.path, bundle.kubernetes_version, bundle.arch)
 
@@ -3462,10 +3479,11 @@ def make_join_info(ctx, upload_certs, kubernetes_version, arch):
 
 
 def bundle_folder(bundle_path):
-    """The folder holding the bundle (.tar or extracted folder): the join
-    file goes there, beside the bundle, not inside it (verify refuses
-    files bundle.json does not list)."""
-    return os.path.dirname(os.path.abspath(bundle_path.rstrip("/") or "/"))
+    """Where the join file goes so that it travels with the bundle: the
+    folder holding a .tar, or the extracted folder itself (beside
+    bundle.json and k8s_offline.py, on the USB stick)."""
+    path = os.path.abspath(bundle_path)
+    return path if os.path.isdir(path) else os.path.dirname(path)
 
 
 def default_join_file(ctx, bundle_path):
@@ -3543,8 +3561,6 @@ def load_join_info(ctx, bundle):
         candidates = [args.join_file] if args.join_file else [
             os.path.join(bundle_folder(bundle.path), JOIN_FILE_NAME),
             ctx.host.path(FALLBACK_JOIN_FILE)]
-        if not args.join_file and bundle.kind == "dir":
-            candidates.insert(1, os.path.join(bundle.path, JOIN_FILE_NAME))
         path = next((c for c in candidates if os.path.isfile(c)), None)
         if path is None:
             raise UserError("no join file at %s: copy %s from the master beside "

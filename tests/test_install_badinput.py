@@ -63,7 +63,7 @@ def test_wrong_arch_bundle(tmp_path, monkeypatch, capsys):
     bundle = sup.make_bundle(str(tmp_path / "b"), arch="arm64")
     before = sup.snapshot(root)
     refused(capsys, root, before, master(root, bundle),
-                   "the bundle is for arm64 but this host is amd64", runner)
+            "the bundle is for arm64 but this host is amd64", runner)
     assert runner.calls == []
 
 

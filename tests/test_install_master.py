@@ -152,8 +152,7 @@ def test_kubeadm_config_field_by_field(host, bundle_dir, tmp_path):
               if d and d["kind"] == "ConfigMap"][0]
     assert json.loads(cm["data"]["net-conf.json"])["Network"] == "10.32.0.0/16"
     # The join file carries the certificate key made at init.
-    with open(os.path.join(os.path.dirname(bundle_dir),
-                           ko.JOIN_FILE_NAME)) as handle:
+    with open(os.path.join(bundle_dir, ko.JOIN_FILE_NAME)) as handle:
         info = json.load(handle)
     assert info["certificate_key"] == init["certificateKey"]
 
@@ -515,3 +514,23 @@ def test_worker_join_waits_for_its_node_with_kubelet_credentials(
     runner.cluster.node_ready = True
     assert run(root, bundle_dir, "join", "--join-file", path) == 0
     assert len(runner.ran("kubeadm", "join")) == 1
+
+
+@pytest.mark.parametrize("as_tar", [False, True])
+def test_join_file_travels_with_the_bundle(tmp_path, monkeypatch, as_tar):
+    """master writes the join file into the extracted bundle folder (or
+    beside the .tar); join on another host finds it there and the bundle
+    still verifies."""
+    bundle = sup.make_bundle(str(tmp_path / "usb"), as_tar=as_tar)
+    master_root = sup.make_root(str(tmp_path / "m"))
+    sup.install_fake(monkeypatch, master_root)
+    assert run(master_root, bundle, "master", "--no-wait") == 0
+    expected = os.path.join(bundle if not as_tar else os.path.dirname(bundle),
+                            ko.JOIN_FILE_NAME)
+    assert mode(expected) == 0o600
+    worker_root = sup.make_root(str(tmp_path / "w"), hostname="node-b")
+    runner = sup.install_fake(monkeypatch, worker_root)
+    assert run(worker_root, bundle, "join", "--no-wait") == 0
+    docs, _ = sup.read_config_documents(rpath(worker_root, ko.JOIN_CONFIG))
+    assert docs[0]["discovery"]["bootstrapToken"]["token"] == sup.TOKEN
+    assert docs[0]["nodeRegistration"]["name"] == "node-b"
