@@ -2272,7 +2272,13 @@ def listening_ports(host):
 
 
 def module_loaded(host, name):
+    """Loaded or built in: what the module provides is there."""
     if host.isdir("/sys/module/" + name):
+        return True
+    if name == "br_netfilter" and host.isdir("/proc/sys/net/bridge"):
+        return True
+    if name == "overlay" and re.search(r"\soverlay$",
+                                       host.read("/proc/filesystems", ""), re.M):
         return True
     return bool(re.search(r"^%s\s" % re.escape(name),
                           host.read("/proc/modules", ""), re.M))
@@ -2855,7 +2861,14 @@ def phase_host(ctx):
     host.write(MODULES_FILE, "".join(m + "\n" for m in KERNEL_MODULES))
     for module in KERNEL_MODULES:
         if not module_loaded(host, module):
-            runner.run(["modprobe", module], what="modprobe %s" % module)
+            result = runner.run(["modprobe", module], check=False)
+            if not result.ok:
+                text = "cannot load the kernel module %s (%s)" % (
+                    module, last_line(result.output()) or "modprobe failed")
+                if module == "br_netfilter":
+                    raise UserError(text + ": install the kernel's modules "
+                                    "package or build it in, then run again")
+                ctx.warn(text + ": Docker's overlay2 storage needs it")
     host.write(SYSCTL_FILE, "".join("%s = %s\n" % pair for pair in SYSCTLS))
     wrong = ["%s=%s" % (key, value) for key, value in SYSCTLS
              if read_sysctl(host, key) != value]

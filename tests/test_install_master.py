@@ -212,6 +212,8 @@ def test_rerun_after_failure_continues(host, bundle_dir, phase, prefix, capsys):
     root, runner = host
     if phase == "host":
         os.rmdir(rpath(root, "/sys/module/br_netfilter"))
+        import shutil
+        shutil.rmtree(rpath(root, "/proc/sys/net/bridge"))
         with open(rpath(root, "/proc/modules"), "w") as handle:
             handle.write("overlay 1 0 - Live 0x0\n")
     if phase == "runtime":
@@ -534,3 +536,23 @@ def test_join_file_travels_with_the_bundle(tmp_path, monkeypatch, as_tar):
     docs, _ = sup.read_config_documents(rpath(worker_root, ko.JOIN_CONFIG))
     assert docs[0]["discovery"]["bootstrapToken"]["token"] == sup.TOKEN
     assert docs[0]["nodeRegistration"]["name"] == "node-b"
+
+
+def test_modules_loaded_and_persisted_overlay_failure_only_warns(host,
+                                                                bundle_dir,
+                                                                capsys):
+    root, runner = host
+    import shutil
+    for module in ("br_netfilter", "overlay"):
+        os.rmdir(rpath(root, "/sys/module/" + module))
+    shutil.rmtree(rpath(root, "/proc/sys/net/bridge"))
+    open(rpath(root, "/proc/modules"), "w").close()
+    runner.fail[("modprobe", "overlay")] = 1
+    assert run(root, bundle_dir, "master", "--no-wait", "--skip-phases",
+               "join-file") == 0
+    assert runner.ran("modprobe", "br_netfilter")
+    assert "warning: cannot load the kernel module overlay" in \
+        capsys.readouterr().err
+    sysctl = runner.ran("sysctl", "-w")[0]
+    assert "net.bridge.bridge-nf-call-iptables=1" in sysctl
+    assert "net.ipv4.ip_forward=1" not in sysctl      # already 1
