@@ -3524,7 +3524,9 @@ def write_join_file(ctx, path, info):
 def print_join_commands(ctx, path, info):
     tool = os.path.join(script_folder(), "k8s_offline.py")
     print("")
-    print("To add a worker, copy %s beside the bundle on it, then run:" % path)
+    print("Join file: %s (keep it with the bundle, or copy it to each node)"
+          % path)
+    print("To add a worker, run on it:")
     print("  sudo python3 %s join --join-file %s" % (tool, path))
     if info.get("certificate_key"):
         print("To add a control-plane node (within 2 hours), run there:")
