@@ -1903,21 +1903,2182 @@ def _verify_image_graph(bundle, files):
 # Host preparation (install mode)
 # ===========================================================================
 
-# (filled in below)
+import ipaddress
+import socket
+
+# Paths on the host (prefixed by --root in tests).
+INSTALL_LOG = "/var/log/k8s-offline.log"
+STATE_DIR = "/var/lib/k8s-offline"
+STATE_FILE = STATE_DIR + "/state.json"
+KUBEADM_INIT_LOG = "/var/log/kubeadm-init.log"
+KUBEADM_JOIN_LOG = "/var/log/kubeadm-join.log"
+JOIN_FILE_NAME = "k8s-offline-join.json"
+FALLBACK_JOIN_FILE = "/etc/kubernetes/" + JOIN_FILE_NAME
+ADMIN_CONF = "/etc/kubernetes/admin.conf"
+KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+CNI_BIN_DIR = "/opt/cni/bin"
+CNI_CONF_DIR = "/etc/cni/net.d"
+BIN_INSTALL_DIR = "/usr/bin"
+KUBELET_UNIT = "/etc/systemd/system/kubelet.service"
+KUBELET_DROPIN = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
+DOCKER_UNIT = "/etc/systemd/system/docker.service"
+DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"
+CRICTL_CONFIG = "/etc/crictl.yaml"
+MODULES_FILE = "/etc/modules-load.d/k8s-offline.conf"
+SYSCTL_FILE = "/etc/sysctl.d/k8s-offline.conf"
+FSTAB = "/etc/fstab"
+TOOL_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
+             "/sbin", "/bin")
+
+DEFAULT_POD_CIDR = "10.244.0.0/16"
+DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
+DEFAULT_WAIT_TIMEOUT = 600
+API_PORT = 6443
+MASTER_PORTS = (6443, 10250, 10251, 10252, 2379, 2380)
+WORKER_PORTS = (10250,)
+MIN_MASTER_MEMORY_MB = 1700
+MIN_WORKER_MEMORY_MB = 1000
+KERNEL_MODULES = ("br_netfilter", "overlay")
+SYSCTLS = (("net.bridge.bridge-nf-call-iptables", "1"),
+           ("net.ipv4.ip_forward", "1"))
+REQUIRED_TOOLS = ("ip", "iptables", "mount", "nsenter")
+WANTED_TOOLS = ("socat", "conntrack", "ebtables", "ethtool", "tc")
+CRI_SOCKETS = {"docker": "/var/run/dockershim.sock",
+               "containerd": "/run/containerd/containerd.sock"}
+# Links and interfaces the cluster makes; they are not "host networks".
+CLUSTER_LINKS = ("cni0", "flannel.1", "kube-ipvs0", "docker0")
+# Bundled static Docker, started by its own unit (dockerd runs its own
+# containerd when none is given).
+DOCKER_SERVICE = """\
+[Unit]
+Description=Docker Application Container Engine (k8s-offline)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=notify
+ExecStart=/usr/bin/dockerd
+ExecReload=/bin/kill -s HUP $MAINPID
+LimitNOFILE=1048576
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+Delegate=yes
+KillMode=process
+Restart=on-failure
+StartLimitBurst=3
+StartLimitInterval=60s
+
+[Install]
+WantedBy=multi-user.target
+"""
+TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
+CA_HASH_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
+CERT_KEY_RE = re.compile(r"^[a-f0-9]{64}$")
+NODE_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+TOKEN_TTL_SECONDS = 24 * 3600
+CERT_KEY_TTL_SECONDS = 2 * 3600
+
+
+def current_euid():
+    """The effective uid; tests replace this to act as another user."""
+    return os.geteuid()
+
+
+def now():
+    """The clock every wait loop reads; tests replace it."""
+    return time.time()
+
+
+def sleep(seconds):
+    """The pause every wait loop takes; tests replace it."""
+    time.sleep(seconds)
+
+
+class CommandResult(object):
+    def __init__(self, argv, returncode, stdout="", stderr=""):
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+    @property
+    def ok(self):
+        return self.returncode == 0
+
+    def output(self):
+        return (self.stdout or "") + (self.stderr or "")
+
+
+class Runner(object):
+    """Every command the install phases run goes through here.
+
+    A command is either a read (``change=False``: it looks at the host and
+    runs even under --dry-run) or a change (printed, not run, under
+    --dry-run).  Tests replace ``_execute`` and ``_execute_piped`` with a
+    recorder that returns canned results.
+    """
+
+    def __init__(self, dry_run=False):
+        self.dry_run = dry_run
+
+    def run(self, argv, change=True, check=True, timeout=300, tee=None,
+            input_text=None, what=None):
+        """Run argv; a failing command with check=True raises UserError.
+
+        tee: a host path; the output is shown on the screen as it comes and
+        also written there.
+        """
+        argv = [str(part) for part in argv]
+        if change and self.dry_run:
+            log.info("  would run: %s", " ".join(argv))
+            return CommandResult(argv, 0)
+        log.debug("run: %s", " ".join(argv))
+        result = self._execute(argv, timeout=timeout, tee=tee,
+                               input_text=input_text)
+        if result.stdout:
+            log.debug("stdout: %s", result.stdout.rstrip()[-4000:])
+        if result.stderr:
+            log.debug("stderr: %s", result.stderr.rstrip()[-4000:])
+        if check and not result.ok:
+            raise UserError("%s failed (exit %d): %s" % (
+                what or " ".join(argv[:3]), result.returncode,
+                last_line(result.output()) or "no output"))
+        return result
+
+    def run_piped(self, argv, producer, timeout=3600, what=None):
+        """Run argv with producer(stream) writing its standard input."""
+        argv = [str(part) for part in argv]
+        if self.dry_run:
+            log.info("  would run: %s  (input streamed from the bundle)",
+                     " ".join(argv))
+            return CommandResult(argv, 0)
+        log.debug("run: %s < stream", " ".join(argv))
+        result = self._execute_piped(argv, producer, timeout=timeout)
+        if not result.ok:
+            raise UserError("%s failed (exit %d): %s" % (
+                what or " ".join(argv[:3]), result.returncode,
+                last_line(result.output()) or "no output"))
+        return result
+
+    # -- the real thing ----------------------------------------------------
+    def _execute(self, argv, timeout=300, tee=None, input_text=None):
+        try:
+            if tee:
+                return self._execute_tee(argv, timeout, tee)
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE if input_text is not None
+                else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, universal_newlines=True)
+        except OSError as exc:
+            return CommandResult(argv, 127, "", "%s: %s" % (argv[0],
+                                                            exc.strerror))
+        try:
+            out, err = proc.communicate(input=input_text, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            return CommandResult(argv, 124, out, (err or "") +
+                                 "\ntimed out after %d s" % timeout)
+        return CommandResult(argv, proc.returncode, out, err)
+
+    def _execute_tee(self, argv, timeout, tee):
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT,
+                                universal_newlines=True)
+        lines = []
+        fd = os.open(tee, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as log_handle:
+            def pump():
+                for line in proc.stdout:
+                    lines.append(line)
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                    log_handle.write(line)
+                    log_handle.flush()
+            reader = threading.Thread(target=pump)
+            reader.daemon = True
+            reader.start()
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                lines.append("timed out after %d s\n" % timeout)
+            reader.join(10)
+        return CommandResult(argv, proc.returncode, "".join(lines), "")
+
+    def _execute_piped(self, argv, producer, timeout=3600):
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+        except OSError as exc:
+            return CommandResult(argv, 127, "", "%s: %s" % (argv[0],
+                                                            exc.strerror))
+        chunks = {"out": [], "err": []}
+
+        def drain(stream, key):
+            for block in iter(lambda: stream.read(65536), b""):
+                chunks[key].append(block)
+        threads = [threading.Thread(target=drain, args=(proc.stdout, "out")),
+                   threading.Thread(target=drain, args=(proc.stderr, "err"))]
+        for thread in threads:
+            thread.daemon = True
+            thread.start()
+        broken = None
+        try:
+            producer(proc.stdin)
+        except (IOError, OSError) as exc:
+            if exc.errno != errno.EPIPE:
+                raise
+            broken = exc
+        finally:
+            with contextlib.suppress(IOError, OSError):
+                proc.stdin.close()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for thread in threads:
+            thread.join(10)
+        out = b"".join(chunks["out"]).decode("utf-8", "replace")
+        err = b"".join(chunks["err"]).decode("utf-8", "replace")
+        if broken is not None and proc.returncode == 0:
+            return CommandResult(argv, 1, out, err + "\nbroken pipe")
+        return CommandResult(argv, proc.returncode, out, err)
+
+
+def last_line(text):
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+class Host(object):
+    """Files of the host, all under ``root`` (``/`` except in tests).
+
+    Writes honour --dry-run: they are printed instead.  Every write checks
+    the current content first, so a re-run changes nothing that is right.
+    """
+
+    def __init__(self, root="/", dry_run=False):
+        self.root = os.path.abspath(root or "/")
+        self.dry_run = dry_run
+        self.planned = set()      # folders a dry run has said it would make
+
+    def path(self, host_path):
+        if self.root == "/":
+            return host_path
+        return os.path.join(self.root, host_path.lstrip("/"))
+
+    def exists(self, host_path):
+        return os.path.lexists(self.path(host_path))
+
+    def isdir(self, host_path):
+        return os.path.isdir(self.path(host_path))
+
+    def read(self, host_path, default=None):
+        try:
+            with open(self.path(host_path), "rb") as handle:
+                return handle.read().decode("utf-8", "replace")
+        except (IOError, OSError):
+            return default
+
+    def read_bytes(self, host_path):
+        try:
+            with open(self.path(host_path), "rb") as handle:
+                return handle.read()
+        except (IOError, OSError):
+            return None
+
+    def listdir(self, host_path):
+        try:
+            return sorted(os.listdir(self.path(host_path)))
+        except OSError:
+            return []
+
+    def makedirs(self, host_path, mode=0o755):
+        if self.isdir(host_path):
+            return False
+        if self.dry_run:
+            if host_path not in self.planned:
+                self.planned.add(host_path)
+                log.info("  would create folder %s", host_path)
+            return True
+        os.makedirs(self.path(host_path), mode)
+        return True
+
+    def write(self, host_path, data, mode=0o644, owner=None):
+        """Write data (bytes or text) if it differs; True when it changed."""
+        if not isinstance(data, bytes):
+            data = data.encode("utf-8")
+        full = self.path(host_path)
+        same = self.read_bytes(host_path) == data
+        if same and stat.S_IMODE(os.lstat(full).st_mode) == mode and \
+                (owner is None or _owned_by(full, owner)):
+            return False
+        if self.dry_run:
+            log.info("  would write %s (%s, mode %04o)", host_path,
+                     human_size(len(data)), mode)
+            return True
+        self.makedirs(os.path.dirname(host_path))
+        write_file_atomic(full, data, mode)
+        if owner is not None:
+            os.chown(full, owner[0], owner[1])
+        log.debug("wrote %s", host_path)
+        return True
+
+    def remove(self, host_path):
+        full = self.path(host_path)
+        if not os.path.lexists(full):
+            return False
+        if self.dry_run:
+            log.info("  would remove %s", host_path)
+            return True
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full)
+        else:
+            os.unlink(full)
+        log.debug("removed %s", host_path)
+        return True
+
+    def chown(self, host_path, uid, gid):
+        if self.dry_run:
+            log.info("  would chown %s to %d:%d", host_path, uid, gid)
+            return
+        os.chown(self.path(host_path), uid, gid)
+
+    def which(self, name):
+        """The host path of a tool, from the usual folders, or None."""
+        for folder in TOOL_DIRS:
+            candidate = folder + "/" + name
+            full = self.path(candidate)
+            if os.path.isfile(full) and os.access(full, os.X_OK):
+                return candidate
+        return None
+
+    def state(self):
+        """What earlier runs recorded (role, settings, files written)."""
+        text = self.read(STATE_FILE)
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def save_state(self, **changes):
+        state = self.state()
+        state.update(changes)
+        self.makedirs(STATE_DIR, 0o700)
+        self.write(STATE_FILE, canonical_json(state), 0o600)
+        return state
+
+
+def _owned_by(path, owner):
+    st = os.lstat(path)
+    return (st.st_uid, st.st_gid) == tuple(owner)
+
+
+# -- facts about the host ---------------------------------------------------
+
+def host_cpu_count(host):
+    text = host.read("/proc/cpuinfo", "")
+    count = len(re.findall(r"^processor\s*:", text, re.M))
+    return count or os.cpu_count() or 1
+
+
+def host_memory_mb(host):
+    match = re.search(r"^MemTotal:\s*(\d+)\s*kB", host.read("/proc/meminfo", ""),
+                      re.M)
+    return int(match.group(1)) // 1024 if match else None
+
+
+def active_swaps(host):
+    lines = host.read("/proc/swaps", "").splitlines()[1:]
+    return [line.split()[0] for line in lines if line.strip()]
+
+
+def listening_ports(host):
+    """TCP ports in LISTEN state, from /proc/net/tcp and tcp6."""
+    ports = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in host.read(name, "").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A":
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def module_loaded(host, name):
+    """Loaded or built in: what the module provides is there."""
+    if host.isdir("/sys/module/" + name):
+        return True
+    if name == "br_netfilter" and host.isdir("/proc/sys/net/bridge"):
+        return True
+    if name == "overlay" and re.search(r"\soverlay$",
+                                       host.read("/proc/filesystems", ""), re.M):
+        return True
+    return bool(re.search(r"^%s\s" % re.escape(name),
+                          host.read("/proc/modules", ""), re.M))
+
+
+def sysctl_path(key):
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def read_sysctl(host, key):
+    value = host.read(sysctl_path(key))
+    return value.strip() if value is not None else None
+
+
+def host_hostname(host):
+    name = (host.read("/proc/sys/kernel/hostname") or "").strip()
+    if not name and host.root == "/":
+        name = socket.gethostname()
+    return name
+
+
+def hostname_resolves(host, name):
+    """True when name is in /etc/hosts or (on the real host) resolves."""
+    for line in host.read("/etc/hosts", "").splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) > 1 and name in fields[1:]:
+            return True
+    if host.root != "/":
+        return False
+    try:
+        socket.getaddrinfo(name, None)
+        return True
+    except (socket.error, UnicodeError):
+        return False
+
+
+def default_route_interface(host):
+    for line in host.read("/proc/net/route", "").splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 7 and fields[1] == "00000000" and \
+                fields[7] == "00000000":
+            return fields[0]
+    return None
+
+
+def host_addresses(runner):
+    """[(interface, ip_interface)] of the host's IPv4 addresses."""
+    result = runner.run(["ip", "-o", "-4", "addr", "show"], change=False,
+                        check=False)
+    found = []
+    for line in result.stdout.splitlines():
+        match = re.match(r"^\d+:\s+(\S+)\s+inet\s+(\S+)", line)
+        if match:
+            try:
+                found.append((match.group(1).split("@")[0],
+                              ipaddress.ip_interface(match.group(2))))
+            except ValueError:
+                continue
+    return found
+
+
+def parse_cidr(text, option):
+    try:
+        network = ipaddress.ip_network(u"%s" % text, strict=True)
+    except ValueError:
+        raise UserError("bad %s %r: use a network such as %s" % (
+            option, text, DEFAULT_POD_CIDR if "pod" in option
+            else DEFAULT_SERVICE_CIDR))
+    if network.version != 4:
+        raise UserError("%s %s is IPv6: this tool sets up IPv4 clusters; "
+                        "use an IPv4 network" % (option, text))
+    return network
+
+
+def check_cidrs(pod_cidr, service_cidr):
+    pod = parse_cidr(pod_cidr, "--pod-network-cidr")
+    service = parse_cidr(service_cidr, "--service-cidr")
+    if pod.overlaps(service):
+        raise UserError("--pod-network-cidr %s overlaps --service-cidr %s: "
+                        "choose networks that do not overlap" % (pod, service))
+    return pod, service
+
+
+def iptables_backend(runner):
+    """('1.8.7', 'nf_tables') from `iptables --version`, or None."""
+    result = runner.run(["iptables", "--version"], change=False, check=False)
+    match = re.search(r"v(\d+\.\d+(?:\.\d+)?)(?:\s+\((\w+)\))?", result.stdout)
+    if not result.ok or not match:
+        return None
+    return match.group(1), match.group(2) or "legacy"
+
+
+def service_active(runner, name):
+    result = runner.run(["systemctl", "is-active", name], change=False,
+                        check=False)
+    return result.stdout.strip() == "active"
+
+
+# -- the container runtime --------------------------------------------------
+
+def docker_info(runner):
+    """Docker's `info` as a dict when the daemon answers, else None."""
+    result = runner.run(["docker", "info", "--format", "{{json .}}"],
+                        change=False, check=False)
+    if not result.ok:
+        return None
+    try:
+        info = json.loads(result.stdout.strip() or "null")
+    except ValueError:
+        return None
+    if not isinstance(info, dict) or not info.get("ServerVersion"):
+        return None
+    return info
+
+
+def containerd_running(ctx):
+    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address,
+                             "version"], change=False, check=False)
+    return result.ok and "Server:" in result.stdout
+
+
+def containerd_cgroup_driver(config_text):
+    return "systemd" if re.search(r"^\s*SystemdCgroup\s*=\s*true",
+                                  config_text or "", re.M) else "cgroupfs"
+
+
+def containerd_config_with(config_text, pause_image):
+    """containerd's config with our sandbox image and the CRI plugin on."""
+    text = config_text
+    if re.search(r"^\s*sandbox_image\s*=", text, re.M):
+        text = re.sub(r'^(\s*sandbox_image\s*=\s*).*$',
+                      lambda m: '%s"%s"' % (m.group(1), pause_image), text,
+                      flags=re.M)
+    else:
+        section = '[plugins."io.containerd.grpc.v1.cri"]'
+        if section in text:
+            text = text.replace(section, '%s\n  sandbox_image = "%s"'
+                                % (section, pause_image), 1)
+        else:
+            text = text.rstrip("\n") + '\n\n%s\n  sandbox_image = "%s"\n' % (
+                section, pause_image)
+    # Packages made for Docker turn the CRI plugin off.
+    text = re.sub(r'^(\s*disabled_plugins\s*=\s*\[)([^\]]*)\]',
+                  lambda m: m.group(1) + ", ".join(
+                      part for part in (p.strip() for p in m.group(2).split(","))
+                      if part and part.strip("'\"") != "cri") + "]",
+                  text, flags=re.M)
+    return text
+
+
+def image_target(image, image_repository):
+    """The name an image is loaded under: kubeadm's images move with
+    --image-repository, the others keep the name they were bundled with."""
+    if image.get("kubeadm"):
+        return "%s/%s:%s" % (image_repository, image["repository"],
+                             image["tag"])
+    return image["ref"]
+
+
+def pause_image_name(bundle, image_repository):
+    for image in bundle.meta.get("images", []):
+        if image.get("name") == "pause":
+            return image_target(image, image_repository)
+    return "%s/pause:%s" % (image_repository,
+                            bundle.meta.get("versions", {}).get("pause", "3.1"))
+
+
+class _CountingReader(object):
+    def __init__(self, handle, progress):
+        self.handle = handle
+        self.progress = progress
+
+    def read(self, size=-1):
+        block = self.handle.read(size)
+        self.progress.update(len(block))
+        return block
+
+
+def _add_bytes(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    info.mtime = 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _add_blob(tar, bundle, digest, progress, seen):
+    relpath = _blob_path(digest)
+    if relpath in seen:
+        return
+    seen.add(relpath)
+    info = tarfile.TarInfo(relpath[len(IMAGES_DIR) + 1:])
+    info.size = bundle.size(relpath)
+    info.mode = 0o644
+    info.mtime = 0
+    with bundle.open(relpath) as handle:
+        tar.addfile(info, _CountingReader(handle, progress))
+
+
+def image_stream_size(bundle, images):
+    seen = set()
+    total = 0
+    for image in images:
+        for digest in [image["manifest_digest"], image["config_digest"]] + \
+                list(image["layers"]):
+            relpath = _blob_path(digest)
+            if relpath not in seen:
+                seen.add(relpath)
+                total += bundle.size(relpath)
+    return total
+
+
+def write_docker_archive(stream, bundle, targets, progress):
+    """A docker-archive of [(image, target)] onto stream, read from the
+    bundle as it goes: manifest.json plus the blobs it names."""
+    manifest = [{"Config": _blob_path(image["config_digest"])[len(IMAGES_DIR) + 1:],
+                 "RepoTags": [target],
+                 "Layers": [_blob_path(d)[len(IMAGES_DIR) + 1:]
+                            for d in image["layers"]]}
+                for image, target in targets]
+    tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
+    seen = set()
+    _add_bytes(tar, "manifest.json", json.dumps(manifest).encode("utf-8"))
+    for image, _ in targets:
+        for digest in [image["config_digest"]] + list(image["layers"]):
+            _add_blob(tar, bundle, digest, progress, seen)
+    tar.close()
+
+
+def write_oci_layout(stream, bundle, targets, progress):
+    """An OCI image layout of [(image, target)] onto stream, the index
+    naming each manifest by its target (what containerd imports it as)."""
+    index = {"schemaVersion": 2, "manifests": []}
+    for image, target in targets:
+        index["manifests"].append({
+            "mediaType": image.get("manifest_media_type", MT_DOCKER_MANIFEST),
+            "digest": image["manifest_digest"],
+            "size": bundle.size(_blob_path(image["manifest_digest"])),
+            "annotations": {"io.containerd.image.name": target,
+                            "org.opencontainers.image.ref.name": target}})
+    tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
+    seen = set()
+    _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+    _add_bytes(tar, "index.json", json.dumps(index).encode("utf-8"))
+    for image, _ in targets:
+        for digest in [image["manifest_digest"], image["config_digest"]] + \
+                list(image["layers"]):
+            _add_blob(tar, bundle, digest, progress, seen)
+    tar.close()
+
+
+def docker_image_id(runner, name):
+    result = runner.run(["docker", "image", "inspect", "--format", "{{.Id}}",
+                         name], change=False, check=False)
+    return result.stdout.strip() if result.ok else None
+
+
+def containerd_images(ctx):
+    """{name: manifest digest} of the images in containerd's k8s.io."""
+    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address,
+                             "-n", "k8s.io", "images", "ls"],
+                            change=False, check=False)
+    found = {}
+    for line in result.stdout.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 3 and fields[2].startswith("sha256:"):
+            found[fields[0]] = fields[2]
+    return found
+
+
+def _normalize_image_name(name):
+    """docker.io/library/x:1 as containerd names what Docker calls x:1."""
+    first = name.split("/", 1)[0]
+    if "/" not in name or ("." not in first and ":" not in first
+                           and first != "localhost"):
+        if "/" not in name:
+            name = "library/" + name
+        name = "docker.io/" + name
+    return name
+
+
+class InstallContext(object):
+    """What every phase of one run shares: options, host, runner, bundle."""
+
+    def __init__(self, args, role):
+        self.args = args
+        self.role = role                      # master, worker, control-plane
+        self.dry_run = bool(getattr(args, "dry_run", False))
+        self.host = Host(getattr(args, "root", None) or "/", self.dry_run)
+        self.runner = Runner(self.dry_run)
+        self.euid = current_euid()
+        self.cri = getattr(args, "cri", None) or "docker"
+        self.image_repository = (getattr(args, "image_repository", None)
+                                 or KUBEADM_IMAGE_REPOSITORY)
+        self.containerd_address = (getattr(args, "containerd_address", None)
+                                   or CRI_SOCKETS["containerd"])
+        self.skip = parse_skip_phases(getattr(args, "skip_phases", None))
+        self._bundle = None
+        self.cgroup_driver = None
+        self.node_name = None
+        self.advertise_address = None
+        self.join_info = None
+        self.warnings = []
+
+    @property
+    def bundle(self):
+        if self._bundle is None:
+            self._bundle = Bundle(resolve_bundle_path(self.args))
+        return self._bundle
+
+    def close(self):
+        if self._bundle is not None:
+            self._bundle.close()
+
+    def kubectl(self, *argv):
+        return ["kubectl", "--kubeconfig", ADMIN_CONF] + list(argv)
+
+    def warn(self, text):
+        self.warnings.append(text)
+        log.warning("warning: %s", text)
+
+
+def parse_skip_phases(text):
+    return set(part.strip() for part in (text or "").split(",") if part.strip())
+
+
+def script_folder():
+    return os.path.dirname(os.path.abspath(__file__))
+
+
+def resolve_bundle_path(args):
+    path = getattr(args, "bundle", None)
+    if path:
+        return path
+    folder = script_folder()
+    if os.path.isfile(os.path.join(folder, BUNDLE_JSON)):
+        return folder
+    raise UserError("no bundle given and %s has no %s: use --bundle PATH "
+                    "(the bundle .tar or its extracted folder)"
+                    % (folder, BUNDLE_JSON))
+
+
+def run_phases(ctx, phases):
+    """Run (name, function) pairs in order: each logged and timed, skipped
+    when named in --skip-phases, printed only under --dry-run."""
+    names = [name for name, _ in phases]
+    unknown = sorted(ctx.skip - set(names))
+    if unknown:
+        raise UserError("unknown phase %s in --skip-phases: the phases of %s "
+                        "are %s" % (unknown[0], ctx.args.command,
+                                    ", ".join(names)))
+    started = now()
+    for name, function in phases:
+        summary = " ".join((function.__doc__ or "").strip().split("\n\n")[0]
+                           .split())
+        if name in ctx.skip:
+            log.info("[%s] skipped (--skip-phases)", name)
+            continue
+        log.info("[%s] %s%s", name, summary,
+                 " (dry run)" if ctx.dry_run else "")
+        began = now()
+        function(ctx)
+        log.info("[%s] done in %.1f s", name, now() - began)
+    log.info("%s finished in %.1f s", ctx.args.command, now() - started)
+
+
+# -- phase: verify ----------------------------------------------------------
+
+class _BundleWithoutJoinFile(object):
+    """A bundle as verify_bundle sees it, less the join file that master
+    and token write into an extracted bundle folder (it is not part of the
+    bundle, so bundle.json cannot list it)."""
+
+    def __init__(self, bundle):
+        self._bundle = bundle
+
+    def names(self):
+        return [name for name in self._bundle.names()
+                if self._bundle.kind != "dir" or name != JOIN_FILE_NAME]
+
+    def __getattr__(self, name):
+        return getattr(self._bundle, name)
+
+
+def phase_verify(ctx):
+    """Check every byte of the bundle and that it fits this host.
+
+    Nothing on the host changes before the bundle is known to be whole.
+    """
+    bundle = ctx.bundle
+    version_facts(bundle.kubernetes_version)
+    arch = host_arch()
+    if bundle.arch != arch:
+        raise UserError("the bundle is for %s but this host is %s: use a "
+                        "bundle made with --arch %s" % (bundle.arch, arch, arch))
+    verify_bundle(_BundleWithoutJoinFile(bundle),
+                  progress=not getattr(ctx.args, "no_progress", False))
+    log.info("  bundle %s: Kubernetes %s %s, every file checked",
+             bundle.path, bundle.kubernetes_version, bundle.arch)
+
+
+# -- phase: preflight -------------------------------------------------------
+
+def existing_cluster_files(host):
+    found = [path for path in ("/etc/kubernetes/manifests/kube-apiserver.yaml",
+                               KUBELET_CONF, ADMIN_CONF)
+             if host.exists(path)]
+    if host.listdir("/var/lib/etcd"):
+        found.append("/var/lib/etcd")
+    return found
+
+
+def continuing_run(ctx):
+    """True when an earlier run of this tool, same role, made this cluster:
+    then the cluster's own files and ports are expected, not a conflict."""
+    state = ctx.host.state()
+    return state.get("role") == ctx.role
+
+
+def runtime_plan(ctx):
+    """What the runtime phase will do: 'running', 'start' or 'install'.
+
+    Raises UserError when there is no way to a runtime.
+    """
+    if ctx.cri == "docker":
+        if docker_info(ctx.runner) is not None:
+            return "running"
+        if ctx.host.which("dockerd"):
+            return "start"
+        if ctx.bundle.meta.get("archives", {}).get("docker"):
+            return "install"
+        raise UserError("no container runtime: Docker is not running, not "
+                        "installed, and the bundle has no Docker: install and "
+                        "start Docker, rebuild the bundle with --with-docker, "
+                        "or use --cri containerd")
+    if containerd_running(ctx):
+        return "running"
+    if ctx.host.which("containerd"):
+        return "start"
+    raise UserError("no container runtime: containerd is not running or not "
+                    "installed: install containerd, or use --cri docker")
+
+
+def phase_preflight(ctx):
+    """Check the host, giving the reason and the fix for each problem.
+
+    Only checks: the fixes this tool makes itself (kernel modules, sysctls,
+    swap with --disable-swap) happen in the host phase, after every check
+    has passed.
+    """
+    host, args = ctx.host, ctx.args
+    errors = []
+    master = ctx.role in ("master", "control-plane")
+    if ctx.euid != 0:
+        errors.append("this must run as root: run it with sudo")
+    cpus = host_cpu_count(host)
+    if master and cpus < 2:
+        errors.append("a control-plane node needs at least 2 CPUs, this host "
+                      "has %d: use a bigger machine" % cpus)
+    memory = host_memory_mb(host)
+    if memory is not None:
+        least = MIN_MASTER_MEMORY_MB if master else MIN_WORKER_MEMORY_MB
+        if memory < least:
+            (errors.append if master else ctx.warn)(
+                "this host has %d MB of memory, a %s needs %d MB: add memory"
+                % (memory, "control-plane node" if master else "node", least))
+    if active_swaps(host) and not getattr(args, "disable_swap", False):
+        errors.append("swap is on (%s): the kubelet refuses to run with swap; "
+                      "rerun with --disable-swap (turns it off now and in "
+                      "/etc/fstab)" % ", ".join(active_swaps(host)))
+    continuing = continuing_run(ctx)
+    existing = existing_cluster_files(host)
+    if existing and not continuing:
+        errors.append("an existing cluster was found on this host (%s): run "
+                      "`k8s_offline.py reset` first" % existing[0])
+    if not continuing:
+        busy = sorted(listening_ports(host) &
+                      set(MASTER_PORTS if master else WORKER_PORTS))
+        if busy:
+            errors.append("port %s is in use: stop the program listening on "
+                          "it (see `ss -ltnp`)" % ", ".join(map(str, busy)))
+    for tool in REQUIRED_TOOLS:
+        if not host.which(tool):
+            errors.append("%s is missing: install it (kubeadm needs it)" % tool)
+    for tool in WANTED_TOOLS:
+        if not host.which(tool):
+            ctx.warn("%s is missing: kubeadm warns and some features need it; "
+                     "install it if you can" % tool)
+    name = node_name(ctx)
+    if not NODE_NAME_RE.match(name):
+        errors.append("the node name %r is not a valid DNS name: set the host "
+                      "name or use --node-name" % name)
+    elif name == "localhost":
+        errors.append("the host name is localhost: give each host a unique "
+                      "name (hostnamectl set-hostname NAME)")
+    elif not hostname_resolves(host, host_hostname(host) or name):
+        ctx.warn("the host name %s does not resolve: add it to /etc/hosts"
+                 % (host_hostname(host) or name))
+    if ctx.join_info and name in (ctx.join_info.get("control_plane_nodes") or []):
+        errors.append("this host is named %s like a control-plane node of the "
+                      "cluster: node names must be unique; rename this host "
+                      "(hostnamectl set-hostname) or use --node-name" % name)
+    if (host.read("/sys/fs/selinux/enforce") or "").strip() == "1":
+        ctx.warn("SELinux is enforcing: containers may be denied access to "
+                 "host files; set it to permissive (setenforce 0)")
+    if host.which("firewall-cmd") and service_active(ctx.runner, "firewalld"):
+        ctx.warn("firewalld is active: open ports %s or stop firewalld"
+                 % ", ".join(map(str, MASTER_PORTS if master else WORKER_PORTS)))
+    backend = iptables_backend(ctx.runner)
+    if backend and backend[1] == "nf_tables" and \
+            not getattr(args, "iptables_legacy", False):
+        ctx.warn("iptables %s uses the nftables backend, which Kubernetes 1.16 "
+                 "does not support (kube-proxy's rules and the host's diverge): "
+                 "rerun with --iptables-legacy to switch to legacy mode"
+                 % backend[0])
+    if ctx.role == "master":
+        try:
+            pod, service = check_cidrs(args.pod_network_cidr, args.service_cidr)
+        except UserError as exc:
+            errors.append(str(exc))
+        else:
+            for iface, address in host_addresses(ctx.runner):
+                if iface in CLUSTER_LINKS or iface.startswith("flannel") or \
+                        address.ip.is_loopback:
+                    continue
+                for option, network in (("--pod-network-cidr", pod),
+                                        ("--service-cidr", service)):
+                    if network.overlaps(address.network):
+                        errors.append(
+                            "%s %s overlaps the host network %s on %s: choose "
+                            "another %s" % (option, network, address.network,
+                                            iface, option))
+    try:
+        plan = runtime_plan(ctx)
+    except UserError as exc:
+        errors.append(str(exc))
+    else:
+        log.info("  container runtime %s: %s", ctx.cri, plan)
+    if errors:
+        for text in errors[1:]:
+            log.error("preflight: %s", text)
+        if ctx.dry_run:
+            log.error("preflight: %s", errors[0])
+            log.info("  (dry run: continuing to show the remaining phases)")
+            return
+        raise UserError(errors[0])
+    log.info("  preflight passed (%d warning%s)", len(ctx.warnings),
+             "" if len(ctx.warnings) == 1 else "s")
+
+
+def node_name(ctx):
+    if ctx.node_name is None:
+        ctx.node_name = (getattr(ctx.args, "node_name", None)
+                         or host_hostname(ctx.host)).lower()
+    return ctx.node_name
+
+
+# -- phase: host ------------------------------------------------------------
+
+def disable_swap_in_fstab(text):
+    lines = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and not line.lstrip().startswith("#") and \
+                fields[2] == "swap":
+            line = "#" + line + "  # disabled by k8s-offline"
+        lines.append(line)
+    return "\n".join(lines) + ("\n" if text.endswith("\n") or lines else "")
+
+
+def phase_host(ctx):
+    """Kernel modules, sysctls, swap and iptables mode, now and at boot."""
+    host, runner = ctx.host, ctx.runner
+    if getattr(ctx.args, "disable_swap", False):
+        if active_swaps(host):
+            runner.run(["swapoff", "-a"], what="swapoff")
+        fstab = host.read(FSTAB)
+        if fstab is not None:
+            host.write(FSTAB, disable_swap_in_fstab(fstab), 0o644)
+    host.write(MODULES_FILE, "".join(m + "\n" for m in KERNEL_MODULES))
+    for module in KERNEL_MODULES:
+        if not module_loaded(host, module):
+            result = runner.run(["modprobe", module], check=False)
+            if not result.ok:
+                text = "cannot load the kernel module %s (%s)" % (
+                    module, last_line(result.output()) or "modprobe failed")
+                if module == "br_netfilter":
+                    raise UserError(text + ": install the kernel's modules "
+                                    "package or build it in, then run again")
+                ctx.warn(text + ": Docker's overlay2 storage needs it")
+    host.write(SYSCTL_FILE, "".join("%s = %s\n" % pair for pair in SYSCTLS))
+    wrong = ["%s=%s" % (key, value) for key, value in SYSCTLS
+             if read_sysctl(host, key) != value]
+    if wrong:
+        runner.run(["sysctl", "-w"] + wrong, what="sysctl")
+    if getattr(ctx.args, "iptables_legacy", False):
+        backend = iptables_backend(runner)
+        if backend and backend[1] == "nf_tables":
+            for tool in ("iptables", "ip6tables"):
+                runner.run(["update-alternatives", "--set", tool,
+                            "/usr/sbin/%s-legacy" % tool],
+                           what="update-alternatives %s" % tool)
+
+
+# -- phase: runtime ---------------------------------------------------------
+
+def wait_for(ctx, check, what, timeout=60, interval=2):
+    """Poll check() until true, at most timeout seconds; UserError after."""
+    if ctx.dry_run:
+        return
+    deadline = now() + timeout
+    while True:
+        if check():
+            return
+        if now() >= deadline:
+            raise UserError("%s did not happen within %d s: see its logs "
+                            "(journalctl -xe)" % (what, timeout))
+        sleep(interval)
+
+
+def install_static_docker(ctx):
+    """Unpack the bundle's static Docker into /usr/bin with its unit."""
+    relpath = ctx.bundle.meta["archives"]["docker"]
+    with ctx.bundle.open(relpath) as handle:
+        archive = tarfile.open(fileobj=handle, mode="r:gz")
+        for member in archive:
+            if not member.isfile():
+                continue
+            name = member.name.split("/")[-1]
+            if not re.match(r"^[A-Za-z0-9._-]+$", name):
+                continue
+            ctx.host.write(BIN_INSTALL_DIR + "/" + name,
+                           archive.extractfile(member).read(), 0o755)
+    ctx.host.write(DOCKER_UNIT, DOCKER_SERVICE)
+    if not ctx.host.exists(DOCKER_DAEMON_JSON):
+        ctx.host.write(DOCKER_DAEMON_JSON, canonical_json({
+            "exec-opts": ["native.cgroupdriver=systemd"],
+            "log-driver": "json-file", "log-opts": {"max-size": "100m"},
+            "storage-driver": "overlay2"}))
+    ctx.runner.run(["systemctl", "daemon-reload"])
+
+
+def phase_runtime(ctx):
+    """Have the container runtime running, with the kubelet's cgroup driver.
+
+    Docker's driver is detected and the kubelet follows it; with containerd
+    its config points the sandbox at the bundled pause image.
+    """
+    plan = runtime_plan(ctx)
+    host, runner = ctx.host, ctx.runner
+    if ctx.cri == "docker":
+        if plan == "install":
+            log.info("  installing the bundled Docker")
+            install_static_docker(ctx)
+        if plan in ("install", "start"):
+            runner.run(["systemctl", "enable", "--now", "docker"],
+                       what="starting Docker")
+            wait_for(ctx, lambda: docker_info(runner) is not None,
+                     "Docker starting")
+        info = docker_info(runner) or {}
+        ctx.cgroup_driver = info.get("CgroupDriver") or "cgroupfs"
+        endpoint = "unix://" + CRI_SOCKETS["docker"]
+    else:
+        config = host.read(CONTAINERD_CONFIG)
+        if config is None:
+            result = runner.run(["containerd", "config", "default"],
+                                change=False, check=False)
+            config = result.stdout if result.ok else ""
+        new = containerd_config_with(config, pause_image_name(
+            ctx.bundle, ctx.image_repository))
+        changed = host.write(CONTAINERD_CONFIG, new)
+        ctx.cgroup_driver = containerd_cgroup_driver(new)
+        if plan == "start":
+            runner.run(["systemctl", "enable", "--now", "containerd"],
+                       what="starting containerd")
+        elif changed:
+            runner.run(["systemctl", "restart", "containerd"],
+                       what="restarting containerd")
+        if plan == "start" or changed:
+            wait_for(ctx, lambda: containerd_running(ctx), "containerd starting")
+        endpoint = "unix://" + ctx.containerd_address
+    host.write(CRICTL_CONFIG, "runtime-endpoint: %s\nimage-endpoint: %s\n"
+               "timeout: 10\n" % (endpoint, endpoint))
+    log.info("  %s running, cgroup driver %s (the kubelet uses the same)",
+             ctx.cri, ctx.cgroup_driver)
+    host.save_state(cri=ctx.cri, cgroup_driver=ctx.cgroup_driver)
+
+
+def ensure_cgroup_driver(ctx):
+    """The runtime's cgroup driver, detected when the runtime phase was
+    skipped (the kubelet must never use another)."""
+    if ctx.cgroup_driver:
+        return ctx.cgroup_driver
+    if ctx.cri == "docker":
+        info = docker_info(ctx.runner) or {}
+        ctx.cgroup_driver = info.get("CgroupDriver") or \
+            ctx.host.state().get("cgroup_driver") or "cgroupfs"
+    else:
+        ctx.cgroup_driver = containerd_cgroup_driver(
+            ctx.host.read(CONTAINERD_CONFIG, ""))
+    return ctx.cgroup_driver
+
+
+# -- phase: install ---------------------------------------------------------
+
+def _extract_files(ctx, relpath, wanted=None):
+    """{basename: bytes} of the regular files in a bundled .tgz."""
+    found = {}
+    with ctx.bundle.open(relpath) as handle:
+        archive = tarfile.open(fileobj=handle, mode="r:gz")
+        for member in archive:
+            if not member.isfile():
+                continue
+            name = member.name.split("/")[-1]
+            if not re.match(r"^[A-Za-z0-9._-]+$", name):
+                continue
+            if wanted is None or name in wanted:
+                found[name] = archive.extractfile(member).read()
+    return found
+
+
+def phase_install(ctx):
+    """Install kubeadm, kubelet, kubectl, the CNI plugins, crictl and the
+    kubelet's units, and enable the kubelet."""
+    host, meta, bundle = ctx.host, ctx.bundle.meta, ctx.bundle
+    changed = []
+    for name, relpath in sorted(meta.get("binaries", {}).items()):
+        target = BIN_INSTALL_DIR + "/" + name
+        with bundle.open(relpath) as handle:
+            if host.write(target, handle.read(), 0o755):
+                changed.append(target)
+    archives = meta.get("archives", {})
+    if archives.get("cni"):
+        host.makedirs(CNI_BIN_DIR)
+        for name, data in sorted(_extract_files(ctx, archives["cni"]).items()):
+            if host.write(CNI_BIN_DIR + "/" + name, data, 0o755):
+                changed.append(CNI_BIN_DIR + "/" + name)
+    if archives.get("crictl"):
+        files = _extract_files(ctx, archives["crictl"], ("crictl",))
+        if "crictl" not in files:
+            raise BundleError("%s has no crictl: rebuild the bundle"
+                              % archives["crictl"])
+        if host.write(BIN_INSTALL_DIR + "/crictl", files["crictl"], 0o755):
+            changed.append(BIN_INSTALL_DIR + "/crictl")
+    units = meta.get("systemd", {})
+    unit_changed = False
+    for name, target in (("kubelet.service", KUBELET_UNIT),
+                         ("10-kubeadm.conf", KUBELET_DROPIN)):
+        if name in units:
+            with bundle.open(units[name]) as handle:
+                data = handle.read()
+        else:
+            data = KUBELET_SERVICE if name == "kubelet.service" \
+                else KUBEADM_DROPIN
+        if host.write(target, data):
+            unit_changed = True
+            changed.append(target)
+    host.makedirs(CNI_CONF_DIR)
+    if unit_changed:
+        ctx.runner.run(["systemctl", "daemon-reload"], what="systemctl "
+                       "daemon-reload")
+    ctx.runner.run(["systemctl", "enable", "kubelet"], what="enabling kubelet")
+    log.info("  %d file%s installed or updated", len(changed),
+             "" if len(changed) == 1 else "s")
+
+
+# -- phase: images ----------------------------------------------------------
+
+def phase_images(ctx):
+    """Load the images this node's role needs from the bundle into the
+    runtime, under the names kubeadm looks for; images already there with
+    the same ID are left alone."""
+    bundle = ctx.bundle
+    role = "worker" if ctx.role == "worker" else "master"
+    wanted = [(image, image_target(image, ctx.image_repository))
+              for image in bundle.images_for_role(role)]
+    missing = []
+    if ctx.cri == "docker":
+        for image, target in wanted:
+            present = docker_image_id(ctx.runner, target)
+            if present == image["config_digest"]:
+                continue
+            if docker_image_id(ctx.runner, image["config_digest"]) == \
+                    image["config_digest"]:
+                ctx.runner.run(["docker", "tag", image["config_digest"],
+                                target], what="docker tag")
+                continue
+            missing.append((image, target))
+    else:
+        have = containerd_images(ctx)
+        missing = [(image, target) for image, target in wanted
+                   if have.get(_normalize_image_name(target)) !=
+                   image["manifest_digest"]]
+    if not missing:
+        log.info("  all %d images are already loaded", len(wanted))
+        return
+    size = image_stream_size(bundle, [image for image, _ in missing])
+    log.info("  loading %d of %d images (%s) into %s: %s", len(missing),
+             len(wanted), human_size(size), ctx.cri,
+             ", ".join(target for _, target in missing))
+    progress = Progress(size, "images", enabled=not getattr(
+        ctx.args, "no_progress", False) and not ctx.dry_run)
+    try:
+        if ctx.cri == "docker":
+            ctx.runner.run_piped(
+                ["docker", "load"],
+                lambda stream: write_docker_archive(stream, bundle, missing,
+                                                    progress),
+                what="docker load")
+        else:
+            ctx.runner.run_piped(
+                ["ctr", "--address", ctx.containerd_address, "-n", "k8s.io",
+                 "images", "import", "-"],
+                lambda stream: write_oci_layout(stream, bundle, missing,
+                                                progress),
+                what="ctr images import")
+    finally:
+        progress.close()
+    if ctx.dry_run:
+        return
+    if ctx.cri == "docker":
+        wrong = [target for image, target in missing
+                 if docker_image_id(ctx.runner, target) != image["config_digest"]]
+    else:
+        have = containerd_images(ctx)
+        wrong = [target for image, target in missing
+                 if have.get(_normalize_image_name(target)) !=
+                 image["manifest_digest"]]
+    if wrong:
+        raise UserError("%s did not load %s from the bundle: check the "
+                        "runtime's log" % (ctx.cri, wrong[0]))
 
 
 # ===========================================================================
 # kubeadm (install mode)
 # ===========================================================================
 
-# (filled in below)
+import binascii
+
+KUBEADM_API = "kubeadm.k8s.io/v1beta2"
+KUBELET_API = "kubelet.config.k8s.io/v1beta1"
+INIT_CONFIG = STATE_DIR + "/kubeadm-init.json"
+JOIN_CONFIG = STATE_DIR + "/kubeadm-join.json"
+FLANNEL_RENDERED = STATE_DIR + "/kube-flannel.yml"
+RESERVED_KINDS = ("InitConfiguration", "ClusterConfiguration",
+                  "JoinConfiguration")
+JOIN_COMMAND_RE = re.compile(
+    r"kubeadm join\s+(\S+)\s+--token\s+(\S+)\s+"
+    r"(?:\\\s*)?--discovery-token-ca-cert-hash\s+(\S+)")
+
+
+def split_documents(text):
+    """YAML/JSON documents of a multi-document file, empty ones dropped."""
+    docs, current = [], []
+    for line in text.splitlines():
+        if re.match(r"^---\s*$", line):
+            docs.append("\n".join(current))
+            current = []
+        else:
+            current.append(line)
+    docs.append("\n".join(current))
+    useful = []
+    for doc in docs:
+        body = [line for line in doc.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+        if body:
+            useful.append(doc.strip("\n") + "\n")
+    return useful
+
+
+def document_field(doc, field):
+    match = re.search(r'^\s*"?%s"?\s*:\s*["\']?([\w./-]+)' % field, doc, re.M)
+    return match.group(1) if match else None
+
+
+def read_extra_config(path):
+    """(documents, {kind: document}) of --kubeadm-config-extra, checked."""
+    if not path:
+        return [], {}
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read().decode("utf-8")
+    except (IOError, OSError) as exc:
+        raise UserError("cannot read --kubeadm-config-extra %s: %s" % (
+            path, exc.strerror or exc))
+    except UnicodeDecodeError:
+        raise UserError("--kubeadm-config-extra %s is not UTF-8 text: give a "
+                        "YAML or JSON file" % path)
+    docs = split_documents(text)
+    kinds = {}
+    for number, doc in enumerate(docs, 1):
+        kind = document_field(doc, "kind")
+        if not kind or not document_field(doc, "apiVersion"):
+            raise UserError("document %d of %s has no kind or apiVersion: each "
+                            "document needs both" % (number, path))
+        if kind in RESERVED_KINDS:
+            raise UserError("%s in %s is generated by this tool: use the "
+                            "command's options instead" % (kind, path))
+        kinds[kind] = doc
+    return docs, kinds
+
+
+def json_documents(docs):
+    return "".join(("---\n" if index else "") +
+                   json.dumps(doc, indent=2, sort_keys=True) + "\n"
+                   for index, doc in enumerate(docs))
+
+
+def cri_socket(ctx):
+    if ctx.cri == "containerd":
+        return ctx.containerd_address
+    return CRI_SOCKETS["docker"]
+
+
+def advertise_address(ctx):
+    """--apiserver-advertise-address, or the default route's address."""
+    if ctx.advertise_address:
+        return ctx.advertise_address
+    given = getattr(ctx.args, "apiserver_advertise_address", None)
+    if given:
+        try:
+            ctx.advertise_address = str(ipaddress.ip_address(u"%s" % given))
+        except ValueError:
+            raise UserError("bad --apiserver-advertise-address %r: give an IP "
+                            "address of this host" % given)
+        return ctx.advertise_address
+    iface = default_route_interface(ctx.host)
+    for name, address in host_addresses(ctx.runner):
+        if name == iface:
+            ctx.advertise_address = str(address.ip)
+            return ctx.advertise_address
+    raise UserError("cannot find this host's address (no default route): use "
+                    "--apiserver-advertise-address IP")
+
+
+def kubeadm_init_documents(ctx, certificate_key=None):
+    """The kubeadm init config, as [dict] (plus the extra documents)."""
+    args = ctx.args
+    driver = ensure_cgroup_driver(ctx)
+    address = advertise_address(ctx)
+    init = {"apiVersion": KUBEADM_API, "kind": "InitConfiguration",
+            "localAPIEndpoint": {"advertiseAddress": address,
+                                 "bindPort": API_PORT},
+            "nodeRegistration": {"name": node_name(ctx),
+                                 "criSocket": cri_socket(ctx),
+                                 "kubeletExtraArgs": {"cgroup-driver": driver}}}
+    if certificate_key:
+        init["certificateKey"] = certificate_key
+    cluster = {"apiVersion": KUBEADM_API, "kind": "ClusterConfiguration",
+               "kubernetesVersion": ctx.bundle.kubernetes_version,
+               "imageRepository": ctx.image_repository,
+               "networking": {"podSubnet": args.pod_network_cidr,
+                              "serviceSubnet": args.service_cidr,
+                              "dnsDomain": "cluster.local"},
+               "apiServer": {"certSANs": sorted(set([address, node_name(ctx)]))}}
+    if getattr(args, "control_plane_endpoint", None):
+        cluster["controlPlaneEndpoint"] = args.control_plane_endpoint
+    docs = [init, cluster]
+    extra, kinds = read_extra_config(getattr(args, "kubeadm_config_extra", None))
+    if "KubeletConfiguration" in kinds:
+        theirs = document_field(kinds["KubeletConfiguration"], "cgroupDriver")
+        if theirs and theirs != driver:
+            raise UserError("the KubeletConfiguration in %s sets cgroupDriver "
+                            "%s but %s uses %s: remove it or set %s" % (
+                                args.kubeadm_config_extra, theirs, ctx.cri,
+                                driver, driver))
+    else:
+        docs.append({"apiVersion": KUBELET_API, "kind": "KubeletConfiguration",
+                     "cgroupDriver": driver})
+    return docs, extra
+
+
+def kubeadm_init_config(ctx, certificate_key=None):
+    docs, extra = kubeadm_init_documents(ctx, certificate_key)
+    text = json_documents(docs)
+    for doc in extra:
+        text += "---\n" + doc
+    return text
+
+
+def kubeadm_join_config(ctx, info):
+    driver = ensure_cgroup_driver(ctx)
+    join = {"apiVersion": KUBEADM_API, "kind": "JoinConfiguration",
+            "discovery": {"bootstrapToken": {
+                "token": info["token"],
+                "apiServerEndpoint": info["api_server_endpoint"],
+                "caCertHashes": [info["discovery_token_ca_cert_hash"]]}},
+            "nodeRegistration": {"name": node_name(ctx),
+                                 "criSocket": cri_socket(ctx),
+                                 "kubeletExtraArgs": {"cgroup-driver": driver}}}
+    if ctx.role == "control-plane":
+        join["controlPlane"] = {
+            "localAPIEndpoint": {"advertiseAddress": advertise_address(ctx),
+                                 "bindPort": API_PORT},
+            "certificateKey": info["certificate_key"]}
+    return json_documents([join])
+
+
+def ignore_preflight_args(ctx):
+    value = getattr(ctx.args, "ignore_preflight_errors", None)
+    return ["--ignore-preflight-errors", value] if value else []
+
+
+def reset_partial(ctx, what):
+    log.info("  an earlier %s did not finish: undoing it with kubeadm reset "
+             "first", what)
+    argv = ["kubeadm", "reset", "-f"]
+    ctx.runner.run(argv, what="kubeadm reset")
+
+
+# -- phase: init ------------------------------------------------------------
+
+def phase_init(ctx):
+    """kubeadm init from a generated config file (output in
+    /var/log/kubeadm-init.log).
+
+    A finished init is left alone; one that failed half way is reset and
+    run again, so a re-run continues.
+    """
+    host, args = ctx.host, ctx.args
+    state = host.state()
+    if state.get("init") == "done" and host.exists(ADMIN_CONF):
+        log.info("  the control plane was initialised by an earlier run")
+        return
+    if state.get("init") == "started" or existing_cluster_files(host):
+        reset_partial(ctx, "kubeadm init")
+    key = None
+    if getattr(args, "upload_certs", False):
+        key = binascii.hexlify(os.urandom(32)).decode("ascii")
+    config = kubeadm_init_config(ctx, key)
+    host.makedirs(STATE_DIR, 0o700)
+    host.write(INIT_CONFIG, config, 0o600)
+    host.save_state(role=ctx.role, init="started",
+                    kubernetes_version=ctx.bundle.kubernetes_version,
+                    arch=ctx.bundle.arch, pod_cidr=args.pod_network_cidr,
+                    image_repository=ctx.image_repository, node=node_name(ctx),
+                    certificate_key=key,
+                    certificate_key_expires=(int(now()) + CERT_KEY_TTL_SECONDS)
+                    if key else None)
+    argv = ["kubeadm", "init", "--config", INIT_CONFIG]
+    if key:
+        argv.append("--upload-certs")
+    argv += ignore_preflight_args(ctx)
+    host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
+    result = ctx.runner.run(argv, timeout=1800, check=False,
+                            tee=host.path(KUBEADM_INIT_LOG))
+    if not result.ok:
+        raise UserError("kubeadm init failed (exit %d): %s: the full output is "
+                        "in %s; fix the cause and run master again" % (
+                            result.returncode, last_line(result.output())
+                            or "no output", KUBEADM_INIT_LOG))
+    host.save_state(init="done")
+
+
+# -- phase: kubeconfig ------------------------------------------------------
+
+def passwd_entry(host, name):
+    """(uid, gid, home) of a user from the host's /etc/passwd, or None."""
+    for line in host.read("/etc/passwd", "").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 7 and fields[0] == name:
+            try:
+                return int(fields[2]), int(fields[3]), fields[5]
+            except ValueError:
+                return None
+    return None
+
+
+def kubeconfig_targets(ctx):
+    """[(path, uid, gid)]: root's ~/.kube/config and the sudo user's."""
+    root_entry = passwd_entry(ctx.host, "root") or (0, 0, "/root")
+    targets = [(root_entry[2].rstrip("/") + "/.kube/config", 0, 0)]
+    sudo_user = os.environ.get("SUDO_USER")
+    if sudo_user and sudo_user != "root":
+        entry = passwd_entry(ctx.host, sudo_user)
+        if entry is None:
+            ctx.warn("the sudo user %s is not in /etc/passwd: no kubeconfig "
+                     "copied for them" % sudo_user)
+        else:
+            targets.append((entry[2].rstrip("/") + "/.kube/config",
+                            entry[0], entry[1]))
+    return targets
+
+
+def phase_kubeconfig(ctx):
+    """Copy admin.conf to ~/.kube/config of root and of the sudo user
+    (owned by them, mode 0600), so kubectl works for both."""
+    host = ctx.host
+    data = host.read_bytes(ADMIN_CONF)
+    if data is None:
+        if ctx.dry_run:
+            data = b""
+        else:
+            raise UserError("%s is missing: the init or join phase has not "
+                            "run; run the command again" % ADMIN_CONF)
+    written = list(host.state().get("kubeconfigs") or [])
+    for path, uid, gid in kubeconfig_targets(ctx):
+        folder = os.path.dirname(path)
+        if host.makedirs(folder, 0o700) and not ctx.dry_run:
+            host.chown(folder, uid, gid)
+        host.write(path, data, 0o600, owner=(uid, gid))
+        log.info("  kubeconfig %s (owner %d)", path, uid)
+        if path not in written:
+            written.append(path)
+    host.save_state(kubeconfigs=written)
+
+
+# -- phase: network ---------------------------------------------------------
+
+FLANNEL_NETWORK_TOKEN = '"Network": "10.244.0.0/16"'
+
+
+def render_flannel(text, pod_cidr, image):
+    """The bundled flannel manifest with our pod network and image."""
+    if FLANNEL_NETWORK_TOKEN not in text:
+        raise BundleError("the bundled flannel manifest has no %s: rebuild the "
+                          "bundle" % FLANNEL_NETWORK_TOKEN)
+    text = text.replace(FLANNEL_NETWORK_TOKEN, '"Network": "%s"' % pod_cidr)
+    text, count = re.subn(r"(?m)^(\s*(?:-\s*)?image:\s*)\S*flannel\S*\s*$",
+                          lambda m: m.group(1) + image, text)
+    if not count:
+        raise BundleError("the bundled flannel manifest names no flannel "
+                          "image: rebuild the bundle")
+    return text
+
+
+def flannel_image(bundle):
+    for image in bundle.meta.get("images", []):
+        if image.get("name") == "flannel":
+            return image["ref"]
+    raise BundleError("the bundle has no flannel image: rebuild it")
+
+
+def phase_network(ctx):
+    """Apply the bundled flannel manifest with the pod network filled in;
+    with --allow-pods-on-master, remove the master taint."""
+    meta = ctx.bundle.meta
+    relpath = meta.get("flannel_manifest") or (MANIFESTS_DIR + "/" +
+                                               FLANNEL_MANIFEST)
+    with ctx.bundle.open(relpath) as handle:
+        text = handle.read().decode("utf-8")
+    pod_cidr = ctx.args.pod_network_cidr
+    rendered = render_flannel(text, pod_cidr, flannel_image(ctx.bundle))
+    ctx.host.makedirs(STATE_DIR, 0o700)
+    ctx.host.write(FLANNEL_RENDERED, rendered, 0o644)
+    ctx.runner.run(ctx.kubectl("apply", "-f", FLANNEL_RENDERED),
+                   what="kubectl apply (flannel)", timeout=120)
+    if getattr(ctx.args, "allow_pods_on_master", False):
+        result = ctx.runner.run(ctx.kubectl(
+            "taint", "nodes", node_name(ctx), "node-role.kubernetes.io/master-"),
+            check=False)
+        if not result.ok and "not found" not in result.output():
+            raise UserError("removing the master taint failed: %s"
+                            % last_line(result.output()))
+
+
+# -- join information -------------------------------------------------------
+
+def parse_join_command(text):
+    match = JOIN_COMMAND_RE.search(text or "")
+    if not match:
+        return None
+    return {"api_server_endpoint": match.group(1), "token": match.group(2),
+            "discovery_token_ca_cert_hash": match.group(3)}
+
+
+def fresh_certificate_key(ctx):
+    result = ctx.runner.run(["kubeadm", "init", "phase", "upload-certs",
+                             "--upload-certs"], what="kubeadm upload-certs")
+    keys = re.findall(r"\b[a-f0-9]{64}\b", result.stdout)
+    if ctx.dry_run:
+        return "<certificate key>"
+    if not keys:
+        raise UserError("kubeadm upload-certs printed no certificate key: %s"
+                        % last_line(result.output()))
+    return keys[-1]
+
+
+def make_join_info(ctx, upload_certs, kubernetes_version, arch):
+    """A fresh token (and certificate key) and the facts a node needs."""
+    result = ctx.runner.run(["kubeadm", "token", "create",
+                             "--print-join-command"], what="kubeadm token create")
+    parsed = parse_join_command(result.stdout)
+    if parsed is None:
+        if not ctx.dry_run:
+            raise UserError("kubeadm token create printed no join command: %s"
+                            % last_line(result.output()))
+        parsed = {"api_server_endpoint": "<endpoint>", "token": "<token>",
+                  "discovery_token_ca_cert_hash": "<hash>"}
+    state = ctx.host.state()
+    info = {"format": 1, "kubernetes_version": kubernetes_version,
+            "arch": arch, "token_expires": int(now()) + TOKEN_TTL_SECONDS,
+            "image_repository": state.get("image_repository")
+            or ctx.image_repository,
+            "control_plane_nodes": [state.get("node") or node_name(ctx)],
+            "certificate_key": None, "certificate_key_expires": None,
+            "created": int(now())}
+    info.update(parsed)
+    if upload_certs:
+        key = state.get("certificate_key")
+        expires = state.get("certificate_key_expires") or 0
+        if not key or expires - now() < 600:
+            key = fresh_certificate_key(ctx)
+            expires = int(now()) + CERT_KEY_TTL_SECONDS
+            if not ctx.dry_run:
+                ctx.host.save_state(certificate_key=key,
+                                    certificate_key_expires=expires)
+        info["certificate_key"] = key
+        info["certificate_key_expires"] = expires
+    return info
+
+
+def bundle_folder(bundle_path):
+    """Where the join file goes so that it travels with the bundle: the
+    folder holding a .tar, or the extracted folder itself (beside
+    bundle.json and k8s_offline.py, on the USB stick)."""
+    path = os.path.abspath(bundle_path)
+    return path if os.path.isdir(path) else os.path.dirname(path)
+
+
+def default_join_file(ctx, bundle_path):
+    """Beside the bundle when that folder is writable, else under
+    /etc/kubernetes (a real path)."""
+    if bundle_path:
+        folder = bundle_folder(bundle_path)
+        if os.access(folder, os.W_OK):
+            return os.path.join(folder, JOIN_FILE_NAME)
+    return ctx.host.path(FALLBACK_JOIN_FILE)
+
+
+def write_join_file(ctx, path, info):
+    data = canonical_json(info)
+    if ctx.dry_run:
+        log.info("  would write %s (join file, mode 0600)", path)
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        os.makedirs(folder, 0o755)
+    write_file_atomic(path, data, 0o600)
+    log.info("  join file written: %s (mode 0600: it holds a secret)", path)
+
+
+def print_join_commands(ctx, path, info):
+    tool = os.path.join(script_folder(), "k8s_offline.py")
+    print("")
+    print("Join file: %s (keep it with the bundle, or copy it to each node)"
+          % path)
+    print("To add a worker, run on it:")
+    print("  sudo python3 %s join --join-file %s" % (tool, path))
+    if info.get("certificate_key"):
+        print("To add a control-plane node (within 2 hours), run there:")
+        print("  sudo python3 %s join --control-plane --join-file %s"
+              % (tool, path))
+    print("The plain kubeadm command is:")
+    print("  kubeadm join %s --token %s --discovery-token-ca-cert-hash %s" % (
+        info["api_server_endpoint"], info["token"],
+        info["discovery_token_ca_cert_hash"]))
+    print("The token expires in 24 hours: run `k8s_offline.py token` on a "
+          "master for a new one.")
+
+
+def phase_join_file(ctx):
+    """Write the join file next to the bundle (mode 0600) and print the
+    join commands for workers and control-plane nodes."""
+    state = ctx.host.state()
+    upload = bool(getattr(ctx.args, "upload_certs", False) or
+                  state.get("certificate_key"))
+    info = make_join_info(ctx, upload, ctx.bundle.kubernetes_version,
+                          ctx.bundle.arch)
+    path = getattr(ctx.args, "join_file", None) or \
+        default_join_file(ctx, ctx.bundle.path)
+    write_join_file(ctx, path, info)
+    print_join_commands(ctx, path, info)
+
+
+# -- join -------------------------------------------------------------------
+
+def load_join_info(ctx, bundle):
+    """The join facts from --apiserver/--token/--discovery-token-ca-cert-hash
+    or a join file, checked against the bundle; UserError if unusable."""
+    args = ctx.args
+    flags = (args.apiserver, args.token, args.discovery_token_ca_cert_hash)
+    if any(flags):
+        if not all(flags):
+            raise UserError("--apiserver, --token and "
+                            "--discovery-token-ca-cert-hash go together: give "
+                            "all three, or a join file")
+        info = {"api_server_endpoint": args.apiserver, "token": args.token,
+                "discovery_token_ca_cert_hash":
+                    args.discovery_token_ca_cert_hash,
+                "kubernetes_version": bundle.kubernetes_version,
+                "arch": bundle.arch}
+        source = "the command line"
+    else:
+        candidates = [args.join_file] if args.join_file else [
+            os.path.join(bundle_folder(bundle.path), JOIN_FILE_NAME),
+            ctx.host.path(FALLBACK_JOIN_FILE)]
+        path = next((c for c in candidates if os.path.isfile(c)), None)
+        if path is None:
+            raise UserError("no join file at %s: copy %s from the master beside "
+                            "the bundle, or give --join-file PATH, or --apiserver "
+                            "--token --discovery-token-ca-cert-hash" % (
+                                " or ".join(candidates), JOIN_FILE_NAME))
+        try:
+            with open(path, "rb") as handle:
+                info = json.loads(handle.read().decode("utf-8"))
+        except (IOError, OSError) as exc:
+            raise UserError("cannot read the join file %s: %s" % (
+                path, exc.strerror or exc))
+        except (ValueError, UnicodeDecodeError):
+            raise UserError("the join file %s is not valid JSON: copy it again "
+                            "from the master or run `token` there" % path)
+        if not isinstance(info, dict):
+            raise UserError("the join file %s is not a join file: run `token` "
+                            "on the master for a new one" % path)
+        source = path
+        for field in ("kubernetes_version", "arch"):
+            theirs, ours = info.get(field), bundle.meta.get(field)
+            if theirs != ours:
+                raise UserError("the join file %s is for %s %s but the bundle is "
+                                "%s: use the bundle the master was made from" % (
+                                    path, field.replace("_", " "), theirs, ours))
+    if getattr(args, "certificate_key", None):
+        info["certificate_key"] = args.certificate_key
+    endpoint = str(info.get("api_server_endpoint") or "")
+    if not re.match(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$", endpoint):
+        raise UserError("bad API server endpoint %r in %s: use HOST:PORT such "
+                        "as 10.0.0.10:6443" % (endpoint, source))
+    if not TOKEN_RE.match(str(info.get("token") or "")):
+        raise UserError("bad token %r in %s: a token looks like abcdef."
+                        "0123456789abcdef; run `token` on the master for one"
+                        % (info.get("token"), source))
+    if not CA_HASH_RE.match(str(info.get("discovery_token_ca_cert_hash") or "")):
+        raise UserError("bad CA hash %r in %s: it looks like sha256:<64 hex>; "
+                        "run `token` on the master for one" % (
+                            info.get("discovery_token_ca_cert_hash"), source))
+    expires = info.get("token_expires")
+    if expires and expires < now():
+        raise UserError("the join token in %s expired at %s: run `k8s_offline.py "
+                        "token` on the master for a new join file" % (
+                            source, _utc(expires)))
+    if ctx.role == "control-plane":
+        key = info.get("certificate_key")
+        if not key:
+            raise UserError("joining as a control-plane node needs a "
+                            "certificate key: run `k8s_offline.py token` on the "
+                            "master (or give --certificate-key)")
+        if not CERT_KEY_RE.match(str(key)):
+            raise UserError("bad certificate key %r: it is 64 hex digits; run "
+                            "`token` on the master for one" % key)
+        key_expires = info.get("certificate_key_expires")
+        if key_expires and key_expires < now() and \
+                not getattr(args, "certificate_key", None):
+            raise UserError("the certificate key in %s expired at %s: run "
+                            "`k8s_offline.py token` on the master for a new "
+                            "join file" % (source, _utc(key_expires)))
+    return info
+
+
+def _utc(seconds):
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
+
+
+def explain_join_failure(output):
+    text = output or ""
+    lowered = text.lower()
+    if "kubeadm-certs" in lowered or "certificate key" in lowered or \
+            "decrypt" in lowered:
+        return ("the certificate key was refused (uploaded certificates expire "
+                "after 2 hours): run `k8s_offline.py token` on the master for a "
+                "new join file")
+    if ("token id" in lowered and "invalid" in lowered) or \
+            "jws signature" in lowered or "unauthorized" in lowered:
+        return ("the join token was refused (tokens expire after 24 hours): run "
+                "`k8s_offline.py token` on the master for a new join file")
+    return "kubeadm join failed: %s: the full output is in %s" % (
+        last_line(text) or "no output", KUBEADM_JOIN_LOG)
+
+
+def phase_join(ctx):
+    """kubeadm join from a generated config file (output in
+    /var/log/kubeadm-join.log); a half-done join is reset first."""
+    host = ctx.host
+    state = host.state()
+    if state.get("join") == "done" and host.exists(KUBELET_CONF):
+        log.info("  this node joined in an earlier run")
+        return
+    if state.get("join") == "started" or existing_cluster_files(host):
+        reset_partial(ctx, "kubeadm join")
+    config = kubeadm_join_config(ctx, ctx.join_info)
+    host.makedirs(STATE_DIR, 0o700)
+    host.write(JOIN_CONFIG, config, 0o600)
+    host.save_state(role=ctx.role, join="started", node=node_name(ctx),
+                    kubernetes_version=ctx.bundle.kubernetes_version,
+                    arch=ctx.bundle.arch, image_repository=ctx.image_repository,
+                    pod_cidr=None)
+    argv = ["kubeadm", "join", "--config", JOIN_CONFIG] + \
+        ignore_preflight_args(ctx)
+    host.makedirs(os.path.dirname(KUBEADM_JOIN_LOG))
+    result = ctx.runner.run(argv, timeout=1800, check=False,
+                            tee=host.path(KUBEADM_JOIN_LOG))
+    if not result.ok:
+        raise UserError(explain_join_failure(result.output()))
+    host.save_state(join="done")
+
+
+# -- reset ------------------------------------------------------------------
+
+KUBE_IPTABLES_MARKERS = ("KUBE-", "CNI-", "FLANNEL", "flannel")
+
+
+def filter_iptables_save(text, pod_cidr):
+    """iptables-save output without the chains and rules that kube-proxy,
+    the CNI plugins and flannel made; (new text, number removed)."""
+    markers = KUBE_IPTABLES_MARKERS + ((pod_cidr,) if pod_cidr else ())
+    kept, removed = [], 0
+    for line in text.splitlines():
+        if (line.startswith("-A ") or line.startswith(":")) and \
+                any(marker in line for marker in markers):
+            removed += 1
+            continue
+        kept.append(line)
+    return "\n".join(kept) + "\n", removed
+
+
+def phase_reset_kubeadm(ctx):
+    """kubeadm reset -f: stops the kubelet, removes the static pods,
+    etcd's data and the certificates."""
+    if not ctx.host.which("kubeadm"):
+        log.info("  kubeadm is not installed: nothing to reset")
+        return
+    argv = ["kubeadm", "reset", "-f"]
+    cri = ctx.host.state().get("cri")
+    if cri:
+        argv += ["--cri-socket", CRI_SOCKETS[cri] if cri == "docker"
+                 else ctx.containerd_address]
+    result = ctx.runner.run(argv, check=False, timeout=600)
+    if not result.ok:
+        ctx.warn("kubeadm reset failed (%s): cleaning up the rest anyway"
+                 % last_line(result.output()))
+
+
+def phase_reset_network(ctx):
+    """Remove the CNI config and state, the cni0 and flannel.1 links and
+    the iptables rules kube-proxy and flannel made."""
+    host = ctx.host
+    for name in host.listdir(CNI_CONF_DIR):
+        host.remove(CNI_CONF_DIR + "/" + name)
+    for path in ("/var/lib/cni", "/run/flannel"):
+        host.remove(path)
+    for link in ("cni0", "flannel.1"):
+        if host.exists("/sys/class/net/" + link):
+            ctx.runner.run(["ip", "link", "delete", link], check=False)
+    pod_cidr = ctx.reset_pod_cidr
+    for save, restore in (("iptables-save", "iptables-restore"),
+                          ("ip6tables-save", "ip6tables-restore")):
+        if not host.which(save):
+            continue
+        result = ctx.runner.run([save], change=False, check=False)
+        if not result.ok:
+            continue
+        text, removed = filter_iptables_save(result.stdout, pod_cidr)
+        if removed:
+            log.info("  removing %d %s rules and chains", removed, save[:-5])
+            ctx.runner.run([restore], input_text=text, what=restore)
+    if host.which("ipvsadm"):
+        ctx.runner.run(["ipvsadm", "--clear"], check=False)
+
+
+def phase_reset_files(ctx):
+    """Remove /etc/kubernetes, the kubeconfig copies and this tool's state."""
+    for path in ctx.reset_kubeconfigs:
+        ctx.host.remove(path)
+    for path in ("/etc/kubernetes", "/var/lib/etcd", STATE_DIR):
+        ctx.host.remove(path)
 
 
 # ===========================================================================
 # Cluster checks (install mode)
 # ===========================================================================
 
-# (filled in below)
+import calendar
+
+WAIT_INTERVAL = 5
+IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                      "ErrImageNeverPull")
+CERT_WARN_DAYS = 30
+
+
+def _kubectl_json(ctx, argv, kubeconfig=ADMIN_CONF):
+    result = ctx.runner.run(["kubectl", "--kubeconfig", kubeconfig] + argv +
+                            ["-o", "json"], change=False, check=False,
+                            timeout=60)
+    if not result.ok:
+        return None, last_line(result.output()) or "kubectl failed"
+    try:
+        return json.loads(result.stdout), None
+    except ValueError:
+        return None, "kubectl printed no JSON"
+
+
+def node_ready(node):
+    """(ready, reason) of a Node object."""
+    for condition in node.get("status", {}).get("conditions", []):
+        if condition.get("type") == "Ready":
+            if condition.get("status") == "True":
+                return True, ""
+            return False, condition.get("message") or condition.get("reason") \
+                or "not ready"
+    return False, "no Ready condition yet"
+
+
+def pod_problem(pod):
+    """None when a pod is Running and ready (or Succeeded), else
+    (reason, image or None)."""
+    status = pod.get("status", {})
+    phase = status.get("phase", "Unknown")
+    if phase == "Succeeded":
+        return None
+    statuses = status.get("initContainerStatuses", []) + \
+        status.get("containerStatuses", [])
+    for container in statuses:
+        waiting = (container.get("state") or {}).get("waiting")
+        if waiting:
+            reason = waiting.get("reason") or "waiting"
+            message = waiting.get("message")
+            text = "%s: %s" % (reason, message) if message else reason
+            return text, container.get("image") if reason in \
+                IMAGE_PULL_REASONS else None
+    if phase == "Running" and all(c.get("ready") for c in
+                                  status.get("containerStatuses", [])):
+        return None
+    for condition in status.get("conditions", []):
+        if condition.get("status") == "False" and condition.get("reason"):
+            return "%s %s: %s" % (phase, condition["reason"],
+                                  condition.get("message", "")), None
+    return phase if phase != "Running" else "Running, not ready", None
+
+
+def cluster_pending(ctx, kubeconfig=ADMIN_CONF, pods=True):
+    """[(what, reason, image)] still keeping the cluster from ready."""
+    name = node_name(ctx)
+    node, error = _kubectl_json(ctx, ["get", "node", name], kubeconfig)
+    if node is None:
+        return [("node %s" % name, error, None)]
+    pending = []
+    ready, reason = node_ready(node)
+    if not ready:
+        pending.append(("node %s" % name, "NotReady: " + reason, None))
+    if pods:
+        listing, error = _kubectl_json(ctx, ["-n", "kube-system", "get",
+                                             "pods"], kubeconfig)
+        if listing is None:
+            return pending + [("kube-system pods", error, None)]
+        items = listing.get("items", [])
+        if not items:
+            pending.append(("kube-system pods", "none yet", None))
+        for pod in items:
+            problem = pod_problem(pod)
+            if problem:
+                pending.append(("pod %s" % pod["metadata"]["name"],
+                                problem[0], problem[1]))
+    return pending
+
+
+def timeout_message(pending, timeout):
+    what, reason, image = pending[0]
+    for item in pending:
+        if item[2]:
+            what, reason, image = item
+            break
+    text = "the cluster was not ready after %d s: %s is %s" % (timeout, what,
+                                                                reason)
+    if image:
+        return text + (": the image %s is not on this node, so the bundle is "
+                       "incomplete; rebuild it (with --extra-image for your "
+                       "own images)" % image)
+    return text + ": look at `kubectl -n kube-system describe pod` and " \
+                  "`journalctl -u kubelet`, or rerun with a longer --wait-timeout"
+
+
+def phase_wait(ctx):
+    """Wait until the node is Ready and every kube-system pod Running,
+    showing what is still pending (--wait-timeout, --no-wait)."""
+    args = ctx.args
+    if getattr(args, "no_wait", False):
+        log.info("  not waiting (--no-wait)")
+        return
+    if ctx.dry_run:
+        log.info("  would wait up to %d s for the node and the kube-system "
+                 "pods", args.wait_timeout)
+        return
+    worker = ctx.role == "worker"
+    kubeconfig = KUBELET_CONF if worker else ADMIN_CONF
+    timeout = args.wait_timeout
+    deadline = now() + timeout
+    shown = None
+    while True:
+        pending = cluster_pending(ctx, kubeconfig, pods=not worker)
+        if not pending:
+            log.info("  node %s is Ready%s", node_name(ctx),
+                     "" if worker else " and every kube-system pod Running")
+            return
+        text = "; ".join("%s (%s)" % (what, reason)
+                         for what, reason, _ in pending)
+        if text != shown:
+            log.info("  waiting for: %s", text)
+            shown = text
+        if now() >= deadline:
+            raise UserError(timeout_message(pending, timeout))
+        sleep(WAIT_INTERVAL)
+
+
+# -- status -----------------------------------------------------------------
+
+def _age(timestamp):
+    try:
+        then = calendar.timegm(time.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ"))
+    except (TypeError, ValueError):
+        return "?"
+    seconds = max(0, int(now() - then))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return "%d%s" % (seconds // size, unit)
+    return "%ds" % seconds
+
+
+def format_table(rows):
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in
+                               zip(row, widths)).rstrip() for row in rows)
+
+
+def node_rows(listing):
+    rows = [("NODE", "STATUS", "ROLES", "VERSION", "AGE")]
+    for node in listing.get("items", []):
+        labels = node["metadata"].get("labels", {})
+        roles = sorted(key.split("/", 1)[1] for key in labels
+                       if key.startswith("node-role.kubernetes.io/")) or \
+            ["<none>"]
+        ready, reason = node_ready(node)
+        rows.append((node["metadata"]["name"], "Ready" if ready else
+                     "NotReady (%s)" % reason, ",".join(roles),
+                     node.get("status", {}).get("nodeInfo", {}).get(
+                         "kubeletVersion", "?"),
+                     _age(node["metadata"].get("creationTimestamp"))))
+    return rows
+
+
+def pod_rows(listing):
+    rows = [("POD", "STATUS", "NODE", "RESTARTS")]
+    for pod in listing.get("items", []):
+        problem = pod_problem(pod)
+        restarts = sum(c.get("restartCount", 0) for c in
+                       pod.get("status", {}).get("containerStatuses", []))
+        rows.append((pod["metadata"]["name"],
+                     problem[0] if problem else pod["status"].get("phase"),
+                     pod.get("spec", {}).get("nodeName", "-"), restarts))
+    return rows
+
+
+CERT_LINE_RE = re.compile(
+    r"^(\S+)\s+([A-Z][a-z]{2} \d{2}, \d{4} \d{2}:\d{2} UTC)\s")
+
+
+def parse_cert_expiration(text):
+    """[(name, expires epoch)] from kubeadm's check-expiration output."""
+    found = []
+    for line in (text or "").splitlines():
+        match = CERT_LINE_RE.match(line.strip())
+        if match:
+            try:
+                when = calendar.timegm(time.strptime(match.group(2),
+                                                     "%b %d, %Y %H:%M UTC"))
+            except ValueError:
+                continue
+            found.append((match.group(1), when))
+    return found
+
+
+def cert_check_command(kubernetes_version):
+    _, minor, _ = parse_version(kubernetes_version)
+    if minor >= 20:
+        return ["kubeadm", "certs", "check-expiration"]
+    return ["kubeadm", "alpha", "certs", "check-expiration"]
+
+
+def cluster_version(ctx):
+    state = ctx.host.state()
+    if state.get("kubernetes_version"):
+        return state["kubernetes_version"]
+    result = ctx.runner.run(["kubeadm", "version", "-o", "short"],
+                            change=False, check=False)
+    text = result.stdout.strip()
+    return text if result.ok and re.match(r"^v\d+\.\d+\.\d+", text) \
+        else DEFAULT_KUBERNETES_VERSION
+
+
+def require_master(ctx, command):
+    if ctx.euid != 0:
+        raise UserError("%s must run as root: run it with sudo" % command)
+    if not ctx.host.exists(ADMIN_CONF):
+        raise UserError("this host is not a master (no %s): run %s on a master"
+                        % (ADMIN_CONF, command))
+
+
+def cmd_status(args):
+    ctx = InstallContext(args, "master")
+    require_master(ctx, "status")
+    nodes, error = _kubectl_json(ctx, ["get", "nodes"])
+    if nodes is None:
+        raise UserError("cannot reach the API server: %s: is the kubelet "
+                        "running (systemctl status kubelet)?" % error)
+    print(format_table(node_rows(nodes)))
+    print("")
+    pods, error = _kubectl_json(ctx, ["-n", "kube-system", "get", "pods"])
+    if pods is not None:
+        print(format_table(pod_rows(pods)))
+    else:
+        print("kube-system pods: %s" % error)
+    print("")
+    result = ctx.runner.run(cert_check_command(cluster_version(ctx)),
+                            change=False, check=False)
+    certs = parse_cert_expiration(result.stdout)
+    if not certs:
+        print("certificates: could not read their expiry (%s)"
+              % (last_line(result.output()) or "no output"))
+        return 0
+    name, soonest = min(certs, key=lambda item: item[1])
+    days = (soonest - now()) / 86400.0
+    print("certificates: the first to expire is %s, on %s (%d days left)"
+          % (name, _utc(soonest), days))
+    if days < CERT_WARN_DAYS:
+        log.warning("warning: cluster certificates expire in %d days: renew "
+                    "them (kubeadm alpha certs renew all) before then", days)
+    return 0
+
+
+def cmd_remove_node(args):
+    ctx = InstallContext(args, "master")
+    name = args.name.lower()
+    if not NODE_NAME_RE.match(name):
+        raise UserError("bad node name %r: give a name from `kubectl get "
+                        "nodes`" % args.name)
+    require_master(ctx, "remove-node")
+    node, error = _kubectl_json(ctx, ["get", "node", name])
+    if node is None:
+        raise UserError("node %s not found (%s): see `k8s_offline.py status` "
+                        "for the node names" % (name, error))
+    ctx.runner.run(ctx.kubectl("drain", name, "--ignore-daemonsets",
+                               "--delete-local-data", "--force",
+                               "--timeout=300s"), timeout=360,
+                   what="kubectl drain")
+    ctx.runner.run(ctx.kubectl("delete", "node", name), what="kubectl delete")
+    print("node %s removed; run `k8s_offline.py reset --yes` on it to clean "
+          "it up" % name)
+    return 0
 
 
 # ===========================================================================
@@ -1978,8 +4139,242 @@ def add_bundle_commands(sub):
     images.set_defaults(func=cmd_images)
 
 
+MASTER_PHASES = (("verify", phase_verify), ("preflight", phase_preflight),
+                 ("host", phase_host), ("runtime", phase_runtime),
+                 ("install", phase_install), ("images", phase_images),
+                 ("init", phase_init), ("kubeconfig", phase_kubeconfig),
+                 ("network", phase_network), ("wait", phase_wait),
+                 ("join-file", phase_join_file))
+JOIN_PHASES = (("verify", phase_verify), ("preflight", phase_preflight),
+               ("host", phase_host), ("runtime", phase_runtime),
+               ("install", phase_install), ("images", phase_images),
+               ("join", phase_join), ("kubeconfig", phase_kubeconfig),
+               ("wait", phase_wait))
+RESET_PHASES = (("kubeadm-reset", phase_reset_kubeadm),
+                ("network", phase_reset_network), ("files", phase_reset_files))
+
+
+def _run_command(ctx, phases):
+    try:
+        run_phases(ctx, phases)
+    finally:
+        ctx.close()
+    if ctx.dry_run:
+        log.info("dry run: nothing was changed")
+    return 0
+
+
+def cmd_master(args):
+    ctx = InstallContext(args, "master")
+    check_cidrs(args.pod_network_cidr, args.service_cidr)
+    read_extra_config(args.kubeadm_config_extra)
+    if args.wait_timeout <= 0:
+        raise UserError("--wait-timeout must be a positive number of seconds")
+    advertise_given = args.apiserver_advertise_address
+    if advertise_given:
+        advertise_address(ctx)
+    return _run_command(ctx, MASTER_PHASES)
+
+
+def cmd_join(args):
+    ctx = InstallContext(args, "control-plane" if args.control_plane
+                         else "worker")
+    if args.wait_timeout <= 0:
+        raise UserError("--wait-timeout must be a positive number of seconds")
+    info = load_join_info(ctx, ctx.bundle)
+    ctx.join_info = info
+    if not args.image_repository and info.get("image_repository"):
+        ctx.image_repository = info["image_repository"]
+    phases = [p for p in JOIN_PHASES
+              if p[0] != "kubeconfig" or ctx.role == "control-plane"]
+    return _run_command(ctx, phases)
+
+
+def cmd_token(args):
+    ctx = InstallContext(args, "master")
+    require_master(ctx, "token")
+    state = ctx.host.state()
+    version, arch = state.get("kubernetes_version"), state.get("arch")
+    bundle_path = None
+    try:
+        bundle_path = resolve_bundle_path(args)
+        if not version or not arch:
+            version = version or ctx.bundle.kubernetes_version
+            arch = arch or ctx.bundle.arch
+    except UserError:
+        if not version:
+            version = cluster_version(ctx)
+        arch = arch or host_arch()
+    info = make_join_info(ctx, True, version, arch)
+    path = args.join_file or default_join_file(ctx, bundle_path)
+    write_join_file(ctx, path, info)
+    print_join_commands(ctx, path, info)
+    ctx.close()
+    return 0
+
+
+def confirm_reset(args):
+    if args.yes or args.dry_run:
+        return
+    if not sys.stdin or not sys.stdin.isatty():
+        raise UserError("reset removes the cluster from this host and needs "
+                        "confirmation: rerun with --yes")
+    sys.stderr.write("This removes Kubernetes and its data from this host. "
+                     "Type yes to go on: ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise UserError("reset cancelled: nothing was changed")
+
+
+def cmd_reset(args):
+    ctx = InstallContext(args, "reset")
+    if ctx.euid != 0:
+        raise UserError("reset must run as root: run it with sudo")
+    confirm_reset(args)
+    state = ctx.host.state()
+    ctx.reset_pod_cidr = state.get("pod_cidr") or DEFAULT_POD_CIDR
+    admin = ctx.host.read_bytes(ADMIN_CONF)
+    copies = list(state.get("kubeconfigs") or [])
+    for path, _, _ in kubeconfig_targets(ctx):
+        if path not in copies and admin is not None and \
+                ctx.host.read_bytes(path) == admin:
+            copies.append(path)
+    ctx.reset_kubeconfigs = copies
+    return _run_command(ctx, RESET_PHASES)
+
+
+def _update_log_file(namespace):
+    """The run's log goes to /var/log/k8s-offline.log under --root, except
+    for a dry run (which changes nothing) and a non-root user."""
+    if getattr(namespace, "dry_run", False) or current_euid() != 0:
+        namespace.log_file = None
+    else:
+        root = getattr(namespace, "root", None) or "/"
+        namespace.log_file = os.path.join(root, INSTALL_LOG.lstrip("/"))
+
+
+class _LogFileAction(argparse.Action):
+    """Stores the option, then re-derives where this run's log goes."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+        _update_log_file(namespace)
+
+
+def _install_options(parser, bundle=True, cri=True):
+    """Options every install command shares."""
+    if bundle:
+        parser.add_argument("--bundle", metavar="PATH",
+                            help="the bundle .tar or its extracted folder "
+                            "(default: the folder holding k8s_offline.py)")
+        parser.add_argument("--image-repository", metavar="REPO",
+                            help="where kubeadm looks for its images (default "
+                            "%s)" % KUBEADM_IMAGE_REPOSITORY)
+        parser.add_argument("--no-progress", action="store_true",
+                            help="no progress output")
+    if cri:
+        parser.add_argument("--cri", choices=("docker", "containerd"),
+                            default="docker",
+                            help="container runtime (default docker)")
+        parser.add_argument("--containerd-address", metavar="SOCKET",
+                            help=argparse.SUPPRESS)
+    parser.add_argument("--skip-phases", metavar="A,B",
+                        help="phases to leave out, comma separated")
+    parser.add_argument("--dry-run", action=_LogFileAction, nargs=0,
+                        default=False, help="print every phase, file and "
+                        "command; change nothing")
+    parser.add_argument("--root", action=_LogFileAction, default=None,
+                        help=argparse.SUPPRESS)
+    parser.set_defaults(log_file=None if current_euid() != 0 else INSTALL_LOG)
+
+
+def _node_options(parser):
+    parser.add_argument("--node-name", metavar="NAME",
+                        help="the node's name (default: the host name)")
+    parser.add_argument("--disable-swap", action="store_true",
+                        help="turn swap off now and in /etc/fstab")
+    parser.add_argument("--iptables-legacy", action="store_true",
+                        help="switch iptables to legacy mode (needed for 1.16 "
+                        "on iptables 1.8+ with the nftables backend)")
+    parser.add_argument("--ignore-preflight-errors", metavar="LIST",
+                        help="passed to kubeadm")
+    parser.add_argument("--apiserver-advertise-address", metavar="IP",
+                        help="this node's API server address (default: the "
+                        "default route's address)")
+    parser.add_argument("--wait-timeout", type=int,
+                        default=DEFAULT_WAIT_TIMEOUT, metavar="SECONDS",
+                        help="how long to wait for the node to be Ready "
+                        "(default %d)" % DEFAULT_WAIT_TIMEOUT)
+    parser.add_argument("--no-wait", action="store_true",
+                        help="do not wait for the node to be Ready")
+
+
 def add_install_commands(sub):
     """master, join, token, reset, status, remove-node: install mode."""
+    master = sub.add_parser("master", help="set up the first control-plane "
+                            "node from a bundle")
+    _install_options(master)
+    _node_options(master)
+    master.add_argument("--pod-network-cidr", default=DEFAULT_POD_CIDR,
+                        metavar="CIDR", help="pod network (default %s)"
+                        % DEFAULT_POD_CIDR)
+    master.add_argument("--service-cidr", default=DEFAULT_SERVICE_CIDR,
+                        metavar="CIDR", help="service network (default %s)"
+                        % DEFAULT_SERVICE_CIDR)
+    master.add_argument("--control-plane-endpoint", metavar="HOST:PORT",
+                        help="shared endpoint for several masters")
+    master.add_argument("--upload-certs", action="store_true",
+                        help="upload the control-plane certificates so more "
+                        "masters can join")
+    master.add_argument("--kubeadm-config-extra", metavar="FILE",
+                        help="more kubeadm config documents (for example a "
+                        "KubeProxyConfiguration)")
+    master.add_argument("--allow-pods-on-master", action="store_true",
+                        help="remove the master taint")
+    master.add_argument("--join-file", metavar="PATH",
+                        help="where to write the join file (default: beside "
+                        "the bundle)")
+    master.set_defaults(func=cmd_master)
+
+    join = sub.add_parser("join", help="join this host to a cluster")
+    _install_options(join)
+    _node_options(join)
+    join.add_argument("--join-file", metavar="PATH",
+                      help="the join file from the master (default: beside "
+                      "the bundle)")
+    join.add_argument("--apiserver", metavar="HOST:PORT")
+    join.add_argument("--token", metavar="TOKEN")
+    join.add_argument("--discovery-token-ca-cert-hash", metavar="sha256:HASH")
+    join.add_argument("--control-plane", action="store_true",
+                      help="join as another control-plane node")
+    join.add_argument("--certificate-key", metavar="KEY",
+                      help="for --control-plane (default: from the join file)")
+    join.set_defaults(func=cmd_join)
+
+    token = sub.add_parser("token", help="on a master: a fresh join file and "
+                           "join command")
+    _install_options(token, cri=False)
+    token.add_argument("--join-file", metavar="PATH",
+                       help="where to write the join file")
+    token.set_defaults(func=cmd_token)
+
+    reset = sub.add_parser("reset", help="remove Kubernetes from this host")
+    _install_options(reset, bundle=False)
+    reset.add_argument("--yes", action="store_true",
+                       help="do not ask for confirmation")
+    reset.set_defaults(func=cmd_reset)
+
+    status = sub.add_parser("status", help="nodes, kube-system pods and "
+                            "certificate expiry")
+    _install_options(status, bundle=False, cri=False)
+    status.set_defaults(func=cmd_status)
+
+    remove = sub.add_parser("remove-node", help="on a master: drain and "
+                            "delete a node")
+    remove.add_argument("name", metavar="NAME")
+    _install_options(remove, bundle=False, cri=False)
+    remove.set_defaults(func=cmd_remove_node)
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -1,0 +1,527 @@
+"""Helpers for the install-mode tests: a tiny valid bundle, a fixture host
+tree for --root, and a recording command runner with canned answers."""
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import stat
+import sys
+import tarfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+import k8s_offline as ko  # noqa: E402
+
+BUSYBOX = "/bin/busybox"
+CA_HASH = "sha256:" + "ab" * 32
+TOKEN = "abcdef.0123456789abcdef"
+CERT_KEY = "cd" * 32
+HOST_IP = "192.168.50.10"
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def _tar_bytes(files, gz=False):
+    """files: {name: (bytes, mode)} -> tar (or tar.gz) bytes, reproducible."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(files):
+            data, mode = files[name]
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = mode
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    data = raw.getvalue()
+    if gz:
+        out = io.BytesIO()
+        with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as handle:
+            handle.write(data)
+        return out.getvalue()
+    return data
+
+
+class ImageStore(object):
+    """Blobs of OCI/Docker images made here, by digest."""
+
+    def __init__(self):
+        self.blobs = {}
+
+    def add(self, data):
+        digest = "sha256:" + sha256(data)
+        self.blobs[digest] = data
+        return digest
+
+    def layer(self, files):
+        tar = _tar_bytes(files)
+        compressed = _tar_bytes(files, gz=True)
+        return self.add(compressed), "sha256:" + sha256(tar), len(compressed)
+
+    def image(self, name, busybox=False):
+        """A one- or two-layer image; the busybox layer is shared."""
+        layers = []
+        if busybox and os.path.exists(BUSYBOX):
+            with open(BUSYBOX, "rb") as handle:
+                layers.append(self.layer({"bin/busybox": (handle.read(), 0o755)}))
+        layers.append(self.layer({"etc/image-name": (name.encode(), 0o644)}))
+        config = {"architecture": "amd64", "os": "linux",
+                  "config": {"Cmd": ["/bin/busybox", "sleep", "3600"],
+                             "Labels": {"k8s-offline-test": name}},
+                  "rootfs": {"type": "layers",
+                             "diff_ids": [diff for _, diff, _ in layers]}}
+        config_bytes = json.dumps(config, sort_keys=True).encode()
+        config_digest = self.add(config_bytes)
+        manifest = {"schemaVersion": 2, "mediaType": ko.MT_DOCKER_MANIFEST,
+                    "config": {"mediaType": ko.MT_DOCKER_CONFIG,
+                               "size": len(config_bytes),
+                               "digest": config_digest},
+                    "layers": [{"mediaType": ko.MT_DOCKER_LAYER, "size": size,
+                                "digest": digest}
+                               for digest, _, size in layers]}
+        manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
+        manifest_digest = self.add(manifest_bytes)
+        return {"manifest_digest": manifest_digest,
+                "manifest_media_type": ko.MT_DOCKER_MANIFEST,
+                "config_digest": config_digest,
+                "layers": [digest for digest, _, _ in layers],
+                "size": sum(size for _, _, size in layers)}
+
+
+KUBEADM_IMAGES = (("kube-apiserver", "v1.16.0"),
+                  ("kube-controller-manager", "v1.16.0"),
+                  ("kube-scheduler", "v1.16.0"), ("kube-proxy", "v1.16.0"),
+                  ("pause", "3.1"), ("etcd", "3.3.15-0"), ("coredns", "1.6.2"))
+
+
+def make_bundle(where, arch="amd64", version="v1.16.0", as_tar=False,
+                busybox=False, extra_images=("docker.io/library/nginx:1.17",),
+                with_docker=False, image_prefix=""):
+    """Write a small valid bundle under where; return its path."""
+    name = "k8s-offline-%s-linux-%s" % (version, arch)
+    top = os.path.join(where, name)
+    files = {}
+
+    def put(rel, data, mode=0o644):
+        path = os.path.join(top, rel)
+        if not os.path.isdir(os.path.dirname(path)):
+            os.makedirs(os.path.dirname(path))
+        with open(path, "wb") as handle:
+            handle.write(data)
+        os.chmod(path, mode)
+        files[rel] = {"size": len(data), "sha256": sha256(data)}
+
+    with open(os.path.join(REPO, "k8s_offline.py"), "rb") as handle:
+        put("k8s_offline.py", handle.read(), 0o755)
+    for binary in ("kubeadm", "kubelet", "kubectl"):
+        put("bin/" + binary, ("#!/bin/sh\necho fake %s\n" % binary).encode(),
+            0o755)
+    plugins = {"./" + plugin: (("#!/bin/sh\n# %s\n" % plugin).encode(), 0o755)
+               for plugin in ("flannel", "bridge", "host-local", "portmap",
+                              "loopback")}
+    cni = "archives/cni-plugins-%s-v0.7.5.tgz" % arch
+    put(cni, _tar_bytes(plugins, gz=True))
+    crictl = "archives/crictl-v1.16.1-linux-%s.tar.gz" % arch
+    put(crictl, _tar_bytes({"crictl": (b"#!/bin/sh\necho crictl\n", 0o755)},
+                           gz=True))
+    archives = {"cni": cni, "crictl": crictl}
+    if with_docker:
+        docker = {"docker/" + b: (("#!/bin/sh\n# %s\n" % b).encode(), 0o755)
+                  for b in ("docker", "dockerd", "containerd", "runc", "ctr")}
+        archives["docker"] = "archives/docker-19.03.15.tgz"
+        put(archives["docker"], _tar_bytes(docker, gz=True))
+    put("systemd/kubelet.service", ko.KUBELET_SERVICE.encode())
+    put("systemd/10-kubeadm.conf", ko.KUBEADM_DROPIN.encode())
+    with open(os.path.join(REPO, "manifests", "kube-flannel.yml"), "rb") as h:
+        put("manifests/kube-flannel.yml", h.read())
+
+    store = ImageStore()
+    images = []
+    for repo, tag in KUBEADM_IMAGES:
+        entry = store.image(image_prefix + repo + ":" + tag, busybox=busybox)
+        entry.update({"name": repo, "kubeadm": True, "repository": repo,
+                      "tag": tag, "ref": "k8s.gcr.io/%s:%s" % (repo, tag),
+                      "extra": False})
+        images.append(entry)
+    entry = store.image(image_prefix + "flannel", busybox=busybox)
+    entry.update({"name": "flannel", "kubeadm": False,
+                  "repository": "quay.io/coreos/flannel",
+                  "tag": "v0.11.0-" + arch,
+                  "ref": "quay.io/coreos/flannel:v0.11.0-" + arch,
+                  "extra": False})
+    images.append(entry)
+    for ref in extra_images:
+        entry = store.image(image_prefix + ref, busybox=busybox)
+        repository, _, tag = ref.rpartition(":")
+        entry.update({"name": repository.rsplit("/", 1)[-1], "kubeadm": False,
+                      "repository": repository, "tag": tag, "ref": ref,
+                      "extra": True})
+        images.append(entry)
+    for digest, data in store.blobs.items():
+        put("images/blobs/sha256/" + digest.split(":")[1], data)
+    put("images/oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+    index = {"schemaVersion": 2, "manifests": [
+        {"mediaType": image["manifest_media_type"],
+         "digest": image["manifest_digest"],
+         "size": len(store.blobs[image["manifest_digest"]]),
+         "annotations": {"org.opencontainers.image.ref.name": image["ref"]}}
+        for image in images]}
+    put("images/index.json", json.dumps(index).encode())
+    manifest = [{"Config": "blobs/sha256/" + image["config_digest"][7:],
+                 "RepoTags": [image["ref"]],
+                 "Layers": ["blobs/sha256/" + d[7:] for d in image["layers"]]}
+                for image in images]
+    put("images/manifest.json", json.dumps(manifest).encode())
+    meta = {"format": 1, "name": name, "tool_version": ko.TOOL_VERSION,
+            "kubernetes_version": version, "arch": arch,
+            "versions": {"kubernetes": version, "pause": "3.1",
+                         "etcd": "3.3.15-0", "coredns": "1.6.2",
+                         "cni": "v0.7.5", "crictl": "v1.16.1",
+                         "flannel": "v0.11.0",
+                         "docker": "19.03.15" if with_docker else None},
+            "images": images, "files": files,
+            "binaries": {b: "bin/" + b for b in ("kubeadm", "kubelet",
+                                                 "kubectl")},
+            "archives": archives,
+            "systemd": {"kubelet.service": "systemd/kubelet.service",
+                        "10-kubeadm.conf": "systemd/10-kubeadm.conf"},
+            "flannel_manifest": "manifests/kube-flannel.yml"}
+    with open(os.path.join(top, "bundle.json"), "wb") as handle:
+        handle.write(json.dumps(meta, indent=2, sort_keys=True).encode())
+    if not as_tar:
+        return top
+    tar_path = top + ".tar"
+    with tarfile.open(tar_path, "w") as tar:
+        tar.add(top, arcname=name)
+    shutil.rmtree(top)
+    return tar_path
+
+
+# -- a fixture host --------------------------------------------------------
+
+TOOLS = ("ip", "iptables", "iptables-save", "iptables-restore", "mount",
+         "nsenter", "socat", "conntrack", "ebtables", "ethtool", "tc",
+         "modprobe", "sysctl", "swapoff", "systemctl")
+
+
+def write(root, path, text, mode=0o644):
+    full = os.path.join(root, path.lstrip("/"))
+    if not os.path.isdir(os.path.dirname(full)):
+        os.makedirs(os.path.dirname(full))
+    with open(full, "w") as handle:
+        handle.write(text)
+    os.chmod(full, mode)
+    return full
+
+
+def tcp_line(port, state="0A"):
+    return ("   0: 00000000:%04X 00000000:0000 %s 00000000:00000000 00:00000000 "
+            "00000000     0        0 1 1 0000000000000000 100 0 0 10 0\n"
+            % (port, state))
+
+
+def make_root(root, cpus=2, mem_kb=4000000, swap=False, listening=(),
+              modules=("br_netfilter", "overlay"), sysctls_on=True,
+              hostname="node-a", tools=TOOLS, selinux=None):
+    """A fixture host tree for --root."""
+    write(root, "/proc/cpuinfo", "".join(
+        "processor\t: %d\nmodel name\t: test\n\n" % i for i in range(cpus)))
+    write(root, "/proc/meminfo", "MemTotal:       %d kB\nMemFree: 1 kB\n"
+          % mem_kb)
+    swaps = "Filename\tType\tSize\tUsed\tPriority\n"
+    if swap:
+        swaps += "/swapfile                               file\t\t1048572\t0\t-2\n"
+    write(root, "/proc/swaps", swaps)
+    header = ("  sl  local_address rem_address   st tx_queue rx_queue tr "
+              "tm->when retrnsmt   uid  timeout inode\n")
+    write(root, "/proc/net/tcp", header + tcp_line(22) + tcp_line(8080, "01")
+          + "".join(tcp_line(p) for p in listening))
+    write(root, "/proc/net/tcp6", header)
+    write(root, "/proc/net/route",
+          "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n"
+          "eth0\t00000000\t0132A8C0\t0003\t0\t0\t0\t00000000\n"
+          "eth0\t0032A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\n")
+    write(root, "/proc/sys/kernel/hostname", hostname + "\n")
+    value = "1\n" if sysctls_on else "0\n"
+    write(root, "/proc/sys/net/bridge/bridge-nf-call-iptables", value)
+    write(root, "/proc/sys/net/ipv4/ip_forward", value)
+    write(root, "/proc/modules", "".join("%s 28672 0 - Live 0x0\n" % m
+                                         for m in modules))
+    for module in modules:
+        os.makedirs(os.path.join(root, "sys/module", module))
+    if selinux is not None:
+        write(root, "/sys/fs/selinux/enforce", selinux)
+    write(root, "/etc/hosts", "127.0.0.1 localhost\n%s %s\n" % (HOST_IP,
+                                                               hostname))
+    write(root, "/etc/passwd", "root:x:0:0:root:/root:/bin/bash\n"
+          "alice:x:1000:1000:Alice:/home/alice:/bin/bash\n")
+    write(root, "/etc/fstab", "UUID=1 / ext4 defaults 0 1\n"
+          "/swapfile none swap sw 0 0\n")
+    os.makedirs(os.path.join(root, "root"))
+    os.makedirs(os.path.join(root, "home/alice"))
+    os.makedirs(os.path.join(root, "var/log"))
+    for tool in tools:
+        write(root, "/usr/sbin/" + tool, "#!/bin/sh\nexit 0\n", 0o755)
+    return root
+
+
+def snapshot(root):
+    """{relpath: (mode, sha256 or None)} of a tree, the run log left out."""
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            full = os.path.join(folder, name)
+            rel = os.path.relpath(full, root)
+            if rel == "var/log/k8s-offline.log":
+                continue
+            st = os.lstat(full)
+            digest = None
+            if stat.S_ISREG(st.st_mode):
+                with open(full, "rb") as handle:
+                    digest = sha256(handle.read())
+            found[rel] = (stat.S_IMODE(st.st_mode), digest)
+    return found
+
+
+# -- the recording runner --------------------------------------------------
+
+def node_json(name, ready=True):
+    return {"metadata": {"name": name, "creationTimestamp":
+                         "2020-01-01T00:00:00Z",
+                         "labels": {"node-role.kubernetes.io/master": ""}},
+            "status": {"conditions": [{"type": "Ready", "status":
+                                       "True" if ready else "False",
+                                       "reason": "KubeletNotReady",
+                                       "message": "cni config uninitialized"}],
+                       "nodeInfo": {"kubeletVersion": "v1.16.0"}}}
+
+
+def pod_json(name, phase="Running", waiting=None, image=None):
+    container = {"name": "c", "ready": phase == "Running" and not waiting,
+                 "restartCount": 0, "image": image or "k8s.gcr.io/x:1",
+                 "state": {"waiting": {"reason": waiting, "message": "back-off"}}
+                 if waiting else {"running": {}}}
+    return {"metadata": {"name": name}, "spec": {"nodeName": "node-a"},
+            "status": {"phase": phase, "containerStatuses": [container]}}
+
+
+class FakeCluster(object):
+    """The state the canned answers come from."""
+
+    def __init__(self):
+        self.docker_running = True
+        self.cgroup_driver = "cgroupfs"
+        self.docker_images = {}          # tag -> id
+        self.containerd_images = {}      # name -> manifest digest
+        self.node_ready = True
+        self.pods = [pod_json("etcd-node-a"), pod_json("coredns-1")]
+        self.iptables = "iptables v1.8.9 (legacy)"
+        self.firewalld = "inactive"
+        self.cert_output = ""
+
+
+class FakeRunner(ko.Runner):
+    """Records every command; answers from FakeCluster; fails on demand.
+
+    ``calls``: [(argv, executed)] (executed is False for a change printed
+    under --dry-run).  ``fail``: {argv prefix tuple: times left}.
+    """
+
+    def __init__(self, root, cluster=None):
+        super(FakeRunner, self).__init__()
+        self.root = root
+        self.cluster = cluster or FakeCluster()
+        self.calls = []
+        self.fail = {}
+        self.streams = []
+
+    def bind(self, dry_run=False):
+        self.dry_run = dry_run
+        return self
+
+    def run(self, argv, change=True, **kwargs):
+        if change and self.dry_run:
+            self.calls.append((list(argv), False))
+        return super(FakeRunner, self).run(argv, change=change, **kwargs)
+
+    def run_piped(self, argv, producer, **kwargs):
+        if self.dry_run:
+            self.calls.append((list(argv), False))
+        return super(FakeRunner, self).run_piped(argv, producer, **kwargs)
+
+    def commands(self, executed_only=True):
+        return [argv for argv, executed in self.calls
+                if executed or not executed_only]
+
+    def ran(self, *prefix):
+        return [argv for argv in self.commands()
+                if tuple(argv[:len(prefix)]) == prefix]
+
+    def _failing(self, argv):
+        for prefix, left in list(self.fail.items()):
+            if tuple(argv[:len(prefix)]) == prefix and left:
+                self.fail[prefix] = left - 1
+                return True
+        return False
+
+    def _execute_piped(self, argv, producer, timeout=3600):
+        self.calls.append((list(argv), True))
+        stream = io.BytesIO()
+        producer(stream)
+        self.streams.append(stream.getvalue())
+        if self._failing(argv):
+            return ko.CommandResult(argv, 1, "", "load failed")
+        tar = tarfile.open(fileobj=io.BytesIO(stream.getvalue()))
+        names = tar.getnames()
+        if argv[:2] == ["docker", "load"]:
+            manifest = json.loads(tar.extractfile("manifest.json").read())
+            for entry in manifest:
+                config = entry["Config"].rsplit("/", 1)[1]
+                for tag in entry["RepoTags"]:
+                    self.cluster.docker_images[tag] = "sha256:" + config
+        else:
+            assert "oci-layout" in names
+            index = json.loads(tar.extractfile("index.json").read())
+            for entry in index["manifests"]:
+                name = entry["annotations"]["io.containerd.image.name"]
+                self.cluster.containerd_images[
+                    ko._normalize_image_name(name)] = entry["digest"]
+        return ko.CommandResult(argv, 0, "Loaded", "")
+
+    def _execute(self, argv, timeout=300, tee=None, input_text=None):
+        self.calls.append((list(argv), True))
+        if self._failing(argv):
+            self._side_effect_on_failure(argv)
+            return ko.CommandResult(argv, 1, "", "simulated failure of %s"
+                                    % argv[0])
+        rc, out = self.answer(argv)
+        if tee:
+            with open(tee, "w") as handle:
+                handle.write(out)
+        return ko.CommandResult(argv, rc, out, "")
+
+    def _side_effect_on_failure(self, argv):
+        if argv[:2] == ["kubeadm", "init"]:
+            # kubeadm init that fails half way leaves manifests behind.
+            write(self.root, "/etc/kubernetes/manifests/kube-apiserver.yaml", "x")
+
+    def answer(self, argv):
+        cluster = self.cluster
+        head = tuple(argv[:3])
+        if argv[:2] == ["docker", "info"]:
+            if not cluster.docker_running:
+                return 1, ""
+            return 0, json.dumps({"ServerVersion": "20.10.24",
+                                  "CgroupDriver": cluster.cgroup_driver})
+        if argv[:3] == ["docker", "image", "inspect"]:
+            name = argv[-1]
+            if name in cluster.docker_images:
+                return 0, cluster.docker_images[name] + "\n"
+            if name in cluster.docker_images.values():
+                return 0, name + "\n"
+            return 1, ""
+        if argv[:2] == ["docker", "tag"]:
+            cluster.docker_images[argv[3]] = argv[2]
+            return 0, ""
+        if argv[0] == "ctr" and "ls" in argv:
+            lines = ["REF TYPE DIGEST SIZE PLATFORMS LABELS"]
+            for name, digest in sorted(cluster.containerd_images.items()):
+                lines.append("%s application/x %s 1.0 MiB linux/amd64 -"
+                             % (name, digest))
+            return 0, "\n".join(lines) + "\n"
+        if argv[0] == "ctr" and "version" in argv:
+            return 0, "Client:\n  Version: 1.6\nServer:\n  Version: 1.6\n"
+        if argv[:2] == ["containerd", "config"]:
+            return 0, ('version = 2\n[plugins]\n  [plugins."io.containerd.grpc.'
+                       'v1.cri"]\n    sandbox_image = "k8s.gcr.io/pause:3.6"\n')
+        if argv[:2] == ["iptables", "--version"]:
+            return 0, cluster.iptables + "\n"
+        if argv[:3] == ["systemctl", "is-active", "firewalld"]:
+            return (0 if cluster.firewalld == "active" else 3), \
+                cluster.firewalld + "\n"
+        if argv[:2] == ["ip", "-o"]:
+            return 0, ("1: lo    inet 127.0.0.1/8 scope host lo\n"
+                       "2: eth0    inet %s/24 brd 192.168.50.255 scope global "
+                       "eth0\n3: docker0    inet 172.17.0.1/16 scope global "
+                       "docker0\n" % HOST_IP)
+        if argv[:2] == ["kubeadm", "init"] and "phase" not in argv:
+            for path in ("/etc/kubernetes/admin.conf",
+                         "/etc/kubernetes/kubelet.conf",
+                         "/etc/kubernetes/manifests/kube-apiserver.yaml"):
+                write(self.root, path, "apiVersion: v1\nkind: Config\n", 0o600)
+            return 0, "Your Kubernetes control-plane has initialized " \
+                      "successfully!\n"
+        if argv[:2] == ["kubeadm", "join"]:
+            write(self.root, "/etc/kubernetes/kubelet.conf", "kind: Config\n")
+            if "controlPlane" in open(os.path.join(
+                    self.root, ko.JOIN_CONFIG.lstrip("/"))).read():
+                write(self.root, "/etc/kubernetes/admin.conf", "kind: Config\n")
+            return 0, "This node has joined the cluster\n"
+        if argv[:2] == ["kubeadm", "reset"]:
+            for path in ("etc/kubernetes/manifests", "etc/kubernetes/pki",
+                         "etc/kubernetes/admin.conf",
+                         "etc/kubernetes/kubelet.conf", "var/lib/etcd"):
+                full = os.path.join(self.root, path)
+                if os.path.isdir(full):
+                    shutil.rmtree(full)
+                elif os.path.exists(full):
+                    os.unlink(full)
+            return 0, "[reset] done\n"
+        if head == ("kubeadm", "token", "create"):
+            return 0, ("kubeadm join %s:6443 --token %s     "
+                       "--discovery-token-ca-cert-hash %s \n" % (
+                           HOST_IP, TOKEN, CA_HASH))
+        if argv[:4] == ["kubeadm", "init", "phase", "upload-certs"]:
+            return 0, "[upload-certs] Using certificate key:\n%s\n" % CERT_KEY
+        if argv[0] == "kubeadm" and "check-expiration" in argv:
+            return 0, cluster.cert_output
+        if argv[0] == "kubectl" and "get" in argv:
+            if "pods" in argv:
+                return 0, json.dumps({"items": cluster.pods})
+            if "node" in argv or "nodes" in argv:
+                if "nodes" in argv:
+                    return 0, json.dumps({"items": [node_json(
+                        "node-a", cluster.node_ready)]})
+                name = argv[argv.index("node") + 1]
+                if name not in ("node-a", "node-b"):
+                    return 1, 'Error from server (NotFound): nodes "%s" not ' \
+                              'found' % name
+                return 0, json.dumps(node_json(name, cluster.node_ready))
+        if argv[0] == "iptables-save":
+            return 0, ("*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n"
+                       "-A PREROUTING -j KUBE-SERVICES\n"
+                       "-A POSTROUTING -s 10.244.0.0/16 -d 10.244.0.0/16 -j "
+                       "RETURN\n-A POSTROUTING -s 172.17.0.0/16 -j MASQUERADE\n"
+                       "COMMIT\n")
+        return 0, ""
+
+
+def install_fake(monkeypatch, root, cluster=None):
+    """Replace the Runner, the clock and the uid; return the FakeRunner."""
+    runner = FakeRunner(root, cluster)
+    monkeypatch.setattr(ko, "Runner", lambda dry_run=False: runner.bind(dry_run))
+    clock = {"t": 1600000000.0}
+    monkeypatch.setattr(ko, "now", lambda: clock["t"])
+
+    def fake_sleep(seconds):
+        clock["t"] += seconds
+    monkeypatch.setattr(ko, "sleep", fake_sleep)
+    monkeypatch.setattr(ko, "current_euid", lambda: 0)
+    monkeypatch.setattr(ko, "host_arch", lambda: "amd64")
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    runner.clock = clock
+    return runner
+
+
+def read_config_documents(path):
+    with open(path) as handle:
+        text = handle.read()
+    return [json.loads(doc) for doc in text.split("---\n") if doc.strip()
+            and doc.lstrip().startswith("{")], text
