@@ -249,6 +249,7 @@ class Node(object):
         return out(["docker", "inspect", "-f", fmt, self.container], quiet=True)
 
     def cp_in(self, src, dest):
+        """docker cp into the node (not into its tmpfs mounts /run and /tmp: docker cp cannot)."""
         run(["docker", "cp", src, "%s:%s" % (self.container, dest)])
 
     def wait_booted(self, timeout=180):

@@ -45,18 +45,20 @@ ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELE
 
 KUBEADM_CONFIG = """apiVersion: kubeadm.k8s.io/v1beta2
 kind: InitConfiguration
+localAPIEndpoint:
+  advertiseAddress: {ip}
 ---
 apiVersion: kubeadm.k8s.io/v1beta2
 kind: ClusterConfiguration
-kubernetesVersion: %s
+kubernetesVersion: {version}
 networking:
-  podSubnet: %s
+  podSubnet: {cidr}
 ---
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 conntrack:
   maxPerCore: 0
-""" % (K8S_VERSION, POD_CIDR)
+"""
 
 KUBECTL = ["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf"]
 
@@ -79,15 +81,15 @@ def export_images(upstream, dest):
 
 def install_by_hand(node, upstream, archives):
     files = upstream.build.files
-    node.exec(["mkdir", "-p", "/tmp/k8so-images", "/opt/cni/bin", "/etc/systemd/system/kubelet.service.d"])
+    node.exec(["mkdir", "-p", "/var/tmp/k8so-images", "/opt/cni/bin", "/etc/systemd/system/kubelet.service.d"])
     for a in archives:
-        node.cp_in(str(a), "/tmp/k8so-images/")
-        node.exec(["docker", "load", "-i", "/tmp/k8so-images/" + a.name])
-        node.exec(["rm", "-f", "/tmp/k8so-images/" + a.name])
+        node.cp_in(str(a), "/var/tmp/k8so-images/")
+        node.exec(["docker", "load", "-i", "/var/tmp/k8so-images/" + a.name])
+        node.exec(["rm", "-f", "/var/tmp/k8so-images/" + a.name])
     for b in up_mod.DL_BINARIES:
         node.cp_in(str(files / up_mod.DL_PATH / b), "/usr/bin/" + b)
-    node.cp_in(str(files / up_mod.CNI_PATH), "/tmp/cni.tgz")
-    node.exec(["tar", "-C", "/opt/cni/bin", "-xzf", "/tmp/cni.tgz"])
+    node.cp_in(str(files / up_mod.CNI_PATH), "/var/tmp/cni.tgz")
+    node.exec(["tar", "-C", "/opt/cni/bin", "-xzf", "/var/tmp/cni.tgz"])
     node.exec(["sh", "-c", "cat >/lib/systemd/system/kubelet.service"], input=KUBELET_SERVICE)
     node.exec(["sh", "-c", "cat >/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"],
               input=KUBEADM_DROPIN)
@@ -136,7 +138,8 @@ def selfcheck(keep=False):
         for n in (n1, n2):
             n.start_event_watch()
             install_by_hand(n, upstream, archives)
-        n1.exec(["sh", "-c", "cat >/root/kubeadm.yaml"], input=KUBEADM_CONFIG)
+        n1.exec(["sh", "-c", "cat >/root/kubeadm.yaml"], input=KUBEADM_CONFIG.format(
+            ip=n1.ip(), version=K8S_VERSION, cidr=POD_CIDR))
         t0 = time.monotonic()
         p = n1.exec(["kubeadm", "init", "--config", "/root/kubeadm.yaml"], check=False, timeout=600)
         timings["kubeadm init"] = time.monotonic() - t0
