@@ -66,7 +66,7 @@ KUBECTL = ["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf"]
 def export_images(upstream, dest):
     """docker-archive files of every served image, named as kubeadm/flannel expect them."""
     dest.mkdir(parents=True, exist_ok=True)
-    images = json.loads(upstream.build.stamp.read_text())["images"]
+    images = upstream.build.images()
     archives = []
     for ref in images:
         name = ("quay.io/" if ref.startswith("coreos/") else "k8s.gcr.io/") + ref

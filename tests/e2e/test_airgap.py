@@ -140,6 +140,15 @@ def snapshot(node):
 # --------------------------------------------------------------------------- steps
 
 def test_2_bundle_and_verify(upstream, workdir, state):
+    # The lab must serve every image the tool will ask for; say so plainly if it drifts.
+    p = tool_host(["images", "--kubernetes-version", K8S_VERSION], timeout=120)
+    assert p.returncode == 0, "k8s_offline.py images failed"
+    served = set(upstream.build.images())
+    wanted = [l.strip() for l in p.stdout.splitlines() if l.strip()]
+    unserved = [r for r in wanted if r.split("/", 1)[1] not in served]
+    assert not unserved, "the lab's upstream does not serve %s (it serves %s): update tests/e2e/upstream.py" % (
+        unserved, sorted(served))
+
     out_tar = workdir / ("%s.tar" % BUNDLE_TOP)
     args = (["bundle"] + upstream.bundle_args()
             + ["--output", str(out_tar), "--cache-dir", str(workdir / "bundle-cache"), "--no-progress"])

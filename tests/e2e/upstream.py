@@ -36,8 +36,10 @@ from . import ociimage
 from .common import (CACHE_DIR, DEBIAN_MIRROR, DEBIAN_SUITE, K8S_VERSION, free_port, log, out,
                      require_tools, run, sha256_file, write_json)
 
-#: Bump when anything below changes what gets built.
+#: Bump when the build of the binaries changes (forces the slow Go build).
 RECIPE = "3"
+#: Bump when the images, the file layout or the checksums change (cheap: no Go build).
+SERVE_RECIPE = "2"
 
 ARCH = "amd64"
 K8S_BINARIES = ["kubeadm", "kubelet", "kubectl", "kube-apiserver", "kube-controller-manager",
@@ -47,7 +49,9 @@ PAUSE_TAG = "3.2"
 ETCD_TAG = "3.4.13-0"
 COREDNS_TAG = "1.7.0"
 FLANNEL_REPO = "coreos/flannel"
-FLANNEL_TAG = "v0.11.0-amd64"
+#: flannel tags served (placeholders): v0.11.0 as a signed schema1 manifest, as quay.io served
+#: it; later ones as schema2. k8s_offline.py uses v0.11.0 for 1.16/1.17 and v0.13.0 for 1.20.
+FLANNEL_TAGS = [("v0.11.0-amd64", True), ("v0.12.0-amd64", False), ("v0.13.0-amd64", False)]
 CNI_VERSION = "v0.8.7"
 CRICTL_VERSION = "v1.20.0"
 
@@ -163,15 +167,22 @@ class Build(object):
         self.key = key
         self.root = CACHE_DIR / "upstream" / key
         self.bin = self.root / "bin"
-        self.oci = self.root / "oci"
-        self.files = self.root / "files"
-        self.registry = self.root / "registry"
-        self.checksums = self.root / "SHA256SUMS"
-        self.stamp = self.root / "complete.json"
+        self.bin_stamp = self.bin / ".complete"
+        serve = self.root / ("serve-" + SERVE_RECIPE)
+        self.serve = serve
+        self.oci = serve / "layouts"
+        self.files = serve / "files"
+        self.registry = serve / "registry"
+        self.checksums = serve / "SHA256SUMS"
+        self.stamp = serve / "complete.json"
 
     @property
     def complete(self):
-        return self.stamp.exists()
+        return self.bin_stamp.exists() and self.stamp.exists()
+
+    def images(self):
+        """Every image the lab registry serves, as repo:tag."""
+        return json.loads(self.stamp.read_text())["images"]
 
 
 def _download(url, dest, sha):
@@ -286,8 +297,9 @@ def image_specs(build):
     layer.add_host_file_with_libs("/usr/bin/etcd", "/usr/local/bin/etcd", 0o755)
     specs.append(("etcd", ETCD_TAG, dict(layers=[layer], entrypoint=["/usr/local/bin/etcd"],
                                          labels=labels), False))
-    for repo, tag, paths, schema1 in (("coredns", COREDNS_TAG, ["coredns"], False),
-                                      (FLANNEL_REPO, FLANNEL_TAG, ["opt/bin/flanneld", "bin/cp"], True)):
+    placeholders = [("coredns", COREDNS_TAG, ["coredns"], False)] + [
+        (FLANNEL_REPO, tag, ["opt/bin/flanneld", "bin/cp"], s1) for tag, s1 in FLANNEL_TAGS]
+    for repo, tag, paths, schema1 in placeholders:
         ref = "%s:%s" % (repo, tag)
         prog = build_placeholder(build, ref)
         layer = ociimage.Layer()
@@ -363,11 +375,17 @@ def _prepare(force):
     if build.complete and not force:
         log("upstream build %s is cached (%s)" % (key, build.root))
         return build
-    log("cold upstream build %s into %s" % (key, build.root))
-    if build.root.exists():
-        shutil.rmtree(str(build.root))
-    build.root.mkdir(parents=True)
-    build_binaries(build, uris)
+    if force or not build.bin_stamp.exists():
+        log("cold upstream build %s into %s" % (key, build.root))
+        if build.root.exists():
+            shutil.rmtree(str(build.root))
+        build.root.mkdir(parents=True)
+        build_binaries(build, uris)
+        build.bin_stamp.write_text(key + "\n")
+    log("building the served images and files in %s" % build.serve)
+    if build.serve.exists():
+        shutil.rmtree(str(build.serve))
+    build.serve.mkdir(parents=True)
     build_files(build)
     build.oci.mkdir()
     specs = image_specs(build)
@@ -530,12 +548,12 @@ class Upstream(object):
         return "\n".join([
             "upstream build %s (%s)" % (self.build.key, self.build.root),
             "  registry    %s  (images: %s)" % (
-                self.registry.host, ", ".join(json.loads(self.build.stamp.read_text())["images"])),
+                self.registry.host, ", ".join(self.build.images())),
             "  file server %s  (dl.k8s.io/..., github.com/...)" % self.files.url,
             "  checksums   %s" % self.build.checksums,
             "  PLACEHOLDERS (cannot be built offline): images coredns:%s and %s:%s, "
             "the flannel CNI plugin in %s, and crictl in %s" % (
-                COREDNS_TAG, FLANNEL_REPO, FLANNEL_TAG, CNI_TGZ, CRICTL_TGZ),
+                COREDNS_TAG, FLANNEL_REPO, "/".join(t for t, _ in FLANNEL_TAGS), CNI_TGZ, CRICTL_TGZ),
         ])
 
 
