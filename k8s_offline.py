@@ -20,17 +20,21 @@ command line.
 
 import argparse
 import base64
+import binascii
+import calendar
 import contextlib
 import errno
 import gzip
 import hashlib
 import io
+import ipaddress
 import json
 import logging
 import os
 import platform
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -109,6 +113,9 @@ PINNED_SHA256 = {
 # Layout of a bundle (inside its one top directory).
 BUNDLE_JSON = "bundle.json"
 BUNDLE_JSON_SHA = "bundle.json.sha256"   # sha256sum format: `sha256sum -c` works
+# master and token write the join file into an extracted bundle folder, so
+# it travels on the stick; it is not part of the bundle.
+JOIN_FILE_NAME = "k8s-offline-join.json"
 IMAGES_DIR = "images"
 BIN_DIR = "bin"
 ARCHIVES_DIR = "archives"
@@ -510,9 +517,13 @@ class RegistryClient(object):
 
     def __init__(self, mirrors=None, insecure=(), credentials=None, jobs=8,
                  timeout=HTTP_TIMEOUT):
-        import requests
-        import urllib3
-        from requests.adapters import HTTPAdapter
+        try:
+            import requests
+            import urllib3
+            from requests.adapters import HTTPAdapter
+        except ImportError:
+            raise UserError("bundle mode needs requests: pip install -r "
+                            "requirements.txt")
         self.requests = requests
         self.stream_errors = (requests.exceptions.RequestException,
                               urllib3.exceptions.HTTPError)
@@ -1358,11 +1369,6 @@ def cmd_bundle(args):
     output = os.path.abspath(args.output or os.path.join("bundle", name + ".tar"))
     partial = _claim_output(output)
     try:
-        try:
-            import requests  # noqa: F401  (bundle mode only)
-        except ImportError:
-            raise UserError("bundle mode needs requests: pip install -r "
-                            "requirements.txt")
         cache = BlobCache(args.cache_dir or default_cache_dir())
         client = RegistryClient(mirrors=registry_mirrors,
                                 insecure=args.insecure_registry, jobs=args.jobs,
@@ -1696,7 +1702,8 @@ class Bundle(object):
             self.kind = "tar"
             self._index_tar()
         else:
-            raise BundleError("bundle %s does not exist" % path)
+            raise BundleError("bundle %s does not exist: give the bundle .tar "
+                              "or its extracted folder" % path)
         self.meta = self._load_meta()
 
     # -- tar access ---------------------------------------------------------
@@ -1770,7 +1777,7 @@ class Bundle(object):
             for name in files:
                 full = os.path.join(root, name)
                 found.append(os.path.relpath(full, self.path).replace(os.sep, "/"))
-        return sorted(found)
+        return sorted(name for name in found if name != JOIN_FILE_NAME)
 
     def size(self, relpath):
         if self.kind == "tar":
@@ -1903,8 +1910,6 @@ def _verify_image_graph(bundle, files):
 # Host preparation (install mode)
 # ===========================================================================
 
-import ipaddress
-import socket
 
 # Paths on the host (prefixed by --root in tests).
 INSTALL_LOG = "/var/log/k8s-offline.log"
@@ -1912,7 +1917,6 @@ STATE_DIR = "/var/lib/k8s-offline"
 STATE_FILE = STATE_DIR + "/state.json"
 KUBEADM_INIT_LOG = "/var/log/kubeadm-init.log"
 KUBEADM_JOIN_LOG = "/var/log/kubeadm-join.log"
-JOIN_FILE_NAME = "k8s-offline-join.json"
 FALLBACK_JOIN_FILE = "/etc/kubernetes/" + JOIN_FILE_NAME
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
@@ -2690,22 +2694,6 @@ def run_phases(ctx, phases):
 
 # -- phase: verify ----------------------------------------------------------
 
-class _BundleWithoutJoinFile(object):
-    """A bundle as verify_bundle sees it, less the join file that master
-    and token write into an extracted bundle folder (it is not part of the
-    bundle, so bundle.json cannot list it)."""
-
-    def __init__(self, bundle):
-        self._bundle = bundle
-
-    def names(self):
-        return [name for name in self._bundle.names()
-                if self._bundle.kind != "dir" or name != JOIN_FILE_NAME]
-
-    def __getattr__(self, name):
-        return getattr(self._bundle, name)
-
-
 def phase_verify(ctx):
     """Check every byte of the bundle and that it fits this host.
 
@@ -2717,8 +2705,7 @@ def phase_verify(ctx):
     if bundle.arch != arch:
         raise UserError("the bundle is for %s but this host is %s: use a "
                         "bundle made with --arch %s" % (bundle.arch, arch, arch))
-    verify_bundle(_BundleWithoutJoinFile(bundle),
-                  progress=not getattr(ctx.args, "no_progress", False))
+    verify_bundle(bundle, progress=not getattr(ctx.args, "no_progress", False))
     log.info("  bundle %s: Kubernetes %s %s, every file checked",
              bundle.path, bundle.kubernetes_version, bundle.arch)
 
@@ -3159,7 +3146,6 @@ def phase_images(ctx):
 # kubeadm (install mode)
 # ===========================================================================
 
-import binascii
 
 KUBEADM_API = "kubeadm.k8s.io/v1beta2"
 KUBELET_API = "kubelet.config.k8s.io/v1beta1"
@@ -3803,7 +3789,6 @@ def phase_reset_files(ctx):
 # Cluster checks (install mode)
 # ===========================================================================
 
-import calendar
 
 WAIT_INTERVAL = 5
 IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",

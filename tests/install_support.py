@@ -193,8 +193,11 @@ def make_bundle(where, arch="amd64", version="v1.16.0", as_tar=False,
             "systemd": {"kubelet.service": "systemd/kubelet.service",
                         "10-kubeadm.conf": "systemd/10-kubeadm.conf"},
             "flannel_manifest": "manifests/kube-flannel.yml"}
-    with open(os.path.join(top, "bundle.json"), "wb") as handle:
-        handle.write(json.dumps(meta, indent=2, sort_keys=True).encode())
+    meta_bytes = ko.canonical_json(meta)
+    with open(os.path.join(top, ko.BUNDLE_JSON), "wb") as handle:
+        handle.write(meta_bytes)
+    with open(os.path.join(top, ko.BUNDLE_JSON_SHA), "wb") as handle:
+        handle.write(ko.bundle_json_sha_line(meta_bytes))
     if not as_tar:
         return top
     tar_path = top + ".tar"
