@@ -133,7 +133,7 @@ def snapshot(node):
         "-printf '%p %s %T@ %m %y\\n' | sort; "
         "echo ---; ls -la /var/lib/kubelet /var/lib/docker/image 2>&1; "
         "echo ---; docker images -a --no-trunc -q | sort; "
-        "echo ---; systemctl list-unit-files --no-legend 'kube*' 2>&1"], quiet=True)
+        "echo ---; systemctl list-unit-files --no-legend 'kube*' 2>&1; true"], quiet=True)
     return listing
 
 
