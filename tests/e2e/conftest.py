@@ -48,9 +48,19 @@ def node_image():
     return nodes_mod.ensure_node_image()
 
 
+_LOGDIRS = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    for d in _LOGDIRS:
+        terminalreporter.write_line("air-gap lab: node logs (journal, kubelet, docker, kubeadm-init.log) "
+                                    "and step outputs saved under %s" % d)
+
+
 @pytest.fixture(scope="session")
 def lab(workdir, node_image):
     the_lab = nodes_mod.Lab(workdir, node_image)
+    _LOGDIRS.append(workdir)
     try:
         the_lab.create_network()
         yield the_lab

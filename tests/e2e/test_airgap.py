@@ -216,6 +216,8 @@ def test_4_master(lab, workdir, state):
     assert json.loads(netconf[0])["Network"] == POD_CIDR, netconf[0]
 
     assert_no_pull(n1)
+    loads = [e for e in n1.image_events() if e.get("Action") in ("load", "import")]
+    assert loads, "the Docker event watch on node1 saw no image load: the no-pull check would be vacuous"
     mode = n1.sh_out(["stat", "-c", "%a", JOIN_FILE])
     assert mode == "600", "join file %s has mode %s, want 600" % (JOIN_FILE, mode)
     state["master_done"] = True
