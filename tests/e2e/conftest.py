@@ -3,6 +3,7 @@ finalizer, which pytest runs even when a step fails; SIGTERM is turned into Keyb
 interrupted run tears down too, and leftovers of killed runs (dead owner pid) are reaped first."""
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -14,6 +15,9 @@ from . import upstream as up_mod
 from .common import RUN_LABEL, WORK_DIR, log
 
 
+KEEP_RUNS = int(os.environ.get("K8SO_LAB_KEEP_RUNS", "3"))
+
+
 def _sigterm(signum, frame):
     raise KeyboardInterrupt("SIGTERM")
 
@@ -21,6 +25,11 @@ def _sigterm(signum, frame):
 @pytest.fixture(scope="session")
 def workdir():
     signal.signal(signal.SIGTERM, _sigterm)
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    # keep the last KEEP_RUNS runs' bundles and logs; older ones hold only regular files
+    old = sorted(p for p in WORK_DIR.glob("run-*") if p.is_dir())
+    for p in old[:max(0, len(old) - KEEP_RUNS + 1)]:
+        shutil.rmtree(str(p), ignore_errors=True)
     d = WORK_DIR / ("run-%s-%d" % (time.strftime("%Y%m%d-%H%M%S"), os.getpid()))
     d.mkdir(parents=True)
     log("lab work dir %s" % d)

@@ -231,7 +231,7 @@ class Node(object):
         self.name = name          # short name, also the hostname (e.g. node1)
         self.container = container
 
-    def exec(self, argv, check=True, timeout=None, input=None, quiet=False, env=None):
+    def exec(self, argv, check=True, timeout=300, input=None, quiet=False, env=None):
         """Run argv inside the node; returns CompletedProcess with stdout/stderr captured."""
         pre = ["docker", "exec"]
         if input is not None:
@@ -270,10 +270,21 @@ class Node(object):
             time.sleep(1)
         raise RuntimeError("%s did not boot within %ds (systemd state %r)" % (self.name, timeout, state))
 
-    def start_event_watch(self):
-        """Record Docker image events inside the node (pull, load, tag, ...) from now on."""
+    def start_event_watch(self, timeout=60):
+        """Record Docker image events inside the node (pull, load, tag, ...) from now on.
+
+        Returns once the watcher is provably subscribed: it must have recorded the "prune" image
+        event of an `docker image prune` run after it started (a no-op on a fresh node).
+        """
         self.exec(["sh", "-c", "nohup docker events --filter type=image --format '{{json .}}' "
                    ">>/var/log/k8so-lab-docker-events.log 2>&1 &"])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.exec(["docker", "image", "prune", "-f"], quiet=True)
+            if any(e.get("Action") == "prune" for e in self.image_events()):
+                return
+            time.sleep(0.5)
+        raise RuntimeError("docker events watcher on %s did not start" % self.name)
 
     def image_events(self):
         text = self.sh_out(["cat", "/var/log/k8so-lab-docker-events.log"], check=False, quiet=True)

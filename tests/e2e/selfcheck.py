@@ -60,7 +60,7 @@ conntrack:
   maxPerCore: 0
 """
 
-KUBECTL = ["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf"]
+KUBECTL = ["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", "--request-timeout", "20s"]
 
 
 def export_images(upstream, dest):

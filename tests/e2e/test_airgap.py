@@ -84,7 +84,7 @@ def wait_for(what, fn, timeout):
     while time.monotonic() < deadline:
         try:
             last = fn()
-        except (subprocess.CalledProcessError, ValueError) as exc:
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, ValueError) as exc:
             last = exc
         if last and not isinstance(last, Exception):
             return last

@@ -116,7 +116,8 @@ def _apt_opts():
     src.write_text("deb-src %s %s main\n" % (DEBIAN_MIRROR, DEBIAN_SUITE))
     return ["-o", "Dir::Etc::SourceList=%s" % src, "-o", "Dir::Etc::SourceParts=%s" % (apt / "parts"),
             "-o", "Dir::State::Lists=%s" % (apt / "lists"), "-o", "Dir::Cache=%s" % apt,
-            "-o", "APT::Sandbox::User=root", "-o", "Debug::NoLocking=1", "-q"]
+            "-o", "APT::Sandbox::User=root", "-o", "Debug::NoLocking=1",
+            "-o", "Acquire::http::Timeout=30", "-o", "Acquire::Retries=2", "-q"]
 
 
 def source_package_uris():
