@@ -225,6 +225,9 @@ def test_4_master(lab, workdir, state):
 
 
 def assert_no_pull(node):
+    """No pull was attempted: no "pull" image event (a successful pull), no pull in dockerd's
+    journal (a failed pull emits no event, only "Attempting next endpoint for pull ..." and a
+    DNS timeout on the internal network), no kubelet "Pulling" event."""
     pulls = [e for e in node.image_events() if e.get("Action") == "pull"]
     assert not pulls, "Docker on %s pulled images: %s" % (node.name, pulls)
     dlog = node.sh_out(["journalctl", "--no-pager", "-u", "docker"], quiet=True)
