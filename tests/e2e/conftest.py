@@ -15,7 +15,7 @@ from . import upstream as up_mod
 from .common import RUN_LABEL, WORK_DIR, log
 
 
-KEEP_RUNS = int(os.environ.get("K8SO_LAB_KEEP_RUNS", "3"))
+KEEP_RUNS = int(os.environ.get("K8SO_LAB_KEEP_RUNS", "5"))
 
 
 def _sigterm(signum, frame):
@@ -26,10 +26,19 @@ def _sigterm(signum, frame):
 def workdir():
     signal.signal(signal.SIGTERM, _sigterm)
     WORK_DIR.mkdir(parents=True, exist_ok=True)
-    # keep the last KEEP_RUNS runs' bundles and logs; older ones hold only regular files
+    # Earlier runs: keep their logs (the last KEEP_RUNS runs), drop their bundles. They hold
+    # only regular files written by the tool and the lab, so rmtree is safe here.
     old = sorted(p for p in WORK_DIR.glob("run-*") if p.is_dir())
-    for p in old[:max(0, len(old) - KEEP_RUNS + 1)]:
-        shutil.rmtree(str(p), ignore_errors=True)
+    for i, p in enumerate(old):
+        if i < len(old) - KEEP_RUNS + 1:
+            shutil.rmtree(str(p), ignore_errors=True)
+            continue
+        for big in ["bundle-cache", "usb", "usb-corrupt"] + [t.name for t in p.glob("*.tar")]:
+            target = p / big
+            if target.is_dir():
+                shutil.rmtree(str(target), ignore_errors=True)
+            elif target.exists():
+                target.unlink()
     d = WORK_DIR / ("run-%s-%d" % (time.strftime("%Y%m%d-%H%M%S"), os.getpid()))
     d.mkdir(parents=True)
     log("lab work dir %s" % d)

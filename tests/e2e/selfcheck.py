@@ -9,6 +9,7 @@ registry into a docker-archive file, `docker cp` puts it in the node, `docker lo
 """
 
 import argparse
+import shutil
 import json
 import sys
 import time
@@ -187,6 +188,7 @@ def selfcheck(keep=False):
         if lab is not None:
             lab.stop()
         upstream.stop()
+        shutil.rmtree(str(workdir / "images"), ignore_errors=True)
     return 0
 
 

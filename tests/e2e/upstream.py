@@ -200,7 +200,7 @@ def _download(url, dest, sha):
 
 def build_binaries(build, uris):
     """Fetch + unpack the source package, swap in reflect2 1.0.2, build with the project Makefile."""
-    # A fixed path, so that Go's build cache (keyed by paths too) also helps a rebuild.
+    # A fixed path (kubernetes' build keeps its Go cache under _output/, removed with the tree).
     srcdir = CACHE_DIR / "src-build"
     dl = CACHE_DIR / "sources"
     dl.mkdir(parents=True, exist_ok=True)
