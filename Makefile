@@ -22,6 +22,11 @@ unit:
 	$(PYTHON) -m pytest tests -q --ignore=tests/e2e
 
 # The air-gap lab: real kubeadm nodes on an internal Docker network.
+# e2e-prepare does the slow, cached part alone (the Kubernetes build, node image).
+e2e-prepare:
+	$(PYTHON) -m tests.e2e.upstream --prepare
+	$(PYTHON) -m tests.e2e.nodes --image
+
 e2e:
 	$(PYTHON) -m pytest tests/e2e -q -s
 

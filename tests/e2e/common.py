@@ -22,7 +22,31 @@ PREFIX = "k8so-lab"
 RUN_LABEL = "org.k8s-offline.lab.run"
 
 K8S_VERSION = "v1.20.2"
-DEBIAN_MIRROR = os.environ.get("K8SO_LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+
+
+def _apt_debian_mirror():
+    """The main Debian archive this machine's apt already uses (deb822
+    sources or the one-line list), so the lab reaches nothing apt does not."""
+    candidates = []
+    folder = Path("/etc/apt/sources.list.d")
+    for path in sorted(folder.glob("*.sources")) if folder.is_dir() else []:
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("URIs:"):
+                candidates += line.split()[1:]
+    legacy = Path("/etc/apt/sources.list")
+    if legacy.is_file():
+        for line in legacy.read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] in ("deb", "deb-src"):
+                candidates.append(parts[1] if not parts[1].startswith("[") else parts[2])
+    for uri in candidates:
+        if uri.rstrip("/").endswith("/debian"):
+            return uri.rstrip("/")
+    raise RuntimeError("no Debian archive found in /etc/apt sources: set "
+                       "K8SO_LAB_DEBIAN_MIRROR")
+
+
+DEBIAN_MIRROR = os.environ.get("K8SO_LAB_DEBIAN_MIRROR") or _apt_debian_mirror()
 DEBIAN_SUITE = "bookworm"
 
 _T0 = time.monotonic()
