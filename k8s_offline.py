@@ -989,8 +989,8 @@ def read_checksum_file(path):
             continue
         parts = line.split()
         if len(parts) != 2 or not re.match(r"^[0-9a-fA-F]{64}$", parts[0]):
-            raise UserError("--checksum-file %s line %d is not 'SHA256  FILENAME'"
-                            % (path, number))
+            raise UserError("--checksum-file %s line %d is not 'SHA256  FILENAME': "
+                            "fix it (sha256sum writes that form)" % (path, number))
         table[parts[1].lstrip("*").rsplit("/", 1)[-1]] = parts[0].lower()
     return table
 
@@ -1355,9 +1355,9 @@ def cmd_bundle(args):
                             for m in args.registry_mirror)
     file_mirrors = [parse_mapping(m, "--file-mirror") for m in args.file_mirror]
     if args.jobs < 1 or args.jobs > 64:
-        raise UserError("--jobs must be between 1 and 64")
+        raise UserError("bad --jobs %d: give a number from 1 to 64" % args.jobs)
     if not 1 <= args.timeout <= 3600:
-        raise UserError("--timeout must be between 1 and 3600 seconds")
+        raise UserError("bad --timeout %g: give 1 to 3600 seconds" % args.timeout)
     images = plan_images(version, arch, args.image_repository, args.extra_image)
     files = plan_files(version, arch, with_docker=args.with_docker)
     checksums = PINNED_SHA256
