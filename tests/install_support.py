@@ -207,6 +207,22 @@ def make_bundle(where, arch="amd64", version="v1.16.0", as_tar=False,
     return tar_path
 
 
+class RecordingRunner(ko.Runner):
+    """The real runner, remembering what it ran."""
+
+    def __init__(self):
+        ko.Runner.__init__(self)
+        self.seen = []
+
+    def _execute(self, argv, **kwargs):
+        self.seen.append(list(argv))
+        return ko.Runner._execute(self, argv, **kwargs)
+
+    def _execute_piped(self, argv, producer, **kwargs):
+        self.seen.append(list(argv))
+        return ko.Runner._execute_piped(self, argv, producer, **kwargs)
+
+
 # -- a fixture host --------------------------------------------------------
 
 TOOLS = ("ip", "iptables", "iptables-save", "iptables-restore", "mount",

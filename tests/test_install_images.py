@@ -18,22 +18,6 @@ from install_support import ko  # noqa: E402
 PY36 = os.path.expanduser("~/.pyenv/versions/3.6.15/bin/python3")
 
 
-class RecordingRunner(ko.Runner):
-    """The real runner, remembering what it ran."""
-
-    def __init__(self):
-        ko.Runner.__init__(self)
-        self.seen = []
-
-    def _execute(self, argv, **kwargs):
-        self.seen.append(list(argv))
-        return ko.Runner._execute(self, argv, **kwargs)
-
-    def _execute_piped(self, argv, producer, **kwargs):
-        self.seen.append(list(argv))
-        return ko.Runner._execute_piped(self, argv, producer, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def real_bundle(tmp_path_factory):
     tag = uuid.uuid4().hex[:10]
@@ -51,7 +35,7 @@ def context(bundle_path, root, cri, role, repo, address=None):
                               dry_run=False, no_progress=False,
                               containerd_address=address, command="master")
     ctx = ko.InstallContext(args, role)
-    ctx.runner = RecordingRunner()
+    ctx.runner = sup.RecordingRunner()
     return ctx
 
 

@@ -26,27 +26,13 @@ def real_bundle(run_cli, bundle_args, tmp_path_factory):
     return path
 
 
-class Recording(ko.Runner):
-    def __init__(self):
-        ko.Runner.__init__(self)
-        self.seen = []
-
-    def _execute(self, argv, **kwargs):
-        self.seen.append(list(argv))
-        return ko.Runner._execute(self, argv, **kwargs)
-
-    def _execute_piped(self, argv, producer, **kwargs):
-        self.seen.append(list(argv))
-        return ko.Runner._execute_piped(self, argv, producer, **kwargs)
-
-
 def context(bundle, root, cri, repo, address=None):
     args = argparse.Namespace(bundle=bundle, root=root, cri=cri,
                               image_repository=repo, skip_phases=None,
                               dry_run=False, no_progress=True,
                               containerd_address=address, command="master")
     ctx = ko.InstallContext(args, "master")
-    ctx.runner = Recording()
+    ctx.runner = sup.RecordingRunner()
     return ctx
 
 
