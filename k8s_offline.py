@@ -369,7 +369,8 @@ MANIFEST_ACCEPT = ", ".join((MT_OCI_INDEX, MT_DOCKER_LIST, MT_OCI_MANIFEST,
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 HTTP_ATTEMPTS = 5
 HTTP_TIMEOUT = 60                # seconds without a byte before a retry
-CHUNK = 1 << 20
+CHUNK = 1 << 20                  # file copies and hashing
+DOWNLOAD_CHUNK = 1 << 16         # what a kill can lose of a download in flight
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
 _REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -817,7 +818,8 @@ class RegistryClient(object):
                                     % (label, response.status_code))
                 try:
                     with open(partial, "ab") as out:
-                        for block in response.raw.stream(CHUNK, decode_content=False):
+                        for block in response.raw.stream(DOWNLOAD_CHUNK,
+                                                         decode_content=False):
                             out.write(block)
                             digest.update(block)
                             if progress:
