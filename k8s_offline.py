@@ -110,6 +110,21 @@ PINNED_SHA256 = {
         "19fed421710fccfe58f5573383bb137c19438a9056355556f1a15da8d23b3ad1",
 }
 
+# sha512 of the node release tarball, as the release notes (CHANGELOG)
+# published them.  kubeadm, kubelet and kubectl are taken from this tarball
+# where a value is known, so they are checked against a value the release
+# itself published, and against the .sha256 files beside the single binaries.
+NODE_TARBALL_URL = "https://dl.k8s.io/{version}/kubernetes-node-linux-{arch}.tar.gz"
+NODE_TARBALL_SHA512 = {
+    ("v1.16.0", "amd64"):
+        "e987f141bc0a248e99a371ce220403b78678c739a39dad1c1612e63a0bee4525"
+        "fbca5ee8c2b5e5332a553cc5f63bce9ec95645589298f41fe83e1fd41faa538e",
+    ("v1.16.0", "arm64"):
+        "365bdf9759e24d22cf507a0a5a507895ed44723496985e6d8f0bd10b03ffe7c7"
+        "8198732ee39873912147f2dd840d2e284118fc6fc1e3876d8f4c2c3a441def0b",
+}
+NODE_TARBALL_BINARIES = ("kubeadm", "kubelet", "kubectl")
+
 # Layout of a bundle (inside its one top directory).
 BUNDLE_JSON = "bundle.json"
 BUNDLE_JSON_SHA = "bundle.json.sha256"   # sha256sum format: `sha256sum -c` works
@@ -746,8 +761,9 @@ class RegistryClient(object):
             digest.split(":", 1)[1], dest, progress,
             label or "blob %s of %s" % (digest[:19], ref))
 
-    def fetch_url(self, url, sha256_hex, dest, progress=None, insecure=False):
-        """Download a file URL to dest, checked against sha256_hex."""
+    def fetch_url(self, url, sha256_hex, dest, progress=None, insecure=False,
+                  algorithm="sha256"):
+        """Download a file URL to dest, checked against its digest (hex)."""
         def get(headers):
             errors = []
             for attempt in range(HTTP_ATTEMPTS):
@@ -773,7 +789,7 @@ class RegistryClient(object):
             raise UserError("cannot download %s after %d tries (%s): check "
                             "--file-mirror and the network"
                             % (url, HTTP_ATTEMPTS, errors[-1]))
-        return self._download(get, sha256_hex, dest, progress, url)
+        return self._download(get, sha256_hex, dest, progress, url, algorithm)
 
     def get_text(self, url, insecure=False):
         """Small text file (a published .sha256), or None if not there."""
@@ -787,10 +803,11 @@ class RegistryClient(object):
                 return None
             return response.text
 
-    def _download(self, get, sha256_hex, dest, progress, label):
+    def _download(self, get, expected_hex, dest, progress, label,
+                  algorithm="sha256"):
         partial = dest + ".partial"
         for attempt in range(HTTP_ATTEMPTS):
-            digest = hashlib.sha256()
+            digest = hashlib.new(algorithm)
             have = 0
             if os.path.exists(partial):
                 with open(partial, "rb") as handle:
@@ -810,7 +827,7 @@ class RegistryClient(object):
                     os.unlink(partial)
                     if response.status_code == 416:
                         continue
-                    digest, have = hashlib.sha256(), 0
+                    digest, have = hashlib.new(algorithm), 0
                 elif response.status_code == 404:
                     raise UserError("%s: not found (HTTP 404)" % label)
                 elif response.status_code not in (200, 206):
@@ -831,15 +848,15 @@ class RegistryClient(object):
                               _short_reason(exc))
                     _backoff(attempt)
                     continue
-            if digest.hexdigest() == sha256_hex:
+            if digest.hexdigest() == expected_hex:
                 os.rename(partial, dest)
                 return dest
-            log.warning("%s: sha256 mismatch, downloading it again", label)
+            log.warning("%s: %s mismatch, downloading it again", label, algorithm)
             if progress:
                 progress.update(-os.path.getsize(partial))
             os.unlink(partial)
-        raise UserError("%s failed its sha256 check %d times: the source or a "
-                        "proxy is corrupting it" % (label, HTTP_ATTEMPTS))
+        raise UserError("%s failed its %s check %d times: the source or a "
+                        "proxy is corrupting it" % (label, algorithm, HTTP_ATTEMPTS))
 
 
 def _short_reason(exc):
@@ -978,8 +995,9 @@ def plan_files(kubernetes_version, arch, with_docker=False):
 
 
 def read_checksum_file(path):
-    """{file name: sha256 hex} from sha256sum-format lines."""
-    table = {}
+    """({file name: sha256 hex}, {file name: sha512 hex}) from sha256sum- or
+    sha512sum-format lines (told apart by the digest's length)."""
+    table, table512 = {}, {}
     try:
         with open(path) as handle:
             lines = handle.read().splitlines()
@@ -990,11 +1008,13 @@ def read_checksum_file(path):
         if not line or line.startswith("#"):
             continue
         parts = line.split()
-        if len(parts) != 2 or not re.match(r"^[0-9a-fA-F]{64}$", parts[0]):
+        if len(parts) != 2 or not re.match(r"^([0-9a-fA-F]{64}|[0-9a-fA-F]{128})$",
+                                           parts[0]):
             raise UserError("--checksum-file %s line %d is not 'SHA256  FILENAME': "
                             "fix it (sha256sum writes that form)" % (path, number))
-        table[parts[1].lstrip("*").rsplit("/", 1)[-1]] = parts[0].lower()
-    return table
+        name = parts[1].lstrip("*").rsplit("/", 1)[-1]
+        (table if len(parts[0]) == 64 else table512)[name] = parts[0].lower()
+    return table, table512
 
 
 def apply_file_mirror(url, mirrors):
@@ -1045,6 +1065,23 @@ class BlobCache(object):
             write_file_atomic(self.path(hex_digest), data)
             self.fresh.add(hex_digest)
         return hex_digest
+
+    def put_stream(self, stream):
+        """Store a stream's bytes under their sha256 (a temporary file first)."""
+        fd, tmp = tempfile.mkstemp(prefix=".k8s-offline-", dir=self.blobs)
+        digest = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for block in iter(lambda: stream.read(CHUNK), b""):
+                    digest.update(block)
+                    out.write(block)
+            os.rename(tmp, self.path(digest.hexdigest()))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self.fresh.add(digest.hexdigest())
+        return digest.hexdigest()
 
     def read(self, hex_digest):
         with open(self.path(hex_digest), "rb") as handle:
@@ -1363,10 +1400,14 @@ def cmd_bundle(args):
     images = plan_images(version, arch, args.image_repository, args.extra_image)
     files = plan_files(version, arch, with_docker=args.with_docker)
     checksums = PINNED_SHA256
+    node_sha512 = NODE_TARBALL_SHA512.get((version, arch))
     if args.checksum_file:
-        checksums = read_checksum_file(args.checksum_file)
+        checksums, sha512s = read_checksum_file(args.checksum_file)
+        node_sha512 = sha512s.get(NODE_TARBALL_URL.format(
+            version=version, arch=arch).rsplit("/", 1)[1])
         log.warning("NOTE: checksums come from %s, not the built-in table "
-                    "(%d entries)", args.checksum_file, len(checksums))
+                    "(%d entries)", args.checksum_file,
+                    len(checksums) + len(sha512s))
     name = bundle_name(version, arch)
     output = os.path.abspath(args.output or os.path.join("bundle", name + ".tar"))
     partial = _claim_output(output)
@@ -1377,6 +1418,16 @@ def cmd_bundle(args):
                                 timeout=args.timeout)
         progress = not args.no_progress
         log.info("bundle %s: %d images, %d files", name, len(images), len(files))
+        if node_sha512:
+            extracted = binaries_from_node_tarball(
+                client, cache, version, arch, node_sha512, file_mirrors, args,
+                progress)
+            for name, hexd in sorted(extracted.items()):
+                if checksums.get(name, hexd) != hexd:
+                    raise UserError("%s in the release tarball (%s) differs from "
+                                    "the checksum table (%s): refusing it"
+                                    % (name, hexd, checksums[name]))
+            checksums = dict(checksums, **extracted)
         file_entries = fetch_files(client, cache, files, file_mirrors,
                                    checksums, args, progress)
         images = cross_check_images(images, file_entries, version, arch, args)
@@ -1420,6 +1471,50 @@ def _claim_output(output):
         raise UserError("cannot write the bundle at %s: %s: choose another "
                         "--output" % (output, exc.strerror))
     return partial
+
+
+def binaries_from_node_tarball(client, cache, version, arch, sha512, file_mirrors,
+                               args, progress):
+    """{name: sha256} of kubeadm, kubelet and kubectl taken out of the node
+    release tarball, which is checked against the sha512 the release
+    published.  The binaries land in the cache, so fetch_files finds them
+    there; it still compares them with the .sha256 files beside the single
+    binaries.  A warm run reuses the record of what was extracted."""
+    url = apply_file_mirror(NODE_TARBALL_URL.format(version=version, arch=arch),
+                            file_mirrors)
+    folder = os.path.join(cache.directory, "sha512")
+    if not os.path.isdir(folder):
+        os.makedirs(folder)
+    tarball = os.path.join(folder, sha512)
+    record = tarball + ".json"
+    if os.path.isfile(record):
+        with open(record) as handle:
+            found = json.load(handle)
+        if all(cache.has(hexd) for hexd in found.values()):
+            return found
+    if not os.path.isfile(tarball):
+        bar = Progress(0, "node tarball", enabled=progress)
+        try:
+            client.fetch_url(url, sha512, tarball, bar, algorithm="sha512",
+                             insecure=_url_host(url) in set(args.insecure_registry))
+        finally:
+            bar.close()
+    log.info("%s: checked against the sha512 the release published", url)
+    found = {}
+    try:
+        with tarfile.open(tarball, "r:gz") as tar:
+            for member in tar:
+                name = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and name in NODE_TARBALL_BINARIES and \
+                        member.name.endswith("node/bin/" + name):
+                    found[name] = cache.put_stream(tar.extractfile(member))
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise UserError("%s is not a readable release tarball (%s)" % (url, exc))
+    missing = sorted(set(NODE_TARBALL_BINARIES) - set(found))
+    if missing:
+        raise UserError("%s lacks %s" % (url, ", ".join(missing)))
+    write_file_atomic(record, canonical_json(found))
+    return found
 
 
 def _remove_stale_partials(output):

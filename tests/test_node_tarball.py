@@ -1,0 +1,91 @@
+"""kubeadm, kubelet and kubectl from the node release tarball, checked
+against its published sha512 (the value the v1.16.0 release notes give) and
+against the .sha256 files beside the single binaries."""
+
+import gzip
+import hashlib
+import io
+import os
+import sys
+import tarfile
+
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import k8s_offline as ko  # noqa: E402
+
+TARBALL = "kubernetes-node-linux-amd64.tar.gz"
+
+
+def test_v1_16_0_pins_are_the_release_notes_values():
+    assert ko.NODE_TARBALL_SHA512[("v1.16.0", "amd64")].startswith("e987f141bc0a")
+    assert len(ko.NODE_TARBALL_SHA512[("v1.16.0", "arm64")]) == 128
+
+
+def _serve_tarball(file_server, change=None):
+    """A node tarball holding the file server's own stand-in binaries."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name in ("kubeadm", "kubelet", "kubectl", "kube-proxy"):
+            source = file_server.path(name) if name != "kube-proxy" else None
+            data = open(source, "rb").read() if source else b"proxy"
+            if change and name == change:
+                data += b"x"
+            info = tarfile.TarInfo("kubernetes/node/bin/" + name)
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+    data = gzip.compress(raw.getvalue(), mtime=0)
+    path = os.path.join(file_server.root, "dl.k8s.io", "v1.16.0", TARBALL)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return hashlib.sha512(data).hexdigest()
+
+
+def _args(bundle_args, tmp_path, sha512):
+    args = list(bundle_args)
+    i = args.index("--checksum-file")
+    with open(args[i + 1]) as handle:
+        lines = handle.read()
+    sums = tmp_path / "sums"
+    sums.write_text(lines + "%s  %s\n" % (sha512, TARBALL))
+    args[i + 1] = str(sums)
+    return args + ["--output", str(tmp_path / "b.tar"), "--cache-dir",
+                   str(tmp_path / "cache")]
+
+
+def _binary_gets(file_server):
+    return [r for r in file_server.count()
+            if r[0] == "GET" and r[1].endswith(("/kubeadm", "/kubelet", "/kubectl"))]
+
+
+def test_binaries_come_from_the_pinned_tarball(run_cli, bundle_args, file_server,
+                                               tmp_path):
+    sha512 = _serve_tarball(file_server)
+    before = len(_binary_gets(file_server))
+    rc, out, err = run_cli("bundle", *_args(bundle_args, tmp_path, sha512))
+    assert rc == 0, err
+    assert "checked against the sha512 the release published" in err
+    assert len(_binary_gets(file_server)) == before, "single binaries were fetched"
+    with tarfile.open(str(tmp_path / "b.tar")) as tar:
+        top = tar.getnames()[0].split("/")[0]
+        kubeadm = tar.extractfile(top + "/bin/kubeadm").read()
+    assert hashlib.sha256(kubeadm).hexdigest() == file_server.sha256("kubeadm")
+    assert run_cli("verify", tmp_path / "b.tar")[0] == 0
+
+
+def test_a_tarball_binary_unlike_its_published_sha256_is_refused(run_cli, bundle_args,
+                                                                 file_server, tmp_path):
+    sha512 = _serve_tarball(file_server, change="kubelet")
+    rc, out, err = run_cli("bundle", *_args(bundle_args, tmp_path, sha512))
+    assert rc != 0
+    assert "kubelet" in err and "refusing it" in err
+    assert not (tmp_path / "b.tar").exists()
+
+
+def test_a_tarball_unlike_its_sha512_is_refused(run_cli, bundle_args, file_server,
+                                                tmp_path):
+    _serve_tarball(file_server)
+    rc, out, err = run_cli("bundle", *_args(bundle_args, tmp_path, "0" * 128))
+    assert rc != 0
+    assert "failed its sha512 check" in err
+    assert not (tmp_path / "b.tar").exists()
