@@ -1,5 +1,5 @@
-"""Bad input to the bundle-side commands (bundle, images, verify), table
-driven: each gives one clear line 'error: what: what to do', a non-zero exit,
+"""Bad input to the bundle-side commands (bundle, images, verify) and to the
+cluster-side ones on a host that is no master, table driven: each gives one clear line 'error: what: what to do', a non-zero exit,
 no traceback, and leaves nothing under the output name.  The install-side
 table is tests/test_install_badinput.py."""
 
@@ -57,7 +57,24 @@ CASES = [
     ("verify-missing", lambda t, f: ["verify", str(t / "none.tar")], "does not exist"),
     ("verify-not-a-tar", lambda t, f: ["verify", str(_garbage(t))], "not a readable bundle"),
     ("verify-empty-folder", lambda t, f: ["verify", str(t)], "has no bundle.json"),
+    # The cluster-side commands on a host (an empty --root) that is no master.
+    ("status-not-a-master", lambda t, f: ["status", "--root", _root(t)],
+     "not a master"),
+    ("remove-node-bad-name", lambda t, f: ["remove-node", "Bad_Name!", "--root", _root(t)],
+     "bad node name"),
+    ("remove-node-not-a-master", lambda t, f: ["remove-node", "node-2", "--root", _root(t)],
+     "not a master"),
+    ("token-not-a-master", lambda t, f: ["token", "--root", _root(t)], "not a master"),
+    ("reset-unconfirmed", lambda t, f: ["reset", "--root", _root(t)], "--yes"),
+    ("master-unknown-cri", lambda t, f: ["master", "--cri", "podman", "--root", _root(t)],
+     "invalid choice"),
 ]
+
+
+def _root(tmp):
+    path = tmp / "host-root"
+    path.mkdir(exist_ok=True)
+    return str(path)
 
 
 def _garbage(tmp):
@@ -84,6 +101,8 @@ def test_bad_input(build, expected, run_cli, bundle_args, tmp_path):
     assert expected in errors[0], errors[0]
     assert ": " in errors[0][len("error: "):], "no 'what to do' part: " + errors[0]
     assert not os.path.exists(_out(tmp_path))
+    root = tmp_path / "host-root"
+    assert not root.exists() or os.listdir(str(root)) == [], "the host tree changed"
 
 
 def test_insecure_registry_only_affects_the_hosts_named(run_cli, test_images,

@@ -77,8 +77,10 @@ def test_file_mirror_uses_longest_prefix():
 def test_checksum_file(tmp_path):
     good = tmp_path / "sums"
     good.write_text("# comment\n%s  kubeadm\n%s *dir/crictl.tgz\n" % ("A" * 64, "b" * 64))
-    assert ko.read_checksum_file(str(good)) == {"kubeadm": "a" * 64,
-                                                "crictl.tgz": "b" * 64}
+    good.write_text("# comment\n%s  kubeadm\n%s *dir/crictl.tgz\n%s  node.tar.gz\n"
+                    % ("A" * 64, "b" * 64, "c" * 128))
+    assert ko.read_checksum_file(str(good)) == (
+        {"kubeadm": "a" * 64, "crictl.tgz": "b" * 64}, {"node.tar.gz": "c" * 128})
     bad = tmp_path / "bad"
     bad.write_text("xyz kubeadm\n")
     with pytest.raises(ko.UserError, match="line 1"):
@@ -172,4 +174,14 @@ def test_hostile_members_are_refused(tmp_path, add, reason):
     path = tmp_path / "hostile.tar"
     _hostile_tar(path, add)
     with pytest.raises(ko.BundleError, match=reason):
+        ko.Bundle(str(path))
+
+
+def test_a_huge_member_count_is_refused(tmp_path):
+    path = tmp_path / "many.tar"
+    with tarfile.open(str(path), "w") as tar:
+        for n in range(ko.MAX_BUNDLE_MEMBERS + 1):
+            info = tarfile.TarInfo("top/f%d" % n)
+            tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(ko.BundleError, match="more than"):
         ko.Bundle(str(path))
