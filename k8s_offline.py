@@ -1430,7 +1430,7 @@ def cmd_bundle(args):
             checksums = dict(checksums, **extracted)
         file_entries = fetch_files(client, cache, files, file_mirrors,
                                    checksums, args, progress)
-        images = cross_check_images(images, file_entries, version, arch, args)
+        images = cross_check_images(images, file_entries, version, arch, cache)
         fetch_images(client, cache, images, arch, args.jobs, progress)
         meta, members = assemble_bundle(name, version, arch, images,
                                         file_entries, cache, args.with_docker)
@@ -1578,15 +1578,13 @@ def _url_host(url):
     return re.sub(r"^[a-z]+://", "", url).split("/", 1)[0]
 
 
-def cross_check_images(images, file_entries, version, arch, args):
+def cross_check_images(images, file_entries, version, arch, cache):
     """Compare the image table with what the downloaded kubeadm asks for;
     kubeadm is the authority, so its tags win, loudly."""
     if host_arch() != arch or not sys.platform.startswith("linux"):
         return images
     kubeadm = [f for f in file_entries if f["key"] == "kubeadm"][0]
-    cache_path = os.path.join(args.cache_dir or default_cache_dir(), "sha256",
-                              kubeadm["sha256"])
-    wanted = kubeadm_image_list(cache_path, version)
+    wanted = kubeadm_image_list(cache.path(kubeadm["sha256"]), version)
     if not wanted:
         return images
     for image in images:

@@ -185,3 +185,39 @@ def test_a_huge_member_count_is_refused(tmp_path):
             tar.addfile(info, io.BytesIO(b""))
     with pytest.raises(ko.BundleError, match="more than"):
         ko.Bundle(str(path))
+
+
+class _Cache(object):
+    def __init__(self, folder):
+        self.folder = folder
+
+    def path(self, hexd):
+        return os.path.join(self.folder, hexd)
+
+
+def _fake_kubeadm(tmp_path, lines):
+    script = tmp_path / ("f" * 64)
+    script.write_text("#!/bin/sh\n[ \"$1 $2 $3\" = 'config images list' ] || exit 3\n"
+                      + "".join("echo %s\n" % line for line in lines))
+    return [{"key": "kubeadm", "sha256": "f" * 64}]
+
+
+def test_cross_check_takes_kubeadms_tags(tmp_path):
+    images = ko.plan_images("v1.16.0", "amd64")
+    wanted = [i["ref"] for i in images if i["kubeadm"]]
+    wanted = [r.replace("etcd:3.3.15-0", "etcd:3.3.17-0") for r in wanted]
+    files = _fake_kubeadm(tmp_path, wanted)
+    checked = ko.cross_check_images(images, files, "v1.16.0", ko.host_arch(),
+                                    _Cache(str(tmp_path)))
+    etcd = [i for i in checked if i["name"] == "etcd"][0]
+    assert etcd["tag"] == "3.3.17-0"
+    assert etcd["source"].endswith("/etcd:3.3.17-0") and etcd["ref"].endswith(":3.3.17-0")
+
+
+def test_cross_check_refuses_images_the_table_lacks(tmp_path):
+    images = ko.plan_images("v1.16.0", "amd64")
+    files = _fake_kubeadm(tmp_path, ["k8s.gcr.io/kube-apiserver:v1.16.0",
+                                     "k8s.gcr.io/new-addon:1.0"])
+    with pytest.raises(ko.UserError, match="new-addon"):
+        ko.cross_check_images(images, files, "v1.16.0", ko.host_arch(),
+                              _Cache(str(tmp_path)))
