@@ -12,7 +12,7 @@ bundle:
 test: lint unit
 
 lint:
-	vermin --no-tips --violations -t=3.6- k8s_offline.py
+	$(PYTHON) -c "import sys, vermin; sys.argv[0] = 'vermin'; sys.exit(vermin.main())" --no-tips --violations -t=3.6- k8s_offline.py
 	$(PYTHON) -S k8s_offline.py --help >/dev/null
 	@if [ -n "$(PY36)" ]; then echo "$(PY36) -S k8s_offline.py verify --help"; \
 	  $(PY36) -S k8s_offline.py verify --help >/dev/null; \
