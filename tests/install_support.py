@@ -223,6 +223,19 @@ class RecordingRunner(ko.Runner):
         return ko.Runner._execute_piped(self, argv, producer, **kwargs)
 
 
+def write_join_file(tmp_path, **changes):
+    """A valid join file (as master writes it) with CHANGES applied."""
+    info = {"api_server_endpoint": HOST_IP + ":6443", "token": TOKEN,
+            "discovery_token_ca_cert_hash": CA_HASH,
+            "kubernetes_version": "v1.16.0", "arch": "amd64",
+            "token_expires": 1600000000 + 3600}
+    info.update(changes)
+    path = str(tmp_path / "join.json")
+    with open(path, "w") as handle:
+        json.dump(info, handle)
+    return path
+
+
 # -- a fixture host --------------------------------------------------------
 
 TOOLS = ("ip", "iptables", "iptables-save", "iptables-restore", "mount",

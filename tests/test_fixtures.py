@@ -11,7 +11,6 @@ import subprocess
 import tarfile
 import urllib.parse
 
-import pytest
 import requests
 
 from fixtures import images

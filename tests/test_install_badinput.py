@@ -1,6 +1,5 @@
 """Bad input: one clear error line, non-zero exit, the --root tree untouched."""
 
-import json
 import os
 import sys
 
@@ -269,16 +268,6 @@ def join(root, bundle, *extra):
             "--no-wait"] + list(extra)
 
 
-def join_file(tmp_path, **changes):
-    info = {"api_server_endpoint": sup.HOST_IP + ":6443", "token": sup.TOKEN,
-            "discovery_token_ca_cert_hash": sup.CA_HASH,
-            "kubernetes_version": "v1.16.0", "arch": "amd64",
-            "token_expires": 1600000000 + 3600}
-    info.update(changes)
-    path = str(tmp_path / "join.json")
-    with open(path, "w") as handle:
-        json.dump(info, handle)
-    return path
 
 
 def test_missing_join_file(tmp_path, monkeypatch, capsys):
@@ -300,7 +289,7 @@ def test_missing_join_file(tmp_path, monkeypatch, capsys):
 def test_bad_join_file(tmp_path, monkeypatch, capsys, bundle_dir, changes,
                        expected):
     root, runner = make_host(tmp_path, monkeypatch)
-    path = join_file(tmp_path, **changes)
+    path = sup.write_join_file(tmp_path, **changes)
     before = sup.snapshot(root)
     line = refused(capsys, root, before, join(root, bundle_dir, "--join-file",
                                               path), expected, runner)
@@ -337,11 +326,11 @@ def test_control_plane_join_needs_live_certificate_key(tmp_path, monkeypatch,
                                                        capsys, bundle_dir):
     root, runner = make_host(tmp_path, monkeypatch)
     before = sup.snapshot(root)
-    path = join_file(tmp_path)
+    path = sup.write_join_file(tmp_path)
     refused(capsys, root, before, join(root, bundle_dir, "--join-file", path,
                                        "--control-plane"),
             "needs a certificate key", runner)
-    path = join_file(tmp_path, certificate_key=sup.CERT_KEY,
+    path = sup.write_join_file(tmp_path, certificate_key=sup.CERT_KEY,
                      certificate_key_expires=1600000000 - 1)
     line = refused(capsys, root, before, join(
         root, bundle_dir, "--join-file", path, "--control-plane"),
@@ -352,7 +341,7 @@ def test_control_plane_join_needs_live_certificate_key(tmp_path, monkeypatch,
 def test_join_host_named_like_master(tmp_path, monkeypatch, capsys,
                                      bundle_dir):
     root, runner = make_host(tmp_path, monkeypatch)
-    path = join_file(tmp_path, control_plane_nodes=["node-a"])
+    path = sup.write_join_file(tmp_path, control_plane_nodes=["node-a"])
     before = sup.snapshot(root)
     refused(capsys, root, before, join(root, bundle_dir, "--join-file", path),
             "node names must be unique", runner)

@@ -413,13 +413,8 @@ def test_iptables_filter_keeps_other_rules():
 
 def test_join_worker_with_join_file(host, bundle_dir, tmp_path):
     root, runner = host
-    info = {"api_server_endpoint": sup.HOST_IP + ":6443", "token": sup.TOKEN,
-            "discovery_token_ca_cert_hash": sup.CA_HASH,
-            "kubernetes_version": "v1.16.0", "arch": "amd64",
-            "image_repository": "k8s.gcr.io", "control_plane_nodes": ["master-1"],
-            "token_expires": 1600000000 + 3600}
-    path = str(tmp_path / "join.json")
-    json.dump(info, open(path, "w"))
+    path = sup.write_join_file(tmp_path, image_repository="k8s.gcr.io",
+                               control_plane_nodes=["master-1"])
     assert run(root, bundle_dir, "join", "--join-file", path,
                "--no-wait") == 0
     docs, _ = sup.read_config_documents(rpath(root, ko.JOIN_CONFIG))
@@ -485,11 +480,7 @@ def test_every_run_is_logged_0600(host, bundle_dir, tmp_path):
 
 def test_join_dry_run_changes_nothing(host, bundle_dir, tmp_path, capsys):
     root, runner = host
-    info = {"api_server_endpoint": sup.HOST_IP + ":6443", "token": sup.TOKEN,
-            "discovery_token_ca_cert_hash": sup.CA_HASH,
-            "kubernetes_version": "v1.16.0", "arch": "amd64"}
-    path = str(tmp_path / "join.json")
-    json.dump(info, open(path, "w"))
+    path = sup.write_join_file(tmp_path)
     before = sup.snapshot(root)
     assert run(root, bundle_dir, "join", "--join-file", path, "--dry-run") == 0
     assert sup.snapshot(root) == before
@@ -501,11 +492,7 @@ def test_join_dry_run_changes_nothing(host, bundle_dir, tmp_path, capsys):
 def test_worker_join_waits_for_its_node_with_kubelet_credentials(
         host, bundle_dir, tmp_path, capsys):
     root, runner = host
-    info = {"api_server_endpoint": sup.HOST_IP + ":6443", "token": sup.TOKEN,
-            "discovery_token_ca_cert_hash": sup.CA_HASH,
-            "kubernetes_version": "v1.16.0", "arch": "amd64"}
-    path = str(tmp_path / "join.json")
-    json.dump(info, open(path, "w"))
+    path = sup.write_join_file(tmp_path)
     runner.cluster.node_ready = False
     assert run(root, bundle_dir, "join", "--join-file", path,
                "--wait-timeout", "30") == 2
@@ -531,7 +518,7 @@ def test_join_file_travels_with_the_bundle(tmp_path, monkeypatch, as_tar):
                             ko.JOIN_FILE_NAME)
     assert mode(expected) == 0o600
     worker_root = sup.make_root(str(tmp_path / "w"), hostname="node-b")
-    runner = sup.install_fake(monkeypatch, worker_root)
+    sup.install_fake(monkeypatch, worker_root)
     assert run(worker_root, bundle, "join", "--no-wait") == 0
     docs, _ = sup.read_config_documents(rpath(worker_root, ko.JOIN_CONFIG))
     assert docs[0]["discovery"]["bootstrapToken"]["token"] == sup.TOKEN
