@@ -584,6 +584,28 @@ class RegistryClient(object):
         return ["https"]
 
     # -- HTTP with retries and auth -----------------------------------------
+    def _with_retries(self, send, failure):
+        """send() -> a response, tried up to HTTP_ATTEMPTS times while the
+        connection fails, times out or the server answers 429 or 5xx (its
+        Retry-After honoured).  failure(reason) is the UserError raised
+        when every try failed; any other answer is returned as it is."""
+        for attempt in range(HTTP_ATTEMPTS):
+            wait = None
+            try:
+                response = send()
+            except (self.requests.exceptions.ConnectionError,
+                    self.requests.exceptions.Timeout) as exc:
+                reason = _short_reason(exc)
+            else:
+                if response.status_code not in RETRY_STATUSES:
+                    return response
+                reason = "HTTP %d" % response.status_code
+                wait = _retry_after(response.headers.get("Retry-After"))
+                response.close()
+            if attempt + 1 < HTTP_ATTEMPTS:
+                _backoff(attempt, wait)
+        raise failure(reason)
+
     def request(self, host, path, repository, headers=None, stream=False):
         """GET a registry path, with auth, redirects and bounded retries.
 
@@ -591,15 +613,14 @@ class RegistryClient(object):
         host, as blob redirects to storage servers need.
         """
         scope = "repository:%s:pull" % repository
-        authenticated = False
-        failures = []
-        while True:
-            send = dict(headers or {})
+
+        def send():
+            send_headers = dict(headers or {})
             token = self.tokens.get((host, scope))
             if token:
-                send["Authorization"] = token
+                send_headers["Authorization"] = token
             try:
-                response = self._get_any_scheme(host, path, send, stream)
+                return self._get_any_scheme(host, path, send_headers, stream)
             except self.requests.exceptions.SSLError as exc:
                 raise UserError("TLS to registry %s failed (%s): if it is a "
                                 "plain-HTTP or self-signed registry, pass "
@@ -608,40 +629,29 @@ class RegistryClient(object):
             except self.requests.exceptions.TooManyRedirects:
                 raise UserError("registry %s redirects %s in a loop: check the "
                                 "registry or --registry-mirror" % (host, path))
-            except (self.requests.exceptions.ConnectionError,
-                    self.requests.exceptions.Timeout) as exc:
-                response, reason = None, _short_reason(exc)
-            else:
-                reason = "HTTP %d" % response.status_code
-            if response is not None and response.status_code == 401:
-                challenge = response.headers.get("WWW-Authenticate", "")
-                response.close()
-                if not authenticated:
-                    authenticated = True
-                    self._authenticate(host, scope, challenge)
-                    if (host, scope) in self.tokens:
-                        continue
-                if self._creds(host):
-                    raise UserError("registry %s rejected the credentials for "
-                                    "%s: check them with docker login %s"
-                                    % (host, repository, host))
-                raise UserError("registry %s requires credentials for %s: run "
-                                "docker login %s (read from "
-                                "~/.docker/config.json)" % (host, repository, host))
-            if response is not None and \
-                    response.status_code not in RETRY_STATUSES:
+
+        def failure(reason):
+            return UserError("cannot get %s from registry %s after %d tries "
+                             "(%s): check the name, --registry-mirror and the "
+                             "network" % (repository, host, HTTP_ATTEMPTS, reason))
+
+        for authenticated in (False, True):
+            response = self._with_retries(send, failure)
+            if response.status_code != 401:
                 return response
-            wait = None
-            if response is not None:
-                wait = _retry_after(response.headers.get("Retry-After"))
-                response.close()
-            failures.append(reason)
-            if len(failures) >= HTTP_ATTEMPTS:
-                raise UserError("cannot get %s from registry %s after %d tries "
-                                "(%s): check the name, --registry-mirror and "
-                                "the network" % (repository, host,
-                                                 HTTP_ATTEMPTS, reason))
-            _backoff(len(failures) - 1, wait)
+            challenge = response.headers.get("WWW-Authenticate", "")
+            response.close()
+            if not authenticated:
+                self._authenticate(host, scope, challenge)
+                if (host, scope) in self.tokens:
+                    continue
+            break
+        if self._creds(host):
+            raise UserError("registry %s rejected the credentials for %s: check "
+                            "them with docker login %s" % (host, repository, host))
+        raise UserError("registry %s requires credentials for %s: run docker "
+                        "login %s (read from ~/.docker/config.json)"
+                        % (host, repository, host))
 
     def _get_any_scheme(self, host, path, headers, stream):
         """GET over the host's scheme; for an insecure host whose scheme is
@@ -765,30 +775,17 @@ class RegistryClient(object):
                   algorithm="sha256"):
         """Download a file URL to dest, checked against its digest (hex)."""
         def get(headers):
-            errors = []
-            for attempt in range(HTTP_ATTEMPTS):
+            def send():
                 try:
-                    response = self.session.get(url, headers=headers, stream=True,
-                                                timeout=self.timeout,
-                                                verify=not insecure)
+                    return self.session.get(url, headers=headers, stream=True,
+                                            timeout=self.timeout,
+                                            verify=not insecure)
                 except self.requests.exceptions.TooManyRedirects:
                     raise UserError("%s redirects in a loop: check the URL and "
                                     "--file-mirror" % url)
-                except (self.requests.exceptions.ConnectionError,
-                        self.requests.exceptions.Timeout) as exc:
-                    errors.append(_short_reason(exc))
-                    _backoff(attempt)
-                    continue
-                if response.status_code in RETRY_STATUSES:
-                    errors.append("HTTP %d" % response.status_code)
-                    wait = _retry_after(response.headers.get("Retry-After"))
-                    response.close()
-                    _backoff(attempt, wait)
-                    continue
-                return response
-            raise UserError("cannot download %s after %d tries (%s): check "
-                            "--file-mirror and the network"
-                            % (url, HTTP_ATTEMPTS, errors[-1]))
+            return self._with_retries(send, lambda reason: UserError(
+                "cannot download %s after %d tries (%s): check --file-mirror "
+                "and the network" % (url, HTTP_ATTEMPTS, reason)))
         return self._download(get, sha256_hex, dest, progress, url, algorithm)
 
     def get_text(self, url, insecure=False):
@@ -1092,12 +1089,10 @@ class ImageFetcher(object):
     """Resolves each planned image to one single-platform manifest and
     fetches its blobs into the cache, converting schema1 to schema2."""
 
-    def __init__(self, client, cache, arch, jobs, progress):
+    def __init__(self, client, cache, arch):
         self.client = client
         self.cache = cache
         self.arch = arch
-        self.jobs = jobs
-        self.progress = progress
 
     def resolve(self, image):
         """Fill image with manifest digest, config and layers (schema2/OCI)."""
@@ -1172,9 +1167,9 @@ class ImageFetcher(object):
                                                               digest[7:19]))
         return wanted
 
-    def fetch(self, digest, ref, label):
+    def fetch(self, digest, ref, label, progress):
         self.client.fetch_blob(ref, digest, self.cache.path(digest[7:]),
-                               progress=self.progress, label=label)
+                               progress=progress, label=label)
         self.cache.fresh.add(digest[7:])
 
     def convert_schema1(self, image):
@@ -1607,15 +1602,14 @@ def cross_check_images(images, file_entries, version, arch, cache):
 
 def fetch_images(client, cache, images, arch, jobs, progress):
     """Resolve every manifest, then fetch every missing blob once."""
-    fetcher = ImageFetcher(client, cache, arch, jobs, None)
+    fetcher = ImageFetcher(client, cache, arch)
     run_pool(jobs, images, fetcher.resolve)
     wanted = fetcher.blob_jobs(images)
     bar = Progress(sum(size for _, size, _ in wanted.values()), "images",
                    enabled=progress)
-    fetcher.progress = bar
     try:
         run_pool(jobs, sorted(wanted.items()), lambda item: fetcher.fetch(
-            item[0], item[1][0], item[1][2]))
+            item[0], item[1][0], item[1][2], bar))
     finally:
         bar.close()
     for image in images:
