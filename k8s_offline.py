@@ -1417,11 +1417,11 @@ def cmd_bundle(args):
             extracted = binaries_from_node_tarball(
                 client, cache, version, arch, node_sha512, file_mirrors, args,
                 progress)
-            for name, hexd in sorted(extracted.items()):
-                if checksums.get(name, hexd) != hexd:
+            for binary, hexd in sorted(extracted.items()):
+                if checksums.get(binary, hexd) != hexd:
                     raise UserError("%s in the release tarball (%s) differs from "
                                     "the checksum table (%s): refusing it"
-                                    % (name, hexd, checksums[name]))
+                                    % (binary, hexd, checksums[binary]))
             checksums = dict(checksums, **extracted)
         file_entries = fetch_files(client, cache, files, file_mirrors,
                                    checksums, args, progress)
