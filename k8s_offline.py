@@ -1176,8 +1176,8 @@ class ImageFetcher(object):
         """Turn a schema1 image into a schema2 manifest and config, the way
         Docker does when it pulls one; the result is cached by the schema1
         digest so a warm run need not decompress the layers again."""
-        record = os.path.join(self.cache.converted,
-                              image["source_digest"][7:] + ".json")
+        record = os.path.join(self.cache.converted, "%s.v%d.json" % (
+            image["source_digest"][7:], SCHEMA1_CONVERSION))
         if os.path.isfile(record):
             with open(record) as handle:
                 digest = json.load(handle)["manifest_digest"]
@@ -1193,20 +1193,13 @@ class ImageFetcher(object):
         blobs = [layer["blobSum"] for layer in doc["fsLayers"]]
         layers, diff_ids, steps = [], [], []
         for blob, v1 in reversed(list(zip(blobs, history))):
-            step = {"created": v1.get("created", "")}
-            command = (v1.get("container_config") or {}).get("Cmd")
-            if command:
-                step["created_by"] = " ".join(command)
-            for key in ("author", "comment"):
-                if v1.get(key):
-                    step[key] = v1[key]
-            if v1.get("throwaway"):
-                step["empty_layer"] = True
-            else:
+            steps.append(schema1_history_step(v1, image["source"]))
+            if not v1.get("throwaway"):
                 layers.append(blob)
                 diff_ids.append("sha256:" + _gunzip_sha256(self.cache.path(blob[7:])))
-            steps.append(step)
         config = dict(history[0])
+        if "created" in config:
+            schema1_time(config["created"], image["source"])
         for key in ("id", "parent", "Size", "parent_id", "layer_id", "throwaway"):
             config.pop(key, None)
         config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
@@ -1225,6 +1218,45 @@ class ImageFetcher(object):
         digest = "sha256:" + self.cache.put_bytes(body)
         write_file_atomic(record, canonical_json({"manifest_digest": digest}))
         self._record(image, digest, MT_DOCKER_MANIFEST, manifest)
+
+
+# Bumped whenever the conversion's output changes, so conversions cached by
+# an older version (version 1 wrote "created": "") are not reused.
+SCHEMA1_CONVERSION = 2
+# What Go's time.Time reads from JSON (RFC 3339), and the zero time Docker's
+# own schema1 pull writes where a v1Compatibility entry has no `created`.
+RFC3339_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?"
+                        r"(Z|[+-]\d\d:\d\d)$")
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def schema1_time(value, source):
+    """A v1Compatibility time, checked: Docker and containerd refuse an
+    image (and docker load the rest of its archive) over one they cannot
+    parse."""
+    if not isinstance(value, str) or not RFC3339_RE.match(value):
+        raise UserError("image %s: its schema1 history has the time %r, which "
+                        "Docker cannot read: use another image or tag"
+                        % (source, value))
+    return value
+
+
+def schema1_history_step(v1, source):
+    """One config history entry from a v1Compatibility entry, as Docker's
+    pull makes it (moby image/v1 HistoryFromConfig): author, created (the
+    zero time when absent), the container command joined by spaces,
+    comment, empty_layer for throwaway entries; empty fields left out."""
+    step = {"created": schema1_time(v1["created"], source) if "created" in v1
+            else GO_ZERO_TIME}
+    command = (v1.get("container_config") or {}).get("Cmd")
+    if command:
+        step["created_by"] = " ".join(command)
+    for key in ("author", "comment"):
+        if v1.get(key):
+            step[key] = v1[key]
+    if v1.get("throwaway"):
+        step["empty_layer"] = True
+    return step
 
 
 def _gunzip_sha256(path):
