@@ -2573,28 +2573,312 @@ def containerd_cgroup_driver(config_text):
                                   config_text or "", re.M) else "cgroupfs"
 
 
-def containerd_config_with(config_text, pause_image):
-    """containerd's config with our sandbox image and the CRI plugin on."""
-    text = config_text
-    if re.search(r"^\s*sandbox_image\s*=", text, re.M):
-        text = re.sub(r'^(\s*sandbox_image\s*=\s*).*$',
-                      lambda m: '%s"%s"' % (m.group(1), pause_image), text,
-                      flags=re.M)
-    else:
-        section = '[plugins."io.containerd.grpc.v1.cri"]'
-        if section in text:
-            text = text.replace(section, '%s\n  sandbox_image = "%s"'
-                                % (section, pause_image), 1)
+class TomlError(ValueError):
+    """A TOML text this tool's reader does not accept (line number inside)."""
+
+
+class TomlReader(object):
+    """Reads the part of TOML that containerd's config files use: tables
+    ``[a."b.c"]``, keys (bare, quoted, dotted), basic and literal strings,
+    integers, floats, booleans, arrays (over several lines) and inline
+    tables.  Arrays of tables, multi-line strings and dates are refused
+    with a TomlError naming the line, rather than guessed at."""
+
+    _BARE = re.compile(r"[A-Za-z0-9_-]+")
+    _NUMBER = re.compile(r"[+-]?(?:\d[\d_]*)(\.\d[\d_]*)?([eE][+-]?\d+)?"
+                         r"(?=[\s,\]}#]|$)")
+    _ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r",
+                '"': '"', "\\": "\\"}
+
+    def __init__(self, text):
+        self.text = text
+        self.pos = 0
+
+    def fail(self, what):
+        line = self.text.count("\n", 0, self.pos) + 1
+        raise TomlError("line %d: %s" % (line, what))
+
+    def peek(self, size=1):
+        return self.text[self.pos:self.pos + size]
+
+    def skip_space(self, newlines=False):
+        while self.pos < len(self.text):
+            char = self.text[self.pos]
+            if char in " \t" or (newlines and char in "\r\n"):
+                self.pos += 1
+            elif char == "#":
+                while self.pos < len(self.text) and self.text[self.pos] != "\n":
+                    self.pos += 1
+            else:
+                return
+
+    def end_of_line(self):
+        self.skip_space()
+        if self.pos < len(self.text) and self.peek() not in "\r\n":
+            self.fail("unexpected %r after a value" % self.peek())
+
+    def parse(self):
+        root = {}
+        table = root
+        defined = set()
+        while True:
+            self.skip_space(newlines=True)
+            if self.pos >= len(self.text):
+                return root
+            if self.peek(2) == "[[":
+                self.fail("arrays of tables are not supported")
+            if self.peek() == "[":
+                self.pos += 1
+                path = self.key_path("]")
+                self.pos += 1
+                if tuple(path) in defined:
+                    self.fail("table [%s] is defined twice" % ".".join(path))
+                defined.add(tuple(path))
+                table = self.descend(root, path)
+                self.end_of_line()
+                continue
+            path = self.key_path("=")
+            self.pos += 1
+            self.skip_space()
+            value = self.value()
+            target = self.descend(table, path[:-1])
+            if path[-1] in target:
+                self.fail("key %s is defined twice" % ".".join(path))
+            target[path[-1]] = value
+            self.end_of_line()
+
+    def descend(self, table, path):
+        for key in path:
+            table = table.setdefault(key, {})
+            if not isinstance(table, dict):
+                self.fail("%s is a value and a table" % key)
+        return table
+
+    def key_path(self, closing):
+        path = []
+        while True:
+            self.skip_space()
+            path.append(self.simple_key())
+            self.skip_space()
+            if self.peek() == ".":
+                self.pos += 1
+                continue
+            if self.peek() != closing:
+                self.fail("expected %r after the key %s" % (closing, path[-1]))
+            return path
+
+    def simple_key(self):
+        if self.peek() in ('"', "'"):
+            return self.string()
+        match = self._BARE.match(self.text, self.pos)
+        if not match:
+            self.fail("expected a key")
+        self.pos = match.end()
+        return match.group(0)
+
+    def string(self):
+        quote = self.peek()
+        if self.peek(3) == quote * 3:
+            self.fail("multi-line strings are not supported")
+        self.pos += 1
+        out = []
+        while True:
+            if self.pos >= len(self.text) or self.peek() in "\r\n":
+                self.fail("unterminated string")
+            char = self.text[self.pos]
+            self.pos += 1
+            if char == quote:
+                return "".join(out)
+            if char == "\\" and quote == '"':
+                code = self.peek()
+                self.pos += 1
+                if code in self._ESCAPES:
+                    out.append(self._ESCAPES[code])
+                elif code in ("u", "U"):
+                    size = 4 if code == "u" else 8
+                    digits = self.text[self.pos:self.pos + size]
+                    if not re.match(r"^[0-9A-Fa-f]{%d}$" % size, digits):
+                        self.fail("bad \\%s escape" % code)
+                    out.append(chr(int(digits, 16)))
+                    self.pos += size
+                else:
+                    self.fail("bad escape \\%s" % code)
+            elif ord(char) < 0x20 and char != "\t":
+                self.fail("control character in a string")
+            else:
+                out.append(char)
+
+    def value(self):
+        char = self.peek()
+        if char in ('"', "'"):
+            return self.string()
+        if char == "[":
+            return self.array()
+        if char == "{":
+            return self.inline_table()
+        for word, value in (("true", True), ("false", False)):
+            if self.text.startswith(word, self.pos):
+                self.pos += len(word)
+                return value
+        match = self._NUMBER.match(self.text, self.pos)
+        if match:
+            self.pos = match.end()
+            number = match.group(0).replace("_", "")
+            return float(number) if match.group(1) or match.group(2) \
+                else int(number)
+        self.fail("unsupported value starting %r" % self.text[self.pos:self.pos + 12])
+
+    def array(self):
+        self.pos += 1
+        items = []
+        while True:
+            self.skip_space(newlines=True)
+            if self.peek() == "]":
+                self.pos += 1
+                return items
+            items.append(self.value())
+            self.skip_space(newlines=True)
+            if self.peek() == ",":
+                self.pos += 1
+            elif self.peek() != "]":
+                self.fail("expected , or ] in an array")
+
+    def inline_table(self):
+        self.pos += 1
+        table = {}
+        self.skip_space()
+        if self.peek() == "}":
+            self.pos += 1
+            return table
+        while True:
+            path = self.key_path("=")
+            self.pos += 1
+            self.skip_space()
+            target = self.descend(table, path[:-1])
+            target[path[-1]] = self.value()
+            self.skip_space()
+            if self.peek() == "}":
+                self.pos += 1
+                return table
+            if self.peek() != ",":
+                self.fail("expected , or } in an inline table")
+            self.pos += 1
+
+
+def toml_loads(text):
+    return TomlReader(text).parse()
+
+
+def _toml_key(key):
+    if re.match(r"^[A-Za-z0-9_-]+$", key):
+        return key
+    return _toml_string(key)
+
+
+def _toml_string(text):
+    out = ['"']
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\t":
+            out.append("\\t")
+        elif ord(char) < 0x20 or ord(char) == 0x7f:
+            out.append("\\u%04x" % ord(char))
         else:
-            text = text.rstrip("\n") + '\n\n%s\n  sandbox_image = "%s"\n' % (
-                section, pause_image)
-    # Packages made for Docker turn the CRI plugin off.
-    text = re.sub(r'^(\s*disabled_plugins\s*=\s*\[)([^\]]*)\]',
-                  lambda m: m.group(1) + ", ".join(
-                      part for part in (p.strip() for p in m.group(2).split(","))
-                      if part and part.strip("'\"") != "cri") + "]",
-                  text, flags=re.M)
-    return text
+            out.append(char)
+    return "".join(out) + '"'
+
+
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join("%s = %s" % (_toml_key(k), _toml_value(v))
+                               for k, v in value.items()) + "}"
+    raise TypeError("no TOML form for %r" % (value,))
+
+
+def toml_dumps(data):
+    """TOML text of nested dicts: the scalars of each table under its
+    [header], then its sub-tables; keys and strings quoted as needed."""
+    lines = []
+
+    def emit(table, path):
+        scalars = [(k, v) for k, v in table.items() if not isinstance(v, dict)]
+        tables = [(k, v) for k, v in table.items() if isinstance(v, dict)]
+        if path and (scalars or not tables):
+            lines.append("")
+            lines.append("[%s]" % ".".join(_toml_key(k) for k in path))
+        for key, value in scalars:
+            lines.append("%s = %s" % (_toml_key(key), _toml_value(value)))
+        for key, value in tables:
+            emit(value, path + [key])
+    emit(data, [])
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+CRI_PLUGIN_NAMES = ("cri", "io.containerd.grpc.v1.cri")
+
+
+def read_containerd_config(text, where=CONTAINERD_CONFIG):
+    """containerd's config as data; UserError if this reader cannot take it."""
+    try:
+        return toml_loads(text or "")
+    except TomlError as exc:
+        raise UserError("cannot read %s (%s): fix it, or move it away so a "
+                        "new one is written" % (where, exc))
+
+
+def containerd_version(runner):
+    """(major, minor) of the installed containerd, or None."""
+    result = runner.run(["containerd", "--version"], change=False, check=False)
+    match = re.search(r"\s v?(\d+)\.(\d+)\.\d+", result.stdout or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def containerd_config_with(config_text, pause_image, version=None):
+    """containerd's config with the CRI plugin on and our sandbox image.
+
+    A file without `version = 2` is read as version 1, where the CRI
+    plugin's section is [plugins.cri]; version 2 names it
+    [plugins."io.containerd.grpc.v1.cri"].  The containerd.io package ships
+    `disabled_plugins = ["cri"]` and nothing else.  Without a file, a new
+    one is written: version 2 unless containerd is older than 1.3 (which
+    reads version 1 only).  The result goes through toml_dumps.
+    """
+    if config_text is None:
+        config = {"version": 1 if version and version < (1, 3) else 2}
+    else:
+        config = read_containerd_config(config_text)
+    schema = config.get("version", 1)
+    if schema not in (1, 2):
+        raise UserError("%s has version = %r; this tool writes versions 1 and "
+                        "2: fix it or move it away" % (CONTAINERD_CONFIG, schema))
+    disabled = config.get("disabled_plugins")
+    if disabled is not None:
+        if not isinstance(disabled, list):
+            raise UserError("disabled_plugins in %s is not a list: fix it"
+                            % CONTAINERD_CONFIG)
+        config["disabled_plugins"] = [name for name in disabled
+                                      if name not in CRI_PLUGIN_NAMES]
+    plugins = config.setdefault("plugins", {})
+    if not isinstance(plugins, dict):
+        raise UserError("plugins in %s is not a table: fix it"
+                        % CONTAINERD_CONFIG)
+    cri = plugins.setdefault(CRI_PLUGIN_NAMES[schema - 1], {})
+    if not isinstance(cri, dict):
+        raise UserError("the CRI plugin's entry in %s is not a table: fix it"
+                        % CONTAINERD_CONFIG)
+    cri["sandbox_image"] = pause_image
+    return toml_dumps(config)
 
 
 def image_target(image, image_repository):
@@ -2962,6 +3246,11 @@ def phase_preflight(ctx):
                             "%s %s overlaps the host network %s on %s: choose "
                             "another %s" % (option, network, address.network,
                                             iface, option))
+    if ctx.cri == "containerd" and host.read(CONTAINERD_CONFIG) is not None:
+        try:
+            read_containerd_config(host.read(CONTAINERD_CONFIG))
+        except UserError as exc:
+            errors.append(str(exc))
     try:
         plan = runtime_plan(ctx)
     except UserError as exc:
@@ -3094,12 +3383,9 @@ def phase_runtime(ctx):
         endpoint = "unix://" + CRI_SOCKETS["docker"]
     else:
         config = host.read(CONTAINERD_CONFIG)
-        if config is None:
-            result = runner.run(["containerd", "config", "default"],
-                                change=False, check=False)
-            config = result.stdout if result.ok else ""
-        new = containerd_config_with(config, pause_image_name(
-            ctx.bundle, ctx.image_repository))
+        new = containerd_config_with(
+            config, pause_image_name(ctx.bundle, ctx.image_repository),
+            containerd_version(runner) if config is None else None)
         changed = host.write(CONTAINERD_CONFIG, new)
         ctx.cgroup_driver = containerd_cgroup_driver(new)
         if plan == "start":
