@@ -882,6 +882,9 @@ def _backoff(attempt, wait=None):
 # ===========================================================================
 
 BUNDLE_MTIME = 1577836800        # fixed member time: same input, same bytes
+# Units of the static Docker (--with-docker): its containerd runs as a unit
+# of its own, so `--cri containerd` can use it too.  Install mode installs
+# these files from the bundle, never from here.
 DOCKER_SERVICE = """\
 [Unit]
 Description=Docker Application Container Engine (static binaries, k8s-offline)
@@ -2047,6 +2050,7 @@ BIN_INSTALL_DIR = "/usr/bin"
 KUBELET_UNIT = "/etc/systemd/system/kubelet.service"
 KUBELET_DROPIN = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
 DOCKER_UNIT = "/etc/systemd/system/docker.service"
+CONTAINERD_UNIT = "/etc/systemd/system/containerd.service"
 DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
 CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 CRICTL_CONFIG = "/etc/crictl.yaml"
@@ -2073,31 +2077,6 @@ CRI_SOCKETS = {"docker": "/var/run/dockershim.sock",
                "containerd": "/run/containerd/containerd.sock"}
 # Links and interfaces the cluster makes; they are not "host networks".
 CLUSTER_LINKS = ("cni0", "flannel.1", "kube-ipvs0", "docker0")
-# Bundled static Docker, started by its own unit (dockerd runs its own
-# containerd when none is given).
-DOCKER_SERVICE = """\
-[Unit]
-Description=Docker Application Container Engine (k8s-offline)
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-Type=notify
-ExecStart=/usr/bin/dockerd
-ExecReload=/bin/kill -s HUP $MAINPID
-LimitNOFILE=1048576
-LimitNPROC=infinity
-LimitCORE=infinity
-TasksMax=infinity
-Delegate=yes
-KillMode=process
-Restart=on-failure
-StartLimitBurst=3
-StartLimitInterval=60s
-
-[Install]
-WantedBy=multi-user.target
-"""
 TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
 CA_HASH_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 CERT_KEY_RE = re.compile(r"^[a-f0-9]{64}$")
@@ -3057,15 +3036,11 @@ def parse_skip_phases(text):
     return set(part.strip() for part in (text or "").split(",") if part.strip())
 
 
-def script_folder():
-    return os.path.dirname(os.path.abspath(__file__))
-
-
 def resolve_bundle_path(args):
     path = getattr(args, "bundle", None)
     if path:
         return path
-    folder = script_folder()
+    folder = script_dir()
     if os.path.isfile(os.path.join(folder, BUNDLE_JSON)):
         return folder
     raise UserError("no bundle given and %s has no %s: use --bundle PATH "
@@ -3111,6 +3086,8 @@ def phase_verify(ctx):
         raise UserError("the bundle is for %s but this host is %s: use a "
                         "bundle made with --arch %s" % (bundle.arch, arch, arch))
     verify_bundle(bundle, progress=not getattr(ctx.args, "no_progress", False))
+    for unit in units_needed(bundle):
+        unit_path(bundle, unit)
     log.info("  bundle %s: Kubernetes %s %s, every file checked",
              bundle.path, bundle.kubernetes_version, bundle.arch)
 
@@ -3153,8 +3130,11 @@ def runtime_plan(ctx):
         return "running"
     if ctx.host.which("containerd"):
         return "start"
+    if ctx.bundle.meta.get("archives", {}).get("docker"):
+        return "install"
     raise UserError("no container runtime: containerd is not running or not "
-                    "installed: install containerd, or use --cri docker")
+                    "installed: install containerd, rebuild the bundle with "
+                    "--with-docker (it carries containerd), or use --cri docker")
 
 
 def phase_preflight(ctx):
@@ -3339,8 +3319,33 @@ def wait_for(ctx, check, what, timeout=60, interval=2):
         sleep(interval)
 
 
-def install_static_docker(ctx):
-    """Unpack the bundle's static Docker into /usr/bin with its unit."""
+def unit_path(bundle, name):
+    """Where the bundle keeps a systemd unit; BundleError if it has none."""
+    relpath = bundle.meta.get("systemd", {}).get(name)
+    if not relpath:
+        raise BundleError("the bundle has no %s: rebuild it with this version "
+                          "of k8s_offline.py" % name)
+    return relpath
+
+
+def bundled_unit(bundle, name):
+    """The bytes of a systemd unit the bundle carries, verified with the rest
+    of the bundle: installed units are never a second copy from the code."""
+    with bundle.open(unit_path(bundle, name)) as handle:
+        return handle.read()
+
+
+def units_needed(bundle):
+    """The unit files install mode may install from this bundle."""
+    names = ["kubelet.service", "10-kubeadm.conf"]
+    if bundle.meta.get("archives", {}).get("docker"):
+        names += ["containerd.service", "docker.service"]
+    return names
+
+
+def install_static_runtime(ctx, units):
+    """Unpack the bundle's static Docker binaries (dockerd, containerd, runc,
+    ctr, ...) into /usr/bin and install the bundle's own units for them."""
     relpath = ctx.bundle.meta["archives"]["docker"]
     with ctx.bundle.open(relpath) as handle:
         archive = tarfile.open(fileobj=handle, mode="r:gz")
@@ -3352,8 +3357,11 @@ def install_static_docker(ctx):
                 continue
             ctx.host.write(BIN_INSTALL_DIR + "/" + name,
                            archive.extractfile(member).read(), 0o755)
-    ctx.host.write(DOCKER_UNIT, DOCKER_SERVICE)
-    if not ctx.host.exists(DOCKER_DAEMON_JSON):
+    targets = {"containerd.service": CONTAINERD_UNIT,
+               "docker.service": DOCKER_UNIT}
+    for unit in units:
+        ctx.host.write(targets[unit], bundled_unit(ctx.bundle, unit))
+    if "docker.service" in units and not ctx.host.exists(DOCKER_DAEMON_JSON):
         ctx.host.write(DOCKER_DAEMON_JSON, canonical_json({
             "exec-opts": ["native.cgroupdriver=systemd"],
             "log-driver": "json-file", "log-opts": {"max-size": "100m"},
@@ -3371,8 +3379,11 @@ def phase_runtime(ctx):
     host, runner = ctx.host, ctx.runner
     if ctx.cri == "docker":
         if plan == "install":
-            log.info("  installing the bundled Docker")
-            install_static_docker(ctx)
+            log.info("  installing the bundled Docker and its containerd")
+            install_static_runtime(ctx, ("containerd.service",
+                                         "docker.service"))
+            runner.run(["systemctl", "enable", "--now", "containerd"],
+                       what="starting containerd")
         if plan in ("install", "start"):
             runner.run(["systemctl", "enable", "--now", "docker"],
                        what="starting Docker")
@@ -3382,6 +3393,10 @@ def phase_runtime(ctx):
         ctx.cgroup_driver = info.get("CgroupDriver") or "cgroupfs"
         endpoint = "unix://" + CRI_SOCKETS["docker"]
     else:
+        if plan == "install":
+            log.info("  installing the bundled containerd")
+            install_static_runtime(ctx, ("containerd.service",))
+            plan = "start"
         config = host.read(CONTAINERD_CONFIG)
         new = containerd_config_with(
             config, pause_image_name(ctx.bundle, ctx.image_repository),
@@ -3460,17 +3475,10 @@ def phase_install(ctx):
                               % archives["crictl"])
         if host.write(BIN_INSTALL_DIR + "/crictl", files["crictl"], 0o755):
             changed.append(BIN_INSTALL_DIR + "/crictl")
-    units = meta.get("systemd", {})
     unit_changed = False
     for name, target in (("kubelet.service", KUBELET_UNIT),
                          ("10-kubeadm.conf", KUBELET_DROPIN)):
-        if name in units:
-            with bundle.open(units[name]) as handle:
-                data = handle.read()
-        else:
-            data = KUBELET_SERVICE if name == "kubelet.service" \
-                else KUBEADM_DROPIN
-        if host.write(target, data):
+        if host.write(target, bundled_unit(bundle, name)):
             unit_changed = True
             changed.append(target)
     host.makedirs(CNI_CONF_DIR)
@@ -3958,7 +3966,7 @@ def write_join_file(ctx, path, info):
 
 
 def print_join_commands(ctx, path, info):
-    tool = os.path.join(script_folder(), "k8s_offline.py")
+    tool = os.path.join(script_dir(), "k8s_offline.py")
     print("")
     print("Join file: %s (keep it with the bundle, or copy it to each node)"
           % path)
