@@ -2071,8 +2071,24 @@ MIN_WORKER_MEMORY_MB = 1000
 KERNEL_MODULES = ("br_netfilter", "overlay")
 SYSCTLS = (("net.bridge.bridge-nf-call-iptables", "1"),
            ("net.ipv4.ip_forward", "1"))
-REQUIRED_TOOLS = ("ip", "iptables", "mount", "nsenter")
-WANTED_TOOLS = ("socat", "conntrack", "ebtables", "ethtool", "tc")
+# kubeadm's own preflight (cmd/kubeadm/app/preflight/checks.go): the tools
+# it refuses to run without, with the minor release that began refusing
+# (conntrack: kubernetes PR #85857, 1.18), and the tools it warns about.
+# Each with the package to install and what else needs it.
+KUBEADM_REQUIRED_TOOLS = (("ip", 16, "iproute2"), ("iptables", 16, "iptables"),
+                          ("mount", 16, "mount"), ("nsenter", 16, "util-linux"),
+                          ("conntrack", 18, "conntrack"))
+KUBEADM_WARNED_TOOLS = ("ebtables", "ethtool", "socat", "tc", "touch")
+TOOL_USERS = {"conntrack": "kube-proxy needs it",
+              "socat": "`kubectl port-forward` needs it"}
+# What --open-firewall opens (firewalld rules): the ports kubeadm's install
+# guide lists for each role, and flannel's vxlan.
+FIREWALL_RULES = {
+    "master": ("6443/tcp", "2379-2380/tcp", "10250/tcp", "10251/tcp",
+               "10252/tcp", "8472/udp"),
+    "worker": ("10250/tcp", "30000-32767/tcp", "8472/udp")}
+SELINUX_CONFIG = "/etc/selinux/config"
+SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
 CRI_SOCKETS = {"docker": "/var/run/dockershim.sock",
                "containerd": "/run/containerd/containerd.sock"}
 # Links and interfaces the cluster makes; they are not "host networks".
@@ -3012,6 +3028,7 @@ class InstallContext(object):
         self.node_name = None
         self.advertise_address = None
         self.join_info = None
+        self.firewalld = False
         self.warnings = []
 
     @property
@@ -3175,13 +3192,7 @@ def phase_preflight(ctx):
         if busy:
             errors.append("port %s is in use: stop the program listening on "
                           "it (see `ss -ltnp`)" % ", ".join(map(str, busy)))
-    for tool in REQUIRED_TOOLS:
-        if not host.which(tool):
-            errors.append("%s is missing: install it (kubeadm needs it)" % tool)
-    for tool in WANTED_TOOLS:
-        if not host.which(tool):
-            ctx.warn("%s is missing: kubeadm warns and some features need it; "
-                     "install it if you can" % tool)
+    check_tools(ctx, errors)
     name = node_name(ctx)
     if not NODE_NAME_RE.match(name):
         errors.append("the node name %r is not a valid DNS name: set the host "
@@ -3196,12 +3207,7 @@ def phase_preflight(ctx):
         errors.append("this host is named %s like a control-plane node of the "
                       "cluster: node names must be unique; rename this host "
                       "(hostnamectl set-hostname) or use --node-name" % name)
-    if (host.read("/sys/fs/selinux/enforce") or "").strip() == "1":
-        ctx.warn("SELinux is enforcing: containers may be denied access to "
-                 "host files; set it to permissive (setenforce 0)")
-    if host.which("firewall-cmd") and service_active(ctx.runner, "firewalld"):
-        ctx.warn("firewalld is active: open ports %s or stop firewalld"
-                 % ", ".join(map(str, MASTER_PORTS if master else WORKER_PORTS)))
+    check_firewalld_selinux(ctx, master)
     backend = iptables_backend(ctx.runner)
     if backend and backend[1] == "nf_tables" and \
             not getattr(args, "iptables_legacy", False):
@@ -3249,6 +3255,61 @@ def phase_preflight(ctx):
              "" if len(ctx.warnings) == 1 else "s")
 
 
+def check_tools(ctx, errors):
+    """What the bundle's kubeadm refuses to run without is an error, what it
+    warns about a warning, so kubeadm itself never stops half way."""
+    version = ctx.bundle.kubernetes_version
+    minor = parse_version(version)[1]
+    for tool, since, package in KUBEADM_REQUIRED_TOOLS:
+        if ctx.host.which(tool):
+            continue
+        users = TOOL_USERS.get(tool)
+        if minor >= since:
+            errors.append("%s is missing: kubeadm %s refuses to run without "
+                          "it%s; install the %s package" % (
+                              tool, version, " (%s)" % users if users else "",
+                              package))
+        else:
+            ctx.warn("%s is missing: %s, and kubeadm 1.%d and later refuse to "
+                     "run without it; install the %s package" % (
+                         tool, users or "kubeadm needs it", since, package))
+    for tool in KUBEADM_WARNED_TOOLS:
+        if not ctx.host.which(tool):
+            users = TOOL_USERS.get(tool)
+            ctx.warn("%s is missing: kubeadm warns without it%s; install it "
+                     "if you can" % (tool, " and %s" % users if users else ""))
+
+
+def firewall_rules(ctx):
+    return FIREWALL_RULES["worker" if ctx.role == "worker" else "master"]
+
+
+def selinux_enforcing(host):
+    return (host.read(SELINUX_ENFORCE) or "").strip() == "1"
+
+
+def check_firewalld_selinux(ctx, master):
+    """Warn about what blocks a node unless the flag that fixes it is given
+    (the host phase then fixes it)."""
+    host, args = ctx.host, ctx.args
+    ctx.firewalld = bool(host.which("firewall-cmd")) and \
+        service_active(ctx.runner, "firewalld")
+    rules = " ".join(firewall_rules(ctx))
+    if ctx.firewalld and not getattr(args, "open_firewall", False):
+        ctx.warn("firewalld is active and blocks what a %s needs (%s): rerun "
+                 "with --open-firewall to open exactly those, permanently, or "
+                 "stop firewalld" % ("control-plane node" if master
+                                     else "worker", rules))
+    elif getattr(args, "open_firewall", False) and not ctx.firewalld:
+        ctx.warn("--open-firewall: firewalld is not active here, so there is "
+                 "nothing to open")
+    if selinux_enforcing(host) and not getattr(args, "selinux_permissive", False):
+        ctx.warn("SELinux is enforcing: containers may be denied access to "
+                 "host files; rerun with --selinux-permissive (setenforce 0, "
+                 "and SELINUX=permissive in %s, as kubeadm's install guide "
+                 "says)" % SELINUX_CONFIG)
+
+
 def node_name(ctx):
     if ctx.node_name is None:
         ctx.node_name = (getattr(ctx.args, "node_name", None)
@@ -3269,8 +3330,27 @@ def disable_swap_in_fstab(text):
     return "\n".join(lines) + ("\n" if text.endswith("\n") or lines else "")
 
 
+def selinux_config_permissive(text):
+    """/etc/selinux/config with SELINUX=permissive at boot: an `enforcing`
+    (or unreadable) SELINUX line is replaced by a line written here, a
+    `permissive` or `disabled` one is left alone, a missing one added;
+    every other line is kept as it is."""
+    lines, found = [], False
+    for line in text.splitlines():
+        match = re.match(r"^\s*SELINUX\s*=\s*[\"']?([A-Za-z]*)", line)
+        if match:
+            found = True
+            if match.group(1).lower() not in ("permissive", "disabled"):
+                line = "SELINUX=permissive"
+        lines.append(line)
+    if not found:
+        lines.append("SELINUX=permissive")
+    return "\n".join(lines) + "\n"
+
+
 def phase_host(ctx):
-    """Kernel modules, sysctls, swap and iptables mode, now and at boot."""
+    """Kernel modules, sysctls, swap, iptables mode, and with their flags
+    the firewalld ports and SELinux's mode, now and at boot."""
     host, runner = ctx.host, ctx.runner
     if getattr(ctx.args, "disable_swap", False):
         if active_swaps(host):
@@ -3294,6 +3374,17 @@ def phase_host(ctx):
              if read_sysctl(host, key) != value]
     if wrong:
         runner.run(["sysctl", "-w"] + wrong, what="sysctl")
+    if getattr(ctx.args, "open_firewall", False) and ctx.firewalld:
+        for rule in firewall_rules(ctx):
+            runner.run(["firewall-cmd", "--permanent", "--add-port=" + rule],
+                       what="firewall-cmd --add-port=" + rule)
+        runner.run(["firewall-cmd", "--reload"], what="firewall-cmd --reload")
+    if getattr(ctx.args, "selinux_permissive", False):
+        if selinux_enforcing(host):
+            runner.run(["setenforce", "0"], what="setenforce 0")
+        config = host.read(SELINUX_CONFIG)
+        if config is not None:
+            host.write(SELINUX_CONFIG, selinux_config_permissive(config))
     if getattr(ctx.args, "iptables_legacy", False):
         backend = iptables_backend(runner)
         if backend and backend[1] == "nf_tables":
@@ -4697,6 +4788,12 @@ def _node_options(parser):
     parser.add_argument("--iptables-legacy", action="store_true",
                         help="switch iptables to legacy mode (needed for 1.16 "
                         "on iptables 1.8+ with the nftables backend)")
+    parser.add_argument("--open-firewall", action="store_true",
+                        help="firewalld: open this role's ports (and UDP "
+                        "8472 for flannel) permanently, then reload")
+    parser.add_argument("--selinux-permissive", action="store_true",
+                        help="SELinux: setenforce 0 and SELINUX=permissive "
+                        "in /etc/selinux/config")
     parser.add_argument("--ignore-preflight-errors", metavar="LIST",
                         help="passed to kubeadm")
     parser.add_argument("--apiserver-advertise-address", metavar="IP",

@@ -245,7 +245,7 @@ def write_join_file(tmp_path, **changes):
 # -- a fixture host --------------------------------------------------------
 
 TOOLS = ("ip", "iptables", "iptables-save", "iptables-restore", "mount",
-         "nsenter", "socat", "conntrack", "ebtables", "ethtool", "tc",
+         "nsenter", "socat", "conntrack", "ebtables", "ethtool", "tc", "touch",
          "modprobe", "sysctl", "swapoff", "systemctl")
 
 
