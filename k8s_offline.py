@@ -3232,6 +3232,12 @@ def phase_preflight(ctx):
                             "%s %s overlaps the host network %s on %s: choose "
                             "another %s" % (option, network, address.network,
                                             iface, option))
+    if ctx.join_info and ctx.join_info.get("from_flags") and \
+            not getattr(args, "image_repository", None):
+        try:
+            adopt_cluster_image_repository(ctx)
+        except UserError as exc:
+            errors.append(str(exc))
     if ctx.cri == "containerd" and host.read(CONTAINERD_CONFIG) is not None:
         try:
             read_containerd_config(host.read(CONTAINERD_CONFIG))
@@ -4105,7 +4111,7 @@ def load_join_info(ctx, bundle):
                 "discovery_token_ca_cert_hash":
                     args.discovery_token_ca_cert_hash,
                 "kubernetes_version": bundle.kubernetes_version,
-                "arch": bundle.arch}
+                "arch": bundle.arch, "from_flags": True}
         source = "the command line"
     else:
         candidates = [args.join_file] if args.join_file else [
@@ -4171,6 +4177,117 @@ def load_join_info(ctx, bundle):
                             "`k8s_offline.py token` on the master for a new "
                             "join file" % (source, _utc(key_expires)))
     return info
+
+
+CLUSTER_INFO_PATH = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+KUBEADM_CONFIG_PATH = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config"
+API_TIMEOUT = 15
+
+
+def _der_item(data, pos):
+    """(tag, start of content, end) of the DER item at pos."""
+    tag, length, start = data[pos], data[pos + 1], pos + 2
+    if length & 0x80:
+        count = length & 0x7f
+        length = int(binascii.hexlify(data[start:start + count]), 16)
+        start += count
+    if start + length > len(data):
+        raise ValueError("truncated DER")
+    return tag, start, start + length
+
+
+def certificate_spki(der):
+    """The DER SubjectPublicKeyInfo of a DER certificate: what kubeadm's
+    --discovery-token-ca-cert-hash is the sha256 of."""
+    _, cert, _ = _der_item(der, 0)
+    _, pos, _ = _der_item(der, cert)          # inside tbsCertificate
+    if _der_item(der, pos)[0] == 0xa0:        # [0] version
+        pos = _der_item(der, pos)[2]
+    for _ in range(5):   # serial, signature, issuer, validity, subject
+        pos = _der_item(der, pos)[2]
+    return der[pos:_der_item(der, pos)[2]]
+
+
+def _api_get(endpoint, path, ca_pem=None, token=None):
+    """JSON of a GET to the API server (no proxy): pinned to ca_pem, or,
+    for the public cluster-info only, unverified as kubeadm's discovery."""
+    import ssl
+    import urllib.error
+    import urllib.request
+    if ca_pem:
+        context = ssl.create_default_context(cadata=ca_pem)
+    else:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                         urllib.request.HTTPSHandler(
+                                             context=context))
+    request = urllib.request.Request("https://%s%s" % (endpoint, path))
+    if token:
+        request.add_header("Authorization", "Bearer " + token)
+    try:
+        with contextlib.closing(opener.open(request, timeout=API_TIMEOUT)) as answer:
+            return json.loads(answer.read(MAX_BUNDLE_JSON_BYTES).decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        raise UserError("the API server %s answered HTTP %d for %s"
+                        % (endpoint, exc.code, path.rsplit("/", 1)[1]))
+    except (urllib.error.URLError, OSError, ssl.SSLError) as exc:
+        raise UserError("cannot reach the API server %s (%s)" % (
+            endpoint, getattr(exc, "reason", None) or exc))
+    except (ValueError, UnicodeDecodeError):
+        raise UserError("the API server %s sent no JSON for %s"
+                        % (endpoint, path.rsplit("/", 1)[1]))
+
+
+def cluster_image_repository(info):
+    """The imageRepository of the cluster's ClusterConfiguration, read the
+    way kubeadm join discovers the cluster: the CA from the public
+    cluster-info, accepted only if its key matches the CA hash, then the
+    kubeadm-config ConfigMap over TLS pinned to that CA, with the token."""
+    endpoint = info["api_server_endpoint"]
+    public = _api_get(endpoint, CLUSTER_INFO_PATH)
+    kubeconfig = str((public.get("data") or {}).get("kubeconfig") or "")
+    match = re.search(r"certificate-authority-data:\s*([A-Za-z0-9+/=]+)",
+                      kubeconfig)
+    if not match:
+        raise UserError("the cluster-info of %s names no CA" % endpoint)
+    try:
+        import ssl
+        ca_pem = base64.b64decode(match.group(1)).decode("ascii")
+        spki = certificate_spki(ssl.PEM_cert_to_DER_cert(ca_pem))
+    except (ValueError, IndexError, UnicodeDecodeError):
+        raise UserError("the cluster-info of %s holds no readable CA "
+                        "certificate" % endpoint)
+    if "sha256:" + sha256_bytes(spki) != info["discovery_token_ca_cert_hash"]:
+        raise UserError("the CA of %s does not match "
+                        "--discovery-token-ca-cert-hash: check the hash, or "
+                        "this is not your cluster" % endpoint)
+    config = _api_get(endpoint, KUBEADM_CONFIG_PATH, ca_pem, info["token"])
+    text = str((config.get("data") or {}).get("ClusterConfiguration") or "")
+    if not text:
+        raise UserError("the kubeadm-config of %s has no ClusterConfiguration"
+                        % endpoint)
+    match = re.search(r"^imageRepository:[ \t]*[\"']?([^\"'\s]*)", text, re.M)
+    repository = match.group(1) if match and match.group(1) else \
+        KUBEADM_IMAGE_REPOSITORY
+    parse_image_ref("%s/pause:1" % repository)
+    return repository
+
+
+def adopt_cluster_image_repository(ctx):
+    """A join by --apiserver/--token/--discovery-token-ca-cert-hash without
+    --image-repository: load the images under the names the cluster uses
+    (kubeadm join gives the kubelet <repo>/pause, kube-proxy's DaemonSet
+    names <repo>/kube-proxy), read from the cluster itself."""
+    try:
+        repository = cluster_image_repository(ctx.join_info)
+    except UserError as exc:
+        raise UserError("cannot read the cluster's image repository: %s: give "
+                        "--image-repository (the master's), or join with the "
+                        "join file" % exc)
+    ctx.image_repository = repository
+    log.info("  the cluster's images are named under %s", repository)
 
 
 def _utc(seconds):

@@ -441,7 +441,8 @@ def test_join_control_plane_with_flags(host, bundle_dir, capsys):
     assert run(root, bundle_dir, "join", "--control-plane", "--apiserver",
                "10.1.1.1:6443", "--token", sup.TOKEN,
                "--discovery-token-ca-cert-hash", sup.CA_HASH,
-               "--certificate-key", sup.CERT_KEY, "--no-wait") == 0
+               "--certificate-key", sup.CERT_KEY, "--no-wait",
+               "--image-repository", "k8s.gcr.io") == 0
     docs, _ = sup.read_config_documents(rpath(root, ko.JOIN_CONFIG))
     assert docs[0]["controlPlane"]["certificateKey"] == sup.CERT_KEY
     assert "k8s.gcr.io/kube-apiserver:v1.16.0" in runner.cluster.docker_images
@@ -464,7 +465,8 @@ def test_join_expired_token_refused_by_kubeadm(host, bundle_dir, capsys):
     runner._execute = execute
     assert run(root, bundle_dir, "join", "--apiserver", "10.1.1.1:6443",
                "--token", sup.TOKEN, "--discovery-token-ca-cert-hash",
-               sup.CA_HASH, "--no-wait") == 2
+               sup.CA_HASH, "--no-wait", "--image-repository",
+               "k8s.gcr.io") == 2
     assert "run `k8s_offline.py token` on the master" in \
         capsys.readouterr().err
 
