@@ -67,21 +67,13 @@ ARCHES = {
     "s390x": {"uname": ("s390x",), "docker_static": "s390x"},
 }
 
-# What kubeadm of each minor release wants besides its own version, and the
-# add-ons that were current with it.  Cross-checked at bundle time against
-# `kubeadm config images list` of the downloaded kubeadm when it can run.
-VERSION_TABLE = {
-    "1.16": {"pause": "3.1", "etcd": "3.3.15-0", "coredns": "1.6.2",
-             "cni": "v0.7.5", "crictl": "v1.16.1", "flannel": "v0.11.0"},
-    "1.17": {"pause": "3.1", "etcd": "3.4.3-0", "coredns": "1.6.5",
-             "cni": "v0.7.5", "crictl": "v1.17.0", "flannel": "v0.11.0"},
-    "1.18": {"pause": "3.2", "etcd": "3.4.3-0", "coredns": "1.6.7",
-             "cni": "v0.8.6", "crictl": "v1.18.0", "flannel": "v0.12.0"},
-    "1.19": {"pause": "3.2", "etcd": "3.4.13-0", "coredns": "1.7.0",
-             "cni": "v0.8.7", "crictl": "v1.19.0", "flannel": "v0.13.0"},
-    "1.20": {"pause": "3.2", "etcd": "3.4.13-0", "coredns": "1.7.0",
-             "cni": "v0.8.7", "crictl": "v1.20.0", "flannel": "v0.13.0"},
-}
+# The minor releases this tool sets up.  What each patch release of them
+# needs (kubeadm's image tags, the CNI plugins, crictl and flannel releases,
+# and the checksums pinned for them) is data: bundle/releases.json, read by
+# bundle mode only (release_table()).
+SUPPORTED_MINORS = ("1.16", "1.17", "1.18", "1.19", "1.20")
+RELEASE_TABLE_FILE = "bundle/releases.json"
+RELEASE_TABLE_ENV = "K8SO_RELEASE_TABLE"     # tests: a table of their own
 
 CONTROL_PLANE_COMPONENTS = ("kube-apiserver", "kube-controller-manager",
                             "kube-scheduler")
@@ -100,29 +92,11 @@ DOCKER_STATIC_VERSION = "19.03.15"
 DOCKER_STATIC_URL = ("https://download.docker.com/linux/static/stable/"
                      "{docker_arch}/docker-{docker}.tgz")
 
-# Pinned sha256 of downloads, by file name (the last part of the URL).
-# The release's own .sha256 files are checked as well where published.
-# `--checksum-file` replaces this table.
-PINNED_SHA256 = {
-    "cni-plugins-amd64-v0.7.5.tgz":
-        "3ca15c0a18ee830520cf3a95408be826cbd255a1535a38e0be9608b25ad8bf64",
-    "crictl-v1.16.1-linux-amd64.tar.gz":
-        "19fed421710fccfe58f5573383bb137c19438a9056355556f1a15da8d23b3ad1",
-}
-
-# sha512 of the node release tarball, as the release notes (CHANGELOG)
-# published them.  kubeadm, kubelet and kubectl are taken from this tarball
-# where a value is known, so they are checked against a value the release
-# itself published, and against the .sha256 files beside the single binaries.
+# kubeadm, kubelet and kubectl are taken from the node release tarball
+# where the release table pins its sha512 (as the release notes published
+# it), so they are checked against a value the release itself published, and
+# against the .sha256 files beside the single binaries.
 NODE_TARBALL_URL = "https://dl.k8s.io/{version}/kubernetes-node-linux-{arch}.tar.gz"
-NODE_TARBALL_SHA512 = {
-    ("v1.16.0", "amd64"):
-        "e987f141bc0a248e99a371ce220403b78678c739a39dad1c1612e63a0bee4525"
-        "fbca5ee8c2b5e5332a553cc5f63bce9ec95645589298f41fe83e1fd41faa538e",
-    ("v1.16.0", "arm64"):
-        "365bdf9759e24d22cf507a0a5a507895ed44723496985e6d8f0bd10b03ffe7c7"
-        "8198732ee39873912147f2dd840d2e284118fc6fc1e3876d8f4c2c3a441def0b",
-}
 NODE_TARBALL_BINARIES = ("kubeadm", "kubelet", "kubectl")
 
 # Layout of a bundle (inside its one top directory).
@@ -239,14 +213,120 @@ def normalize_version(text):
     return "v%d.%d.%d" % (major, minor, patch)
 
 
-def version_facts(kubernetes_version):
-    """The VERSION_TABLE row for a Kubernetes version, or a UserError."""
-    major, minor, _ = parse_version(kubernetes_version)
-    key = "%d.%d" % (major, minor)
-    if key not in VERSION_TABLE:
+def check_supported(kubernetes_version):
+    """(major, minor, patch) of a version whose minor this tool supports."""
+    major, minor, patch = parse_version(kubernetes_version)
+    if "%d.%d" % (major, minor) not in SUPPORTED_MINORS:
         raise UserError("Kubernetes %s is not supported: supported minors are %s"
-                        % (kubernetes_version, ", ".join(sorted(VERSION_TABLE))))
-    return VERSION_TABLE[key]
+                        % (kubernetes_version, ", ".join(SUPPORTED_MINORS)))
+    return major, minor, patch
+
+
+_RELEASE_TABLES = {}
+_HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"),
+        "sha512": re.compile(r"^[0-9a-f]{128}$")}
+_RELEASE_RE = re.compile(r"^v1\.(\d+)\.(\d+)$")
+_FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_IMAGE_TAG_RE = re.compile(r"^v?\d+(\.\d+)*(-\d+)?$")
+
+
+def release_table():
+    """The release table (bundle/releases.json beside this file, or the file
+    K8SO_RELEASE_TABLE names), checked once per run."""
+    path = os.environ.get(RELEASE_TABLE_ENV) or \
+        os.path.join(script_dir(), RELEASE_TABLE_FILE)
+    if path not in _RELEASE_TABLES:
+        try:
+            with open(path, "rb") as handle:
+                table = json.loads(handle.read().decode("utf-8"))
+        except (OSError, IOError) as exc:
+            raise UserError("cannot read the release table %s: %s: run bundle "
+                            "from the k8s-offline folder" % (path, exc.strerror))
+        except (ValueError, UnicodeDecodeError):
+            raise UserError("the release table %s is not valid JSON: restore it "
+                            "from git" % path)
+        problem = release_table_problem(table)
+        if problem:
+            raise UserError("the release table %s is malformed (%s): restore it "
+                            "from git" % (path, problem))
+        _RELEASE_TABLES[path] = table
+    return _RELEASE_TABLES[path]
+
+
+def release_table_problem(table):
+    """What is wrong with a release table, or None (see releases.json)."""
+    if not isinstance(table, dict) or table.get("schema") != 1:
+        return "schema is not 1"
+    releases, minors = table.get("releases"), table.get("minors")
+    if not isinstance(releases, dict) or not isinstance(minors, dict):
+        return "no releases or minors"
+
+    def hexes(entry, key, kind):
+        values = entry.get(key, {})
+        if not isinstance(values, dict):
+            return "%s is not a table" % key
+        for arch, value in values.items():
+            if arch not in ARCHES or not isinstance(value, str) or \
+                    not _HEX[kind].match(value):
+                return "%s of %s is not a %s" % (key, arch, kind)
+        return None
+
+    for version, entry in releases.items():
+        match = _RELEASE_RE.match(version)
+        if not match or "1.%s" % match.group(1) not in SUPPORTED_MINORS:
+            return "release %r is not a supported version" % version
+        if "1.%s" % match.group(1) not in minors:
+            return "release %s has no minor entry" % version
+        images = entry.get("images") if isinstance(entry, dict) else None
+        if not isinstance(images, dict) or any(
+                not isinstance(images.get(name), str) or
+                not _IMAGE_TAG_RE.match(images[name])
+                for name in ("pause", "etcd", "coredns")):
+            return "release %s lacks an image tag" % version
+        problem = hexes(entry, "node_sha512", "sha512")
+        if problem:
+            return "release %s: %s" % (version, problem)
+    for minor, entry in minors.items():
+        if minor not in SUPPORTED_MINORS or not isinstance(entry, dict):
+            return "minor %r is not supported" % minor
+        for key in ("cni", "crictl", "flannel"):
+            if not isinstance(entry.get(key), str) or \
+                    not _IMAGE_TAG_RE.match(entry[key]):
+                return "minor %s lacks a %s version" % (minor, key)
+        for key in ("cni_sha256", "crictl_sha256"):
+            problem = hexes(entry, key, "sha256")
+            if problem:
+                return "minor %s: %s" % (minor, problem)
+        for key in ("cni_tarball", "crictl_tarball"):
+            names = entry.get(key, {})
+            if not isinstance(names, dict) or any(
+                    arch not in ARCHES or not isinstance(name, str) or
+                    not _FILE_NAME_RE.match(name) for arch, name in names.items()):
+                return "minor %s: bad %s" % (minor, key)
+    for name, entry in ((table.get("runtimes") or {}).get("docker") or {}).items():
+        if not isinstance(entry, dict) or not _HEX["sha256"].match(
+                str(entry.get("sha256", ""))):
+            return "docker %s has no sha256" % name
+    return None
+
+
+def version_facts(kubernetes_version):
+    """What the release table says about one patch release: kubeadm's image
+    tags, the CNI, crictl and flannel versions, and the pinned checksums
+    (by arch); UserError for a version it does not list."""
+    major, minor, _ = check_supported(kubernetes_version)
+    table = release_table()
+    version = normalize_version(kubernetes_version)
+    release = table["releases"].get(version)
+    if release is None:
+        known = sorted(table["releases"], key=parse_version)
+        raise UserError("Kubernetes %s is not supported: it is not a release "
+                        "in the release table (%s to %s)" % (
+                            version, known[0], known[-1]))
+    facts = dict(table["minors"]["%d.%d" % (major, minor)])
+    facts.update(release["images"])
+    facts["node_sha512"] = release.get("node_sha512", {})
+    return facts
 
 
 def check_arch(arch):
@@ -271,6 +351,12 @@ def parse_mapping(text, what):
     if not sep or not src.strip() or not dst.strip():
         raise UserError("bad %s %r: use the form SOURCE=DESTINATION" % (what, text))
     return src.strip(), dst.strip()
+
+
+def script_dir():
+    """The folder holding k8s_offline.py (and, in a checkout, bundle/ and
+    manifests/; in an extracted bundle, bundle.json)."""
+    return os.path.dirname(os.path.abspath(__file__))
 
 
 def bundle_name(kubernetes_version, arch):
@@ -969,26 +1055,37 @@ def plan_images(kubernetes_version, arch, pull_repository=None, extra=()):
 
 
 def plan_files(kubernetes_version, arch, with_docker=False):
-    """Every file download: key, URL, path in the bundle, and whether the
-    release publishes a .sha256 beside it."""
+    """Every file download: key, URL, path in the bundle, the sha256 the
+    release table pins for it (or None), and the publisher's checksum file
+    beside it (checked for the binaries always, for the archives where
+    nothing is pinned)."""
     facts = version_facts(kubernetes_version)
     files = []
     for name in ("kubeadm", "kubelet", "kubectl"):
+        url = KUBE_RELEASE_URL.format(version=kubernetes_version, arch=arch,
+                                      name=name)
         files.append({"key": name, "path": "%s/%s" % (BIN_DIR, name),
-                      "url": KUBE_RELEASE_URL.format(version=kubernetes_version,
-                                                     arch=arch, name=name),
-                      "published_sha256": True, "mode": 0o755})
+                      "url": url, "pinned": None, "publisher": url + ".sha256",
+                      "always_publisher": True, "mode": 0o755})
     cni_template = CNI_URL_OLD if parse_version(facts["cni"]) < (0, 8, 0) \
         else CNI_URL
     cni_url = cni_template.format(cni=facts["cni"], arch=arch)
+    if facts.get("cni_tarball", {}).get(arch):
+        cni_url = cni_url.rsplit("/", 1)[0] + "/" + facts["cni_tarball"][arch]
     crictl_url = CRICTL_URL.format(crictl=facts["crictl"], arch=arch)
-    downloads = [("cni", cni_url), ("crictl", crictl_url)]
+    if facts.get("crictl_tarball", {}).get(arch):
+        crictl_url = crictl_url.rsplit("/", 1)[0] + "/" + \
+            facts["crictl_tarball"][arch]
+    downloads = [("cni", cni_url, facts.get("cni_sha256", {}).get(arch)),
+                 ("crictl", crictl_url, facts.get("crictl_sha256", {}).get(arch))]
     if with_docker:
         downloads.append(("docker", DOCKER_STATIC_URL.format(
             docker_arch=ARCHES[arch]["docker_static"],
-            docker=DOCKER_STATIC_VERSION)))
-    for key, url in downloads:
-        files.append({"key": key, "url": url, "published_sha256": False,
+            docker=DOCKER_STATIC_VERSION), None))
+    for key, url, pinned in downloads:
+        files.append({"key": key, "url": url, "pinned": pinned,
+                      "publisher": url + ".sha256" if key != "docker" else None,
+                      "always_publisher": False,
                       "path": "%s/%s" % (ARCHIVES_DIR, url.rsplit("/", 1)[1]),
                       "mode": 0o644})
     return files
@@ -1028,12 +1125,17 @@ def apply_file_mirror(url, mirrors):
     return best[1] + url[len(best[0]):]
 
 
-def parse_published_sha256(text):
-    """First field of a .sha256 file if it is 64 hex digits, else None."""
+def parse_published_sha256(text, filename=None):
+    """The digest of a publisher's .sha256 file (only the hex, as dl.k8s.io
+    writes it, or `HEX  NAME` as sha256sum does, NAME being filename), or
+    None when it is not such a file."""
     fields = (text or "").split()
-    if fields and re.match(r"^[0-9a-fA-F]{64}$", fields[0]):
-        return fields[0].lower()
-    return None
+    if not fields or not re.match(r"^[0-9a-fA-F]{64}$", fields[0]):
+        return None
+    if len(fields) > 2 or (len(fields) == 2 and filename is not None and
+                           fields[1].lstrip("*").rsplit("/", 1)[-1] != filename):
+        return None
+    return fields[0].lower()
 
 
 class BlobCache(object):
@@ -1395,10 +1497,6 @@ def image_store_documents(images):
     }
 
 
-def script_dir():
-    return os.path.dirname(os.path.abspath(__file__))
-
-
 def default_cache_dir():
     base = os.environ.get("XDG_CACHE_HOME") or \
         os.path.join(os.path.expanduser("~"), ".cache")
@@ -1429,12 +1527,17 @@ def cmd_bundle(args):
         raise UserError("bad --timeout %g: give 1 to 3600 seconds" % args.timeout)
     images = plan_images(version, arch, args.image_repository, args.extra_image)
     files = plan_files(version, arch, with_docker=args.with_docker)
-    checksums = PINNED_SHA256
-    node_sha512 = NODE_TARBALL_SHA512.get((version, arch))
+    tarball = NODE_TARBALL_URL.format(version=version, arch=arch).rsplit("/", 1)[1]
+    vouched = {}
+    node_sha512 = version_facts(version)["node_sha512"].get(arch)
+    node_source = "release notes (sha512 of %s, pinned table)" % tarball
     if args.checksum_file:
         checksums, sha512s = read_checksum_file(args.checksum_file)
-        node_sha512 = sha512s.get(NODE_TARBALL_URL.format(
-            version=version, arch=arch).rsplit("/", 1)[1])
+        node_sha512 = sha512s.get(tarball)
+        node_source = "--checksum-file %s (sha512 of %s)" % (
+            args.checksum_file, tarball)
+        vouched = dict((name, (hexd, "--checksum-file %s" % args.checksum_file))
+                       for name, hexd in checksums.items())
         log.warning("NOTE: checksums come from %s, not the built-in table "
                     "(%d entries)", args.checksum_file,
                     len(checksums) + len(sha512s))
@@ -1453,13 +1556,13 @@ def cmd_bundle(args):
                 client, cache, version, arch, node_sha512, file_mirrors, args,
                 progress)
             for binary, hexd in sorted(extracted.items()):
-                if checksums.get(binary, hexd) != hexd:
+                if vouched.get(binary, (hexd,))[0] != hexd:
                     raise UserError("%s in the release tarball (%s) differs from "
                                     "the checksum table (%s): refusing it"
-                                    % (binary, hexd, checksums[binary]))
-            checksums = dict(checksums, **extracted)
+                                    % (binary, hexd, vouched[binary][0]))
+                vouched[binary] = (hexd, node_source)
         file_entries = fetch_files(client, cache, files, file_mirrors,
-                                   checksums, args, progress)
+                                   vouched, args, progress)
         images = cross_check_images(images, file_entries, version, arch, cache)
         fetch_images(client, cache, images, arch, args.jobs, progress)
         meta, members = assemble_bundle(name, version, arch, images,
@@ -1481,6 +1584,9 @@ def cmd_bundle(args):
              human_size(os.path.getsize(output)), len(images),
              time.time() - started, human_size(client.bytes_fetched))
     log.debug("payload %d bytes", total)
+    print("checksums of the downloaded files, and what vouched for them:")
+    for path, sources in sorted(meta["checksum_sources"].items()):
+        print("  %s: %s" % (path, "; ".join(sources)))
     print("bundle.json sha256: %s  (compare it with what verify prints on "
           "the far side)" % sha256_bytes(meta_bytes))
     return 0
@@ -1563,31 +1669,42 @@ def _remove_stale_partials(output):
                 os.unlink(os.path.join(folder, name))
 
 
-def fetch_files(client, cache, files, file_mirrors, checksums, args, progress):
-    """Download every file, each checked against the pinned table and, where
-    the release publishes one, its .sha256 file; a mismatch is fatal."""
+def fetch_files(client, cache, files, file_mirrors, vouched, args, progress):
+    """Download every file, each checked against what vouches for it:
+    vouched {file name: (sha256, source)} (--checksum-file, the node
+    tarball), else the release table's pin (not under --checksum-file), and
+    the publisher's checksum file beside it; any disagreement is fatal, no
+    checksum at all too.  Each plan records its sources."""
     insecure_hosts = set(args.insecure_registry)
 
     def plan(entry):
         filename = entry["url"].rsplit("/", 1)[1]
         url = apply_file_mirror(entry["url"], file_mirrors)
         insecure = _url_host(url) in insecure_hosts
-        pinned = checksums.get(filename)
-        published = None
-        if entry["published_sha256"]:
-            published = parse_published_sha256(client.get_text(url + ".sha256",
-                                                               insecure))
-        if pinned and published and pinned != published:
-            raise UserError("%s: the published .sha256 (%s) differs from the "
-                            "pinned checksum (%s): refusing it"
-                            % (filename, published, pinned))
-        expected = pinned or published
+        expected, sources = None, []
+        if filename in vouched:
+            expected, source = vouched[filename]
+            sources.append(source)
+        elif entry["pinned"] and not args.checksum_file:
+            expected = entry["pinned"]
+            sources.append("pinned table (%s)" % RELEASE_TABLE_FILE)
+        if entry["publisher"] and (entry["always_publisher"] or not expected):
+            published = parse_published_sha256(client.get_text(
+                apply_file_mirror(entry["publisher"], file_mirrors), insecure),
+                filename)
+            if expected and published and published != expected:
+                raise UserError("%s: the publisher's %s (%s) differs from %s "
+                                "(%s): refusing it" % (
+                                    filename, entry["publisher"], published,
+                                    sources[0], expected))
+            if published:
+                expected = expected or published
+                sources.append("publisher's file %s" % entry["publisher"])
         if not expected:
             raise UserError("no checksum known for %s: pass a --checksum-file "
                             "with its sha256" % filename)
-        if not pinned:
-            log.info("%s: checked against the published .sha256 only", filename)
-        return dict(entry, fetch_url=url, sha256=expected, insecure=insecure)
+        return dict(entry, fetch_url=url, sha256=expected, insecure=insecure,
+                    checksum_sources=sources)
 
     plans = run_pool(args.jobs, files, plan)
     missing = [p for p in plans if not cache.has(p["sha256"])]
@@ -1723,6 +1840,10 @@ def assemble_bundle(name, version, arch, images, file_entries, cache, with_docke
         "systemd": dict((unit, "%s/%s" % (SYSTEMD_DIR, unit)) for unit, _ in units),
         "flannel_manifest": "%s/%s" % (MANIFESTS_DIR, FLANNEL_MANIFEST),
         "script": "k8s_offline.py",
+        # What vouched for each downloaded file's checksum: the pinned
+        # table, the release notes, the publisher's file, --checksum-file.
+        "checksum_sources": dict((e["path"], e["checksum_sources"])
+                                 for e in file_entries),
     }
     return meta, members
 
@@ -3097,7 +3218,7 @@ def phase_verify(ctx):
     Nothing on the host changes before the bundle is known to be whole.
     """
     bundle = ctx.bundle
-    version_facts(bundle.kubernetes_version)
+    check_supported(bundle.kubernetes_version)
     arch = host_arch()
     if bundle.arch != arch:
         raise UserError("the bundle is for %s but this host is %s: use a "
