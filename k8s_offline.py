@@ -323,6 +323,10 @@ def version_facts(kubernetes_version):
         raise UserError("Kubernetes %s is not supported: it is not a release "
                         "in the release table (%s to %s)" % (
                             version, known[0], known[-1]))
+    if release.get("do_not_use"):
+        raise UserError("Kubernetes %s is not supported: its release notes say "
+                        "\"%s\": choose another patch release"
+                        % (version, release["do_not_use"]))
     facts = dict(table["minors"]["%d.%d" % (major, minor)])
     facts.update(release["images"])
     facts["node_sha512"] = release.get("node_sha512", {})
@@ -4828,6 +4832,23 @@ def cmd_verify(args):
     return 0
 
 
+def offered_versions():
+    """The versions bundle offers, for --help, from the release table."""
+    try:
+        table = release_table()
+    except UserError:
+        return "a release of Kubernetes %s to %s" % (SUPPORTED_MINORS[0],
+                                                     SUPPORTED_MINORS[-1])
+    usable = sorted((v for v, e in table["releases"].items()
+                     if not e.get("do_not_use")), key=parse_version)
+    withdrawn = sorted((v for v, e in table["releases"].items()
+                        if e.get("do_not_use")), key=parse_version)
+    text = "any release from %s to %s" % (usable[0], usable[-1])
+    if withdrawn:
+        text += " but %s (withdrawn upstream)" % ", ".join(withdrawn)
+    return text
+
+
 def add_bundle_commands(sub):
     """bundle and images (bundle mode)."""
     bundle = sub.add_parser("bundle", help="pull and verify everything into "
@@ -4836,8 +4857,9 @@ def add_bundle_commands(sub):
                             "will hold")
     for parser in (bundle, images):
         parser.add_argument("--kubernetes-version", default=DEFAULT_KUBERNETES_VERSION,
-                            help="default %(default)s")
-        parser.add_argument("--arch", default=DEFAULT_ARCH, help="default %(default)s")
+                            help="%s (default %%(default)s)" % offered_versions())
+        parser.add_argument("--arch", default=DEFAULT_ARCH,
+                            help="%s (default %%(default)s)" % ", ".join(ARCHES))
         parser.add_argument("--image-repository", default=DEFAULT_PULL_REPOSITORY,
                             help="where kubeadm's images are pulled from "
                                  "(default %(default)s)")
