@@ -3153,7 +3153,7 @@ class InstallContext(object):
         self.node_name = None
         self.advertise_address = None
         self.join_info = None
-        self.firewalld = False
+        self.firewalld = False            # active, as preflight saw it
         self.warnings = []
 
     @property
@@ -3419,12 +3419,16 @@ def selinux_enforcing(host):
     return (host.read(SELINUX_ENFORCE) or "").strip() == "1"
 
 
+def firewalld_active(ctx):
+    return bool(ctx.host.which("firewall-cmd")) and \
+        service_active(ctx.runner, "firewalld")
+
+
 def check_firewalld_selinux(ctx, master):
     """Warn about what blocks a node unless the flag that fixes it is given
     (the host phase then fixes it)."""
     host, args = ctx.host, ctx.args
-    ctx.firewalld = bool(host.which("firewall-cmd")) and \
-        service_active(ctx.runner, "firewalld")
+    ctx.firewalld = firewalld_active(ctx)
     rules = " ".join(firewall_rules(ctx))
     if ctx.firewalld and not getattr(args, "open_firewall", False):
         ctx.warn("firewalld is active and blocks what a %s needs (%s): rerun "
@@ -3505,7 +3509,8 @@ def phase_host(ctx):
              if read_sysctl(host, key) != value]
     if wrong:
         runner.run(["sysctl", "-w"] + wrong, what="sysctl")
-    if getattr(ctx.args, "open_firewall", False) and ctx.firewalld:
+    if getattr(ctx.args, "open_firewall", False) and (
+            ctx.firewalld or firewalld_active(ctx)):
         for rule in firewall_rules(ctx):
             runner.run(["firewall-cmd", "--permanent", "--add-port=" + rule],
                        what="firewall-cmd --add-port=" + rule)
