@@ -4341,6 +4341,7 @@ def certificate_spki(der):
 def _api_get(endpoint, path, ca_pem=None, token=None):
     """JSON of a GET to the API server (no proxy): pinned to ca_pem, or,
     for the public cluster-info only, unverified as kubeadm's discovery."""
+    import http.client
     import ssl
     import urllib.error
     import urllib.request
@@ -4362,12 +4363,19 @@ def _api_get(endpoint, path, ca_pem=None, token=None):
     except urllib.error.HTTPError as exc:
         raise UserError("the API server %s answered HTTP %d for %s"
                         % (endpoint, exc.code, path.rsplit("/", 1)[1]))
-    except (urllib.error.URLError, OSError, ssl.SSLError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise UserError("cannot reach the API server %s (%s)" % (
             endpoint, getattr(exc, "reason", None) or exc))
     except (ValueError, UnicodeDecodeError):
         raise UserError("the API server %s sent no JSON for %s"
                         % (endpoint, path.rsplit("/", 1)[1]))
+
+
+def _configmap_value(doc, key):
+    """data[key] of a ConfigMap as text, or '' when it is not there."""
+    data = doc.get("data") if isinstance(doc, dict) else None
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def cluster_image_repository(info):
@@ -4376,8 +4384,8 @@ def cluster_image_repository(info):
     cluster-info, accepted only if its key matches the CA hash, then the
     kubeadm-config ConfigMap over TLS pinned to that CA, with the token."""
     endpoint = info["api_server_endpoint"]
-    public = _api_get(endpoint, CLUSTER_INFO_PATH)
-    kubeconfig = str((public.get("data") or {}).get("kubeconfig") or "")
+    kubeconfig = _configmap_value(_api_get(endpoint, CLUSTER_INFO_PATH),
+                                  "kubeconfig")
     match = re.search(r"certificate-authority-data:\s*([A-Za-z0-9+/=]+)",
                       kubeconfig)
     if not match:
@@ -4393,8 +4401,8 @@ def cluster_image_repository(info):
         raise UserError("the CA of %s does not match "
                         "--discovery-token-ca-cert-hash: check the hash, or "
                         "this is not your cluster" % endpoint)
-    config = _api_get(endpoint, KUBEADM_CONFIG_PATH, ca_pem, info["token"])
-    text = str((config.get("data") or {}).get("ClusterConfiguration") or "")
+    text = _configmap_value(_api_get(endpoint, KUBEADM_CONFIG_PATH, ca_pem,
+                                     info["token"]), "ClusterConfiguration")
     if not text:
         raise UserError("the kubeadm-config of %s has no ClusterConfiguration"
                         % endpoint)
