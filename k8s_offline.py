@@ -3364,8 +3364,8 @@ def phase_preflight(ctx):
         except UserError as exc:
             errors.append(str(exc))
     if ctx.cri == "containerd" and host.read(CONTAINERD_CONFIG) is not None:
-        try:
-            read_containerd_config(host.read(CONTAINERD_CONFIG))
+        try:    # what the runtime phase will write, so it cannot fail there
+            containerd_config_with(host.read(CONTAINERD_CONFIG), "pause")
         except UserError as exc:
             errors.append(str(exc))
     try:

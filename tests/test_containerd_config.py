@@ -191,3 +191,21 @@ def test_unreadable_containerd_config_stops_preflight(tmp_path, monkeypatch,
     assert "cannot read /etc/containerd/config.toml (line 1: arrays of " \
         "tables are not supported)" in err
     assert sup.snapshot(root) == before
+
+
+@pytest.mark.parametrize("text,words", [
+    ("version = 3\n", "has version = 3; this tool writes versions 1 and 2"),
+    ('disabled_plugins = "cri"\n', "disabled_plugins in /etc/containerd/config.toml "
+                                   "is not a list"),
+    ('version = 2\nplugins = 1\n', "plugins in /etc/containerd/config.toml is not a table")])
+def test_a_config_this_tool_cannot_rewrite_stops_preflight(text, words, tmp_path,
+                                                           monkeypatch, capsys,
+                                                           bundle_dir):
+    root = sup.make_root(str(tmp_path / "root"))
+    sup.install_fake(monkeypatch, root)
+    sup.write(root, ko.CONTAINERD_CONFIG, text)
+    before = sup.snapshot(root)
+    assert ko.main(["master", "--root", root, "--bundle", bundle_dir,
+                    "--no-progress", "--cri", "containerd"]) == 2
+    assert words in capsys.readouterr().err.strip().splitlines()[-1]
+    assert sup.snapshot(root) == before
