@@ -4827,6 +4827,826 @@ def cmd_remove_node(args):
     return 0
 
 
+# -- day two: certificates ----------------------------------------------------
+
+CERT_FAIL_DAYS = 7
+PKI_DIR = "/etc/kubernetes/pki"
+MANIFEST_DIR = "/etc/kubernetes/manifests"
+KUBEADM_KUBECONFIGS = ("admin.conf", "controller-manager.conf",
+                       "scheduler.conf", "kubelet.conf")
+KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
+KUBELET_CLIENT_CERT = "/var/lib/kubelet/pki/kubelet-client-current.pem"
+# The static pods restarted after a renewal, the API server first so that
+# it answers with its new certificate as early as possible.
+CONTROL_PLANE_PODS = ("kube-apiserver", "kube-controller-manager",
+                      "kube-scheduler", "etcd")
+DAYTWO_DIR = STATE_DIR + "/day-two"
+RESTART_TIMEOUT = 300
+PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)"
+                         r"-----END CERTIFICATE-----")
+
+
+def _der_time(der, tag, start, end):
+    """Seconds since the epoch of a DER UTCTime (0x17) or GeneralizedTime."""
+    text = der[start:end].decode("ascii")
+    if tag == 0x17:
+        year = int(text[:2])
+        text = ("19" if year >= 50 else "20") + text
+    if tag not in (0x17, 0x18) or not re.match(r"^\d{14}Z$", text):
+        raise ValueError("not an X.509 time")
+    return calendar.timegm(time.strptime(text, "%Y%m%d%H%M%SZ"))
+
+
+def certificate_not_after(der):
+    """notAfter of a DER certificate, in seconds since the epoch.
+
+    Read with the DER walker the join discovery uses, so no openssl is needed
+    on the host."""
+    _, cert, _ = _der_item(der, 0)
+    _, pos, _ = _der_item(der, cert)          # inside tbsCertificate
+    if _der_item(der, pos)[0] == 0xa0:        # [0] version
+        pos = _der_item(der, pos)[2]
+    for _ in range(3):                        # serial, signature, issuer
+        pos = _der_item(der, pos)[2]
+    _, validity, _ = _der_item(der, pos)
+    not_before_end = _der_item(der, validity)[2]
+    tag, start, end = _der_item(der, not_before_end)
+    return _der_time(der, tag, start, end)
+
+
+def first_pem_certificate(text):
+    """DER bytes of the first certificate in PEM text, or None."""
+    match = PEM_CERT_RE.search(text or "")
+    if not match:
+        return None
+    try:
+        return base64.b64decode("".join(match.group(1).split()))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def kubeconfig_client_certificate(text):
+    """('data', DER) or ('file', path) of a kubeconfig's client certificate,
+    or (None, None)."""
+    match = re.search(r"^\s*client-certificate-data:\s*([A-Za-z0-9+/=]+)\s*$",
+                      text or "", re.M)
+    if match:
+        try:
+            pem = base64.b64decode(match.group(1)).decode("ascii", "replace")
+        except (binascii.Error, ValueError):
+            return "data", None
+        return "data", first_pem_certificate(pem)
+    match = re.search(r"^\s*client-certificate:\s*(\S+)\s*$", text or "", re.M)
+    if match:
+        return "file", match.group(1).strip("\"'")
+    return None, None
+
+
+def kubelet_rotates(host):
+    """True when the kubelet's config turns client certificate rotation on
+    (kubeadm writes rotateCertificates: true)."""
+    text = host.read(KUBELET_CONFIG, "")
+    match = re.search(r'^\s*"?rotateCertificates"?\s*:\s*(\S+)', text, re.M)
+    return bool(match) and match.group(1).strip("\",").lower() == "true"
+
+
+def _expiry_of(der):
+    if der is None:
+        return None
+    try:
+        return certificate_not_after(der)
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return None
+
+
+def cluster_certificates(host):
+    """[(name, host path, notAfter or None, note)] of every certificate
+    kubeadm made on this host: the PKI (etcd's included), the kubeconfigs'
+    client certificates and the kubelet's client certificate."""
+    found = []
+    for folder, prefix in ((PKI_DIR, ""), (PKI_DIR + "/etcd", "etcd/")):
+        for name in host.listdir(folder):
+            if name.endswith(".crt"):
+                path = folder + "/" + name
+                der = first_pem_certificate(host.read(path, ""))
+                note = "CA (kubeadm does not renew it)" if name.endswith(
+                    "ca.crt") else ""
+                found.append((prefix + name, path, _expiry_of(der), note))
+    rotates = kubelet_rotates(host)
+    for name in KUBEADM_KUBECONFIGS:
+        path = "/etc/kubernetes/" + name
+        text = host.read(path)
+        if text is None:
+            continue
+        kind, value = kubeconfig_client_certificate(text)
+        if kind == "file":
+            der = first_pem_certificate(host.read(value, ""))
+            note = "kubelet client, %s" % ("rotates itself" if rotates
+                                           else "does NOT rotate")
+            found.append((name + " -> " + value, value, _expiry_of(der), note))
+        elif kind == "data":
+            found.append((name, path, _expiry_of(value), "embedded"))
+    if host.exists(KUBELET_CLIENT_CERT) and not any(
+            item[1] == KUBELET_CLIENT_CERT for item in found):
+        der = first_pem_certificate(host.read(KUBELET_CLIENT_CERT, ""))
+        found.append(("kubelet client", KUBELET_CLIENT_CERT, _expiry_of(der),
+                      "rotates itself" if rotates else "does NOT rotate"))
+    return found
+
+
+def require_root(ctx, command):
+    if ctx.euid != 0:
+        raise UserError("%s must run as root: run it with sudo" % command)
+
+
+def day_two_context(args, command):
+    """The context of a day-two command, as root, with the node named as
+    the install named it (the static pods carry that name)."""
+    ctx = InstallContext(args, "master")
+    require_root(ctx, command)
+    recorded = ctx.host.state().get("node")
+    if recorded and NODE_NAME_RE.match(str(recorded)):
+        ctx.node_name = recorded
+    return ctx
+
+
+def certificate_rows(certs):
+    """Table rows and the fewest days left of any certificate."""
+    rows = [("CERTIFICATE", "EXPIRES", "DAYS LEFT", "NOTE")]
+    fewest = None
+    for name, path, expires, note in certs:
+        if expires is None:
+            rows.append((name, "unreadable", "-", note or path))
+            continue
+        days = (expires - now()) / 86400.0
+        fewest = days if fewest is None else min(fewest, days)
+        rows.append((name, _utc(expires), "%d" % days, note))
+    return rows, fewest
+
+
+def cmd_certs_check(args):
+    ctx = day_two_context(args, "certs check")
+    certs = cluster_certificates(ctx.host)
+    if not certs:
+        raise UserError("no kubeadm certificates on this host (nothing in %s "
+                        "or /etc/kubernetes/*.conf): run certs check on a "
+                        "cluster node" % PKI_DIR)
+    rows, fewest = certificate_rows(certs)
+    print(format_table(rows))
+    unreadable = [name for name, _, expires, _ in certs if expires is None]
+    if unreadable:
+        log.error("error: cannot read the expiry of %s: look at the file"
+                  % ", ".join(unreadable))
+        return 1
+    if fewest < CERT_FAIL_DAYS:
+        log.error("error: a certificate expires in %d days (below %d): run "
+                  "`k8s_offline.py certs renew` now" % (fewest, CERT_FAIL_DAYS))
+        return 1
+    if fewest < CERT_WARN_DAYS:
+        log.warning("warning: a certificate expires in %d days (below %d): "
+                    "run `k8s_offline.py certs renew`" % (fewest,
+                                                          CERT_WARN_DAYS))
+    return 0
+
+
+def cmd_certs_usage(args):
+    raise UserError("certs needs an action: `certs check` or `certs renew`")
+
+
+def installed_kubeadm_version(ctx):
+    """The version of the kubeadm on this host (vX.Y.Z)."""
+    if not ctx.host.which("kubeadm"):
+        raise UserError("kubeadm is not installed on this host: install the "
+                        "cluster's version first (k8s_offline.py master runs "
+                        "its install phase)")
+    result = ctx.runner.run(["kubeadm", "version", "-o", "short"],
+                            change=False, check=False)
+    text = result.stdout.strip()
+    if not result.ok or not re.match(r"^v\d+\.\d+\.\d+$", text):
+        raise UserError("cannot tell the version of kubeadm (%s): is the "
+                        "kubeadm in %s whole?" % (
+                            last_line(result.output()) or "no output",
+                            ctx.host.which("kubeadm")))
+    return text
+
+
+def cert_renew_command(kubeadm_version):
+    """kubeadm's renewal: under `alpha` up to 1.19, its own command from 1.20."""
+    _, minor, _ = parse_version(kubeadm_version)
+    if minor >= 20:
+        return ["kubeadm", "certs", "renew", "all"]
+    return ["kubeadm", "alpha", "certs", "renew", "all"]
+
+
+def utc_stamp():
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now()))
+
+
+def host_files_under(host, folder):
+    """Host paths of the regular files under folder, sorted."""
+    found = []
+    for name in host.listdir(folder):
+        path = folder + "/" + name
+        full = host.path(path)
+        if os.path.isdir(full) and not os.path.islink(full):
+            found.extend(host_files_under(host, path))
+        elif os.path.isfile(full) and not os.path.islink(full):
+            found.append(path)
+    return found
+
+
+class _HashingWriter(object):
+    """A file object that hashes what passes through it."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.digest = hashlib.sha256()
+
+    def write(self, data):
+        self.digest.update(data)
+        return self.handle.write(data)
+
+    def flush(self):
+        self.handle.flush()
+
+
+def write_private_tar(host, path, members, compress=True):
+    """Write members [(name, bytes or host path)] as one tar file with mode
+    0600 from the start (it holds private keys); return its sha256.
+
+    Written under a partial name and renamed, so a failure leaves no file
+    under the final name."""
+    full = host.path(path)
+    partial = "%s.partial-%d" % (full, os.getpid())
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            writer = _HashingWriter(raw)
+            gz = gzip.GzipFile(fileobj=writer, mode="wb", mtime=0) \
+                if compress else None
+            with tarfile.open(fileobj=gz or writer, mode="w",
+                              format=tarfile.PAX_FORMAT) as tar:
+                for name, source in members:
+                    info = tarfile.TarInfo(name)
+                    info.mode = 0o600
+                    info.mtime = int(now())
+                    if isinstance(source, bytes):
+                        info.size = len(source)
+                        tar.addfile(info, io.BytesIO(source))
+                        continue
+                    with open(host.path(source), "rb") as handle:
+                        info.size = os.fstat(handle.fileno()).st_size
+                        tar.addfile(info, handle)
+            if gz is not None:
+                gz.close()
+        os.chmod(partial, 0o600)
+        os.rename(partial, full)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+    return writer.digest.hexdigest()
+
+
+def move_file(ctx, source, target):
+    if ctx.dry_run:
+        log.info("  would move %s to %s", source, target)
+        return
+    os.rename(ctx.host.path(source), ctx.host.path(target))
+    log.info("  moved %s to %s", source, target)
+
+
+def static_pod_container(ctx, component):
+    """(containerID, ready) of the static pod's container, from the API."""
+    name = "%s-%s" % (component, node_name(ctx))
+    pod, _ = _kubectl_json(ctx, ["-n", "kube-system", "get", "pod", name])
+    if pod is None or pod.get("status", {}).get("phase") != "Running":
+        return None, False
+    for status in pod["status"].get("containerStatuses", []):
+        if status.get("name") == component:
+            return status.get("containerID"), bool(status.get("ready"))
+    return None, False
+
+
+def container_running(ctx, container_id):
+    """Whether the runtime still runs a container (docker://ID or
+    containerd://ID as the API names it)."""
+    runtime, _, cid = (container_id or "").partition("://")
+    if not cid:
+        return False
+    if runtime == "docker":
+        result = ctx.runner.run(["docker", "inspect", "--format",
+                                 "{{.State.Running}}", cid], change=False,
+                                check=False)
+        return result.ok and result.stdout.strip() == "true"
+    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address, "-n",
+                             "k8s.io", "tasks", "ls"], change=False,
+                            check=False)
+    return any(line.split()[:1] == [cid] and "RUNNING" in line
+               for line in result.stdout.splitlines())
+
+
+def wait_until(ctx, check, what, timeout):
+    """Poll check() every WAIT_INTERVAL seconds until true; UserError after
+    timeout seconds."""
+    deadline = now() + timeout
+    while not check():
+        if now() >= deadline:
+            raise UserError("%s did not happen within %d s: look at "
+                            "`journalctl -u kubelet`" % (what, timeout))
+        sleep(WAIT_INTERVAL)
+
+
+def restart_static_pod(ctx, component):
+    """Move the pod's manifest out, wait until the kubelet has stopped it,
+    move it back and wait until a new container is Running and ready (the
+    restart kubeadm's certificate docs describe)."""
+    manifest = "%s/%s.yaml" % (MANIFEST_DIR, component)
+    if not ctx.host.exists(manifest):
+        log.info("  %s: no static pod manifest here", component)
+        return
+    held = "%s/%s.yaml" % (DAYTWO_DIR, component)
+    old, _ = (None, False) if ctx.dry_run else \
+        static_pod_container(ctx, component)
+    move_file(ctx, manifest, held)
+    if ctx.dry_run:
+        log.info("  would wait until the kubelet stops %s, then move it back "
+                 "and wait until it is Running again", component)
+        move_file(ctx, held, manifest)
+        return
+    try:
+        wait_until(ctx, lambda: not container_running(ctx, old),
+                   "the kubelet stopping %s" % component, RESTART_TIMEOUT)
+    finally:
+        move_file(ctx, held, manifest)
+
+    def restarted():
+        cid, ready = static_pod_container(ctx, component)
+        return ready and cid and cid != old
+    wait_until(ctx, restarted, "%s Running again" % component,
+               RESTART_TIMEOUT)
+    log.info("  %s is Running again", component)
+
+
+def kubeconfig_copies(ctx, admin):
+    """[(path, uid, gid)] of the admin.conf copies this tool made: the ones
+    its state lists and root's and the sudo user's when they hold admin."""
+    copies = []
+    for path in ctx.host.state().get("kubeconfigs") or []:
+        full = ctx.host.path(path)
+        if os.path.isfile(full):
+            st = os.stat(full)
+            copies.append((path, st.st_uid, st.st_gid))
+    for path, uid, gid in kubeconfig_targets(ctx):
+        if path not in [c[0] for c in copies] and admin is not None and \
+                ctx.host.read_bytes(path) == admin:
+            copies.append((path, uid, gid))
+    return copies
+
+
+def cmd_certs_renew(args):
+    ctx = day_two_context(args, "certs renew")
+    require_master(ctx, "certs renew")
+    host = ctx.host
+    if not host.exists(MANIFEST_DIR + "/kube-apiserver.yaml"):
+        raise UserError("this host runs no control plane (no %s/kube-apiserver"
+                        ".yaml): run certs renew on each master" % MANIFEST_DIR)
+    command = cert_renew_command(installed_kubeadm_version(ctx))
+    old_admin = host.read_bytes(ADMIN_CONF)
+    copies = kubeconfig_copies(ctx, old_admin)
+    saved = host_files_under(host, PKI_DIR) + [
+        "/etc/kubernetes/" + name for name in KUBEADM_KUBECONFIGS
+        if host.exists("/etc/kubernetes/" + name)]
+    backup = "%s/certs-before-renew-%s.tar.gz" % (DAYTWO_DIR, utc_stamp())
+    log.info("[backup] the old PKI and kubeconfigs (%d files) to %s, mode "
+             "0600", len(saved), backup)
+    if ctx.dry_run:
+        log.info("  would write %s", backup)
+    else:
+        host.makedirs(DAYTWO_DIR, 0o700)
+        write_private_tar(host, backup, [(path.lstrip("/"), path)
+                                         for path in saved])
+    log.info("[renew] %s", " ".join(command))
+    ctx.runner.run(command, timeout=300, what="kubeadm certs renew")
+    log.info("[restart] the control-plane static pods, one at a time")
+    host.makedirs(DAYTWO_DIR, 0o700)
+    for component in CONTROL_PLANE_PODS:
+        restart_static_pod(ctx, component)
+    log.info("[kubeconfig] the admin.conf copies")
+    new_admin = host.read_bytes(ADMIN_CONF)
+    for path, uid, gid in copies:
+        if ctx.dry_run or new_admin is None:
+            log.info("  would copy %s to %s", ADMIN_CONF, path)
+            continue
+        host.write(path, new_admin, 0o600, owner=(uid, gid))
+        log.info("  kubeconfig %s refreshed", path)
+    if ctx.dry_run:
+        log.info("dry run: nothing was changed")
+        return 0
+    rows, fewest = certificate_rows(cluster_certificates(host))
+    print(format_table(rows))
+    print("renewed; the old certificates are in %s" % backup)
+    return 0
+
+
+# -- day two: etcd backup and restore ----------------------------------------
+
+BACKUP_FORMAT = 1
+BACKUP_JSON = "backup.json"
+BACKUP_DIR = "/var/backups/k8s-offline"
+ETCD_MANIFEST = MANIFEST_DIR + "/etcd.yaml"
+ETCD_DATA_DIR = "/var/lib/etcd"
+ETCD_PKI = PKI_DIR + "/etcd"
+SNAPSHOT_NAME = "etcd/snapshot.db"
+BACKUP_MEMBER_RE = re.compile(r"^(backup\.json|etcd/snapshot\.db|"
+                              r"kubeadm/(kubeadm-init\.json|state\.json|"
+                              r"kubeadm-config\.yaml)|"
+                              r"pki/([A-Za-z0-9._-]+/)?[A-Za-z0-9._-]+)$")
+SHA256_RE = re.compile(r"^[a-f0-9]{64}$")
+ETCD_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
+
+
+def etcd_manifest_facts(text):
+    """{image, name, peer_url} of kubeadm's etcd static pod manifest."""
+    facts = {}
+    match = re.search(r"^\s*\"?image\"?\s*:\s*\"?([^\s\"]+)", text or "", re.M)
+    if match:
+        facts["image"] = match.group(1)
+    for key, flag in (("name", "name"),
+                      ("peer_url", "initial-advertise-peer-urls")):
+        match = re.search(r"--%s=([^\s\"',]+)" % flag, text or "")
+        if match:
+            facts[key] = match.group(1)
+    return facts
+
+
+def day_two_runtime(ctx):
+    """The runtime the cluster uses: the one the install recorded, else
+    --cri."""
+    return ctx.host.state().get("cri") or ctx.cri
+
+
+def image_present(ctx, runtime, image):
+    if runtime == "containerd":
+        return _normalize_image_name(image) in containerd_images(ctx)
+    return docker_image_id(ctx.runner, image) is not None
+
+
+def require_etcd_image(ctx, runtime, image):
+    if not image_present(ctx, runtime, image):
+        raise UserError("the etcd image %s is not in %s on this host: load "
+                        "the bundle's images first (k8s_offline.py master "
+                        "--skip-phases init,kubeconfig,network,wait,join-file "
+                        "does only that and the host setup)" % (image, runtime))
+
+
+def etcdctl_argv(ctx, runtime, image, mounts, argv):
+    """A one-off container of the cluster's etcd image running etcdctl (API
+    v3) on the host network with mounts [(host path, container path, rw)]."""
+    if runtime == "containerd":
+        run = ["ctr", "--address", ctx.containerd_address, "-n", "k8s.io",
+               "run", "--rm", "--net-host", "--env", "ETCDCTL_API=3"]
+        for source, target, writable in mounts:
+            run += ["--mount", "type=bind,src=%s,dst=%s,options=rbind:%s" % (
+                ctx.host.path(source), target, "rw" if writable else "ro")]
+        return run + [image, "k8s-offline-etcdctl-%d" % os.getpid(),
+                      "etcdctl"] + argv
+    run = ["docker", "run", "--rm", "--network", "host", "-e", "ETCDCTL_API=3",
+           "--entrypoint", "etcdctl"]
+    for source, target, writable in mounts:
+        run += ["-v", "%s:%s%s" % (ctx.host.path(source), target,
+                                   "" if writable else ":ro")]
+    return run + [image] + argv
+
+
+def kubeadm_config_for_backup(ctx):
+    """(name, bytes) of the kubeadm config to keep: the one this tool wrote,
+    else the cluster's ClusterConfiguration from the kubeadm-config map."""
+    data = ctx.host.read_bytes(INIT_CONFIG)
+    if data is not None:
+        return "kubeadm/kubeadm-init.json", data
+    cm, error = _kubectl_json(ctx, ["-n", "kube-system", "get", "configmap",
+                                    "kubeadm-config"])
+    text = ((cm or {}).get("data") or {}).get("ClusterConfiguration")
+    if not text:
+        raise UserError("cannot find the kubeadm config (no %s, and the "
+                        "kubeadm-config map: %s): is the API server up?"
+                        % (INIT_CONFIG, error or "no ClusterConfiguration"))
+    return "kubeadm/kubeadm-config.yaml", text.encode("utf-8")
+
+
+def cmd_backup(args):
+    ctx = day_two_context(args, "backup")
+    require_master(ctx, "backup")
+    host = ctx.host
+    facts = etcd_manifest_facts(host.read(ETCD_MANIFEST, ""))
+    if "image" not in facts:
+        raise UserError("this host runs no local etcd (no image in %s): run "
+                        "backup on a master of a kubeadm cluster"
+                        % ETCD_MANIFEST)
+    runtime = day_two_runtime(ctx)
+    require_etcd_image(ctx, runtime, facts["image"])
+    version = installed_kubeadm_version(ctx)
+    ca = host.read_bytes(PKI_DIR + "/ca.crt")
+    if ca is None:
+        raise UserError("%s/ca.crt is missing: this master's PKI is not whole"
+                        % PKI_DIR)
+    output = args.output or "%s/k8s-offline-backup-%s-%s.tar.gz" % (
+        BACKUP_DIR, node_name(ctx), utc_stamp())
+    if not output.endswith((".tar", ".tar.gz")):
+        raise UserError("bad --output %s: the name must end in .tar.gz" %
+                        output)
+    config_name, config = kubeadm_config_for_backup(ctx)
+    pki = host_files_under(host, PKI_DIR)
+    work = "%s/backup-%d" % (DAYTWO_DIR, os.getpid())
+    snapshot_argv = etcdctl_argv(ctx, runtime, facts["image"], [
+        (ETCD_PKI, ETCD_PKI, False), (work, "/backup", True)], [
+        "--endpoints", "https://127.0.0.1:2379",
+        "--cacert", ETCD_PKI + "/ca.crt",
+        "--cert", ETCD_PKI + "/healthcheck-client.crt",
+        "--key", ETCD_PKI + "/healthcheck-client.key",
+        "snapshot", "save", "/backup/snapshot.db"])
+    if ctx.dry_run:
+        log.info("  would take an etcd snapshot with the etcdctl of %s:",
+                 facts["image"])
+        ctx.runner.run(snapshot_argv)
+        log.info("  would write %s (mode 0600): the snapshot, %d files of %s "
+                 "and %s, and %s.sha256", output, len(pki), PKI_DIR,
+                 config_name, output)
+        log.info("dry run: nothing was changed")
+        return 0
+    host.makedirs(DAYTWO_DIR, 0o700)
+    host.makedirs(work, 0o700)
+    try:
+        log.info("  etcd snapshot with the etcdctl of %s", facts["image"])
+        ctx.runner.run(snapshot_argv, timeout=600, what="etcdctl snapshot save")
+        snapshot = work + "/snapshot.db"
+        if not os.path.isfile(host.path(snapshot)):
+            raise UserError("etcdctl wrote no snapshot: see %s" % INSTALL_LOG)
+        members = [(SNAPSHOT_NAME, snapshot), (config_name, config)]
+        members += [("pki/" + path[len(PKI_DIR) + 1:], path) for path in pki]
+        state = host.read_bytes(STATE_FILE)
+        if state is not None:
+            members.append(("kubeadm/state.json", state))
+        files = {}
+        for name, source in members:
+            files[name] = sha256_bytes(source) if isinstance(source, bytes) \
+                else sha256_file(host.path(source))
+        meta = {"format": BACKUP_FORMAT, "tool_version": TOOL_VERSION,
+                "kubernetes_version": version, "created": int(now()),
+                "node": node_name(ctx), "runtime": runtime,
+                "etcd": facts, "cluster_ca_sha256": sha256_bytes(ca),
+                "files": files}
+        host.makedirs(os.path.dirname(output), 0o700)
+        digest = write_private_tar(host, output, [
+            (BACKUP_JSON, canonical_json(meta))] + members)
+        host.write(output + ".sha256", "%s  %s\n" % (
+            digest, os.path.basename(output)), 0o600)
+    finally:
+        host.remove(work)
+    print("backup %s" % output)
+    print("sha256 %s (also in %s.sha256)" % (digest, output))
+    return 0
+
+
+def expected_backup_sha256(path, given):
+    """The sha256 the backup must have: --sha256, else the .sha256 beside."""
+    if given:
+        value = given.strip().lower()
+        if not SHA256_RE.match(value):
+            raise UserError("bad --sha256 %r: give the 64 hex digits backup "
+                            "printed" % given)
+        return value
+    try:
+        with open(path + ".sha256") as handle:
+            value = handle.read().split()[:1]
+    except (IOError, OSError):
+        raise UserError("no %s.sha256 beside the backup: copy it too, or give "
+                        "--sha256 with the value backup printed" % path)
+    if not value or not SHA256_RE.match(value[0].lower()):
+        raise UserError("%s.sha256 holds no sha256: copy it again from the "
+                        "master, or give --sha256" % path)
+    return value[0].lower()
+
+
+class BackupArchive(object):
+    """A backup file, checked: sha256 of the whole file first, then every
+    member against backup.json.  The file is read once, into a private copy
+    that is hashed on the way, and only that copy is used afterwards."""
+
+    def __init__(self, path, expected):
+        self.folder = tempfile.mkdtemp(prefix="k8s-offline-restore-")
+        try:
+            self._load(path, expected)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, path, expected):
+        copy = os.path.join(self.folder, "backup.tar.gz")
+        digest = hashlib.sha256()
+        with open(path, "rb") as source, open(copy, "wb") as target:
+            for block in iter(lambda: source.read(1 << 20), b""):
+                digest.update(block)
+                target.write(block)
+        if digest.hexdigest() != expected:
+            raise UserError("%s is damaged: its sha256 is %s, not %s; nothing "
+                            "was changed, copy the backup again"
+                            % (path, digest.hexdigest(), expected))
+        self.files = {}
+        try:
+            with tarfile.open(copy, "r:*") as tar:
+                for member in tar:
+                    if not member.isfile() or not BACKUP_MEMBER_RE.match(
+                            member.name) or member.name in self.files or \
+                            set(member.name.split("/")) & set([".", ".."]):
+                        raise UserError("%s holds an unexpected entry %r: it "
+                                        "is not a backup of this tool"
+                                        % (path, member.name))
+                    out = os.path.join(self.folder, "m%d" % len(self.files))
+                    member_digest = hashlib.sha256()
+                    with tar.extractfile(member) as data, \
+                            open(out, "wb") as handle:
+                        for block in iter(lambda: data.read(1 << 20), b""):
+                            member_digest.update(block)
+                            handle.write(block)
+                    self.files[member.name] = (out, member_digest.hexdigest())
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            if isinstance(exc, UserError):
+                raise
+            raise UserError("%s is not a readable backup (%s)" % (path, exc))
+        if BACKUP_JSON not in self.files:
+            raise UserError("%s has no %s: it is not a backup of this tool"
+                            % (path, BACKUP_JSON))
+        try:
+            with open(self.files[BACKUP_JSON][0], "rb") as handle:
+                self.meta = json.loads(handle.read().decode("utf-8"))
+        except ValueError:
+            raise UserError("%s has an unreadable %s" % (path, BACKUP_JSON))
+        meta = self.meta
+        if not isinstance(meta, dict) or meta.get("format") != BACKUP_FORMAT:
+            raise UserError("%s is a backup format this tool does not know: "
+                            "restore it with the k8s_offline.py that made it"
+                            % path)
+        listed = meta.get("files")
+        if not isinstance(listed, dict) or set(listed) != \
+                set(self.files) - set([BACKUP_JSON]):
+            raise UserError("%s: its files do not match its %s" % (
+                path, BACKUP_JSON))
+        for name, wanted in sorted(listed.items()):
+            if self.files[name][1] != wanted:
+                raise UserError("%s: %s does not match its sha256 in %s"
+                                % (path, name, BACKUP_JSON))
+        etcd = meta.get("etcd") or {}
+        if not isinstance(meta.get("kubernetes_version"), str) or \
+                not re.match(r"^v\d+\.\d+\.\d+$", meta["kubernetes_version"]):
+            raise UserError("%s: bad kubernetes_version in %s" % (
+                path, BACKUP_JSON))
+        for key in ("image", "name", "peer_url"):
+            if not isinstance(etcd.get(key), str):
+                raise UserError("%s: %s has no etcd %s" % (path, BACKUP_JSON,
+                                                           key))
+        try:
+            parse_image_ref(etcd["image"])
+        except UserError:
+            raise UserError("%s: bad etcd image %r" % (path, etcd["image"]))
+        if not ETCD_NAME_RE.match(etcd["name"]) or not re.match(
+                r"^https://[A-Za-z0-9.:\[\]-]+:\d+$", etcd["peer_url"]):
+            raise UserError("%s: bad etcd name or peer URL in %s" % (
+                path, BACKUP_JSON))
+        if SNAPSHOT_NAME not in self.files or "pki/ca.crt" not in self.files:
+            raise UserError("%s lacks the etcd snapshot or the cluster CA"
+                            % path)
+
+    def data(self, name):
+        with open(self.files[name][0], "rb") as handle:
+            return handle.read()
+
+    def config_name(self):
+        for name in ("kubeadm/kubeadm-init.json", "kubeadm/kubeadm-config.yaml"):
+            if name in self.files:
+                return name
+        raise UserError("the backup holds no kubeadm config")
+
+    def close(self):
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def restore_refusal(ctx, archive):
+    """A reason this host cannot take the backup, or None."""
+    host = ctx.host
+    running = existing_cluster_files(host)
+    if running and not ctx.args.replace:
+        return ("this host still runs a control plane (%s): restore only on "
+                "a reset or fresh master, or add --replace to reset it first"
+                % ", ".join(running))
+    ca = host.read_bytes(PKI_DIR + "/ca.crt")
+    if ca is not None and sha256_bytes(ca) != \
+            archive.meta.get("cluster_ca_sha256") and not ctx.args.replace:
+        return ("this host holds the CA of another cluster (%s/ca.crt differs "
+                "from the backup's): run reset first, or add --replace"
+                % PKI_DIR)
+    return None
+
+
+def cmd_restore(args):
+    ctx = day_two_context(args, "restore")
+    if args.wait_timeout <= 0:
+        raise UserError("--wait-timeout must be a positive number of seconds")
+    if not os.path.isfile(args.file):
+        raise UserError("no backup file %s: give the .tar.gz backup wrote"
+                        % args.file)
+    expected = expected_backup_sha256(args.file, args.sha256)
+    archive = BackupArchive(args.file, expected)
+    try:
+        return restore_from(ctx, archive)
+    finally:
+        archive.close()
+
+
+def restore_from(ctx, archive):
+    host, meta = ctx.host, archive.meta
+    version = installed_kubeadm_version(ctx)
+    if parse_version(version)[:2] != parse_version(
+            meta["kubernetes_version"])[:2]:
+        raise UserError("the backup is of Kubernetes %s but this host's "
+                        "kubeadm is %s: restore with the same minor version"
+                        % (meta["kubernetes_version"], version))
+    refusal = restore_refusal(ctx, archive)
+    if refusal:
+        raise UserError(refusal)
+    runtime = day_two_runtime(ctx)
+    etcd = meta["etcd"]
+    if isinstance(meta.get("node"), str) and NODE_NAME_RE.match(meta["node"]):
+        ctx.node_name = meta["node"]
+    require_etcd_image(ctx, runtime, etcd["image"])
+    log.info("  backup of %s made %s on %s (Kubernetes %s), every file checked",
+             meta.get("node"), _utc(meta.get("created") or 0), etcd["name"],
+             meta["kubernetes_version"])
+    if existing_cluster_files(host):
+        log.info("[replace] kubeadm reset -f, as --replace asks")
+        ctx.runner.run(["kubeadm", "reset", "-f"], timeout=600,
+                       what="kubeadm reset")
+        host.remove(ETCD_DATA_DIR)
+    log.info("[pki] %s from the backup", PKI_DIR)
+    for name in sorted(archive.files):
+        if name.startswith("pki/"):
+            target = PKI_DIR + "/" + name[4:]
+            host.makedirs(os.path.dirname(target), 0o755)
+            host.write(target, archive.data(name),
+                       0o600 if name.endswith(".key") else 0o644)
+    log.info("[config] the kubeadm config and this tool's state")
+    host.makedirs(STATE_DIR, 0o700)
+    config = INIT_CONFIG if archive.config_name().endswith(".json") else \
+        STATE_DIR + "/kubeadm-config.yaml"
+    host.write(config, archive.data(archive.config_name()), 0o600)
+    if "kubeadm/state.json" in archive.files:
+        host.write(STATE_FILE, archive.data("kubeadm/state.json"), 0o600)
+    log.info("[etcd] restore the snapshot into %s", ETCD_DATA_DIR)
+    work = "%s/restore-%d" % (DAYTWO_DIR, os.getpid())
+    host.makedirs(DAYTWO_DIR, 0o700)
+    host.makedirs(work, 0o700)
+    try:
+        if not ctx.dry_run:
+            shutil.copyfile(archive.files[SNAPSHOT_NAME][0],
+                            host.path(work + "/snapshot.db"))
+        ctx.runner.run(etcdctl_argv(ctx, runtime, etcd["image"], [
+            (work, "/restore", True)], [
+            "snapshot", "restore", "/restore/snapshot.db",
+            "--data-dir", "/restore/etcd", "--name", etcd["name"],
+            "--initial-cluster", "%s=%s" % (etcd["name"], etcd["peer_url"]),
+            "--initial-advertise-peer-urls", etcd["peer_url"]]),
+            timeout=600, what="etcdctl snapshot restore")
+        host.makedirs(ETCD_DATA_DIR, 0o700)
+        move_file(ctx, work + "/etcd/member", ETCD_DATA_DIR + "/member")
+    finally:
+        host.remove(work)
+    log.info("[init] kubeadm init with the restored PKI, config and etcd data")
+    argv = ["kubeadm", "init", "--config", config, "--ignore-preflight-errors",
+            ",".join(["DirAvailable--var-lib-etcd"] + [
+                part for part in (getattr(ctx.args, "ignore_preflight_errors",
+                                          None) or "").split(",") if part])]
+    host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
+    result = ctx.runner.run(argv, timeout=1800, check=False,
+                            tee=host.path(KUBEADM_INIT_LOG))
+    if not result.ok:
+        raise UserError("kubeadm init failed (exit %d): %s: the full output is "
+                        "in %s" % (result.returncode, last_line(
+                            result.output()) or "no output", KUBEADM_INIT_LOG))
+    host.save_state(role="master", init="done", cri=runtime)
+    log.info("[kubeconfig] admin.conf for root and the sudo user")
+    phase_kubeconfig(ctx)
+    log.info("[wait] the node and the kube-system pods")
+    phase_wait(ctx)
+    if ctx.dry_run:
+        log.info("dry run: nothing was changed")
+    else:
+        print("restored %s: the cluster's objects of %s are back" % (
+            ctx.args.file, _utc(meta.get("created") or 0)))
+    return 0
+
+
+
 # ===========================================================================
 # Command line
 # ===========================================================================
@@ -5072,6 +5892,11 @@ def _node_options(parser):
     parser.add_argument("--apiserver-advertise-address", metavar="IP",
                         help="this node's API server address (default: the "
                         "default route's address)")
+    _wait_options(parser)
+
+
+def _wait_options(parser):
+    """--wait-timeout and --no-wait: how long to wait for a Ready node."""
     parser.add_argument("--wait-timeout", type=int,
                         default=DEFAULT_WAIT_TIMEOUT, metavar="SECONDS",
                         help="how long to wait for the node to be Ready "
@@ -5147,6 +5972,45 @@ def add_install_commands(sub):
     remove.set_defaults(func=cmd_remove_node)
 
 
+def add_day_two_commands(sub):
+    """certs check, certs renew, backup, restore: day two on a master."""
+    certs = sub.add_parser("certs", help="on a node: certificate expiry "
+                           "(check) and renewal (renew)")
+    certs_sub = certs.add_subparsers(dest="certs_command", metavar="ACTION")
+    check = certs_sub.add_parser("check", help="every kubeadm certificate "
+                                 "with its expiry; exit 1 below %d days"
+                                 % CERT_FAIL_DAYS)
+    _install_options(check, bundle=False, cri=False)
+    check.set_defaults(func=cmd_certs_check)
+    certs.set_defaults(func=cmd_certs_usage)
+    renew = certs_sub.add_parser("renew", help="on a master: renew with "
+                                 "kubeadm, restart the control plane, "
+                                 "refresh admin.conf copies")
+    _install_options(renew, bundle=False)
+    renew.set_defaults(func=cmd_certs_renew)
+
+    backup = sub.add_parser("backup", help="on a master: etcd snapshot, PKI "
+                            "and kubeadm config in one 0600 file")
+    _install_options(backup, bundle=False)
+    backup.add_argument("--output", metavar="FILE", help="default %s/"
+                        "k8s-offline-backup-NODE-TIME.tar.gz" % BACKUP_DIR)
+    backup.set_defaults(func=cmd_backup)
+
+    restore = sub.add_parser("restore", help="on a reset or fresh master: "
+                             "bring a cluster back from a backup")
+    restore.add_argument("file", metavar="FILE", help="the backup .tar.gz")
+    _install_options(restore, bundle=False)
+    restore.add_argument("--sha256", metavar="HEX", help="the sha256 backup "
+                         "printed (default: from FILE.sha256)")
+    restore.add_argument("--replace", "--force", dest="replace",
+                         action="store_true", help="reset a control plane "
+                         "still on this host first")
+    restore.add_argument("--ignore-preflight-errors", metavar="LIST",
+                         help="passed to kubeadm init")
+    _wait_options(restore)
+    restore.set_defaults(func=cmd_restore)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad command line in one line, exit status 2."""
 
@@ -5171,6 +6035,7 @@ def build_parser():
     verify.add_argument("--no-progress", action="store_true")
     verify.set_defaults(func=cmd_verify)
     add_install_commands(sub)
+    add_day_two_commands(sub)
     return parser
 
 

@@ -1,0 +1,725 @@
+"""Day two: certs check / certs renew / backup / restore.
+
+Certificates are real (made with openssl here) and read back with the
+tool's own DER reader; commands go through the recording FakeRunner of the
+install tests with --root, plus the answers the day-two commands ask for.
+"""
+
+import base64
+import hashlib
+import io
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+import time
+
+import pytest
+
+from install_support import (FakeRunner, HOST_IP, install_fake, ko,
+                             make_root, snapshot, write)
+
+OPENSSL = shutil.which("openssl")
+pytestmark = pytest.mark.skipif(OPENSSL is None, reason="needs openssl")
+
+ETCD_IMAGE = "k8s.gcr.io/etcd:3.3.15-0"
+ETCD_MANIFEST = """apiVersion: v1
+kind: Pod
+metadata:
+  name: etcd
+  namespace: kube-system
+spec:
+  containers:
+  - command:
+    - etcd
+    - --name=node-a
+    - --initial-advertise-peer-urls=https://%s:2380
+    - --data-dir=/var/lib/etcd
+    image: %s
+    name: etcd
+""" % (HOST_IP, ETCD_IMAGE)
+COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler",
+              "etcd")
+
+
+# -- real certificates -------------------------------------------------------
+
+def openssl(*argv):
+    subprocess.run([OPENSSL] + list(argv), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def make_cert(folder, name, days, ca=None, cn=None):
+    """A real EC key and certificate valid for days (signed by ca, a
+    (crt, key) pair, or self-signed); returns (crt path, key path)."""
+    crt, key = os.path.join(folder, name + ".crt"), \
+        os.path.join(folder, name + ".key")
+    if not os.path.isdir(folder):
+        os.makedirs(folder)
+    subject = "/CN=%s" % (cn or name)
+    if ca is None:
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt",
+                "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
+                "-out", crt, "-days", str(days), "-subj", subject)
+        return crt, key
+    csr = crt + ".csr"
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt",
+            "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
+            "-out", csr, "-subj", subject)
+    openssl("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1],
+            "-CAcreateserial", "-out", crt, "-days", str(days))
+    os.unlink(csr)
+    return crt, key
+
+
+def openssl_enddate(crt):
+    out = subprocess.run([OPENSSL, "x509", "-enddate", "-noout", "-in", crt],
+                         check=True, stdout=subprocess.PIPE,
+                         universal_newlines=True).stdout
+    text = out.strip().split("=", 1)[1]
+    return ko.calendar.timegm(time.strptime(text, "%b %d %H:%M:%S %Y GMT"))
+
+
+def kubeconfig(crt):
+    with open(crt, "rb") as handle:
+        data = base64.b64encode(handle.read()).decode()
+    return ("apiVersion: v1\nkind: Config\nusers:\n- name: u\n  user:\n"
+            "    client-certificate-data: %s\n    client-key-data: S0VZ\n"
+            % data)
+
+
+def make_pki(root, days=365, ca_days=3650):
+    """A kubeadm-shaped PKI under root: CAs, leaf certificates, kubeconfigs
+    with embedded client certificates, the kubelet's rotating cert."""
+    pki = os.path.join(root, "etc/kubernetes/pki")
+    ca = make_cert(pki, "ca", ca_days, cn="kubernetes")
+    make_cert(pki, "apiserver", days, ca)
+    make_cert(pki, "apiserver-kubelet-client", days, ca)
+    make_cert(pki, "front-proxy-ca", ca_days)
+    etcd_ca = make_cert(pki + "/etcd", "ca", ca_days, cn="etcd-ca")
+    for name in ("server", "peer", "healthcheck-client"):
+        make_cert(pki + "/etcd", name, days, etcd_ca)
+    clients = os.path.join(root, "tmp-clients")
+    for conf in ("admin", "controller-manager", "scheduler"):
+        crt, _ = make_cert(clients, conf, days, ca)
+        write(root, "/etc/kubernetes/%s.conf" % conf, kubeconfig(crt), 0o600)
+    crt, key = make_cert(clients, "kubelet", days, ca)
+    with open(crt) as c, open(key) as k:
+        write(root, ko.KUBELET_CLIENT_CERT, c.read() + k.read(), 0o600)
+    write(root, "/etc/kubernetes/kubelet.conf",
+          "apiVersion: v1\nkind: Config\nusers:\n- name: default-auth\n  user:"
+          "\n    client-certificate: %s\n    client-key: %s\n"
+          % (ko.KUBELET_CLIENT_CERT, ko.KUBELET_CLIENT_CERT), 0o600)
+    write(root, ko.KUBELET_CONFIG, "apiVersion: kubelet.config.k8s.io/v1beta1"
+          "\nkind: KubeletConfiguration\nrotateCertificates: true\n")
+    shutil.rmtree(clients)
+    return pki
+
+
+def make_master(root, days=365):
+    make_root(root)
+    make_pki(root, days)
+    for component in COMPONENTS:
+        text = ETCD_MANIFEST if component == "etcd" else \
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\n" % component
+        write(root, "%s/%s.yaml" % (ko.MANIFEST_DIR, component), text, 0o600)
+    write(root, "/usr/bin/kubeadm", "#!/bin/sh\n", 0o755)
+    write(root, ko.INIT_CONFIG, '{"kind": "InitConfiguration"}\n', 0o600)
+    write(root, ko.STATE_FILE, json.dumps({
+        "role": "master", "init": "done", "cri": "docker", "node": "node-a",
+        "kubernetes_version": "v1.16.0",
+        "kubeconfigs": ["/root/.kube/config"]}), 0o600)
+    with open(os.path.join(root, "etc/kubernetes/admin.conf"), "rb") as h:
+        write(root, "/root/.kube/config", h.read().decode(), 0o600)
+    os.makedirs(os.path.join(root, "var/lib/etcd/member/snap"))
+    write(root, "/var/lib/etcd/member/snap/db", "live etcd data")
+    return root
+
+
+# -- the runner's day-two answers --------------------------------------------
+
+class DayTwoRunner(FakeRunner):
+    """FakeRunner plus kubeadm version, certs renew, static pods that the
+    kubelet restarts when their manifest leaves and comes back, and etcdctl
+    run through `docker run`."""
+
+    def __init__(self, root, cluster=None):
+        super(DayTwoRunner, self).__init__(root, cluster)
+        self.kubeadm_version = "v1.16.0"
+        self.generation = dict((c, 1) for c in COMPONENTS)
+        self.stopped = set()
+        self.renewed = False
+        self.snapshot_bytes = b"etcd snapshot bytes " * 100
+        self.cluster.docker_images[ETCD_IMAGE] = "sha256:" + "e" * 64
+
+    def manifest_present(self, component):
+        return os.path.exists(os.path.join(
+            self.root, ko.MANIFEST_DIR.lstrip("/"), component + ".yaml"))
+
+    def answer(self, argv):
+        if argv[:2] == ["kubeadm", "version"]:
+            return 0, self.kubeadm_version + "\n"
+        if argv[0] == "kubeadm" and argv[-3:] == ["certs", "renew", "all"]:
+            make_pki_renewal(self.root)
+            self.renewed = True
+            return 0, "certificates renewed\n"
+        if argv[:2] == ["docker", "inspect"]:
+            component, _, _ = argv[-1].rpartition("-")
+            if self.manifest_present(component):
+                return 0, "true\n"
+            self.stopped.add(component)
+            return 0, "false\n"
+        if argv[0] == "kubectl" and "pod" in argv:
+            name = argv[argv.index("pod") + 1]
+            component = name[:-len("-node-a")]
+            if not self.manifest_present(component):
+                return 1, "NotFound"
+            if component in self.stopped:
+                self.stopped.discard(component)
+                self.generation[component] += 1
+            return 0, json.dumps({"status": {"phase": "Running",
+                                             "containerStatuses": [{
+                "name": component, "ready": True,
+                "containerID": "docker://%s-%d" % (
+                    component, self.generation[component])}]}})
+        if argv[:2] == ["docker", "run"] and "etcdctl" in argv:
+            mounts = dict(reversed(argv[i + 1].split(":")[:2])
+                          for i, a in enumerate(argv) if a == "-v")
+            if "save" in argv:
+                target = mounts["/backup"]
+                with open(os.path.join(target, "snapshot.db"), "wb") as h:
+                    h.write(self.snapshot_bytes)
+                return 0, "Snapshot saved at /backup/snapshot.db\n"
+            if "restore" in argv:
+                work = mounts["/restore"]
+                with open(os.path.join(work, "snapshot.db"), "rb") as h:
+                    data = h.read()
+                os.makedirs(os.path.join(work, "etcd/member/snap"))
+                with open(os.path.join(work, "etcd/member/snap/db"), "wb") as h:
+                    h.write(b"restored:" + data)
+                return 0, "restored\n"
+        return super(DayTwoRunner, self).answer(argv)
+
+
+def make_pki_renewal(root):
+    """What kubeadm certs renew all does: new leaf certificates (two years
+    here, so they expire later) and new embedded client certificates."""
+    pki = os.path.join(root, "etc/kubernetes/pki")
+    ca = (pki + "/ca.crt", pki + "/ca.key")
+    make_cert(pki, "apiserver", 730, ca)
+    crt, _ = make_cert(os.path.join(root, "tmp-renew"), "admin", 730, ca)
+    write(root, "/etc/kubernetes/admin.conf", kubeconfig(crt), 0o600)
+    shutil.rmtree(os.path.join(root, "tmp-renew"))
+
+
+@pytest.fixture
+def master(tmp_path, monkeypatch):
+    root = make_master(str(tmp_path / "root"))
+    runner = DayTwoRunner(root)
+    monkeypatch.setattr(ko, "Runner", lambda dry_run=False: runner.bind(dry_run))
+    fake = install_fake(monkeypatch, root)
+    monkeypatch.setattr(ko, "Runner", lambda dry_run=False: runner.bind(dry_run))
+    runner.clock = fake.clock
+    runner.clock["t"] = time.time()
+    return root, runner
+
+
+def run_tool(capsys, root, *argv):
+    code = ko.main(list(argv) + ["--root", root])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_lines(err):
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+# -- the DER reader ----------------------------------------------------------
+
+@pytest.mark.parametrize("days", [1, 400, 20000])   # 20000: GeneralizedTime
+def test_not_after_matches_openssl(tmp_path, days):
+    crt, _ = make_cert(str(tmp_path), "c%d" % days, days)
+    with open(crt) as handle:
+        der = ko.first_pem_certificate(handle.read())
+    assert ko.certificate_not_after(der) == openssl_enddate(crt)
+
+
+def test_not_after_of_a_signed_certificate_is_its_own(tmp_path):
+    ca = make_cert(str(tmp_path), "ca", 3650)
+    crt, _ = make_cert(str(tmp_path), "leaf", 10, ca)
+    with open(crt) as handle:
+        der = ko.first_pem_certificate(handle.read())
+    assert ko.certificate_not_after(der) == openssl_enddate(crt)
+    assert ko.certificate_not_after(der) < openssl_enddate(ca[0])
+
+
+def test_kubeconfig_client_certificate_forms(tmp_path):
+    crt, _ = make_cert(str(tmp_path), "admin", 5)
+    kind, der = ko.kubeconfig_client_certificate(kubeconfig(crt))
+    assert kind == "data"
+    assert ko.certificate_not_after(der) == openssl_enddate(crt)
+    assert ko.kubeconfig_client_certificate(
+        "users:\n- user:\n    client-certificate: /var/x.pem\n") == \
+        ("file", "/var/x.pem")
+
+
+# -- certs check ---------------------------------------------------------------
+
+def test_certs_check_lists_every_certificate(master, capsys):
+    root, _ = master
+    code, out, err = run_tool(capsys, root, "certs", "check")
+    assert code == 0, err
+    for name in ("ca.crt", "apiserver.crt", "apiserver-kubelet-client.crt",
+                 "front-proxy-ca.crt", "etcd/ca.crt", "etcd/server.crt",
+                 "etcd/peer.crt", "etcd/healthcheck-client.crt", "admin.conf",
+                 "controller-manager.conf", "scheduler.conf"):
+        assert any(line.split()[0] == name for line in out.splitlines()), name
+    kubelet = [l for l in out.splitlines() if l.startswith("kubelet.conf")]
+    assert kubelet and "rotates itself" in kubelet[0]
+    apiserver = [l for l in out.splitlines() if l.startswith("apiserver.crt")]
+    assert apiserver[0].split()[4] in ("364", "365")    # DAYS LEFT
+    assert "warning" not in err
+
+
+def test_certs_check_says_when_the_kubelet_does_not_rotate(master, capsys):
+    root, _ = master
+    write(root, ko.KUBELET_CONFIG, "kind: KubeletConfiguration\n")
+    code, out, _ = run_tool(capsys, root, "certs", "check")
+    assert code == 0
+    assert "does NOT rotate" in [l for l in out.splitlines()
+                                 if l.startswith("kubelet.conf")][0]
+
+
+def test_certs_check_warns_below_30_days_and_fails_below_7(master, capsys):
+    root, runner = master
+    runner.clock["t"] = time.time() + 345 * 86400      # about 20 days left
+    code, _, err = run_tool(capsys, root, "certs", "check")
+    assert code == 0
+    assert "warning: a certificate expires in" in err
+    runner.clock["t"] = time.time() + 360 * 86400      # about 5 days left
+    code, _, err = run_tool(capsys, root, "certs", "check")
+    assert code == 1
+    assert len(error_lines(err)) == 1 and "certs renew" in err
+
+
+def test_certs_check_fails_on_an_unreadable_certificate(master, capsys):
+    root, _ = master
+    write(root, "/etc/kubernetes/pki/apiserver.crt", "-----BEGIN CERTIFICATE"
+          "-----\nAAAA\n-----END CERTIFICATE-----\n")
+    code, out, err = run_tool(capsys, root, "certs", "check")
+    assert code == 1
+    assert "apiserver.crt" in err and "unreadable" in out
+
+
+def test_certs_check_bad_input(master, capsys, monkeypatch, tmp_path):
+    root, _ = master
+    monkeypatch.setattr(ko, "current_euid", lambda: 1000)
+    code, _, err = run_tool(capsys, root, "certs", "check")
+    assert code == 2 and error_lines(err) == [
+        "error: certs check must run as root: run it with sudo"]
+    monkeypatch.setattr(ko, "current_euid", lambda: 0)
+    empty = make_root(str(tmp_path / "empty"))
+    code, _, err = run_tool(capsys, empty, "certs", "check")
+    assert code == 2 and len(error_lines(err)) == 1
+    assert "no kubeadm certificates" in err
+
+
+# -- certs renew ---------------------------------------------------------------
+
+@pytest.mark.parametrize("version,command", [
+    ("v1.16.0", ["kubeadm", "alpha", "certs", "renew", "all"]),
+    ("v1.19.9", ["kubeadm", "alpha", "certs", "renew", "all"]),
+    ("v1.20.2", ["kubeadm", "certs", "renew", "all"]),
+    ("v1.22.0", ["kubeadm", "certs", "renew", "all"])])
+def test_renew_command_follows_the_installed_kubeadm(master, capsys, version,
+                                                     command):
+    root, runner = master
+    runner.kubeadm_version = version
+    code, _, err = run_tool(capsys, root, "certs", "renew")
+    assert code == 0, err
+    assert runner.ran(*command)
+
+
+def expiry(root, path):
+    with open(os.path.join(root, path.lstrip("/"))) as handle:
+        text = handle.read()
+    if path.endswith(".conf"):
+        return ko.certificate_not_after(
+            ko.kubeconfig_client_certificate(text)[1])
+    return ko.certificate_not_after(ko.first_pem_certificate(text))
+
+
+def test_certs_renew_backs_up_renews_restarts_and_refreshes(master, capsys):
+    root, runner = master
+    old_admin = open(os.path.join(root, "etc/kubernetes/admin.conf"),
+                     "rb").read()
+    old_api = open(os.path.join(root, "etc/kubernetes/pki/apiserver.crt"),
+                   "rb").read()
+    before = {p: expiry(root, p) for p in ("/etc/kubernetes/admin.conf",
+                                           "/etc/kubernetes/pki/apiserver.crt")}
+    code, out, err = run_tool(capsys, root, "certs", "renew")
+    assert code == 0, err
+    for path, when in before.items():
+        assert expiry(root, path) > when, path
+    # every static pod: stopped by the kubelet, back with a new container
+    assert runner.generation == dict((c, 2) for c in COMPONENTS)
+    for component in COMPONENTS:
+        assert os.path.exists(os.path.join(
+            root, "etc/kubernetes/manifests/%s.yaml" % component))
+    # the renewal before the first restart
+    commands = runner.commands()
+    renew_at = [i for i, a in enumerate(commands) if a[-2:] == ["renew", "all"]]
+    inspect_at = [i for i, a in enumerate(commands) if a[:2] ==
+                  ["docker", "inspect"]]
+    assert renew_at and inspect_at and renew_at[0] < inspect_at[0]
+    # the copy the tool made is the new admin.conf
+    new_admin = open(os.path.join(root, "etc/kubernetes/admin.conf"),
+                     "rb").read()
+    assert new_admin != old_admin
+    assert open(os.path.join(root, "root/.kube/config"), "rb").read() == \
+        new_admin
+    # the 0600 backup holds the old bytes
+    folder = os.path.join(root, ko.DAYTWO_DIR.lstrip("/"))
+    backups = [n for n in os.listdir(folder) if n.startswith("certs-before")]
+    assert len(backups) == 1
+    path = os.path.join(folder, backups[0])
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with tarfile.open(path) as tar:
+        assert tar.extractfile("etc/kubernetes/admin.conf").read() == old_admin
+        assert tar.extractfile("etc/kubernetes/pki/apiserver.crt").read() == \
+            old_api
+        assert "etc/kubernetes/pki/etcd/ca.key" in tar.getnames()
+    assert "renewed" in out
+
+
+def test_certs_renew_dry_run_changes_nothing(master, capsys):
+    root, runner = master
+    before = snapshot(root)
+    code, _, err = run_tool(capsys, root, "certs", "renew", "--dry-run")
+    assert code == 0, err
+    assert snapshot(root) == before
+    assert not runner.renewed
+    planned = runner.commands(executed_only=False)
+    assert ["kubeadm", "alpha", "certs", "renew", "all"] in planned
+    for component in COMPONENTS:
+        assert "would move /etc/kubernetes/manifests/%s.yaml" % component in err
+    assert "would copy /etc/kubernetes/admin.conf to /root/.kube/config" in err
+    assert "certs-before-renew" in err
+
+
+def test_certs_renew_needs_a_master(master, capsys, monkeypatch, tmp_path):
+    root, _ = master
+    worker = make_root(str(tmp_path / "worker"))
+    code, _, err = run_tool(capsys, worker, "certs", "renew")
+    assert code == 2 and len(error_lines(err)) == 1 and "not a master" in err
+    monkeypatch.setattr(ko, "current_euid", lambda: 1000)
+    code, _, err = run_tool(capsys, root, "certs", "renew")
+    assert code == 2 and "must run as root" in err
+
+
+def test_a_pod_that_never_stops_is_one_line_and_its_manifest_returns(
+        master, capsys):
+    root, runner = master
+    original = runner.answer
+
+    def stuck(argv):
+        if argv[:2] == ["docker", "inspect"]:
+            return 0, "true\n"
+        return original(argv)
+    runner.answer = stuck
+    code, _, err = run_tool(capsys, root, "certs", "renew")
+    assert code == 2 and len(error_lines(err)) == 1
+    assert "kube-apiserver" in err
+    assert os.path.exists(os.path.join(
+        root, "etc/kubernetes/manifests/kube-apiserver.yaml"))
+
+
+# -- backup ------------------------------------------------------------------
+
+def backup(capsys, root, output=None):
+    output = output or "/var/backups/b.tar.gz"
+    code, out, err = run_tool(capsys, root, "backup", "--output", output)
+    return code, out, err, os.path.join(root, output.lstrip("/"))
+
+
+def test_backup_writes_one_private_file_with_its_sha256(master, capsys):
+    root, runner = master
+    code, out, err, path = backup(capsys, root)
+    assert code == 0, err
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    assert "sha256 %s" % digest in out
+    assert open(path + ".sha256").read() == "%s  b.tar.gz\n" % digest
+    with tarfile.open(path) as tar:
+        names = tar.getnames()
+        assert tar.extractfile("etcd/snapshot.db").read() == \
+            runner.snapshot_bytes
+        meta = json.loads(tar.extractfile("backup.json").read())
+        ca = tar.extractfile("pki/ca.crt").read()
+    assert "pki/etcd/healthcheck-client.key" in names
+    assert "kubeadm/kubeadm-init.json" in names
+    assert meta["etcd"] == {"image": ETCD_IMAGE, "name": "node-a",
+                            "peer_url": "https://%s:2380" % HOST_IP}
+    assert meta["kubernetes_version"] == "v1.16.0"
+    assert meta["cluster_ca_sha256"] == hashlib.sha256(ca).hexdigest()
+    run = runner.ran("docker", "run")[0]
+    assert run[run.index("--entrypoint") + 1] == "etcdctl"
+    assert ETCD_IMAGE in run and "host" in run
+    assert "%s/etc/kubernetes/pki/etcd:/etc/kubernetes/pki/etcd:ro" % root \
+        in run
+    # no working files left, no key in the output or the log
+    assert not [n for n in os.listdir(os.path.join(
+        root, ko.DAYTWO_DIR.lstrip("/"))) if n.startswith("backup-")]
+    key = open(os.path.join(root, "etc/kubernetes/pki/ca.key")).read()
+    body = key.splitlines()[1]
+    log = open(os.path.join(root, "var/log/k8s-offline.log")).read()
+    for text in (out, err, log):
+        assert body not in text
+
+
+def test_backup_through_containerd(master, capsys):
+    root, runner = master
+    state = json.load(open(os.path.join(root, ko.STATE_FILE.lstrip("/"))))
+    state["cri"] = "containerd"
+    write(root, ko.STATE_FILE, json.dumps(state), 0o600)
+    runner.cluster.containerd_images["k8s.gcr.io/etcd:3.3.15-0"] = "sha256:1"
+    code, _, err, _ = backup(capsys, root)
+    # the fake runner does not write the snapshot for ctr: the tool says so
+    assert code == 2 and "etcdctl wrote no snapshot" in err
+    run = runner.ran("ctr")[-1]
+    assert run[run.index("run"):run.index("run") + 3] == ["run", "--rm",
+                                                          "--net-host"]
+    assert ETCD_IMAGE in run and "etcdctl" in run
+
+
+def test_backup_dry_run_changes_nothing(master, capsys):
+    root, runner = master
+    before = snapshot(root)
+    code, out, err = run_tool(capsys, root, "backup", "--dry-run")
+    assert code == 0, err
+    assert snapshot(root) == before
+    assert runner.ran("docker", "run") == []
+    assert any(a[:2] == ["docker", "run"] for a in
+               runner.commands(executed_only=False))
+
+
+@pytest.mark.parametrize("case", ["not-root", "no-image", "no-etcd",
+                                  "no-kubeadm"])
+def test_backup_bad_input_is_one_line(master, capsys, monkeypatch, case):
+    root, runner = master
+    if case == "not-root":
+        monkeypatch.setattr(ko, "current_euid", lambda: 1000)
+    elif case == "no-image":
+        runner.cluster.docker_images.clear()
+    elif case == "no-etcd":
+        os.unlink(os.path.join(root, "etc/kubernetes/manifests/etcd.yaml"))
+    else:
+        os.unlink(os.path.join(root, "usr/bin/kubeadm"))
+    before = snapshot(root)
+    code, _, err, path = backup(capsys, root)
+    assert code == 2
+    assert len(error_lines(err)) == 1, err
+    assert "Traceback" not in err
+    assert {"not-root": "must run as root", "no-image": "is not in docker",
+            "no-etcd": "no local etcd",
+            "no-kubeadm": "kubeadm is not installed"}[case] in err
+    assert not os.path.exists(path)
+    after = snapshot(root)
+    assert after == before
+
+
+# -- restore -----------------------------------------------------------------
+
+def reset_host(root):
+    """What kubeadm reset and this tool's reset leave: no /etc/kubernetes,
+    no etcd data, no state (images and binaries stay)."""
+    for path in ("etc/kubernetes", "var/lib/etcd", "var/lib/k8s-offline",
+                 "root/.kube"):
+        shutil.rmtree(os.path.join(root, path))
+
+
+@pytest.fixture
+def backed_up(master, capsys):
+    root, runner = master
+    code, _, err, path = backup(capsys, root)
+    assert code == 0, err
+    pki = {}
+    for folder, _, files in os.walk(os.path.join(root, "etc/kubernetes/pki")):
+        for name in files:
+            full = os.path.join(folder, name)
+            pki[os.path.relpath(full, root)] = open(full, "rb").read()
+    return root, runner, path, pki
+
+
+def test_restore_on_a_reset_master(backed_up, capsys):
+    root, runner, path, pki = backed_up
+    reset_host(root)
+    runner.calls[:] = []
+    code, out, err = run_tool(capsys, root, "restore", path)
+    assert code == 0, err
+    for rel, data in pki.items():
+        assert open(os.path.join(root, rel), "rb").read() == data, rel
+    key = os.path.join(root, "etc/kubernetes/pki/ca.key")
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    db = open(os.path.join(root, "var/lib/etcd/member/snap/db"), "rb").read()
+    assert db == b"restored:" + runner.snapshot_bytes
+    restore = [a for a in runner.ran("docker", "run") if "restore" in a][0]
+    assert restore[restore.index("--name") + 1] == "node-a"
+    assert restore[restore.index("--initial-cluster") + 1] == \
+        "node-a=https://%s:2380" % HOST_IP
+    init = runner.ran("kubeadm", "init")[0]
+    assert init[init.index("--config") + 1] == ko.INIT_CONFIG
+    assert "DirAvailable--var-lib-etcd" in \
+        init[init.index("--ignore-preflight-errors") + 1]
+    commands = runner.commands()
+    assert commands.index(restore) < commands.index(init)
+    state = json.load(open(os.path.join(root, ko.STATE_FILE.lstrip("/"))))
+    assert state["role"] == "master" and state["init"] == "done"
+    assert os.path.exists(os.path.join(root, "root/.kube/config"))
+    assert not [n for n in os.listdir(os.path.join(
+        root, ko.DAYTWO_DIR.lstrip("/"))) if n.startswith("restore-")]
+    assert "restored" in out
+
+
+def test_restore_dry_run_changes_nothing(backed_up, capsys):
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    before = snapshot(root)
+    runner.calls[:] = []
+    code, _, err = run_tool(capsys, root, "restore", path, "--dry-run")
+    assert code == 0, err
+    assert snapshot(root) == before
+    planned = runner.commands(executed_only=False)
+    assert any(a[:2] == ["kubeadm", "init"] for a in planned)
+    assert runner.ran("kubeadm", "init") == []
+
+
+def damage(path):
+    with open(path, "r+b") as handle:
+        handle.seek(os.path.getsize(path) // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 1]))
+
+
+def rewrite_backup(path, change):
+    """Rebuild the backup with change(meta, files) applied, with a matching
+    .sha256 (a well-formed backup of another cluster or version)."""
+    with tarfile.open(path) as tar:
+        files = dict((m.name, tar.extractfile(m).read()) for m in tar)
+    meta = json.loads(files.pop("backup.json"))
+    change(meta, files)
+    meta["files"] = dict((n, hashlib.sha256(d).hexdigest())
+                         for n, d in files.items())
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, data in [("backup.json", json.dumps(meta).encode())] + \
+                sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with open(path, "wb") as handle:
+        handle.write(raw.getvalue())
+    with open(path + ".sha256", "w") as handle:
+        handle.write(hashlib.sha256(raw.getvalue()).hexdigest() + "  x\n")
+
+
+def other_ca(meta, files):
+    files["pki/ca.crt"] = b"another CA"
+    meta["cluster_ca_sha256"] = hashlib.sha256(b"another CA").hexdigest()
+
+
+@pytest.mark.parametrize("case,message", [
+    ("damaged", "is damaged: its sha256 is"),
+    ("missing", "no backup file"),
+    ("no-sha-file", ".sha256 beside the backup"),
+    ("bad-sha-flag", "bad --sha256"),
+    ("wrong-sha-flag", "is damaged"),
+    ("not-root", "must run as root"),
+    ("other-version", "the backup is of Kubernetes v1.16.0 but this host's "
+                      "kubeadm is v1.17.3"),
+    ("other-format", "a backup format this tool does not know"),
+    ("hostile-name", "unexpected entry"),
+    ("dot-dot", "unexpected entry"),
+    ("member-sha", "does not match its sha256"),
+    ("other-cluster", "the CA of another cluster"),
+    ("running", "still runs a control plane"),
+    ("no-image", "the etcd image k8s.gcr.io/etcd:3.3.15-0 is not in docker"),
+])
+def test_restore_bad_input_is_one_line_and_changes_nothing(
+        backed_up, capsys, monkeypatch, case, message):
+    root, runner, path, _ = backed_up
+    if case != "running":
+        reset_host(root)
+    extra = []
+    if case == "damaged":
+        damage(path)
+    elif case == "missing":
+        path += ".nope"
+    elif case == "no-sha-file":
+        os.unlink(path + ".sha256")
+    elif case == "bad-sha-flag":
+        extra = ["--sha256", "xyz"]
+    elif case == "wrong-sha-flag":
+        extra = ["--sha256", "0" * 64]
+    elif case == "not-root":
+        monkeypatch.setattr(ko, "current_euid", lambda: 1000)
+    elif case == "other-version":
+        runner.kubeadm_version = "v1.17.3"
+    elif case == "other-format":
+        rewrite_backup(path, lambda meta, files: meta.update(format=9))
+    elif case == "hostile-name":
+        rewrite_backup(path, lambda meta, files: files.update(
+            {"pki/../../etc/passwd": b"x"}))
+    elif case == "dot-dot":
+        rewrite_backup(path, lambda meta, files: files.update(
+            {"pki/../admin.conf": b"x"}))
+    elif case == "member-sha":
+        rewrite_backup(path, lambda meta, files: None)
+        with tarfile.open(path) as tar:
+            files = dict((m.name, tar.extractfile(m).read()) for m in tar)
+        meta = json.loads(files["backup.json"])
+        meta["files"]["pki/ca.crt"] = "0" * 64
+        files["backup.json"] = json.dumps(meta).encode()
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+            for name, data in sorted(files.items()):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        open(path, "wb").write(raw.getvalue())
+        open(path + ".sha256", "w").write(
+            hashlib.sha256(raw.getvalue()).hexdigest() + "\n")
+    elif case == "other-cluster":
+        rewrite_backup(path, other_ca)
+        make_cert(os.path.join(root, "etc/kubernetes/pki"), "ca", 10)
+    elif case == "no-image":
+        runner.cluster.docker_images.clear()
+    before = snapshot(root)
+    runner.calls[:] = []
+    code, _, err = run_tool(capsys, root, "restore", path, *extra)
+    assert code == 2, err
+    assert len(error_lines(err)) == 1, err
+    assert message in err
+    assert "Traceback" not in err
+    assert snapshot(root) == before
+    changes = [a for a in runner.commands() if a[0] in ("kubeadm", "docker")
+               and a[:2] not in (["kubeadm", "version"],
+                                 ["docker", "image"])]
+    assert changes == []
+
+
+def test_restore_replace_resets_the_running_control_plane_first(
+        backed_up, capsys):
+    root, runner, path, pki = backed_up
+    runner.calls[:] = []
+    code, _, err = run_tool(capsys, root, "restore", path, "--replace")
+    assert code == 0, err
+    commands = runner.commands()
+    reset = commands.index(["kubeadm", "reset", "-f"])
+    init = [i for i, a in enumerate(commands) if a[:2] == ["kubeadm", "init"]]
+    assert reset < init[0]
+    assert open(os.path.join(root, "var/lib/etcd/member/snap/db"),
+                "rb").read() == b"restored:" + runner.snapshot_bytes
