@@ -4980,7 +4980,9 @@ def certificate_rows(certs):
             continue
         days = (expires - now()) / 86400.0
         fewest = days if fewest is None else min(fewest, days)
-        rows.append((name, _utc(expires), "%d" % days, note))
+        rows.append((name, time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                                         time.gmtime(expires)),
+                     "%d" % days, note))
     return rows, fewest
 
 
@@ -5070,7 +5072,7 @@ class _HashingWriter(object):
         self.handle.flush()
 
 
-def write_private_tar(host, path, members, compress=True):
+def write_private_tar(host, path, members):
     """Write members [(name, bytes or host path)] as one tar file with mode
     0600 from the start (it holds private keys); return its sha256.
 
@@ -5082,9 +5084,8 @@ def write_private_tar(host, path, members, compress=True):
     try:
         with os.fdopen(fd, "wb") as raw:
             writer = _HashingWriter(raw)
-            gz = gzip.GzipFile(fileobj=writer, mode="wb", mtime=0) \
-                if compress else None
-            with tarfile.open(fileobj=gz or writer, mode="w",
+            gz = gzip.GzipFile(fileobj=writer, mode="wb", mtime=0)
+            with tarfile.open(fileobj=gz, mode="w",
                               format=tarfile.PAX_FORMAT) as tar:
                 for name, source in members:
                     info = tarfile.TarInfo(name)
@@ -5097,8 +5098,7 @@ def write_private_tar(host, path, members, compress=True):
                     with open(host.path(source), "rb") as handle:
                         info.size = os.fstat(handle.fileno()).st_size
                         tar.addfile(info, handle)
-            if gz is not None:
-                gz.close()
+            gz.close()
         os.chmod(partial, 0o600)
         os.rename(partial, full)
     except BaseException:
@@ -5277,6 +5277,10 @@ def etcd_manifest_facts(text):
         match = re.search(r"--%s=([^\s\"',]+)" % flag, text or "")
         if match:
             facts[key] = match.group(1)
+    match = re.search(r"--listen-client-urls=\S*?(https://127\.0\.0\.1:\d+)",
+                      text or "")
+    facts["client_url"] = match.group(1) if match else \
+        "https://127.0.0.1:2379"
     return facts
 
 
@@ -5361,7 +5365,7 @@ def cmd_backup(args):
     work = "%s/backup-%d" % (DAYTWO_DIR, os.getpid())
     snapshot_argv = etcdctl_argv(ctx, runtime, facts["image"], [
         (ETCD_PKI, ETCD_PKI, False), (work, "/backup", True)], [
-        "--endpoints", "https://127.0.0.1:2379",
+        "--endpoints", facts["client_url"],
         "--cacert", ETCD_PKI + "/ca.crt",
         "--cert", ETCD_PKI + "/healthcheck-client.crt",
         "--key", ETCD_PKI + "/healthcheck-client.key",
@@ -5511,7 +5515,7 @@ class BackupArchive(object):
         except UserError:
             raise UserError("%s: bad etcd image %r" % (path, etcd["image"]))
         if not ETCD_NAME_RE.match(etcd["name"]) or not re.match(
-                r"^https://[A-Za-z0-9.:\[\]-]+:\d+$", etcd["peer_url"]):
+                r"^https?://[A-Za-z0-9.:\[\]-]+:\d+$", etcd["peer_url"]):
             raise UserError("%s: bad etcd name or peer URL in %s" % (
                 path, BACKUP_JSON))
         if SNAPSHOT_NAME not in self.files or "pki/ca.crt" not in self.files:

@@ -51,9 +51,10 @@ def openssl(*argv):
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def make_cert(folder, name, days, ca=None, cn=None):
+def make_cert(folder, name, days, ca=None, cn=None, san=None):
     """A real EC key and certificate valid for days (signed by ca, a
-    (crt, key) pair, or self-signed); returns (crt path, key path)."""
+    (crt, key) pair, or self-signed; san: a subjectAltName value);
+    returns (crt path, key path)."""
     crt, key = os.path.join(folder, name + ".crt"), \
         os.path.join(folder, name + ".key")
     if not os.path.isdir(folder):
@@ -68,8 +69,15 @@ def make_cert(folder, name, days, ca=None, cn=None):
     openssl("req", "-new", "-newkey", "ec", "-pkeyopt",
             "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
             "-out", csr, "-subj", subject)
+    extra = []
+    if san:
+        ext = crt + ".ext"
+        with open(ext, "w") as handle:
+            handle.write("subjectAltName=%s\nextendedKeyUsage=serverAuth,"
+                         "clientAuth\n" % san)
+        extra = ["-extfile", ext]
     openssl("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1],
-            "-CAcreateserial", "-out", crt, "-days", str(days))
+            "-CAcreateserial", "-out", crt, "-days", str(days), *extra)
     os.unlink(csr)
     return crt, key
 
@@ -280,6 +288,9 @@ def test_certs_check_lists_every_certificate(master, capsys):
     assert kubelet and "rotates itself" in kubelet[0]
     apiserver = [l for l in out.splitlines() if l.startswith("apiserver.crt")]
     assert apiserver[0].split()[4] in ("364", "365")    # DAYS LEFT
+    shown = " ".join(apiserver[0].split()[1:3])
+    assert ko.calendar.timegm(time.strptime(shown, "%Y-%m-%d %H:%M:%S")) == \
+        openssl_enddate(os.path.join(root, "etc/kubernetes/pki/apiserver.crt"))
     assert "warning" not in err
 
 
@@ -461,7 +472,8 @@ def test_backup_writes_one_private_file_with_its_sha256(master, capsys):
     assert "pki/etcd/healthcheck-client.key" in names
     assert "kubeadm/kubeadm-init.json" in names
     assert meta["etcd"] == {"image": ETCD_IMAGE, "name": "node-a",
-                            "peer_url": "https://%s:2380" % HOST_IP}
+                            "peer_url": "https://%s:2380" % HOST_IP,
+                            "client_url": "https://127.0.0.1:2379"}
     assert meta["kubernetes_version"] == "v1.16.0"
     assert meta["cluster_ca_sha256"] == hashlib.sha256(ca).hexdigest()
     run = runner.ran("docker", "run")[0]
@@ -723,3 +735,141 @@ def test_restore_replace_resets_the_running_control_plane_first(
     assert reset < init[0]
     assert open(os.path.join(root, "var/lib/etcd/member/snap/db"),
                 "rb").read() == b"restored:" + runner.snapshot_bytes
+
+
+# -- a real etcd, a real etcdctl ---------------------------------------------
+
+ETCD = shutil.which("etcd")
+ETCDCTL = shutil.which("etcdctl")
+
+
+class HostEtcdctlRunner(DayTwoRunner):
+    """Runs the tool's `docker run ... etcdctl` with the host's real
+    etcdctl instead, the container paths mapped to the mounted host paths:
+    the flags the tool gives etcdctl meet a real etcd."""
+
+    def answer(self, argv):
+        if argv[:2] != ["docker", "run"]:
+            return super(HostEtcdctlRunner, self).answer(argv)
+        mounts, env, rest = [], dict(os.environ), argv[2:]
+        image_at = None
+        i = 0
+        while i < len(rest):
+            if rest[i] == "-v":
+                host, container = rest[i + 1].split(":")[:2]
+                mounts.append((container, host))
+                i += 2
+            elif rest[i] == "-e":
+                key, _, value = rest[i + 1].partition("=")
+                env[key] = value
+                i += 2
+            elif rest[i] in ("--network", "--entrypoint"):
+                i += 2
+            elif rest[i].startswith("-"):
+                i += 1
+            else:
+                image_at = i
+                break
+        args = []
+        for arg in rest[image_at + 1:]:
+            for container, host in mounts:
+                if arg == container or arg.startswith(container + "/"):
+                    arg = host + arg[len(container):]
+            args.append(arg)
+        proc = subprocess.run([ETCDCTL] + args, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=120)
+        return proc.returncode, proc.stdout
+
+
+def free_port():
+    import socket
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def start_etcd(tmp_path, pki, data_dir, name, client, peer):
+    log = open(str(tmp_path / ("etcd-%d.log" % client)), "w")
+    proc = subprocess.Popen([
+        ETCD, "--name", name, "--data-dir", data_dir,
+        "--listen-client-urls", "https://127.0.0.1:%d" % client,
+        "--advertise-client-urls", "https://127.0.0.1:%d" % client,
+        "--listen-peer-urls", "http://127.0.0.1:%d" % peer,
+        "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % peer,
+        "--initial-cluster", "%s=http://127.0.0.1:%d" % (name, peer),
+        "--cert-file", pki + "/server.crt", "--key-file", pki + "/server.key",
+        "--client-cert-auth", "--trusted-ca-file", pki + "/ca.crt"],
+        stdout=log, stderr=subprocess.STDOUT)
+    return proc
+
+
+def etcdctl(pki, client, *argv):
+    env = dict(os.environ, ETCDCTL_API="3")
+    return subprocess.run([ETCDCTL, "--endpoints", "https://127.0.0.1:%d"
+                           % client, "--cacert", pki + "/ca.crt",
+                           "--cert", pki + "/healthcheck-client.crt",
+                           "--key", pki + "/healthcheck-client.key"]
+                          + list(argv), env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True,
+                          timeout=30)
+
+
+def wait_etcd(pki, client):
+    for _ in range(100):
+        if etcdctl(pki, client, "endpoint", "health").returncode == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError("etcd on %d did not come up" % client)
+
+
+@pytest.mark.skipif(not (ETCD and ETCDCTL), reason="needs Debian's "
+                    "etcd-server and etcd-client")
+def test_backup_and_restore_with_a_real_etcd(tmp_path, monkeypatch, capsys):
+    root = make_master(str(tmp_path / "root"))
+    pki = os.path.join(root, "etc/kubernetes/pki/etcd")
+    ca = (pki + "/ca.crt", pki + "/ca.key")
+    make_cert(pki, "server", 30, ca, san="IP:127.0.0.1")
+    make_cert(pki, "healthcheck-client", 30, ca, san="IP:127.0.0.1")
+    client, peer = free_port(), free_port()
+    manifest = ETCD_MANIFEST.replace(
+        "https://%s:2380" % HOST_IP, "http://127.0.0.1:%d" % peer).replace(
+        "    - --data-dir=/var/lib/etcd\n",
+        "    - --data-dir=/var/lib/etcd\n    - --listen-client-urls="
+        "https://127.0.0.1:%d\n" % client)
+    write(root, ko.ETCD_MANIFEST, manifest, 0o600)
+    runner = HostEtcdctlRunner(root)
+    fake = install_fake(monkeypatch, root)
+    monkeypatch.setattr(ko, "Runner", lambda dry_run=False: runner.bind(dry_run))
+    runner.clock = fake.clock
+    data = str(tmp_path / "etcd-data")
+    proc = start_etcd(tmp_path, pki, data, "node-a", client, peer)
+    try:
+        wait_etcd(pki, client)
+        assert etcdctl(pki, client, "put", "/registry/configmaps/default/"
+                       "kept", "before the backup").returncode == 0
+        code, out, err, path = backup(capsys, root)
+        assert code == 0, err
+        assert etcdctl(pki, client, "del", "/registry/configmaps/default/"
+                       "kept").stdout.strip() == "1"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    reset_host(root)
+    # the restored PKI is what the new etcd serves with
+    code, out, err = run_tool(capsys, root, "restore", path, "--no-wait")
+    assert code == 0, err
+    restored = os.path.join(root, "var/lib/etcd")
+    assert os.path.isdir(os.path.join(restored, "member/snap"))
+    client2 = free_port()
+    proc = start_etcd(tmp_path, pki, restored, "node-a", client2, peer)
+    try:
+        wait_etcd(pki, client2)
+        got = etcdctl(pki, client2, "get", "/registry/configmaps/default/"
+                      "kept", "--print-value-only")
+        assert got.stdout.strip() == "before the backup", got.stdout
+    finally:
+        proc.terminate()
+        proc.wait(30)
