@@ -8,8 +8,9 @@ Two halves, one file:
   kubectl, the CNI plugins and crictl, checks every byte against pinned and
   published checksums, and writes one tarball.  It may use requests, tqdm and
   the docker SDK, imported only inside bundle mode.
-* ``verify``, ``master``, ``join``, ``token``, ``reset``, ``status`` and
-  ``remove-node`` run on the air-gapped hosts.  They use the standard library
+* ``verify``, ``master``, ``join``, ``token``, ``reset``, ``status``,
+  ``remove-node`` and the day-two commands ``certs``, ``backup`` and
+  ``restore`` run on the air-gapped hosts.  They use the standard library
   only and run on Python 3.6 or newer, because nothing can be installed there.
 
 The file is laid out in the order data flows: constants and the version
@@ -4802,7 +4803,7 @@ def cmd_status(args):
           % (name, _utc(soonest), days))
     if days < CERT_WARN_DAYS:
         log.warning("warning: cluster certificates expire in %d days: renew "
-                    "them (kubeadm alpha certs renew all) before then", days)
+                    "them with `k8s_offline.py certs renew` before then", days)
     return 0
 
 
