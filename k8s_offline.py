@@ -5358,9 +5358,10 @@ def cmd_backup(args):
                         % PKI_DIR)
     output = args.output or "%s/k8s-offline-backup-%s-%s.tar.gz" % (
         BACKUP_DIR, node_name(ctx), utc_stamp())
-    if not output.endswith((".tar", ".tar.gz")):
+    if not output.endswith(".tar.gz"):
         raise UserError("bad --output %s: the name must end in .tar.gz" %
                         output)
+    output = os.path.abspath(output)
     config_name, config = kubeadm_config_for_backup(ctx)
     pki = host_files_under(host, PKI_DIR)
     work = "%s/backup-%d" % (DAYTWO_DIR, os.getpid())

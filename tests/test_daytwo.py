@@ -517,6 +517,24 @@ def test_backup_dry_run_changes_nothing(master, capsys):
                runner.commands(executed_only=False))
 
 
+def test_backup_to_a_relative_path(master, capsys, monkeypatch, tmp_path):
+    root, _ = master
+    monkeypatch.chdir(str(tmp_path))
+    code, out, err = run_tool(capsys, root, "backup", "--output", "b.tar.gz")
+    assert code == 0, err
+    written = os.path.join(root, str(tmp_path / "b.tar.gz").lstrip("/"))
+    assert os.path.isfile(written) and os.path.isfile(written + ".sha256")
+
+
+def test_backup_output_must_be_a_tar_gz(master, capsys):
+    root, _ = master
+    before = snapshot(root)
+    code, _, err = run_tool(capsys, root, "backup", "--output", "/x/b.zip")
+    assert code == 2 and error_lines(err) == [
+        "error: bad --output /x/b.zip: the name must end in .tar.gz"]
+    assert snapshot(root) == before
+
+
 @pytest.mark.parametrize("case", ["not-root", "no-image", "no-etcd",
                                   "no-kubeadm"])
 def test_backup_bad_input_is_one_line(master, capsys, monkeypatch, case):
