@@ -5314,8 +5314,8 @@ def etcdctl_argv(ctx, runtime, image, mounts, argv):
         for source, target, writable in mounts:
             run += ["--mount", "type=bind,src=%s,dst=%s,options=rbind:%s" % (
                 ctx.host.path(source), target, "rw" if writable else "ro")]
-        return run + [image, "k8s-offline-etcdctl-%d" % os.getpid(),
-                      "etcdctl"] + argv
+        return run + [_normalize_image_name(image), "k8s-offline-etcdctl-%d"
+                      % os.getpid(), "etcdctl"] + argv
     run = ["docker", "run", "--rm", "--network", "host", "-e", "ETCDCTL_API=3",
            "--entrypoint", "etcdctl"]
     for source, target, writable in mounts:
