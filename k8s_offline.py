@@ -200,6 +200,9 @@ class UserError(Exception):
     """A problem the user can fix: printed as one line, exit status 2."""
 
 
+O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
 def sha256_file(path, chunk=1 << 20):
     """Return the hex sha256 of a file, reading it in chunks."""
     digest = hashlib.sha256()
@@ -342,6 +345,8 @@ def write_file_atomic(path, data, mode=0o644):
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.rename(tmp, path)
     except BaseException:
@@ -1417,11 +1422,11 @@ def cmd_bundle(args):
             extracted = binaries_from_node_tarball(
                 client, cache, version, arch, node_sha512, file_mirrors, args,
                 progress)
-            for name, hexd in sorted(extracted.items()):
-                if checksums.get(name, hexd) != hexd:
+            for binary, hexd in sorted(extracted.items()):
+                if checksums.get(binary, hexd) != hexd:
                     raise UserError("%s in the release tarball (%s) differs from "
                                     "the checksum table (%s): refusing it"
-                                    % (name, hexd, checksums[name]))
+                                    % (binary, hexd, checksums[binary]))
             checksums = dict(checksums, **extracted)
         file_entries = fetch_files(client, cache, files, file_mirrors,
                                    checksums, args, progress)
@@ -1713,7 +1718,7 @@ def _up_to_date(output, name, meta_bytes):
     except UserError:
         return False
     try:
-        with bundle.open(BUNDLE_JSON) as handle:
+        with bundle.open_raw(BUNDLE_JSON) as handle:
             if handle.read() != meta_bytes or bundle.top != name:
                 return False
         files = bundle.meta["files"]
@@ -1758,48 +1763,313 @@ class BundleError(UserError):
     """The bundle is damaged, incomplete or unsafe."""
 
 
+# Every name bundle.json may list, by folder: anything else is refused
+# before a byte of it is read.  Names become host paths (bin/kubelet goes
+# to /usr/bin/kubelet), so none may hold a "..", a slash too many or a
+# character a shell or config file would read differently.
+MEMBER_NAME_RE = re.compile(
+    r"k8s_offline\.py|%s|"
+    r"(?:%s|%s|%s|%s)/[A-Za-z0-9][A-Za-z0-9._+-]{0,127}|"
+    r"%s/(?:oci-layout|index\.json|manifest\.json|blobs/sha256/[0-9a-f]{64})"
+    % (re.escape(BUNDLE_JSON), BIN_DIR, ARCHIVES_DIR, SYSTEMD_DIR,
+       MANIFESTS_DIR, IMAGES_DIR))
+MAX_IMAGE_JSON_BYTES = 4 * 1024 * 1024     # an image manifest, index.json
+MAX_BUNDLE_IMAGES = 500
+SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+# The distribution reference grammar (docker/distribution reference.go).
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = (r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+           r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*"
+           r"(?::[0-9]{1,5})?")
+REPOSITORY_PATH_RE = re.compile(r"%s(?:/%s)*" % (_PATH_COMPONENT,
+                                                 _PATH_COMPONENT))
+IMAGE_NAME_RE = re.compile(r"(?:%s/)?%s(?:/%s)*" % (_DOMAIN, _PATH_COMPONENT,
+                                                    _PATH_COMPONENT))
+IMAGE_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
+IMAGE_REF_RE = re.compile(r"(?:%s)(?::%s)?(?:@%s)?" % (
+    IMAGE_NAME_RE.pattern, IMAGE_TAG_RE.pattern, DIGEST_RE.pattern))
+VERSION_RE = re.compile(r"v[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,4}")
+TEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def full_match(pattern, value):
+    """True when value is a str that pattern matches whole: no trailing
+    newline slips through as it does past a pattern ending in `$`."""
+    return isinstance(value, str) and pattern.fullmatch(value) is not None
+
+
+def is_image_ref(value):
+    return full_match(IMAGE_REF_RE, value) and len(value) <= 512
+
+
+def is_image_repository(value):
+    """A registry and path that image names are built under, such as
+    k8s.gcr.io or registry.local:5000/k8s (distribution's name grammar)."""
+    return full_match(IMAGE_NAME_RE, value) and len(value) <= 255
+
+
+# bundle.json's schema.  Each entry: (kind, detail); kinds are "const",
+# "match" (a str the pattern matches whole), "int" (>= 0, not a bool),
+# "bool", "either" (value None or the inner schema), "list" (inner, most
+# items), "map" (key pattern, value schema, most keys) and "record"
+# ({key: schema}, required keys).  Nothing deeper than this is read.
+_DIGEST = ("match", DIGEST_RE)
+_MEMBER = ("match", MEMBER_NAME_RE)
+IMAGE_SCHEMA = ("record", ({
+    "name": ("match", TEXT_RE), "kubeadm": ("bool", None),
+    "extra": ("bool", None), "repository": ("match", IMAGE_NAME_RE),
+    "tag": ("match", IMAGE_TAG_RE), "ref": ("match", IMAGE_REF_RE),
+    "source": ("match", IMAGE_REF_RE), "source_digest": _DIGEST,
+    "manifest_digest": _DIGEST,
+    "manifest_media_type": ("match", re.compile("|".join(
+        re.escape(t) for t in MANIFEST_TYPES))),
+    "config_digest": _DIGEST, "layers": ("list", (_DIGEST, 1000)),
+    "size": ("int", None)},
+    ("name", "kubeadm", "repository", "tag", "ref", "manifest_digest",
+     "config_digest", "layers")))
+BUNDLE_SCHEMA = ("record", ({
+    "format": ("const", BUNDLE_FORMAT),
+    "name": ("match", re.compile(r"k8s-offline-v[0-9.]+-linux-[a-z0-9]+")),
+    "tool_version": ("match", TEXT_RE),
+    "kubernetes_version": ("match", VERSION_RE),
+    "arch": ("match", re.compile("|".join(sorted(ARCHES)))),
+    "versions": ("map", (re.compile(r"[a-z]{1,20}"),
+                         ("either", ("match", TEXT_RE)), 20)),
+    "images": ("list", (IMAGE_SCHEMA, MAX_BUNDLE_IMAGES)),
+    "files": ("map", (MEMBER_NAME_RE, ("record", ({
+        "size": ("int", None), "sha256": ("match", SHA256_HEX_RE)},
+        ("size", "sha256"))), MAX_BUNDLE_MEMBERS)),
+    "binaries": ("map", (re.compile("|".join(NODE_TARBALL_BINARIES)),
+                         _MEMBER, 10)),
+    "archives": ("map", (re.compile("cni|crictl|docker"), _MEMBER, 10)),
+    "systemd": ("map", (re.compile(r"kubelet\.service|10-kubeadm\.conf|"
+                                   r"docker\.service|containerd\.service"),
+                        _MEMBER, 10)),
+    "flannel_manifest": _MEMBER,
+    "script": ("const", "k8s_offline.py")},
+    ("format", "name", "kubernetes_version", "arch", "images", "files",
+     "binaries", "archives")))
+
+
+def check_schema(value, schema, where):
+    """BundleError naming the first field of value that schema refuses."""
+    kind, detail = schema
+
+    def bad(what):
+        raise BundleError("%s field %s %s: the bundle is damaged or was not "
+                          "made by this tool; rebuild it" % (BUNDLE_JSON,
+                                                            where, what))
+    if kind == "const":
+        if type(value) is not type(detail) or value != detail:
+            bad("is %s, expected %s" % (_short_json(value), _short_json(detail)))
+    elif kind == "match":
+        if not full_match(detail, value):
+            bad("is %s, not a valid value" % _short_json(value))
+    elif kind == "int":
+        if type(value) is not int or value < 0:
+            bad("is %s, expected a whole number" % _short_json(value))
+    elif kind == "bool":
+        if type(value) is not bool:
+            bad("is %s, expected true or false" % _short_json(value))
+    elif kind == "either":
+        if value is not None:
+            check_schema(value, detail, where)
+    elif kind == "list":
+        inner, most = detail
+        if not isinstance(value, list) or len(value) > most:
+            bad("is %s, expected a list of at most %d" % (
+                type(value).__name__, most))
+        for number, item in enumerate(value):
+            check_schema(item, inner, "%s[%d]" % (where, number))
+    elif kind == "map":
+        key_re, inner, most = detail
+        if not isinstance(value, dict) or len(value) > most:
+            bad("is %s, expected an object of at most %d keys" % (
+                type(value).__name__, most))
+        for key in sorted(value):
+            if not full_match(key_re, key):
+                bad("has the name %s, which is not allowed" % _short_json(key))
+            check_schema(value[key], inner, "%s[%s]" % (where, json.dumps(key)))
+    elif kind == "record":
+        fields, required = detail
+        if not isinstance(value, dict):
+            bad("is %s, expected an object" % type(value).__name__)
+        for key in required:
+            if key not in value:
+                bad("has no %s" % key)
+        for key in sorted(value):
+            if key not in fields:
+                bad("has the unknown field %s" % _short_json(key))
+            check_schema(value[key], fields[key],
+                         "%s.%s" % (where, key) if where else key)
+
+
+def _short_json(value):
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_bundle_meta(meta):
+    """bundle.json against its schema, then what the schema cannot say:
+    every path it names is listed in files, the version is supported."""
+    check_schema(meta, BUNDLE_SCHEMA, "")
+    files = meta["files"]
+    named = list(meta["binaries"].items()) + list(meta["archives"].items()) + \
+        list(meta.get("systemd", {}).items()) + \
+        [("flannel_manifest", meta.get("flannel_manifest"))]
+    for key, relpath in named:
+        if relpath is not None and relpath not in files:
+            raise BundleError("%s names %s for %s, which is not in its files: "
+                              "the bundle is damaged; rebuild it"
+                              % (BUNDLE_JSON, relpath, key))
+    for key, relpath in meta["binaries"].items():
+        if relpath != "%s/%s" % (BIN_DIR, key):
+            raise BundleError("%s field binaries.%s is %s, expected %s/%s: the "
+                              "bundle is damaged; rebuild it" % (
+                                  BUNDLE_JSON, key, relpath, BIN_DIR, key))
+    if meta["name"] != bundle_name(meta["kubernetes_version"], meta["arch"]):
+        raise BundleError("%s field name is %s, expected %s: the bundle is "
+                          "damaged; rebuild it" % (BUNDLE_JSON, meta["name"],
+                          bundle_name(meta["kubernetes_version"], meta["arch"])))
+    try:
+        version_facts(meta["kubernetes_version"])
+    except UserError as exc:
+        raise BundleError("%s field kubernetes_version: %s" % (BUNDLE_JSON, exc))
+
+
 def _check_member_name(name):
     """Refuse tar member names that could land outside the target."""
     if not name or name.startswith("/") or "\\" in name or "\x00" in name:
         raise BundleError("unsafe path %r in the bundle: refusing it" % name)
     parts = name.split("/")
-    if ".." in parts:
+    if ".." in parts or "." in parts or "" in parts[:-1]:
         raise BundleError("unsafe path %r in the bundle: refusing it" % name)
+
+
+def json_loads_bounded(raw, what):
+    """json.loads that gives a BundleError, never a crash, on bad input
+    (not UTF-8, not JSON, nested too deep)."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BundleError("%s is not valid JSON: the bundle is damaged; "
+                          "recopy it" % what)
+
+
+class VerifiedReader(object):
+    """Reads one bundle member and hashes it on the way: the read that
+    completes the size bundle.json lists checks the sha256 and raises
+    before handing over those last bytes, so a member changed after
+    `verify` never reaches its consumer whole."""
+
+    def __init__(self, handle, relpath, size, sha256_hex):
+        self.handle = handle
+        self.relpath = relpath
+        self.left = size
+        self.expected = sha256_hex
+        self.digest = hashlib.sha256()
+        self.verified = False
+        if size == 0:
+            self._check()
+
+    def _check(self):
+        if self.handle.read(1):
+            raise BundleError("bundle member %s is longer than %s says: it "
+                              "changed after it was verified; recopy the "
+                              "bundle" % (self.relpath, BUNDLE_JSON))
+        if self.digest.hexdigest() != self.expected:
+            raise BundleError("bundle member %s fails its sha256 check: the "
+                              "bundle is damaged or changed after it was "
+                              "verified; recopy it" % self.relpath)
+        self.verified = True
+
+    def read(self, size=-1):
+        want = self.left if size is None or size < 0 else min(size, self.left)
+        parts = []
+        while want > 0:
+            block = self.handle.read(min(want, CHUNK))
+            if not block:
+                raise BundleError("bundle member %s is shorter than %s says: "
+                                  "the bundle is damaged or changed after it "
+                                  "was verified; recopy it"
+                                  % (self.relpath, BUNDLE_JSON))
+            self.digest.update(block)
+            self.left -= len(block)
+            want -= len(block)
+            parts.append(block)
+            if self.left == 0:
+                self._check()
+        return b"".join(parts)
+
+    def close(self):
+        self.handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class Bundle(object):
     """A bundle, either the .tar as made or its extracted top directory.
 
-    ``meta`` is bundle.json.  ``open(relpath)`` gives a binary file object of
-    a member, by its path inside the top directory.  Nothing is extracted:
-    a tar is read in place (it is uncompressed, so members can be seeked).
+    ``meta`` is bundle.json, read once and checked against its schema.
+    ``open(relpath)`` gives a VerifiedReader of a listed member: every byte
+    that leaves the bundle is hashed on the way.  Nothing is extracted: a
+    tar is read in place (it is uncompressed, so members can be seeked);
+    in a folder every path component is opened without following links.
     """
 
     def __init__(self, path):
         self.path = os.path.abspath(path)
         self.tar = None
+        self.dir_fd = None
         self.members = {}
+        self.folders = set()
         self.top = ""
-        if os.path.isdir(self.path):
-            bundle_json = os.path.join(self.path, BUNDLE_JSON)
-            if not os.path.isfile(bundle_json):
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise BundleError("bundle %s does not exist: give the bundle "
+                                  ".tar or its extracted folder" % path)
+            raise BundleError("cannot open the bundle %s: %s" % (
+                path, exc.strerror))
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            self.kind = "dir"
+            self.dir_fd = fd
+            try:
+                os.close(self._open_dir_member(BUNDLE_JSON)[0])
+            except BundleError:
+                self.close()
                 raise BundleError("%s has no %s: point --bundle at the "
                                   "extracted bundle folder or the .tar"
                                   % (self.path, BUNDLE_JSON))
-            self.kind = "dir"
-        elif os.path.isfile(self.path):
+        elif stat.S_ISREG(mode):
             self.kind = "tar"
-            self._index_tar()
+            self._index_tar(os.fdopen(fd, "rb"))
         else:
-            raise BundleError("bundle %s does not exist: give the bundle .tar "
-                              "or its extracted folder" % path)
-        self.meta = self._load_meta()
+            os.close(fd)
+            raise BundleError("bundle %s is not a file or folder: give the "
+                              "bundle .tar or its extracted folder" % path)
+        try:
+            self.meta = self._load_meta()
+        except BaseException:
+            self.close()
+            raise
 
     # -- tar access ---------------------------------------------------------
-    def _index_tar(self):
+    def _index_tar(self, handle):
         try:
-            self.tar = tarfile.open(self.path, "r:")
+            self.tar = tarfile.open(fileobj=handle, mode="r:")
         except (tarfile.TarError, OSError) as exc:
+            handle.close()
             raise BundleError("%s is not a readable bundle tar: %s"
                               % (self.path, exc))
         tops = set()
@@ -1810,10 +2080,12 @@ class Bundle(object):
                 if count > MAX_BUNDLE_MEMBERS:
                     raise BundleError("bundle has more than %d members: "
                                       "refusing it" % MAX_BUNDLE_MEMBERS)
-                _check_member_name(member.name)
-                top, _, rel = member.name.partition("/")
+                _check_member_name(member.name.rstrip("/"))
+                top, _, rel = member.name.rstrip("/").partition("/")
                 tops.add(top)
                 if member.isdir():
+                    if rel:
+                        self.folders.add(rel)
                     continue
                 if not member.isfile():
                     raise BundleError("bundle member %s is a link or device: "
@@ -1824,85 +2096,177 @@ class Bundle(object):
                 self.members[rel] = member
                 # Free tarfile's growing member list as we go.
                 self.tar.members = []
+            if len(tops) != 1:
+                raise BundleError("bundle must have exactly one top folder, "
+                                  "found %s" % (", ".join(sorted(tops)) or "none"))
         except tarfile.TarError as exc:
+            self.close()
             raise BundleError("%s is truncated or damaged: %s" % (self.path, exc))
-        if len(tops) != 1:
-            raise BundleError("bundle must have exactly one top folder, found %s"
-                              % ", ".join(sorted(tops)) or "none")
+        except BaseException:
+            self.close()
+            raise
         self.top = tops.pop()
 
+    # -- folder access ------------------------------------------------------
+    def _open_dir_member(self, relpath):
+        """(fd, stat) of a regular file in the folder, every component
+        opened without following a link; BundleError otherwise."""
+        _check_member_name(relpath)
+        parts = relpath.split("/")
+        current = self.dir_fd
+        try:
+            for part in parts[:-1]:
+                try:
+                    following = os.open(part, os.O_RDONLY | os.O_DIRECTORY |
+                                        os.O_NOFOLLOW | O_CLOEXEC,
+                                        dir_fd=current)
+                except OSError as exc:
+                    self._member_error(relpath, exc)
+                if current != self.dir_fd:
+                    os.close(current)
+                current = following
+            try:
+                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW |
+                             os.O_NONBLOCK | O_CLOEXEC, dir_fd=current)
+            except OSError as exc:
+                self._member_error(relpath, exc)
+        finally:
+            if current != self.dir_fd:
+                os.close(current)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise BundleError("bundle member %s is not a regular file: "
+                              "refusing it" % relpath)
+        return fd, st
+
+    @staticmethod
+    def _member_error(relpath, exc):
+        if exc.errno == errno.ENOENT:
+            raise BundleError("bundle member %s is missing: rebuild or recopy "
+                              "the bundle" % relpath)
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            raise BundleError("bundle member %s is a link or not a regular "
+                              "file: refusing it" % relpath)
+        raise BundleError("cannot read bundle member %s: %s"
+                          % (relpath, exc.strerror))
+
+    def _walk_folder(self):
+        """(files, folders) under the folder, nothing followed; a link,
+        FIFO or device anywhere is refused."""
+        files, folders = [], set()
+        pending = [""]
+        while pending:
+            prefix = pending.pop()
+            try:
+                entries = sorted(os.listdir(os.path.join(self.path, prefix)
+                                            if prefix else self.path))
+            except OSError as exc:
+                raise BundleError("cannot list %s in the bundle: %s"
+                                  % (prefix or ".", exc.strerror))
+            for name in entries:
+                rel = prefix + "/" + name if prefix else name
+                if rel == JOIN_FILE_NAME:
+                    continue
+                mode = os.lstat(os.path.join(self.path, rel)).st_mode
+                if stat.S_ISDIR(mode):
+                    folders.add(rel)
+                    pending.append(rel)
+                elif stat.S_ISREG(mode):
+                    files.append(rel)
+                else:
+                    raise BundleError("bundle member %s is a link or device: "
+                                      "refusing it" % rel)
+                if len(files) + len(folders) > MAX_BUNDLE_MEMBERS:
+                    raise BundleError("bundle has more than %d members: "
+                                      "refusing it" % MAX_BUNDLE_MEMBERS)
+        return sorted(files), folders
+
+    # -- either -------------------------------------------------------------
     def _load_meta(self):
         if self.size(BUNDLE_JSON) > MAX_BUNDLE_JSON_BYTES:
             raise BundleError("%s is too large: this is not a k8s-offline "
                               "bundle" % BUNDLE_JSON)
         try:
-            with self.open(BUNDLE_JSON) as handle:
-                raw = handle.read()
-            with self.open(BUNDLE_JSON_SHA) as handle:
+            with self.open_raw(BUNDLE_JSON) as handle:
+                raw = handle.read(MAX_BUNDLE_JSON_BYTES + 1)
+            with self.open_raw(BUNDLE_JSON_SHA) as handle:
                 recorded = handle.read(200).decode("ascii", "replace").split()
         except BundleError:
-            raise BundleError("%s or %s is missing: this is not a complete "
-                              "k8s-offline bundle" % (BUNDLE_JSON, BUNDLE_JSON_SHA))
+            raise BundleError("%s or %s is missing or not a file: this is not "
+                              "a complete k8s-offline bundle"
+                              % (BUNDLE_JSON, BUNDLE_JSON_SHA))
         if not recorded or recorded[0] != sha256_bytes(raw):
             raise BundleError("bundle member %s fails its sha256 check (%s): "
                               "the bundle is damaged; recopy it"
                               % (BUNDLE_JSON, BUNDLE_JSON_SHA))
-        try:
-            meta = json.loads(raw.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise BundleError("%s in %s is not valid JSON: the bundle is damaged"
-                              % (BUNDLE_JSON, self.path))
-        if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
-            raise BundleError("%s is not a k8s-offline bundle of format %d"
+        meta = json_loads_bounded(raw, "%s in %s" % (BUNDLE_JSON, self.path))
+        if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT \
+                or type(meta.get("format")) is not int:
+            raise BundleError("%s is not a k8s-offline bundle of format %d: "
+                              "use a bundle made by this tool"
                               % (self.path, BUNDLE_FORMAT))
+        check_bundle_meta(meta)
         self.meta_sha256 = sha256_bytes(raw)
         return meta
 
     def names(self):
         if self.kind == "tar":
             return sorted(self.members)
-        found = []
-        for root, dirs, files in os.walk(self.path):
-            for name in files:
-                full = os.path.join(root, name)
-                found.append(os.path.relpath(full, self.path).replace(os.sep, "/"))
-        return sorted(name for name in found if name != JOIN_FILE_NAME)
+        files, self.folders = self._walk_folder()
+        return files
 
     def size(self, relpath):
         if self.kind == "tar":
             if relpath not in self.members:
                 raise BundleError("bundle member %s is missing" % relpath)
             return self.members[relpath].size
-        full = self._dir_path(relpath)
-        st = os.lstat(full)
-        if not stat.S_ISREG(st.st_mode):
-            raise BundleError("bundle member %s is not a regular file" % relpath)
+        fd, st = self._open_dir_member(relpath)
+        os.close(fd)
         return st.st_size
 
-    def _dir_path(self, relpath):
-        _check_member_name(relpath)
-        full = os.path.join(self.path, relpath)
-        if not os.path.lexists(full):
-            raise BundleError("bundle member %s is missing" % relpath)
-        return full
-
-    def open(self, relpath):
+    def open_raw(self, relpath):
+        """A file object of a member as it is now, not checked: only for
+        `verify` and bundle.json, which check what they read themselves."""
         if self.kind == "tar":
             if relpath not in self.members:
                 raise BundleError("bundle member %s is missing" % relpath)
             return self.tar.extractfile(self.members[relpath])
-        full = self._dir_path(relpath)
-        if os.path.islink(full):
-            raise BundleError("bundle member %s is a link: refusing it" % relpath)
-        return open(full, "rb")
+        return os.fdopen(self._open_dir_member(relpath)[0], "rb")
+
+    def open(self, relpath):
+        """A VerifiedReader of a member bundle.json lists."""
+        entry = self.meta["files"].get(relpath)
+        if entry is None:
+            raise BundleError("bundle member %s is not listed in %s: the "
+                              "bundle is damaged; rebuild it"
+                              % (relpath, BUNDLE_JSON))
+        return VerifiedReader(self.open_raw(relpath), relpath, entry["size"],
+                              entry["sha256"])
+
+    def read_member(self, relpath, cap=None):
+        """The verified bytes of a member (small ones: units, manifests,
+        archives that are unpacked from memory)."""
+        size = self.meta["files"].get(relpath, {}).get("size", 0)
+        if cap is not None and size > cap:
+            raise BundleError("bundle member %s is %d bytes, more than the "
+                              "%d expected: the bundle is damaged; rebuild it"
+                              % (relpath, size, cap))
+        with self.open(relpath) as handle:
+            return handle.read()
 
     def read_json(self, relpath):
-        with self.open(relpath) as handle:
-            return json.loads(handle.read().decode("utf-8"))
+        return json_loads_bounded(self.read_member(relpath, MAX_IMAGE_JSON_BYTES),
+                                  "bundle member %s" % relpath)
 
     def close(self):
         if self.tar is not None:
+            self.tar.fileobj.close()
             self.tar.close()
+            self.tar = None
+        if self.dir_fd is not None:
+            os.close(self.dir_fd)
+            self.dir_fd = None
 
     # -- facts --------------------------------------------------------------
     @property
@@ -1915,37 +2279,44 @@ class Bundle(object):
 
     def images_for_role(self, role):
         """Image entries a node of this role needs ('master' or 'worker')."""
-        images = self.meta.get("images", [])
+        images = self.meta["images"]
         if role == "master":
             return list(images)
         return [image for image in images
-                if image.get("name") in WORKER_IMAGE_NAMES
-                or image.get("extra")]
+                if image["name"] in WORKER_IMAGE_NAMES or image.get("extra")]
 
 
 def verify_bundle(bundle, progress=True):
     """Check every byte of a bundle against bundle.json; BundleError if not.
 
-    Checks: every listed file is present with its size and sha256; no file
-    is there that is not listed; every blob is named by its own digest; every
-    image's manifest, config and layers are present and the manifest names
-    exactly the config and layers bundle.json records.
+    Checks: every listed file is present with its size and sha256; no file,
+    folder or link is there that is not listed; every blob is named by its
+    own digest; every image's manifest, config and layers are present and
+    the manifest names exactly the config and layers bundle.json records.
     """
-    files = bundle.meta.get("files")
-    if not isinstance(files, dict) or not files:
+    files = bundle.meta["files"]
+    if not files:
         raise BundleError("%s lists no files: the bundle is damaged" % BUNDLE_JSON)
     present = set(bundle.names()) - {BUNDLE_JSON, BUNDLE_JSON_SHA}
     unlisted = sorted(present - set(files))
     if unlisted:
         raise BundleError("bundle member %s is not listed in %s: refusing the "
                           "bundle" % (unlisted[0], BUNDLE_JSON))
+    needed = set()
+    for relpath in files:
+        parts = relpath.split("/")
+        needed.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    stray = sorted(bundle.folders - needed)
+    if stray:
+        raise BundleError("bundle folder %s is not listed in %s: refusing the "
+                          "bundle" % (stray[0], BUNDLE_JSON))
     total = 0
     for relpath, entry in files.items():
         _check_member_name(relpath)
         if relpath not in present:
             raise BundleError("bundle member %s is missing: rebuild or recopy "
                               "the bundle" % relpath)
-        total += int(entry["size"])
+        total += entry["size"]
     bar = Progress(total, "verify", enabled=progress)
     try:
         for relpath in sorted(files):
@@ -1954,14 +2325,9 @@ def verify_bundle(bundle, progress=True):
                 raise BundleError("bundle member %s has size %d, expected %d: "
                                   "the bundle is damaged; recopy it"
                                   % (relpath, bundle.size(relpath), entry["size"]))
-            digest = hashlib.sha256()
             with bundle.open(relpath) as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+                for block in iter(lambda: handle.read(CHUNK), b""):
                     bar.update(len(block))
-            if digest.hexdigest() != entry["sha256"]:
-                raise BundleError("bundle member %s fails its sha256 check: the "
-                                  "bundle is damaged; recopy it" % relpath)
             if relpath.startswith(IMAGES_DIR + "/blobs/sha256/") and \
                     relpath.rsplit("/", 1)[1] != entry["sha256"]:
                 raise BundleError("blob %s is not named by its digest" % relpath)
@@ -1971,25 +2337,29 @@ def verify_bundle(bundle, progress=True):
 
 
 def _blob_path(digest):
-    algorithm, _, hexpart = digest.partition(":")
-    if algorithm != "sha256" or not re.match(r"^[0-9a-f]{64}$", hexpart):
-        raise BundleError("bad digest %r in the bundle" % digest)
-    return "%s/blobs/sha256/%s" % (IMAGES_DIR, hexpart)
+    if not full_match(DIGEST_RE, digest):
+        raise BundleError("bad digest %r in the bundle" % (digest,))
+    return "%s/blobs/sha256/%s" % (IMAGES_DIR, digest[len("sha256:"):])
 
 
 def _verify_image_graph(bundle, files):
     """Every image's manifest names the config and layers that are there."""
-    for image in bundle.meta.get("images", []):
+    for image in bundle.meta["images"]:
         manifest_path = _blob_path(image["manifest_digest"])
         if manifest_path not in files:
             raise BundleError("image %s: manifest blob is missing" % image["ref"])
         manifest = bundle.read_json(manifest_path)
-        config = manifest.get("config", {}).get("digest")
-        layers = [layer.get("digest") for layer in manifest.get("layers", [])]
-        if config != image.get("config_digest") or layers != image.get("layers"):
+        config = manifest.get("config") if isinstance(manifest, dict) else None
+        layers = manifest.get("layers") if isinstance(manifest, dict) else None
+        if not isinstance(config, dict) or not isinstance(layers, list) or \
+                not all(isinstance(layer, dict) for layer in layers):
+            raise BundleError("image %s: its manifest is not an image manifest: "
+                              "the bundle is damaged; rebuild it" % image["ref"])
+        if config.get("digest") != image["config_digest"] or \
+                [layer.get("digest") for layer in layers] != image["layers"]:
             raise BundleError("image %s: manifest does not match %s"
                               % (image["ref"], BUNDLE_JSON))
-        for digest in [config] + layers:
+        for digest in [image["config_digest"]] + image["layers"]:
             if _blob_path(digest) not in files:
                 raise BundleError("image %s: blob %s is missing"
                                   % (image["ref"], digest))
@@ -2226,8 +2596,14 @@ class Runner(object):
             producer(proc.stdin)
         except (IOError, OSError) as exc:
             if exc.errno != errno.EPIPE:
+                self._abort(proc)
                 raise
             broken = exc
+        except BaseException:
+            # The stream stops before its last member is whole: kill the
+            # reader so the runtime's import fails and keeps nothing.
+            self._abort(proc)
+            raise
         finally:
             with contextlib.suppress(IOError, OSError):
                 proc.stdin.close()
@@ -2243,6 +2619,14 @@ class Runner(object):
         if broken is not None and proc.returncode == 0:
             return CommandResult(argv, 1, out, err + "\nbroken pipe")
         return CommandResult(argv, proc.returncode, out, err)
+
+
+    @staticmethod
+    def _abort(proc):
+        with contextlib.suppress(OSError):
+            proc.kill()
+        with contextlib.suppress(OSError):
+            proc.wait(timeout=60)
 
 
 def last_line(text):
@@ -2324,6 +2708,42 @@ class Host(object):
         log.debug("wrote %s", host_path)
         return True
 
+    def install_member(self, host_path, bundle, relpath, mode=0o755):
+        """Copy a bundle member to host_path, hashing it on the way: it goes
+        to a temporary name in the target folder, is flushed to disk, and
+        is renamed into place only when its sha256 is the one bundle.json
+        lists.  A file already there with those bytes and mode is left
+        alone; True when it changed."""
+        entry = bundle.meta["files"][relpath]
+        full = self.path(host_path)
+        if _file_sha256(full) == entry["sha256"] and \
+                stat.S_IMODE(os.lstat(full).st_mode) == mode:
+            return False
+        if self.dry_run:
+            log.info("  would write %s (%s, mode %04o)", host_path,
+                     human_size(entry["size"]), mode)
+            return True
+        self.makedirs(os.path.dirname(host_path))
+        fd, tmp = tempfile.mkstemp(prefix=".k8s-offline-",
+                                   dir=os.path.dirname(full))
+        try:
+            with os.fdopen(fd, "wb") as out, bundle.open(relpath) as source:
+                for block in iter(lambda: source.read(CHUNK), b""):
+                    out.write(block)
+                out.flush()
+                os.fsync(out.fileno())
+                if not source.verified:
+                    raise BundleError("bundle member %s was not read whole: "
+                                      "recopy the bundle" % relpath)
+            os.chmod(tmp, mode)
+            os.rename(tmp, full)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        log.debug("wrote %s", host_path)
+        return True
+
     def remove(self, host_path):
         full = self.path(host_path)
         if not os.path.lexists(full):
@@ -2370,6 +2790,22 @@ class Host(object):
         self.makedirs(STATE_DIR, 0o700)
         self.write(STATE_FILE, canonical_json(state), 0o600)
         return state
+
+
+def _file_sha256(full):
+    """The sha256 of a regular file (not followed if a link), else None."""
+    try:
+        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
+                     O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        digest = hashlib.sha256()
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _owned_by(path, owner):
@@ -2614,6 +3050,18 @@ def _add_blob(tar, bundle, digest, progress, seen):
         tar.addfile(info, _CountingReader(handle, progress))
 
 
+@contextlib.contextmanager
+def _broken_on_error(tar):
+    """On an error mid-stream, mark the tar stream closed: nothing more (no
+    end-of-archive blocks) is written, so the reader sees a cut archive."""
+    try:
+        yield
+    except BaseException:
+        tar.closed = True
+        tar.fileobj.closed = True
+        raise
+
+
 def image_stream_size(bundle, images):
     seen = set()
     total = 0
@@ -2636,11 +3084,12 @@ def write_docker_archive(stream, bundle, targets, progress):
                             for d in image["layers"]]}
                 for image, target in targets]
     tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
-    seen = set()
-    _add_bytes(tar, "manifest.json", json.dumps(manifest).encode("utf-8"))
-    for image, _ in targets:
-        for digest in [image["config_digest"]] + list(image["layers"]):
-            _add_blob(tar, bundle, digest, progress, seen)
+    with _broken_on_error(tar):
+        seen = set()
+        _add_bytes(tar, "manifest.json", json.dumps(manifest).encode("utf-8"))
+        for image, _ in targets:
+            for digest in [image["config_digest"]] + list(image["layers"]):
+                _add_blob(tar, bundle, digest, progress, seen)
     tar.close()
 
 
@@ -2656,13 +3105,14 @@ def write_oci_layout(stream, bundle, targets, progress):
             "annotations": {"io.containerd.image.name": target,
                             "org.opencontainers.image.ref.name": target}})
     tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
-    seen = set()
-    _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
-    _add_bytes(tar, "index.json", json.dumps(index).encode("utf-8"))
-    for image, _ in targets:
-        for digest in [image["manifest_digest"], image["config_digest"]] + \
-                list(image["layers"]):
-            _add_blob(tar, bundle, digest, progress, seen)
+    with _broken_on_error(tar):
+        seen = set()
+        _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+        _add_bytes(tar, "index.json", json.dumps(index).encode("utf-8"))
+        for image, _ in targets:
+            for digest in [image["manifest_digest"], image["config_digest"]] + \
+                    list(image["layers"]):
+                _add_blob(tar, bundle, digest, progress, seen)
     tar.close()
 
 
@@ -3020,17 +3470,9 @@ def wait_for(ctx, check, what, timeout=60, interval=2):
 
 def install_static_docker(ctx):
     """Unpack the bundle's static Docker into /usr/bin with its unit."""
-    relpath = ctx.bundle.meta["archives"]["docker"]
-    with ctx.bundle.open(relpath) as handle:
-        archive = tarfile.open(fileobj=handle, mode="r:gz")
-        for member in archive:
-            if not member.isfile():
-                continue
-            name = member.name.split("/")[-1]
-            if not re.match(r"^[A-Za-z0-9._-]+$", name):
-                continue
-            ctx.host.write(BIN_INSTALL_DIR + "/" + name,
-                           archive.extractfile(member).read(), 0o755)
+    for name, data in sorted(_extract_files(
+            ctx, ctx.bundle.meta["archives"]["docker"]).items()):
+        ctx.host.write(BIN_INSTALL_DIR + "/" + name, data, 0o755)
     ctx.host.write(DOCKER_UNIT, DOCKER_SERVICE)
     if not ctx.host.exists(DOCKER_DAEMON_JSON):
         ctx.host.write(DOCKER_DAEMON_JSON, canonical_json({
@@ -3103,19 +3545,29 @@ def ensure_cgroup_driver(ctx):
 
 # -- phase: install ---------------------------------------------------------
 
+ARCHIVE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 def _extract_files(ctx, relpath, wanted=None):
-    """{basename: bytes} of the regular files in a bundled .tgz."""
+    """{basename: bytes} of the regular files in a bundled .tgz.
+
+    The archive is read whole through its hash check first and unpacked
+    from memory, so only verified bytes are unpacked."""
+    data = ctx.bundle.read_member(relpath)
     found = {}
-    with ctx.bundle.open(relpath) as handle:
-        archive = tarfile.open(fileobj=handle, mode="r:gz")
-        for member in archive:
-            if not member.isfile():
-                continue
-            name = member.name.split("/")[-1]
-            if not re.match(r"^[A-Za-z0-9._-]+$", name):
-                continue
-            if wanted is None or name in wanted:
-                found[name] = archive.extractfile(member).read()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+            for member in archive:
+                if not member.isfile():
+                    continue
+                name = member.name.split("/")[-1]
+                if not full_match(ARCHIVE_FILE_RE, name):
+                    continue
+                if wanted is None or name in wanted:
+                    found[name] = archive.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise BundleError("%s is not a readable .tgz (%s): rebuild the bundle"
+                          % (relpath, exc))
     return found
 
 
@@ -3124,11 +3576,10 @@ def phase_install(ctx):
     kubelet's units, and enable the kubelet."""
     host, meta, bundle = ctx.host, ctx.bundle.meta, ctx.bundle
     changed = []
-    for name, relpath in sorted(meta.get("binaries", {}).items()):
+    for name, relpath in sorted(meta["binaries"].items()):
         target = BIN_INSTALL_DIR + "/" + name
-        with bundle.open(relpath) as handle:
-            if host.write(target, handle.read(), 0o755):
-                changed.append(target)
+        if host.install_member(target, bundle, relpath, 0o755):
+            changed.append(target)
     archives = meta.get("archives", {})
     if archives.get("cni"):
         host.makedirs(CNI_BIN_DIR)
@@ -3147,8 +3598,7 @@ def phase_install(ctx):
     for name, target in (("kubelet.service", KUBELET_UNIT),
                          ("10-kubeadm.conf", KUBELET_DROPIN)):
         if name in units:
-            with bundle.open(units[name]) as handle:
-                data = handle.read()
+            data = bundle.read_member(units[name], MAX_IMAGE_JSON_BYTES)
         else:
             data = KUBELET_SERVICE if name == "kubelet.service" \
                 else KUBEADM_DROPIN
@@ -3536,8 +3986,12 @@ def phase_network(ctx):
     meta = ctx.bundle.meta
     relpath = meta.get("flannel_manifest") or (MANIFESTS_DIR + "/" +
                                                FLANNEL_MANIFEST)
-    with ctx.bundle.open(relpath) as handle:
-        text = handle.read().decode("utf-8")
+    try:
+        text = ctx.bundle.read_member(relpath, MAX_IMAGE_JSON_BYTES).decode(
+            "utf-8")
+    except UnicodeDecodeError:
+        raise BundleError("the bundled flannel manifest is not UTF-8 text: "
+                          "rebuild the bundle")
     pod_cidr = ctx.args.pod_network_cidr
     rendered = render_flannel(text, pod_cidr, flannel_image(ctx.bundle))
     ctx.host.makedirs(STATE_DIR, 0o700)
