@@ -33,6 +33,7 @@ import logging
 import os
 import platform
 import re
+import shlex
 import shutil
 import socket
 import stat
@@ -355,24 +356,87 @@ def write_file_atomic(path, data, mode=0o644):
         raise
 
 
+def read_regular_file(path, what, cap):
+    """The bytes of a file named by a flag or found on the stick: opened
+    without blocking (a FIFO cannot hang the run), a regular file only
+    (not /dev/zero, a folder or a FIFO), at most cap bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | O_CLOEXEC)
+    except (OSError, ValueError) as exc:
+        raise UserError("cannot read %s %s: %s" % (
+            what, path, getattr(exc, "strerror", None) or exc))
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError("%s %s is not a regular file: give a file"
+                            % (what, path))
+        if st.st_size > cap:
+            raise UserError("%s %s is larger than %s: give the right file"
+                            % (what, path, human_size(cap)))
+        try:
+            data = handle.read(cap + 1)
+        except OSError as exc:
+            raise UserError("cannot read %s %s: %s" % (what, path,
+                                                       exc.strerror))
+    if len(data) > cap:
+        raise UserError("%s %s is larger than %s: give the right file"
+                        % (what, path, human_size(cap)))
+    return data
+
+
+def open_private_log(path, append):
+    """A UTF-8 text stream of a log file that may hold secrets: opened
+    without following a link and without blocking (no FIFO), a regular
+    file only, made mode 0600 every time, whatever it was before."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | \
+        O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return io.open(fd, "a" if append else "w", encoding="utf-8",
+                   errors="backslashreplace")
+
+
+class _OneLineHandler(logging.StreamHandler):
+    """A log handler that, when it cannot write (a full disk, a closed
+    terminal), says so in one line and drops out; the run goes on.  The
+    standard handler would print a traceback for every record."""
+
+    def __init__(self, stream, where):
+        logging.StreamHandler.__init__(self, stream)
+        self.where = where
+
+    def handleError(self, record):
+        exc = sys.exc_info()[1]
+        log.removeHandler(self)
+        reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+        with contextlib.suppress(Exception):
+            sys.stderr.write("warning: cannot write the log %s (%s): going on "
+                             "without it\n" % (self.where, reason))
+            sys.stderr.flush()
+
+
 def setup_logging(verbose=False, log_file=None):
     """Log to stderr; with log_file, also a full debug log there (mode 0600)."""
     log.setLevel(logging.DEBUG)
     log.handlers[:] = []
-    console = logging.StreamHandler(sys.stderr)
+    console = _OneLineHandler(sys.stderr, "on the terminal")
     console.setLevel(logging.DEBUG if verbose else logging.INFO)
     console.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(console)
     if log_file:
         try:
-            fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            os.close(fd)
-            os.chmod(log_file, 0o600)
-            handler = logging.FileHandler(log_file)
+            stream = open_private_log(log_file, append=True)
         except OSError as exc:
             log.warning("warning: cannot write the log %s: %s", log_file,
                         exc.strerror)
         else:
+            handler = _OneLineHandler(stream, log_file)
             handler.setLevel(logging.DEBUG)
             handler.setFormatter(logging.Formatter(
                 "%(asctime)s %(levelname)s %(message)s"))
@@ -424,11 +488,11 @@ class ImageRef(object):
 def parse_image_ref(text):
     """Parse 'quay.io/coreos/flannel:v0.11.0-amd64' the way Docker does."""
     original = text
-    text = (text or "").strip()
+    text = text or ""
     digest = None
     if "@" in text:
         text, digest = text.split("@", 1)
-        if not _DIGEST_RE.match(digest):
+        if not _DIGEST_RE.fullmatch(digest):
             raise UserError("bad image reference %r: the digest must be "
                             "sha256:<64 hex digits>" % original)
     tag = None
@@ -436,7 +500,7 @@ def parse_image_ref(text):
     colon = text.rfind(":")
     if colon > slash:
         text, tag = text[:colon], text[colon + 1:]
-        if not _TAG_RE.match(tag):
+        if not _TAG_RE.fullmatch(tag):
             raise UserError("bad image reference %r: bad tag %r" % (original, tag))
     if not tag and not digest:
         tag = "latest"
@@ -447,7 +511,8 @@ def parse_image_ref(text):
         registry, repository = DOCKER_HUB, text
         if "/" not in repository:
             repository = "library/" + repository
-    if not _REPO_RE.match(repository):
+    if not _REPO_RE.fullmatch(repository) or \
+            not IMAGE_NAME_RE.fullmatch(registry + "/" + repository):
         raise UserError("bad image reference %r: use the form "
                         "[registry/]repository[:tag][@sha256:digest]" % original)
     return ImageRef(registry, repository, tag, digest)
@@ -1164,7 +1229,7 @@ class ImageFetcher(object):
                 digests = [(d, image["blob_sizes"].get(d, 0))
                            for d in [image["config_digest"]] + image["layers"]]
             for digest, size in digests:
-                if not _DIGEST_RE.match(digest):
+                if not _DIGEST_RE.fullmatch(digest):
                     raise UserError("image %s names an unsupported digest %s"
                                     % (image["source"], digest))
                 if digest not in wanted and not self.cache.has(digest[7:]):
@@ -1917,6 +1982,10 @@ def check_bundle_meta(meta):
     """bundle.json against its schema, then what the schema cannot say:
     every path it names is listed in files, the version is supported."""
     check_schema(meta, BUNDLE_SCHEMA, "")
+    try:
+        version_facts(meta["kubernetes_version"])
+    except UserError as exc:
+        raise BundleError("%s field kubernetes_version: %s" % (BUNDLE_JSON, exc))
     files = meta["files"]
     named = list(meta["binaries"].items()) + list(meta["archives"].items()) + \
         list(meta.get("systemd", {}).items()) + \
@@ -1935,10 +2004,6 @@ def check_bundle_meta(meta):
         raise BundleError("%s field name is %s, expected %s: the bundle is "
                           "damaged; rebuild it" % (BUNDLE_JSON, meta["name"],
                           bundle_name(meta["kubernetes_version"], meta["arch"])))
-    try:
-        version_facts(meta["kubernetes_version"])
-    except UserError as exc:
-        raise BundleError("%s field kubernetes_version: %s" % (BUNDLE_JSON, exc))
 
 
 def _check_member_name(name):
@@ -2436,10 +2501,17 @@ StartLimitInterval=60s
 [Install]
 WantedBy=multi-user.target
 """
-TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
-CA_HASH_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
-CERT_KEY_RE = re.compile(r"^[a-f0-9]{64}$")
-NODE_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# Values that reach config files and command lines, each matched whole
+# (re.fullmatch: a pattern ending in `$` would let a trailing newline in).
+TOKEN_RE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
+CA_HASH_RE = re.compile(r"sha256:[a-f0-9]{64}")
+CERT_KEY_RE = re.compile(r"[a-f0-9]{64}")
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+NODE_NAME_RE = re.compile(r"(?=.{1,253}\Z)%s(?:\.%s)*" % (_DNS_LABEL,
+                                                         _DNS_LABEL), re.S)
+SOCKET_PATH_RE = re.compile(r"/[A-Za-z0-9._/-]{1,200}")
+PREFLIGHT_ERRORS_RE = re.compile(r"[A-Za-z0-9.,_-]{1,500}")
+SMALLEST_POD_PREFIX = 24      # each node gets a /24 of the pod network
 TOKEN_TTL_SECONDS = 24 * 3600
 CERT_KEY_TTL_SECONDS = 2 * 3600
 
@@ -2498,8 +2570,13 @@ class Runner(object):
             log.info("  would run: %s", " ".join(argv))
             return CommandResult(argv, 0)
         log.debug("run: %s", " ".join(argv))
-        result = self._execute(argv, timeout=timeout, tee=tee,
-                               input_text=input_text)
+        if tee:
+            with open_tee(tee) as stream:
+                result = self._execute(argv, timeout=timeout, tee=stream,
+                                       input_text=input_text)
+        else:
+            result = self._execute(argv, timeout=timeout,
+                                   input_text=input_text)
         if result.stdout:
             log.debug("stdout: %s", result.stdout.rstrip()[-4000:])
         if result.stderr:
@@ -2533,7 +2610,8 @@ class Runner(object):
             proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE if input_text is not None
                 else subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, universal_newlines=True)
+                stderr=subprocess.PIPE, universal_newlines=True,
+                encoding="utf-8", errors="replace")
         except OSError as exc:
             return CommandResult(argv, 127, "", "%s: %s" % (argv[0],
                                                             exc.strerror))
@@ -2546,31 +2624,31 @@ class Runner(object):
                                  "\ntimed out after %d s" % timeout)
         return CommandResult(argv, proc.returncode, out, err)
 
-    def _execute_tee(self, argv, timeout, tee):
+    def _execute_tee(self, argv, timeout, log_handle):
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT,
-                                universal_newlines=True)
+                                universal_newlines=True,
+                                encoding="utf-8", errors="replace")
         lines = []
-        fd = os.open(tee, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as log_handle:
-            def pump():
-                for line in proc.stdout:
-                    lines.append(line)
-                    sys.stdout.write(line)
-                    sys.stdout.flush()
+
+        def pump():
+            for line in proc.stdout:
+                lines.append(line)
+                echo(line)
+                with contextlib.suppress(OSError):
                     log_handle.write(line)
                     log_handle.flush()
-            reader = threading.Thread(target=pump)
-            reader.daemon = True
-            reader.start()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                lines.append("timed out after %d s\n" % timeout)
-            reader.join(10)
+        reader = threading.Thread(target=pump)
+        reader.daemon = True
+        reader.start()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            lines.append("timed out after %d s\n" % timeout)
+        reader.join(10)
         return CommandResult(argv, proc.returncode, "".join(lines), "")
 
     def _execute_piped(self, argv, producer, timeout=3600):
@@ -2629,6 +2707,32 @@ class Runner(object):
             proc.wait(timeout=60)
 
 
+def open_tee(path):
+    """The log a command's output is copied to (it may hold a token): see
+    open_private_log; a UserError when it is a link or not a file."""
+    try:
+        return open_private_log(path, append=False)
+    except OSError as exc:
+        raise UserError("cannot write %s: %s: remove it if it is a link or "
+                        "not a file, then run again" % (path, exc.strerror))
+
+
+def echo(text):
+    """Write text to stdout even where the locale cannot encode it (C
+    locale, non-ASCII paths): such characters are escaped, never fatal."""
+    try:
+        sys.stdout.write(text)
+    except UnicodeEncodeError:
+        encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+        sys.stdout.write(text.encode(encoding, "backslashreplace")
+                         .decode(encoding))
+    sys.stdout.flush()
+
+
+def say(text):
+    echo(text + "\n")
+
+
 def last_line(text):
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return lines[-1] if lines else ""
@@ -2643,13 +2747,28 @@ class Host(object):
 
     def __init__(self, root="/", dry_run=False):
         self.root = os.path.abspath(root or "/")
+        self.real_root = os.path.realpath(self.root)
         self.dry_run = dry_run
         self.planned = set()      # folders a dry run has said it would make
 
     def path(self, host_path):
+        """The real path of a host path; a UserError for anything that is
+        not absolute, holds "..", or resolves (through links) outside the
+        root: names that come from a bundle or state.json cannot reach
+        elsewhere."""
+        if not isinstance(host_path, str) or not host_path.startswith("/") \
+                or "\x00" in host_path or ".." in host_path.split("/"):
+            raise UserError("refusing the host path %r: it is not a plain "
+                            "absolute path" % (host_path,))
         if self.root == "/":
             return host_path
-        return os.path.join(self.root, host_path.lstrip("/"))
+        full = os.path.join(self.root, host_path.lstrip("/"))
+        real = os.path.realpath(full)
+        if real != self.real_root and \
+                not real.startswith(self.real_root.rstrip("/") + "/"):
+            raise UserError("refusing the host path %s: it resolves to %s, "
+                            "outside %s" % (host_path, real, self.root))
+        return full
 
     def exists(self, host_path):
         return os.path.lexists(self.path(host_path))
@@ -2928,10 +3047,50 @@ def parse_cidr(text, option):
 def check_cidrs(pod_cidr, service_cidr):
     pod = parse_cidr(pod_cidr, "--pod-network-cidr")
     service = parse_cidr(service_cidr, "--service-cidr")
+    if pod.prefixlen > SMALLEST_POD_PREFIX:
+        raise UserError("--pod-network-cidr %s is too small: each node gets a "
+                        "/%d of it; use a /%d or larger network such as %s"
+                        % (pod, SMALLEST_POD_PREFIX, SMALLEST_POD_PREFIX,
+                           DEFAULT_POD_CIDR))
     if pod.overlaps(service):
         raise UserError("--pod-network-cidr %s overlaps --service-cidr %s: "
                         "choose networks that do not overlap" % (pod, service))
     return pod, service
+
+
+def check_ipv4_address(text, what):
+    """An IPv4 address as text; IPv6 is refused (the pod network, flannel
+    and kube-proxy are set up for IPv4 only)."""
+    try:
+        address = ipaddress.ip_address(u"%s" % text) \
+            if isinstance(text, str) else None
+    except ValueError:
+        address = None
+    if address is None:
+        raise UserError("bad %s %r: give an IPv4 address such as %s"
+                        % (what, text, "10.0.0.10"))
+    if address.version != 4:
+        raise UserError("%s %s is IPv6: this tool sets up IPv4 clusters; give "
+                        "an IPv4 address" % (what, text))
+    return str(address)
+
+
+def check_endpoint(text, what):
+    """HOST:PORT with an IPv4 address or a DNS name and a port 1-65535."""
+    host, sep, port = text.rpartition(":") if isinstance(text, str) \
+        else ("", "", "")
+    if host.startswith("[") or host.count(":"):
+        raise UserError("%s %r is IPv6: this tool sets up IPv4 clusters; use "
+                        "an IPv4 address or a name, as HOST:PORT" % (what, text))
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or \
+            not 0 < int(port) < 65536 or not (
+                re.fullmatch(r"[0-9.]+", host) or
+                full_match(NODE_NAME_RE, host.lower())):
+        raise UserError("bad %s %r: use HOST:PORT such as 10.0.0.10:6443"
+                        % (what, text))
+    if re.fullmatch(r"[0-9.]+", host):
+        check_ipv4_address(host, what)
+    return text
 
 
 def iptables_backend(runner):
@@ -3207,15 +3366,31 @@ def resolve_bundle_path(args):
                     % (folder, BUNDLE_JSON))
 
 
+SAFETY_PHASES = ("verify", "preflight")
+
+
 def run_phases(ctx, phases):
     """Run (name, function) pairs in order: each logged and timed, skipped
-    when named in --skip-phases, printed only under --dry-run."""
+    when named in --skip-phases, printed only under --dry-run.
+
+    The safety phases (verify, preflight) cannot be skipped, except in a
+    dry run, which changes nothing; that is said loudly."""
     names = [name for name, _ in phases]
     unknown = sorted(ctx.skip - set(names))
     if unknown:
         raise UserError("unknown phase %s in --skip-phases: the phases of %s "
                         "are %s" % (unknown[0], ctx.args.command,
                                     ", ".join(names)))
+    for name in SAFETY_PHASES:
+        if name in ctx.skip and not ctx.dry_run:
+            raise UserError("--skip-phases %s is refused: the %s phase checks "
+                            "the %s before anything changes; run without it "
+                            "(only a --dry-run may leave it out)" % (
+                                name, name, "bundle" if name == "verify"
+                                else "host"))
+        if name in ctx.skip:
+            log.warning("warning: the %s phase is left out of this dry run: "
+                        "a real run always does it", name)
     started = now()
     for name, function in phases:
         summary = " ".join((function.__doc__ or "").strip().split("\n\n")[0]
@@ -3337,7 +3512,7 @@ def phase_preflight(ctx):
             ctx.warn("%s is missing: kubeadm warns and some features need it; "
                      "install it if you can" % tool)
     name = node_name(ctx)
-    if not NODE_NAME_RE.match(name):
+    if not full_match(NODE_NAME_RE, name):
         errors.append("the node name %r is not a valid DNS name: set the host "
                       "name or use --node-name" % name)
     elif name == "localhost":
@@ -3699,53 +3874,258 @@ JOIN_COMMAND_RE = re.compile(
 
 
 def split_documents(text):
-    """YAML/JSON documents of a multi-document file, empty ones dropped."""
+    """The documents of a multi-document YAML or JSON file, as text; empty
+    ones (only blanks and comments) dropped."""
     docs, current = [], []
     for line in text.splitlines():
-        if re.match(r"^---\s*$", line):
-            docs.append("\n".join(current))
+        if re.fullmatch(r"(?:---|\.\.\.)\s*(?:#.*)?", line):
+            docs.append(current)
             current = []
         else:
             current.append(line)
-    docs.append("\n".join(current))
-    useful = []
-    for doc in docs:
-        body = [line for line in doc.splitlines()
-                if line.strip() and not line.lstrip().startswith("#")]
-        if body:
-            useful.append(doc.strip("\n") + "\n")
-    return useful
+    docs.append(current)
+    return ["\n".join(lines) + "\n" for lines in docs
+            if any(line.strip() and not line.lstrip().startswith("#")
+                   for line in lines)]
 
 
-def document_field(doc, field):
-    match = re.search(r'^\s*"?%s"?\s*:\s*["\']?([\w./-]+)' % field, doc, re.M)
-    return match.group(1) if match else None
+class YamlSubsetError(ValueError):
+    """A document outside the YAML subset kubeadm configs use."""
+
+
+MAX_YAML_DEPTH = 40
+
+
+def parse_yaml_document(text):
+    """One document of the YAML subset kubeadm configs are written in, with
+    the standard library: JSON; block mappings and sequences; plain,
+    single- and double-quoted scalars; flow [..] and {..} collections.
+    Anchors, aliases, tags and block scalars (| >) are refused."""
+    stripped = text.strip()
+    if stripped.startswith(("{", "[")):
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            pass        # flow YAML such as {a: b}: parsed below
+    lines = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        content = _strip_comment(raw).rstrip()
+        if not content.strip():
+            continue
+        body = content.lstrip(" ")
+        if body.startswith("\t") or "\t" in content[:len(content) - len(body)]:
+            raise YamlSubsetError("line %d is indented with a tab" % number)
+        lines.append((len(content) - len(body), body, number))
+    if not lines:
+        return None
+    value, end = _yaml_block(lines, 0, lines[0][0], 0)
+    if end != len(lines):
+        raise YamlSubsetError("line %d is not where its indentation puts it"
+                              % lines[end][2])
+    return value
+
+
+def _strip_comment(line):
+    quote = None
+    for index, char in enumerate(line):
+        if quote:
+            if char == quote:
+                quote = None
+        elif char in "'\"" and (index == 0 or line[index - 1] in " :-[{,"):
+            quote = char
+        elif char == "#" and (index == 0 or line[index - 1] in " \t"):
+            return line[:index]
+    return line
+
+
+def _yaml_block(lines, index, indent, depth):
+    if depth > MAX_YAML_DEPTH:
+        raise YamlSubsetError("nested more than %d deep" % MAX_YAML_DEPTH)
+    if lines[index][1] == "-" or lines[index][1].startswith("- "):
+        return _yaml_sequence(lines, index, indent, depth)
+    return _yaml_mapping(lines, index, indent, depth)
+
+
+def _yaml_nested(lines, index, indent, depth, number, allow_sequence):
+    """The block value under a line ending in ':' or '-', or None."""
+    if index < len(lines) and (lines[index][0] > indent or (
+            allow_sequence and lines[index][0] == indent and
+            (lines[index][1] == "-" or lines[index][1].startswith("- ")))):
+        return _yaml_block(lines, index, lines[index][0], depth + 1)
+    return None, index
+
+
+def _yaml_mapping(lines, index, indent, depth):
+    result = {}
+    while index < len(lines) and lines[index][0] == indent:
+        _, body, number = lines[index]
+        key, value = _yaml_key_value(body, number)
+        if key in result:
+            raise YamlSubsetError("line %d repeats the key %s" % (number, key))
+        index += 1
+        if value is None:
+            result[key], index = _yaml_nested(lines, index, indent, depth,
+                                              number, True)
+        else:
+            result[key] = _yaml_scalar(value, number, depth)
+    if index < len(lines) and lines[index][0] > indent:
+        raise YamlSubsetError("line %d is indented more than its mapping"
+                              % lines[index][2])
+    return result, index
+
+
+def _yaml_sequence(lines, index, indent, depth):
+    result = []
+    while index < len(lines) and lines[index][0] == indent and \
+            (lines[index][1] == "-" or lines[index][1].startswith("- ")):
+        _, body, number = lines[index]
+        rest = body[1:].lstrip(" ")
+        index += 1
+        if not rest:
+            item, index = _yaml_nested(lines, index, indent, depth, number,
+                                       False)
+        elif _yaml_is_key(rest):
+            # "- key: value" opens a mapping whose keys line up with "key".
+            inner = indent + len(body) - len(rest)
+            lines[index - 1] = (inner, rest, number)
+            item, index = _yaml_mapping(lines, index - 1, inner, depth + 1)
+        else:
+            item = _yaml_scalar(rest, number, depth)
+        result.append(item)
+    return result, index
+
+
+def _yaml_is_key(body):
+    return not body.startswith(("'", '"', "[", "{")) and \
+        re.match(r"[^\s:][^:]*:(?:\s|$)", body) is not None or \
+        re.match(r"(\"[^\"]*\"|'[^']*'):(?:\s|$)", body) is not None
+
+
+def _yaml_key_value(body, number):
+    match = re.match(r"(\"[^\"]*\"|'[^']*'|[^\s:'\"\[{#&*!|>-][^:]*?|"
+                     r"-[^\s:][^:]*?)\s*:(?:\s+(.*))?$", body)
+    if not match:
+        raise YamlSubsetError("line %d is not 'key: value'" % number)
+    key = match.group(1)
+    if key[0] in "'\"":
+        key = _yaml_scalar(key, number, 0)
+    return key, match.group(2)
+
+
+def _yaml_scalar(text, number, depth):
+    text = text.strip()
+    if text[:1] in ("&", "*", "!", "|", ">", "%", "@", "`"):
+        raise YamlSubsetError("line %d uses %s (anchors, aliases, tags and "
+                              "block scalars are not supported)"
+                              % (number, text[:1]))
+    if text[:1] in ("[", "{"):
+        value, rest = _yaml_flow(text, number, depth)
+        if rest.strip():
+            raise YamlSubsetError("line %d has text after a closing bracket"
+                                  % number)
+        return value
+    if text[:1] == '"':
+        try:
+            value, end = json.JSONDecoder().raw_decode(text)
+        except ValueError:
+            raise YamlSubsetError("line %d has a bad double-quoted string"
+                                  % number)
+        if text[end:].strip():
+            raise YamlSubsetError("line %d has text after a string" % number)
+        return value
+    if text[:1] == "'":
+        if len(text) < 2 or not text.endswith("'") or \
+                "'" in text[1:-1].replace("''", ""):
+            raise YamlSubsetError("line %d has a bad single-quoted string"
+                                  % number)
+        return text[1:-1].replace("''", "'")
+    if text in ("null", "Null", "NULL", "~", ""):
+        return None
+    if text in ("true", "True", "TRUE"):
+        return True
+    if text in ("false", "False", "FALSE"):
+        return False
+    if re.fullmatch(r"[-+]?[0-9]+", text):
+        return int(text)
+    if re.fullmatch(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?",
+                    text):
+        return float(text)
+    return text
+
+
+def _yaml_flow(text, number, depth):
+    """A flow collection at the start of text: (value, rest of text)."""
+    if depth > MAX_YAML_DEPTH:
+        raise YamlSubsetError("nested more than %d deep" % MAX_YAML_DEPTH)
+    opening = text[0]
+    closing = "]" if opening == "[" else "}"
+    items = [] if opening == "[" else {}
+    rest = text[1:].lstrip()
+    while True:
+        if rest.startswith(closing):
+            return items, rest[1:]
+        if opening == "{":
+            match = re.match(r"(\"[^\"]*\"|'[^']*'|[^\s:,\[\]{}]+)\s*:\s*",
+                             rest)
+            if not match:
+                raise YamlSubsetError("line %d has a bad flow mapping" % number)
+            key = _yaml_scalar(match.group(1), number, depth)
+            rest = rest[match.end():]
+        if rest[:1] in ("[", "{"):
+            value, rest = _yaml_flow(rest, number, depth + 1)
+        else:
+            match = re.match(r"(\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'|"
+                             r"[^,\[\]{}]*)", rest)
+            value = _yaml_scalar(match.group(1), number, depth)
+            rest = rest[match.end():]
+        if opening == "[":
+            items.append(value)
+        else:
+            items[key] = value
+        rest = rest.lstrip()
+        if rest.startswith(","):
+            rest = rest[1:].lstrip()
+        elif not rest.startswith(closing):
+            raise YamlSubsetError("line %d has an unclosed %s" % (number,
+                                                                  opening))
+
+
+MAX_EXTRA_CONFIG_BYTES = 1024 * 1024
 
 
 def read_extra_config(path):
-    """(documents, {kind: document}) of --kubeadm-config-extra, checked."""
+    """(documents, {kind: document}) of --kubeadm-config-extra, parsed and
+    checked: each document a mapping with a top-level apiVersion and
+    kind, none of the kinds this tool writes itself."""
     if not path:
         return [], {}
+    data = read_regular_file(path, "--kubeadm-config-extra",
+                             MAX_EXTRA_CONFIG_BYTES)
     try:
-        with open(path, "rb") as handle:
-            text = handle.read().decode("utf-8")
-    except (IOError, OSError) as exc:
-        raise UserError("cannot read --kubeadm-config-extra %s: %s" % (
-            path, exc.strerror or exc))
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise UserError("--kubeadm-config-extra %s is not UTF-8 text: give a "
                         "YAML or JSON file" % path)
-    docs = split_documents(text)
-    kinds = {}
-    for number, doc in enumerate(docs, 1):
-        kind = document_field(doc, "kind")
-        if not kind or not document_field(doc, "apiVersion"):
+    docs, kinds = [], {}
+    for number, source in enumerate(split_documents(text), 1):
+        try:
+            doc = parse_yaml_document(source)
+        except (YamlSubsetError, RecursionError) as exc:
+            raise UserError("document %d of %s cannot be read: %s: write it as "
+                            "plain YAML or JSON" % (number, path, exc))
+        if not isinstance(doc, dict) or \
+                not isinstance(doc.get("kind"), str) or \
+                not isinstance(doc.get("apiVersion"), str):
             raise UserError("document %d of %s has no kind or apiVersion: each "
                             "document needs both" % (number, path))
-        if kind in RESERVED_KINDS:
+        if doc["kind"] in RESERVED_KINDS:
             raise UserError("%s in %s is generated by this tool: use the "
-                            "command's options instead" % (kind, path))
-        kinds[kind] = doc
+                            "command's options instead" % (doc["kind"], path))
+        if doc["kind"] in kinds:
+            raise UserError("%s appears twice in %s: give each kind once"
+                            % (doc["kind"], path))
+        kinds[doc["kind"]] = doc
+        docs.append(doc)
     return docs, kinds
 
 
@@ -3767,11 +4147,8 @@ def advertise_address(ctx):
         return ctx.advertise_address
     given = getattr(ctx.args, "apiserver_advertise_address", None)
     if given:
-        try:
-            ctx.advertise_address = str(ipaddress.ip_address(u"%s" % given))
-        except ValueError:
-            raise UserError("bad --apiserver-advertise-address %r: give an IP "
-                            "address of this host" % given)
+        ctx.advertise_address = check_ipv4_address(
+            given, "--apiserver-advertise-address")
         return ctx.advertise_address
     iface = default_route_interface(ctx.host)
     for name, address in host_addresses(ctx.runner):
@@ -3807,8 +4184,8 @@ def kubeadm_init_documents(ctx, certificate_key=None):
     docs = [init, cluster]
     extra, kinds = read_extra_config(getattr(args, "kubeadm_config_extra", None))
     if "KubeletConfiguration" in kinds:
-        theirs = document_field(kinds["KubeletConfiguration"], "cgroupDriver")
-        if theirs and theirs != driver:
+        theirs = kinds["KubeletConfiguration"].get("cgroupDriver")
+        if theirs is not None and theirs != driver:
             raise UserError("the KubeletConfiguration in %s sets cgroupDriver "
                             "%s but %s uses %s: remove it or set %s" % (
                                 args.kubeadm_config_extra, theirs, ctx.cri,
@@ -3821,10 +4198,7 @@ def kubeadm_init_documents(ctx, certificate_key=None):
 
 def kubeadm_init_config(ctx, certificate_key=None):
     docs, extra = kubeadm_init_documents(ctx, certificate_key)
-    text = json_documents(docs)
-    for doc in extra:
-        text += "---\n" + doc
-    return text
+    return json_documents(docs + extra)
 
 
 def kubeadm_join_config(ctx, info):
@@ -4095,21 +4469,28 @@ def write_join_file(ctx, path, info):
 
 def print_join_commands(ctx, path, info):
     tool = os.path.join(script_folder(), "k8s_offline.py")
-    print("")
-    print("Join file: %s (keep it with the bundle, or copy it to each node)"
-          % path)
-    print("To add a worker, run on it:")
-    print("  sudo python3 %s join --join-file %s" % (tool, path))
+    echo("\n")
+    say("Join file: %s (keep it with the bundle, or copy it to each node)"
+        % path)
+    say("To add a worker, run on it:")
+    say("  " + shell_line(["sudo", "python3", tool, "join", "--join-file",
+                           path]))
     if info.get("certificate_key"):
-        print("To add a control-plane node (within 2 hours), run there:")
-        print("  sudo python3 %s join --control-plane --join-file %s"
-              % (tool, path))
-    print("The plain kubeadm command is:")
-    print("  kubeadm join %s --token %s --discovery-token-ca-cert-hash %s" % (
-        info["api_server_endpoint"], info["token"],
-        info["discovery_token_ca_cert_hash"]))
-    print("The token expires in 24 hours: run `k8s_offline.py token` on a "
-          "master for a new one.")
+        say("To add a control-plane node (within 2 hours), run there:")
+        say("  " + shell_line(["sudo", "python3", tool, "join",
+                               "--control-plane", "--join-file", path]))
+    say("The plain kubeadm command is:")
+    say("  " + shell_line([
+        "kubeadm", "join", info["api_server_endpoint"], "--token",
+        info["token"], "--discovery-token-ca-cert-hash",
+        info["discovery_token_ca_cert_hash"]]))
+    say("The token expires in 24 hours: run `k8s_offline.py token` on a "
+        "master for a new one.")
+
+
+def shell_line(argv):
+    """argv as one line a shell reads back as the same words."""
+    return " ".join(shlex.quote(str(part)) for part in argv)
 
 
 def phase_join_file(ctx):
@@ -4148,19 +4529,16 @@ def load_join_info(ctx, bundle):
         candidates = [args.join_file] if args.join_file else [
             os.path.join(bundle_folder(bundle.path), JOIN_FILE_NAME),
             ctx.host.path(FALLBACK_JOIN_FILE)]
-        path = next((c for c in candidates if os.path.isfile(c)), None)
+        path = next((c for c in candidates if os.path.lexists(c)), None)
         if path is None:
             raise UserError("no join file at %s: copy %s from the master beside "
                             "the bundle, or give --join-file PATH, or --apiserver "
                             "--token --discovery-token-ca-cert-hash" % (
                                 " or ".join(candidates), JOIN_FILE_NAME))
+        raw = read_regular_file(path, "the join file", MAX_JOIN_FILE_BYTES)
         try:
-            with open(path, "rb") as handle:
-                info = json.loads(handle.read().decode("utf-8"))
-        except (IOError, OSError) as exc:
-            raise UserError("cannot read the join file %s: %s" % (
-                path, exc.strerror or exc))
-        except (ValueError, UnicodeDecodeError):
+            info = json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise UserError("the join file %s is not valid JSON: copy it again "
                             "from the master or run `token` there" % path)
         if not isinstance(info, dict):
@@ -4175,18 +4553,7 @@ def load_join_info(ctx, bundle):
                                     path, field.replace("_", " "), theirs, ours))
     if getattr(args, "certificate_key", None):
         info["certificate_key"] = args.certificate_key
-    endpoint = str(info.get("api_server_endpoint") or "")
-    if not re.match(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$", endpoint):
-        raise UserError("bad API server endpoint %r in %s: use HOST:PORT such "
-                        "as 10.0.0.10:6443" % (endpoint, source))
-    if not TOKEN_RE.match(str(info.get("token") or "")):
-        raise UserError("bad token %r in %s: a token looks like abcdef."
-                        "0123456789abcdef; run `token` on the master for one"
-                        % (info.get("token"), source))
-    if not CA_HASH_RE.match(str(info.get("discovery_token_ca_cert_hash") or "")):
-        raise UserError("bad CA hash %r in %s: it looks like sha256:<64 hex>; "
-                        "run `token` on the master for one" % (
-                            info.get("discovery_token_ca_cert_hash"), source))
+    check_join_fields(info, source)
     expires = info.get("token_expires")
     if expires and expires < now():
         raise UserError("the join token in %s expired at %s: run `k8s_offline.py "
@@ -4198,9 +4565,9 @@ def load_join_info(ctx, bundle):
             raise UserError("joining as a control-plane node needs a "
                             "certificate key: run `k8s_offline.py token` on the "
                             "master (or give --certificate-key)")
-        if not CERT_KEY_RE.match(str(key)):
+        if not full_match(CERT_KEY_RE, key):
             raise UserError("bad certificate key %r: it is 64 hex digits; run "
-                            "`token` on the master for one" % key)
+                            "`token` on the master for one" % (key,))
         key_expires = info.get("certificate_key_expires")
         if key_expires and key_expires < now() and \
                 not getattr(args, "certificate_key", None):
@@ -4208,6 +4575,57 @@ def load_join_info(ctx, bundle):
                             "`k8s_offline.py token` on the master for a new "
                             "join file" % (source, _utc(key_expires)))
     return info
+
+
+MAX_JOIN_FILE_BYTES = 64 * 1024
+JOIN_FIELDS = ("format", "kubernetes_version", "arch", "token_expires",
+               "image_repository", "control_plane_nodes", "certificate_key",
+               "certificate_key_expires", "created", "api_server_endpoint",
+               "token", "discovery_token_ca_cert_hash")
+
+
+def check_join_fields(info, source):
+    """Every field of the join facts against its grammar, before use: they
+    go into kubeadm's config and containerd's."""
+    unknown = sorted(set(info) - set(JOIN_FIELDS))
+    if unknown:
+        raise UserError("the join file %s has the unknown field %s: run "
+                        "`token` on the master for a new one" % (source,
+                                                                 unknown[0]))
+    try:
+        check_endpoint(info.get("api_server_endpoint"), "API server endpoint")
+    except UserError as exc:
+        raise UserError("%s in %s" % (exc, source))
+    if not full_match(TOKEN_RE, info.get("token")):
+        raise UserError("bad token %r in %s: a token looks like abcdef."
+                        "0123456789abcdef; run `token` on the master for one"
+                        % (info.get("token"), source))
+    if not full_match(CA_HASH_RE, info.get("discovery_token_ca_cert_hash")):
+        raise UserError("bad CA hash %r in %s: it looks like sha256:<64 hex>; "
+                        "run `token` on the master for one" % (
+                            info.get("discovery_token_ca_cert_hash"), source))
+    key = info.get("certificate_key")
+    if key is not None and not full_match(CERT_KEY_RE, key):
+        raise UserError("bad certificate key %r in %s: it is 64 hex digits; "
+                        "run `token` on the master for one" % (key, source))
+    repository = info.get("image_repository")
+    if repository is not None and not is_image_repository(repository):
+        raise UserError("bad image repository %r in %s: use a registry and "
+                        "path such as k8s.gcr.io; run `token` on the master "
+                        "for a new join file" % (repository, source))
+    nodes = info.get("control_plane_nodes")
+    if nodes is not None and (not isinstance(nodes, list) or not all(
+            full_match(NODE_NAME_RE, node) for node in nodes)):
+        raise UserError("bad control_plane_nodes %s in %s: a list of node "
+                        "names; run `token` on the master for a new join file"
+                        % (_short_json(nodes), source))
+    for field in ("format", "token_expires", "certificate_key_expires",
+                  "created"):
+        value = info.get(field)
+        if value is not None and (type(value) is not int or value < 0):
+            raise UserError("bad %s %s in %s: a whole number; run `token` on "
+                            "the master for a new join file"
+                            % (field, _short_json(value), source))
 
 
 def _utc(seconds):
@@ -4320,9 +4738,28 @@ def phase_reset_network(ctx):
         ctx.runner.run(["ipvsadm", "--clear"], check=False)
 
 
+def kubeconfig_copy_path(host, path):
+    """True for where this tool puts a kubeconfig copy: ~/.kube/config of a
+    user of the host's /etc/passwd.  state.json may list other paths;
+    reset never removes those."""
+    homes = [line.split(":")[5] for line in host.read("/etc/passwd", "")
+             .splitlines() if len(line.split(":")) >= 7]
+    return isinstance(path, str) and path in [
+        home.rstrip("/") + "/.kube/config" for home in homes
+        if home.startswith("/") and ".." not in home.split("/")]
+
+
 def phase_reset_files(ctx):
     """Remove /etc/kubernetes, the kubeconfig copies and this tool's state."""
     for path in ctx.reset_kubeconfigs:
+        if not kubeconfig_copy_path(ctx.host, path):
+            ctx.warn("%s is listed in %s but is no kubeconfig copy of this "
+                     "tool: left alone" % (_short_json(path), STATE_FILE))
+            continue
+        full = ctx.host.path(path)
+        if os.path.lexists(full) and not stat.S_ISREG(os.lstat(full).st_mode):
+            ctx.warn("%s is not a regular file: left alone" % path)
+            continue
         ctx.host.remove(path)
     for path in ("/etc/kubernetes", "/var/lib/etcd", STATE_DIR):
         ctx.host.remove(path)
@@ -4591,7 +5028,7 @@ def cmd_status(args):
 def cmd_remove_node(args):
     ctx = InstallContext(args, "master")
     name = args.name.lower()
-    if not NODE_NAME_RE.match(name):
+    if not full_match(NODE_NAME_RE, name):
         raise UserError("bad node name %r: give a name from `kubectl get "
                         "nodes`" % args.name)
     require_master(ctx, "remove-node")
@@ -4616,14 +5053,14 @@ def cmd_remove_node(args):
 def cmd_verify(args):
     bundle = Bundle(args.bundle)
     try:
-        print("bundle.json sha256: %s" % bundle.meta_sha256)
-        print("compare it with the value printed when the bundle was made")
+        say("bundle.json sha256: %s" % bundle.meta_sha256)
+        say("compare it with the value printed when the bundle was made")
         verify_bundle(bundle, progress=not args.no_progress)
     finally:
         bundle.close()
-    print("OK: %s (Kubernetes %s, %s): %d files, %d images verified"
-          % (args.bundle, bundle.kubernetes_version, bundle.arch,
-             len(bundle.meta["files"]), len(bundle.meta.get("images", []))))
+    say("OK: %s (Kubernetes %s, %s): %d files, %d images verified"
+        % (args.bundle, bundle.kubernetes_version, bundle.arch,
+           len(bundle.meta["files"]), len(bundle.meta["images"])))
     return 0
 
 
@@ -4692,23 +5129,58 @@ def _run_command(ctx, phases):
     return 0
 
 
+def check_node_options(ctx):
+    """Every flag of master and join against its grammar, before the first
+    change: a refusal leaves the host exactly as it was."""
+    args = ctx.args
+    repository = getattr(args, "image_repository", None)
+    if repository is not None and not is_image_repository(repository):
+        raise UserError("bad --image-repository %r: use a registry and path "
+                        "such as k8s.gcr.io or registry.local:5000/k8s"
+                        % (repository,))
+    address = getattr(args, "containerd_address", None)
+    if address is not None and (not full_match(SOCKET_PATH_RE, address) or
+                                ".." in address.split("/")):
+        raise UserError("bad --containerd-address %r: give the absolute path "
+                        "of containerd's socket" % (address,))
+    name = getattr(args, "node_name", None)
+    if name is not None and not full_match(NODE_NAME_RE, name.lower()):
+        raise UserError("bad --node-name %r: use a DNS name (RFC 1123): "
+                        "letters, digits, '-' and '.', such as node-1"
+                        % (name,))
+    ignore = getattr(args, "ignore_preflight_errors", None)
+    if ignore is not None and not full_match(PREFLIGHT_ERRORS_RE, ignore):
+        raise UserError("bad --ignore-preflight-errors %r: a comma-separated "
+                        "list of kubeadm check names" % (ignore,))
+    endpoint = getattr(args, "control_plane_endpoint", None)
+    if endpoint is not None:
+        check_endpoint(endpoint, "--control-plane-endpoint")
+    if getattr(args, "wait_timeout", 1) <= 0:
+        raise UserError("--wait-timeout must be a positive number of seconds")
+    if getattr(args, "apiserver_advertise_address", None):
+        given = advertise_address(ctx)
+        mine = [str(address.ip) for _, address in host_addresses(ctx.runner)]
+        if given not in mine:
+            text = ("--apiserver-advertise-address %s is not an address of "
+                    "this host (it has %s): give one of them"
+                    % (given, ", ".join(mine) or "none"))
+            if not ctx.dry_run:
+                raise UserError(text)
+            ctx.warn(text)
+
+
 def cmd_master(args):
     ctx = InstallContext(args, "master")
     check_cidrs(args.pod_network_cidr, args.service_cidr)
     read_extra_config(args.kubeadm_config_extra)
-    if args.wait_timeout <= 0:
-        raise UserError("--wait-timeout must be a positive number of seconds")
-    advertise_given = args.apiserver_advertise_address
-    if advertise_given:
-        advertise_address(ctx)
+    check_node_options(ctx)
     return _run_command(ctx, MASTER_PHASES)
 
 
 def cmd_join(args):
     ctx = InstallContext(args, "control-plane" if args.control_plane
                          else "worker")
-    if args.wait_timeout <= 0:
-        raise UserError("--wait-timeout must be a positive number of seconds")
+    check_node_options(ctx)
     info = load_join_info(ctx, ctx.bundle)
     ctx.join_info = info
     if not args.image_repository and info.get("image_repository"):
@@ -4763,7 +5235,8 @@ def cmd_reset(args):
     state = ctx.host.state()
     ctx.reset_pod_cidr = state.get("pod_cidr") or DEFAULT_POD_CIDR
     admin = ctx.host.read_bytes(ADMIN_CONF)
-    copies = list(state.get("kubeconfigs") or [])
+    copies = state.get("kubeconfigs")
+    copies = list(copies) if isinstance(copies, list) else []
     for path, _, _ in kubeconfig_targets(ctx):
         if path not in copies and admin is not None and \
                 ctx.host.read_bytes(path) == admin:
@@ -4937,6 +5410,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
+        return 2
+    root = getattr(args, "root", None)
+    if root is not None and not os.path.isdir(root):
+        sys.stderr.write("error: --root %r is not a folder: give the folder "
+                         "holding the host's files, or leave --root out\n"
+                         % (root,))
         return 2
     setup_logging(verbose=args.verbose, log_file=getattr(args, "log_file", None))
     try:

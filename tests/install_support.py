@@ -435,8 +435,7 @@ class FakeRunner(ko.Runner):
                                     % argv[0])
         rc, out = self.answer(argv)
         if tee:
-            with open(tee, "w") as handle:
-                handle.write(out)
+            tee.write(out)
         return ko.CommandResult(argv, rc, out, "")
 
     def _side_effect_on_failure(self, argv):
