@@ -322,6 +322,45 @@ def snapshot(root):
     return found
 
 
+# Host paths of the real machine that a run under --root must never touch.
+REAL_PATHS = ("/var/log/k8s-offline.log", "/var/log/kubeadm-init.log",
+              "/var/log/kubeadm-join.log", "/var/lib/k8s-offline",
+              "/etc/kubernetes", "/etc/containerd/config.toml",
+              "/etc/crictl.yaml", "/usr/bin/kubeadm", "/tmp/x", "/tmp/evil")
+
+
+def real_state():
+    found = {}
+    for path in REAL_PATHS:
+        try:
+            st = os.lstat(path)
+            found[path] = (st.st_mode, st.st_size, st.st_mtime)
+        except OSError:
+            found[path] = None
+    return found
+
+
+def tree(path):
+    """Like snapshot, over a whole folder (the --root tree, the bundle, the
+    join file): FIFOs and links are listed, never read or followed."""
+    found = {}
+    for folder, dirs, files in os.walk(path):
+        for name in dirs + files:
+            full = os.path.join(folder, name)
+            rel = os.path.relpath(full, path)
+            if rel.endswith("var/log/k8s-offline.log"):
+                continue
+            st = os.lstat(full)
+            digest = None
+            if stat.S_ISREG(st.st_mode):
+                with open(full, "rb") as handle:
+                    digest = sha256(handle.read())
+            elif stat.S_ISLNK(st.st_mode):
+                digest = os.readlink(full)
+            found[rel] = (st.st_mode, digest)
+    return found
+
+
 # -- the recording runner --------------------------------------------------
 
 def node_json(name, ready=True):

@@ -94,8 +94,8 @@ def test_bad_input(build, expected, run_cli, bundle_args, tmp_path):
     flags = list(bundle_args) + ["--output", _out(tmp_path),
                                  "--cache-dir", str(tmp_path / "cache")]
     rc, out, err = run_cli(*build(tmp_path, flags))
-    assert rc != 0
-    assert "Traceback" not in err
+    assert rc == 2, err
+    assert "Traceback" not in err and "error: unexpected" not in err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, err
     assert expected in errors[0], errors[0]

@@ -90,7 +90,7 @@ def test_member_changed_after_verify_is_refused(kind, as_tar, tmp_path,
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2, err
-    assert len(errors) == 1 and "unexpected" not in err, err
+    assert len(errors) == 1 and "error: unexpected" not in err, err
     assert changed["relpath"] in errors[0], errors[0]
     assert "sha256" in errors[0]
     assert leftovers(root) == []
