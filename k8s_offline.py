@@ -341,11 +341,18 @@ class Progress(object):
 
 def write_file_atomic(path, data, mode=0o644):
     """Write bytes to path through a temporary file and rename."""
+    fill_file_atomic(path, lambda handle: handle.write(data), mode)
+
+
+def fill_file_atomic(path, fill, mode=0o644):
+    """fill(handle) writes a temporary file in path's folder; it is flushed
+    to disk and renamed to path only when fill returns: an error (a hash
+    that does not match) leaves path as it was and no temporary behind."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".k8s-offline-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            fill(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
@@ -2843,23 +2850,15 @@ class Host(object):
                      human_size(entry["size"]), mode)
             return True
         self.makedirs(os.path.dirname(host_path))
-        fd, tmp = tempfile.mkstemp(prefix=".k8s-offline-",
-                                   dir=os.path.dirname(full))
-        try:
-            with os.fdopen(fd, "wb") as out, bundle.open(relpath) as source:
+
+        def copy(out):
+            with bundle.open(relpath) as source:
                 for block in iter(lambda: source.read(CHUNK), b""):
                     out.write(block)
-                out.flush()
-                os.fsync(out.fileno())
                 if not source.verified:
                     raise BundleError("bundle member %s was not read whole: "
                                       "recopy the bundle" % relpath)
-            os.chmod(tmp, mode)
-            os.rename(tmp, full)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        fill_file_atomic(full, copy, mode)
         log.debug("wrote %s", host_path)
         return True
 

@@ -305,21 +305,9 @@ def make_root(root, cpus=2, mem_kb=4000000, swap=False, listening=(),
 
 
 def snapshot(root):
-    """{relpath: (mode, sha256 or None)} of a tree, the run log left out."""
-    found = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            full = os.path.join(folder, name)
-            rel = os.path.relpath(full, root)
-            if rel == "var/log/k8s-offline.log":
-                continue
-            st = os.lstat(full)
-            digest = None
-            if stat.S_ISREG(st.st_mode):
-                with open(full, "rb") as handle:
-                    digest = sha256(handle.read())
-            found[rel] = (stat.S_IMODE(st.st_mode), digest)
-    return found
+    """{relpath: (mode, sha256, link target or None)} of a tree, the run
+    log left out (see tree)."""
+    return tree(root)
 
 
 # Host paths of the real machine that a run under --root must never touch.
@@ -341,8 +329,9 @@ def real_state():
 
 
 def tree(path):
-    """Like snapshot, over a whole folder (the --root tree, the bundle, the
-    join file): FIFOs and links are listed, never read or followed."""
+    """Every file, folder, FIFO and link below path with its mode and
+    content (sha256 of a file, target of a link): links and FIFOs are
+    listed, never read or followed.  The run log is left out."""
     found = {}
     for folder, dirs, files in os.walk(path):
         for name in dirs + files:
