@@ -363,6 +363,12 @@ def fill_file_atomic(path, fill, mode=0o644):
         raise
 
 
+def yaml_mapping(pairs):
+    """A flat YAML mapping of (key, value) pairs; each value is written as
+    JSON (a quoted YAML scalar), so no value can add a line or a key."""
+    return "".join("%s: %s\n" % (key, json.dumps(value)) for key, value in pairs)
+
+
 def read_regular_file(path, what, cap):
     """The bytes of a file named by a flag or found on the stick: opened
     without blocking (a FIFO cannot hang the run), a regular file only
@@ -1073,10 +1079,11 @@ def read_checksum_file(path):
     sha512sum-format lines (told apart by the digest's length)."""
     table, table512 = {}, {}
     try:
-        with open(path) as handle:
-            lines = handle.read().splitlines()
-    except (OSError, IOError) as exc:
-        raise UserError("cannot read --checksum-file %s: %s" % (path, exc.strerror))
+        lines = read_regular_file(path, "--checksum-file", 1024 * 1024) \
+            .decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError("--checksum-file %s is not text: give sha256sum's "
+                        "output" % path)
     for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -3695,8 +3702,9 @@ def phase_runtime(ctx):
         if plan == "start" or changed:
             wait_for(ctx, lambda: containerd_running(ctx), "containerd starting")
         endpoint = "unix://" + ctx.containerd_address
-    host.write(CRICTL_CONFIG, "runtime-endpoint: %s\nimage-endpoint: %s\n"
-               "timeout: 10\n" % (endpoint, endpoint))
+    host.write(CRICTL_CONFIG, yaml_mapping((
+        ("runtime-endpoint", endpoint), ("image-endpoint", endpoint),
+        ("timeout", 10))))
     log.info("  %s running, cgroup driver %s (the kubelet uses the same)",
              ctx.cri, ctx.cgroup_driver)
     host.save_state(cri=ctx.cri, cgroup_driver=ctx.cgroup_driver)
@@ -4337,7 +4345,9 @@ def render_flannel(text, pod_cidr, image):
     if FLANNEL_NETWORK_TOKEN not in text:
         raise BundleError("the bundled flannel manifest has no %s: rebuild the "
                           "bundle" % FLANNEL_NETWORK_TOKEN)
-    text = text.replace(FLANNEL_NETWORK_TOKEN, '"Network": "%s"' % pod_cidr)
+    network = str(ipaddress.ip_network(u"%s" % pod_cidr, strict=True))
+    text = text.replace(FLANNEL_NETWORK_TOKEN, '"Network": %s'
+                        % json.dumps(network))
     text, count = re.subn(r"(?m)^(\s*(?:-\s*)?image:\s*)\S*flannel\S*\s*$",
                           lambda m: m.group(1) + image, text)
     if not count:

@@ -43,6 +43,9 @@ CASES = [
     ("checksum-file-garbage", lambda t, f: ["bundle"] + f + ["--checksum-file",
                                                               str(_garbage(t))],
      "is not 'SHA256  FILENAME'"),
+    ("checksum-file-fifo", lambda t, f: ["bundle"] + f + ["--checksum-file",
+                                                           _fifo(t)],
+     "--checksum-file"),
     ("output-under-a-file", lambda t, f: ["bundle"] + f + ["--output",
                                                             str(_a_file(t)) + "/x.tar"],
      "cannot write the bundle"),
@@ -80,6 +83,12 @@ def _root(tmp):
 def _garbage(tmp):
     path = tmp / "garbage.txt"
     path.write_text("this is not what you think\n")
+    return path
+
+
+def _fifo(tmp):
+    path = str(tmp / "sums.fifo")
+    os.mkfifo(path)
     return path
 
 
