@@ -1870,6 +1870,7 @@ IMAGE_REF_RE = re.compile(r"(?:%s)(?::%s)?(?:@%s)?" % (
     IMAGE_NAME_RE.pattern, IMAGE_TAG_RE.pattern, DIGEST_RE.pattern))
 VERSION_RE = re.compile(r"v[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,4}")
 TEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f]{0,1000}")   # notes, never used
 
 
 def full_match(pattern, value):
@@ -1926,7 +1927,10 @@ BUNDLE_SCHEMA = ("record", ({
                                    r"docker\.service|containerd\.service"),
                         _MEMBER, 10)),
     "flannel_manifest": _MEMBER,
-    "script": ("const", "k8s_offline.py")},
+    "script": ("const", "k8s_offline.py"),
+    # What vouched for each file's checksum (issue 8): shown, not used.
+    "checksum_sources": ("map", (MEMBER_NAME_RE, ("list", (
+        ("match", PRINTABLE_RE), 20)), MAX_BUNDLE_MEMBERS))},
     ("format", "name", "kubernetes_version", "arch", "images", "files",
      "binaries", "archives")))
 
@@ -4590,7 +4594,7 @@ MAX_JOIN_FILE_BYTES = 64 * 1024
 JOIN_FIELDS = ("format", "kubernetes_version", "arch", "token_expires",
                "image_repository", "control_plane_nodes", "certificate_key",
                "certificate_key_expires", "created", "api_server_endpoint",
-               "token", "discovery_token_ca_cert_hash")
+               "token", "discovery_token_ca_cert_hash", "from_flags")
 
 
 def check_join_fields(info, source):
@@ -4628,6 +4632,9 @@ def check_join_fields(info, source):
         raise UserError("bad control_plane_nodes %s in %s: a list of node "
                         "names; run `token` on the master for a new join file"
                         % (_short_json(nodes), source))
+    if not isinstance(info.get("from_flags", False), bool):
+        raise UserError("bad from_flags in %s: run `token` on the master for "
+                        "a new join file" % source)
     for field in ("format", "token_expires", "certificate_key_expires",
                   "created"):
         value = info.get(field)
