@@ -586,3 +586,41 @@ def test_c_locale_with_a_non_ascii_path(tmp_path, good_bundle):
     assert result.returncode == 0, err
     assert "Logging error" not in err and "Traceback" not in err
     assert b"OK: " in result.stdout
+
+
+def test_c_locale_log_of_a_non_ascii_name(tmp_path):
+    """The run log under a C locale (Python 3.6 when present: it has no
+    UTF-8 coercion) takes a non-ASCII file name without a traceback."""
+    import subprocess
+    py36 = os.path.expanduser("~/.pyenv/versions/3.6.15/bin/python3")
+    python = py36 if os.path.exists(py36) else sys.executable
+    root = tmp_path / "root"
+    sup.write(str(root), "/etc/cni/net.d/m\u00fcnchen.conf", "{}")
+    (root / "var" / "log").mkdir(parents=True)
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONCOERCECLOCALE="0",
+               PYTHONUTF8="0")
+    env.pop("PYTHONIOENCODING", None)
+    result = subprocess.run(
+        [python, os.path.join(sup.REPO, "k8s_offline.py"), "-v", "reset",
+         "--root", str(root), "--yes"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env=env, timeout=120)
+    err = result.stderr.decode("ascii", "replace")
+    assert result.returncode == 0, err
+    assert "Logging error" not in err and "Traceback" not in err, err
+    log_file = root / "var" / "log" / "k8s-offline.log"
+    assert "nchen.conf" in log_file.read_text(encoding="utf-8")   # escaped
+    assert stat.S_IMODE(os.stat(str(log_file)).st_mode) == 0o600
+    assert not (root / "etc" / "cni" / "net.d" / "m\u00fcnchen.conf").exists()
+
+
+def test_dry_run_may_leave_out_the_safety_phases_loudly(tmp_path, host, capsys,
+                                                        good_bundle):
+    root, _ = host
+    before = sup.tree(str(tmp_path))
+    assert ko.main(["master", "--root", root, "--bundle", good_bundle,
+                    "--no-progress", "--dry-run", "--skip-phases",
+                    "verify,preflight"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the verify phase is left out of this dry run" in err
+    assert "warning: the preflight phase is left out of this dry run" in err
+    assert sup.tree(str(tmp_path)) == before
