@@ -2161,7 +2161,7 @@ def check_bundle_meta(meta):
     every path it names is listed in files, the version is supported."""
     check_schema(meta, BUNDLE_SCHEMA, "")
     try:
-        version_facts(meta["kubernetes_version"])
+        check_supported(meta["kubernetes_version"])
     except UserError as exc:
         raise BundleError("%s field kubernetes_version: %s" % (BUNDLE_JSON, exc))
     files = meta["files"]
