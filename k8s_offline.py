@@ -3577,7 +3577,8 @@ def containerd_config_with(config_text, pause_image, version=None):
     [plugins."io.containerd.grpc.v1.cri"].  The containerd.io package ships
     `disabled_plugins = ["cri"]` and nothing else.  Without a file, a new
     one is written: version 2 unless containerd is older than 1.3 (which
-    reads version 1 only).  The result goes through toml_dumps.
+    reads version 1 only).  The CNI directories are the ones the
+    install phase fills.  The result goes through toml_dumps.
     """
     if config_text is None:
         config = {"version": 1 if version and version < (1, 3) else 2}
@@ -3603,6 +3604,13 @@ def containerd_config_with(config_text, pause_image, version=None):
         raise UserError("the CRI plugin's entry in %s is not a table: fix it"
                         % CONTAINERD_CONFIG)
     cri["sandbox_image"] = pause_image
+    cni = cri.setdefault("cni", {})
+    if not isinstance(cni, dict):
+        raise UserError("the CRI plugin's cni entry in %s is not a table: fix "
+                        "it" % CONTAINERD_CONFIG)
+    # The plugins are installed in /opt/cni/bin; Debian's package points
+    # the CRI plugin at /usr/lib/cni, where no pod would get a network.
+    cni["bin_dir"], cni["conf_dir"] = CNI_BIN_DIR, CNI_CONF_DIR
     return toml_dumps(config)
 
 
