@@ -24,7 +24,7 @@ MASTER, WORKER = "day1", "day2"
 POD_CIDR = "10.244.0.0/16"
 CONFIGMAP = "daytwo-kept"
 # certificate name, expiry (to the second), days left, note
-CERT_ROW_RE = re.compile(r"(?m)^(\S+(?: -> \S+)?)\s+(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC\s+(-?\d+)\s*(.*)$")
+CERT_ROW_RE = re.compile(r"(?m)^(\S+(?: -> \S+)?) +(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC +(-?\d+)[ \t]*([^\n]*)$")
 # the served certificate's notAfter, read with the tool's own DER reader inside the node
 SERVED_EXPIRY = ("import ssl, sys; sys.path.insert(0, '%s'); import k8s_offline as ko; "
                  "pem = ssl.get_server_certificate((sys.argv[1], 6443)); "
