@@ -2908,6 +2908,18 @@ def last_line(text):
     return lines[-1] if lines else ""
 
 
+def kubeadm_error_line(text):
+    """The line of kubeadm's output that says what went wrong: its last
+    [ERROR ...] or "error execution phase" line, not the footer that points
+    to --v=5 for a stack trace."""
+    lines = [line.strip() for line in (text or "").splitlines()
+             if line.strip() and "to see the stack trace" not in line.lower()]
+    for line in reversed(lines):
+        if line.startswith("[ERROR") or line.lower().startswith("error"):
+            return line
+    return lines[-1] if lines else ""
+
+
 class Host(object):
     """Files of the host, all under ``root`` (``/`` except in tests).
 
@@ -4842,7 +4854,7 @@ def phase_init(ctx):
     if not result.ok:
         raise UserError("kubeadm init failed (exit %d): %s: the full output is "
                         "in %s; fix the cause and run master again" % (
-                            result.returncode, last_line(result.output())
+                            result.returncode, kubeadm_error_line(result.output())
                             or "no output", KUBEADM_INIT_LOG))
     host.save_state(init="done")
 
@@ -5346,8 +5358,16 @@ def explain_join_failure(output):
             "jws signature" in lowered or "unauthorized" in lowered:
         return ("the join token was refused (tokens expire after 24 hours): run "
                 "`k8s_offline.py token` on the master for a new join file")
+    node = re.search(r'a Node with name "([^"]+)" and status "Ready" already '
+                     r'exists', text)
+    if node:
+        return ("the cluster still has a Ready node named %s (kubeadm refuses "
+                "to join under its name): on a master run `k8s_offline.py "
+                "remove-node %s`, or after a reset wait about 40 s until it "
+                "is NotReady, then join again" % (node.group(1), node.group(1)))
     return "kubeadm join failed: %s: the full output is in %s" % (
-        last_line(text) or "no output", KUBEADM_JOIN_LOG)
+        kubeadm_error_line(text) or "no output", KUBEADM_JOIN_LOG)
+
 
 
 def phase_join(ctx):

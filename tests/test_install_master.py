@@ -471,6 +471,28 @@ def test_join_expired_token_refused_by_kubeadm(host, bundle_dir, capsys):
         capsys.readouterr().err
 
 
+KUBEADM_NODE_EXISTS = (
+    "[preflight] Running pre-flight checks\n"
+    "[kubelet-start] Checking for an existing Node in the cluster with name "
+    "\"worker-1\" and status \"Ready\"\n"
+    "error execution phase kubelet-start: a Node with name \"worker-1\" and "
+    "status \"Ready\" already exists in the cluster. You must delete the "
+    "existing Node or change the name of this new joining Node\n"
+    "To see the stack trace of this error execute with --v=5 or higher\n")
+
+
+def test_explain_join_failure_names_the_reason_not_kubeadm_footer():
+    line = ko.explain_join_failure(KUBEADM_NODE_EXISTS)
+    assert "stack trace" not in line
+    assert "worker-1" in line and "remove-node worker-1" in line
+    other = ko.explain_join_failure(
+        "error execution phase preflight: [preflight] Some fatal errors "
+        "occurred:\n\t[ERROR FileAvailable--etc-kubernetes-kubelet.conf]: "
+        "/etc/kubernetes/kubelet.conf already exists\n"
+        "To see the stack trace of this error execute with --v=5 or higher\n")
+    assert "kubelet.conf already exists" in other and "stack trace" not in other
+
+
 def test_every_run_is_logged_0600(host, bundle_dir, tmp_path):
     root, runner = host
     assert run(root, bundle_dir, "master", "--no-wait", "--join-file",
