@@ -493,6 +493,46 @@ def test_explain_join_failure_names_the_reason_not_kubeadm_footer():
     assert "kubelet.conf already exists" in other and "stack trace" not in other
 
 
+def _join_refused_as_stale(runner, times):
+    """kubeadm join fails `times` times as when the node was reset moments
+    ago and the cluster still lists it as Ready."""
+    runner.fail[("kubeadm", "join")] = times
+    original = runner._execute
+
+    def execute(argv, **kwargs):
+        result = original(argv, **kwargs)
+        if argv[:2] == ["kubeadm", "join"] and not result.ok:
+            result.stderr = KUBEADM_NODE_EXISTS
+        return result
+    runner._execute = execute
+
+
+def _join_by_flags(root, bundle_dir):
+    return run(root, bundle_dir, "join", "--apiserver", "10.1.1.1:6443",
+               "--token", sup.TOKEN, "--discovery-token-ca-cert-hash",
+               sup.CA_HASH, "--no-wait", "--image-repository", "k8s.gcr.io")
+
+
+def test_join_right_after_reset_waits_for_the_old_node(host, bundle_dir):
+    root, runner = host
+    _join_refused_as_stale(runner, 2)
+    assert _join_by_flags(root, bundle_dir) == 0
+    assert len(runner.ran("kubeadm", "join")) == 3
+    # each refused attempt is undone before the next one
+    assert len(runner.ran("kubeadm", "reset", "-f")) >= 2
+
+
+def test_join_gives_up_on_a_node_that_stays_ready(host, bundle_dir, capsys):
+    root, runner = host
+    _join_refused_as_stale(runner, 1000)
+    started = runner.clock["t"]
+    assert _join_by_flags(root, bundle_dir) == 2
+    attempts = len(runner.ran("kubeadm", "join"))
+    assert 2 <= attempts <= 1 + ko.STALE_NODE_WAIT // ko.STALE_NODE_RETRY
+    assert runner.clock["t"] - started <= ko.STALE_NODE_WAIT
+    assert "remove-node worker-1" in capsys.readouterr().err
+
+
 def test_every_run_is_logged_0600(host, bundle_dir, tmp_path):
     root, runner = host
     assert run(root, bundle_dir, "master", "--no-wait", "--join-file",
