@@ -22,7 +22,6 @@ from install_support import (FakeRunner, HOST_IP, install_fake, ko,
                              make_root, snapshot, write)
 
 OPENSSL = shutil.which("openssl")
-pytestmark = pytest.mark.skipif(OPENSSL is None, reason="needs openssl")
 
 ETCD_IMAGE = "k8s.gcr.io/etcd:3.3.15-0"
 ETCD_MANIFEST = """apiVersion: v1
@@ -47,6 +46,7 @@ COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler",
 # -- real certificates -------------------------------------------------------
 
 def openssl(*argv):
+    assert OPENSSL, "openssl is missing: .ci/run installs it"
     subprocess.run([OPENSSL] + list(argv), check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -843,9 +843,9 @@ def wait_etcd(pki, client):
     raise AssertionError("etcd on %d did not come up" % client)
 
 
-@pytest.mark.skipif(not (ETCD and ETCDCTL), reason="needs Debian's "
-                    "etcd-server and etcd-client")
 def test_backup_and_restore_with_a_real_etcd(tmp_path, monkeypatch, capsys):
+    assert ETCD and ETCDCTL, "etcd or etcdctl is missing: .ci/run installs " \
+        "Debian's etcd-server and etcd-client"
     root = make_master(str(tmp_path / "root"))
     pki = os.path.join(root, "etc/kubernetes/pki/etcd")
     ca = (pki + "/ca.crt", pki + "/ca.key")
