@@ -67,21 +67,13 @@ ARCHES = {
     "s390x": {"uname": ("s390x",), "docker_static": "s390x"},
 }
 
-# What kubeadm of each minor release wants besides its own version, and the
-# add-ons that were current with it.  Cross-checked at bundle time against
-# `kubeadm config images list` of the downloaded kubeadm when it can run.
-VERSION_TABLE = {
-    "1.16": {"pause": "3.1", "etcd": "3.3.15-0", "coredns": "1.6.2",
-             "cni": "v0.7.5", "crictl": "v1.16.1", "flannel": "v0.11.0"},
-    "1.17": {"pause": "3.1", "etcd": "3.4.3-0", "coredns": "1.6.5",
-             "cni": "v0.7.5", "crictl": "v1.17.0", "flannel": "v0.11.0"},
-    "1.18": {"pause": "3.2", "etcd": "3.4.3-0", "coredns": "1.6.7",
-             "cni": "v0.8.6", "crictl": "v1.18.0", "flannel": "v0.12.0"},
-    "1.19": {"pause": "3.2", "etcd": "3.4.13-0", "coredns": "1.7.0",
-             "cni": "v0.8.7", "crictl": "v1.19.0", "flannel": "v0.13.0"},
-    "1.20": {"pause": "3.2", "etcd": "3.4.13-0", "coredns": "1.7.0",
-             "cni": "v0.8.7", "crictl": "v1.20.0", "flannel": "v0.13.0"},
-}
+# The minor releases this tool sets up.  What each patch release of them
+# needs (kubeadm's image tags, the CNI plugins, crictl and flannel releases,
+# and the checksums pinned for them) is data: bundle/releases.json, read by
+# bundle mode only (release_table()).
+SUPPORTED_MINORS = ("1.16", "1.17", "1.18", "1.19", "1.20")
+RELEASE_TABLE_FILE = "bundle/releases.json"
+RELEASE_TABLE_ENV = "K8SO_RELEASE_TABLE"     # tests: a table of their own
 
 CONTROL_PLANE_COMPONENTS = ("kube-apiserver", "kube-controller-manager",
                             "kube-scheduler")
@@ -100,29 +92,11 @@ DOCKER_STATIC_VERSION = "19.03.15"
 DOCKER_STATIC_URL = ("https://download.docker.com/linux/static/stable/"
                      "{docker_arch}/docker-{docker}.tgz")
 
-# Pinned sha256 of downloads, by file name (the last part of the URL).
-# The release's own .sha256 files are checked as well where published.
-# `--checksum-file` replaces this table.
-PINNED_SHA256 = {
-    "cni-plugins-amd64-v0.7.5.tgz":
-        "3ca15c0a18ee830520cf3a95408be826cbd255a1535a38e0be9608b25ad8bf64",
-    "crictl-v1.16.1-linux-amd64.tar.gz":
-        "19fed421710fccfe58f5573383bb137c19438a9056355556f1a15da8d23b3ad1",
-}
-
-# sha512 of the node release tarball, as the release notes (CHANGELOG)
-# published them.  kubeadm, kubelet and kubectl are taken from this tarball
-# where a value is known, so they are checked against a value the release
-# itself published, and against the .sha256 files beside the single binaries.
+# kubeadm, kubelet and kubectl are taken from the node release tarball
+# where the release table pins its sha512 (as the release notes published
+# it), so they are checked against a value the release itself published, and
+# against the .sha256 files beside the single binaries.
 NODE_TARBALL_URL = "https://dl.k8s.io/{version}/kubernetes-node-linux-{arch}.tar.gz"
-NODE_TARBALL_SHA512 = {
-    ("v1.16.0", "amd64"):
-        "e987f141bc0a248e99a371ce220403b78678c739a39dad1c1612e63a0bee4525"
-        "fbca5ee8c2b5e5332a553cc5f63bce9ec95645589298f41fe83e1fd41faa538e",
-    ("v1.16.0", "arm64"):
-        "365bdf9759e24d22cf507a0a5a507895ed44723496985e6d8f0bd10b03ffe7c7"
-        "8198732ee39873912147f2dd840d2e284118fc6fc1e3876d8f4c2c3a441def0b",
-}
 NODE_TARBALL_BINARIES = ("kubeadm", "kubelet", "kubectl")
 
 # Layout of a bundle (inside its one top directory).
@@ -239,14 +213,124 @@ def normalize_version(text):
     return "v%d.%d.%d" % (major, minor, patch)
 
 
-def version_facts(kubernetes_version):
-    """The VERSION_TABLE row for a Kubernetes version, or a UserError."""
-    major, minor, _ = parse_version(kubernetes_version)
-    key = "%d.%d" % (major, minor)
-    if key not in VERSION_TABLE:
+def check_supported(kubernetes_version):
+    """(major, minor, patch) of a version whose minor this tool supports."""
+    major, minor, patch = parse_version(kubernetes_version)
+    if "%d.%d" % (major, minor) not in SUPPORTED_MINORS:
         raise UserError("Kubernetes %s is not supported: supported minors are %s"
-                        % (kubernetes_version, ", ".join(sorted(VERSION_TABLE))))
-    return VERSION_TABLE[key]
+                        % (kubernetes_version, ", ".join(SUPPORTED_MINORS)))
+    return major, minor, patch
+
+
+_RELEASE_TABLES = {}
+_HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"),
+        "sha512": re.compile(r"^[0-9a-f]{128}$")}
+_RELEASE_RE = re.compile(r"^v1\.(\d+)\.(\d+)$")
+_FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_IMAGE_TAG_RE = re.compile(r"^v?\d+(\.\d+)*(-\d+)?$")
+
+
+def release_table():
+    """The release table (bundle/releases.json beside this file, or the file
+    K8SO_RELEASE_TABLE names), checked once per run."""
+    path = os.environ.get(RELEASE_TABLE_ENV) or \
+        os.path.join(script_dir(), RELEASE_TABLE_FILE)
+    if path not in _RELEASE_TABLES:
+        try:
+            with open(path, "rb") as handle:
+                table = json.loads(handle.read().decode("utf-8"))
+        except (OSError, IOError) as exc:
+            raise UserError("cannot read the release table %s: %s: run bundle "
+                            "from the k8s-offline folder" % (path, exc.strerror))
+        except (ValueError, UnicodeDecodeError):
+            raise UserError("the release table %s is not valid JSON: restore it "
+                            "from git" % path)
+        problem = release_table_problem(table)
+        if problem:
+            raise UserError("the release table %s is malformed (%s): restore it "
+                            "from git" % (path, problem))
+        _RELEASE_TABLES[path] = table
+    return _RELEASE_TABLES[path]
+
+
+def release_table_problem(table):
+    """What is wrong with a release table, or None (see releases.json)."""
+    if not isinstance(table, dict) or table.get("schema") != 1:
+        return "schema is not 1"
+    releases, minors = table.get("releases"), table.get("minors")
+    if not isinstance(releases, dict) or not isinstance(minors, dict):
+        return "no releases or minors"
+
+    def hexes(entry, key, kind):
+        values = entry.get(key, {})
+        if not isinstance(values, dict):
+            return "%s is not a table" % key
+        for arch, value in values.items():
+            if arch not in ARCHES or not isinstance(value, str) or \
+                    not _HEX[kind].match(value):
+                return "%s of %s is not a %s" % (key, arch, kind)
+        return None
+
+    for version, entry in releases.items():
+        match = _RELEASE_RE.match(version)
+        if not match or "1.%s" % match.group(1) not in SUPPORTED_MINORS:
+            return "release %r is not a supported version" % version
+        if "1.%s" % match.group(1) not in minors:
+            return "release %s has no minor entry" % version
+        images = entry.get("images") if isinstance(entry, dict) else None
+        if not isinstance(images, dict) or any(
+                not isinstance(images.get(name), str) or
+                not _IMAGE_TAG_RE.match(images[name])
+                for name in ("pause", "etcd", "coredns")):
+            return "release %s lacks an image tag" % version
+        problem = hexes(entry, "node_sha512", "sha512")
+        if problem:
+            return "release %s: %s" % (version, problem)
+    for minor, entry in minors.items():
+        if minor not in SUPPORTED_MINORS or not isinstance(entry, dict):
+            return "minor %r is not supported" % minor
+        for key in ("cni", "crictl", "flannel"):
+            if not isinstance(entry.get(key), str) or \
+                    not _IMAGE_TAG_RE.match(entry[key]):
+                return "minor %s lacks a %s version" % (minor, key)
+        for key in ("cni_sha256", "crictl_sha256"):
+            problem = hexes(entry, key, "sha256")
+            if problem:
+                return "minor %s: %s" % (minor, problem)
+        for key in ("cni_tarball", "crictl_tarball"):
+            names = entry.get(key, {})
+            if not isinstance(names, dict) or any(
+                    arch not in ARCHES or not isinstance(name, str) or
+                    not _FILE_NAME_RE.match(name) for arch, name in names.items()):
+                return "minor %s: bad %s" % (minor, key)
+    for name, entry in ((table.get("runtimes") or {}).get("docker") or {}).items():
+        if not isinstance(entry, dict) or not _HEX["sha256"].match(
+                str(entry.get("sha256", ""))):
+            return "docker %s has no sha256" % name
+    return None
+
+
+def version_facts(kubernetes_version):
+    """What the release table says about one patch release: kubeadm's image
+    tags, the CNI, crictl and flannel versions, and the pinned checksums
+    (by arch); UserError for a version it does not list."""
+    major, minor, _ = check_supported(kubernetes_version)
+    table = release_table()
+    version = normalize_version(kubernetes_version)
+    release = table["releases"].get(version)
+    if release is None:
+        known = sorted(table["releases"], key=parse_version)
+        raise UserError("Kubernetes %s is not supported: it is not a release "
+                        "in the release table (%s to %s)" % (
+                            version, known[0], known[-1]))
+    if release.get("do_not_use"):
+        raise UserError("Kubernetes %s is not supported: its release notes say "
+                        "\"%s\": choose another patch release"
+                        % (version, release["do_not_use"]))
+    facts = dict(table["minors"]["%d.%d" % (major, minor)])
+    facts.update(release["images"])
+    facts["node_sha512"] = release.get("node_sha512", {})
+    return facts
 
 
 def check_arch(arch):
@@ -271,6 +355,12 @@ def parse_mapping(text, what):
     if not sep or not src.strip() or not dst.strip():
         raise UserError("bad %s %r: use the form SOURCE=DESTINATION" % (what, text))
     return src.strip(), dst.strip()
+
+
+def script_dir():
+    """The folder holding k8s_offline.py (and, in a checkout, bundle/ and
+    manifests/; in an extracted bundle, bundle.json)."""
+    return os.path.dirname(os.path.abspath(__file__))
 
 
 def bundle_name(kubernetes_version, arch):
@@ -882,6 +972,9 @@ def _backoff(attempt, wait=None):
 # ===========================================================================
 
 BUNDLE_MTIME = 1577836800        # fixed member time: same input, same bytes
+# Units of the static Docker (--with-docker): its containerd runs as a unit
+# of its own, so `--cri containerd` can use it too.  Install mode installs
+# these files from the bundle, never from here.
 DOCKER_SERVICE = """\
 [Unit]
 Description=Docker Application Container Engine (static binaries, k8s-offline)
@@ -966,26 +1059,37 @@ def plan_images(kubernetes_version, arch, pull_repository=None, extra=()):
 
 
 def plan_files(kubernetes_version, arch, with_docker=False):
-    """Every file download: key, URL, path in the bundle, and whether the
-    release publishes a .sha256 beside it."""
+    """Every file download: key, URL, path in the bundle, the sha256 the
+    release table pins for it (or None), and the publisher's checksum file
+    beside it (checked for the binaries always, for the archives where
+    nothing is pinned)."""
     facts = version_facts(kubernetes_version)
     files = []
     for name in ("kubeadm", "kubelet", "kubectl"):
+        url = KUBE_RELEASE_URL.format(version=kubernetes_version, arch=arch,
+                                      name=name)
         files.append({"key": name, "path": "%s/%s" % (BIN_DIR, name),
-                      "url": KUBE_RELEASE_URL.format(version=kubernetes_version,
-                                                     arch=arch, name=name),
-                      "published_sha256": True, "mode": 0o755})
+                      "url": url, "pinned": None, "publisher": url + ".sha256",
+                      "always_publisher": True, "mode": 0o755})
     cni_template = CNI_URL_OLD if parse_version(facts["cni"]) < (0, 8, 0) \
         else CNI_URL
     cni_url = cni_template.format(cni=facts["cni"], arch=arch)
+    if facts.get("cni_tarball", {}).get(arch):
+        cni_url = cni_url.rsplit("/", 1)[0] + "/" + facts["cni_tarball"][arch]
     crictl_url = CRICTL_URL.format(crictl=facts["crictl"], arch=arch)
-    downloads = [("cni", cni_url), ("crictl", crictl_url)]
+    if facts.get("crictl_tarball", {}).get(arch):
+        crictl_url = crictl_url.rsplit("/", 1)[0] + "/" + \
+            facts["crictl_tarball"][arch]
+    downloads = [("cni", cni_url, facts.get("cni_sha256", {}).get(arch)),
+                 ("crictl", crictl_url, facts.get("crictl_sha256", {}).get(arch))]
     if with_docker:
         downloads.append(("docker", DOCKER_STATIC_URL.format(
             docker_arch=ARCHES[arch]["docker_static"],
-            docker=DOCKER_STATIC_VERSION)))
-    for key, url in downloads:
-        files.append({"key": key, "url": url, "published_sha256": False,
+            docker=DOCKER_STATIC_VERSION), None))
+    for key, url, pinned in downloads:
+        files.append({"key": key, "url": url, "pinned": pinned,
+                      "publisher": url + ".sha256" if key != "docker" else None,
+                      "always_publisher": False,
                       "path": "%s/%s" % (ARCHIVES_DIR, url.rsplit("/", 1)[1]),
                       "mode": 0o644})
     return files
@@ -1025,12 +1129,17 @@ def apply_file_mirror(url, mirrors):
     return best[1] + url[len(best[0]):]
 
 
-def parse_published_sha256(text):
-    """First field of a .sha256 file if it is 64 hex digits, else None."""
+def parse_published_sha256(text, filename=None):
+    """The digest of a publisher's .sha256 file (only the hex, as dl.k8s.io
+    writes it, or `HEX  NAME` as sha256sum does, NAME being filename), or
+    None when it is not such a file."""
     fields = (text or "").split()
-    if fields and re.match(r"^[0-9a-fA-F]{64}$", fields[0]):
-        return fields[0].lower()
-    return None
+    if not fields or not re.match(r"^[0-9a-fA-F]{64}$", fields[0]):
+        return None
+    if len(fields) > 2 or (len(fields) == 2 and filename is not None and
+                           fields[1].lstrip("*").rsplit("/", 1)[-1] != filename):
+        return None
+    return fields[0].lower()
 
 
 class BlobCache(object):
@@ -1176,8 +1285,8 @@ class ImageFetcher(object):
         """Turn a schema1 image into a schema2 manifest and config, the way
         Docker does when it pulls one; the result is cached by the schema1
         digest so a warm run need not decompress the layers again."""
-        record = os.path.join(self.cache.converted,
-                              image["source_digest"][7:] + ".json")
+        record = os.path.join(self.cache.converted, "%s.v%d.json" % (
+            image["source_digest"][7:], SCHEMA1_CONVERSION))
         if os.path.isfile(record):
             with open(record) as handle:
                 digest = json.load(handle)["manifest_digest"]
@@ -1193,20 +1302,13 @@ class ImageFetcher(object):
         blobs = [layer["blobSum"] for layer in doc["fsLayers"]]
         layers, diff_ids, steps = [], [], []
         for blob, v1 in reversed(list(zip(blobs, history))):
-            step = {"created": v1.get("created", "")}
-            command = (v1.get("container_config") or {}).get("Cmd")
-            if command:
-                step["created_by"] = " ".join(command)
-            for key in ("author", "comment"):
-                if v1.get(key):
-                    step[key] = v1[key]
-            if v1.get("throwaway"):
-                step["empty_layer"] = True
-            else:
+            steps.append(schema1_history_step(v1, image["source"]))
+            if not v1.get("throwaway"):
                 layers.append(blob)
                 diff_ids.append("sha256:" + _gunzip_sha256(self.cache.path(blob[7:])))
-            steps.append(step)
         config = dict(history[0])
+        if "created" in config:
+            schema1_time(config["created"], image["source"])
         for key in ("id", "parent", "Size", "parent_id", "layer_id", "throwaway"):
             config.pop(key, None)
         config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
@@ -1225,6 +1327,45 @@ class ImageFetcher(object):
         digest = "sha256:" + self.cache.put_bytes(body)
         write_file_atomic(record, canonical_json({"manifest_digest": digest}))
         self._record(image, digest, MT_DOCKER_MANIFEST, manifest)
+
+
+# Bumped whenever the conversion's output changes, so conversions cached by
+# an older version (version 1 wrote "created": "") are not reused.
+SCHEMA1_CONVERSION = 2
+# What Go's time.Time reads from JSON (RFC 3339), and the zero time Docker's
+# own schema1 pull writes where a v1Compatibility entry has no `created`.
+RFC3339_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?"
+                        r"(Z|[+-]\d\d:\d\d)$")
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def schema1_time(value, source):
+    """A v1Compatibility time, checked: Docker and containerd refuse an
+    image (and docker load the rest of its archive) over one they cannot
+    parse."""
+    if not isinstance(value, str) or not RFC3339_RE.match(value):
+        raise UserError("image %s: its schema1 history has the time %r, which "
+                        "Docker cannot read: use another image or tag"
+                        % (source, value))
+    return value
+
+
+def schema1_history_step(v1, source):
+    """One config history entry from a v1Compatibility entry, as Docker's
+    pull makes it (moby image/v1 HistoryFromConfig): author, created (the
+    zero time when absent), the container command joined by spaces,
+    comment, empty_layer for throwaway entries; empty fields left out."""
+    step = {"created": schema1_time(v1["created"], source) if "created" in v1
+            else GO_ZERO_TIME}
+    command = (v1.get("container_config") or {}).get("Cmd")
+    if command:
+        step["created_by"] = " ".join(command)
+    for key in ("author", "comment"):
+        if v1.get(key):
+            step[key] = v1[key]
+    if v1.get("throwaway"):
+        step["empty_layer"] = True
+    return step
 
 
 def _gunzip_sha256(path):
@@ -1360,10 +1501,6 @@ def image_store_documents(images):
     }
 
 
-def script_dir():
-    return os.path.dirname(os.path.abspath(__file__))
-
-
 def default_cache_dir():
     base = os.environ.get("XDG_CACHE_HOME") or \
         os.path.join(os.path.expanduser("~"), ".cache")
@@ -1394,12 +1531,17 @@ def cmd_bundle(args):
         raise UserError("bad --timeout %g: give 1 to 3600 seconds" % args.timeout)
     images = plan_images(version, arch, args.image_repository, args.extra_image)
     files = plan_files(version, arch, with_docker=args.with_docker)
-    checksums = PINNED_SHA256
-    node_sha512 = NODE_TARBALL_SHA512.get((version, arch))
+    tarball = NODE_TARBALL_URL.format(version=version, arch=arch).rsplit("/", 1)[1]
+    vouched = {}
+    node_sha512 = version_facts(version)["node_sha512"].get(arch)
+    node_source = "release notes (sha512 of %s, pinned table)" % tarball
     if args.checksum_file:
         checksums, sha512s = read_checksum_file(args.checksum_file)
-        node_sha512 = sha512s.get(NODE_TARBALL_URL.format(
-            version=version, arch=arch).rsplit("/", 1)[1])
+        node_sha512 = sha512s.get(tarball)
+        node_source = "--checksum-file %s (sha512 of %s)" % (
+            args.checksum_file, tarball)
+        vouched = dict((name, (hexd, "--checksum-file %s" % args.checksum_file))
+                       for name, hexd in checksums.items())
         log.warning("NOTE: checksums come from %s, not the built-in table "
                     "(%d entries)", args.checksum_file,
                     len(checksums) + len(sha512s))
@@ -1417,14 +1559,14 @@ def cmd_bundle(args):
             extracted = binaries_from_node_tarball(
                 client, cache, version, arch, node_sha512, file_mirrors, args,
                 progress)
-            for name, hexd in sorted(extracted.items()):
-                if checksums.get(name, hexd) != hexd:
+            for binary, hexd in sorted(extracted.items()):
+                if vouched.get(binary, (hexd,))[0] != hexd:
                     raise UserError("%s in the release tarball (%s) differs from "
                                     "the checksum table (%s): refusing it"
-                                    % (name, hexd, checksums[name]))
-            checksums = dict(checksums, **extracted)
+                                    % (binary, hexd, vouched[binary][0]))
+                vouched[binary] = (hexd, node_source)
         file_entries = fetch_files(client, cache, files, file_mirrors,
-                                   checksums, args, progress)
+                                   vouched, args, progress)
         images = cross_check_images(images, file_entries, version, arch, cache)
         fetch_images(client, cache, images, arch, args.jobs, progress)
         meta, members = assemble_bundle(name, version, arch, images,
@@ -1446,6 +1588,9 @@ def cmd_bundle(args):
              human_size(os.path.getsize(output)), len(images),
              time.time() - started, human_size(client.bytes_fetched))
     log.debug("payload %d bytes", total)
+    print("checksums of the downloaded files, and what vouched for them:")
+    for path, sources in sorted(meta["checksum_sources"].items()):
+        print("  %s: %s" % (path, "; ".join(sources)))
     print("bundle.json sha256: %s  (compare it with what verify prints on "
           "the far side)" % sha256_bytes(meta_bytes))
     return 0
@@ -1528,31 +1673,42 @@ def _remove_stale_partials(output):
                 os.unlink(os.path.join(folder, name))
 
 
-def fetch_files(client, cache, files, file_mirrors, checksums, args, progress):
-    """Download every file, each checked against the pinned table and, where
-    the release publishes one, its .sha256 file; a mismatch is fatal."""
+def fetch_files(client, cache, files, file_mirrors, vouched, args, progress):
+    """Download every file, each checked against what vouches for it:
+    vouched {file name: (sha256, source)} (--checksum-file, the node
+    tarball), else the release table's pin (not under --checksum-file), and
+    the publisher's checksum file beside it; any disagreement is fatal, no
+    checksum at all too.  Each plan records its sources."""
     insecure_hosts = set(args.insecure_registry)
 
     def plan(entry):
         filename = entry["url"].rsplit("/", 1)[1]
         url = apply_file_mirror(entry["url"], file_mirrors)
         insecure = _url_host(url) in insecure_hosts
-        pinned = checksums.get(filename)
-        published = None
-        if entry["published_sha256"]:
-            published = parse_published_sha256(client.get_text(url + ".sha256",
-                                                               insecure))
-        if pinned and published and pinned != published:
-            raise UserError("%s: the published .sha256 (%s) differs from the "
-                            "pinned checksum (%s): refusing it"
-                            % (filename, published, pinned))
-        expected = pinned or published
+        expected, sources = None, []
+        if filename in vouched:
+            expected, source = vouched[filename]
+            sources.append(source)
+        elif entry["pinned"] and not args.checksum_file:
+            expected = entry["pinned"]
+            sources.append("pinned table (%s)" % RELEASE_TABLE_FILE)
+        if entry["publisher"] and (entry["always_publisher"] or not expected):
+            published = parse_published_sha256(client.get_text(
+                apply_file_mirror(entry["publisher"], file_mirrors), insecure),
+                filename)
+            if expected and published and published != expected:
+                raise UserError("%s: the publisher's %s (%s) differs from %s "
+                                "(%s): refusing it" % (
+                                    filename, entry["publisher"], published,
+                                    sources[0], expected))
+            if published:
+                expected = expected or published
+                sources.append("publisher's file %s" % entry["publisher"])
         if not expected:
             raise UserError("no checksum known for %s: pass a --checksum-file "
                             "with its sha256" % filename)
-        if not pinned:
-            log.info("%s: checked against the published .sha256 only", filename)
-        return dict(entry, fetch_url=url, sha256=expected, insecure=insecure)
+        return dict(entry, fetch_url=url, sha256=expected, insecure=insecure,
+                    checksum_sources=sources)
 
     plans = run_pool(args.jobs, files, plan)
     missing = [p for p in plans if not cache.has(p["sha256"])]
@@ -1688,6 +1844,10 @@ def assemble_bundle(name, version, arch, images, file_entries, cache, with_docke
         "systemd": dict((unit, "%s/%s" % (SYSTEMD_DIR, unit)) for unit, _ in units),
         "flannel_manifest": "%s/%s" % (MANIFESTS_DIR, FLANNEL_MANIFEST),
         "script": "k8s_offline.py",
+        # What vouched for each downloaded file's checksum: the pinned
+        # table, the release notes, the publisher's file, --checksum-file.
+        "checksum_sources": dict((e["path"], e["checksum_sources"])
+                                 for e in file_entries),
     }
     return meta, members
 
@@ -2015,6 +2175,7 @@ BIN_INSTALL_DIR = "/usr/bin"
 KUBELET_UNIT = "/etc/systemd/system/kubelet.service"
 KUBELET_DROPIN = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
 DOCKER_UNIT = "/etc/systemd/system/docker.service"
+CONTAINERD_UNIT = "/etc/systemd/system/containerd.service"
 DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
 CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 CRICTL_CONFIG = "/etc/crictl.yaml"
@@ -2035,37 +2196,28 @@ MIN_WORKER_MEMORY_MB = 1000
 KERNEL_MODULES = ("br_netfilter", "overlay")
 SYSCTLS = (("net.bridge.bridge-nf-call-iptables", "1"),
            ("net.ipv4.ip_forward", "1"))
-REQUIRED_TOOLS = ("ip", "iptables", "mount", "nsenter")
-WANTED_TOOLS = ("socat", "conntrack", "ebtables", "ethtool", "tc")
+# kubeadm's own preflight (cmd/kubeadm/app/preflight/checks.go): the tools
+# it refuses to run without, with the minor release that began refusing
+# (conntrack: kubernetes PR #85857, 1.18), and the tools it warns about.
+# Each with the package to install and what else needs it.
+KUBEADM_REQUIRED_TOOLS = (("ip", 16, "iproute2"), ("iptables", 16, "iptables"),
+                          ("mount", 16, "mount"), ("nsenter", 16, "util-linux"),
+                          ("conntrack", 18, "conntrack"))
+KUBEADM_WARNED_TOOLS = ("ebtables", "ethtool", "socat", "tc", "touch")
+TOOL_USERS = {"conntrack": "kube-proxy needs it",
+              "socat": "`kubectl port-forward` needs it"}
+# What --open-firewall opens (firewalld rules): the ports kubeadm's install
+# guide lists for each role, and flannel's vxlan.
+FIREWALL_RULES = {
+    "master": ("6443/tcp", "2379-2380/tcp", "10250/tcp", "10251/tcp",
+               "10252/tcp", "8472/udp"),
+    "worker": ("10250/tcp", "30000-32767/tcp", "8472/udp")}
+SELINUX_CONFIG = "/etc/selinux/config"
+SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
 CRI_SOCKETS = {"docker": "/var/run/dockershim.sock",
                "containerd": "/run/containerd/containerd.sock"}
 # Links and interfaces the cluster makes; they are not "host networks".
 CLUSTER_LINKS = ("cni0", "flannel.1", "kube-ipvs0", "docker0")
-# Bundled static Docker, started by its own unit (dockerd runs its own
-# containerd when none is given).
-DOCKER_SERVICE = """\
-[Unit]
-Description=Docker Application Container Engine (k8s-offline)
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-Type=notify
-ExecStart=/usr/bin/dockerd
-ExecReload=/bin/kill -s HUP $MAINPID
-LimitNOFILE=1048576
-LimitNPROC=infinity
-LimitCORE=infinity
-TasksMax=infinity
-Delegate=yes
-KillMode=process
-Restart=on-failure
-StartLimitBurst=3
-StartLimitInterval=60s
-
-[Install]
-WantedBy=multi-user.target
-"""
 TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
 CA_HASH_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 CERT_KEY_RE = re.compile(r"^[a-f0-9]{64}$")
@@ -2541,28 +2693,312 @@ def containerd_cgroup_driver(config_text):
                                   config_text or "", re.M) else "cgroupfs"
 
 
-def containerd_config_with(config_text, pause_image):
-    """containerd's config with our sandbox image and the CRI plugin on."""
-    text = config_text
-    if re.search(r"^\s*sandbox_image\s*=", text, re.M):
-        text = re.sub(r'^(\s*sandbox_image\s*=\s*).*$',
-                      lambda m: '%s"%s"' % (m.group(1), pause_image), text,
-                      flags=re.M)
-    else:
-        section = '[plugins."io.containerd.grpc.v1.cri"]'
-        if section in text:
-            text = text.replace(section, '%s\n  sandbox_image = "%s"'
-                                % (section, pause_image), 1)
+class TomlError(ValueError):
+    """A TOML text this tool's reader does not accept (line number inside)."""
+
+
+class TomlReader(object):
+    """Reads the part of TOML that containerd's config files use: tables
+    ``[a."b.c"]``, keys (bare, quoted, dotted), basic and literal strings,
+    integers, floats, booleans, arrays (over several lines) and inline
+    tables.  Arrays of tables, multi-line strings and dates are refused
+    with a TomlError naming the line, rather than guessed at."""
+
+    _BARE = re.compile(r"[A-Za-z0-9_-]+")
+    _NUMBER = re.compile(r"[+-]?(?:\d[\d_]*)(\.\d[\d_]*)?([eE][+-]?\d+)?"
+                         r"(?=[\s,\]}#]|$)")
+    _ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r",
+                '"': '"', "\\": "\\"}
+
+    def __init__(self, text):
+        self.text = text
+        self.pos = 0
+
+    def fail(self, what):
+        line = self.text.count("\n", 0, self.pos) + 1
+        raise TomlError("line %d: %s" % (line, what))
+
+    def peek(self, size=1):
+        return self.text[self.pos:self.pos + size]
+
+    def skip_space(self, newlines=False):
+        while self.pos < len(self.text):
+            char = self.text[self.pos]
+            if char in " \t" or (newlines and char in "\r\n"):
+                self.pos += 1
+            elif char == "#":
+                while self.pos < len(self.text) and self.text[self.pos] != "\n":
+                    self.pos += 1
+            else:
+                return
+
+    def end_of_line(self):
+        self.skip_space()
+        if self.pos < len(self.text) and self.peek() not in "\r\n":
+            self.fail("unexpected %r after a value" % self.peek())
+
+    def parse(self):
+        root = {}
+        table = root
+        defined = set()
+        while True:
+            self.skip_space(newlines=True)
+            if self.pos >= len(self.text):
+                return root
+            if self.peek(2) == "[[":
+                self.fail("arrays of tables are not supported")
+            if self.peek() == "[":
+                self.pos += 1
+                path = self.key_path("]")
+                self.pos += 1
+                if tuple(path) in defined:
+                    self.fail("table [%s] is defined twice" % ".".join(path))
+                defined.add(tuple(path))
+                table = self.descend(root, path)
+                self.end_of_line()
+                continue
+            path = self.key_path("=")
+            self.pos += 1
+            self.skip_space()
+            value = self.value()
+            target = self.descend(table, path[:-1])
+            if path[-1] in target:
+                self.fail("key %s is defined twice" % ".".join(path))
+            target[path[-1]] = value
+            self.end_of_line()
+
+    def descend(self, table, path):
+        for key in path:
+            table = table.setdefault(key, {})
+            if not isinstance(table, dict):
+                self.fail("%s is a value and a table" % key)
+        return table
+
+    def key_path(self, closing):
+        path = []
+        while True:
+            self.skip_space()
+            path.append(self.simple_key())
+            self.skip_space()
+            if self.peek() == ".":
+                self.pos += 1
+                continue
+            if self.peek() != closing:
+                self.fail("expected %r after the key %s" % (closing, path[-1]))
+            return path
+
+    def simple_key(self):
+        if self.peek() in ('"', "'"):
+            return self.string()
+        match = self._BARE.match(self.text, self.pos)
+        if not match:
+            self.fail("expected a key")
+        self.pos = match.end()
+        return match.group(0)
+
+    def string(self):
+        quote = self.peek()
+        if self.peek(3) == quote * 3:
+            self.fail("multi-line strings are not supported")
+        self.pos += 1
+        out = []
+        while True:
+            if self.pos >= len(self.text) or self.peek() in "\r\n":
+                self.fail("unterminated string")
+            char = self.text[self.pos]
+            self.pos += 1
+            if char == quote:
+                return "".join(out)
+            if char == "\\" and quote == '"':
+                code = self.peek()
+                self.pos += 1
+                if code in self._ESCAPES:
+                    out.append(self._ESCAPES[code])
+                elif code in ("u", "U"):
+                    size = 4 if code == "u" else 8
+                    digits = self.text[self.pos:self.pos + size]
+                    if not re.match(r"^[0-9A-Fa-f]{%d}$" % size, digits):
+                        self.fail("bad \\%s escape" % code)
+                    out.append(chr(int(digits, 16)))
+                    self.pos += size
+                else:
+                    self.fail("bad escape \\%s" % code)
+            elif ord(char) < 0x20 and char != "\t":
+                self.fail("control character in a string")
+            else:
+                out.append(char)
+
+    def value(self):
+        char = self.peek()
+        if char in ('"', "'"):
+            return self.string()
+        if char == "[":
+            return self.array()
+        if char == "{":
+            return self.inline_table()
+        for word, value in (("true", True), ("false", False)):
+            if self.text.startswith(word, self.pos):
+                self.pos += len(word)
+                return value
+        match = self._NUMBER.match(self.text, self.pos)
+        if match:
+            self.pos = match.end()
+            number = match.group(0).replace("_", "")
+            return float(number) if match.group(1) or match.group(2) \
+                else int(number)
+        self.fail("unsupported value starting %r" % self.text[self.pos:self.pos + 12])
+
+    def array(self):
+        self.pos += 1
+        items = []
+        while True:
+            self.skip_space(newlines=True)
+            if self.peek() == "]":
+                self.pos += 1
+                return items
+            items.append(self.value())
+            self.skip_space(newlines=True)
+            if self.peek() == ",":
+                self.pos += 1
+            elif self.peek() != "]":
+                self.fail("expected , or ] in an array")
+
+    def inline_table(self):
+        self.pos += 1
+        table = {}
+        self.skip_space()
+        if self.peek() == "}":
+            self.pos += 1
+            return table
+        while True:
+            path = self.key_path("=")
+            self.pos += 1
+            self.skip_space()
+            target = self.descend(table, path[:-1])
+            target[path[-1]] = self.value()
+            self.skip_space()
+            if self.peek() == "}":
+                self.pos += 1
+                return table
+            if self.peek() != ",":
+                self.fail("expected , or } in an inline table")
+            self.pos += 1
+
+
+def toml_loads(text):
+    return TomlReader(text).parse()
+
+
+def _toml_key(key):
+    if re.match(r"^[A-Za-z0-9_-]+$", key):
+        return key
+    return _toml_string(key)
+
+
+def _toml_string(text):
+    out = ['"']
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\t":
+            out.append("\\t")
+        elif ord(char) < 0x20 or ord(char) == 0x7f:
+            out.append("\\u%04x" % ord(char))
         else:
-            text = text.rstrip("\n") + '\n\n%s\n  sandbox_image = "%s"\n' % (
-                section, pause_image)
-    # Packages made for Docker turn the CRI plugin off.
-    text = re.sub(r'^(\s*disabled_plugins\s*=\s*\[)([^\]]*)\]',
-                  lambda m: m.group(1) + ", ".join(
-                      part for part in (p.strip() for p in m.group(2).split(","))
-                      if part and part.strip("'\"") != "cri") + "]",
-                  text, flags=re.M)
-    return text
+            out.append(char)
+    return "".join(out) + '"'
+
+
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join("%s = %s" % (_toml_key(k), _toml_value(v))
+                               for k, v in value.items()) + "}"
+    raise TypeError("no TOML form for %r" % (value,))
+
+
+def toml_dumps(data):
+    """TOML text of nested dicts: the scalars of each table under its
+    [header], then its sub-tables; keys and strings quoted as needed."""
+    lines = []
+
+    def emit(table, path):
+        scalars = [(k, v) for k, v in table.items() if not isinstance(v, dict)]
+        tables = [(k, v) for k, v in table.items() if isinstance(v, dict)]
+        if path and (scalars or not tables):
+            lines.append("")
+            lines.append("[%s]" % ".".join(_toml_key(k) for k in path))
+        for key, value in scalars:
+            lines.append("%s = %s" % (_toml_key(key), _toml_value(value)))
+        for key, value in tables:
+            emit(value, path + [key])
+    emit(data, [])
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+CRI_PLUGIN_NAMES = ("cri", "io.containerd.grpc.v1.cri")
+
+
+def read_containerd_config(text, where=CONTAINERD_CONFIG):
+    """containerd's config as data; UserError if this reader cannot take it."""
+    try:
+        return toml_loads(text or "")
+    except TomlError as exc:
+        raise UserError("cannot read %s (%s): fix it, or move it away so a "
+                        "new one is written" % (where, exc))
+
+
+def containerd_version(runner):
+    """(major, minor) of the installed containerd, or None."""
+    result = runner.run(["containerd", "--version"], change=False, check=False)
+    match = re.search(r"\s v?(\d+)\.(\d+)\.\d+", result.stdout or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def containerd_config_with(config_text, pause_image, version=None):
+    """containerd's config with the CRI plugin on and our sandbox image.
+
+    A file without `version = 2` is read as version 1, where the CRI
+    plugin's section is [plugins.cri]; version 2 names it
+    [plugins."io.containerd.grpc.v1.cri"].  The containerd.io package ships
+    `disabled_plugins = ["cri"]` and nothing else.  Without a file, a new
+    one is written: version 2 unless containerd is older than 1.3 (which
+    reads version 1 only).  The result goes through toml_dumps.
+    """
+    if config_text is None:
+        config = {"version": 1 if version and version < (1, 3) else 2}
+    else:
+        config = read_containerd_config(config_text)
+    schema = config.get("version", 1)
+    if schema not in (1, 2):
+        raise UserError("%s has version = %r; this tool writes versions 1 and "
+                        "2: fix it or move it away" % (CONTAINERD_CONFIG, schema))
+    disabled = config.get("disabled_plugins")
+    if disabled is not None:
+        if not isinstance(disabled, list):
+            raise UserError("disabled_plugins in %s is not a list: fix it"
+                            % CONTAINERD_CONFIG)
+        config["disabled_plugins"] = [name for name in disabled
+                                      if name not in CRI_PLUGIN_NAMES]
+    plugins = config.setdefault("plugins", {})
+    if not isinstance(plugins, dict):
+        raise UserError("plugins in %s is not a table: fix it"
+                        % CONTAINERD_CONFIG)
+    cri = plugins.setdefault(CRI_PLUGIN_NAMES[schema - 1], {})
+    if not isinstance(cri, dict):
+        raise UserError("the CRI plugin's entry in %s is not a table: fix it"
+                        % CONTAINERD_CONFIG)
+    cri["sandbox_image"] = pause_image
+    return toml_dumps(config)
 
 
 def image_target(image, image_repository):
@@ -2717,6 +3153,7 @@ class InstallContext(object):
         self.node_name = None
         self.advertise_address = None
         self.join_info = None
+        self.firewalld = False            # active, as preflight saw it
         self.warnings = []
 
     @property
@@ -2741,15 +3178,11 @@ def parse_skip_phases(text):
     return set(part.strip() for part in (text or "").split(",") if part.strip())
 
 
-def script_folder():
-    return os.path.dirname(os.path.abspath(__file__))
-
-
 def resolve_bundle_path(args):
     path = getattr(args, "bundle", None)
     if path:
         return path
-    folder = script_folder()
+    folder = script_dir()
     if os.path.isfile(os.path.join(folder, BUNDLE_JSON)):
         return folder
     raise UserError("no bundle given and %s has no %s: use --bundle PATH "
@@ -2789,12 +3222,14 @@ def phase_verify(ctx):
     Nothing on the host changes before the bundle is known to be whole.
     """
     bundle = ctx.bundle
-    version_facts(bundle.kubernetes_version)
+    check_supported(bundle.kubernetes_version)
     arch = host_arch()
     if bundle.arch != arch:
         raise UserError("the bundle is for %s but this host is %s: use a "
                         "bundle made with --arch %s" % (bundle.arch, arch, arch))
     verify_bundle(bundle, progress=not getattr(ctx.args, "no_progress", False))
+    for unit in units_needed(bundle):
+        unit_path(bundle, unit)
     log.info("  bundle %s: Kubernetes %s %s, every file checked",
              bundle.path, bundle.kubernetes_version, bundle.arch)
 
@@ -2837,8 +3272,11 @@ def runtime_plan(ctx):
         return "running"
     if ctx.host.which("containerd"):
         return "start"
+    if ctx.bundle.meta.get("archives", {}).get("docker"):
+        return "install"
     raise UserError("no container runtime: containerd is not running or not "
-                    "installed: install containerd, or use --cri docker")
+                    "installed: install containerd, rebuild the bundle with "
+                    "--with-docker (it carries containerd), or use --cri docker")
 
 
 def phase_preflight(ctx):
@@ -2879,13 +3317,7 @@ def phase_preflight(ctx):
         if busy:
             errors.append("port %s is in use: stop the program listening on "
                           "it (see `ss -ltnp`)" % ", ".join(map(str, busy)))
-    for tool in REQUIRED_TOOLS:
-        if not host.which(tool):
-            errors.append("%s is missing: install it (kubeadm needs it)" % tool)
-    for tool in WANTED_TOOLS:
-        if not host.which(tool):
-            ctx.warn("%s is missing: kubeadm warns and some features need it; "
-                     "install it if you can" % tool)
+    check_tools(ctx, errors)
     name = node_name(ctx)
     if not NODE_NAME_RE.match(name):
         errors.append("the node name %r is not a valid DNS name: set the host "
@@ -2900,12 +3332,7 @@ def phase_preflight(ctx):
         errors.append("this host is named %s like a control-plane node of the "
                       "cluster: node names must be unique; rename this host "
                       "(hostnamectl set-hostname) or use --node-name" % name)
-    if (host.read("/sys/fs/selinux/enforce") or "").strip() == "1":
-        ctx.warn("SELinux is enforcing: containers may be denied access to "
-                 "host files; set it to permissive (setenforce 0)")
-    if host.which("firewall-cmd") and service_active(ctx.runner, "firewalld"):
-        ctx.warn("firewalld is active: open ports %s or stop firewalld"
-                 % ", ".join(map(str, MASTER_PORTS if master else WORKER_PORTS)))
+    check_firewalld_selinux(ctx, master)
     backend = iptables_backend(ctx.runner)
     if backend and backend[1] == "nf_tables" and \
             not getattr(args, "iptables_legacy", False):
@@ -2930,6 +3357,17 @@ def phase_preflight(ctx):
                             "%s %s overlaps the host network %s on %s: choose "
                             "another %s" % (option, network, address.network,
                                             iface, option))
+    if ctx.join_info and ctx.join_info.get("from_flags") and \
+            not getattr(args, "image_repository", None):
+        try:
+            adopt_cluster_image_repository(ctx)
+        except UserError as exc:
+            errors.append(str(exc))
+    if ctx.cri == "containerd" and host.read(CONTAINERD_CONFIG) is not None:
+        try:
+            read_containerd_config(host.read(CONTAINERD_CONFIG))
+        except UserError as exc:
+            errors.append(str(exc))
     try:
         plan = runtime_plan(ctx)
     except UserError as exc:
@@ -2946,6 +3384,65 @@ def phase_preflight(ctx):
         raise UserError(errors[0])
     log.info("  preflight passed (%d warning%s)", len(ctx.warnings),
              "" if len(ctx.warnings) == 1 else "s")
+
+
+def check_tools(ctx, errors):
+    """What the bundle's kubeadm refuses to run without is an error, what it
+    warns about a warning, so kubeadm itself never stops half way."""
+    version = ctx.bundle.kubernetes_version
+    minor = parse_version(version)[1]
+    for tool, since, package in KUBEADM_REQUIRED_TOOLS:
+        if ctx.host.which(tool):
+            continue
+        users = TOOL_USERS.get(tool)
+        if minor >= since:
+            errors.append("%s is missing: kubeadm %s refuses to run without "
+                          "it%s; install the %s package" % (
+                              tool, version, " (%s)" % users if users else "",
+                              package))
+        else:
+            ctx.warn("%s is missing: %s, and kubeadm 1.%d and later refuse to "
+                     "run without it; install the %s package" % (
+                         tool, users or "kubeadm needs it", since, package))
+    for tool in KUBEADM_WARNED_TOOLS:
+        if not ctx.host.which(tool):
+            users = TOOL_USERS.get(tool)
+            ctx.warn("%s is missing: kubeadm warns without it%s; install it "
+                     "if you can" % (tool, " and %s" % users if users else ""))
+
+
+def firewall_rules(ctx):
+    return FIREWALL_RULES["worker" if ctx.role == "worker" else "master"]
+
+
+def selinux_enforcing(host):
+    return (host.read(SELINUX_ENFORCE) or "").strip() == "1"
+
+
+def firewalld_active(ctx):
+    return bool(ctx.host.which("firewall-cmd")) and \
+        service_active(ctx.runner, "firewalld")
+
+
+def check_firewalld_selinux(ctx, master):
+    """Warn about what blocks a node unless the flag that fixes it is given
+    (the host phase then fixes it)."""
+    host, args = ctx.host, ctx.args
+    ctx.firewalld = firewalld_active(ctx)
+    rules = " ".join(firewall_rules(ctx))
+    if ctx.firewalld and not getattr(args, "open_firewall", False):
+        ctx.warn("firewalld is active and blocks what a %s needs (%s): rerun "
+                 "with --open-firewall to open exactly those, permanently, or "
+                 "stop firewalld" % ("control-plane node" if master
+                                     else "worker", rules))
+    elif getattr(args, "open_firewall", False) and not ctx.firewalld:
+        ctx.warn("--open-firewall: firewalld is not active here, so there is "
+                 "nothing to open")
+    if selinux_enforcing(host) and not getattr(args, "selinux_permissive", False):
+        ctx.warn("SELinux is enforcing: containers may be denied access to "
+                 "host files; rerun with --selinux-permissive (setenforce 0, "
+                 "and SELINUX=permissive in %s, as kubeadm's install guide "
+                 "says)" % SELINUX_CONFIG)
 
 
 def node_name(ctx):
@@ -2968,8 +3465,27 @@ def disable_swap_in_fstab(text):
     return "\n".join(lines) + ("\n" if text.endswith("\n") or lines else "")
 
 
+def selinux_config_permissive(text):
+    """/etc/selinux/config with SELINUX=permissive at boot: an `enforcing`
+    (or unreadable) SELINUX line is replaced by a line written here, a
+    `permissive` or `disabled` one is left alone, a missing one added;
+    every other line is kept as it is."""
+    lines, found = [], False
+    for line in text.splitlines():
+        match = re.match(r"^\s*SELINUX\s*=\s*[\"']?([A-Za-z]*)", line)
+        if match:
+            found = True
+            if match.group(1).lower() not in ("permissive", "disabled"):
+                line = "SELINUX=permissive"
+        lines.append(line)
+    if not found:
+        lines.append("SELINUX=permissive")
+    return "\n".join(lines) + "\n"
+
+
 def phase_host(ctx):
-    """Kernel modules, sysctls, swap and iptables mode, now and at boot."""
+    """Kernel modules, sysctls, swap, iptables mode, and with their flags
+    the firewalld ports and SELinux's mode, now and at boot."""
     host, runner = ctx.host, ctx.runner
     if getattr(ctx.args, "disable_swap", False):
         if active_swaps(host):
@@ -2993,6 +3509,18 @@ def phase_host(ctx):
              if read_sysctl(host, key) != value]
     if wrong:
         runner.run(["sysctl", "-w"] + wrong, what="sysctl")
+    if getattr(ctx.args, "open_firewall", False) and (
+            ctx.firewalld or firewalld_active(ctx)):
+        for rule in firewall_rules(ctx):
+            runner.run(["firewall-cmd", "--permanent", "--add-port=" + rule],
+                       what="firewall-cmd --add-port=" + rule)
+        runner.run(["firewall-cmd", "--reload"], what="firewall-cmd --reload")
+    if getattr(ctx.args, "selinux_permissive", False):
+        if selinux_enforcing(host):
+            runner.run(["setenforce", "0"], what="setenforce 0")
+        config = host.read(SELINUX_CONFIG)
+        if config is not None:
+            host.write(SELINUX_CONFIG, selinux_config_permissive(config))
     if getattr(ctx.args, "iptables_legacy", False):
         backend = iptables_backend(runner)
         if backend and backend[1] == "nf_tables":
@@ -3018,8 +3546,33 @@ def wait_for(ctx, check, what, timeout=60, interval=2):
         sleep(interval)
 
 
-def install_static_docker(ctx):
-    """Unpack the bundle's static Docker into /usr/bin with its unit."""
+def unit_path(bundle, name):
+    """Where the bundle keeps a systemd unit; BundleError if it has none."""
+    relpath = bundle.meta.get("systemd", {}).get(name)
+    if not relpath:
+        raise BundleError("the bundle has no %s: rebuild it with this version "
+                          "of k8s_offline.py" % name)
+    return relpath
+
+
+def bundled_unit(bundle, name):
+    """The bytes of a systemd unit the bundle carries, verified with the rest
+    of the bundle: installed units are never a second copy from the code."""
+    with bundle.open(unit_path(bundle, name)) as handle:
+        return handle.read()
+
+
+def units_needed(bundle):
+    """The unit files install mode may install from this bundle."""
+    names = ["kubelet.service", "10-kubeadm.conf"]
+    if bundle.meta.get("archives", {}).get("docker"):
+        names += ["containerd.service", "docker.service"]
+    return names
+
+
+def install_static_runtime(ctx, units):
+    """Unpack the bundle's static Docker binaries (dockerd, containerd, runc,
+    ctr, ...) into /usr/bin and install the bundle's own units for them."""
     relpath = ctx.bundle.meta["archives"]["docker"]
     with ctx.bundle.open(relpath) as handle:
         archive = tarfile.open(fileobj=handle, mode="r:gz")
@@ -3031,8 +3584,11 @@ def install_static_docker(ctx):
                 continue
             ctx.host.write(BIN_INSTALL_DIR + "/" + name,
                            archive.extractfile(member).read(), 0o755)
-    ctx.host.write(DOCKER_UNIT, DOCKER_SERVICE)
-    if not ctx.host.exists(DOCKER_DAEMON_JSON):
+    targets = {"containerd.service": CONTAINERD_UNIT,
+               "docker.service": DOCKER_UNIT}
+    for unit in units:
+        ctx.host.write(targets[unit], bundled_unit(ctx.bundle, unit))
+    if "docker.service" in units and not ctx.host.exists(DOCKER_DAEMON_JSON):
         ctx.host.write(DOCKER_DAEMON_JSON, canonical_json({
             "exec-opts": ["native.cgroupdriver=systemd"],
             "log-driver": "json-file", "log-opts": {"max-size": "100m"},
@@ -3050,8 +3606,11 @@ def phase_runtime(ctx):
     host, runner = ctx.host, ctx.runner
     if ctx.cri == "docker":
         if plan == "install":
-            log.info("  installing the bundled Docker")
-            install_static_docker(ctx)
+            log.info("  installing the bundled Docker and its containerd")
+            install_static_runtime(ctx, ("containerd.service",
+                                         "docker.service"))
+            runner.run(["systemctl", "enable", "--now", "containerd"],
+                       what="starting containerd")
         if plan in ("install", "start"):
             runner.run(["systemctl", "enable", "--now", "docker"],
                        what="starting Docker")
@@ -3061,13 +3620,14 @@ def phase_runtime(ctx):
         ctx.cgroup_driver = info.get("CgroupDriver") or "cgroupfs"
         endpoint = "unix://" + CRI_SOCKETS["docker"]
     else:
+        if plan == "install":
+            log.info("  installing the bundled containerd")
+            install_static_runtime(ctx, ("containerd.service",))
+            plan = "start"
         config = host.read(CONTAINERD_CONFIG)
-        if config is None:
-            result = runner.run(["containerd", "config", "default"],
-                                change=False, check=False)
-            config = result.stdout if result.ok else ""
-        new = containerd_config_with(config, pause_image_name(
-            ctx.bundle, ctx.image_repository))
+        new = containerd_config_with(
+            config, pause_image_name(ctx.bundle, ctx.image_repository),
+            containerd_version(runner) if config is None else None)
         changed = host.write(CONTAINERD_CONFIG, new)
         ctx.cgroup_driver = containerd_cgroup_driver(new)
         if plan == "start":
@@ -3142,17 +3702,10 @@ def phase_install(ctx):
                               % archives["crictl"])
         if host.write(BIN_INSTALL_DIR + "/crictl", files["crictl"], 0o755):
             changed.append(BIN_INSTALL_DIR + "/crictl")
-    units = meta.get("systemd", {})
     unit_changed = False
     for name, target in (("kubelet.service", KUBELET_UNIT),
                          ("10-kubeadm.conf", KUBELET_DROPIN)):
-        if name in units:
-            with bundle.open(units[name]) as handle:
-                data = handle.read()
-        else:
-            data = KUBELET_SERVICE if name == "kubelet.service" \
-                else KUBEADM_DROPIN
-        if host.write(target, data):
+        if host.write(target, bundled_unit(bundle, name)):
             unit_changed = True
             changed.append(target)
     host.makedirs(CNI_CONF_DIR)
@@ -3640,7 +4193,7 @@ def write_join_file(ctx, path, info):
 
 
 def print_join_commands(ctx, path, info):
-    tool = os.path.join(script_folder(), "k8s_offline.py")
+    tool = os.path.join(script_dir(), "k8s_offline.py")
     print("")
     print("Join file: %s (keep it with the bundle, or copy it to each node)"
           % path)
@@ -3688,7 +4241,7 @@ def load_join_info(ctx, bundle):
                 "discovery_token_ca_cert_hash":
                     args.discovery_token_ca_cert_hash,
                 "kubernetes_version": bundle.kubernetes_version,
-                "arch": bundle.arch}
+                "arch": bundle.arch, "from_flags": True}
         source = "the command line"
     else:
         candidates = [args.join_file] if args.join_file else [
@@ -3754,6 +4307,117 @@ def load_join_info(ctx, bundle):
                             "`k8s_offline.py token` on the master for a new "
                             "join file" % (source, _utc(key_expires)))
     return info
+
+
+CLUSTER_INFO_PATH = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+KUBEADM_CONFIG_PATH = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config"
+API_TIMEOUT = 15
+
+
+def _der_item(data, pos):
+    """(tag, start of content, end) of the DER item at pos."""
+    tag, length, start = data[pos], data[pos + 1], pos + 2
+    if length & 0x80:
+        count = length & 0x7f
+        length = int(binascii.hexlify(data[start:start + count]), 16)
+        start += count
+    if start + length > len(data):
+        raise ValueError("truncated DER")
+    return tag, start, start + length
+
+
+def certificate_spki(der):
+    """The DER SubjectPublicKeyInfo of a DER certificate: what kubeadm's
+    --discovery-token-ca-cert-hash is the sha256 of."""
+    _, cert, _ = _der_item(der, 0)
+    _, pos, _ = _der_item(der, cert)          # inside tbsCertificate
+    if _der_item(der, pos)[0] == 0xa0:        # [0] version
+        pos = _der_item(der, pos)[2]
+    for _ in range(5):   # serial, signature, issuer, validity, subject
+        pos = _der_item(der, pos)[2]
+    return der[pos:_der_item(der, pos)[2]]
+
+
+def _api_get(endpoint, path, ca_pem=None, token=None):
+    """JSON of a GET to the API server (no proxy): pinned to ca_pem, or,
+    for the public cluster-info only, unverified as kubeadm's discovery."""
+    import ssl
+    import urllib.error
+    import urllib.request
+    if ca_pem:
+        context = ssl.create_default_context(cadata=ca_pem)
+    else:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                         urllib.request.HTTPSHandler(
+                                             context=context))
+    request = urllib.request.Request("https://%s%s" % (endpoint, path))
+    if token:
+        request.add_header("Authorization", "Bearer " + token)
+    try:
+        with contextlib.closing(opener.open(request, timeout=API_TIMEOUT)) as answer:
+            return json.loads(answer.read(MAX_BUNDLE_JSON_BYTES).decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        raise UserError("the API server %s answered HTTP %d for %s"
+                        % (endpoint, exc.code, path.rsplit("/", 1)[1]))
+    except (urllib.error.URLError, OSError, ssl.SSLError) as exc:
+        raise UserError("cannot reach the API server %s (%s)" % (
+            endpoint, getattr(exc, "reason", None) or exc))
+    except (ValueError, UnicodeDecodeError):
+        raise UserError("the API server %s sent no JSON for %s"
+                        % (endpoint, path.rsplit("/", 1)[1]))
+
+
+def cluster_image_repository(info):
+    """The imageRepository of the cluster's ClusterConfiguration, read the
+    way kubeadm join discovers the cluster: the CA from the public
+    cluster-info, accepted only if its key matches the CA hash, then the
+    kubeadm-config ConfigMap over TLS pinned to that CA, with the token."""
+    endpoint = info["api_server_endpoint"]
+    public = _api_get(endpoint, CLUSTER_INFO_PATH)
+    kubeconfig = str((public.get("data") or {}).get("kubeconfig") or "")
+    match = re.search(r"certificate-authority-data:\s*([A-Za-z0-9+/=]+)",
+                      kubeconfig)
+    if not match:
+        raise UserError("the cluster-info of %s names no CA" % endpoint)
+    try:
+        import ssl
+        ca_pem = base64.b64decode(match.group(1)).decode("ascii")
+        spki = certificate_spki(ssl.PEM_cert_to_DER_cert(ca_pem))
+    except (ValueError, IndexError, UnicodeDecodeError):
+        raise UserError("the cluster-info of %s holds no readable CA "
+                        "certificate" % endpoint)
+    if "sha256:" + sha256_bytes(spki) != info["discovery_token_ca_cert_hash"]:
+        raise UserError("the CA of %s does not match "
+                        "--discovery-token-ca-cert-hash: check the hash, or "
+                        "this is not your cluster" % endpoint)
+    config = _api_get(endpoint, KUBEADM_CONFIG_PATH, ca_pem, info["token"])
+    text = str((config.get("data") or {}).get("ClusterConfiguration") or "")
+    if not text:
+        raise UserError("the kubeadm-config of %s has no ClusterConfiguration"
+                        % endpoint)
+    match = re.search(r"^imageRepository:[ \t]*[\"']?([^\"'\s]*)", text, re.M)
+    repository = match.group(1) if match and match.group(1) else \
+        KUBEADM_IMAGE_REPOSITORY
+    parse_image_ref("%s/pause:1" % repository)
+    return repository
+
+
+def adopt_cluster_image_repository(ctx):
+    """A join by --apiserver/--token/--discovery-token-ca-cert-hash without
+    --image-repository: load the images under the names the cluster uses
+    (kubeadm join gives the kubelet <repo>/pause, kube-proxy's DaemonSet
+    names <repo>/kube-proxy), read from the cluster itself."""
+    try:
+        repository = cluster_image_repository(ctx.join_info)
+    except UserError as exc:
+        raise UserError("cannot read the cluster's image repository: %s: give "
+                        "--image-repository (the master's), or join with the "
+                        "join file" % exc)
+    ctx.image_repository = repository
+    log.info("  the cluster's images are named under %s", repository)
 
 
 def _utc(seconds):
@@ -4173,6 +4837,23 @@ def cmd_verify(args):
     return 0
 
 
+def offered_versions():
+    """The versions bundle offers, for --help, from the release table."""
+    try:
+        table = release_table()
+    except UserError:
+        return "a release of Kubernetes %s to %s" % (SUPPORTED_MINORS[0],
+                                                     SUPPORTED_MINORS[-1])
+    usable = sorted((v for v, e in table["releases"].items()
+                     if not e.get("do_not_use")), key=parse_version)
+    withdrawn = sorted((v for v, e in table["releases"].items()
+                        if e.get("do_not_use")), key=parse_version)
+    text = "any release from %s to %s" % (usable[0], usable[-1])
+    if withdrawn:
+        text += " but %s (withdrawn upstream)" % ", ".join(withdrawn)
+    return text
+
+
 def add_bundle_commands(sub):
     """bundle and images (bundle mode)."""
     bundle = sub.add_parser("bundle", help="pull and verify everything into "
@@ -4181,8 +4862,9 @@ def add_bundle_commands(sub):
                             "will hold")
     for parser in (bundle, images):
         parser.add_argument("--kubernetes-version", default=DEFAULT_KUBERNETES_VERSION,
-                            help="default %(default)s")
-        parser.add_argument("--arch", default=DEFAULT_ARCH, help="default %(default)s")
+                            help="%s (default %%(default)s)" % offered_versions())
+        parser.add_argument("--arch", default=DEFAULT_ARCH,
+                            help="%s (default %%(default)s)" % ", ".join(ARCHES))
         parser.add_argument("--image-repository", default=DEFAULT_PULL_REPOSITORY,
                             help="where kubeadm's images are pulled from "
                                  "(default %(default)s)")
@@ -4371,6 +5053,12 @@ def _node_options(parser):
     parser.add_argument("--iptables-legacy", action="store_true",
                         help="switch iptables to legacy mode (needed for 1.16 "
                         "on iptables 1.8+ with the nftables backend)")
+    parser.add_argument("--open-firewall", action="store_true",
+                        help="firewalld: open this role's ports (and UDP "
+                        "8472 for flannel) permanently, then reload")
+    parser.add_argument("--selinux-permissive", action="store_true",
+                        help="SELinux: setenforce 0 and SELINUX=permissive "
+                        "in /etc/selinux/config")
     parser.add_argument("--ignore-preflight-errors", metavar="LIST",
                         help="passed to kubeadm")
     parser.add_argument("--apiserver-advertise-address", metavar="IP",

@@ -103,7 +103,8 @@ KUBEADM_IMAGES = (("kube-apiserver", "v1.16.0"),
 
 def make_bundle(where, arch="amd64", version="v1.16.0", as_tar=False,
                 busybox=False, extra_images=("docker.io/library/nginx:1.17",),
-                with_docker=False, image_prefix=""):
+                with_docker=False, image_prefix="",
+                unit_mark="# as bundled\n"):
     """Write a small valid bundle under where; return its path."""
     name = "k8s-offline-%s-linux-%s" % (version, arch)
     top = os.path.join(where, name)
@@ -137,8 +138,14 @@ def make_bundle(where, arch="amd64", version="v1.16.0", as_tar=False,
                   for b in ("docker", "dockerd", "containerd", "runc", "ctr")}
         archives["docker"] = "archives/docker-19.03.15.tgz"
         put(archives["docker"], _tar_bytes(docker, gz=True))
-    put("systemd/kubelet.service", ko.KUBELET_SERVICE.encode())
-    put("systemd/10-kubeadm.conf", ko.KUBEADM_DROPIN.encode())
+    units = {"kubelet.service": ko.KUBELET_SERVICE,
+             "10-kubeadm.conf": ko.KUBEADM_DROPIN}
+    if with_docker:
+        units.update({"docker.service": ko.DOCKER_SERVICE,
+                      "containerd.service": ko.CONTAINERD_SERVICE})
+    for unit, text in sorted(units.items()):
+        # The mark tells the bundle's copy from the text in the code.
+        put("systemd/" + unit, (text + unit_mark).encode())
     with open(os.path.join(REPO, "manifests", "kube-flannel.yml"), "rb") as h:
         put("manifests/kube-flannel.yml", h.read())
 
@@ -190,8 +197,7 @@ def make_bundle(where, arch="amd64", version="v1.16.0", as_tar=False,
             "binaries": {b: "bin/" + b for b in ("kubeadm", "kubelet",
                                                  "kubectl")},
             "archives": archives,
-            "systemd": {"kubelet.service": "systemd/kubelet.service",
-                        "10-kubeadm.conf": "systemd/10-kubeadm.conf"},
+            "systemd": dict((unit, "systemd/" + unit) for unit in units),
             "flannel_manifest": "manifests/kube-flannel.yml"}
     meta_bytes = ko.canonical_json(meta)
     with open(os.path.join(top, ko.BUNDLE_JSON), "wb") as handle:
@@ -239,7 +245,7 @@ def write_join_file(tmp_path, **changes):
 # -- a fixture host --------------------------------------------------------
 
 TOOLS = ("ip", "iptables", "iptables-save", "iptables-restore", "mount",
-         "nsenter", "socat", "conntrack", "ebtables", "ethtool", "tc",
+         "nsenter", "socat", "conntrack", "ebtables", "ethtool", "tc", "touch",
          "modprobe", "sysctl", "swapoff", "systemctl")
 
 

@@ -5,7 +5,9 @@ against the .sha256 files beside the single binaries."""
 import gzip
 import hashlib
 import io
+import json
 import os
+import subprocess
 import sys
 import tarfile
 
@@ -17,8 +19,9 @@ TARBALL = "kubernetes-node-linux-amd64.tar.gz"
 
 
 def test_v1_16_0_pins_are_the_release_notes_values():
-    assert ko.NODE_TARBALL_SHA512[("v1.16.0", "amd64")].startswith("e987f141bc0a")
-    assert len(ko.NODE_TARBALL_SHA512[("v1.16.0", "arm64")]) == 128
+    pinned = ko.version_facts("v1.16.0")["node_sha512"]
+    assert pinned["amd64"].startswith("e987f141bc0a")
+    assert len(pinned["arm64"]) == 128
 
 
 def _serve_tarball(file_server, change=None):
@@ -89,3 +92,26 @@ def test_a_tarball_unlike_its_sha512_is_refused(run_cli, bundle_args, file_serve
     assert rc != 0
     assert "failed its sha512 check" in err
     assert not (tmp_path / "b.tar").exists()
+
+
+def test_node_tarball_bundle_has_the_default_name_and_runs_from_its_folder(
+        run_cli, bundle_args, file_server, tmp_path):
+    """The README's path: bundle, extract, cd into k8s-offline-<v>-linux-<a>,
+    run master --dry-run there (the bundle found beside the script)."""
+    sha512 = _serve_tarball(file_server)
+    rc, out, err = run_cli("bundle", *_args(bundle_args, tmp_path, sha512))
+    assert rc == 0, err
+    name = "k8s-offline-v1.16.0-linux-amd64"
+    with tarfile.open(str(tmp_path / "b.tar")) as tar:
+        assert set(n.split("/")[0] for n in tar.getnames()) == {name}
+        meta = json.loads(tar.extractfile(name + "/bundle.json").read())
+        tar.extractall(str(tmp_path / "x"))
+    assert meta["name"] == name
+    folder = tmp_path / "x" / name
+    result = subprocess.run(
+        [sys.executable, str(folder / "k8s_offline.py"), "master", "--dry-run",
+         "--no-progress"], cwd=str(folder), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "every file checked" in result.stderr
+    assert "dry run: nothing was changed" in result.stderr

@@ -225,7 +225,8 @@ class Bench(object):
             self.docker_clean_leftovers()
 
     def snapshot_tool(self):
-        """Run a copy of k8s_offline.py (and manifests/, which it bundles):
+        """Run a copy of k8s_offline.py (and manifests/, which it bundles, and
+        the release table bundle/releases.json, which it reads):
         the working tree may change under a running benchmark, and the bundle
         holds the script, so an edit between cold and warm would rewrite it."""
         tool = os.path.join(self.runs, "tool")
@@ -233,6 +234,9 @@ class Bench(object):
         os.makedirs(tool)
         shutil.copy2(SCRIPT, os.path.join(tool, "k8s_offline.py"))
         shutil.copytree(os.path.join(REPO, "manifests"), os.path.join(tool, "manifests"))
+        os.makedirs(os.path.join(tool, "bundle"))
+        shutil.copy2(os.path.join(REPO, "bundle", "releases.json"),
+                     os.path.join(tool, "bundle", "releases.json"))
         self.script = os.path.join(tool, "k8s_offline.py")
         with open(self.script, "rb") as handle:
             self.script_sha = hashlib.sha256(handle.read()).hexdigest()
