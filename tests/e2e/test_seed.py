@@ -1,275 +1,174 @@
-"""Air-gap end-to-end: bundle from the lab's upstream, install on air-gapped node containers.
+"""Scenario "seed": the seed's own flow, as its notes run it, on two air-gapped Docker nodes.
 
-The steps run in file order and hand results on through the `state` fixture; a step whose
-prerequisite failed fails too (it is never skipped). Run with:  python3 -m pytest -s tests/e2e
+    make e2e SCENARIO=seed        (or: python3 -m pytest -s tests/e2e/test_seed.py)
+
+node1: `master --apiserver-advertise-address <ip> --image-repository registry.aliyuncs.com/
+google_containers --pod-network-cidr 10.244.0.0/16 --upload-certs` (plus the sandbox's kube-proxy
+config), which waits for Ready itself; node2 joins fresh by the --apiserver/--token/
+--discovery-token-ca-cert-hash flags master printed, is reset and joins again by the join file, is
+removed with remove-node, reset and joins again by the join file.
+Between them: pod traffic across the nodes by pod IP and through a ClusterIP Service, `status`,
+and no image pull anywhere. Then a corrupt bundle is refused on a fresh node, and the image load
+is timed against `docker load` on another fresh node.
+
+The steps run in file order and hand results on through the module's `state`; a step whose
+prerequisite failed fails too (it is never skipped).
 """
 
-import json
 import os
 import re
 import shutil
-import subprocess
-import sys
-import tarfile
 import time
 
 import pytest
 
-from .common import K8S_VERSION, REPO_ROOT, log, run
-from .selfcheck import KUBECTL
+from . import cluster as c
+from .conftest import TIMINGS
+from .upstream import SEED_IMAGE_REPOSITORY
 
-TOOL = REPO_ROOT / "k8s_offline.py"
-
-
-def _tool_has_master():
-    if not TOOL.exists():
-        return False
-    p = subprocess.run([sys.executable, str(TOOL), "--help"], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, universal_newlines=True, timeout=60)
-    return re.search(r"\bmaster\b", p.stdout) is not None
+MASTER, WORKER = "node1", "node2"
+POD_CIDR = "10.244.0.0/16"
 
 
-if not TOOL.exists():
-    pytest.skip("k8s_offline.py is absent from the repository root", allow_module_level=True)
-if not _tool_has_master():
-    pytest.skip("k8s_offline.py has no `master` subcommand yet", allow_module_level=True)
-
-POD_CIDR = "10.217.0.0/16"   # not flannel's default, so the test sees the flag travel
-BUNDLE_TOP = "k8s-offline-%s-linux-amd64" % K8S_VERSION
-USB = "/media/usb"
-JOIN_FILE = "/root/k8so-lab-join"
-EXTRA_FILE = "/root/k8so-lab-kubeadm-extra.yaml"
-EXTRA_YAML = """apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
-conntrack:
-  maxPerCore: 0
-"""
-CONTROL_PLANE = ["etcd-", "kube-apiserver-", "kube-controller-manager-", "kube-scheduler-"]
-TIMEOUT_POD = 300
+@pytest.fixture(scope="module")
+def state():
+    return {}
 
 
-def need(state, *keys):
-    missing = [k for k in keys if k not in state]
-    if missing:
-        pytest.fail("an earlier step failed, so this one cannot run (missing: %s)" % ", ".join(missing))
+@pytest.fixture(scope="module")
+def nodes(lab, bundle, state):
+    n1, n2 = c.boot(lab, bundle["dir"], MASTER, WORKER)
+    c.start_event_watch([n1, n2])
+    state["n1"], state["n2"] = n1, n2
+    try:
+        yield n1, n2
+    finally:
+        for name in (MASTER, WORKER):
+            if name in lab.nodes:
+                lab.remove_node(name)
 
 
-def tool_host(args, timeout=1800):
-    p = run([sys.executable, str(TOOL)] + args, check=False, capture=True, timeout=timeout)
-    log("exit %d\n--- stdout (tail)\n%s\n--- stderr (tail)\n%s" % (
-        p.returncode, p.stdout[-3000:], p.stderr[-3000:]))
-    return p
+def seed_master_args(n1):
+    """The seed's flags, exactly; --kubeadm-config-extra is the sandbox's (see README)."""
+    return ["master", "--apiserver-advertise-address", n1.ip(),
+            "--image-repository", SEED_IMAGE_REPOSITORY,
+            "--pod-network-cidr", POD_CIDR, "--upload-certs",
+            "--kubeadm-config-extra", c.EXTRA_FILE]
 
 
-def tool_node(node, args, workdir, logname, timeout=900):
-    t0 = time.monotonic()
-    p = node.exec(["python3", USB + "/k8s_offline.py"] + args, check=False, timeout=timeout)
-    (workdir / logname).write_text("$ k8s_offline.py %s\nexit %d (%.0fs)\n--- stdout\n%s\n--- stderr\n%s" % (
-        " ".join(args), p.returncode, time.monotonic() - t0, p.stdout, p.stderr))
-    log("%s: k8s_offline.py %s -> exit %d in %.0fs (output in %s)" % (
-        node.name, args[0], p.returncode, time.monotonic() - t0, workdir / logname))
-    if p.returncode != 0:
-        log("--- stdout (tail)\n%s\n--- stderr (tail)\n%s" % (p.stdout[-3000:], p.stderr[-3000:]))
-    return p
+def join_flags(text):
+    """The --apiserver/--token/--discovery-token-ca-cert-hash flags from the kubeadm join line
+    that `master` and `token` print."""
+    m = re.search(r"kubeadm join (\S+) --token (\S+) --discovery-token-ca-cert-hash (sha256:[0-9a-f]{64})",
+                  text)
+    assert m, "no kubeadm join line printed:\n%s" % text[-3000:]
+    return ["--apiserver", m.group(1), "--token", m.group(2), "--discovery-token-ca-cert-hash", m.group(3)]
 
 
-def kubectl_json(node, *args):
-    return json.loads(node.sh_out(KUBECTL + list(args) + ["-o", "json"], quiet=True))
+def join_file_to_worker(n1, n2, workdir):
+    c.copy_file(n1, c.MASTER_JOIN_FILE, n2, c.WORKER_JOIN_FILE, workdir)
 
 
-def wait_for(what, fn, timeout):
-    """Poll fn() until it returns a truthy value; fail with its last value after timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, ValueError) as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(3)
-    pytest.fail("timed out after %ds waiting for %s (last: %r)" % (timeout, what, last))
-
-
-def running_pods(node):
-    """{pod name: (phase, nodeName)} in kube-system."""
-    pods = kubectl_json(node, "get", "pods", "-n", "kube-system")["items"]
-    return {p["metadata"]["name"]: (p["status"].get("phase"), p["spec"].get("nodeName")) for p in pods}
-
-
-def control_plane_running(node, with_proxy=True):
-    names = CONTROL_PLANE + (["kube-proxy-"] if with_proxy else [])
-
-    def check():
-        pods = running_pods(node)
-        ok = all(any(n.startswith(pre) and ph == "Running" for n, (ph, _) in pods.items())
-                 for pre in names)
-        return pods if ok else None
-    return wait_for("%s Running" % ", ".join(names), check, TIMEOUT_POD)
-
-
-def master_args(node):
-    return ["master", "--bundle", USB, "--pod-network-cidr", POD_CIDR,
-            "--apiserver-advertise-address", node.ip(), "--kubeadm-config-extra", EXTRA_FILE,
-            "--join-file", JOIN_FILE, "--no-wait"]
-
-
-def copy_join_file(src, dst, workdir):
-    local = workdir / "join-file"
-    if local.exists():
-        local.unlink()
-    run(["docker", "cp", "%s:%s" % (src.container, JOIN_FILE), str(local)])
-    run(["docker", "cp", str(local), "%s:%s" % (dst.container, JOIN_FILE)])
-
-
-def snapshot(node):
-    """What a refused install must not change: files under /etc /usr /opt /var/lib /root
-    (not the runtimes' own volumes), the kubelet dir, the images and the unit files."""
-    listing = node.sh_out([
-        "sh", "-c",
-        "find /etc /usr /opt /var/lib /root -xdev "
-        "\\( -path /var/lib/systemd -o -path /root/k8so-lab-kubeadm-extra.yaml \\) -prune -o "
-        "-printf '%p %s %T@ %m %y\\n' | sort; "
-        "echo ---; ls -la /var/lib/kubelet /var/lib/docker/image 2>&1; "
-        "echo ---; docker images -a --no-trunc -q | sort; "
-        "echo ---; systemctl list-unit-files --no-legend 'kube*' 2>&1; true"], quiet=True)
-    return listing
+def worker_back(n1, n2, what):
+    """After a (re-)join: both nodes Ready, kube-system healthy on both, traffic both ways, no pull."""
+    c.wait_nodes_ready(n1, [MASTER, WORKER])
+    c.wait_system_pods_ready(n1, [MASTER, WORKER])
+    c.check_pod_traffic(n1, MASTER, WORKER)
+    c.delete_test_pods(n1)
+    for n in (n1, n2):
+        c.assert_no_pull(n)
+    c.log("%s: both nodes Ready, pods talk across nodes, nothing pulled" % what)
 
 
 # --------------------------------------------------------------------------- steps
 
-def test_2_bundle_and_verify(upstream, workdir, state):
-    # The lab must serve every image the tool will ask for; say so plainly if it drifts.
-    p = tool_host(["images", "--kubernetes-version", K8S_VERSION], timeout=120)
-    assert p.returncode == 0, "k8s_offline.py images failed"
-    served = set(upstream.build.images())
-    wanted = [l.strip() for l in p.stdout.splitlines() if l.strip()]
-    unserved = [r for r in wanted if r.split("/", 1)[1] not in served]
-    assert not unserved, "the lab's upstream does not serve %s (it serves %s): update tests/e2e/upstream.py" % (
-        unserved, sorted(served))
-
-    out_tar = workdir / ("%s.tar" % BUNDLE_TOP)
-    args = (["bundle"] + upstream.bundle_args()
-            + ["--output", str(out_tar), "--cache-dir", str(workdir / "bundle-cache"), "--no-progress"])
-    t0 = time.monotonic()
-    p = tool_host(args)
-    log("bundle took %.0fs" % (time.monotonic() - t0))
-    assert p.returncode == 0, "bundle failed:\n%s\n%s" % (p.stdout[-3000:], p.stderr[-3000:])
-    assert out_tar.is_file(), "bundle did not write %s" % out_tar
-    assert upstream.files.requests, "bundle fetched nothing from the lab file server"
-    p = tool_host(["verify", str(out_tar)])
-    assert p.returncode == 0, "verify refused a fresh bundle:\n%s\n%s" % (p.stdout, p.stderr)
-
-    dest = workdir / "usb"
-    with tarfile.open(str(out_tar), "r:*") as tar:
-        tops = {m.name.split("/", 1)[0] for m in tar.getmembers()}
-        assert tops == {BUNDLE_TOP}, "bundle must hold one top directory %s, has %s" % (BUNDLE_TOP, tops)
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(str(dest), filter="data")
-        else:
-            tar.extractall(str(dest))
-    top = dest / BUNDLE_TOP
-    for entry in ("k8s_offline.py", "bundle.json", "bin", "archives", "images", "manifests", "systemd"):
-        assert (top / entry).exists(), "bundle lacks %s" % entry
-    state["bundle_tar"] = out_tar
-    state["bundle_dir"] = top
-
-
-def test_3_nodes_boot_air_gapped(lab, state):
-    need(state, "bundle_dir")
-    t0 = time.monotonic()
-    n1 = lab.add_node("node1", state["bundle_dir"])
-    n2 = lab.add_node("node2", state["bundle_dir"])
-    for n in (n1, n2):
-        n.wait_booted()
-    log("2 nodes booted in %.0fs" % (time.monotonic() - t0))
-    for n in (n1, n2):
-        routes = n.sh_out(["ip", "-4", "route", "show", "default"])
-        assert routes == "", "%s has a route out: %s" % (n.name, routes)
-        assert n.exec(["test", "-f", USB + "/k8s_offline.py"], check=False).returncode == 0
-        ro = n.exec(["touch", USB + "/k8so-lab-write-test"], check=False)
-        assert ro.returncode != 0, "the bundle must be mounted read-only"
-        n.exec(["sh", "-c", "cat > %s" % EXTRA_FILE], input=EXTRA_YAML)
-        n.start_event_watch()
-    ping = n2.exec(["python3", "-c", "import socket,sys; s=socket.create_connection((sys.argv[1], 22), 2)",
-                    n1.ip()], check=False)
-    assert "unreachable" not in ping.stderr, "nodes cannot reach each other: %s" % ping.stderr
-    state["n1"], state["n2"] = n1, n2
-
-
-def test_4_master(lab, workdir, state):
-    need(state, "n1")
-    n1 = state["n1"]
-    p = tool_node(n1, master_args(n1), workdir, "master-1.log")
+def test_1_master_with_the_seeds_flags(nodes, workdir, state):
+    n1, _ = nodes
+    p = c.tool_node(n1, seed_master_args(n1), workdir, "master-1.log")
     assert p.returncode == 0, "master failed (see %s)" % (workdir / "master-1.log")
-    pods = control_plane_running(n1)
-    log("control plane + kube-proxy Running: %s" % sorted(pods))
+    whole, init = c.total_seconds(p, "master"), c.phase_seconds(p, "init")
+    assert whole and init, "master's output lacks its phase timings"
+    TIMINGS["master whole (verify .. wait for Ready)"] = whole
+    TIMINGS["kubeadm init alone (master's init phase)"] = init
+    TIMINGS["master minus kubeadm init (goal <= 30 s)"] = round(whole - init, 1)
+    for phase in ("verify", "images", "network", "wait"):
+        TIMINGS["master phase %s" % phase] = c.phase_seconds(p, phase)
 
-    ds = kubectl_json(n1, "get", "daemonsets", "-n", "kube-system")["items"]
-    flannel = [d for d in ds if any("flannel" in c["image"] for c in
-                                    d["spec"]["template"]["spec"]["containers"])]
-    assert flannel, "no flannel DaemonSet in kube-system (have %s)" % [d["metadata"]["name"] for d in ds]
-    cms = kubectl_json(n1, "get", "configmaps", "-n", "kube-system")["items"]
+    # master waited for Ready itself: no polling here
+    assert c.nodes_ready(n1) == {MASTER: True}, "master returned before %s was Ready" % MASTER
+    init_log = n1.sh_out(["cat", "/var/log/kubeadm-init.log"], check=False)
+    assert "initialized successfully" in init_log, "kubeadm-init.log: %s" % init_log[-2000:]
+    # the seed's own checks, with the kubeconfig the tool set up for root
+    for argv in (["kubectl", "get", "pods", "--all-namespaces"], ["kubectl", "get", "node"]):
+        r = n1.exec(argv, check=False)
+        assert r.returncode == 0, "%s failed: %s" % (" ".join(argv), r.stderr)
+        c.log("$ %s\n%s" % (" ".join(argv), r.stdout))
+    assert re.search(r"(?m)^%s\s+Ready\s" % MASTER, n1.sh_out(["kubectl", "get", "node"]))
+
+    manifest = n1.sh_out(["cat", "/etc/kubernetes/manifests/kube-apiserver.yaml"])
+    assert SEED_IMAGE_REPOSITORY + "/kube-apiserver:" in manifest, "static pods do not use %s" % \
+        SEED_IMAGE_REPOSITORY
+    cms = c.kubectl_json(n1, "get", "configmaps", "-n", "kube-system")["items"]
     netconf = [cm["data"]["net-conf.json"] for cm in cms if "net-conf.json" in (cm.get("data") or {})]
-    assert netconf, "no flannel ConfigMap with net-conf.json"
-    assert json.loads(netconf[0])["Network"] == POD_CIDR, netconf[0]
+    assert netconf and '"Network": "%s"' % POD_CIDR in netconf[0], netconf
+    mode = n1.sh_out(["stat", "-c", "%a", c.MASTER_JOIN_FILE])
+    assert mode == "600", "join file %s has mode %s, want 600" % (c.MASTER_JOIN_FILE, mode)
 
-    assert_no_pull(n1)
+    c.assert_no_pull(n1)
     loads = [e for e in n1.image_events() if e.get("Action") in ("load", "import")]
     assert loads, "the Docker event watch on node1 saw no image load: the no-pull check would be vacuous"
-    mode = n1.sh_out(["stat", "-c", "%a", JOIN_FILE])
-    assert mode == "600", "join file %s has mode %s, want 600" % (JOIN_FILE, mode)
     state["master_done"] = True
+    state["join_flags"] = join_flags(p.stdout)
     state["ca_sha"] = n1.sh_out(["sha256sum", "/etc/kubernetes/pki/ca.crt"]).split()[0]
 
 
-def assert_no_pull(node):
-    """No pull was attempted: no "pull" image event (a successful pull), no pull in dockerd's
-    journal (a failed pull emits no event, only "Attempting next endpoint for pull ..." and a
-    DNS timeout on the internal network), no kubelet "Pulling" event."""
-    pulls = [e for e in node.image_events() if e.get("Action") == "pull"]
-    assert not pulls, "Docker on %s pulled images: %s" % (node.name, pulls)
-    dlog = node.sh_out(["journalctl", "--no-pager", "-u", "docker"], quiet=True)
-    bad = [l for l in dlog.splitlines() if re.search(r"pull|registry-1|k8s\.gcr\.io/v2|quay\.io/v2", l, re.I)]
-    assert not bad, "dockerd on %s tried to pull:\n%s" % (node.name, "\n".join(bad[:20]))
-    if node.exec(["test", "-f", "/etc/kubernetes/admin.conf"], check=False).returncode == 0:
-        events = kubectl_json(node, "get", "events", "-A")["items"]
-        pulling = [e["message"] for e in events if e.get("reason") in ("Pulling", "ErrImagePull")]
-        assert not pulling, "kubelet tried to pull: %s" % pulling
+def test_2_join_by_flags(nodes, workdir, state):
+    """A fresh worker joins by the flags `master` printed: its images must get the names the
+    cluster uses (the seed's repository), or its kubelet would try to pull the pause image."""
+    c.need(state, "master_done")
+    n1, n2 = nodes
+    p = c.tool_node(n2, ["join"] + state["join_flags"], workdir, "join-1-flags.log")
+    assert p.returncode == 0, "join by flags failed (see %s)" % (workdir / "join-1-flags.log")
+    TIMINGS["join whole (worker, waits for Ready)"] = c.total_seconds(p, "join")
+    TIMINGS["join phase join (kubeadm join)"] = c.phase_seconds(p, "join")
+    images = n2.sh_out(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"]).split()
+    assert SEED_IMAGE_REPOSITORY + "/pause:3.2" in images, \
+        "join by flags did not load the images under the cluster's repository %s: %s" % (
+            SEED_IMAGE_REPOSITORY, images)
+    c.wait_nodes_ready(n1, [MASTER, WORKER])
+    pods = c.wait_system_pods_ready(n1, [MASTER, WORKER])
+    c.log("kube-system: %s" % pods)
+    for n in (n1, n2):
+        c.assert_no_pull(n)
+    state["joined"] = True
 
 
-def joined(n1, n2, lab, workdir, logname):
-    copy_join_file(n1, n2, workdir)
-    p = tool_node(n2, ["join", "--join-file", JOIN_FILE, "--no-wait"], workdir, logname)
-    assert p.returncode == 0, "join failed (see %s)" % (workdir / logname)
-
-    def two_nodes_with_proxy():
-        nodes = [n["metadata"]["name"] for n in kubectl_json(n1, "get", "nodes")["items"]]
-        proxies = {node for name, (ph, node) in running_pods(n1).items()
-                   if name.startswith("kube-proxy-") and ph == "Running"}
-        return (len(nodes) == 2 and proxies == set(nodes)) and (nodes, proxies)
-    nodes, proxies = wait_for("2 nodes registered, kube-proxy Running on both", two_nodes_with_proxy,
-                              TIMEOUT_POD)
-
-    def flannel_wants_two():
-        for d in kubectl_json(n1, "get", "daemonsets", "-n", "kube-system")["items"]:
-            if "flannel" in d["metadata"]["name"] and d["status"].get("desiredNumberScheduled") == 2:
-                return d["metadata"]["name"]
-    wait_for("the flannel DaemonSet to want 2 pods", flannel_wants_two, 120)
-    assert_no_pull(n2)
+def test_3_pod_traffic_across_nodes(nodes, state):
+    c.need(state, "joined")
+    n1, n2 = nodes
+    c.check_pod_traffic(n1, MASTER, WORKER)
+    for n in (n1, n2):
+        c.assert_no_pull(n)
+    c.delete_test_pods(n1)
+    state["traffic"] = True
 
 
-def test_5_join(lab, workdir, state):
-    need(state, "master_done")
-    joined(state["n1"], state["n2"], lab, workdir, "join-1.log")
-    state["join_done"] = True
+def test_4_status(nodes, workdir, state):
+    c.need(state, "joined")
+    n1, _ = nodes
+    p = c.tool_node(n1, ["status"], workdir, "status.log")
+    assert p.returncode == 0, p.stderr
+    for name in (MASTER, WORKER):
+        assert re.search(r"(?m)^%s\s+Ready\s" % name, p.stdout), "status does not show %s Ready:\n%s" % (
+            name, p.stdout)
+    assert re.search(r"certificates: the first to expire is \S+, on .* \(\d+ days left\)", p.stdout), \
+        "status does not show the certificates' expiry:\n%s" % p.stdout
 
 
-def test_6a_master_again_is_safe(lab, workdir, state):
-    need(state, "join_done")
-    n1 = state["n1"]
-    p = tool_node(n1, master_args(n1), workdir, "master-again.log")
+def test_5_master_again_is_safe(nodes, workdir, state):
+    c.need(state, "joined")
+    n1, _ = nodes
+    p = c.tool_node(n1, seed_master_args(n1), workdir, "master-again.log")
     text = p.stdout + p.stderr
     assert "Traceback" not in text, "master again crashed:\n%s" % text[-3000:]
     if p.returncode != 0:
@@ -277,13 +176,58 @@ def test_6a_master_again_is_safe(lab, workdir, state):
             "master again refused without a clear reason:\n%s" % text[-3000:]
     assert n1.sh_out(["sha256sum", "/etc/kubernetes/pki/ca.crt"]).split()[0] == state["ca_sha"], \
         "master again replaced the cluster CA"
-    control_plane_running(n1)
-    assert len(kubectl_json(n1, "get", "nodes")["items"]) == 2
+    c.wait_nodes_ready(n1, [MASTER, WORKER], timeout=60)
 
 
-def test_6b_corrupt_bundle_refused_on_fresh_node(lab, workdir, state):
-    need(state, "bundle_dir")
-    good = state["bundle_dir"]
+def test_6_reset_worker_then_join_again_by_the_join_file(nodes, workdir, state):
+    c.need(state, "joined")
+    n1, n2 = nodes
+    p = c.tool_node(n2, ["reset", "--yes"], workdir, "reset-worker.log")
+    assert p.returncode == 0, "reset --yes failed on the worker"
+    left = n2.sh_out(["sh", "-c", "ls /etc/kubernetes/manifests 2>/dev/null; docker ps -q --filter name=k8s_"],
+                     check=False)
+    assert left == "", "reset left on %s: %s" % (WORKER, left)
+    join_file_to_worker(n1, n2, workdir)
+    args = ["join", "--join-file", c.WORKER_JOIN_FILE]
+    # at once, as the seed did
+    p = c.tool_node(n2, args, workdir, "join-2.log")
+    state["rejoin_at_once"] = (p.returncode, (p.stdout + p.stderr)[-1500:])
+    if p.returncode != 0:
+        # test_6b records this as a tool bug; go on the way kubeadm's reason says: once the
+        # master sees the old Node NotReady (node-monitor-grace-period, 40 s), join again.
+        c.wait_for("%s NotReady on the master" % WORKER,
+                   lambda: c.nodes_ready(n1).get(WORKER) is False, 120)
+        p = c.tool_node(n2, args, workdir, "join-2-again.log")
+    assert p.returncode == 0, "join after reset failed (see %s)" % (workdir / "join-2.log")
+    worker_back(n1, n2, "re-join by the join file after reset")
+    state["rejoined"] = True
+
+
+@pytest.mark.xfail(strict=True, reason="TOOL BUG: a worker re-joined right after `reset` is refused by "
+                   "kubeadm while its old Node is still Ready (about 40 s), and the tool's error shows "
+                   "kubeadm's last line ('To see the stack trace ...') instead of the reason")
+def test_6b_rejoin_right_after_reset(state):
+    c.need(state, "rejoin_at_once")
+    rc, text = state["rejoin_at_once"]
+    assert rc == 0, "join right after reset failed:\n%s" % text
+
+
+def test_7_remove_node_then_join_again(nodes, workdir, state):
+    c.need(state, "joined")
+    n1, n2 = nodes
+    p = c.tool_node(n1, ["remove-node", WORKER], workdir, "remove-node.log")
+    assert p.returncode == 0, "remove-node failed"
+    assert WORKER not in c.nodes_ready(n1), "remove-node left %s in the cluster" % WORKER
+    p = c.tool_node(n2, ["reset", "--yes"], workdir, "reset-removed.log")
+    assert p.returncode == 0, "reset --yes failed on the removed worker"
+    join_file_to_worker(n1, n2, workdir)
+    p = c.tool_node(n2, ["join", "--join-file", c.WORKER_JOIN_FILE], workdir, "join-3.log")
+    assert p.returncode == 0, "join after remove-node failed (see %s)" % (workdir / "join-3.log")
+    worker_back(n1, n2, "re-join after remove-node")
+
+
+def test_8_corrupt_bundle_refused_on_fresh_node(lab, bundle, workdir, state):
+    good = bundle["dir"]
     bad = workdir / "usb-corrupt" / good.name
     if bad.parent.exists():
         shutil.rmtree(str(bad.parent))
@@ -295,13 +239,11 @@ def test_6b_corrupt_bundle_refused_on_fresh_node(lab, workdir, state):
         b = f.read(1)
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([b[0] ^ 0x01]))
-    log("flipped one byte in %s" % victim)
-    n3 = lab.add_node("node3", bad)
+    c.log("flipped one byte in %s" % victim)
     try:
-        n3.wait_booted()
-        n3.exec(["sh", "-c", "cat > %s" % EXTRA_FILE], input=EXTRA_YAML)
+        n3, = c.boot(lab, bad, "node3")
         before = snapshot(n3)
-        p = tool_node(n3, master_args(n3), workdir, "master-corrupt.log")
+        p = c.tool_node(n3, seed_master_args(n3), workdir, "master-corrupt.log")
         after = snapshot(n3)
         assert p.returncode != 0, "master accepted a corrupt bundle"
         text = p.stdout + p.stderr
@@ -311,22 +253,70 @@ def test_6b_corrupt_bundle_refused_on_fresh_node(lab, workdir, state):
             diff = "\n".join(difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0))
             pytest.fail("master changed the node before refusing the corrupt bundle:\n%s" % diff[:5000])
     finally:
-        lab.remove_node("node3")
+        if "node3" in lab.nodes:
+            lab.remove_node("node3")
         shutil.rmtree(str(bad.parent), ignore_errors=True)
 
 
-def test_6c_reset_then_master_and_join_again(lab, workdir, state):
-    need(state, "master_done")
-    n1, n2 = state["n1"], state["n2"]
+def snapshot(node):
+    """What a refused install must not change: files under /etc /usr /opt /var/lib /root
+    (not the runtimes' own volumes), the kubelet dir, the images and the unit files."""
+    return node.sh_out([
+        "sh", "-c",
+        "find /etc /usr /opt /var/lib /root -xdev "
+        "\\( -path /var/lib/systemd -o -path %s \\) -prune -o "
+        "-printf '%%p %%s %%T@ %%m %%y\\n' | sort; "
+        "echo ---; ls -la /var/lib/kubelet /var/lib/docker/image 2>&1; "
+        "echo ---; docker images -a --no-trunc -q | sort; "
+        "echo ---; systemctl list-unit-files --no-legend 'kube*' 2>&1; true" % c.EXTRA_FILE], quiet=True)
+
+
+def test_9_image_load_against_docker_load(lab, bundle, workdir):
+    """On one fresh node: the tool's image load from the bundle, then `docker load -i` of a
+    `docker save` archive of the very same images, then the tool's load again (same warm caches)."""
+    prep = ["master", "--apiserver-advertise-address", None, "--image-repository", SEED_IMAGE_REPOSITORY,
+            "--skip-phases", "init,kubeconfig,network,wait,join-file"]
+    try:
+        n, = c.boot(lab, bundle["dir"], "bench")
+        prep[2] = n.ip()
+        p = c.tool_node(n, prep, workdir, "bench-images-1.log")
+        assert p.returncode == 0, "master up to its images phase failed"
+        first = c.phase_seconds(p, "images")
+        refs = [l for l in n.sh_out(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"]).split()
+                if not l.endswith(":<none>")]
+        assert len(refs) >= 8, "the tool loaded only %s" % refs
+        n.exec(["docker", "save", "-o", "/var/tmp/k8so-bench.tar"] + refs, timeout=600)
+        size = int(n.sh_out(["stat", "-c", "%s", "/var/tmp/k8so-bench.tar"]))
+
+        def drop_images():
+            ids = n.sh_out(["docker", "images", "-q"]).split()
+            n.exec(["docker", "rmi", "-f"] + sorted(set(ids)))
+            assert n.sh_out(["docker", "images", "-q"]) == "", "images left after rmi"
+        drop_images()
+        t0 = time.monotonic()
+        n.exec(["docker", "load", "-i", "/var/tmp/k8so-bench.tar"], timeout=600)
+        docker_load = time.monotonic() - t0
+        n.exec(["rm", "-f", "/var/tmp/k8so-bench.tar"])
+        drop_images()
+        p = c.tool_node(n, prep, workdir, "bench-images-2.log")
+        assert p.returncode == 0, "master up to its images phase failed (second run)"
+        second = c.phase_seconds(p, "images")
+        TIMINGS["image load from the bundle, fresh node (%d images)" % len(refs)] = first
+        TIMINGS["image load from the bundle, after docker load (same caches)"] = second
+        TIMINGS["docker load -i of docker save of the same images (%d MiB)" % (size >> 20)] = \
+            round(docker_load, 1)
+        TIMINGS["bundle image load / docker load (goal <= 1.1)"] = round(second / docker_load, 2)
+    finally:
+        if "bench" in lab.nodes:
+            lab.remove_node("bench")
+
+
+def test_99_reset_both(nodes, workdir, state):
+    c.need(state, "master_done")
+    n1, n2 = nodes
     for n in (n2, n1):
-        p = tool_node(n, ["reset", "--yes"], workdir, "reset-%s.log" % n.name)
+        p = c.tool_node(n, ["reset", "--yes"], workdir, "reset-%s.log" % n.name)
         assert p.returncode == 0, "reset --yes failed on %s" % n.name
-    for n in (n1, n2):
         left = n.sh_out(["sh", "-c", "ls /etc/kubernetes/manifests 2>/dev/null; "
                          "docker ps -q --filter name=k8s_"], check=False)
         assert left == "", "reset left on %s: %s" % (n.name, left)
-    n1.exec(["rm", "-f", JOIN_FILE])
-    p = tool_node(n1, master_args(n1), workdir, "master-2.log")
-    assert p.returncode == 0, "master after reset failed"
-    control_plane_running(n1)
-    joined(n1, n2, lab, workdir, "join-2.log")

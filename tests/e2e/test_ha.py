@@ -1,0 +1,82 @@
+"""Scenario "ha": a second control plane, on two fresh air-gapped Docker nodes.
+
+    make e2e SCENARIO=ha          (or: python3 -m pytest -s tests/e2e/test_ha.py)
+
+cp1: `master --control-plane-endpoint <cp1 ip>:6443 --upload-certs`; cp2: `join --control-plane` with
+the join file (its certificate key comes from there). Both control planes' static pods must be
+Running and etcd must list two started members.
+"""
+
+import pytest
+
+from . import cluster as c
+from .conftest import TIMINGS
+
+CP1, CP2 = "cp1", "cp2"
+
+
+@pytest.fixture(scope="module")
+def state():
+    return {}
+
+
+@pytest.fixture(scope="module")
+def nodes(lab, bundle):
+    n1, n2 = c.boot(lab, bundle["dir"], CP1, CP2)
+    c.start_event_watch([n1, n2])
+    try:
+        yield n1, n2
+    finally:
+        for name in (CP1, CP2):
+            if name in lab.nodes:
+                lab.remove_node(name)
+
+
+def test_1_first_master_with_an_endpoint(nodes, workdir, state):
+    n1, _ = nodes
+    p = c.tool_node(n1, ["master", "--apiserver-advertise-address", n1.ip(),
+                         "--control-plane-endpoint", "%s:6443" % n1.ip(), "--upload-certs",
+                         "--kubeadm-config-extra", c.EXTRA_FILE], workdir, "ha-master.log")
+    assert p.returncode == 0, "master --control-plane-endpoint failed (see %s)" % (workdir / "ha-master.log")
+    assert c.nodes_ready(n1) == {CP1: True}
+    state["master"] = True
+
+
+def test_2_second_control_plane_joins(nodes, workdir, state):
+    c.need(state, "master")
+    n1, n2 = nodes
+    c.copy_file(n1, c.MASTER_JOIN_FILE, n2, c.WORKER_JOIN_FILE, workdir)
+    p = c.tool_node(n2, ["join", "--control-plane", "--join-file", c.WORKER_JOIN_FILE,
+                         "--apiserver-advertise-address", n2.ip()], workdir, "ha-join.log")
+    assert p.returncode == 0, "join --control-plane failed (see %s)" % (workdir / "ha-join.log")
+    TIMINGS["join --control-plane whole"] = c.total_seconds(p, "join")
+    c.wait_nodes_ready(n1, [CP1, CP2])
+
+    def both_control_planes():
+        ps = c.pods(n1)
+        want = [pre + node for pre in c.CONTROL_PLANE for node in (CP1, CP2)]
+        missing = [w for w in want if w not in ps or not c.pod_ready(ps[w])]
+        return not missing and want
+    running = c.wait_for("the static pods of both control planes Running and ready",
+                         both_control_planes, c.TIMEOUT_POD)
+    c.log("control-plane pods: %s" % running)
+    # the second control plane answers the API itself, with the admin.conf the tool set up there
+    assert CP1 in c.nodes_ready(n2) and CP2 in c.nodes_ready(n2)
+    state["joined"] = True
+
+
+def test_3_etcd_has_two_members(nodes, state):
+    c.need(state, "joined")
+    n1, n2 = nodes
+    argv = ["exec", "-n", "kube-system", "etcd-" + CP1, "--", "env", "ETCDCTL_API=3", "etcdctl",
+            "--endpoints", "https://127.0.0.1:2379", "--cacert", "/etc/kubernetes/pki/etcd/ca.crt",
+            "--cert", "/etc/kubernetes/pki/etcd/healthcheck-client.crt",
+            "--key", "/etc/kubernetes/pki/etcd/healthcheck-client.key", "member", "list", "-w", "simple"]
+    members = c.kubectl(n1, *argv).stdout.strip().splitlines()
+    c.log("etcd members:\n%s" % "\n".join(members))
+    assert len(members) == 2, "etcd has %d members, want 2: %s" % (len(members), members)
+    assert all(", started, " in m for m in members), "an etcd member is not started: %s" % members
+    names = sorted(m.split(", ")[2] for m in members)
+    assert names == [CP1, CP2], "etcd members are %s" % names
+    for n in (n1, n2):
+        c.assert_no_pull(n)
