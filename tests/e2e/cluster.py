@@ -2,6 +2,7 @@
 that the pod network carries traffic across nodes, that nothing was pulled, and time the tool's
 phases from its own log lines."""
 
+import ipaddress
 import json
 import re
 import subprocess
@@ -125,11 +126,13 @@ def wait_nodes_ready(master, names, timeout=TIMEOUT_POD):
     return wait_for("nodes %s Ready" % ", ".join(names), check, timeout)
 
 
-def wait_system_pods_ready(master, node_names, timeout=TIMEOUT_POD):
-    """Every kube-system pod Running and ready, with kube-proxy and flannel on every node."""
+def wait_system_pods_ready(master, node_names, timeout=TIMEOUT_POD, ready=True):
+    """Every kube-system pod Running (and ready, unless ready=False), with kube-proxy and flannel
+    on every node."""
     def check():
         ps = pods(master)
-        bad = {n: p["status"].get("phase") for n, p in ps.items() if not pod_ready(p)}
+        bad = {n: p["status"].get("phase") for n, p in ps.items()
+               if not (pod_ready(p) if ready else p["status"].get("phase") == "Running")}
         if bad:
             return None
         for prefix in ("kube-proxy-", "kube-flannel-"):
@@ -137,8 +140,8 @@ def wait_system_pods_ready(master, node_names, timeout=TIMEOUT_POD):
             if not set(node_names) <= on:
                 return None
         return sorted(ps)
-    return wait_for("every kube-system pod Running and ready, kube-proxy and flannel on %s"
-                    % ", ".join(node_names), check, timeout)
+    return wait_for("every kube-system pod Running%s, kube-proxy and flannel on %s"
+                    % (" and ready" if ready else "", ", ".join(node_names)), check, timeout)
 
 
 def copy_file(src, src_path, dst, dst_path, workdir):
@@ -246,7 +249,8 @@ def check_pod_traffic(master, a, b, with_service=True):
     seen["%s -> %s (%s)" % (pa, pb, ips[pb])] = fetch_from_pod(master, pa, "http://%s:8080/" % ips[pb], pb)
     if with_service:
         cip = kubectl_json(master, "get", "service", pa)["spec"]["clusterIP"]
-        assert cip.startswith("10.96.") or cip.startswith("10.1"), "ClusterIP %s" % cip
+        assert ipaddress.ip_address(cip) in ipaddress.ip_network(nodes_mod.SERVICE_CIDR), \
+            "ClusterIP %s is not in the service network %s" % (cip, nodes_mod.SERVICE_CIDR)
         seen["%s -> service %s (%s)" % (pb, pa, cip)] = fetch_from_pod(master, pb, "http://%s/" % cip, pa)
     log("pod traffic: %s" % seen)
     return ips

@@ -309,14 +309,3 @@ def test_9_image_load_against_docker_load(lab, bundle, workdir):
     finally:
         if "bench" in lab.nodes:
             lab.remove_node("bench")
-
-
-def test_99_reset_both(nodes, workdir, state):
-    c.need(state, "master_done")
-    n1, n2 = nodes
-    for n in (n2, n1):
-        p = c.tool_node(n, ["reset", "--yes"], workdir, "reset-%s.log" % n.name)
-        assert p.returncode == 0, "reset --yes failed on %s" % n.name
-        left = n.sh_out(["sh", "-c", "ls /etc/kubernetes/manifests 2>/dev/null; "
-                         "docker ps -q --filter name=k8s_"], check=False)
-        assert left == "", "reset left on %s: %s" % (n.name, left)
