@@ -307,13 +307,13 @@ class Node(object):
             "docker-ps.txt": ["docker", "ps", "-a"],
             "docker-images.txt": ["docker", "images", "--digests"],
             "docker-image-events.log": ["cat", "/var/log/k8so-lab-docker-events.log"],
-            "pods.txt": ["sh", "-c", "kubectl --kubeconfig /etc/kubernetes/admin.conf get pods -A "
-                         "-o wide; kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes -o wide; "
-                         "kubectl --kubeconfig /etc/kubernetes/admin.conf get events -A"],
+            "pods.txt": ["sh", "-c", "k='kubectl --kubeconfig /etc/kubernetes/admin.conf "
+                         "--request-timeout 10s'; $k get pods -A -o wide; $k get nodes -o wide; "
+                         "$k get events -A"],
         }
         for fname, argv in cmds.items():
             p = subprocess.run(["docker", "exec", self.container] + argv, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, timeout=120)
+                               stderr=subprocess.STDOUT, timeout=60)
             (dest / fname).write_bytes(p.stdout)
         found = subprocess.run(["docker", "exec", self.container, "find", "/", "-xdev", "(", "-name",
                                 "kubeadm-init.log", "-o", "-name", "kubeadm-join.log", "-o", "-name",
