@@ -2,6 +2,7 @@
 that the pod network carries traffic across nodes, that nothing was pulled, and time the tool's
 phases from its own log lines."""
 
+import contextlib
 import ipaddress
 import json
 import re
@@ -50,6 +51,21 @@ def boot(lab, bundle_dir, *names):
         assert n.exec(["test", "-f", USB + "/k8s_offline.py"], check=False).returncode == 0
         n.exec(["sh", "-c", "cat > %s" % EXTRA_FILE], input=EXTRA_YAML)
     return nodes
+
+
+@contextlib.contextmanager
+def scenario_nodes(lab, bundle_dir, *names, watch_images=True):
+    """Boot a scenario's nodes (with the Docker image-event watch) and remove them, logs saved,
+    when the scenario ends."""
+    try:
+        nodes = boot(lab, bundle_dir, *names)
+        if watch_images:
+            start_event_watch(nodes)
+        yield nodes
+    finally:
+        for name in names:
+            if name in lab.nodes:
+                lab.remove_node(name)
 
 
 def tool_node(node, args, workdir, logname, timeout=900):

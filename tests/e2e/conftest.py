@@ -203,7 +203,7 @@ def lab(workdir, node_image):
         assert not leftovers, "teardown left Docker objects behind: %s" % leftovers
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def state():
-    """Results handed from one step to the next (the steps run in file order)."""
+    """Results handed from one step of a scenario to the next (the steps run in file order)."""
     return {}

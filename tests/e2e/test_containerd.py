@@ -24,15 +24,9 @@ PAUSE = "k8s.gcr.io/pause:3.2"   # the bundled pause image, under kubeadm's defa
 
 
 @pytest.fixture(scope="module")
-def state():
-    return {}
-
-
-@pytest.fixture(scope="module")
 def nodes(lab, bundle):
-    n1, n2 = c.boot(lab, bundle["dir"], MASTER, WORKER)
-    try:
-        for n in (n1, n2):
+    with c.scenario_nodes(lab, bundle["dir"], MASTER, WORKER, watch_images=False) as both:
+        for n in both:
             n.exec(["systemctl", "disable", "--now", "docker.socket", "docker.service"])
             n.exec(["systemctl", "mask", "docker.socket", "docker.service"])
             n.exec(["systemctl", "is-active", "containerd"])
@@ -40,11 +34,7 @@ def nodes(lab, bundle):
             # CNI bin_dir to /usr/lib/cni; the tool installs the plugins in /opt/cni/bin and leaves
             # bin_dir alone, so no pod sandbox could get a network. Point the one at the other.
             n.exec(["ln", "-s", "/opt/cni/bin", "/usr/lib/cni"])
-        yield n1, n2
-    finally:
-        for name in (MASTER, WORKER):
-            if name in lab.nodes:
-                lab.remove_node(name)
+        yield both
 
 
 def only_containerd(node):

@@ -30,20 +30,9 @@ featureGates:
 
 
 @pytest.fixture(scope="module")
-def state():
-    return {}
-
-
-@pytest.fixture(scope="module")
 def nodes(lab, bundle):
-    n1, n2 = c.boot(lab, bundle["dir"], CP1, CP2)
-    c.start_event_watch([n1, n2])
-    try:
-        yield n1, n2
-    finally:
-        for name in (CP1, CP2):
-            if name in lab.nodes:
-                lab.remove_node(name)
+    with c.scenario_nodes(lab, bundle["dir"], CP1, CP2) as both:
+        yield both
 
 
 def test_1_first_master_with_an_endpoint(nodes, workdir, state):

@@ -31,21 +31,9 @@ POD_CIDR = "10.244.0.0/16"
 
 
 @pytest.fixture(scope="module")
-def state():
-    return {}
-
-
-@pytest.fixture(scope="module")
-def nodes(lab, bundle, state):
-    n1, n2 = c.boot(lab, bundle["dir"], MASTER, WORKER)
-    c.start_event_watch([n1, n2])
-    state["n1"], state["n2"] = n1, n2
-    try:
-        yield n1, n2
-    finally:
-        for name in (MASTER, WORKER):
-            if name in lab.nodes:
-                lab.remove_node(name)
+def nodes(lab, bundle):
+    with c.scenario_nodes(lab, bundle["dir"], MASTER, WORKER) as both:
+        yield both
 
 
 def seed_master_args(n1):
