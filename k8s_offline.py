@@ -33,6 +33,7 @@ import logging
 import os
 import platform
 import re
+import shlex
 import shutil
 import socket
 import stat
@@ -174,6 +175,9 @@ class UserError(Exception):
     """A problem the user can fix: printed as one line, exit status 2."""
 
 
+O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
 def sha256_file(path, chunk=1 << 20):
     """Return the hex sha256 of a file, reading it in chunks."""
     digest = hashlib.sha256()
@@ -202,7 +206,7 @@ def human_size(num):
 
 def parse_version(text):
     """Return (major, minor, patch) of 'v1.16.0'; UserError if malformed."""
-    match = re.match(r"^v?(\d+)\.(\d+)\.(\d+)$", text or "")
+    match = re.match(r"^v?(\d+)\.(\d+)\.(\d+)\Z", text or "")
     if not match:
         raise UserError("bad Kubernetes version %r: use the form v1.16.0" % text)
     return tuple(int(part) for part in match.groups())
@@ -223,11 +227,11 @@ def check_supported(kubernetes_version):
 
 
 _RELEASE_TABLES = {}
-_HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"),
-        "sha512": re.compile(r"^[0-9a-f]{128}$")}
-_RELEASE_RE = re.compile(r"^v1\.(\d+)\.(\d+)$")
-_FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_IMAGE_TAG_RE = re.compile(r"^v?\d+(\.\d+)*(-\d+)?$")
+_HEX = {"sha256": re.compile(r"^[0-9a-f]{64}\Z"),
+        "sha512": re.compile(r"^[0-9a-f]{128}\Z")}
+_RELEASE_RE = re.compile(r"^v1\.(\d+)\.(\d+)\Z")
+_FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_IMAGE_TAG_RE = re.compile(r"^v?\d+(\.\d+)*(-\d+)?\Z")
 
 
 def release_table():
@@ -427,11 +431,20 @@ class Progress(object):
 
 def write_file_atomic(path, data, mode=0o644):
     """Write bytes to path through a temporary file and rename."""
+    fill_file_atomic(path, lambda handle: handle.write(data), mode)
+
+
+def fill_file_atomic(path, fill, mode=0o644):
+    """fill(handle) writes a temporary file in path's folder; it is flushed
+    to disk and renamed to path only when fill returns: an error (a hash
+    that does not match) leaves path as it was and no temporary behind."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".k8s-offline-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            fill(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.rename(tmp, path)
     except BaseException:
@@ -440,24 +453,93 @@ def write_file_atomic(path, data, mode=0o644):
         raise
 
 
+def yaml_mapping(pairs):
+    """A flat YAML mapping of (key, value) pairs; each value is written as
+    JSON (a quoted YAML scalar), so no value can add a line or a key."""
+    return "".join("%s: %s\n" % (key, json.dumps(value)) for key, value in pairs)
+
+
+def read_regular_file(path, what, cap):
+    """The bytes of a file named by a flag or found on the stick: opened
+    without blocking (a FIFO cannot hang the run), a regular file only
+    (not /dev/zero, a folder or a FIFO), at most cap bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | O_CLOEXEC)
+    except (OSError, ValueError) as exc:
+        raise UserError("cannot read %s %s: %s" % (
+            what, path, getattr(exc, "strerror", None) or exc))
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError("%s %s is not a regular file: give a file"
+                            % (what, path))
+        if st.st_size > cap:
+            raise UserError("%s %s is larger than %s: give the right file"
+                            % (what, path, human_size(cap)))
+        try:
+            data = handle.read(cap + 1)
+        except OSError as exc:
+            raise UserError("cannot read %s %s: %s" % (what, path,
+                                                       exc.strerror))
+    if len(data) > cap:
+        raise UserError("%s %s is larger than %s: give the right file"
+                        % (what, path, human_size(cap)))
+    return data
+
+
+def open_private_log(path, append):
+    """A UTF-8 text stream of a log file that may hold secrets: opened
+    without following a link and without blocking (no FIFO), a regular
+    file only, made mode 0600 every time, whatever it was before."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | \
+        O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return io.open(fd, "a" if append else "w", encoding="utf-8",
+                   errors="backslashreplace")
+
+
+class _OneLineHandler(logging.StreamHandler):
+    """A log handler that, when it cannot write (a full disk, a closed
+    terminal), says so in one line and drops out; the run goes on.  The
+    standard handler would print a traceback for every record."""
+
+    def __init__(self, stream, where):
+        logging.StreamHandler.__init__(self, stream)
+        self.where = where
+
+    def handleError(self, record):
+        exc = sys.exc_info()[1]
+        log.removeHandler(self)
+        reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+        with contextlib.suppress(Exception):
+            sys.stderr.write("warning: cannot write the log %s (%s): going on "
+                             "without it\n" % (self.where, reason))
+            sys.stderr.flush()
+
+
 def setup_logging(verbose=False, log_file=None):
     """Log to stderr; with log_file, also a full debug log there (mode 0600)."""
     log.setLevel(logging.DEBUG)
     log.handlers[:] = []
-    console = logging.StreamHandler(sys.stderr)
+    console = _OneLineHandler(sys.stderr, "on the terminal")
     console.setLevel(logging.DEBUG if verbose else logging.INFO)
     console.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(console)
     if log_file:
         try:
-            fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            os.close(fd)
-            os.chmod(log_file, 0o600)
-            handler = logging.FileHandler(log_file)
+            stream = open_private_log(log_file, append=True)
         except OSError as exc:
             log.warning("warning: cannot write the log %s: %s", log_file,
                         exc.strerror)
         else:
+            handler = _OneLineHandler(stream, log_file)
             handler.setLevel(logging.DEBUG)
             handler.setFormatter(logging.Formatter(
                 "%(asctime)s %(levelname)s %(message)s"))
@@ -480,8 +562,8 @@ DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
 _REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
                       r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}\Z")
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
 class ImageRef(object):
@@ -509,11 +591,11 @@ class ImageRef(object):
 def parse_image_ref(text):
     """Parse 'quay.io/coreos/flannel:v0.11.0-amd64' the way Docker does."""
     original = text
-    text = (text or "").strip()
+    text = text or ""
     digest = None
     if "@" in text:
         text, digest = text.split("@", 1)
-        if not _DIGEST_RE.match(digest):
+        if not _DIGEST_RE.fullmatch(digest):
             raise UserError("bad image reference %r: the digest must be "
                             "sha256:<64 hex digits>" % original)
     tag = None
@@ -521,7 +603,7 @@ def parse_image_ref(text):
     colon = text.rfind(":")
     if colon > slash:
         text, tag = text[:colon], text[colon + 1:]
-        if not _TAG_RE.match(tag):
+        if not _TAG_RE.fullmatch(tag):
             raise UserError("bad image reference %r: bad tag %r" % (original, tag))
     if not tag and not digest:
         tag = "latest"
@@ -532,7 +614,8 @@ def parse_image_ref(text):
         registry, repository = DOCKER_HUB, text
         if "/" not in repository:
             repository = "library/" + repository
-    if not _REPO_RE.match(repository):
+    if not _REPO_RE.fullmatch(repository) or \
+            not IMAGE_NAME_RE.fullmatch(registry + "/" + repository):
         raise UserError("bad image reference %r: use the form "
                         "[registry/]repository[:tag][@sha256:digest]" % original)
     return ImageRef(registry, repository, tag, digest)
@@ -1100,16 +1183,17 @@ def read_checksum_file(path):
     sha512sum-format lines (told apart by the digest's length)."""
     table, table512 = {}, {}
     try:
-        with open(path) as handle:
-            lines = handle.read().splitlines()
-    except (OSError, IOError) as exc:
-        raise UserError("cannot read --checksum-file %s: %s" % (path, exc.strerror))
+        lines = read_regular_file(path, "--checksum-file", 1024 * 1024) \
+            .decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError("--checksum-file %s is not text: give sha256sum's "
+                        "output" % path)
     for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         parts = line.split()
-        if len(parts) != 2 or not re.match(r"^([0-9a-fA-F]{64}|[0-9a-fA-F]{128})$",
+        if len(parts) != 2 or not re.match(r"^([0-9a-fA-F]{64}|[0-9a-fA-F]{128})\Z",
                                            parts[0]):
             raise UserError("--checksum-file %s line %d is not 'SHA256  FILENAME': "
                             "fix it (sha256sum writes that form)" % (path, number))
@@ -1134,7 +1218,7 @@ def parse_published_sha256(text, filename=None):
     writes it, or `HEX  NAME` as sha256sum does, NAME being filename), or
     None when it is not such a file."""
     fields = (text or "").split()
-    if not fields or not re.match(r"^[0-9a-fA-F]{64}$", fields[0]):
+    if not fields or not re.match(r"^[0-9a-fA-F]{64}\Z", fields[0]):
         return None
     if len(fields) > 2 or (len(fields) == 2 and filename is not None and
                            fields[1].lstrip("*").rsplit("/", 1)[-1] != filename):
@@ -1268,7 +1352,7 @@ class ImageFetcher(object):
                 digests = [(d, image["blob_sizes"].get(d, 0))
                            for d in [image["config_digest"]] + image["layers"]]
             for digest, size in digests:
-                if not _DIGEST_RE.match(digest):
+                if not _DIGEST_RE.fullmatch(digest):
                     raise UserError("image %s names an unsupported digest %s"
                                     % (image["source"], digest))
                 if digest not in wanted and not self.cache.has(digest[7:]):
@@ -1873,7 +1957,7 @@ def _up_to_date(output, name, meta_bytes):
     except UserError:
         return False
     try:
-        with bundle.open(BUNDLE_JSON) as handle:
+        with bundle.open_raw(BUNDLE_JSON) as handle:
             if handle.read() != meta_bytes or bundle.top != name:
                 return False
         files = bundle.meta["files"]
@@ -1918,48 +2002,317 @@ class BundleError(UserError):
     """The bundle is damaged, incomplete or unsafe."""
 
 
+# Every name bundle.json may list, by folder: anything else is refused
+# before a byte of it is read.  Names become host paths (bin/kubelet goes
+# to /usr/bin/kubelet), so none may hold a "..", a slash too many or a
+# character a shell or config file would read differently.
+MEMBER_NAME_RE = re.compile(
+    r"k8s_offline\.py|%s|"
+    r"(?:%s|%s|%s|%s)/[A-Za-z0-9][A-Za-z0-9._+-]{0,127}|"
+    r"%s/(?:oci-layout|index\.json|manifest\.json|blobs/sha256/[0-9a-f]{64})"
+    % (re.escape(BUNDLE_JSON), BIN_DIR, ARCHIVES_DIR, SYSTEMD_DIR,
+       MANIFESTS_DIR, IMAGES_DIR))
+MAX_IMAGE_JSON_BYTES = 4 * 1024 * 1024     # an image manifest, index.json
+MAX_BUNDLE_IMAGES = 500
+SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+# The distribution reference grammar (docker/distribution reference.go).
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = (r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+           r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*"
+           r"(?::[0-9]{1,5})?")
+REPOSITORY_PATH_RE = re.compile(r"%s(?:/%s)*" % (_PATH_COMPONENT,
+                                                 _PATH_COMPONENT))
+IMAGE_NAME_RE = re.compile(r"(?:%s/)?%s(?:/%s)*" % (_DOMAIN, _PATH_COMPONENT,
+                                                    _PATH_COMPONENT))
+IMAGE_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
+IMAGE_REF_RE = re.compile(r"(?:%s)(?::%s)?(?:@%s)?" % (
+    IMAGE_NAME_RE.pattern, IMAGE_TAG_RE.pattern, DIGEST_RE.pattern))
+VERSION_RE = re.compile(r"v[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,4}")
+TEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f]{0,1000}")   # notes, never used
+
+
+def full_match(pattern, value):
+    """True when value is a str that pattern matches whole: no trailing
+    newline slips through as it does past a pattern ending in `$`."""
+    return isinstance(value, str) and pattern.fullmatch(value) is not None
+
+
+def is_image_ref(value):
+    return full_match(IMAGE_REF_RE, value) and len(value) <= 512
+
+
+def is_image_repository(value):
+    """A registry and path that image names are built under, such as
+    k8s.gcr.io or registry.local:5000/k8s (distribution's name grammar)."""
+    return full_match(IMAGE_NAME_RE, value) and len(value) <= 255
+
+
+# bundle.json's schema.  Each entry: (kind, detail); kinds are "const",
+# "match" (a str the pattern matches whole), "int" (>= 0, not a bool),
+# "bool", "either" (value None or the inner schema), "list" (inner, most
+# items), "map" (key pattern, value schema, most keys) and "record"
+# ({key: schema}, required keys).  Nothing deeper than this is read.
+_DIGEST = ("match", DIGEST_RE)
+_MEMBER = ("match", MEMBER_NAME_RE)
+IMAGE_SCHEMA = ("record", ({
+    "name": ("match", TEXT_RE), "kubeadm": ("bool", None),
+    "extra": ("bool", None), "repository": ("match", IMAGE_NAME_RE),
+    "tag": ("match", IMAGE_TAG_RE), "ref": ("match", IMAGE_REF_RE),
+    "source": ("match", IMAGE_REF_RE), "source_digest": _DIGEST,
+    "manifest_digest": _DIGEST,
+    "manifest_media_type": ("match", re.compile("|".join(
+        re.escape(t) for t in MANIFEST_TYPES))),
+    "config_digest": _DIGEST, "layers": ("list", (_DIGEST, 1000)),
+    "size": ("int", None)},
+    ("name", "kubeadm", "repository", "tag", "ref", "manifest_digest",
+     "config_digest", "layers")))
+BUNDLE_SCHEMA = ("record", ({
+    "format": ("const", BUNDLE_FORMAT),
+    "name": ("match", re.compile(r"k8s-offline-v[0-9.]+-linux-[a-z0-9]+")),
+    "tool_version": ("match", TEXT_RE),
+    "kubernetes_version": ("match", VERSION_RE),
+    "arch": ("match", re.compile("|".join(sorted(ARCHES)))),
+    "versions": ("map", (re.compile(r"[a-z]{1,20}"),
+                         ("either", ("match", TEXT_RE)), 20)),
+    "images": ("list", (IMAGE_SCHEMA, MAX_BUNDLE_IMAGES)),
+    "files": ("map", (MEMBER_NAME_RE, ("record", ({
+        "size": ("int", None), "sha256": ("match", SHA256_HEX_RE)},
+        ("size", "sha256"))), MAX_BUNDLE_MEMBERS)),
+    "binaries": ("map", (re.compile("|".join(NODE_TARBALL_BINARIES)),
+                         _MEMBER, 10)),
+    "archives": ("map", (re.compile("cni|crictl|docker"), _MEMBER, 10)),
+    "systemd": ("map", (re.compile(r"kubelet\.service|10-kubeadm\.conf|"
+                                   r"docker\.service|containerd\.service"),
+                        _MEMBER, 10)),
+    "flannel_manifest": _MEMBER,
+    "script": ("const", "k8s_offline.py"),
+    # What vouched for each file's checksum (issue 8): shown, not used.
+    "checksum_sources": ("map", (MEMBER_NAME_RE, ("list", (
+        ("match", PRINTABLE_RE), 20)), MAX_BUNDLE_MEMBERS))},
+    ("format", "name", "kubernetes_version", "arch", "images", "files",
+     "binaries", "archives")))
+
+
+def check_schema(value, schema, where):
+    """BundleError naming the first field of value that schema refuses."""
+    kind, detail = schema
+
+    def bad(what):
+        raise BundleError("%s field %s %s: the bundle is damaged or was not "
+                          "made by this tool; rebuild it" % (BUNDLE_JSON,
+                                                            where, what))
+    if kind == "const":
+        if type(value) is not type(detail) or value != detail:
+            bad("is %s, expected %s" % (_short_json(value), _short_json(detail)))
+    elif kind == "match":
+        if not full_match(detail, value):
+            bad("is %s, not a valid value" % _short_json(value))
+    elif kind == "int":
+        if type(value) is not int or value < 0:
+            bad("is %s, expected a whole number" % _short_json(value))
+    elif kind == "bool":
+        if type(value) is not bool:
+            bad("is %s, expected true or false" % _short_json(value))
+    elif kind == "either":
+        if value is not None:
+            check_schema(value, detail, where)
+    elif kind == "list":
+        inner, most = detail
+        if not isinstance(value, list) or len(value) > most:
+            bad("is %s, expected a list of at most %d" % (
+                type(value).__name__, most))
+        for number, item in enumerate(value):
+            check_schema(item, inner, "%s[%d]" % (where, number))
+    elif kind == "map":
+        key_re, inner, most = detail
+        if not isinstance(value, dict) or len(value) > most:
+            bad("is %s, expected an object of at most %d keys" % (
+                type(value).__name__, most))
+        for key in sorted(value):
+            if not full_match(key_re, key):
+                bad("has the name %s, which is not allowed" % _short_json(key))
+            check_schema(value[key], inner, "%s[%s]" % (where, json.dumps(key)))
+    elif kind == "record":
+        fields, required = detail
+        if not isinstance(value, dict):
+            bad("is %s, expected an object" % type(value).__name__)
+        for key in required:
+            if key not in value:
+                bad("has no %s" % key)
+        for key in sorted(value):
+            if key not in fields:
+                bad("has the unknown field %s" % _short_json(key))
+            check_schema(value[key], fields[key],
+                         "%s.%s" % (where, key) if where else key)
+
+
+def _short_json(value):
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_bundle_meta(meta):
+    """bundle.json against its schema, then what the schema cannot say:
+    every path it names is listed in files, the version is supported."""
+    check_schema(meta, BUNDLE_SCHEMA, "")
+    try:
+        check_supported(meta["kubernetes_version"])
+    except UserError as exc:
+        raise BundleError("%s field kubernetes_version: %s" % (BUNDLE_JSON, exc))
+    files = meta["files"]
+    named = list(meta["binaries"].items()) + list(meta["archives"].items()) + \
+        list(meta.get("systemd", {}).items()) + \
+        [("flannel_manifest", meta.get("flannel_manifest"))]
+    for key, relpath in named:
+        if relpath is not None and relpath not in files:
+            raise BundleError("%s names %s for %s, which is not in its files: "
+                              "the bundle is damaged; rebuild it"
+                              % (BUNDLE_JSON, relpath, key))
+    for key, relpath in meta["binaries"].items():
+        if relpath != "%s/%s" % (BIN_DIR, key):
+            raise BundleError("%s field binaries.%s is %s, expected %s/%s: the "
+                              "bundle is damaged; rebuild it" % (
+                                  BUNDLE_JSON, key, relpath, BIN_DIR, key))
+    if meta["name"] != bundle_name(meta["kubernetes_version"], meta["arch"]):
+        raise BundleError("%s field name is %s, expected %s: the bundle is "
+                          "damaged; rebuild it" % (BUNDLE_JSON, meta["name"],
+                          bundle_name(meta["kubernetes_version"], meta["arch"])))
+
+
 def _check_member_name(name):
     """Refuse tar member names that could land outside the target."""
     if not name or name.startswith("/") or "\\" in name or "\x00" in name:
         raise BundleError("unsafe path %r in the bundle: refusing it" % name)
     parts = name.split("/")
-    if ".." in parts:
+    if ".." in parts or "." in parts or "" in parts[:-1]:
         raise BundleError("unsafe path %r in the bundle: refusing it" % name)
+
+
+def json_loads_bounded(raw, what):
+    """json.loads that gives a BundleError, never a crash, on bad input
+    (not UTF-8, not JSON, nested too deep)."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BundleError("%s is not valid JSON: the bundle is damaged; "
+                          "recopy it" % what)
+
+
+class VerifiedReader(object):
+    """Reads one bundle member and hashes it on the way: the read that
+    completes the size bundle.json lists checks the sha256 and raises
+    before handing over those last bytes, so a member changed after
+    `verify` never reaches its consumer whole."""
+
+    def __init__(self, handle, relpath, size, sha256_hex):
+        self.handle = handle
+        self.relpath = relpath
+        self.left = size
+        self.expected = sha256_hex
+        self.digest = hashlib.sha256()
+        self.verified = False
+        if size == 0:
+            self._check()
+
+    def _check(self):
+        if self.handle.read(1):
+            raise BundleError("bundle member %s is longer than %s says: it "
+                              "changed after it was verified; recopy the "
+                              "bundle" % (self.relpath, BUNDLE_JSON))
+        if self.digest.hexdigest() != self.expected:
+            raise BundleError("bundle member %s fails its sha256 check: the "
+                              "bundle is damaged or changed after it was "
+                              "verified; recopy it" % self.relpath)
+        self.verified = True
+
+    def read(self, size=-1):
+        want = self.left if size is None or size < 0 else min(size, self.left)
+        parts = []
+        while want > 0:
+            block = self.handle.read(min(want, CHUNK))
+            if not block:
+                raise BundleError("bundle member %s is shorter than %s says: "
+                                  "the bundle is damaged or changed after it "
+                                  "was verified; recopy it"
+                                  % (self.relpath, BUNDLE_JSON))
+            self.digest.update(block)
+            self.left -= len(block)
+            want -= len(block)
+            parts.append(block)
+            if self.left == 0:
+                self._check()
+        return b"".join(parts)
+
+    def close(self):
+        self.handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class Bundle(object):
     """A bundle, either the .tar as made or its extracted top directory.
 
-    ``meta`` is bundle.json.  ``open(relpath)`` gives a binary file object of
-    a member, by its path inside the top directory.  Nothing is extracted:
-    a tar is read in place (it is uncompressed, so members can be seeked).
+    ``meta`` is bundle.json, read once and checked against its schema.
+    ``open(relpath)`` gives a VerifiedReader of a listed member: every byte
+    that leaves the bundle is hashed on the way.  Nothing is extracted: a
+    tar is read in place (it is uncompressed, so members can be seeked);
+    in a folder every path component is opened without following links.
     """
 
     def __init__(self, path):
         self.path = os.path.abspath(path)
         self.tar = None
+        self.dir_fd = None
         self.members = {}
+        self.folders = set()
         self.top = ""
-        if os.path.isdir(self.path):
-            bundle_json = os.path.join(self.path, BUNDLE_JSON)
-            if not os.path.isfile(bundle_json):
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise BundleError("bundle %s does not exist: give the bundle "
+                                  ".tar or its extracted folder" % path)
+            raise BundleError("cannot open the bundle %s: %s" % (
+                path, exc.strerror))
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            self.kind = "dir"
+            self.dir_fd = fd
+            try:
+                os.close(self._open_dir_member(BUNDLE_JSON)[0])
+            except BundleError:
+                self.close()
                 raise BundleError("%s has no %s: point --bundle at the "
                                   "extracted bundle folder or the .tar"
                                   % (self.path, BUNDLE_JSON))
-            self.kind = "dir"
-        elif os.path.isfile(self.path):
+        elif stat.S_ISREG(mode):
             self.kind = "tar"
-            self._index_tar()
+            self._index_tar(os.fdopen(fd, "rb"))
         else:
-            raise BundleError("bundle %s does not exist: give the bundle .tar "
-                              "or its extracted folder" % path)
-        self.meta = self._load_meta()
+            os.close(fd)
+            raise BundleError("bundle %s is not a file or folder: give the "
+                              "bundle .tar or its extracted folder" % path)
+        try:
+            self.meta = self._load_meta()
+        except BaseException:
+            self.close()
+            raise
 
     # -- tar access ---------------------------------------------------------
-    def _index_tar(self):
+    def _index_tar(self, handle):
         try:
-            self.tar = tarfile.open(self.path, "r:")
+            self.tar = tarfile.open(fileobj=handle, mode="r:")
         except (tarfile.TarError, OSError) as exc:
+            handle.close()
             raise BundleError("%s is not a readable bundle tar: %s"
                               % (self.path, exc))
         tops = set()
@@ -1970,10 +2323,12 @@ class Bundle(object):
                 if count > MAX_BUNDLE_MEMBERS:
                     raise BundleError("bundle has more than %d members: "
                                       "refusing it" % MAX_BUNDLE_MEMBERS)
-                _check_member_name(member.name)
-                top, _, rel = member.name.partition("/")
+                _check_member_name(member.name.rstrip("/"))
+                top, _, rel = member.name.rstrip("/").partition("/")
                 tops.add(top)
                 if member.isdir():
+                    if rel:
+                        self.folders.add(rel)
                     continue
                 if not member.isfile():
                     raise BundleError("bundle member %s is a link or device: "
@@ -1984,85 +2339,177 @@ class Bundle(object):
                 self.members[rel] = member
                 # Free tarfile's growing member list as we go.
                 self.tar.members = []
+            if len(tops) != 1:
+                raise BundleError("bundle must have exactly one top folder, "
+                                  "found %s" % (", ".join(sorted(tops)) or "none"))
         except tarfile.TarError as exc:
+            self.close()
             raise BundleError("%s is truncated or damaged: %s" % (self.path, exc))
-        if len(tops) != 1:
-            raise BundleError("bundle must have exactly one top folder, found %s"
-                              % ", ".join(sorted(tops)) or "none")
+        except BaseException:
+            self.close()
+            raise
         self.top = tops.pop()
 
+    # -- folder access ------------------------------------------------------
+    def _open_dir_member(self, relpath):
+        """(fd, stat) of a regular file in the folder, every component
+        opened without following a link; BundleError otherwise."""
+        _check_member_name(relpath)
+        parts = relpath.split("/")
+        current = self.dir_fd
+        try:
+            for part in parts[:-1]:
+                try:
+                    following = os.open(part, os.O_RDONLY | os.O_DIRECTORY |
+                                        os.O_NOFOLLOW | O_CLOEXEC,
+                                        dir_fd=current)
+                except OSError as exc:
+                    self._member_error(relpath, exc)
+                if current != self.dir_fd:
+                    os.close(current)
+                current = following
+            try:
+                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW |
+                             os.O_NONBLOCK | O_CLOEXEC, dir_fd=current)
+            except OSError as exc:
+                self._member_error(relpath, exc)
+        finally:
+            if current != self.dir_fd:
+                os.close(current)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise BundleError("bundle member %s is not a regular file: "
+                              "refusing it" % relpath)
+        return fd, st
+
+    @staticmethod
+    def _member_error(relpath, exc):
+        if exc.errno == errno.ENOENT:
+            raise BundleError("bundle member %s is missing: rebuild or recopy "
+                              "the bundle" % relpath)
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            raise BundleError("bundle member %s is a link or not a regular "
+                              "file: refusing it" % relpath)
+        raise BundleError("cannot read bundle member %s: %s"
+                          % (relpath, exc.strerror))
+
+    def _walk_folder(self):
+        """(files, folders) under the folder, nothing followed; a link,
+        FIFO or device anywhere is refused."""
+        files, folders = [], set()
+        pending = [""]
+        while pending:
+            prefix = pending.pop()
+            try:
+                entries = sorted(os.listdir(os.path.join(self.path, prefix)
+                                            if prefix else self.path))
+            except OSError as exc:
+                raise BundleError("cannot list %s in the bundle: %s"
+                                  % (prefix or ".", exc.strerror))
+            for name in entries:
+                rel = prefix + "/" + name if prefix else name
+                if rel == JOIN_FILE_NAME:
+                    continue
+                mode = os.lstat(os.path.join(self.path, rel)).st_mode
+                if stat.S_ISDIR(mode):
+                    folders.add(rel)
+                    pending.append(rel)
+                elif stat.S_ISREG(mode):
+                    files.append(rel)
+                else:
+                    raise BundleError("bundle member %s is a link or device: "
+                                      "refusing it" % rel)
+                if len(files) + len(folders) > MAX_BUNDLE_MEMBERS:
+                    raise BundleError("bundle has more than %d members: "
+                                      "refusing it" % MAX_BUNDLE_MEMBERS)
+        return sorted(files), folders
+
+    # -- either -------------------------------------------------------------
     def _load_meta(self):
         if self.size(BUNDLE_JSON) > MAX_BUNDLE_JSON_BYTES:
             raise BundleError("%s is too large: this is not a k8s-offline "
                               "bundle" % BUNDLE_JSON)
         try:
-            with self.open(BUNDLE_JSON) as handle:
-                raw = handle.read()
-            with self.open(BUNDLE_JSON_SHA) as handle:
+            with self.open_raw(BUNDLE_JSON) as handle:
+                raw = handle.read(MAX_BUNDLE_JSON_BYTES + 1)
+            with self.open_raw(BUNDLE_JSON_SHA) as handle:
                 recorded = handle.read(200).decode("ascii", "replace").split()
         except BundleError:
-            raise BundleError("%s or %s is missing: this is not a complete "
-                              "k8s-offline bundle" % (BUNDLE_JSON, BUNDLE_JSON_SHA))
+            raise BundleError("%s or %s is missing or not a file: this is not "
+                              "a complete k8s-offline bundle"
+                              % (BUNDLE_JSON, BUNDLE_JSON_SHA))
         if not recorded or recorded[0] != sha256_bytes(raw):
             raise BundleError("bundle member %s fails its sha256 check (%s): "
                               "the bundle is damaged; recopy it"
                               % (BUNDLE_JSON, BUNDLE_JSON_SHA))
-        try:
-            meta = json.loads(raw.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise BundleError("%s in %s is not valid JSON: the bundle is damaged"
-                              % (BUNDLE_JSON, self.path))
-        if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
-            raise BundleError("%s is not a k8s-offline bundle of format %d"
+        meta = json_loads_bounded(raw, "%s in %s" % (BUNDLE_JSON, self.path))
+        if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT \
+                or type(meta.get("format")) is not int:
+            raise BundleError("%s is not a k8s-offline bundle of format %d: "
+                              "use a bundle made by this tool"
                               % (self.path, BUNDLE_FORMAT))
+        check_bundle_meta(meta)
         self.meta_sha256 = sha256_bytes(raw)
         return meta
 
     def names(self):
         if self.kind == "tar":
             return sorted(self.members)
-        found = []
-        for root, dirs, files in os.walk(self.path):
-            for name in files:
-                full = os.path.join(root, name)
-                found.append(os.path.relpath(full, self.path).replace(os.sep, "/"))
-        return sorted(name for name in found if name != JOIN_FILE_NAME)
+        files, self.folders = self._walk_folder()
+        return files
 
     def size(self, relpath):
         if self.kind == "tar":
             if relpath not in self.members:
                 raise BundleError("bundle member %s is missing" % relpath)
             return self.members[relpath].size
-        full = self._dir_path(relpath)
-        st = os.lstat(full)
-        if not stat.S_ISREG(st.st_mode):
-            raise BundleError("bundle member %s is not a regular file" % relpath)
+        fd, st = self._open_dir_member(relpath)
+        os.close(fd)
         return st.st_size
 
-    def _dir_path(self, relpath):
-        _check_member_name(relpath)
-        full = os.path.join(self.path, relpath)
-        if not os.path.lexists(full):
-            raise BundleError("bundle member %s is missing" % relpath)
-        return full
-
-    def open(self, relpath):
+    def open_raw(self, relpath):
+        """A file object of a member as it is now, not checked: only for
+        `verify` and bundle.json, which check what they read themselves."""
         if self.kind == "tar":
             if relpath not in self.members:
                 raise BundleError("bundle member %s is missing" % relpath)
             return self.tar.extractfile(self.members[relpath])
-        full = self._dir_path(relpath)
-        if os.path.islink(full):
-            raise BundleError("bundle member %s is a link: refusing it" % relpath)
-        return open(full, "rb")
+        return os.fdopen(self._open_dir_member(relpath)[0], "rb")
+
+    def open(self, relpath):
+        """A VerifiedReader of a member bundle.json lists."""
+        entry = self.meta["files"].get(relpath)
+        if entry is None:
+            raise BundleError("bundle member %s is not listed in %s: the "
+                              "bundle is damaged; rebuild it"
+                              % (relpath, BUNDLE_JSON))
+        return VerifiedReader(self.open_raw(relpath), relpath, entry["size"],
+                              entry["sha256"])
+
+    def read_member(self, relpath, cap=None):
+        """The verified bytes of a member (small ones: units, manifests,
+        archives that are unpacked from memory)."""
+        size = self.meta["files"].get(relpath, {}).get("size", 0)
+        if cap is not None and size > cap:
+            raise BundleError("bundle member %s is %d bytes, more than the "
+                              "%d expected: the bundle is damaged; rebuild it"
+                              % (relpath, size, cap))
+        with self.open(relpath) as handle:
+            return handle.read()
 
     def read_json(self, relpath):
-        with self.open(relpath) as handle:
-            return json.loads(handle.read().decode("utf-8"))
+        return json_loads_bounded(self.read_member(relpath, MAX_IMAGE_JSON_BYTES),
+                                  "bundle member %s" % relpath)
 
     def close(self):
         if self.tar is not None:
+            self.tar.fileobj.close()
             self.tar.close()
+            self.tar = None
+        if self.dir_fd is not None:
+            os.close(self.dir_fd)
+            self.dir_fd = None
 
     # -- facts --------------------------------------------------------------
     @property
@@ -2075,37 +2522,44 @@ class Bundle(object):
 
     def images_for_role(self, role):
         """Image entries a node of this role needs ('master' or 'worker')."""
-        images = self.meta.get("images", [])
+        images = self.meta["images"]
         if role == "master":
             return list(images)
         return [image for image in images
-                if image.get("name") in WORKER_IMAGE_NAMES
-                or image.get("extra")]
+                if image["name"] in WORKER_IMAGE_NAMES or image.get("extra")]
 
 
 def verify_bundle(bundle, progress=True):
     """Check every byte of a bundle against bundle.json; BundleError if not.
 
-    Checks: every listed file is present with its size and sha256; no file
-    is there that is not listed; every blob is named by its own digest; every
-    image's manifest, config and layers are present and the manifest names
-    exactly the config and layers bundle.json records.
+    Checks: every listed file is present with its size and sha256; no file,
+    folder or link is there that is not listed; every blob is named by its
+    own digest; every image's manifest, config and layers are present and
+    the manifest names exactly the config and layers bundle.json records.
     """
-    files = bundle.meta.get("files")
-    if not isinstance(files, dict) or not files:
+    files = bundle.meta["files"]
+    if not files:
         raise BundleError("%s lists no files: the bundle is damaged" % BUNDLE_JSON)
     present = set(bundle.names()) - {BUNDLE_JSON, BUNDLE_JSON_SHA}
     unlisted = sorted(present - set(files))
     if unlisted:
         raise BundleError("bundle member %s is not listed in %s: refusing the "
                           "bundle" % (unlisted[0], BUNDLE_JSON))
+    needed = set()
+    for relpath in files:
+        parts = relpath.split("/")
+        needed.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    stray = sorted(bundle.folders - needed)
+    if stray:
+        raise BundleError("bundle folder %s is not listed in %s: refusing the "
+                          "bundle" % (stray[0], BUNDLE_JSON))
     total = 0
     for relpath, entry in files.items():
         _check_member_name(relpath)
         if relpath not in present:
             raise BundleError("bundle member %s is missing: rebuild or recopy "
                               "the bundle" % relpath)
-        total += int(entry["size"])
+        total += entry["size"]
     bar = Progress(total, "verify", enabled=progress)
     try:
         for relpath in sorted(files):
@@ -2114,14 +2568,9 @@ def verify_bundle(bundle, progress=True):
                 raise BundleError("bundle member %s has size %d, expected %d: "
                                   "the bundle is damaged; recopy it"
                                   % (relpath, bundle.size(relpath), entry["size"]))
-            digest = hashlib.sha256()
             with bundle.open(relpath) as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+                for block in iter(lambda: handle.read(CHUNK), b""):
                     bar.update(len(block))
-            if digest.hexdigest() != entry["sha256"]:
-                raise BundleError("bundle member %s fails its sha256 check: the "
-                                  "bundle is damaged; recopy it" % relpath)
             if relpath.startswith(IMAGES_DIR + "/blobs/sha256/") and \
                     relpath.rsplit("/", 1)[1] != entry["sha256"]:
                 raise BundleError("blob %s is not named by its digest" % relpath)
@@ -2131,25 +2580,29 @@ def verify_bundle(bundle, progress=True):
 
 
 def _blob_path(digest):
-    algorithm, _, hexpart = digest.partition(":")
-    if algorithm != "sha256" or not re.match(r"^[0-9a-f]{64}$", hexpart):
-        raise BundleError("bad digest %r in the bundle" % digest)
-    return "%s/blobs/sha256/%s" % (IMAGES_DIR, hexpart)
+    if not full_match(DIGEST_RE, digest):
+        raise BundleError("bad digest %r in the bundle" % (digest,))
+    return "%s/blobs/sha256/%s" % (IMAGES_DIR, digest[len("sha256:"):])
 
 
 def _verify_image_graph(bundle, files):
     """Every image's manifest names the config and layers that are there."""
-    for image in bundle.meta.get("images", []):
+    for image in bundle.meta["images"]:
         manifest_path = _blob_path(image["manifest_digest"])
         if manifest_path not in files:
             raise BundleError("image %s: manifest blob is missing" % image["ref"])
         manifest = bundle.read_json(manifest_path)
-        config = manifest.get("config", {}).get("digest")
-        layers = [layer.get("digest") for layer in manifest.get("layers", [])]
-        if config != image.get("config_digest") or layers != image.get("layers"):
+        config = manifest.get("config") if isinstance(manifest, dict) else None
+        layers = manifest.get("layers") if isinstance(manifest, dict) else None
+        if not isinstance(config, dict) or not isinstance(layers, list) or \
+                not all(isinstance(layer, dict) for layer in layers):
+            raise BundleError("image %s: its manifest is not an image manifest: "
+                              "the bundle is damaged; rebuild it" % image["ref"])
+        if config.get("digest") != image["config_digest"] or \
+                [layer.get("digest") for layer in layers] != image["layers"]:
             raise BundleError("image %s: manifest does not match %s"
                               % (image["ref"], BUNDLE_JSON))
-        for digest in [config] + layers:
+        for digest in [image["config_digest"]] + image["layers"]:
             if _blob_path(digest) not in files:
                 raise BundleError("image %s: blob %s is missing"
                                   % (image["ref"], digest))
@@ -2218,10 +2671,17 @@ CRI_SOCKETS = {"docker": "/var/run/dockershim.sock",
                "containerd": "/run/containerd/containerd.sock"}
 # Links and interfaces the cluster makes; they are not "host networks".
 CLUSTER_LINKS = ("cni0", "flannel.1", "kube-ipvs0", "docker0")
-TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
-CA_HASH_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
-CERT_KEY_RE = re.compile(r"^[a-f0-9]{64}$")
-NODE_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# Values that reach config files and command lines, each matched whole
+# (re.fullmatch: a pattern ending in `$` would let a trailing newline in).
+TOKEN_RE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
+CA_HASH_RE = re.compile(r"sha256:[a-f0-9]{64}")
+CERT_KEY_RE = re.compile(r"[a-f0-9]{64}")
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+NODE_NAME_RE = re.compile(r"(?=.{1,253}\Z)%s(?:\.%s)*" % (_DNS_LABEL,
+                                                         _DNS_LABEL), re.S)
+SOCKET_PATH_RE = re.compile(r"/[A-Za-z0-9._/-]{1,200}")
+PREFLIGHT_ERRORS_RE = re.compile(r"[A-Za-z0-9.,_-]{1,500}")
+SMALLEST_POD_PREFIX = 24      # each node gets a /24 of the pod network
 TOKEN_TTL_SECONDS = 24 * 3600
 CERT_KEY_TTL_SECONDS = 2 * 3600
 
@@ -2280,8 +2740,13 @@ class Runner(object):
             log.info("  would run: %s", " ".join(argv))
             return CommandResult(argv, 0)
         log.debug("run: %s", " ".join(argv))
-        result = self._execute(argv, timeout=timeout, tee=tee,
-                               input_text=input_text)
+        if tee:
+            with open_tee(tee) as stream:
+                result = self._execute(argv, timeout=timeout, tee=stream,
+                                       input_text=input_text)
+        else:
+            result = self._execute(argv, timeout=timeout,
+                                   input_text=input_text)
         if result.stdout:
             log.debug("stdout: %s", result.stdout.rstrip()[-4000:])
         if result.stderr:
@@ -2315,7 +2780,8 @@ class Runner(object):
             proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE if input_text is not None
                 else subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, universal_newlines=True)
+                stderr=subprocess.PIPE, universal_newlines=True,
+                encoding="utf-8", errors="replace")
         except OSError as exc:
             return CommandResult(argv, 127, "", "%s: %s" % (argv[0],
                                                             exc.strerror))
@@ -2328,31 +2794,31 @@ class Runner(object):
                                  "\ntimed out after %d s" % timeout)
         return CommandResult(argv, proc.returncode, out, err)
 
-    def _execute_tee(self, argv, timeout, tee):
+    def _execute_tee(self, argv, timeout, log_handle):
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT,
-                                universal_newlines=True)
+                                universal_newlines=True,
+                                encoding="utf-8", errors="replace")
         lines = []
-        fd = os.open(tee, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as log_handle:
-            def pump():
-                for line in proc.stdout:
-                    lines.append(line)
-                    sys.stdout.write(line)
-                    sys.stdout.flush()
+
+        def pump():
+            for line in proc.stdout:
+                lines.append(line)
+                echo(line)
+                with contextlib.suppress(OSError):
                     log_handle.write(line)
                     log_handle.flush()
-            reader = threading.Thread(target=pump)
-            reader.daemon = True
-            reader.start()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                lines.append("timed out after %d s\n" % timeout)
-            reader.join(10)
+        reader = threading.Thread(target=pump)
+        reader.daemon = True
+        reader.start()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            lines.append("timed out after %d s\n" % timeout)
+        reader.join(10)
         return CommandResult(argv, proc.returncode, "".join(lines), "")
 
     def _execute_piped(self, argv, producer, timeout=3600):
@@ -2378,8 +2844,14 @@ class Runner(object):
             producer(proc.stdin)
         except (IOError, OSError) as exc:
             if exc.errno != errno.EPIPE:
+                self._abort(proc)
                 raise
             broken = exc
+        except BaseException:
+            # The stream stops before its last member is whole: kill the
+            # reader so the runtime's import fails and keeps nothing.
+            self._abort(proc)
+            raise
         finally:
             with contextlib.suppress(IOError, OSError):
                 proc.stdin.close()
@@ -2397,6 +2869,40 @@ class Runner(object):
         return CommandResult(argv, proc.returncode, out, err)
 
 
+    @staticmethod
+    def _abort(proc):
+        with contextlib.suppress(OSError):
+            proc.kill()
+        with contextlib.suppress(OSError):
+            proc.wait(timeout=60)
+
+
+def open_tee(path):
+    """The log a command's output is copied to (it may hold a token): see
+    open_private_log; a UserError when it is a link or not a file."""
+    try:
+        return open_private_log(path, append=False)
+    except OSError as exc:
+        raise UserError("cannot write %s: %s: remove it if it is a link or "
+                        "not a file, then run again" % (path, exc.strerror))
+
+
+def echo(text):
+    """Write text to stdout even where the locale cannot encode it (C
+    locale, non-ASCII paths): such characters are escaped, never fatal."""
+    try:
+        sys.stdout.write(text)
+    except UnicodeEncodeError:
+        encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+        sys.stdout.write(text.encode(encoding, "backslashreplace")
+                         .decode(encoding))
+    sys.stdout.flush()
+
+
+def say(text):
+    echo(text + "\n")
+
+
 def last_line(text):
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return lines[-1] if lines else ""
@@ -2411,13 +2917,28 @@ class Host(object):
 
     def __init__(self, root="/", dry_run=False):
         self.root = os.path.abspath(root or "/")
+        self.real_root = os.path.realpath(self.root)
         self.dry_run = dry_run
         self.planned = set()      # folders a dry run has said it would make
 
     def path(self, host_path):
+        """The real path of a host path; a UserError for anything that is
+        not absolute, holds "..", or resolves (through links) outside the
+        root: names that come from a bundle or state.json cannot reach
+        elsewhere."""
+        if not isinstance(host_path, str) or not host_path.startswith("/") \
+                or "\x00" in host_path or ".." in host_path.split("/"):
+            raise UserError("refusing the host path %r: it is not a plain "
+                            "absolute path" % (host_path,))
         if self.root == "/":
             return host_path
-        return os.path.join(self.root, host_path.lstrip("/"))
+        full = os.path.join(self.root, host_path.lstrip("/"))
+        real = os.path.realpath(full)
+        if real != self.real_root and \
+                not real.startswith(self.real_root.rstrip("/") + "/"):
+            raise UserError("refusing the host path %s: it resolves to %s, "
+                            "outside %s" % (host_path, real, self.root))
+        return full
 
     def exists(self, host_path):
         return os.path.lexists(self.path(host_path))
@@ -2476,6 +2997,34 @@ class Host(object):
         log.debug("wrote %s", host_path)
         return True
 
+    def install_member(self, host_path, bundle, relpath, mode=0o755):
+        """Copy a bundle member to host_path, hashing it on the way: it goes
+        to a temporary name in the target folder, is flushed to disk, and
+        is renamed into place only when its sha256 is the one bundle.json
+        lists.  A file already there with those bytes and mode is left
+        alone; True when it changed."""
+        entry = bundle.meta["files"][relpath]
+        full = self.path(host_path)
+        if _file_sha256(full) == entry["sha256"] and \
+                stat.S_IMODE(os.lstat(full).st_mode) == mode:
+            return False
+        if self.dry_run:
+            log.info("  would write %s (%s, mode %04o)", host_path,
+                     human_size(entry["size"]), mode)
+            return True
+        self.makedirs(os.path.dirname(host_path))
+
+        def copy(out):
+            with bundle.open(relpath) as source:
+                for block in iter(lambda: source.read(CHUNK), b""):
+                    out.write(block)
+                if not source.verified:
+                    raise BundleError("bundle member %s was not read whole: "
+                                      "recopy the bundle" % relpath)
+        fill_file_atomic(full, copy, mode)
+        log.debug("wrote %s", host_path)
+        return True
+
     def remove(self, host_path):
         full = self.path(host_path)
         if not os.path.lexists(full):
@@ -2522,6 +3071,22 @@ class Host(object):
         self.makedirs(STATE_DIR, 0o700)
         self.write(STATE_FILE, canonical_json(state), 0o600)
         return state
+
+
+def _file_sha256(full):
+    """The sha256 of a regular file (not followed if a link), else None."""
+    try:
+        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
+                     O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        digest = hashlib.sha256()
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _owned_by(path, owner):
@@ -2644,10 +3209,50 @@ def parse_cidr(text, option):
 def check_cidrs(pod_cidr, service_cidr):
     pod = parse_cidr(pod_cidr, "--pod-network-cidr")
     service = parse_cidr(service_cidr, "--service-cidr")
+    if pod.prefixlen > SMALLEST_POD_PREFIX:
+        raise UserError("--pod-network-cidr %s is too small: each node gets a "
+                        "/%d of it; use a /%d or larger network such as %s"
+                        % (pod, SMALLEST_POD_PREFIX, SMALLEST_POD_PREFIX,
+                           DEFAULT_POD_CIDR))
     if pod.overlaps(service):
         raise UserError("--pod-network-cidr %s overlaps --service-cidr %s: "
                         "choose networks that do not overlap" % (pod, service))
     return pod, service
+
+
+def check_ipv4_address(text, what):
+    """An IPv4 address as text; IPv6 is refused (the pod network, flannel
+    and kube-proxy are set up for IPv4 only)."""
+    try:
+        address = ipaddress.ip_address(u"%s" % text) \
+            if isinstance(text, str) else None
+    except ValueError:
+        address = None
+    if address is None:
+        raise UserError("bad %s %r: give an IPv4 address such as %s"
+                        % (what, text, "10.0.0.10"))
+    if address.version != 4:
+        raise UserError("%s %s is IPv6: this tool sets up IPv4 clusters; give "
+                        "an IPv4 address" % (what, text))
+    return str(address)
+
+
+def check_endpoint(text, what):
+    """HOST:PORT with an IPv4 address or a DNS name and a port 1-65535."""
+    host, sep, port = text.rpartition(":") if isinstance(text, str) \
+        else ("", "", "")
+    if host.startswith("[") or host.count(":"):
+        raise UserError("%s %r is IPv6: this tool sets up IPv4 clusters; use "
+                        "an IPv4 address or a name, as HOST:PORT" % (what, text))
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or \
+            not 0 < int(port) < 65536 or not (
+                re.fullmatch(r"[0-9.]+", host) or
+                full_match(NODE_NAME_RE, host.lower())):
+        raise UserError("bad %s %r: use HOST:PORT such as 10.0.0.10:6443"
+                        % (what, text))
+    if re.fullmatch(r"[0-9.]+", host):
+        check_ipv4_address(host, what)
+    return text
 
 
 def iptables_backend(runner):
@@ -2817,7 +3422,7 @@ class TomlReader(object):
                 elif code in ("u", "U"):
                     size = 4 if code == "u" else 8
                     digits = self.text[self.pos:self.pos + size]
-                    if not re.match(r"^[0-9A-Fa-f]{%d}$" % size, digits):
+                    if not re.match(r"^[0-9A-Fa-f]{%d}\Z" % size, digits):
                         self.fail("bad \\%s escape" % code)
                     out.append(chr(int(digits, 16)))
                     self.pos += size
@@ -2890,7 +3495,7 @@ def toml_loads(text):
 
 
 def _toml_key(key):
-    if re.match(r"^[A-Za-z0-9_-]+$", key):
+    if re.match(r"^[A-Za-z0-9_-]+\Z", key):
         return key
     return _toml_string(key)
 
@@ -2972,7 +3577,8 @@ def containerd_config_with(config_text, pause_image, version=None):
     [plugins."io.containerd.grpc.v1.cri"].  The containerd.io package ships
     `disabled_plugins = ["cri"]` and nothing else.  Without a file, a new
     one is written: version 2 unless containerd is older than 1.3 (which
-    reads version 1 only).  The result goes through toml_dumps.
+    reads version 1 only).  The CNI directories are the ones the
+    install phase fills.  The result goes through toml_dumps.
     """
     if config_text is None:
         config = {"version": 1 if version and version < (1, 3) else 2}
@@ -2998,6 +3604,13 @@ def containerd_config_with(config_text, pause_image, version=None):
         raise UserError("the CRI plugin's entry in %s is not a table: fix it"
                         % CONTAINERD_CONFIG)
     cri["sandbox_image"] = pause_image
+    cni = cri.setdefault("cni", {})
+    if not isinstance(cni, dict):
+        raise UserError("the CRI plugin's cni entry in %s is not a table: fix "
+                        "it" % CONTAINERD_CONFIG)
+    # The plugins are installed in /opt/cni/bin; Debian's package points
+    # the CRI plugin at /usr/lib/cni, where no pod would get a network.
+    cni["bin_dir"], cni["conf_dir"] = CNI_BIN_DIR, CNI_CONF_DIR
     return toml_dumps(config)
 
 
@@ -3050,6 +3663,18 @@ def _add_blob(tar, bundle, digest, progress, seen):
         tar.addfile(info, _CountingReader(handle, progress))
 
 
+@contextlib.contextmanager
+def _broken_on_error(tar):
+    """On an error mid-stream, mark the tar stream closed: nothing more (no
+    end-of-archive blocks) is written, so the reader sees a cut archive."""
+    try:
+        yield
+    except BaseException:
+        tar.closed = True
+        tar.fileobj.closed = True
+        raise
+
+
 def image_stream_size(bundle, images):
     seen = set()
     total = 0
@@ -3072,11 +3697,12 @@ def write_docker_archive(stream, bundle, targets, progress):
                             for d in image["layers"]]}
                 for image, target in targets]
     tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
-    seen = set()
-    _add_bytes(tar, "manifest.json", json.dumps(manifest).encode("utf-8"))
-    for image, _ in targets:
-        for digest in [image["config_digest"]] + list(image["layers"]):
-            _add_blob(tar, bundle, digest, progress, seen)
+    with _broken_on_error(tar):
+        seen = set()
+        _add_bytes(tar, "manifest.json", json.dumps(manifest).encode("utf-8"))
+        for image, _ in targets:
+            for digest in [image["config_digest"]] + list(image["layers"]):
+                _add_blob(tar, bundle, digest, progress, seen)
     tar.close()
 
 
@@ -3092,13 +3718,14 @@ def write_oci_layout(stream, bundle, targets, progress):
             "annotations": {"io.containerd.image.name": target,
                             "org.opencontainers.image.ref.name": target}})
     tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
-    seen = set()
-    _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
-    _add_bytes(tar, "index.json", json.dumps(index).encode("utf-8"))
-    for image, _ in targets:
-        for digest in [image["manifest_digest"], image["config_digest"]] + \
-                list(image["layers"]):
-            _add_blob(tar, bundle, digest, progress, seen)
+    with _broken_on_error(tar):
+        seen = set()
+        _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+        _add_bytes(tar, "index.json", json.dumps(index).encode("utf-8"))
+        for image, _ in targets:
+            for digest in [image["manifest_digest"], image["config_digest"]] + \
+                    list(image["layers"]):
+                _add_blob(tar, bundle, digest, progress, seen)
     tar.close()
 
 
@@ -3190,15 +3817,31 @@ def resolve_bundle_path(args):
                     % (folder, BUNDLE_JSON))
 
 
+SAFETY_PHASES = ("verify", "preflight")
+
+
 def run_phases(ctx, phases):
     """Run (name, function) pairs in order: each logged and timed, skipped
-    when named in --skip-phases, printed only under --dry-run."""
+    when named in --skip-phases, printed only under --dry-run.
+
+    The safety phases (verify, preflight) cannot be skipped, except in a
+    dry run, which changes nothing; that is said loudly."""
     names = [name for name, _ in phases]
     unknown = sorted(ctx.skip - set(names))
     if unknown:
         raise UserError("unknown phase %s in --skip-phases: the phases of %s "
                         "are %s" % (unknown[0], ctx.args.command,
                                     ", ".join(names)))
+    for name in SAFETY_PHASES:
+        if name in ctx.skip and not ctx.dry_run:
+            raise UserError("--skip-phases %s is refused: the %s phase checks "
+                            "the %s before anything changes; run without it "
+                            "(only a --dry-run may leave it out)" % (
+                                name, name, "bundle" if name == "verify"
+                                else "host"))
+        if name in ctx.skip:
+            log.warning("warning: the %s phase is left out of this dry run: "
+                        "a real run always does it", name)
     started = now()
     for name, function in phases:
         summary = " ".join((function.__doc__ or "").strip().split("\n\n")[0]
@@ -3319,7 +3962,7 @@ def phase_preflight(ctx):
                           "it (see `ss -ltnp`)" % ", ".join(map(str, busy)))
     check_tools(ctx, errors)
     name = node_name(ctx)
-    if not NODE_NAME_RE.match(name):
+    if not full_match(NODE_NAME_RE, name):
         errors.append("the node name %r is not a valid DNS name: set the host "
                       "name or use --node-name" % name)
     elif name == "localhost":
@@ -3364,8 +4007,8 @@ def phase_preflight(ctx):
         except UserError as exc:
             errors.append(str(exc))
     if ctx.cri == "containerd" and host.read(CONTAINERD_CONFIG) is not None:
-        try:
-            read_containerd_config(host.read(CONTAINERD_CONFIG))
+        try:    # what the runtime phase will write, so it cannot fail there
+            containerd_config_with(host.read(CONTAINERD_CONFIG), "pause")
         except UserError as exc:
             errors.append(str(exc))
     try:
@@ -3558,8 +4201,7 @@ def unit_path(bundle, name):
 def bundled_unit(bundle, name):
     """The bytes of a systemd unit the bundle carries, verified with the rest
     of the bundle: installed units are never a second copy from the code."""
-    with bundle.open(unit_path(bundle, name)) as handle:
-        return handle.read()
+    return bundle.read_member(unit_path(bundle, name), MAX_IMAGE_JSON_BYTES)
 
 
 def units_needed(bundle):
@@ -3573,17 +4215,9 @@ def units_needed(bundle):
 def install_static_runtime(ctx, units):
     """Unpack the bundle's static Docker binaries (dockerd, containerd, runc,
     ctr, ...) into /usr/bin and install the bundle's own units for them."""
-    relpath = ctx.bundle.meta["archives"]["docker"]
-    with ctx.bundle.open(relpath) as handle:
-        archive = tarfile.open(fileobj=handle, mode="r:gz")
-        for member in archive:
-            if not member.isfile():
-                continue
-            name = member.name.split("/")[-1]
-            if not re.match(r"^[A-Za-z0-9._-]+$", name):
-                continue
-            ctx.host.write(BIN_INSTALL_DIR + "/" + name,
-                           archive.extractfile(member).read(), 0o755)
+    for name, data in sorted(_extract_files(
+            ctx, ctx.bundle.meta["archives"]["docker"]).items()):
+        ctx.host.write(BIN_INSTALL_DIR + "/" + name, data, 0o755)
     targets = {"containerd.service": CONTAINERD_UNIT,
                "docker.service": DOCKER_UNIT}
     for unit in units:
@@ -3639,8 +4273,9 @@ def phase_runtime(ctx):
         if plan == "start" or changed:
             wait_for(ctx, lambda: containerd_running(ctx), "containerd starting")
         endpoint = "unix://" + ctx.containerd_address
-    host.write(CRICTL_CONFIG, "runtime-endpoint: %s\nimage-endpoint: %s\n"
-               "timeout: 10\n" % (endpoint, endpoint))
+    host.write(CRICTL_CONFIG, yaml_mapping((
+        ("runtime-endpoint", endpoint), ("image-endpoint", endpoint),
+        ("timeout", 10))))
     log.info("  %s running, cgroup driver %s (the kubelet uses the same)",
              ctx.cri, ctx.cgroup_driver)
     host.save_state(cri=ctx.cri, cgroup_driver=ctx.cgroup_driver)
@@ -3663,19 +4298,29 @@ def ensure_cgroup_driver(ctx):
 
 # -- phase: install ---------------------------------------------------------
 
+ARCHIVE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 def _extract_files(ctx, relpath, wanted=None):
-    """{basename: bytes} of the regular files in a bundled .tgz."""
+    """{basename: bytes} of the regular files in a bundled .tgz.
+
+    The archive is read whole through its hash check first and unpacked
+    from memory, so only verified bytes are unpacked."""
+    data = ctx.bundle.read_member(relpath)
     found = {}
-    with ctx.bundle.open(relpath) as handle:
-        archive = tarfile.open(fileobj=handle, mode="r:gz")
-        for member in archive:
-            if not member.isfile():
-                continue
-            name = member.name.split("/")[-1]
-            if not re.match(r"^[A-Za-z0-9._-]+$", name):
-                continue
-            if wanted is None or name in wanted:
-                found[name] = archive.extractfile(member).read()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+            for member in archive:
+                if not member.isfile():
+                    continue
+                name = member.name.split("/")[-1]
+                if not full_match(ARCHIVE_FILE_RE, name):
+                    continue
+                if wanted is None or name in wanted:
+                    found[name] = archive.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise BundleError("%s is not a readable .tgz (%s): rebuild the bundle"
+                          % (relpath, exc))
     return found
 
 
@@ -3684,11 +4329,10 @@ def phase_install(ctx):
     kubelet's units, and enable the kubelet."""
     host, meta, bundle = ctx.host, ctx.bundle.meta, ctx.bundle
     changed = []
-    for name, relpath in sorted(meta.get("binaries", {}).items()):
+    for name, relpath in sorted(meta["binaries"].items()):
         target = BIN_INSTALL_DIR + "/" + name
-        with bundle.open(relpath) as handle:
-            if host.write(target, handle.read(), 0o755):
-                changed.append(target)
+        if host.install_member(target, bundle, relpath, 0o755):
+            changed.append(target)
     archives = meta.get("archives", {})
     if archives.get("cni"):
         host.makedirs(CNI_BIN_DIR)
@@ -3802,53 +4446,258 @@ JOIN_COMMAND_RE = re.compile(
 
 
 def split_documents(text):
-    """YAML/JSON documents of a multi-document file, empty ones dropped."""
+    """The documents of a multi-document YAML or JSON file, as text; empty
+    ones (only blanks and comments) dropped."""
     docs, current = [], []
     for line in text.splitlines():
-        if re.match(r"^---\s*$", line):
-            docs.append("\n".join(current))
+        if re.fullmatch(r"(?:---|\.\.\.)\s*(?:#.*)?", line):
+            docs.append(current)
             current = []
         else:
             current.append(line)
-    docs.append("\n".join(current))
-    useful = []
-    for doc in docs:
-        body = [line for line in doc.splitlines()
-                if line.strip() and not line.lstrip().startswith("#")]
-        if body:
-            useful.append(doc.strip("\n") + "\n")
-    return useful
+    docs.append(current)
+    return ["\n".join(lines) + "\n" for lines in docs
+            if any(line.strip() and not line.lstrip().startswith("#")
+                   for line in lines)]
 
 
-def document_field(doc, field):
-    match = re.search(r'^\s*"?%s"?\s*:\s*["\']?([\w./-]+)' % field, doc, re.M)
-    return match.group(1) if match else None
+class YamlSubsetError(ValueError):
+    """A document outside the YAML subset kubeadm configs use."""
+
+
+MAX_YAML_DEPTH = 40
+
+
+def parse_yaml_document(text):
+    """One document of the YAML subset kubeadm configs are written in, with
+    the standard library: JSON; block mappings and sequences; plain,
+    single- and double-quoted scalars; flow [..] and {..} collections.
+    Anchors, aliases, tags and block scalars (| >) are refused."""
+    stripped = text.strip()
+    if stripped.startswith(("{", "[")):
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            pass        # flow YAML such as {a: b}: parsed below
+    lines = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        content = _strip_comment(raw).rstrip()
+        if not content.strip():
+            continue
+        body = content.lstrip(" ")
+        if body.startswith("\t") or "\t" in content[:len(content) - len(body)]:
+            raise YamlSubsetError("line %d is indented with a tab" % number)
+        lines.append((len(content) - len(body), body, number))
+    if not lines:
+        return None
+    value, end = _yaml_block(lines, 0, lines[0][0], 0)
+    if end != len(lines):
+        raise YamlSubsetError("line %d is not where its indentation puts it"
+                              % lines[end][2])
+    return value
+
+
+def _strip_comment(line):
+    quote = None
+    for index, char in enumerate(line):
+        if quote:
+            if char == quote:
+                quote = None
+        elif char in "'\"" and (index == 0 or line[index - 1] in " :-[{,"):
+            quote = char
+        elif char == "#" and (index == 0 or line[index - 1] in " \t"):
+            return line[:index]
+    return line
+
+
+def _yaml_block(lines, index, indent, depth):
+    if depth > MAX_YAML_DEPTH:
+        raise YamlSubsetError("nested more than %d deep" % MAX_YAML_DEPTH)
+    if lines[index][1] == "-" or lines[index][1].startswith("- "):
+        return _yaml_sequence(lines, index, indent, depth)
+    return _yaml_mapping(lines, index, indent, depth)
+
+
+def _yaml_nested(lines, index, indent, depth, number, allow_sequence):
+    """The block value under a line ending in ':' or '-', or None."""
+    if index < len(lines) and (lines[index][0] > indent or (
+            allow_sequence and lines[index][0] == indent and
+            (lines[index][1] == "-" or lines[index][1].startswith("- ")))):
+        return _yaml_block(lines, index, lines[index][0], depth + 1)
+    return None, index
+
+
+def _yaml_mapping(lines, index, indent, depth):
+    result = {}
+    while index < len(lines) and lines[index][0] == indent:
+        _, body, number = lines[index]
+        key, value = _yaml_key_value(body, number)
+        if key in result:
+            raise YamlSubsetError("line %d repeats the key %s" % (number, key))
+        index += 1
+        if value is None:
+            result[key], index = _yaml_nested(lines, index, indent, depth,
+                                              number, True)
+        else:
+            result[key] = _yaml_scalar(value, number, depth)
+    if index < len(lines) and lines[index][0] > indent:
+        raise YamlSubsetError("line %d is indented more than its mapping"
+                              % lines[index][2])
+    return result, index
+
+
+def _yaml_sequence(lines, index, indent, depth):
+    result = []
+    while index < len(lines) and lines[index][0] == indent and \
+            (lines[index][1] == "-" or lines[index][1].startswith("- ")):
+        _, body, number = lines[index]
+        rest = body[1:].lstrip(" ")
+        index += 1
+        if not rest:
+            item, index = _yaml_nested(lines, index, indent, depth, number,
+                                       False)
+        elif _yaml_is_key(rest):
+            # "- key: value" opens a mapping whose keys line up with "key".
+            inner = indent + len(body) - len(rest)
+            lines[index - 1] = (inner, rest, number)
+            item, index = _yaml_mapping(lines, index - 1, inner, depth + 1)
+        else:
+            item = _yaml_scalar(rest, number, depth)
+        result.append(item)
+    return result, index
+
+
+def _yaml_is_key(body):
+    return not body.startswith(("'", '"', "[", "{")) and \
+        re.match(r"[^\s:][^:]*:(?:\s|$)", body) is not None or \
+        re.match(r"(\"[^\"]*\"|'[^']*'):(?:\s|$)", body) is not None
+
+
+def _yaml_key_value(body, number):
+    match = re.match(r"(\"[^\"]*\"|'[^']*'|[^\s:'\"\[{#&*!|>-][^:]*?|"
+                     r"-[^\s:][^:]*?)\s*:(?:\s+(.*))?$", body)
+    if not match:
+        raise YamlSubsetError("line %d is not 'key: value'" % number)
+    key = match.group(1)
+    if key[0] in "'\"":
+        key = _yaml_scalar(key, number, 0)
+    return key, match.group(2)
+
+
+def _yaml_scalar(text, number, depth):
+    text = text.strip()
+    if text[:1] in ("&", "*", "!", "|", ">", "%", "@", "`"):
+        raise YamlSubsetError("line %d uses %s (anchors, aliases, tags and "
+                              "block scalars are not supported)"
+                              % (number, text[:1]))
+    if text[:1] in ("[", "{"):
+        value, rest = _yaml_flow(text, number, depth)
+        if rest.strip():
+            raise YamlSubsetError("line %d has text after a closing bracket"
+                                  % number)
+        return value
+    if text[:1] == '"':
+        try:
+            value, end = json.JSONDecoder().raw_decode(text)
+        except ValueError:
+            raise YamlSubsetError("line %d has a bad double-quoted string"
+                                  % number)
+        if text[end:].strip():
+            raise YamlSubsetError("line %d has text after a string" % number)
+        return value
+    if text[:1] == "'":
+        if len(text) < 2 or not text.endswith("'") or \
+                "'" in text[1:-1].replace("''", ""):
+            raise YamlSubsetError("line %d has a bad single-quoted string"
+                                  % number)
+        return text[1:-1].replace("''", "'")
+    if text in ("null", "Null", "NULL", "~", ""):
+        return None
+    if text in ("true", "True", "TRUE"):
+        return True
+    if text in ("false", "False", "FALSE"):
+        return False
+    if re.fullmatch(r"[-+]?[0-9]+", text):
+        return int(text)
+    if re.fullmatch(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?",
+                    text):
+        return float(text)
+    return text
+
+
+def _yaml_flow(text, number, depth):
+    """A flow collection at the start of text: (value, rest of text)."""
+    if depth > MAX_YAML_DEPTH:
+        raise YamlSubsetError("nested more than %d deep" % MAX_YAML_DEPTH)
+    opening = text[0]
+    closing = "]" if opening == "[" else "}"
+    items = [] if opening == "[" else {}
+    rest = text[1:].lstrip()
+    while True:
+        if rest.startswith(closing):
+            return items, rest[1:]
+        if opening == "{":
+            match = re.match(r"(\"[^\"]*\"|'[^']*'|[^\s:,\[\]{}]+)\s*:\s*",
+                             rest)
+            if not match:
+                raise YamlSubsetError("line %d has a bad flow mapping" % number)
+            key = _yaml_scalar(match.group(1), number, depth)
+            rest = rest[match.end():]
+        if rest[:1] in ("[", "{"):
+            value, rest = _yaml_flow(rest, number, depth + 1)
+        else:
+            match = re.match(r"(\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'|"
+                             r"[^,\[\]{}]*)", rest)
+            value = _yaml_scalar(match.group(1), number, depth)
+            rest = rest[match.end():]
+        if opening == "[":
+            items.append(value)
+        else:
+            items[key] = value
+        rest = rest.lstrip()
+        if rest.startswith(","):
+            rest = rest[1:].lstrip()
+        elif not rest.startswith(closing):
+            raise YamlSubsetError("line %d has an unclosed %s" % (number,
+                                                                  opening))
+
+
+MAX_EXTRA_CONFIG_BYTES = 1024 * 1024
 
 
 def read_extra_config(path):
-    """(documents, {kind: document}) of --kubeadm-config-extra, checked."""
+    """(documents, {kind: document}) of --kubeadm-config-extra, parsed and
+    checked: each document a mapping with a top-level apiVersion and
+    kind, none of the kinds this tool writes itself."""
     if not path:
         return [], {}
+    data = read_regular_file(path, "--kubeadm-config-extra",
+                             MAX_EXTRA_CONFIG_BYTES)
     try:
-        with open(path, "rb") as handle:
-            text = handle.read().decode("utf-8")
-    except (IOError, OSError) as exc:
-        raise UserError("cannot read --kubeadm-config-extra %s: %s" % (
-            path, exc.strerror or exc))
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise UserError("--kubeadm-config-extra %s is not UTF-8 text: give a "
                         "YAML or JSON file" % path)
-    docs = split_documents(text)
-    kinds = {}
-    for number, doc in enumerate(docs, 1):
-        kind = document_field(doc, "kind")
-        if not kind or not document_field(doc, "apiVersion"):
+    docs, kinds = [], {}
+    for number, source in enumerate(split_documents(text), 1):
+        try:
+            doc = parse_yaml_document(source)
+        except (YamlSubsetError, RecursionError) as exc:
+            raise UserError("document %d of %s cannot be read: %s: write it as "
+                            "plain YAML or JSON" % (number, path, exc))
+        if not isinstance(doc, dict) or \
+                not isinstance(doc.get("kind"), str) or \
+                not isinstance(doc.get("apiVersion"), str):
             raise UserError("document %d of %s has no kind or apiVersion: each "
                             "document needs both" % (number, path))
-        if kind in RESERVED_KINDS:
+        if doc["kind"] in RESERVED_KINDS:
             raise UserError("%s in %s is generated by this tool: use the "
-                            "command's options instead" % (kind, path))
-        kinds[kind] = doc
+                            "command's options instead" % (doc["kind"], path))
+        if doc["kind"] in kinds:
+            raise UserError("%s appears twice in %s: give each kind once"
+                            % (doc["kind"], path))
+        kinds[doc["kind"]] = doc
+        docs.append(doc)
     return docs, kinds
 
 
@@ -3870,11 +4719,8 @@ def advertise_address(ctx):
         return ctx.advertise_address
     given = getattr(ctx.args, "apiserver_advertise_address", None)
     if given:
-        try:
-            ctx.advertise_address = str(ipaddress.ip_address(u"%s" % given))
-        except ValueError:
-            raise UserError("bad --apiserver-advertise-address %r: give an IP "
-                            "address of this host" % given)
+        ctx.advertise_address = check_ipv4_address(
+            given, "--apiserver-advertise-address")
         return ctx.advertise_address
     iface = default_route_interface(ctx.host)
     for name, address in host_addresses(ctx.runner):
@@ -3910,8 +4756,8 @@ def kubeadm_init_documents(ctx, certificate_key=None):
     docs = [init, cluster]
     extra, kinds = read_extra_config(getattr(args, "kubeadm_config_extra", None))
     if "KubeletConfiguration" in kinds:
-        theirs = document_field(kinds["KubeletConfiguration"], "cgroupDriver")
-        if theirs and theirs != driver:
+        theirs = kinds["KubeletConfiguration"].get("cgroupDriver")
+        if theirs is not None and theirs != driver:
             raise UserError("the KubeletConfiguration in %s sets cgroupDriver "
                             "%s but %s uses %s: remove it or set %s" % (
                                 args.kubeadm_config_extra, theirs, ctx.cri,
@@ -3924,10 +4770,7 @@ def kubeadm_init_documents(ctx, certificate_key=None):
 
 def kubeadm_init_config(ctx, certificate_key=None):
     docs, extra = kubeadm_init_documents(ctx, certificate_key)
-    text = json_documents(docs)
-    for doc in extra:
-        text += "---\n" + doc
-    return text
+    return json_documents(docs + extra)
 
 
 def kubeadm_join_config(ctx, info):
@@ -4067,7 +4910,9 @@ def render_flannel(text, pod_cidr, image):
     if FLANNEL_NETWORK_TOKEN not in text:
         raise BundleError("the bundled flannel manifest has no %s: rebuild the "
                           "bundle" % FLANNEL_NETWORK_TOKEN)
-    text = text.replace(FLANNEL_NETWORK_TOKEN, '"Network": "%s"' % pod_cidr)
+    network = str(ipaddress.ip_network(u"%s" % pod_cidr, strict=True))
+    text = text.replace(FLANNEL_NETWORK_TOKEN, '"Network": %s'
+                        % json.dumps(network))
     text, count = re.subn(r"(?m)^(\s*(?:-\s*)?image:\s*)\S*flannel\S*\s*$",
                           lambda m: m.group(1) + image, text)
     if not count:
@@ -4089,8 +4934,12 @@ def phase_network(ctx):
     meta = ctx.bundle.meta
     relpath = meta.get("flannel_manifest") or (MANIFESTS_DIR + "/" +
                                                FLANNEL_MANIFEST)
-    with ctx.bundle.open(relpath) as handle:
-        text = handle.read().decode("utf-8")
+    try:
+        text = ctx.bundle.read_member(relpath, MAX_IMAGE_JSON_BYTES).decode(
+            "utf-8")
+    except UnicodeDecodeError:
+        raise BundleError("the bundled flannel manifest is not UTF-8 text: "
+                          "rebuild the bundle")
     pod_cidr = ctx.args.pod_network_cidr
     rendered = render_flannel(text, pod_cidr, flannel_image(ctx.bundle))
     ctx.host.makedirs(STATE_DIR, 0o700)
@@ -4194,21 +5043,28 @@ def write_join_file(ctx, path, info):
 
 def print_join_commands(ctx, path, info):
     tool = os.path.join(script_dir(), "k8s_offline.py")
-    print("")
-    print("Join file: %s (keep it with the bundle, or copy it to each node)"
-          % path)
-    print("To add a worker, run on it:")
-    print("  sudo python3 %s join --join-file %s" % (tool, path))
+    echo("\n")
+    say("Join file: %s (keep it with the bundle, or copy it to each node)"
+        % path)
+    say("To add a worker, run on it:")
+    say("  " + shell_line(["sudo", "python3", tool, "join", "--join-file",
+                           path]))
     if info.get("certificate_key"):
-        print("To add a control-plane node (within 2 hours), run there:")
-        print("  sudo python3 %s join --control-plane --join-file %s"
-              % (tool, path))
-    print("The plain kubeadm command is:")
-    print("  kubeadm join %s --token %s --discovery-token-ca-cert-hash %s" % (
-        info["api_server_endpoint"], info["token"],
-        info["discovery_token_ca_cert_hash"]))
-    print("The token expires in 24 hours: run `k8s_offline.py token` on a "
-          "master for a new one.")
+        say("To add a control-plane node (within 2 hours), run there:")
+        say("  " + shell_line(["sudo", "python3", tool, "join",
+                               "--control-plane", "--join-file", path]))
+    say("The plain kubeadm command is:")
+    say("  " + shell_line([
+        "kubeadm", "join", info["api_server_endpoint"], "--token",
+        info["token"], "--discovery-token-ca-cert-hash",
+        info["discovery_token_ca_cert_hash"]]))
+    say("The token expires in 24 hours: run `k8s_offline.py token` on a "
+        "master for a new one.")
+
+
+def shell_line(argv):
+    """argv as one line a shell reads back as the same words."""
+    return " ".join(shlex.quote(str(part)) for part in argv)
 
 
 def phase_join_file(ctx):
@@ -4247,19 +5103,16 @@ def load_join_info(ctx, bundle):
         candidates = [args.join_file] if args.join_file else [
             os.path.join(bundle_folder(bundle.path), JOIN_FILE_NAME),
             ctx.host.path(FALLBACK_JOIN_FILE)]
-        path = next((c for c in candidates if os.path.isfile(c)), None)
+        path = next((c for c in candidates if os.path.lexists(c)), None)
         if path is None:
             raise UserError("no join file at %s: copy %s from the master beside "
                             "the bundle, or give --join-file PATH, or --apiserver "
                             "--token --discovery-token-ca-cert-hash" % (
                                 " or ".join(candidates), JOIN_FILE_NAME))
+        raw = read_regular_file(path, "the join file", MAX_JOIN_FILE_BYTES)
         try:
-            with open(path, "rb") as handle:
-                info = json.loads(handle.read().decode("utf-8"))
-        except (IOError, OSError) as exc:
-            raise UserError("cannot read the join file %s: %s" % (
-                path, exc.strerror or exc))
-        except (ValueError, UnicodeDecodeError):
+            info = json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise UserError("the join file %s is not valid JSON: copy it again "
                             "from the master or run `token` there" % path)
         if not isinstance(info, dict):
@@ -4274,18 +5127,7 @@ def load_join_info(ctx, bundle):
                                     path, field.replace("_", " "), theirs, ours))
     if getattr(args, "certificate_key", None):
         info["certificate_key"] = args.certificate_key
-    endpoint = str(info.get("api_server_endpoint") or "")
-    if not re.match(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$", endpoint):
-        raise UserError("bad API server endpoint %r in %s: use HOST:PORT such "
-                        "as 10.0.0.10:6443" % (endpoint, source))
-    if not TOKEN_RE.match(str(info.get("token") or "")):
-        raise UserError("bad token %r in %s: a token looks like abcdef."
-                        "0123456789abcdef; run `token` on the master for one"
-                        % (info.get("token"), source))
-    if not CA_HASH_RE.match(str(info.get("discovery_token_ca_cert_hash") or "")):
-        raise UserError("bad CA hash %r in %s: it looks like sha256:<64 hex>; "
-                        "run `token` on the master for one" % (
-                            info.get("discovery_token_ca_cert_hash"), source))
+    check_join_fields(info, source)
     expires = info.get("token_expires")
     if expires and expires < now():
         raise UserError("the join token in %s expired at %s: run `k8s_offline.py "
@@ -4297,9 +5139,9 @@ def load_join_info(ctx, bundle):
             raise UserError("joining as a control-plane node needs a "
                             "certificate key: run `k8s_offline.py token` on the "
                             "master (or give --certificate-key)")
-        if not CERT_KEY_RE.match(str(key)):
+        if not full_match(CERT_KEY_RE, key):
             raise UserError("bad certificate key %r: it is 64 hex digits; run "
-                            "`token` on the master for one" % key)
+                            "`token` on the master for one" % (key,))
         key_expires = info.get("certificate_key_expires")
         if key_expires and key_expires < now() and \
                 not getattr(args, "certificate_key", None):
@@ -4341,6 +5183,7 @@ def certificate_spki(der):
 def _api_get(endpoint, path, ca_pem=None, token=None):
     """JSON of a GET to the API server (no proxy): pinned to ca_pem, or,
     for the public cluster-info only, unverified as kubeadm's discovery."""
+    import http.client
     import ssl
     import urllib.error
     import urllib.request
@@ -4362,12 +5205,19 @@ def _api_get(endpoint, path, ca_pem=None, token=None):
     except urllib.error.HTTPError as exc:
         raise UserError("the API server %s answered HTTP %d for %s"
                         % (endpoint, exc.code, path.rsplit("/", 1)[1]))
-    except (urllib.error.URLError, OSError, ssl.SSLError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise UserError("cannot reach the API server %s (%s)" % (
             endpoint, getattr(exc, "reason", None) or exc))
     except (ValueError, UnicodeDecodeError):
         raise UserError("the API server %s sent no JSON for %s"
                         % (endpoint, path.rsplit("/", 1)[1]))
+
+
+def _configmap_value(doc, key):
+    """data[key] of a ConfigMap as text, or '' when it is not there."""
+    data = doc.get("data") if isinstance(doc, dict) else None
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def cluster_image_repository(info):
@@ -4376,8 +5226,8 @@ def cluster_image_repository(info):
     cluster-info, accepted only if its key matches the CA hash, then the
     kubeadm-config ConfigMap over TLS pinned to that CA, with the token."""
     endpoint = info["api_server_endpoint"]
-    public = _api_get(endpoint, CLUSTER_INFO_PATH)
-    kubeconfig = str((public.get("data") or {}).get("kubeconfig") or "")
+    kubeconfig = _configmap_value(_api_get(endpoint, CLUSTER_INFO_PATH),
+                                  "kubeconfig")
     match = re.search(r"certificate-authority-data:\s*([A-Za-z0-9+/=]+)",
                       kubeconfig)
     if not match:
@@ -4393,15 +5243,21 @@ def cluster_image_repository(info):
         raise UserError("the CA of %s does not match "
                         "--discovery-token-ca-cert-hash: check the hash, or "
                         "this is not your cluster" % endpoint)
-    config = _api_get(endpoint, KUBEADM_CONFIG_PATH, ca_pem, info["token"])
-    text = str((config.get("data") or {}).get("ClusterConfiguration") or "")
+    text = _configmap_value(_api_get(endpoint, KUBEADM_CONFIG_PATH, ca_pem,
+                                     info["token"]), "ClusterConfiguration")
     if not text:
         raise UserError("the kubeadm-config of %s has no ClusterConfiguration"
                         % endpoint)
-    match = re.search(r"^imageRepository:[ \t]*[\"']?([^\"'\s]*)", text, re.M)
-    repository = match.group(1) if match and match.group(1) else \
-        KUBEADM_IMAGE_REPOSITORY
-    parse_image_ref("%s/pause:1" % repository)
+    try:
+        config = parse_yaml_document(text)
+    except YamlSubsetError as exc:
+        raise UserError("the ClusterConfiguration of %s is not readable (%s)"
+                        % (endpoint, exc))
+    repository = (config.get("imageRepository") if isinstance(config, dict)
+                  else None) or KUBEADM_IMAGE_REPOSITORY
+    if not is_image_repository(repository):
+        raise UserError("the cluster %s names the image repository %r, which "
+                        "is not a registry path" % (endpoint, repository))
     return repository
 
 
@@ -4418,6 +5274,60 @@ def adopt_cluster_image_repository(ctx):
                         "join file" % exc)
     ctx.image_repository = repository
     log.info("  the cluster's images are named under %s", repository)
+
+
+MAX_JOIN_FILE_BYTES = 64 * 1024
+JOIN_FIELDS = ("format", "kubernetes_version", "arch", "token_expires",
+               "image_repository", "control_plane_nodes", "certificate_key",
+               "certificate_key_expires", "created", "api_server_endpoint",
+               "token", "discovery_token_ca_cert_hash", "from_flags")
+
+
+def check_join_fields(info, source):
+    """Every field of the join facts against its grammar, before use: they
+    go into kubeadm's config and containerd's."""
+    unknown = sorted(set(info) - set(JOIN_FIELDS))
+    if unknown:
+        raise UserError("the join file %s has the unknown field %s: run "
+                        "`token` on the master for a new one" % (source,
+                                                                 unknown[0]))
+    try:
+        check_endpoint(info.get("api_server_endpoint"), "API server endpoint")
+    except UserError as exc:
+        raise UserError("%s in %s" % (exc, source))
+    if not full_match(TOKEN_RE, info.get("token")):
+        raise UserError("bad token %r in %s: a token looks like abcdef."
+                        "0123456789abcdef; run `token` on the master for one"
+                        % (info.get("token"), source))
+    if not full_match(CA_HASH_RE, info.get("discovery_token_ca_cert_hash")):
+        raise UserError("bad CA hash %r in %s: it looks like sha256:<64 hex>; "
+                        "run `token` on the master for one" % (
+                            info.get("discovery_token_ca_cert_hash"), source))
+    key = info.get("certificate_key")
+    if key is not None and not full_match(CERT_KEY_RE, key):
+        raise UserError("bad certificate key %r in %s: it is 64 hex digits; "
+                        "run `token` on the master for one" % (key, source))
+    repository = info.get("image_repository")
+    if repository is not None and not is_image_repository(repository):
+        raise UserError("bad image repository %r in %s: use a registry and "
+                        "path such as k8s.gcr.io; run `token` on the master "
+                        "for a new join file" % (repository, source))
+    nodes = info.get("control_plane_nodes")
+    if nodes is not None and (not isinstance(nodes, list) or not all(
+            full_match(NODE_NAME_RE, node) for node in nodes)):
+        raise UserError("bad control_plane_nodes %s in %s: a list of node "
+                        "names; run `token` on the master for a new join file"
+                        % (_short_json(nodes), source))
+    if not isinstance(info.get("from_flags", False), bool):
+        raise UserError("bad from_flags in %s: run `token` on the master for "
+                        "a new join file" % source)
+    for field in ("format", "token_expires", "certificate_key_expires",
+                  "created"):
+        value = info.get(field)
+        if value is not None and (type(value) is not int or value < 0):
+            raise UserError("bad %s %s in %s: a whole number; run `token` on "
+                            "the master for a new join file"
+                            % (field, _short_json(value), source))
 
 
 def _utc(seconds):
@@ -4530,9 +5440,28 @@ def phase_reset_network(ctx):
         ctx.runner.run(["ipvsadm", "--clear"], check=False)
 
 
+def kubeconfig_copy_path(host, path):
+    """True for where this tool puts a kubeconfig copy: ~/.kube/config of a
+    user of the host's /etc/passwd.  state.json may list other paths;
+    reset never removes those."""
+    homes = [line.split(":")[5] for line in host.read("/etc/passwd", "")
+             .splitlines() if len(line.split(":")) >= 7]
+    return isinstance(path, str) and path in [
+        home.rstrip("/") + "/.kube/config" for home in homes
+        if home.startswith("/") and ".." not in home.split("/")]
+
+
 def phase_reset_files(ctx):
     """Remove /etc/kubernetes, the kubeconfig copies and this tool's state."""
     for path in ctx.reset_kubeconfigs:
+        if not kubeconfig_copy_path(ctx.host, path):
+            ctx.warn("%s is listed in %s but is no kubeconfig copy of this "
+                     "tool: left alone" % (_short_json(path), STATE_FILE))
+            continue
+        full = ctx.host.path(path)
+        if os.path.lexists(full) and not stat.S_ISREG(os.lstat(full).st_mode):
+            ctx.warn("%s is not a regular file: left alone" % path)
+            continue
         ctx.host.remove(path)
     for path in ("/etc/kubernetes", "/var/lib/etcd", STATE_DIR):
         ctx.host.remove(path)
@@ -4801,7 +5730,7 @@ def cmd_status(args):
 def cmd_remove_node(args):
     ctx = InstallContext(args, "master")
     name = args.name.lower()
-    if not NODE_NAME_RE.match(name):
+    if not full_match(NODE_NAME_RE, name):
         raise UserError("bad node name %r: give a name from `kubectl get "
                         "nodes`" % args.name)
     require_master(ctx, "remove-node")
@@ -4826,14 +5755,14 @@ def cmd_remove_node(args):
 def cmd_verify(args):
     bundle = Bundle(args.bundle)
     try:
-        print("bundle.json sha256: %s" % bundle.meta_sha256)
-        print("compare it with the value printed when the bundle was made")
+        say("bundle.json sha256: %s" % bundle.meta_sha256)
+        say("compare it with the value printed when the bundle was made")
         verify_bundle(bundle, progress=not args.no_progress)
     finally:
         bundle.close()
-    print("OK: %s (Kubernetes %s, %s): %d files, %d images verified"
-          % (args.bundle, bundle.kubernetes_version, bundle.arch,
-             len(bundle.meta["files"]), len(bundle.meta.get("images", []))))
+    say("OK: %s (Kubernetes %s, %s): %d files, %d images verified"
+        % (args.bundle, bundle.kubernetes_version, bundle.arch,
+           len(bundle.meta["files"]), len(bundle.meta["images"])))
     return 0
 
 
@@ -4920,23 +5849,58 @@ def _run_command(ctx, phases):
     return 0
 
 
+def check_node_options(ctx):
+    """Every flag of master and join against its grammar, before the first
+    change: a refusal leaves the host exactly as it was."""
+    args = ctx.args
+    repository = getattr(args, "image_repository", None)
+    if repository is not None and not is_image_repository(repository):
+        raise UserError("bad --image-repository %r: use a registry and path "
+                        "such as k8s.gcr.io or registry.local:5000/k8s"
+                        % (repository,))
+    address = getattr(args, "containerd_address", None)
+    if address is not None and (not full_match(SOCKET_PATH_RE, address) or
+                                ".." in address.split("/")):
+        raise UserError("bad --containerd-address %r: give the absolute path "
+                        "of containerd's socket" % (address,))
+    name = getattr(args, "node_name", None)
+    if name is not None and not full_match(NODE_NAME_RE, name.lower()):
+        raise UserError("bad --node-name %r: use a DNS name (RFC 1123): "
+                        "letters, digits, '-' and '.', such as node-1"
+                        % (name,))
+    ignore = getattr(args, "ignore_preflight_errors", None)
+    if ignore is not None and not full_match(PREFLIGHT_ERRORS_RE, ignore):
+        raise UserError("bad --ignore-preflight-errors %r: a comma-separated "
+                        "list of kubeadm check names" % (ignore,))
+    endpoint = getattr(args, "control_plane_endpoint", None)
+    if endpoint is not None:
+        check_endpoint(endpoint, "--control-plane-endpoint")
+    if getattr(args, "wait_timeout", 1) <= 0:
+        raise UserError("--wait-timeout must be a positive number of seconds")
+    if getattr(args, "apiserver_advertise_address", None):
+        given = advertise_address(ctx)
+        mine = [str(address.ip) for _, address in host_addresses(ctx.runner)]
+        if given not in mine:
+            text = ("--apiserver-advertise-address %s is not an address of "
+                    "this host (it has %s): give one of them"
+                    % (given, ", ".join(mine) or "none"))
+            if not ctx.dry_run:
+                raise UserError(text)
+            ctx.warn(text)
+
+
 def cmd_master(args):
     ctx = InstallContext(args, "master")
     check_cidrs(args.pod_network_cidr, args.service_cidr)
     read_extra_config(args.kubeadm_config_extra)
-    if args.wait_timeout <= 0:
-        raise UserError("--wait-timeout must be a positive number of seconds")
-    advertise_given = args.apiserver_advertise_address
-    if advertise_given:
-        advertise_address(ctx)
+    check_node_options(ctx)
     return _run_command(ctx, MASTER_PHASES)
 
 
 def cmd_join(args):
     ctx = InstallContext(args, "control-plane" if args.control_plane
                          else "worker")
-    if args.wait_timeout <= 0:
-        raise UserError("--wait-timeout must be a positive number of seconds")
+    check_node_options(ctx)
     info = load_join_info(ctx, ctx.bundle)
     ctx.join_info = info
     if not args.image_repository and info.get("image_repository"):
@@ -4991,7 +5955,8 @@ def cmd_reset(args):
     state = ctx.host.state()
     ctx.reset_pod_cidr = state.get("pod_cidr") or DEFAULT_POD_CIDR
     admin = ctx.host.read_bytes(ADMIN_CONF)
-    copies = list(state.get("kubeconfigs") or [])
+    copies = state.get("kubeconfigs")
+    copies = list(copies) if isinstance(copies, list) else []
     for path, _, _ in kubeconfig_targets(ctx):
         if path not in copies and admin is not None and \
                 ctx.host.read_bytes(path) == admin:
@@ -5171,6 +6136,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
+        return 2
+    root = getattr(args, "root", None)
+    if root is not None and not os.path.isdir(root):
+        sys.stderr.write("error: --root %r is not a folder: give the folder "
+                         "holding the host's files, or leave --root out\n"
+                         % (root,))
         return 2
     setup_logging(verbose=args.verbose, log_file=getattr(args, "log_file", None))
     try:

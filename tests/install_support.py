@@ -311,20 +311,48 @@ def make_root(root, cpus=2, mem_kb=4000000, swap=False, listening=(),
 
 
 def snapshot(root):
-    """{relpath: (mode, sha256 or None)} of a tree, the run log left out."""
+    """{relpath: (mode, sha256, link target or None)} of a tree, the run
+    log left out (see tree)."""
+    return tree(root)
+
+
+# Host paths of the real machine that a run under --root must never touch.
+REAL_PATHS = ("/var/log/k8s-offline.log", "/var/log/kubeadm-init.log",
+              "/var/log/kubeadm-join.log", "/var/lib/k8s-offline",
+              "/etc/kubernetes", "/etc/containerd/config.toml",
+              "/etc/crictl.yaml", "/usr/bin/kubeadm", "/tmp/x", "/tmp/evil")
+
+
+def real_state():
     found = {}
-    for folder, dirs, files in os.walk(root):
+    for path in REAL_PATHS:
+        try:
+            st = os.lstat(path)
+            found[path] = (st.st_mode, st.st_size, st.st_mtime)
+        except OSError:
+            found[path] = None
+    return found
+
+
+def tree(path):
+    """Every file, folder, FIFO and link below path with its mode and
+    content (sha256 of a file, target of a link): links and FIFOs are
+    listed, never read or followed.  The run log is left out."""
+    found = {}
+    for folder, dirs, files in os.walk(path):
         for name in dirs + files:
             full = os.path.join(folder, name)
-            rel = os.path.relpath(full, root)
-            if rel == "var/log/k8s-offline.log":
+            rel = os.path.relpath(full, path)
+            if rel.endswith("var/log/k8s-offline.log"):
                 continue
             st = os.lstat(full)
             digest = None
             if stat.S_ISREG(st.st_mode):
                 with open(full, "rb") as handle:
                     digest = sha256(handle.read())
-            found[rel] = (stat.S_IMODE(st.st_mode), digest)
+            elif stat.S_ISLNK(st.st_mode):
+                digest = os.readlink(full)
+            found[rel] = (st.st_mode, digest)
     return found
 
 
@@ -441,8 +469,7 @@ class FakeRunner(ko.Runner):
                                     % argv[0])
         rc, out = self.answer(argv)
         if tee:
-            with open(tee, "w") as handle:
-                handle.write(out)
+            tee.write(out)
         return ko.CommandResult(argv, rc, out, "")
 
     def _side_effect_on_failure(self, argv):

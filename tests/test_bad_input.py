@@ -35,6 +35,10 @@ CASES = [
     ("timeout-zero", lambda t, f: ["bundle"] + f + ["--timeout", "0"], "--timeout"),
     ("extra-image-bad-ref", lambda t, f: ["bundle"] + f + ["--extra-image", "UPPER/Case"],
      "bad image reference"),
+    ("extra-image-dash", lambda t, f: ["bundle"] + f + ["--extra-image=-evil.io/x:1"],
+     "bad image reference"),
+    ("extra-image-newline", lambda t, f: ["bundle"] + f + ["--extra-image", "nginx:1\n"],
+     "bad image reference"),
     ("extra-image-bad-digest", lambda t, f: ["bundle"] + f + ["--extra-image", "a@sha256:12"],
      "bad image reference"),
     ("checksum-file-missing", lambda t, f: ["bundle"] + f + ["--checksum-file",
@@ -43,6 +47,9 @@ CASES = [
     ("checksum-file-garbage", lambda t, f: ["bundle"] + f + ["--checksum-file",
                                                               str(_garbage(t))],
      "is not 'SHA256  FILENAME'"),
+    ("checksum-file-fifo", lambda t, f: ["bundle"] + f + ["--checksum-file",
+                                                           _fifo(t)],
+     "--checksum-file"),
     ("output-under-a-file", lambda t, f: ["bundle"] + f + ["--output",
                                                             str(_a_file(t)) + "/x.tar"],
      "cannot write the bundle"),
@@ -83,6 +90,12 @@ def _garbage(tmp):
     return path
 
 
+def _fifo(tmp):
+    path = str(tmp / "sums.fifo")
+    os.mkfifo(path)
+    return path
+
+
 def _a_file(tmp):
     path = tmp / "a-file"
     path.write_text("x")
@@ -94,8 +107,8 @@ def test_bad_input(build, expected, run_cli, bundle_args, tmp_path):
     flags = list(bundle_args) + ["--output", _out(tmp_path),
                                  "--cache-dir", str(tmp_path / "cache")]
     rc, out, err = run_cli(*build(tmp_path, flags))
-    assert rc != 0
-    assert "Traceback" not in err
+    assert rc == 2, err
+    assert "Traceback" not in err and "error: unexpected" not in err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, err
     assert expected in errors[0], errors[0]

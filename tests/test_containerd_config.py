@@ -67,9 +67,23 @@ disabled_plugins = ["cri"]
 #  gid = 0
 """
 
+# /etc/containerd/config.toml of Debian's containerd package (bookworm):
+# its CRI plugin looks for CNI plugins in /usr/lib/cni.
+DEBIAN_CONFIG = """\
+version = 2
+
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "/usr/lib/cni"
+      conf_dir = "/etc/cni/net.d"
+  [plugins."io.containerd.internal.v1.opt"]
+    path = "/var/lib/containerd/opt"
+"""
+
 REAL_RUNNER = ko.Runner   # before install_fake replaces it
 STARTS = {"v1": V1_CONFIG, "v2": V2_CONFIG, "package": PACKAGE_CONFIG,
-          "none": None}
+          "debian": DEBIAN_CONFIG, "none": None}
 
 
 class RealContainerdRunner(sup.FakeRunner):
@@ -115,6 +129,10 @@ def test_runtime_phase_gives_containerd_the_bundled_pause(start, bundle_dir,
         ctx.close()
     config = dump(os.path.join(root, ko.CONTAINERD_CONFIG.lstrip("/")))
     assert config["plugins"]["io.containerd.grpc.v1.cri"]["sandbox_image"] == PAUSE
+    # the CNI plugins go to /opt/cni/bin; Debian's containerd looks in
+    # /usr/lib/cni unless told (found by the air-gap lab's containerd node)
+    cni = config["plugins"]["io.containerd.grpc.v1.cri"]["cni"]
+    assert (cni["bin_dir"], cni["conf_dir"]) == (ko.CNI_BIN_DIR, ko.CNI_CONF_DIR)
     assert not set(config.get("disabled_plugins", [])) & {
         "cri", "io.containerd.grpc.v1.cri"}
     if start == "v2":
@@ -190,4 +208,22 @@ def test_unreadable_containerd_config_stops_preflight(tmp_path, monkeypatch,
     assert code == 2
     assert "cannot read /etc/containerd/config.toml (line 1: arrays of " \
         "tables are not supported)" in err
+    assert sup.snapshot(root) == before
+
+
+@pytest.mark.parametrize("text,words", [
+    ("version = 3\n", "has version = 3; this tool writes versions 1 and 2"),
+    ('disabled_plugins = "cri"\n', "disabled_plugins in /etc/containerd/config.toml "
+                                   "is not a list"),
+    ('version = 2\nplugins = 1\n', "plugins in /etc/containerd/config.toml is not a table")])
+def test_a_config_this_tool_cannot_rewrite_stops_preflight(text, words, tmp_path,
+                                                           monkeypatch, capsys,
+                                                           bundle_dir):
+    root = sup.make_root(str(tmp_path / "root"))
+    sup.install_fake(monkeypatch, root)
+    sup.write(root, ko.CONTAINERD_CONFIG, text)
+    before = sup.snapshot(root)
+    assert ko.main(["master", "--root", root, "--bundle", bundle_dir,
+                    "--no-progress", "--cri", "containerd"]) == 2
+    assert words in capsys.readouterr().err.strip().splitlines()[-1]
     assert sup.snapshot(root) == before

@@ -22,12 +22,16 @@ def make_host(tmp_path, monkeypatch, **facts):
 
 
 def refused(capsys, root, before, argv, expected, runner=None, advice=True):
-    """Run argv; assert one error line containing expected, exit != 0, and
-    the tree unchanged; return the error line."""
+    """Run argv; assert one error line containing expected, exit 2, the
+    tree unchanged and nothing written outside it (the folder holding the
+    root, the real host); return the error line."""
+    outside, real = sup.tree(os.path.dirname(root)), sup.real_state()
     code = ko.main(argv)
     err = capsys.readouterr().err
-    assert code != 0
-    assert "Traceback" not in err
+    assert code == 2, err
+    assert "Traceback" not in err and "error: unexpected" not in err
+    assert sup.tree(os.path.dirname(root)) == outside
+    assert sup.real_state() == real
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, err
     assert err.strip().splitlines()[-1] == errors[0]

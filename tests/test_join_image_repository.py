@@ -90,3 +90,22 @@ def test_spki_of_a_certificate_is_what_kubeadm_hashes(apiserver):
     der = ssl.PEM_cert_to_DER_cert(apiserver.ca_pem.decode())
     assert "sha256:" + hashlib.sha256(ko.certificate_spki(der)).hexdigest() == \
         apiserver.ca_hash
+
+
+@pytest.mark.parametrize("body", [[], {"data": []}, {"data": {"kubeconfig": 7}},
+                                  {"data": {"kubeconfig": "clusters: []\n"}}])
+def test_a_cluster_info_without_a_ca_is_one_line(body, apiserver, bundle_dir,
+                                                 tmp_path, monkeypatch, capsys):
+    root = sup.make_root(str(tmp_path / "root"))
+    sup.install_fake(monkeypatch, root)
+    monkeypatch.setattr(apiserver, "cluster_info", body)
+    before = sup.snapshot(root)
+    assert ko.main(join(root, bundle_dir, apiserver.endpoint,
+                        apiserver.ca_hash)) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == (
+        "error: cannot read the cluster's image repository: the cluster-info of "
+        "%s names no CA: give --image-repository (the master's), or join with "
+        "the join file" % apiserver.endpoint)
+    assert "Traceback" not in err
+    assert sup.snapshot(root) == before

@@ -146,14 +146,3 @@ def test_selinux_config_line_is_rewritten_not_pasted():
         "SELINUX=disabled\n"
     assert ko.selinux_config_permissive("SELINUXTYPE=targeted\n") == \
         "SELINUXTYPE=targeted\nSELINUX=permissive\n"
-
-
-def test_open_firewall_works_with_preflight_skipped(tmp_path, monkeypatch):
-    root = sup.make_root(str(tmp_path / "root"))
-    runner = sup.install_fake(monkeypatch, root)
-    _firewalld(root, runner)
-    bundle = sup.make_bundle(str(tmp_path / "b"))
-    assert ko.main(["master", "--root", root, "--bundle", bundle, "--no-progress",
-                    "--no-wait", "--open-firewall", "--skip-phases",
-                    "preflight,join-file"]) == 0
-    assert runner.ran("firewall-cmd", "--reload")
