@@ -14,19 +14,16 @@ from . import cluster as c
 from .conftest import TIMINGS
 
 CP1, CP2 = "cp1", "cp2"
-HA_EXTRA_FILE = "/root/k8so-lab-kubeadm-extra-ha.yaml"
-#: LAB ONLY: in this sandbox the kubelet of a joining control plane does not know its
-#: ephemeral-storage capacity yet when kubeadm writes the etcd manifest, rejects the etcd static
-#: pod for good ("Failed to admit pod etcd-cp2 ... ephemeral-storage"), and the cluster loses etcd
-#: quorum. Turning local storage capacity isolation off (as kind does where it cannot measure
-#: storage) lets etcd in; the cgroup driver stays the one the tool would set for Docker here.
-HA_EXTRA_YAML = c.EXTRA_YAML + """---
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-cgroupDriver: cgroupfs
-featureGates:
-  LocalStorageCapacityIsolation: false
-"""
+#: LAB ONLY: in this sandbox the kubelet of a joining control plane may not know its
+#: ephemeral-storage capacity yet when kubeadm writes the etcd manifest a few seconds after the
+#: kubelet starts; it then rejects the etcd static pod for good ("Failed to admit pod etcd-cp2 ...
+#: ephemeral-storage") and the first control plane loses etcd quorum. A kubelet restart admits
+#: it. This watcher restarts the kubelet once, only if etcd is not running 15 s after its manifest
+#: appeared, and says so in its log (the test prints it).
+ETCD_WATCH = ("nohup sh -c 'for i in $(seq 1 600); do [ -f /etc/kubernetes/manifests/etcd.yaml ] && break; "
+              "sleep 1; done; sleep 15; if docker ps --format {{.Names}} | grep -q ^k8s_etcd_; then "
+              "echo etcd running: no restart; else echo etcd not admitted: restarting the kubelet; "
+              "systemctl restart kubelet; fi' >/var/log/k8so-lab-etcd-watch.log 2>&1 &")
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +34,9 @@ def nodes(lab, bundle):
 
 def test_1_first_master_with_an_endpoint(nodes, workdir, state):
     n1, _ = nodes
-    n1.exec(["sh", "-c", "cat > %s" % HA_EXTRA_FILE], input=HA_EXTRA_YAML)
     p = c.tool_node(n1, ["master", "--apiserver-advertise-address", n1.ip(),
                          "--control-plane-endpoint", "%s:6443" % n1.ip(), "--upload-certs",
-                         "--kubeadm-config-extra", HA_EXTRA_FILE, "--no-wait"], workdir, "ha-master.log")
+                         "--kubeadm-config-extra", c.EXTRA_FILE, "--no-wait"], workdir, "ha-master.log")
     assert p.returncode == 0, "master --control-plane-endpoint failed (see %s)" % (workdir / "ha-master.log")
     c.wait_nodes_ready(n1, [CP1])
     state["master"] = True
@@ -50,8 +46,11 @@ def test_2_second_control_plane_joins(nodes, workdir, state):
     c.need(state, "master")
     n1, n2 = nodes
     c.copy_file(n1, c.MASTER_JOIN_FILE, n2, c.WORKER_JOIN_FILE, workdir)
+    n2.exec(["sh", "-c", ETCD_WATCH])
     p = c.tool_node(n2, ["join", "--control-plane", "--join-file", c.WORKER_JOIN_FILE,
                          "--apiserver-advertise-address", n2.ip(), "--no-wait"], workdir, "ha-join.log")
+    c.log("lab etcd watch on %s: %s" % (CP2, n2.sh_out(["cat", "/var/log/k8so-lab-etcd-watch.log"],
+                                                       check=False)))
     assert p.returncode == 0, "join --control-plane failed (see %s)" % (workdir / "ha-join.log")
     TIMINGS["join --control-plane --no-wait whole"] = c.total_seconds(p, "join")
     c.wait_nodes_ready(n1, [CP1, CP2])
