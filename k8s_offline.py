@@ -2908,6 +2908,18 @@ def last_line(text):
     return lines[-1] if lines else ""
 
 
+def kubeadm_error_line(text):
+    """The line of kubeadm's output that says what went wrong: its last
+    [ERROR ...] or "error execution phase" line, not the footer that points
+    to --v=5 for a stack trace."""
+    lines = [line.strip() for line in (text or "").splitlines()
+             if line.strip() and "to see the stack trace" not in line.lower()]
+    for line in reversed(lines):
+        if line.startswith("[ERROR") or line.lower().startswith("error"):
+            return line
+    return lines[-1] if lines else ""
+
+
 class Host(object):
     """Files of the host, all under ``root`` (``/`` except in tests).
 
@@ -4842,7 +4854,7 @@ def phase_init(ctx):
     if not result.ok:
         raise UserError("kubeadm init failed (exit %d): %s: the full output is "
                         "in %s; fix the cause and run master again" % (
-                            result.returncode, last_line(result.output())
+                            result.returncode, kubeadm_error_line(result.output())
                             or "no output", KUBEADM_INIT_LOG))
     host.save_state(init="done")
 
@@ -5334,6 +5346,21 @@ def _utc(seconds):
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
 
 
+# kubeadm join refuses the name of a Node the cluster lists as Ready; a node
+# reset moments ago stays Ready for the node monitor's grace period (40 s by
+# default), so join tries again for a bounded while.
+STALE_NODE_WAIT = 90
+STALE_NODE_RETRY = 15
+
+
+def stale_ready_node(output):
+    """The node name when kubeadm refused to join because the cluster still
+    has a Ready Node of that name, else None."""
+    match = re.search(r'a Node with name "([^"]+)" and status "Ready" already '
+                      r'exists', output or "")
+    return match.group(1) if match else None
+
+
 def explain_join_failure(output):
     text = output or ""
     lowered = text.lower()
@@ -5346,8 +5373,14 @@ def explain_join_failure(output):
             "jws signature" in lowered or "unauthorized" in lowered:
         return ("the join token was refused (tokens expire after 24 hours): run "
                 "`k8s_offline.py token` on the master for a new join file")
+    node = stale_ready_node(text)
+    if node:
+        return ("the cluster still has a Ready node named %s (kubeadm refuses "
+                "to join under its name): on a master run `k8s_offline.py "
+                "remove-node %s`, then join again" % (node, node))
     return "kubeadm join failed: %s: the full output is in %s" % (
-        last_line(text) or "no output", KUBEADM_JOIN_LOG)
+        kubeadm_error_line(text) or "no output", KUBEADM_JOIN_LOG)
+
 
 
 def phase_join(ctx):
@@ -5370,10 +5403,20 @@ def phase_join(ctx):
     argv = ["kubeadm", "join", "--config", JOIN_CONFIG] + \
         ignore_preflight_args(ctx)
     host.makedirs(os.path.dirname(KUBEADM_JOIN_LOG))
-    result = ctx.runner.run(argv, timeout=1800, check=False,
-                            tee=host.path(KUBEADM_JOIN_LOG))
-    if not result.ok:
-        raise UserError(explain_join_failure(result.output()))
+    give_up = now() + STALE_NODE_WAIT
+    while True:
+        result = ctx.runner.run(argv, timeout=1800, check=False,
+                                tee=host.path(KUBEADM_JOIN_LOG))
+        if result.ok:
+            break
+        stale = stale_ready_node(result.output())
+        if not stale or now() + STALE_NODE_RETRY > give_up:
+            raise UserError(explain_join_failure(result.output()))
+        log.info("  the cluster still lists node %s as Ready (reset moments "
+                 "ago?): trying again in %d s, for at most %d s", stale,
+                 STALE_NODE_RETRY, STALE_NODE_WAIT)
+        sleep(STALE_NODE_RETRY)
+        reset_partial(ctx, "kubeadm join")
     host.save_state(join="done")
 
 

@@ -471,6 +471,68 @@ def test_join_expired_token_refused_by_kubeadm(host, bundle_dir, capsys):
         capsys.readouterr().err
 
 
+KUBEADM_NODE_EXISTS = (
+    "[preflight] Running pre-flight checks\n"
+    "[kubelet-start] Checking for an existing Node in the cluster with name "
+    "\"worker-1\" and status \"Ready\"\n"
+    "error execution phase kubelet-start: a Node with name \"worker-1\" and "
+    "status \"Ready\" already exists in the cluster. You must delete the "
+    "existing Node or change the name of this new joining Node\n"
+    "To see the stack trace of this error execute with --v=5 or higher\n")
+
+
+def test_explain_join_failure_names_the_reason_not_kubeadm_footer():
+    line = ko.explain_join_failure(KUBEADM_NODE_EXISTS)
+    assert "stack trace" not in line
+    assert "worker-1" in line and "remove-node worker-1" in line
+    other = ko.explain_join_failure(
+        "error execution phase preflight: [preflight] Some fatal errors "
+        "occurred:\n\t[ERROR FileAvailable--etc-kubernetes-kubelet.conf]: "
+        "/etc/kubernetes/kubelet.conf already exists\n"
+        "To see the stack trace of this error execute with --v=5 or higher\n")
+    assert "kubelet.conf already exists" in other and "stack trace" not in other
+
+
+def _join_refused_as_stale(runner, times):
+    """kubeadm join fails `times` times as when the node was reset moments
+    ago and the cluster still lists it as Ready."""
+    runner.fail[("kubeadm", "join")] = times
+    original = runner._execute
+
+    def execute(argv, **kwargs):
+        result = original(argv, **kwargs)
+        if argv[:2] == ["kubeadm", "join"] and not result.ok:
+            result.stderr = KUBEADM_NODE_EXISTS
+        return result
+    runner._execute = execute
+
+
+def _join_by_flags(root, bundle_dir):
+    return run(root, bundle_dir, "join", "--apiserver", "10.1.1.1:6443",
+               "--token", sup.TOKEN, "--discovery-token-ca-cert-hash",
+               sup.CA_HASH, "--no-wait", "--image-repository", "k8s.gcr.io")
+
+
+def test_join_right_after_reset_waits_for_the_old_node(host, bundle_dir):
+    root, runner = host
+    _join_refused_as_stale(runner, 2)
+    assert _join_by_flags(root, bundle_dir) == 0
+    assert len(runner.ran("kubeadm", "join")) == 3
+    # each refused attempt is undone before the next one
+    assert len(runner.ran("kubeadm", "reset", "-f")) >= 2
+
+
+def test_join_gives_up_on_a_node_that_stays_ready(host, bundle_dir, capsys):
+    root, runner = host
+    _join_refused_as_stale(runner, 1000)
+    started = runner.clock["t"]
+    assert _join_by_flags(root, bundle_dir) == 2
+    attempts = len(runner.ran("kubeadm", "join"))
+    assert 2 <= attempts <= 1 + ko.STALE_NODE_WAIT // ko.STALE_NODE_RETRY
+    assert runner.clock["t"] - started <= ko.STALE_NODE_WAIT
+    assert "remove-node worker-1" in capsys.readouterr().err
+
+
 def test_every_run_is_logged_0600(host, bundle_dir, tmp_path):
     root, runner = host
     assert run(root, bundle_dir, "master", "--no-wait", "--join-file",
