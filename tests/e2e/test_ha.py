@@ -71,7 +71,8 @@ def test_2_second_control_plane_joins(nodes, workdir, state):
 def test_3_etcd_has_two_members(nodes, state):
     c.need(state, "joined")
     n1, n2 = nodes
-    argv = ["exec", "-n", "kube-system", "etcd-" + CP1, "--", "env", "ETCDCTL_API=3", "etcdctl",
+    # etcdctl 3.4 speaks the v3 API by default (the image has no `env` to set ETCDCTL_API)
+    argv = ["exec", "-n", "kube-system", "etcd-" + CP1, "--", "etcdctl",
             "--endpoints", "https://127.0.0.1:2379", "--cacert", "/etc/kubernetes/pki/etcd/ca.crt",
             "--cert", "/etc/kubernetes/pki/etcd/healthcheck-client.crt",
             "--key", "/etc/kubernetes/pki/etcd/healthcheck-client.key", "member", "list", "-w", "simple"]
