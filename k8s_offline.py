@@ -3989,12 +3989,15 @@ def phase_preflight(ctx):
                       "(hostnamectl set-hostname) or use --node-name" % name)
     check_firewalld_selinux(ctx, master)
     backend = iptables_backend(ctx.runner)
+    version = ctx.bundle.kubernetes_version
+    # kube-proxy's image detects the backend from 1.17 on (kubernetes #82966)
     if backend and backend[1] == "nf_tables" and \
+            parse_version(version)[:2] < (1, 17) and \
             not getattr(args, "iptables_legacy", False):
-        ctx.warn("iptables %s uses the nftables backend, which Kubernetes 1.16 "
-                 "does not support (kube-proxy's rules and the host's diverge): "
-                 "rerun with --iptables-legacy to switch to legacy mode"
-                 % backend[0])
+        ctx.warn("iptables %s uses the nftables backend, which kube-proxy of "
+                 "Kubernetes %s does not support (its rules and the host's "
+                 "diverge): rerun with --iptables-legacy to switch to legacy "
+                 "mode" % (backend[0], version))
     if ctx.role == "master":
         try:
             pod, service = check_cidrs(args.pod_network_cidr, args.service_cidr)
