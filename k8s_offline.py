@@ -5784,10 +5784,18 @@ def cmd_remove_node(args):
     if node is None:
         raise UserError("node %s not found (%s): see `k8s_offline.py status` "
                         "for the node names" % (name, error))
-    ctx.runner.run(ctx.kubectl("drain", name, "--ignore-daemonsets",
-                               "--delete-local-data", "--force",
-                               "--timeout=300s"), timeout=360,
-                   what="kubectl drain")
+    ready, reason = node_ready(node)
+    if ready:
+        ctx.runner.run(ctx.kubectl("drain", name, "--ignore-daemonsets",
+                                   "--delete-local-data", "--force",
+                                   "--timeout=300s"), timeout=360,
+                       what="kubectl drain")
+    else:
+        # No kubelet answers there to evict the pods: a drain would only
+        # wait out its timeout.  Deleting the node lets the cluster
+        # reschedule them.
+        log.warning("warning: node %s is not Ready (%s): deleting it without "
+                    "a drain", name, reason)
     ctx.runner.run(ctx.kubectl("delete", "node", name), what="kubectl delete")
     print("node %s removed; run `k8s_offline.py reset --yes` on it to clean "
           "it up" % name)
