@@ -22,13 +22,16 @@ unit:
 	$(PYTHON) -m pytest tests -q --ignore=tests/e2e
 
 # The air-gap lab: real kubeadm nodes on an internal Docker network.
-# e2e-prepare does the slow, cached part alone (the Kubernetes build, node image).
+# e2e-prepare does the slow, cached part alone (Kubernetes, flanneld + CNI plugins, node image).
+# `make e2e` runs every scenario; `make e2e SCENARIO=seed` (or containerd, ha) runs one alone.
+E2E_SCENARIOS = seed containerd ha
+SCENARIO ?=
 e2e-prepare:
 	$(PYTHON) -m tests.e2e.upstream --prepare
 	$(PYTHON) -m tests.e2e.nodes --image
 
 e2e:
-	$(PYTHON) -m pytest tests/e2e -q -s
+	$(PYTHON) -m pytest -q -s $(addprefix tests/e2e/test_,$(addsuffix .py,$(or $(SCENARIO),$(E2E_SCENARIOS))))
 
 bench:
 	$(PYTHON) tests/bench/bench_bundle.py

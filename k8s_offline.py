@@ -3990,12 +3990,15 @@ def phase_preflight(ctx):
                       "(hostnamectl set-hostname) or use --node-name" % name)
     check_firewalld_selinux(ctx, master)
     backend = iptables_backend(ctx.runner)
+    version = ctx.bundle.kubernetes_version
+    # kube-proxy's image detects the backend from 1.17 on (kubernetes #82966)
     if backend and backend[1] == "nf_tables" and \
+            parse_version(version)[:2] < (1, 17) and \
             not getattr(args, "iptables_legacy", False):
-        ctx.warn("iptables %s uses the nftables backend, which Kubernetes 1.16 "
-                 "does not support (kube-proxy's rules and the host's diverge): "
-                 "rerun with --iptables-legacy to switch to legacy mode"
-                 % backend[0])
+        ctx.warn("iptables %s uses the nftables backend, which kube-proxy of "
+                 "Kubernetes %s does not support (its rules and the host's "
+                 "diverge): rerun with --iptables-legacy to switch to legacy "
+                 "mode" % (backend[0], version))
     if ctx.role == "master":
         try:
             pod, service = check_cidrs(args.pod_network_cidr, args.service_cidr)
@@ -5782,10 +5785,18 @@ def cmd_remove_node(args):
     if node is None:
         raise UserError("node %s not found (%s): see `k8s_offline.py status` "
                         "for the node names" % (name, error))
-    ctx.runner.run(ctx.kubectl("drain", name, "--ignore-daemonsets",
-                               "--delete-local-data", "--force",
-                               "--timeout=300s"), timeout=360,
-                   what="kubectl drain")
+    ready, reason = node_ready(node)
+    if ready:
+        ctx.runner.run(ctx.kubectl("drain", name, "--ignore-daemonsets",
+                                   "--delete-local-data", "--force",
+                                   "--timeout=300s"), timeout=360,
+                       what="kubectl drain")
+    else:
+        # No kubelet answers there to evict the pods: a drain would only
+        # wait out its timeout.  Deleting the node lets the cluster
+        # reschedule them.
+        log.warning("warning: node %s is not Ready (%s): deleting it without "
+                    "a drain", name, reason)
     ctx.runner.run(ctx.kubectl("delete", "node", name), what="kubectl delete")
     print("node %s removed; run `k8s_offline.py reset --yes` on it to clean "
           "it up" % name)

@@ -153,11 +153,24 @@ def test_warnings_for_selinux_firewalld_nftables(tmp_path, monkeypatch, capsys,
     assert "warning: SELinux is enforcing" in err
     assert "warning: firewalld is active" in err
     assert "--iptables-legacy" in err
+    assert "kube-proxy of Kubernetes v1.16.0 does not support" in err
     assert not runner.ran("update-alternatives")
     assert ko.main(master(root, bundle_dir, "--no-wait", "--iptables-legacy",
                           "--skip-phases", "join-file")) == 0
     assert runner.ran("update-alternatives", "--set", "iptables",
                       "/usr/sbin/iptables-legacy")
+
+
+def test_nftables_warning_only_where_kube_proxy_cannot_detect_it(
+        tmp_path, monkeypatch, capsys):
+    """kube-proxy's image detects the iptables backend from 1.17 (#82966);
+    the lab runs v1.20.2 on nftables nodes with pod traffic across them."""
+    root, runner = make_host(tmp_path, monkeypatch)
+    runner.cluster.iptables = "iptables v1.8.7 (nf_tables)"
+    bundle = sup.make_bundle(str(tmp_path / "b"), version="v1.20.2")
+    assert ko.main(master(root, bundle, "--no-wait", "--skip-phases",
+                          "join-file")) == 0
+    assert "nftables backend" not in capsys.readouterr().err
 
 
 def test_existing_cluster_not_ours(tmp_path, monkeypatch, capsys, bundle_dir):

@@ -383,6 +383,19 @@ def test_remove_node_drains_then_deletes(host, capsys):
     assert "node node-z not found" in capsys.readouterr().err
 
 
+def test_remove_node_of_a_gone_node_deletes_without_draining(host, capsys):
+    """A node whose kubelet is gone cannot evict its pods: a drain would
+    wait out its whole timeout (300 s in the lab), so the node is deleted."""
+    root, runner = host
+    sup.write(root, ko.ADMIN_CONF, "x")
+    runner.cluster.node_ready = False
+    assert ko.main(["remove-node", "node-b", "--root", root]) == 0
+    cmds = [" ".join(a) for a in runner.commands()]
+    assert not [c for c in cmds if " drain " in c]
+    assert [c for c in cmds if c.endswith("delete node node-b")]
+    assert "not Ready" in capsys.readouterr().err
+
+
 def test_reset_removes_what_we_added(host, bundle_dir, tmp_path):
     root, runner = host
     assert run(root, bundle_dir, "master", "--no-wait", "--join-file",

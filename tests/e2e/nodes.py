@@ -307,13 +307,13 @@ class Node(object):
             "docker-ps.txt": ["docker", "ps", "-a"],
             "docker-images.txt": ["docker", "images", "--digests"],
             "docker-image-events.log": ["cat", "/var/log/k8so-lab-docker-events.log"],
-            "pods.txt": ["sh", "-c", "kubectl --kubeconfig /etc/kubernetes/admin.conf get pods -A "
-                         "-o wide; kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes -o wide; "
-                         "kubectl --kubeconfig /etc/kubernetes/admin.conf get events -A"],
+            "pods.txt": ["sh", "-c", "k='kubectl --kubeconfig /etc/kubernetes/admin.conf "
+                         "--request-timeout 10s'; $k get pods -A -o wide; $k get nodes -o wide; "
+                         "$k get events -A"],
         }
         for fname, argv in cmds.items():
             p = subprocess.run(["docker", "exec", self.container] + argv, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, timeout=120)
+                               stderr=subprocess.STDOUT, timeout=60)
             (dest / fname).write_bytes(p.stdout)
         found = subprocess.run(["docker", "exec", self.container, "find", "/", "-xdev", "(", "-name",
                                 "kubeadm-init.log", "-o", "-name", "kubeadm-join.log", "-o", "-name",
@@ -328,6 +328,15 @@ class Node(object):
         p = subprocess.run(["docker", "logs", self.container], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT)
         (dest / "console.log").write_bytes(p.stdout)
+
+
+def dead_gateway(node):
+    """The last host address of the node's eth0 subnet: on the lab's internal network nobody
+    holds it (Docker hands addresses out from the bottom), so a route via it leads nowhere."""
+    import ipaddress
+    cidr = node.sh_out(["ip", "-4", "-o", "addr", "show", "dev", "eth0"], quiet=True).split()[3]
+    net = ipaddress.ip_interface(cidr).network
+    return str(net.broadcast_address - 1)
 
 
 class Lab(object):
@@ -383,6 +392,10 @@ class Lab(object):
         # 10.96.0.1 (looked up before DNAT) still works for host-network processes.
         node.exec(["ip", "route", "del", "default"], check=False)
         node.exec(["ip", "route", "add", SERVICE_CIDR, "dev", "eth0"])
+        # A real host has a default route, and flanneld picks its interface from it ("failed to
+        # get default interface" without one). Give the node one via an address nobody holds on
+        # the internal network (its last host address): still no way out.
+        node.exec(["ip", "route", "add", "default", "via", dead_gateway(node), "dev", "eth0"])
         return node
 
     def remove_node(self, name, save_logs=True):

@@ -67,7 +67,7 @@ KUBECTL = ["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", "--request-t
 def export_images(upstream, dest):
     """docker-archive files of every served image, named as kubeadm/flannel expect them."""
     dest.mkdir(parents=True, exist_ok=True)
-    images = upstream.build.images()
+    images = upstream.build.kubeadm_images()
     archives = []
     for ref in images:
         name = ("quay.io/" if ref.startswith("coreos/") else "k8s.gcr.io/") + ref

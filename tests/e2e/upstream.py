@@ -11,14 +11,21 @@ private apt state (deb-src list, lists and archives all under the cache dir).
 
 What is real and what is a placeholder (printed by describe()):
 - real: kubeadm, kubelet, kubectl, kube-apiserver, kube-controller-manager, kube-scheduler,
-  kube-proxy (built from source), pause (kubernetes' pause.c), etcd (Debian's etcd-server),
-  CNI plugins bridge/host-local/portmap/loopback/... (Debian's containernetworking-plugins).
-- placeholders (cannot be built here): coredns:1.7.0 and coreos/flannel:v0.11.0-amd64 images,
-  the flannel CNI plugin binary, and crictl.
+  kube-proxy (built from source), pause (kubernetes' pause.c), etcd + etcdctl (Debian's
+  etcd-server and etcd-client), flanneld and the CNI plugins flannel/bridge/host-local/portmap/
+  loopback (built from the upstream release sources, see netbuild.py), and a busybox test image
+  (Debian's busybox-static) that the tests ship with --extra-image.
+- placeholders (cannot be built here): the coredns:1.7.0 image (busybox httpd answering CoreDNS's
+  /health and /ready probes, no DNS) and crictl. Without the upstream sources, flannel and its
+  CNI plugin fall back to placeholders too, and the lab says so loudly.
+
+The registry serves kubeadm's images at the root (k8s.gcr.io's layout) and again under
+google_containers/ (registry.aliyuncs.com's layout, for the seed's --image-repository).
 """
 
 import argparse
 import functools
+import hashlib
 import http.server
 import io
 import json
@@ -26,20 +33,21 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
-from . import ociimage
+from . import netbuild, ociimage
 from .common import (CACHE_DIR, DEBIAN_MIRROR, DEBIAN_SUITE, K8S_VERSION, free_port, log, out,
                      require_tools, run, sha256_file, write_json)
 
 #: Bump when the build of the binaries changes (forces the slow Go build).
 RECIPE = "3"
 #: Bump when the images, the file layout or the checksums change (cheap: no Go build).
-SERVE_RECIPE = "2"
+SERVE_RECIPE = "3"
 
 ARCH = "amd64"
 K8S_BINARIES = ["kubeadm", "kubelet", "kubectl", "kube-apiserver", "kube-controller-manager",
@@ -49,9 +57,14 @@ PAUSE_TAG = "3.2"
 ETCD_TAG = "3.4.13-0"
 COREDNS_TAG = "1.7.0"
 FLANNEL_REPO = "coreos/flannel"
-#: flannel tags served (placeholders): v0.11.0 as a signed schema1 manifest, as quay.io served
-#: it; later ones as schema2. k8s_offline.py uses v0.11.0 for 1.16/1.17 and v0.13.0 for 1.20.
-FLANNEL_TAGS = [("v0.11.0-amd64", True), ("v0.12.0-amd64", False), ("v0.13.0-amd64", False)]
+#: Where registry.aliyuncs.com keeps kubeadm's images (the seed's --image-repository).
+ALIYUN_HOST = "registry.aliyuncs.com"
+ALIYUN_PREFIX = "google_containers"
+SEED_IMAGE_REPOSITORY = ALIYUN_HOST + "/" + ALIYUN_PREFIX
+#: The test pods' image: Debian's busybox-static, shipped through `bundle --extra-image`.
+BUSYBOX_REPO = "library/busybox"
+TEST_IMAGE = "docker.io/%s:1.35.0" % BUSYBOX_REPO
+BUSYBOX = "/bin/busybox"
 CNI_VERSION = "v0.8.7"
 CRICTL_VERSION = "v1.20.0"
 
@@ -65,6 +78,8 @@ DL_PATH = "dl.k8s.io/release/%s/bin/linux/%s" % (K8S_VERSION, ARCH)
 #: Debian packages the build reads from the host (installed by CI, never by the lab).
 HOST_PACKAGES = ["golang-go", "golang-github-modern-go-reflect2-dev", "etcd-server",
                  "containernetworking-plugins", "iptables", "conntrack"]
+#: Host packages only the served images read (part of the serve key, not the slow build's key).
+SERVE_HOST_PACKAGES = ["etcd-client", "busybox-static", "coreutils"]
 REFLECT2_SRC = "/usr/share/gocode/src/github.com/modern-go/reflect2"
 DEBIAN_CNI_DIR = "/usr/lib/cni"
 PLACEHOLDER_LABEL = "org.k8s-offline.lab.placeholder"
@@ -96,13 +111,44 @@ echo '{"cniVersion": "0.3.1", "code": 100, "msg": "k8s-offline-lab placeholder f
 exit 1
 """
 
-CRICTL_PLACEHOLDER = """#!/bin/sh
-# k8s-offline-lab PLACEHOLDER: cri-tools cannot be built offline here.
-case "$1" in
-  --version|-v) echo "crictl version %s-k8s-offline-lab-placeholder"; exit 0 ;;
+CRICTL_PLACEHOLDER = r"""#!/bin/sh
+# k8s-offline-lab PLACEHOLDER crictl: cri-tools cannot be built offline here. It answers only what
+# kubeadm 1.20 asks crictl on a containerd node (info, inspecti, pods -q, stopp, rmp, pull), through
+# containerd's own `ctr`, and refuses every pull (the nodes are air-gapped).
+sock=/run/containerd/containerd.sock
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -r|--runtime-endpoint|-i|--image-endpoint) sock="${2#unix://}"; shift 2 ;;
+    --runtime-endpoint=*|--image-endpoint=*) sock="${1#*=}"; sock="${sock#unix://}"; shift ;;
+    --version|-v) echo "crictl version %s-k8s-offline-lab-placeholder"; exit 0 ;;
+    -*) shift ;;
+    *) break ;;
+  esac
+done
+cmd="$1"; [ $# -gt 0 ] && shift
+ctr() { command ctr --address "$sock" -n k8s.io "$@"; }
+case "$cmd" in
+  info)
+    command ctr --address "$sock" plugins ls | awk '$1 == "io.containerd.grpc.v1" && $2 == "cri" && $NF == "ok" {f=1} END {exit !f}' \
+      || { echo "crictl (lab placeholder): containerd's CRI plugin is not running at $sock" >&2; exit 1; } ;;
+  inspecti)
+    name="$1"
+    case "$name" in */*) ;; *) name="docker.io/library/$name" ;; esac
+    case "${name%%%%/*}" in *.*|*:*|localhost) ;; *) name="docker.io/$name" ;; esac
+    case "${name##*/}" in *:*|*@*) ;; *) name="$name:latest" ;; esac
+    [ -n "$(ctr images ls -q "name==$name")" ] || { echo "crictl (lab placeholder): no image $name" >&2; exit 1; } ;;
+  pods)
+    ctr containers ls -q 'labels."io.cri-containerd.kind"==sandbox' ;;
+  stopp)
+    ctr tasks kill -s KILL "$1" >/dev/null 2>&1; ctr tasks delete -f "$1" >/dev/null 2>&1; true ;;
+  rmp)
+    ctr containers delete "$1" ;;
+  pull)
+    echo "crictl (lab placeholder): refusing to pull $1: this node is air-gapped" >&2; exit 1 ;;
+  *)
+    echo "crictl (lab placeholder): '$cmd' is not supported (cri-tools cannot be built offline here)" >&2
+    exit 1 ;;
 esac
-echo "crictl: k8s-offline-lab PLACEHOLDER (cri-tools cannot be built offline here)" >&2
-exit 1
 """ % CRICTL_VERSION
 
 
@@ -161,15 +207,26 @@ def compute_key():
 
 # --------------------------------------------------------------------------- build
 
-class Build(object):
-    """Paths of one cached upstream build."""
+def serve_key(net):
+    """Key of the served images and files: recipe, network build, host packages they copy."""
+    vers = out(["dpkg-query", "-W", "-f", "${Package}=${Version}\n"] + SERVE_HOST_PACKAGES, quiet=True)
+    # this module and ociimage.py write the images: any change to them is a new serve key
+    code = "".join(Path(m.__file__).read_text() for m in (sys.modules[__name__], ociimage))
+    material = "\n".join([SERVE_RECIPE, net.key or "placeholder-network", vers, code])
+    return hashlib.sha256(material.encode()).hexdigest()[:12]
 
-    def __init__(self, key):
+
+class Build(object):
+    """Paths of one cached upstream build (binaries by key, served images and files by serve
+    key), and the network build it serves (net.real False: placeholders)."""
+
+    def __init__(self, key, net=None, skey=None):
         self.key = key
+        self.net = net
         self.root = CACHE_DIR / "upstream" / key
         self.bin = self.root / "bin"
         self.bin_stamp = self.bin / ".complete"
-        serve = self.root / ("serve-" + SERVE_RECIPE)
+        serve = self.root / ("serve-%s-%s" % (SERVE_RECIPE, skey or "none"))
         self.serve = serve
         self.oci = serve / "layouts"
         self.files = serve / "files"
@@ -182,8 +239,16 @@ class Build(object):
         return self.bin_stamp.exists() and self.stamp.exists()
 
     def images(self):
-        """Every image the lab registry serves, as repo:tag."""
+        """Every image the lab registry serves, as repo:tag (aliases included)."""
         return json.loads(self.stamp.read_text())["images"]
+
+    def kubeadm_images(self):
+        """The images kubeadm and the flannel manifest name, at their k8s.gcr.io / quay.io paths."""
+        return [r for r in self.images() if not r.startswith((ALIYUN_PREFIX + "/", BUSYBOX_REPO + ":"))]
+
+    @property
+    def real_network(self):
+        return self.net is not None and self.net.real
 
 
 def _download(url, dest, sha):
@@ -261,22 +326,8 @@ def build_placeholder(build, image_name):
     return path
 
 
-def image_specs(build):
-    """[(repo path in the registry, tag, layers kwargs, schema1)] for every image the lab serves."""
-    labels = {"org.k8s-offline.lab": "built from source by the k8s-offline air-gap lab"}
-    specs = []
-    for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
-        layer = ociimage.Layer()
-        layer.add_dir("tmp", 0o1777)
-        layer.add_file("usr/local/bin/" + name, build.bin / name, 0o755)
-        specs.append((name, K8S_VERSION, dict(layers=[layer], entrypoint=["/usr/local/bin/" + name],
-                                              labels=labels), False))
-    # kube-proxy with iptables (nft flavour, as on Debian 12 nodes) and conntrack.
-    layer = ociimage.Layer()
-    layer.add_dir("tmp", 0o1777)
-    layer.add_dir("run", 0o755)
-    layer.add_dir("var/run", 0o755)
-    layer.add_file("usr/local/bin/kube-proxy", build.bin / "kube-proxy", 0o755)
+def add_iptables(layer):
+    """iptables (nft flavour, as on Debian 12 nodes, and legacy) and conntrack, with their libs."""
     for tool in ("/usr/sbin/xtables-nft-multi", "/usr/sbin/xtables-legacy-multi", "/usr/sbin/conntrack"):
         layer.add_host_file_with_libs(tool)
     xt = Path("/usr/lib/x86_64-linux-gnu/xtables")
@@ -287,29 +338,97 @@ def image_specs(build):
             layer.add_symlink("usr/sbin/%s%s" % (fam, suffix), "xtables-nft-multi")
             layer.add_symlink("usr/sbin/%s-nft%s" % (fam, suffix), "xtables-nft-multi")
             layer.add_symlink("usr/sbin/%s-legacy%s" % (fam, suffix), "xtables-legacy-multi")
-    specs.append(("kube-proxy", K8S_VERSION, dict(layers=[layer], entrypoint=["/usr/local/bin/kube-proxy"],
-                                                  labels=labels), False))
+
+
+def add_busybox(layer, applets):
+    """Debian's static busybox at /bin/busybox with symlinks for the applets named."""
+    layer.add_file(BUSYBOX, BUSYBOX, 0o755)
+    for applet in applets:
+        layer.add_symlink("bin/" + applet, "busybox")
+
+
+COREDNS_PLACEHOLDER = """#!/bin/sh
+# k8s-offline-lab PLACEHOLDER coredns: CoreDNS cannot be built offline here. This answers the
+# probes of kubeadm's CoreDNS Deployment (/health on 8080, /ready on 8181) and serves NO DNS.
+echo "k8s-offline-lab PLACEHOLDER coredns %s: answers /health and /ready, serves no DNS" >&2
+httpd -p 8080 -h /k8so-lab-probes
+exec httpd -f -p 8181 -h /k8so-lab-probes
+""" % COREDNS_TAG
+
+
+def image_specs(build):
+    """[(repo paths in the registry, tag, layers kwargs, schema1)] for every image the lab serves.
+    kubeadm's images are pushed at the root and under google_containers/ (aliyun's layout)."""
+    labels = {"org.k8s-offline.lab": "built from source by the k8s-offline air-gap lab"}
+    specs = []
+
+    def kubeadm_image(name, tag, kw):
+        specs.append(([name, ALIYUN_PREFIX + "/" + name], tag, kw, False))
+
+    for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        layer = ociimage.Layer()
+        layer.add_dir("tmp", 0o1777)
+        layer.add_file("usr/local/bin/" + name, build.bin / name, 0o755)
+        kubeadm_image(name, K8S_VERSION, dict(layers=[layer], entrypoint=["/usr/local/bin/" + name],
+                                              labels=labels))
+    layer = ociimage.Layer()
+    layer.add_dir("tmp", 0o1777)
+    layer.add_dir("run", 0o755)
+    layer.add_dir("var/run", 0o755)
+    layer.add_file("usr/local/bin/kube-proxy", build.bin / "kube-proxy", 0o755)
+    add_iptables(layer)
+    kubeadm_image("kube-proxy", K8S_VERSION, dict(layers=[layer], entrypoint=["/usr/local/bin/kube-proxy"],
+                                                  labels=labels))
     layer = ociimage.Layer()
     layer.add_file("pause", build.bin / "pause", 0o755)
-    specs.append(("pause", PAUSE_TAG, dict(layers=[layer], entrypoint=["/pause"], labels=labels), False))
+    kubeadm_image("pause", PAUSE_TAG, dict(layers=[layer], entrypoint=["/pause"], labels=labels))
     layer = ociimage.Layer()
     layer.add_dir("tmp", 0o1777)
     layer.add_dir("var/lib/etcd", 0o700)
     layer.add_host_file_with_libs("/usr/bin/etcd", "/usr/local/bin/etcd", 0o755)
-    specs.append(("etcd", ETCD_TAG, dict(layers=[layer], entrypoint=["/usr/local/bin/etcd"],
-                                         labels=labels), False))
-    placeholders = [("coredns", COREDNS_TAG, ["coredns"], False)] + [
-        (FLANNEL_REPO, tag, ["opt/bin/flanneld", "bin/cp"], s1) for tag, s1 in FLANNEL_TAGS]
-    for repo, tag, paths, schema1 in placeholders:
-        ref = "%s:%s" % (repo, tag)
+    layer.add_host_file_with_libs("/usr/bin/etcdctl", "/usr/local/bin/etcdctl", 0o755)
+    kubeadm_image("etcd", ETCD_TAG, dict(layers=[layer], entrypoint=["/usr/local/bin/etcd"], labels=labels))
+
+    ref = "coredns:%s" % COREDNS_TAG
+    layer = ociimage.Layer()
+    add_busybox(layer, ["sh", "httpd"])
+    layer.add_bytes("coredns", COREDNS_PLACEHOLDER, 0o755)
+    for probe in ("health", "ready"):
+        layer.add_bytes("k8so-lab-probes/" + probe, "OK (k8s-offline-lab placeholder coredns)\n")
+    layer.add_bytes("PLACEHOLDER.txt", "k8s-offline-lab placeholder for %s: not buildable offline\n" % ref)
+    kubeadm_image("coredns", COREDNS_TAG, dict(layers=[layer], entrypoint=["/coredns"],
+                                               labels={PLACEHOLDER_LABEL: ref}))
+
+    flannel_tag = "%s-%s" % (build.net.flannel_version, ARCH)
+    if build.real_network:
+        layer = ociimage.Layer()
+        for d in ("tmp", "run", "var/run", "etc/kube-flannel"):
+            layer.add_dir(d, 0o1777 if d == "tmp" else 0o755)
+        layer.add_host_file_with_libs(str(build.net.flanneld), "/opt/bin/flanneld", 0o755)
+        layer.add_host_file_with_libs("/usr/bin/cp", "/bin/cp", 0o755)
+        add_iptables(layer)
+        specs.append(([FLANNEL_REPO], flannel_tag, dict(
+            layers=[layer], entrypoint=["/opt/bin/flanneld"],
+            labels={"org.k8s-offline.lab": "flanneld %s built from its release source by the "
+                    "k8s-offline air-gap lab" % build.net.flannel_version}), False))
+    else:
+        ref = "%s:%s" % (FLANNEL_REPO, flannel_tag)
         prog = build_placeholder(build, ref)
         layer = ociimage.Layer()
         layer.add_file("k8s-offline-lab-placeholder", prog, 0o755)
-        for p in paths:
-            layer.add_symlink(p, "/k8s-offline-lab-placeholder")
+        for path in ("opt/bin/flanneld", "bin/cp"):
+            layer.add_symlink(path, "/k8s-offline-lab-placeholder")
         layer.add_bytes("PLACEHOLDER.txt", "k8s-offline-lab placeholder for %s: not buildable offline\n" % ref)
-        specs.append((repo, tag, dict(layers=[layer], entrypoint=["/" + paths[0]],
-                                      labels={PLACEHOLDER_LABEL: ref}), schema1))
+        specs.append(([FLANNEL_REPO], flannel_tag, dict(layers=[layer], entrypoint=["/opt/bin/flanneld"],
+                                                        labels={PLACEHOLDER_LABEL: ref}), False))
+
+    layer = ociimage.Layer()
+    layer.add_dir("tmp", 0o1777)
+    add_busybox(layer, ["sh", "httpd", "wget", "nc", "sleep", "cat", "echo", "mkdir", "hostname",
+                        "ip", "ls", "ps", "nslookup", "timeout"])
+    specs.append(([BUSYBOX_REPO], TEST_IMAGE.rsplit(":", 1)[1], dict(
+        layers=[layer], cmd=["sh"], labels={"org.k8s-offline.lab": "test image: Debian's busybox-static"}),
+        False))
     return specs
 
 
@@ -327,8 +446,11 @@ def build_files(build):
         sums.append((digest, b))
     cni = build.files / CNI_PATH
     cni.parent.mkdir(parents=True)
-    _write_tgz(cni, [("./" + p.name, str(p), None) for p in sorted(Path(DEBIAN_CNI_DIR).iterdir())]
-               + [("./flannel", None, CNI_FLANNEL_PLACEHOLDER)])
+    if build.real_network:  # the plugins built from the CNI plugins' release source
+        _write_tgz(cni, [("./" + p.name, str(p), None) for p in sorted(build.net.cni_dir.iterdir())])
+    else:
+        _write_tgz(cni, [("./" + p.name, str(p), None) for p in sorted(Path(DEBIAN_CNI_DIR).iterdir())
+                         if p.name != "flannel"] + [("./flannel", None, CNI_FLANNEL_PLACEHOLDER)])
     sums.append((sha256_file(cni), CNI_TGZ))
     crictl = build.files / CRICTL_PATH
     crictl.parent.mkdir(parents=True)
@@ -369,10 +491,16 @@ def prepare(force=False):
 
 def _prepare(force):
     require_tools(["apt-get", "dpkg-source", "go", "make", "gcc", "rsync", "skopeo",
-                   "docker-registry", "ldd", "strip"])
+                   "docker-registry", "ldd", "strip", "etcdctl", "busybox"])
     t0 = time.monotonic()
     key, uris = compute_key()
-    build = Build(key)
+    net = netbuild.prepare()
+    if net.flannel_version is None:
+        raise RuntimeError("k8s_offline.py names no flannel version for %s" % K8S_VERSION)
+    if net.cni_version != CNI_VERSION:
+        raise RuntimeError("k8s_offline.py bundles CNI plugins %s for %s but the lab serves %s: "
+                           "update tests/e2e/upstream.py" % (net.cni_version, K8S_VERSION, CNI_VERSION))
+    build = Build(key, net, serve_key(net))
     if build.complete and not force:
         log("upstream build %s is cached (%s)" % (key, build.root))
         return build
@@ -393,14 +521,16 @@ def _prepare(force):
     registry = Registry(build.registry, readonly=False)
     registry.start()
     try:
-        for repo, tag, kw, schema1 in specs:
-            layout = build.oci / ("%s_%s" % (repo.replace("/", "_"), tag))
+        for repos, tag, kw, schema1 in specs:
+            layout = build.oci / ("%s_%s" % (repos[0].replace("/", "_"), tag))
             ociimage.write_image_layout(layout, **kw)
-            ociimage.push_layout(layout, "%s/%s:%s" % (registry.host, repo, tag), schema1=schema1)
+            for repo in repos:
+                ociimage.push_layout(layout, "%s/%s:%s" % (registry.host, repo, tag), schema1=schema1)
     finally:
         registry.stop()
     shutil.rmtree(str(build.oci))
-    write_json(build.stamp, {"key": key, "images": ["%s:%s" % (r, t) for r, t, _, _ in specs],
+    write_json(build.stamp, {"key": key, "images": ["%s:%s" % (r, t) for rs, t, _, _ in specs for r in rs],
+                             "real_network": build.real_network,
                              "seconds": round(time.monotonic() - t0)})
     write_json(CACHE_DIR / "upstream" / "latest.json", {"key": key, "uris": uris})
     log("upstream build %s done in %.0fs" % (key, time.monotonic() - t0))
@@ -533,13 +663,18 @@ class Upstream(object):
         self.files.stop()
         self.registry.stop()
 
-    def bundle_args(self):
-        """The `k8s_offline.py bundle` flags that point it at this upstream."""
+    def bundle_args(self, image_repository=None):
+        """The `k8s_offline.py bundle` flags that point it at this upstream: every registry the
+        bundle pulls from (registry.aliyuncs.com and docker.io included) maps to the lab's
+        loopback registry, so nothing reaches a real host. With the seed's image repository,
+        kubeadm's images come from google_containers/ as they would from aliyun."""
         reg = self.registry.host
         args = ["--kubernetes-version", K8S_VERSION, "--arch", ARCH]
-        for src in ("registry.k8s.io", "k8s.gcr.io", "quay.io"):
+        if image_repository:
+            args += ["--image-repository", image_repository]
+        for src in ("registry.k8s.io", "k8s.gcr.io", "quay.io", ALIYUN_HOST, "docker.io"):
             args += ["--registry-mirror", "%s=%s" % (src, reg)]
-        args += ["--insecure-registry", reg]
+        args += ["--insecure-registry", reg, "--extra-image", TEST_IMAGE]
         for host in ("dl.k8s.io", "github.com"):
             args += ["--file-mirror", "https://%s=%s/%s" % (host, self.files.url, host)]
         args += ["--checksum-file", str(self.build.checksums)]
@@ -547,15 +682,31 @@ class Upstream(object):
 
     def describe(self):
         return "\n".join([
-            "upstream build %s (%s)" % (self.build.key, self.build.root),
+            "upstream build %s (%s)" % (self.build.key, self.build.serve),
             "  registry    %s  (images: %s)" % (
                 self.registry.host, ", ".join(self.build.images())),
             "  file server %s  (dl.k8s.io/..., github.com/...)" % self.files.url,
             "  checksums   %s" % self.build.checksums,
-            "  PLACEHOLDERS (cannot be built offline): images coredns:%s and %s:%s, "
-            "the flannel CNI plugin in %s, and crictl in %s" % (
-                COREDNS_TAG, FLANNEL_REPO, "/".join(t for t, _ in FLANNEL_TAGS), CNI_TGZ, CRICTL_TGZ),
-        ])
+        ] + ["  " + line for line in real_and_placeholders(self.build)])
+
+
+def real_and_placeholders(build):
+    """Lines saying what the lab serves for real and what is a placeholder."""
+    net = build.net
+    real = ["kubeadm kubelet kubectl kube-apiserver kube-controller-manager kube-scheduler "
+            "kube-proxy %s (Debian's source)" % K8S_VERSION, "pause:%s (pause.c)" % PAUSE_TAG,
+            "etcd:%s (Debian's etcd-server + etcdctl)" % ETCD_TAG,
+            "test image %s (Debian's busybox-static)" % TEST_IMAGE]
+    fake = ["coredns:%s (busybox httpd answering /health and /ready; NO DNS)" % COREDNS_TAG,
+            "crictl %s in %s (cri-tools is not buildable here)" % (CRICTL_VERSION, CRICTL_TGZ)]
+    if build.real_network:
+        real.append("flannel %s image (flanneld from source + iptables + cp) and CNI plugins %s "
+                    "(flannel bridge host-local portmap loopback, from source) [%s]" % (
+                        net.flannel_version, net.cni_version, net.root))
+    else:
+        fake.append("FLANNEL image %s and the flannel CNI plugin: upstream sources missing (%s); "
+                    "no node can go Ready" % (net.flannel_version, ", ".join(net.missing)))
+    return ["REAL: " + r for r in real] + ["PLACEHOLDER: " + f for f in fake]
 
 
 def main(argv=None):
