@@ -1420,7 +1420,7 @@ SCHEMA1_CONVERSION = 2
 # What Go's time.Time reads from JSON (RFC 3339), and the zero time Docker's
 # own schema1 pull writes where a v1Compatibility entry has no `created`.
 RFC3339_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?"
-                        r"(Z|[+-]\d\d:\d\d)$")
+                        r"(Z|[+-]\d\d:\d\d)\Z")
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
@@ -4191,8 +4191,9 @@ def phase_host(ctx):
 
 # -- phase: runtime ---------------------------------------------------------
 
-def wait_for(ctx, check, what, timeout=60, interval=2):
-    """Poll check() until true, at most timeout seconds; UserError after."""
+def wait_for(ctx, check, what, timeout=60, interval=2, logs="journalctl -xe"):
+    """Poll check() until true, at most timeout seconds; UserError after,
+    naming the logs to read."""
     if ctx.dry_run:
         return
     deadline = now() + timeout
@@ -4201,7 +4202,7 @@ def wait_for(ctx, check, what, timeout=60, interval=2):
             return
         if now() >= deadline:
             raise UserError("%s did not happen within %d s: see its logs "
-                            "(journalctl -xe)" % (what, timeout))
+                            "(%s)" % (what, timeout, logs))
         sleep(interval)
 
 
@@ -5941,7 +5942,7 @@ def day_two_context(args, command):
     ctx = InstallContext(args, "master")
     require_root(ctx, command)
     recorded = ctx.host.state().get("node")
-    if recorded and NODE_NAME_RE.match(str(recorded)):
+    if recorded and full_match(NODE_NAME_RE, recorded):
         ctx.node_name = recorded
     return ctx
 
@@ -6122,17 +6123,6 @@ def container_running(ctx, container_id):
                for line in result.stdout.splitlines())
 
 
-def wait_until(ctx, check, what, timeout):
-    """Poll check() every WAIT_INTERVAL seconds until true; UserError after
-    timeout seconds."""
-    deadline = now() + timeout
-    while not check():
-        if now() >= deadline:
-            raise UserError("%s did not happen within %d s: look at "
-                            "`journalctl -u kubelet`" % (what, timeout))
-        sleep(WAIT_INTERVAL)
-
-
 def restart_static_pod(ctx, component):
     """Move the pod's manifest out, wait until the kubelet has stopped it,
     move it back and wait until a new container is Running and ready (the
@@ -6151,16 +6141,17 @@ def restart_static_pod(ctx, component):
         move_file(ctx, held, manifest)
         return
     try:
-        wait_until(ctx, lambda: not container_running(ctx, old),
-                   "the kubelet stopping %s" % component, RESTART_TIMEOUT)
+        wait_for(ctx, lambda: not container_running(ctx, old),
+                 "the kubelet stopping %s" % component, RESTART_TIMEOUT,
+                 WAIT_INTERVAL, logs="journalctl -u kubelet")
     finally:
         move_file(ctx, held, manifest)
 
     def restarted():
         cid, ready = static_pod_container(ctx, component)
         return ready and cid and cid != old
-    wait_until(ctx, restarted, "%s Running again" % component,
-               RESTART_TIMEOUT)
+    wait_for(ctx, restarted, "%s Running again" % component, RESTART_TIMEOUT,
+             WAIT_INTERVAL, logs="journalctl -u kubelet")
     log.info("  %s is Running again", component)
 
 
@@ -6238,8 +6229,9 @@ BACKUP_MEMBER_RE = re.compile(r"^(backup\.json|etcd/snapshot\.db|"
                               r"kubeadm/(kubeadm-init\.json|state\.json|"
                               r"kubeadm-config\.yaml)|"
                               r"pki/([A-Za-z0-9._-]+/)?[A-Za-z0-9._-]+)$")
-SHA256_RE = re.compile(r"^[a-f0-9]{64}$")
-ETCD_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
+SHA256_RE = re.compile(r"[a-f0-9]{64}")
+ETCD_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
+ETCD_PEER_URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+:\d+")
 
 
 def etcd_manifest_facts(text):
@@ -6394,7 +6386,7 @@ def expected_backup_sha256(path, given):
     """The sha256 the backup must have: --sha256, else the .sha256 beside."""
     if given:
         value = given.strip().lower()
-        if not SHA256_RE.match(value):
+        if not full_match(SHA256_RE, value):
             raise UserError("bad --sha256 %r: give the 64 hex digits backup "
                             "printed" % given)
         return value
@@ -6404,7 +6396,7 @@ def expected_backup_sha256(path, given):
     except (IOError, OSError):
         raise UserError("no %s.sha256 beside the backup: copy it too, or give "
                         "--sha256 with the value backup printed" % path)
-    if not value or not SHA256_RE.match(value[0].lower()):
+    if not value or not full_match(SHA256_RE, value[0].lower()):
         raise UserError("%s.sha256 holds no sha256: copy it again from the "
                         "master, or give --sha256" % path)
     return value[0].lower()
@@ -6491,8 +6483,8 @@ class BackupArchive(object):
             parse_image_ref(etcd["image"])
         except UserError:
             raise UserError("%s: bad etcd image %r" % (path, etcd["image"]))
-        if not ETCD_NAME_RE.match(etcd["name"]) or not re.match(
-                r"^https?://[A-Za-z0-9.:\[\]-]+:\d+$", etcd["peer_url"]):
+        if not full_match(ETCD_NAME_RE, etcd["name"]) or \
+                not full_match(ETCD_PEER_URL_RE, etcd["peer_url"]):
             raise UserError("%s: bad etcd name or peer URL in %s" % (
                 path, BACKUP_JSON))
         if SNAPSHOT_NAME not in self.files or "pki/ca.crt" not in self.files:

@@ -673,6 +673,8 @@ def other_ca(meta, files):
     ("other-format", "a backup format this tool does not know"),
     ("hostile-name", "unexpected entry"),
     ("dot-dot", "unexpected entry"),
+    ("etcd-name-newline", "bad etcd name or peer URL"),
+    ("peer-url-newline", "bad etcd name or peer URL"),
     ("member-sha", "does not match its sha256"),
     ("other-cluster", "the CA of another cluster"),
     ("running", "still runs a control plane"),
@@ -706,6 +708,10 @@ def test_restore_bad_input_is_one_line_and_changes_nothing(
     elif case == "dot-dot":
         rewrite_backup(path, lambda meta, files: files.update(
             {"pki/../admin.conf": b"x"}))
+    elif case in ("etcd-name-newline", "peer-url-newline"):
+        key = "name" if case == "etcd-name-newline" else "peer_url"
+        rewrite_backup(path, lambda meta, files: meta["etcd"].update(
+            {key: meta["etcd"][key] + "\n"}))
     elif case == "member-sha":
         rewrite_backup(path, lambda meta, files: None)
         with tarfile.open(path) as tar:
