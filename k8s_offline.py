@@ -116,6 +116,25 @@ FLANNEL_MANIFEST = "kube-flannel.yml"
 MAX_BUNDLE_MEMBERS = 10000
 MAX_BUNDLE_JSON_BYTES = 16 * 1024 * 1024
 
+# A bundle split for sticks that cannot hold one big file (bundle --split):
+# NAME.tar.000, NAME.tar.001, ... whose concatenation is NAME.tar, and the
+# index NAME.tar.parts.json (each part's name, size and sha256).
+PARTS_INDEX_SUFFIX = ".parts.json"
+PARTS_FORMAT = 1
+MAX_PARTS = 1000                          # three-digit part numbers
+MIN_PART_SIZE = 1024 * 1024
+# FAT32 cannot hold a file of 4 GiB or more: its largest is 4 GiB - 1 byte.
+FAT32_MAX_FILE = 4 * 1024 ** 3 - 1
+# bundle warns when its unsplit output reaches this size; the environment
+# variable (for tests) sets another threshold in bytes.
+LARGE_BUNDLE_BYTES = FAT32_MAX_FILE + 1
+LARGE_BUNDLE_ENV = "K8SO_LARGE_BUNDLE_BYTES"
+
+# Images bundled from elsewhere than a registry (--extra-image
+# docker-daemon:REF, --extra-image-archive FILE), by bundle.json "origin".
+DOCKER_DAEMON_PREFIX = "docker-daemon:"
+IMAGE_ORIGINS = ("registry", "docker-daemon", "docker-archive", "oci-archive")
+
 # Media types of image manifests.
 MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -126,6 +145,8 @@ MT_DOCKER_SCHEMA1_SIGNED = \
     "application/vnd.docker.distribution.manifest.v1+prettyjws"
 MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+# What `docker save` writes: uncompressed layers, digest = diff_id.
+MT_DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
 MT_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 INDEX_TYPES = (MT_OCI_INDEX, MT_DOCKER_LIST)
 MANIFEST_TYPES = (MT_OCI_MANIFEST, MT_DOCKER_MANIFEST)
@@ -1630,6 +1651,7 @@ def cmd_bundle(args):
         log.warning("NOTE: checksums come from %s, not the built-in table "
                     "(%d entries)", args.checksum_file,
                     len(checksums) + len(sha512s))
+    part_size = parse_split_size(args.split) if args.split else None
     name = bundle_name(version, arch)
     output = os.path.abspath(args.output or os.path.join("bundle", name + ".tar"))
     partial = _claim_output(output)
@@ -1657,21 +1679,23 @@ def cmd_bundle(args):
         meta, members = assemble_bundle(name, version, arch, images,
                                         file_entries, cache, args.with_docker)
         meta_bytes = canonical_json(meta)
-        fresh = not _up_to_date(output, name, meta_bytes)
-        if fresh:
-            write_bundle(partial, name, meta_bytes, members, progress)
-            os.rename(partial, output)
+        if part_size:
+            fresh, written = write_split_bundle(output, partial, name, meta_bytes,
+                                                members, progress, part_size)
         else:
-            os.unlink(partial)
+            fresh, written = write_whole_bundle(output, partial, name, meta_bytes,
+                                                members, progress)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(partial)
         raise
     total = sum(entry["size"] for entry in meta["files"].values())
     log.info("%s %s (%s, %d images) in %.1f s, fetched %s",
-             "wrote" if fresh else "up to date, unchanged:", output,
-             human_size(os.path.getsize(output)), len(images),
+             "wrote" if fresh else "up to date, unchanged:", written,
+             human_size(bundle_output_size(written)), len(images),
              time.time() - started, human_size(client.bytes_fetched))
+    if not part_size:
+        warn_if_too_large_for_fat32(output)
     log.debug("payload %d bytes", total)
     print("checksums of the downloaded files, and what vouched for them:")
     for path, sources in sorted(meta["checksum_sources"].items()):
@@ -1679,6 +1703,46 @@ def cmd_bundle(args):
     print("bundle.json sha256: %s  (compare it with what verify prints on "
           "the far side)" % sha256_bytes(meta_bytes))
     return 0
+
+
+def write_whole_bundle(output, partial, name, meta_bytes, members, progress):
+    """(fresh, path): the bundle as one .tar, unless output already is it."""
+    if _up_to_date(output, name, meta_bytes):
+        os.unlink(partial)
+        return False, output
+    write_bundle(partial, name, meta_bytes, members, progress)
+    remove_other_form(output, split=False)
+    os.rename(partial, output)
+    return True, output
+
+
+def write_split_bundle(output, partial, name, meta_bytes, members, progress,
+                       part_size):
+    """(fresh, index path): the bundle as parts of part_size bytes and
+    their index, unless those already are it."""
+    index_path = output + PARTS_INDEX_SUFFIX
+    os.unlink(partial)
+    if _up_to_date(index_path, name, meta_bytes) and \
+            read_parts_index(index_path)["part_size"] == part_size:
+        return False, index_path
+    writer = PartsWriter(output, part_size, partial[len(output):])
+    try:
+        write_bundle(None, name, meta_bytes, members, progress, handle=writer)
+        remove_other_form(output, split=True)
+        publish_parts(output, writer)
+    except BaseException:
+        writer.remove()
+        raise
+    log.info("%d parts of at most %s; `cat %s.[0-9]* > %s` gives the whole "
+             "tar", len(writer.parts), human_size(part_size),
+             os.path.basename(output), os.path.basename(output))
+    return True, index_path
+
+
+def bundle_output_size(path):
+    if path.endswith(PARTS_INDEX_SUFFIX):
+        return read_parts_index(path)["size"]
+    return os.path.getsize(path)
 
 
 def _claim_output(output):
@@ -1744,12 +1808,14 @@ def binaries_from_node_tarball(client, cache, version, arch, sha512, file_mirror
 
 def _remove_stale_partials(output):
     """Delete .partial files a killed earlier run of this output left."""
-    prefix = os.path.basename(output) + ".partial-"
+    partial = re.compile(re.escape(os.path.basename(output)) +
+                         r"(?:\.[0-9]{3,})?\.partial-([0-9]+)")
     folder = os.path.dirname(output)
     for name in os.listdir(folder):
-        pid = name[len(prefix):]
-        if not name.startswith(prefix) or not pid.isdigit():
+        found = partial.fullmatch(name)
+        if not found:
             continue
+        pid = found.group(1)
         try:
             os.kill(int(pid), 0)
         except OSError as exc:
@@ -1969,12 +2035,13 @@ def _up_to_date(output, name, meta_bytes):
         bundle.close()
 
 
-def write_bundle(partial, name, meta_bytes, members, progress):
-    """Stream bundle.json first, then every member, into the .partial file."""
+def write_bundle(partial, name, meta_bytes, members, progress, handle=None):
+    """Stream bundle.json first, then every member, into the .partial file
+    (or into handle, such as a PartsWriter)."""
     total = sum(member["size"] for member in members)
     bar = Progress(total, "write", enabled=progress)
     try:
-        with open(partial, "wb") as handle:
+        with (handle or open(partial, "wb")) as handle:
             tar = TarWriter(handle, bar)
             tar.add_dir(name)
             tar.add_bytes("%s/%s" % (name, BUNDLE_JSON), meta_bytes)
@@ -1990,9 +2057,168 @@ def write_bundle(partial, name, meta_bytes, members, progress):
                                  member["mode"], rehash=member["rehash"])
             tar.close()
             handle.flush()
-            os.fsync(handle.fileno())
+            if not isinstance(handle, PartsWriter):   # it syncs each part
+                os.fsync(handle.fileno())
     finally:
         bar.close()
+
+
+# -- split bundles (--split) and the FAT32 warning ---------------------------
+
+SPLIT_SIZE_RE = re.compile(r"([0-9]{1,15})([KMGT]?)(?:i?B)?", re.IGNORECASE)
+
+
+def parse_split_size(text):
+    """--split: bytes per part, from 4G, 700M, 1048576 or fat32 (the
+    largest file FAT32 holds, 4 GiB - 1 byte)."""
+    if text.strip().lower() == "fat32":
+        return FAT32_MAX_FILE
+    found = SPLIT_SIZE_RE.fullmatch(text.strip())
+    if not found:
+        raise UserError("bad --split %r: give a size such as 4G, 700M or "
+                        "fat32" % text)
+    unit = (found.group(2) or "").upper()
+    size = int(found.group(1)) * 1024 ** (" KMGT".index(unit) if unit else 0)
+    if size < MIN_PART_SIZE:
+        raise UserError("bad --split %s: parts must be at least 1M" % text)
+    if size > FAT32_MAX_FILE:
+        log.warning("WARNING: parts of --split %s do not fit a FAT32 stick "
+                    "(its largest file is 4 GiB - 1 byte): use --split fat32 "
+                    "for one", text)
+    return size
+
+
+class PartsWriter(object):
+    """A file object writing a bundle as parts of part_size bytes, each
+    hashed on the way, under temporary names until publish_parts()."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __init__(self, output, part_size, temporary_suffix):
+        self.output = output
+        self.part_size = part_size
+        self.suffix = temporary_suffix
+        self.parts = []          # [name, temporary path, size, sha256 object]
+        self.handle = None
+        self.position = 0
+
+    def _next_part(self):
+        self._finish_part()
+        if len(self.parts) >= MAX_PARTS:
+            raise UserError("the bundle needs more than %d parts of %s: give "
+                            "a larger --split" % (MAX_PARTS,
+                                                  human_size(self.part_size)))
+        name = part_name(os.path.basename(self.output), len(self.parts))
+        path = os.path.join(os.path.dirname(self.output), name + self.suffix)
+        self.handle = open(path, "wb")
+        self.parts.append([name, path, 0, hashlib.sha256()])
+
+    def _finish_part(self):
+        if self.handle is not None:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+            self.handle.close()
+            self.handle = None
+
+    def write(self, data):
+        view = memoryview(data)
+        while len(view):
+            if self.handle is None or self.parts[-1][2] == self.part_size:
+                self._next_part()
+            part = self.parts[-1]
+            block = view[:self.part_size - part[2]]
+            self.handle.write(block)
+            part[3].update(block)
+            part[2] += len(block)
+            self.position += len(block)
+            view = view[len(block):]
+        return len(data)
+
+    def tell(self):
+        return self.position
+
+    def flush(self):
+        if self.handle is not None:
+            self.handle.flush()
+
+    def close(self):
+        self._finish_part()
+
+    def remove(self):
+        """Delete the temporary parts (a failed or unneeded run)."""
+        self.close()
+        for part in self.parts:
+            with contextlib.suppress(OSError):
+                os.unlink(part[1])
+
+    def index(self):
+        return {"format": PARTS_FORMAT,
+                "bundle": os.path.basename(self.output),
+                "size": self.position, "part_size": self.part_size,
+                "parts": [{"name": name, "size": size, "sha256": digest.hexdigest()}
+                          for name, _, size, digest in self.parts]}
+
+
+def existing_parts(output):
+    """Paths of the parts NAME.tar.NNN beside output."""
+    folder, base = os.path.split(output)
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                  if name.startswith(base) and
+                  full_match(PART_NUMBER_RE, name[len(base):]))
+
+
+def remove_other_form(output, split):
+    """A bundle is one .tar or a set of parts, never both under one name:
+    remove the other form an earlier run left."""
+    if split:
+        stale = [output] if os.path.lexists(output) else []
+    else:
+        stale = [output + PARTS_INDEX_SUFFIX] if os.path.lexists(
+            output + PARTS_INDEX_SUFFIX) else []
+        stale += existing_parts(output)
+    for path in stale:
+        log.info("removing %s, left by an earlier run of this output",
+                 os.path.basename(path))
+        os.unlink(path)
+
+
+def publish_parts(output, writer):
+    """Give the parts their names and write the index last: the old index
+    goes first, so no index ever lists parts that are not its own."""
+    index_path = output + PARTS_INDEX_SUFFIX
+    if os.path.lexists(index_path):
+        os.unlink(index_path)
+    names = set()
+    for name, temporary, _, _ in writer.parts:
+        os.rename(temporary, os.path.join(os.path.dirname(output), name))
+        names.add(name)
+    for path in existing_parts(output):
+        if os.path.basename(path) not in names:
+            log.info("removing %s, left by an earlier, longer bundle",
+                     os.path.basename(path))
+            os.unlink(path)
+    write_file_atomic(index_path, canonical_json(writer.index()))
+    return index_path
+
+
+def large_bundle_bytes():
+    """The size from which bundle warns that a FAT32 stick cannot hold
+    its output (K8SO_LARGE_BUNDLE_BYTES sets another, for tests)."""
+    value = os.environ.get(LARGE_BUNDLE_ENV, "")
+    return int(value) if value.isdigit() else LARGE_BUNDLE_BYTES
+
+
+def warn_if_too_large_for_fat32(output):
+    size = os.path.getsize(output)
+    if size >= large_bundle_bytes():
+        log.warning("WARNING: %s is %s: a FAT32 stick cannot hold a file of "
+                    "4 GiB or more, and the copy would fail; run bundle again "
+                    "with --split fat32 to write it in parts that fit",
+                    output, human_size(size))
 
 
 # ===========================================================================
@@ -2066,7 +2292,8 @@ IMAGE_SCHEMA = ("record", ({
     "manifest_media_type": ("match", re.compile("|".join(
         re.escape(t) for t in MANIFEST_TYPES))),
     "config_digest": _DIGEST, "layers": ("list", (_DIGEST, 1000)),
-    "size": ("int", None)},
+    "size": ("int", None),
+    "origin": ("match", re.compile("|".join(IMAGE_ORIGINS)))},
     ("name", "kubeadm", "repository", "tag", "ref", "manifest_digest",
      "config_digest", "layers")))
 BUNDLE_SCHEMA = ("record", ({
@@ -2096,13 +2323,14 @@ BUNDLE_SCHEMA = ("record", ({
      "binaries", "archives")))
 
 
-def check_schema(value, schema, where):
-    """BundleError naming the first field of value that schema refuses."""
+def check_schema(value, schema, where, document=BUNDLE_JSON):
+    """BundleError naming the first field of value that schema refuses
+    (in bundle.json, or the document named)."""
     kind, detail = schema
 
     def bad(what):
         raise BundleError("%s field %s %s: the bundle is damaged or was not "
-                          "made by this tool; rebuild it" % (BUNDLE_JSON,
+                          "made by this tool; rebuild it" % (document,
                                                             where, what))
     if kind == "const":
         if type(value) is not type(detail) or value != detail:
@@ -2118,14 +2346,14 @@ def check_schema(value, schema, where):
             bad("is %s, expected true or false" % _short_json(value))
     elif kind == "either":
         if value is not None:
-            check_schema(value, detail, where)
+            check_schema(value, detail, where, document)
     elif kind == "list":
         inner, most = detail
         if not isinstance(value, list) or len(value) > most:
             bad("is %s, expected a list of at most %d" % (
                 type(value).__name__, most))
         for number, item in enumerate(value):
-            check_schema(item, inner, "%s[%d]" % (where, number))
+            check_schema(item, inner, "%s[%d]" % (where, number), document)
     elif kind == "map":
         key_re, inner, most = detail
         if not isinstance(value, dict) or len(value) > most:
@@ -2134,7 +2362,8 @@ def check_schema(value, schema, where):
         for key in sorted(value):
             if not full_match(key_re, key):
                 bad("has the name %s, which is not allowed" % _short_json(key))
-            check_schema(value[key], inner, "%s[%s]" % (where, json.dumps(key)))
+            check_schema(value[key], inner, "%s[%s]" % (where, json.dumps(key)),
+                         document)
     elif kind == "record":
         fields, required = detail
         if not isinstance(value, dict):
@@ -2146,7 +2375,7 @@ def check_schema(value, schema, where):
             if key not in fields:
                 bad("has the unknown field %s" % _short_json(key))
             check_schema(value[key], fields[key],
-                         "%s.%s" % (where, key) if where else key)
+                         "%s.%s" % (where, key) if where else key, document)
 
 
 def _short_json(value):
@@ -2259,6 +2488,242 @@ class VerifiedReader(object):
         self.close()
 
 
+# -- split bundles (bundle --split) -----------------------------------------
+
+PARTS_BUNDLE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}")
+PARTS_INDEX_SCHEMA = ("record", ({
+    "format": ("const", PARTS_FORMAT),
+    "bundle": ("match", PARTS_BUNDLE_RE),
+    "size": ("int", None),
+    "part_size": ("int", None),
+    "parts": ("list", (("record", ({
+        "name": ("match", PARTS_BUNDLE_RE), "size": ("int", None),
+        "sha256": ("match", SHA256_HEX_RE)}, ("name", "size", "sha256"))),
+        MAX_PARTS))},
+    ("format", "bundle", "size", "part_size", "parts")))
+PART_NUMBER_RE = re.compile(r"\.[0-9]{3,}")
+# How far a read may jump ahead of a part's hash and have the skipped
+# bytes (tar headers, padding) read and hashed too.
+PART_GAP_FILL = 64 * 1024
+
+
+def part_name(bundle_file, number):
+    """NAME.tar.000, NAME.tar.001, ...: `cat NAME.tar.[0-9]*` is NAME.tar."""
+    return "%s.%03d" % (bundle_file, number)
+
+
+def parts_index_path(path):
+    """The index of the split bundle path names (the index itself, the
+    bundle's .tar name, or one of its parts), or None if it names none."""
+    path = os.path.abspath(path)
+    if path.endswith(PARTS_INDEX_SUFFIX):
+        return path
+    base, dot, number = path.rpartition(".")
+    if dot and number.isdigit() and len(number) >= 3 and \
+            base.endswith(".tar"):
+        return base + PARTS_INDEX_SUFFIX
+    if not os.path.lexists(path) and os.path.lexists(path + PARTS_INDEX_SUFFIX):
+        return path + PARTS_INDEX_SUFFIX
+    return None
+
+
+def read_parts_index(index_path):
+    """The index, checked whole against its grammar: the part names are
+    exactly NAME.tar.000 on in order, the sizes add up, and every part but
+    the last is part_size bytes."""
+    index_name = os.path.basename(index_path)
+    raw = read_regular_file(index_path, "the split bundle's index %s"
+                            % index_name, 1024 * 1024)
+    index = json_loads_bounded(raw, index_name)
+    check_schema(index, PARTS_INDEX_SCHEMA, "", index_name)
+    bundle_file = index["bundle"]
+    parts = index["parts"]
+
+    def bad(what):
+        raise BundleError("%s %s: the split bundle is damaged; recopy it"
+                          % (index_name, what))
+    if index_name != bundle_file + PARTS_INDEX_SUFFIX:
+        bad("names the bundle %s, not %s" % (
+            bundle_file, index_name[:-len(PARTS_INDEX_SUFFIX)]))
+    if not parts or index["part_size"] < 1:
+        bad("lists no parts")
+    for number, part in enumerate(parts):
+        if part["name"] != part_name(bundle_file, number):
+            bad("lists %s as part %d" % (part["name"], number))
+        last = number == len(parts) - 1
+        if part["size"] > index["part_size"] or part["size"] < 1 or \
+                (not last and part["size"] != index["part_size"]):
+            bad("gives %s the size %d with parts of %d" % (
+                part["name"], part["size"], index["part_size"]))
+    if sum(part["size"] for part in parts) != index["size"]:
+        bad("gives a total size that is not the sum of its parts")
+    return index
+
+
+class PartsReader(object):
+    """The parts of a split bundle read in place as one seekable file.
+
+    Every part is checked before use: present, a regular file, of the
+    size its index gives, and no part there that the index does not list.
+    Each part is hashed as its bytes are first read (reads that skip a few
+    bytes ahead, over tar headers, have the gap read too); the read that
+    completes a part checks its sha256.  check_all() hashes what is left
+    and names the first part that is wrong: a damaged, swapped or foreign
+    part is refused by name."""
+
+    def __init__(self, index_path):
+        self.folder = os.path.dirname(index_path)
+        index = read_parts_index(index_path)
+        self.index_name = os.path.basename(index_path)
+        self.parts = index["parts"]
+        self.starts = []
+        offset = 0
+        for part in self.parts:
+            self.starts.append(offset)
+            offset += part["size"]
+        self.size = offset
+        self.pos = 0
+        self.hashed = [0] * len(self.parts)
+        self.digests = [hashlib.sha256() for _ in self.parts]
+        self.current = None        # (part number, fd)
+        self._check_present(index["bundle"])
+
+    def _check_present(self, bundle_file):
+        listed = set(part["name"] for part in self.parts)
+        try:
+            names = os.listdir(self.folder)
+        except OSError as exc:
+            raise BundleError("cannot list %s: %s" % (self.folder, exc.strerror))
+        for name in sorted(names):
+            if name.startswith(bundle_file) and name not in listed and \
+                    full_match(PART_NUMBER_RE, name[len(bundle_file):]):
+                raise BundleError("part %s is not listed in %s: it is from "
+                                  "another bundle; remove it or recopy the "
+                                  "parts" % (name, self.index_name))
+        for number, part in enumerate(self.parts):
+            fd = self._open_part(number)
+            try:
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            if size != part["size"]:
+                raise BundleError("part %s has %d bytes, %s says %d: it is "
+                                  "cut short or from another bundle; recopy "
+                                  "it" % (part["name"], size, self.index_name,
+                                          part["size"]))
+
+    def _open_part(self, number):
+        name = self.parts[number]["name"]
+        try:
+            fd = os.open(os.path.join(self.folder, name), os.O_RDONLY |
+                         os.O_NOFOLLOW | os.O_NONBLOCK | O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise BundleError("part %s is missing: copy every part listed "
+                                  "in %s" % (name, self.index_name))
+            raise BundleError("cannot read part %s: %s" % (
+                name, "a link" if exc.errno == errno.ELOOP else exc.strerror))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise BundleError("part %s is not a regular file: refusing it"
+                              % name)
+        return fd
+
+    def _fd(self, number):
+        if self.current is None or self.current[0] != number:
+            self._close_current()
+            self.current = (number, self._open_part(number))
+        return self.current[1]
+
+    def _close_current(self):
+        if self.current is not None:
+            os.close(self.current[1])
+            self.current = None
+
+    def _part_at(self, offset):
+        low, high = 0, len(self.starts) - 1
+        while low < high:
+            middle = (low + high + 1) // 2
+            if self.starts[middle] <= offset:
+                low = middle
+            else:
+                high = middle - 1
+        return low
+
+    def _pread(self, number, offset, size):
+        block = os.pread(self._fd(number), size, offset)
+        if len(block) != size:
+            raise BundleError("part %s is shorter than %s says: it changed "
+                              "while being read; recopy it"
+                              % (self.parts[number]["name"], self.index_name))
+        return block
+
+    def _hash(self, number, offset, block):
+        """Feed the bytes at offset of part number to its hash if they
+        continue it (after reading a short gap), check a completed part."""
+        done = self.hashed[number]
+        if offset > done and offset - done <= PART_GAP_FILL:
+            self.digests[number].update(self._pread(number, done, offset - done))
+            done = offset
+        if offset <= done < offset + len(block):
+            self.digests[number].update(block[done - offset:])
+            done = offset + len(block)
+        self.hashed[number] = done
+        if done == self.parts[number]["size"]:
+            self.hashed[number] = done + 1      # checked: never again
+            if self.digests[number].hexdigest() != self.parts[number]["sha256"]:
+                raise BundleError(
+                    "part %s fails its sha256 check: it is damaged, from "
+                    "another bundle, or the parts were renamed out of order; "
+                    "recopy it" % self.parts[number]["name"])
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            size = self.size - self.pos
+        out = []
+        while size > 0 and self.pos < self.size:
+            number = self._part_at(self.pos)
+            offset = self.pos - self.starts[number]
+            take = min(size, self.parts[number]["size"] - offset, CHUNK)
+            block = self._pread(number, offset, take)
+            self._hash(number, offset, block)
+            out.append(block)
+            self.pos += take
+            size -= take
+        return b"".join(out)
+
+    def check_all(self):
+        """Hash what is left of every part; BundleError naming the first
+        part whose sha256 is not the index's."""
+        for number, part in enumerate(self.parts):
+            while self.hashed[number] < part["size"]:
+                done = self.hashed[number]
+                self._hash(number, done, self._pread(
+                    number, done, min(CHUNK, part["size"] - done)))
+
+    def seek(self, offset, whence=0):
+        if whence == 1:
+            offset += self.pos
+        elif whence == 2:
+            offset += self.size
+        if offset < 0:
+            raise OSError(errno.EINVAL, "negative seek")
+        self.pos = offset
+        return self.pos
+
+    def tell(self):
+        return self.pos
+
+    def seekable(self):
+        return True
+
+    def readable(self):
+        return True
+
+    def close(self):
+        self._close_current()
+
+
 class Bundle(object):
     """A bundle, either the .tar as made or its extracted top directory.
 
@@ -2273,9 +2738,14 @@ class Bundle(object):
         self.path = os.path.abspath(path)
         self.tar = None
         self.dir_fd = None
+        self.parts = None
         self.members = {}
         self.folders = set()
         self.top = ""
+        index = parts_index_path(self.path)
+        if index is not None:
+            self._open_parts(index)
+            return
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | O_CLOEXEC)
         except OSError as exc:
@@ -2307,6 +2777,29 @@ class Bundle(object):
         except BaseException:
             self.close()
             raise
+
+    def _open_parts(self, index):
+        """A split bundle: its parts read in place as one tar.  When the
+        tar or bundle.json is wrong, the part that makes it so is named."""
+        self.kind = "tar"
+        self.parts = PartsReader(index)
+        try:
+            try:
+                self._index_tar(self.parts)
+                self.meta = self._load_meta()
+            except BundleError:
+                self.check_parts()
+                raise
+        except BaseException:
+            self.close()
+            self.parts.close()
+            raise
+
+    def check_parts(self):
+        """Every part of a split bundle matches its sha256: BundleError
+        naming the first that does not (nothing for other bundles)."""
+        if self.parts is not None:
+            self.parts.check_all()
 
     # -- tar access ---------------------------------------------------------
     def _index_tar(self, handle):
@@ -2469,6 +2962,11 @@ class Bundle(object):
         os.close(fd)
         return st.st_size
 
+    def data_offset(self, relpath):
+        """Where a member's bytes start in the tar (0 in a folder)."""
+        member = self.members.get(relpath) if self.kind == "tar" else None
+        return member.offset_data if member is not None else 0
+
     def open_raw(self, relpath):
         """A file object of a member as it is now, not checked: only for
         `verify` and bundle.json, which check what they read themselves."""
@@ -2563,7 +3061,9 @@ def verify_bundle(bundle, progress=True):
         total += entry["size"]
     bar = Progress(total, "verify", enabled=progress)
     try:
-        for relpath in sorted(files):
+        # In the order the tar holds them: one pass over a stick, which
+        # also hashes a split bundle's parts on the way.
+        for relpath in sorted(files, key=lambda p: (bundle.data_offset(p), p)):
             entry = files[relpath]
             if bundle.size(relpath) != entry["size"]:
                 raise BundleError("bundle member %s has size %d, expected %d: "
@@ -2575,6 +3075,10 @@ def verify_bundle(bundle, progress=True):
             if relpath.startswith(IMAGES_DIR + "/blobs/sha256/") and \
                     relpath.rsplit("/", 1)[1] != entry["sha256"]:
                 raise BundleError("blob %s is not named by its digest" % relpath)
+        bundle.check_parts()
+    except BundleError:
+        bundle.check_parts()
+        raise
     finally:
         bar.close()
     _verify_image_graph(bundle, files)
@@ -6685,6 +7189,11 @@ def add_bundle_commands(sub):
                         help="add Docker static binaries and units")
     bundle.add_argument("--output", metavar="PATH",
                         help="default bundle/<name>.tar")
+    bundle.add_argument("--split", metavar="SIZE",
+                        help="write the bundle as PATH.000, PATH.001, ... of "
+                        "at most SIZE bytes (4G, 700M, or fat32: 4 GiB - 1 "
+                        "byte, the largest file FAT32 holds) plus the index "
+                        "PATH%s" % PARTS_INDEX_SUFFIX)
     bundle.add_argument("--cache-dir", metavar="DIR",
                         help="default ~/.cache/k8s-offline")
     bundle.add_argument("--jobs", type=int, default=8, help="parallel downloads")
