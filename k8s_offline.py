@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import platform
+import posixpath
 import re
 import shlex
 import shutil
@@ -1151,11 +1152,14 @@ def plan_images(kubernetes_version, arch, pull_repository=None, extra=()):
                    "ref": flannel, "source": flannel})
     seen = set(image["ref"] for image in images)
     for text in extra:
-        ref = parse_image_ref(text)
+        origin, ref = image_ref_of(text)
         full = str(ref)
         if full in seen:
             continue
         seen.add(full)
+        if origin != "registry":
+            images.append(local_image_entry(origin, ref))
+            continue
         images.append({"name": ref.repository.rsplit("/", 1)[-1],
                        "kubeadm": False, "extra": True,
                        "repository": "%s/%s" % (ref.registry, ref.repository),
@@ -1617,8 +1621,9 @@ def cmd_images(args):
     version = normalize_version(args.kubernetes_version)
     check_arch(args.arch)
     for image in plan_images(version, args.arch, args.image_repository,
-                             args.extra_image):
-        print(image["source"])
+                             extra_image_refs(args)):
+        print(image["source"] if is_registry_image(image) else
+              "%s:%s" % (image["origin"], image["source"]))
     return 0
 
 
@@ -1635,7 +1640,8 @@ def cmd_bundle(args):
         raise UserError("bad --jobs %d: give a number from 1 to 64" % args.jobs)
     if not 1 <= args.timeout <= 3600:
         raise UserError("bad --timeout %g: give 1 to 3600 seconds" % args.timeout)
-    images = plan_images(version, arch, args.image_repository, args.extra_image)
+    images = plan_images(version, arch, args.image_repository,
+                         extra_image_refs(args))
     files = plan_files(version, arch, with_docker=args.with_docker)
     tarball = NODE_TARBALL_URL.format(version=version, arch=arch).rsplit("/", 1)[1]
     vouched = {}
@@ -1661,6 +1667,8 @@ def cmd_bundle(args):
                                 insecure=args.insecure_registry, jobs=args.jobs,
                                 timeout=args.timeout)
         progress = not args.no_progress
+        images = add_local_images(images, cache, arch, args.extra_image_archive,
+                                  progress)
         log.info("bundle %s: %d images, %d files", name, len(images), len(files))
         if node_sha512:
             extracted = binaries_from_node_tarball(
@@ -1908,10 +1916,12 @@ def cross_check_images(images, file_entries, version, arch, cache):
 
 
 def fetch_images(client, cache, images, arch, jobs, progress):
-    """Resolve every manifest, then fetch every missing blob once."""
+    """Resolve every registry image's manifest, then fetch every missing
+    blob once."""
     fetcher = ImageFetcher(client, cache, arch)
-    run_pool(jobs, images, fetcher.resolve)
-    wanted = fetcher.blob_jobs(images)
+    pulled = [image for image in images if is_registry_image(image)]
+    run_pool(jobs, pulled, fetcher.resolve)
+    wanted = fetcher.blob_jobs(pulled)
     bar = Progress(sum(size for _, size, _ in wanted.values()), "images",
                    enabled=progress)
     try:
@@ -1928,6 +1938,385 @@ def fetch_images(client, cache, images, arch, jobs, progress):
         image["size"] = image["manifest_size"] + sum(
             os.path.getsize(cache.path(d[7:]))
             for d in [image["config_digest"]] + image["layers"])
+
+
+# -- images from the local Docker daemon and from archives -------------------
+
+# Small documents of docker-archive and OCI-archive tars, kept in memory;
+# every other member (layers, configs, blobs) streams into the cache.
+ARCHIVE_DOCUMENTS = ("manifest.json", "index.json", "oci-layout",
+                     "repositories")
+MAX_ARCHIVE_MEMBERS = 100000
+
+
+def is_registry_image(image):
+    return image.get("origin", "registry") == "registry"
+
+
+def read_image_list(path):
+    """References from an image list file: one a line, `#` starts a
+    comment, blank lines are skipped (kubespray's and Hauler's lists)."""
+    raw = read_regular_file(path, "--image-list", 1024 * 1024)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError("--image-list %s is not UTF-8 text: give one image "
+                        "reference a line" % path)
+    refs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if len(line.split()) != 1:
+            raise UserError("--image-list %s line %d holds more than one "
+                            "word: give one image reference a line"
+                            % (path, number))
+        try:
+            image_ref_of(line)
+        except UserError as exc:
+            raise UserError("--image-list %s line %d: %s" % (path, number, exc))
+        refs.append(line)
+    return refs
+
+
+def extra_image_refs(args):
+    """--extra-image values, then every --image-list's, in order."""
+    refs = list(args.extra_image)
+    for path in getattr(args, "image_list", None) or ():
+        refs.extend(read_image_list(path))
+    return refs
+
+
+def image_ref_of(text):
+    """(origin, ImageRef) of an --extra-image value: REF from a registry,
+    or docker-daemon:REF from the local Docker daemon (by name, not by
+    digest: the daemon names images by tag)."""
+    if text.startswith(DOCKER_DAEMON_PREFIX):
+        ref = parse_image_ref(text[len(DOCKER_DAEMON_PREFIX):])
+        if ref.digest:
+            raise UserError("bad image %r: name a docker-daemon image by "
+                            "NAME:TAG, not by digest" % text)
+        return "docker-daemon", ref
+    return "registry", parse_image_ref(text)
+
+
+def local_image_entry(origin, ref):
+    """A plan entry for an image that comes from elsewhere than a registry;
+    it is loaded on the hosts under ref."""
+    full = str(ref)
+    return {"name": ref.repository.rsplit("/", 1)[-1], "kubeadm": False,
+            "extra": True, "origin": origin,
+            "repository": "%s/%s" % (ref.registry, ref.repository),
+            "tag": ref.tag, "ref": full, "source": full}
+
+
+class ChunkReader(object):
+    """A read()-able stream over an iterator of byte chunks (the docker
+    SDK's export), holding at most one chunk."""
+
+    def __init__(self, chunks, progress=None):
+        self.chunks = iter(chunks)
+        self.chunk = b""
+        self.offset = 0
+        self.progress = progress
+
+    def read(self, size=-1):
+        parts = []
+        while size != 0:
+            if self.offset >= len(self.chunk):
+                self.chunk = next(self.chunks, None)
+                self.offset = 0
+                if self.chunk is None:
+                    self.chunk = b""
+                    break
+                if self.progress:
+                    self.progress.update(len(self.chunk))
+                continue
+            end = len(self.chunk) if size < 0 else min(len(self.chunk),
+                                                        self.offset + size)
+            parts.append(self.chunk[self.offset:end])
+            if size > 0:
+                size -= end - self.offset
+            self.offset = end
+        return b"".join(parts)
+
+
+def store_archive_stream(stream, label, cache):
+    """Read a docker-archive or OCI-archive tar as a stream: the small
+    documents into memory, every other file into the cache, hashed on the
+    way.  ({document name: bytes}, {member name: (sha256 hex, size)})."""
+    documents, stored, links = {}, {}, {}
+    try:
+        tar = tarfile.open(fileobj=stream, mode="r|*", bufsize=CHUNK)
+        for count, member in enumerate(tar):
+            if count > MAX_ARCHIVE_MEMBERS:
+                raise UserError("%s holds more than %d files: it is not an "
+                                "image archive" % (label, MAX_ARCHIVE_MEMBERS))
+            name = posixpath.normpath(member.name)
+            if member.issym() or member.islnk():
+                # docker save links a layer it holds twice to the first copy
+                target = member.linkname if member.islnk() else \
+                    posixpath.join(posixpath.dirname(name), member.linkname)
+                links[name] = posixpath.normpath(target)
+            elif not member.isfile():
+                continue
+            elif name in ARCHIVE_DOCUMENTS or name.endswith(("/json", "/VERSION")):
+                if member.size > MAX_IMAGE_JSON_BYTES:
+                    raise UserError("%s: %s is %s, too large for an image "
+                                    "archive" % (label, name,
+                                                 human_size(member.size)))
+                documents[name] = tar.extractfile(member).read()
+            else:
+                stored[name] = (cache.put_stream(tar.extractfile(member)),
+                                member.size)
+        tar.close()
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise UserError("%s is not a readable tar (%s): give a docker-archive "
+                        "(docker save) or an OCI archive" % (label, exc))
+    for name, target in links.items():
+        if target in stored:
+            stored[name] = stored[target]
+    return documents, stored
+
+
+def _archive_json(label, name, data):
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise UserError("%s: %s is not valid JSON: the archive is damaged"
+                        % (label, name))
+
+
+def _archive_blob_json(label, cache, hex_digest, what):
+    if os.path.getsize(cache.path(hex_digest)) > MAX_IMAGE_JSON_BYTES:
+        raise UserError("%s: the %s is too large: the archive is damaged"
+                        % (label, what))
+    value = _archive_json(label, what, cache.read(hex_digest))
+    if not isinstance(value, dict):
+        raise UserError("%s: the %s is not a JSON object: the archive is "
+                        "damaged" % (label, what))
+    return value
+
+
+def check_image_platform(label, config, arch):
+    """The image's config says linux/ARCH, the bundle's architecture."""
+    found = (config.get("os"), config.get("architecture"))
+    if found != ("linux", arch):
+        raise UserError("%s is for %s/%s, not linux/%s: build or pick the "
+                        "image for the bundle's --arch" % (
+                            label, found[0], found[1], arch))
+
+
+def docker_archive_images(label, documents, stored, cache, arch):
+    """[(names, record)] of a docker-archive: each image's config and its
+    uncompressed layers, whose sha256 must be the config's diff_ids, under
+    a schema2 manifest written here (Docker's rootfs.diff.tar media type)."""
+    entries = _archive_json(label, "manifest.json", documents["manifest.json"])
+    if not isinstance(entries, list) or not entries:
+        raise UserError("%s: manifest.json lists no images" % label)
+    found = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("Layers"), list):
+            raise UserError("%s: manifest.json is not a docker-archive "
+                            "manifest" % label)
+        wanted = [entry.get("Config")] + entry["Layers"]
+        missing = [name for name in wanted if name not in stored]
+        if missing:
+            raise UserError("%s: %s is named in manifest.json but not in the "
+                            "archive" % (label, missing[0]))
+        config_hex, config_size = stored[entry["Config"]]
+        config = _archive_blob_json(label, cache, config_hex, "image config")
+        check_image_platform(label, config, arch)
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids")
+        layers = [stored[name] for name in entry["Layers"]]
+        if diff_ids != ["sha256:" + hexd for hexd, _ in layers]:
+            raise UserError("%s: the layers are not the ones the image config "
+                            "lists (rootfs.diff_ids): the archive is damaged"
+                            % label)
+        manifest = {
+            "schemaVersion": 2, "mediaType": MT_DOCKER_MANIFEST,
+            "config": {"mediaType": MT_DOCKER_CONFIG, "size": config_size,
+                       "digest": "sha256:" + config_hex},
+            "layers": [{"mediaType": MT_DOCKER_LAYER_TAR, "size": size,
+                        "digest": "sha256:" + hexd} for hexd, size in layers]}
+        body = json.dumps(manifest, indent=3).encode("utf-8")
+        record = {"manifest_digest": "sha256:" + cache.put_bytes(body),
+                  "manifest_media_type": MT_DOCKER_MANIFEST,
+                  "config_digest": manifest["config"]["digest"],
+                  "layers": [layer["digest"] for layer in manifest["layers"]],
+                  "origin": "docker-archive"}
+        found.append((entry.get("RepoTags") or [], record))
+    return found
+
+
+def oci_archive_images(label, documents, stored, cache, arch):
+    """[(names, record)] of an OCI archive: its blobs are checked against
+    their names, its manifests kept as they are (a multi-platform index
+    gives the bundle's architecture)."""
+    blobs = {}
+    for name, (hexd, _) in stored.items():
+        if name.startswith("blobs/sha256/"):
+            if name[len("blobs/sha256/"):] != hexd:
+                raise UserError("%s: blob %s does not match its digest: the "
+                                "archive is damaged" % (label, name))
+            blobs["sha256:" + hexd] = hexd
+    index = _archive_json(label, "index.json", documents["index.json"])
+    descriptors = index.get("manifests") if isinstance(index, dict) else None
+    if not isinstance(descriptors, list) or not descriptors:
+        raise UserError("%s: index.json lists no images" % label)
+    picker = ImageFetcher(None, cache, arch)
+    found = []
+    for descriptor in descriptors:
+        if not isinstance(descriptor, dict):
+            raise UserError("%s: index.json is not an OCI index" % label)
+        annotations = descriptor.get("annotations") or {}
+        names = [annotations.get("io.containerd.image.name") or
+                 annotations.get("org.opencontainers.image.ref.name") or ""]
+        digest, media_type = descriptor.get("digest"), descriptor.get("mediaType")
+        for _ in range(2):
+            if digest not in blobs:
+                raise UserError("%s: manifest %s is not in the archive"
+                                % (label, digest))
+            if media_type not in INDEX_TYPES:
+                break
+            child = _archive_blob_json(label, cache, blobs[digest], "image index")
+            digest = picker._pick_platform({"source": label}, child)
+            media_type = [entry.get("mediaType") for entry in child["manifests"]
+                          if entry.get("digest") == digest][0]
+        manifest = _archive_blob_json(label, cache, blobs[digest], "manifest")
+        layers = manifest.get("layers")
+        config = manifest.get("config")
+        if not isinstance(config, dict) or not isinstance(layers, list) or \
+                not all(isinstance(layer, dict) for layer in layers):
+            raise UserError("%s: %s is not an image manifest" % (label, digest))
+        for needed in [config.get("digest")] + [layer.get("digest")
+                                                for layer in layers]:
+            if needed not in blobs:
+                raise UserError("%s: blob %s is not in the archive"
+                                % (label, needed))
+        check_image_platform(label, _archive_blob_json(
+            label, cache, blobs[config["digest"]], "image config"), arch)
+        found.append((names, {
+            "manifest_digest": digest,
+            "manifest_media_type": manifest.get("mediaType") or MT_OCI_MANIFEST,
+            "config_digest": config["digest"],
+            "layers": [layer["digest"] for layer in layers],
+            "origin": "oci-archive"}))
+    return found
+
+
+def archive_images(stream, label, cache, arch):
+    """[(names, record)] of every image in a docker-archive or OCI-archive
+    tar read from stream."""
+    documents, stored = store_archive_stream(stream, label, cache)
+    if "manifest.json" in documents:
+        return docker_archive_images(label, documents, stored, cache, arch)
+    if "index.json" in documents:
+        return oci_archive_images(label, documents, stored, cache, arch)
+    raise UserError("%s has neither manifest.json nor index.json: give a "
+                    "docker-archive (docker save) or an OCI archive" % label)
+
+
+def archive_image_name(label, names):
+    """The one reference an archived image is bundled under; an OCI ref.name
+    that is only a tag is no name."""
+    usable = [name for name in names if name and ("/" in name or ":" in name)]
+    if not usable:
+        raise UserError("%s holds an image without a name: save it by name "
+                        "(docker save NAME:TAG, or skopeo copy ... "
+                        "oci-archive:FILE:NAME:TAG)" % label)
+    return parse_image_ref(usable[0])
+
+
+def add_local_images(images, cache, arch, archive_paths, progress):
+    """The plan with its docker-daemon: images exported and the images of
+    the --extra-image-archive files added: done before any download, so a
+    missing daemon, image or archive fails at once."""
+    export_docker_daemon_images(images, cache, arch, progress)
+    seen = set(image["ref"] for image in images)
+    for image in import_archive_files(archive_paths, cache, arch):
+        if image["ref"] in seen:
+            raise UserError("image %s is bundled twice (--extra-image-archive "
+                            "and another source): give it once" % image["ref"])
+        seen.add(image["ref"])
+        images.append(image)
+    return images
+
+
+def import_archive_files(paths, cache, arch):
+    """Plan entries, filled in, of every image in the --extra-image-archive
+    files (one entry per image, under its first name)."""
+    images = []
+    for path in paths:
+        label = "--extra-image-archive %s" % path
+        try:
+            handle = open(path, "rb")
+        except OSError as exc:
+            raise UserError("cannot read %s: %s" % (label, exc.strerror))
+        with handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise UserError("%s is not a regular file: give the archive"
+                                % label)
+            for names, record in archive_images(handle, label, cache, arch):
+                ref = archive_image_name(label, names)
+                entry = local_image_entry(record["origin"], ref)
+                entry.update(record)
+                images.append(entry)
+    return images
+
+
+def docker_daemon_client():
+    """A docker SDK client whose daemon answers (imported here only: the
+    rest of the tool never needs the SDK)."""
+    try:
+        import docker
+    except ImportError:
+        raise UserError("docker-daemon: images need the docker SDK: "
+                        "pip install docker")
+    try:
+        client = docker.from_env(timeout=HTTP_TIMEOUT)
+        client.ping()
+    except Exception as exc:   # the SDK wraps requests', socket's and its own
+        raise UserError("cannot reach the Docker daemon (%s): start Docker or "
+                        "set DOCKER_HOST, or leave out the docker-daemon: "
+                        "images" % _short_reason(exc))
+    return client
+
+
+def export_docker_daemon_images(images, cache, arch, progress):
+    """Fill in every docker-daemon: image from the local daemon's export,
+    streamed through the same archive reader into the cache."""
+    local = [image for image in images if image.get("origin") == "docker-daemon"]
+    if not local:
+        return
+    client = docker_daemon_client()
+    import docker
+    for image in local:
+        label = "docker-daemon:%s" % image["ref"]
+        try:
+            size = client.api.inspect_image(image["ref"]).get("Size") or 0
+            chunks = client.api.get_image(image["ref"], chunk_size=CHUNK)
+        except docker.errors.ImageNotFound:
+            raise UserError("image %s is not in the local Docker daemon: "
+                            "build or pull it first (docker images lists "
+                            "what is there)" % image["ref"])
+        except docker.errors.DockerException as exc:
+            raise UserError("the Docker daemon cannot export %s: %s"
+                            % (image["ref"], _short_reason(exc)))
+        bar = Progress(size, "export %s" % image["ref"], enabled=progress)
+        try:
+            found = archive_images(ChunkReader(chunks, bar), label, cache, arch)
+        except docker.errors.DockerException as exc:
+            raise UserError("the Docker daemon failed exporting %s: %s"
+                            % (image["ref"], _short_reason(exc)))
+        finally:
+            bar.close()
+        if len(found) != 1:
+            raise UserError("%s: the daemon exported %d images, expected one"
+                            % (label, len(found)))
+        record = found[0][1]
+        record["origin"] = "docker-daemon"
+        image.update(record)
 
 
 def assemble_bundle(name, version, arch, images, file_entries, cache, with_docker):
@@ -1973,8 +2362,8 @@ def assemble_bundle(name, version, arch, images, file_entries, cache, with_docke
     files = dict((m["path"], {"size": m["size"], "sha256": m["sha256"]})
                  for m in members)
     facts = version_facts(version)
-    keep = ("name", "kubeadm", "extra", "repository", "tag", "ref", "source",
-            "source_digest", "manifest_digest", "manifest_media_type",
+    keep = ("name", "kubeadm", "extra", "origin", "repository", "tag", "ref",
+            "source", "source_digest", "manifest_digest", "manifest_media_type",
             "config_digest", "layers", "size")
     meta = {
         "format": BUNDLE_FORMAT, "name": name, "tool_version": TOOL_VERSION,
@@ -7174,7 +7563,15 @@ def add_bundle_commands(sub):
                             help="where kubeadm's images are pulled from "
                                  "(default %(default)s)")
         parser.add_argument("--extra-image", action="append", default=[],
-                            metavar="REF", help="also bundle this image")
+                            metavar="REF", help="also bundle this image (from "
+                            "its registry, or docker-daemon:REF from the local "
+                            "Docker daemon)")
+        parser.add_argument("--image-list", action="append", default=[],
+                            metavar="FILE", help="also bundle the images FILE "
+                            "lists, one a line (# comments)")
+    bundle.add_argument("--extra-image-archive", action="append", default=[],
+                        metavar="FILE", help="also bundle the images of a "
+                        "docker-archive (docker save) or OCI-archive tar")
     bundle.add_argument("--registry-mirror", action="append", default=[],
                         metavar="SRC=DST", help="pull SRC's images from DST")
     bundle.add_argument("--insecure-registry", action="append", default=[],
