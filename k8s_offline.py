@@ -6,12 +6,19 @@ Two halves, one file:
 * ``bundle`` runs on a connected machine.  It pulls every image kubeadm needs
   straight from the registries (no Docker daemon), downloads kubeadm, kubelet,
   kubectl, the CNI plugins and crictl, checks every byte against pinned and
-  published checksums, and writes one tarball.  It may use requests, tqdm and
-  the docker SDK, imported only inside bundle mode.
+  published checksums, and writes one tarball (or, with --split, parts of
+  it that a FAT32 stick can hold).  Workload images may also come from the
+  local Docker daemon (--extra-image docker-daemon:REF, the only use of the
+  docker SDK) or from docker-/OCI-archive tars.  It may use requests, tqdm
+  and the docker SDK, imported only inside bundle mode.
 * ``verify``, ``master``, ``join``, ``token``, ``reset``, ``status``,
   ``remove-node`` and the day-two commands ``certs``, ``backup`` and
   ``restore`` run on the air-gapped hosts.  They use the standard library
   only and run on Python 3.6 or newer, because nothing can be installed there.
+
+Environment: K8SO_RELEASE_TABLE=FILE gives bundle mode another release
+table; K8SO_LARGE_BUNDLE_BYTES=N makes bundle warn about FAT32 from N bytes
+instead of 4 GiB (both for tests).
 
 The file is laid out in the order data flows: constants and the version
 table, small utilities, the registry client, the bundle writer, the bundle
