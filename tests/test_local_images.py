@@ -4,7 +4,6 @@
 skopeo) and --image-list.  The bundle's images load into a standalone
 containerd and a fresh dockerd of their own, and run."""
 
-import argparse
 import io
 import json
 import os
@@ -12,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 import uuid
 
 import pytest
@@ -20,6 +18,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import install_support as sup  # noqa: E402
 from install_support import ko  # noqa: E402
+from fixtures import daemons  # noqa: E402
 
 DOCKERFILE = """FROM scratch
 COPY busybox /bin/busybox
@@ -112,21 +111,12 @@ def test_docker_daemon_image_is_bundled_as_uncompressed_layers(
     assert rc == 0, err
 
 
-def context(bundle, root, cri, address=None):
-    args = argparse.Namespace(bundle=bundle, root=root, cri=cri,
-                              image_repository="k8s.gcr.io", skip_phases=None,
-                              dry_run=False, no_progress=True,
-                              containerd_address=address, command="join")
-    ctx = ko.InstallContext(args, "worker")
-    ctx.runner = sup.RecordingRunner()
-    return ctx
-
-
 def test_local_images_load_into_a_fresh_containerd_and_run(local_bundle,
                                                            containerd,
                                                            tmp_path):
     path, refs, message = local_bundle
-    ctx = context(path, str(tmp_path), "containerd", containerd.sock)
+    ctx = sup.install_context(path, str(tmp_path), "containerd", "worker",
+                              containerd.sock)
     try:
         ko.phase_images(ctx)       # a worker loads the extra images too
         have = ko.containerd_images(ctx)
@@ -144,54 +134,16 @@ def test_local_images_load_into_a_fresh_containerd_and_run(local_bundle,
         assert ran.stdout.strip() == message, origin
 
 
-class FreshDockerd(object):
-    """A dockerd of its own (data root, socket, its own containerd) that
-    has never seen the image: what a host of the air gap has."""
-
-    def __init__(self, folder):
-        self.folder = folder
-        self.sock = "unix://%s/d.sock" % folder
-        self.proc = None
-
-    def start(self, timeout=60):
-        log = open(os.path.join(self.folder, "dockerd.log"), "ab")
-        self.proc = subprocess.Popen(
-            ["dockerd", "--host", self.sock, "--data-root",
-             os.path.join(self.folder, "root"), "--exec-root",
-             os.path.join(self.folder, "exec"), "--pidfile",
-             os.path.join(self.folder, "d.pid"), "--bridge", "none",
-             "--iptables=false", "--ip6tables=false"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if docker("info", host=self.sock, timeout=10).returncode == 0:
-                return self
-            time.sleep(0.5)
-        self.stop()
-        pytest.fail("a fresh dockerd did not start; see %s/dockerd.log"
-                    % self.folder)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
 @pytest.fixture
 def fresh_dockerd(dockerd):
-    folder = "/tmp/k8so-fd-%s" % uuid.uuid4().hex[:8]   # short: a socket path
+    folder = "/tmp/k8so-fd-%s" % uuid.uuid4().hex[:8]
     os.makedirs(folder)
-    daemon = FreshDockerd(folder).start()
+    try:
+        daemon = daemons.FreshDockerd(folder).start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
     yield daemon
-    daemon.stop()
-    subprocess.call(["umount", "-R", folder], stderr=subprocess.DEVNULL)
-    shutil.rmtree(folder, ignore_errors=True)
+    daemon.cleanup()
 
 
 def test_local_images_load_into_a_fresh_dockerd_and_run(local_bundle,
@@ -200,7 +152,7 @@ def test_local_images_load_into_a_fresh_dockerd_and_run(local_bundle,
     path, refs, message = local_bundle
     monkeypatch.setenv("DOCKER_HOST", fresh_dockerd.sock)
     assert docker("images", "-q").stdout.strip() == ""      # fresh indeed
-    ctx = context(path, str(tmp_path), "docker")
+    ctx = sup.install_context(path, str(tmp_path), "docker", "worker")
     try:
         ko.phase_images(ctx)
         for image in ctx.bundle.images_for_role("worker"):

@@ -3,7 +3,6 @@ bundle writer from the local registry and file server fixtures; verify,
 master and join read the parts in place; every damaged-part case is refused
 by name; the FAT32 warning of an unsplit bundle."""
 
-import argparse
 import hashlib
 import json
 import os
@@ -224,20 +223,11 @@ def test_master_refuses_a_damaged_part_and_leaves_the_host(
     assert not [a for a in runner.commands() if a[:2] == ["docker", "load"]]
 
 
-def context(bundle, root, cri, role, address=None):
-    args = argparse.Namespace(bundle=bundle, root=root, cri=cri,
-                              image_repository="k8s.gcr.io", skip_phases=None,
-                              dry_run=False, no_progress=True,
-                              containerd_address=address, command=role)
-    ctx = ko.InstallContext(args, role)
-    ctx.runner = sup.RecordingRunner()
-    return ctx
-
-
 def test_images_load_into_containerd_from_the_parts(bundles, containerd,
                                                     tmp_path):
-    ctx = context(os.path.join(bundles[0], NAME + ko.PARTS_INDEX_SUFFIX),
-                  str(tmp_path), "containerd", "master", containerd.sock)
+    ctx = sup.install_context(os.path.join(bundles[0], NAME + ko.PARTS_INDEX_SUFFIX),
+                              str(tmp_path), "containerd", "master",
+                              containerd.sock)
     try:
         ko.verify_bundle(ctx.bundle, progress=False)
         ko.phase_images(ctx)
