@@ -265,3 +265,59 @@ def test_the_docker_sdk_is_imported_only_for_docker_daemon_images(tmp_path):
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+class Zeros(object):
+    """A read()-able stream of size zero bytes, never all in memory."""
+
+    def __init__(self, size):
+        self.left = size
+
+    def read(self, size=-1):
+        size = self.left if size < 0 else min(size, self.left)
+        self.left -= size
+        return bytes(size)
+
+
+def test_an_archive_streams_into_the_store_in_bounded_memory(tmp_path):
+    """A 64 MiB layer passes through a peak of far less than its size:
+    the export is streamed chunk by chunk, each layer hashed on the way."""
+    import hashlib
+    import tracemalloc
+    layer_path = str(tmp_path / "layer.tar")
+    with tarfile.open(layer_path, "w") as layer:
+        info = tarfile.TarInfo("data")
+        info.size = 64 * 1024 * 1024
+        layer.addfile(info, Zeros(info.size))
+    digest = hashlib.sha256()
+    with open(layer_path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    config = json.dumps({"os": "linux", "architecture": "amd64", "rootfs": {
+        "type": "layers", "diff_ids": ["sha256:" + digest.hexdigest()]}}).encode()
+    manifest = json.dumps([{"Config": "c.json", "RepoTags": ["big:1"],
+                            "Layers": ["l/layer.tar"]}]).encode()
+    archive = str(tmp_path / "archive.tar")
+    with tarfile.open(archive, "w") as tar:
+        for name, data in (("c.json", config), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        tar.add(layer_path, "l/layer.tar")
+    cache = ko.BlobCache(str(tmp_path / "cache"))
+
+    def chunks():
+        with open(archive, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                yield block
+    tracemalloc.start()
+    try:
+        found = ko.archive_images(ko.ChunkReader(chunks()), "test", cache, "amd64")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 * 1024 * 1024, peak
+    (names, record), = found
+    assert names == ["big:1"]
+    assert record["layers"] == ["sha256:" + digest.hexdigest()]
+    assert cache.has(digest.hexdigest())
