@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -309,3 +310,24 @@ def test_bad_split_on_the_command_line_is_one_line(run_cli, tmp_path):
     assert err.strip().splitlines() == [
         "error: bad --split 10K: parts must be at least 1M"]
     assert os.listdir(str(tmp_path)) == []
+
+
+PY36 = os.path.expanduser("~/.pyenv/versions/3.6.15/bin/python3")
+
+
+@pytest.mark.skipif(not os.path.exists(PY36), reason="no Python 3.6 here")
+def test_python36_reads_the_parts_and_names_a_bad_one(bundles, tmp_path):
+    stick = copy_split(bundles, tmp_path)
+    argv = [PY36, "-S", os.path.join(sup.REPO, "k8s_offline.py"), "verify",
+            os.path.join(stick, NAME), "--no-progress"]
+    ok = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        universal_newlines=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    swap(stick, 0, 1)
+    bad = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, timeout=300)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "error: part %s.000 fails its sha256 check: it is damaged, from "
+        "another bundle, or the parts were renamed out of order; recopy it"
+        % NAME]
