@@ -331,3 +331,16 @@ def test_python36_reads_the_parts_and_names_a_bad_one(bundles, tmp_path):
         "error: part %s.000 fails its sha256 check: it is damaged, from "
         "another bundle, or the parts were renamed out of order; recopy it"
         % NAME]
+
+
+def test_the_tool_comes_out_of_the_first_part_alone(bundles, tmp_path):
+    """The hosts need k8s_offline.py to read the parts: bundle writes it
+    right after bundle.json, so GNU tar takes it from NAME.tar.000 alone."""
+    top = NAME[:-len(".tar")]
+    result = subprocess.run(
+        ["tar", "-xf", os.path.join(bundles[0], NAME + ".000"), "--occurrence",
+         top + "/k8s_offline.py"], cwd=str(tmp_path), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    with open(os.path.join(sup.REPO, "k8s_offline.py"), "rb") as handle:
+        assert (tmp_path / top / "k8s_offline.py").read_bytes() == handle.read()
