@@ -2298,6 +2298,8 @@ def export_docker_daemon_images(images, cache, arch, progress):
         return
     client = docker_daemon_client()
     import docker
+    import requests
+    broken = (docker.errors.DockerException, requests.exceptions.RequestException)
     for image in local:
         label = "docker-daemon:%s" % image["ref"]
         try:
@@ -2307,13 +2309,13 @@ def export_docker_daemon_images(images, cache, arch, progress):
             raise UserError("image %s is not in the local Docker daemon: "
                             "build or pull it first (docker images lists "
                             "what is there)" % image["ref"])
-        except docker.errors.DockerException as exc:
+        except broken as exc:
             raise UserError("the Docker daemon cannot export %s: %s"
                             % (image["ref"], _short_reason(exc)))
         bar = Progress(size, "export %s" % image["ref"], enabled=progress)
         try:
             found = archive_images(ChunkReader(chunks, bar), label, cache, arch)
-        except docker.errors.DockerException as exc:
+        except broken as exc:
             raise UserError("the Docker daemon failed exporting %s: %s"
                             % (image["ref"], _short_reason(exc)))
         finally:

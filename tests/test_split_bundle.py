@@ -344,3 +344,15 @@ def test_the_tool_comes_out_of_the_first_part_alone(bundles, tmp_path):
     assert result.returncode == 0, result.stderr
     with open(os.path.join(sup.REPO, "k8s_offline.py"), "rb") as handle:
         assert (tmp_path / top / "k8s_offline.py").read_bytes() == handle.read()
+
+
+def test_parts_writer_stops_at_the_most_parts_and_leaves_nothing(tmp_path):
+    output = str(tmp_path / NAME)
+    writer = ko.PartsWriter(output, 512, ".partial-1")
+    with pytest.raises(ko.UserError) as refused:
+        for _ in range(ko.MAX_PARTS + 1):
+            writer.write(b"x" * 512)
+    assert "more than %d parts" % ko.MAX_PARTS in str(refused.value)
+    assert len(os.listdir(str(tmp_path))) == ko.MAX_PARTS
+    writer.remove()
+    assert os.listdir(str(tmp_path)) == []
