@@ -108,6 +108,17 @@ def truncate(path):
         handle.truncate(os.path.getsize(path) - 1)
 
 
+def relink(path):
+    """The part as a link to the same bytes elsewhere."""
+    os.rename(path, path + ".elsewhere")
+    os.symlink(path + ".elsewhere", path)
+
+
+def refifo(path):
+    os.unlink(path)
+    os.mkfifo(path)
+
+
 DAMAGE = {
     "missing": (lambda d: os.unlink(os.path.join(d, NAME + ".002")),
                 NAME + ".002 is missing"),
@@ -124,6 +135,10 @@ DAMAGE = {
         os.path.join(d, parts_of(d)[-1]), 100), "fails its sha256"),
     "cut-short": (lambda d: truncate(os.path.join(d, NAME + ".001")),
                   NAME + ".001 has 1048575 bytes"),
+    "a-link": (lambda d: relink(os.path.join(d, NAME + ".001")),
+               "cannot read part %s.001: a link" % NAME),
+    "a-fifo": (lambda d: refifo(os.path.join(d, NAME + ".001")),
+               "part %s.001 is not a regular file" % NAME),
 }
 
 
