@@ -1737,8 +1737,8 @@ def write_split_bundle(output, partial, name, meta_bytes, members, progress,
     their index, unless those already are it."""
     index_path = output + PARTS_INDEX_SUFFIX
     os.unlink(partial)
-    if _up_to_date(index_path, name, meta_bytes) and \
-            read_parts_index(index_path)["part_size"] == part_size:
+    if (_up_to_date(index_path, name, meta_bytes)
+            and read_parts_index(index_path)["part_size"] == part_size):
         return False, index_path
     writer = PartsWriter(output, part_size, partial[len(output):])
     try:
@@ -2062,8 +2062,8 @@ def store_archive_stream(stream, label, cache):
             name = posixpath.normpath(member.name)
             if member.issym() or member.islnk():
                 # docker save links a layer it holds twice to the first copy
-                target = member.linkname if member.islnk() else \
-                    posixpath.join(posixpath.dirname(name), member.linkname)
+                target = (member.linkname if member.islnk() else
+                          posixpath.join(posixpath.dirname(name), member.linkname))
                 links[name] = posixpath.normpath(target)
             elif not member.isfile():
                 continue
@@ -2193,8 +2193,8 @@ def oci_archive_images(label, documents, stored, cache, arch):
         manifest = _archive_blob_json(label, cache, blobs[digest], "manifest")
         layers = manifest.get("layers")
         config = manifest.get("config")
-        if not isinstance(config, dict) or not isinstance(layers, list) or \
-                not all(isinstance(layer, dict) for layer in layers):
+        if (not isinstance(config, dict) or not isinstance(layers, list)
+                or not all(isinstance(layer, dict) for layer in layers)):
             raise UserError("%s: %s is not an image manifest" % (label, digest))
         for needed in [config.get("digest")] + [layer.get("digest")
                                                 for layer in layers]:
@@ -2917,8 +2917,8 @@ def parts_index_path(path):
     if path.endswith(PARTS_INDEX_SUFFIX):
         return path
     base, dot, number = path.rpartition(".")
-    if dot and number.isdigit() and len(number) >= 3 and \
-            base.endswith(".tar"):
+    if (dot and number.isdigit() and len(number) >= 3
+            and base.endswith(".tar")):
         return base + PARTS_INDEX_SUFFIX
     if not os.path.lexists(path) and os.path.lexists(path + PARTS_INDEX_SUFFIX):
         return path + PARTS_INDEX_SUFFIX
@@ -2949,8 +2949,8 @@ def read_parts_index(index_path):
         if part["name"] != part_name(bundle_file, number):
             bad("lists %s as part %d" % (part["name"], number))
         last = number == len(parts) - 1
-        if part["size"] > index["part_size"] or part["size"] < 1 or \
-                (not last and part["size"] != index["part_size"]):
+        if (part["size"] > index["part_size"] or part["size"] < 1
+                or (not last and part["size"] != index["part_size"])):
             bad("gives %s the size %d with parts of %d" % (
                 part["name"], part["size"], index["part_size"]))
     if sum(part["size"] for part in parts) != index["size"]:
@@ -2993,8 +2993,8 @@ class PartsReader(object):
         except OSError as exc:
             raise BundleError("cannot list %s: %s" % (self.folder, exc.strerror))
         for name in sorted(names):
-            if name.startswith(bundle_file) and name not in listed and \
-                    full_match(PART_NUMBER_RE, name[len(bundle_file):]):
+            if (name.startswith(bundle_file) and name not in listed
+                    and full_match(PART_NUMBER_RE, name[len(bundle_file):])):
                 raise BundleError("part %s is not listed in %s: it is from "
                                   "another bundle; remove it or recopy the "
                                   "parts" % (name, self.index_name))
