@@ -2984,6 +2984,7 @@ class PartsReader(object):
         self.hashed = [0] * len(self.parts)
         self.digests = [hashlib.sha256() for _ in self.parts]
         self.current = None        # (part number, fd)
+        self.failed = None         # the first part found wrong, named
         self._check_present(index["bundle"])
 
     def _check_present(self, bundle_file):
@@ -3070,10 +3071,11 @@ class PartsReader(object):
         if done == self.parts[number]["size"]:
             self.hashed[number] = done + 1      # checked: never again
             if self.digests[number].hexdigest() != self.parts[number]["sha256"]:
-                raise BundleError(
+                self.failed = BundleError(
                     "part %s fails its sha256 check: it is damaged, from "
                     "another bundle, or the parts were renamed out of order; "
                     "recopy it" % self.parts[number]["name"])
+                raise self.failed
 
     def read(self, size=-1):
         if size is None or size < 0:
@@ -3092,7 +3094,9 @@ class PartsReader(object):
 
     def check_all(self):
         """Hash what is left of every part; BundleError naming the first
-        part whose sha256 is not the index's."""
+        part whose sha256 is not the index's (or the one a read found)."""
+        if self.failed is not None:
+            raise self.failed
         for number, part in enumerate(self.parts):
             while self.hashed[number] < part["size"]:
                 done = self.hashed[number]
@@ -3428,6 +3432,18 @@ class Bundle(object):
 
 def verify_bundle(bundle, progress=True):
     """Check every byte of a bundle against bundle.json; BundleError if not.
+    In a split bundle, whatever is wrong is laid at the part that makes it
+    so, when a part does: every part is hashed to the end."""
+    try:
+        check_every_member(bundle, progress)
+        bundle.check_parts()
+    except BundleError:
+        bundle.check_parts()
+        raise
+
+
+def check_every_member(bundle, progress):
+    """The checks of verify_bundle.
 
     Checks: every listed file is present with its size and sha256; no file,
     folder or link is there that is not listed; every blob is named by its
@@ -3473,10 +3489,6 @@ def verify_bundle(bundle, progress=True):
             if relpath.startswith(IMAGES_DIR + "/blobs/sha256/") and \
                     relpath.rsplit("/", 1)[1] != entry["sha256"]:
                 raise BundleError("blob %s is not named by its digest" % relpath)
-        bundle.check_parts()
-    except BundleError:
-        bundle.check_parts()
-        raise
     finally:
         bar.close()
     _verify_image_graph(bundle, files)

@@ -371,3 +371,23 @@ def test_parts_writer_stops_at_the_most_parts_and_leaves_nothing(tmp_path):
     assert len(os.listdir(str(tmp_path))) == ko.MAX_PARTS
     writer.remove()
     assert os.listdir(str(tmp_path)) == []
+
+
+def test_a_swap_inside_one_member_names_the_first_wrong_part(tmp_path):
+    """Parts 001 and 002 swapped where one member covers both (the lab's
+    kubeadm binary did): the read that completes 001 refuses it, and the
+    check of every part that follows still names 001, not 002."""
+    output = str(tmp_path / NAME)
+    writer = ko.PartsWriter(output, 4096, ".partial-1")
+    writer.write(os.urandom(4 * 4096 + 100))
+    writer.close()
+    ko.publish_parts(output, writer)
+    swap(str(tmp_path), 1, 2)
+    reader = ko.PartsReader(output + ko.PARTS_INDEX_SUFFIX)
+    with pytest.raises(ko.BundleError) as first:
+        while reader.read(1000):
+            pass
+    assert "part %s.001 fails" % NAME in str(first.value)
+    with pytest.raises(ko.BundleError) as again:
+        reader.check_all()
+    assert "part %s.001 fails" % NAME in str(again.value)
