@@ -8,15 +8,12 @@ import json
 import os
 import shutil
 import stat
-import sys
 import tarfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
-import k8s_offline as ko  # noqa: E402
+import k8s_offline as ko
 
 BUSYBOX = "/bin/busybox"
 CA_HASH = "sha256:" + "ab" * 32

@@ -16,8 +16,7 @@ import pytest
 
 from fixtures.faultproxy import FaultProxy, Rule
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import k8s_offline as ko  # noqa: E402
+import k8s_offline as ko
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "k8s_offline.py")

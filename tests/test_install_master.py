@@ -3,26 +3,12 @@
 import json
 import os
 import stat
-import sys
 
 import pytest
 import yaml
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import install_support as sup  # noqa: E402
-from install_support import ko  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    return sup.make_bundle(str(tmp_path_factory.mktemp("bundle")))
-
-
-@pytest.fixture
-def host(tmp_path, monkeypatch):
-    root = sup.make_root(str(tmp_path / "root"))
-    runner = sup.install_fake(monkeypatch, root)
-    return root, runner
+import install_support as sup
+from install_support import ko
 
 
 def run(root, bundle, *argv):

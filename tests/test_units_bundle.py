@@ -7,13 +7,11 @@ import hashlib
 import io
 import json
 import os
-import sys
 import tarfile
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import k8s_offline as ko  # noqa: E402
+import k8s_offline as ko
 
 
 @pytest.mark.parametrize("text,expected", [
