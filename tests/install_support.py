@@ -256,6 +256,21 @@ def write(root, path, text, mode=0o644):
     return full
 
 
+def run(root, bundle, *argv):
+    """ko.main(COMMAND --root ROOT --bundle BUNDLE --no-progress ARGS...)."""
+    return ko.main(list(argv[:1]) + ["--root", root, "--bundle", bundle,
+                                     "--no-progress"] + list(argv[1:]))
+
+
+def rpath(root, path):
+    """Where the host path PATH lies in the --root tree ROOT."""
+    return os.path.join(root, path.lstrip("/"))
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
 def tcp_line(port, state="0A"):
     return ("   0: 00000000:%04X 00000000:0000 %s 00000000:00000000 00:00000000 "
             "00000000     0        0 1 1 0000000000000000 100 0 0 10 0\n"
