@@ -23,6 +23,7 @@ import argparse
 import base64
 import binascii
 import calendar
+import collections
 import contextlib
 import errno
 import gzip
@@ -131,6 +132,36 @@ INDEX_TYPES = (MT_OCI_INDEX, MT_DOCKER_LIST)
 MANIFEST_TYPES = (MT_OCI_MANIFEST, MT_DOCKER_MANIFEST)
 SCHEMA1_TYPES = (MT_DOCKER_SCHEMA1, MT_DOCKER_SCHEMA1_SIGNED)
 
+# Every name bundle.json may list, by folder: anything else is refused
+# before a byte of it is read.  Names become host paths (bin/kubelet goes
+# to /usr/bin/kubelet), so none may hold a "..", a slash too many or a
+# character a shell or config file would read differently.
+MEMBER_NAME_RE = re.compile(
+    r"k8s_offline\.py|%s|"
+    r"(?:%s|%s|%s|%s)/[A-Za-z0-9][A-Za-z0-9._+-]{0,127}|"
+    r"%s/(?:oci-layout|index\.json|manifest\.json|blobs/sha256/[0-9a-f]{64})"
+    % (re.escape(BUNDLE_JSON), BIN_DIR, ARCHIVES_DIR, SYSTEMD_DIR,
+       MANIFESTS_DIR, IMAGES_DIR))
+MAX_IMAGE_JSON_BYTES = 4 * 1024 * 1024     # an image manifest, index.json
+MAX_BUNDLE_IMAGES = 500
+SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+# The distribution reference grammar (docker/distribution reference.go).
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = (r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+           r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*"
+           r"(?::[0-9]{1,5})?")
+REPOSITORY_PATH_RE = re.compile(r"%s(?:/%s)*" % (_PATH_COMPONENT,
+                                                 _PATH_COMPONENT))
+IMAGE_NAME_RE = re.compile(r"(?:%s/)?%s(?:/%s)*" % (_DOMAIN, _PATH_COMPONENT,
+                                                    _PATH_COMPONENT))
+IMAGE_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
+IMAGE_REF_RE = re.compile(r"(?:%s)(?::%s)?(?:@%s)?" % (
+    IMAGE_NAME_RE.pattern, IMAGE_TAG_RE.pattern, DIGEST_RE.pattern))
+VERSION_RE = re.compile(r"v[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,4}")
+TEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f]{0,1000}")   # notes, never used
+
 # systemd units of the official kubelet packages.
 KUBELET_SERVICE = """\
 [Unit]
@@ -174,6 +205,16 @@ log = logging.getLogger("k8s-offline")
 
 class UserError(Exception):
     """A problem the user can fix: printed as one line, exit status 2."""
+
+
+class BundleError(UserError):
+    """The bundle is damaged, incomplete or unsafe."""
+
+
+def full_match(pattern, value):
+    """True when value is a str that pattern matches whole: no trailing
+    newline slips through as it does past a pattern ending in `$`."""
+    return isinstance(value, str) and pattern.fullmatch(value) is not None
 
 
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -1055,6 +1096,12 @@ def _backoff(attempt, wait=None):
 # Bundle writer (bundle mode)
 # ===========================================================================
 
+def _blob_path(digest):
+    if not full_match(DIGEST_RE, digest):
+        raise BundleError("bad digest %r in the bundle" % (digest,))
+    return "%s/blobs/sha256/%s" % (IMAGES_DIR, digest[len("sha256:"):])
+
+
 BUNDLE_MTIME = 1577836800        # fixed member time: same input, same bytes
 # Units of the static Docker (--with-docker): its containerd runs as a unit
 # of its own, so `--cri containerd` can use it too.  Install mode installs
@@ -1592,95 +1639,6 @@ def default_cache_dir():
     return os.path.join(base, "k8s-offline")
 
 
-def cmd_images(args):
-    version = normalize_version(args.kubernetes_version)
-    check_arch(args.arch)
-    for image in plan_images(version, args.arch, args.image_repository,
-                             args.extra_image):
-        print(image["source"])
-    return 0
-
-
-def cmd_bundle(args):
-    """Pull, verify and pack everything; the bundle appears only when whole."""
-    started = time.time()
-    version = normalize_version(args.kubernetes_version)
-    arch = check_arch(args.arch)
-    version_facts(version)
-    registry_mirrors = dict(parse_mapping(m, "--registry-mirror")
-                            for m in args.registry_mirror)
-    file_mirrors = [parse_mapping(m, "--file-mirror") for m in args.file_mirror]
-    if args.jobs < 1 or args.jobs > 64:
-        raise UserError("bad --jobs %d: give a number from 1 to 64" % args.jobs)
-    if not 1 <= args.timeout <= 3600:
-        raise UserError("bad --timeout %g: give 1 to 3600 seconds" % args.timeout)
-    images = plan_images(version, arch, args.image_repository, args.extra_image)
-    files = plan_files(version, arch, with_docker=args.with_docker)
-    tarball = NODE_TARBALL_URL.format(version=version, arch=arch).rsplit("/", 1)[1]
-    vouched = {}
-    node_sha512 = version_facts(version)["node_sha512"].get(arch)
-    node_source = "release notes (sha512 of %s, pinned table)" % tarball
-    if args.checksum_file:
-        checksums, sha512s = read_checksum_file(args.checksum_file)
-        node_sha512 = sha512s.get(tarball)
-        node_source = "--checksum-file %s (sha512 of %s)" % (
-            args.checksum_file, tarball)
-        vouched = dict((name, (hexd, "--checksum-file %s" % args.checksum_file))
-                       for name, hexd in checksums.items())
-        log.warning("NOTE: checksums come from %s, not the built-in table "
-                    "(%d entries)", args.checksum_file,
-                    len(checksums) + len(sha512s))
-    name = bundle_name(version, arch)
-    output = os.path.abspath(args.output or os.path.join("bundle", name + ".tar"))
-    partial = _claim_output(output)
-    try:
-        cache = BlobCache(args.cache_dir or default_cache_dir())
-        client = RegistryClient(mirrors=registry_mirrors,
-                                insecure=args.insecure_registry, jobs=args.jobs,
-                                timeout=args.timeout)
-        progress = not args.no_progress
-        log.info("bundle %s: %d images, %d files", name, len(images), len(files))
-        if node_sha512:
-            extracted = binaries_from_node_tarball(
-                client, cache, version, arch, node_sha512, file_mirrors, args,
-                progress)
-            for binary, hexd in sorted(extracted.items()):
-                if vouched.get(binary, (hexd,))[0] != hexd:
-                    raise UserError("%s in the release tarball (%s) differs from "
-                                    "the checksum table (%s): refusing it"
-                                    % (binary, hexd, vouched[binary][0]))
-                vouched[binary] = (hexd, node_source)
-        file_entries = fetch_files(client, cache, files, file_mirrors,
-                                   vouched, args, progress)
-        images = cross_check_images(images, file_entries, version, arch, cache)
-        fetch_images(client, cache, images, arch, args.jobs, progress)
-        meta, members = assemble_bundle(name, version, arch, images,
-                                        file_entries, cache, args.with_docker)
-        meta_bytes = canonical_json(meta)
-        fresh = not _up_to_date(output, name, meta_bytes)
-        if fresh:
-            write_bundle(partial, name, meta_bytes, members, progress)
-            os.rename(partial, output)
-        else:
-            os.unlink(partial)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(partial)
-        raise
-    total = sum(entry["size"] for entry in meta["files"].values())
-    log.info("%s %s (%s, %d images) in %.1f s, fetched %s",
-             "wrote" if fresh else "up to date, unchanged:", output,
-             human_size(os.path.getsize(output)), len(images),
-             time.time() - started, human_size(client.bytes_fetched))
-    log.debug("payload %d bytes", total)
-    print("checksums of the downloaded files, and what vouched for them:")
-    for path, sources in sorted(meta["checksum_sources"].items()):
-        print("  %s: %s" % (path, "; ".join(sources)))
-    print("bundle.json sha256: %s  (compare it with what verify prints on "
-          "the far side)" % sha256_bytes(meta_bytes))
-    return 0
-
-
 def _claim_output(output):
     """Create the output's .partial file now, so a bad --output fails before
     anything is downloaded."""
@@ -1948,27 +1906,6 @@ def _tag_of(images, name):
     return None
 
 
-def _up_to_date(output, name, meta_bytes):
-    """True if output already is this exact bundle (same bundle.json, every
-    member present with its size): a warm re-run then writes nothing."""
-    if not os.path.isfile(output):
-        return False
-    try:
-        bundle = Bundle(output)
-    except UserError:
-        return False
-    try:
-        with bundle.open_raw(BUNDLE_JSON) as handle:
-            if handle.read() != meta_bytes or bundle.top != name:
-                return False
-        files = bundle.meta["files"]
-        return set(bundle.members) - {BUNDLE_JSON, BUNDLE_JSON_SHA} == \
-            set(files) and all(
-            bundle.members[p].size == e["size"] for p, e in files.items())
-    finally:
-        bundle.close()
-
-
 def write_bundle(partial, name, meta_bytes, members, progress):
     """Stream bundle.json first, then every member, into the .partial file."""
     total = sum(member["size"] for member in members)
@@ -1998,46 +1935,6 @@ def write_bundle(partial, name, meta_bytes, members, progress):
 # ===========================================================================
 # Bundle reader and verifier (standard library only)
 # ===========================================================================
-
-class BundleError(UserError):
-    """The bundle is damaged, incomplete or unsafe."""
-
-
-# Every name bundle.json may list, by folder: anything else is refused
-# before a byte of it is read.  Names become host paths (bin/kubelet goes
-# to /usr/bin/kubelet), so none may hold a "..", a slash too many or a
-# character a shell or config file would read differently.
-MEMBER_NAME_RE = re.compile(
-    r"k8s_offline\.py|%s|"
-    r"(?:%s|%s|%s|%s)/[A-Za-z0-9][A-Za-z0-9._+-]{0,127}|"
-    r"%s/(?:oci-layout|index\.json|manifest\.json|blobs/sha256/[0-9a-f]{64})"
-    % (re.escape(BUNDLE_JSON), BIN_DIR, ARCHIVES_DIR, SYSTEMD_DIR,
-       MANIFESTS_DIR, IMAGES_DIR))
-MAX_IMAGE_JSON_BYTES = 4 * 1024 * 1024     # an image manifest, index.json
-MAX_BUNDLE_IMAGES = 500
-SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
-DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
-# The distribution reference grammar (docker/distribution reference.go).
-_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN = (r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-           r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*"
-           r"(?::[0-9]{1,5})?")
-REPOSITORY_PATH_RE = re.compile(r"%s(?:/%s)*" % (_PATH_COMPONENT,
-                                                 _PATH_COMPONENT))
-IMAGE_NAME_RE = re.compile(r"(?:%s/)?%s(?:/%s)*" % (_DOMAIN, _PATH_COMPONENT,
-                                                    _PATH_COMPONENT))
-IMAGE_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
-IMAGE_REF_RE = re.compile(r"(?:%s)(?::%s)?(?:@%s)?" % (
-    IMAGE_NAME_RE.pattern, IMAGE_TAG_RE.pattern, DIGEST_RE.pattern))
-VERSION_RE = re.compile(r"v[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,4}")
-TEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f]{0,1000}")   # notes, never used
-
-
-def full_match(pattern, value):
-    """True when value is a str that pattern matches whole: no trailing
-    newline slips through as it does past a pattern ending in `$`."""
-    return isinstance(value, str) and pattern.fullmatch(value) is not None
 
 
 def is_image_ref(value):
@@ -2580,12 +2477,6 @@ def verify_bundle(bundle, progress=True):
     _verify_image_graph(bundle, files)
 
 
-def _blob_path(digest):
-    if not full_match(DIGEST_RE, digest):
-        raise BundleError("bad digest %r in the bundle" % (digest,))
-    return "%s/blobs/sha256/%s" % (IMAGES_DIR, digest[len("sha256:"):])
-
-
 def _verify_image_graph(bundle, files):
     """Every image's manifest names the config and layers that are there."""
     for image in bundle.meta["images"]:
@@ -2607,6 +2498,27 @@ def _verify_image_graph(bundle, files):
             if _blob_path(digest) not in files:
                 raise BundleError("image %s: blob %s is missing"
                                   % (image["ref"], digest))
+
+
+def _up_to_date(output, name, meta_bytes):
+    """True if output already is this exact bundle (same bundle.json, every
+    member present with its size): a warm re-run then writes nothing."""
+    if not os.path.isfile(output):
+        return False
+    try:
+        bundle = Bundle(output)
+    except UserError:
+        return False
+    try:
+        with bundle.open_raw(BUNDLE_JSON) as handle:
+            if handle.read() != meta_bytes or bundle.top != name:
+                return False
+        files = bundle.meta["files"]
+        return set(bundle.members) - {BUNDLE_JSON, BUNDLE_JSON_SHA} == \
+            set(files) and all(
+            bundle.members[p].size == e["size"] for p, e in files.items())
+    finally:
+        bundle.close()
 
 
 # ===========================================================================
@@ -3772,104 +3684,6 @@ def _normalize_image_name(name):
     return name
 
 
-class InstallContext(object):
-    """What every phase of one run shares: options, host, runner, bundle."""
-
-    def __init__(self, args, role):
-        self.args = args
-        self.role = role                      # master, worker, control-plane
-        self.dry_run = bool(getattr(args, "dry_run", False))
-        self.host = Host(getattr(args, "root", None) or "/", self.dry_run)
-        self.runner = Runner(self.dry_run)
-        self.euid = current_euid()
-        self.cri = getattr(args, "cri", None) or "docker"
-        self.image_repository = (getattr(args, "image_repository", None)
-                                 or KUBEADM_IMAGE_REPOSITORY)
-        self.containerd_address = (getattr(args, "containerd_address", None)
-                                   or CRI_SOCKETS["containerd"])
-        self.skip = parse_skip_phases(getattr(args, "skip_phases", None))
-        self._bundle = None
-        self.cgroup_driver = None
-        self.node_name = None
-        self.advertise_address = None
-        self.join_info = None
-        self.firewalld = False            # active, as preflight saw it
-        self.warnings = []
-
-    @property
-    def bundle(self):
-        if self._bundle is None:
-            self._bundle = Bundle(resolve_bundle_path(self.args))
-        return self._bundle
-
-    def close(self):
-        if self._bundle is not None:
-            self._bundle.close()
-
-    def kubectl(self, *argv):
-        return ["kubectl", "--kubeconfig", ADMIN_CONF] + list(argv)
-
-    def warn(self, text):
-        self.warnings.append(text)
-        log.warning("warning: %s", text)
-
-
-def parse_skip_phases(text):
-    return set(part.strip() for part in (text or "").split(",") if part.strip())
-
-
-def resolve_bundle_path(args):
-    path = getattr(args, "bundle", None)
-    if path:
-        return path
-    folder = script_dir()
-    if os.path.isfile(os.path.join(folder, BUNDLE_JSON)):
-        return folder
-    raise UserError("no bundle given and %s has no %s: use --bundle PATH "
-                    "(the bundle .tar or its extracted folder)"
-                    % (folder, BUNDLE_JSON))
-
-
-SAFETY_PHASES = ("verify", "preflight")
-
-
-def run_phases(ctx, phases):
-    """Run (name, function) pairs in order: each logged and timed, skipped
-    when named in --skip-phases, printed only under --dry-run.
-
-    The safety phases (verify, preflight) cannot be skipped, except in a
-    dry run, which changes nothing; that is said loudly."""
-    names = [name for name, _ in phases]
-    unknown = sorted(ctx.skip - set(names))
-    if unknown:
-        raise UserError("unknown phase %s in --skip-phases: the phases of %s "
-                        "are %s" % (unknown[0], ctx.args.command,
-                                    ", ".join(names)))
-    for name in SAFETY_PHASES:
-        if name in ctx.skip and not ctx.dry_run:
-            raise UserError("--skip-phases %s is refused: the %s phase checks "
-                            "the %s before anything changes; run without it "
-                            "(only a --dry-run may leave it out)" % (
-                                name, name, "bundle" if name == "verify"
-                                else "host"))
-        if name in ctx.skip:
-            log.warning("warning: the %s phase is left out of this dry run: "
-                        "a real run always does it", name)
-    started = now()
-    for name, function in phases:
-        summary = " ".join((function.__doc__ or "").strip().split("\n\n")[0]
-                           .split())
-        if name in ctx.skip:
-            log.info("[%s] skipped (--skip-phases)", name)
-            continue
-        log.info("[%s] %s%s", name, summary,
-                 " (dry run)" if ctx.dry_run else "")
-        began = now()
-        function(ctx)
-        log.info("[%s] done in %.1f s", name, now() - began)
-    log.info("%s finished in %.1f s", ctx.args.command, now() - started)
-
-
 # -- phase: verify ----------------------------------------------------------
 
 def phase_verify(ctx):
@@ -3883,7 +3697,7 @@ def phase_verify(ctx):
     if bundle.arch != arch:
         raise UserError("the bundle is for %s but this host is %s: use a "
                         "bundle made with --arch %s" % (bundle.arch, arch, arch))
-    verify_bundle(bundle, progress=not getattr(ctx.args, "no_progress", False))
+    verify_bundle(bundle, progress=ctx.progress)
     for unit in units_needed(bundle):
         unit_path(bundle, unit)
     log.info("  bundle %s: Kubernetes %s %s, every file checked",
@@ -3935,141 +3749,6 @@ def runtime_plan(ctx):
                     "--with-docker (it carries containerd), or use --cri docker")
 
 
-def phase_preflight(ctx):
-    """Check the host, giving the reason and the fix for each problem.
-
-    Only checks: the fixes this tool makes itself (kernel modules, sysctls,
-    swap with --disable-swap) happen in the host phase, after every check
-    has passed.
-    """
-    host, args = ctx.host, ctx.args
-    errors = []
-    master = ctx.role in ("master", "control-plane")
-    if ctx.euid != 0:
-        errors.append("this must run as root: run it with sudo")
-    cpus = host_cpu_count(host)
-    if master and cpus < 2:
-        errors.append("a control-plane node needs at least 2 CPUs, this host "
-                      "has %d: use a bigger machine" % cpus)
-    memory = host_memory_mb(host)
-    if memory is not None:
-        least = MIN_MASTER_MEMORY_MB if master else MIN_WORKER_MEMORY_MB
-        if memory < least:
-            (errors.append if master else ctx.warn)(
-                "this host has %d MB of memory, a %s needs %d MB: add memory"
-                % (memory, "control-plane node" if master else "node", least))
-    if active_swaps(host) and not getattr(args, "disable_swap", False):
-        errors.append("swap is on (%s): the kubelet refuses to run with swap; "
-                      "rerun with --disable-swap (turns it off now and in "
-                      "/etc/fstab)" % ", ".join(active_swaps(host)))
-    continuing = continuing_run(ctx)
-    existing = existing_cluster_files(host)
-    if existing and not continuing:
-        errors.append("an existing cluster was found on this host (%s): run "
-                      "`k8s_offline.py reset` first" % existing[0])
-    if not continuing:
-        busy = sorted(listening_ports(host) &
-                      set(MASTER_PORTS if master else WORKER_PORTS))
-        if busy:
-            errors.append("port %s is in use: stop the program listening on "
-                          "it (see `ss -ltnp`)" % ", ".join(map(str, busy)))
-    check_tools(ctx, errors)
-    name = node_name(ctx)
-    if not full_match(NODE_NAME_RE, name):
-        errors.append("the node name %r is not a valid DNS name: set the host "
-                      "name or use --node-name" % name)
-    elif name == "localhost":
-        errors.append("the host name is localhost: give each host a unique "
-                      "name (hostnamectl set-hostname NAME)")
-    elif not hostname_resolves(host, host_hostname(host) or name):
-        ctx.warn("the host name %s does not resolve: add it to /etc/hosts"
-                 % (host_hostname(host) or name))
-    if ctx.join_info and name in (ctx.join_info.get("control_plane_nodes") or []):
-        errors.append("this host is named %s like a control-plane node of the "
-                      "cluster: node names must be unique; rename this host "
-                      "(hostnamectl set-hostname) or use --node-name" % name)
-    check_firewalld_selinux(ctx, master)
-    backend = iptables_backend(ctx.runner)
-    version = ctx.bundle.kubernetes_version
-    # kube-proxy's image detects the backend from 1.17 on (kubernetes #82966)
-    if backend and backend[1] == "nf_tables" and \
-            parse_version(version)[:2] < (1, 17) and \
-            not getattr(args, "iptables_legacy", False):
-        ctx.warn("iptables %s uses the nftables backend, which kube-proxy of "
-                 "Kubernetes %s does not support (its rules and the host's "
-                 "diverge): rerun with --iptables-legacy to switch to legacy "
-                 "mode" % (backend[0], version))
-    if ctx.role == "master":
-        try:
-            pod, service = check_cidrs(args.pod_network_cidr, args.service_cidr)
-        except UserError as exc:
-            errors.append(str(exc))
-        else:
-            for iface, address in host_addresses(ctx.runner):
-                if iface in CLUSTER_LINKS or iface.startswith("flannel") or \
-                        address.ip.is_loopback:
-                    continue
-                for option, network in (("--pod-network-cidr", pod),
-                                        ("--service-cidr", service)):
-                    if network.overlaps(address.network):
-                        errors.append(
-                            "%s %s overlaps the host network %s on %s: choose "
-                            "another %s" % (option, network, address.network,
-                                            iface, option))
-    if ctx.join_info and ctx.join_info.get("from_flags") and \
-            not getattr(args, "image_repository", None):
-        try:
-            adopt_cluster_image_repository(ctx)
-        except UserError as exc:
-            errors.append(str(exc))
-    if ctx.cri == "containerd" and host.read(CONTAINERD_CONFIG) is not None:
-        try:    # what the runtime phase will write, so it cannot fail there
-            containerd_config_with(host.read(CONTAINERD_CONFIG), "pause")
-        except UserError as exc:
-            errors.append(str(exc))
-    try:
-        plan = runtime_plan(ctx)
-    except UserError as exc:
-        errors.append(str(exc))
-    else:
-        log.info("  container runtime %s: %s", ctx.cri, plan)
-    if errors:
-        for text in errors[1:]:
-            log.error("preflight: %s", text)
-        if ctx.dry_run:
-            log.error("preflight: %s", errors[0])
-            log.info("  (dry run: continuing to show the remaining phases)")
-            return
-        raise UserError(errors[0])
-    log.info("  preflight passed (%d warning%s)", len(ctx.warnings),
-             "" if len(ctx.warnings) == 1 else "s")
-
-
-def check_tools(ctx, errors):
-    """What the bundle's kubeadm refuses to run without is an error, what it
-    warns about a warning, so kubeadm itself never stops half way."""
-    version = ctx.bundle.kubernetes_version
-    minor = parse_version(version)[1]
-    for tool, since, package in KUBEADM_REQUIRED_TOOLS:
-        if ctx.host.which(tool):
-            continue
-        users = TOOL_USERS.get(tool)
-        if minor >= since:
-            errors.append("%s is missing: kubeadm %s refuses to run without "
-                          "it%s; install the %s package" % (
-                              tool, version, " (%s)" % users if users else "",
-                              package))
-        else:
-            ctx.warn("%s is missing: %s, and kubeadm 1.%d and later refuse to "
-                     "run without it; install the %s package" % (
-                         tool, users or "kubeadm needs it", since, package))
-    for tool in KUBEADM_WARNED_TOOLS:
-        if not ctx.host.which(tool):
-            users = TOOL_USERS.get(tool)
-            ctx.warn("%s is missing: kubeadm warns without it%s; install it "
-                     "if you can" % (tool, " and %s" % users if users else ""))
-
-
 def firewall_rules(ctx):
     return FIREWALL_RULES["worker" if ctx.role == "worker" else "master"]
 
@@ -4083,31 +3762,9 @@ def firewalld_active(ctx):
         service_active(ctx.runner, "firewalld")
 
 
-def check_firewalld_selinux(ctx, master):
-    """Warn about what blocks a node unless the flag that fixes it is given
-    (the host phase then fixes it)."""
-    host, args = ctx.host, ctx.args
-    ctx.firewalld = firewalld_active(ctx)
-    rules = " ".join(firewall_rules(ctx))
-    if ctx.firewalld and not getattr(args, "open_firewall", False):
-        ctx.warn("firewalld is active and blocks what a %s needs (%s): rerun "
-                 "with --open-firewall to open exactly those, permanently, or "
-                 "stop firewalld" % ("control-plane node" if master
-                                     else "worker", rules))
-    elif getattr(args, "open_firewall", False) and not ctx.firewalld:
-        ctx.warn("--open-firewall: firewalld is not active here, so there is "
-                 "nothing to open")
-    if selinux_enforcing(host) and not getattr(args, "selinux_permissive", False):
-        ctx.warn("SELinux is enforcing: containers may be denied access to "
-                 "host files; rerun with --selinux-permissive (setenforce 0, "
-                 "and SELINUX=permissive in %s, as kubeadm's install guide "
-                 "says)" % SELINUX_CONFIG)
-
-
 def node_name(ctx):
     if ctx.node_name is None:
-        ctx.node_name = (getattr(ctx.args, "node_name", None)
-                         or host_hostname(ctx.host)).lower()
+        ctx.node_name = host_hostname(ctx.host).lower()
     return ctx.node_name
 
 
@@ -4146,7 +3803,7 @@ def phase_host(ctx):
     """Kernel modules, sysctls, swap, iptables mode, and with their flags
     the firewalld ports and SELinux's mode, now and at boot."""
     host, runner = ctx.host, ctx.runner
-    if getattr(ctx.args, "disable_swap", False):
+    if ctx.disable_swap:
         if active_swaps(host):
             runner.run(["swapoff", "-a"], what="swapoff")
         fstab = host.read(FSTAB)
@@ -4168,19 +3825,19 @@ def phase_host(ctx):
              if read_sysctl(host, key) != value]
     if wrong:
         runner.run(["sysctl", "-w"] + wrong, what="sysctl")
-    if getattr(ctx.args, "open_firewall", False) and (
+    if ctx.open_firewall and (
             ctx.firewalld or firewalld_active(ctx)):
         for rule in firewall_rules(ctx):
             runner.run(["firewall-cmd", "--permanent", "--add-port=" + rule],
                        what="firewall-cmd --add-port=" + rule)
         runner.run(["firewall-cmd", "--reload"], what="firewall-cmd --reload")
-    if getattr(ctx.args, "selinux_permissive", False):
+    if ctx.selinux_permissive:
         if selinux_enforcing(host):
             runner.run(["setenforce", "0"], what="setenforce 0")
         config = host.read(SELINUX_CONFIG)
         if config is not None:
             host.write(SELINUX_CONFIG, selinux_config_permissive(config))
-    if getattr(ctx.args, "iptables_legacy", False):
+    if ctx.iptables_legacy:
         backend = iptables_backend(runner)
         if backend and backend[1] == "nf_tables":
             for tool in ("iptables", "ip6tables"):
@@ -4412,8 +4069,8 @@ def phase_images(ctx):
     log.info("  loading %d of %d images (%s) into %s: %s", len(missing),
              len(wanted), human_size(size), ctx.cri,
              ", ".join(target for _, target in missing))
-    progress = Progress(size, "images", enabled=not getattr(
-        ctx.args, "no_progress", False) and not ctx.dry_run)
+    progress = Progress(size, "images",
+                        enabled=ctx.progress and not ctx.dry_run)
     try:
         if ctx.cri == "docker":
             ctx.runner.run_piped(
@@ -4734,11 +4391,6 @@ def advertise_address(ctx):
     """--apiserver-advertise-address, or the default route's address."""
     if ctx.advertise_address:
         return ctx.advertise_address
-    given = getattr(ctx.args, "apiserver_advertise_address", None)
-    if given:
-        ctx.advertise_address = check_ipv4_address(
-            given, "--apiserver-advertise-address")
-        return ctx.advertise_address
     iface = default_route_interface(ctx.host)
     for name, address in host_addresses(ctx.runner):
         if name == iface:
@@ -4750,7 +4402,6 @@ def advertise_address(ctx):
 
 def kubeadm_init_documents(ctx, certificate_key=None):
     """The kubeadm init config, as [dict] (plus the extra documents)."""
-    args = ctx.args
     driver = ensure_cgroup_driver(ctx)
     address = advertise_address(ctx)
     init = {"apiVersion": KUBEADM_API, "kind": "InitConfiguration",
@@ -4764,20 +4415,20 @@ def kubeadm_init_documents(ctx, certificate_key=None):
     cluster = {"apiVersion": KUBEADM_API, "kind": "ClusterConfiguration",
                "kubernetesVersion": ctx.bundle.kubernetes_version,
                "imageRepository": ctx.image_repository,
-               "networking": {"podSubnet": args.pod_network_cidr,
-                              "serviceSubnet": args.service_cidr,
+               "networking": {"podSubnet": ctx.pod_cidr,
+                              "serviceSubnet": str(ctx.service_network),
                               "dnsDomain": "cluster.local"},
                "apiServer": {"certSANs": sorted(set([address, node_name(ctx)]))}}
-    if getattr(args, "control_plane_endpoint", None):
-        cluster["controlPlaneEndpoint"] = args.control_plane_endpoint
+    if ctx.control_plane_endpoint:
+        cluster["controlPlaneEndpoint"] = ctx.control_plane_endpoint
     docs = [init, cluster]
-    extra, kinds = read_extra_config(getattr(args, "kubeadm_config_extra", None))
+    extra, kinds = ctx.extra_documents, ctx.extra_kinds
     if "KubeletConfiguration" in kinds:
         theirs = kinds["KubeletConfiguration"].get("cgroupDriver")
         if theirs is not None and theirs != driver:
             raise UserError("the KubeletConfiguration in %s sets cgroupDriver "
                             "%s but %s uses %s: remove it or set %s" % (
-                                args.kubeadm_config_extra, theirs, ctx.cri,
+                                ctx.extra_config_path, theirs, ctx.cri,
                                 driver, driver))
     else:
         docs.append({"apiVersion": KUBELET_API, "kind": "KubeletConfiguration",
@@ -4809,7 +4460,7 @@ def kubeadm_join_config(ctx, info):
 
 
 def ignore_preflight_args(ctx):
-    value = getattr(ctx.args, "ignore_preflight_errors", None)
+    value = ctx.ignore_preflight_errors
     return ["--ignore-preflight-errors", value] if value else []
 
 
@@ -4829,7 +4480,7 @@ def phase_init(ctx):
     A finished init is left alone; one that failed half way is reset and
     run again, so a re-run continues.
     """
-    host, args = ctx.host, ctx.args
+    host = ctx.host
     state = host.state()
     if state.get("init") == "done" and host.exists(ADMIN_CONF):
         log.info("  the control plane was initialised by an earlier run")
@@ -4837,14 +4488,14 @@ def phase_init(ctx):
     if state.get("init") == "started" or existing_cluster_files(host):
         reset_partial(ctx, "kubeadm init")
     key = None
-    if getattr(args, "upload_certs", False):
+    if ctx.upload_certs:
         key = binascii.hexlify(os.urandom(32)).decode("ascii")
     config = kubeadm_init_config(ctx, key)
     host.makedirs(STATE_DIR, 0o700)
     host.write(INIT_CONFIG, config, 0o600)
     host.save_state(role=ctx.role, init="started",
                     kubernetes_version=ctx.bundle.kubernetes_version,
-                    arch=ctx.bundle.arch, pod_cidr=args.pod_network_cidr,
+                    arch=ctx.bundle.arch, pod_cidr=ctx.pod_cidr,
                     image_repository=ctx.image_repository, node=node_name(ctx),
                     certificate_key=key,
                     certificate_key_expires=(int(now()) + CERT_KEY_TTL_SECONDS)
@@ -4957,13 +4608,13 @@ def phase_network(ctx):
     except UnicodeDecodeError:
         raise BundleError("the bundled flannel manifest is not UTF-8 text: "
                           "rebuild the bundle")
-    pod_cidr = ctx.args.pod_network_cidr
+    pod_cidr = ctx.pod_cidr
     rendered = render_flannel(text, pod_cidr, flannel_image(ctx.bundle))
     ctx.host.makedirs(STATE_DIR, 0o700)
     ctx.host.write(FLANNEL_RENDERED, rendered, 0o644)
     ctx.runner.run(ctx.kubectl("apply", "-f", FLANNEL_RENDERED),
                    what="kubectl apply (flannel)", timeout=120)
-    if getattr(ctx.args, "allow_pods_on_master", False):
+    if ctx.allow_pods_on_master:
         result = ctx.runner.run(ctx.kubectl(
             "taint", "nodes", node_name(ctx), "node-role.kubernetes.io/master-"),
             check=False)
@@ -5088,62 +4739,86 @@ def phase_join_file(ctx):
     """Write the join file next to the bundle (mode 0600) and print the
     join commands for workers and control-plane nodes."""
     state = ctx.host.state()
-    upload = bool(getattr(ctx.args, "upload_certs", False) or
-                  state.get("certificate_key"))
+    upload = bool(ctx.upload_certs or state.get("certificate_key"))
     info = make_join_info(ctx, upload, ctx.bundle.kubernetes_version,
                           ctx.bundle.arch)
-    path = getattr(ctx.args, "join_file", None) or \
-        default_join_file(ctx, ctx.bundle.path)
+    path = ctx.join_file or default_join_file(ctx, ctx.bundle.path)
     write_join_file(ctx, path, info)
     print_join_commands(ctx, path, info)
 
 
 # -- join -------------------------------------------------------------------
 
+def join_info_from_flags(ctx, bundle):
+    """The join facts of --apiserver/--token/--discovery-token-ca-cert-hash."""
+    if not all(ctx.join_flags):
+        raise UserError("--apiserver, --token and "
+                        "--discovery-token-ca-cert-hash go together: give "
+                        "all three, or a join file")
+    apiserver, token, ca_hash = ctx.join_flags
+    return {"api_server_endpoint": apiserver, "token": token,
+            "discovery_token_ca_cert_hash": ca_hash,
+            "kubernetes_version": bundle.kubernetes_version,
+            "arch": bundle.arch, "from_flags": True}
+
+
+def read_join_file(ctx, bundle):
+    """(join facts, path) of --join-file, or of the join file beside the
+    bundle or in the fallback place, made for this bundle."""
+    candidates = [ctx.join_file] if ctx.join_file else [
+        os.path.join(bundle_folder(bundle.path), JOIN_FILE_NAME),
+        ctx.host.path(FALLBACK_JOIN_FILE)]
+    path = next((c for c in candidates if os.path.lexists(c)), None)
+    if path is None:
+        raise UserError("no join file at %s: copy %s from the master beside "
+                        "the bundle, or give --join-file PATH, or --apiserver "
+                        "--token --discovery-token-ca-cert-hash" % (
+                            " or ".join(candidates), JOIN_FILE_NAME))
+    raw = read_regular_file(path, "the join file", MAX_JOIN_FILE_BYTES)
+    try:
+        info = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise UserError("the join file %s is not valid JSON: copy it again "
+                        "from the master or run `token` there" % path)
+    if not isinstance(info, dict):
+        raise UserError("the join file %s is not a join file: run `token` "
+                        "on the master for a new one" % path)
+    for field in ("kubernetes_version", "arch"):
+        theirs, ours = info.get(field), bundle.meta.get(field)
+        if theirs != ours:
+            raise UserError("the join file %s is for %s %s but the bundle is "
+                            "%s: use the bundle the master was made from" % (
+                                path, field.replace("_", " "), theirs, ours))
+    return info, path
+
+
+def check_certificate_key(ctx, info, source):
+    """A control-plane join needs a well-formed, unexpired certificate key
+    (one given by --certificate-key is taken as fresh)."""
+    key = info.get("certificate_key")
+    if not key:
+        raise UserError("joining as a control-plane node needs a "
+                        "certificate key: run `k8s_offline.py token` on the "
+                        "master (or give --certificate-key)")
+    if not full_match(CERT_KEY_RE, key):
+        raise UserError("bad certificate key %r: it is 64 hex digits; run "
+                        "`token` on the master for one" % (key,))
+    key_expires = info.get("certificate_key_expires")
+    if key_expires and key_expires < now() and not ctx.certificate_key:
+        raise UserError("the certificate key in %s expired at %s: run "
+                        "`k8s_offline.py token` on the master for a new "
+                        "join file" % (source, _utc(key_expires)))
+
+
 def load_join_info(ctx, bundle):
     """The join facts from --apiserver/--token/--discovery-token-ca-cert-hash
     or a join file, checked against the bundle; UserError if unusable."""
-    args = ctx.args
-    flags = (args.apiserver, args.token, args.discovery_token_ca_cert_hash)
-    if any(flags):
-        if not all(flags):
-            raise UserError("--apiserver, --token and "
-                            "--discovery-token-ca-cert-hash go together: give "
-                            "all three, or a join file")
-        info = {"api_server_endpoint": args.apiserver, "token": args.token,
-                "discovery_token_ca_cert_hash":
-                    args.discovery_token_ca_cert_hash,
-                "kubernetes_version": bundle.kubernetes_version,
-                "arch": bundle.arch, "from_flags": True}
-        source = "the command line"
+    if any(ctx.join_flags):
+        info, source = join_info_from_flags(ctx, bundle), "the command line"
     else:
-        candidates = [args.join_file] if args.join_file else [
-            os.path.join(bundle_folder(bundle.path), JOIN_FILE_NAME),
-            ctx.host.path(FALLBACK_JOIN_FILE)]
-        path = next((c for c in candidates if os.path.lexists(c)), None)
-        if path is None:
-            raise UserError("no join file at %s: copy %s from the master beside "
-                            "the bundle, or give --join-file PATH, or --apiserver "
-                            "--token --discovery-token-ca-cert-hash" % (
-                                " or ".join(candidates), JOIN_FILE_NAME))
-        raw = read_regular_file(path, "the join file", MAX_JOIN_FILE_BYTES)
-        try:
-            info = json.loads(raw.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise UserError("the join file %s is not valid JSON: copy it again "
-                            "from the master or run `token` there" % path)
-        if not isinstance(info, dict):
-            raise UserError("the join file %s is not a join file: run `token` "
-                            "on the master for a new one" % path)
-        source = path
-        for field in ("kubernetes_version", "arch"):
-            theirs, ours = info.get(field), bundle.meta.get(field)
-            if theirs != ours:
-                raise UserError("the join file %s is for %s %s but the bundle is "
-                                "%s: use the bundle the master was made from" % (
-                                    path, field.replace("_", " "), theirs, ours))
-    if getattr(args, "certificate_key", None):
-        info["certificate_key"] = args.certificate_key
+        info, source = read_join_file(ctx, bundle)
+    if ctx.certificate_key:
+        info["certificate_key"] = ctx.certificate_key
     check_join_fields(info, source)
     expires = info.get("token_expires")
     if expires and expires < now():
@@ -5151,20 +4826,7 @@ def load_join_info(ctx, bundle):
                         "token` on the master for a new join file" % (
                             source, _utc(expires)))
     if ctx.role == "control-plane":
-        key = info.get("certificate_key")
-        if not key:
-            raise UserError("joining as a control-plane node needs a "
-                            "certificate key: run `k8s_offline.py token` on the "
-                            "master (or give --certificate-key)")
-        if not full_match(CERT_KEY_RE, key):
-            raise UserError("bad certificate key %r: it is 64 hex digits; run "
-                            "`token` on the master for one" % (key,))
-        key_expires = info.get("certificate_key_expires")
-        if key_expires and key_expires < now() and \
-                not getattr(args, "certificate_key", None):
-            raise UserError("the certificate key in %s expired at %s: run "
-                            "`k8s_offline.py token` on the master for a new "
-                            "join file" % (source, _utc(key_expires)))
+        check_certificate_key(ctx, info, source)
     return info
 
 
@@ -5387,7 +5049,6 @@ def explain_join_failure(output):
         kubeadm_error_line(text) or "no output", KUBEADM_JOIN_LOG)
 
 
-
 def phase_join(ctx):
     """kubeadm join from a generated config file (output in
     /var/log/kubeadm-join.log); a half-done join is reset first."""
@@ -5516,6 +5177,472 @@ def phase_reset_files(ctx):
 
 
 # ===========================================================================
+# Preflight checks (install mode)
+# ===========================================================================
+
+# One finding of a check: what is wrong and how to fix it (fix None when the
+# message came whole from a check elsewhere); warnings do not stop the run.
+Problem = collections.namedtuple("Problem", "message fix warning")
+
+
+def error(message, fix=None):
+    return Problem(message, fix, False)
+
+
+def warning(message, fix=None):
+    return Problem(message, fix, True)
+
+
+def problem_text(found):
+    return found.message + (": " + found.fix if found.fix else "")
+
+
+def is_control_plane(ctx):
+    return ctx.role in ("master", "control-plane")
+
+
+def check_privileged(ctx):
+    if ctx.euid != 0:
+        yield error("this must run as root", "run it with sudo")
+
+
+def check_cpus(ctx):
+    cpus = host_cpu_count(ctx.host)
+    if is_control_plane(ctx) and cpus < 2:
+        yield error("a control-plane node needs at least 2 CPUs, this host "
+                    "has %d" % cpus, "use a bigger machine")
+
+
+def check_memory(ctx):
+    memory = host_memory_mb(ctx.host)
+    master = is_control_plane(ctx)
+    least = MIN_MASTER_MEMORY_MB if master else MIN_WORKER_MEMORY_MB
+    if memory is not None and memory < least:
+        yield Problem("this host has %d MB of memory, a %s needs %d MB" % (
+            memory, "control-plane node" if master else "node", least),
+            "add memory", not master)
+
+
+def check_swap(ctx):
+    swaps = active_swaps(ctx.host)
+    if swaps and not ctx.disable_swap:
+        yield error("swap is on (%s)" % ", ".join(swaps),
+                    "the kubelet refuses to run with swap; rerun with "
+                    "--disable-swap (turns it off now and in /etc/fstab)")
+
+
+def check_no_cluster(ctx):
+    existing = existing_cluster_files(ctx.host)
+    if existing and not continuing_run(ctx):
+        yield error("an existing cluster was found on this host (%s)"
+                    % existing[0], "run `k8s_offline.py reset` first")
+
+
+def check_ports(ctx):
+    ports = MASTER_PORTS if is_control_plane(ctx) else WORKER_PORTS
+    if not continuing_run(ctx):
+        busy = sorted(listening_ports(ctx.host) & set(ports))
+        if busy:
+            yield error("port %s is in use" % ", ".join(map(str, busy)),
+                        "stop the program listening on it (see `ss -ltnp`)")
+
+
+def check_tools(ctx):
+    """What the bundle's kubeadm refuses to run without is an error, what it
+    warns about a warning, so kubeadm itself never stops half way."""
+    version = ctx.bundle.kubernetes_version
+    minor = parse_version(version)[1]
+    for tool, since, package in KUBEADM_REQUIRED_TOOLS:
+        if ctx.host.which(tool):
+            continue
+        users = TOOL_USERS.get(tool)
+        if minor >= since:
+            yield error("%s is missing" % tool, "kubeadm %s refuses to run "
+                        "without it%s; install the %s package" % (
+                            version, " (%s)" % users if users else "",
+                            package))
+        else:
+            yield warning("%s is missing" % tool, "%s, and kubeadm 1.%d and "
+                          "later refuse to run without it; install the %s "
+                          "package" % (users or "kubeadm needs it", since,
+                                       package))
+    for tool in KUBEADM_WARNED_TOOLS:
+        if not ctx.host.which(tool):
+            users = TOOL_USERS.get(tool)
+            yield warning("%s is missing" % tool, "kubeadm warns without "
+                          "it%s; install it if you can" % (
+                              " and %s" % users if users else ""))
+
+
+def check_hostname(ctx):
+    name = node_name(ctx)
+    hostname = host_hostname(ctx.host) or name
+    if not full_match(NODE_NAME_RE, name):
+        yield error("the node name %r is not a valid DNS name" % name,
+                    "set the host name or use --node-name")
+    elif name == "localhost":
+        yield error("the host name is localhost", "give each host a unique "
+                    "name (hostnamectl set-hostname NAME)")
+    elif not hostname_resolves(ctx.host, hostname):
+        yield warning("the host name %s does not resolve" % hostname,
+                      "add it to /etc/hosts")
+
+
+def check_unique_name(ctx):
+    name = node_name(ctx)
+    if ctx.join_info and name in (ctx.join_info.get("control_plane_nodes")
+                                  or []):
+        yield error("this host is named %s like a control-plane node of the "
+                    "cluster" % name, "node names must be unique; rename "
+                    "this host (hostnamectl set-hostname) or use --node-name")
+
+
+def check_firewalld(ctx):
+    """firewalld blocks a node unless --open-firewall opens its ports (the
+    host phase then does)."""
+    ctx.firewalld = firewalld_active(ctx)
+    if ctx.firewalld and not ctx.open_firewall:
+        yield warning("firewalld is active and blocks what a %s needs (%s)" % (
+            "control-plane node" if is_control_plane(ctx) else "worker",
+            " ".join(firewall_rules(ctx))), "rerun with --open-firewall to "
+            "open exactly those, permanently, or stop firewalld")
+    elif ctx.open_firewall and not ctx.firewalld:
+        yield warning("--open-firewall", "firewalld is not active here, so "
+                      "there is nothing to open")
+
+
+def check_selinux(ctx):
+    if selinux_enforcing(ctx.host) and not ctx.selinux_permissive:
+        yield warning("SELinux is enforcing", "containers may be denied "
+                      "access to host files; rerun with --selinux-permissive "
+                      "(setenforce 0, and SELINUX=permissive in %s, as "
+                      "kubeadm's install guide says)" % SELINUX_CONFIG)
+
+
+def check_iptables_backend(ctx):
+    """kube-proxy's image detects the backend from 1.17 on (kubernetes
+    #82966); 1.16's writes legacy rules the nftables backend ignores."""
+    backend = iptables_backend(ctx.runner)
+    version = ctx.bundle.kubernetes_version
+    if (backend and backend[1] == "nf_tables"
+            and parse_version(version)[:2] < (1, 17)
+            and not ctx.iptables_legacy):
+        yield warning("iptables %s uses the nftables backend, which "
+                      "kube-proxy of Kubernetes %s does not support (its "
+                      "rules and the host's diverge)" % (backend[0], version),
+                      "rerun with --iptables-legacy to switch to legacy mode")
+
+
+def check_networks(ctx):
+    """master: neither cluster network may overlap a network of the host."""
+    if ctx.role != "master" or ctx.pod_network is None:
+        return
+    for iface, address in host_addresses(ctx.runner):
+        if (iface in CLUSTER_LINKS or iface.startswith("flannel")
+                or address.ip.is_loopback):
+            continue
+        for option, network in (("--pod-network-cidr", ctx.pod_network),
+                                ("--service-cidr", ctx.service_network)):
+            if network.overlaps(address.network):
+                yield error("%s %s overlaps the host network %s on %s" % (
+                    option, network, address.network, iface),
+                    "choose another %s" % option)
+
+
+def check_image_repository_of_cluster(ctx):
+    """A join by flags without --image-repository takes the cluster's."""
+    if (ctx.join_info and ctx.join_info.get("from_flags")
+            and not ctx.image_repository_flag):
+        try:
+            adopt_cluster_image_repository(ctx)
+        except UserError as exc:
+            yield error(str(exc))
+
+
+def check_containerd_config(ctx):
+    """What the runtime phase will write, so it cannot fail there."""
+    config = (ctx.host.read(CONTAINERD_CONFIG) if ctx.cri == "containerd"
+              else None)
+    if config is not None:
+        try:
+            containerd_config_with(config, "pause")
+        except UserError as exc:
+            yield error(str(exc))
+
+
+def check_runtime(ctx):
+    try:
+        plan = runtime_plan(ctx)
+    except UserError as exc:
+        yield error(str(exc))
+    else:
+        log.info("  container runtime %s: %s", ctx.cri, plan)
+
+
+def _tool_checks():
+    return tuple("FileExisting-" + tool for tool, _, _ in
+                 KUBEADM_REQUIRED_TOOLS) + tuple(
+        "FileExisting-" + tool for tool in KUBEADM_WARNED_TOOLS)
+
+
+# The checks in the order they run: (what, kubeadm's names for the same
+# check, or () where kubeadm has none, the check).  Each check yields a
+# Problem per finding.
+PreflightCheck = collections.namedtuple("PreflightCheck", "name kubeadm run")
+PREFLIGHT_CHECKS = (
+    PreflightCheck("root", ("IsPrivilegedUser",), check_privileged),
+    PreflightCheck("cpus", ("NumCPU",), check_cpus),
+    PreflightCheck("memory", ("Mem",), check_memory),
+    PreflightCheck("swap", ("Swap",), check_swap),
+    PreflightCheck("no cluster", (
+        "FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml",
+        "FileAvailable--etc-kubernetes-kubelet.conf",
+        "DirAvailable--var-lib-etcd"), check_no_cluster),
+    PreflightCheck("ports", tuple("Port-%d" % port for port in MASTER_PORTS),
+                   check_ports),
+    PreflightCheck("tools", _tool_checks(), check_tools),
+    PreflightCheck("hostname", ("Hostname",), check_hostname),
+    PreflightCheck("unique name", (), check_unique_name),
+    PreflightCheck("firewalld", ("Firewalld",), check_firewalld),
+    PreflightCheck("selinux", (), check_selinux),
+    PreflightCheck("iptables backend", (), check_iptables_backend),
+    PreflightCheck("networks", (), check_networks),
+    PreflightCheck("image repository", (), check_image_repository_of_cluster),
+    PreflightCheck("containerd config", (), check_containerd_config),
+    PreflightCheck("runtime", ("CRI",), check_runtime),
+)
+
+
+def phase_preflight(ctx):
+    """Check the host, giving the reason and the fix for each problem.
+
+    Only checks: the fixes this tool makes itself (kernel modules, sysctls,
+    swap with --disable-swap) happen in the host phase, after every check
+    has passed.
+    """
+    errors = []
+    for check in PREFLIGHT_CHECKS:
+        log.debug("  preflight check %s (kubeadm: %s)", check.name,
+                  ", ".join(check.kubeadm) or "none")
+        for found in check.run(ctx):
+            if found.warning:
+                ctx.warn(problem_text(found))
+            else:
+                errors.append(problem_text(found))
+    if errors:
+        for text in errors[1:]:
+            log.error("preflight: %s", text)
+        if ctx.dry_run:
+            log.error("preflight: %s", errors[0])
+            log.info("  (dry run: continuing to show the remaining phases)")
+            return
+        raise UserError(errors[0])
+    log.info("  preflight passed (%d warning%s)", len(ctx.warnings),
+             "" if len(ctx.warnings) == 1 else "s")
+
+
+# ===========================================================================
+# Run context (install mode)
+# ===========================================================================
+
+class InstallContext(object):
+    """Everything one run of an install command reads, built once, as
+    kubeadm's initData is.
+
+    Every flag is parsed and checked against its grammar here, exactly once
+    and before the first change, so a refusal leaves the host as it was;
+    the phases read these fields, never the command line.  The join file
+    and the state file are read in by build_context."""
+
+    def __init__(self, args, role):
+        def flag(name, default=None):
+            return getattr(args, name, default)
+        # What the phases learn on the way.
+        self._bundle = None
+        self.cgroup_driver = None
+        self.join_info = None             # the join facts (join only)
+        self.firewalld = False            # active, as preflight saw it
+        self.warnings = []
+        self.reset_pod_cidr = None        # reset: the pod network to clean
+        self.reset_kubeconfigs = []       # reset: admin.conf copies to remove
+        # The run itself.
+        self.command = flag("command")
+        self.role = role                  # master, worker, control-plane, reset
+        self.dry_run = bool(flag("dry_run", False))
+        self.host = Host(flag("root") or "/", self.dry_run)
+        self.runner = Runner(self.dry_run)
+        self.euid = current_euid()
+        self.progress = not flag("no_progress", False)
+        self.bundle_path = flag("bundle")
+        self.skip = parse_skip_phases(flag("skip_phases"))
+        self.cri = flag("cri") or "docker"
+        # master's networks and extra kubeadm documents.
+        self.pod_network = self.service_network = None
+        if flag("pod_network_cidr") is not None:
+            self.pod_network, self.service_network = check_cidrs(
+                flag("pod_network_cidr"), flag("service_cidr"))
+        self.extra_config_path = flag("kubeadm_config_extra")
+        self.extra_documents, self.extra_kinds = read_extra_config(
+            self.extra_config_path)
+        # The node: image names, runtime socket, name, address.
+        self.image_repository_flag = check_image_repository(
+            flag("image_repository"))
+        self.image_repository = (self.image_repository_flag
+                                 or KUBEADM_IMAGE_REPOSITORY)
+        self.containerd_address = (check_containerd_address(
+            flag("containerd_address")) or CRI_SOCKETS["containerd"])
+        self.node_name = check_node_name(flag("node_name"))
+        self.ignore_preflight_errors = check_ignore_preflight_errors(
+            flag("ignore_preflight_errors"))
+        self.control_plane_endpoint = flag("control_plane_endpoint")
+        if self.control_plane_endpoint is not None:
+            check_endpoint(self.control_plane_endpoint,
+                           "--control-plane-endpoint")
+        self.wait = not flag("no_wait", False)
+        self.wait_timeout = flag("wait_timeout", DEFAULT_WAIT_TIMEOUT)
+        if self.wait_timeout <= 0:
+            raise UserError("--wait-timeout must be a positive number of "
+                            "seconds")
+        self.advertise_address = None
+        if flag("apiserver_advertise_address"):
+            self.advertise_address = check_own_address(
+                self, flag("apiserver_advertise_address"))
+        # What the host phase fixes, and master's and join's own flags.
+        self.disable_swap = bool(flag("disable_swap", False))
+        self.iptables_legacy = bool(flag("iptables_legacy", False))
+        self.open_firewall = bool(flag("open_firewall", False))
+        self.selinux_permissive = bool(flag("selinux_permissive", False))
+        self.upload_certs = bool(flag("upload_certs", False))
+        self.allow_pods_on_master = bool(flag("allow_pods_on_master", False))
+        self.join_file = flag("join_file")
+        self.join_flags = (flag("apiserver"), flag("token"),
+                           flag("discovery_token_ca_cert_hash"))
+        self.certificate_key = flag("certificate_key")
+        # restore's own flags.
+        self.backup_file = flag("file")
+        self.replace = bool(flag("replace", False))
+
+    @property
+    def bundle(self):
+        if self._bundle is None:
+            self._bundle = Bundle(resolve_bundle_path(self.bundle_path))
+        return self._bundle
+
+    @property
+    def pod_cidr(self):
+        return str(self.pod_network)
+
+    def close(self):
+        if self._bundle is not None:
+            self._bundle.close()
+
+    def kubectl(self, *argv):
+        return ["kubectl", "--kubeconfig", ADMIN_CONF] + list(argv)
+
+    def warn(self, text):
+        self.warnings.append(text)
+        log.warning("warning: %s", text)
+
+
+def parse_skip_phases(text):
+    return set(part.strip() for part in (text or "").split(",") if part.strip())
+
+
+def check_image_repository(repository):
+    if repository is not None and not is_image_repository(repository):
+        raise UserError("bad --image-repository %r: use a registry and path "
+                        "such as k8s.gcr.io or registry.local:5000/k8s"
+                        % (repository,))
+    return repository
+
+
+def check_containerd_address(address):
+    if address is not None and (not full_match(SOCKET_PATH_RE, address) or
+                                ".." in address.split("/")):
+        raise UserError("bad --containerd-address %r: give the absolute path "
+                        "of containerd's socket" % (address,))
+    return address
+
+
+def check_node_name(name):
+    """--node-name in lower case, as the node is registered."""
+    if name is None:
+        return None
+    if not full_match(NODE_NAME_RE, name.lower()):
+        raise UserError("bad --node-name %r: use a DNS name (RFC 1123): "
+                        "letters, digits, '-' and '.', such as node-1"
+                        % (name,))
+    return name.lower()
+
+
+def check_ignore_preflight_errors(value):
+    if value is not None and not full_match(PREFLIGHT_ERRORS_RE, value):
+        raise UserError("bad --ignore-preflight-errors %r: a comma-separated "
+                        "list of kubeadm check names" % (value,))
+    return value
+
+
+def check_own_address(ctx, text):
+    """--apiserver-advertise-address: an IPv4 address of this host (a dry
+    run only warns)."""
+    given = check_ipv4_address(text, "--apiserver-advertise-address")
+    mine = [str(address.ip) for _, address in host_addresses(ctx.runner)]
+    if given not in mine:
+        message = ("--apiserver-advertise-address %s is not an address of "
+                   "this host (it has %s): give one of them"
+                   % (given, ", ".join(mine) or "none"))
+        if not ctx.dry_run:
+            raise UserError(message)
+        ctx.warn(message)
+    return given
+
+
+def resolve_bundle_path(path):
+    """--bundle, or the folder holding this script when it is a bundle."""
+    if path:
+        return path
+    folder = script_dir()
+    if os.path.isfile(os.path.join(folder, BUNDLE_JSON)):
+        return folder
+    raise UserError("no bundle given and %s has no %s: use --bundle PATH "
+                    "(the bundle .tar or its extracted folder)"
+                    % (folder, BUNDLE_JSON))
+
+
+def reset_copies(ctx):
+    """The kubeconfig copies reset removes: those the state file records,
+    and any other copy of admin.conf this tool would have made."""
+    state = ctx.host.state()
+    admin = ctx.host.read_bytes(ADMIN_CONF)
+    copies = state.get("kubeconfigs")
+    copies = list(copies) if isinstance(copies, list) else []
+    for path, _, _ in kubeconfig_targets(ctx):
+        if (path not in copies and admin is not None
+                and ctx.host.read_bytes(path) == admin):
+            copies.append(path)
+    return copies
+
+
+def build_context(args, role):
+    """The run context of master or join: the flags, then join's join file
+    and the image repository it names."""
+    ctx = InstallContext(args, role)
+    if role in ("worker", "control-plane"):
+        ctx.join_info = load_join_info(ctx, ctx.bundle)
+        if not ctx.image_repository_flag and \
+                ctx.join_info.get("image_repository"):
+            ctx.image_repository = ctx.join_info["image_repository"]
+    return ctx
+
+
+def read_reset_state(ctx):
+    """What reset cleans, from the state file: the pod network and the
+    kubeconfig copies."""
+    ctx.reset_pod_cidr = ctx.host.state().get("pod_cidr") or DEFAULT_POD_CIDR
+    ctx.reset_kubeconfigs = reset_copies(ctx)
+
+
+# ===========================================================================
 # Cluster checks (install mode)
 # ===========================================================================
 
@@ -5621,17 +5748,16 @@ def timeout_message(pending, timeout):
 def phase_wait(ctx):
     """Wait until the node is Ready and every kube-system pod Running,
     showing what is still pending (--wait-timeout, --no-wait)."""
-    args = ctx.args
-    if getattr(args, "no_wait", False):
+    if not ctx.wait:
         log.info("  not waiting (--no-wait)")
         return
     if ctx.dry_run:
         log.info("  would wait up to %d s for the node and the kube-system "
-                 "pods", args.wait_timeout)
+                 "pods", ctx.wait_timeout)
         return
     worker = ctx.role == "worker"
     kubeconfig = KUBELET_CONF if worker else ADMIN_CONF
-    timeout = args.wait_timeout
+    timeout = ctx.wait_timeout
     deadline = now() + timeout
     shown = None
     while True:
@@ -6509,13 +6635,13 @@ def restore_refusal(ctx, archive):
     """A reason this host cannot take the backup, or None."""
     host = ctx.host
     running = existing_cluster_files(host)
-    if running and not ctx.args.replace:
+    if running and not ctx.replace:
         return ("this host still runs a control plane (%s): restore only on "
                 "a reset or fresh master, or add --replace to reset it first"
                 % ", ".join(running))
     ca = host.read_bytes(PKI_DIR + "/ca.crt")
     if ca is not None and sha256_bytes(ca) != \
-            archive.meta.get("cluster_ca_sha256") and not ctx.args.replace:
+            archive.meta.get("cluster_ca_sha256") and not ctx.replace:
         return ("this host holds the CA of another cluster (%s/ca.crt differs "
                 "from the backup's): run reset first, or add --replace"
                 % PKI_DIR)
@@ -6524,8 +6650,6 @@ def restore_refusal(ctx, archive):
 
 def cmd_restore(args):
     ctx = day_two_context(args, "restore")
-    if args.wait_timeout <= 0:
-        raise UserError("--wait-timeout must be a positive number of seconds")
     if not os.path.isfile(args.file):
         raise UserError("no backup file %s: give the .tar.gz backup wrote"
                         % args.file)
@@ -6597,8 +6721,8 @@ def restore_from(ctx, archive):
     log.info("[init] kubeadm init with the restored PKI, config and etcd data")
     argv = ["kubeadm", "init", "--config", config, "--ignore-preflight-errors",
             ",".join(["DirAvailable--var-lib-etcd"] + [
-                part for part in (getattr(ctx.args, "ignore_preflight_errors",
-                                          None) or "").split(",") if part])]
+                part for part in (ctx.ignore_preflight_errors
+                                  or "").split(",") if part])]
     host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
     result = ctx.runner.run(argv, timeout=1800, check=False,
                             tee=host.path(KUBEADM_INIT_LOG))
@@ -6615,14 +6739,102 @@ def restore_from(ctx, archive):
         log.info("dry run: nothing was changed")
     else:
         print("restored %s: the cluster's objects of %s are back" % (
-            ctx.args.file, _utc(meta.get("created") or 0)))
+            ctx.backup_file, _utc(meta.get("created") or 0)))
     return 0
-
 
 
 # ===========================================================================
 # Command line
 # ===========================================================================
+
+def cmd_images(args):
+    version = normalize_version(args.kubernetes_version)
+    check_arch(args.arch)
+    for image in plan_images(version, args.arch, args.image_repository,
+                             args.extra_image):
+        print(image["source"])
+    return 0
+
+
+def cmd_bundle(args):
+    """Pull, verify and pack everything; the bundle appears only when whole."""
+    started = time.time()
+    version = normalize_version(args.kubernetes_version)
+    arch = check_arch(args.arch)
+    version_facts(version)
+    registry_mirrors = dict(parse_mapping(m, "--registry-mirror")
+                            for m in args.registry_mirror)
+    file_mirrors = [parse_mapping(m, "--file-mirror") for m in args.file_mirror]
+    if args.jobs < 1 or args.jobs > 64:
+        raise UserError("bad --jobs %d: give a number from 1 to 64" % args.jobs)
+    if not 1 <= args.timeout <= 3600:
+        raise UserError("bad --timeout %g: give 1 to 3600 seconds" % args.timeout)
+    images = plan_images(version, arch, args.image_repository, args.extra_image)
+    files = plan_files(version, arch, with_docker=args.with_docker)
+    tarball = NODE_TARBALL_URL.format(version=version, arch=arch).rsplit("/", 1)[1]
+    vouched = {}
+    node_sha512 = version_facts(version)["node_sha512"].get(arch)
+    node_source = "release notes (sha512 of %s, pinned table)" % tarball
+    if args.checksum_file:
+        checksums, sha512s = read_checksum_file(args.checksum_file)
+        node_sha512 = sha512s.get(tarball)
+        node_source = "--checksum-file %s (sha512 of %s)" % (
+            args.checksum_file, tarball)
+        vouched = dict((name, (hexd, "--checksum-file %s" % args.checksum_file))
+                       for name, hexd in checksums.items())
+        log.warning("NOTE: checksums come from %s, not the built-in table "
+                    "(%d entries)", args.checksum_file,
+                    len(checksums) + len(sha512s))
+    name = bundle_name(version, arch)
+    output = os.path.abspath(args.output or os.path.join("bundle", name + ".tar"))
+    partial = _claim_output(output)
+    try:
+        cache = BlobCache(args.cache_dir or default_cache_dir())
+        client = RegistryClient(mirrors=registry_mirrors,
+                                insecure=args.insecure_registry, jobs=args.jobs,
+                                timeout=args.timeout)
+        progress = not args.no_progress
+        log.info("bundle %s: %d images, %d files", name, len(images), len(files))
+        if node_sha512:
+            extracted = binaries_from_node_tarball(
+                client, cache, version, arch, node_sha512, file_mirrors, args,
+                progress)
+            for binary, hexd in sorted(extracted.items()):
+                if vouched.get(binary, (hexd,))[0] != hexd:
+                    raise UserError("%s in the release tarball (%s) differs from "
+                                    "the checksum table (%s): refusing it"
+                                    % (binary, hexd, vouched[binary][0]))
+                vouched[binary] = (hexd, node_source)
+        file_entries = fetch_files(client, cache, files, file_mirrors,
+                                   vouched, args, progress)
+        images = cross_check_images(images, file_entries, version, arch, cache)
+        fetch_images(client, cache, images, arch, args.jobs, progress)
+        meta, members = assemble_bundle(name, version, arch, images,
+                                        file_entries, cache, args.with_docker)
+        meta_bytes = canonical_json(meta)
+        fresh = not _up_to_date(output, name, meta_bytes)
+        if fresh:
+            write_bundle(partial, name, meta_bytes, members, progress)
+            os.rename(partial, output)
+        else:
+            os.unlink(partial)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+    total = sum(entry["size"] for entry in meta["files"].values())
+    log.info("%s %s (%s, %d images) in %.1f s, fetched %s",
+             "wrote" if fresh else "up to date, unchanged:", output,
+             human_size(os.path.getsize(output)), len(images),
+             time.time() - started, human_size(client.bytes_fetched))
+    log.debug("payload %d bytes", total)
+    print("checksums of the downloaded files, and what vouched for them:")
+    for path, sources in sorted(meta["checksum_sources"].items()):
+        print("  %s: %s" % (path, "; ".join(sources)))
+    print("bundle.json sha256: %s  (compare it with what verify prints on "
+          "the far side)" % sha256_bytes(meta_bytes))
+    return 0
+
 
 def cmd_verify(args):
     bundle = Bundle(args.bundle)
@@ -6696,24 +6908,115 @@ def add_bundle_commands(sub):
     images.set_defaults(func=cmd_images)
 
 
-MASTER_PHASES = (("verify", phase_verify), ("preflight", phase_preflight),
-                 ("host", phase_host), ("runtime", phase_runtime),
-                 ("install", phase_install), ("images", phase_images),
-                 ("init", phase_init), ("kubeconfig", phase_kubeconfig),
-                 ("network", phase_network), ("wait", phase_wait),
-                 ("join-file", phase_join_file))
-JOIN_PHASES = (("verify", phase_verify), ("preflight", phase_preflight),
-               ("host", phase_host), ("runtime", phase_runtime),
-               ("install", phase_install), ("images", phase_images),
-               ("join", phase_join), ("kubeconfig", phase_kubeconfig),
-               ("wait", phase_wait))
-RESET_PHASES = (("kubeadm-reset", phase_reset_kubeadm),
-                ("network", phase_reset_network), ("files", phase_reset_files))
+# -- workflows: phases as data, one runner ----------------------------------
+
+# A step of a command, as kubeadm's workflow package has them: its name (for
+# --skip-phases and `COMMAND phase NAME`), a line for --help, the function
+# doing it, and run_if: when given, the phase runs only where it is true.
+class Phase(object):
+    def __init__(self, name, short, run, run_if=None):
+        self.name, self.short, self.run, self.run_if = name, short, run, run_if
 
 
-def _run_command(ctx, phases):
+MASTER_PHASES = (
+    Phase("verify", "check every byte of the bundle", phase_verify),
+    Phase("preflight", "check the host; the reason and fix of each problem",
+          phase_preflight),
+    Phase("host", "kernel modules, sysctls, swap, firewall, SELinux",
+          phase_host),
+    Phase("runtime", "have the container runtime running", phase_runtime),
+    Phase("install", "kubeadm, kubelet, kubectl, CNI plugins, crictl, units",
+          phase_install),
+    Phase("images", "load the role's images from the bundle", phase_images),
+    Phase("init", "kubeadm init", phase_init),
+    Phase("kubeconfig", "admin.conf for root and the sudo user",
+          phase_kubeconfig),
+    Phase("network", "apply the bundled flannel manifest", phase_network),
+    Phase("wait", "wait for a Ready node and Running kube-system pods",
+          phase_wait),
+    Phase("join-file", "write the join file, print the join commands",
+          phase_join_file),
+)
+JOIN_PHASES = MASTER_PHASES[:6] + (
+    Phase("join", "kubeadm join", phase_join),
+    Phase("kubeconfig", "admin.conf for root and the sudo user "
+          "(control-plane nodes)", phase_kubeconfig, is_control_plane),
+    Phase("wait", "wait for a Ready node and Running kube-system pods",
+          phase_wait),
+)
+RESET_PHASES = (
+    Phase("kubeadm-reset", "kubeadm reset -f", phase_reset_kubeadm),
+    Phase("network", "CNI config, links and iptables rules",
+          phase_reset_network),
+    Phase("files", "/etc/kubernetes, kubeconfig copies, this tool's state",
+          phase_reset_files),
+)
+# Never left out of a run that changes the host.
+SAFETY_PHASES = ("verify", "preflight")
+
+
+def phase_summary(phase):
+    """The first paragraph of the phase function's docstring, one line."""
+    return " ".join((phase.run.__doc__ or "").strip().split("\n\n")[0]
+                    .split())
+
+
+def check_skip_phases(ctx, workflow):
+    """--skip-phases names phases of this command, and a safety phase only
+    in a dry run, which changes nothing; that is said loudly."""
+    names = [phase.name for phase in workflow]
+    unknown = sorted(ctx.skip - set(names))
+    if unknown:
+        raise UserError("unknown phase %s in --skip-phases: the phases of %s "
+                        "are %s" % (unknown[0], ctx.command, ", ".join(names)))
+    for name in SAFETY_PHASES:
+        if name in ctx.skip and not ctx.dry_run:
+            raise UserError("--skip-phases %s is refused: the %s phase checks "
+                            "the %s before anything changes; run without it "
+                            "(only a --dry-run may leave it out)" % (
+                                name, name, "bundle" if name == "verify"
+                                else "host"))
+        if name in ctx.skip:
+            log.warning("warning: the %s phase is left out of this dry run: "
+                        "a real run always does it", name)
+
+
+def run_phases(ctx, workflow, only=None):
+    """Run a workflow in order: each phase logged and timed, skipped when
+    named in --skip-phases or when its run_if is false, printed only under
+    --dry-run.  With only (`COMMAND phase NAME`), that phase runs alone,
+    after the safety phases, which no run that changes the host leaves out."""
+    check_skip_phases(ctx, workflow)
+    started = now()
+    for phase in workflow:
+        if only is not None and phase.name not in (only,) + SAFETY_PHASES:
+            continue
+        if phase.name in ctx.skip:
+            log.info("[%s] skipped (--skip-phases)", phase.name)
+            continue
+        if phase.run_if is not None and not phase.run_if(ctx):
+            log.debug("[%s] not for this node", phase.name)
+            continue
+        log.info("[%s] %s%s", phase.name, phase_summary(phase),
+                 " (dry run)" if ctx.dry_run else "")
+        began = now()
+        phase.run(ctx)
+        log.info("[%s] done in %.1f s", phase.name, now() - began)
+    log.info("%s finished in %.1f s", ctx.command, now() - started)
+
+
+def phases_help(command, workflow):
+    """The --help epilog listing a command's phases."""
+    lines = ["phases, in order (--skip-phases A,B leaves some out;",
+             "`%s phase NAME` runs one):" % command]
+    for phase in workflow:
+        lines.append("  %-14s %s" % (phase.name, phase.short))
+    return "\n".join(lines)
+
+
+def run_workflow(ctx, workflow, only=None):
     try:
-        run_phases(ctx, phases)
+        run_phases(ctx, workflow, only)
     finally:
         ctx.close()
     if ctx.dry_run:
@@ -6721,65 +7024,25 @@ def _run_command(ctx, phases):
     return 0
 
 
-def check_node_options(ctx):
-    """Every flag of master and join against its grammar, before the first
-    change: a refusal leaves the host exactly as it was."""
-    args = ctx.args
-    repository = getattr(args, "image_repository", None)
-    if repository is not None and not is_image_repository(repository):
-        raise UserError("bad --image-repository %r: use a registry and path "
-                        "such as k8s.gcr.io or registry.local:5000/k8s"
-                        % (repository,))
-    address = getattr(args, "containerd_address", None)
-    if address is not None and (not full_match(SOCKET_PATH_RE, address) or
-                                ".." in address.split("/")):
-        raise UserError("bad --containerd-address %r: give the absolute path "
-                        "of containerd's socket" % (address,))
-    name = getattr(args, "node_name", None)
-    if name is not None and not full_match(NODE_NAME_RE, name.lower()):
-        raise UserError("bad --node-name %r: use a DNS name (RFC 1123): "
-                        "letters, digits, '-' and '.', such as node-1"
-                        % (name,))
-    ignore = getattr(args, "ignore_preflight_errors", None)
-    if ignore is not None and not full_match(PREFLIGHT_ERRORS_RE, ignore):
-        raise UserError("bad --ignore-preflight-errors %r: a comma-separated "
-                        "list of kubeadm check names" % (ignore,))
-    endpoint = getattr(args, "control_plane_endpoint", None)
-    if endpoint is not None:
-        check_endpoint(endpoint, "--control-plane-endpoint")
-    if getattr(args, "wait_timeout", 1) <= 0:
-        raise UserError("--wait-timeout must be a positive number of seconds")
-    if getattr(args, "apiserver_advertise_address", None):
-        given = advertise_address(ctx)
-        mine = [str(address.ip) for _, address in host_addresses(ctx.runner)]
-        if given not in mine:
-            text = ("--apiserver-advertise-address %s is not an address of "
-                    "this host (it has %s): give one of them"
-                    % (given, ", ".join(mine) or "none"))
-            if not ctx.dry_run:
-                raise UserError(text)
-            ctx.warn(text)
+def only_phase(args):
+    """NAME of `COMMAND phase NAME`, or None: the whole workflow."""
+    if args.phase_action and not args.phase_name:
+        raise UserError("`%s phase` needs the name of a phase: see `%s "
+                        "--help` for them" % (args.command, args.command))
+    return args.phase_name
 
 
 def cmd_master(args):
-    ctx = InstallContext(args, "master")
-    check_cidrs(args.pod_network_cidr, args.service_cidr)
-    read_extra_config(args.kubeadm_config_extra)
-    check_node_options(ctx)
-    return _run_command(ctx, MASTER_PHASES)
+    only = only_phase(args)
+    ctx = build_context(args, "master")
+    return run_workflow(ctx, MASTER_PHASES, only)
 
 
 def cmd_join(args):
-    ctx = InstallContext(args, "control-plane" if args.control_plane
-                         else "worker")
-    check_node_options(ctx)
-    info = load_join_info(ctx, ctx.bundle)
-    ctx.join_info = info
-    if not args.image_repository and info.get("image_repository"):
-        ctx.image_repository = info["image_repository"]
-    phases = [p for p in JOIN_PHASES
-              if p[0] != "kubeconfig" or ctx.role == "control-plane"]
-    return _run_command(ctx, phases)
+    only = only_phase(args)
+    ctx = build_context(args, "control-plane" if args.control_plane
+                        else "worker")
+    return run_workflow(ctx, JOIN_PHASES, only)
 
 
 def cmd_token(args):
@@ -6789,7 +7052,7 @@ def cmd_token(args):
     version, arch = state.get("kubernetes_version"), state.get("arch")
     bundle_path = None
     try:
-        bundle_path = resolve_bundle_path(args)
+        bundle_path = resolve_bundle_path(ctx.bundle_path)
         if not version or not arch:
             version = version or ctx.bundle.kubernetes_version
             arch = arch or ctx.bundle.arch
@@ -6824,17 +7087,8 @@ def cmd_reset(args):
     if ctx.euid != 0:
         raise UserError("reset must run as root: run it with sudo")
     confirm_reset(args)
-    state = ctx.host.state()
-    ctx.reset_pod_cidr = state.get("pod_cidr") or DEFAULT_POD_CIDR
-    admin = ctx.host.read_bytes(ADMIN_CONF)
-    copies = state.get("kubeconfigs")
-    copies = list(copies) if isinstance(copies, list) else []
-    for path, _, _ in kubeconfig_targets(ctx):
-        if path not in copies and admin is not None and \
-                ctx.host.read_bytes(path) == admin:
-            copies.append(path)
-    ctx.reset_kubeconfigs = copies
-    return _run_command(ctx, RESET_PHASES)
+    read_reset_state(ctx)
+    return run_workflow(ctx, RESET_PHASES, only_phase(args))
 
 
 def _update_log_file(namespace):
@@ -6855,8 +7109,9 @@ class _LogFileAction(argparse.Action):
         _update_log_file(namespace)
 
 
-def _install_options(parser, bundle=True, cri=True):
-    """Options every install command shares."""
+def _install_options(parser, bundle=True, cri=True, phases=False):
+    """Options every install command shares; --skip-phases for those with
+    phases."""
     if bundle:
         parser.add_argument("--bundle", metavar="PATH",
                             help="the bundle .tar or its extracted folder "
@@ -6872,8 +7127,9 @@ def _install_options(parser, bundle=True, cri=True):
                             help="container runtime (default docker)")
         parser.add_argument("--containerd-address", metavar="SOCKET",
                             help=argparse.SUPPRESS)
-    parser.add_argument("--skip-phases", metavar="A,B",
-                        help="phases to leave out, comma separated")
+    if phases:
+        parser.add_argument("--skip-phases", metavar="A,B",
+                            help="phases to leave out, comma separated")
     parser.add_argument("--dry-run", action=_LogFileAction, nargs=0,
                         default=False, help="print every phase, file and "
                         "command; change nothing")
@@ -6914,11 +7170,25 @@ def _wait_options(parser):
                         help="do not wait for the node to be Ready")
 
 
+def _workflow_parser(sub, name, text, workflow):
+    """A command made of phases: its --help lists them, and `NAME phase
+    PHASE` runs one (as `kubeadm init phase` does)."""
+    parser = sub.add_parser(name, help=text, epilog=phases_help(name, workflow),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("phase_action", nargs="?", choices=("phase",),
+                        metavar="phase", help="run one phase alone (after "
+                        "verify and preflight, which every change needs)")
+    parser.add_argument("phase_name", nargs="?", metavar="NAME",
+                        choices=[phase.name for phase in workflow],
+                        help="the phase to run: one of those listed below")
+    return parser
+
+
 def add_install_commands(sub):
     """master, join, token, reset, status, remove-node: install mode."""
-    master = sub.add_parser("master", help="set up the first control-plane "
-                            "node from a bundle")
-    _install_options(master)
+    master = _workflow_parser(sub, "master", "set up the first control-plane "
+                              "node from a bundle", MASTER_PHASES)
+    _install_options(master, phases=True)
     _node_options(master)
     master.add_argument("--pod-network-cidr", default=DEFAULT_POD_CIDR,
                         metavar="CIDR", help="pod network (default %s)"
@@ -6941,8 +7211,9 @@ def add_install_commands(sub):
                         "the bundle)")
     master.set_defaults(func=cmd_master)
 
-    join = sub.add_parser("join", help="join this host to a cluster")
-    _install_options(join)
+    join = _workflow_parser(sub, "join", "join this host to a cluster",
+                            JOIN_PHASES)
+    _install_options(join, phases=True)
     _node_options(join)
     join.add_argument("--join-file", metavar="PATH",
                       help="the join file from the master (default: beside "
@@ -6963,8 +7234,9 @@ def add_install_commands(sub):
                        help="where to write the join file")
     token.set_defaults(func=cmd_token)
 
-    reset = sub.add_parser("reset", help="remove Kubernetes from this host")
-    _install_options(reset, bundle=False)
+    reset = _workflow_parser(sub, "reset", "remove Kubernetes from this host",
+                             RESET_PHASES)
+    _install_options(reset, bundle=False, phases=True)
     reset.add_argument("--yes", action="store_true",
                        help="do not ask for confirmation")
     reset.set_defaults(func=cmd_reset)

@@ -1,0 +1,106 @@
+"""k8s_offline.py is layered: its sections (the `# ====` banner blocks) come
+in data-flow order, and no function uses a module-level name that a later
+section defines.  A reader can then read the file top to bottom."""
+
+import ast
+import os
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))), "k8s_offline.py")
+BANNER = "# " + "=" * 75
+
+
+def section_starts(lines):
+    """(first line number, title) of each section, in order."""
+    starts = [(1, "(top)")]
+    for number, line in enumerate(lines, 1):
+        if (line.rstrip() == BANNER and number + 2 <= len(lines)
+                and lines[number + 1].rstrip() == BANNER):
+            starts.append((number, lines[number].lstrip("# ").strip()))
+    return starts
+
+
+def section_of(starts, lineno):
+    index = 0
+    for i, (first, _) in enumerate(starts):
+        if first <= lineno:
+            index = i
+    return index
+
+
+def defined_names(node):
+    """The module-level names one top-level statement binds."""
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        return [node.name]
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+        targets = [node.target]
+    else:
+        return []
+    names = []
+    for target in targets:
+        for sub in ast.walk(target):
+            if isinstance(sub, ast.Name):
+                names.append(sub.id)
+    return names
+
+
+def local_names(function):
+    """Names a function binds itself (arguments and assignments)."""
+    names = set()
+    for node in ast.walk(function):
+        if isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    return names
+
+
+def layering_violations(source):
+    """[(function, name, user section, defining section)] for every use of
+    a name defined in a later section than the function using it."""
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    starts = section_starts(lines)
+    home = {}
+    for node in tree.body:
+        for name in defined_names(node):
+            home.setdefault(name, section_of(starts, node.lineno))
+    found = []
+    functions = [node for node in ast.walk(tree)
+                 if isinstance(node, (ast.FunctionDef, ast.Lambda))]
+    for function in functions:
+        where = section_of(starts, function.lineno)
+        mine = local_names(function)
+        for node in ast.walk(function):
+            if (isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+                    and node.id not in mine and node.id in home
+                    and home[node.id] > where):
+                found.append((getattr(function, "name", "<lambda>"), node.id,
+                              starts[where][1], starts[home[node.id]][1]))
+    return sorted(set(found))
+
+
+def read_script():
+    with open(SCRIPT) as handle:
+        return handle.read()
+
+
+def test_the_file_has_its_sections():
+    starts = section_starts(read_script().splitlines())
+    assert len(starts) >= 9, starts
+
+
+def test_no_function_uses_a_name_from_a_later_section():
+    assert layering_violations(read_script()) == []
+
+
+def test_the_check_sees_a_forward_use():
+    source = "\n".join([
+        BANNER, "# First", BANNER, "def early():", "    return LATE", "",
+        BANNER, "# Second", BANNER, "LATE = 1", ""])
+    assert layering_violations(source) == [("early", "LATE", "First",
+                                            "Second")]
+    backwards = source.replace("return LATE", "return 2")
+    assert layering_violations(backwards) == []
