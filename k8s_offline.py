@@ -48,7 +48,7 @@ import time
 import zlib
 
 # ===========================================================================
-# Constants and the version table
+# Data: constants, the version table, grammars, tables and unit texts
 # ===========================================================================
 
 TOOL_VERSION = "0.1.0"
@@ -195,6 +195,269 @@ ExecStart=
 ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS \
 $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
 """
+
+# -- Bundle writer ---------------------------------------------------------
+
+BUNDLE_MTIME = 1577836800        # fixed member time: same input, same bytes
+# Units of the static Docker (--with-docker): its containerd runs as a unit
+# of its own, so `--cri containerd` can use it too.  Install mode installs
+# these files from the bundle, never from here.
+DOCKER_SERVICE = """\
+[Unit]
+Description=Docker Application Container Engine (static binaries, k8s-offline)
+After=network-online.target containerd.service
+Wants=network-online.target containerd.service
+
+[Service]
+Type=notify
+ExecStart=/usr/bin/dockerd --containerd=/run/containerd/containerd.sock
+ExecReload=/bin/kill -s HUP $MAINPID
+LimitNOFILE=1048576
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+"""
+CONTAINERD_SERVICE = """\
+[Unit]
+Description=containerd container runtime (static binaries, k8s-offline)
+After=network.target local-fs.target
+
+[Service]
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=/usr/bin/containerd
+Type=simple
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=5
+LimitNPROC=infinity
+LimitCORE=infinity
+LimitNOFILE=1048576
+TasksMax=infinity
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# Bumped whenever the conversion's output changes, so conversions cached by
+# an older version (version 1 wrote "created": "") are not reused.
+SCHEMA1_CONVERSION = 2
+# What Go's time.Time reads from JSON (RFC 3339), and the zero time Docker's
+# own schema1 pull writes where a v1Compatibility entry has no `created`.
+RFC3339_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?"
+                        r"(Z|[+-]\d\d:\d\d)\Z")
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+# -- Bundle reader and verifier --------------------------------------------
+
+# bundle.json's schema.  Each entry: (kind, detail); kinds are "const",
+# "match" (a str the pattern matches whole), "int" (>= 0, not a bool),
+# "bool", "either" (value None or the inner schema), "list" (inner, most
+# items), "map" (key pattern, value schema, most keys) and "record"
+# ({key: schema}, required keys).  Nothing deeper than this is read.
+_DIGEST = ("match", DIGEST_RE)
+_MEMBER = ("match", MEMBER_NAME_RE)
+IMAGE_SCHEMA = ("record", ({
+    "name": ("match", TEXT_RE), "kubeadm": ("bool", None),
+    "extra": ("bool", None), "repository": ("match", IMAGE_NAME_RE),
+    "tag": ("match", IMAGE_TAG_RE), "ref": ("match", IMAGE_REF_RE),
+    "source": ("match", IMAGE_REF_RE), "source_digest": _DIGEST,
+    "manifest_digest": _DIGEST,
+    "manifest_media_type": ("match", re.compile("|".join(
+        re.escape(t) for t in MANIFEST_TYPES))),
+    "config_digest": _DIGEST, "layers": ("list", (_DIGEST, 1000)),
+    "size": ("int", None)},
+    ("name", "kubeadm", "repository", "tag", "ref", "manifest_digest",
+     "config_digest", "layers")))
+BUNDLE_SCHEMA = ("record", ({
+    "format": ("const", BUNDLE_FORMAT),
+    "name": ("match", re.compile(r"k8s-offline-v[0-9.]+-linux-[a-z0-9]+")),
+    "tool_version": ("match", TEXT_RE),
+    "kubernetes_version": ("match", VERSION_RE),
+    "arch": ("match", re.compile("|".join(sorted(ARCHES)))),
+    "versions": ("map", (re.compile(r"[a-z]{1,20}"),
+                         ("either", ("match", TEXT_RE)), 20)),
+    "images": ("list", (IMAGE_SCHEMA, MAX_BUNDLE_IMAGES)),
+    "files": ("map", (MEMBER_NAME_RE, ("record", ({
+        "size": ("int", None), "sha256": ("match", SHA256_HEX_RE)},
+        ("size", "sha256"))), MAX_BUNDLE_MEMBERS)),
+    "binaries": ("map", (re.compile("|".join(NODE_TARBALL_BINARIES)),
+                         _MEMBER, 10)),
+    "archives": ("map", (re.compile("cni|crictl|docker"), _MEMBER, 10)),
+    "systemd": ("map", (re.compile(r"kubelet\.service|10-kubeadm\.conf|"
+                                   r"docker\.service|containerd\.service"),
+                        _MEMBER, 10)),
+    "flannel_manifest": _MEMBER,
+    "script": ("const", "k8s_offline.py"),
+    # What vouched for each file's checksum (issue 8): shown, not used.
+    "checksum_sources": ("map", (MEMBER_NAME_RE, ("list", (
+        ("match", PRINTABLE_RE), 20)), MAX_BUNDLE_MEMBERS))},
+    ("format", "name", "kubernetes_version", "arch", "images", "files",
+     "binaries", "archives")))
+
+# -- Host preparation ------------------------------------------------------
+
+# Paths on the host (prefixed by --root in tests).
+INSTALL_LOG = "/var/log/k8s-offline.log"
+STATE_DIR = "/var/lib/k8s-offline"
+STATE_FILE = STATE_DIR + "/state.json"
+KUBEADM_INIT_LOG = "/var/log/kubeadm-init.log"
+KUBEADM_JOIN_LOG = "/var/log/kubeadm-join.log"
+FALLBACK_JOIN_FILE = "/etc/kubernetes/" + JOIN_FILE_NAME
+ADMIN_CONF = "/etc/kubernetes/admin.conf"
+KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+CNI_BIN_DIR = "/opt/cni/bin"
+CNI_CONF_DIR = "/etc/cni/net.d"
+BIN_INSTALL_DIR = "/usr/bin"
+KUBELET_UNIT = "/etc/systemd/system/kubelet.service"
+KUBELET_DROPIN = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
+DOCKER_UNIT = "/etc/systemd/system/docker.service"
+CONTAINERD_UNIT = "/etc/systemd/system/containerd.service"
+DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"
+CRICTL_CONFIG = "/etc/crictl.yaml"
+MODULES_FILE = "/etc/modules-load.d/k8s-offline.conf"
+SYSCTL_FILE = "/etc/sysctl.d/k8s-offline.conf"
+FSTAB = "/etc/fstab"
+TOOL_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
+             "/sbin", "/bin")
+
+DEFAULT_POD_CIDR = "10.244.0.0/16"
+DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
+DEFAULT_WAIT_TIMEOUT = 600
+API_PORT = 6443
+MASTER_PORTS = (6443, 10250, 10251, 10252, 2379, 2380)
+WORKER_PORTS = (10250,)
+MIN_MASTER_MEMORY_MB = 1700
+MIN_WORKER_MEMORY_MB = 1000
+KERNEL_MODULES = ("br_netfilter", "overlay")
+SYSCTLS = (("net.bridge.bridge-nf-call-iptables", "1"),
+           ("net.ipv4.ip_forward", "1"))
+# kubeadm's own preflight (cmd/kubeadm/app/preflight/checks.go): the tools
+# it refuses to run without, with the minor release that began refusing
+# (conntrack: kubernetes PR #85857, 1.18), and the tools it warns about.
+# Each with the package to install and what else needs it.
+KUBEADM_REQUIRED_TOOLS = (("ip", 16, "iproute2"), ("iptables", 16, "iptables"),
+                          ("mount", 16, "mount"), ("nsenter", 16, "util-linux"),
+                          ("conntrack", 18, "conntrack"))
+KUBEADM_WARNED_TOOLS = ("ebtables", "ethtool", "socat", "tc", "touch")
+TOOL_USERS = {"conntrack": "kube-proxy needs it",
+              "socat": "`kubectl port-forward` needs it"}
+# What --open-firewall opens (firewalld rules): the ports kubeadm's install
+# guide lists for each role, and flannel's vxlan.
+FIREWALL_RULES = {
+    "master": ("6443/tcp", "2379-2380/tcp", "10250/tcp", "10251/tcp",
+               "10252/tcp", "8472/udp"),
+    "worker": ("10250/tcp", "30000-32767/tcp", "8472/udp")}
+SELINUX_CONFIG = "/etc/selinux/config"
+SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
+CRI_SOCKETS = {"docker": "/var/run/dockershim.sock",
+               "containerd": "/run/containerd/containerd.sock"}
+# Links and interfaces the cluster makes; they are not "host networks".
+CLUSTER_LINKS = ("cni0", "flannel.1", "kube-ipvs0", "docker0")
+# Values that reach config files and command lines, each matched whole
+# (re.fullmatch: a pattern ending in `$` would let a trailing newline in).
+TOKEN_RE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
+CA_HASH_RE = re.compile(r"sha256:[a-f0-9]{64}")
+CERT_KEY_RE = re.compile(r"[a-f0-9]{64}")
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+NODE_NAME_RE = re.compile(r"(?=.{1,253}\Z)%s(?:\.%s)*" % (_DNS_LABEL,
+                                                         _DNS_LABEL), re.S)
+SOCKET_PATH_RE = re.compile(r"/[A-Za-z0-9._/-]{1,200}")
+PREFLIGHT_ERRORS_RE = re.compile(r"[A-Za-z0-9.,_-]{1,500}")
+SMALLEST_POD_PREFIX = 24      # each node gets a /24 of the pod network
+TOKEN_TTL_SECONDS = 24 * 3600
+CERT_KEY_TTL_SECONDS = 2 * 3600
+
+CRI_PLUGIN_NAMES = ("cri", "io.containerd.grpc.v1.cri")
+
+ARCHIVE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+# -- kubeadm ---------------------------------------------------------------
+
+KUBEADM_API = "kubeadm.k8s.io/v1beta2"
+KUBELET_API = "kubelet.config.k8s.io/v1beta1"
+INIT_CONFIG = STATE_DIR + "/kubeadm-init.json"
+JOIN_CONFIG = STATE_DIR + "/kubeadm-join.json"
+FLANNEL_RENDERED = STATE_DIR + "/kube-flannel.yml"
+RESERVED_KINDS = ("InitConfiguration", "ClusterConfiguration",
+                  "JoinConfiguration")
+JOIN_COMMAND_RE = re.compile(
+    r"kubeadm join\s+(\S+)\s+--token\s+(\S+)\s+"
+    r"(?:\\\s*)?--discovery-token-ca-cert-hash\s+(\S+)")
+
+MAX_YAML_DEPTH = 40
+
+MAX_EXTRA_CONFIG_BYTES = 1024 * 1024
+
+FLANNEL_NETWORK_TOKEN = '"Network": "10.244.0.0/16"'
+
+CLUSTER_INFO_PATH = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+KUBEADM_CONFIG_PATH = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config"
+API_TIMEOUT = 15
+
+MAX_JOIN_FILE_BYTES = 64 * 1024
+JOIN_FIELDS = ("format", "kubernetes_version", "arch", "token_expires",
+               "image_repository", "control_plane_nodes", "certificate_key",
+               "certificate_key_expires", "created", "api_server_endpoint",
+               "token", "discovery_token_ca_cert_hash", "from_flags")
+
+# kubeadm join refuses the name of a Node the cluster lists as Ready; a node
+# reset moments ago stays Ready for the node monitor's grace period (40 s by
+# default), so join tries again for a bounded while.
+STALE_NODE_WAIT = 90
+STALE_NODE_RETRY = 15
+
+KUBE_IPTABLES_MARKERS = ("KUBE-", "CNI-", "FLANNEL", "flannel")
+
+# -- Cluster checks --------------------------------------------------------
+
+WAIT_INTERVAL = 5
+IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                      "ErrImageNeverPull")
+CERT_WARN_DAYS = 30
+
+CERT_LINE_RE = re.compile(
+    r"^(\S+)\s+([A-Z][a-z]{2} \d{2}, \d{4} \d{2}:\d{2} UTC)\s")
+
+CERT_FAIL_DAYS = 7
+PKI_DIR = "/etc/kubernetes/pki"
+MANIFEST_DIR = "/etc/kubernetes/manifests"
+KUBEADM_KUBECONFIGS = ("admin.conf", "controller-manager.conf",
+                       "scheduler.conf", "kubelet.conf")
+KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
+KUBELET_CLIENT_CERT = "/var/lib/kubelet/pki/kubelet-client-current.pem"
+# The static pods restarted after a renewal, the API server first so that
+# it answers with its new certificate as early as possible.
+CONTROL_PLANE_PODS = ("kube-apiserver", "kube-controller-manager",
+                      "kube-scheduler", "etcd")
+DAYTWO_DIR = STATE_DIR + "/day-two"
+RESTART_TIMEOUT = 300
+PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)"
+                         r"-----END CERTIFICATE-----")
+
+BACKUP_FORMAT = 1
+BACKUP_JSON = "backup.json"
+BACKUP_DIR = "/var/backups/k8s-offline"
+ETCD_MANIFEST = MANIFEST_DIR + "/etcd.yaml"
+ETCD_DATA_DIR = "/var/lib/etcd"
+ETCD_PKI = PKI_DIR + "/etcd"
+SNAPSHOT_NAME = "etcd/snapshot.db"
+BACKUP_MEMBER_RE = re.compile(r"^(backup\.json|etcd/snapshot\.db|"
+                              r"kubeadm/(kubeadm-init\.json|state\.json|"
+                              r"kubeadm-config\.yaml)|"
+                              r"pki/([A-Za-z0-9._-]+/)?[A-Za-z0-9._-]+)$")
+SHA256_RE = re.compile(r"[a-f0-9]{64}")
+ETCD_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
+ETCD_PEER_URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+:\d+")
+
 
 log = logging.getLogger("k8s-offline")
 
@@ -1102,55 +1365,6 @@ def _blob_path(digest):
     return "%s/blobs/sha256/%s" % (IMAGES_DIR, digest[len("sha256:"):])
 
 
-BUNDLE_MTIME = 1577836800        # fixed member time: same input, same bytes
-# Units of the static Docker (--with-docker): its containerd runs as a unit
-# of its own, so `--cri containerd` can use it too.  Install mode installs
-# these files from the bundle, never from here.
-DOCKER_SERVICE = """\
-[Unit]
-Description=Docker Application Container Engine (static binaries, k8s-offline)
-After=network-online.target containerd.service
-Wants=network-online.target containerd.service
-
-[Service]
-Type=notify
-ExecStart=/usr/bin/dockerd --containerd=/run/containerd/containerd.sock
-ExecReload=/bin/kill -s HUP $MAINPID
-LimitNOFILE=1048576
-LimitNPROC=infinity
-LimitCORE=infinity
-TasksMax=infinity
-Delegate=yes
-KillMode=process
-Restart=always
-RestartSec=2
-
-[Install]
-WantedBy=multi-user.target
-"""
-CONTAINERD_SERVICE = """\
-[Unit]
-Description=containerd container runtime (static binaries, k8s-offline)
-After=network.target local-fs.target
-
-[Service]
-ExecStartPre=-/sbin/modprobe overlay
-ExecStart=/usr/bin/containerd
-Type=simple
-Delegate=yes
-KillMode=process
-Restart=always
-RestartSec=5
-LimitNPROC=infinity
-LimitCORE=infinity
-LimitNOFILE=1048576
-TasksMax=infinity
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-
 def plan_images(kubernetes_version, arch, pull_repository=None, extra=()):
     """Every image the bundle holds, with where it is pulled from.
 
@@ -1459,16 +1673,6 @@ class ImageFetcher(object):
         digest = "sha256:" + self.cache.put_bytes(body)
         write_file_atomic(record, canonical_json({"manifest_digest": digest}))
         self._record(image, digest, MT_DOCKER_MANIFEST, manifest)
-
-
-# Bumped whenever the conversion's output changes, so conversions cached by
-# an older version (version 1 wrote "created": "") are not reused.
-SCHEMA1_CONVERSION = 2
-# What Go's time.Time reads from JSON (RFC 3339), and the zero time Docker's
-# own schema1 pull writes where a v1Compatibility entry has no `created`.
-RFC3339_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?"
-                        r"(Z|[+-]\d\d:\d\d)\Z")
-GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 def schema1_time(value, source):
@@ -1945,52 +2149,6 @@ def is_image_repository(value):
     """A registry and path that image names are built under, such as
     k8s.gcr.io or registry.local:5000/k8s (distribution's name grammar)."""
     return full_match(IMAGE_NAME_RE, value) and len(value) <= 255
-
-
-# bundle.json's schema.  Each entry: (kind, detail); kinds are "const",
-# "match" (a str the pattern matches whole), "int" (>= 0, not a bool),
-# "bool", "either" (value None or the inner schema), "list" (inner, most
-# items), "map" (key pattern, value schema, most keys) and "record"
-# ({key: schema}, required keys).  Nothing deeper than this is read.
-_DIGEST = ("match", DIGEST_RE)
-_MEMBER = ("match", MEMBER_NAME_RE)
-IMAGE_SCHEMA = ("record", ({
-    "name": ("match", TEXT_RE), "kubeadm": ("bool", None),
-    "extra": ("bool", None), "repository": ("match", IMAGE_NAME_RE),
-    "tag": ("match", IMAGE_TAG_RE), "ref": ("match", IMAGE_REF_RE),
-    "source": ("match", IMAGE_REF_RE), "source_digest": _DIGEST,
-    "manifest_digest": _DIGEST,
-    "manifest_media_type": ("match", re.compile("|".join(
-        re.escape(t) for t in MANIFEST_TYPES))),
-    "config_digest": _DIGEST, "layers": ("list", (_DIGEST, 1000)),
-    "size": ("int", None)},
-    ("name", "kubeadm", "repository", "tag", "ref", "manifest_digest",
-     "config_digest", "layers")))
-BUNDLE_SCHEMA = ("record", ({
-    "format": ("const", BUNDLE_FORMAT),
-    "name": ("match", re.compile(r"k8s-offline-v[0-9.]+-linux-[a-z0-9]+")),
-    "tool_version": ("match", TEXT_RE),
-    "kubernetes_version": ("match", VERSION_RE),
-    "arch": ("match", re.compile("|".join(sorted(ARCHES)))),
-    "versions": ("map", (re.compile(r"[a-z]{1,20}"),
-                         ("either", ("match", TEXT_RE)), 20)),
-    "images": ("list", (IMAGE_SCHEMA, MAX_BUNDLE_IMAGES)),
-    "files": ("map", (MEMBER_NAME_RE, ("record", ({
-        "size": ("int", None), "sha256": ("match", SHA256_HEX_RE)},
-        ("size", "sha256"))), MAX_BUNDLE_MEMBERS)),
-    "binaries": ("map", (re.compile("|".join(NODE_TARBALL_BINARIES)),
-                         _MEMBER, 10)),
-    "archives": ("map", (re.compile("cni|crictl|docker"), _MEMBER, 10)),
-    "systemd": ("map", (re.compile(r"kubelet\.service|10-kubeadm\.conf|"
-                                   r"docker\.service|containerd\.service"),
-                        _MEMBER, 10)),
-    "flannel_manifest": _MEMBER,
-    "script": ("const", "k8s_offline.py"),
-    # What vouched for each file's checksum (issue 8): shown, not used.
-    "checksum_sources": ("map", (MEMBER_NAME_RE, ("list", (
-        ("match", PRINTABLE_RE), 20)), MAX_BUNDLE_MEMBERS))},
-    ("format", "name", "kubernetes_version", "arch", "images", "files",
-     "binaries", "archives")))
 
 
 def check_schema(value, schema, where):
@@ -2524,79 +2682,6 @@ def _up_to_date(output, name, meta_bytes):
 # ===========================================================================
 # Host preparation (install mode)
 # ===========================================================================
-
-
-# Paths on the host (prefixed by --root in tests).
-INSTALL_LOG = "/var/log/k8s-offline.log"
-STATE_DIR = "/var/lib/k8s-offline"
-STATE_FILE = STATE_DIR + "/state.json"
-KUBEADM_INIT_LOG = "/var/log/kubeadm-init.log"
-KUBEADM_JOIN_LOG = "/var/log/kubeadm-join.log"
-FALLBACK_JOIN_FILE = "/etc/kubernetes/" + JOIN_FILE_NAME
-ADMIN_CONF = "/etc/kubernetes/admin.conf"
-KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
-CNI_BIN_DIR = "/opt/cni/bin"
-CNI_CONF_DIR = "/etc/cni/net.d"
-BIN_INSTALL_DIR = "/usr/bin"
-KUBELET_UNIT = "/etc/systemd/system/kubelet.service"
-KUBELET_DROPIN = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
-DOCKER_UNIT = "/etc/systemd/system/docker.service"
-CONTAINERD_UNIT = "/etc/systemd/system/containerd.service"
-DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
-CONTAINERD_CONFIG = "/etc/containerd/config.toml"
-CRICTL_CONFIG = "/etc/crictl.yaml"
-MODULES_FILE = "/etc/modules-load.d/k8s-offline.conf"
-SYSCTL_FILE = "/etc/sysctl.d/k8s-offline.conf"
-FSTAB = "/etc/fstab"
-TOOL_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
-             "/sbin", "/bin")
-
-DEFAULT_POD_CIDR = "10.244.0.0/16"
-DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
-DEFAULT_WAIT_TIMEOUT = 600
-API_PORT = 6443
-MASTER_PORTS = (6443, 10250, 10251, 10252, 2379, 2380)
-WORKER_PORTS = (10250,)
-MIN_MASTER_MEMORY_MB = 1700
-MIN_WORKER_MEMORY_MB = 1000
-KERNEL_MODULES = ("br_netfilter", "overlay")
-SYSCTLS = (("net.bridge.bridge-nf-call-iptables", "1"),
-           ("net.ipv4.ip_forward", "1"))
-# kubeadm's own preflight (cmd/kubeadm/app/preflight/checks.go): the tools
-# it refuses to run without, with the minor release that began refusing
-# (conntrack: kubernetes PR #85857, 1.18), and the tools it warns about.
-# Each with the package to install and what else needs it.
-KUBEADM_REQUIRED_TOOLS = (("ip", 16, "iproute2"), ("iptables", 16, "iptables"),
-                          ("mount", 16, "mount"), ("nsenter", 16, "util-linux"),
-                          ("conntrack", 18, "conntrack"))
-KUBEADM_WARNED_TOOLS = ("ebtables", "ethtool", "socat", "tc", "touch")
-TOOL_USERS = {"conntrack": "kube-proxy needs it",
-              "socat": "`kubectl port-forward` needs it"}
-# What --open-firewall opens (firewalld rules): the ports kubeadm's install
-# guide lists for each role, and flannel's vxlan.
-FIREWALL_RULES = {
-    "master": ("6443/tcp", "2379-2380/tcp", "10250/tcp", "10251/tcp",
-               "10252/tcp", "8472/udp"),
-    "worker": ("10250/tcp", "30000-32767/tcp", "8472/udp")}
-SELINUX_CONFIG = "/etc/selinux/config"
-SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
-CRI_SOCKETS = {"docker": "/var/run/dockershim.sock",
-               "containerd": "/run/containerd/containerd.sock"}
-# Links and interfaces the cluster makes; they are not "host networks".
-CLUSTER_LINKS = ("cni0", "flannel.1", "kube-ipvs0", "docker0")
-# Values that reach config files and command lines, each matched whole
-# (re.fullmatch: a pattern ending in `$` would let a trailing newline in).
-TOKEN_RE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
-CA_HASH_RE = re.compile(r"sha256:[a-f0-9]{64}")
-CERT_KEY_RE = re.compile(r"[a-f0-9]{64}")
-_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
-NODE_NAME_RE = re.compile(r"(?=.{1,253}\Z)%s(?:\.%s)*" % (_DNS_LABEL,
-                                                         _DNS_LABEL), re.S)
-SOCKET_PATH_RE = re.compile(r"/[A-Za-z0-9._/-]{1,200}")
-PREFLIGHT_ERRORS_RE = re.compile(r"[A-Za-z0-9.,_-]{1,500}")
-SMALLEST_POD_PREFIX = 24      # each node gets a /24 of the pod network
-TOKEN_TTL_SECONDS = 24 * 3600
-CERT_KEY_TTL_SECONDS = 2 * 3600
 
 
 def current_euid():
@@ -3475,9 +3560,6 @@ def toml_dumps(data):
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
-CRI_PLUGIN_NAMES = ("cri", "io.containerd.grpc.v1.cri")
-
-
 def read_containerd_config(text, where=CONTAINERD_CONFIG):
     """containerd's config as data; UserError if this reader cannot take it."""
     try:
@@ -3972,8 +4054,6 @@ def ensure_cgroup_driver(ctx):
 
 # -- phase: install ---------------------------------------------------------
 
-ARCHIVE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
 
 def _extract_files(ctx, relpath, wanted=None):
     """{basename: bytes} of the regular files in a bundled .tgz.
@@ -4107,18 +4187,6 @@ def phase_images(ctx):
 # ===========================================================================
 
 
-KUBEADM_API = "kubeadm.k8s.io/v1beta2"
-KUBELET_API = "kubelet.config.k8s.io/v1beta1"
-INIT_CONFIG = STATE_DIR + "/kubeadm-init.json"
-JOIN_CONFIG = STATE_DIR + "/kubeadm-join.json"
-FLANNEL_RENDERED = STATE_DIR + "/kube-flannel.yml"
-RESERVED_KINDS = ("InitConfiguration", "ClusterConfiguration",
-                  "JoinConfiguration")
-JOIN_COMMAND_RE = re.compile(
-    r"kubeadm join\s+(\S+)\s+--token\s+(\S+)\s+"
-    r"(?:\\\s*)?--discovery-token-ca-cert-hash\s+(\S+)")
-
-
 def split_documents(text):
     """The documents of a multi-document YAML or JSON file, as text; empty
     ones (only blanks and comments) dropped."""
@@ -4137,9 +4205,6 @@ def split_documents(text):
 
 class YamlSubsetError(ValueError):
     """A document outside the YAML subset kubeadm configs use."""
-
-
-MAX_YAML_DEPTH = 40
 
 
 def parse_yaml_document(text):
@@ -4334,9 +4399,6 @@ def _yaml_flow(text, number, depth):
         elif not rest.startswith(closing):
             raise YamlSubsetError("line %d has an unclosed %s" % (number,
                                                                   opening))
-
-
-MAX_EXTRA_CONFIG_BYTES = 1024 * 1024
 
 
 def read_extra_config(path):
@@ -4569,8 +4631,6 @@ def phase_kubeconfig(ctx):
 
 
 # -- phase: network ---------------------------------------------------------
-
-FLANNEL_NETWORK_TOKEN = '"Network": "10.244.0.0/16"'
 
 
 def render_flannel(text, pod_cidr, image):
@@ -4830,11 +4890,6 @@ def load_join_info(ctx, bundle):
     return info
 
 
-CLUSTER_INFO_PATH = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
-KUBEADM_CONFIG_PATH = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config"
-API_TIMEOUT = 15
-
-
 def _der_item(data, pos):
     """(tag, start of content, end) of the DER item at pos."""
     tag, length, start = data[pos], data[pos + 1], pos + 2
@@ -4955,13 +5010,6 @@ def adopt_cluster_image_repository(ctx):
     log.info("  the cluster's images are named under %s", repository)
 
 
-MAX_JOIN_FILE_BYTES = 64 * 1024
-JOIN_FIELDS = ("format", "kubernetes_version", "arch", "token_expires",
-               "image_repository", "control_plane_nodes", "certificate_key",
-               "certificate_key_expires", "created", "api_server_endpoint",
-               "token", "discovery_token_ca_cert_hash", "from_flags")
-
-
 def check_join_fields(info, source):
     """Every field of the join facts against its grammar, before use: they
     go into kubeadm's config and containerd's."""
@@ -5011,13 +5059,6 @@ def check_join_fields(info, source):
 
 def _utc(seconds):
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
-
-
-# kubeadm join refuses the name of a Node the cluster lists as Ready; a node
-# reset moments ago stays Ready for the node monitor's grace period (40 s by
-# default), so join tries again for a bounded while.
-STALE_NODE_WAIT = 90
-STALE_NODE_RETRY = 15
 
 
 def stale_ready_node(output):
@@ -5087,8 +5128,6 @@ def phase_join(ctx):
 
 
 # -- reset ------------------------------------------------------------------
-
-KUBE_IPTABLES_MARKERS = ("KUBE-", "CNI-", "FLANNEL", "flannel")
 
 
 def filter_iptables_save(text, pod_cidr):
@@ -5647,12 +5686,6 @@ def read_reset_state(ctx):
 # ===========================================================================
 
 
-WAIT_INTERVAL = 5
-IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
-                      "ErrImageNeverPull")
-CERT_WARN_DAYS = 30
-
-
 def _kubectl_json(ctx, argv, kubeconfig=ADMIN_CONF):
     result = ctx.runner.run(["kubectl", "--kubeconfig", kubeconfig] + argv +
                             ["-o", "json"], change=False, check=False,
@@ -5824,10 +5857,6 @@ def pod_rows(listing):
     return rows
 
 
-CERT_LINE_RE = re.compile(
-    r"^(\S+)\s+([A-Z][a-z]{2} \d{2}, \d{4} \d{2}:\d{2} UTC)\s")
-
-
 def parse_cert_expiration(text):
     """[(name, expires epoch)] from kubeadm's check-expiration output."""
     found = []
@@ -5931,22 +5960,6 @@ def cmd_remove_node(args):
 
 
 # -- day two: certificates ----------------------------------------------------
-
-CERT_FAIL_DAYS = 7
-PKI_DIR = "/etc/kubernetes/pki"
-MANIFEST_DIR = "/etc/kubernetes/manifests"
-KUBEADM_KUBECONFIGS = ("admin.conf", "controller-manager.conf",
-                       "scheduler.conf", "kubelet.conf")
-KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
-KUBELET_CLIENT_CERT = "/var/lib/kubelet/pki/kubelet-client-current.pem"
-# The static pods restarted after a renewal, the API server first so that
-# it answers with its new certificate as early as possible.
-CONTROL_PLANE_PODS = ("kube-apiserver", "kube-controller-manager",
-                      "kube-scheduler", "etcd")
-DAYTWO_DIR = STATE_DIR + "/day-two"
-RESTART_TIMEOUT = 300
-PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)"
-                         r"-----END CERTIFICATE-----")
 
 
 def _der_time(der, tag, start, end):
@@ -6343,21 +6356,6 @@ def cmd_certs_renew(args):
 
 
 # -- day two: etcd backup and restore ----------------------------------------
-
-BACKUP_FORMAT = 1
-BACKUP_JSON = "backup.json"
-BACKUP_DIR = "/var/backups/k8s-offline"
-ETCD_MANIFEST = MANIFEST_DIR + "/etcd.yaml"
-ETCD_DATA_DIR = "/var/lib/etcd"
-ETCD_PKI = PKI_DIR + "/etcd"
-SNAPSHOT_NAME = "etcd/snapshot.db"
-BACKUP_MEMBER_RE = re.compile(r"^(backup\.json|etcd/snapshot\.db|"
-                              r"kubeadm/(kubeadm-init\.json|state\.json|"
-                              r"kubeadm-config\.yaml)|"
-                              r"pki/([A-Za-z0-9._-]+/)?[A-Za-z0-9._-]+)$")
-SHA256_RE = re.compile(r"[a-f0-9]{64}")
-ETCD_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
-ETCD_PEER_URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+:\d+")
 
 
 def etcd_manifest_facts(text):
