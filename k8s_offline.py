@@ -123,8 +123,8 @@ MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MT_DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
-MT_DOCKER_SCHEMA1_SIGNED = \
-    "application/vnd.docker.distribution.manifest.v1+prettyjws"
+MT_DOCKER_SCHEMA1_SIGNED = (
+    "application/vnd.docker.distribution.manifest.v1+prettyjws")
 MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 MT_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -504,8 +504,8 @@ def canonical_json(obj):
 def human_size(num):
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(num) < 1024 or unit == "GiB":
-            return ("%d %s" % (num, unit)) if unit == "B" \
-                else ("%.1f %s" % (num, unit))
+            return (("%d %s" % (num, unit)) if unit == "B"
+                    else ("%.1f %s" % (num, unit)))
         num /= 1024.0
 
 
@@ -542,8 +542,8 @@ _IMAGE_TAG_RE = re.compile(r"^v?\d+(\.\d+)*(-\d+)?\Z")
 def release_table():
     """The release table (bundle/releases.json beside this file, or the file
     K8SO_RELEASE_TABLE names), checked once per run."""
-    path = os.environ.get(RELEASE_TABLE_ENV) or \
-        os.path.join(script_dir(), RELEASE_TABLE_FILE)
+    path = (os.environ.get(RELEASE_TABLE_ENV) or
+            os.path.join(script_dir(), RELEASE_TABLE_FILE))
     if path not in _RELEASE_TABLES:
         try:
             with open(path, "rb") as handle:
@@ -575,8 +575,8 @@ def release_table_problem(table):
         if not isinstance(values, dict):
             return "%s is not a table" % key
         for arch, value in values.items():
-            if arch not in ARCHES or not isinstance(value, str) or \
-                    not _HEX[kind].match(value):
+            if (arch not in ARCHES or not isinstance(value, str) or
+                    not _HEX[kind].match(value)):
                 return "%s of %s is not a %s" % (key, arch, kind)
         return None
 
@@ -599,8 +599,8 @@ def release_table_problem(table):
         if minor not in SUPPORTED_MINORS or not isinstance(entry, dict):
             return "minor %r is not supported" % minor
         for key in ("cni", "crictl", "flannel"):
-            if not isinstance(entry.get(key), str) or \
-                    not _IMAGE_TAG_RE.match(entry[key]):
+            if (not isinstance(entry.get(key), str) or
+                    not _IMAGE_TAG_RE.match(entry[key])):
                 return "minor %s lacks a %s version" % (minor, key)
         for key in ("cni_sha256", "crictl_sha256"):
             problem = hexes(entry, key, "sha256")
@@ -796,8 +796,8 @@ def open_private_log(path, append):
     """A UTF-8 text stream of a log file that may hold secrets: opened
     without following a link and without blocking (no FIFO), a regular
     file only, made mode 0600 every time, whatever it was before."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | \
-        O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK |
+             O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC))
     fd = os.open(path, flags, 0o600)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -919,8 +919,8 @@ def parse_image_ref(text):
         registry, repository = DOCKER_HUB, text
         if "/" not in repository:
             repository = "library/" + repository
-    if not _REPO_RE.fullmatch(repository) or \
-            not IMAGE_NAME_RE.fullmatch(registry + "/" + repository):
+    if (not _REPO_RE.fullmatch(repository) or
+            not IMAGE_NAME_RE.fullmatch(registry + "/" + repository)):
         raise UserError("bad image reference %r: use the form "
                         "[registry/]repository[:tag][@sha256:digest]" % original)
     return ImageRef(registry, repository, tag, digest)
@@ -937,8 +937,8 @@ def schema1_payload(body):
     if not signatures:
         return body
     protected = json.loads(_b64url_decode(signatures[0]["protected"]).decode())
-    return body[:protected["formatLength"]] + \
-        _b64url_decode(protected["formatTail"])
+    return (body[:protected["formatLength"]] +
+            _b64url_decode(protected["formatTail"]))
 
 
 def manifest_digest(media_type, body):
@@ -969,8 +969,8 @@ def load_docker_credentials():
     Credential helpers are not run.  The values never reach a log line,
     an error message or the bundle.
     """
-    config_dir = os.environ.get("DOCKER_CONFIG") or \
-        os.path.join(os.path.expanduser("~"), ".docker")
+    config_dir = (os.environ.get("DOCKER_CONFIG") or
+                  os.path.join(os.path.expanduser("~"), ".docker"))
     path = os.path.join(config_dir, "config.json")
     try:
         with open(path) as handle:
@@ -1028,8 +1028,8 @@ class RegistryClient(object):
         self.timeout = (min(10, timeout), timeout)
         self.mirrors = dict(mirrors or {})
         self.insecure = set(insecure)
-        self.credentials = credentials if credentials is not None \
-            else load_docker_credentials()
+        self.credentials = (credentials if credentials is not None
+                            else load_docker_credentials())
         self.tokens = {}
         self.schemes = {}
         self.probe_locks = {}
@@ -1154,8 +1154,8 @@ class RegistryClient(object):
                     self.requests.exceptions.ConnectionError) as exc:
                 last = exc
                 continue
-            if scheme == "https" and host in self.insecure \
-                    and response.status_code == 400 and "http" in self._schemes(host):
+            if (scheme == "https" and host in self.insecure
+                    and response.status_code == 400 and "http" in self._schemes(host)):
                 # An HTTP server answering a TLS hello with 400: use plain HTTP.
                 response.close()
                 continue
@@ -1198,8 +1198,8 @@ class RegistryClient(object):
                     return
             if scheme == "basic" and creds:
                 raw = ("%s:%s" % creds).encode("utf-8")
-                self.tokens[(host, scope)] = \
-                    "Basic " + base64.b64encode(raw).decode("ascii")
+                self.tokens[(host, scope)] = (
+                    "Basic " + base64.b64encode(raw).decode("ascii"))
                 return
 
     # -- manifests ----------------------------------------------------------
@@ -1222,13 +1222,13 @@ class RegistryClient(object):
             media_type = response.headers.get("Content-Type", "").split(";")[0]
         if media_type in ("", "application/json", "text/plain"):
             try:
-                media_type = json.loads(body.decode("utf-8")).get("mediaType") \
-                    or media_type
+                media_type = (json.loads(body.decode("utf-8")).get("mediaType")
+                              or media_type)
             except ValueError:
                 pass
         digest = manifest_digest(media_type, body)
-        expected = reference if reference.startswith("sha256:") else \
-            response.headers.get("Docker-Content-Digest")
+        expected = (reference if reference.startswith("sha256:") else
+                    response.headers.get("Docker-Content-Digest"))
         if expected and expected != digest:
             raise UserError("manifest of %s from %s does not match its digest "
                             "%s: the registry or a proxy altered it"
@@ -1416,15 +1416,15 @@ def plan_files(kubernetes_version, arch, with_docker=False):
         files.append({"key": name, "path": "%s/%s" % (BIN_DIR, name),
                       "url": url, "pinned": None, "publisher": url + ".sha256",
                       "always_publisher": True, "mode": 0o755})
-    cni_template = CNI_URL_OLD if parse_version(facts["cni"]) < (0, 8, 0) \
-        else CNI_URL
+    cni_template = (CNI_URL_OLD if parse_version(facts["cni"]) < (0, 8, 0)
+                    else CNI_URL)
     cni_url = cni_template.format(cni=facts["cni"], arch=arch)
     if facts.get("cni_tarball", {}).get(arch):
         cni_url = cni_url.rsplit("/", 1)[0] + "/" + facts["cni_tarball"][arch]
     crictl_url = CRICTL_URL.format(crictl=facts["crictl"], arch=arch)
     if facts.get("crictl_tarball", {}).get(arch):
-        crictl_url = crictl_url.rsplit("/", 1)[0] + "/" + \
-            facts["crictl_tarball"][arch]
+        crictl_url = (crictl_url.rsplit("/", 1)[0] + "/" +
+                      facts["crictl_tarball"][arch])
     downloads = [("cni", cni_url, facts.get("cni_sha256", {}).get(arch)),
                  ("crictl", crictl_url, facts.get("crictl_sha256", {}).get(arch))]
     if with_docker:
@@ -1445,8 +1445,8 @@ def read_checksum_file(path):
     sha512sum-format lines (told apart by the digest's length)."""
     table, table512 = {}, {}
     try:
-        lines = read_regular_file(path, "--checksum-file", 1024 * 1024) \
-            .decode("utf-8").splitlines()
+        lines = (read_regular_file(path, "--checksum-file", 1024 * 1024)
+                 .decode("utf-8").splitlines())
     except UnicodeDecodeError:
         raise UserError("--checksum-file %s is not text: give sha256sum's "
                         "output" % path)
@@ -1838,8 +1838,8 @@ def image_store_documents(images):
 
 
 def default_cache_dir():
-    base = os.environ.get("XDG_CACHE_HOME") or \
-        os.path.join(os.path.expanduser("~"), ".cache")
+    base = (os.environ.get("XDG_CACHE_HOME") or
+            os.path.join(os.path.expanduser("~"), ".cache"))
     return os.path.join(base, "k8s-offline")
 
 
@@ -1892,8 +1892,8 @@ def binaries_from_node_tarball(client, cache, version, arch, sha512, file_mirror
         with tarfile.open(tarball, "r:gz") as tar:
             for member in tar:
                 name = member.name.rsplit("/", 1)[-1]
-                if member.isfile() and name in NODE_TARBALL_BINARIES and \
-                        member.name.endswith("node/bin/" + name):
+                if (member.isfile() and name in NODE_TARBALL_BINARIES and
+                        member.name.endswith("node/bin/" + name)):
                     found[name] = cache.put_stream(tar.extractfile(member))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise UserError("%s is not a readable release tarball (%s)" % (url, exc))
@@ -1992,8 +1992,8 @@ def cross_check_images(images, file_entries, version, arch, cache):
                         wanted[image["name"]], image["tag"])
             replanned = dict(image, tag=wanted[image["name"]])
             replanned["ref"] = image["ref"].rsplit(":", 1)[0] + ":" + replanned["tag"]
-            replanned["source"] = image["source"].rsplit(":", 1)[0] + ":" + \
-                replanned["tag"]
+            replanned["source"] = (image["source"].rsplit(":", 1)[0] + ":" +
+                                   replanned["tag"])
             image.update(replanned)
     known = set(image["name"] for image in images if image["kubeadm"])
     unknown = sorted(set(wanted) - known)
@@ -2221,9 +2221,9 @@ def check_bundle_meta(meta):
     except UserError as exc:
         raise BundleError("%s field kubernetes_version: %s" % (BUNDLE_JSON, exc))
     files = meta["files"]
-    named = list(meta["binaries"].items()) + list(meta["archives"].items()) + \
-        list(meta.get("systemd", {}).items()) + \
-        [("flannel_manifest", meta.get("flannel_manifest"))]
+    named = (list(meta["binaries"].items()) + list(meta["archives"].items()) +
+             list(meta.get("systemd", {}).items()) +
+             [("flannel_manifest", meta.get("flannel_manifest"))])
     for key, relpath in named:
         if relpath is not None and relpath not in files:
             raise BundleError("%s names %s for %s, which is not in its files: "
@@ -2500,8 +2500,8 @@ class Bundle(object):
                               "the bundle is damaged; recopy it"
                               % (BUNDLE_JSON, BUNDLE_JSON_SHA))
         meta = json_loads_bounded(raw, "%s in %s" % (BUNDLE_JSON, self.path))
-        if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT \
-                or type(meta.get("format")) is not int:
+        if (not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT
+                or type(meta.get("format")) is not int):
             raise BundleError("%s is not a k8s-offline bundle of format %d: "
                               "use a bundle made by this tool"
                               % (self.path, BUNDLE_FORMAT))
@@ -2627,8 +2627,8 @@ def verify_bundle(bundle, progress=True):
             with bundle.open(relpath) as handle:
                 for block in iter(lambda: handle.read(CHUNK), b""):
                     bar.update(len(block))
-            if relpath.startswith(IMAGES_DIR + "/blobs/sha256/") and \
-                    relpath.rsplit("/", 1)[1] != entry["sha256"]:
+            if (relpath.startswith(IMAGES_DIR + "/blobs/sha256/") and
+                    relpath.rsplit("/", 1)[1] != entry["sha256"]):
                 raise BundleError("blob %s is not named by its digest" % relpath)
     finally:
         bar.close()
@@ -2644,12 +2644,12 @@ def _verify_image_graph(bundle, files):
         manifest = bundle.read_json(manifest_path)
         config = manifest.get("config") if isinstance(manifest, dict) else None
         layers = manifest.get("layers") if isinstance(manifest, dict) else None
-        if not isinstance(config, dict) or not isinstance(layers, list) or \
-                not all(isinstance(layer, dict) for layer in layers):
+        if (not isinstance(config, dict) or not isinstance(layers, list) or
+                not all(isinstance(layer, dict) for layer in layers)):
             raise BundleError("image %s: its manifest is not an image manifest: "
                               "the bundle is damaged; rebuild it" % image["ref"])
-        if config.get("digest") != image["config_digest"] or \
-                [layer.get("digest") for layer in layers] != image["layers"]:
+        if (config.get("digest") != image["config_digest"] or
+                [layer.get("digest") for layer in layers] != image["layers"]):
             raise BundleError("image %s: manifest does not match %s"
                               % (image["ref"], BUNDLE_JSON))
         for digest in [image["config_digest"]] + image["layers"]:
@@ -2672,9 +2672,9 @@ def _up_to_date(output, name, meta_bytes):
             if handle.read() != meta_bytes or bundle.top != name:
                 return False
         files = bundle.meta["files"]
-        return set(bundle.members) - {BUNDLE_JSON, BUNDLE_JSON_SHA} == \
-            set(files) and all(
-            bundle.members[p].size == e["size"] for p, e in files.items())
+        return (set(bundle.members) - {BUNDLE_JSON, BUNDLE_JSON_SHA} ==
+                set(files) and all(
+                bundle.members[p].size == e["size"] for p, e in files.items()))
     finally:
         bundle.close()
 
@@ -2936,16 +2936,16 @@ class Host(object):
         not absolute, holds "..", or resolves (through links) outside the
         root: names that come from a bundle or state.json cannot reach
         elsewhere."""
-        if not isinstance(host_path, str) or not host_path.startswith("/") \
-                or "\x00" in host_path or ".." in host_path.split("/"):
+        if (not isinstance(host_path, str) or not host_path.startswith("/")
+                or "\x00" in host_path or ".." in host_path.split("/")):
             raise UserError("refusing the host path %r: it is not a plain "
                             "absolute path" % (host_path,))
         if self.root == "/":
             return host_path
         full = os.path.join(self.root, host_path.lstrip("/"))
         real = os.path.realpath(full)
-        if real != self.real_root and \
-                not real.startswith(self.real_root.rstrip("/") + "/"):
+        if (real != self.real_root and
+                not real.startswith(self.real_root.rstrip("/") + "/")):
             raise UserError("refusing the host path %s: it resolves to %s, "
                             "outside %s" % (host_path, real, self.root))
         return full
@@ -2993,8 +2993,8 @@ class Host(object):
             data = data.encode("utf-8")
         full = self.path(host_path)
         same = self.read_bytes(host_path) == data
-        if same and stat.S_IMODE(os.lstat(full).st_mode) == mode and \
-                (owner is None or _owned_by(full, owner)):
+        if (same and stat.S_IMODE(os.lstat(full).st_mode) == mode and
+                (owner is None or _owned_by(full, owner))):
             return False
         if self.dry_run:
             log.info("  would write %s (%s, mode %04o)", host_path,
@@ -3015,8 +3015,8 @@ class Host(object):
         alone; True when it changed."""
         entry = bundle.meta["files"][relpath]
         full = self.path(host_path)
-        if _file_sha256(full) == entry["sha256"] and \
-                stat.S_IMODE(os.lstat(full).st_mode) == mode:
+        if (_file_sha256(full) == entry["sha256"] and
+                stat.S_IMODE(os.lstat(full).st_mode) == mode):
             return False
         if self.dry_run:
             log.info("  would write %s (%s, mode %04o)", host_path,
@@ -3181,8 +3181,8 @@ def hostname_resolves(host, name):
 def default_route_interface(host):
     for line in host.read("/proc/net/route", "").splitlines()[1:]:
         fields = line.split()
-        if len(fields) > 7 and fields[1] == "00000000" and \
-                fields[7] == "00000000":
+        if (len(fields) > 7 and fields[1] == "00000000" and
+                fields[7] == "00000000"):
             return fields[0]
     return None
 
@@ -3234,8 +3234,8 @@ def check_ipv4_address(text, what):
     """An IPv4 address as text; IPv6 is refused (the pod network, flannel
     and kube-proxy are set up for IPv4 only)."""
     try:
-        address = ipaddress.ip_address(u"%s" % text) \
-            if isinstance(text, str) else None
+        address = (ipaddress.ip_address(u"%s" % text)
+                   if isinstance(text, str) else None)
     except ValueError:
         address = None
     if address is None:
@@ -3249,15 +3249,15 @@ def check_ipv4_address(text, what):
 
 def check_endpoint(text, what):
     """HOST:PORT with an IPv4 address or a DNS name and a port 1-65535."""
-    host, sep, port = text.rpartition(":") if isinstance(text, str) \
-        else ("", "", "")
+    host, sep, port = (text.rpartition(":") if isinstance(text, str)
+                       else ("", "", ""))
     if host.startswith("[") or host.count(":"):
         raise UserError("%s %r is IPv6: this tool sets up IPv4 clusters; use "
                         "an IPv4 address or a name, as HOST:PORT" % (what, text))
-    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or \
+    if (not sep or not re.fullmatch(r"[0-9]{1,5}", port) or
             not 0 < int(port) < 65536 or not (
                 re.fullmatch(r"[0-9.]+", host) or
-                full_match(NODE_NAME_RE, host.lower())):
+                full_match(NODE_NAME_RE, host.lower()))):
         raise UserError("bad %s %r: use HOST:PORT such as 10.0.0.10:6443"
                         % (what, text))
     if re.fullmatch(r"[0-9.]+", host):
@@ -3459,8 +3459,8 @@ class TomlReader(object):
         if match:
             self.pos = match.end()
             number = match.group(0).replace("_", "")
-            return float(number) if match.group(1) or match.group(2) \
-                else int(number)
+            return (float(number) if match.group(1) or match.group(2)
+                    else int(number))
         self.fail("unsupported value starting %r" % self.text[self.pos:self.pos + 12])
 
     def array(self):
@@ -3686,8 +3686,8 @@ def image_stream_size(bundle, images):
     seen = set()
     total = 0
     for image in images:
-        for digest in [image["manifest_digest"], image["config_digest"]] + \
-                list(image["layers"]):
+        for digest in ([image["manifest_digest"], image["config_digest"]] +
+                       list(image["layers"])):
             relpath = _blob_path(digest)
             if relpath not in seen:
                 seen.add(relpath)
@@ -3730,8 +3730,8 @@ def write_oci_layout(stream, bundle, targets, progress):
         _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
         _add_bytes(tar, "index.json", json.dumps(index).encode("utf-8"))
         for image, _ in targets:
-            for digest in [image["manifest_digest"], image["config_digest"]] + \
-                    list(image["layers"]):
+            for digest in ([image["manifest_digest"], image["config_digest"]] +
+                           list(image["layers"])):
                 _add_blob(tar, bundle, digest, progress, seen)
     tar.close()
 
@@ -3840,8 +3840,8 @@ def selinux_enforcing(host):
 
 
 def firewalld_active(ctx):
-    return bool(ctx.host.which("firewall-cmd")) and \
-        service_active(ctx.runner, "firewalld")
+    return (bool(ctx.host.which("firewall-cmd")) and
+            service_active(ctx.runner, "firewalld"))
 
 
 def node_name(ctx):
@@ -3856,8 +3856,8 @@ def disable_swap_in_fstab(text):
     lines = []
     for line in text.splitlines():
         fields = line.split()
-        if len(fields) >= 3 and not line.lstrip().startswith("#") and \
-                fields[2] == "swap":
+        if (len(fields) >= 3 and not line.lstrip().startswith("#") and
+                fields[2] == "swap"):
             line = "#" + line + "  # disabled by k8s-offline"
         lines.append(line)
     return "\n".join(lines) + ("\n" if text.endswith("\n") or lines else "")
@@ -4044,8 +4044,8 @@ def ensure_cgroup_driver(ctx):
         return ctx.cgroup_driver
     if ctx.cri == "docker":
         info = docker_info(ctx.runner) or {}
-        ctx.cgroup_driver = info.get("CgroupDriver") or \
-            ctx.host.state().get("cgroup_driver") or "cgroupfs"
+        ctx.cgroup_driver = (info.get("CgroupDriver") or
+                             ctx.host.state().get("cgroup_driver") or "cgroupfs")
     else:
         ctx.cgroup_driver = containerd_cgroup_driver(
             ctx.host.read(CONTAINERD_CONFIG, ""))
@@ -4131,8 +4131,8 @@ def phase_images(ctx):
             present = docker_image_id(ctx.runner, target)
             if present == image["config_digest"]:
                 continue
-            if docker_image_id(ctx.runner, image["config_digest"]) == \
-                    image["config_digest"]:
+            if (docker_image_id(ctx.runner, image["config_digest"]) ==
+                    image["config_digest"]):
                 ctx.runner.run(["docker", "tag", image["config_digest"],
                                 target], what="docker tag")
                 continue
@@ -4287,8 +4287,8 @@ def _yaml_mapping(lines, index, indent, depth):
 
 def _yaml_sequence(lines, index, indent, depth):
     result = []
-    while index < len(lines) and lines[index][0] == indent and \
-            (lines[index][1] == "-" or lines[index][1].startswith("- ")):
+    while (index < len(lines) and lines[index][0] == indent and
+            (lines[index][1] == "-" or lines[index][1].startswith("- "))):
         _, body, number = lines[index]
         rest = body[1:].lstrip(" ")
         index += 1
@@ -4307,9 +4307,9 @@ def _yaml_sequence(lines, index, indent, depth):
 
 
 def _yaml_is_key(body):
-    return not body.startswith(("'", '"', "[", "{")) and \
-        re.match(r"[^\s:][^:]*:(?:\s|$)", body) is not None or \
-        re.match(r"(\"[^\"]*\"|'[^']*'):(?:\s|$)", body) is not None
+    return (not body.startswith(("'", '"', "[", "{")) and
+            re.match(r"[^\s:][^:]*:(?:\s|$)", body) is not None or
+            re.match(r"(\"[^\"]*\"|'[^']*'):(?:\s|$)", body) is not None)
 
 
 def _yaml_key_value(body, number):
@@ -4345,8 +4345,8 @@ def _yaml_scalar(text, number, depth):
             raise YamlSubsetError("line %d has text after a string" % number)
         return value
     if text[:1] == "'":
-        if len(text) < 2 or not text.endswith("'") or \
-                "'" in text[1:-1].replace("''", ""):
+        if (len(text) < 2 or not text.endswith("'") or
+                "'" in text[1:-1].replace("''", "")):
             raise YamlSubsetError("line %d has a bad single-quoted string"
                                   % number)
         return text[1:-1].replace("''", "'")
@@ -4421,9 +4421,9 @@ def read_extra_config(path):
         except (YamlSubsetError, RecursionError) as exc:
             raise UserError("document %d of %s cannot be read: %s: write it as "
                             "plain YAML or JSON" % (number, path, exc))
-        if not isinstance(doc, dict) or \
-                not isinstance(doc.get("kind"), str) or \
-                not isinstance(doc.get("apiVersion"), str):
+        if (not isinstance(doc, dict) or
+                not isinstance(doc.get("kind"), str) or
+                not isinstance(doc.get("apiVersion"), str)):
             raise UserError("document %d of %s has no kind or apiVersion: each "
                             "document needs both" % (number, path))
         if doc["kind"] in RESERVED_KINDS:
@@ -5072,13 +5072,13 @@ def stale_ready_node(output):
 def explain_join_failure(output):
     text = output or ""
     lowered = text.lower()
-    if "kubeadm-certs" in lowered or "certificate key" in lowered or \
-            "decrypt" in lowered:
+    if ("kubeadm-certs" in lowered or "certificate key" in lowered or
+            "decrypt" in lowered):
         return ("the certificate key was refused (uploaded certificates expire "
                 "after 2 hours): run `k8s_offline.py token` on the master for a "
                 "new join file")
-    if ("token id" in lowered and "invalid" in lowered) or \
-            "jws signature" in lowered or "unauthorized" in lowered:
+    if (("token id" in lowered and "invalid" in lowered) or
+            "jws signature" in lowered or "unauthorized" in lowered):
         return ("the join token was refused (tokens expire after 24 hours): run "
                 "`k8s_offline.py token` on the master for a new join file")
     node = stale_ready_node(text)
@@ -5107,8 +5107,8 @@ def phase_join(ctx):
                     kubernetes_version=ctx.bundle.kubernetes_version,
                     arch=ctx.bundle.arch, image_repository=ctx.image_repository,
                     pod_cidr=None)
-    argv = ["kubeadm", "join", "--config", JOIN_CONFIG] + \
-        ignore_preflight_args(ctx)
+    argv = (["kubeadm", "join", "--config", JOIN_CONFIG] +
+            ignore_preflight_args(ctx))
     host.makedirs(os.path.dirname(KUBEADM_JOIN_LOG))
     give_up = now() + STALE_NODE_WAIT
     while True:
@@ -5136,8 +5136,8 @@ def filter_iptables_save(text, pod_cidr):
     markers = KUBE_IPTABLES_MARKERS + ((pod_cidr,) if pod_cidr else ())
     kept, removed = [], 0
     for line in text.splitlines():
-        if (line.startswith("-A ") or line.startswith(":")) and \
-                any(marker in line for marker in markers):
+        if ((line.startswith("-A ") or line.startswith(":")) and
+                any(marker in line for marker in markers)):
             removed += 1
             continue
         kept.append(line)
@@ -5668,8 +5668,8 @@ def build_context(args, role):
     ctx = InstallContext(args, role)
     if role in ("worker", "control-plane"):
         ctx.join_info = load_join_info(ctx, ctx.bundle)
-        if not ctx.image_repository_flag and \
-                ctx.join_info.get("image_repository"):
+        if (not ctx.image_repository_flag and
+                ctx.join_info.get("image_repository")):
             ctx.image_repository = ctx.join_info["image_repository"]
     return ctx
 
@@ -5704,8 +5704,8 @@ def node_ready(node):
         if condition.get("type") == "Ready":
             if condition.get("status") == "True":
                 return True, ""
-            return False, condition.get("message") or condition.get("reason") \
-                or "not ready"
+            return (False, condition.get("message") or condition.get("reason")
+                    or "not ready")
     return False, "no Ready condition yet"
 
 
@@ -5716,16 +5716,16 @@ def pod_problem(pod):
     phase = status.get("phase", "Unknown")
     if phase == "Succeeded":
         return None
-    statuses = status.get("initContainerStatuses", []) + \
-        status.get("containerStatuses", [])
+    statuses = (status.get("initContainerStatuses", []) +
+                status.get("containerStatuses", []))
     for container in statuses:
         waiting = (container.get("state") or {}).get("waiting")
         if waiting:
             reason = waiting.get("reason") or "waiting"
             message = waiting.get("message")
             text = "%s: %s" % (reason, message) if message else reason
-            return text, container.get("image") if reason in \
-                IMAGE_PULL_REASONS else None
+            return (text, container.get("image") if reason in
+                    IMAGE_PULL_REASONS else None)
     if phase == "Running" and all(c.get("ready") for c in
                                   status.get("containerStatuses", [])):
         return None
@@ -5774,8 +5774,8 @@ def timeout_message(pending, timeout):
         return text + (": the image %s is not on this node, so the bundle is "
                        "incomplete; rebuild it (with --extra-image for your "
                        "own images)" % image)
-    return text + ": look at `kubectl -n kube-system describe pod` and " \
-                  "`journalctl -u kubelet`, or rerun with a longer --wait-timeout"
+    return (text + ": look at `kubectl -n kube-system describe pod` and "
+            "`journalctl -u kubelet`, or rerun with a longer --wait-timeout")
 
 
 def phase_wait(ctx):
@@ -5833,9 +5833,9 @@ def node_rows(listing):
     rows = [("NODE", "STATUS", "ROLES", "VERSION", "AGE")]
     for node in listing.get("items", []):
         labels = node["metadata"].get("labels", {})
-        roles = sorted(key.split("/", 1)[1] for key in labels
-                       if key.startswith("node-role.kubernetes.io/")) or \
-            ["<none>"]
+        roles = (sorted(key.split("/", 1)[1] for key in labels
+                        if key.startswith("node-role.kubernetes.io/"))
+                 or ["<none>"])
         ready, reason = node_ready(node)
         rows.append((node["metadata"]["name"], "Ready" if ready else
                      "NotReady (%s)" % reason, ",".join(roles),
@@ -5886,8 +5886,8 @@ def cluster_version(ctx):
     result = ctx.runner.run(["kubeadm", "version", "-o", "short"],
                             change=False, check=False)
     text = result.stdout.strip()
-    return text if result.ok and re.match(r"^v\d+\.\d+\.\d+", text) \
-        else DEFAULT_KUBERNETES_VERSION
+    return (text if result.ok and re.match(r"^v\d+\.\d+\.\d+", text)
+            else DEFAULT_KUBERNETES_VERSION)
 
 
 def require_master(ctx, command):
@@ -6271,8 +6271,8 @@ def restart_static_pod(ctx, component):
         log.info("  %s: no static pod manifest here", component)
         return
     held = "%s/%s.yaml" % (DAYTWO_DIR, component)
-    old, _ = (None, False) if ctx.dry_run else \
-        static_pod_container(ctx, component)
+    old, _ = ((None, False) if ctx.dry_run else
+              static_pod_container(ctx, component))
     move_file(ctx, manifest, held)
     if ctx.dry_run:
         log.info("  would wait until the kubelet stops %s, then move it back "
@@ -6304,8 +6304,8 @@ def kubeconfig_copies(ctx, admin):
             st = os.stat(full)
             copies.append((path, st.st_uid, st.st_gid))
     for path, uid, gid in kubeconfig_targets(ctx):
-        if path not in [c[0] for c in copies] and admin is not None and \
-                ctx.host.read_bytes(path) == admin:
+        if (path not in [c[0] for c in copies] and admin is not None and
+                ctx.host.read_bytes(path) == admin):
             copies.append((path, uid, gid))
     return copies
 
@@ -6371,8 +6371,8 @@ def etcd_manifest_facts(text):
             facts[key] = match.group(1)
     match = re.search(r"--listen-client-urls=\S*?(https://127\.0\.0\.1:\d+)",
                       text or "")
-    facts["client_url"] = match.group(1) if match else \
-        "https://127.0.0.1:2379"
+    facts["client_url"] = (match.group(1) if match else
+                           "https://127.0.0.1:2379")
     return facts
 
 
@@ -6487,8 +6487,8 @@ def cmd_backup(args):
             members.append(("kubeadm/state.json", state))
         files = {}
         for name, source in members:
-            files[name] = sha256_bytes(source) if isinstance(source, bytes) \
-                else sha256_file(host.path(source))
+            files[name] = (sha256_bytes(source) if isinstance(source, bytes)
+                           else sha256_file(host.path(source)))
         meta = {"format": BACKUP_FORMAT, "tool_version": TOOL_VERSION,
                 "kubernetes_version": version, "created": int(now()),
                 "node": node_name(ctx), "runtime": runtime,
@@ -6554,16 +6554,16 @@ class BackupArchive(object):
         try:
             with tarfile.open(copy, "r:*") as tar:
                 for member in tar:
-                    if not member.isfile() or not BACKUP_MEMBER_RE.match(
-                            member.name) or member.name in self.files or \
-                            set(member.name.split("/")) & set([".", ".."]):
+                    if (not member.isfile() or not BACKUP_MEMBER_RE.match(
+                            member.name) or member.name in self.files or
+                            set(member.name.split("/")) & set([".", ".."])):
                         raise UserError("%s holds an unexpected entry %r: it "
                                         "is not a backup of this tool"
                                         % (path, member.name))
                     out = os.path.join(self.folder, "m%d" % len(self.files))
                     member_digest = hashlib.sha256()
-                    with tar.extractfile(member) as data, \
-                            open(out, "wb") as handle:
+                    data = tar.extractfile(member)
+                    with contextlib.closing(data), open(out, "wb") as handle:
                         for block in iter(lambda: data.read(1 << 20), b""):
                             member_digest.update(block)
                             handle.write(block)
@@ -6586,8 +6586,8 @@ class BackupArchive(object):
                             "restore it with the k8s_offline.py that made it"
                             % path)
         listed = meta.get("files")
-        if not isinstance(listed, dict) or set(listed) != \
-                set(self.files) - set([BACKUP_JSON]):
+        if (not isinstance(listed, dict) or set(listed) !=
+                set(self.files) - set([BACKUP_JSON])):
             raise UserError("%s: its files do not match its %s" % (
                 path, BACKUP_JSON))
         for name, wanted in sorted(listed.items()):
@@ -6595,8 +6595,8 @@ class BackupArchive(object):
                 raise UserError("%s: %s does not match its sha256 in %s"
                                 % (path, name, BACKUP_JSON))
         etcd = meta.get("etcd") or {}
-        if not isinstance(meta.get("kubernetes_version"), str) or \
-                not re.match(r"^v\d+\.\d+\.\d+$", meta["kubernetes_version"]):
+        if (not isinstance(meta.get("kubernetes_version"), str) or
+                not re.match(r"^v\d+\.\d+\.\d+$", meta["kubernetes_version"])):
             raise UserError("%s: bad kubernetes_version in %s" % (
                 path, BACKUP_JSON))
         for key in ("image", "name", "peer_url"):
@@ -6607,8 +6607,8 @@ class BackupArchive(object):
             parse_image_ref(etcd["image"])
         except UserError:
             raise UserError("%s: bad etcd image %r" % (path, etcd["image"]))
-        if not full_match(ETCD_NAME_RE, etcd["name"]) or \
-                not full_match(ETCD_PEER_URL_RE, etcd["peer_url"]):
+        if (not full_match(ETCD_NAME_RE, etcd["name"]) or
+                not full_match(ETCD_PEER_URL_RE, etcd["peer_url"])):
             raise UserError("%s: bad etcd name or peer URL in %s" % (
                 path, BACKUP_JSON))
         if SNAPSHOT_NAME not in self.files or "pki/ca.crt" not in self.files:
@@ -6638,8 +6638,8 @@ def restore_refusal(ctx, archive):
                 "a reset or fresh master, or add --replace to reset it first"
                 % ", ".join(running))
     ca = host.read_bytes(PKI_DIR + "/ca.crt")
-    if ca is not None and sha256_bytes(ca) != \
-            archive.meta.get("cluster_ca_sha256") and not ctx.replace:
+    if (ca is not None and sha256_bytes(ca) !=
+            archive.meta.get("cluster_ca_sha256") and not ctx.replace):
         return ("this host holds the CA of another cluster (%s/ca.crt differs "
                 "from the backup's): run reset first, or add --replace"
                 % PKI_DIR)
@@ -6692,8 +6692,8 @@ def restore_from(ctx, archive):
                        0o600 if name.endswith(".key") else 0o644)
     log.info("[config] the kubeadm config and this tool's state")
     host.makedirs(STATE_DIR, 0o700)
-    config = INIT_CONFIG if archive.config_name().endswith(".json") else \
-        STATE_DIR + "/kubeadm-config.yaml"
+    config = (INIT_CONFIG if archive.config_name().endswith(".json") else
+              STATE_DIR + "/kubeadm-config.yaml")
     host.write(config, archive.data(archive.config_name()), 0o600)
     if "kubeadm/state.json" in archive.files:
         host.write(STATE_FILE, archive.data("kubeadm/state.json"), 0o600)

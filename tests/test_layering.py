@@ -3,7 +3,9 @@ in data-flow order, and no function uses a module-level name that a later
 section defines.  A reader can then read the file top to bottom."""
 
 import ast
+import io
 import os
+import tokenize
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))), "k8s_offline.py")
@@ -104,3 +106,19 @@ def test_the_check_sees_a_forward_use():
                                             "Second")]
     backwards = source.replace("return LATE", "return 2")
     assert layering_violations(backwards) == []
+
+
+def backslash_continuations(source):
+    """Line numbers ending in a backslash outside a string literal."""
+    inside = set()
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.STRING and token.start[0] != token.end[0]:
+            inside.update(range(token.start[0], token.end[0]))
+    return [number for number, line in enumerate(source.splitlines(), 1)
+            if line.endswith("\\") and number not in inside]
+
+
+def test_lines_continue_in_parentheses_not_after_backslashes():
+    assert backslash_continuations(read_script()) == []
+    assert backslash_continuations("x = 1 + \\\n    2\n") == [1]
+    assert backslash_continuations('x = """a\\\nb"""\n') == []
