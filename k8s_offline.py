@@ -1,22 +1,69 @@
 #!/usr/bin/env python3
 """k8s-offline: a kubeadm cluster on hosts that cannot reach the internet.
 
-Two halves, one file:
+What it does.  On a connected machine, ``bundle`` pulls every image kubeadm
+needs straight from the registries (no Docker daemon), downloads kubeadm,
+kubelet, kubectl, the CNI plugins and crictl (and with --with-docker a static
+Docker), checks every byte against pinned and published checksums, and
+writes one tarball.  On the air-gapped hosts, the same file, run from the
+extracted bundle, verifies it again, prepares the host, loads the images,
+runs kubeadm, applies the bundled flannel manifest and waits until the node
+is healthy; a join file carries what the other nodes need.
 
-* ``bundle`` runs on a connected machine.  It pulls every image kubeadm needs
-  straight from the registries (no Docker daemon), downloads kubeadm, kubelet,
-  kubectl, the CNI plugins and crictl, checks every byte against pinned and
-  published checksums, and writes one tarball.  It may use requests, tqdm and
-  the docker SDK, imported only inside bundle mode.
-* ``verify``, ``master``, ``join``, ``token``, ``reset``, ``status``,
-  ``remove-node`` and the day-two commands ``certs``, ``backup`` and
-  ``restore`` run on the air-gapped hosts.  They use the standard library
-  only and run on Python 3.6 or newer, because nothing can be installed there.
+Usage: python3 k8s_offline.py COMMAND [options]     (COMMAND --help for each)
 
-The file is laid out in the order data flows: constants and the version
-table, small utilities, the registry client, the bundle writer, the bundle
-reader and verifier, host preparation, kubeadm, cluster checks, and the
-command line.
+  Connected machine (bundle mode: may use requests, tqdm, the docker SDK,
+  imported only here):
+    bundle        pull and verify everything into one tarball
+    images        print every image the bundle will hold
+  Air-gapped hosts (install mode: standard library only, Python 3.6+):
+    verify        check every byte of a bundle
+    master        set up the first control-plane node    (phases: see below)
+    join          join this host as a worker or another control-plane node
+    token         on a master: a fresh join file and join command
+    reset         remove Kubernetes from this host
+    status        nodes, kube-system pods and certificate expiry
+    remove-node   on a master: drain and delete a node
+    certs check   every kubeadm certificate with its expiry
+    certs renew   on a master: renew, restart the control plane
+    backup        on a master: etcd snapshot, PKI and kubeadm config
+    restore       on a reset or fresh master: bring a cluster back
+
+  master, join and reset are made of phases, listed by their --help;
+  --skip-phases A,B leaves some out (never verify or preflight, except in a
+  --dry-run), and ``COMMAND phase NAME`` runs one, as ``kubeadm init phase``
+  does.  Every command that changes a host has --dry-run.
+
+Environment variables it reads:
+  DOCKER_CONFIG       bundle: the folder of the registry credentials
+                      (config.json; default ~/.docker)
+  XDG_CACHE_HOME      bundle: the download cache lives in
+                      $XDG_CACHE_HOME/k8s-offline (default ~/.cache)
+  HOME                bundle: for ~ in the two defaults above
+  HTTPS_PROXY, HTTP_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE
+                      bundle: read by requests for every download
+  K8SO_RELEASE_TABLE  bundle: a release table replacing bundle/releases.json
+                      (tests)
+  SUDO_USER           master, join --control-plane, certs renew, restore:
+                      this user gets a kubeconfig too (~/.kube/config);
+                      reset removes it
+  PATH                install mode: where kubeadm, docker, ctr, systemctl,
+                      iptables and the other host tools are found
+
+Hidden flags (not in --help; for tests and unusual hosts):
+  --root DIR          every install-mode command: treat DIR as the host's /
+                      (every host file is read and written under it)
+  --containerd-address SOCKET
+                      master, join, reset, certs renew, backup, restore:
+                      containerd's socket (default /run/containerd/
+                      containerd.sock)
+
+The file is laid out in the order data flows, one section per banner: the
+data (constants, the version table, grammars, every table and unit text),
+small utilities, the registry client, the bundle writer, the bundle reader
+and verifier, host preparation, kubeadm, preflight checks, the run context,
+cluster checks, and the command line (with the workflows and their runner).
+No function uses a name a later section defines (tests/test_layering.py).
 """
 
 import argparse

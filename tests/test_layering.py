@@ -122,3 +122,43 @@ def test_lines_continue_in_parentheses_not_after_backslashes():
     assert backslash_continuations(read_script()) == []
     assert backslash_continuations("x = 1 + \\\n    2\n") == [1]
     assert backslash_continuations('x = """a\\\nb"""\n') == []
+
+
+def test_the_header_lists_every_command_variable_and_hidden_flag():
+    """The module docstring is the map of every knob: a command, an
+    environment variable read or a hidden flag missing there fails."""
+    import argparse
+    import sys
+    sys.path.insert(0, os.path.dirname(SCRIPT))
+    import k8s_offline as ko
+    header = ko.__doc__
+    tree = ast.parse(read_script())
+    variables = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get" and node.args
+                and isinstance(node.func.value, ast.Attribute)
+                and node.func.value.attr == "environ"):
+            name = node.args[0]
+            variables.add(name.value if isinstance(name, ast.Constant)
+                          else getattr(ko, name.id))
+    assert {"DOCKER_CONFIG", "XDG_CACHE_HOME", "SUDO_USER"} <= variables
+    for name in variables:
+        assert "\n  %s " % name in header, name
+    commands, hidden = [], set()
+    parsers = [("", ko.build_parser())]
+    while parsers:
+        prefix, parser = parsers.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    commands.append((prefix + " " + name).strip())
+                    parsers.append(((prefix + " " + name).strip(), sub))
+            elif action.help == argparse.SUPPRESS and action.option_strings:
+                hidden.update(action.option_strings)
+    assert "certs renew" in commands and hidden == {"--root",
+                                                    "--containerd-address"}
+    for command in commands:
+        assert "\n    %s " % command in header, command
+    for flag in hidden:
+        assert "\n  %s " % flag in header, flag
