@@ -15,10 +15,9 @@ import uuid
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import install_support as sup  # noqa: E402
-from install_support import ko  # noqa: E402
-from fixtures import daemons  # noqa: E402
+import install_support as sup
+from install_support import ko
+from fixtures import daemons
 
 DOCKERFILE = """FROM scratch
 COPY busybox /bin/busybox

@@ -8,13 +8,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import install_support as sup  # noqa: E402
-from install_support import ko  # noqa: E402
+import install_support as sup
+from install_support import ko
 
 NAME = "k8s-offline-v1.16.0-linux-amd64.tar"
 PART = 1024 * 1024
