@@ -23,8 +23,8 @@ unit:
 
 # The air-gap lab: real kubeadm nodes on an internal Docker network.
 # e2e-prepare does the slow, cached part alone (Kubernetes, flanneld + CNI plugins, node image).
-# `make e2e` runs every scenario; `make e2e SCENARIO=seed` (or containerd, ha, daytwo) runs one alone.
-E2E_SCENARIOS = seed containerd ha daytwo
+# `make e2e` runs every scenario; `make e2e SCENARIO=seed` (or containerd, ha, daytwo, stick) runs one alone.
+E2E_SCENARIOS = seed containerd ha daytwo stick
 SCENARIO ?=
 e2e-prepare:
 	$(PYTHON) -m tests.e2e.upstream --prepare

@@ -14,7 +14,10 @@ Usage: python3 k8s_offline.py COMMAND [options]     (COMMAND --help for each)
 
   Connected machine (bundle mode: may use requests, tqdm, the docker SDK,
   imported only here):
-    bundle        pull and verify everything into one tarball
+    bundle        pull and verify everything into one tarball (or parts
+                  that a FAT32 stick holds: --split); workload images also
+                  from the local Docker daemon (docker-daemon:REF) or
+                  docker-/OCI-archive tars
     images        print every image the bundle will hold
   Air-gapped hosts (install mode: standard library only, Python 3.6+):
     verify        check every byte of a bundle
@@ -44,6 +47,11 @@ Environment variables it reads:
                       bundle: read by requests for every download
   K8SO_RELEASE_TABLE  bundle: a release table replacing bundle/releases.json
                       (tests)
+  K8SO_LARGE_BUNDLE_BYTES bundle: warn that FAT32 cannot hold the tarball
+                      from this many bytes instead of 4 GiB (tests)
+  DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
+                      bundle with docker-daemon: images: read by the docker
+                      SDK to reach the local Docker daemon
   SUDO_USER           master, join --control-plane, certs renew, restore:
                       this user gets a kubeconfig too (~/.kube/config);
                       reset removes it
@@ -81,6 +89,7 @@ import json
 import logging
 import os
 import platform
+import posixpath
 import re
 import shlex
 import shutil
@@ -164,6 +173,25 @@ FLANNEL_MANIFEST = "kube-flannel.yml"
 MAX_BUNDLE_MEMBERS = 10000
 MAX_BUNDLE_JSON_BYTES = 16 * 1024 * 1024
 
+# A bundle split for sticks that cannot hold one big file (bundle --split):
+# NAME.tar.000, NAME.tar.001, ... whose concatenation is NAME.tar, and the
+# index NAME.tar.parts.json (each part's name, size and sha256).
+PARTS_INDEX_SUFFIX = ".parts.json"
+PARTS_FORMAT = 1
+MAX_PARTS = 1000                          # three-digit part numbers
+MIN_PART_SIZE = 1024 * 1024
+# FAT32 cannot hold a file of 4 GiB or more: its largest is 4 GiB - 1 byte.
+FAT32_MAX_FILE = 4 * 1024 ** 3 - 1
+# bundle warns when its unsplit output reaches this size; the environment
+# variable (for tests) sets another threshold in bytes.
+LARGE_BUNDLE_BYTES = FAT32_MAX_FILE + 1
+LARGE_BUNDLE_ENV = "K8SO_LARGE_BUNDLE_BYTES"
+
+# Images bundled from elsewhere than a registry (--extra-image
+# docker-daemon:REF, --extra-image-archive FILE), by bundle.json "origin".
+DOCKER_DAEMON_PREFIX = "docker-daemon:"
+IMAGE_ORIGINS = ("registry", "docker-daemon", "docker-archive", "oci-archive")
+
 # Media types of image manifests.
 MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -174,6 +202,8 @@ MT_DOCKER_SCHEMA1_SIGNED = (
     "application/vnd.docker.distribution.manifest.v1+prettyjws")
 MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+# What `docker save` writes: uncompressed layers, digest = diff_id.
+MT_DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
 MT_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 INDEX_TYPES = (MT_OCI_INDEX, MT_DOCKER_LIST)
 MANIFEST_TYPES = (MT_OCI_MANIFEST, MT_DOCKER_MANIFEST)
@@ -302,6 +332,14 @@ RFC3339_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?"
                         r"(Z|[+-]\d\d:\d\d)\Z")
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 
+# Small documents of docker-archive and OCI-archive tars, kept in memory;
+# every other member (layers, configs, blobs) streams into the cache.
+ARCHIVE_DOCUMENTS = ("manifest.json", "index.json", "oci-layout",
+                     "repositories")
+MAX_ARCHIVE_MEMBERS = 100000
+# --split sizes: 4G, 700M, 1048576 (or fat32).
+SPLIT_SIZE_RE = re.compile(r"([0-9]{1,15})([KMGT]?)(?:i?B)?", re.IGNORECASE)
+
 # -- Bundle reader and verifier --------------------------------------------
 
 # bundle.json's schema.  Each entry: (kind, detail); kinds are "const",
@@ -320,7 +358,8 @@ IMAGE_SCHEMA = ("record", ({
     "manifest_media_type": ("match", re.compile("|".join(
         re.escape(t) for t in MANIFEST_TYPES))),
     "config_digest": _DIGEST, "layers": ("list", (_DIGEST, 1000)),
-    "size": ("int", None)},
+    "size": ("int", None),
+    "origin": ("match", re.compile("|".join(IMAGE_ORIGINS)))},
     ("name", "kubeadm", "repository", "tag", "ref", "manifest_digest",
      "config_digest", "layers")))
 BUNDLE_SCHEMA = ("record", ({
@@ -348,6 +387,22 @@ BUNDLE_SCHEMA = ("record", ({
         ("match", PRINTABLE_RE), 20)), MAX_BUNDLE_MEMBERS))},
     ("format", "name", "kubernetes_version", "arch", "images", "files",
      "binaries", "archives")))
+# The index of a split bundle, NAME.tar.parts.json, as check_schema reads it.
+PARTS_BUNDLE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}")
+PARTS_INDEX_SCHEMA = ("record", ({
+    "format": ("const", PARTS_FORMAT),
+    "bundle": ("match", PARTS_BUNDLE_RE),
+    "size": ("int", None),
+    "part_size": ("int", None),
+    "parts": ("list", (("record", ({
+        "name": ("match", PARTS_BUNDLE_RE), "size": ("int", None),
+        "sha256": ("match", SHA256_HEX_RE)}, ("name", "size", "sha256"))),
+        MAX_PARTS))},
+    ("format", "bundle", "size", "part_size", "parts")))
+PART_NUMBER_RE = re.compile(r"\.[0-9]{3,}")
+# How far a read may jump ahead of a part's hash and have the skipped
+# bytes (tar headers, padding) read and hashed too.
+PART_GAP_FILL = 64 * 1024
 
 # -- Host preparation ------------------------------------------------------
 
@@ -898,6 +953,11 @@ def setup_logging(verbose=False, log_file=None):
             log.addHandler(handler)
 
 
+def part_name(bundle_file, number):
+    """NAME.tar.000, NAME.tar.001, ...: `cat NAME.tar.[0-9]*` is NAME.tar."""
+    return "%s.%03d" % (bundle_file, number)
+
+
 # ===========================================================================
 # Registry client (bundle mode: requests)
 # ===========================================================================
@@ -1438,11 +1498,14 @@ def plan_images(kubernetes_version, arch, pull_repository=None, extra=()):
                    "ref": flannel, "source": flannel})
     seen = set(image["ref"] for image in images)
     for text in extra:
-        ref = parse_image_ref(text)
+        origin, ref = image_ref_of(text)
         full = str(ref)
         if full in seen:
             continue
         seen.add(full)
+        if origin != "registry":
+            images.append(local_image_entry(origin, ref))
+            continue
         images.append({"name": ref.repository.rsplit("/", 1)[-1],
                        "kubeadm": False, "extra": True,
                        "repository": "%s/%s" % (ref.registry, ref.repository),
@@ -1953,12 +2016,14 @@ def binaries_from_node_tarball(client, cache, version, arch, sha512, file_mirror
 
 def _remove_stale_partials(output):
     """Delete .partial files a killed earlier run of this output left."""
-    prefix = os.path.basename(output) + ".partial-"
+    partial = re.compile(re.escape(os.path.basename(output)) +
+                         r"(?:\.[0-9]{3,})?\.partial-([0-9]+)")
     folder = os.path.dirname(output)
     for name in os.listdir(folder):
-        pid = name[len(prefix):]
-        if not name.startswith(prefix) or not pid.isdigit():
+        found = partial.fullmatch(name)
+        if not found:
             continue
+        pid = found.group(1)
         try:
             os.kill(int(pid), 0)
         except OSError as exc:
@@ -2051,10 +2116,12 @@ def cross_check_images(images, file_entries, version, arch, cache):
 
 
 def fetch_images(client, cache, images, arch, jobs, progress):
-    """Resolve every manifest, then fetch every missing blob once."""
+    """Resolve every registry image's manifest, then fetch every missing
+    blob once."""
     fetcher = ImageFetcher(client, cache, arch)
-    run_pool(jobs, images, fetcher.resolve)
-    wanted = fetcher.blob_jobs(images)
+    pulled = [image for image in images if is_registry_image(image)]
+    run_pool(jobs, pulled, fetcher.resolve)
+    wanted = fetcher.blob_jobs(pulled)
     bar = Progress(sum(size for _, size, _ in wanted.values()), "images",
                    enabled=progress)
     try:
@@ -2071,6 +2138,380 @@ def fetch_images(client, cache, images, arch, jobs, progress):
         image["size"] = image["manifest_size"] + sum(
             os.path.getsize(cache.path(d[7:]))
             for d in [image["config_digest"]] + image["layers"])
+
+
+# -- images from the local Docker daemon and from archives -------------------
+
+def is_registry_image(image):
+    return image.get("origin", "registry") == "registry"
+
+
+def read_image_list(path):
+    """References from an image list file: one a line, `#` starts a
+    comment, blank lines are skipped (kubespray's and Hauler's lists)."""
+    raw = read_regular_file(path, "--image-list", 1024 * 1024)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError("--image-list %s is not UTF-8 text: give one image "
+                        "reference a line" % path)
+    refs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if len(line.split()) != 1:
+            raise UserError("--image-list %s line %d holds more than one "
+                            "word: give one image reference a line"
+                            % (path, number))
+        try:
+            image_ref_of(line)
+        except UserError as exc:
+            raise UserError("--image-list %s line %d: %s" % (path, number, exc))
+        refs.append(line)
+    return refs
+
+
+def extra_image_refs(args):
+    """--extra-image values, then every --image-list's, in order."""
+    refs = list(args.extra_image)
+    for path in getattr(args, "image_list", None) or ():
+        refs.extend(read_image_list(path))
+    return refs
+
+
+def image_ref_of(text):
+    """(origin, ImageRef) of an --extra-image value: REF from a registry,
+    or docker-daemon:REF from the local Docker daemon (by name, not by
+    digest: the daemon names images by tag)."""
+    if text.startswith(DOCKER_DAEMON_PREFIX):
+        ref = parse_image_ref(text[len(DOCKER_DAEMON_PREFIX):])
+        if ref.digest:
+            raise UserError("bad image %r: name a docker-daemon image by "
+                            "NAME:TAG, not by digest" % text)
+        return "docker-daemon", ref
+    return "registry", parse_image_ref(text)
+
+
+def local_image_entry(origin, ref):
+    """A plan entry for an image that comes from elsewhere than a registry;
+    it is loaded on the hosts under ref."""
+    full = str(ref)
+    return {"name": ref.repository.rsplit("/", 1)[-1], "kubeadm": False,
+            "extra": True, "origin": origin,
+            "repository": "%s/%s" % (ref.registry, ref.repository),
+            "tag": ref.tag, "ref": full, "source": full}
+
+
+class ChunkReader(object):
+    """A read()-able stream over an iterator of byte chunks (the docker
+    SDK's export), holding at most one chunk."""
+
+    def __init__(self, chunks, progress=None):
+        self.chunks = iter(chunks)
+        self.chunk = b""
+        self.offset = 0
+        self.progress = progress
+
+    def read(self, size=-1):
+        parts = []
+        while size != 0:
+            if self.offset >= len(self.chunk):
+                self.chunk = next(self.chunks, None)
+                self.offset = 0
+                if self.chunk is None:
+                    self.chunk = b""
+                    break
+                if self.progress:
+                    self.progress.update(len(self.chunk))
+                continue
+            end = len(self.chunk) if size < 0 else min(len(self.chunk),
+                                                        self.offset + size)
+            parts.append(self.chunk[self.offset:end])
+            if size > 0:
+                size -= end - self.offset
+            self.offset = end
+        return b"".join(parts)
+
+
+def store_archive_stream(stream, label, cache):
+    """Read a docker-archive or OCI-archive tar as a stream: the small
+    documents into memory, every other file into the cache, hashed on the
+    way.  ({document name: bytes}, {member name: (sha256 hex, size)})."""
+    documents, stored, links = {}, {}, {}
+    try:
+        tar = tarfile.open(fileobj=stream, mode="r|*", bufsize=CHUNK)
+        for count, member in enumerate(tar):
+            if count > MAX_ARCHIVE_MEMBERS:
+                raise UserError("%s holds more than %d files: it is not an "
+                                "image archive" % (label, MAX_ARCHIVE_MEMBERS))
+            name = posixpath.normpath(member.name)
+            if member.issym() or member.islnk():
+                # docker save links a layer it holds twice to the first copy
+                target = (member.linkname if member.islnk() else
+                          posixpath.join(posixpath.dirname(name), member.linkname))
+                links[name] = posixpath.normpath(target)
+            elif not member.isfile():
+                continue
+            elif name in ARCHIVE_DOCUMENTS or name.endswith(("/json", "/VERSION")):
+                if member.size > MAX_IMAGE_JSON_BYTES:
+                    raise UserError("%s: %s is %s, too large for an image "
+                                    "archive" % (label, name,
+                                                 human_size(member.size)))
+                documents[name] = tar.extractfile(member).read()
+            else:
+                stored[name] = (cache.put_stream(tar.extractfile(member)),
+                                member.size)
+        tar.close()
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise UserError("%s is not a readable tar (%s): give a docker-archive "
+                        "(docker save) or an OCI archive" % (label, exc))
+    for name, target in links.items():
+        if target in stored:
+            stored[name] = stored[target]
+    return documents, stored
+
+
+def _archive_json(label, name, data):
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise UserError("%s: %s is not valid JSON: the archive is damaged"
+                        % (label, name))
+
+
+def _archive_blob_json(label, cache, hex_digest, what):
+    if os.path.getsize(cache.path(hex_digest)) > MAX_IMAGE_JSON_BYTES:
+        raise UserError("%s: the %s is too large: the archive is damaged"
+                        % (label, what))
+    value = _archive_json(label, what, cache.read(hex_digest))
+    if not isinstance(value, dict):
+        raise UserError("%s: the %s is not a JSON object: the archive is "
+                        "damaged" % (label, what))
+    return value
+
+
+def check_image_platform(label, config, arch):
+    """The image's config says linux/ARCH, the bundle's architecture."""
+    found = (config.get("os"), config.get("architecture"))
+    if found != ("linux", arch):
+        raise UserError("%s is for %s/%s, not linux/%s: build or pick the "
+                        "image for the bundle's --arch" % (
+                            label, found[0], found[1], arch))
+
+
+def docker_archive_images(label, documents, stored, cache, arch):
+    """[(names, record)] of a docker-archive: each image's config and its
+    uncompressed layers, whose sha256 must be the config's diff_ids, under
+    a schema2 manifest written here (Docker's rootfs.diff.tar media type)."""
+    entries = _archive_json(label, "manifest.json", documents["manifest.json"])
+    if not isinstance(entries, list) or not entries:
+        raise UserError("%s: manifest.json lists no images" % label)
+    found = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("Layers"), list):
+            raise UserError("%s: manifest.json is not a docker-archive "
+                            "manifest" % label)
+        wanted = [entry.get("Config")] + entry["Layers"]
+        missing = [name for name in wanted if name not in stored]
+        if missing:
+            raise UserError("%s: %s is named in manifest.json but not in the "
+                            "archive" % (label, missing[0]))
+        config_hex, config_size = stored[entry["Config"]]
+        config = _archive_blob_json(label, cache, config_hex, "image config")
+        check_image_platform(label, config, arch)
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids")
+        layers = [stored[name] for name in entry["Layers"]]
+        if diff_ids != ["sha256:" + hexd for hexd, _ in layers]:
+            raise UserError("%s: the layers are not the ones the image config "
+                            "lists (rootfs.diff_ids): the archive is damaged"
+                            % label)
+        manifest = {
+            "schemaVersion": 2, "mediaType": MT_DOCKER_MANIFEST,
+            "config": {"mediaType": MT_DOCKER_CONFIG, "size": config_size,
+                       "digest": "sha256:" + config_hex},
+            "layers": [{"mediaType": MT_DOCKER_LAYER_TAR, "size": size,
+                        "digest": "sha256:" + hexd} for hexd, size in layers]}
+        body = json.dumps(manifest, indent=3).encode("utf-8")
+        record = {"manifest_digest": "sha256:" + cache.put_bytes(body),
+                  "manifest_media_type": MT_DOCKER_MANIFEST,
+                  "config_digest": manifest["config"]["digest"],
+                  "layers": [layer["digest"] for layer in manifest["layers"]],
+                  "origin": "docker-archive"}
+        found.append((entry.get("RepoTags") or [], record))
+    return found
+
+
+def oci_archive_images(label, documents, stored, cache, arch):
+    """[(names, record)] of an OCI archive: its blobs are checked against
+    their names, its manifests kept as they are (a multi-platform index
+    gives the bundle's architecture)."""
+    blobs = {}
+    for name, (hexd, _) in stored.items():
+        if name.startswith("blobs/sha256/"):
+            if name[len("blobs/sha256/"):] != hexd:
+                raise UserError("%s: blob %s does not match its digest: the "
+                                "archive is damaged" % (label, name))
+            blobs["sha256:" + hexd] = hexd
+    index = _archive_json(label, "index.json", documents["index.json"])
+    descriptors = index.get("manifests") if isinstance(index, dict) else None
+    if not isinstance(descriptors, list) or not descriptors:
+        raise UserError("%s: index.json lists no images" % label)
+    picker = ImageFetcher(None, cache, arch)
+    found = []
+    for descriptor in descriptors:
+        if not isinstance(descriptor, dict):
+            raise UserError("%s: index.json is not an OCI index" % label)
+        annotations = descriptor.get("annotations") or {}
+        names = [annotations.get("io.containerd.image.name") or
+                 annotations.get("org.opencontainers.image.ref.name") or ""]
+        digest, media_type = descriptor.get("digest"), descriptor.get("mediaType")
+        for _ in range(2):
+            if digest not in blobs:
+                raise UserError("%s: manifest %s is not in the archive"
+                                % (label, digest))
+            if media_type not in INDEX_TYPES:
+                break
+            child = _archive_blob_json(label, cache, blobs[digest], "image index")
+            digest = picker._pick_platform({"source": label}, child)
+            media_type = [entry.get("mediaType") for entry in child["manifests"]
+                          if entry.get("digest") == digest][0]
+        manifest = _archive_blob_json(label, cache, blobs[digest], "manifest")
+        layers = manifest.get("layers")
+        config = manifest.get("config")
+        if (not isinstance(config, dict) or not isinstance(layers, list)
+                or not all(isinstance(layer, dict) for layer in layers)):
+            raise UserError("%s: %s is not an image manifest" % (label, digest))
+        for needed in [config.get("digest")] + [layer.get("digest")
+                                                for layer in layers]:
+            if needed not in blobs:
+                raise UserError("%s: blob %s is not in the archive"
+                                % (label, needed))
+        check_image_platform(label, _archive_blob_json(
+            label, cache, blobs[config["digest"]], "image config"), arch)
+        found.append((names, {
+            "manifest_digest": digest,
+            "manifest_media_type": manifest.get("mediaType") or MT_OCI_MANIFEST,
+            "config_digest": config["digest"],
+            "layers": [layer["digest"] for layer in layers],
+            "origin": "oci-archive"}))
+    return found
+
+
+def archive_images(stream, label, cache, arch):
+    """[(names, record)] of every image in a docker-archive or OCI-archive
+    tar read from stream."""
+    documents, stored = store_archive_stream(stream, label, cache)
+    if "manifest.json" in documents:
+        return docker_archive_images(label, documents, stored, cache, arch)
+    if "index.json" in documents:
+        return oci_archive_images(label, documents, stored, cache, arch)
+    raise UserError("%s has neither manifest.json nor index.json: give a "
+                    "docker-archive (docker save) or an OCI archive" % label)
+
+
+def archive_image_name(label, names):
+    """The one reference an archived image is bundled under; an OCI ref.name
+    that is only a tag is no name."""
+    usable = [name for name in names if name and ("/" in name or ":" in name)]
+    if not usable:
+        raise UserError("%s holds an image without a name: save it by name "
+                        "(docker save NAME:TAG, or skopeo copy ... "
+                        "oci-archive:FILE:NAME:TAG)" % label)
+    return parse_image_ref(usable[0])
+
+
+def add_local_images(images, cache, arch, archive_paths, progress):
+    """The plan with its docker-daemon: images exported and the images of
+    the --extra-image-archive files added: done before any download, so a
+    missing daemon, image or archive fails at once."""
+    export_docker_daemon_images(images, cache, arch, progress)
+    seen = set(image["ref"] for image in images)
+    for image in import_archive_files(archive_paths, cache, arch):
+        if image["ref"] in seen:
+            raise UserError("image %s is bundled twice (--extra-image-archive "
+                            "and another source): give it once" % image["ref"])
+        seen.add(image["ref"])
+        images.append(image)
+    return images
+
+
+def import_archive_files(paths, cache, arch):
+    """Plan entries, filled in, of every image in the --extra-image-archive
+    files (one entry per image, under its first name)."""
+    images = []
+    for path in paths:
+        label = "--extra-image-archive %s" % path
+        try:
+            handle = open(path, "rb")
+        except OSError as exc:
+            raise UserError("cannot read %s: %s" % (label, exc.strerror))
+        with handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise UserError("%s is not a regular file: give the archive"
+                                % label)
+            for names, record in archive_images(handle, label, cache, arch):
+                ref = archive_image_name(label, names)
+                entry = local_image_entry(record["origin"], ref)
+                entry.update(record)
+                images.append(entry)
+    return images
+
+
+def docker_daemon_client():
+    """A docker SDK client whose daemon answers (imported here only: the
+    rest of the tool never needs the SDK)."""
+    try:
+        import docker
+    except ImportError:
+        raise UserError("docker-daemon: images need the docker SDK: "
+                        "pip install docker")
+    try:
+        client = docker.from_env(timeout=HTTP_TIMEOUT)
+        client.ping()
+    except Exception as exc:   # the SDK wraps requests', socket's and its own
+        raise UserError("cannot reach the Docker daemon (%s): start Docker or "
+                        "set DOCKER_HOST, or leave out the docker-daemon: "
+                        "images" % _short_reason(exc))
+    return client
+
+
+def export_docker_daemon_images(images, cache, arch, progress):
+    """Fill in every docker-daemon: image from the local daemon's export,
+    streamed through the same archive reader into the cache."""
+    local = [image for image in images if image.get("origin") == "docker-daemon"]
+    if not local:
+        return
+    client = docker_daemon_client()
+    import docker
+    import requests
+    broken = (docker.errors.DockerException, requests.exceptions.RequestException)
+    for image in local:
+        label = "docker-daemon:%s" % image["ref"]
+        try:
+            size = client.api.inspect_image(image["ref"]).get("Size") or 0
+            chunks = client.api.get_image(image["ref"], chunk_size=CHUNK)
+        except docker.errors.ImageNotFound:
+            raise UserError("image %s is not in the local Docker daemon: "
+                            "build or pull it first (docker images lists "
+                            "what is there)" % image["ref"])
+        except broken as exc:
+            raise UserError("the Docker daemon cannot export %s: %s"
+                            % (image["ref"], _short_reason(exc)))
+        bar = Progress(size, "export %s" % image["ref"], enabled=progress)
+        try:
+            found = archive_images(ChunkReader(chunks, bar), label, cache, arch)
+        except broken as exc:
+            raise UserError("the Docker daemon failed exporting %s: %s"
+                            % (image["ref"], _short_reason(exc)))
+        finally:
+            bar.close()
+        if len(found) != 1:
+            raise UserError("%s: the daemon exported %d images, expected one"
+                            % (label, len(found)))
+        record = found[0][1]
+        record["origin"] = "docker-daemon"
+        image.update(record)
 
 
 def assemble_bundle(name, version, arch, images, file_entries, cache, with_docker):
@@ -2116,8 +2557,8 @@ def assemble_bundle(name, version, arch, images, file_entries, cache, with_docke
     files = dict((m["path"], {"size": m["size"], "sha256": m["sha256"]})
                  for m in members)
     facts = version_facts(version)
-    keep = ("name", "kubeadm", "extra", "repository", "tag", "ref", "source",
-            "source_digest", "manifest_digest", "manifest_media_type",
+    keep = ("name", "kubeadm", "extra", "origin", "repository", "tag", "ref",
+            "source", "source_digest", "manifest_digest", "manifest_media_type",
             "config_digest", "layers", "size")
     meta = {
         "format": BUNDLE_FORMAT, "name": name, "tool_version": TOOL_VERSION,
@@ -2157,12 +2598,13 @@ def _tag_of(images, name):
     return None
 
 
-def write_bundle(partial, name, meta_bytes, members, progress):
-    """Stream bundle.json first, then every member, into the .partial file."""
+def write_bundle(partial, name, meta_bytes, members, progress, handle=None):
+    """Stream bundle.json first, then every member, into the .partial file
+    (or into handle, such as a PartsWriter)."""
     total = sum(member["size"] for member in members)
     bar = Progress(total, "write", enabled=progress)
     try:
-        with open(partial, "wb") as handle:
+        with (handle or open(partial, "wb")) as handle:
             tar = TarWriter(handle, bar)
             tar.add_dir(name)
             tar.add_bytes("%s/%s" % (name, BUNDLE_JSON), meta_bytes)
@@ -2178,9 +2620,165 @@ def write_bundle(partial, name, meta_bytes, members, progress):
                                  member["mode"], rehash=member["rehash"])
             tar.close()
             handle.flush()
-            os.fsync(handle.fileno())
+            if not isinstance(handle, PartsWriter):   # it syncs each part
+                os.fsync(handle.fileno())
     finally:
         bar.close()
+
+
+# -- split bundles (--split) and the FAT32 warning ---------------------------
+
+def parse_split_size(text):
+    """--split: bytes per part, from 4G, 700M, 1048576 or fat32 (the
+    largest file FAT32 holds, 4 GiB - 1 byte)."""
+    if text.strip().lower() == "fat32":
+        return FAT32_MAX_FILE
+    found = SPLIT_SIZE_RE.fullmatch(text.strip())
+    if not found:
+        raise UserError("bad --split %r: give a size such as 4G, 700M or "
+                        "fat32" % text)
+    unit = (found.group(2) or "").upper()
+    size = int(found.group(1)) * 1024 ** (" KMGT".index(unit) if unit else 0)
+    if size < MIN_PART_SIZE:
+        raise UserError("bad --split %s: parts must be at least 1M" % text)
+    if size > FAT32_MAX_FILE:
+        log.warning("WARNING: parts of --split %s do not fit a FAT32 stick "
+                    "(its largest file is 4 GiB - 1 byte): use --split fat32 "
+                    "for one", text)
+    return size
+
+
+class PartsWriter(object):
+    """A file object writing a bundle as parts of part_size bytes, each
+    hashed on the way, under temporary names until publish_parts()."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __init__(self, output, part_size, temporary_suffix):
+        self.output = output
+        self.part_size = part_size
+        self.suffix = temporary_suffix
+        self.parts = []          # [name, temporary path, size, sha256 object]
+        self.handle = None
+        self.position = 0
+
+    def _next_part(self):
+        self._finish_part()
+        if len(self.parts) >= MAX_PARTS:
+            raise UserError("the bundle needs more than %d parts of %s: give "
+                            "a larger --split" % (MAX_PARTS,
+                                                  human_size(self.part_size)))
+        name = part_name(os.path.basename(self.output), len(self.parts))
+        path = os.path.join(os.path.dirname(self.output), name + self.suffix)
+        self.handle = open(path, "wb")
+        self.parts.append([name, path, 0, hashlib.sha256()])
+
+    def _finish_part(self):
+        if self.handle is not None:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+            self.handle.close()
+            self.handle = None
+
+    def write(self, data):
+        view = memoryview(data)
+        while len(view):
+            if self.handle is None or self.parts[-1][2] == self.part_size:
+                self._next_part()
+            part = self.parts[-1]
+            block = view[:self.part_size - part[2]]
+            self.handle.write(block)
+            part[3].update(block)
+            part[2] += len(block)
+            self.position += len(block)
+            view = view[len(block):]
+        return len(data)
+
+    def tell(self):
+        return self.position
+
+    def flush(self):
+        if self.handle is not None:
+            self.handle.flush()
+
+    def close(self):
+        self._finish_part()
+
+    def remove(self):
+        """Delete the temporary parts (a failed or unneeded run)."""
+        self.close()
+        for part in self.parts:
+            with contextlib.suppress(OSError):
+                os.unlink(part[1])
+
+    def index(self):
+        return {"format": PARTS_FORMAT,
+                "bundle": os.path.basename(self.output),
+                "size": self.position, "part_size": self.part_size,
+                "parts": [{"name": name, "size": size, "sha256": digest.hexdigest()}
+                          for name, _, size, digest in self.parts]}
+
+
+def existing_parts(output):
+    """Paths of the parts NAME.tar.NNN beside output."""
+    folder, base = os.path.split(output)
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                  if name.startswith(base) and
+                  full_match(PART_NUMBER_RE, name[len(base):]))
+
+
+def remove_other_form(output, split):
+    """A bundle is one .tar or a set of parts, never both under one name:
+    remove the other form an earlier run left."""
+    if split:
+        stale = [output] if os.path.lexists(output) else []
+    else:
+        stale = [output + PARTS_INDEX_SUFFIX] if os.path.lexists(
+            output + PARTS_INDEX_SUFFIX) else []
+        stale += existing_parts(output)
+    for path in stale:
+        log.info("removing %s, left by an earlier run of this output",
+                 os.path.basename(path))
+        os.unlink(path)
+
+
+def publish_parts(output, writer):
+    """Give the parts their names and write the index last: the old index
+    goes first, so no index ever lists parts that are not its own."""
+    index_path = output + PARTS_INDEX_SUFFIX
+    if os.path.lexists(index_path):
+        os.unlink(index_path)
+    names = set()
+    for name, temporary, _, _ in writer.parts:
+        os.rename(temporary, os.path.join(os.path.dirname(output), name))
+        names.add(name)
+    for path in existing_parts(output):
+        if os.path.basename(path) not in names:
+            log.info("removing %s, left by an earlier, longer bundle",
+                     os.path.basename(path))
+            os.unlink(path)
+    write_file_atomic(index_path, canonical_json(writer.index()))
+    return index_path
+
+
+def large_bundle_bytes():
+    """The size from which bundle warns that a FAT32 stick cannot hold
+    its output (K8SO_LARGE_BUNDLE_BYTES sets another, for tests)."""
+    value = os.environ.get(LARGE_BUNDLE_ENV, "")
+    return int(value) if value.isdigit() else LARGE_BUNDLE_BYTES
+
+
+def warn_if_too_large_for_fat32(output):
+    size = os.path.getsize(output)
+    if size >= large_bundle_bytes():
+        log.warning("WARNING: %s is %s: a FAT32 stick cannot hold a file of "
+                    "4 GiB or more, and the copy would fail; run bundle again "
+                    "with --split fat32 to write it in parts that fit",
+                    output, human_size(size))
 
 
 # ===========================================================================
@@ -2198,13 +2796,14 @@ def is_image_repository(value):
     return full_match(IMAGE_NAME_RE, value) and len(value) <= 255
 
 
-def check_schema(value, schema, where):
-    """BundleError naming the first field of value that schema refuses."""
+def check_schema(value, schema, where, document=BUNDLE_JSON):
+    """BundleError naming the first field of value that schema refuses
+    (in bundle.json, or the document named)."""
     kind, detail = schema
 
     def bad(what):
         raise BundleError("%s field %s %s: the bundle is damaged or was not "
-                          "made by this tool; rebuild it" % (BUNDLE_JSON,
+                          "made by this tool; rebuild it" % (document,
                                                             where, what))
     if kind == "const":
         if type(value) is not type(detail) or value != detail:
@@ -2220,14 +2819,14 @@ def check_schema(value, schema, where):
             bad("is %s, expected true or false" % _short_json(value))
     elif kind == "either":
         if value is not None:
-            check_schema(value, detail, where)
+            check_schema(value, detail, where, document)
     elif kind == "list":
         inner, most = detail
         if not isinstance(value, list) or len(value) > most:
             bad("is %s, expected a list of at most %d" % (
                 type(value).__name__, most))
         for number, item in enumerate(value):
-            check_schema(item, inner, "%s[%d]" % (where, number))
+            check_schema(item, inner, "%s[%d]" % (where, number), document)
     elif kind == "map":
         key_re, inner, most = detail
         if not isinstance(value, dict) or len(value) > most:
@@ -2236,7 +2835,8 @@ def check_schema(value, schema, where):
         for key in sorted(value):
             if not full_match(key_re, key):
                 bad("has the name %s, which is not allowed" % _short_json(key))
-            check_schema(value[key], inner, "%s[%s]" % (where, json.dumps(key)))
+            check_schema(value[key], inner, "%s[%s]" % (where, json.dumps(key)),
+                         document)
     elif kind == "record":
         fields, required = detail
         if not isinstance(value, dict):
@@ -2248,7 +2848,7 @@ def check_schema(value, schema, where):
             if key not in fields:
                 bad("has the unknown field %s" % _short_json(key))
             check_schema(value[key], fields[key],
-                         "%s.%s" % (where, key) if where else key)
+                         "%s.%s" % (where, key) if where else key, document)
 
 
 def _short_json(value):
@@ -2361,6 +2961,224 @@ class VerifiedReader(object):
         self.close()
 
 
+# -- split bundles (bundle --split) -----------------------------------------
+
+def parts_index_path(path):
+    """The index of the split bundle path names (the index itself, the
+    bundle's .tar name, or one of its parts), or None if it names none."""
+    path = os.path.abspath(path)
+    if path.endswith(PARTS_INDEX_SUFFIX):
+        return path
+    base, dot, number = path.rpartition(".")
+    if (dot and number.isdigit() and len(number) >= 3
+            and base.endswith(".tar")):
+        return base + PARTS_INDEX_SUFFIX
+    if not os.path.lexists(path) and os.path.lexists(path + PARTS_INDEX_SUFFIX):
+        return path + PARTS_INDEX_SUFFIX
+    return None
+
+
+def read_parts_index(index_path):
+    """The index, checked whole against its grammar: the part names are
+    exactly NAME.tar.000 on in order, the sizes add up, and every part but
+    the last is part_size bytes."""
+    index_name = os.path.basename(index_path)
+    raw = read_regular_file(index_path, "the split bundle's index %s"
+                            % index_name, 1024 * 1024)
+    index = json_loads_bounded(raw, index_name)
+    check_schema(index, PARTS_INDEX_SCHEMA, "", index_name)
+    bundle_file = index["bundle"]
+    parts = index["parts"]
+
+    def bad(what):
+        raise BundleError("%s %s: the split bundle is damaged; recopy it"
+                          % (index_name, what))
+    if index_name != bundle_file + PARTS_INDEX_SUFFIX:
+        bad("names the bundle %s, not %s" % (
+            bundle_file, index_name[:-len(PARTS_INDEX_SUFFIX)]))
+    if not parts or index["part_size"] < 1:
+        bad("lists no parts")
+    for number, part in enumerate(parts):
+        if part["name"] != part_name(bundle_file, number):
+            bad("lists %s as part %d" % (part["name"], number))
+        last = number == len(parts) - 1
+        if (part["size"] > index["part_size"] or part["size"] < 1
+                or (not last and part["size"] != index["part_size"])):
+            bad("gives %s the size %d with parts of %d" % (
+                part["name"], part["size"], index["part_size"]))
+    if sum(part["size"] for part in parts) != index["size"]:
+        bad("gives a total size that is not the sum of its parts")
+    return index
+
+
+class PartsReader(object):
+    """The parts of a split bundle read in place as one seekable file.
+
+    Every part is checked before use: present, a regular file, of the
+    size its index gives, and no part there that the index does not list.
+    Each part is hashed as its bytes are first read (reads that skip a few
+    bytes ahead, over tar headers, have the gap read too); the read that
+    completes a part checks its sha256.  check_all() hashes what is left
+    and names the first part that is wrong: a damaged, swapped or foreign
+    part is refused by name."""
+
+    def __init__(self, index_path):
+        self.folder = os.path.dirname(index_path)
+        index = read_parts_index(index_path)
+        self.index_name = os.path.basename(index_path)
+        self.parts = index["parts"]
+        self.starts = []
+        offset = 0
+        for part in self.parts:
+            self.starts.append(offset)
+            offset += part["size"]
+        self.size = offset
+        self.pos = 0
+        self.hashed = [0] * len(self.parts)
+        self.digests = [hashlib.sha256() for _ in self.parts]
+        self.current = None        # (part number, fd)
+        self.failed = None         # the first part found wrong, named
+        self._check_present(index["bundle"])
+
+    def _check_present(self, bundle_file):
+        listed = set(part["name"] for part in self.parts)
+        try:
+            names = os.listdir(self.folder)
+        except OSError as exc:
+            raise BundleError("cannot list %s: %s" % (self.folder, exc.strerror))
+        for name in sorted(names):
+            if (name.startswith(bundle_file) and name not in listed
+                    and full_match(PART_NUMBER_RE, name[len(bundle_file):])):
+                raise BundleError("part %s is not listed in %s: it is from "
+                                  "another bundle; remove it or recopy the "
+                                  "parts" % (name, self.index_name))
+        for number, part in enumerate(self.parts):
+            fd = self._open_part(number)
+            try:
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            if size != part["size"]:
+                raise BundleError("part %s has %d bytes, %s says %d: it is "
+                                  "cut short or from another bundle; recopy "
+                                  "it" % (part["name"], size, self.index_name,
+                                          part["size"]))
+
+    def _open_part(self, number):
+        name = self.parts[number]["name"]
+        try:
+            fd = os.open(os.path.join(self.folder, name), os.O_RDONLY |
+                         os.O_NOFOLLOW | os.O_NONBLOCK | O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise BundleError("part %s is missing: copy every part listed "
+                                  "in %s" % (name, self.index_name))
+            raise BundleError("cannot read part %s: %s" % (
+                name, "a link" if exc.errno == errno.ELOOP else exc.strerror))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise BundleError("part %s is not a regular file: refusing it"
+                              % name)
+        return fd
+
+    def _fd(self, number):
+        if self.current is None or self.current[0] != number:
+            self._close_current()
+            self.current = (number, self._open_part(number))
+        return self.current[1]
+
+    def _close_current(self):
+        if self.current is not None:
+            os.close(self.current[1])
+            self.current = None
+
+    def _part_at(self, offset):
+        low, high = 0, len(self.starts) - 1
+        while low < high:
+            middle = (low + high + 1) // 2
+            if self.starts[middle] <= offset:
+                low = middle
+            else:
+                high = middle - 1
+        return low
+
+    def _pread(self, number, offset, size):
+        block = os.pread(self._fd(number), size, offset)
+        if len(block) != size:
+            raise BundleError("part %s is shorter than %s says: it changed "
+                              "while being read; recopy it"
+                              % (self.parts[number]["name"], self.index_name))
+        return block
+
+    def _hash(self, number, offset, block):
+        """Feed the bytes at offset of part number to its hash if they
+        continue it (after reading a short gap), check a completed part."""
+        done = self.hashed[number]
+        if offset > done and offset - done <= PART_GAP_FILL:
+            self.digests[number].update(self._pread(number, done, offset - done))
+            done = offset
+        if offset <= done < offset + len(block):
+            self.digests[number].update(block[done - offset:])
+            done = offset + len(block)
+        self.hashed[number] = done
+        if done == self.parts[number]["size"]:
+            self.hashed[number] = done + 1      # checked: never again
+            if self.digests[number].hexdigest() != self.parts[number]["sha256"]:
+                self.failed = BundleError(
+                    "part %s fails its sha256 check: it is damaged, from "
+                    "another bundle, or the parts were renamed out of order; "
+                    "recopy it" % self.parts[number]["name"])
+                raise self.failed
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            size = self.size - self.pos
+        out = []
+        while size > 0 and self.pos < self.size:
+            number = self._part_at(self.pos)
+            offset = self.pos - self.starts[number]
+            take = min(size, self.parts[number]["size"] - offset, CHUNK)
+            block = self._pread(number, offset, take)
+            self._hash(number, offset, block)
+            out.append(block)
+            self.pos += take
+            size -= take
+        return b"".join(out)
+
+    def check_all(self):
+        """Hash what is left of every part; BundleError naming the first
+        part whose sha256 is not the index's (or the one a read found)."""
+        if self.failed is not None:
+            raise self.failed
+        for number, part in enumerate(self.parts):
+            while self.hashed[number] < part["size"]:
+                done = self.hashed[number]
+                self._hash(number, done, self._pread(
+                    number, done, min(CHUNK, part["size"] - done)))
+
+    def seek(self, offset, whence=0):
+        if whence == 1:
+            offset += self.pos
+        elif whence == 2:
+            offset += self.size
+        if offset < 0:
+            raise OSError(errno.EINVAL, "negative seek")
+        self.pos = offset
+        return self.pos
+
+    def tell(self):
+        return self.pos
+
+    def seekable(self):
+        return True
+
+    def readable(self):
+        return True
+
+    def close(self):
+        self._close_current()
+
+
 class Bundle(object):
     """A bundle, either the .tar as made or its extracted top directory.
 
@@ -2375,9 +3193,14 @@ class Bundle(object):
         self.path = os.path.abspath(path)
         self.tar = None
         self.dir_fd = None
+        self.parts = None
         self.members = {}
         self.folders = set()
         self.top = ""
+        index = parts_index_path(self.path)
+        if index is not None:
+            self._open_parts(index)
+            return
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | O_CLOEXEC)
         except OSError as exc:
@@ -2409,6 +3232,29 @@ class Bundle(object):
         except BaseException:
             self.close()
             raise
+
+    def _open_parts(self, index):
+        """A split bundle: its parts read in place as one tar.  When the
+        tar or bundle.json is wrong, the part that makes it so is named."""
+        self.kind = "tar"
+        self.parts = PartsReader(index)
+        try:
+            try:
+                self._index_tar(self.parts)
+                self.meta = self._load_meta()
+            except BundleError:
+                self.check_parts()
+                raise
+        except BaseException:
+            self.close()
+            self.parts.close()
+            raise
+
+    def check_parts(self):
+        """Every part of a split bundle matches its sha256: BundleError
+        naming the first that does not (nothing for other bundles)."""
+        if self.parts is not None:
+            self.parts.check_all()
 
     # -- tar access ---------------------------------------------------------
     def _index_tar(self, handle):
@@ -2571,6 +3417,11 @@ class Bundle(object):
         os.close(fd)
         return st.st_size
 
+    def data_offset(self, relpath):
+        """Where a member's bytes start in the tar (0 in a folder)."""
+        member = self.members.get(relpath) if self.kind == "tar" else None
+        return member.offset_data if member is not None else 0
+
     def open_raw(self, relpath):
         """A file object of a member as it is now, not checked: only for
         `verify` and bundle.json, which check what they read themselves."""
@@ -2634,6 +3485,18 @@ class Bundle(object):
 
 def verify_bundle(bundle, progress=True):
     """Check every byte of a bundle against bundle.json; BundleError if not.
+    In a split bundle, whatever is wrong is laid at the part that makes it
+    so, when a part does: every part is hashed to the end."""
+    try:
+        check_every_member(bundle, progress)
+        bundle.check_parts()
+    except BundleError:
+        bundle.check_parts()
+        raise
+
+
+def check_every_member(bundle, progress):
+    """The checks of verify_bundle.
 
     Checks: every listed file is present with its size and sha256; no file,
     folder or link is there that is not listed; every blob is named by its
@@ -2665,7 +3528,9 @@ def verify_bundle(bundle, progress=True):
         total += entry["size"]
     bar = Progress(total, "verify", enabled=progress)
     try:
-        for relpath in sorted(files):
+        # In the order the tar holds them: one pass over a stick, which
+        # also hashes a split bundle's parts on the way.
+        for relpath in sorted(files, key=lambda p: (bundle.data_offset(p), p)):
             entry = files[relpath]
             if bundle.size(relpath) != entry["size"]:
                 raise BundleError("bundle member %s has size %d, expected %d: "
@@ -2724,6 +3589,46 @@ def _up_to_date(output, name, meta_bytes):
                 bundle.members[p].size == e["size"] for p, e in files.items()))
     finally:
         bundle.close()
+
+
+def write_whole_bundle(output, partial, name, meta_bytes, members, progress):
+    """(fresh, path): the bundle as one .tar, unless output already is it."""
+    if _up_to_date(output, name, meta_bytes):
+        os.unlink(partial)
+        return False, output
+    write_bundle(partial, name, meta_bytes, members, progress)
+    remove_other_form(output, split=False)
+    os.rename(partial, output)
+    return True, output
+
+
+def write_split_bundle(output, partial, name, meta_bytes, members, progress,
+                       part_size):
+    """(fresh, index path): the bundle as parts of part_size bytes and
+    their index, unless those already are it."""
+    index_path = output + PARTS_INDEX_SUFFIX
+    os.unlink(partial)
+    if (_up_to_date(index_path, name, meta_bytes)
+            and read_parts_index(index_path)["part_size"] == part_size):
+        return False, index_path
+    writer = PartsWriter(output, part_size, partial[len(output):])
+    try:
+        write_bundle(None, name, meta_bytes, members, progress, handle=writer)
+        remove_other_form(output, split=True)
+        publish_parts(output, writer)
+    except BaseException:
+        writer.remove()
+        raise
+    log.info("%d parts of at most %s; `cat %s.[0-9]* > %s` gives the whole "
+             "tar", len(writer.parts), human_size(part_size),
+             os.path.basename(output), os.path.basename(output))
+    return True, index_path
+
+
+def bundle_output_size(path):
+    if path.endswith(PARTS_INDEX_SUFFIX):
+        return read_parts_index(path)["size"]
+    return os.path.getsize(path)
 
 
 # ===========================================================================
@@ -6796,8 +7701,9 @@ def cmd_images(args):
     version = normalize_version(args.kubernetes_version)
     check_arch(args.arch)
     for image in plan_images(version, args.arch, args.image_repository,
-                             args.extra_image):
-        print(image["source"])
+                             extra_image_refs(args)):
+        print(image["source"] if is_registry_image(image) else
+              "%s:%s" % (image["origin"], image["source"]))
     return 0
 
 
@@ -6814,7 +7720,8 @@ def cmd_bundle(args):
         raise UserError("bad --jobs %d: give a number from 1 to 64" % args.jobs)
     if not 1 <= args.timeout <= 3600:
         raise UserError("bad --timeout %g: give 1 to 3600 seconds" % args.timeout)
-    images = plan_images(version, arch, args.image_repository, args.extra_image)
+    images = plan_images(version, arch, args.image_repository,
+                         extra_image_refs(args))
     files = plan_files(version, arch, with_docker=args.with_docker)
     tarball = NODE_TARBALL_URL.format(version=version, arch=arch).rsplit("/", 1)[1]
     vouched = {}
@@ -6830,6 +7737,7 @@ def cmd_bundle(args):
         log.warning("NOTE: checksums come from %s, not the built-in table "
                     "(%d entries)", args.checksum_file,
                     len(checksums) + len(sha512s))
+    part_size = parse_split_size(args.split) if args.split else None
     name = bundle_name(version, arch)
     output = os.path.abspath(args.output or os.path.join("bundle", name + ".tar"))
     partial = _claim_output(output)
@@ -6839,6 +7747,8 @@ def cmd_bundle(args):
                                 insecure=args.insecure_registry, jobs=args.jobs,
                                 timeout=args.timeout)
         progress = not args.no_progress
+        images = add_local_images(images, cache, arch, args.extra_image_archive,
+                                  progress)
         log.info("bundle %s: %d images, %d files", name, len(images), len(files))
         if node_sha512:
             extracted = binaries_from_node_tarball(
@@ -6857,21 +7767,23 @@ def cmd_bundle(args):
         meta, members = assemble_bundle(name, version, arch, images,
                                         file_entries, cache, args.with_docker)
         meta_bytes = canonical_json(meta)
-        fresh = not _up_to_date(output, name, meta_bytes)
-        if fresh:
-            write_bundle(partial, name, meta_bytes, members, progress)
-            os.rename(partial, output)
+        if part_size:
+            fresh, written = write_split_bundle(output, partial, name, meta_bytes,
+                                                members, progress, part_size)
         else:
-            os.unlink(partial)
+            fresh, written = write_whole_bundle(output, partial, name, meta_bytes,
+                                                members, progress)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(partial)
         raise
     total = sum(entry["size"] for entry in meta["files"].values())
     log.info("%s %s (%s, %d images) in %.1f s, fetched %s",
-             "wrote" if fresh else "up to date, unchanged:", output,
-             human_size(os.path.getsize(output)), len(images),
+             "wrote" if fresh else "up to date, unchanged:", written,
+             human_size(bundle_output_size(written)), len(images),
              time.time() - started, human_size(client.bytes_fetched))
+    if not part_size:
+        warn_if_too_large_for_fat32(output)
     log.debug("payload %d bytes", total)
     print("checksums of the downloaded files, and what vouched for them:")
     for path, sources in sorted(meta["checksum_sources"].items()):
@@ -6927,7 +7839,15 @@ def add_bundle_commands(sub):
                             help="where kubeadm's images are pulled from "
                                  "(default %(default)s)")
         parser.add_argument("--extra-image", action="append", default=[],
-                            metavar="REF", help="also bundle this image")
+                            metavar="REF", help="also bundle this image (from "
+                            "its registry, or docker-daemon:REF from the local "
+                            "Docker daemon)")
+        parser.add_argument("--image-list", action="append", default=[],
+                            metavar="FILE", help="also bundle the images FILE "
+                            "lists, one a line (# comments)")
+    bundle.add_argument("--extra-image-archive", action="append", default=[],
+                        metavar="FILE", help="also bundle the images of a "
+                        "docker-archive (docker save) or OCI-archive tar")
     bundle.add_argument("--registry-mirror", action="append", default=[],
                         metavar="SRC=DST", help="pull SRC's images from DST")
     bundle.add_argument("--insecure-registry", action="append", default=[],
@@ -6942,6 +7862,11 @@ def add_bundle_commands(sub):
                         help="add Docker static binaries and units")
     bundle.add_argument("--output", metavar="PATH",
                         help="default bundle/<name>.tar")
+    bundle.add_argument("--split", metavar="SIZE",
+                        help="write the bundle as PATH.000, PATH.001, ... of "
+                        "at most SIZE bytes (4G, 700M, or fat32: 4 GiB - 1 "
+                        "byte, the largest file FAT32 holds) plus the index "
+                        "PATH%s" % PARTS_INDEX_SUFFIX)
     bundle.add_argument("--cache-dir", metavar="DIR",
                         help="default ~/.cache/k8s-offline")
     bundle.add_argument("--jobs", type=int, default=8, help="parallel downloads")

@@ -1,6 +1,7 @@
 """Helpers for the install-mode tests: a tiny valid bundle, a fixture host
 tree for --root, and a recording command runner with canned answers."""
 
+import argparse
 import gzip
 import hashlib
 import io
@@ -208,6 +209,19 @@ def make_bundle(where, arch="amd64", version="v1.16.0", as_tar=False,
         tar.add(top, arcname=name)
     shutil.rmtree(top)
     return tar_path
+
+
+def install_context(bundle, root, cri, role="master", address=None,
+                    repo="k8s.gcr.io"):
+    """An InstallContext for ROLE on BUNDLE with a RecordingRunner."""
+    args = argparse.Namespace(bundle=bundle, root=root, cri=cri,
+                              image_repository=repo, skip_phases=None,
+                              dry_run=False, no_progress=True,
+                              containerd_address=address,
+                              command="join" if role == "worker" else "master")
+    ctx = ko.InstallContext(args, role)
+    ctx.runner = RecordingRunner()
+    return ctx
 
 
 class RecordingRunner(ko.Runner):
