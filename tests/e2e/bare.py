@@ -1,0 +1,472 @@
+"""Bare hosts (issue 11): a node image that is Debian 12's minimal install and nothing more, and an
+upstream that serves what `bundle --os debian-12 --with-containerd` downloads.
+
+    python3 -m tests.e2e.bare --image      # build (or reuse) the bare node image only
+    python3 -m tests.e2e.bare --archive    # build (or reuse) the served archive and release files
+
+The bare node: `debootstrap --variant=minbase` plus every package the Debian metadata gives
+Priority important (minbase alone is Priority required + apt; required + important is the minimal
+install the tool assumes a host has, as the issue says), plus python3 (the tool needs it) and dbus
+(systemd's recommendation, which the installer installs). So it has iproute2, kmod, procps,
+nftables, and no docker, containerd, runc, conntrack, socat, ebtables, ethtool, ipset or iptables:
+the test asserts that with dpkg-query on the node.
+
+The served Debian archive is Debian's own, not a rebuild: this machine's apt lists hold
+deb.debian.org's signed bookworm InRelease and the main/binary-amd64 Packages it lists (the lab
+checks the signature with gpgv and Debian's keyring, and the Packages' sha256 against the InRelease,
+before serving them); Packages.xz and .gz are fetched from the mirror by hash when reachable;
+the pool holds only the .deb files of the closure the tool should bundle (fetched from the mirror,
+each checked against the Packages' sha256). So the tool checks Debian's real signature.
+
+containerd 1.6.20 and runc 1.1.5 are served in upstream's release layout
+(github.com/containerd/.../containerd-1.6.20-linux-amd64.tar.gz with bin/..., runc.amd64, their
+.sha256sum files, raw.githubusercontent.com/.../containerd.service) but hold Debian 12's builds of
+the same versions (this machine's installed containerd and runc packages): upstream's binaries
+cannot be downloaded here. Their sha256 go into the lab's checksum file.
+
+LAB ONLY: the runc wrapper (see nodes.py) sits in /opt/k8so-lab/bin, first on containerd's PATH by
+a drop-in (containerd.service.d/k8so-lab-runc.conf) that the image carries before any containerd
+exists; it execs the runc the tool installed. The tool never sees it: its runc stays where it put it.
+"""
+
+import argparse
+import functools
+import hashlib
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+from . import nodes as nodes_mod
+from .common import (CACHE_DIR, DEBIAN_MIRROR, DEBIAN_SUITE, PREFIX, log, out, require_tools, run,
+                     sha256_bytes, sha256_file, write_json)
+from .upstream import FileServer, _QuietHandler, _download
+
+#: Bump when the bare image's recipe changes.
+BARE_RECIPE = "1"
+#: Bump when the served archive or release files change.
+ARCHIVE_RECIPE = "1"
+
+OS_ID = "debian-12"
+ARCH = "amd64"
+#: What the tool bundles for a bare host (the issue and the contract), before dependencies.
+WANTED = ["conntrack", "socat", "ebtables", "ethtool", "ipset", "iptables", "iproute2"]
+#: What a bare node must not have (the test asserts it).
+ABSENT = ["docker.io", "containerd", "runc", "conntrack", "socat", "ebtables", "ethtool", "ipset",
+          "iptables"]
+ABSENT_COMMANDS = ["docker", "dockerd", "containerd", "ctr", "runc", "conntrack", "socat", "ebtables",
+                   "ethtool", "ipset", "iptables", "crictl", "kubelet", "kubeadm"]
+#: Beyond required + important: the tool is Python; dbus as the installer installs it with systemd.
+BARE_EXTRA = ["python3", "dbus"]
+MINIMAL_PRIORITIES = ("required", "important")
+
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+APT_LISTS = Path("/var/lib/apt/lists")
+DEBIAN_HOST = "deb.debian.org"
+DIST = "dists/%s" % DEBIAN_SUITE
+PACKAGES_INDEX = "main/binary-%s/Packages" % ARCH
+
+CONTAINERD_VERSION = "1.6.20"
+RUNC_VERSION = "1.1.5"
+CONTAINERD_TGZ = "containerd-%s-linux-%s.tar.gz" % (CONTAINERD_VERSION, ARCH)
+CONTAINERD_PATH = "github.com/containerd/containerd/releases/download/v%s/%s" % (
+    CONTAINERD_VERSION, CONTAINERD_TGZ)
+RUNC_PATH = "github.com/opencontainers/runc/releases/download/v%s/runc.%s" % (RUNC_VERSION, ARCH)
+RUNC_SUMS_PATH = "github.com/opencontainers/runc/releases/download/v%s/runc.sha256sum" % RUNC_VERSION
+UNIT_PATH = "raw.githubusercontent.com/containerd/containerd/v%s/containerd.service" % CONTAINERD_VERSION
+#: bin/<name> in the tarball: Debian's build of each at /usr/bin/<name>.
+CONTAINERD_BINARIES = ["containerd", "containerd-shim", "containerd-shim-runc-v1",
+                       "containerd-shim-runc-v2", "ctr"]
+HOST_RUNTIME_PACKAGES = {"containerd": CONTAINERD_VERSION, "runc": RUNC_VERSION}
+
+#: containerd.service in upstream's form (ExecStart in /usr/local/bin, where its tarball goes).
+CONTAINERD_SERVICE = """[Unit]
+Description=containerd container runtime
+Documentation=https://containerd.io
+After=network.target local-fs.target
+
+[Service]
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=/usr/local/bin/containerd
+
+Type=notify
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=5
+LimitNPROC=infinity
+LimitCORE=infinity
+LimitNOFILE=infinity
+TasksMax=infinity
+OOMScoreAdjust=-999
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+LAB_BIN = "/opt/k8so-lab/bin"
+#: The lab's runc wrapper, finding the real runc on PATH after its own folder.
+BARE_RUNC_WRAPPER = nodes_mod.RUNC_WRAPPER.replace(
+    'REAL = "/usr/sbin/runc.k8so-lab-real"\n',
+    'REAL = next((os.path.join(d, "runc") for d in os.environ.get("PATH", "").split(":")\n'
+    '             if d and d != "%s" and os.access(os.path.join(d, "runc"), os.X_OK)),\n'
+    '            "/usr/local/sbin/runc")\n' % LAB_BIN)
+CONTAINERD_DROPIN = """# k8s-offline AIR-GAP LAB ONLY (tests/e2e/bare.py): the runc wrapper first on containerd's PATH
+[Service]
+Environment=PATH=%s:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+""" % LAB_BIN
+
+BARE_DOCKERFILE = """FROM {base}
+COPY rootfs/ /
+ENV container=docker
+STOPSIGNAL SIGRTMIN+3
+ENTRYPOINT ["/sbin/init"]
+LABEL org.k8s-offline.lab.node="bare-{key}"
+"""
+
+
+# --------------------------------------------------------------------------- Debian metadata
+
+def parse_packages(text):
+    """{package: {field: value}} of a Packages file (amd64 and all; continuation lines dropped)."""
+    found = {}
+    for para in text.split("\n\n"):
+        fields = {}
+        for line in para.splitlines():
+            if line[:1] in (" ", "\t") or ":" not in line:
+                continue
+            k, _, v = line.partition(":")
+            fields[k] = v.strip()
+        if fields.get("Package") and fields.get("Architecture") in (ARCH, "all"):
+            found[fields["Package"]] = fields
+    return found
+
+
+def closure(packages, wanted):
+    """(to bundle, boundary): the wanted packages and their Pre-Depends/Depends, the first
+    satisfiable alternative of each (a virtual name by its first provider), not descending into
+    the minimal install (Priority required/important) unless wanted; boundary: the minimal-install
+    packages reached (served too, as a mirror would, in case the tool takes them)."""
+    providers = {}
+    for name, f in sorted(packages.items()):
+        for prov in f.get("Provides", "").split(","):
+            prov = prov.strip().split(" ")[0]
+            if prov:
+                providers.setdefault(prov, []).append(name)
+    take, boundary, stack = set(), set(), list(wanted)
+    while stack:
+        name = stack.pop()
+        if name in take or name in boundary:
+            continue
+        if name not in packages:
+            raise RuntimeError("Debian's %s metadata lacks %s" % (DEBIAN_SUITE, name))
+        if packages[name].get("Priority") in MINIMAL_PRIORITIES and name not in wanted:
+            boundary.add(name)
+            continue
+        take.add(name)
+        for field in ("Pre-Depends", "Depends"):
+            for group in packages[name].get(field, "").split(","):
+                alts = [a.strip().split(" ")[0].split(":")[0] for a in group.split("|") if a.strip()]
+                for alt in alts:
+                    if alt in packages:
+                        stack.append(alt)
+                        break
+                    if alt in providers:
+                        stack.append(providers[alt][0])
+                        break
+                else:
+                    if alts:
+                        raise RuntimeError("%s: no package satisfies %r" % (name, group))
+    return sorted(take), sorted(boundary)
+
+
+def minimal_install(packages):
+    return sorted(n for n, f in packages.items() if f.get("Priority") in MINIMAL_PRIORITIES)
+
+
+def release_sha256(inrelease):
+    """{path: (sha256, size)} of the SHA256 section of a Release/InRelease text."""
+    table, inside = {}, False
+    for line in inrelease.splitlines():
+        if not line.startswith(" "):
+            inside = line.startswith("SHA256:")
+            continue
+        if inside:
+            sha, size, path = line.split()
+            table[path] = (sha, int(size))
+    return table
+
+
+class AptLists(object):
+    """This machine's apt lists of DEBIAN_MIRROR's bookworm: the signed InRelease and its
+    main/binary-amd64 Packages (stored however apt stores them; apt-helper decompresses)."""
+
+    def __init__(self):
+        prefix = re.sub(r"^[a-z]+://", "", DEBIAN_MIRROR).rstrip("/").replace("/", "_")
+        self.inrelease = APT_LISTS / ("%s_%s_InRelease" % (prefix, DIST.replace("/", "_")))
+        stem = "%s_%s_%s" % (prefix, DIST.replace("/", "_"), PACKAGES_INDEX.replace("/", "_"))
+        found = sorted(APT_LISTS.glob(stem + "*"))
+        if not self.inrelease.is_file() or not found:
+            raise RuntimeError("no apt lists of %s %s under %s: run apt-get update (CI does)" % (
+                DEBIAN_MIRROR, DEBIAN_SUITE, APT_LISTS))
+        self.packages_file = found[0]
+
+    def key_material(self):
+        return sha256_file(self.inrelease)
+
+    def verified(self, workdir):
+        """(InRelease bytes, Packages bytes), the signature checked with gpgv against Debian's
+        keyring and the Packages' sha256 and size against the InRelease."""
+        require_tools(["gpgv"])
+        if not Path(KEYRING).is_file():
+            raise RuntimeError("%s is missing: install debian-archive-keyring" % KEYRING)
+        run(["gpgv", "--keyring", KEYRING, self.inrelease], capture=True)
+        inrelease = self.inrelease.read_bytes()
+        plain = workdir / "Packages"
+        with open(str(plain), "wb") as f:
+            subprocess.run(["/usr/lib/apt/apt-helper", "cat-file", str(self.packages_file)],
+                           stdout=f, check=True)
+        sha, size = release_sha256(inrelease.decode())[PACKAGES_INDEX]
+        if sha256_file(plain) != sha or plain.stat().st_size != size:
+            raise RuntimeError("%s does not match the sha256 its InRelease gives: run apt-get update" %
+                               self.packages_file)
+        return inrelease, plain
+
+
+# --------------------------------------------------------------------------- the served archive
+
+class Archive(object):
+    """Paths of one cached archive build: files/ (served), SHA256SUMS, complete.json."""
+
+    def __init__(self, key):
+        self.key = key
+        self.root = CACHE_DIR / "bare" / key
+        self.files = self.root / "files"
+        self.checksums = self.root / "SHA256SUMS"
+        self.stamp = self.root / "complete.json"
+
+    @property
+    def complete(self):
+        return self.stamp.exists()
+
+    def info(self):
+        import json
+        return json.loads(self.stamp.read_text())
+
+    @property
+    def debian_root(self):
+        return self.files / DEBIAN_HOST / "debian"
+
+
+def host_runtime_versions():
+    """{package: version} of this machine's containerd and runc, which the lab serves as upstream's
+    releases of the same versions."""
+    vers = {}
+    for line in out(["dpkg-query", "-W", "-f", "${Package} ${Version}\n"] + sorted(HOST_RUNTIME_PACKAGES),
+                    quiet=True).splitlines():
+        name, version = line.split()
+        want = HOST_RUNTIME_PACKAGES[name]
+        if not version.startswith(want + "~") and not version.startswith(want + "+"):
+            raise RuntimeError("the lab serves this machine's %s as upstream's %s, but it has %s" % (
+                name, want, version))
+        vers[name] = version
+    return vers
+
+
+def archive_key(lists):
+    material = "\n".join([ARCHIVE_RECIPE, lists.key_material(), " ".join(WANTED), DEBIAN_MIRROR,
+                          repr(sorted(host_runtime_versions().items())), CONTAINERD_SERVICE])
+    return hashlib.sha256(material.encode()).hexdigest()[:12]
+
+
+def prepare_archive():
+    """Build (or reuse) the served archive and release files; returns the Archive."""
+    import fcntl
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(str(CACHE_DIR / "prepare.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lists = AptLists()
+        archive = Archive(archive_key(lists))
+        if archive.complete:
+            log("bare-host archive %s is cached (%s)" % (archive.key, archive.root))
+            return archive
+        t0 = time.monotonic()
+        if archive.root.exists():
+            shutil.rmtree(str(archive.root))  # only regular files the lab wrote
+        archive.root.mkdir(parents=True)
+        info = _write_debian(archive, lists)
+        info["release_files"] = _write_release_files(archive)
+        info["seconds"] = round(time.monotonic() - t0, 1)
+        write_json(archive.stamp, info)
+        log("bare-host archive %s built in %.0fs" % (archive.key, time.monotonic() - t0))
+        return archive
+
+
+def _write_debian(archive, lists):
+    dist = archive.debian_root / DIST
+    index_dir = dist / PACKAGES_INDEX.rsplit("/", 1)[0]
+    index_dir.mkdir(parents=True)
+    inrelease, plain = lists.verified(archive.root)
+    (dist / "InRelease").write_bytes(inrelease)
+    table = release_sha256(inrelease.decode())
+    by_hash = index_dir / "by-hash" / "SHA256"
+    by_hash.mkdir(parents=True)
+    served = []
+    sha, _ = table[PACKAGES_INDEX]
+    shutil.move(str(plain), str(index_dir / "Packages"))
+    os.link(str(index_dir / "Packages"), str(by_hash / sha))
+    served.append(PACKAGES_INDEX)
+    # the compressed indexes, by hash from the mirror (stable while the mirror keeps them)
+    for suffix in (".xz", ".gz"):
+        path = PACKAGES_INDEX + suffix
+        if path not in table:
+            continue
+        sha, _ = table[path]
+        dest = by_hash / sha
+        try:
+            _download("%s/%s/%s/by-hash/SHA256/%s" % (DEBIAN_MIRROR, DIST, PACKAGES_INDEX.rsplit("/", 1)[0],
+                                                     sha), dest, sha)
+        except Exception as exc:  # the plain index is enough: the tool must take any listed
+            log("not serving %s (%s): the mirror does not give it" % (path, exc))
+            continue
+        os.link(str(dest), str(dist / path))
+        served.append(path)
+    packages = parse_packages((index_dir / "Packages").read_text(errors="replace"))
+    take, boundary = closure(packages, WANTED)
+    pool = []
+    for name in take + boundary:
+        f = packages[name]
+        dest = archive.debian_root / f["Filename"]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _download("%s/%s" % (DEBIAN_MIRROR, f["Filename"]), dest, f["SHA256"])
+        pool.append({"package": name, "version": f["Version"], "filename": f["Filename"],
+                     "sha256": f["SHA256"], "size": int(f["Size"]), "bundled": name in take})
+    log("Debian archive: %s, pool of %d packages (%d to bundle, %d of the minimal install)" % (
+        ", ".join(served), len(pool), len(take), len(boundary)))
+    return {"key": archive.key, "indexes": served, "pool": pool, "bundle": take,
+            "minimal_install": minimal_install(packages),
+            "inrelease_sha256": sha256_bytes(inrelease)}
+
+
+def _write_release_files(archive):
+    """containerd and runc in upstream's layout (Debian's builds), the unit file, the checksums."""
+    host_runtime_versions()
+    tgz = archive.files / CONTAINERD_PATH
+    tgz.parent.mkdir(parents=True)
+    with tarfile.open(str(tgz), "w:gz") as tar:
+        for name in CONTAINERD_BINARIES:
+            info = tar.gettarinfo("/usr/bin/" + name, "bin/" + name)
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            with open("/usr/bin/" + name, "rb") as f:
+                tar.addfile(info, f)
+    runc = archive.files / RUNC_PATH
+    runc.parent.mkdir(parents=True)
+    shutil.copyfile("/usr/sbin/runc", str(runc))
+    runc.chmod(0o755)
+    unit = archive.files / UNIT_PATH
+    unit.parent.mkdir(parents=True)
+    unit.write_text(CONTAINERD_SERVICE)
+    sums = {}
+    for path in (tgz, runc, unit):
+        sums[path.name] = sha256_file(path)
+    (tgz.parent / (tgz.name + ".sha256sum")).write_text("%s  %s\n" % (sums[tgz.name], tgz.name))
+    (archive.files / RUNC_SUMS_PATH).write_text("%s  %s\n" % (sums[runc.name], runc.name))
+    archive.checksums.write_text("".join("%s  %s\n" % (s, n) for n, s in sorted(sums.items())))
+    return sums
+
+
+class ArchiveServer(FileServer):
+    """A second file server (the archive's files) whose request log is its own: the lab's
+    FileServer keeps its log on the handler class, which two servers would share."""
+
+    def start(self):
+        handler = type("_ArchiveHandler", (_QuietHandler,), {"requests_log": self.requests})
+        self.httpd = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(handler, directory=str(self.root)))
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="k8so-lab-archive",
+                                       daemon=True)
+        self.thread.start()
+        log("bare-host archive server serving %s on %s" % (self.root, self.url))
+        return self
+
+
+def file_mirrors(url):
+    """--file-mirror flags sending the bare host's downloads (http and https) to the server at url."""
+    flags = []
+    for scheme in ("https", "http"):
+        for prefix in (DEBIAN_HOST, "github.com/containerd", "github.com/opencontainers",
+                       "raw.githubusercontent.com"):
+            flags += ["--file-mirror", "%s://%s=%s/%s" % (scheme, prefix, url, prefix)]
+    return flags
+
+
+# --------------------------------------------------------------------------- the bare node image
+
+def bare_includes():
+    """The packages debootstrap adds to minbase: Priority important (from the same signed
+    metadata the archive serves) plus BARE_EXTRA."""
+    lists = AptLists()
+    text = subprocess.run(["/usr/lib/apt/apt-helper", "cat-file", str(lists.packages_file)],
+                          stdout=subprocess.PIPE, check=True).stdout.decode(errors="replace")
+    packages = parse_packages(text)
+    important = [n for n, f in packages.items() if f.get("Priority") == "important"]
+    return sorted(set(important + BARE_EXTRA))
+
+
+def bare_keys(includes):
+    base = hashlib.sha256("\n".join(["bare", DEBIAN_SUITE, DEBIAN_MIRROR, BARE_RECIPE,
+                                     " ".join(includes)]).encode()).hexdigest()[:12]
+    node = hashlib.sha256("\n".join([base, BARE_RUNC_WRAPPER, CONTAINERD_DROPIN, BARE_DOCKERFILE,
+                                     nodes_mod.RSHARED_UNIT, " ".join(nodes_mod.MASKED_UNITS)]
+                                    ).encode()).hexdigest()[:12]
+    return base, node
+
+
+def ensure_bare_image():
+    """Build (or reuse) the bare node image; returns its reference."""
+    includes = bare_includes()
+    base_key, key = bare_keys(includes)
+    ref = "%s-bare:%s" % (PREFIX, key)
+    if nodes_mod.image_exists(ref):
+        log("bare node image %s is cached" % ref)
+        return ref
+    base = nodes_mod.debootstrap_image("%s-bare-base:%s" % (PREFIX, base_key), "bare-" + base_key,
+                                       includes)
+
+    def rootfs(r):
+        (r / LAB_BIN.strip("/")).mkdir(parents=True)
+        wrapper = r / LAB_BIN.strip("/") / "runc"
+        wrapper.write_text(BARE_RUNC_WRAPPER)
+        wrapper.chmod(0o755)
+        dropin = r / "etc/systemd/system/containerd.service.d"
+        dropin.mkdir(parents=True)
+        (dropin / "k8so-lab-runc.conf").write_text(CONTAINERD_DROPIN)
+    return nodes_mod.build_image(ref, BARE_DOCKERFILE.format(base=base, key=key), rootfs)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python3 -m tests.e2e.bare")
+    ap.add_argument("--image", action="store_true", help="build (or reuse) the bare node image")
+    ap.add_argument("--archive", action="store_true", help="build (or reuse) the served archive")
+    args = ap.parse_args(argv)
+    if not (args.image or args.archive):
+        ap.error("give --image and/or --archive")
+    t0 = time.monotonic()
+    if args.archive:
+        a = prepare_archive()
+        print(a.root)
+    if args.image:
+        print(ensure_bare_image())
+    log("ready in %.0fs" % (time.monotonic() - t0))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
