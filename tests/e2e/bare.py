@@ -4,29 +4,30 @@ upstream that serves what `bundle --os debian-12 --with-containerd` downloads.
     python3 -m tests.e2e.bare --image      # build (or reuse) the bare node image only
     python3 -m tests.e2e.bare --archive    # build (or reuse) the served archive and release files
 
-The bare node: `debootstrap --variant=minbase` plus every package the Debian metadata gives
-Priority important (minbase alone is Priority required + apt; required + important is the minimal
-install the tool assumes a host has, as the issue says), plus python3 (the tool needs it) and dbus
-(systemd's recommendation, which the installer installs). So it has iproute2, kmod, procps,
-nftables, and no docker, containerd, runc, conntrack, socat, ebtables, ethtool, ipset or iptables:
-the test asserts that with dpkg-query on the node.
+The bare node: `debootstrap --variant=minbase` (Priority required, Essential and what they depend on,
+plus apt) with systemd, systemd-sysv, dbus (systemd as PID 1) and python3 (the tool). No docker,
+containerd, runc, conntrack, socat, ebtables, ethtool, ipset, iptables or iproute2 (neither
+iptables nor iproute2 is in minbase): the test asserts that with dpkg-query on the node.
 
 The served Debian archive is Debian's own, not a rebuild: this machine's apt lists hold
 deb.debian.org's signed bookworm InRelease and the main/binary-amd64 Packages it lists (the lab
 checks the signature with gpgv and Debian's keyring, and the Packages' sha256 against the InRelease,
 before serving them); Packages.xz and .gz are fetched from the mirror by hash when reachable;
 the pool holds only the .deb files of the closure the tool should bundle (fetched from the mirror,
-each checked against the Packages' sha256). So the tool checks Debian's real signature.
+each checked against the Packages' sha256). So the tool checks Debian's real signature with
+Debian's real key (its default keyring, /usr/share/keyrings/debian-archive-keyring.gpg).
 
 containerd 1.6.20 and runc 1.1.5 are served in upstream's release layout
 (github.com/containerd/.../containerd-1.6.20-linux-amd64.tar.gz with bin/..., runc.amd64, their
-.sha256sum files, raw.githubusercontent.com/.../containerd.service) but hold Debian 12's builds of
-the same versions (this machine's installed containerd and runc packages): upstream's binaries
-cannot be downloaded here. Their sha256 go into the lab's checksum file.
+.sha256sum files) but hold Debian 12's builds of the same versions (this machine's installed
+containerd and runc packages): upstream's binaries cannot be downloaded here. Their sha256 go into
+the lab's checksum file. containerd.service is the tool's own (upstream publishes no checksum).
 
 LAB ONLY: the runc wrapper (see nodes.py) sits in /opt/k8so-lab/bin, first on containerd's PATH by
 a drop-in (containerd.service.d/k8so-lab-runc.conf) that the image carries before any containerd
 exists; it execs the runc the tool installed. The tool never sees it: its runc stays where it put it.
+Network settings of the nodes are made with this machine's `ip` in the node's namespace (nsenter),
+since a bare node has no iproute2.
 """
 
 import argparse
@@ -48,9 +49,9 @@ from .common import (CACHE_DIR, DEBIAN_MIRROR, DEBIAN_SUITE, PREFIX, log, out, r
 from .upstream import FileServer, _QuietHandler, _download
 
 #: Bump when the bare image's recipe changes.
-BARE_RECIPE = "1"
+BARE_RECIPE = "2"
 #: Bump when the served archive or release files change.
-ARCHIVE_RECIPE = "1"
+ARCHIVE_RECIPE = "2"
 
 OS_ID = "debian-12"
 ARCH = "amd64"
@@ -58,12 +59,11 @@ ARCH = "amd64"
 WANTED = ["conntrack", "socat", "ebtables", "ethtool", "ipset", "iptables", "iproute2"]
 #: What a bare node must not have (the test asserts it).
 ABSENT = ["docker.io", "containerd", "runc", "conntrack", "socat", "ebtables", "ethtool", "ipset",
-          "iptables"]
+          "iptables", "iproute2"]
 ABSENT_COMMANDS = ["docker", "dockerd", "containerd", "ctr", "runc", "conntrack", "socat", "ebtables",
-                   "ethtool", "ipset", "iptables", "crictl", "kubelet", "kubeadm"]
-#: Beyond required + important: the tool is Python; dbus as the installer installs it with systemd.
-BARE_EXTRA = ["python3", "dbus"]
-MINIMAL_PRIORITIES = ("required", "important")
+                   "ethtool", "ipset", "iptables", "ip", "crictl", "kubelet", "kubeadm"]
+#: What debootstrap adds to minbase: systemd as PID 1 (dbus, which it recommends), python3 (the tool).
+BARE_INCLUDES = ["systemd", "systemd-sysv", "dbus", "python3"]
 
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 APT_LISTS = Path("/var/lib/apt/lists")
@@ -78,36 +78,10 @@ CONTAINERD_PATH = "github.com/containerd/containerd/releases/download/v%s/%s" % 
     CONTAINERD_VERSION, CONTAINERD_TGZ)
 RUNC_PATH = "github.com/opencontainers/runc/releases/download/v%s/runc.%s" % (RUNC_VERSION, ARCH)
 RUNC_SUMS_PATH = "github.com/opencontainers/runc/releases/download/v%s/runc.sha256sum" % RUNC_VERSION
-UNIT_PATH = "raw.githubusercontent.com/containerd/containerd/v%s/containerd.service" % CONTAINERD_VERSION
 #: bin/<name> in the tarball: Debian's build of each at /usr/bin/<name>.
 CONTAINERD_BINARIES = ["containerd", "containerd-shim", "containerd-shim-runc-v1",
                        "containerd-shim-runc-v2", "ctr"]
 HOST_RUNTIME_PACKAGES = {"containerd": CONTAINERD_VERSION, "runc": RUNC_VERSION}
-
-#: containerd.service in upstream's form (ExecStart in /usr/local/bin, where its tarball goes).
-CONTAINERD_SERVICE = """[Unit]
-Description=containerd container runtime
-Documentation=https://containerd.io
-After=network.target local-fs.target
-
-[Service]
-ExecStartPre=-/sbin/modprobe overlay
-ExecStart=/usr/local/bin/containerd
-
-Type=notify
-Delegate=yes
-KillMode=process
-Restart=always
-RestartSec=5
-LimitNPROC=infinity
-LimitCORE=infinity
-LimitNOFILE=infinity
-TasksMax=infinity
-OOMScoreAdjust=-999
-
-[Install]
-WantedBy=multi-user.target
-"""
 
 LAB_BIN = "/opt/k8so-lab/bin"
 #: The lab's runc wrapper, finding the real runc on PATH after its own folder.
@@ -147,46 +121,68 @@ def parse_packages(text):
     return found
 
 
-def closure(packages, wanted):
-    """(to bundle, boundary): the wanted packages and their Pre-Depends/Depends, the first
-    satisfiable alternative of each (a virtual name by its first provider), not descending into
-    the minimal install (Priority required/important) unless wanted; boundary: the minimal-install
-    packages reached (served too, as a mirror would, in case the tool takes them)."""
+def _dependencies(packages, providers, name):
+    """The packages name Pre-Depends/Depends on: of each group the first alternative that exists
+    (a virtual name by its first provider)."""
+    found = []
+    for field in ("Pre-Depends", "Depends"):
+        for group in packages[name].get(field, "").split(","):
+            alts = [a.strip().split(" ")[0].split(":")[0] for a in group.split("|") if a.strip()]
+            for alt in alts:
+                if alt in packages:
+                    found.append(alt)
+                    break
+                if alt in providers:
+                    found.append(providers[alt][0])
+                    break
+            else:
+                if alts:
+                    raise RuntimeError("%s: no package satisfies %r" % (name, group))
+    return found
+
+
+def _providers(packages):
     providers = {}
     for name, f in sorted(packages.items()):
         for prov in f.get("Provides", "").split(","):
             prov = prov.strip().split(" ")[0]
             if prov:
                 providers.setdefault(prov, []).append(name)
-    take, boundary, stack = set(), set(), list(wanted)
+    return providers
+
+
+def _walk(packages, providers, start, stop=()):
+    """start and everything it depends on, not descending into stop (returned apart)."""
+    take, boundary, stack = set(), set(), list(start)
     while stack:
         name = stack.pop()
         if name in take or name in boundary:
             continue
         if name not in packages:
             raise RuntimeError("Debian's %s metadata lacks %s" % (DEBIAN_SUITE, name))
-        if packages[name].get("Priority") in MINIMAL_PRIORITIES and name not in wanted:
+        if name in stop and name not in start:
             boundary.add(name)
             continue
         take.add(name)
-        for field in ("Pre-Depends", "Depends"):
-            for group in packages[name].get(field, "").split(","):
-                alts = [a.strip().split(" ")[0].split(":")[0] for a in group.split("|") if a.strip()]
-                for alt in alts:
-                    if alt in packages:
-                        stack.append(alt)
-                        break
-                    if alt in providers:
-                        stack.append(providers[alt][0])
-                        break
-                else:
-                    if alts:
-                        raise RuntimeError("%s: no package satisfies %r" % (name, group))
-    return sorted(take), sorted(boundary)
+        stack.extend(_dependencies(packages, providers, name))
+    return take, boundary
 
 
 def minimal_install(packages):
-    return sorted(n for n, f in packages.items() if f.get("Priority") in MINIMAL_PRIORITIES)
+    """Debian's minimal install as the tool defines it (the contract): Priority required and
+    Essential: yes, and everything they depend on (what debootstrap --variant=minbase installs,
+    apt aside)."""
+    base = [n for n, f in packages.items() if f.get("Priority") == "required" or
+            f.get("Essential") == "yes"]
+    return sorted(_walk(packages, _providers(packages), base)[0])
+
+
+def closure(packages, wanted):
+    """(to bundle, boundary): the wanted packages (always) and what they depend on, not
+    descending into the minimal install; boundary: the minimal-install packages reached (served
+    too, as a mirror would, in case the tool takes them)."""
+    take, boundary = _walk(packages, _providers(packages), wanted, set(minimal_install(packages)))
+    return sorted(take), sorted(boundary)
 
 
 def release_sha256(inrelease):
@@ -280,7 +276,7 @@ def host_runtime_versions():
 
 def archive_key(lists):
     material = "\n".join([ARCHIVE_RECIPE, lists.key_material(), " ".join(WANTED), DEBIAN_MIRROR,
-                          repr(sorted(host_runtime_versions().items())), CONTAINERD_SERVICE])
+                          repr(sorted(host_runtime_versions().items()))])
     return hashlib.sha256(material.encode()).hexdigest()[:12]
 
 
@@ -354,7 +350,8 @@ def _write_debian(archive, lists):
 
 
 def _write_release_files(archive):
-    """containerd and runc in upstream's layout (Debian's builds), the unit file, the checksums."""
+    """containerd and runc in upstream's layout (Debian's builds) and their checksums. (No
+    containerd.service: upstream publishes no checksum for it, the tool writes its own.)"""
     host_runtime_versions()
     tgz = archive.files / CONTAINERD_PATH
     tgz.parent.mkdir(parents=True)
@@ -369,11 +366,8 @@ def _write_release_files(archive):
     runc.parent.mkdir(parents=True)
     shutil.copyfile("/usr/sbin/runc", str(runc))
     runc.chmod(0o755)
-    unit = archive.files / UNIT_PATH
-    unit.parent.mkdir(parents=True)
-    unit.write_text(CONTAINERD_SERVICE)
     sums = {}
-    for path in (tgz, runc, unit):
+    for path in (tgz, runc):
         sums[path.name] = sha256_file(path)
     (tgz.parent / (tgz.name + ".sha256sum")).write_text("%s  %s\n" % (sums[tgz.name], tgz.name))
     (archive.files / RUNC_SUMS_PATH).write_text("%s  %s\n" % (sums[runc.name], runc.name))
@@ -398,7 +392,9 @@ class ArchiveServer(FileServer):
 
 
 def file_mirrors(url):
-    """--file-mirror flags sending the bare host's downloads (http and https) to the server at url."""
+    """--file-mirror flags sending the bare host's downloads (http and https) to the server at url
+    (raw.githubusercontent.com too: nothing is served there, so a fetch fails on loopback instead
+    of reaching the internet)."""
     flags = []
     for scheme in ("https", "http"):
         for prefix in (DEBIAN_HOST, "github.com/containerd", "github.com/opencontainers",
@@ -408,17 +404,6 @@ def file_mirrors(url):
 
 
 # --------------------------------------------------------------------------- the bare node image
-
-def bare_includes():
-    """The packages debootstrap adds to minbase: Priority important (from the same signed
-    metadata the archive serves) plus BARE_EXTRA."""
-    lists = AptLists()
-    text = subprocess.run(["/usr/lib/apt/apt-helper", "cat-file", str(lists.packages_file)],
-                          stdout=subprocess.PIPE, check=True).stdout.decode(errors="replace")
-    packages = parse_packages(text)
-    important = [n for n, f in packages.items() if f.get("Priority") == "important"]
-    return sorted(set(important + BARE_EXTRA))
-
 
 def bare_keys(includes):
     base = hashlib.sha256("\n".join(["bare", DEBIAN_SUITE, DEBIAN_MIRROR, BARE_RECIPE,
@@ -431,7 +416,7 @@ def bare_keys(includes):
 
 def ensure_bare_image():
     """Build (or reuse) the bare node image; returns its reference."""
-    includes = bare_includes()
+    includes = BARE_INCLUDES
     base_key, key = bare_keys(includes)
     ref = "%s-bare:%s" % (PREFIX, key)
     if nodes_mod.image_exists(ref):

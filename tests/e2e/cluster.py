@@ -46,7 +46,7 @@ def boot(lab, bundle_dir, *names, image=None, docker=True):
         n.wait_booted(docker=docker)
     log("%d nodes booted in %.0fs" % (len(nodes), time.monotonic() - t0))
     for n in nodes:
-        routes = n.sh_out(["ip", "-4", "route", "show", "default"])
+        routes = n.ip_cmd("-4", "route", "show", "default")
         dead = "default via %s dev eth0" % nodes_mod.dead_gateway(n)
         assert routes == dead, "%s has a route out: %r (want only %r)" % (n.name, routes, dead)
         assert n.exec(["test", "-f", USB + "/k8s_offline.py"], check=False).returncode == 0

@@ -265,6 +265,12 @@ class Node(object):
     def sh_out(self, argv, **kw):
         return self.exec(argv, **kw).stdout.strip()
 
+    def ip_cmd(self, *args, check=True, quiet=False):
+        """This machine's `ip` run in the node's network namespace (a bare node has no iproute2)."""
+        pid = out(["docker", "inspect", "-f", "{{.State.Pid}}", self.container], quiet=True)
+        return run(["nsenter", "--target", pid, "--net", "--", "ip"] + list(args), check=check,
+                   capture=True, quiet=quiet).stdout.strip()
+
     def ip(self):
         fmt = "{{(index .NetworkSettings.Networks \"%s\").IPAddress}}" % self.lab.network
         return out(["docker", "inspect", "-f", fmt, self.container], quiet=True)
@@ -357,7 +363,7 @@ def dead_gateway(node):
     """The last host address of the node's eth0 subnet: on the lab's internal network nobody
     holds it (Docker hands addresses out from the bottom), so a route via it leads nowhere."""
     import ipaddress
-    cidr = node.sh_out(["ip", "-4", "-o", "addr", "show", "dev", "eth0"], quiet=True).split()[3]
+    cidr = node.ip_cmd("-4", "-o", "addr", "show", "dev", "eth0", quiet=True).split()[3]
     net = ipaddress.ip_interface(cidr).network
     return str(net.broadcast_address - 1)
 
@@ -414,12 +420,12 @@ class Lab(object):
         # host's bridge address (forwarding is dropped, but the host itself answers). Remove it:
         # no node has a route out. The service CIDR stays on-link so that kube-proxy's DNAT of
         # 10.96.0.1 (looked up before DNAT) still works for host-network processes.
-        node.exec(["ip", "route", "del", "default"], check=False)
-        node.exec(["ip", "route", "add", SERVICE_CIDR, "dev", "eth0"])
+        node.ip_cmd("route", "del", "default", check=False)
+        node.ip_cmd("route", "add", SERVICE_CIDR, "dev", "eth0")
         # A real host has a default route, and flanneld picks its interface from it ("failed to
         # get default interface" without one). Give the node one via an address nobody holds on
         # the internal network (its last host address): still no way out.
-        node.exec(["ip", "route", "add", "default", "via", dead_gateway(node), "dev", "eth0"])
+        node.ip_cmd("route", "add", "default", "via", dead_gateway(node), "dev", "eth0")
         return node
 
     def remove_node(self, name, save_logs=True):
