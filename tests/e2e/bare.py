@@ -51,7 +51,7 @@ from .upstream import FileServer, _QuietHandler, _download
 #: Bump when the bare image's recipe changes.
 BARE_RECIPE = "2"
 #: Bump when the served archive or release files change.
-ARCHIVE_RECIPE = "2"
+ARCHIVE_RECIPE = "3"
 
 OS_ID = "debian-12"
 ARCH = "amd64"
@@ -121,13 +121,18 @@ def parse_packages(text):
     return found
 
 
-def _dependencies(packages, providers, name):
-    """The packages name Pre-Depends/Depends on: of each group the first alternative that exists
-    (a virtual name by its first provider)."""
+def _dependencies(packages, providers, name, prefer):
+    """The packages name Pre-Depends/Depends on: of each group an alternative (or provider of a
+    virtual name) in prefer if there is one, else the first alternative that exists (a virtual
+    name by its first provider)."""
     found = []
     for field in ("Pre-Depends", "Depends"):
         for group in packages[name].get(field, "").split(","):
             alts = [a.strip().split(" ")[0].split(":")[0] for a in group.split("|") if a.strip()]
+            have = [c for alt in alts for c in [alt] + providers.get(alt, []) if c in prefer]
+            if have:
+                found.append(have[0])
+                continue
             for alt in alts:
                 if alt in packages:
                     found.append(alt)
@@ -151,7 +156,7 @@ def _providers(packages):
     return providers
 
 
-def _walk(packages, providers, start, stop=()):
+def _walk(packages, providers, start, stop=frozenset(), prefer=frozenset()):
     """start and everything it depends on, not descending into stop (returned apart)."""
     take, boundary, stack = set(), set(), list(start)
     while stack:
@@ -164,7 +169,7 @@ def _walk(packages, providers, start, stop=()):
             boundary.add(name)
             continue
         take.add(name)
-        stack.extend(_dependencies(packages, providers, name))
+        stack.extend(_dependencies(packages, providers, name, prefer | stop))
     return take, boundary
 
 
@@ -172,9 +177,13 @@ def minimal_install(packages):
     """Debian's minimal install as the tool defines it (the contract): Priority required and
     Essential: yes, and everything they depend on (what debootstrap --variant=minbase installs,
     apt aside)."""
-    base = [n for n, f in packages.items() if f.get("Priority") == "required" or
-            f.get("Essential") == "yes"]
-    return sorted(_walk(packages, _providers(packages), base)[0])
+    base = required_or_essential(packages)
+    return sorted(_walk(packages, _providers(packages), base, prefer=frozenset(base))[0])
+
+
+def required_or_essential(packages):
+    return sorted(n for n, f in packages.items() if f.get("Priority") == "required" or
+                  f.get("Essential") == "yes")
 
 
 def closure(packages, wanted):
@@ -346,6 +355,7 @@ def _write_debian(archive, lists):
         ", ".join(served), len(pool), len(take), len(boundary)))
     return {"key": archive.key, "indexes": served, "pool": pool, "bundle": take,
             "minimal_install": minimal_install(packages),
+            "required_or_essential": required_or_essential(packages),
             "inrelease_sha256": sha256_bytes(inrelease)}
 
 
