@@ -51,12 +51,15 @@ from .upstream import FileServer, _QuietHandler, _download
 #: Bump when the bare image's recipe changes.
 BARE_RECIPE = "2"
 #: Bump when the served archive or release files change.
-ARCHIVE_RECIPE = "3"
+ARCHIVE_RECIPE = "4"
 
 OS_ID = "debian-12"
 ARCH = "amd64"
-#: What the tool bundles for a bare host (the issue and the contract), before dependencies.
-WANTED = ["conntrack", "socat", "ebtables", "ethtool", "ipset", "iptables", "iproute2"]
+#: What the tool bundles for a bare host, before dependencies (the issue and the contract: kubeadm's
+#: and the kubelet's tools; kmod and procps for modprobe and sysctl, which minbase lacks; mount and
+#: util-linux, which it has), less what the minimal install has.
+WANTED = ["conntrack", "socat", "ebtables", "ethtool", "ipset", "iptables", "iproute2", "kmod", "procps",
+          "mount", "util-linux"]
 #: What a bare node must not have (the test asserts it).
 ABSENT = ["docker.io", "containerd", "runc", "conntrack", "socat", "ebtables", "ethtool", "ipset",
           "iptables", "iproute2"]
@@ -165,7 +168,7 @@ def _walk(packages, providers, start, stop=frozenset(), prefer=frozenset()):
             continue
         if name not in packages:
             raise RuntimeError("Debian's %s metadata lacks %s" % (DEBIAN_SUITE, name))
-        if name in stop and name not in start:
+        if name in stop:
             boundary.add(name)
             continue
         take.add(name)
@@ -187,9 +190,9 @@ def required_or_essential(packages):
 
 
 def closure(packages, wanted):
-    """(to bundle, boundary): the wanted packages (always) and what they depend on, not
-    descending into the minimal install; boundary: the minimal-install packages reached (served
-    too, as a mirror would, in case the tool takes them)."""
+    """(to bundle, boundary): the wanted packages and what they depend on, not descending into
+    the minimal install; boundary: the minimal-install packages reached (served too, as a mirror
+    would, in case the tool takes them)."""
     take, boundary = _walk(packages, _providers(packages), wanted, set(minimal_install(packages)))
     return sorted(take), sorted(boundary)
 
