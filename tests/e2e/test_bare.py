@@ -238,8 +238,8 @@ def test_1_dry_run_names_the_packages_and_changes_nothing(nodes, bare_bundle, wo
     assert not unnamed, "master --dry-run does not name the packages it would install: %s" % unnamed
     assert re.search(r"(?i)containerd", text), "master --dry-run does not say it would install containerd"
     assert installed(n1) == state["before"][MASTER], "master --dry-run changed the installed packages"
-    left = n1.sh_out(["sh", "-c", "ls /usr/local/bin /usr/local/sbin /etc/containerd 2>/dev/null; true"],
-                     quiet=True)
+    left = n1.sh_out(["sh", "-c", "find /usr/local/bin /usr/local/sbin /etc/containerd /var/lib/k8s-offline "
+                      "-mindepth 1 2>/dev/null; true"], quiet=True)
     assert left == "", "master --dry-run wrote %s" % left.split()
 
 
