@@ -31,22 +31,19 @@ since a bare node has no iproute2.
 """
 
 import argparse
-import functools
 import hashlib
-import http.server
 import os
 import re
 import shutil
 import subprocess
 import tarfile
-import threading
 import time
 from pathlib import Path
 
 from . import nodes as nodes_mod
 from .common import (CACHE_DIR, DEBIAN_MIRROR, DEBIAN_SUITE, PREFIX, log, out, require_tools, run,
                      sha256_bytes, sha256_file, write_json)
-from .upstream import FileServer, _QuietHandler, _download
+from .upstream import _download
 
 #: Bump when the bare image's recipe changes.
 BARE_RECIPE = "2"
@@ -386,22 +383,6 @@ def _write_release_files(archive):
     (archive.files / RUNC_SUMS_PATH).write_text("%s  %s\n" % (sums[runc.name], runc.name))
     archive.checksums.write_text("".join("%s  %s\n" % (s, n) for n, s in sorted(sums.items())))
     return sums
-
-
-class ArchiveServer(FileServer):
-    """A second file server (the archive's files) whose request log is its own: the lab's
-    FileServer keeps its log on the handler class, which two servers would share."""
-
-    def start(self):
-        handler = type("_ArchiveHandler", (_QuietHandler,), {"requests_log": self.requests})
-        self.httpd = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(handler, directory=str(self.root)))
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="k8so-lab-archive",
-                                       daemon=True)
-        self.thread.start()
-        log("bare-host archive server serving %s on %s" % (self.root, self.url))
-        return self
 
 
 def file_mirrors(url):

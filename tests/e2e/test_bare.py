@@ -26,6 +26,7 @@ import pytest
 
 from . import bare
 from . import cluster as c
+from . import upstream as up_mod
 from .common import log, run, sha256_file
 from .conftest import TIMINGS, tool_host
 
@@ -39,7 +40,7 @@ BUNDLE_ROUNDS = 2
 @pytest.fixture(scope="module")
 def archive_server(upstream):
     archive = bare.prepare_archive()
-    server = bare.ArchiveServer(archive.files).start()
+    server = up_mod.FileServer(archive.files).start()
     try:
         yield archive, server
     finally:
