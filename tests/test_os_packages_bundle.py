@@ -1,0 +1,215 @@
+"""bundle --os: the distribution's packages from a real apt archive (debs
+built with dpkg-deb, indexed by dpkg-scanpackages, Release by apt-ftparchive,
+signed by a throwaway gpg key) served on 127.0.0.1, resolved against the
+minimal install, each checked against the signed metadata."""
+
+import json
+import os
+import shutil
+import tarfile
+
+import pytest
+
+from fixtures import fileserver, osarchive
+
+DEBIAN = "https://deb.debian.org/debian/"
+
+
+@pytest.fixture(scope="session")
+def apt_archives(fx_workdir):
+    """A FileServer holding apt archives under prefixes:
+    good/ (signed), unsigned/, missing-dep/ (conntrack needs a library the
+    archive lacks), tampered/ (a .deb that is not what Packages says),
+    badsig/ (signed by another key).  .key is the good key's keyring."""
+    folder = os.path.join(fx_workdir, "apt")
+    server = fileserver.FileServer(os.path.join(folder, "files"))
+    key = osarchive.GpgKey(os.path.join(folder, "key"))
+    other = osarchive.GpgKey(os.path.join(folder, "other"),
+                             uid="someone else <o@example.org>")
+    try:
+        base = lambda name: os.path.join(server.root, name, "debian")
+        server.built = osarchive.build_apt_archive(base("good"), key=key)
+        osarchive.build_apt_archive(base("unsigned"), key=None)
+        specs = [dict(s, depends=s["depends"] + ", libgone1")
+                 if s["name"] == "conntrack" else s
+                 for s in osarchive.DEB_SPECS]
+        osarchive.build_apt_archive(base("missing-dep"), key=key, specs=specs)
+        built = osarchive.build_apt_archive(base("tampered"), key=key)
+        with open(os.path.join(base("tampered"), built["socat"][0]), "ab") as h:
+            h.write(b"\0")
+        osarchive.build_apt_archive(base("badsig"), key=other)
+        osarchive.build_apt_archive(base("nosig-file"), key=key,
+                                    inrelease=False)
+    finally:
+        key.close()
+        other.close()
+    server.key = key
+    server.start()
+    yield server
+    server.stop()
+
+
+def _mirror(server, prefix):
+    return ["--file-mirror", "%s=%s/%s/debian/" % (DEBIAN, server.base_url,
+                                                   prefix)]
+
+
+def _bundle(run_cli, bundle_args, tmp_path, *extra):
+    output = tmp_path / "b.tar"
+    rc, out, err = run_cli("bundle", *(list(bundle_args) + [
+        "--output", output, "--cache-dir", tmp_path / "cache"] +
+        [str(e) for e in extra]))
+    return rc, out, err, output
+
+
+def _meta(output):
+    with tarfile.open(str(output)) as tar:
+        top = tar.getnames()[0].split("/")[0]
+        meta = json.loads(tar.extractfile(top + "/bundle.json").read())
+        members = dict((m.name[len(top) + 1:], tar.extractfile(m).read())
+                       for m in tar.getmembers() if m.isfile())
+    return meta, members
+
+
+def _one_error_line(rc, err):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2, err
+    assert "Traceback" not in err
+    assert lines[-1].startswith("error: "), err
+    return lines[-1]
+
+
+def test_os_debian_12_bundles_what_the_minimal_install_lacks(
+        run_cli, bundle_args, apt_archives, tmp_path):
+    rc, out, err, output = _bundle(
+        run_cli, bundle_args, tmp_path, "--os", "debian-12",
+        "--os-keyring", apt_archives.key.keyring,
+        *_mirror(apt_archives, "good"))
+    assert rc == 0, err
+    meta, members = _meta(output)
+    entry = meta["os_packages"]["debian-12"]
+    names = [p["name"] for p in entry["packages"]]
+    assert sorted(names) == osarchive.DEB_EXPECTED
+    # dependencies first: every package comes after what it needs
+    for position, package in enumerate(entry["packages"]):
+        for need in package["needs"]:
+            assert names.index(need) < position, (package["name"], need)
+    assert dict((p["name"], p["needs"]) for p in entry["packages"])[
+        "conntrack"] == ["libmnl0", "libnetfilter-conntrack3"]
+    # the virtual ebtables-backend is met by the package providing it
+    assert "libebt-nft" in dict((p["name"], p["needs"])
+                                for p in entry["packages"])["ebtables"]
+    for package in entry["packages"]:
+        path, sha = apt_archives.built[package["name"]]
+        assert package["path"] == "packages/debian-12/" + os.path.basename(path)
+        assert meta["files"][package["path"]]["sha256"] == sha
+        assert osarchive.sha256(members[package["path"]]) == sha
+    assert entry["signatures"] == ["https://deb.debian.org/debian: signature "
+                                   "checked with %s" % apt_archives.key.keyring]
+    assert "--os debian-12: %d packages; https://deb.debian.org/debian: " \
+           "signature checked with" % len(names) in out
+    assert run_cli("verify", output)[0] == 0
+
+
+def test_os_release_gpg_without_inrelease_is_checked_too(
+        run_cli, bundle_args, apt_archives, tmp_path):
+    rc, out, err, output = _bundle(
+        run_cli, bundle_args, tmp_path, "--os", "debian-12",
+        "--os-keyring", apt_archives.key.keyring,
+        *_mirror(apt_archives, "nosig-file"))
+    assert rc == 0, err
+    assert "signature checked with" in out
+
+
+def test_os_archive_signed_by_another_key_is_refused(
+        run_cli, bundle_args, apt_archives, tmp_path):
+    rc, out, err, output = _bundle(
+        run_cli, bundle_args, tmp_path, "--os", "debian-12",
+        "--os-keyring", apt_archives.key.keyring,
+        *_mirror(apt_archives, "badsig"))
+    line = _one_error_line(rc, err)
+    assert "InRelease does not verify with %s: refusing the archive" \
+        % apt_archives.key.keyring in line
+    assert not output.exists()
+
+
+def test_os_unsigned_archive_with_a_keyring_is_refused(
+        run_cli, bundle_args, apt_archives, tmp_path):
+    rc, out, err, output = _bundle(
+        run_cli, bundle_args, tmp_path, "--os", "debian-12",
+        "--os-keyring", apt_archives.key.keyring,
+        *_mirror(apt_archives, "unsigned"))
+    line = _one_error_line(rc, err)
+    assert "has no InRelease and no Release.gpg" in line
+    assert not output.exists()
+
+
+def test_os_without_a_keyring_says_the_signature_was_not_checked(
+        run_cli, bundle_args, apt_archives, tmp_path, monkeypatch):
+    # ubuntu-22.04's keyring is not installed on Debian: nothing checks it.
+    assert not os.path.exists(osarchive_ubuntu_keyring())
+    root = os.path.join(apt_archives.root, "ubuntu", "ubuntu")
+    if not os.path.isdir(root):
+        osarchive.build_apt_archive(root, suite="jammy", key=None,
+                                    components=("main", "universe"))
+    rc, out, err, output = _bundle(
+        run_cli, bundle_args, tmp_path, "--os", "ubuntu-22.04",
+        "--file-mirror", "http://archive.ubuntu.com/ubuntu/=%s/ubuntu/ubuntu/"
+        % apt_archives.base_url)
+    assert rc == 0, err
+    assert "--os ubuntu-22.04: 22 packages; http://archive.ubuntu.com/ubuntu: " \
+           "signature NOT checked (no keyring: give --os-keyring)" in out
+    meta, _ = _meta(output)
+    assert meta["os_packages"]["ubuntu-22.04"]["version_id"] == "22.04"
+
+
+def osarchive_ubuntu_keyring():
+    import k8s_offline as ko
+    return ko.DISTROS["ubuntu-22.04"]["keyring"]
+
+
+def test_os_dependency_the_archive_lacks_is_one_line(
+        run_cli, bundle_args, apt_archives, tmp_path):
+    rc, out, err, output = _bundle(
+        run_cli, bundle_args, tmp_path, "--os", "debian-12",
+        "--os-keyring", apt_archives.key.keyring,
+        *_mirror(apt_archives, "missing-dep"))
+    line = _one_error_line(rc, err)
+    assert line == "error: conntrack needs libgone1, which the debian-12 " \
+                   "archive lacks: check the archive or --file-mirror"
+    assert not output.exists()
+
+
+def test_os_package_whose_sha256_differs_from_packages_is_refused(
+        run_cli, bundle_args, apt_archives, tmp_path):
+    rc, out, err, output = _bundle(
+        run_cli, bundle_args, tmp_path, "--os", "debian-12",
+        "--os-keyring", apt_archives.key.keyring,
+        *_mirror(apt_archives, "tampered"))
+    line = _one_error_line(rc, err)
+    assert "socat_1.0-1_amd64.deb failed its sha256 check" in line
+    assert not output.exists()
+    assert not os.listdir(str(tmp_path / "cache" / "sha256")) or all(
+        osarchive.sha256_file(os.path.join(str(tmp_path / "cache" / "sha256"),
+                                           name)) == name
+        for name in os.listdir(str(tmp_path / "cache" / "sha256"))
+        if len(name) == 64)
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--os", "debian-13"], "error: unknown --os debian-13: give one of "
+     "centos-7, debian-10, debian-11, debian-12, rocky-8, ubuntu-18.04, "
+     "ubuntu-20.04, ubuntu-22.04"),
+    (["--os", "debian-12", "--arch", "s390x"], "error: --os needs --arch "
+     "amd64 or arm64 (the distributions' archives are bundled for those "
+     "only), not s390x"),
+    (["--os", "debian-12", "--os-keyring", "/nonexistent/k.gpg"],
+     "error: --os-keyring /nonexistent/k.gpg is not a file: give a keyring "
+     "gpgv reads (gpg --export output)"),
+    (["--with-docker", "--with-containerd"], "error: --with-docker and "
+     "--with-containerd both carry containerd: give one of them"),
+])
+def test_os_bad_flags_are_one_line(run_cli, bundle_args, tmp_path, flags, says):
+    rc, out, err, output = _bundle(run_cli, bundle_args, tmp_path, *flags)
+    assert _one_error_line(rc, err) == says
+    assert not output.exists()
