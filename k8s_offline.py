@@ -454,6 +454,92 @@ def parse_mapping(text, what):
     return src.strip(), dst.strip()
 
 
+DEB_RELATION_RE = re.compile(
+    r"([A-Za-z0-9][A-Za-z0-9.+_-]*)(?::[a-z0-9]+)?\s*"
+    r"(?:\(\s*(<<|<=|>=|>>|=|<|>)\s*([A-Za-z0-9.+:~_-]+)\s*\))?\s*(?:\[.*\])?")
+DEB_RELATION_OPS = {"<<": "<<", "<=": "<=", "<": "<=", "=": "=", ">=": ">=",
+                    ">": ">=", ">>": ">>"}
+
+
+def parse_deb_relations(field):
+    """Depends/Pre-Depends/Provides text as groups of alternatives, each
+    (name, operator or None, version or None); architecture qualifiers
+    (:any) and restrictions are dropped."""
+    groups = []
+    for part in (field or "").split(","):
+        group = []
+        for alternative in part.split("|"):
+            match = DEB_RELATION_RE.fullmatch(alternative.strip())
+            if match:
+                op = match.group(2)
+                group.append((match.group(1), DEB_RELATION_OPS.get(op),
+                              match.group(3)))
+        if group:
+            groups.append(group)
+    return groups
+
+
+def relation_text(relation):
+    name, op, version = relation
+    return name if not op else "%s (%s %s)" % (name, op, version)
+
+
+def _deb_char_order(char):
+    if char == "~":
+        return -1
+    if char.isalpha():
+        return ord(char)
+    return ord(char) + 256
+
+
+def _deb_compare_part(left, right):
+    """dpkg's comparison of an upstream version or revision: runs of
+    non-digits by character (~ before the end, letters before the rest),
+    runs of digits as numbers."""
+    while left or right:
+        left_text = re.match(r"[^0-9]*", left).group()
+        right_text = re.match(r"[^0-9]*", right).group()
+        for index in range(max(len(left_text), len(right_text))):
+            a = _deb_char_order(left_text[index]) if index < len(left_text) \
+                else 0
+            b = _deb_char_order(right_text[index]) if index < len(right_text) \
+                else 0
+            if a != b:
+                return -1 if a < b else 1
+        left, right = left[len(left_text):], right[len(right_text):]
+        left_digits = re.match(r"[0-9]*", left).group()
+        right_digits = re.match(r"[0-9]*", right).group()
+        if int(left_digits or 0) != int(right_digits or 0):
+            return -1 if int(left_digits or 0) < int(right_digits or 0) else 1
+        left, right = left[len(left_digits):], right[len(right_digits):]
+    return 0
+
+
+def deb_version_compare(left, right):
+    """-1, 0 or 1 as dpkg --compare-versions orders two versions."""
+    def split(version):
+        epoch, _, rest = version.partition(":") if ":" in version \
+            else ("0", "", version)
+        upstream, _, revision = rest.rpartition("-") if "-" in rest \
+            else (rest, "", "")
+        return int(epoch) if epoch.isdigit() else 0, upstream, revision
+    (left_epoch, left_up, left_rev) = split(left)
+    (right_epoch, right_up, right_rev) = split(right)
+    if left_epoch != right_epoch:
+        return -1 if left_epoch < right_epoch else 1
+    return _deb_compare_part(left_up, right_up) or \
+        _deb_compare_part(left_rev, right_rev)
+
+
+def deb_relation_holds(installed, op, version):
+    """True when an installed version satisfies `op version`."""
+    if op is None:
+        return True
+    order = deb_version_compare(installed, version)
+    return {"<<": order < 0, "<=": order <= 0, "=": order == 0,
+            ">=": order >= 0, ">>": order > 0}[op]
+
+
 def script_dir():
     """The folder holding k8s_offline.py (and, in a checkout, bundle/ and
     manifests/; in an extracted bundle, bundle.json)."""
@@ -2190,22 +2276,6 @@ class ArchiveIndex(object):
         return names[0] if names else None
 
 
-def _deb_alternatives(field):
-    """Depends/Pre-Depends text as groups of alternative names (versions
-    and architecture qualifiers dropped: one suite holds one version)."""
-    groups = []
-    for part in (field or "").split(","):
-        names = []
-        for alternative in part.split("|"):
-            name = alternative.strip().split(" ", 1)[0].split("(", 1)[0]
-            name = name.split(":", 1)[0].strip()
-            if name:
-                names.append(name)
-        if names:
-            groups.append(names)
-    return groups
-
-
 def apt_release(client, os_id, arch, file_mirrors, keyring, insecure):
     """(Release fields, base URL, signature line) of os_id's suite."""
     distro = DISTROS[os_id]
@@ -2331,18 +2401,23 @@ def apt_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
 
 
 def _deb_package(stanza, base, arch):
-    """A Packages stanza as the resolver's package, None if unusable."""
+    """A Packages stanza as the resolver's package, None if unusable.
+    requires: groups of alternative names; relations: the same with their
+    version constraints, as the packages phase checks them on the host."""
     name, filename = stanza.get("Package"), stanza.get("Filename")
     sha = stanza.get("SHA256", "")
     if not name or not filename or not full_match(SHA256_HEX_RE, sha) or \
             stanza.get("Architecture") not in (arch, "all"):
         return None
-    provides = [group[0] for group in _deb_alternatives(stanza.get("Provides"))]
+    relations = parse_deb_relations(stanza.get("Pre-Depends")) + \
+        parse_deb_relations(stanza.get("Depends"))
     return {"name": name, "version": stanza.get("Version", ""),
             "arch": stanza.get("Architecture"),
-            "requires": _deb_alternatives(stanza.get("Pre-Depends")) +
-            _deb_alternatives(stanza.get("Depends")),
-            "provides": provides, "url": base + "/" + filename,
+            "requires": [[alt[0] for alt in group] for group in relations],
+            "relations": [[relation_text(alt) for alt in group]
+                          for group in relations],
+            "provides": [group[0][0] for group in parse_deb_relations(
+                stanza.get("Provides"))], "url": base + "/" + filename,
             "file": filename.rsplit("/", 1)[-1], "sha256": sha,
             "size": int(stanza.get("Size", "0") or 0)}
 
@@ -2581,7 +2656,7 @@ def os_packages_meta(found):
             "packages": [{"name": p["name"], "version": p["version"],
                           "arch": p["arch"], "path": p["path"],
                           "wanted": p["wanted"], "needs": p["needs"],
-                          "requires": p["requires"]
+                          "requires": p["relations"]
                           if distro["family"] == "deb" else [],
                           "provides": p["provides"]
                           if distro["family"] == "deb" else []}
@@ -2819,10 +2894,16 @@ IMAGE_SCHEMA = ("record", ({
 PACKAGE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 PACKAGE_VERSION_RE = re.compile(r"[A-Za-z0-9.+:~_-]{1,128}")
 _PACKAGE_NAMES = ("list", (("match", PACKAGE_NAME_RE), 200))
+# A dependency as apt writes it: name, or name (op version).
+DEB_RELATION_TEXT_RE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}(?: \((?:<<|<=|=|>=|>>) "
+    r"[A-Za-z0-9.+:~_-]{1,128}\))?")
 OS_PACKAGE_SCHEMA = ("record", ({
     "name": ("match", PACKAGE_NAME_RE), "version": ("match", PACKAGE_VERSION_RE),
     "arch": ("match", TEXT_RE), "path": _MEMBER, "wanted": ("bool", None),
-    "needs": _PACKAGE_NAMES, "requires": ("list", (_PACKAGE_NAMES, 200)),
+    "needs": _PACKAGE_NAMES,
+    "requires": ("list", (("list", (("match", DEB_RELATION_TEXT_RE), 20)),
+                          200)),
     "provides": _PACKAGE_NAMES},
     ("name", "version", "arch", "path", "wanted", "needs", "requires",
      "provides")))
@@ -4741,37 +4822,37 @@ def _root_args(ctx, family):
 
 
 def host_packages(ctx, family):
-    """(installed package names, names and virtual names they provide)."""
+    """({installed package: version}, names they and what they provide)."""
     if family == "deb":
         argv = ["dpkg-query"]
         if ctx.host.root != "/":
             argv.append("--admindir=" + ctx.host.path("/var/lib/dpkg"))
-        argv += ["-W", "-f", "${Package}\t${Status}\t${Provides}\n"]
+        argv += ["-W", "-f", "${Package}\t${Status}\t${Version}\t"
+                 "${Provides}\n"]
     else:
         argv = ["rpm"] + _root_args(ctx, family) + \
-            ["-qa", "--qf", "%{NAME}\t%{NAME}\t\n"]
+            ["-qa", "--qf", "%{NAME}\tinstalled\t%{EPOCHNUM}:%{VERSION}-"
+             "%{RELEASE}\t\n"]
     result = ctx.runner.run(argv, change=False, check=False)
     if not result.ok and family == "rpm":
         raise UserError("cannot list the installed packages (%s): %s" % (
             " ".join(argv[:2]), last_line(result.output()) or "no output"))
-    names, provided = set(), set()
+    versions, provided = {}, set()
     for line in (result.stdout or "").splitlines():
         fields = line.split("\t")
-        if len(fields) < 2:
+        if len(fields) < 4 or fields[1].split()[-1:] != ["installed"]:
             continue
-        if family == "deb" and not fields[1].endswith(" installed"):
-            continue
-        names.add(fields[0])
+        versions[fields[0]] = fields[2]
         provided.add(fields[0])
-        for group in _deb_alternatives(fields[2] if len(fields) > 2 else ""):
-            provided.add(group[0])
-    return names, provided
+        provided.update(group[0][0] for group in parse_deb_relations(fields[3]))
+    return versions, provided
 
 
 def packages_to_install(entry, installed, provided):
     """The bundled packages this host lacks that the wanted ones need, in
-    the bundle's dependency order; a UserError when a dependency is met by
-    neither the host nor the bundle (nothing is installed then)."""
+    the bundle's dependency order; a UserError when a dependency (with its
+    version) is met by neither the host nor the bundle, so dpkg never
+    starts what it cannot finish.  (rpm checks its own: rpm --test.)"""
     packages = dict((p["name"], p) for p in entry["packages"])
     needed, pending = set(), [p["name"] for p in entry["packages"]
                               if p["wanted"] and p["name"] not in installed]
@@ -4782,18 +4863,28 @@ def packages_to_install(entry, installed, provided):
         needed.add(name)
         pending.extend(packages[name]["needs"])
     todo = [p for p in entry["packages"] if p["name"] in needed]
+    versions = dict(installed)
+    versions.update((p["name"], p["version"]) for p in todo)
     coming = set(provided)
     for package in todo:
         coming.update([package["name"]] + package["provides"])
     for package in todo:
-        for group in package["requires"]:
-            if not any(name in coming for name in group):
+        for text in package["requires"]:
+            group = [alt for relation in text
+                     for alt in parse_deb_relations(relation)[0]]
+            if not any(deb_relation_holds(versions[name], op, version)
+                       if name in versions else (op is None and name in coming)
+                       for name, op, version in group):
                 raise UserError(
-                    "%s needs %s, which neither this host nor the bundle has: "
-                    "install it first, or rebuild the bundle with --os %s "
+                    "%s needs %s, which neither this host nor the bundle has%s"
+                    ": install it first, or rebuild the bundle with --os %s "
                     "from the archive this host uses" % (
-                        package["name"], " | ".join(group),
-                        os_id_of((entry["id"], entry["version_id"]))))
+                        package["name"], " | ".join(text),
+                        " (this host has %s)" % ", ".join(
+                            "%s %s" % (name, versions[name])
+                            for name, _, _ in group if name in versions)
+                        if any(name in versions for name, _, _ in group)
+                        else "", os_id_of((entry["id"], entry["version_id"]))))
     return todo
 
 

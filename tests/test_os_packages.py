@@ -213,3 +213,196 @@ def test_os_bad_flags_are_one_line(run_cli, bundle_args, tmp_path, flags, says):
     rc, out, err, output = _bundle(run_cli, bundle_args, tmp_path, *flags)
     assert _one_error_line(rc, err) == says
     assert not output.exists()
+
+
+# -- --with-containerd -------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def containerd_release(file_server):
+    return osarchive.serve_containerd_release(file_server.root)
+
+
+def test_with_containerd_bundles_upstream_containerd_runc_and_a_unit(
+        run_cli, bundle_args, containerd_release, tmp_path):
+    rc, out, err, output = _bundle(run_cli, bundle_args, tmp_path,
+                                   "--with-containerd")
+    assert rc == 0, err
+    meta, members = _meta(output)
+    tarball = "containerd-1.6.20-linux-amd64.tar.gz"
+    assert meta["archives"]["containerd"] == "archives/" + tarball
+    assert meta["archives"]["runc"] == "archives/runc.amd64"
+    assert osarchive.sha256(members["archives/" + tarball]) == \
+        containerd_release[tarball]
+    assert osarchive.sha256(members["archives/runc.amd64"]) == \
+        containerd_release["runc.amd64"]
+    assert meta["versions"]["containerd"] == "1.6.20"
+    assert meta["versions"]["runc"] == "1.1.5"
+    unit = members["systemd/containerd.service"].decode()
+    assert "\nExecStart=/usr/local/bin/containerd\n" in unit
+    assert meta["systemd"]["containerd.service"] == "systemd/containerd.service"
+    assert "docker.service" not in meta["systemd"]
+    assert meta["checksum_sources"]["archives/runc.amd64"] == [
+        "publisher's file https://github.com/opencontainers/runc/releases/"
+        "download/v1.1.5/runc.sha256sum"]
+    assert meta["checksum_sources"]["archives/" + tarball] == [
+        "publisher's file https://github.com/containerd/containerd/releases/"
+        "download/v1.6.20/%s.sha256sum" % tarball]
+    assert run_cli("verify", output)[0] == 0
+
+
+def test_with_containerd_refuses_runc_that_differs_from_its_sha256sum(
+        run_cli, bundle_args, containerd_release, tmp_path):
+    other = fileserver.FileServer(str(tmp_path / "files"))
+    osarchive.serve_containerd_release(other.root, bad_runc_sum=True)
+    with other:
+        rc, out, err, output = _bundle(
+            run_cli, bundle_args, tmp_path, "--with-containerd",
+            "--file-mirror", "https://github.com/opencontainers/=%s/github.com/"
+            "opencontainers/" % other.base_url)
+    line = _one_error_line(rc, err)
+    assert "runc.amd64 failed its sha256 check" in line
+    assert not output.exists()
+
+
+def test_checksum_file_replaces_the_containerd_publishers_files(
+        run_cli, bundle_args, containerd_release, tmp_path):
+    args = list(bundle_args)
+    position = args.index("--checksum-file") + 1
+    with open(args[position]) as handle:
+        lines = handle.read()
+    args[position] = str(tmp_path / "sums")
+    with open(args[position], "w") as handle:
+        handle.write(lines + "".join("%s  %s\n" % (hexd, name) for name, hexd
+                                     in sorted(containerd_release.items())))
+    rc, out, err, output = _bundle(run_cli, args, tmp_path, "--with-containerd")
+    assert rc == 0, err
+    meta, _ = _meta(output)
+    assert meta["checksum_sources"]["archives/runc.amd64"][0] == \
+        "--checksum-file %s" % args[position]
+
+
+# -- the packages phase: real dpkg into a test root ----------------------------
+
+import k8s_offline as ko  # noqa: E402
+import install_support as sup  # noqa: E402
+
+REAL_RUNNER = ko.Runner
+REQUIRED = ("libc6", "base-files", "util-linux", "mount", "init-system-helpers")
+BARE_TOOLS = ("touch", "swapoff", "systemctl", "iptables-save")
+
+
+@pytest.fixture(scope="session")
+def debian_bundle(run_cli, bundle_args, apt_archives, containerd_release,
+                  fx_workdir):
+    """The bundle a user makes for bare Debian 12 hosts (a .tar)."""
+    folder = os.path.join(fx_workdir, "debian-bundle")
+    os.makedirs(folder, exist_ok=True)
+    output = os.path.join(folder, "b.tar")
+    rc, out, err = run_cli("bundle", *(list(bundle_args) + [
+        "--os", "debian-12", "--os-keyring", apt_archives.key.keyring,
+        "--with-containerd", "--output", output,
+        "--cache-dir", os.path.join(folder, "cache")] +
+        _mirror(apt_archives, "good")))
+    assert rc == 0, err
+    return output
+
+
+class PackagesRunner(sup.FakeRunner):
+    """The test host's runner: dpkg and dpkg-query run for real (on the
+    test root), everything else is the FakeRunner's."""
+
+    def _execute(self, argv, timeout=300, tee=None, input_text=None):
+        if argv[0] in ("dpkg", "dpkg-query"):
+            self.calls.append((list(argv), True))
+            return REAL_RUNNER._execute(self, argv, timeout=timeout)
+        return super(PackagesRunner, self)._execute(argv, timeout, tee,
+                                                    input_text)
+
+
+def bare_debian(root, apt_archives, os_release=("debian", "12"),
+                installed=REQUIRED):
+    """A Debian host tree with only `installed` (dpkg-installed for real
+    from the archive): no conntrack, socat, iptables, ip, ..."""
+    sup.make_root(root, tools=BARE_TOOLS)
+    for folder in ("var/lib/dpkg/updates", "var/lib/dpkg/info"):
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+    open(os.path.join(root, "var/lib/dpkg/status"), "w").close()
+    sup.write(root, "/etc/os-release", 'PRETTY_NAME="Test"\nID=%s\n'
+              'VERSION_ID="%s"\n' % os_release)
+    if installed:
+        pool = os.path.join(apt_archives.root, "good", "debian")
+        osarchive.run(["dpkg", "--root=" + root, "-i"] + [
+            os.path.join(pool, apt_archives.built[name][0])
+            for name in installed])
+    return root
+
+
+def installed_packages(root):
+    out = osarchive.run(["dpkg-query", "--admindir=" + os.path.join(
+        root, "var/lib/dpkg"), "-W", "-f", "${Package} ${Status}\n"])
+    return sorted(line.split()[0] for line in out.decode().splitlines()
+                  if line.endswith(" installed"))
+
+
+def fake_host(monkeypatch, root):
+    runner = PackagesRunner(root)
+    sup.install_fake(monkeypatch, root)
+    monkeypatch.setattr(ko, "Runner", lambda dry_run=False: runner.bind(dry_run))
+    runner.cluster.containerd_up = False
+    original = runner.answer
+
+    def answer(argv):
+        if argv[:4] == ["systemctl", "enable", "--now", "containerd"]:
+            runner.cluster.containerd_up = True
+        if argv[0] == "ctr" and "version" in argv and \
+                not runner.cluster.containerd_up:
+            return 1, ""
+        return original(argv)
+    runner.answer = answer
+    return runner
+
+
+def master_argv(root, bundle, *extra):
+    return ["master", "--root", root, "--bundle", bundle, "--no-progress",
+            "--no-wait", "--skip-phases", "join-file"] + list(extra)
+
+
+def test_bare_debian_12_gets_its_packages_and_containerd_from_the_bundle(
+        debian_bundle, apt_archives, tmp_path, monkeypatch, caplog):
+    root = bare_debian(str(tmp_path / "root"), apt_archives)
+    runner = fake_host(monkeypatch, root)
+    assert ko.main(master_argv(root, debian_bundle)) == 0
+    assert installed_packages(root) == sorted(
+        osarchive.DEB_EXPECTED + list(REQUIRED))
+    for tool in ("usr/sbin/conntrack", "usr/bin/socat", "usr/sbin/ebtables",
+                 "usr/sbin/ethtool", "usr/sbin/ipset", "usr/sbin/iptables",
+                 "usr/bin/ip", "usr/sbin/modprobe", "usr/sbin/sysctl"):
+        assert os.access(os.path.join(root, tool), os.X_OK), tool
+    # one dpkg -i of exactly what the host lacked, dependencies first
+    dpkg = runner.ran("dpkg", "--root=" + root, "-i")
+    assert len(dpkg) == 1
+    order = [os.path.basename(path).split("_")[0] for path in dpkg[0][3:]]
+    assert sorted(order) == osarchive.DEB_EXPECTED
+    assert order.index("libmnl0") < order.index("conntrack")
+    assert order.index("libnetfilter-conntrack3") < order.index("conntrack")
+    assert order.index("libip4tc2") < order.index("iptables")
+    # the staged copies are gone
+    assert not os.listdir(os.path.join(root, ko.PACKAGES_STAGE_DIR.lstrip("/")))
+    # the bundled containerd, as upstream lays it out, started by its unit
+    for name in osarchive.CONTAINERD_BINARIES:
+        assert os.access(os.path.join(root, "usr/local/bin", name), os.X_OK)
+    runc = os.path.join(root, "usr/local/sbin/runc")
+    assert os.access(runc, os.X_OK)
+    with tarfile.open(debian_bundle) as tar:
+        top = tar.getnames()[0].split("/")[0]
+        assert open(runc, "rb").read() == tar.extractfile(
+            top + "/archives/runc.amd64").read()
+    unit = open(os.path.join(root, "etc/systemd/system/containerd.service")).read()
+    assert unit == ko.CONTAINERD_LOCAL_SERVICE
+    assert runner.ran("systemctl", "enable", "--now", "containerd")
+    assert os.path.isfile(os.path.join(root, "etc/containerd/config.toml"))
+    phases = [r.getMessage() for r in caplog.records
+              if r.getMessage().startswith("[") and "done in" not in
+              r.getMessage()]
+    assert [p.split("]")[0][1:] for p in phases][:3] == [
+        "verify", "packages", "preflight"]
