@@ -2416,6 +2416,8 @@ def _deb_package(stanza, base, arch):
             "requires": [[alt[0] for alt in group] for group in relations],
             "relations": [[relation_text(alt) for alt in group]
                           for group in relations],
+            "pre_depends": sorted(set(alt[0] for group in parse_deb_relations(
+                stanza.get("Pre-Depends")) for alt in group)),
             "provides": [group[0][0] for group in parse_deb_relations(
                 stanza.get("Provides"))], "url": base + "/" + filename,
             "file": filename.rsplit("/", 1)[-1], "sha256": sha,
@@ -2658,6 +2660,7 @@ def os_packages_meta(found):
                           "wanted": p["wanted"], "needs": p["needs"],
                           "requires": p["relations"]
                           if distro["family"] == "deb" else [],
+                          "pre_depends": p.get("pre_depends", []),
                           "provides": p["provides"]
                           if distro["family"] == "deb" else []}
                          for p in packages]}
@@ -2901,12 +2904,12 @@ DEB_RELATION_TEXT_RE = re.compile(
 OS_PACKAGE_SCHEMA = ("record", ({
     "name": ("match", PACKAGE_NAME_RE), "version": ("match", PACKAGE_VERSION_RE),
     "arch": ("match", TEXT_RE), "path": _MEMBER, "wanted": ("bool", None),
-    "needs": _PACKAGE_NAMES,
+    "needs": _PACKAGE_NAMES, "pre_depends": _PACKAGE_NAMES,
     "requires": ("list", (("list", (("match", DEB_RELATION_TEXT_RE), 20)),
                           200)),
     "provides": _PACKAGE_NAMES},
     ("name", "version", "arch", "path", "wanted", "needs", "requires",
-     "provides")))
+     "pre_depends", "provides")))
 OS_PACKAGES_SCHEMA = ("map", (OS_ID_RE, ("record", ({
     "id": ("match", TEXT_RE), "version_id": ("match", TEXT_RE),
     "family": ("match", re.compile("deb|rpm")),
@@ -4888,6 +4891,19 @@ def packages_to_install(entry, installed, provided):
     return todo
 
 
+def install_batches(todo):
+    """todo (dependencies first) cut where a package pre-depends on one
+    before it: dpkg must have configured that one, so it is installed by
+    an earlier dpkg -i."""
+    batches, current = [], []
+    for package in todo:
+        if set(package["pre_depends"]) & set(p["name"] for p in current):
+            batches.append(current)
+            current = []
+        current.append(package)
+    return batches + [current] if current else batches
+
+
 def host_lacks_tools(host):
     return [tool for tool in PACKAGED_TOOLS if not host.which(tool)]
 
@@ -4939,20 +4955,23 @@ def phase_packages(ctx):
     ctx.host.makedirs(STATE_DIR, 0o700)
     ctx.host.makedirs(PACKAGES_STAGE_DIR, 0o700)
     ctx.host.makedirs(stage, 0o700)
-    staged = []
+    staged = {}
     for package in todo:
         target = "%s/%s" % (stage, package["path"].rsplit("/", 1)[1])
         ctx.host.install_member(target, ctx.bundle, package["path"], 0o600)
-        staged.append(ctx.host.path(target))
+        staged[package["name"]] = ctx.host.path(target)
     if family == "deb":
-        argv = ["dpkg"] + _root_args(ctx, family) + ["-i"] + staged
+        for batch in install_batches(todo):
+            ctx.runner.run(["dpkg"] + _root_args(ctx, family) + ["-i"] +
+                           [staged[p["name"]] for p in batch],
+                           timeout=1800, what="dpkg -i")
     else:
-        argv = ["rpm"] + _root_args(ctx, family) + ["-Uvh"] + staged
+        argv = ["rpm"] + _root_args(ctx, family) + ["-Uvh"] + \
+            [staged[p["name"]] for p in todo]
         if not ctx.dry_run:
             ctx.runner.run(argv + ["--test"], change=False, timeout=600,
                            what="rpm -Uvh --test (the dependency check)")
-    ctx.runner.run(argv, timeout=1800, what="%s %s" % (
-        argv[0], "-i" if family == "deb" else "-Uvh"))
+        ctx.runner.run(argv, timeout=1800, what="rpm -Uvh")
     ctx.host.remove(stage)
     if ctx.dry_run:
         return
@@ -4960,7 +4979,8 @@ def phase_packages(ctx):
     missing = [p["name"] for p in todo if p["name"] not in installed]
     if missing:
         raise UserError("%s is still not installed after %s: see its output "
-                        "in %s" % (missing[0], argv[0], INSTALL_LOG))
+                        "in %s" % (missing[0], "dpkg -i" if family == "deb"
+                                   else "rpm -Uvh", INSTALL_LOG))
 
 
 # -- phase: preflight -------------------------------------------------------

@@ -329,11 +329,14 @@ def bare_debian(root, apt_archives, os_release=("debian", "12"),
     open(os.path.join(root, "var/lib/dpkg/status"), "w").close()
     sup.write(root, "/etc/os-release", 'PRETTY_NAME="Test"\nID=%s\n'
               'VERSION_ID="%s"\n' % os_release)
-    if installed:
-        pool = os.path.join(apt_archives.root, "good", "debian")
-        osarchive.run(["dpkg", "--root=" + root, "-i"] + [
-            os.path.join(pool, apt_archives.built[name][0])
-            for name in installed])
+    pool = os.path.join(apt_archives.root, "good", "debian")
+    # the required packages first: iptables pre-depends on one of them
+    for batch in ([n for n in installed if n in REQUIRED],
+                  [n for n in installed if n not in REQUIRED]):
+        if batch:
+            osarchive.run(["dpkg", "--root=" + root, "-i"] + [
+                os.path.join(pool, apt_archives.built[name][0])
+                for name in batch])
     return root
 
 
@@ -380,8 +383,12 @@ def test_bare_debian_12_gets_its_packages_and_containerd_from_the_bundle(
         assert os.access(os.path.join(root, tool), os.X_OK), tool
     # one dpkg -i of exactly what the host lacked, dependencies first
     dpkg = runner.ran("dpkg", "--root=" + root, "-i")
-    assert len(dpkg) == 1
-    order = [os.path.basename(path).split("_")[0] for path in dpkg[0][3:]]
+    batches = [[os.path.basename(path).split("_")[0] for path in argv[3:]]
+               for argv in dpkg]
+    # procps pre-depends on libproc2-0: dpkg must configure that one first
+    assert len(batches) == 2
+    assert "libproc2-0" in batches[0] and batches[1][0] == "procps"
+    order = batches[0] + batches[1]
     assert sorted(order) == osarchive.DEB_EXPECTED
     assert order.index("libmnl0") < order.index("conntrack")
     assert order.index("libnetfilter-conntrack3") < order.index("conntrack")
@@ -406,3 +413,148 @@ def test_bare_debian_12_gets_its_packages_and_containerd_from_the_bundle(
               r.getMessage()]
     assert [p.split("]")[0][1:] for p in phases][:3] == [
         "verify", "packages", "preflight"]
+
+
+def test_a_second_run_installs_nothing_again(
+        debian_bundle, apt_archives, tmp_path, monkeypatch):
+    root = bare_debian(str(tmp_path / "root"), apt_archives)
+    fake_host(monkeypatch, root)
+    assert ko.main(master_argv(root, debian_bundle)) == 0
+    before = installed_packages(root)
+    runner = fake_host(monkeypatch, root)
+    assert ko.main(master_argv(root, debian_bundle)) == 0
+    assert not runner.ran("dpkg", "--root=" + root, "-i")
+    assert installed_packages(root) == before
+
+
+def test_only_what_the_host_lacks_is_installed_and_nothing_upgraded(
+        debian_bundle, apt_archives, tmp_path, monkeypatch):
+    have = REQUIRED + ("libip4tc2", "libxtables12", "netbase", "iptables",
+                       "libmnl0")
+    root = bare_debian(str(tmp_path / "root"), apt_archives, installed=have)
+    status = os.path.join(root, "var/lib/dpkg/status")
+    with open(status) as handle:       # the host's iptables is older
+        text = handle.read()
+    older = text.replace("Version: 1.8.9-2\nDepends: libip4tc2",
+                         "Version: 1.8.7-1\nDepends: libip4tc2")
+    assert older != text
+    with open(status, "w") as handle:
+        handle.write(older)
+    runner = fake_host(monkeypatch, root)
+    assert ko.main(master_argv(root, debian_bundle)) == 0
+    names = sorted(os.path.basename(p).split("_")[0]
+                   for argv in runner.ran("dpkg", "--root=" + root, "-i")
+                   for p in argv[3:])
+    assert names == sorted(set(osarchive.DEB_EXPECTED) - set(have))
+    assert installed_packages(root) == sorted(
+        osarchive.DEB_EXPECTED + list(REQUIRED))
+    out = osarchive.run(["dpkg-query", "--admindir=" + os.path.join(
+        root, "var/lib/dpkg"), "-W", "-f", "${Version}", "iptables"])
+    assert out == b"1.8.7-1"
+
+
+def test_dry_run_on_a_bare_host_changes_nothing_and_shows_the_install(
+        debian_bundle, apt_archives, tmp_path, monkeypatch, caplog):
+    root = bare_debian(str(tmp_path / "root"), apt_archives)
+    before = sup.snapshot(root)
+    runner = fake_host(monkeypatch, root)
+    assert ko.main(master_argv(root, debian_bundle, "--dry-run")) == 0
+    assert sup.snapshot(root) == before
+    shown = [argv for argv, executed in runner.calls if not executed]
+    dpkg = [argv for argv in shown if argv[:3] == ["dpkg", "--root=" + root,
+                                                   "-i"]]
+    assert sum(len(argv) - 3 for argv in dpkg) == len(osarchive.DEB_EXPECTED)
+    text = caplog.text
+    assert "installing %d packages for debian-12: " % len(
+        osarchive.DEB_EXPECTED) in text
+    assert "would write /usr/local/sbin/runc" in text
+    assert "would write /usr/local/bin/containerd " in text
+    assert "would write /etc/systemd/system/containerd.service" in text
+
+
+@pytest.mark.parametrize("os_release, says", [
+    (("debian", "11"), "error: this host is debian-11 and lacks conntrack, "
+     "socat, ebtables, ethtool, ipset, iptables, ip, tc, modprobe, sysctl, "
+     "but the bundle carries packages only for debian-12: rebuild it with "
+     "--os debian-11"),
+    (("fedora", "39"), "error: this host (fedora 39 in /etc/os-release) lacks "
+     "conntrack, socat, ebtables, ethtool, ipset, iptables, ip, tc, modprobe, "
+     "sysctl and no --os covers it (the bundle has debian-12): install "
+     "conntrack, socat, ebtables, ethtool, ipset, iptables, ip, tc, modprobe, "
+     "sysctl with the host's own packages"),
+])
+def test_a_host_the_bundle_does_not_cover_is_refused_unchanged(
+        run_cli, debian_bundle, apt_archives, tmp_path, monkeypatch,
+        os_release, says, capsys):
+    root = bare_debian(str(tmp_path / "root"), apt_archives,
+                       os_release=os_release)
+    before = sup.snapshot(root)
+    fake_host(monkeypatch, root)
+    assert ko.main(master_argv(root, debian_bundle)) == 2
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("error")] \
+        == [says]
+    assert "Traceback" not in err
+    assert sup.snapshot(root) == before
+
+
+def test_a_host_of_another_os_that_lacks_nothing_still_installs(
+        debian_bundle, tmp_path, monkeypatch, caplog):
+    root = sup.make_root(str(tmp_path / "root"))        # every tool there
+    sup.write(root, "/etc/os-release", "ID=ubuntu\nVERSION_ID=\"22.04\"\n")
+    for tool in ("ipset", "modprobe", "sysctl"):
+        sup.write(root, "/usr/sbin/" + tool, "#!/bin/sh\n", 0o755)
+    runner = fake_host(monkeypatch, root)
+    assert ko.main(master_argv(root, debian_bundle)) == 0
+    assert not runner.ran("dpkg", "--root=" + root, "-i")
+    assert "this host (ubuntu 22.04) has every tool the packages supply; the " \
+           "bundle's packages are for debian-12" in caplog.text
+
+
+def test_a_dependency_too_old_on_the_host_is_refused_before_dpkg_runs(
+        debian_bundle, apt_archives, tmp_path, monkeypatch, capsys):
+    root = bare_debian(str(tmp_path / "root"), apt_archives)
+    status = os.path.join(root, "var/lib/dpkg/status")
+    with open(status) as handle:
+        text = handle.read()
+    # the host's init-system-helpers is older than procps and iptables need
+    text = text.replace("Package: init-system-helpers\nStatus: install ok "
+                        "installed\nPriority: required\nSection: admin\n"
+                        "Maintainer: t <t@example.org>\nArchitecture: amd64\n"
+                        "Version: 1.65.2", "Package: init-system-helpers\n"
+                        "Status: install ok installed\nPriority: required\n"
+                        "Section: admin\nMaintainer: t <t@example.org>\n"
+                        "Architecture: amd64\nVersion: 1.20")
+    assert "Version: 1.20" in text
+    with open(status, "w") as handle:
+        handle.write(text)
+    before = sup.snapshot(root)
+    runner = fake_host(monkeypatch, root)
+    assert ko.main(master_argv(root, debian_bundle)) == 2
+    err = capsys.readouterr().err
+    assert "error: iptables needs init-system-helpers (>= 1.54~), which " \
+           "neither this host nor the bundle has (this host has " \
+           "init-system-helpers 1.20): install it first, or rebuild the " \
+           "bundle with --os debian-12 from the archive this host uses" in err
+    assert not runner.ran("dpkg", "--root=" + root, "-i")
+    assert sup.snapshot(root) == before
+
+
+def test_a_package_changed_in_the_bundle_is_refused_before_the_host_changes(
+        debian_bundle, apt_archives, tmp_path, monkeypatch, capsys):
+    folder = str(tmp_path / "bundle")
+    with tarfile.open(debian_bundle) as tar:
+        tar.extractall(folder)
+    top = os.path.join(folder, os.listdir(folder)[0])
+    victim = [name for name in os.listdir(os.path.join(
+        top, "packages", "debian-12")) if name.startswith("conntrack_")][0]
+    with open(os.path.join(top, "packages", "debian-12", victim), "ab") as h:
+        h.write(b"\0")
+    root = bare_debian(str(tmp_path / "root"), apt_archives)
+    before = sup.snapshot(root)
+    runner = fake_host(monkeypatch, root)
+    assert ko.main(master_argv(root, top)) == 2
+    err = capsys.readouterr().err
+    assert "packages/debian-12/%s" % victim in err.splitlines()[-1]
+    assert not runner.ran("dpkg", "--root=" + root, "-i")
+    assert sup.snapshot(root) == before
