@@ -4891,6 +4891,29 @@ def packages_to_install(entry, installed, provided):
     return todo
 
 
+def install_staged(ctx, family, todo, stage):
+    """Copy each package to stage, hashed on the way (only the verified
+    bytes are installed), then dpkg -i them (batches) or rpm -Uvh them
+    (after rpm -Uvh --test, which changes nothing if a dependency fails)."""
+    staged = {}
+    for package in todo:
+        target = "%s/%s" % (stage, package["path"].rsplit("/", 1)[1])
+        ctx.host.install_member(target, ctx.bundle, package["path"], 0o600)
+        staged[package["name"]] = ctx.host.path(target)
+    if family == "deb":
+        for batch in install_batches(todo):
+            ctx.runner.run(["dpkg"] + _root_args(ctx, family) + ["-i"] +
+                           [staged[p["name"]] for p in batch],
+                           timeout=1800, what="dpkg -i")
+        return
+    argv = ["rpm"] + _root_args(ctx, family) + ["-Uvh"] + \
+        [staged[p["name"]] for p in todo]
+    if not ctx.dry_run:
+        ctx.runner.run(argv + ["--test"], change=False, timeout=600,
+                       what="rpm -Uvh --test (the dependency check)")
+    ctx.runner.run(argv, timeout=1800, what="rpm -Uvh")
+
+
 def install_batches(todo):
     """todo (dependencies first) cut where a package pre-depends on one
     before it: dpkg must have configured that one, so it is installed by
@@ -4952,27 +4975,17 @@ def phase_packages(ctx):
              "" if len(todo) == 1 else "s", os_id,
              ", ".join("%s %s" % (p["name"], p["version"]) for p in todo))
     stage = "%s/%s" % (PACKAGES_STAGE_DIR, os_id)
-    ctx.host.makedirs(STATE_DIR, 0o700)
-    ctx.host.makedirs(PACKAGES_STAGE_DIR, 0o700)
-    ctx.host.makedirs(stage, 0o700)
-    staged = {}
-    for package in todo:
-        target = "%s/%s" % (stage, package["path"].rsplit("/", 1)[1])
-        ctx.host.install_member(target, ctx.bundle, package["path"], 0o600)
-        staged[package["name"]] = ctx.host.path(target)
-    if family == "deb":
-        for batch in install_batches(todo):
-            ctx.runner.run(["dpkg"] + _root_args(ctx, family) + ["-i"] +
-                           [staged[p["name"]] for p in batch],
-                           timeout=1800, what="dpkg -i")
-    else:
-        argv = ["rpm"] + _root_args(ctx, family) + ["-Uvh"] + \
-            [staged[p["name"]] for p in todo]
-        if not ctx.dry_run:
-            ctx.runner.run(argv + ["--test"], change=False, timeout=600,
-                           what="rpm -Uvh --test (the dependency check)")
-        ctx.runner.run(argv, timeout=1800, what="rpm -Uvh")
-    ctx.host.remove(stage)
+    made = [folder for folder in (STATE_DIR, PACKAGES_STAGE_DIR, stage)
+            if not ctx.host.isdir(folder)]
+    try:
+        for folder in made:
+            ctx.host.makedirs(folder, 0o700)
+        install_staged(ctx, family, todo, stage)
+    finally:
+        ctx.host.remove(stage)
+        for folder in reversed([f for f in made if f != stage]):
+            if not ctx.host.listdir(folder):
+                ctx.host.remove(folder)
     if ctx.dry_run:
         return
     installed, _ = host_packages(ctx, family)

@@ -394,7 +394,7 @@ def test_bare_debian_12_gets_its_packages_and_containerd_from_the_bundle(
     assert order.index("libnetfilter-conntrack3") < order.index("conntrack")
     assert order.index("libip4tc2") < order.index("iptables")
     # the staged copies are gone
-    assert not os.listdir(os.path.join(root, ko.PACKAGES_STAGE_DIR.lstrip("/")))
+    assert not os.path.exists(os.path.join(root, ko.PACKAGES_STAGE_DIR.lstrip("/")))
     # the bundled containerd, as upstream lays it out, started by its unit
     for name in osarchive.CONTAINERD_BINARIES:
         assert os.access(os.path.join(root, "usr/local/bin", name), os.X_OK)
@@ -558,3 +558,185 @@ def test_a_package_changed_in_the_bundle_is_refused_before_the_host_changes(
     assert "packages/debian-12/%s" % victim in err.splitlines()[-1]
     assert not runner.ran("dpkg", "--root=" + root, "-i")
     assert sup.snapshot(root) == before
+
+
+# -- RPM: a real createrepo_c repository, rpm into a test root ----------------
+
+CENTOS = "https://vault.centos.org/7.9.2009/os/x86_64/"
+ROCKY = "https://dl.rockylinux.org/vault/rocky/8.9/"
+
+
+@pytest.fixture(scope="session")
+def rpm_repos(fx_workdir):
+    """centos/ (one repository, signed repomd.xml, gzip), rocky/ (BaseOS and
+    AppStream, xz, unsigned), centos-tampered/ (socat is not what primary.xml
+    says).  .key: the signing key."""
+    folder = os.path.join(fx_workdir, "rpm")
+    server = fileserver.FileServer(os.path.join(folder, "files"))
+    key = osarchive.GpgKey(os.path.join(folder, "key"))
+    try:
+        server.built = osarchive.build_rpm_repos(
+            [os.path.join(server.root, "centos")], key=key)
+        osarchive.build_rpm_repos(
+            [os.path.join(server.root, "rocky", name, "x86_64", "os")
+             for name in ("BaseOS", "AppStream")], compress="xz")
+        built = osarchive.build_rpm_repos(
+            [os.path.join(server.root, "centos-tampered")], key=key)
+        socat = [path for _, path, _ in built.values() if "socat" in path][0]
+        with open(os.path.join(server.root, "centos-tampered", socat), "ab") as h:
+            h.write(b"\0")
+    finally:
+        key.close()
+    server.key = key
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_os_centos_7_from_a_createrepo_c_repository(
+        run_cli, bundle_args, rpm_repos, tmp_path):
+    rc, out, err, output = _bundle(
+        run_cli, bundle_args, tmp_path, "--os", "centos-7",
+        "--os-keyring", rpm_repos.key.keyring,
+        "--file-mirror", "%s=%s/centos/" % (CENTOS, rpm_repos.base_url))
+    assert rc == 0, err
+    meta, members = _meta(output)
+    entry = meta["os_packages"]["centos-7"]
+    assert (entry["id"], entry["version_id"], entry["family"]) == \
+        ("centos", "7", "rpm")
+    names = [p["name"] for p in entry["packages"]]
+    assert sorted(names) == osarchive.RPM_EXPECTED
+    versions = dict((p["name"], p["version"]) for p in entry["packages"])
+    assert versions["ipset"] == "0:7.1-1.el7"        # the newer of two
+    assert versions["ethtool"] == "2:4.8-1.el7"
+    for position, package in enumerate(entry["packages"]):
+        for need in package["needs"]:
+            assert names.index(need) < position
+        _, _, sha = rpm_repos.built[os.path.basename(package["path"])]
+        assert meta["files"][package["path"]]["sha256"] == sha
+        assert osarchive.sha256(members[package["path"]]) == sha
+    assert entry["signatures"] == [
+        "https://vault.centos.org/7.9.2009/os/x86_64: signature checked "
+        "with %s" % rpm_repos.key.keyring]
+    assert run_cli("verify", output)[0] == 0
+
+
+def test_os_rocky_8_reads_both_repositories_and_says_unsigned(
+        run_cli, bundle_args, rpm_repos, tmp_path):
+    rc, out, err, output = _bundle(
+        run_cli, bundle_args, tmp_path, "--os", "rocky-8",
+        "--file-mirror", "%s=%s/rocky/" % (ROCKY, rpm_repos.base_url))
+    assert rc == 0, err
+    meta, _ = _meta(output)
+    names = sorted(p["name"] for p in meta["os_packages"]["rocky-8"]["packages"])
+    assert names == sorted(set(osarchive.RPM_EXPECTED) - {"ebtables"} |
+                           {"iptables", "iptables-ebtables"})
+    assert "https://dl.rockylinux.org/vault/rocky/8.9/AppStream/x86_64/os: " \
+           "signature NOT checked (no keyring: give --os-keyring)" in out
+    assert "packages/rocky-8/socat-1.7.3.2-1.el7.x86_64.rpm" in meta["files"]
+
+
+def test_os_rpm_whose_sha256_differs_from_primary_is_refused(
+        run_cli, bundle_args, rpm_repos, tmp_path):
+    rc, out, err, output = _bundle(
+        run_cli, bundle_args, tmp_path, "--os", "centos-7",
+        "--os-keyring", rpm_repos.key.keyring,
+        "--file-mirror", "%s=%s/centos-tampered/" % (CENTOS,
+                                                     rpm_repos.base_url))
+    line = _one_error_line(rc, err)
+    assert "socat-1.7.3.2-1.el7.x86_64.rpm failed its sha256 check" in line
+    assert not output.exists()
+
+
+def test_os_rpm_repository_signed_by_no_one_is_refused_with_a_keyring(
+        run_cli, bundle_args, rpm_repos, tmp_path):
+    rc, out, err, output = _bundle(
+        run_cli, bundle_args, tmp_path, "--os", "rocky-8",
+        "--os-keyring", rpm_repos.key.keyring,
+        "--file-mirror", "%s=%s/rocky/" % (ROCKY, rpm_repos.base_url))
+    line = _one_error_line(rc, err)
+    assert "repomd.xml (repomd.xml.asc) is missing, so it cannot be checked " \
+           "with %s: refusing the repository" % rpm_repos.key.keyring in line
+
+
+@pytest.fixture(scope="session")
+def centos_bundle(run_cli, bundle_args, rpm_repos, fx_workdir):
+    folder = os.path.join(fx_workdir, "centos-bundle")
+    os.makedirs(folder, exist_ok=True)
+    output = os.path.join(folder, "b.tar")
+    rc, out, err = run_cli("bundle", *(list(bundle_args) + [
+        "--os", "centos-7", "--os-keyring", rpm_repos.key.keyring,
+        "--output", output, "--cache-dir", os.path.join(folder, "cache"),
+        "--file-mirror", "%s=%s/centos/" % (CENTOS, rpm_repos.base_url)]))
+    assert rc == 0, err
+    return output
+
+
+def bare_centos(root, rpm_repos):
+    """A CentOS 7 host tree whose rpm database holds the core packages."""
+    sup.make_root(root, tools=BARE_TOOLS)
+    os.makedirs(os.path.join(root, "var/lib"))
+    sup.write(root, "/etc/os-release", 'NAME="CentOS Linux"\nID="centos"\n'
+              'VERSION_ID="7"\n')
+    core = [path for name, (_, path, _) in sorted(rpm_repos.built.items())
+            if name.split("-")[0] in ("glibc", "bash", "filesystem", "kmod")
+            or name.startswith(("util-linux-", "libmnl-", "iproute-",
+                                "iptables-1", "procps-ng-"))]
+    osarchive.run(["rpm", "--root", root, "--initdb"])
+    osarchive.run(["rpm", "--root", root, "-Uvh"] + [
+        os.path.join(rpm_repos.root, "centos", path) for path in core])
+    return root
+
+
+def rpm_installed(root):
+    out = osarchive.run(["rpm", "--root", root, "-qa", "--qf", "%{NAME}\n"])
+    return sorted(out.decode().split())
+
+
+class RpmRunner(PackagesRunner):
+    def _execute(self, argv, timeout=300, tee=None, input_text=None):
+        if argv[0] == "rpm":
+            self.calls.append((list(argv), True))
+            return REAL_RUNNER._execute(self, argv, timeout=timeout)
+        return super(RpmRunner, self)._execute(argv, timeout, tee, input_text)
+
+
+def test_bare_centos_7_gets_its_packages_with_rpm(
+        centos_bundle, rpm_repos, tmp_path, monkeypatch):
+    root = bare_centos(str(tmp_path / "root"), rpm_repos)
+    core = rpm_installed(root)
+    runner = RpmRunner(root)
+    sup.install_fake(monkeypatch, root)
+    monkeypatch.setattr(ko, "Runner", lambda dry_run=False: runner.bind(dry_run))
+    assert ko.main(master_argv(root, centos_bundle)) == 0
+    assert rpm_installed(root) == sorted(core + osarchive.RPM_EXPECTED)
+    for tool in ("usr/sbin/conntrack", "usr/bin/socat", "usr/sbin/ebtables",
+                 "usr/sbin/ipset", "usr/sbin/ethtool"):
+        assert os.access(os.path.join(root, tool), os.X_OK), tool
+    tested = runner.ran("rpm", "--root", root, "-Uvh")
+    assert len(tested) == 2 and tested[0][-1] == "--test"
+    assert sorted(os.path.basename(p).rsplit("-", 2)[0]
+                  for p in tested[1][4:]) == osarchive.RPM_EXPECTED
+    runner.calls = []
+    assert ko.main(master_argv(root, centos_bundle)) == 0
+    assert not runner.ran("rpm", "--root", root, "-Uvh")
+
+
+def test_rpm_host_missing_a_core_library_is_refused_unchanged(
+        centos_bundle, rpm_repos, tmp_path, monkeypatch, capsys):
+    root = bare_centos(str(tmp_path / "root"), rpm_repos)
+    osarchive.run(["rpm", "--root", root, "-e", "--nodeps", "libmnl"])
+    before = sup.snapshot(root)
+    runner = RpmRunner(root)
+    sup.install_fake(monkeypatch, root)
+    monkeypatch.setattr(ko, "Runner", lambda dry_run=False: runner.bind(dry_run))
+    assert ko.main(master_argv(root, centos_bundle)) == 2
+    err = capsys.readouterr().err
+    assert "error: rpm -Uvh --test (the dependency check) failed (exit " in err
+    assert "): libmnl.so.0()(64bit) is needed by" in err
+    assert [argv[-1] for argv in runner.ran("rpm", "--root", root, "-Uvh")] \
+        == ["--test"]
+    after = sup.snapshot(root)
+    changed = sorted(path for path in set(before) | set(after)
+                     if before.get(path) != after.get(path))
+    assert [p for p in changed if ".rpmdb" not in p] == []
