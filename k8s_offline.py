@@ -268,6 +268,10 @@ class UserError(Exception):
     """A problem the user can fix: printed as one line, exit status 2."""
 
 
+class NotFoundError(UserError):
+    """A download the server does not have (HTTP 404)."""
+
+
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
@@ -1203,7 +1207,7 @@ class RegistryClient(object):
                         continue
                     digest, have = hashlib.new(algorithm), 0
                 elif response.status_code == 404:
-                    raise UserError("%s: not found (HTTP 404)" % label)
+                    raise NotFoundError("%s: not found (HTTP 404)" % label)
                 elif response.status_code not in (200, 206):
                     raise UserError("%s: the server answered HTTP %d"
                                     % (label, response.status_code))
@@ -2378,16 +2382,23 @@ def apt_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
     index.minimal = set()
     for component in distro["components"]:
         stem = "%s/binary-%s/Packages" % (component, arch)
-        name = next((stem + suffix for suffix in (".xz", ".gz", "")
-                     if stem + suffix in sums), None)
-        if name is None:
+        names = [stem + suffix for suffix in (".xz", ".gz", "")
+                 if stem + suffix in sums]
+        if not names:
             raise UserError("the Release of %s lists no %s: the archive does "
                             "not carry %s %s" % (distro["suite"], stem,
                                                  component, arch))
-        url = apply_file_mirror("%s/dists/%s/%s" % (base, distro["suite"],
-                                                    name), file_mirrors)
-        text = fetch_metadata(client, cache, url, sums[name][0],
-                              _url_host(url) in insecure)
+        text = None
+        for name in names:       # a partial mirror may keep one form only
+            url = apply_file_mirror("%s/dists/%s/%s" % (
+                base, distro["suite"], name), file_mirrors)
+            try:
+                text = fetch_metadata(client, cache, url, sums[name][0],
+                                      _url_host(url) in insecure)
+                break
+            except NotFoundError:
+                if name == names[-1]:
+                    raise
         for stanza in parse_deb822(text.decode("utf-8", "replace")):
             package = _deb_package(stanza, base, arch)
             if package is None:
@@ -2400,26 +2411,25 @@ def apt_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
     return index
 
 
+def archive_url(base, path):
+    """The URL of a file the metadata names by its path in the archive,
+    quoted as apt quotes it (a pool name may hold a literal %3a)."""
+    from urllib.parse import quote
+    return base + "/" + quote(path, safe="/+~")
+
+
 def _deb_package(stanza, base, arch):
-    """A Packages stanza as the resolver's package, None if unusable.
-    requires: groups of alternative names; relations: the same with their
-    version constraints, as the packages phase checks them on the host."""
+    """A Packages stanza as the resolver's package, None if unusable; its
+    dependencies are read when the resolver asks (package_requires)."""
     name, filename = stanza.get("Package"), stanza.get("Filename")
     sha = stanza.get("SHA256", "")
     if not name or not filename or not full_match(SHA256_HEX_RE, sha) or \
             stanza.get("Architecture") not in (arch, "all"):
         return None
-    relations = parse_deb_relations(stanza.get("Pre-Depends")) + \
-        parse_deb_relations(stanza.get("Depends"))
     return {"name": name, "version": stanza.get("Version", ""),
-            "arch": stanza.get("Architecture"),
-            "requires": [[alt[0] for alt in group] for group in relations],
-            "relations": [[relation_text(alt) for alt in group]
-                          for group in relations],
-            "pre_depends": sorted(set(alt[0] for group in parse_deb_relations(
-                stanza.get("Pre-Depends")) for alt in group)),
+            "arch": stanza.get("Architecture"), "stanza": stanza,
             "provides": [group[0][0] for group in parse_deb_relations(
-                stanza.get("Provides"))], "url": base + "/" + filename,
+                stanza.get("Provides"))], "url": archive_url(base, filename),
             "file": filename.rsplit("/", 1)[-1], "sha256": sha,
             "size": int(stanza.get("Size", "0") or 0)}
 
@@ -2528,7 +2538,7 @@ def _rpm_package(element, base, rpm_arch):
             "requires": [[name] for name in entries("requires")
                          if not name.startswith(("rpmlib(", "("))],
             "provides": entries("provides") + [f for f in files if f],
-            "url": base + "/" + href, "file": href.rsplit("/", 1)[-1],
+            "url": archive_url(base, href), "file": href.rsplit("/", 1)[-1],
             "sha256": (checksum.text or "").strip(),
             "size": int(size.get("package", "0")) if size is not None else 0}
 
@@ -2545,6 +2555,23 @@ def rpm_version_key(version):
     return key
 
 
+def package_requires(package):
+    """A package's dependencies as groups of alternative names, read from
+    its Packages stanza the first time (with the version constraints the
+    packages phase checks on the host, and its Pre-Depends)."""
+    if "requires" not in package:
+        stanza = package["stanza"]
+        pre = parse_deb_relations(stanza.get("Pre-Depends"))
+        relations = pre + parse_deb_relations(stanza.get("Depends"))
+        package["requires"] = [[alt[0] for alt in group]
+                               for group in relations]
+        package["relations"] = [[relation_text(alt) for alt in group]
+                                for group in relations]
+        package["pre_depends"] = sorted(set(alt[0] for group in pre
+                                            for alt in group))
+    return package["requires"]
+
+
 def resolve_packages(index, wanted):
     """The packages to bundle, dependencies first: wanted and what they
     need that the minimal install (and its dependencies) lacks.  Each gets
@@ -2557,7 +2584,7 @@ def resolve_packages(index, wanted):
         if name in minimal:
             continue
         minimal.add(name)
-        for group in index.packages[name]["requires"]:
+        for group in package_requires(index.packages[name]):
             found = [index.provider(c, minimal) for c in group]
             found = [n for n in found if n]
             if found and not any(n in minimal for n in found):
@@ -2572,7 +2599,7 @@ def resolve_packages(index, wanted):
             return
         chosen[name] = []
         package = index.packages[name]
-        for group in package["requires"]:
+        for group in package_requires(package):
             if any(c in minimal_caps for c in group):
                 continue
             target = None
