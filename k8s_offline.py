@@ -4078,10 +4078,41 @@ def default_route_interface(host):
     return None
 
 
+SIOCGIFADDR = 0x8915
+SIOCGIFNETMASK = 0x891b
+
+
+def kernel_ipv4_addresses():
+    """[(interface, ip_interface)] asked of the kernel (an ioctl per
+    interface: its primary IPv4 address and netmask), for a bare host
+    whose iproute2 the packages phase has not installed yet."""
+    import fcntl
+    import struct
+    found = []
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode("utf-8")[:15])
+            try:
+                address = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)
+                netmask = fcntl.ioctl(sock.fileno(), SIOCGIFNETMASK, request)
+            except OSError:         # no IPv4 address on this interface
+                continue
+            found.append((name, ipaddress.ip_interface("%s/%s" % (
+                socket.inet_ntoa(address[20:24]),
+                socket.inet_ntoa(netmask[20:24])))))
+    finally:
+        sock.close()
+    return found
+
+
 def host_addresses(runner):
-    """[(interface, ip_interface)] of the host's IPv4 addresses."""
+    """[(interface, ip_interface)] of the host's IPv4 addresses (from the
+    kernel itself where `ip` is not installed)."""
     result = runner.run(["ip", "-o", "-4", "addr", "show"], change=False,
                         check=False)
+    if result.returncode == 127:
+        return kernel_ipv4_addresses()
     found = []
     for line in result.stdout.splitlines():
         match = re.match(r"^\d+:\s+(\S+)\s+inet\s+(\S+)", line)

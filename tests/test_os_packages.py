@@ -740,3 +740,25 @@ def test_rpm_host_missing_a_core_library_is_refused_unchanged(
     changed = sorted(path for path in set(before) | set(after)
                      if before.get(path) != after.get(path))
     assert [p for p in changed if ".rpmdb" not in p] == []
+
+
+# -- a bare host has no iproute2 before the packages phase ---------------------
+
+class NoIpRunner(REAL_RUNNER):
+    """The real runner on a host without `ip` (the command is not found)."""
+
+    def _execute(self, argv, timeout=300, tee=None, input_text=None):
+        if argv[0] == "ip":
+            return ko.CommandResult(argv, 127, "", "ip: No such file or directory")
+        return REAL_RUNNER._execute(self, argv, timeout=timeout, tee=tee,
+                                    input_text=input_text)
+
+
+def test_host_addresses_without_ip_come_from_the_kernel():
+    ip = ko.host_addresses(REAL_RUNNER())      # this machine has iproute2
+    kernel = ko.host_addresses(NoIpRunner())
+    assert ("lo", ko.ipaddress.ip_interface("127.0.0.1/8")) in kernel
+    route = ko.default_route_interface(ko.Host("/"))
+    assert [a for name, a in kernel if name == route] == \
+        [a for name, a in ip if name == route][:1]
+    assert set(kernel) <= set(ip) | set(ko.host_addresses(REAL_RUNNER()))
