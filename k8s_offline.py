@@ -135,36 +135,34 @@ RPM_CORE_ROCKY8 = ("basesystem", "bash", "coreutils", "filesystem", "glibc",
                    "util-linux", "procps-ng", "kmod", "e2fsprogs",
                    "hostname", "passwd", "sudo", "vim-minimal", "less",
                    "openssh-server", "iproute")
-_UBUNTU = {"amd64": "http://archive.ubuntu.com/ubuntu",
-           "arm64": "http://ports.ubuntu.com/ubuntu-ports"}
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+UBUNTU_KEYRING = "/usr/share/keyrings/ubuntu-archive-keyring.gpg"
+
+
+def _apt_distro(distro_id, version_id, suite, amd64, arm64=None):
+    """A DISTROS entry of an apt distribution (Ubuntu: main and universe,
+    where ipset lives)."""
+    ubuntu = distro_id == "ubuntu"
+    return {"id": distro_id, "version_id": version_id, "family": "deb",
+            "base": {"amd64": amd64, "arm64": arm64 or amd64},
+            "suite": suite,
+            "components": ("main", "universe") if ubuntu else ("main",),
+            "keyring": UBUNTU_KEYRING if ubuntu else DEBIAN_KEYRING}
+
+
+_UBUNTU = ("http://archive.ubuntu.com/ubuntu",
+           "http://ports.ubuntu.com/ubuntu-ports")
 DISTROS = {
-    "debian-10": {"id": "debian", "version_id": "10", "family": "deb",
-                  "base": {"amd64": "https://archive.debian.org/debian",
-                           "arm64": "https://archive.debian.org/debian"},
-                  "suite": "buster", "components": ("main",),
-                  "keyring": "/usr/share/keyrings/debian-archive-keyring.gpg"},
-    "debian-11": {"id": "debian", "version_id": "11", "family": "deb",
-                  "base": {"amd64": "https://deb.debian.org/debian",
-                           "arm64": "https://deb.debian.org/debian"},
-                  "suite": "bullseye", "components": ("main",),
-                  "keyring": "/usr/share/keyrings/debian-archive-keyring.gpg"},
-    "debian-12": {"id": "debian", "version_id": "12", "family": "deb",
-                  "base": {"amd64": "https://deb.debian.org/debian",
-                           "arm64": "https://deb.debian.org/debian"},
-                  "suite": "bookworm", "components": ("main",),
-                  "keyring": "/usr/share/keyrings/debian-archive-keyring.gpg"},
-    "ubuntu-18.04": {"id": "ubuntu", "version_id": "18.04", "family": "deb",
-                     "base": _UBUNTU, "suite": "bionic",
-                     "components": ("main", "universe"),
-                     "keyring": "/usr/share/keyrings/ubuntu-archive-keyring.gpg"},
-    "ubuntu-20.04": {"id": "ubuntu", "version_id": "20.04", "family": "deb",
-                     "base": _UBUNTU, "suite": "focal",
-                     "components": ("main", "universe"),
-                     "keyring": "/usr/share/keyrings/ubuntu-archive-keyring.gpg"},
-    "ubuntu-22.04": {"id": "ubuntu", "version_id": "22.04", "family": "deb",
-                     "base": _UBUNTU, "suite": "jammy",
-                     "components": ("main", "universe"),
-                     "keyring": "/usr/share/keyrings/ubuntu-archive-keyring.gpg"},
+    # buster has left deb.debian.org for the archive
+    "debian-10": _apt_distro("debian", "10", "buster",
+                             "https://archive.debian.org/debian"),
+    "debian-11": _apt_distro("debian", "11", "bullseye",
+                             "https://deb.debian.org/debian"),
+    "debian-12": _apt_distro("debian", "12", "bookworm",
+                             "https://deb.debian.org/debian"),
+    "ubuntu-18.04": _apt_distro("ubuntu", "18.04", "bionic", *_UBUNTU),
+    "ubuntu-20.04": _apt_distro("ubuntu", "20.04", "focal", *_UBUNTU),
+    "ubuntu-22.04": _apt_distro("ubuntu", "22.04", "jammy", *_UBUNTU),
     # CentOS 7 is end of life: its last tree lives on vault.centos.org
     # (aarch64 under altarch/).  Rocky 8: the pinned 8.9 tree in the vault,
     # which does not move as pub/rocky/8 does.

@@ -5,11 +5,12 @@ minimal install, each checked against the signed metadata."""
 
 import json
 import os
-import shutil
 import tarfile
 
 import pytest
 
+import install_support as sup
+import k8s_offline as ko
 from fixtures import fileserver, osarchive
 
 DEBIAN = "https://deb.debian.org/debian/"
@@ -54,6 +55,14 @@ def _mirror(server, prefix):
                                                    prefix)]
 
 
+def _debian_12(run_cli, bundle_args, tmp_path, apt_archives, prefix):
+    """bundle --os debian-12 from the archive under prefix, checked with
+    the good key."""
+    return _bundle(run_cli, bundle_args, tmp_path, "--os", "debian-12",
+                   "--os-keyring", apt_archives.key.keyring,
+                   *_mirror(apt_archives, prefix))
+
+
 def _bundle(run_cli, bundle_args, tmp_path, *extra):
     output = tmp_path / "b.tar"
     rc, out, err = run_cli("bundle", *(list(bundle_args) + [
@@ -81,10 +90,8 @@ def _one_error_line(rc, err):
 
 def test_os_debian_12_bundles_what_the_minimal_install_lacks(
         run_cli, bundle_args, apt_archives, tmp_path):
-    rc, out, err, output = _bundle(
-        run_cli, bundle_args, tmp_path, "--os", "debian-12",
-        "--os-keyring", apt_archives.key.keyring,
-        *_mirror(apt_archives, "good"))
+    rc, out, err, output = _debian_12(run_cli, bundle_args, tmp_path,
+                                      apt_archives, "good")
     assert rc == 0, err
     meta, members = _meta(output)
     entry = meta["os_packages"]["debian-12"]
@@ -113,41 +120,38 @@ def test_os_debian_12_bundles_what_the_minimal_install_lacks(
 
 def test_os_release_gpg_without_inrelease_is_checked_too(
         run_cli, bundle_args, apt_archives, tmp_path):
-    rc, out, err, output = _bundle(
-        run_cli, bundle_args, tmp_path, "--os", "debian-12",
-        "--os-keyring", apt_archives.key.keyring,
-        *_mirror(apt_archives, "nosig-file"))
+    rc, out, err, output = _debian_12(run_cli, bundle_args, tmp_path,
+                                      apt_archives, "nosig-file")
     assert rc == 0, err
     assert "signature checked with" in out
 
 
-def test_os_archive_signed_by_another_key_is_refused(
-        run_cli, bundle_args, apt_archives, tmp_path):
-    rc, out, err, output = _bundle(
-        run_cli, bundle_args, tmp_path, "--os", "debian-12",
-        "--os-keyring", apt_archives.key.keyring,
-        *_mirror(apt_archives, "badsig"))
+@pytest.mark.parametrize("prefix, says", [
+    ("badsig", "InRelease does not verify with {keyring}: refusing the "
+     "archive (give its key with --os-keyring)"),
+    ("unsigned", "has no InRelease and no Release.gpg, so the keyring "
+     "{keyring} cannot check it: use a signed archive"),
+    ("missing-dep", "error: conntrack needs libgone1, which the debian-12 "
+     "archive lacks: check the archive or --file-mirror"),
+    ("tampered", "socat_1.0-1_amd64.deb failed its sha256 check 5 times: the "
+     "source or a proxy is corrupting it"),
+])
+def test_os_bad_archives_are_one_line_and_no_bundle(
+        run_cli, bundle_args, apt_archives, tmp_path, prefix, says):
+    rc, out, err, output = _debian_12(run_cli, bundle_args, tmp_path,
+                                      apt_archives, prefix)
     line = _one_error_line(rc, err)
-    assert "InRelease does not verify with %s: refusing the archive" \
-        % apt_archives.key.keyring in line
+    assert line.endswith(says.format(keyring=apt_archives.key.keyring)), line
     assert not output.exists()
-
-
-def test_os_unsigned_archive_with_a_keyring_is_refused(
-        run_cli, bundle_args, apt_archives, tmp_path):
-    rc, out, err, output = _bundle(
-        run_cli, bundle_args, tmp_path, "--os", "debian-12",
-        "--os-keyring", apt_archives.key.keyring,
-        *_mirror(apt_archives, "unsigned"))
-    line = _one_error_line(rc, err)
-    assert "has no InRelease and no Release.gpg" in line
-    assert not output.exists()
+    cached = str(tmp_path / "cache" / "sha256")     # only verified bytes
+    assert all(osarchive.sha256_file(os.path.join(cached, name)) == name
+               for name in os.listdir(cached) if len(name) == 64)
 
 
 def test_os_without_a_keyring_says_the_signature_was_not_checked(
-        run_cli, bundle_args, apt_archives, tmp_path, monkeypatch):
+        run_cli, bundle_args, apt_archives, tmp_path):
     # ubuntu-22.04's keyring is not installed on Debian: nothing checks it.
-    assert not os.path.exists(osarchive_ubuntu_keyring())
+    assert not os.path.exists(ko.DISTROS["ubuntu-22.04"]["keyring"])
     root = os.path.join(apt_archives.root, "ubuntu", "ubuntu")
     if not os.path.isdir(root):
         osarchive.build_apt_archive(root, suite="jammy", key=None,
@@ -161,39 +165,6 @@ def test_os_without_a_keyring_says_the_signature_was_not_checked(
            "signature NOT checked (no keyring: give --os-keyring)" in out
     meta, _ = _meta(output)
     assert meta["os_packages"]["ubuntu-22.04"]["version_id"] == "22.04"
-
-
-def osarchive_ubuntu_keyring():
-    import k8s_offline as ko
-    return ko.DISTROS["ubuntu-22.04"]["keyring"]
-
-
-def test_os_dependency_the_archive_lacks_is_one_line(
-        run_cli, bundle_args, apt_archives, tmp_path):
-    rc, out, err, output = _bundle(
-        run_cli, bundle_args, tmp_path, "--os", "debian-12",
-        "--os-keyring", apt_archives.key.keyring,
-        *_mirror(apt_archives, "missing-dep"))
-    line = _one_error_line(rc, err)
-    assert line == "error: conntrack needs libgone1, which the debian-12 " \
-                   "archive lacks: check the archive or --file-mirror"
-    assert not output.exists()
-
-
-def test_os_package_whose_sha256_differs_from_packages_is_refused(
-        run_cli, bundle_args, apt_archives, tmp_path):
-    rc, out, err, output = _bundle(
-        run_cli, bundle_args, tmp_path, "--os", "debian-12",
-        "--os-keyring", apt_archives.key.keyring,
-        *_mirror(apt_archives, "tampered"))
-    line = _one_error_line(rc, err)
-    assert "socat_1.0-1_amd64.deb failed its sha256 check" in line
-    assert not output.exists()
-    assert not os.listdir(str(tmp_path / "cache" / "sha256")) or all(
-        osarchive.sha256_file(os.path.join(str(tmp_path / "cache" / "sha256"),
-                                           name)) == name
-        for name in os.listdir(str(tmp_path / "cache" / "sha256"))
-        if len(name) == 64)
 
 
 @pytest.mark.parametrize("flags, says", [
@@ -283,8 +254,6 @@ def test_checksum_file_replaces_the_containerd_publishers_files(
 
 # -- the packages phase: real dpkg into a test root ----------------------------
 
-import k8s_offline as ko  # noqa: E402
-import install_support as sup  # noqa: E402
 
 REAL_RUNNER = ko.Runner
 REQUIRED = ("libc6", "base-files", "util-linux", "mount", "init-system-helpers")
@@ -593,12 +562,19 @@ def rpm_repos(fx_workdir):
     server.stop()
 
 
+def _rpm_bundle(run_cli, bundle_args, tmp_path, rpm_repos, os_id, prefix,
+                keyring=True):
+    upstream = CENTOS if os_id == "centos-7" else ROCKY
+    return _bundle(run_cli, bundle_args, tmp_path, "--os", os_id,
+                   *((["--os-keyring", rpm_repos.key.keyring] if keyring
+                      else []) + ["--file-mirror", "%s=%s/%s/" % (
+                          upstream, rpm_repos.base_url, prefix)]))
+
+
 def test_os_centos_7_from_a_createrepo_c_repository(
         run_cli, bundle_args, rpm_repos, tmp_path):
-    rc, out, err, output = _bundle(
-        run_cli, bundle_args, tmp_path, "--os", "centos-7",
-        "--os-keyring", rpm_repos.key.keyring,
-        "--file-mirror", "%s=%s/centos/" % (CENTOS, rpm_repos.base_url))
+    rc, out, err, output = _rpm_bundle(run_cli, bundle_args, tmp_path,
+                                       rpm_repos, "centos-7", "centos")
     assert rc == 0, err
     meta, members = _meta(output)
     entry = meta["os_packages"]["centos-7"]
@@ -623,9 +599,9 @@ def test_os_centos_7_from_a_createrepo_c_repository(
 
 def test_os_rocky_8_reads_both_repositories_and_says_unsigned(
         run_cli, bundle_args, rpm_repos, tmp_path):
-    rc, out, err, output = _bundle(
-        run_cli, bundle_args, tmp_path, "--os", "rocky-8",
-        "--file-mirror", "%s=%s/rocky/" % (ROCKY, rpm_repos.base_url))
+    rc, out, err, output = _rpm_bundle(run_cli, bundle_args, tmp_path,
+                                       rpm_repos, "rocky-8", "rocky",
+                                       keyring=False)
     assert rc == 0, err
     meta, _ = _meta(output)
     names = sorted(p["name"] for p in meta["os_packages"]["rocky-8"]["packages"])
@@ -638,11 +614,8 @@ def test_os_rocky_8_reads_both_repositories_and_says_unsigned(
 
 def test_os_rpm_whose_sha256_differs_from_primary_is_refused(
         run_cli, bundle_args, rpm_repos, tmp_path):
-    rc, out, err, output = _bundle(
-        run_cli, bundle_args, tmp_path, "--os", "centos-7",
-        "--os-keyring", rpm_repos.key.keyring,
-        "--file-mirror", "%s=%s/centos-tampered/" % (CENTOS,
-                                                     rpm_repos.base_url))
+    rc, out, err, output = _rpm_bundle(run_cli, bundle_args, tmp_path,
+                                       rpm_repos, "centos-7", "centos-tampered")
     line = _one_error_line(rc, err)
     assert "socat-1.7.3.2-1.el7.x86_64.rpm failed its sha256 check" in line
     assert not output.exists()
@@ -650,10 +623,8 @@ def test_os_rpm_whose_sha256_differs_from_primary_is_refused(
 
 def test_os_rpm_repository_signed_by_no_one_is_refused_with_a_keyring(
         run_cli, bundle_args, rpm_repos, tmp_path):
-    rc, out, err, output = _bundle(
-        run_cli, bundle_args, tmp_path, "--os", "rocky-8",
-        "--os-keyring", rpm_repos.key.keyring,
-        "--file-mirror", "%s=%s/rocky/" % (ROCKY, rpm_repos.base_url))
+    rc, out, err, output = _rpm_bundle(run_cli, bundle_args, tmp_path,
+                                       rpm_repos, "rocky-8", "rocky")
     line = _one_error_line(rc, err)
     assert "repomd.xml (repomd.xml.asc) is missing, so it cannot be checked " \
            "with %s: refusing the repository" % rpm_repos.key.keyring in line
