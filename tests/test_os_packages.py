@@ -733,3 +733,65 @@ def test_host_addresses_without_ip_come_from_the_kernel():
     assert [a for name, a in kernel if name == route] == \
         [a for name, a in ip if name == route][:1]
     assert set(kernel) <= set(ip) | set(ko.host_addresses(REAL_RUNNER()))
+
+
+# -- arm64, and a stick that lies about its packages ----------------------------
+
+def test_os_ubuntu_arm64_reads_the_ports_archive(
+        run_cli, make_bundle_args, apt_archives, tmp_path):
+    root = os.path.join(apt_archives.root, "ports", "ubuntu-ports")
+    if not os.path.isdir(root):
+        osarchive.build_apt_archive(root, suite="focal", arch="arm64",
+                                    components=("main", "universe"),
+                                    key=apt_archives.key)
+    rc, out, err, output = _bundle(
+        run_cli, make_bundle_args(arch="arm64"), tmp_path,
+        "--os", "ubuntu-20.04", "--os-keyring", apt_archives.key.keyring,
+        "--file-mirror", "http://ports.ubuntu.com/ubuntu-ports/=%s/ports/"
+        "ubuntu-ports/" % apt_archives.base_url)
+    assert rc == 0, err
+    meta, _ = _meta(output)
+    packages = meta["os_packages"]["ubuntu-20.04"]["packages"]
+    assert sorted(p["name"] for p in packages) == osarchive.DEB_EXPECTED
+    assert set(p["arch"] for p in packages) == {"arm64", "all"}
+    assert "http://ports.ubuntu.com/ubuntu-ports: signature checked" in out
+
+
+def _rewrite_meta(top, change):
+    path = os.path.join(top, ko.BUNDLE_JSON)
+    with open(path) as handle:
+        meta = json.load(handle)
+    change(meta)
+    data = ko.canonical_json(meta)
+    with open(path, "wb") as handle:
+        handle.write(data)
+    with open(os.path.join(top, ko.BUNDLE_JSON_SHA), "wb") as handle:
+        handle.write(ko.bundle_json_sha_line(data))
+
+
+def _first_package(meta):
+    return meta["os_packages"]["debian-12"]["packages"][0]
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda m: _first_package(m).update(path="bin/kubeadm"),
+     "lists bin/kubeadm under os_packages.debian-12"),
+    (lambda m: _first_package(m).update(name="-rf"),
+     "os_packages[\"debian-12\"].packages[0].name is \"-rf\", not a valid value"),
+    (lambda m: _first_package(m).update(requires=[["libc6 (>= 2; rm -rf)"]]),
+     "is \"libc6 (>= 2; rm -rf)\", not a valid value"),
+    (lambda m: m["os_packages"].update({"debian-99": m["os_packages"][
+        "debian-12"]}), "has the name \"debian-99\", which is not allowed"),
+    (lambda m: m["os_packages"]["debian-12"].update(family="apk"),
+     "family is \"apk\", not a valid value"),
+])
+def test_a_bundle_json_that_lies_about_packages_is_refused(
+        run_cli, debian_bundle, tmp_path, change, says):
+    folder = str(tmp_path / "bundle")
+    with tarfile.open(debian_bundle) as tar:
+        tar.extractall(folder)
+    top = os.path.join(folder, os.listdir(folder)[0])
+    _rewrite_meta(top, change)
+    rc, out, err = run_cli("verify", top)
+    assert rc == 2
+    assert says in err.splitlines()[-1], err
