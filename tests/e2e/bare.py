@@ -3,6 +3,7 @@ upstream that serves what `bundle --os debian-12 --with-containerd` downloads.
 
     python3 -m tests.e2e.bare --image      # build (or reuse) the bare node image only
     python3 -m tests.e2e.bare --archive    # build (or reuse) the served archive and release files
+    python3 -m tests.e2e.bare --bench 5    # time bundle with/without --os (BENCHMARKS.md)
 
 The bare node: `debootstrap --variant=minbase` (Priority required, Essential and what they depend on,
 plus apt) with systemd, systemd-sysv, dbus (systemd as PID 1) and python3 (the tool). No docker,
@@ -397,6 +398,92 @@ def file_mirrors(url):
     return flags
 
 
+#: The bundles timed against each other (BENCHMARKS.md): (label, flags added to the lab's).
+BUNDLE_VARIANTS = [("without --os", []), ("--os %s" % OS_ID, ["--os", OS_ID]),
+                   ("--os %s --with-containerd" % OS_ID, ["--os", OS_ID, "--with-containerd"])]
+
+
+def bundle_base_args(up, archive, server, workdir):
+    """`bundle` with the lab's flags (upstream.bundle_args), the bare-host mirrors, and a checksum
+    file holding the lab's SHA256SUMS and the containerd/runc ones."""
+    sums = Path(workdir) / "SHA256SUMS-bare"
+    sums.write_text(up.build.checksums.read_text() + archive.checksums.read_text())
+    base = ["bundle"] + up.bundle_args()
+    base[base.index("--checksum-file") + 1] = str(sums)
+    return base + file_mirrors(server.url)
+
+
+def time_bundles(run_tool, base, workdir, rounds, check=None):
+    """Make each of BUNDLE_VARIANTS `rounds` times, interleaved, each with a fresh cache dir.
+    run_tool(argv) -> CompletedProcess; check(label, flags, round, proc) after each run.
+    Returns ({label: [seconds]}, {label: bytes}); the last round's bundles stay as
+    <workdir>/bare-bundle-<n>.tar."""
+    times = {label: [] for label, _ in BUNDLE_VARIANTS}
+    sizes = {}
+    for rnd in range(rounds):
+        for n, (label, flags) in enumerate(BUNDLE_VARIANTS):
+            out_tar = Path(workdir) / ("bare-bundle-%d.tar" % n)
+            cache = Path(workdir) / ("bare-cache-%d-%d" % (n, rnd))
+            if out_tar.exists():
+                out_tar.unlink()
+            t0 = time.monotonic()
+            p = run_tool(base + flags + ["--output", str(out_tar), "--cache-dir", str(cache),
+                                         "--no-progress"])
+            times[label].append(round(time.monotonic() - t0, 2))
+            if p.returncode != 0:
+                raise RuntimeError("bundle %s failed:\n%s\n%s" % (label, p.stdout[-3000:], p.stderr[-3000:]))
+            sizes[label] = out_tar.stat().st_size
+            run(["rm", "-rf", "--one-file-system", cache], quiet=True)
+            if check is not None:
+                check(label, flags, rnd, p)
+    return times, sizes
+
+
+def bench(rounds):
+    """Time the bundle with and without --os (and --with-containerd) from the lab's loopback
+    upstream; prints a markdown table for BENCHMARKS.md."""
+    import platform
+    import statistics
+    import sys
+    import tempfile
+    from . import upstream as up_mod
+    from .common import REPO_ROOT, WORK_DIR
+    archive = prepare_archive()
+    up = up_mod.Upstream(up_mod.prepare()).start()
+    server = up_mod.FileServer(archive.files).start()
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-bare-", dir=str(WORK_DIR)))
+    tool = [sys.executable, str(REPO_ROOT / "k8s_offline.py")]
+    try:
+        base = bundle_base_args(up, archive, server, workdir)
+        load = os.getloadavg()
+        times, sizes = time_bundles(
+            lambda argv: subprocess.run(tool + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        universal_newlines=True), base, workdir, rounds)
+    finally:
+        server.stop()
+        up.stop()
+    plain = BUNDLE_VARIANTS[0][0]
+    print("`python3 -m tests.e2e.bare --bench %d` at %s on %s; %d cores, load %.2f %.2f %.2f before, "
+          "%.2f %.2f %.2f after; Python %s; tool %s" % (
+              rounds, time.strftime("%Y-%m-%d %H:%M"), platform.node(), os.cpu_count(),
+              *(load + os.getloadavg()), platform.python_version(),
+              out(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], quiet=True)))
+    print("")
+    print("| bundle | time s, median of %d (min-max), cold cache | added time s (medians) | size MiB | "
+          "added MiB |" % rounds)
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for label, _ in BUNDLE_VARIANTS:
+        med = statistics.median(times[label])
+        print("| %s | %.2f (%.2f-%.2f) | %s | %.1f | %s |" % (
+            label, med, min(times[label]), max(times[label]),
+            "" if label == plain else "%.2f" % (med - statistics.median(times[plain])),
+            sizes[label] / 1048576.0,
+            "" if label == plain else "%.1f" % ((sizes[label] - sizes[plain]) / 1048576.0)))
+    shutil.rmtree(str(workdir))  # only the tool's bundles and caches
+    return 0
+
+
 # --------------------------------------------------------------------------- the bare node image
 
 def bare_keys(includes):
@@ -434,9 +521,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python3 -m tests.e2e.bare")
     ap.add_argument("--image", action="store_true", help="build (or reuse) the bare node image")
     ap.add_argument("--archive", action="store_true", help="build (or reuse) the served archive")
+    ap.add_argument("--bench", type=int, metavar="ROUNDS",
+                    help="time the bundle with and without --os, ROUNDS times each")
     args = ap.parse_args(argv)
+    if args.bench:
+        return bench(args.bench)
     if not (args.image or args.archive):
-        ap.error("give --image and/or --archive")
+        ap.error("give --image, --archive or --bench")
     t0 = time.monotonic()
     if args.archive:
         a = prepare_archive()

@@ -20,7 +20,6 @@ prerequisite failed fails too (it is never skipped).
 import hashlib
 import re
 import tarfile
-import time
 
 import pytest
 
@@ -47,62 +46,38 @@ def archive_server(upstream):
         server.stop()
 
 
-def _bundle(args, out_tar, cache):
-    t0 = time.monotonic()
-    p = tool_host(args + ["--output", str(out_tar), "--cache-dir", str(cache), "--no-progress"])
-    took = round(time.monotonic() - t0, 1)
-    assert p.returncode == 0, "bundle failed:\n%s\n%s" % (p.stdout[-3000:], p.stderr[-3000:])
-    return p, took
-
-
 @pytest.fixture(scope="module")
 def bare_bundle(tool, upstream, archive_server, workdir):
     """The bundle for bare hosts, verified and extracted; also times bundling it against the same
     bundle without --os and without --with-containerd, each with a cold cache."""
     archive, server = archive_server
-    sums = workdir / "SHA256SUMS-bare"
-    sums.write_text(upstream.build.checksums.read_text() + archive.checksums.read_text())
-    base = ["bundle"] + upstream.bundle_args()
-    i = base.index("--checksum-file")
-    base[i + 1] = str(sums)
-    base += bare.file_mirrors(server.url)
-    variants = [("without --os", []), ("--os %s" % bare.OS_ID, ["--os", bare.OS_ID]),
-                ("--os %s --with-containerd" % bare.OS_ID, ["--os", bare.OS_ID, "--with-containerd"])]
-    times = {label: [] for label, _ in variants}
-    sizes = {}
-    for rnd in range(BUNDLE_ROUNDS):
-        for n, (label, extra) in enumerate(variants):
-            out_tar = workdir / ("bare-bundle-%d.tar" % n)
-            cache = workdir / ("bare-cache-%d-%d" % (n, rnd))
-            if out_tar.exists():
-                out_tar.unlink()
-            del server.requests[:]
-            p, took = _bundle(base + extra, out_tar, cache)
-            times[label].append(took)
-            sizes[label] = out_tar.stat().st_size
-            run(["rm", "-rf", "--one-file-system", cache])
-            if extra and rnd == 0:
-                text = p.stdout + p.stderr
-                log("bundle %s said:\n%s" % (label, text[-4000:]))
-                assert any("InRelease" in r for r in server.requests), \
-                    "bundle %s did not fetch the archive's InRelease from the lab: %s" % (
-                        label, server.requests[:10])
-                # Debian's real InRelease, checked with Debian's keyring (the tool's default)
-                assert re.search(r"(?i)signature checked with %s" % re.escape(bare.KEYRING), text) and \
-                    not re.search(r"(?i)signature[^\n]*not (checked|verified)", text), \
-                    "bundle %s does not say that it checked Debian's signature with %s:\n%s" % (
-                        label, bare.KEYRING, text[-3000:])
-    for label, _ in variants:
+    base = bare.bundle_base_args(upstream, archive, server, workdir)
+
+    def check(label, flags, rnd, p):
+        text = p.stdout + p.stderr
+        if flags and rnd == 0:
+            log("bundle %s said:\n%s" % (label, text[-4000:]))
+            assert any("InRelease" in r for r in server.requests), \
+                "bundle %s did not fetch the archive's InRelease from the lab: %s" % (
+                    label, server.requests[:10])
+            # Debian's real InRelease, checked with Debian's keyring (the tool's default)
+            assert re.search(r"(?i)signature checked with %s" % re.escape(bare.KEYRING), text) and \
+                not re.search(r"(?i)signature[^\n]*not (checked|verified)", text), \
+                "bundle %s does not say that it checked Debian's signature with %s:\n%s" % (
+                    label, bare.KEYRING, text[-3000:])
+        del server.requests[:]
+    times, sizes = bare.time_bundles(tool_host, base, workdir, BUNDLE_ROUNDS, check)
+    for label, _ in bare.BUNDLE_VARIANTS:
         TIMINGS["bundle %s, cold cache (s, %d rounds)" % (label, BUNDLE_ROUNDS)] = " / ".join(
             "%.1f" % t for t in times[label])
         TIMINGS["bundle %s, size (MiB)" % label] = round(sizes[label] / 1048576.0, 1)
-    plain = variants[0][0]
-    for label, _ in variants[1:]:
+    plain = bare.BUNDLE_VARIANTS[0][0]
+    for label, _ in bare.BUNDLE_VARIANTS[1:]:
         TIMINGS["bundle %s adds (s, min of rounds / MiB)" % label] = "%.1f / %.1f" % (
             min(times[label]) - min(times[plain]), (sizes[label] - sizes[plain]) / 1048576.0)
 
     out_tar = workdir / "bare-bundle-2.tar"
-    for n in range(len(variants) - 1):
+    for n in range(len(bare.BUNDLE_VARIANTS) - 1):
         (workdir / ("bare-bundle-%d.tar" % n)).unlink()
     p = tool_host(["verify", str(out_tar)])
     assert p.returncode == 0, "verify refused the bare-host bundle:\n%s\n%s" % (p.stdout, p.stderr)
