@@ -4930,8 +4930,9 @@ def packages_to_install(entry, installed, provided):
     for package in todo:
         for text in package["requires"]:
             group = [alt for relation in text
-                     for alt in parse_deb_relations(relation)[0]]
-            if not any(deb_relation_holds(versions[name], op, version)
+                     for found in parse_deb_relations(relation)[:1]
+                     for alt in found]
+            if group and not any(deb_relation_holds(versions[name], op, version)
                        if name in versions else (op is None and name in coming)
                        for name, op, version in group):
                 raise UserError(
