@@ -795,3 +795,15 @@ def test_a_bundle_json_that_lies_about_packages_is_refused(
     rc, out, err = run_cli("verify", top)
     assert rc == 2
     assert says in err.splitlines()[-1], err
+
+
+def test_a_host_with_docker_keeps_docker_as_its_runtime(
+        debian_bundle, tmp_path, monkeypatch):
+    root = sup.make_root(str(tmp_path / "root"),
+                         tools=sup.TOOLS + ("ipset", "dockerd"))
+    sup.write(root, "/etc/os-release", "ID=ubuntu\nVERSION_ID=\"22.04\"\n")
+    runner = fake_host(monkeypatch, root)
+    assert ko.main(master_argv(root, debian_bundle)) == 0
+    assert runner.ran("docker", "info")
+    assert not os.path.exists(os.path.join(root, "usr/local/bin/containerd"))
+    assert not runner.ran("systemctl", "enable", "--now", "containerd")
