@@ -6,6 +6,9 @@ Servers (all on 127.0.0.1, started lazily, once per session, stopped at the end)
   token_server     bearer-token server (JWT RS256 signed, cert in the registry's bundle)
   token_registry   bearer-token auth, same storage
   file_server      dl.k8s.io / github.com stand-ins, Range support
+Install-mode fixtures (tests/install_support.py):
+  bundle_dir       a tiny valid bundle folder, built once per test module
+  host             (root, runner): a --root host tree and the recording FakeRunner
 Helpers:
   bundle_args          flags sending every bundle download of amd64 to the fixtures
   make_bundle_args     the same for another registry / arch / checksum file
@@ -24,13 +27,17 @@ import time
 
 import pytest
 
+# The one path set-up of the suite: tests/ for `fixtures` and
+# `install_support`, the repository for `k8s_offline`.
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-if TESTS_DIR not in sys.path:
-    sys.path.insert(0, TESTS_DIR)
+REPO_ROOT = os.path.dirname(TESTS_DIR)
+for _path in (REPO_ROOT, TESTS_DIR):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 from fixtures import daemons, fileserver, images, registry  # noqa: E402
+import install_support  # noqa: E402
 
-REPO_ROOT = os.path.dirname(TESTS_DIR)
 SCRIPT = os.path.join(REPO_ROOT, "k8s_offline.py")
 REGISTRY_USER = "tester"
 REGISTRY_PASSWORD = "s3cret-Pa55"
@@ -215,3 +222,17 @@ def containerd(tmp_path_factory):
         pytest.fail("standalone containerd unavailable: %s" % e, pytrace=False)
     yield c
     c.cleanup()
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    """A tiny valid bundle folder (install_support.make_bundle), one per module."""
+    return install_support.make_bundle(str(tmp_path_factory.mktemp("bundle")))
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    """(root, runner): a fixture host tree for --root and the recording runner."""
+    root = install_support.make_root(str(tmp_path / "root"))
+    runner = install_support.install_fake(monkeypatch, root)
+    return root, runner
