@@ -246,36 +246,58 @@ def host(tmp_path, monkeypatch):
 
 # -- OS package archives -------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def apt_archives(fx_workdir):
-    """A FileServer holding apt archives under prefixes:
-    good/ (signed), unsigned/, missing-dep/ (conntrack needs a library the
-    archive lacks), tampered/ (a .deb that is not what Packages says),
-    badsig/ (signed by another key).  .key is the good key's keyring."""
-    folder = os.path.join(fx_workdir, "apt")
+def _archive_server(folder, build):
+    """A FileServer on 127.0.0.1 for archives build(root, key, other) writes
+    under its root (key and other: throwaway signing keys); .key is key."""
     server = fileserver.FileServer(os.path.join(folder, "files"))
     key = osarchive.GpgKey(os.path.join(folder, "key"))
     other = osarchive.GpgKey(os.path.join(folder, "other"),
                              uid="someone else <o@example.org>")
     try:
-        base = lambda name: os.path.join(server.root, name, "debian")
-        server.built = osarchive.build_apt_archive(base("good"), key=key)
-        osarchive.build_apt_archive(base("unsigned"), key=None)
-        specs = [dict(s, depends=s["depends"] + ", libgone1")
-                 if s["name"] == "conntrack" else s
-                 for s in osarchive.DEB_SPECS]
-        osarchive.build_apt_archive(base("missing-dep"), key=key, specs=specs)
-        built = osarchive.build_apt_archive(base("tampered"), key=key)
-        with open(os.path.join(base("tampered"), built["socat"][0]), "ab") as h:
-            h.write(b"\0")
-        osarchive.build_apt_archive(base("badsig"), key=other)
-        osarchive.build_apt_archive(base("nosig-file"), key=key,
-                                    inrelease=False)
+        server.built = build(server.root, key, other)
     finally:
         key.close()
         other.close()
     server.key = key
-    server.start()
+    return server.start()
+
+
+def _apt_archives(root, key, other):
+    base = lambda name: os.path.join(root, name, "debian")
+    built = osarchive.build_apt_archive(base("good"), key=key)
+    osarchive.build_apt_archive(base("unsigned"), key=None)
+    specs = [dict(s, depends=s["depends"] + ", libgone1")
+             if s["name"] == "conntrack" else s for s in osarchive.DEB_SPECS]
+    osarchive.build_apt_archive(base("missing-dep"), key=key, specs=specs)
+    tampered = osarchive.build_apt_archive(base("tampered"), key=key)
+    with open(os.path.join(base("tampered"), tampered["socat"][0]), "ab") as h:
+        h.write(b"\0")
+    osarchive.build_apt_archive(base("badsig"), key=other)
+    osarchive.build_apt_archive(base("nosig-file"), key=key, inrelease=False)
+    return built
+
+
+def _rpm_repos(root, key, other):
+    built = osarchive.build_rpm_repos([os.path.join(root, "centos")], key=key)
+    osarchive.build_rpm_repos([os.path.join(root, "rocky", name, "x86_64", "os")
+                               for name in ("BaseOS", "AppStream")],
+                              compress="xz")
+    tampered = osarchive.build_rpm_repos(
+        [os.path.join(root, "centos-tampered")], key=key)
+    socat = [path for _, path, _ in tampered.values() if "socat" in path][0]
+    with open(os.path.join(root, "centos-tampered", socat), "ab") as h:
+        h.write(b"\0")
+    return built
+
+
+@pytest.fixture(scope="session")
+def apt_archives(fx_workdir):
+    """apt archives under PREFIX/debian/: good (signed by .key), unsigned,
+    missing-dep (conntrack needs a library the archive lacks), tampered (a
+    .deb that is not what Packages says), badsig (signed by another key),
+    nosig-file (Release + Release.gpg, no InRelease).  .built: {package:
+    (pool path, sha256)} of good."""
+    server = _archive_server(os.path.join(fx_workdir, "apt"), _apt_archives)
     yield server
     server.stop()
 
@@ -289,25 +311,8 @@ def containerd_release(file_server):
 def rpm_repos(fx_workdir):
     """centos/ (one repository, signed repomd.xml, gzip), rocky/ (BaseOS and
     AppStream, xz, unsigned), centos-tampered/ (socat is not what primary.xml
-    says).  .key: the signing key."""
-    folder = os.path.join(fx_workdir, "rpm")
-    server = fileserver.FileServer(os.path.join(folder, "files"))
-    key = osarchive.GpgKey(os.path.join(folder, "key"))
-    try:
-        server.built = osarchive.build_rpm_repos(
-            [os.path.join(server.root, "centos")], key=key)
-        osarchive.build_rpm_repos(
-            [os.path.join(server.root, "rocky", name, "x86_64", "os")
-             for name in ("BaseOS", "AppStream")], compress="xz")
-        built = osarchive.build_rpm_repos(
-            [os.path.join(server.root, "centos-tampered")], key=key)
-        socat = [path for _, path, _ in built.values() if "socat" in path][0]
-        with open(os.path.join(server.root, "centos-tampered", socat), "ab") as h:
-            h.write(b"\0")
-    finally:
-        key.close()
-    server.key = key
-    server.start()
+    says).  .built: {file: (repository, path, sha256)} of centos."""
+    server = _archive_server(os.path.join(fx_workdir, "rpm"), _rpm_repos)
     yield server
     server.stop()
 

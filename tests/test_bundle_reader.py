@@ -13,6 +13,7 @@ import tarfile
 import pytest
 
 import k8s_offline as ko
+from fixtures import osarchive
 
 
 @pytest.fixture(scope="module")
@@ -201,10 +202,7 @@ def _first_package(meta):
 ])
 def test_a_bundle_json_that_lies_about_packages_is_refused(
         run_cli, debian_bundle, tmp_path, change, says):
-    folder = str(tmp_path / "bundle")
-    with tarfile.open(debian_bundle) as tar:
-        tar.extractall(folder)
-    top = os.path.join(folder, os.listdir(folder)[0])
+    top = osarchive.extract_bundle(debian_bundle, str(tmp_path / "bundle"))
     _rewrite_meta(top, change)
     rc, out, err = run_cli("verify", top)
     assert rc == 2

@@ -252,10 +252,7 @@ def test_a_dependency_too_old_on_the_host_is_refused_before_dpkg_runs(
 
 def test_a_package_changed_in_the_bundle_is_refused_before_the_host_changes(
         debian_bundle, apt_archives, tmp_path, monkeypatch, capsys):
-    folder = str(tmp_path / "bundle")
-    with tarfile.open(debian_bundle) as tar:
-        tar.extractall(folder)
-    top = os.path.join(folder, os.listdir(folder)[0])
+    top = osarchive.extract_bundle(debian_bundle, str(tmp_path / "bundle"))
     victim = [name for name in os.listdir(os.path.join(
         top, "packages", "debian-12")) if name.startswith("conntrack_")][0]
     with open(os.path.join(top, "packages", "debian-12", victim), "ab") as h:
