@@ -274,6 +274,11 @@ def _apt_archives(root, key, other):
         h.write(b"\0")
     osarchive.build_apt_archive(base("badsig"), key=other)
     osarchive.build_apt_archive(base("nosig-file"), key=key, inrelease=False)
+    osarchive.build_apt_archive(os.path.join(root, "ubuntu", "ubuntu"),
+                                suite="jammy", components=("main", "universe"))
+    osarchive.build_apt_archive(os.path.join(root, "ports", "ubuntu-ports"),
+                                suite="focal", arch="arm64", key=key,
+                                components=("main", "universe"))
     return built
 
 
@@ -295,7 +300,8 @@ def apt_archives(fx_workdir):
     """apt archives under PREFIX/debian/: good (signed by .key), unsigned,
     missing-dep (conntrack needs a library the archive lacks), tampered (a
     .deb that is not what Packages says), badsig (signed by another key),
-    nosig-file (Release + Release.gpg, no InRelease).  .built: {package:
+    nosig-file (Release + Release.gpg, no InRelease); ubuntu/ubuntu (jammy,
+    unsigned), ports/ubuntu-ports (focal arm64, signed).  .built: {package:
     (pool path, sha256)} of good."""
     server = _archive_server(os.path.join(fx_workdir, "apt"), _apt_archives)
     yield server

@@ -102,10 +102,6 @@ def test_os_without_a_keyring_says_the_signature_was_not_checked(
         run_cli, bundle_args, apt_archives, tmp_path):
     # ubuntu-22.04's keyring is not installed on Debian: nothing checks it.
     assert not os.path.exists(ko.DISTROS["ubuntu-22.04"]["keyring"])
-    root = os.path.join(apt_archives.root, "ubuntu", "ubuntu")
-    if not os.path.isdir(root):
-        osarchive.build_apt_archive(root, suite="jammy", key=None,
-                                    components=("main", "universe"))
     rc, out, err, output = _bundle(
         run_cli, bundle_args, tmp_path, "--os", "ubuntu-22.04",
         "--file-mirror", "http://archive.ubuntu.com/ubuntu/=%s/ubuntu/ubuntu/"
@@ -271,11 +267,6 @@ def test_os_rpm_repository_signed_by_no_one_is_refused_with_a_keyring(
 
 def test_os_ubuntu_arm64_reads_the_ports_archive(
         run_cli, make_bundle_args, apt_archives, tmp_path):
-    root = os.path.join(apt_archives.root, "ports", "ubuntu-ports")
-    if not os.path.isdir(root):
-        osarchive.build_apt_archive(root, suite="focal", arch="arm64",
-                                    components=("main", "universe"),
-                                    key=apt_archives.key)
     rc, out, err, output = _bundle(
         run_cli, make_bundle_args(arch="arm64"), tmp_path,
         "--os", "ubuntu-20.04", "--os-keyring", apt_archives.key.keyring,
@@ -287,3 +278,34 @@ def test_os_ubuntu_arm64_reads_the_ports_archive(
     assert sorted(p["name"] for p in packages) == osarchive.DEB_EXPECTED
     assert set(p["arch"] for p in packages) == {"arm64", "all"}
     assert "http://ports.ubuntu.com/ubuntu-ports: signature checked" in out
+
+
+def test_os_is_repeatable_one_entry_per_distribution(
+        run_cli, bundle_args, apt_archives, rpm_repos, tmp_path):
+    keyring = str(tmp_path / "both.gpg")      # gpgv reads joined keyrings
+    with open(keyring, "wb") as out:
+        for part in (apt_archives.key.keyring, rpm_repos.key.keyring):
+            with open(part, "rb") as handle:
+                out.write(handle.read())
+    rc, out, err, output = _bundle(
+        run_cli, bundle_args, tmp_path, "--os", "debian-12", "--os",
+        "centos-7", "--os", "debian-12", "--os-keyring", keyring,
+        *(osarchive.mirror_args(apt_archives, "good") + [
+            "--file-mirror", "%s=%s/centos/" % (osarchive.CENTOS,
+                                                rpm_repos.base_url)]))
+    assert rc == 0, err
+    meta, _ = osarchive.bundle_meta(output)
+    found = dict((os_id, sorted(p["name"] for p in entry["packages"]))
+                 for os_id, entry in meta["os_packages"].items())
+    assert found == {"debian-12": osarchive.DEB_EXPECTED,
+                     "centos-7": osarchive.RPM_EXPECTED}
+    assert [line.split(":")[0] for line in out.splitlines()
+            if line.startswith("--os ")] == ["--os centos-7", "--os debian-12"]
+    # one keyring checks every archive: an unsigned one is refused with it
+    rc, out, err, output = _bundle(
+        run_cli, bundle_args, tmp_path, "--os", "ubuntu-22.04",
+        "--os-keyring", keyring, "--file-mirror",
+        "http://archive.ubuntu.com/ubuntu/=%s/ubuntu/ubuntu/"
+        % apt_archives.base_url)
+    assert "jammy/ has no InRelease and no Release.gpg, so the keyring" in \
+        _one_error_line(rc, err)
