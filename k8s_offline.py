@@ -2321,11 +2321,30 @@ def apt_release(client, os_id, arch, file_mirrors, keyring, insecure):
     if not fields:
         raise UserError("%sRelease is empty or not a Release file" % dists)
     release = fields[0]
+    check_valid_until(release, dists)
     if distro["suite"] not in (release.get("Codename"), release.get("Suite")):
         raise UserError("%sRelease is for %s, not %s: check --file-mirror" % (
             dists, release.get("Codename") or release.get("Suite") or "?",
             distro["suite"]))
     return release, base, line
+
+
+def check_valid_until(release, where):
+    """Refuse a Release past its Valid-Until, as apt does: a mirror could
+    replay an old signed index to keep fixed packages away."""
+    text = release.get("Valid-Until")
+    if not text:
+        return
+    from email.utils import parsedate_to_datetime
+    try:
+        until = parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError):
+        raise UserError("%sRelease has an unreadable Valid-Until %r: the "
+                        "archive is damaged" % (where, text))
+    if until < time.time():
+        raise UserError("%sRelease expired on %s (Valid-Until): the mirror "
+                        "serves a stale index; use a current mirror"
+                        % (where, text))
 
 
 def _release_sha256(release):

@@ -274,6 +274,10 @@ def _apt_archives(root, key, other):
         h.write(b"\0")
     osarchive.build_apt_archive(base("badsig"), key=other)
     osarchive.build_apt_archive(base("nosig-file"), key=key, inrelease=False)
+    osarchive.build_apt_archive(base("expired"), key=key,
+                                valid_until="Thu, 01 Jan 2015 00:00:00 UTC")
+    osarchive.build_apt_archive(base("valid"), key=key,
+                                valid_until="Fri, 01 Jan 2100 00:00:00 UTC")
     osarchive.build_apt_archive(os.path.join(root, "ubuntu", "ubuntu"),
                                 suite="jammy", components=("main", "universe"))
     osarchive.build_apt_archive(os.path.join(root, "ports", "ubuntu-ports"),
@@ -300,7 +304,8 @@ def apt_archives(fx_workdir):
     """apt archives under PREFIX/debian/: good (signed by .key), unsigned,
     missing-dep (conntrack needs a library the archive lacks), tampered (a
     .deb that is not what Packages says), badsig (signed by another key),
-    nosig-file (Release + Release.gpg, no InRelease); ubuntu/ubuntu (jammy,
+    nosig-file (Release + Release.gpg, no InRelease), expired and valid
+    (Valid-Until 2015 and 2100); ubuntu/ubuntu (jammy,
     unsigned), ports/ubuntu-ports (focal arm64, signed).  .built: {package:
     (pool path, sha256)} of good."""
     server = _archive_server(os.path.join(fx_workdir, "apt"), _apt_archives)

@@ -68,10 +68,11 @@ def test_os_debian_12_bundles_what_the_minimal_install_lacks(
     assert run_cli("verify", output)[0] == 0
 
 
-def test_os_release_gpg_without_inrelease_is_checked_too(
-        run_cli, bundle_args, apt_archives, tmp_path):
+@pytest.mark.parametrize("prefix", ["nosig-file", "valid"])
+def test_os_release_gpg_or_a_valid_until_to_come_is_accepted(
+        run_cli, bundle_args, apt_archives, tmp_path, prefix):
     rc, out, err, output = _debian_12(run_cli, bundle_args, tmp_path,
-                                      apt_archives, "nosig-file")
+                                      apt_archives, prefix)
     assert rc == 0, err
     assert "signature checked with" in out
 
@@ -85,6 +86,8 @@ def test_os_release_gpg_without_inrelease_is_checked_too(
      "archive lacks: check the archive or --file-mirror"),
     ("tampered", "socat_1.0-1_amd64.deb failed its sha256 check 5 times: the "
      "source or a proxy is corrupting it"),
+    ("expired", "Release expired on Thu, 01 Jan 2015 00:00:00 UTC "
+     "(Valid-Until): the mirror serves a stale index; use a current mirror"),
 ])
 def test_os_bad_archives_are_one_line_and_no_bundle(
         run_cli, bundle_args, apt_archives, tmp_path, prefix, says):
