@@ -2443,11 +2443,13 @@ def _deb_package(stanza, base, arch):
     if not name or not filename or not full_match(SHA256_HEX_RE, sha) or \
             stanza.get("Architecture") not in (arch, "all"):
         return None
+    provides = stanza.get("Provides")
     return {"name": name, "version": stanza.get("Version", ""),
             "arch": stanza.get("Architecture"), "stanza": stanza,
             "provides": [group[0][0] for group in parse_deb_relations(
-                stanza.get("Provides"))], "url": archive_url(base, filename),
-            "file": filename.rsplit("/", 1)[-1], "sha256": sha,
+                provides)] if provides else [], "base": base,
+            "location": filename, "file": filename.rsplit("/", 1)[-1],
+            "sha256": sha,
             "size": int(stanza.get("Size", "0") or 0)}
 
 
@@ -2555,7 +2557,7 @@ def _rpm_package(element, base, rpm_arch):
             "requires": [[name] for name in entries("requires")
                          if not name.startswith(("rpmlib(", "("))],
             "provides": entries("provides") + [f for f in files if f],
-            "url": archive_url(base, href), "file": href.rsplit("/", 1)[-1],
+            "base": base, "location": href, "file": href.rsplit("/", 1)[-1],
             "sha256": (checksum.text or "").strip(),
             "size": int(size.get("package", "0")) if size is not None else 0}
 
@@ -2669,8 +2671,8 @@ def fetch_os_packages(client, cache, os_ids, arch, file_mirrors, args,
                                 "accepts" % (os_id, package["file"]))
             package["path"] = "%s/%s/%s" % (PACKAGES_DIR, os_id,
                                             package["file"])
-            package["fetch_url"] = apply_file_mirror(package["url"],
-                                                     file_mirrors)
+            package["fetch_url"] = apply_file_mirror(archive_url(
+                package["base"], package["location"]), file_mirrors)
             if not cache.has(package["sha256"]):
                 downloads.append(package)
         found[os_id] = (packages, index.signatures)
