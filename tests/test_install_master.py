@@ -21,7 +21,7 @@ def test_master_runs_every_phase_in_order(host, bundle_dir, capsys):
     err = captured.err
     order = [line.split("]")[0][1:] for line in err.splitlines()
              if line.startswith("[") and "done in" in line]
-    assert order == [name for name, _ in ko.MASTER_PHASES]
+    assert order == [phase.name for phase in ko.MASTER_PHASES]
     # Files installed with their modes.
     assert mode(rpath(root, "/usr/bin/kubeadm")) == 0o755
     assert mode(rpath(root, "/usr/bin/crictl")) == 0o755
@@ -242,8 +242,8 @@ def test_dry_run_changes_nothing(host, bundle_dir, capsys):
     printed = [" ".join(a) for a in changes]
     assert "docker load" in printed
     assert any(p.startswith("kubeadm init --config") for p in printed)
-    for name, _ in ko.MASTER_PHASES:
-        assert "[%s]" % name in text
+    for phase in ko.MASTER_PHASES:
+        assert "[%s]" % phase.name in text
     assert "would write /usr/bin/kubeadm" in text
     assert "would run: kubeadm init --config" in text
 
