@@ -371,3 +371,17 @@ def test_a_host_with_docker_keeps_docker_as_its_runtime(
     assert runner.ran("docker", "info")
     assert not os.path.exists(os.path.join(root, "usr/local/bin/containerd"))
     assert not runner.ran("systemctl", "enable", "--now", "containerd")
+
+
+def test_master_phase_packages_installs_them_before_preflight(
+        debian_bundle, apt_archives, tmp_path, monkeypatch, caplog):
+    root = bare_debian(str(tmp_path / "root"), apt_archives)
+    runner = fake_host(monkeypatch, root)
+    assert ko.main(["master", "phase", "packages", "--root", root, "--bundle",
+                    debian_bundle, "--no-progress"]) == 0
+    assert installed_packages(root) == sorted(
+        osarchive.DEB_EXPECTED + list(REQUIRED))
+    ran = [r.getMessage().split("]")[0][1:] for r in caplog.records
+           if r.getMessage().startswith("[") and "done in" in r.getMessage()]
+    assert ran == ["verify", "packages", "preflight"]
+    assert not runner.ran("kubeadm")
