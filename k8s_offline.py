@@ -1,28 +1,79 @@
 #!/usr/bin/env python3
 """k8s-offline: a kubeadm cluster on hosts that cannot reach the internet.
 
-Two halves, one file:
+What it does.  On a connected machine, ``bundle`` pulls every image kubeadm
+needs straight from the registries (no Docker daemon), downloads kubeadm,
+kubelet, kubectl, the CNI plugins and crictl (with --with-docker a static
+Docker, with --with-containerd upstream's containerd and runc, with --os ID
+the distribution packages a minimal install lacks, from its signed
+archive), checks every byte against pinned, published or signed checksums,
+and writes one tarball.  On the air-gapped hosts, the same file, run from
+the extracted bundle, verifies it again, installs the OS packages the host
+lacks, prepares the host, loads the images,
+runs kubeadm, applies the bundled flannel manifest and waits until the node
+is healthy; a join file carries what the other nodes need.
 
-* ``bundle`` runs on a connected machine.  It pulls every image kubeadm needs
-  straight from the registries (no Docker daemon), downloads kubeadm, kubelet,
-  kubectl, the CNI plugins and crictl, checks every byte against pinned and
-  published checksums, and writes one tarball.  It may use requests, tqdm and
-  the docker SDK, imported only inside bundle mode.
-* ``verify``, ``master``, ``join``, ``token``, ``reset``, ``status``,
-  ``remove-node`` and the day-two commands ``certs``, ``backup`` and
-  ``restore`` run on the air-gapped hosts.  They use the standard library
-  only and run on Python 3.6 or newer, because nothing can be installed there.
+Usage: python3 k8s_offline.py COMMAND [options]     (COMMAND --help for each)
 
-The file is laid out in the order data flows: constants and the version
-table, small utilities, the registry client, the bundle writer, the bundle
-reader and verifier, host preparation, kubeadm, cluster checks, and the
-command line.
+  Connected machine (bundle mode: may use requests, tqdm, the docker SDK,
+  imported only here):
+    bundle        pull and verify everything into one tarball
+    images        print every image the bundle will hold
+  Air-gapped hosts (install mode: standard library only, Python 3.6+):
+    verify        check every byte of a bundle
+    master        set up the first control-plane node    (phases: see below)
+    join          join this host as a worker or another control-plane node
+    token         on a master: a fresh join file and join command
+    reset         remove Kubernetes from this host
+    status        nodes, kube-system pods and certificate expiry
+    remove-node   on a master: drain and delete a node
+    certs check   every kubeadm certificate with its expiry
+    certs renew   on a master: renew, restart the control plane
+    backup        on a master: etcd snapshot, PKI and kubeadm config
+    restore       on a reset or fresh master: bring a cluster back
+
+  master, join and reset are made of phases, listed by their --help;
+  --skip-phases A,B leaves some out (never verify or preflight, except in a
+  --dry-run), and ``COMMAND phase NAME`` runs one, as ``kubeadm init phase``
+  does.  Every command that changes a host has --dry-run.
+
+Environment variables it reads:
+  DOCKER_CONFIG       bundle: the folder of the registry credentials
+                      (config.json; default ~/.docker)
+  XDG_CACHE_HOME      bundle: the download cache lives in
+                      $XDG_CACHE_HOME/k8s-offline (default ~/.cache)
+  HOME                bundle: for ~ in the two defaults above
+  HTTPS_PROXY, HTTP_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE
+                      bundle: read by requests for every download
+  K8SO_RELEASE_TABLE  bundle: a release table replacing bundle/releases.json
+                      (tests)
+  SUDO_USER           master, join --control-plane, certs renew, restore:
+                      this user gets a kubeconfig too (~/.kube/config);
+                      reset removes it
+  PATH                install mode: where kubeadm, docker, ctr, systemctl,
+                      iptables and the other host tools are found
+
+Hidden flags (not in --help; for tests and unusual hosts):
+  --root DIR          every install-mode command: treat DIR as the host's /
+                      (every host file is read and written under it)
+  --containerd-address SOCKET
+                      master, join, reset, certs renew, backup, restore:
+                      containerd's socket (default /run/containerd/
+                      containerd.sock)
+
+The file is laid out in the order data flows, one section per banner: the
+data (constants, the version table, grammars, every table and unit text),
+small utilities, the registry client, the bundle writer, the bundle reader
+and verifier, host preparation, kubeadm, preflight checks, the run context,
+cluster checks, and the command line (with the workflows and their runner).
+No function uses a name a later section defines (tests/test_layering.py).
 """
 
 import argparse
 import base64
 import binascii
 import calendar
+import collections
 import contextlib
 import errno
 import gzip
@@ -47,7 +98,7 @@ import time
 import zlib
 
 # ===========================================================================
-# Constants and the version table
+# Data: constants, the version table, grammars, tables and unit texts
 # ===========================================================================
 
 TOOL_VERSION = "0.1.0"
@@ -202,6 +253,7 @@ BIN_DIR = "bin"
 ARCHIVES_DIR = "archives"
 SYSTEMD_DIR = "systemd"
 MANIFESTS_DIR = "manifests"
+PACKAGES_DIR = "packages"        # bundle --os: packages/ID/*.deb|*.rpm
 FLANNEL_MANIFEST = "kube-flannel.yml"
 MAX_BUNDLE_MEMBERS = 10000
 MAX_BUNDLE_JSON_BYTES = 16 * 1024 * 1024
@@ -212,14 +264,56 @@ MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MT_DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
-MT_DOCKER_SCHEMA1_SIGNED = \
-    "application/vnd.docker.distribution.manifest.v1+prettyjws"
+MT_DOCKER_SCHEMA1_SIGNED = (
+    "application/vnd.docker.distribution.manifest.v1+prettyjws")
 MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 MT_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 INDEX_TYPES = (MT_OCI_INDEX, MT_DOCKER_LIST)
 MANIFEST_TYPES = (MT_OCI_MANIFEST, MT_DOCKER_MANIFEST)
 SCHEMA1_TYPES = (MT_DOCKER_SCHEMA1, MT_DOCKER_SCHEMA1_SIGNED)
+
+# Every name bundle.json may list, by folder: anything else is refused
+# before a byte of it is read.  Names become host paths (bin/kubelet goes
+# to /usr/bin/kubelet), so none may hold a "..", a slash too many or a
+# character a shell or config file would read differently.
+# An OS package's file name, as the distribution's pool names it.
+PACKAGE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~%-]{0,200}\.(?:deb|rpm)")
+OS_ID_RE = re.compile("|".join(re.escape(os_id) for os_id in sorted(DISTROS)))
+MEMBER_NAME_RE = re.compile(
+    r"k8s_offline\.py|%s|"
+    r"(?:%s|%s|%s|%s)/[A-Za-z0-9][A-Za-z0-9._+-]{0,127}|"
+    r"%s/(?:%s)/%s|"
+    r"%s/(?:oci-layout|index\.json|manifest\.json|blobs/sha256/[0-9a-f]{64})"
+    % (re.escape(BUNDLE_JSON), BIN_DIR, ARCHIVES_DIR, SYSTEMD_DIR,
+       MANIFESTS_DIR, PACKAGES_DIR, OS_ID_RE.pattern, PACKAGE_FILE_RE.pattern,
+       IMAGES_DIR))
+MAX_IMAGE_JSON_BYTES = 4 * 1024 * 1024     # an image manifest, index.json
+MAX_BUNDLE_IMAGES = 500
+SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+# The distribution reference grammar (docker/distribution reference.go).
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = (r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+           r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*"
+           r"(?::[0-9]{1,5})?")
+REPOSITORY_PATH_RE = re.compile(r"%s(?:/%s)*" % (_PATH_COMPONENT,
+                                                 _PATH_COMPONENT))
+IMAGE_NAME_RE = re.compile(r"(?:%s/)?%s(?:/%s)*" % (_DOMAIN, _PATH_COMPONENT,
+                                                    _PATH_COMPONENT))
+IMAGE_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
+IMAGE_REF_RE = re.compile(r"(?:%s)(?::%s)?(?:@%s)?" % (
+    IMAGE_NAME_RE.pattern, IMAGE_TAG_RE.pattern, DIGEST_RE.pattern))
+VERSION_RE = re.compile(r"v[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,4}")
+TEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f]{0,1000}")   # notes, never used
+# A Debian dependency (Depends, Pre-Depends, Provides) and its operators,
+# the obsolete < and > read as <= and >= as dpkg does.
+DEB_RELATION_RE = re.compile(
+    r"([A-Za-z0-9][A-Za-z0-9.+_-]*)(?::[a-z0-9]+)?\s*"
+    r"(?:\(\s*(<<|<=|>=|>>|=|<|>)\s*([A-Za-z0-9.+:~_-]+)\s*\))?\s*(?:\[.*\])?")
+DEB_RELATION_OPS = {"<<": "<<", "<=": "<=", "<": "<=", "=": "=", ">=": ">=",
+                    ">": ">=", ">>": ">>"}
 
 # systemd units of the official kubelet packages.
 KUBELET_SERVICE = """\
@@ -255,6 +349,339 @@ ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS \
 $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
 """
 
+# -- Bundle writer ---------------------------------------------------------
+
+BUNDLE_MTIME = 1577836800        # fixed member time: same input, same bytes
+# Units of the static Docker (--with-docker): its containerd runs as a unit
+# of its own, so `--cri containerd` can use it too.  Install mode installs
+# these files from the bundle, never from here.
+DOCKER_SERVICE = """\
+[Unit]
+Description=Docker Application Container Engine (static binaries, k8s-offline)
+After=network-online.target containerd.service
+Wants=network-online.target containerd.service
+
+[Service]
+Type=notify
+ExecStart=/usr/bin/dockerd --containerd=/run/containerd/containerd.sock
+ExecReload=/bin/kill -s HUP $MAINPID
+LimitNOFILE=1048576
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+"""
+CONTAINERD_SERVICE = """\
+[Unit]
+Description=containerd container runtime (static binaries, k8s-offline)
+After=network.target local-fs.target
+
+[Service]
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=/usr/bin/containerd
+Type=simple
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=5
+LimitNPROC=infinity
+LimitCORE=infinity
+LimitNOFILE=1048576
+TasksMax=infinity
+
+[Install]
+WantedBy=multi-user.target
+"""
+# --with-containerd: the unit upstream ships with containerd (its binaries in
+# /usr/local/bin, runc in /usr/local/sbin), written here because upstream
+# publishes no checksum for it.
+CONTAINERD_LOCAL_SERVICE = """\
+[Unit]
+Description=containerd container runtime (upstream static release, k8s-offline)
+Documentation=https://containerd.io
+After=network.target local-fs.target
+
+[Service]
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=/usr/local/bin/containerd
+Type=notify
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=5
+LimitNPROC=infinity
+LimitCORE=infinity
+LimitNOFILE=infinity
+TasksMax=infinity
+OOMScoreAdjust=-999
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# Bumped whenever the conversion's output changes, so conversions cached by
+# an older version (version 1 wrote "created": "") are not reused.
+SCHEMA1_CONVERSION = 2
+# What Go's time.Time reads from JSON (RFC 3339), and the zero time Docker's
+# own schema1 pull writes where a v1Compatibility entry has no `created`.
+RFC3339_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?"
+                        r"(Z|[+-]\d\d:\d\d)\Z")
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+# bundle --os: the most a Release or repomd.xml may be, and primary.xml's
+# XML namespaces.
+MAX_RELEASE_BYTES = 16 * 1024 * 1024
+REPO_NS = "{http://linux.duke.edu/metadata/repo}"
+COMMON_NS = "{http://linux.duke.edu/metadata/common}"
+RPM_NS = "{http://linux.duke.edu/metadata/rpm}"
+
+# -- Bundle reader and verifier --------------------------------------------
+
+# bundle.json's schema.  Each entry: (kind, detail); kinds are "const",
+# "match" (a str the pattern matches whole), "int" (>= 0, not a bool),
+# "bool", "either" (value None or the inner schema), "list" (inner, most
+# items), "map" (key pattern, value schema, most keys) and "record"
+# ({key: schema}, required keys).  Nothing deeper than this is read.
+_DIGEST = ("match", DIGEST_RE)
+_MEMBER = ("match", MEMBER_NAME_RE)
+IMAGE_SCHEMA = ("record", ({
+    "name": ("match", TEXT_RE), "kubeadm": ("bool", None),
+    "extra": ("bool", None), "repository": ("match", IMAGE_NAME_RE),
+    "tag": ("match", IMAGE_TAG_RE), "ref": ("match", IMAGE_REF_RE),
+    "source": ("match", IMAGE_REF_RE), "source_digest": _DIGEST,
+    "manifest_digest": _DIGEST,
+    "manifest_media_type": ("match", re.compile("|".join(
+        re.escape(t) for t in MANIFEST_TYPES))),
+    "config_digest": _DIGEST, "layers": ("list", (_DIGEST, 1000)),
+    "size": ("int", None)},
+    ("name", "kubeadm", "repository", "tag", "ref", "manifest_digest",
+     "config_digest", "layers")))
+# An OS package as bundle.json lists it: what the packages phase needs to
+# pick what this host lacks and install it in dependency order.
+PACKAGE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+PACKAGE_VERSION_RE = re.compile(r"[A-Za-z0-9.+:~_-]{1,128}")
+_PACKAGE_NAMES = ("list", (("match", PACKAGE_NAME_RE), 200))
+# A dependency as apt writes it: name, or name (op version).
+DEB_RELATION_TEXT_RE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}(?: \((?:<<|<=|=|>=|>>) "
+    r"[A-Za-z0-9.+:~_-]{1,128}\))?")
+OS_PACKAGE_SCHEMA = ("record", ({
+    "name": ("match", PACKAGE_NAME_RE), "version": ("match", PACKAGE_VERSION_RE),
+    "arch": ("match", TEXT_RE), "path": _MEMBER, "wanted": ("bool", None),
+    "needs": _PACKAGE_NAMES, "pre_depends": _PACKAGE_NAMES,
+    "requires": ("list", (("list", (("match", DEB_RELATION_TEXT_RE), 20)),
+                          200)),
+    "provides": _PACKAGE_NAMES},
+    ("name", "version", "arch", "path", "wanted", "needs", "requires",
+     "pre_depends", "provides")))
+OS_PACKAGES_SCHEMA = ("map", (OS_ID_RE, ("record", ({
+    "id": ("match", TEXT_RE), "version_id": ("match", TEXT_RE),
+    "family": ("match", re.compile("deb|rpm")),
+    "signatures": ("list", (("match", PRINTABLE_RE), 20)),
+    "packages": ("list", (OS_PACKAGE_SCHEMA, 1000))},
+    ("id", "version_id", "family", "signatures", "packages"))), 20))
+BUNDLE_SCHEMA = ("record", ({
+    "format": ("const", BUNDLE_FORMAT),
+    "name": ("match", re.compile(r"k8s-offline-v[0-9.]+-linux-[a-z0-9]+")),
+    "tool_version": ("match", TEXT_RE),
+    "kubernetes_version": ("match", VERSION_RE),
+    "arch": ("match", re.compile("|".join(sorted(ARCHES)))),
+    "versions": ("map", (re.compile(r"[a-z]{1,20}"),
+                         ("either", ("match", TEXT_RE)), 20)),
+    "images": ("list", (IMAGE_SCHEMA, MAX_BUNDLE_IMAGES)),
+    "files": ("map", (MEMBER_NAME_RE, ("record", ({
+        "size": ("int", None), "sha256": ("match", SHA256_HEX_RE)},
+        ("size", "sha256"))), MAX_BUNDLE_MEMBERS)),
+    "binaries": ("map", (re.compile("|".join(NODE_TARBALL_BINARIES)),
+                         _MEMBER, 10)),
+    "archives": ("map", (re.compile("cni|crictl|docker|containerd|runc"),
+                         _MEMBER, 10)),
+    "os_packages": OS_PACKAGES_SCHEMA,
+    "systemd": ("map", (re.compile(r"kubelet\.service|10-kubeadm\.conf|"
+                                   r"docker\.service|containerd\.service"),
+                        _MEMBER, 10)),
+    "flannel_manifest": _MEMBER,
+    "script": ("const", "k8s_offline.py"),
+    # What vouched for each file's checksum (issue 8): shown, not used.
+    "checksum_sources": ("map", (MEMBER_NAME_RE, ("list", (
+        ("match", PRINTABLE_RE), 20)), MAX_BUNDLE_MEMBERS))},
+    ("format", "name", "kubernetes_version", "arch", "images", "files",
+     "binaries", "archives")))
+
+# -- Host preparation ------------------------------------------------------
+
+# Paths on the host (prefixed by --root in tests).
+INSTALL_LOG = "/var/log/k8s-offline.log"
+STATE_DIR = "/var/lib/k8s-offline"
+STATE_FILE = STATE_DIR + "/state.json"
+KUBEADM_INIT_LOG = "/var/log/kubeadm-init.log"
+KUBEADM_JOIN_LOG = "/var/log/kubeadm-join.log"
+FALLBACK_JOIN_FILE = "/etc/kubernetes/" + JOIN_FILE_NAME
+ADMIN_CONF = "/etc/kubernetes/admin.conf"
+KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+CNI_BIN_DIR = "/opt/cni/bin"
+CNI_CONF_DIR = "/etc/cni/net.d"
+BIN_INSTALL_DIR = "/usr/bin"
+KUBELET_UNIT = "/etc/systemd/system/kubelet.service"
+KUBELET_DROPIN = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
+DOCKER_UNIT = "/etc/systemd/system/docker.service"
+CONTAINERD_UNIT = "/etc/systemd/system/containerd.service"
+CONTAINERD_BIN_DIR = "/usr/local/bin"      # --with-containerd, as upstream
+RUNC_PATH = "/usr/local/sbin/runc"
+OS_RELEASE = "/etc/os-release"
+PACKAGES_STAGE_DIR = STATE_DIR + "/packages"
+# The commands the bundle's OS packages supply: a host that has them all
+# needs none of the packages, whatever its distribution.
+PACKAGED_TOOLS = ("conntrack", "socat", "ebtables", "ethtool", "ipset",
+                  "iptables", "ip", "tc", "modprobe", "sysctl", "mount",
+                  "nsenter")
+# ioctls asking the kernel for an interface's IPv4 address and netmask.
+SIOCGIFADDR = 0x8915
+SIOCGIFNETMASK = 0x891b
+DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"
+CRICTL_CONFIG = "/etc/crictl.yaml"
+MODULES_FILE = "/etc/modules-load.d/k8s-offline.conf"
+SYSCTL_FILE = "/etc/sysctl.d/k8s-offline.conf"
+FSTAB = "/etc/fstab"
+TOOL_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
+             "/sbin", "/bin")
+
+DEFAULT_POD_CIDR = "10.244.0.0/16"
+DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
+DEFAULT_WAIT_TIMEOUT = 600
+API_PORT = 6443
+MASTER_PORTS = (6443, 10250, 10251, 10252, 2379, 2380)
+WORKER_PORTS = (10250,)
+MIN_MASTER_MEMORY_MB = 1700
+MIN_WORKER_MEMORY_MB = 1000
+KERNEL_MODULES = ("br_netfilter", "overlay")
+SYSCTLS = (("net.bridge.bridge-nf-call-iptables", "1"),
+           ("net.ipv4.ip_forward", "1"))
+# kubeadm's own preflight (cmd/kubeadm/app/preflight/checks.go): the tools
+# it refuses to run without, with the minor release that began refusing
+# (conntrack: kubernetes PR #85857, 1.18), and the tools it warns about.
+# Each with the package to install and what else needs it.
+KUBEADM_REQUIRED_TOOLS = (("ip", 16, "iproute2"), ("iptables", 16, "iptables"),
+                          ("mount", 16, "mount"), ("nsenter", 16, "util-linux"),
+                          ("conntrack", 18, "conntrack"))
+KUBEADM_WARNED_TOOLS = ("ebtables", "ethtool", "socat", "tc", "touch")
+TOOL_USERS = {"conntrack": "kube-proxy needs it",
+              "socat": "`kubectl port-forward` needs it"}
+# What --open-firewall opens (firewalld rules): the ports kubeadm's install
+# guide lists for each role, and flannel's vxlan.
+FIREWALL_RULES = {
+    "master": ("6443/tcp", "2379-2380/tcp", "10250/tcp", "10251/tcp",
+               "10252/tcp", "8472/udp"),
+    "worker": ("10250/tcp", "30000-32767/tcp", "8472/udp")}
+SELINUX_CONFIG = "/etc/selinux/config"
+SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
+CRI_SOCKETS = {"docker": "/var/run/dockershim.sock",
+               "containerd": "/run/containerd/containerd.sock"}
+# Links and interfaces the cluster makes; they are not "host networks".
+CLUSTER_LINKS = ("cni0", "flannel.1", "kube-ipvs0", "docker0")
+# Values that reach config files and command lines, each matched whole
+# (re.fullmatch: a pattern ending in `$` would let a trailing newline in).
+TOKEN_RE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
+CA_HASH_RE = re.compile(r"sha256:[a-f0-9]{64}")
+CERT_KEY_RE = re.compile(r"[a-f0-9]{64}")
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+NODE_NAME_RE = re.compile(r"(?=.{1,253}\Z)%s(?:\.%s)*" % (_DNS_LABEL,
+                                                         _DNS_LABEL), re.S)
+SOCKET_PATH_RE = re.compile(r"/[A-Za-z0-9._/-]{1,200}")
+PREFLIGHT_ERRORS_RE = re.compile(r"[A-Za-z0-9.,_-]{1,500}")
+SMALLEST_POD_PREFIX = 24      # each node gets a /24 of the pod network
+TOKEN_TTL_SECONDS = 24 * 3600
+CERT_KEY_TTL_SECONDS = 2 * 3600
+
+CRI_PLUGIN_NAMES = ("cri", "io.containerd.grpc.v1.cri")
+
+ARCHIVE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+# -- kubeadm ---------------------------------------------------------------
+
+KUBEADM_API = "kubeadm.k8s.io/v1beta2"
+KUBELET_API = "kubelet.config.k8s.io/v1beta1"
+INIT_CONFIG = STATE_DIR + "/kubeadm-init.json"
+JOIN_CONFIG = STATE_DIR + "/kubeadm-join.json"
+FLANNEL_RENDERED = STATE_DIR + "/kube-flannel.yml"
+RESERVED_KINDS = ("InitConfiguration", "ClusterConfiguration",
+                  "JoinConfiguration")
+JOIN_COMMAND_RE = re.compile(
+    r"kubeadm join\s+(\S+)\s+--token\s+(\S+)\s+"
+    r"(?:\\\s*)?--discovery-token-ca-cert-hash\s+(\S+)")
+
+MAX_YAML_DEPTH = 40
+
+MAX_EXTRA_CONFIG_BYTES = 1024 * 1024
+
+FLANNEL_NETWORK_TOKEN = '"Network": "10.244.0.0/16"'
+
+CLUSTER_INFO_PATH = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+KUBEADM_CONFIG_PATH = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config"
+API_TIMEOUT = 15
+
+MAX_JOIN_FILE_BYTES = 64 * 1024
+JOIN_FIELDS = ("format", "kubernetes_version", "arch", "token_expires",
+               "image_repository", "control_plane_nodes", "certificate_key",
+               "certificate_key_expires", "created", "api_server_endpoint",
+               "token", "discovery_token_ca_cert_hash", "from_flags")
+
+# kubeadm join refuses the name of a Node the cluster lists as Ready; a node
+# reset moments ago stays Ready for the node monitor's grace period (40 s by
+# default), so join tries again for a bounded while.
+STALE_NODE_WAIT = 90
+STALE_NODE_RETRY = 15
+
+KUBE_IPTABLES_MARKERS = ("KUBE-", "CNI-", "FLANNEL", "flannel")
+
+# -- Cluster checks --------------------------------------------------------
+
+WAIT_INTERVAL = 5
+IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                      "ErrImageNeverPull")
+CERT_WARN_DAYS = 30
+
+CERT_LINE_RE = re.compile(
+    r"^(\S+)\s+([A-Z][a-z]{2} \d{2}, \d{4} \d{2}:\d{2} UTC)\s")
+
+CERT_FAIL_DAYS = 7
+PKI_DIR = "/etc/kubernetes/pki"
+MANIFEST_DIR = "/etc/kubernetes/manifests"
+KUBEADM_KUBECONFIGS = ("admin.conf", "controller-manager.conf",
+                       "scheduler.conf", "kubelet.conf")
+KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
+KUBELET_CLIENT_CERT = "/var/lib/kubelet/pki/kubelet-client-current.pem"
+# The static pods restarted after a renewal, the API server first so that
+# it answers with its new certificate as early as possible.
+CONTROL_PLANE_PODS = ("kube-apiserver", "kube-controller-manager",
+                      "kube-scheduler", "etcd")
+DAYTWO_DIR = STATE_DIR + "/day-two"
+RESTART_TIMEOUT = 300
+PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)"
+                         r"-----END CERTIFICATE-----")
+
+BACKUP_FORMAT = 1
+BACKUP_JSON = "backup.json"
+BACKUP_DIR = "/var/backups/k8s-offline"
+ETCD_MANIFEST = MANIFEST_DIR + "/etcd.yaml"
+ETCD_DATA_DIR = "/var/lib/etcd"
+ETCD_PKI = PKI_DIR + "/etcd"
+SNAPSHOT_NAME = "etcd/snapshot.db"
+BACKUP_MEMBER_RE = re.compile(r"^(backup\.json|etcd/snapshot\.db|"
+                              r"kubeadm/(kubeadm-init\.json|state\.json|"
+                              r"kubeadm-config\.yaml)|"
+                              r"pki/([A-Za-z0-9._-]+/)?[A-Za-z0-9._-]+)$")
+SHA256_RE = re.compile(r"[a-f0-9]{64}")
+ETCD_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
+ETCD_PEER_URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+:\d+")
+
+
 log = logging.getLogger("k8s-offline")
 
 
@@ -264,6 +691,16 @@ log = logging.getLogger("k8s-offline")
 
 class UserError(Exception):
     """A problem the user can fix: printed as one line, exit status 2."""
+
+
+class BundleError(UserError):
+    """The bundle is damaged, incomplete or unsafe."""
+
+
+def full_match(pattern, value):
+    """True when value is a str that pattern matches whole: no trailing
+    newline slips through as it does past a pattern ending in `$`."""
+    return isinstance(value, str) and pattern.fullmatch(value) is not None
 
 
 class NotFoundError(UserError):
@@ -294,8 +731,8 @@ def canonical_json(obj):
 def human_size(num):
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(num) < 1024 or unit == "GiB":
-            return ("%d %s" % (num, unit)) if unit == "B" \
-                else ("%.1f %s" % (num, unit))
+            return (("%d %s" % (num, unit)) if unit == "B"
+                    else ("%.1f %s" % (num, unit)))
         num /= 1024.0
 
 
@@ -332,8 +769,8 @@ _IMAGE_TAG_RE = re.compile(r"^v?\d+(\.\d+)*(-\d+)?\Z")
 def release_table():
     """The release table (bundle/releases.json beside this file, or the file
     K8SO_RELEASE_TABLE names), checked once per run."""
-    path = os.environ.get(RELEASE_TABLE_ENV) or \
-        os.path.join(script_dir(), RELEASE_TABLE_FILE)
+    path = (os.environ.get(RELEASE_TABLE_ENV) or
+            os.path.join(script_dir(), RELEASE_TABLE_FILE))
     if path not in _RELEASE_TABLES:
         try:
             with open(path, "rb") as handle:
@@ -365,8 +802,8 @@ def release_table_problem(table):
         if not isinstance(values, dict):
             return "%s is not a table" % key
         for arch, value in values.items():
-            if arch not in ARCHES or not isinstance(value, str) or \
-                    not _HEX[kind].match(value):
+            if (arch not in ARCHES or not isinstance(value, str) or
+                    not _HEX[kind].match(value)):
                 return "%s of %s is not a %s" % (key, arch, kind)
         return None
 
@@ -389,8 +826,8 @@ def release_table_problem(table):
         if minor not in SUPPORTED_MINORS or not isinstance(entry, dict):
             return "minor %r is not supported" % minor
         for key in ("cni", "crictl", "flannel"):
-            if not isinstance(entry.get(key), str) or \
-                    not _IMAGE_TAG_RE.match(entry[key]):
+            if (not isinstance(entry.get(key), str) or
+                    not _IMAGE_TAG_RE.match(entry[key])):
                 return "minor %s lacks a %s version" % (minor, key)
         for key in ("cni_sha256", "crictl_sha256"):
             problem = hexes(entry, key, "sha256")
@@ -456,13 +893,6 @@ def parse_mapping(text, what):
     return src.strip(), dst.strip()
 
 
-DEB_RELATION_RE = re.compile(
-    r"([A-Za-z0-9][A-Za-z0-9.+_-]*)(?::[a-z0-9]+)?\s*"
-    r"(?:\(\s*(<<|<=|>=|>>|=|<|>)\s*([A-Za-z0-9.+:~_-]+)\s*\))?\s*(?:\[.*\])?")
-DEB_RELATION_OPS = {"<<": "<<", "<=": "<=", "<": "<=", "=": "=", ">=": ">=",
-                    ">": ">=", ">>": ">>"}
-
-
 def parse_deb_relations(field):
     """Depends/Pre-Depends/Provides text as groups of alternatives, each
     (name, operator or None, version or None); architecture qualifiers
@@ -502,10 +932,10 @@ def _deb_compare_part(left, right):
         left_text = re.match(r"[^0-9]*", left).group()
         right_text = re.match(r"[^0-9]*", right).group()
         for index in range(max(len(left_text), len(right_text))):
-            a = _deb_char_order(left_text[index]) if index < len(left_text) \
-                else 0
-            b = _deb_char_order(right_text[index]) if index < len(right_text) \
-                else 0
+            a = (_deb_char_order(left_text[index])
+                 if index < len(left_text) else 0)
+            b = (_deb_char_order(right_text[index])
+                 if index < len(right_text) else 0)
             if a != b:
                 return -1 if a < b else 1
         left, right = left[len(left_text):], right[len(right_text):]
@@ -520,17 +950,17 @@ def _deb_compare_part(left, right):
 def deb_version_compare(left, right):
     """-1, 0 or 1 as dpkg --compare-versions orders two versions."""
     def split(version):
-        epoch, _, rest = version.partition(":") if ":" in version \
-            else ("0", "", version)
-        upstream, _, revision = rest.rpartition("-") if "-" in rest \
-            else (rest, "", "")
+        epoch, _, rest = (version.partition(":") if ":" in version
+                          else ("0", "", version))
+        upstream, _, revision = (rest.rpartition("-") if "-" in rest
+                                 else (rest, "", ""))
         return int(epoch) if epoch.isdigit() else 0, upstream, revision
     (left_epoch, left_up, left_rev) = split(left)
     (right_epoch, right_up, right_rev) = split(right)
     if left_epoch != right_epoch:
         return -1 if left_epoch < right_epoch else 1
-    return _deb_compare_part(left_up, right_up) or \
-        _deb_compare_part(left_rev, right_rev)
+    return (_deb_compare_part(left_up, right_up) or
+            _deb_compare_part(left_rev, right_rev))
 
 
 def deb_relation_holds(installed, op, version):
@@ -672,8 +1102,8 @@ def open_private_log(path, append):
     """A UTF-8 text stream of a log file that may hold secrets: opened
     without following a link and without blocking (no FIFO), a regular
     file only, made mode 0600 every time, whatever it was before."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | \
-        O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK |
+             O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC))
     fd = os.open(path, flags, 0o600)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -795,8 +1225,8 @@ def parse_image_ref(text):
         registry, repository = DOCKER_HUB, text
         if "/" not in repository:
             repository = "library/" + repository
-    if not _REPO_RE.fullmatch(repository) or \
-            not IMAGE_NAME_RE.fullmatch(registry + "/" + repository):
+    if (not _REPO_RE.fullmatch(repository) or
+            not IMAGE_NAME_RE.fullmatch(registry + "/" + repository)):
         raise UserError("bad image reference %r: use the form "
                         "[registry/]repository[:tag][@sha256:digest]" % original)
     return ImageRef(registry, repository, tag, digest)
@@ -813,8 +1243,8 @@ def schema1_payload(body):
     if not signatures:
         return body
     protected = json.loads(_b64url_decode(signatures[0]["protected"]).decode())
-    return body[:protected["formatLength"]] + \
-        _b64url_decode(protected["formatTail"])
+    return (body[:protected["formatLength"]] +
+            _b64url_decode(protected["formatTail"]))
 
 
 def manifest_digest(media_type, body):
@@ -845,8 +1275,8 @@ def load_docker_credentials():
     Credential helpers are not run.  The values never reach a log line,
     an error message or the bundle.
     """
-    config_dir = os.environ.get("DOCKER_CONFIG") or \
-        os.path.join(os.path.expanduser("~"), ".docker")
+    config_dir = (os.environ.get("DOCKER_CONFIG") or
+                  os.path.join(os.path.expanduser("~"), ".docker"))
     path = os.path.join(config_dir, "config.json")
     try:
         with open(path) as handle:
@@ -904,8 +1334,8 @@ class RegistryClient(object):
         self.timeout = (min(10, timeout), timeout)
         self.mirrors = dict(mirrors or {})
         self.insecure = set(insecure)
-        self.credentials = credentials if credentials is not None \
-            else load_docker_credentials()
+        self.credentials = (credentials if credentials is not None
+                            else load_docker_credentials())
         self.tokens = {}
         self.schemes = {}
         self.probe_locks = {}
@@ -1030,8 +1460,8 @@ class RegistryClient(object):
                     self.requests.exceptions.ConnectionError) as exc:
                 last = exc
                 continue
-            if scheme == "https" and host in self.insecure \
-                    and response.status_code == 400 and "http" in self._schemes(host):
+            if (scheme == "https" and host in self.insecure
+                    and response.status_code == 400 and "http" in self._schemes(host)):
                 # An HTTP server answering a TLS hello with 400: use plain HTTP.
                 response.close()
                 continue
@@ -1074,8 +1504,8 @@ class RegistryClient(object):
                     return
             if scheme == "basic" and creds:
                 raw = ("%s:%s" % creds).encode("utf-8")
-                self.tokens[(host, scope)] = \
-                    "Basic " + base64.b64encode(raw).decode("ascii")
+                self.tokens[(host, scope)] = (
+                    "Basic " + base64.b64encode(raw).decode("ascii"))
                 return
 
     # -- manifests ----------------------------------------------------------
@@ -1098,13 +1528,13 @@ class RegistryClient(object):
             media_type = response.headers.get("Content-Type", "").split(";")[0]
         if media_type in ("", "application/json", "text/plain"):
             try:
-                media_type = json.loads(body.decode("utf-8")).get("mediaType") \
-                    or media_type
+                media_type = (json.loads(body.decode("utf-8")).get("mediaType")
+                              or media_type)
             except ValueError:
                 pass
         digest = manifest_digest(media_type, body)
-        expected = reference if reference.startswith("sha256:") else \
-            response.headers.get("Docker-Content-Digest")
+        expected = (reference if reference.startswith("sha256:") else
+                    response.headers.get("Docker-Content-Digest"))
         if expected and expected != digest:
             raise UserError("manifest of %s from %s does not match its digest "
                             "%s: the registry or a proxy altered it"
@@ -1260,81 +1690,10 @@ def _backoff(attempt, wait=None):
 # Bundle writer (bundle mode)
 # ===========================================================================
 
-BUNDLE_MTIME = 1577836800        # fixed member time: same input, same bytes
-# Units of the static Docker (--with-docker): its containerd runs as a unit
-# of its own, so `--cri containerd` can use it too.  Install mode installs
-# these files from the bundle, never from here.
-DOCKER_SERVICE = """\
-[Unit]
-Description=Docker Application Container Engine (static binaries, k8s-offline)
-After=network-online.target containerd.service
-Wants=network-online.target containerd.service
-
-[Service]
-Type=notify
-ExecStart=/usr/bin/dockerd --containerd=/run/containerd/containerd.sock
-ExecReload=/bin/kill -s HUP $MAINPID
-LimitNOFILE=1048576
-LimitNPROC=infinity
-LimitCORE=infinity
-TasksMax=infinity
-Delegate=yes
-KillMode=process
-Restart=always
-RestartSec=2
-
-[Install]
-WantedBy=multi-user.target
-"""
-CONTAINERD_SERVICE = """\
-[Unit]
-Description=containerd container runtime (static binaries, k8s-offline)
-After=network.target local-fs.target
-
-[Service]
-ExecStartPre=-/sbin/modprobe overlay
-ExecStart=/usr/bin/containerd
-Type=simple
-Delegate=yes
-KillMode=process
-Restart=always
-RestartSec=5
-LimitNPROC=infinity
-LimitCORE=infinity
-LimitNOFILE=1048576
-TasksMax=infinity
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-
-# --with-containerd: the unit upstream ships with containerd (its binaries in
-# /usr/local/bin, runc in /usr/local/sbin), written here because upstream
-# publishes no checksum for it.
-CONTAINERD_LOCAL_SERVICE = """\
-[Unit]
-Description=containerd container runtime (upstream static release, k8s-offline)
-Documentation=https://containerd.io
-After=network.target local-fs.target
-
-[Service]
-ExecStartPre=-/sbin/modprobe overlay
-ExecStart=/usr/local/bin/containerd
-Type=notify
-Delegate=yes
-KillMode=process
-Restart=always
-RestartSec=5
-LimitNPROC=infinity
-LimitCORE=infinity
-LimitNOFILE=infinity
-TasksMax=infinity
-OOMScoreAdjust=-999
-
-[Install]
-WantedBy=multi-user.target
-"""
+def _blob_path(digest):
+    if not full_match(DIGEST_RE, digest):
+        raise BundleError("bad digest %r in the bundle" % (digest,))
+    return "%s/blobs/sha256/%s" % (IMAGES_DIR, digest[len("sha256:"):])
 
 
 def plan_images(kubernetes_version, arch, pull_repository=None, extra=()):
@@ -1389,15 +1748,15 @@ def plan_files(kubernetes_version, arch, with_docker=False,
         files.append({"key": name, "path": "%s/%s" % (BIN_DIR, name),
                       "url": url, "pinned": None, "publisher": url + ".sha256",
                       "always_publisher": True, "mode": 0o755})
-    cni_template = CNI_URL_OLD if parse_version(facts["cni"]) < (0, 8, 0) \
-        else CNI_URL
+    cni_template = (CNI_URL_OLD if parse_version(facts["cni"]) < (0, 8, 0)
+                    else CNI_URL)
     cni_url = cni_template.format(cni=facts["cni"], arch=arch)
     if facts.get("cni_tarball", {}).get(arch):
         cni_url = cni_url.rsplit("/", 1)[0] + "/" + facts["cni_tarball"][arch]
     crictl_url = CRICTL_URL.format(crictl=facts["crictl"], arch=arch)
     if facts.get("crictl_tarball", {}).get(arch):
-        crictl_url = crictl_url.rsplit("/", 1)[0] + "/" + \
-            facts["crictl_tarball"][arch]
+        crictl_url = (crictl_url.rsplit("/", 1)[0] + "/" +
+                      facts["crictl_tarball"][arch])
     downloads = [("cni", cni_url, facts.get("cni_sha256", {}).get(arch)),
                  ("crictl", crictl_url, facts.get("crictl_sha256", {}).get(arch))]
     if with_docker:
@@ -1429,8 +1788,8 @@ def read_checksum_file(path):
     sha512sum-format lines (told apart by the digest's length)."""
     table, table512 = {}, {}
     try:
-        lines = read_regular_file(path, "--checksum-file", 1024 * 1024) \
-            .decode("utf-8").splitlines()
+        lines = (read_regular_file(path, "--checksum-file", 1024 * 1024)
+                 .decode("utf-8").splitlines())
     except UnicodeDecodeError:
         raise UserError("--checksum-file %s is not text: give sha256sum's "
                         "output" % path)
@@ -1666,16 +2025,6 @@ class ImageFetcher(object):
         self._record(image, digest, MT_DOCKER_MANIFEST, manifest)
 
 
-# Bumped whenever the conversion's output changes, so conversions cached by
-# an older version (version 1 wrote "created": "") are not reused.
-SCHEMA1_CONVERSION = 2
-# What Go's time.Time reads from JSON (RFC 3339), and the zero time Docker's
-# own schema1 pull writes where a v1Compatibility entry has no `created`.
-RFC3339_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?"
-                        r"(Z|[+-]\d\d:\d\d)\Z")
-GO_ZERO_TIME = "0001-01-01T00:00:00Z"
-
-
 def schema1_time(value, source):
     """A v1Compatibility time, checked: Docker and containerd refuse an
     image (and docker load the rest of its archive) over one they cannot
@@ -1839,112 +2188,9 @@ def image_store_documents(images):
 
 
 def default_cache_dir():
-    base = os.environ.get("XDG_CACHE_HOME") or \
-        os.path.join(os.path.expanduser("~"), ".cache")
+    base = (os.environ.get("XDG_CACHE_HOME") or
+            os.path.join(os.path.expanduser("~"), ".cache"))
     return os.path.join(base, "k8s-offline")
-
-
-def cmd_images(args):
-    version = normalize_version(args.kubernetes_version)
-    check_arch(args.arch)
-    for image in plan_images(version, args.arch, args.image_repository,
-                             args.extra_image):
-        print(image["source"])
-    return 0
-
-
-def cmd_bundle(args):
-    """Pull, verify and pack everything; the bundle appears only when whole."""
-    started = time.time()
-    version = normalize_version(args.kubernetes_version)
-    arch = check_arch(args.arch)
-    version_facts(version)
-    registry_mirrors = dict(parse_mapping(m, "--registry-mirror")
-                            for m in args.registry_mirror)
-    file_mirrors = [parse_mapping(m, "--file-mirror") for m in args.file_mirror]
-    if args.jobs < 1 or args.jobs > 64:
-        raise UserError("bad --jobs %d: give a number from 1 to 64" % args.jobs)
-    if not 1 <= args.timeout <= 3600:
-        raise UserError("bad --timeout %g: give 1 to 3600 seconds" % args.timeout)
-    images = plan_images(version, arch, args.image_repository, args.extra_image)
-    if args.with_docker and args.with_containerd:
-        raise UserError("--with-docker and --with-containerd both carry "
-                        "containerd: give one of them")
-    os_ids = check_os_ids(args.os, arch)
-    if args.os_keyring and not os.path.isfile(args.os_keyring):
-        raise UserError("--os-keyring %s is not a file: give a keyring gpgv "
-                        "reads (gpg --export output)" % args.os_keyring)
-    files = plan_files(version, arch, with_docker=args.with_docker,
-                       with_containerd=args.with_containerd)
-    tarball = NODE_TARBALL_URL.format(version=version, arch=arch).rsplit("/", 1)[1]
-    vouched = {}
-    node_sha512 = version_facts(version)["node_sha512"].get(arch)
-    node_source = "release notes (sha512 of %s, pinned table)" % tarball
-    if args.checksum_file:
-        checksums, sha512s = read_checksum_file(args.checksum_file)
-        node_sha512 = sha512s.get(tarball)
-        node_source = "--checksum-file %s (sha512 of %s)" % (
-            args.checksum_file, tarball)
-        vouched = dict((name, (hexd, "--checksum-file %s" % args.checksum_file))
-                       for name, hexd in checksums.items())
-        log.warning("NOTE: checksums come from %s, not the built-in table "
-                    "(%d entries)", args.checksum_file,
-                    len(checksums) + len(sha512s))
-    name = bundle_name(version, arch)
-    output = os.path.abspath(args.output or os.path.join("bundle", name + ".tar"))
-    partial = _claim_output(output)
-    try:
-        cache = BlobCache(args.cache_dir or default_cache_dir())
-        client = RegistryClient(mirrors=registry_mirrors,
-                                insecure=args.insecure_registry, jobs=args.jobs,
-                                timeout=args.timeout)
-        progress = not args.no_progress
-        log.info("bundle %s: %d images, %d files", name, len(images), len(files))
-        if node_sha512:
-            extracted = binaries_from_node_tarball(
-                client, cache, version, arch, node_sha512, file_mirrors, args,
-                progress)
-            for binary, hexd in sorted(extracted.items()):
-                if vouched.get(binary, (hexd,))[0] != hexd:
-                    raise UserError("%s in the release tarball (%s) differs from "
-                                    "the checksum table (%s): refusing it"
-                                    % (binary, hexd, vouched[binary][0]))
-                vouched[binary] = (hexd, node_source)
-        file_entries = fetch_files(client, cache, files, file_mirrors,
-                                   vouched, args, progress)
-        os_found = fetch_os_packages(client, cache, os_ids, arch,
-                                     file_mirrors, args, progress)
-        images = cross_check_images(images, file_entries, version, arch, cache)
-        fetch_images(client, cache, images, arch, args.jobs, progress)
-        meta, members = assemble_bundle(name, version, arch, images,
-                                        file_entries, cache, args.with_docker,
-                                        args.with_containerd, os_found)
-        meta_bytes = canonical_json(meta)
-        fresh = not _up_to_date(output, name, meta_bytes)
-        if fresh:
-            write_bundle(partial, name, meta_bytes, members, progress)
-            os.rename(partial, output)
-        else:
-            os.unlink(partial)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(partial)
-        raise
-    total = sum(entry["size"] for entry in meta["files"].values())
-    log.info("%s %s (%s, %d images) in %.1f s, fetched %s",
-             "wrote" if fresh else "up to date, unchanged:", output,
-             human_size(os.path.getsize(output)), len(images),
-             time.time() - started, human_size(client.bytes_fetched))
-    log.debug("payload %d bytes", total)
-    for os_id, entry in sorted(meta.get("os_packages", {}).items()):
-        print("--os %s: %d packages; %s" % (os_id, len(entry["packages"]),
-                                            "; ".join(entry["signatures"])))
-    print("checksums of the downloaded files, and what vouched for them:")
-    for path, sources in sorted(meta["checksum_sources"].items()):
-        print("  %s: %s" % (path, "; ".join(sources)))
-    print("bundle.json sha256: %s  (compare it with what verify prints on "
-          "the far side)" % sha256_bytes(meta_bytes))
-    return 0
 
 
 def _claim_output(output):
@@ -1996,8 +2242,8 @@ def binaries_from_node_tarball(client, cache, version, arch, sha512, file_mirror
         with tarfile.open(tarball, "r:gz") as tar:
             for member in tar:
                 name = member.name.rsplit("/", 1)[-1]
-                if member.isfile() and name in NODE_TARBALL_BINARIES and \
-                        member.name.endswith("node/bin/" + name):
+                if (member.isfile() and name in NODE_TARBALL_BINARIES and
+                        member.name.endswith("node/bin/" + name)):
                     found[name] = cache.put_stream(tar.extractfile(member))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise UserError("%s is not a readable release tarball (%s)" % (url, exc))
@@ -2096,8 +2342,8 @@ def cross_check_images(images, file_entries, version, arch, cache):
                         wanted[image["name"]], image["tag"])
             replanned = dict(image, tag=wanted[image["name"]])
             replanned["ref"] = image["ref"].rsplit(":", 1)[0] + ":" + replanned["tag"]
-            replanned["source"] = image["source"].rsplit(":", 1)[0] + ":" + \
-                replanned["tag"]
+            replanned["source"] = (image["source"].rsplit(":", 1)[0] + ":" +
+                                   replanned["tag"])
             image.update(replanned)
     known = set(image["name"] for image in images if image["kubeadm"])
     unknown = sorted(set(wanted) - known)
@@ -2139,8 +2385,6 @@ def fetch_images(client, cache, images, arch, jobs, progress):
 # sha256; yum/dnf's repomd.xml (signature: repomd.xml.asc), primary.xml
 # against repomd's sha256, then each .rpm against primary's.
 
-MAX_RELEASE_BYTES = 16 * 1024 * 1024
-PACKAGES_DIR = "packages"
 
 
 def check_os_ids(ids, arch):
@@ -2321,6 +2565,7 @@ def apt_release(client, os_id, arch, file_mirrors, keyring, insecure):
     if not fields:
         raise UserError("%sRelease is empty or not a Release file" % dists)
     release = fields[0]
+    check_valid_until(release, dists)
     if distro["suite"] not in (release.get("Codename"), release.get("Suite")):
         raise UserError("%sRelease is for %s, not %s: check --file-mirror" % (
             dists, release.get("Codename") or release.get("Suite") or "?",
@@ -2328,13 +2573,31 @@ def apt_release(client, os_id, arch, file_mirrors, keyring, insecure):
     return release, base, line
 
 
+def check_valid_until(release, where):
+    """Refuse a Release past its Valid-Until, as apt does: a mirror could
+    replay an old signed index to keep fixed packages away."""
+    text = release.get("Valid-Until")
+    if not text:
+        return
+    from email.utils import parsedate_to_datetime
+    try:
+        until = parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError):
+        raise UserError("%sRelease has an unreadable Valid-Until %r: the "
+                        "archive is damaged" % (where, text))
+    if until < time.time():
+        raise UserError("%sRelease expired on %s (Valid-Until): the mirror "
+                        "serves a stale index; use a current mirror"
+                        % (where, text))
+
+
 def _release_sha256(release):
     """{path: (sha256, size)} from a Release file's SHA256 field."""
     sums = {}
     for line in release.get("SHA256", "").splitlines():
         fields = line.split()
-        if len(fields) == 3 and full_match(SHA256_HEX_RE, fields[0]) and \
-                fields[1].isdigit():
+        if (len(fields) == 3 and full_match(SHA256_HEX_RE, fields[0]) and
+                fields[1].isdigit()):
             sums[fields[2]] = (fields[0], int(fields[1]))
     return sums
 
@@ -2402,8 +2665,8 @@ def apt_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
             if package is None:
                 continue
             index.add(package, lambda a, b: False)
-            if stanza.get("Priority") == "required" or \
-                    stanza.get("Essential") == "yes":
+            if (stanza.get("Priority") == "required" or
+                    stanza.get("Essential") == "yes"):
                 index.minimal.add(package["name"])
     index.index_providers()
     return index
@@ -2421,20 +2684,17 @@ def _deb_package(stanza, base, arch):
     dependencies are read when the resolver asks (package_requires)."""
     name, filename = stanza.get("Package"), stanza.get("Filename")
     sha = stanza.get("SHA256", "")
-    if not name or not filename or not full_match(SHA256_HEX_RE, sha) or \
-            stanza.get("Architecture") not in (arch, "all"):
+    if (not name or not filename or not full_match(SHA256_HEX_RE, sha) or
+            stanza.get("Architecture") not in (arch, "all")):
         return None
+    provides = stanza.get("Provides")
     return {"name": name, "version": stanza.get("Version", ""),
             "arch": stanza.get("Architecture"), "stanza": stanza,
             "provides": [group[0][0] for group in parse_deb_relations(
-                stanza.get("Provides"))], "url": archive_url(base, filename),
-            "file": filename.rsplit("/", 1)[-1], "sha256": sha,
+                provides)] if provides else [], "base": base,
+            "location": filename, "file": filename.rsplit("/", 1)[-1],
+            "sha256": sha,
             "size": int(stanza.get("Size", "0") or 0)}
-
-
-REPO_NS = "{http://linux.duke.edu/metadata/repo}"
-COMMON_NS = "{http://linux.duke.edu/metadata/common}"
-RPM_NS = "{http://linux.duke.edu/metadata/rpm}"
 
 
 def rpm_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
@@ -2471,9 +2731,9 @@ def rpm_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
                    if data.get("type") == "primary"]
         checksum = primary[0].find(REPO_NS + "checksum") if primary else None
         location = primary[0].find(REPO_NS + "location") if primary else None
-        if checksum is None or location is None or \
-                checksum.get("type") != "sha256" or \
-                not full_match(SHA256_HEX_RE, (checksum.text or "").strip()):
+        if (checksum is None or location is None or
+                checksum.get("type") != "sha256" or
+                not full_match(SHA256_HEX_RE, (checksum.text or "").strip())):
             raise UserError("%s names no primary metadata with a sha256: "
                             "bundle needs one" % url)
         href = location.get("href", "")
@@ -2513,9 +2773,9 @@ def _rpm_package(element, base, rpm_arch):
     checksum = element.find(COMMON_NS + "checksum")
     location = element.find(COMMON_NS + "location")
     version = element.find(COMMON_NS + "version")
-    if arch not in (rpm_arch, "noarch") or checksum is None or \
-            location is None or version is None or \
-            checksum.get("type") != "sha256":
+    if (arch not in (rpm_arch, "noarch") or checksum is None or
+            location is None or version is None or
+            checksum.get("type") != "sha256"):
         return None
     fmt = element.find(COMMON_NS + "format")
 
@@ -2536,7 +2796,7 @@ def _rpm_package(element, base, rpm_arch):
             "requires": [[name] for name in entries("requires")
                          if not name.startswith(("rpmlib(", "("))],
             "provides": entries("provides") + [f for f in files if f],
-            "url": archive_url(base, href), "file": href.rsplit("/", 1)[-1],
+            "base": base, "location": href, "file": href.rsplit("/", 1)[-1],
             "sha256": (checksum.text or "").strip(),
             "size": int(size.get("package", "0")) if size is not None else 0}
 
@@ -2650,8 +2910,8 @@ def fetch_os_packages(client, cache, os_ids, arch, file_mirrors, args,
                                 "accepts" % (os_id, package["file"]))
             package["path"] = "%s/%s/%s" % (PACKAGES_DIR, os_id,
                                             package["file"])
-            package["fetch_url"] = apply_file_mirror(package["url"],
-                                                     file_mirrors)
+            package["fetch_url"] = apply_file_mirror(archive_url(
+                package["base"], package["location"]), file_mirrors)
             if not cache.has(package["sha256"]):
                 downloads.append(package)
         found[os_id] = (packages, index.signatures)
@@ -2791,27 +3051,6 @@ def _tag_of(images, name):
     return None
 
 
-def _up_to_date(output, name, meta_bytes):
-    """True if output already is this exact bundle (same bundle.json, every
-    member present with its size): a warm re-run then writes nothing."""
-    if not os.path.isfile(output):
-        return False
-    try:
-        bundle = Bundle(output)
-    except UserError:
-        return False
-    try:
-        with bundle.open_raw(BUNDLE_JSON) as handle:
-            if handle.read() != meta_bytes or bundle.top != name:
-                return False
-        files = bundle.meta["files"]
-        return set(bundle.members) - {BUNDLE_JSON, BUNDLE_JSON_SHA} == \
-            set(files) and all(
-            bundle.members[p].size == e["size"] for p, e in files.items())
-    finally:
-        bundle.close()
-
-
 def write_bundle(partial, name, meta_bytes, members, progress):
     """Stream bundle.json first, then every member, into the .partial file."""
     total = sum(member["size"] for member in members)
@@ -2842,51 +3081,6 @@ def write_bundle(partial, name, meta_bytes, members, progress):
 # Bundle reader and verifier (standard library only)
 # ===========================================================================
 
-class BundleError(UserError):
-    """The bundle is damaged, incomplete or unsafe."""
-
-
-# Every name bundle.json may list, by folder: anything else is refused
-# before a byte of it is read.  Names become host paths (bin/kubelet goes
-# to /usr/bin/kubelet), so none may hold a "..", a slash too many or a
-# character a shell or config file would read differently.
-# An OS package's file name, as the distribution's pool names it.
-PACKAGE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~%-]{0,200}\.(?:deb|rpm)")
-OS_ID_RE = re.compile("|".join(re.escape(os_id) for os_id in sorted(DISTROS)))
-MEMBER_NAME_RE = re.compile(
-    r"k8s_offline\.py|%s|"
-    r"(?:%s|%s|%s|%s)/[A-Za-z0-9][A-Za-z0-9._+-]{0,127}|"
-    r"%s/(?:%s)/%s|"
-    r"%s/(?:oci-layout|index\.json|manifest\.json|blobs/sha256/[0-9a-f]{64})"
-    % (re.escape(BUNDLE_JSON), BIN_DIR, ARCHIVES_DIR, SYSTEMD_DIR,
-       MANIFESTS_DIR, PACKAGES_DIR, OS_ID_RE.pattern, PACKAGE_FILE_RE.pattern,
-       IMAGES_DIR))
-MAX_IMAGE_JSON_BYTES = 4 * 1024 * 1024     # an image manifest, index.json
-MAX_BUNDLE_IMAGES = 500
-SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
-DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
-# The distribution reference grammar (docker/distribution reference.go).
-_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN = (r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-           r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*"
-           r"(?::[0-9]{1,5})?")
-REPOSITORY_PATH_RE = re.compile(r"%s(?:/%s)*" % (_PATH_COMPONENT,
-                                                 _PATH_COMPONENT))
-IMAGE_NAME_RE = re.compile(r"(?:%s/)?%s(?:/%s)*" % (_DOMAIN, _PATH_COMPONENT,
-                                                    _PATH_COMPONENT))
-IMAGE_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
-IMAGE_REF_RE = re.compile(r"(?:%s)(?::%s)?(?:@%s)?" % (
-    IMAGE_NAME_RE.pattern, IMAGE_TAG_RE.pattern, DIGEST_RE.pattern))
-VERSION_RE = re.compile(r"v[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,4}")
-TEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f]{0,1000}")   # notes, never used
-
-
-def full_match(pattern, value):
-    """True when value is a str that pattern matches whole: no trailing
-    newline slips through as it does past a pattern ending in `$`."""
-    return isinstance(value, str) and pattern.fullmatch(value) is not None
-
 
 def is_image_ref(value):
     return full_match(IMAGE_REF_RE, value) and len(value) <= 512
@@ -2896,78 +3090,6 @@ def is_image_repository(value):
     """A registry and path that image names are built under, such as
     k8s.gcr.io or registry.local:5000/k8s (distribution's name grammar)."""
     return full_match(IMAGE_NAME_RE, value) and len(value) <= 255
-
-
-# bundle.json's schema.  Each entry: (kind, detail); kinds are "const",
-# "match" (a str the pattern matches whole), "int" (>= 0, not a bool),
-# "bool", "either" (value None or the inner schema), "list" (inner, most
-# items), "map" (key pattern, value schema, most keys) and "record"
-# ({key: schema}, required keys).  Nothing deeper than this is read.
-_DIGEST = ("match", DIGEST_RE)
-_MEMBER = ("match", MEMBER_NAME_RE)
-IMAGE_SCHEMA = ("record", ({
-    "name": ("match", TEXT_RE), "kubeadm": ("bool", None),
-    "extra": ("bool", None), "repository": ("match", IMAGE_NAME_RE),
-    "tag": ("match", IMAGE_TAG_RE), "ref": ("match", IMAGE_REF_RE),
-    "source": ("match", IMAGE_REF_RE), "source_digest": _DIGEST,
-    "manifest_digest": _DIGEST,
-    "manifest_media_type": ("match", re.compile("|".join(
-        re.escape(t) for t in MANIFEST_TYPES))),
-    "config_digest": _DIGEST, "layers": ("list", (_DIGEST, 1000)),
-    "size": ("int", None)},
-    ("name", "kubeadm", "repository", "tag", "ref", "manifest_digest",
-     "config_digest", "layers")))
-# An OS package as bundle.json lists it: what the packages phase needs to
-# pick what this host lacks and install it in dependency order.
-PACKAGE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-PACKAGE_VERSION_RE = re.compile(r"[A-Za-z0-9.+:~_-]{1,128}")
-_PACKAGE_NAMES = ("list", (("match", PACKAGE_NAME_RE), 200))
-# A dependency as apt writes it: name, or name (op version).
-DEB_RELATION_TEXT_RE = re.compile(
-    r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}(?: \((?:<<|<=|=|>=|>>) "
-    r"[A-Za-z0-9.+:~_-]{1,128}\))?")
-OS_PACKAGE_SCHEMA = ("record", ({
-    "name": ("match", PACKAGE_NAME_RE), "version": ("match", PACKAGE_VERSION_RE),
-    "arch": ("match", TEXT_RE), "path": _MEMBER, "wanted": ("bool", None),
-    "needs": _PACKAGE_NAMES, "pre_depends": _PACKAGE_NAMES,
-    "requires": ("list", (("list", (("match", DEB_RELATION_TEXT_RE), 20)),
-                          200)),
-    "provides": _PACKAGE_NAMES},
-    ("name", "version", "arch", "path", "wanted", "needs", "requires",
-     "pre_depends", "provides")))
-OS_PACKAGES_SCHEMA = ("map", (OS_ID_RE, ("record", ({
-    "id": ("match", TEXT_RE), "version_id": ("match", TEXT_RE),
-    "family": ("match", re.compile("deb|rpm")),
-    "signatures": ("list", (("match", PRINTABLE_RE), 20)),
-    "packages": ("list", (OS_PACKAGE_SCHEMA, 1000))},
-    ("id", "version_id", "family", "signatures", "packages"))), 20))
-BUNDLE_SCHEMA = ("record", ({
-    "format": ("const", BUNDLE_FORMAT),
-    "name": ("match", re.compile(r"k8s-offline-v[0-9.]+-linux-[a-z0-9]+")),
-    "tool_version": ("match", TEXT_RE),
-    "kubernetes_version": ("match", VERSION_RE),
-    "arch": ("match", re.compile("|".join(sorted(ARCHES)))),
-    "versions": ("map", (re.compile(r"[a-z]{1,20}"),
-                         ("either", ("match", TEXT_RE)), 20)),
-    "images": ("list", (IMAGE_SCHEMA, MAX_BUNDLE_IMAGES)),
-    "files": ("map", (MEMBER_NAME_RE, ("record", ({
-        "size": ("int", None), "sha256": ("match", SHA256_HEX_RE)},
-        ("size", "sha256"))), MAX_BUNDLE_MEMBERS)),
-    "binaries": ("map", (re.compile("|".join(NODE_TARBALL_BINARIES)),
-                         _MEMBER, 10)),
-    "archives": ("map", (re.compile("cni|crictl|docker|containerd|runc"),
-                         _MEMBER, 10)),
-    "os_packages": OS_PACKAGES_SCHEMA,
-    "systemd": ("map", (re.compile(r"kubelet\.service|10-kubeadm\.conf|"
-                                   r"docker\.service|containerd\.service"),
-                        _MEMBER, 10)),
-    "flannel_manifest": _MEMBER,
-    "script": ("const", "k8s_offline.py"),
-    # What vouched for each file's checksum (issue 8): shown, not used.
-    "checksum_sources": ("map", (MEMBER_NAME_RE, ("list", (
-        ("match", PRINTABLE_RE), 20)), MAX_BUNDLE_MEMBERS))},
-    ("format", "name", "kubernetes_version", "arch", "images", "files",
-     "binaries", "archives")))
 
 
 def check_schema(value, schema, where):
@@ -3040,12 +3162,12 @@ def check_bundle_meta(meta):
     except UserError as exc:
         raise BundleError("%s field kubernetes_version: %s" % (BUNDLE_JSON, exc))
     files = meta["files"]
-    named = list(meta["binaries"].items()) + list(meta["archives"].items()) + \
-        list(meta.get("systemd", {}).items()) + \
-        [("flannel_manifest", meta.get("flannel_manifest"))] + \
-        [("os_packages.%s" % os_id, package["path"])
-         for os_id, entry in sorted(meta.get("os_packages", {}).items())
-         for package in entry["packages"]]
+    named = (list(meta["binaries"].items()) + list(meta["archives"].items()) +
+             list(meta.get("systemd", {}).items()) +
+             [("flannel_manifest", meta.get("flannel_manifest"))] +
+             [("os_packages.%s" % os_id, package["path"])
+              for os_id, entry in sorted(meta.get("os_packages", {}).items())
+              for package in entry["packages"]])
     for key, relpath in named:
         if relpath is not None and relpath not in files:
             raise BundleError("%s names %s for %s, which is not in its files: "
@@ -3053,8 +3175,9 @@ def check_bundle_meta(meta):
                               % (BUNDLE_JSON, relpath, key))
     for os_id, entry in sorted(meta.get("os_packages", {}).items()):
         for package in entry["packages"]:
-            if not package["path"].startswith("%s/%s/" % (PACKAGES_DIR, os_id)) \
-                    or not package["path"].endswith("." + entry["family"]):
+            if (not package["path"].startswith(
+                    "%s/%s/" % (PACKAGES_DIR, os_id)) or
+                    not package["path"].endswith("." + entry["family"])):
                 raise BundleError("%s lists %s under os_packages.%s: the "
                                   "bundle is damaged; rebuild it" % (
                                       BUNDLE_JSON, package["path"], os_id))
@@ -3329,8 +3452,8 @@ class Bundle(object):
                               "the bundle is damaged; recopy it"
                               % (BUNDLE_JSON, BUNDLE_JSON_SHA))
         meta = json_loads_bounded(raw, "%s in %s" % (BUNDLE_JSON, self.path))
-        if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT \
-                or type(meta.get("format")) is not int:
+        if (not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT
+                or type(meta.get("format")) is not int):
             raise BundleError("%s is not a k8s-offline bundle of format %d: "
                               "use a bundle made by this tool"
                               % (self.path, BUNDLE_FORMAT))
@@ -3456,18 +3579,12 @@ def verify_bundle(bundle, progress=True):
             with bundle.open(relpath) as handle:
                 for block in iter(lambda: handle.read(CHUNK), b""):
                     bar.update(len(block))
-            if relpath.startswith(IMAGES_DIR + "/blobs/sha256/") and \
-                    relpath.rsplit("/", 1)[1] != entry["sha256"]:
+            if (relpath.startswith(IMAGES_DIR + "/blobs/sha256/") and
+                    relpath.rsplit("/", 1)[1] != entry["sha256"]):
                 raise BundleError("blob %s is not named by its digest" % relpath)
     finally:
         bar.close()
     _verify_image_graph(bundle, files)
-
-
-def _blob_path(digest):
-    if not full_match(DIGEST_RE, digest):
-        raise BundleError("bad digest %r in the bundle" % (digest,))
-    return "%s/blobs/sha256/%s" % (IMAGES_DIR, digest[len("sha256:"):])
 
 
 def _verify_image_graph(bundle, files):
@@ -3479,12 +3596,12 @@ def _verify_image_graph(bundle, files):
         manifest = bundle.read_json(manifest_path)
         config = manifest.get("config") if isinstance(manifest, dict) else None
         layers = manifest.get("layers") if isinstance(manifest, dict) else None
-        if not isinstance(config, dict) or not isinstance(layers, list) or \
-                not all(isinstance(layer, dict) for layer in layers):
+        if (not isinstance(config, dict) or not isinstance(layers, list) or
+                not all(isinstance(layer, dict) for layer in layers)):
             raise BundleError("image %s: its manifest is not an image manifest: "
                               "the bundle is damaged; rebuild it" % image["ref"])
-        if config.get("digest") != image["config_digest"] or \
-                [layer.get("digest") for layer in layers] != image["layers"]:
+        if (config.get("digest") != image["config_digest"] or
+                [layer.get("digest") for layer in layers] != image["layers"]):
             raise BundleError("image %s: manifest does not match %s"
                               % (image["ref"], BUNDLE_JSON))
         for digest in [image["config_digest"]] + image["layers"]:
@@ -3493,84 +3610,30 @@ def _verify_image_graph(bundle, files):
                                   % (image["ref"], digest))
 
 
+def _up_to_date(output, name, meta_bytes):
+    """True if output already is this exact bundle (same bundle.json, every
+    member present with its size): a warm re-run then writes nothing."""
+    if not os.path.isfile(output):
+        return False
+    try:
+        bundle = Bundle(output)
+    except UserError:
+        return False
+    try:
+        with bundle.open_raw(BUNDLE_JSON) as handle:
+            if handle.read() != meta_bytes or bundle.top != name:
+                return False
+        files = bundle.meta["files"]
+        return (set(bundle.members) - {BUNDLE_JSON, BUNDLE_JSON_SHA} ==
+                set(files) and all(
+                bundle.members[p].size == e["size"] for p, e in files.items()))
+    finally:
+        bundle.close()
+
+
 # ===========================================================================
 # Host preparation (install mode)
 # ===========================================================================
-
-
-# Paths on the host (prefixed by --root in tests).
-INSTALL_LOG = "/var/log/k8s-offline.log"
-STATE_DIR = "/var/lib/k8s-offline"
-STATE_FILE = STATE_DIR + "/state.json"
-KUBEADM_INIT_LOG = "/var/log/kubeadm-init.log"
-KUBEADM_JOIN_LOG = "/var/log/kubeadm-join.log"
-FALLBACK_JOIN_FILE = "/etc/kubernetes/" + JOIN_FILE_NAME
-ADMIN_CONF = "/etc/kubernetes/admin.conf"
-KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
-CNI_BIN_DIR = "/opt/cni/bin"
-CNI_CONF_DIR = "/etc/cni/net.d"
-BIN_INSTALL_DIR = "/usr/bin"
-KUBELET_UNIT = "/etc/systemd/system/kubelet.service"
-KUBELET_DROPIN = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
-DOCKER_UNIT = "/etc/systemd/system/docker.service"
-CONTAINERD_UNIT = "/etc/systemd/system/containerd.service"
-CONTAINERD_BIN_DIR = "/usr/local/bin"      # --with-containerd, as upstream
-RUNC_PATH = "/usr/local/sbin/runc"
-DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
-CONTAINERD_CONFIG = "/etc/containerd/config.toml"
-CRICTL_CONFIG = "/etc/crictl.yaml"
-MODULES_FILE = "/etc/modules-load.d/k8s-offline.conf"
-SYSCTL_FILE = "/etc/sysctl.d/k8s-offline.conf"
-FSTAB = "/etc/fstab"
-TOOL_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
-             "/sbin", "/bin")
-
-DEFAULT_POD_CIDR = "10.244.0.0/16"
-DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
-DEFAULT_WAIT_TIMEOUT = 600
-API_PORT = 6443
-MASTER_PORTS = (6443, 10250, 10251, 10252, 2379, 2380)
-WORKER_PORTS = (10250,)
-MIN_MASTER_MEMORY_MB = 1700
-MIN_WORKER_MEMORY_MB = 1000
-KERNEL_MODULES = ("br_netfilter", "overlay")
-SYSCTLS = (("net.bridge.bridge-nf-call-iptables", "1"),
-           ("net.ipv4.ip_forward", "1"))
-# kubeadm's own preflight (cmd/kubeadm/app/preflight/checks.go): the tools
-# it refuses to run without, with the minor release that began refusing
-# (conntrack: kubernetes PR #85857, 1.18), and the tools it warns about.
-# Each with the package to install and what else needs it.
-KUBEADM_REQUIRED_TOOLS = (("ip", 16, "iproute2"), ("iptables", 16, "iptables"),
-                          ("mount", 16, "mount"), ("nsenter", 16, "util-linux"),
-                          ("conntrack", 18, "conntrack"))
-KUBEADM_WARNED_TOOLS = ("ebtables", "ethtool", "socat", "tc", "touch")
-TOOL_USERS = {"conntrack": "kube-proxy needs it",
-              "socat": "`kubectl port-forward` needs it"}
-# What --open-firewall opens (firewalld rules): the ports kubeadm's install
-# guide lists for each role, and flannel's vxlan.
-FIREWALL_RULES = {
-    "master": ("6443/tcp", "2379-2380/tcp", "10250/tcp", "10251/tcp",
-               "10252/tcp", "8472/udp"),
-    "worker": ("10250/tcp", "30000-32767/tcp", "8472/udp")}
-SELINUX_CONFIG = "/etc/selinux/config"
-SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
-CRI_SOCKETS = {"docker": "/var/run/dockershim.sock",
-               "containerd": "/run/containerd/containerd.sock"}
-# Links and interfaces the cluster makes; they are not "host networks".
-CLUSTER_LINKS = ("cni0", "flannel.1", "kube-ipvs0", "docker0")
-# Values that reach config files and command lines, each matched whole
-# (re.fullmatch: a pattern ending in `$` would let a trailing newline in).
-TOKEN_RE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
-CA_HASH_RE = re.compile(r"sha256:[a-f0-9]{64}")
-CERT_KEY_RE = re.compile(r"[a-f0-9]{64}")
-_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
-NODE_NAME_RE = re.compile(r"(?=.{1,253}\Z)%s(?:\.%s)*" % (_DNS_LABEL,
-                                                         _DNS_LABEL), re.S)
-SOCKET_PATH_RE = re.compile(r"/[A-Za-z0-9._/-]{1,200}")
-PREFLIGHT_ERRORS_RE = re.compile(r"[A-Za-z0-9.,_-]{1,500}")
-SMALLEST_POD_PREFIX = 24      # each node gets a /24 of the pod network
-TOKEN_TTL_SECONDS = 24 * 3600
-CERT_KEY_TTL_SECONDS = 2 * 3600
 
 
 def current_euid():
@@ -3825,16 +3888,16 @@ class Host(object):
         not absolute, holds "..", or resolves (through links) outside the
         root: names that come from a bundle or state.json cannot reach
         elsewhere."""
-        if not isinstance(host_path, str) or not host_path.startswith("/") \
-                or "\x00" in host_path or ".." in host_path.split("/"):
+        if (not isinstance(host_path, str) or not host_path.startswith("/")
+                or "\x00" in host_path or ".." in host_path.split("/")):
             raise UserError("refusing the host path %r: it is not a plain "
                             "absolute path" % (host_path,))
         if self.root == "/":
             return host_path
         full = os.path.join(self.root, host_path.lstrip("/"))
         real = os.path.realpath(full)
-        if real != self.real_root and \
-                not real.startswith(self.real_root.rstrip("/") + "/"):
+        if (real != self.real_root and
+                not real.startswith(self.real_root.rstrip("/") + "/")):
             raise UserError("refusing the host path %s: it resolves to %s, "
                             "outside %s" % (host_path, real, self.root))
         return full
@@ -3882,8 +3945,8 @@ class Host(object):
             data = data.encode("utf-8")
         full = self.path(host_path)
         same = self.read_bytes(host_path) == data
-        if same and stat.S_IMODE(os.lstat(full).st_mode) == mode and \
-                (owner is None or _owned_by(full, owner)):
+        if (same and stat.S_IMODE(os.lstat(full).st_mode) == mode and
+                (owner is None or _owned_by(full, owner))):
             return False
         if self.dry_run:
             log.info("  would write %s (%s, mode %04o)", host_path,
@@ -3904,8 +3967,8 @@ class Host(object):
         alone; True when it changed."""
         entry = bundle.meta["files"][relpath]
         full = self.path(host_path)
-        if _file_sha256(full) == entry["sha256"] and \
-                stat.S_IMODE(os.lstat(full).st_mode) == mode:
+        if (_file_sha256(full) == entry["sha256"] and
+                stat.S_IMODE(os.lstat(full).st_mode) == mode):
             return False
         if self.dry_run:
             log.info("  would write %s (%s, mode %04o)", host_path,
@@ -4070,14 +4133,10 @@ def hostname_resolves(host, name):
 def default_route_interface(host):
     for line in host.read("/proc/net/route", "").splitlines()[1:]:
         fields = line.split()
-        if len(fields) > 7 and fields[1] == "00000000" and \
-                fields[7] == "00000000":
+        if (len(fields) > 7 and fields[1] == "00000000" and
+                fields[7] == "00000000"):
             return fields[0]
     return None
-
-
-SIOCGIFADDR = 0x8915
-SIOCGIFNETMASK = 0x891b
 
 
 def kernel_ipv4_addresses():
@@ -4154,8 +4213,8 @@ def check_ipv4_address(text, what):
     """An IPv4 address as text; IPv6 is refused (the pod network, flannel
     and kube-proxy are set up for IPv4 only)."""
     try:
-        address = ipaddress.ip_address(u"%s" % text) \
-            if isinstance(text, str) else None
+        address = (ipaddress.ip_address(u"%s" % text)
+                   if isinstance(text, str) else None)
     except ValueError:
         address = None
     if address is None:
@@ -4169,15 +4228,15 @@ def check_ipv4_address(text, what):
 
 def check_endpoint(text, what):
     """HOST:PORT with an IPv4 address or a DNS name and a port 1-65535."""
-    host, sep, port = text.rpartition(":") if isinstance(text, str) \
-        else ("", "", "")
+    host, sep, port = (text.rpartition(":") if isinstance(text, str)
+                       else ("", "", ""))
     if host.startswith("[") or host.count(":"):
         raise UserError("%s %r is IPv6: this tool sets up IPv4 clusters; use "
                         "an IPv4 address or a name, as HOST:PORT" % (what, text))
-    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or \
+    if (not sep or not re.fullmatch(r"[0-9]{1,5}", port) or
             not 0 < int(port) < 65536 or not (
                 re.fullmatch(r"[0-9.]+", host) or
-                full_match(NODE_NAME_RE, host.lower())):
+                full_match(NODE_NAME_RE, host.lower()))):
         raise UserError("bad %s %r: use HOST:PORT such as 10.0.0.10:6443"
                         % (what, text))
     if re.fullmatch(r"[0-9.]+", host):
@@ -4379,8 +4438,8 @@ class TomlReader(object):
         if match:
             self.pos = match.end()
             number = match.group(0).replace("_", "")
-            return float(number) if match.group(1) or match.group(2) \
-                else int(number)
+            return (float(number) if match.group(1) or match.group(2)
+                    else int(number))
         self.fail("unsupported value starting %r" % self.text[self.pos:self.pos + 12])
 
     def array(self):
@@ -4478,9 +4537,6 @@ def toml_dumps(data):
             emit(value, path + [key])
     emit(data, [])
     return "\n".join(lines).lstrip("\n") + "\n"
-
-
-CRI_PLUGIN_NAMES = ("cri", "io.containerd.grpc.v1.cri")
 
 
 def read_containerd_config(text, where=CONTAINERD_CONFIG):
@@ -4609,8 +4665,8 @@ def image_stream_size(bundle, images):
     seen = set()
     total = 0
     for image in images:
-        for digest in [image["manifest_digest"], image["config_digest"]] + \
-                list(image["layers"]):
+        for digest in ([image["manifest_digest"], image["config_digest"]] +
+                       list(image["layers"])):
             relpath = _blob_path(digest)
             if relpath not in seen:
                 seen.add(relpath)
@@ -4653,8 +4709,8 @@ def write_oci_layout(stream, bundle, targets, progress):
         _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
         _add_bytes(tar, "index.json", json.dumps(index).encode("utf-8"))
         for image, _ in targets:
-            for digest in [image["manifest_digest"], image["config_digest"]] + \
-                    list(image["layers"]):
+            for digest in ([image["manifest_digest"], image["config_digest"]] +
+                           list(image["layers"])):
                 _add_blob(tar, bundle, digest, progress, seen)
     tar.close()
 
@@ -4689,130 +4745,6 @@ def _normalize_image_name(name):
     return name
 
 
-class InstallContext(object):
-    """What every phase of one run shares: options, host, runner, bundle."""
-
-    def __init__(self, args, role):
-        self.args = args
-        self.role = role                      # master, worker, control-plane
-        self.dry_run = bool(getattr(args, "dry_run", False))
-        self.host = Host(getattr(args, "root", None) or "/", self.dry_run)
-        self.runner = Runner(self.dry_run)
-        self.euid = current_euid()
-        self._cri = getattr(args, "cri", None)
-        self.image_repository = (getattr(args, "image_repository", None)
-                                 or KUBEADM_IMAGE_REPOSITORY)
-        self.containerd_address = (getattr(args, "containerd_address", None)
-                                   or CRI_SOCKETS["containerd"])
-        self.skip = parse_skip_phases(getattr(args, "skip_phases", None))
-        self._bundle = None
-        self.cgroup_driver = None
-        self.node_name = None
-        self.advertise_address = None
-        self.join_info = None
-        self.firewalld = False            # active, as preflight saw it
-        self.warnings = []
-
-    @property
-    def cri(self):
-        """docker or containerd: --cri, else the runtime default_cri picks."""
-        if self._cri is None:
-            self._cri = default_cri(self)
-        return self._cri
-
-    @cri.setter
-    def cri(self, value):
-        self._cri = value
-
-    @property
-    def bundle(self):
-        if self._bundle is None:
-            self._bundle = Bundle(resolve_bundle_path(self.args))
-        return self._bundle
-
-    def close(self):
-        if self._bundle is not None:
-            self._bundle.close()
-
-    def kubectl(self, *argv):
-        return ["kubectl", "--kubeconfig", ADMIN_CONF] + list(argv)
-
-    def warn(self, text):
-        self.warnings.append(text)
-        log.warning("warning: %s", text)
-
-
-def default_cri(ctx):
-    """The runtime when --cri is not given: containerd when the bundle
-    carries upstream containerd (--with-containerd) and the host has no
-    Docker, so a bare host needs no flag; Docker otherwise."""
-    if not hasattr(ctx.args, "bundle"):
-        return "docker"
-    try:
-        carried = bundled_runtime(ctx.bundle)
-    except UserError:
-        return "docker"
-    if carried == "containerd" and not ctx.host.which("dockerd"):
-        return "containerd"
-    return "docker"
-
-
-def parse_skip_phases(text):
-    return set(part.strip() for part in (text or "").split(",") if part.strip())
-
-
-def resolve_bundle_path(args):
-    path = getattr(args, "bundle", None)
-    if path:
-        return path
-    folder = script_dir()
-    if os.path.isfile(os.path.join(folder, BUNDLE_JSON)):
-        return folder
-    raise UserError("no bundle given and %s has no %s: use --bundle PATH "
-                    "(the bundle .tar or its extracted folder)"
-                    % (folder, BUNDLE_JSON))
-
-
-SAFETY_PHASES = ("verify", "preflight")
-
-
-def run_phases(ctx, phases):
-    """Run (name, function) pairs in order: each logged and timed, skipped
-    when named in --skip-phases, printed only under --dry-run.
-
-    The safety phases (verify, preflight) cannot be skipped, except in a
-    dry run, which changes nothing; that is said loudly."""
-    names = [name for name, _ in phases]
-    unknown = sorted(ctx.skip - set(names))
-    if unknown:
-        raise UserError("unknown phase %s in --skip-phases: the phases of %s "
-                        "are %s" % (unknown[0], ctx.args.command,
-                                    ", ".join(names)))
-    for name in SAFETY_PHASES:
-        if name in ctx.skip and not ctx.dry_run:
-            raise UserError("--skip-phases %s is refused: the %s phase checks "
-                            "the %s before anything changes; run without it "
-                            "(only a --dry-run may leave it out)" % (
-                                name, name, "bundle" if name == "verify"
-                                else "host"))
-        if name in ctx.skip:
-            log.warning("warning: the %s phase is left out of this dry run: "
-                        "a real run always does it", name)
-    started = now()
-    for name, function in phases:
-        summary = " ".join((function.__doc__ or "").strip().split("\n\n")[0]
-                           .split())
-        if name in ctx.skip:
-            log.info("[%s] skipped (--skip-phases)", name)
-            continue
-        log.info("[%s] %s%s", name, summary,
-                 " (dry run)" if ctx.dry_run else "")
-        began = now()
-        function(ctx)
-        log.info("[%s] done in %.1f s", name, now() - began)
-    log.info("%s finished in %.1f s", ctx.args.command, now() - started)
-
-
 # -- phase: verify ----------------------------------------------------------
 
 def phase_verify(ctx):
@@ -4826,7 +4758,7 @@ def phase_verify(ctx):
     if bundle.arch != arch:
         raise UserError("the bundle is for %s but this host is %s: use a "
                         "bundle made with --arch %s" % (bundle.arch, arch, arch))
-    verify_bundle(bundle, progress=not getattr(ctx.args, "no_progress", False))
+    verify_bundle(bundle, progress=ctx.progress)
     for unit in units_needed(bundle):
         unit_path(bundle, unit)
     log.info("  bundle %s: Kubernetes %s %s, every file checked",
@@ -4834,15 +4766,6 @@ def phase_verify(ctx):
 
 
 # -- phase: packages --------------------------------------------------------
-
-OS_RELEASE = "/etc/os-release"
-PACKAGES_STAGE_DIR = STATE_DIR + "/packages"
-# The commands the bundle's OS packages supply: a host that has them all
-# needs none of the packages, whatever its distribution.
-PACKAGED_TOOLS = ("conntrack", "socat", "ebtables", "ethtool", "ipset",
-                  "iptables", "ip", "tc", "modprobe", "sysctl", "mount",
-                  "nsenter")
-
 
 def read_os_release(host):
     """(ID, VERSION_ID) from /etc/os-release; empty strings if unknown."""
@@ -4864,8 +4787,8 @@ def os_id_of(os_release):
     distributions by their major version (Rocky 8.9 is rocky-8)."""
     distro_id, version = os_release
     for os_id, distro in sorted(DISTROS.items()):
-        wanted = version if distro["family"] == "deb" else \
-            version.split(".", 1)[0]
+        wanted = (version if distro["family"] == "deb"
+                  else version.split(".", 1)[0])
         if distro["id"] == distro_id and distro["version_id"] == wanted:
             return os_id
     return None
@@ -4889,9 +4812,9 @@ def host_packages(ctx, family):
         argv += ["-W", "-f", "${Package}\t${Status}\t${Version}\t"
                  "${Provides}\n"]
     else:
-        argv = ["rpm"] + _root_args(ctx, family) + \
-            ["-qa", "--qf", "%{NAME}\tinstalled\t%{EPOCHNUM}:%{VERSION}-"
-             "%{RELEASE}\t\n"]
+        argv = (["rpm"] + _root_args(ctx, family) +
+                ["-qa", "--qf", "%{NAME}\tinstalled\t%{EPOCHNUM}:%{VERSION}-"
+                 "%{RELEASE}\t\n"])
     result = ctx.runner.run(argv, change=False, check=False)
     if not result.ok and family == "rpm":
         raise UserError("cannot list the installed packages (%s): %s" % (
@@ -4930,8 +4853,9 @@ def packages_to_install(entry, installed, provided):
     for package in todo:
         for text in package["requires"]:
             group = [alt for relation in text
-                     for alt in parse_deb_relations(relation)[0]]
-            if not any(deb_relation_holds(versions[name], op, version)
+                     for found in parse_deb_relations(relation)[:1]
+                     for alt in found]
+            if group and not any(deb_relation_holds(versions[name], op, version)
                        if name in versions else (op is None and name in coming)
                        for name, op, version in group):
                 raise UserError(
@@ -4962,8 +4886,8 @@ def install_staged(ctx, family, todo, stage):
                            [staged[p["name"]] for p in batch],
                            timeout=1800, what="dpkg -i")
         return
-    argv = ["rpm"] + _root_args(ctx, family) + ["-Uvh"] + \
-        [staged[p["name"]] for p in todo]
+    argv = (["rpm"] + _root_args(ctx, family) + ["-Uvh"] +
+            [staged[p["name"]] for p in todo])
     if not ctx.dry_run:
         ctx.runner.run(argv + ["--test"], change=False, timeout=600,
                        what="rpm -Uvh --test (the dependency check)")
@@ -5101,141 +5025,6 @@ def runtime_plan(ctx):
                     "containerd too), or use --cri docker")
 
 
-def phase_preflight(ctx):
-    """Check the host, giving the reason and the fix for each problem.
-
-    Only checks: the fixes this tool makes itself (kernel modules, sysctls,
-    swap with --disable-swap) happen in the host phase, after every check
-    has passed.
-    """
-    host, args = ctx.host, ctx.args
-    errors = []
-    master = ctx.role in ("master", "control-plane")
-    if ctx.euid != 0:
-        errors.append("this must run as root: run it with sudo")
-    cpus = host_cpu_count(host)
-    if master and cpus < 2:
-        errors.append("a control-plane node needs at least 2 CPUs, this host "
-                      "has %d: use a bigger machine" % cpus)
-    memory = host_memory_mb(host)
-    if memory is not None:
-        least = MIN_MASTER_MEMORY_MB if master else MIN_WORKER_MEMORY_MB
-        if memory < least:
-            (errors.append if master else ctx.warn)(
-                "this host has %d MB of memory, a %s needs %d MB: add memory"
-                % (memory, "control-plane node" if master else "node", least))
-    if active_swaps(host) and not getattr(args, "disable_swap", False):
-        errors.append("swap is on (%s): the kubelet refuses to run with swap; "
-                      "rerun with --disable-swap (turns it off now and in "
-                      "/etc/fstab)" % ", ".join(active_swaps(host)))
-    continuing = continuing_run(ctx)
-    existing = existing_cluster_files(host)
-    if existing and not continuing:
-        errors.append("an existing cluster was found on this host (%s): run "
-                      "`k8s_offline.py reset` first" % existing[0])
-    if not continuing:
-        busy = sorted(listening_ports(host) &
-                      set(MASTER_PORTS if master else WORKER_PORTS))
-        if busy:
-            errors.append("port %s is in use: stop the program listening on "
-                          "it (see `ss -ltnp`)" % ", ".join(map(str, busy)))
-    check_tools(ctx, errors)
-    name = node_name(ctx)
-    if not full_match(NODE_NAME_RE, name):
-        errors.append("the node name %r is not a valid DNS name: set the host "
-                      "name or use --node-name" % name)
-    elif name == "localhost":
-        errors.append("the host name is localhost: give each host a unique "
-                      "name (hostnamectl set-hostname NAME)")
-    elif not hostname_resolves(host, host_hostname(host) or name):
-        ctx.warn("the host name %s does not resolve: add it to /etc/hosts"
-                 % (host_hostname(host) or name))
-    if ctx.join_info and name in (ctx.join_info.get("control_plane_nodes") or []):
-        errors.append("this host is named %s like a control-plane node of the "
-                      "cluster: node names must be unique; rename this host "
-                      "(hostnamectl set-hostname) or use --node-name" % name)
-    check_firewalld_selinux(ctx, master)
-    backend = iptables_backend(ctx.runner)
-    version = ctx.bundle.kubernetes_version
-    # kube-proxy's image detects the backend from 1.17 on (kubernetes #82966)
-    if backend and backend[1] == "nf_tables" and \
-            parse_version(version)[:2] < (1, 17) and \
-            not getattr(args, "iptables_legacy", False):
-        ctx.warn("iptables %s uses the nftables backend, which kube-proxy of "
-                 "Kubernetes %s does not support (its rules and the host's "
-                 "diverge): rerun with --iptables-legacy to switch to legacy "
-                 "mode" % (backend[0], version))
-    if ctx.role == "master":
-        try:
-            pod, service = check_cidrs(args.pod_network_cidr, args.service_cidr)
-        except UserError as exc:
-            errors.append(str(exc))
-        else:
-            for iface, address in host_addresses(ctx.runner):
-                if iface in CLUSTER_LINKS or iface.startswith("flannel") or \
-                        address.ip.is_loopback:
-                    continue
-                for option, network in (("--pod-network-cidr", pod),
-                                        ("--service-cidr", service)):
-                    if network.overlaps(address.network):
-                        errors.append(
-                            "%s %s overlaps the host network %s on %s: choose "
-                            "another %s" % (option, network, address.network,
-                                            iface, option))
-    if ctx.join_info and ctx.join_info.get("from_flags") and \
-            not getattr(args, "image_repository", None):
-        try:
-            adopt_cluster_image_repository(ctx)
-        except UserError as exc:
-            errors.append(str(exc))
-    if ctx.cri == "containerd" and host.read(CONTAINERD_CONFIG) is not None:
-        try:    # what the runtime phase will write, so it cannot fail there
-            containerd_config_with(host.read(CONTAINERD_CONFIG), "pause")
-        except UserError as exc:
-            errors.append(str(exc))
-    try:
-        plan = runtime_plan(ctx)
-    except UserError as exc:
-        errors.append(str(exc))
-    else:
-        log.info("  container runtime %s: %s", ctx.cri, plan)
-    if errors:
-        for text in errors[1:]:
-            log.error("preflight: %s", text)
-        if ctx.dry_run:
-            log.error("preflight: %s", errors[0])
-            log.info("  (dry run: continuing to show the remaining phases)")
-            return
-        raise UserError(errors[0])
-    log.info("  preflight passed (%d warning%s)", len(ctx.warnings),
-             "" if len(ctx.warnings) == 1 else "s")
-
-
-def check_tools(ctx, errors):
-    """What the bundle's kubeadm refuses to run without is an error, what it
-    warns about a warning, so kubeadm itself never stops half way."""
-    version = ctx.bundle.kubernetes_version
-    minor = parse_version(version)[1]
-    for tool, since, package in KUBEADM_REQUIRED_TOOLS:
-        if ctx.host.which(tool):
-            continue
-        users = TOOL_USERS.get(tool)
-        if minor >= since:
-            errors.append("%s is missing: kubeadm %s refuses to run without "
-                          "it%s; install the %s package" % (
-                              tool, version, " (%s)" % users if users else "",
-                              package))
-        else:
-            ctx.warn("%s is missing: %s, and kubeadm 1.%d and later refuse to "
-                     "run without it; install the %s package" % (
-                         tool, users or "kubeadm needs it", since, package))
-    for tool in KUBEADM_WARNED_TOOLS:
-        if not ctx.host.which(tool):
-            users = TOOL_USERS.get(tool)
-            ctx.warn("%s is missing: kubeadm warns without it%s; install it "
-                     "if you can" % (tool, " and %s" % users if users else ""))
-
-
 def firewall_rules(ctx):
     return FIREWALL_RULES["worker" if ctx.role == "worker" else "master"]
 
@@ -5245,35 +5034,13 @@ def selinux_enforcing(host):
 
 
 def firewalld_active(ctx):
-    return bool(ctx.host.which("firewall-cmd")) and \
-        service_active(ctx.runner, "firewalld")
-
-
-def check_firewalld_selinux(ctx, master):
-    """Warn about what blocks a node unless the flag that fixes it is given
-    (the host phase then fixes it)."""
-    host, args = ctx.host, ctx.args
-    ctx.firewalld = firewalld_active(ctx)
-    rules = " ".join(firewall_rules(ctx))
-    if ctx.firewalld and not getattr(args, "open_firewall", False):
-        ctx.warn("firewalld is active and blocks what a %s needs (%s): rerun "
-                 "with --open-firewall to open exactly those, permanently, or "
-                 "stop firewalld" % ("control-plane node" if master
-                                     else "worker", rules))
-    elif getattr(args, "open_firewall", False) and not ctx.firewalld:
-        ctx.warn("--open-firewall: firewalld is not active here, so there is "
-                 "nothing to open")
-    if selinux_enforcing(host) and not getattr(args, "selinux_permissive", False):
-        ctx.warn("SELinux is enforcing: containers may be denied access to "
-                 "host files; rerun with --selinux-permissive (setenforce 0, "
-                 "and SELINUX=permissive in %s, as kubeadm's install guide "
-                 "says)" % SELINUX_CONFIG)
+    return (bool(ctx.host.which("firewall-cmd")) and
+            service_active(ctx.runner, "firewalld"))
 
 
 def node_name(ctx):
     if ctx.node_name is None:
-        ctx.node_name = (getattr(ctx.args, "node_name", None)
-                         or host_hostname(ctx.host)).lower()
+        ctx.node_name = host_hostname(ctx.host).lower()
     return ctx.node_name
 
 
@@ -5283,8 +5050,8 @@ def disable_swap_in_fstab(text):
     lines = []
     for line in text.splitlines():
         fields = line.split()
-        if len(fields) >= 3 and not line.lstrip().startswith("#") and \
-                fields[2] == "swap":
+        if (len(fields) >= 3 and not line.lstrip().startswith("#") and
+                fields[2] == "swap"):
             line = "#" + line + "  # disabled by k8s-offline"
         lines.append(line)
     return "\n".join(lines) + ("\n" if text.endswith("\n") or lines else "")
@@ -5312,7 +5079,7 @@ def phase_host(ctx):
     """Kernel modules, sysctls, swap, iptables mode, and with their flags
     the firewalld ports and SELinux's mode, now and at boot."""
     host, runner = ctx.host, ctx.runner
-    if getattr(ctx.args, "disable_swap", False):
+    if ctx.disable_swap:
         if active_swaps(host):
             runner.run(["swapoff", "-a"], what="swapoff")
         fstab = host.read(FSTAB)
@@ -5334,19 +5101,19 @@ def phase_host(ctx):
              if read_sysctl(host, key) != value]
     if wrong:
         runner.run(["sysctl", "-w"] + wrong, what="sysctl")
-    if getattr(ctx.args, "open_firewall", False) and (
+    if ctx.open_firewall and (
             ctx.firewalld or firewalld_active(ctx)):
         for rule in firewall_rules(ctx):
             runner.run(["firewall-cmd", "--permanent", "--add-port=" + rule],
                        what="firewall-cmd --add-port=" + rule)
         runner.run(["firewall-cmd", "--reload"], what="firewall-cmd --reload")
-    if getattr(ctx.args, "selinux_permissive", False):
+    if ctx.selinux_permissive:
         if selinux_enforcing(host):
             runner.run(["setenforce", "0"], what="setenforce 0")
         config = host.read(SELINUX_CONFIG)
         if config is not None:
             host.write(SELINUX_CONFIG, selinux_config_permissive(config))
-    if getattr(ctx.args, "iptables_legacy", False):
+    if ctx.iptables_legacy:
         backend = iptables_backend(runner)
         if backend and backend[1] == "nf_tables":
             for tool in ("iptables", "ip6tables"):
@@ -5492,8 +5259,8 @@ def ensure_cgroup_driver(ctx):
         return ctx.cgroup_driver
     if ctx.cri == "docker":
         info = docker_info(ctx.runner) or {}
-        ctx.cgroup_driver = info.get("CgroupDriver") or \
-            ctx.host.state().get("cgroup_driver") or "cgroupfs"
+        ctx.cgroup_driver = (info.get("CgroupDriver") or
+                             ctx.host.state().get("cgroup_driver") or "cgroupfs")
     else:
         ctx.cgroup_driver = containerd_cgroup_driver(
             ctx.host.read(CONTAINERD_CONFIG, ""))
@@ -5501,8 +5268,6 @@ def ensure_cgroup_driver(ctx):
 
 
 # -- phase: install ---------------------------------------------------------
-
-ARCHIVE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def _extract_files(ctx, relpath, wanted=None, under=None):
@@ -5521,8 +5286,8 @@ def _extract_files(ctx, relpath, wanted=None, under=None):
                 name = member.name.split("/")[-1]
                 if not full_match(ARCHIVE_FILE_RE, name):
                     continue
-                if under is not None and \
-                        member.name.lstrip("./").split("/")[:-1] != [under]:
+                if (under is not None and
+                        member.name.lstrip("./").split("/")[:-1] != [under]):
                     continue
                 if wanted is None or name in wanted:
                     found[name] = archive.extractfile(member).read()
@@ -5585,8 +5350,8 @@ def phase_images(ctx):
             present = docker_image_id(ctx.runner, target)
             if present == image["config_digest"]:
                 continue
-            if docker_image_id(ctx.runner, image["config_digest"]) == \
-                    image["config_digest"]:
+            if (docker_image_id(ctx.runner, image["config_digest"]) ==
+                    image["config_digest"]):
                 ctx.runner.run(["docker", "tag", image["config_digest"],
                                 target], what="docker tag")
                 continue
@@ -5603,8 +5368,8 @@ def phase_images(ctx):
     log.info("  loading %d of %d images (%s) into %s: %s", len(missing),
              len(wanted), human_size(size), ctx.cri,
              ", ".join(target for _, target in missing))
-    progress = Progress(size, "images", enabled=not getattr(
-        ctx.args, "no_progress", False) and not ctx.dry_run)
+    progress = Progress(size, "images",
+                        enabled=ctx.progress and not ctx.dry_run)
     try:
         if ctx.cri == "docker":
             ctx.runner.run_piped(
@@ -5641,18 +5406,6 @@ def phase_images(ctx):
 # ===========================================================================
 
 
-KUBEADM_API = "kubeadm.k8s.io/v1beta2"
-KUBELET_API = "kubelet.config.k8s.io/v1beta1"
-INIT_CONFIG = STATE_DIR + "/kubeadm-init.json"
-JOIN_CONFIG = STATE_DIR + "/kubeadm-join.json"
-FLANNEL_RENDERED = STATE_DIR + "/kube-flannel.yml"
-RESERVED_KINDS = ("InitConfiguration", "ClusterConfiguration",
-                  "JoinConfiguration")
-JOIN_COMMAND_RE = re.compile(
-    r"kubeadm join\s+(\S+)\s+--token\s+(\S+)\s+"
-    r"(?:\\\s*)?--discovery-token-ca-cert-hash\s+(\S+)")
-
-
 def split_documents(text):
     """The documents of a multi-document YAML or JSON file, as text; empty
     ones (only blanks and comments) dropped."""
@@ -5671,9 +5424,6 @@ def split_documents(text):
 
 class YamlSubsetError(ValueError):
     """A document outside the YAML subset kubeadm configs use."""
-
-
-MAX_YAML_DEPTH = 40
 
 
 def parse_yaml_document(text):
@@ -5756,8 +5506,8 @@ def _yaml_mapping(lines, index, indent, depth):
 
 def _yaml_sequence(lines, index, indent, depth):
     result = []
-    while index < len(lines) and lines[index][0] == indent and \
-            (lines[index][1] == "-" or lines[index][1].startswith("- ")):
+    while (index < len(lines) and lines[index][0] == indent and
+            (lines[index][1] == "-" or lines[index][1].startswith("- "))):
         _, body, number = lines[index]
         rest = body[1:].lstrip(" ")
         index += 1
@@ -5776,9 +5526,9 @@ def _yaml_sequence(lines, index, indent, depth):
 
 
 def _yaml_is_key(body):
-    return not body.startswith(("'", '"', "[", "{")) and \
-        re.match(r"[^\s:][^:]*:(?:\s|$)", body) is not None or \
-        re.match(r"(\"[^\"]*\"|'[^']*'):(?:\s|$)", body) is not None
+    return (not body.startswith(("'", '"', "[", "{")) and
+            re.match(r"[^\s:][^:]*:(?:\s|$)", body) is not None or
+            re.match(r"(\"[^\"]*\"|'[^']*'):(?:\s|$)", body) is not None)
 
 
 def _yaml_key_value(body, number):
@@ -5814,8 +5564,8 @@ def _yaml_scalar(text, number, depth):
             raise YamlSubsetError("line %d has text after a string" % number)
         return value
     if text[:1] == "'":
-        if len(text) < 2 or not text.endswith("'") or \
-                "'" in text[1:-1].replace("''", ""):
+        if (len(text) < 2 or not text.endswith("'") or
+                "'" in text[1:-1].replace("''", "")):
             raise YamlSubsetError("line %d has a bad single-quoted string"
                                   % number)
         return text[1:-1].replace("''", "'")
@@ -5870,9 +5620,6 @@ def _yaml_flow(text, number, depth):
                                                                   opening))
 
 
-MAX_EXTRA_CONFIG_BYTES = 1024 * 1024
-
-
 def read_extra_config(path):
     """(documents, {kind: document}) of --kubeadm-config-extra, parsed and
     checked: each document a mapping with a top-level apiVersion and
@@ -5893,9 +5640,9 @@ def read_extra_config(path):
         except (YamlSubsetError, RecursionError) as exc:
             raise UserError("document %d of %s cannot be read: %s: write it as "
                             "plain YAML or JSON" % (number, path, exc))
-        if not isinstance(doc, dict) or \
-                not isinstance(doc.get("kind"), str) or \
-                not isinstance(doc.get("apiVersion"), str):
+        if (not isinstance(doc, dict) or
+                not isinstance(doc.get("kind"), str) or
+                not isinstance(doc.get("apiVersion"), str)):
             raise UserError("document %d of %s has no kind or apiVersion: each "
                             "document needs both" % (number, path))
         if doc["kind"] in RESERVED_KINDS:
@@ -5925,11 +5672,6 @@ def advertise_address(ctx):
     """--apiserver-advertise-address, or the default route's address."""
     if ctx.advertise_address:
         return ctx.advertise_address
-    given = getattr(ctx.args, "apiserver_advertise_address", None)
-    if given:
-        ctx.advertise_address = check_ipv4_address(
-            given, "--apiserver-advertise-address")
-        return ctx.advertise_address
     iface = default_route_interface(ctx.host)
     for name, address in host_addresses(ctx.runner):
         if name == iface:
@@ -5941,7 +5683,6 @@ def advertise_address(ctx):
 
 def kubeadm_init_documents(ctx, certificate_key=None):
     """The kubeadm init config, as [dict] (plus the extra documents)."""
-    args = ctx.args
     driver = ensure_cgroup_driver(ctx)
     address = advertise_address(ctx)
     init = {"apiVersion": KUBEADM_API, "kind": "InitConfiguration",
@@ -5955,20 +5696,20 @@ def kubeadm_init_documents(ctx, certificate_key=None):
     cluster = {"apiVersion": KUBEADM_API, "kind": "ClusterConfiguration",
                "kubernetesVersion": ctx.bundle.kubernetes_version,
                "imageRepository": ctx.image_repository,
-               "networking": {"podSubnet": args.pod_network_cidr,
-                              "serviceSubnet": args.service_cidr,
+               "networking": {"podSubnet": ctx.pod_cidr,
+                              "serviceSubnet": str(ctx.service_network),
                               "dnsDomain": "cluster.local"},
                "apiServer": {"certSANs": sorted(set([address, node_name(ctx)]))}}
-    if getattr(args, "control_plane_endpoint", None):
-        cluster["controlPlaneEndpoint"] = args.control_plane_endpoint
+    if ctx.control_plane_endpoint:
+        cluster["controlPlaneEndpoint"] = ctx.control_plane_endpoint
     docs = [init, cluster]
-    extra, kinds = read_extra_config(getattr(args, "kubeadm_config_extra", None))
+    extra, kinds = ctx.extra_documents, ctx.extra_kinds
     if "KubeletConfiguration" in kinds:
         theirs = kinds["KubeletConfiguration"].get("cgroupDriver")
         if theirs is not None and theirs != driver:
             raise UserError("the KubeletConfiguration in %s sets cgroupDriver "
                             "%s but %s uses %s: remove it or set %s" % (
-                                args.kubeadm_config_extra, theirs, ctx.cri,
+                                ctx.extra_config_path, theirs, ctx.cri,
                                 driver, driver))
     else:
         docs.append({"apiVersion": KUBELET_API, "kind": "KubeletConfiguration",
@@ -6000,7 +5741,7 @@ def kubeadm_join_config(ctx, info):
 
 
 def ignore_preflight_args(ctx):
-    value = getattr(ctx.args, "ignore_preflight_errors", None)
+    value = ctx.ignore_preflight_errors
     return ["--ignore-preflight-errors", value] if value else []
 
 
@@ -6020,7 +5761,7 @@ def phase_init(ctx):
     A finished init is left alone; one that failed half way is reset and
     run again, so a re-run continues.
     """
-    host, args = ctx.host, ctx.args
+    host = ctx.host
     state = host.state()
     if state.get("init") == "done" and host.exists(ADMIN_CONF):
         log.info("  the control plane was initialised by an earlier run")
@@ -6028,14 +5769,14 @@ def phase_init(ctx):
     if state.get("init") == "started" or existing_cluster_files(host):
         reset_partial(ctx, "kubeadm init")
     key = None
-    if getattr(args, "upload_certs", False):
+    if ctx.upload_certs:
         key = binascii.hexlify(os.urandom(32)).decode("ascii")
     config = kubeadm_init_config(ctx, key)
     host.makedirs(STATE_DIR, 0o700)
     host.write(INIT_CONFIG, config, 0o600)
     host.save_state(role=ctx.role, init="started",
                     kubernetes_version=ctx.bundle.kubernetes_version,
-                    arch=ctx.bundle.arch, pod_cidr=args.pod_network_cidr,
+                    arch=ctx.bundle.arch, pod_cidr=ctx.pod_cidr,
                     image_repository=ctx.image_repository, node=node_name(ctx),
                     certificate_key=key,
                     certificate_key_expires=(int(now()) + CERT_KEY_TTL_SECONDS)
@@ -6110,8 +5851,6 @@ def phase_kubeconfig(ctx):
 
 # -- phase: network ---------------------------------------------------------
 
-FLANNEL_NETWORK_TOKEN = '"Network": "10.244.0.0/16"'
-
 
 def render_flannel(text, pod_cidr, image):
     """The bundled flannel manifest with our pod network and image."""
@@ -6148,13 +5887,13 @@ def phase_network(ctx):
     except UnicodeDecodeError:
         raise BundleError("the bundled flannel manifest is not UTF-8 text: "
                           "rebuild the bundle")
-    pod_cidr = ctx.args.pod_network_cidr
+    pod_cidr = ctx.pod_cidr
     rendered = render_flannel(text, pod_cidr, flannel_image(ctx.bundle))
     ctx.host.makedirs(STATE_DIR, 0o700)
     ctx.host.write(FLANNEL_RENDERED, rendered, 0o644)
     ctx.runner.run(ctx.kubectl("apply", "-f", FLANNEL_RENDERED),
                    what="kubectl apply (flannel)", timeout=120)
-    if getattr(ctx.args, "allow_pods_on_master", False):
+    if ctx.allow_pods_on_master:
         result = ctx.runner.run(ctx.kubectl(
             "taint", "nodes", node_name(ctx), "node-role.kubernetes.io/master-"),
             check=False)
@@ -6279,62 +6018,86 @@ def phase_join_file(ctx):
     """Write the join file next to the bundle (mode 0600) and print the
     join commands for workers and control-plane nodes."""
     state = ctx.host.state()
-    upload = bool(getattr(ctx.args, "upload_certs", False) or
-                  state.get("certificate_key"))
+    upload = bool(ctx.upload_certs or state.get("certificate_key"))
     info = make_join_info(ctx, upload, ctx.bundle.kubernetes_version,
                           ctx.bundle.arch)
-    path = getattr(ctx.args, "join_file", None) or \
-        default_join_file(ctx, ctx.bundle.path)
+    path = ctx.join_file or default_join_file(ctx, ctx.bundle.path)
     write_join_file(ctx, path, info)
     print_join_commands(ctx, path, info)
 
 
 # -- join -------------------------------------------------------------------
 
+def join_info_from_flags(ctx, bundle):
+    """The join facts of --apiserver/--token/--discovery-token-ca-cert-hash."""
+    if not all(ctx.join_flags):
+        raise UserError("--apiserver, --token and "
+                        "--discovery-token-ca-cert-hash go together: give "
+                        "all three, or a join file")
+    apiserver, token, ca_hash = ctx.join_flags
+    return {"api_server_endpoint": apiserver, "token": token,
+            "discovery_token_ca_cert_hash": ca_hash,
+            "kubernetes_version": bundle.kubernetes_version,
+            "arch": bundle.arch, "from_flags": True}
+
+
+def read_join_file(ctx, bundle):
+    """(join facts, path) of --join-file, or of the join file beside the
+    bundle or in the fallback place, made for this bundle."""
+    candidates = [ctx.join_file] if ctx.join_file else [
+        os.path.join(bundle_folder(bundle.path), JOIN_FILE_NAME),
+        ctx.host.path(FALLBACK_JOIN_FILE)]
+    path = next((c for c in candidates if os.path.lexists(c)), None)
+    if path is None:
+        raise UserError("no join file at %s: copy %s from the master beside "
+                        "the bundle, or give --join-file PATH, or --apiserver "
+                        "--token --discovery-token-ca-cert-hash" % (
+                            " or ".join(candidates), JOIN_FILE_NAME))
+    raw = read_regular_file(path, "the join file", MAX_JOIN_FILE_BYTES)
+    try:
+        info = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise UserError("the join file %s is not valid JSON: copy it again "
+                        "from the master or run `token` there" % path)
+    if not isinstance(info, dict):
+        raise UserError("the join file %s is not a join file: run `token` "
+                        "on the master for a new one" % path)
+    for field in ("kubernetes_version", "arch"):
+        theirs, ours = info.get(field), bundle.meta.get(field)
+        if theirs != ours:
+            raise UserError("the join file %s is for %s %s but the bundle is "
+                            "%s: use the bundle the master was made from" % (
+                                path, field.replace("_", " "), theirs, ours))
+    return info, path
+
+
+def check_certificate_key(ctx, info, source):
+    """A control-plane join needs a well-formed, unexpired certificate key
+    (one given by --certificate-key is taken as fresh)."""
+    key = info.get("certificate_key")
+    if not key:
+        raise UserError("joining as a control-plane node needs a "
+                        "certificate key: run `k8s_offline.py token` on the "
+                        "master (or give --certificate-key)")
+    if not full_match(CERT_KEY_RE, key):
+        raise UserError("bad certificate key %r: it is 64 hex digits; run "
+                        "`token` on the master for one" % (key,))
+    key_expires = info.get("certificate_key_expires")
+    if key_expires and key_expires < now() and not ctx.certificate_key:
+        raise UserError("the certificate key in %s expired at %s: run "
+                        "`k8s_offline.py token` on the master for a new "
+                        "join file" % (source, _utc(key_expires)))
+
+
 def load_join_info(ctx, bundle):
     """The join facts from --apiserver/--token/--discovery-token-ca-cert-hash
     or a join file, checked against the bundle; UserError if unusable."""
-    args = ctx.args
-    flags = (args.apiserver, args.token, args.discovery_token_ca_cert_hash)
-    if any(flags):
-        if not all(flags):
-            raise UserError("--apiserver, --token and "
-                            "--discovery-token-ca-cert-hash go together: give "
-                            "all three, or a join file")
-        info = {"api_server_endpoint": args.apiserver, "token": args.token,
-                "discovery_token_ca_cert_hash":
-                    args.discovery_token_ca_cert_hash,
-                "kubernetes_version": bundle.kubernetes_version,
-                "arch": bundle.arch, "from_flags": True}
-        source = "the command line"
+    if any(ctx.join_flags):
+        info, source = join_info_from_flags(ctx, bundle), "the command line"
     else:
-        candidates = [args.join_file] if args.join_file else [
-            os.path.join(bundle_folder(bundle.path), JOIN_FILE_NAME),
-            ctx.host.path(FALLBACK_JOIN_FILE)]
-        path = next((c for c in candidates if os.path.lexists(c)), None)
-        if path is None:
-            raise UserError("no join file at %s: copy %s from the master beside "
-                            "the bundle, or give --join-file PATH, or --apiserver "
-                            "--token --discovery-token-ca-cert-hash" % (
-                                " or ".join(candidates), JOIN_FILE_NAME))
-        raw = read_regular_file(path, "the join file", MAX_JOIN_FILE_BYTES)
-        try:
-            info = json.loads(raw.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise UserError("the join file %s is not valid JSON: copy it again "
-                            "from the master or run `token` there" % path)
-        if not isinstance(info, dict):
-            raise UserError("the join file %s is not a join file: run `token` "
-                            "on the master for a new one" % path)
-        source = path
-        for field in ("kubernetes_version", "arch"):
-            theirs, ours = info.get(field), bundle.meta.get(field)
-            if theirs != ours:
-                raise UserError("the join file %s is for %s %s but the bundle is "
-                                "%s: use the bundle the master was made from" % (
-                                    path, field.replace("_", " "), theirs, ours))
-    if getattr(args, "certificate_key", None):
-        info["certificate_key"] = args.certificate_key
+        info, source = read_join_file(ctx, bundle)
+    if ctx.certificate_key:
+        info["certificate_key"] = ctx.certificate_key
     check_join_fields(info, source)
     expires = info.get("token_expires")
     if expires and expires < now():
@@ -6342,26 +6105,8 @@ def load_join_info(ctx, bundle):
                         "token` on the master for a new join file" % (
                             source, _utc(expires)))
     if ctx.role == "control-plane":
-        key = info.get("certificate_key")
-        if not key:
-            raise UserError("joining as a control-plane node needs a "
-                            "certificate key: run `k8s_offline.py token` on the "
-                            "master (or give --certificate-key)")
-        if not full_match(CERT_KEY_RE, key):
-            raise UserError("bad certificate key %r: it is 64 hex digits; run "
-                            "`token` on the master for one" % (key,))
-        key_expires = info.get("certificate_key_expires")
-        if key_expires and key_expires < now() and \
-                not getattr(args, "certificate_key", None):
-            raise UserError("the certificate key in %s expired at %s: run "
-                            "`k8s_offline.py token` on the master for a new "
-                            "join file" % (source, _utc(key_expires)))
+        check_certificate_key(ctx, info, source)
     return info
-
-
-CLUSTER_INFO_PATH = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
-KUBEADM_CONFIG_PATH = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config"
-API_TIMEOUT = 15
 
 
 def _der_item(data, pos):
@@ -6484,13 +6229,6 @@ def adopt_cluster_image_repository(ctx):
     log.info("  the cluster's images are named under %s", repository)
 
 
-MAX_JOIN_FILE_BYTES = 64 * 1024
-JOIN_FIELDS = ("format", "kubernetes_version", "arch", "token_expires",
-               "image_repository", "control_plane_nodes", "certificate_key",
-               "certificate_key_expires", "created", "api_server_endpoint",
-               "token", "discovery_token_ca_cert_hash", "from_flags")
-
-
 def check_join_fields(info, source):
     """Every field of the join facts against its grammar, before use: they
     go into kubeadm's config and containerd's."""
@@ -6542,13 +6280,6 @@ def _utc(seconds):
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
 
 
-# kubeadm join refuses the name of a Node the cluster lists as Ready; a node
-# reset moments ago stays Ready for the node monitor's grace period (40 s by
-# default), so join tries again for a bounded while.
-STALE_NODE_WAIT = 90
-STALE_NODE_RETRY = 15
-
-
 def stale_ready_node(output):
     """The node name when kubeadm refused to join because the cluster still
     has a Ready Node of that name, else None."""
@@ -6560,13 +6291,13 @@ def stale_ready_node(output):
 def explain_join_failure(output):
     text = output or ""
     lowered = text.lower()
-    if "kubeadm-certs" in lowered or "certificate key" in lowered or \
-            "decrypt" in lowered:
+    if ("kubeadm-certs" in lowered or "certificate key" in lowered or
+            "decrypt" in lowered):
         return ("the certificate key was refused (uploaded certificates expire "
                 "after 2 hours): run `k8s_offline.py token` on the master for a "
                 "new join file")
-    if ("token id" in lowered and "invalid" in lowered) or \
-            "jws signature" in lowered or "unauthorized" in lowered:
+    if (("token id" in lowered and "invalid" in lowered) or
+            "jws signature" in lowered or "unauthorized" in lowered):
         return ("the join token was refused (tokens expire after 24 hours): run "
                 "`k8s_offline.py token` on the master for a new join file")
     node = stale_ready_node(text)
@@ -6576,7 +6307,6 @@ def explain_join_failure(output):
                 "remove-node %s`, then join again" % (node, node))
     return "kubeadm join failed: %s: the full output is in %s" % (
         kubeadm_error_line(text) or "no output", KUBEADM_JOIN_LOG)
-
 
 
 def phase_join(ctx):
@@ -6596,8 +6326,8 @@ def phase_join(ctx):
                     kubernetes_version=ctx.bundle.kubernetes_version,
                     arch=ctx.bundle.arch, image_repository=ctx.image_repository,
                     pod_cidr=None)
-    argv = ["kubeadm", "join", "--config", JOIN_CONFIG] + \
-        ignore_preflight_args(ctx)
+    argv = (["kubeadm", "join", "--config", JOIN_CONFIG] +
+            ignore_preflight_args(ctx))
     host.makedirs(os.path.dirname(KUBEADM_JOIN_LOG))
     give_up = now() + STALE_NODE_WAIT
     while True:
@@ -6618,8 +6348,6 @@ def phase_join(ctx):
 
 # -- reset ------------------------------------------------------------------
 
-KUBE_IPTABLES_MARKERS = ("KUBE-", "CNI-", "FLANNEL", "flannel")
-
 
 def filter_iptables_save(text, pod_cidr):
     """iptables-save output without the chains and rules that kube-proxy,
@@ -6627,8 +6355,8 @@ def filter_iptables_save(text, pod_cidr):
     markers = KUBE_IPTABLES_MARKERS + ((pod_cidr,) if pod_cidr else ())
     kept, removed = [], 0
     for line in text.splitlines():
-        if (line.startswith("-A ") or line.startswith(":")) and \
-                any(marker in line for marker in markers):
+        if ((line.startswith("-A ") or line.startswith(":")) and
+                any(marker in line for marker in markers)):
             removed += 1
             continue
         kept.append(line)
@@ -6707,14 +6435,500 @@ def phase_reset_files(ctx):
 
 
 # ===========================================================================
-# Cluster checks (install mode)
+# Preflight checks (install mode)
 # ===========================================================================
 
+# One finding of a check: what is wrong and how to fix it (fix None when the
+# message came whole from a check elsewhere); warnings do not stop the run.
+Problem = collections.namedtuple("Problem", "message fix warning")
 
-WAIT_INTERVAL = 5
-IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
-                      "ErrImageNeverPull")
-CERT_WARN_DAYS = 30
+
+def error(message, fix=None):
+    return Problem(message, fix, False)
+
+
+def warning(message, fix=None):
+    return Problem(message, fix, True)
+
+
+def problem_text(found):
+    return found.message + (": " + found.fix if found.fix else "")
+
+
+def is_control_plane(ctx):
+    return ctx.role in ("master", "control-plane")
+
+
+def check_privileged(ctx):
+    if ctx.euid != 0:
+        yield error("this must run as root", "run it with sudo")
+
+
+def check_cpus(ctx):
+    cpus = host_cpu_count(ctx.host)
+    if is_control_plane(ctx) and cpus < 2:
+        yield error("a control-plane node needs at least 2 CPUs, this host "
+                    "has %d" % cpus, "use a bigger machine")
+
+
+def check_memory(ctx):
+    memory = host_memory_mb(ctx.host)
+    master = is_control_plane(ctx)
+    least = MIN_MASTER_MEMORY_MB if master else MIN_WORKER_MEMORY_MB
+    if memory is not None and memory < least:
+        yield Problem("this host has %d MB of memory, a %s needs %d MB" % (
+            memory, "control-plane node" if master else "node", least),
+            "add memory", not master)
+
+
+def check_swap(ctx):
+    swaps = active_swaps(ctx.host)
+    if swaps and not ctx.disable_swap:
+        yield error("swap is on (%s)" % ", ".join(swaps),
+                    "the kubelet refuses to run with swap; rerun with "
+                    "--disable-swap (turns it off now and in /etc/fstab)")
+
+
+def check_no_cluster(ctx):
+    existing = existing_cluster_files(ctx.host)
+    if existing and not continuing_run(ctx):
+        yield error("an existing cluster was found on this host (%s)"
+                    % existing[0], "run `k8s_offline.py reset` first")
+
+
+def check_ports(ctx):
+    ports = MASTER_PORTS if is_control_plane(ctx) else WORKER_PORTS
+    if not continuing_run(ctx):
+        busy = sorted(listening_ports(ctx.host) & set(ports))
+        if busy:
+            yield error("port %s is in use" % ", ".join(map(str, busy)),
+                        "stop the program listening on it (see `ss -ltnp`)")
+
+
+def check_tools(ctx):
+    """What the bundle's kubeadm refuses to run without is an error, what it
+    warns about a warning, so kubeadm itself never stops half way."""
+    version = ctx.bundle.kubernetes_version
+    minor = parse_version(version)[1]
+    for tool, since, package in KUBEADM_REQUIRED_TOOLS:
+        if ctx.host.which(tool):
+            continue
+        users = TOOL_USERS.get(tool)
+        if minor >= since:
+            yield error("%s is missing" % tool, "kubeadm %s refuses to run "
+                        "without it%s; install the %s package" % (
+                            version, " (%s)" % users if users else "",
+                            package))
+        else:
+            yield warning("%s is missing" % tool, "%s, and kubeadm 1.%d and "
+                          "later refuse to run without it; install the %s "
+                          "package" % (users or "kubeadm needs it", since,
+                                       package))
+    for tool in KUBEADM_WARNED_TOOLS:
+        if not ctx.host.which(tool):
+            users = TOOL_USERS.get(tool)
+            yield warning("%s is missing" % tool, "kubeadm warns without "
+                          "it%s; install it if you can" % (
+                              " and %s" % users if users else ""))
+
+
+def check_hostname(ctx):
+    name = node_name(ctx)
+    hostname = host_hostname(ctx.host) or name
+    if not full_match(NODE_NAME_RE, name):
+        yield error("the node name %r is not a valid DNS name" % name,
+                    "set the host name or use --node-name")
+    elif name == "localhost":
+        yield error("the host name is localhost", "give each host a unique "
+                    "name (hostnamectl set-hostname NAME)")
+    elif not hostname_resolves(ctx.host, hostname):
+        yield warning("the host name %s does not resolve" % hostname,
+                      "add it to /etc/hosts")
+
+
+def check_unique_name(ctx):
+    name = node_name(ctx)
+    if ctx.join_info and name in (ctx.join_info.get("control_plane_nodes")
+                                  or []):
+        yield error("this host is named %s like a control-plane node of the "
+                    "cluster" % name, "node names must be unique; rename "
+                    "this host (hostnamectl set-hostname) or use --node-name")
+
+
+def check_firewalld(ctx):
+    """firewalld blocks a node unless --open-firewall opens its ports (the
+    host phase then does)."""
+    ctx.firewalld = firewalld_active(ctx)
+    if ctx.firewalld and not ctx.open_firewall:
+        yield warning("firewalld is active and blocks what a %s needs (%s)" % (
+            "control-plane node" if is_control_plane(ctx) else "worker",
+            " ".join(firewall_rules(ctx))), "rerun with --open-firewall to "
+            "open exactly those, permanently, or stop firewalld")
+    elif ctx.open_firewall and not ctx.firewalld:
+        yield warning("--open-firewall", "firewalld is not active here, so "
+                      "there is nothing to open")
+
+
+def check_selinux(ctx):
+    if selinux_enforcing(ctx.host) and not ctx.selinux_permissive:
+        yield warning("SELinux is enforcing", "containers may be denied "
+                      "access to host files; rerun with --selinux-permissive "
+                      "(setenforce 0, and SELINUX=permissive in %s, as "
+                      "kubeadm's install guide says)" % SELINUX_CONFIG)
+
+
+def check_iptables_backend(ctx):
+    """kube-proxy's image detects the backend from 1.17 on (kubernetes
+    #82966); 1.16's writes legacy rules the nftables backend ignores."""
+    backend = iptables_backend(ctx.runner)
+    version = ctx.bundle.kubernetes_version
+    if (backend and backend[1] == "nf_tables"
+            and parse_version(version)[:2] < (1, 17)
+            and not ctx.iptables_legacy):
+        yield warning("iptables %s uses the nftables backend, which "
+                      "kube-proxy of Kubernetes %s does not support (its "
+                      "rules and the host's diverge)" % (backend[0], version),
+                      "rerun with --iptables-legacy to switch to legacy mode")
+
+
+def check_networks(ctx):
+    """master: neither cluster network may overlap a network of the host."""
+    if ctx.role != "master" or ctx.pod_network is None:
+        return
+    for iface, address in host_addresses(ctx.runner):
+        if (iface in CLUSTER_LINKS or iface.startswith("flannel")
+                or address.ip.is_loopback):
+            continue
+        for option, network in (("--pod-network-cidr", ctx.pod_network),
+                                ("--service-cidr", ctx.service_network)):
+            if network.overlaps(address.network):
+                yield error("%s %s overlaps the host network %s on %s" % (
+                    option, network, address.network, iface),
+                    "choose another %s" % option)
+
+
+def check_image_repository_of_cluster(ctx):
+    """A join by flags without --image-repository takes the cluster's."""
+    if (ctx.join_info and ctx.join_info.get("from_flags")
+            and not ctx.image_repository_flag):
+        try:
+            adopt_cluster_image_repository(ctx)
+        except UserError as exc:
+            yield error(str(exc))
+
+
+def check_containerd_config(ctx):
+    """What the runtime phase will write, so it cannot fail there."""
+    config = (ctx.host.read(CONTAINERD_CONFIG) if ctx.cri == "containerd"
+              else None)
+    if config is not None:
+        try:
+            containerd_config_with(config, "pause")
+        except UserError as exc:
+            yield error(str(exc))
+
+
+def check_runtime(ctx):
+    try:
+        plan = runtime_plan(ctx)
+    except UserError as exc:
+        yield error(str(exc))
+    else:
+        log.info("  container runtime %s: %s", ctx.cri, plan)
+
+
+def _tool_checks():
+    return tuple("FileExisting-" + tool for tool, _, _ in
+                 KUBEADM_REQUIRED_TOOLS) + tuple(
+        "FileExisting-" + tool for tool in KUBEADM_WARNED_TOOLS)
+
+
+# The checks in the order they run: (what, kubeadm's names for the same
+# check, or () where kubeadm has none, the check).  Each check yields a
+# Problem per finding.
+PreflightCheck = collections.namedtuple("PreflightCheck", "name kubeadm run")
+PREFLIGHT_CHECKS = (
+    PreflightCheck("root", ("IsPrivilegedUser",), check_privileged),
+    PreflightCheck("cpus", ("NumCPU",), check_cpus),
+    PreflightCheck("memory", ("Mem",), check_memory),
+    PreflightCheck("swap", ("Swap",), check_swap),
+    PreflightCheck("no cluster", (
+        "FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml",
+        "FileAvailable--etc-kubernetes-kubelet.conf",
+        "DirAvailable--var-lib-etcd"), check_no_cluster),
+    PreflightCheck("ports", tuple("Port-%d" % port for port in MASTER_PORTS),
+                   check_ports),
+    PreflightCheck("tools", _tool_checks(), check_tools),
+    PreflightCheck("hostname", ("Hostname",), check_hostname),
+    PreflightCheck("unique name", (), check_unique_name),
+    PreflightCheck("firewalld", ("Firewalld",), check_firewalld),
+    PreflightCheck("selinux", (), check_selinux),
+    PreflightCheck("iptables backend", (), check_iptables_backend),
+    PreflightCheck("networks", (), check_networks),
+    PreflightCheck("image repository", (), check_image_repository_of_cluster),
+    PreflightCheck("containerd config", (), check_containerd_config),
+    PreflightCheck("runtime", ("CRI",), check_runtime),
+)
+
+
+def phase_preflight(ctx):
+    """Check the host, giving the reason and the fix for each problem.
+
+    Only checks: the fixes this tool makes itself (kernel modules, sysctls,
+    swap with --disable-swap) happen in the host phase, after every check
+    has passed.
+    """
+    errors = []
+    for check in PREFLIGHT_CHECKS:
+        log.debug("  preflight check %s (kubeadm: %s)", check.name,
+                  ", ".join(check.kubeadm) or "none")
+        for found in check.run(ctx):
+            if found.warning:
+                ctx.warn(problem_text(found))
+            else:
+                errors.append(problem_text(found))
+    if errors:
+        for text in errors[1:]:
+            log.error("preflight: %s", text)
+        if ctx.dry_run:
+            log.error("preflight: %s", errors[0])
+            log.info("  (dry run: continuing to show the remaining phases)")
+            return
+        raise UserError(errors[0])
+    log.info("  preflight passed (%d warning%s)", len(ctx.warnings),
+             "" if len(ctx.warnings) == 1 else "s")
+
+
+# ===========================================================================
+# Run context (install mode)
+# ===========================================================================
+
+class InstallContext(object):
+    """Everything one run of an install command reads, built once, as
+    kubeadm's initData is.
+
+    Every flag is parsed and checked against its grammar here, exactly once
+    and before the first change, so a refusal leaves the host as it was;
+    the phases read these fields, never the command line.  The join file
+    and the state file are read in by build_context."""
+
+    def __init__(self, args, role):
+        def flag(name, default=None):
+            return getattr(args, name, default)
+        # What the phases learn on the way.
+        self._bundle = None
+        self.cgroup_driver = None
+        self.join_info = None             # the join facts (join only)
+        self.firewalld = False            # active, as preflight saw it
+        self.warnings = []
+        self.reset_pod_cidr = None        # reset: the pod network to clean
+        self.reset_kubeconfigs = []       # reset: admin.conf copies to remove
+        # The run itself.
+        self.command = flag("command")
+        self.role = role                  # master, worker, control-plane, reset
+        self.dry_run = bool(flag("dry_run", False))
+        self.host = Host(flag("root") or "/", self.dry_run)
+        self.runner = Runner(self.dry_run)
+        self.euid = current_euid()
+        self.progress = not flag("no_progress", False)
+        self.bundle_path = flag("bundle")
+        self.skip = parse_skip_phases(flag("skip_phases"))
+        self._cri = flag("cri")           # None: default_cri decides
+        # master's networks and extra kubeadm documents.
+        self.pod_network = self.service_network = None
+        if flag("pod_network_cidr") is not None:
+            self.pod_network, self.service_network = check_cidrs(
+                flag("pod_network_cidr"), flag("service_cidr"))
+        self.extra_config_path = flag("kubeadm_config_extra")
+        self.extra_documents, self.extra_kinds = read_extra_config(
+            self.extra_config_path)
+        # The node: image names, runtime socket, name, address.
+        self.image_repository_flag = check_image_repository(
+            flag("image_repository"))
+        self.image_repository = (self.image_repository_flag
+                                 or KUBEADM_IMAGE_REPOSITORY)
+        self.containerd_address = (check_containerd_address(
+            flag("containerd_address")) or CRI_SOCKETS["containerd"])
+        self.node_name = check_node_name(flag("node_name"))
+        self.ignore_preflight_errors = check_ignore_preflight_errors(
+            flag("ignore_preflight_errors"))
+        self.control_plane_endpoint = flag("control_plane_endpoint")
+        if self.control_plane_endpoint is not None:
+            check_endpoint(self.control_plane_endpoint,
+                           "--control-plane-endpoint")
+        self.wait = not flag("no_wait", False)
+        self.wait_timeout = flag("wait_timeout", DEFAULT_WAIT_TIMEOUT)
+        if self.wait_timeout <= 0:
+            raise UserError("--wait-timeout must be a positive number of "
+                            "seconds")
+        self.advertise_address = None
+        if flag("apiserver_advertise_address"):
+            self.advertise_address = check_own_address(
+                self, flag("apiserver_advertise_address"))
+        # What the host phase fixes, and master's and join's own flags.
+        self.disable_swap = bool(flag("disable_swap", False))
+        self.iptables_legacy = bool(flag("iptables_legacy", False))
+        self.open_firewall = bool(flag("open_firewall", False))
+        self.selinux_permissive = bool(flag("selinux_permissive", False))
+        self.upload_certs = bool(flag("upload_certs", False))
+        self.allow_pods_on_master = bool(flag("allow_pods_on_master", False))
+        self.join_file = flag("join_file")
+        self.join_flags = (flag("apiserver"), flag("token"),
+                           flag("discovery_token_ca_cert_hash"))
+        self.certificate_key = flag("certificate_key")
+        # restore's own flags.
+        self.backup_file = flag("file")
+        self.replace = bool(flag("replace", False))
+
+    @property
+    def bundle(self):
+        if self._bundle is None:
+            self._bundle = Bundle(resolve_bundle_path(self.bundle_path))
+        return self._bundle
+
+    @property
+    def cri(self):
+        """docker or containerd: --cri, else the runtime default_cri picks."""
+        if self._cri is None:
+            self._cri = default_cri(self)
+        return self._cri
+
+    @cri.setter
+    def cri(self, value):
+        self._cri = value
+
+    @property
+    def pod_cidr(self):
+        return str(self.pod_network)
+
+    def close(self):
+        if self._bundle is not None:
+            self._bundle.close()
+
+    def kubectl(self, *argv):
+        return ["kubectl", "--kubeconfig", ADMIN_CONF] + list(argv)
+
+    def warn(self, text):
+        self.warnings.append(text)
+        log.warning("warning: %s", text)
+
+
+def default_cri(ctx):
+    """The runtime when --cri is not given: containerd for master and join
+    when the bundle carries upstream containerd (--with-containerd) and the
+    host has no Docker, so a bare host needs no flag; Docker otherwise."""
+    if ctx.command not in ("master", "join"):
+        return "docker"
+    try:
+        carried = bundled_runtime(ctx.bundle)
+    except UserError:
+        return "docker"
+    if carried == "containerd" and not ctx.host.which("dockerd"):
+        return "containerd"
+    return "docker"
+
+
+def parse_skip_phases(text):
+    return set(part.strip() for part in (text or "").split(",") if part.strip())
+
+
+def check_image_repository(repository):
+    if repository is not None and not is_image_repository(repository):
+        raise UserError("bad --image-repository %r: use a registry and path "
+                        "such as k8s.gcr.io or registry.local:5000/k8s"
+                        % (repository,))
+    return repository
+
+
+def check_containerd_address(address):
+    if address is not None and (not full_match(SOCKET_PATH_RE, address) or
+                                ".." in address.split("/")):
+        raise UserError("bad --containerd-address %r: give the absolute path "
+                        "of containerd's socket" % (address,))
+    return address
+
+
+def check_node_name(name):
+    """--node-name in lower case, as the node is registered."""
+    if name is None:
+        return None
+    if not full_match(NODE_NAME_RE, name.lower()):
+        raise UserError("bad --node-name %r: use a DNS name (RFC 1123): "
+                        "letters, digits, '-' and '.', such as node-1"
+                        % (name,))
+    return name.lower()
+
+
+def check_ignore_preflight_errors(value):
+    if value is not None and not full_match(PREFLIGHT_ERRORS_RE, value):
+        raise UserError("bad --ignore-preflight-errors %r: a comma-separated "
+                        "list of kubeadm check names" % (value,))
+    return value
+
+
+def check_own_address(ctx, text):
+    """--apiserver-advertise-address: an IPv4 address of this host (a dry
+    run only warns)."""
+    given = check_ipv4_address(text, "--apiserver-advertise-address")
+    mine = [str(address.ip) for _, address in host_addresses(ctx.runner)]
+    if given not in mine:
+        message = ("--apiserver-advertise-address %s is not an address of "
+                   "this host (it has %s): give one of them"
+                   % (given, ", ".join(mine) or "none"))
+        if not ctx.dry_run:
+            raise UserError(message)
+        ctx.warn(message)
+    return given
+
+
+def resolve_bundle_path(path):
+    """--bundle, or the folder holding this script when it is a bundle."""
+    if path:
+        return path
+    folder = script_dir()
+    if os.path.isfile(os.path.join(folder, BUNDLE_JSON)):
+        return folder
+    raise UserError("no bundle given and %s has no %s: use --bundle PATH "
+                    "(the bundle .tar or its extracted folder)"
+                    % (folder, BUNDLE_JSON))
+
+
+def reset_copies(ctx):
+    """The kubeconfig copies reset removes: those the state file records,
+    and any other copy of admin.conf this tool would have made."""
+    state = ctx.host.state()
+    admin = ctx.host.read_bytes(ADMIN_CONF)
+    copies = state.get("kubeconfigs")
+    copies = list(copies) if isinstance(copies, list) else []
+    for path, _, _ in kubeconfig_targets(ctx):
+        if (path not in copies and admin is not None
+                and ctx.host.read_bytes(path) == admin):
+            copies.append(path)
+    return copies
+
+
+def build_context(args, role):
+    """The run context of master or join: the flags, then join's join file
+    and the image repository it names."""
+    ctx = InstallContext(args, role)
+    if role in ("worker", "control-plane"):
+        ctx.join_info = load_join_info(ctx, ctx.bundle)
+        if (not ctx.image_repository_flag and
+                ctx.join_info.get("image_repository")):
+            ctx.image_repository = ctx.join_info["image_repository"]
+    return ctx
+
+
+def read_reset_state(ctx):
+    """What reset cleans, from the state file: the pod network and the
+    kubeconfig copies."""
+    ctx.reset_pod_cidr = ctx.host.state().get("pod_cidr") or DEFAULT_POD_CIDR
+    ctx.reset_kubeconfigs = reset_copies(ctx)
+
+
+# ===========================================================================
+# Cluster checks (install mode)
+# ===========================================================================
 
 
 def _kubectl_json(ctx, argv, kubeconfig=ADMIN_CONF):
@@ -6735,8 +6949,8 @@ def node_ready(node):
         if condition.get("type") == "Ready":
             if condition.get("status") == "True":
                 return True, ""
-            return False, condition.get("message") or condition.get("reason") \
-                or "not ready"
+            return (False, condition.get("message") or condition.get("reason")
+                    or "not ready")
     return False, "no Ready condition yet"
 
 
@@ -6747,16 +6961,16 @@ def pod_problem(pod):
     phase = status.get("phase", "Unknown")
     if phase == "Succeeded":
         return None
-    statuses = status.get("initContainerStatuses", []) + \
-        status.get("containerStatuses", [])
+    statuses = (status.get("initContainerStatuses", []) +
+                status.get("containerStatuses", []))
     for container in statuses:
         waiting = (container.get("state") or {}).get("waiting")
         if waiting:
             reason = waiting.get("reason") or "waiting"
             message = waiting.get("message")
             text = "%s: %s" % (reason, message) if message else reason
-            return text, container.get("image") if reason in \
-                IMAGE_PULL_REASONS else None
+            return (text, container.get("image") if reason in
+                    IMAGE_PULL_REASONS else None)
     if phase == "Running" and all(c.get("ready") for c in
                                   status.get("containerStatuses", [])):
         return None
@@ -6805,24 +7019,23 @@ def timeout_message(pending, timeout):
         return text + (": the image %s is not on this node, so the bundle is "
                        "incomplete; rebuild it (with --extra-image for your "
                        "own images)" % image)
-    return text + ": look at `kubectl -n kube-system describe pod` and " \
-                  "`journalctl -u kubelet`, or rerun with a longer --wait-timeout"
+    return (text + ": look at `kubectl -n kube-system describe pod` and "
+            "`journalctl -u kubelet`, or rerun with a longer --wait-timeout")
 
 
 def phase_wait(ctx):
     """Wait until the node is Ready and every kube-system pod Running,
     showing what is still pending (--wait-timeout, --no-wait)."""
-    args = ctx.args
-    if getattr(args, "no_wait", False):
+    if not ctx.wait:
         log.info("  not waiting (--no-wait)")
         return
     if ctx.dry_run:
         log.info("  would wait up to %d s for the node and the kube-system "
-                 "pods", args.wait_timeout)
+                 "pods", ctx.wait_timeout)
         return
     worker = ctx.role == "worker"
     kubeconfig = KUBELET_CONF if worker else ADMIN_CONF
-    timeout = args.wait_timeout
+    timeout = ctx.wait_timeout
     deadline = now() + timeout
     shown = None
     while True:
@@ -6865,9 +7078,9 @@ def node_rows(listing):
     rows = [("NODE", "STATUS", "ROLES", "VERSION", "AGE")]
     for node in listing.get("items", []):
         labels = node["metadata"].get("labels", {})
-        roles = sorted(key.split("/", 1)[1] for key in labels
-                       if key.startswith("node-role.kubernetes.io/")) or \
-            ["<none>"]
+        roles = (sorted(key.split("/", 1)[1] for key in labels
+                        if key.startswith("node-role.kubernetes.io/"))
+                 or ["<none>"])
         ready, reason = node_ready(node)
         rows.append((node["metadata"]["name"], "Ready" if ready else
                      "NotReady (%s)" % reason, ",".join(roles),
@@ -6887,10 +7100,6 @@ def pod_rows(listing):
                      problem[0] if problem else pod["status"].get("phase"),
                      pod.get("spec", {}).get("nodeName", "-"), restarts))
     return rows
-
-
-CERT_LINE_RE = re.compile(
-    r"^(\S+)\s+([A-Z][a-z]{2} \d{2}, \d{4} \d{2}:\d{2} UTC)\s")
 
 
 def parse_cert_expiration(text):
@@ -6922,8 +7131,8 @@ def cluster_version(ctx):
     result = ctx.runner.run(["kubeadm", "version", "-o", "short"],
                             change=False, check=False)
     text = result.stdout.strip()
-    return text if result.ok and re.match(r"^v\d+\.\d+\.\d+", text) \
-        else DEFAULT_KUBERNETES_VERSION
+    return (text if result.ok and re.match(r"^v\d+\.\d+\.\d+", text)
+            else DEFAULT_KUBERNETES_VERSION)
 
 
 def require_master(ctx, command):
@@ -6996,22 +7205,6 @@ def cmd_remove_node(args):
 
 
 # -- day two: certificates ----------------------------------------------------
-
-CERT_FAIL_DAYS = 7
-PKI_DIR = "/etc/kubernetes/pki"
-MANIFEST_DIR = "/etc/kubernetes/manifests"
-KUBEADM_KUBECONFIGS = ("admin.conf", "controller-manager.conf",
-                       "scheduler.conf", "kubelet.conf")
-KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
-KUBELET_CLIENT_CERT = "/var/lib/kubelet/pki/kubelet-client-current.pem"
-# The static pods restarted after a renewal, the API server first so that
-# it answers with its new certificate as early as possible.
-CONTROL_PLANE_PODS = ("kube-apiserver", "kube-controller-manager",
-                      "kube-scheduler", "etcd")
-DAYTWO_DIR = STATE_DIR + "/day-two"
-RESTART_TIMEOUT = 300
-PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)"
-                         r"-----END CERTIFICATE-----")
 
 
 def _der_time(der, tag, start, end):
@@ -7323,8 +7516,8 @@ def restart_static_pod(ctx, component):
         log.info("  %s: no static pod manifest here", component)
         return
     held = "%s/%s.yaml" % (DAYTWO_DIR, component)
-    old, _ = (None, False) if ctx.dry_run else \
-        static_pod_container(ctx, component)
+    old, _ = ((None, False) if ctx.dry_run else
+              static_pod_container(ctx, component))
     move_file(ctx, manifest, held)
     if ctx.dry_run:
         log.info("  would wait until the kubelet stops %s, then move it back "
@@ -7356,8 +7549,8 @@ def kubeconfig_copies(ctx, admin):
             st = os.stat(full)
             copies.append((path, st.st_uid, st.st_gid))
     for path, uid, gid in kubeconfig_targets(ctx):
-        if path not in [c[0] for c in copies] and admin is not None and \
-                ctx.host.read_bytes(path) == admin:
+        if (path not in [c[0] for c in copies] and admin is not None and
+                ctx.host.read_bytes(path) == admin):
             copies.append((path, uid, gid))
     return copies
 
@@ -7409,21 +7602,6 @@ def cmd_certs_renew(args):
 
 # -- day two: etcd backup and restore ----------------------------------------
 
-BACKUP_FORMAT = 1
-BACKUP_JSON = "backup.json"
-BACKUP_DIR = "/var/backups/k8s-offline"
-ETCD_MANIFEST = MANIFEST_DIR + "/etcd.yaml"
-ETCD_DATA_DIR = "/var/lib/etcd"
-ETCD_PKI = PKI_DIR + "/etcd"
-SNAPSHOT_NAME = "etcd/snapshot.db"
-BACKUP_MEMBER_RE = re.compile(r"^(backup\.json|etcd/snapshot\.db|"
-                              r"kubeadm/(kubeadm-init\.json|state\.json|"
-                              r"kubeadm-config\.yaml)|"
-                              r"pki/([A-Za-z0-9._-]+/)?[A-Za-z0-9._-]+)$")
-SHA256_RE = re.compile(r"[a-f0-9]{64}")
-ETCD_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
-ETCD_PEER_URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+:\d+")
-
 
 def etcd_manifest_facts(text):
     """{image, name, peer_url} of kubeadm's etcd static pod manifest."""
@@ -7438,8 +7616,8 @@ def etcd_manifest_facts(text):
             facts[key] = match.group(1)
     match = re.search(r"--listen-client-urls=\S*?(https://127\.0\.0\.1:\d+)",
                       text or "")
-    facts["client_url"] = match.group(1) if match else \
-        "https://127.0.0.1:2379"
+    facts["client_url"] = (match.group(1) if match else
+                           "https://127.0.0.1:2379")
     return facts
 
 
@@ -7554,8 +7732,8 @@ def cmd_backup(args):
             members.append(("kubeadm/state.json", state))
         files = {}
         for name, source in members:
-            files[name] = sha256_bytes(source) if isinstance(source, bytes) \
-                else sha256_file(host.path(source))
+            files[name] = (sha256_bytes(source) if isinstance(source, bytes)
+                           else sha256_file(host.path(source)))
         meta = {"format": BACKUP_FORMAT, "tool_version": TOOL_VERSION,
                 "kubernetes_version": version, "created": int(now()),
                 "node": node_name(ctx), "runtime": runtime,
@@ -7621,16 +7799,16 @@ class BackupArchive(object):
         try:
             with tarfile.open(copy, "r:*") as tar:
                 for member in tar:
-                    if not member.isfile() or not BACKUP_MEMBER_RE.match(
-                            member.name) or member.name in self.files or \
-                            set(member.name.split("/")) & set([".", ".."]):
+                    if (not member.isfile() or not BACKUP_MEMBER_RE.match(
+                            member.name) or member.name in self.files or
+                            set(member.name.split("/")) & set([".", ".."])):
                         raise UserError("%s holds an unexpected entry %r: it "
                                         "is not a backup of this tool"
                                         % (path, member.name))
                     out = os.path.join(self.folder, "m%d" % len(self.files))
                     member_digest = hashlib.sha256()
-                    with tar.extractfile(member) as data, \
-                            open(out, "wb") as handle:
+                    data = tar.extractfile(member)
+                    with contextlib.closing(data), open(out, "wb") as handle:
                         for block in iter(lambda: data.read(1 << 20), b""):
                             member_digest.update(block)
                             handle.write(block)
@@ -7653,8 +7831,8 @@ class BackupArchive(object):
                             "restore it with the k8s_offline.py that made it"
                             % path)
         listed = meta.get("files")
-        if not isinstance(listed, dict) or set(listed) != \
-                set(self.files) - set([BACKUP_JSON]):
+        if (not isinstance(listed, dict) or set(listed) !=
+                set(self.files) - set([BACKUP_JSON])):
             raise UserError("%s: its files do not match its %s" % (
                 path, BACKUP_JSON))
         for name, wanted in sorted(listed.items()):
@@ -7662,8 +7840,8 @@ class BackupArchive(object):
                 raise UserError("%s: %s does not match its sha256 in %s"
                                 % (path, name, BACKUP_JSON))
         etcd = meta.get("etcd") or {}
-        if not isinstance(meta.get("kubernetes_version"), str) or \
-                not re.match(r"^v\d+\.\d+\.\d+$", meta["kubernetes_version"]):
+        if (not isinstance(meta.get("kubernetes_version"), str) or
+                not re.match(r"^v\d+\.\d+\.\d+$", meta["kubernetes_version"])):
             raise UserError("%s: bad kubernetes_version in %s" % (
                 path, BACKUP_JSON))
         for key in ("image", "name", "peer_url"):
@@ -7674,8 +7852,8 @@ class BackupArchive(object):
             parse_image_ref(etcd["image"])
         except UserError:
             raise UserError("%s: bad etcd image %r" % (path, etcd["image"]))
-        if not full_match(ETCD_NAME_RE, etcd["name"]) or \
-                not full_match(ETCD_PEER_URL_RE, etcd["peer_url"]):
+        if (not full_match(ETCD_NAME_RE, etcd["name"]) or
+                not full_match(ETCD_PEER_URL_RE, etcd["peer_url"])):
             raise UserError("%s: bad etcd name or peer URL in %s" % (
                 path, BACKUP_JSON))
         if SNAPSHOT_NAME not in self.files or "pki/ca.crt" not in self.files:
@@ -7700,13 +7878,13 @@ def restore_refusal(ctx, archive):
     """A reason this host cannot take the backup, or None."""
     host = ctx.host
     running = existing_cluster_files(host)
-    if running and not ctx.args.replace:
+    if running and not ctx.replace:
         return ("this host still runs a control plane (%s): restore only on "
                 "a reset or fresh master, or add --replace to reset it first"
                 % ", ".join(running))
     ca = host.read_bytes(PKI_DIR + "/ca.crt")
-    if ca is not None and sha256_bytes(ca) != \
-            archive.meta.get("cluster_ca_sha256") and not ctx.args.replace:
+    if (ca is not None and sha256_bytes(ca) !=
+            archive.meta.get("cluster_ca_sha256") and not ctx.replace):
         return ("this host holds the CA of another cluster (%s/ca.crt differs "
                 "from the backup's): run reset first, or add --replace"
                 % PKI_DIR)
@@ -7715,8 +7893,6 @@ def restore_refusal(ctx, archive):
 
 def cmd_restore(args):
     ctx = day_two_context(args, "restore")
-    if args.wait_timeout <= 0:
-        raise UserError("--wait-timeout must be a positive number of seconds")
     if not os.path.isfile(args.file):
         raise UserError("no backup file %s: give the .tar.gz backup wrote"
                         % args.file)
@@ -7761,8 +7937,8 @@ def restore_from(ctx, archive):
                        0o600 if name.endswith(".key") else 0o644)
     log.info("[config] the kubeadm config and this tool's state")
     host.makedirs(STATE_DIR, 0o700)
-    config = INIT_CONFIG if archive.config_name().endswith(".json") else \
-        STATE_DIR + "/kubeadm-config.yaml"
+    config = (INIT_CONFIG if archive.config_name().endswith(".json") else
+              STATE_DIR + "/kubeadm-config.yaml")
     host.write(config, archive.data(archive.config_name()), 0o600)
     if "kubeadm/state.json" in archive.files:
         host.write(STATE_FILE, archive.data("kubeadm/state.json"), 0o600)
@@ -7788,8 +7964,8 @@ def restore_from(ctx, archive):
     log.info("[init] kubeadm init with the restored PKI, config and etcd data")
     argv = ["kubeadm", "init", "--config", config, "--ignore-preflight-errors",
             ",".join(["DirAvailable--var-lib-etcd"] + [
-                part for part in (getattr(ctx.args, "ignore_preflight_errors",
-                                          None) or "").split(",") if part])]
+                part for part in (ctx.ignore_preflight_errors
+                                  or "").split(",") if part])]
     host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
     result = ctx.runner.run(argv, timeout=1800, check=False,
                             tee=host.path(KUBEADM_INIT_LOG))
@@ -7806,14 +7982,116 @@ def restore_from(ctx, archive):
         log.info("dry run: nothing was changed")
     else:
         print("restored %s: the cluster's objects of %s are back" % (
-            ctx.args.file, _utc(meta.get("created") or 0)))
+            ctx.backup_file, _utc(meta.get("created") or 0)))
     return 0
-
 
 
 # ===========================================================================
 # Command line
 # ===========================================================================
+
+def cmd_images(args):
+    version = normalize_version(args.kubernetes_version)
+    check_arch(args.arch)
+    for image in plan_images(version, args.arch, args.image_repository,
+                             args.extra_image):
+        print(image["source"])
+    return 0
+
+
+def cmd_bundle(args):
+    """Pull, verify and pack everything; the bundle appears only when whole."""
+    started = time.time()
+    version = normalize_version(args.kubernetes_version)
+    arch = check_arch(args.arch)
+    version_facts(version)
+    registry_mirrors = dict(parse_mapping(m, "--registry-mirror")
+                            for m in args.registry_mirror)
+    file_mirrors = [parse_mapping(m, "--file-mirror") for m in args.file_mirror]
+    if args.jobs < 1 or args.jobs > 64:
+        raise UserError("bad --jobs %d: give a number from 1 to 64" % args.jobs)
+    if not 1 <= args.timeout <= 3600:
+        raise UserError("bad --timeout %g: give 1 to 3600 seconds" % args.timeout)
+    images = plan_images(version, arch, args.image_repository, args.extra_image)
+    if args.with_docker and args.with_containerd:
+        raise UserError("--with-docker and --with-containerd both carry "
+                        "containerd: give one of them")
+    os_ids = check_os_ids(args.os, arch)
+    if args.os_keyring and not os.path.isfile(args.os_keyring):
+        raise UserError("--os-keyring %s is not a file: give a keyring gpgv "
+                        "reads (gpg --export output)" % args.os_keyring)
+    files = plan_files(version, arch, with_docker=args.with_docker,
+                       with_containerd=args.with_containerd)
+    tarball = NODE_TARBALL_URL.format(version=version, arch=arch).rsplit("/", 1)[1]
+    vouched = {}
+    node_sha512 = version_facts(version)["node_sha512"].get(arch)
+    node_source = "release notes (sha512 of %s, pinned table)" % tarball
+    if args.checksum_file:
+        checksums, sha512s = read_checksum_file(args.checksum_file)
+        node_sha512 = sha512s.get(tarball)
+        node_source = "--checksum-file %s (sha512 of %s)" % (
+            args.checksum_file, tarball)
+        vouched = dict((name, (hexd, "--checksum-file %s" % args.checksum_file))
+                       for name, hexd in checksums.items())
+        log.warning("NOTE: checksums come from %s, not the built-in table "
+                    "(%d entries)", args.checksum_file,
+                    len(checksums) + len(sha512s))
+    name = bundle_name(version, arch)
+    output = os.path.abspath(args.output or os.path.join("bundle", name + ".tar"))
+    partial = _claim_output(output)
+    try:
+        cache = BlobCache(args.cache_dir or default_cache_dir())
+        client = RegistryClient(mirrors=registry_mirrors,
+                                insecure=args.insecure_registry, jobs=args.jobs,
+                                timeout=args.timeout)
+        progress = not args.no_progress
+        log.info("bundle %s: %d images, %d files", name, len(images), len(files))
+        if node_sha512:
+            extracted = binaries_from_node_tarball(
+                client, cache, version, arch, node_sha512, file_mirrors, args,
+                progress)
+            for binary, hexd in sorted(extracted.items()):
+                if vouched.get(binary, (hexd,))[0] != hexd:
+                    raise UserError("%s in the release tarball (%s) differs from "
+                                    "the checksum table (%s): refusing it"
+                                    % (binary, hexd, vouched[binary][0]))
+                vouched[binary] = (hexd, node_source)
+        file_entries = fetch_files(client, cache, files, file_mirrors,
+                                   vouched, args, progress)
+        os_found = fetch_os_packages(client, cache, os_ids, arch,
+                                     file_mirrors, args, progress)
+        images = cross_check_images(images, file_entries, version, arch, cache)
+        fetch_images(client, cache, images, arch, args.jobs, progress)
+        meta, members = assemble_bundle(name, version, arch, images,
+                                        file_entries, cache, args.with_docker,
+                                        args.with_containerd, os_found)
+        meta_bytes = canonical_json(meta)
+        fresh = not _up_to_date(output, name, meta_bytes)
+        if fresh:
+            write_bundle(partial, name, meta_bytes, members, progress)
+            os.rename(partial, output)
+        else:
+            os.unlink(partial)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+    total = sum(entry["size"] for entry in meta["files"].values())
+    log.info("%s %s (%s, %d images) in %.1f s, fetched %s",
+             "wrote" if fresh else "up to date, unchanged:", output,
+             human_size(os.path.getsize(output)), len(images),
+             time.time() - started, human_size(client.bytes_fetched))
+    log.debug("payload %d bytes", total)
+    for os_id, entry in sorted(meta.get("os_packages", {}).items()):
+        print("--os %s: %d packages; %s" % (os_id, len(entry["packages"]),
+                                            "; ".join(entry["signatures"])))
+    print("checksums of the downloaded files, and what vouched for them:")
+    for path, sources in sorted(meta["checksum_sources"].items()):
+        print("  %s: %s" % (path, "; ".join(sources)))
+    print("bundle.json sha256: %s  (compare it with what verify prints on "
+          "the far side)" % sha256_bytes(meta_bytes))
+    return 0
+
 
 def cmd_verify(args):
     bundle = Bundle(args.bundle)
@@ -7904,26 +8182,117 @@ def add_bundle_commands(sub):
     images.set_defaults(func=cmd_images)
 
 
-MASTER_PHASES = (("verify", phase_verify), ("packages", phase_packages),
-                 ("preflight", phase_preflight),
-                 ("host", phase_host), ("runtime", phase_runtime),
-                 ("install", phase_install), ("images", phase_images),
-                 ("init", phase_init), ("kubeconfig", phase_kubeconfig),
-                 ("network", phase_network), ("wait", phase_wait),
-                 ("join-file", phase_join_file))
-JOIN_PHASES = (("verify", phase_verify), ("packages", phase_packages),
-               ("preflight", phase_preflight),
-               ("host", phase_host), ("runtime", phase_runtime),
-               ("install", phase_install), ("images", phase_images),
-               ("join", phase_join), ("kubeconfig", phase_kubeconfig),
-               ("wait", phase_wait))
-RESET_PHASES = (("kubeadm-reset", phase_reset_kubeadm),
-                ("network", phase_reset_network), ("files", phase_reset_files))
+# -- workflows: phases as data, one runner ----------------------------------
+
+# A step of a command, as kubeadm's workflow package has them: its name (for
+# --skip-phases and `COMMAND phase NAME`), a line for --help, the function
+# doing it, and run_if: when given, the phase runs only where it is true.
+class Phase(object):
+    def __init__(self, name, short, run, run_if=None):
+        self.name, self.short, self.run, self.run_if = name, short, run, run_if
 
 
-def _run_command(ctx, phases):
+MASTER_PHASES = (
+    Phase("verify", "check every byte of the bundle", phase_verify),
+    Phase("packages", "install the OS packages this host lacks (bundle --os)",
+          phase_packages),
+    Phase("preflight", "check the host; the reason and fix of each problem",
+          phase_preflight),
+    Phase("host", "kernel modules, sysctls, swap, firewall, SELinux",
+          phase_host),
+    Phase("runtime", "have the container runtime running", phase_runtime),
+    Phase("install", "kubeadm, kubelet, kubectl, CNI plugins, crictl, units",
+          phase_install),
+    Phase("images", "load the role's images from the bundle", phase_images),
+    Phase("init", "kubeadm init", phase_init),
+    Phase("kubeconfig", "admin.conf for root and the sudo user",
+          phase_kubeconfig),
+    Phase("network", "apply the bundled flannel manifest", phase_network),
+    Phase("wait", "wait for a Ready node and Running kube-system pods",
+          phase_wait),
+    Phase("join-file", "write the join file, print the join commands",
+          phase_join_file),
+)
+JOIN_PHASES = MASTER_PHASES[:7] + (
+    Phase("join", "kubeadm join", phase_join),
+    Phase("kubeconfig", "admin.conf for root and the sudo user "
+          "(control-plane nodes)", phase_kubeconfig, is_control_plane),
+    Phase("wait", "wait for a Ready node and Running kube-system pods",
+          phase_wait),
+)
+RESET_PHASES = (
+    Phase("kubeadm-reset", "kubeadm reset -f", phase_reset_kubeadm),
+    Phase("network", "CNI config, links and iptables rules",
+          phase_reset_network),
+    Phase("files", "/etc/kubernetes, kubeconfig copies, this tool's state",
+          phase_reset_files),
+)
+# Never left out of a run that changes the host.
+SAFETY_PHASES = ("verify", "preflight")
+
+
+def phase_summary(phase):
+    """The first paragraph of the phase function's docstring, one line."""
+    return " ".join((phase.run.__doc__ or "").strip().split("\n\n")[0]
+                    .split())
+
+
+def check_skip_phases(ctx, workflow):
+    """--skip-phases names phases of this command, and a safety phase only
+    in a dry run, which changes nothing; that is said loudly."""
+    names = [phase.name for phase in workflow]
+    unknown = sorted(ctx.skip - set(names))
+    if unknown:
+        raise UserError("unknown phase %s in --skip-phases: the phases of %s "
+                        "are %s" % (unknown[0], ctx.command, ", ".join(names)))
+    for name in SAFETY_PHASES:
+        if name in ctx.skip and not ctx.dry_run:
+            raise UserError("--skip-phases %s is refused: the %s phase checks "
+                            "the %s before anything changes; run without it "
+                            "(only a --dry-run may leave it out)" % (
+                                name, name, "bundle" if name == "verify"
+                                else "host"))
+        if name in ctx.skip:
+            log.warning("warning: the %s phase is left out of this dry run: "
+                        "a real run always does it", name)
+
+
+def run_phases(ctx, workflow, only=None):
+    """Run a workflow in order: each phase logged and timed, skipped when
+    named in --skip-phases or when its run_if is false, printed only under
+    --dry-run.  With only (`COMMAND phase NAME`), that phase runs alone,
+    after the safety phases, which no run that changes the host leaves out."""
+    check_skip_phases(ctx, workflow)
+    started = now()
+    for phase in workflow:
+        if only is not None and phase.name not in (only,) + SAFETY_PHASES:
+            continue
+        if phase.name in ctx.skip:
+            log.info("[%s] skipped (--skip-phases)", phase.name)
+            continue
+        if phase.run_if is not None and not phase.run_if(ctx):
+            log.debug("[%s] not for this node", phase.name)
+            continue
+        log.info("[%s] %s%s", phase.name, phase_summary(phase),
+                 " (dry run)" if ctx.dry_run else "")
+        began = now()
+        phase.run(ctx)
+        log.info("[%s] done in %.1f s", phase.name, now() - began)
+    log.info("%s finished in %.1f s", ctx.command, now() - started)
+
+
+def phases_help(command, workflow):
+    """The --help epilog listing a command's phases."""
+    lines = ["phases, in order (--skip-phases A,B leaves some out;",
+             "`%s phase NAME` runs one):" % command]
+    for phase in workflow:
+        lines.append("  %-14s %s" % (phase.name, phase.short))
+    return "\n".join(lines)
+
+
+def run_workflow(ctx, workflow, only=None):
     try:
-        run_phases(ctx, phases)
+        run_phases(ctx, workflow, only)
     finally:
         ctx.close()
     if ctx.dry_run:
@@ -7931,65 +8300,25 @@ def _run_command(ctx, phases):
     return 0
 
 
-def check_node_options(ctx):
-    """Every flag of master and join against its grammar, before the first
-    change: a refusal leaves the host exactly as it was."""
-    args = ctx.args
-    repository = getattr(args, "image_repository", None)
-    if repository is not None and not is_image_repository(repository):
-        raise UserError("bad --image-repository %r: use a registry and path "
-                        "such as k8s.gcr.io or registry.local:5000/k8s"
-                        % (repository,))
-    address = getattr(args, "containerd_address", None)
-    if address is not None and (not full_match(SOCKET_PATH_RE, address) or
-                                ".." in address.split("/")):
-        raise UserError("bad --containerd-address %r: give the absolute path "
-                        "of containerd's socket" % (address,))
-    name = getattr(args, "node_name", None)
-    if name is not None and not full_match(NODE_NAME_RE, name.lower()):
-        raise UserError("bad --node-name %r: use a DNS name (RFC 1123): "
-                        "letters, digits, '-' and '.', such as node-1"
-                        % (name,))
-    ignore = getattr(args, "ignore_preflight_errors", None)
-    if ignore is not None and not full_match(PREFLIGHT_ERRORS_RE, ignore):
-        raise UserError("bad --ignore-preflight-errors %r: a comma-separated "
-                        "list of kubeadm check names" % (ignore,))
-    endpoint = getattr(args, "control_plane_endpoint", None)
-    if endpoint is not None:
-        check_endpoint(endpoint, "--control-plane-endpoint")
-    if getattr(args, "wait_timeout", 1) <= 0:
-        raise UserError("--wait-timeout must be a positive number of seconds")
-    if getattr(args, "apiserver_advertise_address", None):
-        given = advertise_address(ctx)
-        mine = [str(address.ip) for _, address in host_addresses(ctx.runner)]
-        if given not in mine:
-            text = ("--apiserver-advertise-address %s is not an address of "
-                    "this host (it has %s): give one of them"
-                    % (given, ", ".join(mine) or "none"))
-            if not ctx.dry_run:
-                raise UserError(text)
-            ctx.warn(text)
+def only_phase(args):
+    """NAME of `COMMAND phase NAME`, or None: the whole workflow."""
+    if args.phase_action and not args.phase_name:
+        raise UserError("`%s phase` needs the name of a phase: see `%s "
+                        "--help` for them" % (args.command, args.command))
+    return args.phase_name
 
 
 def cmd_master(args):
-    ctx = InstallContext(args, "master")
-    check_cidrs(args.pod_network_cidr, args.service_cidr)
-    read_extra_config(args.kubeadm_config_extra)
-    check_node_options(ctx)
-    return _run_command(ctx, MASTER_PHASES)
+    only = only_phase(args)
+    ctx = build_context(args, "master")
+    return run_workflow(ctx, MASTER_PHASES, only)
 
 
 def cmd_join(args):
-    ctx = InstallContext(args, "control-plane" if args.control_plane
-                         else "worker")
-    check_node_options(ctx)
-    info = load_join_info(ctx, ctx.bundle)
-    ctx.join_info = info
-    if not args.image_repository and info.get("image_repository"):
-        ctx.image_repository = info["image_repository"]
-    phases = [p for p in JOIN_PHASES
-              if p[0] != "kubeconfig" or ctx.role == "control-plane"]
-    return _run_command(ctx, phases)
+    only = only_phase(args)
+    ctx = build_context(args, "control-plane" if args.control_plane
+                        else "worker")
+    return run_workflow(ctx, JOIN_PHASES, only)
 
 
 def cmd_token(args):
@@ -7999,7 +8328,7 @@ def cmd_token(args):
     version, arch = state.get("kubernetes_version"), state.get("arch")
     bundle_path = None
     try:
-        bundle_path = resolve_bundle_path(args)
+        bundle_path = resolve_bundle_path(ctx.bundle_path)
         if not version or not arch:
             version = version or ctx.bundle.kubernetes_version
             arch = arch or ctx.bundle.arch
@@ -8034,17 +8363,8 @@ def cmd_reset(args):
     if ctx.euid != 0:
         raise UserError("reset must run as root: run it with sudo")
     confirm_reset(args)
-    state = ctx.host.state()
-    ctx.reset_pod_cidr = state.get("pod_cidr") or DEFAULT_POD_CIDR
-    admin = ctx.host.read_bytes(ADMIN_CONF)
-    copies = state.get("kubeconfigs")
-    copies = list(copies) if isinstance(copies, list) else []
-    for path, _, _ in kubeconfig_targets(ctx):
-        if path not in copies and admin is not None and \
-                ctx.host.read_bytes(path) == admin:
-            copies.append(path)
-    ctx.reset_kubeconfigs = copies
-    return _run_command(ctx, RESET_PHASES)
+    read_reset_state(ctx)
+    return run_workflow(ctx, RESET_PHASES, only_phase(args))
 
 
 def _update_log_file(namespace):
@@ -8065,8 +8385,9 @@ class _LogFileAction(argparse.Action):
         _update_log_file(namespace)
 
 
-def _install_options(parser, bundle=True, cri=True):
-    """Options every install command shares."""
+def _install_options(parser, bundle=True, cri=True, phases=False):
+    """Options every install command shares; --skip-phases for those with
+    phases."""
     if bundle:
         parser.add_argument("--bundle", metavar="PATH",
                             help="the bundle .tar or its extracted folder "
@@ -8084,8 +8405,9 @@ def _install_options(parser, bundle=True, cri=True):
                             "(--with-containerd) and the host has no Docker)")
         parser.add_argument("--containerd-address", metavar="SOCKET",
                             help=argparse.SUPPRESS)
-    parser.add_argument("--skip-phases", metavar="A,B",
-                        help="phases to leave out, comma separated")
+    if phases:
+        parser.add_argument("--skip-phases", metavar="A,B",
+                            help="phases to leave out, comma separated")
     parser.add_argument("--dry-run", action=_LogFileAction, nargs=0,
                         default=False, help="print every phase, file and "
                         "command; change nothing")
@@ -8126,11 +8448,25 @@ def _wait_options(parser):
                         help="do not wait for the node to be Ready")
 
 
+def _workflow_parser(sub, name, text, workflow):
+    """A command made of phases: its --help lists them, and `NAME phase
+    PHASE` runs one (as `kubeadm init phase` does)."""
+    parser = sub.add_parser(name, help=text, epilog=phases_help(name, workflow),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("phase_action", nargs="?", choices=("phase",),
+                        metavar="phase", help="run one phase alone (after "
+                        "verify and preflight, which every change needs)")
+    parser.add_argument("phase_name", nargs="?", metavar="NAME",
+                        choices=[phase.name for phase in workflow],
+                        help="the phase to run: one of those listed below")
+    return parser
+
+
 def add_install_commands(sub):
     """master, join, token, reset, status, remove-node: install mode."""
-    master = sub.add_parser("master", help="set up the first control-plane "
-                            "node from a bundle")
-    _install_options(master)
+    master = _workflow_parser(sub, "master", "set up the first control-plane "
+                              "node from a bundle", MASTER_PHASES)
+    _install_options(master, phases=True)
     _node_options(master)
     master.add_argument("--pod-network-cidr", default=DEFAULT_POD_CIDR,
                         metavar="CIDR", help="pod network (default %s)"
@@ -8153,8 +8489,9 @@ def add_install_commands(sub):
                         "the bundle)")
     master.set_defaults(func=cmd_master)
 
-    join = sub.add_parser("join", help="join this host to a cluster")
-    _install_options(join)
+    join = _workflow_parser(sub, "join", "join this host to a cluster",
+                            JOIN_PHASES)
+    _install_options(join, phases=True)
     _node_options(join)
     join.add_argument("--join-file", metavar="PATH",
                       help="the join file from the master (default: beside "
@@ -8175,8 +8512,9 @@ def add_install_commands(sub):
                        help="where to write the join file")
     token.set_defaults(func=cmd_token)
 
-    reset = sub.add_parser("reset", help="remove Kubernetes from this host")
-    _install_options(reset, bundle=False)
+    reset = _workflow_parser(sub, "reset", "remove Kubernetes from this host",
+                             RESET_PHASES)
+    _install_options(reset, bundle=False, phases=True)
     reset.add_argument("--yes", action="store_true",
                        help="do not ask for confirmation")
     reset.set_defaults(func=cmd_reset)

@@ -8,15 +8,12 @@ import json
 import os
 import shutil
 import stat
-import sys
 import tarfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
-import k8s_offline as ko  # noqa: E402
+import k8s_offline as ko
 
 BUSYBOX = "/bin/busybox"
 CA_HASH = "sha256:" + "ab" * 32
@@ -257,6 +254,21 @@ def write(root, path, text, mode=0o644):
         handle.write(text)
     os.chmod(full, mode)
     return full
+
+
+def run(root, bundle, *argv):
+    """ko.main(COMMAND --root ROOT --bundle BUNDLE --no-progress ARGS...)."""
+    return ko.main(list(argv[:1]) + ["--root", root, "--bundle", bundle,
+                                     "--no-progress"] + list(argv[1:]))
+
+
+def rpath(root, path):
+    """Where the host path PATH lies in the --root tree ROOT."""
+    return os.path.join(root, path.lstrip("/"))
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
 
 
 def tcp_line(port, state="0A"):

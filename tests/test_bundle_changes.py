@@ -6,14 +6,12 @@ the import stream breaks before the changed blob is whole."""
 
 import os
 import subprocess
-import sys
 import uuid
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import install_support as sup  # noqa: E402
-from install_support import ko  # noqa: E402
+import install_support as sup
+from install_support import ko
 
 
 def member(meta, kind):

@@ -5,11 +5,9 @@ import hashlib
 import io
 import json
 import os
-import sys
 import tarfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import k8s_offline as ko  # noqa: E402
+import k8s_offline as ko
 
 DOCKER_URL = ko.DOCKER_STATIC_URL.format(docker_arch="x86_64",
                                          docker=ko.DOCKER_STATIC_VERSION)

@@ -6,14 +6,12 @@ small TOML reader and writer behind it, against Python's own TOML parser."""
 import argparse
 import os
 import subprocess
-import sys
 import tomllib
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import install_support as sup  # noqa: E402
-from install_support import ko  # noqa: E402
+import install_support as sup
+from install_support import ko
 
 REPO = "registry.local:5000/k8s"
 PAUSE = REPO + "/pause:3.1"
@@ -94,11 +92,6 @@ class RealContainerdRunner(sup.FakeRunner):
             self.calls.append((list(argv), True))
             return REAL_RUNNER._execute(self, argv, timeout=timeout)
         return sup.FakeRunner._execute(self, argv, timeout, tee, input_text)
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    return sup.make_bundle(str(tmp_path_factory.mktemp("bundle")))
 
 
 def dump(path):

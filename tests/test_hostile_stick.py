@@ -12,9 +12,8 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import install_support as sup  # noqa: E402
-from install_support import ko  # noqa: E402
+import install_support as sup
+from install_support import ko
 
 @contextlib.contextmanager
 def deadline(seconds=60):
@@ -49,13 +48,6 @@ def assert_refused(capsys, tmp_path, argv, expected, stdin=None):
     assert sup.tree(str(tmp_path)) == before, "the tree changed"
     assert sup.real_state() == real, "the real host changed"
     return errors[0]
-
-
-@pytest.fixture
-def host(tmp_path, monkeypatch):
-    root = sup.make_root(str(tmp_path / "root"))
-    runner = sup.install_fake(monkeypatch, root)
-    return root, runner
 
 
 def rewrite_meta(bundle, change=None, raw=None):

@@ -5,14 +5,8 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import install_support as sup  # noqa: E402
-from install_support import ko  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    return sup.make_bundle(str(tmp_path_factory.mktemp("bundle")))
+import install_support as sup
+from install_support import ko
 
 
 def make_host(tmp_path, monkeypatch, **facts):

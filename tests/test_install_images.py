@@ -10,9 +10,8 @@ import uuid
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import install_support as sup  # noqa: E402
-from install_support import ko  # noqa: E402
+import install_support as sup
+from install_support import ko
 
 PY36 = os.path.expanduser("~/.pyenv/versions/3.6.15/bin/python3")
 

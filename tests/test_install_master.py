@@ -1,41 +1,15 @@
-"""master, join, token, reset, status against a --root tree and a recorder."""
+"""master against a --root tree and a recorder.  The other install commands
+have their own files: test_install_join.py, test_install_token.py,
+test_install_reset.py; status, wait and remove-node are test_cluster_checks.py."""
 
 import json
 import os
-import stat
-import sys
 
 import pytest
 import yaml
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import install_support as sup  # noqa: E402
-from install_support import ko  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    return sup.make_bundle(str(tmp_path_factory.mktemp("bundle")))
-
-
-@pytest.fixture
-def host(tmp_path, monkeypatch):
-    root = sup.make_root(str(tmp_path / "root"))
-    runner = sup.install_fake(monkeypatch, root)
-    return root, runner
-
-
-def run(root, bundle, *argv):
-    return ko.main(list(argv[:1]) + ["--root", root, "--bundle", bundle,
-                                     "--no-progress"] + list(argv[1:]))
-
-
-def rpath(root, path):
-    return os.path.join(root, path.lstrip("/"))
-
-
-def mode(path):
-    return stat.S_IMODE(os.stat(path).st_mode)
+import install_support as sup
+from install_support import ko, mode, rpath, run
 
 
 def test_master_runs_every_phase_in_order(host, bundle_dir, capsys):
@@ -47,7 +21,7 @@ def test_master_runs_every_phase_in_order(host, bundle_dir, capsys):
     err = captured.err
     order = [line.split("]")[0][1:] for line in err.splitlines()
              if line.startswith("[") and "done in" in line]
-    assert order == [name for name, _ in ko.MASTER_PHASES]
+    assert order == [phase.name for phase in ko.MASTER_PHASES]
     # Files installed with their modes.
     assert mode(rpath(root, "/usr/bin/kubeadm")) == 0o755
     assert mode(rpath(root, "/usr/bin/crictl")) == 0o755
@@ -268,282 +242,10 @@ def test_dry_run_changes_nothing(host, bundle_dir, capsys):
     printed = [" ".join(a) for a in changes]
     assert "docker load" in printed
     assert any(p.startswith("kubeadm init --config") for p in printed)
-    for name, _ in ko.MASTER_PHASES:
-        assert "[%s]" % name in text
+    for phase in ko.MASTER_PHASES:
+        assert "[%s]" % phase.name in text
     assert "would write /usr/bin/kubeadm" in text
     assert "would run: kubeadm init --config" in text
-
-
-def test_dry_run_reset_join_token_change_nothing(host, bundle_dir, tmp_path):
-    root, runner = host
-    assert run(root, bundle_dir, "master", "--no-wait", "--join-file",
-               str(tmp_path / "j.json")) == 0
-    before = sup.snapshot(root)
-    runner.calls[:] = []
-    assert ko.main(["reset", "--root", root, "--dry-run"]) == 0
-    assert ko.main(["token", "--root", root, "--bundle", bundle_dir,
-                    "--dry-run", "--join-file", str(tmp_path / "t.json")]) == 0
-    assert not os.path.exists(str(tmp_path / "t.json"))
-    assert sup.snapshot(root) == before
-    assert all(argv[0] in ("iptables-save", "ip6tables-save")
-               for argv in runner.commands())
-
-
-def test_wait_reports_pending_pod_and_incomplete_bundle(host, bundle_dir,
-                                                        capsys):
-    root, runner = host
-    runner.cluster.pods = [
-        sup.pod_json("etcd-node-a"),
-        sup.pod_json("kube-flannel-ds-x", "Pending", "ImagePullBackOff",
-                     "quay.io/coreos/flannel:v0.11.0-amd64")]
-    assert run(root, bundle_dir, "master", "--wait-timeout", "60") == 2
-    err = capsys.readouterr().err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("error: the cluster was not ready after 60 s")
-    assert "kube-flannel-ds-x" in last and "ImagePullBackOff" in last
-    assert "bundle is incomplete" in last
-    assert "waiting for:" in err
-    # Bounded: the fake clock moved about 60 s, not more.
-    assert 60 <= runner.clock["t"] - 1600000000.0 <= 60 + 2 * ko.WAIT_INTERVAL
-
-
-def test_wait_succeeds_when_node_becomes_ready(host, bundle_dir, capsys):
-    root, runner = host
-    runner.cluster.node_ready = False
-    calls = {"n": 0}
-    original = runner.answer
-
-    def answer(argv):
-        if argv[0] == "kubectl" and "node" in argv:
-            calls["n"] += 1
-            runner.cluster.node_ready = calls["n"] >= 3
-        return original(argv)
-    runner.answer = answer
-    assert run(root, bundle_dir, "master", "--wait-timeout", "120",
-               "--skip-phases", "join-file") == 0
-    err = capsys.readouterr().err
-    assert "cni config uninitialized" in err
-    assert "is Ready and every kube-system pod Running" in err
-
-
-def test_token_writes_fresh_join_file(host, bundle_dir, tmp_path, capsys):
-    root, runner = host
-    assert run(root, bundle_dir, "master", "--no-wait", "--join-file",
-               str(tmp_path / "first.json")) == 0
-    runner.calls[:] = []
-    path = str(tmp_path / "fresh.json")
-    assert ko.main(["token", "--root", root, "--bundle", bundle_dir,
-                    "--join-file", path]) == 0
-    info = json.load(open(path))
-    assert info["certificate_key"] == sup.CERT_KEY
-    assert mode(path) == 0o600
-    assert runner.ran("kubeadm", "token", "create", "--print-join-command")
-    assert runner.ran("kubeadm", "init", "phase", "upload-certs",
-                      "--upload-certs")
-    assert "--control-plane" in capsys.readouterr().out
-
-
-def test_token_on_non_master_refuses(host, capsys):
-    root, runner = host
-    assert ko.main(["token", "--root", root]) == 2
-    assert "not a master" in capsys.readouterr().err
-
-
-def test_status_shows_nodes_pods_and_cert_warning(host, capsys):
-    root, runner = host
-    sup.write(root, ko.ADMIN_CONF, "x")
-    runner.cluster.cert_output = (
-        "CERTIFICATE                EXPIRES                  RESIDUAL TIME   "
-        "EXTERNALLY MANAGED\n"
-        "admin.conf                 Sep 20, 2020 10:00 UTC   364d            no\n"
-        "apiserver                  Oct 01, 2020 10:00 UTC   364d            no\n")
-    assert ko.main(["status", "--root", root]) == 0
-    out, err = capsys.readouterr()
-    assert "node-a" in out and "Ready" in out and "etcd-node-a" in out
-    assert "admin.conf" in out
-    assert "warning: cluster certificates expire in 6 days" in err
-    assert runner.ran("kubeadm", "alpha", "certs", "check-expiration")
-
-
-def test_cert_command_by_version():
-    assert ko.cert_check_command("v1.16.0")[1] == "alpha"
-    assert ko.cert_check_command("v1.20.2") == ["kubeadm", "certs",
-                                                "check-expiration"]
-
-
-def test_remove_node_drains_then_deletes(host, capsys):
-    root, runner = host
-    sup.write(root, ko.ADMIN_CONF, "x")
-    assert ko.main(["remove-node", "node-b", "--root", root]) == 0
-    cmds = [" ".join(a) for a in runner.commands()]
-    drain = [i for i, c in enumerate(cmds) if " drain node-b" in c]
-    delete = [i for i, c in enumerate(cmds) if c.endswith("delete node node-b")]
-    assert drain and delete and drain[0] < delete[0]
-    assert ko.main(["remove-node", "node-z", "--root", root]) == 2
-    assert "node node-z not found" in capsys.readouterr().err
-
-
-def test_remove_node_of_a_gone_node_deletes_without_draining(host, capsys):
-    """A node whose kubelet is gone cannot evict its pods: a drain would
-    wait out its whole timeout (300 s in the lab), so the node is deleted."""
-    root, runner = host
-    sup.write(root, ko.ADMIN_CONF, "x")
-    runner.cluster.node_ready = False
-    assert ko.main(["remove-node", "node-b", "--root", root]) == 0
-    cmds = [" ".join(a) for a in runner.commands()]
-    assert not [c for c in cmds if " drain " in c]
-    assert [c for c in cmds if c.endswith("delete node node-b")]
-    assert "not Ready" in capsys.readouterr().err
-
-
-def test_reset_removes_what_we_added(host, bundle_dir, tmp_path):
-    root, runner = host
-    assert run(root, bundle_dir, "master", "--no-wait", "--join-file",
-               str(tmp_path / "j.json")) == 0
-    sup.write(root, "/etc/cni/net.d/10-flannel.conflist", "{}")
-    os.makedirs(rpath(root, "/sys/class/net/flannel.1"))
-    runner.calls[:] = []
-    assert ko.main(["reset", "--root", root, "--yes"]) == 0
-    for path in ("/etc/kubernetes", "/root/.kube/config", ko.STATE_DIR,
-                 "/etc/cni/net.d/10-flannel.conflist"):
-        assert not os.path.exists(rpath(root, path)), path
-    assert os.path.exists(rpath(root, "/usr/bin/kubeadm"))
-    cmds = [" ".join(a) for a in runner.commands()]
-    assert cmds[0].startswith("kubeadm reset -f")
-    assert "ip link delete flannel.1" in cmds
-    assert "ip link delete cni0" not in cmds
-    assert "iptables-restore" in cmds
-
-
-def test_iptables_filter_keeps_other_rules():
-    text = ("*nat\n:KUBE-SERVICES - [0:0]\n:DOCKER - [0:0]\n"
-            "-A PREROUTING -j KUBE-SERVICES\n-A POSTROUTING -s 10.244.0.0/16 "
-            "-j RETURN\n-A POSTROUTING -s 172.17.0.0/16 -j MASQUERADE\nCOMMIT\n")
-    new, removed = ko.filter_iptables_save(text, "10.244.0.0/16")
-    assert removed == 3
-    assert "MASQUERADE" in new and ":DOCKER" in new and "KUBE" not in new
-    assert "10.244" not in new and new.endswith("COMMIT\n")
-
-
-def test_join_worker_with_join_file(host, bundle_dir, tmp_path):
-    root, runner = host
-    path = sup.write_join_file(tmp_path, image_repository="k8s.gcr.io",
-                               control_plane_nodes=["master-1"])
-    assert run(root, bundle_dir, "join", "--join-file", path,
-               "--no-wait") == 0
-    docs, _ = sup.read_config_documents(rpath(root, ko.JOIN_CONFIG))
-    join = docs[0]
-    assert join["kind"] == "JoinConfiguration"
-    assert join["discovery"]["bootstrapToken"] == {
-        "token": sup.TOKEN, "apiServerEndpoint": sup.HOST_IP + ":6443",
-        "caCertHashes": [sup.CA_HASH]}
-    assert join["nodeRegistration"]["kubeletExtraArgs"] == {
-        "cgroup-driver": "cgroupfs"}
-    assert "controlPlane" not in join
-    tags = set(runner.cluster.docker_images)
-    assert "k8s.gcr.io/kube-proxy:v1.16.0" in tags
-    assert "k8s.gcr.io/pause:3.1" in tags
-    assert "docker.io/library/nginx:1.17" in tags
-    assert "k8s.gcr.io/kube-apiserver:v1.16.0" not in tags
-    assert "k8s.gcr.io/etcd:3.3.15-0" not in tags
-    assert runner.ran("kubeadm", "join", "--config", ko.JOIN_CONFIG)
-
-
-def test_join_control_plane_with_flags(host, bundle_dir, capsys):
-    root, runner = host
-    assert run(root, bundle_dir, "join", "--control-plane", "--apiserver",
-               "10.1.1.1:6443", "--token", sup.TOKEN,
-               "--discovery-token-ca-cert-hash", sup.CA_HASH,
-               "--certificate-key", sup.CERT_KEY, "--no-wait",
-               "--image-repository", "k8s.gcr.io") == 0
-    docs, _ = sup.read_config_documents(rpath(root, ko.JOIN_CONFIG))
-    assert docs[0]["controlPlane"]["certificateKey"] == sup.CERT_KEY
-    assert "k8s.gcr.io/kube-apiserver:v1.16.0" in runner.cluster.docker_images
-    assert os.path.exists(rpath(root, "/root/.kube/config"))
-
-
-def test_join_expired_token_refused_by_kubeadm(host, bundle_dir, capsys):
-    root, runner = host
-    runner.fail[("kubeadm", "join")] = 1
-    original = runner._execute
-
-    def execute(argv, **kwargs):
-        result = original(argv, **kwargs)
-        if argv[:2] == ["kubeadm", "join"] and not result.ok:
-            result.stderr = ("error execution phase preflight: couldn't validate"
-                             " the identity of the API Server: token id "
-                             "\"abcdef\" is invalid for this cluster or it has "
-                             "expired")
-        return result
-    runner._execute = execute
-    assert run(root, bundle_dir, "join", "--apiserver", "10.1.1.1:6443",
-               "--token", sup.TOKEN, "--discovery-token-ca-cert-hash",
-               sup.CA_HASH, "--no-wait", "--image-repository",
-               "k8s.gcr.io") == 2
-    assert "run `k8s_offline.py token` on the master" in \
-        capsys.readouterr().err
-
-
-KUBEADM_NODE_EXISTS = (
-    "[preflight] Running pre-flight checks\n"
-    "[kubelet-start] Checking for an existing Node in the cluster with name "
-    "\"worker-1\" and status \"Ready\"\n"
-    "error execution phase kubelet-start: a Node with name \"worker-1\" and "
-    "status \"Ready\" already exists in the cluster. You must delete the "
-    "existing Node or change the name of this new joining Node\n"
-    "To see the stack trace of this error execute with --v=5 or higher\n")
-
-
-def test_explain_join_failure_names_the_reason_not_kubeadm_footer():
-    line = ko.explain_join_failure(KUBEADM_NODE_EXISTS)
-    assert "stack trace" not in line
-    assert "worker-1" in line and "remove-node worker-1" in line
-    other = ko.explain_join_failure(
-        "error execution phase preflight: [preflight] Some fatal errors "
-        "occurred:\n\t[ERROR FileAvailable--etc-kubernetes-kubelet.conf]: "
-        "/etc/kubernetes/kubelet.conf already exists\n"
-        "To see the stack trace of this error execute with --v=5 or higher\n")
-    assert "kubelet.conf already exists" in other and "stack trace" not in other
-
-
-def _join_refused_as_stale(runner, times):
-    """kubeadm join fails `times` times as when the node was reset moments
-    ago and the cluster still lists it as Ready."""
-    runner.fail[("kubeadm", "join")] = times
-    original = runner._execute
-
-    def execute(argv, **kwargs):
-        result = original(argv, **kwargs)
-        if argv[:2] == ["kubeadm", "join"] and not result.ok:
-            result.stderr = KUBEADM_NODE_EXISTS
-        return result
-    runner._execute = execute
-
-
-def _join_by_flags(root, bundle_dir):
-    return run(root, bundle_dir, "join", "--apiserver", "10.1.1.1:6443",
-               "--token", sup.TOKEN, "--discovery-token-ca-cert-hash",
-               sup.CA_HASH, "--no-wait", "--image-repository", "k8s.gcr.io")
-
-
-def test_join_right_after_reset_waits_for_the_old_node(host, bundle_dir):
-    root, runner = host
-    _join_refused_as_stale(runner, 2)
-    assert _join_by_flags(root, bundle_dir) == 0
-    assert len(runner.ran("kubeadm", "join")) == 3
-    # each refused attempt is undone before the next one
-    assert len(runner.ran("kubeadm", "reset", "-f")) >= 2
-
-
-def test_join_gives_up_on_a_node_that_stays_ready(host, bundle_dir, capsys):
-    root, runner = host
-    _join_refused_as_stale(runner, 1000)
-    started = runner.clock["t"]
-    assert _join_by_flags(root, bundle_dir) == 2
-    attempts = len(runner.ran("kubeadm", "join"))
-    assert 2 <= attempts <= 1 + ko.STALE_NODE_WAIT // ko.STALE_NODE_RETRY
-    assert runner.clock["t"] - started <= ko.STALE_NODE_WAIT
-    assert "remove-node worker-1" in capsys.readouterr().err
 
 
 def test_every_run_is_logged_0600(host, bundle_dir, tmp_path):
@@ -554,53 +256,6 @@ def test_every_run_is_logged_0600(host, bundle_dir, tmp_path):
     assert mode(path) == 0o600
     text = open(path).read()
     assert "[init] done in" in text and "run: kubeadm init --config" in text
-
-
-def test_join_dry_run_changes_nothing(host, bundle_dir, tmp_path, capsys):
-    root, runner = host
-    path = sup.write_join_file(tmp_path)
-    before = sup.snapshot(root)
-    assert run(root, bundle_dir, "join", "--join-file", path, "--dry-run") == 0
-    assert sup.snapshot(root) == before
-    err = capsys.readouterr().err
-    assert "would run: kubeadm join --config %s" % ko.JOIN_CONFIG in err
-    assert not runner.ran("kubeadm")
-
-
-def test_worker_join_waits_for_its_node_with_kubelet_credentials(
-        host, bundle_dir, tmp_path, capsys):
-    root, runner = host
-    path = sup.write_join_file(tmp_path)
-    runner.cluster.node_ready = False
-    assert run(root, bundle_dir, "join", "--join-file", path,
-               "--wait-timeout", "30") == 2
-    assert "node node-a is NotReady: cni config uninitialized" in capsys.readouterr().err
-    gets = [a for a in runner.commands() if a[0] == "kubectl"]
-    assert gets and all(a[2] == ko.KUBELET_CONF for a in gets)
-    assert not [a for a in gets if "pods" in a]
-    runner.cluster.node_ready = True
-    assert run(root, bundle_dir, "join", "--join-file", path) == 0
-    assert len(runner.ran("kubeadm", "join")) == 1
-
-
-@pytest.mark.parametrize("as_tar", [False, True])
-def test_join_file_travels_with_the_bundle(tmp_path, monkeypatch, as_tar):
-    """master writes the join file into the extracted bundle folder (or
-    beside the .tar); join on another host finds it there and the bundle
-    still verifies."""
-    bundle = sup.make_bundle(str(tmp_path / "usb"), as_tar=as_tar)
-    master_root = sup.make_root(str(tmp_path / "m"))
-    sup.install_fake(monkeypatch, master_root)
-    assert run(master_root, bundle, "master", "--no-wait") == 0
-    expected = os.path.join(bundle if not as_tar else os.path.dirname(bundle),
-                            ko.JOIN_FILE_NAME)
-    assert mode(expected) == 0o600
-    worker_root = sup.make_root(str(tmp_path / "w"), hostname="node-b")
-    sup.install_fake(monkeypatch, worker_root)
-    assert run(worker_root, bundle, "join", "--no-wait") == 0
-    docs, _ = sup.read_config_documents(rpath(worker_root, ko.JOIN_CONFIG))
-    assert docs[0]["discovery"]["bootstrapToken"]["token"] == sup.TOKEN
-    assert docs[0]["nodeRegistration"]["name"] == "node-b"
 
 
 def test_modules_loaded_and_persisted_overlay_failure_only_warns(host,

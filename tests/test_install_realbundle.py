@@ -5,14 +5,12 @@ images loaded into the real dockerd and a standalone containerd."""
 import argparse
 import os
 import subprocess
-import sys
 
 import pytest
 import yaml
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import install_support as sup  # noqa: E402
-from install_support import ko  # noqa: E402
+import install_support as sup
+from install_support import ko
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,9 @@ binds every module-level name once."""
 import ast
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import install_support as sup  # noqa: E402
-from install_support import ko  # noqa: E402
+import install_support as sup
+from install_support import ko
 
 
 def master(root, bundle, *extra):

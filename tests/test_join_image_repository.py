@@ -2,22 +2,14 @@
 worker's images under the cluster's image repository, read from the
 cluster (CA pinned by the hash), as a join file would carry it."""
 
-import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import install_support as sup  # noqa: E402
-from install_support import ko  # noqa: E402
-from fixtures.apiserver import FakeAPIServer  # noqa: E402
+import install_support as sup
+from install_support import ko
+from fixtures.apiserver import FakeAPIServer
 
 REPO = "registry.local:5000/k8s"
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    return sup.make_bundle(str(tmp_path_factory.mktemp("bundle")))
 
 
 @pytest.fixture(scope="module")

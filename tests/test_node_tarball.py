@@ -12,8 +12,7 @@ import sys
 import tarfile
 
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import k8s_offline as ko  # noqa: E402
+import k8s_offline as ko
 
 TARBALL = "kubernetes-node-linux-amd64.tar.gz"
 

@@ -3,13 +3,11 @@ it warns about a warning, before the host changes), and the firewalld and
 SELinux fixes behind --open-firewall and --selinux-permissive."""
 
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import install_support as sup  # noqa: E402
-from install_support import ko  # noqa: E402
+import install_support as sup
+from install_support import ko
 
 MASTER_RULES = ["6443/tcp", "2379-2380/tcp", "10250/tcp", "10251/tcp",
                 "10252/tcp", "8472/udp"]

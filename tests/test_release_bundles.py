@@ -6,15 +6,13 @@ the summary say which vouched for each file."""
 
 import json
 import os
-import sys
 import tarfile
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import install_support as sup  # noqa: E402
-from install_support import ko  # noqa: E402
-from fixtures import releases  # noqa: E402
+import install_support as sup
+from install_support import ko
+from fixtures import releases
 
 # (version, arch, node tarball sha512 pinned, CNI and crictl sha256 pinned)
 CASES = [("v1.16.0", "amd64", True, True),

@@ -5,12 +5,10 @@ table refused in one line."""
 
 import json
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import k8s_offline as ko  # noqa: E402
+import k8s_offline as ko
 
 # The last patch release of each supported minor (all long out of support).
 LAST_PATCH = {"1.16": 15, "1.17": 17, "1.18": 20, "1.19": 16, "1.20": 15}

@@ -5,17 +5,14 @@ some or all entries (a hand-signed variant, as old registries served)."""
 
 import argparse
 import json
-import os
 import re
 import subprocess
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import install_support as sup  # noqa: E402
-from install_support import ko  # noqa: E402
-from fixtures import schema1  # noqa: E402
+import install_support as sup
+from install_support import ko
+from fixtures import schema1
 
 FLANNEL = "coreos/flannel"
 # What Go's time.Time accepts in JSON (RFC 3339).

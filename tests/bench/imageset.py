@@ -29,15 +29,11 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import tarfile
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))          # tests/, for fixtures
-
-from fixtures import images as fx_images  # noqa: E402
+from fixtures import images as fx_images      # tests/ is on the path (bench_bundle.py)
 
 GENERATOR_VERSION = 3          # bump when the set's shape or bytes change
 SEED = 20190918                # v1.16.0 release day
@@ -47,7 +43,6 @@ RANDOM_PART = BLOCK // 3       # bytes of each block that are random
 MTIME = 1568592000
 CREATED = "2019-09-18T00:00:00Z"
 
-OCI_INDEX = fx_images.OCI_INDEX
 OCI_MANIFEST = fx_images.OCI_MANIFEST
 OCI_CONFIG = fx_images.OCI_CONFIG
 OCI_LAYER = fx_images.OCI_LAYER
@@ -188,8 +183,8 @@ def build_layout(layout_dir, big_mb, log):
     if big_mb:
         specs.append(BIG_IMAGE + ("oci", ("big",)))
     for i, (repo, tag, kind, names) in enumerate(specs):
-        descs = []
-        for arch in (("amd64", "arm64") if kind in ("docker-list", "oci-index")
+        manifests = []
+        for arch in (("amd64", "arm64") if kind in fx_images.MULTI_ARCH_KINDS
                      else ("amd64",)):
             if arch == "amd64":
                 lay = [layers[n] for n in names]
@@ -200,21 +195,11 @@ def build_layout(layout_dir, big_mb, log):
                 layer_descs = [arm_desc]
                 cfg = _config(arch, [arm_base[1]], ["arm64-placeholder"], repo)
             cfg_desc = layout.add_json(cfg, OCI_CONFIG)
-            desc = layout.add_json({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                                    "config": cfg_desc, "layers": layer_descs},
-                                   OCI_MANIFEST)
-            desc["platform"] = {"architecture": arch, "os": "linux"}
-            if arch == "arm64":
-                desc["platform"]["variant"] = "v8"
-            descs.append(desc)
-        if len(descs) > 1:
-            top = layout.add_json({"schemaVersion": 2, "mediaType": OCI_INDEX,
-                                   "manifests": descs}, OCI_INDEX)
-        else:
-            top = dict(descs[0])
-            top.pop("platform")
+            manifests.append((arch, layout.add_json(
+                {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                 "config": cfg_desc, "layers": layer_descs}, OCI_MANIFEST)))
         refname = "img%d" % i
-        layout.tag(top, refname)
+        layout.tag_image(manifests, kind, refname)
         refs[refname] = (repo, tag, kind)
     layout.write_index()
     return refs, layers
@@ -247,14 +232,9 @@ def ensure(workdir, registry_cls, big_mb, log):
     reg.start()
     try:
         for refname, (repo, tag, kind) in sorted(refs.items()):
-            extra = {"docker-list": ["--all", "--format", "v2s2"],
-                     "oci-index": ["--all", "--preserve-digests"],
-                     "oci": ["--preserve-digests"],
-                     "schema1": ["--format", "v2s1"]}[kind]
             log("pushing %s:%s (%s)" % (repo, tag, kind))
-            fx_images.skopeo_copy("oci:%s:%s" % (layout_dir, refname),
-                                  "docker://%s/%s:%s" % (reg.host, repo, tag),
-                                  extra, timeout=900)
+            fx_images.push_image(layout_dir, refname, reg.host, repo, tag, kind,
+                                 timeout=900)
     finally:
         reg.stop()
         shutil.rmtree(reg.dir, ignore_errors=True)

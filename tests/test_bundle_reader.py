@@ -1,6 +1,8 @@
-"""Hostile or damaged bundles (issue 5): every kind of member with one byte
-flipped or cut short is refused by `verify`, which names the bad member;
-`verify` prints the bundle.json sha256 that `bundle` printed."""
+"""The bundle reader and verifier section of k8s_offline.py.  Hostile or
+damaged bundles (issue 5): every kind of member with one byte flipped or cut
+short is refused by `verify`, which names the bad member; `verify` prints the
+bundle.json sha256 that `bundle` printed; a tar with hostile members (unsafe
+paths, links, devices, duplicates, too many members) is refused on opening."""
 
 import io
 import json
@@ -9,6 +11,9 @@ import re
 import tarfile
 
 import pytest
+
+import k8s_offline as ko
+from fixtures import osarchive
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +124,86 @@ def test_cut_tarball_is_refused(good_bundle, run_cli, tmp_path):
     rc, out, err = run_cli("verify", bad)
     assert rc != 0 and "Traceback" not in err
     assert len([l for l in err.splitlines() if l.startswith("error:")]) == 1, err
+
+
+def _hostile_tar(path, add):
+    with tarfile.open(str(path), "w") as tar:
+        info = tarfile.TarInfo("top/bundle.json")
+        data = json.dumps({"format": 1}).encode()
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        add(tar)
+
+
+def _member(name, kind=tarfile.REGTYPE, target=""):
+    def add(tar):
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        info.linkname = target
+        tar.addfile(info, io.BytesIO(b""))
+    return add
+
+
+@pytest.mark.parametrize("add,reason", [
+    (_member("top/../../etc/passwd"), "unsafe path"),
+    (_member("/etc/passwd"), "unsafe path"),
+    (_member("top/link", tarfile.SYMTYPE, "/etc/shadow"), "link or device"),
+    (_member("top/hard", tarfile.LNKTYPE, "top/bundle.json"), "link or device"),
+    (_member("top/dev", tarfile.CHRTYPE), "link or device"),
+    (_member("top/bundle.json"), "appears twice"),
+    (_member("other/file"), "one top folder"),
+])
+def test_hostile_members_are_refused(tmp_path, add, reason):
+    path = tmp_path / "hostile.tar"
+    _hostile_tar(path, add)
+    with pytest.raises(ko.BundleError, match=reason):
+        ko.Bundle(str(path))
+
+
+def test_a_huge_member_count_is_refused(tmp_path):
+    path = tmp_path / "many.tar"
+    with tarfile.open(str(path), "w") as tar:
+        for n in range(ko.MAX_BUNDLE_MEMBERS + 1):
+            info = tarfile.TarInfo("top/f%d" % n)
+            tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(ko.BundleError, match="more than"):
+        ko.Bundle(str(path))
+
+
+# -- os_packages (bundle --os) -----------------------------------------------
+
+def _rewrite_meta(top, change):
+    path = os.path.join(top, ko.BUNDLE_JSON)
+    with open(path) as handle:
+        meta = json.load(handle)
+    change(meta)
+    data = ko.canonical_json(meta)
+    with open(path, "wb") as handle:
+        handle.write(data)
+    with open(os.path.join(top, ko.BUNDLE_JSON_SHA), "wb") as handle:
+        handle.write(ko.bundle_json_sha_line(data))
+
+
+def _first_package(meta):
+    return meta["os_packages"]["debian-12"]["packages"][0]
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda m: _first_package(m).update(path="bin/kubeadm"),
+     "lists bin/kubeadm under os_packages.debian-12"),
+    (lambda m: _first_package(m).update(name="-rf"),
+     "os_packages[\"debian-12\"].packages[0].name is \"-rf\", not a valid value"),
+    (lambda m: _first_package(m).update(requires=[["libc6 (>= 2; rm -rf)"]]),
+     "is \"libc6 (>= 2; rm -rf)\", not a valid value"),
+    (lambda m: m["os_packages"].update({"debian-99": m["os_packages"][
+        "debian-12"]}), "has the name \"debian-99\", which is not allowed"),
+    (lambda m: m["os_packages"]["debian-12"].update(family="apk"),
+     "family is \"apk\", not a valid value"),
+])
+def test_a_bundle_json_that_lies_about_packages_is_refused(
+        run_cli, debian_bundle, tmp_path, change, says):
+    top = osarchive.extract_bundle(debian_bundle, str(tmp_path / "bundle"))
+    _rewrite_meta(top, change)
+    rc, out, err = run_cli("verify", top)
+    assert rc == 2
+    assert says in err.splitlines()[-1], err

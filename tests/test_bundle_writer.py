@@ -1,68 +1,17 @@
-"""Unit tests of the pure parts of bundle mode and the verifier: image
-references, auth challenges, schema1 digests, mirrors, checksum files, the
-image plan per version, the tar writer and hostile tar members."""
+"""The bundle writer section of k8s_offline.py, its pure parts: file mirrors,
+checksum files, the image plan per version, the tar writer and the cross-check
+against kubeadm's own image list.  Image references, auth challenges and
+schema1 digests are tests/test_registry_client.py; hostile tar members
+tests/test_bundle_reader.py."""
 
-import base64
 import hashlib
 import io
-import json
 import os
-import sys
 import tarfile
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import k8s_offline as ko  # noqa: E402
-
-
-@pytest.mark.parametrize("text,expected", [
-    ("quay.io/coreos/flannel:v0.11.0-amd64",
-     ("quay.io", "coreos/flannel", "v0.11.0-amd64", None)),
-    ("nginx", ("docker.io", "library/nginx", "latest", None)),
-    ("user/app:1", ("docker.io", "user/app", "1", None)),
-    ("127.0.0.1:5000/pause:3.1", ("127.0.0.1:5000", "pause", "3.1", None)),
-    ("localhost/x/y:z", ("localhost", "x/y", "z", None)),
-    ("registry.aliyuncs.com/google_containers/etcd:3.3.15-0",
-     ("registry.aliyuncs.com", "google_containers/etcd", "3.3.15-0", None)),
-    ("a/b@sha256:" + "0" * 64, ("docker.io", "a/b", None, "sha256:" + "0" * 64)),
-])
-def test_parse_image_ref(text, expected):
-    ref = ko.parse_image_ref(text)
-    assert (ref.registry, ref.repository, ref.tag, ref.digest) == expected
-
-
-@pytest.mark.parametrize("text", ["", "UPPER/case", "a/b@sha256:xyz", "a/b:",
-                                  "a/b:-bad", "a//b"])
-def test_parse_image_ref_rejects(text):
-    with pytest.raises(ko.UserError):
-        ko.parse_image_ref(text)
-
-
-def test_parse_challenges_basic_and_bearer_in_one_header():
-    header = ('Basic realm="quay", Bearer realm="https://quay.io/v2/auth",'
-              'service="quay.io",scope="repository:coreos/flannel:pull"')
-    found = dict(ko.parse_challenges(header))
-    assert found["basic"]["realm"] == "quay"
-    assert found["bearer"] == {"realm": "https://quay.io/v2/auth",
-                               "service": "quay.io",
-                               "scope": "repository:coreos/flannel:pull"}
-
-
-def _b64url(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def test_schema1_digest_covers_the_jws_payload_only():
-    payload = b'{\n   "schemaVersion": 1,\n   "name": "x"'
-    tail = b"\n}"
-    protected = _b64url(json.dumps({"formatLength": len(payload),
-                                    "formatTail": _b64url(tail)}).encode())
-    signed = payload + (',\n   "signatures": [{"protected": "%s"}]' % protected
-                        ).encode() + tail
-    digest = ko.manifest_digest(ko.MT_DOCKER_SCHEMA1_SIGNED, signed)
-    assert digest == "sha256:" + hashlib.sha256(payload + tail).hexdigest()
-    assert digest != "sha256:" + hashlib.sha256(signed).hexdigest()
+import k8s_offline as ko
 
 
 def test_file_mirror_uses_longest_prefix():
@@ -141,50 +90,6 @@ def test_tar_writer_refuses_a_damaged_cache_file(tmp_path):
     with pytest.raises(ko.UserError, match="damaged"):
         ko.TarWriter(io.BytesIO()).add_file("x", str(blob), "0" * 64)
     assert not blob.exists()
-
-
-def _hostile_tar(path, add):
-    with tarfile.open(str(path), "w") as tar:
-        info = tarfile.TarInfo("top/bundle.json")
-        data = json.dumps({"format": 1}).encode()
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-        add(tar)
-
-
-def _member(name, kind=tarfile.REGTYPE, target=""):
-    def add(tar):
-        info = tarfile.TarInfo(name)
-        info.type = kind
-        info.linkname = target
-        tar.addfile(info, io.BytesIO(b""))
-    return add
-
-
-@pytest.mark.parametrize("add,reason", [
-    (_member("top/../../etc/passwd"), "unsafe path"),
-    (_member("/etc/passwd"), "unsafe path"),
-    (_member("top/link", tarfile.SYMTYPE, "/etc/shadow"), "link or device"),
-    (_member("top/hard", tarfile.LNKTYPE, "top/bundle.json"), "link or device"),
-    (_member("top/dev", tarfile.CHRTYPE), "link or device"),
-    (_member("top/bundle.json"), "appears twice"),
-    (_member("other/file"), "one top folder"),
-])
-def test_hostile_members_are_refused(tmp_path, add, reason):
-    path = tmp_path / "hostile.tar"
-    _hostile_tar(path, add)
-    with pytest.raises(ko.BundleError, match=reason):
-        ko.Bundle(str(path))
-
-
-def test_a_huge_member_count_is_refused(tmp_path):
-    path = tmp_path / "many.tar"
-    with tarfile.open(str(path), "w") as tar:
-        for n in range(ko.MAX_BUNDLE_MEMBERS + 1):
-            info = tarfile.TarInfo("top/f%d" % n)
-            tar.addfile(info, io.BytesIO(b""))
-    with pytest.raises(ko.BundleError, match="more than"):
-        ko.Bundle(str(path))
 
 
 class _Cache(object):

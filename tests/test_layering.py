@@ -1,0 +1,164 @@
+"""k8s_offline.py is layered: its sections (the `# ====` banner blocks) come
+in data-flow order, and no function uses a module-level name that a later
+section defines.  A reader can then read the file top to bottom."""
+
+import ast
+import io
+import os
+import tokenize
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))), "k8s_offline.py")
+BANNER = "# " + "=" * 75
+
+
+def section_starts(lines):
+    """(first line number, title) of each section, in order."""
+    starts = [(1, "(top)")]
+    for number, line in enumerate(lines, 1):
+        if (line.rstrip() == BANNER and number + 2 <= len(lines)
+                and lines[number + 1].rstrip() == BANNER):
+            starts.append((number, lines[number].lstrip("# ").strip()))
+    return starts
+
+
+def section_of(starts, lineno):
+    index = 0
+    for i, (first, _) in enumerate(starts):
+        if first <= lineno:
+            index = i
+    return index
+
+
+def defined_names(node):
+    """The module-level names one top-level statement binds."""
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        return [node.name]
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+        targets = [node.target]
+    else:
+        return []
+    names = []
+    for target in targets:
+        for sub in ast.walk(target):
+            if isinstance(sub, ast.Name):
+                names.append(sub.id)
+    return names
+
+
+def local_names(function):
+    """Names a function binds itself (arguments and assignments)."""
+    names = set()
+    for node in ast.walk(function):
+        if isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    return names
+
+
+def layering_violations(source):
+    """[(function, name, user section, defining section)] for every use of
+    a name defined in a later section than the function using it."""
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    starts = section_starts(lines)
+    home = {}
+    for node in tree.body:
+        for name in defined_names(node):
+            home.setdefault(name, section_of(starts, node.lineno))
+    found = []
+    functions = [node for node in ast.walk(tree)
+                 if isinstance(node, (ast.FunctionDef, ast.Lambda))]
+    for function in functions:
+        where = section_of(starts, function.lineno)
+        mine = local_names(function)
+        for node in ast.walk(function):
+            if (isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+                    and node.id not in mine and node.id in home
+                    and home[node.id] > where):
+                found.append((getattr(function, "name", "<lambda>"), node.id,
+                              starts[where][1], starts[home[node.id]][1]))
+    return sorted(set(found))
+
+
+def read_script():
+    with open(SCRIPT) as handle:
+        return handle.read()
+
+
+def test_the_file_has_its_sections():
+    starts = section_starts(read_script().splitlines())
+    assert len(starts) >= 9, starts
+
+
+def test_no_function_uses_a_name_from_a_later_section():
+    assert layering_violations(read_script()) == []
+
+
+def test_the_check_sees_a_forward_use():
+    source = "\n".join([
+        BANNER, "# First", BANNER, "def early():", "    return LATE", "",
+        BANNER, "# Second", BANNER, "LATE = 1", ""])
+    assert layering_violations(source) == [("early", "LATE", "First",
+                                            "Second")]
+    backwards = source.replace("return LATE", "return 2")
+    assert layering_violations(backwards) == []
+
+
+def backslash_continuations(source):
+    """Line numbers ending in a backslash outside a string literal."""
+    inside = set()
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.STRING and token.start[0] != token.end[0]:
+            inside.update(range(token.start[0], token.end[0]))
+    return [number for number, line in enumerate(source.splitlines(), 1)
+            if line.endswith("\\") and number not in inside]
+
+
+def test_lines_continue_in_parentheses_not_after_backslashes():
+    assert backslash_continuations(read_script()) == []
+    assert backslash_continuations("x = 1 + \\\n    2\n") == [1]
+    assert backslash_continuations('x = """a\\\nb"""\n') == []
+
+
+def test_the_header_lists_every_command_variable_and_hidden_flag():
+    """The module docstring is the map of every knob: a command, an
+    environment variable read or a hidden flag missing there fails."""
+    import argparse
+    import sys
+    sys.path.insert(0, os.path.dirname(SCRIPT))
+    import k8s_offline as ko
+    header = ko.__doc__
+    tree = ast.parse(read_script())
+    variables = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get" and node.args
+                and isinstance(node.func.value, ast.Attribute)
+                and node.func.value.attr == "environ"):
+            name = node.args[0]
+            variables.add(name.value if isinstance(name, ast.Constant)
+                          else getattr(ko, name.id))
+    assert {"DOCKER_CONFIG", "XDG_CACHE_HOME", "SUDO_USER"} <= variables
+    for name in variables:
+        assert "\n  %s " % name in header, name
+    commands, hidden = [], set()
+    parsers = [("", ko.build_parser())]
+    while parsers:
+        prefix, parser = parsers.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    commands.append((prefix + " " + name).strip())
+                    parsers.append(((prefix + " " + name).strip(), sub))
+            elif action.help == argparse.SUPPRESS and action.option_strings:
+                hidden.update(action.option_strings)
+    assert "certs renew" in commands and hidden == {"--root",
+                                                    "--containerd-address"}
+    for command in commands:
+        assert "\n    %s " % command in header, command
+    for flag in hidden:
+        assert "\n  %s " % flag in header, flag

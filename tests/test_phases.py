@@ -1,0 +1,144 @@
+"""Phases as data: each workflow's --help lists its phases, `COMMAND phase
+NAME` runs one, run_if leaves a phase out where it does not apply, and
+--skip-phases exists only where there are phases."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import install_support as sup  # noqa: E402
+from install_support import ko  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    return sup.make_bundle(str(tmp_path_factory.mktemp("bundle")))
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    root = sup.make_root(str(tmp_path / "root"))
+    runner = sup.install_fake(monkeypatch, root)
+    return root, runner
+
+
+def run(root, bundle, *argv):
+    return ko.main(list(argv[:1]) + ["--root", root, "--bundle", bundle,
+                                     "--no-progress"] + list(argv[1:]))
+
+
+def ran_phases(err):
+    """The phases a run's log says were done, in order."""
+    return [line.split("]")[0][1:] for line in err.splitlines()
+            if line.startswith("[") and "] done in" in line]
+
+
+def help_text(capsys, *argv):
+    with pytest.raises(SystemExit) as exit_info:
+        ko.main(list(argv) + ["--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command, workflow", [
+    ("master", "MASTER_PHASES"), ("join", "JOIN_PHASES"),
+    ("reset", "RESET_PHASES")])
+def test_help_lists_the_phases_in_order(capsys, command, workflow):
+    text = help_text(capsys, command)
+    listing = text.split("phases, in order")[1].splitlines()[2:]
+    phases = getattr(ko, workflow)
+    assert [line.split()[0] for line in listing if line.strip()] == [
+        phase.name for phase in phases]
+    for phase, line in zip(phases, listing):
+        assert line.split(None, 1)[1] == phase.short
+    assert "--skip-phases" in text
+
+
+@pytest.mark.parametrize("argv", [
+    ["token"], ["status"], ["remove-node", "n1"], ["certs", "check"],
+    ["certs", "renew"], ["backup"], ["restore", "f.tar.gz"]])
+def test_commands_without_phases_have_no_skip_phases(capsys, argv):
+    assert "--skip-phases" not in help_text(capsys, *argv)
+    with pytest.raises(SystemExit) as exit_info:
+        ko.main(argv + ["--skip-phases", "x"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --skip-phases" in capsys.readouterr().err
+
+
+def test_master_phase_runs_that_phase_after_the_safety_phases(
+        host, bundle_dir, capsys):
+    root, runner = host
+    assert run(root, bundle_dir, "master", "phase", "install") == 0
+    err = capsys.readouterr().err
+    assert ran_phases(err) == ["verify", "preflight", "install"]
+    assert os.path.exists(os.path.join(root, "usr/bin/kubeadm"))
+    assert not os.path.exists(os.path.join(root, ko.MODULES_FILE.lstrip("/")))
+    assert not runner.ran("kubeadm", "init")
+
+
+def test_master_phase_init_after_the_others_completes_the_run(
+        host, bundle_dir, capsys, tmp_path):
+    root, runner = host
+    assert run(root, bundle_dir, "master", "--no-wait", "--skip-phases",
+               "init,kubeconfig,network,join-file") == 0
+    assert not runner.ran("kubeadm", "init")
+    capsys.readouterr()
+    assert run(root, bundle_dir, "master", "phase", "init", "--no-wait") == 0
+    assert ran_phases(capsys.readouterr().err) == ["verify", "preflight",
+                                                   "init"]
+    assert runner.ran("kubeadm", "init", "--config", ko.INIT_CONFIG)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["phase"], "`master phase` needs the name of a phase"),
+    (["phase", "bogus"], "invalid choice: 'bogus'"),
+    (["phases", "init"], "invalid choice: 'phases'"),
+])
+def test_master_phase_needs_a_known_name(host, bundle_dir, capsys, argv,
+                                         message):
+    root, runner = host
+    before = sup.snapshot(root)
+    try:
+        code = run(root, bundle_dir, "master", *argv)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert sup.snapshot(root) == before
+    assert runner.calls == []
+
+
+def test_worker_join_leaves_out_kubeconfig(host, bundle_dir, tmp_path,
+                                           capsys):
+    root, runner = host
+    path = sup.write_join_file(tmp_path, image_repository="k8s.gcr.io",
+                               control_plane_nodes=["master-1"])
+    assert run(root, bundle_dir, "join", "--join-file", path,
+               "--no-wait") == 0
+    assert ran_phases(capsys.readouterr().err)[-2:] == ["join", "wait"]
+    assert not os.path.exists(os.path.join(root, "root/.kube/config"))
+
+
+def test_control_plane_join_runs_kubeconfig(host, bundle_dir, capsys):
+    root, runner = host
+    assert run(root, bundle_dir, "join", "--control-plane", "--apiserver",
+               "10.1.1.1:6443", "--token", sup.TOKEN,
+               "--discovery-token-ca-cert-hash", sup.CA_HASH,
+               "--certificate-key", sup.CERT_KEY, "--no-wait",
+               "--image-repository", "k8s.gcr.io") == 0
+    assert ran_phases(capsys.readouterr().err)[-3:] == [
+        "join", "kubeconfig", "wait"]
+
+
+def test_reset_phase_runs_one_phase(host, bundle_dir, tmp_path, capsys):
+    root, runner = host
+    assert run(root, bundle_dir, "master", "--no-wait", "--join-file",
+               str(tmp_path / "j.json")) == 0
+    capsys.readouterr()
+    runner.calls[:] = []
+    assert ko.main(["reset", "--root", root, "--yes", "phase", "files"]) == 0
+    assert ran_phases(capsys.readouterr().err) == ["files"]
+    assert not os.path.exists(os.path.join(root, "etc/kubernetes"))
+    assert not runner.ran("kubeadm", "reset")
