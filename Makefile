@@ -22,13 +22,15 @@ unit:
 	$(PYTHON) -m pytest tests -q --ignore=tests/e2e
 
 # The air-gap lab: real kubeadm nodes on an internal Docker network.
-# e2e-prepare does the slow, cached part alone (Kubernetes, flanneld + CNI plugins, node image).
-# `make e2e` runs every scenario; `make e2e SCENARIO=seed` (or containerd, ha, daytwo, stick) runs one alone.
-E2E_SCENARIOS = seed containerd ha daytwo stick
+# e2e-prepare does the slow, cached part alone (Kubernetes, flanneld + CNI plugins, node images,
+# the bare-host archive). `make e2e` runs every scenario; `make e2e SCENARIO=seed` (or containerd,
+# ha, daytwo, stick, bare) runs one alone.
+E2E_SCENARIOS = seed containerd ha daytwo stick bare
 SCENARIO ?=
 e2e-prepare:
 	$(PYTHON) -m tests.e2e.upstream --prepare
 	$(PYTHON) -m tests.e2e.nodes --image
+	$(PYTHON) -m tests.e2e.bare --archive --image
 
 e2e:
 	$(PYTHON) -m pytest -q -s $(addprefix tests/e2e/test_,$(addsuffix .py,$(or $(SCENARIO),$(E2E_SCENARIOS))))

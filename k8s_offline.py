@@ -3,10 +3,13 @@
 
 What it does.  On a connected machine, ``bundle`` pulls every image kubeadm
 needs straight from the registries (no Docker daemon), downloads kubeadm,
-kubelet, kubectl, the CNI plugins and crictl (and with --with-docker a static
-Docker), checks every byte against pinned and published checksums, and
-writes one tarball.  On the air-gapped hosts, the same file, run from the
-extracted bundle, verifies it again, prepares the host, loads the images,
+kubelet, kubectl, the CNI plugins and crictl (with --with-docker a static
+Docker, with --with-containerd upstream's containerd and runc, with --os ID
+the distribution packages a minimal install lacks, from its signed
+archive), checks every byte against pinned, published or signed checksums,
+and writes one tarball.  On the air-gapped hosts, the same file, run from
+the extracted bundle, verifies it again, installs the OS packages the host
+lacks, prepares the host, loads the images,
 runs kubeadm, applies the bundled flannel manifest and waits until the node
 is healthy; a join file carries what the other nodes need.
 
@@ -119,8 +122,10 @@ KUBEADM_IMAGE_REPOSITORY = "k8s.gcr.io"
 
 # Architectures by Kubernetes name, with the names uname and OCI use.
 ARCHES = {
-    "amd64": {"uname": ("x86_64", "amd64"), "docker_static": "x86_64"},
-    "arm64": {"uname": ("aarch64", "arm64"), "docker_static": "aarch64"},
+    "amd64": {"uname": ("x86_64", "amd64"), "docker_static": "x86_64",
+              "rpm": "x86_64"},
+    "arm64": {"uname": ("aarch64", "arm64"), "docker_static": "aarch64",
+              "rpm": "aarch64"},
     "arm": {"uname": ("armv7l", "armv6l", "arm"), "docker_static": "armhf"},
     "ppc64le": {"uname": ("ppc64le",), "docker_static": "ppc64le"},
     "s390x": {"uname": ("s390x",), "docker_static": "s390x"},
@@ -151,6 +156,94 @@ DOCKER_STATIC_VERSION = "19.03.15"
 DOCKER_STATIC_URL = ("https://download.docker.com/linux/static/stable/"
                      "{docker_arch}/docker-{docker}.tgz")
 
+# containerd and runc from their upstream static releases (--with-containerd),
+# checked against the .sha256sum files published beside them (or a
+# --checksum-file naming them).  The unit is k8s-offline's own, written like
+# upstream's containerd.service, since upstream publishes no checksum for it.
+CONTAINERD_VERSION = "1.6.20"
+RUNC_VERSION = "1.1.5"
+CONTAINERD_URL = ("https://github.com/containerd/containerd/releases/download/"
+                  "v{containerd}/containerd-{containerd}-linux-{arch}.tar.gz")
+RUNC_URL = ("https://github.com/opencontainers/runc/releases/download/"
+            "v{runc}/runc.{arch}")
+RUNC_SUMS_URL = ("https://github.com/opencontainers/runc/releases/download/"
+                 "v{runc}/runc.sha256sum")
+
+# The distributions whose packages `bundle --os ID` carries.  For each: the
+# os-release ID and VERSION_ID (its major part for RPM distributions) it
+# serves, the package family, the archive's URL per architecture, the apt
+# suite and components or the RPM repositories, what a minimal install has,
+# and the packages kubeadm and the kubelet need.  The minimal install is
+# taken from the metadata: for apt every Priority "required" or Essential
+# package and what they depend on (debootstrap's minbase, the smallest
+# Debian or Ubuntu: it has no "important" packages); for RPM the names below
+# (part of the @core group's mandatory list in comps.xml), again with what
+# they depend on.  A smaller minimal set only makes the bundle larger, never
+# wrong: the install side installs just what the host lacks.
+DEB_PACKAGES = ("conntrack", "socat", "ebtables", "ethtool", "ipset",
+                "iptables", "iproute2", "kmod", "procps", "mount",
+                "util-linux")
+RPM_PACKAGES = ("conntrack-tools", "socat", "ethtool", "ipset", "iptables",
+                "iproute", "kmod", "procps-ng", "util-linux")
+RPM_CORE_CENTOS7 = ("basesystem", "bash", "coreutils", "filesystem", "glibc",
+                    "setup", "shadow-utils", "systemd", "rpm", "yum",
+                    "util-linux", "procps-ng", "kmod", "e2fsprogs",
+                    "hostname", "passwd", "sudo", "vim-minimal", "less",
+                    "openssh-server", "iproute", "iptables")
+RPM_CORE_ROCKY8 = ("basesystem", "bash", "coreutils", "filesystem", "glibc",
+                   "setup", "shadow-utils", "systemd", "rpm", "dnf",
+                   "util-linux", "procps-ng", "kmod", "e2fsprogs",
+                   "hostname", "passwd", "sudo", "vim-minimal", "less",
+                   "openssh-server", "iproute")
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+UBUNTU_KEYRING = "/usr/share/keyrings/ubuntu-archive-keyring.gpg"
+
+
+def _apt_distro(distro_id, version_id, suite, amd64, arm64=None):
+    """A DISTROS entry of an apt distribution (Ubuntu: main and universe,
+    where ipset lives)."""
+    ubuntu = distro_id == "ubuntu"
+    return {"id": distro_id, "version_id": version_id, "family": "deb",
+            "base": {"amd64": amd64, "arm64": arm64 or amd64},
+            "suite": suite,
+            "components": ("main", "universe") if ubuntu else ("main",),
+            "keyring": UBUNTU_KEYRING if ubuntu else DEBIAN_KEYRING}
+
+
+_UBUNTU = ("http://archive.ubuntu.com/ubuntu",
+           "http://ports.ubuntu.com/ubuntu-ports")
+DISTROS = {
+    # buster has left deb.debian.org for the archive
+    "debian-10": _apt_distro("debian", "10", "buster",
+                             "https://archive.debian.org/debian"),
+    "debian-11": _apt_distro("debian", "11", "bullseye",
+                             "https://deb.debian.org/debian"),
+    "debian-12": _apt_distro("debian", "12", "bookworm",
+                             "https://deb.debian.org/debian"),
+    "ubuntu-18.04": _apt_distro("ubuntu", "18.04", "bionic", *_UBUNTU),
+    "ubuntu-20.04": _apt_distro("ubuntu", "20.04", "focal", *_UBUNTU),
+    "ubuntu-22.04": _apt_distro("ubuntu", "22.04", "jammy", *_UBUNTU),
+    # CentOS 7 is end of life: its last tree lives on vault.centos.org
+    # (aarch64 under altarch/).  Rocky 8: the pinned 8.9 tree in the vault,
+    # which does not move as pub/rocky/8 does.
+    "centos-7": {"id": "centos", "version_id": "7", "family": "rpm",
+                 "repos": {"amd64": (
+                     "https://vault.centos.org/7.9.2009/os/x86_64",),
+                     "arm64": (
+                     "https://vault.centos.org/altarch/7.9.2009/os/aarch64",)},
+                 "core": RPM_CORE_CENTOS7,
+                 "ebtables": "ebtables"},
+    "rocky-8": {"id": "rocky", "version_id": "8", "family": "rpm",
+                "repos": {"amd64": (
+                    "https://dl.rockylinux.org/vault/rocky/8.9/BaseOS/x86_64/os",
+                    "https://dl.rockylinux.org/vault/rocky/8.9/AppStream/x86_64/os"),
+                    "arm64": (
+                    "https://dl.rockylinux.org/vault/rocky/8.9/BaseOS/aarch64/os",
+                    "https://dl.rockylinux.org/vault/rocky/8.9/AppStream/aarch64/os")},
+                "core": RPM_CORE_ROCKY8,
+                "ebtables": "iptables-ebtables"},
+}
+
 # kubeadm, kubelet and kubectl are taken from the node release tarball
 # where the release table pins its sha512 (as the release notes published
 # it), so they are checked against a value the release itself published, and
@@ -169,6 +262,7 @@ BIN_DIR = "bin"
 ARCHIVES_DIR = "archives"
 SYSTEMD_DIR = "systemd"
 MANIFESTS_DIR = "manifests"
+PACKAGES_DIR = "packages"        # bundle --os: packages/ID/*.deb|*.rpm
 FLANNEL_MANIFEST = "kube-flannel.yml"
 MAX_BUNDLE_MEMBERS = 10000
 MAX_BUNDLE_JSON_BYTES = 16 * 1024 * 1024
@@ -213,12 +307,17 @@ SCHEMA1_TYPES = (MT_DOCKER_SCHEMA1, MT_DOCKER_SCHEMA1_SIGNED)
 # before a byte of it is read.  Names become host paths (bin/kubelet goes
 # to /usr/bin/kubelet), so none may hold a "..", a slash too many or a
 # character a shell or config file would read differently.
+# An OS package's file name, as the distribution's pool names it.
+PACKAGE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~%-]{0,200}\.(?:deb|rpm)")
+OS_ID_RE = re.compile("|".join(re.escape(os_id) for os_id in sorted(DISTROS)))
 MEMBER_NAME_RE = re.compile(
     r"k8s_offline\.py|%s|"
     r"(?:%s|%s|%s|%s)/[A-Za-z0-9][A-Za-z0-9._+-]{0,127}|"
+    r"%s/(?:%s)/%s|"
     r"%s/(?:oci-layout|index\.json|manifest\.json|blobs/sha256/[0-9a-f]{64})"
     % (re.escape(BUNDLE_JSON), BIN_DIR, ARCHIVES_DIR, SYSTEMD_DIR,
-       MANIFESTS_DIR, IMAGES_DIR))
+       MANIFESTS_DIR, PACKAGES_DIR, OS_ID_RE.pattern, PACKAGE_FILE_RE.pattern,
+       IMAGES_DIR))
 MAX_IMAGE_JSON_BYTES = 4 * 1024 * 1024     # an image manifest, index.json
 MAX_BUNDLE_IMAGES = 500
 SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
@@ -238,6 +337,13 @@ IMAGE_REF_RE = re.compile(r"(?:%s)(?::%s)?(?:@%s)?" % (
 VERSION_RE = re.compile(r"v[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,4}")
 TEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f]{0,1000}")   # notes, never used
+# A Debian dependency (Depends, Pre-Depends, Provides) and its operators,
+# the obsolete < and > read as <= and >= as dpkg does.
+DEB_RELATION_RE = re.compile(
+    r"([A-Za-z0-9][A-Za-z0-9.+_-]*)(?::[a-z0-9]+)?\s*"
+    r"(?:\(\s*(<<|<=|>=|>>|=|<|>)\s*([A-Za-z0-9.+:~_-]+)\s*\))?\s*(?:\[.*\])?")
+DEB_RELATION_OPS = {"<<": "<<", "<=": "<=", "<": "<=", "=": "=", ">=": ">=",
+                    ">": ">=", ">>": ">>"}
 
 # systemd units of the official kubelet packages.
 KUBELET_SERVICE = """\
@@ -322,6 +428,32 @@ TasksMax=infinity
 [Install]
 WantedBy=multi-user.target
 """
+# --with-containerd: the unit upstream ships with containerd (its binaries in
+# /usr/local/bin, runc in /usr/local/sbin), written here because upstream
+# publishes no checksum for it.
+CONTAINERD_LOCAL_SERVICE = """\
+[Unit]
+Description=containerd container runtime (upstream static release, k8s-offline)
+Documentation=https://containerd.io
+After=network.target local-fs.target
+
+[Service]
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=/usr/local/bin/containerd
+Type=notify
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=5
+LimitNPROC=infinity
+LimitCORE=infinity
+LimitNOFILE=infinity
+TasksMax=infinity
+OOMScoreAdjust=-999
+
+[Install]
+WantedBy=multi-user.target
+"""
 
 # Bumped whenever the conversion's output changes, so conversions cached by
 # an older version (version 1 wrote "created": "") are not reused.
@@ -331,6 +463,12 @@ SCHEMA1_CONVERSION = 2
 RFC3339_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?"
                         r"(Z|[+-]\d\d:\d\d)\Z")
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+# bundle --os: the most a Release or repomd.xml may be, and primary.xml's
+# XML namespaces.
+MAX_RELEASE_BYTES = 16 * 1024 * 1024
+REPO_NS = "{http://linux.duke.edu/metadata/repo}"
+COMMON_NS = "{http://linux.duke.edu/metadata/common}"
+RPM_NS = "{http://linux.duke.edu/metadata/rpm}"
 
 # Small documents of docker-archive and OCI-archive tars, kept in memory;
 # every other member (layers, configs, blobs) streams into the cache.
@@ -362,6 +500,30 @@ IMAGE_SCHEMA = ("record", ({
     "origin": ("match", re.compile("|".join(IMAGE_ORIGINS)))},
     ("name", "kubeadm", "repository", "tag", "ref", "manifest_digest",
      "config_digest", "layers")))
+# An OS package as bundle.json lists it: what the packages phase needs to
+# pick what this host lacks and install it in dependency order.
+PACKAGE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+PACKAGE_VERSION_RE = re.compile(r"[A-Za-z0-9.+:~_-]{1,128}")
+_PACKAGE_NAMES = ("list", (("match", PACKAGE_NAME_RE), 200))
+# A dependency as apt writes it: name, or name (op version).
+DEB_RELATION_TEXT_RE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}(?: \((?:<<|<=|=|>=|>>) "
+    r"[A-Za-z0-9.+:~_-]{1,128}\))?")
+OS_PACKAGE_SCHEMA = ("record", ({
+    "name": ("match", PACKAGE_NAME_RE), "version": ("match", PACKAGE_VERSION_RE),
+    "arch": ("match", TEXT_RE), "path": _MEMBER, "wanted": ("bool", None),
+    "needs": _PACKAGE_NAMES, "pre_depends": _PACKAGE_NAMES,
+    "requires": ("list", (("list", (("match", DEB_RELATION_TEXT_RE), 20)),
+                          200)),
+    "provides": _PACKAGE_NAMES},
+    ("name", "version", "arch", "path", "wanted", "needs", "requires",
+     "pre_depends", "provides")))
+OS_PACKAGES_SCHEMA = ("map", (OS_ID_RE, ("record", ({
+    "id": ("match", TEXT_RE), "version_id": ("match", TEXT_RE),
+    "family": ("match", re.compile("deb|rpm")),
+    "signatures": ("list", (("match", PRINTABLE_RE), 20)),
+    "packages": ("list", (OS_PACKAGE_SCHEMA, 1000))},
+    ("id", "version_id", "family", "signatures", "packages"))), 20))
 BUNDLE_SCHEMA = ("record", ({
     "format": ("const", BUNDLE_FORMAT),
     "name": ("match", re.compile(r"k8s-offline-v[0-9.]+-linux-[a-z0-9]+")),
@@ -376,7 +538,9 @@ BUNDLE_SCHEMA = ("record", ({
         ("size", "sha256"))), MAX_BUNDLE_MEMBERS)),
     "binaries": ("map", (re.compile("|".join(NODE_TARBALL_BINARIES)),
                          _MEMBER, 10)),
-    "archives": ("map", (re.compile("cni|crictl|docker"), _MEMBER, 10)),
+    "archives": ("map", (re.compile("cni|crictl|docker|containerd|runc"),
+                         _MEMBER, 10)),
+    "os_packages": OS_PACKAGES_SCHEMA,
     "systemd": ("map", (re.compile(r"kubelet\.service|10-kubeadm\.conf|"
                                    r"docker\.service|containerd\.service"),
                         _MEMBER, 10)),
@@ -422,6 +586,18 @@ KUBELET_UNIT = "/etc/systemd/system/kubelet.service"
 KUBELET_DROPIN = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
 DOCKER_UNIT = "/etc/systemd/system/docker.service"
 CONTAINERD_UNIT = "/etc/systemd/system/containerd.service"
+CONTAINERD_BIN_DIR = "/usr/local/bin"      # --with-containerd, as upstream
+RUNC_PATH = "/usr/local/sbin/runc"
+OS_RELEASE = "/etc/os-release"
+PACKAGES_STAGE_DIR = STATE_DIR + "/packages"
+# The commands the bundle's OS packages supply: a host that has them all
+# needs none of the packages, whatever its distribution.
+PACKAGED_TOOLS = ("conntrack", "socat", "ebtables", "ethtool", "ipset",
+                  "iptables", "ip", "tc", "modprobe", "sysctl", "mount",
+                  "nsenter")
+# ioctls asking the kernel for an interface's IPv4 address and netmask.
+SIOCGIFADDR = 0x8915
+SIOCGIFNETMASK = 0x891b
 DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
 CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 CRICTL_CONFIG = "/etc/crictl.yaml"
@@ -580,6 +756,10 @@ def full_match(pattern, value):
     """True when value is a str that pattern matches whole: no trailing
     newline slips through as it does past a pattern ending in `$`."""
     return isinstance(value, str) and pattern.fullmatch(value) is not None
+
+
+class NotFoundError(UserError):
+    """A download the server does not have (HTTP 404)."""
 
 
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -766,6 +946,85 @@ def parse_mapping(text, what):
     if not sep or not src.strip() or not dst.strip():
         raise UserError("bad %s %r: use the form SOURCE=DESTINATION" % (what, text))
     return src.strip(), dst.strip()
+
+
+def parse_deb_relations(field):
+    """Depends/Pre-Depends/Provides text as groups of alternatives, each
+    (name, operator or None, version or None); architecture qualifiers
+    (:any) and restrictions are dropped."""
+    groups = []
+    for part in (field or "").split(","):
+        group = []
+        for alternative in part.split("|"):
+            match = DEB_RELATION_RE.fullmatch(alternative.strip())
+            if match:
+                op = match.group(2)
+                group.append((match.group(1), DEB_RELATION_OPS.get(op),
+                              match.group(3)))
+        if group:
+            groups.append(group)
+    return groups
+
+
+def relation_text(relation):
+    name, op, version = relation
+    return name if not op else "%s (%s %s)" % (name, op, version)
+
+
+def _deb_char_order(char):
+    if char == "~":
+        return -1
+    if char.isalpha():
+        return ord(char)
+    return ord(char) + 256
+
+
+def _deb_compare_part(left, right):
+    """dpkg's comparison of an upstream version or revision: runs of
+    non-digits by character (~ before the end, letters before the rest),
+    runs of digits as numbers."""
+    while left or right:
+        left_text = re.match(r"[^0-9]*", left).group()
+        right_text = re.match(r"[^0-9]*", right).group()
+        for index in range(max(len(left_text), len(right_text))):
+            a = (_deb_char_order(left_text[index])
+                 if index < len(left_text) else 0)
+            b = (_deb_char_order(right_text[index])
+                 if index < len(right_text) else 0)
+            if a != b:
+                return -1 if a < b else 1
+        left, right = left[len(left_text):], right[len(right_text):]
+        left_digits = re.match(r"[0-9]*", left).group()
+        right_digits = re.match(r"[0-9]*", right).group()
+        if int(left_digits or 0) != int(right_digits or 0):
+            return -1 if int(left_digits or 0) < int(right_digits or 0) else 1
+        left, right = left[len(left_digits):], right[len(right_digits):]
+    return 0
+
+
+def deb_version_compare(left, right):
+    """-1, 0 or 1 as dpkg --compare-versions orders two versions."""
+    def split(version):
+        epoch, _, rest = (version.partition(":") if ":" in version
+                          else ("0", "", version))
+        upstream, _, revision = (rest.rpartition("-") if "-" in rest
+                                 else (rest, "", ""))
+        return int(epoch) if epoch.isdigit() else 0, upstream, revision
+    (left_epoch, left_up, left_rev) = split(left)
+    (right_epoch, right_up, right_rev) = split(right)
+    if left_epoch != right_epoch:
+        return -1 if left_epoch < right_epoch else 1
+    return (_deb_compare_part(left_up, right_up) or
+            _deb_compare_part(left_rev, right_rev))
+
+
+def deb_relation_holds(installed, op, version):
+    """True when an installed version satisfies `op version`."""
+    if op is None:
+        return True
+    order = deb_version_compare(installed, version)
+    return {"<<": order < 0, "<=": order <= 0, "=": order == 0,
+            ">=": order >= 0, ">>": order > 0}[op]
 
 
 def script_dir():
@@ -1373,6 +1632,31 @@ class RegistryClient(object):
                 "and the network" % (url, HTTP_ATTEMPTS, reason)))
         return self._download(get, sha256_hex, dest, progress, url, algorithm)
 
+    def get_small(self, url, insecure=False, cap=64 * 1024 * 1024):
+        """The bytes of a small file (repository metadata), None when the
+        server says it is not there (404, 410); a UserError when it cannot
+        be read at all or is larger than cap."""
+        def send():
+            return self.session.get(url, timeout=self.timeout, stream=True,
+                                    verify=not insecure)
+        response = self._with_retries(send, lambda reason: UserError(
+            "cannot download %s after %d tries (%s): check --file-mirror and "
+            "the network" % (url, HTTP_ATTEMPTS, reason)))
+        with contextlib.closing(response):
+            if response.status_code in (404, 410):
+                return None
+            if response.status_code != 200:
+                raise UserError("%s: the server answered HTTP %d"
+                                % (url, response.status_code))
+            data = response.raw.read(cap + 1, decode_content=True)
+        if len(data) > cap:
+            raise UserError("%s is larger than %s: it is not repository "
+                            "metadata; check --file-mirror" % (url,
+                                                             human_size(cap)))
+        with self.lock:
+            self.bytes_fetched += len(data)
+        return data
+
     def get_text(self, url, insecure=False):
         """Small text file (a published .sha256), or None if not there."""
         try:
@@ -1411,7 +1695,7 @@ class RegistryClient(object):
                         continue
                     digest, have = hashlib.new(algorithm), 0
                 elif response.status_code == 404:
-                    raise UserError("%s: not found (HTTP 404)" % label)
+                    raise NotFoundError("%s: not found (HTTP 404)" % label)
                 elif response.status_code not in (200, 206):
                     raise UserError("%s: the server answered HTTP %d"
                                     % (label, response.status_code))
@@ -1513,7 +1797,8 @@ def plan_images(kubernetes_version, arch, pull_repository=None, extra=()):
     return images
 
 
-def plan_files(kubernetes_version, arch, with_docker=False):
+def plan_files(kubernetes_version, arch, with_docker=False,
+               with_containerd=False):
     """Every file download: key, URL, path in the bundle, the sha256 the
     release table pins for it (or None), and the publisher's checksum file
     beside it (checked for the binaries always, for the archives where
@@ -1541,9 +1826,20 @@ def plan_files(kubernetes_version, arch, with_docker=False):
         downloads.append(("docker", DOCKER_STATIC_URL.format(
             docker_arch=ARCHES[arch]["docker_static"],
             docker=DOCKER_STATIC_VERSION), None))
+    publishers = {}
+    if with_containerd:
+        containerd_url = CONTAINERD_URL.format(containerd=CONTAINERD_VERSION,
+                                               arch=arch)
+        runc_url = RUNC_URL.format(runc=RUNC_VERSION, arch=arch)
+        downloads += [("containerd", containerd_url, None),
+                      ("runc", runc_url, None)]
+        publishers = {"containerd": containerd_url + ".sha256sum",
+                      "runc": RUNC_SUMS_URL.format(runc=RUNC_VERSION),
+                      "docker": None}
     for key, url, pinned in downloads:
         files.append({"key": key, "url": url, "pinned": pinned,
-                      "publisher": url + ".sha256" if key != "docker" else None,
+                      "publisher": publishers.get(key, url + ".sha256")
+                      if key != "docker" else None,
                       "always_publisher": False,
                       "path": "%s/%s" % (ARCHIVES_DIR, url.rsplit("/", 1)[1]),
                       "mode": 0o644})
@@ -1588,7 +1884,14 @@ def apply_file_mirror(url, mirrors):
 def parse_published_sha256(text, filename=None):
     """The digest of a publisher's .sha256 file (only the hex, as dl.k8s.io
     writes it, or `HEX  NAME` as sha256sum does, NAME being filename), or
-    None when it is not such a file."""
+    None when it is not such a file.  A file of several sha256sum lines
+    (runc.sha256sum) gives the line naming filename."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    if len(lines) > 1 and filename is not None:
+        found = [parse_published_sha256(line, filename) for line in lines
+                 if len(line.split()) == 2]
+        found = [hexd for hexd in found if hexd]
+        return found[0] if len(found) == 1 else None
     fields = (text or "").split()
     if not fields or not re.match(r"^[0-9a-fA-F]{64}\Z", fields[0]):
         return None
@@ -2514,7 +2817,590 @@ def export_docker_daemon_images(images, cache, arch, progress):
         image.update(record)
 
 
-def assemble_bundle(name, version, arch, images, file_entries, cache, with_docker):
+# -- OS packages (bundle --os) ----------------------------------------------
+#
+# The packages kubeadm and the kubelet need on a bare host, straight from the
+# distribution's archive: apt's InRelease (or Release and Release.gpg), its
+# signature checked with gpgv where a keyring is at hand, then Packages,
+# checked against the Release's sha256, then each .deb against the Packages'
+# sha256; yum/dnf's repomd.xml (signature: repomd.xml.asc), primary.xml
+# against repomd's sha256, then each .rpm against primary's.
+
+
+
+def check_os_ids(ids, arch):
+    """The --os IDs in the order given, once each; a UserError for an
+    unknown one or an architecture no distribution is bundled for."""
+    chosen = []
+    for os_id in ids:
+        if os_id not in DISTROS:
+            raise UserError("unknown --os %s: give one of %s" % (
+                os_id, ", ".join(sorted(DISTROS))))
+        if os_id not in chosen:
+            chosen.append(os_id)
+    if chosen and "rpm" not in ARCHES[arch]:
+        raise UserError("--os needs --arch amd64 or arm64 (the distributions' "
+                        "archives are bundled for those only), not %s" % arch)
+    return chosen
+
+
+def parse_deb822(text):
+    """The stanzas of a Debian control file (Release, Packages) as dicts;
+    a continuation line is joined to its field with a newline."""
+    stanzas, current, field = [], {}, None
+    for line in text.splitlines():
+        if not line.strip():
+            if current:
+                stanzas.append(current)
+            current, field = {}, None
+        elif line[0] in " \t":
+            if field is not None:
+                current[field] += "\n" + line.strip()
+        elif ":" in line:
+            field, _, value = line.partition(":")
+            current[field] = value.strip()
+    if current:
+        stanzas.append(current)
+    return stanzas
+
+
+def clearsigned_text(data):
+    """The text an InRelease file signs, its armor and dash-escapes taken
+    off (used only when no keyring checks it: gpgv gives it otherwise)."""
+    lines = data.decode("utf-8", "replace").splitlines()
+    if not lines or lines[0].strip() != "-----BEGIN PGP SIGNED MESSAGE-----":
+        return data.decode("utf-8", "replace")
+    start = lines.index("") + 1 if "" in lines else len(lines)
+    body = []
+    for line in lines[start:]:
+        if line.strip() == "-----BEGIN PGP SIGNATURE-----":
+            break
+        body.append(line[2:] if line.startswith("- ") else line)
+    return "\n".join(body) + "\n"
+
+
+def gpgv_verified(keyring, signed, signature=None):
+    """What gpgv vouches for with keyring: the text of a clearsigned file
+    (signature None) or the signed file itself (a detached signature);
+    a UserError when the signature does not verify."""
+    gpgv = shutil.which("gpgv")
+    if not gpgv:
+        raise UserError("gpgv is not installed, so the keyring %s cannot "
+                        "check the archive's signature: install gpgv"
+                        % keyring)
+    folder = tempfile.mkdtemp(prefix="k8s-offline-gpgv-")
+    try:
+        signed_path = os.path.join(folder, "signed")
+        write_file_atomic(signed_path, signed)
+        argv = [gpgv, "--quiet", "--keyring", os.path.abspath(keyring)]
+        if signature is None:
+            argv += ["--output", os.path.join(folder, "text"), signed_path]
+        else:
+            write_file_atomic(os.path.join(folder, "sig"), signature)
+            argv += [os.path.join(folder, "sig"), signed_path]
+        result = subprocess.run(argv, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                universal_newlines=True, timeout=120)
+        if result.returncode != 0:
+            return None
+        if signature is None:
+            with open(os.path.join(folder, "text"), "rb") as handle:
+                return handle.read()
+        return signed
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def archive_keyring(os_id, given):
+    """The keyring checking os_id's archive: --os-keyring, else the
+    distribution's own where installed; None when there is none."""
+    if given:
+        if not os.path.isfile(given):
+            raise UserError("--os-keyring %s is not a file: give a keyring "
+                            "gpgv reads (gpg --export output)" % given)
+        return given
+    default = DISTROS[os_id].get("keyring")
+    if default and os.path.isfile(default) and shutil.which("gpgv"):
+        return default
+    return None
+
+
+class ArchiveIndex(object):
+    """The packages one distribution's archive offers for one architecture,
+    as the resolver sees them: name, version, what each provides and
+    requires, and where and with which sha256 its file is."""
+
+    def __init__(self, os_id, arch):
+        self.os_id = os_id
+        self.arch = arch
+        self.packages = {}          # name -> package
+        self.providers = {}         # capability -> [package names]
+        self.signatures = []        # a line per repository
+
+    def add(self, package, newer):
+        """Keep one package per name: the newer by newer(a, b)."""
+        old = self.packages.get(package["name"])
+        if old is not None and not newer(package, old):
+            return
+        self.packages[package["name"]] = package
+
+    def index_providers(self):
+        self.providers = {}
+        for name in sorted(self.packages):
+            package = self.packages[name]
+            for capability in [name] + package["provides"]:
+                self.providers.setdefault(capability, []).append(name)
+
+    def provider(self, capability, prefer=()):
+        """The package to satisfy capability: itself, one already chosen,
+        else the first provider by name; None when the archive lacks it."""
+        names = self.providers.get(capability, [])
+        if capability in names:
+            return capability
+        for name in names:
+            if name in prefer:
+                return name
+        return names[0] if names else None
+
+
+def apt_release(client, os_id, arch, file_mirrors, keyring, insecure):
+    """(Release fields, base URL, signature line) of os_id's suite."""
+    distro = DISTROS[os_id]
+    base = distro["base"][arch]
+    dists = "%s/dists/%s/" % (base, distro["suite"])
+
+    def get(name):
+        url = apply_file_mirror(dists + name, file_mirrors)
+        return client.get_small(url, _url_host(url) in insecure,
+                                MAX_RELEASE_BYTES)
+    inrelease = get("InRelease")
+    if inrelease is not None:
+        signed, signature = inrelease, None
+    else:
+        signed = get("Release")
+        if signed is None:
+            raise UserError("%sInRelease and Release are not there: check "
+                            "--file-mirror (the suite %s)" % (
+                                apply_file_mirror(dists, file_mirrors),
+                                distro["suite"]))
+        signature = get("Release.gpg")
+    if keyring:
+        if inrelease is None and signature is None:
+            raise UserError("%s has no InRelease and no Release.gpg, so the "
+                            "keyring %s cannot check it: use a signed archive"
+                            % (apply_file_mirror(dists, file_mirrors), keyring))
+        text = gpgv_verified(keyring, signed, signature)
+        if text is None:
+            raise UserError("the signature of %s%s does not verify with %s: "
+                            "refusing the archive (give its key with "
+                            "--os-keyring)" % (apply_file_mirror(
+                                dists, file_mirrors),
+                                "InRelease" if signature is None else "Release",
+                                keyring))
+        line = "%s: signature checked with %s" % (base, keyring)
+    else:
+        text = signed
+        line = ("%s: signature NOT checked (no keyring: give --os-keyring)"
+                % base)
+    fields = parse_deb822(clearsigned_text(text))
+    if not fields:
+        raise UserError("%sRelease is empty or not a Release file" % dists)
+    release = fields[0]
+    check_valid_until(release, dists)
+    if distro["suite"] not in (release.get("Codename"), release.get("Suite")):
+        raise UserError("%sRelease is for %s, not %s: check --file-mirror" % (
+            dists, release.get("Codename") or release.get("Suite") or "?",
+            distro["suite"]))
+    return release, base, line
+
+
+def check_valid_until(release, where):
+    """Refuse a Release past its Valid-Until, as apt does: a mirror could
+    replay an old signed index to keep fixed packages away."""
+    text = release.get("Valid-Until")
+    if not text:
+        return
+    from email.utils import parsedate_to_datetime
+    try:
+        until = parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError):
+        raise UserError("%sRelease has an unreadable Valid-Until %r: the "
+                        "archive is damaged" % (where, text))
+    if until < time.time():
+        raise UserError("%sRelease expired on %s (Valid-Until): the mirror "
+                        "serves a stale index; use a current mirror"
+                        % (where, text))
+
+
+def _release_sha256(release):
+    """{path: (sha256, size)} from a Release file's SHA256 field."""
+    sums = {}
+    for line in release.get("SHA256", "").splitlines():
+        fields = line.split()
+        if (len(fields) == 3 and full_match(SHA256_HEX_RE, fields[0]) and
+                fields[1].isdigit()):
+            sums[fields[2]] = (fields[0], int(fields[1]))
+    return sums
+
+
+def _decompress(data, name):
+    """The bytes of a metadata file by its compression suffix."""
+    try:
+        if name.endswith(".xz"):
+            import lzma
+            return lzma.decompress(data)
+        if name.endswith(".gz"):
+            return gzip.decompress(data)
+        if name.endswith(".bz2"):
+            import bz2
+            return bz2.decompress(data)
+    except (OSError, EOFError, ValueError) as exc:
+        raise UserError("%s does not decompress (%s): the archive is damaged"
+                        % (name, exc))
+    if name.endswith((".zst", ".zck")):
+        raise UserError("%s is compressed with %s, which bundle cannot read"
+                        % (name, name.rsplit(".", 1)[1]))
+    return data
+
+
+def fetch_metadata(client, cache, url, sha256_hex, insecure):
+    """A metadata file the signed index lists, from the cache or the
+    network, checked against that sha256."""
+    if not cache.has(sha256_hex):
+        client.fetch_url(url, sha256_hex, cache.path(sha256_hex),
+                         insecure=insecure)
+        cache.fresh.add(sha256_hex)
+    return _decompress(cache.read(sha256_hex), url)
+
+
+def apt_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
+    """The ArchiveIndex of a Debian or Ubuntu suite."""
+    distro = DISTROS[os_id]
+    release, base, line = apt_release(client, os_id, arch, file_mirrors,
+                                      keyring, insecure)
+    sums = _release_sha256(release)
+    index = ArchiveIndex(os_id, arch)
+    index.signatures.append(line)
+    index.minimal = set()
+    for component in distro["components"]:
+        stem = "%s/binary-%s/Packages" % (component, arch)
+        names = [stem + suffix for suffix in (".xz", ".gz", "")
+                 if stem + suffix in sums]
+        if not names:
+            raise UserError("the Release of %s lists no %s: the archive does "
+                            "not carry %s %s" % (distro["suite"], stem,
+                                                 component, arch))
+        text = None
+        for name in names:       # a partial mirror may keep one form only
+            url = apply_file_mirror("%s/dists/%s/%s" % (
+                base, distro["suite"], name), file_mirrors)
+            try:
+                text = fetch_metadata(client, cache, url, sums[name][0],
+                                      _url_host(url) in insecure)
+                break
+            except NotFoundError:
+                if name == names[-1]:
+                    raise
+        for stanza in parse_deb822(text.decode("utf-8", "replace")):
+            package = _deb_package(stanza, base, arch)
+            if package is None:
+                continue
+            index.add(package, lambda a, b: False)
+            if (stanza.get("Priority") == "required" or
+                    stanza.get("Essential") == "yes"):
+                index.minimal.add(package["name"])
+    index.index_providers()
+    return index
+
+
+def archive_url(base, path):
+    """The URL of a file the metadata names by its path in the archive,
+    quoted as apt quotes it (a pool name may hold a literal %3a)."""
+    from urllib.parse import quote
+    return base + "/" + quote(path, safe="/+~")
+
+
+def _deb_package(stanza, base, arch):
+    """A Packages stanza as the resolver's package, None if unusable; its
+    dependencies are read when the resolver asks (package_requires)."""
+    name, filename = stanza.get("Package"), stanza.get("Filename")
+    sha = stanza.get("SHA256", "")
+    if (not name or not filename or not full_match(SHA256_HEX_RE, sha) or
+            stanza.get("Architecture") not in (arch, "all")):
+        return None
+    provides = stanza.get("Provides")
+    return {"name": name, "version": stanza.get("Version", ""),
+            "arch": stanza.get("Architecture"), "stanza": stanza,
+            "provides": [group[0][0] for group in parse_deb_relations(
+                provides)] if provides else [], "base": base,
+            "location": filename, "file": filename.rsplit("/", 1)[-1],
+            "sha256": sha,
+            "size": int(stanza.get("Size", "0") or 0)}
+
+
+def rpm_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
+    """The ArchiveIndex of an RPM distribution's repositories."""
+    from xml.etree import ElementTree
+    distro = DISTROS[os_id]
+    index = ArchiveIndex(os_id, arch)
+    for base in distro["repos"][arch]:
+        url = apply_file_mirror(base + "/repodata/repomd.xml", file_mirrors)
+        unsafe = _url_host(url) in insecure
+        repomd = client.get_small(url, unsafe, MAX_RELEASE_BYTES)
+        if repomd is None:
+            raise UserError("%s is not there: check --file-mirror" % url)
+        if keyring:
+            signature = client.get_small(url + ".asc", unsafe, 1024 * 1024)
+            if signature is None or gpgv_verified(keyring, repomd,
+                                                  signature) is None:
+                raise UserError("the signature of %s (repomd.xml.asc) %s %s: "
+                                "refusing the repository" % (
+                                    url, "is missing, so it cannot be checked "
+                                    "with" if signature is None else
+                                    "does not verify with", keyring))
+            index.signatures.append("%s: signature checked with %s"
+                                    % (base, keyring))
+        else:
+            index.signatures.append("%s: signature NOT checked (no keyring: "
+                                    "give --os-keyring)" % base)
+        try:
+            root = ElementTree.fromstring(repomd)
+        except ElementTree.ParseError as exc:
+            raise UserError("%s is not XML (%s): check --file-mirror"
+                            % (url, exc))
+        primary = [data for data in root.findall(REPO_NS + "data")
+                   if data.get("type") == "primary"]
+        checksum = primary[0].find(REPO_NS + "checksum") if primary else None
+        location = primary[0].find(REPO_NS + "location") if primary else None
+        if (checksum is None or location is None or
+                checksum.get("type") != "sha256" or
+                not full_match(SHA256_HEX_RE, (checksum.text or "").strip())):
+            raise UserError("%s names no primary metadata with a sha256: "
+                            "bundle needs one" % url)
+        href = location.get("href", "")
+        primary_url = apply_file_mirror(base + "/" + href, file_mirrors)
+        data = fetch_metadata(client, cache, primary_url,
+                              checksum.text.strip(), unsafe)
+        for package in _rpm_packages(data, base, ARCHES[arch]["rpm"],
+                                     primary_url):
+            index.add(package, lambda a, b: rpm_version_key(a["version"]) >
+                      rpm_version_key(b["version"]))
+    index.index_providers()
+    index.minimal = set(name for name in distro["core"]
+                        if name in index.packages)
+    return index
+
+
+def _rpm_packages(data, base, rpm_arch, where):
+    """The packages of a primary.xml for rpm_arch (and noarch)."""
+    from xml.etree import ElementTree
+    try:
+        for _, element in ElementTree.iterparse(io.BytesIO(data)):
+            if element.tag != COMMON_NS + "package":
+                continue
+            package = _rpm_package(element, base, rpm_arch)
+            element.clear()
+            if package is not None:
+                yield package
+    except ElementTree.ParseError as exc:
+        raise UserError("%s is not valid primary metadata (%s)" % (where, exc))
+
+
+def _rpm_package(element, base, rpm_arch):
+    def text(tag):
+        found = element.find(COMMON_NS + tag)
+        return (found.text or "").strip() if found is not None else ""
+    arch = text("arch")
+    checksum = element.find(COMMON_NS + "checksum")
+    location = element.find(COMMON_NS + "location")
+    version = element.find(COMMON_NS + "version")
+    if (arch not in (rpm_arch, "noarch") or checksum is None or
+            location is None or version is None or
+            checksum.get("type") != "sha256"):
+        return None
+    fmt = element.find(COMMON_NS + "format")
+
+    def entries(tag):
+        found = fmt.find(RPM_NS + tag) if fmt is not None else None
+        return [entry.get("name") for entry in
+                (found.findall(RPM_NS + "entry") if found is not None else [])
+                if entry.get("name")]
+    files = [(f.text or "").strip() for f in
+             (fmt.findall(COMMON_NS + "file") if fmt is not None else [])]
+    size = element.find(COMMON_NS + "size")
+    href = location.get("href", "")
+    return {"name": text("name"), "arch": arch,
+            "version": "%s:%s-%s" % (version.get("epoch") or "0",
+                                     version.get("ver"), version.get("rel")),
+            # rpmlib() features are rpm's own; rich (boolean) dependencies
+            # are left to rpm's own check on the host.
+            "requires": [[name] for name in entries("requires")
+                         if not name.startswith(("rpmlib(", "("))],
+            "provides": entries("provides") + [f for f in files if f],
+            "base": base, "location": href, "file": href.rsplit("/", 1)[-1],
+            "sha256": (checksum.text or "").strip(),
+            "size": int(size.get("package", "0")) if size is not None else 0}
+
+
+def rpm_version_key(version):
+    """A sort key for an RPM epoch:version-release (rpmvercmp's rules
+    for the usual cases: numeric and alphabetic segments, ~ sorts first)."""
+    epoch, _, rest = version.partition(":")
+    key = [int(epoch) if epoch.isdigit() else 0]
+    for segment in re.findall(r"~|\d+|[A-Za-z]+", rest):
+        key.append((-1, 0, "") if segment == "~" else
+                   (1, int(segment), "") if segment.isdigit() else
+                   (0, 0, segment))
+    return key
+
+
+def package_requires(package):
+    """A package's dependencies as groups of alternative names, read from
+    its Packages stanza the first time (with the version constraints the
+    packages phase checks on the host, and its Pre-Depends)."""
+    if "requires" not in package:
+        stanza = package["stanza"]
+        pre = parse_deb_relations(stanza.get("Pre-Depends"))
+        relations = pre + parse_deb_relations(stanza.get("Depends"))
+        package["requires"] = [[alt[0] for alt in group]
+                               for group in relations]
+        package["relations"] = [[relation_text(alt) for alt in group]
+                                for group in relations]
+        package["pre_depends"] = sorted(set(alt[0] for group in pre
+                                            for alt in group))
+    return package["requires"]
+
+
+def resolve_packages(index, wanted):
+    """The packages to bundle, dependencies first: wanted and what they
+    need that the minimal install (and its dependencies) lacks.  Each gets
+    `needs`, the bundled packages it needs.  A UserError names a package or
+    dependency the archive lacks."""
+    minimal = set()
+    pending = sorted(index.minimal)
+    while pending:
+        name = pending.pop()
+        if name in minimal:
+            continue
+        minimal.add(name)
+        for group in package_requires(index.packages[name]):
+            found = [index.provider(c, minimal) for c in group]
+            found = [n for n in found if n]
+            if found and not any(n in minimal for n in found):
+                pending.append(found[0])
+    minimal_caps = set()
+    for name in minimal:
+        minimal_caps.update([name] + index.packages[name]["provides"])
+    chosen, order = {}, []
+
+    def visit(name, trail):
+        if name in chosen:
+            return
+        chosen[name] = []
+        package = index.packages[name]
+        for group in package_requires(package):
+            if any(c in minimal_caps for c in group):
+                continue
+            target = None
+            for capability in group:
+                target = index.provider(capability, chosen)
+                if target:
+                    break
+            if target is None:
+                raise UserError("%s needs %s, which the %s archive lacks: "
+                                "check the archive or --file-mirror" % (
+                                    " <- ".join([name] + trail[:3]),
+                                    " | ".join(group), index.os_id))
+            if target != name:
+                chosen[name].append(target)
+                visit(target, [name] + trail)
+        order.append(name)
+    for name in wanted:
+        if name not in index.packages:
+            raise UserError("%s is not in the %s archive for %s: check the "
+                            "archive or --file-mirror" % (
+                                name, index.os_id, index.arch))
+        if name not in minimal:
+            visit(name, [])
+    return [dict(index.packages[name], needs=sorted(set(chosen[name])),
+                 wanted=name in wanted) for name in order]
+
+
+def wanted_packages(os_id):
+    distro = DISTROS[os_id]
+    if distro["family"] == "deb":
+        return list(DEB_PACKAGES)
+    return list(RPM_PACKAGES) + [distro["ebtables"]]
+
+
+def fetch_os_packages(client, cache, os_ids, arch, file_mirrors, args,
+                      progress):
+    """{os_id: (packages, signature lines)} for every --os, each package's
+    file in the cache, checked against its metadata's sha256."""
+    insecure = set(args.insecure_registry)
+    found, downloads = {}, []
+    for os_id in os_ids:
+        keyring = archive_keyring(os_id, getattr(args, "os_keyring", None))
+        reader = apt_index if DISTROS[os_id]["family"] == "deb" else rpm_index
+        index = reader(client, cache, os_id, arch, file_mirrors, keyring,
+                       insecure)
+        packages = resolve_packages(index, wanted_packages(os_id))
+        for package in packages:
+            if not full_match(PACKAGE_FILE_RE, package["file"]):
+                raise UserError("%s: the file name %r is not one bundle "
+                                "accepts" % (os_id, package["file"]))
+            package["path"] = "%s/%s/%s" % (PACKAGES_DIR, os_id,
+                                            package["file"])
+            package["fetch_url"] = apply_file_mirror(archive_url(
+                package["base"], package["location"]), file_mirrors)
+            if not cache.has(package["sha256"]):
+                downloads.append(package)
+        found[os_id] = (packages, index.signatures)
+        log.info("--os %s: %d packages (%s)", os_id, len(packages),
+                 ", ".join(p["name"] for p in packages))
+    unique = dict((p["sha256"], p) for p in downloads)
+    bar = Progress(sum(p["size"] for p in unique.values()), "packages",
+                   enabled=progress)
+    try:
+        run_pool(args.jobs, sorted(unique.values(), key=lambda p: p["path"]),
+                 lambda p: client.fetch_url(
+                     p["fetch_url"], p["sha256"], cache.path(p["sha256"]), bar,
+                     insecure=_url_host(p["fetch_url"]) in insecure))
+        cache.fresh.update(unique)
+    finally:
+        bar.close()
+    return found
+
+
+def os_packages_meta(found):
+    """bundle.json's os_packages and the members and checksum sources of
+    every package file."""
+    meta, entries = {}, []
+    for os_id, (packages, signatures) in sorted(found.items()):
+        distro = DISTROS[os_id]
+        meta[os_id] = {
+            "id": distro["id"], "version_id": distro["version_id"],
+            "family": distro["family"], "signatures": list(signatures),
+            "packages": [{"name": p["name"], "version": p["version"],
+                          "arch": p["arch"], "path": p["path"],
+                          "wanted": p["wanted"], "needs": p["needs"],
+                          "requires": p["relations"]
+                          if distro["family"] == "deb" else [],
+                          "pre_depends": p.get("pre_depends", []),
+                          "provides": p["provides"]
+                          if distro["family"] == "deb" else []}
+                         for p in packages]}
+        index_name = "Packages" if distro["family"] == "deb" else "primary.xml"
+        for package in packages:
+            entries.append({"path": package["path"], "sha256": package["sha256"],
+                            "mode": 0o644, "checksum_sources": [
+                                "%s of %s (signed index: %s)" % (
+                                    index_name, os_id, "; ".join(signatures))]})
+    return meta, entries
+
+
+def assemble_bundle(name, version, arch, images, file_entries, cache,
+                    with_docker, with_containerd=False, os_found=None):
     """bundle.json and the list of members: (path, bytes or cache hex, mode)."""
     members = []
 
@@ -2542,9 +3428,12 @@ def assemble_bundle(name, version, arch, images, file_entries, cache, with_docke
     if with_docker:
         units += [("docker.service", DOCKER_SERVICE),
                   ("containerd.service", CONTAINERD_SERVICE)]
+    if with_containerd:
+        units += [("containerd.service", CONTAINERD_LOCAL_SERVICE)]
     for unit, text in units:
         add("%s/%s" % (SYSTEMD_DIR, unit), 0o644, data=text.encode("utf-8"))
-    for entry in file_entries:
+    os_meta, os_entries = os_packages_meta(os_found or {})
+    for entry in file_entries + os_entries:
         add(entry["path"], entry["mode"], cached=entry["sha256"])
     blobs = set()
     for image in images:
@@ -2568,7 +3457,10 @@ def assemble_bundle(name, version, arch, images, file_entries, cache, with_docke
                      "coredns": _tag_of(images, "coredns"),
                      "cni": facts["cni"], "crictl": facts["crictl"],
                      "flannel": facts["flannel"],
-                     "docker": DOCKER_STATIC_VERSION if with_docker else None},
+                     "docker": DOCKER_STATIC_VERSION if with_docker else None,
+                     "containerd": CONTAINERD_VERSION if with_containerd
+                     else None,
+                     "runc": RUNC_VERSION if with_containerd else None},
         "images": [dict((k, image[k]) for k in keep if k in image)
                    for image in images],
         "files": files,
@@ -2582,8 +3474,10 @@ def assemble_bundle(name, version, arch, images, file_entries, cache, with_docke
         # What vouched for each downloaded file's checksum: the pinned
         # table, the release notes, the publisher's file, --checksum-file.
         "checksum_sources": dict((e["path"], e["checksum_sources"])
-                                 for e in file_entries),
+                                 for e in file_entries + os_entries),
     }
+    if os_meta:
+        meta["os_packages"] = os_meta
     return meta, members
 
 
@@ -2870,12 +3764,23 @@ def check_bundle_meta(meta):
     files = meta["files"]
     named = (list(meta["binaries"].items()) + list(meta["archives"].items()) +
              list(meta.get("systemd", {}).items()) +
-             [("flannel_manifest", meta.get("flannel_manifest"))])
+             [("flannel_manifest", meta.get("flannel_manifest"))] +
+             [("os_packages.%s" % os_id, package["path"])
+              for os_id, entry in sorted(meta.get("os_packages", {}).items())
+              for package in entry["packages"]])
     for key, relpath in named:
         if relpath is not None and relpath not in files:
             raise BundleError("%s names %s for %s, which is not in its files: "
                               "the bundle is damaged; rebuild it"
                               % (BUNDLE_JSON, relpath, key))
+    for os_id, entry in sorted(meta.get("os_packages", {}).items()):
+        for package in entry["packages"]:
+            if (not package["path"].startswith(
+                    "%s/%s/" % (PACKAGES_DIR, os_id)) or
+                    not package["path"].endswith("." + entry["family"])):
+                raise BundleError("%s lists %s under os_packages.%s: the "
+                                  "bundle is damaged; rebuild it" % (
+                                      BUNDLE_JSON, package["path"], os_id))
     for key, relpath in meta["binaries"].items():
         if relpath != "%s/%s" % (BIN_DIR, key):
             raise BundleError("%s field binaries.%s is %s, expected %s/%s: the "
@@ -4139,10 +5044,37 @@ def default_route_interface(host):
     return None
 
 
+def kernel_ipv4_addresses():
+    """[(interface, ip_interface)] asked of the kernel (an ioctl per
+    interface: its primary IPv4 address and netmask), for a bare host
+    whose iproute2 the packages phase has not installed yet."""
+    import fcntl
+    import struct
+    found = []
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode("utf-8")[:15])
+            try:
+                address = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)
+                netmask = fcntl.ioctl(sock.fileno(), SIOCGIFNETMASK, request)
+            except OSError:         # no IPv4 address on this interface
+                continue
+            found.append((name, ipaddress.ip_interface("%s/%s" % (
+                socket.inet_ntoa(address[20:24]),
+                socket.inet_ntoa(netmask[20:24])))))
+    finally:
+        sock.close()
+    return found
+
+
 def host_addresses(runner):
-    """[(interface, ip_interface)] of the host's IPv4 addresses."""
+    """[(interface, ip_interface)] of the host's IPv4 addresses (from the
+    kernel itself where `ip` is not installed)."""
     result = runner.run(["ip", "-o", "-4", "addr", "show"], change=False,
                         check=False)
+    if result.returncode == 127:
+        return kernel_ipv4_addresses()
     found = []
     for line in result.stdout.splitlines():
         match = re.match(r"^\d+:\s+(\S+)\s+inet\s+(\S+)", line)
@@ -4738,6 +5670,217 @@ def phase_verify(ctx):
              bundle.path, bundle.kubernetes_version, bundle.arch)
 
 
+# -- phase: packages --------------------------------------------------------
+
+def read_os_release(host):
+    """(ID, VERSION_ID) from /etc/os-release; empty strings if unknown."""
+    fields = {}
+    for line in (host.read(OS_RELEASE) or "").splitlines():
+        key, sep, value = line.partition("=")
+        if not sep or not re.match(r"^[A-Z_]+\Z", key.strip()):
+            continue
+        try:
+            words = shlex.split(value, comments=True)
+        except ValueError:
+            continue
+        fields[key.strip()] = words[0] if words else ""
+    return fields.get("ID", ""), fields.get("VERSION_ID", "")
+
+
+def os_id_of(os_release):
+    """The --os ID that covers a host's (ID, VERSION_ID), or None: RPM
+    distributions by their major version (Rocky 8.9 is rocky-8)."""
+    distro_id, version = os_release
+    for os_id, distro in sorted(DISTROS.items()):
+        wanted = (version if distro["family"] == "deb"
+                  else version.split(".", 1)[0])
+        if distro["id"] == distro_id and distro["version_id"] == wanted:
+            return os_id
+    return None
+
+
+def _root_args(ctx, family):
+    """The package tools' options to work on --root instead of /."""
+    if ctx.host.root == "/":
+        return []
+    if family == "deb":
+        return ["--root=" + ctx.host.root]
+    return ["--root", ctx.host.root]
+
+
+def host_packages(ctx, family):
+    """({installed package: version}, names they and what they provide)."""
+    if family == "deb":
+        argv = ["dpkg-query"]
+        if ctx.host.root != "/":
+            argv.append("--admindir=" + ctx.host.path("/var/lib/dpkg"))
+        argv += ["-W", "-f", "${Package}\t${Status}\t${Version}\t"
+                 "${Provides}\n"]
+    else:
+        argv = (["rpm"] + _root_args(ctx, family) +
+                ["-qa", "--qf", "%{NAME}\tinstalled\t%{EPOCHNUM}:%{VERSION}-"
+                 "%{RELEASE}\t\n"])
+    result = ctx.runner.run(argv, change=False, check=False)
+    if not result.ok and family == "rpm":
+        raise UserError("cannot list the installed packages (%s): %s" % (
+            " ".join(argv[:2]), last_line(result.output()) or "no output"))
+    versions, provided = {}, set()
+    for line in (result.stdout or "").splitlines():
+        fields = line.split("\t")
+        if len(fields) < 4 or fields[1].split()[-1:] != ["installed"]:
+            continue
+        versions[fields[0]] = fields[2]
+        provided.add(fields[0])
+        provided.update(group[0][0] for group in parse_deb_relations(fields[3]))
+    return versions, provided
+
+
+def packages_to_install(entry, installed, provided):
+    """The bundled packages this host lacks that the wanted ones need, in
+    the bundle's dependency order; a UserError when a dependency (with its
+    version) is met by neither the host nor the bundle, so dpkg never
+    starts what it cannot finish.  (rpm checks its own: rpm --test.)"""
+    packages = dict((p["name"], p) for p in entry["packages"])
+    needed, pending = set(), [p["name"] for p in entry["packages"]
+                              if p["wanted"] and p["name"] not in installed]
+    while pending:
+        name = pending.pop()
+        if name in needed or name in installed or name not in packages:
+            continue
+        needed.add(name)
+        pending.extend(packages[name]["needs"])
+    todo = [p for p in entry["packages"] if p["name"] in needed]
+    versions = dict(installed)
+    versions.update((p["name"], p["version"]) for p in todo)
+    coming = set(provided)
+    for package in todo:
+        coming.update([package["name"]] + package["provides"])
+    for package in todo:
+        for text in package["requires"]:
+            group = [alt for relation in text
+                     for found in parse_deb_relations(relation)[:1]
+                     for alt in found]
+            if group and not any(deb_relation_holds(versions[name], op, version)
+                       if name in versions else (op is None and name in coming)
+                       for name, op, version in group):
+                raise UserError(
+                    "%s needs %s, which neither this host nor the bundle has%s"
+                    ": install it first, or rebuild the bundle with --os %s "
+                    "from the archive this host uses" % (
+                        package["name"], " | ".join(text),
+                        " (this host has %s)" % ", ".join(
+                            "%s %s" % (name, versions[name])
+                            for name, _, _ in group if name in versions)
+                        if any(name in versions for name, _, _ in group)
+                        else "", os_id_of((entry["id"], entry["version_id"]))))
+    return todo
+
+
+def install_staged(ctx, family, todo, stage):
+    """Copy each package to stage, hashed on the way (only the verified
+    bytes are installed), then dpkg -i them (batches) or rpm -Uvh them
+    (after rpm -Uvh --test, which changes nothing if a dependency fails)."""
+    staged = {}
+    for package in todo:
+        target = "%s/%s" % (stage, package["path"].rsplit("/", 1)[1])
+        ctx.host.install_member(target, ctx.bundle, package["path"], 0o600)
+        staged[package["name"]] = ctx.host.path(target)
+    if family == "deb":
+        for batch in install_batches(todo):
+            ctx.runner.run(["dpkg"] + _root_args(ctx, family) + ["-i"] +
+                           [staged[p["name"]] for p in batch],
+                           timeout=1800, what="dpkg -i")
+        return
+    argv = (["rpm"] + _root_args(ctx, family) + ["-Uvh"] +
+            [staged[p["name"]] for p in todo])
+    if not ctx.dry_run:
+        ctx.runner.run(argv + ["--test"], change=False, timeout=600,
+                       what="rpm -Uvh --test (the dependency check)")
+    ctx.runner.run(argv, timeout=1800, what="rpm -Uvh")
+
+
+def install_batches(todo):
+    """todo (dependencies first) cut where a package pre-depends on one
+    before it: dpkg must have configured that one, so it is installed by
+    an earlier dpkg -i."""
+    batches, current = [], []
+    for package in todo:
+        if set(package["pre_depends"]) & set(p["name"] for p in current):
+            batches.append(current)
+            current = []
+        current.append(package)
+    return batches + [current] if current else batches
+
+
+def host_lacks_tools(host):
+    return [tool for tool in PACKAGED_TOOLS if not host.which(tool)]
+
+
+def phase_packages(ctx):
+    """Install the OS packages kubeadm needs that this host lacks, from
+    the bundle (dpkg -i or rpm -Uvh, dependencies first).
+
+    Nothing installed is ever upgraded or removed; a bundle without
+    packages for this distribution is refused only when the host lacks a
+    tool they would have supplied.
+    """
+    carried = ctx.bundle.meta.get("os_packages") or {}
+    if not carried:
+        log.info("  the bundle carries no OS packages (bundle --os adds them)")
+        return
+    os_release = read_os_release(ctx.host)
+    os_id = os_id_of(os_release)
+    if os_id not in carried:
+        lacking = host_lacks_tools(ctx.host)
+        name = " ".join(part for part in os_release if part) or "unknown"
+        if not lacking:
+            log.info("  this host (%s) has every tool the packages supply; "
+                     "the bundle's packages are for %s", name,
+                     ", ".join(sorted(carried)))
+            return
+        if os_id is None:
+            raise UserError("this host (%s in %s) lacks %s and no --os covers "
+                            "it (the bundle has %s): install %s with the "
+                            "host's own packages" % (
+                                name, OS_RELEASE, ", ".join(lacking),
+                                ", ".join(sorted(carried)), ", ".join(lacking)))
+        raise UserError("this host is %s and lacks %s, but the bundle carries "
+                        "packages only for %s: rebuild it with --os %s" % (
+                            os_id, ", ".join(lacking),
+                            ", ".join(sorted(carried)), os_id))
+    entry = carried[os_id]
+    family = entry["family"]
+    installed, provided = host_packages(ctx, family)
+    todo = packages_to_install(entry, installed, provided)
+    if not todo:
+        log.info("  every package of %s the bundle carries that kubeadm needs "
+                 "is installed", os_id)
+        return
+    log.info("  installing %d package%s for %s: %s", len(todo),
+             "" if len(todo) == 1 else "s", os_id,
+             ", ".join("%s %s" % (p["name"], p["version"]) for p in todo))
+    stage = "%s/%s" % (PACKAGES_STAGE_DIR, os_id)
+    made = [folder for folder in (STATE_DIR, PACKAGES_STAGE_DIR, stage)
+            if not ctx.host.isdir(folder)]
+    try:
+        for folder in made:
+            ctx.host.makedirs(folder, 0o700)
+        install_staged(ctx, family, todo, stage)
+    finally:
+        ctx.host.remove(stage)
+        for folder in reversed([f for f in made if f != stage]):
+            if not ctx.host.listdir(folder):
+                ctx.host.remove(folder)
+    if ctx.dry_run:
+        return
+    installed, _ = host_packages(ctx, family)
+    missing = [p["name"] for p in todo if p["name"] not in installed]
+    if missing:
+        raise UserError("%s is still not installed after %s: see its output "
+                        "in %s" % (missing[0], "dpkg -i" if family == "deb"
+                                   else "rpm -Uvh", INSTALL_LOG))
+
+
 # -- phase: preflight -------------------------------------------------------
 
 def existing_cluster_files(host):
@@ -4771,16 +5914,20 @@ def runtime_plan(ctx):
         raise UserError("no container runtime: Docker is not running, not "
                         "installed, and the bundle has no Docker: install and "
                         "start Docker, rebuild the bundle with --with-docker, "
-                        "or use --cri containerd")
+                        "or use --cri containerd%s" % (
+                            " (the bundle carries containerd)"
+                            if bundled_runtime(ctx.bundle) == "containerd"
+                            else ""))
     if containerd_running(ctx):
         return "running"
     if ctx.host.which("containerd"):
         return "start"
-    if ctx.bundle.meta.get("archives", {}).get("docker"):
+    if bundled_runtime(ctx.bundle):
         return "install"
     raise UserError("no container runtime: containerd is not running or not "
                     "installed: install containerd, rebuild the bundle with "
-                    "--with-docker (it carries containerd), or use --cri docker")
+                    "--with-containerd (or --with-docker, which carries "
+                    "containerd too), or use --cri docker")
 
 
 def firewall_rules(ctx):
@@ -4912,20 +6059,41 @@ def bundled_unit(bundle, name):
     return bundle.read_member(unit_path(bundle, name), MAX_IMAGE_JSON_BYTES)
 
 
+def bundled_runtime(bundle):
+    """'docker' (--with-docker), 'containerd' (--with-containerd) or None."""
+    archives = bundle.meta.get("archives", {})
+    if archives.get("docker"):
+        return "docker"
+    if archives.get("containerd") and archives.get("runc"):
+        return "containerd"
+    return None
+
+
 def units_needed(bundle):
     """The unit files install mode may install from this bundle."""
     names = ["kubelet.service", "10-kubeadm.conf"]
-    if bundle.meta.get("archives", {}).get("docker"):
+    if bundled_runtime(bundle) == "docker":
         names += ["containerd.service", "docker.service"]
+    elif bundled_runtime(bundle) == "containerd":
+        names += ["containerd.service"]
     return names
 
 
 def install_static_runtime(ctx, units):
-    """Unpack the bundle's static Docker binaries (dockerd, containerd, runc,
-    ctr, ...) into /usr/bin and install the bundle's own units for them."""
-    for name, data in sorted(_extract_files(
-            ctx, ctx.bundle.meta["archives"]["docker"]).items()):
-        ctx.host.write(BIN_INSTALL_DIR + "/" + name, data, 0o755)
+    """Unpack the bundle's static runtime and install its units: Docker's
+    binaries (dockerd, containerd, runc, ctr, ...) into /usr/bin, or
+    upstream containerd's bin/ into /usr/local/bin with runc as
+    /usr/local/sbin/runc, where the bundle's containerd unit runs them."""
+    archives = ctx.bundle.meta["archives"]
+    if bundled_runtime(ctx.bundle) == "containerd":
+        for name, data in sorted(_extract_files(
+                ctx, archives["containerd"], under="bin").items()):
+            ctx.host.write(CONTAINERD_BIN_DIR + "/" + name, data, 0o755)
+        ctx.host.install_member(RUNC_PATH, ctx.bundle, archives["runc"], 0o755)
+    else:
+        for name, data in sorted(_extract_files(
+                ctx, archives["docker"]).items()):
+            ctx.host.write(BIN_INSTALL_DIR + "/" + name, data, 0o755)
     targets = {"containerd.service": CONTAINERD_UNIT,
                "docker.service": DOCKER_UNIT}
     for unit in units:
@@ -5007,8 +6175,9 @@ def ensure_cgroup_driver(ctx):
 # -- phase: install ---------------------------------------------------------
 
 
-def _extract_files(ctx, relpath, wanted=None):
-    """{basename: bytes} of the regular files in a bundled .tgz.
+def _extract_files(ctx, relpath, wanted=None, under=None):
+    """{basename: bytes} of the regular files in a bundled .tgz (only those
+    in its folder `under`, when given).
 
     The archive is read whole through its hash check first and unpacked
     from memory, so only verified bytes are unpacked."""
@@ -5021,6 +6190,9 @@ def _extract_files(ctx, relpath, wanted=None):
                     continue
                 name = member.name.split("/")[-1]
                 if not full_match(ARCHIVE_FILE_RE, name):
+                    continue
+                if (under is not None and
+                        member.name.lstrip("./").split("/")[:-1] != [under]):
                     continue
                 if wanted is None or name in wanted:
                     found[name] = archive.extractfile(member).read()
@@ -6466,7 +7638,7 @@ class InstallContext(object):
         self.progress = not flag("no_progress", False)
         self.bundle_path = flag("bundle")
         self.skip = parse_skip_phases(flag("skip_phases"))
-        self.cri = flag("cri") or "docker"
+        self._cri = flag("cri")           # None: default_cri decides
         # master's networks and extra kubeadm documents.
         self.pod_network = self.service_network = None
         if flag("pod_network_cidr") is not None:
@@ -6520,6 +7692,17 @@ class InstallContext(object):
         return self._bundle
 
     @property
+    def cri(self):
+        """docker or containerd: --cri, else the runtime default_cri picks."""
+        if self._cri is None:
+            self._cri = default_cri(self)
+        return self._cri
+
+    @cri.setter
+    def cri(self, value):
+        self._cri = value
+
+    @property
     def pod_cidr(self):
         return str(self.pod_network)
 
@@ -6533,6 +7716,21 @@ class InstallContext(object):
     def warn(self, text):
         self.warnings.append(text)
         log.warning("warning: %s", text)
+
+
+def default_cri(ctx):
+    """The runtime when --cri is not given: containerd for master and join
+    when the bundle carries upstream containerd (--with-containerd) and the
+    host has no Docker, so a bare host needs no flag; Docker otherwise."""
+    if ctx.command not in ("master", "join"):
+        return "docker"
+    try:
+        carried = bundled_runtime(ctx.bundle)
+    except UserError:
+        return "docker"
+    if carried == "containerd" and not ctx.host.which("dockerd"):
+        return "containerd"
+    return "docker"
 
 
 def parse_skip_phases(text):
@@ -7722,7 +8920,15 @@ def cmd_bundle(args):
         raise UserError("bad --timeout %g: give 1 to 3600 seconds" % args.timeout)
     images = plan_images(version, arch, args.image_repository,
                          extra_image_refs(args))
-    files = plan_files(version, arch, with_docker=args.with_docker)
+    if args.with_docker and args.with_containerd:
+        raise UserError("--with-docker and --with-containerd both carry "
+                        "containerd: give one of them")
+    os_ids = check_os_ids(args.os, arch)
+    if args.os_keyring and not os.path.isfile(args.os_keyring):
+        raise UserError("--os-keyring %s is not a file: give a keyring gpgv "
+                        "reads (gpg --export output)" % args.os_keyring)
+    files = plan_files(version, arch, with_docker=args.with_docker,
+                       with_containerd=args.with_containerd)
     tarball = NODE_TARBALL_URL.format(version=version, arch=arch).rsplit("/", 1)[1]
     vouched = {}
     node_sha512 = version_facts(version)["node_sha512"].get(arch)
@@ -7762,10 +8968,13 @@ def cmd_bundle(args):
                 vouched[binary] = (hexd, node_source)
         file_entries = fetch_files(client, cache, files, file_mirrors,
                                    vouched, args, progress)
+        os_found = fetch_os_packages(client, cache, os_ids, arch,
+                                     file_mirrors, args, progress)
         images = cross_check_images(images, file_entries, version, arch, cache)
         fetch_images(client, cache, images, arch, args.jobs, progress)
         meta, members = assemble_bundle(name, version, arch, images,
-                                        file_entries, cache, args.with_docker)
+                                        file_entries, cache, args.with_docker,
+                                        args.with_containerd, os_found)
         meta_bytes = canonical_json(meta)
         if part_size:
             fresh, written = write_split_bundle(output, partial, name, meta_bytes,
@@ -7785,6 +8994,9 @@ def cmd_bundle(args):
     if not part_size:
         warn_if_too_large_for_fat32(output)
     log.debug("payload %d bytes", total)
+    for os_id, entry in sorted(meta.get("os_packages", {}).items()):
+        print("--os %s: %d packages; %s" % (os_id, len(entry["packages"]),
+                                            "; ".join(entry["signatures"])))
     print("checksums of the downloaded files, and what vouched for them:")
     for path, sources in sorted(meta["checksum_sources"].items()):
         print("  %s: %s" % (path, "; ".join(sources)))
@@ -7859,7 +9071,24 @@ def add_bundle_commands(sub):
     bundle.add_argument("--checksum-file", metavar="FILE",
                         help="sha256sum-format lines replacing the built-in table")
     bundle.add_argument("--with-docker", action="store_true",
-                        help="add Docker static binaries and units")
+                        help="add Docker static binaries and units (Docker "
+                        "publishes no checksum for them: give their sha256 "
+                        "in --checksum-file)")
+    bundle.add_argument("--with-containerd", action="store_true",
+                        help="add containerd %s and runc %s (upstream static "
+                        "releases, checked against their .sha256sum files) "
+                        "and a containerd unit" % (CONTAINERD_VERSION,
+                                                   RUNC_VERSION))
+    bundle.add_argument("--os", action="append", default=[], metavar="ID",
+                        help="add the packages kubeadm needs that a minimal "
+                        "install of this distribution lacks, with their "
+                        "dependencies, from its archive (repeatable): %s"
+                        % ", ".join(sorted(DISTROS)))
+    bundle.add_argument("--os-keyring", metavar="FILE",
+                        help="keyring (gpg --export) checking the --os "
+                        "archives' signatures (default: the distribution's "
+                        "keyring where installed; without one the signature "
+                        "is not checked, and the output says so)")
     bundle.add_argument("--output", metavar="PATH",
                         help="default bundle/<name>.tar")
     bundle.add_argument("--split", metavar="SIZE",
@@ -7890,6 +9119,8 @@ class Phase(object):
 
 MASTER_PHASES = (
     Phase("verify", "check every byte of the bundle", phase_verify),
+    Phase("packages", "install the OS packages this host lacks (bundle --os)",
+          phase_packages),
     Phase("preflight", "check the host; the reason and fix of each problem",
           phase_preflight),
     Phase("host", "kernel modules, sysctls, swap, firewall, SELinux",
@@ -7907,7 +9138,7 @@ MASTER_PHASES = (
     Phase("join-file", "write the join file, print the join commands",
           phase_join_file),
 )
-JOIN_PHASES = MASTER_PHASES[:6] + (
+JOIN_PHASES = MASTER_PHASES[:7] + (
     Phase("join", "kubeadm join", phase_join),
     Phase("kubeconfig", "admin.conf for root and the sudo user "
           "(control-plane nodes)", phase_kubeconfig, is_control_plane),
@@ -8093,8 +9324,10 @@ def _install_options(parser, bundle=True, cri=True, phases=False):
                             help="no progress output")
     if cri:
         parser.add_argument("--cri", choices=("docker", "containerd"),
-                            default="docker",
-                            help="container runtime (default docker)")
+                            default=None,
+                            help="container runtime (default docker; "
+                            "containerd when the bundle carries it "
+                            "(--with-containerd) and the host has no Docker)")
         parser.add_argument("--containerd-address", metavar="SOCKET",
                             help=argparse.SUPPRESS)
     if phases:

@@ -16,6 +16,12 @@ Helpers:
   run_cli              run ``python k8s_offline.py ARGS`` -> (rc, stdout, stderr)
   dockerd              the docker daemon is reachable (started if needed, else a clear failure)
   containerd           a standalone containerd; .ctr(...) runs ctr against its socket
+OS package archives (tests/fixtures/osarchive.py: real debs, rpms, signed indexes):
+  apt_archives         apt archives under prefixes (good, unsigned, badsig, ...) on 127.0.0.1
+  rpm_repos            createrepo_c repositories (centos, rocky, centos-tampered)
+  containerd_release   containerd's and runc's release files in file_server
+  debian_bundle        bundle --os debian-12 --with-containerd (a .tar)
+  centos_bundle        bundle --os centos-7 (a .tar)
 """
 
 import base64
@@ -35,7 +41,7 @@ for _path in (REPO_ROOT, TESTS_DIR):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from fixtures import daemons, fileserver, images, registry  # noqa: E402
+from fixtures import daemons, fileserver, images, osarchive, registry  # noqa: E402
 import install_support  # noqa: E402
 
 SCRIPT = os.path.join(REPO_ROOT, "k8s_offline.py")
@@ -236,3 +242,117 @@ def host(tmp_path, monkeypatch):
     root = install_support.make_root(str(tmp_path / "root"))
     runner = install_support.install_fake(monkeypatch, root)
     return root, runner
+
+
+# -- OS package archives -------------------------------------------------------
+
+def _archive_server(folder, build):
+    """A FileServer on 127.0.0.1 for archives build(root, key, other) writes
+    under its root (key and other: throwaway signing keys); .key is key."""
+    server = fileserver.FileServer(os.path.join(folder, "files"))
+    key = osarchive.GpgKey(os.path.join(folder, "key"))
+    other = osarchive.GpgKey(os.path.join(folder, "other"),
+                             uid="someone else <o@example.org>")
+    try:
+        server.built = build(server.root, key, other)
+    finally:
+        key.close()
+        other.close()
+    server.key = key
+    return server.start()
+
+
+def _apt_archives(root, key, other):
+    base = lambda name: os.path.join(root, name, "debian")
+    built = osarchive.build_apt_archive(base("good"), key=key)
+    osarchive.build_apt_archive(base("unsigned"), key=None)
+    specs = [dict(s, depends=s["depends"] + ", libgone1")
+             if s["name"] == "conntrack" else s for s in osarchive.DEB_SPECS]
+    osarchive.build_apt_archive(base("missing-dep"), key=key, specs=specs)
+    tampered = osarchive.build_apt_archive(base("tampered"), key=key)
+    with open(os.path.join(base("tampered"), tampered["socat"][0]), "ab") as h:
+        h.write(b"\0")
+    osarchive.build_apt_archive(base("badsig"), key=other)
+    osarchive.build_apt_archive(base("nosig-file"), key=key, inrelease=False)
+    osarchive.build_apt_archive(base("expired"), key=key,
+                                valid_until="Thu, 01 Jan 2015 00:00:00 UTC")
+    osarchive.build_apt_archive(base("valid"), key=key,
+                                valid_until="Fri, 01 Jan 2100 00:00:00 UTC")
+    osarchive.build_apt_archive(os.path.join(root, "ubuntu", "ubuntu"),
+                                suite="jammy", components=("main", "universe"))
+    osarchive.build_apt_archive(os.path.join(root, "ports", "ubuntu-ports"),
+                                suite="focal", arch="arm64", key=key,
+                                components=("main", "universe"))
+    return built
+
+
+def _rpm_repos(root, key, other):
+    built = osarchive.build_rpm_repos([os.path.join(root, "centos")], key=key)
+    osarchive.build_rpm_repos([os.path.join(root, "rocky", name, "x86_64", "os")
+                               for name in ("BaseOS", "AppStream")],
+                              compress="xz")
+    tampered = osarchive.build_rpm_repos(
+        [os.path.join(root, "centos-tampered")], key=key)
+    socat = [path for _, path, _ in tampered.values() if "socat" in path][0]
+    with open(os.path.join(root, "centos-tampered", socat), "ab") as h:
+        h.write(b"\0")
+    return built
+
+
+@pytest.fixture(scope="session")
+def apt_archives(fx_workdir):
+    """apt archives under PREFIX/debian/: good (signed by .key), unsigned,
+    missing-dep (conntrack needs a library the archive lacks), tampered (a
+    .deb that is not what Packages says), badsig (signed by another key),
+    nosig-file (Release + Release.gpg, no InRelease), expired and valid
+    (Valid-Until 2015 and 2100); ubuntu/ubuntu (jammy,
+    unsigned), ports/ubuntu-ports (focal arm64, signed).  .built: {package:
+    (pool path, sha256)} of good."""
+    server = _archive_server(os.path.join(fx_workdir, "apt"), _apt_archives)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def containerd_release(file_server):
+    return osarchive.serve_containerd_release(file_server.root)
+
+
+@pytest.fixture(scope="session")
+def rpm_repos(fx_workdir):
+    """centos/ (one repository, signed repomd.xml, gzip), rocky/ (BaseOS and
+    AppStream, xz, unsigned), centos-tampered/ (socat is not what primary.xml
+    says).  .built: {file: (repository, path, sha256)} of centos."""
+    server = _archive_server(os.path.join(fx_workdir, "rpm"), _rpm_repos)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def debian_bundle(run_cli, bundle_args, apt_archives, containerd_release,
+                  fx_workdir):
+    """The bundle a user makes for bare Debian 12 hosts (a .tar)."""
+    folder = os.path.join(fx_workdir, "debian-bundle")
+    os.makedirs(folder, exist_ok=True)
+    output = os.path.join(folder, "b.tar")
+    rc, out, err = run_cli("bundle", *(list(bundle_args) + [
+        "--os", "debian-12", "--os-keyring", apt_archives.key.keyring,
+        "--with-containerd", "--output", output,
+        "--cache-dir", os.path.join(folder, "cache")] +
+        osarchive.mirror_args(apt_archives, "good")))
+    assert rc == 0, err
+    return output
+
+
+@pytest.fixture(scope="session")
+def centos_bundle(run_cli, bundle_args, rpm_repos, fx_workdir):
+    folder = os.path.join(fx_workdir, "centos-bundle")
+    os.makedirs(folder, exist_ok=True)
+    output = os.path.join(folder, "b.tar")
+    rc, out, err = run_cli("bundle", *(list(bundle_args) + [
+        "--os", "centos-7", "--os-keyring", rpm_repos.key.keyring,
+        "--output", output, "--cache-dir", os.path.join(folder, "cache"),
+        "--file-mirror", "%s=%s/centos/" % (osarchive.CENTOS,
+                                            rpm_repos.base_url)]))
+    assert rc == 0, err
+    return output

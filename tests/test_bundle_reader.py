@@ -13,6 +13,7 @@ import tarfile
 import pytest
 
 import k8s_offline as ko
+from fixtures import osarchive
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +168,42 @@ def test_a_huge_member_count_is_refused(tmp_path):
             tar.addfile(info, io.BytesIO(b""))
     with pytest.raises(ko.BundleError, match="more than"):
         ko.Bundle(str(path))
+
+
+# -- os_packages (bundle --os) -----------------------------------------------
+
+def _rewrite_meta(top, change):
+    path = os.path.join(top, ko.BUNDLE_JSON)
+    with open(path) as handle:
+        meta = json.load(handle)
+    change(meta)
+    data = ko.canonical_json(meta)
+    with open(path, "wb") as handle:
+        handle.write(data)
+    with open(os.path.join(top, ko.BUNDLE_JSON_SHA), "wb") as handle:
+        handle.write(ko.bundle_json_sha_line(data))
+
+
+def _first_package(meta):
+    return meta["os_packages"]["debian-12"]["packages"][0]
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda m: _first_package(m).update(path="bin/kubeadm"),
+     "lists bin/kubeadm under os_packages.debian-12"),
+    (lambda m: _first_package(m).update(name="-rf"),
+     "os_packages[\"debian-12\"].packages[0].name is \"-rf\", not a valid value"),
+    (lambda m: _first_package(m).update(requires=[["libc6 (>= 2; rm -rf)"]]),
+     "is \"libc6 (>= 2; rm -rf)\", not a valid value"),
+    (lambda m: m["os_packages"].update({"debian-99": m["os_packages"][
+        "debian-12"]}), "has the name \"debian-99\", which is not allowed"),
+    (lambda m: m["os_packages"]["debian-12"].update(family="apk"),
+     "family is \"apk\", not a valid value"),
+])
+def test_a_bundle_json_that_lies_about_packages_is_refused(
+        run_cli, debian_bundle, tmp_path, change, says):
+    top = osarchive.extract_bundle(debian_bundle, str(tmp_path / "bundle"))
+    _rewrite_meta(top, change)
+    rc, out, err = run_cli("verify", top)
+    assert rc == 2
+    assert says in err.splitlines()[-1], err

@@ -37,15 +37,16 @@ def need(state, *keys):
         pytest.fail("an earlier step failed, so this one cannot run (missing: %s)" % ", ".join(missing))
 
 
-def boot(lab, bundle_dir, *names):
-    """Boot air-gapped nodes with the bundle mounted read-only; checks there is no route out."""
+def boot(lab, bundle_dir, *names, image=None, docker=True):
+    """Boot air-gapped nodes with the bundle mounted read-only; checks there is no route out.
+    image: another node image than the lab's; docker=False: the image has no docker (bare)."""
     t0 = time.monotonic()
-    nodes = [lab.add_node(n, bundle_dir) for n in names]
+    nodes = [lab.add_node(n, bundle_dir, image=image) for n in names]
     for n in nodes:
-        n.wait_booted()
+        n.wait_booted(docker=docker)
     log("%d nodes booted in %.0fs" % (len(nodes), time.monotonic() - t0))
     for n in nodes:
-        routes = n.sh_out(["ip", "-4", "route", "show", "default"])
+        routes = n.ip_cmd("-4", "route", "show", "default")
         dead = "default via %s dev eth0" % nodes_mod.dead_gateway(n)
         assert routes == dead, "%s has a route out: %r (want only %r)" % (n.name, routes, dead)
         assert n.exec(["test", "-f", USB + "/k8s_offline.py"], check=False).returncode == 0
@@ -54,11 +55,11 @@ def boot(lab, bundle_dir, *names):
 
 
 @contextlib.contextmanager
-def scenario_nodes(lab, bundle_dir, *names, watch_images=True):
+def scenario_nodes(lab, bundle_dir, *names, watch_images=True, **boot_kw):
     """Boot a scenario's nodes (with the Docker image-event watch) and remove them, logs saved,
-    when the scenario ends."""
+    when the scenario ends. boot_kw: boot()'s image and docker."""
     try:
-        nodes = boot(lab, bundle_dir, *names)
+        nodes = boot(lab, bundle_dir, *names, **boot_kw)
         if watch_images:
             start_event_watch(nodes)
         yield nodes

@@ -43,7 +43,7 @@ def workdir():
         if i < len(old) - KEEP_RUNS + 1:
             shutil.rmtree(str(p), ignore_errors=True)
             continue
-        for big in ["bundle-cache", "usb", "usb-corrupt"] + [t.name for t in p.glob("*.tar")]:
+        for big in ["bundle-cache", "usb", "usb-corrupt", "usb-bare"] + [t.name for t in p.glob("*.tar")]:
             target = p / big
             if target.is_dir():
                 shutil.rmtree(str(target), ignore_errors=True)

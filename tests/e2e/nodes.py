@@ -160,10 +160,16 @@ def node_key():
 
 def ensure_base_image():
     ref = "%s-node-base:%s" % (PREFIX, base_key())
+    return debootstrap_image(ref, base_key(), NODE_PACKAGES)
+
+
+def debootstrap_image(ref, key, packages, variant="minbase"):
+    """Docker image `ref` of a Debian root filesystem made by debootstrap (cached by its tag;
+    the rootfs itself lives under <cache>/node/<key> only while it is imported)."""
     if image_exists(ref):
         return ref
     require_tools(["debootstrap", "tar", "docker"])
-    root = CACHE_DIR / "node" / base_key()
+    root = CACHE_DIR / "node" / key
     rootfs = root / "rootfs"
     if root.exists():
         # only ever removed with rm -rf of our own debootstrap dir (never copied)
@@ -171,8 +177,8 @@ def ensure_base_image():
     root.mkdir(parents=True)
     t0 = time.monotonic()
     with open(str(root / "debootstrap.log"), "w") as logf:
-        proc = subprocess.run(["debootstrap", "--variant=minbase",
-                               "--include=" + ",".join(NODE_PACKAGES), DEBIAN_SUITE, str(rootfs),
+        proc = subprocess.run(["debootstrap", "--variant=" + variant,
+                               "--include=" + ",".join(packages), DEBIAN_SUITE, str(rootfs),
                                DEBIAN_MIRROR], stdout=logf, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise RuntimeError("debootstrap failed, see %s" % (root / "debootstrap.log"))
@@ -194,6 +200,35 @@ def ensure_base_image():
     return ref
 
 
+def write_node_context(r):
+    """The files every node image adds under rootfs dir r: the rshared unit, the masked units and
+    the bundle's mount point."""
+    units = r / "etc/systemd/system"
+    (units / "multi-user.target.wants").mkdir(parents=True)
+    (units / "k8so-lab-rshared.service").write_text(RSHARED_UNIT)
+    os.symlink("/etc/systemd/system/k8so-lab-rshared.service",
+               str(units / "multi-user.target.wants" / "k8so-lab-rshared.service"))
+    for u in MASKED_UNITS:
+        os.symlink("/dev/null", str(units / u))
+    (r / "media/usb").mkdir(parents=True)
+
+
+def build_image(ref, dockerfile, write_rootfs):
+    """docker build of `dockerfile` with a rootfs/ folder filled by write_rootfs(path)."""
+    ctx = Path(tempfile.mkdtemp(prefix="k8so-lab-node-"))
+    try:
+        r = ctx / "rootfs"
+        r.mkdir()
+        write_rootfs(r)
+        write_node_context(r)
+        (ctx / "Dockerfile").write_text(dockerfile)
+        run(["docker", "build", "-q", "-t", ref, ctx], env=_docker_env(), capture=True)
+    finally:
+        shutil.rmtree(str(ctx))
+    log("node image %s built" % ref)
+    return ref
+
+
 def ensure_node_image():
     """Build (or reuse) the node image; returns its reference."""
     ref = "%s-node:%s" % (PREFIX, node_key())
@@ -201,26 +236,12 @@ def ensure_node_image():
         log("node image %s is cached" % ref)
         return ref
     base = ensure_base_image()
-    ctx = Path(tempfile.mkdtemp(prefix="k8so-lab-node-"))
-    try:
-        r = ctx / "rootfs"
+
+    def rootfs(r):
         (r / "usr/sbin").mkdir(parents=True)
         (r / "usr/sbin/runc").write_text(RUNC_WRAPPER)
         os.chmod(str(r / "usr/sbin/runc"), 0o755)
-        units = r / "etc/systemd/system"
-        (units / "multi-user.target.wants").mkdir(parents=True)
-        (units / "k8so-lab-rshared.service").write_text(RSHARED_UNIT)
-        os.symlink("/etc/systemd/system/k8so-lab-rshared.service",
-                   str(units / "multi-user.target.wants" / "k8so-lab-rshared.service"))
-        for u in MASKED_UNITS:
-            os.symlink("/dev/null", str(units / u))
-        (r / "media/usb").mkdir(parents=True)
-        (ctx / "Dockerfile").write_text(DOCKERFILE.format(base=base, key=node_key()))
-        run(["docker", "build", "-q", "-t", ref, ctx], env=_docker_env(), capture=True)
-    finally:
-        shutil.rmtree(str(ctx))
-    log("node image %s built" % ref)
-    return ref
+    return build_image(ref, DOCKERFILE.format(base=base, key=node_key()), rootfs)
 
 
 # --------------------------------------------------------------------------- running nodes
@@ -244,6 +265,12 @@ class Node(object):
     def sh_out(self, argv, **kw):
         return self.exec(argv, **kw).stdout.strip()
 
+    def ip_cmd(self, *args, check=True, quiet=False):
+        """This machine's `ip` run in the node's network namespace (a bare node has no iproute2)."""
+        pid = out(["docker", "inspect", "-f", "{{.State.Pid}}", self.container], quiet=True)
+        return run(["nsenter", "--target", pid, "--net", "--", "ip"] + list(args), check=check,
+                   capture=True, quiet=quiet).stdout.strip()
+
     def ip(self):
         fmt = "{{(index .NetworkSettings.Networks \"%s\").IPAddress}}" % self.lab.network
         return out(["docker", "inspect", "-f", fmt, self.container], quiet=True)
@@ -252,16 +279,18 @@ class Node(object):
         """docker cp into the node (not into its tmpfs mounts /run and /tmp: docker cp cannot)."""
         run(["docker", "cp", src, "%s:%s" % (self.container, dest)])
 
-    def wait_booted(self, timeout=180):
-        """Wait until systemd is up (running/degraded) and docker answers inside the node."""
+    def wait_booted(self, timeout=180, docker=True):
+        """Wait until systemd is up (running/degraded) and docker answers inside the node (a bare
+        node, docker=False, has no docker)."""
         deadline = time.monotonic() + timeout
         state = ""
         while time.monotonic() < deadline:
             p = self.exec(["systemctl", "is-system-running"], check=False, quiet=True)
             state = p.stdout.strip()
             if state in ("running", "degraded"):
-                d = self.exec(["docker", "info", "-f", "{{.ServerVersion}}"], check=False, quiet=True)
-                if d.returncode == 0:
+                d = self.exec(["docker", "info", "-f", "{{.ServerVersion}}"], check=False,
+                              quiet=True) if docker else None
+                if d is None or d.returncode == 0:
                     if state == "degraded":
                         failed = self.sh_out(["systemctl", "--failed", "--no-legend", "--plain"],
                                              check=False, quiet=True)
@@ -334,7 +363,7 @@ def dead_gateway(node):
     """The last host address of the node's eth0 subnet: on the lab's internal network nobody
     holds it (Docker hands addresses out from the bottom), so a route via it leads nowhere."""
     import ipaddress
-    cidr = node.sh_out(["ip", "-4", "-o", "addr", "show", "dev", "eth0"], quiet=True).split()[3]
+    cidr = node.ip_cmd("-4", "-o", "addr", "show", "dev", "eth0", quiet=True).split()[3]
     net = ipaddress.ip_interface(cidr).network
     return str(net.broadcast_address - 1)
 
@@ -360,8 +389,9 @@ class Lab(object):
         run(["docker", "network", "create", "--internal"] + self.labels() + [self.network])
         self.net_created = True
 
-    def add_node(self, name, bundle_dir=None):
-        """Boot one node container (not --privileged, see LAB-NOTES), bundle mounted read-only."""
+    def add_node(self, name, bundle_dir=None, image=None):
+        """Boot one node container (not --privileged, see LAB-NOTES), bundle mounted read-only;
+        image: another node image than the lab's (a bare node's)."""
         cname = "%s-%s-%s" % (PREFIX, self.run_id, name)
         argv = ["docker", "run", "-d", "--name", cname, "--hostname", name,
                 "--network", self.network] + self.labels() + [
@@ -383,19 +413,19 @@ class Lab(object):
         if bundle_dir is not None:
             argv += ["-v", "%s:/media/usb:ro" % bundle_dir]
         self.containers.append(cname)
-        run(argv + [self.image], capture=True)
+        run(argv + [image or self.image], capture=True)
         node = Node(self, name, cname)
         self.nodes[name] = node
         # Docker 20.10 still gives containers on an --internal network a default route to the
         # host's bridge address (forwarding is dropped, but the host itself answers). Remove it:
         # no node has a route out. The service CIDR stays on-link so that kube-proxy's DNAT of
         # 10.96.0.1 (looked up before DNAT) still works for host-network processes.
-        node.exec(["ip", "route", "del", "default"], check=False)
-        node.exec(["ip", "route", "add", SERVICE_CIDR, "dev", "eth0"])
+        node.ip_cmd("route", "del", "default", check=False)
+        node.ip_cmd("route", "add", SERVICE_CIDR, "dev", "eth0")
         # A real host has a default route, and flanneld picks its interface from it ("failed to
         # get default interface" without one). Give the node one via an address nobody holds on
         # the internal network (its last host address): still no way out.
-        node.exec(["ip", "route", "add", "default", "via", dead_gateway(node), "dev", "eth0"])
+        node.ip_cmd("route", "add", "default", "via", dead_gateway(node), "dev", "eth0")
         return node
 
     def remove_node(self, name, save_logs=True):

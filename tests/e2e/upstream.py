@@ -627,8 +627,9 @@ class FileServer(object):
         return "http://127.0.0.1:%d" % self.httpd.server_address[1]
 
     def start(self):
-        handler = functools.partial(_QuietHandler, directory=str(self.root))
-        _QuietHandler.requests_log = self.requests
+        # a handler class of its own, so that two servers keep apart request logs
+        own = type("_FileServerHandler", (_QuietHandler,), {"requests_log": self.requests})
+        handler = functools.partial(own, directory=str(self.root))
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="k8so-lab-files",
