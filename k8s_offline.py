@@ -3774,6 +3774,13 @@ def check_bundle_meta(meta):
                               "the bundle is damaged; rebuild it"
                               % (BUNDLE_JSON, relpath, key))
     for os_id, entry in sorted(meta.get("os_packages", {}).items()):
+        distro = DISTROS[os_id]
+        if (entry["id"], entry["version_id"], entry["family"]) != (
+                distro["id"], distro["version_id"], distro["family"]):
+            raise BundleError("%s field os_packages.%s is for %s %s (%s), not "
+                              "%s: the bundle is damaged; rebuild it" % (
+                                  BUNDLE_JSON, os_id, entry["id"],
+                                  entry["version_id"], entry["family"], os_id))
         for package in entry["packages"]:
             if (not package["path"].startswith(
                     "%s/%s/" % (PACKAGES_DIR, os_id)) or

@@ -199,6 +199,8 @@ def _first_package(meta):
         "debian-12"]}), "has the name \"debian-99\", which is not allowed"),
     (lambda m: m["os_packages"]["debian-12"].update(family="apk"),
      "family is \"apk\", not a valid value"),
+    (lambda m: m["os_packages"]["debian-12"].update(id="centos"),
+     "os_packages.debian-12 is for centos 12 (deb), not debian-12"),
 ])
 def test_a_bundle_json_that_lies_about_packages_is_refused(
         run_cli, debian_bundle, tmp_path, change, says):
