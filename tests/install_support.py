@@ -276,6 +276,12 @@ def run(root, bundle, *argv):
                                      "--no-progress"] + list(argv[1:]))
 
 
+def ran_phases(err):
+    """The phases a run's log says were done, in order."""
+    return [line.split("]")[0][1:] for line in err.splitlines()
+            if line.startswith("[") and "] done in" in line]
+
+
 def rpath(root, path):
     """Where the host path PATH lies in the --root tree ROOT."""
     return os.path.join(root, path.lstrip("/"))

@@ -6,7 +6,7 @@ import os
 import pytest
 
 import install_support as sup
-from install_support import ko, mode, rpath, run
+from install_support import ko, mode, ran_phases, rpath, run
 
 
 def test_join_worker_with_join_file(host, bundle_dir, tmp_path):
@@ -40,6 +40,9 @@ def test_join_control_plane_with_flags(host, bundle_dir, capsys):
                "--discovery-token-ca-cert-hash", sup.CA_HASH,
                "--certificate-key", sup.CERT_KEY, "--no-wait",
                "--image-repository", "k8s.gcr.io") == 0
+    # run_if: a control-plane join runs the kubeconfig phase a worker skips
+    assert ran_phases(capsys.readouterr().err)[-3:] == [
+        "join", "kubeconfig", "wait"]
     docs, _ = sup.read_config_documents(rpath(root, ko.JOIN_CONFIG))
     assert docs[0]["controlPlane"]["certificateKey"] == sup.CERT_KEY
     assert "k8s.gcr.io/kube-apiserver:v1.16.0" in runner.cluster.docker_images

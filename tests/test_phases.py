@@ -3,36 +3,11 @@ NAME` runs one, run_if leaves a phase out where it does not apply, and
 --skip-phases exists only where there are phases."""
 
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import install_support as sup  # noqa: E402
-from install_support import ko  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    return sup.make_bundle(str(tmp_path_factory.mktemp("bundle")))
-
-
-@pytest.fixture
-def host(tmp_path, monkeypatch):
-    root = sup.make_root(str(tmp_path / "root"))
-    runner = sup.install_fake(monkeypatch, root)
-    return root, runner
-
-
-def run(root, bundle, *argv):
-    return ko.main(list(argv[:1]) + ["--root", root, "--bundle", bundle,
-                                     "--no-progress"] + list(argv[1:]))
-
-
-def ran_phases(err):
-    """The phases a run's log says were done, in order."""
-    return [line.split("]")[0][1:] for line in err.splitlines()
-            if line.startswith("[") and "] done in" in line]
+import install_support as sup
+from install_support import ko, ran_phases, run
 
 
 def help_text(capsys, *argv):
@@ -119,17 +94,6 @@ def test_worker_join_leaves_out_kubeconfig(host, bundle_dir, tmp_path,
                "--no-wait") == 0
     assert ran_phases(capsys.readouterr().err)[-2:] == ["join", "wait"]
     assert not os.path.exists(os.path.join(root, "root/.kube/config"))
-
-
-def test_control_plane_join_runs_kubeconfig(host, bundle_dir, capsys):
-    root, runner = host
-    assert run(root, bundle_dir, "join", "--control-plane", "--apiserver",
-               "10.1.1.1:6443", "--token", sup.TOKEN,
-               "--discovery-token-ca-cert-hash", sup.CA_HASH,
-               "--certificate-key", sup.CERT_KEY, "--no-wait",
-               "--image-repository", "k8s.gcr.io") == 0
-    assert ran_phases(capsys.readouterr().err)[-3:] == [
-        "join", "kubeconfig", "wait"]
 
 
 def test_reset_phase_runs_one_phase(host, bundle_dir, tmp_path, capsys):
