@@ -80,6 +80,7 @@ No function uses a name a later section defines (tests/test_layering.py).
 import argparse
 import base64
 import binascii
+import bisect
 import calendar
 import collections
 import contextlib
@@ -4005,14 +4006,8 @@ class PartsReader(object):
             self.current = None
 
     def _part_at(self, offset):
-        low, high = 0, len(self.starts) - 1
-        while low < high:
-            middle = (low + high + 1) // 2
-            if self.starts[middle] <= offset:
-                low = middle
-            else:
-                high = middle - 1
-        return low
+        """The number of the part holding byte offset of the bundle."""
+        return bisect.bisect_right(self.starts, offset) - 1
 
     def _pread(self, number, offset, size):
         block = os.pread(self._fd(number), size, offset)
