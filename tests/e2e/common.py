@@ -21,7 +21,8 @@ PREFIX = "k8so-lab"
 #: Label put on every container, network and volume the lab creates (value: the run id).
 RUN_LABEL = "org.k8s-offline.lab.run"
 
-K8S_VERSION = "v1.20.2"
+#: The lab's Kubernetes: the tool's default (the seed's own), built from k8s.io/kubernetes (gobuild.py).
+K8S_VERSION = "v1.16.0"
 
 
 def _apt_debian_mirror():
