@@ -429,6 +429,13 @@ class Lab(object):
         # get default interface" without one). Give the node one via an address nobody holds on
         # the internal network (its last host address): still no way out.
         node.ip_cmd("route", "add", "default", "via", dead_gateway(node), "dev", "eth0")
+        # Docker points a container's resolv.conf at its embedded DNS, 127.0.0.11. A pod with
+        # dnsPolicy Default (CoreDNS) gets the node's resolv.conf, and there 127.0.0.11:53 is the
+        # pod's own loopback: CoreDNS forwards to itself and its loop plugin stops it ("Loop ...
+        # detected"). A real air-gapped host names a LAN resolver: give the node one nobody
+        # holds (the same dead address), so lookups of outside names fail, as they should.
+        run(["docker", "exec", cname, "sh", "-c", "printf 'nameserver %s\\n' > /etc/resolv.conf"
+             % dead_gateway(node)], quiet=True)
         return node
 
     def remove_node(self, name, save_logs=True):
