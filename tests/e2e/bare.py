@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 from . import nodes as nodes_mod
-from .common import (CACHE_DIR, DEBIAN_MIRROR, DEBIAN_SUITE, PREFIX, log, out, require_tools, run,
+from .common import (CACHE_DIR, cache_lock, DEBIAN_MIRROR, DEBIAN_SUITE, PREFIX, log, out, require_tools, run,
                      sha256_bytes, sha256_file, write_json)
 from .upstream import _download
 
@@ -292,10 +292,7 @@ def archive_key(lists):
 
 def prepare_archive():
     """Build (or reuse) the served archive and release files; returns the Archive."""
-    import fcntl
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(str(CACHE_DIR / "prepare.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with cache_lock():
         lists = AptLists()
         archive = Archive(archive_key(lists))
         if archive.complete:

@@ -1,5 +1,6 @@
 """Shared helpers of the air-gap lab: paths, logging, subprocess calls (argv lists only)."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -127,3 +128,18 @@ def require_tools(tools):
         raise RuntimeError(
             "the air-gap lab needs these host tools, missing: %s "
             "(see tests/e2e/README.md for the apt packages)" % ", ".join(missing))
+
+
+@contextlib.contextmanager
+def cache_lock():
+    """The lab's build lock on CACHE_DIR: concurrent lab runs wait for one build (and say so)."""
+    import fcntl
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    path = CACHE_DIR / "prepare.lock"
+    with open(str(path), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            log("waiting for another lab process that holds %s" % path)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

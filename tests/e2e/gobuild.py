@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import CACHE_DIR, E2E_DIR, log, write_json
+from .common import CACHE_DIR, E2E_DIR, cache_lock, log, write_json
 
 #: Bump when the way a row is built changes (every row rebuilds).
 RECIPE = "1"
@@ -288,8 +288,6 @@ def main(argv=None):
     ap.add_argument("--list", action="store_true", help="print the rows and their cache keys")
     ap.add_argument("--sum", action="store_true", help="complete the rows' go.sum (maintainer)")
     args = ap.parse_args(argv)
-    import fcntl
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
     for row in rows(args.names):
         if args.list:
             print("%-24s %s@%s go %s cgo %s key %s%s" % (
@@ -299,8 +297,7 @@ def main(argv=None):
         if args.sum:
             complete_sum(row)
             continue
-        with open(str(CACHE_DIR / "prepare.lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with cache_lock():
             print(ensure(row.name).out)
     return 0
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from . import gobuild
-from .common import CACHE_DIR, K8S_VERSION, REPO_ROOT, log, out, sha256_file, write_json
+from .common import CACHE_DIR, K8S_VERSION, cache_lock, REPO_ROOT, log, out, sha256_file, write_json
 
 #: Bump when the recipe below changes (forces a rebuild of flanneld and the plugins).
 NET_RECIPE = "2"
@@ -191,10 +191,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python3 -m tests.e2e.netbuild", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.parse_args(argv)
-    import fcntl
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(str(CACHE_DIR / "prepare.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with cache_lock():
         net = prepare()
     print(net.root if net.real else "placeholders: sources missing")
     return 0 if net.real else 1

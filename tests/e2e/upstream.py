@@ -29,7 +29,6 @@ schema1 manifest, as quay.io served v0.11.0.
 
 import argparse
 import functools
-import gzip
 import hashlib
 import http.server
 import io
@@ -46,7 +45,7 @@ import urllib.request
 from pathlib import Path
 
 from . import gobuild, netbuild, ociimage
-from .common import (CACHE_DIR, K8S_VERSION, REPO_ROOT, free_port, log, out, require_tools, run,
+from .common import (CACHE_DIR, K8S_VERSION, cache_lock, free_port, log, out, require_tools, run,
                      sha256_file, write_json)
 
 #: Bump when the images, the file layout or the checksums change (cheap: no Go build).
@@ -382,10 +381,7 @@ def prepare(force=False):
 
     Holds an exclusive lock on the cache while it works, so concurrent lab runs wait for one build.
     """
-    import fcntl
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(str(CACHE_DIR / "prepare.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with cache_lock():
         return _prepare(force)
 
 
