@@ -62,6 +62,7 @@ class Row(object):
         for item in row.get("ldflags", []):
             flags += doc["ldflag_sets"][item[1:]] if item.startswith("@") else [item]
         self.ldflags = " ".join(flags)
+        self.tags = ["-tags", ",".join(row["tags"])] if row.get("tags") else []
         self.check = row.get("check")
         self._key = None
 
@@ -218,8 +219,8 @@ def build(row):
     with open(str(tmp / "build.log"), "w") as logf:
         # 1. fetch the modules the packages import (go.sum checks every one)
         times["download"] = _stream(row, "fetch modules (go list -deps)",
-                                    [row.go, "list", "-deps", "-f", "{{.ImportPath}}"] + row.packages,
-                                    logf, env)
+                                    [row.go, "list"] + row.tags + ["-deps", "-f", "{{.ImportPath}}"]
+                                    + row.packages, logf, env)
         with open(str(tmp / "build.log")) as f:
             total = sum(1 for l in f if not l.startswith("$ ")) - 1
         modfile = []
@@ -228,7 +229,7 @@ def build(row):
             modfile = ["-modfile", str(generate_openapi(row, tmp, env, logf))]
             times["generate"] = time.monotonic() - t0
         # 2. compile; -v names each package it compiles (cached ones are not named)
-        argv = [row.go, "build", "-v", "-p", str(os.cpu_count() or 2), "-trimpath",
+        argv = [row.go, "build", "-v", "-p", str(os.cpu_count() or 2), "-trimpath"] + row.tags + [
                 "-ldflags", row.ldflags] + modfile + ["-o", str(tmp) + "/"] + row.packages
         times["compile"] = _stream(row, "compile (%d packages in the import graph)" % total, argv,
                                    logf, env, count_total=total)
@@ -277,7 +278,7 @@ def ensure(name):
 def complete_sum(row):
     """Maintainer step: let go add what go.sum lacks for the row's packages (-mod=mod)."""
     env = row.env(mod="mod")
-    subprocess.run([row.go, "list", "-deps", "-f", "{{.ImportPath}}"] + row.packages,
+    subprocess.run([row.go, "list"] + row.tags + ["-deps", "-f", "{{.ImportPath}}"] + row.packages,
                    cwd=str(row.gomod), env=env, check=True, stdout=subprocess.DEVNULL)
 
 
