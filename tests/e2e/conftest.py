@@ -32,13 +32,26 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt("SIGTERM")
 
 
+def _running(run_dir):
+    """Whether the lab process that owns run_dir (run-<date>-<pid>) still runs: a second lab run
+    in the same work dir must not delete the bundle the first one's nodes have mounted."""
+    try:
+        pid = int(run_dir.name.rsplit("-", 1)[1])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()
+
+
 @pytest.fixture(scope="session")
 def workdir():
     signal.signal(signal.SIGTERM, _sigterm)
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     # Earlier runs: keep their logs (the last KEEP_RUNS runs), drop their bundles. They hold
     # only regular files written by the tool and the lab, so rmtree is safe here.
-    old = sorted(p for p in WORK_DIR.glob("run-*") if p.is_dir())
+    old = sorted(p for p in WORK_DIR.glob("run-*") if p.is_dir() and not _running(p))
     for i, p in enumerate(old):
         if i < len(old) - KEEP_RUNS + 1:
             shutil.rmtree(str(p), ignore_errors=True)
