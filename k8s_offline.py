@@ -8883,6 +8883,13 @@ def restore_from(ctx, archive):
     host.save_state(role="master", init="done", cri=runtime)
     log.info("[kubeconfig] admin.conf for root and the sudo user")
     phase_kubeconfig(ctx)
+    # Every node's flannel lost its API connection with the old control plane,
+    # and flannel v0.11's client never gets a new one ("http2: no cached
+    # connection was available"): workers keep the master's old VXLAN address.
+    log.info("[network] restart flannel on every node")
+    ctx.runner.run(ctx.kubectl("-n", "kube-system", "delete", "pods", "-l",
+                               "app=flannel", "--wait=false"),
+                   timeout=120, what="kubectl delete")
     log.info("[wait] the node and the kube-system pods")
     phase_wait(ctx)
     if ctx.dry_run:
