@@ -339,6 +339,12 @@ class Node(object):
             "docker-ps.txt": ["docker", "ps", "-a"],
             "docker-images.txt": ["docker", "images", "--digests"],
             "docker-image-events.log": ["cat", "/var/log/k8so-lab-docker-events.log"],
+            # the pod network's and DNS's own logs (docker nodes; containerd nodes have none here)
+            "network-pods.log": ["sh", "-c", "for c in $(docker ps -aq --filter name=k8s_kube-flannel "
+                                 "--filter name=k8s_coredns --filter name=k8s_kube-proxy 2>/dev/null); do "
+                                 "docker inspect -f '=== {{.Name}} {{.State.StartedAt}}' $c; "
+                                 "docker logs --tail 200 $c 2>&1; done; ip neigh show dev flannel.1; "
+                                 "bridge fdb show dev flannel.1; ip -d link show flannel.1"],
             "pods.txt": ["sh", "-c", "k='kubectl --kubeconfig /etc/kubernetes/admin.conf "
                          "--request-timeout 10s'; $k get pods -A -o wide; $k get nodes -o wide; "
                          "$k get events -A"],
