@@ -107,19 +107,12 @@ import threading
 import time
 import zlib
 
+
 # ===========================================================================
-# Data: constants, the version table, grammars, tables and unit texts
+# Kernel: errors, shared constants and small utilities
 # ===========================================================================
 
 TOOL_VERSION = "0.1.0"
-BUNDLE_FORMAT = 1
-DEFAULT_KUBERNETES_VERSION = "v1.16.0"
-DEFAULT_ARCH = "amd64"
-
-# Where images are pulled from when bundling, and the name kubeadm looks
-# for them under on the hosts (k8s.gcr.io is kubeadm's default up to 1.24).
-DEFAULT_PULL_REPOSITORY = "registry.k8s.io"
-KUBEADM_IMAGE_REPOSITORY = "k8s.gcr.io"
 
 # Architectures by Kubernetes name, with the names uname and OCI use.
 ARCHES = {
@@ -132,60 +125,6 @@ ARCHES = {
     "s390x": {"uname": ("s390x",), "docker_static": "s390x"},
 }
 
-# The minor releases this tool sets up.  What each patch release of them
-# needs (kubeadm's image tags, the CNI plugins, crictl and flannel releases,
-# and the checksums pinned for them) is data: bundle/releases.json, read by
-# bundle mode only (release_table()).
-SUPPORTED_MINORS = ("1.16", "1.17", "1.18", "1.19", "1.20")
-RELEASE_TABLE_FILE = "bundle/releases.json"
-RELEASE_TABLE_ENV = "K8SO_RELEASE_TABLE"     # tests: a table of their own
-
-CONTROL_PLANE_COMPONENTS = ("kube-apiserver", "kube-controller-manager",
-                            "kube-scheduler")
-# Images a worker needs; masters need every image in the bundle.
-WORKER_IMAGE_NAMES = ("pause", "kube-proxy", "coredns", "flannel")
-
-FLANNEL_REPOSITORY = "quay.io/coreos/flannel"
-KUBE_RELEASE_URL = "https://dl.k8s.io/release/{version}/bin/linux/{arch}/{name}"
-CNI_URL_OLD = ("https://github.com/containernetworking/plugins/releases/"
-               "download/{cni}/cni-plugins-{arch}-{cni}.tgz")
-CNI_URL = ("https://github.com/containernetworking/plugins/releases/"
-           "download/{cni}/cni-plugins-linux-{arch}-{cni}.tgz")
-CRICTL_URL = ("https://github.com/kubernetes-sigs/cri-tools/releases/"
-              "download/{crictl}/crictl-{crictl}-linux-{arch}.tar.gz")
-DOCKER_STATIC_VERSION = "19.03.15"
-DOCKER_STATIC_URL = ("https://download.docker.com/linux/static/stable/"
-                     "{docker_arch}/docker-{docker}.tgz")
-
-# containerd and runc from their upstream static releases (--with-containerd),
-# checked against the .sha256sum files published beside them (or a
-# --checksum-file naming them).  The unit is k8s-offline's own, written like
-# upstream's containerd.service, since upstream publishes no checksum for it.
-CONTAINERD_VERSION = "1.6.20"
-RUNC_VERSION = "1.1.5"
-CONTAINERD_URL = ("https://github.com/containerd/containerd/releases/download/"
-                  "v{containerd}/containerd-{containerd}-linux-{arch}.tar.gz")
-RUNC_URL = ("https://github.com/opencontainers/runc/releases/download/"
-            "v{runc}/runc.{arch}")
-RUNC_SUMS_URL = ("https://github.com/opencontainers/runc/releases/download/"
-                 "v{runc}/runc.sha256sum")
-
-# The distributions whose packages `bundle --os ID` carries.  For each: the
-# os-release ID and VERSION_ID (its major part for RPM distributions) it
-# serves, the package family, the archive's URL per architecture, the apt
-# suite and components or the RPM repositories, what a minimal install has,
-# and the packages kubeadm and the kubelet need.  The minimal install is
-# taken from the metadata: for apt every Priority "required" or Essential
-# package and what they depend on (debootstrap's minbase, the smallest
-# Debian or Ubuntu: it has no "important" packages); for RPM the names below
-# (part of the @core group's mandatory list in comps.xml), again with what
-# they depend on.  A smaller minimal set only makes the bundle larger, never
-# wrong: the install side installs just what the host lacks.
-DEB_PACKAGES = ("conntrack", "socat", "ebtables", "ethtool", "ipset",
-                "iptables", "iproute2", "kmod", "procps", "mount",
-                "util-linux")
-RPM_PACKAGES = ("conntrack-tools", "socat", "ethtool", "ipset", "iptables",
-                "iproute", "kmod", "procps-ng", "util-linux")
 RPM_CORE_CENTOS7 = ("basesystem", "bash", "coreutils", "filesystem", "glibc",
                     "setup", "shadow-utils", "systemd", "rpm", "yum",
                     "util-linux", "procps-ng", "kmod", "e2fsprogs",
@@ -245,16 +184,9 @@ DISTROS = {
                 "ebtables": "iptables-ebtables"},
 }
 
-# kubeadm, kubelet and kubectl are taken from the node release tarball
-# where the release table pins its sha512 (as the release notes published
-# it), so they are checked against a value the release itself published, and
-# against the .sha256 files beside the single binaries.
-NODE_TARBALL_URL = "https://dl.k8s.io/{version}/kubernetes-node-linux-{arch}.tar.gz"
-NODE_TARBALL_BINARIES = ("kubeadm", "kubelet", "kubectl")
-
 # Layout of a bundle (inside its one top directory).
 BUNDLE_JSON = "bundle.json"
-BUNDLE_JSON_SHA = "bundle.json.sha256"   # sha256sum format: `sha256sum -c` works
+
 # master and token write the join file into an extracted bundle folder, so
 # it travels on the stick; it is not part of the bundle.
 JOIN_FILE_NAME = "k8s-offline-join.json"
@@ -265,485 +197,32 @@ SYSTEMD_DIR = "systemd"
 MANIFESTS_DIR = "manifests"
 PACKAGES_DIR = "packages"        # bundle --os: packages/ID/*.deb|*.rpm
 FLANNEL_MANIFEST = "kube-flannel.yml"
-MAX_BUNDLE_MEMBERS = 10000
-MAX_BUNDLE_JSON_BYTES = 16 * 1024 * 1024
 
-# A bundle split for sticks that cannot hold one big file (bundle --split):
-# NAME.tar.000, NAME.tar.001, ... whose concatenation is NAME.tar, and the
-# index NAME.tar.parts.json (each part's name, size and sha256).
-PARTS_INDEX_SUFFIX = ".parts.json"
-PARTS_FORMAT = 1
-MAX_PARTS = 1000                          # three-digit part numbers
-MIN_PART_SIZE = 1024 * 1024
-# FAT32 cannot hold a file of 4 GiB or more: its largest is 4 GiB - 1 byte.
-FAT32_MAX_FILE = 4 * 1024 ** 3 - 1
-# bundle warns when its unsplit output reaches this size; the environment
-# variable (for tests) sets another threshold in bytes.
-LARGE_BUNDLE_BYTES = FAT32_MAX_FILE + 1
-LARGE_BUNDLE_ENV = "K8SO_LARGE_BUNDLE_BYTES"
-
-# Images bundled from elsewhere than a registry (--extra-image
-# docker-daemon:REF, --extra-image-archive FILE), by bundle.json "origin".
-DOCKER_DAEMON_PREFIX = "docker-daemon:"
-IMAGE_ORIGINS = ("registry", "docker-daemon", "docker-archive", "oci-archive")
-
-# Media types of image manifests.
-MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MT_DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
-MT_DOCKER_SCHEMA1_SIGNED = (
-    "application/vnd.docker.distribution.manifest.v1+prettyjws")
-MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-# What `docker save` writes: uncompressed layers, digest = diff_id.
-MT_DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
 MT_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-INDEX_TYPES = (MT_OCI_INDEX, MT_DOCKER_LIST)
-MANIFEST_TYPES = (MT_OCI_MANIFEST, MT_DOCKER_MANIFEST)
-SCHEMA1_TYPES = (MT_DOCKER_SCHEMA1, MT_DOCKER_SCHEMA1_SIGNED)
 
-# Every name bundle.json may list, by folder: anything else is refused
-# before a byte of it is read.  Names become host paths (bin/kubelet goes
-# to /usr/bin/kubelet), so none may hold a "..", a slash too many or a
-# character a shell or config file would read differently.
-# An OS package's file name, as the distribution's pool names it.
-PACKAGE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~%-]{0,200}\.(?:deb|rpm)")
-OS_ID_RE = re.compile("|".join(re.escape(os_id) for os_id in sorted(DISTROS)))
-MEMBER_NAME_RE = re.compile(
-    r"k8s_offline\.py|%s|"
-    r"(?:%s|%s|%s|%s)/[A-Za-z0-9][A-Za-z0-9._+-]{0,127}|"
-    r"%s/(?:%s)/%s|"
-    r"%s/(?:oci-layout|index\.json|manifest\.json|blobs/sha256/[0-9a-f]{64})"
-    % (re.escape(BUNDLE_JSON), BIN_DIR, ARCHIVES_DIR, SYSTEMD_DIR,
-       MANIFESTS_DIR, PACKAGES_DIR, OS_ID_RE.pattern, PACKAGE_FILE_RE.pattern,
-       IMAGES_DIR))
-MAX_IMAGE_JSON_BYTES = 4 * 1024 * 1024     # an image manifest, index.json
-MAX_BUNDLE_IMAGES = 500
-SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
-DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 # The distribution reference grammar (docker/distribution reference.go).
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN = (r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
            r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*"
            r"(?::[0-9]{1,5})?")
-REPOSITORY_PATH_RE = re.compile(r"%s(?:/%s)*" % (_PATH_COMPONENT,
-                                                 _PATH_COMPONENT))
-IMAGE_NAME_RE = re.compile(r"(?:%s/)?%s(?:/%s)*" % (_DOMAIN, _PATH_COMPONENT,
-                                                    _PATH_COMPONENT))
-IMAGE_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
-IMAGE_REF_RE = re.compile(r"(?:%s)(?::%s)?(?:@%s)?" % (
-    IMAGE_NAME_RE.pattern, IMAGE_TAG_RE.pattern, DIGEST_RE.pattern))
-VERSION_RE = re.compile(r"v[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,4}")
-TEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f]{0,1000}")   # notes, never used
-# A Debian dependency (Depends, Pre-Depends, Provides) and its operators,
-# the obsolete < and > read as <= and >= as dpkg does.
-DEB_RELATION_RE = re.compile(
-    r"([A-Za-z0-9][A-Za-z0-9.+_-]*)(?::[a-z0-9]+)?\s*"
-    r"(?:\(\s*(<<|<=|>=|>>|=|<|>)\s*([A-Za-z0-9.+:~_-]+)\s*\))?\s*(?:\[.*\])?")
-DEB_RELATION_OPS = {"<<": "<<", "<=": "<=", "<": "<=", "=": "=", ">=": ">=",
-                    ">": ">=", ">>": ">>"}
-
-# systemd units of the official kubelet packages.
-KUBELET_SERVICE = """\
-[Unit]
-Description=kubelet: The Kubernetes Node Agent
-Documentation=https://kubernetes.io/docs/home/
-
-[Service]
-ExecStart=/usr/bin/kubelet
-Restart=always
-StartLimitInterval=0
-RestartSec=10
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-KUBEADM_DROPIN = """\
-# Note: This dropin only works with kubeadm and kubelet v1.11+
-[Service]
-Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/\
-bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
-Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
-# This is a file that "kubeadm init" and "kubeadm join" generates at runtime,
-# populating the KUBELET_KUBEADM_ARGS variable dynamically
-EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
-# This is a file that the user can use for overrides of the kubelet args as a
-# last resort. Preferably, the user should use the .NodeRegistration.
-# KubeletExtraArgs object in the configuration files instead.
-EnvironmentFile=-/etc/default/kubelet
-ExecStart=
-ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS \
-$KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
-"""
-
-# -- Bundle writer ---------------------------------------------------------
-
-BUNDLE_MTIME = 1577836800        # fixed member time: same input, same bytes
-# Units of the static Docker (--with-docker): its containerd runs as a unit
-# of its own, so `--cri containerd` can use it too.  Install mode installs
-# these files from the bundle, never from here.
-DOCKER_SERVICE = """\
-[Unit]
-Description=Docker Application Container Engine (static binaries, k8s-offline)
-After=network-online.target containerd.service
-Wants=network-online.target containerd.service
-
-[Service]
-Type=notify
-ExecStart=/usr/bin/dockerd --containerd=/run/containerd/containerd.sock
-ExecReload=/bin/kill -s HUP $MAINPID
-LimitNOFILE=1048576
-LimitNPROC=infinity
-LimitCORE=infinity
-TasksMax=infinity
-Delegate=yes
-KillMode=process
-Restart=always
-RestartSec=2
-
-[Install]
-WantedBy=multi-user.target
-"""
-CONTAINERD_SERVICE = """\
-[Unit]
-Description=containerd container runtime (static binaries, k8s-offline)
-After=network.target local-fs.target
-
-[Service]
-ExecStartPre=-/sbin/modprobe overlay
-ExecStart=/usr/bin/containerd
-Type=simple
-Delegate=yes
-KillMode=process
-Restart=always
-RestartSec=5
-LimitNPROC=infinity
-LimitCORE=infinity
-LimitNOFILE=1048576
-TasksMax=infinity
-
-[Install]
-WantedBy=multi-user.target
-"""
-# --with-containerd: the unit upstream ships with containerd (its binaries in
-# /usr/local/bin, runc in /usr/local/sbin), written here because upstream
-# publishes no checksum for it.
-CONTAINERD_LOCAL_SERVICE = """\
-[Unit]
-Description=containerd container runtime (upstream static release, k8s-offline)
-Documentation=https://containerd.io
-After=network.target local-fs.target
-
-[Service]
-ExecStartPre=-/sbin/modprobe overlay
-ExecStart=/usr/local/bin/containerd
-Type=notify
-Delegate=yes
-KillMode=process
-Restart=always
-RestartSec=5
-LimitNPROC=infinity
-LimitCORE=infinity
-LimitNOFILE=infinity
-TasksMax=infinity
-OOMScoreAdjust=-999
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-# Bumped whenever the conversion's output changes, so conversions cached by
-# an older version (version 1 wrote "created": "") are not reused.
-SCHEMA1_CONVERSION = 2
-# What Go's time.Time reads from JSON (RFC 3339), and the zero time Docker's
-# own schema1 pull writes where a v1Compatibility entry has no `created`.
-RFC3339_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?"
-                        r"(Z|[+-]\d\d:\d\d)\Z")
-GO_ZERO_TIME = "0001-01-01T00:00:00Z"
-# bundle --os: the most a Release or repomd.xml may be, and primary.xml's
-# XML namespaces.
-MAX_RELEASE_BYTES = 16 * 1024 * 1024
-REPO_NS = "{http://linux.duke.edu/metadata/repo}"
-COMMON_NS = "{http://linux.duke.edu/metadata/common}"
-RPM_NS = "{http://linux.duke.edu/metadata/rpm}"
-
-# Small documents of docker-archive and OCI-archive tars, kept in memory;
-# every other member (layers, configs, blobs) streams into the cache.
-ARCHIVE_DOCUMENTS = ("manifest.json", "index.json", "oci-layout",
-                     "repositories")
-MAX_ARCHIVE_MEMBERS = 100000
-# --split sizes: 4G, 700M, 1048576 (or fat32).
-SPLIT_SIZE_RE = re.compile(r"([0-9]{1,15})([KMGT]?)(?:i?B)?", re.IGNORECASE)
-
-# -- Bundle reader and verifier --------------------------------------------
-
-# bundle.json's schema.  Each entry: (kind, detail); kinds are "const",
-# "match" (a str the pattern matches whole), "int" (>= 0, not a bool),
-# "bool", "either" (value None or the inner schema), "list" (inner, most
-# items), "map" (key pattern, value schema, most keys) and "record"
-# ({key: schema}, required keys).  Nothing deeper than this is read.
-_DIGEST = ("match", DIGEST_RE)
-_MEMBER = ("match", MEMBER_NAME_RE)
-IMAGE_SCHEMA = ("record", ({
-    "name": ("match", TEXT_RE), "kubeadm": ("bool", None),
-    "extra": ("bool", None), "repository": ("match", IMAGE_NAME_RE),
-    "tag": ("match", IMAGE_TAG_RE), "ref": ("match", IMAGE_REF_RE),
-    "source": ("match", IMAGE_REF_RE), "source_digest": _DIGEST,
-    "manifest_digest": _DIGEST,
-    "manifest_media_type": ("match", re.compile("|".join(
-        re.escape(t) for t in MANIFEST_TYPES))),
-    "config_digest": _DIGEST, "layers": ("list", (_DIGEST, 1000)),
-    "size": ("int", None),
-    "origin": ("match", re.compile("|".join(IMAGE_ORIGINS)))},
-    ("name", "kubeadm", "repository", "tag", "ref", "manifest_digest",
-     "config_digest", "layers")))
-# An OS package as bundle.json lists it: what the packages phase needs to
-# pick what this host lacks and install it in dependency order.
-PACKAGE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-PACKAGE_VERSION_RE = re.compile(r"[A-Za-z0-9.+:~_-]{1,128}")
-_PACKAGE_NAMES = ("list", (("match", PACKAGE_NAME_RE), 200))
-# A dependency as apt writes it: name, or name (op version).
-DEB_RELATION_TEXT_RE = re.compile(
-    r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}(?: \((?:<<|<=|=|>=|>>) "
-    r"[A-Za-z0-9.+:~_-]{1,128}\))?")
-OS_PACKAGE_SCHEMA = ("record", ({
-    "name": ("match", PACKAGE_NAME_RE), "version": ("match", PACKAGE_VERSION_RE),
-    "arch": ("match", TEXT_RE), "path": _MEMBER, "wanted": ("bool", None),
-    "needs": _PACKAGE_NAMES, "pre_depends": _PACKAGE_NAMES,
-    "requires": ("list", (("list", (("match", DEB_RELATION_TEXT_RE), 20)),
-                          200)),
-    "provides": _PACKAGE_NAMES},
-    ("name", "version", "arch", "path", "wanted", "needs", "requires",
-     "pre_depends", "provides")))
-OS_PACKAGES_SCHEMA = ("map", (OS_ID_RE, ("record", ({
-    "id": ("match", TEXT_RE), "version_id": ("match", TEXT_RE),
-    "family": ("match", re.compile("deb|rpm")),
-    "signatures": ("list", (("match", PRINTABLE_RE), 20)),
-    "packages": ("list", (OS_PACKAGE_SCHEMA, 1000))},
-    ("id", "version_id", "family", "signatures", "packages"))), 20))
-BUNDLE_SCHEMA = ("record", ({
-    "format": ("const", BUNDLE_FORMAT),
-    "name": ("match", re.compile(r"k8s-offline-v[0-9.]+-linux-[a-z0-9]+")),
-    "tool_version": ("match", TEXT_RE),
-    "kubernetes_version": ("match", VERSION_RE),
-    "arch": ("match", re.compile("|".join(sorted(ARCHES)))),
-    "versions": ("map", (re.compile(r"[a-z]{1,20}"),
-                         ("either", ("match", TEXT_RE)), 20)),
-    "images": ("list", (IMAGE_SCHEMA, MAX_BUNDLE_IMAGES)),
-    "files": ("map", (MEMBER_NAME_RE, ("record", ({
-        "size": ("int", None), "sha256": ("match", SHA256_HEX_RE)},
-        ("size", "sha256"))), MAX_BUNDLE_MEMBERS)),
-    "binaries": ("map", (re.compile("|".join(NODE_TARBALL_BINARIES)),
-                         _MEMBER, 10)),
-    "archives": ("map", (re.compile("cni|crictl|docker|containerd|runc"),
-                         _MEMBER, 10)),
-    "os_packages": OS_PACKAGES_SCHEMA,
-    "systemd": ("map", (re.compile(r"kubelet\.service|10-kubeadm\.conf|"
-                                   r"docker\.service|containerd\.service"),
-                        _MEMBER, 10)),
-    "flannel_manifest": _MEMBER,
-    "script": ("const", "k8s_offline.py"),
-    # What vouched for each file's checksum (issue 8): shown, not used.
-    "checksum_sources": ("map", (MEMBER_NAME_RE, ("list", (
-        ("match", PRINTABLE_RE), 20)), MAX_BUNDLE_MEMBERS))},
-    ("format", "name", "kubernetes_version", "arch", "images", "files",
-     "binaries", "archives")))
-# The index of a split bundle, NAME.tar.parts.json, as check_schema reads it.
-PARTS_BUNDLE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}")
-PARTS_INDEX_SCHEMA = ("record", ({
-    "format": ("const", PARTS_FORMAT),
-    "bundle": ("match", PARTS_BUNDLE_RE),
-    "size": ("int", None),
-    "part_size": ("int", None),
-    "parts": ("list", (("record", ({
-        "name": ("match", PARTS_BUNDLE_RE), "size": ("int", None),
-        "sha256": ("match", SHA256_HEX_RE)}, ("name", "size", "sha256"))),
-        MAX_PARTS))},
-    ("format", "bundle", "size", "part_size", "parts")))
-PART_NUMBER_RE = re.compile(r"\.[0-9]{3,}")
-# How far a read may jump ahead of a part's hash and have the skipped
-# bytes (tar headers, padding) read and hashed too.
-PART_GAP_FILL = 64 * 1024
-
-# -- Host preparation ------------------------------------------------------
 
 # Paths on the host (prefixed by --root in tests).
 INSTALL_LOG = "/var/log/k8s-offline.log"
 STATE_DIR = "/var/lib/k8s-offline"
-STATE_FILE = STATE_DIR + "/state.json"
+
 KUBEADM_INIT_LOG = "/var/log/kubeadm-init.log"
-KUBEADM_JOIN_LOG = "/var/log/kubeadm-join.log"
-FALLBACK_JOIN_FILE = "/etc/kubernetes/" + JOIN_FILE_NAME
+
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
-CNI_BIN_DIR = "/opt/cni/bin"
+
 CNI_CONF_DIR = "/etc/cni/net.d"
-BIN_INSTALL_DIR = "/usr/bin"
-KUBELET_UNIT = "/etc/systemd/system/kubelet.service"
-KUBELET_DROPIN = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
-DOCKER_UNIT = "/etc/systemd/system/docker.service"
-CONTAINERD_UNIT = "/etc/systemd/system/containerd.service"
-CONTAINERD_BIN_DIR = "/usr/local/bin"      # --with-containerd, as upstream
-RUNC_PATH = "/usr/local/sbin/runc"
-OS_RELEASE = "/etc/os-release"
-PACKAGES_STAGE_DIR = STATE_DIR + "/packages"
-# The commands the bundle's OS packages supply: a host that has them all
-# needs none of the packages, whatever its distribution.
-PACKAGED_TOOLS = ("conntrack", "socat", "ebtables", "ethtool", "ipset",
-                  "iptables", "ip", "tc", "modprobe", "sysctl", "mount",
-                  "nsenter")
-# ioctls asking the kernel for an interface's IPv4 address and netmask.
-SIOCGIFADDR = 0x8915
-SIOCGIFNETMASK = 0x891b
-DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
-CONTAINERD_CONFIG = "/etc/containerd/config.toml"
-CRICTL_CONFIG = "/etc/crictl.yaml"
-MODULES_FILE = "/etc/modules-load.d/k8s-offline.conf"
-SYSCTL_FILE = "/etc/sysctl.d/k8s-offline.conf"
-FSTAB = "/etc/fstab"
-TOOL_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
-             "/sbin", "/bin")
 
-DEFAULT_POD_CIDR = "10.244.0.0/16"
-DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
-DEFAULT_WAIT_TIMEOUT = 600
-API_PORT = 6443
-MASTER_PORTS = (6443, 10250, 10251, 10252, 2379, 2380)
-WORKER_PORTS = (10250,)
-MIN_MASTER_MEMORY_MB = 1700
-MIN_WORKER_MEMORY_MB = 1000
-KERNEL_MODULES = ("br_netfilter", "overlay")
-SYSCTLS = (("net.bridge.bridge-nf-call-iptables", "1"),
-           ("net.ipv4.ip_forward", "1"))
-# kubeadm's own preflight (cmd/kubeadm/app/preflight/checks.go): the tools
-# it refuses to run without, with the minor release that began refusing
-# (conntrack: kubernetes PR #85857, 1.18), and the tools it warns about.
-# Each with the package to install and what else needs it.
-KUBEADM_REQUIRED_TOOLS = (("ip", 16, "iproute2"), ("iptables", 16, "iptables"),
-                          ("mount", 16, "mount"), ("nsenter", 16, "util-linux"),
-                          ("conntrack", 18, "conntrack"))
-KUBEADM_WARNED_TOOLS = ("ebtables", "ethtool", "socat", "tc", "touch")
-TOOL_USERS = {"conntrack": "kube-proxy needs it",
-              "socat": "`kubectl port-forward` needs it"}
-# What --open-firewall opens (firewalld rules): the ports kubeadm's install
-# guide lists for each role, and flannel's vxlan.
-FIREWALL_RULES = {
-    "master": ("6443/tcp", "2379-2380/tcp", "10250/tcp", "10251/tcp",
-               "10252/tcp", "8472/udp"),
-    "worker": ("10250/tcp", "30000-32767/tcp", "8472/udp")}
-SELINUX_CONFIG = "/etc/selinux/config"
-SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
-CRI_SOCKETS = {"docker": "/var/run/dockershim.sock",
-               "containerd": "/run/containerd/containerd.sock"}
-# Links and interfaces the cluster makes; they are not "host networks".
-CLUSTER_LINKS = ("cni0", "flannel.1", "kube-ipvs0", "docker0")
-# Values that reach config files and command lines, each matched whole
-# (re.fullmatch: a pattern ending in `$` would let a trailing newline in).
-TOKEN_RE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
-CA_HASH_RE = re.compile(r"sha256:[a-f0-9]{64}")
-CERT_KEY_RE = re.compile(r"[a-f0-9]{64}")
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
-NODE_NAME_RE = re.compile(r"(?=.{1,253}\Z)%s(?:\.%s)*" % (_DNS_LABEL,
-                                                         _DNS_LABEL), re.S)
-SOCKET_PATH_RE = re.compile(r"/[A-Za-z0-9._/-]{1,200}")
-PREFLIGHT_ERRORS_RE = re.compile(r"[A-Za-z0-9.,_-]{1,500}")
-SMALLEST_POD_PREFIX = 24      # each node gets a /24 of the pod network
-TOKEN_TTL_SECONDS = 24 * 3600
-CERT_KEY_TTL_SECONDS = 2 * 3600
 
-CRI_PLUGIN_NAMES = ("cri", "io.containerd.grpc.v1.cri")
-
-ARCHIVE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-# -- kubeadm ---------------------------------------------------------------
-
-KUBEADM_API = "kubeadm.k8s.io/v1beta2"
-KUBELET_API = "kubelet.config.k8s.io/v1beta1"
 INIT_CONFIG = STATE_DIR + "/kubeadm-init.json"
-JOIN_CONFIG = STATE_DIR + "/kubeadm-join.json"
-FLANNEL_RENDERED = STATE_DIR + "/kube-flannel.yml"
-RESERVED_KINDS = ("InitConfiguration", "ClusterConfiguration",
-                  "JoinConfiguration")
-JOIN_COMMAND_RE = re.compile(
-    r"kubeadm join\s+(\S+)\s+--token\s+(\S+)\s+"
-    r"(?:\\\s*)?--discovery-token-ca-cert-hash\s+(\S+)")
-
-MAX_YAML_DEPTH = 40
-
-MAX_EXTRA_CONFIG_BYTES = 1024 * 1024
-
-FLANNEL_NETWORK_TOKEN = '"Network": "10.244.0.0/16"'
-
-CLUSTER_INFO_PATH = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
-KUBEADM_CONFIG_PATH = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config"
-API_TIMEOUT = 15
-
-MAX_JOIN_FILE_BYTES = 64 * 1024
-JOIN_FIELDS = ("format", "kubernetes_version", "arch", "token_expires",
-               "image_repository", "control_plane_nodes", "certificate_key",
-               "certificate_key_expires", "created", "api_server_endpoint",
-               "token", "discovery_token_ca_cert_hash", "from_flags")
-
-# kubeadm join refuses the name of a Node the cluster lists as Ready; a node
-# reset moments ago stays Ready for the node monitor's grace period (40 s by
-# default), so join tries again for a bounded while.
-STALE_NODE_WAIT = 90
-STALE_NODE_RETRY = 15
-
-KUBE_IPTABLES_MARKERS = ("KUBE-", "CNI-", "FLANNEL", "flannel")
-
-# -- Cluster checks --------------------------------------------------------
-
-WAIT_INTERVAL = 5
-IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
-                      "ErrImageNeverPull")
-CERT_WARN_DAYS = 30
-
-CERT_LINE_RE = re.compile(
-    r"^(\S+)\s+([A-Z][a-z]{2} \d{2}, \d{4} \d{2}:\d{2} UTC)\s")
-
-CERT_FAIL_DAYS = 7
-PKI_DIR = "/etc/kubernetes/pki"
-MANIFEST_DIR = "/etc/kubernetes/manifests"
-KUBEADM_KUBECONFIGS = ("admin.conf", "controller-manager.conf",
-                       "scheduler.conf", "kubelet.conf")
-KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
-KUBELET_CLIENT_CERT = "/var/lib/kubelet/pki/kubelet-client-current.pem"
-# The static pods restarted after a renewal, the API server first so that
-# it answers with its new certificate as early as possible.
-CONTROL_PLANE_PODS = ("kube-apiserver", "kube-controller-manager",
-                      "kube-scheduler", "etcd")
-DAYTWO_DIR = STATE_DIR + "/day-two"
-RESTART_TIMEOUT = 300
-PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)"
-                         r"-----END CERTIFICATE-----")
-
-BACKUP_FORMAT = 1
-BACKUP_JSON = "backup.json"
-BACKUP_DIR = "/var/backups/k8s-offline"
-ETCD_MANIFEST = MANIFEST_DIR + "/etcd.yaml"
-ETCD_DATA_DIR = "/var/lib/etcd"
-ETCD_PKI = PKI_DIR + "/etcd"
-SNAPSHOT_NAME = "etcd/snapshot.db"
-BACKUP_MEMBER_RE = re.compile(r"^(backup\.json|etcd/snapshot\.db|"
-                              r"kubeadm/(kubeadm-init\.json|state\.json|"
-                              r"kubeadm-config\.yaml)|"
-                              r"pki/([A-Za-z0-9._-]+/)?[A-Za-z0-9._-]+)$")
-SHA256_RE = re.compile(r"[a-f0-9]{64}")
-ETCD_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
-ETCD_PEER_URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+:\d+")
-
 
 log = logging.getLogger("k8s-offline")
 
-
-# ===========================================================================
-# Small utilities
-# ===========================================================================
 
 class UserError(Exception):
     """A problem the user can fix: printed as one line, exit status 2."""
@@ -759,20 +238,7 @@ def full_match(pattern, value):
     return isinstance(value, str) and pattern.fullmatch(value) is not None
 
 
-class NotFoundError(UserError):
-    """A download the server does not have (HTTP 404)."""
-
-
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-
-
-def sha256_file(path, chunk=1 << 20):
-    """Return the hex sha256 of a file, reading it in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_bytes(data):
@@ -792,146 +258,6 @@ def human_size(num):
         num /= 1024.0
 
 
-def parse_version(text):
-    """Return (major, minor, patch) of 'v1.16.0'; UserError if malformed."""
-    match = re.match(r"^v?(\d+)\.(\d+)\.(\d+)\Z", text or "")
-    if not match:
-        raise UserError("bad Kubernetes version %r: use the form v1.16.0" % text)
-    return tuple(int(part) for part in match.groups())
-
-
-def normalize_version(text):
-    major, minor, patch = parse_version(text)
-    return "v%d.%d.%d" % (major, minor, patch)
-
-
-def check_supported(kubernetes_version):
-    """(major, minor, patch) of a version whose minor this tool supports."""
-    major, minor, patch = parse_version(kubernetes_version)
-    if "%d.%d" % (major, minor) not in SUPPORTED_MINORS:
-        raise UserError("Kubernetes %s is not supported: supported minors are %s"
-                        % (kubernetes_version, ", ".join(SUPPORTED_MINORS)))
-    return major, minor, patch
-
-
-_RELEASE_TABLES = {}
-_HEX = {"sha256": re.compile(r"^[0-9a-f]{64}\Z"),
-        "sha512": re.compile(r"^[0-9a-f]{128}\Z")}
-_RELEASE_RE = re.compile(r"^v1\.(\d+)\.(\d+)\Z")
-_FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
-_IMAGE_TAG_RE = re.compile(r"^v?\d+(\.\d+)*(-\d+)?\Z")
-
-
-def release_table():
-    """The release table (bundle/releases.json beside this file, or the file
-    K8SO_RELEASE_TABLE names), checked once per run."""
-    path = (os.environ.get(RELEASE_TABLE_ENV) or
-            os.path.join(script_dir(), RELEASE_TABLE_FILE))
-    if path not in _RELEASE_TABLES:
-        try:
-            with open(path, "rb") as handle:
-                table = json.loads(handle.read().decode("utf-8"))
-        except (OSError, IOError) as exc:
-            raise UserError("cannot read the release table %s: %s: run bundle "
-                            "from the k8s-offline folder" % (path, exc.strerror))
-        except (ValueError, UnicodeDecodeError):
-            raise UserError("the release table %s is not valid JSON: restore it "
-                            "from git" % path)
-        problem = release_table_problem(table)
-        if problem:
-            raise UserError("the release table %s is malformed (%s): restore it "
-                            "from git" % (path, problem))
-        _RELEASE_TABLES[path] = table
-    return _RELEASE_TABLES[path]
-
-
-def release_table_problem(table):
-    """What is wrong with a release table, or None (see releases.json)."""
-    if not isinstance(table, dict) or table.get("schema") != 1:
-        return "schema is not 1"
-    releases, minors = table.get("releases"), table.get("minors")
-    if not isinstance(releases, dict) or not isinstance(minors, dict):
-        return "no releases or minors"
-
-    def hexes(entry, key, kind):
-        values = entry.get(key, {})
-        if not isinstance(values, dict):
-            return "%s is not a table" % key
-        for arch, value in values.items():
-            if (arch not in ARCHES or not isinstance(value, str) or
-                    not _HEX[kind].match(value)):
-                return "%s of %s is not a %s" % (key, arch, kind)
-        return None
-
-    for version, entry in releases.items():
-        match = _RELEASE_RE.match(version)
-        if not match or "1.%s" % match.group(1) not in SUPPORTED_MINORS:
-            return "release %r is not a supported version" % version
-        if "1.%s" % match.group(1) not in minors:
-            return "release %s has no minor entry" % version
-        images = entry.get("images") if isinstance(entry, dict) else None
-        if not isinstance(images, dict) or any(
-                not isinstance(images.get(name), str) or
-                not _IMAGE_TAG_RE.match(images[name])
-                for name in ("pause", "etcd", "coredns")):
-            return "release %s lacks an image tag" % version
-        problem = hexes(entry, "node_sha512", "sha512")
-        if problem:
-            return "release %s: %s" % (version, problem)
-    for minor, entry in minors.items():
-        if minor not in SUPPORTED_MINORS or not isinstance(entry, dict):
-            return "minor %r is not supported" % minor
-        for key in ("cni", "crictl", "flannel"):
-            if (not isinstance(entry.get(key), str) or
-                    not _IMAGE_TAG_RE.match(entry[key])):
-                return "minor %s lacks a %s version" % (minor, key)
-        for key in ("cni_sha256", "crictl_sha256"):
-            problem = hexes(entry, key, "sha256")
-            if problem:
-                return "minor %s: %s" % (minor, problem)
-        for key in ("cni_tarball", "crictl_tarball"):
-            names = entry.get(key, {})
-            if not isinstance(names, dict) or any(
-                    arch not in ARCHES or not isinstance(name, str) or
-                    not _FILE_NAME_RE.match(name) for arch, name in names.items()):
-                return "minor %s: bad %s" % (minor, key)
-    for name, entry in ((table.get("runtimes") or {}).get("docker") or {}).items():
-        if not isinstance(entry, dict) or not _HEX["sha256"].match(
-                str(entry.get("sha256", ""))):
-            return "docker %s has no sha256" % name
-    return None
-
-
-def version_facts(kubernetes_version):
-    """What the release table says about one patch release: kubeadm's image
-    tags, the CNI, crictl and flannel versions, and the pinned checksums
-    (by arch); UserError for a version it does not list."""
-    major, minor, _ = check_supported(kubernetes_version)
-    table = release_table()
-    version = normalize_version(kubernetes_version)
-    release = table["releases"].get(version)
-    if release is None:
-        known = sorted(table["releases"], key=parse_version)
-        raise UserError("Kubernetes %s is not supported: it is not a release "
-                        "in the release table (%s to %s)" % (
-                            version, known[0], known[-1]))
-    if release.get("do_not_use"):
-        raise UserError("Kubernetes %s is not supported: its release notes say "
-                        "\"%s\": choose another patch release"
-                        % (version, release["do_not_use"]))
-    facts = dict(table["minors"]["%d.%d" % (major, minor)])
-    facts.update(release["images"])
-    facts["node_sha512"] = release.get("node_sha512", {})
-    return facts
-
-
-def check_arch(arch):
-    if arch not in ARCHES:
-        raise UserError("unknown architecture %r: use one of %s"
-                        % (arch, ", ".join(sorted(ARCHES))))
-    return arch
-
-
 def host_arch():
     """The Kubernetes name of this machine's architecture, or None."""
     machine = platform.machine().lower()
@@ -939,93 +265,6 @@ def host_arch():
         if machine in facts["uname"]:
             return name
     return None
-
-
-def parse_mapping(text, what):
-    """Split 'SRC=DST' of --registry-mirror and --file-mirror."""
-    src, sep, dst = (text or "").partition("=")
-    if not sep or not src.strip() or not dst.strip():
-        raise UserError("bad %s %r: use the form SOURCE=DESTINATION" % (what, text))
-    return src.strip(), dst.strip()
-
-
-def parse_deb_relations(field):
-    """Depends/Pre-Depends/Provides text as groups of alternatives, each
-    (name, operator or None, version or None); architecture qualifiers
-    (:any) and restrictions are dropped."""
-    groups = []
-    for part in (field or "").split(","):
-        group = []
-        for alternative in part.split("|"):
-            match = DEB_RELATION_RE.fullmatch(alternative.strip())
-            if match:
-                op = match.group(2)
-                group.append((match.group(1), DEB_RELATION_OPS.get(op),
-                              match.group(3)))
-        if group:
-            groups.append(group)
-    return groups
-
-
-def relation_text(relation):
-    name, op, version = relation
-    return name if not op else "%s (%s %s)" % (name, op, version)
-
-
-def _deb_char_order(char):
-    if char == "~":
-        return -1
-    if char.isalpha():
-        return ord(char)
-    return ord(char) + 256
-
-
-def _deb_compare_part(left, right):
-    """dpkg's comparison of an upstream version or revision: runs of
-    non-digits by character (~ before the end, letters before the rest),
-    runs of digits as numbers."""
-    while left or right:
-        left_text = re.match(r"[^0-9]*", left).group()
-        right_text = re.match(r"[^0-9]*", right).group()
-        for index in range(max(len(left_text), len(right_text))):
-            a = (_deb_char_order(left_text[index])
-                 if index < len(left_text) else 0)
-            b = (_deb_char_order(right_text[index])
-                 if index < len(right_text) else 0)
-            if a != b:
-                return -1 if a < b else 1
-        left, right = left[len(left_text):], right[len(right_text):]
-        left_digits = re.match(r"[0-9]*", left).group()
-        right_digits = re.match(r"[0-9]*", right).group()
-        if int(left_digits or 0) != int(right_digits or 0):
-            return -1 if int(left_digits or 0) < int(right_digits or 0) else 1
-        left, right = left[len(left_digits):], right[len(right_digits):]
-    return 0
-
-
-def deb_version_compare(left, right):
-    """-1, 0 or 1 as dpkg --compare-versions orders two versions."""
-    def split(version):
-        epoch, _, rest = (version.partition(":") if ":" in version
-                          else ("0", "", version))
-        upstream, _, revision = (rest.rpartition("-") if "-" in rest
-                                 else (rest, "", ""))
-        return int(epoch) if epoch.isdigit() else 0, upstream, revision
-    (left_epoch, left_up, left_rev) = split(left)
-    (right_epoch, right_up, right_rev) = split(right)
-    if left_epoch != right_epoch:
-        return -1 if left_epoch < right_epoch else 1
-    return (_deb_compare_part(left_up, right_up) or
-            _deb_compare_part(left_rev, right_rev))
-
-
-def deb_relation_holds(installed, op, version):
-    """True when an installed version satisfies `op version`."""
-    if op is None:
-        return True
-    order = deb_version_compare(installed, version)
-    return {"<<": order < 0, "<=": order <= 0, "=": order == 0,
-            ">=": order >= 0, ">>": order > 0}[op]
 
 
 def script_dir():
@@ -1120,12 +359,6 @@ def fill_file_atomic(path, fill, mode=0o644):
         raise
 
 
-def yaml_mapping(pairs):
-    """A flat YAML mapping of (key, value) pairs; each value is written as
-    JSON (a quoted YAML scalar), so no value can add a line or a key."""
-    return "".join("%s: %s\n" % (key, json.dumps(value)) for key, value in pairs)
-
-
 def read_regular_file(path, what, cap):
     """The bytes of a file named by a flag or found on the stick: opened
     without blocking (a FIFO cannot hang the run), a regular file only
@@ -1172,66 +405,103 @@ def open_private_log(path, append):
                    errors="backslashreplace")
 
 
-class _OneLineHandler(logging.StreamHandler):
-    """A log handler that, when it cannot write (a full disk, a closed
-    terminal), says so in one line and drops out; the run goes on.  The
-    standard handler would print a traceback for every record."""
-
-    def __init__(self, stream, where):
-        logging.StreamHandler.__init__(self, stream)
-        self.where = where
-
-    def handleError(self, record):
-        exc = sys.exc_info()[1]
-        log.removeHandler(self)
-        reason = getattr(exc, "strerror", None) or exc.__class__.__name__
-        with contextlib.suppress(Exception):
-            sys.stderr.write("warning: cannot write the log %s (%s): going on "
-                             "without it\n" % (self.where, reason))
-            sys.stderr.flush()
-
-
-def setup_logging(verbose=False, log_file=None):
-    """Log to stderr; with log_file, also a full debug log there (mode 0600)."""
-    log.setLevel(logging.DEBUG)
-    log.handlers[:] = []
-    console = _OneLineHandler(sys.stderr, "on the terminal")
-    console.setLevel(logging.DEBUG if verbose else logging.INFO)
-    console.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(console)
-    if log_file:
-        try:
-            stream = open_private_log(log_file, append=True)
-        except OSError as exc:
-            log.warning("warning: cannot write the log %s: %s", log_file,
-                        exc.strerror)
-        else:
-            handler = _OneLineHandler(stream, log_file)
-            handler.setLevel(logging.DEBUG)
-            handler.setFormatter(logging.Formatter(
-                "%(asctime)s %(levelname)s %(message)s"))
-            log.addHandler(handler)
-
-
 def part_name(bundle_file, number):
     """NAME.tar.000, NAME.tar.001, ...: `cat NAME.tar.[0-9]*` is NAME.tar."""
     return "%s.%03d" % (bundle_file, number)
 
 
+CHUNK = 1 << 20                  # file copies and hashing
+
+
 # ===========================================================================
-# Registry client (bundle mode: requests)
+# Kernel: shared grammars
 # ===========================================================================
 
-MANIFEST_ACCEPT = ", ".join((MT_OCI_INDEX, MT_DOCKER_LIST, MT_OCI_MANIFEST,
-                             MT_DOCKER_MANIFEST, MT_DOCKER_SCHEMA1_SIGNED,
-                             MT_DOCKER_SCHEMA1))
-RETRY_STATUSES = (429, 500, 502, 503, 504)
-HTTP_ATTEMPTS = 5
-HTTP_TIMEOUT = 60                # seconds without a byte before a retry
-CHUNK = 1 << 20                  # file copies and hashing
-DOWNLOAD_CHUNK = 1 << 16         # what a kill can lose of a download in flight
+# The minor releases this tool sets up.  What each patch release of them
+# needs (kubeadm's image tags, the CNI plugins, crictl and flannel releases,
+# and the checksums pinned for them) is data: bundle/releases.json, read by
+# bundle mode only (release_table()).
+SUPPORTED_MINORS = ("1.16", "1.17", "1.18", "1.19", "1.20")
+
+# Every name bundle.json may list, by folder: anything else is refused
+# before a byte of it is read.  Names become host paths (bin/kubelet goes
+# to /usr/bin/kubelet), so none may hold a "..", a slash too many or a
+# character a shell or config file would read differently.
+# An OS package's file name, as the distribution's pool names it.
+PACKAGE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~%-]{0,200}\.(?:deb|rpm)")
+OS_ID_RE = re.compile("|".join(re.escape(os_id) for os_id in sorted(DISTROS)))
+MEMBER_NAME_RE = re.compile(
+    r"k8s_offline\.py|%s|"
+    r"(?:%s|%s|%s|%s)/[A-Za-z0-9][A-Za-z0-9._+-]{0,127}|"
+    r"%s/(?:%s)/%s|"
+    r"%s/(?:oci-layout|index\.json|manifest\.json|blobs/sha256/[0-9a-f]{64})"
+    % (re.escape(BUNDLE_JSON), BIN_DIR, ARCHIVES_DIR, SYSTEMD_DIR,
+       MANIFESTS_DIR, PACKAGES_DIR, OS_ID_RE.pattern, PACKAGE_FILE_RE.pattern,
+       IMAGES_DIR))
+
+SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+
+REPOSITORY_PATH_RE = re.compile(r"%s(?:/%s)*" % (_PATH_COMPONENT,
+                                                 _PATH_COMPONENT))
+IMAGE_NAME_RE = re.compile(r"(?:%s/)?%s(?:/%s)*" % (_DOMAIN, _PATH_COMPONENT,
+                                                    _PATH_COMPONENT))
+IMAGE_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
+IMAGE_REF_RE = re.compile(r"(?:%s)(?::%s)?(?:@%s)?" % (
+    IMAGE_NAME_RE.pattern, IMAGE_TAG_RE.pattern, DIGEST_RE.pattern))
+VERSION_RE = re.compile(r"v[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,4}")
+TEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f]{0,1000}")   # notes, never used
+
+# An OS package as bundle.json lists it: what the packages phase needs to
+# pick what this host lacks and install it in dependency order.
+PACKAGE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+PACKAGE_VERSION_RE = re.compile(r"[A-Za-z0-9.+:~_-]{1,128}")
+
+# A dependency as apt writes it: name, or name (op version).
+DEB_RELATION_TEXT_RE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}(?: \((?:<<|<=|=|>=|>>) "
+    r"[A-Za-z0-9.+:~_-]{1,128}\))?")
+
+# The index of a split bundle, NAME.tar.parts.json, as check_schema reads it.
+PARTS_BUNDLE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}")
+
+PART_NUMBER_RE = re.compile(r"\.[0-9]{3,}")
+
+NODE_NAME_RE = re.compile(r"(?=.{1,253}\Z)%s(?:\.%s)*" % (_DNS_LABEL,
+                                                         _DNS_LABEL), re.S)
+SOCKET_PATH_RE = re.compile(r"/[A-Za-z0-9._/-]{1,200}")
+PREFLIGHT_ERRORS_RE = re.compile(r"[A-Za-z0-9.,_-]{1,500}")
+
+JOIN_COMMAND_RE = re.compile(
+    r"kubeadm join\s+(\S+)\s+--token\s+(\S+)\s+"
+    r"(?:\\\s*)?--discovery-token-ca-cert-hash\s+(\S+)")
+
+
+def parse_version(text):
+    """Return (major, minor, patch) of 'v1.16.0'; UserError if malformed."""
+    match = re.match(r"^v?(\d+)\.(\d+)\.(\d+)\Z", text or "")
+    if not match:
+        raise UserError("bad Kubernetes version %r: use the form v1.16.0" % text)
+    return tuple(int(part) for part in match.groups())
+
+
+def normalize_version(text):
+    major, minor, patch = parse_version(text)
+    return "v%d.%d.%d" % (major, minor, patch)
+
+
+def check_supported(kubernetes_version):
+    """(major, minor, patch) of a version whose minor this tool supports."""
+    major, minor, patch = parse_version(kubernetes_version)
+    if "%d.%d" % (major, minor) not in SUPPORTED_MINORS:
+        raise UserError("Kubernetes %s is not supported: supported minors are %s"
+                        % (kubernetes_version, ", ".join(SUPPORTED_MINORS)))
+    return major, minor, patch
+
+
 DOCKER_HUB = "docker.io"
-DOCKER_HUB_API = "registry-1.docker.io"
+
 _REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
                       r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}\Z")
@@ -1293,881 +563,112 @@ def parse_image_ref(text):
     return ImageRef(registry, repository, tag, digest)
 
 
-def _b64url_decode(text):
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def schema1_payload(body):
-    """The bytes a schema1 manifest's digest covers: the JWS payload."""
-    doc = json.loads(body.decode("utf-8"))
-    signatures = doc.get("signatures")
-    if not signatures:
-        return body
-    protected = json.loads(_b64url_decode(signatures[0]["protected"]).decode())
-    return (body[:protected["formatLength"]] +
-            _b64url_decode(protected["formatTail"]))
-
-
-def manifest_digest(media_type, body):
-    if media_type in SCHEMA1_TYPES or (
-            media_type not in INDEX_TYPES + MANIFEST_TYPES
-            and b'"schemaVersion": 1' in body):
-        return "sha256:" + sha256_bytes(schema1_payload(body))
-    return "sha256:" + sha256_bytes(body)
-
-
-def parse_challenges(header):
-    """Parse a WWW-Authenticate header into [(scheme, {param: value})].
-
-    quay.io may send a Basic and a Bearer challenge in one header.
-    """
-    challenges = []
-    for match in re.finditer(r'(?:^|,)\s*(Basic|Bearer)\b((?:\s*,?\s*[a-zA-Z_]+='
-                             r'(?:"[^"]*"|[^,\s]*))*)', header or "", re.I):
-        params = dict((key.lower(), value.strip('"')) for key, value in
-                      re.findall(r'([a-zA-Z_]+)=("[^"]*"|[^,\s]*)', match.group(2)))
-        challenges.append((match.group(1).lower(), params))
-    return challenges
-
-
-def load_docker_credentials():
-    """{registry host: (user, password)} from the Docker client config.
-
-    Credential helpers are not run.  The values never reach a log line,
-    an error message or the bundle.
-    """
-    config_dir = (os.environ.get("DOCKER_CONFIG") or
-                  os.path.join(os.path.expanduser("~"), ".docker"))
-    path = os.path.join(config_dir, "config.json")
-    try:
-        with open(path) as handle:
-            config = json.load(handle)
-    except (OSError, IOError):
-        return {}
-    except ValueError:
-        raise UserError("%s is not valid JSON: fix or remove it" % path)
-    found = {}
-    for key, entry in (config.get("auths") or {}).items():
-        host = re.sub(r"^https?://", "", key).split("/", 1)[0]
-        if host in ("index.docker.io", "registry-1.docker.io"):
-            host = DOCKER_HUB
-        user = password = None
-        if entry.get("auth"):
-            try:
-                user, _, password = base64.b64decode(
-                    entry["auth"]).decode("utf-8").partition(":")
-            except (ValueError, UnicodeDecodeError):
-                raise UserError("the auth entry for %s in %s is not base64 "
-                                "user:password: run docker login again"
-                                % (host, path))
-        elif entry.get("username"):
-            user, password = entry["username"], entry.get("password", "")
-        if user is not None:
-            found[host] = (user, password)
-    return found
-
-
-class RegistryClient(object):
-    """Pulls manifests and blobs over the registry HTTP API, no daemon.
-
-    Mirrors map a registry name to another host (optionally with a path
-    prefix).  Insecure hosts are tried over HTTPS without verification,
-    then plain HTTP; every other host gets verified HTTPS only.  Bearer
-    tokens are cached per host and scope.
-    """
-
-    def __init__(self, mirrors=None, insecure=(), credentials=None, jobs=8,
-                 timeout=HTTP_TIMEOUT):
-        try:
-            import requests
-            import urllib3
-            from requests.adapters import HTTPAdapter
-        except ImportError:
-            raise UserError("bundle mode needs requests: pip install -r "
-                            "requirements.txt")
-        self.requests = requests
-        self.stream_errors = (requests.exceptions.RequestException,
-                              urllib3.exceptions.HTTPError)
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(jobs, 8))
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
-        self.timeout = (min(10, timeout), timeout)
-        self.mirrors = dict(mirrors or {})
-        self.insecure = set(insecure)
-        self.credentials = (credentials if credentials is not None
-                            else load_docker_credentials())
-        self.tokens = {}
-        self.schemes = {}
-        self.probe_locks = {}
-        self.lock = threading.Lock()
-        self.bytes_fetched = 0
-
-    # -- addressing ---------------------------------------------------------
-    def locate(self, ref):
-        """(host, repository) to contact for an ImageRef, after mirrors."""
-        host, repository = ref.registry, ref.repository
-        if host in self.mirrors:
-            target = self.mirrors[host]
-            host, _, prefix = target.partition("/")
-            if prefix:
-                repository = prefix.strip("/") + "/" + repository
-        if host == DOCKER_HUB:
-            host = DOCKER_HUB_API
-        return host, repository
-
-    def _creds(self, host):
-        if host == DOCKER_HUB_API:
-            host = DOCKER_HUB
-        return self.credentials.get(host)
-
-    def _schemes(self, host):
-        if host in self.schemes:
-            return [self.schemes[host]]
-        if host in self.insecure:
-            return ["https", "http"]
-        return ["https"]
-
-    # -- HTTP with retries and auth -----------------------------------------
-    def _with_retries(self, send, failure):
-        """send() -> a response, tried up to HTTP_ATTEMPTS times while the
-        connection fails, times out or the server answers 429 or 5xx (its
-        Retry-After honoured).  failure(reason) is the UserError raised
-        when every try failed; any other answer is returned as it is."""
-        for attempt in range(HTTP_ATTEMPTS):
-            wait = None
-            try:
-                response = send()
-            except (self.requests.exceptions.ConnectionError,
-                    self.requests.exceptions.Timeout) as exc:
-                reason = _short_reason(exc)
-            else:
-                if response.status_code not in RETRY_STATUSES:
-                    return response
-                reason = "HTTP %d" % response.status_code
-                wait = _retry_after(response.headers.get("Retry-After"))
-                response.close()
-            if attempt + 1 < HTTP_ATTEMPTS:
-                _backoff(attempt, wait)
-        raise failure(reason)
-
-    def request(self, host, path, repository, headers=None, stream=False):
-        """GET a registry path, with auth, redirects and bounded retries.
-
-        requests drops the Authorization header when a redirect leaves the
-        host, as blob redirects to storage servers need.
-        """
-        scope = "repository:%s:pull" % repository
-
-        def send():
-            send_headers = dict(headers or {})
-            token = self.tokens.get((host, scope))
-            if token:
-                send_headers["Authorization"] = token
-            try:
-                return self._get_any_scheme(host, path, send_headers, stream)
-            except self.requests.exceptions.SSLError as exc:
-                raise UserError("TLS to registry %s failed (%s): if it is a "
-                                "plain-HTTP or self-signed registry, pass "
-                                "--insecure-registry %s"
-                                % (host, _short_reason(exc), host))
-            except self.requests.exceptions.TooManyRedirects:
-                raise UserError("registry %s redirects %s in a loop: check the "
-                                "registry or --registry-mirror" % (host, path))
-
-        def failure(reason):
-            return UserError("cannot get %s from registry %s after %d tries "
-                             "(%s): check the name, --registry-mirror and the "
-                             "network" % (repository, host, HTTP_ATTEMPTS, reason))
-
-        for authenticated in (False, True):
-            response = self._with_retries(send, failure)
-            if response.status_code != 401:
-                return response
-            challenge = response.headers.get("WWW-Authenticate", "")
-            response.close()
-            if not authenticated:
-                self._authenticate(host, scope, challenge)
-                if (host, scope) in self.tokens:
-                    continue
-            break
-        if self._creds(host):
-            raise UserError("registry %s rejected the credentials for %s: check "
-                            "them with docker login %s" % (host, repository, host))
-        raise UserError("registry %s requires credentials for %s: run docker "
-                        "login %s (read from ~/.docker/config.json)"
-                        % (host, repository, host))
-
-    def _get_any_scheme(self, host, path, headers, stream):
-        """GET over the host's scheme; for an insecure host whose scheme is
-        not known yet, one thread probes HTTPS then HTTP while the others
-        wait, instead of every thread failing its own TLS handshake."""
-        if host in self.schemes or host not in self.insecure:
-            return self._try_schemes(host, path, headers, stream)
-        with self.lock:
-            probe = self.probe_locks.setdefault(host, threading.Lock())
-        with probe:
-            return self._try_schemes(host, path, headers, stream)
-
-    def _try_schemes(self, host, path, headers, stream):
-        last = None
-        for scheme in self._schemes(host):
-            url = "%s://%s%s" % (scheme, host, path)
-            try:
-                response = self.session.get(
-                    url, headers=headers, stream=stream, timeout=self.timeout,
-                    verify=(host not in self.insecure))
-            except (self.requests.exceptions.SSLError,
-                    self.requests.exceptions.ConnectionError) as exc:
-                last = exc
-                continue
-            if (scheme == "https" and host in self.insecure
-                    and response.status_code == 400 and "http" in self._schemes(host)):
-                # An HTTP server answering a TLS hello with 400: use plain HTTP.
-                response.close()
-                continue
-            self.schemes[host] = scheme
-            return response
-        raise last
-
-    def _authenticate(self, host, scope, header):
-        """Answer a 401 challenge: fetch a bearer token, or use basic auth."""
-        creds = self._creds(host)
-        for scheme, params in sorted(parse_challenges(header),
-                                     key=lambda c: c[0] != "bearer"):
-            if scheme == "bearer" and params.get("realm"):
-                query = {"service": params.get("service", host),
-                         "scope": params.get("scope", scope)}
-                try:
-                    answer = self.session.get(params["realm"], params=query,
-                                              auth=creds, timeout=self.timeout)
-                except self.requests.exceptions.RequestException as exc:
-                    raise UserError("cannot reach the token server of %s (%s)"
-                                    % (host, _short_reason(exc)))
-                if answer.status_code in (401, 403) and creds:
-                    raise UserError("registry %s rejected the credentials: "
-                                    "check them with docker login %s"
-                                    % (host, host))
-                if answer.status_code in (401, 403):
-                    raise UserError("registry %s requires credentials: run "
-                                    "docker login %s (read from "
-                                    "~/.docker/config.json)" % (host, host))
-                if answer.status_code != 200:
-                    raise UserError("token server of %s answered HTTP %d"
-                                    % (host, answer.status_code))
-                try:
-                    body = answer.json()
-                except ValueError:
-                    raise UserError("token server of %s sent no JSON" % host)
-                token = body.get("token") or body.get("access_token")
-                if token:
-                    self.tokens[(host, scope)] = "Bearer " + token
-                    return
-            if scheme == "basic" and creds:
-                raw = ("%s:%s" % creds).encode("utf-8")
-                self.tokens[(host, scope)] = (
-                    "Basic " + base64.b64encode(raw).decode("ascii"))
-                return
-
-    # -- manifests ----------------------------------------------------------
-    def get_manifest(self, ref, reference=None, label=None):
-        """(media type, body bytes, digest) of a manifest, digest verified."""
-        host, repository = self.locate(ref)
-        reference = reference or ref.reference
-        label = label or str(ref)
-        response = self.request(host, "/v2/%s/manifests/%s" % (repository, reference),
-                                repository, headers={"Accept": MANIFEST_ACCEPT})
-        with contextlib.closing(response):
-            if response.status_code == 404:
-                raise UserError("image %s not found on %s: check the name and tag "
-                                "(or --image-repository / --registry-mirror)"
-                                % (label, host))
-            if response.status_code != 200:
-                raise UserError("registry %s answered HTTP %d for %s"
-                                % (host, response.status_code, label))
-            body = response.content
-            media_type = response.headers.get("Content-Type", "").split(";")[0]
-        if media_type in ("", "application/json", "text/plain"):
-            try:
-                media_type = (json.loads(body.decode("utf-8")).get("mediaType")
-                              or media_type)
-            except ValueError:
-                pass
-        digest = manifest_digest(media_type, body)
-        expected = (reference if reference.startswith("sha256:") else
-                    response.headers.get("Docker-Content-Digest"))
-        if expected and expected != digest:
-            raise UserError("manifest of %s from %s does not match its digest "
-                            "%s: the registry or a proxy altered it"
-                            % (label, host, expected))
-        return media_type, body, digest
-
-    # -- blobs --------------------------------------------------------------
-    def fetch_blob(self, ref, digest, dest, progress=None, label=None):
-        """Download a blob to dest, resuming a partial file, digest verified.
-
-        The bytes go to dest + '.partial' first and are renamed only after
-        the digest matches, so the cache never holds a wrong blob.
-        """
-        host, repository = self.locate(ref)
-        path = "/v2/%s/blobs/%s" % (repository, digest)
-        return self._download(lambda headers: self.request(
-            host, path, repository, headers=headers, stream=True),
-            digest.split(":", 1)[1], dest, progress,
-            label or "blob %s of %s" % (digest[:19], ref))
-
-    def fetch_url(self, url, sha256_hex, dest, progress=None, insecure=False,
-                  algorithm="sha256"):
-        """Download a file URL to dest, checked against its digest (hex)."""
-        def get(headers):
-            def send():
-                try:
-                    return self.session.get(url, headers=headers, stream=True,
-                                            timeout=self.timeout,
-                                            verify=not insecure)
-                except self.requests.exceptions.TooManyRedirects:
-                    raise UserError("%s redirects in a loop: check the URL and "
-                                    "--file-mirror" % url)
-            return self._with_retries(send, lambda reason: UserError(
-                "cannot download %s after %d tries (%s): check --file-mirror "
-                "and the network" % (url, HTTP_ATTEMPTS, reason)))
-        return self._download(get, sha256_hex, dest, progress, url, algorithm)
-
-    def get_small(self, url, insecure=False, cap=64 * 1024 * 1024):
-        """The bytes of a small file (repository metadata), None when the
-        server says it is not there (404, 410); a UserError when it cannot
-        be read at all or is larger than cap."""
-        def send():
-            return self.session.get(url, timeout=self.timeout, stream=True,
-                                    verify=not insecure)
-        response = self._with_retries(send, lambda reason: UserError(
-            "cannot download %s after %d tries (%s): check --file-mirror and "
-            "the network" % (url, HTTP_ATTEMPTS, reason)))
-        with contextlib.closing(response):
-            if response.status_code in (404, 410):
-                return None
-            if response.status_code != 200:
-                raise UserError("%s: the server answered HTTP %d"
-                                % (url, response.status_code))
-            data = response.raw.read(cap + 1, decode_content=True)
-        if len(data) > cap:
-            raise UserError("%s is larger than %s: it is not repository "
-                            "metadata; check --file-mirror" % (url,
-                                                             human_size(cap)))
-        with self.lock:
-            self.bytes_fetched += len(data)
-        return data
-
-    def get_text(self, url, insecure=False):
-        """Small text file (a published .sha256), or None if not there."""
-        try:
-            response = self.session.get(url, timeout=self.timeout,
-                                        verify=not insecure)
-        except self.requests.exceptions.RequestException:
-            return None
-        with contextlib.closing(response):
-            if response.status_code != 200:
-                return None
-            return response.text
-
-    def _download(self, get, expected_hex, dest, progress, label,
-                  algorithm="sha256"):
-        partial = dest + ".partial"
-        for attempt in range(HTTP_ATTEMPTS):
-            digest = hashlib.new(algorithm)
-            have = 0
-            if os.path.exists(partial):
-                with open(partial, "rb") as handle:
-                    for block in iter(lambda: handle.read(CHUNK), b""):
-                        digest.update(block)
-                        have += len(block)
-            headers = {"Accept-Encoding": "identity"}
-            if have:
-                headers["Range"] = "bytes=%d-" % have
-            response = get(headers)
-            with contextlib.closing(response):
-                if response.status_code == 416 or (
-                        have and response.status_code == 200):
-                    # The server cannot resume: start again from zero.
-                    if progress:
-                        progress.update(-have)
-                    os.unlink(partial)
-                    if response.status_code == 416:
-                        continue
-                    digest, have = hashlib.new(algorithm), 0
-                elif response.status_code == 404:
-                    raise NotFoundError("%s: not found (HTTP 404)" % label)
-                elif response.status_code not in (200, 206):
-                    raise UserError("%s: the server answered HTTP %d"
-                                    % (label, response.status_code))
-                try:
-                    with open(partial, "ab") as out:
-                        for block in response.raw.stream(DOWNLOAD_CHUNK,
-                                                         decode_content=False):
-                            out.write(block)
-                            digest.update(block)
-                            if progress:
-                                progress.update(len(block))
-                            with self.lock:
-                                self.bytes_fetched += len(block)
-                except self.stream_errors as exc:
-                    log.debug("%s: interrupted (%s), resuming", label,
-                              _short_reason(exc))
-                    _backoff(attempt)
-                    continue
-            if digest.hexdigest() == expected_hex:
-                os.rename(partial, dest)
-                return dest
-            log.warning("%s: %s mismatch, downloading it again", label, algorithm)
-            if progress:
-                progress.update(-os.path.getsize(partial))
-            os.unlink(partial)
-        raise UserError("%s failed its %s check %d times: the source or a "
-                        "proxy is corrupting it" % (label, algorithm, HTTP_ATTEMPTS))
-
-
-def _short_reason(exc):
-    text = str(exc)
-    for known in ("Connection refused", "Name or service not known",
-                  "timed out", "Connection reset", "certificate verify failed",
-                  "Temporary failure in name resolution", "Network is unreachable"):
-        if known in text:
-            return known.lower()
-    return text.splitlines()[0][:120] if text else exc.__class__.__name__
-
-
-def _retry_after(value):
-    try:
-        return min(float(value), 30.0)
-    except (TypeError, ValueError):
-        return None
-
-
-def _backoff(attempt, wait=None):
-    time.sleep(wait if wait is not None else min(0.2 * (2 ** attempt), 5.0))
-
-
-# ===========================================================================
-# Bundle writer (bundle mode)
-# ===========================================================================
-
 def _blob_path(digest):
     if not full_match(DIGEST_RE, digest):
         raise BundleError("bad digest %r in the bundle" % (digest,))
     return "%s/blobs/sha256/%s" % (IMAGES_DIR, digest[len("sha256:"):])
 
 
-def plan_images(kubernetes_version, arch, pull_repository=None, extra=()):
-    """Every image the bundle holds, with where it is pulled from.
+# ===========================================================================
+# Kernel: formats (the TOML reader and writer, the YAML subset, deb versions, tar)
+# ===========================================================================
 
-    kubeadm's own images are recorded under k8s.gcr.io, where kubeadm
-    looks for them; install mode retags them for --image-repository.
-    """
-    facts = version_facts(kubernetes_version)
-    pull_repository = (pull_repository or DEFAULT_PULL_REPOSITORY).rstrip("/")
-    images = []
-    kubeadm_images = [(name, kubernetes_version) for name in
-                      CONTROL_PLANE_COMPONENTS + ("kube-proxy",)]
-    kubeadm_images += [("pause", facts["pause"]), ("etcd", facts["etcd"]),
-                       ("coredns", facts["coredns"])]
-    for name, tag in kubeadm_images:
-        images.append({
-            "name": name, "kubeadm": True, "extra": False,
-            "repository": name, "tag": tag,
-            "ref": "%s/%s:%s" % (KUBEADM_IMAGE_REPOSITORY, name, tag),
-            "source": "%s/%s:%s" % (pull_repository, name, tag)})
-    flannel = "%s:%s-%s" % (FLANNEL_REPOSITORY, facts["flannel"], arch)
-    images.append({"name": "flannel", "kubeadm": False, "extra": False,
-                   "repository": FLANNEL_REPOSITORY,
-                   "tag": "%s-%s" % (facts["flannel"], arch),
-                   "ref": flannel, "source": flannel})
-    seen = set(image["ref"] for image in images)
-    for text in extra:
-        origin, ref = image_ref_of(text)
-        full = str(ref)
-        if full in seen:
-            continue
-        seen.add(full)
-        if origin != "registry":
-            images.append(local_image_entry(origin, ref))
-            continue
-        images.append({"name": ref.repository.rsplit("/", 1)[-1],
-                       "kubeadm": False, "extra": True,
-                       "repository": "%s/%s" % (ref.registry, ref.repository),
-                       "tag": ref.tag, "ref": full, "source": full})
-    return images
+# A Debian dependency (Depends, Pre-Depends, Provides) and its operators,
+# the obsolete < and > read as <= and >= as dpkg does.
+DEB_RELATION_RE = re.compile(
+    r"([A-Za-z0-9][A-Za-z0-9.+_-]*)(?::[a-z0-9]+)?\s*"
+    r"(?:\(\s*(<<|<=|>=|>>|=|<|>)\s*([A-Za-z0-9.+:~_-]+)\s*\))?\s*(?:\[.*\])?")
+DEB_RELATION_OPS = {"<<": "<<", "<=": "<=", "<": "<=", "=": "=", ">=": ">=",
+                    ">": ">=", ">>": ">>"}
+
+BUNDLE_MTIME = 1577836800        # fixed member time: same input, same bytes
+
+MAX_YAML_DEPTH = 40
 
 
-def plan_files(kubernetes_version, arch, with_docker=False,
-               with_containerd=False):
-    """Every file download: key, URL, path in the bundle, the sha256 the
-    release table pins for it (or None), and the publisher's checksum file
-    beside it (checked for the binaries always, for the archives where
-    nothing is pinned)."""
-    facts = version_facts(kubernetes_version)
-    files = []
-    for name in ("kubeadm", "kubelet", "kubectl"):
-        url = KUBE_RELEASE_URL.format(version=kubernetes_version, arch=arch,
-                                      name=name)
-        files.append({"key": name, "path": "%s/%s" % (BIN_DIR, name),
-                      "url": url, "pinned": None, "publisher": url + ".sha256",
-                      "always_publisher": True, "mode": 0o755})
-    cni_template = (CNI_URL_OLD if parse_version(facts["cni"]) < (0, 8, 0)
-                    else CNI_URL)
-    cni_url = cni_template.format(cni=facts["cni"], arch=arch)
-    if facts.get("cni_tarball", {}).get(arch):
-        cni_url = cni_url.rsplit("/", 1)[0] + "/" + facts["cni_tarball"][arch]
-    crictl_url = CRICTL_URL.format(crictl=facts["crictl"], arch=arch)
-    if facts.get("crictl_tarball", {}).get(arch):
-        crictl_url = (crictl_url.rsplit("/", 1)[0] + "/" +
-                      facts["crictl_tarball"][arch])
-    downloads = [("cni", cni_url, facts.get("cni_sha256", {}).get(arch)),
-                 ("crictl", crictl_url, facts.get("crictl_sha256", {}).get(arch))]
-    if with_docker:
-        downloads.append(("docker", DOCKER_STATIC_URL.format(
-            docker_arch=ARCHES[arch]["docker_static"],
-            docker=DOCKER_STATIC_VERSION), None))
-    publishers = {}
-    if with_containerd:
-        containerd_url = CONTAINERD_URL.format(containerd=CONTAINERD_VERSION,
-                                               arch=arch)
-        runc_url = RUNC_URL.format(runc=RUNC_VERSION, arch=arch)
-        downloads += [("containerd", containerd_url, None),
-                      ("runc", runc_url, None)]
-        publishers = {"containerd": containerd_url + ".sha256sum",
-                      "runc": RUNC_SUMS_URL.format(runc=RUNC_VERSION),
-                      "docker": None}
-    for key, url, pinned in downloads:
-        files.append({"key": key, "url": url, "pinned": pinned,
-                      "publisher": publishers.get(key, url + ".sha256")
-                      if key != "docker" else None,
-                      "always_publisher": False,
-                      "path": "%s/%s" % (ARCHIVES_DIR, url.rsplit("/", 1)[1]),
-                      "mode": 0o644})
-    return files
+def parse_deb_relations(field):
+    """Depends/Pre-Depends/Provides text as groups of alternatives, each
+    (name, operator or None, version or None); architecture qualifiers
+    (:any) and restrictions are dropped."""
+    groups = []
+    for part in (field or "").split(","):
+        group = []
+        for alternative in part.split("|"):
+            match = DEB_RELATION_RE.fullmatch(alternative.strip())
+            if match:
+                op = match.group(2)
+                group.append((match.group(1), DEB_RELATION_OPS.get(op),
+                              match.group(3)))
+        if group:
+            groups.append(group)
+    return groups
 
 
-def read_checksum_file(path):
-    """({file name: sha256 hex}, {file name: sha512 hex}) from sha256sum- or
-    sha512sum-format lines (told apart by the digest's length)."""
-    table, table512 = {}, {}
-    try:
-        lines = (read_regular_file(path, "--checksum-file", 1024 * 1024)
-                 .decode("utf-8").splitlines())
-    except UnicodeDecodeError:
-        raise UserError("--checksum-file %s is not text: give sha256sum's "
-                        "output" % path)
-    for number, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) != 2 or not re.match(r"^([0-9a-fA-F]{64}|[0-9a-fA-F]{128})\Z",
-                                           parts[0]):
-            raise UserError("--checksum-file %s line %d is not 'SHA256  FILENAME': "
-                            "fix it (sha256sum writes that form)" % (path, number))
-        name = parts[1].lstrip("*").rsplit("/", 1)[-1]
-        (table if len(parts[0]) == 64 else table512)[name] = parts[0].lower()
-    return table, table512
+def relation_text(relation):
+    name, op, version = relation
+    return name if not op else "%s (%s %s)" % (name, op, version)
 
 
-def apply_file_mirror(url, mirrors):
-    """Rewrite a URL by the longest matching --file-mirror prefix."""
-    best = None
-    for prefix, replacement in mirrors:
-        if url.startswith(prefix) and (best is None or len(prefix) > len(best[0])):
-            best = (prefix, replacement)
-    if best is None:
-        return url
-    return best[1] + url[len(best[0]):]
+def _deb_char_order(char):
+    if char == "~":
+        return -1
+    if char.isalpha():
+        return ord(char)
+    return ord(char) + 256
 
 
-def parse_published_sha256(text, filename=None):
-    """The digest of a publisher's .sha256 file (only the hex, as dl.k8s.io
-    writes it, or `HEX  NAME` as sha256sum does, NAME being filename), or
-    None when it is not such a file.  A file of several sha256sum lines
-    (runc.sha256sum) gives the line naming filename."""
-    lines = [line for line in (text or "").splitlines() if line.strip()]
-    if len(lines) > 1 and filename is not None:
-        found = [parse_published_sha256(line, filename) for line in lines
-                 if len(line.split()) == 2]
-        found = [hexd for hexd in found if hexd]
-        return found[0] if len(found) == 1 else None
-    fields = (text or "").split()
-    if not fields or not re.match(r"^[0-9a-fA-F]{64}\Z", fields[0]):
-        return None
-    if len(fields) > 2 or (len(fields) == 2 and filename is not None and
-                           fields[1].lstrip("*").rsplit("/", 1)[-1] != filename):
-        return None
-    return fields[0].lower()
+def _deb_compare_part(left, right):
+    """dpkg's comparison of an upstream version or revision: runs of
+    non-digits by character (~ before the end, letters before the rest),
+    runs of digits as numbers."""
+    while left or right:
+        left_text = re.match(r"[^0-9]*", left).group()
+        right_text = re.match(r"[^0-9]*", right).group()
+        for index in range(max(len(left_text), len(right_text))):
+            a = (_deb_char_order(left_text[index])
+                 if index < len(left_text) else 0)
+            b = (_deb_char_order(right_text[index])
+                 if index < len(right_text) else 0)
+            if a != b:
+                return -1 if a < b else 1
+        left, right = left[len(left_text):], right[len(right_text):]
+        left_digits = re.match(r"[0-9]*", left).group()
+        right_digits = re.match(r"[0-9]*", right).group()
+        if int(left_digits or 0) != int(right_digits or 0):
+            return -1 if int(left_digits or 0) < int(right_digits or 0) else 1
+        left, right = left[len(left_digits):], right[len(right_digits):]
+    return 0
 
 
-class BlobCache(object):
-    """Content-addressed store: <dir>/sha256/<hex>, written only once the
-    bytes have been verified, so whatever is in it is right."""
-
-    def __init__(self, directory):
-        self.directory = os.path.abspath(directory)
-        self.blobs = os.path.join(self.directory, "sha256")
-        self.converted = os.path.join(self.directory, "schema1")
-        self.fresh = set()   # verified by this run: no need to hash again
-        try:
-            for folder in (self.blobs, self.converted):
-                if not os.path.isdir(folder):
-                    os.makedirs(folder)
-        except OSError as exc:
-            raise UserError("cannot create the cache folder %s: %s: choose "
-                            "another --cache-dir" % (self.directory, exc.strerror))
-
-    def path(self, hex_digest):
-        return os.path.join(self.blobs, hex_digest)
-
-    def has(self, hex_digest):
-        return os.path.isfile(self.path(hex_digest))
-
-    def put_bytes(self, data):
-        hex_digest = sha256_bytes(data)
-        if not self.has(hex_digest):
-            write_file_atomic(self.path(hex_digest), data)
-            self.fresh.add(hex_digest)
-        return hex_digest
-
-    def put_stream(self, stream):
-        """Store a stream's bytes under their sha256 (a temporary file first)."""
-        fd, tmp = tempfile.mkstemp(prefix=".k8s-offline-", dir=self.blobs)
-        digest = hashlib.sha256()
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for block in iter(lambda: stream.read(CHUNK), b""):
-                    digest.update(block)
-                    out.write(block)
-            os.rename(tmp, self.path(digest.hexdigest()))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        self.fresh.add(digest.hexdigest())
-        return digest.hexdigest()
-
-    def read(self, hex_digest):
-        with open(self.path(hex_digest), "rb") as handle:
-            return handle.read()
+def deb_version_compare(left, right):
+    """-1, 0 or 1 as dpkg --compare-versions orders two versions."""
+    def split(version):
+        epoch, _, rest = (version.partition(":") if ":" in version
+                          else ("0", "", version))
+        upstream, _, revision = (rest.rpartition("-") if "-" in rest
+                                 else (rest, "", ""))
+        return int(epoch) if epoch.isdigit() else 0, upstream, revision
+    (left_epoch, left_up, left_rev) = split(left)
+    (right_epoch, right_up, right_rev) = split(right)
+    if left_epoch != right_epoch:
+        return -1 if left_epoch < right_epoch else 1
+    return (_deb_compare_part(left_up, right_up) or
+            _deb_compare_part(left_rev, right_rev))
 
 
-class ImageFetcher(object):
-    """Resolves each planned image to one single-platform manifest and
-    fetches its blobs into the cache, converting schema1 to schema2."""
-
-    def __init__(self, client, cache, arch):
-        self.client = client
-        self.cache = cache
-        self.arch = arch
-
-    def resolve(self, image):
-        """Fill image with manifest digest, config and layers (schema2/OCI)."""
-        ref = parse_image_ref(image["source"])
-        media_type, body, digest = self.client.get_manifest(ref)
-        image["source_digest"] = digest
-        if media_type in INDEX_TYPES:
-            child = self._pick_platform(image, json.loads(body.decode("utf-8")))
-            media_type, body, digest = self.client.get_manifest(
-                ref, reference=child, label=image["source"])
-        if media_type in INDEX_TYPES:
-            raise UserError("image %s: a manifest list inside a manifest list "
-                            "is not supported" % image["source"])
-        if media_type in SCHEMA1_TYPES or b'"schemaVersion": 1' in body[:200]:
-            image["schema1"] = body.decode("utf-8")
-            image["manifest_media_type"] = MT_DOCKER_MANIFEST
-            return image
-        manifest = json.loads(body.decode("utf-8"))
-        if not manifest.get("config") or "layers" not in manifest:
-            raise UserError("image %s: unsupported manifest type %s"
-                            % (image["source"], media_type))
-        self.cache.put_bytes(body)
-        self._record(image, digest, media_type, manifest)
-        return image
-
-    def _record(self, image, digest, media_type, manifest):
-        image["manifest_digest"] = digest
-        image["manifest_media_type"] = manifest.get("mediaType") or media_type
-        image["config_digest"] = manifest["config"]["digest"]
-        image["layers"] = [layer["digest"] for layer in manifest["layers"]]
-        image["blob_sizes"] = dict(
-            [(manifest["config"]["digest"], manifest["config"].get("size", 0))] +
-            [(layer["digest"], layer.get("size", 0)) for layer in manifest["layers"]])
-
-    def _pick_platform(self, image, index):
-        wanted_variant = {"arm64": ("v8", None), "arm": ("v7",)}.get(self.arch)
-        choices = []
-        for entry in index.get("manifests", []):
-            plat = entry.get("platform") or {}
-            if plat.get("os") == "linux" and plat.get("architecture") == self.arch:
-                choices.append(entry)
-        if wanted_variant:
-            preferred = [c for c in choices
-                         if (c.get("platform") or {}).get("variant") in wanted_variant]
-            choices = preferred or choices
-        if not choices:
-            offered = sorted(set("%s/%s" % ((e.get("platform") or {}).get("os"),
-                                            (e.get("platform") or {}).get("architecture"))
-                                 for e in index.get("manifests", [])))
-            raise UserError("image %s has no linux/%s variant (it offers %s): "
-                            "choose another --arch or image"
-                            % (image["source"], self.arch, ", ".join(offered)))
-        return choices[0]["digest"]
-
-    def blob_jobs(self, images):
-        """{digest: (ImageRef to fetch from, size, label)} of missing blobs."""
-        wanted = {}
-        for image in images:
-            ref = parse_image_ref(image["source"])
-            if "schema1" in image:
-                doc = json.loads(image["schema1"])
-                digests = [(layer["blobSum"], 0) for layer in doc["fsLayers"]]
-            else:
-                digests = [(d, image["blob_sizes"].get(d, 0))
-                           for d in [image["config_digest"]] + image["layers"]]
-            for digest, size in digests:
-                if not _DIGEST_RE.fullmatch(digest):
-                    raise UserError("image %s names an unsupported digest %s"
-                                    % (image["source"], digest))
-                if digest not in wanted and not self.cache.has(digest[7:]):
-                    wanted[digest] = (ref, size, "%s (%s)" % (image["source"],
-                                                              digest[7:19]))
-        return wanted
-
-    def fetch(self, digest, ref, label, progress):
-        self.client.fetch_blob(ref, digest, self.cache.path(digest[7:]),
-                               progress=progress, label=label)
-        self.cache.fresh.add(digest[7:])
-
-    def convert_schema1(self, image):
-        """Turn a schema1 image into a schema2 manifest and config, the way
-        Docker does when it pulls one; the result is cached by the schema1
-        digest so a warm run need not decompress the layers again."""
-        record = os.path.join(self.cache.converted, "%s.v%d.json" % (
-            image["source_digest"][7:], SCHEMA1_CONVERSION))
-        if os.path.isfile(record):
-            with open(record) as handle:
-                digest = json.load(handle)["manifest_digest"]
-            if self.cache.has(digest[7:]):
-                manifest = json.loads(self.cache.read(digest[7:]).decode("utf-8"))
-                if all(self.cache.has(d[7:]) for d in
-                       [manifest["config"]["digest"]] +
-                       [layer["digest"] for layer in manifest["layers"]]):
-                    self._record(image, digest, MT_DOCKER_MANIFEST, manifest)
-                    return
-        doc = json.loads(image.pop("schema1"))
-        history = [json.loads(entry["v1Compatibility"]) for entry in doc["history"]]
-        blobs = [layer["blobSum"] for layer in doc["fsLayers"]]
-        layers, diff_ids, steps = [], [], []
-        for blob, v1 in reversed(list(zip(blobs, history))):
-            steps.append(schema1_history_step(v1, image["source"]))
-            if not v1.get("throwaway"):
-                layers.append(blob)
-                diff_ids.append("sha256:" + _gunzip_sha256(self.cache.path(blob[7:])))
-        config = dict(history[0])
-        if "created" in config:
-            schema1_time(config["created"], image["source"])
-        for key in ("id", "parent", "Size", "parent_id", "layer_id", "throwaway"):
-            config.pop(key, None)
-        config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
-        config["history"] = steps
-        config_bytes = json.dumps(config, sort_keys=True,
-                                  separators=(",", ":")).encode("utf-8")
-        config_hex = self.cache.put_bytes(config_bytes)
-        manifest = {
-            "schemaVersion": 2, "mediaType": MT_DOCKER_MANIFEST,
-            "config": {"mediaType": MT_DOCKER_CONFIG, "size": len(config_bytes),
-                       "digest": "sha256:" + config_hex},
-            "layers": [{"mediaType": MT_DOCKER_LAYER,
-                        "size": os.path.getsize(self.cache.path(blob[7:])),
-                        "digest": blob} for blob in layers]}
-        body = json.dumps(manifest, indent=3).encode("utf-8")
-        digest = "sha256:" + self.cache.put_bytes(body)
-        write_file_atomic(record, canonical_json({"manifest_digest": digest}))
-        self._record(image, digest, MT_DOCKER_MANIFEST, manifest)
+def deb_relation_holds(installed, op, version):
+    """True when an installed version satisfies `op version`."""
+    if op is None:
+        return True
+    order = deb_version_compare(installed, version)
+    return {"<<": order < 0, "<=": order <= 0, "=": order == 0,
+            ">=": order >= 0, ">>": order > 0}[op]
 
 
-def schema1_time(value, source):
-    """A v1Compatibility time, checked: Docker and containerd refuse an
-    image (and docker load the rest of its archive) over one they cannot
-    parse."""
-    if not isinstance(value, str) or not RFC3339_RE.match(value):
-        raise UserError("image %s: its schema1 history has the time %r, which "
-                        "Docker cannot read: use another image or tag"
-                        % (source, value))
-    return value
-
-
-def schema1_history_step(v1, source):
-    """One config history entry from a v1Compatibility entry, as Docker's
-    pull makes it (moby image/v1 HistoryFromConfig): author, created (the
-    zero time when absent), the container command joined by spaces,
-    comment, empty_layer for throwaway entries; empty fields left out."""
-    step = {"created": schema1_time(v1["created"], source) if "created" in v1
-            else GO_ZERO_TIME}
-    command = (v1.get("container_config") or {}).get("Cmd")
-    if command:
-        step["created_by"] = " ".join(command)
-    for key in ("author", "comment"):
-        if v1.get(key):
-            step[key] = v1[key]
-    if v1.get("throwaway"):
-        step["empty_layer"] = True
-    return step
-
-
-def _gunzip_sha256(path):
-    digest = hashlib.sha256()
-    try:
-        with gzip.open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(CHUNK), b""):
-                digest.update(block)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise UserError("layer %s is not a gzip tar (%s): cannot convert a "
-                        "schema1 image with it" % (os.path.basename(path), exc))
-    return digest.hexdigest()
-
-
-def run_pool(jobs, items, work):
-    """Run work(item) for every item on up to `jobs` threads; re-raise the
-    first error after cancelling what has not started."""
-    from concurrent.futures import ThreadPoolExecutor
-    if not items:
-        return []
-    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(items)))) as pool:
-        futures = [pool.submit(work, item) for item in items]
-        try:
-            return [future.result() for future in futures]
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-
-
-def kubeadm_image_list(kubeadm_path, kubernetes_version):
-    """{name: tag} from `kubeadm config images list`, or None if it cannot
-    run here (another arch, not Linux, or not a real kubeadm)."""
-    os.chmod(kubeadm_path, 0o755)
-    try:
-        result = subprocess.run(
-            [kubeadm_path, "config", "images", "list",
-             "--kubernetes-version", kubernetes_version],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            universal_newlines=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.debug("kubeadm cannot run here (%s): image list not cross-checked", exc)
-        return None
-    if result.returncode != 0:
-        log.debug("kubeadm config images list failed: %s", result.stderr.strip())
-        return None
-    found = {}
-    for line in result.stdout.split():
-        name, _, tag = line.rsplit("/", 1)[-1].partition(":")
-        if tag:
-            found[name] = tag
-    return found or None
+def yaml_mapping(pairs):
+    """A flat YAML mapping of (key, value) pairs; each value is written as
+    JSON (a quoted YAML scalar), so no value can add a line or a key."""
+    return "".join("%s: %s\n" % (key, json.dumps(value)) for key, value in pairs)
 
 
 class TarWriter(object):
@@ -2230,1455 +731,1194 @@ class TarWriter(object):
             self.out.write(b"\0" * (tarfile.RECORDSIZE - pos % tarfile.RECORDSIZE))
 
 
-def image_store_documents(images):
-    """The OCI index.json, oci-layout and docker manifest.json of images."""
-    index = {"schemaVersion": 2, "manifests": []}
-    docker = []
-    for image in images:
-        index["manifests"].append({
-            "mediaType": image["manifest_media_type"],
-            "digest": image["manifest_digest"], "size": image["manifest_size"],
-            "annotations": {"io.containerd.image.name": image["ref"],
-                            "org.opencontainers.image.ref.name": image["tag"]}})
-        docker.append({"Config": _blob_path(image["config_digest"])[len(IMAGES_DIR) + 1:],
-                       "RepoTags": [image["ref"]],
-                       "Layers": [_blob_path(d)[len(IMAGES_DIR) + 1:]
-                                  for d in image["layers"]]})
-    return {
-        IMAGES_DIR + "/oci-layout": canonical_json({"imageLayoutVersion": "1.0.0"}),
-        IMAGES_DIR + "/index.json": canonical_json(index),
-        IMAGES_DIR + "/manifest.json": canonical_json(docker),
-    }
+class TomlError(ValueError):
+    """A TOML text this tool's reader does not accept (line number inside)."""
 
 
-def default_cache_dir():
-    base = (os.environ.get("XDG_CACHE_HOME") or
-            os.path.join(os.path.expanduser("~"), ".cache"))
-    return os.path.join(base, "k8s-offline")
+class TomlReader(object):
+    """Reads the part of TOML that containerd's config files use: tables
+    ``[a."b.c"]``, keys (bare, quoted, dotted), basic and literal strings,
+    integers, floats, booleans, arrays (over several lines) and inline
+    tables.  Arrays of tables, multi-line strings and dates are refused
+    with a TomlError naming the line, rather than guessed at."""
 
+    _BARE = re.compile(r"[A-Za-z0-9_-]+")
+    _NUMBER = re.compile(r"[+-]?(?:\d[\d_]*)(\.\d[\d_]*)?([eE][+-]?\d+)?"
+                         r"(?=[\s,\]}#]|$)")
+    _ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r",
+                '"': '"', "\\": "\\"}
 
-def _claim_output(output):
-    """Create the output's .partial file now, so a bad --output fails before
-    anything is downloaded."""
-    folder = os.path.dirname(output)
-    partial = "%s.partial-%d" % (output, os.getpid())
-    try:
-        if not os.path.isdir(folder):
-            os.makedirs(folder)
-        _remove_stale_partials(output)
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.close(fd)
-    except OSError as exc:
-        raise UserError("cannot write the bundle at %s: %s: choose another "
-                        "--output" % (output, exc.strerror))
-    return partial
+    def __init__(self, text):
+        self.text = text
+        self.pos = 0
 
+    def fail(self, what):
+        line = self.text.count("\n", 0, self.pos) + 1
+        raise TomlError("line %d: %s" % (line, what))
 
-def binaries_from_node_tarball(client, cache, version, arch, sha512, file_mirrors,
-                               args, progress):
-    """{name: sha256} of kubeadm, kubelet and kubectl taken out of the node
-    release tarball, which is checked against the sha512 the release
-    published.  The binaries land in the cache, so fetch_files finds them
-    there; it still compares them with the .sha256 files beside the single
-    binaries.  A warm run reuses the record of what was extracted."""
-    url = apply_file_mirror(NODE_TARBALL_URL.format(version=version, arch=arch),
-                            file_mirrors)
-    folder = os.path.join(cache.directory, "sha512")
-    if not os.path.isdir(folder):
-        os.makedirs(folder)
-    tarball = os.path.join(folder, sha512)
-    record = tarball + ".json"
-    if os.path.isfile(record):
-        with open(record) as handle:
-            found = json.load(handle)
-        if all(cache.has(hexd) for hexd in found.values()):
-            return found
-    if not os.path.isfile(tarball):
-        bar = Progress(0, "node tarball", enabled=progress)
-        try:
-            client.fetch_url(url, sha512, tarball, bar, algorithm="sha512",
-                             insecure=_url_host(url) in set(args.insecure_registry))
-        finally:
-            bar.close()
-    log.info("%s: checked against the sha512 the release published", url)
-    found = {}
-    try:
-        with tarfile.open(tarball, "r:gz") as tar:
-            for member in tar:
-                name = member.name.rsplit("/", 1)[-1]
-                if (member.isfile() and name in NODE_TARBALL_BINARIES and
-                        member.name.endswith("node/bin/" + name)):
-                    found[name] = cache.put_stream(tar.extractfile(member))
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise UserError("%s is not a readable release tarball (%s)" % (url, exc))
-    missing = sorted(set(NODE_TARBALL_BINARIES) - set(found))
-    if missing:
-        raise UserError("%s lacks %s" % (url, ", ".join(missing)))
-    write_file_atomic(record, canonical_json(found))
-    return found
+    def peek(self, size=1):
+        return self.text[self.pos:self.pos + size]
 
-
-def _remove_stale_partials(output):
-    """Delete .partial files a killed earlier run of this output left."""
-    partial = re.compile(re.escape(os.path.basename(output)) +
-                         r"(?:\.[0-9]{3,})?\.partial-([0-9]+)")
-    folder = os.path.dirname(output)
-    for name in os.listdir(folder):
-        found = partial.fullmatch(name)
-        if not found:
-            continue
-        pid = found.group(1)
-        try:
-            os.kill(int(pid), 0)
-        except OSError as exc:
-            if exc.errno == errno.ESRCH:
-                log.info("removing %s, left by an interrupted run", name)
-                os.unlink(os.path.join(folder, name))
-
-
-def fetch_files(client, cache, files, file_mirrors, vouched, args, progress):
-    """Download every file, each checked against what vouches for it:
-    vouched {file name: (sha256, source)} (--checksum-file, the node
-    tarball), else the release table's pin (not under --checksum-file), and
-    the publisher's checksum file beside it; any disagreement is fatal, no
-    checksum at all too.  Each plan records its sources."""
-    insecure_hosts = set(args.insecure_registry)
-
-    def plan(entry):
-        filename = entry["url"].rsplit("/", 1)[1]
-        url = apply_file_mirror(entry["url"], file_mirrors)
-        insecure = _url_host(url) in insecure_hosts
-        expected, sources = None, []
-        if filename in vouched:
-            expected, source = vouched[filename]
-            sources.append(source)
-        elif entry["pinned"] and not args.checksum_file:
-            expected = entry["pinned"]
-            sources.append("pinned table (%s)" % RELEASE_TABLE_FILE)
-        if entry["publisher"] and (entry["always_publisher"] or not expected):
-            published = parse_published_sha256(client.get_text(
-                apply_file_mirror(entry["publisher"], file_mirrors), insecure),
-                filename)
-            if expected and published and published != expected:
-                raise UserError("%s: the publisher's %s (%s) differs from %s "
-                                "(%s): refusing it" % (
-                                    filename, entry["publisher"], published,
-                                    sources[0], expected))
-            if published:
-                expected = expected or published
-                sources.append("publisher's file %s" % entry["publisher"])
-        if not expected:
-            raise UserError("no checksum known for %s: pass a --checksum-file "
-                            "with its sha256" % filename)
-        return dict(entry, fetch_url=url, sha256=expected, insecure=insecure,
-                    checksum_sources=sources)
-
-    plans = run_pool(args.jobs, files, plan)
-    missing = [p for p in plans if not cache.has(p["sha256"])]
-    bar = Progress(0, "files", enabled=progress)
-    try:
-        run_pool(args.jobs, missing, lambda p: client.fetch_url(
-            p["fetch_url"], p["sha256"], cache.path(p["sha256"]), bar,
-            insecure=p["insecure"]))
-        cache.fresh.update(p["sha256"] for p in missing)
-    finally:
-        bar.close()
-    for plan in plans:
-        plan["size"] = os.path.getsize(cache.path(plan["sha256"]))
-    return plans
-
-
-def _url_host(url):
-    return re.sub(r"^[a-z]+://", "", url).split("/", 1)[0]
-
-
-def cross_check_images(images, file_entries, version, arch, cache):
-    """Compare the image table with what the downloaded kubeadm asks for;
-    kubeadm is the authority, so its tags win, loudly."""
-    if host_arch() != arch or not sys.platform.startswith("linux"):
-        return images
-    kubeadm = [f for f in file_entries if f["key"] == "kubeadm"][0]
-    wanted = kubeadm_image_list(cache.path(kubeadm["sha256"]), version)
-    if not wanted:
-        return images
-    for image in images:
-        if image["kubeadm"] and wanted.get(image["name"], image["tag"]) != image["tag"]:
-            log.warning("WARNING: kubeadm %s wants %s:%s, the version table says "
-                        ":%s; bundling kubeadm's", version, image["name"],
-                        wanted[image["name"]], image["tag"])
-            replanned = dict(image, tag=wanted[image["name"]])
-            replanned["ref"] = image["ref"].rsplit(":", 1)[0] + ":" + replanned["tag"]
-            replanned["source"] = (image["source"].rsplit(":", 1)[0] + ":" +
-                                   replanned["tag"])
-            image.update(replanned)
-    known = set(image["name"] for image in images if image["kubeadm"])
-    unknown = sorted(set(wanted) - known)
-    if unknown:
-        raise UserError("kubeadm %s wants images the table does not know: %s"
-                        % (version, ", ".join(unknown)))
-    return images
-
-
-def fetch_images(client, cache, images, arch, jobs, progress):
-    """Resolve every registry image's manifest, then fetch every missing
-    blob once."""
-    fetcher = ImageFetcher(client, cache, arch)
-    pulled = [image for image in images if is_registry_image(image)]
-    run_pool(jobs, pulled, fetcher.resolve)
-    wanted = fetcher.blob_jobs(pulled)
-    bar = Progress(sum(size for _, size, _ in wanted.values()), "images",
-                   enabled=progress)
-    try:
-        run_pool(jobs, sorted(wanted.items()), lambda item: fetcher.fetch(
-            item[0], item[1][0], item[1][2], bar))
-    finally:
-        bar.close()
-    for image in images:
-        if "schema1" in image:
-            fetcher.convert_schema1(image)
-    for image in images:
-        image["manifest_size"] = os.path.getsize(
-            cache.path(image["manifest_digest"][7:]))
-        image["size"] = image["manifest_size"] + sum(
-            os.path.getsize(cache.path(d[7:]))
-            for d in [image["config_digest"]] + image["layers"])
-
-
-# -- images from the local Docker daemon and from archives -------------------
-
-def is_registry_image(image):
-    return image.get("origin", "registry") == "registry"
-
-
-def read_image_list(path):
-    """References from an image list file: one a line, `#` starts a
-    comment, blank lines are skipped (kubespray's and Hauler's lists)."""
-    raw = read_regular_file(path, "--image-list", 1024 * 1024)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError("--image-list %s is not UTF-8 text: give one image "
-                        "reference a line" % path)
-    refs = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if len(line.split()) != 1:
-            raise UserError("--image-list %s line %d holds more than one "
-                            "word: give one image reference a line"
-                            % (path, number))
-        try:
-            image_ref_of(line)
-        except UserError as exc:
-            raise UserError("--image-list %s line %d: %s" % (path, number, exc))
-        refs.append(line)
-    return refs
-
-
-def extra_image_refs(args):
-    """--extra-image values, then every --image-list's, in order."""
-    refs = list(args.extra_image)
-    for path in getattr(args, "image_list", None) or ():
-        refs.extend(read_image_list(path))
-    return refs
-
-
-def image_ref_of(text):
-    """(origin, ImageRef) of an --extra-image value: REF from a registry,
-    or docker-daemon:REF from the local Docker daemon (by name, not by
-    digest: the daemon names images by tag)."""
-    if text.startswith(DOCKER_DAEMON_PREFIX):
-        ref = parse_image_ref(text[len(DOCKER_DAEMON_PREFIX):])
-        if ref.digest:
-            raise UserError("bad image %r: name a docker-daemon image by "
-                            "NAME:TAG, not by digest" % text)
-        return "docker-daemon", ref
-    return "registry", parse_image_ref(text)
-
-
-def local_image_entry(origin, ref):
-    """A plan entry for an image that comes from elsewhere than a registry;
-    it is loaded on the hosts under ref."""
-    full = str(ref)
-    return {"name": ref.repository.rsplit("/", 1)[-1], "kubeadm": False,
-            "extra": True, "origin": origin,
-            "repository": "%s/%s" % (ref.registry, ref.repository),
-            "tag": ref.tag, "ref": full, "source": full}
-
-
-class ChunkReader(object):
-    """A read()-able stream over an iterator of byte chunks (the docker
-    SDK's export), holding at most one chunk."""
-
-    def __init__(self, chunks, progress=None):
-        self.chunks = iter(chunks)
-        self.chunk = b""
-        self.offset = 0
-        self.progress = progress
-
-    def read(self, size=-1):
-        parts = []
-        while size != 0:
-            if self.offset >= len(self.chunk):
-                self.chunk = next(self.chunks, None)
-                self.offset = 0
-                if self.chunk is None:
-                    self.chunk = b""
-                    break
-                if self.progress:
-                    self.progress.update(len(self.chunk))
-                continue
-            end = len(self.chunk) if size < 0 else min(len(self.chunk),
-                                                        self.offset + size)
-            parts.append(self.chunk[self.offset:end])
-            if size > 0:
-                size -= end - self.offset
-            self.offset = end
-        return b"".join(parts)
-
-
-def store_archive_stream(stream, label, cache):
-    """Read a docker-archive or OCI-archive tar as a stream: the small
-    documents into memory, every other file into the cache, hashed on the
-    way.  ({document name: bytes}, {member name: (sha256 hex, size)})."""
-    documents, stored, links = {}, {}, {}
-    try:
-        tar = tarfile.open(fileobj=stream, mode="r|*", bufsize=CHUNK)
-        for count, member in enumerate(tar):
-            if count > MAX_ARCHIVE_MEMBERS:
-                raise UserError("%s holds more than %d files: it is not an "
-                                "image archive" % (label, MAX_ARCHIVE_MEMBERS))
-            name = posixpath.normpath(member.name)
-            if member.issym() or member.islnk():
-                # docker save links a layer it holds twice to the first copy
-                target = (member.linkname if member.islnk() else
-                          posixpath.join(posixpath.dirname(name), member.linkname))
-                links[name] = posixpath.normpath(target)
-            elif not member.isfile():
-                continue
-            elif name in ARCHIVE_DOCUMENTS or name.endswith(("/json", "/VERSION")):
-                if member.size > MAX_IMAGE_JSON_BYTES:
-                    raise UserError("%s: %s is %s, too large for an image "
-                                    "archive" % (label, name,
-                                                 human_size(member.size)))
-                documents[name] = tar.extractfile(member).read()
+    def skip_space(self, newlines=False):
+        while self.pos < len(self.text):
+            char = self.text[self.pos]
+            if char in " \t" or (newlines and char in "\r\n"):
+                self.pos += 1
+            elif char == "#":
+                while self.pos < len(self.text) and self.text[self.pos] != "\n":
+                    self.pos += 1
             else:
-                stored[name] = (cache.put_stream(tar.extractfile(member)),
-                                member.size)
-        tar.close()
-    except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise UserError("%s is not a readable tar (%s): give a docker-archive "
-                        "(docker save) or an OCI archive" % (label, exc))
-    for name, target in links.items():
-        if target in stored:
-            stored[name] = stored[target]
-    return documents, stored
+                return
+
+    def end_of_line(self):
+        self.skip_space()
+        if self.pos < len(self.text) and self.peek() not in "\r\n":
+            self.fail("unexpected %r after a value" % self.peek())
+
+    def parse(self):
+        root = {}
+        table = root
+        defined = set()
+        while True:
+            self.skip_space(newlines=True)
+            if self.pos >= len(self.text):
+                return root
+            if self.peek(2) == "[[":
+                self.fail("arrays of tables are not supported")
+            if self.peek() == "[":
+                self.pos += 1
+                path = self.key_path("]")
+                self.pos += 1
+                if tuple(path) in defined:
+                    self.fail("table [%s] is defined twice" % ".".join(path))
+                defined.add(tuple(path))
+                table = self.descend(root, path)
+                self.end_of_line()
+                continue
+            path = self.key_path("=")
+            self.pos += 1
+            self.skip_space()
+            value = self.value()
+            target = self.descend(table, path[:-1])
+            if path[-1] in target:
+                self.fail("key %s is defined twice" % ".".join(path))
+            target[path[-1]] = value
+            self.end_of_line()
+
+    def descend(self, table, path):
+        for key in path:
+            table = table.setdefault(key, {})
+            if not isinstance(table, dict):
+                self.fail("%s is a value and a table" % key)
+        return table
+
+    def key_path(self, closing):
+        path = []
+        while True:
+            self.skip_space()
+            path.append(self.simple_key())
+            self.skip_space()
+            if self.peek() == ".":
+                self.pos += 1
+                continue
+            if self.peek() != closing:
+                self.fail("expected %r after the key %s" % (closing, path[-1]))
+            return path
+
+    def simple_key(self):
+        if self.peek() in ('"', "'"):
+            return self.string()
+        match = self._BARE.match(self.text, self.pos)
+        if not match:
+            self.fail("expected a key")
+        self.pos = match.end()
+        return match.group(0)
+
+    def string(self):
+        quote = self.peek()
+        if self.peek(3) == quote * 3:
+            self.fail("multi-line strings are not supported")
+        self.pos += 1
+        out = []
+        while True:
+            if self.pos >= len(self.text) or self.peek() in "\r\n":
+                self.fail("unterminated string")
+            char = self.text[self.pos]
+            self.pos += 1
+            if char == quote:
+                return "".join(out)
+            if char == "\\" and quote == '"':
+                code = self.peek()
+                self.pos += 1
+                if code in self._ESCAPES:
+                    out.append(self._ESCAPES[code])
+                elif code in ("u", "U"):
+                    size = 4 if code == "u" else 8
+                    digits = self.text[self.pos:self.pos + size]
+                    if not re.match(r"^[0-9A-Fa-f]{%d}\Z" % size, digits):
+                        self.fail("bad \\%s escape" % code)
+                    out.append(chr(int(digits, 16)))
+                    self.pos += size
+                else:
+                    self.fail("bad escape \\%s" % code)
+            elif ord(char) < 0x20 and char != "\t":
+                self.fail("control character in a string")
+            else:
+                out.append(char)
+
+    def value(self):
+        char = self.peek()
+        if char in ('"', "'"):
+            return self.string()
+        if char == "[":
+            return self.array()
+        if char == "{":
+            return self.inline_table()
+        for word, value in (("true", True), ("false", False)):
+            if self.text.startswith(word, self.pos):
+                self.pos += len(word)
+                return value
+        match = self._NUMBER.match(self.text, self.pos)
+        if match:
+            self.pos = match.end()
+            number = match.group(0).replace("_", "")
+            return (float(number) if match.group(1) or match.group(2)
+                    else int(number))
+        self.fail("unsupported value starting %r" % self.text[self.pos:self.pos + 12])
+
+    def array(self):
+        self.pos += 1
+        items = []
+        while True:
+            self.skip_space(newlines=True)
+            if self.peek() == "]":
+                self.pos += 1
+                return items
+            items.append(self.value())
+            self.skip_space(newlines=True)
+            if self.peek() == ",":
+                self.pos += 1
+            elif self.peek() != "]":
+                self.fail("expected , or ] in an array")
+
+    def inline_table(self):
+        self.pos += 1
+        table = {}
+        self.skip_space()
+        if self.peek() == "}":
+            self.pos += 1
+            return table
+        while True:
+            path = self.key_path("=")
+            self.pos += 1
+            self.skip_space()
+            target = self.descend(table, path[:-1])
+            target[path[-1]] = self.value()
+            self.skip_space()
+            if self.peek() == "}":
+                self.pos += 1
+                return table
+            if self.peek() != ",":
+                self.fail("expected , or } in an inline table")
+            self.pos += 1
 
 
-def _archive_json(label, name, data):
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise UserError("%s: %s is not valid JSON: the archive is damaged"
-                        % (label, name))
+def toml_loads(text):
+    return TomlReader(text).parse()
 
 
-def _archive_blob_json(label, cache, hex_digest, what):
-    if os.path.getsize(cache.path(hex_digest)) > MAX_IMAGE_JSON_BYTES:
-        raise UserError("%s: the %s is too large: the archive is damaged"
-                        % (label, what))
-    value = _archive_json(label, what, cache.read(hex_digest))
-    if not isinstance(value, dict):
-        raise UserError("%s: the %s is not a JSON object: the archive is "
-                        "damaged" % (label, what))
+def _toml_key(key):
+    if re.match(r"^[A-Za-z0-9_-]+\Z", key):
+        return key
+    return _toml_string(key)
+
+
+def _toml_string(text):
+    out = ['"']
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\t":
+            out.append("\\t")
+        elif ord(char) < 0x20 or ord(char) == 0x7f:
+            out.append("\\u%04x" % ord(char))
+        else:
+            out.append(char)
+    return "".join(out) + '"'
+
+
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join("%s = %s" % (_toml_key(k), _toml_value(v))
+                               for k, v in value.items()) + "}"
+    raise TypeError("no TOML form for %r" % (value,))
+
+
+def toml_dumps(data):
+    """TOML text of nested dicts: the scalars of each table under its
+    [header], then its sub-tables; keys and strings quoted as needed."""
+    lines = []
+
+    def emit(table, path):
+        scalars = [(k, v) for k, v in table.items() if not isinstance(v, dict)]
+        tables = [(k, v) for k, v in table.items() if isinstance(v, dict)]
+        if path and (scalars or not tables):
+            lines.append("")
+            lines.append("[%s]" % ".".join(_toml_key(k) for k in path))
+        for key, value in scalars:
+            lines.append("%s = %s" % (_toml_key(key), _toml_value(value)))
+        for key, value in tables:
+            emit(value, path + [key])
+    emit(data, [])
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def split_documents(text):
+    """The documents of a multi-document YAML or JSON file, as text; empty
+    ones (only blanks and comments) dropped."""
+    docs, current = [], []
+    for line in text.splitlines():
+        if re.fullmatch(r"(?:---|\.\.\.)\s*(?:#.*)?", line):
+            docs.append(current)
+            current = []
+        else:
+            current.append(line)
+    docs.append(current)
+    return ["\n".join(lines) + "\n" for lines in docs
+            if any(line.strip() and not line.lstrip().startswith("#")
+                   for line in lines)]
+
+
+class YamlSubsetError(ValueError):
+    """A document outside the YAML subset kubeadm configs use."""
+
+
+def parse_yaml_document(text):
+    """One document of the YAML subset kubeadm configs are written in, with
+    the standard library: JSON; block mappings and sequences; plain,
+    single- and double-quoted scalars; flow [..] and {..} collections.
+    Anchors, aliases, tags and block scalars (| >) are refused."""
+    stripped = text.strip()
+    if stripped.startswith(("{", "[")):
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            pass        # flow YAML such as {a: b}: parsed below
+    lines = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        content = _strip_comment(raw).rstrip()
+        if not content.strip():
+            continue
+        body = content.lstrip(" ")
+        if body.startswith("\t") or "\t" in content[:len(content) - len(body)]:
+            raise YamlSubsetError("line %d is indented with a tab" % number)
+        lines.append((len(content) - len(body), body, number))
+    if not lines:
+        return None
+    value, end = _yaml_block(lines, 0, lines[0][0], 0)
+    if end != len(lines):
+        raise YamlSubsetError("line %d is not where its indentation puts it"
+                              % lines[end][2])
     return value
 
 
-def check_image_platform(label, config, arch):
-    """The image's config says linux/ARCH, the bundle's architecture."""
-    found = (config.get("os"), config.get("architecture"))
-    if found != ("linux", arch):
-        raise UserError("%s is for %s/%s, not linux/%s: build or pick the "
-                        "image for the bundle's --arch" % (
-                            label, found[0], found[1], arch))
+def _strip_comment(line):
+    quote = None
+    for index, char in enumerate(line):
+        if quote:
+            if char == quote:
+                quote = None
+        elif char in "'\"" and (index == 0 or line[index - 1] in " :-[{,"):
+            quote = char
+        elif char == "#" and (index == 0 or line[index - 1] in " \t"):
+            return line[:index]
+    return line
 
 
-def docker_archive_images(label, documents, stored, cache, arch):
-    """[(names, record)] of a docker-archive: each image's config and its
-    uncompressed layers, whose sha256 must be the config's diff_ids, under
-    a schema2 manifest written here (Docker's rootfs.diff.tar media type)."""
-    entries = _archive_json(label, "manifest.json", documents["manifest.json"])
-    if not isinstance(entries, list) or not entries:
-        raise UserError("%s: manifest.json lists no images" % label)
-    found = []
-    for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("Layers"), list):
-            raise UserError("%s: manifest.json is not a docker-archive "
-                            "manifest" % label)
-        wanted = [entry.get("Config")] + entry["Layers"]
-        missing = [name for name in wanted if name not in stored]
-        if missing:
-            raise UserError("%s: %s is named in manifest.json but not in the "
-                            "archive" % (label, missing[0]))
-        config_hex, config_size = stored[entry["Config"]]
-        config = _archive_blob_json(label, cache, config_hex, "image config")
-        check_image_platform(label, config, arch)
-        diff_ids = (config.get("rootfs") or {}).get("diff_ids")
-        layers = [stored[name] for name in entry["Layers"]]
-        if diff_ids != ["sha256:" + hexd for hexd, _ in layers]:
-            raise UserError("%s: the layers are not the ones the image config "
-                            "lists (rootfs.diff_ids): the archive is damaged"
-                            % label)
-        manifest = {
-            "schemaVersion": 2, "mediaType": MT_DOCKER_MANIFEST,
-            "config": {"mediaType": MT_DOCKER_CONFIG, "size": config_size,
-                       "digest": "sha256:" + config_hex},
-            "layers": [{"mediaType": MT_DOCKER_LAYER_TAR, "size": size,
-                        "digest": "sha256:" + hexd} for hexd, size in layers]}
-        body = json.dumps(manifest, indent=3).encode("utf-8")
-        record = {"manifest_digest": "sha256:" + cache.put_bytes(body),
-                  "manifest_media_type": MT_DOCKER_MANIFEST,
-                  "config_digest": manifest["config"]["digest"],
-                  "layers": [layer["digest"] for layer in manifest["layers"]],
-                  "origin": "docker-archive"}
-        found.append((entry.get("RepoTags") or [], record))
-    return found
+def _yaml_block(lines, index, indent, depth):
+    if depth > MAX_YAML_DEPTH:
+        raise YamlSubsetError("nested more than %d deep" % MAX_YAML_DEPTH)
+    if lines[index][1] == "-" or lines[index][1].startswith("- "):
+        return _yaml_sequence(lines, index, indent, depth)
+    return _yaml_mapping(lines, index, indent, depth)
 
 
-def oci_archive_images(label, documents, stored, cache, arch):
-    """[(names, record)] of an OCI archive: its blobs are checked against
-    their names, its manifests kept as they are (a multi-platform index
-    gives the bundle's architecture)."""
-    blobs = {}
-    for name, (hexd, _) in stored.items():
-        if name.startswith("blobs/sha256/"):
-            if name[len("blobs/sha256/"):] != hexd:
-                raise UserError("%s: blob %s does not match its digest: the "
-                                "archive is damaged" % (label, name))
-            blobs["sha256:" + hexd] = hexd
-    index = _archive_json(label, "index.json", documents["index.json"])
-    descriptors = index.get("manifests") if isinstance(index, dict) else None
-    if not isinstance(descriptors, list) or not descriptors:
-        raise UserError("%s: index.json lists no images" % label)
-    picker = ImageFetcher(None, cache, arch)
-    found = []
-    for descriptor in descriptors:
-        if not isinstance(descriptor, dict):
-            raise UserError("%s: index.json is not an OCI index" % label)
-        annotations = descriptor.get("annotations") or {}
-        names = [annotations.get("io.containerd.image.name") or
-                 annotations.get("org.opencontainers.image.ref.name") or ""]
-        digest, media_type = descriptor.get("digest"), descriptor.get("mediaType")
-        for _ in range(2):
-            if digest not in blobs:
-                raise UserError("%s: manifest %s is not in the archive"
-                                % (label, digest))
-            if media_type not in INDEX_TYPES:
-                break
-            child = _archive_blob_json(label, cache, blobs[digest], "image index")
-            digest = picker._pick_platform({"source": label}, child)
-            media_type = [entry.get("mediaType") for entry in child["manifests"]
-                          if entry.get("digest") == digest][0]
-        manifest = _archive_blob_json(label, cache, blobs[digest], "manifest")
-        layers = manifest.get("layers")
-        config = manifest.get("config")
-        if (not isinstance(config, dict) or not isinstance(layers, list)
-                or not all(isinstance(layer, dict) for layer in layers)):
-            raise UserError("%s: %s is not an image manifest" % (label, digest))
-        for needed in [config.get("digest")] + [layer.get("digest")
-                                                for layer in layers]:
-            if needed not in blobs:
-                raise UserError("%s: blob %s is not in the archive"
-                                % (label, needed))
-        check_image_platform(label, _archive_blob_json(
-            label, cache, blobs[config["digest"]], "image config"), arch)
-        found.append((names, {
-            "manifest_digest": digest,
-            "manifest_media_type": manifest.get("mediaType") or MT_OCI_MANIFEST,
-            "config_digest": config["digest"],
-            "layers": [layer["digest"] for layer in layers],
-            "origin": "oci-archive"}))
-    return found
+def _yaml_nested(lines, index, indent, depth, number, allow_sequence):
+    """The block value under a line ending in ':' or '-', or None."""
+    if index < len(lines) and (lines[index][0] > indent or (
+            allow_sequence and lines[index][0] == indent and
+            (lines[index][1] == "-" or lines[index][1].startswith("- ")))):
+        return _yaml_block(lines, index, lines[index][0], depth + 1)
+    return None, index
 
 
-def archive_images(stream, label, cache, arch):
-    """[(names, record)] of every image in a docker-archive or OCI-archive
-    tar read from stream."""
-    documents, stored = store_archive_stream(stream, label, cache)
-    if "manifest.json" in documents:
-        return docker_archive_images(label, documents, stored, cache, arch)
-    if "index.json" in documents:
-        return oci_archive_images(label, documents, stored, cache, arch)
-    raise UserError("%s has neither manifest.json nor index.json: give a "
-                    "docker-archive (docker save) or an OCI archive" % label)
+def _yaml_mapping(lines, index, indent, depth):
+    result = {}
+    while index < len(lines) and lines[index][0] == indent:
+        _, body, number = lines[index]
+        key, value = _yaml_key_value(body, number)
+        if key in result:
+            raise YamlSubsetError("line %d repeats the key %s" % (number, key))
+        index += 1
+        if value is None:
+            result[key], index = _yaml_nested(lines, index, indent, depth,
+                                              number, True)
+        else:
+            result[key] = _yaml_scalar(value, number, depth)
+    if index < len(lines) and lines[index][0] > indent:
+        raise YamlSubsetError("line %d is indented more than its mapping"
+                              % lines[index][2])
+    return result, index
 
 
-def archive_image_name(label, names):
-    """The one reference an archived image is bundled under; an OCI ref.name
-    that is only a tag is no name."""
-    usable = [name for name in names if name and ("/" in name or ":" in name)]
-    if not usable:
-        raise UserError("%s holds an image without a name: save it by name "
-                        "(docker save NAME:TAG, or skopeo copy ... "
-                        "oci-archive:FILE:NAME:TAG)" % label)
-    return parse_image_ref(usable[0])
+def _yaml_sequence(lines, index, indent, depth):
+    result = []
+    while (index < len(lines) and lines[index][0] == indent and
+            (lines[index][1] == "-" or lines[index][1].startswith("- "))):
+        _, body, number = lines[index]
+        rest = body[1:].lstrip(" ")
+        index += 1
+        if not rest:
+            item, index = _yaml_nested(lines, index, indent, depth, number,
+                                       False)
+        elif _yaml_is_key(rest):
+            # "- key: value" opens a mapping whose keys line up with "key".
+            inner = indent + len(body) - len(rest)
+            lines[index - 1] = (inner, rest, number)
+            item, index = _yaml_mapping(lines, index - 1, inner, depth + 1)
+        else:
+            item = _yaml_scalar(rest, number, depth)
+        result.append(item)
+    return result, index
 
 
-def add_local_images(images, cache, arch, archive_paths, progress):
-    """The plan with its docker-daemon: images exported and the images of
-    the --extra-image-archive files added: done before any download, so a
-    missing daemon, image or archive fails at once."""
-    export_docker_daemon_images(images, cache, arch, progress)
-    seen = set(image["ref"] for image in images)
-    for image in import_archive_files(archive_paths, cache, arch):
-        if image["ref"] in seen:
-            raise UserError("image %s is bundled twice (--extra-image-archive "
-                            "and another source): give it once" % image["ref"])
-        seen.add(image["ref"])
-        images.append(image)
-    return images
+def _yaml_is_key(body):
+    return (not body.startswith(("'", '"', "[", "{")) and
+            re.match(r"[^\s:][^:]*:(?:\s|$)", body) is not None or
+            re.match(r"(\"[^\"]*\"|'[^']*'):(?:\s|$)", body) is not None)
 
 
-def import_archive_files(paths, cache, arch):
-    """Plan entries, filled in, of every image in the --extra-image-archive
-    files (one entry per image, under its first name)."""
-    images = []
-    for path in paths:
-        label = "--extra-image-archive %s" % path
+def _yaml_key_value(body, number):
+    match = re.match(r"(\"[^\"]*\"|'[^']*'|[^\s:'\"\[{#&*!|>-][^:]*?|"
+                     r"-[^\s:][^:]*?)\s*:(?:\s+(.*))?$", body)
+    if not match:
+        raise YamlSubsetError("line %d is not 'key: value'" % number)
+    key = match.group(1)
+    if key[0] in "'\"":
+        key = _yaml_scalar(key, number, 0)
+    return key, match.group(2)
+
+
+def _yaml_scalar(text, number, depth):
+    text = text.strip()
+    if text[:1] in ("&", "*", "!", "|", ">", "%", "@", "`"):
+        raise YamlSubsetError("line %d uses %s (anchors, aliases, tags and "
+                              "block scalars are not supported)"
+                              % (number, text[:1]))
+    if text[:1] in ("[", "{"):
+        value, rest = _yaml_flow(text, number, depth)
+        if rest.strip():
+            raise YamlSubsetError("line %d has text after a closing bracket"
+                                  % number)
+        return value
+    if text[:1] == '"':
         try:
-            handle = open(path, "rb")
+            value, end = json.JSONDecoder().raw_decode(text)
+        except ValueError:
+            raise YamlSubsetError("line %d has a bad double-quoted string"
+                                  % number)
+        if text[end:].strip():
+            raise YamlSubsetError("line %d has text after a string" % number)
+        return value
+    if text[:1] == "'":
+        if (len(text) < 2 or not text.endswith("'") or
+                "'" in text[1:-1].replace("''", "")):
+            raise YamlSubsetError("line %d has a bad single-quoted string"
+                                  % number)
+        return text[1:-1].replace("''", "'")
+    if text in ("null", "Null", "NULL", "~", ""):
+        return None
+    if text in ("true", "True", "TRUE"):
+        return True
+    if text in ("false", "False", "FALSE"):
+        return False
+    if re.fullmatch(r"[-+]?[0-9]+", text):
+        return int(text)
+    if re.fullmatch(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?",
+                    text):
+        return float(text)
+    return text
+
+
+def _yaml_flow(text, number, depth):
+    """A flow collection at the start of text: (value, rest of text)."""
+    if depth > MAX_YAML_DEPTH:
+        raise YamlSubsetError("nested more than %d deep" % MAX_YAML_DEPTH)
+    opening = text[0]
+    closing = "]" if opening == "[" else "}"
+    items = [] if opening == "[" else {}
+    rest = text[1:].lstrip()
+    while True:
+        if rest.startswith(closing):
+            return items, rest[1:]
+        if opening == "{":
+            match = re.match(r"(\"[^\"]*\"|'[^']*'|[^\s:,\[\]{}]+)\s*:\s*",
+                             rest)
+            if not match:
+                raise YamlSubsetError("line %d has a bad flow mapping" % number)
+            key = _yaml_scalar(match.group(1), number, depth)
+            rest = rest[match.end():]
+        if rest[:1] in ("[", "{"):
+            value, rest = _yaml_flow(rest, number, depth + 1)
+        else:
+            match = re.match(r"(\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'|"
+                             r"[^,\[\]{}]*)", rest)
+            value = _yaml_scalar(match.group(1), number, depth)
+            rest = rest[match.end():]
+        if opening == "[":
+            items.append(value)
+        else:
+            items[key] = value
+        rest = rest.lstrip()
+        if rest.startswith(","):
+            rest = rest[1:].lstrip()
+        elif not rest.startswith(closing):
+            raise YamlSubsetError("line %d has an unclosed %s" % (number,
+                                                                  opening))
+
+
+# ===========================================================================
+# Kernel: Host and Runner
+# ===========================================================================
+
+STATE_FILE = STATE_DIR + "/state.json"
+
+# ioctls asking the kernel for an interface's IPv4 address and netmask.
+SIOCGIFADDR = 0x8915
+SIOCGIFNETMASK = 0x891b
+
+TOOL_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
+             "/sbin", "/bin")
+
+DEFAULT_POD_CIDR = "10.244.0.0/16"
+DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
+
+SMALLEST_POD_PREFIX = 24      # each node gets a /24 of the pod network
+
+
+def current_euid():
+    """The effective uid; tests replace this to act as another user."""
+    return os.geteuid()
+
+
+def now():
+    """The clock every wait loop reads; tests replace it."""
+    return time.time()
+
+
+def sleep(seconds):
+    """The pause every wait loop takes; tests replace it."""
+    time.sleep(seconds)
+
+
+class CommandResult(object):
+    def __init__(self, argv, returncode, stdout="", stderr=""):
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+    @property
+    def ok(self):
+        return self.returncode == 0
+
+    def output(self):
+        return (self.stdout or "") + (self.stderr or "")
+
+
+class Runner(object):
+    """Every command the install phases run goes through here.
+
+    A command is either a read (``change=False``: it looks at the host and
+    runs even under --dry-run) or a change (printed, not run, under
+    --dry-run).  Tests replace ``_execute`` and ``_execute_piped`` with a
+    recorder that returns canned results.
+    """
+
+    def __init__(self, dry_run=False):
+        self.dry_run = dry_run
+
+    def run(self, argv, change=True, check=True, timeout=300, tee=None,
+            input_text=None, what=None):
+        """Run argv; a failing command with check=True raises UserError.
+
+        tee: a host path; the output is shown on the screen as it comes and
+        also written there.
+        """
+        argv = [str(part) for part in argv]
+        if change and self.dry_run:
+            log.info("  would run: %s", " ".join(argv))
+            return CommandResult(argv, 0)
+        log.debug("run: %s", " ".join(argv))
+        if tee:
+            with open_tee(tee) as stream:
+                result = self._execute(argv, timeout=timeout, tee=stream,
+                                       input_text=input_text)
+        else:
+            result = self._execute(argv, timeout=timeout,
+                                   input_text=input_text)
+        if result.stdout:
+            log.debug("stdout: %s", result.stdout.rstrip()[-4000:])
+        if result.stderr:
+            log.debug("stderr: %s", result.stderr.rstrip()[-4000:])
+        if check and not result.ok:
+            raise UserError("%s failed (exit %d): %s" % (
+                what or " ".join(argv[:3]), result.returncode,
+                last_line(result.output()) or "no output"))
+        return result
+
+    def run_piped(self, argv, producer, timeout=3600, what=None):
+        """Run argv with producer(stream) writing its standard input."""
+        argv = [str(part) for part in argv]
+        if self.dry_run:
+            log.info("  would run: %s  (input streamed from the bundle)",
+                     " ".join(argv))
+            return CommandResult(argv, 0)
+        log.debug("run: %s < stream", " ".join(argv))
+        result = self._execute_piped(argv, producer, timeout=timeout)
+        if not result.ok:
+            raise UserError("%s failed (exit %d): %s" % (
+                what or " ".join(argv[:3]), result.returncode,
+                last_line(result.output()) or "no output"))
+        return result
+
+    # -- the real thing ----------------------------------------------------
+    def _execute(self, argv, timeout=300, tee=None, input_text=None):
+        try:
+            if tee:
+                return self._execute_tee(argv, timeout, tee)
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE if input_text is not None
+                else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, universal_newlines=True,
+                encoding="utf-8", errors="replace")
         except OSError as exc:
-            raise UserError("cannot read %s: %s" % (label, exc.strerror))
-        with handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise UserError("%s is not a regular file: give the archive"
-                                % label)
-            for names, record in archive_images(handle, label, cache, arch):
-                ref = archive_image_name(label, names)
-                entry = local_image_entry(record["origin"], ref)
-                entry.update(record)
-                images.append(entry)
-    return images
-
-
-def docker_daemon_client():
-    """A docker SDK client whose daemon answers (imported here only: the
-    rest of the tool never needs the SDK)."""
-    try:
-        import docker
-    except ImportError:
-        raise UserError("docker-daemon: images need the docker SDK: "
-                        "pip install docker")
-    try:
-        client = docker.from_env(timeout=HTTP_TIMEOUT)
-        client.ping()
-    except Exception as exc:   # the SDK wraps requests', socket's and its own
-        raise UserError("cannot reach the Docker daemon (%s): start Docker or "
-                        "set DOCKER_HOST, or leave out the docker-daemon: "
-                        "images" % _short_reason(exc))
-    return client
-
-
-def export_docker_daemon_images(images, cache, arch, progress):
-    """Fill in every docker-daemon: image from the local daemon's export,
-    streamed through the same archive reader into the cache."""
-    local = [image for image in images if image.get("origin") == "docker-daemon"]
-    if not local:
-        return
-    client = docker_daemon_client()
-    import docker
-    import requests
-    broken = (docker.errors.DockerException, requests.exceptions.RequestException)
-    for image in local:
-        label = "docker-daemon:%s" % image["ref"]
+            return CommandResult(argv, 127, "", "%s: %s" % (argv[0],
+                                                            exc.strerror))
         try:
-            size = client.api.inspect_image(image["ref"]).get("Size") or 0
-            chunks = client.api.get_image(image["ref"], chunk_size=CHUNK)
-        except docker.errors.ImageNotFound:
-            raise UserError("image %s is not in the local Docker daemon: "
-                            "build or pull it first (docker images lists "
-                            "what is there)" % image["ref"])
-        except broken as exc:
-            raise UserError("the Docker daemon cannot export %s: %s"
-                            % (image["ref"], _short_reason(exc)))
-        bar = Progress(size, "export %s" % image["ref"], enabled=progress)
+            out, err = proc.communicate(input=input_text, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            return CommandResult(argv, 124, out, (err or "") +
+                                 "\ntimed out after %d s" % timeout)
+        return CommandResult(argv, proc.returncode, out, err)
+
+    def _execute_tee(self, argv, timeout, log_handle):
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT,
+                                universal_newlines=True,
+                                encoding="utf-8", errors="replace")
+        lines = []
+
+        def pump():
+            for line in proc.stdout:
+                lines.append(line)
+                echo(line)
+                with contextlib.suppress(OSError):
+                    log_handle.write(line)
+                    log_handle.flush()
+        reader = threading.Thread(target=pump)
+        reader.daemon = True
+        reader.start()
         try:
-            found = archive_images(ChunkReader(chunks, bar), label, cache, arch)
-        except broken as exc:
-            raise UserError("the Docker daemon failed exporting %s: %s"
-                            % (image["ref"], _short_reason(exc)))
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            lines.append("timed out after %d s\n" % timeout)
+        reader.join(10)
+        return CommandResult(argv, proc.returncode, "".join(lines), "")
+
+    def _execute_piped(self, argv, producer, timeout=3600):
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+        except OSError as exc:
+            return CommandResult(argv, 127, "", "%s: %s" % (argv[0],
+                                                            exc.strerror))
+        chunks = {"out": [], "err": []}
+
+        def drain(stream, key):
+            for block in iter(lambda: stream.read(65536), b""):
+                chunks[key].append(block)
+        threads = [threading.Thread(target=drain, args=(proc.stdout, "out")),
+                   threading.Thread(target=drain, args=(proc.stderr, "err"))]
+        for thread in threads:
+            thread.daemon = True
+            thread.start()
+        broken = None
+        try:
+            producer(proc.stdin)
+        except (IOError, OSError) as exc:
+            if exc.errno != errno.EPIPE:
+                self._abort(proc)
+                raise
+            broken = exc
+        except BaseException:
+            # The stream stops before its last member is whole: kill the
+            # reader so the runtime's import fails and keeps nothing.
+            self._abort(proc)
+            raise
         finally:
-            bar.close()
-        if len(found) != 1:
-            raise UserError("%s: the daemon exported %d images, expected one"
-                            % (label, len(found)))
-        record = found[0][1]
-        record["origin"] = "docker-daemon"
-        image.update(record)
-
-
-# -- OS packages (bundle --os) ----------------------------------------------
-#
-# The packages kubeadm and the kubelet need on a bare host, straight from the
-# distribution's archive: apt's InRelease (or Release and Release.gpg), its
-# signature checked with gpgv where a keyring is at hand, then Packages,
-# checked against the Release's sha256, then each .deb against the Packages'
-# sha256; yum/dnf's repomd.xml (signature: repomd.xml.asc), primary.xml
-# against repomd's sha256, then each .rpm against primary's.
-
-
-
-def check_os_ids(ids, arch):
-    """The --os IDs in the order given, once each; a UserError for an
-    unknown one or an architecture no distribution is bundled for."""
-    chosen = []
-    for os_id in ids:
-        if os_id not in DISTROS:
-            raise UserError("unknown --os %s: give one of %s" % (
-                os_id, ", ".join(sorted(DISTROS))))
-        if os_id not in chosen:
-            chosen.append(os_id)
-    if chosen and "rpm" not in ARCHES[arch]:
-        raise UserError("--os needs --arch amd64 or arm64 (the distributions' "
-                        "archives are bundled for those only), not %s" % arch)
-    return chosen
-
-
-def parse_deb822(text):
-    """The stanzas of a Debian control file (Release, Packages) as dicts;
-    a continuation line is joined to its field with a newline."""
-    stanzas, current, field = [], {}, None
-    for line in text.splitlines():
-        if not line.strip():
-            if current:
-                stanzas.append(current)
-            current, field = {}, None
-        elif line[0] in " \t":
-            if field is not None:
-                current[field] += "\n" + line.strip()
-        elif ":" in line:
-            field, _, value = line.partition(":")
-            current[field] = value.strip()
-    if current:
-        stanzas.append(current)
-    return stanzas
-
-
-def clearsigned_text(data):
-    """The text an InRelease file signs, its armor and dash-escapes taken
-    off (used only when no keyring checks it: gpgv gives it otherwise)."""
-    lines = data.decode("utf-8", "replace").splitlines()
-    if not lines or lines[0].strip() != "-----BEGIN PGP SIGNED MESSAGE-----":
-        return data.decode("utf-8", "replace")
-    start = lines.index("") + 1 if "" in lines else len(lines)
-    body = []
-    for line in lines[start:]:
-        if line.strip() == "-----BEGIN PGP SIGNATURE-----":
-            break
-        body.append(line[2:] if line.startswith("- ") else line)
-    return "\n".join(body) + "\n"
-
-
-def gpgv_verified(keyring, signed, signature=None):
-    """What gpgv vouches for with keyring: the text of a clearsigned file
-    (signature None) or the signed file itself (a detached signature);
-    a UserError when the signature does not verify."""
-    gpgv = shutil.which("gpgv")
-    if not gpgv:
-        raise UserError("gpgv is not installed, so the keyring %s cannot "
-                        "check the archive's signature: install gpgv"
-                        % keyring)
-    folder = tempfile.mkdtemp(prefix="k8s-offline-gpgv-")
-    try:
-        signed_path = os.path.join(folder, "signed")
-        write_file_atomic(signed_path, signed)
-        argv = [gpgv, "--quiet", "--keyring", os.path.abspath(keyring)]
-        if signature is None:
-            argv += ["--output", os.path.join(folder, "text"), signed_path]
-        else:
-            write_file_atomic(os.path.join(folder, "sig"), signature)
-            argv += [os.path.join(folder, "sig"), signed_path]
-        result = subprocess.run(argv, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                universal_newlines=True, timeout=120)
-        if result.returncode != 0:
-            return None
-        if signature is None:
-            with open(os.path.join(folder, "text"), "rb") as handle:
-                return handle.read()
-        return signed
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def archive_keyring(os_id, given):
-    """The keyring checking os_id's archive: --os-keyring, else the
-    distribution's own where installed; None when there is none."""
-    if given:
-        if not os.path.isfile(given):
-            raise UserError("--os-keyring %s is not a file: give a keyring "
-                            "gpgv reads (gpg --export output)" % given)
-        return given
-    default = DISTROS[os_id].get("keyring")
-    if default and os.path.isfile(default) and shutil.which("gpgv"):
-        return default
-    return None
-
-
-class ArchiveIndex(object):
-    """The packages one distribution's archive offers for one architecture,
-    as the resolver sees them: name, version, what each provides and
-    requires, and where and with which sha256 its file is."""
-
-    def __init__(self, os_id, arch):
-        self.os_id = os_id
-        self.arch = arch
-        self.packages = {}          # name -> package
-        self.providers = {}         # capability -> [package names]
-        self.signatures = []        # a line per repository
-
-    def add(self, package, newer):
-        """Keep one package per name: the newer by newer(a, b)."""
-        old = self.packages.get(package["name"])
-        if old is not None and not newer(package, old):
-            return
-        self.packages[package["name"]] = package
-
-    def index_providers(self):
-        self.providers = {}
-        for name in sorted(self.packages):
-            package = self.packages[name]
-            for capability in [name] + package["provides"]:
-                self.providers.setdefault(capability, []).append(name)
-
-    def provider(self, capability, prefer=()):
-        """The package to satisfy capability: itself, one already chosen,
-        else the first provider by name; None when the archive lacks it."""
-        names = self.providers.get(capability, [])
-        if capability in names:
-            return capability
-        for name in names:
-            if name in prefer:
-                return name
-        return names[0] if names else None
-
-
-def apt_release(client, os_id, arch, file_mirrors, keyring, insecure):
-    """(Release fields, base URL, signature line) of os_id's suite."""
-    distro = DISTROS[os_id]
-    base = distro["base"][arch]
-    dists = "%s/dists/%s/" % (base, distro["suite"])
-
-    def get(name):
-        url = apply_file_mirror(dists + name, file_mirrors)
-        return client.get_small(url, _url_host(url) in insecure,
-                                MAX_RELEASE_BYTES)
-    inrelease = get("InRelease")
-    if inrelease is not None:
-        signed, signature = inrelease, None
-    else:
-        signed = get("Release")
-        if signed is None:
-            raise UserError("%sInRelease and Release are not there: check "
-                            "--file-mirror (the suite %s)" % (
-                                apply_file_mirror(dists, file_mirrors),
-                                distro["suite"]))
-        signature = get("Release.gpg")
-    if keyring:
-        if inrelease is None and signature is None:
-            raise UserError("%s has no InRelease and no Release.gpg, so the "
-                            "keyring %s cannot check it: use a signed archive"
-                            % (apply_file_mirror(dists, file_mirrors), keyring))
-        text = gpgv_verified(keyring, signed, signature)
-        if text is None:
-            raise UserError("the signature of %s%s does not verify with %s: "
-                            "refusing the archive (give its key with "
-                            "--os-keyring)" % (apply_file_mirror(
-                                dists, file_mirrors),
-                                "InRelease" if signature is None else "Release",
-                                keyring))
-        line = "%s: signature checked with %s" % (base, keyring)
-    else:
-        text = signed
-        line = ("%s: signature NOT checked (no keyring: give --os-keyring)"
-                % base)
-    fields = parse_deb822(clearsigned_text(text))
-    if not fields:
-        raise UserError("%sRelease is empty or not a Release file" % dists)
-    release = fields[0]
-    check_valid_until(release, dists)
-    if distro["suite"] not in (release.get("Codename"), release.get("Suite")):
-        raise UserError("%sRelease is for %s, not %s: check --file-mirror" % (
-            dists, release.get("Codename") or release.get("Suite") or "?",
-            distro["suite"]))
-    return release, base, line
-
-
-def check_valid_until(release, where):
-    """Refuse a Release past its Valid-Until, as apt does: a mirror could
-    replay an old signed index to keep fixed packages away."""
-    text = release.get("Valid-Until")
-    if not text:
-        return
-    from email.utils import parsedate_to_datetime
-    try:
-        until = parsedate_to_datetime(text).timestamp()
-    except (TypeError, ValueError):
-        raise UserError("%sRelease has an unreadable Valid-Until %r: the "
-                        "archive is damaged" % (where, text))
-    if until < time.time():
-        raise UserError("%sRelease expired on %s (Valid-Until): the mirror "
-                        "serves a stale index; use a current mirror"
-                        % (where, text))
-
-
-def _release_sha256(release):
-    """{path: (sha256, size)} from a Release file's SHA256 field."""
-    sums = {}
-    for line in release.get("SHA256", "").splitlines():
-        fields = line.split()
-        if (len(fields) == 3 and full_match(SHA256_HEX_RE, fields[0]) and
-                fields[1].isdigit()):
-            sums[fields[2]] = (fields[0], int(fields[1]))
-    return sums
-
-
-def _decompress(data, name):
-    """The bytes of a metadata file by its compression suffix."""
-    try:
-        if name.endswith(".xz"):
-            import lzma
-            return lzma.decompress(data)
-        if name.endswith(".gz"):
-            return gzip.decompress(data)
-        if name.endswith(".bz2"):
-            import bz2
-            return bz2.decompress(data)
-    except (OSError, EOFError, ValueError) as exc:
-        raise UserError("%s does not decompress (%s): the archive is damaged"
-                        % (name, exc))
-    if name.endswith((".zst", ".zck")):
-        raise UserError("%s is compressed with %s, which bundle cannot read"
-                        % (name, name.rsplit(".", 1)[1]))
-    return data
-
-
-def fetch_metadata(client, cache, url, sha256_hex, insecure):
-    """A metadata file the signed index lists, from the cache or the
-    network, checked against that sha256."""
-    if not cache.has(sha256_hex):
-        client.fetch_url(url, sha256_hex, cache.path(sha256_hex),
-                         insecure=insecure)
-        cache.fresh.add(sha256_hex)
-    return _decompress(cache.read(sha256_hex), url)
-
-
-def apt_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
-    """The ArchiveIndex of a Debian or Ubuntu suite."""
-    distro = DISTROS[os_id]
-    release, base, line = apt_release(client, os_id, arch, file_mirrors,
-                                      keyring, insecure)
-    sums = _release_sha256(release)
-    index = ArchiveIndex(os_id, arch)
-    index.signatures.append(line)
-    index.minimal = set()
-    for component in distro["components"]:
-        stem = "%s/binary-%s/Packages" % (component, arch)
-        names = [stem + suffix for suffix in (".xz", ".gz", "")
-                 if stem + suffix in sums]
-        if not names:
-            raise UserError("the Release of %s lists no %s: the archive does "
-                            "not carry %s %s" % (distro["suite"], stem,
-                                                 component, arch))
-        text = None
-        for name in names:       # a partial mirror may keep one form only
-            url = apply_file_mirror("%s/dists/%s/%s" % (
-                base, distro["suite"], name), file_mirrors)
-            try:
-                text = fetch_metadata(client, cache, url, sums[name][0],
-                                      _url_host(url) in insecure)
-                break
-            except NotFoundError:
-                if name == names[-1]:
-                    raise
-        for stanza in parse_deb822(text.decode("utf-8", "replace")):
-            package = _deb_package(stanza, base, arch)
-            if package is None:
-                continue
-            index.add(package, lambda a, b: False)
-            if (stanza.get("Priority") == "required" or
-                    stanza.get("Essential") == "yes"):
-                index.minimal.add(package["name"])
-    index.index_providers()
-    return index
-
-
-def archive_url(base, path):
-    """The URL of a file the metadata names by its path in the archive,
-    quoted as apt quotes it (a pool name may hold a literal %3a)."""
-    from urllib.parse import quote
-    return base + "/" + quote(path, safe="/+~")
-
-
-def _deb_package(stanza, base, arch):
-    """A Packages stanza as the resolver's package, None if unusable; its
-    dependencies are read when the resolver asks (package_requires)."""
-    name, filename = stanza.get("Package"), stanza.get("Filename")
-    sha = stanza.get("SHA256", "")
-    if (not name or not filename or not full_match(SHA256_HEX_RE, sha) or
-            stanza.get("Architecture") not in (arch, "all")):
-        return None
-    provides = stanza.get("Provides")
-    return {"name": name, "version": stanza.get("Version", ""),
-            "arch": stanza.get("Architecture"), "stanza": stanza,
-            "provides": [group[0][0] for group in parse_deb_relations(
-                provides)] if provides else [], "base": base,
-            "location": filename, "file": filename.rsplit("/", 1)[-1],
-            "sha256": sha,
-            "size": int(stanza.get("Size", "0") or 0)}
-
-
-def rpm_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
-    """The ArchiveIndex of an RPM distribution's repositories."""
-    from xml.etree import ElementTree
-    distro = DISTROS[os_id]
-    index = ArchiveIndex(os_id, arch)
-    for base in distro["repos"][arch]:
-        url = apply_file_mirror(base + "/repodata/repomd.xml", file_mirrors)
-        unsafe = _url_host(url) in insecure
-        repomd = client.get_small(url, unsafe, MAX_RELEASE_BYTES)
-        if repomd is None:
-            raise UserError("%s is not there: check --file-mirror" % url)
-        if keyring:
-            signature = client.get_small(url + ".asc", unsafe, 1024 * 1024)
-            if signature is None or gpgv_verified(keyring, repomd,
-                                                  signature) is None:
-                raise UserError("the signature of %s (repomd.xml.asc) %s %s: "
-                                "refusing the repository" % (
-                                    url, "is missing, so it cannot be checked "
-                                    "with" if signature is None else
-                                    "does not verify with", keyring))
-            index.signatures.append("%s: signature checked with %s"
-                                    % (base, keyring))
-        else:
-            index.signatures.append("%s: signature NOT checked (no keyring: "
-                                    "give --os-keyring)" % base)
+            with contextlib.suppress(IOError, OSError):
+                proc.stdin.close()
         try:
-            root = ElementTree.fromstring(repomd)
-        except ElementTree.ParseError as exc:
-            raise UserError("%s is not XML (%s): check --file-mirror"
-                            % (url, exc))
-        primary = [data for data in root.findall(REPO_NS + "data")
-                   if data.get("type") == "primary"]
-        checksum = primary[0].find(REPO_NS + "checksum") if primary else None
-        location = primary[0].find(REPO_NS + "location") if primary else None
-        if (checksum is None or location is None or
-                checksum.get("type") != "sha256" or
-                not full_match(SHA256_HEX_RE, (checksum.text or "").strip())):
-            raise UserError("%s names no primary metadata with a sha256: "
-                            "bundle needs one" % url)
-        href = location.get("href", "")
-        primary_url = apply_file_mirror(base + "/" + href, file_mirrors)
-        data = fetch_metadata(client, cache, primary_url,
-                              checksum.text.strip(), unsafe)
-        for package in _rpm_packages(data, base, ARCHES[arch]["rpm"],
-                                     primary_url):
-            index.add(package, lambda a, b: rpm_version_key(a["version"]) >
-                      rpm_version_key(b["version"]))
-    index.index_providers()
-    index.minimal = set(name for name in distro["core"]
-                        if name in index.packages)
-    return index
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for thread in threads:
+            thread.join(10)
+        out = b"".join(chunks["out"]).decode("utf-8", "replace")
+        err = b"".join(chunks["err"]).decode("utf-8", "replace")
+        if broken is not None and proc.returncode == 0:
+            return CommandResult(argv, 1, out, err + "\nbroken pipe")
+        return CommandResult(argv, proc.returncode, out, err)
 
 
-def _rpm_packages(data, base, rpm_arch, where):
-    """The packages of a primary.xml for rpm_arch (and noarch)."""
-    from xml.etree import ElementTree
+    @staticmethod
+    def _abort(proc):
+        with contextlib.suppress(OSError):
+            proc.kill()
+        with contextlib.suppress(OSError):
+            proc.wait(timeout=60)
+
+
+def open_tee(path):
+    """The log a command's output is copied to (it may hold a token): see
+    open_private_log; a UserError when it is a link or not a file."""
     try:
-        for _, element in ElementTree.iterparse(io.BytesIO(data)):
-            if element.tag != COMMON_NS + "package":
-                continue
-            package = _rpm_package(element, base, rpm_arch)
-            element.clear()
-            if package is not None:
-                yield package
-    except ElementTree.ParseError as exc:
-        raise UserError("%s is not valid primary metadata (%s)" % (where, exc))
+        return open_private_log(path, append=False)
+    except OSError as exc:
+        raise UserError("cannot write %s: %s: remove it if it is a link or "
+                        "not a file, then run again" % (path, exc.strerror))
 
 
-def _rpm_package(element, base, rpm_arch):
-    def text(tag):
-        found = element.find(COMMON_NS + tag)
-        return (found.text or "").strip() if found is not None else ""
-    arch = text("arch")
-    checksum = element.find(COMMON_NS + "checksum")
-    location = element.find(COMMON_NS + "location")
-    version = element.find(COMMON_NS + "version")
-    if (arch not in (rpm_arch, "noarch") or checksum is None or
-            location is None or version is None or
-            checksum.get("type") != "sha256"):
-        return None
-    fmt = element.find(COMMON_NS + "format")
-
-    def entries(tag):
-        found = fmt.find(RPM_NS + tag) if fmt is not None else None
-        return [entry.get("name") for entry in
-                (found.findall(RPM_NS + "entry") if found is not None else [])
-                if entry.get("name")]
-    files = [(f.text or "").strip() for f in
-             (fmt.findall(COMMON_NS + "file") if fmt is not None else [])]
-    size = element.find(COMMON_NS + "size")
-    href = location.get("href", "")
-    return {"name": text("name"), "arch": arch,
-            "version": "%s:%s-%s" % (version.get("epoch") or "0",
-                                     version.get("ver"), version.get("rel")),
-            # rpmlib() features are rpm's own; rich (boolean) dependencies
-            # are left to rpm's own check on the host.
-            "requires": [[name] for name in entries("requires")
-                         if not name.startswith(("rpmlib(", "("))],
-            "provides": entries("provides") + [f for f in files if f],
-            "base": base, "location": href, "file": href.rsplit("/", 1)[-1],
-            "sha256": (checksum.text or "").strip(),
-            "size": int(size.get("package", "0")) if size is not None else 0}
+def echo(text):
+    """Write text to stdout even where the locale cannot encode it (C
+    locale, non-ASCII paths): such characters are escaped, never fatal."""
+    try:
+        sys.stdout.write(text)
+    except UnicodeEncodeError:
+        encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+        sys.stdout.write(text.encode(encoding, "backslashreplace")
+                         .decode(encoding))
+    sys.stdout.flush()
 
 
-def rpm_version_key(version):
-    """A sort key for an RPM epoch:version-release (rpmvercmp's rules
-    for the usual cases: numeric and alphabetic segments, ~ sorts first)."""
-    epoch, _, rest = version.partition(":")
-    key = [int(epoch) if epoch.isdigit() else 0]
-    for segment in re.findall(r"~|\d+|[A-Za-z]+", rest):
-        key.append((-1, 0, "") if segment == "~" else
-                   (1, int(segment), "") if segment.isdigit() else
-                   (0, 0, segment))
-    return key
+def say(text):
+    echo(text + "\n")
 
 
-def package_requires(package):
-    """A package's dependencies as groups of alternative names, read from
-    its Packages stanza the first time (with the version constraints the
-    packages phase checks on the host, and its Pre-Depends)."""
-    if "requires" not in package:
-        stanza = package["stanza"]
-        pre = parse_deb_relations(stanza.get("Pre-Depends"))
-        relations = pre + parse_deb_relations(stanza.get("Depends"))
-        package["requires"] = [[alt[0] for alt in group]
-                               for group in relations]
-        package["relations"] = [[relation_text(alt) for alt in group]
-                                for group in relations]
-        package["pre_depends"] = sorted(set(alt[0] for group in pre
-                                            for alt in group))
-    return package["requires"]
+def last_line(text):
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
-def resolve_packages(index, wanted):
-    """The packages to bundle, dependencies first: wanted and what they
-    need that the minimal install (and its dependencies) lacks.  Each gets
-    `needs`, the bundled packages it needs.  A UserError names a package or
-    dependency the archive lacks."""
-    minimal = set()
-    pending = sorted(index.minimal)
-    while pending:
-        name = pending.pop()
-        if name in minimal:
-            continue
-        minimal.add(name)
-        for group in package_requires(index.packages[name]):
-            found = [index.provider(c, minimal) for c in group]
-            found = [n for n in found if n]
-            if found and not any(n in minimal for n in found):
-                pending.append(found[0])
-    minimal_caps = set()
-    for name in minimal:
-        minimal_caps.update([name] + index.packages[name]["provides"])
-    chosen, order = {}, []
+class Host(object):
+    """Files of the host, all under ``root`` (``/`` except in tests).
 
-    def visit(name, trail):
-        if name in chosen:
+    Writes honour --dry-run: they are printed instead.  Every write checks
+    the current content first, so a re-run changes nothing that is right.
+    """
+
+    def __init__(self, root="/", dry_run=False):
+        self.root = os.path.abspath(root or "/")
+        self.real_root = os.path.realpath(self.root)
+        self.dry_run = dry_run
+        self.planned = set()      # folders a dry run has said it would make
+
+    def path(self, host_path):
+        """The real path of a host path; a UserError for anything that is
+        not absolute, holds "..", or resolves (through links) outside the
+        root: names that come from a bundle or state.json cannot reach
+        elsewhere."""
+        if (not isinstance(host_path, str) or not host_path.startswith("/")
+                or "\x00" in host_path or ".." in host_path.split("/")):
+            raise UserError("refusing the host path %r: it is not a plain "
+                            "absolute path" % (host_path,))
+        if self.root == "/":
+            return host_path
+        full = os.path.join(self.root, host_path.lstrip("/"))
+        real = os.path.realpath(full)
+        if (real != self.real_root and
+                not real.startswith(self.real_root.rstrip("/") + "/")):
+            raise UserError("refusing the host path %s: it resolves to %s, "
+                            "outside %s" % (host_path, real, self.root))
+        return full
+
+    def exists(self, host_path):
+        return os.path.lexists(self.path(host_path))
+
+    def isdir(self, host_path):
+        return os.path.isdir(self.path(host_path))
+
+    def read(self, host_path, default=None):
+        try:
+            with open(self.path(host_path), "rb") as handle:
+                return handle.read().decode("utf-8", "replace")
+        except (IOError, OSError):
+            return default
+
+    def read_bytes(self, host_path):
+        try:
+            with open(self.path(host_path), "rb") as handle:
+                return handle.read()
+        except (IOError, OSError):
+            return None
+
+    def listdir(self, host_path):
+        try:
+            return sorted(os.listdir(self.path(host_path)))
+        except OSError:
+            return []
+
+    def makedirs(self, host_path, mode=0o755):
+        if self.isdir(host_path):
+            return False
+        if self.dry_run:
+            if host_path not in self.planned:
+                self.planned.add(host_path)
+                log.info("  would create folder %s", host_path)
+            return True
+        os.makedirs(self.path(host_path), mode)
+        return True
+
+    def write(self, host_path, data, mode=0o644, owner=None):
+        """Write data (bytes or text) if it differs; True when it changed."""
+        if not isinstance(data, bytes):
+            data = data.encode("utf-8")
+        full = self.path(host_path)
+        same = self.read_bytes(host_path) == data
+        if (same and stat.S_IMODE(os.lstat(full).st_mode) == mode and
+                (owner is None or _owned_by(full, owner))):
+            return False
+        if self.dry_run:
+            log.info("  would write %s (%s, mode %04o)", host_path,
+                     human_size(len(data)), mode)
+            return True
+        self.makedirs(os.path.dirname(host_path))
+        write_file_atomic(full, data, mode)
+        if owner is not None:
+            os.chown(full, owner[0], owner[1])
+        log.debug("wrote %s", host_path)
+        return True
+
+    def install_member(self, host_path, bundle, relpath, mode=0o755):
+        """Copy a bundle member to host_path, hashing it on the way: it goes
+        to a temporary name in the target folder, is flushed to disk, and
+        is renamed into place only when its sha256 is the one bundle.json
+        lists.  A file already there with those bytes and mode is left
+        alone; True when it changed."""
+        entry = bundle.meta["files"][relpath]
+        full = self.path(host_path)
+        if (_file_sha256(full) == entry["sha256"] and
+                stat.S_IMODE(os.lstat(full).st_mode) == mode):
+            return False
+        if self.dry_run:
+            log.info("  would write %s (%s, mode %04o)", host_path,
+                     human_size(entry["size"]), mode)
+            return True
+        self.makedirs(os.path.dirname(host_path))
+
+        def copy(out):
+            with bundle.open(relpath) as source:
+                for block in iter(lambda: source.read(CHUNK), b""):
+                    out.write(block)
+                if not source.verified:
+                    raise BundleError("bundle member %s was not read whole: "
+                                      "recopy the bundle" % relpath)
+        fill_file_atomic(full, copy, mode)
+        log.debug("wrote %s", host_path)
+        return True
+
+    def remove(self, host_path):
+        full = self.path(host_path)
+        if not os.path.lexists(full):
+            return False
+        if self.dry_run:
+            log.info("  would remove %s", host_path)
+            return True
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full)
+        else:
+            os.unlink(full)
+        log.debug("removed %s", host_path)
+        return True
+
+    def chown(self, host_path, uid, gid):
+        if self.dry_run:
+            log.info("  would chown %s to %d:%d", host_path, uid, gid)
             return
-        chosen[name] = []
-        package = index.packages[name]
-        for group in package_requires(package):
-            if any(c in minimal_caps for c in group):
-                continue
-            target = None
-            for capability in group:
-                target = index.provider(capability, chosen)
-                if target:
-                    break
-            if target is None:
-                raise UserError("%s needs %s, which the %s archive lacks: "
-                                "check the archive or --file-mirror" % (
-                                    " <- ".join([name] + trail[:3]),
-                                    " | ".join(group), index.os_id))
-            if target != name:
-                chosen[name].append(target)
-                visit(target, [name] + trail)
-        order.append(name)
-    for name in wanted:
-        if name not in index.packages:
-            raise UserError("%s is not in the %s archive for %s: check the "
-                            "archive or --file-mirror" % (
-                                name, index.os_id, index.arch))
-        if name not in minimal:
-            visit(name, [])
-    return [dict(index.packages[name], needs=sorted(set(chosen[name])),
-                 wanted=name in wanted) for name in order]
+        os.chown(self.path(host_path), uid, gid)
+
+    def which(self, name):
+        """The host path of a tool, from the usual folders, or None."""
+        for folder in TOOL_DIRS:
+            candidate = folder + "/" + name
+            full = self.path(candidate)
+            if os.path.isfile(full) and os.access(full, os.X_OK):
+                return candidate
+        return None
+
+    def state(self):
+        """What earlier runs recorded (role, settings, files written)."""
+        text = self.read(STATE_FILE)
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def save_state(self, **changes):
+        state = self.state()
+        state.update(changes)
+        self.makedirs(STATE_DIR, 0o700)
+        self.write(STATE_FILE, canonical_json(state), 0o600)
+        return state
 
 
-def wanted_packages(os_id):
-    distro = DISTROS[os_id]
-    if distro["family"] == "deb":
-        return list(DEB_PACKAGES)
-    return list(RPM_PACKAGES) + [distro["ebtables"]]
-
-
-def fetch_os_packages(client, cache, os_ids, arch, file_mirrors, args,
-                      progress):
-    """{os_id: (packages, signature lines)} for every --os, each package's
-    file in the cache, checked against its metadata's sha256."""
-    insecure = set(args.insecure_registry)
-    found, downloads = {}, []
-    for os_id in os_ids:
-        keyring = archive_keyring(os_id, getattr(args, "os_keyring", None))
-        reader = apt_index if DISTROS[os_id]["family"] == "deb" else rpm_index
-        index = reader(client, cache, os_id, arch, file_mirrors, keyring,
-                       insecure)
-        packages = resolve_packages(index, wanted_packages(os_id))
-        for package in packages:
-            if not full_match(PACKAGE_FILE_RE, package["file"]):
-                raise UserError("%s: the file name %r is not one bundle "
-                                "accepts" % (os_id, package["file"]))
-            package["path"] = "%s/%s/%s" % (PACKAGES_DIR, os_id,
-                                            package["file"])
-            package["fetch_url"] = apply_file_mirror(archive_url(
-                package["base"], package["location"]), file_mirrors)
-            if not cache.has(package["sha256"]):
-                downloads.append(package)
-        found[os_id] = (packages, index.signatures)
-        log.info("--os %s: %d packages (%s)", os_id, len(packages),
-                 ", ".join(p["name"] for p in packages))
-    unique = dict((p["sha256"], p) for p in downloads)
-    bar = Progress(sum(p["size"] for p in unique.values()), "packages",
-                   enabled=progress)
+def _file_sha256(full):
+    """The sha256 of a regular file (not followed if a link), else None."""
     try:
-        run_pool(args.jobs, sorted(unique.values(), key=lambda p: p["path"]),
-                 lambda p: client.fetch_url(
-                     p["fetch_url"], p["sha256"], cache.path(p["sha256"]), bar,
-                     insecure=_url_host(p["fetch_url"]) in insecure))
-        cache.fresh.update(unique)
+        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
+                     O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        digest = hashlib.sha256()
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _owned_by(path, owner):
+    st = os.lstat(path)
+    return (st.st_uid, st.st_gid) == tuple(owner)
+
+
+def host_hostname(host):
+    name = (host.read("/proc/sys/kernel/hostname") or "").strip()
+    if not name and host.root == "/":
+        name = socket.gethostname()
+    return name
+
+
+def kernel_ipv4_addresses():
+    """[(interface, ip_interface)] asked of the kernel (an ioctl per
+    interface: its primary IPv4 address and netmask), for a bare host
+    whose iproute2 the packages phase has not installed yet."""
+    import fcntl
+    import struct
+    found = []
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode("utf-8")[:15])
+            try:
+                address = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)
+                netmask = fcntl.ioctl(sock.fileno(), SIOCGIFNETMASK, request)
+            except OSError:         # no IPv4 address on this interface
+                continue
+            found.append((name, ipaddress.ip_interface("%s/%s" % (
+                socket.inet_ntoa(address[20:24]),
+                socket.inet_ntoa(netmask[20:24])))))
     finally:
-        bar.close()
+        sock.close()
     return found
 
 
-def os_packages_meta(found):
-    """bundle.json's os_packages and the members and checksum sources of
-    every package file."""
-    meta, entries = {}, []
-    for os_id, (packages, signatures) in sorted(found.items()):
-        distro = DISTROS[os_id]
-        meta[os_id] = {
-            "id": distro["id"], "version_id": distro["version_id"],
-            "family": distro["family"], "signatures": list(signatures),
-            "packages": [{"name": p["name"], "version": p["version"],
-                          "arch": p["arch"], "path": p["path"],
-                          "wanted": p["wanted"], "needs": p["needs"],
-                          "requires": p["relations"]
-                          if distro["family"] == "deb" else [],
-                          "pre_depends": p.get("pre_depends", []),
-                          "provides": p["provides"]
-                          if distro["family"] == "deb" else []}
-                         for p in packages]}
-        index_name = "Packages" if distro["family"] == "deb" else "primary.xml"
-        for package in packages:
-            entries.append({"path": package["path"], "sha256": package["sha256"],
-                            "mode": 0o644, "checksum_sources": [
-                                "%s of %s (signed index: %s)" % (
-                                    index_name, os_id, "; ".join(signatures))]})
-    return meta, entries
+def host_addresses(runner):
+    """[(interface, ip_interface)] of the host's IPv4 addresses (from the
+    kernel itself where `ip` is not installed)."""
+    result = runner.run(["ip", "-o", "-4", "addr", "show"], change=False,
+                        check=False)
+    if result.returncode == 127:
+        return kernel_ipv4_addresses()
+    found = []
+    for line in result.stdout.splitlines():
+        match = re.match(r"^\d+:\s+(\S+)\s+inet\s+(\S+)", line)
+        if match:
+            try:
+                found.append((match.group(1).split("@")[0],
+                              ipaddress.ip_interface(match.group(2))))
+            except ValueError:
+                continue
+    return found
 
 
-def assemble_bundle(name, version, arch, images, file_entries, cache,
-                    with_docker, with_containerd=False, os_found=None):
-    """bundle.json and the list of members: (path, bytes or cache hex, mode)."""
-    members = []
-
-    def add(path, mode, data=None, cached=None):
-        if data is not None:
-            members.append({"path": path, "mode": mode, "data": data,
-                            "size": len(data), "sha256": sha256_bytes(data)})
-        else:
-            members.append({"path": path, "mode": mode, "file": cache.path(cached),
-                            "size": os.path.getsize(cache.path(cached)),
-                            "sha256": cached, "rehash": cached not in cache.fresh})
-
-    flannel_path = os.path.join(script_dir(), MANIFESTS_DIR, FLANNEL_MANIFEST)
+def parse_cidr(text, option):
     try:
-        with open(flannel_path, "rb") as handle:
-            flannel = handle.read()
-        with open(os.path.abspath(__file__), "rb") as handle:
-            script = handle.read()
-    except (OSError, IOError) as exc:
-        raise UserError("cannot read %s: %s: run bundle from the k8s-offline "
-                        "folder" % (exc.filename, exc.strerror))
-    add("k8s_offline.py", 0o755, data=script)
-    add("%s/%s" % (MANIFESTS_DIR, FLANNEL_MANIFEST), 0o644, data=flannel)
-    units = [("kubelet.service", KUBELET_SERVICE), ("10-kubeadm.conf", KUBEADM_DROPIN)]
-    if with_docker:
-        units += [("docker.service", DOCKER_SERVICE),
-                  ("containerd.service", CONTAINERD_SERVICE)]
-    if with_containerd:
-        units += [("containerd.service", CONTAINERD_LOCAL_SERVICE)]
-    for unit, text in units:
-        add("%s/%s" % (SYSTEMD_DIR, unit), 0o644, data=text.encode("utf-8"))
-    os_meta, os_entries = os_packages_meta(os_found or {})
-    for entry in file_entries + os_entries:
-        add(entry["path"], entry["mode"], cached=entry["sha256"])
-    blobs = set()
-    for image in images:
-        blobs.update([image["manifest_digest"], image["config_digest"]] +
-                     image["layers"])
-    for path, data in sorted(image_store_documents(images).items()):
-        add(path, 0o644, data=data)
-    for digest in sorted(blobs):
-        add(_blob_path(digest), 0o644, cached=digest[7:])
-    files = dict((m["path"], {"size": m["size"], "sha256": m["sha256"]})
-                 for m in members)
-    facts = version_facts(version)
-    keep = ("name", "kubeadm", "extra", "origin", "repository", "tag", "ref",
-            "source", "source_digest", "manifest_digest", "manifest_media_type",
-            "config_digest", "layers", "size")
-    meta = {
-        "format": BUNDLE_FORMAT, "name": name, "tool_version": TOOL_VERSION,
-        "kubernetes_version": version, "arch": arch,
-        "versions": {"kubernetes": version, "pause": _tag_of(images, "pause"),
-                     "etcd": _tag_of(images, "etcd"),
-                     "coredns": _tag_of(images, "coredns"),
-                     "cni": facts["cni"], "crictl": facts["crictl"],
-                     "flannel": facts["flannel"],
-                     "docker": DOCKER_STATIC_VERSION if with_docker else None,
-                     "containerd": CONTAINERD_VERSION if with_containerd
-                     else None,
-                     "runc": RUNC_VERSION if with_containerd else None},
-        "images": [dict((k, image[k]) for k in keep if k in image)
-                   for image in images],
-        "files": files,
-        "binaries": dict((e["key"], e["path"]) for e in file_entries
-                         if e["path"].startswith(BIN_DIR + "/")),
-        "archives": dict((e["key"], e["path"]) for e in file_entries
-                         if e["path"].startswith(ARCHIVES_DIR + "/")),
-        "systemd": dict((unit, "%s/%s" % (SYSTEMD_DIR, unit)) for unit, _ in units),
-        "flannel_manifest": "%s/%s" % (MANIFESTS_DIR, FLANNEL_MANIFEST),
-        "script": "k8s_offline.py",
-        # What vouched for each downloaded file's checksum: the pinned
-        # table, the release notes, the publisher's file, --checksum-file.
-        "checksum_sources": dict((e["path"], e["checksum_sources"])
-                                 for e in file_entries + os_entries),
-    }
-    if os_meta:
-        meta["os_packages"] = os_meta
-    return meta, members
+        network = ipaddress.ip_network(u"%s" % text, strict=True)
+    except ValueError:
+        raise UserError("bad %s %r: use a network such as %s" % (
+            option, text, DEFAULT_POD_CIDR if "pod" in option
+            else DEFAULT_SERVICE_CIDR))
+    if network.version != 4:
+        raise UserError("%s %s is IPv6: this tool sets up IPv4 clusters; "
+                        "use an IPv4 network" % (option, text))
+    return network
 
 
-def bundle_json_sha_line(meta_bytes):
-    return ("%s  %s\n" % (sha256_bytes(meta_bytes), BUNDLE_JSON)).encode("ascii")
+def check_cidrs(pod_cidr, service_cidr):
+    pod = parse_cidr(pod_cidr, "--pod-network-cidr")
+    service = parse_cidr(service_cidr, "--service-cidr")
+    if pod.prefixlen > SMALLEST_POD_PREFIX:
+        raise UserError("--pod-network-cidr %s is too small: each node gets a "
+                        "/%d of it; use a /%d or larger network such as %s"
+                        % (pod, SMALLEST_POD_PREFIX, SMALLEST_POD_PREFIX,
+                           DEFAULT_POD_CIDR))
+    if pod.overlaps(service):
+        raise UserError("--pod-network-cidr %s overlaps --service-cidr %s: "
+                        "choose networks that do not overlap" % (pod, service))
+    return pod, service
 
 
-def _tag_of(images, name):
-    for image in images:
-        if image["name"] == name and image["kubeadm"]:
-            return image["tag"]
+def check_ipv4_address(text, what):
+    """An IPv4 address as text; IPv6 is refused (the pod network, flannel
+    and kube-proxy are set up for IPv4 only)."""
+    try:
+        address = (ipaddress.ip_address(u"%s" % text)
+                   if isinstance(text, str) else None)
+    except ValueError:
+        address = None
+    if address is None:
+        raise UserError("bad %s %r: give an IPv4 address such as %s"
+                        % (what, text, "10.0.0.10"))
+    if address.version != 4:
+        raise UserError("%s %s is IPv6: this tool sets up IPv4 clusters; give "
+                        "an IPv4 address" % (what, text))
+    return str(address)
+
+
+def check_endpoint(text, what):
+    """HOST:PORT with an IPv4 address or a DNS name and a port 1-65535."""
+    host, sep, port = (text.rpartition(":") if isinstance(text, str)
+                       else ("", "", ""))
+    if host.startswith("[") or host.count(":"):
+        raise UserError("%s %r is IPv6: this tool sets up IPv4 clusters; use "
+                        "an IPv4 address or a name, as HOST:PORT" % (what, text))
+    if (not sep or not re.fullmatch(r"[0-9]{1,5}", port) or
+            not 0 < int(port) < 65536 or not (
+                re.fullmatch(r"[0-9.]+", host) or
+                full_match(NODE_NAME_RE, host.lower()))):
+        raise UserError("bad %s %r: use HOST:PORT such as 10.0.0.10:6443"
+                        % (what, text))
+    if re.fullmatch(r"[0-9.]+", host):
+        check_ipv4_address(host, what)
+    return text
+
+
+def docker_image_id(runner, name):
+    result = runner.run(["docker", "image", "inspect", "--format", "{{.Id}}",
+                         name], change=False, check=False)
+    return result.stdout.strip() if result.ok else None
+
+
+def containerd_images(ctx):
+    """{name: manifest digest} of the images in containerd's k8s.io."""
+    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address,
+                             "-n", "k8s.io", "images", "ls"],
+                            change=False, check=False)
+    found = {}
+    for line in result.stdout.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 3 and fields[2].startswith("sha256:"):
+            found[fields[0]] = fields[2]
+    return found
+
+
+def _normalize_image_name(name):
+    """docker.io/library/x:1 as containerd names what Docker calls x:1."""
+    first = name.split("/", 1)[0]
+    if "/" not in name or ("." not in first and ":" not in first
+                           and first != "localhost"):
+        if "/" not in name:
+            name = "library/" + name
+        name = "docker.io/" + name
+    return name
+
+
+def existing_cluster_files(host):
+    found = [path for path in ("/etc/kubernetes/manifests/kube-apiserver.yaml",
+                               KUBELET_CONF, ADMIN_CONF)
+             if host.exists(path)]
+    if host.listdir("/var/lib/etcd"):
+        found.append("/var/lib/etcd")
+    return found
+
+
+def node_name(ctx):
+    if ctx.node_name is None:
+        ctx.node_name = host_hostname(ctx.host).lower()
+    return ctx.node_name
+
+
+def wait_for(ctx, check, what, timeout=60, interval=2, logs="journalctl -xe"):
+    """Poll check() until true, at most timeout seconds; UserError after,
+    naming the logs to read."""
+    if ctx.dry_run:
+        return
+    deadline = now() + timeout
+    while True:
+        if check():
+            return
+        if now() >= deadline:
+            raise UserError("%s did not happen within %d s: see its logs "
+                            "(%s)" % (what, timeout, logs))
+        sleep(interval)
+
+
+def bundled_runtime(bundle):
+    """'docker' (--with-docker), 'containerd' (--with-containerd) or None."""
+    archives = bundle.meta.get("archives", {})
+    if archives.get("docker"):
+        return "docker"
+    if archives.get("containerd") and archives.get("runc"):
+        return "containerd"
     return None
 
 
-def write_bundle(partial, name, meta_bytes, members, progress, handle=None):
-    """Stream bundle.json first, then every member, into the .partial file
-    (or into handle, such as a PartsWriter)."""
-    total = sum(member["size"] for member in members)
-    bar = Progress(total, "write", enabled=progress)
-    try:
-        with (handle or open(partial, "wb")) as handle:
-            tar = TarWriter(handle, bar)
-            tar.add_dir(name)
-            tar.add_bytes("%s/%s" % (name, BUNDLE_JSON), meta_bytes)
-            tar.add_bytes("%s/%s" % (name, BUNDLE_JSON_SHA),
-                          bundle_json_sha_line(meta_bytes))
-            for member in members:
-                path = "%s/%s" % (name, member["path"])
-                if "data" in member:
-                    tar.add_bytes(path, member["data"], member["mode"])
-                    bar.update(member["size"])
-                else:
-                    tar.add_file(path, member["file"], member["sha256"],
-                                 member["mode"], rehash=member["rehash"])
-            tar.close()
-            handle.flush()
-            if not isinstance(handle, PartsWriter):   # it syncs each part
-                os.fsync(handle.fileno())
-    finally:
-        bar.close()
-
-
-# -- split bundles (--split) and the FAT32 warning ---------------------------
-
-def parse_split_size(text):
-    """--split: bytes per part, from 4G, 700M, 1048576 or fat32 (the
-    largest file FAT32 holds, 4 GiB - 1 byte)."""
-    if text.strip().lower() == "fat32":
-        return FAT32_MAX_FILE
-    found = SPLIT_SIZE_RE.fullmatch(text.strip())
-    if not found:
-        raise UserError("bad --split %r: give a size such as 4G, 700M or "
-                        "fat32" % text)
-    unit = (found.group(2) or "").upper()
-    size = int(found.group(1)) * 1024 ** (" KMGT".index(unit) if unit else 0)
-    if size < MIN_PART_SIZE:
-        raise UserError("bad --split %s: parts must be at least 1M" % text)
-    if size > FAT32_MAX_FILE:
-        log.warning("WARNING: parts of --split %s do not fit a FAT32 stick "
-                    "(its largest file is 4 GiB - 1 byte): use --split fat32 "
-                    "for one", text)
-    return size
-
-
-class PartsWriter(object):
-    """A file object writing a bundle as parts of part_size bytes, each
-    hashed on the way, under temporary names until publish_parts()."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __init__(self, output, part_size, temporary_suffix):
-        self.output = output
-        self.part_size = part_size
-        self.suffix = temporary_suffix
-        self.parts = []          # [name, temporary path, size, sha256 object]
-        self.handle = None
-        self.position = 0
-
-    def _next_part(self):
-        self._finish_part()
-        if len(self.parts) >= MAX_PARTS:
-            raise UserError("the bundle needs more than %d parts of %s: give "
-                            "a larger --split" % (MAX_PARTS,
-                                                  human_size(self.part_size)))
-        name = part_name(os.path.basename(self.output), len(self.parts))
-        path = os.path.join(os.path.dirname(self.output), name + self.suffix)
-        self.handle = open(path, "wb")
-        self.parts.append([name, path, 0, hashlib.sha256()])
-
-    def _finish_part(self):
-        if self.handle is not None:
-            self.handle.flush()
-            os.fsync(self.handle.fileno())
-            self.handle.close()
-            self.handle = None
-
-    def write(self, data):
-        view = memoryview(data)
-        while len(view):
-            if self.handle is None or self.parts[-1][2] == self.part_size:
-                self._next_part()
-            part = self.parts[-1]
-            block = view[:self.part_size - part[2]]
-            self.handle.write(block)
-            part[3].update(block)
-            part[2] += len(block)
-            self.position += len(block)
-            view = view[len(block):]
-        return len(data)
-
-    def tell(self):
-        return self.position
-
-    def flush(self):
-        if self.handle is not None:
-            self.handle.flush()
-
-    def close(self):
-        self._finish_part()
-
-    def remove(self):
-        """Delete the temporary parts (a failed or unneeded run)."""
-        self.close()
-        for part in self.parts:
-            with contextlib.suppress(OSError):
-                os.unlink(part[1])
-
-    def index(self):
-        return {"format": PARTS_FORMAT,
-                "bundle": os.path.basename(self.output),
-                "size": self.position, "part_size": self.part_size,
-                "parts": [{"name": name, "size": size, "sha256": digest.hexdigest()}
-                          for name, _, size, digest in self.parts]}
-
-
-def existing_parts(output):
-    """Paths of the parts NAME.tar.NNN beside output."""
-    folder, base = os.path.split(output)
-    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
-                  if name.startswith(base) and
-                  full_match(PART_NUMBER_RE, name[len(base):]))
-
-
-def remove_other_form(output, split):
-    """A bundle is one .tar or a set of parts, never both under one name:
-    remove the other form an earlier run left."""
-    if split:
-        stale = [output] if os.path.lexists(output) else []
-    else:
-        stale = [output + PARTS_INDEX_SUFFIX] if os.path.lexists(
-            output + PARTS_INDEX_SUFFIX) else []
-        stale += existing_parts(output)
-    for path in stale:
-        log.info("removing %s, left by an earlier run of this output",
-                 os.path.basename(path))
-        os.unlink(path)
-
-
-def publish_parts(output, writer):
-    """Give the parts their names and write the index last: the old index
-    goes first, so no index ever lists parts that are not its own."""
-    index_path = output + PARTS_INDEX_SUFFIX
-    if os.path.lexists(index_path):
-        os.unlink(index_path)
-    names = set()
-    for name, temporary, _, _ in writer.parts:
-        os.rename(temporary, os.path.join(os.path.dirname(output), name))
-        names.add(name)
-    for path in existing_parts(output):
-        if os.path.basename(path) not in names:
-            log.info("removing %s, left by an earlier, longer bundle",
-                     os.path.basename(path))
-            os.unlink(path)
-    write_file_atomic(index_path, canonical_json(writer.index()))
-    return index_path
-
-
-def large_bundle_bytes():
-    """The size from which bundle warns that a FAT32 stick cannot hold
-    its output (K8SO_LARGE_BUNDLE_BYTES sets another, for tests)."""
-    value = os.environ.get(LARGE_BUNDLE_ENV, "")
-    return int(value) if value.isdigit() else LARGE_BUNDLE_BYTES
-
-
-def warn_if_too_large_for_fat32(output):
-    size = os.path.getsize(output)
-    if size >= large_bundle_bytes():
-        log.warning("WARNING: %s is %s: a FAT32 stick cannot hold a file of "
-                    "4 GiB or more, and the copy would fail; run bundle again "
-                    "with --split fat32 to write it in parts that fit",
-                    output, human_size(size))
-
-
 # ===========================================================================
-# Bundle reader and verifier (standard library only)
+# Kernel: the bundle reader and verifier
 # ===========================================================================
+
+BUNDLE_FORMAT = 1
+
+# Images a worker needs; masters need every image in the bundle.
+WORKER_IMAGE_NAMES = ("pause", "kube-proxy", "coredns", "flannel")
+
+NODE_TARBALL_BINARIES = ("kubeadm", "kubelet", "kubectl")
+
+BUNDLE_JSON_SHA = "bundle.json.sha256"   # sha256sum format: `sha256sum -c` works
+
+MAX_BUNDLE_MEMBERS = 10000
+MAX_BUNDLE_JSON_BYTES = 16 * 1024 * 1024
+
+# A bundle split for sticks that cannot hold one big file (bundle --split):
+# NAME.tar.000, NAME.tar.001, ... whose concatenation is NAME.tar, and the
+# index NAME.tar.parts.json (each part's name, size and sha256).
+PARTS_INDEX_SUFFIX = ".parts.json"
+PARTS_FORMAT = 1
+MAX_PARTS = 1000                          # three-digit part numbers
+
+IMAGE_ORIGINS = ("registry", "docker-daemon", "docker-archive", "oci-archive")
+
+MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+MANIFEST_TYPES = (MT_OCI_MANIFEST, MT_DOCKER_MANIFEST)
+
+MAX_IMAGE_JSON_BYTES = 4 * 1024 * 1024     # an image manifest, index.json
+MAX_BUNDLE_IMAGES = 500
+
+# bundle.json's schema.  Each entry: (kind, detail); kinds are "const",
+# "match" (a str the pattern matches whole), "int" (>= 0, not a bool),
+# "bool", "either" (value None or the inner schema), "list" (inner, most
+# items), "map" (key pattern, value schema, most keys) and "record"
+# ({key: schema}, required keys).  Nothing deeper than this is read.
+_DIGEST = ("match", DIGEST_RE)
+_MEMBER = ("match", MEMBER_NAME_RE)
+IMAGE_SCHEMA = ("record", ({
+    "name": ("match", TEXT_RE), "kubeadm": ("bool", None),
+    "extra": ("bool", None), "repository": ("match", IMAGE_NAME_RE),
+    "tag": ("match", IMAGE_TAG_RE), "ref": ("match", IMAGE_REF_RE),
+    "source": ("match", IMAGE_REF_RE), "source_digest": _DIGEST,
+    "manifest_digest": _DIGEST,
+    "manifest_media_type": ("match", re.compile("|".join(
+        re.escape(t) for t in MANIFEST_TYPES))),
+    "config_digest": _DIGEST, "layers": ("list", (_DIGEST, 1000)),
+    "size": ("int", None),
+    "origin": ("match", re.compile("|".join(IMAGE_ORIGINS)))},
+    ("name", "kubeadm", "repository", "tag", "ref", "manifest_digest",
+     "config_digest", "layers")))
+
+_PACKAGE_NAMES = ("list", (("match", PACKAGE_NAME_RE), 200))
+
+OS_PACKAGE_SCHEMA = ("record", ({
+    "name": ("match", PACKAGE_NAME_RE), "version": ("match", PACKAGE_VERSION_RE),
+    "arch": ("match", TEXT_RE), "path": _MEMBER, "wanted": ("bool", None),
+    "needs": _PACKAGE_NAMES, "pre_depends": _PACKAGE_NAMES,
+    "requires": ("list", (("list", (("match", DEB_RELATION_TEXT_RE), 20)),
+                          200)),
+    "provides": _PACKAGE_NAMES},
+    ("name", "version", "arch", "path", "wanted", "needs", "requires",
+     "pre_depends", "provides")))
+OS_PACKAGES_SCHEMA = ("map", (OS_ID_RE, ("record", ({
+    "id": ("match", TEXT_RE), "version_id": ("match", TEXT_RE),
+    "family": ("match", re.compile("deb|rpm")),
+    "signatures": ("list", (("match", PRINTABLE_RE), 20)),
+    "packages": ("list", (OS_PACKAGE_SCHEMA, 1000))},
+    ("id", "version_id", "family", "signatures", "packages"))), 20))
+BUNDLE_SCHEMA = ("record", ({
+    "format": ("const", BUNDLE_FORMAT),
+    "name": ("match", re.compile(r"k8s-offline-v[0-9.]+-linux-[a-z0-9]+")),
+    "tool_version": ("match", TEXT_RE),
+    "kubernetes_version": ("match", VERSION_RE),
+    "arch": ("match", re.compile("|".join(sorted(ARCHES)))),
+    "versions": ("map", (re.compile(r"[a-z]{1,20}"),
+                         ("either", ("match", TEXT_RE)), 20)),
+    "images": ("list", (IMAGE_SCHEMA, MAX_BUNDLE_IMAGES)),
+    "files": ("map", (MEMBER_NAME_RE, ("record", ({
+        "size": ("int", None), "sha256": ("match", SHA256_HEX_RE)},
+        ("size", "sha256"))), MAX_BUNDLE_MEMBERS)),
+    "binaries": ("map", (re.compile("|".join(NODE_TARBALL_BINARIES)),
+                         _MEMBER, 10)),
+    "archives": ("map", (re.compile("cni|crictl|docker|containerd|runc"),
+                         _MEMBER, 10)),
+    "os_packages": OS_PACKAGES_SCHEMA,
+    "systemd": ("map", (re.compile(r"kubelet\.service|10-kubeadm\.conf|"
+                                   r"docker\.service|containerd\.service"),
+                        _MEMBER, 10)),
+    "flannel_manifest": _MEMBER,
+    "script": ("const", "k8s_offline.py"),
+    # What vouched for each file's checksum (issue 8): shown, not used.
+    "checksum_sources": ("map", (MEMBER_NAME_RE, ("list", (
+        ("match", PRINTABLE_RE), 20)), MAX_BUNDLE_MEMBERS))},
+    ("format", "name", "kubernetes_version", "arch", "images", "files",
+     "binaries", "archives")))
+
+PARTS_INDEX_SCHEMA = ("record", ({
+    "format": ("const", PARTS_FORMAT),
+    "bundle": ("match", PARTS_BUNDLE_RE),
+    "size": ("int", None),
+    "part_size": ("int", None),
+    "parts": ("list", (("record", ({
+        "name": ("match", PARTS_BUNDLE_RE), "size": ("int", None),
+        "sha256": ("match", SHA256_HEX_RE)}, ("name", "size", "sha256"))),
+        MAX_PARTS))},
+    ("format", "bundle", "size", "part_size", "parts")))
+
+# How far a read may jump ahead of a part's hash and have the skipped
+# bytes (tar headers, padding) read and hashed too.
+PART_GAP_FILL = 64 * 1024
 
 
 def is_image_ref(value):
@@ -3873,8 +2113,6 @@ class VerifiedReader(object):
     def __exit__(self, *exc):
         self.close()
 
-
-# -- split bundles (bundle --split) -----------------------------------------
 
 def parts_index_path(path):
     """The index of the split bundle path names (the index itself, the
@@ -4477,2054 +2715,127 @@ def _verify_image_graph(bundle, files):
                                   % (image["ref"], digest))
 
 
-def _up_to_date(output, name, meta_bytes):
-    """True if output already is this exact bundle (same bundle.json, every
-    member present with its size): a warm re-run then writes nothing."""
-    if not os.path.isfile(output):
-        return False
-    try:
-        bundle = Bundle(output)
-    except UserError:
-        return False
-    try:
-        with bundle.open_raw(BUNDLE_JSON) as handle:
-            if handle.read() != meta_bytes or bundle.top != name:
-                return False
-        files = bundle.meta["files"]
-        return (set(bundle.members) - {BUNDLE_JSON, BUNDLE_JSON_SHA} ==
-                set(files) and all(
-                bundle.members[p].size == e["size"] for p, e in files.items()))
-    finally:
-        bundle.close()
-
-
-def write_whole_bundle(output, partial, name, meta_bytes, members, progress):
-    """(fresh, path): the bundle as one .tar, unless output already is it."""
-    if _up_to_date(output, name, meta_bytes):
-        os.unlink(partial)
-        return False, output
-    write_bundle(partial, name, meta_bytes, members, progress)
-    remove_other_form(output, split=False)
-    os.rename(partial, output)
-    return True, output
-
-
-def write_split_bundle(output, partial, name, meta_bytes, members, progress,
-                       part_size):
-    """(fresh, index path): the bundle as parts of part_size bytes and
-    their index, unless those already are it."""
-    index_path = output + PARTS_INDEX_SUFFIX
-    os.unlink(partial)
-    if (_up_to_date(index_path, name, meta_bytes)
-            and read_parts_index(index_path)["part_size"] == part_size):
-        return False, index_path
-    writer = PartsWriter(output, part_size, partial[len(output):])
-    try:
-        write_bundle(None, name, meta_bytes, members, progress, handle=writer)
-        remove_other_form(output, split=True)
-        publish_parts(output, writer)
-    except BaseException:
-        writer.remove()
-        raise
-    log.info("%d parts of at most %s; `cat %s.[0-9]* > %s` gives the whole "
-             "tar", len(writer.parts), human_size(part_size),
-             os.path.basename(output), os.path.basename(output))
-    return True, index_path
-
-
-def bundle_output_size(path):
-    if path.endswith(PARTS_INDEX_SUFFIX):
-        return read_parts_index(path)["size"]
-    return os.path.getsize(path)
-
-
 # ===========================================================================
-# Host preparation (install mode)
+# Kernel: phases and the phase runner
 # ===========================================================================
 
-
-def current_euid():
-    """The effective uid; tests replace this to act as another user."""
-    return os.geteuid()
+def parse_skip_phases(text):
+    return set(part.strip() for part in (text or "").split(",") if part.strip())
 
 
-def now():
-    """The clock every wait loop reads; tests replace it."""
-    return time.time()
+# A step of a command, as kubeadm's workflow package has them: its name (for
+# --skip-phases and `COMMAND phase NAME`), a line for --help, the function
+# doing it, and run_if: when given, the phase runs only where it is true.
+class Phase(object):
+    def __init__(self, name, short, run, run_if=None):
+        self.name, self.short, self.run, self.run_if = name, short, run, run_if
 
 
-def sleep(seconds):
-    """The pause every wait loop takes; tests replace it."""
-    time.sleep(seconds)
+# Never left out of a run that changes the host.
+SAFETY_PHASES = ("verify", "preflight")
 
 
-class CommandResult(object):
-    def __init__(self, argv, returncode, stdout="", stderr=""):
-        self.argv = list(argv)
-        self.returncode = returncode
-        self.stdout = stdout
-        self.stderr = stderr
-
-    @property
-    def ok(self):
-        return self.returncode == 0
-
-    def output(self):
-        return (self.stdout or "") + (self.stderr or "")
+def phase_summary(phase):
+    """The first paragraph of the phase function's docstring, one line."""
+    return " ".join((phase.run.__doc__ or "").strip().split("\n\n")[0]
+                    .split())
 
 
-class Runner(object):
-    """Every command the install phases run goes through here.
-
-    A command is either a read (``change=False``: it looks at the host and
-    runs even under --dry-run) or a change (printed, not run, under
-    --dry-run).  Tests replace ``_execute`` and ``_execute_piped`` with a
-    recorder that returns canned results.
-    """
-
-    def __init__(self, dry_run=False):
-        self.dry_run = dry_run
-
-    def run(self, argv, change=True, check=True, timeout=300, tee=None,
-            input_text=None, what=None):
-        """Run argv; a failing command with check=True raises UserError.
-
-        tee: a host path; the output is shown on the screen as it comes and
-        also written there.
-        """
-        argv = [str(part) for part in argv]
-        if change and self.dry_run:
-            log.info("  would run: %s", " ".join(argv))
-            return CommandResult(argv, 0)
-        log.debug("run: %s", " ".join(argv))
-        if tee:
-            with open_tee(tee) as stream:
-                result = self._execute(argv, timeout=timeout, tee=stream,
-                                       input_text=input_text)
-        else:
-            result = self._execute(argv, timeout=timeout,
-                                   input_text=input_text)
-        if result.stdout:
-            log.debug("stdout: %s", result.stdout.rstrip()[-4000:])
-        if result.stderr:
-            log.debug("stderr: %s", result.stderr.rstrip()[-4000:])
-        if check and not result.ok:
-            raise UserError("%s failed (exit %d): %s" % (
-                what or " ".join(argv[:3]), result.returncode,
-                last_line(result.output()) or "no output"))
-        return result
-
-    def run_piped(self, argv, producer, timeout=3600, what=None):
-        """Run argv with producer(stream) writing its standard input."""
-        argv = [str(part) for part in argv]
-        if self.dry_run:
-            log.info("  would run: %s  (input streamed from the bundle)",
-                     " ".join(argv))
-            return CommandResult(argv, 0)
-        log.debug("run: %s < stream", " ".join(argv))
-        result = self._execute_piped(argv, producer, timeout=timeout)
-        if not result.ok:
-            raise UserError("%s failed (exit %d): %s" % (
-                what or " ".join(argv[:3]), result.returncode,
-                last_line(result.output()) or "no output"))
-        return result
-
-    # -- the real thing ----------------------------------------------------
-    def _execute(self, argv, timeout=300, tee=None, input_text=None):
-        try:
-            if tee:
-                return self._execute_tee(argv, timeout, tee)
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE if input_text is not None
-                else subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, universal_newlines=True,
-                encoding="utf-8", errors="replace")
-        except OSError as exc:
-            return CommandResult(argv, 127, "", "%s: %s" % (argv[0],
-                                                            exc.strerror))
-        try:
-            out, err = proc.communicate(input=input_text, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            return CommandResult(argv, 124, out, (err or "") +
-                                 "\ntimed out after %d s" % timeout)
-        return CommandResult(argv, proc.returncode, out, err)
-
-    def _execute_tee(self, argv, timeout, log_handle):
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT,
-                                universal_newlines=True,
-                                encoding="utf-8", errors="replace")
-        lines = []
-
-        def pump():
-            for line in proc.stdout:
-                lines.append(line)
-                echo(line)
-                with contextlib.suppress(OSError):
-                    log_handle.write(line)
-                    log_handle.flush()
-        reader = threading.Thread(target=pump)
-        reader.daemon = True
-        reader.start()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            lines.append("timed out after %d s\n" % timeout)
-        reader.join(10)
-        return CommandResult(argv, proc.returncode, "".join(lines), "")
-
-    def _execute_piped(self, argv, producer, timeout=3600):
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE)
-        except OSError as exc:
-            return CommandResult(argv, 127, "", "%s: %s" % (argv[0],
-                                                            exc.strerror))
-        chunks = {"out": [], "err": []}
-
-        def drain(stream, key):
-            for block in iter(lambda: stream.read(65536), b""):
-                chunks[key].append(block)
-        threads = [threading.Thread(target=drain, args=(proc.stdout, "out")),
-                   threading.Thread(target=drain, args=(proc.stderr, "err"))]
-        for thread in threads:
-            thread.daemon = True
-            thread.start()
-        broken = None
-        try:
-            producer(proc.stdin)
-        except (IOError, OSError) as exc:
-            if exc.errno != errno.EPIPE:
-                self._abort(proc)
-                raise
-            broken = exc
-        except BaseException:
-            # The stream stops before its last member is whole: kill the
-            # reader so the runtime's import fails and keeps nothing.
-            self._abort(proc)
-            raise
-        finally:
-            with contextlib.suppress(IOError, OSError):
-                proc.stdin.close()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for thread in threads:
-            thread.join(10)
-        out = b"".join(chunks["out"]).decode("utf-8", "replace")
-        err = b"".join(chunks["err"]).decode("utf-8", "replace")
-        if broken is not None and proc.returncode == 0:
-            return CommandResult(argv, 1, out, err + "\nbroken pipe")
-        return CommandResult(argv, proc.returncode, out, err)
+def check_skip_phases(ctx, workflow):
+    """--skip-phases names phases of this command, and a safety phase only
+    in a dry run, which changes nothing; that is said loudly."""
+    names = [phase.name for phase in workflow]
+    unknown = sorted(ctx.skip - set(names))
+    if unknown:
+        raise UserError("unknown phase %s in --skip-phases: the phases of %s "
+                        "are %s" % (unknown[0], ctx.command, ", ".join(names)))
+    for name in SAFETY_PHASES:
+        if name in ctx.skip and not ctx.dry_run:
+            raise UserError("--skip-phases %s is refused: the %s phase checks "
+                            "the %s before anything changes; run without it "
+                            "(only a --dry-run may leave it out)" % (
+                                name, name, "bundle" if name == "verify"
+                                else "host"))
+        if name in ctx.skip:
+            log.warning("warning: the %s phase is left out of this dry run: "
+                        "a real run always does it", name)
 
 
-    @staticmethod
-    def _abort(proc):
-        with contextlib.suppress(OSError):
-            proc.kill()
-        with contextlib.suppress(OSError):
-            proc.wait(timeout=60)
+def run_phases(ctx, workflow, only=None):
+    """Run a workflow in order: each phase logged and timed, skipped when
+    named in --skip-phases or when its run_if is false, printed only under
+    --dry-run.  With only (`COMMAND phase NAME`), that phase runs alone,
+    after the safety phases, which no run that changes the host leaves out."""
+    check_skip_phases(ctx, workflow)
+    started = now()
+    for phase in workflow:
+        if only is not None and phase.name not in (only,) + SAFETY_PHASES:
+            continue
+        if phase.name in ctx.skip:
+            log.info("[%s] skipped (--skip-phases)", phase.name)
+            continue
+        if phase.run_if is not None and not phase.run_if(ctx):
+            log.debug("[%s] not for this node", phase.name)
+            continue
+        log.info("[%s] %s%s", phase.name, phase_summary(phase),
+                 " (dry run)" if ctx.dry_run else "")
+        began = now()
+        phase.run(ctx)
+        log.info("[%s] done in %.1f s", phase.name, now() - began)
+    log.info("%s finished in %.1f s", ctx.command, now() - started)
 
 
-def open_tee(path):
-    """The log a command's output is copied to (it may hold a token): see
-    open_private_log; a UserError when it is a link or not a file."""
+def phases_help(command, workflow):
+    """The --help epilog listing a command's phases."""
+    lines = ["phases, in order (--skip-phases A,B leaves some out;",
+             "`%s phase NAME` runs one):" % command]
+    for phase in workflow:
+        lines.append("  %-14s %s" % (phase.name, phase.short))
+    return "\n".join(lines)
+
+
+def run_workflow(ctx, workflow, only=None):
     try:
-        return open_private_log(path, append=False)
-    except OSError as exc:
-        raise UserError("cannot write %s: %s: remove it if it is a link or "
-                        "not a file, then run again" % (path, exc.strerror))
-
-
-def echo(text):
-    """Write text to stdout even where the locale cannot encode it (C
-    locale, non-ASCII paths): such characters are escaped, never fatal."""
-    try:
-        sys.stdout.write(text)
-    except UnicodeEncodeError:
-        encoding = getattr(sys.stdout, "encoding", None) or "ascii"
-        sys.stdout.write(text.encode(encoding, "backslashreplace")
-                         .decode(encoding))
-    sys.stdout.flush()
-
-
-def say(text):
-    echo(text + "\n")
-
-
-def last_line(text):
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def kubeadm_error_line(text):
-    """The line of kubeadm's output that says what went wrong: its last
-    [ERROR ...] or "error execution phase" line, not the footer that points
-    to --v=5 for a stack trace."""
-    lines = [line.strip() for line in (text or "").splitlines()
-             if line.strip() and "to see the stack trace" not in line.lower()]
-    for line in reversed(lines):
-        if line.startswith("[ERROR") or line.lower().startswith("error"):
-            return line
-    return lines[-1] if lines else ""
-
-
-class Host(object):
-    """Files of the host, all under ``root`` (``/`` except in tests).
-
-    Writes honour --dry-run: they are printed instead.  Every write checks
-    the current content first, so a re-run changes nothing that is right.
-    """
-
-    def __init__(self, root="/", dry_run=False):
-        self.root = os.path.abspath(root or "/")
-        self.real_root = os.path.realpath(self.root)
-        self.dry_run = dry_run
-        self.planned = set()      # folders a dry run has said it would make
-
-    def path(self, host_path):
-        """The real path of a host path; a UserError for anything that is
-        not absolute, holds "..", or resolves (through links) outside the
-        root: names that come from a bundle or state.json cannot reach
-        elsewhere."""
-        if (not isinstance(host_path, str) or not host_path.startswith("/")
-                or "\x00" in host_path or ".." in host_path.split("/")):
-            raise UserError("refusing the host path %r: it is not a plain "
-                            "absolute path" % (host_path,))
-        if self.root == "/":
-            return host_path
-        full = os.path.join(self.root, host_path.lstrip("/"))
-        real = os.path.realpath(full)
-        if (real != self.real_root and
-                not real.startswith(self.real_root.rstrip("/") + "/")):
-            raise UserError("refusing the host path %s: it resolves to %s, "
-                            "outside %s" % (host_path, real, self.root))
-        return full
-
-    def exists(self, host_path):
-        return os.path.lexists(self.path(host_path))
-
-    def isdir(self, host_path):
-        return os.path.isdir(self.path(host_path))
-
-    def read(self, host_path, default=None):
-        try:
-            with open(self.path(host_path), "rb") as handle:
-                return handle.read().decode("utf-8", "replace")
-        except (IOError, OSError):
-            return default
-
-    def read_bytes(self, host_path):
-        try:
-            with open(self.path(host_path), "rb") as handle:
-                return handle.read()
-        except (IOError, OSError):
-            return None
-
-    def listdir(self, host_path):
-        try:
-            return sorted(os.listdir(self.path(host_path)))
-        except OSError:
-            return []
-
-    def makedirs(self, host_path, mode=0o755):
-        if self.isdir(host_path):
-            return False
-        if self.dry_run:
-            if host_path not in self.planned:
-                self.planned.add(host_path)
-                log.info("  would create folder %s", host_path)
-            return True
-        os.makedirs(self.path(host_path), mode)
-        return True
-
-    def write(self, host_path, data, mode=0o644, owner=None):
-        """Write data (bytes or text) if it differs; True when it changed."""
-        if not isinstance(data, bytes):
-            data = data.encode("utf-8")
-        full = self.path(host_path)
-        same = self.read_bytes(host_path) == data
-        if (same and stat.S_IMODE(os.lstat(full).st_mode) == mode and
-                (owner is None or _owned_by(full, owner))):
-            return False
-        if self.dry_run:
-            log.info("  would write %s (%s, mode %04o)", host_path,
-                     human_size(len(data)), mode)
-            return True
-        self.makedirs(os.path.dirname(host_path))
-        write_file_atomic(full, data, mode)
-        if owner is not None:
-            os.chown(full, owner[0], owner[1])
-        log.debug("wrote %s", host_path)
-        return True
-
-    def install_member(self, host_path, bundle, relpath, mode=0o755):
-        """Copy a bundle member to host_path, hashing it on the way: it goes
-        to a temporary name in the target folder, is flushed to disk, and
-        is renamed into place only when its sha256 is the one bundle.json
-        lists.  A file already there with those bytes and mode is left
-        alone; True when it changed."""
-        entry = bundle.meta["files"][relpath]
-        full = self.path(host_path)
-        if (_file_sha256(full) == entry["sha256"] and
-                stat.S_IMODE(os.lstat(full).st_mode) == mode):
-            return False
-        if self.dry_run:
-            log.info("  would write %s (%s, mode %04o)", host_path,
-                     human_size(entry["size"]), mode)
-            return True
-        self.makedirs(os.path.dirname(host_path))
-
-        def copy(out):
-            with bundle.open(relpath) as source:
-                for block in iter(lambda: source.read(CHUNK), b""):
-                    out.write(block)
-                if not source.verified:
-                    raise BundleError("bundle member %s was not read whole: "
-                                      "recopy the bundle" % relpath)
-        fill_file_atomic(full, copy, mode)
-        log.debug("wrote %s", host_path)
-        return True
-
-    def remove(self, host_path):
-        full = self.path(host_path)
-        if not os.path.lexists(full):
-            return False
-        if self.dry_run:
-            log.info("  would remove %s", host_path)
-            return True
-        if os.path.isdir(full) and not os.path.islink(full):
-            shutil.rmtree(full)
-        else:
-            os.unlink(full)
-        log.debug("removed %s", host_path)
-        return True
-
-    def chown(self, host_path, uid, gid):
-        if self.dry_run:
-            log.info("  would chown %s to %d:%d", host_path, uid, gid)
-            return
-        os.chown(self.path(host_path), uid, gid)
-
-    def which(self, name):
-        """The host path of a tool, from the usual folders, or None."""
-        for folder in TOOL_DIRS:
-            candidate = folder + "/" + name
-            full = self.path(candidate)
-            if os.path.isfile(full) and os.access(full, os.X_OK):
-                return candidate
-        return None
-
-    def state(self):
-        """What earlier runs recorded (role, settings, files written)."""
-        text = self.read(STATE_FILE)
-        if not text:
-            return {}
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return {}
-        return value if isinstance(value, dict) else {}
-
-    def save_state(self, **changes):
-        state = self.state()
-        state.update(changes)
-        self.makedirs(STATE_DIR, 0o700)
-        self.write(STATE_FILE, canonical_json(state), 0o600)
-        return state
-
-
-def _file_sha256(full):
-    """The sha256 of a regular file (not followed if a link), else None."""
-    try:
-        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
-                     O_CLOEXEC)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return None
-        digest = hashlib.sha256()
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _owned_by(path, owner):
-    st = os.lstat(path)
-    return (st.st_uid, st.st_gid) == tuple(owner)
-
-
-# -- facts about the host ---------------------------------------------------
-
-def host_cpu_count(host):
-    text = host.read("/proc/cpuinfo", "")
-    count = len(re.findall(r"^processor\s*:", text, re.M))
-    return count or os.cpu_count() or 1
-
-
-def host_memory_mb(host):
-    match = re.search(r"^MemTotal:\s*(\d+)\s*kB", host.read("/proc/meminfo", ""),
-                      re.M)
-    return int(match.group(1)) // 1024 if match else None
-
-
-def active_swaps(host):
-    lines = host.read("/proc/swaps", "").splitlines()[1:]
-    return [line.split()[0] for line in lines if line.strip()]
-
-
-def listening_ports(host):
-    """TCP ports in LISTEN state, from /proc/net/tcp and tcp6."""
-    ports = set()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in host.read(name, "").splitlines()[1:]:
-            fields = line.split()
-            if len(fields) > 3 and fields[3] == "0A":
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
-def module_loaded(host, name):
-    """Loaded or built in: what the module provides is there."""
-    if host.isdir("/sys/module/" + name):
-        return True
-    if name == "br_netfilter" and host.isdir("/proc/sys/net/bridge"):
-        return True
-    if name == "overlay" and re.search(r"\soverlay$",
-                                       host.read("/proc/filesystems", ""), re.M):
-        return True
-    return bool(re.search(r"^%s\s" % re.escape(name),
-                          host.read("/proc/modules", ""), re.M))
-
-
-def sysctl_path(key):
-    return "/proc/sys/" + key.replace(".", "/")
-
-
-def read_sysctl(host, key):
-    value = host.read(sysctl_path(key))
-    return value.strip() if value is not None else None
-
-
-def host_hostname(host):
-    name = (host.read("/proc/sys/kernel/hostname") or "").strip()
-    if not name and host.root == "/":
-        name = socket.gethostname()
-    return name
-
-
-def hostname_resolves(host, name):
-    """True when name is in /etc/hosts or (on the real host) resolves."""
-    for line in host.read("/etc/hosts", "").splitlines():
-        fields = line.split("#", 1)[0].split()
-        if len(fields) > 1 and name in fields[1:]:
-            return True
-    if host.root != "/":
-        return False
-    try:
-        socket.getaddrinfo(name, None)
-        return True
-    except (socket.error, UnicodeError):
-        return False
-
-
-def default_route_interface(host):
-    for line in host.read("/proc/net/route", "").splitlines()[1:]:
-        fields = line.split()
-        if (len(fields) > 7 and fields[1] == "00000000" and
-                fields[7] == "00000000"):
-            return fields[0]
-    return None
-
-
-def kernel_ipv4_addresses():
-    """[(interface, ip_interface)] asked of the kernel (an ioctl per
-    interface: its primary IPv4 address and netmask), for a bare host
-    whose iproute2 the packages phase has not installed yet."""
-    import fcntl
-    import struct
-    found = []
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        for _, name in socket.if_nameindex():
-            request = struct.pack("256s", name.encode("utf-8")[:15])
-            try:
-                address = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)
-                netmask = fcntl.ioctl(sock.fileno(), SIOCGIFNETMASK, request)
-            except OSError:         # no IPv4 address on this interface
-                continue
-            found.append((name, ipaddress.ip_interface("%s/%s" % (
-                socket.inet_ntoa(address[20:24]),
-                socket.inet_ntoa(netmask[20:24])))))
+        run_phases(ctx, workflow, only)
     finally:
-        sock.close()
-    return found
-
-
-def host_addresses(runner):
-    """[(interface, ip_interface)] of the host's IPv4 addresses (from the
-    kernel itself where `ip` is not installed)."""
-    result = runner.run(["ip", "-o", "-4", "addr", "show"], change=False,
-                        check=False)
-    if result.returncode == 127:
-        return kernel_ipv4_addresses()
-    found = []
-    for line in result.stdout.splitlines():
-        match = re.match(r"^\d+:\s+(\S+)\s+inet\s+(\S+)", line)
-        if match:
-            try:
-                found.append((match.group(1).split("@")[0],
-                              ipaddress.ip_interface(match.group(2))))
-            except ValueError:
-                continue
-    return found
-
-
-def parse_cidr(text, option):
-    try:
-        network = ipaddress.ip_network(u"%s" % text, strict=True)
-    except ValueError:
-        raise UserError("bad %s %r: use a network such as %s" % (
-            option, text, DEFAULT_POD_CIDR if "pod" in option
-            else DEFAULT_SERVICE_CIDR))
-    if network.version != 4:
-        raise UserError("%s %s is IPv6: this tool sets up IPv4 clusters; "
-                        "use an IPv4 network" % (option, text))
-    return network
-
-
-def check_cidrs(pod_cidr, service_cidr):
-    pod = parse_cidr(pod_cidr, "--pod-network-cidr")
-    service = parse_cidr(service_cidr, "--service-cidr")
-    if pod.prefixlen > SMALLEST_POD_PREFIX:
-        raise UserError("--pod-network-cidr %s is too small: each node gets a "
-                        "/%d of it; use a /%d or larger network such as %s"
-                        % (pod, SMALLEST_POD_PREFIX, SMALLEST_POD_PREFIX,
-                           DEFAULT_POD_CIDR))
-    if pod.overlaps(service):
-        raise UserError("--pod-network-cidr %s overlaps --service-cidr %s: "
-                        "choose networks that do not overlap" % (pod, service))
-    return pod, service
-
-
-def check_ipv4_address(text, what):
-    """An IPv4 address as text; IPv6 is refused (the pod network, flannel
-    and kube-proxy are set up for IPv4 only)."""
-    try:
-        address = (ipaddress.ip_address(u"%s" % text)
-                   if isinstance(text, str) else None)
-    except ValueError:
-        address = None
-    if address is None:
-        raise UserError("bad %s %r: give an IPv4 address such as %s"
-                        % (what, text, "10.0.0.10"))
-    if address.version != 4:
-        raise UserError("%s %s is IPv6: this tool sets up IPv4 clusters; give "
-                        "an IPv4 address" % (what, text))
-    return str(address)
-
-
-def check_endpoint(text, what):
-    """HOST:PORT with an IPv4 address or a DNS name and a port 1-65535."""
-    host, sep, port = (text.rpartition(":") if isinstance(text, str)
-                       else ("", "", ""))
-    if host.startswith("[") or host.count(":"):
-        raise UserError("%s %r is IPv6: this tool sets up IPv4 clusters; use "
-                        "an IPv4 address or a name, as HOST:PORT" % (what, text))
-    if (not sep or not re.fullmatch(r"[0-9]{1,5}", port) or
-            not 0 < int(port) < 65536 or not (
-                re.fullmatch(r"[0-9.]+", host) or
-                full_match(NODE_NAME_RE, host.lower()))):
-        raise UserError("bad %s %r: use HOST:PORT such as 10.0.0.10:6443"
-                        % (what, text))
-    if re.fullmatch(r"[0-9.]+", host):
-        check_ipv4_address(host, what)
-    return text
-
-
-def iptables_backend(runner):
-    """('1.8.7', 'nf_tables') from `iptables --version`, or None."""
-    result = runner.run(["iptables", "--version"], change=False, check=False)
-    match = re.search(r"v(\d+\.\d+(?:\.\d+)?)(?:\s+\((\w+)\))?", result.stdout)
-    if not result.ok or not match:
-        return None
-    return match.group(1), match.group(2) or "legacy"
-
-
-def service_active(runner, name):
-    result = runner.run(["systemctl", "is-active", name], change=False,
-                        check=False)
-    return result.stdout.strip() == "active"
-
-
-# -- the container runtime --------------------------------------------------
-
-def docker_info(runner):
-    """Docker's `info` as a dict when the daemon answers, else None."""
-    result = runner.run(["docker", "info", "--format", "{{json .}}"],
-                        change=False, check=False)
-    if not result.ok:
-        return None
-    try:
-        info = json.loads(result.stdout.strip() or "null")
-    except ValueError:
-        return None
-    if not isinstance(info, dict) or not info.get("ServerVersion"):
-        return None
-    return info
-
-
-def containerd_running(ctx):
-    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address,
-                             "version"], change=False, check=False)
-    return result.ok and "Server:" in result.stdout
-
-
-def containerd_cgroup_driver(config_text):
-    return "systemd" if re.search(r"^\s*SystemdCgroup\s*=\s*true",
-                                  config_text or "", re.M) else "cgroupfs"
-
-
-class TomlError(ValueError):
-    """A TOML text this tool's reader does not accept (line number inside)."""
-
-
-class TomlReader(object):
-    """Reads the part of TOML that containerd's config files use: tables
-    ``[a."b.c"]``, keys (bare, quoted, dotted), basic and literal strings,
-    integers, floats, booleans, arrays (over several lines) and inline
-    tables.  Arrays of tables, multi-line strings and dates are refused
-    with a TomlError naming the line, rather than guessed at."""
-
-    _BARE = re.compile(r"[A-Za-z0-9_-]+")
-    _NUMBER = re.compile(r"[+-]?(?:\d[\d_]*)(\.\d[\d_]*)?([eE][+-]?\d+)?"
-                         r"(?=[\s,\]}#]|$)")
-    _ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r",
-                '"': '"', "\\": "\\"}
-
-    def __init__(self, text):
-        self.text = text
-        self.pos = 0
-
-    def fail(self, what):
-        line = self.text.count("\n", 0, self.pos) + 1
-        raise TomlError("line %d: %s" % (line, what))
-
-    def peek(self, size=1):
-        return self.text[self.pos:self.pos + size]
-
-    def skip_space(self, newlines=False):
-        while self.pos < len(self.text):
-            char = self.text[self.pos]
-            if char in " \t" or (newlines and char in "\r\n"):
-                self.pos += 1
-            elif char == "#":
-                while self.pos < len(self.text) and self.text[self.pos] != "\n":
-                    self.pos += 1
-            else:
-                return
-
-    def end_of_line(self):
-        self.skip_space()
-        if self.pos < len(self.text) and self.peek() not in "\r\n":
-            self.fail("unexpected %r after a value" % self.peek())
-
-    def parse(self):
-        root = {}
-        table = root
-        defined = set()
-        while True:
-            self.skip_space(newlines=True)
-            if self.pos >= len(self.text):
-                return root
-            if self.peek(2) == "[[":
-                self.fail("arrays of tables are not supported")
-            if self.peek() == "[":
-                self.pos += 1
-                path = self.key_path("]")
-                self.pos += 1
-                if tuple(path) in defined:
-                    self.fail("table [%s] is defined twice" % ".".join(path))
-                defined.add(tuple(path))
-                table = self.descend(root, path)
-                self.end_of_line()
-                continue
-            path = self.key_path("=")
-            self.pos += 1
-            self.skip_space()
-            value = self.value()
-            target = self.descend(table, path[:-1])
-            if path[-1] in target:
-                self.fail("key %s is defined twice" % ".".join(path))
-            target[path[-1]] = value
-            self.end_of_line()
-
-    def descend(self, table, path):
-        for key in path:
-            table = table.setdefault(key, {})
-            if not isinstance(table, dict):
-                self.fail("%s is a value and a table" % key)
-        return table
-
-    def key_path(self, closing):
-        path = []
-        while True:
-            self.skip_space()
-            path.append(self.simple_key())
-            self.skip_space()
-            if self.peek() == ".":
-                self.pos += 1
-                continue
-            if self.peek() != closing:
-                self.fail("expected %r after the key %s" % (closing, path[-1]))
-            return path
-
-    def simple_key(self):
-        if self.peek() in ('"', "'"):
-            return self.string()
-        match = self._BARE.match(self.text, self.pos)
-        if not match:
-            self.fail("expected a key")
-        self.pos = match.end()
-        return match.group(0)
-
-    def string(self):
-        quote = self.peek()
-        if self.peek(3) == quote * 3:
-            self.fail("multi-line strings are not supported")
-        self.pos += 1
-        out = []
-        while True:
-            if self.pos >= len(self.text) or self.peek() in "\r\n":
-                self.fail("unterminated string")
-            char = self.text[self.pos]
-            self.pos += 1
-            if char == quote:
-                return "".join(out)
-            if char == "\\" and quote == '"':
-                code = self.peek()
-                self.pos += 1
-                if code in self._ESCAPES:
-                    out.append(self._ESCAPES[code])
-                elif code in ("u", "U"):
-                    size = 4 if code == "u" else 8
-                    digits = self.text[self.pos:self.pos + size]
-                    if not re.match(r"^[0-9A-Fa-f]{%d}\Z" % size, digits):
-                        self.fail("bad \\%s escape" % code)
-                    out.append(chr(int(digits, 16)))
-                    self.pos += size
-                else:
-                    self.fail("bad escape \\%s" % code)
-            elif ord(char) < 0x20 and char != "\t":
-                self.fail("control character in a string")
-            else:
-                out.append(char)
-
-    def value(self):
-        char = self.peek()
-        if char in ('"', "'"):
-            return self.string()
-        if char == "[":
-            return self.array()
-        if char == "{":
-            return self.inline_table()
-        for word, value in (("true", True), ("false", False)):
-            if self.text.startswith(word, self.pos):
-                self.pos += len(word)
-                return value
-        match = self._NUMBER.match(self.text, self.pos)
-        if match:
-            self.pos = match.end()
-            number = match.group(0).replace("_", "")
-            return (float(number) if match.group(1) or match.group(2)
-                    else int(number))
-        self.fail("unsupported value starting %r" % self.text[self.pos:self.pos + 12])
-
-    def array(self):
-        self.pos += 1
-        items = []
-        while True:
-            self.skip_space(newlines=True)
-            if self.peek() == "]":
-                self.pos += 1
-                return items
-            items.append(self.value())
-            self.skip_space(newlines=True)
-            if self.peek() == ",":
-                self.pos += 1
-            elif self.peek() != "]":
-                self.fail("expected , or ] in an array")
-
-    def inline_table(self):
-        self.pos += 1
-        table = {}
-        self.skip_space()
-        if self.peek() == "}":
-            self.pos += 1
-            return table
-        while True:
-            path = self.key_path("=")
-            self.pos += 1
-            self.skip_space()
-            target = self.descend(table, path[:-1])
-            target[path[-1]] = self.value()
-            self.skip_space()
-            if self.peek() == "}":
-                self.pos += 1
-                return table
-            if self.peek() != ",":
-                self.fail("expected , or } in an inline table")
-            self.pos += 1
-
-
-def toml_loads(text):
-    return TomlReader(text).parse()
-
-
-def _toml_key(key):
-    if re.match(r"^[A-Za-z0-9_-]+\Z", key):
-        return key
-    return _toml_string(key)
-
-
-def _toml_string(text):
-    out = ['"']
-    for char in text:
-        if char in '"\\':
-            out.append("\\" + char)
-        elif char == "\n":
-            out.append("\\n")
-        elif char == "\t":
-            out.append("\\t")
-        elif ord(char) < 0x20 or ord(char) == 0x7f:
-            out.append("\\u%04x" % ord(char))
-        else:
-            out.append(char)
-    return "".join(out) + '"'
-
-
-def _toml_value(value):
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join("%s = %s" % (_toml_key(k), _toml_value(v))
-                               for k, v in value.items()) + "}"
-    raise TypeError("no TOML form for %r" % (value,))
-
-
-def toml_dumps(data):
-    """TOML text of nested dicts: the scalars of each table under its
-    [header], then its sub-tables; keys and strings quoted as needed."""
-    lines = []
-
-    def emit(table, path):
-        scalars = [(k, v) for k, v in table.items() if not isinstance(v, dict)]
-        tables = [(k, v) for k, v in table.items() if isinstance(v, dict)]
-        if path and (scalars or not tables):
-            lines.append("")
-            lines.append("[%s]" % ".".join(_toml_key(k) for k in path))
-        for key, value in scalars:
-            lines.append("%s = %s" % (_toml_key(key), _toml_value(value)))
-        for key, value in tables:
-            emit(value, path + [key])
-    emit(data, [])
-    return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def read_containerd_config(text, where=CONTAINERD_CONFIG):
-    """containerd's config as data; UserError if this reader cannot take it."""
-    try:
-        return toml_loads(text or "")
-    except TomlError as exc:
-        raise UserError("cannot read %s (%s): fix it, or move it away so a "
-                        "new one is written" % (where, exc))
-
-
-def containerd_version(runner):
-    """(major, minor) of the installed containerd, or None."""
-    result = runner.run(["containerd", "--version"], change=False, check=False)
-    match = re.search(r"\s v?(\d+)\.(\d+)\.\d+", result.stdout or "")
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def containerd_config_with(config_text, pause_image, version=None):
-    """containerd's config with the CRI plugin on and our sandbox image.
-
-    A file without `version = 2` is read as version 1, where the CRI
-    plugin's section is [plugins.cri]; version 2 names it
-    [plugins."io.containerd.grpc.v1.cri"].  The containerd.io package ships
-    `disabled_plugins = ["cri"]` and nothing else.  Without a file, a new
-    one is written: version 2 unless containerd is older than 1.3 (which
-    reads version 1 only).  The CNI directories are the ones the
-    install phase fills.  The result goes through toml_dumps.
-    """
-    if config_text is None:
-        config = {"version": 1 if version and version < (1, 3) else 2}
-    else:
-        config = read_containerd_config(config_text)
-    schema = config.get("version", 1)
-    if schema not in (1, 2):
-        raise UserError("%s has version = %r; this tool writes versions 1 and "
-                        "2: fix it or move it away" % (CONTAINERD_CONFIG, schema))
-    disabled = config.get("disabled_plugins")
-    if disabled is not None:
-        if not isinstance(disabled, list):
-            raise UserError("disabled_plugins in %s is not a list: fix it"
-                            % CONTAINERD_CONFIG)
-        config["disabled_plugins"] = [name for name in disabled
-                                      if name not in CRI_PLUGIN_NAMES]
-    plugins = config.setdefault("plugins", {})
-    if not isinstance(plugins, dict):
-        raise UserError("plugins in %s is not a table: fix it"
-                        % CONTAINERD_CONFIG)
-    cri = plugins.setdefault(CRI_PLUGIN_NAMES[schema - 1], {})
-    if not isinstance(cri, dict):
-        raise UserError("the CRI plugin's entry in %s is not a table: fix it"
-                        % CONTAINERD_CONFIG)
-    cri["sandbox_image"] = pause_image
-    cni = cri.setdefault("cni", {})
-    if not isinstance(cni, dict):
-        raise UserError("the CRI plugin's cni entry in %s is not a table: fix "
-                        "it" % CONTAINERD_CONFIG)
-    # The plugins are installed in /opt/cni/bin; Debian's package points
-    # the CRI plugin at /usr/lib/cni, where no pod would get a network.
-    cni["bin_dir"], cni["conf_dir"] = CNI_BIN_DIR, CNI_CONF_DIR
-    return toml_dumps(config)
-
-
-def image_target(image, image_repository):
-    """The name an image is loaded under: kubeadm's images move with
-    --image-repository, the others keep the name they were bundled with."""
-    if image.get("kubeadm"):
-        return "%s/%s:%s" % (image_repository, image["repository"],
-                             image["tag"])
-    return image["ref"]
-
-
-def pause_image_name(bundle, image_repository):
-    for image in bundle.meta.get("images", []):
-        if image.get("name") == "pause":
-            return image_target(image, image_repository)
-    return "%s/pause:%s" % (image_repository,
-                            bundle.meta.get("versions", {}).get("pause", "3.1"))
-
-
-class _CountingReader(object):
-    def __init__(self, handle, progress):
-        self.handle = handle
-        self.progress = progress
-
-    def read(self, size=-1):
-        block = self.handle.read(size)
-        self.progress.update(len(block))
-        return block
-
-
-def _add_bytes(tar, name, data):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o644
-    info.mtime = 0
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _add_blob(tar, bundle, digest, progress, seen):
-    relpath = _blob_path(digest)
-    if relpath in seen:
-        return
-    seen.add(relpath)
-    info = tarfile.TarInfo(relpath[len(IMAGES_DIR) + 1:])
-    info.size = bundle.size(relpath)
-    info.mode = 0o644
-    info.mtime = 0
-    with bundle.open(relpath) as handle:
-        tar.addfile(info, _CountingReader(handle, progress))
-
-
-@contextlib.contextmanager
-def _broken_on_error(tar):
-    """On an error mid-stream, mark the tar stream closed: nothing more (no
-    end-of-archive blocks) is written, so the reader sees a cut archive."""
-    try:
-        yield
-    except BaseException:
-        tar.closed = True
-        tar.fileobj.closed = True
-        raise
-
-
-def image_stream_size(bundle, images):
-    seen = set()
-    total = 0
-    for image in images:
-        for digest in ([image["manifest_digest"], image["config_digest"]] +
-                       list(image["layers"])):
-            relpath = _blob_path(digest)
-            if relpath not in seen:
-                seen.add(relpath)
-                total += bundle.size(relpath)
-    return total
-
-
-def write_docker_archive(stream, bundle, targets, progress):
-    """A docker-archive of [(image, target)] onto stream, read from the
-    bundle as it goes: manifest.json plus the blobs it names."""
-    manifest = [{"Config": _blob_path(image["config_digest"])[len(IMAGES_DIR) + 1:],
-                 "RepoTags": [target],
-                 "Layers": [_blob_path(d)[len(IMAGES_DIR) + 1:]
-                            for d in image["layers"]]}
-                for image, target in targets]
-    tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
-    with _broken_on_error(tar):
-        seen = set()
-        _add_bytes(tar, "manifest.json", json.dumps(manifest).encode("utf-8"))
-        for image, _ in targets:
-            for digest in [image["config_digest"]] + list(image["layers"]):
-                _add_blob(tar, bundle, digest, progress, seen)
-    tar.close()
-
-
-def write_oci_layout(stream, bundle, targets, progress):
-    """An OCI image layout of [(image, target)] onto stream, the index
-    naming each manifest by its target (what containerd imports it as)."""
-    index = {"schemaVersion": 2, "manifests": []}
-    for image, target in targets:
-        index["manifests"].append({
-            "mediaType": image.get("manifest_media_type", MT_DOCKER_MANIFEST),
-            "digest": image["manifest_digest"],
-            "size": bundle.size(_blob_path(image["manifest_digest"])),
-            "annotations": {"io.containerd.image.name": target,
-                            "org.opencontainers.image.ref.name": target}})
-    tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
-    with _broken_on_error(tar):
-        seen = set()
-        _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
-        _add_bytes(tar, "index.json", json.dumps(index).encode("utf-8"))
-        for image, _ in targets:
-            for digest in ([image["manifest_digest"], image["config_digest"]] +
-                           list(image["layers"])):
-                _add_blob(tar, bundle, digest, progress, seen)
-    tar.close()
-
-
-def docker_image_id(runner, name):
-    result = runner.run(["docker", "image", "inspect", "--format", "{{.Id}}",
-                         name], change=False, check=False)
-    return result.stdout.strip() if result.ok else None
-
-
-def containerd_images(ctx):
-    """{name: manifest digest} of the images in containerd's k8s.io."""
-    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address,
-                             "-n", "k8s.io", "images", "ls"],
-                            change=False, check=False)
-    found = {}
-    for line in result.stdout.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) >= 3 and fields[2].startswith("sha256:"):
-            found[fields[0]] = fields[2]
-    return found
-
-
-def _normalize_image_name(name):
-    """docker.io/library/x:1 as containerd names what Docker calls x:1."""
-    first = name.split("/", 1)[0]
-    if "/" not in name or ("." not in first and ":" not in first
-                           and first != "localhost"):
-        if "/" not in name:
-            name = "library/" + name
-        name = "docker.io/" + name
-    return name
-
-
-# -- phase: verify ----------------------------------------------------------
-
-def phase_verify(ctx):
-    """Check every byte of the bundle and that it fits this host.
-
-    Nothing on the host changes before the bundle is known to be whole.
-    """
-    bundle = ctx.bundle
-    check_supported(bundle.kubernetes_version)
-    arch = host_arch()
-    if bundle.arch != arch:
-        raise UserError("the bundle is for %s but this host is %s: use a "
-                        "bundle made with --arch %s" % (bundle.arch, arch, arch))
-    verify_bundle(bundle, progress=ctx.progress)
-    for unit in units_needed(bundle):
-        unit_path(bundle, unit)
-    log.info("  bundle %s: Kubernetes %s %s, every file checked",
-             bundle.path, bundle.kubernetes_version, bundle.arch)
-
-
-# -- phase: packages --------------------------------------------------------
-
-def read_os_release(host):
-    """(ID, VERSION_ID) from /etc/os-release; empty strings if unknown."""
-    fields = {}
-    for line in (host.read(OS_RELEASE) or "").splitlines():
-        key, sep, value = line.partition("=")
-        if not sep or not re.match(r"^[A-Z_]+\Z", key.strip()):
-            continue
-        try:
-            words = shlex.split(value, comments=True)
-        except ValueError:
-            continue
-        fields[key.strip()] = words[0] if words else ""
-    return fields.get("ID", ""), fields.get("VERSION_ID", "")
-
-
-def os_id_of(os_release):
-    """The --os ID that covers a host's (ID, VERSION_ID), or None: RPM
-    distributions by their major version (Rocky 8.9 is rocky-8)."""
-    distro_id, version = os_release
-    for os_id, distro in sorted(DISTROS.items()):
-        wanted = (version if distro["family"] == "deb"
-                  else version.split(".", 1)[0])
-        if distro["id"] == distro_id and distro["version_id"] == wanted:
-            return os_id
-    return None
-
-
-def _root_args(ctx, family):
-    """The package tools' options to work on --root instead of /."""
-    if ctx.host.root == "/":
-        return []
-    if family == "deb":
-        return ["--root=" + ctx.host.root]
-    return ["--root", ctx.host.root]
-
-
-def host_packages(ctx, family):
-    """({installed package: version}, names they and what they provide)."""
-    if family == "deb":
-        argv = ["dpkg-query"]
-        if ctx.host.root != "/":
-            argv.append("--admindir=" + ctx.host.path("/var/lib/dpkg"))
-        argv += ["-W", "-f", "${Package}\t${Status}\t${Version}\t"
-                 "${Provides}\n"]
-    else:
-        argv = (["rpm"] + _root_args(ctx, family) +
-                ["-qa", "--qf", "%{NAME}\tinstalled\t%{EPOCHNUM}:%{VERSION}-"
-                 "%{RELEASE}\t\n"])
-    result = ctx.runner.run(argv, change=False, check=False)
-    if not result.ok and family == "rpm":
-        raise UserError("cannot list the installed packages (%s): %s" % (
-            " ".join(argv[:2]), last_line(result.output()) or "no output"))
-    versions, provided = {}, set()
-    for line in (result.stdout or "").splitlines():
-        fields = line.split("\t")
-        if len(fields) < 4 or fields[1].split()[-1:] != ["installed"]:
-            continue
-        versions[fields[0]] = fields[2]
-        provided.add(fields[0])
-        provided.update(group[0][0] for group in parse_deb_relations(fields[3]))
-    return versions, provided
-
-
-def packages_to_install(entry, installed, provided):
-    """The bundled packages this host lacks that the wanted ones need, in
-    the bundle's dependency order; a UserError when a dependency (with its
-    version) is met by neither the host nor the bundle, so dpkg never
-    starts what it cannot finish.  (rpm checks its own: rpm --test.)"""
-    packages = dict((p["name"], p) for p in entry["packages"])
-    needed, pending = set(), [p["name"] for p in entry["packages"]
-                              if p["wanted"] and p["name"] not in installed]
-    while pending:
-        name = pending.pop()
-        if name in needed or name in installed or name not in packages:
-            continue
-        needed.add(name)
-        pending.extend(packages[name]["needs"])
-    todo = [p for p in entry["packages"] if p["name"] in needed]
-    versions = dict(installed)
-    versions.update((p["name"], p["version"]) for p in todo)
-    coming = set(provided)
-    for package in todo:
-        coming.update([package["name"]] + package["provides"])
-    for package in todo:
-        for text in package["requires"]:
-            group = [alt for relation in text
-                     for found in parse_deb_relations(relation)[:1]
-                     for alt in found]
-            if group and not any(deb_relation_holds(versions[name], op, version)
-                       if name in versions else (op is None and name in coming)
-                       for name, op, version in group):
-                raise UserError(
-                    "%s needs %s, which neither this host nor the bundle has%s"
-                    ": install it first, or rebuild the bundle with --os %s "
-                    "from the archive this host uses" % (
-                        package["name"], " | ".join(text),
-                        " (this host has %s)" % ", ".join(
-                            "%s %s" % (name, versions[name])
-                            for name, _, _ in group if name in versions)
-                        if any(name in versions for name, _, _ in group)
-                        else "", os_id_of((entry["id"], entry["version_id"]))))
-    return todo
-
-
-def install_staged(ctx, family, todo, stage):
-    """Copy each package to stage, hashed on the way (only the verified
-    bytes are installed), then dpkg -i them (batches) or rpm -Uvh them
-    (after rpm -Uvh --test, which changes nothing if a dependency fails)."""
-    staged = {}
-    for package in todo:
-        target = "%s/%s" % (stage, package["path"].rsplit("/", 1)[1])
-        ctx.host.install_member(target, ctx.bundle, package["path"], 0o600)
-        staged[package["name"]] = ctx.host.path(target)
-    if family == "deb":
-        for batch in install_batches(todo):
-            ctx.runner.run(["dpkg"] + _root_args(ctx, family) + ["-i"] +
-                           [staged[p["name"]] for p in batch],
-                           timeout=1800, what="dpkg -i")
-        return
-    argv = (["rpm"] + _root_args(ctx, family) + ["-Uvh"] +
-            [staged[p["name"]] for p in todo])
-    if not ctx.dry_run:
-        ctx.runner.run(argv + ["--test"], change=False, timeout=600,
-                       what="rpm -Uvh --test (the dependency check)")
-    ctx.runner.run(argv, timeout=1800, what="rpm -Uvh")
-
-
-def install_batches(todo):
-    """todo (dependencies first) cut where a package pre-depends on one
-    before it: dpkg must have configured that one, so it is installed by
-    an earlier dpkg -i."""
-    batches, current = [], []
-    for package in todo:
-        if set(package["pre_depends"]) & set(p["name"] for p in current):
-            batches.append(current)
-            current = []
-        current.append(package)
-    return batches + [current] if current else batches
-
-
-def host_lacks_tools(host):
-    return [tool for tool in PACKAGED_TOOLS if not host.which(tool)]
-
-
-def phase_packages(ctx):
-    """Install the OS packages kubeadm needs that this host lacks, from
-    the bundle (dpkg -i or rpm -Uvh, dependencies first).
-
-    Nothing installed is ever upgraded or removed; a bundle without
-    packages for this distribution is refused only when the host lacks a
-    tool they would have supplied.
-    """
-    carried = ctx.bundle.meta.get("os_packages") or {}
-    if not carried:
-        log.info("  the bundle carries no OS packages (bundle --os adds them)")
-        return
-    os_release = read_os_release(ctx.host)
-    os_id = os_id_of(os_release)
-    if os_id not in carried:
-        lacking = host_lacks_tools(ctx.host)
-        name = " ".join(part for part in os_release if part) or "unknown"
-        if not lacking:
-            log.info("  this host (%s) has every tool the packages supply; "
-                     "the bundle's packages are for %s", name,
-                     ", ".join(sorted(carried)))
-            return
-        if os_id is None:
-            raise UserError("this host (%s in %s) lacks %s and no --os covers "
-                            "it (the bundle has %s): install %s with the "
-                            "host's own packages" % (
-                                name, OS_RELEASE, ", ".join(lacking),
-                                ", ".join(sorted(carried)), ", ".join(lacking)))
-        raise UserError("this host is %s and lacks %s, but the bundle carries "
-                        "packages only for %s: rebuild it with --os %s" % (
-                            os_id, ", ".join(lacking),
-                            ", ".join(sorted(carried)), os_id))
-    entry = carried[os_id]
-    family = entry["family"]
-    installed, provided = host_packages(ctx, family)
-    todo = packages_to_install(entry, installed, provided)
-    if not todo:
-        log.info("  every package of %s the bundle carries that kubeadm needs "
-                 "is installed", os_id)
-        return
-    log.info("  installing %d package%s for %s: %s", len(todo),
-             "" if len(todo) == 1 else "s", os_id,
-             ", ".join("%s %s" % (p["name"], p["version"]) for p in todo))
-    stage = "%s/%s" % (PACKAGES_STAGE_DIR, os_id)
-    made = [folder for folder in (STATE_DIR, PACKAGES_STAGE_DIR, stage)
-            if not ctx.host.isdir(folder)]
-    try:
-        for folder in made:
-            ctx.host.makedirs(folder, 0o700)
-        install_staged(ctx, family, todo, stage)
-    finally:
-        ctx.host.remove(stage)
-        for folder in reversed([f for f in made if f != stage]):
-            if not ctx.host.listdir(folder):
-                ctx.host.remove(folder)
+        ctx.close()
     if ctx.dry_run:
-        return
-    installed, _ = host_packages(ctx, family)
-    missing = [p["name"] for p in todo if p["name"] not in installed]
-    if missing:
-        raise UserError("%s is still not installed after %s: see its output "
-                        "in %s" % (missing[0], "dpkg -i" if family == "deb"
-                                   else "rpm -Uvh", INSTALL_LOG))
+        log.info("dry run: nothing was changed")
+    return 0
 
 
-# -- phase: preflight -------------------------------------------------------
-
-def existing_cluster_files(host):
-    found = [path for path in ("/etc/kubernetes/manifests/kube-apiserver.yaml",
-                               KUBELET_CONF, ADMIN_CONF)
-             if host.exists(path)]
-    if host.listdir("/var/lib/etcd"):
-        found.append("/var/lib/etcd")
-    return found
-
-
-def continuing_run(ctx):
-    """True when an earlier run of this tool, same role, made this cluster:
-    then the cluster's own files and ports are expected, not a conflict."""
-    state = ctx.host.state()
-    return state.get("role") == ctx.role
-
-
-def runtime_plan(ctx):
-    """What the runtime phase will do: 'running', 'start' or 'install'.
-
-    Raises UserError when there is no way to a runtime.
-    """
-    if ctx.cri == "docker":
-        if docker_info(ctx.runner) is not None:
-            return "running"
-        if ctx.host.which("dockerd"):
-            return "start"
-        if ctx.bundle.meta.get("archives", {}).get("docker"):
-            return "install"
-        raise UserError("no container runtime: Docker is not running, not "
-                        "installed, and the bundle has no Docker: install and "
-                        "start Docker, rebuild the bundle with --with-docker, "
-                        "or use --cri containerd%s" % (
-                            " (the bundle carries containerd)"
-                            if bundled_runtime(ctx.bundle) == "containerd"
-                            else ""))
-    if containerd_running(ctx):
-        return "running"
-    if ctx.host.which("containerd"):
-        return "start"
-    if bundled_runtime(ctx.bundle):
-        return "install"
-    raise UserError("no container runtime: containerd is not running or not "
-                    "installed: install containerd, rebuild the bundle with "
-                    "--with-containerd (or --with-docker, which carries "
-                    "containerd too), or use --cri docker")
-
-
-def firewall_rules(ctx):
-    return FIREWALL_RULES["worker" if ctx.role == "worker" else "master"]
-
-
-def selinux_enforcing(host):
-    return (host.read(SELINUX_ENFORCE) or "").strip() == "1"
-
-
-def firewalld_active(ctx):
-    return (bool(ctx.host.which("firewall-cmd")) and
-            service_active(ctx.runner, "firewalld"))
-
-
-def node_name(ctx):
-    if ctx.node_name is None:
-        ctx.node_name = host_hostname(ctx.host).lower()
-    return ctx.node_name
-
-
-# -- phase: host ------------------------------------------------------------
-
-def disable_swap_in_fstab(text):
-    lines = []
-    for line in text.splitlines():
-        fields = line.split()
-        if (len(fields) >= 3 and not line.lstrip().startswith("#") and
-                fields[2] == "swap"):
-            line = "#" + line + "  # disabled by k8s-offline"
-        lines.append(line)
-    return "\n".join(lines) + ("\n" if text.endswith("\n") or lines else "")
-
-
-def selinux_config_permissive(text):
-    """/etc/selinux/config with SELINUX=permissive at boot: an `enforcing`
-    (or unreadable) SELINUX line is replaced by a line written here, a
-    `permissive` or `disabled` one is left alone, a missing one added;
-    every other line is kept as it is."""
-    lines, found = [], False
-    for line in text.splitlines():
-        match = re.match(r"^\s*SELINUX\s*=\s*[\"']?([A-Za-z]*)", line)
-        if match:
-            found = True
-            if match.group(1).lower() not in ("permissive", "disabled"):
-                line = "SELINUX=permissive"
-        lines.append(line)
-    if not found:
-        lines.append("SELINUX=permissive")
-    return "\n".join(lines) + "\n"
-
-
-def phase_host(ctx):
-    """Kernel modules, sysctls, swap, iptables mode, and with their flags
-    the firewalld ports and SELinux's mode, now and at boot."""
-    host, runner = ctx.host, ctx.runner
-    if ctx.disable_swap:
-        if active_swaps(host):
-            runner.run(["swapoff", "-a"], what="swapoff")
-        fstab = host.read(FSTAB)
-        if fstab is not None:
-            host.write(FSTAB, disable_swap_in_fstab(fstab), 0o644)
-    host.write(MODULES_FILE, "".join(m + "\n" for m in KERNEL_MODULES))
-    for module in KERNEL_MODULES:
-        if not module_loaded(host, module):
-            result = runner.run(["modprobe", module], check=False)
-            if not result.ok:
-                text = "cannot load the kernel module %s (%s)" % (
-                    module, last_line(result.output()) or "modprobe failed")
-                if module == "br_netfilter":
-                    raise UserError(text + ": install the kernel's modules "
-                                    "package or build it in, then run again")
-                ctx.warn(text + ": Docker's overlay2 storage needs it")
-    host.write(SYSCTL_FILE, "".join("%s = %s\n" % pair for pair in SYSCTLS))
-    wrong = ["%s=%s" % (key, value) for key, value in SYSCTLS
-             if read_sysctl(host, key) != value]
-    if wrong:
-        runner.run(["sysctl", "-w"] + wrong, what="sysctl")
-    if ctx.open_firewall and (
-            ctx.firewalld or firewalld_active(ctx)):
-        for rule in firewall_rules(ctx):
-            runner.run(["firewall-cmd", "--permanent", "--add-port=" + rule],
-                       what="firewall-cmd --add-port=" + rule)
-        runner.run(["firewall-cmd", "--reload"], what="firewall-cmd --reload")
-    if ctx.selinux_permissive:
-        if selinux_enforcing(host):
-            runner.run(["setenforce", "0"], what="setenforce 0")
-        config = host.read(SELINUX_CONFIG)
-        if config is not None:
-            host.write(SELINUX_CONFIG, selinux_config_permissive(config))
-    if ctx.iptables_legacy:
-        backend = iptables_backend(runner)
-        if backend and backend[1] == "nf_tables":
-            for tool in ("iptables", "ip6tables"):
-                runner.run(["update-alternatives", "--set", tool,
-                            "/usr/sbin/%s-legacy" % tool],
-                           what="update-alternatives %s" % tool)
-
-
-# -- phase: runtime ---------------------------------------------------------
-
-def wait_for(ctx, check, what, timeout=60, interval=2, logs="journalctl -xe"):
-    """Poll check() until true, at most timeout seconds; UserError after,
-    naming the logs to read."""
-    if ctx.dry_run:
-        return
-    deadline = now() + timeout
-    while True:
-        if check():
-            return
-        if now() >= deadline:
-            raise UserError("%s did not happen within %d s: see its logs "
-                            "(%s)" % (what, timeout, logs))
-        sleep(interval)
-
-
-def unit_path(bundle, name):
-    """Where the bundle keeps a systemd unit; BundleError if it has none."""
-    relpath = bundle.meta.get("systemd", {}).get(name)
-    if not relpath:
-        raise BundleError("the bundle has no %s: rebuild it with this version "
-                          "of k8s_offline.py" % name)
-    return relpath
-
-
-def bundled_unit(bundle, name):
-    """The bytes of a systemd unit the bundle carries, verified with the rest
-    of the bundle: installed units are never a second copy from the code."""
-    return bundle.read_member(unit_path(bundle, name), MAX_IMAGE_JSON_BYTES)
-
-
-def bundled_runtime(bundle):
-    """'docker' (--with-docker), 'containerd' (--with-containerd) or None."""
-    archives = bundle.meta.get("archives", {})
-    if archives.get("docker"):
-        return "docker"
-    if archives.get("containerd") and archives.get("runc"):
-        return "containerd"
-    return None
-
-
-def units_needed(bundle):
-    """The unit files install mode may install from this bundle."""
-    names = ["kubelet.service", "10-kubeadm.conf"]
-    if bundled_runtime(bundle) == "docker":
-        names += ["containerd.service", "docker.service"]
-    elif bundled_runtime(bundle) == "containerd":
-        names += ["containerd.service"]
-    return names
-
-
-def install_static_runtime(ctx, units):
-    """Unpack the bundle's static runtime and install its units: Docker's
-    binaries (dockerd, containerd, runc, ctr, ...) into /usr/bin, or
-    upstream containerd's bin/ into /usr/local/bin with runc as
-    /usr/local/sbin/runc, where the bundle's containerd unit runs them."""
-    archives = ctx.bundle.meta["archives"]
-    if bundled_runtime(ctx.bundle) == "containerd":
-        for name, data in sorted(_extract_files(
-                ctx, archives["containerd"], under="bin").items()):
-            ctx.host.write(CONTAINERD_BIN_DIR + "/" + name, data, 0o755)
-        ctx.host.install_member(RUNC_PATH, ctx.bundle, archives["runc"], 0o755)
-    else:
-        for name, data in sorted(_extract_files(
-                ctx, archives["docker"]).items()):
-            ctx.host.write(BIN_INSTALL_DIR + "/" + name, data, 0o755)
-    targets = {"containerd.service": CONTAINERD_UNIT,
-               "docker.service": DOCKER_UNIT}
-    for unit in units:
-        ctx.host.write(targets[unit], bundled_unit(ctx.bundle, unit))
-    if "docker.service" in units and not ctx.host.exists(DOCKER_DAEMON_JSON):
-        ctx.host.write(DOCKER_DAEMON_JSON, canonical_json({
-            "exec-opts": ["native.cgroupdriver=systemd"],
-            "log-driver": "json-file", "log-opts": {"max-size": "100m"},
-            "storage-driver": "overlay2"}))
-    ctx.runner.run(["systemctl", "daemon-reload"])
-
-
-def phase_runtime(ctx):
-    """Have the container runtime running, with the kubelet's cgroup driver.
-
-    Docker's driver is detected and the kubelet follows it; with containerd
-    its config points the sandbox at the bundled pause image.
-    """
-    plan = runtime_plan(ctx)
-    host, runner = ctx.host, ctx.runner
-    if ctx.cri == "docker":
-        if plan == "install":
-            log.info("  installing the bundled Docker and its containerd")
-            install_static_runtime(ctx, ("containerd.service",
-                                         "docker.service"))
-            runner.run(["systemctl", "enable", "--now", "containerd"],
-                       what="starting containerd")
-        if plan in ("install", "start"):
-            runner.run(["systemctl", "enable", "--now", "docker"],
-                       what="starting Docker")
-            wait_for(ctx, lambda: docker_info(runner) is not None,
-                     "Docker starting")
-        info = docker_info(runner) or {}
-        ctx.cgroup_driver = info.get("CgroupDriver") or "cgroupfs"
-        endpoint = "unix://" + CRI_SOCKETS["docker"]
-    else:
-        if plan == "install":
-            log.info("  installing the bundled containerd")
-            install_static_runtime(ctx, ("containerd.service",))
-            plan = "start"
-        config = host.read(CONTAINERD_CONFIG)
-        new = containerd_config_with(
-            config, pause_image_name(ctx.bundle, ctx.image_repository),
-            containerd_version(runner) if config is None else None)
-        changed = host.write(CONTAINERD_CONFIG, new)
-        ctx.cgroup_driver = containerd_cgroup_driver(new)
-        if plan == "start":
-            runner.run(["systemctl", "enable", "--now", "containerd"],
-                       what="starting containerd")
-        elif changed:
-            runner.run(["systemctl", "restart", "containerd"],
-                       what="restarting containerd")
-        if plan == "start" or changed:
-            wait_for(ctx, lambda: containerd_running(ctx), "containerd starting")
-        endpoint = "unix://" + ctx.containerd_address
-    host.write(CRICTL_CONFIG, yaml_mapping((
-        ("runtime-endpoint", endpoint), ("image-endpoint", endpoint),
-        ("timeout", 10))))
-    log.info("  %s running, cgroup driver %s (the kubelet uses the same)",
-             ctx.cri, ctx.cgroup_driver)
-    host.save_state(cri=ctx.cri, cgroup_driver=ctx.cgroup_driver)
-
-
-def ensure_cgroup_driver(ctx):
-    """The runtime's cgroup driver, detected when the runtime phase was
-    skipped (the kubelet must never use another)."""
-    if ctx.cgroup_driver:
-        return ctx.cgroup_driver
-    if ctx.cri == "docker":
-        info = docker_info(ctx.runner) or {}
-        ctx.cgroup_driver = (info.get("CgroupDriver") or
-                             ctx.host.state().get("cgroup_driver") or "cgroupfs")
-    else:
-        ctx.cgroup_driver = containerd_cgroup_driver(
-            ctx.host.read(CONTAINERD_CONFIG, ""))
-    return ctx.cgroup_driver
-
-
-# -- phase: install ---------------------------------------------------------
-
-
-def _extract_files(ctx, relpath, wanted=None, under=None):
-    """{basename: bytes} of the regular files in a bundled .tgz (only those
-    in its folder `under`, when given).
-
-    The archive is read whole through its hash check first and unpacked
-    from memory, so only verified bytes are unpacked."""
-    data = ctx.bundle.read_member(relpath)
-    found = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-            for member in archive:
-                if not member.isfile():
-                    continue
-                name = member.name.split("/")[-1]
-                if not full_match(ARCHIVE_FILE_RE, name):
-                    continue
-                if (under is not None and
-                        member.name.lstrip("./").split("/")[:-1] != [under]):
-                    continue
-                if wanted is None or name in wanted:
-                    found[name] = archive.extractfile(member).read()
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise BundleError("%s is not a readable .tgz (%s): rebuild the bundle"
-                          % (relpath, exc))
-    return found
-
-
-def phase_install(ctx):
-    """Install kubeadm, kubelet, kubectl, the CNI plugins, crictl and the
-    kubelet's units, and enable the kubelet."""
-    host, meta, bundle = ctx.host, ctx.bundle.meta, ctx.bundle
-    changed = []
-    for name, relpath in sorted(meta["binaries"].items()):
-        target = BIN_INSTALL_DIR + "/" + name
-        if host.install_member(target, bundle, relpath, 0o755):
-            changed.append(target)
-    archives = meta.get("archives", {})
-    if archives.get("cni"):
-        host.makedirs(CNI_BIN_DIR)
-        for name, data in sorted(_extract_files(ctx, archives["cni"]).items()):
-            if host.write(CNI_BIN_DIR + "/" + name, data, 0o755):
-                changed.append(CNI_BIN_DIR + "/" + name)
-    if archives.get("crictl"):
-        files = _extract_files(ctx, archives["crictl"], ("crictl",))
-        if "crictl" not in files:
-            raise BundleError("%s has no crictl: rebuild the bundle"
-                              % archives["crictl"])
-        if host.write(BIN_INSTALL_DIR + "/crictl", files["crictl"], 0o755):
-            changed.append(BIN_INSTALL_DIR + "/crictl")
-    unit_changed = False
-    for name, target in (("kubelet.service", KUBELET_UNIT),
-                         ("10-kubeadm.conf", KUBELET_DROPIN)):
-        if host.write(target, bundled_unit(bundle, name)):
-            unit_changed = True
-            changed.append(target)
-    host.makedirs(CNI_CONF_DIR)
-    if unit_changed:
-        ctx.runner.run(["systemctl", "daemon-reload"], what="systemctl "
-                       "daemon-reload")
-    ctx.runner.run(["systemctl", "enable", "kubelet"], what="enabling kubelet")
-    log.info("  %d file%s installed or updated", len(changed),
-             "" if len(changed) == 1 else "s")
-
-
-# -- phase: images ----------------------------------------------------------
-
-def phase_images(ctx):
-    """Load the images this node's role needs from the bundle into the
-    runtime, under the names kubeadm looks for; images already there with
-    the same ID are left alone."""
-    bundle = ctx.bundle
-    role = "worker" if ctx.role == "worker" else "master"
-    wanted = [(image, image_target(image, ctx.image_repository))
-              for image in bundle.images_for_role(role)]
-    missing = []
-    if ctx.cri == "docker":
-        for image, target in wanted:
-            present = docker_image_id(ctx.runner, target)
-            if present == image["config_digest"]:
-                continue
-            if (docker_image_id(ctx.runner, image["config_digest"]) ==
-                    image["config_digest"]):
-                ctx.runner.run(["docker", "tag", image["config_digest"],
-                                target], what="docker tag")
-                continue
-            missing.append((image, target))
-    else:
-        have = containerd_images(ctx)
-        missing = [(image, target) for image, target in wanted
-                   if have.get(_normalize_image_name(target)) !=
-                   image["manifest_digest"]]
-    if not missing:
-        log.info("  all %d images are already loaded", len(wanted))
-        return
-    size = image_stream_size(bundle, [image for image, _ in missing])
-    log.info("  loading %d of %d images (%s) into %s: %s", len(missing),
-             len(wanted), human_size(size), ctx.cri,
-             ", ".join(target for _, target in missing))
-    progress = Progress(size, "images",
-                        enabled=ctx.progress and not ctx.dry_run)
-    try:
-        if ctx.cri == "docker":
-            ctx.runner.run_piped(
-                ["docker", "load"],
-                lambda stream: write_docker_archive(stream, bundle, missing,
-                                                    progress),
-                what="docker load")
-        else:
-            ctx.runner.run_piped(
-                ["ctr", "--address", ctx.containerd_address, "-n", "k8s.io",
-                 "images", "import", "-"],
-                lambda stream: write_oci_layout(stream, bundle, missing,
-                                                progress),
-                what="ctr images import")
-    finally:
-        progress.close()
-    if ctx.dry_run:
-        return
-    if ctx.cri == "docker":
-        wrong = [target for image, target in missing
-                 if docker_image_id(ctx.runner, target) != image["config_digest"]]
-    else:
-        have = containerd_images(ctx)
-        wrong = [target for image, target in missing
-                 if have.get(_normalize_image_name(target)) !=
-                 image["manifest_digest"]]
-    if wrong:
-        raise UserError("%s did not load %s from the bundle: check the "
-                        "runtime's log" % (ctx.cri, wrong[0]))
+def only_phase(args):
+    """NAME of `COMMAND phase NAME`, or None: the whole workflow."""
+    if args.phase_action and not args.phase_name:
+        raise UserError("`%s phase` needs the name of a phase: see `%s "
+                        "--help` for them" % (args.command, args.command))
+    return args.phase_name
 
 
 # ===========================================================================
-# kubeadm (install mode)
+# Kernel: the node context, and the phases and cluster reads the slices share
 # ===========================================================================
 
+KUBEADM_IMAGE_REPOSITORY = "k8s.gcr.io"
 
-def split_documents(text):
-    """The documents of a multi-document YAML or JSON file, as text; empty
-    ones (only blanks and comments) dropped."""
-    docs, current = [], []
-    for line in text.splitlines():
-        if re.fullmatch(r"(?:---|\.\.\.)\s*(?:#.*)?", line):
-            docs.append(current)
-            current = []
-        else:
-            current.append(line)
-    docs.append(current)
-    return ["\n".join(lines) + "\n" for lines in docs
-            if any(line.strip() and not line.lstrip().startswith("#")
-                   for line in lines)]
+FALLBACK_JOIN_FILE = "/etc/kubernetes/" + JOIN_FILE_NAME
 
+DEFAULT_WAIT_TIMEOUT = 600
 
-class YamlSubsetError(ValueError):
-    """A document outside the YAML subset kubeadm configs use."""
+CRI_SOCKETS = {"docker": "/var/run/dockershim.sock",
+               "containerd": "/run/containerd/containerd.sock"}
 
+TOKEN_TTL_SECONDS = 24 * 3600
+CERT_KEY_TTL_SECONDS = 2 * 3600
 
-def parse_yaml_document(text):
-    """One document of the YAML subset kubeadm configs are written in, with
-    the standard library: JSON; block mappings and sequences; plain,
-    single- and double-quoted scalars; flow [..] and {..} collections.
-    Anchors, aliases, tags and block scalars (| >) are refused."""
-    stripped = text.strip()
-    if stripped.startswith(("{", "[")):
-        try:
-            return json.loads(stripped)
-        except ValueError:
-            pass        # flow YAML such as {a: b}: parsed below
-    lines = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        content = _strip_comment(raw).rstrip()
-        if not content.strip():
-            continue
-        body = content.lstrip(" ")
-        if body.startswith("\t") or "\t" in content[:len(content) - len(body)]:
-            raise YamlSubsetError("line %d is indented with a tab" % number)
-        lines.append((len(content) - len(body), body, number))
-    if not lines:
-        return None
-    value, end = _yaml_block(lines, 0, lines[0][0], 0)
-    if end != len(lines):
-        raise YamlSubsetError("line %d is not where its indentation puts it"
-                              % lines[end][2])
-    return value
+RESERVED_KINDS = ("InitConfiguration", "ClusterConfiguration",
+                  "JoinConfiguration")
 
+MAX_EXTRA_CONFIG_BYTES = 1024 * 1024
 
-def _strip_comment(line):
-    quote = None
-    for index, char in enumerate(line):
-        if quote:
-            if char == quote:
-                quote = None
-        elif char in "'\"" and (index == 0 or line[index - 1] in " :-[{,"):
-            quote = char
-        elif char == "#" and (index == 0 or line[index - 1] in " \t"):
-            return line[:index]
-    return line
-
-
-def _yaml_block(lines, index, indent, depth):
-    if depth > MAX_YAML_DEPTH:
-        raise YamlSubsetError("nested more than %d deep" % MAX_YAML_DEPTH)
-    if lines[index][1] == "-" or lines[index][1].startswith("- "):
-        return _yaml_sequence(lines, index, indent, depth)
-    return _yaml_mapping(lines, index, indent, depth)
-
-
-def _yaml_nested(lines, index, indent, depth, number, allow_sequence):
-    """The block value under a line ending in ':' or '-', or None."""
-    if index < len(lines) and (lines[index][0] > indent or (
-            allow_sequence and lines[index][0] == indent and
-            (lines[index][1] == "-" or lines[index][1].startswith("- ")))):
-        return _yaml_block(lines, index, lines[index][0], depth + 1)
-    return None, index
-
-
-def _yaml_mapping(lines, index, indent, depth):
-    result = {}
-    while index < len(lines) and lines[index][0] == indent:
-        _, body, number = lines[index]
-        key, value = _yaml_key_value(body, number)
-        if key in result:
-            raise YamlSubsetError("line %d repeats the key %s" % (number, key))
-        index += 1
-        if value is None:
-            result[key], index = _yaml_nested(lines, index, indent, depth,
-                                              number, True)
-        else:
-            result[key] = _yaml_scalar(value, number, depth)
-    if index < len(lines) and lines[index][0] > indent:
-        raise YamlSubsetError("line %d is indented more than its mapping"
-                              % lines[index][2])
-    return result, index
-
-
-def _yaml_sequence(lines, index, indent, depth):
-    result = []
-    while (index < len(lines) and lines[index][0] == indent and
-            (lines[index][1] == "-" or lines[index][1].startswith("- "))):
-        _, body, number = lines[index]
-        rest = body[1:].lstrip(" ")
-        index += 1
-        if not rest:
-            item, index = _yaml_nested(lines, index, indent, depth, number,
-                                       False)
-        elif _yaml_is_key(rest):
-            # "- key: value" opens a mapping whose keys line up with "key".
-            inner = indent + len(body) - len(rest)
-            lines[index - 1] = (inner, rest, number)
-            item, index = _yaml_mapping(lines, index - 1, inner, depth + 1)
-        else:
-            item = _yaml_scalar(rest, number, depth)
-        result.append(item)
-    return result, index
-
-
-def _yaml_is_key(body):
-    return (not body.startswith(("'", '"', "[", "{")) and
-            re.match(r"[^\s:][^:]*:(?:\s|$)", body) is not None or
-            re.match(r"(\"[^\"]*\"|'[^']*'):(?:\s|$)", body) is not None)
-
-
-def _yaml_key_value(body, number):
-    match = re.match(r"(\"[^\"]*\"|'[^']*'|[^\s:'\"\[{#&*!|>-][^:]*?|"
-                     r"-[^\s:][^:]*?)\s*:(?:\s+(.*))?$", body)
-    if not match:
-        raise YamlSubsetError("line %d is not 'key: value'" % number)
-    key = match.group(1)
-    if key[0] in "'\"":
-        key = _yaml_scalar(key, number, 0)
-    return key, match.group(2)
-
-
-def _yaml_scalar(text, number, depth):
-    text = text.strip()
-    if text[:1] in ("&", "*", "!", "|", ">", "%", "@", "`"):
-        raise YamlSubsetError("line %d uses %s (anchors, aliases, tags and "
-                              "block scalars are not supported)"
-                              % (number, text[:1]))
-    if text[:1] in ("[", "{"):
-        value, rest = _yaml_flow(text, number, depth)
-        if rest.strip():
-            raise YamlSubsetError("line %d has text after a closing bracket"
-                                  % number)
-        return value
-    if text[:1] == '"':
-        try:
-            value, end = json.JSONDecoder().raw_decode(text)
-        except ValueError:
-            raise YamlSubsetError("line %d has a bad double-quoted string"
-                                  % number)
-        if text[end:].strip():
-            raise YamlSubsetError("line %d has text after a string" % number)
-        return value
-    if text[:1] == "'":
-        if (len(text) < 2 or not text.endswith("'") or
-                "'" in text[1:-1].replace("''", "")):
-            raise YamlSubsetError("line %d has a bad single-quoted string"
-                                  % number)
-        return text[1:-1].replace("''", "'")
-    if text in ("null", "Null", "NULL", "~", ""):
-        return None
-    if text in ("true", "True", "TRUE"):
-        return True
-    if text in ("false", "False", "FALSE"):
-        return False
-    if re.fullmatch(r"[-+]?[0-9]+", text):
-        return int(text)
-    if re.fullmatch(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?",
-                    text):
-        return float(text)
-    return text
-
-
-def _yaml_flow(text, number, depth):
-    """A flow collection at the start of text: (value, rest of text)."""
-    if depth > MAX_YAML_DEPTH:
-        raise YamlSubsetError("nested more than %d deep" % MAX_YAML_DEPTH)
-    opening = text[0]
-    closing = "]" if opening == "[" else "}"
-    items = [] if opening == "[" else {}
-    rest = text[1:].lstrip()
-    while True:
-        if rest.startswith(closing):
-            return items, rest[1:]
-        if opening == "{":
-            match = re.match(r"(\"[^\"]*\"|'[^']*'|[^\s:,\[\]{}]+)\s*:\s*",
-                             rest)
-            if not match:
-                raise YamlSubsetError("line %d has a bad flow mapping" % number)
-            key = _yaml_scalar(match.group(1), number, depth)
-            rest = rest[match.end():]
-        if rest[:1] in ("[", "{"):
-            value, rest = _yaml_flow(rest, number, depth + 1)
-        else:
-            match = re.match(r"(\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'|"
-                             r"[^,\[\]{}]*)", rest)
-            value = _yaml_scalar(match.group(1), number, depth)
-            rest = rest[match.end():]
-        if opening == "[":
-            items.append(value)
-        else:
-            items[key] = value
-        rest = rest.lstrip()
-        if rest.startswith(","):
-            rest = rest[1:].lstrip()
-        elif not rest.startswith(closing):
-            raise YamlSubsetError("line %d has an unclosed %s" % (number,
-                                                                  opening))
+WAIT_INTERVAL = 5
+IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                      "ErrImageNeverPull")
 
 
 def read_extra_config(path):
@@ -6562,148 +2873,6 @@ def read_extra_config(path):
         docs.append(doc)
     return docs, kinds
 
-
-def json_documents(docs):
-    return "".join(("---\n" if index else "") +
-                   json.dumps(doc, indent=2, sort_keys=True) + "\n"
-                   for index, doc in enumerate(docs))
-
-
-def cri_socket(ctx):
-    if ctx.cri == "containerd":
-        return ctx.containerd_address
-    return CRI_SOCKETS["docker"]
-
-
-def advertise_address(ctx):
-    """--apiserver-advertise-address, or the default route's address."""
-    if ctx.advertise_address:
-        return ctx.advertise_address
-    iface = default_route_interface(ctx.host)
-    for name, address in host_addresses(ctx.runner):
-        if name == iface:
-            ctx.advertise_address = str(address.ip)
-            return ctx.advertise_address
-    raise UserError("cannot find this host's address (no default route): use "
-                    "--apiserver-advertise-address IP")
-
-
-def kubeadm_init_documents(ctx, certificate_key=None):
-    """The kubeadm init config, as [dict] (plus the extra documents)."""
-    driver = ensure_cgroup_driver(ctx)
-    address = advertise_address(ctx)
-    init = {"apiVersion": KUBEADM_API, "kind": "InitConfiguration",
-            "localAPIEndpoint": {"advertiseAddress": address,
-                                 "bindPort": API_PORT},
-            "nodeRegistration": {"name": node_name(ctx),
-                                 "criSocket": cri_socket(ctx),
-                                 "kubeletExtraArgs": {"cgroup-driver": driver}}}
-    if certificate_key:
-        init["certificateKey"] = certificate_key
-    cluster = {"apiVersion": KUBEADM_API, "kind": "ClusterConfiguration",
-               "kubernetesVersion": ctx.bundle.kubernetes_version,
-               "imageRepository": ctx.image_repository,
-               "networking": {"podSubnet": ctx.pod_cidr,
-                              "serviceSubnet": str(ctx.service_network),
-                              "dnsDomain": "cluster.local"},
-               "apiServer": {"certSANs": sorted(set([address, node_name(ctx)]))}}
-    if ctx.control_plane_endpoint:
-        cluster["controlPlaneEndpoint"] = ctx.control_plane_endpoint
-    docs = [init, cluster]
-    extra, kinds = ctx.extra_documents, ctx.extra_kinds
-    if "KubeletConfiguration" in kinds:
-        theirs = kinds["KubeletConfiguration"].get("cgroupDriver")
-        if theirs is not None and theirs != driver:
-            raise UserError("the KubeletConfiguration in %s sets cgroupDriver "
-                            "%s but %s uses %s: remove it or set %s" % (
-                                ctx.extra_config_path, theirs, ctx.cri,
-                                driver, driver))
-    else:
-        docs.append({"apiVersion": KUBELET_API, "kind": "KubeletConfiguration",
-                     "cgroupDriver": driver})
-    return docs, extra
-
-
-def kubeadm_init_config(ctx, certificate_key=None):
-    docs, extra = kubeadm_init_documents(ctx, certificate_key)
-    return json_documents(docs + extra)
-
-
-def kubeadm_join_config(ctx, info):
-    driver = ensure_cgroup_driver(ctx)
-    join = {"apiVersion": KUBEADM_API, "kind": "JoinConfiguration",
-            "discovery": {"bootstrapToken": {
-                "token": info["token"],
-                "apiServerEndpoint": info["api_server_endpoint"],
-                "caCertHashes": [info["discovery_token_ca_cert_hash"]]}},
-            "nodeRegistration": {"name": node_name(ctx),
-                                 "criSocket": cri_socket(ctx),
-                                 "kubeletExtraArgs": {"cgroup-driver": driver}}}
-    if ctx.role == "control-plane":
-        join["controlPlane"] = {
-            "localAPIEndpoint": {"advertiseAddress": advertise_address(ctx),
-                                 "bindPort": API_PORT},
-            "certificateKey": info["certificate_key"]}
-    return json_documents([join])
-
-
-def ignore_preflight_args(ctx):
-    value = ctx.ignore_preflight_errors
-    return ["--ignore-preflight-errors", value] if value else []
-
-
-def reset_partial(ctx, what):
-    log.info("  an earlier %s did not finish: undoing it with kubeadm reset "
-             "first", what)
-    argv = ["kubeadm", "reset", "-f"]
-    ctx.runner.run(argv, what="kubeadm reset")
-
-
-# -- phase: init ------------------------------------------------------------
-
-def phase_init(ctx):
-    """kubeadm init from a generated config file (output in
-    /var/log/kubeadm-init.log).
-
-    A finished init is left alone; one that failed half way is reset and
-    run again, so a re-run continues.
-    """
-    host = ctx.host
-    state = host.state()
-    if state.get("init") == "done" and host.exists(ADMIN_CONF):
-        log.info("  the control plane was initialised by an earlier run")
-        return
-    if state.get("init") == "started" or existing_cluster_files(host):
-        reset_partial(ctx, "kubeadm init")
-    key = None
-    if ctx.upload_certs:
-        key = binascii.hexlify(os.urandom(32)).decode("ascii")
-    config = kubeadm_init_config(ctx, key)
-    host.makedirs(STATE_DIR, 0o700)
-    host.write(INIT_CONFIG, config, 0o600)
-    host.save_state(role=ctx.role, init="started",
-                    kubernetes_version=ctx.bundle.kubernetes_version,
-                    arch=ctx.bundle.arch, pod_cidr=ctx.pod_cidr,
-                    image_repository=ctx.image_repository, node=node_name(ctx),
-                    certificate_key=key,
-                    certificate_key_expires=(int(now()) + CERT_KEY_TTL_SECONDS)
-                    if key else None)
-    argv = ["kubeadm", "init", "--config", INIT_CONFIG]
-    if key:
-        argv.append("--upload-certs")
-    argv += ignore_preflight_args(ctx)
-    host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
-    result = ctx.runner.run(argv, timeout=1800, check=False,
-                            tee=host.path(KUBEADM_INIT_LOG))
-    if not result.ok:
-        raise UserError("kubeadm init failed (exit %d): %s: the full output is "
-                        "in %s; fix the cause and run master again" % (
-                            result.returncode, kubeadm_error_line(result.output())
-                            or "no output", KUBEADM_INIT_LOG))
-    host.save_state(init="done")
-
-
-# -- phase: kubeconfig ------------------------------------------------------
 
 def passwd_entry(host, name):
     """(uid, gid, home) of a user from the host's /etc/passwd, or None."""
@@ -6755,61 +2924,6 @@ def phase_kubeconfig(ctx):
             written.append(path)
     host.save_state(kubeconfigs=written)
 
-
-# -- phase: network ---------------------------------------------------------
-
-
-def render_flannel(text, pod_cidr, image):
-    """The bundled flannel manifest with our pod network and image."""
-    if FLANNEL_NETWORK_TOKEN not in text:
-        raise BundleError("the bundled flannel manifest has no %s: rebuild the "
-                          "bundle" % FLANNEL_NETWORK_TOKEN)
-    network = str(ipaddress.ip_network(u"%s" % pod_cidr, strict=True))
-    text = text.replace(FLANNEL_NETWORK_TOKEN, '"Network": %s'
-                        % json.dumps(network))
-    text, count = re.subn(r"(?m)^(\s*(?:-\s*)?image:\s*)\S*flannel\S*\s*$",
-                          lambda m: m.group(1) + image, text)
-    if not count:
-        raise BundleError("the bundled flannel manifest names no flannel "
-                          "image: rebuild the bundle")
-    return text
-
-
-def flannel_image(bundle):
-    for image in bundle.meta.get("images", []):
-        if image.get("name") == "flannel":
-            return image["ref"]
-    raise BundleError("the bundle has no flannel image: rebuild it")
-
-
-def phase_network(ctx):
-    """Apply the bundled flannel manifest with the pod network filled in;
-    with --allow-pods-on-master, remove the master taint."""
-    meta = ctx.bundle.meta
-    relpath = meta.get("flannel_manifest") or (MANIFESTS_DIR + "/" +
-                                               FLANNEL_MANIFEST)
-    try:
-        text = ctx.bundle.read_member(relpath, MAX_IMAGE_JSON_BYTES).decode(
-            "utf-8")
-    except UnicodeDecodeError:
-        raise BundleError("the bundled flannel manifest is not UTF-8 text: "
-                          "rebuild the bundle")
-    pod_cidr = ctx.pod_cidr
-    rendered = render_flannel(text, pod_cidr, flannel_image(ctx.bundle))
-    ctx.host.makedirs(STATE_DIR, 0o700)
-    ctx.host.write(FLANNEL_RENDERED, rendered, 0o644)
-    ctx.runner.run(ctx.kubectl("apply", "-f", FLANNEL_RENDERED),
-                   what="kubectl apply (flannel)", timeout=120)
-    if ctx.allow_pods_on_master:
-        result = ctx.runner.run(ctx.kubectl(
-            "taint", "nodes", node_name(ctx), "node-role.kubernetes.io/master-"),
-            check=False)
-        if not result.ok and "not found" not in result.output():
-            raise UserError("removing the master taint failed: %s"
-                            % last_line(result.output()))
-
-
-# -- join information -------------------------------------------------------
 
 def parse_join_command(text):
     match = JOIN_COMMAND_RE.search(text or "")
@@ -6921,101 +3035,6 @@ def shell_line(argv):
     return " ".join(shlex.quote(str(part)) for part in argv)
 
 
-def phase_join_file(ctx):
-    """Write the join file next to the bundle (mode 0600) and print the
-    join commands for workers and control-plane nodes."""
-    state = ctx.host.state()
-    upload = bool(ctx.upload_certs or state.get("certificate_key"))
-    info = make_join_info(ctx, upload, ctx.bundle.kubernetes_version,
-                          ctx.bundle.arch)
-    path = ctx.join_file or default_join_file(ctx, ctx.bundle.path)
-    write_join_file(ctx, path, info)
-    print_join_commands(ctx, path, info)
-
-
-# -- join -------------------------------------------------------------------
-
-def join_info_from_flags(ctx, bundle):
-    """The join facts of --apiserver/--token/--discovery-token-ca-cert-hash."""
-    if not all(ctx.join_flags):
-        raise UserError("--apiserver, --token and "
-                        "--discovery-token-ca-cert-hash go together: give "
-                        "all three, or a join file")
-    apiserver, token, ca_hash = ctx.join_flags
-    return {"api_server_endpoint": apiserver, "token": token,
-            "discovery_token_ca_cert_hash": ca_hash,
-            "kubernetes_version": bundle.kubernetes_version,
-            "arch": bundle.arch, "from_flags": True}
-
-
-def read_join_file(ctx, bundle):
-    """(join facts, path) of --join-file, or of the join file beside the
-    bundle or in the fallback place, made for this bundle."""
-    candidates = [ctx.join_file] if ctx.join_file else [
-        os.path.join(bundle_folder(bundle.path), JOIN_FILE_NAME),
-        ctx.host.path(FALLBACK_JOIN_FILE)]
-    path = next((c for c in candidates if os.path.lexists(c)), None)
-    if path is None:
-        raise UserError("no join file at %s: copy %s from the master beside "
-                        "the bundle, or give --join-file PATH, or --apiserver "
-                        "--token --discovery-token-ca-cert-hash" % (
-                            " or ".join(candidates), JOIN_FILE_NAME))
-    raw = read_regular_file(path, "the join file", MAX_JOIN_FILE_BYTES)
-    try:
-        info = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise UserError("the join file %s is not valid JSON: copy it again "
-                        "from the master or run `token` there" % path)
-    if not isinstance(info, dict):
-        raise UserError("the join file %s is not a join file: run `token` "
-                        "on the master for a new one" % path)
-    for field in ("kubernetes_version", "arch"):
-        theirs, ours = info.get(field), bundle.meta.get(field)
-        if theirs != ours:
-            raise UserError("the join file %s is for %s %s but the bundle is "
-                            "%s: use the bundle the master was made from" % (
-                                path, field.replace("_", " "), theirs, ours))
-    return info, path
-
-
-def check_certificate_key(ctx, info, source):
-    """A control-plane join needs a well-formed, unexpired certificate key
-    (one given by --certificate-key is taken as fresh)."""
-    key = info.get("certificate_key")
-    if not key:
-        raise UserError("joining as a control-plane node needs a "
-                        "certificate key: run `k8s_offline.py token` on the "
-                        "master (or give --certificate-key)")
-    if not full_match(CERT_KEY_RE, key):
-        raise UserError("bad certificate key %r: it is 64 hex digits; run "
-                        "`token` on the master for one" % (key,))
-    key_expires = info.get("certificate_key_expires")
-    if key_expires and key_expires < now() and not ctx.certificate_key:
-        raise UserError("the certificate key in %s expired at %s: run "
-                        "`k8s_offline.py token` on the master for a new "
-                        "join file" % (source, _utc(key_expires)))
-
-
-def load_join_info(ctx, bundle):
-    """The join facts from --apiserver/--token/--discovery-token-ca-cert-hash
-    or a join file, checked against the bundle; UserError if unusable."""
-    if any(ctx.join_flags):
-        info, source = join_info_from_flags(ctx, bundle), "the command line"
-    else:
-        info, source = read_join_file(ctx, bundle)
-    if ctx.certificate_key:
-        info["certificate_key"] = ctx.certificate_key
-    check_join_fields(info, source)
-    expires = info.get("token_expires")
-    if expires and expires < now():
-        raise UserError("the join token in %s expired at %s: run `k8s_offline.py "
-                        "token` on the master for a new join file" % (
-                            source, _utc(expires)))
-    if ctx.role == "control-plane":
-        check_certificate_key(ctx, info, source)
-    return info
-
-
 def _der_item(data, pos):
     """(tag, start of content, end) of the DER item at pos."""
     tag, length, start = data[pos], data[pos + 1], pos + 2
@@ -7028,322 +3047,9 @@ def _der_item(data, pos):
     return tag, start, start + length
 
 
-def certificate_spki(der):
-    """The DER SubjectPublicKeyInfo of a DER certificate: what kubeadm's
-    --discovery-token-ca-cert-hash is the sha256 of."""
-    _, cert, _ = _der_item(der, 0)
-    _, pos, _ = _der_item(der, cert)          # inside tbsCertificate
-    if _der_item(der, pos)[0] == 0xa0:        # [0] version
-        pos = _der_item(der, pos)[2]
-    for _ in range(5):   # serial, signature, issuer, validity, subject
-        pos = _der_item(der, pos)[2]
-    return der[pos:_der_item(der, pos)[2]]
-
-
-def _api_get(endpoint, path, ca_pem=None, token=None):
-    """JSON of a GET to the API server (no proxy): pinned to ca_pem, or,
-    for the public cluster-info only, unverified as kubeadm's discovery."""
-    import http.client
-    import ssl
-    import urllib.error
-    import urllib.request
-    if ca_pem:
-        context = ssl.create_default_context(cadata=ca_pem)
-    else:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                         urllib.request.HTTPSHandler(
-                                             context=context))
-    request = urllib.request.Request("https://%s%s" % (endpoint, path))
-    if token:
-        request.add_header("Authorization", "Bearer " + token)
-    try:
-        with contextlib.closing(opener.open(request, timeout=API_TIMEOUT)) as answer:
-            return json.loads(answer.read(MAX_BUNDLE_JSON_BYTES).decode("utf-8"))
-    except urllib.error.HTTPError as exc:
-        raise UserError("the API server %s answered HTTP %d for %s"
-                        % (endpoint, exc.code, path.rsplit("/", 1)[1]))
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        raise UserError("cannot reach the API server %s (%s)" % (
-            endpoint, getattr(exc, "reason", None) or exc))
-    except (ValueError, UnicodeDecodeError):
-        raise UserError("the API server %s sent no JSON for %s"
-                        % (endpoint, path.rsplit("/", 1)[1]))
-
-
-def _configmap_value(doc, key):
-    """data[key] of a ConfigMap as text, or '' when it is not there."""
-    data = doc.get("data") if isinstance(doc, dict) else None
-    value = data.get(key) if isinstance(data, dict) else None
-    return value if isinstance(value, str) else ""
-
-
-def cluster_image_repository(info):
-    """The imageRepository of the cluster's ClusterConfiguration, read the
-    way kubeadm join discovers the cluster: the CA from the public
-    cluster-info, accepted only if its key matches the CA hash, then the
-    kubeadm-config ConfigMap over TLS pinned to that CA, with the token."""
-    endpoint = info["api_server_endpoint"]
-    kubeconfig = _configmap_value(_api_get(endpoint, CLUSTER_INFO_PATH),
-                                  "kubeconfig")
-    match = re.search(r"certificate-authority-data:\s*([A-Za-z0-9+/=]+)",
-                      kubeconfig)
-    if not match:
-        raise UserError("the cluster-info of %s names no CA" % endpoint)
-    try:
-        import ssl
-        ca_pem = base64.b64decode(match.group(1)).decode("ascii")
-        spki = certificate_spki(ssl.PEM_cert_to_DER_cert(ca_pem))
-    except (ValueError, IndexError, UnicodeDecodeError):
-        raise UserError("the cluster-info of %s holds no readable CA "
-                        "certificate" % endpoint)
-    if "sha256:" + sha256_bytes(spki) != info["discovery_token_ca_cert_hash"]:
-        raise UserError("the CA of %s does not match "
-                        "--discovery-token-ca-cert-hash: check the hash, or "
-                        "this is not your cluster" % endpoint)
-    text = _configmap_value(_api_get(endpoint, KUBEADM_CONFIG_PATH, ca_pem,
-                                     info["token"]), "ClusterConfiguration")
-    if not text:
-        raise UserError("the kubeadm-config of %s has no ClusterConfiguration"
-                        % endpoint)
-    try:
-        config = parse_yaml_document(text)
-    except YamlSubsetError as exc:
-        raise UserError("the ClusterConfiguration of %s is not readable (%s)"
-                        % (endpoint, exc))
-    repository = (config.get("imageRepository") if isinstance(config, dict)
-                  else None) or KUBEADM_IMAGE_REPOSITORY
-    if not is_image_repository(repository):
-        raise UserError("the cluster %s names the image repository %r, which "
-                        "is not a registry path" % (endpoint, repository))
-    return repository
-
-
-def adopt_cluster_image_repository(ctx):
-    """A join by --apiserver/--token/--discovery-token-ca-cert-hash without
-    --image-repository: load the images under the names the cluster uses
-    (kubeadm join gives the kubelet <repo>/pause, kube-proxy's DaemonSet
-    names <repo>/kube-proxy), read from the cluster itself."""
-    try:
-        repository = cluster_image_repository(ctx.join_info)
-    except UserError as exc:
-        raise UserError("cannot read the cluster's image repository: %s: give "
-                        "--image-repository (the master's), or join with the "
-                        "join file" % exc)
-    ctx.image_repository = repository
-    log.info("  the cluster's images are named under %s", repository)
-
-
-def check_join_fields(info, source):
-    """Every field of the join facts against its grammar, before use: they
-    go into kubeadm's config and containerd's."""
-    unknown = sorted(set(info) - set(JOIN_FIELDS))
-    if unknown:
-        raise UserError("the join file %s has the unknown field %s: run "
-                        "`token` on the master for a new one" % (source,
-                                                                 unknown[0]))
-    try:
-        check_endpoint(info.get("api_server_endpoint"), "API server endpoint")
-    except UserError as exc:
-        raise UserError("%s in %s" % (exc, source))
-    if not full_match(TOKEN_RE, info.get("token")):
-        raise UserError("bad token %r in %s: a token looks like abcdef."
-                        "0123456789abcdef; run `token` on the master for one"
-                        % (info.get("token"), source))
-    if not full_match(CA_HASH_RE, info.get("discovery_token_ca_cert_hash")):
-        raise UserError("bad CA hash %r in %s: it looks like sha256:<64 hex>; "
-                        "run `token` on the master for one" % (
-                            info.get("discovery_token_ca_cert_hash"), source))
-    key = info.get("certificate_key")
-    if key is not None and not full_match(CERT_KEY_RE, key):
-        raise UserError("bad certificate key %r in %s: it is 64 hex digits; "
-                        "run `token` on the master for one" % (key, source))
-    repository = info.get("image_repository")
-    if repository is not None and not is_image_repository(repository):
-        raise UserError("bad image repository %r in %s: use a registry and "
-                        "path such as k8s.gcr.io; run `token` on the master "
-                        "for a new join file" % (repository, source))
-    nodes = info.get("control_plane_nodes")
-    if nodes is not None and (not isinstance(nodes, list) or not all(
-            full_match(NODE_NAME_RE, node) for node in nodes)):
-        raise UserError("bad control_plane_nodes %s in %s: a list of node "
-                        "names; run `token` on the master for a new join file"
-                        % (_short_json(nodes), source))
-    if not isinstance(info.get("from_flags", False), bool):
-        raise UserError("bad from_flags in %s: run `token` on the master for "
-                        "a new join file" % source)
-    for field in ("format", "token_expires", "certificate_key_expires",
-                  "created"):
-        value = info.get(field)
-        if value is not None and (type(value) is not int or value < 0):
-            raise UserError("bad %s %s in %s: a whole number; run `token` on "
-                            "the master for a new join file"
-                            % (field, _short_json(value), source))
-
-
 def _utc(seconds):
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
 
-
-def stale_ready_node(output):
-    """The node name when kubeadm refused to join because the cluster still
-    has a Ready Node of that name, else None."""
-    match = re.search(r'a Node with name "([^"]+)" and status "Ready" already '
-                      r'exists', output or "")
-    return match.group(1) if match else None
-
-
-def explain_join_failure(output):
-    text = output or ""
-    lowered = text.lower()
-    if ("kubeadm-certs" in lowered or "certificate key" in lowered or
-            "decrypt" in lowered):
-        return ("the certificate key was refused (uploaded certificates expire "
-                "after 2 hours): run `k8s_offline.py token` on the master for a "
-                "new join file")
-    if (("token id" in lowered and "invalid" in lowered) or
-            "jws signature" in lowered or "unauthorized" in lowered):
-        return ("the join token was refused (tokens expire after 24 hours): run "
-                "`k8s_offline.py token` on the master for a new join file")
-    node = stale_ready_node(text)
-    if node:
-        return ("the cluster still has a Ready node named %s (kubeadm refuses "
-                "to join under its name): on a master run `k8s_offline.py "
-                "remove-node %s`, then join again" % (node, node))
-    return "kubeadm join failed: %s: the full output is in %s" % (
-        kubeadm_error_line(text) or "no output", KUBEADM_JOIN_LOG)
-
-
-def phase_join(ctx):
-    """kubeadm join from a generated config file (output in
-    /var/log/kubeadm-join.log); a half-done join is reset first."""
-    host = ctx.host
-    state = host.state()
-    if state.get("join") == "done" and host.exists(KUBELET_CONF):
-        log.info("  this node joined in an earlier run")
-        return
-    if state.get("join") == "started" or existing_cluster_files(host):
-        reset_partial(ctx, "kubeadm join")
-    config = kubeadm_join_config(ctx, ctx.join_info)
-    host.makedirs(STATE_DIR, 0o700)
-    host.write(JOIN_CONFIG, config, 0o600)
-    host.save_state(role=ctx.role, join="started", node=node_name(ctx),
-                    kubernetes_version=ctx.bundle.kubernetes_version,
-                    arch=ctx.bundle.arch, image_repository=ctx.image_repository,
-                    pod_cidr=None)
-    argv = (["kubeadm", "join", "--config", JOIN_CONFIG] +
-            ignore_preflight_args(ctx))
-    host.makedirs(os.path.dirname(KUBEADM_JOIN_LOG))
-    give_up = now() + STALE_NODE_WAIT
-    while True:
-        result = ctx.runner.run(argv, timeout=1800, check=False,
-                                tee=host.path(KUBEADM_JOIN_LOG))
-        if result.ok:
-            break
-        stale = stale_ready_node(result.output())
-        if not stale or now() + STALE_NODE_RETRY > give_up:
-            raise UserError(explain_join_failure(result.output()))
-        log.info("  the cluster still lists node %s as Ready (reset moments "
-                 "ago?): trying again in %d s, for at most %d s", stale,
-                 STALE_NODE_RETRY, STALE_NODE_WAIT)
-        sleep(STALE_NODE_RETRY)
-        reset_partial(ctx, "kubeadm join")
-    host.save_state(join="done")
-
-
-# -- reset ------------------------------------------------------------------
-
-
-def filter_iptables_save(text, pod_cidr):
-    """iptables-save output without the chains and rules that kube-proxy,
-    the CNI plugins and flannel made; (new text, number removed)."""
-    markers = KUBE_IPTABLES_MARKERS + ((pod_cidr,) if pod_cidr else ())
-    kept, removed = [], 0
-    for line in text.splitlines():
-        if ((line.startswith("-A ") or line.startswith(":")) and
-                any(marker in line for marker in markers)):
-            removed += 1
-            continue
-        kept.append(line)
-    return "\n".join(kept) + "\n", removed
-
-
-def phase_reset_kubeadm(ctx):
-    """kubeadm reset -f: stops the kubelet, removes the static pods,
-    etcd's data and the certificates."""
-    if not ctx.host.which("kubeadm"):
-        log.info("  kubeadm is not installed: nothing to reset")
-        return
-    argv = ["kubeadm", "reset", "-f"]
-    cri = ctx.host.state().get("cri")
-    if cri:
-        argv += ["--cri-socket", CRI_SOCKETS[cri] if cri == "docker"
-                 else ctx.containerd_address]
-    result = ctx.runner.run(argv, check=False, timeout=600)
-    if not result.ok:
-        ctx.warn("kubeadm reset failed (%s): cleaning up the rest anyway"
-                 % last_line(result.output()))
-
-
-def phase_reset_network(ctx):
-    """Remove the CNI config and state, the cni0 and flannel.1 links and
-    the iptables rules kube-proxy and flannel made."""
-    host = ctx.host
-    for name in host.listdir(CNI_CONF_DIR):
-        host.remove(CNI_CONF_DIR + "/" + name)
-    for path in ("/var/lib/cni", "/run/flannel"):
-        host.remove(path)
-    for link in ("cni0", "flannel.1"):
-        if host.exists("/sys/class/net/" + link):
-            ctx.runner.run(["ip", "link", "delete", link], check=False)
-    pod_cidr = ctx.reset_pod_cidr
-    for save, restore in (("iptables-save", "iptables-restore"),
-                          ("ip6tables-save", "ip6tables-restore")):
-        if not host.which(save):
-            continue
-        result = ctx.runner.run([save], change=False, check=False)
-        if not result.ok:
-            continue
-        text, removed = filter_iptables_save(result.stdout, pod_cidr)
-        if removed:
-            log.info("  removing %d %s rules and chains", removed, save[:-5])
-            ctx.runner.run([restore], input_text=text, what=restore)
-    if host.which("ipvsadm"):
-        ctx.runner.run(["ipvsadm", "--clear"], check=False)
-
-
-def kubeconfig_copy_path(host, path):
-    """True for where this tool puts a kubeconfig copy: ~/.kube/config of a
-    user of the host's /etc/passwd.  state.json may list other paths;
-    reset never removes those."""
-    homes = [line.split(":")[5] for line in host.read("/etc/passwd", "")
-             .splitlines() if len(line.split(":")) >= 7]
-    return isinstance(path, str) and path in [
-        home.rstrip("/") + "/.kube/config" for home in homes
-        if home.startswith("/") and ".." not in home.split("/")]
-
-
-def phase_reset_files(ctx):
-    """Remove /etc/kubernetes, the kubeconfig copies and this tool's state."""
-    for path in ctx.reset_kubeconfigs:
-        if not kubeconfig_copy_path(ctx.host, path):
-            ctx.warn("%s is listed in %s but is no kubeconfig copy of this "
-                     "tool: left alone" % (_short_json(path), STATE_FILE))
-            continue
-        full = ctx.host.path(path)
-        if os.path.lexists(full) and not stat.S_ISREG(os.lstat(full).st_mode):
-            ctx.warn("%s is not a regular file: left alone" % path)
-            continue
-        ctx.host.remove(path)
-    for path in ("/etc/kubernetes", "/var/lib/etcd", STATE_DIR):
-        ctx.host.remove(path)
-
-
-# ===========================================================================
-# Preflight checks (install mode)
-# ===========================================================================
 
 # One finding of a check: what is wrong and how to fix it (fix None when the
 # message came whole from a check elsewhere); warnings do not stop the run.
@@ -7353,262 +3059,6 @@ Problem = collections.namedtuple("Problem", "message fix warning")
 def error(message, fix=None):
     return Problem(message, fix, False)
 
-
-def warning(message, fix=None):
-    return Problem(message, fix, True)
-
-
-def problem_text(found):
-    return found.message + (": " + found.fix if found.fix else "")
-
-
-def is_control_plane(ctx):
-    return ctx.role in ("master", "control-plane")
-
-
-def check_privileged(ctx):
-    if ctx.euid != 0:
-        yield error("this must run as root", "run it with sudo")
-
-
-def check_cpus(ctx):
-    cpus = host_cpu_count(ctx.host)
-    if is_control_plane(ctx) and cpus < 2:
-        yield error("a control-plane node needs at least 2 CPUs, this host "
-                    "has %d" % cpus, "use a bigger machine")
-
-
-def check_memory(ctx):
-    memory = host_memory_mb(ctx.host)
-    master = is_control_plane(ctx)
-    least = MIN_MASTER_MEMORY_MB if master else MIN_WORKER_MEMORY_MB
-    if memory is not None and memory < least:
-        yield Problem("this host has %d MB of memory, a %s needs %d MB" % (
-            memory, "control-plane node" if master else "node", least),
-            "add memory", not master)
-
-
-def check_swap(ctx):
-    swaps = active_swaps(ctx.host)
-    if swaps and not ctx.disable_swap:
-        yield error("swap is on (%s)" % ", ".join(swaps),
-                    "the kubelet refuses to run with swap; rerun with "
-                    "--disable-swap (turns it off now and in /etc/fstab)")
-
-
-def check_no_cluster(ctx):
-    existing = existing_cluster_files(ctx.host)
-    if existing and not continuing_run(ctx):
-        yield error("an existing cluster was found on this host (%s)"
-                    % existing[0], "run `k8s_offline.py reset` first")
-
-
-def check_ports(ctx):
-    ports = MASTER_PORTS if is_control_plane(ctx) else WORKER_PORTS
-    if not continuing_run(ctx):
-        busy = sorted(listening_ports(ctx.host) & set(ports))
-        if busy:
-            yield error("port %s is in use" % ", ".join(map(str, busy)),
-                        "stop the program listening on it (see `ss -ltnp`)")
-
-
-def check_tools(ctx):
-    """What the bundle's kubeadm refuses to run without is an error, what it
-    warns about a warning, so kubeadm itself never stops half way."""
-    version = ctx.bundle.kubernetes_version
-    minor = parse_version(version)[1]
-    for tool, since, package in KUBEADM_REQUIRED_TOOLS:
-        if ctx.host.which(tool):
-            continue
-        users = TOOL_USERS.get(tool)
-        if minor >= since:
-            yield error("%s is missing" % tool, "kubeadm %s refuses to run "
-                        "without it%s; install the %s package" % (
-                            version, " (%s)" % users if users else "",
-                            package))
-        else:
-            yield warning("%s is missing" % tool, "%s, and kubeadm 1.%d and "
-                          "later refuse to run without it; install the %s "
-                          "package" % (users or "kubeadm needs it", since,
-                                       package))
-    for tool in KUBEADM_WARNED_TOOLS:
-        if not ctx.host.which(tool):
-            users = TOOL_USERS.get(tool)
-            yield warning("%s is missing" % tool, "kubeadm warns without "
-                          "it%s; install it if you can" % (
-                              " and %s" % users if users else ""))
-
-
-def check_hostname(ctx):
-    name = node_name(ctx)
-    hostname = host_hostname(ctx.host) or name
-    if not full_match(NODE_NAME_RE, name):
-        yield error("the node name %r is not a valid DNS name" % name,
-                    "set the host name or use --node-name")
-    elif name == "localhost":
-        yield error("the host name is localhost", "give each host a unique "
-                    "name (hostnamectl set-hostname NAME)")
-    elif not hostname_resolves(ctx.host, hostname):
-        yield warning("the host name %s does not resolve" % hostname,
-                      "add it to /etc/hosts")
-
-
-def check_unique_name(ctx):
-    name = node_name(ctx)
-    if ctx.join_info and name in (ctx.join_info.get("control_plane_nodes")
-                                  or []):
-        yield error("this host is named %s like a control-plane node of the "
-                    "cluster" % name, "node names must be unique; rename "
-                    "this host (hostnamectl set-hostname) or use --node-name")
-
-
-def check_firewalld(ctx):
-    """firewalld blocks a node unless --open-firewall opens its ports (the
-    host phase then does)."""
-    ctx.firewalld = firewalld_active(ctx)
-    if ctx.firewalld and not ctx.open_firewall:
-        yield warning("firewalld is active and blocks what a %s needs (%s)" % (
-            "control-plane node" if is_control_plane(ctx) else "worker",
-            " ".join(firewall_rules(ctx))), "rerun with --open-firewall to "
-            "open exactly those, permanently, or stop firewalld")
-    elif ctx.open_firewall and not ctx.firewalld:
-        yield warning("--open-firewall", "firewalld is not active here, so "
-                      "there is nothing to open")
-
-
-def check_selinux(ctx):
-    if selinux_enforcing(ctx.host) and not ctx.selinux_permissive:
-        yield warning("SELinux is enforcing", "containers may be denied "
-                      "access to host files; rerun with --selinux-permissive "
-                      "(setenforce 0, and SELINUX=permissive in %s, as "
-                      "kubeadm's install guide says)" % SELINUX_CONFIG)
-
-
-def check_iptables_backend(ctx):
-    """kube-proxy's image detects the backend from 1.17 on (kubernetes
-    #82966); 1.16's writes legacy rules the nftables backend ignores."""
-    backend = iptables_backend(ctx.runner)
-    version = ctx.bundle.kubernetes_version
-    if (backend and backend[1] == "nf_tables"
-            and parse_version(version)[:2] < (1, 17)
-            and not ctx.iptables_legacy):
-        yield warning("iptables %s uses the nftables backend, which "
-                      "kube-proxy of Kubernetes %s does not support (its "
-                      "rules and the host's diverge)" % (backend[0], version),
-                      "rerun with --iptables-legacy to switch to legacy mode")
-
-
-def check_networks(ctx):
-    """master: neither cluster network may overlap a network of the host."""
-    if ctx.role != "master" or ctx.pod_network is None:
-        return
-    for iface, address in host_addresses(ctx.runner):
-        if (iface in CLUSTER_LINKS or iface.startswith("flannel")
-                or address.ip.is_loopback):
-            continue
-        for option, network in (("--pod-network-cidr", ctx.pod_network),
-                                ("--service-cidr", ctx.service_network)):
-            if network.overlaps(address.network):
-                yield error("%s %s overlaps the host network %s on %s" % (
-                    option, network, address.network, iface),
-                    "choose another %s" % option)
-
-
-def check_image_repository_of_cluster(ctx):
-    """A join by flags without --image-repository takes the cluster's."""
-    if (ctx.join_info and ctx.join_info.get("from_flags")
-            and not ctx.image_repository_flag):
-        try:
-            adopt_cluster_image_repository(ctx)
-        except UserError as exc:
-            yield error(str(exc))
-
-
-def check_containerd_config(ctx):
-    """What the runtime phase will write, so it cannot fail there."""
-    config = (ctx.host.read(CONTAINERD_CONFIG) if ctx.cri == "containerd"
-              else None)
-    if config is not None:
-        try:
-            containerd_config_with(config, "pause")
-        except UserError as exc:
-            yield error(str(exc))
-
-
-def check_runtime(ctx):
-    try:
-        plan = runtime_plan(ctx)
-    except UserError as exc:
-        yield error(str(exc))
-    else:
-        log.info("  container runtime %s: %s", ctx.cri, plan)
-
-
-def _tool_checks():
-    return tuple("FileExisting-" + tool for tool, _, _ in
-                 KUBEADM_REQUIRED_TOOLS) + tuple(
-        "FileExisting-" + tool for tool in KUBEADM_WARNED_TOOLS)
-
-
-# The checks in the order they run: (what, kubeadm's names for the same
-# check, or () where kubeadm has none, the check).  Each check yields a
-# Problem per finding.
-PreflightCheck = collections.namedtuple("PreflightCheck", "name kubeadm run")
-PREFLIGHT_CHECKS = (
-    PreflightCheck("root", ("IsPrivilegedUser",), check_privileged),
-    PreflightCheck("cpus", ("NumCPU",), check_cpus),
-    PreflightCheck("memory", ("Mem",), check_memory),
-    PreflightCheck("swap", ("Swap",), check_swap),
-    PreflightCheck("no cluster", (
-        "FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml",
-        "FileAvailable--etc-kubernetes-kubelet.conf",
-        "DirAvailable--var-lib-etcd"), check_no_cluster),
-    PreflightCheck("ports", tuple("Port-%d" % port for port in MASTER_PORTS),
-                   check_ports),
-    PreflightCheck("tools", _tool_checks(), check_tools),
-    PreflightCheck("hostname", ("Hostname",), check_hostname),
-    PreflightCheck("unique name", (), check_unique_name),
-    PreflightCheck("firewalld", ("Firewalld",), check_firewalld),
-    PreflightCheck("selinux", (), check_selinux),
-    PreflightCheck("iptables backend", (), check_iptables_backend),
-    PreflightCheck("networks", (), check_networks),
-    PreflightCheck("image repository", (), check_image_repository_of_cluster),
-    PreflightCheck("containerd config", (), check_containerd_config),
-    PreflightCheck("runtime", ("CRI",), check_runtime),
-)
-
-
-def phase_preflight(ctx):
-    """Check the host, giving the reason and the fix for each problem.
-
-    Only checks: the fixes this tool makes itself (kernel modules, sysctls,
-    swap with --disable-swap) happen in the host phase, after every check
-    has passed.
-    """
-    errors = []
-    for check in PREFLIGHT_CHECKS:
-        log.debug("  preflight check %s (kubeadm: %s)", check.name,
-                  ", ".join(check.kubeadm) or "none")
-        for found in check.run(ctx):
-            if found.warning:
-                ctx.warn(problem_text(found))
-            else:
-                errors.append(problem_text(found))
-    if errors:
-        for text in errors[1:]:
-            log.error("preflight: %s", text)
-        if ctx.dry_run:
-            log.error("preflight: %s", errors[0])
-            log.info("  (dry run: continuing to show the remaining phases)")
-            return
-        raise UserError(errors[0])
-    log.info("  preflight passed (%d warning%s)", len(ctx.warnings),
-             "" if len(ctx.warnings) == 1 else "s")
-
-
-# ===========================================================================
-# Run context (install mode)
-# ===========================================================================
 
 class InstallContext(object):
     """Everything one run of an install command reads, built once, as
@@ -7735,10 +3185,6 @@ def default_cri(ctx):
     return "docker"
 
 
-def parse_skip_phases(text):
-    return set(part.strip() for part in (text or "").split(",") if part.strip())
-
-
 def check_image_repository(repository):
     if repository is not None and not is_image_repository(repository):
         raise UserError("bad --image-repository %r: use a registry and path "
@@ -7798,44 +3244,6 @@ def resolve_bundle_path(path):
     raise UserError("no bundle given and %s has no %s: use --bundle PATH "
                     "(the bundle .tar or its extracted folder)"
                     % (folder, BUNDLE_JSON))
-
-
-def reset_copies(ctx):
-    """The kubeconfig copies reset removes: those the state file records,
-    and any other copy of admin.conf this tool would have made."""
-    state = ctx.host.state()
-    admin = ctx.host.read_bytes(ADMIN_CONF)
-    copies = state.get("kubeconfigs")
-    copies = list(copies) if isinstance(copies, list) else []
-    for path, _, _ in kubeconfig_targets(ctx):
-        if (path not in copies and admin is not None
-                and ctx.host.read_bytes(path) == admin):
-            copies.append(path)
-    return copies
-
-
-def build_context(args, role):
-    """The run context of master or join: the flags, then join's join file
-    and the image repository it names."""
-    ctx = InstallContext(args, role)
-    if role in ("worker", "control-plane"):
-        ctx.join_info = load_join_info(ctx, ctx.bundle)
-        if (not ctx.image_repository_flag and
-                ctx.join_info.get("image_repository")):
-            ctx.image_repository = ctx.join_info["image_repository"]
-    return ctx
-
-
-def read_reset_state(ctx):
-    """What reset cleans, from the state file: the pod network and the
-    kubeconfig copies."""
-    ctx.reset_pod_cidr = ctx.host.state().get("pod_cidr") or DEFAULT_POD_CIDR
-    ctx.reset_kubeconfigs = reset_copies(ctx)
-
-
-# ===========================================================================
-# Cluster checks (install mode)
-# ===========================================================================
 
 
 def _kubectl_json(ctx, argv, kubeconfig=ADMIN_CONF):
@@ -7961,94 +3369,4838 @@ def phase_wait(ctx):
         sleep(WAIT_INTERVAL)
 
 
-# -- status -----------------------------------------------------------------
+# ===========================================================================
+# Profiles: Kubernetes versions and container runtimes
+# ===========================================================================
 
-def _age(timestamp):
+DEFAULT_KUBERNETES_VERSION = "v1.16.0"
+
+RELEASE_TABLE_FILE = "bundle/releases.json"
+RELEASE_TABLE_ENV = "K8SO_RELEASE_TABLE"     # tests: a table of their own
+
+KUBEADM_API = "kubeadm.k8s.io/v1beta2"
+KUBELET_API = "kubelet.config.k8s.io/v1beta1"
+
+_RELEASE_TABLES = {}
+_HEX = {"sha256": re.compile(r"^[0-9a-f]{64}\Z"),
+        "sha512": re.compile(r"^[0-9a-f]{128}\Z")}
+_RELEASE_RE = re.compile(r"^v1\.(\d+)\.(\d+)\Z")
+_FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_IMAGE_TAG_RE = re.compile(r"^v?\d+(\.\d+)*(-\d+)?\Z")
+
+
+def release_table():
+    """The release table (bundle/releases.json beside this file, or the file
+    K8SO_RELEASE_TABLE names), checked once per run."""
+    path = (os.environ.get(RELEASE_TABLE_ENV) or
+            os.path.join(script_dir(), RELEASE_TABLE_FILE))
+    if path not in _RELEASE_TABLES:
+        try:
+            with open(path, "rb") as handle:
+                table = json.loads(handle.read().decode("utf-8"))
+        except (OSError, IOError) as exc:
+            raise UserError("cannot read the release table %s: %s: run bundle "
+                            "from the k8s-offline folder" % (path, exc.strerror))
+        except (ValueError, UnicodeDecodeError):
+            raise UserError("the release table %s is not valid JSON: restore it "
+                            "from git" % path)
+        problem = release_table_problem(table)
+        if problem:
+            raise UserError("the release table %s is malformed (%s): restore it "
+                            "from git" % (path, problem))
+        _RELEASE_TABLES[path] = table
+    return _RELEASE_TABLES[path]
+
+
+def release_table_problem(table):
+    """What is wrong with a release table, or None (see releases.json)."""
+    if not isinstance(table, dict) or table.get("schema") != 1:
+        return "schema is not 1"
+    releases, minors = table.get("releases"), table.get("minors")
+    if not isinstance(releases, dict) or not isinstance(minors, dict):
+        return "no releases or minors"
+
+    def hexes(entry, key, kind):
+        values = entry.get(key, {})
+        if not isinstance(values, dict):
+            return "%s is not a table" % key
+        for arch, value in values.items():
+            if (arch not in ARCHES or not isinstance(value, str) or
+                    not _HEX[kind].match(value)):
+                return "%s of %s is not a %s" % (key, arch, kind)
+        return None
+
+    for version, entry in releases.items():
+        match = _RELEASE_RE.match(version)
+        if not match or "1.%s" % match.group(1) not in SUPPORTED_MINORS:
+            return "release %r is not a supported version" % version
+        if "1.%s" % match.group(1) not in minors:
+            return "release %s has no minor entry" % version
+        images = entry.get("images") if isinstance(entry, dict) else None
+        if not isinstance(images, dict) or any(
+                not isinstance(images.get(name), str) or
+                not _IMAGE_TAG_RE.match(images[name])
+                for name in ("pause", "etcd", "coredns")):
+            return "release %s lacks an image tag" % version
+        problem = hexes(entry, "node_sha512", "sha512")
+        if problem:
+            return "release %s: %s" % (version, problem)
+    for minor, entry in minors.items():
+        if minor not in SUPPORTED_MINORS or not isinstance(entry, dict):
+            return "minor %r is not supported" % minor
+        for key in ("cni", "crictl", "flannel"):
+            if (not isinstance(entry.get(key), str) or
+                    not _IMAGE_TAG_RE.match(entry[key])):
+                return "minor %s lacks a %s version" % (minor, key)
+        for key in ("cni_sha256", "crictl_sha256"):
+            problem = hexes(entry, key, "sha256")
+            if problem:
+                return "minor %s: %s" % (minor, problem)
+        for key in ("cni_tarball", "crictl_tarball"):
+            names = entry.get(key, {})
+            if not isinstance(names, dict) or any(
+                    arch not in ARCHES or not isinstance(name, str) or
+                    not _FILE_NAME_RE.match(name) for arch, name in names.items()):
+                return "minor %s: bad %s" % (minor, key)
+    for name, entry in ((table.get("runtimes") or {}).get("docker") or {}).items():
+        if not isinstance(entry, dict) or not _HEX["sha256"].match(
+                str(entry.get("sha256", ""))):
+            return "docker %s has no sha256" % name
+    return None
+
+
+def version_facts(kubernetes_version):
+    """What the release table says about one patch release: kubeadm's image
+    tags, the CNI, crictl and flannel versions, and the pinned checksums
+    (by arch); UserError for a version it does not list."""
+    major, minor, _ = check_supported(kubernetes_version)
+    table = release_table()
+    version = normalize_version(kubernetes_version)
+    release = table["releases"].get(version)
+    if release is None:
+        known = sorted(table["releases"], key=parse_version)
+        raise UserError("Kubernetes %s is not supported: it is not a release "
+                        "in the release table (%s to %s)" % (
+                            version, known[0], known[-1]))
+    if release.get("do_not_use"):
+        raise UserError("Kubernetes %s is not supported: its release notes say "
+                        "\"%s\": choose another patch release"
+                        % (version, release["do_not_use"]))
+    facts = dict(table["minors"]["%d.%d" % (major, minor)])
+    facts.update(release["images"])
+    facts["node_sha512"] = release.get("node_sha512", {})
+    return facts
+
+
+# ===========================================================================
+# Slice bundle (bundle mode: registry client, writer, local images, OS packages)
+# ===========================================================================
+
+def check_arch(arch):
+    if arch not in ARCHES:
+        raise UserError("unknown architecture %r: use one of %s"
+                        % (arch, ", ".join(sorted(ARCHES))))
+    return arch
+
+
+def plan_images(kubernetes_version, arch, pull_repository=None, extra=()):
+    """Every image the bundle holds, with where it is pulled from.
+
+    kubeadm's own images are recorded under k8s.gcr.io, where kubeadm
+    looks for them; install mode retags them for --image-repository.
+    """
+    facts = version_facts(kubernetes_version)
+    pull_repository = (pull_repository or DEFAULT_PULL_REPOSITORY).rstrip("/")
+    images = []
+    kubeadm_images = [(name, kubernetes_version) for name in
+                      CONTROL_PLANE_COMPONENTS + ("kube-proxy",)]
+    kubeadm_images += [("pause", facts["pause"]), ("etcd", facts["etcd"]),
+                       ("coredns", facts["coredns"])]
+    for name, tag in kubeadm_images:
+        images.append({
+            "name": name, "kubeadm": True, "extra": False,
+            "repository": name, "tag": tag,
+            "ref": "%s/%s:%s" % (KUBEADM_IMAGE_REPOSITORY, name, tag),
+            "source": "%s/%s:%s" % (pull_repository, name, tag)})
+    flannel = "%s:%s-%s" % (FLANNEL_REPOSITORY, facts["flannel"], arch)
+    images.append({"name": "flannel", "kubeadm": False, "extra": False,
+                   "repository": FLANNEL_REPOSITORY,
+                   "tag": "%s-%s" % (facts["flannel"], arch),
+                   "ref": flannel, "source": flannel})
+    seen = set(image["ref"] for image in images)
+    for text in extra:
+        origin, ref = image_ref_of(text)
+        full = str(ref)
+        if full in seen:
+            continue
+        seen.add(full)
+        if origin != "registry":
+            images.append(local_image_entry(origin, ref))
+            continue
+        images.append({"name": ref.repository.rsplit("/", 1)[-1],
+                       "kubeadm": False, "extra": True,
+                       "repository": "%s/%s" % (ref.registry, ref.repository),
+                       "tag": ref.tag, "ref": full, "source": full})
+    return images
+
+
+def image_ref_of(text):
+    """(origin, ImageRef) of an --extra-image value: REF from a registry,
+    or docker-daemon:REF from the local Docker daemon (by name, not by
+    digest: the daemon names images by tag)."""
+    if text.startswith(DOCKER_DAEMON_PREFIX):
+        ref = parse_image_ref(text[len(DOCKER_DAEMON_PREFIX):])
+        if ref.digest:
+            raise UserError("bad image %r: name a docker-daemon image by "
+                            "NAME:TAG, not by digest" % text)
+        return "docker-daemon", ref
+    return "registry", parse_image_ref(text)
+
+
+def local_image_entry(origin, ref):
+    """A plan entry for an image that comes from elsewhere than a registry;
+    it is loaded on the hosts under ref."""
+    full = str(ref)
+    return {"name": ref.repository.rsplit("/", 1)[-1], "kubeadm": False,
+            "extra": True, "origin": origin,
+            "repository": "%s/%s" % (ref.registry, ref.repository),
+            "tag": ref.tag, "ref": full, "source": full}
+
+
+def extra_image_refs(args):
+    """--extra-image values, then every --image-list's, in order."""
+    refs = list(args.extra_image)
+    for path in getattr(args, "image_list", None) or ():
+        refs.extend(read_image_list(path))
+    return refs
+
+
+def read_image_list(path):
+    """References from an image list file: one a line, `#` starts a
+    comment, blank lines are skipped (kubespray's and Hauler's lists)."""
+    raw = read_regular_file(path, "--image-list", 1024 * 1024)
     try:
-        then = calendar.timegm(time.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ"))
-    except (TypeError, ValueError):
-        return "?"
-    seconds = max(0, int(now() - then))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return "%d%s" % (seconds // size, unit)
-    return "%ds" % seconds
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError("--image-list %s is not UTF-8 text: give one image "
+                        "reference a line" % path)
+    refs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if len(line.split()) != 1:
+            raise UserError("--image-list %s line %d holds more than one "
+                            "word: give one image reference a line"
+                            % (path, number))
+        try:
+            image_ref_of(line)
+        except UserError as exc:
+            raise UserError("--image-list %s line %d: %s" % (path, number, exc))
+        refs.append(line)
+    return refs
 
 
-def format_table(rows):
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in
-                               zip(row, widths)).rstrip() for row in rows)
+def is_registry_image(image):
+    return image.get("origin", "registry") == "registry"
 
 
-def node_rows(listing):
-    rows = [("NODE", "STATUS", "ROLES", "VERSION", "AGE")]
-    for node in listing.get("items", []):
-        labels = node["metadata"].get("labels", {})
-        roles = (sorted(key.split("/", 1)[1] for key in labels
-                        if key.startswith("node-role.kubernetes.io/"))
-                 or ["<none>"])
-        ready, reason = node_ready(node)
-        rows.append((node["metadata"]["name"], "Ready" if ready else
-                     "NotReady (%s)" % reason, ",".join(roles),
-                     node.get("status", {}).get("nodeInfo", {}).get(
-                         "kubeletVersion", "?"),
-                     _age(node["metadata"].get("creationTimestamp"))))
-    return rows
+def parse_mapping(text, what):
+    """Split 'SRC=DST' of --registry-mirror and --file-mirror."""
+    src, sep, dst = (text or "").partition("=")
+    if not sep or not src.strip() or not dst.strip():
+        raise UserError("bad %s %r: use the form SOURCE=DESTINATION" % (what, text))
+    return src.strip(), dst.strip()
 
 
-def pod_rows(listing):
-    rows = [("POD", "STATUS", "NODE", "RESTARTS")]
-    for pod in listing.get("items", []):
-        problem = pod_problem(pod)
-        restarts = sum(c.get("restartCount", 0) for c in
-                       pod.get("status", {}).get("containerStatuses", []))
-        rows.append((pod["metadata"]["name"],
-                     problem[0] if problem else pod["status"].get("phase"),
-                     pod.get("spec", {}).get("nodeName", "-"), restarts))
-    return rows
+#
+# The packages kubeadm and the kubelet need on a bare host, straight from the
+# distribution's archive: apt's InRelease (or Release and Release.gpg), its
+# signature checked with gpgv where a keyring is at hand, then Packages,
+# checked against the Release's sha256, then each .deb against the Packages'
+# sha256; yum/dnf's repomd.xml (signature: repomd.xml.asc), primary.xml
+# against repomd's sha256, then each .rpm against primary's.
 
 
-def parse_cert_expiration(text):
-    """[(name, expires epoch)] from kubeadm's check-expiration output."""
-    found = []
-    for line in (text or "").splitlines():
-        match = CERT_LINE_RE.match(line.strip())
-        if match:
+
+def check_os_ids(ids, arch):
+    """The --os IDs in the order given, once each; a UserError for an
+    unknown one or an architecture no distribution is bundled for."""
+    chosen = []
+    for os_id in ids:
+        if os_id not in DISTROS:
+            raise UserError("unknown --os %s: give one of %s" % (
+                os_id, ", ".join(sorted(DISTROS))))
+        if os_id not in chosen:
+            chosen.append(os_id)
+    if chosen and "rpm" not in ARCHES[arch]:
+        raise UserError("--os needs --arch amd64 or arm64 (the distributions' "
+                        "archives are bundled for those only), not %s" % arch)
+    return chosen
+
+
+def plan_files(kubernetes_version, arch, with_docker=False,
+               with_containerd=False):
+    """Every file download: key, URL, path in the bundle, the sha256 the
+    release table pins for it (or None), and the publisher's checksum file
+    beside it (checked for the binaries always, for the archives where
+    nothing is pinned)."""
+    facts = version_facts(kubernetes_version)
+    files = []
+    for name in ("kubeadm", "kubelet", "kubectl"):
+        url = KUBE_RELEASE_URL.format(version=kubernetes_version, arch=arch,
+                                      name=name)
+        files.append({"key": name, "path": "%s/%s" % (BIN_DIR, name),
+                      "url": url, "pinned": None, "publisher": url + ".sha256",
+                      "always_publisher": True, "mode": 0o755})
+    cni_template = (CNI_URL_OLD if parse_version(facts["cni"]) < (0, 8, 0)
+                    else CNI_URL)
+    cni_url = cni_template.format(cni=facts["cni"], arch=arch)
+    if facts.get("cni_tarball", {}).get(arch):
+        cni_url = cni_url.rsplit("/", 1)[0] + "/" + facts["cni_tarball"][arch]
+    crictl_url = CRICTL_URL.format(crictl=facts["crictl"], arch=arch)
+    if facts.get("crictl_tarball", {}).get(arch):
+        crictl_url = (crictl_url.rsplit("/", 1)[0] + "/" +
+                      facts["crictl_tarball"][arch])
+    downloads = [("cni", cni_url, facts.get("cni_sha256", {}).get(arch)),
+                 ("crictl", crictl_url, facts.get("crictl_sha256", {}).get(arch))]
+    if with_docker:
+        downloads.append(("docker", DOCKER_STATIC_URL.format(
+            docker_arch=ARCHES[arch]["docker_static"],
+            docker=DOCKER_STATIC_VERSION), None))
+    publishers = {}
+    if with_containerd:
+        containerd_url = CONTAINERD_URL.format(containerd=CONTAINERD_VERSION,
+                                               arch=arch)
+        runc_url = RUNC_URL.format(runc=RUNC_VERSION, arch=arch)
+        downloads += [("containerd", containerd_url, None),
+                      ("runc", runc_url, None)]
+        publishers = {"containerd": containerd_url + ".sha256sum",
+                      "runc": RUNC_SUMS_URL.format(runc=RUNC_VERSION),
+                      "docker": None}
+    for key, url, pinned in downloads:
+        files.append({"key": key, "url": url, "pinned": pinned,
+                      "publisher": publishers.get(key, url + ".sha256")
+                      if key != "docker" else None,
+                      "always_publisher": False,
+                      "path": "%s/%s" % (ARCHIVES_DIR, url.rsplit("/", 1)[1]),
+                      "mode": 0o644})
+    return files
+
+
+def read_checksum_file(path):
+    """({file name: sha256 hex}, {file name: sha512 hex}) from sha256sum- or
+    sha512sum-format lines (told apart by the digest's length)."""
+    table, table512 = {}, {}
+    try:
+        lines = (read_regular_file(path, "--checksum-file", 1024 * 1024)
+                 .decode("utf-8").splitlines())
+    except UnicodeDecodeError:
+        raise UserError("--checksum-file %s is not text: give sha256sum's "
+                        "output" % path)
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not re.match(r"^([0-9a-fA-F]{64}|[0-9a-fA-F]{128})\Z",
+                                           parts[0]):
+            raise UserError("--checksum-file %s line %d is not 'SHA256  FILENAME': "
+                            "fix it (sha256sum writes that form)" % (path, number))
+        name = parts[1].lstrip("*").rsplit("/", 1)[-1]
+        (table if len(parts[0]) == 64 else table512)[name] = parts[0].lower()
+    return table, table512
+
+
+def parse_split_size(text):
+    """--split: bytes per part, from 4G, 700M, 1048576 or fat32 (the
+    largest file FAT32 holds, 4 GiB - 1 byte)."""
+    if text.strip().lower() == "fat32":
+        return FAT32_MAX_FILE
+    found = SPLIT_SIZE_RE.fullmatch(text.strip())
+    if not found:
+        raise UserError("bad --split %r: give a size such as 4G, 700M or "
+                        "fat32" % text)
+    unit = (found.group(2) or "").upper()
+    size = int(found.group(1)) * 1024 ** (" KMGT".index(unit) if unit else 0)
+    if size < MIN_PART_SIZE:
+        raise UserError("bad --split %s: parts must be at least 1M" % text)
+    if size > FAT32_MAX_FILE:
+        log.warning("WARNING: parts of --split %s do not fit a FAT32 stick "
+                    "(its largest file is 4 GiB - 1 byte): use --split fat32 "
+                    "for one", text)
+    return size
+
+
+def _claim_output(output):
+    """Create the output's .partial file now, so a bad --output fails before
+    anything is downloaded."""
+    folder = os.path.dirname(output)
+    partial = "%s.partial-%d" % (output, os.getpid())
+    try:
+        if not os.path.isdir(folder):
+            os.makedirs(folder)
+        _remove_stale_partials(output)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.close(fd)
+    except OSError as exc:
+        raise UserError("cannot write the bundle at %s: %s: choose another "
+                        "--output" % (output, exc.strerror))
+    return partial
+
+
+def _remove_stale_partials(output):
+    """Delete .partial files a killed earlier run of this output left."""
+    partial = re.compile(re.escape(os.path.basename(output)) +
+                         r"(?:\.[0-9]{3,})?\.partial-([0-9]+)")
+    folder = os.path.dirname(output)
+    for name in os.listdir(folder):
+        found = partial.fullmatch(name)
+        if not found:
+            continue
+        pid = found.group(1)
+        try:
+            os.kill(int(pid), 0)
+        except OSError as exc:
+            if exc.errno == errno.ESRCH:
+                log.info("removing %s, left by an interrupted run", name)
+                os.unlink(os.path.join(folder, name))
+
+
+class BlobCache(object):
+    """Content-addressed store: <dir>/sha256/<hex>, written only once the
+    bytes have been verified, so whatever is in it is right."""
+
+    def __init__(self, directory):
+        self.directory = os.path.abspath(directory)
+        self.blobs = os.path.join(self.directory, "sha256")
+        self.converted = os.path.join(self.directory, "schema1")
+        self.fresh = set()   # verified by this run: no need to hash again
+        try:
+            for folder in (self.blobs, self.converted):
+                if not os.path.isdir(folder):
+                    os.makedirs(folder)
+        except OSError as exc:
+            raise UserError("cannot create the cache folder %s: %s: choose "
+                            "another --cache-dir" % (self.directory, exc.strerror))
+
+    def path(self, hex_digest):
+        return os.path.join(self.blobs, hex_digest)
+
+    def has(self, hex_digest):
+        return os.path.isfile(self.path(hex_digest))
+
+    def put_bytes(self, data):
+        hex_digest = sha256_bytes(data)
+        if not self.has(hex_digest):
+            write_file_atomic(self.path(hex_digest), data)
+            self.fresh.add(hex_digest)
+        return hex_digest
+
+    def put_stream(self, stream):
+        """Store a stream's bytes under their sha256 (a temporary file first)."""
+        fd, tmp = tempfile.mkstemp(prefix=".k8s-offline-", dir=self.blobs)
+        digest = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for block in iter(lambda: stream.read(CHUNK), b""):
+                    digest.update(block)
+                    out.write(block)
+            os.rename(tmp, self.path(digest.hexdigest()))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self.fresh.add(digest.hexdigest())
+        return digest.hexdigest()
+
+    def read(self, hex_digest):
+        with open(self.path(hex_digest), "rb") as handle:
+            return handle.read()
+
+
+def default_cache_dir():
+    base = (os.environ.get("XDG_CACHE_HOME") or
+            os.path.join(os.path.expanduser("~"), ".cache"))
+    return os.path.join(base, "k8s-offline")
+
+
+HTTP_TIMEOUT = 60                # seconds without a byte before a retry
+
+
+class RegistryClient(object):
+    """Pulls manifests and blobs over the registry HTTP API, no daemon.
+
+    Mirrors map a registry name to another host (optionally with a path
+    prefix).  Insecure hosts are tried over HTTPS without verification,
+    then plain HTTP; every other host gets verified HTTPS only.  Bearer
+    tokens are cached per host and scope.
+    """
+
+    def __init__(self, mirrors=None, insecure=(), credentials=None, jobs=8,
+                 timeout=HTTP_TIMEOUT):
+        try:
+            import requests
+            import urllib3
+            from requests.adapters import HTTPAdapter
+        except ImportError:
+            raise UserError("bundle mode needs requests: pip install -r "
+                            "requirements.txt")
+        self.requests = requests
+        self.stream_errors = (requests.exceptions.RequestException,
+                              urllib3.exceptions.HTTPError)
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(jobs, 8))
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.timeout = (min(10, timeout), timeout)
+        self.mirrors = dict(mirrors or {})
+        self.insecure = set(insecure)
+        self.credentials = (credentials if credentials is not None
+                            else load_docker_credentials())
+        self.tokens = {}
+        self.schemes = {}
+        self.probe_locks = {}
+        self.lock = threading.Lock()
+        self.bytes_fetched = 0
+
+    # -- addressing ---------------------------------------------------------
+    def locate(self, ref):
+        """(host, repository) to contact for an ImageRef, after mirrors."""
+        host, repository = ref.registry, ref.repository
+        if host in self.mirrors:
+            target = self.mirrors[host]
+            host, _, prefix = target.partition("/")
+            if prefix:
+                repository = prefix.strip("/") + "/" + repository
+        if host == DOCKER_HUB:
+            host = DOCKER_HUB_API
+        return host, repository
+
+    def _creds(self, host):
+        if host == DOCKER_HUB_API:
+            host = DOCKER_HUB
+        return self.credentials.get(host)
+
+    def _schemes(self, host):
+        if host in self.schemes:
+            return [self.schemes[host]]
+        if host in self.insecure:
+            return ["https", "http"]
+        return ["https"]
+
+    # -- HTTP with retries and auth -----------------------------------------
+    def _with_retries(self, send, failure):
+        """send() -> a response, tried up to HTTP_ATTEMPTS times while the
+        connection fails, times out or the server answers 429 or 5xx (its
+        Retry-After honoured).  failure(reason) is the UserError raised
+        when every try failed; any other answer is returned as it is."""
+        for attempt in range(HTTP_ATTEMPTS):
+            wait = None
             try:
-                when = calendar.timegm(time.strptime(match.group(2),
-                                                     "%b %d, %Y %H:%M UTC"))
-            except ValueError:
+                response = send()
+            except (self.requests.exceptions.ConnectionError,
+                    self.requests.exceptions.Timeout) as exc:
+                reason = _short_reason(exc)
+            else:
+                if response.status_code not in RETRY_STATUSES:
+                    return response
+                reason = "HTTP %d" % response.status_code
+                wait = _retry_after(response.headers.get("Retry-After"))
+                response.close()
+            if attempt + 1 < HTTP_ATTEMPTS:
+                _backoff(attempt, wait)
+        raise failure(reason)
+
+    def request(self, host, path, repository, headers=None, stream=False):
+        """GET a registry path, with auth, redirects and bounded retries.
+
+        requests drops the Authorization header when a redirect leaves the
+        host, as blob redirects to storage servers need.
+        """
+        scope = "repository:%s:pull" % repository
+
+        def send():
+            send_headers = dict(headers or {})
+            token = self.tokens.get((host, scope))
+            if token:
+                send_headers["Authorization"] = token
+            try:
+                return self._get_any_scheme(host, path, send_headers, stream)
+            except self.requests.exceptions.SSLError as exc:
+                raise UserError("TLS to registry %s failed (%s): if it is a "
+                                "plain-HTTP or self-signed registry, pass "
+                                "--insecure-registry %s"
+                                % (host, _short_reason(exc), host))
+            except self.requests.exceptions.TooManyRedirects:
+                raise UserError("registry %s redirects %s in a loop: check the "
+                                "registry or --registry-mirror" % (host, path))
+
+        def failure(reason):
+            return UserError("cannot get %s from registry %s after %d tries "
+                             "(%s): check the name, --registry-mirror and the "
+                             "network" % (repository, host, HTTP_ATTEMPTS, reason))
+
+        for authenticated in (False, True):
+            response = self._with_retries(send, failure)
+            if response.status_code != 401:
+                return response
+            challenge = response.headers.get("WWW-Authenticate", "")
+            response.close()
+            if not authenticated:
+                self._authenticate(host, scope, challenge)
+                if (host, scope) in self.tokens:
+                    continue
+            break
+        if self._creds(host):
+            raise UserError("registry %s rejected the credentials for %s: check "
+                            "them with docker login %s" % (host, repository, host))
+        raise UserError("registry %s requires credentials for %s: run docker "
+                        "login %s (read from ~/.docker/config.json)"
+                        % (host, repository, host))
+
+    def _get_any_scheme(self, host, path, headers, stream):
+        """GET over the host's scheme; for an insecure host whose scheme is
+        not known yet, one thread probes HTTPS then HTTP while the others
+        wait, instead of every thread failing its own TLS handshake."""
+        if host in self.schemes or host not in self.insecure:
+            return self._try_schemes(host, path, headers, stream)
+        with self.lock:
+            probe = self.probe_locks.setdefault(host, threading.Lock())
+        with probe:
+            return self._try_schemes(host, path, headers, stream)
+
+    def _try_schemes(self, host, path, headers, stream):
+        last = None
+        for scheme in self._schemes(host):
+            url = "%s://%s%s" % (scheme, host, path)
+            try:
+                response = self.session.get(
+                    url, headers=headers, stream=stream, timeout=self.timeout,
+                    verify=(host not in self.insecure))
+            except (self.requests.exceptions.SSLError,
+                    self.requests.exceptions.ConnectionError) as exc:
+                last = exc
                 continue
-            found.append((match.group(1), when))
+            if (scheme == "https" and host in self.insecure
+                    and response.status_code == 400 and "http" in self._schemes(host)):
+                # An HTTP server answering a TLS hello with 400: use plain HTTP.
+                response.close()
+                continue
+            self.schemes[host] = scheme
+            return response
+        raise last
+
+    def _authenticate(self, host, scope, header):
+        """Answer a 401 challenge: fetch a bearer token, or use basic auth."""
+        creds = self._creds(host)
+        for scheme, params in sorted(parse_challenges(header),
+                                     key=lambda c: c[0] != "bearer"):
+            if scheme == "bearer" and params.get("realm"):
+                query = {"service": params.get("service", host),
+                         "scope": params.get("scope", scope)}
+                try:
+                    answer = self.session.get(params["realm"], params=query,
+                                              auth=creds, timeout=self.timeout)
+                except self.requests.exceptions.RequestException as exc:
+                    raise UserError("cannot reach the token server of %s (%s)"
+                                    % (host, _short_reason(exc)))
+                if answer.status_code in (401, 403) and creds:
+                    raise UserError("registry %s rejected the credentials: "
+                                    "check them with docker login %s"
+                                    % (host, host))
+                if answer.status_code in (401, 403):
+                    raise UserError("registry %s requires credentials: run "
+                                    "docker login %s (read from "
+                                    "~/.docker/config.json)" % (host, host))
+                if answer.status_code != 200:
+                    raise UserError("token server of %s answered HTTP %d"
+                                    % (host, answer.status_code))
+                try:
+                    body = answer.json()
+                except ValueError:
+                    raise UserError("token server of %s sent no JSON" % host)
+                token = body.get("token") or body.get("access_token")
+                if token:
+                    self.tokens[(host, scope)] = "Bearer " + token
+                    return
+            if scheme == "basic" and creds:
+                raw = ("%s:%s" % creds).encode("utf-8")
+                self.tokens[(host, scope)] = (
+                    "Basic " + base64.b64encode(raw).decode("ascii"))
+                return
+
+    # -- manifests ----------------------------------------------------------
+    def get_manifest(self, ref, reference=None, label=None):
+        """(media type, body bytes, digest) of a manifest, digest verified."""
+        host, repository = self.locate(ref)
+        reference = reference or ref.reference
+        label = label or str(ref)
+        response = self.request(host, "/v2/%s/manifests/%s" % (repository, reference),
+                                repository, headers={"Accept": MANIFEST_ACCEPT})
+        with contextlib.closing(response):
+            if response.status_code == 404:
+                raise UserError("image %s not found on %s: check the name and tag "
+                                "(or --image-repository / --registry-mirror)"
+                                % (label, host))
+            if response.status_code != 200:
+                raise UserError("registry %s answered HTTP %d for %s"
+                                % (host, response.status_code, label))
+            body = response.content
+            media_type = response.headers.get("Content-Type", "").split(";")[0]
+        if media_type in ("", "application/json", "text/plain"):
+            try:
+                media_type = (json.loads(body.decode("utf-8")).get("mediaType")
+                              or media_type)
+            except ValueError:
+                pass
+        digest = manifest_digest(media_type, body)
+        expected = (reference if reference.startswith("sha256:") else
+                    response.headers.get("Docker-Content-Digest"))
+        if expected and expected != digest:
+            raise UserError("manifest of %s from %s does not match its digest "
+                            "%s: the registry or a proxy altered it"
+                            % (label, host, expected))
+        return media_type, body, digest
+
+    # -- blobs --------------------------------------------------------------
+    def fetch_blob(self, ref, digest, dest, progress=None, label=None):
+        """Download a blob to dest, resuming a partial file, digest verified.
+
+        The bytes go to dest + '.partial' first and are renamed only after
+        the digest matches, so the cache never holds a wrong blob.
+        """
+        host, repository = self.locate(ref)
+        path = "/v2/%s/blobs/%s" % (repository, digest)
+        return self._download(lambda headers: self.request(
+            host, path, repository, headers=headers, stream=True),
+            digest.split(":", 1)[1], dest, progress,
+            label or "blob %s of %s" % (digest[:19], ref))
+
+    def fetch_url(self, url, sha256_hex, dest, progress=None, insecure=False,
+                  algorithm="sha256"):
+        """Download a file URL to dest, checked against its digest (hex)."""
+        def get(headers):
+            def send():
+                try:
+                    return self.session.get(url, headers=headers, stream=True,
+                                            timeout=self.timeout,
+                                            verify=not insecure)
+                except self.requests.exceptions.TooManyRedirects:
+                    raise UserError("%s redirects in a loop: check the URL and "
+                                    "--file-mirror" % url)
+            return self._with_retries(send, lambda reason: UserError(
+                "cannot download %s after %d tries (%s): check --file-mirror "
+                "and the network" % (url, HTTP_ATTEMPTS, reason)))
+        return self._download(get, sha256_hex, dest, progress, url, algorithm)
+
+    def get_small(self, url, insecure=False, cap=64 * 1024 * 1024):
+        """The bytes of a small file (repository metadata), None when the
+        server says it is not there (404, 410); a UserError when it cannot
+        be read at all or is larger than cap."""
+        def send():
+            return self.session.get(url, timeout=self.timeout, stream=True,
+                                    verify=not insecure)
+        response = self._with_retries(send, lambda reason: UserError(
+            "cannot download %s after %d tries (%s): check --file-mirror and "
+            "the network" % (url, HTTP_ATTEMPTS, reason)))
+        with contextlib.closing(response):
+            if response.status_code in (404, 410):
+                return None
+            if response.status_code != 200:
+                raise UserError("%s: the server answered HTTP %d"
+                                % (url, response.status_code))
+            data = response.raw.read(cap + 1, decode_content=True)
+        if len(data) > cap:
+            raise UserError("%s is larger than %s: it is not repository "
+                            "metadata; check --file-mirror" % (url,
+                                                             human_size(cap)))
+        with self.lock:
+            self.bytes_fetched += len(data)
+        return data
+
+    def get_text(self, url, insecure=False):
+        """Small text file (a published .sha256), or None if not there."""
+        try:
+            response = self.session.get(url, timeout=self.timeout,
+                                        verify=not insecure)
+        except self.requests.exceptions.RequestException:
+            return None
+        with contextlib.closing(response):
+            if response.status_code != 200:
+                return None
+            return response.text
+
+    def _download(self, get, expected_hex, dest, progress, label,
+                  algorithm="sha256"):
+        partial = dest + ".partial"
+        for attempt in range(HTTP_ATTEMPTS):
+            digest = hashlib.new(algorithm)
+            have = 0
+            if os.path.exists(partial):
+                with open(partial, "rb") as handle:
+                    for block in iter(lambda: handle.read(CHUNK), b""):
+                        digest.update(block)
+                        have += len(block)
+            headers = {"Accept-Encoding": "identity"}
+            if have:
+                headers["Range"] = "bytes=%d-" % have
+            response = get(headers)
+            with contextlib.closing(response):
+                if response.status_code == 416 or (
+                        have and response.status_code == 200):
+                    # The server cannot resume: start again from zero.
+                    if progress:
+                        progress.update(-have)
+                    os.unlink(partial)
+                    if response.status_code == 416:
+                        continue
+                    digest, have = hashlib.new(algorithm), 0
+                elif response.status_code == 404:
+                    raise NotFoundError("%s: not found (HTTP 404)" % label)
+                elif response.status_code not in (200, 206):
+                    raise UserError("%s: the server answered HTTP %d"
+                                    % (label, response.status_code))
+                try:
+                    with open(partial, "ab") as out:
+                        for block in response.raw.stream(DOWNLOAD_CHUNK,
+                                                         decode_content=False):
+                            out.write(block)
+                            digest.update(block)
+                            if progress:
+                                progress.update(len(block))
+                            with self.lock:
+                                self.bytes_fetched += len(block)
+                except self.stream_errors as exc:
+                    log.debug("%s: interrupted (%s), resuming", label,
+                              _short_reason(exc))
+                    _backoff(attempt)
+                    continue
+            if digest.hexdigest() == expected_hex:
+                os.rename(partial, dest)
+                return dest
+            log.warning("%s: %s mismatch, downloading it again", label, algorithm)
+            if progress:
+                progress.update(-os.path.getsize(partial))
+            os.unlink(partial)
+        raise UserError("%s failed its %s check %d times: the source or a "
+                        "proxy is corrupting it" % (label, algorithm, HTTP_ATTEMPTS))
+
+
+def load_docker_credentials():
+    """{registry host: (user, password)} from the Docker client config.
+
+    Credential helpers are not run.  The values never reach a log line,
+    an error message or the bundle.
+    """
+    config_dir = (os.environ.get("DOCKER_CONFIG") or
+                  os.path.join(os.path.expanduser("~"), ".docker"))
+    path = os.path.join(config_dir, "config.json")
+    try:
+        with open(path) as handle:
+            config = json.load(handle)
+    except (OSError, IOError):
+        return {}
+    except ValueError:
+        raise UserError("%s is not valid JSON: fix or remove it" % path)
+    found = {}
+    for key, entry in (config.get("auths") or {}).items():
+        host = re.sub(r"^https?://", "", key).split("/", 1)[0]
+        if host in ("index.docker.io", "registry-1.docker.io"):
+            host = DOCKER_HUB
+        user = password = None
+        if entry.get("auth"):
+            try:
+                user, _, password = base64.b64decode(
+                    entry["auth"]).decode("utf-8").partition(":")
+            except (ValueError, UnicodeDecodeError):
+                raise UserError("the auth entry for %s in %s is not base64 "
+                                "user:password: run docker login again"
+                                % (host, path))
+        elif entry.get("username"):
+            user, password = entry["username"], entry.get("password", "")
+        if user is not None:
+            found[host] = (user, password)
     return found
 
 
-def cert_check_command(kubernetes_version):
-    _, minor, _ = parse_version(kubernetes_version)
-    if minor >= 20:
-        return ["kubeadm", "certs", "check-expiration"]
-    return ["kubeadm", "alpha", "certs", "check-expiration"]
+def _short_reason(exc):
+    text = str(exc)
+    for known in ("Connection refused", "Name or service not known",
+                  "timed out", "Connection reset", "certificate verify failed",
+                  "Temporary failure in name resolution", "Network is unreachable"):
+        if known in text:
+            return known.lower()
+    return text.splitlines()[0][:120] if text else exc.__class__.__name__
 
 
-def cluster_version(ctx):
-    state = ctx.host.state()
-    if state.get("kubernetes_version"):
-        return state["kubernetes_version"]
-    result = ctx.runner.run(["kubeadm", "version", "-o", "short"],
-                            change=False, check=False)
-    text = result.stdout.strip()
-    return (text if result.ok and re.match(r"^v\d+\.\d+\.\d+", text)
-            else DEFAULT_KUBERNETES_VERSION)
+def _retry_after(value):
+    try:
+        return min(float(value), 30.0)
+    except (TypeError, ValueError):
+        return None
 
 
-def require_master(ctx, command):
+def _backoff(attempt, wait=None):
+    time.sleep(wait if wait is not None else min(0.2 * (2 ** attempt), 5.0))
+
+
+def parse_challenges(header):
+    """Parse a WWW-Authenticate header into [(scheme, {param: value})].
+
+    quay.io may send a Basic and a Bearer challenge in one header.
+    """
+    challenges = []
+    for match in re.finditer(r'(?:^|,)\s*(Basic|Bearer)\b((?:\s*,?\s*[a-zA-Z_]+='
+                             r'(?:"[^"]*"|[^,\s]*))*)', header or "", re.I):
+        params = dict((key.lower(), value.strip('"')) for key, value in
+                      re.findall(r'([a-zA-Z_]+)=("[^"]*"|[^,\s]*)', match.group(2)))
+        challenges.append((match.group(1).lower(), params))
+    return challenges
+
+
+def manifest_digest(media_type, body):
+    if media_type in SCHEMA1_TYPES or (
+            media_type not in INDEX_TYPES + MANIFEST_TYPES
+            and b'"schemaVersion": 1' in body):
+        return "sha256:" + sha256_bytes(schema1_payload(body))
+    return "sha256:" + sha256_bytes(body)
+
+
+def schema1_payload(body):
+    """The bytes a schema1 manifest's digest covers: the JWS payload."""
+    doc = json.loads(body.decode("utf-8"))
+    signatures = doc.get("signatures")
+    if not signatures:
+        return body
+    protected = json.loads(_b64url_decode(signatures[0]["protected"]).decode())
+    return (body[:protected["formatLength"]] +
+            _b64url_decode(protected["formatTail"]))
+
+
+def _b64url_decode(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class NotFoundError(UserError):
+    """A download the server does not have (HTTP 404)."""
+
+
+def add_local_images(images, cache, arch, archive_paths, progress):
+    """The plan with its docker-daemon: images exported and the images of
+    the --extra-image-archive files added: done before any download, so a
+    missing daemon, image or archive fails at once."""
+    export_docker_daemon_images(images, cache, arch, progress)
+    seen = set(image["ref"] for image in images)
+    for image in import_archive_files(archive_paths, cache, arch):
+        if image["ref"] in seen:
+            raise UserError("image %s is bundled twice (--extra-image-archive "
+                            "and another source): give it once" % image["ref"])
+        seen.add(image["ref"])
+        images.append(image)
+    return images
+
+
+def export_docker_daemon_images(images, cache, arch, progress):
+    """Fill in every docker-daemon: image from the local daemon's export,
+    streamed through the same archive reader into the cache."""
+    local = [image for image in images if image.get("origin") == "docker-daemon"]
+    if not local:
+        return
+    client = docker_daemon_client()
+    import docker
+    import requests
+    broken = (docker.errors.DockerException, requests.exceptions.RequestException)
+    for image in local:
+        label = "docker-daemon:%s" % image["ref"]
+        try:
+            size = client.api.inspect_image(image["ref"]).get("Size") or 0
+            chunks = client.api.get_image(image["ref"], chunk_size=CHUNK)
+        except docker.errors.ImageNotFound:
+            raise UserError("image %s is not in the local Docker daemon: "
+                            "build or pull it first (docker images lists "
+                            "what is there)" % image["ref"])
+        except broken as exc:
+            raise UserError("the Docker daemon cannot export %s: %s"
+                            % (image["ref"], _short_reason(exc)))
+        bar = Progress(size, "export %s" % image["ref"], enabled=progress)
+        try:
+            found = archive_images(ChunkReader(chunks, bar), label, cache, arch)
+        except broken as exc:
+            raise UserError("the Docker daemon failed exporting %s: %s"
+                            % (image["ref"], _short_reason(exc)))
+        finally:
+            bar.close()
+        if len(found) != 1:
+            raise UserError("%s: the daemon exported %d images, expected one"
+                            % (label, len(found)))
+        record = found[0][1]
+        record["origin"] = "docker-daemon"
+        image.update(record)
+
+
+def docker_daemon_client():
+    """A docker SDK client whose daemon answers (imported here only: the
+    rest of the tool never needs the SDK)."""
+    try:
+        import docker
+    except ImportError:
+        raise UserError("docker-daemon: images need the docker SDK: "
+                        "pip install docker")
+    try:
+        client = docker.from_env(timeout=HTTP_TIMEOUT)
+        client.ping()
+    except Exception as exc:   # the SDK wraps requests', socket's and its own
+        raise UserError("cannot reach the Docker daemon (%s): start Docker or "
+                        "set DOCKER_HOST, or leave out the docker-daemon: "
+                        "images" % _short_reason(exc))
+    return client
+
+
+def archive_images(stream, label, cache, arch):
+    """[(names, record)] of every image in a docker-archive or OCI-archive
+    tar read from stream."""
+    documents, stored = store_archive_stream(stream, label, cache)
+    if "manifest.json" in documents:
+        return docker_archive_images(label, documents, stored, cache, arch)
+    if "index.json" in documents:
+        return oci_archive_images(label, documents, stored, cache, arch)
+    raise UserError("%s has neither manifest.json nor index.json: give a "
+                    "docker-archive (docker save) or an OCI archive" % label)
+
+
+def store_archive_stream(stream, label, cache):
+    """Read a docker-archive or OCI-archive tar as a stream: the small
+    documents into memory, every other file into the cache, hashed on the
+    way.  ({document name: bytes}, {member name: (sha256 hex, size)})."""
+    documents, stored, links = {}, {}, {}
+    try:
+        tar = tarfile.open(fileobj=stream, mode="r|*", bufsize=CHUNK)
+        for count, member in enumerate(tar):
+            if count > MAX_ARCHIVE_MEMBERS:
+                raise UserError("%s holds more than %d files: it is not an "
+                                "image archive" % (label, MAX_ARCHIVE_MEMBERS))
+            name = posixpath.normpath(member.name)
+            if member.issym() or member.islnk():
+                # docker save links a layer it holds twice to the first copy
+                target = (member.linkname if member.islnk() else
+                          posixpath.join(posixpath.dirname(name), member.linkname))
+                links[name] = posixpath.normpath(target)
+            elif not member.isfile():
+                continue
+            elif name in ARCHIVE_DOCUMENTS or name.endswith(("/json", "/VERSION")):
+                if member.size > MAX_IMAGE_JSON_BYTES:
+                    raise UserError("%s: %s is %s, too large for an image "
+                                    "archive" % (label, name,
+                                                 human_size(member.size)))
+                documents[name] = tar.extractfile(member).read()
+            else:
+                stored[name] = (cache.put_stream(tar.extractfile(member)),
+                                member.size)
+        tar.close()
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise UserError("%s is not a readable tar (%s): give a docker-archive "
+                        "(docker save) or an OCI archive" % (label, exc))
+    for name, target in links.items():
+        if target in stored:
+            stored[name] = stored[target]
+    return documents, stored
+
+
+def docker_archive_images(label, documents, stored, cache, arch):
+    """[(names, record)] of a docker-archive: each image's config and its
+    uncompressed layers, whose sha256 must be the config's diff_ids, under
+    a schema2 manifest written here (Docker's rootfs.diff.tar media type)."""
+    entries = _archive_json(label, "manifest.json", documents["manifest.json"])
+    if not isinstance(entries, list) or not entries:
+        raise UserError("%s: manifest.json lists no images" % label)
+    found = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("Layers"), list):
+            raise UserError("%s: manifest.json is not a docker-archive "
+                            "manifest" % label)
+        wanted = [entry.get("Config")] + entry["Layers"]
+        missing = [name for name in wanted if name not in stored]
+        if missing:
+            raise UserError("%s: %s is named in manifest.json but not in the "
+                            "archive" % (label, missing[0]))
+        config_hex, config_size = stored[entry["Config"]]
+        config = _archive_blob_json(label, cache, config_hex, "image config")
+        check_image_platform(label, config, arch)
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids")
+        layers = [stored[name] for name in entry["Layers"]]
+        if diff_ids != ["sha256:" + hexd for hexd, _ in layers]:
+            raise UserError("%s: the layers are not the ones the image config "
+                            "lists (rootfs.diff_ids): the archive is damaged"
+                            % label)
+        manifest = {
+            "schemaVersion": 2, "mediaType": MT_DOCKER_MANIFEST,
+            "config": {"mediaType": MT_DOCKER_CONFIG, "size": config_size,
+                       "digest": "sha256:" + config_hex},
+            "layers": [{"mediaType": MT_DOCKER_LAYER_TAR, "size": size,
+                        "digest": "sha256:" + hexd} for hexd, size in layers]}
+        body = json.dumps(manifest, indent=3).encode("utf-8")
+        record = {"manifest_digest": "sha256:" + cache.put_bytes(body),
+                  "manifest_media_type": MT_DOCKER_MANIFEST,
+                  "config_digest": manifest["config"]["digest"],
+                  "layers": [layer["digest"] for layer in manifest["layers"]],
+                  "origin": "docker-archive"}
+        found.append((entry.get("RepoTags") or [], record))
+    return found
+
+
+def _archive_json(label, name, data):
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise UserError("%s: %s is not valid JSON: the archive is damaged"
+                        % (label, name))
+
+
+def _archive_blob_json(label, cache, hex_digest, what):
+    if os.path.getsize(cache.path(hex_digest)) > MAX_IMAGE_JSON_BYTES:
+        raise UserError("%s: the %s is too large: the archive is damaged"
+                        % (label, what))
+    value = _archive_json(label, what, cache.read(hex_digest))
+    if not isinstance(value, dict):
+        raise UserError("%s: the %s is not a JSON object: the archive is "
+                        "damaged" % (label, what))
+    return value
+
+
+def check_image_platform(label, config, arch):
+    """The image's config says linux/ARCH, the bundle's architecture."""
+    found = (config.get("os"), config.get("architecture"))
+    if found != ("linux", arch):
+        raise UserError("%s is for %s/%s, not linux/%s: build or pick the "
+                        "image for the bundle's --arch" % (
+                            label, found[0], found[1], arch))
+
+
+def oci_archive_images(label, documents, stored, cache, arch):
+    """[(names, record)] of an OCI archive: its blobs are checked against
+    their names, its manifests kept as they are (a multi-platform index
+    gives the bundle's architecture)."""
+    blobs = {}
+    for name, (hexd, _) in stored.items():
+        if name.startswith("blobs/sha256/"):
+            if name[len("blobs/sha256/"):] != hexd:
+                raise UserError("%s: blob %s does not match its digest: the "
+                                "archive is damaged" % (label, name))
+            blobs["sha256:" + hexd] = hexd
+    index = _archive_json(label, "index.json", documents["index.json"])
+    descriptors = index.get("manifests") if isinstance(index, dict) else None
+    if not isinstance(descriptors, list) or not descriptors:
+        raise UserError("%s: index.json lists no images" % label)
+    picker = ImageFetcher(None, cache, arch)
+    found = []
+    for descriptor in descriptors:
+        if not isinstance(descriptor, dict):
+            raise UserError("%s: index.json is not an OCI index" % label)
+        annotations = descriptor.get("annotations") or {}
+        names = [annotations.get("io.containerd.image.name") or
+                 annotations.get("org.opencontainers.image.ref.name") or ""]
+        digest, media_type = descriptor.get("digest"), descriptor.get("mediaType")
+        for _ in range(2):
+            if digest not in blobs:
+                raise UserError("%s: manifest %s is not in the archive"
+                                % (label, digest))
+            if media_type not in INDEX_TYPES:
+                break
+            child = _archive_blob_json(label, cache, blobs[digest], "image index")
+            digest = picker._pick_platform({"source": label}, child)
+            media_type = [entry.get("mediaType") for entry in child["manifests"]
+                          if entry.get("digest") == digest][0]
+        manifest = _archive_blob_json(label, cache, blobs[digest], "manifest")
+        layers = manifest.get("layers")
+        config = manifest.get("config")
+        if (not isinstance(config, dict) or not isinstance(layers, list)
+                or not all(isinstance(layer, dict) for layer in layers)):
+            raise UserError("%s: %s is not an image manifest" % (label, digest))
+        for needed in [config.get("digest")] + [layer.get("digest")
+                                                for layer in layers]:
+            if needed not in blobs:
+                raise UserError("%s: blob %s is not in the archive"
+                                % (label, needed))
+        check_image_platform(label, _archive_blob_json(
+            label, cache, blobs[config["digest"]], "image config"), arch)
+        found.append((names, {
+            "manifest_digest": digest,
+            "manifest_media_type": manifest.get("mediaType") or MT_OCI_MANIFEST,
+            "config_digest": config["digest"],
+            "layers": [layer["digest"] for layer in layers],
+            "origin": "oci-archive"}))
+    return found
+
+
+class ImageFetcher(object):
+    """Resolves each planned image to one single-platform manifest and
+    fetches its blobs into the cache, converting schema1 to schema2."""
+
+    def __init__(self, client, cache, arch):
+        self.client = client
+        self.cache = cache
+        self.arch = arch
+
+    def resolve(self, image):
+        """Fill image with manifest digest, config and layers (schema2/OCI)."""
+        ref = parse_image_ref(image["source"])
+        media_type, body, digest = self.client.get_manifest(ref)
+        image["source_digest"] = digest
+        if media_type in INDEX_TYPES:
+            child = self._pick_platform(image, json.loads(body.decode("utf-8")))
+            media_type, body, digest = self.client.get_manifest(
+                ref, reference=child, label=image["source"])
+        if media_type in INDEX_TYPES:
+            raise UserError("image %s: a manifest list inside a manifest list "
+                            "is not supported" % image["source"])
+        if media_type in SCHEMA1_TYPES or b'"schemaVersion": 1' in body[:200]:
+            image["schema1"] = body.decode("utf-8")
+            image["manifest_media_type"] = MT_DOCKER_MANIFEST
+            return image
+        manifest = json.loads(body.decode("utf-8"))
+        if not manifest.get("config") or "layers" not in manifest:
+            raise UserError("image %s: unsupported manifest type %s"
+                            % (image["source"], media_type))
+        self.cache.put_bytes(body)
+        self._record(image, digest, media_type, manifest)
+        return image
+
+    def _record(self, image, digest, media_type, manifest):
+        image["manifest_digest"] = digest
+        image["manifest_media_type"] = manifest.get("mediaType") or media_type
+        image["config_digest"] = manifest["config"]["digest"]
+        image["layers"] = [layer["digest"] for layer in manifest["layers"]]
+        image["blob_sizes"] = dict(
+            [(manifest["config"]["digest"], manifest["config"].get("size", 0))] +
+            [(layer["digest"], layer.get("size", 0)) for layer in manifest["layers"]])
+
+    def _pick_platform(self, image, index):
+        wanted_variant = {"arm64": ("v8", None), "arm": ("v7",)}.get(self.arch)
+        choices = []
+        for entry in index.get("manifests", []):
+            plat = entry.get("platform") or {}
+            if plat.get("os") == "linux" and plat.get("architecture") == self.arch:
+                choices.append(entry)
+        if wanted_variant:
+            preferred = [c for c in choices
+                         if (c.get("platform") or {}).get("variant") in wanted_variant]
+            choices = preferred or choices
+        if not choices:
+            offered = sorted(set("%s/%s" % ((e.get("platform") or {}).get("os"),
+                                            (e.get("platform") or {}).get("architecture"))
+                                 for e in index.get("manifests", [])))
+            raise UserError("image %s has no linux/%s variant (it offers %s): "
+                            "choose another --arch or image"
+                            % (image["source"], self.arch, ", ".join(offered)))
+        return choices[0]["digest"]
+
+    def blob_jobs(self, images):
+        """{digest: (ImageRef to fetch from, size, label)} of missing blobs."""
+        wanted = {}
+        for image in images:
+            ref = parse_image_ref(image["source"])
+            if "schema1" in image:
+                doc = json.loads(image["schema1"])
+                digests = [(layer["blobSum"], 0) for layer in doc["fsLayers"]]
+            else:
+                digests = [(d, image["blob_sizes"].get(d, 0))
+                           for d in [image["config_digest"]] + image["layers"]]
+            for digest, size in digests:
+                if not _DIGEST_RE.fullmatch(digest):
+                    raise UserError("image %s names an unsupported digest %s"
+                                    % (image["source"], digest))
+                if digest not in wanted and not self.cache.has(digest[7:]):
+                    wanted[digest] = (ref, size, "%s (%s)" % (image["source"],
+                                                              digest[7:19]))
+        return wanted
+
+    def fetch(self, digest, ref, label, progress):
+        self.client.fetch_blob(ref, digest, self.cache.path(digest[7:]),
+                               progress=progress, label=label)
+        self.cache.fresh.add(digest[7:])
+
+    def convert_schema1(self, image):
+        """Turn a schema1 image into a schema2 manifest and config, the way
+        Docker does when it pulls one; the result is cached by the schema1
+        digest so a warm run need not decompress the layers again."""
+        record = os.path.join(self.cache.converted, "%s.v%d.json" % (
+            image["source_digest"][7:], SCHEMA1_CONVERSION))
+        if os.path.isfile(record):
+            with open(record) as handle:
+                digest = json.load(handle)["manifest_digest"]
+            if self.cache.has(digest[7:]):
+                manifest = json.loads(self.cache.read(digest[7:]).decode("utf-8"))
+                if all(self.cache.has(d[7:]) for d in
+                       [manifest["config"]["digest"]] +
+                       [layer["digest"] for layer in manifest["layers"]]):
+                    self._record(image, digest, MT_DOCKER_MANIFEST, manifest)
+                    return
+        doc = json.loads(image.pop("schema1"))
+        history = [json.loads(entry["v1Compatibility"]) for entry in doc["history"]]
+        blobs = [layer["blobSum"] for layer in doc["fsLayers"]]
+        layers, diff_ids, steps = [], [], []
+        for blob, v1 in reversed(list(zip(blobs, history))):
+            steps.append(schema1_history_step(v1, image["source"]))
+            if not v1.get("throwaway"):
+                layers.append(blob)
+                diff_ids.append("sha256:" + _gunzip_sha256(self.cache.path(blob[7:])))
+        config = dict(history[0])
+        if "created" in config:
+            schema1_time(config["created"], image["source"])
+        for key in ("id", "parent", "Size", "parent_id", "layer_id", "throwaway"):
+            config.pop(key, None)
+        config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+        config["history"] = steps
+        config_bytes = json.dumps(config, sort_keys=True,
+                                  separators=(",", ":")).encode("utf-8")
+        config_hex = self.cache.put_bytes(config_bytes)
+        manifest = {
+            "schemaVersion": 2, "mediaType": MT_DOCKER_MANIFEST,
+            "config": {"mediaType": MT_DOCKER_CONFIG, "size": len(config_bytes),
+                       "digest": "sha256:" + config_hex},
+            "layers": [{"mediaType": MT_DOCKER_LAYER,
+                        "size": os.path.getsize(self.cache.path(blob[7:])),
+                        "digest": blob} for blob in layers]}
+        body = json.dumps(manifest, indent=3).encode("utf-8")
+        digest = "sha256:" + self.cache.put_bytes(body)
+        write_file_atomic(record, canonical_json({"manifest_digest": digest}))
+        self._record(image, digest, MT_DOCKER_MANIFEST, manifest)
+
+
+def schema1_history_step(v1, source):
+    """One config history entry from a v1Compatibility entry, as Docker's
+    pull makes it (moby image/v1 HistoryFromConfig): author, created (the
+    zero time when absent), the container command joined by spaces,
+    comment, empty_layer for throwaway entries; empty fields left out."""
+    step = {"created": schema1_time(v1["created"], source) if "created" in v1
+            else GO_ZERO_TIME}
+    command = (v1.get("container_config") or {}).get("Cmd")
+    if command:
+        step["created_by"] = " ".join(command)
+    for key in ("author", "comment"):
+        if v1.get(key):
+            step[key] = v1[key]
+    if v1.get("throwaway"):
+        step["empty_layer"] = True
+    return step
+
+
+def schema1_time(value, source):
+    """A v1Compatibility time, checked: Docker and containerd refuse an
+    image (and docker load the rest of its archive) over one they cannot
+    parse."""
+    if not isinstance(value, str) or not RFC3339_RE.match(value):
+        raise UserError("image %s: its schema1 history has the time %r, which "
+                        "Docker cannot read: use another image or tag"
+                        % (source, value))
+    return value
+
+
+def _gunzip_sha256(path):
+    digest = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(CHUNK), b""):
+                digest.update(block)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UserError("layer %s is not a gzip tar (%s): cannot convert a "
+                        "schema1 image with it" % (os.path.basename(path), exc))
+    return digest.hexdigest()
+
+
+class ChunkReader(object):
+    """A read()-able stream over an iterator of byte chunks (the docker
+    SDK's export), holding at most one chunk."""
+
+    def __init__(self, chunks, progress=None):
+        self.chunks = iter(chunks)
+        self.chunk = b""
+        self.offset = 0
+        self.progress = progress
+
+    def read(self, size=-1):
+        parts = []
+        while size != 0:
+            if self.offset >= len(self.chunk):
+                self.chunk = next(self.chunks, None)
+                self.offset = 0
+                if self.chunk is None:
+                    self.chunk = b""
+                    break
+                if self.progress:
+                    self.progress.update(len(self.chunk))
+                continue
+            end = len(self.chunk) if size < 0 else min(len(self.chunk),
+                                                        self.offset + size)
+            parts.append(self.chunk[self.offset:end])
+            if size > 0:
+                size -= end - self.offset
+            self.offset = end
+        return b"".join(parts)
+
+
+def import_archive_files(paths, cache, arch):
+    """Plan entries, filled in, of every image in the --extra-image-archive
+    files (one entry per image, under its first name)."""
+    images = []
+    for path in paths:
+        label = "--extra-image-archive %s" % path
+        try:
+            handle = open(path, "rb")
+        except OSError as exc:
+            raise UserError("cannot read %s: %s" % (label, exc.strerror))
+        with handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise UserError("%s is not a regular file: give the archive"
+                                % label)
+            for names, record in archive_images(handle, label, cache, arch):
+                ref = archive_image_name(label, names)
+                entry = local_image_entry(record["origin"], ref)
+                entry.update(record)
+                images.append(entry)
+    return images
+
+
+def archive_image_name(label, names):
+    """The one reference an archived image is bundled under; an OCI ref.name
+    that is only a tag is no name."""
+    usable = [name for name in names if name and ("/" in name or ":" in name)]
+    if not usable:
+        raise UserError("%s holds an image without a name: save it by name "
+                        "(docker save NAME:TAG, or skopeo copy ... "
+                        "oci-archive:FILE:NAME:TAG)" % label)
+    return parse_image_ref(usable[0])
+
+
+def binaries_from_node_tarball(client, cache, version, arch, sha512, file_mirrors,
+                               args, progress):
+    """{name: sha256} of kubeadm, kubelet and kubectl taken out of the node
+    release tarball, which is checked against the sha512 the release
+    published.  The binaries land in the cache, so fetch_files finds them
+    there; it still compares them with the .sha256 files beside the single
+    binaries.  A warm run reuses the record of what was extracted."""
+    url = apply_file_mirror(NODE_TARBALL_URL.format(version=version, arch=arch),
+                            file_mirrors)
+    folder = os.path.join(cache.directory, "sha512")
+    if not os.path.isdir(folder):
+        os.makedirs(folder)
+    tarball = os.path.join(folder, sha512)
+    record = tarball + ".json"
+    if os.path.isfile(record):
+        with open(record) as handle:
+            found = json.load(handle)
+        if all(cache.has(hexd) for hexd in found.values()):
+            return found
+    if not os.path.isfile(tarball):
+        bar = Progress(0, "node tarball", enabled=progress)
+        try:
+            client.fetch_url(url, sha512, tarball, bar, algorithm="sha512",
+                             insecure=_url_host(url) in set(args.insecure_registry))
+        finally:
+            bar.close()
+    log.info("%s: checked against the sha512 the release published", url)
+    found = {}
+    try:
+        with tarfile.open(tarball, "r:gz") as tar:
+            for member in tar:
+                name = member.name.rsplit("/", 1)[-1]
+                if (member.isfile() and name in NODE_TARBALL_BINARIES and
+                        member.name.endswith("node/bin/" + name)):
+                    found[name] = cache.put_stream(tar.extractfile(member))
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise UserError("%s is not a readable release tarball (%s)" % (url, exc))
+    missing = sorted(set(NODE_TARBALL_BINARIES) - set(found))
+    if missing:
+        raise UserError("%s lacks %s" % (url, ", ".join(missing)))
+    write_file_atomic(record, canonical_json(found))
+    return found
+
+
+def apply_file_mirror(url, mirrors):
+    """Rewrite a URL by the longest matching --file-mirror prefix."""
+    best = None
+    for prefix, replacement in mirrors:
+        if url.startswith(prefix) and (best is None or len(prefix) > len(best[0])):
+            best = (prefix, replacement)
+    if best is None:
+        return url
+    return best[1] + url[len(best[0]):]
+
+
+def _url_host(url):
+    return re.sub(r"^[a-z]+://", "", url).split("/", 1)[0]
+
+
+def fetch_files(client, cache, files, file_mirrors, vouched, args, progress):
+    """Download every file, each checked against what vouches for it:
+    vouched {file name: (sha256, source)} (--checksum-file, the node
+    tarball), else the release table's pin (not under --checksum-file), and
+    the publisher's checksum file beside it; any disagreement is fatal, no
+    checksum at all too.  Each plan records its sources."""
+    insecure_hosts = set(args.insecure_registry)
+
+    def plan(entry):
+        filename = entry["url"].rsplit("/", 1)[1]
+        url = apply_file_mirror(entry["url"], file_mirrors)
+        insecure = _url_host(url) in insecure_hosts
+        expected, sources = None, []
+        if filename in vouched:
+            expected, source = vouched[filename]
+            sources.append(source)
+        elif entry["pinned"] and not args.checksum_file:
+            expected = entry["pinned"]
+            sources.append("pinned table (%s)" % RELEASE_TABLE_FILE)
+        if entry["publisher"] and (entry["always_publisher"] or not expected):
+            published = parse_published_sha256(client.get_text(
+                apply_file_mirror(entry["publisher"], file_mirrors), insecure),
+                filename)
+            if expected and published and published != expected:
+                raise UserError("%s: the publisher's %s (%s) differs from %s "
+                                "(%s): refusing it" % (
+                                    filename, entry["publisher"], published,
+                                    sources[0], expected))
+            if published:
+                expected = expected or published
+                sources.append("publisher's file %s" % entry["publisher"])
+        if not expected:
+            raise UserError("no checksum known for %s: pass a --checksum-file "
+                            "with its sha256" % filename)
+        return dict(entry, fetch_url=url, sha256=expected, insecure=insecure,
+                    checksum_sources=sources)
+
+    plans = run_pool(args.jobs, files, plan)
+    missing = [p for p in plans if not cache.has(p["sha256"])]
+    bar = Progress(0, "files", enabled=progress)
+    try:
+        run_pool(args.jobs, missing, lambda p: client.fetch_url(
+            p["fetch_url"], p["sha256"], cache.path(p["sha256"]), bar,
+            insecure=p["insecure"]))
+        cache.fresh.update(p["sha256"] for p in missing)
+    finally:
+        bar.close()
+    for plan in plans:
+        plan["size"] = os.path.getsize(cache.path(plan["sha256"]))
+    return plans
+
+
+def parse_published_sha256(text, filename=None):
+    """The digest of a publisher's .sha256 file (only the hex, as dl.k8s.io
+    writes it, or `HEX  NAME` as sha256sum does, NAME being filename), or
+    None when it is not such a file.  A file of several sha256sum lines
+    (runc.sha256sum) gives the line naming filename."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    if len(lines) > 1 and filename is not None:
+        found = [parse_published_sha256(line, filename) for line in lines
+                 if len(line.split()) == 2]
+        found = [hexd for hexd in found if hexd]
+        return found[0] if len(found) == 1 else None
+    fields = (text or "").split()
+    if not fields or not re.match(r"^[0-9a-fA-F]{64}\Z", fields[0]):
+        return None
+    if len(fields) > 2 or (len(fields) == 2 and filename is not None and
+                           fields[1].lstrip("*").rsplit("/", 1)[-1] != filename):
+        return None
+    return fields[0].lower()
+
+
+def run_pool(jobs, items, work):
+    """Run work(item) for every item on up to `jobs` threads; re-raise the
+    first error after cancelling what has not started."""
+    from concurrent.futures import ThreadPoolExecutor
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(items)))) as pool:
+        futures = [pool.submit(work, item) for item in items]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def fetch_os_packages(client, cache, os_ids, arch, file_mirrors, args,
+                      progress):
+    """{os_id: (packages, signature lines)} for every --os, each package's
+    file in the cache, checked against its metadata's sha256."""
+    insecure = set(args.insecure_registry)
+    found, downloads = {}, []
+    for os_id in os_ids:
+        keyring = archive_keyring(os_id, getattr(args, "os_keyring", None))
+        reader = apt_index if DISTROS[os_id]["family"] == "deb" else rpm_index
+        index = reader(client, cache, os_id, arch, file_mirrors, keyring,
+                       insecure)
+        packages = resolve_packages(index, wanted_packages(os_id))
+        for package in packages:
+            if not full_match(PACKAGE_FILE_RE, package["file"]):
+                raise UserError("%s: the file name %r is not one bundle "
+                                "accepts" % (os_id, package["file"]))
+            package["path"] = "%s/%s/%s" % (PACKAGES_DIR, os_id,
+                                            package["file"])
+            package["fetch_url"] = apply_file_mirror(archive_url(
+                package["base"], package["location"]), file_mirrors)
+            if not cache.has(package["sha256"]):
+                downloads.append(package)
+        found[os_id] = (packages, index.signatures)
+        log.info("--os %s: %d packages (%s)", os_id, len(packages),
+                 ", ".join(p["name"] for p in packages))
+    unique = dict((p["sha256"], p) for p in downloads)
+    bar = Progress(sum(p["size"] for p in unique.values()), "packages",
+                   enabled=progress)
+    try:
+        run_pool(args.jobs, sorted(unique.values(), key=lambda p: p["path"]),
+                 lambda p: client.fetch_url(
+                     p["fetch_url"], p["sha256"], cache.path(p["sha256"]), bar,
+                     insecure=_url_host(p["fetch_url"]) in insecure))
+        cache.fresh.update(unique)
+    finally:
+        bar.close()
+    return found
+
+
+def archive_keyring(os_id, given):
+    """The keyring checking os_id's archive: --os-keyring, else the
+    distribution's own where installed; None when there is none."""
+    if given:
+        if not os.path.isfile(given):
+            raise UserError("--os-keyring %s is not a file: give a keyring "
+                            "gpgv reads (gpg --export output)" % given)
+        return given
+    default = DISTROS[os_id].get("keyring")
+    if default and os.path.isfile(default) and shutil.which("gpgv"):
+        return default
+    return None
+
+
+def apt_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
+    """The ArchiveIndex of a Debian or Ubuntu suite."""
+    distro = DISTROS[os_id]
+    release, base, line = apt_release(client, os_id, arch, file_mirrors,
+                                      keyring, insecure)
+    sums = _release_sha256(release)
+    index = ArchiveIndex(os_id, arch)
+    index.signatures.append(line)
+    index.minimal = set()
+    for component in distro["components"]:
+        stem = "%s/binary-%s/Packages" % (component, arch)
+        names = [stem + suffix for suffix in (".xz", ".gz", "")
+                 if stem + suffix in sums]
+        if not names:
+            raise UserError("the Release of %s lists no %s: the archive does "
+                            "not carry %s %s" % (distro["suite"], stem,
+                                                 component, arch))
+        text = None
+        for name in names:       # a partial mirror may keep one form only
+            url = apply_file_mirror("%s/dists/%s/%s" % (
+                base, distro["suite"], name), file_mirrors)
+            try:
+                text = fetch_metadata(client, cache, url, sums[name][0],
+                                      _url_host(url) in insecure)
+                break
+            except NotFoundError:
+                if name == names[-1]:
+                    raise
+        for stanza in parse_deb822(text.decode("utf-8", "replace")):
+            package = _deb_package(stanza, base, arch)
+            if package is None:
+                continue
+            index.add(package, lambda a, b: False)
+            if (stanza.get("Priority") == "required" or
+                    stanza.get("Essential") == "yes"):
+                index.minimal.add(package["name"])
+    index.index_providers()
+    return index
+
+
+def apt_release(client, os_id, arch, file_mirrors, keyring, insecure):
+    """(Release fields, base URL, signature line) of os_id's suite."""
+    distro = DISTROS[os_id]
+    base = distro["base"][arch]
+    dists = "%s/dists/%s/" % (base, distro["suite"])
+
+    def get(name):
+        url = apply_file_mirror(dists + name, file_mirrors)
+        return client.get_small(url, _url_host(url) in insecure,
+                                MAX_RELEASE_BYTES)
+    inrelease = get("InRelease")
+    if inrelease is not None:
+        signed, signature = inrelease, None
+    else:
+        signed = get("Release")
+        if signed is None:
+            raise UserError("%sInRelease and Release are not there: check "
+                            "--file-mirror (the suite %s)" % (
+                                apply_file_mirror(dists, file_mirrors),
+                                distro["suite"]))
+        signature = get("Release.gpg")
+    if keyring:
+        if inrelease is None and signature is None:
+            raise UserError("%s has no InRelease and no Release.gpg, so the "
+                            "keyring %s cannot check it: use a signed archive"
+                            % (apply_file_mirror(dists, file_mirrors), keyring))
+        text = gpgv_verified(keyring, signed, signature)
+        if text is None:
+            raise UserError("the signature of %s%s does not verify with %s: "
+                            "refusing the archive (give its key with "
+                            "--os-keyring)" % (apply_file_mirror(
+                                dists, file_mirrors),
+                                "InRelease" if signature is None else "Release",
+                                keyring))
+        line = "%s: signature checked with %s" % (base, keyring)
+    else:
+        text = signed
+        line = ("%s: signature NOT checked (no keyring: give --os-keyring)"
+                % base)
+    fields = parse_deb822(clearsigned_text(text))
+    if not fields:
+        raise UserError("%sRelease is empty or not a Release file" % dists)
+    release = fields[0]
+    check_valid_until(release, dists)
+    if distro["suite"] not in (release.get("Codename"), release.get("Suite")):
+        raise UserError("%sRelease is for %s, not %s: check --file-mirror" % (
+            dists, release.get("Codename") or release.get("Suite") or "?",
+            distro["suite"]))
+    return release, base, line
+
+
+def gpgv_verified(keyring, signed, signature=None):
+    """What gpgv vouches for with keyring: the text of a clearsigned file
+    (signature None) or the signed file itself (a detached signature);
+    a UserError when the signature does not verify."""
+    gpgv = shutil.which("gpgv")
+    if not gpgv:
+        raise UserError("gpgv is not installed, so the keyring %s cannot "
+                        "check the archive's signature: install gpgv"
+                        % keyring)
+    folder = tempfile.mkdtemp(prefix="k8s-offline-gpgv-")
+    try:
+        signed_path = os.path.join(folder, "signed")
+        write_file_atomic(signed_path, signed)
+        argv = [gpgv, "--quiet", "--keyring", os.path.abspath(keyring)]
+        if signature is None:
+            argv += ["--output", os.path.join(folder, "text"), signed_path]
+        else:
+            write_file_atomic(os.path.join(folder, "sig"), signature)
+            argv += [os.path.join(folder, "sig"), signed_path]
+        result = subprocess.run(argv, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                universal_newlines=True, timeout=120)
+        if result.returncode != 0:
+            return None
+        if signature is None:
+            with open(os.path.join(folder, "text"), "rb") as handle:
+                return handle.read()
+        return signed
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def parse_deb822(text):
+    """The stanzas of a Debian control file (Release, Packages) as dicts;
+    a continuation line is joined to its field with a newline."""
+    stanzas, current, field = [], {}, None
+    for line in text.splitlines():
+        if not line.strip():
+            if current:
+                stanzas.append(current)
+            current, field = {}, None
+        elif line[0] in " \t":
+            if field is not None:
+                current[field] += "\n" + line.strip()
+        elif ":" in line:
+            field, _, value = line.partition(":")
+            current[field] = value.strip()
+    if current:
+        stanzas.append(current)
+    return stanzas
+
+
+def clearsigned_text(data):
+    """The text an InRelease file signs, its armor and dash-escapes taken
+    off (used only when no keyring checks it: gpgv gives it otherwise)."""
+    lines = data.decode("utf-8", "replace").splitlines()
+    if not lines or lines[0].strip() != "-----BEGIN PGP SIGNED MESSAGE-----":
+        return data.decode("utf-8", "replace")
+    start = lines.index("") + 1 if "" in lines else len(lines)
+    body = []
+    for line in lines[start:]:
+        if line.strip() == "-----BEGIN PGP SIGNATURE-----":
+            break
+        body.append(line[2:] if line.startswith("- ") else line)
+    return "\n".join(body) + "\n"
+
+
+def check_valid_until(release, where):
+    """Refuse a Release past its Valid-Until, as apt does: a mirror could
+    replay an old signed index to keep fixed packages away."""
+    text = release.get("Valid-Until")
+    if not text:
+        return
+    from email.utils import parsedate_to_datetime
+    try:
+        until = parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError):
+        raise UserError("%sRelease has an unreadable Valid-Until %r: the "
+                        "archive is damaged" % (where, text))
+    if until < time.time():
+        raise UserError("%sRelease expired on %s (Valid-Until): the mirror "
+                        "serves a stale index; use a current mirror"
+                        % (where, text))
+
+
+def _release_sha256(release):
+    """{path: (sha256, size)} from a Release file's SHA256 field."""
+    sums = {}
+    for line in release.get("SHA256", "").splitlines():
+        fields = line.split()
+        if (len(fields) == 3 and full_match(SHA256_HEX_RE, fields[0]) and
+                fields[1].isdigit()):
+            sums[fields[2]] = (fields[0], int(fields[1]))
+    return sums
+
+
+class ArchiveIndex(object):
+    """The packages one distribution's archive offers for one architecture,
+    as the resolver sees them: name, version, what each provides and
+    requires, and where and with which sha256 its file is."""
+
+    def __init__(self, os_id, arch):
+        self.os_id = os_id
+        self.arch = arch
+        self.packages = {}          # name -> package
+        self.providers = {}         # capability -> [package names]
+        self.signatures = []        # a line per repository
+
+    def add(self, package, newer):
+        """Keep one package per name: the newer by newer(a, b)."""
+        old = self.packages.get(package["name"])
+        if old is not None and not newer(package, old):
+            return
+        self.packages[package["name"]] = package
+
+    def index_providers(self):
+        self.providers = {}
+        for name in sorted(self.packages):
+            package = self.packages[name]
+            for capability in [name] + package["provides"]:
+                self.providers.setdefault(capability, []).append(name)
+
+    def provider(self, capability, prefer=()):
+        """The package to satisfy capability: itself, one already chosen,
+        else the first provider by name; None when the archive lacks it."""
+        names = self.providers.get(capability, [])
+        if capability in names:
+            return capability
+        for name in names:
+            if name in prefer:
+                return name
+        return names[0] if names else None
+
+
+def fetch_metadata(client, cache, url, sha256_hex, insecure):
+    """A metadata file the signed index lists, from the cache or the
+    network, checked against that sha256."""
+    if not cache.has(sha256_hex):
+        client.fetch_url(url, sha256_hex, cache.path(sha256_hex),
+                         insecure=insecure)
+        cache.fresh.add(sha256_hex)
+    return _decompress(cache.read(sha256_hex), url)
+
+
+def _decompress(data, name):
+    """The bytes of a metadata file by its compression suffix."""
+    try:
+        if name.endswith(".xz"):
+            import lzma
+            return lzma.decompress(data)
+        if name.endswith(".gz"):
+            return gzip.decompress(data)
+        if name.endswith(".bz2"):
+            import bz2
+            return bz2.decompress(data)
+    except (OSError, EOFError, ValueError) as exc:
+        raise UserError("%s does not decompress (%s): the archive is damaged"
+                        % (name, exc))
+    if name.endswith((".zst", ".zck")):
+        raise UserError("%s is compressed with %s, which bundle cannot read"
+                        % (name, name.rsplit(".", 1)[1]))
+    return data
+
+
+def _deb_package(stanza, base, arch):
+    """A Packages stanza as the resolver's package, None if unusable; its
+    dependencies are read when the resolver asks (package_requires)."""
+    name, filename = stanza.get("Package"), stanza.get("Filename")
+    sha = stanza.get("SHA256", "")
+    if (not name or not filename or not full_match(SHA256_HEX_RE, sha) or
+            stanza.get("Architecture") not in (arch, "all")):
+        return None
+    provides = stanza.get("Provides")
+    return {"name": name, "version": stanza.get("Version", ""),
+            "arch": stanza.get("Architecture"), "stanza": stanza,
+            "provides": [group[0][0] for group in parse_deb_relations(
+                provides)] if provides else [], "base": base,
+            "location": filename, "file": filename.rsplit("/", 1)[-1],
+            "sha256": sha,
+            "size": int(stanza.get("Size", "0") or 0)}
+
+
+def rpm_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
+    """The ArchiveIndex of an RPM distribution's repositories."""
+    from xml.etree import ElementTree
+    distro = DISTROS[os_id]
+    index = ArchiveIndex(os_id, arch)
+    for base in distro["repos"][arch]:
+        url = apply_file_mirror(base + "/repodata/repomd.xml", file_mirrors)
+        unsafe = _url_host(url) in insecure
+        repomd = client.get_small(url, unsafe, MAX_RELEASE_BYTES)
+        if repomd is None:
+            raise UserError("%s is not there: check --file-mirror" % url)
+        if keyring:
+            signature = client.get_small(url + ".asc", unsafe, 1024 * 1024)
+            if signature is None or gpgv_verified(keyring, repomd,
+                                                  signature) is None:
+                raise UserError("the signature of %s (repomd.xml.asc) %s %s: "
+                                "refusing the repository" % (
+                                    url, "is missing, so it cannot be checked "
+                                    "with" if signature is None else
+                                    "does not verify with", keyring))
+            index.signatures.append("%s: signature checked with %s"
+                                    % (base, keyring))
+        else:
+            index.signatures.append("%s: signature NOT checked (no keyring: "
+                                    "give --os-keyring)" % base)
+        try:
+            root = ElementTree.fromstring(repomd)
+        except ElementTree.ParseError as exc:
+            raise UserError("%s is not XML (%s): check --file-mirror"
+                            % (url, exc))
+        primary = [data for data in root.findall(REPO_NS + "data")
+                   if data.get("type") == "primary"]
+        checksum = primary[0].find(REPO_NS + "checksum") if primary else None
+        location = primary[0].find(REPO_NS + "location") if primary else None
+        if (checksum is None or location is None or
+                checksum.get("type") != "sha256" or
+                not full_match(SHA256_HEX_RE, (checksum.text or "").strip())):
+            raise UserError("%s names no primary metadata with a sha256: "
+                            "bundle needs one" % url)
+        href = location.get("href", "")
+        primary_url = apply_file_mirror(base + "/" + href, file_mirrors)
+        data = fetch_metadata(client, cache, primary_url,
+                              checksum.text.strip(), unsafe)
+        for package in _rpm_packages(data, base, ARCHES[arch]["rpm"],
+                                     primary_url):
+            index.add(package, lambda a, b: rpm_version_key(a["version"]) >
+                      rpm_version_key(b["version"]))
+    index.index_providers()
+    index.minimal = set(name for name in distro["core"]
+                        if name in index.packages)
+    return index
+
+
+def _rpm_packages(data, base, rpm_arch, where):
+    """The packages of a primary.xml for rpm_arch (and noarch)."""
+    from xml.etree import ElementTree
+    try:
+        for _, element in ElementTree.iterparse(io.BytesIO(data)):
+            if element.tag != COMMON_NS + "package":
+                continue
+            package = _rpm_package(element, base, rpm_arch)
+            element.clear()
+            if package is not None:
+                yield package
+    except ElementTree.ParseError as exc:
+        raise UserError("%s is not valid primary metadata (%s)" % (where, exc))
+
+
+def _rpm_package(element, base, rpm_arch):
+    def text(tag):
+        found = element.find(COMMON_NS + tag)
+        return (found.text or "").strip() if found is not None else ""
+    arch = text("arch")
+    checksum = element.find(COMMON_NS + "checksum")
+    location = element.find(COMMON_NS + "location")
+    version = element.find(COMMON_NS + "version")
+    if (arch not in (rpm_arch, "noarch") or checksum is None or
+            location is None or version is None or
+            checksum.get("type") != "sha256"):
+        return None
+    fmt = element.find(COMMON_NS + "format")
+
+    def entries(tag):
+        found = fmt.find(RPM_NS + tag) if fmt is not None else None
+        return [entry.get("name") for entry in
+                (found.findall(RPM_NS + "entry") if found is not None else [])
+                if entry.get("name")]
+    files = [(f.text or "").strip() for f in
+             (fmt.findall(COMMON_NS + "file") if fmt is not None else [])]
+    size = element.find(COMMON_NS + "size")
+    href = location.get("href", "")
+    return {"name": text("name"), "arch": arch,
+            "version": "%s:%s-%s" % (version.get("epoch") or "0",
+                                     version.get("ver"), version.get("rel")),
+            # rpmlib() features are rpm's own; rich (boolean) dependencies
+            # are left to rpm's own check on the host.
+            "requires": [[name] for name in entries("requires")
+                         if not name.startswith(("rpmlib(", "("))],
+            "provides": entries("provides") + [f for f in files if f],
+            "base": base, "location": href, "file": href.rsplit("/", 1)[-1],
+            "sha256": (checksum.text or "").strip(),
+            "size": int(size.get("package", "0")) if size is not None else 0}
+
+
+def rpm_version_key(version):
+    """A sort key for an RPM epoch:version-release (rpmvercmp's rules
+    for the usual cases: numeric and alphabetic segments, ~ sorts first)."""
+    epoch, _, rest = version.partition(":")
+    key = [int(epoch) if epoch.isdigit() else 0]
+    for segment in re.findall(r"~|\d+|[A-Za-z]+", rest):
+        key.append((-1, 0, "") if segment == "~" else
+                   (1, int(segment), "") if segment.isdigit() else
+                   (0, 0, segment))
+    return key
+
+
+def resolve_packages(index, wanted):
+    """The packages to bundle, dependencies first: wanted and what they
+    need that the minimal install (and its dependencies) lacks.  Each gets
+    `needs`, the bundled packages it needs.  A UserError names a package or
+    dependency the archive lacks."""
+    minimal = set()
+    pending = sorted(index.minimal)
+    while pending:
+        name = pending.pop()
+        if name in minimal:
+            continue
+        minimal.add(name)
+        for group in package_requires(index.packages[name]):
+            found = [index.provider(c, minimal) for c in group]
+            found = [n for n in found if n]
+            if found and not any(n in minimal for n in found):
+                pending.append(found[0])
+    minimal_caps = set()
+    for name in minimal:
+        minimal_caps.update([name] + index.packages[name]["provides"])
+    chosen, order = {}, []
+
+    def visit(name, trail):
+        if name in chosen:
+            return
+        chosen[name] = []
+        package = index.packages[name]
+        for group in package_requires(package):
+            if any(c in minimal_caps for c in group):
+                continue
+            target = None
+            for capability in group:
+                target = index.provider(capability, chosen)
+                if target:
+                    break
+            if target is None:
+                raise UserError("%s needs %s, which the %s archive lacks: "
+                                "check the archive or --file-mirror" % (
+                                    " <- ".join([name] + trail[:3]),
+                                    " | ".join(group), index.os_id))
+            if target != name:
+                chosen[name].append(target)
+                visit(target, [name] + trail)
+        order.append(name)
+    for name in wanted:
+        if name not in index.packages:
+            raise UserError("%s is not in the %s archive for %s: check the "
+                            "archive or --file-mirror" % (
+                                name, index.os_id, index.arch))
+        if name not in minimal:
+            visit(name, [])
+    return [dict(index.packages[name], needs=sorted(set(chosen[name])),
+                 wanted=name in wanted) for name in order]
+
+
+def package_requires(package):
+    """A package's dependencies as groups of alternative names, read from
+    its Packages stanza the first time (with the version constraints the
+    packages phase checks on the host, and its Pre-Depends)."""
+    if "requires" not in package:
+        stanza = package["stanza"]
+        pre = parse_deb_relations(stanza.get("Pre-Depends"))
+        relations = pre + parse_deb_relations(stanza.get("Depends"))
+        package["requires"] = [[alt[0] for alt in group]
+                               for group in relations]
+        package["relations"] = [[relation_text(alt) for alt in group]
+                                for group in relations]
+        package["pre_depends"] = sorted(set(alt[0] for group in pre
+                                            for alt in group))
+    return package["requires"]
+
+
+def wanted_packages(os_id):
+    distro = DISTROS[os_id]
+    if distro["family"] == "deb":
+        return list(DEB_PACKAGES)
+    return list(RPM_PACKAGES) + [distro["ebtables"]]
+
+
+def archive_url(base, path):
+    """The URL of a file the metadata names by its path in the archive,
+    quoted as apt quotes it (a pool name may hold a literal %3a)."""
+    from urllib.parse import quote
+    return base + "/" + quote(path, safe="/+~")
+
+
+def cross_check_images(images, file_entries, version, arch, cache):
+    """Compare the image table with what the downloaded kubeadm asks for;
+    kubeadm is the authority, so its tags win, loudly."""
+    if host_arch() != arch or not sys.platform.startswith("linux"):
+        return images
+    kubeadm = [f for f in file_entries if f["key"] == "kubeadm"][0]
+    wanted = kubeadm_image_list(cache.path(kubeadm["sha256"]), version)
+    if not wanted:
+        return images
+    for image in images:
+        if image["kubeadm"] and wanted.get(image["name"], image["tag"]) != image["tag"]:
+            log.warning("WARNING: kubeadm %s wants %s:%s, the version table says "
+                        ":%s; bundling kubeadm's", version, image["name"],
+                        wanted[image["name"]], image["tag"])
+            replanned = dict(image, tag=wanted[image["name"]])
+            replanned["ref"] = image["ref"].rsplit(":", 1)[0] + ":" + replanned["tag"]
+            replanned["source"] = (image["source"].rsplit(":", 1)[0] + ":" +
+                                   replanned["tag"])
+            image.update(replanned)
+    known = set(image["name"] for image in images if image["kubeadm"])
+    unknown = sorted(set(wanted) - known)
+    if unknown:
+        raise UserError("kubeadm %s wants images the table does not know: %s"
+                        % (version, ", ".join(unknown)))
+    return images
+
+
+def kubeadm_image_list(kubeadm_path, kubernetes_version):
+    """{name: tag} from `kubeadm config images list`, or None if it cannot
+    run here (another arch, not Linux, or not a real kubeadm)."""
+    os.chmod(kubeadm_path, 0o755)
+    try:
+        result = subprocess.run(
+            [kubeadm_path, "config", "images", "list",
+             "--kubernetes-version", kubernetes_version],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            universal_newlines=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.debug("kubeadm cannot run here (%s): image list not cross-checked", exc)
+        return None
+    if result.returncode != 0:
+        log.debug("kubeadm config images list failed: %s", result.stderr.strip())
+        return None
+    found = {}
+    for line in result.stdout.split():
+        name, _, tag = line.rsplit("/", 1)[-1].partition(":")
+        if tag:
+            found[name] = tag
+    return found or None
+
+
+def fetch_images(client, cache, images, arch, jobs, progress):
+    """Resolve every registry image's manifest, then fetch every missing
+    blob once."""
+    fetcher = ImageFetcher(client, cache, arch)
+    pulled = [image for image in images if is_registry_image(image)]
+    run_pool(jobs, pulled, fetcher.resolve)
+    wanted = fetcher.blob_jobs(pulled)
+    bar = Progress(sum(size for _, size, _ in wanted.values()), "images",
+                   enabled=progress)
+    try:
+        run_pool(jobs, sorted(wanted.items()), lambda item: fetcher.fetch(
+            item[0], item[1][0], item[1][2], bar))
+    finally:
+        bar.close()
+    for image in images:
+        if "schema1" in image:
+            fetcher.convert_schema1(image)
+    for image in images:
+        image["manifest_size"] = os.path.getsize(
+            cache.path(image["manifest_digest"][7:]))
+        image["size"] = image["manifest_size"] + sum(
+            os.path.getsize(cache.path(d[7:]))
+            for d in [image["config_digest"]] + image["layers"])
+
+
+def assemble_bundle(name, version, arch, images, file_entries, cache,
+                    with_docker, with_containerd=False, os_found=None):
+    """bundle.json and the list of members: (path, bytes or cache hex, mode)."""
+    members = []
+
+    def add(path, mode, data=None, cached=None):
+        if data is not None:
+            members.append({"path": path, "mode": mode, "data": data,
+                            "size": len(data), "sha256": sha256_bytes(data)})
+        else:
+            members.append({"path": path, "mode": mode, "file": cache.path(cached),
+                            "size": os.path.getsize(cache.path(cached)),
+                            "sha256": cached, "rehash": cached not in cache.fresh})
+
+    flannel_path = os.path.join(script_dir(), MANIFESTS_DIR, FLANNEL_MANIFEST)
+    try:
+        with open(flannel_path, "rb") as handle:
+            flannel = handle.read()
+        with open(os.path.abspath(__file__), "rb") as handle:
+            script = handle.read()
+    except (OSError, IOError) as exc:
+        raise UserError("cannot read %s: %s: run bundle from the k8s-offline "
+                        "folder" % (exc.filename, exc.strerror))
+    add("k8s_offline.py", 0o755, data=script)
+    add("%s/%s" % (MANIFESTS_DIR, FLANNEL_MANIFEST), 0o644, data=flannel)
+    units = [("kubelet.service", KUBELET_SERVICE), ("10-kubeadm.conf", KUBEADM_DROPIN)]
+    if with_docker:
+        units += [("docker.service", DOCKER_SERVICE),
+                  ("containerd.service", CONTAINERD_SERVICE)]
+    if with_containerd:
+        units += [("containerd.service", CONTAINERD_LOCAL_SERVICE)]
+    for unit, text in units:
+        add("%s/%s" % (SYSTEMD_DIR, unit), 0o644, data=text.encode("utf-8"))
+    os_meta, os_entries = os_packages_meta(os_found or {})
+    for entry in file_entries + os_entries:
+        add(entry["path"], entry["mode"], cached=entry["sha256"])
+    blobs = set()
+    for image in images:
+        blobs.update([image["manifest_digest"], image["config_digest"]] +
+                     image["layers"])
+    for path, data in sorted(image_store_documents(images).items()):
+        add(path, 0o644, data=data)
+    for digest in sorted(blobs):
+        add(_blob_path(digest), 0o644, cached=digest[7:])
+    files = dict((m["path"], {"size": m["size"], "sha256": m["sha256"]})
+                 for m in members)
+    facts = version_facts(version)
+    keep = ("name", "kubeadm", "extra", "origin", "repository", "tag", "ref",
+            "source", "source_digest", "manifest_digest", "manifest_media_type",
+            "config_digest", "layers", "size")
+    meta = {
+        "format": BUNDLE_FORMAT, "name": name, "tool_version": TOOL_VERSION,
+        "kubernetes_version": version, "arch": arch,
+        "versions": {"kubernetes": version, "pause": _tag_of(images, "pause"),
+                     "etcd": _tag_of(images, "etcd"),
+                     "coredns": _tag_of(images, "coredns"),
+                     "cni": facts["cni"], "crictl": facts["crictl"],
+                     "flannel": facts["flannel"],
+                     "docker": DOCKER_STATIC_VERSION if with_docker else None,
+                     "containerd": CONTAINERD_VERSION if with_containerd
+                     else None,
+                     "runc": RUNC_VERSION if with_containerd else None},
+        "images": [dict((k, image[k]) for k in keep if k in image)
+                   for image in images],
+        "files": files,
+        "binaries": dict((e["key"], e["path"]) for e in file_entries
+                         if e["path"].startswith(BIN_DIR + "/")),
+        "archives": dict((e["key"], e["path"]) for e in file_entries
+                         if e["path"].startswith(ARCHIVES_DIR + "/")),
+        "systemd": dict((unit, "%s/%s" % (SYSTEMD_DIR, unit)) for unit, _ in units),
+        "flannel_manifest": "%s/%s" % (MANIFESTS_DIR, FLANNEL_MANIFEST),
+        "script": "k8s_offline.py",
+        # What vouched for each downloaded file's checksum: the pinned
+        # table, the release notes, the publisher's file, --checksum-file.
+        "checksum_sources": dict((e["path"], e["checksum_sources"])
+                                 for e in file_entries + os_entries),
+    }
+    if os_meta:
+        meta["os_packages"] = os_meta
+    return meta, members
+
+
+def os_packages_meta(found):
+    """bundle.json's os_packages and the members and checksum sources of
+    every package file."""
+    meta, entries = {}, []
+    for os_id, (packages, signatures) in sorted(found.items()):
+        distro = DISTROS[os_id]
+        meta[os_id] = {
+            "id": distro["id"], "version_id": distro["version_id"],
+            "family": distro["family"], "signatures": list(signatures),
+            "packages": [{"name": p["name"], "version": p["version"],
+                          "arch": p["arch"], "path": p["path"],
+                          "wanted": p["wanted"], "needs": p["needs"],
+                          "requires": p["relations"]
+                          if distro["family"] == "deb" else [],
+                          "pre_depends": p.get("pre_depends", []),
+                          "provides": p["provides"]
+                          if distro["family"] == "deb" else []}
+                         for p in packages]}
+        index_name = "Packages" if distro["family"] == "deb" else "primary.xml"
+        for package in packages:
+            entries.append({"path": package["path"], "sha256": package["sha256"],
+                            "mode": 0o644, "checksum_sources": [
+                                "%s of %s (signed index: %s)" % (
+                                    index_name, os_id, "; ".join(signatures))]})
+    return meta, entries
+
+
+def image_store_documents(images):
+    """The OCI index.json, oci-layout and docker manifest.json of images."""
+    index = {"schemaVersion": 2, "manifests": []}
+    docker = []
+    for image in images:
+        index["manifests"].append({
+            "mediaType": image["manifest_media_type"],
+            "digest": image["manifest_digest"], "size": image["manifest_size"],
+            "annotations": {"io.containerd.image.name": image["ref"],
+                            "org.opencontainers.image.ref.name": image["tag"]}})
+        docker.append({"Config": _blob_path(image["config_digest"])[len(IMAGES_DIR) + 1:],
+                       "RepoTags": [image["ref"]],
+                       "Layers": [_blob_path(d)[len(IMAGES_DIR) + 1:]
+                                  for d in image["layers"]]})
+    return {
+        IMAGES_DIR + "/oci-layout": canonical_json({"imageLayoutVersion": "1.0.0"}),
+        IMAGES_DIR + "/index.json": canonical_json(index),
+        IMAGES_DIR + "/manifest.json": canonical_json(docker),
+    }
+
+
+def _tag_of(images, name):
+    for image in images:
+        if image["name"] == name and image["kubeadm"]:
+            return image["tag"]
+    return None
+
+
+def write_split_bundle(output, partial, name, meta_bytes, members, progress,
+                       part_size):
+    """(fresh, index path): the bundle as parts of part_size bytes and
+    their index, unless those already are it."""
+    index_path = output + PARTS_INDEX_SUFFIX
+    os.unlink(partial)
+    if (_up_to_date(index_path, name, meta_bytes)
+            and read_parts_index(index_path)["part_size"] == part_size):
+        return False, index_path
+    writer = PartsWriter(output, part_size, partial[len(output):])
+    try:
+        write_bundle(None, name, meta_bytes, members, progress, handle=writer)
+        remove_other_form(output, split=True)
+        publish_parts(output, writer)
+    except BaseException:
+        writer.remove()
+        raise
+    log.info("%d parts of at most %s; `cat %s.[0-9]* > %s` gives the whole "
+             "tar", len(writer.parts), human_size(part_size),
+             os.path.basename(output), os.path.basename(output))
+    return True, index_path
+
+
+def _up_to_date(output, name, meta_bytes):
+    """True if output already is this exact bundle (same bundle.json, every
+    member present with its size): a warm re-run then writes nothing."""
+    if not os.path.isfile(output):
+        return False
+    try:
+        bundle = Bundle(output)
+    except UserError:
+        return False
+    try:
+        with bundle.open_raw(BUNDLE_JSON) as handle:
+            if handle.read() != meta_bytes or bundle.top != name:
+                return False
+        files = bundle.meta["files"]
+        return (set(bundle.members) - {BUNDLE_JSON, BUNDLE_JSON_SHA} ==
+                set(files) and all(
+                bundle.members[p].size == e["size"] for p, e in files.items()))
+    finally:
+        bundle.close()
+
+
+class PartsWriter(object):
+    """A file object writing a bundle as parts of part_size bytes, each
+    hashed on the way, under temporary names until publish_parts()."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __init__(self, output, part_size, temporary_suffix):
+        self.output = output
+        self.part_size = part_size
+        self.suffix = temporary_suffix
+        self.parts = []          # [name, temporary path, size, sha256 object]
+        self.handle = None
+        self.position = 0
+
+    def _next_part(self):
+        self._finish_part()
+        if len(self.parts) >= MAX_PARTS:
+            raise UserError("the bundle needs more than %d parts of %s: give "
+                            "a larger --split" % (MAX_PARTS,
+                                                  human_size(self.part_size)))
+        name = part_name(os.path.basename(self.output), len(self.parts))
+        path = os.path.join(os.path.dirname(self.output), name + self.suffix)
+        self.handle = open(path, "wb")
+        self.parts.append([name, path, 0, hashlib.sha256()])
+
+    def _finish_part(self):
+        if self.handle is not None:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+            self.handle.close()
+            self.handle = None
+
+    def write(self, data):
+        view = memoryview(data)
+        while len(view):
+            if self.handle is None or self.parts[-1][2] == self.part_size:
+                self._next_part()
+            part = self.parts[-1]
+            block = view[:self.part_size - part[2]]
+            self.handle.write(block)
+            part[3].update(block)
+            part[2] += len(block)
+            self.position += len(block)
+            view = view[len(block):]
+        return len(data)
+
+    def tell(self):
+        return self.position
+
+    def flush(self):
+        if self.handle is not None:
+            self.handle.flush()
+
+    def close(self):
+        self._finish_part()
+
+    def remove(self):
+        """Delete the temporary parts (a failed or unneeded run)."""
+        self.close()
+        for part in self.parts:
+            with contextlib.suppress(OSError):
+                os.unlink(part[1])
+
+    def index(self):
+        return {"format": PARTS_FORMAT,
+                "bundle": os.path.basename(self.output),
+                "size": self.position, "part_size": self.part_size,
+                "parts": [{"name": name, "size": size, "sha256": digest.hexdigest()}
+                          for name, _, size, digest in self.parts]}
+
+
+def write_bundle(partial, name, meta_bytes, members, progress, handle=None):
+    """Stream bundle.json first, then every member, into the .partial file
+    (or into handle, such as a PartsWriter)."""
+    total = sum(member["size"] for member in members)
+    bar = Progress(total, "write", enabled=progress)
+    try:
+        with (handle or open(partial, "wb")) as handle:
+            tar = TarWriter(handle, bar)
+            tar.add_dir(name)
+            tar.add_bytes("%s/%s" % (name, BUNDLE_JSON), meta_bytes)
+            tar.add_bytes("%s/%s" % (name, BUNDLE_JSON_SHA),
+                          bundle_json_sha_line(meta_bytes))
+            for member in members:
+                path = "%s/%s" % (name, member["path"])
+                if "data" in member:
+                    tar.add_bytes(path, member["data"], member["mode"])
+                    bar.update(member["size"])
+                else:
+                    tar.add_file(path, member["file"], member["sha256"],
+                                 member["mode"], rehash=member["rehash"])
+            tar.close()
+            handle.flush()
+            if not isinstance(handle, PartsWriter):   # it syncs each part
+                os.fsync(handle.fileno())
+    finally:
+        bar.close()
+
+
+def bundle_json_sha_line(meta_bytes):
+    return ("%s  %s\n" % (sha256_bytes(meta_bytes), BUNDLE_JSON)).encode("ascii")
+
+
+def remove_other_form(output, split):
+    """A bundle is one .tar or a set of parts, never both under one name:
+    remove the other form an earlier run left."""
+    if split:
+        stale = [output] if os.path.lexists(output) else []
+    else:
+        stale = [output + PARTS_INDEX_SUFFIX] if os.path.lexists(
+            output + PARTS_INDEX_SUFFIX) else []
+        stale += existing_parts(output)
+    for path in stale:
+        log.info("removing %s, left by an earlier run of this output",
+                 os.path.basename(path))
+        os.unlink(path)
+
+
+def existing_parts(output):
+    """Paths of the parts NAME.tar.NNN beside output."""
+    folder, base = os.path.split(output)
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                  if name.startswith(base) and
+                  full_match(PART_NUMBER_RE, name[len(base):]))
+
+
+def publish_parts(output, writer):
+    """Give the parts their names and write the index last: the old index
+    goes first, so no index ever lists parts that are not its own."""
+    index_path = output + PARTS_INDEX_SUFFIX
+    if os.path.lexists(index_path):
+        os.unlink(index_path)
+    names = set()
+    for name, temporary, _, _ in writer.parts:
+        os.rename(temporary, os.path.join(os.path.dirname(output), name))
+        names.add(name)
+    for path in existing_parts(output):
+        if os.path.basename(path) not in names:
+            log.info("removing %s, left by an earlier, longer bundle",
+                     os.path.basename(path))
+            os.unlink(path)
+    write_file_atomic(index_path, canonical_json(writer.index()))
+    return index_path
+
+
+def write_whole_bundle(output, partial, name, meta_bytes, members, progress):
+    """(fresh, path): the bundle as one .tar, unless output already is it."""
+    if _up_to_date(output, name, meta_bytes):
+        os.unlink(partial)
+        return False, output
+    write_bundle(partial, name, meta_bytes, members, progress)
+    remove_other_form(output, split=False)
+    os.rename(partial, output)
+    return True, output
+
+
+def bundle_output_size(path):
+    if path.endswith(PARTS_INDEX_SUFFIX):
+        return read_parts_index(path)["size"]
+    return os.path.getsize(path)
+
+
+def warn_if_too_large_for_fat32(output):
+    size = os.path.getsize(output)
+    if size >= large_bundle_bytes():
+        log.warning("WARNING: %s is %s: a FAT32 stick cannot hold a file of "
+                    "4 GiB or more, and the copy would fail; run bundle again "
+                    "with --split fat32 to write it in parts that fit",
+                    output, human_size(size))
+
+
+def large_bundle_bytes():
+    """The size from which bundle warns that a FAT32 stick cannot hold
+    its output (K8SO_LARGE_BUNDLE_BYTES sets another, for tests)."""
+    value = os.environ.get(LARGE_BUNDLE_ENV, "")
+    return int(value) if value.isdigit() else LARGE_BUNDLE_BYTES
+
+
+# Where images are pulled from when bundling, and the name kubeadm looks
+# for them under on the hosts (k8s.gcr.io is kubeadm's default up to 1.24).
+DEFAULT_PULL_REPOSITORY = "registry.k8s.io"
+
+CONTROL_PLANE_COMPONENTS = ("kube-apiserver", "kube-controller-manager",
+                            "kube-scheduler")
+
+FLANNEL_REPOSITORY = "quay.io/coreos/flannel"
+KUBE_RELEASE_URL = "https://dl.k8s.io/release/{version}/bin/linux/{arch}/{name}"
+CNI_URL_OLD = ("https://github.com/containernetworking/plugins/releases/"
+               "download/{cni}/cni-plugins-{arch}-{cni}.tgz")
+CNI_URL = ("https://github.com/containernetworking/plugins/releases/"
+           "download/{cni}/cni-plugins-linux-{arch}-{cni}.tgz")
+CRICTL_URL = ("https://github.com/kubernetes-sigs/cri-tools/releases/"
+              "download/{crictl}/crictl-{crictl}-linux-{arch}.tar.gz")
+DOCKER_STATIC_VERSION = "19.03.15"
+DOCKER_STATIC_URL = ("https://download.docker.com/linux/static/stable/"
+                     "{docker_arch}/docker-{docker}.tgz")
+
+# containerd and runc from their upstream static releases (--with-containerd),
+# checked against the .sha256sum files published beside them (or a
+# --checksum-file naming them).  The unit is k8s-offline's own, written like
+# upstream's containerd.service, since upstream publishes no checksum for it.
+CONTAINERD_VERSION = "1.6.20"
+RUNC_VERSION = "1.1.5"
+CONTAINERD_URL = ("https://github.com/containerd/containerd/releases/download/"
+                  "v{containerd}/containerd-{containerd}-linux-{arch}.tar.gz")
+RUNC_URL = ("https://github.com/opencontainers/runc/releases/download/"
+            "v{runc}/runc.{arch}")
+RUNC_SUMS_URL = ("https://github.com/opencontainers/runc/releases/download/"
+                 "v{runc}/runc.sha256sum")
+
+# The distributions whose packages `bundle --os ID` carries.  For each: the
+# os-release ID and VERSION_ID (its major part for RPM distributions) it
+# serves, the package family, the archive's URL per architecture, the apt
+# suite and components or the RPM repositories, what a minimal install has,
+# and the packages kubeadm and the kubelet need.  The minimal install is
+# taken from the metadata: for apt every Priority "required" or Essential
+# package and what they depend on (debootstrap's minbase, the smallest
+# Debian or Ubuntu: it has no "important" packages); for RPM the names below
+# (part of the @core group's mandatory list in comps.xml), again with what
+# they depend on.  A smaller minimal set only makes the bundle larger, never
+# wrong: the install side installs just what the host lacks.
+DEB_PACKAGES = ("conntrack", "socat", "ebtables", "ethtool", "ipset",
+                "iptables", "iproute2", "kmod", "procps", "mount",
+                "util-linux")
+RPM_PACKAGES = ("conntrack-tools", "socat", "ethtool", "ipset", "iptables",
+                "iproute", "kmod", "procps-ng", "util-linux")
+
+# kubeadm, kubelet and kubectl are taken from the node release tarball
+# where the release table pins its sha512 (as the release notes published
+# it), so they are checked against a value the release itself published, and
+# against the .sha256 files beside the single binaries.
+NODE_TARBALL_URL = "https://dl.k8s.io/{version}/kubernetes-node-linux-{arch}.tar.gz"
+
+MIN_PART_SIZE = 1024 * 1024
+# FAT32 cannot hold a file of 4 GiB or more: its largest is 4 GiB - 1 byte.
+FAT32_MAX_FILE = 4 * 1024 ** 3 - 1
+# bundle warns when its unsplit output reaches this size; the environment
+# variable (for tests) sets another threshold in bytes.
+LARGE_BUNDLE_BYTES = FAT32_MAX_FILE + 1
+LARGE_BUNDLE_ENV = "K8SO_LARGE_BUNDLE_BYTES"
+
+# Images bundled from elsewhere than a registry (--extra-image
+# docker-daemon:REF, --extra-image-archive FILE), by bundle.json "origin".
+DOCKER_DAEMON_PREFIX = "docker-daemon:"
+
+# Media types of image manifests.
+MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+
+MT_DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
+MT_DOCKER_SCHEMA1_SIGNED = (
+    "application/vnd.docker.distribution.manifest.v1+prettyjws")
+MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+# What `docker save` writes: uncompressed layers, digest = diff_id.
+MT_DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
+
+INDEX_TYPES = (MT_OCI_INDEX, MT_DOCKER_LIST)
+
+SCHEMA1_TYPES = (MT_DOCKER_SCHEMA1, MT_DOCKER_SCHEMA1_SIGNED)
+
+# systemd units of the official kubelet packages.
+KUBELET_SERVICE = """\
+[Unit]
+Description=kubelet: The Kubernetes Node Agent
+Documentation=https://kubernetes.io/docs/home/
+
+[Service]
+ExecStart=/usr/bin/kubelet
+Restart=always
+StartLimitInterval=0
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+KUBEADM_DROPIN = """\
+# Note: This dropin only works with kubeadm and kubelet v1.11+
+[Service]
+Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/\
+bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
+Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
+# This is a file that "kubeadm init" and "kubeadm join" generates at runtime,
+# populating the KUBELET_KUBEADM_ARGS variable dynamically
+EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
+# This is a file that the user can use for overrides of the kubelet args as a
+# last resort. Preferably, the user should use the .NodeRegistration.
+# KubeletExtraArgs object in the configuration files instead.
+EnvironmentFile=-/etc/default/kubelet
+ExecStart=
+ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS \
+$KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+"""
+
+# Units of the static Docker (--with-docker): its containerd runs as a unit
+# of its own, so `--cri containerd` can use it too.  Install mode installs
+# these files from the bundle, never from here.
+DOCKER_SERVICE = """\
+[Unit]
+Description=Docker Application Container Engine (static binaries, k8s-offline)
+After=network-online.target containerd.service
+Wants=network-online.target containerd.service
+
+[Service]
+Type=notify
+ExecStart=/usr/bin/dockerd --containerd=/run/containerd/containerd.sock
+ExecReload=/bin/kill -s HUP $MAINPID
+LimitNOFILE=1048576
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+"""
+CONTAINERD_SERVICE = """\
+[Unit]
+Description=containerd container runtime (static binaries, k8s-offline)
+After=network.target local-fs.target
+
+[Service]
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=/usr/bin/containerd
+Type=simple
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=5
+LimitNPROC=infinity
+LimitCORE=infinity
+LimitNOFILE=1048576
+TasksMax=infinity
+
+[Install]
+WantedBy=multi-user.target
+"""
+# --with-containerd: the unit upstream ships with containerd (its binaries in
+# /usr/local/bin, runc in /usr/local/sbin), written here because upstream
+# publishes no checksum for it.
+CONTAINERD_LOCAL_SERVICE = """\
+[Unit]
+Description=containerd container runtime (upstream static release, k8s-offline)
+Documentation=https://containerd.io
+After=network.target local-fs.target
+
+[Service]
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=/usr/local/bin/containerd
+Type=notify
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=5
+LimitNPROC=infinity
+LimitCORE=infinity
+LimitNOFILE=infinity
+TasksMax=infinity
+OOMScoreAdjust=-999
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# Bumped whenever the conversion's output changes, so conversions cached by
+# an older version (version 1 wrote "created": "") are not reused.
+SCHEMA1_CONVERSION = 2
+# What Go's time.Time reads from JSON (RFC 3339), and the zero time Docker's
+# own schema1 pull writes where a v1Compatibility entry has no `created`.
+RFC3339_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?"
+                        r"(Z|[+-]\d\d:\d\d)\Z")
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+# bundle --os: the most a Release or repomd.xml may be, and primary.xml's
+# XML namespaces.
+MAX_RELEASE_BYTES = 16 * 1024 * 1024
+REPO_NS = "{http://linux.duke.edu/metadata/repo}"
+COMMON_NS = "{http://linux.duke.edu/metadata/common}"
+RPM_NS = "{http://linux.duke.edu/metadata/rpm}"
+
+# Small documents of docker-archive and OCI-archive tars, kept in memory;
+# every other member (layers, configs, blobs) streams into the cache.
+ARCHIVE_DOCUMENTS = ("manifest.json", "index.json", "oci-layout",
+                     "repositories")
+MAX_ARCHIVE_MEMBERS = 100000
+# --split sizes: 4G, 700M, 1048576 (or fat32).
+SPLIT_SIZE_RE = re.compile(r"([0-9]{1,15})([KMGT]?)(?:i?B)?", re.IGNORECASE)
+
+MANIFEST_ACCEPT = ", ".join((MT_OCI_INDEX, MT_DOCKER_LIST, MT_OCI_MANIFEST,
+                             MT_DOCKER_MANIFEST, MT_DOCKER_SCHEMA1_SIGNED,
+                             MT_DOCKER_SCHEMA1))
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+HTTP_ATTEMPTS = 5
+
+DOWNLOAD_CHUNK = 1 << 16         # what a kill can lose of a download in flight
+
+DOCKER_HUB_API = "registry-1.docker.io"
+
+
+def cmd_images(args):
+    version = normalize_version(args.kubernetes_version)
+    check_arch(args.arch)
+    for image in plan_images(version, args.arch, args.image_repository,
+                             extra_image_refs(args)):
+        print(image["source"] if is_registry_image(image) else
+              "%s:%s" % (image["origin"], image["source"]))
+    return 0
+
+
+def cmd_bundle(args):
+    """Pull, verify and pack everything; the bundle appears only when whole."""
+    started = time.time()
+    version = normalize_version(args.kubernetes_version)
+    arch = check_arch(args.arch)
+    version_facts(version)
+    registry_mirrors = dict(parse_mapping(m, "--registry-mirror")
+                            for m in args.registry_mirror)
+    file_mirrors = [parse_mapping(m, "--file-mirror") for m in args.file_mirror]
+    if args.jobs < 1 or args.jobs > 64:
+        raise UserError("bad --jobs %d: give a number from 1 to 64" % args.jobs)
+    if not 1 <= args.timeout <= 3600:
+        raise UserError("bad --timeout %g: give 1 to 3600 seconds" % args.timeout)
+    images = plan_images(version, arch, args.image_repository,
+                         extra_image_refs(args))
+    if args.with_docker and args.with_containerd:
+        raise UserError("--with-docker and --with-containerd both carry "
+                        "containerd: give one of them")
+    os_ids = check_os_ids(args.os, arch)
+    if args.os_keyring and not os.path.isfile(args.os_keyring):
+        raise UserError("--os-keyring %s is not a file: give a keyring gpgv "
+                        "reads (gpg --export output)" % args.os_keyring)
+    files = plan_files(version, arch, with_docker=args.with_docker,
+                       with_containerd=args.with_containerd)
+    tarball = NODE_TARBALL_URL.format(version=version, arch=arch).rsplit("/", 1)[1]
+    vouched = {}
+    node_sha512 = version_facts(version)["node_sha512"].get(arch)
+    node_source = "release notes (sha512 of %s, pinned table)" % tarball
+    if args.checksum_file:
+        checksums, sha512s = read_checksum_file(args.checksum_file)
+        node_sha512 = sha512s.get(tarball)
+        node_source = "--checksum-file %s (sha512 of %s)" % (
+            args.checksum_file, tarball)
+        vouched = dict((name, (hexd, "--checksum-file %s" % args.checksum_file))
+                       for name, hexd in checksums.items())
+        log.warning("NOTE: checksums come from %s, not the built-in table "
+                    "(%d entries)", args.checksum_file,
+                    len(checksums) + len(sha512s))
+    part_size = parse_split_size(args.split) if args.split else None
+    name = bundle_name(version, arch)
+    output = os.path.abspath(args.output or os.path.join("bundle", name + ".tar"))
+    partial = _claim_output(output)
+    try:
+        cache = BlobCache(args.cache_dir or default_cache_dir())
+        client = RegistryClient(mirrors=registry_mirrors,
+                                insecure=args.insecure_registry, jobs=args.jobs,
+                                timeout=args.timeout)
+        progress = not args.no_progress
+        images = add_local_images(images, cache, arch, args.extra_image_archive,
+                                  progress)
+        log.info("bundle %s: %d images, %d files", name, len(images), len(files))
+        if node_sha512:
+            extracted = binaries_from_node_tarball(
+                client, cache, version, arch, node_sha512, file_mirrors, args,
+                progress)
+            for binary, hexd in sorted(extracted.items()):
+                if vouched.get(binary, (hexd,))[0] != hexd:
+                    raise UserError("%s in the release tarball (%s) differs from "
+                                    "the checksum table (%s): refusing it"
+                                    % (binary, hexd, vouched[binary][0]))
+                vouched[binary] = (hexd, node_source)
+        file_entries = fetch_files(client, cache, files, file_mirrors,
+                                   vouched, args, progress)
+        os_found = fetch_os_packages(client, cache, os_ids, arch,
+                                     file_mirrors, args, progress)
+        images = cross_check_images(images, file_entries, version, arch, cache)
+        fetch_images(client, cache, images, arch, args.jobs, progress)
+        meta, members = assemble_bundle(name, version, arch, images,
+                                        file_entries, cache, args.with_docker,
+                                        args.with_containerd, os_found)
+        meta_bytes = canonical_json(meta)
+        if part_size:
+            fresh, written = write_split_bundle(output, partial, name, meta_bytes,
+                                                members, progress, part_size)
+        else:
+            fresh, written = write_whole_bundle(output, partial, name, meta_bytes,
+                                                members, progress)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+    total = sum(entry["size"] for entry in meta["files"].values())
+    log.info("%s %s (%s, %d images) in %.1f s, fetched %s",
+             "wrote" if fresh else "up to date, unchanged:", written,
+             human_size(bundle_output_size(written)), len(images),
+             time.time() - started, human_size(client.bytes_fetched))
+    if not part_size:
+        warn_if_too_large_for_fat32(output)
+    log.debug("payload %d bytes", total)
+    for os_id, entry in sorted(meta.get("os_packages", {}).items()):
+        print("--os %s: %d packages; %s" % (os_id, len(entry["packages"]),
+                                            "; ".join(entry["signatures"])))
+    print("checksums of the downloaded files, and what vouched for them:")
+    for path, sources in sorted(meta["checksum_sources"].items()):
+        print("  %s: %s" % (path, "; ".join(sources)))
+    print("bundle.json sha256: %s  (compare it with what verify prints on "
+          "the far side)" % sha256_bytes(meta_bytes))
+    return 0
+
+
+# ===========================================================================
+# Slice install (master and join)
+# ===========================================================================
+
+def build_context(args, role):
+    """The run context of master or join: the flags, then join's join file
+    and the image repository it names."""
+    ctx = InstallContext(args, role)
+    if role in ("worker", "control-plane"):
+        ctx.join_info = load_join_info(ctx, ctx.bundle)
+        if (not ctx.image_repository_flag and
+                ctx.join_info.get("image_repository")):
+            ctx.image_repository = ctx.join_info["image_repository"]
+    return ctx
+
+
+def load_join_info(ctx, bundle):
+    """The join facts from --apiserver/--token/--discovery-token-ca-cert-hash
+    or a join file, checked against the bundle; UserError if unusable."""
+    if any(ctx.join_flags):
+        info, source = join_info_from_flags(ctx, bundle), "the command line"
+    else:
+        info, source = read_join_file(ctx, bundle)
+    if ctx.certificate_key:
+        info["certificate_key"] = ctx.certificate_key
+    check_join_fields(info, source)
+    expires = info.get("token_expires")
+    if expires and expires < now():
+        raise UserError("the join token in %s expired at %s: run `k8s_offline.py "
+                        "token` on the master for a new join file" % (
+                            source, _utc(expires)))
+    if ctx.role == "control-plane":
+        check_certificate_key(ctx, info, source)
+    return info
+
+
+def join_info_from_flags(ctx, bundle):
+    """The join facts of --apiserver/--token/--discovery-token-ca-cert-hash."""
+    if not all(ctx.join_flags):
+        raise UserError("--apiserver, --token and "
+                        "--discovery-token-ca-cert-hash go together: give "
+                        "all three, or a join file")
+    apiserver, token, ca_hash = ctx.join_flags
+    return {"api_server_endpoint": apiserver, "token": token,
+            "discovery_token_ca_cert_hash": ca_hash,
+            "kubernetes_version": bundle.kubernetes_version,
+            "arch": bundle.arch, "from_flags": True}
+
+
+def read_join_file(ctx, bundle):
+    """(join facts, path) of --join-file, or of the join file beside the
+    bundle or in the fallback place, made for this bundle."""
+    candidates = [ctx.join_file] if ctx.join_file else [
+        os.path.join(bundle_folder(bundle.path), JOIN_FILE_NAME),
+        ctx.host.path(FALLBACK_JOIN_FILE)]
+    path = next((c for c in candidates if os.path.lexists(c)), None)
+    if path is None:
+        raise UserError("no join file at %s: copy %s from the master beside "
+                        "the bundle, or give --join-file PATH, or --apiserver "
+                        "--token --discovery-token-ca-cert-hash" % (
+                            " or ".join(candidates), JOIN_FILE_NAME))
+    raw = read_regular_file(path, "the join file", MAX_JOIN_FILE_BYTES)
+    try:
+        info = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise UserError("the join file %s is not valid JSON: copy it again "
+                        "from the master or run `token` there" % path)
+    if not isinstance(info, dict):
+        raise UserError("the join file %s is not a join file: run `token` "
+                        "on the master for a new one" % path)
+    for field in ("kubernetes_version", "arch"):
+        theirs, ours = info.get(field), bundle.meta.get(field)
+        if theirs != ours:
+            raise UserError("the join file %s is for %s %s but the bundle is "
+                            "%s: use the bundle the master was made from" % (
+                                path, field.replace("_", " "), theirs, ours))
+    return info, path
+
+
+def check_join_fields(info, source):
+    """Every field of the join facts against its grammar, before use: they
+    go into kubeadm's config and containerd's."""
+    unknown = sorted(set(info) - set(JOIN_FIELDS))
+    if unknown:
+        raise UserError("the join file %s has the unknown field %s: run "
+                        "`token` on the master for a new one" % (source,
+                                                                 unknown[0]))
+    try:
+        check_endpoint(info.get("api_server_endpoint"), "API server endpoint")
+    except UserError as exc:
+        raise UserError("%s in %s" % (exc, source))
+    if not full_match(TOKEN_RE, info.get("token")):
+        raise UserError("bad token %r in %s: a token looks like abcdef."
+                        "0123456789abcdef; run `token` on the master for one"
+                        % (info.get("token"), source))
+    if not full_match(CA_HASH_RE, info.get("discovery_token_ca_cert_hash")):
+        raise UserError("bad CA hash %r in %s: it looks like sha256:<64 hex>; "
+                        "run `token` on the master for one" % (
+                            info.get("discovery_token_ca_cert_hash"), source))
+    key = info.get("certificate_key")
+    if key is not None and not full_match(CERT_KEY_RE, key):
+        raise UserError("bad certificate key %r in %s: it is 64 hex digits; "
+                        "run `token` on the master for one" % (key, source))
+    repository = info.get("image_repository")
+    if repository is not None and not is_image_repository(repository):
+        raise UserError("bad image repository %r in %s: use a registry and "
+                        "path such as k8s.gcr.io; run `token` on the master "
+                        "for a new join file" % (repository, source))
+    nodes = info.get("control_plane_nodes")
+    if nodes is not None and (not isinstance(nodes, list) or not all(
+            full_match(NODE_NAME_RE, node) for node in nodes)):
+        raise UserError("bad control_plane_nodes %s in %s: a list of node "
+                        "names; run `token` on the master for a new join file"
+                        % (_short_json(nodes), source))
+    if not isinstance(info.get("from_flags", False), bool):
+        raise UserError("bad from_flags in %s: run `token` on the master for "
+                        "a new join file" % source)
+    for field in ("format", "token_expires", "certificate_key_expires",
+                  "created"):
+        value = info.get(field)
+        if value is not None and (type(value) is not int or value < 0):
+            raise UserError("bad %s %s in %s: a whole number; run `token` on "
+                            "the master for a new join file"
+                            % (field, _short_json(value), source))
+
+
+def check_certificate_key(ctx, info, source):
+    """A control-plane join needs a well-formed, unexpired certificate key
+    (one given by --certificate-key is taken as fresh)."""
+    key = info.get("certificate_key")
+    if not key:
+        raise UserError("joining as a control-plane node needs a "
+                        "certificate key: run `k8s_offline.py token` on the "
+                        "master (or give --certificate-key)")
+    if not full_match(CERT_KEY_RE, key):
+        raise UserError("bad certificate key %r: it is 64 hex digits; run "
+                        "`token` on the master for one" % (key,))
+    key_expires = info.get("certificate_key_expires")
+    if key_expires and key_expires < now() and not ctx.certificate_key:
+        raise UserError("the certificate key in %s expired at %s: run "
+                        "`k8s_offline.py token` on the master for a new "
+                        "join file" % (source, _utc(key_expires)))
+
+
+# -- phase: verify ----------------------------------------------------------
+
+def phase_verify(ctx):
+    """Check every byte of the bundle and that it fits this host.
+
+    Nothing on the host changes before the bundle is known to be whole.
+    """
+    bundle = ctx.bundle
+    check_supported(bundle.kubernetes_version)
+    arch = host_arch()
+    if bundle.arch != arch:
+        raise UserError("the bundle is for %s but this host is %s: use a "
+                        "bundle made with --arch %s" % (bundle.arch, arch, arch))
+    verify_bundle(bundle, progress=ctx.progress)
+    for unit in units_needed(bundle):
+        unit_path(bundle, unit)
+    log.info("  bundle %s: Kubernetes %s %s, every file checked",
+             bundle.path, bundle.kubernetes_version, bundle.arch)
+
+
+def units_needed(bundle):
+    """The unit files install mode may install from this bundle."""
+    names = ["kubelet.service", "10-kubeadm.conf"]
+    if bundled_runtime(bundle) == "docker":
+        names += ["containerd.service", "docker.service"]
+    elif bundled_runtime(bundle) == "containerd":
+        names += ["containerd.service"]
+    return names
+
+
+def unit_path(bundle, name):
+    """Where the bundle keeps a systemd unit; BundleError if it has none."""
+    relpath = bundle.meta.get("systemd", {}).get(name)
+    if not relpath:
+        raise BundleError("the bundle has no %s: rebuild it with this version "
+                          "of k8s_offline.py" % name)
+    return relpath
+
+
+# -- phase: packages --------------------------------------------------------
+
+def phase_packages(ctx):
+    """Install the OS packages kubeadm needs that this host lacks, from
+    the bundle (dpkg -i or rpm -Uvh, dependencies first).
+
+    Nothing installed is ever upgraded or removed; a bundle without
+    packages for this distribution is refused only when the host lacks a
+    tool they would have supplied.
+    """
+    carried = ctx.bundle.meta.get("os_packages") or {}
+    if not carried:
+        log.info("  the bundle carries no OS packages (bundle --os adds them)")
+        return
+    os_release = read_os_release(ctx.host)
+    os_id = os_id_of(os_release)
+    if os_id not in carried:
+        lacking = host_lacks_tools(ctx.host)
+        name = " ".join(part for part in os_release if part) or "unknown"
+        if not lacking:
+            log.info("  this host (%s) has every tool the packages supply; "
+                     "the bundle's packages are for %s", name,
+                     ", ".join(sorted(carried)))
+            return
+        if os_id is None:
+            raise UserError("this host (%s in %s) lacks %s and no --os covers "
+                            "it (the bundle has %s): install %s with the "
+                            "host's own packages" % (
+                                name, OS_RELEASE, ", ".join(lacking),
+                                ", ".join(sorted(carried)), ", ".join(lacking)))
+        raise UserError("this host is %s and lacks %s, but the bundle carries "
+                        "packages only for %s: rebuild it with --os %s" % (
+                            os_id, ", ".join(lacking),
+                            ", ".join(sorted(carried)), os_id))
+    entry = carried[os_id]
+    family = entry["family"]
+    installed, provided = host_packages(ctx, family)
+    todo = packages_to_install(entry, installed, provided)
+    if not todo:
+        log.info("  every package of %s the bundle carries that kubeadm needs "
+                 "is installed", os_id)
+        return
+    log.info("  installing %d package%s for %s: %s", len(todo),
+             "" if len(todo) == 1 else "s", os_id,
+             ", ".join("%s %s" % (p["name"], p["version"]) for p in todo))
+    stage = "%s/%s" % (PACKAGES_STAGE_DIR, os_id)
+    made = [folder for folder in (STATE_DIR, PACKAGES_STAGE_DIR, stage)
+            if not ctx.host.isdir(folder)]
+    try:
+        for folder in made:
+            ctx.host.makedirs(folder, 0o700)
+        install_staged(ctx, family, todo, stage)
+    finally:
+        ctx.host.remove(stage)
+        for folder in reversed([f for f in made if f != stage]):
+            if not ctx.host.listdir(folder):
+                ctx.host.remove(folder)
+    if ctx.dry_run:
+        return
+    installed, _ = host_packages(ctx, family)
+    missing = [p["name"] for p in todo if p["name"] not in installed]
+    if missing:
+        raise UserError("%s is still not installed after %s: see its output "
+                        "in %s" % (missing[0], "dpkg -i" if family == "deb"
+                                   else "rpm -Uvh", INSTALL_LOG))
+
+
+def read_os_release(host):
+    """(ID, VERSION_ID) from /etc/os-release; empty strings if unknown."""
+    fields = {}
+    for line in (host.read(OS_RELEASE) or "").splitlines():
+        key, sep, value = line.partition("=")
+        if not sep or not re.match(r"^[A-Z_]+\Z", key.strip()):
+            continue
+        try:
+            words = shlex.split(value, comments=True)
+        except ValueError:
+            continue
+        fields[key.strip()] = words[0] if words else ""
+    return fields.get("ID", ""), fields.get("VERSION_ID", "")
+
+
+def os_id_of(os_release):
+    """The --os ID that covers a host's (ID, VERSION_ID), or None: RPM
+    distributions by their major version (Rocky 8.9 is rocky-8)."""
+    distro_id, version = os_release
+    for os_id, distro in sorted(DISTROS.items()):
+        wanted = (version if distro["family"] == "deb"
+                  else version.split(".", 1)[0])
+        if distro["id"] == distro_id and distro["version_id"] == wanted:
+            return os_id
+    return None
+
+
+def host_lacks_tools(host):
+    return [tool for tool in PACKAGED_TOOLS if not host.which(tool)]
+
+
+def host_packages(ctx, family):
+    """({installed package: version}, names they and what they provide)."""
+    if family == "deb":
+        argv = ["dpkg-query"]
+        if ctx.host.root != "/":
+            argv.append("--admindir=" + ctx.host.path("/var/lib/dpkg"))
+        argv += ["-W", "-f", "${Package}\t${Status}\t${Version}\t"
+                 "${Provides}\n"]
+    else:
+        argv = (["rpm"] + _root_args(ctx, family) +
+                ["-qa", "--qf", "%{NAME}\tinstalled\t%{EPOCHNUM}:%{VERSION}-"
+                 "%{RELEASE}\t\n"])
+    result = ctx.runner.run(argv, change=False, check=False)
+    if not result.ok and family == "rpm":
+        raise UserError("cannot list the installed packages (%s): %s" % (
+            " ".join(argv[:2]), last_line(result.output()) or "no output"))
+    versions, provided = {}, set()
+    for line in (result.stdout or "").splitlines():
+        fields = line.split("\t")
+        if len(fields) < 4 or fields[1].split()[-1:] != ["installed"]:
+            continue
+        versions[fields[0]] = fields[2]
+        provided.add(fields[0])
+        provided.update(group[0][0] for group in parse_deb_relations(fields[3]))
+    return versions, provided
+
+
+def _root_args(ctx, family):
+    """The package tools' options to work on --root instead of /."""
+    if ctx.host.root == "/":
+        return []
+    if family == "deb":
+        return ["--root=" + ctx.host.root]
+    return ["--root", ctx.host.root]
+
+
+def packages_to_install(entry, installed, provided):
+    """The bundled packages this host lacks that the wanted ones need, in
+    the bundle's dependency order; a UserError when a dependency (with its
+    version) is met by neither the host nor the bundle, so dpkg never
+    starts what it cannot finish.  (rpm checks its own: rpm --test.)"""
+    packages = dict((p["name"], p) for p in entry["packages"])
+    needed, pending = set(), [p["name"] for p in entry["packages"]
+                              if p["wanted"] and p["name"] not in installed]
+    while pending:
+        name = pending.pop()
+        if name in needed or name in installed or name not in packages:
+            continue
+        needed.add(name)
+        pending.extend(packages[name]["needs"])
+    todo = [p for p in entry["packages"] if p["name"] in needed]
+    versions = dict(installed)
+    versions.update((p["name"], p["version"]) for p in todo)
+    coming = set(provided)
+    for package in todo:
+        coming.update([package["name"]] + package["provides"])
+    for package in todo:
+        for text in package["requires"]:
+            group = [alt for relation in text
+                     for found in parse_deb_relations(relation)[:1]
+                     for alt in found]
+            if group and not any(deb_relation_holds(versions[name], op, version)
+                       if name in versions else (op is None and name in coming)
+                       for name, op, version in group):
+                raise UserError(
+                    "%s needs %s, which neither this host nor the bundle has%s"
+                    ": install it first, or rebuild the bundle with --os %s "
+                    "from the archive this host uses" % (
+                        package["name"], " | ".join(text),
+                        " (this host has %s)" % ", ".join(
+                            "%s %s" % (name, versions[name])
+                            for name, _, _ in group if name in versions)
+                        if any(name in versions for name, _, _ in group)
+                        else "", os_id_of((entry["id"], entry["version_id"]))))
+    return todo
+
+
+def install_staged(ctx, family, todo, stage):
+    """Copy each package to stage, hashed on the way (only the verified
+    bytes are installed), then dpkg -i them (batches) or rpm -Uvh them
+    (after rpm -Uvh --test, which changes nothing if a dependency fails)."""
+    staged = {}
+    for package in todo:
+        target = "%s/%s" % (stage, package["path"].rsplit("/", 1)[1])
+        ctx.host.install_member(target, ctx.bundle, package["path"], 0o600)
+        staged[package["name"]] = ctx.host.path(target)
+    if family == "deb":
+        for batch in install_batches(todo):
+            ctx.runner.run(["dpkg"] + _root_args(ctx, family) + ["-i"] +
+                           [staged[p["name"]] for p in batch],
+                           timeout=1800, what="dpkg -i")
+        return
+    argv = (["rpm"] + _root_args(ctx, family) + ["-Uvh"] +
+            [staged[p["name"]] for p in todo])
+    if not ctx.dry_run:
+        ctx.runner.run(argv + ["--test"], change=False, timeout=600,
+                       what="rpm -Uvh --test (the dependency check)")
+    ctx.runner.run(argv, timeout=1800, what="rpm -Uvh")
+
+
+def install_batches(todo):
+    """todo (dependencies first) cut where a package pre-depends on one
+    before it: dpkg must have configured that one, so it is installed by
+    an earlier dpkg -i."""
+    batches, current = [], []
+    for package in todo:
+        if set(package["pre_depends"]) & set(p["name"] for p in current):
+            batches.append(current)
+            current = []
+        current.append(package)
+    return batches + [current] if current else batches
+
+
+# -- phase: preflight -------------------------------------------------------
+
+def phase_preflight(ctx):
+    """Check the host, giving the reason and the fix for each problem.
+
+    Only checks: the fixes this tool makes itself (kernel modules, sysctls,
+    swap with --disable-swap) happen in the host phase, after every check
+    has passed.
+    """
+    errors = []
+    for check in PREFLIGHT_CHECKS:
+        log.debug("  preflight check %s (kubeadm: %s)", check.name,
+                  ", ".join(check.kubeadm) or "none")
+        for found in check.run(ctx):
+            if found.warning:
+                ctx.warn(problem_text(found))
+            else:
+                errors.append(problem_text(found))
+    if errors:
+        for text in errors[1:]:
+            log.error("preflight: %s", text)
+        if ctx.dry_run:
+            log.error("preflight: %s", errors[0])
+            log.info("  (dry run: continuing to show the remaining phases)")
+            return
+        raise UserError(errors[0])
+    log.info("  preflight passed (%d warning%s)", len(ctx.warnings),
+             "" if len(ctx.warnings) == 1 else "s")
+
+
+def check_privileged(ctx):
     if ctx.euid != 0:
-        raise UserError("%s must run as root: run it with sudo" % command)
-    if not ctx.host.exists(ADMIN_CONF):
-        raise UserError("this host is not a master (no %s): run %s on a master"
-                        % (ADMIN_CONF, command))
+        yield error("this must run as root", "run it with sudo")
 
+
+def check_cpus(ctx):
+    cpus = host_cpu_count(ctx.host)
+    if is_control_plane(ctx) and cpus < 2:
+        yield error("a control-plane node needs at least 2 CPUs, this host "
+                    "has %d" % cpus, "use a bigger machine")
+
+
+def host_cpu_count(host):
+    text = host.read("/proc/cpuinfo", "")
+    count = len(re.findall(r"^processor\s*:", text, re.M))
+    return count or os.cpu_count() or 1
+
+
+def is_control_plane(ctx):
+    return ctx.role in ("master", "control-plane")
+
+
+def check_memory(ctx):
+    memory = host_memory_mb(ctx.host)
+    master = is_control_plane(ctx)
+    least = MIN_MASTER_MEMORY_MB if master else MIN_WORKER_MEMORY_MB
+    if memory is not None and memory < least:
+        yield Problem("this host has %d MB of memory, a %s needs %d MB" % (
+            memory, "control-plane node" if master else "node", least),
+            "add memory", not master)
+
+
+def host_memory_mb(host):
+    match = re.search(r"^MemTotal:\s*(\d+)\s*kB", host.read("/proc/meminfo", ""),
+                      re.M)
+    return int(match.group(1)) // 1024 if match else None
+
+
+def check_swap(ctx):
+    swaps = active_swaps(ctx.host)
+    if swaps and not ctx.disable_swap:
+        yield error("swap is on (%s)" % ", ".join(swaps),
+                    "the kubelet refuses to run with swap; rerun with "
+                    "--disable-swap (turns it off now and in /etc/fstab)")
+
+
+def active_swaps(host):
+    lines = host.read("/proc/swaps", "").splitlines()[1:]
+    return [line.split()[0] for line in lines if line.strip()]
+
+
+def check_no_cluster(ctx):
+    existing = existing_cluster_files(ctx.host)
+    if existing and not continuing_run(ctx):
+        yield error("an existing cluster was found on this host (%s)"
+                    % existing[0], "run `k8s_offline.py reset` first")
+
+
+def continuing_run(ctx):
+    """True when an earlier run of this tool, same role, made this cluster:
+    then the cluster's own files and ports are expected, not a conflict."""
+    state = ctx.host.state()
+    return state.get("role") == ctx.role
+
+
+def check_ports(ctx):
+    ports = MASTER_PORTS if is_control_plane(ctx) else WORKER_PORTS
+    if not continuing_run(ctx):
+        busy = sorted(listening_ports(ctx.host) & set(ports))
+        if busy:
+            yield error("port %s is in use" % ", ".join(map(str, busy)),
+                        "stop the program listening on it (see `ss -ltnp`)")
+
+
+def listening_ports(host):
+    """TCP ports in LISTEN state, from /proc/net/tcp and tcp6."""
+    ports = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in host.read(name, "").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A":
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _tool_checks():
+    return tuple("FileExisting-" + tool for tool, _, _ in
+                 KUBEADM_REQUIRED_TOOLS) + tuple(
+        "FileExisting-" + tool for tool in KUBEADM_WARNED_TOOLS)
+
+
+def check_tools(ctx):
+    """What the bundle's kubeadm refuses to run without is an error, what it
+    warns about a warning, so kubeadm itself never stops half way."""
+    version = ctx.bundle.kubernetes_version
+    minor = parse_version(version)[1]
+    for tool, since, package in KUBEADM_REQUIRED_TOOLS:
+        if ctx.host.which(tool):
+            continue
+        users = TOOL_USERS.get(tool)
+        if minor >= since:
+            yield error("%s is missing" % tool, "kubeadm %s refuses to run "
+                        "without it%s; install the %s package" % (
+                            version, " (%s)" % users if users else "",
+                            package))
+        else:
+            yield warning("%s is missing" % tool, "%s, and kubeadm 1.%d and "
+                          "later refuse to run without it; install the %s "
+                          "package" % (users or "kubeadm needs it", since,
+                                       package))
+    for tool in KUBEADM_WARNED_TOOLS:
+        if not ctx.host.which(tool):
+            users = TOOL_USERS.get(tool)
+            yield warning("%s is missing" % tool, "kubeadm warns without "
+                          "it%s; install it if you can" % (
+                              " and %s" % users if users else ""))
+
+
+def warning(message, fix=None):
+    return Problem(message, fix, True)
+
+
+def check_hostname(ctx):
+    name = node_name(ctx)
+    hostname = host_hostname(ctx.host) or name
+    if not full_match(NODE_NAME_RE, name):
+        yield error("the node name %r is not a valid DNS name" % name,
+                    "set the host name or use --node-name")
+    elif name == "localhost":
+        yield error("the host name is localhost", "give each host a unique "
+                    "name (hostnamectl set-hostname NAME)")
+    elif not hostname_resolves(ctx.host, hostname):
+        yield warning("the host name %s does not resolve" % hostname,
+                      "add it to /etc/hosts")
+
+
+def hostname_resolves(host, name):
+    """True when name is in /etc/hosts or (on the real host) resolves."""
+    for line in host.read("/etc/hosts", "").splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) > 1 and name in fields[1:]:
+            return True
+    if host.root != "/":
+        return False
+    try:
+        socket.getaddrinfo(name, None)
+        return True
+    except (socket.error, UnicodeError):
+        return False
+
+
+def check_unique_name(ctx):
+    name = node_name(ctx)
+    if ctx.join_info and name in (ctx.join_info.get("control_plane_nodes")
+                                  or []):
+        yield error("this host is named %s like a control-plane node of the "
+                    "cluster" % name, "node names must be unique; rename "
+                    "this host (hostnamectl set-hostname) or use --node-name")
+
+
+def check_firewalld(ctx):
+    """firewalld blocks a node unless --open-firewall opens its ports (the
+    host phase then does)."""
+    ctx.firewalld = firewalld_active(ctx)
+    if ctx.firewalld and not ctx.open_firewall:
+        yield warning("firewalld is active and blocks what a %s needs (%s)" % (
+            "control-plane node" if is_control_plane(ctx) else "worker",
+            " ".join(firewall_rules(ctx))), "rerun with --open-firewall to "
+            "open exactly those, permanently, or stop firewalld")
+    elif ctx.open_firewall and not ctx.firewalld:
+        yield warning("--open-firewall", "firewalld is not active here, so "
+                      "there is nothing to open")
+
+
+def firewalld_active(ctx):
+    return (bool(ctx.host.which("firewall-cmd")) and
+            service_active(ctx.runner, "firewalld"))
+
+
+def service_active(runner, name):
+    result = runner.run(["systemctl", "is-active", name], change=False,
+                        check=False)
+    return result.stdout.strip() == "active"
+
+
+def firewall_rules(ctx):
+    return FIREWALL_RULES["worker" if ctx.role == "worker" else "master"]
+
+
+def check_selinux(ctx):
+    if selinux_enforcing(ctx.host) and not ctx.selinux_permissive:
+        yield warning("SELinux is enforcing", "containers may be denied "
+                      "access to host files; rerun with --selinux-permissive "
+                      "(setenforce 0, and SELINUX=permissive in %s, as "
+                      "kubeadm's install guide says)" % SELINUX_CONFIG)
+
+
+def selinux_enforcing(host):
+    return (host.read(SELINUX_ENFORCE) or "").strip() == "1"
+
+
+def check_iptables_backend(ctx):
+    """kube-proxy's image detects the backend from 1.17 on (kubernetes
+    #82966); 1.16's writes legacy rules the nftables backend ignores."""
+    backend = iptables_backend(ctx.runner)
+    version = ctx.bundle.kubernetes_version
+    if (backend and backend[1] == "nf_tables"
+            and parse_version(version)[:2] < (1, 17)
+            and not ctx.iptables_legacy):
+        yield warning("iptables %s uses the nftables backend, which "
+                      "kube-proxy of Kubernetes %s does not support (its "
+                      "rules and the host's diverge)" % (backend[0], version),
+                      "rerun with --iptables-legacy to switch to legacy mode")
+
+
+def iptables_backend(runner):
+    """('1.8.7', 'nf_tables') from `iptables --version`, or None."""
+    result = runner.run(["iptables", "--version"], change=False, check=False)
+    match = re.search(r"v(\d+\.\d+(?:\.\d+)?)(?:\s+\((\w+)\))?", result.stdout)
+    if not result.ok or not match:
+        return None
+    return match.group(1), match.group(2) or "legacy"
+
+
+def check_networks(ctx):
+    """master: neither cluster network may overlap a network of the host."""
+    if ctx.role != "master" or ctx.pod_network is None:
+        return
+    for iface, address in host_addresses(ctx.runner):
+        if (iface in CLUSTER_LINKS or iface.startswith("flannel")
+                or address.ip.is_loopback):
+            continue
+        for option, network in (("--pod-network-cidr", ctx.pod_network),
+                                ("--service-cidr", ctx.service_network)):
+            if network.overlaps(address.network):
+                yield error("%s %s overlaps the host network %s on %s" % (
+                    option, network, address.network, iface),
+                    "choose another %s" % option)
+
+
+def check_image_repository_of_cluster(ctx):
+    """A join by flags without --image-repository takes the cluster's."""
+    if (ctx.join_info and ctx.join_info.get("from_flags")
+            and not ctx.image_repository_flag):
+        try:
+            adopt_cluster_image_repository(ctx)
+        except UserError as exc:
+            yield error(str(exc))
+
+
+def adopt_cluster_image_repository(ctx):
+    """A join by --apiserver/--token/--discovery-token-ca-cert-hash without
+    --image-repository: load the images under the names the cluster uses
+    (kubeadm join gives the kubelet <repo>/pause, kube-proxy's DaemonSet
+    names <repo>/kube-proxy), read from the cluster itself."""
+    try:
+        repository = cluster_image_repository(ctx.join_info)
+    except UserError as exc:
+        raise UserError("cannot read the cluster's image repository: %s: give "
+                        "--image-repository (the master's), or join with the "
+                        "join file" % exc)
+    ctx.image_repository = repository
+    log.info("  the cluster's images are named under %s", repository)
+
+
+def cluster_image_repository(info):
+    """The imageRepository of the cluster's ClusterConfiguration, read the
+    way kubeadm join discovers the cluster: the CA from the public
+    cluster-info, accepted only if its key matches the CA hash, then the
+    kubeadm-config ConfigMap over TLS pinned to that CA, with the token."""
+    endpoint = info["api_server_endpoint"]
+    kubeconfig = _configmap_value(_api_get(endpoint, CLUSTER_INFO_PATH),
+                                  "kubeconfig")
+    match = re.search(r"certificate-authority-data:\s*([A-Za-z0-9+/=]+)",
+                      kubeconfig)
+    if not match:
+        raise UserError("the cluster-info of %s names no CA" % endpoint)
+    try:
+        import ssl
+        ca_pem = base64.b64decode(match.group(1)).decode("ascii")
+        spki = certificate_spki(ssl.PEM_cert_to_DER_cert(ca_pem))
+    except (ValueError, IndexError, UnicodeDecodeError):
+        raise UserError("the cluster-info of %s holds no readable CA "
+                        "certificate" % endpoint)
+    if "sha256:" + sha256_bytes(spki) != info["discovery_token_ca_cert_hash"]:
+        raise UserError("the CA of %s does not match "
+                        "--discovery-token-ca-cert-hash: check the hash, or "
+                        "this is not your cluster" % endpoint)
+    text = _configmap_value(_api_get(endpoint, KUBEADM_CONFIG_PATH, ca_pem,
+                                     info["token"]), "ClusterConfiguration")
+    if not text:
+        raise UserError("the kubeadm-config of %s has no ClusterConfiguration"
+                        % endpoint)
+    try:
+        config = parse_yaml_document(text)
+    except YamlSubsetError as exc:
+        raise UserError("the ClusterConfiguration of %s is not readable (%s)"
+                        % (endpoint, exc))
+    repository = (config.get("imageRepository") if isinstance(config, dict)
+                  else None) or KUBEADM_IMAGE_REPOSITORY
+    if not is_image_repository(repository):
+        raise UserError("the cluster %s names the image repository %r, which "
+                        "is not a registry path" % (endpoint, repository))
+    return repository
+
+
+def _configmap_value(doc, key):
+    """data[key] of a ConfigMap as text, or '' when it is not there."""
+    data = doc.get("data") if isinstance(doc, dict) else None
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _api_get(endpoint, path, ca_pem=None, token=None):
+    """JSON of a GET to the API server (no proxy): pinned to ca_pem, or,
+    for the public cluster-info only, unverified as kubeadm's discovery."""
+    import http.client
+    import ssl
+    import urllib.error
+    import urllib.request
+    if ca_pem:
+        context = ssl.create_default_context(cadata=ca_pem)
+    else:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                         urllib.request.HTTPSHandler(
+                                             context=context))
+    request = urllib.request.Request("https://%s%s" % (endpoint, path))
+    if token:
+        request.add_header("Authorization", "Bearer " + token)
+    try:
+        with contextlib.closing(opener.open(request, timeout=API_TIMEOUT)) as answer:
+            return json.loads(answer.read(MAX_BUNDLE_JSON_BYTES).decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        raise UserError("the API server %s answered HTTP %d for %s"
+                        % (endpoint, exc.code, path.rsplit("/", 1)[1]))
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise UserError("cannot reach the API server %s (%s)" % (
+            endpoint, getattr(exc, "reason", None) or exc))
+    except (ValueError, UnicodeDecodeError):
+        raise UserError("the API server %s sent no JSON for %s"
+                        % (endpoint, path.rsplit("/", 1)[1]))
+
+
+def certificate_spki(der):
+    """The DER SubjectPublicKeyInfo of a DER certificate: what kubeadm's
+    --discovery-token-ca-cert-hash is the sha256 of."""
+    _, cert, _ = _der_item(der, 0)
+    _, pos, _ = _der_item(der, cert)          # inside tbsCertificate
+    if _der_item(der, pos)[0] == 0xa0:        # [0] version
+        pos = _der_item(der, pos)[2]
+    for _ in range(5):   # serial, signature, issuer, validity, subject
+        pos = _der_item(der, pos)[2]
+    return der[pos:_der_item(der, pos)[2]]
+
+
+def check_containerd_config(ctx):
+    """What the runtime phase will write, so it cannot fail there."""
+    config = (ctx.host.read(CONTAINERD_CONFIG) if ctx.cri == "containerd"
+              else None)
+    if config is not None:
+        try:
+            containerd_config_with(config, "pause")
+        except UserError as exc:
+            yield error(str(exc))
+
+
+def containerd_config_with(config_text, pause_image, version=None):
+    """containerd's config with the CRI plugin on and our sandbox image.
+
+    A file without `version = 2` is read as version 1, where the CRI
+    plugin's section is [plugins.cri]; version 2 names it
+    [plugins."io.containerd.grpc.v1.cri"].  The containerd.io package ships
+    `disabled_plugins = ["cri"]` and nothing else.  Without a file, a new
+    one is written: version 2 unless containerd is older than 1.3 (which
+    reads version 1 only).  The CNI directories are the ones the
+    install phase fills.  The result goes through toml_dumps.
+    """
+    if config_text is None:
+        config = {"version": 1 if version and version < (1, 3) else 2}
+    else:
+        config = read_containerd_config(config_text)
+    schema = config.get("version", 1)
+    if schema not in (1, 2):
+        raise UserError("%s has version = %r; this tool writes versions 1 and "
+                        "2: fix it or move it away" % (CONTAINERD_CONFIG, schema))
+    disabled = config.get("disabled_plugins")
+    if disabled is not None:
+        if not isinstance(disabled, list):
+            raise UserError("disabled_plugins in %s is not a list: fix it"
+                            % CONTAINERD_CONFIG)
+        config["disabled_plugins"] = [name for name in disabled
+                                      if name not in CRI_PLUGIN_NAMES]
+    plugins = config.setdefault("plugins", {})
+    if not isinstance(plugins, dict):
+        raise UserError("plugins in %s is not a table: fix it"
+                        % CONTAINERD_CONFIG)
+    cri = plugins.setdefault(CRI_PLUGIN_NAMES[schema - 1], {})
+    if not isinstance(cri, dict):
+        raise UserError("the CRI plugin's entry in %s is not a table: fix it"
+                        % CONTAINERD_CONFIG)
+    cri["sandbox_image"] = pause_image
+    cni = cri.setdefault("cni", {})
+    if not isinstance(cni, dict):
+        raise UserError("the CRI plugin's cni entry in %s is not a table: fix "
+                        "it" % CONTAINERD_CONFIG)
+    # The plugins are installed in /opt/cni/bin; Debian's package points
+    # the CRI plugin at /usr/lib/cni, where no pod would get a network.
+    cni["bin_dir"], cni["conf_dir"] = CNI_BIN_DIR, CNI_CONF_DIR
+    return toml_dumps(config)
+
+
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"
+
+
+def read_containerd_config(text, where=CONTAINERD_CONFIG):
+    """containerd's config as data; UserError if this reader cannot take it."""
+    try:
+        return toml_loads(text or "")
+    except TomlError as exc:
+        raise UserError("cannot read %s (%s): fix it, or move it away so a "
+                        "new one is written" % (where, exc))
+
+
+def check_runtime(ctx):
+    try:
+        plan = runtime_plan(ctx)
+    except UserError as exc:
+        yield error(str(exc))
+    else:
+        log.info("  container runtime %s: %s", ctx.cri, plan)
+
+
+def runtime_plan(ctx):
+    """What the runtime phase will do: 'running', 'start' or 'install'.
+
+    Raises UserError when there is no way to a runtime.
+    """
+    if ctx.cri == "docker":
+        if docker_info(ctx.runner) is not None:
+            return "running"
+        if ctx.host.which("dockerd"):
+            return "start"
+        if ctx.bundle.meta.get("archives", {}).get("docker"):
+            return "install"
+        raise UserError("no container runtime: Docker is not running, not "
+                        "installed, and the bundle has no Docker: install and "
+                        "start Docker, rebuild the bundle with --with-docker, "
+                        "or use --cri containerd%s" % (
+                            " (the bundle carries containerd)"
+                            if bundled_runtime(ctx.bundle) == "containerd"
+                            else ""))
+    if containerd_running(ctx):
+        return "running"
+    if ctx.host.which("containerd"):
+        return "start"
+    if bundled_runtime(ctx.bundle):
+        return "install"
+    raise UserError("no container runtime: containerd is not running or not "
+                    "installed: install containerd, rebuild the bundle with "
+                    "--with-containerd (or --with-docker, which carries "
+                    "containerd too), or use --cri docker")
+
+
+def docker_info(runner):
+    """Docker's `info` as a dict when the daemon answers, else None."""
+    result = runner.run(["docker", "info", "--format", "{{json .}}"],
+                        change=False, check=False)
+    if not result.ok:
+        return None
+    try:
+        info = json.loads(result.stdout.strip() or "null")
+    except ValueError:
+        return None
+    if not isinstance(info, dict) or not info.get("ServerVersion"):
+        return None
+    return info
+
+
+def containerd_running(ctx):
+    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address,
+                             "version"], change=False, check=False)
+    return result.ok and "Server:" in result.stdout
+
+
+def problem_text(found):
+    return found.message + (": " + found.fix if found.fix else "")
+
+
+# -- phase: host ------------------------------------------------------------
+
+def phase_host(ctx):
+    """Kernel modules, sysctls, swap, iptables mode, and with their flags
+    the firewalld ports and SELinux's mode, now and at boot."""
+    host, runner = ctx.host, ctx.runner
+    if ctx.disable_swap:
+        if active_swaps(host):
+            runner.run(["swapoff", "-a"], what="swapoff")
+        fstab = host.read(FSTAB)
+        if fstab is not None:
+            host.write(FSTAB, disable_swap_in_fstab(fstab), 0o644)
+    host.write(MODULES_FILE, "".join(m + "\n" for m in KERNEL_MODULES))
+    for module in KERNEL_MODULES:
+        if not module_loaded(host, module):
+            result = runner.run(["modprobe", module], check=False)
+            if not result.ok:
+                text = "cannot load the kernel module %s (%s)" % (
+                    module, last_line(result.output()) or "modprobe failed")
+                if module == "br_netfilter":
+                    raise UserError(text + ": install the kernel's modules "
+                                    "package or build it in, then run again")
+                ctx.warn(text + ": Docker's overlay2 storage needs it")
+    host.write(SYSCTL_FILE, "".join("%s = %s\n" % pair for pair in SYSCTLS))
+    wrong = ["%s=%s" % (key, value) for key, value in SYSCTLS
+             if read_sysctl(host, key) != value]
+    if wrong:
+        runner.run(["sysctl", "-w"] + wrong, what="sysctl")
+    if ctx.open_firewall and (
+            ctx.firewalld or firewalld_active(ctx)):
+        for rule in firewall_rules(ctx):
+            runner.run(["firewall-cmd", "--permanent", "--add-port=" + rule],
+                       what="firewall-cmd --add-port=" + rule)
+        runner.run(["firewall-cmd", "--reload"], what="firewall-cmd --reload")
+    if ctx.selinux_permissive:
+        if selinux_enforcing(host):
+            runner.run(["setenforce", "0"], what="setenforce 0")
+        config = host.read(SELINUX_CONFIG)
+        if config is not None:
+            host.write(SELINUX_CONFIG, selinux_config_permissive(config))
+    if ctx.iptables_legacy:
+        backend = iptables_backend(runner)
+        if backend and backend[1] == "nf_tables":
+            for tool in ("iptables", "ip6tables"):
+                runner.run(["update-alternatives", "--set", tool,
+                            "/usr/sbin/%s-legacy" % tool],
+                           what="update-alternatives %s" % tool)
+
+
+def disable_swap_in_fstab(text):
+    lines = []
+    for line in text.splitlines():
+        fields = line.split()
+        if (len(fields) >= 3 and not line.lstrip().startswith("#") and
+                fields[2] == "swap"):
+            line = "#" + line + "  # disabled by k8s-offline"
+        lines.append(line)
+    return "\n".join(lines) + ("\n" if text.endswith("\n") or lines else "")
+
+
+def module_loaded(host, name):
+    """Loaded or built in: what the module provides is there."""
+    if host.isdir("/sys/module/" + name):
+        return True
+    if name == "br_netfilter" and host.isdir("/proc/sys/net/bridge"):
+        return True
+    if name == "overlay" and re.search(r"\soverlay$",
+                                       host.read("/proc/filesystems", ""), re.M):
+        return True
+    return bool(re.search(r"^%s\s" % re.escape(name),
+                          host.read("/proc/modules", ""), re.M))
+
+
+def read_sysctl(host, key):
+    value = host.read(sysctl_path(key))
+    return value.strip() if value is not None else None
+
+
+def sysctl_path(key):
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def selinux_config_permissive(text):
+    """/etc/selinux/config with SELINUX=permissive at boot: an `enforcing`
+    (or unreadable) SELINUX line is replaced by a line written here, a
+    `permissive` or `disabled` one is left alone, a missing one added;
+    every other line is kept as it is."""
+    lines, found = [], False
+    for line in text.splitlines():
+        match = re.match(r"^\s*SELINUX\s*=\s*[\"']?([A-Za-z]*)", line)
+        if match:
+            found = True
+            if match.group(1).lower() not in ("permissive", "disabled"):
+                line = "SELINUX=permissive"
+        lines.append(line)
+    if not found:
+        lines.append("SELINUX=permissive")
+    return "\n".join(lines) + "\n"
+
+
+# -- phase: runtime ---------------------------------------------------------
+
+def phase_runtime(ctx):
+    """Have the container runtime running, with the kubelet's cgroup driver.
+
+    Docker's driver is detected and the kubelet follows it; with containerd
+    its config points the sandbox at the bundled pause image.
+    """
+    plan = runtime_plan(ctx)
+    host, runner = ctx.host, ctx.runner
+    if ctx.cri == "docker":
+        if plan == "install":
+            log.info("  installing the bundled Docker and its containerd")
+            install_static_runtime(ctx, ("containerd.service",
+                                         "docker.service"))
+            runner.run(["systemctl", "enable", "--now", "containerd"],
+                       what="starting containerd")
+        if plan in ("install", "start"):
+            runner.run(["systemctl", "enable", "--now", "docker"],
+                       what="starting Docker")
+            wait_for(ctx, lambda: docker_info(runner) is not None,
+                     "Docker starting")
+        info = docker_info(runner) or {}
+        ctx.cgroup_driver = info.get("CgroupDriver") or "cgroupfs"
+        endpoint = "unix://" + CRI_SOCKETS["docker"]
+    else:
+        if plan == "install":
+            log.info("  installing the bundled containerd")
+            install_static_runtime(ctx, ("containerd.service",))
+            plan = "start"
+        config = host.read(CONTAINERD_CONFIG)
+        new = containerd_config_with(
+            config, pause_image_name(ctx.bundle, ctx.image_repository),
+            containerd_version(runner) if config is None else None)
+        changed = host.write(CONTAINERD_CONFIG, new)
+        ctx.cgroup_driver = containerd_cgroup_driver(new)
+        if plan == "start":
+            runner.run(["systemctl", "enable", "--now", "containerd"],
+                       what="starting containerd")
+        elif changed:
+            runner.run(["systemctl", "restart", "containerd"],
+                       what="restarting containerd")
+        if plan == "start" or changed:
+            wait_for(ctx, lambda: containerd_running(ctx), "containerd starting")
+        endpoint = "unix://" + ctx.containerd_address
+    host.write(CRICTL_CONFIG, yaml_mapping((
+        ("runtime-endpoint", endpoint), ("image-endpoint", endpoint),
+        ("timeout", 10))))
+    log.info("  %s running, cgroup driver %s (the kubelet uses the same)",
+             ctx.cri, ctx.cgroup_driver)
+    host.save_state(cri=ctx.cri, cgroup_driver=ctx.cgroup_driver)
+
+
+def install_static_runtime(ctx, units):
+    """Unpack the bundle's static runtime and install its units: Docker's
+    binaries (dockerd, containerd, runc, ctr, ...) into /usr/bin, or
+    upstream containerd's bin/ into /usr/local/bin with runc as
+    /usr/local/sbin/runc, where the bundle's containerd unit runs them."""
+    archives = ctx.bundle.meta["archives"]
+    if bundled_runtime(ctx.bundle) == "containerd":
+        for name, data in sorted(_extract_files(
+                ctx, archives["containerd"], under="bin").items()):
+            ctx.host.write(CONTAINERD_BIN_DIR + "/" + name, data, 0o755)
+        ctx.host.install_member(RUNC_PATH, ctx.bundle, archives["runc"], 0o755)
+    else:
+        for name, data in sorted(_extract_files(
+                ctx, archives["docker"]).items()):
+            ctx.host.write(BIN_INSTALL_DIR + "/" + name, data, 0o755)
+    targets = {"containerd.service": CONTAINERD_UNIT,
+               "docker.service": DOCKER_UNIT}
+    for unit in units:
+        ctx.host.write(targets[unit], bundled_unit(ctx.bundle, unit))
+    if "docker.service" in units and not ctx.host.exists(DOCKER_DAEMON_JSON):
+        ctx.host.write(DOCKER_DAEMON_JSON, canonical_json({
+            "exec-opts": ["native.cgroupdriver=systemd"],
+            "log-driver": "json-file", "log-opts": {"max-size": "100m"},
+            "storage-driver": "overlay2"}))
+    ctx.runner.run(["systemctl", "daemon-reload"])
+
+
+def _extract_files(ctx, relpath, wanted=None, under=None):
+    """{basename: bytes} of the regular files in a bundled .tgz (only those
+    in its folder `under`, when given).
+
+    The archive is read whole through its hash check first and unpacked
+    from memory, so only verified bytes are unpacked."""
+    data = ctx.bundle.read_member(relpath)
+    found = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+            for member in archive:
+                if not member.isfile():
+                    continue
+                name = member.name.split("/")[-1]
+                if not full_match(ARCHIVE_FILE_RE, name):
+                    continue
+                if (under is not None and
+                        member.name.lstrip("./").split("/")[:-1] != [under]):
+                    continue
+                if wanted is None or name in wanted:
+                    found[name] = archive.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise BundleError("%s is not a readable .tgz (%s): rebuild the bundle"
+                          % (relpath, exc))
+    return found
+
+
+def bundled_unit(bundle, name):
+    """The bytes of a systemd unit the bundle carries, verified with the rest
+    of the bundle: installed units are never a second copy from the code."""
+    return bundle.read_member(unit_path(bundle, name), MAX_IMAGE_JSON_BYTES)
+
+
+def pause_image_name(bundle, image_repository):
+    for image in bundle.meta.get("images", []):
+        if image.get("name") == "pause":
+            return image_target(image, image_repository)
+    return "%s/pause:%s" % (image_repository,
+                            bundle.meta.get("versions", {}).get("pause", "3.1"))
+
+
+def image_target(image, image_repository):
+    """The name an image is loaded under: kubeadm's images move with
+    --image-repository, the others keep the name they were bundled with."""
+    if image.get("kubeadm"):
+        return "%s/%s:%s" % (image_repository, image["repository"],
+                             image["tag"])
+    return image["ref"]
+
+
+def containerd_version(runner):
+    """(major, minor) of the installed containerd, or None."""
+    result = runner.run(["containerd", "--version"], change=False, check=False)
+    match = re.search(r"\s v?(\d+)\.(\d+)\.\d+", result.stdout or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def containerd_cgroup_driver(config_text):
+    return "systemd" if re.search(r"^\s*SystemdCgroup\s*=\s*true",
+                                  config_text or "", re.M) else "cgroupfs"
+
+
+# -- phase: install ---------------------------------------------------------
+
+def phase_install(ctx):
+    """Install kubeadm, kubelet, kubectl, the CNI plugins, crictl and the
+    kubelet's units, and enable the kubelet."""
+    host, meta, bundle = ctx.host, ctx.bundle.meta, ctx.bundle
+    changed = []
+    for name, relpath in sorted(meta["binaries"].items()):
+        target = BIN_INSTALL_DIR + "/" + name
+        if host.install_member(target, bundle, relpath, 0o755):
+            changed.append(target)
+    archives = meta.get("archives", {})
+    if archives.get("cni"):
+        host.makedirs(CNI_BIN_DIR)
+        for name, data in sorted(_extract_files(ctx, archives["cni"]).items()):
+            if host.write(CNI_BIN_DIR + "/" + name, data, 0o755):
+                changed.append(CNI_BIN_DIR + "/" + name)
+    if archives.get("crictl"):
+        files = _extract_files(ctx, archives["crictl"], ("crictl",))
+        if "crictl" not in files:
+            raise BundleError("%s has no crictl: rebuild the bundle"
+                              % archives["crictl"])
+        if host.write(BIN_INSTALL_DIR + "/crictl", files["crictl"], 0o755):
+            changed.append(BIN_INSTALL_DIR + "/crictl")
+    unit_changed = False
+    for name, target in (("kubelet.service", KUBELET_UNIT),
+                         ("10-kubeadm.conf", KUBELET_DROPIN)):
+        if host.write(target, bundled_unit(bundle, name)):
+            unit_changed = True
+            changed.append(target)
+    host.makedirs(CNI_CONF_DIR)
+    if unit_changed:
+        ctx.runner.run(["systemctl", "daemon-reload"], what="systemctl "
+                       "daemon-reload")
+    ctx.runner.run(["systemctl", "enable", "kubelet"], what="enabling kubelet")
+    log.info("  %d file%s installed or updated", len(changed),
+             "" if len(changed) == 1 else "s")
+
+
+# -- phase: images ----------------------------------------------------------
+
+def phase_images(ctx):
+    """Load the images this node's role needs from the bundle into the
+    runtime, under the names kubeadm looks for; images already there with
+    the same ID are left alone."""
+    bundle = ctx.bundle
+    role = "worker" if ctx.role == "worker" else "master"
+    wanted = [(image, image_target(image, ctx.image_repository))
+              for image in bundle.images_for_role(role)]
+    missing = []
+    if ctx.cri == "docker":
+        for image, target in wanted:
+            present = docker_image_id(ctx.runner, target)
+            if present == image["config_digest"]:
+                continue
+            if (docker_image_id(ctx.runner, image["config_digest"]) ==
+                    image["config_digest"]):
+                ctx.runner.run(["docker", "tag", image["config_digest"],
+                                target], what="docker tag")
+                continue
+            missing.append((image, target))
+    else:
+        have = containerd_images(ctx)
+        missing = [(image, target) for image, target in wanted
+                   if have.get(_normalize_image_name(target)) !=
+                   image["manifest_digest"]]
+    if not missing:
+        log.info("  all %d images are already loaded", len(wanted))
+        return
+    size = image_stream_size(bundle, [image for image, _ in missing])
+    log.info("  loading %d of %d images (%s) into %s: %s", len(missing),
+             len(wanted), human_size(size), ctx.cri,
+             ", ".join(target for _, target in missing))
+    progress = Progress(size, "images",
+                        enabled=ctx.progress and not ctx.dry_run)
+    try:
+        if ctx.cri == "docker":
+            ctx.runner.run_piped(
+                ["docker", "load"],
+                lambda stream: write_docker_archive(stream, bundle, missing,
+                                                    progress),
+                what="docker load")
+        else:
+            ctx.runner.run_piped(
+                ["ctr", "--address", ctx.containerd_address, "-n", "k8s.io",
+                 "images", "import", "-"],
+                lambda stream: write_oci_layout(stream, bundle, missing,
+                                                progress),
+                what="ctr images import")
+    finally:
+        progress.close()
+    if ctx.dry_run:
+        return
+    if ctx.cri == "docker":
+        wrong = [target for image, target in missing
+                 if docker_image_id(ctx.runner, target) != image["config_digest"]]
+    else:
+        have = containerd_images(ctx)
+        wrong = [target for image, target in missing
+                 if have.get(_normalize_image_name(target)) !=
+                 image["manifest_digest"]]
+    if wrong:
+        raise UserError("%s did not load %s from the bundle: check the "
+                        "runtime's log" % (ctx.cri, wrong[0]))
+
+
+def image_stream_size(bundle, images):
+    seen = set()
+    total = 0
+    for image in images:
+        for digest in ([image["manifest_digest"], image["config_digest"]] +
+                       list(image["layers"])):
+            relpath = _blob_path(digest)
+            if relpath not in seen:
+                seen.add(relpath)
+                total += bundle.size(relpath)
+    return total
+
+
+def write_docker_archive(stream, bundle, targets, progress):
+    """A docker-archive of [(image, target)] onto stream, read from the
+    bundle as it goes: manifest.json plus the blobs it names."""
+    manifest = [{"Config": _blob_path(image["config_digest"])[len(IMAGES_DIR) + 1:],
+                 "RepoTags": [target],
+                 "Layers": [_blob_path(d)[len(IMAGES_DIR) + 1:]
+                            for d in image["layers"]]}
+                for image, target in targets]
+    tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
+    with _broken_on_error(tar):
+        seen = set()
+        _add_bytes(tar, "manifest.json", json.dumps(manifest).encode("utf-8"))
+        for image, _ in targets:
+            for digest in [image["config_digest"]] + list(image["layers"]):
+                _add_blob(tar, bundle, digest, progress, seen)
+    tar.close()
+
+
+@contextlib.contextmanager
+def _broken_on_error(tar):
+    """On an error mid-stream, mark the tar stream closed: nothing more (no
+    end-of-archive blocks) is written, so the reader sees a cut archive."""
+    try:
+        yield
+    except BaseException:
+        tar.closed = True
+        tar.fileobj.closed = True
+        raise
+
+
+def _add_bytes(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    info.mtime = 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _add_blob(tar, bundle, digest, progress, seen):
+    relpath = _blob_path(digest)
+    if relpath in seen:
+        return
+    seen.add(relpath)
+    info = tarfile.TarInfo(relpath[len(IMAGES_DIR) + 1:])
+    info.size = bundle.size(relpath)
+    info.mode = 0o644
+    info.mtime = 0
+    with bundle.open(relpath) as handle:
+        tar.addfile(info, _CountingReader(handle, progress))
+
+
+class _CountingReader(object):
+    def __init__(self, handle, progress):
+        self.handle = handle
+        self.progress = progress
+
+    def read(self, size=-1):
+        block = self.handle.read(size)
+        self.progress.update(len(block))
+        return block
+
+
+def write_oci_layout(stream, bundle, targets, progress):
+    """An OCI image layout of [(image, target)] onto stream, the index
+    naming each manifest by its target (what containerd imports it as)."""
+    index = {"schemaVersion": 2, "manifests": []}
+    for image, target in targets:
+        index["manifests"].append({
+            "mediaType": image.get("manifest_media_type", MT_DOCKER_MANIFEST),
+            "digest": image["manifest_digest"],
+            "size": bundle.size(_blob_path(image["manifest_digest"])),
+            "annotations": {"io.containerd.image.name": target,
+                            "org.opencontainers.image.ref.name": target}})
+    tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
+    with _broken_on_error(tar):
+        seen = set()
+        _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+        _add_bytes(tar, "index.json", json.dumps(index).encode("utf-8"))
+        for image, _ in targets:
+            for digest in ([image["manifest_digest"], image["config_digest"]] +
+                           list(image["layers"])):
+                _add_blob(tar, bundle, digest, progress, seen)
+    tar.close()
+
+
+# -- phase: init ------------------------------------------------------------
+
+def phase_init(ctx):
+    """kubeadm init from a generated config file (output in
+    /var/log/kubeadm-init.log).
+
+    A finished init is left alone; one that failed half way is reset and
+    run again, so a re-run continues.
+    """
+    host = ctx.host
+    state = host.state()
+    if state.get("init") == "done" and host.exists(ADMIN_CONF):
+        log.info("  the control plane was initialised by an earlier run")
+        return
+    if state.get("init") == "started" or existing_cluster_files(host):
+        reset_partial(ctx, "kubeadm init")
+    key = None
+    if ctx.upload_certs:
+        key = binascii.hexlify(os.urandom(32)).decode("ascii")
+    config = kubeadm_init_config(ctx, key)
+    host.makedirs(STATE_DIR, 0o700)
+    host.write(INIT_CONFIG, config, 0o600)
+    host.save_state(role=ctx.role, init="started",
+                    kubernetes_version=ctx.bundle.kubernetes_version,
+                    arch=ctx.bundle.arch, pod_cidr=ctx.pod_cidr,
+                    image_repository=ctx.image_repository, node=node_name(ctx),
+                    certificate_key=key,
+                    certificate_key_expires=(int(now()) + CERT_KEY_TTL_SECONDS)
+                    if key else None)
+    argv = ["kubeadm", "init", "--config", INIT_CONFIG]
+    if key:
+        argv.append("--upload-certs")
+    argv += ignore_preflight_args(ctx)
+    host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
+    result = ctx.runner.run(argv, timeout=1800, check=False,
+                            tee=host.path(KUBEADM_INIT_LOG))
+    if not result.ok:
+        raise UserError("kubeadm init failed (exit %d): %s: the full output is "
+                        "in %s; fix the cause and run master again" % (
+                            result.returncode, kubeadm_error_line(result.output())
+                            or "no output", KUBEADM_INIT_LOG))
+    host.save_state(init="done")
+
+
+def reset_partial(ctx, what):
+    log.info("  an earlier %s did not finish: undoing it with kubeadm reset "
+             "first", what)
+    argv = ["kubeadm", "reset", "-f"]
+    ctx.runner.run(argv, what="kubeadm reset")
+
+
+def kubeadm_init_config(ctx, certificate_key=None):
+    docs, extra = kubeadm_init_documents(ctx, certificate_key)
+    return json_documents(docs + extra)
+
+
+def kubeadm_init_documents(ctx, certificate_key=None):
+    """The kubeadm init config, as [dict] (plus the extra documents)."""
+    driver = ensure_cgroup_driver(ctx)
+    address = advertise_address(ctx)
+    init = {"apiVersion": KUBEADM_API, "kind": "InitConfiguration",
+            "localAPIEndpoint": {"advertiseAddress": address,
+                                 "bindPort": API_PORT},
+            "nodeRegistration": {"name": node_name(ctx),
+                                 "criSocket": cri_socket(ctx),
+                                 "kubeletExtraArgs": {"cgroup-driver": driver}}}
+    if certificate_key:
+        init["certificateKey"] = certificate_key
+    cluster = {"apiVersion": KUBEADM_API, "kind": "ClusterConfiguration",
+               "kubernetesVersion": ctx.bundle.kubernetes_version,
+               "imageRepository": ctx.image_repository,
+               "networking": {"podSubnet": ctx.pod_cidr,
+                              "serviceSubnet": str(ctx.service_network),
+                              "dnsDomain": "cluster.local"},
+               "apiServer": {"certSANs": sorted(set([address, node_name(ctx)]))}}
+    if ctx.control_plane_endpoint:
+        cluster["controlPlaneEndpoint"] = ctx.control_plane_endpoint
+    docs = [init, cluster]
+    extra, kinds = ctx.extra_documents, ctx.extra_kinds
+    if "KubeletConfiguration" in kinds:
+        theirs = kinds["KubeletConfiguration"].get("cgroupDriver")
+        if theirs is not None and theirs != driver:
+            raise UserError("the KubeletConfiguration in %s sets cgroupDriver "
+                            "%s but %s uses %s: remove it or set %s" % (
+                                ctx.extra_config_path, theirs, ctx.cri,
+                                driver, driver))
+    else:
+        docs.append({"apiVersion": KUBELET_API, "kind": "KubeletConfiguration",
+                     "cgroupDriver": driver})
+    return docs, extra
+
+
+def ensure_cgroup_driver(ctx):
+    """The runtime's cgroup driver, detected when the runtime phase was
+    skipped (the kubelet must never use another)."""
+    if ctx.cgroup_driver:
+        return ctx.cgroup_driver
+    if ctx.cri == "docker":
+        info = docker_info(ctx.runner) or {}
+        ctx.cgroup_driver = (info.get("CgroupDriver") or
+                             ctx.host.state().get("cgroup_driver") or "cgroupfs")
+    else:
+        ctx.cgroup_driver = containerd_cgroup_driver(
+            ctx.host.read(CONTAINERD_CONFIG, ""))
+    return ctx.cgroup_driver
+
+
+def advertise_address(ctx):
+    """--apiserver-advertise-address, or the default route's address."""
+    if ctx.advertise_address:
+        return ctx.advertise_address
+    iface = default_route_interface(ctx.host)
+    for name, address in host_addresses(ctx.runner):
+        if name == iface:
+            ctx.advertise_address = str(address.ip)
+            return ctx.advertise_address
+    raise UserError("cannot find this host's address (no default route): use "
+                    "--apiserver-advertise-address IP")
+
+
+def default_route_interface(host):
+    for line in host.read("/proc/net/route", "").splitlines()[1:]:
+        fields = line.split()
+        if (len(fields) > 7 and fields[1] == "00000000" and
+                fields[7] == "00000000"):
+            return fields[0]
+    return None
+
+
+def cri_socket(ctx):
+    if ctx.cri == "containerd":
+        return ctx.containerd_address
+    return CRI_SOCKETS["docker"]
+
+
+def json_documents(docs):
+    return "".join(("---\n" if index else "") +
+                   json.dumps(doc, indent=2, sort_keys=True) + "\n"
+                   for index, doc in enumerate(docs))
+
+
+def ignore_preflight_args(ctx):
+    value = ctx.ignore_preflight_errors
+    return ["--ignore-preflight-errors", value] if value else []
+
+
+def kubeadm_error_line(text):
+    """The line of kubeadm's output that says what went wrong: its last
+    [ERROR ...] or "error execution phase" line, not the footer that points
+    to --v=5 for a stack trace."""
+    lines = [line.strip() for line in (text or "").splitlines()
+             if line.strip() and "to see the stack trace" not in line.lower()]
+    for line in reversed(lines):
+        if line.startswith("[ERROR") or line.lower().startswith("error"):
+            return line
+    return lines[-1] if lines else ""
+
+
+# -- phase: network ---------------------------------------------------------
+
+def phase_network(ctx):
+    """Apply the bundled flannel manifest with the pod network filled in;
+    with --allow-pods-on-master, remove the master taint."""
+    meta = ctx.bundle.meta
+    relpath = meta.get("flannel_manifest") or (MANIFESTS_DIR + "/" +
+                                               FLANNEL_MANIFEST)
+    try:
+        text = ctx.bundle.read_member(relpath, MAX_IMAGE_JSON_BYTES).decode(
+            "utf-8")
+    except UnicodeDecodeError:
+        raise BundleError("the bundled flannel manifest is not UTF-8 text: "
+                          "rebuild the bundle")
+    pod_cidr = ctx.pod_cidr
+    rendered = render_flannel(text, pod_cidr, flannel_image(ctx.bundle))
+    ctx.host.makedirs(STATE_DIR, 0o700)
+    ctx.host.write(FLANNEL_RENDERED, rendered, 0o644)
+    ctx.runner.run(ctx.kubectl("apply", "-f", FLANNEL_RENDERED),
+                   what="kubectl apply (flannel)", timeout=120)
+    if ctx.allow_pods_on_master:
+        result = ctx.runner.run(ctx.kubectl(
+            "taint", "nodes", node_name(ctx), "node-role.kubernetes.io/master-"),
+            check=False)
+        if not result.ok and "not found" not in result.output():
+            raise UserError("removing the master taint failed: %s"
+                            % last_line(result.output()))
+
+
+def render_flannel(text, pod_cidr, image):
+    """The bundled flannel manifest with our pod network and image."""
+    if FLANNEL_NETWORK_TOKEN not in text:
+        raise BundleError("the bundled flannel manifest has no %s: rebuild the "
+                          "bundle" % FLANNEL_NETWORK_TOKEN)
+    network = str(ipaddress.ip_network(u"%s" % pod_cidr, strict=True))
+    text = text.replace(FLANNEL_NETWORK_TOKEN, '"Network": %s'
+                        % json.dumps(network))
+    text, count = re.subn(r"(?m)^(\s*(?:-\s*)?image:\s*)\S*flannel\S*\s*$",
+                          lambda m: m.group(1) + image, text)
+    if not count:
+        raise BundleError("the bundled flannel manifest names no flannel "
+                          "image: rebuild the bundle")
+    return text
+
+
+def flannel_image(bundle):
+    for image in bundle.meta.get("images", []):
+        if image.get("name") == "flannel":
+            return image["ref"]
+    raise BundleError("the bundle has no flannel image: rebuild it")
+
+
+# -- phase: join file -------------------------------------------------------
+
+def phase_join_file(ctx):
+    """Write the join file next to the bundle (mode 0600) and print the
+    join commands for workers and control-plane nodes."""
+    state = ctx.host.state()
+    upload = bool(ctx.upload_certs or state.get("certificate_key"))
+    info = make_join_info(ctx, upload, ctx.bundle.kubernetes_version,
+                          ctx.bundle.arch)
+    path = ctx.join_file or default_join_file(ctx, ctx.bundle.path)
+    write_join_file(ctx, path, info)
+    print_join_commands(ctx, path, info)
+
+
+# -- phase: join ------------------------------------------------------------
+
+def phase_join(ctx):
+    """kubeadm join from a generated config file (output in
+    /var/log/kubeadm-join.log); a half-done join is reset first."""
+    host = ctx.host
+    state = host.state()
+    if state.get("join") == "done" and host.exists(KUBELET_CONF):
+        log.info("  this node joined in an earlier run")
+        return
+    if state.get("join") == "started" or existing_cluster_files(host):
+        reset_partial(ctx, "kubeadm join")
+    config = kubeadm_join_config(ctx, ctx.join_info)
+    host.makedirs(STATE_DIR, 0o700)
+    host.write(JOIN_CONFIG, config, 0o600)
+    host.save_state(role=ctx.role, join="started", node=node_name(ctx),
+                    kubernetes_version=ctx.bundle.kubernetes_version,
+                    arch=ctx.bundle.arch, image_repository=ctx.image_repository,
+                    pod_cidr=None)
+    argv = (["kubeadm", "join", "--config", JOIN_CONFIG] +
+            ignore_preflight_args(ctx))
+    host.makedirs(os.path.dirname(KUBEADM_JOIN_LOG))
+    give_up = now() + STALE_NODE_WAIT
+    while True:
+        result = ctx.runner.run(argv, timeout=1800, check=False,
+                                tee=host.path(KUBEADM_JOIN_LOG))
+        if result.ok:
+            break
+        stale = stale_ready_node(result.output())
+        if not stale or now() + STALE_NODE_RETRY > give_up:
+            raise UserError(explain_join_failure(result.output()))
+        log.info("  the cluster still lists node %s as Ready (reset moments "
+                 "ago?): trying again in %d s, for at most %d s", stale,
+                 STALE_NODE_RETRY, STALE_NODE_WAIT)
+        sleep(STALE_NODE_RETRY)
+        reset_partial(ctx, "kubeadm join")
+    host.save_state(join="done")
+
+
+def kubeadm_join_config(ctx, info):
+    driver = ensure_cgroup_driver(ctx)
+    join = {"apiVersion": KUBEADM_API, "kind": "JoinConfiguration",
+            "discovery": {"bootstrapToken": {
+                "token": info["token"],
+                "apiServerEndpoint": info["api_server_endpoint"],
+                "caCertHashes": [info["discovery_token_ca_cert_hash"]]}},
+            "nodeRegistration": {"name": node_name(ctx),
+                                 "criSocket": cri_socket(ctx),
+                                 "kubeletExtraArgs": {"cgroup-driver": driver}}}
+    if ctx.role == "control-plane":
+        join["controlPlane"] = {
+            "localAPIEndpoint": {"advertiseAddress": advertise_address(ctx),
+                                 "bindPort": API_PORT},
+            "certificateKey": info["certificate_key"]}
+    return json_documents([join])
+
+
+def stale_ready_node(output):
+    """The node name when kubeadm refused to join because the cluster still
+    has a Ready Node of that name, else None."""
+    match = re.search(r'a Node with name "([^"]+)" and status "Ready" already '
+                      r'exists', output or "")
+    return match.group(1) if match else None
+
+
+def explain_join_failure(output):
+    text = output or ""
+    lowered = text.lower()
+    if ("kubeadm-certs" in lowered or "certificate key" in lowered or
+            "decrypt" in lowered):
+        return ("the certificate key was refused (uploaded certificates expire "
+                "after 2 hours): run `k8s_offline.py token` on the master for a "
+                "new join file")
+    if (("token id" in lowered and "invalid" in lowered) or
+            "jws signature" in lowered or "unauthorized" in lowered):
+        return ("the join token was refused (tokens expire after 24 hours): run "
+                "`k8s_offline.py token` on the master for a new join file")
+    node = stale_ready_node(text)
+    if node:
+        return ("the cluster still has a Ready node named %s (kubeadm refuses "
+                "to join under its name): on a master run `k8s_offline.py "
+                "remove-node %s`, then join again" % (node, node))
+    return "kubeadm join failed: %s: the full output is in %s" % (
+        kubeadm_error_line(text) or "no output", KUBEADM_JOIN_LOG)
+
+
+KUBEADM_JOIN_LOG = "/var/log/kubeadm-join.log"
+
+CNI_BIN_DIR = "/opt/cni/bin"
+
+BIN_INSTALL_DIR = "/usr/bin"
+KUBELET_UNIT = "/etc/systemd/system/kubelet.service"
+KUBELET_DROPIN = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
+DOCKER_UNIT = "/etc/systemd/system/docker.service"
+CONTAINERD_UNIT = "/etc/systemd/system/containerd.service"
+CONTAINERD_BIN_DIR = "/usr/local/bin"      # --with-containerd, as upstream
+RUNC_PATH = "/usr/local/sbin/runc"
+OS_RELEASE = "/etc/os-release"
+PACKAGES_STAGE_DIR = STATE_DIR + "/packages"
+# The commands the bundle's OS packages supply: a host that has them all
+# needs none of the packages, whatever its distribution.
+PACKAGED_TOOLS = ("conntrack", "socat", "ebtables", "ethtool", "ipset",
+                  "iptables", "ip", "tc", "modprobe", "sysctl", "mount",
+                  "nsenter")
+
+DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
+
+CRICTL_CONFIG = "/etc/crictl.yaml"
+MODULES_FILE = "/etc/modules-load.d/k8s-offline.conf"
+SYSCTL_FILE = "/etc/sysctl.d/k8s-offline.conf"
+FSTAB = "/etc/fstab"
+
+API_PORT = 6443
+MASTER_PORTS = (6443, 10250, 10251, 10252, 2379, 2380)
+WORKER_PORTS = (10250,)
+MIN_MASTER_MEMORY_MB = 1700
+MIN_WORKER_MEMORY_MB = 1000
+KERNEL_MODULES = ("br_netfilter", "overlay")
+SYSCTLS = (("net.bridge.bridge-nf-call-iptables", "1"),
+           ("net.ipv4.ip_forward", "1"))
+# kubeadm's own preflight (cmd/kubeadm/app/preflight/checks.go): the tools
+# it refuses to run without, with the minor release that began refusing
+# (conntrack: kubernetes PR #85857, 1.18), and the tools it warns about.
+# Each with the package to install and what else needs it.
+KUBEADM_REQUIRED_TOOLS = (("ip", 16, "iproute2"), ("iptables", 16, "iptables"),
+                          ("mount", 16, "mount"), ("nsenter", 16, "util-linux"),
+                          ("conntrack", 18, "conntrack"))
+KUBEADM_WARNED_TOOLS = ("ebtables", "ethtool", "socat", "tc", "touch")
+TOOL_USERS = {"conntrack": "kube-proxy needs it",
+              "socat": "`kubectl port-forward` needs it"}
+# What --open-firewall opens (firewalld rules): the ports kubeadm's install
+# guide lists for each role, and flannel's vxlan.
+FIREWALL_RULES = {
+    "master": ("6443/tcp", "2379-2380/tcp", "10250/tcp", "10251/tcp",
+               "10252/tcp", "8472/udp"),
+    "worker": ("10250/tcp", "30000-32767/tcp", "8472/udp")}
+SELINUX_CONFIG = "/etc/selinux/config"
+SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
+
+# Links and interfaces the cluster makes; they are not "host networks".
+CLUSTER_LINKS = ("cni0", "flannel.1", "kube-ipvs0", "docker0")
+# Values that reach config files and command lines, each matched whole
+# (re.fullmatch: a pattern ending in `$` would let a trailing newline in).
+TOKEN_RE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
+CA_HASH_RE = re.compile(r"sha256:[a-f0-9]{64}")
+CERT_KEY_RE = re.compile(r"[a-f0-9]{64}")
+
+CRI_PLUGIN_NAMES = ("cri", "io.containerd.grpc.v1.cri")
+
+ARCHIVE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+JOIN_CONFIG = STATE_DIR + "/kubeadm-join.json"
+FLANNEL_RENDERED = STATE_DIR + "/kube-flannel.yml"
+
+FLANNEL_NETWORK_TOKEN = '"Network": "10.244.0.0/16"'
+
+CLUSTER_INFO_PATH = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+KUBEADM_CONFIG_PATH = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config"
+API_TIMEOUT = 15
+
+MAX_JOIN_FILE_BYTES = 64 * 1024
+JOIN_FIELDS = ("format", "kubernetes_version", "arch", "token_expires",
+               "image_repository", "control_plane_nodes", "certificate_key",
+               "certificate_key_expires", "created", "api_server_endpoint",
+               "token", "discovery_token_ca_cert_hash", "from_flags")
+
+# kubeadm join refuses the name of a Node the cluster lists as Ready; a node
+# reset moments ago stays Ready for the node monitor's grace period (40 s by
+# default), so join tries again for a bounded while.
+STALE_NODE_WAIT = 90
+STALE_NODE_RETRY = 15
+
+# The checks in the order they run: (what, kubeadm's names for the same
+# check, or () where kubeadm has none, the check).  Each check yields a
+# Problem per finding.
+PreflightCheck = collections.namedtuple("PreflightCheck", "name kubeadm run")
+PREFLIGHT_CHECKS = (
+    PreflightCheck("root", ("IsPrivilegedUser",), check_privileged),
+    PreflightCheck("cpus", ("NumCPU",), check_cpus),
+    PreflightCheck("memory", ("Mem",), check_memory),
+    PreflightCheck("swap", ("Swap",), check_swap),
+    PreflightCheck("no cluster", (
+        "FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml",
+        "FileAvailable--etc-kubernetes-kubelet.conf",
+        "DirAvailable--var-lib-etcd"), check_no_cluster),
+    PreflightCheck("ports", tuple("Port-%d" % port for port in MASTER_PORTS),
+                   check_ports),
+    PreflightCheck("tools", _tool_checks(), check_tools),
+    PreflightCheck("hostname", ("Hostname",), check_hostname),
+    PreflightCheck("unique name", (), check_unique_name),
+    PreflightCheck("firewalld", ("Firewalld",), check_firewalld),
+    PreflightCheck("selinux", (), check_selinux),
+    PreflightCheck("iptables backend", (), check_iptables_backend),
+    PreflightCheck("networks", (), check_networks),
+    PreflightCheck("image repository", (), check_image_repository_of_cluster),
+    PreflightCheck("containerd config", (), check_containerd_config),
+    PreflightCheck("runtime", ("CRI",), check_runtime),
+)
+
+MASTER_PHASES = (
+    Phase("verify", "check every byte of the bundle", phase_verify),
+    Phase("packages", "install the OS packages this host lacks (bundle --os)",
+          phase_packages),
+    Phase("preflight", "check the host; the reason and fix of each problem",
+          phase_preflight),
+    Phase("host", "kernel modules, sysctls, swap, firewall, SELinux",
+          phase_host),
+    Phase("runtime", "have the container runtime running", phase_runtime),
+    Phase("install", "kubeadm, kubelet, kubectl, CNI plugins, crictl, units",
+          phase_install),
+    Phase("images", "load the role's images from the bundle", phase_images),
+    Phase("init", "kubeadm init", phase_init),
+    Phase("kubeconfig", "admin.conf for root and the sudo user",
+          phase_kubeconfig),
+    Phase("network", "apply the bundled flannel manifest", phase_network),
+    Phase("wait", "wait for a Ready node and Running kube-system pods",
+          phase_wait),
+    Phase("join-file", "write the join file, print the join commands",
+          phase_join_file),
+)
+JOIN_PHASES = MASTER_PHASES[:7] + (
+    Phase("join", "kubeadm join", phase_join),
+    Phase("kubeconfig", "admin.conf for root and the sudo user "
+          "(control-plane nodes)", phase_kubeconfig, is_control_plane),
+    Phase("wait", "wait for a Ready node and Running kube-system pods",
+          phase_wait),
+)
+
+
+def cmd_master(args):
+    only = only_phase(args)
+    ctx = build_context(args, "master")
+    return run_workflow(ctx, MASTER_PHASES, only)
+
+
+def cmd_join(args):
+    only = only_phase(args)
+    ctx = build_context(args, "control-plane" if args.control_plane
+                        else "worker")
+    return run_workflow(ctx, JOIN_PHASES, only)
+
+
+# ===========================================================================
+# Slice reset
+# ===========================================================================
+
+def confirm_reset(args):
+    if args.yes or args.dry_run:
+        return
+    if not sys.stdin or not sys.stdin.isatty():
+        raise UserError("reset removes the cluster from this host and needs "
+                        "confirmation: rerun with --yes")
+    sys.stderr.write("This removes Kubernetes and its data from this host. "
+                     "Type yes to go on: ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise UserError("reset cancelled: nothing was changed")
+
+
+# -- phase: reset kubeadm ---------------------------------------------------
+
+def phase_reset_kubeadm(ctx):
+    """kubeadm reset -f: stops the kubelet, removes the static pods,
+    etcd's data and the certificates."""
+    if not ctx.host.which("kubeadm"):
+        log.info("  kubeadm is not installed: nothing to reset")
+        return
+    argv = ["kubeadm", "reset", "-f"]
+    cri = ctx.host.state().get("cri")
+    if cri:
+        argv += ["--cri-socket", CRI_SOCKETS[cri] if cri == "docker"
+                 else ctx.containerd_address]
+    result = ctx.runner.run(argv, check=False, timeout=600)
+    if not result.ok:
+        ctx.warn("kubeadm reset failed (%s): cleaning up the rest anyway"
+                 % last_line(result.output()))
+
+
+# -- phase: reset network ---------------------------------------------------
+
+def phase_reset_network(ctx):
+    """Remove the CNI config and state, the cni0 and flannel.1 links and
+    the iptables rules kube-proxy and flannel made."""
+    host = ctx.host
+    for name in host.listdir(CNI_CONF_DIR):
+        host.remove(CNI_CONF_DIR + "/" + name)
+    for path in ("/var/lib/cni", "/run/flannel"):
+        host.remove(path)
+    for link in ("cni0", "flannel.1"):
+        if host.exists("/sys/class/net/" + link):
+            ctx.runner.run(["ip", "link", "delete", link], check=False)
+    pod_cidr = ctx.reset_pod_cidr
+    for save, restore in (("iptables-save", "iptables-restore"),
+                          ("ip6tables-save", "ip6tables-restore")):
+        if not host.which(save):
+            continue
+        result = ctx.runner.run([save], change=False, check=False)
+        if not result.ok:
+            continue
+        text, removed = filter_iptables_save(result.stdout, pod_cidr)
+        if removed:
+            log.info("  removing %d %s rules and chains", removed, save[:-5])
+            ctx.runner.run([restore], input_text=text, what=restore)
+    if host.which("ipvsadm"):
+        ctx.runner.run(["ipvsadm", "--clear"], check=False)
+
+
+def filter_iptables_save(text, pod_cidr):
+    """iptables-save output without the chains and rules that kube-proxy,
+    the CNI plugins and flannel made; (new text, number removed)."""
+    markers = KUBE_IPTABLES_MARKERS + ((pod_cidr,) if pod_cidr else ())
+    kept, removed = [], 0
+    for line in text.splitlines():
+        if ((line.startswith("-A ") or line.startswith(":")) and
+                any(marker in line for marker in markers)):
+            removed += 1
+            continue
+        kept.append(line)
+    return "\n".join(kept) + "\n", removed
+
+
+# -- phase: reset files -----------------------------------------------------
+
+def phase_reset_files(ctx):
+    """Remove /etc/kubernetes, the kubeconfig copies and this tool's state."""
+    for path in ctx.reset_kubeconfigs:
+        if not kubeconfig_copy_path(ctx.host, path):
+            ctx.warn("%s is listed in %s but is no kubeconfig copy of this "
+                     "tool: left alone" % (_short_json(path), STATE_FILE))
+            continue
+        full = ctx.host.path(path)
+        if os.path.lexists(full) and not stat.S_ISREG(os.lstat(full).st_mode):
+            ctx.warn("%s is not a regular file: left alone" % path)
+            continue
+        ctx.host.remove(path)
+    for path in ("/etc/kubernetes", "/var/lib/etcd", STATE_DIR):
+        ctx.host.remove(path)
+
+
+def kubeconfig_copy_path(host, path):
+    """True for where this tool puts a kubeconfig copy: ~/.kube/config of a
+    user of the host's /etc/passwd.  state.json may list other paths;
+    reset never removes those."""
+    homes = [line.split(":")[5] for line in host.read("/etc/passwd", "")
+             .splitlines() if len(line.split(":")) >= 7]
+    return isinstance(path, str) and path in [
+        home.rstrip("/") + "/.kube/config" for home in homes
+        if home.startswith("/") and ".." not in home.split("/")]
+
+
+def read_reset_state(ctx):
+    """What reset cleans, from the state file: the pod network and the
+    kubeconfig copies."""
+    ctx.reset_pod_cidr = ctx.host.state().get("pod_cidr") or DEFAULT_POD_CIDR
+    ctx.reset_kubeconfigs = reset_copies(ctx)
+
+
+def reset_copies(ctx):
+    """The kubeconfig copies reset removes: those the state file records,
+    and any other copy of admin.conf this tool would have made."""
+    state = ctx.host.state()
+    admin = ctx.host.read_bytes(ADMIN_CONF)
+    copies = state.get("kubeconfigs")
+    copies = list(copies) if isinstance(copies, list) else []
+    for path, _, _ in kubeconfig_targets(ctx):
+        if (path not in copies and admin is not None
+                and ctx.host.read_bytes(path) == admin):
+            copies.append(path)
+    return copies
+
+
+KUBE_IPTABLES_MARKERS = ("KUBE-", "CNI-", "FLANNEL", "flannel")
+
+RESET_PHASES = (
+    Phase("kubeadm-reset", "kubeadm reset -f", phase_reset_kubeadm),
+    Phase("network", "CNI config, links and iptables rules",
+          phase_reset_network),
+    Phase("files", "/etc/kubernetes, kubeconfig copies, this tool's state",
+          phase_reset_files),
+)
+
+
+def cmd_reset(args):
+    ctx = InstallContext(args, "reset")
+    if ctx.euid != 0:
+        raise UserError("reset must run as root: run it with sudo")
+    confirm_reset(args)
+    read_reset_state(ctx)
+    return run_workflow(ctx, RESET_PHASES, only_phase(args))
+
+
+# ===========================================================================
+# Slice day two (status, token, remove-node, certs, backup, restore)
+# ===========================================================================
 
 def cmd_status(args):
     ctx = InstallContext(args, "master")
@@ -8082,6 +8234,116 @@ def cmd_status(args):
     return 0
 
 
+def require_master(ctx, command):
+    if ctx.euid != 0:
+        raise UserError("%s must run as root: run it with sudo" % command)
+    if not ctx.host.exists(ADMIN_CONF):
+        raise UserError("this host is not a master (no %s): run %s on a master"
+                        % (ADMIN_CONF, command))
+
+
+def format_table(rows):
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in
+                               zip(row, widths)).rstrip() for row in rows)
+
+
+def node_rows(listing):
+    rows = [("NODE", "STATUS", "ROLES", "VERSION", "AGE")]
+    for node in listing.get("items", []):
+        labels = node["metadata"].get("labels", {})
+        roles = (sorted(key.split("/", 1)[1] for key in labels
+                        if key.startswith("node-role.kubernetes.io/"))
+                 or ["<none>"])
+        ready, reason = node_ready(node)
+        rows.append((node["metadata"]["name"], "Ready" if ready else
+                     "NotReady (%s)" % reason, ",".join(roles),
+                     node.get("status", {}).get("nodeInfo", {}).get(
+                         "kubeletVersion", "?"),
+                     _age(node["metadata"].get("creationTimestamp"))))
+    return rows
+
+
+def _age(timestamp):
+    try:
+        then = calendar.timegm(time.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ"))
+    except (TypeError, ValueError):
+        return "?"
+    seconds = max(0, int(now() - then))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return "%d%s" % (seconds // size, unit)
+    return "%ds" % seconds
+
+
+def pod_rows(listing):
+    rows = [("POD", "STATUS", "NODE", "RESTARTS")]
+    for pod in listing.get("items", []):
+        problem = pod_problem(pod)
+        restarts = sum(c.get("restartCount", 0) for c in
+                       pod.get("status", {}).get("containerStatuses", []))
+        rows.append((pod["metadata"]["name"],
+                     problem[0] if problem else pod["status"].get("phase"),
+                     pod.get("spec", {}).get("nodeName", "-"), restarts))
+    return rows
+
+
+def cert_check_command(kubernetes_version):
+    _, minor, _ = parse_version(kubernetes_version)
+    if minor >= 20:
+        return ["kubeadm", "certs", "check-expiration"]
+    return ["kubeadm", "alpha", "certs", "check-expiration"]
+
+
+def cluster_version(ctx):
+    state = ctx.host.state()
+    if state.get("kubernetes_version"):
+        return state["kubernetes_version"]
+    result = ctx.runner.run(["kubeadm", "version", "-o", "short"],
+                            change=False, check=False)
+    text = result.stdout.strip()
+    return (text if result.ok and re.match(r"^v\d+\.\d+\.\d+", text)
+            else DEFAULT_KUBERNETES_VERSION)
+
+
+def parse_cert_expiration(text):
+    """[(name, expires epoch)] from kubeadm's check-expiration output."""
+    found = []
+    for line in (text or "").splitlines():
+        match = CERT_LINE_RE.match(line.strip())
+        if match:
+            try:
+                when = calendar.timegm(time.strptime(match.group(2),
+                                                     "%b %d, %Y %H:%M UTC"))
+            except ValueError:
+                continue
+            found.append((match.group(1), when))
+    return found
+
+
+def cmd_token(args):
+    ctx = InstallContext(args, "master")
+    require_master(ctx, "token")
+    state = ctx.host.state()
+    version, arch = state.get("kubernetes_version"), state.get("arch")
+    bundle_path = None
+    try:
+        bundle_path = resolve_bundle_path(ctx.bundle_path)
+        if not version or not arch:
+            version = version or ctx.bundle.kubernetes_version
+            arch = arch or ctx.bundle.arch
+    except UserError:
+        if not version:
+            version = cluster_version(ctx)
+        arch = arch or host_arch()
+    info = make_join_info(ctx, True, version, arch)
+    path = args.join_file or default_join_file(ctx, bundle_path)
+    write_join_file(ctx, path, info)
+    print_join_commands(ctx, path, info)
+    ctx.close()
+    return 0
+
+
 def cmd_remove_node(args):
     ctx = InstallContext(args, "master")
     name = args.name.lower()
@@ -8111,80 +8373,45 @@ def cmd_remove_node(args):
     return 0
 
 
-# -- day two: certificates ----------------------------------------------------
+def cmd_certs_check(args):
+    ctx = day_two_context(args, "certs check")
+    certs = cluster_certificates(ctx.host)
+    if not certs:
+        raise UserError("no kubeadm certificates on this host (nothing in %s "
+                        "or /etc/kubernetes/*.conf): run certs check on a "
+                        "cluster node" % PKI_DIR)
+    rows, fewest = certificate_rows(certs)
+    print(format_table(rows))
+    unreadable = [name for name, _, expires, _ in certs if expires is None]
+    if unreadable:
+        log.error("error: cannot read the expiry of %s: look at the file"
+                  % ", ".join(unreadable))
+        return 1
+    if fewest < CERT_FAIL_DAYS:
+        log.error("error: a certificate expires in %d days (below %d): run "
+                  "`k8s_offline.py certs renew` now" % (fewest, CERT_FAIL_DAYS))
+        return 1
+    if fewest < CERT_WARN_DAYS:
+        log.warning("warning: a certificate expires in %d days (below %d): "
+                    "run `k8s_offline.py certs renew`" % (fewest,
+                                                          CERT_WARN_DAYS))
+    return 0
 
 
-def _der_time(der, tag, start, end):
-    """Seconds since the epoch of a DER UTCTime (0x17) or GeneralizedTime."""
-    text = der[start:end].decode("ascii")
-    if tag == 0x17:
-        year = int(text[:2])
-        text = ("19" if year >= 50 else "20") + text
-    if tag not in (0x17, 0x18) or not re.match(r"^\d{14}Z$", text):
-        raise ValueError("not an X.509 time")
-    return calendar.timegm(time.strptime(text, "%Y%m%d%H%M%SZ"))
+def day_two_context(args, command):
+    """The context of a day-two command, as root, with the node named as
+    the install named it (the static pods carry that name)."""
+    ctx = InstallContext(args, "master")
+    require_root(ctx, command)
+    recorded = ctx.host.state().get("node")
+    if recorded and full_match(NODE_NAME_RE, recorded):
+        ctx.node_name = recorded
+    return ctx
 
 
-def certificate_not_after(der):
-    """notAfter of a DER certificate, in seconds since the epoch.
-
-    Read with the DER walker the join discovery uses, so no openssl is needed
-    on the host."""
-    _, cert, _ = _der_item(der, 0)
-    _, pos, _ = _der_item(der, cert)          # inside tbsCertificate
-    if _der_item(der, pos)[0] == 0xa0:        # [0] version
-        pos = _der_item(der, pos)[2]
-    for _ in range(3):                        # serial, signature, issuer
-        pos = _der_item(der, pos)[2]
-    _, validity, _ = _der_item(der, pos)
-    not_before_end = _der_item(der, validity)[2]
-    tag, start, end = _der_item(der, not_before_end)
-    return _der_time(der, tag, start, end)
-
-
-def first_pem_certificate(text):
-    """DER bytes of the first certificate in PEM text, or None."""
-    match = PEM_CERT_RE.search(text or "")
-    if not match:
-        return None
-    try:
-        return base64.b64decode("".join(match.group(1).split()))
-    except (binascii.Error, ValueError):
-        return None
-
-
-def kubeconfig_client_certificate(text):
-    """('data', DER) or ('file', path) of a kubeconfig's client certificate,
-    or (None, None)."""
-    match = re.search(r"^\s*client-certificate-data:\s*([A-Za-z0-9+/=]+)\s*$",
-                      text or "", re.M)
-    if match:
-        try:
-            pem = base64.b64decode(match.group(1)).decode("ascii", "replace")
-        except (binascii.Error, ValueError):
-            return "data", None
-        return "data", first_pem_certificate(pem)
-    match = re.search(r"^\s*client-certificate:\s*(\S+)\s*$", text or "", re.M)
-    if match:
-        return "file", match.group(1).strip("\"'")
-    return None, None
-
-
-def kubelet_rotates(host):
-    """True when the kubelet's config turns client certificate rotation on
-    (kubeadm writes rotateCertificates: true)."""
-    text = host.read(KUBELET_CONFIG, "")
-    match = re.search(r'^\s*"?rotateCertificates"?\s*:\s*(\S+)', text, re.M)
-    return bool(match) and match.group(1).strip("\",").lower() == "true"
-
-
-def _expiry_of(der):
-    if der is None:
-        return None
-    try:
-        return certificate_not_after(der)
-    except (ValueError, IndexError, UnicodeDecodeError):
-        return None
+def require_root(ctx, command):
+    if ctx.euid != 0:
+        raise UserError("%s must run as root: run it with sudo" % command)
 
 
 def cluster_certificates(host):
@@ -8222,20 +8449,77 @@ def cluster_certificates(host):
     return found
 
 
-def require_root(ctx, command):
-    if ctx.euid != 0:
-        raise UserError("%s must run as root: run it with sudo" % command)
+def first_pem_certificate(text):
+    """DER bytes of the first certificate in PEM text, or None."""
+    match = PEM_CERT_RE.search(text or "")
+    if not match:
+        return None
+    try:
+        return base64.b64decode("".join(match.group(1).split()))
+    except (binascii.Error, ValueError):
+        return None
 
 
-def day_two_context(args, command):
-    """The context of a day-two command, as root, with the node named as
-    the install named it (the static pods carry that name)."""
-    ctx = InstallContext(args, "master")
-    require_root(ctx, command)
-    recorded = ctx.host.state().get("node")
-    if recorded and full_match(NODE_NAME_RE, recorded):
-        ctx.node_name = recorded
-    return ctx
+def _expiry_of(der):
+    if der is None:
+        return None
+    try:
+        return certificate_not_after(der)
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return None
+
+
+def certificate_not_after(der):
+    """notAfter of a DER certificate, in seconds since the epoch.
+
+    Read with the DER walker the join discovery uses, so no openssl is needed
+    on the host."""
+    _, cert, _ = _der_item(der, 0)
+    _, pos, _ = _der_item(der, cert)          # inside tbsCertificate
+    if _der_item(der, pos)[0] == 0xa0:        # [0] version
+        pos = _der_item(der, pos)[2]
+    for _ in range(3):                        # serial, signature, issuer
+        pos = _der_item(der, pos)[2]
+    _, validity, _ = _der_item(der, pos)
+    not_before_end = _der_item(der, validity)[2]
+    tag, start, end = _der_item(der, not_before_end)
+    return _der_time(der, tag, start, end)
+
+
+def _der_time(der, tag, start, end):
+    """Seconds since the epoch of a DER UTCTime (0x17) or GeneralizedTime."""
+    text = der[start:end].decode("ascii")
+    if tag == 0x17:
+        year = int(text[:2])
+        text = ("19" if year >= 50 else "20") + text
+    if tag not in (0x17, 0x18) or not re.match(r"^\d{14}Z$", text):
+        raise ValueError("not an X.509 time")
+    return calendar.timegm(time.strptime(text, "%Y%m%d%H%M%SZ"))
+
+
+def kubelet_rotates(host):
+    """True when the kubelet's config turns client certificate rotation on
+    (kubeadm writes rotateCertificates: true)."""
+    text = host.read(KUBELET_CONFIG, "")
+    match = re.search(r'^\s*"?rotateCertificates"?\s*:\s*(\S+)', text, re.M)
+    return bool(match) and match.group(1).strip("\",").lower() == "true"
+
+
+def kubeconfig_client_certificate(text):
+    """('data', DER) or ('file', path) of a kubeconfig's client certificate,
+    or (None, None)."""
+    match = re.search(r"^\s*client-certificate-data:\s*([A-Za-z0-9+/=]+)\s*$",
+                      text or "", re.M)
+    if match:
+        try:
+            pem = base64.b64decode(match.group(1)).decode("ascii", "replace")
+        except (binascii.Error, ValueError):
+            return "data", None
+        return "data", first_pem_certificate(pem)
+    match = re.search(r"^\s*client-certificate:\s*(\S+)\s*$", text or "", re.M)
+    if match:
+        return "file", match.group(1).strip("\"'")
+    return None, None
 
 
 def certificate_rows(certs):
@@ -8254,212 +8538,8 @@ def certificate_rows(certs):
     return rows, fewest
 
 
-def cmd_certs_check(args):
-    ctx = day_two_context(args, "certs check")
-    certs = cluster_certificates(ctx.host)
-    if not certs:
-        raise UserError("no kubeadm certificates on this host (nothing in %s "
-                        "or /etc/kubernetes/*.conf): run certs check on a "
-                        "cluster node" % PKI_DIR)
-    rows, fewest = certificate_rows(certs)
-    print(format_table(rows))
-    unreadable = [name for name, _, expires, _ in certs if expires is None]
-    if unreadable:
-        log.error("error: cannot read the expiry of %s: look at the file"
-                  % ", ".join(unreadable))
-        return 1
-    if fewest < CERT_FAIL_DAYS:
-        log.error("error: a certificate expires in %d days (below %d): run "
-                  "`k8s_offline.py certs renew` now" % (fewest, CERT_FAIL_DAYS))
-        return 1
-    if fewest < CERT_WARN_DAYS:
-        log.warning("warning: a certificate expires in %d days (below %d): "
-                    "run `k8s_offline.py certs renew`" % (fewest,
-                                                          CERT_WARN_DAYS))
-    return 0
-
-
 def cmd_certs_usage(args):
     raise UserError("certs needs an action: `certs check` or `certs renew`")
-
-
-def installed_kubeadm_version(ctx):
-    """The version of the kubeadm on this host (vX.Y.Z)."""
-    if not ctx.host.which("kubeadm"):
-        raise UserError("kubeadm is not installed on this host: install the "
-                        "cluster's version first (k8s_offline.py master runs "
-                        "its install phase)")
-    result = ctx.runner.run(["kubeadm", "version", "-o", "short"],
-                            change=False, check=False)
-    text = result.stdout.strip()
-    if not result.ok or not re.match(r"^v\d+\.\d+\.\d+$", text):
-        raise UserError("cannot tell the version of kubeadm (%s): is the "
-                        "kubeadm in %s whole?" % (
-                            last_line(result.output()) or "no output",
-                            ctx.host.which("kubeadm")))
-    return text
-
-
-def cert_renew_command(kubeadm_version):
-    """kubeadm's renewal: under `alpha` up to 1.19, its own command from 1.20."""
-    _, minor, _ = parse_version(kubeadm_version)
-    if minor >= 20:
-        return ["kubeadm", "certs", "renew", "all"]
-    return ["kubeadm", "alpha", "certs", "renew", "all"]
-
-
-def utc_stamp():
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now()))
-
-
-def host_files_under(host, folder):
-    """Host paths of the regular files under folder, sorted."""
-    found = []
-    for name in host.listdir(folder):
-        path = folder + "/" + name
-        full = host.path(path)
-        if os.path.isdir(full) and not os.path.islink(full):
-            found.extend(host_files_under(host, path))
-        elif os.path.isfile(full) and not os.path.islink(full):
-            found.append(path)
-    return found
-
-
-class _HashingWriter(object):
-    """A file object that hashes what passes through it."""
-
-    def __init__(self, handle):
-        self.handle = handle
-        self.digest = hashlib.sha256()
-
-    def write(self, data):
-        self.digest.update(data)
-        return self.handle.write(data)
-
-    def flush(self):
-        self.handle.flush()
-
-
-def write_private_tar(host, path, members):
-    """Write members [(name, bytes or host path)] as one tar file with mode
-    0600 from the start (it holds private keys); return its sha256.
-
-    Written under a partial name and renamed, so a failure leaves no file
-    under the final name."""
-    full = host.path(path)
-    partial = "%s.partial-%d" % (full, os.getpid())
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            writer = _HashingWriter(raw)
-            gz = gzip.GzipFile(fileobj=writer, mode="wb", mtime=0)
-            with tarfile.open(fileobj=gz, mode="w",
-                              format=tarfile.PAX_FORMAT) as tar:
-                for name, source in members:
-                    info = tarfile.TarInfo(name)
-                    info.mode = 0o600
-                    info.mtime = int(now())
-                    if isinstance(source, bytes):
-                        info.size = len(source)
-                        tar.addfile(info, io.BytesIO(source))
-                        continue
-                    with open(host.path(source), "rb") as handle:
-                        info.size = os.fstat(handle.fileno()).st_size
-                        tar.addfile(info, handle)
-            gz.close()
-        os.chmod(partial, 0o600)
-        os.rename(partial, full)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(partial)
-        raise
-    return writer.digest.hexdigest()
-
-
-def move_file(ctx, source, target):
-    if ctx.dry_run:
-        log.info("  would move %s to %s", source, target)
-        return
-    os.rename(ctx.host.path(source), ctx.host.path(target))
-    log.info("  moved %s to %s", source, target)
-
-
-def static_pod_container(ctx, component):
-    """(containerID, ready) of the static pod's container, from the API."""
-    name = "%s-%s" % (component, node_name(ctx))
-    pod, _ = _kubectl_json(ctx, ["-n", "kube-system", "get", "pod", name])
-    if pod is None or pod.get("status", {}).get("phase") != "Running":
-        return None, False
-    for status in pod["status"].get("containerStatuses", []):
-        if status.get("name") == component:
-            return status.get("containerID"), bool(status.get("ready"))
-    return None, False
-
-
-def container_running(ctx, container_id):
-    """Whether the runtime still runs a container (docker://ID or
-    containerd://ID as the API names it)."""
-    runtime, _, cid = (container_id or "").partition("://")
-    if not cid:
-        return False
-    if runtime == "docker":
-        result = ctx.runner.run(["docker", "inspect", "--format",
-                                 "{{.State.Running}}", cid], change=False,
-                                check=False)
-        return result.ok and result.stdout.strip() == "true"
-    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address, "-n",
-                             "k8s.io", "tasks", "ls"], change=False,
-                            check=False)
-    return any(line.split()[:1] == [cid] and "RUNNING" in line
-               for line in result.stdout.splitlines())
-
-
-def restart_static_pod(ctx, component):
-    """Move the pod's manifest out, wait until the kubelet has stopped it,
-    move it back and wait until a new container is Running and ready (the
-    restart kubeadm's certificate docs describe)."""
-    manifest = "%s/%s.yaml" % (MANIFEST_DIR, component)
-    if not ctx.host.exists(manifest):
-        log.info("  %s: no static pod manifest here", component)
-        return
-    held = "%s/%s.yaml" % (DAYTWO_DIR, component)
-    old, _ = ((None, False) if ctx.dry_run else
-              static_pod_container(ctx, component))
-    move_file(ctx, manifest, held)
-    if ctx.dry_run:
-        log.info("  would wait until the kubelet stops %s, then move it back "
-                 "and wait until it is Running again", component)
-        move_file(ctx, held, manifest)
-        return
-    try:
-        wait_for(ctx, lambda: not container_running(ctx, old),
-                 "the kubelet stopping %s" % component, RESTART_TIMEOUT,
-                 WAIT_INTERVAL, logs="journalctl -u kubelet")
-    finally:
-        move_file(ctx, held, manifest)
-
-    def restarted():
-        cid, ready = static_pod_container(ctx, component)
-        return ready and cid and cid != old
-    wait_for(ctx, restarted, "%s Running again" % component, RESTART_TIMEOUT,
-             WAIT_INTERVAL, logs="journalctl -u kubelet")
-    log.info("  %s is Running again", component)
-
-
-def kubeconfig_copies(ctx, admin):
-    """[(path, uid, gid)] of the admin.conf copies this tool made: the ones
-    its state lists and root's and the sudo user's when they hold admin."""
-    copies = []
-    for path in ctx.host.state().get("kubeconfigs") or []:
-        full = ctx.host.path(path)
-        if os.path.isfile(full):
-            st = os.stat(full)
-            copies.append((path, st.st_uid, st.st_gid))
-    for path, uid, gid in kubeconfig_targets(ctx):
-        if (path not in [c[0] for c in copies] and admin is not None and
-                ctx.host.read_bytes(path) == admin):
-            copies.append((path, uid, gid))
-    return copies
 
 
 def cmd_certs_renew(args):
@@ -8507,80 +8587,183 @@ def cmd_certs_renew(args):
     return 0
 
 
-# -- day two: etcd backup and restore ----------------------------------------
+def cert_renew_command(kubeadm_version):
+    """kubeadm's renewal: under `alpha` up to 1.19, its own command from 1.20."""
+    _, minor, _ = parse_version(kubeadm_version)
+    if minor >= 20:
+        return ["kubeadm", "certs", "renew", "all"]
+    return ["kubeadm", "alpha", "certs", "renew", "all"]
 
 
-def etcd_manifest_facts(text):
-    """{image, name, peer_url} of kubeadm's etcd static pod manifest."""
-    facts = {}
-    match = re.search(r"^\s*\"?image\"?\s*:\s*\"?([^\s\"]+)", text or "", re.M)
-    if match:
-        facts["image"] = match.group(1)
-    for key, flag in (("name", "name"),
-                      ("peer_url", "initial-advertise-peer-urls")):
-        match = re.search(r"--%s=([^\s\"',]+)" % flag, text or "")
-        if match:
-            facts[key] = match.group(1)
-    match = re.search(r"--listen-client-urls=\S*?(https://127\.0\.0\.1:\d+)",
-                      text or "")
-    facts["client_url"] = (match.group(1) if match else
-                           "https://127.0.0.1:2379")
-    return facts
+def installed_kubeadm_version(ctx):
+    """The version of the kubeadm on this host (vX.Y.Z)."""
+    if not ctx.host.which("kubeadm"):
+        raise UserError("kubeadm is not installed on this host: install the "
+                        "cluster's version first (k8s_offline.py master runs "
+                        "its install phase)")
+    result = ctx.runner.run(["kubeadm", "version", "-o", "short"],
+                            change=False, check=False)
+    text = result.stdout.strip()
+    if not result.ok or not re.match(r"^v\d+\.\d+\.\d+$", text):
+        raise UserError("cannot tell the version of kubeadm (%s): is the "
+                        "kubeadm in %s whole?" % (
+                            last_line(result.output()) or "no output",
+                            ctx.host.which("kubeadm")))
+    return text
 
 
-def day_two_runtime(ctx):
-    """The runtime the cluster uses: the one the install recorded, else
-    --cri."""
-    return ctx.host.state().get("cri") or ctx.cri
+def kubeconfig_copies(ctx, admin):
+    """[(path, uid, gid)] of the admin.conf copies this tool made: the ones
+    its state lists and root's and the sudo user's when they hold admin."""
+    copies = []
+    for path in ctx.host.state().get("kubeconfigs") or []:
+        full = ctx.host.path(path)
+        if os.path.isfile(full):
+            st = os.stat(full)
+            copies.append((path, st.st_uid, st.st_gid))
+    for path, uid, gid in kubeconfig_targets(ctx):
+        if (path not in [c[0] for c in copies] and admin is not None and
+                ctx.host.read_bytes(path) == admin):
+            copies.append((path, uid, gid))
+    return copies
 
 
-def image_present(ctx, runtime, image):
-    if runtime == "containerd":
-        return _normalize_image_name(image) in containerd_images(ctx)
-    return docker_image_id(ctx.runner, image) is not None
+def host_files_under(host, folder):
+    """Host paths of the regular files under folder, sorted."""
+    found = []
+    for name in host.listdir(folder):
+        path = folder + "/" + name
+        full = host.path(path)
+        if os.path.isdir(full) and not os.path.islink(full):
+            found.extend(host_files_under(host, path))
+        elif os.path.isfile(full) and not os.path.islink(full):
+            found.append(path)
+    return found
 
 
-def require_etcd_image(ctx, runtime, image):
-    if not image_present(ctx, runtime, image):
-        raise UserError("the etcd image %s is not in %s on this host: load "
-                        "the bundle's images first (k8s_offline.py master "
-                        "--skip-phases init,kubeconfig,network,wait,join-file "
-                        "does only that and the host setup)" % (image, runtime))
+def utc_stamp():
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now()))
 
 
-def etcdctl_argv(ctx, runtime, image, mounts, argv):
-    """A one-off container of the cluster's etcd image running etcdctl (API
-    v3) on the host network with mounts [(host path, container path, rw)]."""
-    if runtime == "containerd":
-        run = ["ctr", "--address", ctx.containerd_address, "-n", "k8s.io",
-               "run", "--rm", "--net-host", "--env", "ETCDCTL_API=3"]
-        for source, target, writable in mounts:
-            run += ["--mount", "type=bind,src=%s,dst=%s,options=rbind:%s" % (
-                ctx.host.path(source), target, "rw" if writable else "ro")]
-        return run + [_normalize_image_name(image), "k8s-offline-etcdctl-%d"
-                      % os.getpid(), "etcdctl"] + argv
-    run = ["docker", "run", "--rm", "--network", "host", "-e", "ETCDCTL_API=3",
-           "--entrypoint", "etcdctl"]
-    for source, target, writable in mounts:
-        run += ["-v", "%s:%s%s" % (ctx.host.path(source), target,
-                                   "" if writable else ":ro")]
-    return run + [image] + argv
+def write_private_tar(host, path, members):
+    """Write members [(name, bytes or host path)] as one tar file with mode
+    0600 from the start (it holds private keys); return its sha256.
+
+    Written under a partial name and renamed, so a failure leaves no file
+    under the final name."""
+    full = host.path(path)
+    partial = "%s.partial-%d" % (full, os.getpid())
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            writer = _HashingWriter(raw)
+            gz = gzip.GzipFile(fileobj=writer, mode="wb", mtime=0)
+            with tarfile.open(fileobj=gz, mode="w",
+                              format=tarfile.PAX_FORMAT) as tar:
+                for name, source in members:
+                    info = tarfile.TarInfo(name)
+                    info.mode = 0o600
+                    info.mtime = int(now())
+                    if isinstance(source, bytes):
+                        info.size = len(source)
+                        tar.addfile(info, io.BytesIO(source))
+                        continue
+                    with open(host.path(source), "rb") as handle:
+                        info.size = os.fstat(handle.fileno()).st_size
+                        tar.addfile(info, handle)
+            gz.close()
+        os.chmod(partial, 0o600)
+        os.rename(partial, full)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+    return writer.digest.hexdigest()
 
 
-def kubeadm_config_for_backup(ctx):
-    """(name, bytes) of the kubeadm config to keep: the one this tool wrote,
-    else the cluster's ClusterConfiguration from the kubeadm-config map."""
-    data = ctx.host.read_bytes(INIT_CONFIG)
-    if data is not None:
-        return "kubeadm/kubeadm-init.json", data
-    cm, error = _kubectl_json(ctx, ["-n", "kube-system", "get", "configmap",
-                                    "kubeadm-config"])
-    text = ((cm or {}).get("data") or {}).get("ClusterConfiguration")
-    if not text:
-        raise UserError("cannot find the kubeadm config (no %s, and the "
-                        "kubeadm-config map: %s): is the API server up?"
-                        % (INIT_CONFIG, error or "no ClusterConfiguration"))
-    return "kubeadm/kubeadm-config.yaml", text.encode("utf-8")
+class _HashingWriter(object):
+    """A file object that hashes what passes through it."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.digest = hashlib.sha256()
+
+    def write(self, data):
+        self.digest.update(data)
+        return self.handle.write(data)
+
+    def flush(self):
+        self.handle.flush()
+
+
+def restart_static_pod(ctx, component):
+    """Move the pod's manifest out, wait until the kubelet has stopped it,
+    move it back and wait until a new container is Running and ready (the
+    restart kubeadm's certificate docs describe)."""
+    manifest = "%s/%s.yaml" % (MANIFEST_DIR, component)
+    if not ctx.host.exists(manifest):
+        log.info("  %s: no static pod manifest here", component)
+        return
+    held = "%s/%s.yaml" % (DAYTWO_DIR, component)
+    old, _ = ((None, False) if ctx.dry_run else
+              static_pod_container(ctx, component))
+    move_file(ctx, manifest, held)
+    if ctx.dry_run:
+        log.info("  would wait until the kubelet stops %s, then move it back "
+                 "and wait until it is Running again", component)
+        move_file(ctx, held, manifest)
+        return
+    try:
+        wait_for(ctx, lambda: not container_running(ctx, old),
+                 "the kubelet stopping %s" % component, RESTART_TIMEOUT,
+                 WAIT_INTERVAL, logs="journalctl -u kubelet")
+    finally:
+        move_file(ctx, held, manifest)
+
+    def restarted():
+        cid, ready = static_pod_container(ctx, component)
+        return ready and cid and cid != old
+    wait_for(ctx, restarted, "%s Running again" % component, RESTART_TIMEOUT,
+             WAIT_INTERVAL, logs="journalctl -u kubelet")
+    log.info("  %s is Running again", component)
+
+
+def static_pod_container(ctx, component):
+    """(containerID, ready) of the static pod's container, from the API."""
+    name = "%s-%s" % (component, node_name(ctx))
+    pod, _ = _kubectl_json(ctx, ["-n", "kube-system", "get", "pod", name])
+    if pod is None or pod.get("status", {}).get("phase") != "Running":
+        return None, False
+    for status in pod["status"].get("containerStatuses", []):
+        if status.get("name") == component:
+            return status.get("containerID"), bool(status.get("ready"))
+    return None, False
+
+
+def move_file(ctx, source, target):
+    if ctx.dry_run:
+        log.info("  would move %s to %s", source, target)
+        return
+    os.rename(ctx.host.path(source), ctx.host.path(target))
+    log.info("  moved %s to %s", source, target)
+
+
+def container_running(ctx, container_id):
+    """Whether the runtime still runs a container (docker://ID or
+    containerd://ID as the API names it)."""
+    runtime, _, cid = (container_id or "").partition("://")
+    if not cid:
+        return False
+    if runtime == "docker":
+        result = ctx.runner.run(["docker", "inspect", "--format",
+                                 "{{.State.Running}}", cid], change=False,
+                                check=False)
+        return result.ok and result.stdout.strip() == "true"
+    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address, "-n",
+                             "k8s.io", "tasks", "ls"], change=False,
+                            check=False)
+    return any(line.split()[:1] == [cid] and "RUNNING" in line
+               for line in result.stdout.splitlines())
 
 
 def cmd_backup(args):
@@ -8656,6 +8839,101 @@ def cmd_backup(args):
     print("backup %s" % output)
     print("sha256 %s (also in %s.sha256)" % (digest, output))
     return 0
+
+
+def etcd_manifest_facts(text):
+    """{image, name, peer_url} of kubeadm's etcd static pod manifest."""
+    facts = {}
+    match = re.search(r"^\s*\"?image\"?\s*:\s*\"?([^\s\"]+)", text or "", re.M)
+    if match:
+        facts["image"] = match.group(1)
+    for key, flag in (("name", "name"),
+                      ("peer_url", "initial-advertise-peer-urls")):
+        match = re.search(r"--%s=([^\s\"',]+)" % flag, text or "")
+        if match:
+            facts[key] = match.group(1)
+    match = re.search(r"--listen-client-urls=\S*?(https://127\.0\.0\.1:\d+)",
+                      text or "")
+    facts["client_url"] = (match.group(1) if match else
+                           "https://127.0.0.1:2379")
+    return facts
+
+
+def day_two_runtime(ctx):
+    """The runtime the cluster uses: the one the install recorded, else
+    --cri."""
+    return ctx.host.state().get("cri") or ctx.cri
+
+
+def require_etcd_image(ctx, runtime, image):
+    if not image_present(ctx, runtime, image):
+        raise UserError("the etcd image %s is not in %s on this host: load "
+                        "the bundle's images first (k8s_offline.py master "
+                        "--skip-phases init,kubeconfig,network,wait,join-file "
+                        "does only that and the host setup)" % (image, runtime))
+
+
+def image_present(ctx, runtime, image):
+    if runtime == "containerd":
+        return _normalize_image_name(image) in containerd_images(ctx)
+    return docker_image_id(ctx.runner, image) is not None
+
+
+def kubeadm_config_for_backup(ctx):
+    """(name, bytes) of the kubeadm config to keep: the one this tool wrote,
+    else the cluster's ClusterConfiguration from the kubeadm-config map."""
+    data = ctx.host.read_bytes(INIT_CONFIG)
+    if data is not None:
+        return "kubeadm/kubeadm-init.json", data
+    cm, error = _kubectl_json(ctx, ["-n", "kube-system", "get", "configmap",
+                                    "kubeadm-config"])
+    text = ((cm or {}).get("data") or {}).get("ClusterConfiguration")
+    if not text:
+        raise UserError("cannot find the kubeadm config (no %s, and the "
+                        "kubeadm-config map: %s): is the API server up?"
+                        % (INIT_CONFIG, error or "no ClusterConfiguration"))
+    return "kubeadm/kubeadm-config.yaml", text.encode("utf-8")
+
+
+def etcdctl_argv(ctx, runtime, image, mounts, argv):
+    """A one-off container of the cluster's etcd image running etcdctl (API
+    v3) on the host network with mounts [(host path, container path, rw)]."""
+    if runtime == "containerd":
+        run = ["ctr", "--address", ctx.containerd_address, "-n", "k8s.io",
+               "run", "--rm", "--net-host", "--env", "ETCDCTL_API=3"]
+        for source, target, writable in mounts:
+            run += ["--mount", "type=bind,src=%s,dst=%s,options=rbind:%s" % (
+                ctx.host.path(source), target, "rw" if writable else "ro")]
+        return run + [_normalize_image_name(image), "k8s-offline-etcdctl-%d"
+                      % os.getpid(), "etcdctl"] + argv
+    run = ["docker", "run", "--rm", "--network", "host", "-e", "ETCDCTL_API=3",
+           "--entrypoint", "etcdctl"]
+    for source, target, writable in mounts:
+        run += ["-v", "%s:%s%s" % (ctx.host.path(source), target,
+                                   "" if writable else ":ro")]
+    return run + [image] + argv
+
+
+def sha256_file(path, chunk=1 << 20):
+    """Return the hex sha256 of a file, reading it in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cmd_restore(args):
+    ctx = day_two_context(args, "restore")
+    if not os.path.isfile(args.file):
+        raise UserError("no backup file %s: give the .tar.gz backup wrote"
+                        % args.file)
+    expected = expected_backup_sha256(args.file, args.sha256)
+    archive = BackupArchive(args.file, expected)
+    try:
+        return restore_from(ctx, archive)
+    finally:
+        archive.close()
 
 
 def expected_backup_sha256(path, given):
@@ -8781,36 +9059,6 @@ class BackupArchive(object):
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def restore_refusal(ctx, archive):
-    """A reason this host cannot take the backup, or None."""
-    host = ctx.host
-    running = existing_cluster_files(host)
-    if running and not ctx.replace:
-        return ("this host still runs a control plane (%s): restore only on "
-                "a reset or fresh master, or add --replace to reset it first"
-                % ", ".join(running))
-    ca = host.read_bytes(PKI_DIR + "/ca.crt")
-    if (ca is not None and sha256_bytes(ca) !=
-            archive.meta.get("cluster_ca_sha256") and not ctx.replace):
-        return ("this host holds the CA of another cluster (%s/ca.crt differs "
-                "from the backup's): run reset first, or add --replace"
-                % PKI_DIR)
-    return None
-
-
-def cmd_restore(args):
-    ctx = day_two_context(args, "restore")
-    if not os.path.isfile(args.file):
-        raise UserError("no backup file %s: give the .tar.gz backup wrote"
-                        % args.file)
-    expected = expected_backup_sha256(args.file, args.sha256)
-    archive = BackupArchive(args.file, expected)
-    try:
-        return restore_from(ctx, archive)
-    finally:
-        archive.close()
-
-
 def restore_from(ctx, archive):
     host, meta = ctx.host, archive.meta
     version = installed_kubeadm_version(ctx)
@@ -8893,118 +9141,106 @@ def restore_from(ctx, archive):
     return 0
 
 
+def restore_refusal(ctx, archive):
+    """A reason this host cannot take the backup, or None."""
+    host = ctx.host
+    running = existing_cluster_files(host)
+    if running and not ctx.replace:
+        return ("this host still runs a control plane (%s): restore only on "
+                "a reset or fresh master, or add --replace to reset it first"
+                % ", ".join(running))
+    ca = host.read_bytes(PKI_DIR + "/ca.crt")
+    if (ca is not None and sha256_bytes(ca) !=
+            archive.meta.get("cluster_ca_sha256") and not ctx.replace):
+        return ("this host holds the CA of another cluster (%s/ca.crt differs "
+                "from the backup's): run reset first, or add --replace"
+                % PKI_DIR)
+    return None
+
+
+CERT_WARN_DAYS = 30
+
+CERT_LINE_RE = re.compile(
+    r"^(\S+)\s+([A-Z][a-z]{2} \d{2}, \d{4} \d{2}:\d{2} UTC)\s")
+
+CERT_FAIL_DAYS = 7
+PKI_DIR = "/etc/kubernetes/pki"
+MANIFEST_DIR = "/etc/kubernetes/manifests"
+KUBEADM_KUBECONFIGS = ("admin.conf", "controller-manager.conf",
+                       "scheduler.conf", "kubelet.conf")
+KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
+KUBELET_CLIENT_CERT = "/var/lib/kubelet/pki/kubelet-client-current.pem"
+# The static pods restarted after a renewal, the API server first so that
+# it answers with its new certificate as early as possible.
+CONTROL_PLANE_PODS = ("kube-apiserver", "kube-controller-manager",
+                      "kube-scheduler", "etcd")
+DAYTWO_DIR = STATE_DIR + "/day-two"
+RESTART_TIMEOUT = 300
+PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)"
+                         r"-----END CERTIFICATE-----")
+
+BACKUP_FORMAT = 1
+BACKUP_JSON = "backup.json"
+BACKUP_DIR = "/var/backups/k8s-offline"
+ETCD_MANIFEST = MANIFEST_DIR + "/etcd.yaml"
+ETCD_DATA_DIR = "/var/lib/etcd"
+ETCD_PKI = PKI_DIR + "/etcd"
+SNAPSHOT_NAME = "etcd/snapshot.db"
+BACKUP_MEMBER_RE = re.compile(r"^(backup\.json|etcd/snapshot\.db|"
+                              r"kubeadm/(kubeadm-init\.json|state\.json|"
+                              r"kubeadm-config\.yaml)|"
+                              r"pki/([A-Za-z0-9._-]+/)?[A-Za-z0-9._-]+)$")
+SHA256_RE = re.compile(r"[a-f0-9]{64}")
+ETCD_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
+ETCD_PEER_URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+:\d+")
+
+
 # ===========================================================================
 # Command line
 # ===========================================================================
 
-def cmd_images(args):
-    version = normalize_version(args.kubernetes_version)
-    check_arch(args.arch)
-    for image in plan_images(version, args.arch, args.image_repository,
-                             extra_image_refs(args)):
-        print(image["source"] if is_registry_image(image) else
-              "%s:%s" % (image["origin"], image["source"]))
-    return 0
+DEFAULT_ARCH = "amd64"
 
 
-def cmd_bundle(args):
-    """Pull, verify and pack everything; the bundle appears only when whole."""
-    started = time.time()
-    version = normalize_version(args.kubernetes_version)
-    arch = check_arch(args.arch)
-    version_facts(version)
-    registry_mirrors = dict(parse_mapping(m, "--registry-mirror")
-                            for m in args.registry_mirror)
-    file_mirrors = [parse_mapping(m, "--file-mirror") for m in args.file_mirror]
-    if args.jobs < 1 or args.jobs > 64:
-        raise UserError("bad --jobs %d: give a number from 1 to 64" % args.jobs)
-    if not 1 <= args.timeout <= 3600:
-        raise UserError("bad --timeout %g: give 1 to 3600 seconds" % args.timeout)
-    images = plan_images(version, arch, args.image_repository,
-                         extra_image_refs(args))
-    if args.with_docker and args.with_containerd:
-        raise UserError("--with-docker and --with-containerd both carry "
-                        "containerd: give one of them")
-    os_ids = check_os_ids(args.os, arch)
-    if args.os_keyring and not os.path.isfile(args.os_keyring):
-        raise UserError("--os-keyring %s is not a file: give a keyring gpgv "
-                        "reads (gpg --export output)" % args.os_keyring)
-    files = plan_files(version, arch, with_docker=args.with_docker,
-                       with_containerd=args.with_containerd)
-    tarball = NODE_TARBALL_URL.format(version=version, arch=arch).rsplit("/", 1)[1]
-    vouched = {}
-    node_sha512 = version_facts(version)["node_sha512"].get(arch)
-    node_source = "release notes (sha512 of %s, pinned table)" % tarball
-    if args.checksum_file:
-        checksums, sha512s = read_checksum_file(args.checksum_file)
-        node_sha512 = sha512s.get(tarball)
-        node_source = "--checksum-file %s (sha512 of %s)" % (
-            args.checksum_file, tarball)
-        vouched = dict((name, (hexd, "--checksum-file %s" % args.checksum_file))
-                       for name, hexd in checksums.items())
-        log.warning("NOTE: checksums come from %s, not the built-in table "
-                    "(%d entries)", args.checksum_file,
-                    len(checksums) + len(sha512s))
-    part_size = parse_split_size(args.split) if args.split else None
-    name = bundle_name(version, arch)
-    output = os.path.abspath(args.output or os.path.join("bundle", name + ".tar"))
-    partial = _claim_output(output)
-    try:
-        cache = BlobCache(args.cache_dir or default_cache_dir())
-        client = RegistryClient(mirrors=registry_mirrors,
-                                insecure=args.insecure_registry, jobs=args.jobs,
-                                timeout=args.timeout)
-        progress = not args.no_progress
-        images = add_local_images(images, cache, arch, args.extra_image_archive,
-                                  progress)
-        log.info("bundle %s: %d images, %d files", name, len(images), len(files))
-        if node_sha512:
-            extracted = binaries_from_node_tarball(
-                client, cache, version, arch, node_sha512, file_mirrors, args,
-                progress)
-            for binary, hexd in sorted(extracted.items()):
-                if vouched.get(binary, (hexd,))[0] != hexd:
-                    raise UserError("%s in the release tarball (%s) differs from "
-                                    "the checksum table (%s): refusing it"
-                                    % (binary, hexd, vouched[binary][0]))
-                vouched[binary] = (hexd, node_source)
-        file_entries = fetch_files(client, cache, files, file_mirrors,
-                                   vouched, args, progress)
-        os_found = fetch_os_packages(client, cache, os_ids, arch,
-                                     file_mirrors, args, progress)
-        images = cross_check_images(images, file_entries, version, arch, cache)
-        fetch_images(client, cache, images, arch, args.jobs, progress)
-        meta, members = assemble_bundle(name, version, arch, images,
-                                        file_entries, cache, args.with_docker,
-                                        args.with_containerd, os_found)
-        meta_bytes = canonical_json(meta)
-        if part_size:
-            fresh, written = write_split_bundle(output, partial, name, meta_bytes,
-                                                members, progress, part_size)
+class _OneLineHandler(logging.StreamHandler):
+    """A log handler that, when it cannot write (a full disk, a closed
+    terminal), says so in one line and drops out; the run goes on.  The
+    standard handler would print a traceback for every record."""
+
+    def __init__(self, stream, where):
+        logging.StreamHandler.__init__(self, stream)
+        self.where = where
+
+    def handleError(self, record):
+        exc = sys.exc_info()[1]
+        log.removeHandler(self)
+        reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+        with contextlib.suppress(Exception):
+            sys.stderr.write("warning: cannot write the log %s (%s): going on "
+                             "without it\n" % (self.where, reason))
+            sys.stderr.flush()
+
+
+def setup_logging(verbose=False, log_file=None):
+    """Log to stderr; with log_file, also a full debug log there (mode 0600)."""
+    log.setLevel(logging.DEBUG)
+    log.handlers[:] = []
+    console = _OneLineHandler(sys.stderr, "on the terminal")
+    console.setLevel(logging.DEBUG if verbose else logging.INFO)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(console)
+    if log_file:
+        try:
+            stream = open_private_log(log_file, append=True)
+        except OSError as exc:
+            log.warning("warning: cannot write the log %s: %s", log_file,
+                        exc.strerror)
         else:
-            fresh, written = write_whole_bundle(output, partial, name, meta_bytes,
-                                                members, progress)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(partial)
-        raise
-    total = sum(entry["size"] for entry in meta["files"].values())
-    log.info("%s %s (%s, %d images) in %.1f s, fetched %s",
-             "wrote" if fresh else "up to date, unchanged:", written,
-             human_size(bundle_output_size(written)), len(images),
-             time.time() - started, human_size(client.bytes_fetched))
-    if not part_size:
-        warn_if_too_large_for_fat32(output)
-    log.debug("payload %d bytes", total)
-    for os_id, entry in sorted(meta.get("os_packages", {}).items()):
-        print("--os %s: %d packages; %s" % (os_id, len(entry["packages"]),
-                                            "; ".join(entry["signatures"])))
-    print("checksums of the downloaded files, and what vouched for them:")
-    for path, sources in sorted(meta["checksum_sources"].items()):
-        print("  %s: %s" % (path, "; ".join(sources)))
-    print("bundle.json sha256: %s  (compare it with what verify prints on "
-          "the far side)" % sha256_bytes(meta_bytes))
-    return 0
+            handler = _OneLineHandler(stream, log_file)
+            handler.setLevel(logging.DEBUG)
+            handler.setFormatter(logging.Formatter(
+                "%(asctime)s %(levelname)s %(message)s"))
+            log.addHandler(handler)
 
 
 def cmd_verify(args):
@@ -9107,191 +9343,6 @@ def add_bundle_commands(sub):
     bundle.add_argument("--no-progress", action="store_true")
     bundle.set_defaults(func=cmd_bundle)
     images.set_defaults(func=cmd_images)
-
-
-# -- workflows: phases as data, one runner ----------------------------------
-
-# A step of a command, as kubeadm's workflow package has them: its name (for
-# --skip-phases and `COMMAND phase NAME`), a line for --help, the function
-# doing it, and run_if: when given, the phase runs only where it is true.
-class Phase(object):
-    def __init__(self, name, short, run, run_if=None):
-        self.name, self.short, self.run, self.run_if = name, short, run, run_if
-
-
-MASTER_PHASES = (
-    Phase("verify", "check every byte of the bundle", phase_verify),
-    Phase("packages", "install the OS packages this host lacks (bundle --os)",
-          phase_packages),
-    Phase("preflight", "check the host; the reason and fix of each problem",
-          phase_preflight),
-    Phase("host", "kernel modules, sysctls, swap, firewall, SELinux",
-          phase_host),
-    Phase("runtime", "have the container runtime running", phase_runtime),
-    Phase("install", "kubeadm, kubelet, kubectl, CNI plugins, crictl, units",
-          phase_install),
-    Phase("images", "load the role's images from the bundle", phase_images),
-    Phase("init", "kubeadm init", phase_init),
-    Phase("kubeconfig", "admin.conf for root and the sudo user",
-          phase_kubeconfig),
-    Phase("network", "apply the bundled flannel manifest", phase_network),
-    Phase("wait", "wait for a Ready node and Running kube-system pods",
-          phase_wait),
-    Phase("join-file", "write the join file, print the join commands",
-          phase_join_file),
-)
-JOIN_PHASES = MASTER_PHASES[:7] + (
-    Phase("join", "kubeadm join", phase_join),
-    Phase("kubeconfig", "admin.conf for root and the sudo user "
-          "(control-plane nodes)", phase_kubeconfig, is_control_plane),
-    Phase("wait", "wait for a Ready node and Running kube-system pods",
-          phase_wait),
-)
-RESET_PHASES = (
-    Phase("kubeadm-reset", "kubeadm reset -f", phase_reset_kubeadm),
-    Phase("network", "CNI config, links and iptables rules",
-          phase_reset_network),
-    Phase("files", "/etc/kubernetes, kubeconfig copies, this tool's state",
-          phase_reset_files),
-)
-# Never left out of a run that changes the host.
-SAFETY_PHASES = ("verify", "preflight")
-
-
-def phase_summary(phase):
-    """The first paragraph of the phase function's docstring, one line."""
-    return " ".join((phase.run.__doc__ or "").strip().split("\n\n")[0]
-                    .split())
-
-
-def check_skip_phases(ctx, workflow):
-    """--skip-phases names phases of this command, and a safety phase only
-    in a dry run, which changes nothing; that is said loudly."""
-    names = [phase.name for phase in workflow]
-    unknown = sorted(ctx.skip - set(names))
-    if unknown:
-        raise UserError("unknown phase %s in --skip-phases: the phases of %s "
-                        "are %s" % (unknown[0], ctx.command, ", ".join(names)))
-    for name in SAFETY_PHASES:
-        if name in ctx.skip and not ctx.dry_run:
-            raise UserError("--skip-phases %s is refused: the %s phase checks "
-                            "the %s before anything changes; run without it "
-                            "(only a --dry-run may leave it out)" % (
-                                name, name, "bundle" if name == "verify"
-                                else "host"))
-        if name in ctx.skip:
-            log.warning("warning: the %s phase is left out of this dry run: "
-                        "a real run always does it", name)
-
-
-def run_phases(ctx, workflow, only=None):
-    """Run a workflow in order: each phase logged and timed, skipped when
-    named in --skip-phases or when its run_if is false, printed only under
-    --dry-run.  With only (`COMMAND phase NAME`), that phase runs alone,
-    after the safety phases, which no run that changes the host leaves out."""
-    check_skip_phases(ctx, workflow)
-    started = now()
-    for phase in workflow:
-        if only is not None and phase.name not in (only,) + SAFETY_PHASES:
-            continue
-        if phase.name in ctx.skip:
-            log.info("[%s] skipped (--skip-phases)", phase.name)
-            continue
-        if phase.run_if is not None and not phase.run_if(ctx):
-            log.debug("[%s] not for this node", phase.name)
-            continue
-        log.info("[%s] %s%s", phase.name, phase_summary(phase),
-                 " (dry run)" if ctx.dry_run else "")
-        began = now()
-        phase.run(ctx)
-        log.info("[%s] done in %.1f s", phase.name, now() - began)
-    log.info("%s finished in %.1f s", ctx.command, now() - started)
-
-
-def phases_help(command, workflow):
-    """The --help epilog listing a command's phases."""
-    lines = ["phases, in order (--skip-phases A,B leaves some out;",
-             "`%s phase NAME` runs one):" % command]
-    for phase in workflow:
-        lines.append("  %-14s %s" % (phase.name, phase.short))
-    return "\n".join(lines)
-
-
-def run_workflow(ctx, workflow, only=None):
-    try:
-        run_phases(ctx, workflow, only)
-    finally:
-        ctx.close()
-    if ctx.dry_run:
-        log.info("dry run: nothing was changed")
-    return 0
-
-
-def only_phase(args):
-    """NAME of `COMMAND phase NAME`, or None: the whole workflow."""
-    if args.phase_action and not args.phase_name:
-        raise UserError("`%s phase` needs the name of a phase: see `%s "
-                        "--help` for them" % (args.command, args.command))
-    return args.phase_name
-
-
-def cmd_master(args):
-    only = only_phase(args)
-    ctx = build_context(args, "master")
-    return run_workflow(ctx, MASTER_PHASES, only)
-
-
-def cmd_join(args):
-    only = only_phase(args)
-    ctx = build_context(args, "control-plane" if args.control_plane
-                        else "worker")
-    return run_workflow(ctx, JOIN_PHASES, only)
-
-
-def cmd_token(args):
-    ctx = InstallContext(args, "master")
-    require_master(ctx, "token")
-    state = ctx.host.state()
-    version, arch = state.get("kubernetes_version"), state.get("arch")
-    bundle_path = None
-    try:
-        bundle_path = resolve_bundle_path(ctx.bundle_path)
-        if not version or not arch:
-            version = version or ctx.bundle.kubernetes_version
-            arch = arch or ctx.bundle.arch
-    except UserError:
-        if not version:
-            version = cluster_version(ctx)
-        arch = arch or host_arch()
-    info = make_join_info(ctx, True, version, arch)
-    path = args.join_file or default_join_file(ctx, bundle_path)
-    write_join_file(ctx, path, info)
-    print_join_commands(ctx, path, info)
-    ctx.close()
-    return 0
-
-
-def confirm_reset(args):
-    if args.yes or args.dry_run:
-        return
-    if not sys.stdin or not sys.stdin.isatty():
-        raise UserError("reset removes the cluster from this host and needs "
-                        "confirmation: rerun with --yes")
-    sys.stderr.write("This removes Kubernetes and its data from this host. "
-                     "Type yes to go on: ")
-    sys.stderr.flush()
-    answer = sys.stdin.readline().strip().lower()
-    if answer not in ("y", "yes"):
-        raise UserError("reset cancelled: nothing was changed")
-
-
-def cmd_reset(args):
-    ctx = InstallContext(args, "reset")
-    if ctx.euid != 0:
-        raise UserError("reset must run as root: run it with sudo")
-    confirm_reset(args)
-    read_reset_state(ctx)
-    return run_workflow(ctx, RESET_PHASES, only_phase(args))
 
 
 def _update_log_file(namespace):
@@ -9561,3 +9612,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
