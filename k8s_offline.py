@@ -734,6 +734,7 @@ BACKUP_MEMBER_RE = re.compile(r"^(backup\.json|etcd/snapshot\.db|"
                               r"kubeadm-config\.yaml)|"
                               r"pki/([A-Za-z0-9._-]+/)?[A-Za-z0-9._-]+)$")
 SHA256_RE = re.compile(r"[a-f0-9]{64}")
+MAX_CHECKSUM_FILE_BYTES = 64 * 1024        # the .sha256 beside a backup
 ETCD_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
 ETCD_PEER_URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+:\d+")
 
@@ -1126,20 +1127,31 @@ def yaml_mapping(pairs):
     return "".join("%s: %s\n" % (key, json.dumps(value)) for key, value in pairs)
 
 
-def read_regular_file(path, what, cap):
-    """The bytes of a file named by a flag or found on the stick: opened
-    without blocking (a FIFO cannot hang the run), a regular file only
-    (not /dev/zero, a folder or a FIFO), at most cap bytes."""
+def open_regular_file(path, what):
+    """A binary stream of a file named by a flag, found on the stick or
+    beside a backup: opened without blocking (a FIFO cannot hang the run)
+    and a regular file only (not /dev/zero, a folder or a FIFO).  Every
+    reader of a file from outside opens it here."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | O_CLOEXEC)
     except (OSError, ValueError) as exc:
         raise UserError("cannot read %s %s: %s" % (
             what, path, getattr(exc, "strerror", None) or exc))
-    with os.fdopen(fd, "rb") as handle:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UserError("%s %s is not a regular file: give a file"
                             % (what, path))
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def read_regular_file(path, what, cap):
+    """The bytes of a file named by a flag or found on the stick (opened
+    by open_regular_file), at most cap bytes."""
+    with open_regular_file(path, what) as handle:
+        st = os.fstat(handle.fileno())
         if st.st_size > cap:
             raise UserError("%s %s is larger than %s: give the right file"
                             % (what, path, human_size(cap)))
@@ -8666,12 +8678,12 @@ def expected_backup_sha256(path, given):
             raise UserError("bad --sha256 %r: give the 64 hex digits backup "
                             "printed" % given)
         return value
-    try:
-        with open(path + ".sha256") as handle:
-            value = handle.read().split()[:1]
-    except (IOError, OSError):
+    if not os.path.lexists(path + ".sha256"):
         raise UserError("no %s.sha256 beside the backup: copy it too, or give "
                         "--sha256 with the value backup printed" % path)
+    raw = read_regular_file(path + ".sha256", "the checksum file",
+                            MAX_CHECKSUM_FILE_BYTES)
+    value = raw.decode("utf-8", "replace").split()[:1]
     if not value or not full_match(SHA256_RE, value[0].lower()):
         raise UserError("%s.sha256 holds no sha256: copy it again from the "
                         "master, or give --sha256" % path)
@@ -8694,7 +8706,8 @@ class BackupArchive(object):
     def _load(self, path, expected):
         copy = os.path.join(self.folder, "backup.tar.gz")
         digest = hashlib.sha256()
-        with open(path, "rb") as source, open(copy, "wb") as target:
+        with open_regular_file(path, "the backup") as source, open(
+                copy, "wb") as target:
             for block in iter(lambda: source.read(1 << 20), b""):
                 digest.update(block)
                 target.write(block)

@@ -6,11 +6,13 @@ install tests with --root, plus the answers the day-two commands ask for.
 """
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import tarfile
@@ -897,3 +899,84 @@ def test_backup_and_restore_with_a_real_etcd(tmp_path, monkeypatch, capsys):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+# -- restore: hostile backups (issue 22) ---------------------------------------
+
+@contextlib.contextmanager
+def deadline(seconds=10):
+    """A hang is a failure, not a stuck suite."""
+    def expired(signum, frame):
+        raise AssertionError("the run hung for %d s" % seconds)
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def assert_restore_refused(capsys, root, runner, path, expected, *extra):
+    """restore PATH: rc 2, one error line holding expected, no traceback,
+    the --root tree byte-identical and no kubeadm or container run."""
+    before = snapshot(root)
+    runner.calls[:] = []
+    with deadline():
+        code, _, err = run_tool(capsys, root, "restore", path, *extra)
+    assert code == 2, err
+    assert len(error_lines(err)) == 1, err
+    assert err.strip().splitlines()[-1] == error_lines(err)[0], err
+    assert "Traceback" not in err and "error: unexpected" not in err, err
+    assert expected in error_lines(err)[0], err
+    assert snapshot(root) == before
+    assert [a for a in runner.commands() if a[0] in ("kubeadm", "docker")
+            and a[:2] not in (["kubeadm", "version"], ["docker", "image"])] == []
+
+
+def _sha256_fifo(path):
+    os.unlink(path + ".sha256")
+    os.mkfifo(path + ".sha256")
+
+
+def _sha256_zero(path):
+    os.unlink(path + ".sha256")
+    os.symlink("/dev/zero", path + ".sha256")
+
+
+def _sha256_folder(path):
+    os.unlink(path + ".sha256")
+    os.mkdir(path + ".sha256")
+
+
+def _sha256_huge(path):
+    with open(path + ".sha256", "a") as handle:
+        handle.write(" " * (1 << 20))
+
+
+@pytest.mark.parametrize("change,expected", [
+    (_sha256_fifo, ".sha256 is not a regular file"),
+    (_sha256_zero, ".sha256 is not a regular file"),
+    (_sha256_folder, ".sha256 is not a regular file"),
+    (_sha256_huge, ".sha256 is larger than"),
+], ids=["fifo", "dev-zero", "folder", "huge"])
+def test_restore_reads_the_sha256_file_bounded_and_never_hangs(
+        backed_up, capsys, change, expected):
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    change(path)
+    assert_restore_refused(capsys, root, runner, path, expected)
+
+
+def test_restore_opens_the_backup_without_blocking(backed_up, capsys,
+                                                   monkeypatch):
+    """A backup that turns into a FIFO after the first look cannot hang
+    the open: the file is opened non-blocking and must be regular."""
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    digest = open(path + ".sha256").read().split()[0]
+    os.unlink(path)
+    os.mkfifo(path)
+    monkeypatch.setattr(ko.os.path, "isfile", lambda p: True)
+    assert_restore_refused(capsys, root, runner, path,
+                           "is not a regular file", "--sha256", digest)
