@@ -735,6 +735,10 @@ BACKUP_MEMBER_RE = re.compile(r"^(backup\.json|etcd/snapshot\.db|"
                               r"pki/([A-Za-z0-9._-]+/)?[A-Za-z0-9._-]+)$")
 SHA256_RE = re.compile(r"[a-f0-9]{64}")
 MAX_CHECKSUM_FILE_BYTES = 64 * 1024        # the .sha256 beside a backup
+BACKUP_MAX_MEMBERS = 128                   # a kubeadm master's backup: 26
+BACKUP_MAX_PKI_BYTES = 256 * 1024          # a PKI file is a few KiB
+BACKUP_MAX_DOCUMENT_BYTES = 1024 * 1024    # backup.json, kubeadm config, state
+BACKUP_MAX_SNAPSHOT_BYTES = 8 << 30        # etcd's largest backend quota
 ETCD_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
 ETCD_PEER_URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+:\d+")
 
@@ -8715,24 +8719,13 @@ class BackupArchive(object):
             raise UserError("%s is damaged: its sha256 is %s, not %s; nothing "
                             "was changed, copy the backup again"
                             % (path, digest.hexdigest(), expected))
-        self.files = {}
+        self.copy, self.files, self.blobs = copy, {}, {}
         try:
             with tarfile.open(copy, "r:*") as tar:
                 for member in tar:
-                    if (not member.isfile() or not BACKUP_MEMBER_RE.match(
-                            member.name) or member.name in self.files or
-                            set(member.name.split("/")) & set([".", ".."])):
-                        raise UserError("%s holds an unexpected entry %r: it "
-                                        "is not a backup of this tool"
-                                        % (path, member.name))
-                    out = os.path.join(self.folder, "m%d" % len(self.files))
-                    member_digest = hashlib.sha256()
-                    data = tar.extractfile(member)
-                    with contextlib.closing(data), open(out, "wb") as handle:
-                        for block in iter(lambda: data.read(1 << 20), b""):
-                            member_digest.update(block)
-                            handle.write(block)
-                    self.files[member.name] = (out, member_digest.hexdigest())
+                    self._check_member(path, member)
+                    self.files[member.name] = self._member_digest(
+                        tar, member, keep=member.name != SNAPSHOT_NAME)
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             if isinstance(exc, UserError):
                 raise
@@ -8741,9 +8734,8 @@ class BackupArchive(object):
             raise UserError("%s has no %s: it is not a backup of this tool"
                             % (path, BACKUP_JSON))
         try:
-            with open(self.files[BACKUP_JSON][0], "rb") as handle:
-                self.meta = json.loads(handle.read().decode("utf-8"))
-        except ValueError:
+            self.meta = json.loads(self.blobs[BACKUP_JSON].decode("utf-8"))
+        except (ValueError, RecursionError):
             raise UserError("%s has an unreadable %s" % (path, BACKUP_JSON))
         meta = self.meta
         if not isinstance(meta, dict) or meta.get("format") != BACKUP_FORMAT:
@@ -8756,7 +8748,7 @@ class BackupArchive(object):
             raise UserError("%s: its files do not match its %s" % (
                 path, BACKUP_JSON))
         for name, wanted in sorted(listed.items()):
-            if self.files[name][1] != wanted:
+            if self.files[name] != wanted:
                 raise UserError("%s: %s does not match its sha256 in %s"
                                 % (path, name, BACKUP_JSON))
         etcd = meta.get("etcd") or {}
@@ -8780,9 +8772,57 @@ class BackupArchive(object):
             raise UserError("%s lacks the etcd snapshot or the cluster CA"
                             % path)
 
+    def _check_member(self, path, member):
+        """Refuse a member by its header alone, before a byte of it is
+        read: a name of the backup's grammar, once, a file, within the
+        member count and its size cap (a real PKI file is a few KiB, etcd
+        keeps at most 8 GiB)."""
+        if (not member.isfile() or not full_match(BACKUP_MEMBER_RE,
+                                                  member.name) or
+                member.name in self.files or
+                set(member.name.split("/")) & set([".", ".."])):
+            raise UserError("%s holds an unexpected entry %r: it is not a "
+                            "backup of this tool" % (path, member.name))
+        if len(self.files) >= BACKUP_MAX_MEMBERS:
+            raise UserError("%s holds more than %d entries: it is not a "
+                            "backup of this tool" % (path, BACKUP_MAX_MEMBERS))
+        cap = (BACKUP_MAX_SNAPSHOT_BYTES if member.name == SNAPSHOT_NAME else
+               BACKUP_MAX_PKI_BYTES if member.name.startswith("pki/") else
+               BACKUP_MAX_DOCUMENT_BYTES)
+        if member.size > cap:
+            raise UserError("%s: %s is larger than %s: it is not a backup of "
+                            "this tool" % (path, member.name, human_size(cap)))
+
+    def _member_digest(self, tar, member, keep):
+        """The sha256 of a member, read in blocks; its bytes are kept in
+        memory when keep (the small members), never written anywhere."""
+        digest, kept = hashlib.sha256(), []
+        data = tar.extractfile(member)
+        with contextlib.closing(data):
+            for block in iter(lambda: data.read(1 << 20), b""):
+                digest.update(block)
+                if keep:
+                    kept.append(block)
+        if keep:
+            self.blobs[member.name] = b"".join(kept)
+        return digest.hexdigest()
+
     def data(self, name):
-        with open(self.files[name][0], "rb") as handle:
-            return handle.read()
+        return self.blobs[name]
+
+    def copy_snapshot(self, target):
+        """Write the checked etcd snapshot to target, from the private copy
+        and hashed again on the way."""
+        digest = hashlib.sha256()
+        with tarfile.open(self.copy, "r:*") as tar:
+            data = tar.extractfile(tar.getmember(SNAPSHOT_NAME))
+            with contextlib.closing(data), open(target, "wb") as handle:
+                for block in iter(lambda: data.read(1 << 20), b""):
+                    digest.update(block)
+                    handle.write(block)
+        if digest.hexdigest() != self.files[SNAPSHOT_NAME]:
+            raise UserError("the etcd snapshot changed while it was restored: "
+                            "run restore again")
 
     def config_name(self):
         for name in ("kubeadm/kubeadm-init.json", "kubeadm/kubeadm-config.yaml"):
@@ -8868,8 +8908,7 @@ def restore_from(ctx, archive):
     host.makedirs(work, 0o700)
     try:
         if not ctx.dry_run:
-            shutil.copyfile(archive.files[SNAPSHOT_NAME][0],
-                            host.path(work + "/snapshot.db"))
+            archive.copy_snapshot(host.path(work + "/snapshot.db"))
         ctx.runner.run(etcdctl_argv(ctx, runtime, etcd["image"], [
             (work, "/restore", True)], [
             "snapshot", "restore", "/restore/snapshot.db",

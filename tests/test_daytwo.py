@@ -980,3 +980,68 @@ def test_restore_opens_the_backup_without_blocking(backed_up, capsys,
     monkeypatch.setattr(ko.os.path, "isfile", lambda p: True)
     assert_restore_refused(capsys, root, runner, path,
                            "is not a regular file", "--sha256", digest)
+
+
+def scratch_peak(monkeypatch):
+    """The bytes restore's private scratch folder held when it was
+    removed (what a backup could make it write before refusing)."""
+    seen = []
+    close = ko.BackupArchive.close
+
+    def measured(archive):
+        total = 0
+        for folder, _, files in os.walk(archive.folder):
+            total += sum(os.path.getsize(os.path.join(folder, name))
+                         for name in files)
+        seen.append(total)
+        close(archive)
+    monkeypatch.setattr(ko.BackupArchive, "close", measured)
+    return seen
+
+
+def _inflating_snapshot(meta, files):
+    files["etcd/snapshot.db"] = bytes(64 << 20)
+
+
+def _many_members(meta, files):
+    for number in range(5000):
+        files["pki/m%04d.crt" % number] = b"x"
+
+
+def _big_pki_member(meta, files):
+    files["pki/big.crt"] = b"x" * (2 << 20)
+
+
+@pytest.mark.parametrize("change,wrong_sha,expected", [
+    (_inflating_snapshot, True, "etcd/snapshot.db does not match its sha256"),
+    (_many_members, False, "holds more than"),
+    (_big_pki_member, False, "pki/big.crt is larger than"),
+], ids=["inflating-snapshot", "5000-members", "2MiB-pki-member"])
+def test_restore_checks_every_member_before_it_writes_one(
+        backed_up, capsys, monkeypatch, change, wrong_sha, expected):
+    root, runner, path, _ = backed_up
+    reset_host(root)
+
+    def hostile(meta, files):
+        change(meta, files)
+    rewrite_backup(path, hostile)
+    if wrong_sha:
+        # backup.json keeps the sha256 of the small snapshot it named
+        with tarfile.open(path) as tar:
+            files = dict((m.name, tar.extractfile(m).read()) for m in tar)
+        meta = json.loads(files["backup.json"])
+        meta["files"]["etcd/snapshot.db"] = "0" * 64
+        files["backup.json"] = json.dumps(meta).encode()
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+            for name, data in sorted(files.items()):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        open(path, "wb").write(raw.getvalue())
+        open(path + ".sha256", "w").write(
+            hashlib.sha256(raw.getvalue()).hexdigest() + "\n")
+    assert os.path.getsize(path) < 1 << 20
+    peak = scratch_peak(monkeypatch)
+    assert_restore_refused(capsys, root, runner, path, expected)
+    assert peak and max(peak) < 2 << 20, peak
