@@ -6749,9 +6749,79 @@ def kubeconfig_targets(ctx):
     return targets
 
 
+def open_kube_folder(ctx, path, uid, gid, create):
+    """(fd or None, why not) of the folder of a kubeconfig copy PATH
+    (~/.kube/config): ~/.kube opened without following a link, a folder
+    the user owns (uid None: anyone's, for reset); made 0700 for them when create and it is missing.  The
+    user can change what lies there, so root writes and unlinks `config`
+    only through this fd."""
+    home, folder = os.path.dirname(os.path.dirname(path)), os.path.dirname(path)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | O_CLOEXEC
+    try:
+        home_fd = os.open(ctx.host.path(home), os.O_RDONLY | os.O_DIRECTORY |
+                          O_CLOEXEC)
+    except OSError as exc:
+        return None, "cannot open %s: %s" % (home, exc.strerror)
+    try:
+        try:
+            fd = os.open(".kube", flags, dir_fd=home_fd)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT or not create:
+                return None, ("%s is a link or not a folder" % folder
+                              if exc.errno in (errno.ELOOP, errno.ENOTDIR)
+                              else "cannot open %s: %s" % (folder,
+                                                           exc.strerror))
+            if ctx.dry_run:
+                log.info("  would create folder %s", folder)
+                return None, None
+            os.mkdir(".kube", 0o700, dir_fd=home_fd)
+            fd = os.open(".kube", flags, dir_fd=home_fd)
+            os.fchown(fd, uid, gid)
+    finally:
+        os.close(home_fd)
+    if uid is not None and os.fstat(fd).st_uid != uid:
+        os.close(fd)
+        return None, "%s is not owned by uid %d" % (folder, uid)
+    return fd, None
+
+
+def write_in_folder(folder_fd, name, data, mode, owner):
+    """Write name in the folder of folder_fd (through a temporary file and
+    a rename, never through a link there); True when it changed."""
+    try:
+        old_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
+                         O_CLOEXEC, dir_fd=folder_fd)
+    except OSError:
+        old_fd = None
+    if old_fd is not None:
+        with os.fdopen(old_fd, "rb") as handle:
+            st = os.fstat(old_fd)
+            if (stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == mode
+                    and (st.st_uid, st.st_gid) == tuple(owner) and
+                    handle.read(len(data) + 1) == data):
+                return False
+    tmp = ".k8s-offline-%d" % os.getpid()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                 O_CLOEXEC, 0o600, dir_fd=folder_fd)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(fd, mode)
+            os.fchown(fd, owner[0], owner[1])
+            os.fsync(fd)
+        os.rename(tmp, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=folder_fd)
+        raise
+    return True
+
+
 def phase_kubeconfig(ctx):
     """Copy admin.conf to ~/.kube/config of root and of the sudo user
-    (owned by them, mode 0600), so kubectl works for both."""
+    (owned by them, mode 0600), so kubectl works for both; ~/.kube is
+    opened without following links and must be the user's own."""
     host = ctx.host
     data = host.read_bytes(ADMIN_CONF)
     if data is None:
@@ -6762,10 +6832,24 @@ def phase_kubeconfig(ctx):
                             "run; run the command again" % ADMIN_CONF)
     written = list(host.state().get("kubeconfigs") or [])
     for path, uid, gid in kubeconfig_targets(ctx):
-        folder = os.path.dirname(path)
-        if host.makedirs(folder, 0o700) and not ctx.dry_run:
-            host.chown(folder, uid, gid)
-        host.write(path, data, 0o600, owner=(uid, gid))
+        fd, why = open_kube_folder(ctx, path, uid, gid, create=True)
+        if why:
+            ctx.warn("%s: no kubeconfig copied for %s; remove it or make it "
+                     "theirs, then run the kubeconfig phase again" % (
+                         why, "root" if uid == 0 else
+                         os.environ.get("SUDO_USER")))
+            continue
+        if fd is None:
+            log.info("  would write %s (mode 0600, owner %d)", path, uid)
+        else:
+            try:
+                if ctx.dry_run:
+                    log.info("  would write %s (mode 0600, owner %d)", path,
+                             uid)
+                else:
+                    write_in_folder(fd, "config", data, 0o600, (uid, gid))
+            finally:
+                os.close(fd)
         log.info("  kubeconfig %s (owner %d)", path, uid)
         if path not in written:
             written.append(path)
@@ -7348,11 +7432,25 @@ def phase_reset_files(ctx):
             ctx.warn("%s is listed in %s but is no kubeconfig copy of this "
                      "tool: left alone" % (_short_json(path), STATE_FILE))
             continue
-        full = ctx.host.path(path)
-        if os.path.lexists(full) and not stat.S_ISREG(os.lstat(full).st_mode):
-            ctx.warn("%s is not a regular file: left alone" % path)
+        fd, why = open_kube_folder(ctx, path, None, None, create=False)
+        if fd is None:
+            if why and "No such file" not in why:
+                ctx.warn("%s: %s left alone" % (why, path))
             continue
-        ctx.host.remove(path)
+        try:
+            try:
+                st = os.stat("config", dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                ctx.warn("%s is not a regular file: left alone" % path)
+            elif ctx.dry_run:
+                log.info("  would remove %s", path)
+            else:
+                os.unlink("config", dir_fd=fd)
+                log.debug("removed %s", path)
+        finally:
+            os.close(fd)
     for path in ("/etc/kubernetes", "/var/lib/etcd", STATE_DIR):
         ctx.host.remove(path)
 
