@@ -359,20 +359,31 @@ def fill_file_atomic(path, fill, mode=0o644):
         raise
 
 
-def read_regular_file(path, what, cap):
-    """The bytes of a file named by a flag or found on the stick: opened
-    without blocking (a FIFO cannot hang the run), a regular file only
-    (not /dev/zero, a folder or a FIFO), at most cap bytes."""
+def open_regular_file(path, what):
+    """A binary stream of a file named by a flag, found on the stick or
+    beside a backup: opened without blocking (a FIFO cannot hang the run)
+    and a regular file only (not /dev/zero, a folder or a FIFO).  Every
+    reader of a file from outside opens it here."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | O_CLOEXEC)
     except (OSError, ValueError) as exc:
         raise UserError("cannot read %s %s: %s" % (
             what, path, getattr(exc, "strerror", None) or exc))
-    with os.fdopen(fd, "rb") as handle:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UserError("%s %s is not a regular file: give a file"
                             % (what, path))
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def read_regular_file(path, what, cap):
+    """The bytes of a file named by a flag or found on the stick (opened
+    by open_regular_file), at most cap bytes."""
+    with open_regular_file(path, what) as handle:
+        st = os.fstat(handle.fileno())
         if st.st_size > cap:
             raise UserError("%s %s is larger than %s: give the right file"
                             % (what, path, human_size(cap)))
@@ -2902,9 +2913,79 @@ def kubeconfig_targets(ctx):
     return targets
 
 
+def open_kube_folder(ctx, path, uid, gid, create):
+    """(fd or None, why not) of the folder of a kubeconfig copy PATH
+    (~/.kube/config): ~/.kube opened without following a link, a folder
+    the user owns (uid None: anyone's, for reset); made 0700 for them when create and it is missing.  The
+    user can change what lies there, so root writes and unlinks `config`
+    only through this fd."""
+    home, folder = os.path.dirname(os.path.dirname(path)), os.path.dirname(path)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | O_CLOEXEC
+    try:
+        home_fd = os.open(ctx.host.path(home), os.O_RDONLY | os.O_DIRECTORY |
+                          O_CLOEXEC)
+    except OSError as exc:
+        return None, "cannot open %s: %s" % (home, exc.strerror)
+    try:
+        try:
+            fd = os.open(".kube", flags, dir_fd=home_fd)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT or not create:
+                return None, ("%s is a link or not a folder" % folder
+                              if exc.errno in (errno.ELOOP, errno.ENOTDIR)
+                              else "cannot open %s: %s" % (folder,
+                                                           exc.strerror))
+            if ctx.dry_run:
+                log.info("  would create folder %s", folder)
+                return None, None
+            os.mkdir(".kube", 0o700, dir_fd=home_fd)
+            fd = os.open(".kube", flags, dir_fd=home_fd)
+            os.fchown(fd, uid, gid)
+    finally:
+        os.close(home_fd)
+    if uid is not None and os.fstat(fd).st_uid != uid:
+        os.close(fd)
+        return None, "%s is not owned by uid %d" % (folder, uid)
+    return fd, None
+
+
+def write_in_folder(folder_fd, name, data, mode, owner):
+    """Write name in the folder of folder_fd (through a temporary file and
+    a rename, never through a link there); True when it changed."""
+    try:
+        old_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
+                         O_CLOEXEC, dir_fd=folder_fd)
+    except OSError:
+        old_fd = None
+    if old_fd is not None:
+        with os.fdopen(old_fd, "rb") as handle:
+            st = os.fstat(old_fd)
+            if (stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == mode
+                    and (st.st_uid, st.st_gid) == tuple(owner) and
+                    handle.read(len(data) + 1) == data):
+                return False
+    tmp = ".k8s-offline-%d" % os.getpid()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                 O_CLOEXEC, 0o600, dir_fd=folder_fd)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(fd, mode)
+            os.fchown(fd, owner[0], owner[1])
+            os.fsync(fd)
+        os.rename(tmp, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=folder_fd)
+        raise
+    return True
+
+
 def phase_kubeconfig(ctx):
     """Copy admin.conf to ~/.kube/config of root and of the sudo user
-    (owned by them, mode 0600), so kubectl works for both."""
+    (owned by them, mode 0600), so kubectl works for both; ~/.kube is
+    opened without following links and must be the user's own."""
     host = ctx.host
     data = host.read_bytes(ADMIN_CONF)
     if data is None:
@@ -2915,10 +2996,24 @@ def phase_kubeconfig(ctx):
                             "run; run the command again" % ADMIN_CONF)
     written = list(host.state().get("kubeconfigs") or [])
     for path, uid, gid in kubeconfig_targets(ctx):
-        folder = os.path.dirname(path)
-        if host.makedirs(folder, 0o700) and not ctx.dry_run:
-            host.chown(folder, uid, gid)
-        host.write(path, data, 0o600, owner=(uid, gid))
+        fd, why = open_kube_folder(ctx, path, uid, gid, create=True)
+        if why:
+            ctx.warn("%s: no kubeconfig copied for %s; remove it or make it "
+                     "theirs, then run the kubeconfig phase again" % (
+                         why, "root" if uid == 0 else
+                         os.environ.get("SUDO_USER")))
+            continue
+        if fd is None:
+            log.info("  would write %s (mode 0600, owner %d)", path, uid)
+        else:
+            try:
+                if ctx.dry_run:
+                    log.info("  would write %s (mode 0600, owner %d)", path,
+                             uid)
+                else:
+                    write_in_folder(fd, "config", data, 0o600, (uid, gid))
+            finally:
+                os.close(fd)
         log.info("  kubeconfig %s (owner %d)", path, uid)
         if path not in written:
             written.append(path)
@@ -8137,11 +8232,25 @@ def phase_reset_files(ctx):
             ctx.warn("%s is listed in %s but is no kubeconfig copy of this "
                      "tool: left alone" % (_short_json(path), STATE_FILE))
             continue
-        full = ctx.host.path(path)
-        if os.path.lexists(full) and not stat.S_ISREG(os.lstat(full).st_mode):
-            ctx.warn("%s is not a regular file: left alone" % path)
+        fd, why = open_kube_folder(ctx, path, None, None, create=False)
+        if fd is None:
+            if why and "No such file" not in why:
+                ctx.warn("%s: %s left alone" % (why, path))
             continue
-        ctx.host.remove(path)
+        try:
+            try:
+                st = os.stat("config", dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                ctx.warn("%s is not a regular file: left alone" % path)
+            elif ctx.dry_run:
+                log.info("  would remove %s", path)
+            else:
+                os.unlink("config", dir_fd=fd)
+                log.debug("removed %s", path)
+        finally:
+            os.close(fd)
     for path in ("/etc/kubernetes", "/var/lib/etcd", STATE_DIR):
         ctx.host.remove(path)
 
@@ -8944,12 +9053,12 @@ def expected_backup_sha256(path, given):
             raise UserError("bad --sha256 %r: give the 64 hex digits backup "
                             "printed" % given)
         return value
-    try:
-        with open(path + ".sha256") as handle:
-            value = handle.read().split()[:1]
-    except (IOError, OSError):
+    if not os.path.lexists(path + ".sha256"):
         raise UserError("no %s.sha256 beside the backup: copy it too, or give "
                         "--sha256 with the value backup printed" % path)
+    raw = read_regular_file(path + ".sha256", "the checksum file",
+                            MAX_CHECKSUM_FILE_BYTES)
+    value = raw.decode("utf-8", "replace").split()[:1]
     if not value or not full_match(SHA256_RE, value[0].lower()):
         raise UserError("%s.sha256 holds no sha256: copy it again from the "
                         "master, or give --sha256" % path)
@@ -8972,7 +9081,8 @@ class BackupArchive(object):
     def _load(self, path, expected):
         copy = os.path.join(self.folder, "backup.tar.gz")
         digest = hashlib.sha256()
-        with open(path, "rb") as source, open(copy, "wb") as target:
+        with open_regular_file(path, "the backup") as source, open(
+                copy, "wb") as target:
             for block in iter(lambda: source.read(1 << 20), b""):
                 digest.update(block)
                 target.write(block)
@@ -8980,24 +9090,13 @@ class BackupArchive(object):
             raise UserError("%s is damaged: its sha256 is %s, not %s; nothing "
                             "was changed, copy the backup again"
                             % (path, digest.hexdigest(), expected))
-        self.files = {}
+        self.copy, self.files, self.blobs = copy, {}, {}
         try:
             with tarfile.open(copy, "r:*") as tar:
                 for member in tar:
-                    if (not member.isfile() or not BACKUP_MEMBER_RE.match(
-                            member.name) or member.name in self.files or
-                            set(member.name.split("/")) & set([".", ".."])):
-                        raise UserError("%s holds an unexpected entry %r: it "
-                                        "is not a backup of this tool"
-                                        % (path, member.name))
-                    out = os.path.join(self.folder, "m%d" % len(self.files))
-                    member_digest = hashlib.sha256()
-                    data = tar.extractfile(member)
-                    with contextlib.closing(data), open(out, "wb") as handle:
-                        for block in iter(lambda: data.read(1 << 20), b""):
-                            member_digest.update(block)
-                            handle.write(block)
-                    self.files[member.name] = (out, member_digest.hexdigest())
+                    self._check_member(path, member)
+                    self.files[member.name] = self._member_digest(
+                        tar, member, keep=member.name != SNAPSHOT_NAME)
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             if isinstance(exc, UserError):
                 raise
@@ -9006,9 +9105,8 @@ class BackupArchive(object):
             raise UserError("%s has no %s: it is not a backup of this tool"
                             % (path, BACKUP_JSON))
         try:
-            with open(self.files[BACKUP_JSON][0], "rb") as handle:
-                self.meta = json.loads(handle.read().decode("utf-8"))
-        except ValueError:
+            self.meta = json.loads(self.blobs[BACKUP_JSON].decode("utf-8"))
+        except (ValueError, RecursionError):
             raise UserError("%s has an unreadable %s" % (path, BACKUP_JSON))
         meta = self.meta
         if not isinstance(meta, dict) or meta.get("format") != BACKUP_FORMAT:
@@ -9021,7 +9119,7 @@ class BackupArchive(object):
             raise UserError("%s: its files do not match its %s" % (
                 path, BACKUP_JSON))
         for name, wanted in sorted(listed.items()):
-            if self.files[name][1] != wanted:
+            if self.files[name] != wanted:
                 raise UserError("%s: %s does not match its sha256 in %s"
                                 % (path, name, BACKUP_JSON))
         etcd = meta.get("etcd") or {}
@@ -9045,9 +9143,57 @@ class BackupArchive(object):
             raise UserError("%s lacks the etcd snapshot or the cluster CA"
                             % path)
 
+    def _check_member(self, path, member):
+        """Refuse a member by its header alone, before a byte of it is
+        read: a name of the backup's grammar, once, a file, within the
+        member count and its size cap (a real PKI file is a few KiB, etcd
+        keeps at most 8 GiB)."""
+        if (not member.isfile() or not full_match(BACKUP_MEMBER_RE,
+                                                  member.name) or
+                member.name in self.files or
+                set(member.name.split("/")) & set([".", ".."])):
+            raise UserError("%s holds an unexpected entry %r: it is not a "
+                            "backup of this tool" % (path, member.name))
+        if len(self.files) >= BACKUP_MAX_MEMBERS:
+            raise UserError("%s holds more than %d entries: it is not a "
+                            "backup of this tool" % (path, BACKUP_MAX_MEMBERS))
+        cap = (BACKUP_MAX_SNAPSHOT_BYTES if member.name == SNAPSHOT_NAME else
+               BACKUP_MAX_PKI_BYTES if member.name.startswith("pki/") else
+               BACKUP_MAX_DOCUMENT_BYTES)
+        if member.size > cap:
+            raise UserError("%s: %s is larger than %s: it is not a backup of "
+                            "this tool" % (path, member.name, human_size(cap)))
+
+    def _member_digest(self, tar, member, keep):
+        """The sha256 of a member, read in blocks; its bytes are kept in
+        memory when keep (the small members), never written anywhere."""
+        digest, kept = hashlib.sha256(), []
+        data = tar.extractfile(member)
+        with contextlib.closing(data):
+            for block in iter(lambda: data.read(1 << 20), b""):
+                digest.update(block)
+                if keep:
+                    kept.append(block)
+        if keep:
+            self.blobs[member.name] = b"".join(kept)
+        return digest.hexdigest()
+
     def data(self, name):
-        with open(self.files[name][0], "rb") as handle:
-            return handle.read()
+        return self.blobs[name]
+
+    def copy_snapshot(self, target):
+        """Write the checked etcd snapshot to target, from the private copy
+        and hashed again on the way."""
+        digest = hashlib.sha256()
+        with tarfile.open(self.copy, "r:*") as tar:
+            data = tar.extractfile(tar.getmember(SNAPSHOT_NAME))
+            with contextlib.closing(data), open(target, "wb") as handle:
+                for block in iter(lambda: data.read(1 << 20), b""):
+                    digest.update(block)
+                    handle.write(block)
+        if digest.hexdigest() != self.files[SNAPSHOT_NAME]:
+            raise UserError("the etcd snapshot changed while it was restored: "
+                            "run restore again")
 
     def config_name(self):
         for name in ("kubeadm/kubeadm-init.json", "kubeadm/kubeadm-config.yaml"):
@@ -9103,8 +9249,7 @@ def restore_from(ctx, archive):
     host.makedirs(work, 0o700)
     try:
         if not ctx.dry_run:
-            shutil.copyfile(archive.files[SNAPSHOT_NAME][0],
-                            host.path(work + "/snapshot.db"))
+            archive.copy_snapshot(host.path(work + "/snapshot.db"))
         ctx.runner.run(etcdctl_argv(ctx, runtime, etcd["image"], [
             (work, "/restore", True)], [
             "snapshot", "restore", "/restore/snapshot.db",
@@ -9191,6 +9336,11 @@ BACKUP_MEMBER_RE = re.compile(r"^(backup\.json|etcd/snapshot\.db|"
                               r"kubeadm-config\.yaml)|"
                               r"pki/([A-Za-z0-9._-]+/)?[A-Za-z0-9._-]+)$")
 SHA256_RE = re.compile(r"[a-f0-9]{64}")
+MAX_CHECKSUM_FILE_BYTES = 64 * 1024        # the .sha256 beside a backup
+BACKUP_MAX_MEMBERS = 128                   # a kubeadm master's backup: 26
+BACKUP_MAX_PKI_BYTES = 256 * 1024          # a PKI file is a few KiB
+BACKUP_MAX_DOCUMENT_BYTES = 1024 * 1024    # backup.json, kubeadm config, state
+BACKUP_MAX_SNAPSHOT_BYTES = 8 << 30        # etcd's largest backend quota
 ETCD_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
 ETCD_PEER_URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+:\d+")
 
