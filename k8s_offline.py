@@ -69,12 +69,14 @@ Hidden flags (not in --help; for tests and unusual hosts):
                       containerd's socket (default /run/containerd/
                       containerd.sock)
 
-The file is laid out in the order data flows, one section per banner: the
-data (constants, the version table, grammars, every table and unit text),
-small utilities, the registry client, the bundle writer, the bundle reader
-and verifier, host preparation, kubeadm, preflight checks, the run context,
-cluster checks, and the command line (with the workflows and their runner).
-No function uses a name a later section defines (tests/test_layering.py).
+The file is laid out in four parts, one section per banner: the kernel
+(errors and utilities, the shared grammars, the formats, Host and Runner,
+the bundle reader and verifier, the phase runner, the node context and the
+phases the workflows share); the profiles (what changes with the Kubernetes
+version); one slice per workflow (bundle, install for master and join,
+reset, day two), each reading top to bottom; and the command line.  No
+function uses a name a later section defines, and a slice uses the kernel
+and the profiles, never another slice (tests/test_layering.py).
 """
 
 import argparse
