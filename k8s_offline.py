@@ -9426,6 +9426,14 @@ def offered_versions():
     return text
 
 
+class _OfferedVersions(object):
+    """offered_versions() when a --help is printed, never before: install
+    mode never reads bundle/releases.json, bundle-mode data."""
+
+    def __str__(self):
+        return offered_versions()
+
+
 def add_bundle_commands(sub):
     """bundle and images (bundle mode)."""
     bundle = sub.add_parser("bundle", help="pull and verify everything into "
@@ -9433,8 +9441,10 @@ def add_bundle_commands(sub):
     images = sub.add_parser("images", help="print every image the bundle "
                             "will hold")
     for parser in (bundle, images):
-        parser.add_argument("--kubernetes-version", default=DEFAULT_KUBERNETES_VERSION,
-                            help="%s (default %%(default)s)" % offered_versions())
+        version = parser.add_argument(
+            "--kubernetes-version", default=DEFAULT_KUBERNETES_VERSION,
+            help="%(offered)s (default %(default)s)")
+        version.offered = _OfferedVersions()
         parser.add_argument("--arch", default=DEFAULT_ARCH,
                             help="%s (default %%(default)s)" % ", ".join(ARCHES))
         parser.add_argument("--image-repository", default=DEFAULT_PULL_REPOSITORY,
