@@ -200,7 +200,6 @@ MANIFESTS_DIR = "manifests"
 PACKAGES_DIR = "packages"        # bundle --os: packages/ID/*.deb|*.rpm
 FLANNEL_MANIFEST = "kube-flannel.yml"
 
-MT_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 # The distribution reference grammar (docker/distribution reference.go).
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -440,6 +439,9 @@ SUPPORTED_MINORS = ("1.16", "1.17", "1.18", "1.19", "1.20")
 # before a byte of it is read.  Names become host paths (bin/kubelet goes
 # to /usr/bin/kubelet), so none may hold a "..", a slash too many or a
 # character a shell or config file would read differently.
+# The one grammar of a SHA-256 in hex, and of a digest naming a blob by it.
+SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
+DIGEST_RE = re.compile("sha256:" + SHA256_HEX_RE.pattern)
 # An OS package's file name, as the distribution's pool names it.
 PACKAGE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~%-]{0,200}\.(?:deb|rpm)")
 OS_ID_RE = re.compile("|".join(re.escape(os_id) for os_id in sorted(DISTROS)))
@@ -447,16 +449,11 @@ MEMBER_NAME_RE = re.compile(
     r"k8s_offline\.py|%s|"
     r"(?:%s|%s|%s|%s)/[A-Za-z0-9][A-Za-z0-9._+-]{0,127}|"
     r"%s/(?:%s)/%s|"
-    r"%s/(?:oci-layout|index\.json|manifest\.json|blobs/sha256/[0-9a-f]{64})"
+    r"%s/(?:oci-layout|index\.json|manifest\.json|blobs/sha256/%s)"
     % (re.escape(BUNDLE_JSON), BIN_DIR, ARCHIVES_DIR, SYSTEMD_DIR,
        MANIFESTS_DIR, PACKAGES_DIR, OS_ID_RE.pattern, PACKAGE_FILE_RE.pattern,
-       IMAGES_DIR))
+       IMAGES_DIR, SHA256_HEX_RE.pattern))
 
-SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
-DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
-
-REPOSITORY_PATH_RE = re.compile(r"%s(?:/%s)*" % (_PATH_COMPONENT,
-                                                 _PATH_COMPONENT))
 IMAGE_NAME_RE = re.compile(r"(?:%s/)?%s(?:/%s)*" % (_DOMAIN, _PATH_COMPONENT,
                                                     _PATH_COMPONENT))
 IMAGE_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
@@ -476,7 +473,7 @@ DEB_RELATION_TEXT_RE = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}(?: \((?:<<|<=|=|>=|>>) "
     r"[A-Za-z0-9.+:~_-]{1,128}\))?")
 
-# The index of a split bundle, NAME.tar.parts.json, as check_schema reads it.
+# The index of a split bundle, NAME.tar.parts.json, as require_schema reads it.
 PARTS_BUNDLE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}")
 
 PART_NUMBER_RE = re.compile(r"\.[0-9]{3,}")
@@ -504,7 +501,7 @@ def normalize_version(text):
     return "v%d.%d.%d" % (major, minor, patch)
 
 
-def check_supported(kubernetes_version):
+def supported_version(kubernetes_version):
     """(major, minor, patch) of a version whose minor this tool supports."""
     major, minor, patch = parse_version(kubernetes_version)
     if "%d.%d" % (major, minor) not in SUPPORTED_MINORS:
@@ -518,7 +515,6 @@ DOCKER_HUB = "docker.io"
 _REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
                       r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}\Z")
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
 class ImageRef(object):
@@ -550,7 +546,7 @@ def parse_image_ref(text):
     digest = None
     if "@" in text:
         text, digest = text.split("@", 1)
-        if not _DIGEST_RE.fullmatch(digest):
+        if not DIGEST_RE.fullmatch(digest):
             raise UserError("bad image reference %r: the digest must be "
                             "sha256:<64 hex digits>" % original)
     tag = None
@@ -1700,7 +1696,7 @@ def parse_cidr(text, option):
     return network
 
 
-def check_cidrs(pod_cidr, service_cidr):
+def valid_cidrs(pod_cidr, service_cidr):
     pod = parse_cidr(pod_cidr, "--pod-network-cidr")
     service = parse_cidr(service_cidr, "--service-cidr")
     if pod.prefixlen > SMALLEST_POD_PREFIX:
@@ -1714,7 +1710,7 @@ def check_cidrs(pod_cidr, service_cidr):
     return pod, service
 
 
-def check_ipv4_address(text, what):
+def valid_ipv4_address(text, what):
     """An IPv4 address as text; IPv6 is refused (the pod network, flannel
     and kube-proxy are set up for IPv4 only)."""
     try:
@@ -1731,7 +1727,7 @@ def check_ipv4_address(text, what):
     return str(address)
 
 
-def check_endpoint(text, what):
+def valid_endpoint(text, what):
     """HOST:PORT with an IPv4 address or a DNS name and a port 1-65535."""
     host, sep, port = (text.rpartition(":") if isinstance(text, str)
                        else ("", "", ""))
@@ -1745,7 +1741,7 @@ def check_endpoint(text, what):
         raise UserError("bad %s %r: use HOST:PORT such as 10.0.0.10:6443"
                         % (what, text))
     if re.fullmatch(r"[0-9.]+", host):
-        check_ipv4_address(host, what)
+        valid_ipv4_address(host, what)
     return text
 
 
@@ -1934,17 +1930,13 @@ PARTS_INDEX_SCHEMA = ("record", ({
 PART_GAP_FILL = 64 * 1024
 
 
-def is_image_ref(value):
-    return full_match(IMAGE_REF_RE, value) and len(value) <= 512
-
-
 def is_image_repository(value):
     """A registry and path that image names are built under, such as
     k8s.gcr.io or registry.local:5000/k8s (distribution's name grammar)."""
     return full_match(IMAGE_NAME_RE, value) and len(value) <= 255
 
 
-def check_schema(value, schema, where, document=BUNDLE_JSON):
+def require_schema(value, schema, where, document=BUNDLE_JSON):
     """BundleError naming the first field of value that schema refuses
     (in bundle.json, or the document named)."""
     kind, detail = schema
@@ -1967,14 +1959,14 @@ def check_schema(value, schema, where, document=BUNDLE_JSON):
             bad("is %s, expected true or false" % _short_json(value))
     elif kind == "either":
         if value is not None:
-            check_schema(value, detail, where, document)
+            require_schema(value, detail, where, document)
     elif kind == "list":
         inner, most = detail
         if not isinstance(value, list) or len(value) > most:
             bad("is %s, expected a list of at most %d" % (
                 type(value).__name__, most))
         for number, item in enumerate(value):
-            check_schema(item, inner, "%s[%d]" % (where, number), document)
+            require_schema(item, inner, "%s[%d]" % (where, number), document)
     elif kind == "map":
         key_re, inner, most = detail
         if not isinstance(value, dict) or len(value) > most:
@@ -1983,7 +1975,7 @@ def check_schema(value, schema, where, document=BUNDLE_JSON):
         for key in sorted(value):
             if not full_match(key_re, key):
                 bad("has the name %s, which is not allowed" % _short_json(key))
-            check_schema(value[key], inner, "%s[%s]" % (where, json.dumps(key)),
+            require_schema(value[key], inner, "%s[%s]" % (where, json.dumps(key)),
                          document)
     elif kind == "record":
         fields, required = detail
@@ -1995,7 +1987,7 @@ def check_schema(value, schema, where, document=BUNDLE_JSON):
         for key in sorted(value):
             if key not in fields:
                 bad("has the unknown field %s" % _short_json(key))
-            check_schema(value[key], fields[key],
+            require_schema(value[key], fields[key],
                          "%s.%s" % (where, key) if where else key, document)
 
 
@@ -2007,12 +1999,12 @@ def _short_json(value):
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check_bundle_meta(meta):
+def require_bundle_meta(meta):
     """bundle.json against its schema, then what the schema cannot say:
     every path it names is listed in files, the version is supported."""
-    check_schema(meta, BUNDLE_SCHEMA, "")
+    require_schema(meta, BUNDLE_SCHEMA, "")
     try:
-        check_supported(meta["kubernetes_version"])
+        supported_version(meta["kubernetes_version"])
     except UserError as exc:
         raise BundleError("%s field kubernetes_version: %s" % (BUNDLE_JSON, exc))
     files = meta["files"]
@@ -2053,7 +2045,7 @@ def check_bundle_meta(meta):
                           bundle_name(meta["kubernetes_version"], meta["arch"])))
 
 
-def _check_member_name(name):
+def _require_member_name(name):
     """Refuse tar member names that could land outside the target."""
     if not name or name.startswith("/") or "\\" in name or "\x00" in name:
         raise BundleError("unsafe path %r in the bundle: refusing it" % name)
@@ -2150,7 +2142,7 @@ def read_parts_index(index_path):
     raw = read_regular_file(index_path, "the split bundle's index %s"
                             % index_name, 1024 * 1024)
     index = json_loads_bounded(raw, index_name)
-    check_schema(index, PARTS_INDEX_SCHEMA, "", index_name)
+    require_schema(index, PARTS_INDEX_SCHEMA, "", index_name)
     bundle_file = index["bundle"]
     parts = index["parts"]
 
@@ -2182,7 +2174,7 @@ class PartsReader(object):
     size its index gives, and no part there that the index does not list.
     Each part is hashed as its bytes are first read (reads that skip a few
     bytes ahead, over tar headers, have the gap read too); the read that
-    completes a part checks its sha256.  check_all() hashes what is left
+    completes a part checks its sha256.  require_all_parts() hashes what is left
     and names the first part that is wrong: a damaged, swapped or foreign
     part is refused by name."""
 
@@ -2202,9 +2194,9 @@ class PartsReader(object):
         self.digests = [hashlib.sha256() for _ in self.parts]
         self.current = None        # (part number, fd)
         self.failed = None         # the first part found wrong, named
-        self._check_present(index["bundle"])
+        self._require_present(index["bundle"])
 
-    def _check_present(self, bundle_file):
+    def _require_present(self, bundle_file):
         listed = set(part["name"] for part in self.parts)
         try:
             names = os.listdir(self.folder)
@@ -2303,7 +2295,7 @@ class PartsReader(object):
             size -= take
         return b"".join(out)
 
-    def check_all(self):
+    def require_all_parts(self):
         """Hash what is left of every part; BundleError naming the first
         part whose sha256 is not the index's (or the one a read found)."""
         if self.failed is not None:
@@ -2401,18 +2393,18 @@ class Bundle(object):
                 self._index_tar(self.parts)
                 self.meta = self._load_meta()
             except BundleError:
-                self.check_parts()
+                self.require_parts()
                 raise
         except BaseException:
             self.close()
             self.parts.close()
             raise
 
-    def check_parts(self):
+    def require_parts(self):
         """Every part of a split bundle matches its sha256: BundleError
         naming the first that does not (nothing for other bundles)."""
         if self.parts is not None:
-            self.parts.check_all()
+            self.parts.require_all_parts()
 
     # -- tar access ---------------------------------------------------------
     def _index_tar(self, handle):
@@ -2430,7 +2422,7 @@ class Bundle(object):
                 if count > MAX_BUNDLE_MEMBERS:
                     raise BundleError("bundle has more than %d members: "
                                       "refusing it" % MAX_BUNDLE_MEMBERS)
-                _check_member_name(member.name.rstrip("/"))
+                _require_member_name(member.name.rstrip("/"))
                 top, _, rel = member.name.rstrip("/").partition("/")
                 tops.add(top)
                 if member.isdir():
@@ -2461,7 +2453,7 @@ class Bundle(object):
     def _open_dir_member(self, relpath):
         """(fd, stat) of a regular file in the folder, every component
         opened without following a link; BundleError otherwise."""
-        _check_member_name(relpath)
+        _require_member_name(relpath)
         parts = relpath.split("/")
         current = self.dir_fd
         try:
@@ -2556,7 +2548,7 @@ class Bundle(object):
             raise BundleError("%s is not a k8s-offline bundle of format %d: "
                               "use a bundle made by this tool"
                               % (self.path, BUNDLE_FORMAT))
-        check_bundle_meta(meta)
+        require_bundle_meta(meta)
         self.meta_sha256 = sha256_bytes(raw)
         return meta
 
@@ -2646,14 +2638,14 @@ def verify_bundle(bundle, progress=True):
     In a split bundle, whatever is wrong is laid at the part that makes it
     so, when a part does: every part is hashed to the end."""
     try:
-        check_every_member(bundle, progress)
-        bundle.check_parts()
+        require_every_member(bundle, progress)
+        bundle.require_parts()
     except BundleError:
-        bundle.check_parts()
+        bundle.require_parts()
         raise
 
 
-def check_every_member(bundle, progress):
+def require_every_member(bundle, progress):
     """The checks of verify_bundle.
 
     Checks: every listed file is present with its size and sha256; no file,
@@ -2679,7 +2671,7 @@ def check_every_member(bundle, progress):
                           "bundle" % (stray[0], BUNDLE_JSON))
     total = 0
     for relpath, entry in files.items():
-        _check_member_name(relpath)
+        _require_member_name(relpath)
         if relpath not in present:
             raise BundleError("bundle member %s is missing: rebuild or recopy "
                               "the bundle" % relpath)
@@ -2754,7 +2746,7 @@ def phase_summary(phase):
                     .split())
 
 
-def check_skip_phases(ctx, workflow):
+def require_skip_phases(ctx, workflow):
     """--skip-phases names phases of this command, and a safety phase only
     in a dry run, which changes nothing; that is said loudly."""
     names = [phase.name for phase in workflow]
@@ -2779,7 +2771,7 @@ def run_phases(ctx, workflow, only=None):
     named in --skip-phases or when its run_if is false, printed only under
     --dry-run.  With only (`COMMAND phase NAME`), that phase runs alone,
     after the safety phases, which no run that changes the host leaves out."""
-    check_skip_phases(ctx, workflow)
+    require_skip_phases(ctx, workflow)
     started = now()
     for phase in workflow:
         if only is not None and phase.name not in (only,) + SAFETY_PHASES:
@@ -3033,7 +3025,7 @@ def parse_join_command(text):
 def fresh_certificate_key(ctx):
     result = ctx.runner.run(["kubeadm", "init", "phase", "upload-certs",
                              "--upload-certs"], what="kubeadm upload-certs")
-    keys = re.findall(r"\b[a-f0-9]{64}\b", result.stdout)
+    keys = re.findall(r"\b%s\b" % SHA256_HEX_RE.pattern, result.stdout)
     if ctx.dry_run:
         return "<certificate key>"
     if not keys:
@@ -3191,24 +3183,24 @@ class InstallContext(object):
         # master's networks and extra kubeadm documents.
         self.pod_network = self.service_network = None
         if flag("pod_network_cidr") is not None:
-            self.pod_network, self.service_network = check_cidrs(
+            self.pod_network, self.service_network = valid_cidrs(
                 flag("pod_network_cidr"), flag("service_cidr"))
         self.extra_config_path = flag("kubeadm_config_extra")
         self.extra_documents, self.extra_kinds = read_extra_config(
             self.extra_config_path)
         # The node: image names, runtime socket, name, address.
-        self.image_repository_flag = check_image_repository(
+        self.image_repository_flag = valid_image_repository(
             flag("image_repository"))
         self.image_repository = (self.image_repository_flag
                                  or KUBEADM_IMAGE_REPOSITORY)
-        self.containerd_address = (check_containerd_address(
+        self.containerd_address = (valid_containerd_address(
             flag("containerd_address")) or CRI_SOCKETS["containerd"])
-        self.node_name = check_node_name(flag("node_name"))
-        self.ignore_preflight_errors = check_ignore_preflight_errors(
+        self.node_name = valid_node_name(flag("node_name"))
+        self.ignore_preflight_errors = valid_ignore_preflight_errors(
             flag("ignore_preflight_errors"))
         self.control_plane_endpoint = flag("control_plane_endpoint")
         if self.control_plane_endpoint is not None:
-            check_endpoint(self.control_plane_endpoint,
+            valid_endpoint(self.control_plane_endpoint,
                            "--control-plane-endpoint")
         self.wait = not flag("no_wait", False)
         self.wait_timeout = flag("wait_timeout", DEFAULT_WAIT_TIMEOUT)
@@ -3217,7 +3209,7 @@ class InstallContext(object):
                             "seconds")
         self.advertise_address = None
         if flag("apiserver_advertise_address"):
-            self.advertise_address = check_own_address(
+            self.advertise_address = valid_own_address(
                 self, flag("apiserver_advertise_address"))
         # What the host phase fixes, and master's and join's own flags.
         self.disable_swap = bool(flag("disable_swap", False))
@@ -3282,7 +3274,7 @@ def default_cri(ctx):
     return "docker"
 
 
-def check_image_repository(repository):
+def valid_image_repository(repository):
     if repository is not None and not is_image_repository(repository):
         raise UserError("bad --image-repository %r: use a registry and path "
                         "such as k8s.gcr.io or registry.local:5000/k8s"
@@ -3290,7 +3282,7 @@ def check_image_repository(repository):
     return repository
 
 
-def check_containerd_address(address):
+def valid_containerd_address(address):
     if address is not None and (not full_match(SOCKET_PATH_RE, address) or
                                 ".." in address.split("/")):
         raise UserError("bad --containerd-address %r: give the absolute path "
@@ -3298,7 +3290,7 @@ def check_containerd_address(address):
     return address
 
 
-def check_node_name(name):
+def valid_node_name(name):
     """--node-name in lower case, as the node is registered."""
     if name is None:
         return None
@@ -3309,17 +3301,17 @@ def check_node_name(name):
     return name.lower()
 
 
-def check_ignore_preflight_errors(value):
+def valid_ignore_preflight_errors(value):
     if value is not None and not full_match(PREFLIGHT_ERRORS_RE, value):
         raise UserError("bad --ignore-preflight-errors %r: a comma-separated "
                         "list of kubeadm check names" % (value,))
     return value
 
 
-def check_own_address(ctx, text):
+def valid_own_address(ctx, text):
     """--apiserver-advertise-address: an IPv4 address of this host (a dry
     run only warns)."""
-    given = check_ipv4_address(text, "--apiserver-advertise-address")
+    given = valid_ipv4_address(text, "--apiserver-advertise-address")
     mine = [str(address.ip) for _, address in host_addresses(ctx.runner)]
     if given not in mine:
         message = ("--apiserver-advertise-address %s is not an address of "
@@ -3479,8 +3471,7 @@ KUBEADM_API = "kubeadm.k8s.io/v1beta2"
 KUBELET_API = "kubelet.config.k8s.io/v1beta1"
 
 _RELEASE_TABLES = {}
-_HEX = {"sha256": re.compile(r"^[0-9a-f]{64}\Z"),
-        "sha512": re.compile(r"^[0-9a-f]{128}\Z")}
+_HEX = {"sha256": SHA256_HEX_RE, "sha512": re.compile(r"[0-9a-f]{128}")}
 _RELEASE_RE = re.compile(r"^v1\.(\d+)\.(\d+)\Z")
 _FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _IMAGE_TAG_RE = re.compile(r"^v?\d+(\.\d+)*(-\d+)?\Z")
@@ -3523,7 +3514,7 @@ def release_table_problem(table):
             return "%s is not a table" % key
         for arch, value in values.items():
             if (arch not in ARCHES or not isinstance(value, str) or
-                    not _HEX[kind].match(value)):
+                    not _HEX[kind].fullmatch(value)):
                 return "%s of %s is not a %s" % (key, arch, kind)
         return None
 
@@ -3560,7 +3551,7 @@ def release_table_problem(table):
                     not _FILE_NAME_RE.match(name) for arch, name in names.items()):
                 return "minor %s: bad %s" % (minor, key)
     for name, entry in ((table.get("runtimes") or {}).get("docker") or {}).items():
-        if not isinstance(entry, dict) or not _HEX["sha256"].match(
+        if not isinstance(entry, dict) or not _HEX["sha256"].fullmatch(
                 str(entry.get("sha256", ""))):
             return "docker %s has no sha256" % name
     return None
@@ -3570,7 +3561,7 @@ def version_facts(kubernetes_version):
     """What the release table says about one patch release: kubeadm's image
     tags, the CNI, crictl and flannel versions, and the pinned checksums
     (by arch); UserError for a version it does not list."""
-    major, minor, _ = check_supported(kubernetes_version)
+    major, minor, _ = supported_version(kubernetes_version)
     table = release_table()
     version = normalize_version(kubernetes_version)
     release = table["releases"].get(version)
@@ -3593,7 +3584,7 @@ def version_facts(kubernetes_version):
 # Slice bundle (bundle mode: registry client, writer, local images, OS packages)
 # ===========================================================================
 
-def check_arch(arch):
+def valid_arch(arch):
     if arch not in ARCHES:
         raise UserError("unknown architecture %r: use one of %s"
                         % (arch, ", ".join(sorted(ARCHES))))
@@ -3720,7 +3711,7 @@ def parse_mapping(text, what):
 
 
 
-def check_os_ids(ids, arch):
+def valid_os_ids(ids, arch):
     """The --os IDs in the order given, once each; a UserError for an
     unknown one or an architecture no distribution is bundled for."""
     chosen = []
@@ -3800,8 +3791,9 @@ def read_checksum_file(path):
         if not line or line.startswith("#"):
             continue
         parts = line.split()
-        if len(parts) != 2 or not re.match(r"^([0-9a-fA-F]{64}|[0-9a-fA-F]{128})\Z",
-                                           parts[0]):
+        if len(parts) != 2 or not re.fullmatch(
+                r"%s|[0-9a-f]{128}" % SHA256_HEX_RE.pattern, parts[0],
+                re.IGNORECASE):
             raise UserError("--checksum-file %s line %d is not 'SHA256  FILENAME': "
                             "fix it (sha256sum writes that form)" % (path, number))
         name = parts[1].lstrip("*").rsplit("/", 1)[-1]
@@ -4523,7 +4515,7 @@ def docker_archive_images(label, documents, stored, cache, arch):
                             "archive" % (label, missing[0]))
         config_hex, config_size = stored[entry["Config"]]
         config = _archive_blob_json(label, cache, config_hex, "image config")
-        check_image_platform(label, config, arch)
+        require_image_platform(label, config, arch)
         diff_ids = (config.get("rootfs") or {}).get("diff_ids")
         layers = [stored[name] for name in entry["Layers"]]
         if diff_ids != ["sha256:" + hexd for hexd, _ in layers]:
@@ -4565,7 +4557,7 @@ def _archive_blob_json(label, cache, hex_digest, what):
     return value
 
 
-def check_image_platform(label, config, arch):
+def require_image_platform(label, config, arch):
     """The image's config says linux/ARCH, the bundle's architecture."""
     found = (config.get("os"), config.get("architecture"))
     if found != ("linux", arch):
@@ -4619,7 +4611,7 @@ def oci_archive_images(label, documents, stored, cache, arch):
             if needed not in blobs:
                 raise UserError("%s: blob %s is not in the archive"
                                 % (label, needed))
-        check_image_platform(label, _archive_blob_json(
+        require_image_platform(label, _archive_blob_json(
             label, cache, blobs[config["digest"]], "image config"), arch)
         found.append((names, {
             "manifest_digest": digest,
@@ -4704,7 +4696,7 @@ class ImageFetcher(object):
                 digests = [(d, image["blob_sizes"].get(d, 0))
                            for d in [image["config_digest"]] + image["layers"]]
             for digest, size in digests:
-                if not _DIGEST_RE.fullmatch(digest):
+                if not DIGEST_RE.fullmatch(digest):
                     raise UserError("image %s names an unsupported digest %s"
                                     % (image["source"], digest))
                 if digest not in wanted and not self.cache.has(digest[7:]):
@@ -4993,7 +4985,7 @@ def parse_published_sha256(text, filename=None):
         found = [hexd for hexd in found if hexd]
         return found[0] if len(found) == 1 else None
     fields = (text or "").split()
-    if not fields or not re.match(r"^[0-9a-fA-F]{64}\Z", fields[0]):
+    if not fields or not re.fullmatch(SHA256_HEX_RE.pattern, fields[0], re.IGNORECASE):
         return None
     if len(fields) > 2 or (len(fields) == 2 and filename is not None and
                            fields[1].lstrip("*").rsplit("/", 1)[-1] != filename):
@@ -5153,7 +5145,7 @@ def apt_release(client, os_id, arch, file_mirrors, keyring, insecure):
     if not fields:
         raise UserError("%sRelease is empty or not a Release file" % dists)
     release = fields[0]
-    check_valid_until(release, dists)
+    require_valid_until(release, dists)
     if distro["suite"] not in (release.get("Codename"), release.get("Suite")):
         raise UserError("%sRelease is for %s, not %s: check --file-mirror" % (
             dists, release.get("Codename") or release.get("Suite") or "?",
@@ -5228,7 +5220,7 @@ def clearsigned_text(data):
     return "\n".join(body) + "\n"
 
 
-def check_valid_until(release, where):
+def require_valid_until(release, where):
     """Refuse a Release past its Valid-Until, as apt does: a mirror could
     replay an old signed index to keep fixed packages away."""
     text = release.get("Valid-Until")
@@ -6210,7 +6202,7 @@ DOCKER_HUB_API = "registry-1.docker.io"
 
 def cmd_images(args):
     version = normalize_version(args.kubernetes_version)
-    check_arch(args.arch)
+    valid_arch(args.arch)
     for image in plan_images(version, args.arch, args.image_repository,
                              extra_image_refs(args)):
         print(image["source"] if is_registry_image(image) else
@@ -6222,7 +6214,7 @@ def cmd_bundle(args):
     """Pull, verify and pack everything; the bundle appears only when whole."""
     started = time.time()
     version = normalize_version(args.kubernetes_version)
-    arch = check_arch(args.arch)
+    arch = valid_arch(args.arch)
     version_facts(version)
     registry_mirrors = dict(parse_mapping(m, "--registry-mirror")
                             for m in args.registry_mirror)
@@ -6236,7 +6228,7 @@ def cmd_bundle(args):
     if args.with_docker and args.with_containerd:
         raise UserError("--with-docker and --with-containerd both carry "
                         "containerd: give one of them")
-    os_ids = check_os_ids(args.os, arch)
+    os_ids = valid_os_ids(args.os, arch)
     if args.os_keyring and not os.path.isfile(args.os_keyring):
         raise UserError("--os-keyring %s is not a file: give a keyring gpgv "
                         "reads (gpg --export output)" % args.os_keyring)
@@ -6343,14 +6335,14 @@ def load_join_info(ctx, bundle):
         info, source = read_join_file(ctx, bundle)
     if ctx.certificate_key:
         info["certificate_key"] = ctx.certificate_key
-    check_join_fields(info, source)
+    require_join_fields(info, source)
     expires = info.get("token_expires")
     if expires and expires < now():
         raise UserError("the join token in %s expired at %s: run `k8s_offline.py "
                         "token` on the master for a new join file" % (
                             source, _utc(expires)))
     if ctx.role == "control-plane":
-        check_certificate_key(ctx, info, source)
+        require_certificate_key(ctx, info, source)
     return info
 
 
@@ -6397,7 +6389,7 @@ def read_join_file(ctx, bundle):
     return info, path
 
 
-def check_join_fields(info, source):
+def require_join_fields(info, source):
     """Every field of the join facts against its grammar, before use: they
     go into kubeadm's config and containerd's."""
     unknown = sorted(set(info) - set(JOIN_FIELDS))
@@ -6406,19 +6398,19 @@ def check_join_fields(info, source):
                         "`token` on the master for a new one" % (source,
                                                                  unknown[0]))
     try:
-        check_endpoint(info.get("api_server_endpoint"), "API server endpoint")
+        valid_endpoint(info.get("api_server_endpoint"), "API server endpoint")
     except UserError as exc:
         raise UserError("%s in %s" % (exc, source))
     if not full_match(TOKEN_RE, info.get("token")):
         raise UserError("bad token %r in %s: a token looks like abcdef."
                         "0123456789abcdef; run `token` on the master for one"
                         % (info.get("token"), source))
-    if not full_match(CA_HASH_RE, info.get("discovery_token_ca_cert_hash")):
+    if not full_match(DIGEST_RE, info.get("discovery_token_ca_cert_hash")):
         raise UserError("bad CA hash %r in %s: it looks like sha256:<64 hex>; "
                         "run `token` on the master for one" % (
                             info.get("discovery_token_ca_cert_hash"), source))
     key = info.get("certificate_key")
-    if key is not None and not full_match(CERT_KEY_RE, key):
+    if key is not None and not full_match(SHA256_HEX_RE, key):
         raise UserError("bad certificate key %r in %s: it is 64 hex digits; "
                         "run `token` on the master for one" % (key, source))
     repository = info.get("image_repository")
@@ -6444,7 +6436,7 @@ def check_join_fields(info, source):
                             % (field, _short_json(value), source))
 
 
-def check_certificate_key(ctx, info, source):
+def require_certificate_key(ctx, info, source):
     """A control-plane join needs a well-formed, unexpired certificate key
     (one given by --certificate-key is taken as fresh)."""
     key = info.get("certificate_key")
@@ -6452,7 +6444,7 @@ def check_certificate_key(ctx, info, source):
         raise UserError("joining as a control-plane node needs a "
                         "certificate key: run `k8s_offline.py token` on the "
                         "master (or give --certificate-key)")
-    if not full_match(CERT_KEY_RE, key):
+    if not full_match(SHA256_HEX_RE, key):
         raise UserError("bad certificate key %r: it is 64 hex digits; run "
                         "`token` on the master for one" % (key,))
     key_expires = info.get("certificate_key_expires")
@@ -6470,7 +6462,7 @@ def phase_verify(ctx):
     Nothing on the host changes before the bundle is known to be whole.
     """
     bundle = ctx.bundle
-    check_supported(bundle.kubernetes_version)
+    supported_version(bundle.kubernetes_version)
     arch = host_arch()
     if bundle.arch != arch:
         raise UserError("the bundle is for %s but this host is %s: use a "
@@ -8047,8 +8039,6 @@ CLUSTER_LINKS = ("cni0", "flannel.1", "kube-ipvs0", "docker0")
 # Values that reach config files and command lines, each matched whole
 # (re.fullmatch: a pattern ending in `$` would let a trailing newline in).
 TOKEN_RE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
-CA_HASH_RE = re.compile(r"sha256:[a-f0-9]{64}")
-CERT_KEY_RE = re.compile(r"[a-f0-9]{64}")
 
 CRI_PLUGIN_NAMES = ("cri", "io.containerd.grpc.v1.cri")
 
@@ -9051,7 +9041,7 @@ def expected_backup_sha256(path, given):
     """The sha256 the backup must have: --sha256, else the .sha256 beside."""
     if given:
         value = given.strip().lower()
-        if not full_match(SHA256_RE, value):
+        if not full_match(SHA256_HEX_RE, value):
             raise UserError("bad --sha256 %r: give the 64 hex digits backup "
                             "printed" % given)
         return value
@@ -9061,7 +9051,7 @@ def expected_backup_sha256(path, given):
     raw = read_regular_file(path + ".sha256", "the checksum file",
                             MAX_CHECKSUM_FILE_BYTES)
     value = raw.decode("utf-8", "replace").split()[:1]
-    if not value or not full_match(SHA256_RE, value[0].lower()):
+    if not value or not full_match(SHA256_HEX_RE, value[0].lower()):
         raise UserError("%s.sha256 holds no sha256: copy it again from the "
                         "master, or give --sha256" % path)
     return value[0].lower()
@@ -9096,7 +9086,7 @@ class BackupArchive(object):
         try:
             with tarfile.open(copy, "r:*") as tar:
                 for member in tar:
-                    self._check_member(path, member)
+                    self._require_member(path, member)
                     self.files[member.name] = self._member_digest(
                         tar, member, keep=member.name != SNAPSHOT_NAME)
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
@@ -9145,7 +9135,7 @@ class BackupArchive(object):
             raise UserError("%s lacks the etcd snapshot or the cluster CA"
                             % path)
 
-    def _check_member(self, path, member):
+    def _require_member(self, path, member):
         """Refuse a member by its header alone, before a byte of it is
         read: a name of the backup's grammar, once, a file, within the
         member count and its size cap (a real PKI file is a few KiB, etcd
@@ -9337,7 +9327,6 @@ BACKUP_MEMBER_RE = re.compile(r"^(backup\.json|etcd/snapshot\.db|"
                               r"kubeadm/(kubeadm-init\.json|state\.json|"
                               r"kubeadm-config\.yaml)|"
                               r"pki/([A-Za-z0-9._-]+/)?[A-Za-z0-9._-]+)$")
-SHA256_RE = re.compile(r"[a-f0-9]{64}")
 MAX_CHECKSUM_FILE_BYTES = 64 * 1024        # the .sha256 beside a backup
 BACKUP_MAX_MEMBERS = 128                   # a kubeadm master's backup: 26
 BACKUP_MAX_PKI_BYTES = 256 * 1024          # a PKI file is a few KiB

@@ -2,6 +2,8 @@
 mode never reads bundle-mode data; versions are compared only where the
 profiles are made."""
 
+import ast
+
 import pytest
 
 import install_support  # noqa: F401  (puts the repository on sys.path)
@@ -27,3 +29,99 @@ def test_install_mode_never_reads_the_release_table(monkeypatch, capsys):
     assert len(calls) == 1
     assert "any release from v1.16.0" in " ".join(capsys.readouterr().out
                                                   .split())
+
+
+# -- names say the truth ------------------------------------------------------
+
+SCRIPT = ko.__file__
+
+
+def module_tree():
+    with open(SCRIPT) as handle:
+        return ast.parse(handle.read())
+
+
+def functions(tree):
+    """Module-level functions and methods, by name."""
+    found = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            found.append(node)
+        elif isinstance(node, ast.ClassDef):
+            found.extend(item for item in node.body
+                         if isinstance(item, ast.FunctionDef))
+    return found
+
+
+def own_nodes(function):
+    """The nodes of function's body, not of functions defined inside it."""
+    todo, found = list(function.body), []
+    while todo:
+        node = todo.pop()
+        found.append(node)
+        if not isinstance(node, (ast.FunctionDef, ast.Lambda, ast.ClassDef)):
+            todo.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def verb_contracts(tree):
+    """[(function, what is wrong)]: check_* yields Problems, valid_* returns
+    the checked value, require_* returns nothing (it raises or passes)."""
+    wrong = []
+    for function in functions(tree):
+        name = function.name.lstrip("_")
+        nodes = own_nodes(function)
+        yields = any(isinstance(node, (ast.Yield, ast.YieldFrom))
+                     for node in nodes)
+        values = [node for node in nodes if isinstance(node, ast.Return)
+                  and node.value is not None]
+        if name.startswith("check_") and not yields:
+            wrong.append((function.name, "check_ yields no Problem"))
+        if name.startswith("valid_") and (yields or not values):
+            wrong.append((function.name, "valid_ returns no value"))
+        if name.startswith("require_") and (yields or values):
+            wrong.append((function.name, "require_ returns a value"))
+    return wrong
+
+
+def test_each_check_verb_has_one_contract():
+    assert verb_contracts(module_tree()) == []
+    sample = ast.parse("def check_a():\n    return 1\n"
+                       "def valid_b(x):\n    raise ValueError(x)\n"
+                       "def require_c(x):\n    return x\n"
+                       "def check_d():\n    yield 1\n")
+    assert verb_contracts(sample) == [
+        ("check_a", "check_ yields no Problem"),
+        ("valid_b", "valid_ returns no value"),
+        ("require_c", "require_ returns a value")]
+
+
+def unused_names(tree):
+    """Module-level names nothing in the file reads."""
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            used.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            used.add(node.attr)
+    defined = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            defined.append(node.name)
+        elif isinstance(node, ast.Assign):
+            defined.extend(sub.id for target in node.targets
+                           for sub in ast.walk(target)
+                           if isinstance(sub, ast.Name))
+    return [name for name in defined if name not in used]
+
+
+def test_no_module_level_name_is_left_unused():
+    assert unused_names(module_tree()) == []
+    assert unused_names(ast.parse("A = 1\ndef f():\n    return A\n")) == ["f"]
+
+
+def test_the_64_hex_grammar_is_written_once():
+    texts = [node for node in ast.walk(module_tree())
+             if isinstance(node, ast.Str) and "{64}" in node.s]
+    assert len(texts) == 1 and ko.SHA256_HEX_RE.pattern == "[0-9a-f]{64}"
+
