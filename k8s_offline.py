@@ -3467,14 +3467,65 @@ DEFAULT_KUBERNETES_VERSION = "v1.16.0"
 RELEASE_TABLE_FILE = "bundle/releases.json"
 RELEASE_TABLE_ENV = "K8SO_RELEASE_TABLE"     # tests: a table of their own
 
-KUBEADM_API = "kubeadm.k8s.io/v1beta2"
-KUBELET_API = "kubelet.config.k8s.io/v1beta1"
+# What changes with the Kubernetes minor.  A row holds what is new from its
+# minor on (the first row is the base); profile() folds the rows up to a
+# version's minor, once a minor, into the run's profile.  Versions are
+# compared here and in the release table alone (tests/test_layout_rules.py).
+KUBERNETES_PROFILES = (
+    (16, {"kubeadm_api": "kubeadm.k8s.io/v1beta2",       # the config API
+          "kubelet_api": "kubelet.config.k8s.io/v1beta1",
+          "flannel_repository": "quay.io/coreos/flannel",
+          "master_taint": "node-role.kubernetes.io/master",
+          # kube-proxy's image detects the iptables backend from 1.17 on
+          # (kubernetes #82966); 1.16's writes legacy rules only.
+          "iptables_backend_detected": False,
+          # kubeadm's certificate commands: under `alpha` up to 1.19.
+          "certs_command": ("kubeadm", "alpha", "certs")}),
+    (17, {"iptables_backend_detected": True}),
+    (20, {"certs_command": ("kubeadm", "certs")}),
+)
+# The host tools kubeadm's preflight refuses to run without, from the minor
+# named on (before it, kubeadm only warns), and the package holding each.
+KUBEADM_REQUIRED_TOOLS = (("ip", 16, "iproute2"), ("iptables", 16, "iptables"),
+                          ("mount", 16, "mount"), ("nsenter", 16, "util-linux"),
+                          ("conntrack", 18, "conntrack"))
+_PROFILES = {}
+CNI_URL_OLD = ("https://github.com/containernetworking/plugins/releases/"
+               "download/{cni}/cni-plugins-{arch}-{cni}.tgz")
+CNI_URL = ("https://github.com/containernetworking/plugins/releases/"
+           "download/{cni}/cni-plugins-linux-{arch}-{cni}.tgz")
 
 _RELEASE_TABLES = {}
 _HEX = {"sha256": SHA256_HEX_RE, "sha512": re.compile(r"[0-9a-f]{128}")}
 _RELEASE_RE = re.compile(r"^v1\.(\d+)\.(\d+)\Z")
 _FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _IMAGE_TAG_RE = re.compile(r"^v?\d+(\.\d+)*(-\d+)?\Z")
+
+
+def profile(kubernetes_version):
+    """The run's profile: KUBERNETES_PROFILES folded up to the version's
+    minor, with the tools kubeadm requires at that minor."""
+    _, minor, _ = parse_version(kubernetes_version)
+    if minor not in _PROFILES:
+        folded = dict(KUBERNETES_PROFILES[0][1])
+        for since, changes in KUBERNETES_PROFILES[1:]:
+            if minor >= since:
+                folded.update(changes)
+        folded["required_tools"] = tuple(
+            tool for tool, since, _ in KUBEADM_REQUIRED_TOOLS if minor >= since)
+        _PROFILES[minor] = folded
+    return _PROFILES[minor]
+
+
+def cni_url_template(cni_version):
+    """The CNI plugins' release URL: its file names changed in 0.8.0."""
+    return CNI_URL_OLD if parse_version(cni_version) < (0, 8, 0) else CNI_URL
+
+
+def containerd_config_version(containerd_version):
+    """The config version a new containerd config file is written in:
+    containerd older than 1.3 reads version 1 only."""
+    return 1 if containerd_version and containerd_version < (1, 3) else 2
 
 
 def release_table():
@@ -3610,9 +3661,10 @@ def plan_images(kubernetes_version, arch, pull_repository=None, extra=()):
             "repository": name, "tag": tag,
             "ref": "%s/%s:%s" % (KUBEADM_IMAGE_REPOSITORY, name, tag),
             "source": "%s/%s:%s" % (pull_repository, name, tag)})
-    flannel = "%s:%s-%s" % (FLANNEL_REPOSITORY, facts["flannel"], arch)
+    flannel_repository = profile(kubernetes_version)["flannel_repository"]
+    flannel = "%s:%s-%s" % (flannel_repository, facts["flannel"], arch)
     images.append({"name": "flannel", "kubeadm": False, "extra": False,
-                   "repository": FLANNEL_REPOSITORY,
+                   "repository": flannel_repository,
                    "tag": "%s-%s" % (facts["flannel"], arch),
                    "ref": flannel, "source": flannel})
     seen = set(image["ref"] for image in images)
@@ -3741,8 +3793,7 @@ def plan_files(kubernetes_version, arch, with_docker=False,
         files.append({"key": name, "path": "%s/%s" % (BIN_DIR, name),
                       "url": url, "pinned": None, "publisher": url + ".sha256",
                       "always_publisher": True, "mode": 0o755})
-    cni_template = (CNI_URL_OLD if parse_version(facts["cni"]) < (0, 8, 0)
-                    else CNI_URL)
+    cni_template = cni_url_template(facts["cni"])
     cni_url = cni_template.format(cni=facts["cni"], arch=arch)
     if facts.get("cni_tarball", {}).get(arch):
         cni_url = cni_url.rsplit("/", 1)[0] + "/" + facts["cni_tarball"][arch]
@@ -5983,12 +6034,7 @@ DEFAULT_PULL_REPOSITORY = "registry.k8s.io"
 CONTROL_PLANE_COMPONENTS = ("kube-apiserver", "kube-controller-manager",
                             "kube-scheduler")
 
-FLANNEL_REPOSITORY = "quay.io/coreos/flannel"
 KUBE_RELEASE_URL = "https://dl.k8s.io/release/{version}/bin/linux/{arch}/{name}"
-CNI_URL_OLD = ("https://github.com/containernetworking/plugins/releases/"
-               "download/{cni}/cni-plugins-{arch}-{cni}.tgz")
-CNI_URL = ("https://github.com/containernetworking/plugins/releases/"
-           "download/{cni}/cni-plugins-linux-{arch}-{cni}.tgz")
 CRICTL_URL = ("https://github.com/kubernetes-sigs/cri-tools/releases/"
               "download/{crictl}/crictl-{crictl}-linux-{arch}.tar.gz")
 DOCKER_STATIC_VERSION = "19.03.15"
@@ -6829,12 +6875,12 @@ def check_tools(ctx):
     """What the bundle's kubeadm refuses to run without is an error, what it
     warns about a warning, so kubeadm itself never stops half way."""
     version = ctx.bundle.kubernetes_version
-    minor = parse_version(version)[1]
+    required = profile(version)["required_tools"]
     for tool, since, package in KUBEADM_REQUIRED_TOOLS:
         if ctx.host.which(tool):
             continue
         users = TOOL_USERS.get(tool)
-        if minor >= since:
+        if tool in required:
             yield error("%s is missing" % tool, "kubeadm %s refuses to run "
                         "without it%s; install the %s package" % (
                             version, " (%s)" % users if users else "",
@@ -6941,7 +6987,7 @@ def check_iptables_backend(ctx):
     backend = iptables_backend(ctx.runner)
     version = ctx.bundle.kubernetes_version
     if (backend and backend[1] == "nf_tables"
-            and parse_version(version)[:2] < (1, 17)
+            and not profile(version)["iptables_backend_detected"]
             and not ctx.iptables_legacy):
         yield warning("iptables %s uses the nftables backend, which "
                       "kube-proxy of Kubernetes %s does not support (its "
@@ -7115,7 +7161,7 @@ def containerd_config_with(config_text, pause_image, version=None):
     install phase fills.  The result goes through toml_dumps.
     """
     if config_text is None:
-        config = {"version": 1 if version and version < (1, 3) else 2}
+        config = {"version": containerd_config_version(version)}
     else:
         config = read_containerd_config(config_text)
     schema = config.get("version", 1)
@@ -7723,15 +7769,17 @@ def reset_partial(ctx, what):
 
 
 def kubeadm_init_config(ctx, certificate_key=None):
-    docs, extra = kubeadm_init_documents(ctx, certificate_key)
+    api = profile(ctx.bundle.kubernetes_version)["kubeadm_api"]
+    docs, extra = CONFIG_RENDERERS[api]["init"](ctx, certificate_key)
     return json_documents(docs + extra)
 
 
 def kubeadm_init_documents(ctx, certificate_key=None):
     """The kubeadm init config, as [dict] (plus the extra documents)."""
+    apis = profile(ctx.bundle.kubernetes_version)
     driver = ensure_cgroup_driver(ctx)
     address = advertise_address(ctx)
-    init = {"apiVersion": KUBEADM_API, "kind": "InitConfiguration",
+    init = {"apiVersion": apis["kubeadm_api"], "kind": "InitConfiguration",
             "localAPIEndpoint": {"advertiseAddress": address,
                                  "bindPort": API_PORT},
             "nodeRegistration": {"name": node_name(ctx),
@@ -7739,7 +7787,7 @@ def kubeadm_init_documents(ctx, certificate_key=None):
                                  "kubeletExtraArgs": {"cgroup-driver": driver}}}
     if certificate_key:
         init["certificateKey"] = certificate_key
-    cluster = {"apiVersion": KUBEADM_API, "kind": "ClusterConfiguration",
+    cluster = {"apiVersion": apis["kubeadm_api"], "kind": "ClusterConfiguration",
                "kubernetesVersion": ctx.bundle.kubernetes_version,
                "imageRepository": ctx.image_repository,
                "networking": {"podSubnet": ctx.pod_cidr,
@@ -7758,7 +7806,7 @@ def kubeadm_init_documents(ctx, certificate_key=None):
                                 ctx.extra_config_path, theirs, ctx.cri,
                                 driver, driver))
     else:
-        docs.append({"apiVersion": KUBELET_API, "kind": "KubeletConfiguration",
+        docs.append({"apiVersion": apis["kubelet_api"], "kind": "KubeletConfiguration",
                      "cgroupDriver": driver})
     return docs, extra
 
@@ -7851,7 +7899,8 @@ def phase_network(ctx):
                    what="kubectl apply (flannel)", timeout=120)
     if ctx.allow_pods_on_master:
         result = ctx.runner.run(ctx.kubectl(
-            "taint", "nodes", node_name(ctx), "node-role.kubernetes.io/master-"),
+            "taint", "nodes", node_name(ctx),
+            profile(ctx.bundle.kubernetes_version)["master_taint"] + "-"),
             check=False)
         if not result.ok and "not found" not in result.output():
             raise UserError("removing the master taint failed: %s"
@@ -7907,7 +7956,8 @@ def phase_join(ctx):
         return
     if state.get("join") == "started" or existing_cluster_files(host):
         reset_partial(ctx, "kubeadm join")
-    config = kubeadm_join_config(ctx, ctx.join_info)
+    api = profile(ctx.bundle.kubernetes_version)["kubeadm_api"]
+    config = CONFIG_RENDERERS[api]["join"](ctx, ctx.join_info)
     host.makedirs(STATE_DIR, 0o700)
     host.write(JOIN_CONFIG, config, 0o600)
     host.save_state(role=ctx.role, join="started", node=node_name(ctx),
@@ -7936,7 +7986,8 @@ def phase_join(ctx):
 
 def kubeadm_join_config(ctx, info):
     driver = ensure_cgroup_driver(ctx)
-    join = {"apiVersion": KUBEADM_API, "kind": "JoinConfiguration",
+    api = profile(ctx.bundle.kubernetes_version)["kubeadm_api"]
+    join = {"apiVersion": api, "kind": "JoinConfiguration",
             "discovery": {"bootstrapToken": {
                 "token": info["token"],
                 "apiServerEndpoint": info["api_server_endpoint"],
@@ -8019,9 +8070,6 @@ SYSCTLS = (("net.bridge.bridge-nf-call-iptables", "1"),
 # it refuses to run without, with the minor release that began refusing
 # (conntrack: kubernetes PR #85857, 1.18), and the tools it warns about.
 # Each with the package to install and what else needs it.
-KUBEADM_REQUIRED_TOOLS = (("ip", 16, "iproute2"), ("iptables", 16, "iptables"),
-                          ("mount", 16, "mount"), ("nsenter", 16, "util-linux"),
-                          ("conntrack", 18, "conntrack"))
 KUBEADM_WARNED_TOOLS = ("ebtables", "ethtool", "socat", "tc", "touch")
 TOOL_USERS = {"conntrack": "kube-proxy needs it",
               "socat": "`kubectl port-forward` needs it"}
@@ -8091,6 +8139,13 @@ PREFLIGHT_CHECKS = (
     PreflightCheck("containerd config", (), check_containerd_config),
     PreflightCheck("runtime", ("CRI",), check_runtime),
 )
+
+# The kubeadm config renderers, by the kubeadm config API of the run's
+# profile: init's documents ([dict], plus the extra ones) and join's file.
+CONFIG_RENDERERS = {
+    "kubeadm.k8s.io/v1beta2": {"init": kubeadm_init_documents,
+                               "join": kubeadm_join_config},
+}
 
 MASTER_PHASES = (
     Phase("verify", "check every byte of the bundle", phase_verify),
@@ -8390,10 +8445,8 @@ def pod_rows(listing):
 
 
 def cert_check_command(kubernetes_version):
-    _, minor, _ = parse_version(kubernetes_version)
-    if minor >= 20:
-        return ["kubeadm", "certs", "check-expiration"]
-    return ["kubeadm", "alpha", "certs", "check-expiration"]
+    return list(profile(kubernetes_version)["certs_command"]) + [
+        "check-expiration"]
 
 
 def cluster_version(ctx):
@@ -8690,10 +8743,7 @@ def cmd_certs_renew(args):
 
 def cert_renew_command(kubeadm_version):
     """kubeadm's renewal: under `alpha` up to 1.19, its own command from 1.20."""
-    _, minor, _ = parse_version(kubeadm_version)
-    if minor >= 20:
-        return ["kubeadm", "certs", "renew", "all"]
-    return ["kubeadm", "alpha", "certs", "renew", "all"]
+    return list(profile(kubeadm_version)["certs_command"]) + ["renew", "all"]
 
 
 def installed_kubeadm_version(ctx):

@@ -107,9 +107,10 @@ def slice_violations(source):
             continue
         user = (getattr(statement, "name", None)
                 or ",".join(defined_names(statement)) or "<statement>")
+        mine = local_names(statement)
         for node in ast.walk(statement):
             if (isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
-                    and node.id in home and home[node.id] != where
+                    and node.id not in mine and node.id in home and home[node.id] != where
                     and titles[home[node.id]].startswith("Slice")):
                 found.append((user, node.id, titles[where],
                               titles[home[node.id]]))

@@ -125,3 +125,59 @@ def test_the_64_hex_grammar_is_written_once():
              if isinstance(node, ast.Str) and "{64}" in node.s]
     assert len(texts) == 1 and ko.SHA256_HEX_RE.pattern == "[0-9a-f]{64}"
 
+
+# -- versions are compared in the profiles alone ------------------------------
+
+VERSION_NAMES = ("version", "minor", "major", "patch", "since")
+
+
+def is_version_operand(node):
+    """A version, as code compares one: parse_version(...) (or a slice of
+    it), a tuple of numbers, or a name or attribute saying version/minor."""
+    if isinstance(node, ast.Subscript):
+        node = node.value
+    if isinstance(node, ast.Call):
+        return getattr(node.func, "id", None) == "parse_version"
+    if isinstance(node, ast.Tuple):
+        return bool(node.elts) and all(isinstance(element, ast.Num)
+                                       for element in node.elts)
+    name = getattr(node, "id", None) or getattr(node, "attr", None) or ""
+    return any(word in name.split("_") for word in VERSION_NAMES)
+
+
+def version_comparisons(source):
+    """[(function, line)] of every <, <=, >, >= between versions outside
+    the Profiles section (profile() and the release table)."""
+    import test_layering
+    tree = ast.parse(source)
+    starts = test_layering.section_starts(source.splitlines())
+    found = []
+    for statement in tree.body:
+        title = starts[test_layering.section_of(starts, statement.lineno)][1]
+        if title.startswith("Profiles"):
+            continue
+        for node in ast.walk(statement):
+            if not isinstance(node, ast.Compare):
+                continue
+            operands = [node.left] + node.comparators
+            for op, left, right in zip(node.ops, operands, operands[1:]):
+                if (isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE))
+                        and (is_version_operand(left)
+                             or is_version_operand(right))):
+                    found.append((getattr(statement, "name", "?"),
+                                  node.lineno))
+    return found
+
+
+def test_versions_are_compared_only_in_the_profiles():
+    with open(SCRIPT) as handle:
+        assert version_comparisons(handle.read()) == []
+    import test_layering
+    banner = test_layering.BANNER
+    sample = "\n".join([
+        banner, "# Profiles: x", banner,
+        "def profile(version):", "    return parse_version(version) < (1, 17)",
+        banner, "# Slice install", banner,
+        "def phase(ctx):", "    minor = 3", "    return minor >= 20", "",
+        "def fine(ctx):", "    return len(ctx.nodes) > 3", ""])
+    assert version_comparisons(sample) == [("phase", 11)]
