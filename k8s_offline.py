@@ -2812,8 +2812,9 @@ def run_workflow(ctx, workflow, only=None):
 def only_phase(args):
     """NAME of `COMMAND phase NAME`, or None: the whole workflow."""
     if args.phase_action and not args.phase_name:
+        command = getattr(args, "phase_command", args.command)
         raise UserError("`%s phase` needs the name of a phase: see `%s "
-                        "--help` for them" % (args.command, args.command))
+                        "--help` for them" % (command, command))
     return args.phase_name
 
 
@@ -8696,48 +8697,79 @@ def cmd_certs_usage(args):
     raise UserError("certs needs an action: `certs check` or `certs renew`")
 
 
-def cmd_certs_renew(args):
-    ctx = day_two_context(args, "certs renew")
-    require_master(ctx, "certs renew")
-    host = ctx.host
-    if not host.exists(MANIFEST_DIR + "/kube-apiserver.yaml"):
-        raise UserError("this host runs no control plane (no %s/kube-apiserver"
-                        ".yaml): run certs renew on each master" % MANIFEST_DIR)
-    command = cert_renew_command(installed_kubeadm_version(ctx))
-    old_admin = host.read_bytes(ADMIN_CONF)
-    copies = kubeconfig_copies(ctx, old_admin)
-    saved = host_files_under(host, PKI_DIR) + [
-        "/etc/kubernetes/" + name for name in KUBEADM_KUBECONFIGS
-        if host.exists("/etc/kubernetes/" + name)]
-    backup = "%s/certs-before-renew-%s.tar.gz" % (DAYTWO_DIR, utc_stamp())
-    log.info("[backup] the old PKI and kubeconfigs (%d files) to %s, mode "
-             "0600", len(saved), backup)
+class RenewalContext(object):
+    """certs renew's context, built once before anything changes: the
+    day-two context (what it does not hold is read from there) and what
+    renewal found: the kubeadm command, the admin.conf copies, the files to
+    save and the backup holding them."""
+
+    command = "certs renew"
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        require_master(ctx, "certs renew")
+        host = ctx.host
+        if not host.exists(MANIFEST_DIR + "/kube-apiserver.yaml"):
+            raise UserError("this host runs no control plane (no %s/kube-"
+                            "apiserver.yaml): run certs renew on each master"
+                            % MANIFEST_DIR)
+        self.renew_command = cert_renew_command(installed_kubeadm_version(ctx))
+        self.copies = kubeconfig_copies(ctx, host.read_bytes(ADMIN_CONF))
+        self.saved = host_files_under(host, PKI_DIR) + [
+            "/etc/kubernetes/" + name for name in KUBEADM_KUBECONFIGS
+            if host.exists("/etc/kubernetes/" + name)]
+        self.backup = "%s/certs-before-renew-%s.tar.gz" % (DAYTWO_DIR,
+                                                          utc_stamp())
+
+    def __getattr__(self, name):
+        return getattr(self.ctx, name)
+
+
+def phase_renew_backup(ctx):
+    """The old PKI and kubeconfigs, into a tar of mode 0600."""
+    log.info("  the old PKI and kubeconfigs (%d files) to %s, mode 0600",
+             len(ctx.saved), ctx.backup)
     if ctx.dry_run:
-        log.info("  would write %s", backup)
-    else:
-        host.makedirs(DAYTWO_DIR, 0o700)
-        write_private_tar(host, backup, [(path.lstrip("/"), path)
-                                         for path in saved])
-    log.info("[renew] %s", " ".join(command))
-    ctx.runner.run(command, timeout=300, what="kubeadm certs renew")
-    log.info("[restart] the control-plane static pods, one at a time")
-    host.makedirs(DAYTWO_DIR, 0o700)
+        log.info("  would write %s", ctx.backup)
+        return
+    ctx.host.makedirs(DAYTWO_DIR, 0o700)
+    write_private_tar(ctx.host, ctx.backup, [(path.lstrip("/"), path)
+                                             for path in ctx.saved])
+
+
+def phase_renew(ctx):
+    """kubeadm certs renew all (kubeadm alpha certs renew all up to 1.19)."""
+    log.info("  %s", " ".join(ctx.renew_command))
+    ctx.runner.run(ctx.renew_command, timeout=300, what="kubeadm certs renew")
+
+
+def phase_renew_restart(ctx):
+    """The control-plane static pods, one at a time."""
+    ctx.host.makedirs(DAYTWO_DIR, 0o700)
     for component in CONTROL_PLANE_PODS:
         restart_static_pod(ctx, component)
-    log.info("[kubeconfig] the admin.conf copies")
-    new_admin = host.read_bytes(ADMIN_CONF)
-    for path, uid, gid in copies:
+
+
+def phase_renew_kubeconfig(ctx):
+    """The admin.conf copies, refreshed from the new admin.conf."""
+    new_admin = ctx.host.read_bytes(ADMIN_CONF)
+    for path, uid, gid in ctx.copies:
         if ctx.dry_run or new_admin is None:
             log.info("  would copy %s to %s", ADMIN_CONF, path)
             continue
-        host.write(path, new_admin, 0o600, owner=(uid, gid))
+        ctx.host.write(path, new_admin, 0o600, owner=(uid, gid))
         log.info("  kubeconfig %s refreshed", path)
-    if ctx.dry_run:
-        log.info("dry run: nothing was changed")
+
+
+def cmd_certs_renew(args):
+    only = only_phase(args)
+    ctx = RenewalContext(day_two_context(args, "certs renew"))
+    run_workflow(ctx, CERTS_RENEW_PHASES, only)
+    if ctx.dry_run or only is not None:
         return 0
-    rows, fewest = certificate_rows(cluster_certificates(host))
+    rows, fewest = certificate_rows(cluster_certificates(ctx.host))
     print(format_table(rows))
-    print("renewed; the old certificates are in %s" % backup)
+    print("renewed; the old certificates are in %s" % ctx.backup)
     return 0
 
 
@@ -9385,6 +9417,16 @@ BACKUP_MAX_SNAPSHOT_BYTES = 8 << 30        # etcd's largest backend quota
 ETCD_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
 ETCD_PEER_URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+:\d+")
 
+CERTS_RENEW_PHASES = (
+    Phase("backup", "the old PKI and kubeconfigs to a 0600 tar",
+          phase_renew_backup),
+    Phase("renew", "kubeadm certs renew all", phase_renew),
+    Phase("restart", "restart the control-plane static pods",
+          phase_renew_restart),
+    Phase("kubeconfig", "refresh the admin.conf copies",
+          phase_renew_kubeconfig),
+)
+
 
 # ===========================================================================
 # Command line
@@ -9627,10 +9669,11 @@ def _wait_options(parser):
                         help="do not wait for the node to be Ready")
 
 
-def _workflow_parser(sub, name, text, workflow):
+def _workflow_parser(sub, name, text, workflow, command=None):
     """A command made of phases: its --help lists them, and `NAME phase
     PHASE` runs one (as `kubeadm init phase` does)."""
-    parser = sub.add_parser(name, help=text, epilog=phases_help(name, workflow),
+    parser = sub.add_parser(name, help=text,
+                            epilog=phases_help(command or name, workflow),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("phase_action", nargs="?", choices=("phase",),
                         metavar="phase", help="run one phase alone (after "
@@ -9638,6 +9681,7 @@ def _workflow_parser(sub, name, text, workflow):
     parser.add_argument("phase_name", nargs="?", metavar="NAME",
                         choices=[phase.name for phase in workflow],
                         help="the phase to run: one of those listed below")
+    parser.set_defaults(phase_command=command or name)
     return parser
 
 
@@ -9721,10 +9765,11 @@ def add_day_two_commands(sub):
     _install_options(check, bundle=False, cri=False)
     check.set_defaults(func=cmd_certs_check)
     certs.set_defaults(func=cmd_certs_usage)
-    renew = certs_sub.add_parser("renew", help="on a master: renew with "
-                                 "kubeadm, restart the control plane, "
-                                 "refresh admin.conf copies")
-    _install_options(renew, bundle=False)
+    renew = _workflow_parser(certs_sub, "renew", "on a master: renew with "
+                             "kubeadm, restart the control plane, refresh "
+                             "admin.conf copies", CERTS_RENEW_PHASES,
+                             command="certs renew")
+    _install_options(renew, bundle=False, phases=True)
     renew.set_defaults(func=cmd_certs_renew)
 
     backup = sub.add_parser("backup", help="on a master: etcd snapshot, PKI "
