@@ -9107,6 +9107,7 @@ def sha256_file(path, chunk=1 << 20):
 
 
 def cmd_restore(args):
+    only = only_phase(args)
     ctx = day_two_context(args, "restore")
     if not os.path.isfile(args.file):
         raise UserError("no backup file %s: give the .tar.gz backup wrote"
@@ -9114,9 +9115,14 @@ def cmd_restore(args):
     expected = expected_backup_sha256(args.file, args.sha256)
     archive = BackupArchive(args.file, expected)
     try:
-        return restore_from(ctx, archive)
+        run_workflow(RestoreContext(ctx, archive), RESTORE_PHASES, only)
+        meta = archive.meta
     finally:
         archive.close()
+    if not ctx.dry_run and only is None:
+        print("restored %s: the cluster's objects of %s are back" % (
+            ctx.backup_file, _utc(meta.get("created") or 0)))
+    return 0
 
 
 def expected_backup_sha256(path, given):
@@ -9279,52 +9285,83 @@ class BackupArchive(object):
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def restore_from(ctx, archive):
-    host, meta = ctx.host, archive.meta
-    version = installed_kubeadm_version(ctx)
-    if parse_version(version)[:2] != parse_version(
-            meta["kubernetes_version"])[:2]:
-        raise UserError("the backup is of Kubernetes %s but this host's "
-                        "kubeadm is %s: restore with the same minor version"
-                        % (meta["kubernetes_version"], version))
-    refusal = restore_refusal(ctx, archive)
-    if refusal:
-        raise UserError(refusal)
-    runtime = day_two_runtime(ctx)
-    etcd = meta["etcd"]
-    if isinstance(meta.get("node"), str) and NODE_NAME_RE.match(meta["node"]):
-        ctx.node_name = meta["node"]
-    require_etcd_image(ctx, runtime, etcd["image"])
-    log.info("  backup of %s made %s on %s (Kubernetes %s), every file checked",
-             meta.get("node"), _utc(meta.get("created") or 0), etcd["name"],
-             meta["kubernetes_version"])
-    if existing_cluster_files(host):
-        log.info("[replace] kubeadm reset -f, as --replace asks")
-        ctx.runner.run(["kubeadm", "reset", "-f"], timeout=600,
-                       what="kubeadm reset")
-        host.remove(ETCD_DATA_DIR)
-    log.info("[pki] %s from the backup", PKI_DIR)
+class RestoreContext(object):
+    """restore's context, built once before anything changes: the day-two
+    context (what it does not hold is read from there), the checked backup,
+    the runtime that runs etcdctl and the kubeadm config to restore."""
+
+    command = "restore"
+
+    def __init__(self, ctx, archive):
+        self.ctx, self.archive = ctx, archive
+        meta = archive.meta
+        version = installed_kubeadm_version(ctx)
+        if parse_version(version)[:2] != parse_version(
+                meta["kubernetes_version"])[:2]:
+            raise UserError("the backup is of Kubernetes %s but this host's "
+                            "kubeadm is %s: restore with the same minor "
+                            "version" % (meta["kubernetes_version"], version))
+        refusal = restore_refusal(ctx, archive)
+        if refusal:
+            raise UserError(refusal)
+        self.runtime = day_two_runtime(ctx)
+        self.etcd = etcd = meta["etcd"]
+        if (isinstance(meta.get("node"), str)
+                and NODE_NAME_RE.match(meta["node"])):
+            ctx.node_name = meta["node"]
+        require_etcd_image(ctx, self.runtime, etcd["image"])
+        log.info("  backup of %s made %s on %s (Kubernetes %s), every file "
+                 "checked", meta.get("node"), _utc(meta.get("created") or 0),
+                 etcd["name"], meta["kubernetes_version"])
+        self.config = (INIT_CONFIG if archive.config_name().endswith(".json")
+                       else STATE_DIR + "/kubeadm-config.yaml")
+
+    def __getattr__(self, name):
+        return getattr(self.ctx, name)
+
+
+def replacing(ctx):
+    """restore --replace on a host still running a control plane."""
+    return bool(existing_cluster_files(ctx.host))
+
+
+def phase_restore_replace(ctx):
+    """kubeadm reset -f, as --replace asks"""
+    ctx.runner.run(["kubeadm", "reset", "-f"], timeout=600,
+                   what="kubeadm reset")
+    ctx.host.remove(ETCD_DATA_DIR)
+
+
+def phase_restore_pki(ctx):
+    """/etc/kubernetes/pki from the backup"""
+    host, archive = ctx.host, ctx.archive
     for name in sorted(archive.files):
         if name.startswith("pki/"):
             target = PKI_DIR + "/" + name[4:]
             host.makedirs(os.path.dirname(target), 0o755)
             host.write(target, archive.data(name),
                        0o600 if name.endswith(".key") else 0o644)
-    log.info("[config] the kubeadm config and this tool's state")
+
+
+def phase_restore_config(ctx):
+    """the kubeadm config and this tool's state"""
+    host, archive = ctx.host, ctx.archive
     host.makedirs(STATE_DIR, 0o700)
-    config = (INIT_CONFIG if archive.config_name().endswith(".json") else
-              STATE_DIR + "/kubeadm-config.yaml")
-    host.write(config, archive.data(archive.config_name()), 0o600)
+    host.write(ctx.config, archive.data(archive.config_name()), 0o600)
     if "kubeadm/state.json" in archive.files:
         host.write(STATE_FILE, archive.data("kubeadm/state.json"), 0o600)
-    log.info("[etcd] restore the snapshot into %s", ETCD_DATA_DIR)
+
+
+def phase_restore_etcd(ctx):
+    """restore the snapshot into /var/lib/etcd"""
+    host, etcd = ctx.host, ctx.etcd
     work = "%s/restore-%d" % (DAYTWO_DIR, os.getpid())
     host.makedirs(DAYTWO_DIR, 0o700)
     host.makedirs(work, 0o700)
     try:
         if not ctx.dry_run:
-            archive.copy_snapshot(host.path(work + "/snapshot.db"))
-        ctx.runner.run(etcdctl_argv(ctx, runtime, etcd["image"], [
+            ctx.archive.copy_snapshot(host.path(work + "/snapshot.db"))
+        ctx.runner.run(etcdctl_argv(ctx, ctx.runtime, etcd["image"], [
             (work, "/restore", True)], [
             "snapshot", "restore", "/restore/snapshot.db",
             "--data-dir", "/restore/etcd", "--name", etcd["name"],
@@ -9335,11 +9372,16 @@ def restore_from(ctx, archive):
         move_file(ctx, work + "/etcd/member", ETCD_DATA_DIR + "/member")
     finally:
         host.remove(work)
-    log.info("[init] kubeadm init with the restored PKI, config and etcd data")
-    argv = ["kubeadm", "init", "--config", config, "--ignore-preflight-errors",
-            ",".join(["DirAvailable--var-lib-etcd"] + [
-                part for part in (ctx.ignore_preflight_errors
-                                  or "").split(",") if part])]
+
+
+def phase_restore_init(ctx):
+    """kubeadm init with the restored PKI, config and etcd data"""
+    host = ctx.host
+    argv = ["kubeadm", "init", "--config", ctx.config,
+            "--ignore-preflight-errors", ",".join(
+                ["DirAvailable--var-lib-etcd"] + [
+                    part for part in (ctx.ignore_preflight_errors
+                                      or "").split(",") if part])]
     host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
     result = ctx.runner.run(argv, timeout=1800, check=False,
                             tee=host.path(KUBEADM_INIT_LOG))
@@ -9347,17 +9389,7 @@ def restore_from(ctx, archive):
         raise UserError("kubeadm init failed (exit %d): %s: the full output is "
                         "in %s" % (result.returncode, last_line(
                             result.output()) or "no output", KUBEADM_INIT_LOG))
-    host.save_state(role="master", init="done", cri=runtime)
-    log.info("[kubeconfig] admin.conf for root and the sudo user")
-    phase_kubeconfig(ctx)
-    log.info("[wait] the node and the kube-system pods")
-    phase_wait(ctx)
-    if ctx.dry_run:
-        log.info("dry run: nothing was changed")
-    else:
-        print("restored %s: the cluster's objects of %s are back" % (
-            ctx.backup_file, _utc(meta.get("created") or 0)))
-    return 0
+    host.save_state(role="master", init="done", cri=ctx.runtime)
 
 
 def restore_refusal(ctx, archive):
@@ -9417,6 +9449,20 @@ BACKUP_MAX_SNAPSHOT_BYTES = 8 << 30        # etcd's largest backend quota
 ETCD_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
 ETCD_PEER_URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+:\d+")
 
+RESTORE_PHASES = (
+    Phase("replace", "kubeadm reset -f first (--replace)",
+          phase_restore_replace, replacing),
+    Phase("pki", "the PKI from the backup", phase_restore_pki),
+    Phase("config", "the kubeadm config and this tool's state",
+          phase_restore_config),
+    Phase("etcd", "etcdctl snapshot restore into /var/lib/etcd",
+          phase_restore_etcd),
+    Phase("init", "kubeadm init on the restored data", phase_restore_init),
+    Phase("kubeconfig", "admin.conf for root and the sudo user",
+          phase_kubeconfig),
+    Phase("wait", "wait for a Ready node and Running kube-system pods",
+          phase_wait),
+)
 CERTS_RENEW_PHASES = (
     Phase("backup", "the old PKI and kubeconfigs to a 0600 tar",
           phase_renew_backup),
@@ -9675,14 +9721,19 @@ def _workflow_parser(sub, name, text, workflow, command=None):
     parser = sub.add_parser(name, help=text,
                             epilog=phases_help(command or name, workflow),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    _phase_arguments(parser, workflow, command or name)
+    return parser
+
+
+def _phase_arguments(parser, workflow, command):
+    """`COMMAND phase NAME`: one phase of the workflow alone."""
     parser.add_argument("phase_action", nargs="?", choices=("phase",),
                         metavar="phase", help="run one phase alone (after "
                         "verify and preflight, which every change needs)")
     parser.add_argument("phase_name", nargs="?", metavar="NAME",
                         choices=[phase.name for phase in workflow],
                         help="the phase to run: one of those listed below")
-    parser.set_defaults(phase_command=command or name)
-    return parser
+    parser.set_defaults(phase_command=command)
 
 
 def add_install_commands(sub):
@@ -9779,10 +9830,13 @@ def add_day_two_commands(sub):
                         "k8s-offline-backup-NODE-TIME.tar.gz" % BACKUP_DIR)
     backup.set_defaults(func=cmd_backup)
 
-    restore = sub.add_parser("restore", help="on a reset or fresh master: "
-                             "bring a cluster back from a backup")
+    restore = sub.add_parser(
+        "restore", help="on a reset or fresh master: bring a cluster back "
+        "from a backup", epilog=phases_help("restore FILE", RESTORE_PHASES),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     restore.add_argument("file", metavar="FILE", help="the backup .tar.gz")
-    _install_options(restore, bundle=False)
+    _phase_arguments(restore, RESTORE_PHASES, "restore")
+    _install_options(restore, bundle=False, phases=True)
     restore.add_argument("--sha256", metavar="HEX", help="the sha256 backup "
                          "printed (default: from FILE.sha256)")
     restore.add_argument("--replace", "--force", dest="replace",
