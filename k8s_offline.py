@@ -69,14 +69,15 @@ Hidden flags (not in --help; for tests and unusual hosts):
                       containerd's socket (default /run/containerd/
                       containerd.sock)
 
-The file is laid out in four parts, one section per banner: the kernel
-(errors and utilities, the shared grammars, the formats, Host and Runner,
-the bundle reader and verifier, the phase runner, the node context and the
-phases the workflows share); the profiles (what changes with the Kubernetes
-version); one slice per workflow (bundle, install for master and join,
-reset, day two), each reading top to bottom; and the command line.  No
-function uses a name a later section defines, and a slice uses the kernel
-and the profiles, never another slice (tests/test_layering.py).
+The file is laid out in parts, one section per banner: the kernel (errors
+and utilities, the shared grammars, the formats, Host and Runner, the
+bundle reader and verifier, the phase runner); the profiles (what changes
+with the Kubernetes version); what install, reset and day two share (the
+node context, preflight, kubeconfig and wait); one slice per workflow
+(bundle, install for master and join, reset, day two), each reading top to
+bottom; and the command line.  No function uses a name a later section
+defines, and a slice uses the kernel, the profiles and the shared part,
+never another slice (tests/test_layering.py).
 """
 
 import argparse
@@ -2821,7 +2822,180 @@ def only_phase(args):
 
 
 # ===========================================================================
-# Kernel: the node context, and the phases and cluster reads the slices share
+# Profiles: Kubernetes versions and container runtimes
+# ===========================================================================
+
+DEFAULT_KUBERNETES_VERSION = "v1.16.0"
+
+RELEASE_TABLE_FILE = "bundle/releases.json"
+RELEASE_TABLE_ENV = "K8SO_RELEASE_TABLE"     # tests: a table of their own
+
+# What changes with the Kubernetes minor.  A row holds what is new from its
+# minor on (the first row is the base); profile() folds the rows up to a
+# version's minor, once a minor, into the run's profile.  Versions are
+# compared here and in the release table alone (tests/test_layout_rules.py).
+KUBERNETES_PROFILES = (
+    (16, {"kubeadm_api": "kubeadm.k8s.io/v1beta2",       # the config API
+          "kubelet_api": "kubelet.config.k8s.io/v1beta1",
+          "flannel_repository": "quay.io/coreos/flannel",
+          "master_taint": "node-role.kubernetes.io/master",
+          # kube-proxy's image detects the iptables backend from 1.17 on
+          # (kubernetes #82966); 1.16's writes legacy rules only.
+          "iptables_backend_detected": False,
+          # kubeadm's certificate commands: under `alpha` up to 1.19.
+          "certs_command": ("kubeadm", "alpha", "certs")}),
+    (17, {"iptables_backend_detected": True}),
+    (20, {"certs_command": ("kubeadm", "certs")}),
+)
+# The host tools kubeadm's preflight refuses to run without, from the minor
+# named on (before it, kubeadm only warns), and the package holding each.
+KUBEADM_REQUIRED_TOOLS = (("ip", 16, "iproute2"), ("iptables", 16, "iptables"),
+                          ("mount", 16, "mount"), ("nsenter", 16, "util-linux"),
+                          ("conntrack", 18, "conntrack"))
+_PROFILES = {}
+CNI_URL_OLD = ("https://github.com/containernetworking/plugins/releases/"
+               "download/{cni}/cni-plugins-{arch}-{cni}.tgz")
+CNI_URL = ("https://github.com/containernetworking/plugins/releases/"
+           "download/{cni}/cni-plugins-linux-{arch}-{cni}.tgz")
+
+_RELEASE_TABLES = {}
+_HEX = {"sha256": SHA256_HEX_RE, "sha512": re.compile(r"[0-9a-f]{128}")}
+_RELEASE_RE = re.compile(r"^v1\.(\d+)\.(\d+)\Z")
+_FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_IMAGE_TAG_RE = re.compile(r"^v?\d+(\.\d+)*(-\d+)?\Z")
+
+
+def profile(kubernetes_version):
+    """The run's profile: KUBERNETES_PROFILES folded up to the version's
+    minor, with the tools kubeadm requires at that minor."""
+    _, minor, _ = parse_version(kubernetes_version)
+    if minor not in _PROFILES:
+        folded = dict(KUBERNETES_PROFILES[0][1])
+        for since, changes in KUBERNETES_PROFILES[1:]:
+            if minor >= since:
+                folded.update(changes)
+        folded["required_tools"] = tuple(
+            tool for tool, since, _ in KUBEADM_REQUIRED_TOOLS if minor >= since)
+        _PROFILES[minor] = folded
+    return _PROFILES[minor]
+
+
+def cni_url_template(cni_version):
+    """The CNI plugins' release URL: its file names changed in 0.8.0."""
+    return CNI_URL_OLD if parse_version(cni_version) < (0, 8, 0) else CNI_URL
+
+
+def containerd_config_version(containerd_version):
+    """The config version a new containerd config file is written in:
+    containerd older than 1.3 reads version 1 only."""
+    return 1 if containerd_version and containerd_version < (1, 3) else 2
+
+
+def release_table():
+    """The release table (bundle/releases.json beside this file, or the file
+    K8SO_RELEASE_TABLE names), checked once per run."""
+    path = (os.environ.get(RELEASE_TABLE_ENV) or
+            os.path.join(script_dir(), RELEASE_TABLE_FILE))
+    if path not in _RELEASE_TABLES:
+        try:
+            with open(path, "rb") as handle:
+                table = json.loads(handle.read().decode("utf-8"))
+        except (OSError, IOError) as exc:
+            raise UserError("cannot read the release table %s: %s: run bundle "
+                            "from the k8s-offline folder" % (path, exc.strerror))
+        except (ValueError, UnicodeDecodeError):
+            raise UserError("the release table %s is not valid JSON: restore it "
+                            "from git" % path)
+        problem = release_table_problem(table)
+        if problem:
+            raise UserError("the release table %s is malformed (%s): restore it "
+                            "from git" % (path, problem))
+        _RELEASE_TABLES[path] = table
+    return _RELEASE_TABLES[path]
+
+
+def release_table_problem(table):
+    """What is wrong with a release table, or None (see releases.json)."""
+    if not isinstance(table, dict) or table.get("schema") != 1:
+        return "schema is not 1"
+    releases, minors = table.get("releases"), table.get("minors")
+    if not isinstance(releases, dict) or not isinstance(minors, dict):
+        return "no releases or minors"
+
+    def hexes(entry, key, kind):
+        values = entry.get(key, {})
+        if not isinstance(values, dict):
+            return "%s is not a table" % key
+        for arch, value in values.items():
+            if (arch not in ARCHES or not isinstance(value, str) or
+                    not _HEX[kind].fullmatch(value)):
+                return "%s of %s is not a %s" % (key, arch, kind)
+        return None
+
+    for version, entry in releases.items():
+        match = _RELEASE_RE.match(version)
+        if not match or "1.%s" % match.group(1) not in SUPPORTED_MINORS:
+            return "release %r is not a supported version" % version
+        if "1.%s" % match.group(1) not in minors:
+            return "release %s has no minor entry" % version
+        images = entry.get("images") if isinstance(entry, dict) else None
+        if not isinstance(images, dict) or any(
+                not isinstance(images.get(name), str) or
+                not _IMAGE_TAG_RE.match(images[name])
+                for name in ("pause", "etcd", "coredns")):
+            return "release %s lacks an image tag" % version
+        problem = hexes(entry, "node_sha512", "sha512")
+        if problem:
+            return "release %s: %s" % (version, problem)
+    for minor, entry in minors.items():
+        if minor not in SUPPORTED_MINORS or not isinstance(entry, dict):
+            return "minor %r is not supported" % minor
+        for key in ("cni", "crictl", "flannel"):
+            if (not isinstance(entry.get(key), str) or
+                    not _IMAGE_TAG_RE.match(entry[key])):
+                return "minor %s lacks a %s version" % (minor, key)
+        for key in ("cni_sha256", "crictl_sha256"):
+            problem = hexes(entry, key, "sha256")
+            if problem:
+                return "minor %s: %s" % (minor, problem)
+        for key in ("cni_tarball", "crictl_tarball"):
+            names = entry.get(key, {})
+            if not isinstance(names, dict) or any(
+                    arch not in ARCHES or not isinstance(name, str) or
+                    not _FILE_NAME_RE.match(name) for arch, name in names.items()):
+                return "minor %s: bad %s" % (minor, key)
+    for name, entry in ((table.get("runtimes") or {}).get("docker") or {}).items():
+        if not isinstance(entry, dict) or not _HEX["sha256"].fullmatch(
+                str(entry.get("sha256", ""))):
+            return "docker %s has no sha256" % name
+    return None
+
+
+def version_facts(kubernetes_version):
+    """What the release table says about one patch release: kubeadm's image
+    tags, the CNI, crictl and flannel versions, and the pinned checksums
+    (by arch); UserError for a version it does not list."""
+    major, minor, _ = supported_version(kubernetes_version)
+    table = release_table()
+    version = normalize_version(kubernetes_version)
+    release = table["releases"].get(version)
+    if release is None:
+        known = sorted(table["releases"], key=parse_version)
+        raise UserError("Kubernetes %s is not supported: it is not a release "
+                        "in the release table (%s to %s)" % (
+                            version, known[0], known[-1]))
+    if release.get("do_not_use"):
+        raise UserError("Kubernetes %s is not supported: its release notes say "
+                        "\"%s\": choose another patch release"
+                        % (version, release["do_not_use"]))
+    facts = dict(table["minors"]["%d.%d" % (major, minor)])
+    facts.update(release["images"])
+    facts["node_sha512"] = release.get("node_sha512", {})
+    return facts
+
+
+# ===========================================================================
+# Shared by install, reset and day two: the node context, preflight, kubeconfig and wait
 # ===========================================================================
 
 KUBEADM_IMAGE_REPOSITORY = "k8s.gcr.io"
@@ -3459,179 +3633,6 @@ def phase_wait(ctx):
         if now() >= deadline:
             raise UserError(timeout_message(pending, timeout))
         sleep(WAIT_INTERVAL)
-
-
-# ===========================================================================
-# Profiles: Kubernetes versions and container runtimes
-# ===========================================================================
-
-DEFAULT_KUBERNETES_VERSION = "v1.16.0"
-
-RELEASE_TABLE_FILE = "bundle/releases.json"
-RELEASE_TABLE_ENV = "K8SO_RELEASE_TABLE"     # tests: a table of their own
-
-# What changes with the Kubernetes minor.  A row holds what is new from its
-# minor on (the first row is the base); profile() folds the rows up to a
-# version's minor, once a minor, into the run's profile.  Versions are
-# compared here and in the release table alone (tests/test_layout_rules.py).
-KUBERNETES_PROFILES = (
-    (16, {"kubeadm_api": "kubeadm.k8s.io/v1beta2",       # the config API
-          "kubelet_api": "kubelet.config.k8s.io/v1beta1",
-          "flannel_repository": "quay.io/coreos/flannel",
-          "master_taint": "node-role.kubernetes.io/master",
-          # kube-proxy's image detects the iptables backend from 1.17 on
-          # (kubernetes #82966); 1.16's writes legacy rules only.
-          "iptables_backend_detected": False,
-          # kubeadm's certificate commands: under `alpha` up to 1.19.
-          "certs_command": ("kubeadm", "alpha", "certs")}),
-    (17, {"iptables_backend_detected": True}),
-    (20, {"certs_command": ("kubeadm", "certs")}),
-)
-# The host tools kubeadm's preflight refuses to run without, from the minor
-# named on (before it, kubeadm only warns), and the package holding each.
-KUBEADM_REQUIRED_TOOLS = (("ip", 16, "iproute2"), ("iptables", 16, "iptables"),
-                          ("mount", 16, "mount"), ("nsenter", 16, "util-linux"),
-                          ("conntrack", 18, "conntrack"))
-_PROFILES = {}
-CNI_URL_OLD = ("https://github.com/containernetworking/plugins/releases/"
-               "download/{cni}/cni-plugins-{arch}-{cni}.tgz")
-CNI_URL = ("https://github.com/containernetworking/plugins/releases/"
-           "download/{cni}/cni-plugins-linux-{arch}-{cni}.tgz")
-
-_RELEASE_TABLES = {}
-_HEX = {"sha256": SHA256_HEX_RE, "sha512": re.compile(r"[0-9a-f]{128}")}
-_RELEASE_RE = re.compile(r"^v1\.(\d+)\.(\d+)\Z")
-_FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
-_IMAGE_TAG_RE = re.compile(r"^v?\d+(\.\d+)*(-\d+)?\Z")
-
-
-def profile(kubernetes_version):
-    """The run's profile: KUBERNETES_PROFILES folded up to the version's
-    minor, with the tools kubeadm requires at that minor."""
-    _, minor, _ = parse_version(kubernetes_version)
-    if minor not in _PROFILES:
-        folded = dict(KUBERNETES_PROFILES[0][1])
-        for since, changes in KUBERNETES_PROFILES[1:]:
-            if minor >= since:
-                folded.update(changes)
-        folded["required_tools"] = tuple(
-            tool for tool, since, _ in KUBEADM_REQUIRED_TOOLS if minor >= since)
-        _PROFILES[minor] = folded
-    return _PROFILES[minor]
-
-
-def cni_url_template(cni_version):
-    """The CNI plugins' release URL: its file names changed in 0.8.0."""
-    return CNI_URL_OLD if parse_version(cni_version) < (0, 8, 0) else CNI_URL
-
-
-def containerd_config_version(containerd_version):
-    """The config version a new containerd config file is written in:
-    containerd older than 1.3 reads version 1 only."""
-    return 1 if containerd_version and containerd_version < (1, 3) else 2
-
-
-def release_table():
-    """The release table (bundle/releases.json beside this file, or the file
-    K8SO_RELEASE_TABLE names), checked once per run."""
-    path = (os.environ.get(RELEASE_TABLE_ENV) or
-            os.path.join(script_dir(), RELEASE_TABLE_FILE))
-    if path not in _RELEASE_TABLES:
-        try:
-            with open(path, "rb") as handle:
-                table = json.loads(handle.read().decode("utf-8"))
-        except (OSError, IOError) as exc:
-            raise UserError("cannot read the release table %s: %s: run bundle "
-                            "from the k8s-offline folder" % (path, exc.strerror))
-        except (ValueError, UnicodeDecodeError):
-            raise UserError("the release table %s is not valid JSON: restore it "
-                            "from git" % path)
-        problem = release_table_problem(table)
-        if problem:
-            raise UserError("the release table %s is malformed (%s): restore it "
-                            "from git" % (path, problem))
-        _RELEASE_TABLES[path] = table
-    return _RELEASE_TABLES[path]
-
-
-def release_table_problem(table):
-    """What is wrong with a release table, or None (see releases.json)."""
-    if not isinstance(table, dict) or table.get("schema") != 1:
-        return "schema is not 1"
-    releases, minors = table.get("releases"), table.get("minors")
-    if not isinstance(releases, dict) or not isinstance(minors, dict):
-        return "no releases or minors"
-
-    def hexes(entry, key, kind):
-        values = entry.get(key, {})
-        if not isinstance(values, dict):
-            return "%s is not a table" % key
-        for arch, value in values.items():
-            if (arch not in ARCHES or not isinstance(value, str) or
-                    not _HEX[kind].fullmatch(value)):
-                return "%s of %s is not a %s" % (key, arch, kind)
-        return None
-
-    for version, entry in releases.items():
-        match = _RELEASE_RE.match(version)
-        if not match or "1.%s" % match.group(1) not in SUPPORTED_MINORS:
-            return "release %r is not a supported version" % version
-        if "1.%s" % match.group(1) not in minors:
-            return "release %s has no minor entry" % version
-        images = entry.get("images") if isinstance(entry, dict) else None
-        if not isinstance(images, dict) or any(
-                not isinstance(images.get(name), str) or
-                not _IMAGE_TAG_RE.match(images[name])
-                for name in ("pause", "etcd", "coredns")):
-            return "release %s lacks an image tag" % version
-        problem = hexes(entry, "node_sha512", "sha512")
-        if problem:
-            return "release %s: %s" % (version, problem)
-    for minor, entry in minors.items():
-        if minor not in SUPPORTED_MINORS or not isinstance(entry, dict):
-            return "minor %r is not supported" % minor
-        for key in ("cni", "crictl", "flannel"):
-            if (not isinstance(entry.get(key), str) or
-                    not _IMAGE_TAG_RE.match(entry[key])):
-                return "minor %s lacks a %s version" % (minor, key)
-        for key in ("cni_sha256", "crictl_sha256"):
-            problem = hexes(entry, key, "sha256")
-            if problem:
-                return "minor %s: %s" % (minor, problem)
-        for key in ("cni_tarball", "crictl_tarball"):
-            names = entry.get(key, {})
-            if not isinstance(names, dict) or any(
-                    arch not in ARCHES or not isinstance(name, str) or
-                    not _FILE_NAME_RE.match(name) for arch, name in names.items()):
-                return "minor %s: bad %s" % (minor, key)
-    for name, entry in ((table.get("runtimes") or {}).get("docker") or {}).items():
-        if not isinstance(entry, dict) or not _HEX["sha256"].fullmatch(
-                str(entry.get("sha256", ""))):
-            return "docker %s has no sha256" % name
-    return None
-
-
-def version_facts(kubernetes_version):
-    """What the release table says about one patch release: kubeadm's image
-    tags, the CNI, crictl and flannel versions, and the pinned checksums
-    (by arch); UserError for a version it does not list."""
-    major, minor, _ = supported_version(kubernetes_version)
-    table = release_table()
-    version = normalize_version(kubernetes_version)
-    release = table["releases"].get(version)
-    if release is None:
-        known = sorted(table["releases"], key=parse_version)
-        raise UserError("Kubernetes %s is not supported: it is not a release "
-                        "in the release table (%s to %s)" % (
-                            version, known[0], known[-1]))
-    if release.get("do_not_use"):
-        raise UserError("Kubernetes %s is not supported: its release notes say "
-                        "\"%s\": choose another patch release"
-                        % (version, release["do_not_use"]))
-    facts = dict(table["minors"]["%d.%d" % (major, minor)])
-    facts.update(release["images"])
-    facts["node_sha512"] = release.get("node_sha512", {})
-    return facts
 
 
 # ===========================================================================

@@ -7,8 +7,9 @@ The reader starts at main() and reads depth first, in source order: every
 call of a module-level function or class, every method called through an
 attribute when one class alone defines a method of that name, and every
 module-level constant named, is a stop, opened the first time it is met
-(a constant's value is read like a body, and a function it names is
-opened: a phase table leads to its phases).  main()'s `args.func(args)` leads to the command's handler
+(a constant's value is read like a body; from the handler on, a function
+it names is opened too: the handler's phase table leads to its phases,
+while a table the command line reads for --help is read as data only).  main()'s `args.func(args)` leads to the command's handler
 (--handler).  The walk ends at the list literal that starts with the
 --until words (the argv of `kubeadm init`).
 
@@ -72,12 +73,15 @@ class Reader(object):
                 for alias in node.names:
                     self.modules.add((alias.asname or alias.name).split(".")[0])
         self.path = []            # (line, label)
+        self.running = False      # in the handler: tables lead to functions
         self.seen = set()
 
     def visit(self, node, label):
-        if id(node) in self.seen:
+        key = (id(node), isinstance(node, ast.Assign) and self.running
+               and self.names_functions(node))
+        if key in self.seen:
             return
-        self.seen.add(id(node))
+        self.seen.add(key)
         self.path.append((node.lineno, label))
         if isinstance(node, ast.ClassDef):
             for item in node.body:
@@ -86,8 +90,14 @@ class Reader(object):
             return
         self.read(node)
 
+    def names_functions(self, node):
+        """A table naming module-level functions (reopened in the handler)."""
+        return any(isinstance(sub, ast.Name) and isinstance(
+            self.definitions.get(sub.id), ast.FunctionDef)
+            for sub in ast.walk(node.value))
+
     def read(self, node):
-        in_value = isinstance(node, ast.Assign)
+        in_value = isinstance(node, ast.Assign) and self.running
         for sub in _in_source_order(node):
             if _is_until(sub, self.until):
                 raise _Done()
@@ -105,6 +115,7 @@ class Reader(object):
                         sub.func.value, ast.Name)
                         and sub.func.value.id == "args"
                         and self.handler in self.definitions):
+                    self.running = True
                     self.visit(self.definitions[self.handler], self.handler)
                     continue
                 if (isinstance(sub.func.value, ast.Name)

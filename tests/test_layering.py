@@ -2,9 +2,10 @@
 in data-flow order, and no function uses a module-level name that a later
 section defines.  A reader can then read the file top to bottom.
 
-The sections are the kernel, the profiles, one slice per workflow (a
-section whose title starts with "Slice") and the command line; a slice
-uses the kernel and the profiles, never another slice."""
+The sections are the kernel, the profiles, what the install-mode slices
+share, one slice per workflow (a section whose title starts with "Slice")
+and the command line; a slice uses the sections before the slices, never
+another slice."""
 
 import ast
 import io
@@ -147,7 +148,10 @@ def test_the_file_has_a_kernel_profiles_slices_and_a_command_line():
     assert kinds[0] == "Kernel" and kinds[-1] == "Command", titles
     first_profile, first_slice = kinds.index("Profiles"), kinds.index("Slice")
     assert set(kinds[:first_profile]) == {"Kernel"}, titles
-    assert set(kinds[first_profile:first_slice]) == {"Profiles"}, titles
+    # Then the profiles, and what the install-mode slices share (their
+    # node context uses the run's profile).
+    assert set(kinds[first_profile:first_slice]) <= {"Profiles", "Shared"}
+    assert kinds[first_profile:first_slice][0] == "Profiles", titles
     assert set(kinds[first_slice:-1]) == {"Slice"}, titles
     slices = [title.split(" (")[0] for title in titles if
               title.startswith("Slice")]
