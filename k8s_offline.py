@@ -6360,6 +6360,8 @@ def parse_yaml_document(text):
             return json.loads(stripped)
         except ValueError:
             pass        # flow YAML such as {a: b}: parsed below
+        except RecursionError:
+            raise YamlSubsetError("nested more than %d deep" % MAX_YAML_DEPTH)
     lines = []
     for number, raw in enumerate(text.splitlines(), 1):
         content = _strip_comment(raw).rstrip()
@@ -7142,35 +7144,68 @@ def certificate_spki(der):
 
 def _api_get(endpoint, path, ca_pem=None, token=None):
     """JSON of a GET to the API server (no proxy): pinned to ca_pem, or,
-    for the public cluster-info only, unverified as kubeadm's discovery."""
+    for the public cluster-info only, unverified as kubeadm's discovery.
+    The whole request has one deadline (API_TIMEOUT): a server trickling
+    a byte at a time is cut off, not only one that stops; a redirect is
+    refused (it could send the token in clear, or the tool anywhere)."""
     import http.client
     import ssl
-    import urllib.error
-    import urllib.request
     if ca_pem:
         context = ssl.create_default_context(cadata=ca_pem)
     else:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                         urllib.request.HTTPSHandler(
-                                             context=context))
-    request = urllib.request.Request("https://%s%s" % (endpoint, path))
-    if token:
-        request.add_header("Authorization", "Bearer " + token)
+    what = path.rsplit("/", 1)[1]
+    timeout = API_TIMEOUT
+    expired = threading.Event()
+    connection = http.client.HTTPSConnection(endpoint, timeout=timeout,
+                                             context=context)
+
+    def cut_off():
+        expired.set()
+        sock = connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+    watchdog = threading.Timer(timeout, cut_off)
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        with contextlib.closing(opener.open(request, timeout=API_TIMEOUT)) as answer:
-            return json.loads(answer.read(MAX_BUNDLE_JSON_BYTES).decode("utf-8"))
-    except urllib.error.HTTPError as exc:
-        raise UserError("the API server %s answered HTTP %d for %s"
-                        % (endpoint, exc.code, path.rsplit("/", 1)[1]))
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        headers = {"Accept": "application/json", "Connection": "close"}
+        if token:
+            headers["Authorization"] = "Bearer " + token
+        connection.request("GET", path, headers=headers)
+        answer = connection.getresponse()
+        if 300 <= answer.status < 400:
+            raise UserError("the API server %s answered %s with a redirect "
+                            "(HTTP %d to %s): refusing it" % (
+                                endpoint, what, answer.status, _short_json(
+                                    answer.getheader("Location", ""))))
+        if answer.status != 200:
+            raise UserError("the API server %s answered HTTP %d for %s"
+                            % (endpoint, answer.status, what))
+        data = answer.read(MAX_BUNDLE_JSON_BYTES + 1)
+        if expired.is_set():
+            raise OSError(errno.ETIMEDOUT, "cut off")
+        if len(data) > MAX_BUNDLE_JSON_BYTES:
+            raise UserError("the API server %s sent more than %s for %s"
+                            % (endpoint, human_size(MAX_BUNDLE_JSON_BYTES),
+                               what))
+        return json.loads(data.decode("utf-8"))
+    except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
+        if expired.is_set():
+            raise UserError("the API server %s did not answer within %d s"
+                            % (endpoint, timeout))
         raise UserError("cannot reach the API server %s (%s)" % (
-            endpoint, getattr(exc, "reason", None) or exc))
-    except (ValueError, UnicodeDecodeError):
+            endpoint, getattr(exc, "reason", None) or getattr(
+                exc, "strerror", None) or exc))
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise UserError("the API server %s sent no JSON for %s"
-                        % (endpoint, path.rsplit("/", 1)[1]))
+                        % (endpoint, what))
+    finally:
+        watchdog.cancel()
+        connection.close()
 
 
 def _configmap_value(doc, key):
