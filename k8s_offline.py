@@ -8904,6 +8904,12 @@ class BackupArchive(object):
         if SNAPSHOT_NAME not in self.files or "pki/ca.crt" not in self.files:
             raise UserError("%s lacks the etcd snapshot or the cluster CA"
                             % path)
+        self.config_name()
+        for name in self.files:
+            folder = posixpath.dirname(name)
+            if folder in self.files:
+                raise UserError("%s: %s is both a file and a folder: it is "
+                                "not a backup of this tool" % (path, folder))
 
     def _check_member(self, path, member):
         """Refuse a member by its header alone, before a byte of it is
@@ -8961,7 +8967,10 @@ class BackupArchive(object):
         for name in ("kubeadm/kubeadm-init.json", "kubeadm/kubeadm-config.yaml"):
             if name in self.files:
                 return name
-        raise UserError("the backup holds no kubeadm config")
+        raise UserError("the backup holds no kubeadm config (%s): it is not "
+                        "a whole backup of this tool" % " or ".join(
+                            ("kubeadm/kubeadm-init.json",
+                             "kubeadm/kubeadm-config.yaml")))
 
     def close(self):
         shutil.rmtree(self.folder, ignore_errors=True)

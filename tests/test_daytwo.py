@@ -1045,3 +1045,26 @@ def test_restore_checks_every_member_before_it_writes_one(
     peak = scratch_peak(monkeypatch)
     assert_restore_refused(capsys, root, runner, path, expected)
     assert peak and max(peak) < 2 << 20, peak
+
+
+def _no_kubeadm_config(meta, files):
+    del files["kubeadm/kubeadm-init.json"]
+
+
+def _file_and_folder(meta, files):
+    files["pki/zz"] = b"a file"
+    files["pki/zz/x"] = b"and a file under it"
+
+
+@pytest.mark.parametrize("change,expected", [
+    (_no_kubeadm_config, "holds no kubeadm config"),
+    (_file_and_folder, "pki/zz is both a file and a folder"),
+], ids=["no-kubeadm-config", "file-and-folder"])
+def test_restore_refuses_before_the_first_write(backed_up, capsys, change,
+                                                expected):
+    """What the host cannot take is refused before /etc/kubernetes/pki
+    gets its first file, not after 22 of them."""
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    rewrite_backup(path, change)
+    assert_restore_refused(capsys, root, runner, path, expected)
