@@ -5877,6 +5877,8 @@ def phase_packages(ctx):
     log.info("  installing %d package%s for %s: %s", len(todo),
              "" if len(todo) == 1 else "s", os_id,
              ", ".join("%s %s" % (p["name"], p["version"]) for p in todo))
+    if not ctx.dry_run:
+        ctx.refuse_what_no_package_fixes()
     stage = "%s/%s" % (PACKAGES_STAGE_DIR, os_id)
     made = [folder for folder in (STATE_DIR, PACKAGES_STAGE_DIR, stage)
             if not ctx.host.isdir(folder)]
@@ -7727,6 +7729,21 @@ PREFLIGHT_CHECKS = (
 )
 
 
+# The checks no package of the bundle can make pass: run before the packages
+# phase changes the host (the others, the tools above all, after it).
+PREFLIGHT_BEFORE_PACKAGES = ("root", "cpus", "memory", "swap", "no cluster",
+                             "ports", "hostname")
+
+
+def preflight_before_packages(ctx):
+    """The first error of the checks no package can fix, as a UserError."""
+    for check in PREFLIGHT_CHECKS:
+        if check.name in PREFLIGHT_BEFORE_PACKAGES:
+            for found in check.run(ctx):
+                if not found.warning:
+                    raise UserError(problem_text(found))
+
+
 def phase_preflight(ctx):
     """Check the host, giving the reason and the fix for each problem.
 
@@ -7860,6 +7877,11 @@ class InstallContext(object):
     def close(self):
         if self._bundle is not None:
             self._bundle.close()
+
+    def refuse_what_no_package_fixes(self):
+        """Before the packages phase's first change: the preflight checks
+        that need no package (root, CPUs, swap, ports, ...)."""
+        preflight_before_packages(self)
 
     def kubectl(self, *argv):
         return ["kubectl", "--kubeconfig", ADMIN_CONF] + list(argv)
