@@ -3810,6 +3810,13 @@ def check_bundle_meta(meta):
             raise BundleError("%s field binaries.%s is %s, expected %s/%s: the "
                               "bundle is damaged; rebuild it" % (
                                   BUNDLE_JSON, key, relpath, BIN_DIR, key))
+    carried = set((image["name"], image["kubeadm"], image.get("extra", False))
+                  for image in meta["images"])
+    for name in CONTROL_PLANE_COMPONENTS + ("kube-proxy", "pause", "etcd",
+                                            "coredns", "flannel"):
+        if (name, name != "flannel", False) not in carried:
+            raise BundleError("%s has no %s image: the bundle is damaged or "
+                              "incomplete; rebuild it" % (BUNDLE_JSON, name))
     if meta["name"] != bundle_name(meta["kubernetes_version"], meta["arch"]):
         raise BundleError("%s field name is %s, expected %s: the bundle is "
                           "damaged; rebuild it" % (BUNDLE_JSON, meta["name"],

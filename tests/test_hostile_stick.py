@@ -689,3 +689,35 @@ def test_reset_unlinks_a_kubeconfig_copy_through_its_folder(tmp_path, host,
     assert os.path.exists(os.path.join(root, "etc/apt/apt.conf.d/config"))
     assert not os.path.exists(os.path.join(root, "root/.kube/config"))
     assert "/home/alice/.kube is a link" in err
+
+
+def _drop_image(name):
+    def change(meta):
+        meta["images"] = [image for image in meta["images"]
+                          if image["name"] != name]
+    return change
+
+
+def _flannel_as_extra(meta):
+    for image in meta["images"]:
+        if image["name"] == "flannel":
+            image["extra"] = True
+
+
+@pytest.mark.parametrize("command", ["verify", "master"])
+@pytest.mark.parametrize("change,expected", [
+    (_drop_image("flannel"), "has no flannel image"),
+    (_drop_image("pause"), "has no pause image"),
+    (_drop_image("kube-apiserver"), "has no kube-apiserver image"),
+    (_flannel_as_extra, "has no flannel image"),
+], ids=["no-flannel", "no-pause", "no-apiserver", "flannel-only-extra"])
+def test_a_resigned_bundle_without_a_needed_image_fails_verify(
+        command, change, expected, tmp_path, host, capsys, good_bundle):
+    """Refused by verify, not after kubeadm init."""
+    root, runner = host
+    bundle = fresh_bundle(tmp_path, good_bundle)
+    rewrite_meta(bundle, change)
+    argv = ["verify", bundle] if command == "verify" else \
+        ["master", "--root", root, "--bundle", bundle, "--no-progress"]
+    assert_refused(capsys, tmp_path, argv, expected)
+    assert runner.commands() == []
