@@ -3810,8 +3810,8 @@ def check_bundle_meta(meta):
             raise BundleError("%s field binaries.%s is %s, expected %s/%s: the "
                               "bundle is damaged; rebuild it" % (
                                   BUNDLE_JSON, key, relpath, BIN_DIR, key))
-    carried = set((image["name"], image["kubeadm"], image.get("extra", False))
-                  for image in meta["images"])
+    carried = set((image["name"], image["kubeadm"],
+                   image.get("extra", False)) for image in meta["images"])
     for name in CONTROL_PLANE_COMPONENTS + ("kube-proxy", "pause", "etcd",
                                             "coredns", "flannel"):
         if (name, name != "flannel", False) not in carried:
@@ -4800,6 +4800,52 @@ def kubeadm_error_line(text):
     return lines[-1] if lines else ""
 
 
+def _state_pod_cidr(value):
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except (TypeError, ValueError):
+        return False
+    return network.version == 4 and 8 <= network.prefixlen <= 28
+
+
+def _state_kubeconfig(path):
+    return (isinstance(path, str) and path.startswith("/") and
+            len(path) < 4096 and "\x00" not in path and "\n" not in path)
+
+
+# What this tool records in state.json, each key with its check: what is
+# read back from the file (or a backup) keeps only the keys that pass.
+STATE_CHECKS = {
+    "role": lambda v: v in ("master", "worker", "control-plane"),
+    "init": lambda v: v in ("started", "done"),
+    "join": lambda v: v in ("started", "done"),
+    "cri": lambda v: v in CRI_SOCKETS,
+    "cgroup_driver": lambda v: v in ("cgroupfs", "systemd"),
+    "kubernetes_version": lambda v: full_match(VERSION_RE, v),
+    "arch": lambda v: full_match(TEXT_RE, v),
+    "pod_cidr": lambda v: v is None or _state_pod_cidr(v),
+    "image_repository": lambda v: v is None or is_image_repository(v),
+    "node": lambda v: full_match(NODE_NAME_RE, v),
+    "certificate_key": lambda v: v is None or full_match(CERT_KEY_RE, v),
+    "certificate_key_expires": lambda v: (type(v) is int and
+                                          0 <= v < 1 << 40),
+    "kubeconfigs": lambda v: isinstance(v, list) and len(v) <= 64,
+}
+
+
+def checked_state(value):
+    """The keys of a state.json document that pass their check (of the
+    kubeconfig copies, the paths that are plain absolute paths)."""
+    if not isinstance(value, dict):
+        return {}
+    checked = dict((key, value[key]) for key in sorted(value)
+                   if key in STATE_CHECKS and STATE_CHECKS[key](value[key]))
+    if "kubeconfigs" in checked:
+        checked["kubeconfigs"] = [path for path in checked["kubeconfigs"]
+                                  if _state_kubeconfig(path)]
+    return checked
+
+
 class Host(object):
     """Files of the host, all under ``root`` (``/`` except in tests).
 
@@ -4949,13 +4995,13 @@ class Host(object):
     def state(self):
         """What earlier runs recorded (role, settings, files written)."""
         text = self.read(STATE_FILE)
-        if not text:
+        if not text or len(text) > MAX_JOIN_FILE_BYTES:
             return {}
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return {}
-        return value if isinstance(value, dict) else {}
+        return checked_state(value)
 
     def save_state(self, **changes):
         state = self.state()
@@ -9072,7 +9118,12 @@ def restore_from(ctx, archive):
               STATE_DIR + "/kubeadm-config.yaml")
     host.write(config, archive.data(archive.config_name()), 0o600)
     if "kubeadm/state.json" in archive.files:
-        host.write(STATE_FILE, archive.data("kubeadm/state.json"), 0o600)
+        try:
+            restored = json.loads(archive.data("kubeadm/state.json").decode(
+                "utf-8"))
+        except (ValueError, RecursionError):
+            restored = {}
+        host.write(STATE_FILE, canonical_json(checked_state(restored)), 0o600)
     log.info("[etcd] restore the snapshot into %s", ETCD_DATA_DIR)
     work = "%s/restore-%d" % (DAYTWO_DIR, os.getpid())
     host.makedirs(DAYTWO_DIR, 0o700)

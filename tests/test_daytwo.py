@@ -1068,3 +1068,44 @@ def test_restore_refuses_before_the_first_write(backed_up, capsys, change,
     reset_host(root)
     rewrite_backup(path, change)
     assert_restore_refused(capsys, root, runner, path, expected)
+
+
+def _hostile_state(meta, files):
+    state = json.loads(files["kubeadm/state.json"])
+    state.update(pod_cidr="-", node="node-a\nevil", cri="runc",
+                 kubeconfigs="/etc", evil={"deep": [1]})
+    files["kubeadm/state.json"] = json.dumps(state).encode()
+
+
+def test_restore_keeps_only_the_state_keys_it_checked(backed_up, capsys):
+    """state.json came from the backup: a pod_cidr of "-" would later make
+    reset delete every iptables rule, Docker's too."""
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    rewrite_backup(path, _hostile_state)
+    code, _, err = run_tool(capsys, root, "restore", path)
+    assert code == 0, err
+    state = json.load(open(os.path.join(root, ko.STATE_FILE.lstrip("/"))))
+    assert "evil" not in state and "pod_cidr" not in state, state
+    assert state.get("node") in (None, "node-a") and state["cri"] == "docker"
+    assert state.get("kubeconfigs") in (None, ["/root/.kube/config"]), state
+
+
+def test_reset_checks_the_state_it_reads_again(master, capsys):
+    root, runner = master
+    state = json.load(open(os.path.join(root, ko.STATE_FILE.lstrip("/"))))
+    state["pod_cidr"] = "-"
+    write(root, ko.STATE_FILE, json.dumps(state), 0o600)
+    fed = []
+    execute = runner._execute
+
+    def recording(argv, timeout=300, tee=None, input_text=None):
+        if argv[0] == "iptables-restore":
+            fed.append(input_text)
+        return execute(argv, timeout=timeout, tee=tee, input_text=input_text)
+    runner._execute = recording
+    code, _, err = run_tool(capsys, root, "reset", "--yes")
+    assert code == 0, err
+    assert fed, err
+    assert "-A POSTROUTING -s 172.17.0.0/16 -j MASQUERADE" in fed[0]
+    assert "KUBE-SERVICES" not in fed[0]
