@@ -729,10 +729,10 @@ ETCD_MANIFEST = MANIFEST_DIR + "/etcd.yaml"
 ETCD_DATA_DIR = "/var/lib/etcd"
 ETCD_PKI = PKI_DIR + "/etcd"
 SNAPSHOT_NAME = "etcd/snapshot.db"
-BACKUP_MEMBER_RE = re.compile(r"^(backup\.json|etcd/snapshot\.db|"
+BACKUP_MEMBER_RE = re.compile(r"backup\.json|etcd/snapshot\.db|"
                               r"kubeadm/(kubeadm-init\.json|state\.json|"
                               r"kubeadm-config\.yaml)|"
-                              r"pki/([A-Za-z0-9._-]+/)?[A-Za-z0-9._-]+)$")
+                              r"pki/([A-Za-z0-9._-]+/)?[A-Za-z0-9._-]+")
 SHA256_RE = re.compile(r"[a-f0-9]{64}")
 MAX_CHECKSUM_FILE_BYTES = 64 * 1024        # the .sha256 beside a backup
 BACKUP_MAX_MEMBERS = 128                   # a kubeadm master's backup: 26
@@ -1248,8 +1248,8 @@ CHUNK = 1 << 20                  # file copies and hashing
 DOWNLOAD_CHUNK = 1 << 16         # what a kill can lose of a download in flight
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
-_REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-                      r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_REPO_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+                      r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}\Z")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
@@ -5276,7 +5276,7 @@ class TomlReader(object):
 
     _BARE = re.compile(r"[A-Za-z0-9_-]+")
     _NUMBER = re.compile(r"[+-]?(?:\d[\d_]*)(\.\d[\d_]*)?([eE][+-]?\d+)?"
-                         r"(?=[\s,\]}#]|$)")
+                         r"(?=[\s,\]}#]|\Z)")
     _ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r",
                 '"': '"', "\\": "\\"}
 
@@ -6507,13 +6507,13 @@ def _yaml_sequence(lines, index, indent, depth):
 
 def _yaml_is_key(body):
     return (not body.startswith(("'", '"', "[", "{")) and
-            re.match(r"[^\s:][^:]*:(?:\s|$)", body) is not None or
-            re.match(r"(\"[^\"]*\"|'[^']*'):(?:\s|$)", body) is not None)
+            re.match(r"[^\s:][^:]*:(?:\s|\Z)", body) is not None or
+            re.match(r"(\"[^\"]*\"|'[^']*'):(?:\s|\Z)", body) is not None)
 
 
 def _yaml_key_value(body, number):
-    match = re.match(r"(\"[^\"]*\"|'[^']*'|[^\s:'\"\[{#&*!|>-][^:]*?|"
-                     r"-[^\s:][^:]*?)\s*:(?:\s+(.*))?$", body)
+    match = re.fullmatch(r"(\"[^\"]*\"|'[^']*'|[^\s:'\"\[{#&*!|>-][^:]*?|"
+                         r"-[^\s:][^:]*?)\s*:(?:\s+(.*))?", body)
     if not match:
         raise YamlSubsetError("line %d is not 'key: value'" % number)
     key = match.group(1)
@@ -8344,7 +8344,7 @@ def _der_time(der, tag, start, end):
     if tag == 0x17:
         year = int(text[:2])
         text = ("19" if year >= 50 else "20") + text
-    if tag not in (0x17, 0x18) or not re.match(r"^\d{14}Z$", text):
+    if tag not in (0x17, 0x18) or not re.fullmatch(r"\d{14}Z", text):
         raise ValueError("not an X.509 time")
     return calendar.timegm(time.strptime(text, "%Y%m%d%H%M%SZ"))
 
@@ -8516,7 +8516,7 @@ def installed_kubeadm_version(ctx):
     result = ctx.runner.run(["kubeadm", "version", "-o", "short"],
                             change=False, check=False)
     text = result.stdout.strip()
-    if not result.ok or not re.match(r"^v\d+\.\d+\.\d+$", text):
+    if not result.ok or not re.fullmatch(r"v\d+\.\d+\.\d+", text):
         raise UserError("cannot tell the version of kubeadm (%s): is the "
                         "kubeadm in %s whole?" % (
                             last_line(result.output()) or "no output",
@@ -8961,7 +8961,8 @@ class BackupArchive(object):
                                 % (path, name, BACKUP_JSON))
         etcd = meta.get("etcd") or {}
         if (not isinstance(meta.get("kubernetes_version"), str) or
-                not re.match(r"^v\d+\.\d+\.\d+$", meta["kubernetes_version"])):
+                not re.fullmatch(r"v\d+\.\d+\.\d+",
+                                 meta["kubernetes_version"])):
             raise UserError("%s: bad kubernetes_version in %s" % (
                 path, BACKUP_JSON))
         for key in ("image", "name", "peer_url"):
@@ -9094,7 +9095,7 @@ def restore_from(ctx, archive):
         raise UserError(refusal)
     runtime = day_two_runtime(ctx)
     etcd = meta["etcd"]
-    if isinstance(meta.get("node"), str) and NODE_NAME_RE.match(meta["node"]):
+    if full_match(NODE_NAME_RE, meta.get("node")):
         ctx.node_name = meta["node"]
     require_etcd_image(ctx, runtime, etcd["image"])
     log.info("  backup of %s made %s on %s (Kubernetes %s), every file checked",

@@ -1109,3 +1109,24 @@ def test_reset_checks_the_state_it_reads_again(master, capsys):
     assert fed, err
     assert "-A POSTROUTING -s 172.17.0.0/16 -j MASQUERADE" in fed[0]
     assert "KUBE-SERVICES" not in fed[0]
+
+
+def _newline_member(meta, files):
+    files["pki/evil.crt\n"] = b"x"
+
+
+def _newline_version(meta, files):
+    meta["kubernetes_version"] = "v1.16.0\n"
+
+
+@pytest.mark.parametrize("change,expected", [
+    (_newline_member, "unexpected entry 'pki/evil.crt\\n'"),
+    (_newline_version, "bad kubernetes_version"),
+], ids=["member-name", "kubernetes-version"])
+def test_restore_refuses_a_trailing_newline(backed_up, capsys, change,
+                                            expected):
+    """^...$ with .match let "name\\n" through: names are full matches."""
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    rewrite_backup(path, change)
+    assert_restore_refused(capsys, root, runner, path, expected)
