@@ -1188,6 +1188,25 @@ def open_private_log(path, append):
                    errors="backslashreplace")
 
 
+# A bootstrap token's secret half, and a certificate key where kubeadm or a
+# kubeadm config names one (64 hex digits alone are also image digests).
+_SECRET_TOKEN_RE = re.compile(r"\b([a-z0-9]{6})\.[a-z0-9]{16}\b")
+_SECRET_KEY_RE = re.compile(r"(?i)(certificate[-_ ]?key\W{0,8}?\s*)[0-9a-f]{64}"
+                            r"(?![0-9a-f])")
+
+
+def redact_secrets(text):
+    """text without the secrets a run log must not keep: the token's
+    secret and the certificate key (the join file keeps them, 0600)."""
+    text = _SECRET_TOKEN_RE.sub(r"\1.<redacted>", text)
+    return _SECRET_KEY_RE.sub(r"\1<redacted certificate key>", text)
+
+
+class _RedactingFormatter(logging.Formatter):
+    def format(self, record):
+        return redact_secrets(logging.Formatter.format(self, record))
+
+
 class _OneLineHandler(logging.StreamHandler):
     """A log handler that, when it cannot write (a full disk, a closed
     terminal), says so in one line and drops out; the run goes on.  The
@@ -1224,7 +1243,7 @@ def setup_logging(verbose=False, log_file=None):
         else:
             handler = _OneLineHandler(stream, log_file)
             handler.setLevel(logging.DEBUG)
-            handler.setFormatter(logging.Formatter(
+            handler.setFormatter(_RedactingFormatter(
                 "%(asctime)s %(levelname)s %(message)s"))
             log.addHandler(handler)
 
