@@ -741,6 +741,21 @@ BACKUP_MAX_DOCUMENT_BYTES = 1024 * 1024    # backup.json, kubeadm config, state
 BACKUP_MAX_SNAPSHOT_BYTES = 8 << 30        # etcd's largest backend quota
 ETCD_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
 ETCD_PEER_URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+:\d+")
+# backup.json, as backup writes it (see check_schema for the kinds).
+BACKUP_SCHEMA = ("record", ({
+    "format": ("const", BACKUP_FORMAT), "tool_version": ("match", TEXT_RE),
+    "kubernetes_version": ("match", VERSION_RE),
+    "created": ("int", 1 << 40), "node": ("match", NODE_NAME_RE),
+    "runtime": ("match", re.compile("docker|containerd")),
+    "etcd": ("record", ({
+        "image": ("match", IMAGE_REF_RE), "name": ("match", ETCD_NAME_RE),
+        "peer_url": ("match", ETCD_PEER_URL_RE),
+        "client_url": ("match", ETCD_PEER_URL_RE)},
+        ("image", "name", "peer_url"))),
+    "cluster_ca_sha256": ("match", SHA256_RE),
+    "files": ("map", (BACKUP_MEMBER_RE, ("match", SHA256_RE),
+                      BACKUP_MAX_MEMBERS))},
+    ("format", "kubernetes_version", "etcd", "files")))
 
 
 log = logging.getLogger("k8s-offline")
@@ -3726,15 +3741,15 @@ def is_image_repository(value):
     return full_match(IMAGE_NAME_RE, value) and len(value) <= 255
 
 
-def check_schema(value, schema, where, document=BUNDLE_JSON):
+def check_schema(value, schema, where, document=BUNDLE_JSON, fix=None):
     """BundleError naming the first field of value that schema refuses
-    (in bundle.json, or the document named)."""
+    (in bundle.json, or the document named, with its fix)."""
     kind, detail = schema
 
     def bad(what):
-        raise BundleError("%s field %s %s: the bundle is damaged or was not "
-                          "made by this tool; rebuild it" % (document,
-                                                            where, what))
+        raise BundleError("%s field %s %s: %s" % (
+            document, where, what, fix or "the bundle is damaged or was not "
+            "made by this tool; rebuild it"))
     if kind == "const":
         if type(value) is not type(detail) or value != detail:
             bad("is %s, expected %s" % (_short_json(value), _short_json(detail)))
@@ -3742,21 +3757,23 @@ def check_schema(value, schema, where, document=BUNDLE_JSON):
         if not full_match(detail, value):
             bad("is %s, not a valid value" % _short_json(value))
     elif kind == "int":
-        if type(value) is not int or value < 0:
+        if (type(value) is not int or value < 0 or
+                (detail is not None and value > detail)):
             bad("is %s, expected a whole number" % _short_json(value))
     elif kind == "bool":
         if type(value) is not bool:
             bad("is %s, expected true or false" % _short_json(value))
     elif kind == "either":
         if value is not None:
-            check_schema(value, detail, where, document)
+            check_schema(value, detail, where, document, fix)
     elif kind == "list":
         inner, most = detail
         if not isinstance(value, list) or len(value) > most:
             bad("is %s, expected a list of at most %d" % (
                 type(value).__name__, most))
         for number, item in enumerate(value):
-            check_schema(item, inner, "%s[%d]" % (where, number), document)
+            check_schema(item, inner, "%s[%d]" % (where, number), document,
+                         fix)
     elif kind == "map":
         key_re, inner, most = detail
         if not isinstance(value, dict) or len(value) > most:
@@ -3766,7 +3783,7 @@ def check_schema(value, schema, where, document=BUNDLE_JSON):
             if not full_match(key_re, key):
                 bad("has the name %s, which is not allowed" % _short_json(key))
             check_schema(value[key], inner, "%s[%s]" % (where, json.dumps(key)),
-                         document)
+                         document, fix)
     elif kind == "record":
         fields, required = detail
         if not isinstance(value, dict):
@@ -3778,7 +3795,8 @@ def check_schema(value, schema, where, document=BUNDLE_JSON):
             if key not in fields:
                 bad("has the unknown field %s" % _short_json(key))
             check_schema(value[key], fields[key],
-                         "%s.%s" % (where, key) if where else key, document)
+                         "%s.%s" % (where, key) if where else key, document,
+                         fix)
 
 
 def _short_json(value):
@@ -8969,6 +8987,9 @@ class BackupArchive(object):
             raise UserError("%s is a backup format this tool does not know: "
                             "restore it with the k8s_offline.py that made it"
                             % path)
+        check_schema(meta, BACKUP_SCHEMA, "", BACKUP_JSON, fix=(
+            "%s is damaged or not a backup of this tool; make a new backup"
+            % path))
         listed = meta.get("files")
         if (not isinstance(listed, dict) or set(listed) !=
                 set(self.files) - set([BACKUP_JSON])):

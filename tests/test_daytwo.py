@@ -675,8 +675,8 @@ def other_ca(meta, files):
     ("other-format", "a backup format this tool does not know"),
     ("hostile-name", "unexpected entry"),
     ("dot-dot", "unexpected entry"),
-    ("etcd-name-newline", "bad etcd name or peer URL"),
-    ("peer-url-newline", "bad etcd name or peer URL"),
+    ("etcd-name-newline", "backup.json field etcd.name"),
+    ("peer-url-newline", "backup.json field etcd.peer_url"),
     ("member-sha", "does not match its sha256"),
     ("other-cluster", "the CA of another cluster"),
     ("running", "still runs a control plane"),
@@ -1121,7 +1121,7 @@ def _newline_version(meta, files):
 
 @pytest.mark.parametrize("change,expected", [
     (_newline_member, "unexpected entry 'pki/evil.crt\\n'"),
-    (_newline_version, "bad kubernetes_version"),
+    (_newline_version, "backup.json field kubernetes_version"),
 ], ids=["member-name", "kubernetes-version"])
 def test_restore_refuses_a_trailing_newline(backed_up, capsys, change,
                                             expected):
@@ -1130,3 +1130,46 @@ def test_restore_refuses_a_trailing_newline(backed_up, capsys, change,
     reset_host(root)
     rewrite_backup(path, change)
     assert_restore_refused(capsys, root, runner, path, expected)
+
+
+def _meta_set(key, value):
+    return lambda meta, files: meta.update({key: value})
+
+
+@pytest.mark.parametrize("change,expected", [
+    (_meta_set("etcd", ["node-a"]), "backup.json field etcd is list"),
+    (_meta_set("created", "yesterday"), "backup.json field created"),
+    (_meta_set("created", 10 ** 20), "backup.json field created"),
+    (_meta_set("node", {"a": 1}), "backup.json field node"),
+    (_meta_set("runtime", "runc"), "backup.json field runtime"),
+    (_meta_set("cluster_ca_sha256", 7), "backup.json field cluster_ca_sha256"),
+    (_meta_set("evil", 1), "unknown field"),
+    (lambda meta, files: meta["etcd"].update(image=["x"]),
+     "backup.json field etcd.image"),
+], ids=["etcd-a-list", "created-a-string", "created-1e20", "node-a-map",
+        "runtime-unknown", "ca-sha-an-int", "unknown-field", "image-a-list"])
+def test_restore_checks_backup_json_against_its_schema(backed_up, capsys,
+                                                       change, expected):
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    rewrite_backup(path, change)
+    assert_restore_refused(capsys, root, runner, path, expected)
+
+
+def test_restore_of_a_deeply_nested_backup_json(backed_up, capsys):
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    with tarfile.open(path) as tar:
+        files = dict((m.name, tar.extractfile(m).read()) for m in tar)
+    files["backup.json"] = b'{"format": 1, "x": ' + b"[" * 100000 + \
+        b"]" * 100000 + b"}"
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    open(path, "wb").write(raw.getvalue())
+    open(path + ".sha256", "w").write(
+        hashlib.sha256(raw.getvalue()).hexdigest() + "\n")
+    assert_restore_refused(capsys, root, runner, path, "unreadable backup.json")
