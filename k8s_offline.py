@@ -2796,14 +2796,7 @@ def import_archive_files(paths, cache, arch):
     images = []
     for path in paths:
         label = "--extra-image-archive %s" % path
-        try:
-            handle = open(path, "rb")
-        except OSError as exc:
-            raise UserError("cannot read %s: %s" % (label, exc.strerror))
-        with handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise UserError("%s is not a regular file: give the archive"
-                                % label)
+        with open_regular_file(path, "--extra-image-archive") as handle:
             for names, record in archive_images(handle, label, cache, arch):
                 ref = archive_image_name(label, names)
                 entry = local_image_entry(record["origin"], ref)

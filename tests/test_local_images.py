@@ -320,3 +320,20 @@ def test_an_archive_streams_into_the_store_in_bounded_memory(tmp_path):
     assert names == ["big:1"]
     assert record["layers"] == ["sha256:" + digest.hexdigest()]
     assert cache.has(digest.hexdigest())
+
+
+# -- hostile archives (issue 22) ------------------------------------------------
+
+def test_an_archive_that_is_a_fifo_or_a_folder_is_one_line(run_cli, tmp_path):
+    """open() of a FIFO blocks until a writer comes: the archive is opened
+    without blocking and must be a regular file."""
+    fifo = tmp_path / "a.tar"
+    os.mkfifo(str(fifo))
+    for path in (str(fifo), str(tmp_path)):
+        rc, out, err = run_cli("bundle", "--extra-image-archive", path,
+                               "--output", str(tmp_path / "out" / "b.tar"),
+                               "--cache-dir", str(tmp_path / "cache"),
+                               "--no-progress", timeout=30)
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+        assert "is not a regular file" in lines[0], err
