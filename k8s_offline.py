@@ -501,6 +501,43 @@ IMAGE_SCHEMA = ("record", ({
     "origin": ("match", re.compile("|".join(IMAGE_ORIGINS)))},
     ("name", "kubeadm", "repository", "tag", "ref", "manifest_digest",
      "config_digest", "layers")))
+# The documents of a docker-archive or OCI archive (--extra-image-archive),
+# as the image-spec and docker save write them: checked before any is used.
+MEDIA_TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#\$&^_.+-]{0,126}/"
+                           r"[A-Za-z0-9][A-Za-z0-9!#\$&^_.+-]{0,126}")
+_ARCHIVE_TEXT = ("match", re.compile(r"[^\x00]{0,4096}", re.S))
+_ARCHIVE_NAME = ("match", re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:+-]{0,500}"))
+_MEDIA_TYPE = ("match", MEDIA_TYPE_RE)
+_ANNOTATIONS = ("map", (re.compile(r"[^\x00-\x1f]{1,256}"), _ARCHIVE_TEXT,
+                        256))
+_PLATFORM = ("record", ({
+    "architecture": ("match", TEXT_RE), "os": ("match", TEXT_RE),
+    "variant": ("match", TEXT_RE), "os.version": _ARCHIVE_TEXT,
+    "os.features": ("list", (_ARCHIVE_TEXT, 64)),
+    "features": ("list", (_ARCHIVE_TEXT, 64))}, ("architecture", "os")))
+DESCRIPTOR_SCHEMA = ("record", ({
+    "mediaType": _MEDIA_TYPE, "digest": _DIGEST, "size": ("int", None),
+    "annotations": _ANNOTATIONS, "urls": ("list", (_ARCHIVE_TEXT, 16)),
+    "platform": _PLATFORM, "artifactType": _MEDIA_TYPE,
+    "data": _ARCHIVE_TEXT}, ("mediaType", "digest")))
+DOCKER_ARCHIVE_SCHEMA = ("list", (("record", ({
+    "Config": _ARCHIVE_NAME,
+    "RepoTags": ("either", ("list", (("match", IMAGE_REF_RE), 256))),
+    "Layers": ("list", (_ARCHIVE_NAME, 1000)),
+    "LayerSources": ("map", (DIGEST_RE, DESCRIPTOR_SCHEMA, 1000))},
+    ("Config", "Layers"))), 10000))
+OCI_INDEX_SCHEMA = ("record", ({
+    "schemaVersion": ("const", 2), "mediaType": _MEDIA_TYPE,
+    "manifests": ("list", (DESCRIPTOR_SCHEMA, 10000)),
+    "annotations": _ANNOTATIONS, "artifactType": _MEDIA_TYPE,
+    "subject": DESCRIPTOR_SCHEMA}, ("manifests",)))
+OCI_MANIFEST_SCHEMA = ("record", ({
+    "schemaVersion": ("const", 2), "mediaType": _MEDIA_TYPE,
+    "config": DESCRIPTOR_SCHEMA, "layers": ("list", (DESCRIPTOR_SCHEMA, 1000)),
+    "annotations": _ANNOTATIONS, "artifactType": _MEDIA_TYPE,
+    "subject": DESCRIPTOR_SCHEMA}, ("config", "layers")))
+ARCHIVE_FIX = "give a docker-archive (docker save) or an OCI archive"
+
 # An OS package as bundle.json lists it: what the packages phase needs to
 # pick what this host lacks and install it in dependency order.
 PACKAGE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
@@ -777,6 +814,77 @@ def full_match(pattern, value):
     """True when value is a str that pattern matches whole: no trailing
     newline slips through as it does past a pattern ending in `$`."""
     return isinstance(value, str) and pattern.fullmatch(value) is not None
+
+
+def short_json(value):
+    """value as JSON for a message, cut to 60 characters."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def schema_problem(value, schema, where=""):
+    """(field, what is wrong) of the first part of value that schema (see
+    the Data section for its kinds) refuses, or None: the one shape check
+    of every JSON document read from outside (bundle.json, a parts index,
+    backup.json, the documents of an image archive)."""
+    kind, detail = schema
+    if kind == "const":
+        if type(value) is not type(detail) or value != detail:
+            return where, "is %s, expected %s" % (short_json(value),
+                                                  short_json(detail))
+    elif kind == "match":
+        if not full_match(detail, value):
+            return where, "is %s, not a valid value" % short_json(value)
+    elif kind == "int":
+        if (type(value) is not int or value < 0 or
+                (detail is not None and value > detail)):
+            return where, "is %s, expected a whole number" % short_json(value)
+    elif kind == "bool":
+        if type(value) is not bool:
+            return where, "is %s, expected true or false" % short_json(value)
+    elif kind == "either":
+        if value is not None:
+            return schema_problem(value, detail, where)
+    elif kind == "list":
+        inner, most = detail
+        if not isinstance(value, list) or len(value) > most:
+            return where, "is %s, expected a list of at most %d" % (
+                type(value).__name__, most)
+        for number, item in enumerate(value):
+            found = schema_problem(item, inner, "%s[%d]" % (where, number))
+            if found:
+                return found
+    elif kind == "map":
+        key_re, inner, most = detail
+        if not isinstance(value, dict) or len(value) > most:
+            return where, "is %s, expected an object of at most %d keys" % (
+                type(value).__name__, most)
+        for key in sorted(value):
+            if not full_match(key_re, key):
+                return where, "has the name %s, which is not allowed" % (
+                    short_json(key))
+            found = schema_problem(value[key], inner, "%s[%s]" % (
+                where, json.dumps(key)))
+            if found:
+                return found
+    elif kind == "record":
+        fields, required = detail
+        if not isinstance(value, dict):
+            return where, "is %s, expected an object" % type(value).__name__
+        for key in required:
+            if key not in value:
+                return where, "has no %s" % key
+        for key in sorted(value):
+            if key not in fields:
+                return where, "has the unknown field %s" % short_json(key)
+            found = schema_problem(value[key], fields[key], "%s.%s" % (
+                where, key) if where else key)
+            if found:
+                return found
+    return None
 
 
 class NotFoundError(UserError):
@@ -2634,6 +2742,20 @@ def _archive_json(label, name, data):
                         % (label, name))
 
 
+def _archive_document(label, name, data, schema):
+    """A JSON document of an archive, checked against its schema."""
+    value = _archive_json(label, name, data)
+    _archive_shape(label, name, value, schema)
+    return value
+
+
+def _archive_shape(label, name, value, schema):
+    found = schema_problem(value, schema)
+    if found:
+        raise UserError("%s: %s field %s %s: %s" % (
+            label, name, found[0], found[1], ARCHIVE_FIX))
+
+
 def _archive_blob_json(label, cache, hex_digest, what):
     if os.path.getsize(cache.path(hex_digest)) > MAX_IMAGE_JSON_BYTES:
         raise UserError("%s: the %s is too large: the archive is damaged"
@@ -2658,7 +2780,9 @@ def docker_archive_images(label, documents, stored, cache, arch):
     """[(names, record)] of a docker-archive: each image's config and its
     uncompressed layers, whose sha256 must be the config's diff_ids, under
     a schema2 manifest written here (Docker's rootfs.diff.tar media type)."""
-    entries = _archive_json(label, "manifest.json", documents["manifest.json"])
+    entries = _archive_document(label, "manifest.json",
+                                documents["manifest.json"],
+                                DOCKER_ARCHIVE_SCHEMA)
     if not isinstance(entries, list) or not entries:
         raise UserError("%s: manifest.json lists no images" % label)
     found = []
@@ -2674,7 +2798,8 @@ def docker_archive_images(label, documents, stored, cache, arch):
         config_hex, config_size = stored[entry["Config"]]
         config = _archive_blob_json(label, cache, config_hex, "image config")
         check_image_platform(label, config, arch)
-        diff_ids = (config.get("rootfs") or {}).get("diff_ids")
+        rootfs = config.get("rootfs")
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
         layers = [stored[name] for name in entry["Layers"]]
         if diff_ids != ["sha256:" + hexd for hexd, _ in layers]:
             raise UserError("%s: the layers are not the ones the image config "
@@ -2707,7 +2832,8 @@ def oci_archive_images(label, documents, stored, cache, arch):
                 raise UserError("%s: blob %s does not match its digest: the "
                                 "archive is damaged" % (label, name))
             blobs["sha256:" + hexd] = hexd
-    index = _archive_json(label, "index.json", documents["index.json"])
+    index = _archive_document(label, "index.json", documents["index.json"],
+                              OCI_INDEX_SCHEMA)
     descriptors = index.get("manifests") if isinstance(index, dict) else None
     if not isinstance(descriptors, list) or not descriptors:
         raise UserError("%s: index.json lists no images" % label)
@@ -2727,10 +2853,14 @@ def oci_archive_images(label, documents, stored, cache, arch):
             if media_type not in INDEX_TYPES:
                 break
             child = _archive_blob_json(label, cache, blobs[digest], "image index")
+            _archive_shape(label, "image index " + digest, child,
+                           OCI_INDEX_SCHEMA)
             digest = picker._pick_platform({"source": label}, child)
             media_type = [entry.get("mediaType") for entry in child["manifests"]
                           if entry.get("digest") == digest][0]
         manifest = _archive_blob_json(label, cache, blobs[digest], "manifest")
+        _archive_shape(label, "manifest " + digest, manifest,
+                       OCI_MANIFEST_SCHEMA)
         layers = manifest.get("layers")
         config = manifest.get("config")
         if (not isinstance(config, dict) or not isinstance(layers, list)
@@ -3737,67 +3867,15 @@ def is_image_repository(value):
 def check_schema(value, schema, where, document=BUNDLE_JSON, fix=None):
     """BundleError naming the first field of value that schema refuses
     (in bundle.json, or the document named, with its fix)."""
-    kind, detail = schema
-
-    def bad(what):
+    found = schema_problem(value, schema, where)
+    if found:
         raise BundleError("%s field %s %s: %s" % (
-            document, where, what, fix or "the bundle is damaged or was not "
-            "made by this tool; rebuild it"))
-    if kind == "const":
-        if type(value) is not type(detail) or value != detail:
-            bad("is %s, expected %s" % (_short_json(value), _short_json(detail)))
-    elif kind == "match":
-        if not full_match(detail, value):
-            bad("is %s, not a valid value" % _short_json(value))
-    elif kind == "int":
-        if (type(value) is not int or value < 0 or
-                (detail is not None and value > detail)):
-            bad("is %s, expected a whole number" % _short_json(value))
-    elif kind == "bool":
-        if type(value) is not bool:
-            bad("is %s, expected true or false" % _short_json(value))
-    elif kind == "either":
-        if value is not None:
-            check_schema(value, detail, where, document, fix)
-    elif kind == "list":
-        inner, most = detail
-        if not isinstance(value, list) or len(value) > most:
-            bad("is %s, expected a list of at most %d" % (
-                type(value).__name__, most))
-        for number, item in enumerate(value):
-            check_schema(item, inner, "%s[%d]" % (where, number), document,
-                         fix)
-    elif kind == "map":
-        key_re, inner, most = detail
-        if not isinstance(value, dict) or len(value) > most:
-            bad("is %s, expected an object of at most %d keys" % (
-                type(value).__name__, most))
-        for key in sorted(value):
-            if not full_match(key_re, key):
-                bad("has the name %s, which is not allowed" % _short_json(key))
-            check_schema(value[key], inner, "%s[%s]" % (where, json.dumps(key)),
-                         document, fix)
-    elif kind == "record":
-        fields, required = detail
-        if not isinstance(value, dict):
-            bad("is %s, expected an object" % type(value).__name__)
-        for key in required:
-            if key not in value:
-                bad("has no %s" % key)
-        for key in sorted(value):
-            if key not in fields:
-                bad("has the unknown field %s" % _short_json(key))
-            check_schema(value[key], fields[key],
-                         "%s.%s" % (where, key) if where else key, document,
-                         fix)
+            document, found[0], found[1], fix or "the bundle is damaged or "
+            "was not made by this tool; rebuild it"))
 
 
 def _short_json(value):
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError, RecursionError):
-        text = type(value).__name__
-    return text if len(text) <= 60 else text[:57] + "..."
+    return short_json(value)
 
 
 def check_bundle_meta(meta):
