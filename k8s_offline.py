@@ -476,6 +476,7 @@ RPM_NS = "{http://linux.duke.edu/metadata/rpm}"
 ARCHIVE_DOCUMENTS = ("manifest.json", "index.json", "oci-layout",
                      "repositories")
 MAX_ARCHIVE_MEMBERS = 100000
+ARCHIVE_STREAM_BUFSIZE = 16 * 1024         # compressed bytes inflated at once
 # --split sizes: 4G, 700M, 1048576 (or fat32).
 SPLIT_SIZE_RE = re.compile(r"([0-9]{1,15})([KMGT]?)(?:i?B)?", re.IGNORECASE)
 
@@ -2697,12 +2698,16 @@ class ChunkReader(object):
 
 
 def store_archive_stream(stream, label, cache):
-    """Read a docker-archive or OCI-archive tar as a stream: the small
-    documents into memory, every other file into the cache, hashed on the
-    way.  ({document name: bytes}, {member name: (sha256 hex, size)})."""
+    """Read a docker-archive or OCI-archive tar as a stream: the few index
+    documents (ARCHIVE_DOCUMENTS) into memory, every other file (a legacy
+    layer's json too) into the cache, hashed on the way.  ({document name:
+    bytes}, {member name: (sha256 hex, size)})."""
     documents, stored, links = {}, {}, {}
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|*", bufsize=CHUNK)
+        # tarfile inflates one bufsize of compressed input at a time: 16 KiB
+        # of gzip are at most 17 MiB, where 1 MiB of zeros are a gigabyte.
+        tar = tarfile.open(fileobj=stream, mode="r|*",
+                           bufsize=ARCHIVE_STREAM_BUFSIZE)
         for count, member in enumerate(tar):
             if count > MAX_ARCHIVE_MEMBERS:
                 raise UserError("%s holds more than %d files: it is not an "
@@ -2715,7 +2720,7 @@ def store_archive_stream(stream, label, cache):
                 links[name] = posixpath.normpath(target)
             elif not member.isfile():
                 continue
-            elif name in ARCHIVE_DOCUMENTS or name.endswith(("/json", "/VERSION")):
+            elif name in ARCHIVE_DOCUMENTS:
                 if member.size > MAX_IMAGE_JSON_BYTES:
                     raise UserError("%s: %s is %s, too large for an image "
                                     "archive" % (label, name,

@@ -434,3 +434,29 @@ def _descriptor(key, value):
         "manifests-a-map"])
 def test_archive_json_of_the_wrong_shape_is_one_line(data, tmp_path):
     refused(tmp_path, data())
+
+
+def test_an_archive_keeps_only_its_index_documents_in_memory(tmp_path):
+    """64 members named */json of 4 MiB each (a 1 MB compressed archive):
+    only manifest.json, index.json and the like are read into memory,
+    every other member streams into the cache."""
+    import gzip
+    import tracemalloc
+    raw = io.BytesIO()
+    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
+        with tarfile.open(fileobj=gz, mode="w") as tar:
+            block = bytes(4 << 20)
+            for number in range(64):
+                info = tarfile.TarInfo("l%02d/json" % number)
+                info.size = len(block)
+                tar.addfile(info, io.BytesIO(block))
+    data = raw.getvalue()
+    assert len(data) < 2 << 20
+    tracemalloc.start()
+    try:
+        text = refused(tmp_path, data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "neither manifest.json nor index.json" in text
+    assert peak < 64 << 20, peak
