@@ -201,6 +201,8 @@ MANIFESTS_DIR = "manifests"
 PACKAGES_DIR = "packages"        # bundle --os: packages/ID/*.deb|*.rpm
 FLANNEL_MANIFEST = "kube-flannel.yml"
 
+MAX_BUNDLE_JSON_BYTES = 16 * 1024 * 1024
+
 
 # The distribution reference grammar (docker/distribution reference.go).
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -217,7 +219,10 @@ KUBEADM_INIT_LOG = "/var/log/kubeadm-init.log"
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 
-CNI_CONF_DIR = "/etc/cni/net.d"
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"
+
+CRI_SOCKETS = {"docker": "/var/run/dockershim.sock",
+               "containerd": "/run/containerd/containerd.sock"}
 
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
 
@@ -238,6 +243,77 @@ def full_match(pattern, value):
     """True when value is a str that pattern matches whole: no trailing
     newline slips through as it does past a pattern ending in `$`."""
     return isinstance(value, str) and pattern.fullmatch(value) is not None
+
+
+def short_json(value):
+    """value as JSON for a message, cut to 60 characters."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def schema_problem(value, schema, where=""):
+    """(field, what is wrong) of the first part of value that schema (see
+    the Data section for its kinds) refuses, or None: the one shape check
+    of every JSON document read from outside (bundle.json, a parts index,
+    backup.json, the documents of an image archive)."""
+    kind, detail = schema
+    if kind == "const":
+        if type(value) is not type(detail) or value != detail:
+            return where, "is %s, expected %s" % (short_json(value),
+                                                  short_json(detail))
+    elif kind == "match":
+        if not full_match(detail, value):
+            return where, "is %s, not a valid value" % short_json(value)
+    elif kind == "int":
+        if (type(value) is not int or value < 0 or
+                (detail is not None and value > detail)):
+            return where, "is %s, expected a whole number" % short_json(value)
+    elif kind == "bool":
+        if type(value) is not bool:
+            return where, "is %s, expected true or false" % short_json(value)
+    elif kind == "either":
+        if value is not None:
+            return schema_problem(value, detail, where)
+    elif kind == "list":
+        inner, most = detail
+        if not isinstance(value, list) or len(value) > most:
+            return where, "is %s, expected a list of at most %d" % (
+                type(value).__name__, most)
+        for number, item in enumerate(value):
+            found = schema_problem(item, inner, "%s[%d]" % (where, number))
+            if found:
+                return found
+    elif kind == "map":
+        key_re, inner, most = detail
+        if not isinstance(value, dict) or len(value) > most:
+            return where, "is %s, expected an object of at most %d keys" % (
+                type(value).__name__, most)
+        for key in sorted(value):
+            if not full_match(key_re, key):
+                return where, "has the name %s, which is not allowed" % (
+                    short_json(key))
+            found = schema_problem(value[key], inner, "%s[%s]" % (
+                where, json.dumps(key)))
+            if found:
+                return found
+    elif kind == "record":
+        fields, required = detail
+        if not isinstance(value, dict):
+            return where, "is %s, expected an object" % type(value).__name__
+        for key in required:
+            if key not in value:
+                return where, "has no %s" % key
+        for key in sorted(value):
+            if key not in fields:
+                return where, "has the unknown field %s" % short_json(key)
+            found = schema_problem(value[key], fields[key], "%s.%s" % (
+                where, key) if where else key)
+            if found:
+                return found
+    return None
 
 
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -479,6 +555,7 @@ PARTS_BUNDLE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}")
 
 PART_NUMBER_RE = re.compile(r"\.[0-9]{3,}")
 
+
 NODE_NAME_RE = re.compile(r"(?=.{1,253}\Z)%s(?:\.%s)*" % (_DNS_LABEL,
                                                          _DNS_LABEL), re.S)
 SOCKET_PATH_RE = re.compile(r"/[A-Za-z0-9._/-]{1,200}")
@@ -513,8 +590,8 @@ def supported_version(kubernetes_version):
 
 DOCKER_HUB = "docker.io"
 
-_REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-                      r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_REPO_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+                      r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}\Z")
 
 
@@ -577,6 +654,12 @@ def _blob_path(digest):
     if not full_match(DIGEST_RE, digest):
         raise BundleError("bad digest %r in the bundle" % (digest,))
     return "%s/blobs/sha256/%s" % (IMAGES_DIR, digest[len("sha256:"):])
+
+
+def is_image_repository(value):
+    """A registry and path that image names are built under, such as
+    k8s.gcr.io or registry.local:5000/k8s (distribution's name grammar)."""
+    return full_match(IMAGE_NAME_RE, value) and len(value) <= 255
 
 
 # ===========================================================================
@@ -754,7 +837,7 @@ class TomlReader(object):
 
     _BARE = re.compile(r"[A-Za-z0-9_-]+")
     _NUMBER = re.compile(r"[+-]?(?:\d[\d_]*)(\.\d[\d_]*)?([eE][+-]?\d+)?"
-                         r"(?=[\s,\]}#]|$)")
+                         r"(?=[\s,\]}#]|\Z)")
     _ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r",
                 '"': '"', "\\": "\\"}
 
@@ -1024,6 +1107,8 @@ def parse_yaml_document(text):
             return json.loads(stripped)
         except ValueError:
             pass        # flow YAML such as {a: b}: parsed below
+        except RecursionError:
+            raise YamlSubsetError("nested more than %d deep" % MAX_YAML_DEPTH)
     lines = []
     for number, raw in enumerate(text.splitlines(), 1):
         content = _strip_comment(raw).rstrip()
@@ -1114,13 +1199,13 @@ def _yaml_sequence(lines, index, indent, depth):
 
 def _yaml_is_key(body):
     return (not body.startswith(("'", '"', "[", "{")) and
-            re.match(r"[^\s:][^:]*:(?:\s|$)", body) is not None or
-            re.match(r"(\"[^\"]*\"|'[^']*'):(?:\s|$)", body) is not None)
+            re.match(r"[^\s:][^:]*:(?:\s|\Z)", body) is not None or
+            re.match(r"(\"[^\"]*\"|'[^']*'):(?:\s|\Z)", body) is not None)
 
 
 def _yaml_key_value(body, number):
-    match = re.match(r"(\"[^\"]*\"|'[^']*'|[^\s:'\"\[{#&*!|>-][^:]*?|"
-                     r"-[^\s:][^:]*?)\s*:(?:\s+(.*))?$", body)
+    match = re.fullmatch(r"(\"[^\"]*\"|'[^']*'|[^\s:'\"\[{#&*!|>-][^:]*?|"
+                         r"-[^\s:][^:]*?)\s*:(?:\s+(.*))?", body)
     if not match:
         raise YamlSubsetError("line %d is not 'key: value'" % number)
     key = match.group(1)
@@ -1223,7 +1308,18 @@ TOOL_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
 DEFAULT_POD_CIDR = "10.244.0.0/16"
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
 
+# What --open-firewall opens (firewalld rules): the ports kubeadm's install
+# guide lists for each role, and flannel's vxlan.
+FIREWALL_RULES = {
+    "master": ("6443/tcp", "2379-2380/tcp", "10250/tcp", "10251/tcp",
+               "10252/tcp", "8472/udp"),
+    "worker": ("10250/tcp", "30000-32767/tcp", "8472/udp")}
+
+SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
+
 SMALLEST_POD_PREFIX = 24      # each node gets a /24 of the pod network
+
+MAX_JOIN_FILE_BYTES = 64 * 1024
 
 
 def current_euid():
@@ -1448,6 +1544,52 @@ def last_line(text):
     return lines[-1] if lines else ""
 
 
+def _state_pod_cidr(value):
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except (TypeError, ValueError):
+        return False
+    return network.version == 4 and 8 <= network.prefixlen <= 28
+
+
+def _state_kubeconfig(path):
+    return (isinstance(path, str) and path.startswith("/") and
+            len(path) < 4096 and "\x00" not in path and "\n" not in path)
+
+
+# What this tool records in state.json, each key with its check: what is
+# read back from the file (or a backup) keeps only the keys that pass.
+STATE_CHECKS = {
+    "role": lambda v: v in ("master", "worker", "control-plane"),
+    "init": lambda v: v in ("started", "done"),
+    "join": lambda v: v in ("started", "done"),
+    "cri": lambda v: v in CRI_SOCKETS,
+    "cgroup_driver": lambda v: v in ("cgroupfs", "systemd"),
+    "kubernetes_version": lambda v: full_match(VERSION_RE, v),
+    "arch": lambda v: full_match(TEXT_RE, v),
+    "pod_cidr": lambda v: v is None or _state_pod_cidr(v),
+    "image_repository": lambda v: v is None or is_image_repository(v),
+    "node": lambda v: full_match(NODE_NAME_RE, v),
+    "certificate_key": lambda v: v is None or full_match(SHA256_HEX_RE, v),
+    "certificate_key_expires": lambda v: (type(v) is int and
+                                          0 <= v < 1 << 40),
+    "kubeconfigs": lambda v: isinstance(v, list) and len(v) <= 64,
+}
+
+
+def checked_state(value):
+    """The keys of a state.json document that pass their check (of the
+    kubeconfig copies, the paths that are plain absolute paths)."""
+    if not isinstance(value, dict):
+        return {}
+    checked = dict((key, value[key]) for key in sorted(value)
+                   if key in STATE_CHECKS and STATE_CHECKS[key](value[key]))
+    if "kubeconfigs" in checked:
+        checked["kubeconfigs"] = [path for path in checked["kubeconfigs"]
+                                  if _state_kubeconfig(path)]
+    return checked
+
+
 class Host(object):
     """Files of the host, all under ``root`` (``/`` except in tests).
 
@@ -1597,13 +1739,13 @@ class Host(object):
     def state(self):
         """What earlier runs recorded (role, settings, files written)."""
         text = self.read(STATE_FILE)
-        if not text:
+        if not text or len(text) > MAX_JOIN_FILE_BYTES:
             return {}
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return {}
-        return value if isinstance(value, dict) else {}
+        return checked_state(value)
 
     def save_state(self, **changes):
         state = self.state()
@@ -1634,11 +1776,54 @@ def _owned_by(path, owner):
     return (st.st_uid, st.st_gid) == tuple(owner)
 
 
+def host_cpu_count(host):
+    text = host.read("/proc/cpuinfo", "")
+    count = len(re.findall(r"^processor\s*:", text, re.M))
+    return count or os.cpu_count() or 1
+
+
+def host_memory_mb(host):
+    match = re.search(r"^MemTotal:\s*(\d+)\s*kB", host.read("/proc/meminfo", ""),
+                      re.M)
+    return int(match.group(1)) // 1024 if match else None
+
+
+def active_swaps(host):
+    lines = host.read("/proc/swaps", "").splitlines()[1:]
+    return [line.split()[0] for line in lines if line.strip()]
+
+
+def listening_ports(host):
+    """TCP ports in LISTEN state, from /proc/net/tcp and tcp6."""
+    ports = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in host.read(name, "").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A":
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def host_hostname(host):
     name = (host.read("/proc/sys/kernel/hostname") or "").strip()
     if not name and host.root == "/":
         name = socket.gethostname()
     return name
+
+
+def hostname_resolves(host, name):
+    """True when name is in /etc/hosts or (on the real host) resolves."""
+    for line in host.read("/etc/hosts", "").splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) > 1 and name in fields[1:]:
+            return True
+    if host.root != "/":
+        return False
+    try:
+        socket.getaddrinfo(name, None)
+        return True
+    except (socket.error, UnicodeError):
+        return False
 
 
 def kernel_ipv4_addresses():
@@ -1746,6 +1931,51 @@ def valid_endpoint(text, what):
     return text
 
 
+def iptables_backend(runner):
+    """('1.8.7', 'nf_tables') from `iptables --version`, or None."""
+    result = runner.run(["iptables", "--version"], change=False, check=False)
+    match = re.search(r"v(\d+\.\d+(?:\.\d+)?)(?:\s+\((\w+)\))?", result.stdout)
+    if not result.ok or not match:
+        return None
+    return match.group(1), match.group(2) or "legacy"
+
+
+def service_active(runner, name):
+    result = runner.run(["systemctl", "is-active", name], change=False,
+                        check=False)
+    return result.stdout.strip() == "active"
+
+
+def docker_info(runner):
+    """Docker's `info` as a dict when the daemon answers, else None."""
+    result = runner.run(["docker", "info", "--format", "{{json .}}"],
+                        change=False, check=False)
+    if not result.ok:
+        return None
+    try:
+        info = json.loads(result.stdout.strip() or "null")
+    except ValueError:
+        return None
+    if not isinstance(info, dict) or not info.get("ServerVersion"):
+        return None
+    return info
+
+
+def containerd_running(ctx):
+    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address,
+                             "version"], change=False, check=False)
+    return result.ok and "Server:" in result.stdout
+
+
+def read_containerd_config(text, where=CONTAINERD_CONFIG):
+    """containerd's config as data; UserError if this reader cannot take it."""
+    try:
+        return toml_loads(text or "")
+    except TomlError as exc:
+        raise UserError("cannot read %s (%s): fix it, or move it away so a "
+                        "new one is written" % (where, exc))
+
+
 def docker_image_id(runner, name):
     result = runner.run(["docker", "image", "inspect", "--format", "{{.Id}}",
                          name], change=False, check=False)
@@ -1785,6 +2015,57 @@ def existing_cluster_files(host):
     return found
 
 
+def continuing_run(ctx):
+    """True when an earlier run of this tool, same role, made this cluster:
+    then the cluster's own files and ports are expected, not a conflict."""
+    state = ctx.host.state()
+    return state.get("role") == ctx.role
+
+
+def runtime_plan(ctx):
+    """What the runtime phase will do: 'running', 'start' or 'install'.
+
+    Raises UserError when there is no way to a runtime.
+    """
+    if ctx.cri == "docker":
+        if docker_info(ctx.runner) is not None:
+            return "running"
+        if ctx.host.which("dockerd"):
+            return "start"
+        if ctx.bundle.meta.get("archives", {}).get("docker"):
+            return "install"
+        raise UserError("no container runtime: Docker is not running, not "
+                        "installed, and the bundle has no Docker: install and "
+                        "start Docker, rebuild the bundle with --with-docker, "
+                        "or use --cri containerd%s" % (
+                            " (the bundle carries containerd)"
+                            if bundled_runtime(ctx.bundle) == "containerd"
+                            else ""))
+    if containerd_running(ctx):
+        return "running"
+    if ctx.host.which("containerd"):
+        return "start"
+    if bundled_runtime(ctx.bundle):
+        return "install"
+    raise UserError("no container runtime: containerd is not running or not "
+                    "installed: install containerd, rebuild the bundle with "
+                    "--with-containerd (or --with-docker, which carries "
+                    "containerd too), or use --cri docker")
+
+
+def firewall_rules(ctx):
+    return FIREWALL_RULES["worker" if ctx.role == "worker" else "master"]
+
+
+def selinux_enforcing(host):
+    return (host.read(SELINUX_ENFORCE) or "").strip() == "1"
+
+
+def firewalld_active(ctx):
+    return (bool(ctx.host.which("firewall-cmd")) and
+            service_active(ctx.runner, "firewalld"))
+
+
 def node_name(ctx):
     if ctx.node_name is None:
         ctx.node_name = host_hostname(ctx.host).lower()
@@ -1822,6 +2103,8 @@ def bundled_runtime(bundle):
 
 BUNDLE_FORMAT = 1
 
+CONTROL_PLANE_COMPONENTS = ("kube-apiserver", "kube-controller-manager",
+                            "kube-scheduler")
 # Images a worker needs; masters need every image in the bundle.
 WORKER_IMAGE_NAMES = ("pause", "kube-proxy", "coredns", "flannel")
 
@@ -1830,7 +2113,6 @@ NODE_TARBALL_BINARIES = ("kubeadm", "kubelet", "kubectl")
 BUNDLE_JSON_SHA = "bundle.json.sha256"   # sha256sum format: `sha256sum -c` works
 
 MAX_BUNDLE_MEMBERS = 10000
-MAX_BUNDLE_JSON_BYTES = 16 * 1024 * 1024
 
 # A bundle split for sticks that cannot hold one big file (bundle --split):
 # NAME.tar.000, NAME.tar.001, ... whose concatenation is NAME.tar, and the
@@ -1931,73 +2213,18 @@ PARTS_INDEX_SCHEMA = ("record", ({
 PART_GAP_FILL = 64 * 1024
 
 
-def is_image_repository(value):
-    """A registry and path that image names are built under, such as
-    k8s.gcr.io or registry.local:5000/k8s (distribution's name grammar)."""
-    return full_match(IMAGE_NAME_RE, value) and len(value) <= 255
-
-
-def require_schema(value, schema, where, document=BUNDLE_JSON):
+def require_schema(value, schema, where, document=BUNDLE_JSON, fix=None):
     """BundleError naming the first field of value that schema refuses
-    (in bundle.json, or the document named)."""
-    kind, detail = schema
-
-    def bad(what):
-        raise BundleError("%s field %s %s: the bundle is damaged or was not "
-                          "made by this tool; rebuild it" % (document,
-                                                            where, what))
-    if kind == "const":
-        if type(value) is not type(detail) or value != detail:
-            bad("is %s, expected %s" % (_short_json(value), _short_json(detail)))
-    elif kind == "match":
-        if not full_match(detail, value):
-            bad("is %s, not a valid value" % _short_json(value))
-    elif kind == "int":
-        if type(value) is not int or value < 0:
-            bad("is %s, expected a whole number" % _short_json(value))
-    elif kind == "bool":
-        if type(value) is not bool:
-            bad("is %s, expected true or false" % _short_json(value))
-    elif kind == "either":
-        if value is not None:
-            require_schema(value, detail, where, document)
-    elif kind == "list":
-        inner, most = detail
-        if not isinstance(value, list) or len(value) > most:
-            bad("is %s, expected a list of at most %d" % (
-                type(value).__name__, most))
-        for number, item in enumerate(value):
-            require_schema(item, inner, "%s[%d]" % (where, number), document)
-    elif kind == "map":
-        key_re, inner, most = detail
-        if not isinstance(value, dict) or len(value) > most:
-            bad("is %s, expected an object of at most %d keys" % (
-                type(value).__name__, most))
-        for key in sorted(value):
-            if not full_match(key_re, key):
-                bad("has the name %s, which is not allowed" % _short_json(key))
-            require_schema(value[key], inner, "%s[%s]" % (where, json.dumps(key)),
-                         document)
-    elif kind == "record":
-        fields, required = detail
-        if not isinstance(value, dict):
-            bad("is %s, expected an object" % type(value).__name__)
-        for key in required:
-            if key not in value:
-                bad("has no %s" % key)
-        for key in sorted(value):
-            if key not in fields:
-                bad("has the unknown field %s" % _short_json(key))
-            require_schema(value[key], fields[key],
-                         "%s.%s" % (where, key) if where else key, document)
+    (in bundle.json, or the document named, with its fix)."""
+    found = schema_problem(value, schema, where)
+    if found:
+        raise BundleError("%s field %s %s: %s" % (
+            document, found[0], found[1], fix or "the bundle is damaged or "
+            "was not made by this tool; rebuild it"))
 
 
 def _short_json(value):
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError, RecursionError):
-        text = type(value).__name__
-    return text if len(text) <= 60 else text[:57] + "..."
+    return short_json(value)
 
 
 def require_bundle_meta(meta):
@@ -2040,6 +2267,13 @@ def require_bundle_meta(meta):
             raise BundleError("%s field binaries.%s is %s, expected %s/%s: the "
                               "bundle is damaged; rebuild it" % (
                                   BUNDLE_JSON, key, relpath, BIN_DIR, key))
+    carried = set((image["name"], image["kubeadm"],
+                   image.get("extra", False)) for image in meta["images"])
+    for name in CONTROL_PLANE_COMPONENTS + ("kube-proxy", "pause", "etcd",
+                                            "coredns", "flannel"):
+        if (name, name != "flannel", False) not in carried:
+            raise BundleError("%s has no %s image: the bundle is damaged or "
+                              "incomplete; rebuild it" % (BUNDLE_JSON, name))
     if meta["name"] != bundle_name(meta["kubernetes_version"], meta["arch"]):
         raise BundleError("%s field name is %s, expected %s: the bundle is "
                           "damaged; rebuild it" % (BUNDLE_JSON, meta["name"],
@@ -3002,22 +3236,91 @@ KUBEADM_IMAGE_REPOSITORY = "k8s.gcr.io"
 
 FALLBACK_JOIN_FILE = "/etc/kubernetes/" + JOIN_FILE_NAME
 
+CNI_BIN_DIR = "/opt/cni/bin"
+CNI_CONF_DIR = "/etc/cni/net.d"
+
 DEFAULT_WAIT_TIMEOUT = 600
 
-CRI_SOCKETS = {"docker": "/var/run/dockershim.sock",
-               "containerd": "/run/containerd/containerd.sock"}
+MASTER_PORTS = (6443, 10250, 10251, 10252, 2379, 2380)
+WORKER_PORTS = (10250,)
+MIN_MASTER_MEMORY_MB = 1700
+MIN_WORKER_MEMORY_MB = 1000
+
+# kubeadm's own preflight (cmd/kubeadm/app/preflight/checks.go): the tools
+# it refuses to run without, with the minor release that began refusing
+# (conntrack: kubernetes PR #85857, 1.18), and the tools it warns about.
+# Each with the package to install and what else needs it.
+KUBEADM_WARNED_TOOLS = ("ebtables", "ethtool", "socat", "tc", "touch")
+TOOL_USERS = {"conntrack": "kube-proxy needs it",
+              "socat": "`kubectl port-forward` needs it"}
+
+SELINUX_CONFIG = "/etc/selinux/config"
+
+# Links and interfaces the cluster makes; they are not "host networks".
+CLUSTER_LINKS = ("cni0", "flannel.1", "kube-ipvs0", "docker0")
 
 TOKEN_TTL_SECONDS = 24 * 3600
 CERT_KEY_TTL_SECONDS = 2 * 3600
+
+CRI_PLUGIN_NAMES = ("cri", "io.containerd.grpc.v1.cri")
 
 RESERVED_KINDS = ("InitConfiguration", "ClusterConfiguration",
                   "JoinConfiguration")
 
 MAX_EXTRA_CONFIG_BYTES = 1024 * 1024
 
+CLUSTER_INFO_PATH = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+KUBEADM_CONFIG_PATH = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config"
+API_TIMEOUT = 15
+
 WAIT_INTERVAL = 5
 IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
                       "ErrImageNeverPull")
+
+
+def containerd_config_with(config_text, pause_image, version=None):
+    """containerd's config with the CRI plugin on and our sandbox image.
+
+    A file without `version = 2` is read as version 1, where the CRI
+    plugin's section is [plugins.cri]; version 2 names it
+    [plugins."io.containerd.grpc.v1.cri"].  The containerd.io package ships
+    `disabled_plugins = ["cri"]` and nothing else.  Without a file, a new
+    one is written: version 2 unless containerd is older than 1.3 (which
+    reads version 1 only).  The CNI directories are the ones the
+    install phase fills.  The result goes through toml_dumps.
+    """
+    if config_text is None:
+        config = {"version": containerd_config_version(version)}
+    else:
+        config = read_containerd_config(config_text)
+    schema = config.get("version", 1)
+    if schema not in (1, 2):
+        raise UserError("%s has version = %r; this tool writes versions 1 and "
+                        "2: fix it or move it away" % (CONTAINERD_CONFIG, schema))
+    disabled = config.get("disabled_plugins")
+    if disabled is not None:
+        if not isinstance(disabled, list):
+            raise UserError("disabled_plugins in %s is not a list: fix it"
+                            % CONTAINERD_CONFIG)
+        config["disabled_plugins"] = [name for name in disabled
+                                      if name not in CRI_PLUGIN_NAMES]
+    plugins = config.setdefault("plugins", {})
+    if not isinstance(plugins, dict):
+        raise UserError("plugins in %s is not a table: fix it"
+                        % CONTAINERD_CONFIG)
+    cri = plugins.setdefault(CRI_PLUGIN_NAMES[schema - 1], {})
+    if not isinstance(cri, dict):
+        raise UserError("the CRI plugin's entry in %s is not a table: fix it"
+                        % CONTAINERD_CONFIG)
+    cri["sandbox_image"] = pause_image
+    cni = cri.setdefault("cni", {})
+    if not isinstance(cni, dict):
+        raise UserError("the CRI plugin's cni entry in %s is not a table: fix "
+                        "it" % CONTAINERD_CONFIG)
+    # The plugins are installed in /opt/cni/bin; Debian's package points
+    # the CRI plugin at /usr/lib/cni, where no pod would get a network.
+    cni["bin_dir"], cni["conf_dir"] = CNI_BIN_DIR, CNI_CONF_DIR
+    return toml_dumps(config)
 
 
 def read_extra_config(path):
@@ -3313,6 +3616,147 @@ def _der_item(data, pos):
     return tag, start, start + length
 
 
+def certificate_spki(der):
+    """The DER SubjectPublicKeyInfo of a DER certificate: what kubeadm's
+    --discovery-token-ca-cert-hash is the sha256 of."""
+    _, cert, _ = _der_item(der, 0)
+    _, pos, _ = _der_item(der, cert)          # inside tbsCertificate
+    if _der_item(der, pos)[0] == 0xa0:        # [0] version
+        pos = _der_item(der, pos)[2]
+    for _ in range(5):   # serial, signature, issuer, validity, subject
+        pos = _der_item(der, pos)[2]
+    return der[pos:_der_item(der, pos)[2]]
+
+
+def _api_get(endpoint, path, ca_pem=None, token=None):
+    """JSON of a GET to the API server (no proxy): pinned to ca_pem, or,
+    for the public cluster-info only, unverified as kubeadm's discovery.
+    The whole request has one deadline (API_TIMEOUT): a server trickling
+    a byte at a time is cut off, not only one that stops; a redirect is
+    refused (it could send the token in clear, or the tool anywhere)."""
+    import http.client
+    import ssl
+    if ca_pem:
+        context = ssl.create_default_context(cadata=ca_pem)
+    else:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    what = path.rsplit("/", 1)[1]
+    timeout = API_TIMEOUT
+    expired = threading.Event()
+    connection = http.client.HTTPSConnection(endpoint, timeout=timeout,
+                                             context=context)
+
+    def cut_off():
+        expired.set()
+        sock = connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+    watchdog = threading.Timer(timeout, cut_off)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        headers = {"Accept": "application/json", "Connection": "close"}
+        if token:
+            headers["Authorization"] = "Bearer " + token
+        connection.request("GET", path, headers=headers)
+        answer = connection.getresponse()
+        if 300 <= answer.status < 400:
+            raise UserError("the API server %s answered %s with a redirect "
+                            "(HTTP %d to %s): refusing it" % (
+                                endpoint, what, answer.status, _short_json(
+                                    answer.getheader("Location", ""))))
+        if answer.status != 200:
+            raise UserError("the API server %s answered HTTP %d for %s"
+                            % (endpoint, answer.status, what))
+        data = answer.read(MAX_BUNDLE_JSON_BYTES + 1)
+        if expired.is_set():
+            raise OSError(errno.ETIMEDOUT, "cut off")
+        if len(data) > MAX_BUNDLE_JSON_BYTES:
+            raise UserError("the API server %s sent more than %s for %s"
+                            % (endpoint, human_size(MAX_BUNDLE_JSON_BYTES),
+                               what))
+        return json.loads(data.decode("utf-8"))
+    except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
+        if expired.is_set():
+            raise UserError("the API server %s did not answer within %d s"
+                            % (endpoint, timeout))
+        raise UserError("cannot reach the API server %s (%s)" % (
+            endpoint, getattr(exc, "reason", None) or getattr(
+                exc, "strerror", None) or exc))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise UserError("the API server %s sent no JSON for %s"
+                        % (endpoint, what))
+    finally:
+        watchdog.cancel()
+        connection.close()
+
+
+def _configmap_value(doc, key):
+    """data[key] of a ConfigMap as text, or '' when it is not there."""
+    data = doc.get("data") if isinstance(doc, dict) else None
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def cluster_image_repository(info):
+    """The imageRepository of the cluster's ClusterConfiguration, read the
+    way kubeadm join discovers the cluster: the CA from the public
+    cluster-info, accepted only if its key matches the CA hash, then the
+    kubeadm-config ConfigMap over TLS pinned to that CA, with the token."""
+    endpoint = info["api_server_endpoint"]
+    kubeconfig = _configmap_value(_api_get(endpoint, CLUSTER_INFO_PATH),
+                                  "kubeconfig")
+    match = re.search(r"certificate-authority-data:\s*([A-Za-z0-9+/=]+)",
+                      kubeconfig)
+    if not match:
+        raise UserError("the cluster-info of %s names no CA" % endpoint)
+    try:
+        import ssl
+        ca_pem = base64.b64decode(match.group(1)).decode("ascii")
+        spki = certificate_spki(ssl.PEM_cert_to_DER_cert(ca_pem))
+    except (ValueError, IndexError, UnicodeDecodeError):
+        raise UserError("the cluster-info of %s holds no readable CA "
+                        "certificate" % endpoint)
+    if "sha256:" + sha256_bytes(spki) != info["discovery_token_ca_cert_hash"]:
+        raise UserError("the CA of %s does not match "
+                        "--discovery-token-ca-cert-hash: check the hash, or "
+                        "this is not your cluster" % endpoint)
+    text = _configmap_value(_api_get(endpoint, KUBEADM_CONFIG_PATH, ca_pem,
+                                     info["token"]), "ClusterConfiguration")
+    if not text:
+        raise UserError("the kubeadm-config of %s has no ClusterConfiguration"
+                        % endpoint)
+    try:
+        config = parse_yaml_document(text)
+    except YamlSubsetError as exc:
+        raise UserError("the ClusterConfiguration of %s is not readable (%s)"
+                        % (endpoint, exc))
+    repository = (config.get("imageRepository") if isinstance(config, dict)
+                  else None) or KUBEADM_IMAGE_REPOSITORY
+    if not is_image_repository(repository):
+        raise UserError("the cluster %s names the image repository %r, which "
+                        "is not a registry path" % (endpoint, repository))
+    return repository
+
+
+def adopt_cluster_image_repository(ctx):
+    """A join by --apiserver/--token/--discovery-token-ca-cert-hash without
+    --image-repository: load the images under the names the cluster uses
+    (kubeadm join gives the kubelet <repo>/pause, kube-proxy's DaemonSet
+    names <repo>/kube-proxy), read from the cluster itself."""
+    try:
+        repository = cluster_image_repository(ctx.join_info)
+    except UserError as exc:
+        raise UserError("cannot read the cluster's image repository: %s: give "
+                        "--image-repository (the master's), or join with the "
+                        "join file" % exc)
+    ctx.image_repository = repository
+    log.info("  the cluster's images are named under %s", repository)
+
+
 def _utc(seconds):
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
 
@@ -3324,6 +3768,245 @@ Problem = collections.namedtuple("Problem", "message fix warning")
 
 def error(message, fix=None):
     return Problem(message, fix, False)
+
+
+def warning(message, fix=None):
+    return Problem(message, fix, True)
+
+
+def problem_text(found):
+    return found.message + (": " + found.fix if found.fix else "")
+
+
+def is_control_plane(ctx):
+    return ctx.role in ("master", "control-plane")
+
+
+def check_privileged(ctx):
+    if ctx.euid != 0:
+        yield error("this must run as root", "run it with sudo")
+
+
+def check_cpus(ctx):
+    cpus = host_cpu_count(ctx.host)
+    if is_control_plane(ctx) and cpus < 2:
+        yield error("a control-plane node needs at least 2 CPUs, this host "
+                    "has %d" % cpus, "use a bigger machine")
+
+
+def check_memory(ctx):
+    memory = host_memory_mb(ctx.host)
+    master = is_control_plane(ctx)
+    least = MIN_MASTER_MEMORY_MB if master else MIN_WORKER_MEMORY_MB
+    if memory is not None and memory < least:
+        yield Problem("this host has %d MB of memory, a %s needs %d MB" % (
+            memory, "control-plane node" if master else "node", least),
+            "add memory", not master)
+
+
+def check_swap(ctx):
+    swaps = active_swaps(ctx.host)
+    if swaps and not ctx.disable_swap:
+        yield error("swap is on (%s)" % ", ".join(swaps),
+                    "the kubelet refuses to run with swap; rerun with "
+                    "--disable-swap (turns it off now and in /etc/fstab)")
+
+
+def check_no_cluster(ctx):
+    existing = existing_cluster_files(ctx.host)
+    if existing and not continuing_run(ctx):
+        yield error("an existing cluster was found on this host (%s)"
+                    % existing[0], "run `k8s_offline.py reset` first")
+
+
+def check_ports(ctx):
+    ports = MASTER_PORTS if is_control_plane(ctx) else WORKER_PORTS
+    if not continuing_run(ctx):
+        busy = sorted(listening_ports(ctx.host) & set(ports))
+        if busy:
+            yield error("port %s is in use" % ", ".join(map(str, busy)),
+                        "stop the program listening on it (see `ss -ltnp`)")
+
+
+def check_tools(ctx):
+    """What the bundle's kubeadm refuses to run without is an error, what it
+    warns about a warning, so kubeadm itself never stops half way."""
+    version = ctx.bundle.kubernetes_version
+    required = profile(version)["required_tools"]
+    for tool, since, package in KUBEADM_REQUIRED_TOOLS:
+        if ctx.host.which(tool):
+            continue
+        users = TOOL_USERS.get(tool)
+        if tool in required:
+            yield error("%s is missing" % tool, "kubeadm %s refuses to run "
+                        "without it%s; install the %s package" % (
+                            version, " (%s)" % users if users else "",
+                            package))
+        else:
+            yield warning("%s is missing" % tool, "%s, and kubeadm 1.%d and "
+                          "later refuse to run without it; install the %s "
+                          "package" % (users or "kubeadm needs it", since,
+                                       package))
+    for tool in KUBEADM_WARNED_TOOLS:
+        if not ctx.host.which(tool):
+            users = TOOL_USERS.get(tool)
+            yield warning("%s is missing" % tool, "kubeadm warns without "
+                          "it%s; install it if you can" % (
+                              " and %s" % users if users else ""))
+
+
+def check_hostname(ctx):
+    name = node_name(ctx)
+    hostname = host_hostname(ctx.host) or name
+    if not full_match(NODE_NAME_RE, name):
+        yield error("the node name %r is not a valid DNS name" % name,
+                    "set the host name or use --node-name")
+    elif name == "localhost":
+        yield error("the host name is localhost", "give each host a unique "
+                    "name (hostnamectl set-hostname NAME)")
+    elif not hostname_resolves(ctx.host, hostname):
+        yield warning("the host name %s does not resolve" % hostname,
+                      "add it to /etc/hosts")
+
+
+def check_unique_name(ctx):
+    name = node_name(ctx)
+    if ctx.join_info and name in (ctx.join_info.get("control_plane_nodes")
+                                  or []):
+        yield error("this host is named %s like a control-plane node of the "
+                    "cluster" % name, "node names must be unique; rename "
+                    "this host (hostnamectl set-hostname) or use --node-name")
+
+
+def check_firewalld(ctx):
+    """firewalld blocks a node unless --open-firewall opens its ports (the
+    host phase then does)."""
+    ctx.firewalld = firewalld_active(ctx)
+    if ctx.firewalld and not ctx.open_firewall:
+        yield warning("firewalld is active and blocks what a %s needs (%s)" % (
+            "control-plane node" if is_control_plane(ctx) else "worker",
+            " ".join(firewall_rules(ctx))), "rerun with --open-firewall to "
+            "open exactly those, permanently, or stop firewalld")
+    elif ctx.open_firewall and not ctx.firewalld:
+        yield warning("--open-firewall", "firewalld is not active here, so "
+                      "there is nothing to open")
+
+
+def check_selinux(ctx):
+    if selinux_enforcing(ctx.host) and not ctx.selinux_permissive:
+        yield warning("SELinux is enforcing", "containers may be denied "
+                      "access to host files; rerun with --selinux-permissive "
+                      "(setenforce 0, and SELINUX=permissive in %s, as "
+                      "kubeadm's install guide says)" % SELINUX_CONFIG)
+
+
+def check_iptables_backend(ctx):
+    """kube-proxy's image detects the backend from 1.17 on (kubernetes
+    #82966); 1.16's writes legacy rules the nftables backend ignores."""
+    backend = iptables_backend(ctx.runner)
+    version = ctx.bundle.kubernetes_version
+    if (backend and backend[1] == "nf_tables"
+            and not profile(version)["iptables_backend_detected"]
+            and not ctx.iptables_legacy):
+        yield warning("iptables %s uses the nftables backend, which "
+                      "kube-proxy of Kubernetes %s does not support (its "
+                      "rules and the host's diverge)" % (backend[0], version),
+                      "rerun with --iptables-legacy to switch to legacy mode")
+
+
+def check_networks(ctx):
+    """master: neither cluster network may overlap a network of the host."""
+    if ctx.role != "master" or ctx.pod_network is None:
+        return
+    for iface, address in host_addresses(ctx.runner):
+        if (iface in CLUSTER_LINKS or iface.startswith("flannel")
+                or address.ip.is_loopback):
+            continue
+        for option, network in (("--pod-network-cidr", ctx.pod_network),
+                                ("--service-cidr", ctx.service_network)):
+            if network.overlaps(address.network):
+                yield error("%s %s overlaps the host network %s on %s" % (
+                    option, network, address.network, iface),
+                    "choose another %s" % option)
+
+
+def check_image_repository_of_cluster(ctx):
+    """A join by flags without --image-repository takes the cluster's."""
+    if (ctx.join_info and ctx.join_info.get("from_flags")
+            and not ctx.image_repository_flag):
+        try:
+            adopt_cluster_image_repository(ctx)
+        except UserError as exc:
+            yield error(str(exc))
+
+
+def check_containerd_config(ctx):
+    """What the runtime phase will write, so it cannot fail there."""
+    config = (ctx.host.read(CONTAINERD_CONFIG) if ctx.cri == "containerd"
+              else None)
+    if config is not None:
+        try:
+            containerd_config_with(config, "pause")
+        except UserError as exc:
+            yield error(str(exc))
+
+
+def check_runtime(ctx):
+    try:
+        plan = runtime_plan(ctx)
+    except UserError as exc:
+        yield error(str(exc))
+    else:
+        log.info("  container runtime %s: %s", ctx.cri, plan)
+
+
+def _tool_checks():
+    return tuple("FileExisting-" + tool for tool, _, _ in
+                 KUBEADM_REQUIRED_TOOLS) + tuple(
+        "FileExisting-" + tool for tool in KUBEADM_WARNED_TOOLS)
+
+
+# The checks in the order they run: (what, kubeadm's names for the same
+# check, or () where kubeadm has none, the check).  Each check yields a
+# Problem per finding.
+PreflightCheck = collections.namedtuple("PreflightCheck", "name kubeadm run")
+PREFLIGHT_CHECKS = (
+    PreflightCheck("root", ("IsPrivilegedUser",), check_privileged),
+    PreflightCheck("cpus", ("NumCPU",), check_cpus),
+    PreflightCheck("memory", ("Mem",), check_memory),
+    PreflightCheck("swap", ("Swap",), check_swap),
+    PreflightCheck("no cluster", (
+        "FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml",
+        "FileAvailable--etc-kubernetes-kubelet.conf",
+        "DirAvailable--var-lib-etcd"), check_no_cluster),
+    PreflightCheck("ports", tuple("Port-%d" % port for port in MASTER_PORTS),
+                   check_ports),
+    PreflightCheck("tools", _tool_checks(), check_tools),
+    PreflightCheck("hostname", ("Hostname",), check_hostname),
+    PreflightCheck("unique name", (), check_unique_name),
+    PreflightCheck("firewalld", ("Firewalld",), check_firewalld),
+    PreflightCheck("selinux", (), check_selinux),
+    PreflightCheck("iptables backend", (), check_iptables_backend),
+    PreflightCheck("networks", (), check_networks),
+    PreflightCheck("image repository", (), check_image_repository_of_cluster),
+    PreflightCheck("containerd config", (), check_containerd_config),
+    PreflightCheck("runtime", ("CRI",), check_runtime),
+)
+
+
+# The checks no package of the bundle can make pass: run before the packages
+# phase changes the host (the others, the tools above all, after it).
+PREFLIGHT_BEFORE_PACKAGES = ("root", "cpus", "memory", "swap", "no cluster",
+                             "ports", "hostname")
+
+
+def preflight_before_packages(ctx):
+    """The first error of the checks no package can fix, as a UserError."""
+    for check in PREFLIGHT_CHECKS:
+        if check.name in PREFLIGHT_BEFORE_PACKAGES:
+            for found in check.run(ctx):
+                if not found.warning:
+                    raise UserError(problem_text(found))
 
 
 class InstallContext(object):
@@ -3427,6 +4110,11 @@ class InstallContext(object):
     def close(self):
         if self._bundle is not None:
             self._bundle.close()
+
+    def refuse_what_no_package_fixes(self):
+        """Before the packages phase's first change: the preflight checks
+        that need no package (root, CPUs, swap, ports, ...)."""
+        preflight_before_packages(self)
 
     def kubectl(self, *argv):
         return ["kubectl", "--kubeconfig", ADMIN_CONF] + list(argv)
@@ -4514,12 +5202,16 @@ def archive_images(stream, label, cache, arch):
 
 
 def store_archive_stream(stream, label, cache):
-    """Read a docker-archive or OCI-archive tar as a stream: the small
-    documents into memory, every other file into the cache, hashed on the
-    way.  ({document name: bytes}, {member name: (sha256 hex, size)})."""
+    """Read a docker-archive or OCI-archive tar as a stream: the few index
+    documents (ARCHIVE_DOCUMENTS) into memory, every other file (a legacy
+    layer's json too) into the cache, hashed on the way.  ({document name:
+    bytes}, {member name: (sha256 hex, size)})."""
     documents, stored, links = {}, {}, {}
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|*", bufsize=CHUNK)
+        # tarfile inflates one bufsize of compressed input at a time: 16 KiB
+        # of gzip are at most 17 MiB, where 1 MiB of zeros are a gigabyte.
+        tar = tarfile.open(fileobj=stream, mode="r|*",
+                           bufsize=ARCHIVE_STREAM_BUFSIZE)
         for count, member in enumerate(tar):
             if count > MAX_ARCHIVE_MEMBERS:
                 raise UserError("%s holds more than %d files: it is not an "
@@ -4532,7 +5224,7 @@ def store_archive_stream(stream, label, cache):
                 links[name] = posixpath.normpath(target)
             elif not member.isfile():
                 continue
-            elif name in ARCHIVE_DOCUMENTS or name.endswith(("/json", "/VERSION")):
+            elif name in ARCHIVE_DOCUMENTS:
                 if member.size > MAX_IMAGE_JSON_BYTES:
                     raise UserError("%s: %s is %s, too large for an image "
                                     "archive" % (label, name,
@@ -4555,7 +5247,9 @@ def docker_archive_images(label, documents, stored, cache, arch):
     """[(names, record)] of a docker-archive: each image's config and its
     uncompressed layers, whose sha256 must be the config's diff_ids, under
     a schema2 manifest written here (Docker's rootfs.diff.tar media type)."""
-    entries = _archive_json(label, "manifest.json", documents["manifest.json"])
+    entries = _archive_document(label, "manifest.json",
+                                documents["manifest.json"],
+                                DOCKER_ARCHIVE_SCHEMA)
     if not isinstance(entries, list) or not entries:
         raise UserError("%s: manifest.json lists no images" % label)
     found = []
@@ -4571,7 +5265,8 @@ def docker_archive_images(label, documents, stored, cache, arch):
         config_hex, config_size = stored[entry["Config"]]
         config = _archive_blob_json(label, cache, config_hex, "image config")
         require_image_platform(label, config, arch)
-        diff_ids = (config.get("rootfs") or {}).get("diff_ids")
+        rootfs = config.get("rootfs")
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
         layers = [stored[name] for name in entry["Layers"]]
         if diff_ids != ["sha256:" + hexd for hexd, _ in layers]:
             raise UserError("%s: the layers are not the ones the image config "
@@ -4593,12 +5288,26 @@ def docker_archive_images(label, documents, stored, cache, arch):
     return found
 
 
+def _archive_document(label, name, data, schema):
+    """A JSON document of an archive, checked against its schema."""
+    value = _archive_json(label, name, data)
+    _archive_shape(label, name, value, schema)
+    return value
+
+
 def _archive_json(label, name, data):
     try:
         return json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise UserError("%s: %s is not valid JSON: the archive is damaged"
                         % (label, name))
+
+
+def _archive_shape(label, name, value, schema):
+    found = schema_problem(value, schema)
+    if found:
+        raise UserError("%s: %s field %s %s: %s" % (
+            label, name, found[0], found[1], ARCHIVE_FIX))
 
 
 def _archive_blob_json(label, cache, hex_digest, what):
@@ -4632,7 +5341,8 @@ def oci_archive_images(label, documents, stored, cache, arch):
                 raise UserError("%s: blob %s does not match its digest: the "
                                 "archive is damaged" % (label, name))
             blobs["sha256:" + hexd] = hexd
-    index = _archive_json(label, "index.json", documents["index.json"])
+    index = _archive_document(label, "index.json", documents["index.json"],
+                              OCI_INDEX_SCHEMA)
     descriptors = index.get("manifests") if isinstance(index, dict) else None
     if not isinstance(descriptors, list) or not descriptors:
         raise UserError("%s: index.json lists no images" % label)
@@ -4652,10 +5362,14 @@ def oci_archive_images(label, documents, stored, cache, arch):
             if media_type not in INDEX_TYPES:
                 break
             child = _archive_blob_json(label, cache, blobs[digest], "image index")
+            _archive_shape(label, "image index " + digest, child,
+                           OCI_INDEX_SCHEMA)
             digest = picker._pick_platform({"source": label}, child)
             media_type = [entry.get("mediaType") for entry in child["manifests"]
                           if entry.get("digest") == digest][0]
         manifest = _archive_blob_json(label, cache, blobs[digest], "manifest")
+        _archive_shape(label, "manifest " + digest, manifest,
+                       OCI_MANIFEST_SCHEMA)
         layers = manifest.get("layers")
         config = manifest.get("config")
         if (not isinstance(config, dict) or not isinstance(layers, list)
@@ -4890,14 +5604,7 @@ def import_archive_files(paths, cache, arch):
     images = []
     for path in paths:
         label = "--extra-image-archive %s" % path
-        try:
-            handle = open(path, "rb")
-        except OSError as exc:
-            raise UserError("cannot read %s: %s" % (label, exc.strerror))
-        with handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise UserError("%s is not a regular file: give the archive"
-                                % label)
+        with open_regular_file(path, "--extra-image-archive") as handle:
             for names, record in archive_images(handle, label, cache, arch):
                 ref = archive_image_name(label, names)
                 entry = local_image_entry(record["origin"], ref)
@@ -6035,9 +6742,6 @@ def large_bundle_bytes():
 # for them under on the hosts (k8s.gcr.io is kubeadm's default up to 1.24).
 DEFAULT_PULL_REPOSITORY = "registry.k8s.io"
 
-CONTROL_PLANE_COMPONENTS = ("kube-apiserver", "kube-controller-manager",
-                            "kube-scheduler")
-
 KUBE_RELEASE_URL = "https://dl.k8s.io/release/{version}/bin/linux/{arch}/{name}"
 CRICTL_URL = ("https://github.com/kubernetes-sigs/cri-tools/releases/"
               "download/{crictl}/crictl-{crictl}-linux-{arch}.tar.gz")
@@ -6236,8 +6940,46 @@ RPM_NS = "{http://linux.duke.edu/metadata/rpm}"
 ARCHIVE_DOCUMENTS = ("manifest.json", "index.json", "oci-layout",
                      "repositories")
 MAX_ARCHIVE_MEMBERS = 100000
+ARCHIVE_STREAM_BUFSIZE = 16 * 1024         # compressed bytes inflated at once
 # --split sizes: 4G, 700M, 1048576 (or fat32).
 SPLIT_SIZE_RE = re.compile(r"([0-9]{1,15})([KMGT]?)(?:i?B)?", re.IGNORECASE)
+
+# The documents of a docker-archive or OCI archive (--extra-image-archive),
+# as the image-spec and docker save write them: checked before any is used.
+MEDIA_TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#\$&^_.+-]{0,126}/"
+                           r"[A-Za-z0-9][A-Za-z0-9!#\$&^_.+-]{0,126}")
+_ARCHIVE_TEXT = ("match", re.compile(r"[^\x00]{0,4096}", re.S))
+_ARCHIVE_NAME = ("match", re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:+-]{0,500}"))
+_MEDIA_TYPE = ("match", MEDIA_TYPE_RE)
+_ANNOTATIONS = ("map", (re.compile(r"[^\x00-\x1f]{1,256}"), _ARCHIVE_TEXT,
+                        256))
+_PLATFORM = ("record", ({
+    "architecture": ("match", TEXT_RE), "os": ("match", TEXT_RE),
+    "variant": ("match", TEXT_RE), "os.version": _ARCHIVE_TEXT,
+    "os.features": ("list", (_ARCHIVE_TEXT, 64)),
+    "features": ("list", (_ARCHIVE_TEXT, 64))}, ("architecture", "os")))
+DESCRIPTOR_SCHEMA = ("record", ({
+    "mediaType": _MEDIA_TYPE, "digest": _DIGEST, "size": ("int", None),
+    "annotations": _ANNOTATIONS, "urls": ("list", (_ARCHIVE_TEXT, 16)),
+    "platform": _PLATFORM, "artifactType": _MEDIA_TYPE,
+    "data": _ARCHIVE_TEXT}, ("mediaType", "digest")))
+DOCKER_ARCHIVE_SCHEMA = ("list", (("record", ({
+    "Config": _ARCHIVE_NAME,
+    "RepoTags": ("either", ("list", (("match", IMAGE_REF_RE), 256))),
+    "Layers": ("list", (_ARCHIVE_NAME, 1000)),
+    "LayerSources": ("map", (DIGEST_RE, DESCRIPTOR_SCHEMA, 1000))},
+    ("Config", "Layers"))), 10000))
+OCI_INDEX_SCHEMA = ("record", ({
+    "schemaVersion": ("const", 2), "mediaType": _MEDIA_TYPE,
+    "manifests": ("list", (DESCRIPTOR_SCHEMA, 10000)),
+    "annotations": _ANNOTATIONS, "artifactType": _MEDIA_TYPE,
+    "subject": DESCRIPTOR_SCHEMA}, ("manifests",)))
+OCI_MANIFEST_SCHEMA = ("record", ({
+    "schemaVersion": ("const", 2), "mediaType": _MEDIA_TYPE,
+    "config": DESCRIPTOR_SCHEMA, "layers": ("list", (DESCRIPTOR_SCHEMA, 1000)),
+    "annotations": _ANNOTATIONS, "artifactType": _MEDIA_TYPE,
+    "subject": DESCRIPTOR_SCHEMA}, ("config", "layers")))
+ARCHIVE_FIX = "give a docker-archive (docker save) or an OCI archive"
 
 MANIFEST_ACCEPT = ", ".join((MT_OCI_INDEX, MT_DOCKER_LIST, MT_OCI_MANIFEST,
                              MT_DOCKER_MANIFEST, MT_DOCKER_SCHEMA1_SIGNED,
@@ -6702,6 +7444,8 @@ def phase_packages(ctx):
     log.info("  installing %d package%s for %s: %s", len(todo),
              "" if len(todo) == 1 else "s", os_id,
              ", ".join("%s %s" % (p["name"], p["version"]) for p in todo))
+    if not ctx.dry_run:
+        ctx.refuse_what_no_package_fixes()
     stage = "%s/%s" % (PACKAGES_STAGE_DIR, os_id)
     made = [folder for folder in (STATE_DIR, PACKAGES_STAGE_DIR, stage)
             if not ctx.host.isdir(folder)]
@@ -6896,497 +7640,6 @@ def phase_preflight(ctx):
         raise UserError(errors[0])
     log.info("  preflight passed (%d warning%s)", len(ctx.warnings),
              "" if len(ctx.warnings) == 1 else "s")
-
-
-def check_privileged(ctx):
-    if ctx.euid != 0:
-        yield error("this must run as root", "run it with sudo")
-
-
-def check_cpus(ctx):
-    cpus = host_cpu_count(ctx.host)
-    if is_control_plane(ctx) and cpus < 2:
-        yield error("a control-plane node needs at least 2 CPUs, this host "
-                    "has %d" % cpus, "use a bigger machine")
-
-
-def host_cpu_count(host):
-    text = host.read("/proc/cpuinfo", "")
-    count = len(re.findall(r"^processor\s*:", text, re.M))
-    return count or os.cpu_count() or 1
-
-
-def is_control_plane(ctx):
-    return ctx.role in ("master", "control-plane")
-
-
-def check_memory(ctx):
-    memory = host_memory_mb(ctx.host)
-    master = is_control_plane(ctx)
-    least = MIN_MASTER_MEMORY_MB if master else MIN_WORKER_MEMORY_MB
-    if memory is not None and memory < least:
-        yield Problem("this host has %d MB of memory, a %s needs %d MB" % (
-            memory, "control-plane node" if master else "node", least),
-            "add memory", not master)
-
-
-def host_memory_mb(host):
-    match = re.search(r"^MemTotal:\s*(\d+)\s*kB", host.read("/proc/meminfo", ""),
-                      re.M)
-    return int(match.group(1)) // 1024 if match else None
-
-
-def check_swap(ctx):
-    swaps = active_swaps(ctx.host)
-    if swaps and not ctx.disable_swap:
-        yield error("swap is on (%s)" % ", ".join(swaps),
-                    "the kubelet refuses to run with swap; rerun with "
-                    "--disable-swap (turns it off now and in /etc/fstab)")
-
-
-def active_swaps(host):
-    lines = host.read("/proc/swaps", "").splitlines()[1:]
-    return [line.split()[0] for line in lines if line.strip()]
-
-
-def check_no_cluster(ctx):
-    existing = existing_cluster_files(ctx.host)
-    if existing and not continuing_run(ctx):
-        yield error("an existing cluster was found on this host (%s)"
-                    % existing[0], "run `k8s_offline.py reset` first")
-
-
-def continuing_run(ctx):
-    """True when an earlier run of this tool, same role, made this cluster:
-    then the cluster's own files and ports are expected, not a conflict."""
-    state = ctx.host.state()
-    return state.get("role") == ctx.role
-
-
-def check_ports(ctx):
-    ports = MASTER_PORTS if is_control_plane(ctx) else WORKER_PORTS
-    if not continuing_run(ctx):
-        busy = sorted(listening_ports(ctx.host) & set(ports))
-        if busy:
-            yield error("port %s is in use" % ", ".join(map(str, busy)),
-                        "stop the program listening on it (see `ss -ltnp`)")
-
-
-def listening_ports(host):
-    """TCP ports in LISTEN state, from /proc/net/tcp and tcp6."""
-    ports = set()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in host.read(name, "").splitlines()[1:]:
-            fields = line.split()
-            if len(fields) > 3 and fields[3] == "0A":
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
-def _tool_checks():
-    return tuple("FileExisting-" + tool for tool, _, _ in
-                 KUBEADM_REQUIRED_TOOLS) + tuple(
-        "FileExisting-" + tool for tool in KUBEADM_WARNED_TOOLS)
-
-
-def check_tools(ctx):
-    """What the bundle's kubeadm refuses to run without is an error, what it
-    warns about a warning, so kubeadm itself never stops half way."""
-    version = ctx.bundle.kubernetes_version
-    required = profile(version)["required_tools"]
-    for tool, since, package in KUBEADM_REQUIRED_TOOLS:
-        if ctx.host.which(tool):
-            continue
-        users = TOOL_USERS.get(tool)
-        if tool in required:
-            yield error("%s is missing" % tool, "kubeadm %s refuses to run "
-                        "without it%s; install the %s package" % (
-                            version, " (%s)" % users if users else "",
-                            package))
-        else:
-            yield warning("%s is missing" % tool, "%s, and kubeadm 1.%d and "
-                          "later refuse to run without it; install the %s "
-                          "package" % (users or "kubeadm needs it", since,
-                                       package))
-    for tool in KUBEADM_WARNED_TOOLS:
-        if not ctx.host.which(tool):
-            users = TOOL_USERS.get(tool)
-            yield warning("%s is missing" % tool, "kubeadm warns without "
-                          "it%s; install it if you can" % (
-                              " and %s" % users if users else ""))
-
-
-def warning(message, fix=None):
-    return Problem(message, fix, True)
-
-
-def check_hostname(ctx):
-    name = node_name(ctx)
-    hostname = host_hostname(ctx.host) or name
-    if not full_match(NODE_NAME_RE, name):
-        yield error("the node name %r is not a valid DNS name" % name,
-                    "set the host name or use --node-name")
-    elif name == "localhost":
-        yield error("the host name is localhost", "give each host a unique "
-                    "name (hostnamectl set-hostname NAME)")
-    elif not hostname_resolves(ctx.host, hostname):
-        yield warning("the host name %s does not resolve" % hostname,
-                      "add it to /etc/hosts")
-
-
-def hostname_resolves(host, name):
-    """True when name is in /etc/hosts or (on the real host) resolves."""
-    for line in host.read("/etc/hosts", "").splitlines():
-        fields = line.split("#", 1)[0].split()
-        if len(fields) > 1 and name in fields[1:]:
-            return True
-    if host.root != "/":
-        return False
-    try:
-        socket.getaddrinfo(name, None)
-        return True
-    except (socket.error, UnicodeError):
-        return False
-
-
-def check_unique_name(ctx):
-    name = node_name(ctx)
-    if ctx.join_info and name in (ctx.join_info.get("control_plane_nodes")
-                                  or []):
-        yield error("this host is named %s like a control-plane node of the "
-                    "cluster" % name, "node names must be unique; rename "
-                    "this host (hostnamectl set-hostname) or use --node-name")
-
-
-def check_firewalld(ctx):
-    """firewalld blocks a node unless --open-firewall opens its ports (the
-    host phase then does)."""
-    ctx.firewalld = firewalld_active(ctx)
-    if ctx.firewalld and not ctx.open_firewall:
-        yield warning("firewalld is active and blocks what a %s needs (%s)" % (
-            "control-plane node" if is_control_plane(ctx) else "worker",
-            " ".join(firewall_rules(ctx))), "rerun with --open-firewall to "
-            "open exactly those, permanently, or stop firewalld")
-    elif ctx.open_firewall and not ctx.firewalld:
-        yield warning("--open-firewall", "firewalld is not active here, so "
-                      "there is nothing to open")
-
-
-def firewalld_active(ctx):
-    return (bool(ctx.host.which("firewall-cmd")) and
-            service_active(ctx.runner, "firewalld"))
-
-
-def service_active(runner, name):
-    result = runner.run(["systemctl", "is-active", name], change=False,
-                        check=False)
-    return result.stdout.strip() == "active"
-
-
-def firewall_rules(ctx):
-    return FIREWALL_RULES["worker" if ctx.role == "worker" else "master"]
-
-
-def check_selinux(ctx):
-    if selinux_enforcing(ctx.host) and not ctx.selinux_permissive:
-        yield warning("SELinux is enforcing", "containers may be denied "
-                      "access to host files; rerun with --selinux-permissive "
-                      "(setenforce 0, and SELINUX=permissive in %s, as "
-                      "kubeadm's install guide says)" % SELINUX_CONFIG)
-
-
-def selinux_enforcing(host):
-    return (host.read(SELINUX_ENFORCE) or "").strip() == "1"
-
-
-def check_iptables_backend(ctx):
-    """kube-proxy's image detects the backend from 1.17 on (kubernetes
-    #82966); 1.16's writes legacy rules the nftables backend ignores."""
-    backend = iptables_backend(ctx.runner)
-    version = ctx.bundle.kubernetes_version
-    if (backend and backend[1] == "nf_tables"
-            and not profile(version)["iptables_backend_detected"]
-            and not ctx.iptables_legacy):
-        yield warning("iptables %s uses the nftables backend, which "
-                      "kube-proxy of Kubernetes %s does not support (its "
-                      "rules and the host's diverge)" % (backend[0], version),
-                      "rerun with --iptables-legacy to switch to legacy mode")
-
-
-def iptables_backend(runner):
-    """('1.8.7', 'nf_tables') from `iptables --version`, or None."""
-    result = runner.run(["iptables", "--version"], change=False, check=False)
-    match = re.search(r"v(\d+\.\d+(?:\.\d+)?)(?:\s+\((\w+)\))?", result.stdout)
-    if not result.ok or not match:
-        return None
-    return match.group(1), match.group(2) or "legacy"
-
-
-def check_networks(ctx):
-    """master: neither cluster network may overlap a network of the host."""
-    if ctx.role != "master" or ctx.pod_network is None:
-        return
-    for iface, address in host_addresses(ctx.runner):
-        if (iface in CLUSTER_LINKS or iface.startswith("flannel")
-                or address.ip.is_loopback):
-            continue
-        for option, network in (("--pod-network-cidr", ctx.pod_network),
-                                ("--service-cidr", ctx.service_network)):
-            if network.overlaps(address.network):
-                yield error("%s %s overlaps the host network %s on %s" % (
-                    option, network, address.network, iface),
-                    "choose another %s" % option)
-
-
-def check_image_repository_of_cluster(ctx):
-    """A join by flags without --image-repository takes the cluster's."""
-    if (ctx.join_info and ctx.join_info.get("from_flags")
-            and not ctx.image_repository_flag):
-        try:
-            adopt_cluster_image_repository(ctx)
-        except UserError as exc:
-            yield error(str(exc))
-
-
-def adopt_cluster_image_repository(ctx):
-    """A join by --apiserver/--token/--discovery-token-ca-cert-hash without
-    --image-repository: load the images under the names the cluster uses
-    (kubeadm join gives the kubelet <repo>/pause, kube-proxy's DaemonSet
-    names <repo>/kube-proxy), read from the cluster itself."""
-    try:
-        repository = cluster_image_repository(ctx.join_info)
-    except UserError as exc:
-        raise UserError("cannot read the cluster's image repository: %s: give "
-                        "--image-repository (the master's), or join with the "
-                        "join file" % exc)
-    ctx.image_repository = repository
-    log.info("  the cluster's images are named under %s", repository)
-
-
-def cluster_image_repository(info):
-    """The imageRepository of the cluster's ClusterConfiguration, read the
-    way kubeadm join discovers the cluster: the CA from the public
-    cluster-info, accepted only if its key matches the CA hash, then the
-    kubeadm-config ConfigMap over TLS pinned to that CA, with the token."""
-    endpoint = info["api_server_endpoint"]
-    kubeconfig = _configmap_value(_api_get(endpoint, CLUSTER_INFO_PATH),
-                                  "kubeconfig")
-    match = re.search(r"certificate-authority-data:\s*([A-Za-z0-9+/=]+)",
-                      kubeconfig)
-    if not match:
-        raise UserError("the cluster-info of %s names no CA" % endpoint)
-    try:
-        import ssl
-        ca_pem = base64.b64decode(match.group(1)).decode("ascii")
-        spki = certificate_spki(ssl.PEM_cert_to_DER_cert(ca_pem))
-    except (ValueError, IndexError, UnicodeDecodeError):
-        raise UserError("the cluster-info of %s holds no readable CA "
-                        "certificate" % endpoint)
-    if "sha256:" + sha256_bytes(spki) != info["discovery_token_ca_cert_hash"]:
-        raise UserError("the CA of %s does not match "
-                        "--discovery-token-ca-cert-hash: check the hash, or "
-                        "this is not your cluster" % endpoint)
-    text = _configmap_value(_api_get(endpoint, KUBEADM_CONFIG_PATH, ca_pem,
-                                     info["token"]), "ClusterConfiguration")
-    if not text:
-        raise UserError("the kubeadm-config of %s has no ClusterConfiguration"
-                        % endpoint)
-    try:
-        config = parse_yaml_document(text)
-    except YamlSubsetError as exc:
-        raise UserError("the ClusterConfiguration of %s is not readable (%s)"
-                        % (endpoint, exc))
-    repository = (config.get("imageRepository") if isinstance(config, dict)
-                  else None) or KUBEADM_IMAGE_REPOSITORY
-    if not is_image_repository(repository):
-        raise UserError("the cluster %s names the image repository %r, which "
-                        "is not a registry path" % (endpoint, repository))
-    return repository
-
-
-def _configmap_value(doc, key):
-    """data[key] of a ConfigMap as text, or '' when it is not there."""
-    data = doc.get("data") if isinstance(doc, dict) else None
-    value = data.get(key) if isinstance(data, dict) else None
-    return value if isinstance(value, str) else ""
-
-
-def _api_get(endpoint, path, ca_pem=None, token=None):
-    """JSON of a GET to the API server (no proxy): pinned to ca_pem, or,
-    for the public cluster-info only, unverified as kubeadm's discovery."""
-    import http.client
-    import ssl
-    import urllib.error
-    import urllib.request
-    if ca_pem:
-        context = ssl.create_default_context(cadata=ca_pem)
-    else:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                         urllib.request.HTTPSHandler(
-                                             context=context))
-    request = urllib.request.Request("https://%s%s" % (endpoint, path))
-    if token:
-        request.add_header("Authorization", "Bearer " + token)
-    try:
-        with contextlib.closing(opener.open(request, timeout=API_TIMEOUT)) as answer:
-            return json.loads(answer.read(MAX_BUNDLE_JSON_BYTES).decode("utf-8"))
-    except urllib.error.HTTPError as exc:
-        raise UserError("the API server %s answered HTTP %d for %s"
-                        % (endpoint, exc.code, path.rsplit("/", 1)[1]))
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        raise UserError("cannot reach the API server %s (%s)" % (
-            endpoint, getattr(exc, "reason", None) or exc))
-    except (ValueError, UnicodeDecodeError):
-        raise UserError("the API server %s sent no JSON for %s"
-                        % (endpoint, path.rsplit("/", 1)[1]))
-
-
-def certificate_spki(der):
-    """The DER SubjectPublicKeyInfo of a DER certificate: what kubeadm's
-    --discovery-token-ca-cert-hash is the sha256 of."""
-    _, cert, _ = _der_item(der, 0)
-    _, pos, _ = _der_item(der, cert)          # inside tbsCertificate
-    if _der_item(der, pos)[0] == 0xa0:        # [0] version
-        pos = _der_item(der, pos)[2]
-    for _ in range(5):   # serial, signature, issuer, validity, subject
-        pos = _der_item(der, pos)[2]
-    return der[pos:_der_item(der, pos)[2]]
-
-
-def check_containerd_config(ctx):
-    """What the runtime phase will write, so it cannot fail there."""
-    config = (ctx.host.read(CONTAINERD_CONFIG) if ctx.cri == "containerd"
-              else None)
-    if config is not None:
-        try:
-            containerd_config_with(config, "pause")
-        except UserError as exc:
-            yield error(str(exc))
-
-
-def containerd_config_with(config_text, pause_image, version=None):
-    """containerd's config with the CRI plugin on and our sandbox image.
-
-    A file without `version = 2` is read as version 1, where the CRI
-    plugin's section is [plugins.cri]; version 2 names it
-    [plugins."io.containerd.grpc.v1.cri"].  The containerd.io package ships
-    `disabled_plugins = ["cri"]` and nothing else.  Without a file, a new
-    one is written: version 2 unless containerd is older than 1.3 (which
-    reads version 1 only).  The CNI directories are the ones the
-    install phase fills.  The result goes through toml_dumps.
-    """
-    if config_text is None:
-        config = {"version": containerd_config_version(version)}
-    else:
-        config = read_containerd_config(config_text)
-    schema = config.get("version", 1)
-    if schema not in (1, 2):
-        raise UserError("%s has version = %r; this tool writes versions 1 and "
-                        "2: fix it or move it away" % (CONTAINERD_CONFIG, schema))
-    disabled = config.get("disabled_plugins")
-    if disabled is not None:
-        if not isinstance(disabled, list):
-            raise UserError("disabled_plugins in %s is not a list: fix it"
-                            % CONTAINERD_CONFIG)
-        config["disabled_plugins"] = [name for name in disabled
-                                      if name not in CRI_PLUGIN_NAMES]
-    plugins = config.setdefault("plugins", {})
-    if not isinstance(plugins, dict):
-        raise UserError("plugins in %s is not a table: fix it"
-                        % CONTAINERD_CONFIG)
-    cri = plugins.setdefault(CRI_PLUGIN_NAMES[schema - 1], {})
-    if not isinstance(cri, dict):
-        raise UserError("the CRI plugin's entry in %s is not a table: fix it"
-                        % CONTAINERD_CONFIG)
-    cri["sandbox_image"] = pause_image
-    cni = cri.setdefault("cni", {})
-    if not isinstance(cni, dict):
-        raise UserError("the CRI plugin's cni entry in %s is not a table: fix "
-                        "it" % CONTAINERD_CONFIG)
-    # The plugins are installed in /opt/cni/bin; Debian's package points
-    # the CRI plugin at /usr/lib/cni, where no pod would get a network.
-    cni["bin_dir"], cni["conf_dir"] = CNI_BIN_DIR, CNI_CONF_DIR
-    return toml_dumps(config)
-
-
-CONTAINERD_CONFIG = "/etc/containerd/config.toml"
-
-
-def read_containerd_config(text, where=CONTAINERD_CONFIG):
-    """containerd's config as data; UserError if this reader cannot take it."""
-    try:
-        return toml_loads(text or "")
-    except TomlError as exc:
-        raise UserError("cannot read %s (%s): fix it, or move it away so a "
-                        "new one is written" % (where, exc))
-
-
-def check_runtime(ctx):
-    try:
-        plan = runtime_plan(ctx)
-    except UserError as exc:
-        yield error(str(exc))
-    else:
-        log.info("  container runtime %s: %s", ctx.cri, plan)
-
-
-def runtime_plan(ctx):
-    """What the runtime phase will do: 'running', 'start' or 'install'.
-
-    Raises UserError when there is no way to a runtime.
-    """
-    if ctx.cri == "docker":
-        if docker_info(ctx.runner) is not None:
-            return "running"
-        if ctx.host.which("dockerd"):
-            return "start"
-        if ctx.bundle.meta.get("archives", {}).get("docker"):
-            return "install"
-        raise UserError("no container runtime: Docker is not running, not "
-                        "installed, and the bundle has no Docker: install and "
-                        "start Docker, rebuild the bundle with --with-docker, "
-                        "or use --cri containerd%s" % (
-                            " (the bundle carries containerd)"
-                            if bundled_runtime(ctx.bundle) == "containerd"
-                            else ""))
-    if containerd_running(ctx):
-        return "running"
-    if ctx.host.which("containerd"):
-        return "start"
-    if bundled_runtime(ctx.bundle):
-        return "install"
-    raise UserError("no container runtime: containerd is not running or not "
-                    "installed: install containerd, rebuild the bundle with "
-                    "--with-containerd (or --with-docker, which carries "
-                    "containerd too), or use --cri docker")
-
-
-def docker_info(runner):
-    """Docker's `info` as a dict when the daemon answers, else None."""
-    result = runner.run(["docker", "info", "--format", "{{json .}}"],
-                        change=False, check=False)
-    if not result.ok:
-        return None
-    try:
-        info = json.loads(result.stdout.strip() or "null")
-    except ValueError:
-        return None
-    if not isinstance(info, dict) or not info.get("ServerVersion"):
-        return None
-    return info
-
-
-def containerd_running(ctx):
-    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address,
-                             "version"], change=False, check=False)
-    return result.ok and "Server:" in result.stdout
-
-
-def problem_text(found):
-    return found.message + (": " + found.fix if found.fix else "")
 
 
 # -- phase: host ------------------------------------------------------------
@@ -8152,8 +8405,6 @@ def explain_join_failure(output):
 
 KUBEADM_JOIN_LOG = "/var/log/kubeadm-join.log"
 
-CNI_BIN_DIR = "/opt/cni/bin"
-
 BIN_INSTALL_DIR = "/usr/bin"
 KUBELET_UNIT = "/etc/systemd/system/kubelet.service"
 KUBELET_DROPIN = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
@@ -8177,36 +8428,14 @@ SYSCTL_FILE = "/etc/sysctl.d/k8s-offline.conf"
 FSTAB = "/etc/fstab"
 
 API_PORT = 6443
-MASTER_PORTS = (6443, 10250, 10251, 10252, 2379, 2380)
-WORKER_PORTS = (10250,)
-MIN_MASTER_MEMORY_MB = 1700
-MIN_WORKER_MEMORY_MB = 1000
+
 KERNEL_MODULES = ("br_netfilter", "overlay")
 SYSCTLS = (("net.bridge.bridge-nf-call-iptables", "1"),
            ("net.ipv4.ip_forward", "1"))
-# kubeadm's own preflight (cmd/kubeadm/app/preflight/checks.go): the tools
-# it refuses to run without, with the minor release that began refusing
-# (conntrack: kubernetes PR #85857, 1.18), and the tools it warns about.
-# Each with the package to install and what else needs it.
-KUBEADM_WARNED_TOOLS = ("ebtables", "ethtool", "socat", "tc", "touch")
-TOOL_USERS = {"conntrack": "kube-proxy needs it",
-              "socat": "`kubectl port-forward` needs it"}
-# What --open-firewall opens (firewalld rules): the ports kubeadm's install
-# guide lists for each role, and flannel's vxlan.
-FIREWALL_RULES = {
-    "master": ("6443/tcp", "2379-2380/tcp", "10250/tcp", "10251/tcp",
-               "10252/tcp", "8472/udp"),
-    "worker": ("10250/tcp", "30000-32767/tcp", "8472/udp")}
-SELINUX_CONFIG = "/etc/selinux/config"
-SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
 
-# Links and interfaces the cluster makes; they are not "host networks".
-CLUSTER_LINKS = ("cni0", "flannel.1", "kube-ipvs0", "docker0")
 # Values that reach config files and command lines, each matched whole
 # (re.fullmatch: a pattern ending in `$` would let a trailing newline in).
 TOKEN_RE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
-
-CRI_PLUGIN_NAMES = ("cri", "io.containerd.grpc.v1.cri")
 
 ARCHIVE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -8215,11 +8444,6 @@ FLANNEL_RENDERED = STATE_DIR + "/kube-flannel.yml"
 
 FLANNEL_NETWORK_TOKEN = '"Network": "10.244.0.0/16"'
 
-CLUSTER_INFO_PATH = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
-KUBEADM_CONFIG_PATH = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config"
-API_TIMEOUT = 15
-
-MAX_JOIN_FILE_BYTES = 64 * 1024
 JOIN_FIELDS = ("format", "kubernetes_version", "arch", "token_expires",
                "image_repository", "control_plane_nodes", "certificate_key",
                "certificate_key_expires", "created", "api_server_endpoint",
@@ -8230,33 +8454,6 @@ JOIN_FIELDS = ("format", "kubernetes_version", "arch", "token_expires",
 # default), so join tries again for a bounded while.
 STALE_NODE_WAIT = 90
 STALE_NODE_RETRY = 15
-
-# The checks in the order they run: (what, kubeadm's names for the same
-# check, or () where kubeadm has none, the check).  Each check yields a
-# Problem per finding.
-PreflightCheck = collections.namedtuple("PreflightCheck", "name kubeadm run")
-PREFLIGHT_CHECKS = (
-    PreflightCheck("root", ("IsPrivilegedUser",), check_privileged),
-    PreflightCheck("cpus", ("NumCPU",), check_cpus),
-    PreflightCheck("memory", ("Mem",), check_memory),
-    PreflightCheck("swap", ("Swap",), check_swap),
-    PreflightCheck("no cluster", (
-        "FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml",
-        "FileAvailable--etc-kubernetes-kubelet.conf",
-        "DirAvailable--var-lib-etcd"), check_no_cluster),
-    PreflightCheck("ports", tuple("Port-%d" % port for port in MASTER_PORTS),
-                   check_ports),
-    PreflightCheck("tools", _tool_checks(), check_tools),
-    PreflightCheck("hostname", ("Hostname",), check_hostname),
-    PreflightCheck("unique name", (), check_unique_name),
-    PreflightCheck("firewalld", ("Firewalld",), check_firewalld),
-    PreflightCheck("selinux", (), check_selinux),
-    PreflightCheck("iptables backend", (), check_iptables_backend),
-    PreflightCheck("networks", (), check_networks),
-    PreflightCheck("image repository", (), check_image_repository_of_cluster),
-    PreflightCheck("containerd config", (), check_containerd_config),
-    PreflightCheck("runtime", ("CRI",), check_runtime),
-)
 
 # The kubeadm config renderers, by the kubeadm config API of the run's
 # profile: init's documents ([dict], plus the extra ones) and join's file.
@@ -8764,7 +8961,7 @@ def _der_time(der, tag, start, end):
     if tag == 0x17:
         year = int(text[:2])
         text = ("19" if year >= 50 else "20") + text
-    if tag not in (0x17, 0x18) or not re.match(r"^\d{14}Z$", text):
+    if tag not in (0x17, 0x18) or not re.fullmatch(r"\d{14}Z", text):
         raise ValueError("not an X.509 time")
     return calendar.timegm(time.strptime(text, "%Y%m%d%H%M%SZ"))
 
@@ -8904,7 +9101,7 @@ def installed_kubeadm_version(ctx):
     result = ctx.runner.run(["kubeadm", "version", "-o", "short"],
                             change=False, check=False)
     text = result.stdout.strip()
-    if not result.ok or not re.match(r"^v\d+\.\d+\.\d+$", text):
+    if not result.ok or not re.fullmatch(r"v\d+\.\d+\.\d+", text):
         raise UserError("cannot tell the version of kubeadm (%s): is the "
                         "kubeadm in %s whole?" % (
                             last_line(result.output()) or "no output",
@@ -9310,6 +9507,9 @@ class BackupArchive(object):
             raise UserError("%s is a backup format this tool does not know: "
                             "restore it with the k8s_offline.py that made it"
                             % path)
+        require_schema(meta, BACKUP_SCHEMA, "", BACKUP_JSON, fix=(
+            "%s is damaged or not a backup of this tool; make a new backup"
+            % path))
         listed = meta.get("files")
         if (not isinstance(listed, dict) or set(listed) !=
                 set(self.files) - set([BACKUP_JSON])):
@@ -9321,7 +9521,8 @@ class BackupArchive(object):
                                 % (path, name, BACKUP_JSON))
         etcd = meta.get("etcd") or {}
         if (not isinstance(meta.get("kubernetes_version"), str) or
-                not re.match(r"^v\d+\.\d+\.\d+$", meta["kubernetes_version"])):
+                not re.fullmatch(r"v\d+\.\d+\.\d+",
+                                 meta["kubernetes_version"])):
             raise UserError("%s: bad kubernetes_version in %s" % (
                 path, BACKUP_JSON))
         for key in ("image", "name", "peer_url"):
@@ -9339,6 +9540,12 @@ class BackupArchive(object):
         if SNAPSHOT_NAME not in self.files or "pki/ca.crt" not in self.files:
             raise UserError("%s lacks the etcd snapshot or the cluster CA"
                             % path)
+        self.config_name()
+        for name in self.files:
+            folder = posixpath.dirname(name)
+            if folder in self.files:
+                raise UserError("%s: %s is both a file and a folder: it is "
+                                "not a backup of this tool" % (path, folder))
 
     def _require_member(self, path, member):
         """Refuse a member by its header alone, before a byte of it is
@@ -9396,7 +9603,10 @@ class BackupArchive(object):
         for name in ("kubeadm/kubeadm-init.json", "kubeadm/kubeadm-config.yaml"):
             if name in self.files:
                 return name
-        raise UserError("the backup holds no kubeadm config")
+        raise UserError("the backup holds no kubeadm config (%s): it is not "
+                        "a whole backup of this tool" % " or ".join(
+                            ("kubeadm/kubeadm-init.json",
+                             "kubeadm/kubeadm-config.yaml")))
 
     def close(self):
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -9423,8 +9633,7 @@ class RestoreContext(object):
             raise UserError(refusal)
         self.runtime = day_two_runtime(ctx)
         self.etcd = etcd = meta["etcd"]
-        if (isinstance(meta.get("node"), str)
-                and NODE_NAME_RE.match(meta["node"])):
+        if full_match(NODE_NAME_RE, meta.get("node")):
             ctx.node_name = meta["node"]
         require_etcd_image(ctx, self.runtime, etcd["image"])
         log.info("  backup of %s made %s on %s (Kubernetes %s), every file "
@@ -9466,7 +9675,12 @@ def phase_restore_config(ctx):
     host.makedirs(STATE_DIR, 0o700)
     host.write(ctx.config, archive.data(archive.config_name()), 0o600)
     if "kubeadm/state.json" in archive.files:
-        host.write(STATE_FILE, archive.data("kubeadm/state.json"), 0o600)
+        try:
+            restored = json.loads(archive.data("kubeadm/state.json").decode(
+                "utf-8"))
+        except (ValueError, RecursionError):
+            restored = {}
+        host.write(STATE_FILE, canonical_json(checked_state(restored)), 0o600)
 
 
 def phase_restore_etcd(ctx):
@@ -9554,10 +9768,10 @@ ETCD_MANIFEST = MANIFEST_DIR + "/etcd.yaml"
 ETCD_DATA_DIR = "/var/lib/etcd"
 ETCD_PKI = PKI_DIR + "/etcd"
 SNAPSHOT_NAME = "etcd/snapshot.db"
-BACKUP_MEMBER_RE = re.compile(r"^(backup\.json|etcd/snapshot\.db|"
+BACKUP_MEMBER_RE = re.compile(r"backup\.json|etcd/snapshot\.db|"
                               r"kubeadm/(kubeadm-init\.json|state\.json|"
                               r"kubeadm-config\.yaml)|"
-                              r"pki/([A-Za-z0-9._-]+/)?[A-Za-z0-9._-]+)$")
+                              r"pki/([A-Za-z0-9._-]+/)?[A-Za-z0-9._-]+")
 MAX_CHECKSUM_FILE_BYTES = 64 * 1024        # the .sha256 beside a backup
 BACKUP_MAX_MEMBERS = 128                   # a kubeadm master's backup: 26
 BACKUP_MAX_PKI_BYTES = 256 * 1024          # a PKI file is a few KiB
@@ -9589,6 +9803,21 @@ CERTS_RENEW_PHASES = (
     Phase("kubeconfig", "refresh the admin.conf copies",
           phase_renew_kubeconfig),
 )
+# backup.json, as backup writes it (see require_schema for the kinds).
+BACKUP_SCHEMA = ("record", ({
+    "format": ("const", BACKUP_FORMAT), "tool_version": ("match", TEXT_RE),
+    "kubernetes_version": ("match", VERSION_RE),
+    "created": ("int", 1 << 40), "node": ("match", NODE_NAME_RE),
+    "runtime": ("match", re.compile("docker|containerd")),
+    "etcd": ("record", ({
+        "image": ("match", IMAGE_REF_RE), "name": ("match", ETCD_NAME_RE),
+        "peer_url": ("match", ETCD_PEER_URL_RE),
+        "client_url": ("match", ETCD_PEER_URL_RE)},
+        ("image", "name", "peer_url"))),
+    "cluster_ca_sha256": ("match", SHA256_HEX_RE),
+    "files": ("map", (BACKUP_MEMBER_RE, ("match", SHA256_HEX_RE),
+                      BACKUP_MAX_MEMBERS))},
+    ("format", "kubernetes_version", "etcd", "files")))
 
 
 # ===========================================================================
@@ -9596,6 +9825,24 @@ CERTS_RENEW_PHASES = (
 # ===========================================================================
 
 DEFAULT_ARCH = "amd64"
+
+# A bootstrap token's secret half, and a certificate key where kubeadm or a
+# kubeadm config names one (64 hex digits alone are also image digests).
+_SECRET_TOKEN_RE = re.compile(r"\b([a-z0-9]{6})\.[a-z0-9]{16}\b")
+_SECRET_KEY_RE = re.compile(r"(?i)(certificate[-_ ]?key\W{0,8}?\s*)%s"
+                            r"(?![0-9a-f])" % SHA256_HEX_RE.pattern)
+
+
+def redact_secrets(text):
+    """text without the secrets a run log must not keep: the token's
+    secret and the certificate key (the join file keeps them, 0600)."""
+    text = _SECRET_TOKEN_RE.sub(r"\1.<redacted>", text)
+    return _SECRET_KEY_RE.sub(r"\1<redacted certificate key>", text)
+
+
+class _RedactingFormatter(logging.Formatter):
+    def format(self, record):
+        return redact_secrets(logging.Formatter.format(self, record))
 
 
 class _OneLineHandler(logging.StreamHandler):
@@ -9634,7 +9881,7 @@ def setup_logging(verbose=False, log_file=None):
         else:
             handler = _OneLineHandler(stream, log_file)
             handler.setLevel(logging.DEBUG)
-            handler.setFormatter(logging.Formatter(
+            handler.setFormatter(_RedactingFormatter(
                 "%(asctime)s %(levelname)s %(message)s"))
             log.addHandler(handler)
 

@@ -675,8 +675,8 @@ def other_ca(meta, files):
     ("other-format", "a backup format this tool does not know"),
     ("hostile-name", "unexpected entry"),
     ("dot-dot", "unexpected entry"),
-    ("etcd-name-newline", "bad etcd name or peer URL"),
-    ("peer-url-newline", "bad etcd name or peer URL"),
+    ("etcd-name-newline", "backup.json field etcd.name"),
+    ("peer-url-newline", "backup.json field etcd.peer_url"),
     ("member-sha", "does not match its sha256"),
     ("other-cluster", "the CA of another cluster"),
     ("running", "still runs a control plane"),
@@ -1045,3 +1045,131 @@ def test_restore_checks_every_member_before_it_writes_one(
     peak = scratch_peak(monkeypatch)
     assert_restore_refused(capsys, root, runner, path, expected)
     assert peak and max(peak) < 2 << 20, peak
+
+
+def _no_kubeadm_config(meta, files):
+    del files["kubeadm/kubeadm-init.json"]
+
+
+def _file_and_folder(meta, files):
+    files["pki/zz"] = b"a file"
+    files["pki/zz/x"] = b"and a file under it"
+
+
+@pytest.mark.parametrize("change,expected", [
+    (_no_kubeadm_config, "holds no kubeadm config"),
+    (_file_and_folder, "pki/zz is both a file and a folder"),
+], ids=["no-kubeadm-config", "file-and-folder"])
+def test_restore_refuses_before_the_first_write(backed_up, capsys, change,
+                                                expected):
+    """What the host cannot take is refused before /etc/kubernetes/pki
+    gets its first file, not after 22 of them."""
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    rewrite_backup(path, change)
+    assert_restore_refused(capsys, root, runner, path, expected)
+
+
+def _hostile_state(meta, files):
+    state = json.loads(files["kubeadm/state.json"])
+    state.update(pod_cidr="-", node="node-a\nevil", cri="runc",
+                 kubeconfigs="/etc", evil={"deep": [1]})
+    files["kubeadm/state.json"] = json.dumps(state).encode()
+
+
+def test_restore_keeps_only_the_state_keys_it_checked(backed_up, capsys):
+    """state.json came from the backup: a pod_cidr of "-" would later make
+    reset delete every iptables rule, Docker's too."""
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    rewrite_backup(path, _hostile_state)
+    code, _, err = run_tool(capsys, root, "restore", path)
+    assert code == 0, err
+    state = json.load(open(os.path.join(root, ko.STATE_FILE.lstrip("/"))))
+    assert "evil" not in state and "pod_cidr" not in state, state
+    assert state.get("node") in (None, "node-a") and state["cri"] == "docker"
+    assert state.get("kubeconfigs") in (None, ["/root/.kube/config"]), state
+
+
+def test_reset_checks_the_state_it_reads_again(master, capsys):
+    root, runner = master
+    state = json.load(open(os.path.join(root, ko.STATE_FILE.lstrip("/"))))
+    state["pod_cidr"] = "-"
+    write(root, ko.STATE_FILE, json.dumps(state), 0o600)
+    fed = []
+    execute = runner._execute
+
+    def recording(argv, timeout=300, tee=None, input_text=None):
+        if argv[0] == "iptables-restore":
+            fed.append(input_text)
+        return execute(argv, timeout=timeout, tee=tee, input_text=input_text)
+    runner._execute = recording
+    code, _, err = run_tool(capsys, root, "reset", "--yes")
+    assert code == 0, err
+    assert fed, err
+    assert "-A POSTROUTING -s 172.17.0.0/16 -j MASQUERADE" in fed[0]
+    assert "KUBE-SERVICES" not in fed[0]
+
+
+def _newline_member(meta, files):
+    files["pki/evil.crt\n"] = b"x"
+
+
+def _newline_version(meta, files):
+    meta["kubernetes_version"] = "v1.16.0\n"
+
+
+@pytest.mark.parametrize("change,expected", [
+    (_newline_member, "unexpected entry 'pki/evil.crt\\n'"),
+    (_newline_version, "backup.json field kubernetes_version"),
+], ids=["member-name", "kubernetes-version"])
+def test_restore_refuses_a_trailing_newline(backed_up, capsys, change,
+                                            expected):
+    """^...$ with .match let "name\\n" through: names are full matches."""
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    rewrite_backup(path, change)
+    assert_restore_refused(capsys, root, runner, path, expected)
+
+
+def _meta_set(key, value):
+    return lambda meta, files: meta.update({key: value})
+
+
+@pytest.mark.parametrize("change,expected", [
+    (_meta_set("etcd", ["node-a"]), "backup.json field etcd is list"),
+    (_meta_set("created", "yesterday"), "backup.json field created"),
+    (_meta_set("created", 10 ** 20), "backup.json field created"),
+    (_meta_set("node", {"a": 1}), "backup.json field node"),
+    (_meta_set("runtime", "runc"), "backup.json field runtime"),
+    (_meta_set("cluster_ca_sha256", 7), "backup.json field cluster_ca_sha256"),
+    (_meta_set("evil", 1), "unknown field"),
+    (lambda meta, files: meta["etcd"].update(image=["x"]),
+     "backup.json field etcd.image"),
+], ids=["etcd-a-list", "created-a-string", "created-1e20", "node-a-map",
+        "runtime-unknown", "ca-sha-an-int", "unknown-field", "image-a-list"])
+def test_restore_checks_backup_json_against_its_schema(backed_up, capsys,
+                                                       change, expected):
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    rewrite_backup(path, change)
+    assert_restore_refused(capsys, root, runner, path, expected)
+
+
+def test_restore_of_a_deeply_nested_backup_json(backed_up, capsys):
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    with tarfile.open(path) as tar:
+        files = dict((m.name, tar.extractfile(m).read()) for m in tar)
+    files["backup.json"] = b'{"format": 1, "x": ' + b"[" * 100000 + \
+        b"]" * 100000 + b"}"
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    open(path, "wb").write(raw.getvalue())
+    open(path + ".sha256", "w").write(
+        hashlib.sha256(raw.getvalue()).hexdigest() + "\n")
+    assert_restore_refused(capsys, root, runner, path, "unreadable backup.json")

@@ -689,3 +689,71 @@ def test_reset_unlinks_a_kubeconfig_copy_through_its_folder(tmp_path, host,
     assert os.path.exists(os.path.join(root, "etc/apt/apt.conf.d/config"))
     assert not os.path.exists(os.path.join(root, "root/.kube/config"))
     assert "/home/alice/.kube is a link" in err
+
+
+def _drop_image(name):
+    def change(meta):
+        meta["images"] = [image for image in meta["images"]
+                          if image["name"] != name]
+    return change
+
+
+def _flannel_as_extra(meta):
+    for image in meta["images"]:
+        if image["name"] == "flannel":
+            image["extra"] = True
+
+
+@pytest.mark.parametrize("command", ["verify", "master"])
+@pytest.mark.parametrize("change,expected", [
+    (_drop_image("flannel"), "has no flannel image"),
+    (_drop_image("pause"), "has no pause image"),
+    (_drop_image("kube-apiserver"), "has no kube-apiserver image"),
+    (_flannel_as_extra, "has no flannel image"),
+], ids=["no-flannel", "no-pause", "no-apiserver", "flannel-only-extra"])
+def test_a_resigned_bundle_without_a_needed_image_fails_verify(
+        command, change, expected, tmp_path, host, capsys, good_bundle):
+    """Refused by verify, not after kubeadm init."""
+    root, runner = host
+    bundle = fresh_bundle(tmp_path, good_bundle)
+    rewrite_meta(bundle, change)
+    argv = ["verify", bundle] if command == "verify" else \
+        ["master", "--root", root, "--bundle", bundle, "--no-progress"]
+    assert_refused(capsys, tmp_path, argv, expected)
+    assert runner.commands() == []
+
+
+def test_the_run_log_holds_no_token_or_certificate_key(tmp_path, host, capsys,
+                                                       good_bundle):
+    """The run log gets attached to bug reports: kubeadm's output is logged
+    there with its token and certificate key redacted."""
+    root, runner = host
+    bundle = fresh_bundle(tmp_path, good_bundle)
+    assert ko.main(["master", "--root", root, "--bundle", bundle,
+                    "--no-progress", "--no-wait"]) == 0
+    capsys.readouterr()
+    text = open(os.path.join(root, "var/log/k8s-offline.log")).read()
+    with open(os.path.join(bundle, ko.JOIN_FILE_NAME)) as handle:
+        info = json.load(handle)
+    assert info["token"] == sup.TOKEN
+    assert "kubeadm token create" in text
+    assert sup.TOKEN not in text
+    if info.get("certificate_key"):
+        assert info["certificate_key"] not in text
+    assert "abcdef.<redacted>" in text
+    # the join file and kubeadm's own log keep them, private
+    init_log = os.path.join(root, ko.KUBEADM_INIT_LOG.lstrip("/"))
+    assert stat.S_IMODE(os.stat(init_log).st_mode) == 0o600
+
+
+def test_redaction_of_secrets_in_log_text():
+    key = "ab" * 32
+    text = ("kubeadm join 10.0.0.1:6443 --token abcdef.0123456789abcdef "
+            "--discovery-token-ca-cert-hash sha256:%s --certificate-key %s\n"
+            "[upload-certs] Using certificate key:\n%s\n"
+            '"certificateKey": "%s", image sha256:%s' % (key, key, key, key,
+                                                        key))
+    out = ko.redact_secrets(text)
+    assert "0123456789abcdef" not in out
+    assert out.count(key) == 2            # the CA hash and the image digest
+    assert "sha256:" + key in out

@@ -233,3 +233,45 @@ def test_the_header_lists_every_command_variable_and_hidden_flag():
         assert "\n    %s " % command in header, command
     for flag in hidden:
         assert "\n  %s " % flag in header, flag
+
+
+RE_CALLS = ("compile", "match", "search", "fullmatch", "sub", "subn", "split",
+            "findall", "finditer")
+
+
+def dollar_anchored_patterns(source):
+    """(line, pattern) of every regular expression given to the re module
+    as a literal with a `$` anchor outside multi-line mode: `$` also
+    matches before a trailing newline, so "name\\n" passes ^name$.  A
+    whole value is checked with fullmatch (or \\Z) instead."""
+    import re
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func,
+                                                          ast.Attribute)
+                and node.func.attr in RE_CALLS and isinstance(
+                    node.func.value, ast.Name) and node.func.value.id == "re"
+                and node.args):
+            continue
+        pattern = node.args[0]
+        if not (isinstance(pattern, ast.Constant) and
+                isinstance(pattern.value, str)):
+            continue
+        flags = ast.dump(node)
+        multiline = ("MULTILINE" in flags or "attr='M'" in flags or
+                     pattern.value.startswith("(?m"))
+        if re.search(r"(?<!\\)\$", pattern.value) and not multiline:
+            found.append((node.lineno, pattern.value))
+    return found
+
+
+def test_no_pattern_is_dollar_anchored():
+    assert dollar_anchored_patterns(read_script()) == []
+
+
+def test_the_dollar_check_sees_one():
+    assert dollar_anchored_patterns('import re\nX = re.compile(r"^a$")\n') \
+        == [(2, "^a$")]
+    assert dollar_anchored_patterns(
+        'import re\nre.search(r"^a$", t, re.M)\nre.compile(r"a\\Z")\n'
+        're.match(r"\\$x", t)\n') == []
