@@ -14,6 +14,7 @@ Helpers:
   make_bundle_args     the same for another registry / arch / checksum file
   make_docker_config   a DOCKER_CONFIG dir with {"auths": {HOST: {"auth": b64(user:pass)}}}
   run_cli              run ``python k8s_offline.py ARGS`` -> (rc, stdout, stderr)
+  python36             a Python 3.6 (any patch), else a loud skip
   dockerd              the docker daemon is reachable (started if needed, else a clear failure)
   containerd           a standalone containerd; .ctr(...) runs ctr against its socket
 OS package archives (tests/fixtures/osarchive.py: real debs, rpms, signed indexes):
@@ -234,6 +235,33 @@ def containerd(tmp_path_factory):
 def bundle_dir(tmp_path_factory):
     """A tiny valid bundle folder (install_support.make_bundle), one per module."""
     return install_support.make_bundle(str(tmp_path_factory.mktemp("bundle")))
+
+
+@pytest.fixture(scope="session")
+def python36():
+    """A Python 3.6 of any patch (install_support.find_python36); without
+    one the test skips, saying loudly what is then left unchecked."""
+    path = install_support.find_python36()
+    if not path:
+        pytest.skip("NO PYTHON 3.6 HERE (looked for %s): vermin (make lint) "
+                    "is then the ONLY check that k8s_offline.py runs on 3.6"
+                    % " and ".join(install_support.PY36_PLACES))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def fake_runner_check():
+    """Fail the test when a FakeRunner was asked a command it has no answer
+    for, or its kubeadm a config kubeadm would refuse, even when the tool
+    caught the FakeCommandError (install_support.FakeRunner)."""
+    del install_support.LIVE[:]
+    yield
+    problems = [problem for runner in install_support.LIVE
+                for problem in runner.problems]
+    del install_support.LIVE[:]
+    if problems:
+        pytest.fail("the fake host was asked what it cannot answer:\n  " +
+                    "\n  ".join(problems), pytrace=False)
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from install_support import (FakeRunner, HOST_IP, install_fake, ko,
-                             make_root, snapshot, write)
+from install_support import (FakeRunner, HOST_IP, K8S_VERSION, install_fake,
+                             ko, make_root, snapshot, write)
 
 OPENSSL = shutil.which("openssl")
 
@@ -134,7 +134,13 @@ def make_master(root, days=365):
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\n" % component
         write(root, "%s/%s.yaml" % (ko.MANIFEST_DIR, component), text, 0o600)
     write(root, "/usr/bin/kubeadm", "#!/bin/sh\n", 0o755)
-    write(root, ko.INIT_CONFIG, '{"kind": "InitConfiguration"}\n', 0o600)
+    # What master wrote there (restore runs kubeadm init with it again).
+    write(root, ko.INIT_CONFIG, json.dumps(
+        {"apiVersion": "kubeadm.k8s.io/v1beta2", "kind": "InitConfiguration",
+         "nodeRegistration": {"name": "node-a"}}) + "\n---\n" + json.dumps(
+        {"apiVersion": "kubeadm.k8s.io/v1beta2",
+         "kind": "ClusterConfiguration", "kubernetesVersion": K8S_VERSION})
+        + "\n", 0o600)
     write(root, ko.STATE_FILE, json.dumps({
         "role": "master", "init": "done", "cri": "docker", "node": "node-a",
         "kubernetes_version": "v1.16.0",
@@ -497,6 +503,8 @@ def test_backup_through_containerd(master, capsys):
     state["cri"] = "containerd"
     write(root, ko.STATE_FILE, json.dumps(state), 0o600)
     runner.cluster.containerd_images["k8s.gcr.io/etcd:3.3.15-0"] = "sha256:1"
+    runner.expect("ctr", "--address", "/run/containerd/containerd.sock", "-n",
+                  "k8s.io", "run")
     code, _, err, _ = backup(capsys, root)
     # the fake runner does not write the snapshot for ctr: the tool says so
     assert code == 2 and "etcdctl wrote no snapshot" in err

@@ -481,6 +481,7 @@ def test_reset_removes_only_its_own_kubeconfigs(tmp_path, host, capsys):
         "/etc", "/home/alice", "/root/.kube/config", "/../../tmp/x",
         "/usr/sbin", 7]}
     sup.write(root, ko.STATE_FILE, json.dumps(state), 0o600)
+    runner.expect("iptables-restore")    # the fake's iptables-save has KUBE-
     assert ko.main(["reset", "--root", root, "--yes"]) == 0
     err = capsys.readouterr().err
     assert os.path.exists(os.path.join(root, "etc/important"))
@@ -584,8 +585,7 @@ def test_c_locale_log_of_a_non_ascii_name(tmp_path):
     """The run log under a C locale (Python 3.6 when present: it has no
     UTF-8 coercion) takes a non-ASCII file name without a traceback."""
     import subprocess
-    py36 = os.path.expanduser("~/.pyenv/versions/3.6.15/bin/python3")
-    python = py36 if os.path.exists(py36) else sys.executable
+    python = sup.find_python36() or sys.executable
     root = tmp_path / "root"
     sup.write(str(root), "/etc/cni/net.d/m\u00fcnchen.conf", "{}")
     (root / "var" / "log").mkdir(parents=True)

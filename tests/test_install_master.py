@@ -15,6 +15,8 @@ from install_support import ko, mode, rpath, run
 def test_master_runs_every_phase_in_order(host, bundle_dir, capsys):
     root, runner = host
     join_file = os.path.join(root, "..", "join.json")
+    runner.expect("kubectl", "--kubeconfig", ko.ADMIN_CONF, "taint", "nodes",
+                  "node-a", "node-role.kubernetes.io/master-")
     assert run(root, bundle_dir, "master", "--join-file", join_file,
                "--allow-pods-on-master") == 0
     captured = capsys.readouterr()
@@ -191,6 +193,8 @@ def test_rerun_after_failure_continues(host, bundle_dir, phase, prefix, capsys):
         shutil.rmtree(rpath(root, "/proc/sys/net/bridge"))
         with open(rpath(root, "/proc/modules"), "w") as handle:
             handle.write("overlay 1 0 - Live 0x0\n")
+        runner.expect("modprobe", "br_netfilter")
+        runner.expect("sysctl", "-w")
     if phase == "runtime":
         runner.cluster.docker_running = False
         sup.write(root, "/usr/bin/dockerd", "#!/bin/sh\n", 0o755)
@@ -267,6 +271,8 @@ def test_modules_loaded_and_persisted_overlay_failure_only_warns(host,
         os.rmdir(rpath(root, "/sys/module/" + module))
     shutil.rmtree(rpath(root, "/proc/sys/net/bridge"))
     open(rpath(root, "/proc/modules"), "w").close()
+    runner.expect("modprobe")
+    runner.expect("sysctl", "-w")
     runner.fail[("modprobe", "overlay")] = 1
     assert run(root, bundle_dir, "master", "--no-wait", "--skip-phases",
                "join-file") == 0

@@ -29,6 +29,8 @@ def test_reset_removes_what_we_added(host, bundle_dir, tmp_path):
     sup.write(root, "/etc/cni/net.d/10-flannel.conflist", "{}")
     os.makedirs(rpath(root, "/sys/class/net/flannel.1"))
     runner.calls[:] = []
+    runner.expect("ip", "link", "delete", "flannel.1")
+    runner.expect("iptables-restore")
     assert ko.main(["reset", "--root", root, "--yes"]) == 0
     for path in ("/etc/kubernetes", "/root/.kube/config", ko.STATE_DIR,
                  "/etc/cni/net.d/10-flannel.conflist"):
