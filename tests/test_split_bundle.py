@@ -325,13 +325,10 @@ def test_bad_split_on_the_command_line_is_one_line(run_cli, tmp_path):
     assert os.listdir(str(tmp_path)) == []
 
 
-PY36 = os.path.expanduser("~/.pyenv/versions/3.6.15/bin/python3")
-
-
-@pytest.mark.skipif(not os.path.exists(PY36), reason="no Python 3.6 here")
-def test_python36_reads_the_parts_and_names_a_bad_one(bundles, tmp_path):
+def test_python36_reads_the_parts_and_names_a_bad_one(bundles, tmp_path,
+                                                      python36):
     stick = copy_split(bundles, tmp_path)
-    argv = [PY36, "-S", os.path.join(sup.REPO, "k8s_offline.py"), "verify",
+    argv = [python36, "-S", os.path.join(sup.REPO, "k8s_offline.py"), "verify",
             os.path.join(stick, NAME), "--no-progress"]
     ok = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                         universal_newlines=True, timeout=300)
