@@ -14,6 +14,7 @@ Helpers:
   make_bundle_args     the same for another registry / arch / checksum file
   make_docker_config   a DOCKER_CONFIG dir with {"auths": {HOST: {"auth": b64(user:pass)}}}
   run_cli              run ``python k8s_offline.py ARGS`` -> (rc, stdout, stderr)
+  k8s_version          the suite's one Kubernetes version (fixtures.K8S_VERSION)
   python36             a Python 3.6 (any patch), else a loud skip
   dockerd              the docker daemon is reachable (started if needed, else a clear failure)
   containerd           a standalone containerd; .ctr(...) runs ctr against its socket
@@ -43,6 +44,7 @@ for _path in (REPO_ROOT, TESTS_DIR):
         sys.path.insert(0, _path)
 
 from fixtures import daemons, fileserver, images, osarchive, registry  # noqa: E402
+from fixtures import K8S_VERSION  # noqa: E402
 import install_support  # noqa: E402
 
 SCRIPT = os.path.join(REPO_ROOT, "k8s_offline.py")
@@ -235,6 +237,12 @@ def containerd(tmp_path_factory):
 def bundle_dir(tmp_path_factory):
     """A tiny valid bundle folder (install_support.make_bundle), one per module."""
     return install_support.make_bundle(str(tmp_path_factory.mktemp("bundle")))
+
+
+@pytest.fixture(scope="session")
+def k8s_version():
+    """The Kubernetes version the whole suite is of (fixtures.K8S_VERSION)."""
+    return K8S_VERSION
 
 
 @pytest.fixture(scope="session")

@@ -18,14 +18,13 @@ REPO = os.path.dirname(HERE)
 
 import k8s_offline as ko
 import fake_kubeadm
+from fixtures import K8S_VERSION
 
 BUSYBOX = "/bin/busybox"
 CA_HASH = "sha256:" + "ab" * 32
 TOKEN = "abcdef.0123456789abcdef"
 CERT_KEY = "cd" * 32
 HOST_IP = "192.168.50.10"
-# The Kubernetes version the suite's bundles, hosts and answers are of.
-K8S_VERSION = "v1.16.0"
 
 
 PY36_PLACES = ("~/.pyenv/versions/3.6.*/bin/python3", "python3.6 on PATH")
@@ -128,13 +127,13 @@ class ImageStore(object):
                 "size": sum(size for _, _, size in layers)}
 
 
-KUBEADM_IMAGES = (("kube-apiserver", "v1.16.0"),
-                  ("kube-controller-manager", "v1.16.0"),
-                  ("kube-scheduler", "v1.16.0"), ("kube-proxy", "v1.16.0"),
+KUBEADM_IMAGES = (("kube-apiserver", K8S_VERSION),
+                  ("kube-controller-manager", K8S_VERSION),
+                  ("kube-scheduler", K8S_VERSION), ("kube-proxy", K8S_VERSION),
                   ("pause", "3.1"), ("etcd", "3.3.15-0"), ("coredns", "1.6.2"))
 
 
-def make_bundle(where, arch="amd64", version="v1.16.0", as_tar=False,
+def make_bundle(where, arch="amd64", version=K8S_VERSION, as_tar=False,
                 busybox=False, extra_images=("docker.io/library/nginx:1.17",),
                 with_docker=False, image_prefix="",
                 unit_mark="# as bundled\n"):
@@ -281,7 +280,7 @@ def write_join_file(tmp_path, **changes):
     """A valid join file (as master writes it) with CHANGES applied."""
     info = {"api_server_endpoint": HOST_IP + ":6443", "token": TOKEN,
             "discovery_token_ca_cert_hash": CA_HASH,
-            "kubernetes_version": "v1.16.0", "arch": "amd64",
+            "kubernetes_version": K8S_VERSION, "arch": "amd64",
             "token_expires": 1600000000 + 3600}
     info.update(changes)
     path = str(tmp_path / "join.json")
@@ -435,7 +434,7 @@ def node_json(name, ready=True):
                                        "True" if ready else "False",
                                        "reason": "KubeletNotReady",
                                        "message": "cni config uninitialized"}],
-                       "nodeInfo": {"kubeletVersion": "v1.16.0"}}}
+                       "nodeInfo": {"kubeletVersion": K8S_VERSION}}}
 
 
 def pod_json(name, phase="Running", waiting=None, image=None):

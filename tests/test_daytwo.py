@@ -143,7 +143,7 @@ def make_master(root, days=365):
         + "\n", 0o600)
     write(root, ko.STATE_FILE, json.dumps({
         "role": "master", "init": "done", "cri": "docker", "node": "node-a",
-        "kubernetes_version": "v1.16.0",
+        "kubernetes_version": K8S_VERSION,
         "kubeconfigs": ["/root/.kube/config"]}), 0o600)
     with open(os.path.join(root, "etc/kubernetes/admin.conf"), "rb") as h:
         write(root, "/root/.kube/config", h.read().decode(), 0o600)
@@ -161,7 +161,7 @@ class DayTwoRunner(FakeRunner):
 
     def __init__(self, root, cluster=None):
         super(DayTwoRunner, self).__init__(root, cluster)
-        self.kubeadm_version = "v1.16.0"
+        self.kubeadm_version = K8S_VERSION
         self.generation = dict((c, 1) for c in COMPONENTS)
         self.stopped = set()
         self.renewed = False
@@ -480,7 +480,7 @@ def test_backup_writes_one_private_file_with_its_sha256(master, capsys):
     assert meta["etcd"] == {"image": ETCD_IMAGE, "name": "node-a",
                             "peer_url": "https://%s:2380" % HOST_IP,
                             "client_url": "https://127.0.0.1:2379"}
-    assert meta["kubernetes_version"] == "v1.16.0"
+    assert meta["kubernetes_version"] == K8S_VERSION
     assert meta["cluster_ca_sha256"] == hashlib.sha256(ca).hexdigest()
     run = runner.ran("docker", "run")[0]
     assert run[run.index("--entrypoint") + 1] == "etcdctl"
@@ -676,8 +676,8 @@ def other_ca(meta, files):
     ("bad-sha-flag", "bad --sha256"),
     ("wrong-sha-flag", "is damaged"),
     ("not-root", "must run as root"),
-    ("other-version", "the backup is of Kubernetes v1.16.0 but this host's "
-                      "kubeadm is v1.17.3"),
+    ("other-version", "the backup is of Kubernetes %s but this host's "
+                      "kubeadm is v1.17.3" % K8S_VERSION),
     ("other-format", "a backup format this tool does not know"),
     ("hostile-name", "unexpected entry"),
     ("dot-dot", "unexpected entry"),

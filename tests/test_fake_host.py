@@ -1,7 +1,9 @@
-"""The test FakeRunner itself: it must be able to fail.  A command it has no
-answer for, and a kubeadm config kubeadm would refuse, fail the test."""
+"""The suite's own helpers.  The FakeRunner must be able to fail: a command
+it has no answer for, and a kubeadm config kubeadm would refuse, fail the
+test.  The Python 3.6 finder takes any 3.6 patch."""
 
 import json
+import sys
 
 import pytest
 
@@ -144,7 +146,7 @@ def test_a_config_kubeadm_takes_passes():
     ("init", docs(cluster_doc(networking={"podCIDR": "10.244.0.0/16"})),
      "ClusterConfiguration.networking: unknown field 'podCIDR'"),
     ("init", docs(cluster_doc(kubernetesVersion="v1.17.0")),
-     "kubernetesVersion 'v1.17.0' is not the bundled kubeadm's v1.16.0"),
+     "kubernetesVersion 'v1.17.0' is not the bundled kubeadm's " + K8S_VERSION),
     ("init", docs(cluster_doc(apiServer={"certSANs": "node-a"})),
      "apiServer.certSANs: a list expected"),
     ("init", docs(cluster_doc(), cluster_doc()), "ClusterConfiguration twice"),
@@ -175,3 +177,37 @@ def test_kubeadm_init_with_a_refused_config_fails_the_test(host):
         str(exc.value)
     assert runner.ran("kubeadm", "init")   # recorded, then refused
     del runner.problems[:]
+
+
+def test_the_suites_version_is_the_tools_default(k8s_version):
+    """Bundle-mode tests build the tool's default version from the fixture
+    servers, which serve the suite's version: the two must be one."""
+    assert k8s_version == sup.K8S_VERSION == ko.DEFAULT_KUBERNETES_VERSION
+
+
+# -- the Python 3.6 finder -----------------------------------------------------
+
+def _pyenv(home, version, target):
+    folder = home / ".pyenv" / "versions" / version / "bin"
+    folder.mkdir(parents=True)
+    (folder / "python3").symlink_to(target)
+    return str(folder / "python3")
+
+
+def test_find_python36_takes_any_36_patch_and_only_36(python36, tmp_path,
+                                                      monkeypatch):
+    home = tmp_path / "home"
+    older = _pyenv(home, "3.6.7", python36)
+    newer = _pyenv(home, "3.6.10", python36)
+    _pyenv(home, "3.6.99", sys.executable)      # named 3.6, is not
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(sup, "_PY36", [])
+    assert sup.find_python36() == newer != older
+
+
+def test_find_python36_without_one_says_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(sup, "_PY36", [])
+    assert sup.find_python36() is None

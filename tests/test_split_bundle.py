@@ -14,7 +14,7 @@ import pytest
 import install_support as sup
 from install_support import ko
 
-NAME = "k8s-offline-v1.16.0-linux-amd64.tar"
+NAME = "k8s-offline-%s-linux-amd64.tar" % sup.K8S_VERSION
 PART = 1024 * 1024
 
 
@@ -217,7 +217,7 @@ def test_master_and_join_install_from_the_parts(bundles, tmp_path, monkeypatch,
                     os.path.join(split, NAME + ".000"), "--no-progress",
                     "--join-file", path, "--no-wait"]) == 0
     assert runner.ran("kubeadm", "join", "--config", ko.JOIN_CONFIG)
-    assert "k8s.gcr.io/kube-proxy:v1.16.0" in runner.cluster.docker_images
+    assert "k8s.gcr.io/kube-proxy:" + sup.K8S_VERSION in runner.cluster.docker_images
 
 
 def test_master_refuses_a_damaged_part_and_leaves_the_host(
