@@ -6,11 +6,13 @@ install tests with --root, plus the answers the day-two commands ask for.
 """
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import tarfile
@@ -905,3 +907,149 @@ def test_backup_and_restore_with_a_real_etcd(tmp_path, monkeypatch, capsys):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+# -- restore: hostile backups (issue 22) ---------------------------------------
+
+@contextlib.contextmanager
+def deadline(seconds=10):
+    """A hang is a failure, not a stuck suite."""
+    def expired(signum, frame):
+        raise AssertionError("the run hung for %d s" % seconds)
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def assert_restore_refused(capsys, root, runner, path, expected, *extra):
+    """restore PATH: rc 2, one error line holding expected, no traceback,
+    the --root tree byte-identical and no kubeadm or container run."""
+    before = snapshot(root)
+    runner.calls[:] = []
+    with deadline():
+        code, _, err = run_tool(capsys, root, "restore", path, *extra)
+    assert code == 2, err
+    assert len(error_lines(err)) == 1, err
+    assert err.strip().splitlines()[-1] == error_lines(err)[0], err
+    assert "Traceback" not in err and "error: unexpected" not in err, err
+    assert expected in error_lines(err)[0], err
+    assert snapshot(root) == before
+    assert [a for a in runner.commands() if a[0] in ("kubeadm", "docker")
+            and a[:2] not in (["kubeadm", "version"], ["docker", "image"])] == []
+
+
+def _sha256_fifo(path):
+    os.unlink(path + ".sha256")
+    os.mkfifo(path + ".sha256")
+
+
+def _sha256_zero(path):
+    os.unlink(path + ".sha256")
+    os.symlink("/dev/zero", path + ".sha256")
+
+
+def _sha256_folder(path):
+    os.unlink(path + ".sha256")
+    os.mkdir(path + ".sha256")
+
+
+def _sha256_huge(path):
+    with open(path + ".sha256", "a") as handle:
+        handle.write(" " * (1 << 20))
+
+
+@pytest.mark.parametrize("change,expected", [
+    (_sha256_fifo, ".sha256 is not a regular file"),
+    (_sha256_zero, ".sha256 is not a regular file"),
+    (_sha256_folder, ".sha256 is not a regular file"),
+    (_sha256_huge, ".sha256 is larger than"),
+], ids=["fifo", "dev-zero", "folder", "huge"])
+def test_restore_reads_the_sha256_file_bounded_and_never_hangs(
+        backed_up, capsys, change, expected):
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    change(path)
+    assert_restore_refused(capsys, root, runner, path, expected)
+
+
+def test_restore_opens_the_backup_without_blocking(backed_up, capsys,
+                                                   monkeypatch):
+    """A backup that turns into a FIFO after the first look cannot hang
+    the open: the file is opened non-blocking and must be regular."""
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    digest = open(path + ".sha256").read().split()[0]
+    os.unlink(path)
+    os.mkfifo(path)
+    monkeypatch.setattr(ko.os.path, "isfile", lambda p: True)
+    assert_restore_refused(capsys, root, runner, path,
+                           "is not a regular file", "--sha256", digest)
+
+
+def scratch_peak(monkeypatch):
+    """The bytes restore's private scratch folder held when it was
+    removed (what a backup could make it write before refusing)."""
+    seen = []
+    close = ko.BackupArchive.close
+
+    def measured(archive):
+        total = 0
+        for folder, _, files in os.walk(archive.folder):
+            total += sum(os.path.getsize(os.path.join(folder, name))
+                         for name in files)
+        seen.append(total)
+        close(archive)
+    monkeypatch.setattr(ko.BackupArchive, "close", measured)
+    return seen
+
+
+def _inflating_snapshot(meta, files):
+    files["etcd/snapshot.db"] = bytes(64 << 20)
+
+
+def _many_members(meta, files):
+    for number in range(5000):
+        files["pki/m%04d.crt" % number] = b"x"
+
+
+def _big_pki_member(meta, files):
+    files["pki/big.crt"] = b"x" * (2 << 20)
+
+
+@pytest.mark.parametrize("change,wrong_sha,expected", [
+    (_inflating_snapshot, True, "etcd/snapshot.db does not match its sha256"),
+    (_many_members, False, "holds more than"),
+    (_big_pki_member, False, "pki/big.crt is larger than"),
+], ids=["inflating-snapshot", "5000-members", "2MiB-pki-member"])
+def test_restore_checks_every_member_before_it_writes_one(
+        backed_up, capsys, monkeypatch, change, wrong_sha, expected):
+    root, runner, path, _ = backed_up
+    reset_host(root)
+
+    def hostile(meta, files):
+        change(meta, files)
+    rewrite_backup(path, hostile)
+    if wrong_sha:
+        # backup.json keeps the sha256 of the small snapshot it named
+        with tarfile.open(path) as tar:
+            files = dict((m.name, tar.extractfile(m).read()) for m in tar)
+        meta = json.loads(files["backup.json"])
+        meta["files"]["etcd/snapshot.db"] = "0" * 64
+        files["backup.json"] = json.dumps(meta).encode()
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+            for name, data in sorted(files.items()):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        open(path, "wb").write(raw.getvalue())
+        open(path + ".sha256", "w").write(
+            hashlib.sha256(raw.getvalue()).hexdigest() + "\n")
+    assert os.path.getsize(path) < 1 << 20
+    peak = scratch_peak(monkeypatch)
+    assert_restore_refused(capsys, root, runner, path, expected)
+    assert peak and max(peak) < 2 << 20, peak

@@ -617,3 +617,76 @@ def test_dry_run_may_leave_out_the_safety_phases_loudly(tmp_path, host, capsys,
     assert "warning: the verify phase is left out of this dry run" in err
     assert "warning: the preflight phase is left out of this dry run" in err
     assert sup.tree(str(tmp_path)) == before
+
+
+# -- a sudo user's ~/.kube (issue 22) -------------------------------------------
+
+def _kube_link(root):
+    """~alice/.kube is alice's link to a folder root reads as config."""
+    os.makedirs(os.path.join(root, "etc/apt/apt.conf.d"))
+    os.symlink("../../etc/apt/apt.conf.d", os.path.join(root,
+                                                       "home/alice/.kube"))
+
+
+def _kube_not_hers(root):
+    os.makedirs(os.path.join(root, "home/alice/.kube"))
+    os.chown(os.path.join(root, "home/alice/.kube"), 0, 0)
+
+
+def _config_link(root):
+    os.makedirs(os.path.join(root, "home/alice/.kube"))
+    os.chown(os.path.join(root, "home/alice/.kube"), 1000, 1000)
+    sup.write(root, "/etc/shadow-like", "keep")
+    os.symlink("../../../etc/shadow-like", os.path.join(
+        root, "home/alice/.kube/config"))
+
+
+@pytest.mark.parametrize("change,refused", [
+    (_kube_link, True), (_kube_not_hers, True), (_config_link, False)],
+    ids=["kube-is-a-link", "kube-not-hers", "config-is-a-link"])
+def test_a_sudo_users_kube_folder_is_never_followed(change, refused, tmp_path,
+                                                    host,
+                                                    capsys, monkeypatch,
+                                                    good_bundle):
+    root, runner = host
+    monkeypatch.setenv("SUDO_USER", "alice")
+    change(root)
+    outside = {rel: entry for rel, entry in sup.tree(root).items()
+               if not rel.startswith(("home/alice", "etc/kubernetes", "var/",
+                                      "root/", "etc/systemd", "usr/", "opt/",
+                                      "etc/sysctl.d", "etc/modules-load.d",
+                                      "etc/crictl.yaml", "etc/fstab",
+                                      "etc/cni", "etc/docker"))}
+    with deadline():
+        code = ko.main(["master", "--root", root, "--bundle", good_bundle,
+                        "--no-progress", "--no-wait", "--skip-phases",
+                        "join-file"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert ("no kubeconfig copied for alice" in err) == refused, err
+    after = sup.tree(root)
+    assert not os.path.exists(os.path.join(root, "etc/apt/apt.conf.d/config"))
+    for rel, entry in outside.items():
+        assert after.get(rel) == entry, rel
+    assert os.path.exists(os.path.join(root, "root/.kube/config"))
+    if not refused:   # the link itself was replaced, not followed
+        st = os.lstat(os.path.join(root, "home/alice/.kube/config"))
+        assert stat.S_ISREG(st.st_mode) and st.st_uid == 1000
+
+
+def test_reset_unlinks_a_kubeconfig_copy_through_its_folder(tmp_path, host,
+                                                            capsys):
+    root, runner = host
+    os.makedirs(os.path.join(root, "etc/apt/apt.conf.d"))
+    sup.write(root, "/etc/apt/apt.conf.d/config", "root runs this")
+    os.symlink("../../etc/apt/apt.conf.d", os.path.join(root,
+                                                       "home/alice/.kube"))
+    sup.write(root, "/root/.kube/config", "kubeconfig", 0o600)
+    sup.write(root, ko.STATE_FILE, json.dumps({
+        "role": "master", "kubeconfigs": ["/root/.kube/config",
+                                          "/home/alice/.kube/config"]}), 0o600)
+    assert ko.main(["reset", "--root", root, "--yes"]) == 0
+    err = capsys.readouterr().err
+    assert os.path.exists(os.path.join(root, "etc/apt/apt.conf.d/config"))
+    assert not os.path.exists(os.path.join(root, "root/.kube/config"))
+    assert "/home/alice/.kube is a link" in err

@@ -137,13 +137,13 @@ def test_kubeadm_config_field_by_field(host, bundle_dir, tmp_path):
 def test_sudo_user_gets_own_kubeconfig(host, bundle_dir, monkeypatch):
     root, runner = host
     monkeypatch.setenv("SUDO_USER", "alice")
-    chowns = []
-    monkeypatch.setattr(ko.os, "chown", lambda p, u, g: chowns.append((p, u, g)))
     assert run(root, bundle_dir, "master", "--no-wait", "--skip-phases",
                "join-file") == 0
     path = rpath(root, "/home/alice/.kube/config")
     assert mode(path) == 0o600
-    assert (path, 1000, 1000) in chowns
+    for owned in (path, os.path.dirname(path)):
+        assert (os.stat(owned).st_uid, os.stat(owned).st_gid) == (1000, 1000)
+    assert mode(os.path.dirname(path)) == 0o700
 
 
 def test_containerd_runtime_config_and_import(host, bundle_dir):

@@ -384,5 +384,5 @@ def test_a_swap_inside_one_member_names_the_first_wrong_part(tmp_path):
             pass
     assert "part %s.001 fails" % NAME in str(first.value)
     with pytest.raises(ko.BundleError) as again:
-        reader.check_all()
+        reader.require_all_parts()
     assert "part %s.001 fails" % NAME in str(again.value)
