@@ -9,6 +9,8 @@ Servers (all on 127.0.0.1, started lazily, once per session, stopped at the end)
 Install-mode fixtures (tests/install_support.py):
   bundle_dir       a tiny valid bundle folder, built once per test module
   host             (root, runner): a --root host tree and the recording FakeRunner
+                   (a command it has no answer for fails the test: declare it
+                   with runner.expect(...); see fake_runner_check)
 Helpers:
   bundle_args          flags sending every bundle download of amd64 to the fixtures
   make_bundle_args     the same for another registry / arch / checksum file

@@ -1,5 +1,10 @@
 """Helpers for the install-mode tests: a tiny valid bundle, a fixture host
-tree for --root, and a recording command runner with canned answers."""
+tree for --root, and a recording command runner with canned answers.
+
+The runner (FakeRunner) answers only what it knows: the commands of the
+fake host it models, plus what a test declares with runner.expect(...).
+Anything else, and a kubeadm --config that kubeadm would refuse
+(fake_kubeadm.py), fails the test."""
 
 import argparse
 import glob
@@ -464,6 +469,7 @@ class FakeCluster(object):
         self.daemon_reloads = 0
         self.started = []                # (enable|restart, [--now], unit)
         self.applied = []                # manifests kubectl applied
+        self.iptables_restored = []      # what iptables-restore was given
 
 
 class FakeCommandError(BaseException):
@@ -577,6 +583,10 @@ class FakeRunner(ko.Runner):
             self._side_effect_on_failure(argv)
             return ko.CommandResult(argv, 1, "", "simulated failure of %s"
                                     % argv[0])
+        if argv in (["iptables-restore"], ["ip6tables-restore"]):
+            # The pair of the fake's iptables-save: keeps what it is given.
+            self.cluster.iptables_restored.append(input_text)
+            return ko.CommandResult(argv, 0, "", "")
         rc, out = self.answer(argv)
         if tee:
             tee.write(out)
