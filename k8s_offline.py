@@ -2790,10 +2790,12 @@ def run_phases(ctx, workflow, only=None):
     log.info("%s finished in %.1f s", ctx.command, now() - started)
 
 
-def phases_help(command, workflow):
+def phases_help(command, workflow, runnable=True):
     """The --help epilog listing a command's phases."""
     lines = ["phases, in order (--skip-phases A,B leaves some out;",
-             "`%s phase NAME` runs one):" % command]
+             "`%s phase NAME` runs one):" % command] if runnable else [
+                 "phases, in order (%s writes a bundle whole or not at all):"
+                 % command]
     for phase in workflow:
         lines.append("  %-14s %s" % (phase.name, phase.short))
     return "\n".join(lines)
@@ -6257,94 +6259,188 @@ def cmd_images(args):
     return 0
 
 
+class BundleContext(object):
+    """bundle's context, built once from the flags before a byte is fetched
+    (every flag checked here): the version, arch, mirrors, the images and
+    files planned, the checksums vouched for and the output.  What the
+    phases fetch and make goes into .found, one record."""
+
+    command = "bundle"
+
+    def __init__(self, args):
+        self.args, self.skip = args, set()
+        self.dry_run = bool(getattr(args, "dry_run", False))
+        self.started = time.time()
+        self.version = version = normalize_version(args.kubernetes_version)
+        self.arch = arch = valid_arch(args.arch)
+        version_facts(version)
+        self.registry_mirrors = dict(parse_mapping(m, "--registry-mirror")
+                                     for m in args.registry_mirror)
+        self.file_mirrors = [parse_mapping(m, "--file-mirror")
+                             for m in args.file_mirror]
+        if args.jobs < 1 or args.jobs > 64:
+            raise UserError("bad --jobs %d: give a number from 1 to 64"
+                            % args.jobs)
+        if not 1 <= args.timeout <= 3600:
+            raise UserError("bad --timeout %g: give 1 to 3600 seconds"
+                            % args.timeout)
+        images = plan_images(version, arch, args.image_repository,
+                             extra_image_refs(args))
+        if args.with_docker and args.with_containerd:
+            raise UserError("--with-docker and --with-containerd both carry "
+                            "containerd: give one of them")
+        self.os_ids = valid_os_ids(args.os, arch)
+        if args.os_keyring and not os.path.isfile(args.os_keyring):
+            raise UserError("--os-keyring %s is not a file: give a keyring "
+                            "gpgv reads (gpg --export output)"
+                            % args.os_keyring)
+        self.files = plan_files(version, arch, with_docker=args.with_docker,
+                                with_containerd=args.with_containerd)
+        tarball = NODE_TARBALL_URL.format(version=version,
+                                          arch=arch).rsplit("/", 1)[1]
+        vouched = {}
+        self.node_sha512 = version_facts(version)["node_sha512"].get(arch)
+        self.node_source = ("release notes (sha512 of %s, pinned table)"
+                            % tarball)
+        if args.checksum_file:
+            checksums, sha512s = read_checksum_file(args.checksum_file)
+            self.node_sha512 = sha512s.get(tarball)
+            self.node_source = "--checksum-file %s (sha512 of %s)" % (
+                args.checksum_file, tarball)
+            vouched = dict((name, (hexd, "--checksum-file %s"
+                                   % args.checksum_file))
+                           for name, hexd in checksums.items())
+            log.warning("NOTE: checksums come from %s, not the built-in "
+                        "table (%d entries)", args.checksum_file,
+                        len(checksums) + len(sha512s))
+        self.part_size = parse_split_size(args.split) if args.split else None
+        self.name = bundle_name(version, arch)
+        self.output = os.path.abspath(args.output or os.path.join(
+            "bundle", self.name + ".tar"))
+        self.progress = not args.no_progress
+        self.found = BundleFound(images, vouched)
+
+    def close(self):
+        pass
+
+
+class BundleFound(object):
+    """What bundle's phases fetch and make, one record: each phase reads
+    what the ones before it found, the report at the end reads it all."""
+
+    def __init__(self, images, vouched):
+        self.images, self.vouched = images, dict(vouched)
+        self.partial = self.cache = self.client = None
+        self.file_entries = self.os_found = None
+        self.meta = self.meta_bytes = self.fresh = self.written = None
+
+
+def phase_bundle_local(ctx):
+    """The images of --extra-image-archive and docker-daemon: refs."""
+    found, args = ctx.found, ctx.args
+    if ctx.dry_run:
+        log.info("  would bundle %s: %d images, %d files", ctx.name,
+                 len(found.images), len(ctx.files))
+        return
+    found.cache = BlobCache(args.cache_dir or default_cache_dir())
+    found.client = RegistryClient(
+        mirrors=ctx.registry_mirrors, insecure=args.insecure_registry,
+        jobs=args.jobs, timeout=args.timeout)
+    found.images = add_local_images(found.images, found.cache, ctx.arch,
+                                    args.extra_image_archive, ctx.progress)
+    log.info("bundle %s: %d images, %d files", ctx.name, len(found.images),
+             len(ctx.files))
+
+
+def phase_bundle_binaries(ctx):
+    """kubeadm, kubelet and kubectl from the node release tarball."""
+    if ctx.dry_run:
+        return
+    found = ctx.found
+    extracted = binaries_from_node_tarball(
+        found.client, found.cache, ctx.version, ctx.arch, ctx.node_sha512,
+        ctx.file_mirrors, ctx.args, ctx.progress)
+    for binary, hexd in sorted(extracted.items()):
+        if found.vouched.get(binary, (hexd,))[0] != hexd:
+            raise UserError("%s in the release tarball (%s) differs from "
+                            "the checksum table (%s): refusing it"
+                            % (binary, hexd, found.vouched[binary][0]))
+        found.vouched[binary] = (hexd, ctx.node_source)
+
+
+def phase_bundle_files(ctx):
+    """The binaries, archives and units, each checked against its sha256."""
+    if ctx.dry_run:
+        return
+    found = ctx.found
+    found.file_entries = fetch_files(found.client, found.cache, ctx.files,
+                                     ctx.file_mirrors, found.vouched,
+                                     ctx.args, ctx.progress)
+
+
+def phase_bundle_os_packages(ctx):
+    """The OS packages of --os, from the distributions' signed archives."""
+    if ctx.dry_run:
+        return
+    found = ctx.found
+    found.os_found = fetch_os_packages(found.client, found.cache, ctx.os_ids,
+                                       ctx.arch, ctx.file_mirrors, ctx.args,
+                                       ctx.progress)
+
+
+def phase_bundle_images(ctx):
+    """Every image, checked against kubeadm's own list and pulled."""
+    if ctx.dry_run:
+        return
+    found = ctx.found
+    found.images = cross_check_images(found.images, found.file_entries,
+                                      ctx.version, ctx.arch, found.cache)
+    fetch_images(found.client, found.cache, found.images, ctx.arch,
+                 ctx.args.jobs, ctx.progress)
+
+
+def phase_bundle_write(ctx):
+    """bundle.json and the tar (or its parts), under the final name when
+    whole."""
+    if ctx.dry_run:
+        log.info("  would write %s", ctx.output)
+        return
+    found, args = ctx.found, ctx.args
+    found.meta, members = assemble_bundle(
+        ctx.name, ctx.version, ctx.arch, found.images, found.file_entries,
+        found.cache, args.with_docker, args.with_containerd, found.os_found)
+    found.meta_bytes = canonical_json(found.meta)
+    if ctx.part_size:
+        found.fresh, found.written = write_split_bundle(
+            ctx.output, found.partial, ctx.name, found.meta_bytes, members,
+            ctx.progress, ctx.part_size)
+    else:
+        found.fresh, found.written = write_whole_bundle(
+            ctx.output, found.partial, ctx.name, found.meta_bytes, members,
+            ctx.progress)
+
+
 def cmd_bundle(args):
     """Pull, verify and pack everything; the bundle appears only when whole."""
-    started = time.time()
-    version = normalize_version(args.kubernetes_version)
-    arch = valid_arch(args.arch)
-    version_facts(version)
-    registry_mirrors = dict(parse_mapping(m, "--registry-mirror")
-                            for m in args.registry_mirror)
-    file_mirrors = [parse_mapping(m, "--file-mirror") for m in args.file_mirror]
-    if args.jobs < 1 or args.jobs > 64:
-        raise UserError("bad --jobs %d: give a number from 1 to 64" % args.jobs)
-    if not 1 <= args.timeout <= 3600:
-        raise UserError("bad --timeout %g: give 1 to 3600 seconds" % args.timeout)
-    images = plan_images(version, arch, args.image_repository,
-                         extra_image_refs(args))
-    if args.with_docker and args.with_containerd:
-        raise UserError("--with-docker and --with-containerd both carry "
-                        "containerd: give one of them")
-    os_ids = valid_os_ids(args.os, arch)
-    if args.os_keyring and not os.path.isfile(args.os_keyring):
-        raise UserError("--os-keyring %s is not a file: give a keyring gpgv "
-                        "reads (gpg --export output)" % args.os_keyring)
-    files = plan_files(version, arch, with_docker=args.with_docker,
-                       with_containerd=args.with_containerd)
-    tarball = NODE_TARBALL_URL.format(version=version, arch=arch).rsplit("/", 1)[1]
-    vouched = {}
-    node_sha512 = version_facts(version)["node_sha512"].get(arch)
-    node_source = "release notes (sha512 of %s, pinned table)" % tarball
-    if args.checksum_file:
-        checksums, sha512s = read_checksum_file(args.checksum_file)
-        node_sha512 = sha512s.get(tarball)
-        node_source = "--checksum-file %s (sha512 of %s)" % (
-            args.checksum_file, tarball)
-        vouched = dict((name, (hexd, "--checksum-file %s" % args.checksum_file))
-                       for name, hexd in checksums.items())
-        log.warning("NOTE: checksums come from %s, not the built-in table "
-                    "(%d entries)", args.checksum_file,
-                    len(checksums) + len(sha512s))
-    part_size = parse_split_size(args.split) if args.split else None
-    name = bundle_name(version, arch)
-    output = os.path.abspath(args.output or os.path.join("bundle", name + ".tar"))
-    partial = _claim_output(output)
+    ctx = BundleContext(args)
+    if ctx.dry_run:
+        return run_workflow(ctx, BUNDLE_PHASES)
+    found = ctx.found
+    found.partial = _claim_output(ctx.output)
     try:
-        cache = BlobCache(args.cache_dir or default_cache_dir())
-        client = RegistryClient(mirrors=registry_mirrors,
-                                insecure=args.insecure_registry, jobs=args.jobs,
-                                timeout=args.timeout)
-        progress = not args.no_progress
-        images = add_local_images(images, cache, arch, args.extra_image_archive,
-                                  progress)
-        log.info("bundle %s: %d images, %d files", name, len(images), len(files))
-        if node_sha512:
-            extracted = binaries_from_node_tarball(
-                client, cache, version, arch, node_sha512, file_mirrors, args,
-                progress)
-            for binary, hexd in sorted(extracted.items()):
-                if vouched.get(binary, (hexd,))[0] != hexd:
-                    raise UserError("%s in the release tarball (%s) differs from "
-                                    "the checksum table (%s): refusing it"
-                                    % (binary, hexd, vouched[binary][0]))
-                vouched[binary] = (hexd, node_source)
-        file_entries = fetch_files(client, cache, files, file_mirrors,
-                                   vouched, args, progress)
-        os_found = fetch_os_packages(client, cache, os_ids, arch,
-                                     file_mirrors, args, progress)
-        images = cross_check_images(images, file_entries, version, arch, cache)
-        fetch_images(client, cache, images, arch, args.jobs, progress)
-        meta, members = assemble_bundle(name, version, arch, images,
-                                        file_entries, cache, args.with_docker,
-                                        args.with_containerd, os_found)
-        meta_bytes = canonical_json(meta)
-        if part_size:
-            fresh, written = write_split_bundle(output, partial, name, meta_bytes,
-                                                members, progress, part_size)
-        else:
-            fresh, written = write_whole_bundle(output, partial, name, meta_bytes,
-                                                members, progress)
+        run_workflow(ctx, BUNDLE_PHASES)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(partial)
+            os.unlink(found.partial)
         raise
+    meta, images, written = found.meta, found.images, found.written
     total = sum(entry["size"] for entry in meta["files"].values())
     log.info("%s %s (%s, %d images) in %.1f s, fetched %s",
-             "wrote" if fresh else "up to date, unchanged:", written,
+             "wrote" if found.fresh else "up to date, unchanged:", written,
              human_size(bundle_output_size(written)), len(images),
-             time.time() - started, human_size(client.bytes_fetched))
-    if not part_size:
-        warn_if_too_large_for_fat32(output)
+             time.time() - ctx.started, human_size(found.client.bytes_fetched))
+    if not ctx.part_size:
+        warn_if_too_large_for_fat32(ctx.output)
     log.debug("payload %d bytes", total)
     for os_id, entry in sorted(meta.get("os_packages", {}).items()):
         print("--os %s: %d packages; %s" % (os_id, len(entry["packages"]),
@@ -6353,8 +6449,28 @@ def cmd_bundle(args):
     for path, sources in sorted(meta["checksum_sources"].items()):
         print("  %s: %s" % (path, "; ".join(sources)))
     print("bundle.json sha256: %s  (compare it with what verify prints on "
-          "the far side)" % sha256_bytes(meta_bytes))
+          "the far side)" % sha256_bytes(found.meta_bytes))
     return 0
+
+
+def _node_tarball_pinned(ctx):
+    return bool(ctx.node_sha512)
+
+
+# Always whole: a bundle leaves out no phase (no --skip-phases, no `bundle
+# phase NAME`); --dry-run prints them and fetches nothing.
+BUNDLE_PHASES = (
+    Phase("local", "images from archives and the local Docker daemon",
+          phase_bundle_local),
+    Phase("binaries", "kubeadm, kubelet, kubectl from the node tarball",
+          phase_bundle_binaries, _node_tarball_pinned),
+    Phase("files", "the binaries, archives and units", phase_bundle_files),
+    Phase("os-packages", "the OS packages of --os", phase_bundle_os_packages),
+    Phase("images", "every image, cross-checked and pulled",
+          phase_bundle_images),
+    Phase("write", "bundle.json and the tar, whole or not at all",
+          phase_bundle_write),
+)
 
 
 # ===========================================================================
@@ -9563,8 +9679,11 @@ class _OfferedVersions(object):
 
 def add_bundle_commands(sub):
     """bundle and images (bundle mode)."""
-    bundle = sub.add_parser("bundle", help="pull and verify everything into "
-                            "one tarball (connected machine)")
+    bundle = sub.add_parser(
+        "bundle", help="pull and verify everything into one tarball "
+        "(connected machine)", epilog=phases_help("bundle", BUNDLE_PHASES,
+                                                  runnable=False),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     images = sub.add_parser("images", help="print every image the bundle "
                             "will hold")
     for parser in (bundle, images):
@@ -9630,6 +9749,8 @@ def add_bundle_commands(sub):
                         help="seconds a download may stall before it is "
                         "retried (default %(default)s)")
     bundle.add_argument("--no-progress", action="store_true")
+    bundle.add_argument("--dry-run", action="store_true", help="print the "
+                        "phases and the plan; fetch and write nothing")
     bundle.set_defaults(func=cmd_bundle)
     images.set_defaults(func=cmd_images)
 
