@@ -263,11 +263,15 @@ def python36():
 def fake_runner_check():
     """Fail the test when a FakeRunner was asked a command it has no answer
     for, or its kubeadm a config kubeadm would refuse, even when the tool
-    caught the FakeCommandError (install_support.FakeRunner)."""
+    caught the FakeCommandError, or when a command the test declared with
+    runner.expect(...) never ran (install_support.FakeRunner)."""
     del install_support.LIVE[:]
     yield
     problems = [problem for runner in install_support.LIVE
                 for problem in runner.problems]
+    problems += ["runner.expect%r was declared but no command used it"
+                 % (prefix,) for runner in install_support.LIVE
+                 for prefix in runner.unused()]
     del install_support.LIVE[:]
     if problems:
         pytest.fail("the fake host was asked what it cannot answer:\n  " +

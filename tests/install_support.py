@@ -502,15 +502,23 @@ class FakeRunner(ko.Runner):
         self.fail = {}
         self.streams = []
         self.expected = []
+        self.matched = set()
         self.problems = []
         LIVE.append(self)
 
     def expect(self, *prefix, **answer):
-        """Declare that the run may make commands starting with PREFIX;
-        they answer (rc, out) (default 0, "").  Returns the runner."""
+        """Declare that the run makes commands starting with PREFIX; they
+        answer (rc, out) (default 0, "").  A declaration no command used
+        by the end of the test fails it too (see unused).  Returns the
+        runner."""
         self.expected.append((tuple(prefix), answer.get("rc", 0),
                               answer.get("out", "")))
         return self
+
+    def unused(self):
+        """The declared prefixes no command has matched."""
+        return [prefix for prefix, _, _ in self.expected
+                if prefix not in self.matched]
 
     def refuse(self, problem):
         """The test fails: record PROBLEM and raise FakeCommandError."""
@@ -742,6 +750,7 @@ class FakeRunner(ko.Runner):
             return 0, "daemonset.apps/kube-flannel-ds-amd64 created\n"
         for prefix, rc, out in self.expected:
             if tuple(argv[:len(prefix)]) == prefix:
+                self.matched.add(prefix)
                 return rc, out
         self.unknown(argv)
 

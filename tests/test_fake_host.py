@@ -83,6 +83,15 @@ def test_a_declared_command_answers_as_declared(host):
     del runner.problems[:]
 
 
+def test_a_declaration_no_command_used_fails_the_test(host):
+    root, runner = host
+    runner.expect("swapoff", "-a")
+    runner.expect("setenforce", "0")
+    runner.run(["setenforce", "0"])
+    assert runner.unused() == [("swapoff", "-a")]
+    del runner.expected[:]      # this test wanted it
+
+
 def test_enabling_the_kubelet_needs_its_unit(host):
     root, runner = host
     result = runner.run(["systemctl", "enable", "kubelet"], check=False)
