@@ -23,9 +23,9 @@ import tarfile
 
 import pytest
 
-from fixtures import fileserver, images
+from fixtures import K8S_VERSION, fileserver, images
 
-VERSION = "v1.16.0"
+VERSION = K8S_VERSION
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "k8s_offline.py")
 CLI_TIMEOUT = 600
@@ -264,8 +264,10 @@ def test_bundle_json_images_match_the_registry(amd64_bundle, test_images, anon_r
 
 def test_control_plane_refs_are_what_kubeadm_looks_for(amd64_bundle):
     refs = {i["ref"] for i in amd64_bundle.meta["images"]}
-    for name in ("kube-apiserver:v1.16.0", "kube-controller-manager:v1.16.0",
-                 "kube-scheduler:v1.16.0", "kube-proxy:v1.16.0", "pause:3.1",
+    for name in ("kube-apiserver:" + VERSION,
+                 "kube-controller-manager:" + VERSION,
+                 "kube-scheduler:" + VERSION, "kube-proxy:" + VERSION,
+                 "pause:3.1",
                  "etcd:3.3.15-0", "coredns:1.6.2"):
         assert "k8s.gcr.io/" + name in refs
     assert "quay.io/coreos/flannel:v0.11.0-amd64" in refs
@@ -348,7 +350,7 @@ def test_docker_load_and_run(dockerd, amd64_bundle, extracted, test_images):
         for img in amd64_bundle.meta["images"]:
             assert _docker_image_id(img["ref"]) == img["config_digest"], img["ref"]
         want = expected_refs(test_images)
-        for ref in ("k8s.gcr.io/kube-apiserver:v1.16.0", "k8s.gcr.io/pause:3.1",
+        for ref in ("k8s.gcr.io/kube-apiserver:" + VERSION, "k8s.gcr.io/pause:3.1",
                     "quay.io/coreos/flannel:v0.11.0-amd64"):
             r = _docker("run", "--rm", "--network", "none", ref, "sh", "-c", "cat /msg")
             assert r.stdout == want[ref].platforms["amd64"].msg
@@ -433,9 +435,9 @@ def test_bundle_through_token_auth(run_cli, make_bundle_args, make_docker_config
     seen = token_server.requests_seen[before:]
     assert seen and all(s[1] == "tester" and s[2] == 200 for s in seen), seen
     b = BundleTar(str(out))
-    api = b.image("k8s.gcr.io/kube-apiserver:v1.16.0")
+    api = b.image("k8s.gcr.io/kube-apiserver:" + VERSION)
     assert api["manifest_digest"] == \
-        test_images.get("kube-apiserver:v1.16.0").platforms["amd64"].manifest_digest
+        test_images.get("kube-apiserver:" + VERSION).platforms["amd64"].manifest_digest
 
 
 def test_bundle_through_basic_auth(run_cli, make_bundle_args, make_docker_config,

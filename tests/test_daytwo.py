@@ -20,8 +20,8 @@ import time
 
 import pytest
 
-from install_support import (FakeRunner, HOST_IP, install_fake, ko,
-                             make_root, snapshot, write)
+from install_support import (FakeRunner, HOST_IP, K8S_VERSION, install_fake,
+                             ko, make_root, snapshot, write)
 
 OPENSSL = shutil.which("openssl")
 
@@ -136,10 +136,16 @@ def make_master(root, days=365):
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\n" % component
         write(root, "%s/%s.yaml" % (ko.MANIFEST_DIR, component), text, 0o600)
     write(root, "/usr/bin/kubeadm", "#!/bin/sh\n", 0o755)
-    write(root, ko.INIT_CONFIG, '{"kind": "InitConfiguration"}\n', 0o600)
+    # What master wrote there (restore runs kubeadm init with it again).
+    write(root, ko.INIT_CONFIG, json.dumps(
+        {"apiVersion": "kubeadm.k8s.io/v1beta2", "kind": "InitConfiguration",
+         "nodeRegistration": {"name": "node-a"}}) + "\n---\n" + json.dumps(
+        {"apiVersion": "kubeadm.k8s.io/v1beta2",
+         "kind": "ClusterConfiguration", "kubernetesVersion": K8S_VERSION})
+        + "\n", 0o600)
     write(root, ko.STATE_FILE, json.dumps({
         "role": "master", "init": "done", "cri": "docker", "node": "node-a",
-        "kubernetes_version": "v1.16.0",
+        "kubernetes_version": K8S_VERSION,
         "kubeconfigs": ["/root/.kube/config"]}), 0o600)
     with open(os.path.join(root, "etc/kubernetes/admin.conf"), "rb") as h:
         write(root, "/root/.kube/config", h.read().decode(), 0o600)
@@ -157,7 +163,7 @@ class DayTwoRunner(FakeRunner):
 
     def __init__(self, root, cluster=None):
         super(DayTwoRunner, self).__init__(root, cluster)
-        self.kubeadm_version = "v1.16.0"
+        self.kubeadm_version = K8S_VERSION
         self.generation = dict((c, 1) for c in COMPONENTS)
         self.stopped = set()
         self.renewed = False
@@ -476,7 +482,7 @@ def test_backup_writes_one_private_file_with_its_sha256(master, capsys):
     assert meta["etcd"] == {"image": ETCD_IMAGE, "name": "node-a",
                             "peer_url": "https://%s:2380" % HOST_IP,
                             "client_url": "https://127.0.0.1:2379"}
-    assert meta["kubernetes_version"] == "v1.16.0"
+    assert meta["kubernetes_version"] == K8S_VERSION
     assert meta["cluster_ca_sha256"] == hashlib.sha256(ca).hexdigest()
     run = runner.ran("docker", "run")[0]
     assert run[run.index("--entrypoint") + 1] == "etcdctl"
@@ -499,6 +505,8 @@ def test_backup_through_containerd(master, capsys):
     state["cri"] = "containerd"
     write(root, ko.STATE_FILE, json.dumps(state), 0o600)
     runner.cluster.containerd_images["k8s.gcr.io/etcd:3.3.15-0"] = "sha256:1"
+    runner.expect("ctr", "--address", "/run/containerd/containerd.sock", "-n",
+                  "k8s.io", "run")
     code, _, err, _ = backup(capsys, root)
     # the fake runner does not write the snapshot for ctr: the tool says so
     assert code == 2 and "etcdctl wrote no snapshot" in err
@@ -670,8 +678,8 @@ def other_ca(meta, files):
     ("bad-sha-flag", "bad --sha256"),
     ("wrong-sha-flag", "is damaged"),
     ("not-root", "must run as root"),
-    ("other-version", "the backup is of Kubernetes v1.16.0 but this host's "
-                      "kubeadm is v1.17.3"),
+    ("other-version", "the backup is of Kubernetes %s but this host's "
+                      "kubeadm is v1.17.3" % K8S_VERSION),
     ("other-format", "a backup format this tool does not know"),
     ("hostile-name", "unexpected entry"),
     ("dot-dot", "unexpected entry"),

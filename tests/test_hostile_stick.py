@@ -126,7 +126,7 @@ META_CASES = [
      "files has the name"),
     ("image-ref-dash", _set(("images", 0, "ref"), "-evil.io/x:1"),
      "images[0].ref"),
-    ("image-tag-newline", _set(("images", 0, "tag"), "v1.16.0\n"),
+    ("image-tag-newline", _set(("images", 0, "tag"), sup.K8S_VERSION + "\n"),
      "images[0].tag"),
     ("image-repository-quote", _set(("images", 0, "repository"),
                                     'pause"\nBinaryName = "/tmp/evil'),
@@ -134,7 +134,8 @@ META_CASES = [
     ("image-digest-short", _set(("images", 0, "config_digest"), "sha256:12"),
      "images[0].config_digest"),
     ("unknown-field", _set(("evil",), 1), "unknown field"),
-    ("name-mismatch", _set(("name",), "k8s-offline-v1.16.0-linux-arm64"),
+    ("name-mismatch", _set(("name",), "k8s-offline-%s-linux-arm64"
+                                  % sup.K8S_VERSION),
      "field name"),
     ("flannel-unlisted", _set(("flannel_manifest",), "manifests/other.yml"),
      "manifests/other.yml"),
@@ -584,8 +585,7 @@ def test_c_locale_log_of_a_non_ascii_name(tmp_path):
     """The run log under a C locale (Python 3.6 when present: it has no
     UTF-8 coercion) takes a non-ASCII file name without a traceback."""
     import subprocess
-    py36 = os.path.expanduser("~/.pyenv/versions/3.6.15/bin/python3")
-    python = py36 if os.path.exists(py36) else sys.executable
+    python = sup.find_python36() or sys.executable
     root = tmp_path / "root"
     sup.write(str(root), "/etc/cni/net.d/m\u00fcnchen.conf", "{}")
     (root / "var" / "log").mkdir(parents=True)

@@ -33,7 +33,7 @@ def test_join_by_flags_uses_the_clusters_image_repository(apiserver, bundle_dir,
     assert ko.main(join(root, bundle_dir, apiserver.endpoint,
                         apiserver.ca_hash)) == 0
     tags = set(runner.cluster.docker_images)
-    assert REPO + "/kube-proxy:v1.16.0" in tags
+    assert REPO + "/kube-proxy:" + sup.K8S_VERSION in tags
     assert REPO + "/pause:3.1" in tags
     assert not any(tag.startswith("k8s.gcr.io/") for tag in tags)
     # The token went only to the pinned kubeadm-config request.
@@ -48,7 +48,7 @@ def test_a_cluster_with_the_default_repository(apiserver, bundle_dir, tmp_path,
     monkeypatch.setattr(apiserver, "image_repository", None)
     assert ko.main(join(root, bundle_dir, apiserver.endpoint,
                         apiserver.ca_hash)) == 0
-    assert "k8s.gcr.io/kube-proxy:v1.16.0" in runner.cluster.docker_images
+    assert "k8s.gcr.io/kube-proxy:" + sup.K8S_VERSION in runner.cluster.docker_images
 
 
 def test_a_ca_unlike_the_hash_is_refused_before_the_host_changes(
@@ -73,7 +73,7 @@ def test_explicit_image_repository_asks_the_cluster_nothing(
     assert ko.main(join(root, bundle_dir, apiserver.endpoint, apiserver.ca_hash,
                         "--image-repository", "other.local/k8s")) == 0
     assert len(apiserver.requests) == asked
-    assert "other.local/k8s/kube-proxy:v1.16.0" in runner.cluster.docker_images
+    assert "other.local/k8s/kube-proxy:" + sup.K8S_VERSION in runner.cluster.docker_images
 
 
 def test_spki_of_a_certificate_is_what_kubeadm_hashes(apiserver):
