@@ -3005,8 +3005,10 @@ def run_phases(ctx, workflow, only=None):
     """Run a workflow in order: each phase logged and timed, skipped when
     named in --skip-phases or when its run_if is false, printed only under
     --dry-run.  With only (`COMMAND phase NAME`), that phase runs alone,
-    after the safety phases, which no run that changes the host leaves out."""
+    after the safety phases, which no run that changes the host leaves out.
+    A context may log its phases at another level (ctx.phase_log_level)."""
     require_skip_phases(ctx, workflow)
+    level = getattr(ctx, "phase_log_level", logging.INFO)
     started = now()
     for phase in workflow:
         if only is not None and phase.name not in (only,) + SAFETY_PHASES:
@@ -3017,12 +3019,12 @@ def run_phases(ctx, workflow, only=None):
         if phase.run_if is not None and not phase.run_if(ctx):
             log.debug("[%s] not for this node", phase.name)
             continue
-        log.info("[%s] %s%s", phase.name, phase_summary(phase),
-                 " (dry run)" if ctx.dry_run else "")
+        log.log(level, "[%s] %s%s", phase.name, phase_summary(phase),
+                " (dry run)" if ctx.dry_run else "")
         began = now()
         phase.run(ctx)
-        log.info("[%s] done in %.1f s", phase.name, now() - began)
-    log.info("%s finished in %.1f s", ctx.command, now() - started)
+        log.log(level, "[%s] done in %.1f s", phase.name, now() - began)
+    log.log(level, "%s finished in %.1f s", ctx.command, now() - started)
 
 
 def phases_help(command, workflow, runnable=True):
@@ -7013,6 +7015,9 @@ class BundleContext(object):
     def __init__(self, args):
         self.args, self.skip = args, set()
         self.dry_run = bool(getattr(args, "dry_run", False))
+        # bundle's output stays what it always was: its phases are logged
+        # under -v, and in a dry run, which shows nothing else.
+        self.phase_log_level = logging.INFO if self.dry_run else logging.DEBUG
         self.started = time.time()
         self.version = version = normalize_version(args.kubernetes_version)
         self.arch = arch = valid_arch(args.arch)
