@@ -6625,14 +6625,24 @@ def _yaml_is_key(body):
 
 
 def _yaml_key_value(body, number):
-    match = re.fullmatch(r"(\"[^\"]*\"|'[^']*'|[^\s:'\"\[{#&*!|>-][^:]*?|"
-                         r"-[^\s:][^:]*?)\s*:(?:\s+(.*))?", body)
-    if not match:
+    """(key, value text or None) of a block line `key: value`, found by one
+    scan (a backtracking pattern took minutes on a long line of spaces)."""
+    if body[:1] in ("'", '"'):
+        close = body.find(body[0], 1)
+        after = body[close + 1:].lstrip() if close > 0 else ""
+        if not after.startswith(":"):
+            raise YamlSubsetError("line %d is not 'key: value'" % number)
+        key, rest = _yaml_scalar(body[:close + 1], number, 0), after[1:]
+    else:
+        colon = body.find(":")
+        key, rest = body[:colon].rstrip(), body[colon + 1:]
+        if (colon < 0 or not key or key[0].isspace() or
+                key[0] in ":'\"[{#&*!|>" or (key[0] == "-" and (
+                    len(key) < 2 or key[1].isspace()))):
+            raise YamlSubsetError("line %d is not 'key: value'" % number)
+    if rest and not rest[0].isspace():
         raise YamlSubsetError("line %d is not 'key: value'" % number)
-    key = match.group(1)
-    if key[0] in "'\"":
-        key = _yaml_scalar(key, number, 0)
-    return key, match.group(2)
+    return key, rest.lstrip() if rest.strip() else None
 
 
 def _yaml_scalar(text, number, depth):
@@ -6678,37 +6688,48 @@ def _yaml_scalar(text, number, depth):
 
 def _yaml_flow(text, number, depth):
     """A flow collection at the start of text: (value, rest of text)."""
+    value, end = _yaml_flow_at(text, 0, number, depth)
+    return value, text[end:]
+
+
+_YAML_SPACE = re.compile(r"\s*")
+_YAML_FLOW_KEY = re.compile(r"(\"[^\"]*\"|'[^']*'|[^\s:,\[\]{}]+)\s*:\s*")
+_YAML_FLOW_ITEM = re.compile(r"(\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'|"
+                             r"[^,\[\]{}]*)")
+
+
+def _yaml_flow_at(text, pos, number, depth):
+    """The flow collection at text[pos]: (value, the position after it),
+    read by positions, never by copying the rest (linear time)."""
     if depth > MAX_YAML_DEPTH:
         raise YamlSubsetError("nested more than %d deep" % MAX_YAML_DEPTH)
-    opening = text[0]
+    opening = text[pos]
     closing = "]" if opening == "[" else "}"
     items = [] if opening == "[" else {}
-    rest = text[1:].lstrip()
+    pos = _YAML_SPACE.match(text, pos + 1).end()
     while True:
-        if rest.startswith(closing):
-            return items, rest[1:]
+        if text.startswith(closing, pos):
+            return items, pos + 1
         if opening == "{":
-            match = re.match(r"(\"[^\"]*\"|'[^']*'|[^\s:,\[\]{}]+)\s*:\s*",
-                             rest)
+            match = _YAML_FLOW_KEY.match(text, pos)
             if not match:
                 raise YamlSubsetError("line %d has a bad flow mapping" % number)
             key = _yaml_scalar(match.group(1), number, depth)
-            rest = rest[match.end():]
-        if rest[:1] in ("[", "{"):
-            value, rest = _yaml_flow(rest, number, depth + 1)
+            pos = match.end()
+        if text[pos:pos + 1] in ("[", "{"):
+            value, pos = _yaml_flow_at(text, pos, number, depth + 1)
         else:
-            match = re.match(r"(\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'|"
-                             r"[^,\[\]{}]*)", rest)
+            match = _YAML_FLOW_ITEM.match(text, pos)
             value = _yaml_scalar(match.group(1), number, depth)
-            rest = rest[match.end():]
+            pos = match.end()
         if opening == "[":
             items.append(value)
         else:
             items[key] = value
-        rest = rest.lstrip()
-        if rest.startswith(","):
-            rest = rest[1:].lstrip()
-        elif not rest.startswith(closing):
+        pos = _YAML_SPACE.match(text, pos).end()
+        if text.startswith(",", pos):
+            pos = _YAML_SPACE.match(text, pos + 1).end()
+        elif not text.startswith(closing, pos):
             raise YamlSubsetError("line %d has an unclosed %s" % (number,
                                                                   opening))
 

@@ -757,3 +757,35 @@ def test_redaction_of_secrets_in_log_text():
     assert "0123456789abcdef" not in out
     assert out.count(key) == 2            # the CA hash and the image digest
     assert "sha256:" + key in out
+
+
+# -- linear-time YAML (issue 22) -------------------------------------------------
+
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize("text,parses", [
+    ("x" + " " * MIB + "y\n", False),
+    ("kind: A\nx" + " " * MIB + "y\n", False),
+    ("a: [" + "1, " * (MIB // 3) + "1]\n", True),
+    ("a: {" + ", ".join("k%d: v" % i for i in range(MIB // 10)) + "}\n",
+     True),
+    ("a: [" + '"x", ' * (MIB // 5) + '"x"]\n', True),
+    ("a:" + " " * MIB + "b\n", True),
+], ids=["spaces-in-a-line", "spaces-after-a-key", "flow-list", "flow-map",
+        "flow-strings", "spaces-before-a-value"])
+def test_a_1mib_document_parses_in_linear_time(text, parses):
+    """A benchmark-style bound, generous for a loaded machine: linear
+    parsing takes well under a second here, the old quadratic one took
+    minutes (a line of 256 KiB spaces: over a minute)."""
+    import time
+    started = time.monotonic()
+    with deadline(120):
+        try:
+            ko.parse_yaml_document(text)
+            parsed = True
+        except ko.YamlSubsetError:
+            parsed = False
+    took = time.monotonic() - started
+    assert parsed == parses
+    assert took < 10, "%.1f s for 1 MiB" % took
