@@ -9713,7 +9713,11 @@ def _update_log_file(namespace):
         namespace.log_file = None
     else:
         root = getattr(namespace, "root", None) or "/"
-        namespace.log_file = os.path.join(root, INSTALL_LOG.lstrip("/"))
+        namespace.log_refused = None
+        try:     # through the host's path check: no link out of --root
+            namespace.log_file = Host(root).path(INSTALL_LOG)
+        except UserError as exc:
+            namespace.log_file, namespace.log_refused = None, str(exc)
 
 
 class _LogFileAction(argparse.Action):
@@ -9950,6 +9954,9 @@ def main(argv=None):
                          % (root,))
         return 2
     setup_logging(verbose=args.verbose, log_file=getattr(args, "log_file", None))
+    if getattr(args, "log_refused", None):
+        log.warning("warning: cannot write the log %s (%s): going on without "
+                    "it", INSTALL_LOG, args.log_refused)
     try:
         return args.func(args) or 0
     except UserError as exc:

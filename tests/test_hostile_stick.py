@@ -789,3 +789,25 @@ def test_a_1mib_document_parses_in_linear_time(text, parses):
     took = time.monotonic() - started
     assert parsed == parses
     assert took < 10, "%.1f s for 1 MiB" % took
+
+
+def test_the_run_log_under_root_follows_no_link_out_of_it(tmp_path, host,
+                                                         capsys, good_bundle):
+    """/var/log under --root linked elsewhere: the run log is placed
+    through the host's path check, never written outside the root."""
+    root, runner = host
+    outside = tmp_path / "outside-log"
+    outside.mkdir()
+    os.rmdir(os.path.join(root, "var/log"))
+    os.symlink(str(outside), os.path.join(root, "var/log"))
+    with deadline():
+        code = ko.main(["master", "--root", root, "--bundle", good_bundle,
+                        "--no-progress", "--no-wait", "--skip-phases",
+                        "join-file"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, err
+    assert "refusing the host path /var/log" in errors[0]
+    assert os.listdir(str(outside)) == []
+    assert len([line for line in err.splitlines()
+                if "cannot write the log" in line]) == 1, err
