@@ -9319,6 +9319,17 @@ def cmd_images(args):
     return 0
 
 
+def check_bundle_before_writing(meta):
+    """bundle.json through the checks verify runs on the hosts, before the
+    bundle is written: what they would refuse is refused here, before the
+    bundle crosses the air gap."""
+    try:
+        check_bundle_meta(meta)
+    except BundleError as exc:
+        raise UserError("verify on the hosts would refuse this bundle (%s): "
+                        "change the images or flags that put it there" % exc)
+
+
 def cmd_bundle(args):
     """Pull, verify and pack everything; the bundle appears only when whole."""
     started = time.time()
@@ -9369,6 +9380,11 @@ def cmd_bundle(args):
         progress = not args.no_progress
         images = add_local_images(images, cache, arch, args.extra_image_archive,
                                   progress)
+        if len(images) > MAX_BUNDLE_IMAGES:
+            raise UserError("%d images: a bundle holds at most %d images "
+                            "(verify on the hosts refuses more): bundle the "
+                            "rest in a second bundle" % (len(images),
+                                                        MAX_BUNDLE_IMAGES))
         log.info("bundle %s: %d images, %d files", name, len(images), len(files))
         if node_sha512:
             extracted = binaries_from_node_tarball(
@@ -9389,6 +9405,7 @@ def cmd_bundle(args):
         meta, members = assemble_bundle(name, version, arch, images,
                                         file_entries, cache, args.with_docker,
                                         args.with_containerd, os_found)
+        check_bundle_before_writing(meta)
         meta_bytes = canonical_json(meta)
         if part_size:
             fresh, written = write_split_bundle(output, partial, name, meta_bytes,
