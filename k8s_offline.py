@@ -7252,6 +7252,12 @@ def read_join_file(ctx, bundle):
                         "--token --discovery-token-ca-cert-hash" % (
                             " or ".join(candidates), JOIN_FILE_NAME))
     raw = read_regular_file(path, "the join file", MAX_JOIN_FILE_BYTES)
+    with contextlib.suppress(OSError):
+        if os.stat(path).st_mode & stat.S_IWOTH:
+            ctx.warn("the join file %s is world-writable (a FAT32 stick keeps "
+                     "no file modes): anyone could have changed it, and its "
+                     "token and key are readable to all; keep it off the "
+                     "stick and give --join-file PATH" % path)
     try:
         info = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError):

@@ -811,3 +811,18 @@ def test_the_run_log_under_root_follows_no_link_out_of_it(tmp_path, host,
     assert os.listdir(str(outside)) == []
     assert len([line for line in err.splitlines()
                 if "cannot write the log" in line]) == 1, err
+
+
+def test_a_world_writable_join_file_is_warned_about(tmp_path, host, capsys,
+                                                    good_bundle):
+    """FAT32 keeps no file modes: a join file there is world-writable (and
+    readable); join warns, once, and names --join-file outside the stick."""
+    root, runner = host
+    path = sup.write_join_file(tmp_path)
+    os.chmod(path, 0o666)
+    code = ko.main(["join", "--root", root, "--bundle", good_bundle,
+                    "--no-progress", "--no-wait", "--join-file", path])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    warned = [line for line in err.splitlines() if "world-writable" in line]
+    assert len(warned) == 1 and "--join-file" in warned[0], err
