@@ -140,6 +140,54 @@ META_CASES = [
      "manifests/other.yml"),
     ("unit-key-unknown", _set(("systemd", "evil.service"),
                               "systemd/kubelet.service"), "systemd has the name"),
+    # issue 22: more shapes, and the images every cluster needs
+    ("images-over-the-cap", lambda meta: meta.update(
+        images=meta["images"] * 60), "images is list, expected a list of at"),
+    ("size-a-float", _set(("files", "bin/kubelet", "size"), 1.5),
+     'files["bin/kubelet"].size'),
+    ("size-a-bool", _set(("files", "bin/kubelet", "size"), True),
+     'files["bin/kubelet"].size'),
+    ("sha-short", _set(("files", "bin/kubelet", "sha256"), "ab" * 31),
+     'files["bin/kubelet"].sha256'),
+    ("layers-over-the-cap", _set(("images", 0, "layers"),
+                                 ["sha256:" + "a" * 64] * 1001),
+     "images[0].layers"),
+    ("image-name-newline", _set(("images", 0, "name"), "pause\n"),
+     "images[0].name"),
+    ("manifest-text-html", _set(("images", 0, "manifest_media_type"),
+                                "text/html"), "images[0].manifest_media_type"),
+    ("image-kubeadm-a-string", _set(("images", 0, "kubeadm"), "yes"),
+     "images[0].kubeadm"),
+    ("versions-a-list", _set(("versions",), ["v1.16.0"]), "versions is list"),
+    ("version-newline", _set(("kubernetes_version",), "v1.16.0\n"),
+     "kubernetes_version"),
+    ("arch-newline", _set(("arch",), "amd64\n"), "arch"),
+    ("name-newline", _set(("name",), "k8s-offline-v1.16.0-linux-amd64\n"),
+     "field name"),
+    ("tool-version-a-list", _set(("tool_version",), ["0.1.0"]),
+     "tool_version"),
+    ("file-name-absolute", _rename_file("bin/kubelet", "/etc/passwd"),
+     "files has the name"),
+    ("flannel-traversal", _set(("flannel_manifest",), "../x.yml"),
+     "flannel_manifest"),
+    ("binary-absolute", _set(("binaries", "kubelet"), "/bin/sh"),
+     'binaries["kubelet"]'),
+    ("unit-traversal", _set(("systemd", "kubelet.service"),
+                            "systemd/../../x"), 'systemd["kubelet.service"]'),
+    ("script-elsewhere", _set(("script",), "evil.py"), "script"),
+    ("no-coredns-image", lambda meta: meta.update(images=[
+        i for i in meta["images"] if i["name"] != "coredns"]),
+     "has no coredns image"),
+    ("no-etcd-image", lambda meta: meta.update(images=[
+        i for i in meta["images"] if i["name"] != "etcd"]),
+     "has no etcd image"),
+    ("no-kube-proxy-image", lambda meta: meta.update(images=[
+        i for i in meta["images"] if i["name"] != "kube-proxy"]),
+     "has no kube-proxy image"),
+    ("flannel-as-kubeadm", lambda meta: [i.update(kubeadm=True) for i in
+                                         meta["images"]
+                                         if i["name"] == "flannel"],
+     "has no flannel image"),
 ]
 
 
@@ -316,7 +364,30 @@ FLAG_CASES = [
     ("skip-preflight", ["--skip-phases", "preflight"],
      "--skip-phases preflight is refused"),
     ("wait-timeout-zero", ["--wait-timeout", "0"], "--wait-timeout"),
+    # issue 22: a file flag naming a folder, and YAML that is slow or deep
+    ("extra-a-folder", lambda t: ["--kubeadm-config-extra", str(t)],
+     "not a regular file"),
+    ("extra-not-utf8", lambda t: ["--kubeadm-config-extra", _extra_bytes(
+        t, b"kind: \xff\n")], "not UTF-8"),
+    ("extra-deep-json", lambda t: ["--kubeadm-config-extra", _extra_bytes(
+        t, b"[" * 100000 + b"]" * 100000)], "cannot be read"),
+    ("extra-deep-flow", lambda t: ["--kubeadm-config-extra", _extra(
+        "apiVersion: v1\nkind: KubeProxyConfiguration\nmode: " +
+        "[" * 200 + "]" * 200 + "\n")(t)], "cannot be read"),
+    ("extra-a-line-of-spaces", lambda t: ["--kubeadm-config-extra", _extra(
+        "x" + " " * (ko.MAX_EXTRA_CONFIG_BYTES - 8) + "y\n")(t)],
+     "cannot be read"),
+    ("pod-cidr-garbage", ["--pod-network-cidr", "10.244.0.0/16\n"],
+     "--pod-network-cidr"),
+    ("wait-timeout-negative", ["--wait-timeout", "-5"], "--wait-timeout"),
 ]
+
+
+def _extra_bytes(tmp_path, data):
+    path = str(tmp_path / "extra.bin")
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return path
 
 
 @pytest.mark.parametrize("flags,expected", [c[1:] for c in FLAG_CASES],
@@ -422,6 +493,20 @@ JOIN_CASES = [
      "bad --image-repository"),
     ("skip-verify", _join(), ["--skip-phases", "verify"],
      "--skip-phases verify is refused"),
+    # issue 22
+    ("join-file-a-folder", lambda t: str(t), [], "not a regular file"),
+    ("join-file-a-list", lambda t: _extra_bytes(t, b"[1, 2]"), [],
+     "is not a join file"),
+    ("join-file-not-utf8", lambda t: _extra_bytes(t, b'{"token": "\xff"}'),
+     [], "is not valid JSON"),
+    ("token-uppercase", _join(token=sup.TOKEN.upper()), [], "bad token"),
+    ("hash-short", _join(discovery_token_ca_cert_hash="sha256:" + "ab" * 31),
+     [], "bad CA hash"),
+    ("other-version", _join(kubernetes_version="v1.17.0"), [],
+     "is for kubernetes version v1.17.0"),
+    ("other-arch", _join(arch="arm64"), [], "is for arch arm64"),
+    ("endpoint-inner-newline", _join(api_server_endpoint="10.0.0.1\n:6443"),
+     [], "bad API server endpoint"),
 ]
 
 
