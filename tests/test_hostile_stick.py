@@ -245,6 +245,20 @@ def _folder_link(bundle):
     os.symlink("sd", os.path.join(bundle, "systemd"))
 
 
+def _dev_zero(relpath):
+    def change(bundle):
+        os.unlink(os.path.join(bundle, relpath))
+        os.symlink("/dev/zero", os.path.join(bundle, relpath))
+    return change
+
+
+def _folder_for(relpath):
+    def change(bundle):
+        os.unlink(os.path.join(bundle, relpath))
+        os.mkdir(os.path.join(bundle, relpath))
+    return change
+
+
 LAYOUT_CASES = [
     ("link-loop", _link_loop, "images/loop"),
     ("unlisted-folder", _extra_folder, "bundle folder extra"),
@@ -254,6 +268,10 @@ LAYOUT_CASES = [
     ("link-member", _link_to_copy("bin/kubelet"), "bin/kubelet"),
     ("link-member-outside", _link_outside("bin/kubeadm"), "bin/kubeadm"),
     ("link-folder", _folder_link, "systemd"),
+    # issue 22
+    ("sha256-dev-zero", _dev_zero(ko.BUNDLE_JSON_SHA), ko.BUNDLE_JSON_SHA),
+    ("member-a-folder", _folder_for("bin/kubelet"), "bin/kubelet"),
+    ("bundle-json-a-folder", _folder_for(ko.BUNDLE_JSON), ko.BUNDLE_JSON),
 ]
 
 
