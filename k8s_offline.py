@@ -1204,14 +1204,24 @@ def _yaml_is_key(body):
 
 
 def _yaml_key_value(body, number):
-    match = re.fullmatch(r"(\"[^\"]*\"|'[^']*'|[^\s:'\"\[{#&*!|>-][^:]*?|"
-                         r"-[^\s:][^:]*?)\s*:(?:\s+(.*))?", body)
-    if not match:
+    """(key, value text or None) of a block line `key: value`, found by one
+    scan (a backtracking pattern took minutes on a long line of spaces)."""
+    if body[:1] in ("'", '"'):
+        close = body.find(body[0], 1)
+        after = body[close + 1:].lstrip() if close > 0 else ""
+        if not after.startswith(":"):
+            raise YamlSubsetError("line %d is not 'key: value'" % number)
+        key, rest = _yaml_scalar(body[:close + 1], number, 0), after[1:]
+    else:
+        colon = body.find(":")
+        key, rest = body[:colon].rstrip(), body[colon + 1:]
+        if (colon < 0 or not key or key[0].isspace() or
+                key[0] in ":'\"[{#&*!|>" or (key[0] == "-" and (
+                    len(key) < 2 or key[1].isspace()))):
+            raise YamlSubsetError("line %d is not 'key: value'" % number)
+    if rest and not rest[0].isspace():
         raise YamlSubsetError("line %d is not 'key: value'" % number)
-    key = match.group(1)
-    if key[0] in "'\"":
-        key = _yaml_scalar(key, number, 0)
-    return key, match.group(2)
+    return key, rest.lstrip() if rest.strip() else None
 
 
 def _yaml_scalar(text, number, depth):
@@ -1257,37 +1267,48 @@ def _yaml_scalar(text, number, depth):
 
 def _yaml_flow(text, number, depth):
     """A flow collection at the start of text: (value, rest of text)."""
+    value, end = _yaml_flow_at(text, 0, number, depth)
+    return value, text[end:]
+
+
+_YAML_SPACE = re.compile(r"\s*")
+_YAML_FLOW_KEY = re.compile(r"(\"[^\"]*\"|'[^']*'|[^\s:,\[\]{}]+)\s*:\s*")
+_YAML_FLOW_ITEM = re.compile(r"(\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'|"
+                             r"[^,\[\]{}]*)")
+
+
+def _yaml_flow_at(text, pos, number, depth):
+    """The flow collection at text[pos]: (value, the position after it),
+    read by positions, never by copying the rest (linear time)."""
     if depth > MAX_YAML_DEPTH:
         raise YamlSubsetError("nested more than %d deep" % MAX_YAML_DEPTH)
-    opening = text[0]
+    opening = text[pos]
     closing = "]" if opening == "[" else "}"
     items = [] if opening == "[" else {}
-    rest = text[1:].lstrip()
+    pos = _YAML_SPACE.match(text, pos + 1).end()
     while True:
-        if rest.startswith(closing):
-            return items, rest[1:]
+        if text.startswith(closing, pos):
+            return items, pos + 1
         if opening == "{":
-            match = re.match(r"(\"[^\"]*\"|'[^']*'|[^\s:,\[\]{}]+)\s*:\s*",
-                             rest)
+            match = _YAML_FLOW_KEY.match(text, pos)
             if not match:
                 raise YamlSubsetError("line %d has a bad flow mapping" % number)
             key = _yaml_scalar(match.group(1), number, depth)
-            rest = rest[match.end():]
-        if rest[:1] in ("[", "{"):
-            value, rest = _yaml_flow(rest, number, depth + 1)
+            pos = match.end()
+        if text[pos:pos + 1] in ("[", "{"):
+            value, pos = _yaml_flow_at(text, pos, number, depth + 1)
         else:
-            match = re.match(r"(\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'|"
-                             r"[^,\[\]{}]*)", rest)
+            match = _YAML_FLOW_ITEM.match(text, pos)
             value = _yaml_scalar(match.group(1), number, depth)
-            rest = rest[match.end():]
+            pos = match.end()
         if opening == "[":
             items.append(value)
         else:
             items[key] = value
-        rest = rest.lstrip()
-        if rest.startswith(","):
-            rest = rest[1:].lstrip()
-        elif not rest.startswith(closing):
+        pos = _YAML_SPACE.match(text, pos).end()
+        if text.startswith(",", pos):
+            pos = _YAML_SPACE.match(text, pos + 1).end()
+        elif not text.startswith(closing, pos):
             raise YamlSubsetError("line %d has an unclosed %s" % (number,
                                                                   opening))
 
@@ -6514,6 +6535,17 @@ def _tag_of(images, name):
     return None
 
 
+def require_bundle_before_writing(meta):
+    """bundle.json through the checks verify runs on the hosts, before the
+    bundle is written: what they would refuse is refused here, before the
+    bundle crosses the air gap."""
+    try:
+        require_bundle_meta(meta)
+    except BundleError as exc:
+        raise UserError("verify on the hosts would refuse this bundle (%s): "
+                        "change the images or flags that put it there" % exc)
+
+
 def write_split_bundle(output, partial, name, meta_bytes, members, progress,
                        part_size):
     """(fresh, index path): the bundle as parts of part_size bytes and
@@ -7096,6 +7128,11 @@ def phase_bundle_local(ctx):
         jobs=args.jobs, timeout=args.timeout)
     found.images = add_local_images(found.images, found.cache, ctx.arch,
                                     args.extra_image_archive, ctx.progress)
+    if len(found.images) > MAX_BUNDLE_IMAGES:
+        raise UserError("%d images: a bundle holds at most %d images "
+                        "(verify on the hosts refuses more): bundle the "
+                        "rest in a second bundle" % (len(found.images),
+                                                    MAX_BUNDLE_IMAGES))
     log.info("bundle %s: %d images, %d files", ctx.name, len(found.images),
              len(ctx.files))
 
@@ -7157,6 +7194,7 @@ def phase_bundle_write(ctx):
     found.meta, members = assemble_bundle(
         ctx.name, ctx.version, ctx.arch, found.images, found.file_entries,
         found.cache, args.with_docker, args.with_containerd, found.os_found)
+    require_bundle_before_writing(found.meta)
     found.meta_bytes = canonical_json(found.meta)
     if ctx.part_size:
         found.fresh, found.written = write_split_bundle(
@@ -7283,6 +7321,12 @@ def read_join_file(ctx, bundle):
                         "--token --discovery-token-ca-cert-hash" % (
                             " or ".join(candidates), JOIN_FILE_NAME))
     raw = read_regular_file(path, "the join file", MAX_JOIN_FILE_BYTES)
+    with contextlib.suppress(OSError):
+        if os.stat(path).st_mode & stat.S_IWOTH:
+            ctx.warn("the join file %s is world-writable (a FAT32 stick keeps "
+                     "no file modes): anyone could have changed it, and its "
+                     "token and key are readable to all; keep it off the "
+                     "stick and give --join-file PATH" % path)
     try:
         info = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -10015,7 +10059,11 @@ def _update_log_file(namespace):
         namespace.log_file = None
     else:
         root = getattr(namespace, "root", None) or "/"
-        namespace.log_file = os.path.join(root, INSTALL_LOG.lstrip("/"))
+        namespace.log_refused = None
+        try:     # through the host's path check: no link out of --root
+            namespace.log_file = Host(root).path(INSTALL_LOG)
+        except UserError as exc:
+            namespace.log_file, namespace.log_refused = None, str(exc)
 
 
 class _LogFileAction(argparse.Action):
@@ -10263,6 +10311,9 @@ def main(argv=None):
                          % (root,))
         return 2
     setup_logging(verbose=args.verbose, log_file=getattr(args, "log_file", None))
+    if getattr(args, "log_refused", None):
+        log.warning("warning: cannot write the log %s (%s): going on without "
+                    "it", INSTALL_LOG, args.log_refused)
     try:
         return args.func(args) or 0
     except UserError as exc:

@@ -25,6 +25,9 @@ import pytest
 
 from fixtures import K8S_VERSION, fileserver, images
 
+import install_support as sup
+from install_support import ko
+
 VERSION = K8S_VERSION
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "k8s_offline.py")
@@ -564,3 +567,37 @@ def test_fail_output_dir_unwritable(run_cli, bundle_args, tmp_path):
     line = one_error_line(rc, err)
     assert "/proc" in line
     assert not os.path.lexists(out)
+
+
+# -- bundle runs the hosts' checks before it writes (issue 22) -------------------
+
+def test_an_image_list_longer_than_verify_takes_is_refused_first(run_cli,
+                                                                  tmp_path):
+    """600 images: verify on the host would refuse the bundle; bundle
+    refuses it before the first download."""
+    listing = tmp_path / "images.txt"
+    listing.write_text("".join("registry.local:5000/app%d:1\n" % number
+                               for number in range(600)))
+    rc, out, err = run_cli("bundle", "--image-list", str(listing), "--output",
+                           str(tmp_path / "out" / "b.tar"), "--cache-dir",
+                           str(tmp_path / "cache"), "--no-progress",
+                           timeout=120)
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "at most %d images" % ko.MAX_BUNDLE_IMAGES in lines[0], err
+    out_dir = str(tmp_path / "out")
+    assert not os.path.exists(out_dir) or os.listdir(out_dir) == []
+
+
+def test_a_bundle_json_verify_would_refuse_is_never_written(tmp_path):
+    """A manifest served as text/html passes the registry client but not
+    verify's schema: bundle checks bundle.json as the hosts will, first."""
+    bundle = ko.Bundle(sup.make_bundle(str(tmp_path)))
+    meta = json.loads(json.dumps(bundle.meta))
+    bundle.close()
+    ko.require_bundle_before_writing(meta)
+    meta["images"][0]["manifest_media_type"] = "text/html"
+    with pytest.raises(ko.UserError) as caught:
+        ko.require_bundle_before_writing(meta)
+    assert "images[0].manifest_media_type" in str(caught.value)
+    assert "verify on the hosts would refuse" in str(caught.value)

@@ -1154,8 +1154,18 @@ def _meta_set(key, value):
     (_meta_set("evil", 1), "unknown field"),
     (lambda meta, files: meta["etcd"].update(image=["x"]),
      "backup.json field etcd.image"),
+    (_meta_set("format", "1"), "a backup format this tool does not know"),
+    (_meta_set("tool_version", ["0.1.0"]), "backup.json field tool_version"),
+    (lambda meta, files: meta["etcd"].update(peer_url="ftp://x:1"),
+     "backup.json field etcd.peer_url"),
+    (_meta_set("cluster_ca_sha256", "AB" * 32),
+     "backup.json field cluster_ca_sha256"),
+    (_meta_set("node", "a" * 300), "backup.json field node"),
+    (lambda meta, files: meta["etcd"].update(evil=1), "unknown field"),
 ], ids=["etcd-a-list", "created-a-string", "created-1e20", "node-a-map",
-        "runtime-unknown", "ca-sha-an-int", "unknown-field", "image-a-list"])
+        "runtime-unknown", "ca-sha-an-int", "unknown-field", "image-a-list",
+        "format-a-string", "tool-version-a-list", "peer-url-ftp",
+        "ca-sha-uppercase", "node-too-long", "etcd-unknown-field"])
 def test_restore_checks_backup_json_against_its_schema(backed_up, capsys,
                                                        change, expected):
     root, runner, path, _ = backed_up

@@ -141,6 +141,54 @@ META_CASES = [
      "manifests/other.yml"),
     ("unit-key-unknown", _set(("systemd", "evil.service"),
                               "systemd/kubelet.service"), "systemd has the name"),
+    # issue 22: more shapes, and the images every cluster needs
+    ("images-over-the-cap", lambda meta: meta.update(
+        images=meta["images"] * 60), "images is list, expected a list of at"),
+    ("size-a-float", _set(("files", "bin/kubelet", "size"), 1.5),
+     'files["bin/kubelet"].size'),
+    ("size-a-bool", _set(("files", "bin/kubelet", "size"), True),
+     'files["bin/kubelet"].size'),
+    ("sha-short", _set(("files", "bin/kubelet", "sha256"), "ab" * 31),
+     'files["bin/kubelet"].sha256'),
+    ("layers-over-the-cap", _set(("images", 0, "layers"),
+                                 ["sha256:" + "a" * 64] * 1001),
+     "images[0].layers"),
+    ("image-name-newline", _set(("images", 0, "name"), "pause\n"),
+     "images[0].name"),
+    ("manifest-text-html", _set(("images", 0, "manifest_media_type"),
+                                "text/html"), "images[0].manifest_media_type"),
+    ("image-kubeadm-a-string", _set(("images", 0, "kubeadm"), "yes"),
+     "images[0].kubeadm"),
+    ("versions-a-list", _set(("versions",), ["v1.16.0"]), "versions is list"),
+    ("version-newline", _set(("kubernetes_version",), "v1.16.0\n"),
+     "kubernetes_version"),
+    ("arch-newline", _set(("arch",), "amd64\n"), "arch"),
+    ("name-newline", _set(("name",), "k8s-offline-v1.16.0-linux-amd64\n"),
+     "field name"),
+    ("tool-version-a-list", _set(("tool_version",), ["0.1.0"]),
+     "tool_version"),
+    ("file-name-absolute", _rename_file("bin/kubelet", "/etc/passwd"),
+     "files has the name"),
+    ("flannel-traversal", _set(("flannel_manifest",), "../x.yml"),
+     "flannel_manifest"),
+    ("binary-absolute", _set(("binaries", "kubelet"), "/bin/sh"),
+     'binaries["kubelet"]'),
+    ("unit-traversal", _set(("systemd", "kubelet.service"),
+                            "systemd/../../x"), 'systemd["kubelet.service"]'),
+    ("script-elsewhere", _set(("script",), "evil.py"), "script"),
+    ("no-coredns-image", lambda meta: meta.update(images=[
+        i for i in meta["images"] if i["name"] != "coredns"]),
+     "has no coredns image"),
+    ("no-etcd-image", lambda meta: meta.update(images=[
+        i for i in meta["images"] if i["name"] != "etcd"]),
+     "has no etcd image"),
+    ("no-kube-proxy-image", lambda meta: meta.update(images=[
+        i for i in meta["images"] if i["name"] != "kube-proxy"]),
+     "has no kube-proxy image"),
+    ("flannel-as-kubeadm", lambda meta: [i.update(kubeadm=True) for i in
+                                         meta["images"]
+                                         if i["name"] == "flannel"],
+     "has no flannel image"),
 ]
 
 
@@ -198,6 +246,20 @@ def _folder_link(bundle):
     os.symlink("sd", os.path.join(bundle, "systemd"))
 
 
+def _dev_zero(relpath):
+    def change(bundle):
+        os.unlink(os.path.join(bundle, relpath))
+        os.symlink("/dev/zero", os.path.join(bundle, relpath))
+    return change
+
+
+def _folder_for(relpath):
+    def change(bundle):
+        os.unlink(os.path.join(bundle, relpath))
+        os.mkdir(os.path.join(bundle, relpath))
+    return change
+
+
 LAYOUT_CASES = [
     ("link-loop", _link_loop, "images/loop"),
     ("unlisted-folder", _extra_folder, "bundle folder extra"),
@@ -207,6 +269,10 @@ LAYOUT_CASES = [
     ("link-member", _link_to_copy("bin/kubelet"), "bin/kubelet"),
     ("link-member-outside", _link_outside("bin/kubeadm"), "bin/kubeadm"),
     ("link-folder", _folder_link, "systemd"),
+    # issue 22
+    ("sha256-dev-zero", _dev_zero(ko.BUNDLE_JSON_SHA), ko.BUNDLE_JSON_SHA),
+    ("member-a-folder", _folder_for("bin/kubelet"), "bin/kubelet"),
+    ("bundle-json-a-folder", _folder_for(ko.BUNDLE_JSON), ko.BUNDLE_JSON),
 ]
 
 
@@ -317,7 +383,30 @@ FLAG_CASES = [
     ("skip-preflight", ["--skip-phases", "preflight"],
      "--skip-phases preflight is refused"),
     ("wait-timeout-zero", ["--wait-timeout", "0"], "--wait-timeout"),
+    # issue 22: a file flag naming a folder, and YAML that is slow or deep
+    ("extra-a-folder", lambda t: ["--kubeadm-config-extra", str(t)],
+     "not a regular file"),
+    ("extra-not-utf8", lambda t: ["--kubeadm-config-extra", _extra_bytes(
+        t, b"kind: \xff\n")], "not UTF-8"),
+    ("extra-deep-json", lambda t: ["--kubeadm-config-extra", _extra_bytes(
+        t, b"[" * 100000 + b"]" * 100000)], "cannot be read"),
+    ("extra-deep-flow", lambda t: ["--kubeadm-config-extra", _extra(
+        "apiVersion: v1\nkind: KubeProxyConfiguration\nmode: " +
+        "[" * 200 + "]" * 200 + "\n")(t)], "cannot be read"),
+    ("extra-a-line-of-spaces", lambda t: ["--kubeadm-config-extra", _extra(
+        "x" + " " * (ko.MAX_EXTRA_CONFIG_BYTES - 8) + "y\n")(t)],
+     "cannot be read"),
+    ("pod-cidr-garbage", ["--pod-network-cidr", "10.244.0.0/16\n"],
+     "--pod-network-cidr"),
+    ("wait-timeout-negative", ["--wait-timeout", "-5"], "--wait-timeout"),
 ]
+
+
+def _extra_bytes(tmp_path, data):
+    path = str(tmp_path / "extra.bin")
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return path
 
 
 @pytest.mark.parametrize("flags,expected", [c[1:] for c in FLAG_CASES],
@@ -423,6 +512,20 @@ JOIN_CASES = [
      "bad --image-repository"),
     ("skip-verify", _join(), ["--skip-phases", "verify"],
      "--skip-phases verify is refused"),
+    # issue 22
+    ("join-file-a-folder", lambda t: str(t), [], "not a regular file"),
+    ("join-file-a-list", lambda t: _extra_bytes(t, b"[1, 2]"), [],
+     "is not a join file"),
+    ("join-file-not-utf8", lambda t: _extra_bytes(t, b'{"token": "\xff"}'),
+     [], "is not valid JSON"),
+    ("token-uppercase", _join(token=sup.TOKEN.upper()), [], "bad token"),
+    ("hash-short", _join(discovery_token_ca_cert_hash="sha256:" + "ab" * 31),
+     [], "bad CA hash"),
+    ("other-version", _join(kubernetes_version="v1.17.0"), [],
+     "is for kubernetes version v1.17.0"),
+    ("other-arch", _join(arch="arm64"), [], "is for arch arm64"),
+    ("endpoint-inner-newline", _join(api_server_endpoint="10.0.0.1\n:6443"),
+     [], "bad API server endpoint"),
 ]
 
 
@@ -757,3 +860,72 @@ def test_redaction_of_secrets_in_log_text():
     assert "0123456789abcdef" not in out
     assert out.count(key) == 2            # the CA hash and the image digest
     assert "sha256:" + key in out
+
+
+# -- linear-time YAML (issue 22) -------------------------------------------------
+
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize("text,parses", [
+    ("x" + " " * MIB + "y\n", False),
+    ("kind: A\nx" + " " * MIB + "y\n", False),
+    ("a: [" + "1, " * (MIB // 3) + "1]\n", True),
+    ("a: {" + ", ".join("k%d: v" % i for i in range(MIB // 10)) + "}\n",
+     True),
+    ("a: [" + '"x", ' * (MIB // 5) + '"x"]\n', True),
+    ("a:" + " " * MIB + "b\n", True),
+], ids=["spaces-in-a-line", "spaces-after-a-key", "flow-list", "flow-map",
+        "flow-strings", "spaces-before-a-value"])
+def test_a_1mib_document_parses_in_linear_time(text, parses):
+    """A benchmark-style bound, generous for a loaded machine: linear
+    parsing takes well under a second here, the old quadratic one took
+    minutes (a line of 256 KiB spaces: over a minute)."""
+    import time
+    started = time.monotonic()
+    with deadline(120):
+        try:
+            ko.parse_yaml_document(text)
+            parsed = True
+        except ko.YamlSubsetError:
+            parsed = False
+    took = time.monotonic() - started
+    assert parsed == parses
+    assert took < 10, "%.1f s for 1 MiB" % took
+
+
+def test_the_run_log_under_root_follows_no_link_out_of_it(tmp_path, host,
+                                                         capsys, good_bundle):
+    """/var/log under --root linked elsewhere: the run log is placed
+    through the host's path check, never written outside the root."""
+    root, runner = host
+    outside = tmp_path / "outside-log"
+    outside.mkdir()
+    os.rmdir(os.path.join(root, "var/log"))
+    os.symlink(str(outside), os.path.join(root, "var/log"))
+    with deadline():
+        code = ko.main(["master", "--root", root, "--bundle", good_bundle,
+                        "--no-progress", "--no-wait", "--skip-phases",
+                        "join-file"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, err
+    assert "refusing the host path /var/log" in errors[0]
+    assert os.listdir(str(outside)) == []
+    assert len([line for line in err.splitlines()
+                if "cannot write the log" in line]) == 1, err
+
+
+def test_a_world_writable_join_file_is_warned_about(tmp_path, host, capsys,
+                                                    good_bundle):
+    """FAT32 keeps no file modes: a join file there is world-writable (and
+    readable); join warns, once, and names --join-file outside the stick."""
+    root, runner = host
+    path = sup.write_join_file(tmp_path)
+    os.chmod(path, 0o666)
+    code = ko.main(["join", "--root", root, "--bundle", good_bundle,
+                    "--no-progress", "--no-wait", "--join-file", path])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    warned = [line for line in err.splitlines() if "world-writable" in line]
+    assert len(warned) == 1 and "--join-file" in warned[0], err
