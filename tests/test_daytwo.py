@@ -6,13 +6,11 @@ install tests with --root, plus the answers the day-two commands ask for.
 """
 
 import base64
-import contextlib
 import hashlib
 import io
 import json
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import tarfile
@@ -22,6 +20,7 @@ import pytest
 
 from install_support import (FakeRunner, HOST_IP, K8S_VERSION, install_fake,
                              ko, make_root, snapshot, write)
+from test_hostile_stick import deadline
 
 OPENSSL = shutil.which("openssl")
 
@@ -666,6 +665,32 @@ def rewrite_backup(path, change):
         handle.write(hashlib.sha256(raw.getvalue()).hexdigest() + "  x\n")
 
 
+def write_backup_as_is(path, change):
+    """Rebuild the backup with change(files) applied to every member,
+    backup.json included and left as it is (only the .sha256 matches)."""
+    with tarfile.open(path) as tar:
+        files = dict((m.name, tar.extractfile(m).read()) for m in tar)
+    change(files)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    open(path, "wb").write(raw.getvalue())
+    open(path + ".sha256", "w").write(
+        hashlib.sha256(raw.getvalue()).hexdigest() + "\n")
+
+
+def listed_sha(name, value):
+    """A change for write_backup_as_is: backup.json lists value for name."""
+    def change(files):
+        meta = json.loads(files["backup.json"])
+        meta["files"][name] = value
+        files["backup.json"] = json.dumps(meta).encode()
+    return change
+
+
 def other_ca(meta, files):
     files["pki/ca.crt"] = b"another CA"
     meta["cluster_ca_sha256"] = hashlib.sha256(b"another CA").hexdigest()
@@ -723,21 +748,7 @@ def test_restore_bad_input_is_one_line_and_changes_nothing(
         rewrite_backup(path, lambda meta, files: meta["etcd"].update(
             {key: meta["etcd"][key] + "\n"}))
     elif case == "member-sha":
-        rewrite_backup(path, lambda meta, files: None)
-        with tarfile.open(path) as tar:
-            files = dict((m.name, tar.extractfile(m).read()) for m in tar)
-        meta = json.loads(files["backup.json"])
-        meta["files"]["pki/ca.crt"] = "0" * 64
-        files["backup.json"] = json.dumps(meta).encode()
-        raw = io.BytesIO()
-        with tarfile.open(fileobj=raw, mode="w:gz") as tar:
-            for name, data in sorted(files.items()):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        open(path, "wb").write(raw.getvalue())
-        open(path + ".sha256", "w").write(
-            hashlib.sha256(raw.getvalue()).hexdigest() + "\n")
+        write_backup_as_is(path, listed_sha("pki/ca.crt", "0" * 64))
     elif case == "other-cluster":
         rewrite_backup(path, other_ca)
         make_cert(os.path.join(root, "etc/kubernetes/pki"), "ca", 10)
@@ -911,26 +922,12 @@ def test_backup_and_restore_with_a_real_etcd(tmp_path, monkeypatch, capsys):
 
 # -- restore: hostile backups (issue 22) ---------------------------------------
 
-@contextlib.contextmanager
-def deadline(seconds=10):
-    """A hang is a failure, not a stuck suite."""
-    def expired(signum, frame):
-        raise AssertionError("the run hung for %d s" % seconds)
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-
-
 def assert_restore_refused(capsys, root, runner, path, expected, *extra):
     """restore PATH: rc 2, one error line holding expected, no traceback,
     the --root tree byte-identical and no kubeadm or container run."""
     before = snapshot(root)
     runner.calls[:] = []
-    with deadline():
+    with deadline(10):
         code, _, err = run_tool(capsys, root, "restore", path, *extra)
     assert code == 2, err
     assert len(error_lines(err)) == 1, err
@@ -1034,21 +1031,7 @@ def test_restore_checks_every_member_before_it_writes_one(
         change(meta, files)
     rewrite_backup(path, hostile)
     if wrong_sha:
-        # backup.json keeps the sha256 of the small snapshot it named
-        with tarfile.open(path) as tar:
-            files = dict((m.name, tar.extractfile(m).read()) for m in tar)
-        meta = json.loads(files["backup.json"])
-        meta["files"]["etcd/snapshot.db"] = "0" * 64
-        files["backup.json"] = json.dumps(meta).encode()
-        raw = io.BytesIO()
-        with tarfile.open(fileobj=raw, mode="w:gz") as tar:
-            for name, data in sorted(files.items()):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        open(path, "wb").write(raw.getvalue())
-        open(path + ".sha256", "w").write(
-            hashlib.sha256(raw.getvalue()).hexdigest() + "\n")
+        write_backup_as_is(path, listed_sha("etcd/snapshot.db", "0" * 64))
     assert os.path.getsize(path) < 1 << 20
     peak = scratch_peak(monkeypatch)
     assert_restore_refused(capsys, root, runner, path, expected)
@@ -1177,17 +1160,7 @@ def test_restore_checks_backup_json_against_its_schema(backed_up, capsys,
 def test_restore_of_a_deeply_nested_backup_json(backed_up, capsys):
     root, runner, path, _ = backed_up
     reset_host(root)
-    with tarfile.open(path) as tar:
-        files = dict((m.name, tar.extractfile(m).read()) for m in tar)
-    files["backup.json"] = b'{"format": 1, "x": ' + b"[" * 100000 + \
-        b"]" * 100000 + b"}"
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    open(path, "wb").write(raw.getvalue())
-    open(path + ".sha256", "w").write(
-        hashlib.sha256(raw.getvalue()).hexdigest() + "\n")
+    write_backup_as_is(path, lambda files: files.update({
+        "backup.json": b'{"format": 1, "x": ' + b"[" * 100000 +
+        b"]" * 100000 + b"}"}))
     assert_restore_refused(capsys, root, runner, path, "unreadable backup.json")
