@@ -9725,7 +9725,8 @@ def cluster_phase_preflight(ctx):
     if ctx.failed:
         raise UserError("preflight failed on %s: no host was changed; fix "
                         "what is said above and run again" % ", ".join(
-                            ctx.failed))
+                            host.name for host in ctx.hosts
+                            if host.name in ctx.failed))
 
 
 def cluster_phase_copy(ctx):
@@ -10137,7 +10138,8 @@ def cmd_cluster(args, phase_class, phase_runner):
         log.error("error: %s failed on %d of %d hosts: %s: fix it and run the "
                   "same command again (done hosts are left as they are)",
                   ctx.command, len(ctx.failed), len(ctx.hosts), "; ".join(
-                      "%s (%s)" % item for item in ctx.failed.items()))
+                      "%s (%s)" % (host.name, ctx.failed[host.name])
+                      for host in ctx.hosts if host.name in ctx.failed))
         return 1
     return 0
 
