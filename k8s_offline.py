@@ -9133,6 +9133,13 @@ def _apply_host_vars(host, facts, where):
                              "%s is not an absolute path: fix it"
                              % (host.name, python))
         host.python = python
+    for var in ("ansible_password", "ansible_ssh_pass", "ansible_become_password",
+                "ansible_become_pass"):
+        if var in facts:
+            _inventory_error(where, facts[var][1], "host %s: %s: cluster takes "
+                             "no password from the inventory: log in with a "
+                             "key (ssh-copy-id), give the sudo password with "
+                             "-K or --become-password-file" % (host.name, var))
     ip, line = value("ip")
     if ip is not None:
         try:
@@ -9182,6 +9189,8 @@ def hosts_from_inventory(text, where):
         _apply_host_vars(host, facts, where)
     for group in ETCD_GROUPS:
         for name in members.get(group, ()):
+            if not any(host.control_plane for host in cluster.values()):
+                break
             if name not in cluster or not cluster[name].control_plane:
                 log.warning("warning: %s: [%s] host %s is not a control "
                             "plane: kubeadm runs etcd on the control-plane "
