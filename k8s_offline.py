@@ -40,6 +40,8 @@ Usage: python3 k8s_offline.py COMMAND [options]     (COMMAND --help for each)
                   copy, verify, master, join, wait; a summary table
     cluster add   the same as up: the new hosts of the inventory join
     cluster status   status of the first control-plane host, over ssh
+    cluster remove   drain and delete a host's node, then reset the host
+    cluster reset    reset every host of the inventory (--yes)
     cluster probe    (run by cluster on each host) its state as JSON
 
   master, join and reset are made of phases, listed by their --help;
@@ -10052,7 +10054,7 @@ def check_cluster_flags(args, hosts):
             or ".." in args.remote_dir.split("/")):
         raise UserError("bad --remote-dir %r: give a folder name of letters, "
                         "digits, . _ - and /" % args.remote_dir)
-    if args.cluster_action == "status":
+    if args.cluster_action not in ("up", "add"):
         args.control_plane_endpoint = None
     for dest in ("pod_network_cidr", "service_cidr"):
         value = getattr(args, dest, None)
@@ -10076,7 +10078,7 @@ def check_cluster_flags(args, hosts):
             raise UserError("bad --control-plane-endpoint %r: give HOST:PORT"
                             % endpoint)
     if (len([host for host in hosts if host.control_plane]) > 1
-            and endpoint is None and args.cluster_action != "status"):
+            and endpoint is None and args.cluster_action in ("up", "add")):
         raise UserError("%d control-plane hosts need --control-plane-endpoint "
                         "HOST:PORT (a load balancer or virtual IP in front of "
                         "their API servers on 6443)" % len(
@@ -10111,33 +10113,109 @@ def cluster_hosts(args):
     return hosts, where
 
 
+def find_home(ctx, host):
+    """The host's home folder (the remote folder lies under it)."""
+    home = last_line(ctx.run(host, ["sh", "-c", "pwd"], "pwd"))
+    if not home.startswith("/"):
+        raise HostFailed("its home folder %r is not an absolute path" % home)
+    host.home = home
+
+
+def cluster_status(ctx):
+    """`status` of the first control-plane host, printed here."""
+    host = ctx.first
+    if ctx.dry_run:
+        ctx.plan("status", host, ctx.tool_argv(host, "status"), root=True)
+        return
+    try:
+        find_home(ctx, host)
+        echo(ctx.run(host, ctx.tool_argv(host, "status"), "status",
+                     root=True))
+    except HostFailed as exc:
+        raise UserError("%s: %s" % (host.name, exc))
+
+
+def cluster_remove(ctx):
+    """Drain and delete HOST's node from the first control plane, then
+    reset HOST; it stays in no group of the inventory afterwards."""
+    wanted = ctx.args.host
+    host = next((h for h in ctx.hosts if wanted in (h.name, h.address)), None)
+    if host is None:
+        raise UserError("%s is not a host of %s: give its inventory name or "
+                        "address" % (wanted, ctx.where))
+    if host is ctx.first:
+        raise UserError("%s is the first control plane, which the others "
+                        "join: remove the others, or `cluster reset`"
+                        % host.name)
+    first = ctx.first
+    if ctx.dry_run:
+        ctx.plan("remove", first, ctx.tool_argv(first, "remove-node",
+                                                host.node_name or "NODE"),
+                 root=True)
+        ctx.plan("remove", host, ctx.tool_argv(host, "reset", "--yes"),
+                 root=True)
+        return
+    began = now()
+    try:
+        find_home(ctx, first)
+        find_home(ctx, host)
+        name = host.node_name or probe_host(ctx, host).get("hostname")
+        if not name or not full_match(NODE_NAME_RE, name):
+            raise HostFailed("its node name %r is not one: set k8s_nodename "
+                             "in the inventory" % name)
+        ctx.run(first, ctx.tool_argv(first, "remove-node", name),
+                "remove-node", root=True)
+        ctx.run(host, ctx.tool_argv(host, "reset", "--yes"), "reset",
+                root=True)
+    except HostFailed as exc:
+        ctx.report("remove", host, str(exc), now() - began, failed=True)
+        return
+    ctx.report("remove", host, "removed and reset", now() - began)
+
+
+def cluster_reset(ctx):
+    """`reset --yes` on every host: the workers at once, then the other
+    control planes one at a time, the first control plane last."""
+    if not ctx.args.yes and not ctx.dry_run:
+        raise UserError("cluster reset removes Kubernetes from every host of "
+                        "%s: run it again with --yes" % ctx.where)
+    first = ctx.first
+    others = [h for h in ctx.hosts if h.control_plane and h is not first]
+    workers = [h for h in ctx.hosts if not h.control_plane]
+
+    def reset(host):
+        if ctx.dry_run:
+            ctx.plan("reset", host, ctx.tool_argv(host, "reset", "--yes"),
+                     root=True)
+            return None
+        find_home(ctx, host)
+        ctx.run(host, ctx.tool_argv(host, "reset", "--yes"), "reset",
+                root=True)
+        return "reset"
+    on_hosts(ctx, "reset", workers, reset)
+    on_hosts(ctx, "reset", others + [first], reset, parallel=1)
+
+
+CLUSTER_ACTIONS = {"status": cluster_status, "remove": cluster_remove,
+                   "reset": cluster_reset}
+
+
 def cmd_cluster(args, phase_class, phase_runner):
-    """cluster up/add (the phases), status: from the machine holding the
-    bundle, over ssh."""
+    """cluster up/add (the phases through the runner), status, remove,
+    reset: from the machine holding the bundle, over ssh."""
     hosts, where = cluster_hosts(args)
     ctx = ClusterContext(args, hosts, where)
     try:
-        if args.cluster_action == "status":
-            host = ctx.first
-            if ctx.dry_run:
-                ctx.plan("status", host, ctx.tool_argv(host, "status"),
-                         root=True)
-                return 0
-            result = ctx.ssh.run(host, ["sh", "-c", "pwd"],
-                                 logbook=ctx.logbook)
-            host.home = last_line(result.stdout) or None
+        action = CLUSTER_ACTIONS.get(args.cluster_action)
+        if action is not None:
+            action(ctx)
+        else:
+            workflow = [phase_class(*row) for row in CLUSTER_UP_PHASES]
             try:
-                echo(ctx.run(host, ctx.tool_argv(host, "status"), "status",
-                             root=True))
-            except HostFailed as exc:
-                raise UserError("%s: %s" % (host.name, exc))
-            return 0
-        workflow = [phase_class(*row) for row in CLUSTER_UP_PHASES]
-        try:
-            phase_runner(ctx, workflow)
-        finally:
-            if not ctx.dry_run and ctx.bundle_meta is not None:
-                cluster_summary(ctx)
+                phase_runner(ctx, workflow)
+            finally:
+                if not ctx.dry_run and ctx.bundle_meta is not None:
+                    cluster_summary(ctx)
     finally:
         ctx.close()
     if ctx.dry_run:
@@ -10187,15 +10265,20 @@ def cmd_cluster_probe(args):
 
 
 def add_cluster_commands(sub, phase_class, phase_runner):
-    """cluster up/add/status (and probe, which cluster runs on each host)."""
+    """cluster up/add/status/remove/reset (and probe, which cluster runs on
+    each host)."""
     cluster = sub.add_parser("cluster", help="the whole cluster from one "
-                             "machine over ssh (up, add, status)")
+                             "machine over ssh (up, add, status, remove, "
+                             "reset)")
     actions = cluster.add_subparsers(dest="cluster_action", metavar="ACTION")
     parsers = []
     for name, text in (("up", "set up every host of the inventory"),
                        ("add", "the same as up: add the new hosts of the "
                         "inventory, leave the others as they are"),
-                       ("status", "status of the first control-plane host")):
+                       ("status", "status of the first control-plane host"),
+                       ("remove", "drain and delete a host's node, then "
+                        "reset the host"),
+                       ("reset", "reset every host (workers first)")):
         parser = actions.add_parser(name, help=text)
         parser.set_defaults(func=lambda args: cmd_cluster(args, phase_class,
                                                           phase_runner))
@@ -10228,6 +10311,10 @@ def add_cluster_commands(sub, phase_class, phase_runner):
                             default=SSH_CONNECT_TIMEOUT, metavar="SECONDS")
         parser.add_argument("--dry-run", action="store_true",
                             help="print the whole plan; reach no host")
+    parsers[3].add_argument("host", metavar="HOST", help="its inventory "
+                            "name or address")
+    parsers[4].add_argument("--yes", action="store_true", help="do not ask: "
+                            "reset every host")
     up_parsers = parsers[:2]
     for parser in parsers:
         parser.add_argument("--remote-dir", default=CLUSTER_REMOTE_DIR,

@@ -82,11 +82,23 @@ if args[0] in ("master", "token"):
     if args[0] == "master":
         save(initialized=True, joined=True)
 elif args[0] == "join":
+    import time
+    began = time.time()
+    if os.path.exists(os.path.join(SHARED, "slow")):
+        time.sleep(1.5)
     with open(flag("--join-file")) as handle:
         token = json.load(handle)["token"]
     if not token.startswith("stand-in-token-"):
         sys.exit("stand-in: a join file of no master")
-    save(joined=True, token=token)
+    save(joined=True, token=token, began=began, ended=time.time())
+elif args[0] == "remove-node":
+    if not state_of(user).get("initialized"):
+        sys.exit("stand-in: remove-node on no master")
+    removed = dict(state_of(args[1]), joined=False, removed=True)
+    with open(os.path.join(SHARED, args[1] + ".json"), "w") as handle:
+        json.dump(removed, handle)
+elif args[0] == "reset":
+    save(initialized=False, joined=False, reset=True)
 elif args[0] == "status":
     print("stand-in status of %%s" %% user)
 else:
@@ -570,3 +582,162 @@ def test_an_unreadable_key_is_refused_before_any_host(lab, tmp_path, bundle):
     lines, _ = bad(lab, tmp_path, bundle, "--masters", ADDRESSES[0],
                    "--ssh-key", str(tmp_path / "nokey"))
     assert len(lines) == 1 and "--ssh-key" in lines[0] and "nokey" in lines[0]
+
+
+def state(lab, user):
+    path = os.path.join(lab.shared, user + ".json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def test_ha_control_planes_join_one_at_a_time_before_the_workers(
+        lab, tmp_path, bundle):
+    lab.reset_hosts()
+    inventory = lab.inventory(str(tmp_path))
+    text = open(inventory).read().replace("[kube_control_plane]\nnode1",
+                                          "[kube_control_plane]\nnode1\nnode2")
+    text = text.replace("[kube_node]\nnode2\nnode3", "[kube_node]\nnode3")
+    with open(inventory, "w") as handle:
+        handle.write(text)
+    rc, out, err = cluster(lab, tmp_path, "up", "-i", inventory, "--bundle",
+                           bundle, "--become-password-file",
+                           lab.password_file, "--no-progress",
+                           "--control-plane-endpoint", "127.0.0.2:6443")
+    assert rc == 0, err
+    order = [(c["user"], c["argv"]) for c in lab.calls()
+             if c["argv"][0] in ("master", "join")]
+    assert [(user, argv[0], "--control-plane" in argv) for user, argv in
+            order] == [("k8so20a", "master", False),
+                       ("k8so20b", "join", True), ("k8so20c", "join", False)]
+    master = order[0][1]
+    assert "--upload-certs" in master
+    assert master[master.index("--control-plane-endpoint") + 1] == \
+        "127.0.0.2:6443"
+    assert "--control-plane-endpoint" not in order[2][1]
+
+
+def test_parallel_joins_the_workers_at_once_or_one_by_one(lab, tmp_path,
+                                                         bundle):
+    for parallel, overlap in (("2", True), ("1", False)):
+        lab.reset_hosts()
+        open(os.path.join(lab.shared, "slow"), "w").close()
+        rc, out, err = cluster(lab, tmp_path, "up", "-i", lab.inventory(
+            str(tmp_path)), "--bundle", bundle, "--become-password-file",
+            lab.password_file, "--no-progress", "--parallel", parallel)
+        assert rc == 0, err
+        b, c = state(lab, "k8so20b"), state(lab, "k8so20c")
+        both = b["began"] < c["ended"] and c["began"] < b["ended"]
+        assert both is overlap, (parallel, b, c)
+
+
+def test_a_split_bundle_travels_as_its_parts(lab, tmp_path, bundle):
+    lab.reset_hosts()
+    name = os.path.basename(bundle)
+    folder = tmp_path / "split"
+    folder.mkdir()
+    data = open(bundle, "rb").read()
+    size = 256 * 1024
+    parts = []
+    for number, start in enumerate(range(0, len(data), size)):
+        chunk = data[start:start + size]
+        part = "%s.%03d" % (name, number)
+        (folder / part).write_bytes(chunk)
+        parts.append({"name": part, "size": len(chunk),
+                      "sha256": sup.sha256(chunk)})
+    index = folder / (name + ".parts.json")
+    index.write_text(json.dumps({"format": 1, "bundle": name, "size":
+                                 len(data), "part_size": size,
+                                 "parts": parts}))
+    rc, out, err = cluster(lab, tmp_path, "up", "-i", lab.inventory(
+        str(tmp_path), users=USERS[:1], addresses=ADDRESSES[:1]), "--bundle",
+        str(index), "--become-password-file", lab.password_file,
+        "--no-progress")
+    assert rc == 0, err
+    there = sorted(os.listdir("/home/%s/k8s-offline" % USERS[0]))
+    assert there == sorted([p["name"] for p in parts] + [
+        index.name, "k8s_offline.py", "k8s-offline-join.json"])
+    verify = [c["argv"] for c in lab.calls() if c["argv"][0] == "verify"]
+    assert verify[0][-1].endswith("/k8s-offline/" + index.name)
+    # a second run sends no part again
+    rc, out, err = cluster(lab, tmp_path, "up", "-i", lab.inventory(
+        str(tmp_path), users=USERS[:1], addresses=ADDRESSES[:1]), "--bundle",
+        str(index), "--become-password-file", lab.password_file,
+        "--no-progress")
+    assert "skipped: holds the same bytes (%d files)" % (len(parts) + 2) in err
+
+
+def test_remove_then_add_a_worker_and_reset_all(lab, tmp_path, bundle):
+    lab.reset_hosts()
+    inventory = lab.inventory(str(tmp_path), users=USERS[:2],
+                              addresses=ADDRESSES[:2])
+    common = ("-i", inventory, "--become-password-file", lab.password_file)
+    rc, out, err = cluster(lab, tmp_path, "up", "--bundle", bundle,
+                           "--no-progress", *common)
+    assert rc == 0, err
+    # a third host added to the inventory later joins; the others are left
+    bigger = lab.inventory(str(tmp_path))
+    before = len(lab.calls())
+    rc, out, err = cluster(lab, tmp_path, "add", "--bundle", bundle,
+                           "--no-progress", "-i", bigger,
+                           "--become-password-file", lab.password_file)
+    assert rc == 0, err
+    changed = [(c["user"], c["argv"][0]) for c in lab.calls()[before:]
+               if c["argv"][0] not in ("verify", "cluster")]
+    assert changed == [("k8so20a", "token"), ("k8so20c", "join")], changed
+    rc, out, err = cluster(lab, tmp_path, "remove", "node3", "-i", bigger,
+                           "--become-password-file", lab.password_file)
+    assert rc == 0, err
+    assert state(lab, "k8so20c")["reset"] and state(lab, "k8so20c")["removed"]
+    assert "[remove] node3 (worker): removed and reset" in err
+    rc, out, err = cluster(lab, tmp_path, "remove", "node1", "-i", bigger,
+                           "--become-password-file", lab.password_file)
+    assert rc == 2 and "node1 is the first control plane" in err
+    rc, out, err = cluster(lab, tmp_path, "reset", "-i", bigger,
+                           "--become-password-file", lab.password_file)
+    assert rc == 2 and "run it again with --yes" in err
+    before = len(lab.calls())
+    rc, out, err = cluster(lab, tmp_path, "reset", "--yes", "-i", bigger,
+                           "--become-password-file", lab.password_file)
+    assert rc == 0, err
+    resets = [c["user"] for c in lab.calls()[before:]
+              if c["argv"][0] == "reset"]
+    assert sorted(resets[:2]) == ["k8so20b", "k8so20c"]
+    assert resets[2:] == ["k8so20a"]          # the first control plane last
+    assert not state(lab, "k8so20a")["initialized"]
+
+
+def test_ask_become_pass_reads_the_password_from_the_terminal(
+        lab, tmp_path, bundle):
+    import pty
+    lab.reset_hosts()
+    inventory = lab.inventory(str(tmp_path), users=USERS[:1],
+                              addresses=ADDRESSES[:1])
+    env = dict(os.environ, K8SO_CLUSTER_TOOL=lab.stand_in())
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(str(tmp_path))
+        os.execve(sys.executable, [
+            sys.executable, SCRIPT, "cluster", "up", "-i", inventory,
+            "--bundle", bundle, "--no-progress", "-K", "--known-hosts",
+            lab.known_hosts], env)
+    seen = b""
+    deadline = time.time() + 120
+    sent = False
+    while time.time() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if not sent and b"BECOME password:" in seen:
+            os.write(fd, PASSWORD.encode() + b"\n")
+            sent = True
+    _, status = os.waitpid(pid, 0)
+    text = seen.decode("utf-8", "replace")
+    assert sent and os.WEXITSTATUS(status) == 0, text
+    assert PASSWORD not in text + host_logs(tmp_path)
+    assert ran(lab, "master") == [("k8so20a", 0)]
