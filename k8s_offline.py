@@ -9189,6 +9189,11 @@ def hosts_from_inventory(text, where):
             facts.update(group_vars.get(group, {}))
         facts.update(hosts[name][1])
         _apply_host_vars(host, facts, where)
+        if host.node_name is None and full_match(NODE_NAME_RE, name):
+            try:
+                ipaddress.ip_address(name)
+            except ValueError:
+                host.node_name = name    # kubespray names nodes so
     for group in ETCD_GROUPS:
         for name in members.get(group, ()):
             if not any(host.control_plane for host in cluster.values()):

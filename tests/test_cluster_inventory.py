@@ -101,6 +101,7 @@ def test_kubespray_inventory_as_ansible_reads_it():
     assert (node2.port, node2.control_plane, node2.worker) == (2222, False,
                                                                True)
     assert node3.node_ip is None          # a comment, not a var
+    assert [h.node_name for h in hosts] == ["node1", "node2", "node3"]
     for host in hosts:                    # k8s_cluster:vars through children
         assert (host.user, host.become) == ("deploy", True)
         assert host.key[0] == os.path.expanduser("~/.ssh/deploy_ed25519")

@@ -62,7 +62,8 @@ if args[:2] == ["cluster", "probe"]:
     out = {"hostname": user, "initialized": bool(mine.get("initialized")),
            "joined": bool(mine.get("joined"))}
     if out["initialized"]:
-        out["nodes"] = dict((name[:-5], True) for name in os.listdir(SHARED)
+        out["nodes"] = dict((state_of(name[:-5]).get("node"), True)
+                            for name in os.listdir(SHARED)
                             if name.endswith(".json")
                             and state_of(name[:-5]).get("joined"))
     print(json.dumps(out))
@@ -80,7 +81,8 @@ if args[0] in ("master", "token"):
             SHARED, "calls.log")).readlines())}, handle)
     os.umask(0)
     if args[0] == "master":
-        save(initialized=True, joined=True)
+        save(initialized=True, joined=True, node=flag("--node-name")
+             if "--node-name" in args else user)
 elif args[0] == "join":
     import time
     began = time.time()
@@ -90,13 +92,17 @@ elif args[0] == "join":
         token = json.load(handle)["token"]
     if not token.startswith("stand-in-token-"):
         sys.exit("stand-in: a join file of no master")
-    save(joined=True, token=token, began=began, ended=time.time())
+    save(joined=True, token=token, began=began, ended=time.time(),
+         node=flag("--node-name") if "--node-name" in args else user)
 elif args[0] == "remove-node":
     if not state_of(user).get("initialized"):
         sys.exit("stand-in: remove-node on no master")
-    removed = dict(state_of(args[1]), joined=False, removed=True)
-    with open(os.path.join(SHARED, args[1] + ".json"), "w") as handle:
-        json.dump(removed, handle)
+    for name in os.listdir(SHARED):
+        if name.endswith(".json") and state_of(name[:-5]).get("node") == \
+                args[1]:
+            removed = dict(state_of(name[:-5]), joined=False, removed=True)
+            with open(os.path.join(SHARED, name), "w") as handle:
+                json.dump(removed, handle)
 elif args[0] == "reset":
     save(initialized=False, joined=False, reset=True)
 elif args[0] == "status":
@@ -308,6 +314,7 @@ def test_up_sets_up_every_host_then_a_second_run_changes_nothing(
         with open(os.path.join(lab.shared, user + ".json")) as handle:
             assert json.load(handle)["token"].startswith("stand-in-token-")
     master_argv = [c["argv"] for c in lab.calls() if c["argv"][0] == "master"]
+    assert master_argv[0][master_argv[0].index("--node-name") + 1] == "node1"
     assert "--allow-pods-on-master" not in master_argv[0]
     assert "--upload-certs" not in master_argv[0]
     for phase in ("preflight", "copy", "verify", "master", "workers", "wait"):
@@ -598,7 +605,7 @@ def test_ha_control_planes_join_one_at_a_time_before_the_workers(
     inventory = lab.inventory(str(tmp_path))
     text = open(inventory).read().replace("[kube_control_plane]\nnode1",
                                           "[kube_control_plane]\nnode1\nnode2")
-    text = text.replace("[kube_node]\nnode2\nnode3", "[kube_node]\nnode3")
+    # node2: a control plane that runs pods too (in both groups)
     with open(inventory, "w") as handle:
         handle.write(text)
     rc, out, err = cluster(lab, tmp_path, "up", "-i", inventory, "--bundle",
@@ -616,6 +623,11 @@ def test_ha_control_planes_join_one_at_a_time_before_the_workers(
     assert master[master.index("--control-plane-endpoint") + 1] == \
         "127.0.0.2:6443"
     assert "--control-plane-endpoint" not in order[2][1]
+    probes = [c["argv"] for c in lab.calls() if c["argv"][:2] == [
+        "cluster", "probe"] and c["user"] == "k8so20a"]
+    assert [p[2:] for p in probes if len(p) > 2] == [["--untaint",
+                                                       "node2"]], probes
+    assert "node2 (control-plane,worker)" in err
 
 
 def test_parallel_joins_the_workers_at_once_or_one_by_one(lab, tmp_path,
