@@ -9387,7 +9387,8 @@ class SSHTransport(object):
         return " ".join(shlex.quote(str(part)) for part in prefix + list(argv))
 
     def run(self, host, argv, root=False, stdin=None, source=None,
-            timeout=CLUSTER_COMMAND_TIMEOUT, logbook=None, secret=False):
+            timeout=CLUSTER_COMMAND_TIMEOUT, logbook=None, secret=False,
+            progress=None):
         """(exit status, stdout, stderr) of argv on host.  stdin: text sent
         after the sudo password; source: a local file streamed as standard
         input.  secret: the output is not written to the host's log."""
@@ -9403,7 +9404,7 @@ class SSHTransport(object):
             if logbook:
                 logbook.write(host, "$ %s" % line)
             if source is not None:
-                result = self._stream(host, line, source, timeout)
+                result = self._stream(host, line, source, timeout, progress)
             else:
                 result = self.runner._execute(self.ssh_argv(host) + [line],
                                               timeout=timeout,
@@ -9423,11 +9424,13 @@ class SSHTransport(object):
                 self.opened.add(host)
             return result
 
-    def _stream(self, host, line, source, timeout):
+    def _stream(self, host, line, source, timeout, progress):
         def produce(stream):
             with open(source, "rb") as handle:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     stream.write(block)
+                    if progress is not None:
+                        progress.update(len(block))
         return self.runner._execute_piped(self.ssh_argv(host) + [line],
                                           produce, timeout=timeout)
 
@@ -9524,6 +9527,10 @@ class ClusterContext(object):
         self.logbook = ClusterLogbook(args.log_dir, not args.dry_run)
         self.bundle_files, self.bundle_meta = [], None
         self.bundle_name = None
+        # Byte progress of the copies: bars on a terminal; elsewhere only
+        # the one line per host and phase.
+        self.show_bytes = (not getattr(args, "no_progress", True)
+                           and sys.stderr.isatty())
         self.results = collections.OrderedDict(
             (host.name, {"result": "pending", "seconds": 0.0, "phase": ""})
             for host in hosts)
@@ -9771,9 +9778,15 @@ def cluster_phase_copy(ctx):
                 kept += 1
                 continue
             partial = posixpath.join(folder, ".%s.partial" % name)
-            ctx.run(host, ["sh", "-c", "cat > %s && mv -f %s %s" % (
-                shlex.quote(partial), shlex.quote(partial),
-                shlex.quote(target))], "copying %s" % name, source=path)
+            progress = Progress(os.path.getsize(path), "[copy] %s to %s" % (
+                name, host.name), enabled=ctx.show_bytes)
+            try:
+                ctx.run(host, ["sh", "-c", "cat > %s && mv -f %s %s" % (
+                    shlex.quote(partial), shlex.quote(partial),
+                    shlex.quote(target))], "copying %s" % name, source=path,
+                    progress=progress)
+            finally:
+                progress.close()
             there = ctx.run(host, ["sha256sum", target], "sha256sum")
             if there.split()[:1] != [digests[path]]:
                 raise HostFailed("%s arrived damaged (sha256 %s): copy again"
