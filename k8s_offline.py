@@ -9913,6 +9913,17 @@ def cluster_phase_master(ctx):
                           % host.name)
 
 
+def join_argv(ctx, host):
+    """The join command of host: the cluster's flags that join takes, the
+    join file cluster puts there, and what the inventory says of host."""
+    argv = ["join", "--bundle", ctx.remote_bundle(host), "--join-file",
+            ctx.remote_join_file(host), "--no-progress"]
+    argv += forwarded_flags(ctx, "join")
+    if host.control_plane:
+        argv.append("--control-plane")
+    return argv + node_flags(host)
+
+
 def join_host(ctx, host, phase):
     if ctx.state.get(host.name, {}).get("joined"):
         return "skipped: already joined"
@@ -9923,15 +9934,12 @@ def join_host(ctx, host, phase):
     ctx.run(host, ["sh", "-c", "umask 077 && cat > %s && mv -f %s %s" % (
         shlex.quote(partial), shlex.quote(partial), shlex.quote(target))],
         "writing the join file", stdin=ctx.join_text, secret=True)
-    argv = ["join", "--bundle", ctx.remote_bundle(host), "--join-file",
-            target, "--no-progress"] + forwarded_flags(ctx, "join")
-    if host.control_plane:
-        argv.append("--control-plane")
     try:
-        ctx.run(host, ctx.tool_argv(host, *argv + node_flags(host)), phase,
+        ctx.run(host, ctx.tool_argv(host, *join_argv(ctx, host)), phase,
                 root=True)
     finally:
-        ctx.run(host, ["rm", "-f", target], "removing the join file")
+        with contextlib.suppress(HostFailed):     # the join's error wins
+            ctx.run(host, ["rm", "-f", target], "removing the join file")
     return "done"
 
 
@@ -9943,9 +9951,7 @@ def cluster_phase_control_planes(ctx):
     for host in hosts:
         if ctx.dry_run:
             ctx.plan("control-planes", host, ctx.tool_argv(
-                host, "join", "--bundle", ctx.remote_bundle(host),
-                "--join-file", ctx.remote_join_file(host), "--control-plane",
-                *forwarded_flags(ctx, "join") + node_flags(host)), root=True)
+                host, *join_argv(ctx, host)), root=True)
             continue
         if host.name in ctx.failed:
             continue
@@ -9964,10 +9970,9 @@ def cluster_phase_workers(ctx):
     hosts = [h for h in ctx.hosts if not h.control_plane]
     if ctx.dry_run:
         for host in hosts:
-            ctx.plan("workers", host, ctx.tool_argv(
-                host, "join", "--bundle", ctx.remote_bundle(host),
-                "--join-file", ctx.remote_join_file(host),
-                *forwarded_flags(ctx, "join") + node_flags(host)), root=True)
+            ctx.plan("workers", host, ctx.tool_argv(host, *join_argv(ctx,
+                                                                   host)),
+                     root=True)
         return
     on_hosts(ctx, "workers", ctx.alive(hosts),
              lambda h: join_host(ctx, h, "join"))

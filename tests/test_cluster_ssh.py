@@ -753,3 +753,61 @@ def test_ask_become_pass_reads_the_password_from_the_terminal(
     assert sent and os.WEXITSTATUS(status) == 0, text
     assert PASSWORD not in text + host_logs(tmp_path)
     assert ran(lab, "master") == [("k8so20a", 0)]
+
+
+def test_the_real_tool_takes_the_master_and_join_lines_cluster_builds(
+        lab, tmp_path, bundle):
+    """The exact master and join command lines cluster sends, run by this
+    repository's k8s_offline.py as root through sudo -S on the far side,
+    with --dry-run added (a real run would set up this machine): its
+    argparse and every check before the first change accept them."""
+    from install_support import ko
+    lab.reset_hosts()
+    inventory = lab.inventory(str(tmp_path), users=USERS[:2],
+                              addresses=ADDRESSES[:2])
+    rc, out, err = cluster(lab, tmp_path, "up", "-i", inventory, "--bundle",
+                           bundle, "--become-password-file",
+                           lab.password_file, "--no-progress", "--no-wait")
+    assert rc == 0, err
+    for user in USERS[:2]:
+        shutil.copy(SCRIPT, "/home/%s/k8s-offline/k8s_offline.py" % user)
+    args = ko.build_parser().parse_args([
+        "cluster", "up", "-i", inventory, "--bundle", bundle,
+        "--become-password-file", lab.password_file, "--known-hosts",
+        lab.known_hosts, "--log-dir", str(tmp_path / "logs"),
+        "--image-repository", "registry.local:5000/k8s",
+        "--pod-network-cidr", "10.200.0.0/16"])
+    hosts, where = ko.cluster_hosts(args)
+    ctx = ko.ClusterContext(args, hosts, where)
+    ctx.bundle_name = os.path.basename(bundle)
+    master, worker = hosts
+    try:
+        for host in hosts:
+            ko.find_home(ctx, host)
+        result = ctx.ssh.run(master, ctx.tool_argv(
+            master, *ko.master_argv(ctx, master)) + ["--dry-run"], root=True)
+        assert result.returncode == 0, result.output()
+        assert "dry run: nothing was changed" in result.output()
+        # the cluster's flag reached it, and sudo told it who the user is
+        assert "registry.local:5000/k8s/kube-apiserver:v1.16.0" in \
+            result.output()
+        assert "kubeconfig /home/%s/.kube/config" % USERS[0] in \
+            result.output()
+        join_file = sup.write_join_file(tmp_path, token_expires=int(
+            time.time()) + 3600)
+        target = "/home/%s/k8s-offline/k8s-offline-join.json" % USERS[1]
+        shutil.copy(join_file, target)
+        result = ctx.ssh.run(worker, ctx.tool_argv(
+            worker, *ko.join_argv(ctx, worker)) + ["--dry-run"], root=True)
+        assert result.returncode == 0, result.output()
+        assert "dry run: nothing was changed" in result.output()
+        assert "registry.local:5000/k8s" in result.output()
+        # and a line the real tool refuses is one line, exit 2
+        result = ctx.ssh.run(worker, ctx.tool_argv(
+            worker, *ko.join_argv(ctx, worker)) + ["--dry-run",
+                                                   "--node-name", "Bad_Name"],
+                             root=True)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    finally:
+        ctx.close()
