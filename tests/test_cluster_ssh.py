@@ -30,6 +30,9 @@ USERS = ("k8so20a", "k8so20b", "k8so20c")
 ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 PASSWORD = "s3cret sudo-pw 20"
 SUDOERS = "/etc/sudoers.d/k8so20-cluster-tests"
+# The operator's Python (CLUSTER_TEST_PYTHON=~/.pyenv/versions/3.6.15/bin/python3
+# runs the cluster side on 3.6; the hosts run their own python3).
+PYTHON = os.environ.get("CLUSTER_TEST_PYTHON") or sys.executable
 
 STAND_IN = r'''#!/usr/bin/env python3
 """A stand-in for k8s_offline.py on the far side of cluster's ssh."""
@@ -274,7 +277,7 @@ def cluster(lab, tmp_path, *argv, **kwargs):
     if "--known-hosts" not in argv:
         argv += ("--known-hosts", lab.known_hosts)
     proc = subprocess.run(
-        [sys.executable, SCRIPT, "cluster"] + list(argv), cwd=str(tmp_path), env=env,
+        [PYTHON, SCRIPT, "cluster"] + list(argv), cwd=str(tmp_path), env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         universal_newlines=True, timeout=300)
     return proc.returncode, proc.stdout, proc.stderr
@@ -730,8 +733,8 @@ def test_ask_become_pass_reads_the_password_from_the_terminal(
     pid, fd = pty.fork()
     if pid == 0:
         os.chdir(str(tmp_path))
-        os.execve(sys.executable, [
-            sys.executable, SCRIPT, "cluster", "up", "-i", inventory,
+        os.execve(PYTHON, [
+            PYTHON, SCRIPT, "cluster", "up", "-i", inventory,
             "--bundle", bundle, "--no-progress", "-K", "--known-hosts",
             lab.known_hosts], env)
     seen = b""
