@@ -9460,7 +9460,11 @@ def ssh_failure(host, result, what):
             return ("ssh refused the login of %s: %s: check the user and "
                     "--ssh-key/ansible_ssh_private_key_file"
                     % (host.user or "(ssh's default user)", text))
-        return "cannot reach it over ssh (port %d): %s" % (host.port, text)
+        if not last_line(err):
+            return ("lost the ssh connection (port %d) in the middle of %s: "
+                    "check the host and its network" % (host.port, what))
+        return "cannot reach it over ssh (port %d): %s" % (host.port,
+                                                          last_line(err))
     if "incorrect password" in lower or "sorry, try again" in lower:
         return ("sudo refused the password: give the right one "
                 "(--ask-become-pass or --become-password-file)")

@@ -89,6 +89,19 @@ if args[0] in ("master", "token"):
 elif args[0] == "join":
     import time
     began = time.time()
+    cut = os.path.join(SHARED, "cut-" + user)
+    if os.path.exists(cut):
+        # the cable is pulled mid-join: this host's sshd port answers every
+        # packet with a reset from now on (the test takes the rule away)
+        import subprocess
+        subprocess.check_call(["iptables", "-I", "INPUT", "-p", "tcp",
+                               "--dport", open(cut).read().strip(), "-j",
+                               "REJECT", "--reject-with", "tcp-reset"])
+        for _ in range(100):
+            sys.stdout.write("joining...\n")
+            sys.stdout.flush()
+            time.sleep(0.1)
+        sys.exit(0)
     if os.path.exists(os.path.join(SHARED, "slow")):
         time.sleep(1.5)
     with open(flag("--join-file")) as handle:
@@ -814,3 +827,95 @@ def test_the_real_tool_takes_the_master_and_join_lines_cluster_builds(
         assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     finally:
         ctx.close()
+
+
+NETNS, VETH, INNER = "k8so20w", "k8so20h", "k8so20n"
+NETNS_HOST, NETNS_PEER = "10.220.0.2", "10.220.0.1"
+
+
+@pytest.fixture
+def netns_host(lab):
+    """The third user's host in a network namespace of its own (a veth to
+    10.220.0.1 here), with its own sshd on 10.220.0.2."""
+    ip = ["ip", "netns", "exec", NETNS]
+    sh("ip", "netns", "add", NETNS)
+    sshd = None
+    try:
+        sh("ip", "link", "add", VETH, "type", "veth", "peer", "name", INNER)
+        sh("ip", "link", "set", INNER, "netns", NETNS)
+        sh("ip", "addr", "add", NETNS_PEER + "/30", "dev", VETH)
+        sh("ip", "link", "set", VETH, "up")
+        sh(*ip + ["ip", "addr", "add", NETNS_HOST + "/30", "dev", INNER])
+        sh(*ip + ["ip", "link", "set", INNER, "up"])
+        sh(*ip + ["ip", "link", "set", "lo", "up"])
+        config = os.path.join(lab.base, "sshd_config")
+        netns_config = config + ".netns"
+        with open(config) as handle:
+            text = handle.read()
+        lines = [line for line in text.splitlines()
+                 if not line.startswith(("ListenAddress", "PidFile"))]
+        lines += ["ListenAddress %s" % NETNS_HOST,
+                  "PidFile %s/sshd-netns.pid" % lab.base]
+        with open(netns_config, "w") as handle:
+            handle.write("\n".join(lines) + "\n")
+        with open(lab.known_hosts) as handle:
+            key = handle.readline().split(None, 1)[1]
+        with open(lab.known_hosts, "a") as handle:
+            handle.write("[%s]:%d %s" % (NETNS_HOST, lab.port, key))
+        log = open(os.path.join(lab.base, "sshd-netns.log"), "w")
+        sshd = subprocess.Popen(ip + ["/usr/sbin/sshd", "-D", "-e", "-f",
+                                      netns_config], stdout=log,
+                                stderr=subprocess.STDOUT)
+        deadline = time.time() + 15
+        while True:
+            try:
+                socket.create_connection((NETNS_HOST, lab.port), 1).close()
+                break
+            except OSError:
+                assert sshd.poll() is None and time.time() < deadline
+                time.sleep(0.1)
+        yield NETNS_HOST
+    finally:
+        if sshd is not None:
+            sshd.terminate()
+            sshd.wait(10)
+        subprocess.call(["ip", "netns", "del", NETNS])
+        subprocess.call(["ip", "link", "del", VETH], stderr=subprocess.DEVNULL)
+
+
+def test_a_worker_cut_off_mid_join_is_named_and_the_others_complete(
+        lab, tmp_path, bundle, netns_host):
+    lab.reset_hosts()
+    inventory = lab.inventory(str(tmp_path), addresses=ADDRESSES[:2] + (
+        netns_host,))
+    with open(os.path.join(lab.shared, "cut-k8so20c"), "w") as handle:
+        handle.write(str(lab.port))
+    argv = ("up", "-i", inventory, "--bundle", bundle,
+            "--become-password-file", lab.password_file, "--no-progress")
+    rc, out, err = cluster(lab, tmp_path, *argv)
+    assert rc == 1, err
+    lines = err.strip().splitlines()
+    failed = [line for line in lines if line.startswith("[workers] node3")]
+    assert len(failed) == 1 and failed[0].startswith(
+        "[workers] node3 (worker): FAILED: lost the ssh connection (port %d) "
+        "in the middle of join: check the host and its network" % lab.port) \
+        or failed[0].startswith("[workers] node3 (worker): FAILED: cannot "
+                                "reach it over ssh (port %d): " % lab.port), \
+        lines
+    assert lines[-1].startswith("error: cluster up failed on 1 of 3 hosts: "
+                                "node3 (workers: ")
+    assert "[wait] node2 (worker): Ready" in err
+    assert "[wait] node1 (control-plane): Ready" in err
+    assert "Traceback" not in err
+    # the cable is back: the same command finishes node3 alone
+    os.unlink(os.path.join(lab.shared, "cut-k8so20c"))
+    subprocess.check_call(["ip", "netns", "exec", NETNS, "iptables", "-D",
+                           "INPUT", "-p", "tcp", "--dport", str(lab.port),
+                           "-j", "REJECT", "--reject-with", "tcp-reset"])
+    before = len(lab.calls())
+    rc, out, err = cluster(lab, tmp_path, *argv)
+    assert rc == 0, err
+    again = [(c["user"], c["argv"][0]) for c in lab.calls()[before:]
+             if c["argv"][0] not in ("verify", "cluster")]
+    assert again == [("k8so20a", "token"), ("k8so20c", "join")], again
+    assert "[wait] node3 (worker): Ready" in err
