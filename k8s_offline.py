@@ -8961,6 +8961,7 @@ class ClusterHost(object):
         self.node_ip, self.node_name = None, None
         self.control_plane = self.worker = False
         self.home = None              # found by preflight
+        self.uid = None               # the login's uid, found by preflight
 
     @property
     def role(self):
@@ -9380,6 +9381,10 @@ class SSHTransport(object):
 
     @staticmethod
     def needs_sudo(host):
+        """sudo unless the login is root: as the host said (id -u), else
+        as the inventory says (a dry run asks no host)."""
+        if host.uid is not None:
+            return host.uid != 0
         return host.user not in (None, "root") or host.become is True
 
     def command_line(self, host, argv, root=False):
@@ -9628,6 +9633,11 @@ def on_hosts(ctx, phase, hosts, step, parallel=None):
                 note = step(host)
             except (HostFailed, UserError, OSError) as exc:
                 ctx.report(phase, host, str(exc), now() - began, failed=True)
+            except Exception as exc:   # a bug: that host fails, named
+                log.debug("details", exc_info=True)
+                ctx.report(phase, host, "unexpected %s: %s (run again with "
+                           "-v for details)" % (exc.__class__.__name__, exc),
+                           now() - began, failed=True)
             else:
                 if note is not None:
                     ctx.report(phase, host, note, now() - began)
@@ -9699,7 +9709,7 @@ def cluster_phase_preflight(ctx):
     def check(host):
         names = " ".join(shlex.quote(posixpath.join(ctx.remote_dir, name))
                          for name in sorted(sizes))
-        script = ("uname -m; pwd; %s -c %s 2>/dev/null || echo none; "
+        script = ("id -u; uname -m; pwd; %s -c %s 2>/dev/null || echo none; "
                   "df -Pk . | tail -n 1; for f in %s; do "
                   "stat -c %%s \"$f\" 2>/dev/null || echo -; done" % (
                       shlex.quote(host.python),
@@ -9707,10 +9717,11 @@ def cluster_phase_preflight(ctx):
                                   "sys.version_info[:2])"), names))
         lines = ctx.run(host, ["sh", "-c", script], "the preflight "
                         "commands").splitlines()
-        if len(lines) < 4 + len(sizes):
+        if len(lines) < 5 + len(sizes) or not lines[0].strip().isdigit():
             raise HostFailed("its shell answered %d lines, not %d: is it a "
-                             "Linux host with sh, df and stat?"
-                             % (len(lines), 4 + len(sizes)))
+                             "Linux host with sh, id, df and stat?"
+                             % (len(lines), 5 + len(sizes)))
+        host.uid = int(lines.pop(0))
         machine, home, python, df = lines[:4]
         arch = next((name for name, facts in ARCHES.items()
                      if machine.strip().lower() in facts["uname"]), machine)
@@ -10142,10 +10153,11 @@ def cluster_hosts(args):
 
 def find_home(ctx, host):
     """The host's home folder (the remote folder lies under it)."""
-    home = last_line(ctx.run(host, ["sh", "-c", "pwd"], "pwd"))
-    if not home.startswith("/"):
-        raise HostFailed("its home folder %r is not an absolute path" % home)
-    host.home = home
+    lines = ctx.run(host, ["sh", "-c", "id -u; pwd"], "id and pwd").split("\n")
+    if len(lines) < 2 or not lines[0].isdigit() or not lines[1].startswith("/"):
+        raise HostFailed("id -u; pwd answered %r, not a uid and a folder"
+                         % lines[:2])
+    host.uid, host.home = int(lines[0]), lines[1]
 
 
 def cluster_status(ctx):
