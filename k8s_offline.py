@@ -9181,12 +9181,12 @@ def hosts_from_inventory(text, where):
     for name, host in cluster.items():
         facts = {}
         facts.update(group_vars.get("all", {}))
-        # Parents before children (a child group's vars win), then the host.
-        depth = {}
-        for group in groups_of.get(name, ()):
-            depth[group] = max(len(_group_closure(parent, children))
-                               for parent in [group])
-        for group in sorted(groups_of.get(name, ()), key=lambda g: -depth[g]):
+        # all, then the groups holding others before those they hold (a
+        # child group's vars win, as in Ansible), then the host's own.
+        groups = [group for group in groups_of.get(name, ())
+                  if group not in ("all", "ungrouped")]
+        for group in sorted(groups, key=lambda g: -len(_group_closure(
+                g, children))):
             facts.update(group_vars.get(group, {}))
         facts.update(hosts[name][1])
         _apply_host_vars(host, facts, where)

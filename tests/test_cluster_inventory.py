@@ -320,3 +320,13 @@ def test_dry_run_plans_ha_in_order(tmp_path, bundle):
     assert out.index("[master]") < out.index("[control-planes]") < out.index(
         "[workers]")
     assert "dry run: no host was reached or changed" in err
+
+
+def test_all_vars_lose_to_a_group_even_when_all_lists_the_hosts():
+    """kubespray's sample lists every host under [all]: [all:vars] is
+    still the weakest, as in Ansible."""
+    hosts = read(KUBESPRAY.replace("[all:vars]\n", "[all:vars]\n"
+                                   "ansible_user=root\nansible_port=2022\n"))
+    assert [(h.user, h.port) for h in hosts] == [("deploy", 2022),
+                                                 ("deploy", 2222),
+                                                 ("deploy", 2022)]
