@@ -9429,6 +9429,18 @@ class SSHTransport(object):
                 self.opened.add(host)
             return result
 
+    def start(self, host, argv, logbook=None):
+        """argv on host, left running: its Popen (text stdout and stderr)."""
+        line = self.command_line(host, argv)
+        if logbook:
+            logbook.write(host, "$ %s" % line)
+        with self.lock:
+            self.opened.add(host)
+        return subprocess.Popen(self.ssh_argv(host) + [line],
+                                stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                universal_newlines=True)
+
     def _stream(self, host, line, source, timeout, progress):
         def produce(stream):
             with open(source, "rb") as handle:
@@ -9770,9 +9782,11 @@ def cluster_phase_preflight(ctx):
 def cluster_phase_copy(ctx):
     """Copy this file and the bundle to each host's folder (the SSH user's
     ~/k8s-offline), streamed over ssh into a temporary name, then renamed;
-    a file the host already holds with the same sha256 is not sent."""
-    local = [(ctx.tool, "k8s_offline.py")] + [
-        (path, os.path.basename(path)) for path in ctx.bundle_files]
+    a file the host already holds with the same sha256 is not sent.  With
+    --fan-out the hosts that hold the bundle pass it on to the others, so
+    the copies double each round."""
+    bundle = [(path, os.path.basename(path)) for path in ctx.bundle_files]
+    local = [(ctx.tool, "k8s_offline.py")] + bundle
     if ctx.dry_run:
         for host in ctx.hosts:
             for _, name in local:
@@ -9780,37 +9794,182 @@ def cluster_phase_copy(ctx):
                     ctx.remote_dir, name)])
         return
     digests = dict((path, sha256_file(path)) for path, _ in local)
+    missing = {}
 
-    def copy(host):
+    def check(host):
         folder = host.remote(ctx.remote_dir)
         ctx.run(host, ["mkdir", "-p", "-m", "0700", folder], "mkdir")
-        sent, kept = 0, 0
-        for path, name in local:
-            target = posixpath.join(folder, name)
-            there = ctx.run(host, ["sh", "-c", "sha256sum %s 2>/dev/null || "
-                                   "true" % shlex.quote(target)], "sha256sum")
-            if there.split()[:1] == [digests[path]]:
-                kept += 1
-                continue
-            partial = posixpath.join(folder, ".%s.partial" % name)
-            progress = Progress(os.path.getsize(path), "[copy] %s to %s" % (
-                name, host.name), enabled=ctx.show_bytes)
-            try:
-                ctx.run(host, ["sh", "-c", "cat > %s && mv -f %s %s" % (
-                    shlex.quote(partial), shlex.quote(partial),
-                    shlex.quote(target))], "copying %s" % name, source=path,
-                    progress=progress)
-            finally:
-                progress.close()
-            there = ctx.run(host, ["sha256sum", target], "sha256sum")
-            if there.split()[:1] != [digests[path]]:
-                raise HostFailed("%s arrived damaged (sha256 %s): copy again"
-                                 % (name, there.split()[:1]))
+        sums = {}
+        for line in ctx.run(host, ["sh", "-c", "cd %s && sha256sum -- %s "
+                                   "2>/dev/null; true" % (shlex.quote(folder),
+                                   " ".join(shlex.quote(name) for _, name
+                                            in local))], "sha256sum").splitlines():
+            fields = line.split()
+            if len(fields) == 2:
+                sums[fields[1]] = fields[0]
+        if sums.get("k8s_offline.py") != digests[ctx.tool]:
+            copy_from_here(ctx, host, ctx.tool, "k8s_offline.py",
+                           digests[ctx.tool])
+        missing[host.name] = [(path, name) for path, name in bundle
+                              if sums.get(name) != digests[path]]
+        if missing[host.name]:
+            return None                   # its line comes with its copy
+        if sums.get("k8s_offline.py") != digests[ctx.tool]:
+            return "copied this file; the bundle is there already"
+        return "skipped: holds the same bytes (%d files)" % len(local)
+    on_hosts(ctx, "copy", ctx.alive(ctx.hosts), check)
+    pending = [host for host in ctx.alive(ctx.hosts) if missing.get(host.name)]
+
+    def send(source, host):
+        sent, relayed = 0, False
+        for path, name in missing[host.name]:
+            if source is not None and relay_file(ctx, source, host, path, name,
+                                                 digests[path]):
+                relayed = True
+            else:
+                copy_from_here(ctx, host, path, name, digests[path])
             sent += os.path.getsize(path)
-        if not sent:
-            return "skipped: holds the same bytes (%d files)" % kept
-        return "copied %s (%d files kept)" % (human_size(sent), kept)
-    on_hosts(ctx, "copy", ctx.hosts, copy)
+        return "copied %s from %s" % (human_size(sent), source.name if relayed
+                                      else "this machine")
+    if not ctx.args.fan_out:
+        on_hosts(ctx, "copy", pending, lambda host: send(None, host))
+        return
+    # Each round every holder (this machine first) sends to one host that
+    # lacks the bundle; the hosts served join the holders.
+    holders = [None] + [host for host in ctx.alive(ctx.hosts)
+                        if host.name in missing and not missing[host.name]]
+    while pending:
+        batch, pending = pending[:len(holders)], pending[len(holders):]
+        source = dict((host.name, holder) for host, holder in zip(batch,
+                                                                 holders))
+        on_hosts(ctx, "copy", batch, lambda host: send(source[host.name],
+                                                       host),
+                 parallel=len(batch))
+        holders += [host for host in batch if host.name not in ctx.failed]
+
+
+def copy_from_here(ctx, host, path, name, digest):
+    """One file from this machine to host over ssh, checked on arrival."""
+    folder = host.remote(ctx.remote_dir)
+    target = posixpath.join(folder, name)
+    partial = posixpath.join(folder, ".%s.partial" % name)
+    progress = Progress(os.path.getsize(path), "[copy] %s to %s" % (
+        name, host.name), enabled=ctx.show_bytes)
+    try:
+        ctx.run(host, ["sh", "-c", "cat > %s && mv -f %s %s" % (
+            shlex.quote(partial), shlex.quote(partial), shlex.quote(target))],
+            "copying %s" % name, source=path, progress=progress)
+    finally:
+        progress.close()
+    check_arrived(ctx, host, target, name, digest)
+
+
+def check_arrived(ctx, host, target, name, digest):
+    there = ctx.run(host, ["sha256sum", target], "sha256sum").split()[:1]
+    if there != [digest]:
+        raise HostFailed("%s arrived damaged (sha256 %s): copy again"
+                         % (name, there))
+
+
+# The two ends of a copy from one host to another (--fan-out), run there by
+# their python3: a plain TCP stream on the hosts' own network, each byte
+# checked against the sha256 on arrival; the receiver listens for this one
+# transfer only and serves only the sending host's address.
+RELAY_RECEIVER = """\
+import hashlib, os, socket, sys
+addr, peer, path, size, digest = sys.argv[1:6]
+size = int(size)
+srv = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+srv.settimeout(60)
+srv.bind((addr, 0))
+srv.listen(4)
+print(srv.getsockname()[1])
+sys.stdout.flush()
+for _ in range(16):
+    conn, where = srv.accept()
+    if where[0] == peer:
+        break
+    conn.close()
+else:
+    sys.exit("no connection from %s" % peer)
+conn.settimeout(60)
+tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) +
+                   ".partial")
+digester, got = hashlib.sha256(), 0
+with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+               "wb") as handle:
+    while got < size:
+        block = conn.recv(1 << 20)
+        if not block:
+            break
+        handle.write(block)
+        digester.update(block)
+        got += len(block)
+if got != size or digester.hexdigest() != digest:
+    os.unlink(tmp)
+    sys.exit("got %d bytes with sha256 %s" % (got, digester.hexdigest()))
+os.rename(tmp, path)
+print("ok")
+"""
+RELAY_SENDER = """\
+import socket, sys
+addr, port, own, path = sys.argv[1:5]
+sock = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+sock.settimeout(60)
+sock.bind((own, 0))
+sock.connect((addr, int(port)))
+with open(path, "rb") as handle:
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        sock.sendall(block)
+sock.shutdown(socket.SHUT_WR)
+sock.close()
+"""
+
+
+def relay_address(host):
+    """The IP address the other hosts reach host at, or None (a name)."""
+    try:
+        return str(ipaddress.ip_address(host.node_ip or host.address))
+    except ValueError:
+        return None
+
+
+def relay_file(ctx, source, host, path, name, digest):
+    """host gets name from source, which holds it already (--fan-out); False
+    when that does not work out (a name, not an address; a firewall; a host
+    that left), and this machine sends it instead."""
+    to, own = relay_address(host), relay_address(source)
+    if to is None or own is None:
+        return False
+    target = posixpath.join(host.remote(ctx.remote_dir), name)
+    receiver = ctx.ssh.start(host, [host.python, "-c", RELAY_RECEIVER, to,
+                                    own, target, str(os.path.getsize(path)),
+                                    digest], logbook=ctx.logbook)
+    try:
+        port = receiver.stdout.readline().strip()
+        if not port.isdigit():
+            return False
+        sent = ctx.ssh.run(source, [source.python, "-c", RELAY_SENDER, to,
+                                    port, own, posixpath.join(source.remote(
+                                        ctx.remote_dir), name)],
+                           logbook=ctx.logbook)
+        out, err = ("", "") if sent.returncode else receiver.communicate(
+            timeout=120)
+        if sent.returncode != 0 or receiver.returncode != 0 or "ok" not in out:
+            why = last_line(sent.output()) or last_line(err)
+            log.debug("fan-out %s -> %s failed: %s", source.name, host.name,
+                      why)
+            ctx.logbook.write(host, "fan-out from %s failed: %s" % (
+                source.name, why))
+            return False
+    except subprocess.TimeoutExpired:
+        return False
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+        receiver.wait()
+    check_arrived(ctx, host, target, name, digest)
+    return True
 
 
 def cluster_phase_verify(ctx):
@@ -10370,6 +10529,10 @@ def add_cluster_commands(sub, phase_class, phase_runner):
                             help="the bundle .tar (or a --split bundle's "
                             "index or parts) on this machine")
         parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument("--fan-out", action="store_true",
+                            help="hosts that hold the bundle pass it on to "
+                            "the others (a TCP stream between them, checked "
+                            "by sha256): the copies double each round")
         for flag, dest, commands in CLUSTER_FORWARDED_FLAGS:
             if dest in ("disable_swap", "iptables_legacy", "open_firewall",
                         "selinux_permissive"):

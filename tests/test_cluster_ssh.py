@@ -919,3 +919,53 @@ def test_a_worker_cut_off_mid_join_is_named_and_the_others_complete(
              if c["argv"][0] not in ("verify", "cluster")]
     assert again == [("k8so20a", "token"), ("k8so20c", "join")], again
     assert "[wait] node3 (worker): Ready" in err
+
+
+def test_fan_out_lets_a_host_that_holds_the_bundle_pass_it_on(
+        lab, tmp_path, bundle):
+    lab.reset_hosts()
+    argv = ("up", "-i", lab.inventory(str(tmp_path)), "--bundle", bundle,
+            "--become-password-file", lab.password_file, "--no-progress",
+            "--fan-out")
+    rc, out, err = cluster(lab, tmp_path, *argv)
+    assert rc == 0, err
+    # round 1: here -> node1; round 2: here -> node2 and node1 -> node3
+    size = os.path.getsize(bundle)
+    lines = [line for line in err.splitlines() if line.startswith("[copy] node")]
+    assert [line.split(" in ")[0] for line in lines] == [
+        "[copy] node1 (control-plane): copied %s from this machine"
+        % ko_size(size),
+        "[copy] node2 (worker): copied %s from this machine" % ko_size(size),
+        "[copy] node3 (worker): copied %s from node1" % ko_size(size)] or \
+        sorted(line.split(" in ")[0] for line in lines[1:]) == sorted([
+            "[copy] node2 (worker): copied %s from this machine"
+            % ko_size(size),
+            "[copy] node3 (worker): copied %s from node1" % ko_size(size)]), \
+        lines
+    with open(bundle, "rb") as handle:
+        want = sup.sha256(handle.read())
+    for user in USERS:
+        with open("/home/%s/k8s-offline/%s" % (user, os.path.basename(
+                bundle)), "rb") as handle:
+            assert sup.sha256(handle.read()) == want
+        assert not [name for name in os.listdir("/home/%s/k8s-offline" % user)
+                    if name.endswith(".partial")]
+    assert "-c 'import hashlib, os, socket, sys" in host_logs(tmp_path)
+    # a host the others cannot reach at its address: this machine sends
+    lab.reset_hosts()
+    inventory = lab.inventory(str(tmp_path))
+    text = open(inventory).read().replace(
+        "ansible_host=%s " % ADDRESSES[0], "ansible_host=%s ip=10.255.255.1 "
+        % ADDRESSES[0])
+    with open(inventory, "w") as handle:
+        handle.write(text)
+    rc, out, err = cluster(lab, tmp_path, *argv)
+    assert rc == 0, err
+    assert "[copy] node3 (worker): copied %s from this machine" % ko_size(
+        size) in err
+    assert "fan-out from node1 failed" in host_logs(tmp_path)
+
+
+def ko_size(size):
+    from install_support import ko
+    return ko.human_size(size)
