@@ -148,7 +148,9 @@ class Lab(object):
         os.chmod(self.base, 0o755)
         self.shared = os.path.join(self.base, "shared")
         os.mkdir(self.shared)
-        os.chmod(self.shared, 0o1777)
+        # not sticky: fs.protected_regular would keep root from appending
+        # to a record a user made first
+        os.chmod(self.shared, 0o777)
         self.port = free_port(ADDRESSES[0])
         self.key = os.path.join(self.base, "id_client")
         self.known_hosts = os.path.join(self.base, "known_hosts")
