@@ -24,6 +24,7 @@ import time
 import pytest
 
 import install_support as sup
+from fixtures import sshkeys
 
 SCRIPT = os.path.join(sup.REPO, "k8s_offline.py")
 USERS = ("k8so20a", "k8so20b", "k8so20c")
@@ -159,26 +160,13 @@ class Lab(object):
 
     def start(self):
         for user in USERS:
-            if subprocess.call(["id", user], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL) != 0:
-                sh("useradd", "-m", "-s", "/bin/sh", user)
-            sh("chpasswd", input="%s:%s\n" % (user, PASSWORD))
+            sshkeys.add_user(user, PASSWORD)
         with open(SUDOERS, "w") as handle:
             for user in USERS:
                 handle.write("%s ALL=(ALL:ALL) ALL\nDefaults:%s lecture=never"
                              "\n" % (user, user))
         os.chmod(SUDOERS, 0o440)
-        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.key)
-        hostkey = os.path.join(self.base, "hostkey")
-        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostkey)
-        keys = os.path.join(self.base, "keys")
-        os.mkdir(keys)
-        os.chmod(keys, 0o755)
-        for user in USERS:
-            shutil.copy(self.key + ".pub", os.path.join(keys, user))
-            os.chmod(os.path.join(keys, user), 0o644)
-        with open(hostkey + ".pub") as handle:
-            public = " ".join(handle.read().split()[:2])
+        self.key, hostkey, public, keys = sshkeys.make_keys(self.base, USERS)
         with open(self.known_hosts, "w") as handle:
             for address in ADDRESSES:
                 handle.write("[%s]:%d %s\n" % (address, self.port, public))
@@ -421,15 +409,7 @@ def test_sudo_password_from_a_file_never_reaches_argv_logs_or_output(
         lab, tmp_path, bundle):
     """The real tool this time (no stand-in): status over ssh as root
     through sudo -S; this machine runs no cluster, so status refuses."""
-    lab.reset_hosts()
-    inventory = lab.inventory(str(tmp_path), users=USERS[:1],
-                              addresses=ADDRESSES[:1])
-    rc, out, err = cluster(lab, tmp_path, "up", "-i", inventory, "--bundle",
-                           bundle, "--become-password-file",
-                           lab.password_file, "--no-progress", "--no-wait",
-                           stand_in=True)
-    assert rc == 0, err
-    shutil.copy(SCRIPT, "/home/%s/k8s-offline/k8s_offline.py" % USERS[0])
+    inventory = up_then_the_real_tool(lab, tmp_path, bundle, 1)
     rc, out, err = cluster(lab, tmp_path, "status", "-i", inventory,
                            "--become-password-file", lab.password_file,
                            stand_in=False)
@@ -443,18 +423,23 @@ def test_sudo_password_from_a_file_never_reaches_argv_logs_or_output(
                                                    "failed (exit 2)"), err
 
 
-def test_probe_runs_the_real_tool_as_root(lab, tmp_path, bundle):
+def up_then_the_real_tool(lab, tmp_path, bundle, count):
+    """A real master would change this machine: the stand-in sets the first
+    COUNT hosts up, then the real tool replaces it there; the inventory."""
     lab.reset_hosts()
-    inventory = lab.inventory(str(tmp_path), users=USERS[:1],
-                              addresses=ADDRESSES[:1])
-    # A real master would change this machine: the stand-in sets the host
-    # up, then the real tool replaces it there and answers the probe.
+    inventory = lab.inventory(str(tmp_path), users=USERS[:count],
+                              addresses=ADDRESSES[:count])
     rc, out, err = cluster(lab, tmp_path, "up", "-i", inventory, "--bundle",
                            bundle, "--become-password-file",
                            lab.password_file, "--no-progress", "--no-wait")
     assert rc == 0, err
-    home = "/home/%s/k8s-offline" % USERS[0]
-    shutil.copy(SCRIPT, home + "/k8s_offline.py")
+    for user in USERS[:count]:
+        shutil.copy(SCRIPT, "/home/%s/k8s-offline/k8s_offline.py" % user)
+    return inventory
+
+
+def test_probe_runs_the_real_tool_as_root(lab, tmp_path, bundle):
+    up_then_the_real_tool(lab, tmp_path, bundle, 1)
     proc = subprocess.run(
         ["ssh", "-o", "BatchMode=yes", "-o", "UserKnownHostsFile=%s"
          % lab.known_hosts, "-i", lab.key, "-p", str(lab.port), "-l",
@@ -780,15 +765,7 @@ def test_the_real_tool_takes_the_master_and_join_lines_cluster_builds(
     with --dry-run added (a real run would set up this machine): its
     argparse and every check before the first change accept them."""
     from install_support import ko
-    lab.reset_hosts()
-    inventory = lab.inventory(str(tmp_path), users=USERS[:2],
-                              addresses=ADDRESSES[:2])
-    rc, out, err = cluster(lab, tmp_path, "up", "-i", inventory, "--bundle",
-                           bundle, "--become-password-file",
-                           lab.password_file, "--no-progress", "--no-wait")
-    assert rc == 0, err
-    for user in USERS[:2]:
-        shutil.copy(SCRIPT, "/home/%s/k8s-offline/k8s_offline.py" % user)
+    inventory = up_then_the_real_tool(lab, tmp_path, bundle, 2)
     args = ko.build_parser().parse_args([
         "cluster", "up", "-i", inventory, "--bundle", bundle,
         "--become-password-file", lab.password_file, "--known-hosts",

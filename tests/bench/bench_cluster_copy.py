@@ -25,6 +25,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 SCRIPT = os.path.join(REPO, "k8s_offline.py")
+sys.path.insert(0, os.path.dirname(HERE))
+
+from fixtures import sshkeys  # noqa: E402
 HOSTS = 8
 BRIDGE = "k8sobr0"
 SWITCH = "k8sobsw"      # the bridge's own namespace: no host firewall on it
@@ -69,7 +72,7 @@ class Bench(object):
         self.rate = rate
         self.base = tempfile.mkdtemp(prefix="k8sob-")
         os.chmod(self.base, 0o755)
-        self.key = os.path.join(self.base, "id")
+        self.key = None
         self.known = os.path.join(self.base, "known_hosts")
         self.sshds = []
 
@@ -79,22 +82,13 @@ class Bench(object):
            "bridge")
         sh("ip", "netns", "exec", SWITCH, "ip", "link", "set", BRIDGE, "up")
         link(SENDER, "10.221.0.2", "k8sobo", self.rate)
-        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.key)
-        hostkey = os.path.join(self.base, "hostkey")
-        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostkey)
-        keys = os.path.join(self.base, "keys")
-        os.mkdir(keys)
-        os.chmod(keys, 0o755)
-        public = " ".join(open(hostkey + ".pub").read().split()[:2])
+        users = [user(number) for number in range(1, HOSTS + 1)]
+        self.key, hostkey, public, keys = sshkeys.make_keys(self.base, users)
         with open(self.known, "w") as handle:
             for number in range(1, HOSTS + 1):
                 handle.write("%s %s\n" % (address(number), public))
         for number in range(1, HOSTS + 1):
-            if subprocess.call(["id", user(number)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL):
-                sh("useradd", "-m", "-s", "/bin/sh", user(number))
-            sh("chpasswd", input="%s:bench-%d\n" % (user(number), number))
-            shutil.copy(self.key + ".pub", os.path.join(keys, user(number)))
+            sshkeys.add_user(user(number), "bench-%d" % number)
             link("k8sob%d" % number, address(number), "k8sob%d" % number,
                  self.rate)
             config = os.path.join(self.base, "sshd%d" % number)
