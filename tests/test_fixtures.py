@@ -311,3 +311,40 @@ def test_containerd_imports_an_archive(containerd, anon_registry, test_images, t
     assert r.returncode == 0, r.stderr
     ls = containerd.ctr("-n", "k8s.io", "images", "ls", "-q")
     assert "docker.io/k8s-offline-fixture/hello:1.0" in ls.stdout.split()
+
+
+def _hello_in_dockerd(anon_registry, test_images, tag):
+    img = test_images.get("workload/hello:1.0")
+    subprocess.run(["skopeo", "--insecure-policy", "copy", "--quiet", "--src-tls-verify=false",
+                    "docker://" + img.ref(anon_registry.host), "docker-daemon:" + tag],
+                   check=True, timeout=120)
+    return img
+
+
+def _link_exists(name):
+    return subprocess.run(["ip", "link", "show", name], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0
+
+
+def test_a_fresh_dockerd_leaves_the_host_bridge_working(dockerd, anon_registry, test_images):
+    """A fresh dockerd (the air-gapped host of test_local_images) must not touch the host's
+    network: one started with --bridge none in the host's namespace deleted docker0, and every
+    later `docker build` with a RUN step (the lab's node images) failed on a fresh machine."""
+    from fixtures import daemons
+    assert _link_exists("docker0"), "the host's docker0 is missing before the test: restart dockerd"
+    folder = "/tmp/k8so-fd-%s" % os.urandom(4).hex()
+    os.makedirs(folder)
+    daemons.FreshDockerd(folder).start().cleanup()
+    assert _link_exists("docker0"), "a fresh dockerd deleted the host's docker0"
+    tag = "k8s-offline-fixture-test/hello-bridge:1.0"
+    img = _hello_in_dockerd(anon_registry, test_images, tag)
+    try:
+        r = subprocess.run(["docker", "run", "--rm", "--network", "bridge", tag,
+                            "sh", "-c", "cat /msg"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == img.platforms["amd64"].msg
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60)

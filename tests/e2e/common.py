@@ -49,6 +49,21 @@ def _apt_debian_mirror():
 DEBIAN_MIRROR = os.environ.get("K8SO_LAB_DEBIAN_MIRROR") or _apt_debian_mirror()
 DEBIAN_SUITE = "bookworm"
 
+#: Debian's golang-go (1.19) builds the lab's 2019-2020 sources (Kubernetes 1.20.2 from its source
+#: package, flannel, the CNI plugins). This machine kind puts Go 1.26 (/usr/local/go) first on
+#: PATH, and a flanneld built with it panics at start in its vendored ugorji/go ("encoding
+#: alphabet includes duplicate symbols"), so these builds never take `go` from PATH.
+OLD_GO_BIN = "/usr/lib/go-1.19/bin"
+OLD_GO = OLD_GO_BIN + "/go"
+
+
+def old_go_env(env):
+    """env for a build with OLD_GO: its bin first on PATH (make calls `go`), no toolchain switch."""
+    env = dict(env)
+    env["PATH"] = OLD_GO_BIN + os.pathsep + env.get("PATH", os.defpath)
+    env["GOTOOLCHAIN"] = "local"
+    return env
+
 _T0 = time.monotonic()
 
 

@@ -23,7 +23,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from .common import CACHE_DIR, K8S_VERSION, REPO_ROOT, log, out, sha256_file, write_json
+from .common import (CACHE_DIR, K8S_VERSION, OLD_GO, REPO_ROOT, log, old_go_env, out, sha256_file,
+                     write_json)
 
 #: Bump when the recipe below changes (forces a rebuild of flanneld and the plugins).
 NET_RECIPE = "1"
@@ -70,7 +71,7 @@ class NetBuild(object):
         self.root = None
         if not self.missing:
             material = "\n".join([NET_RECIPE, sha256_file(self.flannel_src), sha256_file(self.cni_src),
-                                  out(["go", "version"], quiet=True)])
+                                  out([OLD_GO, "version"], quiet=True)])
             self.key = hashlib.sha256(material.encode()).hexdigest()[:12]
             self.root = CACHE_DIR / "network" / self.key
 
@@ -134,7 +135,7 @@ def build(net):
     work = CACHE_DIR / "network" / "src-build"
     if work.exists():
         shutil.rmtree(str(work))
-    base = dict(os.environ)
+    base = old_go_env(os.environ)
     base.update({"GOCACHE": str(CACHE_DIR / "gocache"), "GOPROXY": "off", "GOFLAGS": "",
                  "GOPATH": str(work / "gopath")})
     times = {}
@@ -152,13 +153,13 @@ def build(net):
         else:
             top = _unpack(net.flannel_src, work / "flannel")
             env["GOFLAGS"] = "-mod=vendor"
-        _go(["go", "build", "-o", str(net.flanneld), "-ldflags", ldflags, "."], top, env, logf)
+        _go([OLD_GO, "build", "-o", str(net.flanneld), "-ldflags", ldflags, "."], top, env, logf)
         times["flanneld"] = round(time.monotonic() - t0, 1)
         t0 = time.monotonic()
         top = _unpack(net.cni_src, work / "cni")
         env = dict(base, CGO_ENABLED="0", GO111MODULE="on", GOFLAGS="-mod=vendor")
         for plugin in CNI_PLUGINS:
-            _go(["go", "build", "-o", str(net.cni_dir / plugin.rsplit("/", 1)[1]),
+            _go([OLD_GO, "build", "-o", str(net.cni_dir / plugin.rsplit("/", 1)[1]),
                  "-ldflags", "-X github.com/containernetworking/plugins/pkg/utils/buildversion."
                  "BuildVersion=%s" % net.cni_version, "./" + plugin], top, env, logf)
         times["cni plugins"] = round(time.monotonic() - t0, 1)

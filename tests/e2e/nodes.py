@@ -222,7 +222,10 @@ def build_image(ref, dockerfile, write_rootfs):
         write_rootfs(r)
         write_node_context(r)
         (ctx / "Dockerfile").write_text(dockerfile)
-        run(["docker", "build", "-q", "-t", ref, ctx], env=_docker_env(), capture=True)
+        # --network none: the steps need no network, so the build does not depend on the
+        # default bridge (docker0) being there
+        run(["docker", "build", "--network", "none", "-q", "-t", ref, ctx], env=_docker_env(),
+            capture=True)
     finally:
         shutil.rmtree(str(ctx))
     log("node image %s built" % ref)

@@ -41,8 +41,8 @@ import urllib.request
 from pathlib import Path
 
 from . import netbuild, ociimage
-from .common import (CACHE_DIR, DEBIAN_MIRROR, DEBIAN_SUITE, K8S_VERSION, free_port, log, out,
-                     require_tools, run, sha256_file, write_json)
+from .common import (CACHE_DIR, DEBIAN_MIRROR, DEBIAN_SUITE, K8S_VERSION, OLD_GO, free_port, log,
+                     old_go_env, out, require_tools, run, sha256_file, write_json)
 
 #: Bump when the build of the binaries changes (forces the slow Go build).
 RECIPE = "3"
@@ -184,7 +184,7 @@ def source_package_uris():
 
 def host_versions():
     vers = out(["dpkg-query", "-W", "-f", "${Package}=${Version}\n"] + HOST_PACKAGES)
-    return vers + "\n" + out(["go", "version"])
+    return vers + "\n" + out([OLD_GO, "version"])
 
 
 def compute_key():
@@ -286,7 +286,7 @@ def build_binaries(build, uris):
     gopath = srcdir / ".go"
     (gopath / "src" / "k8s.io").mkdir(parents=True)
     os.symlink("../../..", str(gopath / "src" / "k8s.io" / "kubernetes"))
-    env = dict(os.environ)
+    env = old_go_env(os.environ)
     env.update({
         "GOPATH": str(gopath), "GO111MODULE": "off", "GOFLAGS": "", "CGO_ENABLED": "0",
         "GOCACHE": str(CACHE_DIR / "gocache"),
