@@ -34,6 +34,15 @@ Usage: python3 k8s_offline.py COMMAND [options]     (COMMAND --help for each)
     certs renew   on a master: renew, restart the control plane
     backup        on a master: etcd snapshot, PKI and kubeadm config
     restore       on a reset or fresh master: bring a cluster back
+    cluster up    from the one host holding the bundle, over ssh: every host
+                  of an Ansible inventory (kubespray's inventory.ini,
+                  kubeasz's hosts) or of --masters/--workers: preflight,
+                  copy, verify, master, join, wait; a summary table
+    cluster add   the same as up: the new hosts of the inventory join
+    cluster status   status of the first control-plane host, over ssh
+    cluster remove   drain and delete a host's node, then reset the host
+    cluster reset    reset every host of the inventory (--yes)
+    cluster probe    (run by cluster on each host) its state as JSON
 
   master, join and reset are made of phases, listed by their --help;
   --skip-phases A,B leaves some out (never verify or preflight, except in a
@@ -58,6 +67,8 @@ Environment variables it reads:
   SUDO_USER           master, join --control-plane, certs renew, restore:
                       this user gets a kubeconfig too (~/.kube/config);
                       reset removes it
+  K8SO_CLUSTER_TOOL   cluster: the program copied to the hosts and run there
+                      in place of this file (tests)
   PATH                install mode: where kubeadm, docker, ctr, systemctl,
                       iptables and the other host tools are found
 
@@ -74,8 +85,8 @@ and utilities, the shared grammars, the formats, Host and Runner, the
 bundle reader and verifier, the phase runner); the profiles (what changes
 with the Kubernetes version); what install, reset and day two share (the
 node context, preflight, kubeconfig and wait); one slice per workflow
-(bundle, install for master and join, reset, day two), each reading top to
-bottom; and the command line.  No function uses a name a later section
+(bundle, install for master and join, reset, day two, cluster over SSH),
+each reading top to bottom; and the command line.  No function uses a name a later section
 defines, and a slice uses the kernel, the profiles and the shared part,
 never another slice (tests/test_layering.py).
 """
@@ -321,6 +332,15 @@ O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 def sha256_bytes(data):
     return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path, chunk=1 << 20):
+    """Return the hex sha256 of a file, reading it in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def canonical_json(obj):
@@ -1428,6 +1448,17 @@ class Runner(object):
                 what or " ".join(argv[:3]), result.returncode,
                 last_line(result.output()) or "no output"))
         return result
+
+    def execute(self, argv, timeout=300, input_text=None):
+        """Run argv now, even under --dry-run, and return its CommandResult
+        as it is: nothing raised, nothing of its output logged (for a
+        caller that judges each result itself and keeps secrets out of the
+        log: cluster's ssh)."""
+        return self._execute(argv, timeout=timeout, input_text=input_text)
+
+    def execute_piped(self, argv, producer, timeout=3600):
+        """run_piped's stream, run now and returned as it is (as execute)."""
+        return self._execute_piped(argv, producer, timeout=timeout)
 
     # -- the real thing ----------------------------------------------------
     def _execute(self, argv, timeout=300, tee=None, input_text=None):
@@ -9460,15 +9491,6 @@ def etcdctl_argv(ctx, runtime, image, mounts, argv):
     return run + [image] + argv
 
 
-def sha256_file(path, chunk=1 << 20):
-    """Return the hex sha256 of a file, reading it in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cmd_restore(args):
     only = only_phase(args)
     ctx = day_two_context(args, "restore")
@@ -9867,6 +9889,1664 @@ BACKUP_SCHEMA = ("record", ({
     "files": ("map", (BACKUP_MEMBER_RE, ("match", SHA256_HEX_RE),
                       BACKUP_MAX_MEMBERS))},
     ("format", "kubernetes_version", "etcd", "files")))
+
+
+# ===========================================================================
+# Slice cluster (cluster up, add, status, remove, reset over SSH)
+# ===========================================================================
+# `cluster up` sets up every host of an inventory from the one machine that
+# holds the bundle, with the system's OpenSSH client: it copies the bundle
+# and this file to each host and runs verify, master and join there, as a
+# user would by hand.  The phases run through the same runner as master's
+# (the kernel's run_phases); each phase works on every host it concerns and
+# records per host what happened, so that a failed host stops only what
+# depends on it.
+
+# Inventory groups, as kubespray (and its older names) and kubeasz call them.
+CONTROL_PLANE_GROUPS = ("kube_control_plane", "kube-master", "kube_master")
+WORKER_GROUPS = ("kube_node", "kube-node")
+ETCD_GROUPS = ("etcd",)
+INVENTORY_GROUP_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+INVENTORY_HOST_RE = re.compile(r"[A-Za-z0-9_.:-]{1,253}")
+INVENTORY_RANGE_RE = re.compile(r"\[([0-9]{1,6}):([0-9]{1,6})\]")
+SSH_USER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+SSH_ADDRESS_RE = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+                            r"[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+                            r"[A-Za-z0-9])?)*")
+REMOTE_PATH_RE = re.compile(r"[A-Za-z0-9._/-]{1,200}")
+ANSIBLE_TRUE = ("true", "yes", "on", "1", "y", "t")
+ANSIBLE_FALSE = ("false", "no", "off", "0", "n", "f")
+# Host vars read, with the old ansible_ssh_* spellings Ansible still takes.
+HOST_VAR_ALIASES = {"ansible_ssh_host": "ansible_host",
+                    "ansible_ssh_port": "ansible_port",
+                    "ansible_ssh_user": "ansible_user"}
+CLUSTER_TOOL_ENV = "K8SO_CLUSTER_TOOL"   # tests: the program hosts run
+CLUSTER_REMOTE_DIR = "k8s-offline"      # under the SSH user's home
+CLUSTER_LOG_DIR = "k8s-offline-cluster-logs"
+SSH_CONNECT_TIMEOUT = 10
+SSH_CONNECT_ATTEMPTS = 3
+SSH_BACKOFF = 1.0                        # seconds, doubled per attempt
+SSH_CONNECT_ERRORS = ("connection refused", "connection timed out",
+                      "no route to host", "network is unreachable",
+                      "could not resolve", "connection reset",
+                      "connection closed", "kex_exchange_identification",
+                      "operation timed out", "temporary failure")
+CLUSTER_DISK_MARGIN = 64 * 1024 * 1024   # beside the bundle: logs, state
+CLUSTER_COMMAND_TIMEOUT = 3600
+MIN_REMOTE_PYTHON = (3, 6)
+MASTER_TAINT = "node-role.kubernetes.io/master-"
+
+
+class ClusterHost(object):
+    """One host of the inventory: how to reach it and what it becomes."""
+
+    def __init__(self, name, line):
+        self.name, self.line = name, line
+        self.address, self.port, self.user, self.key = name, 22, None, None
+        self.become, self.python = None, "python3"
+        self.node_ip, self.node_name = None, None
+        self.control_plane = self.worker = False
+        self.home = None              # found by preflight
+        self.uid = None               # the login's uid, found by preflight
+
+    @property
+    def role(self):
+        if self.control_plane and self.worker:
+            return "control-plane,worker"
+        return "control-plane" if self.control_plane else "worker"
+
+    def remote(self, path):
+        """The absolute remote path of a file in the remote folder."""
+        return posixpath.join(self.home or "~", path)
+
+
+def _inventory_error(where, line, text):
+    raise UserError("%s line %d: %s" % (where, line, text))
+
+
+def expand_host_pattern(name, where, line):
+    """node[01:03] is node01, node02, node03, as Ansible reads it."""
+    match = INVENTORY_RANGE_RE.search(name)
+    if not match:
+        if "[" in name or "]" in name:
+            _inventory_error(where, line, "%r is not a host name or a range "
+                             "like node[01:10]: fix the line" % name)
+        return [name]
+    first, last = match.group(1), match.group(2)
+    if int(first) > int(last) or int(last) - int(first) > 1000:
+        _inventory_error(where, line, "the range [%s:%s] is empty or over "
+                         "1000 hosts: fix the line" % (first, last))
+    width = len(first) if first.startswith("0") else 0
+    names = []
+    for number in range(int(first), int(last) + 1):
+        names.extend(expand_host_pattern(
+            name[:match.start()] + str(number).zfill(width) +
+            name[match.end():], where, line))
+    return names
+
+
+def _inventory_vars(fields, where, line):
+    found = {}
+    for field in fields:
+        key, equals, value = field.partition("=")
+        if not equals or not key:
+            _inventory_error(where, line, "%r is not key=value: fix the line"
+                             % field)
+        found[HOST_VAR_ALIASES.get(key, key)] = (value, line)
+    return found
+
+
+def read_inventory_text(text, where):
+    """Parse an Ansible INI inventory: {host: (line, vars)}, {group: hosts},
+    {group: children}, {group: vars}; unused groups are kept, as Ansible
+    keeps them, and never refused."""
+    hosts = collections.OrderedDict()
+    members = collections.OrderedDict([("all", []), ("ungrouped", [])])
+    children, group_vars = {}, {}
+    group, kind = "ungrouped", "hosts"
+    for number, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        if stripped.startswith("["):
+            if not stripped.endswith("]"):
+                _inventory_error(where, number, "%r is not a [group] header: "
+                                 "close it with ]" % stripped)
+            group, _, kind = stripped[1:-1].partition(":")
+            kind = kind or "hosts"
+            if (not full_match(INVENTORY_GROUP_RE, group)
+                    or kind not in ("hosts", "vars", "children")):
+                _inventory_error(where, number, "%r is not a group header "
+                                 "([name], [name:vars] or [name:children])"
+                                 % stripped)
+            members.setdefault(group, [])
+            continue
+        try:
+            fields = shlex.split(stripped, comments=True)
+        except ValueError as exc:
+            _inventory_error(where, number, "cannot split it (%s): close "
+                             "its quotes" % exc)
+        if not fields:
+            continue
+        if kind == "vars":
+            group_vars.setdefault(group, {}).update(
+                _inventory_vars(fields, where, number))
+        elif kind == "children":
+            if len(fields) != 1 or not full_match(INVENTORY_GROUP_RE,
+                                                  fields[0]):
+                _inventory_error(where, number, "a :children section lists "
+                                 "one group name a line")
+            children.setdefault(group, []).append(fields[0])
+            members.setdefault(fields[0], [])
+        else:
+            host_vars = _inventory_vars(fields[1:], where, number)
+            for name in expand_host_pattern(fields[0], where, number):
+                if not full_match(INVENTORY_HOST_RE, name):
+                    _inventory_error(where, number, "%r is not a host name "
+                                     "or address: fix the line" % name)
+                line, known = hosts.setdefault(name, (number, {}))
+                known.update(host_vars)
+                if name not in members[group]:
+                    members[group].append(name)
+    return hosts, members, children, group_vars
+
+
+def _group_closure(group, children, seen=()):
+    """group and every group below it through :children (cycles cut)."""
+    found = [group]
+    for child in children.get(group, ()):
+        if child not in seen and child != group:
+            found.extend(_group_closure(child, children, seen + (group,)))
+    return found
+
+
+def _ansible_bool(value, what, where, line):
+    if value.lower() in ANSIBLE_TRUE:
+        return True
+    if value.lower() in ANSIBLE_FALSE:
+        return False
+    _inventory_error(where, line, "%s=%s is not a boolean: give true or false"
+                     % (what, value))
+
+
+def _valid_address(value, what, where, line):
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if not full_match(SSH_ADDRESS_RE, value):
+        _inventory_error(where, line, "%s=%s is neither an IP address nor a "
+                         "host name: fix it" % (what, value))
+    return value
+
+
+def _apply_host_vars(host, facts, where):
+    """Set what the host vars say, each value checked against its grammar."""
+    def value(key):
+        entry = facts.get(key)
+        return (None, host.line) if entry is None else entry
+    address, line = value("ansible_host")
+    if address is not None:
+        host.address = _valid_address(address, "ansible_host", where, line)
+    else:
+        host.address = _valid_address(host.name, "the host name", where,
+                                      host.line)
+    port, line = value("ansible_port")
+    if port is not None:
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            _inventory_error(where, line, "host %s: ansible_port=%s is not a "
+                             "port number: give 1 to 65535" % (host.name, port))
+        host.port = int(port)
+    user, line = value("ansible_user")
+    if user is not None:
+        if not full_match(SSH_USER_RE, user):
+            _inventory_error(where, line, "host %s: ansible_user=%s is not a "
+                             "user name: fix it" % (host.name, user))
+        host.user = user
+    key, line = value("ansible_ssh_private_key_file")
+    if key is not None:
+        host.key = (os.path.expanduser(key), line)
+    become, line = value("ansible_become")
+    if become is not None:
+        host.become = _ansible_bool(become, "ansible_become", where, line)
+    become_user, line = value("ansible_become_user")
+    if become_user is not None and become_user != "root":
+        _inventory_error(where, line, "host %s: ansible_become_user=%s: the "
+                         "install commands run as root: leave it out"
+                         % (host.name, become_user))
+    python, line = value("ansible_python_interpreter")
+    if python is not None:
+        if (not full_match(REMOTE_PATH_RE, python) or not python.startswith("/")
+                or ".." in python.split("/")):
+            _inventory_error(where, line, "host %s: ansible_python_interpreter="
+                             "%s is not an absolute path: fix it"
+                             % (host.name, python))
+        host.python = python
+    for var in ("ansible_password", "ansible_ssh_pass", "ansible_become_password",
+                "ansible_become_pass"):
+        if var in facts:
+            _inventory_error(where, facts[var][1], "host %s: %s: cluster takes "
+                             "no password from the inventory: log in with a "
+                             "key (ssh-copy-id), give the sudo password with "
+                             "-K or --become-password-file" % (host.name, var))
+    ip, line = value("ip")
+    if ip is not None:
+        try:
+            host.node_ip = str(ipaddress.ip_address(ip))
+        except ValueError:
+            _inventory_error(where, line, "host %s: ip=%s is not an IP "
+                             "address: fix it" % (host.name, ip))
+    for var in ("k8s_nodename", "node_name"):
+        name, line = value(var)
+        if name is not None:
+            if not full_match(NODE_NAME_RE, name):
+                _inventory_error(where, line, "host %s: %s=%s is not a node "
+                                 "name (lower case letters, digits, - and .)"
+                                 % (host.name, var, name))
+            host.node_name = name
+
+
+def hosts_from_inventory(text, where):
+    """The hosts the cluster uses, in inventory order, first control plane
+    first: kubespray's, its older and kubeasz's group names; a host in a
+    control-plane and a worker group is both (its taint goes)."""
+    hosts, members, children, group_vars = read_inventory_text(text, where)
+    groups_of = {}
+    for group in members:
+        for sub in _group_closure(group, children):
+            for name in members.get(sub, ()):
+                groups_of.setdefault(name, []).append(group)
+    cluster = collections.OrderedDict()
+    for group in CONTROL_PLANE_GROUPS + WORKER_GROUPS:
+        for sub in _group_closure(group, children) if group in members else ():
+            for name in members.get(sub, ()):
+                if name not in cluster:
+                    cluster[name] = ClusterHost(name, hosts[name][0])
+                setattr(cluster[name], "control_plane" if group in
+                        CONTROL_PLANE_GROUPS else "worker", True)
+    for name, host in cluster.items():
+        facts = {}
+        facts.update(group_vars.get("all", {}))
+        # all, then the groups holding others before those they hold (a
+        # child group's vars win, as in Ansible), then the host's own.
+        groups = [group for group in groups_of.get(name, ())
+                  if group not in ("all", "ungrouped")]
+        for group in sorted(groups, key=lambda g: -len(_group_closure(
+                g, children))):
+            facts.update(group_vars.get(group, {}))
+        facts.update(hosts[name][1])
+        _apply_host_vars(host, facts, where)
+        if host.node_name is None and full_match(NODE_NAME_RE, name):
+            try:
+                ipaddress.ip_address(name)
+            except ValueError:
+                host.node_name = name    # kubespray names nodes so
+    for group in ETCD_GROUPS:
+        for name in members.get(group, ()):
+            if not any(host.control_plane for host in cluster.values()):
+                break
+            if name not in cluster or not cluster[name].control_plane:
+                log.warning("warning: %s: [%s] host %s is not a control "
+                            "plane: kubeadm runs etcd on the control-plane "
+                            "hosts, so it is left alone", where, group, name)
+    return list(cluster.values())
+
+
+def read_inventory(path):
+    raw = read_regular_file(path, "the inventory", 4 * 1024 * 1024)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError("the inventory %s is not UTF-8 text: give an Ansible "
+                        "INI inventory" % path)
+    return hosts_from_inventory(text, path)
+
+
+def _flag_hosts(text, flag, port):
+    """--masters/--workers IP[:PORT],...: sealos's way of naming hosts."""
+    found = []
+    for item in [part.strip() for part in (text or "").split(",")]:
+        if not item:
+            continue
+        address, item_port = item, None
+        if item.startswith("["):
+            address, _, rest = item[1:].partition("]")
+            item_port = rest[1:] if rest.startswith(":") else None
+        elif item.count(":") == 1:
+            address, item_port = item.split(":")
+        host = ClusterHost(address, 0)
+        where = "%s %s" % (flag, item)
+        try:
+            host.address = str(ipaddress.ip_address(address))
+        except ValueError:
+            if not full_match(SSH_ADDRESS_RE, address):
+                raise UserError("%s: %r is not an IP address or a host name: "
+                                "give IP[:PORT],..." % (flag, item))
+        host.name = host.address
+        host.port = port
+        if item_port is not None:
+            if not item_port.isdigit() or not 1 <= int(item_port) <= 65535:
+                raise UserError("%s: the port of %s is not a number from 1 "
+                                "to 65535: give IP[:PORT]" % (flag, where))
+            host.port = int(item_port)
+        found.append(host)
+    return found
+
+
+def hosts_from_flags(args):
+    masters = _flag_hosts(args.masters, "--masters", args.port)
+    workers = _flag_hosts(args.workers, "--workers", args.port)
+    for host in masters:
+        host.control_plane = True
+    for host in workers:
+        host.worker = True
+        if any(m.address == host.address and m.port == host.port
+               for m in masters):
+            raise UserError("%s is in both --masters and --workers: a master "
+                            "that runs pods is --allow-pods-on-master"
+                            % host.name)
+    return masters + workers
+
+
+def require_cluster_hosts(hosts, where):
+    """No control plane, one address for two hosts: refused in one line."""
+    if not any(host.control_plane for host in hosts):
+        raise UserError("%s names no control-plane host: list one under [%s] "
+                        "(or --masters)" % (where, CONTROL_PLANE_GROUPS[0]))
+    seen, endpoints = {}, {}
+    for host in hosts:
+        node = host.node_ip or host.address
+        other = seen.setdefault(node, host)
+        if other is not host:
+            raise UserError("%s gives the address %s to two hosts, %s and %s: "
+                            "give each host its own" % (where, node,
+                                                        other.name, host.name))
+        endpoint = (host.address, host.port)
+        other = endpoints.setdefault(endpoint, host)
+        if other is not host:
+            raise UserError("%s reaches two hosts, %s and %s, at %s port %d: "
+                            "give each host its own" % (
+                                where, other.name, host.name, host.address,
+                                host.port))
+
+
+def require_ssh_key(path, what):
+    """A private key ssh can read: a regular file holding a PEM/OpenSSH
+    private key (an unreadable one is refused here, before any host)."""
+    try:
+        raw = read_regular_file(path, what, 1024 * 1024)
+    except UserError as exc:
+        raise UserError("%s: give a readable private key file (ssh -i)" % exc)
+    if b"PRIVATE KEY-----" not in raw:
+        raise UserError("%s %s holds no private key: give the private key "
+                        "file (not the .pub)" % (what, path))
+
+
+def read_become_password(args):
+    """The sudo password: from --become-password-file, or asked on the
+    terminal (-K); None when neither is given (sudo must not ask)."""
+    if args.become_password_file:
+        raw = read_regular_file(args.become_password_file,
+                                "--become-password-file", 64 * 1024)
+        try:
+            lines = raw.decode("utf-8").splitlines()
+        except UnicodeDecodeError:
+            lines = []
+        if not lines or not lines[0]:
+            raise UserError("--become-password-file %s holds no password on "
+                            "its first line: write the sudo password there"
+                            % args.become_password_file)
+        return lines[0]
+    if args.ask_become_pass:
+        if args.dry_run:
+            return None
+        if not sys.stdin or not sys.stdin.isatty():
+            raise UserError("--ask-become-pass needs a terminal: give "
+                            "--become-password-file FILE instead")
+        import getpass
+        password = getpass.getpass("BECOME password: ")
+        if not password:
+            raise UserError("no sudo password was given: type it, or leave "
+                            "out --ask-become-pass")
+        return password
+    return None
+
+
+class SSHTransport(object):
+    """Every command a host runs goes through ssh here: BatchMode (no
+    prompt), a ConnectTimeout, host keys checked against known_hosts, one
+    ControlMaster connection per host reused by every later command, and
+    bounded retries with backoff when the connection (only) fails.  The
+    remote command line is built with shlex.quote from checked values;
+    a sudo password only ever travels on standard input."""
+
+    def __init__(self, args, password):
+        self.connect_timeout = args.connect_timeout
+        self.known_hosts = args.known_hosts
+        self.accept_new = args.accept_new_host_keys
+        self.password = password
+        self.control_dir = None
+        self.runner = Runner()
+        self.opened = set()
+        self.lock = threading.Lock()
+
+    def control_path(self):
+        with self.lock:
+            if self.control_dir is None:
+                self.control_dir = tempfile.mkdtemp(prefix="k8so-ssh-")
+        return os.path.join(self.control_dir, "%C")
+
+    def ssh_argv(self, host, control=True, extra=()):
+        argv = ["ssh", "-o", "BatchMode=yes",
+                "-o", "ConnectTimeout=%d" % self.connect_timeout,
+                "-o", "StrictHostKeyChecking=%s" % (
+                    "accept-new" if self.accept_new else "yes"),
+                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",
+                "-p", str(host.port)]
+        if control:
+            argv += ["-o", "ControlMaster=auto", "-o", "ControlPersist=300",
+                     "-o", "ControlPath=%s" % self.control_path()]
+        if self.known_hosts:
+            argv += ["-o", "UserKnownHostsFile=%s" % self.known_hosts]
+        if host.key:
+            argv += ["-i", host.key[0], "-o", "IdentitiesOnly=yes"]
+        if host.user:
+            argv += ["-l", host.user]
+        return argv + list(extra) + ["--", host.address]
+
+    def sudo(self, host):
+        """How a command becomes root on host: nothing as root, else sudo
+        reading the password from standard input (or never asking)."""
+        if not self.needs_sudo(host):
+            return []
+        if self.password is not None:
+            return ["sudo", "-S", "-p", "", "--"]
+        return ["sudo", "-n", "--"]
+
+    @staticmethod
+    def needs_sudo(host):
+        """sudo unless the login is root: as the host said (id -u), else
+        as the inventory says (a dry run asks no host)."""
+        if host.uid is not None:
+            return host.uid != 0
+        return host.user not in (None, "root") or host.become is True
+
+    def command_line(self, host, argv, root=False):
+        prefix = self.sudo(host) if root else []
+        return " ".join(shlex.quote(str(part)) for part in prefix + list(argv))
+
+    def run(self, host, argv, root=False, stdin=None, source=None,
+            timeout=CLUSTER_COMMAND_TIMEOUT, logbook=None, secret=False,
+            progress=None):
+        """(exit status, stdout, stderr) of argv on host.  stdin: text sent
+        after the sudo password; source: a local file streamed as standard
+        input.  secret: the output is not written to the host's log."""
+        line = self.command_line(host, argv, root)
+        text = None
+        if root and self.password is not None and self.needs_sudo(host):
+            text = self.password + "\n"
+        if stdin is not None:
+            text = (text or "") + stdin
+        attempt = 0
+        while True:
+            attempt += 1
+            if logbook:
+                logbook.write(host, "$ %s" % line)
+            if source is not None:
+                result = self._stream(host, line, source, timeout, progress)
+            else:
+                result = self.runner.execute(self.ssh_argv(host) + [line],
+                                             timeout=timeout,
+                                             input_text=text)
+            if logbook:
+                logbook.write(host, "exit %d\n%s" % (result.returncode,
+                                                     "(output not logged: "
+                                                     "it holds a token)\n"
+                                                     if secret else
+                                                     result.output()))
+            if (result.returncode == 255 and attempt < SSH_CONNECT_ATTEMPTS
+                    and any(word in result.stderr.lower()
+                            for word in SSH_CONNECT_ERRORS)):
+                sleep(SSH_BACKOFF * 2 ** (attempt - 1))
+                continue
+            with self.lock:
+                self.opened.add(host)
+            return result
+
+    def start(self, host, argv, logbook=None):
+        """argv on host, left running: its Popen (text stdout and stderr)."""
+        line = self.command_line(host, argv)
+        if logbook:
+            logbook.write(host, "$ %s" % line)
+        with self.lock:
+            self.opened.add(host)
+        return subprocess.Popen(self.ssh_argv(host) + [line],
+                                stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                universal_newlines=True)
+
+    def _stream(self, host, line, source, timeout, progress):
+        def produce(stream):
+            with open(source, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    stream.write(block)
+                    if progress is not None:
+                        progress.update(len(block))
+        return self.runner.execute_piped(self.ssh_argv(host) + [line],
+                                         produce, timeout=timeout)
+
+    def close(self):
+        """End the ControlMaster connections and remove their sockets."""
+        if self.control_dir is None:
+            return
+        for host in list(self.opened):
+            self.runner.execute(self.ssh_argv(host, extra=("-O", "exit")),
+                                timeout=30)
+        shutil.rmtree(self.control_dir, ignore_errors=True)
+        self.control_dir = None
+
+
+def ssh_failure(host, result, what):
+    """One line saying why a command on host failed, and what to do."""
+    err = result.stderr or ""
+    text = last_line(err) or last_line(result.stdout) or "no output"
+    lower = err.lower()
+    if result.returncode == 255:
+        if "host key verification failed" in lower:
+            return ("its host key is not in known_hosts (or changed): check "
+                    "it and add it (ssh-keyscan -p %d %s >> ~/.ssh/known_hosts)"
+                    ", or run with --accept-new-host-keys"
+                    % (host.port, host.address))
+        if "permission denied" in lower:
+            return ("ssh refused the login of %s: %s: check the user and "
+                    "--ssh-key/ansible_ssh_private_key_file"
+                    % (host.user or "(ssh's default user)", text))
+        if not last_line(err):
+            return ("lost the ssh connection (port %d) in the middle of %s: "
+                    "check the host and its network" % (host.port, what))
+        return "cannot reach it over ssh (port %d): %s" % (host.port,
+                                                          last_line(err))
+    if "incorrect password" in lower or "sorry, try again" in lower:
+        return ("sudo refused the password: give the right one "
+                "(--ask-become-pass or --become-password-file)")
+    if "a password is required" in lower or "no password was provided" in lower:
+        return ("sudo wants a password: give --ask-become-pass (-K) or "
+                "--become-password-file FILE")
+    if "not in the sudoers" in lower or "not allowed to" in lower:
+        return "%s may not use sudo there: add it to sudoers" % (
+            host.user or "the user")
+    return "%s failed (exit %d): %s" % (what, result.returncode, text)
+
+
+class HostFailed(Exception):
+    """A host's step failed: recorded, and what depends on it stops."""
+
+
+class ClusterLogbook(object):
+    """Each host's full output in its own file (mode 0600), one per run."""
+
+    def __init__(self, folder, enabled):
+        self.folder, self.enabled = folder, enabled
+        self.streams, self.lock = {}, threading.Lock()
+
+    def path(self, host):
+        return os.path.join(self.folder, "%s.log" % host.name)
+
+    def write(self, host, text):
+        if not self.enabled:
+            return
+        with self.lock:
+            stream = self.streams.get(host.name)
+            if stream is None:
+                if not os.path.isdir(self.folder):
+                    os.makedirs(self.folder, 0o700)
+                stream = open_private_log(self.path(host), append=True)
+                self.streams[host.name] = stream
+            stream.write("%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                      text.rstrip("\n")))
+            stream.flush()
+
+    def close(self):
+        with self.lock:
+            for stream in self.streams.values():
+                stream.close()
+            self.streams.clear()
+
+
+class ClusterContext(object):
+    """What a `cluster` run knows: the hosts, the flags, the transport, and
+    one record of what happened on each host (read by later phases)."""
+
+    def __init__(self, args, hosts, where):
+        self.args, self.where = args, where
+        self.command = "cluster " + args.cluster_action
+        self.dry_run = args.dry_run
+        self.skip = set()
+        self.hosts = hosts
+        self.parallel = args.parallel
+        self.remote_dir = args.remote_dir
+        self.tool = os.path.abspath(os.environ.get(CLUSTER_TOOL_ENV) or
+                                    __file__)
+        self.password = read_become_password(args)
+        self.ssh = SSHTransport(args, self.password)
+        self.logbook = ClusterLogbook(args.log_dir, not args.dry_run)
+        self.bundle_files, self.bundle_meta = [], None
+        self.bundle_name = None
+        # Byte progress of the copies: bars on a terminal; elsewhere only
+        # the one line per host and phase.
+        self.show_bytes = (not getattr(args, "no_progress", True)
+                           and sys.stderr.isatty())
+        self.results = collections.OrderedDict(
+            (host.name, {"result": "pending", "seconds": 0.0, "phase": ""})
+            for host in hosts)
+        self.state = {}               # host name -> its probe
+        self.failed = collections.OrderedDict()
+        self.join_text = None
+        self.say_lock = threading.Lock()
+
+    @property
+    def first(self):
+        return next(host for host in self.hosts if host.control_plane)
+
+    def close(self):
+        self.ssh.close()
+        self.logbook.close()
+
+    def remote_tool(self, host):
+        return host.remote(posixpath.join(self.remote_dir, "k8s_offline.py"))
+
+    def remote_bundle(self, host):
+        return host.remote(posixpath.join(self.remote_dir, self.bundle_name))
+
+    def remote_join_file(self, host):
+        return host.remote(posixpath.join(self.remote_dir, JOIN_FILE_NAME))
+
+    def alive(self, hosts):
+        return [host for host in hosts if host.name not in self.failed]
+
+    def report(self, phase, host, result, seconds, failed=False):
+        """The one progress line of a host in a phase."""
+        entry = self.results[host.name]
+        entry["seconds"] += seconds
+        entry["phase"] = phase
+        if failed:
+            self.failed[host.name] = "%s: %s" % (phase, result)
+            entry["result"] = "FAILED (%s): %s" % (phase, result)
+        elif not entry["result"].startswith(("FAILED", "skipped")):
+            entry["result"] = result
+        with self.say_lock:
+            (log.error if failed else log.info)(
+                "[%s] %s (%s): %s%s", phase, host.name, host.role,
+                "FAILED: " if failed else "", result if seconds < 0.05 else
+                "%s in %.1f s" % (result, seconds))
+
+    def skip_host(self, phase, host, why):
+        entry = self.results[host.name]
+        if host.name not in self.failed:
+            self.failed[host.name] = "%s: skipped: %s" % (phase, why)
+            entry["result"] = "skipped (%s): %s" % (phase, why)
+        with self.say_lock:
+            log.warning("[%s] %s (%s): skipped: %s", phase, host.name,
+                        host.role, why)
+
+    def run(self, host, argv, what, root=False, **kwargs):
+        """stdout of argv on host; HostFailed with one line if it fails."""
+        result = self.ssh.run(host, argv, root=root, logbook=self.logbook,
+                              **kwargs)
+        if result.returncode != 0:
+            raise HostFailed(ssh_failure(host, result, what))
+        return result.stdout
+
+    def tool_argv(self, host, *argv):
+        return [host.python, self.remote_tool(host)] + list(argv)
+
+    def plan(self, phase, host, argv, root=False):
+        """Under --dry-run: the command host would run, and no connection."""
+        with self.say_lock:
+            say("  [%s] %s (%s): would run: ssh %s%s %s" % (
+                phase, host.name, host.role,
+                "%s@" % host.user if host.user else "", host.address,
+                self.ssh.command_line(host, argv, root)))
+
+
+def on_hosts(ctx, phase, hosts, step, parallel=None):
+    """step(host) -> note on each host, parallel at most N at a time (1: in
+    order); each gets its progress line; a HostFailed or UserError is that
+    host's failure, never the others'."""
+    hosts = list(hosts)
+    width = max(1, min(parallel or ctx.parallel, len(hosts) or 1))
+    queue = collections.deque(hosts)
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                if not queue:
+                    return
+                host = queue.popleft()
+            began = now()
+            try:
+                note = step(host)
+            except (HostFailed, UserError, OSError) as exc:
+                ctx.report(phase, host, str(exc), now() - began, failed=True)
+            except Exception as exc:   # a bug: that host fails, named
+                log.debug("details", exc_info=True)
+                ctx.report(phase, host, "unexpected %s: %s (run again with "
+                           "-v for details)" % (exc.__class__.__name__, exc),
+                           now() - began, failed=True)
+            else:
+                if note is not None:
+                    ctx.report(phase, host, note, now() - began)
+    threads = [threading.Thread(target=worker) for _ in range(width)]
+    for thread in threads:
+        thread.daemon = True
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+# -- cluster phases, in run order -------------------------------------------
+
+def cluster_bundle_files(ctx):
+    """The local files the hosts get: the bundle .tar, or a --split bundle's
+    index and parts; checked whole here before any host is reached."""
+    path = os.path.abspath(ctx.args.bundle)
+    if os.path.isdir(path):
+        raise UserError("--bundle %s is a folder: cluster copies the bundle "
+                        ".tar (or a --split bundle's parts): give --bundle "
+                        "PATH.tar" % ctx.args.bundle)
+    bundle = Bundle(path)
+    try:
+        if not ctx.dry_run:
+            verify_bundle(bundle, progress=not ctx.args.no_progress)
+        ctx.bundle_meta = {"arch": bundle.arch,
+                           "kubernetes_version": bundle.kubernetes_version,
+                           "sha256": bundle.meta_sha256}
+    except BundleError as exc:
+        raise UserError("the bundle on this machine is damaged, so no host "
+                        "was changed: %s" % exc)
+    finally:
+        bundle.close()
+    index = parts_index_path(path)
+    if index is None:
+        ctx.bundle_files = [path]
+        ctx.bundle_name = os.path.basename(path)
+    else:
+        parts = read_parts_index(index)
+        folder = os.path.dirname(index)
+        ctx.bundle_files = [index] + [os.path.join(folder, part["name"])
+                                      for part in parts["parts"]]
+        ctx.bundle_name = os.path.basename(index)
+
+
+def cluster_phase_preflight(ctx):
+    """Check the bundle here, then every host at once: reach it, sudo, its
+    arch against the bundle's, Python, free disk for the bundle.  A problem
+    on any host stops the run before any host is changed."""
+    cluster_bundle_files(ctx)
+    log.info("bundle %s: Kubernetes %s, %s, bundle.json sha256 %s",
+             ctx.bundle_name, ctx.bundle_meta["kubernetes_version"],
+             ctx.bundle_meta["arch"], ctx.bundle_meta["sha256"])
+    sizes = dict((os.path.basename(path), os.path.getsize(path))
+                 for path in ctx.bundle_files + [ctx.tool])
+    sizes["k8s_offline.py"] = sizes.pop(os.path.basename(ctx.tool))
+    if ctx.dry_run:
+        for host in ctx.hosts:
+            ctx.plan("preflight", host, ["uname", "-m"])
+            if ctx.ssh.needs_sudo(host):
+                ctx.plan("preflight", host, ["true"], root=True)
+        return
+    if ctx.ssh.accept_new:
+        log.warning("WARNING: --accept-new-host-keys: the key of a host seen "
+                    "for the first time is trusted without a check and "
+                    "written to known_hosts; compare it out of band")
+    wanted = ctx.bundle_meta["arch"]
+
+    def check(host):
+        names = " ".join(shlex.quote(posixpath.join(ctx.remote_dir, name))
+                         for name in sorted(sizes))
+        script = ("id -u; uname -m; pwd; %s -c %s 2>/dev/null || echo none; "
+                  "df -Pk . | tail -n 1; for f in %s; do "
+                  "stat -c %%s \"$f\" 2>/dev/null || echo -; done" % (
+                      shlex.quote(host.python),
+                      shlex.quote("import sys; print('%d.%d' % "
+                                  "sys.version_info[:2])"), names))
+        lines = ctx.run(host, ["sh", "-c", script], "the preflight "
+                        "commands").splitlines()
+        if len(lines) < 5 + len(sizes) or not lines[0].strip().isdigit():
+            raise HostFailed("its shell answered %d lines, not %d: is it a "
+                             "Linux host with sh, id, df and stat?"
+                             % (len(lines), 5 + len(sizes)))
+        host.uid = int(lines.pop(0))
+        machine, home, python, df = lines[:4]
+        arch = next((name for name, facts in ARCHES.items()
+                     if machine.strip().lower() in facts["uname"]), machine)
+        if arch != wanted:
+            raise HostFailed("the bundle is for %s but this host is %s: make "
+                             "a bundle with --arch %s for it" % (
+                                 wanted, arch, arch))
+        if not home.startswith("/"):
+            raise HostFailed("its home folder %r is not an absolute path"
+                             % home)
+        host.home = home.strip()
+        # A Python release, not a Kubernetes one (those are compared only
+        # in the profiles).
+        release = tuple(int(part) for part in python.split(".")
+                        if part.isdigit())
+        if len(release) != 2 or release < MIN_REMOTE_PYTHON:
+            raise HostFailed("%s is missing or older than 3.6 (%s): install "
+                             "Python 3.6+ or set ansible_python_interpreter"
+                             % (host.python, python.strip()))
+        try:
+            free = int(df.split()[3]) * 1024
+        except (IndexError, ValueError):
+            raise HostFailed("cannot read its free disk space from %r" % df)
+        have = lines[4:4 + len(sizes)]
+        need = sum(size for (name, size), there in zip(sorted(sizes.items()),
+                                                       have)
+                   if there.strip() != str(size)) + CLUSTER_DISK_MARGIN
+        if free < need:
+            raise HostFailed("%s has %s free, the bundle needs %s: free some "
+                             "space" % (host.home, human_size(free),
+                                        human_size(need)))
+        if ctx.ssh.needs_sudo(host):
+            if host.become is False:
+                raise HostFailed("ansible_become=false for user %s: master "
+                                 "and join run as root: set ansible_become="
+                                 "true or ansible_user=root" % host.user)
+            ctx.run(host, ["true"], "sudo", root=True)
+        return "%s, Python %s, %s free" % (arch, python.strip(),
+                                           human_size(free))
+    on_hosts(ctx, "preflight", ctx.hosts, check, parallel=len(ctx.hosts))
+    if ctx.failed:
+        raise UserError("preflight failed on %s: no host was changed; fix "
+                        "what is said above and run again" % ", ".join(
+                            host.name for host in ctx.hosts
+                            if host.name in ctx.failed))
+
+
+def cluster_phase_copy(ctx):
+    """Copy this file and the bundle to each host's folder (the SSH user's
+    ~/k8s-offline), streamed over ssh into a temporary name, then renamed;
+    a file the host already holds with the same sha256 is not sent.  With
+    --fan-out the hosts that hold the bundle pass it on to the others, so
+    the copies double each round."""
+    bundle = [(path, os.path.basename(path)) for path in ctx.bundle_files]
+    local = [(ctx.tool, "k8s_offline.py")] + bundle
+    if ctx.dry_run:
+        for host in ctx.hosts:
+            for _, name in local:
+                ctx.plan("copy", host, ["cat", ">", posixpath.join(
+                    ctx.remote_dir, name)])
+        return
+    digests = dict((path, sha256_file(path)) for path, _ in local)
+    missing = {}
+
+    def check(host):
+        folder = host.remote(ctx.remote_dir)
+        ctx.run(host, ["mkdir", "-p", "-m", "0700", folder], "mkdir")
+        sums = {}
+        for line in ctx.run(host, ["sh", "-c", "cd %s && sha256sum -- %s "
+                                   "2>/dev/null; true" % (shlex.quote(folder),
+                                   " ".join(shlex.quote(name) for _, name
+                                            in local))], "sha256sum").splitlines():
+            fields = line.split()
+            if len(fields) == 2:
+                sums[fields[1]] = fields[0]
+        if sums.get("k8s_offline.py") != digests[ctx.tool]:
+            copy_from_here(ctx, host, ctx.tool, "k8s_offline.py",
+                           digests[ctx.tool])
+        missing[host.name] = [(path, name) for path, name in bundle
+                              if sums.get(name) != digests[path]]
+        if missing[host.name]:
+            return None                   # its line comes with its copy
+        if sums.get("k8s_offline.py") != digests[ctx.tool]:
+            return "copied this file; the bundle is there already"
+        return "skipped: holds the same bytes (%d files)" % len(local)
+    on_hosts(ctx, "copy", ctx.alive(ctx.hosts), check)
+    pending = [host for host in ctx.alive(ctx.hosts) if missing.get(host.name)]
+
+    def send(source, host):
+        sent, relayed = 0, False
+        for path, name in missing[host.name]:
+            if source is not None and relay_file(ctx, source, host, path, name,
+                                                 digests[path]):
+                relayed = True
+            else:
+                copy_from_here(ctx, host, path, name, digests[path])
+            sent += os.path.getsize(path)
+        return "copied %s from %s" % (human_size(sent), source.name if relayed
+                                      else "this machine")
+    if not ctx.args.fan_out:
+        on_hosts(ctx, "copy", pending, lambda host: send(None, host))
+        return
+    # Each round every holder (this machine first) sends to one host that
+    # lacks the bundle; the hosts served join the holders.
+    holders = [None] + [host for host in ctx.alive(ctx.hosts)
+                        if host.name in missing and not missing[host.name]]
+    while pending:
+        batch, pending = pending[:len(holders)], pending[len(holders):]
+        source = dict((host.name, holder) for host, holder in zip(batch,
+                                                                 holders))
+        on_hosts(ctx, "copy", batch, lambda host: send(source[host.name],
+                                                       host),
+                 parallel=len(batch))
+        holders += [host for host in batch if host.name not in ctx.failed]
+
+
+def copy_from_here(ctx, host, path, name, digest):
+    """One file from this machine to host over ssh, checked on arrival."""
+    folder = host.remote(ctx.remote_dir)
+    target = posixpath.join(folder, name)
+    partial = posixpath.join(folder, ".%s.partial" % name)
+    progress = Progress(os.path.getsize(path), "[copy] %s to %s" % (
+        name, host.name), enabled=ctx.show_bytes)
+    try:
+        ctx.run(host, ["sh", "-c", "cat > %s && mv -f %s %s" % (
+            shlex.quote(partial), shlex.quote(partial), shlex.quote(target))],
+            "copying %s" % name, source=path, progress=progress)
+    finally:
+        progress.close()
+    require_arrived(ctx, host, target, name, digest)
+
+
+def require_arrived(ctx, host, target, name, digest):
+    there = ctx.run(host, ["sha256sum", target], "sha256sum").split()[:1]
+    if there != [digest]:
+        raise HostFailed("%s arrived damaged (sha256 %s): copy again"
+                         % (name, there))
+
+
+# The two ends of a copy from one host to another (--fan-out), run there by
+# their python3: a plain TCP stream on the hosts' own network, each byte
+# checked against the sha256 on arrival; the receiver listens for this one
+# transfer only and serves only the sending host's address.
+RELAY_RECEIVER = """\
+import hashlib, os, socket, sys
+addr, peer, path, size, digest = sys.argv[1:6]
+size = int(size)
+srv = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+srv.settimeout(60)
+srv.bind((addr, 0))
+srv.listen(4)
+print(srv.getsockname()[1])
+sys.stdout.flush()
+for _ in range(16):
+    conn, where = srv.accept()
+    if where[0] == peer:
+        break
+    conn.close()
+else:
+    sys.exit("no connection from %s" % peer)
+conn.settimeout(60)
+tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) +
+                   ".partial")
+digester, got = hashlib.sha256(), 0
+with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+               "wb") as handle:
+    while got < size:
+        block = conn.recv(1 << 20)
+        if not block:
+            break
+        handle.write(block)
+        digester.update(block)
+        got += len(block)
+if got != size or digester.hexdigest() != digest:
+    os.unlink(tmp)
+    sys.exit("got %d bytes with sha256 %s" % (got, digester.hexdigest()))
+os.rename(tmp, path)
+print("ok")
+"""
+RELAY_SENDER = """\
+import socket, sys
+addr, port, own, path = sys.argv[1:5]
+sock = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+sock.settimeout(60)
+sock.bind((own, 0))
+sock.connect((addr, int(port)))
+with open(path, "rb") as handle:
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        sock.sendall(block)
+sock.shutdown(socket.SHUT_WR)
+sock.close()
+"""
+
+
+def relay_address(host):
+    """The IP address the other hosts reach host at, or None (a name)."""
+    try:
+        return str(ipaddress.ip_address(host.node_ip or host.address))
+    except ValueError:
+        return None
+
+
+def relay_file(ctx, source, host, path, name, digest):
+    """host gets name from source, which holds it already (--fan-out); False
+    when that does not work out (a name, not an address; a firewall; a host
+    that left), and this machine sends it instead."""
+    to, own = relay_address(host), relay_address(source)
+    if to is None or own is None:
+        return False
+    target = posixpath.join(host.remote(ctx.remote_dir), name)
+    receiver = ctx.ssh.start(host, [host.python, "-c", RELAY_RECEIVER, to,
+                                    own, target, str(os.path.getsize(path)),
+                                    digest], logbook=ctx.logbook)
+    try:
+        port = receiver.stdout.readline().strip()
+        if not port.isdigit():
+            return False
+        sent = ctx.ssh.run(source, [source.python, "-c", RELAY_SENDER, to,
+                                    port, own, posixpath.join(source.remote(
+                                        ctx.remote_dir), name)],
+                           logbook=ctx.logbook)
+        out, err = ("", "") if sent.returncode else receiver.communicate(
+            timeout=120)
+        if sent.returncode != 0 or receiver.returncode != 0 or "ok" not in out:
+            why = last_line(sent.output()) or last_line(err)
+            log.debug("fan-out %s -> %s failed: %s", source.name, host.name,
+                      why)
+            ctx.logbook.write(host, "fan-out from %s failed: %s" % (
+                source.name, why))
+            return False
+    except subprocess.TimeoutExpired:
+        return False
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+        receiver.wait()
+    require_arrived(ctx, host, target, name, digest)
+    return True
+
+
+def cluster_phase_verify(ctx):
+    """On each host, its own `verify` of the bundle it now holds, and what
+    it already runs (a control plane, a joined node) for a safe re-run."""
+    hosts = ctx.alive(ctx.hosts)
+    if ctx.dry_run:
+        for host in hosts:
+            ctx.plan("verify", host, ctx.tool_argv(host, "verify",
+                                                   "--no-progress",
+                                                   ctx.remote_bundle(host)))
+            ctx.plan("verify", host, ctx.tool_argv(host, "cluster", "probe"),
+                     root=True)
+        return
+
+    def verify(host):
+        ctx.run(host, ctx.tool_argv(host, "verify", "--no-progress",
+                                    ctx.remote_bundle(host)), "verify")
+        ctx.state[host.name] = probe_host(ctx, host)
+        state = ctx.state[host.name]
+        if state.get("initialized"):
+            return "OK; already a control plane"
+        return "OK; already joined" if state.get("joined") else "OK"
+    on_hosts(ctx, "verify", hosts, verify, parallel=len(hosts))
+
+
+def probe_host(ctx, host, untaint=()):
+    argv = ctx.tool_argv(host, "cluster", "probe")
+    for name in untaint:
+        argv += ["--untaint", name]
+    out = ctx.run(host, argv, "cluster probe", root=True)
+    try:
+        state = json.loads(last_line(out))
+    except ValueError:
+        state = None
+    if not isinstance(state, dict):
+        raise HostFailed("cluster probe printed no state: %s" % last_line(out))
+    return state
+
+
+def node_name_of(ctx, host):
+    return host.node_name or ctx.state.get(host.name, {}).get("hostname")
+
+
+def master_argv(ctx, host):
+    """The master command of the first control plane: the cluster's flags,
+    given once, and what the inventory says of this host."""
+    argv = ["master", "--bundle", ctx.remote_bundle(host), "--join-file",
+            ctx.remote_join_file(host), "--no-progress"]
+    argv += forwarded_flags(ctx, "master")
+    if host.worker or ctx.args.allow_pods_on_master:
+        argv.append("--allow-pods-on-master")
+    if len([h for h in ctx.hosts if h.control_plane]) > 1:
+        argv.append("--upload-certs")
+    return argv + node_flags(host)
+
+
+def node_flags(host):
+    argv = []
+    if host.node_name:
+        argv += ["--node-name", host.node_name]
+    if host.node_ip and host.control_plane:
+        argv += ["--apiserver-advertise-address", host.node_ip]
+    return argv
+
+
+def forwarded_flags(ctx, command):
+    argv = []
+    for flag, dest, commands in CLUSTER_FORWARDED_FLAGS:
+        value = getattr(ctx.args, dest)
+        if command not in commands or value in (None, False):
+            continue
+        argv += [flag] if value is True else [flag, str(value)]
+    return argv
+
+
+def cluster_phase_master(ctx):
+    """`master` on the first control-plane host (not again on a host that
+    already is one), then the join file the other hosts need."""
+    host = ctx.first
+    wanting = [h for h in ctx.alive(ctx.hosts) if h is not host and
+               not ctx.state.get(h.name, {}).get("joined")]
+    if ctx.dry_run:
+        ctx.plan("master", host, ctx.tool_argv(host, *master_argv(ctx, host)),
+                 root=True)
+        return
+    if host.name in ctx.failed:
+        for other in ctx.alive(ctx.hosts):
+            ctx.skip_host("master", other, "the first control plane %s failed"
+                          % host.name)
+        return
+
+    def master(_):
+        if ctx.state.get(host.name, {}).get("initialized"):
+            note = "skipped: already a control plane"
+            if wanting:
+                ctx.run(host, ctx.tool_argv(
+                    host, "token", "--bundle", ctx.remote_bundle(host),
+                    "--join-file", ctx.remote_join_file(host)),
+                    "token", root=True)
+                note += "; a fresh join file"
+        else:
+            ctx.run(host, ctx.tool_argv(host, *master_argv(ctx, host)),
+                    "master", root=True)
+            note = "done"
+        if wanting:
+            ctx.join_text = ctx.run(host, ["cat", ctx.remote_join_file(host)],
+                                    "reading the join file", root=True,
+                                    secret=True)
+        return note
+    on_hosts(ctx, "master", [host], master)
+    if host.name in ctx.failed:
+        for other in ctx.alive(ctx.hosts):
+            ctx.skip_host("master", other, "the first control plane %s failed"
+                          % host.name)
+
+
+def join_argv(ctx, host):
+    """The join command of host: the cluster's flags that join takes, the
+    join file cluster puts there, and what the inventory says of host."""
+    argv = ["join", "--bundle", ctx.remote_bundle(host), "--join-file",
+            ctx.remote_join_file(host), "--no-progress"]
+    argv += forwarded_flags(ctx, "join")
+    if host.control_plane:
+        argv.append("--control-plane")
+    return argv + node_flags(host)
+
+
+def join_host(ctx, host, phase):
+    if ctx.state.get(host.name, {}).get("joined"):
+        return "skipped: already joined"
+    if ctx.join_text is None:
+        raise HostFailed("no join file came from %s" % ctx.first.name)
+    target = ctx.remote_join_file(host)
+    partial = target + ".partial"
+    ctx.run(host, ["sh", "-c", "umask 077 && cat > %s && mv -f %s %s" % (
+        shlex.quote(partial), shlex.quote(partial), shlex.quote(target))],
+        "writing the join file", stdin=ctx.join_text, secret=True)
+    try:
+        ctx.run(host, ctx.tool_argv(host, *join_argv(ctx, host)), phase,
+                root=True)
+    finally:
+        with contextlib.suppress(HostFailed):     # the join's error wins
+            ctx.run(host, ["rm", "-f", target], "removing the join file")
+    return "done"
+
+
+def cluster_phase_control_planes(ctx):
+    """`join --control-plane` on the other control-plane hosts, one at a
+    time (etcd grows by one member at a time); after a failure the later
+    ones wait for the next run."""
+    hosts = [h for h in ctx.hosts if h.control_plane and h is not ctx.first]
+    for host in hosts:
+        if ctx.dry_run:
+            ctx.plan("control-planes", host, ctx.tool_argv(
+                host, *join_argv(ctx, host)), root=True)
+            continue
+        if host.name in ctx.failed:
+            continue
+        broken = [h.name for h in hosts[:hosts.index(host)]
+                  if h.name in ctx.failed]
+        if broken:
+            ctx.skip_host("control-planes", host, "control plane %s failed "
+                          "before it: they join one at a time" % broken[0])
+            continue
+        on_hosts(ctx, "control-planes", [host],
+                 lambda h: join_host(ctx, h, "join --control-plane"))
+
+
+def cluster_phase_workers(ctx):
+    """`join` on the workers, --parallel N at a time."""
+    hosts = [h for h in ctx.hosts if not h.control_plane]
+    if ctx.dry_run:
+        for host in hosts:
+            ctx.plan("workers", host, ctx.tool_argv(host, *join_argv(ctx,
+                                                                   host)),
+                     root=True)
+        return
+    on_hosts(ctx, "workers", ctx.alive(hosts),
+             lambda h: join_host(ctx, h, "join"))
+
+
+def cluster_phase_wait(ctx):
+    """Wait until every node that joined is Ready (--wait-timeout), seen
+    from the first control plane; control planes that also are workers lose
+    their taint there."""
+    host = ctx.first
+    hosts = ctx.alive(ctx.hosts)
+    if ctx.dry_run:
+        ctx.plan("wait", host, ctx.tool_argv(host, "cluster", "probe"),
+                 root=True)
+        return
+    if ctx.args.no_wait or not hosts:
+        return
+    names = dict((node_name_of(ctx, h), h) for h in hosts)
+    untaint = [node_name_of(ctx, h) for h in hosts
+               if h.control_plane and h.worker and h is not host]
+    deadline = now() + ctx.args.wait_timeout
+    began = now()
+    while True:
+        try:
+            state = probe_host(ctx, host, untaint)
+        except HostFailed as exc:
+            for other in hosts:
+                ctx.report("wait", other, "cannot ask %s: %s" % (host.name,
+                                                                exc),
+                           now() - began, failed=True)
+            return
+        untaint = ()
+        nodes = state.get("nodes") or {}
+        pending = sorted(name for name in names if not nodes.get(name))
+        if not pending or now() >= deadline:
+            break
+        sleep(WAIT_INTERVAL)
+    for name, other in names.items():
+        if name in pending:
+            ctx.report("wait", other, "node %s is not Ready after %d s: see "
+                       "`cluster status` and its log" % (
+                           name, ctx.args.wait_timeout), now() - began,
+                       failed=True)
+        else:
+            ctx.report("wait", other, "Ready", 0)
+            ctx.results[other.name]["result"] = "Ready"
+
+
+def cluster_summary(ctx):
+    """The table at the end: host, role, result, time."""
+    rows = [("HOST", "ROLE", "RESULT", "TIME")] + [
+        (host.name, host.role, ctx.results[host.name]["result"],
+         "%.1f s" % ctx.results[host.name]["seconds"]) for host in ctx.hosts]
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    for row in rows:
+        say("  ".join(cell.ljust(width) for cell, width in
+                      zip(row, widths)) + "  " + row[3])
+    if ctx.logbook.streams or os.path.isdir(ctx.logbook.folder):
+        say("each host's output: %s/HOST.log" % ctx.logbook.folder)
+
+
+# Cluster flags given once and passed on, as master and join name them:
+# (flag, argparse dest, the commands that take it).
+CLUSTER_FORWARDED_FLAGS = (
+    ("--image-repository", "image_repository", ("master", "join")),
+    ("--cri", "cri", ("master", "join")),
+    ("--pod-network-cidr", "pod_network_cidr", ("master",)),
+    ("--service-cidr", "service_cidr", ("master",)),
+    ("--control-plane-endpoint", "control_plane_endpoint", ("master",)),
+    ("--disable-swap", "disable_swap", ("master", "join")),
+    ("--iptables-legacy", "iptables_legacy", ("master", "join")),
+    ("--open-firewall", "open_firewall", ("master", "join")),
+    ("--selinux-permissive", "selinux_permissive", ("master", "join")),
+    ("--ignore-preflight-errors", "ignore_preflight_errors", ("master", "join")),
+    ("--wait-timeout", "wait_timeout", ("master", "join")),
+)
+CLUSTER_UP_PHASES = (
+    ("preflight", "the bundle here; every host: ssh, sudo, arch, Python, disk",
+     cluster_phase_preflight),
+    ("copy", "this file and the bundle to each host (same bytes: skipped)",
+     cluster_phase_copy),
+    ("verify", "each host's own verify of its copy, and what it already runs",
+     cluster_phase_verify),
+    ("master", "master on the first control-plane host", cluster_phase_master),
+    ("control-planes", "join --control-plane on the others, one at a time",
+     cluster_phase_control_planes),
+    ("workers", "join on the workers, --parallel N at a time",
+     cluster_phase_workers),
+    ("wait", "every node Ready, seen from the first control plane",
+     cluster_phase_wait),
+)
+
+
+def require_cluster_flags(args, hosts):
+    """Every flag checked before any host is reached."""
+    if not 1 <= args.parallel <= 256:
+        raise UserError("bad --parallel %d: give 1 to 256" % args.parallel)
+    if not 1 <= args.connect_timeout <= 300:
+        raise UserError("bad --connect-timeout %d: give 1 to 300 seconds"
+                        % args.connect_timeout)
+    if (not full_match(REMOTE_PATH_RE, args.remote_dir)
+            or ".." in args.remote_dir.split("/")):
+        raise UserError("bad --remote-dir %r: give a folder name of letters, "
+                        "digits, . _ - and /" % args.remote_dir)
+    if args.cluster_action not in ("up", "add"):
+        args.control_plane_endpoint = None
+    for dest in ("pod_network_cidr", "service_cidr"):
+        value = getattr(args, dest, None)
+        if value is not None:
+            try:
+                ipaddress.ip_network(value)
+            except ValueError:
+                raise UserError("bad --%s %s: give a network like 10.244.0.0"
+                                "/16" % (dest.replace("_", "-"), value))
+    if getattr(args, "image_repository", None) and not is_image_repository(args.image_repository):
+        raise UserError("bad --image-repository %r: give a registry path like "
+                        "registry.example:5000/k8s" % args.image_repository)
+    if (getattr(args, "ignore_preflight_errors", None) and not full_match(
+            PREFLIGHT_ERRORS_RE, args.ignore_preflight_errors)):
+        raise UserError("bad --ignore-preflight-errors %r: give check names "
+                        "separated by commas" % args.ignore_preflight_errors)
+    endpoint = getattr(args, "control_plane_endpoint", None)
+    if endpoint is not None:
+        address, _, port = endpoint.rpartition(":")
+        if not address or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise UserError("bad --control-plane-endpoint %r: give HOST:PORT"
+                            % endpoint)
+    if (len([host for host in hosts if host.control_plane]) > 1
+            and endpoint is None and args.cluster_action in ("up", "add")):
+        raise UserError("%d control-plane hosts need --control-plane-endpoint "
+                        "HOST:PORT (a load balancer or virtual IP in front of "
+                        "their API servers on 6443)" % len(
+                            [host for host in hosts if host.control_plane]))
+    if args.ssh_key:
+        require_ssh_key(os.path.expanduser(args.ssh_key), "--ssh-key")
+    for host in hosts:
+        if host.key:
+            require_ssh_key(host.key[0], "host %s: "
+                            "ansible_ssh_private_key_file" % host.name)
+        elif args.ssh_key:
+            host.key = (os.path.expanduser(args.ssh_key), 0)
+        if host.user is None and args.user:
+            host.user = args.user
+
+
+def cluster_hosts(args):
+    if args.inventory and (args.masters or args.workers):
+        raise UserError("give either -i INVENTORY or --masters/--workers, "
+                        "not both")
+    if args.inventory:
+        hosts, where = read_inventory(args.inventory), args.inventory
+    elif args.masters:
+        hosts, where = hosts_from_flags(args), "--masters/--workers"
+    else:
+        raise UserError("no hosts: give -i inventory.ini (kubespray's) or "
+                        "--masters IP,... [--workers IP,...]")
+    if args.user is not None and not full_match(SSH_USER_RE, args.user):
+        raise UserError("bad --user %r: give a user name" % args.user)
+    require_cluster_hosts(hosts, where)
+    require_cluster_flags(args, hosts)
+    return hosts, where
+
+
+def find_home(ctx, host):
+    """The host's home folder (the remote folder lies under it)."""
+    lines = ctx.run(host, ["sh", "-c", "id -u; pwd"], "id and pwd").split("\n")
+    if len(lines) < 2 or not lines[0].isdigit() or not lines[1].startswith("/"):
+        raise HostFailed("id -u; pwd answered %r, not a uid and a folder"
+                         % lines[:2])
+    host.uid, host.home = int(lines[0]), lines[1]
+
+
+def cluster_status(ctx):
+    """`status` of the first control-plane host, printed here."""
+    host = ctx.first
+    if ctx.dry_run:
+        ctx.plan("status", host, ctx.tool_argv(host, "status"), root=True)
+        return
+    try:
+        find_home(ctx, host)
+        echo(ctx.run(host, ctx.tool_argv(host, "status"), "status",
+                     root=True))
+    except HostFailed as exc:
+        raise UserError("%s: %s" % (host.name, exc))
+
+
+def cluster_remove(ctx):
+    """Drain and delete HOST's node from the first control plane, then
+    reset HOST; it stays in no group of the inventory afterwards."""
+    wanted = ctx.args.host
+    host = next((h for h in ctx.hosts if wanted in (h.name, h.address)), None)
+    if host is None:
+        raise UserError("%s is not a host of %s: give its inventory name or "
+                        "address" % (wanted, ctx.where))
+    if host is ctx.first:
+        raise UserError("%s is the first control plane, which the others "
+                        "join: remove the others, or `cluster reset`"
+                        % host.name)
+    first = ctx.first
+    if ctx.dry_run:
+        ctx.plan("remove", first, ctx.tool_argv(first, "remove-node",
+                                                host.node_name or "NODE"),
+                 root=True)
+        ctx.plan("remove", host, ctx.tool_argv(host, "reset", "--yes"),
+                 root=True)
+        return
+    began = now()
+    try:
+        find_home(ctx, first)
+        find_home(ctx, host)
+        name = host.node_name or probe_host(ctx, host).get("hostname")
+        if not name or not full_match(NODE_NAME_RE, name):
+            raise HostFailed("its node name %r is not one: set k8s_nodename "
+                             "in the inventory" % name)
+        ctx.run(first, ctx.tool_argv(first, "remove-node", name),
+                "remove-node", root=True)
+        ctx.run(host, ctx.tool_argv(host, "reset", "--yes"), "reset",
+                root=True)
+    except HostFailed as exc:
+        ctx.report("remove", host, str(exc), now() - began, failed=True)
+        return
+    ctx.report("remove", host, "removed and reset", now() - began)
+
+
+def cluster_reset(ctx):
+    """`reset --yes` on every host: the workers at once, then the other
+    control planes one at a time, the first control plane last."""
+    if not ctx.args.yes and not ctx.dry_run:
+        raise UserError("cluster reset removes Kubernetes from every host of "
+                        "%s: run it again with --yes" % ctx.where)
+    first = ctx.first
+    others = [h for h in ctx.hosts if h.control_plane and h is not first]
+    workers = [h for h in ctx.hosts if not h.control_plane]
+
+    def reset(host):
+        if ctx.dry_run:
+            ctx.plan("reset", host, ctx.tool_argv(host, "reset", "--yes"),
+                     root=True)
+            return None
+        find_home(ctx, host)
+        ctx.run(host, ctx.tool_argv(host, "reset", "--yes"), "reset",
+                root=True)
+        return "reset"
+    on_hosts(ctx, "reset", workers, reset)
+    on_hosts(ctx, "reset", others + [first], reset, parallel=1)
+
+
+CLUSTER_ACTIONS = {"status": cluster_status, "remove": cluster_remove,
+                   "reset": cluster_reset}
+
+
+def cmd_cluster(args):
+    """cluster up/add (the phases through the runner), status, remove,
+    reset: from the machine holding the bundle, over ssh."""
+    hosts, where = cluster_hosts(args)
+    ctx = ClusterContext(args, hosts, where)
+    try:
+        action = CLUSTER_ACTIONS.get(args.cluster_action)
+        if action is not None:
+            action(ctx)
+        else:
+            workflow = [Phase(*row) for row in CLUSTER_UP_PHASES]
+            try:
+                run_phases(ctx, workflow)
+            finally:
+                if not ctx.dry_run and ctx.bundle_meta is not None:
+                    cluster_summary(ctx)
+    finally:
+        ctx.close()
+    if ctx.dry_run:
+        log.info("dry run: no host was reached or changed")
+        return 0
+    if ctx.failed:
+        log.error("error: %s failed on %d of %d hosts: %s: fix it and run the "
+                  "same command again (done hosts are left as they are)",
+                  ctx.command, len(ctx.failed), len(ctx.hosts), "; ".join(
+                      "%s (%s)" % (host.name, ctx.failed[host.name])
+                      for host in ctx.hosts if host.name in ctx.failed))
+        return 1
+    return 0
+
+
+def cmd_cluster_probe(args):
+    """On a host (run by cluster over ssh): one JSON line of its state."""
+    root = args.root or "/"
+    admin = os.path.join(root, ADMIN_CONF.lstrip("/"))
+    state = {"hostname": socket.gethostname().lower(),
+             "initialized": os.path.exists(admin),
+             "joined": os.path.exists(os.path.join(
+                 root, KUBELET_CONF.lstrip("/")))}
+    if state["initialized"]:
+        runner, kubectl = Runner(), ["kubectl", "--kubeconfig", admin]
+        for name in args.untaint:
+            if not full_match(NODE_NAME_RE, name):
+                raise UserError("bad --untaint %r: give a node name" % name)
+            runner.run(kubectl + ["taint", "nodes", name, MASTER_TAINT],
+                       check=False)
+        result = runner.run(kubectl + ["get", "nodes", "-o", "json"],
+                            change=False, check=False)
+        nodes = {}
+        if result.ok:
+            try:
+                items = json.loads(result.stdout).get("items", [])
+            except (ValueError, AttributeError):
+                items = []
+            for item in items:
+                conditions = item.get("status", {}).get("conditions", [])
+                nodes[item.get("metadata", {}).get("name")] = any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in conditions)
+        state["nodes"] = nodes
+    print(json.dumps(state, sort_keys=True))
+    return 0
+
+
+def add_cluster_commands(sub):
+    """cluster up/add/status/remove/reset (and probe, which cluster runs on
+    each host)."""
+    cluster = sub.add_parser("cluster", help="the whole cluster from one "
+                             "machine over ssh (up, add, status, remove, "
+                             "reset)")
+    actions = cluster.add_subparsers(dest="cluster_action", metavar="ACTION")
+    parsers = []
+    for name, text in (("up", "set up every host of the inventory"),
+                       ("add", "the same as up: add the new hosts of the "
+                        "inventory, leave the others as they are"),
+                       ("status", "status of the first control-plane host"),
+                       ("remove", "drain and delete a host's node, then "
+                        "reset the host"),
+                       ("reset", "reset every host (workers first)")):
+        parser = actions.add_parser(name, help=text)
+        parser.set_defaults(func=cmd_cluster)
+        parsers.append(parser)
+    for parser in parsers:
+        parser.add_argument("-i", "--inventory", metavar="FILE",
+                            help="an Ansible INI inventory (kubespray's "
+                            "inventory.ini or kubeasz's hosts)")
+        parser.add_argument("--masters", metavar="IP[:PORT],...",
+                            help="control-plane hosts (instead of -i)")
+        parser.add_argument("--workers", "--nodes", metavar="IP[:PORT],...",
+                            help="worker hosts (instead of -i)")
+        parser.add_argument("-u", "--user", metavar="USER",
+                            help="SSH user where the inventory names none")
+        parser.add_argument("--ssh-key", "--private-key", metavar="FILE",
+                            help="private key where the inventory names none")
+        parser.add_argument("--port", type=int, default=22,
+                            help="SSH port of --masters/--workers hosts")
+        parser.add_argument("-K", "--ask-become-pass", action="store_true",
+                            help="ask for the sudo password on the terminal")
+        parser.add_argument("--become-password-file", metavar="FILE",
+                            help="the sudo password on the first line of FILE")
+        parser.add_argument("--known-hosts", metavar="FILE",
+                            help="known_hosts file (default: ssh's own)")
+        parser.add_argument("--accept-new-host-keys", action="store_true",
+                            help="trust the key of a host not yet in "
+                            "known_hosts (said loudly); a changed key is "
+                            "always refused")
+        parser.add_argument("--connect-timeout", type=int,
+                            default=SSH_CONNECT_TIMEOUT, metavar="SECONDS")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="print the whole plan; reach no host")
+    parsers[3].add_argument("host", metavar="HOST", help="its inventory "
+                            "name or address")
+    parsers[4].add_argument("--yes", action="store_true", help="do not ask: "
+                            "reset every host")
+    up_parsers = parsers[:2]
+    for parser in parsers:
+        parser.add_argument("--remote-dir", default=CLUSTER_REMOTE_DIR,
+                            help="the folder in the SSH user's home the "
+                            "bundle goes to (default %(default)s)")
+        parser.add_argument("--log-dir", default=CLUSTER_LOG_DIR,
+                            help="a log per host here (default "
+                            "%(default)s)")
+        parser.add_argument("--parallel", type=int, default=5, metavar="N",
+                            help="hosts copied and joined at once (default "
+                            "%(default)s)")
+    for parser in up_parsers:
+        parser.add_argument("--bundle", required=True, metavar="PATH",
+                            help="the bundle .tar (or a --split bundle's "
+                            "index or parts) on this machine")
+        parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument("--fan-out", action="store_true",
+                            help="hosts that hold the bundle pass it on to "
+                            "the others (a TCP stream between them, checked "
+                            "by sha256): the copies double each round")
+        for flag, dest, commands in CLUSTER_FORWARDED_FLAGS:
+            if dest in ("disable_swap", "iptables_legacy", "open_firewall",
+                        "selinux_permissive"):
+                parser.add_argument(flag, action="store_true",
+                                    help="passed to master and join")
+            elif dest == "wait_timeout":
+                parser.add_argument(flag, type=int,
+                                    default=DEFAULT_WAIT_TIMEOUT,
+                                    metavar="SECONDS", help="how long each "
+                                    "host and the cluster wait for Ready")
+            elif dest == "cri":
+                parser.add_argument(flag, choices=("docker", "containerd"),
+                                    help="passed to master and join")
+            else:
+                parser.add_argument(flag, metavar="VALUE", help="passed to %s"
+                                    % " and ".join(commands))
+        parser.add_argument("--allow-pods-on-master", action="store_true",
+                            help="remove the taint of every control plane "
+                            "(a host also in [kube_node] always loses it)")
+        parser.add_argument("--no-wait", action="store_true",
+                            help="do not wait for the nodes to be Ready")
+    probe = actions.add_parser("probe", help="(run by cluster on each host) "
+                               "this host's state as one JSON line")
+    probe.add_argument("--untaint", action="append", default=[],
+                       metavar="NODE", help="first remove the control-plane "
+                       "taint of NODE")
+    probe.add_argument("--root", default=None, help=argparse.SUPPRESS)
+    probe.set_defaults(func=cmd_cluster_probe)
+    cluster.set_defaults(func=lambda args: cluster.print_help() or 2)
 
 
 # ===========================================================================
@@ -10295,6 +11975,7 @@ def build_parser():
     verify.set_defaults(func=cmd_verify)
     add_install_commands(sub)
     add_day_two_commands(sub)
+    add_cluster_commands(sub)
     return parser
 
 

@@ -155,7 +155,7 @@ def test_the_file_has_a_kernel_profiles_slices_and_a_command_line():
     assert set(kinds[first_slice:-1]) == {"Slice"}, titles
     slices = [title.split(" (")[0] for title in titles if
               title.startswith("Slice")]
-    for workflow in ("bundle", "install", "reset", "day two"):
+    for workflow in ("bundle", "install", "reset", "day two", "cluster"):
         assert "Slice " + workflow in slices, slices
 
 
