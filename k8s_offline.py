@@ -34,6 +34,15 @@ Usage: python3 k8s_offline.py COMMAND [options]     (COMMAND --help for each)
     certs renew   on a master: renew, restart the control plane
     backup        on a master: etcd snapshot, PKI and kubeadm config
     restore       on a reset or fresh master: bring a cluster back
+    cluster up    from the one host holding the bundle, over ssh: every host
+                  of an Ansible inventory (kubespray's inventory.ini,
+                  kubeasz's hosts) or of --masters/--workers: preflight,
+                  copy, verify, master, join, wait; a summary table
+    cluster add   the same as up: the new hosts of the inventory join
+    cluster status   status of the first control-plane host, over ssh
+    cluster remove   drain and delete a host's node, then reset the host
+    cluster reset    reset every host of the inventory (--yes)
+    cluster probe    (run by cluster on each host) its state as JSON
 
   master, join and reset are made of phases, listed by their --help;
   --skip-phases A,B leaves some out (never verify or preflight, except in a
@@ -58,6 +67,8 @@ Environment variables it reads:
   SUDO_USER           master, join --control-plane, certs renew, restore:
                       this user gets a kubeconfig too (~/.kube/config);
                       reset removes it
+  K8SO_CLUSTER_TOOL   cluster: the program copied to the hosts and run there
+                      in place of this file (tests)
   PATH                install mode: where kubeadm, docker, ctr, systemctl,
                       iptables and the other host tools are found
 
@@ -69,12 +80,15 @@ Hidden flags (not in --help; for tests and unusual hosts):
                       containerd's socket (default /run/containerd/
                       containerd.sock)
 
-The file is laid out in the order data flows, one section per banner: the
-data (constants, the version table, grammars, every table and unit text),
-small utilities, the registry client, the bundle writer, the bundle reader
-and verifier, host preparation, kubeadm, preflight checks, the run context,
-cluster checks, and the command line (with the workflows and their runner).
-No function uses a name a later section defines (tests/test_layering.py).
+The file is laid out in parts, one section per banner: the kernel (errors
+and utilities, the shared grammars, the formats, Host and Runner, the
+bundle reader and verifier, the phase runner); the profiles (what changes
+with the Kubernetes version); what install, reset and day two share (the
+node context, preflight, kubeconfig and wait); one slice per workflow
+(bundle, install for master and join, reset, day two, cluster over SSH),
+each reading top to bottom; and the command line.  No function uses a name a later section
+defines, and a slice uses the kernel, the profiles and the shared part,
+never another slice (tests/test_layering.py).
 """
 
 import argparse
@@ -107,19 +121,12 @@ import threading
 import time
 import zlib
 
+
 # ===========================================================================
-# Data: constants, the version table, grammars, tables and unit texts
+# Kernel: errors, shared constants and small utilities
 # ===========================================================================
 
 TOOL_VERSION = "0.1.0"
-BUNDLE_FORMAT = 1
-DEFAULT_KUBERNETES_VERSION = "v1.16.0"
-DEFAULT_ARCH = "amd64"
-
-# Where images are pulled from when bundling, and the name kubeadm looks
-# for them under on the hosts (k8s.gcr.io is kubeadm's default up to 1.24).
-DEFAULT_PULL_REPOSITORY = "registry.k8s.io"
-KUBEADM_IMAGE_REPOSITORY = "k8s.gcr.io"
 
 # Architectures by Kubernetes name, with the names uname and OCI use.
 ARCHES = {
@@ -132,60 +139,6 @@ ARCHES = {
     "s390x": {"uname": ("s390x",), "docker_static": "s390x"},
 }
 
-# The minor releases this tool sets up.  What each patch release of them
-# needs (kubeadm's image tags, the CNI plugins, crictl and flannel releases,
-# and the checksums pinned for them) is data: bundle/releases.json, read by
-# bundle mode only (release_table()).
-SUPPORTED_MINORS = ("1.16", "1.17", "1.18", "1.19", "1.20")
-RELEASE_TABLE_FILE = "bundle/releases.json"
-RELEASE_TABLE_ENV = "K8SO_RELEASE_TABLE"     # tests: a table of their own
-
-CONTROL_PLANE_COMPONENTS = ("kube-apiserver", "kube-controller-manager",
-                            "kube-scheduler")
-# Images a worker needs; masters need every image in the bundle.
-WORKER_IMAGE_NAMES = ("pause", "kube-proxy", "coredns", "flannel")
-
-FLANNEL_REPOSITORY = "quay.io/coreos/flannel"
-KUBE_RELEASE_URL = "https://dl.k8s.io/release/{version}/bin/linux/{arch}/{name}"
-CNI_URL_OLD = ("https://github.com/containernetworking/plugins/releases/"
-               "download/{cni}/cni-plugins-{arch}-{cni}.tgz")
-CNI_URL = ("https://github.com/containernetworking/plugins/releases/"
-           "download/{cni}/cni-plugins-linux-{arch}-{cni}.tgz")
-CRICTL_URL = ("https://github.com/kubernetes-sigs/cri-tools/releases/"
-              "download/{crictl}/crictl-{crictl}-linux-{arch}.tar.gz")
-DOCKER_STATIC_VERSION = "19.03.15"
-DOCKER_STATIC_URL = ("https://download.docker.com/linux/static/stable/"
-                     "{docker_arch}/docker-{docker}.tgz")
-
-# containerd and runc from their upstream static releases (--with-containerd),
-# checked against the .sha256sum files published beside them (or a
-# --checksum-file naming them).  The unit is k8s-offline's own, written like
-# upstream's containerd.service, since upstream publishes no checksum for it.
-CONTAINERD_VERSION = "1.6.20"
-RUNC_VERSION = "1.1.5"
-CONTAINERD_URL = ("https://github.com/containerd/containerd/releases/download/"
-                  "v{containerd}/containerd-{containerd}-linux-{arch}.tar.gz")
-RUNC_URL = ("https://github.com/opencontainers/runc/releases/download/"
-            "v{runc}/runc.{arch}")
-RUNC_SUMS_URL = ("https://github.com/opencontainers/runc/releases/download/"
-                 "v{runc}/runc.sha256sum")
-
-# The distributions whose packages `bundle --os ID` carries.  For each: the
-# os-release ID and VERSION_ID (its major part for RPM distributions) it
-# serves, the package family, the archive's URL per architecture, the apt
-# suite and components or the RPM repositories, what a minimal install has,
-# and the packages kubeadm and the kubelet need.  The minimal install is
-# taken from the metadata: for apt every Priority "required" or Essential
-# package and what they depend on (debootstrap's minbase, the smallest
-# Debian or Ubuntu: it has no "important" packages); for RPM the names below
-# (part of the @core group's mandatory list in comps.xml), again with what
-# they depend on.  A smaller minimal set only makes the bundle larger, never
-# wrong: the install side installs just what the host lacks.
-DEB_PACKAGES = ("conntrack", "socat", "ebtables", "ethtool", "ipset",
-                "iptables", "iproute2", "kmod", "procps", "mount",
-                "util-linux")
-RPM_PACKAGES = ("conntrack-tools", "socat", "ethtool", "ipset", "iptables",
-                "iproute", "kmod", "procps-ng", "util-linux")
 RPM_CORE_CENTOS7 = ("basesystem", "bash", "coreutils", "filesystem", "glibc",
                     "setup", "shadow-utils", "systemd", "rpm", "yum",
                     "util-linux", "procps-ng", "kmod", "e2fsprogs",
@@ -245,16 +198,9 @@ DISTROS = {
                 "ebtables": "iptables-ebtables"},
 }
 
-# kubeadm, kubelet and kubectl are taken from the node release tarball
-# where the release table pins its sha512 (as the release notes published
-# it), so they are checked against a value the release itself published, and
-# against the .sha256 files beside the single binaries.
-NODE_TARBALL_URL = "https://dl.k8s.io/{version}/kubernetes-node-linux-{arch}.tar.gz"
-NODE_TARBALL_BINARIES = ("kubeadm", "kubelet", "kubectl")
-
 # Layout of a bundle (inside its one top directory).
 BUNDLE_JSON = "bundle.json"
-BUNDLE_JSON_SHA = "bundle.json.sha256"   # sha256sum format: `sha256sum -c` works
+
 # master and token write the join file into an extracted bundle folder, so
 # it travels on the stick; it is not part of the bundle.
 JOIN_FILE_NAME = "k8s-offline-join.json"
@@ -265,485 +211,36 @@ SYSTEMD_DIR = "systemd"
 MANIFESTS_DIR = "manifests"
 PACKAGES_DIR = "packages"        # bundle --os: packages/ID/*.deb|*.rpm
 FLANNEL_MANIFEST = "kube-flannel.yml"
-MAX_BUNDLE_MEMBERS = 10000
+
 MAX_BUNDLE_JSON_BYTES = 16 * 1024 * 1024
 
-# A bundle split for sticks that cannot hold one big file (bundle --split):
-# NAME.tar.000, NAME.tar.001, ... whose concatenation is NAME.tar, and the
-# index NAME.tar.parts.json (each part's name, size and sha256).
-PARTS_INDEX_SUFFIX = ".parts.json"
-PARTS_FORMAT = 1
-MAX_PARTS = 1000                          # three-digit part numbers
-MIN_PART_SIZE = 1024 * 1024
-# FAT32 cannot hold a file of 4 GiB or more: its largest is 4 GiB - 1 byte.
-FAT32_MAX_FILE = 4 * 1024 ** 3 - 1
-# bundle warns when its unsplit output reaches this size; the environment
-# variable (for tests) sets another threshold in bytes.
-LARGE_BUNDLE_BYTES = FAT32_MAX_FILE + 1
-LARGE_BUNDLE_ENV = "K8SO_LARGE_BUNDLE_BYTES"
 
-# Images bundled from elsewhere than a registry (--extra-image
-# docker-daemon:REF, --extra-image-archive FILE), by bundle.json "origin".
-DOCKER_DAEMON_PREFIX = "docker-daemon:"
-IMAGE_ORIGINS = ("registry", "docker-daemon", "docker-archive", "oci-archive")
-
-# Media types of image manifests.
-MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MT_DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
-MT_DOCKER_SCHEMA1_SIGNED = (
-    "application/vnd.docker.distribution.manifest.v1+prettyjws")
-MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-# What `docker save` writes: uncompressed layers, digest = diff_id.
-MT_DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
-MT_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-INDEX_TYPES = (MT_OCI_INDEX, MT_DOCKER_LIST)
-MANIFEST_TYPES = (MT_OCI_MANIFEST, MT_DOCKER_MANIFEST)
-SCHEMA1_TYPES = (MT_DOCKER_SCHEMA1, MT_DOCKER_SCHEMA1_SIGNED)
-
-# Every name bundle.json may list, by folder: anything else is refused
-# before a byte of it is read.  Names become host paths (bin/kubelet goes
-# to /usr/bin/kubelet), so none may hold a "..", a slash too many or a
-# character a shell or config file would read differently.
-# An OS package's file name, as the distribution's pool names it.
-PACKAGE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~%-]{0,200}\.(?:deb|rpm)")
-OS_ID_RE = re.compile("|".join(re.escape(os_id) for os_id in sorted(DISTROS)))
-MEMBER_NAME_RE = re.compile(
-    r"k8s_offline\.py|%s|"
-    r"(?:%s|%s|%s|%s)/[A-Za-z0-9][A-Za-z0-9._+-]{0,127}|"
-    r"%s/(?:%s)/%s|"
-    r"%s/(?:oci-layout|index\.json|manifest\.json|blobs/sha256/[0-9a-f]{64})"
-    % (re.escape(BUNDLE_JSON), BIN_DIR, ARCHIVES_DIR, SYSTEMD_DIR,
-       MANIFESTS_DIR, PACKAGES_DIR, OS_ID_RE.pattern, PACKAGE_FILE_RE.pattern,
-       IMAGES_DIR))
-MAX_IMAGE_JSON_BYTES = 4 * 1024 * 1024     # an image manifest, index.json
-MAX_BUNDLE_IMAGES = 500
-SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
-DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 # The distribution reference grammar (docker/distribution reference.go).
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN = (r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
            r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*"
            r"(?::[0-9]{1,5})?")
-REPOSITORY_PATH_RE = re.compile(r"%s(?:/%s)*" % (_PATH_COMPONENT,
-                                                 _PATH_COMPONENT))
-IMAGE_NAME_RE = re.compile(r"(?:%s/)?%s(?:/%s)*" % (_DOMAIN, _PATH_COMPONENT,
-                                                    _PATH_COMPONENT))
-IMAGE_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
-IMAGE_REF_RE = re.compile(r"(?:%s)(?::%s)?(?:@%s)?" % (
-    IMAGE_NAME_RE.pattern, IMAGE_TAG_RE.pattern, DIGEST_RE.pattern))
-VERSION_RE = re.compile(r"v[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,4}")
-TEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f]{0,1000}")   # notes, never used
-# A Debian dependency (Depends, Pre-Depends, Provides) and its operators,
-# the obsolete < and > read as <= and >= as dpkg does.
-DEB_RELATION_RE = re.compile(
-    r"([A-Za-z0-9][A-Za-z0-9.+_-]*)(?::[a-z0-9]+)?\s*"
-    r"(?:\(\s*(<<|<=|>=|>>|=|<|>)\s*([A-Za-z0-9.+:~_-]+)\s*\))?\s*(?:\[.*\])?")
-DEB_RELATION_OPS = {"<<": "<<", "<=": "<=", "<": "<=", "=": "=", ">=": ">=",
-                    ">": ">=", ">>": ">>"}
-
-# systemd units of the official kubelet packages.
-KUBELET_SERVICE = """\
-[Unit]
-Description=kubelet: The Kubernetes Node Agent
-Documentation=https://kubernetes.io/docs/home/
-
-[Service]
-ExecStart=/usr/bin/kubelet
-Restart=always
-StartLimitInterval=0
-RestartSec=10
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-KUBEADM_DROPIN = """\
-# Note: This dropin only works with kubeadm and kubelet v1.11+
-[Service]
-Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/\
-bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
-Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
-# This is a file that "kubeadm init" and "kubeadm join" generates at runtime,
-# populating the KUBELET_KUBEADM_ARGS variable dynamically
-EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
-# This is a file that the user can use for overrides of the kubelet args as a
-# last resort. Preferably, the user should use the .NodeRegistration.
-# KubeletExtraArgs object in the configuration files instead.
-EnvironmentFile=-/etc/default/kubelet
-ExecStart=
-ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS \
-$KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
-"""
-
-# -- Bundle writer ---------------------------------------------------------
-
-BUNDLE_MTIME = 1577836800        # fixed member time: same input, same bytes
-# Units of the static Docker (--with-docker): its containerd runs as a unit
-# of its own, so `--cri containerd` can use it too.  Install mode installs
-# these files from the bundle, never from here.
-DOCKER_SERVICE = """\
-[Unit]
-Description=Docker Application Container Engine (static binaries, k8s-offline)
-After=network-online.target containerd.service
-Wants=network-online.target containerd.service
-
-[Service]
-Type=notify
-ExecStart=/usr/bin/dockerd --containerd=/run/containerd/containerd.sock
-ExecReload=/bin/kill -s HUP $MAINPID
-LimitNOFILE=1048576
-LimitNPROC=infinity
-LimitCORE=infinity
-TasksMax=infinity
-Delegate=yes
-KillMode=process
-Restart=always
-RestartSec=2
-
-[Install]
-WantedBy=multi-user.target
-"""
-CONTAINERD_SERVICE = """\
-[Unit]
-Description=containerd container runtime (static binaries, k8s-offline)
-After=network.target local-fs.target
-
-[Service]
-ExecStartPre=-/sbin/modprobe overlay
-ExecStart=/usr/bin/containerd
-Type=simple
-Delegate=yes
-KillMode=process
-Restart=always
-RestartSec=5
-LimitNPROC=infinity
-LimitCORE=infinity
-LimitNOFILE=1048576
-TasksMax=infinity
-
-[Install]
-WantedBy=multi-user.target
-"""
-# --with-containerd: the unit upstream ships with containerd (its binaries in
-# /usr/local/bin, runc in /usr/local/sbin), written here because upstream
-# publishes no checksum for it.
-CONTAINERD_LOCAL_SERVICE = """\
-[Unit]
-Description=containerd container runtime (upstream static release, k8s-offline)
-Documentation=https://containerd.io
-After=network.target local-fs.target
-
-[Service]
-ExecStartPre=-/sbin/modprobe overlay
-ExecStart=/usr/local/bin/containerd
-Type=notify
-Delegate=yes
-KillMode=process
-Restart=always
-RestartSec=5
-LimitNPROC=infinity
-LimitCORE=infinity
-LimitNOFILE=infinity
-TasksMax=infinity
-OOMScoreAdjust=-999
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-# Bumped whenever the conversion's output changes, so conversions cached by
-# an older version (version 1 wrote "created": "") are not reused.
-SCHEMA1_CONVERSION = 2
-# What Go's time.Time reads from JSON (RFC 3339), and the zero time Docker's
-# own schema1 pull writes where a v1Compatibility entry has no `created`.
-RFC3339_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?"
-                        r"(Z|[+-]\d\d:\d\d)\Z")
-GO_ZERO_TIME = "0001-01-01T00:00:00Z"
-# bundle --os: the most a Release or repomd.xml may be, and primary.xml's
-# XML namespaces.
-MAX_RELEASE_BYTES = 16 * 1024 * 1024
-REPO_NS = "{http://linux.duke.edu/metadata/repo}"
-COMMON_NS = "{http://linux.duke.edu/metadata/common}"
-RPM_NS = "{http://linux.duke.edu/metadata/rpm}"
-
-# Small documents of docker-archive and OCI-archive tars, kept in memory;
-# every other member (layers, configs, blobs) streams into the cache.
-ARCHIVE_DOCUMENTS = ("manifest.json", "index.json", "oci-layout",
-                     "repositories")
-MAX_ARCHIVE_MEMBERS = 100000
-# --split sizes: 4G, 700M, 1048576 (or fat32).
-SPLIT_SIZE_RE = re.compile(r"([0-9]{1,15})([KMGT]?)(?:i?B)?", re.IGNORECASE)
-
-# -- Bundle reader and verifier --------------------------------------------
-
-# bundle.json's schema.  Each entry: (kind, detail); kinds are "const",
-# "match" (a str the pattern matches whole), "int" (>= 0, not a bool),
-# "bool", "either" (value None or the inner schema), "list" (inner, most
-# items), "map" (key pattern, value schema, most keys) and "record"
-# ({key: schema}, required keys).  Nothing deeper than this is read.
-_DIGEST = ("match", DIGEST_RE)
-_MEMBER = ("match", MEMBER_NAME_RE)
-IMAGE_SCHEMA = ("record", ({
-    "name": ("match", TEXT_RE), "kubeadm": ("bool", None),
-    "extra": ("bool", None), "repository": ("match", IMAGE_NAME_RE),
-    "tag": ("match", IMAGE_TAG_RE), "ref": ("match", IMAGE_REF_RE),
-    "source": ("match", IMAGE_REF_RE), "source_digest": _DIGEST,
-    "manifest_digest": _DIGEST,
-    "manifest_media_type": ("match", re.compile("|".join(
-        re.escape(t) for t in MANIFEST_TYPES))),
-    "config_digest": _DIGEST, "layers": ("list", (_DIGEST, 1000)),
-    "size": ("int", None),
-    "origin": ("match", re.compile("|".join(IMAGE_ORIGINS)))},
-    ("name", "kubeadm", "repository", "tag", "ref", "manifest_digest",
-     "config_digest", "layers")))
-# An OS package as bundle.json lists it: what the packages phase needs to
-# pick what this host lacks and install it in dependency order.
-PACKAGE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-PACKAGE_VERSION_RE = re.compile(r"[A-Za-z0-9.+:~_-]{1,128}")
-_PACKAGE_NAMES = ("list", (("match", PACKAGE_NAME_RE), 200))
-# A dependency as apt writes it: name, or name (op version).
-DEB_RELATION_TEXT_RE = re.compile(
-    r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}(?: \((?:<<|<=|=|>=|>>) "
-    r"[A-Za-z0-9.+:~_-]{1,128}\))?")
-OS_PACKAGE_SCHEMA = ("record", ({
-    "name": ("match", PACKAGE_NAME_RE), "version": ("match", PACKAGE_VERSION_RE),
-    "arch": ("match", TEXT_RE), "path": _MEMBER, "wanted": ("bool", None),
-    "needs": _PACKAGE_NAMES, "pre_depends": _PACKAGE_NAMES,
-    "requires": ("list", (("list", (("match", DEB_RELATION_TEXT_RE), 20)),
-                          200)),
-    "provides": _PACKAGE_NAMES},
-    ("name", "version", "arch", "path", "wanted", "needs", "requires",
-     "pre_depends", "provides")))
-OS_PACKAGES_SCHEMA = ("map", (OS_ID_RE, ("record", ({
-    "id": ("match", TEXT_RE), "version_id": ("match", TEXT_RE),
-    "family": ("match", re.compile("deb|rpm")),
-    "signatures": ("list", (("match", PRINTABLE_RE), 20)),
-    "packages": ("list", (OS_PACKAGE_SCHEMA, 1000))},
-    ("id", "version_id", "family", "signatures", "packages"))), 20))
-BUNDLE_SCHEMA = ("record", ({
-    "format": ("const", BUNDLE_FORMAT),
-    "name": ("match", re.compile(r"k8s-offline-v[0-9.]+-linux-[a-z0-9]+")),
-    "tool_version": ("match", TEXT_RE),
-    "kubernetes_version": ("match", VERSION_RE),
-    "arch": ("match", re.compile("|".join(sorted(ARCHES)))),
-    "versions": ("map", (re.compile(r"[a-z]{1,20}"),
-                         ("either", ("match", TEXT_RE)), 20)),
-    "images": ("list", (IMAGE_SCHEMA, MAX_BUNDLE_IMAGES)),
-    "files": ("map", (MEMBER_NAME_RE, ("record", ({
-        "size": ("int", None), "sha256": ("match", SHA256_HEX_RE)},
-        ("size", "sha256"))), MAX_BUNDLE_MEMBERS)),
-    "binaries": ("map", (re.compile("|".join(NODE_TARBALL_BINARIES)),
-                         _MEMBER, 10)),
-    "archives": ("map", (re.compile("cni|crictl|docker|containerd|runc"),
-                         _MEMBER, 10)),
-    "os_packages": OS_PACKAGES_SCHEMA,
-    "systemd": ("map", (re.compile(r"kubelet\.service|10-kubeadm\.conf|"
-                                   r"docker\.service|containerd\.service"),
-                        _MEMBER, 10)),
-    "flannel_manifest": _MEMBER,
-    "script": ("const", "k8s_offline.py"),
-    # What vouched for each file's checksum (issue 8): shown, not used.
-    "checksum_sources": ("map", (MEMBER_NAME_RE, ("list", (
-        ("match", PRINTABLE_RE), 20)), MAX_BUNDLE_MEMBERS))},
-    ("format", "name", "kubernetes_version", "arch", "images", "files",
-     "binaries", "archives")))
-# The index of a split bundle, NAME.tar.parts.json, as check_schema reads it.
-PARTS_BUNDLE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}")
-PARTS_INDEX_SCHEMA = ("record", ({
-    "format": ("const", PARTS_FORMAT),
-    "bundle": ("match", PARTS_BUNDLE_RE),
-    "size": ("int", None),
-    "part_size": ("int", None),
-    "parts": ("list", (("record", ({
-        "name": ("match", PARTS_BUNDLE_RE), "size": ("int", None),
-        "sha256": ("match", SHA256_HEX_RE)}, ("name", "size", "sha256"))),
-        MAX_PARTS))},
-    ("format", "bundle", "size", "part_size", "parts")))
-PART_NUMBER_RE = re.compile(r"\.[0-9]{3,}")
-# How far a read may jump ahead of a part's hash and have the skipped
-# bytes (tar headers, padding) read and hashed too.
-PART_GAP_FILL = 64 * 1024
-
-# -- Host preparation ------------------------------------------------------
 
 # Paths on the host (prefixed by --root in tests).
 INSTALL_LOG = "/var/log/k8s-offline.log"
 STATE_DIR = "/var/lib/k8s-offline"
-STATE_FILE = STATE_DIR + "/state.json"
+
 KUBEADM_INIT_LOG = "/var/log/kubeadm-init.log"
-KUBEADM_JOIN_LOG = "/var/log/kubeadm-join.log"
-FALLBACK_JOIN_FILE = "/etc/kubernetes/" + JOIN_FILE_NAME
+
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
-CNI_BIN_DIR = "/opt/cni/bin"
-CNI_CONF_DIR = "/etc/cni/net.d"
-BIN_INSTALL_DIR = "/usr/bin"
-KUBELET_UNIT = "/etc/systemd/system/kubelet.service"
-KUBELET_DROPIN = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
-DOCKER_UNIT = "/etc/systemd/system/docker.service"
-CONTAINERD_UNIT = "/etc/systemd/system/containerd.service"
-CONTAINERD_BIN_DIR = "/usr/local/bin"      # --with-containerd, as upstream
-RUNC_PATH = "/usr/local/sbin/runc"
-OS_RELEASE = "/etc/os-release"
-PACKAGES_STAGE_DIR = STATE_DIR + "/packages"
-# The commands the bundle's OS packages supply: a host that has them all
-# needs none of the packages, whatever its distribution.
-PACKAGED_TOOLS = ("conntrack", "socat", "ebtables", "ethtool", "ipset",
-                  "iptables", "ip", "tc", "modprobe", "sysctl", "mount",
-                  "nsenter")
-# ioctls asking the kernel for an interface's IPv4 address and netmask.
-SIOCGIFADDR = 0x8915
-SIOCGIFNETMASK = 0x891b
-DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
-CONTAINERD_CONFIG = "/etc/containerd/config.toml"
-CRICTL_CONFIG = "/etc/crictl.yaml"
-MODULES_FILE = "/etc/modules-load.d/k8s-offline.conf"
-SYSCTL_FILE = "/etc/sysctl.d/k8s-offline.conf"
-FSTAB = "/etc/fstab"
-TOOL_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
-             "/sbin", "/bin")
 
-DEFAULT_POD_CIDR = "10.244.0.0/16"
-DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
-DEFAULT_WAIT_TIMEOUT = 600
-API_PORT = 6443
-MASTER_PORTS = (6443, 10250, 10251, 10252, 2379, 2380)
-WORKER_PORTS = (10250,)
-MIN_MASTER_MEMORY_MB = 1700
-MIN_WORKER_MEMORY_MB = 1000
-KERNEL_MODULES = ("br_netfilter", "overlay")
-SYSCTLS = (("net.bridge.bridge-nf-call-iptables", "1"),
-           ("net.ipv4.ip_forward", "1"))
-# kubeadm's own preflight (cmd/kubeadm/app/preflight/checks.go): the tools
-# it refuses to run without, with the minor release that began refusing
-# (conntrack: kubernetes PR #85857, 1.18), and the tools it warns about.
-# Each with the package to install and what else needs it.
-KUBEADM_REQUIRED_TOOLS = (("ip", 16, "iproute2"), ("iptables", 16, "iptables"),
-                          ("mount", 16, "mount"), ("nsenter", 16, "util-linux"),
-                          ("conntrack", 18, "conntrack"))
-KUBEADM_WARNED_TOOLS = ("ebtables", "ethtool", "socat", "tc", "touch")
-TOOL_USERS = {"conntrack": "kube-proxy needs it",
-              "socat": "`kubectl port-forward` needs it"}
-# What --open-firewall opens (firewalld rules): the ports kubeadm's install
-# guide lists for each role, and flannel's vxlan.
-FIREWALL_RULES = {
-    "master": ("6443/tcp", "2379-2380/tcp", "10250/tcp", "10251/tcp",
-               "10252/tcp", "8472/udp"),
-    "worker": ("10250/tcp", "30000-32767/tcp", "8472/udp")}
-SELINUX_CONFIG = "/etc/selinux/config"
-SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"
+
 CRI_SOCKETS = {"docker": "/var/run/dockershim.sock",
                "containerd": "/run/containerd/containerd.sock"}
-# Links and interfaces the cluster makes; they are not "host networks".
-CLUSTER_LINKS = ("cni0", "flannel.1", "kube-ipvs0", "docker0")
-# Values that reach config files and command lines, each matched whole
-# (re.fullmatch: a pattern ending in `$` would let a trailing newline in).
-TOKEN_RE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
-CA_HASH_RE = re.compile(r"sha256:[a-f0-9]{64}")
-CERT_KEY_RE = re.compile(r"[a-f0-9]{64}")
+
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
-NODE_NAME_RE = re.compile(r"(?=.{1,253}\Z)%s(?:\.%s)*" % (_DNS_LABEL,
-                                                         _DNS_LABEL), re.S)
-SOCKET_PATH_RE = re.compile(r"/[A-Za-z0-9._/-]{1,200}")
-PREFLIGHT_ERRORS_RE = re.compile(r"[A-Za-z0-9.,_-]{1,500}")
-SMALLEST_POD_PREFIX = 24      # each node gets a /24 of the pod network
-TOKEN_TTL_SECONDS = 24 * 3600
-CERT_KEY_TTL_SECONDS = 2 * 3600
 
-CRI_PLUGIN_NAMES = ("cri", "io.containerd.grpc.v1.cri")
-
-ARCHIVE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-# -- kubeadm ---------------------------------------------------------------
-
-KUBEADM_API = "kubeadm.k8s.io/v1beta2"
-KUBELET_API = "kubelet.config.k8s.io/v1beta1"
 INIT_CONFIG = STATE_DIR + "/kubeadm-init.json"
-JOIN_CONFIG = STATE_DIR + "/kubeadm-join.json"
-FLANNEL_RENDERED = STATE_DIR + "/kube-flannel.yml"
-RESERVED_KINDS = ("InitConfiguration", "ClusterConfiguration",
-                  "JoinConfiguration")
-JOIN_COMMAND_RE = re.compile(
-    r"kubeadm join\s+(\S+)\s+--token\s+(\S+)\s+"
-    r"(?:\\\s*)?--discovery-token-ca-cert-hash\s+(\S+)")
-
-MAX_YAML_DEPTH = 40
-
-MAX_EXTRA_CONFIG_BYTES = 1024 * 1024
-
-FLANNEL_NETWORK_TOKEN = '"Network": "10.244.0.0/16"'
-
-CLUSTER_INFO_PATH = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
-KUBEADM_CONFIG_PATH = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config"
-API_TIMEOUT = 15
-
-MAX_JOIN_FILE_BYTES = 64 * 1024
-JOIN_FIELDS = ("format", "kubernetes_version", "arch", "token_expires",
-               "image_repository", "control_plane_nodes", "certificate_key",
-               "certificate_key_expires", "created", "api_server_endpoint",
-               "token", "discovery_token_ca_cert_hash", "from_flags")
-
-# kubeadm join refuses the name of a Node the cluster lists as Ready; a node
-# reset moments ago stays Ready for the node monitor's grace period (40 s by
-# default), so join tries again for a bounded while.
-STALE_NODE_WAIT = 90
-STALE_NODE_RETRY = 15
-
-KUBE_IPTABLES_MARKERS = ("KUBE-", "CNI-", "FLANNEL", "flannel")
-
-# -- Cluster checks --------------------------------------------------------
-
-WAIT_INTERVAL = 5
-IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
-                      "ErrImageNeverPull")
-CERT_WARN_DAYS = 30
-
-CERT_LINE_RE = re.compile(
-    r"^(\S+)\s+([A-Z][a-z]{2} \d{2}, \d{4} \d{2}:\d{2} UTC)\s")
-
-CERT_FAIL_DAYS = 7
-PKI_DIR = "/etc/kubernetes/pki"
-MANIFEST_DIR = "/etc/kubernetes/manifests"
-KUBEADM_KUBECONFIGS = ("admin.conf", "controller-manager.conf",
-                       "scheduler.conf", "kubelet.conf")
-KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
-KUBELET_CLIENT_CERT = "/var/lib/kubelet/pki/kubelet-client-current.pem"
-# The static pods restarted after a renewal, the API server first so that
-# it answers with its new certificate as early as possible.
-CONTROL_PLANE_PODS = ("kube-apiserver", "kube-controller-manager",
-                      "kube-scheduler", "etcd")
-DAYTWO_DIR = STATE_DIR + "/day-two"
-RESTART_TIMEOUT = 300
-PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)"
-                         r"-----END CERTIFICATE-----")
-
-BACKUP_FORMAT = 1
-BACKUP_JSON = "backup.json"
-BACKUP_DIR = "/var/backups/k8s-offline"
-ETCD_MANIFEST = MANIFEST_DIR + "/etcd.yaml"
-ETCD_DATA_DIR = "/var/lib/etcd"
-ETCD_PKI = PKI_DIR + "/etcd"
-SNAPSHOT_NAME = "etcd/snapshot.db"
-BACKUP_MEMBER_RE = re.compile(r"^(backup\.json|etcd/snapshot\.db|"
-                              r"kubeadm/(kubeadm-init\.json|state\.json|"
-                              r"kubeadm-config\.yaml)|"
-                              r"pki/([A-Za-z0-9._-]+/)?[A-Za-z0-9._-]+)$")
-SHA256_RE = re.compile(r"[a-f0-9]{64}")
-ETCD_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
-ETCD_PEER_URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+:\d+")
-
 
 log = logging.getLogger("k8s-offline")
 
-
-# ===========================================================================
-# Small utilities
-# ===========================================================================
 
 class UserError(Exception):
     """A problem the user can fix: printed as one line, exit status 2."""
@@ -759,11 +256,82 @@ def full_match(pattern, value):
     return isinstance(value, str) and pattern.fullmatch(value) is not None
 
 
-class NotFoundError(UserError):
-    """A download the server does not have (HTTP 404)."""
+def short_json(value):
+    """value as JSON for a message, cut to 60 characters."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def schema_problem(value, schema, where=""):
+    """(field, what is wrong) of the first part of value that schema (see
+    the Data section for its kinds) refuses, or None: the one shape check
+    of every JSON document read from outside (bundle.json, a parts index,
+    backup.json, the documents of an image archive)."""
+    kind, detail = schema
+    if kind == "const":
+        if type(value) is not type(detail) or value != detail:
+            return where, "is %s, expected %s" % (short_json(value),
+                                                  short_json(detail))
+    elif kind == "match":
+        if not full_match(detail, value):
+            return where, "is %s, not a valid value" % short_json(value)
+    elif kind == "int":
+        if (type(value) is not int or value < 0 or
+                (detail is not None and value > detail)):
+            return where, "is %s, expected a whole number" % short_json(value)
+    elif kind == "bool":
+        if type(value) is not bool:
+            return where, "is %s, expected true or false" % short_json(value)
+    elif kind == "either":
+        if value is not None:
+            return schema_problem(value, detail, where)
+    elif kind == "list":
+        inner, most = detail
+        if not isinstance(value, list) or len(value) > most:
+            return where, "is %s, expected a list of at most %d" % (
+                type(value).__name__, most)
+        for number, item in enumerate(value):
+            found = schema_problem(item, inner, "%s[%d]" % (where, number))
+            if found:
+                return found
+    elif kind == "map":
+        key_re, inner, most = detail
+        if not isinstance(value, dict) or len(value) > most:
+            return where, "is %s, expected an object of at most %d keys" % (
+                type(value).__name__, most)
+        for key in sorted(value):
+            if not full_match(key_re, key):
+                return where, "has the name %s, which is not allowed" % (
+                    short_json(key))
+            found = schema_problem(value[key], inner, "%s[%s]" % (
+                where, json.dumps(key)))
+            if found:
+                return found
+    elif kind == "record":
+        fields, required = detail
+        if not isinstance(value, dict):
+            return where, "is %s, expected an object" % type(value).__name__
+        for key in required:
+            if key not in value:
+                return where, "has no %s" % key
+        for key in sorted(value):
+            if key not in fields:
+                return where, "has the unknown field %s" % short_json(key)
+            found = schema_problem(value[key], fields[key], "%s.%s" % (
+                where, key) if where else key)
+            if found:
+                return found
+    return None
 
 
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def sha256_bytes(data):
+    return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path, chunk=1 << 20):
@@ -773,10 +341,6 @@ def sha256_file(path, chunk=1 << 20):
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def sha256_bytes(data):
-    return hashlib.sha256(data).hexdigest()
 
 
 def canonical_json(obj):
@@ -792,146 +356,6 @@ def human_size(num):
         num /= 1024.0
 
 
-def parse_version(text):
-    """Return (major, minor, patch) of 'v1.16.0'; UserError if malformed."""
-    match = re.match(r"^v?(\d+)\.(\d+)\.(\d+)\Z", text or "")
-    if not match:
-        raise UserError("bad Kubernetes version %r: use the form v1.16.0" % text)
-    return tuple(int(part) for part in match.groups())
-
-
-def normalize_version(text):
-    major, minor, patch = parse_version(text)
-    return "v%d.%d.%d" % (major, minor, patch)
-
-
-def check_supported(kubernetes_version):
-    """(major, minor, patch) of a version whose minor this tool supports."""
-    major, minor, patch = parse_version(kubernetes_version)
-    if "%d.%d" % (major, minor) not in SUPPORTED_MINORS:
-        raise UserError("Kubernetes %s is not supported: supported minors are %s"
-                        % (kubernetes_version, ", ".join(SUPPORTED_MINORS)))
-    return major, minor, patch
-
-
-_RELEASE_TABLES = {}
-_HEX = {"sha256": re.compile(r"^[0-9a-f]{64}\Z"),
-        "sha512": re.compile(r"^[0-9a-f]{128}\Z")}
-_RELEASE_RE = re.compile(r"^v1\.(\d+)\.(\d+)\Z")
-_FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
-_IMAGE_TAG_RE = re.compile(r"^v?\d+(\.\d+)*(-\d+)?\Z")
-
-
-def release_table():
-    """The release table (bundle/releases.json beside this file, or the file
-    K8SO_RELEASE_TABLE names), checked once per run."""
-    path = (os.environ.get(RELEASE_TABLE_ENV) or
-            os.path.join(script_dir(), RELEASE_TABLE_FILE))
-    if path not in _RELEASE_TABLES:
-        try:
-            with open(path, "rb") as handle:
-                table = json.loads(handle.read().decode("utf-8"))
-        except (OSError, IOError) as exc:
-            raise UserError("cannot read the release table %s: %s: run bundle "
-                            "from the k8s-offline folder" % (path, exc.strerror))
-        except (ValueError, UnicodeDecodeError):
-            raise UserError("the release table %s is not valid JSON: restore it "
-                            "from git" % path)
-        problem = release_table_problem(table)
-        if problem:
-            raise UserError("the release table %s is malformed (%s): restore it "
-                            "from git" % (path, problem))
-        _RELEASE_TABLES[path] = table
-    return _RELEASE_TABLES[path]
-
-
-def release_table_problem(table):
-    """What is wrong with a release table, or None (see releases.json)."""
-    if not isinstance(table, dict) or table.get("schema") != 1:
-        return "schema is not 1"
-    releases, minors = table.get("releases"), table.get("minors")
-    if not isinstance(releases, dict) or not isinstance(minors, dict):
-        return "no releases or minors"
-
-    def hexes(entry, key, kind):
-        values = entry.get(key, {})
-        if not isinstance(values, dict):
-            return "%s is not a table" % key
-        for arch, value in values.items():
-            if (arch not in ARCHES or not isinstance(value, str) or
-                    not _HEX[kind].match(value)):
-                return "%s of %s is not a %s" % (key, arch, kind)
-        return None
-
-    for version, entry in releases.items():
-        match = _RELEASE_RE.match(version)
-        if not match or "1.%s" % match.group(1) not in SUPPORTED_MINORS:
-            return "release %r is not a supported version" % version
-        if "1.%s" % match.group(1) not in minors:
-            return "release %s has no minor entry" % version
-        images = entry.get("images") if isinstance(entry, dict) else None
-        if not isinstance(images, dict) or any(
-                not isinstance(images.get(name), str) or
-                not _IMAGE_TAG_RE.match(images[name])
-                for name in ("pause", "etcd", "coredns")):
-            return "release %s lacks an image tag" % version
-        problem = hexes(entry, "node_sha512", "sha512")
-        if problem:
-            return "release %s: %s" % (version, problem)
-    for minor, entry in minors.items():
-        if minor not in SUPPORTED_MINORS or not isinstance(entry, dict):
-            return "minor %r is not supported" % minor
-        for key in ("cni", "crictl", "flannel"):
-            if (not isinstance(entry.get(key), str) or
-                    not _IMAGE_TAG_RE.match(entry[key])):
-                return "minor %s lacks a %s version" % (minor, key)
-        for key in ("cni_sha256", "crictl_sha256"):
-            problem = hexes(entry, key, "sha256")
-            if problem:
-                return "minor %s: %s" % (minor, problem)
-        for key in ("cni_tarball", "crictl_tarball"):
-            names = entry.get(key, {})
-            if not isinstance(names, dict) or any(
-                    arch not in ARCHES or not isinstance(name, str) or
-                    not _FILE_NAME_RE.match(name) for arch, name in names.items()):
-                return "minor %s: bad %s" % (minor, key)
-    for name, entry in ((table.get("runtimes") or {}).get("docker") or {}).items():
-        if not isinstance(entry, dict) or not _HEX["sha256"].match(
-                str(entry.get("sha256", ""))):
-            return "docker %s has no sha256" % name
-    return None
-
-
-def version_facts(kubernetes_version):
-    """What the release table says about one patch release: kubeadm's image
-    tags, the CNI, crictl and flannel versions, and the pinned checksums
-    (by arch); UserError for a version it does not list."""
-    major, minor, _ = check_supported(kubernetes_version)
-    table = release_table()
-    version = normalize_version(kubernetes_version)
-    release = table["releases"].get(version)
-    if release is None:
-        known = sorted(table["releases"], key=parse_version)
-        raise UserError("Kubernetes %s is not supported: it is not a release "
-                        "in the release table (%s to %s)" % (
-                            version, known[0], known[-1]))
-    if release.get("do_not_use"):
-        raise UserError("Kubernetes %s is not supported: its release notes say "
-                        "\"%s\": choose another patch release"
-                        % (version, release["do_not_use"]))
-    facts = dict(table["minors"]["%d.%d" % (major, minor)])
-    facts.update(release["images"])
-    facts["node_sha512"] = release.get("node_sha512", {})
-    return facts
-
-
-def check_arch(arch):
-    if arch not in ARCHES:
-        raise UserError("unknown architecture %r: use one of %s"
-                        % (arch, ", ".join(sorted(ARCHES))))
-    return arch
-
-
 def host_arch():
     """The Kubernetes name of this machine's architecture, or None."""
     machine = platform.machine().lower()
@@ -939,93 +363,6 @@ def host_arch():
         if machine in facts["uname"]:
             return name
     return None
-
-
-def parse_mapping(text, what):
-    """Split 'SRC=DST' of --registry-mirror and --file-mirror."""
-    src, sep, dst = (text or "").partition("=")
-    if not sep or not src.strip() or not dst.strip():
-        raise UserError("bad %s %r: use the form SOURCE=DESTINATION" % (what, text))
-    return src.strip(), dst.strip()
-
-
-def parse_deb_relations(field):
-    """Depends/Pre-Depends/Provides text as groups of alternatives, each
-    (name, operator or None, version or None); architecture qualifiers
-    (:any) and restrictions are dropped."""
-    groups = []
-    for part in (field or "").split(","):
-        group = []
-        for alternative in part.split("|"):
-            match = DEB_RELATION_RE.fullmatch(alternative.strip())
-            if match:
-                op = match.group(2)
-                group.append((match.group(1), DEB_RELATION_OPS.get(op),
-                              match.group(3)))
-        if group:
-            groups.append(group)
-    return groups
-
-
-def relation_text(relation):
-    name, op, version = relation
-    return name if not op else "%s (%s %s)" % (name, op, version)
-
-
-def _deb_char_order(char):
-    if char == "~":
-        return -1
-    if char.isalpha():
-        return ord(char)
-    return ord(char) + 256
-
-
-def _deb_compare_part(left, right):
-    """dpkg's comparison of an upstream version or revision: runs of
-    non-digits by character (~ before the end, letters before the rest),
-    runs of digits as numbers."""
-    while left or right:
-        left_text = re.match(r"[^0-9]*", left).group()
-        right_text = re.match(r"[^0-9]*", right).group()
-        for index in range(max(len(left_text), len(right_text))):
-            a = (_deb_char_order(left_text[index])
-                 if index < len(left_text) else 0)
-            b = (_deb_char_order(right_text[index])
-                 if index < len(right_text) else 0)
-            if a != b:
-                return -1 if a < b else 1
-        left, right = left[len(left_text):], right[len(right_text):]
-        left_digits = re.match(r"[0-9]*", left).group()
-        right_digits = re.match(r"[0-9]*", right).group()
-        if int(left_digits or 0) != int(right_digits or 0):
-            return -1 if int(left_digits or 0) < int(right_digits or 0) else 1
-        left, right = left[len(left_digits):], right[len(right_digits):]
-    return 0
-
-
-def deb_version_compare(left, right):
-    """-1, 0 or 1 as dpkg --compare-versions orders two versions."""
-    def split(version):
-        epoch, _, rest = (version.partition(":") if ":" in version
-                          else ("0", "", version))
-        upstream, _, revision = (rest.rpartition("-") if "-" in rest
-                                 else (rest, "", ""))
-        return int(epoch) if epoch.isdigit() else 0, upstream, revision
-    (left_epoch, left_up, left_rev) = split(left)
-    (right_epoch, right_up, right_rev) = split(right)
-    if left_epoch != right_epoch:
-        return -1 if left_epoch < right_epoch else 1
-    return (_deb_compare_part(left_up, right_up) or
-            _deb_compare_part(left_rev, right_rev))
-
-
-def deb_relation_holds(installed, op, version):
-    """True when an installed version satisfies `op version`."""
-    if op is None:
-        return True
-    order = deb_version_compare(installed, version)
-    return {"<<": order < 0, "<=": order <= 0, "=": order == 0,
-            ">=": order >= 0, ">>": order > 0}[op]
 
 
 def script_dir():
@@ -1120,26 +457,31 @@ def fill_file_atomic(path, fill, mode=0o644):
         raise
 
 
-def yaml_mapping(pairs):
-    """A flat YAML mapping of (key, value) pairs; each value is written as
-    JSON (a quoted YAML scalar), so no value can add a line or a key."""
-    return "".join("%s: %s\n" % (key, json.dumps(value)) for key, value in pairs)
-
-
-def read_regular_file(path, what, cap):
-    """The bytes of a file named by a flag or found on the stick: opened
-    without blocking (a FIFO cannot hang the run), a regular file only
-    (not /dev/zero, a folder or a FIFO), at most cap bytes."""
+def open_regular_file(path, what):
+    """A binary stream of a file named by a flag, found on the stick or
+    beside a backup: opened without blocking (a FIFO cannot hang the run)
+    and a regular file only (not /dev/zero, a folder or a FIFO).  Every
+    reader of a file from outside opens it here."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | O_CLOEXEC)
     except (OSError, ValueError) as exc:
         raise UserError("cannot read %s %s: %s" % (
             what, path, getattr(exc, "strerror", None) or exc))
-    with os.fdopen(fd, "rb") as handle:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UserError("%s %s is not a regular file: give a file"
                             % (what, path))
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def read_regular_file(path, what, cap):
+    """The bytes of a file named by a flag or found on the stick (opened
+    by open_regular_file), at most cap bytes."""
+    with open_regular_file(path, what) as handle:
+        st = os.fstat(handle.fileno())
         if st.st_size > cap:
             raise UserError("%s %s is larger than %s: give the right file"
                             % (what, path, human_size(cap)))
@@ -1172,70 +514,105 @@ def open_private_log(path, append):
                    errors="backslashreplace")
 
 
-class _OneLineHandler(logging.StreamHandler):
-    """A log handler that, when it cannot write (a full disk, a closed
-    terminal), says so in one line and drops out; the run goes on.  The
-    standard handler would print a traceback for every record."""
-
-    def __init__(self, stream, where):
-        logging.StreamHandler.__init__(self, stream)
-        self.where = where
-
-    def handleError(self, record):
-        exc = sys.exc_info()[1]
-        log.removeHandler(self)
-        reason = getattr(exc, "strerror", None) or exc.__class__.__name__
-        with contextlib.suppress(Exception):
-            sys.stderr.write("warning: cannot write the log %s (%s): going on "
-                             "without it\n" % (self.where, reason))
-            sys.stderr.flush()
-
-
-def setup_logging(verbose=False, log_file=None):
-    """Log to stderr; with log_file, also a full debug log there (mode 0600)."""
-    log.setLevel(logging.DEBUG)
-    log.handlers[:] = []
-    console = _OneLineHandler(sys.stderr, "on the terminal")
-    console.setLevel(logging.DEBUG if verbose else logging.INFO)
-    console.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(console)
-    if log_file:
-        try:
-            stream = open_private_log(log_file, append=True)
-        except OSError as exc:
-            log.warning("warning: cannot write the log %s: %s", log_file,
-                        exc.strerror)
-        else:
-            handler = _OneLineHandler(stream, log_file)
-            handler.setLevel(logging.DEBUG)
-            handler.setFormatter(logging.Formatter(
-                "%(asctime)s %(levelname)s %(message)s"))
-            log.addHandler(handler)
-
-
 def part_name(bundle_file, number):
     """NAME.tar.000, NAME.tar.001, ...: `cat NAME.tar.[0-9]*` is NAME.tar."""
     return "%s.%03d" % (bundle_file, number)
 
 
+CHUNK = 1 << 20                  # file copies and hashing
+
+
 # ===========================================================================
-# Registry client (bundle mode: requests)
+# Kernel: shared grammars
 # ===========================================================================
 
-MANIFEST_ACCEPT = ", ".join((MT_OCI_INDEX, MT_DOCKER_LIST, MT_OCI_MANIFEST,
-                             MT_DOCKER_MANIFEST, MT_DOCKER_SCHEMA1_SIGNED,
-                             MT_DOCKER_SCHEMA1))
-RETRY_STATUSES = (429, 500, 502, 503, 504)
-HTTP_ATTEMPTS = 5
-HTTP_TIMEOUT = 60                # seconds without a byte before a retry
-CHUNK = 1 << 20                  # file copies and hashing
-DOWNLOAD_CHUNK = 1 << 16         # what a kill can lose of a download in flight
+# The minor releases this tool sets up.  What each patch release of them
+# needs (kubeadm's image tags, the CNI plugins, crictl and flannel releases,
+# and the checksums pinned for them) is data: bundle/releases.json, read by
+# bundle mode only (release_table()).
+SUPPORTED_MINORS = ("1.16", "1.17", "1.18", "1.19", "1.20")
+
+# Every name bundle.json may list, by folder: anything else is refused
+# before a byte of it is read.  Names become host paths (bin/kubelet goes
+# to /usr/bin/kubelet), so none may hold a "..", a slash too many or a
+# character a shell or config file would read differently.
+# The one grammar of a SHA-256 in hex, and of a digest naming a blob by it.
+SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
+DIGEST_RE = re.compile("sha256:" + SHA256_HEX_RE.pattern)
+# An OS package's file name, as the distribution's pool names it.
+PACKAGE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~%-]{0,200}\.(?:deb|rpm)")
+OS_ID_RE = re.compile("|".join(re.escape(os_id) for os_id in sorted(DISTROS)))
+MEMBER_NAME_RE = re.compile(
+    r"k8s_offline\.py|%s|"
+    r"(?:%s|%s|%s|%s)/[A-Za-z0-9][A-Za-z0-9._+-]{0,127}|"
+    r"%s/(?:%s)/%s|"
+    r"%s/(?:oci-layout|index\.json|manifest\.json|blobs/sha256/%s)"
+    % (re.escape(BUNDLE_JSON), BIN_DIR, ARCHIVES_DIR, SYSTEMD_DIR,
+       MANIFESTS_DIR, PACKAGES_DIR, OS_ID_RE.pattern, PACKAGE_FILE_RE.pattern,
+       IMAGES_DIR, SHA256_HEX_RE.pattern))
+
+IMAGE_NAME_RE = re.compile(r"(?:%s/)?%s(?:/%s)*" % (_DOMAIN, _PATH_COMPONENT,
+                                                    _PATH_COMPONENT))
+IMAGE_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
+IMAGE_REF_RE = re.compile(r"(?:%s)(?::%s)?(?:@%s)?" % (
+    IMAGE_NAME_RE.pattern, IMAGE_TAG_RE.pattern, DIGEST_RE.pattern))
+VERSION_RE = re.compile(r"v[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,4}")
+TEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f]{0,1000}")   # notes, never used
+
+# An OS package as bundle.json lists it: what the packages phase needs to
+# pick what this host lacks and install it in dependency order.
+PACKAGE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+PACKAGE_VERSION_RE = re.compile(r"[A-Za-z0-9.+:~_-]{1,128}")
+
+# A dependency as apt writes it: name, or name (op version).
+DEB_RELATION_TEXT_RE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}(?: \((?:<<|<=|=|>=|>>) "
+    r"[A-Za-z0-9.+:~_-]{1,128}\))?")
+
+# The index of a split bundle, NAME.tar.parts.json, as require_schema reads it.
+PARTS_BUNDLE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}")
+
+PART_NUMBER_RE = re.compile(r"\.[0-9]{3,}")
+
+
+NODE_NAME_RE = re.compile(r"(?=.{1,253}\Z)%s(?:\.%s)*" % (_DNS_LABEL,
+                                                         _DNS_LABEL), re.S)
+SOCKET_PATH_RE = re.compile(r"/[A-Za-z0-9._/-]{1,200}")
+PREFLIGHT_ERRORS_RE = re.compile(r"[A-Za-z0-9.,_-]{1,500}")
+
+JOIN_COMMAND_RE = re.compile(
+    r"kubeadm join\s+(\S+)\s+--token\s+(\S+)\s+"
+    r"(?:\\\s*)?--discovery-token-ca-cert-hash\s+(\S+)")
+
+
+def parse_version(text):
+    """Return (major, minor, patch) of 'v1.16.0'; UserError if malformed."""
+    match = re.match(r"^v?(\d+)\.(\d+)\.(\d+)\Z", text or "")
+    if not match:
+        raise UserError("bad Kubernetes version %r: use the form v1.16.0" % text)
+    return tuple(int(part) for part in match.groups())
+
+
+def normalize_version(text):
+    major, minor, patch = parse_version(text)
+    return "v%d.%d.%d" % (major, minor, patch)
+
+
+def supported_version(kubernetes_version):
+    """(major, minor, patch) of a version whose minor this tool supports."""
+    major, minor, patch = parse_version(kubernetes_version)
+    if "%d.%d" % (major, minor) not in SUPPORTED_MINORS:
+        raise UserError("Kubernetes %s is not supported: supported minors are %s"
+                        % (kubernetes_version, ", ".join(SUPPORTED_MINORS)))
+    return major, minor, patch
+
+
 DOCKER_HUB = "docker.io"
-DOCKER_HUB_API = "registry-1.docker.io"
-_REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-                      r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+
+_REPO_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+                      r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}\Z")
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
 class ImageRef(object):
@@ -1267,7 +644,7 @@ def parse_image_ref(text):
     digest = None
     if "@" in text:
         text, digest = text.split("@", 1)
-        if not _DIGEST_RE.fullmatch(digest):
+        if not DIGEST_RE.fullmatch(digest):
             raise UserError("bad image reference %r: the digest must be "
                             "sha256:<64 hex digits>" % original)
     tag = None
@@ -1293,78 +670,4048 @@ def parse_image_ref(text):
     return ImageRef(registry, repository, tag, digest)
 
 
-def _b64url_decode(text):
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def _blob_path(digest):
+    if not full_match(DIGEST_RE, digest):
+        raise BundleError("bad digest %r in the bundle" % (digest,))
+    return "%s/blobs/sha256/%s" % (IMAGES_DIR, digest[len("sha256:"):])
 
 
-def schema1_payload(body):
-    """The bytes a schema1 manifest's digest covers: the JWS payload."""
-    doc = json.loads(body.decode("utf-8"))
-    signatures = doc.get("signatures")
-    if not signatures:
-        return body
-    protected = json.loads(_b64url_decode(signatures[0]["protected"]).decode())
-    return (body[:protected["formatLength"]] +
-            _b64url_decode(protected["formatTail"]))
+def is_image_repository(value):
+    """A registry and path that image names are built under, such as
+    k8s.gcr.io or registry.local:5000/k8s (distribution's name grammar)."""
+    return full_match(IMAGE_NAME_RE, value) and len(value) <= 255
 
 
-def manifest_digest(media_type, body):
-    if media_type in SCHEMA1_TYPES or (
-            media_type not in INDEX_TYPES + MANIFEST_TYPES
-            and b'"schemaVersion": 1' in body):
-        return "sha256:" + sha256_bytes(schema1_payload(body))
-    return "sha256:" + sha256_bytes(body)
+# ===========================================================================
+# Kernel: formats (the TOML reader and writer, the YAML subset, deb versions, tar)
+# ===========================================================================
+
+# A Debian dependency (Depends, Pre-Depends, Provides) and its operators,
+# the obsolete < and > read as <= and >= as dpkg does.
+DEB_RELATION_RE = re.compile(
+    r"([A-Za-z0-9][A-Za-z0-9.+_-]*)(?::[a-z0-9]+)?\s*"
+    r"(?:\(\s*(<<|<=|>=|>>|=|<|>)\s*([A-Za-z0-9.+:~_-]+)\s*\))?\s*(?:\[.*\])?")
+DEB_RELATION_OPS = {"<<": "<<", "<=": "<=", "<": "<=", "=": "=", ">=": ">=",
+                    ">": ">=", ">>": ">>"}
+
+BUNDLE_MTIME = 1577836800        # fixed member time: same input, same bytes
+
+MAX_YAML_DEPTH = 40
 
 
-def parse_challenges(header):
-    """Parse a WWW-Authenticate header into [(scheme, {param: value})].
+def parse_deb_relations(field):
+    """Depends/Pre-Depends/Provides text as groups of alternatives, each
+    (name, operator or None, version or None); architecture qualifiers
+    (:any) and restrictions are dropped."""
+    groups = []
+    for part in (field or "").split(","):
+        group = []
+        for alternative in part.split("|"):
+            match = DEB_RELATION_RE.fullmatch(alternative.strip())
+            if match:
+                op = match.group(2)
+                group.append((match.group(1), DEB_RELATION_OPS.get(op),
+                              match.group(3)))
+        if group:
+            groups.append(group)
+    return groups
 
-    quay.io may send a Basic and a Bearer challenge in one header.
+
+def relation_text(relation):
+    name, op, version = relation
+    return name if not op else "%s (%s %s)" % (name, op, version)
+
+
+def _deb_char_order(char):
+    if char == "~":
+        return -1
+    if char.isalpha():
+        return ord(char)
+    return ord(char) + 256
+
+
+def _deb_compare_part(left, right):
+    """dpkg's comparison of an upstream version or revision: runs of
+    non-digits by character (~ before the end, letters before the rest),
+    runs of digits as numbers."""
+    while left or right:
+        left_text = re.match(r"[^0-9]*", left).group()
+        right_text = re.match(r"[^0-9]*", right).group()
+        for index in range(max(len(left_text), len(right_text))):
+            a = (_deb_char_order(left_text[index])
+                 if index < len(left_text) else 0)
+            b = (_deb_char_order(right_text[index])
+                 if index < len(right_text) else 0)
+            if a != b:
+                return -1 if a < b else 1
+        left, right = left[len(left_text):], right[len(right_text):]
+        left_digits = re.match(r"[0-9]*", left).group()
+        right_digits = re.match(r"[0-9]*", right).group()
+        if int(left_digits or 0) != int(right_digits or 0):
+            return -1 if int(left_digits or 0) < int(right_digits or 0) else 1
+        left, right = left[len(left_digits):], right[len(right_digits):]
+    return 0
+
+
+def deb_version_compare(left, right):
+    """-1, 0 or 1 as dpkg --compare-versions orders two versions."""
+    def split(version):
+        epoch, _, rest = (version.partition(":") if ":" in version
+                          else ("0", "", version))
+        upstream, _, revision = (rest.rpartition("-") if "-" in rest
+                                 else (rest, "", ""))
+        return int(epoch) if epoch.isdigit() else 0, upstream, revision
+    (left_epoch, left_up, left_rev) = split(left)
+    (right_epoch, right_up, right_rev) = split(right)
+    if left_epoch != right_epoch:
+        return -1 if left_epoch < right_epoch else 1
+    return (_deb_compare_part(left_up, right_up) or
+            _deb_compare_part(left_rev, right_rev))
+
+
+def deb_relation_holds(installed, op, version):
+    """True when an installed version satisfies `op version`."""
+    if op is None:
+        return True
+    order = deb_version_compare(installed, version)
+    return {"<<": order < 0, "<=": order <= 0, "=": order == 0,
+            ">=": order >= 0, ">>": order > 0}[op]
+
+
+def yaml_mapping(pairs):
+    """A flat YAML mapping of (key, value) pairs; each value is written as
+    JSON (a quoted YAML scalar), so no value can add a line or a key."""
+    return "".join("%s: %s\n" % (key, json.dumps(value)) for key, value in pairs)
+
+
+class TarWriter(object):
+    """Writes an uncompressed POSIX tar by hand, so big members are copied in
+    1 MiB blocks and hashed on the way; member times and owners are fixed,
+    so the same content gives the same bytes."""
+
+    def __init__(self, handle, progress=None):
+        self.out = handle
+        self.progress = progress
+
+    def _header(self, name, size, mode):
+        info = tarfile.TarInfo(name)
+        info.size = size
+        info.mode = mode
+        info.mtime = BUNDLE_MTIME
+        info.uname = info.gname = "root"
+        if size < 0:
+            info.type = tarfile.DIRTYPE
+            info.size = 0
+        self.out.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+
+    def _pad(self, size):
+        if size % 512:
+            self.out.write(b"\0" * (512 - size % 512))
+
+    def add_dir(self, name):
+        self._header(name + "/", -1, 0o755)
+
+    def add_bytes(self, name, data, mode=0o644):
+        self._header(name, len(data), mode)
+        self.out.write(data)
+        self._pad(len(data))
+
+    def add_file(self, name, path, sha256_hex, mode=0o644, rehash=True):
+        """Copy a cached file in, failing if its bytes are not sha256_hex.
+
+        rehash=False is for files this run has just downloaded and checked.
+        """
+        size = os.path.getsize(path)
+        self._header(name, size, mode)
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(CHUNK), b""):
+                if rehash:
+                    digest.update(block)
+                self.out.write(block)
+                if self.progress:
+                    self.progress.update(len(block))
+        if rehash and digest.hexdigest() != sha256_hex:
+            os.unlink(path)
+            raise UserError("cached file %s was damaged on disk; it has been "
+                            "removed: run bundle again" % path)
+        self._pad(size)
+
+    def close(self):
+        self.out.write(b"\0" * 1024)
+        pos = self.out.tell()
+        if pos % tarfile.RECORDSIZE:
+            self.out.write(b"\0" * (tarfile.RECORDSIZE - pos % tarfile.RECORDSIZE))
+
+
+class TomlError(ValueError):
+    """A TOML text this tool's reader does not accept (line number inside)."""
+
+
+class TomlReader(object):
+    """Reads the part of TOML that containerd's config files use: tables
+    ``[a."b.c"]``, keys (bare, quoted, dotted), basic and literal strings,
+    integers, floats, booleans, arrays (over several lines) and inline
+    tables.  Arrays of tables, multi-line strings and dates are refused
+    with a TomlError naming the line, rather than guessed at."""
+
+    _BARE = re.compile(r"[A-Za-z0-9_-]+")
+    _NUMBER = re.compile(r"[+-]?(?:\d[\d_]*)(\.\d[\d_]*)?([eE][+-]?\d+)?"
+                         r"(?=[\s,\]}#]|\Z)")
+    _ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r",
+                '"': '"', "\\": "\\"}
+
+    def __init__(self, text):
+        self.text = text
+        self.pos = 0
+
+    def fail(self, what):
+        line = self.text.count("\n", 0, self.pos) + 1
+        raise TomlError("line %d: %s" % (line, what))
+
+    def peek(self, size=1):
+        return self.text[self.pos:self.pos + size]
+
+    def skip_space(self, newlines=False):
+        while self.pos < len(self.text):
+            char = self.text[self.pos]
+            if char in " \t" or (newlines and char in "\r\n"):
+                self.pos += 1
+            elif char == "#":
+                while self.pos < len(self.text) and self.text[self.pos] != "\n":
+                    self.pos += 1
+            else:
+                return
+
+    def end_of_line(self):
+        self.skip_space()
+        if self.pos < len(self.text) and self.peek() not in "\r\n":
+            self.fail("unexpected %r after a value" % self.peek())
+
+    def parse(self):
+        root = {}
+        table = root
+        defined = set()
+        while True:
+            self.skip_space(newlines=True)
+            if self.pos >= len(self.text):
+                return root
+            if self.peek(2) == "[[":
+                self.fail("arrays of tables are not supported")
+            if self.peek() == "[":
+                self.pos += 1
+                path = self.key_path("]")
+                self.pos += 1
+                if tuple(path) in defined:
+                    self.fail("table [%s] is defined twice" % ".".join(path))
+                defined.add(tuple(path))
+                table = self.descend(root, path)
+                self.end_of_line()
+                continue
+            path = self.key_path("=")
+            self.pos += 1
+            self.skip_space()
+            value = self.value()
+            target = self.descend(table, path[:-1])
+            if path[-1] in target:
+                self.fail("key %s is defined twice" % ".".join(path))
+            target[path[-1]] = value
+            self.end_of_line()
+
+    def descend(self, table, path):
+        for key in path:
+            table = table.setdefault(key, {})
+            if not isinstance(table, dict):
+                self.fail("%s is a value and a table" % key)
+        return table
+
+    def key_path(self, closing):
+        path = []
+        while True:
+            self.skip_space()
+            path.append(self.simple_key())
+            self.skip_space()
+            if self.peek() == ".":
+                self.pos += 1
+                continue
+            if self.peek() != closing:
+                self.fail("expected %r after the key %s" % (closing, path[-1]))
+            return path
+
+    def simple_key(self):
+        if self.peek() in ('"', "'"):
+            return self.string()
+        match = self._BARE.match(self.text, self.pos)
+        if not match:
+            self.fail("expected a key")
+        self.pos = match.end()
+        return match.group(0)
+
+    def string(self):
+        quote = self.peek()
+        if self.peek(3) == quote * 3:
+            self.fail("multi-line strings are not supported")
+        self.pos += 1
+        out = []
+        while True:
+            if self.pos >= len(self.text) or self.peek() in "\r\n":
+                self.fail("unterminated string")
+            char = self.text[self.pos]
+            self.pos += 1
+            if char == quote:
+                return "".join(out)
+            if char == "\\" and quote == '"':
+                code = self.peek()
+                self.pos += 1
+                if code in self._ESCAPES:
+                    out.append(self._ESCAPES[code])
+                elif code in ("u", "U"):
+                    size = 4 if code == "u" else 8
+                    digits = self.text[self.pos:self.pos + size]
+                    if not re.match(r"^[0-9A-Fa-f]{%d}\Z" % size, digits):
+                        self.fail("bad \\%s escape" % code)
+                    out.append(chr(int(digits, 16)))
+                    self.pos += size
+                else:
+                    self.fail("bad escape \\%s" % code)
+            elif ord(char) < 0x20 and char != "\t":
+                self.fail("control character in a string")
+            else:
+                out.append(char)
+
+    def value(self):
+        char = self.peek()
+        if char in ('"', "'"):
+            return self.string()
+        if char == "[":
+            return self.array()
+        if char == "{":
+            return self.inline_table()
+        for word, value in (("true", True), ("false", False)):
+            if self.text.startswith(word, self.pos):
+                self.pos += len(word)
+                return value
+        match = self._NUMBER.match(self.text, self.pos)
+        if match:
+            self.pos = match.end()
+            number = match.group(0).replace("_", "")
+            return (float(number) if match.group(1) or match.group(2)
+                    else int(number))
+        self.fail("unsupported value starting %r" % self.text[self.pos:self.pos + 12])
+
+    def array(self):
+        self.pos += 1
+        items = []
+        while True:
+            self.skip_space(newlines=True)
+            if self.peek() == "]":
+                self.pos += 1
+                return items
+            items.append(self.value())
+            self.skip_space(newlines=True)
+            if self.peek() == ",":
+                self.pos += 1
+            elif self.peek() != "]":
+                self.fail("expected , or ] in an array")
+
+    def inline_table(self):
+        self.pos += 1
+        table = {}
+        self.skip_space()
+        if self.peek() == "}":
+            self.pos += 1
+            return table
+        while True:
+            path = self.key_path("=")
+            self.pos += 1
+            self.skip_space()
+            target = self.descend(table, path[:-1])
+            target[path[-1]] = self.value()
+            self.skip_space()
+            if self.peek() == "}":
+                self.pos += 1
+                return table
+            if self.peek() != ",":
+                self.fail("expected , or } in an inline table")
+            self.pos += 1
+
+
+def toml_loads(text):
+    return TomlReader(text).parse()
+
+
+def _toml_key(key):
+    if re.match(r"^[A-Za-z0-9_-]+\Z", key):
+        return key
+    return _toml_string(key)
+
+
+def _toml_string(text):
+    out = ['"']
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\t":
+            out.append("\\t")
+        elif ord(char) < 0x20 or ord(char) == 0x7f:
+            out.append("\\u%04x" % ord(char))
+        else:
+            out.append(char)
+    return "".join(out) + '"'
+
+
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join("%s = %s" % (_toml_key(k), _toml_value(v))
+                               for k, v in value.items()) + "}"
+    raise TypeError("no TOML form for %r" % (value,))
+
+
+def toml_dumps(data):
+    """TOML text of nested dicts: the scalars of each table under its
+    [header], then its sub-tables; keys and strings quoted as needed."""
+    lines = []
+
+    def emit(table, path):
+        scalars = [(k, v) for k, v in table.items() if not isinstance(v, dict)]
+        tables = [(k, v) for k, v in table.items() if isinstance(v, dict)]
+        if path and (scalars or not tables):
+            lines.append("")
+            lines.append("[%s]" % ".".join(_toml_key(k) for k in path))
+        for key, value in scalars:
+            lines.append("%s = %s" % (_toml_key(key), _toml_value(value)))
+        for key, value in tables:
+            emit(value, path + [key])
+    emit(data, [])
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def split_documents(text):
+    """The documents of a multi-document YAML or JSON file, as text; empty
+    ones (only blanks and comments) dropped."""
+    docs, current = [], []
+    for line in text.splitlines():
+        if re.fullmatch(r"(?:---|\.\.\.)\s*(?:#.*)?", line):
+            docs.append(current)
+            current = []
+        else:
+            current.append(line)
+    docs.append(current)
+    return ["\n".join(lines) + "\n" for lines in docs
+            if any(line.strip() and not line.lstrip().startswith("#")
+                   for line in lines)]
+
+
+class YamlSubsetError(ValueError):
+    """A document outside the YAML subset kubeadm configs use."""
+
+
+def parse_yaml_document(text):
+    """One document of the YAML subset kubeadm configs are written in, with
+    the standard library: JSON; block mappings and sequences; plain,
+    single- and double-quoted scalars; flow [..] and {..} collections.
+    Anchors, aliases, tags and block scalars (| >) are refused."""
+    stripped = text.strip()
+    if stripped.startswith(("{", "[")):
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            pass        # flow YAML such as {a: b}: parsed below
+        except RecursionError:
+            raise YamlSubsetError("nested more than %d deep" % MAX_YAML_DEPTH)
+    lines = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        content = _strip_comment(raw).rstrip()
+        if not content.strip():
+            continue
+        body = content.lstrip(" ")
+        if body.startswith("\t") or "\t" in content[:len(content) - len(body)]:
+            raise YamlSubsetError("line %d is indented with a tab" % number)
+        lines.append((len(content) - len(body), body, number))
+    if not lines:
+        return None
+    value, end = _yaml_block(lines, 0, lines[0][0], 0)
+    if end != len(lines):
+        raise YamlSubsetError("line %d is not where its indentation puts it"
+                              % lines[end][2])
+    return value
+
+
+def _strip_comment(line):
+    quote = None
+    for index, char in enumerate(line):
+        if quote:
+            if char == quote:
+                quote = None
+        elif char in "'\"" and (index == 0 or line[index - 1] in " :-[{,"):
+            quote = char
+        elif char == "#" and (index == 0 or line[index - 1] in " \t"):
+            return line[:index]
+    return line
+
+
+def _yaml_block(lines, index, indent, depth):
+    if depth > MAX_YAML_DEPTH:
+        raise YamlSubsetError("nested more than %d deep" % MAX_YAML_DEPTH)
+    if lines[index][1] == "-" or lines[index][1].startswith("- "):
+        return _yaml_sequence(lines, index, indent, depth)
+    return _yaml_mapping(lines, index, indent, depth)
+
+
+def _yaml_nested(lines, index, indent, depth, number, allow_sequence):
+    """The block value under a line ending in ':' or '-', or None."""
+    if index < len(lines) and (lines[index][0] > indent or (
+            allow_sequence and lines[index][0] == indent and
+            (lines[index][1] == "-" or lines[index][1].startswith("- ")))):
+        return _yaml_block(lines, index, lines[index][0], depth + 1)
+    return None, index
+
+
+def _yaml_mapping(lines, index, indent, depth):
+    result = {}
+    while index < len(lines) and lines[index][0] == indent:
+        _, body, number = lines[index]
+        key, value = _yaml_key_value(body, number)
+        if key in result:
+            raise YamlSubsetError("line %d repeats the key %s" % (number, key))
+        index += 1
+        if value is None:
+            result[key], index = _yaml_nested(lines, index, indent, depth,
+                                              number, True)
+        else:
+            result[key] = _yaml_scalar(value, number, depth)
+    if index < len(lines) and lines[index][0] > indent:
+        raise YamlSubsetError("line %d is indented more than its mapping"
+                              % lines[index][2])
+    return result, index
+
+
+def _yaml_sequence(lines, index, indent, depth):
+    result = []
+    while (index < len(lines) and lines[index][0] == indent and
+            (lines[index][1] == "-" or lines[index][1].startswith("- "))):
+        _, body, number = lines[index]
+        rest = body[1:].lstrip(" ")
+        index += 1
+        if not rest:
+            item, index = _yaml_nested(lines, index, indent, depth, number,
+                                       False)
+        elif _yaml_is_key(rest):
+            # "- key: value" opens a mapping whose keys line up with "key".
+            inner = indent + len(body) - len(rest)
+            lines[index - 1] = (inner, rest, number)
+            item, index = _yaml_mapping(lines, index - 1, inner, depth + 1)
+        else:
+            item = _yaml_scalar(rest, number, depth)
+        result.append(item)
+    return result, index
+
+
+def _yaml_is_key(body):
+    return (not body.startswith(("'", '"', "[", "{")) and
+            re.match(r"[^\s:][^:]*:(?:\s|\Z)", body) is not None or
+            re.match(r"(\"[^\"]*\"|'[^']*'):(?:\s|\Z)", body) is not None)
+
+
+def _yaml_key_value(body, number):
+    """(key, value text or None) of a block line `key: value`, found by one
+    scan (a backtracking pattern took minutes on a long line of spaces)."""
+    if body[:1] in ("'", '"'):
+        close = body.find(body[0], 1)
+        after = body[close + 1:].lstrip() if close > 0 else ""
+        if not after.startswith(":"):
+            raise YamlSubsetError("line %d is not 'key: value'" % number)
+        key, rest = _yaml_scalar(body[:close + 1], number, 0), after[1:]
+    else:
+        colon = body.find(":")
+        key, rest = body[:colon].rstrip(), body[colon + 1:]
+        if (colon < 0 or not key or key[0].isspace() or
+                key[0] in ":'\"[{#&*!|>" or (key[0] == "-" and (
+                    len(key) < 2 or key[1].isspace()))):
+            raise YamlSubsetError("line %d is not 'key: value'" % number)
+    if rest and not rest[0].isspace():
+        raise YamlSubsetError("line %d is not 'key: value'" % number)
+    return key, rest.lstrip() if rest.strip() else None
+
+
+def _yaml_scalar(text, number, depth):
+    text = text.strip()
+    if text[:1] in ("&", "*", "!", "|", ">", "%", "@", "`"):
+        raise YamlSubsetError("line %d uses %s (anchors, aliases, tags and "
+                              "block scalars are not supported)"
+                              % (number, text[:1]))
+    if text[:1] in ("[", "{"):
+        value, rest = _yaml_flow(text, number, depth)
+        if rest.strip():
+            raise YamlSubsetError("line %d has text after a closing bracket"
+                                  % number)
+        return value
+    if text[:1] == '"':
+        try:
+            value, end = json.JSONDecoder().raw_decode(text)
+        except ValueError:
+            raise YamlSubsetError("line %d has a bad double-quoted string"
+                                  % number)
+        if text[end:].strip():
+            raise YamlSubsetError("line %d has text after a string" % number)
+        return value
+    if text[:1] == "'":
+        if (len(text) < 2 or not text.endswith("'") or
+                "'" in text[1:-1].replace("''", "")):
+            raise YamlSubsetError("line %d has a bad single-quoted string"
+                                  % number)
+        return text[1:-1].replace("''", "'")
+    if text in ("null", "Null", "NULL", "~", ""):
+        return None
+    if text in ("true", "True", "TRUE"):
+        return True
+    if text in ("false", "False", "FALSE"):
+        return False
+    if re.fullmatch(r"[-+]?[0-9]+", text):
+        return int(text)
+    if re.fullmatch(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?",
+                    text):
+        return float(text)
+    return text
+
+
+def _yaml_flow(text, number, depth):
+    """A flow collection at the start of text: (value, rest of text)."""
+    value, end = _yaml_flow_at(text, 0, number, depth)
+    return value, text[end:]
+
+
+_YAML_SPACE = re.compile(r"\s*")
+_YAML_FLOW_KEY = re.compile(r"(\"[^\"]*\"|'[^']*'|[^\s:,\[\]{}]+)\s*:\s*")
+_YAML_FLOW_ITEM = re.compile(r"(\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'|"
+                             r"[^,\[\]{}]*)")
+
+
+def _yaml_flow_at(text, pos, number, depth):
+    """The flow collection at text[pos]: (value, the position after it),
+    read by positions, never by copying the rest (linear time)."""
+    if depth > MAX_YAML_DEPTH:
+        raise YamlSubsetError("nested more than %d deep" % MAX_YAML_DEPTH)
+    opening = text[pos]
+    closing = "]" if opening == "[" else "}"
+    items = [] if opening == "[" else {}
+    pos = _YAML_SPACE.match(text, pos + 1).end()
+    while True:
+        if text.startswith(closing, pos):
+            return items, pos + 1
+        if opening == "{":
+            match = _YAML_FLOW_KEY.match(text, pos)
+            if not match:
+                raise YamlSubsetError("line %d has a bad flow mapping" % number)
+            key = _yaml_scalar(match.group(1), number, depth)
+            pos = match.end()
+        if text[pos:pos + 1] in ("[", "{"):
+            value, pos = _yaml_flow_at(text, pos, number, depth + 1)
+        else:
+            match = _YAML_FLOW_ITEM.match(text, pos)
+            value = _yaml_scalar(match.group(1), number, depth)
+            pos = match.end()
+        if opening == "[":
+            items.append(value)
+        else:
+            items[key] = value
+        pos = _YAML_SPACE.match(text, pos).end()
+        if text.startswith(",", pos):
+            pos = _YAML_SPACE.match(text, pos + 1).end()
+        elif not text.startswith(closing, pos):
+            raise YamlSubsetError("line %d has an unclosed %s" % (number,
+                                                                  opening))
+
+
+# ===========================================================================
+# Kernel: Host and Runner
+# ===========================================================================
+
+STATE_FILE = STATE_DIR + "/state.json"
+
+# ioctls asking the kernel for an interface's IPv4 address and netmask.
+SIOCGIFADDR = 0x8915
+SIOCGIFNETMASK = 0x891b
+
+TOOL_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
+             "/sbin", "/bin")
+
+DEFAULT_POD_CIDR = "10.244.0.0/16"
+DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
+
+# What --open-firewall opens (firewalld rules): the ports kubeadm's install
+# guide lists for each role, and flannel's vxlan.
+FIREWALL_RULES = {
+    "master": ("6443/tcp", "2379-2380/tcp", "10250/tcp", "10251/tcp",
+               "10252/tcp", "8472/udp"),
+    "worker": ("10250/tcp", "30000-32767/tcp", "8472/udp")}
+
+SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
+
+SMALLEST_POD_PREFIX = 24      # each node gets a /24 of the pod network
+
+MAX_JOIN_FILE_BYTES = 64 * 1024
+
+
+def current_euid():
+    """The effective uid; tests replace this to act as another user."""
+    return os.geteuid()
+
+
+def now():
+    """The clock every wait loop reads; tests replace it."""
+    return time.time()
+
+
+def sleep(seconds):
+    """The pause every wait loop takes; tests replace it."""
+    time.sleep(seconds)
+
+
+class CommandResult(object):
+    def __init__(self, argv, returncode, stdout="", stderr=""):
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+    @property
+    def ok(self):
+        return self.returncode == 0
+
+    def output(self):
+        return (self.stdout or "") + (self.stderr or "")
+
+
+class Runner(object):
+    """Every command the install phases run goes through here.
+
+    A command is either a read (``change=False``: it looks at the host and
+    runs even under --dry-run) or a change (printed, not run, under
+    --dry-run).  Tests replace ``_execute`` and ``_execute_piped`` with a
+    recorder that returns canned results.
     """
-    challenges = []
-    for match in re.finditer(r'(?:^|,)\s*(Basic|Bearer)\b((?:\s*,?\s*[a-zA-Z_]+='
-                             r'(?:"[^"]*"|[^,\s]*))*)', header or "", re.I):
-        params = dict((key.lower(), value.strip('"')) for key, value in
-                      re.findall(r'([a-zA-Z_]+)=("[^"]*"|[^,\s]*)', match.group(2)))
-        challenges.append((match.group(1).lower(), params))
-    return challenges
+
+    def __init__(self, dry_run=False):
+        self.dry_run = dry_run
+
+    def run(self, argv, change=True, check=True, timeout=300, tee=None,
+            input_text=None, what=None):
+        """Run argv; a failing command with check=True raises UserError.
+
+        tee: a host path; the output is shown on the screen as it comes and
+        also written there.
+        """
+        argv = [str(part) for part in argv]
+        if change and self.dry_run:
+            log.info("  would run: %s", " ".join(argv))
+            return CommandResult(argv, 0)
+        log.debug("run: %s", " ".join(argv))
+        if tee:
+            with open_tee(tee) as stream:
+                result = self._execute(argv, timeout=timeout, tee=stream,
+                                       input_text=input_text)
+        else:
+            result = self._execute(argv, timeout=timeout,
+                                   input_text=input_text)
+        if result.stdout:
+            log.debug("stdout: %s", result.stdout.rstrip()[-4000:])
+        if result.stderr:
+            log.debug("stderr: %s", result.stderr.rstrip()[-4000:])
+        if check and not result.ok:
+            raise UserError("%s failed (exit %d): %s" % (
+                what or " ".join(argv[:3]), result.returncode,
+                last_line(result.output()) or "no output"))
+        return result
+
+    def run_piped(self, argv, producer, timeout=3600, what=None):
+        """Run argv with producer(stream) writing its standard input."""
+        argv = [str(part) for part in argv]
+        if self.dry_run:
+            log.info("  would run: %s  (input streamed from the bundle)",
+                     " ".join(argv))
+            return CommandResult(argv, 0)
+        log.debug("run: %s < stream", " ".join(argv))
+        result = self._execute_piped(argv, producer, timeout=timeout)
+        if not result.ok:
+            raise UserError("%s failed (exit %d): %s" % (
+                what or " ".join(argv[:3]), result.returncode,
+                last_line(result.output()) or "no output"))
+        return result
+
+    def execute(self, argv, timeout=300, input_text=None):
+        """Run argv now, even under --dry-run, and return its CommandResult
+        as it is: nothing raised, nothing of its output logged (for a
+        caller that judges each result itself and keeps secrets out of the
+        log: cluster's ssh)."""
+        return self._execute(argv, timeout=timeout, input_text=input_text)
+
+    def execute_piped(self, argv, producer, timeout=3600):
+        """run_piped's stream, run now and returned as it is (as execute)."""
+        return self._execute_piped(argv, producer, timeout=timeout)
+
+    # -- the real thing ----------------------------------------------------
+    def _execute(self, argv, timeout=300, tee=None, input_text=None):
+        try:
+            if tee:
+                return self._execute_tee(argv, timeout, tee)
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE if input_text is not None
+                else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, universal_newlines=True,
+                encoding="utf-8", errors="replace")
+        except OSError as exc:
+            return CommandResult(argv, 127, "", "%s: %s" % (argv[0],
+                                                            exc.strerror))
+        try:
+            out, err = proc.communicate(input=input_text, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            return CommandResult(argv, 124, out, (err or "") +
+                                 "\ntimed out after %d s" % timeout)
+        return CommandResult(argv, proc.returncode, out, err)
+
+    def _execute_tee(self, argv, timeout, log_handle):
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT,
+                                universal_newlines=True,
+                                encoding="utf-8", errors="replace")
+        lines = []
+
+        def pump():
+            for line in proc.stdout:
+                lines.append(line)
+                echo(line)
+                with contextlib.suppress(OSError):
+                    log_handle.write(line)
+                    log_handle.flush()
+        reader = threading.Thread(target=pump)
+        reader.daemon = True
+        reader.start()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            lines.append("timed out after %d s\n" % timeout)
+        reader.join(10)
+        return CommandResult(argv, proc.returncode, "".join(lines), "")
+
+    def _execute_piped(self, argv, producer, timeout=3600):
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+        except OSError as exc:
+            return CommandResult(argv, 127, "", "%s: %s" % (argv[0],
+                                                            exc.strerror))
+        chunks = {"out": [], "err": []}
+
+        def drain(stream, key):
+            for block in iter(lambda: stream.read(65536), b""):
+                chunks[key].append(block)
+        threads = [threading.Thread(target=drain, args=(proc.stdout, "out")),
+                   threading.Thread(target=drain, args=(proc.stderr, "err"))]
+        for thread in threads:
+            thread.daemon = True
+            thread.start()
+        broken = None
+        try:
+            producer(proc.stdin)
+        except (IOError, OSError) as exc:
+            if exc.errno != errno.EPIPE:
+                self._abort(proc)
+                raise
+            broken = exc
+        except BaseException:
+            # The stream stops before its last member is whole: kill the
+            # reader so the runtime's import fails and keeps nothing.
+            self._abort(proc)
+            raise
+        finally:
+            with contextlib.suppress(IOError, OSError):
+                proc.stdin.close()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for thread in threads:
+            thread.join(10)
+        out = b"".join(chunks["out"]).decode("utf-8", "replace")
+        err = b"".join(chunks["err"]).decode("utf-8", "replace")
+        if broken is not None and proc.returncode == 0:
+            return CommandResult(argv, 1, out, err + "\nbroken pipe")
+        return CommandResult(argv, proc.returncode, out, err)
 
 
-def load_docker_credentials():
-    """{registry host: (user, password)} from the Docker client config.
+    @staticmethod
+    def _abort(proc):
+        with contextlib.suppress(OSError):
+            proc.kill()
+        with contextlib.suppress(OSError):
+            proc.wait(timeout=60)
 
-    Credential helpers are not run.  The values never reach a log line,
-    an error message or the bundle.
-    """
-    config_dir = (os.environ.get("DOCKER_CONFIG") or
-                  os.path.join(os.path.expanduser("~"), ".docker"))
-    path = os.path.join(config_dir, "config.json")
+
+def open_tee(path):
+    """The log a command's output is copied to (it may hold a token): see
+    open_private_log; a UserError when it is a link or not a file."""
     try:
-        with open(path) as handle:
-            config = json.load(handle)
-    except (OSError, IOError):
+        return open_private_log(path, append=False)
+    except OSError as exc:
+        raise UserError("cannot write %s: %s: remove it if it is a link or "
+                        "not a file, then run again" % (path, exc.strerror))
+
+
+def echo(text):
+    """Write text to stdout even where the locale cannot encode it (C
+    locale, non-ASCII paths): such characters are escaped, never fatal."""
+    try:
+        sys.stdout.write(text)
+    except UnicodeEncodeError:
+        encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+        sys.stdout.write(text.encode(encoding, "backslashreplace")
+                         .decode(encoding))
+    sys.stdout.flush()
+
+
+def say(text):
+    echo(text + "\n")
+
+
+def last_line(text):
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _state_pod_cidr(value):
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except (TypeError, ValueError):
+        return False
+    return network.version == 4 and 8 <= network.prefixlen <= 28
+
+
+def _state_kubeconfig(path):
+    return (isinstance(path, str) and path.startswith("/") and
+            len(path) < 4096 and "\x00" not in path and "\n" not in path)
+
+
+# What this tool records in state.json, each key with its check: what is
+# read back from the file (or a backup) keeps only the keys that pass.
+STATE_CHECKS = {
+    "role": lambda v: v in ("master", "worker", "control-plane"),
+    "init": lambda v: v in ("started", "done"),
+    "join": lambda v: v in ("started", "done"),
+    "cri": lambda v: v in CRI_SOCKETS,
+    "cgroup_driver": lambda v: v in ("cgroupfs", "systemd"),
+    "kubernetes_version": lambda v: full_match(VERSION_RE, v),
+    "arch": lambda v: full_match(TEXT_RE, v),
+    "pod_cidr": lambda v: v is None or _state_pod_cidr(v),
+    "image_repository": lambda v: v is None or is_image_repository(v),
+    "node": lambda v: full_match(NODE_NAME_RE, v),
+    "certificate_key": lambda v: v is None or full_match(SHA256_HEX_RE, v),
+    "certificate_key_expires": lambda v: (type(v) is int and
+                                          0 <= v < 1 << 40),
+    "kubeconfigs": lambda v: isinstance(v, list) and len(v) <= 64,
+}
+
+
+def checked_state(value):
+    """The keys of a state.json document that pass their check (of the
+    kubeconfig copies, the paths that are plain absolute paths)."""
+    if not isinstance(value, dict):
         return {}
-    except ValueError:
-        raise UserError("%s is not valid JSON: fix or remove it" % path)
-    found = {}
-    for key, entry in (config.get("auths") or {}).items():
-        host = re.sub(r"^https?://", "", key).split("/", 1)[0]
-        if host in ("index.docker.io", "registry-1.docker.io"):
-            host = DOCKER_HUB
-        user = password = None
-        if entry.get("auth"):
+    checked = dict((key, value[key]) for key in sorted(value)
+                   if key in STATE_CHECKS and STATE_CHECKS[key](value[key]))
+    if "kubeconfigs" in checked:
+        checked["kubeconfigs"] = [path for path in checked["kubeconfigs"]
+                                  if _state_kubeconfig(path)]
+    return checked
+
+
+class Host(object):
+    """Files of the host, all under ``root`` (``/`` except in tests).
+
+    Writes honour --dry-run: they are printed instead.  Every write checks
+    the current content first, so a re-run changes nothing that is right.
+    """
+
+    def __init__(self, root="/", dry_run=False):
+        self.root = os.path.abspath(root or "/")
+        self.real_root = os.path.realpath(self.root)
+        self.dry_run = dry_run
+        self.planned = set()      # folders a dry run has said it would make
+
+    def path(self, host_path):
+        """The real path of a host path; a UserError for anything that is
+        not absolute, holds "..", or resolves (through links) outside the
+        root: names that come from a bundle or state.json cannot reach
+        elsewhere."""
+        if (not isinstance(host_path, str) or not host_path.startswith("/")
+                or "\x00" in host_path or ".." in host_path.split("/")):
+            raise UserError("refusing the host path %r: it is not a plain "
+                            "absolute path" % (host_path,))
+        if self.root == "/":
+            return host_path
+        full = os.path.join(self.root, host_path.lstrip("/"))
+        real = os.path.realpath(full)
+        if (real != self.real_root and
+                not real.startswith(self.real_root.rstrip("/") + "/")):
+            raise UserError("refusing the host path %s: it resolves to %s, "
+                            "outside %s" % (host_path, real, self.root))
+        return full
+
+    def exists(self, host_path):
+        return os.path.lexists(self.path(host_path))
+
+    def isdir(self, host_path):
+        return os.path.isdir(self.path(host_path))
+
+    def read(self, host_path, default=None):
+        try:
+            with open(self.path(host_path), "rb") as handle:
+                return handle.read().decode("utf-8", "replace")
+        except (IOError, OSError):
+            return default
+
+    def read_bytes(self, host_path):
+        try:
+            with open(self.path(host_path), "rb") as handle:
+                return handle.read()
+        except (IOError, OSError):
+            return None
+
+    def listdir(self, host_path):
+        try:
+            return sorted(os.listdir(self.path(host_path)))
+        except OSError:
+            return []
+
+    def makedirs(self, host_path, mode=0o755):
+        if self.isdir(host_path):
+            return False
+        if self.dry_run:
+            if host_path not in self.planned:
+                self.planned.add(host_path)
+                log.info("  would create folder %s", host_path)
+            return True
+        os.makedirs(self.path(host_path), mode)
+        return True
+
+    def write(self, host_path, data, mode=0o644, owner=None):
+        """Write data (bytes or text) if it differs; True when it changed."""
+        if not isinstance(data, bytes):
+            data = data.encode("utf-8")
+        full = self.path(host_path)
+        same = self.read_bytes(host_path) == data
+        if (same and stat.S_IMODE(os.lstat(full).st_mode) == mode and
+                (owner is None or _owned_by(full, owner))):
+            return False
+        if self.dry_run:
+            log.info("  would write %s (%s, mode %04o)", host_path,
+                     human_size(len(data)), mode)
+            return True
+        self.makedirs(os.path.dirname(host_path))
+        write_file_atomic(full, data, mode)
+        if owner is not None:
+            os.chown(full, owner[0], owner[1])
+        log.debug("wrote %s", host_path)
+        return True
+
+    def install_member(self, host_path, bundle, relpath, mode=0o755):
+        """Copy a bundle member to host_path, hashing it on the way: it goes
+        to a temporary name in the target folder, is flushed to disk, and
+        is renamed into place only when its sha256 is the one bundle.json
+        lists.  A file already there with those bytes and mode is left
+        alone; True when it changed."""
+        entry = bundle.meta["files"][relpath]
+        full = self.path(host_path)
+        if (_file_sha256(full) == entry["sha256"] and
+                stat.S_IMODE(os.lstat(full).st_mode) == mode):
+            return False
+        if self.dry_run:
+            log.info("  would write %s (%s, mode %04o)", host_path,
+                     human_size(entry["size"]), mode)
+            return True
+        self.makedirs(os.path.dirname(host_path))
+
+        def copy(out):
+            with bundle.open(relpath) as source:
+                for block in iter(lambda: source.read(CHUNK), b""):
+                    out.write(block)
+                if not source.verified:
+                    raise BundleError("bundle member %s was not read whole: "
+                                      "recopy the bundle" % relpath)
+        fill_file_atomic(full, copy, mode)
+        log.debug("wrote %s", host_path)
+        return True
+
+    def remove(self, host_path):
+        full = self.path(host_path)
+        if not os.path.lexists(full):
+            return False
+        if self.dry_run:
+            log.info("  would remove %s", host_path)
+            return True
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full)
+        else:
+            os.unlink(full)
+        log.debug("removed %s", host_path)
+        return True
+
+    def chown(self, host_path, uid, gid):
+        if self.dry_run:
+            log.info("  would chown %s to %d:%d", host_path, uid, gid)
+            return
+        os.chown(self.path(host_path), uid, gid)
+
+    def which(self, name):
+        """The host path of a tool, from the usual folders, or None."""
+        for folder in TOOL_DIRS:
+            candidate = folder + "/" + name
+            full = self.path(candidate)
+            if os.path.isfile(full) and os.access(full, os.X_OK):
+                return candidate
+        return None
+
+    def state(self):
+        """What earlier runs recorded (role, settings, files written)."""
+        text = self.read(STATE_FILE)
+        if not text or len(text) > MAX_JOIN_FILE_BYTES:
+            return {}
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            return {}
+        return checked_state(value)
+
+    def save_state(self, **changes):
+        state = self.state()
+        state.update(changes)
+        self.makedirs(STATE_DIR, 0o700)
+        self.write(STATE_FILE, canonical_json(state), 0o600)
+        return state
+
+
+def _file_sha256(full):
+    """The sha256 of a regular file (not followed if a link), else None."""
+    try:
+        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
+                     O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        digest = hashlib.sha256()
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _owned_by(path, owner):
+    st = os.lstat(path)
+    return (st.st_uid, st.st_gid) == tuple(owner)
+
+
+def host_cpu_count(host):
+    text = host.read("/proc/cpuinfo", "")
+    count = len(re.findall(r"^processor\s*:", text, re.M))
+    return count or os.cpu_count() or 1
+
+
+def host_memory_mb(host):
+    match = re.search(r"^MemTotal:\s*(\d+)\s*kB", host.read("/proc/meminfo", ""),
+                      re.M)
+    return int(match.group(1)) // 1024 if match else None
+
+
+def active_swaps(host):
+    lines = host.read("/proc/swaps", "").splitlines()[1:]
+    return [line.split()[0] for line in lines if line.strip()]
+
+
+def listening_ports(host):
+    """TCP ports in LISTEN state, from /proc/net/tcp and tcp6."""
+    ports = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in host.read(name, "").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A":
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def host_hostname(host):
+    name = (host.read("/proc/sys/kernel/hostname") or "").strip()
+    if not name and host.root == "/":
+        name = socket.gethostname()
+    return name
+
+
+def hostname_resolves(host, name):
+    """True when name is in /etc/hosts or (on the real host) resolves."""
+    for line in host.read("/etc/hosts", "").splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) > 1 and name in fields[1:]:
+            return True
+    if host.root != "/":
+        return False
+    try:
+        socket.getaddrinfo(name, None)
+        return True
+    except (socket.error, UnicodeError):
+        return False
+
+
+def kernel_ipv4_addresses():
+    """[(interface, ip_interface)] asked of the kernel (an ioctl per
+    interface: its primary IPv4 address and netmask), for a bare host
+    whose iproute2 the packages phase has not installed yet."""
+    import fcntl
+    import struct
+    found = []
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode("utf-8")[:15])
             try:
-                user, _, password = base64.b64decode(
-                    entry["auth"]).decode("utf-8").partition(":")
-            except (ValueError, UnicodeDecodeError):
-                raise UserError("the auth entry for %s in %s is not base64 "
-                                "user:password: run docker login again"
-                                % (host, path))
-        elif entry.get("username"):
-            user, password = entry["username"], entry.get("password", "")
-        if user is not None:
-            found[host] = (user, password)
+                address = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)
+                netmask = fcntl.ioctl(sock.fileno(), SIOCGIFNETMASK, request)
+            except OSError:         # no IPv4 address on this interface
+                continue
+            found.append((name, ipaddress.ip_interface("%s/%s" % (
+                socket.inet_ntoa(address[20:24]),
+                socket.inet_ntoa(netmask[20:24])))))
+    finally:
+        sock.close()
     return found
+
+
+def host_addresses(runner):
+    """[(interface, ip_interface)] of the host's IPv4 addresses (from the
+    kernel itself where `ip` is not installed)."""
+    result = runner.run(["ip", "-o", "-4", "addr", "show"], change=False,
+                        check=False)
+    if result.returncode == 127:
+        return kernel_ipv4_addresses()
+    found = []
+    for line in result.stdout.splitlines():
+        match = re.match(r"^\d+:\s+(\S+)\s+inet\s+(\S+)", line)
+        if match:
+            try:
+                found.append((match.group(1).split("@")[0],
+                              ipaddress.ip_interface(match.group(2))))
+            except ValueError:
+                continue
+    return found
+
+
+def parse_cidr(text, option):
+    try:
+        network = ipaddress.ip_network(u"%s" % text, strict=True)
+    except ValueError:
+        raise UserError("bad %s %r: use a network such as %s" % (
+            option, text, DEFAULT_POD_CIDR if "pod" in option
+            else DEFAULT_SERVICE_CIDR))
+    if network.version != 4:
+        raise UserError("%s %s is IPv6: this tool sets up IPv4 clusters; "
+                        "use an IPv4 network" % (option, text))
+    return network
+
+
+def valid_cidrs(pod_cidr, service_cidr):
+    pod = parse_cidr(pod_cidr, "--pod-network-cidr")
+    service = parse_cidr(service_cidr, "--service-cidr")
+    if pod.prefixlen > SMALLEST_POD_PREFIX:
+        raise UserError("--pod-network-cidr %s is too small: each node gets a "
+                        "/%d of it; use a /%d or larger network such as %s"
+                        % (pod, SMALLEST_POD_PREFIX, SMALLEST_POD_PREFIX,
+                           DEFAULT_POD_CIDR))
+    if pod.overlaps(service):
+        raise UserError("--pod-network-cidr %s overlaps --service-cidr %s: "
+                        "choose networks that do not overlap" % (pod, service))
+    return pod, service
+
+
+def valid_ipv4_address(text, what):
+    """An IPv4 address as text; IPv6 is refused (the pod network, flannel
+    and kube-proxy are set up for IPv4 only)."""
+    try:
+        address = (ipaddress.ip_address(u"%s" % text)
+                   if isinstance(text, str) else None)
+    except ValueError:
+        address = None
+    if address is None:
+        raise UserError("bad %s %r: give an IPv4 address such as %s"
+                        % (what, text, "10.0.0.10"))
+    if address.version != 4:
+        raise UserError("%s %s is IPv6: this tool sets up IPv4 clusters; give "
+                        "an IPv4 address" % (what, text))
+    return str(address)
+
+
+def valid_endpoint(text, what):
+    """HOST:PORT with an IPv4 address or a DNS name and a port 1-65535."""
+    host, sep, port = (text.rpartition(":") if isinstance(text, str)
+                       else ("", "", ""))
+    if host.startswith("[") or host.count(":"):
+        raise UserError("%s %r is IPv6: this tool sets up IPv4 clusters; use "
+                        "an IPv4 address or a name, as HOST:PORT" % (what, text))
+    if (not sep or not re.fullmatch(r"[0-9]{1,5}", port) or
+            not 0 < int(port) < 65536 or not (
+                re.fullmatch(r"[0-9.]+", host) or
+                full_match(NODE_NAME_RE, host.lower()))):
+        raise UserError("bad %s %r: use HOST:PORT such as 10.0.0.10:6443"
+                        % (what, text))
+    if re.fullmatch(r"[0-9.]+", host):
+        valid_ipv4_address(host, what)
+    return text
+
+
+def iptables_backend(runner):
+    """('1.8.7', 'nf_tables') from `iptables --version`, or None."""
+    result = runner.run(["iptables", "--version"], change=False, check=False)
+    match = re.search(r"v(\d+\.\d+(?:\.\d+)?)(?:\s+\((\w+)\))?", result.stdout)
+    if not result.ok or not match:
+        return None
+    return match.group(1), match.group(2) or "legacy"
+
+
+def service_active(runner, name):
+    result = runner.run(["systemctl", "is-active", name], change=False,
+                        check=False)
+    return result.stdout.strip() == "active"
+
+
+def docker_info(runner):
+    """Docker's `info` as a dict when the daemon answers, else None."""
+    result = runner.run(["docker", "info", "--format", "{{json .}}"],
+                        change=False, check=False)
+    if not result.ok:
+        return None
+    try:
+        info = json.loads(result.stdout.strip() or "null")
+    except ValueError:
+        return None
+    if not isinstance(info, dict) or not info.get("ServerVersion"):
+        return None
+    return info
+
+
+def containerd_running(ctx):
+    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address,
+                             "version"], change=False, check=False)
+    return result.ok and "Server:" in result.stdout
+
+
+def read_containerd_config(text, where=CONTAINERD_CONFIG):
+    """containerd's config as data; UserError if this reader cannot take it."""
+    try:
+        return toml_loads(text or "")
+    except TomlError as exc:
+        raise UserError("cannot read %s (%s): fix it, or move it away so a "
+                        "new one is written" % (where, exc))
+
+
+def docker_image_id(runner, name):
+    result = runner.run(["docker", "image", "inspect", "--format", "{{.Id}}",
+                         name], change=False, check=False)
+    return result.stdout.strip() if result.ok else None
+
+
+def containerd_images(ctx):
+    """{name: manifest digest} of the images in containerd's k8s.io."""
+    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address,
+                             "-n", "k8s.io", "images", "ls"],
+                            change=False, check=False)
+    found = {}
+    for line in result.stdout.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 3 and fields[2].startswith("sha256:"):
+            found[fields[0]] = fields[2]
+    return found
+
+
+def _normalize_image_name(name):
+    """docker.io/library/x:1 as containerd names what Docker calls x:1."""
+    first = name.split("/", 1)[0]
+    if "/" not in name or ("." not in first and ":" not in first
+                           and first != "localhost"):
+        if "/" not in name:
+            name = "library/" + name
+        name = "docker.io/" + name
+    return name
+
+
+def existing_cluster_files(host):
+    found = [path for path in ("/etc/kubernetes/manifests/kube-apiserver.yaml",
+                               KUBELET_CONF, ADMIN_CONF)
+             if host.exists(path)]
+    if host.listdir("/var/lib/etcd"):
+        found.append("/var/lib/etcd")
+    return found
+
+
+def continuing_run(ctx):
+    """True when an earlier run of this tool, same role, made this cluster:
+    then the cluster's own files and ports are expected, not a conflict."""
+    state = ctx.host.state()
+    return state.get("role") == ctx.role
+
+
+def runtime_plan(ctx):
+    """What the runtime phase will do: 'running', 'start' or 'install'.
+
+    Raises UserError when there is no way to a runtime.
+    """
+    if ctx.cri == "docker":
+        if docker_info(ctx.runner) is not None:
+            return "running"
+        if ctx.host.which("dockerd"):
+            return "start"
+        if ctx.bundle.meta.get("archives", {}).get("docker"):
+            return "install"
+        raise UserError("no container runtime: Docker is not running, not "
+                        "installed, and the bundle has no Docker: install and "
+                        "start Docker, rebuild the bundle with --with-docker, "
+                        "or use --cri containerd%s" % (
+                            " (the bundle carries containerd)"
+                            if bundled_runtime(ctx.bundle) == "containerd"
+                            else ""))
+    if containerd_running(ctx):
+        return "running"
+    if ctx.host.which("containerd"):
+        return "start"
+    if bundled_runtime(ctx.bundle):
+        return "install"
+    raise UserError("no container runtime: containerd is not running or not "
+                    "installed: install containerd, rebuild the bundle with "
+                    "--with-containerd (or --with-docker, which carries "
+                    "containerd too), or use --cri docker")
+
+
+def firewall_rules(ctx):
+    return FIREWALL_RULES["worker" if ctx.role == "worker" else "master"]
+
+
+def selinux_enforcing(host):
+    return (host.read(SELINUX_ENFORCE) or "").strip() == "1"
+
+
+def firewalld_active(ctx):
+    return (bool(ctx.host.which("firewall-cmd")) and
+            service_active(ctx.runner, "firewalld"))
+
+
+def node_name(ctx):
+    if ctx.node_name is None:
+        ctx.node_name = host_hostname(ctx.host).lower()
+    return ctx.node_name
+
+
+def wait_for(ctx, check, what, timeout=60, interval=2, logs="journalctl -xe"):
+    """Poll check() until true, at most timeout seconds; UserError after,
+    naming the logs to read."""
+    if ctx.dry_run:
+        return
+    deadline = now() + timeout
+    while True:
+        if check():
+            return
+        if now() >= deadline:
+            raise UserError("%s did not happen within %d s: see its logs "
+                            "(%s)" % (what, timeout, logs))
+        sleep(interval)
+
+
+def bundled_runtime(bundle):
+    """'docker' (--with-docker), 'containerd' (--with-containerd) or None."""
+    archives = bundle.meta.get("archives", {})
+    if archives.get("docker"):
+        return "docker"
+    if archives.get("containerd") and archives.get("runc"):
+        return "containerd"
+    return None
+
+
+# ===========================================================================
+# Kernel: the bundle reader and verifier
+# ===========================================================================
+
+BUNDLE_FORMAT = 1
+
+CONTROL_PLANE_COMPONENTS = ("kube-apiserver", "kube-controller-manager",
+                            "kube-scheduler")
+# Images a worker needs; masters need every image in the bundle.
+WORKER_IMAGE_NAMES = ("pause", "kube-proxy", "coredns", "flannel")
+
+NODE_TARBALL_BINARIES = ("kubeadm", "kubelet", "kubectl")
+
+BUNDLE_JSON_SHA = "bundle.json.sha256"   # sha256sum format: `sha256sum -c` works
+
+MAX_BUNDLE_MEMBERS = 10000
+
+# A bundle split for sticks that cannot hold one big file (bundle --split):
+# NAME.tar.000, NAME.tar.001, ... whose concatenation is NAME.tar, and the
+# index NAME.tar.parts.json (each part's name, size and sha256).
+PARTS_INDEX_SUFFIX = ".parts.json"
+PARTS_FORMAT = 1
+MAX_PARTS = 1000                          # three-digit part numbers
+
+IMAGE_ORIGINS = ("registry", "docker-daemon", "docker-archive", "oci-archive")
+
+MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+MANIFEST_TYPES = (MT_OCI_MANIFEST, MT_DOCKER_MANIFEST)
+
+MAX_IMAGE_JSON_BYTES = 4 * 1024 * 1024     # an image manifest, index.json
+MAX_BUNDLE_IMAGES = 500
+
+# bundle.json's schema.  Each entry: (kind, detail); kinds are "const",
+# "match" (a str the pattern matches whole), "int" (>= 0, not a bool),
+# "bool", "either" (value None or the inner schema), "list" (inner, most
+# items), "map" (key pattern, value schema, most keys) and "record"
+# ({key: schema}, required keys).  Nothing deeper than this is read.
+_DIGEST = ("match", DIGEST_RE)
+_MEMBER = ("match", MEMBER_NAME_RE)
+IMAGE_SCHEMA = ("record", ({
+    "name": ("match", TEXT_RE), "kubeadm": ("bool", None),
+    "extra": ("bool", None), "repository": ("match", IMAGE_NAME_RE),
+    "tag": ("match", IMAGE_TAG_RE), "ref": ("match", IMAGE_REF_RE),
+    "source": ("match", IMAGE_REF_RE), "source_digest": _DIGEST,
+    "manifest_digest": _DIGEST,
+    "manifest_media_type": ("match", re.compile("|".join(
+        re.escape(t) for t in MANIFEST_TYPES))),
+    "config_digest": _DIGEST, "layers": ("list", (_DIGEST, 1000)),
+    "size": ("int", None),
+    "origin": ("match", re.compile("|".join(IMAGE_ORIGINS)))},
+    ("name", "kubeadm", "repository", "tag", "ref", "manifest_digest",
+     "config_digest", "layers")))
+
+_PACKAGE_NAMES = ("list", (("match", PACKAGE_NAME_RE), 200))
+
+OS_PACKAGE_SCHEMA = ("record", ({
+    "name": ("match", PACKAGE_NAME_RE), "version": ("match", PACKAGE_VERSION_RE),
+    "arch": ("match", TEXT_RE), "path": _MEMBER, "wanted": ("bool", None),
+    "needs": _PACKAGE_NAMES, "pre_depends": _PACKAGE_NAMES,
+    "requires": ("list", (("list", (("match", DEB_RELATION_TEXT_RE), 20)),
+                          200)),
+    "provides": _PACKAGE_NAMES},
+    ("name", "version", "arch", "path", "wanted", "needs", "requires",
+     "pre_depends", "provides")))
+OS_PACKAGES_SCHEMA = ("map", (OS_ID_RE, ("record", ({
+    "id": ("match", TEXT_RE), "version_id": ("match", TEXT_RE),
+    "family": ("match", re.compile("deb|rpm")),
+    "signatures": ("list", (("match", PRINTABLE_RE), 20)),
+    "packages": ("list", (OS_PACKAGE_SCHEMA, 1000))},
+    ("id", "version_id", "family", "signatures", "packages"))), 20))
+BUNDLE_SCHEMA = ("record", ({
+    "format": ("const", BUNDLE_FORMAT),
+    "name": ("match", re.compile(r"k8s-offline-v[0-9.]+-linux-[a-z0-9]+")),
+    "tool_version": ("match", TEXT_RE),
+    "kubernetes_version": ("match", VERSION_RE),
+    "arch": ("match", re.compile("|".join(sorted(ARCHES)))),
+    "versions": ("map", (re.compile(r"[a-z]{1,20}"),
+                         ("either", ("match", TEXT_RE)), 20)),
+    "images": ("list", (IMAGE_SCHEMA, MAX_BUNDLE_IMAGES)),
+    "files": ("map", (MEMBER_NAME_RE, ("record", ({
+        "size": ("int", None), "sha256": ("match", SHA256_HEX_RE)},
+        ("size", "sha256"))), MAX_BUNDLE_MEMBERS)),
+    "binaries": ("map", (re.compile("|".join(NODE_TARBALL_BINARIES)),
+                         _MEMBER, 10)),
+    "archives": ("map", (re.compile("cni|crictl|docker|containerd|runc"),
+                         _MEMBER, 10)),
+    "os_packages": OS_PACKAGES_SCHEMA,
+    "systemd": ("map", (re.compile(r"kubelet\.service|10-kubeadm\.conf|"
+                                   r"docker\.service|containerd\.service"),
+                        _MEMBER, 10)),
+    "flannel_manifest": _MEMBER,
+    "script": ("const", "k8s_offline.py"),
+    # What vouched for each file's checksum (issue 8): shown, not used.
+    "checksum_sources": ("map", (MEMBER_NAME_RE, ("list", (
+        ("match", PRINTABLE_RE), 20)), MAX_BUNDLE_MEMBERS))},
+    ("format", "name", "kubernetes_version", "arch", "images", "files",
+     "binaries", "archives")))
+
+PARTS_INDEX_SCHEMA = ("record", ({
+    "format": ("const", PARTS_FORMAT),
+    "bundle": ("match", PARTS_BUNDLE_RE),
+    "size": ("int", None),
+    "part_size": ("int", None),
+    "parts": ("list", (("record", ({
+        "name": ("match", PARTS_BUNDLE_RE), "size": ("int", None),
+        "sha256": ("match", SHA256_HEX_RE)}, ("name", "size", "sha256"))),
+        MAX_PARTS))},
+    ("format", "bundle", "size", "part_size", "parts")))
+
+# How far a read may jump ahead of a part's hash and have the skipped
+# bytes (tar headers, padding) read and hashed too.
+PART_GAP_FILL = 64 * 1024
+
+
+def require_schema(value, schema, where, document=BUNDLE_JSON, fix=None):
+    """BundleError naming the first field of value that schema refuses
+    (in bundle.json, or the document named, with its fix)."""
+    found = schema_problem(value, schema, where)
+    if found:
+        raise BundleError("%s field %s %s: %s" % (
+            document, found[0], found[1], fix or "the bundle is damaged or "
+            "was not made by this tool; rebuild it"))
+
+
+def _short_json(value):
+    return short_json(value)
+
+
+def require_bundle_meta(meta):
+    """bundle.json against its schema, then what the schema cannot say:
+    every path it names is listed in files, the version is supported."""
+    require_schema(meta, BUNDLE_SCHEMA, "")
+    try:
+        supported_version(meta["kubernetes_version"])
+    except UserError as exc:
+        raise BundleError("%s field kubernetes_version: %s" % (BUNDLE_JSON, exc))
+    files = meta["files"]
+    named = (list(meta["binaries"].items()) + list(meta["archives"].items()) +
+             list(meta.get("systemd", {}).items()) +
+             [("flannel_manifest", meta.get("flannel_manifest"))] +
+             [("os_packages.%s" % os_id, package["path"])
+              for os_id, entry in sorted(meta.get("os_packages", {}).items())
+              for package in entry["packages"]])
+    for key, relpath in named:
+        if relpath is not None and relpath not in files:
+            raise BundleError("%s names %s for %s, which is not in its files: "
+                              "the bundle is damaged; rebuild it"
+                              % (BUNDLE_JSON, relpath, key))
+    for os_id, entry in sorted(meta.get("os_packages", {}).items()):
+        distro = DISTROS[os_id]
+        if (entry["id"], entry["version_id"], entry["family"]) != (
+                distro["id"], distro["version_id"], distro["family"]):
+            raise BundleError("%s field os_packages.%s is for %s %s (%s), not "
+                              "%s: the bundle is damaged; rebuild it" % (
+                                  BUNDLE_JSON, os_id, entry["id"],
+                                  entry["version_id"], entry["family"], os_id))
+        for package in entry["packages"]:
+            if (not package["path"].startswith(
+                    "%s/%s/" % (PACKAGES_DIR, os_id)) or
+                    not package["path"].endswith("." + entry["family"])):
+                raise BundleError("%s lists %s under os_packages.%s: the "
+                                  "bundle is damaged; rebuild it" % (
+                                      BUNDLE_JSON, package["path"], os_id))
+    for key, relpath in meta["binaries"].items():
+        if relpath != "%s/%s" % (BIN_DIR, key):
+            raise BundleError("%s field binaries.%s is %s, expected %s/%s: the "
+                              "bundle is damaged; rebuild it" % (
+                                  BUNDLE_JSON, key, relpath, BIN_DIR, key))
+    carried = set((image["name"], image["kubeadm"],
+                   image.get("extra", False)) for image in meta["images"])
+    for name in CONTROL_PLANE_COMPONENTS + ("kube-proxy", "pause", "etcd",
+                                            "coredns", "flannel"):
+        if (name, name != "flannel", False) not in carried:
+            raise BundleError("%s has no %s image: the bundle is damaged or "
+                              "incomplete; rebuild it" % (BUNDLE_JSON, name))
+    if meta["name"] != bundle_name(meta["kubernetes_version"], meta["arch"]):
+        raise BundleError("%s field name is %s, expected %s: the bundle is "
+                          "damaged; rebuild it" % (BUNDLE_JSON, meta["name"],
+                          bundle_name(meta["kubernetes_version"], meta["arch"])))
+
+
+def _require_member_name(name):
+    """Refuse tar member names that could land outside the target."""
+    if not name or name.startswith("/") or "\\" in name or "\x00" in name:
+        raise BundleError("unsafe path %r in the bundle: refusing it" % name)
+    parts = name.split("/")
+    if ".." in parts or "." in parts or "" in parts[:-1]:
+        raise BundleError("unsafe path %r in the bundle: refusing it" % name)
+
+
+def json_loads_bounded(raw, what):
+    """json.loads that gives a BundleError, never a crash, on bad input
+    (not UTF-8, not JSON, nested too deep)."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BundleError("%s is not valid JSON: the bundle is damaged; "
+                          "recopy it" % what)
+
+
+class VerifiedReader(object):
+    """Reads one bundle member and hashes it on the way: the read that
+    completes the size bundle.json lists checks the sha256 and raises
+    before handing over those last bytes, so a member changed after
+    `verify` never reaches its consumer whole."""
+
+    def __init__(self, handle, relpath, size, sha256_hex):
+        self.handle = handle
+        self.relpath = relpath
+        self.left = size
+        self.expected = sha256_hex
+        self.digest = hashlib.sha256()
+        self.verified = False
+        if size == 0:
+            self._check()
+
+    def _check(self):
+        if self.handle.read(1):
+            raise BundleError("bundle member %s is longer than %s says: it "
+                              "changed after it was verified; recopy the "
+                              "bundle" % (self.relpath, BUNDLE_JSON))
+        if self.digest.hexdigest() != self.expected:
+            raise BundleError("bundle member %s fails its sha256 check: the "
+                              "bundle is damaged or changed after it was "
+                              "verified; recopy it" % self.relpath)
+        self.verified = True
+
+    def read(self, size=-1):
+        want = self.left if size is None or size < 0 else min(size, self.left)
+        parts = []
+        while want > 0:
+            block = self.handle.read(min(want, CHUNK))
+            if not block:
+                raise BundleError("bundle member %s is shorter than %s says: "
+                                  "the bundle is damaged or changed after it "
+                                  "was verified; recopy it"
+                                  % (self.relpath, BUNDLE_JSON))
+            self.digest.update(block)
+            self.left -= len(block)
+            want -= len(block)
+            parts.append(block)
+            if self.left == 0:
+                self._check()
+        return b"".join(parts)
+
+    def close(self):
+        self.handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def parts_index_path(path):
+    """The index of the split bundle path names (the index itself, the
+    bundle's .tar name, or one of its parts), or None if it names none."""
+    path = os.path.abspath(path)
+    if path.endswith(PARTS_INDEX_SUFFIX):
+        return path
+    base, dot, number = path.rpartition(".")
+    if (dot and number.isdigit() and len(number) >= 3
+            and base.endswith(".tar")):
+        return base + PARTS_INDEX_SUFFIX
+    if not os.path.lexists(path) and os.path.lexists(path + PARTS_INDEX_SUFFIX):
+        return path + PARTS_INDEX_SUFFIX
+    return None
+
+
+def read_parts_index(index_path):
+    """The index, checked whole against its grammar: the part names are
+    exactly NAME.tar.000 on in order, the sizes add up, and every part but
+    the last is part_size bytes."""
+    index_name = os.path.basename(index_path)
+    raw = read_regular_file(index_path, "the split bundle's index %s"
+                            % index_name, 1024 * 1024)
+    index = json_loads_bounded(raw, index_name)
+    require_schema(index, PARTS_INDEX_SCHEMA, "", index_name)
+    bundle_file = index["bundle"]
+    parts = index["parts"]
+
+    def bad(what):
+        raise BundleError("%s %s: the split bundle is damaged; recopy it"
+                          % (index_name, what))
+    if index_name != bundle_file + PARTS_INDEX_SUFFIX:
+        bad("names the bundle %s, not %s" % (
+            bundle_file, index_name[:-len(PARTS_INDEX_SUFFIX)]))
+    if not parts or index["part_size"] < 1:
+        bad("lists no parts")
+    for number, part in enumerate(parts):
+        if part["name"] != part_name(bundle_file, number):
+            bad("lists %s as part %d" % (part["name"], number))
+        last = number == len(parts) - 1
+        if (part["size"] > index["part_size"] or part["size"] < 1
+                or (not last and part["size"] != index["part_size"])):
+            bad("gives %s the size %d with parts of %d" % (
+                part["name"], part["size"], index["part_size"]))
+    if sum(part["size"] for part in parts) != index["size"]:
+        bad("gives a total size that is not the sum of its parts")
+    return index
+
+
+class PartsReader(object):
+    """The parts of a split bundle read in place as one seekable file.
+
+    Every part is checked before use: present, a regular file, of the
+    size its index gives, and no part there that the index does not list.
+    Each part is hashed as its bytes are first read (reads that skip a few
+    bytes ahead, over tar headers, have the gap read too); the read that
+    completes a part checks its sha256.  require_all_parts() hashes what is left
+    and names the first part that is wrong: a damaged, swapped or foreign
+    part is refused by name."""
+
+    def __init__(self, index_path):
+        self.folder = os.path.dirname(index_path)
+        index = read_parts_index(index_path)
+        self.index_name = os.path.basename(index_path)
+        self.parts = index["parts"]
+        self.starts = []
+        offset = 0
+        for part in self.parts:
+            self.starts.append(offset)
+            offset += part["size"]
+        self.size = offset
+        self.pos = 0
+        self.hashed = [0] * len(self.parts)
+        self.digests = [hashlib.sha256() for _ in self.parts]
+        self.current = None        # (part number, fd)
+        self.failed = None         # the first part found wrong, named
+        self._require_present(index["bundle"])
+
+    def _require_present(self, bundle_file):
+        listed = set(part["name"] for part in self.parts)
+        try:
+            names = os.listdir(self.folder)
+        except OSError as exc:
+            raise BundleError("cannot list %s: %s" % (self.folder, exc.strerror))
+        for name in sorted(names):
+            if (name.startswith(bundle_file) and name not in listed
+                    and full_match(PART_NUMBER_RE, name[len(bundle_file):])):
+                raise BundleError("part %s is not listed in %s: it is from "
+                                  "another bundle; remove it or recopy the "
+                                  "parts" % (name, self.index_name))
+        for number, part in enumerate(self.parts):
+            fd = self._open_part(number)
+            try:
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            if size != part["size"]:
+                raise BundleError("part %s has %d bytes, %s says %d: it is "
+                                  "cut short or from another bundle; recopy "
+                                  "it" % (part["name"], size, self.index_name,
+                                          part["size"]))
+
+    def _open_part(self, number):
+        name = self.parts[number]["name"]
+        try:
+            fd = os.open(os.path.join(self.folder, name), os.O_RDONLY |
+                         os.O_NOFOLLOW | os.O_NONBLOCK | O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise BundleError("part %s is missing: copy every part listed "
+                                  "in %s" % (name, self.index_name))
+            raise BundleError("cannot read part %s: %s" % (
+                name, "a link" if exc.errno == errno.ELOOP else exc.strerror))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise BundleError("part %s is not a regular file: refusing it"
+                              % name)
+        return fd
+
+    def _fd(self, number):
+        if self.current is None or self.current[0] != number:
+            self._close_current()
+            self.current = (number, self._open_part(number))
+        return self.current[1]
+
+    def _close_current(self):
+        if self.current is not None:
+            os.close(self.current[1])
+            self.current = None
+
+    def _part_at(self, offset):
+        """The number of the part holding byte offset of the bundle."""
+        return bisect.bisect_right(self.starts, offset) - 1
+
+    def _pread(self, number, offset, size):
+        block = os.pread(self._fd(number), size, offset)
+        if len(block) != size:
+            raise BundleError("part %s is shorter than %s says: it changed "
+                              "while being read; recopy it"
+                              % (self.parts[number]["name"], self.index_name))
+        return block
+
+    def _hash(self, number, offset, block):
+        """Feed the bytes at offset of part number to its hash if they
+        continue it (after reading a short gap), check a completed part."""
+        done = self.hashed[number]
+        if offset > done and offset - done <= PART_GAP_FILL:
+            self.digests[number].update(self._pread(number, done, offset - done))
+            done = offset
+        if offset <= done < offset + len(block):
+            self.digests[number].update(block[done - offset:])
+            done = offset + len(block)
+        self.hashed[number] = done
+        if done == self.parts[number]["size"]:
+            self.hashed[number] = done + 1      # checked: never again
+            if self.digests[number].hexdigest() != self.parts[number]["sha256"]:
+                self.failed = BundleError(
+                    "part %s fails its sha256 check: it is damaged, from "
+                    "another bundle, or the parts were renamed out of order; "
+                    "recopy it" % self.parts[number]["name"])
+                raise self.failed
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            size = self.size - self.pos
+        out = []
+        while size > 0 and self.pos < self.size:
+            number = self._part_at(self.pos)
+            offset = self.pos - self.starts[number]
+            take = min(size, self.parts[number]["size"] - offset, CHUNK)
+            block = self._pread(number, offset, take)
+            self._hash(number, offset, block)
+            out.append(block)
+            self.pos += take
+            size -= take
+        return b"".join(out)
+
+    def require_all_parts(self):
+        """Hash what is left of every part; BundleError naming the first
+        part whose sha256 is not the index's (or the one a read found)."""
+        if self.failed is not None:
+            raise self.failed
+        for number, part in enumerate(self.parts):
+            while self.hashed[number] < part["size"]:
+                done = self.hashed[number]
+                self._hash(number, done, self._pread(
+                    number, done, min(CHUNK, part["size"] - done)))
+
+    def seek(self, offset, whence=0):
+        if whence == 1:
+            offset += self.pos
+        elif whence == 2:
+            offset += self.size
+        if offset < 0:
+            raise OSError(errno.EINVAL, "negative seek")
+        self.pos = offset
+        return self.pos
+
+    def tell(self):
+        return self.pos
+
+    def seekable(self):
+        return True
+
+    def readable(self):
+        return True
+
+    def close(self):
+        self._close_current()
+
+
+class Bundle(object):
+    """A bundle, either the .tar as made or its extracted top directory.
+
+    ``meta`` is bundle.json, read once and checked against its schema.
+    ``open(relpath)`` gives a VerifiedReader of a listed member: every byte
+    that leaves the bundle is hashed on the way.  Nothing is extracted: a
+    tar is read in place (it is uncompressed, so members can be seeked);
+    in a folder every path component is opened without following links.
+    """
+
+    def __init__(self, path):
+        self.path = os.path.abspath(path)
+        self.tar = None
+        self.dir_fd = None
+        self.parts = None
+        self.members = {}
+        self.folders = set()
+        self.top = ""
+        index = parts_index_path(self.path)
+        if index is not None:
+            self._open_parts(index)
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise BundleError("bundle %s does not exist: give the bundle "
+                                  ".tar or its extracted folder" % path)
+            raise BundleError("cannot open the bundle %s: %s" % (
+                path, exc.strerror))
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            self.kind = "dir"
+            self.dir_fd = fd
+            try:
+                os.close(self._open_dir_member(BUNDLE_JSON)[0])
+            except BundleError:
+                self.close()
+                raise BundleError("%s has no %s: point --bundle at the "
+                                  "extracted bundle folder or the .tar"
+                                  % (self.path, BUNDLE_JSON))
+        elif stat.S_ISREG(mode):
+            self.kind = "tar"
+            self._index_tar(os.fdopen(fd, "rb"))
+        else:
+            os.close(fd)
+            raise BundleError("bundle %s is not a file or folder: give the "
+                              "bundle .tar or its extracted folder" % path)
+        try:
+            self.meta = self._load_meta()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_parts(self, index):
+        """A split bundle: its parts read in place as one tar.  When the
+        tar or bundle.json is wrong, the part that makes it so is named."""
+        self.kind = "tar"
+        self.parts = PartsReader(index)
+        try:
+            try:
+                self._index_tar(self.parts)
+                self.meta = self._load_meta()
+            except BundleError:
+                self.require_parts()
+                raise
+        except BaseException:
+            self.close()
+            self.parts.close()
+            raise
+
+    def require_parts(self):
+        """Every part of a split bundle matches its sha256: BundleError
+        naming the first that does not (nothing for other bundles)."""
+        if self.parts is not None:
+            self.parts.require_all_parts()
+
+    # -- tar access ---------------------------------------------------------
+    def _index_tar(self, handle):
+        try:
+            self.tar = tarfile.open(fileobj=handle, mode="r:")
+        except (tarfile.TarError, OSError) as exc:
+            handle.close()
+            raise BundleError("%s is not a readable bundle tar: %s"
+                              % (self.path, exc))
+        tops = set()
+        count = 0
+        try:
+            for member in self.tar:
+                count += 1
+                if count > MAX_BUNDLE_MEMBERS:
+                    raise BundleError("bundle has more than %d members: "
+                                      "refusing it" % MAX_BUNDLE_MEMBERS)
+                _require_member_name(member.name.rstrip("/"))
+                top, _, rel = member.name.rstrip("/").partition("/")
+                tops.add(top)
+                if member.isdir():
+                    if rel:
+                        self.folders.add(rel)
+                    continue
+                if not member.isfile():
+                    raise BundleError("bundle member %s is a link or device: "
+                                      "refusing it" % member.name)
+                if rel in self.members:
+                    raise BundleError("bundle member %s appears twice: "
+                                      "refusing it" % member.name)
+                self.members[rel] = member
+                # Free tarfile's growing member list as we go.
+                self.tar.members = []
+            if len(tops) != 1:
+                raise BundleError("bundle must have exactly one top folder, "
+                                  "found %s" % (", ".join(sorted(tops)) or "none"))
+        except tarfile.TarError as exc:
+            self.close()
+            raise BundleError("%s is truncated or damaged: %s" % (self.path, exc))
+        except BaseException:
+            self.close()
+            raise
+        self.top = tops.pop()
+
+    # -- folder access ------------------------------------------------------
+    def _open_dir_member(self, relpath):
+        """(fd, stat) of a regular file in the folder, every component
+        opened without following a link; BundleError otherwise."""
+        _require_member_name(relpath)
+        parts = relpath.split("/")
+        current = self.dir_fd
+        try:
+            for part in parts[:-1]:
+                try:
+                    following = os.open(part, os.O_RDONLY | os.O_DIRECTORY |
+                                        os.O_NOFOLLOW | O_CLOEXEC,
+                                        dir_fd=current)
+                except OSError as exc:
+                    self._member_error(relpath, exc)
+                if current != self.dir_fd:
+                    os.close(current)
+                current = following
+            try:
+                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW |
+                             os.O_NONBLOCK | O_CLOEXEC, dir_fd=current)
+            except OSError as exc:
+                self._member_error(relpath, exc)
+        finally:
+            if current != self.dir_fd:
+                os.close(current)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise BundleError("bundle member %s is not a regular file: "
+                              "refusing it" % relpath)
+        return fd, st
+
+    @staticmethod
+    def _member_error(relpath, exc):
+        if exc.errno == errno.ENOENT:
+            raise BundleError("bundle member %s is missing: rebuild or recopy "
+                              "the bundle" % relpath)
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            raise BundleError("bundle member %s is a link or not a regular "
+                              "file: refusing it" % relpath)
+        raise BundleError("cannot read bundle member %s: %s"
+                          % (relpath, exc.strerror))
+
+    def _walk_folder(self):
+        """(files, folders) under the folder, nothing followed; a link,
+        FIFO or device anywhere is refused."""
+        files, folders = [], set()
+        pending = [""]
+        while pending:
+            prefix = pending.pop()
+            try:
+                entries = sorted(os.listdir(os.path.join(self.path, prefix)
+                                            if prefix else self.path))
+            except OSError as exc:
+                raise BundleError("cannot list %s in the bundle: %s"
+                                  % (prefix or ".", exc.strerror))
+            for name in entries:
+                rel = prefix + "/" + name if prefix else name
+                if rel == JOIN_FILE_NAME:
+                    continue
+                mode = os.lstat(os.path.join(self.path, rel)).st_mode
+                if stat.S_ISDIR(mode):
+                    folders.add(rel)
+                    pending.append(rel)
+                elif stat.S_ISREG(mode):
+                    files.append(rel)
+                else:
+                    raise BundleError("bundle member %s is a link or device: "
+                                      "refusing it" % rel)
+                if len(files) + len(folders) > MAX_BUNDLE_MEMBERS:
+                    raise BundleError("bundle has more than %d members: "
+                                      "refusing it" % MAX_BUNDLE_MEMBERS)
+        return sorted(files), folders
+
+    # -- either -------------------------------------------------------------
+    def _load_meta(self):
+        if self.size(BUNDLE_JSON) > MAX_BUNDLE_JSON_BYTES:
+            raise BundleError("%s is too large: this is not a k8s-offline "
+                              "bundle" % BUNDLE_JSON)
+        try:
+            with self.open_raw(BUNDLE_JSON) as handle:
+                raw = handle.read(MAX_BUNDLE_JSON_BYTES + 1)
+            with self.open_raw(BUNDLE_JSON_SHA) as handle:
+                recorded = handle.read(200).decode("ascii", "replace").split()
+        except BundleError:
+            raise BundleError("%s or %s is missing or not a file: this is not "
+                              "a complete k8s-offline bundle"
+                              % (BUNDLE_JSON, BUNDLE_JSON_SHA))
+        if not recorded or recorded[0] != sha256_bytes(raw):
+            raise BundleError("bundle member %s fails its sha256 check (%s): "
+                              "the bundle is damaged; recopy it"
+                              % (BUNDLE_JSON, BUNDLE_JSON_SHA))
+        meta = json_loads_bounded(raw, "%s in %s" % (BUNDLE_JSON, self.path))
+        if (not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT
+                or type(meta.get("format")) is not int):
+            raise BundleError("%s is not a k8s-offline bundle of format %d: "
+                              "use a bundle made by this tool"
+                              % (self.path, BUNDLE_FORMAT))
+        require_bundle_meta(meta)
+        self.meta_sha256 = sha256_bytes(raw)
+        return meta
+
+    def names(self):
+        if self.kind == "tar":
+            return sorted(self.members)
+        files, self.folders = self._walk_folder()
+        return files
+
+    def size(self, relpath):
+        if self.kind == "tar":
+            if relpath not in self.members:
+                raise BundleError("bundle member %s is missing" % relpath)
+            return self.members[relpath].size
+        fd, st = self._open_dir_member(relpath)
+        os.close(fd)
+        return st.st_size
+
+    def data_offset(self, relpath):
+        """Where a member's bytes start in the tar (0 in a folder)."""
+        member = self.members.get(relpath) if self.kind == "tar" else None
+        return member.offset_data if member is not None else 0
+
+    def open_raw(self, relpath):
+        """A file object of a member as it is now, not checked: only for
+        `verify` and bundle.json, which check what they read themselves."""
+        if self.kind == "tar":
+            if relpath not in self.members:
+                raise BundleError("bundle member %s is missing" % relpath)
+            return self.tar.extractfile(self.members[relpath])
+        return os.fdopen(self._open_dir_member(relpath)[0], "rb")
+
+    def open(self, relpath):
+        """A VerifiedReader of a member bundle.json lists."""
+        entry = self.meta["files"].get(relpath)
+        if entry is None:
+            raise BundleError("bundle member %s is not listed in %s: the "
+                              "bundle is damaged; rebuild it"
+                              % (relpath, BUNDLE_JSON))
+        return VerifiedReader(self.open_raw(relpath), relpath, entry["size"],
+                              entry["sha256"])
+
+    def read_member(self, relpath, cap=None):
+        """The verified bytes of a member (small ones: units, manifests,
+        archives that are unpacked from memory)."""
+        size = self.meta["files"].get(relpath, {}).get("size", 0)
+        if cap is not None and size > cap:
+            raise BundleError("bundle member %s is %d bytes, more than the "
+                              "%d expected: the bundle is damaged; rebuild it"
+                              % (relpath, size, cap))
+        with self.open(relpath) as handle:
+            return handle.read()
+
+    def read_json(self, relpath):
+        return json_loads_bounded(self.read_member(relpath, MAX_IMAGE_JSON_BYTES),
+                                  "bundle member %s" % relpath)
+
+    def close(self):
+        if self.tar is not None:
+            self.tar.fileobj.close()
+            self.tar.close()
+            self.tar = None
+        if self.dir_fd is not None:
+            os.close(self.dir_fd)
+            self.dir_fd = None
+
+    # -- facts --------------------------------------------------------------
+    @property
+    def kubernetes_version(self):
+        return self.meta["kubernetes_version"]
+
+    @property
+    def arch(self):
+        return self.meta["arch"]
+
+    def images_for_role(self, role):
+        """Image entries a node of this role needs ('master' or 'worker')."""
+        images = self.meta["images"]
+        if role == "master":
+            return list(images)
+        return [image for image in images
+                if image["name"] in WORKER_IMAGE_NAMES or image.get("extra")]
+
+
+def verify_bundle(bundle, progress=True):
+    """Check every byte of a bundle against bundle.json; BundleError if not.
+    In a split bundle, whatever is wrong is laid at the part that makes it
+    so, when a part does: every part is hashed to the end."""
+    try:
+        require_every_member(bundle, progress)
+        bundle.require_parts()
+    except BundleError:
+        bundle.require_parts()
+        raise
+
+
+def require_every_member(bundle, progress):
+    """The checks of verify_bundle.
+
+    Checks: every listed file is present with its size and sha256; no file,
+    folder or link is there that is not listed; every blob is named by its
+    own digest; every image's manifest, config and layers are present and
+    the manifest names exactly the config and layers bundle.json records.
+    """
+    files = bundle.meta["files"]
+    if not files:
+        raise BundleError("%s lists no files: the bundle is damaged" % BUNDLE_JSON)
+    present = set(bundle.names()) - {BUNDLE_JSON, BUNDLE_JSON_SHA}
+    unlisted = sorted(present - set(files))
+    if unlisted:
+        raise BundleError("bundle member %s is not listed in %s: refusing the "
+                          "bundle" % (unlisted[0], BUNDLE_JSON))
+    needed = set()
+    for relpath in files:
+        parts = relpath.split("/")
+        needed.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    stray = sorted(bundle.folders - needed)
+    if stray:
+        raise BundleError("bundle folder %s is not listed in %s: refusing the "
+                          "bundle" % (stray[0], BUNDLE_JSON))
+    total = 0
+    for relpath, entry in files.items():
+        _require_member_name(relpath)
+        if relpath not in present:
+            raise BundleError("bundle member %s is missing: rebuild or recopy "
+                              "the bundle" % relpath)
+        total += entry["size"]
+    bar = Progress(total, "verify", enabled=progress)
+    try:
+        # In the order the tar holds them: one pass over a stick, which
+        # also hashes a split bundle's parts on the way.
+        for relpath in sorted(files, key=lambda p: (bundle.data_offset(p), p)):
+            entry = files[relpath]
+            if bundle.size(relpath) != entry["size"]:
+                raise BundleError("bundle member %s has size %d, expected %d: "
+                                  "the bundle is damaged; recopy it"
+                                  % (relpath, bundle.size(relpath), entry["size"]))
+            with bundle.open(relpath) as handle:
+                for block in iter(lambda: handle.read(CHUNK), b""):
+                    bar.update(len(block))
+            if (relpath.startswith(IMAGES_DIR + "/blobs/sha256/") and
+                    relpath.rsplit("/", 1)[1] != entry["sha256"]):
+                raise BundleError("blob %s is not named by its digest" % relpath)
+    finally:
+        bar.close()
+    _verify_image_graph(bundle, files)
+
+
+def _verify_image_graph(bundle, files):
+    """Every image's manifest names the config and layers that are there."""
+    for image in bundle.meta["images"]:
+        manifest_path = _blob_path(image["manifest_digest"])
+        if manifest_path not in files:
+            raise BundleError("image %s: manifest blob is missing" % image["ref"])
+        manifest = bundle.read_json(manifest_path)
+        config = manifest.get("config") if isinstance(manifest, dict) else None
+        layers = manifest.get("layers") if isinstance(manifest, dict) else None
+        if (not isinstance(config, dict) or not isinstance(layers, list) or
+                not all(isinstance(layer, dict) for layer in layers)):
+            raise BundleError("image %s: its manifest is not an image manifest: "
+                              "the bundle is damaged; rebuild it" % image["ref"])
+        if (config.get("digest") != image["config_digest"] or
+                [layer.get("digest") for layer in layers] != image["layers"]):
+            raise BundleError("image %s: manifest does not match %s"
+                              % (image["ref"], BUNDLE_JSON))
+        for digest in [image["config_digest"]] + image["layers"]:
+            if _blob_path(digest) not in files:
+                raise BundleError("image %s: blob %s is missing"
+                                  % (image["ref"], digest))
+
+
+# ===========================================================================
+# Kernel: phases and the phase runner
+# ===========================================================================
+
+def parse_skip_phases(text):
+    return set(part.strip() for part in (text or "").split(",") if part.strip())
+
+
+# A step of a command, as kubeadm's workflow package has them: its name (for
+# --skip-phases and `COMMAND phase NAME`), a line for --help, the function
+# doing it, and run_if: when given, the phase runs only where it is true.
+class Phase(object):
+    def __init__(self, name, short, run, run_if=None):
+        self.name, self.short, self.run, self.run_if = name, short, run, run_if
+
+
+# Never left out of a run that changes the host.
+SAFETY_PHASES = ("verify", "preflight")
+
+
+def phase_summary(phase):
+    """The first paragraph of the phase function's docstring, one line."""
+    return " ".join((phase.run.__doc__ or "").strip().split("\n\n")[0]
+                    .split())
+
+
+def require_skip_phases(ctx, workflow):
+    """--skip-phases names phases of this command, and a safety phase only
+    in a dry run, which changes nothing; that is said loudly."""
+    names = [phase.name for phase in workflow]
+    unknown = sorted(ctx.skip - set(names))
+    if unknown:
+        raise UserError("unknown phase %s in --skip-phases: the phases of %s "
+                        "are %s" % (unknown[0], ctx.command, ", ".join(names)))
+    for name in SAFETY_PHASES:
+        if name in ctx.skip and not ctx.dry_run:
+            raise UserError("--skip-phases %s is refused: the %s phase checks "
+                            "the %s before anything changes; run without it "
+                            "(only a --dry-run may leave it out)" % (
+                                name, name, "bundle" if name == "verify"
+                                else "host"))
+        if name in ctx.skip:
+            log.warning("warning: the %s phase is left out of this dry run: "
+                        "a real run always does it", name)
+
+
+def run_phases(ctx, workflow, only=None):
+    """Run a workflow in order: each phase logged and timed, skipped when
+    named in --skip-phases or when its run_if is false, printed only under
+    --dry-run.  With only (`COMMAND phase NAME`), that phase runs alone,
+    after the safety phases, which no run that changes the host leaves out.
+    A context may log its phases at another level (ctx.phase_log_level)."""
+    require_skip_phases(ctx, workflow)
+    level = getattr(ctx, "phase_log_level", logging.INFO)
+    started = now()
+    for phase in workflow:
+        if only is not None and phase.name not in (only,) + SAFETY_PHASES:
+            continue
+        if phase.name in ctx.skip:
+            log.info("[%s] skipped (--skip-phases)", phase.name)
+            continue
+        if phase.run_if is not None and not phase.run_if(ctx):
+            log.debug("[%s] not for this node", phase.name)
+            continue
+        log.log(level, "[%s] %s%s", phase.name, phase_summary(phase),
+                " (dry run)" if ctx.dry_run else "")
+        began = now()
+        phase.run(ctx)
+        log.log(level, "[%s] done in %.1f s", phase.name, now() - began)
+    log.log(level, "%s finished in %.1f s", ctx.command, now() - started)
+
+
+def phases_help(command, workflow, runnable=True):
+    """The --help epilog listing a command's phases."""
+    lines = ["phases, in order (--skip-phases A,B leaves some out;",
+             "`%s phase NAME` runs one):" % command] if runnable else [
+                 "phases, in order (%s writes a bundle whole or not at all):"
+                 % command]
+    for phase in workflow:
+        lines.append("  %-14s %s" % (phase.name, phase.short))
+    return "\n".join(lines)
+
+
+def run_workflow(ctx, workflow, only=None):
+    try:
+        run_phases(ctx, workflow, only)
+    finally:
+        ctx.close()
+    if ctx.dry_run:
+        log.info("dry run: nothing was changed")
+    return 0
+
+
+def only_phase(args):
+    """NAME of `COMMAND phase NAME`, or None: the whole workflow."""
+    if args.phase_action and not args.phase_name:
+        command = getattr(args, "phase_command", args.command)
+        raise UserError("`%s phase` needs the name of a phase: see `%s "
+                        "--help` for them" % (command, command))
+    return args.phase_name
+
+
+# ===========================================================================
+# Profiles: Kubernetes versions and container runtimes
+# ===========================================================================
+
+DEFAULT_KUBERNETES_VERSION = "v1.16.0"
+
+RELEASE_TABLE_FILE = "bundle/releases.json"
+RELEASE_TABLE_ENV = "K8SO_RELEASE_TABLE"     # tests: a table of their own
+
+# What changes with the Kubernetes minor.  A row holds what is new from its
+# minor on (the first row is the base); profile() folds the rows up to a
+# version's minor, once a minor, into the run's profile.  Versions are
+# compared here and in the release table alone (tests/test_layout_rules.py).
+KUBERNETES_PROFILES = (
+    (16, {"kubeadm_api": "kubeadm.k8s.io/v1beta2",       # the config API
+          "kubelet_api": "kubelet.config.k8s.io/v1beta1",
+          "flannel_repository": "quay.io/coreos/flannel",
+          "master_taint": "node-role.kubernetes.io/master",
+          # kube-proxy's image detects the iptables backend from 1.17 on
+          # (kubernetes #82966); 1.16's writes legacy rules only.
+          "iptables_backend_detected": False,
+          # kubeadm's certificate commands: under `alpha` up to 1.19.
+          "certs_command": ("kubeadm", "alpha", "certs")}),
+    (17, {"iptables_backend_detected": True}),
+    (20, {"certs_command": ("kubeadm", "certs")}),
+)
+# The host tools kubeadm's preflight refuses to run without, from the minor
+# named on (before it, kubeadm only warns), and the package holding each.
+KUBEADM_REQUIRED_TOOLS = (("ip", 16, "iproute2"), ("iptables", 16, "iptables"),
+                          ("mount", 16, "mount"), ("nsenter", 16, "util-linux"),
+                          ("conntrack", 18, "conntrack"))
+_PROFILES = {}
+CNI_URL_OLD = ("https://github.com/containernetworking/plugins/releases/"
+               "download/{cni}/cni-plugins-{arch}-{cni}.tgz")
+CNI_URL = ("https://github.com/containernetworking/plugins/releases/"
+           "download/{cni}/cni-plugins-linux-{arch}-{cni}.tgz")
+
+_RELEASE_TABLES = {}
+_HEX = {"sha256": SHA256_HEX_RE, "sha512": re.compile(r"[0-9a-f]{128}")}
+_RELEASE_RE = re.compile(r"^v1\.(\d+)\.(\d+)\Z")
+_FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_IMAGE_TAG_RE = re.compile(r"^v?\d+(\.\d+)*(-\d+)?\Z")
+
+
+def profile(kubernetes_version):
+    """The run's profile: KUBERNETES_PROFILES folded up to the version's
+    minor, with the tools kubeadm requires at that minor."""
+    _, minor, _ = parse_version(kubernetes_version)
+    if minor not in _PROFILES:
+        folded = dict(KUBERNETES_PROFILES[0][1])
+        for since, changes in KUBERNETES_PROFILES[1:]:
+            if minor >= since:
+                folded.update(changes)
+        folded["required_tools"] = tuple(
+            tool for tool, since, _ in KUBEADM_REQUIRED_TOOLS if minor >= since)
+        _PROFILES[minor] = folded
+    return _PROFILES[minor]
+
+
+def cni_url_template(cni_version):
+    """The CNI plugins' release URL: its file names changed in 0.8.0."""
+    return CNI_URL_OLD if parse_version(cni_version) < (0, 8, 0) else CNI_URL
+
+
+def containerd_config_version(containerd_version):
+    """The config version a new containerd config file is written in:
+    containerd older than 1.3 reads version 1 only."""
+    return 1 if containerd_version and containerd_version < (1, 3) else 2
+
+
+def release_table():
+    """The release table (bundle/releases.json beside this file, or the file
+    K8SO_RELEASE_TABLE names), checked once per run."""
+    path = (os.environ.get(RELEASE_TABLE_ENV) or
+            os.path.join(script_dir(), RELEASE_TABLE_FILE))
+    if path not in _RELEASE_TABLES:
+        try:
+            with open(path, "rb") as handle:
+                table = json.loads(handle.read().decode("utf-8"))
+        except (OSError, IOError) as exc:
+            raise UserError("cannot read the release table %s: %s: run bundle "
+                            "from the k8s-offline folder" % (path, exc.strerror))
+        except (ValueError, UnicodeDecodeError):
+            raise UserError("the release table %s is not valid JSON: restore it "
+                            "from git" % path)
+        problem = release_table_problem(table)
+        if problem:
+            raise UserError("the release table %s is malformed (%s): restore it "
+                            "from git" % (path, problem))
+        _RELEASE_TABLES[path] = table
+    return _RELEASE_TABLES[path]
+
+
+def release_table_problem(table):
+    """What is wrong with a release table, or None (see releases.json)."""
+    if not isinstance(table, dict) or table.get("schema") != 1:
+        return "schema is not 1"
+    releases, minors = table.get("releases"), table.get("minors")
+    if not isinstance(releases, dict) or not isinstance(minors, dict):
+        return "no releases or minors"
+
+    def hexes(entry, key, kind):
+        values = entry.get(key, {})
+        if not isinstance(values, dict):
+            return "%s is not a table" % key
+        for arch, value in values.items():
+            if (arch not in ARCHES or not isinstance(value, str) or
+                    not _HEX[kind].fullmatch(value)):
+                return "%s of %s is not a %s" % (key, arch, kind)
+        return None
+
+    for version, entry in releases.items():
+        match = _RELEASE_RE.match(version)
+        if not match or "1.%s" % match.group(1) not in SUPPORTED_MINORS:
+            return "release %r is not a supported version" % version
+        if "1.%s" % match.group(1) not in minors:
+            return "release %s has no minor entry" % version
+        images = entry.get("images") if isinstance(entry, dict) else None
+        if not isinstance(images, dict) or any(
+                not isinstance(images.get(name), str) or
+                not _IMAGE_TAG_RE.match(images[name])
+                for name in ("pause", "etcd", "coredns")):
+            return "release %s lacks an image tag" % version
+        problem = hexes(entry, "node_sha512", "sha512")
+        if problem:
+            return "release %s: %s" % (version, problem)
+    for minor, entry in minors.items():
+        if minor not in SUPPORTED_MINORS or not isinstance(entry, dict):
+            return "minor %r is not supported" % minor
+        for key in ("cni", "crictl", "flannel"):
+            if (not isinstance(entry.get(key), str) or
+                    not _IMAGE_TAG_RE.match(entry[key])):
+                return "minor %s lacks a %s version" % (minor, key)
+        for key in ("cni_sha256", "crictl_sha256"):
+            problem = hexes(entry, key, "sha256")
+            if problem:
+                return "minor %s: %s" % (minor, problem)
+        for key in ("cni_tarball", "crictl_tarball"):
+            names = entry.get(key, {})
+            if not isinstance(names, dict) or any(
+                    arch not in ARCHES or not isinstance(name, str) or
+                    not _FILE_NAME_RE.match(name) for arch, name in names.items()):
+                return "minor %s: bad %s" % (minor, key)
+    for name, entry in ((table.get("runtimes") or {}).get("docker") or {}).items():
+        if not isinstance(entry, dict) or not _HEX["sha256"].fullmatch(
+                str(entry.get("sha256", ""))):
+            return "docker %s has no sha256" % name
+    return None
+
+
+def version_facts(kubernetes_version):
+    """What the release table says about one patch release: kubeadm's image
+    tags, the CNI, crictl and flannel versions, and the pinned checksums
+    (by arch); UserError for a version it does not list."""
+    major, minor, _ = supported_version(kubernetes_version)
+    table = release_table()
+    version = normalize_version(kubernetes_version)
+    release = table["releases"].get(version)
+    if release is None:
+        known = sorted(table["releases"], key=parse_version)
+        raise UserError("Kubernetes %s is not supported: it is not a release "
+                        "in the release table (%s to %s)" % (
+                            version, known[0], known[-1]))
+    if release.get("do_not_use"):
+        raise UserError("Kubernetes %s is not supported: its release notes say "
+                        "\"%s\": choose another patch release"
+                        % (version, release["do_not_use"]))
+    facts = dict(table["minors"]["%d.%d" % (major, minor)])
+    facts.update(release["images"])
+    facts["node_sha512"] = release.get("node_sha512", {})
+    return facts
+
+
+# ===========================================================================
+# Shared by install, reset and day two: the node context, preflight, kubeconfig and wait
+# ===========================================================================
+
+KUBEADM_IMAGE_REPOSITORY = "k8s.gcr.io"
+
+FALLBACK_JOIN_FILE = "/etc/kubernetes/" + JOIN_FILE_NAME
+
+CNI_BIN_DIR = "/opt/cni/bin"
+CNI_CONF_DIR = "/etc/cni/net.d"
+
+DEFAULT_WAIT_TIMEOUT = 600
+
+MASTER_PORTS = (6443, 10250, 10251, 10252, 2379, 2380)
+WORKER_PORTS = (10250,)
+MIN_MASTER_MEMORY_MB = 1700
+MIN_WORKER_MEMORY_MB = 1000
+
+# kubeadm's own preflight (cmd/kubeadm/app/preflight/checks.go): the tools
+# it refuses to run without, with the minor release that began refusing
+# (conntrack: kubernetes PR #85857, 1.18), and the tools it warns about.
+# Each with the package to install and what else needs it.
+KUBEADM_WARNED_TOOLS = ("ebtables", "ethtool", "socat", "tc", "touch")
+TOOL_USERS = {"conntrack": "kube-proxy needs it",
+              "socat": "`kubectl port-forward` needs it"}
+
+SELINUX_CONFIG = "/etc/selinux/config"
+
+# Links and interfaces the cluster makes; they are not "host networks".
+CLUSTER_LINKS = ("cni0", "flannel.1", "kube-ipvs0", "docker0")
+
+TOKEN_TTL_SECONDS = 24 * 3600
+CERT_KEY_TTL_SECONDS = 2 * 3600
+
+CRI_PLUGIN_NAMES = ("cri", "io.containerd.grpc.v1.cri")
+
+RESERVED_KINDS = ("InitConfiguration", "ClusterConfiguration",
+                  "JoinConfiguration")
+
+MAX_EXTRA_CONFIG_BYTES = 1024 * 1024
+
+CLUSTER_INFO_PATH = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+KUBEADM_CONFIG_PATH = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config"
+API_TIMEOUT = 15
+
+WAIT_INTERVAL = 5
+IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                      "ErrImageNeverPull")
+
+
+def containerd_config_with(config_text, pause_image, version=None):
+    """containerd's config with the CRI plugin on and our sandbox image.
+
+    A file without `version = 2` is read as version 1, where the CRI
+    plugin's section is [plugins.cri]; version 2 names it
+    [plugins."io.containerd.grpc.v1.cri"].  The containerd.io package ships
+    `disabled_plugins = ["cri"]` and nothing else.  Without a file, a new
+    one is written: version 2 unless containerd is older than 1.3 (which
+    reads version 1 only).  The CNI directories are the ones the
+    install phase fills.  The result goes through toml_dumps.
+    """
+    if config_text is None:
+        config = {"version": containerd_config_version(version)}
+    else:
+        config = read_containerd_config(config_text)
+    schema = config.get("version", 1)
+    if schema not in (1, 2):
+        raise UserError("%s has version = %r; this tool writes versions 1 and "
+                        "2: fix it or move it away" % (CONTAINERD_CONFIG, schema))
+    disabled = config.get("disabled_plugins")
+    if disabled is not None:
+        if not isinstance(disabled, list):
+            raise UserError("disabled_plugins in %s is not a list: fix it"
+                            % CONTAINERD_CONFIG)
+        config["disabled_plugins"] = [name for name in disabled
+                                      if name not in CRI_PLUGIN_NAMES]
+    plugins = config.setdefault("plugins", {})
+    if not isinstance(plugins, dict):
+        raise UserError("plugins in %s is not a table: fix it"
+                        % CONTAINERD_CONFIG)
+    cri = plugins.setdefault(CRI_PLUGIN_NAMES[schema - 1], {})
+    if not isinstance(cri, dict):
+        raise UserError("the CRI plugin's entry in %s is not a table: fix it"
+                        % CONTAINERD_CONFIG)
+    cri["sandbox_image"] = pause_image
+    cni = cri.setdefault("cni", {})
+    if not isinstance(cni, dict):
+        raise UserError("the CRI plugin's cni entry in %s is not a table: fix "
+                        "it" % CONTAINERD_CONFIG)
+    # The plugins are installed in /opt/cni/bin; Debian's package points
+    # the CRI plugin at /usr/lib/cni, where no pod would get a network.
+    cni["bin_dir"], cni["conf_dir"] = CNI_BIN_DIR, CNI_CONF_DIR
+    return toml_dumps(config)
+
+
+def read_extra_config(path):
+    """(documents, {kind: document}) of --kubeadm-config-extra, parsed and
+    checked: each document a mapping with a top-level apiVersion and
+    kind, none of the kinds this tool writes itself."""
+    if not path:
+        return [], {}
+    data = read_regular_file(path, "--kubeadm-config-extra",
+                             MAX_EXTRA_CONFIG_BYTES)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError("--kubeadm-config-extra %s is not UTF-8 text: give a "
+                        "YAML or JSON file" % path)
+    docs, kinds = [], {}
+    for number, source in enumerate(split_documents(text), 1):
+        try:
+            doc = parse_yaml_document(source)
+        except (YamlSubsetError, RecursionError) as exc:
+            raise UserError("document %d of %s cannot be read: %s: write it as "
+                            "plain YAML or JSON" % (number, path, exc))
+        if (not isinstance(doc, dict) or
+                not isinstance(doc.get("kind"), str) or
+                not isinstance(doc.get("apiVersion"), str)):
+            raise UserError("document %d of %s has no kind or apiVersion: each "
+                            "document needs both" % (number, path))
+        if doc["kind"] in RESERVED_KINDS:
+            raise UserError("%s in %s is generated by this tool: use the "
+                            "command's options instead" % (doc["kind"], path))
+        if doc["kind"] in kinds:
+            raise UserError("%s appears twice in %s: give each kind once"
+                            % (doc["kind"], path))
+        kinds[doc["kind"]] = doc
+        docs.append(doc)
+    return docs, kinds
+
+
+def passwd_entry(host, name):
+    """(uid, gid, home) of a user from the host's /etc/passwd, or None."""
+    for line in host.read("/etc/passwd", "").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 7 and fields[0] == name:
+            try:
+                return int(fields[2]), int(fields[3]), fields[5]
+            except ValueError:
+                return None
+    return None
+
+
+def kubeconfig_targets(ctx):
+    """[(path, uid, gid)]: root's ~/.kube/config and the sudo user's."""
+    root_entry = passwd_entry(ctx.host, "root") or (0, 0, "/root")
+    targets = [(root_entry[2].rstrip("/") + "/.kube/config", 0, 0)]
+    sudo_user = os.environ.get("SUDO_USER")
+    if sudo_user and sudo_user != "root":
+        entry = passwd_entry(ctx.host, sudo_user)
+        if entry is None:
+            ctx.warn("the sudo user %s is not in /etc/passwd: no kubeconfig "
+                     "copied for them" % sudo_user)
+        else:
+            targets.append((entry[2].rstrip("/") + "/.kube/config",
+                            entry[0], entry[1]))
+    return targets
+
+
+def open_kube_folder(ctx, path, uid, gid, create):
+    """(fd or None, why not) of the folder of a kubeconfig copy PATH
+    (~/.kube/config): ~/.kube opened without following a link, a folder
+    the user owns (uid None: anyone's, for reset); made 0700 for them when create and it is missing.  The
+    user can change what lies there, so root writes and unlinks `config`
+    only through this fd."""
+    home, folder = os.path.dirname(os.path.dirname(path)), os.path.dirname(path)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | O_CLOEXEC
+    try:
+        home_fd = os.open(ctx.host.path(home), os.O_RDONLY | os.O_DIRECTORY |
+                          O_CLOEXEC)
+    except OSError as exc:
+        return None, "cannot open %s: %s" % (home, exc.strerror)
+    try:
+        try:
+            fd = os.open(".kube", flags, dir_fd=home_fd)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT or not create:
+                return None, ("%s is a link or not a folder" % folder
+                              if exc.errno in (errno.ELOOP, errno.ENOTDIR)
+                              else "cannot open %s: %s" % (folder,
+                                                           exc.strerror))
+            if ctx.dry_run:
+                log.info("  would create folder %s", folder)
+                return None, None
+            os.mkdir(".kube", 0o700, dir_fd=home_fd)
+            fd = os.open(".kube", flags, dir_fd=home_fd)
+            os.fchown(fd, uid, gid)
+    finally:
+        os.close(home_fd)
+    if uid is not None and os.fstat(fd).st_uid != uid:
+        os.close(fd)
+        return None, "%s is not owned by uid %d" % (folder, uid)
+    return fd, None
+
+
+def write_in_folder(folder_fd, name, data, mode, owner):
+    """Write name in the folder of folder_fd (through a temporary file and
+    a rename, never through a link there); True when it changed."""
+    try:
+        old_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
+                         O_CLOEXEC, dir_fd=folder_fd)
+    except OSError:
+        old_fd = None
+    if old_fd is not None:
+        with os.fdopen(old_fd, "rb") as handle:
+            st = os.fstat(old_fd)
+            if (stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == mode
+                    and (st.st_uid, st.st_gid) == tuple(owner) and
+                    handle.read(len(data) + 1) == data):
+                return False
+    tmp = ".k8s-offline-%d" % os.getpid()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                 O_CLOEXEC, 0o600, dir_fd=folder_fd)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(fd, mode)
+            os.fchown(fd, owner[0], owner[1])
+            os.fsync(fd)
+        os.rename(tmp, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=folder_fd)
+        raise
+    return True
+
+
+def phase_kubeconfig(ctx):
+    """Copy admin.conf to ~/.kube/config of root and of the sudo user
+    (owned by them, mode 0600), so kubectl works for both; ~/.kube is
+    opened without following links and must be the user's own."""
+    host = ctx.host
+    data = host.read_bytes(ADMIN_CONF)
+    if data is None:
+        if ctx.dry_run:
+            data = b""
+        else:
+            raise UserError("%s is missing: the init or join phase has not "
+                            "run; run the command again" % ADMIN_CONF)
+    written = list(host.state().get("kubeconfigs") or [])
+    for path, uid, gid in kubeconfig_targets(ctx):
+        fd, why = open_kube_folder(ctx, path, uid, gid, create=True)
+        if why:
+            ctx.warn("%s: no kubeconfig copied for %s; remove it or make it "
+                     "theirs, then run the kubeconfig phase again" % (
+                         why, "root" if uid == 0 else
+                         os.environ.get("SUDO_USER")))
+            continue
+        if fd is None:
+            log.info("  would write %s (mode 0600, owner %d)", path, uid)
+        else:
+            try:
+                if ctx.dry_run:
+                    log.info("  would write %s (mode 0600, owner %d)", path,
+                             uid)
+                else:
+                    write_in_folder(fd, "config", data, 0o600, (uid, gid))
+            finally:
+                os.close(fd)
+        log.info("  kubeconfig %s (owner %d)", path, uid)
+        if path not in written:
+            written.append(path)
+    host.save_state(kubeconfigs=written)
+
+
+def parse_join_command(text):
+    match = JOIN_COMMAND_RE.search(text or "")
+    if not match:
+        return None
+    return {"api_server_endpoint": match.group(1), "token": match.group(2),
+            "discovery_token_ca_cert_hash": match.group(3)}
+
+
+def fresh_certificate_key(ctx):
+    result = ctx.runner.run(["kubeadm", "init", "phase", "upload-certs",
+                             "--upload-certs"], what="kubeadm upload-certs")
+    keys = re.findall(r"\b%s\b" % SHA256_HEX_RE.pattern, result.stdout)
+    if ctx.dry_run:
+        return "<certificate key>"
+    if not keys:
+        raise UserError("kubeadm upload-certs printed no certificate key: %s"
+                        % last_line(result.output()))
+    return keys[-1]
+
+
+def make_join_info(ctx, upload_certs, kubernetes_version, arch):
+    """A fresh token (and certificate key) and the facts a node needs."""
+    result = ctx.runner.run(["kubeadm", "token", "create",
+                             "--print-join-command"], what="kubeadm token create")
+    parsed = parse_join_command(result.stdout)
+    if parsed is None:
+        if not ctx.dry_run:
+            raise UserError("kubeadm token create printed no join command: %s"
+                            % last_line(result.output()))
+        parsed = {"api_server_endpoint": "<endpoint>", "token": "<token>",
+                  "discovery_token_ca_cert_hash": "<hash>"}
+    state = ctx.host.state()
+    info = {"format": 1, "kubernetes_version": kubernetes_version,
+            "arch": arch, "token_expires": int(now()) + TOKEN_TTL_SECONDS,
+            "image_repository": state.get("image_repository")
+            or ctx.image_repository,
+            "control_plane_nodes": [state.get("node") or node_name(ctx)],
+            "certificate_key": None, "certificate_key_expires": None,
+            "created": int(now())}
+    info.update(parsed)
+    if upload_certs:
+        key = state.get("certificate_key")
+        expires = state.get("certificate_key_expires") or 0
+        if not key or expires - now() < 600:
+            key = fresh_certificate_key(ctx)
+            expires = int(now()) + CERT_KEY_TTL_SECONDS
+            if not ctx.dry_run:
+                ctx.host.save_state(certificate_key=key,
+                                    certificate_key_expires=expires)
+        info["certificate_key"] = key
+        info["certificate_key_expires"] = expires
+    return info
+
+
+def bundle_folder(bundle_path):
+    """Where the join file goes so that it travels with the bundle: the
+    folder holding a .tar, or the extracted folder itself (beside
+    bundle.json and k8s_offline.py, on the USB stick)."""
+    path = os.path.abspath(bundle_path)
+    return path if os.path.isdir(path) else os.path.dirname(path)
+
+
+def default_join_file(ctx, bundle_path):
+    """Beside the bundle when that folder is writable, else under
+    /etc/kubernetes (a real path)."""
+    if bundle_path:
+        folder = bundle_folder(bundle_path)
+        if os.access(folder, os.W_OK):
+            return os.path.join(folder, JOIN_FILE_NAME)
+    return ctx.host.path(FALLBACK_JOIN_FILE)
+
+
+def write_join_file(ctx, path, info):
+    data = canonical_json(info)
+    if ctx.dry_run:
+        log.info("  would write %s (join file, mode 0600)", path)
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        os.makedirs(folder, 0o755)
+    write_file_atomic(path, data, 0o600)
+    log.info("  join file written: %s (mode 0600: it holds a secret)", path)
+
+
+def print_join_commands(ctx, path, info):
+    tool = os.path.join(script_dir(), "k8s_offline.py")
+    echo("\n")
+    say("Join file: %s (keep it with the bundle, or copy it to each node)"
+        % path)
+    say("To add a worker, run on it:")
+    say("  " + shell_line(["sudo", "python3", tool, "join", "--join-file",
+                           path]))
+    if info.get("certificate_key"):
+        say("To add a control-plane node (within 2 hours), run there:")
+        say("  " + shell_line(["sudo", "python3", tool, "join",
+                               "--control-plane", "--join-file", path]))
+    say("The plain kubeadm command is:")
+    say("  " + shell_line([
+        "kubeadm", "join", info["api_server_endpoint"], "--token",
+        info["token"], "--discovery-token-ca-cert-hash",
+        info["discovery_token_ca_cert_hash"]]))
+    say("The token expires in 24 hours: run `k8s_offline.py token` on a "
+        "master for a new one.")
+
+
+def shell_line(argv):
+    """argv as one line a shell reads back as the same words."""
+    return " ".join(shlex.quote(str(part)) for part in argv)
+
+
+def _der_item(data, pos):
+    """(tag, start of content, end) of the DER item at pos."""
+    tag, length, start = data[pos], data[pos + 1], pos + 2
+    if length & 0x80:
+        count = length & 0x7f
+        length = int(binascii.hexlify(data[start:start + count]), 16)
+        start += count
+    if start + length > len(data):
+        raise ValueError("truncated DER")
+    return tag, start, start + length
+
+
+def certificate_spki(der):
+    """The DER SubjectPublicKeyInfo of a DER certificate: what kubeadm's
+    --discovery-token-ca-cert-hash is the sha256 of."""
+    _, cert, _ = _der_item(der, 0)
+    _, pos, _ = _der_item(der, cert)          # inside tbsCertificate
+    if _der_item(der, pos)[0] == 0xa0:        # [0] version
+        pos = _der_item(der, pos)[2]
+    for _ in range(5):   # serial, signature, issuer, validity, subject
+        pos = _der_item(der, pos)[2]
+    return der[pos:_der_item(der, pos)[2]]
+
+
+def _api_get(endpoint, path, ca_pem=None, token=None):
+    """JSON of a GET to the API server (no proxy): pinned to ca_pem, or,
+    for the public cluster-info only, unverified as kubeadm's discovery.
+    The whole request has one deadline (API_TIMEOUT): a server trickling
+    a byte at a time is cut off, not only one that stops; a redirect is
+    refused (it could send the token in clear, or the tool anywhere)."""
+    import http.client
+    import ssl
+    if ca_pem:
+        context = ssl.create_default_context(cadata=ca_pem)
+    else:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    what = path.rsplit("/", 1)[1]
+    timeout = API_TIMEOUT
+    expired = threading.Event()
+    connection = http.client.HTTPSConnection(endpoint, timeout=timeout,
+                                             context=context)
+
+    def cut_off():
+        expired.set()
+        sock = connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+    watchdog = threading.Timer(timeout, cut_off)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        headers = {"Accept": "application/json", "Connection": "close"}
+        if token:
+            headers["Authorization"] = "Bearer " + token
+        connection.request("GET", path, headers=headers)
+        answer = connection.getresponse()
+        if 300 <= answer.status < 400:
+            raise UserError("the API server %s answered %s with a redirect "
+                            "(HTTP %d to %s): refusing it" % (
+                                endpoint, what, answer.status, _short_json(
+                                    answer.getheader("Location", ""))))
+        if answer.status != 200:
+            raise UserError("the API server %s answered HTTP %d for %s"
+                            % (endpoint, answer.status, what))
+        data = answer.read(MAX_BUNDLE_JSON_BYTES + 1)
+        if expired.is_set():
+            raise OSError(errno.ETIMEDOUT, "cut off")
+        if len(data) > MAX_BUNDLE_JSON_BYTES:
+            raise UserError("the API server %s sent more than %s for %s"
+                            % (endpoint, human_size(MAX_BUNDLE_JSON_BYTES),
+                               what))
+        return json.loads(data.decode("utf-8"))
+    except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
+        if expired.is_set():
+            raise UserError("the API server %s did not answer within %d s"
+                            % (endpoint, timeout))
+        raise UserError("cannot reach the API server %s (%s)" % (
+            endpoint, getattr(exc, "reason", None) or getattr(
+                exc, "strerror", None) or exc))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise UserError("the API server %s sent no JSON for %s"
+                        % (endpoint, what))
+    finally:
+        watchdog.cancel()
+        connection.close()
+
+
+def _configmap_value(doc, key):
+    """data[key] of a ConfigMap as text, or '' when it is not there."""
+    data = doc.get("data") if isinstance(doc, dict) else None
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def cluster_image_repository(info):
+    """The imageRepository of the cluster's ClusterConfiguration, read the
+    way kubeadm join discovers the cluster: the CA from the public
+    cluster-info, accepted only if its key matches the CA hash, then the
+    kubeadm-config ConfigMap over TLS pinned to that CA, with the token."""
+    endpoint = info["api_server_endpoint"]
+    kubeconfig = _configmap_value(_api_get(endpoint, CLUSTER_INFO_PATH),
+                                  "kubeconfig")
+    match = re.search(r"certificate-authority-data:\s*([A-Za-z0-9+/=]+)",
+                      kubeconfig)
+    if not match:
+        raise UserError("the cluster-info of %s names no CA" % endpoint)
+    try:
+        import ssl
+        ca_pem = base64.b64decode(match.group(1)).decode("ascii")
+        spki = certificate_spki(ssl.PEM_cert_to_DER_cert(ca_pem))
+    except (ValueError, IndexError, UnicodeDecodeError):
+        raise UserError("the cluster-info of %s holds no readable CA "
+                        "certificate" % endpoint)
+    if "sha256:" + sha256_bytes(spki) != info["discovery_token_ca_cert_hash"]:
+        raise UserError("the CA of %s does not match "
+                        "--discovery-token-ca-cert-hash: check the hash, or "
+                        "this is not your cluster" % endpoint)
+    text = _configmap_value(_api_get(endpoint, KUBEADM_CONFIG_PATH, ca_pem,
+                                     info["token"]), "ClusterConfiguration")
+    if not text:
+        raise UserError("the kubeadm-config of %s has no ClusterConfiguration"
+                        % endpoint)
+    try:
+        config = parse_yaml_document(text)
+    except YamlSubsetError as exc:
+        raise UserError("the ClusterConfiguration of %s is not readable (%s)"
+                        % (endpoint, exc))
+    repository = (config.get("imageRepository") if isinstance(config, dict)
+                  else None) or KUBEADM_IMAGE_REPOSITORY
+    if not is_image_repository(repository):
+        raise UserError("the cluster %s names the image repository %r, which "
+                        "is not a registry path" % (endpoint, repository))
+    return repository
+
+
+def adopt_cluster_image_repository(ctx):
+    """A join by --apiserver/--token/--discovery-token-ca-cert-hash without
+    --image-repository: load the images under the names the cluster uses
+    (kubeadm join gives the kubelet <repo>/pause, kube-proxy's DaemonSet
+    names <repo>/kube-proxy), read from the cluster itself."""
+    try:
+        repository = cluster_image_repository(ctx.join_info)
+    except UserError as exc:
+        raise UserError("cannot read the cluster's image repository: %s: give "
+                        "--image-repository (the master's), or join with the "
+                        "join file" % exc)
+    ctx.image_repository = repository
+    log.info("  the cluster's images are named under %s", repository)
+
+
+def _utc(seconds):
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
+
+
+# One finding of a check: what is wrong and how to fix it (fix None when the
+# message came whole from a check elsewhere); warnings do not stop the run.
+Problem = collections.namedtuple("Problem", "message fix warning")
+
+
+def error(message, fix=None):
+    return Problem(message, fix, False)
+
+
+def warning(message, fix=None):
+    return Problem(message, fix, True)
+
+
+def problem_text(found):
+    return found.message + (": " + found.fix if found.fix else "")
+
+
+def is_control_plane(ctx):
+    return ctx.role in ("master", "control-plane")
+
+
+def check_privileged(ctx):
+    if ctx.euid != 0:
+        yield error("this must run as root", "run it with sudo")
+
+
+def check_cpus(ctx):
+    cpus = host_cpu_count(ctx.host)
+    if is_control_plane(ctx) and cpus < 2:
+        yield error("a control-plane node needs at least 2 CPUs, this host "
+                    "has %d" % cpus, "use a bigger machine")
+
+
+def check_memory(ctx):
+    memory = host_memory_mb(ctx.host)
+    master = is_control_plane(ctx)
+    least = MIN_MASTER_MEMORY_MB if master else MIN_WORKER_MEMORY_MB
+    if memory is not None and memory < least:
+        yield Problem("this host has %d MB of memory, a %s needs %d MB" % (
+            memory, "control-plane node" if master else "node", least),
+            "add memory", not master)
+
+
+def check_swap(ctx):
+    swaps = active_swaps(ctx.host)
+    if swaps and not ctx.disable_swap:
+        yield error("swap is on (%s)" % ", ".join(swaps),
+                    "the kubelet refuses to run with swap; rerun with "
+                    "--disable-swap (turns it off now and in /etc/fstab)")
+
+
+def check_no_cluster(ctx):
+    existing = existing_cluster_files(ctx.host)
+    if existing and not continuing_run(ctx):
+        yield error("an existing cluster was found on this host (%s)"
+                    % existing[0], "run `k8s_offline.py reset` first")
+
+
+def check_ports(ctx):
+    ports = MASTER_PORTS if is_control_plane(ctx) else WORKER_PORTS
+    if not continuing_run(ctx):
+        busy = sorted(listening_ports(ctx.host) & set(ports))
+        if busy:
+            yield error("port %s is in use" % ", ".join(map(str, busy)),
+                        "stop the program listening on it (see `ss -ltnp`)")
+
+
+def check_tools(ctx):
+    """What the bundle's kubeadm refuses to run without is an error, what it
+    warns about a warning, so kubeadm itself never stops half way."""
+    version = ctx.bundle.kubernetes_version
+    required = profile(version)["required_tools"]
+    for tool, since, package in KUBEADM_REQUIRED_TOOLS:
+        if ctx.host.which(tool):
+            continue
+        users = TOOL_USERS.get(tool)
+        if tool in required:
+            yield error("%s is missing" % tool, "kubeadm %s refuses to run "
+                        "without it%s; install the %s package" % (
+                            version, " (%s)" % users if users else "",
+                            package))
+        else:
+            yield warning("%s is missing" % tool, "%s, and kubeadm 1.%d and "
+                          "later refuse to run without it; install the %s "
+                          "package" % (users or "kubeadm needs it", since,
+                                       package))
+    for tool in KUBEADM_WARNED_TOOLS:
+        if not ctx.host.which(tool):
+            users = TOOL_USERS.get(tool)
+            yield warning("%s is missing" % tool, "kubeadm warns without "
+                          "it%s; install it if you can" % (
+                              " and %s" % users if users else ""))
+
+
+def check_hostname(ctx):
+    name = node_name(ctx)
+    hostname = host_hostname(ctx.host) or name
+    if not full_match(NODE_NAME_RE, name):
+        yield error("the node name %r is not a valid DNS name" % name,
+                    "set the host name or use --node-name")
+    elif name == "localhost":
+        yield error("the host name is localhost", "give each host a unique "
+                    "name (hostnamectl set-hostname NAME)")
+    elif not hostname_resolves(ctx.host, hostname):
+        yield warning("the host name %s does not resolve" % hostname,
+                      "add it to /etc/hosts")
+
+
+def check_unique_name(ctx):
+    name = node_name(ctx)
+    if ctx.join_info and name in (ctx.join_info.get("control_plane_nodes")
+                                  or []):
+        yield error("this host is named %s like a control-plane node of the "
+                    "cluster" % name, "node names must be unique; rename "
+                    "this host (hostnamectl set-hostname) or use --node-name")
+
+
+def check_firewalld(ctx):
+    """firewalld blocks a node unless --open-firewall opens its ports (the
+    host phase then does)."""
+    ctx.firewalld = firewalld_active(ctx)
+    if ctx.firewalld and not ctx.open_firewall:
+        yield warning("firewalld is active and blocks what a %s needs (%s)" % (
+            "control-plane node" if is_control_plane(ctx) else "worker",
+            " ".join(firewall_rules(ctx))), "rerun with --open-firewall to "
+            "open exactly those, permanently, or stop firewalld")
+    elif ctx.open_firewall and not ctx.firewalld:
+        yield warning("--open-firewall", "firewalld is not active here, so "
+                      "there is nothing to open")
+
+
+def check_selinux(ctx):
+    if selinux_enforcing(ctx.host) and not ctx.selinux_permissive:
+        yield warning("SELinux is enforcing", "containers may be denied "
+                      "access to host files; rerun with --selinux-permissive "
+                      "(setenforce 0, and SELINUX=permissive in %s, as "
+                      "kubeadm's install guide says)" % SELINUX_CONFIG)
+
+
+def check_iptables_backend(ctx):
+    """kube-proxy's image detects the backend from 1.17 on (kubernetes
+    #82966); 1.16's writes legacy rules the nftables backend ignores."""
+    backend = iptables_backend(ctx.runner)
+    version = ctx.bundle.kubernetes_version
+    if (backend and backend[1] == "nf_tables"
+            and not profile(version)["iptables_backend_detected"]
+            and not ctx.iptables_legacy):
+        yield warning("iptables %s uses the nftables backend, which "
+                      "kube-proxy of Kubernetes %s does not support (its "
+                      "rules and the host's diverge)" % (backend[0], version),
+                      "rerun with --iptables-legacy to switch to legacy mode")
+
+
+def check_networks(ctx):
+    """master: neither cluster network may overlap a network of the host."""
+    if ctx.role != "master" or ctx.pod_network is None:
+        return
+    for iface, address in host_addresses(ctx.runner):
+        if (iface in CLUSTER_LINKS or iface.startswith("flannel")
+                or address.ip.is_loopback):
+            continue
+        for option, network in (("--pod-network-cidr", ctx.pod_network),
+                                ("--service-cidr", ctx.service_network)):
+            if network.overlaps(address.network):
+                yield error("%s %s overlaps the host network %s on %s" % (
+                    option, network, address.network, iface),
+                    "choose another %s" % option)
+
+
+def check_image_repository_of_cluster(ctx):
+    """A join by flags without --image-repository takes the cluster's."""
+    if (ctx.join_info and ctx.join_info.get("from_flags")
+            and not ctx.image_repository_flag):
+        try:
+            adopt_cluster_image_repository(ctx)
+        except UserError as exc:
+            yield error(str(exc))
+
+
+def check_containerd_config(ctx):
+    """What the runtime phase will write, so it cannot fail there."""
+    config = (ctx.host.read(CONTAINERD_CONFIG) if ctx.cri == "containerd"
+              else None)
+    if config is not None:
+        try:
+            containerd_config_with(config, "pause")
+        except UserError as exc:
+            yield error(str(exc))
+
+
+def check_runtime(ctx):
+    try:
+        plan = runtime_plan(ctx)
+    except UserError as exc:
+        yield error(str(exc))
+    else:
+        log.info("  container runtime %s: %s", ctx.cri, plan)
+
+
+def _tool_checks():
+    return tuple("FileExisting-" + tool for tool, _, _ in
+                 KUBEADM_REQUIRED_TOOLS) + tuple(
+        "FileExisting-" + tool for tool in KUBEADM_WARNED_TOOLS)
+
+
+# The checks in the order they run: (what, kubeadm's names for the same
+# check, or () where kubeadm has none, the check).  Each check yields a
+# Problem per finding.
+PreflightCheck = collections.namedtuple("PreflightCheck", "name kubeadm run")
+PREFLIGHT_CHECKS = (
+    PreflightCheck("root", ("IsPrivilegedUser",), check_privileged),
+    PreflightCheck("cpus", ("NumCPU",), check_cpus),
+    PreflightCheck("memory", ("Mem",), check_memory),
+    PreflightCheck("swap", ("Swap",), check_swap),
+    PreflightCheck("no cluster", (
+        "FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml",
+        "FileAvailable--etc-kubernetes-kubelet.conf",
+        "DirAvailable--var-lib-etcd"), check_no_cluster),
+    PreflightCheck("ports", tuple("Port-%d" % port for port in MASTER_PORTS),
+                   check_ports),
+    PreflightCheck("tools", _tool_checks(), check_tools),
+    PreflightCheck("hostname", ("Hostname",), check_hostname),
+    PreflightCheck("unique name", (), check_unique_name),
+    PreflightCheck("firewalld", ("Firewalld",), check_firewalld),
+    PreflightCheck("selinux", (), check_selinux),
+    PreflightCheck("iptables backend", (), check_iptables_backend),
+    PreflightCheck("networks", (), check_networks),
+    PreflightCheck("image repository", (), check_image_repository_of_cluster),
+    PreflightCheck("containerd config", (), check_containerd_config),
+    PreflightCheck("runtime", ("CRI",), check_runtime),
+)
+
+
+# The checks no package of the bundle can make pass: run before the packages
+# phase changes the host (the others, the tools above all, after it).
+PREFLIGHT_BEFORE_PACKAGES = ("root", "cpus", "memory", "swap", "no cluster",
+                             "ports", "hostname")
+
+
+def preflight_before_packages(ctx):
+    """The first error of the checks no package can fix, as a UserError."""
+    for check in PREFLIGHT_CHECKS:
+        if check.name in PREFLIGHT_BEFORE_PACKAGES:
+            for found in check.run(ctx):
+                if not found.warning:
+                    raise UserError(problem_text(found))
+
+
+class InstallContext(object):
+    """Everything one run of an install command reads, built once, as
+    kubeadm's initData is.
+
+    Every flag is parsed and checked against its grammar here, exactly once
+    and before the first change, so a refusal leaves the host as it was;
+    the phases read these fields, never the command line.  The join file
+    and the state file are read in by build_context."""
+
+    def __init__(self, args, role):
+        def flag(name, default=None):
+            return getattr(args, name, default)
+        # What the phases learn on the way.
+        self._bundle = None
+        self.cgroup_driver = None
+        self.join_info = None             # the join facts (join only)
+        self.firewalld = False            # active, as preflight saw it
+        self.warnings = []
+        self.reset_pod_cidr = None        # reset: the pod network to clean
+        self.reset_kubeconfigs = []       # reset: admin.conf copies to remove
+        # The run itself.
+        self.command = flag("command")
+        self.role = role                  # master, worker, control-plane, reset
+        self.dry_run = bool(flag("dry_run", False))
+        self.host = Host(flag("root") or "/", self.dry_run)
+        self.runner = Runner(self.dry_run)
+        self.euid = current_euid()
+        self.progress = not flag("no_progress", False)
+        self.bundle_path = flag("bundle")
+        self.skip = parse_skip_phases(flag("skip_phases"))
+        self._cri = flag("cri")           # None: default_cri decides
+        # master's networks and extra kubeadm documents.
+        self.pod_network = self.service_network = None
+        if flag("pod_network_cidr") is not None:
+            self.pod_network, self.service_network = valid_cidrs(
+                flag("pod_network_cidr"), flag("service_cidr"))
+        self.extra_config_path = flag("kubeadm_config_extra")
+        self.extra_documents, self.extra_kinds = read_extra_config(
+            self.extra_config_path)
+        # The node: image names, runtime socket, name, address.
+        self.image_repository_flag = valid_image_repository(
+            flag("image_repository"))
+        self.image_repository = (self.image_repository_flag
+                                 or KUBEADM_IMAGE_REPOSITORY)
+        self.containerd_address = (valid_containerd_address(
+            flag("containerd_address")) or CRI_SOCKETS["containerd"])
+        self.node_name = valid_node_name(flag("node_name"))
+        self.ignore_preflight_errors = valid_ignore_preflight_errors(
+            flag("ignore_preflight_errors"))
+        self.control_plane_endpoint = flag("control_plane_endpoint")
+        if self.control_plane_endpoint is not None:
+            valid_endpoint(self.control_plane_endpoint,
+                           "--control-plane-endpoint")
+        self.wait = not flag("no_wait", False)
+        self.wait_timeout = flag("wait_timeout", DEFAULT_WAIT_TIMEOUT)
+        if self.wait_timeout <= 0:
+            raise UserError("--wait-timeout must be a positive number of "
+                            "seconds")
+        self.advertise_address = None
+        if flag("apiserver_advertise_address"):
+            self.advertise_address = valid_own_address(
+                self, flag("apiserver_advertise_address"))
+        # What the host phase fixes, and master's and join's own flags.
+        self.disable_swap = bool(flag("disable_swap", False))
+        self.iptables_legacy = bool(flag("iptables_legacy", False))
+        self.open_firewall = bool(flag("open_firewall", False))
+        self.selinux_permissive = bool(flag("selinux_permissive", False))
+        self.upload_certs = bool(flag("upload_certs", False))
+        self.allow_pods_on_master = bool(flag("allow_pods_on_master", False))
+        self.join_file = flag("join_file")
+        self.join_flags = (flag("apiserver"), flag("token"),
+                           flag("discovery_token_ca_cert_hash"))
+        self.certificate_key = flag("certificate_key")
+        # restore's own flags.
+        self.backup_file = flag("file")
+        self.replace = bool(flag("replace", False))
+
+    @property
+    def bundle(self):
+        if self._bundle is None:
+            self._bundle = Bundle(resolve_bundle_path(self.bundle_path))
+        return self._bundle
+
+    @property
+    def cri(self):
+        """docker or containerd: --cri, else the runtime default_cri picks."""
+        if self._cri is None:
+            self._cri = default_cri(self)
+        return self._cri
+
+    @cri.setter
+    def cri(self, value):
+        self._cri = value
+
+    @property
+    def pod_cidr(self):
+        return str(self.pod_network)
+
+    def close(self):
+        if self._bundle is not None:
+            self._bundle.close()
+
+    def refuse_what_no_package_fixes(self):
+        """Before the packages phase's first change: the preflight checks
+        that need no package (root, CPUs, swap, ports, ...)."""
+        preflight_before_packages(self)
+
+    def kubectl(self, *argv):
+        return ["kubectl", "--kubeconfig", ADMIN_CONF] + list(argv)
+
+    def warn(self, text):
+        self.warnings.append(text)
+        log.warning("warning: %s", text)
+
+
+def default_cri(ctx):
+    """The runtime when --cri is not given: containerd for master and join
+    when the bundle carries upstream containerd (--with-containerd) and the
+    host has no Docker, so a bare host needs no flag; Docker otherwise."""
+    if ctx.command not in ("master", "join"):
+        return "docker"
+    try:
+        carried = bundled_runtime(ctx.bundle)
+    except UserError:
+        return "docker"
+    if carried == "containerd" and not ctx.host.which("dockerd"):
+        return "containerd"
+    return "docker"
+
+
+def valid_image_repository(repository):
+    if repository is not None and not is_image_repository(repository):
+        raise UserError("bad --image-repository %r: use a registry and path "
+                        "such as k8s.gcr.io or registry.local:5000/k8s"
+                        % (repository,))
+    return repository
+
+
+def valid_containerd_address(address):
+    if address is not None and (not full_match(SOCKET_PATH_RE, address) or
+                                ".." in address.split("/")):
+        raise UserError("bad --containerd-address %r: give the absolute path "
+                        "of containerd's socket" % (address,))
+    return address
+
+
+def valid_node_name(name):
+    """--node-name in lower case, as the node is registered."""
+    if name is None:
+        return None
+    if not full_match(NODE_NAME_RE, name.lower()):
+        raise UserError("bad --node-name %r: use a DNS name (RFC 1123): "
+                        "letters, digits, '-' and '.', such as node-1"
+                        % (name,))
+    return name.lower()
+
+
+def valid_ignore_preflight_errors(value):
+    if value is not None and not full_match(PREFLIGHT_ERRORS_RE, value):
+        raise UserError("bad --ignore-preflight-errors %r: a comma-separated "
+                        "list of kubeadm check names" % (value,))
+    return value
+
+
+def valid_own_address(ctx, text):
+    """--apiserver-advertise-address: an IPv4 address of this host (a dry
+    run only warns)."""
+    given = valid_ipv4_address(text, "--apiserver-advertise-address")
+    mine = [str(address.ip) for _, address in host_addresses(ctx.runner)]
+    if given not in mine:
+        message = ("--apiserver-advertise-address %s is not an address of "
+                   "this host (it has %s): give one of them"
+                   % (given, ", ".join(mine) or "none"))
+        if not ctx.dry_run:
+            raise UserError(message)
+        ctx.warn(message)
+    return given
+
+
+def resolve_bundle_path(path):
+    """--bundle, or the folder holding this script when it is a bundle."""
+    if path:
+        return path
+    folder = script_dir()
+    if os.path.isfile(os.path.join(folder, BUNDLE_JSON)):
+        return folder
+    raise UserError("no bundle given and %s has no %s: use --bundle PATH "
+                    "(the bundle .tar or its extracted folder)"
+                    % (folder, BUNDLE_JSON))
+
+
+def _kubectl_json(ctx, argv, kubeconfig=ADMIN_CONF):
+    result = ctx.runner.run(["kubectl", "--kubeconfig", kubeconfig] + argv +
+                            ["-o", "json"], change=False, check=False,
+                            timeout=60)
+    if not result.ok:
+        return None, last_line(result.output()) or "kubectl failed"
+    try:
+        return json.loads(result.stdout), None
+    except ValueError:
+        return None, "kubectl printed no JSON"
+
+
+def node_ready(node):
+    """(ready, reason) of a Node object."""
+    for condition in node.get("status", {}).get("conditions", []):
+        if condition.get("type") == "Ready":
+            if condition.get("status") == "True":
+                return True, ""
+            return (False, condition.get("message") or condition.get("reason")
+                    or "not ready")
+    return False, "no Ready condition yet"
+
+
+def pod_problem(pod):
+    """None when a pod is Running and ready (or Succeeded), else
+    (reason, image or None)."""
+    status = pod.get("status", {})
+    phase = status.get("phase", "Unknown")
+    if phase == "Succeeded":
+        return None
+    statuses = (status.get("initContainerStatuses", []) +
+                status.get("containerStatuses", []))
+    for container in statuses:
+        waiting = (container.get("state") or {}).get("waiting")
+        if waiting:
+            reason = waiting.get("reason") or "waiting"
+            message = waiting.get("message")
+            text = "%s: %s" % (reason, message) if message else reason
+            return (text, container.get("image") if reason in
+                    IMAGE_PULL_REASONS else None)
+    if phase == "Running" and all(c.get("ready") for c in
+                                  status.get("containerStatuses", [])):
+        return None
+    for condition in status.get("conditions", []):
+        if condition.get("status") == "False" and condition.get("reason"):
+            return "%s %s: %s" % (phase, condition["reason"],
+                                  condition.get("message", "")), None
+    return phase if phase != "Running" else "Running, not ready", None
+
+
+def cluster_pending(ctx, kubeconfig=ADMIN_CONF, pods=True):
+    """[(what, reason, image)] still keeping the cluster from ready."""
+    name = node_name(ctx)
+    node, error = _kubectl_json(ctx, ["get", "node", name], kubeconfig)
+    if node is None:
+        return [("node %s" % name, error, None)]
+    pending = []
+    ready, reason = node_ready(node)
+    if not ready:
+        pending.append(("node %s" % name, "NotReady: " + reason, None))
+    if pods:
+        listing, error = _kubectl_json(ctx, ["-n", "kube-system", "get",
+                                             "pods"], kubeconfig)
+        if listing is None:
+            return pending + [("kube-system pods", error, None)]
+        items = listing.get("items", [])
+        if not items:
+            pending.append(("kube-system pods", "none yet", None))
+        for pod in items:
+            problem = pod_problem(pod)
+            if problem:
+                pending.append(("pod %s" % pod["metadata"]["name"],
+                                problem[0], problem[1]))
+    return pending
+
+
+def timeout_message(pending, timeout):
+    what, reason, image = pending[0]
+    for item in pending:
+        if item[2]:
+            what, reason, image = item
+            break
+    text = "the cluster was not ready after %d s: %s is %s" % (timeout, what,
+                                                                reason)
+    if image:
+        return text + (": the image %s is not on this node, so the bundle is "
+                       "incomplete; rebuild it (with --extra-image for your "
+                       "own images)" % image)
+    return (text + ": look at `kubectl -n kube-system describe pod` and "
+            "`journalctl -u kubelet`, or rerun with a longer --wait-timeout")
+
+
+def phase_wait(ctx):
+    """Wait until the node is Ready and every kube-system pod Running,
+    showing what is still pending (--wait-timeout, --no-wait)."""
+    if not ctx.wait:
+        log.info("  not waiting (--no-wait)")
+        return
+    if ctx.dry_run:
+        log.info("  would wait up to %d s for the node and the kube-system "
+                 "pods", ctx.wait_timeout)
+        return
+    worker = ctx.role == "worker"
+    kubeconfig = KUBELET_CONF if worker else ADMIN_CONF
+    timeout = ctx.wait_timeout
+    deadline = now() + timeout
+    shown = None
+    while True:
+        pending = cluster_pending(ctx, kubeconfig, pods=not worker)
+        if not pending:
+            log.info("  node %s is Ready%s", node_name(ctx),
+                     "" if worker else " and every kube-system pod Running")
+            return
+        text = "; ".join("%s (%s)" % (what, reason)
+                         for what, reason, _ in pending)
+        if text != shown:
+            log.info("  waiting for: %s", text)
+            shown = text
+        if now() >= deadline:
+            raise UserError(timeout_message(pending, timeout))
+        sleep(WAIT_INTERVAL)
+
+
+# ===========================================================================
+# Slice bundle (bundle mode: registry client, writer, local images, OS packages)
+# ===========================================================================
+
+def valid_arch(arch):
+    if arch not in ARCHES:
+        raise UserError("unknown architecture %r: use one of %s"
+                        % (arch, ", ".join(sorted(ARCHES))))
+    return arch
+
+
+def plan_images(kubernetes_version, arch, pull_repository=None, extra=()):
+    """Every image the bundle holds, with where it is pulled from.
+
+    kubeadm's own images are recorded under k8s.gcr.io, where kubeadm
+    looks for them; install mode retags them for --image-repository.
+    """
+    facts = version_facts(kubernetes_version)
+    pull_repository = (pull_repository or DEFAULT_PULL_REPOSITORY).rstrip("/")
+    images = []
+    kubeadm_images = [(name, kubernetes_version) for name in
+                      CONTROL_PLANE_COMPONENTS + ("kube-proxy",)]
+    kubeadm_images += [("pause", facts["pause"]), ("etcd", facts["etcd"]),
+                       ("coredns", facts["coredns"])]
+    for name, tag in kubeadm_images:
+        images.append({
+            "name": name, "kubeadm": True, "extra": False,
+            "repository": name, "tag": tag,
+            "ref": "%s/%s:%s" % (KUBEADM_IMAGE_REPOSITORY, name, tag),
+            "source": "%s/%s:%s" % (pull_repository, name, tag)})
+    flannel_repository = profile(kubernetes_version)["flannel_repository"]
+    flannel = "%s:%s-%s" % (flannel_repository, facts["flannel"], arch)
+    images.append({"name": "flannel", "kubeadm": False, "extra": False,
+                   "repository": flannel_repository,
+                   "tag": "%s-%s" % (facts["flannel"], arch),
+                   "ref": flannel, "source": flannel})
+    seen = set(image["ref"] for image in images)
+    for text in extra:
+        origin, ref = image_ref_of(text)
+        full = str(ref)
+        if full in seen:
+            continue
+        seen.add(full)
+        if origin != "registry":
+            images.append(local_image_entry(origin, ref))
+            continue
+        images.append({"name": ref.repository.rsplit("/", 1)[-1],
+                       "kubeadm": False, "extra": True,
+                       "repository": "%s/%s" % (ref.registry, ref.repository),
+                       "tag": ref.tag, "ref": full, "source": full})
+    return images
+
+
+def image_ref_of(text):
+    """(origin, ImageRef) of an --extra-image value: REF from a registry,
+    or docker-daemon:REF from the local Docker daemon (by name, not by
+    digest: the daemon names images by tag)."""
+    if text.startswith(DOCKER_DAEMON_PREFIX):
+        ref = parse_image_ref(text[len(DOCKER_DAEMON_PREFIX):])
+        if ref.digest:
+            raise UserError("bad image %r: name a docker-daemon image by "
+                            "NAME:TAG, not by digest" % text)
+        return "docker-daemon", ref
+    return "registry", parse_image_ref(text)
+
+
+def local_image_entry(origin, ref):
+    """A plan entry for an image that comes from elsewhere than a registry;
+    it is loaded on the hosts under ref."""
+    full = str(ref)
+    return {"name": ref.repository.rsplit("/", 1)[-1], "kubeadm": False,
+            "extra": True, "origin": origin,
+            "repository": "%s/%s" % (ref.registry, ref.repository),
+            "tag": ref.tag, "ref": full, "source": full}
+
+
+def extra_image_refs(args):
+    """--extra-image values, then every --image-list's, in order."""
+    refs = list(args.extra_image)
+    for path in getattr(args, "image_list", None) or ():
+        refs.extend(read_image_list(path))
+    return refs
+
+
+def read_image_list(path):
+    """References from an image list file: one a line, `#` starts a
+    comment, blank lines are skipped (kubespray's and Hauler's lists)."""
+    raw = read_regular_file(path, "--image-list", 1024 * 1024)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError("--image-list %s is not UTF-8 text: give one image "
+                        "reference a line" % path)
+    refs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if len(line.split()) != 1:
+            raise UserError("--image-list %s line %d holds more than one "
+                            "word: give one image reference a line"
+                            % (path, number))
+        try:
+            image_ref_of(line)
+        except UserError as exc:
+            raise UserError("--image-list %s line %d: %s" % (path, number, exc))
+        refs.append(line)
+    return refs
+
+
+def is_registry_image(image):
+    return image.get("origin", "registry") == "registry"
+
+
+def parse_mapping(text, what):
+    """Split 'SRC=DST' of --registry-mirror and --file-mirror."""
+    src, sep, dst = (text or "").partition("=")
+    if not sep or not src.strip() or not dst.strip():
+        raise UserError("bad %s %r: use the form SOURCE=DESTINATION" % (what, text))
+    return src.strip(), dst.strip()
+
+
+#
+# The packages kubeadm and the kubelet need on a bare host, straight from the
+# distribution's archive: apt's InRelease (or Release and Release.gpg), its
+# signature checked with gpgv where a keyring is at hand, then Packages,
+# checked against the Release's sha256, then each .deb against the Packages'
+# sha256; yum/dnf's repomd.xml (signature: repomd.xml.asc), primary.xml
+# against repomd's sha256, then each .rpm against primary's.
+
+
+
+def valid_os_ids(ids, arch):
+    """The --os IDs in the order given, once each; a UserError for an
+    unknown one or an architecture no distribution is bundled for."""
+    chosen = []
+    for os_id in ids:
+        if os_id not in DISTROS:
+            raise UserError("unknown --os %s: give one of %s" % (
+                os_id, ", ".join(sorted(DISTROS))))
+        if os_id not in chosen:
+            chosen.append(os_id)
+    if chosen and "rpm" not in ARCHES[arch]:
+        raise UserError("--os needs --arch amd64 or arm64 (the distributions' "
+                        "archives are bundled for those only), not %s" % arch)
+    return chosen
+
+
+def plan_files(kubernetes_version, arch, with_docker=False,
+               with_containerd=False):
+    """Every file download: key, URL, path in the bundle, the sha256 the
+    release table pins for it (or None), and the publisher's checksum file
+    beside it (checked for the binaries always, for the archives where
+    nothing is pinned)."""
+    facts = version_facts(kubernetes_version)
+    files = []
+    for name in ("kubeadm", "kubelet", "kubectl"):
+        url = KUBE_RELEASE_URL.format(version=kubernetes_version, arch=arch,
+                                      name=name)
+        files.append({"key": name, "path": "%s/%s" % (BIN_DIR, name),
+                      "url": url, "pinned": None, "publisher": url + ".sha256",
+                      "always_publisher": True, "mode": 0o755})
+    cni_template = cni_url_template(facts["cni"])
+    cni_url = cni_template.format(cni=facts["cni"], arch=arch)
+    if facts.get("cni_tarball", {}).get(arch):
+        cni_url = cni_url.rsplit("/", 1)[0] + "/" + facts["cni_tarball"][arch]
+    crictl_url = CRICTL_URL.format(crictl=facts["crictl"], arch=arch)
+    if facts.get("crictl_tarball", {}).get(arch):
+        crictl_url = (crictl_url.rsplit("/", 1)[0] + "/" +
+                      facts["crictl_tarball"][arch])
+    downloads = [("cni", cni_url, facts.get("cni_sha256", {}).get(arch)),
+                 ("crictl", crictl_url, facts.get("crictl_sha256", {}).get(arch))]
+    if with_docker:
+        downloads.append(("docker", DOCKER_STATIC_URL.format(
+            docker_arch=ARCHES[arch]["docker_static"],
+            docker=DOCKER_STATIC_VERSION), None))
+    publishers = {}
+    if with_containerd:
+        containerd_url = CONTAINERD_URL.format(containerd=CONTAINERD_VERSION,
+                                               arch=arch)
+        runc_url = RUNC_URL.format(runc=RUNC_VERSION, arch=arch)
+        downloads += [("containerd", containerd_url, None),
+                      ("runc", runc_url, None)]
+        publishers = {"containerd": containerd_url + ".sha256sum",
+                      "runc": RUNC_SUMS_URL.format(runc=RUNC_VERSION),
+                      "docker": None}
+    for key, url, pinned in downloads:
+        files.append({"key": key, "url": url, "pinned": pinned,
+                      "publisher": publishers.get(key, url + ".sha256")
+                      if key != "docker" else None,
+                      "always_publisher": False,
+                      "path": "%s/%s" % (ARCHIVES_DIR, url.rsplit("/", 1)[1]),
+                      "mode": 0o644})
+    return files
+
+
+def read_checksum_file(path):
+    """({file name: sha256 hex}, {file name: sha512 hex}) from sha256sum- or
+    sha512sum-format lines (told apart by the digest's length)."""
+    table, table512 = {}, {}
+    try:
+        lines = (read_regular_file(path, "--checksum-file", 1024 * 1024)
+                 .decode("utf-8").splitlines())
+    except UnicodeDecodeError:
+        raise UserError("--checksum-file %s is not text: give sha256sum's "
+                        "output" % path)
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not re.fullmatch(
+                r"%s|[0-9a-f]{128}" % SHA256_HEX_RE.pattern, parts[0],
+                re.IGNORECASE):
+            raise UserError("--checksum-file %s line %d is not 'SHA256  FILENAME': "
+                            "fix it (sha256sum writes that form)" % (path, number))
+        name = parts[1].lstrip("*").rsplit("/", 1)[-1]
+        (table if len(parts[0]) == 64 else table512)[name] = parts[0].lower()
+    return table, table512
+
+
+def parse_split_size(text):
+    """--split: bytes per part, from 4G, 700M, 1048576 or fat32 (the
+    largest file FAT32 holds, 4 GiB - 1 byte)."""
+    if text.strip().lower() == "fat32":
+        return FAT32_MAX_FILE
+    found = SPLIT_SIZE_RE.fullmatch(text.strip())
+    if not found:
+        raise UserError("bad --split %r: give a size such as 4G, 700M or "
+                        "fat32" % text)
+    unit = (found.group(2) or "").upper()
+    size = int(found.group(1)) * 1024 ** (" KMGT".index(unit) if unit else 0)
+    if size < MIN_PART_SIZE:
+        raise UserError("bad --split %s: parts must be at least 1M" % text)
+    if size > FAT32_MAX_FILE:
+        log.warning("WARNING: parts of --split %s do not fit a FAT32 stick "
+                    "(its largest file is 4 GiB - 1 byte): use --split fat32 "
+                    "for one", text)
+    return size
+
+
+def _claim_output(output):
+    """Create the output's .partial file now, so a bad --output fails before
+    anything is downloaded."""
+    folder = os.path.dirname(output)
+    partial = "%s.partial-%d" % (output, os.getpid())
+    try:
+        if not os.path.isdir(folder):
+            os.makedirs(folder)
+        _remove_stale_partials(output)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.close(fd)
+    except OSError as exc:
+        raise UserError("cannot write the bundle at %s: %s: choose another "
+                        "--output" % (output, exc.strerror))
+    return partial
+
+
+def _remove_stale_partials(output):
+    """Delete .partial files a killed earlier run of this output left."""
+    partial = re.compile(re.escape(os.path.basename(output)) +
+                         r"(?:\.[0-9]{3,})?\.partial-([0-9]+)")
+    folder = os.path.dirname(output)
+    for name in os.listdir(folder):
+        found = partial.fullmatch(name)
+        if not found:
+            continue
+        pid = found.group(1)
+        try:
+            os.kill(int(pid), 0)
+        except OSError as exc:
+            if exc.errno == errno.ESRCH:
+                log.info("removing %s, left by an interrupted run", name)
+                os.unlink(os.path.join(folder, name))
+
+
+class BlobCache(object):
+    """Content-addressed store: <dir>/sha256/<hex>, written only once the
+    bytes have been verified, so whatever is in it is right."""
+
+    def __init__(self, directory):
+        self.directory = os.path.abspath(directory)
+        self.blobs = os.path.join(self.directory, "sha256")
+        self.converted = os.path.join(self.directory, "schema1")
+        self.fresh = set()   # verified by this run: no need to hash again
+        try:
+            for folder in (self.blobs, self.converted):
+                if not os.path.isdir(folder):
+                    os.makedirs(folder)
+        except OSError as exc:
+            raise UserError("cannot create the cache folder %s: %s: choose "
+                            "another --cache-dir" % (self.directory, exc.strerror))
+
+    def path(self, hex_digest):
+        return os.path.join(self.blobs, hex_digest)
+
+    def has(self, hex_digest):
+        return os.path.isfile(self.path(hex_digest))
+
+    def put_bytes(self, data):
+        hex_digest = sha256_bytes(data)
+        if not self.has(hex_digest):
+            write_file_atomic(self.path(hex_digest), data)
+            self.fresh.add(hex_digest)
+        return hex_digest
+
+    def put_stream(self, stream):
+        """Store a stream's bytes under their sha256 (a temporary file first)."""
+        fd, tmp = tempfile.mkstemp(prefix=".k8s-offline-", dir=self.blobs)
+        digest = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for block in iter(lambda: stream.read(CHUNK), b""):
+                    digest.update(block)
+                    out.write(block)
+            os.rename(tmp, self.path(digest.hexdigest()))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self.fresh.add(digest.hexdigest())
+        return digest.hexdigest()
+
+    def read(self, hex_digest):
+        with open(self.path(hex_digest), "rb") as handle:
+            return handle.read()
+
+
+def default_cache_dir():
+    base = (os.environ.get("XDG_CACHE_HOME") or
+            os.path.join(os.path.expanduser("~"), ".cache"))
+    return os.path.join(base, "k8s-offline")
+
+
+HTTP_TIMEOUT = 60                # seconds without a byte before a retry
 
 
 class RegistryClient(object):
@@ -1726,6 +5073,43 @@ class RegistryClient(object):
                         "proxy is corrupting it" % (label, algorithm, HTTP_ATTEMPTS))
 
 
+def load_docker_credentials():
+    """{registry host: (user, password)} from the Docker client config.
+
+    Credential helpers are not run.  The values never reach a log line,
+    an error message or the bundle.
+    """
+    config_dir = (os.environ.get("DOCKER_CONFIG") or
+                  os.path.join(os.path.expanduser("~"), ".docker"))
+    path = os.path.join(config_dir, "config.json")
+    try:
+        with open(path) as handle:
+            config = json.load(handle)
+    except (OSError, IOError):
+        return {}
+    except ValueError:
+        raise UserError("%s is not valid JSON: fix or remove it" % path)
+    found = {}
+    for key, entry in (config.get("auths") or {}).items():
+        host = re.sub(r"^https?://", "", key).split("/", 1)[0]
+        if host in ("index.docker.io", "registry-1.docker.io"):
+            host = DOCKER_HUB
+        user = password = None
+        if entry.get("auth"):
+            try:
+                user, _, password = base64.b64decode(
+                    entry["auth"]).decode("utf-8").partition(":")
+            except (ValueError, UnicodeDecodeError):
+                raise UserError("the auth entry for %s in %s is not base64 "
+                                "user:password: run docker login again"
+                                % (host, path))
+        elif entry.get("username"):
+            user, password = entry["username"], entry.get("password", "")
+        if user is not None:
+            found[host] = (user, password)
+    return found
+
+
 def _short_reason(exc):
     text = str(exc)
     for known in ("Connection refused", "Name or service not known",
@@ -1747,211 +5131,318 @@ def _backoff(attempt, wait=None):
     time.sleep(wait if wait is not None else min(0.2 * (2 ** attempt), 5.0))
 
 
-# ===========================================================================
-# Bundle writer (bundle mode)
-# ===========================================================================
+def parse_challenges(header):
+    """Parse a WWW-Authenticate header into [(scheme, {param: value})].
 
-def _blob_path(digest):
-    if not full_match(DIGEST_RE, digest):
-        raise BundleError("bad digest %r in the bundle" % (digest,))
-    return "%s/blobs/sha256/%s" % (IMAGES_DIR, digest[len("sha256:"):])
-
-
-def plan_images(kubernetes_version, arch, pull_repository=None, extra=()):
-    """Every image the bundle holds, with where it is pulled from.
-
-    kubeadm's own images are recorded under k8s.gcr.io, where kubeadm
-    looks for them; install mode retags them for --image-repository.
+    quay.io may send a Basic and a Bearer challenge in one header.
     """
-    facts = version_facts(kubernetes_version)
-    pull_repository = (pull_repository or DEFAULT_PULL_REPOSITORY).rstrip("/")
-    images = []
-    kubeadm_images = [(name, kubernetes_version) for name in
-                      CONTROL_PLANE_COMPONENTS + ("kube-proxy",)]
-    kubeadm_images += [("pause", facts["pause"]), ("etcd", facts["etcd"]),
-                       ("coredns", facts["coredns"])]
-    for name, tag in kubeadm_images:
-        images.append({
-            "name": name, "kubeadm": True, "extra": False,
-            "repository": name, "tag": tag,
-            "ref": "%s/%s:%s" % (KUBEADM_IMAGE_REPOSITORY, name, tag),
-            "source": "%s/%s:%s" % (pull_repository, name, tag)})
-    flannel = "%s:%s-%s" % (FLANNEL_REPOSITORY, facts["flannel"], arch)
-    images.append({"name": "flannel", "kubeadm": False, "extra": False,
-                   "repository": FLANNEL_REPOSITORY,
-                   "tag": "%s-%s" % (facts["flannel"], arch),
-                   "ref": flannel, "source": flannel})
+    challenges = []
+    for match in re.finditer(r'(?:^|,)\s*(Basic|Bearer)\b((?:\s*,?\s*[a-zA-Z_]+='
+                             r'(?:"[^"]*"|[^,\s]*))*)', header or "", re.I):
+        params = dict((key.lower(), value.strip('"')) for key, value in
+                      re.findall(r'([a-zA-Z_]+)=("[^"]*"|[^,\s]*)', match.group(2)))
+        challenges.append((match.group(1).lower(), params))
+    return challenges
+
+
+def manifest_digest(media_type, body):
+    if media_type in SCHEMA1_TYPES or (
+            media_type not in INDEX_TYPES + MANIFEST_TYPES
+            and b'"schemaVersion": 1' in body):
+        return "sha256:" + sha256_bytes(schema1_payload(body))
+    return "sha256:" + sha256_bytes(body)
+
+
+def schema1_payload(body):
+    """The bytes a schema1 manifest's digest covers: the JWS payload."""
+    doc = json.loads(body.decode("utf-8"))
+    signatures = doc.get("signatures")
+    if not signatures:
+        return body
+    protected = json.loads(_b64url_decode(signatures[0]["protected"]).decode())
+    return (body[:protected["formatLength"]] +
+            _b64url_decode(protected["formatTail"]))
+
+
+def _b64url_decode(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class NotFoundError(UserError):
+    """A download the server does not have (HTTP 404)."""
+
+
+def add_local_images(images, cache, arch, archive_paths, progress):
+    """The plan with its docker-daemon: images exported and the images of
+    the --extra-image-archive files added: done before any download, so a
+    missing daemon, image or archive fails at once."""
+    export_docker_daemon_images(images, cache, arch, progress)
     seen = set(image["ref"] for image in images)
-    for text in extra:
-        origin, ref = image_ref_of(text)
-        full = str(ref)
-        if full in seen:
-            continue
-        seen.add(full)
-        if origin != "registry":
-            images.append(local_image_entry(origin, ref))
-            continue
-        images.append({"name": ref.repository.rsplit("/", 1)[-1],
-                       "kubeadm": False, "extra": True,
-                       "repository": "%s/%s" % (ref.registry, ref.repository),
-                       "tag": ref.tag, "ref": full, "source": full})
+    for image in import_archive_files(archive_paths, cache, arch):
+        if image["ref"] in seen:
+            raise UserError("image %s is bundled twice (--extra-image-archive "
+                            "and another source): give it once" % image["ref"])
+        seen.add(image["ref"])
+        images.append(image)
     return images
 
 
-def plan_files(kubernetes_version, arch, with_docker=False,
-               with_containerd=False):
-    """Every file download: key, URL, path in the bundle, the sha256 the
-    release table pins for it (or None), and the publisher's checksum file
-    beside it (checked for the binaries always, for the archives where
-    nothing is pinned)."""
-    facts = version_facts(kubernetes_version)
-    files = []
-    for name in ("kubeadm", "kubelet", "kubectl"):
-        url = KUBE_RELEASE_URL.format(version=kubernetes_version, arch=arch,
-                                      name=name)
-        files.append({"key": name, "path": "%s/%s" % (BIN_DIR, name),
-                      "url": url, "pinned": None, "publisher": url + ".sha256",
-                      "always_publisher": True, "mode": 0o755})
-    cni_template = (CNI_URL_OLD if parse_version(facts["cni"]) < (0, 8, 0)
-                    else CNI_URL)
-    cni_url = cni_template.format(cni=facts["cni"], arch=arch)
-    if facts.get("cni_tarball", {}).get(arch):
-        cni_url = cni_url.rsplit("/", 1)[0] + "/" + facts["cni_tarball"][arch]
-    crictl_url = CRICTL_URL.format(crictl=facts["crictl"], arch=arch)
-    if facts.get("crictl_tarball", {}).get(arch):
-        crictl_url = (crictl_url.rsplit("/", 1)[0] + "/" +
-                      facts["crictl_tarball"][arch])
-    downloads = [("cni", cni_url, facts.get("cni_sha256", {}).get(arch)),
-                 ("crictl", crictl_url, facts.get("crictl_sha256", {}).get(arch))]
-    if with_docker:
-        downloads.append(("docker", DOCKER_STATIC_URL.format(
-            docker_arch=ARCHES[arch]["docker_static"],
-            docker=DOCKER_STATIC_VERSION), None))
-    publishers = {}
-    if with_containerd:
-        containerd_url = CONTAINERD_URL.format(containerd=CONTAINERD_VERSION,
-                                               arch=arch)
-        runc_url = RUNC_URL.format(runc=RUNC_VERSION, arch=arch)
-        downloads += [("containerd", containerd_url, None),
-                      ("runc", runc_url, None)]
-        publishers = {"containerd": containerd_url + ".sha256sum",
-                      "runc": RUNC_SUMS_URL.format(runc=RUNC_VERSION),
-                      "docker": None}
-    for key, url, pinned in downloads:
-        files.append({"key": key, "url": url, "pinned": pinned,
-                      "publisher": publishers.get(key, url + ".sha256")
-                      if key != "docker" else None,
-                      "always_publisher": False,
-                      "path": "%s/%s" % (ARCHIVES_DIR, url.rsplit("/", 1)[1]),
-                      "mode": 0o644})
-    return files
+def export_docker_daemon_images(images, cache, arch, progress):
+    """Fill in every docker-daemon: image from the local daemon's export,
+    streamed through the same archive reader into the cache."""
+    local = [image for image in images if image.get("origin") == "docker-daemon"]
+    if not local:
+        return
+    client = docker_daemon_client()
+    import docker
+    import requests
+    broken = (docker.errors.DockerException, requests.exceptions.RequestException)
+    for image in local:
+        label = "docker-daemon:%s" % image["ref"]
+        try:
+            size = client.api.inspect_image(image["ref"]).get("Size") or 0
+            chunks = client.api.get_image(image["ref"], chunk_size=CHUNK)
+        except docker.errors.ImageNotFound:
+            raise UserError("image %s is not in the local Docker daemon: "
+                            "build or pull it first (docker images lists "
+                            "what is there)" % image["ref"])
+        except broken as exc:
+            raise UserError("the Docker daemon cannot export %s: %s"
+                            % (image["ref"], _short_reason(exc)))
+        bar = Progress(size, "export %s" % image["ref"], enabled=progress)
+        try:
+            found = archive_images(ChunkReader(chunks, bar), label, cache, arch)
+        except broken as exc:
+            raise UserError("the Docker daemon failed exporting %s: %s"
+                            % (image["ref"], _short_reason(exc)))
+        finally:
+            bar.close()
+        if len(found) != 1:
+            raise UserError("%s: the daemon exported %d images, expected one"
+                            % (label, len(found)))
+        record = found[0][1]
+        record["origin"] = "docker-daemon"
+        image.update(record)
 
 
-def read_checksum_file(path):
-    """({file name: sha256 hex}, {file name: sha512 hex}) from sha256sum- or
-    sha512sum-format lines (told apart by the digest's length)."""
-    table, table512 = {}, {}
+def docker_daemon_client():
+    """A docker SDK client whose daemon answers (imported here only: the
+    rest of the tool never needs the SDK)."""
     try:
-        lines = (read_regular_file(path, "--checksum-file", 1024 * 1024)
-                 .decode("utf-8").splitlines())
-    except UnicodeDecodeError:
-        raise UserError("--checksum-file %s is not text: give sha256sum's "
-                        "output" % path)
-    for number, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) != 2 or not re.match(r"^([0-9a-fA-F]{64}|[0-9a-fA-F]{128})\Z",
-                                           parts[0]):
-            raise UserError("--checksum-file %s line %d is not 'SHA256  FILENAME': "
-                            "fix it (sha256sum writes that form)" % (path, number))
-        name = parts[1].lstrip("*").rsplit("/", 1)[-1]
-        (table if len(parts[0]) == 64 else table512)[name] = parts[0].lower()
-    return table, table512
+        import docker
+    except ImportError:
+        raise UserError("docker-daemon: images need the docker SDK: "
+                        "pip install docker")
+    try:
+        client = docker.from_env(timeout=HTTP_TIMEOUT)
+        client.ping()
+    except Exception as exc:   # the SDK wraps requests', socket's and its own
+        raise UserError("cannot reach the Docker daemon (%s): start Docker or "
+                        "set DOCKER_HOST, or leave out the docker-daemon: "
+                        "images" % _short_reason(exc))
+    return client
 
 
-def apply_file_mirror(url, mirrors):
-    """Rewrite a URL by the longest matching --file-mirror prefix."""
-    best = None
-    for prefix, replacement in mirrors:
-        if url.startswith(prefix) and (best is None or len(prefix) > len(best[0])):
-            best = (prefix, replacement)
-    if best is None:
-        return url
-    return best[1] + url[len(best[0]):]
+def archive_images(stream, label, cache, arch):
+    """[(names, record)] of every image in a docker-archive or OCI-archive
+    tar read from stream."""
+    documents, stored = store_archive_stream(stream, label, cache)
+    if "manifest.json" in documents:
+        return docker_archive_images(label, documents, stored, cache, arch)
+    if "index.json" in documents:
+        return oci_archive_images(label, documents, stored, cache, arch)
+    raise UserError("%s has neither manifest.json nor index.json: give a "
+                    "docker-archive (docker save) or an OCI archive" % label)
 
 
-def parse_published_sha256(text, filename=None):
-    """The digest of a publisher's .sha256 file (only the hex, as dl.k8s.io
-    writes it, or `HEX  NAME` as sha256sum does, NAME being filename), or
-    None when it is not such a file.  A file of several sha256sum lines
-    (runc.sha256sum) gives the line naming filename."""
-    lines = [line for line in (text or "").splitlines() if line.strip()]
-    if len(lines) > 1 and filename is not None:
-        found = [parse_published_sha256(line, filename) for line in lines
-                 if len(line.split()) == 2]
-        found = [hexd for hexd in found if hexd]
-        return found[0] if len(found) == 1 else None
-    fields = (text or "").split()
-    if not fields or not re.match(r"^[0-9a-fA-F]{64}\Z", fields[0]):
-        return None
-    if len(fields) > 2 or (len(fields) == 2 and filename is not None and
-                           fields[1].lstrip("*").rsplit("/", 1)[-1] != filename):
-        return None
-    return fields[0].lower()
+def store_archive_stream(stream, label, cache):
+    """Read a docker-archive or OCI-archive tar as a stream: the few index
+    documents (ARCHIVE_DOCUMENTS) into memory, every other file (a legacy
+    layer's json too) into the cache, hashed on the way.  ({document name:
+    bytes}, {member name: (sha256 hex, size)})."""
+    documents, stored, links = {}, {}, {}
+    try:
+        # tarfile inflates one bufsize of compressed input at a time: 16 KiB
+        # of gzip are at most 17 MiB, where 1 MiB of zeros are a gigabyte.
+        tar = tarfile.open(fileobj=stream, mode="r|*",
+                           bufsize=ARCHIVE_STREAM_BUFSIZE)
+        for count, member in enumerate(tar):
+            if count > MAX_ARCHIVE_MEMBERS:
+                raise UserError("%s holds more than %d files: it is not an "
+                                "image archive" % (label, MAX_ARCHIVE_MEMBERS))
+            name = posixpath.normpath(member.name)
+            if member.issym() or member.islnk():
+                # docker save links a layer it holds twice to the first copy
+                target = (member.linkname if member.islnk() else
+                          posixpath.join(posixpath.dirname(name), member.linkname))
+                links[name] = posixpath.normpath(target)
+            elif not member.isfile():
+                continue
+            elif name in ARCHIVE_DOCUMENTS:
+                if member.size > MAX_IMAGE_JSON_BYTES:
+                    raise UserError("%s: %s is %s, too large for an image "
+                                    "archive" % (label, name,
+                                                 human_size(member.size)))
+                documents[name] = tar.extractfile(member).read()
+            else:
+                stored[name] = (cache.put_stream(tar.extractfile(member)),
+                                member.size)
+        tar.close()
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise UserError("%s is not a readable tar (%s): give a docker-archive "
+                        "(docker save) or an OCI archive" % (label, exc))
+    for name, target in links.items():
+        if target in stored:
+            stored[name] = stored[target]
+    return documents, stored
 
 
-class BlobCache(object):
-    """Content-addressed store: <dir>/sha256/<hex>, written only once the
-    bytes have been verified, so whatever is in it is right."""
+def docker_archive_images(label, documents, stored, cache, arch):
+    """[(names, record)] of a docker-archive: each image's config and its
+    uncompressed layers, whose sha256 must be the config's diff_ids, under
+    a schema2 manifest written here (Docker's rootfs.diff.tar media type)."""
+    entries = _archive_document(label, "manifest.json",
+                                documents["manifest.json"],
+                                DOCKER_ARCHIVE_SCHEMA)
+    if not isinstance(entries, list) or not entries:
+        raise UserError("%s: manifest.json lists no images" % label)
+    found = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("Layers"), list):
+            raise UserError("%s: manifest.json is not a docker-archive "
+                            "manifest" % label)
+        wanted = [entry.get("Config")] + entry["Layers"]
+        missing = [name for name in wanted if name not in stored]
+        if missing:
+            raise UserError("%s: %s is named in manifest.json but not in the "
+                            "archive" % (label, missing[0]))
+        config_hex, config_size = stored[entry["Config"]]
+        config = _archive_blob_json(label, cache, config_hex, "image config")
+        require_image_platform(label, config, arch)
+        rootfs = config.get("rootfs")
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+        layers = [stored[name] for name in entry["Layers"]]
+        if diff_ids != ["sha256:" + hexd for hexd, _ in layers]:
+            raise UserError("%s: the layers are not the ones the image config "
+                            "lists (rootfs.diff_ids): the archive is damaged"
+                            % label)
+        manifest = {
+            "schemaVersion": 2, "mediaType": MT_DOCKER_MANIFEST,
+            "config": {"mediaType": MT_DOCKER_CONFIG, "size": config_size,
+                       "digest": "sha256:" + config_hex},
+            "layers": [{"mediaType": MT_DOCKER_LAYER_TAR, "size": size,
+                        "digest": "sha256:" + hexd} for hexd, size in layers]}
+        body = json.dumps(manifest, indent=3).encode("utf-8")
+        record = {"manifest_digest": "sha256:" + cache.put_bytes(body),
+                  "manifest_media_type": MT_DOCKER_MANIFEST,
+                  "config_digest": manifest["config"]["digest"],
+                  "layers": [layer["digest"] for layer in manifest["layers"]],
+                  "origin": "docker-archive"}
+        found.append((entry.get("RepoTags") or [], record))
+    return found
 
-    def __init__(self, directory):
-        self.directory = os.path.abspath(directory)
-        self.blobs = os.path.join(self.directory, "sha256")
-        self.converted = os.path.join(self.directory, "schema1")
-        self.fresh = set()   # verified by this run: no need to hash again
-        try:
-            for folder in (self.blobs, self.converted):
-                if not os.path.isdir(folder):
-                    os.makedirs(folder)
-        except OSError as exc:
-            raise UserError("cannot create the cache folder %s: %s: choose "
-                            "another --cache-dir" % (self.directory, exc.strerror))
 
-    def path(self, hex_digest):
-        return os.path.join(self.blobs, hex_digest)
+def _archive_document(label, name, data, schema):
+    """A JSON document of an archive, checked against its schema."""
+    value = _archive_json(label, name, data)
+    _archive_shape(label, name, value, schema)
+    return value
 
-    def has(self, hex_digest):
-        return os.path.isfile(self.path(hex_digest))
 
-    def put_bytes(self, data):
-        hex_digest = sha256_bytes(data)
-        if not self.has(hex_digest):
-            write_file_atomic(self.path(hex_digest), data)
-            self.fresh.add(hex_digest)
-        return hex_digest
+def _archive_json(label, name, data):
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise UserError("%s: %s is not valid JSON: the archive is damaged"
+                        % (label, name))
 
-    def put_stream(self, stream):
-        """Store a stream's bytes under their sha256 (a temporary file first)."""
-        fd, tmp = tempfile.mkstemp(prefix=".k8s-offline-", dir=self.blobs)
-        digest = hashlib.sha256()
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for block in iter(lambda: stream.read(CHUNK), b""):
-                    digest.update(block)
-                    out.write(block)
-            os.rename(tmp, self.path(digest.hexdigest()))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        self.fresh.add(digest.hexdigest())
-        return digest.hexdigest()
 
-    def read(self, hex_digest):
-        with open(self.path(hex_digest), "rb") as handle:
-            return handle.read()
+def _archive_shape(label, name, value, schema):
+    found = schema_problem(value, schema)
+    if found:
+        raise UserError("%s: %s field %s %s: %s" % (
+            label, name, found[0], found[1], ARCHIVE_FIX))
+
+
+def _archive_blob_json(label, cache, hex_digest, what):
+    if os.path.getsize(cache.path(hex_digest)) > MAX_IMAGE_JSON_BYTES:
+        raise UserError("%s: the %s is too large: the archive is damaged"
+                        % (label, what))
+    value = _archive_json(label, what, cache.read(hex_digest))
+    if not isinstance(value, dict):
+        raise UserError("%s: the %s is not a JSON object: the archive is "
+                        "damaged" % (label, what))
+    return value
+
+
+def require_image_platform(label, config, arch):
+    """The image's config says linux/ARCH, the bundle's architecture."""
+    found = (config.get("os"), config.get("architecture"))
+    if found != ("linux", arch):
+        raise UserError("%s is for %s/%s, not linux/%s: build or pick the "
+                        "image for the bundle's --arch" % (
+                            label, found[0], found[1], arch))
+
+
+def oci_archive_images(label, documents, stored, cache, arch):
+    """[(names, record)] of an OCI archive: its blobs are checked against
+    their names, its manifests kept as they are (a multi-platform index
+    gives the bundle's architecture)."""
+    blobs = {}
+    for name, (hexd, _) in stored.items():
+        if name.startswith("blobs/sha256/"):
+            if name[len("blobs/sha256/"):] != hexd:
+                raise UserError("%s: blob %s does not match its digest: the "
+                                "archive is damaged" % (label, name))
+            blobs["sha256:" + hexd] = hexd
+    index = _archive_document(label, "index.json", documents["index.json"],
+                              OCI_INDEX_SCHEMA)
+    descriptors = index.get("manifests") if isinstance(index, dict) else None
+    if not isinstance(descriptors, list) or not descriptors:
+        raise UserError("%s: index.json lists no images" % label)
+    picker = ImageFetcher(None, cache, arch)
+    found = []
+    for descriptor in descriptors:
+        if not isinstance(descriptor, dict):
+            raise UserError("%s: index.json is not an OCI index" % label)
+        annotations = descriptor.get("annotations") or {}
+        names = [annotations.get("io.containerd.image.name") or
+                 annotations.get("org.opencontainers.image.ref.name") or ""]
+        digest, media_type = descriptor.get("digest"), descriptor.get("mediaType")
+        for _ in range(2):
+            if digest not in blobs:
+                raise UserError("%s: manifest %s is not in the archive"
+                                % (label, digest))
+            if media_type not in INDEX_TYPES:
+                break
+            child = _archive_blob_json(label, cache, blobs[digest], "image index")
+            _archive_shape(label, "image index " + digest, child,
+                           OCI_INDEX_SCHEMA)
+            digest = picker._pick_platform({"source": label}, child)
+            media_type = [entry.get("mediaType") for entry in child["manifests"]
+                          if entry.get("digest") == digest][0]
+        manifest = _archive_blob_json(label, cache, blobs[digest], "manifest")
+        _archive_shape(label, "manifest " + digest, manifest,
+                       OCI_MANIFEST_SCHEMA)
+        layers = manifest.get("layers")
+        config = manifest.get("config")
+        if (not isinstance(config, dict) or not isinstance(layers, list)
+                or not all(isinstance(layer, dict) for layer in layers)):
+            raise UserError("%s: %s is not an image manifest" % (label, digest))
+        for needed in [config.get("digest")] + [layer.get("digest")
+                                                for layer in layers]:
+            if needed not in blobs:
+                raise UserError("%s: blob %s is not in the archive"
+                                % (label, needed))
+        require_image_platform(label, _archive_blob_json(
+            label, cache, blobs[config["digest"]], "image config"), arch)
+        found.append((names, {
+            "manifest_digest": digest,
+            "manifest_media_type": manifest.get("mediaType") or MT_OCI_MANIFEST,
+            "config_digest": config["digest"],
+            "layers": [layer["digest"] for layer in layers],
+            "origin": "oci-archive"}))
+    return found
 
 
 class ImageFetcher(object):
@@ -2028,7 +5519,7 @@ class ImageFetcher(object):
                 digests = [(d, image["blob_sizes"].get(d, 0))
                            for d in [image["config_digest"]] + image["layers"]]
             for digest, size in digests:
-                if not _DIGEST_RE.fullmatch(digest):
+                if not DIGEST_RE.fullmatch(digest):
                     raise UserError("image %s names an unsupported digest %s"
                                     % (image["source"], digest))
                 if digest not in wanted and not self.cache.has(digest[7:]):
@@ -2089,17 +5580,6 @@ class ImageFetcher(object):
         self._record(image, digest, MT_DOCKER_MANIFEST, manifest)
 
 
-def schema1_time(value, source):
-    """A v1Compatibility time, checked: Docker and containerd refuse an
-    image (and docker load the rest of its archive) over one they cannot
-    parse."""
-    if not isinstance(value, str) or not RFC3339_RE.match(value):
-        raise UserError("image %s: its schema1 history has the time %r, which "
-                        "Docker cannot read: use another image or tag"
-                        % (source, value))
-    return value
-
-
 def schema1_history_step(v1, source):
     """One config history entry from a v1Compatibility entry, as Docker's
     pull makes it (moby image/v1 HistoryFromConfig): author, created (the
@@ -2118,6 +5598,17 @@ def schema1_history_step(v1, source):
     return step
 
 
+def schema1_time(value, source):
+    """A v1Compatibility time, checked: Docker and containerd refuse an
+    image (and docker load the rest of its archive) over one they cannot
+    parse."""
+    if not isinstance(value, str) or not RFC3339_RE.match(value):
+        raise UserError("image %s: its schema1 history has the time %r, which "
+                        "Docker cannot read: use another image or tag"
+                        % (source, value))
+    return value
+
+
 def _gunzip_sha256(path):
     digest = hashlib.sha256()
     try:
@@ -2130,148 +5621,61 @@ def _gunzip_sha256(path):
     return digest.hexdigest()
 
 
-def run_pool(jobs, items, work):
-    """Run work(item) for every item on up to `jobs` threads; re-raise the
-    first error after cancelling what has not started."""
-    from concurrent.futures import ThreadPoolExecutor
-    if not items:
-        return []
-    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(items)))) as pool:
-        futures = [pool.submit(work, item) for item in items]
-        try:
-            return [future.result() for future in futures]
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+class ChunkReader(object):
+    """A read()-able stream over an iterator of byte chunks (the docker
+    SDK's export), holding at most one chunk."""
 
-
-def kubeadm_image_list(kubeadm_path, kubernetes_version):
-    """{name: tag} from `kubeadm config images list`, or None if it cannot
-    run here (another arch, not Linux, or not a real kubeadm)."""
-    os.chmod(kubeadm_path, 0o755)
-    try:
-        result = subprocess.run(
-            [kubeadm_path, "config", "images", "list",
-             "--kubernetes-version", kubernetes_version],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            universal_newlines=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.debug("kubeadm cannot run here (%s): image list not cross-checked", exc)
-        return None
-    if result.returncode != 0:
-        log.debug("kubeadm config images list failed: %s", result.stderr.strip())
-        return None
-    found = {}
-    for line in result.stdout.split():
-        name, _, tag = line.rsplit("/", 1)[-1].partition(":")
-        if tag:
-            found[name] = tag
-    return found or None
-
-
-class TarWriter(object):
-    """Writes an uncompressed POSIX tar by hand, so big members are copied in
-    1 MiB blocks and hashed on the way; member times and owners are fixed,
-    so the same content gives the same bytes."""
-
-    def __init__(self, handle, progress=None):
-        self.out = handle
+    def __init__(self, chunks, progress=None):
+        self.chunks = iter(chunks)
+        self.chunk = b""
+        self.offset = 0
         self.progress = progress
 
-    def _header(self, name, size, mode):
-        info = tarfile.TarInfo(name)
-        info.size = size
-        info.mode = mode
-        info.mtime = BUNDLE_MTIME
-        info.uname = info.gname = "root"
-        if size < 0:
-            info.type = tarfile.DIRTYPE
-            info.size = 0
-        self.out.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-
-    def _pad(self, size):
-        if size % 512:
-            self.out.write(b"\0" * (512 - size % 512))
-
-    def add_dir(self, name):
-        self._header(name + "/", -1, 0o755)
-
-    def add_bytes(self, name, data, mode=0o644):
-        self._header(name, len(data), mode)
-        self.out.write(data)
-        self._pad(len(data))
-
-    def add_file(self, name, path, sha256_hex, mode=0o644, rehash=True):
-        """Copy a cached file in, failing if its bytes are not sha256_hex.
-
-        rehash=False is for files this run has just downloaded and checked.
-        """
-        size = os.path.getsize(path)
-        self._header(name, size, mode)
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(CHUNK), b""):
-                if rehash:
-                    digest.update(block)
-                self.out.write(block)
+    def read(self, size=-1):
+        parts = []
+        while size != 0:
+            if self.offset >= len(self.chunk):
+                self.chunk = next(self.chunks, None)
+                self.offset = 0
+                if self.chunk is None:
+                    self.chunk = b""
+                    break
                 if self.progress:
-                    self.progress.update(len(block))
-        if rehash and digest.hexdigest() != sha256_hex:
-            os.unlink(path)
-            raise UserError("cached file %s was damaged on disk; it has been "
-                            "removed: run bundle again" % path)
-        self._pad(size)
-
-    def close(self):
-        self.out.write(b"\0" * 1024)
-        pos = self.out.tell()
-        if pos % tarfile.RECORDSIZE:
-            self.out.write(b"\0" * (tarfile.RECORDSIZE - pos % tarfile.RECORDSIZE))
+                    self.progress.update(len(self.chunk))
+                continue
+            end = len(self.chunk) if size < 0 else min(len(self.chunk),
+                                                        self.offset + size)
+            parts.append(self.chunk[self.offset:end])
+            if size > 0:
+                size -= end - self.offset
+            self.offset = end
+        return b"".join(parts)
 
 
-def image_store_documents(images):
-    """The OCI index.json, oci-layout and docker manifest.json of images."""
-    index = {"schemaVersion": 2, "manifests": []}
-    docker = []
-    for image in images:
-        index["manifests"].append({
-            "mediaType": image["manifest_media_type"],
-            "digest": image["manifest_digest"], "size": image["manifest_size"],
-            "annotations": {"io.containerd.image.name": image["ref"],
-                            "org.opencontainers.image.ref.name": image["tag"]}})
-        docker.append({"Config": _blob_path(image["config_digest"])[len(IMAGES_DIR) + 1:],
-                       "RepoTags": [image["ref"]],
-                       "Layers": [_blob_path(d)[len(IMAGES_DIR) + 1:]
-                                  for d in image["layers"]]})
-    return {
-        IMAGES_DIR + "/oci-layout": canonical_json({"imageLayoutVersion": "1.0.0"}),
-        IMAGES_DIR + "/index.json": canonical_json(index),
-        IMAGES_DIR + "/manifest.json": canonical_json(docker),
-    }
+def import_archive_files(paths, cache, arch):
+    """Plan entries, filled in, of every image in the --extra-image-archive
+    files (one entry per image, under its first name)."""
+    images = []
+    for path in paths:
+        label = "--extra-image-archive %s" % path
+        with open_regular_file(path, "--extra-image-archive") as handle:
+            for names, record in archive_images(handle, label, cache, arch):
+                ref = archive_image_name(label, names)
+                entry = local_image_entry(record["origin"], ref)
+                entry.update(record)
+                images.append(entry)
+    return images
 
 
-def default_cache_dir():
-    base = (os.environ.get("XDG_CACHE_HOME") or
-            os.path.join(os.path.expanduser("~"), ".cache"))
-    return os.path.join(base, "k8s-offline")
-
-
-def _claim_output(output):
-    """Create the output's .partial file now, so a bad --output fails before
-    anything is downloaded."""
-    folder = os.path.dirname(output)
-    partial = "%s.partial-%d" % (output, os.getpid())
-    try:
-        if not os.path.isdir(folder):
-            os.makedirs(folder)
-        _remove_stale_partials(output)
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.close(fd)
-    except OSError as exc:
-        raise UserError("cannot write the bundle at %s: %s: choose another "
-                        "--output" % (output, exc.strerror))
-    return partial
+def archive_image_name(label, names):
+    """The one reference an archived image is bundled under; an OCI ref.name
+    that is only a tag is no name."""
+    usable = [name for name in names if name and ("/" in name or ":" in name)]
+    if not usable:
+        raise UserError("%s holds an image without a name: save it by name "
+                        "(docker save NAME:TAG, or skopeo copy ... "
+                        "oci-archive:FILE:NAME:TAG)" % label)
+    return parse_image_ref(usable[0])
 
 
 def binaries_from_node_tarball(client, cache, version, arch, sha512, file_mirrors,
@@ -2318,22 +5722,19 @@ def binaries_from_node_tarball(client, cache, version, arch, sha512, file_mirror
     return found
 
 
-def _remove_stale_partials(output):
-    """Delete .partial files a killed earlier run of this output left."""
-    partial = re.compile(re.escape(os.path.basename(output)) +
-                         r"(?:\.[0-9]{3,})?\.partial-([0-9]+)")
-    folder = os.path.dirname(output)
-    for name in os.listdir(folder):
-        found = partial.fullmatch(name)
-        if not found:
-            continue
-        pid = found.group(1)
-        try:
-            os.kill(int(pid), 0)
-        except OSError as exc:
-            if exc.errno == errno.ESRCH:
-                log.info("removing %s, left by an interrupted run", name)
-                os.unlink(os.path.join(folder, name))
+def apply_file_mirror(url, mirrors):
+    """Rewrite a URL by the longest matching --file-mirror prefix."""
+    best = None
+    for prefix, replacement in mirrors:
+        if url.startswith(prefix) and (best is None or len(prefix) > len(best[0])):
+            best = (prefix, replacement)
+    if best is None:
+        return url
+    return best[1] + url[len(best[0]):]
+
+
+def _url_host(url):
+    return re.sub(r"^[a-z]+://", "", url).split("/", 1)[0]
 
 
 def fetch_files(client, cache, files, file_mirrors, vouched, args, progress):
@@ -2388,528 +5789,79 @@ def fetch_files(client, cache, files, file_mirrors, vouched, args, progress):
     return plans
 
 
-def _url_host(url):
-    return re.sub(r"^[a-z]+://", "", url).split("/", 1)[0]
+def parse_published_sha256(text, filename=None):
+    """The digest of a publisher's .sha256 file (only the hex, as dl.k8s.io
+    writes it, or `HEX  NAME` as sha256sum does, NAME being filename), or
+    None when it is not such a file.  A file of several sha256sum lines
+    (runc.sha256sum) gives the line naming filename."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    if len(lines) > 1 and filename is not None:
+        found = [parse_published_sha256(line, filename) for line in lines
+                 if len(line.split()) == 2]
+        found = [hexd for hexd in found if hexd]
+        return found[0] if len(found) == 1 else None
+    fields = (text or "").split()
+    if not fields or not re.fullmatch(SHA256_HEX_RE.pattern, fields[0], re.IGNORECASE):
+        return None
+    if len(fields) > 2 or (len(fields) == 2 and filename is not None and
+                           fields[1].lstrip("*").rsplit("/", 1)[-1] != filename):
+        return None
+    return fields[0].lower()
 
 
-def cross_check_images(images, file_entries, version, arch, cache):
-    """Compare the image table with what the downloaded kubeadm asks for;
-    kubeadm is the authority, so its tags win, loudly."""
-    if host_arch() != arch or not sys.platform.startswith("linux"):
-        return images
-    kubeadm = [f for f in file_entries if f["key"] == "kubeadm"][0]
-    wanted = kubeadm_image_list(cache.path(kubeadm["sha256"]), version)
-    if not wanted:
-        return images
-    for image in images:
-        if image["kubeadm"] and wanted.get(image["name"], image["tag"]) != image["tag"]:
-            log.warning("WARNING: kubeadm %s wants %s:%s, the version table says "
-                        ":%s; bundling kubeadm's", version, image["name"],
-                        wanted[image["name"]], image["tag"])
-            replanned = dict(image, tag=wanted[image["name"]])
-            replanned["ref"] = image["ref"].rsplit(":", 1)[0] + ":" + replanned["tag"]
-            replanned["source"] = (image["source"].rsplit(":", 1)[0] + ":" +
-                                   replanned["tag"])
-            image.update(replanned)
-    known = set(image["name"] for image in images if image["kubeadm"])
-    unknown = sorted(set(wanted) - known)
-    if unknown:
-        raise UserError("kubeadm %s wants images the table does not know: %s"
-                        % (version, ", ".join(unknown)))
-    return images
+def run_pool(jobs, items, work):
+    """Run work(item) for every item on up to `jobs` threads; re-raise the
+    first error after cancelling what has not started."""
+    from concurrent.futures import ThreadPoolExecutor
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(items)))) as pool:
+        futures = [pool.submit(work, item) for item in items]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
-def fetch_images(client, cache, images, arch, jobs, progress):
-    """Resolve every registry image's manifest, then fetch every missing
-    blob once."""
-    fetcher = ImageFetcher(client, cache, arch)
-    pulled = [image for image in images if is_registry_image(image)]
-    run_pool(jobs, pulled, fetcher.resolve)
-    wanted = fetcher.blob_jobs(pulled)
-    bar = Progress(sum(size for _, size, _ in wanted.values()), "images",
+def fetch_os_packages(client, cache, os_ids, arch, file_mirrors, args,
+                      progress):
+    """{os_id: (packages, signature lines)} for every --os, each package's
+    file in the cache, checked against its metadata's sha256."""
+    insecure = set(args.insecure_registry)
+    found, downloads = {}, []
+    for os_id in os_ids:
+        keyring = archive_keyring(os_id, getattr(args, "os_keyring", None))
+        reader = apt_index if DISTROS[os_id]["family"] == "deb" else rpm_index
+        index = reader(client, cache, os_id, arch, file_mirrors, keyring,
+                       insecure)
+        packages = resolve_packages(index, wanted_packages(os_id))
+        for package in packages:
+            if not full_match(PACKAGE_FILE_RE, package["file"]):
+                raise UserError("%s: the file name %r is not one bundle "
+                                "accepts" % (os_id, package["file"]))
+            package["path"] = "%s/%s/%s" % (PACKAGES_DIR, os_id,
+                                            package["file"])
+            package["fetch_url"] = apply_file_mirror(archive_url(
+                package["base"], package["location"]), file_mirrors)
+            if not cache.has(package["sha256"]):
+                downloads.append(package)
+        found[os_id] = (packages, index.signatures)
+        log.info("--os %s: %d packages (%s)", os_id, len(packages),
+                 ", ".join(p["name"] for p in packages))
+    unique = dict((p["sha256"], p) for p in downloads)
+    bar = Progress(sum(p["size"] for p in unique.values()), "packages",
                    enabled=progress)
     try:
-        run_pool(jobs, sorted(wanted.items()), lambda item: fetcher.fetch(
-            item[0], item[1][0], item[1][2], bar))
+        run_pool(args.jobs, sorted(unique.values(), key=lambda p: p["path"]),
+                 lambda p: client.fetch_url(
+                     p["fetch_url"], p["sha256"], cache.path(p["sha256"]), bar,
+                     insecure=_url_host(p["fetch_url"]) in insecure))
+        cache.fresh.update(unique)
     finally:
         bar.close()
-    for image in images:
-        if "schema1" in image:
-            fetcher.convert_schema1(image)
-    for image in images:
-        image["manifest_size"] = os.path.getsize(
-            cache.path(image["manifest_digest"][7:]))
-        image["size"] = image["manifest_size"] + sum(
-            os.path.getsize(cache.path(d[7:]))
-            for d in [image["config_digest"]] + image["layers"])
-
-
-# -- images from the local Docker daemon and from archives -------------------
-
-def is_registry_image(image):
-    return image.get("origin", "registry") == "registry"
-
-
-def read_image_list(path):
-    """References from an image list file: one a line, `#` starts a
-    comment, blank lines are skipped (kubespray's and Hauler's lists)."""
-    raw = read_regular_file(path, "--image-list", 1024 * 1024)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError("--image-list %s is not UTF-8 text: give one image "
-                        "reference a line" % path)
-    refs = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if len(line.split()) != 1:
-            raise UserError("--image-list %s line %d holds more than one "
-                            "word: give one image reference a line"
-                            % (path, number))
-        try:
-            image_ref_of(line)
-        except UserError as exc:
-            raise UserError("--image-list %s line %d: %s" % (path, number, exc))
-        refs.append(line)
-    return refs
-
-
-def extra_image_refs(args):
-    """--extra-image values, then every --image-list's, in order."""
-    refs = list(args.extra_image)
-    for path in getattr(args, "image_list", None) or ():
-        refs.extend(read_image_list(path))
-    return refs
-
-
-def image_ref_of(text):
-    """(origin, ImageRef) of an --extra-image value: REF from a registry,
-    or docker-daemon:REF from the local Docker daemon (by name, not by
-    digest: the daemon names images by tag)."""
-    if text.startswith(DOCKER_DAEMON_PREFIX):
-        ref = parse_image_ref(text[len(DOCKER_DAEMON_PREFIX):])
-        if ref.digest:
-            raise UserError("bad image %r: name a docker-daemon image by "
-                            "NAME:TAG, not by digest" % text)
-        return "docker-daemon", ref
-    return "registry", parse_image_ref(text)
-
-
-def local_image_entry(origin, ref):
-    """A plan entry for an image that comes from elsewhere than a registry;
-    it is loaded on the hosts under ref."""
-    full = str(ref)
-    return {"name": ref.repository.rsplit("/", 1)[-1], "kubeadm": False,
-            "extra": True, "origin": origin,
-            "repository": "%s/%s" % (ref.registry, ref.repository),
-            "tag": ref.tag, "ref": full, "source": full}
-
-
-class ChunkReader(object):
-    """A read()-able stream over an iterator of byte chunks (the docker
-    SDK's export), holding at most one chunk."""
-
-    def __init__(self, chunks, progress=None):
-        self.chunks = iter(chunks)
-        self.chunk = b""
-        self.offset = 0
-        self.progress = progress
-
-    def read(self, size=-1):
-        parts = []
-        while size != 0:
-            if self.offset >= len(self.chunk):
-                self.chunk = next(self.chunks, None)
-                self.offset = 0
-                if self.chunk is None:
-                    self.chunk = b""
-                    break
-                if self.progress:
-                    self.progress.update(len(self.chunk))
-                continue
-            end = len(self.chunk) if size < 0 else min(len(self.chunk),
-                                                        self.offset + size)
-            parts.append(self.chunk[self.offset:end])
-            if size > 0:
-                size -= end - self.offset
-            self.offset = end
-        return b"".join(parts)
-
-
-def store_archive_stream(stream, label, cache):
-    """Read a docker-archive or OCI-archive tar as a stream: the small
-    documents into memory, every other file into the cache, hashed on the
-    way.  ({document name: bytes}, {member name: (sha256 hex, size)})."""
-    documents, stored, links = {}, {}, {}
-    try:
-        tar = tarfile.open(fileobj=stream, mode="r|*", bufsize=CHUNK)
-        for count, member in enumerate(tar):
-            if count > MAX_ARCHIVE_MEMBERS:
-                raise UserError("%s holds more than %d files: it is not an "
-                                "image archive" % (label, MAX_ARCHIVE_MEMBERS))
-            name = posixpath.normpath(member.name)
-            if member.issym() or member.islnk():
-                # docker save links a layer it holds twice to the first copy
-                target = (member.linkname if member.islnk() else
-                          posixpath.join(posixpath.dirname(name), member.linkname))
-                links[name] = posixpath.normpath(target)
-            elif not member.isfile():
-                continue
-            elif name in ARCHIVE_DOCUMENTS or name.endswith(("/json", "/VERSION")):
-                if member.size > MAX_IMAGE_JSON_BYTES:
-                    raise UserError("%s: %s is %s, too large for an image "
-                                    "archive" % (label, name,
-                                                 human_size(member.size)))
-                documents[name] = tar.extractfile(member).read()
-            else:
-                stored[name] = (cache.put_stream(tar.extractfile(member)),
-                                member.size)
-        tar.close()
-    except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise UserError("%s is not a readable tar (%s): give a docker-archive "
-                        "(docker save) or an OCI archive" % (label, exc))
-    for name, target in links.items():
-        if target in stored:
-            stored[name] = stored[target]
-    return documents, stored
-
-
-def _archive_json(label, name, data):
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise UserError("%s: %s is not valid JSON: the archive is damaged"
-                        % (label, name))
-
-
-def _archive_blob_json(label, cache, hex_digest, what):
-    if os.path.getsize(cache.path(hex_digest)) > MAX_IMAGE_JSON_BYTES:
-        raise UserError("%s: the %s is too large: the archive is damaged"
-                        % (label, what))
-    value = _archive_json(label, what, cache.read(hex_digest))
-    if not isinstance(value, dict):
-        raise UserError("%s: the %s is not a JSON object: the archive is "
-                        "damaged" % (label, what))
-    return value
-
-
-def check_image_platform(label, config, arch):
-    """The image's config says linux/ARCH, the bundle's architecture."""
-    found = (config.get("os"), config.get("architecture"))
-    if found != ("linux", arch):
-        raise UserError("%s is for %s/%s, not linux/%s: build or pick the "
-                        "image for the bundle's --arch" % (
-                            label, found[0], found[1], arch))
-
-
-def docker_archive_images(label, documents, stored, cache, arch):
-    """[(names, record)] of a docker-archive: each image's config and its
-    uncompressed layers, whose sha256 must be the config's diff_ids, under
-    a schema2 manifest written here (Docker's rootfs.diff.tar media type)."""
-    entries = _archive_json(label, "manifest.json", documents["manifest.json"])
-    if not isinstance(entries, list) or not entries:
-        raise UserError("%s: manifest.json lists no images" % label)
-    found = []
-    for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("Layers"), list):
-            raise UserError("%s: manifest.json is not a docker-archive "
-                            "manifest" % label)
-        wanted = [entry.get("Config")] + entry["Layers"]
-        missing = [name for name in wanted if name not in stored]
-        if missing:
-            raise UserError("%s: %s is named in manifest.json but not in the "
-                            "archive" % (label, missing[0]))
-        config_hex, config_size = stored[entry["Config"]]
-        config = _archive_blob_json(label, cache, config_hex, "image config")
-        check_image_platform(label, config, arch)
-        diff_ids = (config.get("rootfs") or {}).get("diff_ids")
-        layers = [stored[name] for name in entry["Layers"]]
-        if diff_ids != ["sha256:" + hexd for hexd, _ in layers]:
-            raise UserError("%s: the layers are not the ones the image config "
-                            "lists (rootfs.diff_ids): the archive is damaged"
-                            % label)
-        manifest = {
-            "schemaVersion": 2, "mediaType": MT_DOCKER_MANIFEST,
-            "config": {"mediaType": MT_DOCKER_CONFIG, "size": config_size,
-                       "digest": "sha256:" + config_hex},
-            "layers": [{"mediaType": MT_DOCKER_LAYER_TAR, "size": size,
-                        "digest": "sha256:" + hexd} for hexd, size in layers]}
-        body = json.dumps(manifest, indent=3).encode("utf-8")
-        record = {"manifest_digest": "sha256:" + cache.put_bytes(body),
-                  "manifest_media_type": MT_DOCKER_MANIFEST,
-                  "config_digest": manifest["config"]["digest"],
-                  "layers": [layer["digest"] for layer in manifest["layers"]],
-                  "origin": "docker-archive"}
-        found.append((entry.get("RepoTags") or [], record))
     return found
-
-
-def oci_archive_images(label, documents, stored, cache, arch):
-    """[(names, record)] of an OCI archive: its blobs are checked against
-    their names, its manifests kept as they are (a multi-platform index
-    gives the bundle's architecture)."""
-    blobs = {}
-    for name, (hexd, _) in stored.items():
-        if name.startswith("blobs/sha256/"):
-            if name[len("blobs/sha256/"):] != hexd:
-                raise UserError("%s: blob %s does not match its digest: the "
-                                "archive is damaged" % (label, name))
-            blobs["sha256:" + hexd] = hexd
-    index = _archive_json(label, "index.json", documents["index.json"])
-    descriptors = index.get("manifests") if isinstance(index, dict) else None
-    if not isinstance(descriptors, list) or not descriptors:
-        raise UserError("%s: index.json lists no images" % label)
-    picker = ImageFetcher(None, cache, arch)
-    found = []
-    for descriptor in descriptors:
-        if not isinstance(descriptor, dict):
-            raise UserError("%s: index.json is not an OCI index" % label)
-        annotations = descriptor.get("annotations") or {}
-        names = [annotations.get("io.containerd.image.name") or
-                 annotations.get("org.opencontainers.image.ref.name") or ""]
-        digest, media_type = descriptor.get("digest"), descriptor.get("mediaType")
-        for _ in range(2):
-            if digest not in blobs:
-                raise UserError("%s: manifest %s is not in the archive"
-                                % (label, digest))
-            if media_type not in INDEX_TYPES:
-                break
-            child = _archive_blob_json(label, cache, blobs[digest], "image index")
-            digest = picker._pick_platform({"source": label}, child)
-            media_type = [entry.get("mediaType") for entry in child["manifests"]
-                          if entry.get("digest") == digest][0]
-        manifest = _archive_blob_json(label, cache, blobs[digest], "manifest")
-        layers = manifest.get("layers")
-        config = manifest.get("config")
-        if (not isinstance(config, dict) or not isinstance(layers, list)
-                or not all(isinstance(layer, dict) for layer in layers)):
-            raise UserError("%s: %s is not an image manifest" % (label, digest))
-        for needed in [config.get("digest")] + [layer.get("digest")
-                                                for layer in layers]:
-            if needed not in blobs:
-                raise UserError("%s: blob %s is not in the archive"
-                                % (label, needed))
-        check_image_platform(label, _archive_blob_json(
-            label, cache, blobs[config["digest"]], "image config"), arch)
-        found.append((names, {
-            "manifest_digest": digest,
-            "manifest_media_type": manifest.get("mediaType") or MT_OCI_MANIFEST,
-            "config_digest": config["digest"],
-            "layers": [layer["digest"] for layer in layers],
-            "origin": "oci-archive"}))
-    return found
-
-
-def archive_images(stream, label, cache, arch):
-    """[(names, record)] of every image in a docker-archive or OCI-archive
-    tar read from stream."""
-    documents, stored = store_archive_stream(stream, label, cache)
-    if "manifest.json" in documents:
-        return docker_archive_images(label, documents, stored, cache, arch)
-    if "index.json" in documents:
-        return oci_archive_images(label, documents, stored, cache, arch)
-    raise UserError("%s has neither manifest.json nor index.json: give a "
-                    "docker-archive (docker save) or an OCI archive" % label)
-
-
-def archive_image_name(label, names):
-    """The one reference an archived image is bundled under; an OCI ref.name
-    that is only a tag is no name."""
-    usable = [name for name in names if name and ("/" in name or ":" in name)]
-    if not usable:
-        raise UserError("%s holds an image without a name: save it by name "
-                        "(docker save NAME:TAG, or skopeo copy ... "
-                        "oci-archive:FILE:NAME:TAG)" % label)
-    return parse_image_ref(usable[0])
-
-
-def add_local_images(images, cache, arch, archive_paths, progress):
-    """The plan with its docker-daemon: images exported and the images of
-    the --extra-image-archive files added: done before any download, so a
-    missing daemon, image or archive fails at once."""
-    export_docker_daemon_images(images, cache, arch, progress)
-    seen = set(image["ref"] for image in images)
-    for image in import_archive_files(archive_paths, cache, arch):
-        if image["ref"] in seen:
-            raise UserError("image %s is bundled twice (--extra-image-archive "
-                            "and another source): give it once" % image["ref"])
-        seen.add(image["ref"])
-        images.append(image)
-    return images
-
-
-def import_archive_files(paths, cache, arch):
-    """Plan entries, filled in, of every image in the --extra-image-archive
-    files (one entry per image, under its first name)."""
-    images = []
-    for path in paths:
-        label = "--extra-image-archive %s" % path
-        try:
-            handle = open(path, "rb")
-        except OSError as exc:
-            raise UserError("cannot read %s: %s" % (label, exc.strerror))
-        with handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise UserError("%s is not a regular file: give the archive"
-                                % label)
-            for names, record in archive_images(handle, label, cache, arch):
-                ref = archive_image_name(label, names)
-                entry = local_image_entry(record["origin"], ref)
-                entry.update(record)
-                images.append(entry)
-    return images
-
-
-def docker_daemon_client():
-    """A docker SDK client whose daemon answers (imported here only: the
-    rest of the tool never needs the SDK)."""
-    try:
-        import docker
-    except ImportError:
-        raise UserError("docker-daemon: images need the docker SDK: "
-                        "pip install docker")
-    try:
-        client = docker.from_env(timeout=HTTP_TIMEOUT)
-        client.ping()
-    except Exception as exc:   # the SDK wraps requests', socket's and its own
-        raise UserError("cannot reach the Docker daemon (%s): start Docker or "
-                        "set DOCKER_HOST, or leave out the docker-daemon: "
-                        "images" % _short_reason(exc))
-    return client
-
-
-def export_docker_daemon_images(images, cache, arch, progress):
-    """Fill in every docker-daemon: image from the local daemon's export,
-    streamed through the same archive reader into the cache."""
-    local = [image for image in images if image.get("origin") == "docker-daemon"]
-    if not local:
-        return
-    client = docker_daemon_client()
-    import docker
-    import requests
-    broken = (docker.errors.DockerException, requests.exceptions.RequestException)
-    for image in local:
-        label = "docker-daemon:%s" % image["ref"]
-        try:
-            size = client.api.inspect_image(image["ref"]).get("Size") or 0
-            chunks = client.api.get_image(image["ref"], chunk_size=CHUNK)
-        except docker.errors.ImageNotFound:
-            raise UserError("image %s is not in the local Docker daemon: "
-                            "build or pull it first (docker images lists "
-                            "what is there)" % image["ref"])
-        except broken as exc:
-            raise UserError("the Docker daemon cannot export %s: %s"
-                            % (image["ref"], _short_reason(exc)))
-        bar = Progress(size, "export %s" % image["ref"], enabled=progress)
-        try:
-            found = archive_images(ChunkReader(chunks, bar), label, cache, arch)
-        except broken as exc:
-            raise UserError("the Docker daemon failed exporting %s: %s"
-                            % (image["ref"], _short_reason(exc)))
-        finally:
-            bar.close()
-        if len(found) != 1:
-            raise UserError("%s: the daemon exported %d images, expected one"
-                            % (label, len(found)))
-        record = found[0][1]
-        record["origin"] = "docker-daemon"
-        image.update(record)
-
-
-# -- OS packages (bundle --os) ----------------------------------------------
-#
-# The packages kubeadm and the kubelet need on a bare host, straight from the
-# distribution's archive: apt's InRelease (or Release and Release.gpg), its
-# signature checked with gpgv where a keyring is at hand, then Packages,
-# checked against the Release's sha256, then each .deb against the Packages'
-# sha256; yum/dnf's repomd.xml (signature: repomd.xml.asc), primary.xml
-# against repomd's sha256, then each .rpm against primary's.
-
-
-
-def check_os_ids(ids, arch):
-    """The --os IDs in the order given, once each; a UserError for an
-    unknown one or an architecture no distribution is bundled for."""
-    chosen = []
-    for os_id in ids:
-        if os_id not in DISTROS:
-            raise UserError("unknown --os %s: give one of %s" % (
-                os_id, ", ".join(sorted(DISTROS))))
-        if os_id not in chosen:
-            chosen.append(os_id)
-    if chosen and "rpm" not in ARCHES[arch]:
-        raise UserError("--os needs --arch amd64 or arm64 (the distributions' "
-                        "archives are bundled for those only), not %s" % arch)
-    return chosen
-
-
-def parse_deb822(text):
-    """The stanzas of a Debian control file (Release, Packages) as dicts;
-    a continuation line is joined to its field with a newline."""
-    stanzas, current, field = [], {}, None
-    for line in text.splitlines():
-        if not line.strip():
-            if current:
-                stanzas.append(current)
-            current, field = {}, None
-        elif line[0] in " \t":
-            if field is not None:
-                current[field] += "\n" + line.strip()
-        elif ":" in line:
-            field, _, value = line.partition(":")
-            current[field] = value.strip()
-    if current:
-        stanzas.append(current)
-    return stanzas
-
-
-def clearsigned_text(data):
-    """The text an InRelease file signs, its armor and dash-escapes taken
-    off (used only when no keyring checks it: gpgv gives it otherwise)."""
-    lines = data.decode("utf-8", "replace").splitlines()
-    if not lines or lines[0].strip() != "-----BEGIN PGP SIGNED MESSAGE-----":
-        return data.decode("utf-8", "replace")
-    start = lines.index("") + 1 if "" in lines else len(lines)
-    body = []
-    for line in lines[start:]:
-        if line.strip() == "-----BEGIN PGP SIGNATURE-----":
-            break
-        body.append(line[2:] if line.startswith("- ") else line)
-    return "\n".join(body) + "\n"
-
-
-def gpgv_verified(keyring, signed, signature=None):
-    """What gpgv vouches for with keyring: the text of a clearsigned file
-    (signature None) or the signed file itself (a detached signature);
-    a UserError when the signature does not verify."""
-    gpgv = shutil.which("gpgv")
-    if not gpgv:
-        raise UserError("gpgv is not installed, so the keyring %s cannot "
-                        "check the archive's signature: install gpgv"
-                        % keyring)
-    folder = tempfile.mkdtemp(prefix="k8s-offline-gpgv-")
-    try:
-        signed_path = os.path.join(folder, "signed")
-        write_file_atomic(signed_path, signed)
-        argv = [gpgv, "--quiet", "--keyring", os.path.abspath(keyring)]
-        if signature is None:
-            argv += ["--output", os.path.join(folder, "text"), signed_path]
-        else:
-            write_file_atomic(os.path.join(folder, "sig"), signature)
-            argv += [os.path.join(folder, "sig"), signed_path]
-        result = subprocess.run(argv, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                universal_newlines=True, timeout=120)
-        if result.returncode != 0:
-            return None
-        if signature is None:
-            with open(os.path.join(folder, "text"), "rb") as handle:
-                return handle.read()
-        return signed
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def archive_keyring(os_id, given):
@@ -2926,42 +5878,44 @@ def archive_keyring(os_id, given):
     return None
 
 
-class ArchiveIndex(object):
-    """The packages one distribution's archive offers for one architecture,
-    as the resolver sees them: name, version, what each provides and
-    requires, and where and with which sha256 its file is."""
-
-    def __init__(self, os_id, arch):
-        self.os_id = os_id
-        self.arch = arch
-        self.packages = {}          # name -> package
-        self.providers = {}         # capability -> [package names]
-        self.signatures = []        # a line per repository
-
-    def add(self, package, newer):
-        """Keep one package per name: the newer by newer(a, b)."""
-        old = self.packages.get(package["name"])
-        if old is not None and not newer(package, old):
-            return
-        self.packages[package["name"]] = package
-
-    def index_providers(self):
-        self.providers = {}
-        for name in sorted(self.packages):
-            package = self.packages[name]
-            for capability in [name] + package["provides"]:
-                self.providers.setdefault(capability, []).append(name)
-
-    def provider(self, capability, prefer=()):
-        """The package to satisfy capability: itself, one already chosen,
-        else the first provider by name; None when the archive lacks it."""
-        names = self.providers.get(capability, [])
-        if capability in names:
-            return capability
-        for name in names:
-            if name in prefer:
-                return name
-        return names[0] if names else None
+def apt_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
+    """The ArchiveIndex of a Debian or Ubuntu suite."""
+    distro = DISTROS[os_id]
+    release, base, line = apt_release(client, os_id, arch, file_mirrors,
+                                      keyring, insecure)
+    sums = _release_sha256(release)
+    index = ArchiveIndex(os_id, arch)
+    index.signatures.append(line)
+    index.minimal = set()
+    for component in distro["components"]:
+        stem = "%s/binary-%s/Packages" % (component, arch)
+        names = [stem + suffix for suffix in (".xz", ".gz", "")
+                 if stem + suffix in sums]
+        if not names:
+            raise UserError("the Release of %s lists no %s: the archive does "
+                            "not carry %s %s" % (distro["suite"], stem,
+                                                 component, arch))
+        text = None
+        for name in names:       # a partial mirror may keep one form only
+            url = apply_file_mirror("%s/dists/%s/%s" % (
+                base, distro["suite"], name), file_mirrors)
+            try:
+                text = fetch_metadata(client, cache, url, sums[name][0],
+                                      _url_host(url) in insecure)
+                break
+            except NotFoundError:
+                if name == names[-1]:
+                    raise
+        for stanza in parse_deb822(text.decode("utf-8", "replace")):
+            package = _deb_package(stanza, base, arch)
+            if package is None:
+                continue
+            index.add(package, lambda a, b: False)
+            if (stanza.get("Priority") == "required" or
+                    stanza.get("Essential") == "yes"):
+                index.minimal.add(package["name"])
+    index.index_providers()
+    return index
 
 
 def apt_release(client, os_id, arch, file_mirrors, keyring, insecure):
@@ -3007,7 +5961,7 @@ def apt_release(client, os_id, arch, file_mirrors, keyring, insecure):
     if not fields:
         raise UserError("%sRelease is empty or not a Release file" % dists)
     release = fields[0]
-    check_valid_until(release, dists)
+    require_valid_until(release, dists)
     if distro["suite"] not in (release.get("Codename"), release.get("Suite")):
         raise UserError("%sRelease is for %s, not %s: check --file-mirror" % (
             dists, release.get("Codename") or release.get("Suite") or "?",
@@ -3015,7 +5969,74 @@ def apt_release(client, os_id, arch, file_mirrors, keyring, insecure):
     return release, base, line
 
 
-def check_valid_until(release, where):
+def gpgv_verified(keyring, signed, signature=None):
+    """What gpgv vouches for with keyring: the text of a clearsigned file
+    (signature None) or the signed file itself (a detached signature);
+    a UserError when the signature does not verify."""
+    gpgv = shutil.which("gpgv")
+    if not gpgv:
+        raise UserError("gpgv is not installed, so the keyring %s cannot "
+                        "check the archive's signature: install gpgv"
+                        % keyring)
+    folder = tempfile.mkdtemp(prefix="k8s-offline-gpgv-")
+    try:
+        signed_path = os.path.join(folder, "signed")
+        write_file_atomic(signed_path, signed)
+        argv = [gpgv, "--quiet", "--keyring", os.path.abspath(keyring)]
+        if signature is None:
+            argv += ["--output", os.path.join(folder, "text"), signed_path]
+        else:
+            write_file_atomic(os.path.join(folder, "sig"), signature)
+            argv += [os.path.join(folder, "sig"), signed_path]
+        result = subprocess.run(argv, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                universal_newlines=True, timeout=120)
+        if result.returncode != 0:
+            return None
+        if signature is None:
+            with open(os.path.join(folder, "text"), "rb") as handle:
+                return handle.read()
+        return signed
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def parse_deb822(text):
+    """The stanzas of a Debian control file (Release, Packages) as dicts;
+    a continuation line is joined to its field with a newline."""
+    stanzas, current, field = [], {}, None
+    for line in text.splitlines():
+        if not line.strip():
+            if current:
+                stanzas.append(current)
+            current, field = {}, None
+        elif line[0] in " \t":
+            if field is not None:
+                current[field] += "\n" + line.strip()
+        elif ":" in line:
+            field, _, value = line.partition(":")
+            current[field] = value.strip()
+    if current:
+        stanzas.append(current)
+    return stanzas
+
+
+def clearsigned_text(data):
+    """The text an InRelease file signs, its armor and dash-escapes taken
+    off (used only when no keyring checks it: gpgv gives it otherwise)."""
+    lines = data.decode("utf-8", "replace").splitlines()
+    if not lines or lines[0].strip() != "-----BEGIN PGP SIGNED MESSAGE-----":
+        return data.decode("utf-8", "replace")
+    start = lines.index("") + 1 if "" in lines else len(lines)
+    body = []
+    for line in lines[start:]:
+        if line.strip() == "-----BEGIN PGP SIGNATURE-----":
+            break
+        body.append(line[2:] if line.startswith("- ") else line)
+    return "\n".join(body) + "\n"
+
+
+def require_valid_until(release, where):
     """Refuse a Release past its Valid-Until, as apt does: a mirror could
     replay an old signed index to keep fixed packages away."""
     text = release.get("Valid-Until")
@@ -3044,6 +6065,54 @@ def _release_sha256(release):
     return sums
 
 
+class ArchiveIndex(object):
+    """The packages one distribution's archive offers for one architecture,
+    as the resolver sees them: name, version, what each provides and
+    requires, and where and with which sha256 its file is."""
+
+    def __init__(self, os_id, arch):
+        self.os_id = os_id
+        self.arch = arch
+        self.packages = {}          # name -> package
+        self.providers = {}         # capability -> [package names]
+        self.signatures = []        # a line per repository
+
+    def add(self, package, newer):
+        """Keep one package per name: the newer by newer(a, b)."""
+        old = self.packages.get(package["name"])
+        if old is not None and not newer(package, old):
+            return
+        self.packages[package["name"]] = package
+
+    def index_providers(self):
+        self.providers = {}
+        for name in sorted(self.packages):
+            package = self.packages[name]
+            for capability in [name] + package["provides"]:
+                self.providers.setdefault(capability, []).append(name)
+
+    def provider(self, capability, prefer=()):
+        """The package to satisfy capability: itself, one already chosen,
+        else the first provider by name; None when the archive lacks it."""
+        names = self.providers.get(capability, [])
+        if capability in names:
+            return capability
+        for name in names:
+            if name in prefer:
+                return name
+        return names[0] if names else None
+
+
+def fetch_metadata(client, cache, url, sha256_hex, insecure):
+    """A metadata file the signed index lists, from the cache or the
+    network, checked against that sha256."""
+    if not cache.has(sha256_hex):
+        client.fetch_url(url, sha256_hex, cache.path(sha256_hex),
+                         insecure=insecure)
+        cache.fresh.add(sha256_hex)
+    return _decompress(cache.read(sha256_hex), url)
+
+
 def _decompress(data, name):
     """The bytes of a metadata file by its compression suffix."""
     try:
@@ -3062,63 +6131,6 @@ def _decompress(data, name):
         raise UserError("%s is compressed with %s, which bundle cannot read"
                         % (name, name.rsplit(".", 1)[1]))
     return data
-
-
-def fetch_metadata(client, cache, url, sha256_hex, insecure):
-    """A metadata file the signed index lists, from the cache or the
-    network, checked against that sha256."""
-    if not cache.has(sha256_hex):
-        client.fetch_url(url, sha256_hex, cache.path(sha256_hex),
-                         insecure=insecure)
-        cache.fresh.add(sha256_hex)
-    return _decompress(cache.read(sha256_hex), url)
-
-
-def apt_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
-    """The ArchiveIndex of a Debian or Ubuntu suite."""
-    distro = DISTROS[os_id]
-    release, base, line = apt_release(client, os_id, arch, file_mirrors,
-                                      keyring, insecure)
-    sums = _release_sha256(release)
-    index = ArchiveIndex(os_id, arch)
-    index.signatures.append(line)
-    index.minimal = set()
-    for component in distro["components"]:
-        stem = "%s/binary-%s/Packages" % (component, arch)
-        names = [stem + suffix for suffix in (".xz", ".gz", "")
-                 if stem + suffix in sums]
-        if not names:
-            raise UserError("the Release of %s lists no %s: the archive does "
-                            "not carry %s %s" % (distro["suite"], stem,
-                                                 component, arch))
-        text = None
-        for name in names:       # a partial mirror may keep one form only
-            url = apply_file_mirror("%s/dists/%s/%s" % (
-                base, distro["suite"], name), file_mirrors)
-            try:
-                text = fetch_metadata(client, cache, url, sums[name][0],
-                                      _url_host(url) in insecure)
-                break
-            except NotFoundError:
-                if name == names[-1]:
-                    raise
-        for stanza in parse_deb822(text.decode("utf-8", "replace")):
-            package = _deb_package(stanza, base, arch)
-            if package is None:
-                continue
-            index.add(package, lambda a, b: False)
-            if (stanza.get("Priority") == "required" or
-                    stanza.get("Essential") == "yes"):
-                index.minimal.add(package["name"])
-    index.index_providers()
-    return index
-
-
-def archive_url(base, path):
-    """The URL of a file the metadata names by its path in the archive,
-    quoted as apt quotes it (a pool name may hold a literal %3a)."""
-    from urllib.parse import quote
-    return base + "/" + quote(path, safe="/+~")
 
 
 def _deb_package(stanza, base, arch):
@@ -3255,23 +6267,6 @@ def rpm_version_key(version):
     return key
 
 
-def package_requires(package):
-    """A package's dependencies as groups of alternative names, read from
-    its Packages stanza the first time (with the version constraints the
-    packages phase checks on the host, and its Pre-Depends)."""
-    if "requires" not in package:
-        stanza = package["stanza"]
-        pre = parse_deb_relations(stanza.get("Pre-Depends"))
-        relations = pre + parse_deb_relations(stanza.get("Depends"))
-        package["requires"] = [[alt[0] for alt in group]
-                               for group in relations]
-        package["relations"] = [[relation_text(alt) for alt in group]
-                                for group in relations]
-        package["pre_depends"] = sorted(set(alt[0] for group in pre
-                                            for alt in group))
-    return package["requires"]
-
-
 def resolve_packages(index, wanted):
     """The packages to bundle, dependencies first: wanted and what they
     need that the minimal install (and its dependencies) lacks.  Each gets
@@ -3327,6 +6322,23 @@ def resolve_packages(index, wanted):
                  wanted=name in wanted) for name in order]
 
 
+def package_requires(package):
+    """A package's dependencies as groups of alternative names, read from
+    its Packages stanza the first time (with the version constraints the
+    packages phase checks on the host, and its Pre-Depends)."""
+    if "requires" not in package:
+        stanza = package["stanza"]
+        pre = parse_deb_relations(stanza.get("Pre-Depends"))
+        relations = pre + parse_deb_relations(stanza.get("Depends"))
+        package["requires"] = [[alt[0] for alt in group]
+                               for group in relations]
+        package["relations"] = [[relation_text(alt) for alt in group]
+                                for group in relations]
+        package["pre_depends"] = sorted(set(alt[0] for group in pre
+                                            for alt in group))
+    return package["requires"]
+
+
 def wanted_packages(os_id):
     distro = DISTROS[os_id]
     if distro["family"] == "deb":
@@ -3334,70 +6346,87 @@ def wanted_packages(os_id):
     return list(RPM_PACKAGES) + [distro["ebtables"]]
 
 
-def fetch_os_packages(client, cache, os_ids, arch, file_mirrors, args,
-                      progress):
-    """{os_id: (packages, signature lines)} for every --os, each package's
-    file in the cache, checked against its metadata's sha256."""
-    insecure = set(args.insecure_registry)
-    found, downloads = {}, []
-    for os_id in os_ids:
-        keyring = archive_keyring(os_id, getattr(args, "os_keyring", None))
-        reader = apt_index if DISTROS[os_id]["family"] == "deb" else rpm_index
-        index = reader(client, cache, os_id, arch, file_mirrors, keyring,
-                       insecure)
-        packages = resolve_packages(index, wanted_packages(os_id))
-        for package in packages:
-            if not full_match(PACKAGE_FILE_RE, package["file"]):
-                raise UserError("%s: the file name %r is not one bundle "
-                                "accepts" % (os_id, package["file"]))
-            package["path"] = "%s/%s/%s" % (PACKAGES_DIR, os_id,
-                                            package["file"])
-            package["fetch_url"] = apply_file_mirror(archive_url(
-                package["base"], package["location"]), file_mirrors)
-            if not cache.has(package["sha256"]):
-                downloads.append(package)
-        found[os_id] = (packages, index.signatures)
-        log.info("--os %s: %d packages (%s)", os_id, len(packages),
-                 ", ".join(p["name"] for p in packages))
-    unique = dict((p["sha256"], p) for p in downloads)
-    bar = Progress(sum(p["size"] for p in unique.values()), "packages",
+def archive_url(base, path):
+    """The URL of a file the metadata names by its path in the archive,
+    quoted as apt quotes it (a pool name may hold a literal %3a)."""
+    from urllib.parse import quote
+    return base + "/" + quote(path, safe="/+~")
+
+
+def cross_check_images(images, file_entries, version, arch, cache):
+    """Compare the image table with what the downloaded kubeadm asks for;
+    kubeadm is the authority, so its tags win, loudly."""
+    if host_arch() != arch or not sys.platform.startswith("linux"):
+        return images
+    kubeadm = [f for f in file_entries if f["key"] == "kubeadm"][0]
+    wanted = kubeadm_image_list(cache.path(kubeadm["sha256"]), version)
+    if not wanted:
+        return images
+    for image in images:
+        if image["kubeadm"] and wanted.get(image["name"], image["tag"]) != image["tag"]:
+            log.warning("WARNING: kubeadm %s wants %s:%s, the version table says "
+                        ":%s; bundling kubeadm's", version, image["name"],
+                        wanted[image["name"]], image["tag"])
+            replanned = dict(image, tag=wanted[image["name"]])
+            replanned["ref"] = image["ref"].rsplit(":", 1)[0] + ":" + replanned["tag"]
+            replanned["source"] = (image["source"].rsplit(":", 1)[0] + ":" +
+                                   replanned["tag"])
+            image.update(replanned)
+    known = set(image["name"] for image in images if image["kubeadm"])
+    unknown = sorted(set(wanted) - known)
+    if unknown:
+        raise UserError("kubeadm %s wants images the table does not know: %s"
+                        % (version, ", ".join(unknown)))
+    return images
+
+
+def kubeadm_image_list(kubeadm_path, kubernetes_version):
+    """{name: tag} from `kubeadm config images list`, or None if it cannot
+    run here (another arch, not Linux, or not a real kubeadm)."""
+    os.chmod(kubeadm_path, 0o755)
+    try:
+        result = subprocess.run(
+            [kubeadm_path, "config", "images", "list",
+             "--kubernetes-version", kubernetes_version],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            universal_newlines=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.debug("kubeadm cannot run here (%s): image list not cross-checked", exc)
+        return None
+    if result.returncode != 0:
+        log.debug("kubeadm config images list failed: %s", result.stderr.strip())
+        return None
+    found = {}
+    for line in result.stdout.split():
+        name, _, tag = line.rsplit("/", 1)[-1].partition(":")
+        if tag:
+            found[name] = tag
+    return found or None
+
+
+def fetch_images(client, cache, images, arch, jobs, progress):
+    """Resolve every registry image's manifest, then fetch every missing
+    blob once."""
+    fetcher = ImageFetcher(client, cache, arch)
+    pulled = [image for image in images if is_registry_image(image)]
+    run_pool(jobs, pulled, fetcher.resolve)
+    wanted = fetcher.blob_jobs(pulled)
+    bar = Progress(sum(size for _, size, _ in wanted.values()), "images",
                    enabled=progress)
     try:
-        run_pool(args.jobs, sorted(unique.values(), key=lambda p: p["path"]),
-                 lambda p: client.fetch_url(
-                     p["fetch_url"], p["sha256"], cache.path(p["sha256"]), bar,
-                     insecure=_url_host(p["fetch_url"]) in insecure))
-        cache.fresh.update(unique)
+        run_pool(jobs, sorted(wanted.items()), lambda item: fetcher.fetch(
+            item[0], item[1][0], item[1][2], bar))
     finally:
         bar.close()
-    return found
-
-
-def os_packages_meta(found):
-    """bundle.json's os_packages and the members and checksum sources of
-    every package file."""
-    meta, entries = {}, []
-    for os_id, (packages, signatures) in sorted(found.items()):
-        distro = DISTROS[os_id]
-        meta[os_id] = {
-            "id": distro["id"], "version_id": distro["version_id"],
-            "family": distro["family"], "signatures": list(signatures),
-            "packages": [{"name": p["name"], "version": p["version"],
-                          "arch": p["arch"], "path": p["path"],
-                          "wanted": p["wanted"], "needs": p["needs"],
-                          "requires": p["relations"]
-                          if distro["family"] == "deb" else [],
-                          "pre_depends": p.get("pre_depends", []),
-                          "provides": p["provides"]
-                          if distro["family"] == "deb" else []}
-                         for p in packages]}
-        index_name = "Packages" if distro["family"] == "deb" else "primary.xml"
-        for package in packages:
-            entries.append({"path": package["path"], "sha256": package["sha256"],
-                            "mode": 0o644, "checksum_sources": [
-                                "%s of %s (signed index: %s)" % (
-                                    index_name, os_id, "; ".join(signatures))]})
-    return meta, entries
+    for image in images:
+        if "schema1" in image:
+            fetcher.convert_schema1(image)
+    for image in images:
+        image["manifest_size"] = os.path.getsize(
+            cache.path(image["manifest_digest"][7:]))
+        image["size"] = image["manifest_size"] + sum(
+            os.path.getsize(cache.path(d[7:]))
+            for d in [image["config_digest"]] + image["layers"])
 
 
 def assemble_bundle(name, version, arch, images, file_entries, cache,
@@ -3482,8 +6511,52 @@ def assemble_bundle(name, version, arch, images, file_entries, cache,
     return meta, members
 
 
-def bundle_json_sha_line(meta_bytes):
-    return ("%s  %s\n" % (sha256_bytes(meta_bytes), BUNDLE_JSON)).encode("ascii")
+def os_packages_meta(found):
+    """bundle.json's os_packages and the members and checksum sources of
+    every package file."""
+    meta, entries = {}, []
+    for os_id, (packages, signatures) in sorted(found.items()):
+        distro = DISTROS[os_id]
+        meta[os_id] = {
+            "id": distro["id"], "version_id": distro["version_id"],
+            "family": distro["family"], "signatures": list(signatures),
+            "packages": [{"name": p["name"], "version": p["version"],
+                          "arch": p["arch"], "path": p["path"],
+                          "wanted": p["wanted"], "needs": p["needs"],
+                          "requires": p["relations"]
+                          if distro["family"] == "deb" else [],
+                          "pre_depends": p.get("pre_depends", []),
+                          "provides": p["provides"]
+                          if distro["family"] == "deb" else []}
+                         for p in packages]}
+        index_name = "Packages" if distro["family"] == "deb" else "primary.xml"
+        for package in packages:
+            entries.append({"path": package["path"], "sha256": package["sha256"],
+                            "mode": 0o644, "checksum_sources": [
+                                "%s of %s (signed index: %s)" % (
+                                    index_name, os_id, "; ".join(signatures))]})
+    return meta, entries
+
+
+def image_store_documents(images):
+    """The OCI index.json, oci-layout and docker manifest.json of images."""
+    index = {"schemaVersion": 2, "manifests": []}
+    docker = []
+    for image in images:
+        index["manifests"].append({
+            "mediaType": image["manifest_media_type"],
+            "digest": image["manifest_digest"], "size": image["manifest_size"],
+            "annotations": {"io.containerd.image.name": image["ref"],
+                            "org.opencontainers.image.ref.name": image["tag"]}})
+        docker.append({"Config": _blob_path(image["config_digest"])[len(IMAGES_DIR) + 1:],
+                       "RepoTags": [image["ref"]],
+                       "Layers": [_blob_path(d)[len(IMAGES_DIR) + 1:]
+                                  for d in image["layers"]]})
+    return {
+        IMAGES_DIR + "/oci-layout": canonical_json({"imageLayoutVersion": "1.0.0"}),
+        IMAGES_DIR + "/index.json": canonical_json(index),
+        IMAGES_DIR + "/manifest.json": canonical_json(docker),
+    }
 
 
 def _tag_of(images, name):
@@ -3493,54 +6566,59 @@ def _tag_of(images, name):
     return None
 
 
-def write_bundle(partial, name, meta_bytes, members, progress, handle=None):
-    """Stream bundle.json first, then every member, into the .partial file
-    (or into handle, such as a PartsWriter)."""
-    total = sum(member["size"] for member in members)
-    bar = Progress(total, "write", enabled=progress)
+def require_bundle_before_writing(meta):
+    """bundle.json through the checks verify runs on the hosts, before the
+    bundle is written: what they would refuse is refused here, before the
+    bundle crosses the air gap."""
     try:
-        with (handle or open(partial, "wb")) as handle:
-            tar = TarWriter(handle, bar)
-            tar.add_dir(name)
-            tar.add_bytes("%s/%s" % (name, BUNDLE_JSON), meta_bytes)
-            tar.add_bytes("%s/%s" % (name, BUNDLE_JSON_SHA),
-                          bundle_json_sha_line(meta_bytes))
-            for member in members:
-                path = "%s/%s" % (name, member["path"])
-                if "data" in member:
-                    tar.add_bytes(path, member["data"], member["mode"])
-                    bar.update(member["size"])
-                else:
-                    tar.add_file(path, member["file"], member["sha256"],
-                                 member["mode"], rehash=member["rehash"])
-            tar.close()
-            handle.flush()
-            if not isinstance(handle, PartsWriter):   # it syncs each part
-                os.fsync(handle.fileno())
+        require_bundle_meta(meta)
+    except BundleError as exc:
+        raise UserError("verify on the hosts would refuse this bundle (%s): "
+                        "change the images or flags that put it there" % exc)
+
+
+def write_split_bundle(output, partial, name, meta_bytes, members, progress,
+                       part_size):
+    """(fresh, index path): the bundle as parts of part_size bytes and
+    their index, unless those already are it."""
+    index_path = output + PARTS_INDEX_SUFFIX
+    os.unlink(partial)
+    if (_up_to_date(index_path, name, meta_bytes)
+            and read_parts_index(index_path)["part_size"] == part_size):
+        return False, index_path
+    writer = PartsWriter(output, part_size, partial[len(output):])
+    try:
+        write_bundle(None, name, meta_bytes, members, progress, handle=writer)
+        remove_other_form(output, split=True)
+        publish_parts(output, writer)
+    except BaseException:
+        writer.remove()
+        raise
+    log.info("%d parts of at most %s; `cat %s.[0-9]* > %s` gives the whole "
+             "tar", len(writer.parts), human_size(part_size),
+             os.path.basename(output), os.path.basename(output))
+    return True, index_path
+
+
+def _up_to_date(output, name, meta_bytes):
+    """True if output already is this exact bundle (same bundle.json, every
+    member present with its size): a warm re-run then writes nothing."""
+    if not os.path.isfile(output):
+        return False
+    try:
+        bundle = Bundle(output)
+    except UserError:
+        return False
+    try:
+        with bundle.open_raw(BUNDLE_JSON) as handle:
+            if handle.read() != meta_bytes or bundle.top != name:
+                return False
+        files = bundle.meta["files"]
+        return (set(bundle.members) - {BUNDLE_JSON, BUNDLE_JSON_SHA} ==
+                set(files) and all(
+                bundle.members[p].size == e["size"] for p, e in files.items()))
     finally:
-        bar.close()
-
-
-# -- split bundles (--split) and the FAT32 warning ---------------------------
-
-def parse_split_size(text):
-    """--split: bytes per part, from 4G, 700M, 1048576 or fat32 (the
-    largest file FAT32 holds, 4 GiB - 1 byte)."""
-    if text.strip().lower() == "fat32":
-        return FAT32_MAX_FILE
-    found = SPLIT_SIZE_RE.fullmatch(text.strip())
-    if not found:
-        raise UserError("bad --split %r: give a size such as 4G, 700M or "
-                        "fat32" % text)
-    unit = (found.group(2) or "").upper()
-    size = int(found.group(1)) * 1024 ** (" KMGT".index(unit) if unit else 0)
-    if size < MIN_PART_SIZE:
-        raise UserError("bad --split %s: parts must be at least 1M" % text)
-    if size > FAT32_MAX_FILE:
-        log.warning("WARNING: parts of --split %s do not fit a FAT32 stick "
-                    "(its largest file is 4 GiB - 1 byte): use --split fat32 "
-                    "for one", text)
-    return size
+        bundle.close()
 
 
 class PartsWriter(object):
@@ -3618,12 +6696,36 @@ class PartsWriter(object):
                           for name, _, size, digest in self.parts]}
 
 
-def existing_parts(output):
-    """Paths of the parts NAME.tar.NNN beside output."""
-    folder, base = os.path.split(output)
-    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
-                  if name.startswith(base) and
-                  full_match(PART_NUMBER_RE, name[len(base):]))
+def write_bundle(partial, name, meta_bytes, members, progress, handle=None):
+    """Stream bundle.json first, then every member, into the .partial file
+    (or into handle, such as a PartsWriter)."""
+    total = sum(member["size"] for member in members)
+    bar = Progress(total, "write", enabled=progress)
+    try:
+        with (handle or open(partial, "wb")) as handle:
+            tar = TarWriter(handle, bar)
+            tar.add_dir(name)
+            tar.add_bytes("%s/%s" % (name, BUNDLE_JSON), meta_bytes)
+            tar.add_bytes("%s/%s" % (name, BUNDLE_JSON_SHA),
+                          bundle_json_sha_line(meta_bytes))
+            for member in members:
+                path = "%s/%s" % (name, member["path"])
+                if "data" in member:
+                    tar.add_bytes(path, member["data"], member["mode"])
+                    bar.update(member["size"])
+                else:
+                    tar.add_file(path, member["file"], member["sha256"],
+                                 member["mode"], rehash=member["rehash"])
+            tar.close()
+            handle.flush()
+            if not isinstance(handle, PartsWriter):   # it syncs each part
+                os.fsync(handle.fileno())
+    finally:
+        bar.close()
+
+
+def bundle_json_sha_line(meta_bytes):
+    return ("%s  %s\n" % (sha256_bytes(meta_bytes), BUNDLE_JSON)).encode("ascii")
 
 
 def remove_other_form(output, split):
@@ -3639,6 +6741,14 @@ def remove_other_form(output, split):
         log.info("removing %s, left by an earlier run of this output",
                  os.path.basename(path))
         os.unlink(path)
+
+
+def existing_parts(output):
+    """Paths of the parts NAME.tar.NNN beside output."""
+    folder, base = os.path.split(output)
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                  if name.startswith(base) and
+                  full_match(PART_NUMBER_RE, name[len(base):]))
 
 
 def publish_parts(output, writer):
@@ -3660,844 +6770,6 @@ def publish_parts(output, writer):
     return index_path
 
 
-def large_bundle_bytes():
-    """The size from which bundle warns that a FAT32 stick cannot hold
-    its output (K8SO_LARGE_BUNDLE_BYTES sets another, for tests)."""
-    value = os.environ.get(LARGE_BUNDLE_ENV, "")
-    return int(value) if value.isdigit() else LARGE_BUNDLE_BYTES
-
-
-def warn_if_too_large_for_fat32(output):
-    size = os.path.getsize(output)
-    if size >= large_bundle_bytes():
-        log.warning("WARNING: %s is %s: a FAT32 stick cannot hold a file of "
-                    "4 GiB or more, and the copy would fail; run bundle again "
-                    "with --split fat32 to write it in parts that fit",
-                    output, human_size(size))
-
-
-# ===========================================================================
-# Bundle reader and verifier (standard library only)
-# ===========================================================================
-
-
-def is_image_ref(value):
-    return full_match(IMAGE_REF_RE, value) and len(value) <= 512
-
-
-def is_image_repository(value):
-    """A registry and path that image names are built under, such as
-    k8s.gcr.io or registry.local:5000/k8s (distribution's name grammar)."""
-    return full_match(IMAGE_NAME_RE, value) and len(value) <= 255
-
-
-def check_schema(value, schema, where, document=BUNDLE_JSON):
-    """BundleError naming the first field of value that schema refuses
-    (in bundle.json, or the document named)."""
-    kind, detail = schema
-
-    def bad(what):
-        raise BundleError("%s field %s %s: the bundle is damaged or was not "
-                          "made by this tool; rebuild it" % (document,
-                                                            where, what))
-    if kind == "const":
-        if type(value) is not type(detail) or value != detail:
-            bad("is %s, expected %s" % (_short_json(value), _short_json(detail)))
-    elif kind == "match":
-        if not full_match(detail, value):
-            bad("is %s, not a valid value" % _short_json(value))
-    elif kind == "int":
-        if type(value) is not int or value < 0:
-            bad("is %s, expected a whole number" % _short_json(value))
-    elif kind == "bool":
-        if type(value) is not bool:
-            bad("is %s, expected true or false" % _short_json(value))
-    elif kind == "either":
-        if value is not None:
-            check_schema(value, detail, where, document)
-    elif kind == "list":
-        inner, most = detail
-        if not isinstance(value, list) or len(value) > most:
-            bad("is %s, expected a list of at most %d" % (
-                type(value).__name__, most))
-        for number, item in enumerate(value):
-            check_schema(item, inner, "%s[%d]" % (where, number), document)
-    elif kind == "map":
-        key_re, inner, most = detail
-        if not isinstance(value, dict) or len(value) > most:
-            bad("is %s, expected an object of at most %d keys" % (
-                type(value).__name__, most))
-        for key in sorted(value):
-            if not full_match(key_re, key):
-                bad("has the name %s, which is not allowed" % _short_json(key))
-            check_schema(value[key], inner, "%s[%s]" % (where, json.dumps(key)),
-                         document)
-    elif kind == "record":
-        fields, required = detail
-        if not isinstance(value, dict):
-            bad("is %s, expected an object" % type(value).__name__)
-        for key in required:
-            if key not in value:
-                bad("has no %s" % key)
-        for key in sorted(value):
-            if key not in fields:
-                bad("has the unknown field %s" % _short_json(key))
-            check_schema(value[key], fields[key],
-                         "%s.%s" % (where, key) if where else key, document)
-
-
-def _short_json(value):
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError, RecursionError):
-        text = type(value).__name__
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def check_bundle_meta(meta):
-    """bundle.json against its schema, then what the schema cannot say:
-    every path it names is listed in files, the version is supported."""
-    check_schema(meta, BUNDLE_SCHEMA, "")
-    try:
-        check_supported(meta["kubernetes_version"])
-    except UserError as exc:
-        raise BundleError("%s field kubernetes_version: %s" % (BUNDLE_JSON, exc))
-    files = meta["files"]
-    named = (list(meta["binaries"].items()) + list(meta["archives"].items()) +
-             list(meta.get("systemd", {}).items()) +
-             [("flannel_manifest", meta.get("flannel_manifest"))] +
-             [("os_packages.%s" % os_id, package["path"])
-              for os_id, entry in sorted(meta.get("os_packages", {}).items())
-              for package in entry["packages"]])
-    for key, relpath in named:
-        if relpath is not None and relpath not in files:
-            raise BundleError("%s names %s for %s, which is not in its files: "
-                              "the bundle is damaged; rebuild it"
-                              % (BUNDLE_JSON, relpath, key))
-    for os_id, entry in sorted(meta.get("os_packages", {}).items()):
-        distro = DISTROS[os_id]
-        if (entry["id"], entry["version_id"], entry["family"]) != (
-                distro["id"], distro["version_id"], distro["family"]):
-            raise BundleError("%s field os_packages.%s is for %s %s (%s), not "
-                              "%s: the bundle is damaged; rebuild it" % (
-                                  BUNDLE_JSON, os_id, entry["id"],
-                                  entry["version_id"], entry["family"], os_id))
-        for package in entry["packages"]:
-            if (not package["path"].startswith(
-                    "%s/%s/" % (PACKAGES_DIR, os_id)) or
-                    not package["path"].endswith("." + entry["family"])):
-                raise BundleError("%s lists %s under os_packages.%s: the "
-                                  "bundle is damaged; rebuild it" % (
-                                      BUNDLE_JSON, package["path"], os_id))
-    for key, relpath in meta["binaries"].items():
-        if relpath != "%s/%s" % (BIN_DIR, key):
-            raise BundleError("%s field binaries.%s is %s, expected %s/%s: the "
-                              "bundle is damaged; rebuild it" % (
-                                  BUNDLE_JSON, key, relpath, BIN_DIR, key))
-    if meta["name"] != bundle_name(meta["kubernetes_version"], meta["arch"]):
-        raise BundleError("%s field name is %s, expected %s: the bundle is "
-                          "damaged; rebuild it" % (BUNDLE_JSON, meta["name"],
-                          bundle_name(meta["kubernetes_version"], meta["arch"])))
-
-
-def _check_member_name(name):
-    """Refuse tar member names that could land outside the target."""
-    if not name or name.startswith("/") or "\\" in name or "\x00" in name:
-        raise BundleError("unsafe path %r in the bundle: refusing it" % name)
-    parts = name.split("/")
-    if ".." in parts or "." in parts or "" in parts[:-1]:
-        raise BundleError("unsafe path %r in the bundle: refusing it" % name)
-
-
-def json_loads_bounded(raw, what):
-    """json.loads that gives a BundleError, never a crash, on bad input
-    (not UTF-8, not JSON, nested too deep)."""
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise BundleError("%s is not valid JSON: the bundle is damaged; "
-                          "recopy it" % what)
-
-
-class VerifiedReader(object):
-    """Reads one bundle member and hashes it on the way: the read that
-    completes the size bundle.json lists checks the sha256 and raises
-    before handing over those last bytes, so a member changed after
-    `verify` never reaches its consumer whole."""
-
-    def __init__(self, handle, relpath, size, sha256_hex):
-        self.handle = handle
-        self.relpath = relpath
-        self.left = size
-        self.expected = sha256_hex
-        self.digest = hashlib.sha256()
-        self.verified = False
-        if size == 0:
-            self._check()
-
-    def _check(self):
-        if self.handle.read(1):
-            raise BundleError("bundle member %s is longer than %s says: it "
-                              "changed after it was verified; recopy the "
-                              "bundle" % (self.relpath, BUNDLE_JSON))
-        if self.digest.hexdigest() != self.expected:
-            raise BundleError("bundle member %s fails its sha256 check: the "
-                              "bundle is damaged or changed after it was "
-                              "verified; recopy it" % self.relpath)
-        self.verified = True
-
-    def read(self, size=-1):
-        want = self.left if size is None or size < 0 else min(size, self.left)
-        parts = []
-        while want > 0:
-            block = self.handle.read(min(want, CHUNK))
-            if not block:
-                raise BundleError("bundle member %s is shorter than %s says: "
-                                  "the bundle is damaged or changed after it "
-                                  "was verified; recopy it"
-                                  % (self.relpath, BUNDLE_JSON))
-            self.digest.update(block)
-            self.left -= len(block)
-            want -= len(block)
-            parts.append(block)
-            if self.left == 0:
-                self._check()
-        return b"".join(parts)
-
-    def close(self):
-        self.handle.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-# -- split bundles (bundle --split) -----------------------------------------
-
-def parts_index_path(path):
-    """The index of the split bundle path names (the index itself, the
-    bundle's .tar name, or one of its parts), or None if it names none."""
-    path = os.path.abspath(path)
-    if path.endswith(PARTS_INDEX_SUFFIX):
-        return path
-    base, dot, number = path.rpartition(".")
-    if (dot and number.isdigit() and len(number) >= 3
-            and base.endswith(".tar")):
-        return base + PARTS_INDEX_SUFFIX
-    if not os.path.lexists(path) and os.path.lexists(path + PARTS_INDEX_SUFFIX):
-        return path + PARTS_INDEX_SUFFIX
-    return None
-
-
-def read_parts_index(index_path):
-    """The index, checked whole against its grammar: the part names are
-    exactly NAME.tar.000 on in order, the sizes add up, and every part but
-    the last is part_size bytes."""
-    index_name = os.path.basename(index_path)
-    raw = read_regular_file(index_path, "the split bundle's index %s"
-                            % index_name, 1024 * 1024)
-    index = json_loads_bounded(raw, index_name)
-    check_schema(index, PARTS_INDEX_SCHEMA, "", index_name)
-    bundle_file = index["bundle"]
-    parts = index["parts"]
-
-    def bad(what):
-        raise BundleError("%s %s: the split bundle is damaged; recopy it"
-                          % (index_name, what))
-    if index_name != bundle_file + PARTS_INDEX_SUFFIX:
-        bad("names the bundle %s, not %s" % (
-            bundle_file, index_name[:-len(PARTS_INDEX_SUFFIX)]))
-    if not parts or index["part_size"] < 1:
-        bad("lists no parts")
-    for number, part in enumerate(parts):
-        if part["name"] != part_name(bundle_file, number):
-            bad("lists %s as part %d" % (part["name"], number))
-        last = number == len(parts) - 1
-        if (part["size"] > index["part_size"] or part["size"] < 1
-                or (not last and part["size"] != index["part_size"])):
-            bad("gives %s the size %d with parts of %d" % (
-                part["name"], part["size"], index["part_size"]))
-    if sum(part["size"] for part in parts) != index["size"]:
-        bad("gives a total size that is not the sum of its parts")
-    return index
-
-
-class PartsReader(object):
-    """The parts of a split bundle read in place as one seekable file.
-
-    Every part is checked before use: present, a regular file, of the
-    size its index gives, and no part there that the index does not list.
-    Each part is hashed as its bytes are first read (reads that skip a few
-    bytes ahead, over tar headers, have the gap read too); the read that
-    completes a part checks its sha256.  check_all() hashes what is left
-    and names the first part that is wrong: a damaged, swapped or foreign
-    part is refused by name."""
-
-    def __init__(self, index_path):
-        self.folder = os.path.dirname(index_path)
-        index = read_parts_index(index_path)
-        self.index_name = os.path.basename(index_path)
-        self.parts = index["parts"]
-        self.starts = []
-        offset = 0
-        for part in self.parts:
-            self.starts.append(offset)
-            offset += part["size"]
-        self.size = offset
-        self.pos = 0
-        self.hashed = [0] * len(self.parts)
-        self.digests = [hashlib.sha256() for _ in self.parts]
-        self.current = None        # (part number, fd)
-        self.failed = None         # the first part found wrong, named
-        self._check_present(index["bundle"])
-
-    def _check_present(self, bundle_file):
-        listed = set(part["name"] for part in self.parts)
-        try:
-            names = os.listdir(self.folder)
-        except OSError as exc:
-            raise BundleError("cannot list %s: %s" % (self.folder, exc.strerror))
-        for name in sorted(names):
-            if (name.startswith(bundle_file) and name not in listed
-                    and full_match(PART_NUMBER_RE, name[len(bundle_file):])):
-                raise BundleError("part %s is not listed in %s: it is from "
-                                  "another bundle; remove it or recopy the "
-                                  "parts" % (name, self.index_name))
-        for number, part in enumerate(self.parts):
-            fd = self._open_part(number)
-            try:
-                size = os.fstat(fd).st_size
-            finally:
-                os.close(fd)
-            if size != part["size"]:
-                raise BundleError("part %s has %d bytes, %s says %d: it is "
-                                  "cut short or from another bundle; recopy "
-                                  "it" % (part["name"], size, self.index_name,
-                                          part["size"]))
-
-    def _open_part(self, number):
-        name = self.parts[number]["name"]
-        try:
-            fd = os.open(os.path.join(self.folder, name), os.O_RDONLY |
-                         os.O_NOFOLLOW | os.O_NONBLOCK | O_CLOEXEC)
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                raise BundleError("part %s is missing: copy every part listed "
-                                  "in %s" % (name, self.index_name))
-            raise BundleError("cannot read part %s: %s" % (
-                name, "a link" if exc.errno == errno.ELOOP else exc.strerror))
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise BundleError("part %s is not a regular file: refusing it"
-                              % name)
-        return fd
-
-    def _fd(self, number):
-        if self.current is None or self.current[0] != number:
-            self._close_current()
-            self.current = (number, self._open_part(number))
-        return self.current[1]
-
-    def _close_current(self):
-        if self.current is not None:
-            os.close(self.current[1])
-            self.current = None
-
-    def _part_at(self, offset):
-        """The number of the part holding byte offset of the bundle."""
-        return bisect.bisect_right(self.starts, offset) - 1
-
-    def _pread(self, number, offset, size):
-        block = os.pread(self._fd(number), size, offset)
-        if len(block) != size:
-            raise BundleError("part %s is shorter than %s says: it changed "
-                              "while being read; recopy it"
-                              % (self.parts[number]["name"], self.index_name))
-        return block
-
-    def _hash(self, number, offset, block):
-        """Feed the bytes at offset of part number to its hash if they
-        continue it (after reading a short gap), check a completed part."""
-        done = self.hashed[number]
-        if offset > done and offset - done <= PART_GAP_FILL:
-            self.digests[number].update(self._pread(number, done, offset - done))
-            done = offset
-        if offset <= done < offset + len(block):
-            self.digests[number].update(block[done - offset:])
-            done = offset + len(block)
-        self.hashed[number] = done
-        if done == self.parts[number]["size"]:
-            self.hashed[number] = done + 1      # checked: never again
-            if self.digests[number].hexdigest() != self.parts[number]["sha256"]:
-                self.failed = BundleError(
-                    "part %s fails its sha256 check: it is damaged, from "
-                    "another bundle, or the parts were renamed out of order; "
-                    "recopy it" % self.parts[number]["name"])
-                raise self.failed
-
-    def read(self, size=-1):
-        if size is None or size < 0:
-            size = self.size - self.pos
-        out = []
-        while size > 0 and self.pos < self.size:
-            number = self._part_at(self.pos)
-            offset = self.pos - self.starts[number]
-            take = min(size, self.parts[number]["size"] - offset, CHUNK)
-            block = self._pread(number, offset, take)
-            self._hash(number, offset, block)
-            out.append(block)
-            self.pos += take
-            size -= take
-        return b"".join(out)
-
-    def check_all(self):
-        """Hash what is left of every part; BundleError naming the first
-        part whose sha256 is not the index's (or the one a read found)."""
-        if self.failed is not None:
-            raise self.failed
-        for number, part in enumerate(self.parts):
-            while self.hashed[number] < part["size"]:
-                done = self.hashed[number]
-                self._hash(number, done, self._pread(
-                    number, done, min(CHUNK, part["size"] - done)))
-
-    def seek(self, offset, whence=0):
-        if whence == 1:
-            offset += self.pos
-        elif whence == 2:
-            offset += self.size
-        if offset < 0:
-            raise OSError(errno.EINVAL, "negative seek")
-        self.pos = offset
-        return self.pos
-
-    def tell(self):
-        return self.pos
-
-    def seekable(self):
-        return True
-
-    def readable(self):
-        return True
-
-    def close(self):
-        self._close_current()
-
-
-class Bundle(object):
-    """A bundle, either the .tar as made or its extracted top directory.
-
-    ``meta`` is bundle.json, read once and checked against its schema.
-    ``open(relpath)`` gives a VerifiedReader of a listed member: every byte
-    that leaves the bundle is hashed on the way.  Nothing is extracted: a
-    tar is read in place (it is uncompressed, so members can be seeked);
-    in a folder every path component is opened without following links.
-    """
-
-    def __init__(self, path):
-        self.path = os.path.abspath(path)
-        self.tar = None
-        self.dir_fd = None
-        self.parts = None
-        self.members = {}
-        self.folders = set()
-        self.top = ""
-        index = parts_index_path(self.path)
-        if index is not None:
-            self._open_parts(index)
-            return
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | O_CLOEXEC)
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                raise BundleError("bundle %s does not exist: give the bundle "
-                                  ".tar or its extracted folder" % path)
-            raise BundleError("cannot open the bundle %s: %s" % (
-                path, exc.strerror))
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            self.kind = "dir"
-            self.dir_fd = fd
-            try:
-                os.close(self._open_dir_member(BUNDLE_JSON)[0])
-            except BundleError:
-                self.close()
-                raise BundleError("%s has no %s: point --bundle at the "
-                                  "extracted bundle folder or the .tar"
-                                  % (self.path, BUNDLE_JSON))
-        elif stat.S_ISREG(mode):
-            self.kind = "tar"
-            self._index_tar(os.fdopen(fd, "rb"))
-        else:
-            os.close(fd)
-            raise BundleError("bundle %s is not a file or folder: give the "
-                              "bundle .tar or its extracted folder" % path)
-        try:
-            self.meta = self._load_meta()
-        except BaseException:
-            self.close()
-            raise
-
-    def _open_parts(self, index):
-        """A split bundle: its parts read in place as one tar.  When the
-        tar or bundle.json is wrong, the part that makes it so is named."""
-        self.kind = "tar"
-        self.parts = PartsReader(index)
-        try:
-            try:
-                self._index_tar(self.parts)
-                self.meta = self._load_meta()
-            except BundleError:
-                self.check_parts()
-                raise
-        except BaseException:
-            self.close()
-            self.parts.close()
-            raise
-
-    def check_parts(self):
-        """Every part of a split bundle matches its sha256: BundleError
-        naming the first that does not (nothing for other bundles)."""
-        if self.parts is not None:
-            self.parts.check_all()
-
-    # -- tar access ---------------------------------------------------------
-    def _index_tar(self, handle):
-        try:
-            self.tar = tarfile.open(fileobj=handle, mode="r:")
-        except (tarfile.TarError, OSError) as exc:
-            handle.close()
-            raise BundleError("%s is not a readable bundle tar: %s"
-                              % (self.path, exc))
-        tops = set()
-        count = 0
-        try:
-            for member in self.tar:
-                count += 1
-                if count > MAX_BUNDLE_MEMBERS:
-                    raise BundleError("bundle has more than %d members: "
-                                      "refusing it" % MAX_BUNDLE_MEMBERS)
-                _check_member_name(member.name.rstrip("/"))
-                top, _, rel = member.name.rstrip("/").partition("/")
-                tops.add(top)
-                if member.isdir():
-                    if rel:
-                        self.folders.add(rel)
-                    continue
-                if not member.isfile():
-                    raise BundleError("bundle member %s is a link or device: "
-                                      "refusing it" % member.name)
-                if rel in self.members:
-                    raise BundleError("bundle member %s appears twice: "
-                                      "refusing it" % member.name)
-                self.members[rel] = member
-                # Free tarfile's growing member list as we go.
-                self.tar.members = []
-            if len(tops) != 1:
-                raise BundleError("bundle must have exactly one top folder, "
-                                  "found %s" % (", ".join(sorted(tops)) or "none"))
-        except tarfile.TarError as exc:
-            self.close()
-            raise BundleError("%s is truncated or damaged: %s" % (self.path, exc))
-        except BaseException:
-            self.close()
-            raise
-        self.top = tops.pop()
-
-    # -- folder access ------------------------------------------------------
-    def _open_dir_member(self, relpath):
-        """(fd, stat) of a regular file in the folder, every component
-        opened without following a link; BundleError otherwise."""
-        _check_member_name(relpath)
-        parts = relpath.split("/")
-        current = self.dir_fd
-        try:
-            for part in parts[:-1]:
-                try:
-                    following = os.open(part, os.O_RDONLY | os.O_DIRECTORY |
-                                        os.O_NOFOLLOW | O_CLOEXEC,
-                                        dir_fd=current)
-                except OSError as exc:
-                    self._member_error(relpath, exc)
-                if current != self.dir_fd:
-                    os.close(current)
-                current = following
-            try:
-                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW |
-                             os.O_NONBLOCK | O_CLOEXEC, dir_fd=current)
-            except OSError as exc:
-                self._member_error(relpath, exc)
-        finally:
-            if current != self.dir_fd:
-                os.close(current)
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise BundleError("bundle member %s is not a regular file: "
-                              "refusing it" % relpath)
-        return fd, st
-
-    @staticmethod
-    def _member_error(relpath, exc):
-        if exc.errno == errno.ENOENT:
-            raise BundleError("bundle member %s is missing: rebuild or recopy "
-                              "the bundle" % relpath)
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
-            raise BundleError("bundle member %s is a link or not a regular "
-                              "file: refusing it" % relpath)
-        raise BundleError("cannot read bundle member %s: %s"
-                          % (relpath, exc.strerror))
-
-    def _walk_folder(self):
-        """(files, folders) under the folder, nothing followed; a link,
-        FIFO or device anywhere is refused."""
-        files, folders = [], set()
-        pending = [""]
-        while pending:
-            prefix = pending.pop()
-            try:
-                entries = sorted(os.listdir(os.path.join(self.path, prefix)
-                                            if prefix else self.path))
-            except OSError as exc:
-                raise BundleError("cannot list %s in the bundle: %s"
-                                  % (prefix or ".", exc.strerror))
-            for name in entries:
-                rel = prefix + "/" + name if prefix else name
-                if rel == JOIN_FILE_NAME:
-                    continue
-                mode = os.lstat(os.path.join(self.path, rel)).st_mode
-                if stat.S_ISDIR(mode):
-                    folders.add(rel)
-                    pending.append(rel)
-                elif stat.S_ISREG(mode):
-                    files.append(rel)
-                else:
-                    raise BundleError("bundle member %s is a link or device: "
-                                      "refusing it" % rel)
-                if len(files) + len(folders) > MAX_BUNDLE_MEMBERS:
-                    raise BundleError("bundle has more than %d members: "
-                                      "refusing it" % MAX_BUNDLE_MEMBERS)
-        return sorted(files), folders
-
-    # -- either -------------------------------------------------------------
-    def _load_meta(self):
-        if self.size(BUNDLE_JSON) > MAX_BUNDLE_JSON_BYTES:
-            raise BundleError("%s is too large: this is not a k8s-offline "
-                              "bundle" % BUNDLE_JSON)
-        try:
-            with self.open_raw(BUNDLE_JSON) as handle:
-                raw = handle.read(MAX_BUNDLE_JSON_BYTES + 1)
-            with self.open_raw(BUNDLE_JSON_SHA) as handle:
-                recorded = handle.read(200).decode("ascii", "replace").split()
-        except BundleError:
-            raise BundleError("%s or %s is missing or not a file: this is not "
-                              "a complete k8s-offline bundle"
-                              % (BUNDLE_JSON, BUNDLE_JSON_SHA))
-        if not recorded or recorded[0] != sha256_bytes(raw):
-            raise BundleError("bundle member %s fails its sha256 check (%s): "
-                              "the bundle is damaged; recopy it"
-                              % (BUNDLE_JSON, BUNDLE_JSON_SHA))
-        meta = json_loads_bounded(raw, "%s in %s" % (BUNDLE_JSON, self.path))
-        if (not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT
-                or type(meta.get("format")) is not int):
-            raise BundleError("%s is not a k8s-offline bundle of format %d: "
-                              "use a bundle made by this tool"
-                              % (self.path, BUNDLE_FORMAT))
-        check_bundle_meta(meta)
-        self.meta_sha256 = sha256_bytes(raw)
-        return meta
-
-    def names(self):
-        if self.kind == "tar":
-            return sorted(self.members)
-        files, self.folders = self._walk_folder()
-        return files
-
-    def size(self, relpath):
-        if self.kind == "tar":
-            if relpath not in self.members:
-                raise BundleError("bundle member %s is missing" % relpath)
-            return self.members[relpath].size
-        fd, st = self._open_dir_member(relpath)
-        os.close(fd)
-        return st.st_size
-
-    def data_offset(self, relpath):
-        """Where a member's bytes start in the tar (0 in a folder)."""
-        member = self.members.get(relpath) if self.kind == "tar" else None
-        return member.offset_data if member is not None else 0
-
-    def open_raw(self, relpath):
-        """A file object of a member as it is now, not checked: only for
-        `verify` and bundle.json, which check what they read themselves."""
-        if self.kind == "tar":
-            if relpath not in self.members:
-                raise BundleError("bundle member %s is missing" % relpath)
-            return self.tar.extractfile(self.members[relpath])
-        return os.fdopen(self._open_dir_member(relpath)[0], "rb")
-
-    def open(self, relpath):
-        """A VerifiedReader of a member bundle.json lists."""
-        entry = self.meta["files"].get(relpath)
-        if entry is None:
-            raise BundleError("bundle member %s is not listed in %s: the "
-                              "bundle is damaged; rebuild it"
-                              % (relpath, BUNDLE_JSON))
-        return VerifiedReader(self.open_raw(relpath), relpath, entry["size"],
-                              entry["sha256"])
-
-    def read_member(self, relpath, cap=None):
-        """The verified bytes of a member (small ones: units, manifests,
-        archives that are unpacked from memory)."""
-        size = self.meta["files"].get(relpath, {}).get("size", 0)
-        if cap is not None and size > cap:
-            raise BundleError("bundle member %s is %d bytes, more than the "
-                              "%d expected: the bundle is damaged; rebuild it"
-                              % (relpath, size, cap))
-        with self.open(relpath) as handle:
-            return handle.read()
-
-    def read_json(self, relpath):
-        return json_loads_bounded(self.read_member(relpath, MAX_IMAGE_JSON_BYTES),
-                                  "bundle member %s" % relpath)
-
-    def close(self):
-        if self.tar is not None:
-            self.tar.fileobj.close()
-            self.tar.close()
-            self.tar = None
-        if self.dir_fd is not None:
-            os.close(self.dir_fd)
-            self.dir_fd = None
-
-    # -- facts --------------------------------------------------------------
-    @property
-    def kubernetes_version(self):
-        return self.meta["kubernetes_version"]
-
-    @property
-    def arch(self):
-        return self.meta["arch"]
-
-    def images_for_role(self, role):
-        """Image entries a node of this role needs ('master' or 'worker')."""
-        images = self.meta["images"]
-        if role == "master":
-            return list(images)
-        return [image for image in images
-                if image["name"] in WORKER_IMAGE_NAMES or image.get("extra")]
-
-
-def verify_bundle(bundle, progress=True):
-    """Check every byte of a bundle against bundle.json; BundleError if not.
-    In a split bundle, whatever is wrong is laid at the part that makes it
-    so, when a part does: every part is hashed to the end."""
-    try:
-        check_every_member(bundle, progress)
-        bundle.check_parts()
-    except BundleError:
-        bundle.check_parts()
-        raise
-
-
-def check_every_member(bundle, progress):
-    """The checks of verify_bundle.
-
-    Checks: every listed file is present with its size and sha256; no file,
-    folder or link is there that is not listed; every blob is named by its
-    own digest; every image's manifest, config and layers are present and
-    the manifest names exactly the config and layers bundle.json records.
-    """
-    files = bundle.meta["files"]
-    if not files:
-        raise BundleError("%s lists no files: the bundle is damaged" % BUNDLE_JSON)
-    present = set(bundle.names()) - {BUNDLE_JSON, BUNDLE_JSON_SHA}
-    unlisted = sorted(present - set(files))
-    if unlisted:
-        raise BundleError("bundle member %s is not listed in %s: refusing the "
-                          "bundle" % (unlisted[0], BUNDLE_JSON))
-    needed = set()
-    for relpath in files:
-        parts = relpath.split("/")
-        needed.update("/".join(parts[:i]) for i in range(1, len(parts)))
-    stray = sorted(bundle.folders - needed)
-    if stray:
-        raise BundleError("bundle folder %s is not listed in %s: refusing the "
-                          "bundle" % (stray[0], BUNDLE_JSON))
-    total = 0
-    for relpath, entry in files.items():
-        _check_member_name(relpath)
-        if relpath not in present:
-            raise BundleError("bundle member %s is missing: rebuild or recopy "
-                              "the bundle" % relpath)
-        total += entry["size"]
-    bar = Progress(total, "verify", enabled=progress)
-    try:
-        # In the order the tar holds them: one pass over a stick, which
-        # also hashes a split bundle's parts on the way.
-        for relpath in sorted(files, key=lambda p: (bundle.data_offset(p), p)):
-            entry = files[relpath]
-            if bundle.size(relpath) != entry["size"]:
-                raise BundleError("bundle member %s has size %d, expected %d: "
-                                  "the bundle is damaged; recopy it"
-                                  % (relpath, bundle.size(relpath), entry["size"]))
-            with bundle.open(relpath) as handle:
-                for block in iter(lambda: handle.read(CHUNK), b""):
-                    bar.update(len(block))
-            if (relpath.startswith(IMAGES_DIR + "/blobs/sha256/") and
-                    relpath.rsplit("/", 1)[1] != entry["sha256"]):
-                raise BundleError("blob %s is not named by its digest" % relpath)
-    finally:
-        bar.close()
-    _verify_image_graph(bundle, files)
-
-
-def _verify_image_graph(bundle, files):
-    """Every image's manifest names the config and layers that are there."""
-    for image in bundle.meta["images"]:
-        manifest_path = _blob_path(image["manifest_digest"])
-        if manifest_path not in files:
-            raise BundleError("image %s: manifest blob is missing" % image["ref"])
-        manifest = bundle.read_json(manifest_path)
-        config = manifest.get("config") if isinstance(manifest, dict) else None
-        layers = manifest.get("layers") if isinstance(manifest, dict) else None
-        if (not isinstance(config, dict) or not isinstance(layers, list) or
-                not all(isinstance(layer, dict) for layer in layers)):
-            raise BundleError("image %s: its manifest is not an image manifest: "
-                              "the bundle is damaged; rebuild it" % image["ref"])
-        if (config.get("digest") != image["config_digest"] or
-                [layer.get("digest") for layer in layers] != image["layers"]):
-            raise BundleError("image %s: manifest does not match %s"
-                              % (image["ref"], BUNDLE_JSON))
-        for digest in [image["config_digest"]] + image["layers"]:
-            if _blob_path(digest) not in files:
-                raise BundleError("image %s: blob %s is missing"
-                                  % (image["ref"], digest))
-
-
-def _up_to_date(output, name, meta_bytes):
-    """True if output already is this exact bundle (same bundle.json, every
-    member present with its size): a warm re-run then writes nothing."""
-    if not os.path.isfile(output):
-        return False
-    try:
-        bundle = Bundle(output)
-    except UserError:
-        return False
-    try:
-        with bundle.open_raw(BUNDLE_JSON) as handle:
-            if handle.read() != meta_bytes or bundle.top != name:
-                return False
-        files = bundle.meta["files"]
-        return (set(bundle.members) - {BUNDLE_JSON, BUNDLE_JSON_SHA} ==
-                set(files) and all(
-                bundle.members[p].size == e["size"] for p, e in files.items()))
-    finally:
-        bundle.close()
-
-
 def write_whole_bundle(output, partial, name, meta_bytes, members, progress):
     """(fresh, path): the bundle as one .tar, unless output already is it."""
     if _up_to_date(output, name, meta_bytes):
@@ -4509,1147 +6781,663 @@ def write_whole_bundle(output, partial, name, meta_bytes, members, progress):
     return True, output
 
 
-def write_split_bundle(output, partial, name, meta_bytes, members, progress,
-                       part_size):
-    """(fresh, index path): the bundle as parts of part_size bytes and
-    their index, unless those already are it."""
-    index_path = output + PARTS_INDEX_SUFFIX
-    os.unlink(partial)
-    if (_up_to_date(index_path, name, meta_bytes)
-            and read_parts_index(index_path)["part_size"] == part_size):
-        return False, index_path
-    writer = PartsWriter(output, part_size, partial[len(output):])
-    try:
-        write_bundle(None, name, meta_bytes, members, progress, handle=writer)
-        remove_other_form(output, split=True)
-        publish_parts(output, writer)
-    except BaseException:
-        writer.remove()
-        raise
-    log.info("%d parts of at most %s; `cat %s.[0-9]* > %s` gives the whole "
-             "tar", len(writer.parts), human_size(part_size),
-             os.path.basename(output), os.path.basename(output))
-    return True, index_path
-
-
 def bundle_output_size(path):
     if path.endswith(PARTS_INDEX_SUFFIX):
         return read_parts_index(path)["size"]
     return os.path.getsize(path)
 
 
-# ===========================================================================
-# Host preparation (install mode)
-# ===========================================================================
+def warn_if_too_large_for_fat32(output):
+    size = os.path.getsize(output)
+    if size >= large_bundle_bytes():
+        log.warning("WARNING: %s is %s: a FAT32 stick cannot hold a file of "
+                    "4 GiB or more, and the copy would fail; run bundle again "
+                    "with --split fat32 to write it in parts that fit",
+                    output, human_size(size))
 
 
-def current_euid():
-    """The effective uid; tests replace this to act as another user."""
-    return os.geteuid()
+def large_bundle_bytes():
+    """The size from which bundle warns that a FAT32 stick cannot hold
+    its output (K8SO_LARGE_BUNDLE_BYTES sets another, for tests)."""
+    value = os.environ.get(LARGE_BUNDLE_ENV, "")
+    return int(value) if value.isdigit() else LARGE_BUNDLE_BYTES
 
 
-def now():
-    """The clock every wait loop reads; tests replace it."""
-    return time.time()
+# Where images are pulled from when bundling, and the name kubeadm looks
+# for them under on the hosts (k8s.gcr.io is kubeadm's default up to 1.24).
+DEFAULT_PULL_REPOSITORY = "registry.k8s.io"
+
+KUBE_RELEASE_URL = "https://dl.k8s.io/release/{version}/bin/linux/{arch}/{name}"
+CRICTL_URL = ("https://github.com/kubernetes-sigs/cri-tools/releases/"
+              "download/{crictl}/crictl-{crictl}-linux-{arch}.tar.gz")
+DOCKER_STATIC_VERSION = "19.03.15"
+DOCKER_STATIC_URL = ("https://download.docker.com/linux/static/stable/"
+                     "{docker_arch}/docker-{docker}.tgz")
+
+# containerd and runc from their upstream static releases (--with-containerd),
+# checked against the .sha256sum files published beside them (or a
+# --checksum-file naming them).  The unit is k8s-offline's own, written like
+# upstream's containerd.service, since upstream publishes no checksum for it.
+CONTAINERD_VERSION = "1.6.20"
+RUNC_VERSION = "1.1.5"
+CONTAINERD_URL = ("https://github.com/containerd/containerd/releases/download/"
+                  "v{containerd}/containerd-{containerd}-linux-{arch}.tar.gz")
+RUNC_URL = ("https://github.com/opencontainers/runc/releases/download/"
+            "v{runc}/runc.{arch}")
+RUNC_SUMS_URL = ("https://github.com/opencontainers/runc/releases/download/"
+                 "v{runc}/runc.sha256sum")
+
+# The distributions whose packages `bundle --os ID` carries.  For each: the
+# os-release ID and VERSION_ID (its major part for RPM distributions) it
+# serves, the package family, the archive's URL per architecture, the apt
+# suite and components or the RPM repositories, what a minimal install has,
+# and the packages kubeadm and the kubelet need.  The minimal install is
+# taken from the metadata: for apt every Priority "required" or Essential
+# package and what they depend on (debootstrap's minbase, the smallest
+# Debian or Ubuntu: it has no "important" packages); for RPM the names below
+# (part of the @core group's mandatory list in comps.xml), again with what
+# they depend on.  A smaller minimal set only makes the bundle larger, never
+# wrong: the install side installs just what the host lacks.
+DEB_PACKAGES = ("conntrack", "socat", "ebtables", "ethtool", "ipset",
+                "iptables", "iproute2", "kmod", "procps", "mount",
+                "util-linux")
+RPM_PACKAGES = ("conntrack-tools", "socat", "ethtool", "ipset", "iptables",
+                "iproute", "kmod", "procps-ng", "util-linux")
+
+# kubeadm, kubelet and kubectl are taken from the node release tarball
+# where the release table pins its sha512 (as the release notes published
+# it), so they are checked against a value the release itself published, and
+# against the .sha256 files beside the single binaries.
+NODE_TARBALL_URL = "https://dl.k8s.io/{version}/kubernetes-node-linux-{arch}.tar.gz"
+
+MIN_PART_SIZE = 1024 * 1024
+# FAT32 cannot hold a file of 4 GiB or more: its largest is 4 GiB - 1 byte.
+FAT32_MAX_FILE = 4 * 1024 ** 3 - 1
+# bundle warns when its unsplit output reaches this size; the environment
+# variable (for tests) sets another threshold in bytes.
+LARGE_BUNDLE_BYTES = FAT32_MAX_FILE + 1
+LARGE_BUNDLE_ENV = "K8SO_LARGE_BUNDLE_BYTES"
+
+# Images bundled from elsewhere than a registry (--extra-image
+# docker-daemon:REF, --extra-image-archive FILE), by bundle.json "origin".
+DOCKER_DAEMON_PREFIX = "docker-daemon:"
+
+# Media types of image manifests.
+MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+
+MT_DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
+MT_DOCKER_SCHEMA1_SIGNED = (
+    "application/vnd.docker.distribution.manifest.v1+prettyjws")
+MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+# What `docker save` writes: uncompressed layers, digest = diff_id.
+MT_DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
+
+INDEX_TYPES = (MT_OCI_INDEX, MT_DOCKER_LIST)
+
+SCHEMA1_TYPES = (MT_DOCKER_SCHEMA1, MT_DOCKER_SCHEMA1_SIGNED)
+
+# systemd units of the official kubelet packages.
+KUBELET_SERVICE = """\
+[Unit]
+Description=kubelet: The Kubernetes Node Agent
+Documentation=https://kubernetes.io/docs/home/
+
+[Service]
+ExecStart=/usr/bin/kubelet
+Restart=always
+StartLimitInterval=0
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+KUBEADM_DROPIN = """\
+# Note: This dropin only works with kubeadm and kubelet v1.11+
+[Service]
+Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/\
+bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
+Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
+# This is a file that "kubeadm init" and "kubeadm join" generates at runtime,
+# populating the KUBELET_KUBEADM_ARGS variable dynamically
+EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
+# This is a file that the user can use for overrides of the kubelet args as a
+# last resort. Preferably, the user should use the .NodeRegistration.
+# KubeletExtraArgs object in the configuration files instead.
+EnvironmentFile=-/etc/default/kubelet
+ExecStart=
+ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS \
+$KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+"""
+
+# Units of the static Docker (--with-docker): its containerd runs as a unit
+# of its own, so `--cri containerd` can use it too.  Install mode installs
+# these files from the bundle, never from here.
+DOCKER_SERVICE = """\
+[Unit]
+Description=Docker Application Container Engine (static binaries, k8s-offline)
+After=network-online.target containerd.service
+Wants=network-online.target containerd.service
+
+[Service]
+Type=notify
+ExecStart=/usr/bin/dockerd --containerd=/run/containerd/containerd.sock
+ExecReload=/bin/kill -s HUP $MAINPID
+LimitNOFILE=1048576
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+"""
+CONTAINERD_SERVICE = """\
+[Unit]
+Description=containerd container runtime (static binaries, k8s-offline)
+After=network.target local-fs.target
+
+[Service]
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=/usr/bin/containerd
+Type=simple
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=5
+LimitNPROC=infinity
+LimitCORE=infinity
+LimitNOFILE=1048576
+TasksMax=infinity
+
+[Install]
+WantedBy=multi-user.target
+"""
+# --with-containerd: the unit upstream ships with containerd (its binaries in
+# /usr/local/bin, runc in /usr/local/sbin), written here because upstream
+# publishes no checksum for it.
+CONTAINERD_LOCAL_SERVICE = """\
+[Unit]
+Description=containerd container runtime (upstream static release, k8s-offline)
+Documentation=https://containerd.io
+After=network.target local-fs.target
+
+[Service]
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=/usr/local/bin/containerd
+Type=notify
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=5
+LimitNPROC=infinity
+LimitCORE=infinity
+LimitNOFILE=infinity
+TasksMax=infinity
+OOMScoreAdjust=-999
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# Bumped whenever the conversion's output changes, so conversions cached by
+# an older version (version 1 wrote "created": "") are not reused.
+SCHEMA1_CONVERSION = 2
+# What Go's time.Time reads from JSON (RFC 3339), and the zero time Docker's
+# own schema1 pull writes where a v1Compatibility entry has no `created`.
+RFC3339_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?"
+                        r"(Z|[+-]\d\d:\d\d)\Z")
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+# bundle --os: the most a Release or repomd.xml may be, and primary.xml's
+# XML namespaces.
+MAX_RELEASE_BYTES = 16 * 1024 * 1024
+REPO_NS = "{http://linux.duke.edu/metadata/repo}"
+COMMON_NS = "{http://linux.duke.edu/metadata/common}"
+RPM_NS = "{http://linux.duke.edu/metadata/rpm}"
+
+# Small documents of docker-archive and OCI-archive tars, kept in memory;
+# every other member (layers, configs, blobs) streams into the cache.
+ARCHIVE_DOCUMENTS = ("manifest.json", "index.json", "oci-layout",
+                     "repositories")
+MAX_ARCHIVE_MEMBERS = 100000
+ARCHIVE_STREAM_BUFSIZE = 16 * 1024         # compressed bytes inflated at once
+# --split sizes: 4G, 700M, 1048576 (or fat32).
+SPLIT_SIZE_RE = re.compile(r"([0-9]{1,15})([KMGT]?)(?:i?B)?", re.IGNORECASE)
+
+# The documents of a docker-archive or OCI archive (--extra-image-archive),
+# as the image-spec and docker save write them: checked before any is used.
+MEDIA_TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#\$&^_.+-]{0,126}/"
+                           r"[A-Za-z0-9][A-Za-z0-9!#\$&^_.+-]{0,126}")
+_ARCHIVE_TEXT = ("match", re.compile(r"[^\x00]{0,4096}", re.S))
+_ARCHIVE_NAME = ("match", re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:+-]{0,500}"))
+_MEDIA_TYPE = ("match", MEDIA_TYPE_RE)
+_ANNOTATIONS = ("map", (re.compile(r"[^\x00-\x1f]{1,256}"), _ARCHIVE_TEXT,
+                        256))
+_PLATFORM = ("record", ({
+    "architecture": ("match", TEXT_RE), "os": ("match", TEXT_RE),
+    "variant": ("match", TEXT_RE), "os.version": _ARCHIVE_TEXT,
+    "os.features": ("list", (_ARCHIVE_TEXT, 64)),
+    "features": ("list", (_ARCHIVE_TEXT, 64))}, ("architecture", "os")))
+DESCRIPTOR_SCHEMA = ("record", ({
+    "mediaType": _MEDIA_TYPE, "digest": _DIGEST, "size": ("int", None),
+    "annotations": _ANNOTATIONS, "urls": ("list", (_ARCHIVE_TEXT, 16)),
+    "platform": _PLATFORM, "artifactType": _MEDIA_TYPE,
+    "data": _ARCHIVE_TEXT}, ("mediaType", "digest")))
+DOCKER_ARCHIVE_SCHEMA = ("list", (("record", ({
+    "Config": _ARCHIVE_NAME,
+    "RepoTags": ("either", ("list", (("match", IMAGE_REF_RE), 256))),
+    "Layers": ("list", (_ARCHIVE_NAME, 1000)),
+    "LayerSources": ("map", (DIGEST_RE, DESCRIPTOR_SCHEMA, 1000))},
+    ("Config", "Layers"))), 10000))
+OCI_INDEX_SCHEMA = ("record", ({
+    "schemaVersion": ("const", 2), "mediaType": _MEDIA_TYPE,
+    "manifests": ("list", (DESCRIPTOR_SCHEMA, 10000)),
+    "annotations": _ANNOTATIONS, "artifactType": _MEDIA_TYPE,
+    "subject": DESCRIPTOR_SCHEMA}, ("manifests",)))
+OCI_MANIFEST_SCHEMA = ("record", ({
+    "schemaVersion": ("const", 2), "mediaType": _MEDIA_TYPE,
+    "config": DESCRIPTOR_SCHEMA, "layers": ("list", (DESCRIPTOR_SCHEMA, 1000)),
+    "annotations": _ANNOTATIONS, "artifactType": _MEDIA_TYPE,
+    "subject": DESCRIPTOR_SCHEMA}, ("config", "layers")))
+ARCHIVE_FIX = "give a docker-archive (docker save) or an OCI archive"
+
+MANIFEST_ACCEPT = ", ".join((MT_OCI_INDEX, MT_DOCKER_LIST, MT_OCI_MANIFEST,
+                             MT_DOCKER_MANIFEST, MT_DOCKER_SCHEMA1_SIGNED,
+                             MT_DOCKER_SCHEMA1))
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+HTTP_ATTEMPTS = 5
+
+DOWNLOAD_CHUNK = 1 << 16         # what a kill can lose of a download in flight
+
+DOCKER_HUB_API = "registry-1.docker.io"
 
 
-def sleep(seconds):
-    """The pause every wait loop takes; tests replace it."""
-    time.sleep(seconds)
+def cmd_images(args):
+    version = normalize_version(args.kubernetes_version)
+    valid_arch(args.arch)
+    for image in plan_images(version, args.arch, args.image_repository,
+                             extra_image_refs(args)):
+        print(image["source"] if is_registry_image(image) else
+              "%s:%s" % (image["origin"], image["source"]))
+    return 0
 
 
-class CommandResult(object):
-    def __init__(self, argv, returncode, stdout="", stderr=""):
-        self.argv = list(argv)
-        self.returncode = returncode
-        self.stdout = stdout
-        self.stderr = stderr
+class BundleContext(object):
+    """bundle's context, built once from the flags before a byte is fetched
+    (every flag checked here): the version, arch, mirrors, the images and
+    files planned, the checksums vouched for and the output.  What the
+    phases fetch and make goes into .found, one record."""
 
-    @property
-    def ok(self):
-        return self.returncode == 0
+    command = "bundle"
 
-    def output(self):
-        return (self.stdout or "") + (self.stderr or "")
+    def __init__(self, args):
+        self.args, self.skip = args, set()
+        self.dry_run = bool(getattr(args, "dry_run", False))
+        # bundle's output stays what it always was: its phases are logged
+        # under -v, and in a dry run, which shows nothing else.
+        self.phase_log_level = logging.INFO if self.dry_run else logging.DEBUG
+        self.started = time.time()
+        self.version = version = normalize_version(args.kubernetes_version)
+        self.arch = arch = valid_arch(args.arch)
+        version_facts(version)
+        self.registry_mirrors = dict(parse_mapping(m, "--registry-mirror")
+                                     for m in args.registry_mirror)
+        self.file_mirrors = [parse_mapping(m, "--file-mirror")
+                             for m in args.file_mirror]
+        if args.jobs < 1 or args.jobs > 64:
+            raise UserError("bad --jobs %d: give a number from 1 to 64"
+                            % args.jobs)
+        if not 1 <= args.timeout <= 3600:
+            raise UserError("bad --timeout %g: give 1 to 3600 seconds"
+                            % args.timeout)
+        images = plan_images(version, arch, args.image_repository,
+                             extra_image_refs(args))
+        if args.with_docker and args.with_containerd:
+            raise UserError("--with-docker and --with-containerd both carry "
+                            "containerd: give one of them")
+        self.os_ids = valid_os_ids(args.os, arch)
+        if args.os_keyring and not os.path.isfile(args.os_keyring):
+            raise UserError("--os-keyring %s is not a file: give a keyring "
+                            "gpgv reads (gpg --export output)"
+                            % args.os_keyring)
+        self.files = plan_files(version, arch, with_docker=args.with_docker,
+                                with_containerd=args.with_containerd)
+        tarball = NODE_TARBALL_URL.format(version=version,
+                                          arch=arch).rsplit("/", 1)[1]
+        vouched = {}
+        self.node_sha512 = version_facts(version)["node_sha512"].get(arch)
+        self.node_source = ("release notes (sha512 of %s, pinned table)"
+                            % tarball)
+        if args.checksum_file:
+            checksums, sha512s = read_checksum_file(args.checksum_file)
+            self.node_sha512 = sha512s.get(tarball)
+            self.node_source = "--checksum-file %s (sha512 of %s)" % (
+                args.checksum_file, tarball)
+            vouched = dict((name, (hexd, "--checksum-file %s"
+                                   % args.checksum_file))
+                           for name, hexd in checksums.items())
+            log.warning("NOTE: checksums come from %s, not the built-in "
+                        "table (%d entries)", args.checksum_file,
+                        len(checksums) + len(sha512s))
+        self.part_size = parse_split_size(args.split) if args.split else None
+        self.name = bundle_name(version, arch)
+        self.output = os.path.abspath(args.output or os.path.join(
+            "bundle", self.name + ".tar"))
+        self.progress = not args.no_progress
+        self.found = BundleFound(images, vouched)
 
-
-class Runner(object):
-    """Every command the install phases run goes through here.
-
-    A command is either a read (``change=False``: it looks at the host and
-    runs even under --dry-run) or a change (printed, not run, under
-    --dry-run).  Tests replace ``_execute`` and ``_execute_piped`` with a
-    recorder that returns canned results.
-    """
-
-    def __init__(self, dry_run=False):
-        self.dry_run = dry_run
-
-    def run(self, argv, change=True, check=True, timeout=300, tee=None,
-            input_text=None, what=None):
-        """Run argv; a failing command with check=True raises UserError.
-
-        tee: a host path; the output is shown on the screen as it comes and
-        also written there.
-        """
-        argv = [str(part) for part in argv]
-        if change and self.dry_run:
-            log.info("  would run: %s", " ".join(argv))
-            return CommandResult(argv, 0)
-        log.debug("run: %s", " ".join(argv))
-        if tee:
-            with open_tee(tee) as stream:
-                result = self._execute(argv, timeout=timeout, tee=stream,
-                                       input_text=input_text)
-        else:
-            result = self._execute(argv, timeout=timeout,
-                                   input_text=input_text)
-        if result.stdout:
-            log.debug("stdout: %s", result.stdout.rstrip()[-4000:])
-        if result.stderr:
-            log.debug("stderr: %s", result.stderr.rstrip()[-4000:])
-        if check and not result.ok:
-            raise UserError("%s failed (exit %d): %s" % (
-                what or " ".join(argv[:3]), result.returncode,
-                last_line(result.output()) or "no output"))
-        return result
-
-    def run_piped(self, argv, producer, timeout=3600, what=None):
-        """Run argv with producer(stream) writing its standard input."""
-        argv = [str(part) for part in argv]
-        if self.dry_run:
-            log.info("  would run: %s  (input streamed from the bundle)",
-                     " ".join(argv))
-            return CommandResult(argv, 0)
-        log.debug("run: %s < stream", " ".join(argv))
-        result = self._execute_piped(argv, producer, timeout=timeout)
-        if not result.ok:
-            raise UserError("%s failed (exit %d): %s" % (
-                what or " ".join(argv[:3]), result.returncode,
-                last_line(result.output()) or "no output"))
-        return result
-
-    # -- the real thing ----------------------------------------------------
-    def _execute(self, argv, timeout=300, tee=None, input_text=None):
-        try:
-            if tee:
-                return self._execute_tee(argv, timeout, tee)
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE if input_text is not None
-                else subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, universal_newlines=True,
-                encoding="utf-8", errors="replace")
-        except OSError as exc:
-            return CommandResult(argv, 127, "", "%s: %s" % (argv[0],
-                                                            exc.strerror))
-        try:
-            out, err = proc.communicate(input=input_text, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            return CommandResult(argv, 124, out, (err or "") +
-                                 "\ntimed out after %d s" % timeout)
-        return CommandResult(argv, proc.returncode, out, err)
-
-    def _execute_tee(self, argv, timeout, log_handle):
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT,
-                                universal_newlines=True,
-                                encoding="utf-8", errors="replace")
-        lines = []
-
-        def pump():
-            for line in proc.stdout:
-                lines.append(line)
-                echo(line)
-                with contextlib.suppress(OSError):
-                    log_handle.write(line)
-                    log_handle.flush()
-        reader = threading.Thread(target=pump)
-        reader.daemon = True
-        reader.start()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            lines.append("timed out after %d s\n" % timeout)
-        reader.join(10)
-        return CommandResult(argv, proc.returncode, "".join(lines), "")
-
-    def _execute_piped(self, argv, producer, timeout=3600):
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE)
-        except OSError as exc:
-            return CommandResult(argv, 127, "", "%s: %s" % (argv[0],
-                                                            exc.strerror))
-        chunks = {"out": [], "err": []}
-
-        def drain(stream, key):
-            for block in iter(lambda: stream.read(65536), b""):
-                chunks[key].append(block)
-        threads = [threading.Thread(target=drain, args=(proc.stdout, "out")),
-                   threading.Thread(target=drain, args=(proc.stderr, "err"))]
-        for thread in threads:
-            thread.daemon = True
-            thread.start()
-        broken = None
-        try:
-            producer(proc.stdin)
-        except (IOError, OSError) as exc:
-            if exc.errno != errno.EPIPE:
-                self._abort(proc)
-                raise
-            broken = exc
-        except BaseException:
-            # The stream stops before its last member is whole: kill the
-            # reader so the runtime's import fails and keeps nothing.
-            self._abort(proc)
-            raise
-        finally:
-            with contextlib.suppress(IOError, OSError):
-                proc.stdin.close()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for thread in threads:
-            thread.join(10)
-        out = b"".join(chunks["out"]).decode("utf-8", "replace")
-        err = b"".join(chunks["err"]).decode("utf-8", "replace")
-        if broken is not None and proc.returncode == 0:
-            return CommandResult(argv, 1, out, err + "\nbroken pipe")
-        return CommandResult(argv, proc.returncode, out, err)
+    def close(self):
+        pass
 
 
-    @staticmethod
-    def _abort(proc):
+class BundleFound(object):
+    """What bundle's phases fetch and make, one record: each phase reads
+    what the ones before it found, the report at the end reads it all."""
+
+    def __init__(self, images, vouched):
+        self.images, self.vouched = images, dict(vouched)
+        self.partial = self.cache = self.client = None
+        self.file_entries = self.os_found = None
+        self.meta = self.meta_bytes = self.fresh = self.written = None
+
+
+def phase_bundle_local(ctx):
+    """The images of --extra-image-archive and docker-daemon: refs."""
+    found, args = ctx.found, ctx.args
+    if ctx.dry_run:
+        log.info("  would bundle %s: %d images, %d files", ctx.name,
+                 len(found.images), len(ctx.files))
+        return
+    found.cache = BlobCache(args.cache_dir or default_cache_dir())
+    found.client = RegistryClient(
+        mirrors=ctx.registry_mirrors, insecure=args.insecure_registry,
+        jobs=args.jobs, timeout=args.timeout)
+    found.images = add_local_images(found.images, found.cache, ctx.arch,
+                                    args.extra_image_archive, ctx.progress)
+    if len(found.images) > MAX_BUNDLE_IMAGES:
+        raise UserError("%d images: a bundle holds at most %d images "
+                        "(verify on the hosts refuses more): bundle the "
+                        "rest in a second bundle" % (len(found.images),
+                                                    MAX_BUNDLE_IMAGES))
+    log.info("bundle %s: %d images, %d files", ctx.name, len(found.images),
+             len(ctx.files))
+
+
+def phase_bundle_binaries(ctx):
+    """kubeadm, kubelet and kubectl from the node release tarball."""
+    if ctx.dry_run:
+        return
+    found = ctx.found
+    extracted = binaries_from_node_tarball(
+        found.client, found.cache, ctx.version, ctx.arch, ctx.node_sha512,
+        ctx.file_mirrors, ctx.args, ctx.progress)
+    for binary, hexd in sorted(extracted.items()):
+        if found.vouched.get(binary, (hexd,))[0] != hexd:
+            raise UserError("%s in the release tarball (%s) differs from "
+                            "the checksum table (%s): refusing it"
+                            % (binary, hexd, found.vouched[binary][0]))
+        found.vouched[binary] = (hexd, ctx.node_source)
+
+
+def phase_bundle_files(ctx):
+    """The binaries, archives and units, each checked against its sha256."""
+    if ctx.dry_run:
+        return
+    found = ctx.found
+    found.file_entries = fetch_files(found.client, found.cache, ctx.files,
+                                     ctx.file_mirrors, found.vouched,
+                                     ctx.args, ctx.progress)
+
+
+def phase_bundle_os_packages(ctx):
+    """The OS packages of --os, from the distributions' signed archives."""
+    if ctx.dry_run:
+        return
+    found = ctx.found
+    found.os_found = fetch_os_packages(found.client, found.cache, ctx.os_ids,
+                                       ctx.arch, ctx.file_mirrors, ctx.args,
+                                       ctx.progress)
+
+
+def phase_bundle_images(ctx):
+    """Every image, checked against kubeadm's own list and pulled."""
+    if ctx.dry_run:
+        return
+    found = ctx.found
+    found.images = cross_check_images(found.images, found.file_entries,
+                                      ctx.version, ctx.arch, found.cache)
+    fetch_images(found.client, found.cache, found.images, ctx.arch,
+                 ctx.args.jobs, ctx.progress)
+
+
+def phase_bundle_write(ctx):
+    """bundle.json and the tar (or its parts), under the final name when
+    whole."""
+    if ctx.dry_run:
+        log.info("  would write %s", ctx.output)
+        return
+    found, args = ctx.found, ctx.args
+    found.meta, members = assemble_bundle(
+        ctx.name, ctx.version, ctx.arch, found.images, found.file_entries,
+        found.cache, args.with_docker, args.with_containerd, found.os_found)
+    require_bundle_before_writing(found.meta)
+    found.meta_bytes = canonical_json(found.meta)
+    if ctx.part_size:
+        found.fresh, found.written = write_split_bundle(
+            ctx.output, found.partial, ctx.name, found.meta_bytes, members,
+            ctx.progress, ctx.part_size)
+    else:
+        found.fresh, found.written = write_whole_bundle(
+            ctx.output, found.partial, ctx.name, found.meta_bytes, members,
+            ctx.progress)
+
+
+def cmd_bundle(args):
+    """Pull, verify and pack everything; the bundle appears only when whole."""
+    ctx = BundleContext(args)
+    if ctx.dry_run:
+        return run_workflow(ctx, BUNDLE_PHASES)
+    found = ctx.found
+    found.partial = _claim_output(ctx.output)
+    try:
+        run_workflow(ctx, BUNDLE_PHASES)
+    except BaseException:
         with contextlib.suppress(OSError):
-            proc.kill()
-        with contextlib.suppress(OSError):
-            proc.wait(timeout=60)
-
-
-def open_tee(path):
-    """The log a command's output is copied to (it may hold a token): see
-    open_private_log; a UserError when it is a link or not a file."""
-    try:
-        return open_private_log(path, append=False)
-    except OSError as exc:
-        raise UserError("cannot write %s: %s: remove it if it is a link or "
-                        "not a file, then run again" % (path, exc.strerror))
-
-
-def echo(text):
-    """Write text to stdout even where the locale cannot encode it (C
-    locale, non-ASCII paths): such characters are escaped, never fatal."""
-    try:
-        sys.stdout.write(text)
-    except UnicodeEncodeError:
-        encoding = getattr(sys.stdout, "encoding", None) or "ascii"
-        sys.stdout.write(text.encode(encoding, "backslashreplace")
-                         .decode(encoding))
-    sys.stdout.flush()
-
-
-def say(text):
-    echo(text + "\n")
-
-
-def last_line(text):
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def kubeadm_error_line(text):
-    """The line of kubeadm's output that says what went wrong: its last
-    [ERROR ...] or "error execution phase" line, not the footer that points
-    to --v=5 for a stack trace."""
-    lines = [line.strip() for line in (text or "").splitlines()
-             if line.strip() and "to see the stack trace" not in line.lower()]
-    for line in reversed(lines):
-        if line.startswith("[ERROR") or line.lower().startswith("error"):
-            return line
-    return lines[-1] if lines else ""
-
-
-class Host(object):
-    """Files of the host, all under ``root`` (``/`` except in tests).
-
-    Writes honour --dry-run: they are printed instead.  Every write checks
-    the current content first, so a re-run changes nothing that is right.
-    """
-
-    def __init__(self, root="/", dry_run=False):
-        self.root = os.path.abspath(root or "/")
-        self.real_root = os.path.realpath(self.root)
-        self.dry_run = dry_run
-        self.planned = set()      # folders a dry run has said it would make
-
-    def path(self, host_path):
-        """The real path of a host path; a UserError for anything that is
-        not absolute, holds "..", or resolves (through links) outside the
-        root: names that come from a bundle or state.json cannot reach
-        elsewhere."""
-        if (not isinstance(host_path, str) or not host_path.startswith("/")
-                or "\x00" in host_path or ".." in host_path.split("/")):
-            raise UserError("refusing the host path %r: it is not a plain "
-                            "absolute path" % (host_path,))
-        if self.root == "/":
-            return host_path
-        full = os.path.join(self.root, host_path.lstrip("/"))
-        real = os.path.realpath(full)
-        if (real != self.real_root and
-                not real.startswith(self.real_root.rstrip("/") + "/")):
-            raise UserError("refusing the host path %s: it resolves to %s, "
-                            "outside %s" % (host_path, real, self.root))
-        return full
-
-    def exists(self, host_path):
-        return os.path.lexists(self.path(host_path))
-
-    def isdir(self, host_path):
-        return os.path.isdir(self.path(host_path))
-
-    def read(self, host_path, default=None):
-        try:
-            with open(self.path(host_path), "rb") as handle:
-                return handle.read().decode("utf-8", "replace")
-        except (IOError, OSError):
-            return default
-
-    def read_bytes(self, host_path):
-        try:
-            with open(self.path(host_path), "rb") as handle:
-                return handle.read()
-        except (IOError, OSError):
-            return None
-
-    def listdir(self, host_path):
-        try:
-            return sorted(os.listdir(self.path(host_path)))
-        except OSError:
-            return []
-
-    def makedirs(self, host_path, mode=0o755):
-        if self.isdir(host_path):
-            return False
-        if self.dry_run:
-            if host_path not in self.planned:
-                self.planned.add(host_path)
-                log.info("  would create folder %s", host_path)
-            return True
-        os.makedirs(self.path(host_path), mode)
-        return True
-
-    def write(self, host_path, data, mode=0o644, owner=None):
-        """Write data (bytes or text) if it differs; True when it changed."""
-        if not isinstance(data, bytes):
-            data = data.encode("utf-8")
-        full = self.path(host_path)
-        same = self.read_bytes(host_path) == data
-        if (same and stat.S_IMODE(os.lstat(full).st_mode) == mode and
-                (owner is None or _owned_by(full, owner))):
-            return False
-        if self.dry_run:
-            log.info("  would write %s (%s, mode %04o)", host_path,
-                     human_size(len(data)), mode)
-            return True
-        self.makedirs(os.path.dirname(host_path))
-        write_file_atomic(full, data, mode)
-        if owner is not None:
-            os.chown(full, owner[0], owner[1])
-        log.debug("wrote %s", host_path)
-        return True
-
-    def install_member(self, host_path, bundle, relpath, mode=0o755):
-        """Copy a bundle member to host_path, hashing it on the way: it goes
-        to a temporary name in the target folder, is flushed to disk, and
-        is renamed into place only when its sha256 is the one bundle.json
-        lists.  A file already there with those bytes and mode is left
-        alone; True when it changed."""
-        entry = bundle.meta["files"][relpath]
-        full = self.path(host_path)
-        if (_file_sha256(full) == entry["sha256"] and
-                stat.S_IMODE(os.lstat(full).st_mode) == mode):
-            return False
-        if self.dry_run:
-            log.info("  would write %s (%s, mode %04o)", host_path,
-                     human_size(entry["size"]), mode)
-            return True
-        self.makedirs(os.path.dirname(host_path))
-
-        def copy(out):
-            with bundle.open(relpath) as source:
-                for block in iter(lambda: source.read(CHUNK), b""):
-                    out.write(block)
-                if not source.verified:
-                    raise BundleError("bundle member %s was not read whole: "
-                                      "recopy the bundle" % relpath)
-        fill_file_atomic(full, copy, mode)
-        log.debug("wrote %s", host_path)
-        return True
-
-    def remove(self, host_path):
-        full = self.path(host_path)
-        if not os.path.lexists(full):
-            return False
-        if self.dry_run:
-            log.info("  would remove %s", host_path)
-            return True
-        if os.path.isdir(full) and not os.path.islink(full):
-            shutil.rmtree(full)
-        else:
-            os.unlink(full)
-        log.debug("removed %s", host_path)
-        return True
-
-    def chown(self, host_path, uid, gid):
-        if self.dry_run:
-            log.info("  would chown %s to %d:%d", host_path, uid, gid)
-            return
-        os.chown(self.path(host_path), uid, gid)
-
-    def which(self, name):
-        """The host path of a tool, from the usual folders, or None."""
-        for folder in TOOL_DIRS:
-            candidate = folder + "/" + name
-            full = self.path(candidate)
-            if os.path.isfile(full) and os.access(full, os.X_OK):
-                return candidate
-        return None
-
-    def state(self):
-        """What earlier runs recorded (role, settings, files written)."""
-        text = self.read(STATE_FILE)
-        if not text:
-            return {}
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return {}
-        return value if isinstance(value, dict) else {}
-
-    def save_state(self, **changes):
-        state = self.state()
-        state.update(changes)
-        self.makedirs(STATE_DIR, 0o700)
-        self.write(STATE_FILE, canonical_json(state), 0o600)
-        return state
-
-
-def _file_sha256(full):
-    """The sha256 of a regular file (not followed if a link), else None."""
-    try:
-        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
-                     O_CLOEXEC)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return None
-        digest = hashlib.sha256()
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _owned_by(path, owner):
-    st = os.lstat(path)
-    return (st.st_uid, st.st_gid) == tuple(owner)
-
-
-# -- facts about the host ---------------------------------------------------
-
-def host_cpu_count(host):
-    text = host.read("/proc/cpuinfo", "")
-    count = len(re.findall(r"^processor\s*:", text, re.M))
-    return count or os.cpu_count() or 1
-
-
-def host_memory_mb(host):
-    match = re.search(r"^MemTotal:\s*(\d+)\s*kB", host.read("/proc/meminfo", ""),
-                      re.M)
-    return int(match.group(1)) // 1024 if match else None
-
-
-def active_swaps(host):
-    lines = host.read("/proc/swaps", "").splitlines()[1:]
-    return [line.split()[0] for line in lines if line.strip()]
-
-
-def listening_ports(host):
-    """TCP ports in LISTEN state, from /proc/net/tcp and tcp6."""
-    ports = set()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in host.read(name, "").splitlines()[1:]:
-            fields = line.split()
-            if len(fields) > 3 and fields[3] == "0A":
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
-def module_loaded(host, name):
-    """Loaded or built in: what the module provides is there."""
-    if host.isdir("/sys/module/" + name):
-        return True
-    if name == "br_netfilter" and host.isdir("/proc/sys/net/bridge"):
-        return True
-    if name == "overlay" and re.search(r"\soverlay$",
-                                       host.read("/proc/filesystems", ""), re.M):
-        return True
-    return bool(re.search(r"^%s\s" % re.escape(name),
-                          host.read("/proc/modules", ""), re.M))
-
-
-def sysctl_path(key):
-    return "/proc/sys/" + key.replace(".", "/")
-
-
-def read_sysctl(host, key):
-    value = host.read(sysctl_path(key))
-    return value.strip() if value is not None else None
-
-
-def host_hostname(host):
-    name = (host.read("/proc/sys/kernel/hostname") or "").strip()
-    if not name and host.root == "/":
-        name = socket.gethostname()
-    return name
-
-
-def hostname_resolves(host, name):
-    """True when name is in /etc/hosts or (on the real host) resolves."""
-    for line in host.read("/etc/hosts", "").splitlines():
-        fields = line.split("#", 1)[0].split()
-        if len(fields) > 1 and name in fields[1:]:
-            return True
-    if host.root != "/":
-        return False
-    try:
-        socket.getaddrinfo(name, None)
-        return True
-    except (socket.error, UnicodeError):
-        return False
-
-
-def default_route_interface(host):
-    for line in host.read("/proc/net/route", "").splitlines()[1:]:
-        fields = line.split()
-        if (len(fields) > 7 and fields[1] == "00000000" and
-                fields[7] == "00000000"):
-            return fields[0]
-    return None
-
-
-def kernel_ipv4_addresses():
-    """[(interface, ip_interface)] asked of the kernel (an ioctl per
-    interface: its primary IPv4 address and netmask), for a bare host
-    whose iproute2 the packages phase has not installed yet."""
-    import fcntl
-    import struct
-    found = []
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        for _, name in socket.if_nameindex():
-            request = struct.pack("256s", name.encode("utf-8")[:15])
-            try:
-                address = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)
-                netmask = fcntl.ioctl(sock.fileno(), SIOCGIFNETMASK, request)
-            except OSError:         # no IPv4 address on this interface
-                continue
-            found.append((name, ipaddress.ip_interface("%s/%s" % (
-                socket.inet_ntoa(address[20:24]),
-                socket.inet_ntoa(netmask[20:24])))))
-    finally:
-        sock.close()
-    return found
-
-
-def host_addresses(runner):
-    """[(interface, ip_interface)] of the host's IPv4 addresses (from the
-    kernel itself where `ip` is not installed)."""
-    result = runner.run(["ip", "-o", "-4", "addr", "show"], change=False,
-                        check=False)
-    if result.returncode == 127:
-        return kernel_ipv4_addresses()
-    found = []
-    for line in result.stdout.splitlines():
-        match = re.match(r"^\d+:\s+(\S+)\s+inet\s+(\S+)", line)
-        if match:
-            try:
-                found.append((match.group(1).split("@")[0],
-                              ipaddress.ip_interface(match.group(2))))
-            except ValueError:
-                continue
-    return found
-
-
-def parse_cidr(text, option):
-    try:
-        network = ipaddress.ip_network(u"%s" % text, strict=True)
-    except ValueError:
-        raise UserError("bad %s %r: use a network such as %s" % (
-            option, text, DEFAULT_POD_CIDR if "pod" in option
-            else DEFAULT_SERVICE_CIDR))
-    if network.version != 4:
-        raise UserError("%s %s is IPv6: this tool sets up IPv4 clusters; "
-                        "use an IPv4 network" % (option, text))
-    return network
-
-
-def check_cidrs(pod_cidr, service_cidr):
-    pod = parse_cidr(pod_cidr, "--pod-network-cidr")
-    service = parse_cidr(service_cidr, "--service-cidr")
-    if pod.prefixlen > SMALLEST_POD_PREFIX:
-        raise UserError("--pod-network-cidr %s is too small: each node gets a "
-                        "/%d of it; use a /%d or larger network such as %s"
-                        % (pod, SMALLEST_POD_PREFIX, SMALLEST_POD_PREFIX,
-                           DEFAULT_POD_CIDR))
-    if pod.overlaps(service):
-        raise UserError("--pod-network-cidr %s overlaps --service-cidr %s: "
-                        "choose networks that do not overlap" % (pod, service))
-    return pod, service
-
-
-def check_ipv4_address(text, what):
-    """An IPv4 address as text; IPv6 is refused (the pod network, flannel
-    and kube-proxy are set up for IPv4 only)."""
-    try:
-        address = (ipaddress.ip_address(u"%s" % text)
-                   if isinstance(text, str) else None)
-    except ValueError:
-        address = None
-    if address is None:
-        raise UserError("bad %s %r: give an IPv4 address such as %s"
-                        % (what, text, "10.0.0.10"))
-    if address.version != 4:
-        raise UserError("%s %s is IPv6: this tool sets up IPv4 clusters; give "
-                        "an IPv4 address" % (what, text))
-    return str(address)
-
-
-def check_endpoint(text, what):
-    """HOST:PORT with an IPv4 address or a DNS name and a port 1-65535."""
-    host, sep, port = (text.rpartition(":") if isinstance(text, str)
-                       else ("", "", ""))
-    if host.startswith("[") or host.count(":"):
-        raise UserError("%s %r is IPv6: this tool sets up IPv4 clusters; use "
-                        "an IPv4 address or a name, as HOST:PORT" % (what, text))
-    if (not sep or not re.fullmatch(r"[0-9]{1,5}", port) or
-            not 0 < int(port) < 65536 or not (
-                re.fullmatch(r"[0-9.]+", host) or
-                full_match(NODE_NAME_RE, host.lower()))):
-        raise UserError("bad %s %r: use HOST:PORT such as 10.0.0.10:6443"
-                        % (what, text))
-    if re.fullmatch(r"[0-9.]+", host):
-        check_ipv4_address(host, what)
-    return text
-
-
-def iptables_backend(runner):
-    """('1.8.7', 'nf_tables') from `iptables --version`, or None."""
-    result = runner.run(["iptables", "--version"], change=False, check=False)
-    match = re.search(r"v(\d+\.\d+(?:\.\d+)?)(?:\s+\((\w+)\))?", result.stdout)
-    if not result.ok or not match:
-        return None
-    return match.group(1), match.group(2) or "legacy"
-
-
-def service_active(runner, name):
-    result = runner.run(["systemctl", "is-active", name], change=False,
-                        check=False)
-    return result.stdout.strip() == "active"
-
-
-# -- the container runtime --------------------------------------------------
-
-def docker_info(runner):
-    """Docker's `info` as a dict when the daemon answers, else None."""
-    result = runner.run(["docker", "info", "--format", "{{json .}}"],
-                        change=False, check=False)
-    if not result.ok:
-        return None
-    try:
-        info = json.loads(result.stdout.strip() or "null")
-    except ValueError:
-        return None
-    if not isinstance(info, dict) or not info.get("ServerVersion"):
-        return None
+            os.unlink(found.partial)
+        raise
+    meta, images, written = found.meta, found.images, found.written
+    total = sum(entry["size"] for entry in meta["files"].values())
+    log.info("%s %s (%s, %d images) in %.1f s, fetched %s",
+             "wrote" if found.fresh else "up to date, unchanged:", written,
+             human_size(bundle_output_size(written)), len(images),
+             time.time() - ctx.started, human_size(found.client.bytes_fetched))
+    if not ctx.part_size:
+        warn_if_too_large_for_fat32(ctx.output)
+    log.debug("payload %d bytes", total)
+    for os_id, entry in sorted(meta.get("os_packages", {}).items()):
+        print("--os %s: %d packages; %s" % (os_id, len(entry["packages"]),
+                                            "; ".join(entry["signatures"])))
+    print("checksums of the downloaded files, and what vouched for them:")
+    for path, sources in sorted(meta["checksum_sources"].items()):
+        print("  %s: %s" % (path, "; ".join(sources)))
+    print("bundle.json sha256: %s  (compare it with what verify prints on "
+          "the far side)" % sha256_bytes(found.meta_bytes))
+    return 0
+
+
+def _node_tarball_pinned(ctx):
+    return bool(ctx.node_sha512)
+
+
+# Always whole: a bundle leaves out no phase (no --skip-phases, no `bundle
+# phase NAME`); --dry-run prints them and fetches nothing.
+BUNDLE_PHASES = (
+    Phase("local", "images from archives and the local Docker daemon",
+          phase_bundle_local),
+    Phase("binaries", "kubeadm, kubelet, kubectl from the node tarball",
+          phase_bundle_binaries, _node_tarball_pinned),
+    Phase("files", "the binaries, archives and units", phase_bundle_files),
+    Phase("os-packages", "the OS packages of --os", phase_bundle_os_packages),
+    Phase("images", "every image, cross-checked and pulled",
+          phase_bundle_images),
+    Phase("write", "bundle.json and the tar, whole or not at all",
+          phase_bundle_write),
+)
+
+
+# ===========================================================================
+# Slice install (master and join)
+# ===========================================================================
+
+def build_context(args, role):
+    """The run context of master or join: the flags, then join's join file
+    and the image repository it names."""
+    ctx = InstallContext(args, role)
+    if role in ("worker", "control-plane"):
+        ctx.join_info = load_join_info(ctx, ctx.bundle)
+        if (not ctx.image_repository_flag and
+                ctx.join_info.get("image_repository")):
+            ctx.image_repository = ctx.join_info["image_repository"]
+    return ctx
+
+
+def load_join_info(ctx, bundle):
+    """The join facts from --apiserver/--token/--discovery-token-ca-cert-hash
+    or a join file, checked against the bundle; UserError if unusable."""
+    if any(ctx.join_flags):
+        info, source = join_info_from_flags(ctx, bundle), "the command line"
+    else:
+        info, source = read_join_file(ctx, bundle)
+    if ctx.certificate_key:
+        info["certificate_key"] = ctx.certificate_key
+    require_join_fields(info, source)
+    expires = info.get("token_expires")
+    if expires and expires < now():
+        raise UserError("the join token in %s expired at %s: run `k8s_offline.py "
+                        "token` on the master for a new join file" % (
+                            source, _utc(expires)))
+    if ctx.role == "control-plane":
+        require_certificate_key(ctx, info, source)
     return info
 
 
-def containerd_running(ctx):
-    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address,
-                             "version"], change=False, check=False)
-    return result.ok and "Server:" in result.stdout
+def join_info_from_flags(ctx, bundle):
+    """The join facts of --apiserver/--token/--discovery-token-ca-cert-hash."""
+    if not all(ctx.join_flags):
+        raise UserError("--apiserver, --token and "
+                        "--discovery-token-ca-cert-hash go together: give "
+                        "all three, or a join file")
+    apiserver, token, ca_hash = ctx.join_flags
+    return {"api_server_endpoint": apiserver, "token": token,
+            "discovery_token_ca_cert_hash": ca_hash,
+            "kubernetes_version": bundle.kubernetes_version,
+            "arch": bundle.arch, "from_flags": True}
 
 
-def containerd_cgroup_driver(config_text):
-    return "systemd" if re.search(r"^\s*SystemdCgroup\s*=\s*true",
-                                  config_text or "", re.M) else "cgroupfs"
-
-
-class TomlError(ValueError):
-    """A TOML text this tool's reader does not accept (line number inside)."""
-
-
-class TomlReader(object):
-    """Reads the part of TOML that containerd's config files use: tables
-    ``[a."b.c"]``, keys (bare, quoted, dotted), basic and literal strings,
-    integers, floats, booleans, arrays (over several lines) and inline
-    tables.  Arrays of tables, multi-line strings and dates are refused
-    with a TomlError naming the line, rather than guessed at."""
-
-    _BARE = re.compile(r"[A-Za-z0-9_-]+")
-    _NUMBER = re.compile(r"[+-]?(?:\d[\d_]*)(\.\d[\d_]*)?([eE][+-]?\d+)?"
-                         r"(?=[\s,\]}#]|$)")
-    _ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r",
-                '"': '"', "\\": "\\"}
-
-    def __init__(self, text):
-        self.text = text
-        self.pos = 0
-
-    def fail(self, what):
-        line = self.text.count("\n", 0, self.pos) + 1
-        raise TomlError("line %d: %s" % (line, what))
-
-    def peek(self, size=1):
-        return self.text[self.pos:self.pos + size]
-
-    def skip_space(self, newlines=False):
-        while self.pos < len(self.text):
-            char = self.text[self.pos]
-            if char in " \t" or (newlines and char in "\r\n"):
-                self.pos += 1
-            elif char == "#":
-                while self.pos < len(self.text) and self.text[self.pos] != "\n":
-                    self.pos += 1
-            else:
-                return
-
-    def end_of_line(self):
-        self.skip_space()
-        if self.pos < len(self.text) and self.peek() not in "\r\n":
-            self.fail("unexpected %r after a value" % self.peek())
-
-    def parse(self):
-        root = {}
-        table = root
-        defined = set()
-        while True:
-            self.skip_space(newlines=True)
-            if self.pos >= len(self.text):
-                return root
-            if self.peek(2) == "[[":
-                self.fail("arrays of tables are not supported")
-            if self.peek() == "[":
-                self.pos += 1
-                path = self.key_path("]")
-                self.pos += 1
-                if tuple(path) in defined:
-                    self.fail("table [%s] is defined twice" % ".".join(path))
-                defined.add(tuple(path))
-                table = self.descend(root, path)
-                self.end_of_line()
-                continue
-            path = self.key_path("=")
-            self.pos += 1
-            self.skip_space()
-            value = self.value()
-            target = self.descend(table, path[:-1])
-            if path[-1] in target:
-                self.fail("key %s is defined twice" % ".".join(path))
-            target[path[-1]] = value
-            self.end_of_line()
-
-    def descend(self, table, path):
-        for key in path:
-            table = table.setdefault(key, {})
-            if not isinstance(table, dict):
-                self.fail("%s is a value and a table" % key)
-        return table
-
-    def key_path(self, closing):
-        path = []
-        while True:
-            self.skip_space()
-            path.append(self.simple_key())
-            self.skip_space()
-            if self.peek() == ".":
-                self.pos += 1
-                continue
-            if self.peek() != closing:
-                self.fail("expected %r after the key %s" % (closing, path[-1]))
-            return path
-
-    def simple_key(self):
-        if self.peek() in ('"', "'"):
-            return self.string()
-        match = self._BARE.match(self.text, self.pos)
-        if not match:
-            self.fail("expected a key")
-        self.pos = match.end()
-        return match.group(0)
-
-    def string(self):
-        quote = self.peek()
-        if self.peek(3) == quote * 3:
-            self.fail("multi-line strings are not supported")
-        self.pos += 1
-        out = []
-        while True:
-            if self.pos >= len(self.text) or self.peek() in "\r\n":
-                self.fail("unterminated string")
-            char = self.text[self.pos]
-            self.pos += 1
-            if char == quote:
-                return "".join(out)
-            if char == "\\" and quote == '"':
-                code = self.peek()
-                self.pos += 1
-                if code in self._ESCAPES:
-                    out.append(self._ESCAPES[code])
-                elif code in ("u", "U"):
-                    size = 4 if code == "u" else 8
-                    digits = self.text[self.pos:self.pos + size]
-                    if not re.match(r"^[0-9A-Fa-f]{%d}\Z" % size, digits):
-                        self.fail("bad \\%s escape" % code)
-                    out.append(chr(int(digits, 16)))
-                    self.pos += size
-                else:
-                    self.fail("bad escape \\%s" % code)
-            elif ord(char) < 0x20 and char != "\t":
-                self.fail("control character in a string")
-            else:
-                out.append(char)
-
-    def value(self):
-        char = self.peek()
-        if char in ('"', "'"):
-            return self.string()
-        if char == "[":
-            return self.array()
-        if char == "{":
-            return self.inline_table()
-        for word, value in (("true", True), ("false", False)):
-            if self.text.startswith(word, self.pos):
-                self.pos += len(word)
-                return value
-        match = self._NUMBER.match(self.text, self.pos)
-        if match:
-            self.pos = match.end()
-            number = match.group(0).replace("_", "")
-            return (float(number) if match.group(1) or match.group(2)
-                    else int(number))
-        self.fail("unsupported value starting %r" % self.text[self.pos:self.pos + 12])
-
-    def array(self):
-        self.pos += 1
-        items = []
-        while True:
-            self.skip_space(newlines=True)
-            if self.peek() == "]":
-                self.pos += 1
-                return items
-            items.append(self.value())
-            self.skip_space(newlines=True)
-            if self.peek() == ",":
-                self.pos += 1
-            elif self.peek() != "]":
-                self.fail("expected , or ] in an array")
-
-    def inline_table(self):
-        self.pos += 1
-        table = {}
-        self.skip_space()
-        if self.peek() == "}":
-            self.pos += 1
-            return table
-        while True:
-            path = self.key_path("=")
-            self.pos += 1
-            self.skip_space()
-            target = self.descend(table, path[:-1])
-            target[path[-1]] = self.value()
-            self.skip_space()
-            if self.peek() == "}":
-                self.pos += 1
-                return table
-            if self.peek() != ",":
-                self.fail("expected , or } in an inline table")
-            self.pos += 1
-
-
-def toml_loads(text):
-    return TomlReader(text).parse()
-
-
-def _toml_key(key):
-    if re.match(r"^[A-Za-z0-9_-]+\Z", key):
-        return key
-    return _toml_string(key)
-
-
-def _toml_string(text):
-    out = ['"']
-    for char in text:
-        if char in '"\\':
-            out.append("\\" + char)
-        elif char == "\n":
-            out.append("\\n")
-        elif char == "\t":
-            out.append("\\t")
-        elif ord(char) < 0x20 or ord(char) == 0x7f:
-            out.append("\\u%04x" % ord(char))
-        else:
-            out.append(char)
-    return "".join(out) + '"'
-
-
-def _toml_value(value):
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join("%s = %s" % (_toml_key(k), _toml_value(v))
-                               for k, v in value.items()) + "}"
-    raise TypeError("no TOML form for %r" % (value,))
-
-
-def toml_dumps(data):
-    """TOML text of nested dicts: the scalars of each table under its
-    [header], then its sub-tables; keys and strings quoted as needed."""
-    lines = []
-
-    def emit(table, path):
-        scalars = [(k, v) for k, v in table.items() if not isinstance(v, dict)]
-        tables = [(k, v) for k, v in table.items() if isinstance(v, dict)]
-        if path and (scalars or not tables):
-            lines.append("")
-            lines.append("[%s]" % ".".join(_toml_key(k) for k in path))
-        for key, value in scalars:
-            lines.append("%s = %s" % (_toml_key(key), _toml_value(value)))
-        for key, value in tables:
-            emit(value, path + [key])
-    emit(data, [])
-    return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def read_containerd_config(text, where=CONTAINERD_CONFIG):
-    """containerd's config as data; UserError if this reader cannot take it."""
+def read_join_file(ctx, bundle):
+    """(join facts, path) of --join-file, or of the join file beside the
+    bundle or in the fallback place, made for this bundle."""
+    candidates = [ctx.join_file] if ctx.join_file else [
+        os.path.join(bundle_folder(bundle.path), JOIN_FILE_NAME),
+        ctx.host.path(FALLBACK_JOIN_FILE)]
+    path = next((c for c in candidates if os.path.lexists(c)), None)
+    if path is None:
+        raise UserError("no join file at %s: copy %s from the master beside "
+                        "the bundle, or give --join-file PATH, or --apiserver "
+                        "--token --discovery-token-ca-cert-hash" % (
+                            " or ".join(candidates), JOIN_FILE_NAME))
+    raw = read_regular_file(path, "the join file", MAX_JOIN_FILE_BYTES)
+    with contextlib.suppress(OSError):
+        if os.stat(path).st_mode & stat.S_IWOTH:
+            ctx.warn("the join file %s is world-writable (a FAT32 stick keeps "
+                     "no file modes): anyone could have changed it, and its "
+                     "token and key are readable to all; keep it off the "
+                     "stick and give --join-file PATH" % path)
     try:
-        return toml_loads(text or "")
-    except TomlError as exc:
-        raise UserError("cannot read %s (%s): fix it, or move it away so a "
-                        "new one is written" % (where, exc))
+        info = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise UserError("the join file %s is not valid JSON: copy it again "
+                        "from the master or run `token` there" % path)
+    if not isinstance(info, dict):
+        raise UserError("the join file %s is not a join file: run `token` "
+                        "on the master for a new one" % path)
+    for field in ("kubernetes_version", "arch"):
+        theirs, ours = info.get(field), bundle.meta.get(field)
+        if theirs != ours:
+            raise UserError("the join file %s is for %s %s but the bundle is "
+                            "%s: use the bundle the master was made from" % (
+                                path, field.replace("_", " "), theirs, ours))
+    return info, path
 
 
-def containerd_version(runner):
-    """(major, minor) of the installed containerd, or None."""
-    result = runner.run(["containerd", "--version"], change=False, check=False)
-    match = re.search(r"\s v?(\d+)\.(\d+)\.\d+", result.stdout or "")
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def containerd_config_with(config_text, pause_image, version=None):
-    """containerd's config with the CRI plugin on and our sandbox image.
-
-    A file without `version = 2` is read as version 1, where the CRI
-    plugin's section is [plugins.cri]; version 2 names it
-    [plugins."io.containerd.grpc.v1.cri"].  The containerd.io package ships
-    `disabled_plugins = ["cri"]` and nothing else.  Without a file, a new
-    one is written: version 2 unless containerd is older than 1.3 (which
-    reads version 1 only).  The CNI directories are the ones the
-    install phase fills.  The result goes through toml_dumps.
-    """
-    if config_text is None:
-        config = {"version": 1 if version and version < (1, 3) else 2}
-    else:
-        config = read_containerd_config(config_text)
-    schema = config.get("version", 1)
-    if schema not in (1, 2):
-        raise UserError("%s has version = %r; this tool writes versions 1 and "
-                        "2: fix it or move it away" % (CONTAINERD_CONFIG, schema))
-    disabled = config.get("disabled_plugins")
-    if disabled is not None:
-        if not isinstance(disabled, list):
-            raise UserError("disabled_plugins in %s is not a list: fix it"
-                            % CONTAINERD_CONFIG)
-        config["disabled_plugins"] = [name for name in disabled
-                                      if name not in CRI_PLUGIN_NAMES]
-    plugins = config.setdefault("plugins", {})
-    if not isinstance(plugins, dict):
-        raise UserError("plugins in %s is not a table: fix it"
-                        % CONTAINERD_CONFIG)
-    cri = plugins.setdefault(CRI_PLUGIN_NAMES[schema - 1], {})
-    if not isinstance(cri, dict):
-        raise UserError("the CRI plugin's entry in %s is not a table: fix it"
-                        % CONTAINERD_CONFIG)
-    cri["sandbox_image"] = pause_image
-    cni = cri.setdefault("cni", {})
-    if not isinstance(cni, dict):
-        raise UserError("the CRI plugin's cni entry in %s is not a table: fix "
-                        "it" % CONTAINERD_CONFIG)
-    # The plugins are installed in /opt/cni/bin; Debian's package points
-    # the CRI plugin at /usr/lib/cni, where no pod would get a network.
-    cni["bin_dir"], cni["conf_dir"] = CNI_BIN_DIR, CNI_CONF_DIR
-    return toml_dumps(config)
-
-
-def image_target(image, image_repository):
-    """The name an image is loaded under: kubeadm's images move with
-    --image-repository, the others keep the name they were bundled with."""
-    if image.get("kubeadm"):
-        return "%s/%s:%s" % (image_repository, image["repository"],
-                             image["tag"])
-    return image["ref"]
-
-
-def pause_image_name(bundle, image_repository):
-    for image in bundle.meta.get("images", []):
-        if image.get("name") == "pause":
-            return image_target(image, image_repository)
-    return "%s/pause:%s" % (image_repository,
-                            bundle.meta.get("versions", {}).get("pause", "3.1"))
-
-
-class _CountingReader(object):
-    def __init__(self, handle, progress):
-        self.handle = handle
-        self.progress = progress
-
-    def read(self, size=-1):
-        block = self.handle.read(size)
-        self.progress.update(len(block))
-        return block
-
-
-def _add_bytes(tar, name, data):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o644
-    info.mtime = 0
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _add_blob(tar, bundle, digest, progress, seen):
-    relpath = _blob_path(digest)
-    if relpath in seen:
-        return
-    seen.add(relpath)
-    info = tarfile.TarInfo(relpath[len(IMAGES_DIR) + 1:])
-    info.size = bundle.size(relpath)
-    info.mode = 0o644
-    info.mtime = 0
-    with bundle.open(relpath) as handle:
-        tar.addfile(info, _CountingReader(handle, progress))
-
-
-@contextlib.contextmanager
-def _broken_on_error(tar):
-    """On an error mid-stream, mark the tar stream closed: nothing more (no
-    end-of-archive blocks) is written, so the reader sees a cut archive."""
+def require_join_fields(info, source):
+    """Every field of the join facts against its grammar, before use: they
+    go into kubeadm's config and containerd's."""
+    unknown = sorted(set(info) - set(JOIN_FIELDS))
+    if unknown:
+        raise UserError("the join file %s has the unknown field %s: run "
+                        "`token` on the master for a new one" % (source,
+                                                                 unknown[0]))
     try:
-        yield
-    except BaseException:
-        tar.closed = True
-        tar.fileobj.closed = True
-        raise
+        valid_endpoint(info.get("api_server_endpoint"), "API server endpoint")
+    except UserError as exc:
+        raise UserError("%s in %s" % (exc, source))
+    if not full_match(TOKEN_RE, info.get("token")):
+        raise UserError("bad token %r in %s: a token looks like abcdef."
+                        "0123456789abcdef; run `token` on the master for one"
+                        % (info.get("token"), source))
+    if not full_match(DIGEST_RE, info.get("discovery_token_ca_cert_hash")):
+        raise UserError("bad CA hash %r in %s: it looks like sha256:<64 hex>; "
+                        "run `token` on the master for one" % (
+                            info.get("discovery_token_ca_cert_hash"), source))
+    key = info.get("certificate_key")
+    if key is not None and not full_match(SHA256_HEX_RE, key):
+        raise UserError("bad certificate key %r in %s: it is 64 hex digits; "
+                        "run `token` on the master for one" % (key, source))
+    repository = info.get("image_repository")
+    if repository is not None and not is_image_repository(repository):
+        raise UserError("bad image repository %r in %s: use a registry and "
+                        "path such as k8s.gcr.io; run `token` on the master "
+                        "for a new join file" % (repository, source))
+    nodes = info.get("control_plane_nodes")
+    if nodes is not None and (not isinstance(nodes, list) or not all(
+            full_match(NODE_NAME_RE, node) for node in nodes)):
+        raise UserError("bad control_plane_nodes %s in %s: a list of node "
+                        "names; run `token` on the master for a new join file"
+                        % (_short_json(nodes), source))
+    if not isinstance(info.get("from_flags", False), bool):
+        raise UserError("bad from_flags in %s: run `token` on the master for "
+                        "a new join file" % source)
+    for field in ("format", "token_expires", "certificate_key_expires",
+                  "created"):
+        value = info.get(field)
+        if value is not None and (type(value) is not int or value < 0):
+            raise UserError("bad %s %s in %s: a whole number; run `token` on "
+                            "the master for a new join file"
+                            % (field, _short_json(value), source))
 
 
-def image_stream_size(bundle, images):
-    seen = set()
-    total = 0
-    for image in images:
-        for digest in ([image["manifest_digest"], image["config_digest"]] +
-                       list(image["layers"])):
-            relpath = _blob_path(digest)
-            if relpath not in seen:
-                seen.add(relpath)
-                total += bundle.size(relpath)
-    return total
-
-
-def write_docker_archive(stream, bundle, targets, progress):
-    """A docker-archive of [(image, target)] onto stream, read from the
-    bundle as it goes: manifest.json plus the blobs it names."""
-    manifest = [{"Config": _blob_path(image["config_digest"])[len(IMAGES_DIR) + 1:],
-                 "RepoTags": [target],
-                 "Layers": [_blob_path(d)[len(IMAGES_DIR) + 1:]
-                            for d in image["layers"]]}
-                for image, target in targets]
-    tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
-    with _broken_on_error(tar):
-        seen = set()
-        _add_bytes(tar, "manifest.json", json.dumps(manifest).encode("utf-8"))
-        for image, _ in targets:
-            for digest in [image["config_digest"]] + list(image["layers"]):
-                _add_blob(tar, bundle, digest, progress, seen)
-    tar.close()
-
-
-def write_oci_layout(stream, bundle, targets, progress):
-    """An OCI image layout of [(image, target)] onto stream, the index
-    naming each manifest by its target (what containerd imports it as)."""
-    index = {"schemaVersion": 2, "manifests": []}
-    for image, target in targets:
-        index["manifests"].append({
-            "mediaType": image.get("manifest_media_type", MT_DOCKER_MANIFEST),
-            "digest": image["manifest_digest"],
-            "size": bundle.size(_blob_path(image["manifest_digest"])),
-            "annotations": {"io.containerd.image.name": target,
-                            "org.opencontainers.image.ref.name": target}})
-    tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
-    with _broken_on_error(tar):
-        seen = set()
-        _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
-        _add_bytes(tar, "index.json", json.dumps(index).encode("utf-8"))
-        for image, _ in targets:
-            for digest in ([image["manifest_digest"], image["config_digest"]] +
-                           list(image["layers"])):
-                _add_blob(tar, bundle, digest, progress, seen)
-    tar.close()
-
-
-def docker_image_id(runner, name):
-    result = runner.run(["docker", "image", "inspect", "--format", "{{.Id}}",
-                         name], change=False, check=False)
-    return result.stdout.strip() if result.ok else None
-
-
-def containerd_images(ctx):
-    """{name: manifest digest} of the images in containerd's k8s.io."""
-    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address,
-                             "-n", "k8s.io", "images", "ls"],
-                            change=False, check=False)
-    found = {}
-    for line in result.stdout.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) >= 3 and fields[2].startswith("sha256:"):
-            found[fields[0]] = fields[2]
-    return found
-
-
-def _normalize_image_name(name):
-    """docker.io/library/x:1 as containerd names what Docker calls x:1."""
-    first = name.split("/", 1)[0]
-    if "/" not in name or ("." not in first and ":" not in first
-                           and first != "localhost"):
-        if "/" not in name:
-            name = "library/" + name
-        name = "docker.io/" + name
-    return name
+def require_certificate_key(ctx, info, source):
+    """A control-plane join needs a well-formed, unexpired certificate key
+    (one given by --certificate-key is taken as fresh)."""
+    key = info.get("certificate_key")
+    if not key:
+        raise UserError("joining as a control-plane node needs a "
+                        "certificate key: run `k8s_offline.py token` on the "
+                        "master (or give --certificate-key)")
+    if not full_match(SHA256_HEX_RE, key):
+        raise UserError("bad certificate key %r: it is 64 hex digits; run "
+                        "`token` on the master for one" % (key,))
+    key_expires = info.get("certificate_key_expires")
+    if key_expires and key_expires < now() and not ctx.certificate_key:
+        raise UserError("the certificate key in %s expired at %s: run "
+                        "`k8s_offline.py token` on the master for a new "
+                        "join file" % (source, _utc(key_expires)))
 
 
 # -- phase: verify ----------------------------------------------------------
@@ -5660,7 +7448,7 @@ def phase_verify(ctx):
     Nothing on the host changes before the bundle is known to be whole.
     """
     bundle = ctx.bundle
-    check_supported(bundle.kubernetes_version)
+    supported_version(bundle.kubernetes_version)
     arch = host_arch()
     if bundle.arch != arch:
         raise UserError("the bundle is for %s but this host is %s: use a "
@@ -5672,7 +7460,93 @@ def phase_verify(ctx):
              bundle.path, bundle.kubernetes_version, bundle.arch)
 
 
+def units_needed(bundle):
+    """The unit files install mode may install from this bundle."""
+    names = ["kubelet.service", "10-kubeadm.conf"]
+    if bundled_runtime(bundle) == "docker":
+        names += ["containerd.service", "docker.service"]
+    elif bundled_runtime(bundle) == "containerd":
+        names += ["containerd.service"]
+    return names
+
+
+def unit_path(bundle, name):
+    """Where the bundle keeps a systemd unit; BundleError if it has none."""
+    relpath = bundle.meta.get("systemd", {}).get(name)
+    if not relpath:
+        raise BundleError("the bundle has no %s: rebuild it with this version "
+                          "of k8s_offline.py" % name)
+    return relpath
+
+
 # -- phase: packages --------------------------------------------------------
+
+def phase_packages(ctx):
+    """Install the OS packages kubeadm needs that this host lacks, from
+    the bundle (dpkg -i or rpm -Uvh, dependencies first).
+
+    Nothing installed is ever upgraded or removed; a bundle without
+    packages for this distribution is refused only when the host lacks a
+    tool they would have supplied.
+    """
+    carried = ctx.bundle.meta.get("os_packages") or {}
+    if not carried:
+        log.info("  the bundle carries no OS packages (bundle --os adds them)")
+        return
+    os_release = read_os_release(ctx.host)
+    os_id = os_id_of(os_release)
+    if os_id not in carried:
+        lacking = host_lacks_tools(ctx.host)
+        name = " ".join(part for part in os_release if part) or "unknown"
+        if not lacking:
+            log.info("  this host (%s) has every tool the packages supply; "
+                     "the bundle's packages are for %s", name,
+                     ", ".join(sorted(carried)))
+            return
+        if os_id is None:
+            raise UserError("this host (%s in %s) lacks %s and no --os covers "
+                            "it (the bundle has %s): install %s with the "
+                            "host's own packages" % (
+                                name, OS_RELEASE, ", ".join(lacking),
+                                ", ".join(sorted(carried)), ", ".join(lacking)))
+        raise UserError("this host is %s and lacks %s, but the bundle carries "
+                        "packages only for %s: rebuild it with --os %s" % (
+                            os_id, ", ".join(lacking),
+                            ", ".join(sorted(carried)), os_id))
+    entry = carried[os_id]
+    family = entry["family"]
+    installed, provided = host_packages(ctx, family)
+    todo = packages_to_install(entry, installed, provided)
+    if not todo:
+        log.info("  every package of %s the bundle carries that kubeadm needs "
+                 "is installed", os_id)
+        return
+    log.info("  installing %d package%s for %s: %s", len(todo),
+             "" if len(todo) == 1 else "s", os_id,
+             ", ".join("%s %s" % (p["name"], p["version"]) for p in todo))
+    if not ctx.dry_run:
+        ctx.refuse_what_no_package_fixes()
+    stage = "%s/%s" % (PACKAGES_STAGE_DIR, os_id)
+    made = [folder for folder in (STATE_DIR, PACKAGES_STAGE_DIR, stage)
+            if not ctx.host.isdir(folder)]
+    try:
+        for folder in made:
+            ctx.host.makedirs(folder, 0o700)
+        install_staged(ctx, family, todo, stage)
+    finally:
+        ctx.host.remove(stage)
+        for folder in reversed([f for f in made if f != stage]):
+            if not ctx.host.listdir(folder):
+                ctx.host.remove(folder)
+    if ctx.dry_run:
+        return
+    installed, _ = host_packages(ctx, family)
+    missing = [p["name"] for p in todo if p["name"] not in installed]
+    if missing:
+        raise UserError("%s is still not installed after %s: see its output "
+                        "in %s" % (missing[0], "dpkg -i" if family == "deb"
+                                   else "rpm -Uvh", INSTALL_LOG))
+
 
 def read_os_release(host):
     """(ID, VERSION_ID) from /etc/os-release; empty strings if unknown."""
@@ -5701,13 +7575,8 @@ def os_id_of(os_release):
     return None
 
 
-def _root_args(ctx, family):
-    """The package tools' options to work on --root instead of /."""
-    if ctx.host.root == "/":
-        return []
-    if family == "deb":
-        return ["--root=" + ctx.host.root]
-    return ["--root", ctx.host.root]
+def host_lacks_tools(host):
+    return [tool for tool in PACKAGED_TOOLS if not host.which(tool)]
 
 
 def host_packages(ctx, family):
@@ -5735,6 +7604,15 @@ def host_packages(ctx, family):
         provided.add(fields[0])
         provided.update(group[0][0] for group in parse_deb_relations(fields[3]))
     return versions, provided
+
+
+def _root_args(ctx, family):
+    """The package tools' options to work on --root instead of /."""
+    if ctx.host.root == "/":
+        return []
+    if family == "deb":
+        return ["--root=" + ctx.host.root]
+    return ["--root", ctx.host.root]
 
 
 def packages_to_install(entry, installed, provided):
@@ -5814,173 +7692,37 @@ def install_batches(todo):
     return batches + [current] if current else batches
 
 
-def host_lacks_tools(host):
-    return [tool for tool in PACKAGED_TOOLS if not host.which(tool)]
-
-
-def phase_packages(ctx):
-    """Install the OS packages kubeadm needs that this host lacks, from
-    the bundle (dpkg -i or rpm -Uvh, dependencies first).
-
-    Nothing installed is ever upgraded or removed; a bundle without
-    packages for this distribution is refused only when the host lacks a
-    tool they would have supplied.
-    """
-    carried = ctx.bundle.meta.get("os_packages") or {}
-    if not carried:
-        log.info("  the bundle carries no OS packages (bundle --os adds them)")
-        return
-    os_release = read_os_release(ctx.host)
-    os_id = os_id_of(os_release)
-    if os_id not in carried:
-        lacking = host_lacks_tools(ctx.host)
-        name = " ".join(part for part in os_release if part) or "unknown"
-        if not lacking:
-            log.info("  this host (%s) has every tool the packages supply; "
-                     "the bundle's packages are for %s", name,
-                     ", ".join(sorted(carried)))
-            return
-        if os_id is None:
-            raise UserError("this host (%s in %s) lacks %s and no --os covers "
-                            "it (the bundle has %s): install %s with the "
-                            "host's own packages" % (
-                                name, OS_RELEASE, ", ".join(lacking),
-                                ", ".join(sorted(carried)), ", ".join(lacking)))
-        raise UserError("this host is %s and lacks %s, but the bundle carries "
-                        "packages only for %s: rebuild it with --os %s" % (
-                            os_id, ", ".join(lacking),
-                            ", ".join(sorted(carried)), os_id))
-    entry = carried[os_id]
-    family = entry["family"]
-    installed, provided = host_packages(ctx, family)
-    todo = packages_to_install(entry, installed, provided)
-    if not todo:
-        log.info("  every package of %s the bundle carries that kubeadm needs "
-                 "is installed", os_id)
-        return
-    log.info("  installing %d package%s for %s: %s", len(todo),
-             "" if len(todo) == 1 else "s", os_id,
-             ", ".join("%s %s" % (p["name"], p["version"]) for p in todo))
-    stage = "%s/%s" % (PACKAGES_STAGE_DIR, os_id)
-    made = [folder for folder in (STATE_DIR, PACKAGES_STAGE_DIR, stage)
-            if not ctx.host.isdir(folder)]
-    try:
-        for folder in made:
-            ctx.host.makedirs(folder, 0o700)
-        install_staged(ctx, family, todo, stage)
-    finally:
-        ctx.host.remove(stage)
-        for folder in reversed([f for f in made if f != stage]):
-            if not ctx.host.listdir(folder):
-                ctx.host.remove(folder)
-    if ctx.dry_run:
-        return
-    installed, _ = host_packages(ctx, family)
-    missing = [p["name"] for p in todo if p["name"] not in installed]
-    if missing:
-        raise UserError("%s is still not installed after %s: see its output "
-                        "in %s" % (missing[0], "dpkg -i" if family == "deb"
-                                   else "rpm -Uvh", INSTALL_LOG))
-
-
 # -- phase: preflight -------------------------------------------------------
 
-def existing_cluster_files(host):
-    found = [path for path in ("/etc/kubernetes/manifests/kube-apiserver.yaml",
-                               KUBELET_CONF, ADMIN_CONF)
-             if host.exists(path)]
-    if host.listdir("/var/lib/etcd"):
-        found.append("/var/lib/etcd")
-    return found
+def phase_preflight(ctx):
+    """Check the host, giving the reason and the fix for each problem.
 
-
-def continuing_run(ctx):
-    """True when an earlier run of this tool, same role, made this cluster:
-    then the cluster's own files and ports are expected, not a conflict."""
-    state = ctx.host.state()
-    return state.get("role") == ctx.role
-
-
-def runtime_plan(ctx):
-    """What the runtime phase will do: 'running', 'start' or 'install'.
-
-    Raises UserError when there is no way to a runtime.
+    Only checks: the fixes this tool makes itself (kernel modules, sysctls,
+    swap with --disable-swap) happen in the host phase, after every check
+    has passed.
     """
-    if ctx.cri == "docker":
-        if docker_info(ctx.runner) is not None:
-            return "running"
-        if ctx.host.which("dockerd"):
-            return "start"
-        if ctx.bundle.meta.get("archives", {}).get("docker"):
-            return "install"
-        raise UserError("no container runtime: Docker is not running, not "
-                        "installed, and the bundle has no Docker: install and "
-                        "start Docker, rebuild the bundle with --with-docker, "
-                        "or use --cri containerd%s" % (
-                            " (the bundle carries containerd)"
-                            if bundled_runtime(ctx.bundle) == "containerd"
-                            else ""))
-    if containerd_running(ctx):
-        return "running"
-    if ctx.host.which("containerd"):
-        return "start"
-    if bundled_runtime(ctx.bundle):
-        return "install"
-    raise UserError("no container runtime: containerd is not running or not "
-                    "installed: install containerd, rebuild the bundle with "
-                    "--with-containerd (or --with-docker, which carries "
-                    "containerd too), or use --cri docker")
-
-
-def firewall_rules(ctx):
-    return FIREWALL_RULES["worker" if ctx.role == "worker" else "master"]
-
-
-def selinux_enforcing(host):
-    return (host.read(SELINUX_ENFORCE) or "").strip() == "1"
-
-
-def firewalld_active(ctx):
-    return (bool(ctx.host.which("firewall-cmd")) and
-            service_active(ctx.runner, "firewalld"))
-
-
-def node_name(ctx):
-    if ctx.node_name is None:
-        ctx.node_name = host_hostname(ctx.host).lower()
-    return ctx.node_name
+    errors = []
+    for check in PREFLIGHT_CHECKS:
+        log.debug("  preflight check %s (kubeadm: %s)", check.name,
+                  ", ".join(check.kubeadm) or "none")
+        for found in check.run(ctx):
+            if found.warning:
+                ctx.warn(problem_text(found))
+            else:
+                errors.append(problem_text(found))
+    if errors:
+        for text in errors[1:]:
+            log.error("preflight: %s", text)
+        if ctx.dry_run:
+            log.error("preflight: %s", errors[0])
+            log.info("  (dry run: continuing to show the remaining phases)")
+            return
+        raise UserError(errors[0])
+    log.info("  preflight passed (%d warning%s)", len(ctx.warnings),
+             "" if len(ctx.warnings) == 1 else "s")
 
 
 # -- phase: host ------------------------------------------------------------
-
-def disable_swap_in_fstab(text):
-    lines = []
-    for line in text.splitlines():
-        fields = line.split()
-        if (len(fields) >= 3 and not line.lstrip().startswith("#") and
-                fields[2] == "swap"):
-            line = "#" + line + "  # disabled by k8s-offline"
-        lines.append(line)
-    return "\n".join(lines) + ("\n" if text.endswith("\n") or lines else "")
-
-
-def selinux_config_permissive(text):
-    """/etc/selinux/config with SELINUX=permissive at boot: an `enforcing`
-    (or unreadable) SELINUX line is replaced by a line written here, a
-    `permissive` or `disabled` one is left alone, a missing one added;
-    every other line is kept as it is."""
-    lines, found = [], False
-    for line in text.splitlines():
-        match = re.match(r"^\s*SELINUX\s*=\s*[\"']?([A-Za-z]*)", line)
-        if match:
-            found = True
-            if match.group(1).lower() not in ("permissive", "disabled"):
-                line = "SELINUX=permissive"
-        lines.append(line)
-    if not found:
-        lines.append("SELINUX=permissive")
-    return "\n".join(lines) + "\n"
-
 
 def phase_host(ctx):
     """Kernel modules, sysctls, swap, iptables mode, and with their flags
@@ -6029,84 +7771,58 @@ def phase_host(ctx):
                            what="update-alternatives %s" % tool)
 
 
+def disable_swap_in_fstab(text):
+    lines = []
+    for line in text.splitlines():
+        fields = line.split()
+        if (len(fields) >= 3 and not line.lstrip().startswith("#") and
+                fields[2] == "swap"):
+            line = "#" + line + "  # disabled by k8s-offline"
+        lines.append(line)
+    return "\n".join(lines) + ("\n" if text.endswith("\n") or lines else "")
+
+
+def module_loaded(host, name):
+    """Loaded or built in: what the module provides is there."""
+    if host.isdir("/sys/module/" + name):
+        return True
+    if name == "br_netfilter" and host.isdir("/proc/sys/net/bridge"):
+        return True
+    if name == "overlay" and re.search(r"\soverlay$",
+                                       host.read("/proc/filesystems", ""), re.M):
+        return True
+    return bool(re.search(r"^%s\s" % re.escape(name),
+                          host.read("/proc/modules", ""), re.M))
+
+
+def read_sysctl(host, key):
+    value = host.read(sysctl_path(key))
+    return value.strip() if value is not None else None
+
+
+def sysctl_path(key):
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def selinux_config_permissive(text):
+    """/etc/selinux/config with SELINUX=permissive at boot: an `enforcing`
+    (or unreadable) SELINUX line is replaced by a line written here, a
+    `permissive` or `disabled` one is left alone, a missing one added;
+    every other line is kept as it is."""
+    lines, found = [], False
+    for line in text.splitlines():
+        match = re.match(r"^\s*SELINUX\s*=\s*[\"']?([A-Za-z]*)", line)
+        if match:
+            found = True
+            if match.group(1).lower() not in ("permissive", "disabled"):
+                line = "SELINUX=permissive"
+        lines.append(line)
+    if not found:
+        lines.append("SELINUX=permissive")
+    return "\n".join(lines) + "\n"
+
+
 # -- phase: runtime ---------------------------------------------------------
-
-def wait_for(ctx, check, what, timeout=60, interval=2, logs="journalctl -xe"):
-    """Poll check() until true, at most timeout seconds; UserError after,
-    naming the logs to read."""
-    if ctx.dry_run:
-        return
-    deadline = now() + timeout
-    while True:
-        if check():
-            return
-        if now() >= deadline:
-            raise UserError("%s did not happen within %d s: see its logs "
-                            "(%s)" % (what, timeout, logs))
-        sleep(interval)
-
-
-def unit_path(bundle, name):
-    """Where the bundle keeps a systemd unit; BundleError if it has none."""
-    relpath = bundle.meta.get("systemd", {}).get(name)
-    if not relpath:
-        raise BundleError("the bundle has no %s: rebuild it with this version "
-                          "of k8s_offline.py" % name)
-    return relpath
-
-
-def bundled_unit(bundle, name):
-    """The bytes of a systemd unit the bundle carries, verified with the rest
-    of the bundle: installed units are never a second copy from the code."""
-    return bundle.read_member(unit_path(bundle, name), MAX_IMAGE_JSON_BYTES)
-
-
-def bundled_runtime(bundle):
-    """'docker' (--with-docker), 'containerd' (--with-containerd) or None."""
-    archives = bundle.meta.get("archives", {})
-    if archives.get("docker"):
-        return "docker"
-    if archives.get("containerd") and archives.get("runc"):
-        return "containerd"
-    return None
-
-
-def units_needed(bundle):
-    """The unit files install mode may install from this bundle."""
-    names = ["kubelet.service", "10-kubeadm.conf"]
-    if bundled_runtime(bundle) == "docker":
-        names += ["containerd.service", "docker.service"]
-    elif bundled_runtime(bundle) == "containerd":
-        names += ["containerd.service"]
-    return names
-
-
-def install_static_runtime(ctx, units):
-    """Unpack the bundle's static runtime and install its units: Docker's
-    binaries (dockerd, containerd, runc, ctr, ...) into /usr/bin, or
-    upstream containerd's bin/ into /usr/local/bin with runc as
-    /usr/local/sbin/runc, where the bundle's containerd unit runs them."""
-    archives = ctx.bundle.meta["archives"]
-    if bundled_runtime(ctx.bundle) == "containerd":
-        for name, data in sorted(_extract_files(
-                ctx, archives["containerd"], under="bin").items()):
-            ctx.host.write(CONTAINERD_BIN_DIR + "/" + name, data, 0o755)
-        ctx.host.install_member(RUNC_PATH, ctx.bundle, archives["runc"], 0o755)
-    else:
-        for name, data in sorted(_extract_files(
-                ctx, archives["docker"]).items()):
-            ctx.host.write(BIN_INSTALL_DIR + "/" + name, data, 0o755)
-    targets = {"containerd.service": CONTAINERD_UNIT,
-               "docker.service": DOCKER_UNIT}
-    for unit in units:
-        ctx.host.write(targets[unit], bundled_unit(ctx.bundle, unit))
-    if "docker.service" in units and not ctx.host.exists(DOCKER_DAEMON_JSON):
-        ctx.host.write(DOCKER_DAEMON_JSON, canonical_json({
-            "exec-opts": ["native.cgroupdriver=systemd"],
-            "log-driver": "json-file", "log-opts": {"max-size": "100m"},
-            "storage-driver": "overlay2"}))
-    ctx.runner.run(["systemctl", "daemon-reload"])
-
 
 def phase_runtime(ctx):
     """Have the container runtime running, with the kubelet's cgroup driver.
@@ -6159,22 +7875,31 @@ def phase_runtime(ctx):
     host.save_state(cri=ctx.cri, cgroup_driver=ctx.cgroup_driver)
 
 
-def ensure_cgroup_driver(ctx):
-    """The runtime's cgroup driver, detected when the runtime phase was
-    skipped (the kubelet must never use another)."""
-    if ctx.cgroup_driver:
-        return ctx.cgroup_driver
-    if ctx.cri == "docker":
-        info = docker_info(ctx.runner) or {}
-        ctx.cgroup_driver = (info.get("CgroupDriver") or
-                             ctx.host.state().get("cgroup_driver") or "cgroupfs")
+def install_static_runtime(ctx, units):
+    """Unpack the bundle's static runtime and install its units: Docker's
+    binaries (dockerd, containerd, runc, ctr, ...) into /usr/bin, or
+    upstream containerd's bin/ into /usr/local/bin with runc as
+    /usr/local/sbin/runc, where the bundle's containerd unit runs them."""
+    archives = ctx.bundle.meta["archives"]
+    if bundled_runtime(ctx.bundle) == "containerd":
+        for name, data in sorted(_extract_files(
+                ctx, archives["containerd"], under="bin").items()):
+            ctx.host.write(CONTAINERD_BIN_DIR + "/" + name, data, 0o755)
+        ctx.host.install_member(RUNC_PATH, ctx.bundle, archives["runc"], 0o755)
     else:
-        ctx.cgroup_driver = containerd_cgroup_driver(
-            ctx.host.read(CONTAINERD_CONFIG, ""))
-    return ctx.cgroup_driver
-
-
-# -- phase: install ---------------------------------------------------------
+        for name, data in sorted(_extract_files(
+                ctx, archives["docker"]).items()):
+            ctx.host.write(BIN_INSTALL_DIR + "/" + name, data, 0o755)
+    targets = {"containerd.service": CONTAINERD_UNIT,
+               "docker.service": DOCKER_UNIT}
+    for unit in units:
+        ctx.host.write(targets[unit], bundled_unit(ctx.bundle, unit))
+    if "docker.service" in units and not ctx.host.exists(DOCKER_DAEMON_JSON):
+        ctx.host.write(DOCKER_DAEMON_JSON, canonical_json({
+            "exec-opts": ["native.cgroupdriver=systemd"],
+            "log-driver": "json-file", "log-opts": {"max-size": "100m"},
+            "storage-driver": "overlay2"}))
+    ctx.runner.run(["systemctl", "daemon-reload"])
 
 
 def _extract_files(ctx, relpath, wanted=None, under=None):
@@ -6203,6 +7928,43 @@ def _extract_files(ctx, relpath, wanted=None, under=None):
                           % (relpath, exc))
     return found
 
+
+def bundled_unit(bundle, name):
+    """The bytes of a systemd unit the bundle carries, verified with the rest
+    of the bundle: installed units are never a second copy from the code."""
+    return bundle.read_member(unit_path(bundle, name), MAX_IMAGE_JSON_BYTES)
+
+
+def pause_image_name(bundle, image_repository):
+    for image in bundle.meta.get("images", []):
+        if image.get("name") == "pause":
+            return image_target(image, image_repository)
+    return "%s/pause:%s" % (image_repository,
+                            bundle.meta.get("versions", {}).get("pause", "3.1"))
+
+
+def image_target(image, image_repository):
+    """The name an image is loaded under: kubeadm's images move with
+    --image-repository, the others keep the name they were bundled with."""
+    if image.get("kubeadm"):
+        return "%s/%s:%s" % (image_repository, image["repository"],
+                             image["tag"])
+    return image["ref"]
+
+
+def containerd_version(runner):
+    """(major, minor) of the installed containerd, or None."""
+    result = runner.run(["containerd", "--version"], change=False, check=False)
+    match = re.search(r"\s v?(\d+)\.(\d+)\.\d+", result.stdout or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def containerd_cgroup_driver(config_text):
+    return "systemd" if re.search(r"^\s*SystemdCgroup\s*=\s*true",
+                                  config_text or "", re.M) else "cgroupfs"
+
+
+# -- phase: install ---------------------------------------------------------
 
 def phase_install(ctx):
     """Install kubeadm, kubelet, kubectl, the CNI plugins, crictl and the
@@ -6308,355 +8070,102 @@ def phase_images(ctx):
                         "runtime's log" % (ctx.cri, wrong[0]))
 
 
-# ===========================================================================
-# kubeadm (install mode)
-# ===========================================================================
+def image_stream_size(bundle, images):
+    seen = set()
+    total = 0
+    for image in images:
+        for digest in ([image["manifest_digest"], image["config_digest"]] +
+                       list(image["layers"])):
+            relpath = _blob_path(digest)
+            if relpath not in seen:
+                seen.add(relpath)
+                total += bundle.size(relpath)
+    return total
 
 
-def split_documents(text):
-    """The documents of a multi-document YAML or JSON file, as text; empty
-    ones (only blanks and comments) dropped."""
-    docs, current = [], []
-    for line in text.splitlines():
-        if re.fullmatch(r"(?:---|\.\.\.)\s*(?:#.*)?", line):
-            docs.append(current)
-            current = []
-        else:
-            current.append(line)
-    docs.append(current)
-    return ["\n".join(lines) + "\n" for lines in docs
-            if any(line.strip() and not line.lstrip().startswith("#")
-                   for line in lines)]
+def write_docker_archive(stream, bundle, targets, progress):
+    """A docker-archive of [(image, target)] onto stream, read from the
+    bundle as it goes: manifest.json plus the blobs it names."""
+    manifest = [{"Config": _blob_path(image["config_digest"])[len(IMAGES_DIR) + 1:],
+                 "RepoTags": [target],
+                 "Layers": [_blob_path(d)[len(IMAGES_DIR) + 1:]
+                            for d in image["layers"]]}
+                for image, target in targets]
+    tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
+    with _broken_on_error(tar):
+        seen = set()
+        _add_bytes(tar, "manifest.json", json.dumps(manifest).encode("utf-8"))
+        for image, _ in targets:
+            for digest in [image["config_digest"]] + list(image["layers"]):
+                _add_blob(tar, bundle, digest, progress, seen)
+    tar.close()
 
 
-class YamlSubsetError(ValueError):
-    """A document outside the YAML subset kubeadm configs use."""
-
-
-def parse_yaml_document(text):
-    """One document of the YAML subset kubeadm configs are written in, with
-    the standard library: JSON; block mappings and sequences; plain,
-    single- and double-quoted scalars; flow [..] and {..} collections.
-    Anchors, aliases, tags and block scalars (| >) are refused."""
-    stripped = text.strip()
-    if stripped.startswith(("{", "[")):
-        try:
-            return json.loads(stripped)
-        except ValueError:
-            pass        # flow YAML such as {a: b}: parsed below
-    lines = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        content = _strip_comment(raw).rstrip()
-        if not content.strip():
-            continue
-        body = content.lstrip(" ")
-        if body.startswith("\t") or "\t" in content[:len(content) - len(body)]:
-            raise YamlSubsetError("line %d is indented with a tab" % number)
-        lines.append((len(content) - len(body), body, number))
-    if not lines:
-        return None
-    value, end = _yaml_block(lines, 0, lines[0][0], 0)
-    if end != len(lines):
-        raise YamlSubsetError("line %d is not where its indentation puts it"
-                              % lines[end][2])
-    return value
-
-
-def _strip_comment(line):
-    quote = None
-    for index, char in enumerate(line):
-        if quote:
-            if char == quote:
-                quote = None
-        elif char in "'\"" and (index == 0 or line[index - 1] in " :-[{,"):
-            quote = char
-        elif char == "#" and (index == 0 or line[index - 1] in " \t"):
-            return line[:index]
-    return line
-
-
-def _yaml_block(lines, index, indent, depth):
-    if depth > MAX_YAML_DEPTH:
-        raise YamlSubsetError("nested more than %d deep" % MAX_YAML_DEPTH)
-    if lines[index][1] == "-" or lines[index][1].startswith("- "):
-        return _yaml_sequence(lines, index, indent, depth)
-    return _yaml_mapping(lines, index, indent, depth)
-
-
-def _yaml_nested(lines, index, indent, depth, number, allow_sequence):
-    """The block value under a line ending in ':' or '-', or None."""
-    if index < len(lines) and (lines[index][0] > indent or (
-            allow_sequence and lines[index][0] == indent and
-            (lines[index][1] == "-" or lines[index][1].startswith("- ")))):
-        return _yaml_block(lines, index, lines[index][0], depth + 1)
-    return None, index
-
-
-def _yaml_mapping(lines, index, indent, depth):
-    result = {}
-    while index < len(lines) and lines[index][0] == indent:
-        _, body, number = lines[index]
-        key, value = _yaml_key_value(body, number)
-        if key in result:
-            raise YamlSubsetError("line %d repeats the key %s" % (number, key))
-        index += 1
-        if value is None:
-            result[key], index = _yaml_nested(lines, index, indent, depth,
-                                              number, True)
-        else:
-            result[key] = _yaml_scalar(value, number, depth)
-    if index < len(lines) and lines[index][0] > indent:
-        raise YamlSubsetError("line %d is indented more than its mapping"
-                              % lines[index][2])
-    return result, index
-
-
-def _yaml_sequence(lines, index, indent, depth):
-    result = []
-    while (index < len(lines) and lines[index][0] == indent and
-            (lines[index][1] == "-" or lines[index][1].startswith("- "))):
-        _, body, number = lines[index]
-        rest = body[1:].lstrip(" ")
-        index += 1
-        if not rest:
-            item, index = _yaml_nested(lines, index, indent, depth, number,
-                                       False)
-        elif _yaml_is_key(rest):
-            # "- key: value" opens a mapping whose keys line up with "key".
-            inner = indent + len(body) - len(rest)
-            lines[index - 1] = (inner, rest, number)
-            item, index = _yaml_mapping(lines, index - 1, inner, depth + 1)
-        else:
-            item = _yaml_scalar(rest, number, depth)
-        result.append(item)
-    return result, index
-
-
-def _yaml_is_key(body):
-    return (not body.startswith(("'", '"', "[", "{")) and
-            re.match(r"[^\s:][^:]*:(?:\s|$)", body) is not None or
-            re.match(r"(\"[^\"]*\"|'[^']*'):(?:\s|$)", body) is not None)
-
-
-def _yaml_key_value(body, number):
-    match = re.match(r"(\"[^\"]*\"|'[^']*'|[^\s:'\"\[{#&*!|>-][^:]*?|"
-                     r"-[^\s:][^:]*?)\s*:(?:\s+(.*))?$", body)
-    if not match:
-        raise YamlSubsetError("line %d is not 'key: value'" % number)
-    key = match.group(1)
-    if key[0] in "'\"":
-        key = _yaml_scalar(key, number, 0)
-    return key, match.group(2)
-
-
-def _yaml_scalar(text, number, depth):
-    text = text.strip()
-    if text[:1] in ("&", "*", "!", "|", ">", "%", "@", "`"):
-        raise YamlSubsetError("line %d uses %s (anchors, aliases, tags and "
-                              "block scalars are not supported)"
-                              % (number, text[:1]))
-    if text[:1] in ("[", "{"):
-        value, rest = _yaml_flow(text, number, depth)
-        if rest.strip():
-            raise YamlSubsetError("line %d has text after a closing bracket"
-                                  % number)
-        return value
-    if text[:1] == '"':
-        try:
-            value, end = json.JSONDecoder().raw_decode(text)
-        except ValueError:
-            raise YamlSubsetError("line %d has a bad double-quoted string"
-                                  % number)
-        if text[end:].strip():
-            raise YamlSubsetError("line %d has text after a string" % number)
-        return value
-    if text[:1] == "'":
-        if (len(text) < 2 or not text.endswith("'") or
-                "'" in text[1:-1].replace("''", "")):
-            raise YamlSubsetError("line %d has a bad single-quoted string"
-                                  % number)
-        return text[1:-1].replace("''", "'")
-    if text in ("null", "Null", "NULL", "~", ""):
-        return None
-    if text in ("true", "True", "TRUE"):
-        return True
-    if text in ("false", "False", "FALSE"):
-        return False
-    if re.fullmatch(r"[-+]?[0-9]+", text):
-        return int(text)
-    if re.fullmatch(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?",
-                    text):
-        return float(text)
-    return text
-
-
-def _yaml_flow(text, number, depth):
-    """A flow collection at the start of text: (value, rest of text)."""
-    if depth > MAX_YAML_DEPTH:
-        raise YamlSubsetError("nested more than %d deep" % MAX_YAML_DEPTH)
-    opening = text[0]
-    closing = "]" if opening == "[" else "}"
-    items = [] if opening == "[" else {}
-    rest = text[1:].lstrip()
-    while True:
-        if rest.startswith(closing):
-            return items, rest[1:]
-        if opening == "{":
-            match = re.match(r"(\"[^\"]*\"|'[^']*'|[^\s:,\[\]{}]+)\s*:\s*",
-                             rest)
-            if not match:
-                raise YamlSubsetError("line %d has a bad flow mapping" % number)
-            key = _yaml_scalar(match.group(1), number, depth)
-            rest = rest[match.end():]
-        if rest[:1] in ("[", "{"):
-            value, rest = _yaml_flow(rest, number, depth + 1)
-        else:
-            match = re.match(r"(\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'|"
-                             r"[^,\[\]{}]*)", rest)
-            value = _yaml_scalar(match.group(1), number, depth)
-            rest = rest[match.end():]
-        if opening == "[":
-            items.append(value)
-        else:
-            items[key] = value
-        rest = rest.lstrip()
-        if rest.startswith(","):
-            rest = rest[1:].lstrip()
-        elif not rest.startswith(closing):
-            raise YamlSubsetError("line %d has an unclosed %s" % (number,
-                                                                  opening))
-
-
-def read_extra_config(path):
-    """(documents, {kind: document}) of --kubeadm-config-extra, parsed and
-    checked: each document a mapping with a top-level apiVersion and
-    kind, none of the kinds this tool writes itself."""
-    if not path:
-        return [], {}
-    data = read_regular_file(path, "--kubeadm-config-extra",
-                             MAX_EXTRA_CONFIG_BYTES)
+@contextlib.contextmanager
+def _broken_on_error(tar):
+    """On an error mid-stream, mark the tar stream closed: nothing more (no
+    end-of-archive blocks) is written, so the reader sees a cut archive."""
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError("--kubeadm-config-extra %s is not UTF-8 text: give a "
-                        "YAML or JSON file" % path)
-    docs, kinds = [], {}
-    for number, source in enumerate(split_documents(text), 1):
-        try:
-            doc = parse_yaml_document(source)
-        except (YamlSubsetError, RecursionError) as exc:
-            raise UserError("document %d of %s cannot be read: %s: write it as "
-                            "plain YAML or JSON" % (number, path, exc))
-        if (not isinstance(doc, dict) or
-                not isinstance(doc.get("kind"), str) or
-                not isinstance(doc.get("apiVersion"), str)):
-            raise UserError("document %d of %s has no kind or apiVersion: each "
-                            "document needs both" % (number, path))
-        if doc["kind"] in RESERVED_KINDS:
-            raise UserError("%s in %s is generated by this tool: use the "
-                            "command's options instead" % (doc["kind"], path))
-        if doc["kind"] in kinds:
-            raise UserError("%s appears twice in %s: give each kind once"
-                            % (doc["kind"], path))
-        kinds[doc["kind"]] = doc
-        docs.append(doc)
-    return docs, kinds
+        yield
+    except BaseException:
+        tar.closed = True
+        tar.fileobj.closed = True
+        raise
 
 
-def json_documents(docs):
-    return "".join(("---\n" if index else "") +
-                   json.dumps(doc, indent=2, sort_keys=True) + "\n"
-                   for index, doc in enumerate(docs))
+def _add_bytes(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    info.mtime = 0
+    tar.addfile(info, io.BytesIO(data))
 
 
-def cri_socket(ctx):
-    if ctx.cri == "containerd":
-        return ctx.containerd_address
-    return CRI_SOCKETS["docker"]
+def _add_blob(tar, bundle, digest, progress, seen):
+    relpath = _blob_path(digest)
+    if relpath in seen:
+        return
+    seen.add(relpath)
+    info = tarfile.TarInfo(relpath[len(IMAGES_DIR) + 1:])
+    info.size = bundle.size(relpath)
+    info.mode = 0o644
+    info.mtime = 0
+    with bundle.open(relpath) as handle:
+        tar.addfile(info, _CountingReader(handle, progress))
 
 
-def advertise_address(ctx):
-    """--apiserver-advertise-address, or the default route's address."""
-    if ctx.advertise_address:
-        return ctx.advertise_address
-    iface = default_route_interface(ctx.host)
-    for name, address in host_addresses(ctx.runner):
-        if name == iface:
-            ctx.advertise_address = str(address.ip)
-            return ctx.advertise_address
-    raise UserError("cannot find this host's address (no default route): use "
-                    "--apiserver-advertise-address IP")
+class _CountingReader(object):
+    def __init__(self, handle, progress):
+        self.handle = handle
+        self.progress = progress
+
+    def read(self, size=-1):
+        block = self.handle.read(size)
+        self.progress.update(len(block))
+        return block
 
 
-def kubeadm_init_documents(ctx, certificate_key=None):
-    """The kubeadm init config, as [dict] (plus the extra documents)."""
-    driver = ensure_cgroup_driver(ctx)
-    address = advertise_address(ctx)
-    init = {"apiVersion": KUBEADM_API, "kind": "InitConfiguration",
-            "localAPIEndpoint": {"advertiseAddress": address,
-                                 "bindPort": API_PORT},
-            "nodeRegistration": {"name": node_name(ctx),
-                                 "criSocket": cri_socket(ctx),
-                                 "kubeletExtraArgs": {"cgroup-driver": driver}}}
-    if certificate_key:
-        init["certificateKey"] = certificate_key
-    cluster = {"apiVersion": KUBEADM_API, "kind": "ClusterConfiguration",
-               "kubernetesVersion": ctx.bundle.kubernetes_version,
-               "imageRepository": ctx.image_repository,
-               "networking": {"podSubnet": ctx.pod_cidr,
-                              "serviceSubnet": str(ctx.service_network),
-                              "dnsDomain": "cluster.local"},
-               "apiServer": {"certSANs": sorted(set([address, node_name(ctx)]))}}
-    if ctx.control_plane_endpoint:
-        cluster["controlPlaneEndpoint"] = ctx.control_plane_endpoint
-    docs = [init, cluster]
-    extra, kinds = ctx.extra_documents, ctx.extra_kinds
-    if "KubeletConfiguration" in kinds:
-        theirs = kinds["KubeletConfiguration"].get("cgroupDriver")
-        if theirs is not None and theirs != driver:
-            raise UserError("the KubeletConfiguration in %s sets cgroupDriver "
-                            "%s but %s uses %s: remove it or set %s" % (
-                                ctx.extra_config_path, theirs, ctx.cri,
-                                driver, driver))
-    else:
-        docs.append({"apiVersion": KUBELET_API, "kind": "KubeletConfiguration",
-                     "cgroupDriver": driver})
-    return docs, extra
-
-
-def kubeadm_init_config(ctx, certificate_key=None):
-    docs, extra = kubeadm_init_documents(ctx, certificate_key)
-    return json_documents(docs + extra)
-
-
-def kubeadm_join_config(ctx, info):
-    driver = ensure_cgroup_driver(ctx)
-    join = {"apiVersion": KUBEADM_API, "kind": "JoinConfiguration",
-            "discovery": {"bootstrapToken": {
-                "token": info["token"],
-                "apiServerEndpoint": info["api_server_endpoint"],
-                "caCertHashes": [info["discovery_token_ca_cert_hash"]]}},
-            "nodeRegistration": {"name": node_name(ctx),
-                                 "criSocket": cri_socket(ctx),
-                                 "kubeletExtraArgs": {"cgroup-driver": driver}}}
-    if ctx.role == "control-plane":
-        join["controlPlane"] = {
-            "localAPIEndpoint": {"advertiseAddress": advertise_address(ctx),
-                                 "bindPort": API_PORT},
-            "certificateKey": info["certificate_key"]}
-    return json_documents([join])
-
-
-def ignore_preflight_args(ctx):
-    value = ctx.ignore_preflight_errors
-    return ["--ignore-preflight-errors", value] if value else []
-
-
-def reset_partial(ctx, what):
-    log.info("  an earlier %s did not finish: undoing it with kubeadm reset "
-             "first", what)
-    argv = ["kubeadm", "reset", "-f"]
-    ctx.runner.run(argv, what="kubeadm reset")
+def write_oci_layout(stream, bundle, targets, progress):
+    """An OCI image layout of [(image, target)] onto stream, the index
+    naming each manifest by its target (what containerd imports it as)."""
+    index = {"schemaVersion": 2, "manifests": []}
+    for image, target in targets:
+        index["manifests"].append({
+            "mediaType": image.get("manifest_media_type", MT_DOCKER_MANIFEST),
+            "digest": image["manifest_digest"],
+            "size": bundle.size(_blob_path(image["manifest_digest"])),
+            "annotations": {"io.containerd.image.name": target,
+                            "org.opencontainers.image.ref.name": target}})
+    tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
+    with _broken_on_error(tar):
+        seen = set()
+        _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+        _add_bytes(tar, "index.json", json.dumps(index).encode("utf-8"))
+        for image, _ in targets:
+            for digest in ([image["manifest_digest"], image["config_digest"]] +
+                           list(image["layers"])):
+                _add_blob(tar, bundle, digest, progress, seen)
+    tar.close()
 
 
 # -- phase: init ------------------------------------------------------------
@@ -6703,60 +8212,150 @@ def phase_init(ctx):
     host.save_state(init="done")
 
 
-# -- phase: kubeconfig ------------------------------------------------------
+def reset_partial(ctx, what):
+    log.info("  an earlier %s did not finish: undoing it with kubeadm reset "
+             "first", what)
+    argv = ["kubeadm", "reset", "-f"]
+    ctx.runner.run(argv, what="kubeadm reset")
 
-def passwd_entry(host, name):
-    """(uid, gid, home) of a user from the host's /etc/passwd, or None."""
-    for line in host.read("/etc/passwd", "").splitlines():
-        fields = line.split(":")
-        if len(fields) >= 7 and fields[0] == name:
-            try:
-                return int(fields[2]), int(fields[3]), fields[5]
-            except ValueError:
-                return None
+
+def kubeadm_init_config(ctx, certificate_key=None):
+    api = profile(ctx.bundle.kubernetes_version)["kubeadm_api"]
+    docs, extra = CONFIG_RENDERERS[api]["init"](ctx, certificate_key)
+    return json_documents(docs + extra)
+
+
+def kubeadm_init_documents(ctx, certificate_key=None):
+    """The kubeadm init config, as [dict] (plus the extra documents)."""
+    apis = profile(ctx.bundle.kubernetes_version)
+    driver = ensure_cgroup_driver(ctx)
+    address = advertise_address(ctx)
+    init = {"apiVersion": apis["kubeadm_api"], "kind": "InitConfiguration",
+            "localAPIEndpoint": {"advertiseAddress": address,
+                                 "bindPort": API_PORT},
+            "nodeRegistration": {"name": node_name(ctx),
+                                 "criSocket": cri_socket(ctx),
+                                 "kubeletExtraArgs": {"cgroup-driver": driver}}}
+    if certificate_key:
+        init["certificateKey"] = certificate_key
+    cluster = {"apiVersion": apis["kubeadm_api"], "kind": "ClusterConfiguration",
+               "kubernetesVersion": ctx.bundle.kubernetes_version,
+               "imageRepository": ctx.image_repository,
+               "networking": {"podSubnet": ctx.pod_cidr,
+                              "serviceSubnet": str(ctx.service_network),
+                              "dnsDomain": "cluster.local"},
+               "apiServer": {"certSANs": sorted(set([address, node_name(ctx)]))}}
+    if ctx.control_plane_endpoint:
+        cluster["controlPlaneEndpoint"] = ctx.control_plane_endpoint
+    docs = [init, cluster]
+    extra, kinds = ctx.extra_documents, ctx.extra_kinds
+    if "KubeletConfiguration" in kinds:
+        theirs = kinds["KubeletConfiguration"].get("cgroupDriver")
+        if theirs is not None and theirs != driver:
+            raise UserError("the KubeletConfiguration in %s sets cgroupDriver "
+                            "%s but %s uses %s: remove it or set %s" % (
+                                ctx.extra_config_path, theirs, ctx.cri,
+                                driver, driver))
+    else:
+        docs.append({"apiVersion": apis["kubelet_api"], "kind": "KubeletConfiguration",
+                     "cgroupDriver": driver})
+    return docs, extra
+
+
+def ensure_cgroup_driver(ctx):
+    """The runtime's cgroup driver, detected when the runtime phase was
+    skipped (the kubelet must never use another)."""
+    if ctx.cgroup_driver:
+        return ctx.cgroup_driver
+    if ctx.cri == "docker":
+        info = docker_info(ctx.runner) or {}
+        ctx.cgroup_driver = (info.get("CgroupDriver") or
+                             ctx.host.state().get("cgroup_driver") or "cgroupfs")
+    else:
+        ctx.cgroup_driver = containerd_cgroup_driver(
+            ctx.host.read(CONTAINERD_CONFIG, ""))
+    return ctx.cgroup_driver
+
+
+def advertise_address(ctx):
+    """--apiserver-advertise-address, or the default route's address."""
+    if ctx.advertise_address:
+        return ctx.advertise_address
+    iface = default_route_interface(ctx.host)
+    for name, address in host_addresses(ctx.runner):
+        if name == iface:
+            ctx.advertise_address = str(address.ip)
+            return ctx.advertise_address
+    raise UserError("cannot find this host's address (no default route): use "
+                    "--apiserver-advertise-address IP")
+
+
+def default_route_interface(host):
+    for line in host.read("/proc/net/route", "").splitlines()[1:]:
+        fields = line.split()
+        if (len(fields) > 7 and fields[1] == "00000000" and
+                fields[7] == "00000000"):
+            return fields[0]
     return None
 
 
-def kubeconfig_targets(ctx):
-    """[(path, uid, gid)]: root's ~/.kube/config and the sudo user's."""
-    root_entry = passwd_entry(ctx.host, "root") or (0, 0, "/root")
-    targets = [(root_entry[2].rstrip("/") + "/.kube/config", 0, 0)]
-    sudo_user = os.environ.get("SUDO_USER")
-    if sudo_user and sudo_user != "root":
-        entry = passwd_entry(ctx.host, sudo_user)
-        if entry is None:
-            ctx.warn("the sudo user %s is not in /etc/passwd: no kubeconfig "
-                     "copied for them" % sudo_user)
-        else:
-            targets.append((entry[2].rstrip("/") + "/.kube/config",
-                            entry[0], entry[1]))
-    return targets
+def cri_socket(ctx):
+    if ctx.cri == "containerd":
+        return ctx.containerd_address
+    return CRI_SOCKETS["docker"]
 
 
-def phase_kubeconfig(ctx):
-    """Copy admin.conf to ~/.kube/config of root and of the sudo user
-    (owned by them, mode 0600), so kubectl works for both."""
-    host = ctx.host
-    data = host.read_bytes(ADMIN_CONF)
-    if data is None:
-        if ctx.dry_run:
-            data = b""
-        else:
-            raise UserError("%s is missing: the init or join phase has not "
-                            "run; run the command again" % ADMIN_CONF)
-    written = list(host.state().get("kubeconfigs") or [])
-    for path, uid, gid in kubeconfig_targets(ctx):
-        folder = os.path.dirname(path)
-        if host.makedirs(folder, 0o700) and not ctx.dry_run:
-            host.chown(folder, uid, gid)
-        host.write(path, data, 0o600, owner=(uid, gid))
-        log.info("  kubeconfig %s (owner %d)", path, uid)
-        if path not in written:
-            written.append(path)
-    host.save_state(kubeconfigs=written)
+def json_documents(docs):
+    return "".join(("---\n" if index else "") +
+                   json.dumps(doc, indent=2, sort_keys=True) + "\n"
+                   for index, doc in enumerate(docs))
+
+
+def ignore_preflight_args(ctx):
+    value = ctx.ignore_preflight_errors
+    return ["--ignore-preflight-errors", value] if value else []
+
+
+def kubeadm_error_line(text):
+    """The line of kubeadm's output that says what went wrong: its last
+    [ERROR ...] or "error execution phase" line, not the footer that points
+    to --v=5 for a stack trace."""
+    lines = [line.strip() for line in (text or "").splitlines()
+             if line.strip() and "to see the stack trace" not in line.lower()]
+    for line in reversed(lines):
+        if line.startswith("[ERROR") or line.lower().startswith("error"):
+            return line
+    return lines[-1] if lines else ""
 
 
 # -- phase: network ---------------------------------------------------------
+
+def phase_network(ctx):
+    """Apply the bundled flannel manifest with the pod network filled in;
+    with --allow-pods-on-master, remove the master taint."""
+    meta = ctx.bundle.meta
+    relpath = meta.get("flannel_manifest") or (MANIFESTS_DIR + "/" +
+                                               FLANNEL_MANIFEST)
+    try:
+        text = ctx.bundle.read_member(relpath, MAX_IMAGE_JSON_BYTES).decode(
+            "utf-8")
+    except UnicodeDecodeError:
+        raise BundleError("the bundled flannel manifest is not UTF-8 text: "
+                          "rebuild the bundle")
+    pod_cidr = ctx.pod_cidr
+    rendered = render_flannel(text, pod_cidr, flannel_image(ctx.bundle))
+    ctx.host.makedirs(STATE_DIR, 0o700)
+    ctx.host.write(FLANNEL_RENDERED, rendered, 0o644)
+    ctx.runner.run(ctx.kubectl("apply", "-f", FLANNEL_RENDERED),
+                   what="kubectl apply (flannel)", timeout=120)
+    if ctx.allow_pods_on_master:
+        result = ctx.runner.run(ctx.kubectl(
+            "taint", "nodes", node_name(ctx),
+            profile(ctx.bundle.kubernetes_version)["master_taint"] + "-"),
+            check=False)
+        if not result.ok and "not found" not in result.output():
+            raise UserError("removing the master taint failed: %s"
+                            % last_line(result.output()))
 
 
 def render_flannel(text, pod_cidr, image):
@@ -6782,144 +8381,7 @@ def flannel_image(bundle):
     raise BundleError("the bundle has no flannel image: rebuild it")
 
 
-def phase_network(ctx):
-    """Apply the bundled flannel manifest with the pod network filled in;
-    with --allow-pods-on-master, remove the master taint."""
-    meta = ctx.bundle.meta
-    relpath = meta.get("flannel_manifest") or (MANIFESTS_DIR + "/" +
-                                               FLANNEL_MANIFEST)
-    try:
-        text = ctx.bundle.read_member(relpath, MAX_IMAGE_JSON_BYTES).decode(
-            "utf-8")
-    except UnicodeDecodeError:
-        raise BundleError("the bundled flannel manifest is not UTF-8 text: "
-                          "rebuild the bundle")
-    pod_cidr = ctx.pod_cidr
-    rendered = render_flannel(text, pod_cidr, flannel_image(ctx.bundle))
-    ctx.host.makedirs(STATE_DIR, 0o700)
-    ctx.host.write(FLANNEL_RENDERED, rendered, 0o644)
-    ctx.runner.run(ctx.kubectl("apply", "-f", FLANNEL_RENDERED),
-                   what="kubectl apply (flannel)", timeout=120)
-    if ctx.allow_pods_on_master:
-        result = ctx.runner.run(ctx.kubectl(
-            "taint", "nodes", node_name(ctx), "node-role.kubernetes.io/master-"),
-            check=False)
-        if not result.ok and "not found" not in result.output():
-            raise UserError("removing the master taint failed: %s"
-                            % last_line(result.output()))
-
-
-# -- join information -------------------------------------------------------
-
-def parse_join_command(text):
-    match = JOIN_COMMAND_RE.search(text or "")
-    if not match:
-        return None
-    return {"api_server_endpoint": match.group(1), "token": match.group(2),
-            "discovery_token_ca_cert_hash": match.group(3)}
-
-
-def fresh_certificate_key(ctx):
-    result = ctx.runner.run(["kubeadm", "init", "phase", "upload-certs",
-                             "--upload-certs"], what="kubeadm upload-certs")
-    keys = re.findall(r"\b[a-f0-9]{64}\b", result.stdout)
-    if ctx.dry_run:
-        return "<certificate key>"
-    if not keys:
-        raise UserError("kubeadm upload-certs printed no certificate key: %s"
-                        % last_line(result.output()))
-    return keys[-1]
-
-
-def make_join_info(ctx, upload_certs, kubernetes_version, arch):
-    """A fresh token (and certificate key) and the facts a node needs."""
-    result = ctx.runner.run(["kubeadm", "token", "create",
-                             "--print-join-command"], what="kubeadm token create")
-    parsed = parse_join_command(result.stdout)
-    if parsed is None:
-        if not ctx.dry_run:
-            raise UserError("kubeadm token create printed no join command: %s"
-                            % last_line(result.output()))
-        parsed = {"api_server_endpoint": "<endpoint>", "token": "<token>",
-                  "discovery_token_ca_cert_hash": "<hash>"}
-    state = ctx.host.state()
-    info = {"format": 1, "kubernetes_version": kubernetes_version,
-            "arch": arch, "token_expires": int(now()) + TOKEN_TTL_SECONDS,
-            "image_repository": state.get("image_repository")
-            or ctx.image_repository,
-            "control_plane_nodes": [state.get("node") or node_name(ctx)],
-            "certificate_key": None, "certificate_key_expires": None,
-            "created": int(now())}
-    info.update(parsed)
-    if upload_certs:
-        key = state.get("certificate_key")
-        expires = state.get("certificate_key_expires") or 0
-        if not key or expires - now() < 600:
-            key = fresh_certificate_key(ctx)
-            expires = int(now()) + CERT_KEY_TTL_SECONDS
-            if not ctx.dry_run:
-                ctx.host.save_state(certificate_key=key,
-                                    certificate_key_expires=expires)
-        info["certificate_key"] = key
-        info["certificate_key_expires"] = expires
-    return info
-
-
-def bundle_folder(bundle_path):
-    """Where the join file goes so that it travels with the bundle: the
-    folder holding a .tar, or the extracted folder itself (beside
-    bundle.json and k8s_offline.py, on the USB stick)."""
-    path = os.path.abspath(bundle_path)
-    return path if os.path.isdir(path) else os.path.dirname(path)
-
-
-def default_join_file(ctx, bundle_path):
-    """Beside the bundle when that folder is writable, else under
-    /etc/kubernetes (a real path)."""
-    if bundle_path:
-        folder = bundle_folder(bundle_path)
-        if os.access(folder, os.W_OK):
-            return os.path.join(folder, JOIN_FILE_NAME)
-    return ctx.host.path(FALLBACK_JOIN_FILE)
-
-
-def write_join_file(ctx, path, info):
-    data = canonical_json(info)
-    if ctx.dry_run:
-        log.info("  would write %s (join file, mode 0600)", path)
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        os.makedirs(folder, 0o755)
-    write_file_atomic(path, data, 0o600)
-    log.info("  join file written: %s (mode 0600: it holds a secret)", path)
-
-
-def print_join_commands(ctx, path, info):
-    tool = os.path.join(script_dir(), "k8s_offline.py")
-    echo("\n")
-    say("Join file: %s (keep it with the bundle, or copy it to each node)"
-        % path)
-    say("To add a worker, run on it:")
-    say("  " + shell_line(["sudo", "python3", tool, "join", "--join-file",
-                           path]))
-    if info.get("certificate_key"):
-        say("To add a control-plane node (within 2 hours), run there:")
-        say("  " + shell_line(["sudo", "python3", tool, "join",
-                               "--control-plane", "--join-file", path]))
-    say("The plain kubeadm command is:")
-    say("  " + shell_line([
-        "kubeadm", "join", info["api_server_endpoint"], "--token",
-        info["token"], "--discovery-token-ca-cert-hash",
-        info["discovery_token_ca_cert_hash"]]))
-    say("The token expires in 24 hours: run `k8s_offline.py token` on a "
-        "master for a new one.")
-
-
-def shell_line(argv):
-    """argv as one line a shell reads back as the same words."""
-    return " ".join(shlex.quote(str(part)) for part in argv)
-
+# -- phase: join file -------------------------------------------------------
 
 def phase_join_file(ctx):
     """Write the join file next to the bundle (mode 0600) and print the
@@ -6933,258 +8395,63 @@ def phase_join_file(ctx):
     print_join_commands(ctx, path, info)
 
 
-# -- join -------------------------------------------------------------------
+# -- phase: join ------------------------------------------------------------
 
-def join_info_from_flags(ctx, bundle):
-    """The join facts of --apiserver/--token/--discovery-token-ca-cert-hash."""
-    if not all(ctx.join_flags):
-        raise UserError("--apiserver, --token and "
-                        "--discovery-token-ca-cert-hash go together: give "
-                        "all three, or a join file")
-    apiserver, token, ca_hash = ctx.join_flags
-    return {"api_server_endpoint": apiserver, "token": token,
-            "discovery_token_ca_cert_hash": ca_hash,
-            "kubernetes_version": bundle.kubernetes_version,
-            "arch": bundle.arch, "from_flags": True}
-
-
-def read_join_file(ctx, bundle):
-    """(join facts, path) of --join-file, or of the join file beside the
-    bundle or in the fallback place, made for this bundle."""
-    candidates = [ctx.join_file] if ctx.join_file else [
-        os.path.join(bundle_folder(bundle.path), JOIN_FILE_NAME),
-        ctx.host.path(FALLBACK_JOIN_FILE)]
-    path = next((c for c in candidates if os.path.lexists(c)), None)
-    if path is None:
-        raise UserError("no join file at %s: copy %s from the master beside "
-                        "the bundle, or give --join-file PATH, or --apiserver "
-                        "--token --discovery-token-ca-cert-hash" % (
-                            " or ".join(candidates), JOIN_FILE_NAME))
-    raw = read_regular_file(path, "the join file", MAX_JOIN_FILE_BYTES)
-    try:
-        info = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise UserError("the join file %s is not valid JSON: copy it again "
-                        "from the master or run `token` there" % path)
-    if not isinstance(info, dict):
-        raise UserError("the join file %s is not a join file: run `token` "
-                        "on the master for a new one" % path)
-    for field in ("kubernetes_version", "arch"):
-        theirs, ours = info.get(field), bundle.meta.get(field)
-        if theirs != ours:
-            raise UserError("the join file %s is for %s %s but the bundle is "
-                            "%s: use the bundle the master was made from" % (
-                                path, field.replace("_", " "), theirs, ours))
-    return info, path
+def phase_join(ctx):
+    """kubeadm join from a generated config file (output in
+    /var/log/kubeadm-join.log); a half-done join is reset first."""
+    host = ctx.host
+    state = host.state()
+    if state.get("join") == "done" and host.exists(KUBELET_CONF):
+        log.info("  this node joined in an earlier run")
+        return
+    if state.get("join") == "started" or existing_cluster_files(host):
+        reset_partial(ctx, "kubeadm join")
+    api = profile(ctx.bundle.kubernetes_version)["kubeadm_api"]
+    config = CONFIG_RENDERERS[api]["join"](ctx, ctx.join_info)
+    host.makedirs(STATE_DIR, 0o700)
+    host.write(JOIN_CONFIG, config, 0o600)
+    host.save_state(role=ctx.role, join="started", node=node_name(ctx),
+                    kubernetes_version=ctx.bundle.kubernetes_version,
+                    arch=ctx.bundle.arch, image_repository=ctx.image_repository,
+                    pod_cidr=None)
+    argv = (["kubeadm", "join", "--config", JOIN_CONFIG] +
+            ignore_preflight_args(ctx))
+    host.makedirs(os.path.dirname(KUBEADM_JOIN_LOG))
+    give_up = now() + STALE_NODE_WAIT
+    while True:
+        result = ctx.runner.run(argv, timeout=1800, check=False,
+                                tee=host.path(KUBEADM_JOIN_LOG))
+        if result.ok:
+            break
+        stale = stale_ready_node(result.output())
+        if not stale or now() + STALE_NODE_RETRY > give_up:
+            raise UserError(explain_join_failure(result.output()))
+        log.info("  the cluster still lists node %s as Ready (reset moments "
+                 "ago?): trying again in %d s, for at most %d s", stale,
+                 STALE_NODE_RETRY, STALE_NODE_WAIT)
+        sleep(STALE_NODE_RETRY)
+        reset_partial(ctx, "kubeadm join")
+    host.save_state(join="done")
 
 
-def check_certificate_key(ctx, info, source):
-    """A control-plane join needs a well-formed, unexpired certificate key
-    (one given by --certificate-key is taken as fresh)."""
-    key = info.get("certificate_key")
-    if not key:
-        raise UserError("joining as a control-plane node needs a "
-                        "certificate key: run `k8s_offline.py token` on the "
-                        "master (or give --certificate-key)")
-    if not full_match(CERT_KEY_RE, key):
-        raise UserError("bad certificate key %r: it is 64 hex digits; run "
-                        "`token` on the master for one" % (key,))
-    key_expires = info.get("certificate_key_expires")
-    if key_expires and key_expires < now() and not ctx.certificate_key:
-        raise UserError("the certificate key in %s expired at %s: run "
-                        "`k8s_offline.py token` on the master for a new "
-                        "join file" % (source, _utc(key_expires)))
-
-
-def load_join_info(ctx, bundle):
-    """The join facts from --apiserver/--token/--discovery-token-ca-cert-hash
-    or a join file, checked against the bundle; UserError if unusable."""
-    if any(ctx.join_flags):
-        info, source = join_info_from_flags(ctx, bundle), "the command line"
-    else:
-        info, source = read_join_file(ctx, bundle)
-    if ctx.certificate_key:
-        info["certificate_key"] = ctx.certificate_key
-    check_join_fields(info, source)
-    expires = info.get("token_expires")
-    if expires and expires < now():
-        raise UserError("the join token in %s expired at %s: run `k8s_offline.py "
-                        "token` on the master for a new join file" % (
-                            source, _utc(expires)))
+def kubeadm_join_config(ctx, info):
+    driver = ensure_cgroup_driver(ctx)
+    api = profile(ctx.bundle.kubernetes_version)["kubeadm_api"]
+    join = {"apiVersion": api, "kind": "JoinConfiguration",
+            "discovery": {"bootstrapToken": {
+                "token": info["token"],
+                "apiServerEndpoint": info["api_server_endpoint"],
+                "caCertHashes": [info["discovery_token_ca_cert_hash"]]}},
+            "nodeRegistration": {"name": node_name(ctx),
+                                 "criSocket": cri_socket(ctx),
+                                 "kubeletExtraArgs": {"cgroup-driver": driver}}}
     if ctx.role == "control-plane":
-        check_certificate_key(ctx, info, source)
-    return info
-
-
-def _der_item(data, pos):
-    """(tag, start of content, end) of the DER item at pos."""
-    tag, length, start = data[pos], data[pos + 1], pos + 2
-    if length & 0x80:
-        count = length & 0x7f
-        length = int(binascii.hexlify(data[start:start + count]), 16)
-        start += count
-    if start + length > len(data):
-        raise ValueError("truncated DER")
-    return tag, start, start + length
-
-
-def certificate_spki(der):
-    """The DER SubjectPublicKeyInfo of a DER certificate: what kubeadm's
-    --discovery-token-ca-cert-hash is the sha256 of."""
-    _, cert, _ = _der_item(der, 0)
-    _, pos, _ = _der_item(der, cert)          # inside tbsCertificate
-    if _der_item(der, pos)[0] == 0xa0:        # [0] version
-        pos = _der_item(der, pos)[2]
-    for _ in range(5):   # serial, signature, issuer, validity, subject
-        pos = _der_item(der, pos)[2]
-    return der[pos:_der_item(der, pos)[2]]
-
-
-def _api_get(endpoint, path, ca_pem=None, token=None):
-    """JSON of a GET to the API server (no proxy): pinned to ca_pem, or,
-    for the public cluster-info only, unverified as kubeadm's discovery."""
-    import http.client
-    import ssl
-    import urllib.error
-    import urllib.request
-    if ca_pem:
-        context = ssl.create_default_context(cadata=ca_pem)
-    else:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                         urllib.request.HTTPSHandler(
-                                             context=context))
-    request = urllib.request.Request("https://%s%s" % (endpoint, path))
-    if token:
-        request.add_header("Authorization", "Bearer " + token)
-    try:
-        with contextlib.closing(opener.open(request, timeout=API_TIMEOUT)) as answer:
-            return json.loads(answer.read(MAX_BUNDLE_JSON_BYTES).decode("utf-8"))
-    except urllib.error.HTTPError as exc:
-        raise UserError("the API server %s answered HTTP %d for %s"
-                        % (endpoint, exc.code, path.rsplit("/", 1)[1]))
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        raise UserError("cannot reach the API server %s (%s)" % (
-            endpoint, getattr(exc, "reason", None) or exc))
-    except (ValueError, UnicodeDecodeError):
-        raise UserError("the API server %s sent no JSON for %s"
-                        % (endpoint, path.rsplit("/", 1)[1]))
-
-
-def _configmap_value(doc, key):
-    """data[key] of a ConfigMap as text, or '' when it is not there."""
-    data = doc.get("data") if isinstance(doc, dict) else None
-    value = data.get(key) if isinstance(data, dict) else None
-    return value if isinstance(value, str) else ""
-
-
-def cluster_image_repository(info):
-    """The imageRepository of the cluster's ClusterConfiguration, read the
-    way kubeadm join discovers the cluster: the CA from the public
-    cluster-info, accepted only if its key matches the CA hash, then the
-    kubeadm-config ConfigMap over TLS pinned to that CA, with the token."""
-    endpoint = info["api_server_endpoint"]
-    kubeconfig = _configmap_value(_api_get(endpoint, CLUSTER_INFO_PATH),
-                                  "kubeconfig")
-    match = re.search(r"certificate-authority-data:\s*([A-Za-z0-9+/=]+)",
-                      kubeconfig)
-    if not match:
-        raise UserError("the cluster-info of %s names no CA" % endpoint)
-    try:
-        import ssl
-        ca_pem = base64.b64decode(match.group(1)).decode("ascii")
-        spki = certificate_spki(ssl.PEM_cert_to_DER_cert(ca_pem))
-    except (ValueError, IndexError, UnicodeDecodeError):
-        raise UserError("the cluster-info of %s holds no readable CA "
-                        "certificate" % endpoint)
-    if "sha256:" + sha256_bytes(spki) != info["discovery_token_ca_cert_hash"]:
-        raise UserError("the CA of %s does not match "
-                        "--discovery-token-ca-cert-hash: check the hash, or "
-                        "this is not your cluster" % endpoint)
-    text = _configmap_value(_api_get(endpoint, KUBEADM_CONFIG_PATH, ca_pem,
-                                     info["token"]), "ClusterConfiguration")
-    if not text:
-        raise UserError("the kubeadm-config of %s has no ClusterConfiguration"
-                        % endpoint)
-    try:
-        config = parse_yaml_document(text)
-    except YamlSubsetError as exc:
-        raise UserError("the ClusterConfiguration of %s is not readable (%s)"
-                        % (endpoint, exc))
-    repository = (config.get("imageRepository") if isinstance(config, dict)
-                  else None) or KUBEADM_IMAGE_REPOSITORY
-    if not is_image_repository(repository):
-        raise UserError("the cluster %s names the image repository %r, which "
-                        "is not a registry path" % (endpoint, repository))
-    return repository
-
-
-def adopt_cluster_image_repository(ctx):
-    """A join by --apiserver/--token/--discovery-token-ca-cert-hash without
-    --image-repository: load the images under the names the cluster uses
-    (kubeadm join gives the kubelet <repo>/pause, kube-proxy's DaemonSet
-    names <repo>/kube-proxy), read from the cluster itself."""
-    try:
-        repository = cluster_image_repository(ctx.join_info)
-    except UserError as exc:
-        raise UserError("cannot read the cluster's image repository: %s: give "
-                        "--image-repository (the master's), or join with the "
-                        "join file" % exc)
-    ctx.image_repository = repository
-    log.info("  the cluster's images are named under %s", repository)
-
-
-def check_join_fields(info, source):
-    """Every field of the join facts against its grammar, before use: they
-    go into kubeadm's config and containerd's."""
-    unknown = sorted(set(info) - set(JOIN_FIELDS))
-    if unknown:
-        raise UserError("the join file %s has the unknown field %s: run "
-                        "`token` on the master for a new one" % (source,
-                                                                 unknown[0]))
-    try:
-        check_endpoint(info.get("api_server_endpoint"), "API server endpoint")
-    except UserError as exc:
-        raise UserError("%s in %s" % (exc, source))
-    if not full_match(TOKEN_RE, info.get("token")):
-        raise UserError("bad token %r in %s: a token looks like abcdef."
-                        "0123456789abcdef; run `token` on the master for one"
-                        % (info.get("token"), source))
-    if not full_match(CA_HASH_RE, info.get("discovery_token_ca_cert_hash")):
-        raise UserError("bad CA hash %r in %s: it looks like sha256:<64 hex>; "
-                        "run `token` on the master for one" % (
-                            info.get("discovery_token_ca_cert_hash"), source))
-    key = info.get("certificate_key")
-    if key is not None and not full_match(CERT_KEY_RE, key):
-        raise UserError("bad certificate key %r in %s: it is 64 hex digits; "
-                        "run `token` on the master for one" % (key, source))
-    repository = info.get("image_repository")
-    if repository is not None and not is_image_repository(repository):
-        raise UserError("bad image repository %r in %s: use a registry and "
-                        "path such as k8s.gcr.io; run `token` on the master "
-                        "for a new join file" % (repository, source))
-    nodes = info.get("control_plane_nodes")
-    if nodes is not None and (not isinstance(nodes, list) or not all(
-            full_match(NODE_NAME_RE, node) for node in nodes)):
-        raise UserError("bad control_plane_nodes %s in %s: a list of node "
-                        "names; run `token` on the master for a new join file"
-                        % (_short_json(nodes), source))
-    if not isinstance(info.get("from_flags", False), bool):
-        raise UserError("bad from_flags in %s: run `token` on the master for "
-                        "a new join file" % source)
-    for field in ("format", "token_expires", "certificate_key_expires",
-                  "created"):
-        value = info.get(field)
-        if value is not None and (type(value) is not int or value < 0):
-            raise UserError("bad %s %s in %s: a whole number; run `token` on "
-                            "the master for a new join file"
-                            % (field, _short_json(value), source))
-
-
-def _utc(seconds):
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
+        join["controlPlane"] = {
+            "localAPIEndpoint": {"advertiseAddress": advertise_address(ctx),
+                                 "bindPort": API_PORT},
+            "certificateKey": info["certificate_key"]}
+    return json_documents([join])
 
 
 def stale_ready_node(output):
@@ -7216,59 +8483,127 @@ def explain_join_failure(output):
         kubeadm_error_line(text) or "no output", KUBEADM_JOIN_LOG)
 
 
-def phase_join(ctx):
-    """kubeadm join from a generated config file (output in
-    /var/log/kubeadm-join.log); a half-done join is reset first."""
-    host = ctx.host
-    state = host.state()
-    if state.get("join") == "done" and host.exists(KUBELET_CONF):
-        log.info("  this node joined in an earlier run")
+KUBEADM_JOIN_LOG = "/var/log/kubeadm-join.log"
+
+BIN_INSTALL_DIR = "/usr/bin"
+KUBELET_UNIT = "/etc/systemd/system/kubelet.service"
+KUBELET_DROPIN = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
+DOCKER_UNIT = "/etc/systemd/system/docker.service"
+CONTAINERD_UNIT = "/etc/systemd/system/containerd.service"
+CONTAINERD_BIN_DIR = "/usr/local/bin"      # --with-containerd, as upstream
+RUNC_PATH = "/usr/local/sbin/runc"
+OS_RELEASE = "/etc/os-release"
+PACKAGES_STAGE_DIR = STATE_DIR + "/packages"
+# The commands the bundle's OS packages supply: a host that has them all
+# needs none of the packages, whatever its distribution.
+PACKAGED_TOOLS = ("conntrack", "socat", "ebtables", "ethtool", "ipset",
+                  "iptables", "ip", "tc", "modprobe", "sysctl", "mount",
+                  "nsenter")
+
+DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
+
+CRICTL_CONFIG = "/etc/crictl.yaml"
+MODULES_FILE = "/etc/modules-load.d/k8s-offline.conf"
+SYSCTL_FILE = "/etc/sysctl.d/k8s-offline.conf"
+FSTAB = "/etc/fstab"
+
+API_PORT = 6443
+
+KERNEL_MODULES = ("br_netfilter", "overlay")
+SYSCTLS = (("net.bridge.bridge-nf-call-iptables", "1"),
+           ("net.ipv4.ip_forward", "1"))
+
+# Values that reach config files and command lines, each matched whole
+# (re.fullmatch: a pattern ending in `$` would let a trailing newline in).
+TOKEN_RE = re.compile(r"[a-z0-9]{6}\.[a-z0-9]{16}")
+
+ARCHIVE_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+JOIN_CONFIG = STATE_DIR + "/kubeadm-join.json"
+FLANNEL_RENDERED = STATE_DIR + "/kube-flannel.yml"
+
+FLANNEL_NETWORK_TOKEN = '"Network": "10.244.0.0/16"'
+
+JOIN_FIELDS = ("format", "kubernetes_version", "arch", "token_expires",
+               "image_repository", "control_plane_nodes", "certificate_key",
+               "certificate_key_expires", "created", "api_server_endpoint",
+               "token", "discovery_token_ca_cert_hash", "from_flags")
+
+# kubeadm join refuses the name of a Node the cluster lists as Ready; a node
+# reset moments ago stays Ready for the node monitor's grace period (40 s by
+# default), so join tries again for a bounded while.
+STALE_NODE_WAIT = 90
+STALE_NODE_RETRY = 15
+
+# The kubeadm config renderers, by the kubeadm config API of the run's
+# profile: init's documents ([dict], plus the extra ones) and join's file.
+CONFIG_RENDERERS = {
+    "kubeadm.k8s.io/v1beta2": {"init": kubeadm_init_documents,
+                               "join": kubeadm_join_config},
+}
+
+MASTER_PHASES = (
+    Phase("verify", "check every byte of the bundle", phase_verify),
+    Phase("packages", "install the OS packages this host lacks (bundle --os)",
+          phase_packages),
+    Phase("preflight", "check the host; the reason and fix of each problem",
+          phase_preflight),
+    Phase("host", "kernel modules, sysctls, swap, firewall, SELinux",
+          phase_host),
+    Phase("runtime", "have the container runtime running", phase_runtime),
+    Phase("install", "kubeadm, kubelet, kubectl, CNI plugins, crictl, units",
+          phase_install),
+    Phase("images", "load the role's images from the bundle", phase_images),
+    Phase("init", "kubeadm init", phase_init),
+    Phase("kubeconfig", "admin.conf for root and the sudo user",
+          phase_kubeconfig),
+    Phase("network", "apply the bundled flannel manifest", phase_network),
+    Phase("wait", "wait for a Ready node and Running kube-system pods",
+          phase_wait),
+    Phase("join-file", "write the join file, print the join commands",
+          phase_join_file),
+)
+JOIN_PHASES = MASTER_PHASES[:7] + (
+    Phase("join", "kubeadm join", phase_join),
+    Phase("kubeconfig", "admin.conf for root and the sudo user "
+          "(control-plane nodes)", phase_kubeconfig, is_control_plane),
+    Phase("wait", "wait for a Ready node and Running kube-system pods",
+          phase_wait),
+)
+
+
+def cmd_master(args):
+    only = only_phase(args)
+    ctx = build_context(args, "master")
+    return run_workflow(ctx, MASTER_PHASES, only)
+
+
+def cmd_join(args):
+    only = only_phase(args)
+    ctx = build_context(args, "control-plane" if args.control_plane
+                        else "worker")
+    return run_workflow(ctx, JOIN_PHASES, only)
+
+
+# ===========================================================================
+# Slice reset
+# ===========================================================================
+
+def confirm_reset(args):
+    if args.yes or args.dry_run:
         return
-    if state.get("join") == "started" or existing_cluster_files(host):
-        reset_partial(ctx, "kubeadm join")
-    config = kubeadm_join_config(ctx, ctx.join_info)
-    host.makedirs(STATE_DIR, 0o700)
-    host.write(JOIN_CONFIG, config, 0o600)
-    host.save_state(role=ctx.role, join="started", node=node_name(ctx),
-                    kubernetes_version=ctx.bundle.kubernetes_version,
-                    arch=ctx.bundle.arch, image_repository=ctx.image_repository,
-                    pod_cidr=None)
-    argv = (["kubeadm", "join", "--config", JOIN_CONFIG] +
-            ignore_preflight_args(ctx))
-    host.makedirs(os.path.dirname(KUBEADM_JOIN_LOG))
-    give_up = now() + STALE_NODE_WAIT
-    while True:
-        result = ctx.runner.run(argv, timeout=1800, check=False,
-                                tee=host.path(KUBEADM_JOIN_LOG))
-        if result.ok:
-            break
-        stale = stale_ready_node(result.output())
-        if not stale or now() + STALE_NODE_RETRY > give_up:
-            raise UserError(explain_join_failure(result.output()))
-        log.info("  the cluster still lists node %s as Ready (reset moments "
-                 "ago?): trying again in %d s, for at most %d s", stale,
-                 STALE_NODE_RETRY, STALE_NODE_WAIT)
-        sleep(STALE_NODE_RETRY)
-        reset_partial(ctx, "kubeadm join")
-    host.save_state(join="done")
+    if not sys.stdin or not sys.stdin.isatty():
+        raise UserError("reset removes the cluster from this host and needs "
+                        "confirmation: rerun with --yes")
+    sys.stderr.write("This removes Kubernetes and its data from this host. "
+                     "Type yes to go on: ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise UserError("reset cancelled: nothing was changed")
 
 
-# -- reset ------------------------------------------------------------------
-
-
-def filter_iptables_save(text, pod_cidr):
-    """iptables-save output without the chains and rules that kube-proxy,
-    the CNI plugins and flannel made; (new text, number removed)."""
-    markers = KUBE_IPTABLES_MARKERS + ((pod_cidr,) if pod_cidr else ())
-    kept, removed = [], 0
-    for line in text.splitlines():
-        if ((line.startswith("-A ") or line.startswith(":")) and
-                any(marker in line for marker in markers)):
-            removed += 1
-            continue
-        kept.append(line)
-    return "\n".join(kept) + "\n", removed
-
+# -- phase: reset kubeadm ---------------------------------------------------
 
 def phase_reset_kubeadm(ctx):
     """kubeadm reset -f: stops the kubelet, removes the static pods,
@@ -7286,6 +8621,8 @@ def phase_reset_kubeadm(ctx):
         ctx.warn("kubeadm reset failed (%s): cleaning up the rest anyway"
                  % last_line(result.output()))
 
+
+# -- phase: reset network ---------------------------------------------------
 
 def phase_reset_network(ctx):
     """Remove the CNI config and state, the cni0 and flannel.1 links and
@@ -7314,6 +8651,52 @@ def phase_reset_network(ctx):
         ctx.runner.run(["ipvsadm", "--clear"], check=False)
 
 
+def filter_iptables_save(text, pod_cidr):
+    """iptables-save output without the chains and rules that kube-proxy,
+    the CNI plugins and flannel made; (new text, number removed)."""
+    markers = KUBE_IPTABLES_MARKERS + ((pod_cidr,) if pod_cidr else ())
+    kept, removed = [], 0
+    for line in text.splitlines():
+        if ((line.startswith("-A ") or line.startswith(":")) and
+                any(marker in line for marker in markers)):
+            removed += 1
+            continue
+        kept.append(line)
+    return "\n".join(kept) + "\n", removed
+
+
+# -- phase: reset files -----------------------------------------------------
+
+def phase_reset_files(ctx):
+    """Remove /etc/kubernetes, the kubeconfig copies and this tool's state."""
+    for path in ctx.reset_kubeconfigs:
+        if not kubeconfig_copy_path(ctx.host, path):
+            ctx.warn("%s is listed in %s but is no kubeconfig copy of this "
+                     "tool: left alone" % (_short_json(path), STATE_FILE))
+            continue
+        fd, why = open_kube_folder(ctx, path, None, None, create=False)
+        if fd is None:
+            if why and "No such file" not in why:
+                ctx.warn("%s: %s left alone" % (why, path))
+            continue
+        try:
+            try:
+                st = os.stat("config", dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                ctx.warn("%s is not a regular file: left alone" % path)
+            elif ctx.dry_run:
+                log.info("  would remove %s", path)
+            else:
+                os.unlink("config", dir_fd=fd)
+                log.debug("removed %s", path)
+        finally:
+            os.close(fd)
+    for path in ("/etc/kubernetes", "/var/lib/etcd", STATE_DIR):
+        ctx.host.remove(path)
+
+
 def kubeconfig_copy_path(host, path):
     """True for where this tool puts a kubeconfig copy: ~/.kube/config of a
     user of the host's /etc/passwd.  state.json may list other paths;
@@ -7325,479 +8708,11 @@ def kubeconfig_copy_path(host, path):
         if home.startswith("/") and ".." not in home.split("/")]
 
 
-def phase_reset_files(ctx):
-    """Remove /etc/kubernetes, the kubeconfig copies and this tool's state."""
-    for path in ctx.reset_kubeconfigs:
-        if not kubeconfig_copy_path(ctx.host, path):
-            ctx.warn("%s is listed in %s but is no kubeconfig copy of this "
-                     "tool: left alone" % (_short_json(path), STATE_FILE))
-            continue
-        full = ctx.host.path(path)
-        if os.path.lexists(full) and not stat.S_ISREG(os.lstat(full).st_mode):
-            ctx.warn("%s is not a regular file: left alone" % path)
-            continue
-        ctx.host.remove(path)
-    for path in ("/etc/kubernetes", "/var/lib/etcd", STATE_DIR):
-        ctx.host.remove(path)
-
-
-# ===========================================================================
-# Preflight checks (install mode)
-# ===========================================================================
-
-# One finding of a check: what is wrong and how to fix it (fix None when the
-# message came whole from a check elsewhere); warnings do not stop the run.
-Problem = collections.namedtuple("Problem", "message fix warning")
-
-
-def error(message, fix=None):
-    return Problem(message, fix, False)
-
-
-def warning(message, fix=None):
-    return Problem(message, fix, True)
-
-
-def problem_text(found):
-    return found.message + (": " + found.fix if found.fix else "")
-
-
-def is_control_plane(ctx):
-    return ctx.role in ("master", "control-plane")
-
-
-def check_privileged(ctx):
-    if ctx.euid != 0:
-        yield error("this must run as root", "run it with sudo")
-
-
-def check_cpus(ctx):
-    cpus = host_cpu_count(ctx.host)
-    if is_control_plane(ctx) and cpus < 2:
-        yield error("a control-plane node needs at least 2 CPUs, this host "
-                    "has %d" % cpus, "use a bigger machine")
-
-
-def check_memory(ctx):
-    memory = host_memory_mb(ctx.host)
-    master = is_control_plane(ctx)
-    least = MIN_MASTER_MEMORY_MB if master else MIN_WORKER_MEMORY_MB
-    if memory is not None and memory < least:
-        yield Problem("this host has %d MB of memory, a %s needs %d MB" % (
-            memory, "control-plane node" if master else "node", least),
-            "add memory", not master)
-
-
-def check_swap(ctx):
-    swaps = active_swaps(ctx.host)
-    if swaps and not ctx.disable_swap:
-        yield error("swap is on (%s)" % ", ".join(swaps),
-                    "the kubelet refuses to run with swap; rerun with "
-                    "--disable-swap (turns it off now and in /etc/fstab)")
-
-
-def check_no_cluster(ctx):
-    existing = existing_cluster_files(ctx.host)
-    if existing and not continuing_run(ctx):
-        yield error("an existing cluster was found on this host (%s)"
-                    % existing[0], "run `k8s_offline.py reset` first")
-
-
-def check_ports(ctx):
-    ports = MASTER_PORTS if is_control_plane(ctx) else WORKER_PORTS
-    if not continuing_run(ctx):
-        busy = sorted(listening_ports(ctx.host) & set(ports))
-        if busy:
-            yield error("port %s is in use" % ", ".join(map(str, busy)),
-                        "stop the program listening on it (see `ss -ltnp`)")
-
-
-def check_tools(ctx):
-    """What the bundle's kubeadm refuses to run without is an error, what it
-    warns about a warning, so kubeadm itself never stops half way."""
-    version = ctx.bundle.kubernetes_version
-    minor = parse_version(version)[1]
-    for tool, since, package in KUBEADM_REQUIRED_TOOLS:
-        if ctx.host.which(tool):
-            continue
-        users = TOOL_USERS.get(tool)
-        if minor >= since:
-            yield error("%s is missing" % tool, "kubeadm %s refuses to run "
-                        "without it%s; install the %s package" % (
-                            version, " (%s)" % users if users else "",
-                            package))
-        else:
-            yield warning("%s is missing" % tool, "%s, and kubeadm 1.%d and "
-                          "later refuse to run without it; install the %s "
-                          "package" % (users or "kubeadm needs it", since,
-                                       package))
-    for tool in KUBEADM_WARNED_TOOLS:
-        if not ctx.host.which(tool):
-            users = TOOL_USERS.get(tool)
-            yield warning("%s is missing" % tool, "kubeadm warns without "
-                          "it%s; install it if you can" % (
-                              " and %s" % users if users else ""))
-
-
-def check_hostname(ctx):
-    name = node_name(ctx)
-    hostname = host_hostname(ctx.host) or name
-    if not full_match(NODE_NAME_RE, name):
-        yield error("the node name %r is not a valid DNS name" % name,
-                    "set the host name or use --node-name")
-    elif name == "localhost":
-        yield error("the host name is localhost", "give each host a unique "
-                    "name (hostnamectl set-hostname NAME)")
-    elif not hostname_resolves(ctx.host, hostname):
-        yield warning("the host name %s does not resolve" % hostname,
-                      "add it to /etc/hosts")
-
-
-def check_unique_name(ctx):
-    name = node_name(ctx)
-    if ctx.join_info and name in (ctx.join_info.get("control_plane_nodes")
-                                  or []):
-        yield error("this host is named %s like a control-plane node of the "
-                    "cluster" % name, "node names must be unique; rename "
-                    "this host (hostnamectl set-hostname) or use --node-name")
-
-
-def check_firewalld(ctx):
-    """firewalld blocks a node unless --open-firewall opens its ports (the
-    host phase then does)."""
-    ctx.firewalld = firewalld_active(ctx)
-    if ctx.firewalld and not ctx.open_firewall:
-        yield warning("firewalld is active and blocks what a %s needs (%s)" % (
-            "control-plane node" if is_control_plane(ctx) else "worker",
-            " ".join(firewall_rules(ctx))), "rerun with --open-firewall to "
-            "open exactly those, permanently, or stop firewalld")
-    elif ctx.open_firewall and not ctx.firewalld:
-        yield warning("--open-firewall", "firewalld is not active here, so "
-                      "there is nothing to open")
-
-
-def check_selinux(ctx):
-    if selinux_enforcing(ctx.host) and not ctx.selinux_permissive:
-        yield warning("SELinux is enforcing", "containers may be denied "
-                      "access to host files; rerun with --selinux-permissive "
-                      "(setenforce 0, and SELINUX=permissive in %s, as "
-                      "kubeadm's install guide says)" % SELINUX_CONFIG)
-
-
-def check_iptables_backend(ctx):
-    """kube-proxy's image detects the backend from 1.17 on (kubernetes
-    #82966); 1.16's writes legacy rules the nftables backend ignores."""
-    backend = iptables_backend(ctx.runner)
-    version = ctx.bundle.kubernetes_version
-    if (backend and backend[1] == "nf_tables"
-            and parse_version(version)[:2] < (1, 17)
-            and not ctx.iptables_legacy):
-        yield warning("iptables %s uses the nftables backend, which "
-                      "kube-proxy of Kubernetes %s does not support (its "
-                      "rules and the host's diverge)" % (backend[0], version),
-                      "rerun with --iptables-legacy to switch to legacy mode")
-
-
-def check_networks(ctx):
-    """master: neither cluster network may overlap a network of the host."""
-    if ctx.role != "master" or ctx.pod_network is None:
-        return
-    for iface, address in host_addresses(ctx.runner):
-        if (iface in CLUSTER_LINKS or iface.startswith("flannel")
-                or address.ip.is_loopback):
-            continue
-        for option, network in (("--pod-network-cidr", ctx.pod_network),
-                                ("--service-cidr", ctx.service_network)):
-            if network.overlaps(address.network):
-                yield error("%s %s overlaps the host network %s on %s" % (
-                    option, network, address.network, iface),
-                    "choose another %s" % option)
-
-
-def check_image_repository_of_cluster(ctx):
-    """A join by flags without --image-repository takes the cluster's."""
-    if (ctx.join_info and ctx.join_info.get("from_flags")
-            and not ctx.image_repository_flag):
-        try:
-            adopt_cluster_image_repository(ctx)
-        except UserError as exc:
-            yield error(str(exc))
-
-
-def check_containerd_config(ctx):
-    """What the runtime phase will write, so it cannot fail there."""
-    config = (ctx.host.read(CONTAINERD_CONFIG) if ctx.cri == "containerd"
-              else None)
-    if config is not None:
-        try:
-            containerd_config_with(config, "pause")
-        except UserError as exc:
-            yield error(str(exc))
-
-
-def check_runtime(ctx):
-    try:
-        plan = runtime_plan(ctx)
-    except UserError as exc:
-        yield error(str(exc))
-    else:
-        log.info("  container runtime %s: %s", ctx.cri, plan)
-
-
-def _tool_checks():
-    return tuple("FileExisting-" + tool for tool, _, _ in
-                 KUBEADM_REQUIRED_TOOLS) + tuple(
-        "FileExisting-" + tool for tool in KUBEADM_WARNED_TOOLS)
-
-
-# The checks in the order they run: (what, kubeadm's names for the same
-# check, or () where kubeadm has none, the check).  Each check yields a
-# Problem per finding.
-PreflightCheck = collections.namedtuple("PreflightCheck", "name kubeadm run")
-PREFLIGHT_CHECKS = (
-    PreflightCheck("root", ("IsPrivilegedUser",), check_privileged),
-    PreflightCheck("cpus", ("NumCPU",), check_cpus),
-    PreflightCheck("memory", ("Mem",), check_memory),
-    PreflightCheck("swap", ("Swap",), check_swap),
-    PreflightCheck("no cluster", (
-        "FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml",
-        "FileAvailable--etc-kubernetes-kubelet.conf",
-        "DirAvailable--var-lib-etcd"), check_no_cluster),
-    PreflightCheck("ports", tuple("Port-%d" % port for port in MASTER_PORTS),
-                   check_ports),
-    PreflightCheck("tools", _tool_checks(), check_tools),
-    PreflightCheck("hostname", ("Hostname",), check_hostname),
-    PreflightCheck("unique name", (), check_unique_name),
-    PreflightCheck("firewalld", ("Firewalld",), check_firewalld),
-    PreflightCheck("selinux", (), check_selinux),
-    PreflightCheck("iptables backend", (), check_iptables_backend),
-    PreflightCheck("networks", (), check_networks),
-    PreflightCheck("image repository", (), check_image_repository_of_cluster),
-    PreflightCheck("containerd config", (), check_containerd_config),
-    PreflightCheck("runtime", ("CRI",), check_runtime),
-)
-
-
-def phase_preflight(ctx):
-    """Check the host, giving the reason and the fix for each problem.
-
-    Only checks: the fixes this tool makes itself (kernel modules, sysctls,
-    swap with --disable-swap) happen in the host phase, after every check
-    has passed.
-    """
-    errors = []
-    for check in PREFLIGHT_CHECKS:
-        log.debug("  preflight check %s (kubeadm: %s)", check.name,
-                  ", ".join(check.kubeadm) or "none")
-        for found in check.run(ctx):
-            if found.warning:
-                ctx.warn(problem_text(found))
-            else:
-                errors.append(problem_text(found))
-    if errors:
-        for text in errors[1:]:
-            log.error("preflight: %s", text)
-        if ctx.dry_run:
-            log.error("preflight: %s", errors[0])
-            log.info("  (dry run: continuing to show the remaining phases)")
-            return
-        raise UserError(errors[0])
-    log.info("  preflight passed (%d warning%s)", len(ctx.warnings),
-             "" if len(ctx.warnings) == 1 else "s")
-
-
-# ===========================================================================
-# Run context (install mode)
-# ===========================================================================
-
-class InstallContext(object):
-    """Everything one run of an install command reads, built once, as
-    kubeadm's initData is.
-
-    Every flag is parsed and checked against its grammar here, exactly once
-    and before the first change, so a refusal leaves the host as it was;
-    the phases read these fields, never the command line.  The join file
-    and the state file are read in by build_context."""
-
-    def __init__(self, args, role):
-        def flag(name, default=None):
-            return getattr(args, name, default)
-        # What the phases learn on the way.
-        self._bundle = None
-        self.cgroup_driver = None
-        self.join_info = None             # the join facts (join only)
-        self.firewalld = False            # active, as preflight saw it
-        self.warnings = []
-        self.reset_pod_cidr = None        # reset: the pod network to clean
-        self.reset_kubeconfigs = []       # reset: admin.conf copies to remove
-        # The run itself.
-        self.command = flag("command")
-        self.role = role                  # master, worker, control-plane, reset
-        self.dry_run = bool(flag("dry_run", False))
-        self.host = Host(flag("root") or "/", self.dry_run)
-        self.runner = Runner(self.dry_run)
-        self.euid = current_euid()
-        self.progress = not flag("no_progress", False)
-        self.bundle_path = flag("bundle")
-        self.skip = parse_skip_phases(flag("skip_phases"))
-        self._cri = flag("cri")           # None: default_cri decides
-        # master's networks and extra kubeadm documents.
-        self.pod_network = self.service_network = None
-        if flag("pod_network_cidr") is not None:
-            self.pod_network, self.service_network = check_cidrs(
-                flag("pod_network_cidr"), flag("service_cidr"))
-        self.extra_config_path = flag("kubeadm_config_extra")
-        self.extra_documents, self.extra_kinds = read_extra_config(
-            self.extra_config_path)
-        # The node: image names, runtime socket, name, address.
-        self.image_repository_flag = check_image_repository(
-            flag("image_repository"))
-        self.image_repository = (self.image_repository_flag
-                                 or KUBEADM_IMAGE_REPOSITORY)
-        self.containerd_address = (check_containerd_address(
-            flag("containerd_address")) or CRI_SOCKETS["containerd"])
-        self.node_name = check_node_name(flag("node_name"))
-        self.ignore_preflight_errors = check_ignore_preflight_errors(
-            flag("ignore_preflight_errors"))
-        self.control_plane_endpoint = flag("control_plane_endpoint")
-        if self.control_plane_endpoint is not None:
-            check_endpoint(self.control_plane_endpoint,
-                           "--control-plane-endpoint")
-        self.wait = not flag("no_wait", False)
-        self.wait_timeout = flag("wait_timeout", DEFAULT_WAIT_TIMEOUT)
-        if self.wait_timeout <= 0:
-            raise UserError("--wait-timeout must be a positive number of "
-                            "seconds")
-        self.advertise_address = None
-        if flag("apiserver_advertise_address"):
-            self.advertise_address = check_own_address(
-                self, flag("apiserver_advertise_address"))
-        # What the host phase fixes, and master's and join's own flags.
-        self.disable_swap = bool(flag("disable_swap", False))
-        self.iptables_legacy = bool(flag("iptables_legacy", False))
-        self.open_firewall = bool(flag("open_firewall", False))
-        self.selinux_permissive = bool(flag("selinux_permissive", False))
-        self.upload_certs = bool(flag("upload_certs", False))
-        self.allow_pods_on_master = bool(flag("allow_pods_on_master", False))
-        self.join_file = flag("join_file")
-        self.join_flags = (flag("apiserver"), flag("token"),
-                           flag("discovery_token_ca_cert_hash"))
-        self.certificate_key = flag("certificate_key")
-        # restore's own flags.
-        self.backup_file = flag("file")
-        self.replace = bool(flag("replace", False))
-
-    @property
-    def bundle(self):
-        if self._bundle is None:
-            self._bundle = Bundle(resolve_bundle_path(self.bundle_path))
-        return self._bundle
-
-    @property
-    def cri(self):
-        """docker or containerd: --cri, else the runtime default_cri picks."""
-        if self._cri is None:
-            self._cri = default_cri(self)
-        return self._cri
-
-    @cri.setter
-    def cri(self, value):
-        self._cri = value
-
-    @property
-    def pod_cidr(self):
-        return str(self.pod_network)
-
-    def close(self):
-        if self._bundle is not None:
-            self._bundle.close()
-
-    def kubectl(self, *argv):
-        return ["kubectl", "--kubeconfig", ADMIN_CONF] + list(argv)
-
-    def warn(self, text):
-        self.warnings.append(text)
-        log.warning("warning: %s", text)
-
-
-def default_cri(ctx):
-    """The runtime when --cri is not given: containerd for master and join
-    when the bundle carries upstream containerd (--with-containerd) and the
-    host has no Docker, so a bare host needs no flag; Docker otherwise."""
-    if ctx.command not in ("master", "join"):
-        return "docker"
-    try:
-        carried = bundled_runtime(ctx.bundle)
-    except UserError:
-        return "docker"
-    if carried == "containerd" and not ctx.host.which("dockerd"):
-        return "containerd"
-    return "docker"
-
-
-def parse_skip_phases(text):
-    return set(part.strip() for part in (text or "").split(",") if part.strip())
-
-
-def check_image_repository(repository):
-    if repository is not None and not is_image_repository(repository):
-        raise UserError("bad --image-repository %r: use a registry and path "
-                        "such as k8s.gcr.io or registry.local:5000/k8s"
-                        % (repository,))
-    return repository
-
-
-def check_containerd_address(address):
-    if address is not None and (not full_match(SOCKET_PATH_RE, address) or
-                                ".." in address.split("/")):
-        raise UserError("bad --containerd-address %r: give the absolute path "
-                        "of containerd's socket" % (address,))
-    return address
-
-
-def check_node_name(name):
-    """--node-name in lower case, as the node is registered."""
-    if name is None:
-        return None
-    if not full_match(NODE_NAME_RE, name.lower()):
-        raise UserError("bad --node-name %r: use a DNS name (RFC 1123): "
-                        "letters, digits, '-' and '.', such as node-1"
-                        % (name,))
-    return name.lower()
-
-
-def check_ignore_preflight_errors(value):
-    if value is not None and not full_match(PREFLIGHT_ERRORS_RE, value):
-        raise UserError("bad --ignore-preflight-errors %r: a comma-separated "
-                        "list of kubeadm check names" % (value,))
-    return value
-
-
-def check_own_address(ctx, text):
-    """--apiserver-advertise-address: an IPv4 address of this host (a dry
-    run only warns)."""
-    given = check_ipv4_address(text, "--apiserver-advertise-address")
-    mine = [str(address.ip) for _, address in host_addresses(ctx.runner)]
-    if given not in mine:
-        message = ("--apiserver-advertise-address %s is not an address of "
-                   "this host (it has %s): give one of them"
-                   % (given, ", ".join(mine) or "none"))
-        if not ctx.dry_run:
-            raise UserError(message)
-        ctx.warn(message)
-    return given
-
-
-def resolve_bundle_path(path):
-    """--bundle, or the folder holding this script when it is a bundle."""
-    if path:
-        return path
-    folder = script_dir()
-    if os.path.isfile(os.path.join(folder, BUNDLE_JSON)):
-        return folder
-    raise UserError("no bundle given and %s has no %s: use --bundle PATH "
-                    "(the bundle .tar or its extracted folder)"
-                    % (folder, BUNDLE_JSON))
+def read_reset_state(ctx):
+    """What reset cleans, from the state file: the pod network and the
+    kubeconfig copies."""
+    ctx.reset_pod_cidr = ctx.host.state().get("pod_cidr") or DEFAULT_POD_CIDR
+    ctx.reset_kubeconfigs = reset_copies(ctx)
 
 
 def reset_copies(ctx):
@@ -7814,241 +8729,29 @@ def reset_copies(ctx):
     return copies
 
 
-def build_context(args, role):
-    """The run context of master or join: the flags, then join's join file
-    and the image repository it names."""
-    ctx = InstallContext(args, role)
-    if role in ("worker", "control-plane"):
-        ctx.join_info = load_join_info(ctx, ctx.bundle)
-        if (not ctx.image_repository_flag and
-                ctx.join_info.get("image_repository")):
-            ctx.image_repository = ctx.join_info["image_repository"]
-    return ctx
+KUBE_IPTABLES_MARKERS = ("KUBE-", "CNI-", "FLANNEL", "flannel")
+
+RESET_PHASES = (
+    Phase("kubeadm-reset", "kubeadm reset -f", phase_reset_kubeadm),
+    Phase("network", "CNI config, links and iptables rules",
+          phase_reset_network),
+    Phase("files", "/etc/kubernetes, kubeconfig copies, this tool's state",
+          phase_reset_files),
+)
 
 
-def read_reset_state(ctx):
-    """What reset cleans, from the state file: the pod network and the
-    kubeconfig copies."""
-    ctx.reset_pod_cidr = ctx.host.state().get("pod_cidr") or DEFAULT_POD_CIDR
-    ctx.reset_kubeconfigs = reset_copies(ctx)
-
-
-# ===========================================================================
-# Cluster checks (install mode)
-# ===========================================================================
-
-
-def _kubectl_json(ctx, argv, kubeconfig=ADMIN_CONF):
-    result = ctx.runner.run(["kubectl", "--kubeconfig", kubeconfig] + argv +
-                            ["-o", "json"], change=False, check=False,
-                            timeout=60)
-    if not result.ok:
-        return None, last_line(result.output()) or "kubectl failed"
-    try:
-        return json.loads(result.stdout), None
-    except ValueError:
-        return None, "kubectl printed no JSON"
-
-
-def node_ready(node):
-    """(ready, reason) of a Node object."""
-    for condition in node.get("status", {}).get("conditions", []):
-        if condition.get("type") == "Ready":
-            if condition.get("status") == "True":
-                return True, ""
-            return (False, condition.get("message") or condition.get("reason")
-                    or "not ready")
-    return False, "no Ready condition yet"
-
-
-def pod_problem(pod):
-    """None when a pod is Running and ready (or Succeeded), else
-    (reason, image or None)."""
-    status = pod.get("status", {})
-    phase = status.get("phase", "Unknown")
-    if phase == "Succeeded":
-        return None
-    statuses = (status.get("initContainerStatuses", []) +
-                status.get("containerStatuses", []))
-    for container in statuses:
-        waiting = (container.get("state") or {}).get("waiting")
-        if waiting:
-            reason = waiting.get("reason") or "waiting"
-            message = waiting.get("message")
-            text = "%s: %s" % (reason, message) if message else reason
-            return (text, container.get("image") if reason in
-                    IMAGE_PULL_REASONS else None)
-    if phase == "Running" and all(c.get("ready") for c in
-                                  status.get("containerStatuses", [])):
-        return None
-    for condition in status.get("conditions", []):
-        if condition.get("status") == "False" and condition.get("reason"):
-            return "%s %s: %s" % (phase, condition["reason"],
-                                  condition.get("message", "")), None
-    return phase if phase != "Running" else "Running, not ready", None
-
-
-def cluster_pending(ctx, kubeconfig=ADMIN_CONF, pods=True):
-    """[(what, reason, image)] still keeping the cluster from ready."""
-    name = node_name(ctx)
-    node, error = _kubectl_json(ctx, ["get", "node", name], kubeconfig)
-    if node is None:
-        return [("node %s" % name, error, None)]
-    pending = []
-    ready, reason = node_ready(node)
-    if not ready:
-        pending.append(("node %s" % name, "NotReady: " + reason, None))
-    if pods:
-        listing, error = _kubectl_json(ctx, ["-n", "kube-system", "get",
-                                             "pods"], kubeconfig)
-        if listing is None:
-            return pending + [("kube-system pods", error, None)]
-        items = listing.get("items", [])
-        if not items:
-            pending.append(("kube-system pods", "none yet", None))
-        for pod in items:
-            problem = pod_problem(pod)
-            if problem:
-                pending.append(("pod %s" % pod["metadata"]["name"],
-                                problem[0], problem[1]))
-    return pending
-
-
-def timeout_message(pending, timeout):
-    what, reason, image = pending[0]
-    for item in pending:
-        if item[2]:
-            what, reason, image = item
-            break
-    text = "the cluster was not ready after %d s: %s is %s" % (timeout, what,
-                                                                reason)
-    if image:
-        return text + (": the image %s is not on this node, so the bundle is "
-                       "incomplete; rebuild it (with --extra-image for your "
-                       "own images)" % image)
-    return (text + ": look at `kubectl -n kube-system describe pod` and "
-            "`journalctl -u kubelet`, or rerun with a longer --wait-timeout")
-
-
-def phase_wait(ctx):
-    """Wait until the node is Ready and every kube-system pod Running,
-    showing what is still pending (--wait-timeout, --no-wait)."""
-    if not ctx.wait:
-        log.info("  not waiting (--no-wait)")
-        return
-    if ctx.dry_run:
-        log.info("  would wait up to %d s for the node and the kube-system "
-                 "pods", ctx.wait_timeout)
-        return
-    worker = ctx.role == "worker"
-    kubeconfig = KUBELET_CONF if worker else ADMIN_CONF
-    timeout = ctx.wait_timeout
-    deadline = now() + timeout
-    shown = None
-    while True:
-        pending = cluster_pending(ctx, kubeconfig, pods=not worker)
-        if not pending:
-            log.info("  node %s is Ready%s", node_name(ctx),
-                     "" if worker else " and every kube-system pod Running")
-            return
-        text = "; ".join("%s (%s)" % (what, reason)
-                         for what, reason, _ in pending)
-        if text != shown:
-            log.info("  waiting for: %s", text)
-            shown = text
-        if now() >= deadline:
-            raise UserError(timeout_message(pending, timeout))
-        sleep(WAIT_INTERVAL)
-
-
-# -- status -----------------------------------------------------------------
-
-def _age(timestamp):
-    try:
-        then = calendar.timegm(time.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ"))
-    except (TypeError, ValueError):
-        return "?"
-    seconds = max(0, int(now() - then))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return "%d%s" % (seconds // size, unit)
-    return "%ds" % seconds
-
-
-def format_table(rows):
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in
-                               zip(row, widths)).rstrip() for row in rows)
-
-
-def node_rows(listing):
-    rows = [("NODE", "STATUS", "ROLES", "VERSION", "AGE")]
-    for node in listing.get("items", []):
-        labels = node["metadata"].get("labels", {})
-        roles = (sorted(key.split("/", 1)[1] for key in labels
-                        if key.startswith("node-role.kubernetes.io/"))
-                 or ["<none>"])
-        ready, reason = node_ready(node)
-        rows.append((node["metadata"]["name"], "Ready" if ready else
-                     "NotReady (%s)" % reason, ",".join(roles),
-                     node.get("status", {}).get("nodeInfo", {}).get(
-                         "kubeletVersion", "?"),
-                     _age(node["metadata"].get("creationTimestamp"))))
-    return rows
-
-
-def pod_rows(listing):
-    rows = [("POD", "STATUS", "NODE", "RESTARTS")]
-    for pod in listing.get("items", []):
-        problem = pod_problem(pod)
-        restarts = sum(c.get("restartCount", 0) for c in
-                       pod.get("status", {}).get("containerStatuses", []))
-        rows.append((pod["metadata"]["name"],
-                     problem[0] if problem else pod["status"].get("phase"),
-                     pod.get("spec", {}).get("nodeName", "-"), restarts))
-    return rows
-
-
-def parse_cert_expiration(text):
-    """[(name, expires epoch)] from kubeadm's check-expiration output."""
-    found = []
-    for line in (text or "").splitlines():
-        match = CERT_LINE_RE.match(line.strip())
-        if match:
-            try:
-                when = calendar.timegm(time.strptime(match.group(2),
-                                                     "%b %d, %Y %H:%M UTC"))
-            except ValueError:
-                continue
-            found.append((match.group(1), when))
-    return found
-
-
-def cert_check_command(kubernetes_version):
-    _, minor, _ = parse_version(kubernetes_version)
-    if minor >= 20:
-        return ["kubeadm", "certs", "check-expiration"]
-    return ["kubeadm", "alpha", "certs", "check-expiration"]
-
-
-def cluster_version(ctx):
-    state = ctx.host.state()
-    if state.get("kubernetes_version"):
-        return state["kubernetes_version"]
-    result = ctx.runner.run(["kubeadm", "version", "-o", "short"],
-                            change=False, check=False)
-    text = result.stdout.strip()
-    return (text if result.ok and re.match(r"^v\d+\.\d+\.\d+", text)
-            else DEFAULT_KUBERNETES_VERSION)
-
-
-def require_master(ctx, command):
+def cmd_reset(args):
+    ctx = InstallContext(args, "reset")
     if ctx.euid != 0:
-        raise UserError("%s must run as root: run it with sudo" % command)
-    if not ctx.host.exists(ADMIN_CONF):
-        raise UserError("this host is not a master (no %s): run %s on a master"
-                        % (ADMIN_CONF, command))
+        raise UserError("reset must run as root: run it with sudo")
+    confirm_reset(args)
+    read_reset_state(ctx)
+    return run_workflow(ctx, RESET_PHASES, only_phase(args))
 
+
+# ===========================================================================
+# Slice day two (status, token, remove-node, certs, backup, restore)
+# ===========================================================================
 
 def cmd_status(args):
     ctx = InstallContext(args, "master")
@@ -8082,6 +8785,114 @@ def cmd_status(args):
     return 0
 
 
+def require_master(ctx, command):
+    if ctx.euid != 0:
+        raise UserError("%s must run as root: run it with sudo" % command)
+    if not ctx.host.exists(ADMIN_CONF):
+        raise UserError("this host is not a master (no %s): run %s on a master"
+                        % (ADMIN_CONF, command))
+
+
+def format_table(rows):
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in
+                               zip(row, widths)).rstrip() for row in rows)
+
+
+def node_rows(listing):
+    rows = [("NODE", "STATUS", "ROLES", "VERSION", "AGE")]
+    for node in listing.get("items", []):
+        labels = node["metadata"].get("labels", {})
+        roles = (sorted(key.split("/", 1)[1] for key in labels
+                        if key.startswith("node-role.kubernetes.io/"))
+                 or ["<none>"])
+        ready, reason = node_ready(node)
+        rows.append((node["metadata"]["name"], "Ready" if ready else
+                     "NotReady (%s)" % reason, ",".join(roles),
+                     node.get("status", {}).get("nodeInfo", {}).get(
+                         "kubeletVersion", "?"),
+                     _age(node["metadata"].get("creationTimestamp"))))
+    return rows
+
+
+def _age(timestamp):
+    try:
+        then = calendar.timegm(time.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ"))
+    except (TypeError, ValueError):
+        return "?"
+    seconds = max(0, int(now() - then))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return "%d%s" % (seconds // size, unit)
+    return "%ds" % seconds
+
+
+def pod_rows(listing):
+    rows = [("POD", "STATUS", "NODE", "RESTARTS")]
+    for pod in listing.get("items", []):
+        problem = pod_problem(pod)
+        restarts = sum(c.get("restartCount", 0) for c in
+                       pod.get("status", {}).get("containerStatuses", []))
+        rows.append((pod["metadata"]["name"],
+                     problem[0] if problem else pod["status"].get("phase"),
+                     pod.get("spec", {}).get("nodeName", "-"), restarts))
+    return rows
+
+
+def cert_check_command(kubernetes_version):
+    return list(profile(kubernetes_version)["certs_command"]) + [
+        "check-expiration"]
+
+
+def cluster_version(ctx):
+    state = ctx.host.state()
+    if state.get("kubernetes_version"):
+        return state["kubernetes_version"]
+    result = ctx.runner.run(["kubeadm", "version", "-o", "short"],
+                            change=False, check=False)
+    text = result.stdout.strip()
+    return (text if result.ok and re.match(r"^v\d+\.\d+\.\d+", text)
+            else DEFAULT_KUBERNETES_VERSION)
+
+
+def parse_cert_expiration(text):
+    """[(name, expires epoch)] from kubeadm's check-expiration output."""
+    found = []
+    for line in (text or "").splitlines():
+        match = CERT_LINE_RE.match(line.strip())
+        if match:
+            try:
+                when = calendar.timegm(time.strptime(match.group(2),
+                                                     "%b %d, %Y %H:%M UTC"))
+            except ValueError:
+                continue
+            found.append((match.group(1), when))
+    return found
+
+
+def cmd_token(args):
+    ctx = InstallContext(args, "master")
+    require_master(ctx, "token")
+    state = ctx.host.state()
+    version, arch = state.get("kubernetes_version"), state.get("arch")
+    bundle_path = None
+    try:
+        bundle_path = resolve_bundle_path(ctx.bundle_path)
+        if not version or not arch:
+            version = version or ctx.bundle.kubernetes_version
+            arch = arch or ctx.bundle.arch
+    except UserError:
+        if not version:
+            version = cluster_version(ctx)
+        arch = arch or host_arch()
+    info = make_join_info(ctx, True, version, arch)
+    path = args.join_file or default_join_file(ctx, bundle_path)
+    write_join_file(ctx, path, info)
+    print_join_commands(ctx, path, info)
+    ctx.close()
+    return 0
+
+
 def cmd_remove_node(args):
     ctx = InstallContext(args, "master")
     name = args.name.lower()
@@ -8111,80 +8922,45 @@ def cmd_remove_node(args):
     return 0
 
 
-# -- day two: certificates ----------------------------------------------------
+def cmd_certs_check(args):
+    ctx = day_two_context(args, "certs check")
+    certs = cluster_certificates(ctx.host)
+    if not certs:
+        raise UserError("no kubeadm certificates on this host (nothing in %s "
+                        "or /etc/kubernetes/*.conf): run certs check on a "
+                        "cluster node" % PKI_DIR)
+    rows, fewest = certificate_rows(certs)
+    print(format_table(rows))
+    unreadable = [name for name, _, expires, _ in certs if expires is None]
+    if unreadable:
+        log.error("error: cannot read the expiry of %s: look at the file"
+                  % ", ".join(unreadable))
+        return 1
+    if fewest < CERT_FAIL_DAYS:
+        log.error("error: a certificate expires in %d days (below %d): run "
+                  "`k8s_offline.py certs renew` now" % (fewest, CERT_FAIL_DAYS))
+        return 1
+    if fewest < CERT_WARN_DAYS:
+        log.warning("warning: a certificate expires in %d days (below %d): "
+                    "run `k8s_offline.py certs renew`" % (fewest,
+                                                          CERT_WARN_DAYS))
+    return 0
 
 
-def _der_time(der, tag, start, end):
-    """Seconds since the epoch of a DER UTCTime (0x17) or GeneralizedTime."""
-    text = der[start:end].decode("ascii")
-    if tag == 0x17:
-        year = int(text[:2])
-        text = ("19" if year >= 50 else "20") + text
-    if tag not in (0x17, 0x18) or not re.match(r"^\d{14}Z$", text):
-        raise ValueError("not an X.509 time")
-    return calendar.timegm(time.strptime(text, "%Y%m%d%H%M%SZ"))
+def day_two_context(args, command):
+    """The context of a day-two command, as root, with the node named as
+    the install named it (the static pods carry that name)."""
+    ctx = InstallContext(args, "master")
+    require_root(ctx, command)
+    recorded = ctx.host.state().get("node")
+    if recorded and full_match(NODE_NAME_RE, recorded):
+        ctx.node_name = recorded
+    return ctx
 
 
-def certificate_not_after(der):
-    """notAfter of a DER certificate, in seconds since the epoch.
-
-    Read with the DER walker the join discovery uses, so no openssl is needed
-    on the host."""
-    _, cert, _ = _der_item(der, 0)
-    _, pos, _ = _der_item(der, cert)          # inside tbsCertificate
-    if _der_item(der, pos)[0] == 0xa0:        # [0] version
-        pos = _der_item(der, pos)[2]
-    for _ in range(3):                        # serial, signature, issuer
-        pos = _der_item(der, pos)[2]
-    _, validity, _ = _der_item(der, pos)
-    not_before_end = _der_item(der, validity)[2]
-    tag, start, end = _der_item(der, not_before_end)
-    return _der_time(der, tag, start, end)
-
-
-def first_pem_certificate(text):
-    """DER bytes of the first certificate in PEM text, or None."""
-    match = PEM_CERT_RE.search(text or "")
-    if not match:
-        return None
-    try:
-        return base64.b64decode("".join(match.group(1).split()))
-    except (binascii.Error, ValueError):
-        return None
-
-
-def kubeconfig_client_certificate(text):
-    """('data', DER) or ('file', path) of a kubeconfig's client certificate,
-    or (None, None)."""
-    match = re.search(r"^\s*client-certificate-data:\s*([A-Za-z0-9+/=]+)\s*$",
-                      text or "", re.M)
-    if match:
-        try:
-            pem = base64.b64decode(match.group(1)).decode("ascii", "replace")
-        except (binascii.Error, ValueError):
-            return "data", None
-        return "data", first_pem_certificate(pem)
-    match = re.search(r"^\s*client-certificate:\s*(\S+)\s*$", text or "", re.M)
-    if match:
-        return "file", match.group(1).strip("\"'")
-    return None, None
-
-
-def kubelet_rotates(host):
-    """True when the kubelet's config turns client certificate rotation on
-    (kubeadm writes rotateCertificates: true)."""
-    text = host.read(KUBELET_CONFIG, "")
-    match = re.search(r'^\s*"?rotateCertificates"?\s*:\s*(\S+)', text, re.M)
-    return bool(match) and match.group(1).strip("\",").lower() == "true"
-
-
-def _expiry_of(der):
-    if der is None:
-        return None
-    try:
-        return certificate_not_after(der)
-    except (ValueError, IndexError, UnicodeDecodeError):
-        return None
+def require_root(ctx, command):
+    if ctx.euid != 0:
+        raise UserError("%s must run as root: run it with sudo" % command)
 
 
 def cluster_certificates(host):
@@ -8222,20 +8998,77 @@ def cluster_certificates(host):
     return found
 
 
-def require_root(ctx, command):
-    if ctx.euid != 0:
-        raise UserError("%s must run as root: run it with sudo" % command)
+def first_pem_certificate(text):
+    """DER bytes of the first certificate in PEM text, or None."""
+    match = PEM_CERT_RE.search(text or "")
+    if not match:
+        return None
+    try:
+        return base64.b64decode("".join(match.group(1).split()))
+    except (binascii.Error, ValueError):
+        return None
 
 
-def day_two_context(args, command):
-    """The context of a day-two command, as root, with the node named as
-    the install named it (the static pods carry that name)."""
-    ctx = InstallContext(args, "master")
-    require_root(ctx, command)
-    recorded = ctx.host.state().get("node")
-    if recorded and full_match(NODE_NAME_RE, recorded):
-        ctx.node_name = recorded
-    return ctx
+def _expiry_of(der):
+    if der is None:
+        return None
+    try:
+        return certificate_not_after(der)
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return None
+
+
+def certificate_not_after(der):
+    """notAfter of a DER certificate, in seconds since the epoch.
+
+    Read with the DER walker the join discovery uses, so no openssl is needed
+    on the host."""
+    _, cert, _ = _der_item(der, 0)
+    _, pos, _ = _der_item(der, cert)          # inside tbsCertificate
+    if _der_item(der, pos)[0] == 0xa0:        # [0] version
+        pos = _der_item(der, pos)[2]
+    for _ in range(3):                        # serial, signature, issuer
+        pos = _der_item(der, pos)[2]
+    _, validity, _ = _der_item(der, pos)
+    not_before_end = _der_item(der, validity)[2]
+    tag, start, end = _der_item(der, not_before_end)
+    return _der_time(der, tag, start, end)
+
+
+def _der_time(der, tag, start, end):
+    """Seconds since the epoch of a DER UTCTime (0x17) or GeneralizedTime."""
+    text = der[start:end].decode("ascii")
+    if tag == 0x17:
+        year = int(text[:2])
+        text = ("19" if year >= 50 else "20") + text
+    if tag not in (0x17, 0x18) or not re.fullmatch(r"\d{14}Z", text):
+        raise ValueError("not an X.509 time")
+    return calendar.timegm(time.strptime(text, "%Y%m%d%H%M%SZ"))
+
+
+def kubelet_rotates(host):
+    """True when the kubelet's config turns client certificate rotation on
+    (kubeadm writes rotateCertificates: true)."""
+    text = host.read(KUBELET_CONFIG, "")
+    match = re.search(r'^\s*"?rotateCertificates"?\s*:\s*(\S+)', text, re.M)
+    return bool(match) and match.group(1).strip("\",").lower() == "true"
+
+
+def kubeconfig_client_certificate(text):
+    """('data', DER) or ('file', path) of a kubeconfig's client certificate,
+    or (None, None)."""
+    match = re.search(r"^\s*client-certificate-data:\s*([A-Za-z0-9+/=]+)\s*$",
+                      text or "", re.M)
+    if match:
+        try:
+            pem = base64.b64decode(match.group(1)).decode("ascii", "replace")
+        except (binascii.Error, ValueError):
+            return "data", None
+        return "data", first_pem_certificate(pem)
+    match = re.search(r"^\s*client-certificate:\s*(\S+)\s*$", text or "", re.M)
+    if match:
+        return "file", match.group(1).strip("\"'")
+    return None, None
 
 
 def certificate_rows(certs):
@@ -8254,33 +9087,89 @@ def certificate_rows(certs):
     return rows, fewest
 
 
-def cmd_certs_check(args):
-    ctx = day_two_context(args, "certs check")
-    certs = cluster_certificates(ctx.host)
-    if not certs:
-        raise UserError("no kubeadm certificates on this host (nothing in %s "
-                        "or /etc/kubernetes/*.conf): run certs check on a "
-                        "cluster node" % PKI_DIR)
-    rows, fewest = certificate_rows(certs)
+def cmd_certs_usage(args):
+    raise UserError("certs needs an action: `certs check` or `certs renew`")
+
+
+class RenewalContext(object):
+    """certs renew's context, built once before anything changes: the
+    day-two context (what it does not hold is read from there) and what
+    renewal found: the kubeadm command, the admin.conf copies, the files to
+    save and the backup holding them."""
+
+    command = "certs renew"
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        require_master(ctx, "certs renew")
+        host = ctx.host
+        if not host.exists(MANIFEST_DIR + "/kube-apiserver.yaml"):
+            raise UserError("this host runs no control plane (no %s/kube-"
+                            "apiserver.yaml): run certs renew on each master"
+                            % MANIFEST_DIR)
+        self.renew_command = cert_renew_command(installed_kubeadm_version(ctx))
+        self.copies = kubeconfig_copies(ctx, host.read_bytes(ADMIN_CONF))
+        self.saved = host_files_under(host, PKI_DIR) + [
+            "/etc/kubernetes/" + name for name in KUBEADM_KUBECONFIGS
+            if host.exists("/etc/kubernetes/" + name)]
+        self.backup = "%s/certs-before-renew-%s.tar.gz" % (DAYTWO_DIR,
+                                                          utc_stamp())
+
+    def __getattr__(self, name):
+        return getattr(self.ctx, name)
+
+
+def phase_renew_backup(ctx):
+    """The old PKI and kubeconfigs, into a tar of mode 0600."""
+    log.info("  the old PKI and kubeconfigs (%d files) to %s, mode 0600",
+             len(ctx.saved), ctx.backup)
+    if ctx.dry_run:
+        log.info("  would write %s", ctx.backup)
+        return
+    ctx.host.makedirs(DAYTWO_DIR, 0o700)
+    write_private_tar(ctx.host, ctx.backup, [(path.lstrip("/"), path)
+                                             for path in ctx.saved])
+
+
+def phase_renew(ctx):
+    """kubeadm certs renew all (kubeadm alpha certs renew all up to 1.19)."""
+    log.info("  %s", " ".join(ctx.renew_command))
+    ctx.runner.run(ctx.renew_command, timeout=300, what="kubeadm certs renew")
+
+
+def phase_renew_restart(ctx):
+    """The control-plane static pods, one at a time."""
+    ctx.host.makedirs(DAYTWO_DIR, 0o700)
+    for component in CONTROL_PLANE_PODS:
+        restart_static_pod(ctx, component)
+
+
+def phase_renew_kubeconfig(ctx):
+    """The admin.conf copies, refreshed from the new admin.conf."""
+    new_admin = ctx.host.read_bytes(ADMIN_CONF)
+    for path, uid, gid in ctx.copies:
+        if ctx.dry_run or new_admin is None:
+            log.info("  would copy %s to %s", ADMIN_CONF, path)
+            continue
+        ctx.host.write(path, new_admin, 0o600, owner=(uid, gid))
+        log.info("  kubeconfig %s refreshed", path)
+
+
+def cmd_certs_renew(args):
+    only = only_phase(args)
+    ctx = RenewalContext(day_two_context(args, "certs renew"))
+    run_workflow(ctx, CERTS_RENEW_PHASES, only)
+    if ctx.dry_run or only is not None:
+        return 0
+    rows, fewest = certificate_rows(cluster_certificates(ctx.host))
     print(format_table(rows))
-    unreadable = [name for name, _, expires, _ in certs if expires is None]
-    if unreadable:
-        log.error("error: cannot read the expiry of %s: look at the file"
-                  % ", ".join(unreadable))
-        return 1
-    if fewest < CERT_FAIL_DAYS:
-        log.error("error: a certificate expires in %d days (below %d): run "
-                  "`k8s_offline.py certs renew` now" % (fewest, CERT_FAIL_DAYS))
-        return 1
-    if fewest < CERT_WARN_DAYS:
-        log.warning("warning: a certificate expires in %d days (below %d): "
-                    "run `k8s_offline.py certs renew`" % (fewest,
-                                                          CERT_WARN_DAYS))
+    print("renewed; the old certificates are in %s" % ctx.backup)
     return 0
 
 
-def cmd_certs_usage(args):
-    raise UserError("certs needs an action: `certs check` or `certs renew`")
+def cert_renew_command(kubeadm_version):
+    """kubeadm's renewal: under `alpha` up to 1.19, its own command from 1.20."""
+    return list(profile(kubeadm_version)["certs_command"]) + ["renew", "all"]
 
 
 def installed_kubeadm_version(ctx):
@@ -8292,7 +9181,7 @@ def installed_kubeadm_version(ctx):
     result = ctx.runner.run(["kubeadm", "version", "-o", "short"],
                             change=False, check=False)
     text = result.stdout.strip()
-    if not result.ok or not re.match(r"^v\d+\.\d+\.\d+$", text):
+    if not result.ok or not re.fullmatch(r"v\d+\.\d+\.\d+", text):
         raise UserError("cannot tell the version of kubeadm (%s): is the "
                         "kubeadm in %s whole?" % (
                             last_line(result.output()) or "no output",
@@ -8300,16 +9189,20 @@ def installed_kubeadm_version(ctx):
     return text
 
 
-def cert_renew_command(kubeadm_version):
-    """kubeadm's renewal: under `alpha` up to 1.19, its own command from 1.20."""
-    _, minor, _ = parse_version(kubeadm_version)
-    if minor >= 20:
-        return ["kubeadm", "certs", "renew", "all"]
-    return ["kubeadm", "alpha", "certs", "renew", "all"]
-
-
-def utc_stamp():
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now()))
+def kubeconfig_copies(ctx, admin):
+    """[(path, uid, gid)] of the admin.conf copies this tool made: the ones
+    its state lists and root's and the sudo user's when they hold admin."""
+    copies = []
+    for path in ctx.host.state().get("kubeconfigs") or []:
+        full = ctx.host.path(path)
+        if os.path.isfile(full):
+            st = os.stat(full)
+            copies.append((path, st.st_uid, st.st_gid))
+    for path, uid, gid in kubeconfig_targets(ctx):
+        if (path not in [c[0] for c in copies] and admin is not None and
+                ctx.host.read_bytes(path) == admin):
+            copies.append((path, uid, gid))
+    return copies
 
 
 def host_files_under(host, folder):
@@ -8325,19 +9218,8 @@ def host_files_under(host, folder):
     return found
 
 
-class _HashingWriter(object):
-    """A file object that hashes what passes through it."""
-
-    def __init__(self, handle):
-        self.handle = handle
-        self.digest = hashlib.sha256()
-
-    def write(self, data):
-        self.digest.update(data)
-        return self.handle.write(data)
-
-    def flush(self):
-        self.handle.flush()
+def utc_stamp():
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now()))
 
 
 def write_private_tar(host, path, members):
@@ -8376,42 +9258,19 @@ def write_private_tar(host, path, members):
     return writer.digest.hexdigest()
 
 
-def move_file(ctx, source, target):
-    if ctx.dry_run:
-        log.info("  would move %s to %s", source, target)
-        return
-    os.rename(ctx.host.path(source), ctx.host.path(target))
-    log.info("  moved %s to %s", source, target)
+class _HashingWriter(object):
+    """A file object that hashes what passes through it."""
 
+    def __init__(self, handle):
+        self.handle = handle
+        self.digest = hashlib.sha256()
 
-def static_pod_container(ctx, component):
-    """(containerID, ready) of the static pod's container, from the API."""
-    name = "%s-%s" % (component, node_name(ctx))
-    pod, _ = _kubectl_json(ctx, ["-n", "kube-system", "get", "pod", name])
-    if pod is None or pod.get("status", {}).get("phase") != "Running":
-        return None, False
-    for status in pod["status"].get("containerStatuses", []):
-        if status.get("name") == component:
-            return status.get("containerID"), bool(status.get("ready"))
-    return None, False
+    def write(self, data):
+        self.digest.update(data)
+        return self.handle.write(data)
 
-
-def container_running(ctx, container_id):
-    """Whether the runtime still runs a container (docker://ID or
-    containerd://ID as the API names it)."""
-    runtime, _, cid = (container_id or "").partition("://")
-    if not cid:
-        return False
-    if runtime == "docker":
-        result = ctx.runner.run(["docker", "inspect", "--format",
-                                 "{{.State.Running}}", cid], change=False,
-                                check=False)
-        return result.ok and result.stdout.strip() == "true"
-    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address, "-n",
-                             "k8s.io", "tasks", "ls"], change=False,
-                            check=False)
-    return any(line.split()[:1] == [cid] and "RUNNING" in line
-               for line in result.stdout.splitlines())
+    def flush(self):
+        self.handle.flush()
 
 
 def restart_static_pod(ctx, component):
@@ -8446,141 +9305,42 @@ def restart_static_pod(ctx, component):
     log.info("  %s is Running again", component)
 
 
-def kubeconfig_copies(ctx, admin):
-    """[(path, uid, gid)] of the admin.conf copies this tool made: the ones
-    its state lists and root's and the sudo user's when they hold admin."""
-    copies = []
-    for path in ctx.host.state().get("kubeconfigs") or []:
-        full = ctx.host.path(path)
-        if os.path.isfile(full):
-            st = os.stat(full)
-            copies.append((path, st.st_uid, st.st_gid))
-    for path, uid, gid in kubeconfig_targets(ctx):
-        if (path not in [c[0] for c in copies] and admin is not None and
-                ctx.host.read_bytes(path) == admin):
-            copies.append((path, uid, gid))
-    return copies
+def static_pod_container(ctx, component):
+    """(containerID, ready) of the static pod's container, from the API."""
+    name = "%s-%s" % (component, node_name(ctx))
+    pod, _ = _kubectl_json(ctx, ["-n", "kube-system", "get", "pod", name])
+    if pod is None or pod.get("status", {}).get("phase") != "Running":
+        return None, False
+    for status in pod["status"].get("containerStatuses", []):
+        if status.get("name") == component:
+            return status.get("containerID"), bool(status.get("ready"))
+    return None, False
 
 
-def cmd_certs_renew(args):
-    ctx = day_two_context(args, "certs renew")
-    require_master(ctx, "certs renew")
-    host = ctx.host
-    if not host.exists(MANIFEST_DIR + "/kube-apiserver.yaml"):
-        raise UserError("this host runs no control plane (no %s/kube-apiserver"
-                        ".yaml): run certs renew on each master" % MANIFEST_DIR)
-    command = cert_renew_command(installed_kubeadm_version(ctx))
-    old_admin = host.read_bytes(ADMIN_CONF)
-    copies = kubeconfig_copies(ctx, old_admin)
-    saved = host_files_under(host, PKI_DIR) + [
-        "/etc/kubernetes/" + name for name in KUBEADM_KUBECONFIGS
-        if host.exists("/etc/kubernetes/" + name)]
-    backup = "%s/certs-before-renew-%s.tar.gz" % (DAYTWO_DIR, utc_stamp())
-    log.info("[backup] the old PKI and kubeconfigs (%d files) to %s, mode "
-             "0600", len(saved), backup)
+def move_file(ctx, source, target):
     if ctx.dry_run:
-        log.info("  would write %s", backup)
-    else:
-        host.makedirs(DAYTWO_DIR, 0o700)
-        write_private_tar(host, backup, [(path.lstrip("/"), path)
-                                         for path in saved])
-    log.info("[renew] %s", " ".join(command))
-    ctx.runner.run(command, timeout=300, what="kubeadm certs renew")
-    log.info("[restart] the control-plane static pods, one at a time")
-    host.makedirs(DAYTWO_DIR, 0o700)
-    for component in CONTROL_PLANE_PODS:
-        restart_static_pod(ctx, component)
-    log.info("[kubeconfig] the admin.conf copies")
-    new_admin = host.read_bytes(ADMIN_CONF)
-    for path, uid, gid in copies:
-        if ctx.dry_run or new_admin is None:
-            log.info("  would copy %s to %s", ADMIN_CONF, path)
-            continue
-        host.write(path, new_admin, 0o600, owner=(uid, gid))
-        log.info("  kubeconfig %s refreshed", path)
-    if ctx.dry_run:
-        log.info("dry run: nothing was changed")
-        return 0
-    rows, fewest = certificate_rows(cluster_certificates(host))
-    print(format_table(rows))
-    print("renewed; the old certificates are in %s" % backup)
-    return 0
+        log.info("  would move %s to %s", source, target)
+        return
+    os.rename(ctx.host.path(source), ctx.host.path(target))
+    log.info("  moved %s to %s", source, target)
 
 
-# -- day two: etcd backup and restore ----------------------------------------
-
-
-def etcd_manifest_facts(text):
-    """{image, name, peer_url} of kubeadm's etcd static pod manifest."""
-    facts = {}
-    match = re.search(r"^\s*\"?image\"?\s*:\s*\"?([^\s\"]+)", text or "", re.M)
-    if match:
-        facts["image"] = match.group(1)
-    for key, flag in (("name", "name"),
-                      ("peer_url", "initial-advertise-peer-urls")):
-        match = re.search(r"--%s=([^\s\"',]+)" % flag, text or "")
-        if match:
-            facts[key] = match.group(1)
-    match = re.search(r"--listen-client-urls=\S*?(https://127\.0\.0\.1:\d+)",
-                      text or "")
-    facts["client_url"] = (match.group(1) if match else
-                           "https://127.0.0.1:2379")
-    return facts
-
-
-def day_two_runtime(ctx):
-    """The runtime the cluster uses: the one the install recorded, else
-    --cri."""
-    return ctx.host.state().get("cri") or ctx.cri
-
-
-def image_present(ctx, runtime, image):
-    if runtime == "containerd":
-        return _normalize_image_name(image) in containerd_images(ctx)
-    return docker_image_id(ctx.runner, image) is not None
-
-
-def require_etcd_image(ctx, runtime, image):
-    if not image_present(ctx, runtime, image):
-        raise UserError("the etcd image %s is not in %s on this host: load "
-                        "the bundle's images first (k8s_offline.py master "
-                        "--skip-phases init,kubeconfig,network,wait,join-file "
-                        "does only that and the host setup)" % (image, runtime))
-
-
-def etcdctl_argv(ctx, runtime, image, mounts, argv):
-    """A one-off container of the cluster's etcd image running etcdctl (API
-    v3) on the host network with mounts [(host path, container path, rw)]."""
-    if runtime == "containerd":
-        run = ["ctr", "--address", ctx.containerd_address, "-n", "k8s.io",
-               "run", "--rm", "--net-host", "--env", "ETCDCTL_API=3"]
-        for source, target, writable in mounts:
-            run += ["--mount", "type=bind,src=%s,dst=%s,options=rbind:%s" % (
-                ctx.host.path(source), target, "rw" if writable else "ro")]
-        return run + [_normalize_image_name(image), "k8s-offline-etcdctl-%d"
-                      % os.getpid(), "etcdctl"] + argv
-    run = ["docker", "run", "--rm", "--network", "host", "-e", "ETCDCTL_API=3",
-           "--entrypoint", "etcdctl"]
-    for source, target, writable in mounts:
-        run += ["-v", "%s:%s%s" % (ctx.host.path(source), target,
-                                   "" if writable else ":ro")]
-    return run + [image] + argv
-
-
-def kubeadm_config_for_backup(ctx):
-    """(name, bytes) of the kubeadm config to keep: the one this tool wrote,
-    else the cluster's ClusterConfiguration from the kubeadm-config map."""
-    data = ctx.host.read_bytes(INIT_CONFIG)
-    if data is not None:
-        return "kubeadm/kubeadm-init.json", data
-    cm, error = _kubectl_json(ctx, ["-n", "kube-system", "get", "configmap",
-                                    "kubeadm-config"])
-    text = ((cm or {}).get("data") or {}).get("ClusterConfiguration")
-    if not text:
-        raise UserError("cannot find the kubeadm config (no %s, and the "
-                        "kubeadm-config map: %s): is the API server up?"
-                        % (INIT_CONFIG, error or "no ClusterConfiguration"))
-    return "kubeadm/kubeadm-config.yaml", text.encode("utf-8")
+def container_running(ctx, container_id):
+    """Whether the runtime still runs a container (docker://ID or
+    containerd://ID as the API names it)."""
+    runtime, _, cid = (container_id or "").partition("://")
+    if not cid:
+        return False
+    if runtime == "docker":
+        result = ctx.runner.run(["docker", "inspect", "--format",
+                                 "{{.State.Running}}", cid], change=False,
+                                check=False)
+        return result.ok and result.stdout.strip() == "true"
+    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address, "-n",
+                             "k8s.io", "tasks", "ls"], change=False,
+                            check=False)
+    return any(line.split()[:1] == [cid] and "RUNNING" in line
+               for line in result.stdout.splitlines())
 
 
 def cmd_backup(args):
@@ -8658,21 +9418,113 @@ def cmd_backup(args):
     return 0
 
 
+def etcd_manifest_facts(text):
+    """{image, name, peer_url} of kubeadm's etcd static pod manifest."""
+    facts = {}
+    match = re.search(r"^\s*\"?image\"?\s*:\s*\"?([^\s\"]+)", text or "", re.M)
+    if match:
+        facts["image"] = match.group(1)
+    for key, flag in (("name", "name"),
+                      ("peer_url", "initial-advertise-peer-urls")):
+        match = re.search(r"--%s=([^\s\"',]+)" % flag, text or "")
+        if match:
+            facts[key] = match.group(1)
+    match = re.search(r"--listen-client-urls=\S*?(https://127\.0\.0\.1:\d+)",
+                      text or "")
+    facts["client_url"] = (match.group(1) if match else
+                           "https://127.0.0.1:2379")
+    return facts
+
+
+def day_two_runtime(ctx):
+    """The runtime the cluster uses: the one the install recorded, else
+    --cri."""
+    return ctx.host.state().get("cri") or ctx.cri
+
+
+def require_etcd_image(ctx, runtime, image):
+    if not image_present(ctx, runtime, image):
+        raise UserError("the etcd image %s is not in %s on this host: load "
+                        "the bundle's images first (k8s_offline.py master "
+                        "--skip-phases init,kubeconfig,network,wait,join-file "
+                        "does only that and the host setup)" % (image, runtime))
+
+
+def image_present(ctx, runtime, image):
+    if runtime == "containerd":
+        return _normalize_image_name(image) in containerd_images(ctx)
+    return docker_image_id(ctx.runner, image) is not None
+
+
+def kubeadm_config_for_backup(ctx):
+    """(name, bytes) of the kubeadm config to keep: the one this tool wrote,
+    else the cluster's ClusterConfiguration from the kubeadm-config map."""
+    data = ctx.host.read_bytes(INIT_CONFIG)
+    if data is not None:
+        return "kubeadm/kubeadm-init.json", data
+    cm, error = _kubectl_json(ctx, ["-n", "kube-system", "get", "configmap",
+                                    "kubeadm-config"])
+    text = ((cm or {}).get("data") or {}).get("ClusterConfiguration")
+    if not text:
+        raise UserError("cannot find the kubeadm config (no %s, and the "
+                        "kubeadm-config map: %s): is the API server up?"
+                        % (INIT_CONFIG, error or "no ClusterConfiguration"))
+    return "kubeadm/kubeadm-config.yaml", text.encode("utf-8")
+
+
+def etcdctl_argv(ctx, runtime, image, mounts, argv):
+    """A one-off container of the cluster's etcd image running etcdctl (API
+    v3) on the host network with mounts [(host path, container path, rw)]."""
+    if runtime == "containerd":
+        run = ["ctr", "--address", ctx.containerd_address, "-n", "k8s.io",
+               "run", "--rm", "--net-host", "--env", "ETCDCTL_API=3"]
+        for source, target, writable in mounts:
+            run += ["--mount", "type=bind,src=%s,dst=%s,options=rbind:%s" % (
+                ctx.host.path(source), target, "rw" if writable else "ro")]
+        return run + [_normalize_image_name(image), "k8s-offline-etcdctl-%d"
+                      % os.getpid(), "etcdctl"] + argv
+    run = ["docker", "run", "--rm", "--network", "host", "-e", "ETCDCTL_API=3",
+           "--entrypoint", "etcdctl"]
+    for source, target, writable in mounts:
+        run += ["-v", "%s:%s%s" % (ctx.host.path(source), target,
+                                   "" if writable else ":ro")]
+    return run + [image] + argv
+
+
+def cmd_restore(args):
+    only = only_phase(args)
+    ctx = day_two_context(args, "restore")
+    if not os.path.isfile(args.file):
+        raise UserError("no backup file %s: give the .tar.gz backup wrote"
+                        % args.file)
+    expected = expected_backup_sha256(args.file, args.sha256)
+    archive = BackupArchive(args.file, expected)
+    try:
+        run_workflow(RestoreContext(ctx, archive), RESTORE_PHASES, only)
+        meta = archive.meta
+    finally:
+        archive.close()
+    if not ctx.dry_run and only is None:
+        print("restored %s: the cluster's objects of %s are back" % (
+            ctx.backup_file, _utc(meta.get("created") or 0)))
+    return 0
+
+
 def expected_backup_sha256(path, given):
     """The sha256 the backup must have: --sha256, else the .sha256 beside."""
     if given:
         value = given.strip().lower()
-        if not full_match(SHA256_RE, value):
+        if not full_match(SHA256_HEX_RE, value):
             raise UserError("bad --sha256 %r: give the 64 hex digits backup "
                             "printed" % given)
         return value
-    try:
-        with open(path + ".sha256") as handle:
-            value = handle.read().split()[:1]
-    except (IOError, OSError):
+    if not os.path.lexists(path + ".sha256"):
         raise UserError("no %s.sha256 beside the backup: copy it too, or give "
                         "--sha256 with the value backup printed" % path)
-    if not value or not full_match(SHA256_RE, value[0].lower()):
+    raw = read_regular_file(path + ".sha256", "the checksum file",
+                            MAX_CHECKSUM_FILE_BYTES)
+    value = raw.decode("utf-8", "replace").split()[:1]
+    if not value or not full_match(SHA256_HEX_RE, value[0].lower()):
         raise UserError("%s.sha256 holds no sha256: copy it again from the "
                         "master, or give --sha256" % path)
     return value[0].lower()
@@ -8694,7 +9546,8 @@ class BackupArchive(object):
     def _load(self, path, expected):
         copy = os.path.join(self.folder, "backup.tar.gz")
         digest = hashlib.sha256()
-        with open(path, "rb") as source, open(copy, "wb") as target:
+        with open_regular_file(path, "the backup") as source, open(
+                copy, "wb") as target:
             for block in iter(lambda: source.read(1 << 20), b""):
                 digest.update(block)
                 target.write(block)
@@ -8702,24 +9555,13 @@ class BackupArchive(object):
             raise UserError("%s is damaged: its sha256 is %s, not %s; nothing "
                             "was changed, copy the backup again"
                             % (path, digest.hexdigest(), expected))
-        self.files = {}
+        self.copy, self.files, self.blobs = copy, {}, {}
         try:
             with tarfile.open(copy, "r:*") as tar:
                 for member in tar:
-                    if (not member.isfile() or not BACKUP_MEMBER_RE.match(
-                            member.name) or member.name in self.files or
-                            set(member.name.split("/")) & set([".", ".."])):
-                        raise UserError("%s holds an unexpected entry %r: it "
-                                        "is not a backup of this tool"
-                                        % (path, member.name))
-                    out = os.path.join(self.folder, "m%d" % len(self.files))
-                    member_digest = hashlib.sha256()
-                    data = tar.extractfile(member)
-                    with contextlib.closing(data), open(out, "wb") as handle:
-                        for block in iter(lambda: data.read(1 << 20), b""):
-                            member_digest.update(block)
-                            handle.write(block)
-                    self.files[member.name] = (out, member_digest.hexdigest())
+                    self._require_member(path, member)
+                    self.files[member.name] = self._member_digest(
+                        tar, member, keep=member.name != SNAPSHOT_NAME)
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             if isinstance(exc, UserError):
                 raise
@@ -8728,27 +9570,30 @@ class BackupArchive(object):
             raise UserError("%s has no %s: it is not a backup of this tool"
                             % (path, BACKUP_JSON))
         try:
-            with open(self.files[BACKUP_JSON][0], "rb") as handle:
-                self.meta = json.loads(handle.read().decode("utf-8"))
-        except ValueError:
+            self.meta = json.loads(self.blobs[BACKUP_JSON].decode("utf-8"))
+        except (ValueError, RecursionError):
             raise UserError("%s has an unreadable %s" % (path, BACKUP_JSON))
         meta = self.meta
         if not isinstance(meta, dict) or meta.get("format") != BACKUP_FORMAT:
             raise UserError("%s is a backup format this tool does not know: "
                             "restore it with the k8s_offline.py that made it"
                             % path)
+        require_schema(meta, BACKUP_SCHEMA, "", BACKUP_JSON, fix=(
+            "%s is damaged or not a backup of this tool; make a new backup"
+            % path))
         listed = meta.get("files")
         if (not isinstance(listed, dict) or set(listed) !=
                 set(self.files) - set([BACKUP_JSON])):
             raise UserError("%s: its files do not match its %s" % (
                 path, BACKUP_JSON))
         for name, wanted in sorted(listed.items()):
-            if self.files[name][1] != wanted:
+            if self.files[name] != wanted:
                 raise UserError("%s: %s does not match its sha256 in %s"
                                 % (path, name, BACKUP_JSON))
         etcd = meta.get("etcd") or {}
         if (not isinstance(meta.get("kubernetes_version"), str) or
-                not re.match(r"^v\d+\.\d+\.\d+$", meta["kubernetes_version"])):
+                not re.fullmatch(r"v\d+\.\d+\.\d+",
+                                 meta["kubernetes_version"])):
             raise UserError("%s: bad kubernetes_version in %s" % (
                 path, BACKUP_JSON))
         for key in ("image", "name", "peer_url"):
@@ -8766,19 +9611,194 @@ class BackupArchive(object):
         if SNAPSHOT_NAME not in self.files or "pki/ca.crt" not in self.files:
             raise UserError("%s lacks the etcd snapshot or the cluster CA"
                             % path)
+        self.config_name()
+        for name in self.files:
+            folder = posixpath.dirname(name)
+            if folder in self.files:
+                raise UserError("%s: %s is both a file and a folder: it is "
+                                "not a backup of this tool" % (path, folder))
+
+    def _require_member(self, path, member):
+        """Refuse a member by its header alone, before a byte of it is
+        read: a name of the backup's grammar, once, a file, within the
+        member count and its size cap (a real PKI file is a few KiB, etcd
+        keeps at most 8 GiB)."""
+        if (not member.isfile() or not full_match(BACKUP_MEMBER_RE,
+                                                  member.name) or
+                member.name in self.files or
+                set(member.name.split("/")) & set([".", ".."])):
+            raise UserError("%s holds an unexpected entry %r: it is not a "
+                            "backup of this tool" % (path, member.name))
+        if len(self.files) >= BACKUP_MAX_MEMBERS:
+            raise UserError("%s holds more than %d entries: it is not a "
+                            "backup of this tool" % (path, BACKUP_MAX_MEMBERS))
+        cap = (BACKUP_MAX_SNAPSHOT_BYTES if member.name == SNAPSHOT_NAME else
+               BACKUP_MAX_PKI_BYTES if member.name.startswith("pki/") else
+               BACKUP_MAX_DOCUMENT_BYTES)
+        if member.size > cap:
+            raise UserError("%s: %s is larger than %s: it is not a backup of "
+                            "this tool" % (path, member.name, human_size(cap)))
+
+    def _member_digest(self, tar, member, keep):
+        """The sha256 of a member, read in blocks; its bytes are kept in
+        memory when keep (the small members), never written anywhere."""
+        digest, kept = hashlib.sha256(), []
+        data = tar.extractfile(member)
+        with contextlib.closing(data):
+            for block in iter(lambda: data.read(1 << 20), b""):
+                digest.update(block)
+                if keep:
+                    kept.append(block)
+        if keep:
+            self.blobs[member.name] = b"".join(kept)
+        return digest.hexdigest()
 
     def data(self, name):
-        with open(self.files[name][0], "rb") as handle:
-            return handle.read()
+        return self.blobs[name]
+
+    def copy_snapshot(self, target):
+        """Write the checked etcd snapshot to target, from the private copy
+        and hashed again on the way."""
+        digest = hashlib.sha256()
+        with tarfile.open(self.copy, "r:*") as tar:
+            data = tar.extractfile(tar.getmember(SNAPSHOT_NAME))
+            with contextlib.closing(data), open(target, "wb") as handle:
+                for block in iter(lambda: data.read(1 << 20), b""):
+                    digest.update(block)
+                    handle.write(block)
+        if digest.hexdigest() != self.files[SNAPSHOT_NAME]:
+            raise UserError("the etcd snapshot changed while it was restored: "
+                            "run restore again")
 
     def config_name(self):
         for name in ("kubeadm/kubeadm-init.json", "kubeadm/kubeadm-config.yaml"):
             if name in self.files:
                 return name
-        raise UserError("the backup holds no kubeadm config")
+        raise UserError("the backup holds no kubeadm config (%s): it is not "
+                        "a whole backup of this tool" % " or ".join(
+                            ("kubeadm/kubeadm-init.json",
+                             "kubeadm/kubeadm-config.yaml")))
 
     def close(self):
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class RestoreContext(object):
+    """restore's context, built once before anything changes: the day-two
+    context (what it does not hold is read from there), the checked backup,
+    the runtime that runs etcdctl and the kubeadm config to restore."""
+
+    command = "restore"
+
+    def __init__(self, ctx, archive):
+        self.ctx, self.archive = ctx, archive
+        meta = archive.meta
+        version = installed_kubeadm_version(ctx)
+        if parse_version(version)[:2] != parse_version(
+                meta["kubernetes_version"])[:2]:
+            raise UserError("the backup is of Kubernetes %s but this host's "
+                            "kubeadm is %s: restore with the same minor "
+                            "version" % (meta["kubernetes_version"], version))
+        refusal = restore_refusal(ctx, archive)
+        if refusal:
+            raise UserError(refusal)
+        self.runtime = day_two_runtime(ctx)
+        self.etcd = etcd = meta["etcd"]
+        if full_match(NODE_NAME_RE, meta.get("node")):
+            ctx.node_name = meta["node"]
+        require_etcd_image(ctx, self.runtime, etcd["image"])
+        log.info("  backup of %s made %s on %s (Kubernetes %s), every file "
+                 "checked", meta.get("node"), _utc(meta.get("created") or 0),
+                 etcd["name"], meta["kubernetes_version"])
+        self.config = (INIT_CONFIG if archive.config_name().endswith(".json")
+                       else STATE_DIR + "/kubeadm-config.yaml")
+
+    def __getattr__(self, name):
+        return getattr(self.ctx, name)
+
+
+def replacing(ctx):
+    """restore --replace on a host still running a control plane."""
+    return bool(existing_cluster_files(ctx.host))
+
+
+def phase_restore_replace(ctx):
+    """kubeadm reset -f, as --replace asks"""
+    ctx.runner.run(["kubeadm", "reset", "-f"], timeout=600,
+                   what="kubeadm reset")
+    ctx.host.remove(ETCD_DATA_DIR)
+
+
+def phase_restore_pki(ctx):
+    """/etc/kubernetes/pki from the backup"""
+    host, archive = ctx.host, ctx.archive
+    for name in sorted(archive.files):
+        if name.startswith("pki/"):
+            target = PKI_DIR + "/" + name[4:]
+            host.makedirs(os.path.dirname(target), 0o755)
+            host.write(target, archive.data(name),
+                       0o600 if name.endswith(".key") else 0o644)
+
+
+def phase_restore_config(ctx):
+    """the kubeadm config and this tool's state"""
+    host, archive = ctx.host, ctx.archive
+    host.makedirs(STATE_DIR, 0o700)
+    host.write(ctx.config, archive.data(archive.config_name()), 0o600)
+    if "kubeadm/state.json" in archive.files:
+        try:
+            restored = json.loads(archive.data("kubeadm/state.json").decode(
+                "utf-8"))
+        except (ValueError, RecursionError):
+            restored = {}
+        host.write(STATE_FILE, canonical_json(checked_state(restored)), 0o600)
+
+
+def phase_restore_etcd(ctx):
+    """restore the snapshot into /var/lib/etcd"""
+    host, etcd = ctx.host, ctx.etcd
+    work = "%s/restore-%d" % (DAYTWO_DIR, os.getpid())
+    host.makedirs(DAYTWO_DIR, 0o700)
+    host.makedirs(work, 0o700)
+    try:
+        if not ctx.dry_run:
+            ctx.archive.copy_snapshot(host.path(work + "/snapshot.db"))
+        ctx.runner.run(etcdctl_argv(ctx, ctx.runtime, etcd["image"], [
+            (work, "/restore", True)], [
+            "snapshot", "restore", "/restore/snapshot.db",
+            "--data-dir", "/restore/etcd", "--name", etcd["name"],
+            "--initial-cluster", "%s=%s" % (etcd["name"], etcd["peer_url"]),
+            "--initial-advertise-peer-urls", etcd["peer_url"]]),
+            timeout=600, what="etcdctl snapshot restore")
+        host.makedirs(ETCD_DATA_DIR, 0o700)
+        move_file(ctx, work + "/etcd/member", ETCD_DATA_DIR + "/member")
+    finally:
+        host.remove(work)
+
+
+def phase_restore_init(ctx):
+    """kubeadm init with the restored PKI, config and etcd data"""
+    host = ctx.host
+    argv = ["kubeadm", "init", "--config", ctx.config,
+            "--ignore-preflight-errors", ",".join(
+                ["DirAvailable--var-lib-etcd"] + [
+                    part for part in (ctx.ignore_preflight_errors
+                                      or "").split(",") if part])]
+    host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
+    result = ctx.runner.run(argv, timeout=1800, check=False,
+                            tee=host.path(KUBEADM_INIT_LOG))
+    if not result.ok:
+        raise UserError("kubeadm init failed (exit %d): %s: the full output is "
+                        "in %s" % (result.returncode, last_line(
+                            result.output()) or "no output", KUBEADM_INIT_LOG))
+    host.save_state(role="master", init="done", cri=ctx.runtime)
+    # Every node's flannel lost its API connection with the old control plane,
+    # and flannel v0.11's client never gets a new one ("http2: no cached
+    # connection was available"): workers keep the master's old VXLAN address.
+    log.info("  restarting flannel on every node")
+    ctx.runner.run(ctx.kubectl("-n", "kube-system", "delete", "pods", "-l",
+                               "app=flannel", "--wait=false"),
+                   timeout=120, what="kubectl delete")
 
 
 def restore_refusal(ctx, archive):
@@ -8798,220 +9818,1808 @@ def restore_refusal(ctx, archive):
     return None
 
 
-def cmd_restore(args):
-    ctx = day_two_context(args, "restore")
-    if not os.path.isfile(args.file):
-        raise UserError("no backup file %s: give the .tar.gz backup wrote"
-                        % args.file)
-    expected = expected_backup_sha256(args.file, args.sha256)
-    archive = BackupArchive(args.file, expected)
+CERT_WARN_DAYS = 30
+
+CERT_LINE_RE = re.compile(
+    r"^(\S+)\s+([A-Z][a-z]{2} \d{2}, \d{4} \d{2}:\d{2} UTC)\s")
+
+CERT_FAIL_DAYS = 7
+PKI_DIR = "/etc/kubernetes/pki"
+MANIFEST_DIR = "/etc/kubernetes/manifests"
+KUBEADM_KUBECONFIGS = ("admin.conf", "controller-manager.conf",
+                       "scheduler.conf", "kubelet.conf")
+KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
+KUBELET_CLIENT_CERT = "/var/lib/kubelet/pki/kubelet-client-current.pem"
+# The static pods restarted after a renewal, the API server first so that
+# it answers with its new certificate as early as possible.
+CONTROL_PLANE_PODS = ("kube-apiserver", "kube-controller-manager",
+                      "kube-scheduler", "etcd")
+DAYTWO_DIR = STATE_DIR + "/day-two"
+RESTART_TIMEOUT = 300
+PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)"
+                         r"-----END CERTIFICATE-----")
+
+BACKUP_FORMAT = 1
+BACKUP_JSON = "backup.json"
+BACKUP_DIR = "/var/backups/k8s-offline"
+ETCD_MANIFEST = MANIFEST_DIR + "/etcd.yaml"
+ETCD_DATA_DIR = "/var/lib/etcd"
+ETCD_PKI = PKI_DIR + "/etcd"
+SNAPSHOT_NAME = "etcd/snapshot.db"
+BACKUP_MEMBER_RE = re.compile(r"backup\.json|etcd/snapshot\.db|"
+                              r"kubeadm/(kubeadm-init\.json|state\.json|"
+                              r"kubeadm-config\.yaml)|"
+                              r"pki/([A-Za-z0-9._-]+/)?[A-Za-z0-9._-]+")
+MAX_CHECKSUM_FILE_BYTES = 64 * 1024        # the .sha256 beside a backup
+BACKUP_MAX_MEMBERS = 128                   # a kubeadm master's backup: 26
+BACKUP_MAX_PKI_BYTES = 256 * 1024          # a PKI file is a few KiB
+BACKUP_MAX_DOCUMENT_BYTES = 1024 * 1024    # backup.json, kubeadm config, state
+BACKUP_MAX_SNAPSHOT_BYTES = 8 << 30        # etcd's largest backend quota
+ETCD_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
+ETCD_PEER_URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+:\d+")
+
+RESTORE_PHASES = (
+    Phase("replace", "kubeadm reset -f first (--replace)",
+          phase_restore_replace, replacing),
+    Phase("pki", "the PKI from the backup", phase_restore_pki),
+    Phase("config", "the kubeadm config and this tool's state",
+          phase_restore_config),
+    Phase("etcd", "etcdctl snapshot restore into /var/lib/etcd",
+          phase_restore_etcd),
+    Phase("init", "kubeadm init on the restored data", phase_restore_init),
+    Phase("kubeconfig", "admin.conf for root and the sudo user",
+          phase_kubeconfig),
+    Phase("wait", "wait for a Ready node and Running kube-system pods",
+          phase_wait),
+)
+CERTS_RENEW_PHASES = (
+    Phase("backup", "the old PKI and kubeconfigs to a 0600 tar",
+          phase_renew_backup),
+    Phase("renew", "kubeadm certs renew all", phase_renew),
+    Phase("restart", "restart the control-plane static pods",
+          phase_renew_restart),
+    Phase("kubeconfig", "refresh the admin.conf copies",
+          phase_renew_kubeconfig),
+)
+# backup.json, as backup writes it (see require_schema for the kinds).
+BACKUP_SCHEMA = ("record", ({
+    "format": ("const", BACKUP_FORMAT), "tool_version": ("match", TEXT_RE),
+    "kubernetes_version": ("match", VERSION_RE),
+    "created": ("int", 1 << 40), "node": ("match", NODE_NAME_RE),
+    "runtime": ("match", re.compile("docker|containerd")),
+    "etcd": ("record", ({
+        "image": ("match", IMAGE_REF_RE), "name": ("match", ETCD_NAME_RE),
+        "peer_url": ("match", ETCD_PEER_URL_RE),
+        "client_url": ("match", ETCD_PEER_URL_RE)},
+        ("image", "name", "peer_url"))),
+    "cluster_ca_sha256": ("match", SHA256_HEX_RE),
+    "files": ("map", (BACKUP_MEMBER_RE, ("match", SHA256_HEX_RE),
+                      BACKUP_MAX_MEMBERS))},
+    ("format", "kubernetes_version", "etcd", "files")))
+
+
+# ===========================================================================
+# Slice cluster (cluster up, add, status, remove, reset over SSH)
+# ===========================================================================
+# `cluster up` sets up every host of an inventory from the one machine that
+# holds the bundle, with the system's OpenSSH client: it copies the bundle
+# and this file to each host and runs verify, master and join there, as a
+# user would by hand.  The phases run through the same runner as master's
+# (the kernel's run_phases); each phase works on every host it concerns and
+# records per host what happened, so that a failed host stops only what
+# depends on it.
+
+# Inventory groups, as kubespray (and its older names) and kubeasz call them.
+CONTROL_PLANE_GROUPS = ("kube_control_plane", "kube-master", "kube_master")
+WORKER_GROUPS = ("kube_node", "kube-node")
+ETCD_GROUPS = ("etcd",)
+INVENTORY_GROUP_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+INVENTORY_HOST_RE = re.compile(r"[A-Za-z0-9_.:-]{1,253}")
+INVENTORY_RANGE_RE = re.compile(r"\[([0-9]{1,6}):([0-9]{1,6})\]")
+SSH_USER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+SSH_ADDRESS_RE = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+                            r"[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+                            r"[A-Za-z0-9])?)*")
+REMOTE_PATH_RE = re.compile(r"[A-Za-z0-9._/-]{1,200}")
+ANSIBLE_TRUE = ("true", "yes", "on", "1", "y", "t")
+ANSIBLE_FALSE = ("false", "no", "off", "0", "n", "f")
+# Host vars read, with the old ansible_ssh_* spellings Ansible still takes.
+HOST_VAR_ALIASES = {"ansible_ssh_host": "ansible_host",
+                    "ansible_ssh_port": "ansible_port",
+                    "ansible_ssh_user": "ansible_user"}
+CLUSTER_TOOL_ENV = "K8SO_CLUSTER_TOOL"   # tests: the program hosts run
+CLUSTER_REMOTE_DIR = "k8s-offline"      # under the SSH user's home
+CLUSTER_LOG_DIR = "k8s-offline-cluster-logs"
+SSH_CONNECT_TIMEOUT = 10
+SSH_CONNECT_ATTEMPTS = 3
+SSH_BACKOFF = 1.0                        # seconds, doubled per attempt
+SSH_CONNECT_ERRORS = ("connection refused", "connection timed out",
+                      "no route to host", "network is unreachable",
+                      "could not resolve", "connection reset",
+                      "connection closed", "kex_exchange_identification",
+                      "operation timed out", "temporary failure")
+CLUSTER_DISK_MARGIN = 64 * 1024 * 1024   # beside the bundle: logs, state
+CLUSTER_COMMAND_TIMEOUT = 3600
+MIN_REMOTE_PYTHON = (3, 6)
+MASTER_TAINT = "node-role.kubernetes.io/master-"
+
+
+class ClusterHost(object):
+    """One host of the inventory: how to reach it and what it becomes."""
+
+    def __init__(self, name, line):
+        self.name, self.line = name, line
+        self.address, self.port, self.user, self.key = name, 22, None, None
+        self.become, self.python = None, "python3"
+        self.node_ip, self.node_name = None, None
+        self.control_plane = self.worker = False
+        self.home = None              # found by preflight
+        self.uid = None               # the login's uid, found by preflight
+
+    @property
+    def role(self):
+        if self.control_plane and self.worker:
+            return "control-plane,worker"
+        return "control-plane" if self.control_plane else "worker"
+
+    def remote(self, path):
+        """The absolute remote path of a file in the remote folder."""
+        return posixpath.join(self.home or "~", path)
+
+
+def _inventory_error(where, line, text):
+    raise UserError("%s line %d: %s" % (where, line, text))
+
+
+def expand_host_pattern(name, where, line):
+    """node[01:03] is node01, node02, node03, as Ansible reads it."""
+    match = INVENTORY_RANGE_RE.search(name)
+    if not match:
+        if "[" in name or "]" in name:
+            _inventory_error(where, line, "%r is not a host name or a range "
+                             "like node[01:10]: fix the line" % name)
+        return [name]
+    first, last = match.group(1), match.group(2)
+    if int(first) > int(last) or int(last) - int(first) > 1000:
+        _inventory_error(where, line, "the range [%s:%s] is empty or over "
+                         "1000 hosts: fix the line" % (first, last))
+    width = len(first) if first.startswith("0") else 0
+    names = []
+    for number in range(int(first), int(last) + 1):
+        names.extend(expand_host_pattern(
+            name[:match.start()] + str(number).zfill(width) +
+            name[match.end():], where, line))
+    return names
+
+
+def _inventory_vars(fields, where, line):
+    found = {}
+    for field in fields:
+        key, equals, value = field.partition("=")
+        if not equals or not key:
+            _inventory_error(where, line, "%r is not key=value: fix the line"
+                             % field)
+        found[HOST_VAR_ALIASES.get(key, key)] = (value, line)
+    return found
+
+
+def read_inventory_text(text, where):
+    """Parse an Ansible INI inventory: {host: (line, vars)}, {group: hosts},
+    {group: children}, {group: vars}; unused groups are kept, as Ansible
+    keeps them, and never refused."""
+    hosts = collections.OrderedDict()
+    members = collections.OrderedDict([("all", []), ("ungrouped", [])])
+    children, group_vars = {}, {}
+    group, kind = "ungrouped", "hosts"
+    for number, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        if stripped.startswith("["):
+            if not stripped.endswith("]"):
+                _inventory_error(where, number, "%r is not a [group] header: "
+                                 "close it with ]" % stripped)
+            group, _, kind = stripped[1:-1].partition(":")
+            kind = kind or "hosts"
+            if (not full_match(INVENTORY_GROUP_RE, group)
+                    or kind not in ("hosts", "vars", "children")):
+                _inventory_error(where, number, "%r is not a group header "
+                                 "([name], [name:vars] or [name:children])"
+                                 % stripped)
+            members.setdefault(group, [])
+            continue
+        try:
+            fields = shlex.split(stripped, comments=True)
+        except ValueError as exc:
+            _inventory_error(where, number, "cannot split it (%s): close "
+                             "its quotes" % exc)
+        if not fields:
+            continue
+        if kind == "vars":
+            group_vars.setdefault(group, {}).update(
+                _inventory_vars(fields, where, number))
+        elif kind == "children":
+            if len(fields) != 1 or not full_match(INVENTORY_GROUP_RE,
+                                                  fields[0]):
+                _inventory_error(where, number, "a :children section lists "
+                                 "one group name a line")
+            children.setdefault(group, []).append(fields[0])
+            members.setdefault(fields[0], [])
+        else:
+            host_vars = _inventory_vars(fields[1:], where, number)
+            for name in expand_host_pattern(fields[0], where, number):
+                if not full_match(INVENTORY_HOST_RE, name):
+                    _inventory_error(where, number, "%r is not a host name "
+                                     "or address: fix the line" % name)
+                line, known = hosts.setdefault(name, (number, {}))
+                known.update(host_vars)
+                if name not in members[group]:
+                    members[group].append(name)
+    return hosts, members, children, group_vars
+
+
+def _group_closure(group, children, seen=()):
+    """group and every group below it through :children (cycles cut)."""
+    found = [group]
+    for child in children.get(group, ()):
+        if child not in seen and child != group:
+            found.extend(_group_closure(child, children, seen + (group,)))
+    return found
+
+
+def _ansible_bool(value, what, where, line):
+    if value.lower() in ANSIBLE_TRUE:
+        return True
+    if value.lower() in ANSIBLE_FALSE:
+        return False
+    _inventory_error(where, line, "%s=%s is not a boolean: give true or false"
+                     % (what, value))
+
+
+def _valid_address(value, what, where, line):
     try:
-        return restore_from(ctx, archive)
-    finally:
-        archive.close()
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if not full_match(SSH_ADDRESS_RE, value):
+        _inventory_error(where, line, "%s=%s is neither an IP address nor a "
+                         "host name: fix it" % (what, value))
+    return value
 
 
-def restore_from(ctx, archive):
-    host, meta = ctx.host, archive.meta
-    version = installed_kubeadm_version(ctx)
-    if parse_version(version)[:2] != parse_version(
-            meta["kubernetes_version"])[:2]:
-        raise UserError("the backup is of Kubernetes %s but this host's "
-                        "kubeadm is %s: restore with the same minor version"
-                        % (meta["kubernetes_version"], version))
-    refusal = restore_refusal(ctx, archive)
-    if refusal:
-        raise UserError(refusal)
-    runtime = day_two_runtime(ctx)
-    etcd = meta["etcd"]
-    if isinstance(meta.get("node"), str) and NODE_NAME_RE.match(meta["node"]):
-        ctx.node_name = meta["node"]
-    require_etcd_image(ctx, runtime, etcd["image"])
-    log.info("  backup of %s made %s on %s (Kubernetes %s), every file checked",
-             meta.get("node"), _utc(meta.get("created") or 0), etcd["name"],
-             meta["kubernetes_version"])
-    if existing_cluster_files(host):
-        log.info("[replace] kubeadm reset -f, as --replace asks")
-        ctx.runner.run(["kubeadm", "reset", "-f"], timeout=600,
-                       what="kubeadm reset")
-        host.remove(ETCD_DATA_DIR)
-    log.info("[pki] %s from the backup", PKI_DIR)
-    for name in sorted(archive.files):
-        if name.startswith("pki/"):
-            target = PKI_DIR + "/" + name[4:]
-            host.makedirs(os.path.dirname(target), 0o755)
-            host.write(target, archive.data(name),
-                       0o600 if name.endswith(".key") else 0o644)
-    log.info("[config] the kubeadm config and this tool's state")
-    host.makedirs(STATE_DIR, 0o700)
-    config = (INIT_CONFIG if archive.config_name().endswith(".json") else
-              STATE_DIR + "/kubeadm-config.yaml")
-    host.write(config, archive.data(archive.config_name()), 0o600)
-    if "kubeadm/state.json" in archive.files:
-        host.write(STATE_FILE, archive.data("kubeadm/state.json"), 0o600)
-    log.info("[etcd] restore the snapshot into %s", ETCD_DATA_DIR)
-    work = "%s/restore-%d" % (DAYTWO_DIR, os.getpid())
-    host.makedirs(DAYTWO_DIR, 0o700)
-    host.makedirs(work, 0o700)
+def _apply_host_vars(host, facts, where):
+    """Set what the host vars say, each value checked against its grammar."""
+    def value(key):
+        entry = facts.get(key)
+        return (None, host.line) if entry is None else entry
+    address, line = value("ansible_host")
+    if address is not None:
+        host.address = _valid_address(address, "ansible_host", where, line)
+    else:
+        host.address = _valid_address(host.name, "the host name", where,
+                                      host.line)
+    port, line = value("ansible_port")
+    if port is not None:
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            _inventory_error(where, line, "host %s: ansible_port=%s is not a "
+                             "port number: give 1 to 65535" % (host.name, port))
+        host.port = int(port)
+    user, line = value("ansible_user")
+    if user is not None:
+        if not full_match(SSH_USER_RE, user):
+            _inventory_error(where, line, "host %s: ansible_user=%s is not a "
+                             "user name: fix it" % (host.name, user))
+        host.user = user
+    key, line = value("ansible_ssh_private_key_file")
+    if key is not None:
+        host.key = (os.path.expanduser(key), line)
+    become, line = value("ansible_become")
+    if become is not None:
+        host.become = _ansible_bool(become, "ansible_become", where, line)
+    become_user, line = value("ansible_become_user")
+    if become_user is not None and become_user != "root":
+        _inventory_error(where, line, "host %s: ansible_become_user=%s: the "
+                         "install commands run as root: leave it out"
+                         % (host.name, become_user))
+    python, line = value("ansible_python_interpreter")
+    if python is not None:
+        if (not full_match(REMOTE_PATH_RE, python) or not python.startswith("/")
+                or ".." in python.split("/")):
+            _inventory_error(where, line, "host %s: ansible_python_interpreter="
+                             "%s is not an absolute path: fix it"
+                             % (host.name, python))
+        host.python = python
+    for var in ("ansible_password", "ansible_ssh_pass", "ansible_become_password",
+                "ansible_become_pass"):
+        if var in facts:
+            _inventory_error(where, facts[var][1], "host %s: %s: cluster takes "
+                             "no password from the inventory: log in with a "
+                             "key (ssh-copy-id), give the sudo password with "
+                             "-K or --become-password-file" % (host.name, var))
+    ip, line = value("ip")
+    if ip is not None:
+        try:
+            host.node_ip = str(ipaddress.ip_address(ip))
+        except ValueError:
+            _inventory_error(where, line, "host %s: ip=%s is not an IP "
+                             "address: fix it" % (host.name, ip))
+    for var in ("k8s_nodename", "node_name"):
+        name, line = value(var)
+        if name is not None:
+            if not full_match(NODE_NAME_RE, name):
+                _inventory_error(where, line, "host %s: %s=%s is not a node "
+                                 "name (lower case letters, digits, - and .)"
+                                 % (host.name, var, name))
+            host.node_name = name
+
+
+def hosts_from_inventory(text, where):
+    """The hosts the cluster uses, in inventory order, first control plane
+    first: kubespray's, its older and kubeasz's group names; a host in a
+    control-plane and a worker group is both (its taint goes)."""
+    hosts, members, children, group_vars = read_inventory_text(text, where)
+    groups_of = {}
+    for group in members:
+        for sub in _group_closure(group, children):
+            for name in members.get(sub, ()):
+                groups_of.setdefault(name, []).append(group)
+    cluster = collections.OrderedDict()
+    for group in CONTROL_PLANE_GROUPS + WORKER_GROUPS:
+        for sub in _group_closure(group, children) if group in members else ():
+            for name in members.get(sub, ()):
+                if name not in cluster:
+                    cluster[name] = ClusterHost(name, hosts[name][0])
+                setattr(cluster[name], "control_plane" if group in
+                        CONTROL_PLANE_GROUPS else "worker", True)
+    for name, host in cluster.items():
+        facts = {}
+        facts.update(group_vars.get("all", {}))
+        # all, then the groups holding others before those they hold (a
+        # child group's vars win, as in Ansible), then the host's own.
+        groups = [group for group in groups_of.get(name, ())
+                  if group not in ("all", "ungrouped")]
+        for group in sorted(groups, key=lambda g: -len(_group_closure(
+                g, children))):
+            facts.update(group_vars.get(group, {}))
+        facts.update(hosts[name][1])
+        _apply_host_vars(host, facts, where)
+        if host.node_name is None and full_match(NODE_NAME_RE, name):
+            try:
+                ipaddress.ip_address(name)
+            except ValueError:
+                host.node_name = name    # kubespray names nodes so
+    for group in ETCD_GROUPS:
+        for name in members.get(group, ()):
+            if not any(host.control_plane for host in cluster.values()):
+                break
+            if name not in cluster or not cluster[name].control_plane:
+                log.warning("warning: %s: [%s] host %s is not a control "
+                            "plane: kubeadm runs etcd on the control-plane "
+                            "hosts, so it is left alone", where, group, name)
+    return list(cluster.values())
+
+
+def read_inventory(path):
+    raw = read_regular_file(path, "the inventory", 4 * 1024 * 1024)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError("the inventory %s is not UTF-8 text: give an Ansible "
+                        "INI inventory" % path)
+    return hosts_from_inventory(text, path)
+
+
+def _flag_hosts(text, flag, port):
+    """--masters/--workers IP[:PORT],...: sealos's way of naming hosts."""
+    found = []
+    for item in [part.strip() for part in (text or "").split(",")]:
+        if not item:
+            continue
+        address, item_port = item, None
+        if item.startswith("["):
+            address, _, rest = item[1:].partition("]")
+            item_port = rest[1:] if rest.startswith(":") else None
+        elif item.count(":") == 1:
+            address, item_port = item.split(":")
+        host = ClusterHost(address, 0)
+        where = "%s %s" % (flag, item)
+        try:
+            host.address = str(ipaddress.ip_address(address))
+        except ValueError:
+            if not full_match(SSH_ADDRESS_RE, address):
+                raise UserError("%s: %r is not an IP address or a host name: "
+                                "give IP[:PORT],..." % (flag, item))
+        host.name = host.address
+        host.port = port
+        if item_port is not None:
+            if not item_port.isdigit() or not 1 <= int(item_port) <= 65535:
+                raise UserError("%s: the port of %s is not a number from 1 "
+                                "to 65535: give IP[:PORT]" % (flag, where))
+            host.port = int(item_port)
+        found.append(host)
+    return found
+
+
+def hosts_from_flags(args):
+    masters = _flag_hosts(args.masters, "--masters", args.port)
+    workers = _flag_hosts(args.workers, "--workers", args.port)
+    for host in masters:
+        host.control_plane = True
+    for host in workers:
+        host.worker = True
+        if any(m.address == host.address and m.port == host.port
+               for m in masters):
+            raise UserError("%s is in both --masters and --workers: a master "
+                            "that runs pods is --allow-pods-on-master"
+                            % host.name)
+    return masters + workers
+
+
+def require_cluster_hosts(hosts, where):
+    """No control plane, one address for two hosts: refused in one line."""
+    if not any(host.control_plane for host in hosts):
+        raise UserError("%s names no control-plane host: list one under [%s] "
+                        "(or --masters)" % (where, CONTROL_PLANE_GROUPS[0]))
+    seen, endpoints = {}, {}
+    for host in hosts:
+        node = host.node_ip or host.address
+        other = seen.setdefault(node, host)
+        if other is not host:
+            raise UserError("%s gives the address %s to two hosts, %s and %s: "
+                            "give each host its own" % (where, node,
+                                                        other.name, host.name))
+        endpoint = (host.address, host.port)
+        other = endpoints.setdefault(endpoint, host)
+        if other is not host:
+            raise UserError("%s reaches two hosts, %s and %s, at %s port %d: "
+                            "give each host its own" % (
+                                where, other.name, host.name, host.address,
+                                host.port))
+
+
+def require_ssh_key(path, what):
+    """A private key ssh can read: a regular file holding a PEM/OpenSSH
+    private key (an unreadable one is refused here, before any host)."""
+    try:
+        raw = read_regular_file(path, what, 1024 * 1024)
+    except UserError as exc:
+        raise UserError("%s: give a readable private key file (ssh -i)" % exc)
+    if b"PRIVATE KEY-----" not in raw:
+        raise UserError("%s %s holds no private key: give the private key "
+                        "file (not the .pub)" % (what, path))
+
+
+def read_become_password(args):
+    """The sudo password: from --become-password-file, or asked on the
+    terminal (-K); None when neither is given (sudo must not ask)."""
+    if args.become_password_file:
+        raw = read_regular_file(args.become_password_file,
+                                "--become-password-file", 64 * 1024)
+        try:
+            lines = raw.decode("utf-8").splitlines()
+        except UnicodeDecodeError:
+            lines = []
+        if not lines or not lines[0]:
+            raise UserError("--become-password-file %s holds no password on "
+                            "its first line: write the sudo password there"
+                            % args.become_password_file)
+        return lines[0]
+    if args.ask_become_pass:
+        if args.dry_run:
+            return None
+        if not sys.stdin or not sys.stdin.isatty():
+            raise UserError("--ask-become-pass needs a terminal: give "
+                            "--become-password-file FILE instead")
+        import getpass
+        password = getpass.getpass("BECOME password: ")
+        if not password:
+            raise UserError("no sudo password was given: type it, or leave "
+                            "out --ask-become-pass")
+        return password
+    return None
+
+
+class SSHTransport(object):
+    """Every command a host runs goes through ssh here: BatchMode (no
+    prompt), a ConnectTimeout, host keys checked against known_hosts, one
+    ControlMaster connection per host reused by every later command, and
+    bounded retries with backoff when the connection (only) fails.  The
+    remote command line is built with shlex.quote from checked values;
+    a sudo password only ever travels on standard input."""
+
+    def __init__(self, args, password):
+        self.connect_timeout = args.connect_timeout
+        self.known_hosts = args.known_hosts
+        self.accept_new = args.accept_new_host_keys
+        self.password = password
+        self.control_dir = None
+        self.runner = Runner()
+        self.opened = set()
+        self.lock = threading.Lock()
+
+    def control_path(self):
+        with self.lock:
+            if self.control_dir is None:
+                self.control_dir = tempfile.mkdtemp(prefix="k8so-ssh-")
+        return os.path.join(self.control_dir, "%C")
+
+    def ssh_argv(self, host, control=True, extra=()):
+        argv = ["ssh", "-o", "BatchMode=yes",
+                "-o", "ConnectTimeout=%d" % self.connect_timeout,
+                "-o", "StrictHostKeyChecking=%s" % (
+                    "accept-new" if self.accept_new else "yes"),
+                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",
+                "-p", str(host.port)]
+        if control:
+            argv += ["-o", "ControlMaster=auto", "-o", "ControlPersist=300",
+                     "-o", "ControlPath=%s" % self.control_path()]
+        if self.known_hosts:
+            argv += ["-o", "UserKnownHostsFile=%s" % self.known_hosts]
+        if host.key:
+            argv += ["-i", host.key[0], "-o", "IdentitiesOnly=yes"]
+        if host.user:
+            argv += ["-l", host.user]
+        return argv + list(extra) + ["--", host.address]
+
+    def sudo(self, host):
+        """How a command becomes root on host: nothing as root, else sudo
+        reading the password from standard input (or never asking)."""
+        if not self.needs_sudo(host):
+            return []
+        if self.password is not None:
+            return ["sudo", "-S", "-p", "", "--"]
+        return ["sudo", "-n", "--"]
+
+    @staticmethod
+    def needs_sudo(host):
+        """sudo unless the login is root: as the host said (id -u), else
+        as the inventory says (a dry run asks no host)."""
+        if host.uid is not None:
+            return host.uid != 0
+        return host.user not in (None, "root") or host.become is True
+
+    def command_line(self, host, argv, root=False):
+        prefix = self.sudo(host) if root else []
+        return " ".join(shlex.quote(str(part)) for part in prefix + list(argv))
+
+    def run(self, host, argv, root=False, stdin=None, source=None,
+            timeout=CLUSTER_COMMAND_TIMEOUT, logbook=None, secret=False,
+            progress=None):
+        """(exit status, stdout, stderr) of argv on host.  stdin: text sent
+        after the sudo password; source: a local file streamed as standard
+        input.  secret: the output is not written to the host's log."""
+        line = self.command_line(host, argv, root)
+        text = None
+        if root and self.password is not None and self.needs_sudo(host):
+            text = self.password + "\n"
+        if stdin is not None:
+            text = (text or "") + stdin
+        attempt = 0
+        while True:
+            attempt += 1
+            if logbook:
+                logbook.write(host, "$ %s" % line)
+            if source is not None:
+                result = self._stream(host, line, source, timeout, progress)
+            else:
+                result = self.runner.execute(self.ssh_argv(host) + [line],
+                                             timeout=timeout,
+                                             input_text=text)
+            if logbook:
+                logbook.write(host, "exit %d\n%s" % (result.returncode,
+                                                     "(output not logged: "
+                                                     "it holds a token)\n"
+                                                     if secret else
+                                                     result.output()))
+            if (result.returncode == 255 and attempt < SSH_CONNECT_ATTEMPTS
+                    and any(word in result.stderr.lower()
+                            for word in SSH_CONNECT_ERRORS)):
+                sleep(SSH_BACKOFF * 2 ** (attempt - 1))
+                continue
+            with self.lock:
+                self.opened.add(host)
+            return result
+
+    def start(self, host, argv, logbook=None):
+        """argv on host, left running: its Popen (text stdout and stderr)."""
+        line = self.command_line(host, argv)
+        if logbook:
+            logbook.write(host, "$ %s" % line)
+        with self.lock:
+            self.opened.add(host)
+        return subprocess.Popen(self.ssh_argv(host) + [line],
+                                stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                universal_newlines=True)
+
+    def _stream(self, host, line, source, timeout, progress):
+        def produce(stream):
+            with open(source, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    stream.write(block)
+                    if progress is not None:
+                        progress.update(len(block))
+        return self.runner.execute_piped(self.ssh_argv(host) + [line],
+                                         produce, timeout=timeout)
+
+    def close(self):
+        """End the ControlMaster connections and remove their sockets."""
+        if self.control_dir is None:
+            return
+        for host in list(self.opened):
+            self.runner.execute(self.ssh_argv(host, extra=("-O", "exit")),
+                                timeout=30)
+        shutil.rmtree(self.control_dir, ignore_errors=True)
+        self.control_dir = None
+
+
+def ssh_failure(host, result, what):
+    """One line saying why a command on host failed, and what to do."""
+    err = result.stderr or ""
+    text = last_line(err) or last_line(result.stdout) or "no output"
+    lower = err.lower()
+    if result.returncode == 255:
+        if "host key verification failed" in lower:
+            return ("its host key is not in known_hosts (or changed): check "
+                    "it and add it (ssh-keyscan -p %d %s >> ~/.ssh/known_hosts)"
+                    ", or run with --accept-new-host-keys"
+                    % (host.port, host.address))
+        if "permission denied" in lower:
+            return ("ssh refused the login of %s: %s: check the user and "
+                    "--ssh-key/ansible_ssh_private_key_file"
+                    % (host.user or "(ssh's default user)", text))
+        if not last_line(err):
+            return ("lost the ssh connection (port %d) in the middle of %s: "
+                    "check the host and its network" % (host.port, what))
+        return "cannot reach it over ssh (port %d): %s" % (host.port,
+                                                          last_line(err))
+    if "incorrect password" in lower or "sorry, try again" in lower:
+        return ("sudo refused the password: give the right one "
+                "(--ask-become-pass or --become-password-file)")
+    if "a password is required" in lower or "no password was provided" in lower:
+        return ("sudo wants a password: give --ask-become-pass (-K) or "
+                "--become-password-file FILE")
+    if "not in the sudoers" in lower or "not allowed to" in lower:
+        return "%s may not use sudo there: add it to sudoers" % (
+            host.user or "the user")
+    return "%s failed (exit %d): %s" % (what, result.returncode, text)
+
+
+class HostFailed(Exception):
+    """A host's step failed: recorded, and what depends on it stops."""
+
+
+class ClusterLogbook(object):
+    """Each host's full output in its own file (mode 0600), one per run."""
+
+    def __init__(self, folder, enabled):
+        self.folder, self.enabled = folder, enabled
+        self.streams, self.lock = {}, threading.Lock()
+
+    def path(self, host):
+        return os.path.join(self.folder, "%s.log" % host.name)
+
+    def write(self, host, text):
+        if not self.enabled:
+            return
+        with self.lock:
+            stream = self.streams.get(host.name)
+            if stream is None:
+                if not os.path.isdir(self.folder):
+                    os.makedirs(self.folder, 0o700)
+                stream = open_private_log(self.path(host), append=True)
+                self.streams[host.name] = stream
+            stream.write("%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                      text.rstrip("\n")))
+            stream.flush()
+
+    def close(self):
+        with self.lock:
+            for stream in self.streams.values():
+                stream.close()
+            self.streams.clear()
+
+
+class ClusterContext(object):
+    """What a `cluster` run knows: the hosts, the flags, the transport, and
+    one record of what happened on each host (read by later phases)."""
+
+    def __init__(self, args, hosts, where):
+        self.args, self.where = args, where
+        self.command = "cluster " + args.cluster_action
+        self.dry_run = args.dry_run
+        self.skip = set()
+        self.hosts = hosts
+        self.parallel = args.parallel
+        self.remote_dir = args.remote_dir
+        self.tool = os.path.abspath(os.environ.get(CLUSTER_TOOL_ENV) or
+                                    __file__)
+        self.password = read_become_password(args)
+        self.ssh = SSHTransport(args, self.password)
+        self.logbook = ClusterLogbook(args.log_dir, not args.dry_run)
+        self.bundle_files, self.bundle_meta = [], None
+        self.bundle_name = None
+        # Byte progress of the copies: bars on a terminal; elsewhere only
+        # the one line per host and phase.
+        self.show_bytes = (not getattr(args, "no_progress", True)
+                           and sys.stderr.isatty())
+        self.results = collections.OrderedDict(
+            (host.name, {"result": "pending", "seconds": 0.0, "phase": ""})
+            for host in hosts)
+        self.state = {}               # host name -> its probe
+        self.failed = collections.OrderedDict()
+        self.join_text = None
+        self.say_lock = threading.Lock()
+
+    @property
+    def first(self):
+        return next(host for host in self.hosts if host.control_plane)
+
+    def close(self):
+        self.ssh.close()
+        self.logbook.close()
+
+    def remote_tool(self, host):
+        return host.remote(posixpath.join(self.remote_dir, "k8s_offline.py"))
+
+    def remote_bundle(self, host):
+        return host.remote(posixpath.join(self.remote_dir, self.bundle_name))
+
+    def remote_join_file(self, host):
+        return host.remote(posixpath.join(self.remote_dir, JOIN_FILE_NAME))
+
+    def alive(self, hosts):
+        return [host for host in hosts if host.name not in self.failed]
+
+    def report(self, phase, host, result, seconds, failed=False):
+        """The one progress line of a host in a phase."""
+        entry = self.results[host.name]
+        entry["seconds"] += seconds
+        entry["phase"] = phase
+        if failed:
+            self.failed[host.name] = "%s: %s" % (phase, result)
+            entry["result"] = "FAILED (%s): %s" % (phase, result)
+        elif not entry["result"].startswith(("FAILED", "skipped")):
+            entry["result"] = result
+        with self.say_lock:
+            (log.error if failed else log.info)(
+                "[%s] %s (%s): %s%s", phase, host.name, host.role,
+                "FAILED: " if failed else "", result if seconds < 0.05 else
+                "%s in %.1f s" % (result, seconds))
+
+    def skip_host(self, phase, host, why):
+        entry = self.results[host.name]
+        if host.name not in self.failed:
+            self.failed[host.name] = "%s: skipped: %s" % (phase, why)
+            entry["result"] = "skipped (%s): %s" % (phase, why)
+        with self.say_lock:
+            log.warning("[%s] %s (%s): skipped: %s", phase, host.name,
+                        host.role, why)
+
+    def run(self, host, argv, what, root=False, **kwargs):
+        """stdout of argv on host; HostFailed with one line if it fails."""
+        result = self.ssh.run(host, argv, root=root, logbook=self.logbook,
+                              **kwargs)
+        if result.returncode != 0:
+            raise HostFailed(ssh_failure(host, result, what))
+        return result.stdout
+
+    def tool_argv(self, host, *argv):
+        return [host.python, self.remote_tool(host)] + list(argv)
+
+    def plan(self, phase, host, argv, root=False):
+        """Under --dry-run: the command host would run, and no connection."""
+        with self.say_lock:
+            say("  [%s] %s (%s): would run: ssh %s%s %s" % (
+                phase, host.name, host.role,
+                "%s@" % host.user if host.user else "", host.address,
+                self.ssh.command_line(host, argv, root)))
+
+
+def on_hosts(ctx, phase, hosts, step, parallel=None):
+    """step(host) -> note on each host, parallel at most N at a time (1: in
+    order); each gets its progress line; a HostFailed or UserError is that
+    host's failure, never the others'."""
+    hosts = list(hosts)
+    width = max(1, min(parallel or ctx.parallel, len(hosts) or 1))
+    queue = collections.deque(hosts)
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                if not queue:
+                    return
+                host = queue.popleft()
+            began = now()
+            try:
+                note = step(host)
+            except (HostFailed, UserError, OSError) as exc:
+                ctx.report(phase, host, str(exc), now() - began, failed=True)
+            except Exception as exc:   # a bug: that host fails, named
+                log.debug("details", exc_info=True)
+                ctx.report(phase, host, "unexpected %s: %s (run again with "
+                           "-v for details)" % (exc.__class__.__name__, exc),
+                           now() - began, failed=True)
+            else:
+                if note is not None:
+                    ctx.report(phase, host, note, now() - began)
+    threads = [threading.Thread(target=worker) for _ in range(width)]
+    for thread in threads:
+        thread.daemon = True
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+# -- cluster phases, in run order -------------------------------------------
+
+def cluster_bundle_files(ctx):
+    """The local files the hosts get: the bundle .tar, or a --split bundle's
+    index and parts; checked whole here before any host is reached."""
+    path = os.path.abspath(ctx.args.bundle)
+    if os.path.isdir(path):
+        raise UserError("--bundle %s is a folder: cluster copies the bundle "
+                        ".tar (or a --split bundle's parts): give --bundle "
+                        "PATH.tar" % ctx.args.bundle)
+    bundle = Bundle(path)
     try:
         if not ctx.dry_run:
-            shutil.copyfile(archive.files[SNAPSHOT_NAME][0],
-                            host.path(work + "/snapshot.db"))
-        ctx.runner.run(etcdctl_argv(ctx, runtime, etcd["image"], [
-            (work, "/restore", True)], [
-            "snapshot", "restore", "/restore/snapshot.db",
-            "--data-dir", "/restore/etcd", "--name", etcd["name"],
-            "--initial-cluster", "%s=%s" % (etcd["name"], etcd["peer_url"]),
-            "--initial-advertise-peer-urls", etcd["peer_url"]]),
-            timeout=600, what="etcdctl snapshot restore")
-        host.makedirs(ETCD_DATA_DIR, 0o700)
-        move_file(ctx, work + "/etcd/member", ETCD_DATA_DIR + "/member")
+            verify_bundle(bundle, progress=not ctx.args.no_progress)
+        ctx.bundle_meta = {"arch": bundle.arch,
+                           "kubernetes_version": bundle.kubernetes_version,
+                           "sha256": bundle.meta_sha256}
+    except BundleError as exc:
+        raise UserError("the bundle on this machine is damaged, so no host "
+                        "was changed: %s" % exc)
     finally:
-        host.remove(work)
-    log.info("[init] kubeadm init with the restored PKI, config and etcd data")
-    argv = ["kubeadm", "init", "--config", config, "--ignore-preflight-errors",
-            ",".join(["DirAvailable--var-lib-etcd"] + [
-                part for part in (ctx.ignore_preflight_errors
-                                  or "").split(",") if part])]
-    host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
-    result = ctx.runner.run(argv, timeout=1800, check=False,
-                            tee=host.path(KUBEADM_INIT_LOG))
-    if not result.ok:
-        raise UserError("kubeadm init failed (exit %d): %s: the full output is "
-                        "in %s" % (result.returncode, last_line(
-                            result.output()) or "no output", KUBEADM_INIT_LOG))
-    host.save_state(role="master", init="done", cri=runtime)
-    log.info("[kubeconfig] admin.conf for root and the sudo user")
-    phase_kubeconfig(ctx)
-    # Every node's flannel lost its API connection with the old control plane,
-    # and flannel v0.11's client never gets a new one ("http2: no cached
-    # connection was available"): workers keep the master's old VXLAN address.
-    log.info("[network] restart flannel on every node")
-    ctx.runner.run(ctx.kubectl("-n", "kube-system", "delete", "pods", "-l",
-                               "app=flannel", "--wait=false"),
-                   timeout=120, what="kubectl delete")
-    log.info("[wait] the node and the kube-system pods")
-    phase_wait(ctx)
-    if ctx.dry_run:
-        log.info("dry run: nothing was changed")
+        bundle.close()
+    index = parts_index_path(path)
+    if index is None:
+        ctx.bundle_files = [path]
+        ctx.bundle_name = os.path.basename(path)
     else:
-        print("restored %s: the cluster's objects of %s are back" % (
-            ctx.backup_file, _utc(meta.get("created") or 0)))
+        parts = read_parts_index(index)
+        folder = os.path.dirname(index)
+        ctx.bundle_files = [index] + [os.path.join(folder, part["name"])
+                                      for part in parts["parts"]]
+        ctx.bundle_name = os.path.basename(index)
+
+
+def cluster_phase_preflight(ctx):
+    """Check the bundle here, then every host at once: reach it, sudo, its
+    arch against the bundle's, Python, free disk for the bundle.  A problem
+    on any host stops the run before any host is changed."""
+    cluster_bundle_files(ctx)
+    log.info("bundle %s: Kubernetes %s, %s, bundle.json sha256 %s",
+             ctx.bundle_name, ctx.bundle_meta["kubernetes_version"],
+             ctx.bundle_meta["arch"], ctx.bundle_meta["sha256"])
+    sizes = dict((os.path.basename(path), os.path.getsize(path))
+                 for path in ctx.bundle_files + [ctx.tool])
+    sizes["k8s_offline.py"] = sizes.pop(os.path.basename(ctx.tool))
+    if ctx.dry_run:
+        for host in ctx.hosts:
+            ctx.plan("preflight", host, ["uname", "-m"])
+            if ctx.ssh.needs_sudo(host):
+                ctx.plan("preflight", host, ["true"], root=True)
+        return
+    if ctx.ssh.accept_new:
+        log.warning("WARNING: --accept-new-host-keys: the key of a host seen "
+                    "for the first time is trusted without a check and "
+                    "written to known_hosts; compare it out of band")
+    wanted = ctx.bundle_meta["arch"]
+
+    def check(host):
+        names = " ".join(shlex.quote(posixpath.join(ctx.remote_dir, name))
+                         for name in sorted(sizes))
+        script = ("id -u; uname -m; pwd; %s -c %s 2>/dev/null || echo none; "
+                  "df -Pk . | tail -n 1; for f in %s; do "
+                  "stat -c %%s \"$f\" 2>/dev/null || echo -; done" % (
+                      shlex.quote(host.python),
+                      shlex.quote("import sys; print('%d.%d' % "
+                                  "sys.version_info[:2])"), names))
+        lines = ctx.run(host, ["sh", "-c", script], "the preflight "
+                        "commands").splitlines()
+        if len(lines) < 5 + len(sizes) or not lines[0].strip().isdigit():
+            raise HostFailed("its shell answered %d lines, not %d: is it a "
+                             "Linux host with sh, id, df and stat?"
+                             % (len(lines), 5 + len(sizes)))
+        host.uid = int(lines.pop(0))
+        machine, home, python, df = lines[:4]
+        arch = next((name for name, facts in ARCHES.items()
+                     if machine.strip().lower() in facts["uname"]), machine)
+        if arch != wanted:
+            raise HostFailed("the bundle is for %s but this host is %s: make "
+                             "a bundle with --arch %s for it" % (
+                                 wanted, arch, arch))
+        if not home.startswith("/"):
+            raise HostFailed("its home folder %r is not an absolute path"
+                             % home)
+        host.home = home.strip()
+        # A Python release, not a Kubernetes one (those are compared only
+        # in the profiles).
+        release = tuple(int(part) for part in python.split(".")
+                        if part.isdigit())
+        if len(release) != 2 or release < MIN_REMOTE_PYTHON:
+            raise HostFailed("%s is missing or older than 3.6 (%s): install "
+                             "Python 3.6+ or set ansible_python_interpreter"
+                             % (host.python, python.strip()))
+        try:
+            free = int(df.split()[3]) * 1024
+        except (IndexError, ValueError):
+            raise HostFailed("cannot read its free disk space from %r" % df)
+        have = lines[4:4 + len(sizes)]
+        need = sum(size for (name, size), there in zip(sorted(sizes.items()),
+                                                       have)
+                   if there.strip() != str(size)) + CLUSTER_DISK_MARGIN
+        if free < need:
+            raise HostFailed("%s has %s free, the bundle needs %s: free some "
+                             "space" % (host.home, human_size(free),
+                                        human_size(need)))
+        if ctx.ssh.needs_sudo(host):
+            if host.become is False:
+                raise HostFailed("ansible_become=false for user %s: master "
+                                 "and join run as root: set ansible_become="
+                                 "true or ansible_user=root" % host.user)
+            ctx.run(host, ["true"], "sudo", root=True)
+        return "%s, Python %s, %s free" % (arch, python.strip(),
+                                           human_size(free))
+    on_hosts(ctx, "preflight", ctx.hosts, check, parallel=len(ctx.hosts))
+    if ctx.failed:
+        raise UserError("preflight failed on %s: no host was changed; fix "
+                        "what is said above and run again" % ", ".join(
+                            host.name for host in ctx.hosts
+                            if host.name in ctx.failed))
+
+
+def cluster_phase_copy(ctx):
+    """Copy this file and the bundle to each host's folder (the SSH user's
+    ~/k8s-offline), streamed over ssh into a temporary name, then renamed;
+    a file the host already holds with the same sha256 is not sent.  With
+    --fan-out the hosts that hold the bundle pass it on to the others, so
+    the copies double each round."""
+    bundle = [(path, os.path.basename(path)) for path in ctx.bundle_files]
+    local = [(ctx.tool, "k8s_offline.py")] + bundle
+    if ctx.dry_run:
+        for host in ctx.hosts:
+            for _, name in local:
+                ctx.plan("copy", host, ["cat", ">", posixpath.join(
+                    ctx.remote_dir, name)])
+        return
+    digests = dict((path, sha256_file(path)) for path, _ in local)
+    missing = {}
+
+    def check(host):
+        folder = host.remote(ctx.remote_dir)
+        ctx.run(host, ["mkdir", "-p", "-m", "0700", folder], "mkdir")
+        sums = {}
+        for line in ctx.run(host, ["sh", "-c", "cd %s && sha256sum -- %s "
+                                   "2>/dev/null; true" % (shlex.quote(folder),
+                                   " ".join(shlex.quote(name) for _, name
+                                            in local))], "sha256sum").splitlines():
+            fields = line.split()
+            if len(fields) == 2:
+                sums[fields[1]] = fields[0]
+        if sums.get("k8s_offline.py") != digests[ctx.tool]:
+            copy_from_here(ctx, host, ctx.tool, "k8s_offline.py",
+                           digests[ctx.tool])
+        missing[host.name] = [(path, name) for path, name in bundle
+                              if sums.get(name) != digests[path]]
+        if missing[host.name]:
+            return None                   # its line comes with its copy
+        if sums.get("k8s_offline.py") != digests[ctx.tool]:
+            return "copied this file; the bundle is there already"
+        return "skipped: holds the same bytes (%d files)" % len(local)
+    on_hosts(ctx, "copy", ctx.alive(ctx.hosts), check)
+    pending = [host for host in ctx.alive(ctx.hosts) if missing.get(host.name)]
+
+    def send(source, host):
+        sent, relayed = 0, False
+        for path, name in missing[host.name]:
+            if source is not None and relay_file(ctx, source, host, path, name,
+                                                 digests[path]):
+                relayed = True
+            else:
+                copy_from_here(ctx, host, path, name, digests[path])
+            sent += os.path.getsize(path)
+        return "copied %s from %s" % (human_size(sent), source.name if relayed
+                                      else "this machine")
+    if not ctx.args.fan_out:
+        on_hosts(ctx, "copy", pending, lambda host: send(None, host))
+        return
+    # Each round every holder (this machine first) sends to one host that
+    # lacks the bundle; the hosts served join the holders.
+    holders = [None] + [host for host in ctx.alive(ctx.hosts)
+                        if host.name in missing and not missing[host.name]]
+    while pending:
+        batch, pending = pending[:len(holders)], pending[len(holders):]
+        source = dict((host.name, holder) for host, holder in zip(batch,
+                                                                 holders))
+        on_hosts(ctx, "copy", batch, lambda host: send(source[host.name],
+                                                       host),
+                 parallel=len(batch))
+        holders += [host for host in batch if host.name not in ctx.failed]
+
+
+def copy_from_here(ctx, host, path, name, digest):
+    """One file from this machine to host over ssh, checked on arrival."""
+    folder = host.remote(ctx.remote_dir)
+    target = posixpath.join(folder, name)
+    partial = posixpath.join(folder, ".%s.partial" % name)
+    progress = Progress(os.path.getsize(path), "[copy] %s to %s" % (
+        name, host.name), enabled=ctx.show_bytes)
+    try:
+        ctx.run(host, ["sh", "-c", "cat > %s && mv -f %s %s" % (
+            shlex.quote(partial), shlex.quote(partial), shlex.quote(target))],
+            "copying %s" % name, source=path, progress=progress)
+    finally:
+        progress.close()
+    require_arrived(ctx, host, target, name, digest)
+
+
+def require_arrived(ctx, host, target, name, digest):
+    there = ctx.run(host, ["sha256sum", target], "sha256sum").split()[:1]
+    if there != [digest]:
+        raise HostFailed("%s arrived damaged (sha256 %s): copy again"
+                         % (name, there))
+
+
+# The two ends of a copy from one host to another (--fan-out), run there by
+# their python3: a plain TCP stream on the hosts' own network, each byte
+# checked against the sha256 on arrival; the receiver listens for this one
+# transfer only and serves only the sending host's address.
+RELAY_RECEIVER = """\
+import hashlib, os, socket, sys
+addr, peer, path, size, digest = sys.argv[1:6]
+size = int(size)
+srv = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+srv.settimeout(60)
+srv.bind((addr, 0))
+srv.listen(4)
+print(srv.getsockname()[1])
+sys.stdout.flush()
+for _ in range(16):
+    conn, where = srv.accept()
+    if where[0] == peer:
+        break
+    conn.close()
+else:
+    sys.exit("no connection from %s" % peer)
+conn.settimeout(60)
+tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) +
+                   ".partial")
+digester, got = hashlib.sha256(), 0
+with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+               "wb") as handle:
+    while got < size:
+        block = conn.recv(1 << 20)
+        if not block:
+            break
+        handle.write(block)
+        digester.update(block)
+        got += len(block)
+if got != size or digester.hexdigest() != digest:
+    os.unlink(tmp)
+    sys.exit("got %d bytes with sha256 %s" % (got, digester.hexdigest()))
+os.rename(tmp, path)
+print("ok")
+"""
+RELAY_SENDER = """\
+import socket, sys
+addr, port, own, path = sys.argv[1:5]
+sock = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+sock.settimeout(60)
+sock.bind((own, 0))
+sock.connect((addr, int(port)))
+with open(path, "rb") as handle:
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        sock.sendall(block)
+sock.shutdown(socket.SHUT_WR)
+sock.close()
+"""
+
+
+def relay_address(host):
+    """The IP address the other hosts reach host at, or None (a name)."""
+    try:
+        return str(ipaddress.ip_address(host.node_ip or host.address))
+    except ValueError:
+        return None
+
+
+def relay_file(ctx, source, host, path, name, digest):
+    """host gets name from source, which holds it already (--fan-out); False
+    when that does not work out (a name, not an address; a firewall; a host
+    that left), and this machine sends it instead."""
+    to, own = relay_address(host), relay_address(source)
+    if to is None or own is None:
+        return False
+    target = posixpath.join(host.remote(ctx.remote_dir), name)
+    receiver = ctx.ssh.start(host, [host.python, "-c", RELAY_RECEIVER, to,
+                                    own, target, str(os.path.getsize(path)),
+                                    digest], logbook=ctx.logbook)
+    try:
+        port = receiver.stdout.readline().strip()
+        if not port.isdigit():
+            return False
+        sent = ctx.ssh.run(source, [source.python, "-c", RELAY_SENDER, to,
+                                    port, own, posixpath.join(source.remote(
+                                        ctx.remote_dir), name)],
+                           logbook=ctx.logbook)
+        out, err = ("", "") if sent.returncode else receiver.communicate(
+            timeout=120)
+        if sent.returncode != 0 or receiver.returncode != 0 or "ok" not in out:
+            why = last_line(sent.output()) or last_line(err)
+            log.debug("fan-out %s -> %s failed: %s", source.name, host.name,
+                      why)
+            ctx.logbook.write(host, "fan-out from %s failed: %s" % (
+                source.name, why))
+            return False
+    except subprocess.TimeoutExpired:
+        return False
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+        receiver.wait()
+    require_arrived(ctx, host, target, name, digest)
+    return True
+
+
+def cluster_phase_verify(ctx):
+    """On each host, its own `verify` of the bundle it now holds, and what
+    it already runs (a control plane, a joined node) for a safe re-run."""
+    hosts = ctx.alive(ctx.hosts)
+    if ctx.dry_run:
+        for host in hosts:
+            ctx.plan("verify", host, ctx.tool_argv(host, "verify",
+                                                   "--no-progress",
+                                                   ctx.remote_bundle(host)))
+            ctx.plan("verify", host, ctx.tool_argv(host, "cluster", "probe"),
+                     root=True)
+        return
+
+    def verify(host):
+        ctx.run(host, ctx.tool_argv(host, "verify", "--no-progress",
+                                    ctx.remote_bundle(host)), "verify")
+        ctx.state[host.name] = probe_host(ctx, host)
+        state = ctx.state[host.name]
+        if state.get("initialized"):
+            return "OK; already a control plane"
+        return "OK; already joined" if state.get("joined") else "OK"
+    on_hosts(ctx, "verify", hosts, verify, parallel=len(hosts))
+
+
+def probe_host(ctx, host, untaint=()):
+    argv = ctx.tool_argv(host, "cluster", "probe")
+    for name in untaint:
+        argv += ["--untaint", name]
+    out = ctx.run(host, argv, "cluster probe", root=True)
+    try:
+        state = json.loads(last_line(out))
+    except ValueError:
+        state = None
+    if not isinstance(state, dict):
+        raise HostFailed("cluster probe printed no state: %s" % last_line(out))
+    return state
+
+
+def node_name_of(ctx, host):
+    return host.node_name or ctx.state.get(host.name, {}).get("hostname")
+
+
+def master_argv(ctx, host):
+    """The master command of the first control plane: the cluster's flags,
+    given once, and what the inventory says of this host."""
+    argv = ["master", "--bundle", ctx.remote_bundle(host), "--join-file",
+            ctx.remote_join_file(host), "--no-progress"]
+    argv += forwarded_flags(ctx, "master")
+    if host.worker or ctx.args.allow_pods_on_master:
+        argv.append("--allow-pods-on-master")
+    if len([h for h in ctx.hosts if h.control_plane]) > 1:
+        argv.append("--upload-certs")
+    return argv + node_flags(host)
+
+
+def node_flags(host):
+    argv = []
+    if host.node_name:
+        argv += ["--node-name", host.node_name]
+    if host.node_ip and host.control_plane:
+        argv += ["--apiserver-advertise-address", host.node_ip]
+    return argv
+
+
+def forwarded_flags(ctx, command):
+    argv = []
+    for flag, dest, commands in CLUSTER_FORWARDED_FLAGS:
+        value = getattr(ctx.args, dest)
+        if command not in commands or value in (None, False):
+            continue
+        argv += [flag] if value is True else [flag, str(value)]
+    return argv
+
+
+def cluster_phase_master(ctx):
+    """`master` on the first control-plane host (not again on a host that
+    already is one), then the join file the other hosts need."""
+    host = ctx.first
+    wanting = [h for h in ctx.alive(ctx.hosts) if h is not host and
+               not ctx.state.get(h.name, {}).get("joined")]
+    if ctx.dry_run:
+        ctx.plan("master", host, ctx.tool_argv(host, *master_argv(ctx, host)),
+                 root=True)
+        return
+    if host.name in ctx.failed:
+        for other in ctx.alive(ctx.hosts):
+            ctx.skip_host("master", other, "the first control plane %s failed"
+                          % host.name)
+        return
+
+    def master(_):
+        if ctx.state.get(host.name, {}).get("initialized"):
+            note = "skipped: already a control plane"
+            if wanting:
+                ctx.run(host, ctx.tool_argv(
+                    host, "token", "--bundle", ctx.remote_bundle(host),
+                    "--join-file", ctx.remote_join_file(host)),
+                    "token", root=True)
+                note += "; a fresh join file"
+        else:
+            ctx.run(host, ctx.tool_argv(host, *master_argv(ctx, host)),
+                    "master", root=True)
+            note = "done"
+        if wanting:
+            ctx.join_text = ctx.run(host, ["cat", ctx.remote_join_file(host)],
+                                    "reading the join file", root=True,
+                                    secret=True)
+        return note
+    on_hosts(ctx, "master", [host], master)
+    if host.name in ctx.failed:
+        for other in ctx.alive(ctx.hosts):
+            ctx.skip_host("master", other, "the first control plane %s failed"
+                          % host.name)
+
+
+def join_argv(ctx, host):
+    """The join command of host: the cluster's flags that join takes, the
+    join file cluster puts there, and what the inventory says of host."""
+    argv = ["join", "--bundle", ctx.remote_bundle(host), "--join-file",
+            ctx.remote_join_file(host), "--no-progress"]
+    argv += forwarded_flags(ctx, "join")
+    if host.control_plane:
+        argv.append("--control-plane")
+    return argv + node_flags(host)
+
+
+def join_host(ctx, host, phase):
+    if ctx.state.get(host.name, {}).get("joined"):
+        return "skipped: already joined"
+    if ctx.join_text is None:
+        raise HostFailed("no join file came from %s" % ctx.first.name)
+    target = ctx.remote_join_file(host)
+    partial = target + ".partial"
+    ctx.run(host, ["sh", "-c", "umask 077 && cat > %s && mv -f %s %s" % (
+        shlex.quote(partial), shlex.quote(partial), shlex.quote(target))],
+        "writing the join file", stdin=ctx.join_text, secret=True)
+    try:
+        ctx.run(host, ctx.tool_argv(host, *join_argv(ctx, host)), phase,
+                root=True)
+    finally:
+        with contextlib.suppress(HostFailed):     # the join's error wins
+            ctx.run(host, ["rm", "-f", target], "removing the join file")
+    return "done"
+
+
+def cluster_phase_control_planes(ctx):
+    """`join --control-plane` on the other control-plane hosts, one at a
+    time (etcd grows by one member at a time); after a failure the later
+    ones wait for the next run."""
+    hosts = [h for h in ctx.hosts if h.control_plane and h is not ctx.first]
+    for host in hosts:
+        if ctx.dry_run:
+            ctx.plan("control-planes", host, ctx.tool_argv(
+                host, *join_argv(ctx, host)), root=True)
+            continue
+        if host.name in ctx.failed:
+            continue
+        broken = [h.name for h in hosts[:hosts.index(host)]
+                  if h.name in ctx.failed]
+        if broken:
+            ctx.skip_host("control-planes", host, "control plane %s failed "
+                          "before it: they join one at a time" % broken[0])
+            continue
+        on_hosts(ctx, "control-planes", [host],
+                 lambda h: join_host(ctx, h, "join --control-plane"))
+
+
+def cluster_phase_workers(ctx):
+    """`join` on the workers, --parallel N at a time."""
+    hosts = [h for h in ctx.hosts if not h.control_plane]
+    if ctx.dry_run:
+        for host in hosts:
+            ctx.plan("workers", host, ctx.tool_argv(host, *join_argv(ctx,
+                                                                   host)),
+                     root=True)
+        return
+    on_hosts(ctx, "workers", ctx.alive(hosts),
+             lambda h: join_host(ctx, h, "join"))
+
+
+def cluster_phase_wait(ctx):
+    """Wait until every node that joined is Ready (--wait-timeout), seen
+    from the first control plane; control planes that also are workers lose
+    their taint there."""
+    host = ctx.first
+    hosts = ctx.alive(ctx.hosts)
+    if ctx.dry_run:
+        ctx.plan("wait", host, ctx.tool_argv(host, "cluster", "probe"),
+                 root=True)
+        return
+    if ctx.args.no_wait or not hosts:
+        return
+    names = dict((node_name_of(ctx, h), h) for h in hosts)
+    untaint = [node_name_of(ctx, h) for h in hosts
+               if h.control_plane and h.worker and h is not host]
+    deadline = now() + ctx.args.wait_timeout
+    began = now()
+    while True:
+        try:
+            state = probe_host(ctx, host, untaint)
+        except HostFailed as exc:
+            for other in hosts:
+                ctx.report("wait", other, "cannot ask %s: %s" % (host.name,
+                                                                exc),
+                           now() - began, failed=True)
+            return
+        untaint = ()
+        nodes = state.get("nodes") or {}
+        pending = sorted(name for name in names if not nodes.get(name))
+        if not pending or now() >= deadline:
+            break
+        sleep(WAIT_INTERVAL)
+    for name, other in names.items():
+        if name in pending:
+            ctx.report("wait", other, "node %s is not Ready after %d s: see "
+                       "`cluster status` and its log" % (
+                           name, ctx.args.wait_timeout), now() - began,
+                       failed=True)
+        else:
+            ctx.report("wait", other, "Ready", 0)
+            ctx.results[other.name]["result"] = "Ready"
+
+
+def cluster_summary(ctx):
+    """The table at the end: host, role, result, time."""
+    rows = [("HOST", "ROLE", "RESULT", "TIME")] + [
+        (host.name, host.role, ctx.results[host.name]["result"],
+         "%.1f s" % ctx.results[host.name]["seconds"]) for host in ctx.hosts]
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    for row in rows:
+        say("  ".join(cell.ljust(width) for cell, width in
+                      zip(row, widths)) + "  " + row[3])
+    if ctx.logbook.streams or os.path.isdir(ctx.logbook.folder):
+        say("each host's output: %s/HOST.log" % ctx.logbook.folder)
+
+
+# Cluster flags given once and passed on, as master and join name them:
+# (flag, argparse dest, the commands that take it).
+CLUSTER_FORWARDED_FLAGS = (
+    ("--image-repository", "image_repository", ("master", "join")),
+    ("--cri", "cri", ("master", "join")),
+    ("--pod-network-cidr", "pod_network_cidr", ("master",)),
+    ("--service-cidr", "service_cidr", ("master",)),
+    ("--control-plane-endpoint", "control_plane_endpoint", ("master",)),
+    ("--disable-swap", "disable_swap", ("master", "join")),
+    ("--iptables-legacy", "iptables_legacy", ("master", "join")),
+    ("--open-firewall", "open_firewall", ("master", "join")),
+    ("--selinux-permissive", "selinux_permissive", ("master", "join")),
+    ("--ignore-preflight-errors", "ignore_preflight_errors", ("master", "join")),
+    ("--wait-timeout", "wait_timeout", ("master", "join")),
+)
+CLUSTER_UP_PHASES = (
+    ("preflight", "the bundle here; every host: ssh, sudo, arch, Python, disk",
+     cluster_phase_preflight),
+    ("copy", "this file and the bundle to each host (same bytes: skipped)",
+     cluster_phase_copy),
+    ("verify", "each host's own verify of its copy, and what it already runs",
+     cluster_phase_verify),
+    ("master", "master on the first control-plane host", cluster_phase_master),
+    ("control-planes", "join --control-plane on the others, one at a time",
+     cluster_phase_control_planes),
+    ("workers", "join on the workers, --parallel N at a time",
+     cluster_phase_workers),
+    ("wait", "every node Ready, seen from the first control plane",
+     cluster_phase_wait),
+)
+
+
+def require_cluster_flags(args, hosts):
+    """Every flag checked before any host is reached."""
+    if not 1 <= args.parallel <= 256:
+        raise UserError("bad --parallel %d: give 1 to 256" % args.parallel)
+    if not 1 <= args.connect_timeout <= 300:
+        raise UserError("bad --connect-timeout %d: give 1 to 300 seconds"
+                        % args.connect_timeout)
+    if (not full_match(REMOTE_PATH_RE, args.remote_dir)
+            or ".." in args.remote_dir.split("/")):
+        raise UserError("bad --remote-dir %r: give a folder name of letters, "
+                        "digits, . _ - and /" % args.remote_dir)
+    if args.cluster_action not in ("up", "add"):
+        args.control_plane_endpoint = None
+    for dest in ("pod_network_cidr", "service_cidr"):
+        value = getattr(args, dest, None)
+        if value is not None:
+            try:
+                ipaddress.ip_network(value)
+            except ValueError:
+                raise UserError("bad --%s %s: give a network like 10.244.0.0"
+                                "/16" % (dest.replace("_", "-"), value))
+    if getattr(args, "image_repository", None) and not is_image_repository(args.image_repository):
+        raise UserError("bad --image-repository %r: give a registry path like "
+                        "registry.example:5000/k8s" % args.image_repository)
+    if (getattr(args, "ignore_preflight_errors", None) and not full_match(
+            PREFLIGHT_ERRORS_RE, args.ignore_preflight_errors)):
+        raise UserError("bad --ignore-preflight-errors %r: give check names "
+                        "separated by commas" % args.ignore_preflight_errors)
+    endpoint = getattr(args, "control_plane_endpoint", None)
+    if endpoint is not None:
+        address, _, port = endpoint.rpartition(":")
+        if not address or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise UserError("bad --control-plane-endpoint %r: give HOST:PORT"
+                            % endpoint)
+    if (len([host for host in hosts if host.control_plane]) > 1
+            and endpoint is None and args.cluster_action in ("up", "add")):
+        raise UserError("%d control-plane hosts need --control-plane-endpoint "
+                        "HOST:PORT (a load balancer or virtual IP in front of "
+                        "their API servers on 6443)" % len(
+                            [host for host in hosts if host.control_plane]))
+    if args.ssh_key:
+        require_ssh_key(os.path.expanduser(args.ssh_key), "--ssh-key")
+    for host in hosts:
+        if host.key:
+            require_ssh_key(host.key[0], "host %s: "
+                            "ansible_ssh_private_key_file" % host.name)
+        elif args.ssh_key:
+            host.key = (os.path.expanduser(args.ssh_key), 0)
+        if host.user is None and args.user:
+            host.user = args.user
+
+
+def cluster_hosts(args):
+    if args.inventory and (args.masters or args.workers):
+        raise UserError("give either -i INVENTORY or --masters/--workers, "
+                        "not both")
+    if args.inventory:
+        hosts, where = read_inventory(args.inventory), args.inventory
+    elif args.masters:
+        hosts, where = hosts_from_flags(args), "--masters/--workers"
+    else:
+        raise UserError("no hosts: give -i inventory.ini (kubespray's) or "
+                        "--masters IP,... [--workers IP,...]")
+    if args.user is not None and not full_match(SSH_USER_RE, args.user):
+        raise UserError("bad --user %r: give a user name" % args.user)
+    require_cluster_hosts(hosts, where)
+    require_cluster_flags(args, hosts)
+    return hosts, where
+
+
+def find_home(ctx, host):
+    """The host's home folder (the remote folder lies under it)."""
+    lines = ctx.run(host, ["sh", "-c", "id -u; pwd"], "id and pwd").split("\n")
+    if len(lines) < 2 or not lines[0].isdigit() or not lines[1].startswith("/"):
+        raise HostFailed("id -u; pwd answered %r, not a uid and a folder"
+                         % lines[:2])
+    host.uid, host.home = int(lines[0]), lines[1]
+
+
+def cluster_status(ctx):
+    """`status` of the first control-plane host, printed here."""
+    host = ctx.first
+    if ctx.dry_run:
+        ctx.plan("status", host, ctx.tool_argv(host, "status"), root=True)
+        return
+    try:
+        find_home(ctx, host)
+        echo(ctx.run(host, ctx.tool_argv(host, "status"), "status",
+                     root=True))
+    except HostFailed as exc:
+        raise UserError("%s: %s" % (host.name, exc))
+
+
+def cluster_remove(ctx):
+    """Drain and delete HOST's node from the first control plane, then
+    reset HOST; it stays in no group of the inventory afterwards."""
+    wanted = ctx.args.host
+    host = next((h for h in ctx.hosts if wanted in (h.name, h.address)), None)
+    if host is None:
+        raise UserError("%s is not a host of %s: give its inventory name or "
+                        "address" % (wanted, ctx.where))
+    if host is ctx.first:
+        raise UserError("%s is the first control plane, which the others "
+                        "join: remove the others, or `cluster reset`"
+                        % host.name)
+    first = ctx.first
+    if ctx.dry_run:
+        ctx.plan("remove", first, ctx.tool_argv(first, "remove-node",
+                                                host.node_name or "NODE"),
+                 root=True)
+        ctx.plan("remove", host, ctx.tool_argv(host, "reset", "--yes"),
+                 root=True)
+        return
+    began = now()
+    try:
+        find_home(ctx, first)
+        find_home(ctx, host)
+        name = host.node_name or probe_host(ctx, host).get("hostname")
+        if not name or not full_match(NODE_NAME_RE, name):
+            raise HostFailed("its node name %r is not one: set k8s_nodename "
+                             "in the inventory" % name)
+        ctx.run(first, ctx.tool_argv(first, "remove-node", name),
+                "remove-node", root=True)
+        ctx.run(host, ctx.tool_argv(host, "reset", "--yes"), "reset",
+                root=True)
+    except HostFailed as exc:
+        ctx.report("remove", host, str(exc), now() - began, failed=True)
+        return
+    ctx.report("remove", host, "removed and reset", now() - began)
+
+
+def cluster_reset(ctx):
+    """`reset --yes` on every host: the workers at once, then the other
+    control planes one at a time, the first control plane last."""
+    if not ctx.args.yes and not ctx.dry_run:
+        raise UserError("cluster reset removes Kubernetes from every host of "
+                        "%s: run it again with --yes" % ctx.where)
+    first = ctx.first
+    others = [h for h in ctx.hosts if h.control_plane and h is not first]
+    workers = [h for h in ctx.hosts if not h.control_plane]
+
+    def reset(host):
+        if ctx.dry_run:
+            ctx.plan("reset", host, ctx.tool_argv(host, "reset", "--yes"),
+                     root=True)
+            return None
+        find_home(ctx, host)
+        ctx.run(host, ctx.tool_argv(host, "reset", "--yes"), "reset",
+                root=True)
+        return "reset"
+    on_hosts(ctx, "reset", workers, reset)
+    on_hosts(ctx, "reset", others + [first], reset, parallel=1)
+
+
+CLUSTER_ACTIONS = {"status": cluster_status, "remove": cluster_remove,
+                   "reset": cluster_reset}
+
+
+def cmd_cluster(args):
+    """cluster up/add (the phases through the runner), status, remove,
+    reset: from the machine holding the bundle, over ssh."""
+    hosts, where = cluster_hosts(args)
+    ctx = ClusterContext(args, hosts, where)
+    try:
+        action = CLUSTER_ACTIONS.get(args.cluster_action)
+        if action is not None:
+            action(ctx)
+        else:
+            workflow = [Phase(*row) for row in CLUSTER_UP_PHASES]
+            try:
+                run_phases(ctx, workflow)
+            finally:
+                if not ctx.dry_run and ctx.bundle_meta is not None:
+                    cluster_summary(ctx)
+    finally:
+        ctx.close()
+    if ctx.dry_run:
+        log.info("dry run: no host was reached or changed")
+        return 0
+    if ctx.failed:
+        log.error("error: %s failed on %d of %d hosts: %s: fix it and run the "
+                  "same command again (done hosts are left as they are)",
+                  ctx.command, len(ctx.failed), len(ctx.hosts), "; ".join(
+                      "%s (%s)" % (host.name, ctx.failed[host.name])
+                      for host in ctx.hosts if host.name in ctx.failed))
+        return 1
     return 0
+
+
+def cmd_cluster_probe(args):
+    """On a host (run by cluster over ssh): one JSON line of its state."""
+    root = args.root or "/"
+    admin = os.path.join(root, ADMIN_CONF.lstrip("/"))
+    state = {"hostname": socket.gethostname().lower(),
+             "initialized": os.path.exists(admin),
+             "joined": os.path.exists(os.path.join(
+                 root, KUBELET_CONF.lstrip("/")))}
+    if state["initialized"]:
+        runner, kubectl = Runner(), ["kubectl", "--kubeconfig", admin]
+        for name in args.untaint:
+            if not full_match(NODE_NAME_RE, name):
+                raise UserError("bad --untaint %r: give a node name" % name)
+            runner.run(kubectl + ["taint", "nodes", name, MASTER_TAINT],
+                       check=False)
+        result = runner.run(kubectl + ["get", "nodes", "-o", "json"],
+                            change=False, check=False)
+        nodes = {}
+        if result.ok:
+            try:
+                items = json.loads(result.stdout).get("items", [])
+            except (ValueError, AttributeError):
+                items = []
+            for item in items:
+                conditions = item.get("status", {}).get("conditions", [])
+                nodes[item.get("metadata", {}).get("name")] = any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in conditions)
+        state["nodes"] = nodes
+    print(json.dumps(state, sort_keys=True))
+    return 0
+
+
+def add_cluster_commands(sub):
+    """cluster up/add/status/remove/reset (and probe, which cluster runs on
+    each host)."""
+    cluster = sub.add_parser("cluster", help="the whole cluster from one "
+                             "machine over ssh (up, add, status, remove, "
+                             "reset)")
+    actions = cluster.add_subparsers(dest="cluster_action", metavar="ACTION")
+    parsers = []
+    for name, text in (("up", "set up every host of the inventory"),
+                       ("add", "the same as up: add the new hosts of the "
+                        "inventory, leave the others as they are"),
+                       ("status", "status of the first control-plane host"),
+                       ("remove", "drain and delete a host's node, then "
+                        "reset the host"),
+                       ("reset", "reset every host (workers first)")):
+        parser = actions.add_parser(name, help=text)
+        parser.set_defaults(func=cmd_cluster)
+        parsers.append(parser)
+    for parser in parsers:
+        parser.add_argument("-i", "--inventory", metavar="FILE",
+                            help="an Ansible INI inventory (kubespray's "
+                            "inventory.ini or kubeasz's hosts)")
+        parser.add_argument("--masters", metavar="IP[:PORT],...",
+                            help="control-plane hosts (instead of -i)")
+        parser.add_argument("--workers", "--nodes", metavar="IP[:PORT],...",
+                            help="worker hosts (instead of -i)")
+        parser.add_argument("-u", "--user", metavar="USER",
+                            help="SSH user where the inventory names none")
+        parser.add_argument("--ssh-key", "--private-key", metavar="FILE",
+                            help="private key where the inventory names none")
+        parser.add_argument("--port", type=int, default=22,
+                            help="SSH port of --masters/--workers hosts")
+        parser.add_argument("-K", "--ask-become-pass", action="store_true",
+                            help="ask for the sudo password on the terminal")
+        parser.add_argument("--become-password-file", metavar="FILE",
+                            help="the sudo password on the first line of FILE")
+        parser.add_argument("--known-hosts", metavar="FILE",
+                            help="known_hosts file (default: ssh's own)")
+        parser.add_argument("--accept-new-host-keys", action="store_true",
+                            help="trust the key of a host not yet in "
+                            "known_hosts (said loudly); a changed key is "
+                            "always refused")
+        parser.add_argument("--connect-timeout", type=int,
+                            default=SSH_CONNECT_TIMEOUT, metavar="SECONDS")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="print the whole plan; reach no host")
+    parsers[3].add_argument("host", metavar="HOST", help="its inventory "
+                            "name or address")
+    parsers[4].add_argument("--yes", action="store_true", help="do not ask: "
+                            "reset every host")
+    up_parsers = parsers[:2]
+    for parser in parsers:
+        parser.add_argument("--remote-dir", default=CLUSTER_REMOTE_DIR,
+                            help="the folder in the SSH user's home the "
+                            "bundle goes to (default %(default)s)")
+        parser.add_argument("--log-dir", default=CLUSTER_LOG_DIR,
+                            help="a log per host here (default "
+                            "%(default)s)")
+        parser.add_argument("--parallel", type=int, default=5, metavar="N",
+                            help="hosts copied and joined at once (default "
+                            "%(default)s)")
+    for parser in up_parsers:
+        parser.add_argument("--bundle", required=True, metavar="PATH",
+                            help="the bundle .tar (or a --split bundle's "
+                            "index or parts) on this machine")
+        parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument("--fan-out", action="store_true",
+                            help="hosts that hold the bundle pass it on to "
+                            "the others (a TCP stream between them, checked "
+                            "by sha256): the copies double each round")
+        for flag, dest, commands in CLUSTER_FORWARDED_FLAGS:
+            if dest in ("disable_swap", "iptables_legacy", "open_firewall",
+                        "selinux_permissive"):
+                parser.add_argument(flag, action="store_true",
+                                    help="passed to master and join")
+            elif dest == "wait_timeout":
+                parser.add_argument(flag, type=int,
+                                    default=DEFAULT_WAIT_TIMEOUT,
+                                    metavar="SECONDS", help="how long each "
+                                    "host and the cluster wait for Ready")
+            elif dest == "cri":
+                parser.add_argument(flag, choices=("docker", "containerd"),
+                                    help="passed to master and join")
+            else:
+                parser.add_argument(flag, metavar="VALUE", help="passed to %s"
+                                    % " and ".join(commands))
+        parser.add_argument("--allow-pods-on-master", action="store_true",
+                            help="remove the taint of every control plane "
+                            "(a host also in [kube_node] always loses it)")
+        parser.add_argument("--no-wait", action="store_true",
+                            help="do not wait for the nodes to be Ready")
+    probe = actions.add_parser("probe", help="(run by cluster on each host) "
+                               "this host's state as one JSON line")
+    probe.add_argument("--untaint", action="append", default=[],
+                       metavar="NODE", help="first remove the control-plane "
+                       "taint of NODE")
+    probe.add_argument("--root", default=None, help=argparse.SUPPRESS)
+    probe.set_defaults(func=cmd_cluster_probe)
+    cluster.set_defaults(func=lambda args: cluster.print_help() or 2)
 
 
 # ===========================================================================
 # Command line
 # ===========================================================================
 
-def cmd_images(args):
-    version = normalize_version(args.kubernetes_version)
-    check_arch(args.arch)
-    for image in plan_images(version, args.arch, args.image_repository,
-                             extra_image_refs(args)):
-        print(image["source"] if is_registry_image(image) else
-              "%s:%s" % (image["origin"], image["source"]))
-    return 0
+DEFAULT_ARCH = "amd64"
+
+# A bootstrap token's secret half, and a certificate key where kubeadm or a
+# kubeadm config names one (64 hex digits alone are also image digests).
+_SECRET_TOKEN_RE = re.compile(r"\b([a-z0-9]{6})\.[a-z0-9]{16}\b")
+_SECRET_KEY_RE = re.compile(r"(?i)(certificate[-_ ]?key\W{0,8}?\s*)%s"
+                            r"(?![0-9a-f])" % SHA256_HEX_RE.pattern)
 
 
-def cmd_bundle(args):
-    """Pull, verify and pack everything; the bundle appears only when whole."""
-    started = time.time()
-    version = normalize_version(args.kubernetes_version)
-    arch = check_arch(args.arch)
-    version_facts(version)
-    registry_mirrors = dict(parse_mapping(m, "--registry-mirror")
-                            for m in args.registry_mirror)
-    file_mirrors = [parse_mapping(m, "--file-mirror") for m in args.file_mirror]
-    if args.jobs < 1 or args.jobs > 64:
-        raise UserError("bad --jobs %d: give a number from 1 to 64" % args.jobs)
-    if not 1 <= args.timeout <= 3600:
-        raise UserError("bad --timeout %g: give 1 to 3600 seconds" % args.timeout)
-    images = plan_images(version, arch, args.image_repository,
-                         extra_image_refs(args))
-    if args.with_docker and args.with_containerd:
-        raise UserError("--with-docker and --with-containerd both carry "
-                        "containerd: give one of them")
-    os_ids = check_os_ids(args.os, arch)
-    if args.os_keyring and not os.path.isfile(args.os_keyring):
-        raise UserError("--os-keyring %s is not a file: give a keyring gpgv "
-                        "reads (gpg --export output)" % args.os_keyring)
-    files = plan_files(version, arch, with_docker=args.with_docker,
-                       with_containerd=args.with_containerd)
-    tarball = NODE_TARBALL_URL.format(version=version, arch=arch).rsplit("/", 1)[1]
-    vouched = {}
-    node_sha512 = version_facts(version)["node_sha512"].get(arch)
-    node_source = "release notes (sha512 of %s, pinned table)" % tarball
-    if args.checksum_file:
-        checksums, sha512s = read_checksum_file(args.checksum_file)
-        node_sha512 = sha512s.get(tarball)
-        node_source = "--checksum-file %s (sha512 of %s)" % (
-            args.checksum_file, tarball)
-        vouched = dict((name, (hexd, "--checksum-file %s" % args.checksum_file))
-                       for name, hexd in checksums.items())
-        log.warning("NOTE: checksums come from %s, not the built-in table "
-                    "(%d entries)", args.checksum_file,
-                    len(checksums) + len(sha512s))
-    part_size = parse_split_size(args.split) if args.split else None
-    name = bundle_name(version, arch)
-    output = os.path.abspath(args.output or os.path.join("bundle", name + ".tar"))
-    partial = _claim_output(output)
-    try:
-        cache = BlobCache(args.cache_dir or default_cache_dir())
-        client = RegistryClient(mirrors=registry_mirrors,
-                                insecure=args.insecure_registry, jobs=args.jobs,
-                                timeout=args.timeout)
-        progress = not args.no_progress
-        images = add_local_images(images, cache, arch, args.extra_image_archive,
-                                  progress)
-        log.info("bundle %s: %d images, %d files", name, len(images), len(files))
-        if node_sha512:
-            extracted = binaries_from_node_tarball(
-                client, cache, version, arch, node_sha512, file_mirrors, args,
-                progress)
-            for binary, hexd in sorted(extracted.items()):
-                if vouched.get(binary, (hexd,))[0] != hexd:
-                    raise UserError("%s in the release tarball (%s) differs from "
-                                    "the checksum table (%s): refusing it"
-                                    % (binary, hexd, vouched[binary][0]))
-                vouched[binary] = (hexd, node_source)
-        file_entries = fetch_files(client, cache, files, file_mirrors,
-                                   vouched, args, progress)
-        os_found = fetch_os_packages(client, cache, os_ids, arch,
-                                     file_mirrors, args, progress)
-        images = cross_check_images(images, file_entries, version, arch, cache)
-        fetch_images(client, cache, images, arch, args.jobs, progress)
-        meta, members = assemble_bundle(name, version, arch, images,
-                                        file_entries, cache, args.with_docker,
-                                        args.with_containerd, os_found)
-        meta_bytes = canonical_json(meta)
-        if part_size:
-            fresh, written = write_split_bundle(output, partial, name, meta_bytes,
-                                                members, progress, part_size)
+def redact_secrets(text):
+    """text without the secrets a run log must not keep: the token's
+    secret and the certificate key (the join file keeps them, 0600)."""
+    text = _SECRET_TOKEN_RE.sub(r"\1.<redacted>", text)
+    return _SECRET_KEY_RE.sub(r"\1<redacted certificate key>", text)
+
+
+class _RedactingFormatter(logging.Formatter):
+    def format(self, record):
+        return redact_secrets(logging.Formatter.format(self, record))
+
+
+class _OneLineHandler(logging.StreamHandler):
+    """A log handler that, when it cannot write (a full disk, a closed
+    terminal), says so in one line and drops out; the run goes on.  The
+    standard handler would print a traceback for every record."""
+
+    def __init__(self, stream, where):
+        logging.StreamHandler.__init__(self, stream)
+        self.where = where
+
+    def handleError(self, record):
+        exc = sys.exc_info()[1]
+        log.removeHandler(self)
+        reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+        with contextlib.suppress(Exception):
+            sys.stderr.write("warning: cannot write the log %s (%s): going on "
+                             "without it\n" % (self.where, reason))
+            sys.stderr.flush()
+
+
+def setup_logging(verbose=False, log_file=None):
+    """Log to stderr; with log_file, also a full debug log there (mode 0600)."""
+    log.setLevel(logging.DEBUG)
+    log.handlers[:] = []
+    console = _OneLineHandler(sys.stderr, "on the terminal")
+    console.setLevel(logging.DEBUG if verbose else logging.INFO)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(console)
+    if log_file:
+        try:
+            stream = open_private_log(log_file, append=True)
+        except OSError as exc:
+            log.warning("warning: cannot write the log %s: %s", log_file,
+                        exc.strerror)
         else:
-            fresh, written = write_whole_bundle(output, partial, name, meta_bytes,
-                                                members, progress)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(partial)
-        raise
-    total = sum(entry["size"] for entry in meta["files"].values())
-    log.info("%s %s (%s, %d images) in %.1f s, fetched %s",
-             "wrote" if fresh else "up to date, unchanged:", written,
-             human_size(bundle_output_size(written)), len(images),
-             time.time() - started, human_size(client.bytes_fetched))
-    if not part_size:
-        warn_if_too_large_for_fat32(output)
-    log.debug("payload %d bytes", total)
-    for os_id, entry in sorted(meta.get("os_packages", {}).items()):
-        print("--os %s: %d packages; %s" % (os_id, len(entry["packages"]),
-                                            "; ".join(entry["signatures"])))
-    print("checksums of the downloaded files, and what vouched for them:")
-    for path, sources in sorted(meta["checksum_sources"].items()):
-        print("  %s: %s" % (path, "; ".join(sources)))
-    print("bundle.json sha256: %s  (compare it with what verify prints on "
-          "the far side)" % sha256_bytes(meta_bytes))
-    return 0
+            handler = _OneLineHandler(stream, log_file)
+            handler.setLevel(logging.DEBUG)
+            handler.setFormatter(_RedactingFormatter(
+                "%(asctime)s %(levelname)s %(message)s"))
+            log.addHandler(handler)
 
 
 def cmd_verify(args):
@@ -9045,15 +11653,28 @@ def offered_versions():
     return text
 
 
+class _OfferedVersions(object):
+    """offered_versions() when a --help is printed, never before: install
+    mode never reads bundle/releases.json, bundle-mode data."""
+
+    def __str__(self):
+        return offered_versions()
+
+
 def add_bundle_commands(sub):
     """bundle and images (bundle mode)."""
-    bundle = sub.add_parser("bundle", help="pull and verify everything into "
-                            "one tarball (connected machine)")
+    bundle = sub.add_parser(
+        "bundle", help="pull and verify everything into one tarball "
+        "(connected machine)", epilog=phases_help("bundle", BUNDLE_PHASES,
+                                                  runnable=False),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     images = sub.add_parser("images", help="print every image the bundle "
                             "will hold")
     for parser in (bundle, images):
-        parser.add_argument("--kubernetes-version", default=DEFAULT_KUBERNETES_VERSION,
-                            help="%s (default %%(default)s)" % offered_versions())
+        version = parser.add_argument(
+            "--kubernetes-version", default=DEFAULT_KUBERNETES_VERSION,
+            help="%(offered)s (default %(default)s)")
+        version.offered = _OfferedVersions()
         parser.add_argument("--arch", default=DEFAULT_ARCH,
                             help="%s (default %%(default)s)" % ", ".join(ARCHES))
         parser.add_argument("--image-repository", default=DEFAULT_PULL_REPOSITORY,
@@ -9112,193 +11733,10 @@ def add_bundle_commands(sub):
                         help="seconds a download may stall before it is "
                         "retried (default %(default)s)")
     bundle.add_argument("--no-progress", action="store_true")
+    bundle.add_argument("--dry-run", action="store_true", help="print the "
+                        "phases and the plan; fetch and write nothing")
     bundle.set_defaults(func=cmd_bundle)
     images.set_defaults(func=cmd_images)
-
-
-# -- workflows: phases as data, one runner ----------------------------------
-
-# A step of a command, as kubeadm's workflow package has them: its name (for
-# --skip-phases and `COMMAND phase NAME`), a line for --help, the function
-# doing it, and run_if: when given, the phase runs only where it is true.
-class Phase(object):
-    def __init__(self, name, short, run, run_if=None):
-        self.name, self.short, self.run, self.run_if = name, short, run, run_if
-
-
-MASTER_PHASES = (
-    Phase("verify", "check every byte of the bundle", phase_verify),
-    Phase("packages", "install the OS packages this host lacks (bundle --os)",
-          phase_packages),
-    Phase("preflight", "check the host; the reason and fix of each problem",
-          phase_preflight),
-    Phase("host", "kernel modules, sysctls, swap, firewall, SELinux",
-          phase_host),
-    Phase("runtime", "have the container runtime running", phase_runtime),
-    Phase("install", "kubeadm, kubelet, kubectl, CNI plugins, crictl, units",
-          phase_install),
-    Phase("images", "load the role's images from the bundle", phase_images),
-    Phase("init", "kubeadm init", phase_init),
-    Phase("kubeconfig", "admin.conf for root and the sudo user",
-          phase_kubeconfig),
-    Phase("network", "apply the bundled flannel manifest", phase_network),
-    Phase("wait", "wait for a Ready node and Running kube-system pods",
-          phase_wait),
-    Phase("join-file", "write the join file, print the join commands",
-          phase_join_file),
-)
-JOIN_PHASES = MASTER_PHASES[:7] + (
-    Phase("join", "kubeadm join", phase_join),
-    Phase("kubeconfig", "admin.conf for root and the sudo user "
-          "(control-plane nodes)", phase_kubeconfig, is_control_plane),
-    Phase("wait", "wait for a Ready node and Running kube-system pods",
-          phase_wait),
-)
-RESET_PHASES = (
-    Phase("kubeadm-reset", "kubeadm reset -f", phase_reset_kubeadm),
-    Phase("network", "CNI config, links and iptables rules",
-          phase_reset_network),
-    Phase("files", "/etc/kubernetes, kubeconfig copies, this tool's state",
-          phase_reset_files),
-)
-# Never left out of a run that changes the host.
-SAFETY_PHASES = ("verify", "preflight")
-
-
-def phase_summary(phase):
-    """The first paragraph of the phase function's docstring, one line."""
-    return " ".join((phase.run.__doc__ or "").strip().split("\n\n")[0]
-                    .split())
-
-
-def check_skip_phases(ctx, workflow):
-    """--skip-phases names phases of this command, and a safety phase only
-    in a dry run, which changes nothing; that is said loudly."""
-    names = [phase.name for phase in workflow]
-    unknown = sorted(ctx.skip - set(names))
-    if unknown:
-        raise UserError("unknown phase %s in --skip-phases: the phases of %s "
-                        "are %s" % (unknown[0], ctx.command, ", ".join(names)))
-    for name in SAFETY_PHASES:
-        if name in ctx.skip and not ctx.dry_run:
-            raise UserError("--skip-phases %s is refused: the %s phase checks "
-                            "the %s before anything changes; run without it "
-                            "(only a --dry-run may leave it out)" % (
-                                name, name, "bundle" if name == "verify"
-                                else "host"))
-        if name in ctx.skip:
-            log.warning("warning: the %s phase is left out of this dry run: "
-                        "a real run always does it", name)
-
-
-def run_phases(ctx, workflow, only=None):
-    """Run a workflow in order: each phase logged and timed, skipped when
-    named in --skip-phases or when its run_if is false, printed only under
-    --dry-run.  With only (`COMMAND phase NAME`), that phase runs alone,
-    after the safety phases, which no run that changes the host leaves out."""
-    check_skip_phases(ctx, workflow)
-    started = now()
-    for phase in workflow:
-        if only is not None and phase.name not in (only,) + SAFETY_PHASES:
-            continue
-        if phase.name in ctx.skip:
-            log.info("[%s] skipped (--skip-phases)", phase.name)
-            continue
-        if phase.run_if is not None and not phase.run_if(ctx):
-            log.debug("[%s] not for this node", phase.name)
-            continue
-        log.info("[%s] %s%s", phase.name, phase_summary(phase),
-                 " (dry run)" if ctx.dry_run else "")
-        began = now()
-        phase.run(ctx)
-        log.info("[%s] done in %.1f s", phase.name, now() - began)
-    log.info("%s finished in %.1f s", ctx.command, now() - started)
-
-
-def phases_help(command, workflow):
-    """The --help epilog listing a command's phases."""
-    lines = ["phases, in order (--skip-phases A,B leaves some out;",
-             "`%s phase NAME` runs one):" % command]
-    for phase in workflow:
-        lines.append("  %-14s %s" % (phase.name, phase.short))
-    return "\n".join(lines)
-
-
-def run_workflow(ctx, workflow, only=None):
-    try:
-        run_phases(ctx, workflow, only)
-    finally:
-        ctx.close()
-    if ctx.dry_run:
-        log.info("dry run: nothing was changed")
-    return 0
-
-
-def only_phase(args):
-    """NAME of `COMMAND phase NAME`, or None: the whole workflow."""
-    if args.phase_action and not args.phase_name:
-        raise UserError("`%s phase` needs the name of a phase: see `%s "
-                        "--help` for them" % (args.command, args.command))
-    return args.phase_name
-
-
-def cmd_master(args):
-    only = only_phase(args)
-    ctx = build_context(args, "master")
-    return run_workflow(ctx, MASTER_PHASES, only)
-
-
-def cmd_join(args):
-    only = only_phase(args)
-    ctx = build_context(args, "control-plane" if args.control_plane
-                        else "worker")
-    return run_workflow(ctx, JOIN_PHASES, only)
-
-
-def cmd_token(args):
-    ctx = InstallContext(args, "master")
-    require_master(ctx, "token")
-    state = ctx.host.state()
-    version, arch = state.get("kubernetes_version"), state.get("arch")
-    bundle_path = None
-    try:
-        bundle_path = resolve_bundle_path(ctx.bundle_path)
-        if not version or not arch:
-            version = version or ctx.bundle.kubernetes_version
-            arch = arch or ctx.bundle.arch
-    except UserError:
-        if not version:
-            version = cluster_version(ctx)
-        arch = arch or host_arch()
-    info = make_join_info(ctx, True, version, arch)
-    path = args.join_file or default_join_file(ctx, bundle_path)
-    write_join_file(ctx, path, info)
-    print_join_commands(ctx, path, info)
-    ctx.close()
-    return 0
-
-
-def confirm_reset(args):
-    if args.yes or args.dry_run:
-        return
-    if not sys.stdin or not sys.stdin.isatty():
-        raise UserError("reset removes the cluster from this host and needs "
-                        "confirmation: rerun with --yes")
-    sys.stderr.write("This removes Kubernetes and its data from this host. "
-                     "Type yes to go on: ")
-    sys.stderr.flush()
-    answer = sys.stdin.readline().strip().lower()
-    if answer not in ("y", "yes"):
-        raise UserError("reset cancelled: nothing was changed")
-
-
-def cmd_reset(args):
-    ctx = InstallContext(args, "reset")
-    if ctx.euid != 0:
-        raise UserError("reset must run as root: run it with sudo")
-    confirm_reset(args)
-    read_reset_state(ctx)
-    return run_workflow(ctx, RESET_PHASES, only_phase(args))
 
 
 def _update_log_file(namespace):
@@ -9308,7 +11746,11 @@ def _update_log_file(namespace):
         namespace.log_file = None
     else:
         root = getattr(namespace, "root", None) or "/"
-        namespace.log_file = os.path.join(root, INSTALL_LOG.lstrip("/"))
+        namespace.log_refused = None
+        try:     # through the host's path check: no link out of --root
+            namespace.log_file = Host(root).path(INSTALL_LOG)
+        except UserError as exc:
+            namespace.log_file, namespace.log_refused = None, str(exc)
 
 
 class _LogFileAction(argparse.Action):
@@ -9382,18 +11824,25 @@ def _wait_options(parser):
                         help="do not wait for the node to be Ready")
 
 
-def _workflow_parser(sub, name, text, workflow):
+def _workflow_parser(sub, name, text, workflow, command=None):
     """A command made of phases: its --help lists them, and `NAME phase
     PHASE` runs one (as `kubeadm init phase` does)."""
-    parser = sub.add_parser(name, help=text, epilog=phases_help(name, workflow),
+    parser = sub.add_parser(name, help=text,
+                            epilog=phases_help(command or name, workflow),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    _phase_arguments(parser, workflow, command or name)
+    return parser
+
+
+def _phase_arguments(parser, workflow, command):
+    """`COMMAND phase NAME`: one phase of the workflow alone."""
     parser.add_argument("phase_action", nargs="?", choices=("phase",),
                         metavar="phase", help="run one phase alone (after "
                         "verify and preflight, which every change needs)")
     parser.add_argument("phase_name", nargs="?", metavar="NAME",
                         choices=[phase.name for phase in workflow],
                         help="the phase to run: one of those listed below")
-    return parser
+    parser.set_defaults(phase_command=command)
 
 
 def add_install_commands(sub):
@@ -9476,10 +11925,11 @@ def add_day_two_commands(sub):
     _install_options(check, bundle=False, cri=False)
     check.set_defaults(func=cmd_certs_check)
     certs.set_defaults(func=cmd_certs_usage)
-    renew = certs_sub.add_parser("renew", help="on a master: renew with "
-                                 "kubeadm, restart the control plane, "
-                                 "refresh admin.conf copies")
-    _install_options(renew, bundle=False)
+    renew = _workflow_parser(certs_sub, "renew", "on a master: renew with "
+                             "kubeadm, restart the control plane, refresh "
+                             "admin.conf copies", CERTS_RENEW_PHASES,
+                             command="certs renew")
+    _install_options(renew, bundle=False, phases=True)
     renew.set_defaults(func=cmd_certs_renew)
 
     backup = sub.add_parser("backup", help="on a master: etcd snapshot, PKI "
@@ -9489,10 +11939,13 @@ def add_day_two_commands(sub):
                         "k8s-offline-backup-NODE-TIME.tar.gz" % BACKUP_DIR)
     backup.set_defaults(func=cmd_backup)
 
-    restore = sub.add_parser("restore", help="on a reset or fresh master: "
-                             "bring a cluster back from a backup")
+    restore = sub.add_parser(
+        "restore", help="on a reset or fresh master: bring a cluster back "
+        "from a backup", epilog=phases_help("restore FILE", RESTORE_PHASES),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     restore.add_argument("file", metavar="FILE", help="the backup .tar.gz")
-    _install_options(restore, bundle=False)
+    _phase_arguments(restore, RESTORE_PHASES, "restore")
+    _install_options(restore, bundle=False, phases=True)
     restore.add_argument("--sha256", metavar="HEX", help="the sha256 backup "
                          "printed (default: from FILE.sha256)")
     restore.add_argument("--replace", "--force", dest="replace",
@@ -9529,6 +11982,7 @@ def build_parser():
     verify.set_defaults(func=cmd_verify)
     add_install_commands(sub)
     add_day_two_commands(sub)
+    add_cluster_commands(sub)
     return parser
 
 
@@ -9545,6 +11999,9 @@ def main(argv=None):
                          % (root,))
         return 2
     setup_logging(verbose=args.verbose, log_file=getattr(args, "log_file", None))
+    if getattr(args, "log_refused", None):
+        log.warning("warning: cannot write the log %s (%s): going on without "
+                    "it", INSTALL_LOG, args.log_refused)
     try:
         return args.func(args) or 0
     except UserError as exc:
@@ -9568,3 +12025,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+

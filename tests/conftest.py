@@ -9,11 +9,15 @@ Servers (all on 127.0.0.1, started lazily, once per session, stopped at the end)
 Install-mode fixtures (tests/install_support.py):
   bundle_dir       a tiny valid bundle folder, built once per test module
   host             (root, runner): a --root host tree and the recording FakeRunner
+                   (a command it has no answer for fails the test: declare it
+                   with runner.expect(...); see fake_runner_check)
 Helpers:
   bundle_args          flags sending every bundle download of amd64 to the fixtures
   make_bundle_args     the same for another registry / arch / checksum file
   make_docker_config   a DOCKER_CONFIG dir with {"auths": {HOST: {"auth": b64(user:pass)}}}
   run_cli              run ``python k8s_offline.py ARGS`` -> (rc, stdout, stderr)
+  k8s_version          the suite's one Kubernetes version (fixtures.K8S_VERSION)
+  python36             a Python 3.6 (any patch), else a loud skip
   dockerd              the docker daemon is reachable (started if needed, else a clear failure)
   containerd           a standalone containerd; .ctr(...) runs ctr against its socket
 OS package archives (tests/fixtures/osarchive.py: real debs, rpms, signed indexes):
@@ -42,6 +46,7 @@ for _path in (REPO_ROOT, TESTS_DIR):
         sys.path.insert(0, _path)
 
 from fixtures import daemons, fileserver, images, osarchive, registry  # noqa: E402
+from fixtures import K8S_VERSION  # noqa: E402
 import install_support  # noqa: E402
 
 SCRIPT = os.path.join(REPO_ROOT, "k8s_offline.py")
@@ -234,6 +239,43 @@ def containerd(tmp_path_factory):
 def bundle_dir(tmp_path_factory):
     """A tiny valid bundle folder (install_support.make_bundle), one per module."""
     return install_support.make_bundle(str(tmp_path_factory.mktemp("bundle")))
+
+
+@pytest.fixture(scope="session")
+def k8s_version():
+    """The Kubernetes version the whole suite is of (fixtures.K8S_VERSION)."""
+    return K8S_VERSION
+
+
+@pytest.fixture(scope="session")
+def python36():
+    """A Python 3.6 of any patch (install_support.find_python36); without
+    one the test skips, saying loudly what is then left unchecked."""
+    path = install_support.find_python36()
+    if not path:
+        pytest.skip("NO PYTHON 3.6 HERE (looked for %s): vermin (make lint) "
+                    "is then the ONLY check that k8s_offline.py runs on 3.6"
+                    % " and ".join(install_support.PY36_PLACES))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def fake_runner_check():
+    """Fail the test when a FakeRunner was asked a command it has no answer
+    for, or its kubeadm a config kubeadm would refuse, even when the tool
+    caught the FakeCommandError, or when a command the test declared with
+    runner.expect(...) never ran (install_support.FakeRunner)."""
+    del install_support.LIVE[:]
+    yield
+    problems = [problem for runner in install_support.LIVE
+                for problem in runner.problems]
+    problems += ["runner.expect%r was declared but no command used it"
+                 % (prefix,) for runner in install_support.LIVE
+                 for prefix in runner.unused()]
+    del install_support.LIVE[:]
+    if problems:
+        pytest.fail("the fake host was asked what it cannot answer:\n  " +
+                    "\n  ".join(problems), pytrace=False)
 
 
 @pytest.fixture

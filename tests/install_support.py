@@ -1,7 +1,13 @@
 """Helpers for the install-mode tests: a tiny valid bundle, a fixture host
-tree for --root, and a recording command runner with canned answers."""
+tree for --root, and a recording command runner with canned answers.
+
+The runner (FakeRunner) answers only what it knows: the commands of the
+fake host it models, plus what a test declares with runner.expect(...).
+Anything else, and a kubeadm --config that kubeadm would refuse
+(fake_kubeadm.py), fails the test."""
 
 import argparse
+import glob
 import gzip
 import hashlib
 import io
@@ -9,18 +15,51 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import tarfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
 import k8s_offline as ko
+import fake_kubeadm
+from fixtures import K8S_VERSION
 
 BUSYBOX = "/bin/busybox"
 CA_HASH = "sha256:" + "ab" * 32
 TOKEN = "abcdef.0123456789abcdef"
 CERT_KEY = "cd" * 32
 HOST_IP = "192.168.50.10"
+
+
+PY36_PLACES = ("~/.pyenv/versions/3.6.*/bin/python3", "python3.6 on PATH")
+_PY36 = []
+
+
+def find_python36():
+    """A Python 3.6 interpreter of any patch level (the newest pyenv
+    3.6.*, else python3.6 on PATH) that really is 3.6, or None."""
+    if not _PY36:
+        pattern = os.path.expanduser("~/.pyenv/versions/3.6.*/bin/python3")
+        found = sorted(glob.glob(pattern), key=lambda path: [
+            int(part) if part.isdigit() else -1 for part in
+            path.split(os.sep)[-3].split(".")], reverse=True)
+        on_path = shutil.which("python3.6")
+        found += [on_path] if on_path else []
+        _PY36.append(next((path for path in found if _is_python36(path)),
+                          None))
+    return _PY36[0]
+
+
+def _is_python36(path):
+    try:
+        out = subprocess.run([path, "-S", "-c", "import sys; "
+                              "print(sys.version_info[:2] == (3, 6))"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             timeout=60, universal_newlines=True).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.strip() == "True"
 
 
 def sha256(data):
@@ -93,13 +132,13 @@ class ImageStore(object):
                 "size": sum(size for _, _, size in layers)}
 
 
-KUBEADM_IMAGES = (("kube-apiserver", "v1.16.0"),
-                  ("kube-controller-manager", "v1.16.0"),
-                  ("kube-scheduler", "v1.16.0"), ("kube-proxy", "v1.16.0"),
+KUBEADM_IMAGES = (("kube-apiserver", K8S_VERSION),
+                  ("kube-controller-manager", K8S_VERSION),
+                  ("kube-scheduler", K8S_VERSION), ("kube-proxy", K8S_VERSION),
                   ("pause", "3.1"), ("etcd", "3.3.15-0"), ("coredns", "1.6.2"))
 
 
-def make_bundle(where, arch="amd64", version="v1.16.0", as_tar=False,
+def make_bundle(where, arch="amd64", version=K8S_VERSION, as_tar=False,
                 busybox=False, extra_images=("docker.io/library/nginx:1.17",),
                 with_docker=False, image_prefix="",
                 unit_mark="# as bundled\n"):
@@ -120,8 +159,10 @@ def make_bundle(where, arch="amd64", version="v1.16.0", as_tar=False,
     with open(os.path.join(REPO, "k8s_offline.py"), "rb") as handle:
         put("k8s_offline.py", handle.read(), 0o755)
     for binary in ("kubeadm", "kubelet", "kubectl"):
-        put("bin/" + binary, ("#!/bin/sh\necho fake %s\n" % binary).encode(),
-            0o755)
+        # The fake kubeadm tells its version from this line (see
+        # FakeRunner.kubeadm_version).
+        put("bin/" + binary, ("#!/bin/sh\necho fake %s %s\n"
+                              % (binary, version)).encode(), 0o755)
     plugins = {"./" + plugin: (("#!/bin/sh\n# %s\n" % plugin).encode(), 0o755)
                for plugin in ("flannel", "bridge", "host-local", "portmap",
                               "loopback")}
@@ -244,7 +285,7 @@ def write_join_file(tmp_path, **changes):
     """A valid join file (as master writes it) with CHANGES applied."""
     info = {"api_server_endpoint": HOST_IP + ":6443", "token": TOKEN,
             "discovery_token_ca_cert_hash": CA_HASH,
-            "kubernetes_version": "v1.16.0", "arch": "amd64",
+            "kubernetes_version": K8S_VERSION, "arch": "amd64",
             "token_expires": 1600000000 + 3600}
     info.update(changes)
     path = str(tmp_path / "join.json")
@@ -398,7 +439,7 @@ def node_json(name, ready=True):
                                        "True" if ready else "False",
                                        "reason": "KubeletNotReady",
                                        "message": "cni config uninitialized"}],
-                       "nodeInfo": {"kubeletVersion": "v1.16.0"}}}
+                       "nodeInfo": {"kubeletVersion": K8S_VERSION}}}
 
 
 def pod_json(name, phase="Running", waiting=None, image=None):
@@ -423,6 +464,24 @@ class FakeCluster(object):
         self.iptables = "iptables v1.8.9 (legacy)"
         self.firewalld = "inactive"
         self.cert_output = ""
+        self.containerd_version = "v1.6.20"
+        self.kubeadm_version = K8S_VERSION   # without a kubeadm under root
+        self.daemon_reloads = 0
+        self.started = []                # (enable|restart, [--now], unit)
+        self.applied = []                # manifests kubectl applied
+        self.iptables_restored = []      # what iptables-restore was given
+
+
+class FakeCommandError(BaseException):
+    """The fake host was asked something it has no answer for, or its
+    kubeadm was given a config that kubeadm would refuse.  A BaseException,
+    so the tool's `except Exception` cannot turn it into an exit code; the
+    suite's teardown check (conftest.py) fails the test even if it is
+    caught."""
+
+
+# Every FakeRunner made during the running test (conftest.py checks them).
+LIVE = []
 
 
 class FakeRunner(ko.Runner):
@@ -430,6 +489,9 @@ class FakeRunner(ko.Runner):
 
     ``calls``: [(argv, executed)] (executed is False for a change printed
     under --dry-run).  ``fail``: {argv prefix tuple: times left}.
+    A command it has no answer for is a test failure (FakeCommandError):
+    a test whose run makes other commands declares them with expect().
+    ``problems``: what went wrong that way, in order.
     """
 
     def __init__(self, root, cluster=None):
@@ -439,6 +501,33 @@ class FakeRunner(ko.Runner):
         self.calls = []
         self.fail = {}
         self.streams = []
+        self.expected = []
+        self.matched = set()
+        self.problems = []
+        LIVE.append(self)
+
+    def expect(self, *prefix, **answer):
+        """Declare that the run makes commands starting with PREFIX; they
+        answer (rc, out) (default 0, "").  A declaration no command used
+        by the end of the test fails it too (see unused).  Returns the
+        runner."""
+        self.expected.append((tuple(prefix), answer.get("rc", 0),
+                              answer.get("out", "")))
+        return self
+
+    def unused(self):
+        """The declared prefixes no command has matched."""
+        return [prefix for prefix, _, _ in self.expected
+                if prefix not in self.matched]
+
+    def refuse(self, problem):
+        """The test fails: record PROBLEM and raise FakeCommandError."""
+        self.problems.append(problem)
+        raise FakeCommandError(problem)
+
+    def unknown(self, argv):
+        self.refuse("the fake host has no answer for %r: declare it with "
+                    "runner.expect(...) if the run should make it" % (argv,))
 
     def bind(self, dry_run=False):
         self.dry_run = dry_run
@@ -484,25 +573,63 @@ class FakeRunner(ko.Runner):
                 config = entry["Config"].rsplit("/", 1)[1]
                 for tag in entry["RepoTags"]:
                     self.cluster.docker_images[tag] = "sha256:" + config
-        else:
+        elif argv[0] == "ctr" and "import" in argv:
             assert "oci-layout" in names
             index = json.loads(tar.extractfile("index.json").read())
             for entry in index["manifests"]:
                 name = entry["annotations"]["io.containerd.image.name"]
                 self.cluster.containerd_images[
                     ko._normalize_image_name(name)] = entry["digest"]
+        else:
+            self.unknown(argv)
         return ko.CommandResult(argv, 0, "Loaded", "")
 
     def _execute(self, argv, timeout=300, tee=None, input_text=None):
         self.calls.append((list(argv), True))
+        self.check_kubeadm_config(argv)
         if self._failing(argv):
             self._side_effect_on_failure(argv)
             return ko.CommandResult(argv, 1, "", "simulated failure of %s"
                                     % argv[0])
+        if argv in (["iptables-restore"], ["ip6tables-restore"]):
+            # The pair of the fake's iptables-save: keeps what it is given.
+            self.cluster.iptables_restored.append(input_text)
+            return ko.CommandResult(argv, 0, "", "")
         rc, out = self.answer(argv)
         if tee:
             tee.write(out)
         return ko.CommandResult(argv, rc, out, "")
+
+    def installed_kubeadm_version(self):
+        """The version of the kubeadm installed under the root (the
+        bundle's, see make_bundle), else FakeCluster.kubeadm_version."""
+        try:
+            with open(rpath(self.root, ko.BIN_INSTALL_DIR + "/kubeadm"),
+                      "rb") as h:
+                words = h.read(200).decode("utf-8", "replace").split()
+        except (IOError, OSError):
+            words = []
+        versions = [w for w in words if w.startswith("v1.")]
+        return versions[-1] if versions else self.cluster.kubeadm_version
+
+    def check_kubeadm_config(self, argv):
+        """`kubeadm init|join --config PATH`: the file is one that kubeadm
+        takes (fake_kubeadm.check_config), else the test fails."""
+        if argv[:1] != ["kubeadm"] or "--config" not in argv or \
+                "phase" in argv or argv[1] not in ("init", "join"):
+            return
+        path = argv[argv.index("--config") + 1]
+        try:
+            with open(rpath(self.root, path), "rb") as handle:
+                text = handle.read().decode("utf-8")
+        except (IOError, OSError, UnicodeDecodeError) as exc:
+            self.refuse("kubeadm %s --config %s: cannot read it: %s"
+                        % (argv[1], path, exc))
+        problems = fake_kubeadm.check_config(argv[1], text,
+                                             self.installed_kubeadm_version())
+        if problems:
+            self.refuse("kubeadm %s --config %s would be refused: %s"
+                        % (argv[1], path, "; ".join(problems)))
 
     def _side_effect_on_failure(self, argv):
         if argv[:2] == ["kubeadm", "init"]:
@@ -597,7 +724,40 @@ class FakeRunner(ko.Runner):
                        "-A POSTROUTING -s 10.244.0.0/16 -d 10.244.0.0/16 -j "
                        "RETURN\n-A POSTROUTING -s 172.17.0.0/16 -j MASQUERADE\n"
                        "COMMIT\n")
-        return 0, ""
+        if argv == ["kubeadm", "version", "-o", "short"]:
+            return 0, self.installed_kubeadm_version() + "\n"
+        if argv[:2] == ["containerd", "--version"]:
+            return 0, ("containerd github.com/containerd/containerd %s "
+                       "1e1ea6e\n" % cluster.containerd_version)
+        if argv == ["systemctl", "daemon-reload"]:
+            cluster.daemon_reloads += 1
+            return 0, ""
+        if argv[:2] in (["systemctl", "enable"], ["systemctl", "restart"]):
+            unit = argv[-1]
+            if unit == "kubelet" and not os.path.exists(
+                    rpath(self.root, ko.KUBELET_UNIT)):
+                return 1, ("Failed to enable unit: Unit file kubelet.service "
+                           "does not exist.\n")
+            if unit in ("kubelet", "containerd", "docker"):
+                cluster.started.append(tuple(argv[1:]))
+                return 0, ""
+        if argv[0] == "kubectl" and argv[-5:] == ["delete", "pods", "-l", "app=flannel",
+                                                   "--wait=false"]:
+            if not os.path.exists(rpath(self.root, ko.ADMIN_CONF)):
+                return 1, "error: the path %s does not exist\n" % ko.ADMIN_CONF
+            return 0, 'pod "kube-flannel-ds-amd64-x7k2p" deleted\n'
+        if argv[0] == "kubectl" and "apply" in argv:
+            manifest = argv[argv.index("-f") + 1]
+            for path in (ko.ADMIN_CONF, manifest):
+                if not os.path.exists(rpath(self.root, path)):
+                    return 1, "error: the path %s does not exist\n" % path
+            cluster.applied.append(manifest)
+            return 0, "daemonset.apps/kube-flannel-ds-amd64 created\n"
+        for prefix, rc, out in self.expected:
+            if tuple(argv[:len(prefix)]) == prefix:
+                self.matched.add(prefix)
+                return rc, out
+        self.unknown(argv)
 
 
 def install_fake(monkeypatch, root, cluster=None):

@@ -193,6 +193,9 @@ def test_docker_load_breaks_on_a_changed_layer(dockerd, tmp_path, as_tar):
 def test_ctr_import_breaks_on_a_changed_layer(containerd, tmp_path, as_tar):
     ctx, bundle, repo = changed_bundle_context(tmp_path, "containerd",
                                                containerd.sock, as_tar=as_tar)
+    # flannel keeps its quay.io name (no repo prefix): another test of the
+    # session may have imported its own flannel into this containerd.
+    before = ko.containerd_images(ctx)
     try:
         with pytest.raises(ko.BundleError) as exc:
             ko.phase_images(ctx)
@@ -200,6 +203,6 @@ def test_ctr_import_breaks_on_a_changed_layer(containerd, tmp_path, as_tar):
         have = ko.containerd_images(ctx)
         for image in bundle.images_for_role("worker"):
             name = ko._normalize_image_name(ko.image_target(image, repo))
-            assert name not in have, name
+            assert have.get(name) == before.get(name), name
     finally:
         bundle.close()

@@ -23,9 +23,12 @@ import tarfile
 
 import pytest
 
-from fixtures import fileserver, images
+from fixtures import K8S_VERSION, fileserver, images
 
-VERSION = "v1.16.0"
+import install_support as sup
+from install_support import ko
+
+VERSION = K8S_VERSION
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "k8s_offline.py")
 CLI_TIMEOUT = 600
@@ -264,8 +267,10 @@ def test_bundle_json_images_match_the_registry(amd64_bundle, test_images, anon_r
 
 def test_control_plane_refs_are_what_kubeadm_looks_for(amd64_bundle):
     refs = {i["ref"] for i in amd64_bundle.meta["images"]}
-    for name in ("kube-apiserver:v1.16.0", "kube-controller-manager:v1.16.0",
-                 "kube-scheduler:v1.16.0", "kube-proxy:v1.16.0", "pause:3.1",
+    for name in ("kube-apiserver:" + VERSION,
+                 "kube-controller-manager:" + VERSION,
+                 "kube-scheduler:" + VERSION, "kube-proxy:" + VERSION,
+                 "pause:3.1",
                  "etcd:3.3.15-0", "coredns:1.6.2"):
         assert "k8s.gcr.io/" + name in refs
     assert "quay.io/coreos/flannel:v0.11.0-amd64" in refs
@@ -348,7 +353,7 @@ def test_docker_load_and_run(dockerd, amd64_bundle, extracted, test_images):
         for img in amd64_bundle.meta["images"]:
             assert _docker_image_id(img["ref"]) == img["config_digest"], img["ref"]
         want = expected_refs(test_images)
-        for ref in ("k8s.gcr.io/kube-apiserver:v1.16.0", "k8s.gcr.io/pause:3.1",
+        for ref in ("k8s.gcr.io/kube-apiserver:" + VERSION, "k8s.gcr.io/pause:3.1",
                     "quay.io/coreos/flannel:v0.11.0-amd64"):
             r = _docker("run", "--rm", "--network", "none", ref, "sh", "-c", "cat /msg")
             assert r.stdout == want[ref].platforms["amd64"].msg
@@ -433,9 +438,9 @@ def test_bundle_through_token_auth(run_cli, make_bundle_args, make_docker_config
     seen = token_server.requests_seen[before:]
     assert seen and all(s[1] == "tester" and s[2] == 200 for s in seen), seen
     b = BundleTar(str(out))
-    api = b.image("k8s.gcr.io/kube-apiserver:v1.16.0")
+    api = b.image("k8s.gcr.io/kube-apiserver:" + VERSION)
     assert api["manifest_digest"] == \
-        test_images.get("kube-apiserver:v1.16.0").platforms["amd64"].manifest_digest
+        test_images.get("kube-apiserver:" + VERSION).platforms["amd64"].manifest_digest
 
 
 def test_bundle_through_basic_auth(run_cli, make_bundle_args, make_docker_config,
@@ -562,3 +567,37 @@ def test_fail_output_dir_unwritable(run_cli, bundle_args, tmp_path):
     line = one_error_line(rc, err)
     assert "/proc" in line
     assert not os.path.lexists(out)
+
+
+# -- bundle runs the hosts' checks before it writes (issue 22) -------------------
+
+def test_an_image_list_longer_than_verify_takes_is_refused_first(run_cli,
+                                                                  tmp_path):
+    """600 images: verify on the host would refuse the bundle; bundle
+    refuses it before the first download."""
+    listing = tmp_path / "images.txt"
+    listing.write_text("".join("registry.local:5000/app%d:1\n" % number
+                               for number in range(600)))
+    rc, out, err = run_cli("bundle", "--image-list", str(listing), "--output",
+                           str(tmp_path / "out" / "b.tar"), "--cache-dir",
+                           str(tmp_path / "cache"), "--no-progress",
+                           timeout=120)
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "at most %d images" % ko.MAX_BUNDLE_IMAGES in lines[0], err
+    out_dir = str(tmp_path / "out")
+    assert not os.path.exists(out_dir) or os.listdir(out_dir) == []
+
+
+def test_a_bundle_json_verify_would_refuse_is_never_written(tmp_path):
+    """A manifest served as text/html passes the registry client but not
+    verify's schema: bundle checks bundle.json as the hosts will, first."""
+    bundle = ko.Bundle(sup.make_bundle(str(tmp_path)))
+    meta = json.loads(json.dumps(bundle.meta))
+    bundle.close()
+    ko.require_bundle_before_writing(meta)
+    meta["images"][0]["manifest_media_type"] = "text/html"
+    with pytest.raises(ko.UserError) as caught:
+        ko.require_bundle_before_writing(meta)
+    assert "images[0].manifest_media_type" in str(caught.value)
+    assert "verify on the hosts would refuse" in str(caught.value)

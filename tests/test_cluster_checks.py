@@ -69,6 +69,9 @@ def test_cert_command_by_version():
 def test_remove_node_drains_then_deletes(host, capsys):
     root, runner = host
     sup.write(root, ko.ADMIN_CONF, "x")
+    kubectl = ("kubectl", "--kubeconfig", ko.ADMIN_CONF)
+    runner.expect(*kubectl + ("drain", "node-b"))
+    runner.expect(*kubectl + ("delete", "node", "node-b"))
     assert ko.main(["remove-node", "node-b", "--root", root]) == 0
     cmds = [" ".join(a) for a in runner.commands()]
     drain = [i for i, c in enumerate(cmds) if " drain node-b" in c]
@@ -84,6 +87,8 @@ def test_remove_node_of_a_gone_node_deletes_without_draining(host, capsys):
     root, runner = host
     sup.write(root, ko.ADMIN_CONF, "x")
     runner.cluster.node_ready = False
+    runner.expect("kubectl", "--kubeconfig", ko.ADMIN_CONF, "delete", "node",
+                  "node-b")
     assert ko.main(["remove-node", "node-b", "--root", root]) == 0
     cmds = [" ".join(a) for a in runner.commands()]
     assert not [c for c in cmds if " drain " in c]

@@ -18,8 +18,9 @@ import time
 
 import pytest
 
-from install_support import (FakeRunner, HOST_IP, install_fake, ko,
-                             make_root, snapshot, write)
+from install_support import (FakeRunner, HOST_IP, K8S_VERSION, install_fake,
+                             ko, make_root, snapshot, write)
+from test_hostile_stick import deadline
 
 OPENSSL = shutil.which("openssl")
 
@@ -134,10 +135,16 @@ def make_master(root, days=365):
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\n" % component
         write(root, "%s/%s.yaml" % (ko.MANIFEST_DIR, component), text, 0o600)
     write(root, "/usr/bin/kubeadm", "#!/bin/sh\n", 0o755)
-    write(root, ko.INIT_CONFIG, '{"kind": "InitConfiguration"}\n', 0o600)
+    # What master wrote there (restore runs kubeadm init with it again).
+    write(root, ko.INIT_CONFIG, json.dumps(
+        {"apiVersion": "kubeadm.k8s.io/v1beta2", "kind": "InitConfiguration",
+         "nodeRegistration": {"name": "node-a"}}) + "\n---\n" + json.dumps(
+        {"apiVersion": "kubeadm.k8s.io/v1beta2",
+         "kind": "ClusterConfiguration", "kubernetesVersion": K8S_VERSION})
+        + "\n", 0o600)
     write(root, ko.STATE_FILE, json.dumps({
         "role": "master", "init": "done", "cri": "docker", "node": "node-a",
-        "kubernetes_version": "v1.16.0",
+        "kubernetes_version": K8S_VERSION,
         "kubeconfigs": ["/root/.kube/config"]}), 0o600)
     with open(os.path.join(root, "etc/kubernetes/admin.conf"), "rb") as h:
         write(root, "/root/.kube/config", h.read().decode(), 0o600)
@@ -155,7 +162,7 @@ class DayTwoRunner(FakeRunner):
 
     def __init__(self, root, cluster=None):
         super(DayTwoRunner, self).__init__(root, cluster)
-        self.kubeadm_version = "v1.16.0"
+        self.kubeadm_version = K8S_VERSION
         self.generation = dict((c, 1) for c in COMPONENTS)
         self.stopped = set()
         self.renewed = False
@@ -474,7 +481,7 @@ def test_backup_writes_one_private_file_with_its_sha256(master, capsys):
     assert meta["etcd"] == {"image": ETCD_IMAGE, "name": "node-a",
                             "peer_url": "https://%s:2380" % HOST_IP,
                             "client_url": "https://127.0.0.1:2379"}
-    assert meta["kubernetes_version"] == "v1.16.0"
+    assert meta["kubernetes_version"] == K8S_VERSION
     assert meta["cluster_ca_sha256"] == hashlib.sha256(ca).hexdigest()
     run = runner.ran("docker", "run")[0]
     assert run[run.index("--entrypoint") + 1] == "etcdctl"
@@ -497,6 +504,8 @@ def test_backup_through_containerd(master, capsys):
     state["cri"] = "containerd"
     write(root, ko.STATE_FILE, json.dumps(state), 0o600)
     runner.cluster.containerd_images["k8s.gcr.io/etcd:3.3.15-0"] = "sha256:1"
+    runner.expect("ctr", "--address", "/run/containerd/containerd.sock", "-n",
+                  "k8s.io", "run")
     code, _, err, _ = backup(capsys, root)
     # the fake runner does not write the snapshot for ctr: the tool says so
     assert code == 2 and "etcdctl wrote no snapshot" in err
@@ -660,6 +669,32 @@ def rewrite_backup(path, change):
         handle.write(hashlib.sha256(raw.getvalue()).hexdigest() + "  x\n")
 
 
+def write_backup_as_is(path, change):
+    """Rebuild the backup with change(files) applied to every member,
+    backup.json included and left as it is (only the .sha256 matches)."""
+    with tarfile.open(path) as tar:
+        files = dict((m.name, tar.extractfile(m).read()) for m in tar)
+    change(files)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    open(path, "wb").write(raw.getvalue())
+    open(path + ".sha256", "w").write(
+        hashlib.sha256(raw.getvalue()).hexdigest() + "\n")
+
+
+def listed_sha(name, value):
+    """A change for write_backup_as_is: backup.json lists value for name."""
+    def change(files):
+        meta = json.loads(files["backup.json"])
+        meta["files"][name] = value
+        files["backup.json"] = json.dumps(meta).encode()
+    return change
+
+
 def other_ca(meta, files):
     files["pki/ca.crt"] = b"another CA"
     meta["cluster_ca_sha256"] = hashlib.sha256(b"another CA").hexdigest()
@@ -672,13 +707,13 @@ def other_ca(meta, files):
     ("bad-sha-flag", "bad --sha256"),
     ("wrong-sha-flag", "is damaged"),
     ("not-root", "must run as root"),
-    ("other-version", "the backup is of Kubernetes v1.16.0 but this host's "
-                      "kubeadm is v1.17.3"),
+    ("other-version", "the backup is of Kubernetes %s but this host's "
+                      "kubeadm is v1.17.3" % K8S_VERSION),
     ("other-format", "a backup format this tool does not know"),
     ("hostile-name", "unexpected entry"),
     ("dot-dot", "unexpected entry"),
-    ("etcd-name-newline", "bad etcd name or peer URL"),
-    ("peer-url-newline", "bad etcd name or peer URL"),
+    ("etcd-name-newline", "backup.json field etcd.name"),
+    ("peer-url-newline", "backup.json field etcd.peer_url"),
     ("member-sha", "does not match its sha256"),
     ("other-cluster", "the CA of another cluster"),
     ("running", "still runs a control plane"),
@@ -717,21 +752,7 @@ def test_restore_bad_input_is_one_line_and_changes_nothing(
         rewrite_backup(path, lambda meta, files: meta["etcd"].update(
             {key: meta["etcd"][key] + "\n"}))
     elif case == "member-sha":
-        rewrite_backup(path, lambda meta, files: None)
-        with tarfile.open(path) as tar:
-            files = dict((m.name, tar.extractfile(m).read()) for m in tar)
-        meta = json.loads(files["backup.json"])
-        meta["files"]["pki/ca.crt"] = "0" * 64
-        files["backup.json"] = json.dumps(meta).encode()
-        raw = io.BytesIO()
-        with tarfile.open(fileobj=raw, mode="w:gz") as tar:
-            for name, data in sorted(files.items()):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        open(path, "wb").write(raw.getvalue())
-        open(path + ".sha256", "w").write(
-            hashlib.sha256(raw.getvalue()).hexdigest() + "\n")
+        write_backup_as_is(path, listed_sha("pki/ca.crt", "0" * 64))
     elif case == "other-cluster":
         rewrite_backup(path, other_ca)
         make_cert(os.path.join(root, "etc/kubernetes/pki"), "ca", 10)
@@ -901,3 +922,249 @@ def test_backup_and_restore_with_a_real_etcd(tmp_path, monkeypatch, capsys):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+# -- restore: hostile backups (issue 22) ---------------------------------------
+
+def assert_restore_refused(capsys, root, runner, path, expected, *extra):
+    """restore PATH: rc 2, one error line holding expected, no traceback,
+    the --root tree byte-identical and no kubeadm or container run."""
+    before = snapshot(root)
+    runner.calls[:] = []
+    with deadline(10):
+        code, _, err = run_tool(capsys, root, "restore", path, *extra)
+    assert code == 2, err
+    assert len(error_lines(err)) == 1, err
+    assert err.strip().splitlines()[-1] == error_lines(err)[0], err
+    assert "Traceback" not in err and "error: unexpected" not in err, err
+    assert expected in error_lines(err)[0], err
+    assert snapshot(root) == before
+    assert [a for a in runner.commands() if a[0] in ("kubeadm", "docker")
+            and a[:2] not in (["kubeadm", "version"], ["docker", "image"])] == []
+
+
+def _sha256_fifo(path):
+    os.unlink(path + ".sha256")
+    os.mkfifo(path + ".sha256")
+
+
+def _sha256_zero(path):
+    os.unlink(path + ".sha256")
+    os.symlink("/dev/zero", path + ".sha256")
+
+
+def _sha256_folder(path):
+    os.unlink(path + ".sha256")
+    os.mkdir(path + ".sha256")
+
+
+def _sha256_huge(path):
+    with open(path + ".sha256", "a") as handle:
+        handle.write(" " * (1 << 20))
+
+
+@pytest.mark.parametrize("change,expected", [
+    (_sha256_fifo, ".sha256 is not a regular file"),
+    (_sha256_zero, ".sha256 is not a regular file"),
+    (_sha256_folder, ".sha256 is not a regular file"),
+    (_sha256_huge, ".sha256 is larger than"),
+], ids=["fifo", "dev-zero", "folder", "huge"])
+def test_restore_reads_the_sha256_file_bounded_and_never_hangs(
+        backed_up, capsys, change, expected):
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    change(path)
+    assert_restore_refused(capsys, root, runner, path, expected)
+
+
+def test_restore_opens_the_backup_without_blocking(backed_up, capsys,
+                                                   monkeypatch):
+    """A backup that turns into a FIFO after the first look cannot hang
+    the open: the file is opened non-blocking and must be regular."""
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    digest = open(path + ".sha256").read().split()[0]
+    os.unlink(path)
+    os.mkfifo(path)
+    monkeypatch.setattr(ko.os.path, "isfile", lambda p: True)
+    assert_restore_refused(capsys, root, runner, path,
+                           "is not a regular file", "--sha256", digest)
+
+
+def scratch_peak(monkeypatch):
+    """The bytes restore's private scratch folder held when it was
+    removed (what a backup could make it write before refusing)."""
+    seen = []
+    close = ko.BackupArchive.close
+
+    def measured(archive):
+        total = 0
+        for folder, _, files in os.walk(archive.folder):
+            total += sum(os.path.getsize(os.path.join(folder, name))
+                         for name in files)
+        seen.append(total)
+        close(archive)
+    monkeypatch.setattr(ko.BackupArchive, "close", measured)
+    return seen
+
+
+def _inflating_snapshot(meta, files):
+    files["etcd/snapshot.db"] = bytes(64 << 20)
+
+
+def _many_members(meta, files):
+    for number in range(5000):
+        files["pki/m%04d.crt" % number] = b"x"
+
+
+def _big_pki_member(meta, files):
+    files["pki/big.crt"] = b"x" * (2 << 20)
+
+
+@pytest.mark.parametrize("change,wrong_sha,expected", [
+    (_inflating_snapshot, True, "etcd/snapshot.db does not match its sha256"),
+    (_many_members, False, "holds more than"),
+    (_big_pki_member, False, "pki/big.crt is larger than"),
+], ids=["inflating-snapshot", "5000-members", "2MiB-pki-member"])
+def test_restore_checks_every_member_before_it_writes_one(
+        backed_up, capsys, monkeypatch, change, wrong_sha, expected):
+    root, runner, path, _ = backed_up
+    reset_host(root)
+
+    def hostile(meta, files):
+        change(meta, files)
+    rewrite_backup(path, hostile)
+    if wrong_sha:
+        write_backup_as_is(path, listed_sha("etcd/snapshot.db", "0" * 64))
+    assert os.path.getsize(path) < 1 << 20
+    peak = scratch_peak(monkeypatch)
+    assert_restore_refused(capsys, root, runner, path, expected)
+    assert peak and max(peak) < 2 << 20, peak
+
+
+def _no_kubeadm_config(meta, files):
+    del files["kubeadm/kubeadm-init.json"]
+
+
+def _file_and_folder(meta, files):
+    files["pki/zz"] = b"a file"
+    files["pki/zz/x"] = b"and a file under it"
+
+
+@pytest.mark.parametrize("change,expected", [
+    (_no_kubeadm_config, "holds no kubeadm config"),
+    (_file_and_folder, "pki/zz is both a file and a folder"),
+], ids=["no-kubeadm-config", "file-and-folder"])
+def test_restore_refuses_before_the_first_write(backed_up, capsys, change,
+                                                expected):
+    """What the host cannot take is refused before /etc/kubernetes/pki
+    gets its first file, not after 22 of them."""
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    rewrite_backup(path, change)
+    assert_restore_refused(capsys, root, runner, path, expected)
+
+
+def _hostile_state(meta, files):
+    state = json.loads(files["kubeadm/state.json"])
+    state.update(pod_cidr="-", node="node-a\nevil", cri="runc",
+                 kubeconfigs="/etc", evil={"deep": [1]})
+    files["kubeadm/state.json"] = json.dumps(state).encode()
+
+
+def test_restore_keeps_only_the_state_keys_it_checked(backed_up, capsys):
+    """state.json came from the backup: a pod_cidr of "-" would later make
+    reset delete every iptables rule, Docker's too."""
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    rewrite_backup(path, _hostile_state)
+    code, _, err = run_tool(capsys, root, "restore", path)
+    assert code == 0, err
+    state = json.load(open(os.path.join(root, ko.STATE_FILE.lstrip("/"))))
+    assert "evil" not in state and "pod_cidr" not in state, state
+    assert state.get("node") in (None, "node-a") and state["cri"] == "docker"
+    assert state.get("kubeconfigs") in (None, ["/root/.kube/config"]), state
+
+
+def test_reset_checks_the_state_it_reads_again(master, capsys):
+    root, runner = master
+    state = json.load(open(os.path.join(root, ko.STATE_FILE.lstrip("/"))))
+    state["pod_cidr"] = "-"
+    write(root, ko.STATE_FILE, json.dumps(state), 0o600)
+    fed = []
+    execute = runner._execute
+
+    def recording(argv, timeout=300, tee=None, input_text=None):
+        if argv[0] == "iptables-restore":
+            fed.append(input_text)
+        return execute(argv, timeout=timeout, tee=tee, input_text=input_text)
+    runner._execute = recording
+    code, _, err = run_tool(capsys, root, "reset", "--yes")
+    assert code == 0, err
+    assert fed, err
+    assert "-A POSTROUTING -s 172.17.0.0/16 -j MASQUERADE" in fed[0]
+    assert "KUBE-SERVICES" not in fed[0]
+
+
+def _newline_member(meta, files):
+    files["pki/evil.crt\n"] = b"x"
+
+
+def _newline_version(meta, files):
+    meta["kubernetes_version"] = "v1.16.0\n"
+
+
+@pytest.mark.parametrize("change,expected", [
+    (_newline_member, "unexpected entry 'pki/evil.crt\\n'"),
+    (_newline_version, "backup.json field kubernetes_version"),
+], ids=["member-name", "kubernetes-version"])
+def test_restore_refuses_a_trailing_newline(backed_up, capsys, change,
+                                            expected):
+    """^...$ with .match let "name\\n" through: names are full matches."""
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    rewrite_backup(path, change)
+    assert_restore_refused(capsys, root, runner, path, expected)
+
+
+def _meta_set(key, value):
+    return lambda meta, files: meta.update({key: value})
+
+
+@pytest.mark.parametrize("change,expected", [
+    (_meta_set("etcd", ["node-a"]), "backup.json field etcd is list"),
+    (_meta_set("created", "yesterday"), "backup.json field created"),
+    (_meta_set("created", 10 ** 20), "backup.json field created"),
+    (_meta_set("node", {"a": 1}), "backup.json field node"),
+    (_meta_set("runtime", "runc"), "backup.json field runtime"),
+    (_meta_set("cluster_ca_sha256", 7), "backup.json field cluster_ca_sha256"),
+    (_meta_set("evil", 1), "unknown field"),
+    (lambda meta, files: meta["etcd"].update(image=["x"]),
+     "backup.json field etcd.image"),
+    (_meta_set("format", "1"), "a backup format this tool does not know"),
+    (_meta_set("tool_version", ["0.1.0"]), "backup.json field tool_version"),
+    (lambda meta, files: meta["etcd"].update(peer_url="ftp://x:1"),
+     "backup.json field etcd.peer_url"),
+    (_meta_set("cluster_ca_sha256", "AB" * 32),
+     "backup.json field cluster_ca_sha256"),
+    (_meta_set("node", "a" * 300), "backup.json field node"),
+    (lambda meta, files: meta["etcd"].update(evil=1), "unknown field"),
+], ids=["etcd-a-list", "created-a-string", "created-1e20", "node-a-map",
+        "runtime-unknown", "ca-sha-an-int", "unknown-field", "image-a-list",
+        "format-a-string", "tool-version-a-list", "peer-url-ftp",
+        "ca-sha-uppercase", "node-too-long", "etcd-unknown-field"])
+def test_restore_checks_backup_json_against_its_schema(backed_up, capsys,
+                                                       change, expected):
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    rewrite_backup(path, change)
+    assert_restore_refused(capsys, root, runner, path, expected)
+
+
+def test_restore_of_a_deeply_nested_backup_json(backed_up, capsys):
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    write_backup_as_is(path, lambda files: files.update({
+        "backup.json": b'{"format": 1, "x": ' + b"[" * 100000 +
+        b"]" * 100000 + b"}"}))
+    assert_restore_refused(capsys, root, runner, path, "unreadable backup.json")

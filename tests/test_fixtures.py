@@ -13,7 +13,7 @@ import urllib.parse
 
 import requests
 
-from fixtures import images
+from fixtures import K8S_VERSION, images
 from fixtures.images import ACCEPT_ALL
 
 TIMEOUT = 30
@@ -68,7 +68,7 @@ def test_every_manifest_and_blob_matches_its_digest(anon_registry, test_images):
 
 
 def test_manifest_list_has_two_platforms_with_different_content(anon_registry, test_images):
-    for name in ("kube-apiserver:v1.16.0", "pause:3.1"):
+    for name in ("kube-apiserver:" + K8S_VERSION, "pause:3.1"):
         img = test_images.get(name)
         r = requests.get("%s/v2/%s/manifests/%s" % (anon_registry.url, img.name, img.tag),
                          headers={"Accept": ACCEPT_ALL}, timeout=TIMEOUT)
@@ -82,7 +82,7 @@ def test_manifest_list_has_two_platforms_with_different_content(anon_registry, t
         assert amd.msg != arm.msg and "amd64" in amd.msg and "arm64" in arm.msg
         assert amd.layers[0] == test_images.base_layers["amd64"]
         assert arm.layers[0] == test_images.base_layers["arm64"]
-    assert test_images.get("kube-apiserver:v1.16.0").media_type == images.DOCKER_LIST
+    assert test_images.get("kube-apiserver:" + K8S_VERSION).media_type == images.DOCKER_LIST
     assert test_images.get("pause:3.1").media_type == images.OCI_INDEX
 
 
@@ -130,11 +130,11 @@ def test_basic_registry_rejects_bad_password(basic_registry, test_images):
     assert r.headers["WWW-Authenticate"].startswith("Basic ")
     assert requests.get(url, auth=("tester", "wrong"), timeout=TIMEOUT).status_code == 401
     assert requests.get(url, auth=("nobody", "s3cret-Pa55"), timeout=TIMEOUT).status_code == 401
-    ok = requests.get(basic_registry.url + "/v2/kube-proxy/manifests/v1.16.0",
+    ok = requests.get(basic_registry.url + "/v2/kube-proxy/manifests/" + K8S_VERSION,
                       auth=("tester", "s3cret-Pa55"), headers={"Accept": ACCEPT_ALL},
                       timeout=TIMEOUT)
     assert ok.status_code == 200
-    assert ok.headers["Docker-Content-Digest"] == test_images.get("kube-proxy:v1.16.0").digest
+    assert ok.headers["Docker-Content-Digest"] == test_images.get("kube-proxy:" + K8S_VERSION).digest
 
 
 def _token(token_server, challenge_params, auth):
@@ -146,7 +146,7 @@ def _token(token_server, challenge_params, auth):
 
 
 def test_token_registry_challenges_and_accepts_token(token_registry, token_server, test_images):
-    img = test_images.get("kube-apiserver:v1.16.0")
+    img = test_images.get("kube-apiserver:" + K8S_VERSION)
     url = "%s/v2/%s/manifests/%s" % (token_registry.url, img.name, img.tag)
     r = requests.get(url, headers={"Accept": ACCEPT_ALL}, timeout=TIMEOUT)
     assert r.status_code == 401
@@ -191,14 +191,16 @@ def test_file_server_serves_tree_and_sha256(file_server):
             if base in ("kubeadm", "kubelet", "kubectl"):
                 s = requests.get(file_server.url_for(url) + ".sha256", timeout=TIMEOUT)
                 assert s.text == file_server.sha256(base, arch)
-    kubeadm = file_server.url_for("https://dl.k8s.io/release/v1.16.0/bin/linux/amd64/kubeadm")
+    kubeadm = file_server.url_for(
+        "https://dl.k8s.io/release/%s/bin/linux/amd64/kubeadm" % K8S_VERSION)
     assert kubeadm.startswith("http://127.0.0.1:")
     assert requests.get(file_server.base_url + "/dl.k8s.io/nope", timeout=TIMEOUT).status_code == 404
     assert requests.get(file_server.base_url + "/../etc/passwd", timeout=TIMEOUT).status_code == 404
 
 
 def test_file_server_honours_range(file_server):
-    url = file_server.url_for("https://dl.k8s.io/release/v1.16.0/bin/linux/amd64/kubelet")
+    url = file_server.url_for(
+        "https://dl.k8s.io/release/%s/bin/linux/amd64/kubelet" % K8S_VERSION)
     with open(file_server.path("kubelet"), "rb") as f:
         data = f.read()
     size = len(data)
@@ -222,7 +224,7 @@ def test_file_server_honours_range(file_server):
 def test_stand_in_files_are_usable(file_server, tmp_path):
     out = subprocess.run(["sh", file_server.path("kubeadm")], stdout=subprocess.PIPE,
                          text=True, timeout=TIMEOUT)
-    assert out.returncode == 0 and "kubeadm v1.16.0 linux/amd64" in out.stdout
+    assert out.returncode == 0 and "kubeadm %s linux/amd64" % K8S_VERSION in out.stdout
     with tarfile.open(file_server.path("cni-plugins-amd64-v0.7.5.tgz")) as tf:
         assert {"./flannel", "./bridge", "./host-local", "./portmap", "./loopback"} <= set(tf.getnames())
     with tarfile.open(file_server.path("crictl-v1.16.1-linux-amd64.tar.gz")) as tf:

@@ -126,7 +126,7 @@ META_CASES = [
      "files has the name"),
     ("image-ref-dash", _set(("images", 0, "ref"), "-evil.io/x:1"),
      "images[0].ref"),
-    ("image-tag-newline", _set(("images", 0, "tag"), "v1.16.0\n"),
+    ("image-tag-newline", _set(("images", 0, "tag"), sup.K8S_VERSION + "\n"),
      "images[0].tag"),
     ("image-repository-quote", _set(("images", 0, "repository"),
                                     'pause"\nBinaryName = "/tmp/evil'),
@@ -134,12 +134,61 @@ META_CASES = [
     ("image-digest-short", _set(("images", 0, "config_digest"), "sha256:12"),
      "images[0].config_digest"),
     ("unknown-field", _set(("evil",), 1), "unknown field"),
-    ("name-mismatch", _set(("name",), "k8s-offline-v1.16.0-linux-arm64"),
+    ("name-mismatch", _set(("name",), "k8s-offline-%s-linux-arm64"
+                                  % sup.K8S_VERSION),
      "field name"),
     ("flannel-unlisted", _set(("flannel_manifest",), "manifests/other.yml"),
      "manifests/other.yml"),
     ("unit-key-unknown", _set(("systemd", "evil.service"),
                               "systemd/kubelet.service"), "systemd has the name"),
+    # issue 22: more shapes, and the images every cluster needs
+    ("images-over-the-cap", lambda meta: meta.update(
+        images=meta["images"] * 60), "images is list, expected a list of at"),
+    ("size-a-float", _set(("files", "bin/kubelet", "size"), 1.5),
+     'files["bin/kubelet"].size'),
+    ("size-a-bool", _set(("files", "bin/kubelet", "size"), True),
+     'files["bin/kubelet"].size'),
+    ("sha-short", _set(("files", "bin/kubelet", "sha256"), "ab" * 31),
+     'files["bin/kubelet"].sha256'),
+    ("layers-over-the-cap", _set(("images", 0, "layers"),
+                                 ["sha256:" + "a" * 64] * 1001),
+     "images[0].layers"),
+    ("image-name-newline", _set(("images", 0, "name"), "pause\n"),
+     "images[0].name"),
+    ("manifest-text-html", _set(("images", 0, "manifest_media_type"),
+                                "text/html"), "images[0].manifest_media_type"),
+    ("image-kubeadm-a-string", _set(("images", 0, "kubeadm"), "yes"),
+     "images[0].kubeadm"),
+    ("versions-a-list", _set(("versions",), ["v1.16.0"]), "versions is list"),
+    ("version-newline", _set(("kubernetes_version",), "v1.16.0\n"),
+     "kubernetes_version"),
+    ("arch-newline", _set(("arch",), "amd64\n"), "arch"),
+    ("name-newline", _set(("name",), "k8s-offline-v1.16.0-linux-amd64\n"),
+     "field name"),
+    ("tool-version-a-list", _set(("tool_version",), ["0.1.0"]),
+     "tool_version"),
+    ("file-name-absolute", _rename_file("bin/kubelet", "/etc/passwd"),
+     "files has the name"),
+    ("flannel-traversal", _set(("flannel_manifest",), "../x.yml"),
+     "flannel_manifest"),
+    ("binary-absolute", _set(("binaries", "kubelet"), "/bin/sh"),
+     'binaries["kubelet"]'),
+    ("unit-traversal", _set(("systemd", "kubelet.service"),
+                            "systemd/../../x"), 'systemd["kubelet.service"]'),
+    ("script-elsewhere", _set(("script",), "evil.py"), "script"),
+    ("no-coredns-image", lambda meta: meta.update(images=[
+        i for i in meta["images"] if i["name"] != "coredns"]),
+     "has no coredns image"),
+    ("no-etcd-image", lambda meta: meta.update(images=[
+        i for i in meta["images"] if i["name"] != "etcd"]),
+     "has no etcd image"),
+    ("no-kube-proxy-image", lambda meta: meta.update(images=[
+        i for i in meta["images"] if i["name"] != "kube-proxy"]),
+     "has no kube-proxy image"),
+    ("flannel-as-kubeadm", lambda meta: [i.update(kubeadm=True) for i in
+                                         meta["images"]
+                                         if i["name"] == "flannel"],
+     "has no flannel image"),
 ]
 
 
@@ -197,6 +246,20 @@ def _folder_link(bundle):
     os.symlink("sd", os.path.join(bundle, "systemd"))
 
 
+def _dev_zero(relpath):
+    def change(bundle):
+        os.unlink(os.path.join(bundle, relpath))
+        os.symlink("/dev/zero", os.path.join(bundle, relpath))
+    return change
+
+
+def _folder_for(relpath):
+    def change(bundle):
+        os.unlink(os.path.join(bundle, relpath))
+        os.mkdir(os.path.join(bundle, relpath))
+    return change
+
+
 LAYOUT_CASES = [
     ("link-loop", _link_loop, "images/loop"),
     ("unlisted-folder", _extra_folder, "bundle folder extra"),
@@ -206,6 +269,10 @@ LAYOUT_CASES = [
     ("link-member", _link_to_copy("bin/kubelet"), "bin/kubelet"),
     ("link-member-outside", _link_outside("bin/kubeadm"), "bin/kubeadm"),
     ("link-folder", _folder_link, "systemd"),
+    # issue 22
+    ("sha256-dev-zero", _dev_zero(ko.BUNDLE_JSON_SHA), ko.BUNDLE_JSON_SHA),
+    ("member-a-folder", _folder_for("bin/kubelet"), "bin/kubelet"),
+    ("bundle-json-a-folder", _folder_for(ko.BUNDLE_JSON), ko.BUNDLE_JSON),
 ]
 
 
@@ -316,7 +383,30 @@ FLAG_CASES = [
     ("skip-preflight", ["--skip-phases", "preflight"],
      "--skip-phases preflight is refused"),
     ("wait-timeout-zero", ["--wait-timeout", "0"], "--wait-timeout"),
+    # issue 22: a file flag naming a folder, and YAML that is slow or deep
+    ("extra-a-folder", lambda t: ["--kubeadm-config-extra", str(t)],
+     "not a regular file"),
+    ("extra-not-utf8", lambda t: ["--kubeadm-config-extra", _extra_bytes(
+        t, b"kind: \xff\n")], "not UTF-8"),
+    ("extra-deep-json", lambda t: ["--kubeadm-config-extra", _extra_bytes(
+        t, b"[" * 100000 + b"]" * 100000)], "cannot be read"),
+    ("extra-deep-flow", lambda t: ["--kubeadm-config-extra", _extra(
+        "apiVersion: v1\nkind: KubeProxyConfiguration\nmode: " +
+        "[" * 200 + "]" * 200 + "\n")(t)], "cannot be read"),
+    ("extra-a-line-of-spaces", lambda t: ["--kubeadm-config-extra", _extra(
+        "x" + " " * (ko.MAX_EXTRA_CONFIG_BYTES - 8) + "y\n")(t)],
+     "cannot be read"),
+    ("pod-cidr-garbage", ["--pod-network-cidr", "10.244.0.0/16\n"],
+     "--pod-network-cidr"),
+    ("wait-timeout-negative", ["--wait-timeout", "-5"], "--wait-timeout"),
 ]
+
+
+def _extra_bytes(tmp_path, data):
+    path = str(tmp_path / "extra.bin")
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return path
 
 
 @pytest.mark.parametrize("flags,expected", [c[1:] for c in FLAG_CASES],
@@ -422,6 +512,20 @@ JOIN_CASES = [
      "bad --image-repository"),
     ("skip-verify", _join(), ["--skip-phases", "verify"],
      "--skip-phases verify is refused"),
+    # issue 22
+    ("join-file-a-folder", lambda t: str(t), [], "not a regular file"),
+    ("join-file-a-list", lambda t: _extra_bytes(t, b"[1, 2]"), [],
+     "is not a join file"),
+    ("join-file-not-utf8", lambda t: _extra_bytes(t, b'{"token": "\xff"}'),
+     [], "is not valid JSON"),
+    ("token-uppercase", _join(token=sup.TOKEN.upper()), [], "bad token"),
+    ("hash-short", _join(discovery_token_ca_cert_hash="sha256:" + "ab" * 31),
+     [], "bad CA hash"),
+    ("other-version", _join(kubernetes_version="v1.17.0"), [],
+     "is for kubernetes version v1.17.0"),
+    ("other-arch", _join(arch="arm64"), [], "is for arch arm64"),
+    ("endpoint-inner-newline", _join(api_server_endpoint="10.0.0.1\n:6443"),
+     [], "bad API server endpoint"),
 ]
 
 
@@ -584,8 +688,7 @@ def test_c_locale_log_of_a_non_ascii_name(tmp_path):
     """The run log under a C locale (Python 3.6 when present: it has no
     UTF-8 coercion) takes a non-ASCII file name without a traceback."""
     import subprocess
-    py36 = os.path.expanduser("~/.pyenv/versions/3.6.15/bin/python3")
-    python = py36 if os.path.exists(py36) else sys.executable
+    python = sup.find_python36() or sys.executable
     root = tmp_path / "root"
     sup.write(str(root), "/etc/cni/net.d/m\u00fcnchen.conf", "{}")
     (root / "var" / "log").mkdir(parents=True)
@@ -616,3 +719,213 @@ def test_dry_run_may_leave_out_the_safety_phases_loudly(tmp_path, host, capsys,
     assert "warning: the verify phase is left out of this dry run" in err
     assert "warning: the preflight phase is left out of this dry run" in err
     assert sup.tree(str(tmp_path)) == before
+
+
+# -- a sudo user's ~/.kube (issue 22) -------------------------------------------
+
+def _kube_link(root):
+    """~alice/.kube is alice's link to a folder root reads as config."""
+    os.makedirs(os.path.join(root, "etc/apt/apt.conf.d"))
+    os.symlink("../../etc/apt/apt.conf.d", os.path.join(root,
+                                                       "home/alice/.kube"))
+
+
+def _kube_not_hers(root):
+    os.makedirs(os.path.join(root, "home/alice/.kube"))
+    os.chown(os.path.join(root, "home/alice/.kube"), 0, 0)
+
+
+def _config_link(root):
+    os.makedirs(os.path.join(root, "home/alice/.kube"))
+    os.chown(os.path.join(root, "home/alice/.kube"), 1000, 1000)
+    sup.write(root, "/etc/shadow-like", "keep")
+    os.symlink("../../../etc/shadow-like", os.path.join(
+        root, "home/alice/.kube/config"))
+
+
+@pytest.mark.parametrize("change,refused", [
+    (_kube_link, True), (_kube_not_hers, True), (_config_link, False)],
+    ids=["kube-is-a-link", "kube-not-hers", "config-is-a-link"])
+def test_a_sudo_users_kube_folder_is_never_followed(change, refused, tmp_path,
+                                                    host,
+                                                    capsys, monkeypatch,
+                                                    good_bundle):
+    root, runner = host
+    monkeypatch.setenv("SUDO_USER", "alice")
+    change(root)
+    outside = {rel: entry for rel, entry in sup.tree(root).items()
+               if not rel.startswith(("home/alice", "etc/kubernetes", "var/",
+                                      "root/", "etc/systemd", "usr/", "opt/",
+                                      "etc/sysctl.d", "etc/modules-load.d",
+                                      "etc/crictl.yaml", "etc/fstab",
+                                      "etc/cni", "etc/docker"))}
+    with deadline():
+        code = ko.main(["master", "--root", root, "--bundle", good_bundle,
+                        "--no-progress", "--no-wait", "--skip-phases",
+                        "join-file"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert ("no kubeconfig copied for alice" in err) == refused, err
+    after = sup.tree(root)
+    assert not os.path.exists(os.path.join(root, "etc/apt/apt.conf.d/config"))
+    for rel, entry in outside.items():
+        assert after.get(rel) == entry, rel
+    assert os.path.exists(os.path.join(root, "root/.kube/config"))
+    if not refused:   # the link itself was replaced, not followed
+        st = os.lstat(os.path.join(root, "home/alice/.kube/config"))
+        assert stat.S_ISREG(st.st_mode) and st.st_uid == 1000
+
+
+def test_reset_unlinks_a_kubeconfig_copy_through_its_folder(tmp_path, host,
+                                                            capsys):
+    root, runner = host
+    os.makedirs(os.path.join(root, "etc/apt/apt.conf.d"))
+    sup.write(root, "/etc/apt/apt.conf.d/config", "root runs this")
+    os.symlink("../../etc/apt/apt.conf.d", os.path.join(root,
+                                                       "home/alice/.kube"))
+    sup.write(root, "/root/.kube/config", "kubeconfig", 0o600)
+    sup.write(root, ko.STATE_FILE, json.dumps({
+        "role": "master", "kubeconfigs": ["/root/.kube/config",
+                                          "/home/alice/.kube/config"]}), 0o600)
+    assert ko.main(["reset", "--root", root, "--yes"]) == 0
+    err = capsys.readouterr().err
+    assert os.path.exists(os.path.join(root, "etc/apt/apt.conf.d/config"))
+    assert not os.path.exists(os.path.join(root, "root/.kube/config"))
+    assert "/home/alice/.kube is a link" in err
+
+
+def _drop_image(name):
+    def change(meta):
+        meta["images"] = [image for image in meta["images"]
+                          if image["name"] != name]
+    return change
+
+
+def _flannel_as_extra(meta):
+    for image in meta["images"]:
+        if image["name"] == "flannel":
+            image["extra"] = True
+
+
+@pytest.mark.parametrize("command", ["verify", "master"])
+@pytest.mark.parametrize("change,expected", [
+    (_drop_image("flannel"), "has no flannel image"),
+    (_drop_image("pause"), "has no pause image"),
+    (_drop_image("kube-apiserver"), "has no kube-apiserver image"),
+    (_flannel_as_extra, "has no flannel image"),
+], ids=["no-flannel", "no-pause", "no-apiserver", "flannel-only-extra"])
+def test_a_resigned_bundle_without_a_needed_image_fails_verify(
+        command, change, expected, tmp_path, host, capsys, good_bundle):
+    """Refused by verify, not after kubeadm init."""
+    root, runner = host
+    bundle = fresh_bundle(tmp_path, good_bundle)
+    rewrite_meta(bundle, change)
+    argv = ["verify", bundle] if command == "verify" else \
+        ["master", "--root", root, "--bundle", bundle, "--no-progress"]
+    assert_refused(capsys, tmp_path, argv, expected)
+    assert runner.commands() == []
+
+
+def test_the_run_log_holds_no_token_or_certificate_key(tmp_path, host, capsys,
+                                                       good_bundle):
+    """The run log gets attached to bug reports: kubeadm's output is logged
+    there with its token and certificate key redacted."""
+    root, runner = host
+    bundle = fresh_bundle(tmp_path, good_bundle)
+    assert ko.main(["master", "--root", root, "--bundle", bundle,
+                    "--no-progress", "--no-wait"]) == 0
+    capsys.readouterr()
+    text = open(os.path.join(root, "var/log/k8s-offline.log")).read()
+    with open(os.path.join(bundle, ko.JOIN_FILE_NAME)) as handle:
+        info = json.load(handle)
+    assert info["token"] == sup.TOKEN
+    assert "kubeadm token create" in text
+    assert sup.TOKEN not in text
+    if info.get("certificate_key"):
+        assert info["certificate_key"] not in text
+    assert "abcdef.<redacted>" in text
+    # the join file and kubeadm's own log keep them, private
+    init_log = os.path.join(root, ko.KUBEADM_INIT_LOG.lstrip("/"))
+    assert stat.S_IMODE(os.stat(init_log).st_mode) == 0o600
+
+
+def test_redaction_of_secrets_in_log_text():
+    key = "ab" * 32
+    text = ("kubeadm join 10.0.0.1:6443 --token abcdef.0123456789abcdef "
+            "--discovery-token-ca-cert-hash sha256:%s --certificate-key %s\n"
+            "[upload-certs] Using certificate key:\n%s\n"
+            '"certificateKey": "%s", image sha256:%s' % (key, key, key, key,
+                                                        key))
+    out = ko.redact_secrets(text)
+    assert "0123456789abcdef" not in out
+    assert out.count(key) == 2            # the CA hash and the image digest
+    assert "sha256:" + key in out
+
+
+# -- linear-time YAML (issue 22) -------------------------------------------------
+
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize("text,parses", [
+    ("x" + " " * MIB + "y\n", False),
+    ("kind: A\nx" + " " * MIB + "y\n", False),
+    ("a: [" + "1, " * (MIB // 3) + "1]\n", True),
+    ("a: {" + ", ".join("k%d: v" % i for i in range(MIB // 10)) + "}\n",
+     True),
+    ("a: [" + '"x", ' * (MIB // 5) + '"x"]\n', True),
+    ("a:" + " " * MIB + "b\n", True),
+], ids=["spaces-in-a-line", "spaces-after-a-key", "flow-list", "flow-map",
+        "flow-strings", "spaces-before-a-value"])
+def test_a_1mib_document_parses_in_linear_time(text, parses):
+    """A benchmark-style bound, generous for a loaded machine: linear
+    parsing takes well under a second here, the old quadratic one took
+    minutes (a line of 256 KiB spaces: over a minute)."""
+    import time
+    started = time.monotonic()
+    with deadline(120):
+        try:
+            ko.parse_yaml_document(text)
+            parsed = True
+        except ko.YamlSubsetError:
+            parsed = False
+    took = time.monotonic() - started
+    assert parsed == parses
+    assert took < 10, "%.1f s for 1 MiB" % took
+
+
+def test_the_run_log_under_root_follows_no_link_out_of_it(tmp_path, host,
+                                                         capsys, good_bundle):
+    """/var/log under --root linked elsewhere: the run log is placed
+    through the host's path check, never written outside the root."""
+    root, runner = host
+    outside = tmp_path / "outside-log"
+    outside.mkdir()
+    os.rmdir(os.path.join(root, "var/log"))
+    os.symlink(str(outside), os.path.join(root, "var/log"))
+    with deadline():
+        code = ko.main(["master", "--root", root, "--bundle", good_bundle,
+                        "--no-progress", "--no-wait", "--skip-phases",
+                        "join-file"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, err
+    assert "refusing the host path /var/log" in errors[0]
+    assert os.listdir(str(outside)) == []
+    assert len([line for line in err.splitlines()
+                if "cannot write the log" in line]) == 1, err
+
+
+def test_a_world_writable_join_file_is_warned_about(tmp_path, host, capsys,
+                                                    good_bundle):
+    """FAT32 keeps no file modes: a join file there is world-writable (and
+    readable); join warns, once, and names --join-file outside the stick."""
+    root, runner = host
+    path = sup.write_join_file(tmp_path)
+    os.chmod(path, 0o666)
+    code = ko.main(["join", "--root", root, "--bundle", good_bundle,
+                    "--no-progress", "--no-wait", "--join-file", path])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    warned = [line for line in err.splitlines() if "world-writable" in line]
+    assert len(warned) == 1 and "--join-file" in warned[0], err

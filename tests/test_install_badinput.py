@@ -96,6 +96,7 @@ def test_swap_on(tmp_path, monkeypatch, capsys, bundle_dir):
 def test_swap_on_fixed_with_disable_swap(tmp_path, monkeypatch, capsys,
                                          bundle_dir):
     root, runner = make_host(tmp_path, monkeypatch, swap=True)
+    runner.expect("swapoff", "-a")
     assert ko.main(master(root, bundle_dir, "--disable-swap", "--no-wait",
                           "--skip-phases", "join-file")) == 0
     assert runner.ran("swapoff", "-a")
@@ -141,6 +142,7 @@ def test_warnings_for_selinux_firewalld_nftables(tmp_path, monkeypatch, capsys,
     sup.write(root, "/usr/bin/firewall-cmd", "#!/bin/sh\n", 0o755)
     runner.cluster.firewalld = "active"
     runner.cluster.iptables = "iptables v1.8.7 (nf_tables)"
+    runner.expect("update-alternatives", "--set")
     assert ko.main(master(root, bundle_dir, "--no-wait", "--skip-phases",
                           "join-file")) == 0
     err = capsys.readouterr().err

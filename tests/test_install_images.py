@@ -13,7 +13,6 @@ import pytest
 import install_support as sup
 from install_support import ko
 
-PY36 = os.path.expanduser("~/.pyenv/versions/3.6.15/bin/python3")
 
 
 @pytest.fixture(scope="module")
@@ -96,17 +95,18 @@ def test_containerd_import_names_and_skips(containerd, real_bundle, tmp_path):
     assert not [a for a in again.runner.seen if "import" in a]
 
 
-@pytest.mark.skipif(not os.path.exists(PY36), reason="no Python 3.6 here")
-def test_python36_help_and_dry_run(tmp_path):
+def test_python36_help_and_dry_run(tmp_path, python36):
     script = os.path.join(sup.REPO, "k8s_offline.py")
-    out = subprocess.run([PY36, "-S", script, "--help"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, timeout=60)
+    out = subprocess.run([python36, "-S", script, "--help"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         timeout=60)
     assert out.returncode == 0 and b"master" in out.stdout
     bundle = sup.make_bundle(str(tmp_path / "b"))
     root = sup.make_root(str(tmp_path / "root"))
     before = sup.snapshot(root)
     result = subprocess.run(
-        [PY36, script, "master", "--dry-run", "--root", root, "--bundle", bundle,
+        [python36, script, "master", "--dry-run", "--root", root, "--bundle",
+         bundle,
          "--no-progress", "--apiserver-advertise-address", "192.168.50.10",
          "--skip-phases", "runtime,images,preflight"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)

@@ -25,10 +25,10 @@ def test_join_worker_with_join_file(host, bundle_dir, tmp_path):
         "cgroup-driver": "cgroupfs"}
     assert "controlPlane" not in join
     tags = set(runner.cluster.docker_images)
-    assert "k8s.gcr.io/kube-proxy:v1.16.0" in tags
+    assert "k8s.gcr.io/kube-proxy:" + sup.K8S_VERSION in tags
     assert "k8s.gcr.io/pause:3.1" in tags
     assert "docker.io/library/nginx:1.17" in tags
-    assert "k8s.gcr.io/kube-apiserver:v1.16.0" not in tags
+    assert "k8s.gcr.io/kube-apiserver:" + sup.K8S_VERSION not in tags
     assert "k8s.gcr.io/etcd:3.3.15-0" not in tags
     assert runner.ran("kubeadm", "join", "--config", ko.JOIN_CONFIG)
 
@@ -45,7 +45,7 @@ def test_join_control_plane_with_flags(host, bundle_dir, capsys):
         "join", "kubeconfig", "wait"]
     docs, _ = sup.read_config_documents(rpath(root, ko.JOIN_CONFIG))
     assert docs[0]["controlPlane"]["certificateKey"] == sup.CERT_KEY
-    assert "k8s.gcr.io/kube-apiserver:v1.16.0" in runner.cluster.docker_images
+    assert "k8s.gcr.io/kube-apiserver:" + sup.K8S_VERSION in runner.cluster.docker_images
     assert os.path.exists(rpath(root, "/root/.kube/config"))
 
 

@@ -15,6 +15,8 @@ from install_support import ko, mode, rpath, run
 def test_master_runs_every_phase_in_order(host, bundle_dir, capsys):
     root, runner = host
     join_file = os.path.join(root, "..", "join.json")
+    runner.expect("kubectl", "--kubeconfig", ko.ADMIN_CONF, "taint", "nodes",
+                  "node-a", "node-role.kubernetes.io/master-")
     assert run(root, bundle_dir, "master", "--join-file", join_file,
                "--allow-pods-on-master") == 0
     captured = capsys.readouterr()
@@ -52,7 +54,7 @@ def test_master_runs_every_phase_in_order(host, bundle_dir, capsys):
     assert info["api_server_endpoint"] == sup.HOST_IP + ":6443"
     assert info["token"] == sup.TOKEN
     assert info["discovery_token_ca_cert_hash"] == sup.CA_HASH
-    assert info["kubernetes_version"] == "v1.16.0" and info["arch"] == "amd64"
+    assert info["kubernetes_version"] == sup.K8S_VERSION and info["arch"] == "amd64"
     assert info["certificate_key"] is None
     assert "join --join-file %s" % join_file in captured.out
 
@@ -62,7 +64,7 @@ def test_master_images_are_all_loaded_under_kubeadm_names(host, bundle_dir):
     assert run(root, bundle_dir, "master", "--no-wait",
                "--image-repository", "registry.local:5000/k8s") == 0
     tags = set(runner.cluster.docker_images)
-    assert "registry.local:5000/k8s/kube-apiserver:v1.16.0" in tags
+    assert "registry.local:5000/k8s/kube-apiserver:" + sup.K8S_VERSION in tags
     assert "registry.local:5000/k8s/pause:3.1" in tags
     assert "quay.io/coreos/flannel:v0.11.0-amd64" in tags
     assert "docker.io/library/nginx:1.17" in tags
@@ -112,7 +114,7 @@ def test_kubeadm_config_field_by_field(host, bundle_dir, tmp_path):
         "cgroup-driver": "systemd"}
     assert len(init["certificateKey"]) == 64
     cluster = docs["ClusterConfiguration"]
-    assert cluster["kubernetesVersion"] == "v1.16.0"
+    assert cluster["kubernetesVersion"] == sup.K8S_VERSION
     assert cluster["controlPlaneEndpoint"] == "lb.example:6443"
     assert cluster["networking"]["podSubnet"] == "10.32.0.0/16"
     assert cluster["networking"]["serviceSubnet"] == "10.100.0.0/16"
@@ -135,13 +137,13 @@ def test_kubeadm_config_field_by_field(host, bundle_dir, tmp_path):
 def test_sudo_user_gets_own_kubeconfig(host, bundle_dir, monkeypatch):
     root, runner = host
     monkeypatch.setenv("SUDO_USER", "alice")
-    chowns = []
-    monkeypatch.setattr(ko.os, "chown", lambda p, u, g: chowns.append((p, u, g)))
     assert run(root, bundle_dir, "master", "--no-wait", "--skip-phases",
                "join-file") == 0
     path = rpath(root, "/home/alice/.kube/config")
     assert mode(path) == 0o600
-    assert (path, 1000, 1000) in chowns
+    for owned in (path, os.path.dirname(path)):
+        assert (os.stat(owned).st_uid, os.stat(owned).st_gid) == (1000, 1000)
+    assert mode(os.path.dirname(path)) == 0o700
 
 
 def test_containerd_runtime_config_and_import(host, bundle_dir):
@@ -155,7 +157,7 @@ def test_containerd_runtime_config_and_import(host, bundle_dir):
         assert "unix:///run/containerd/containerd.sock" in handle.read()
     assert runner.ran("ctr", "--address", "/run/containerd/containerd.sock",
                       "-n", "k8s.io", "images", "import", "-")
-    assert "k8s.gcr.io/kube-apiserver:v1.16.0" in runner.cluster.containerd_images
+    assert "k8s.gcr.io/kube-apiserver:" + sup.K8S_VERSION in runner.cluster.containerd_images
     docs, _ = sup.read_config_documents(rpath(root, ko.INIT_CONFIG))
     assert docs[0]["nodeRegistration"]["criSocket"] == \
         "/run/containerd/containerd.sock"
@@ -191,6 +193,8 @@ def test_rerun_after_failure_continues(host, bundle_dir, phase, prefix, capsys):
         shutil.rmtree(rpath(root, "/proc/sys/net/bridge"))
         with open(rpath(root, "/proc/modules"), "w") as handle:
             handle.write("overlay 1 0 - Live 0x0\n")
+        runner.expect("modprobe", "br_netfilter")
+        runner.expect("sysctl", "-w")
     if phase == "runtime":
         runner.cluster.docker_running = False
         sup.write(root, "/usr/bin/dockerd", "#!/bin/sh\n", 0o755)
@@ -267,6 +271,8 @@ def test_modules_loaded_and_persisted_overlay_failure_only_warns(host,
         os.rmdir(rpath(root, "/sys/module/" + module))
     shutil.rmtree(rpath(root, "/proc/sys/net/bridge"))
     open(rpath(root, "/proc/modules"), "w").close()
+    runner.expect("modprobe")
+    runner.expect("sysctl", "-w")
     runner.fail[("modprobe", "overlay")] = 1
     assert run(root, bundle_dir, "master", "--no-wait", "--skip-phases",
                "join-file") == 0

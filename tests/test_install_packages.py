@@ -385,3 +385,44 @@ def test_master_phase_packages_installs_them_before_preflight(
            if r.getMessage().startswith("[") and "done in" in r.getMessage()]
     assert ran == ["verify", "packages", "preflight"]
     assert not runner.ran("kubeadm")
+
+
+def _one_cpu(root, monkeypatch):
+    sup.write(root, "/proc/cpuinfo", "processor\t: 0\n\n")
+
+
+def _swap_on(root, monkeypatch):
+    sup.write(root, "/proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n"
+              "/swapfile file 1048572 0 -2\n")
+
+
+def _port_busy(root, monkeypatch):
+    with open(os.path.join(root, "proc/net/tcp"), "a") as handle:
+        handle.write(sup.tcp_line(6443))
+
+
+def _not_root(root, monkeypatch):
+    monkeypatch.setattr(ko, "current_euid", lambda: 1000)
+
+
+@pytest.mark.parametrize("change,says", [
+    (_one_cpu, "needs at least 2 CPUs"), (_swap_on, "swap is on"),
+    (_port_busy, "6443"), (_not_root, "must run as root")],
+    ids=["1-cpu", "swap-on", "port-6443-busy", "not-root"])
+def test_a_bare_host_preflight_refuses_before_dpkg_runs(
+        change, says, debian_bundle, apt_archives, tmp_path, monkeypatch,
+        capsys):
+    """What no package can fix is refused before the packages phase
+    changes the host, not after dpkg -i has run."""
+    root = bare_debian(str(tmp_path / "root"), apt_archives)
+    runner = fake_host(monkeypatch, root)
+    change(root, monkeypatch)
+    before = sup.snapshot(root)
+    assert ko.main(master_argv(root, debian_bundle)) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and says in errors[0], err
+    assert err.strip().splitlines()[-1] == errors[0]
+    assert "Traceback" not in err
+    assert not runner.ran("dpkg", "--root=" + root, "-i")
+    assert sup.snapshot(root) == before

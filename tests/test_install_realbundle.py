@@ -16,7 +16,7 @@ from install_support import ko
 @pytest.fixture(scope="module")
 def real_bundle(run_cli, bundle_args, tmp_path_factory):
     out = tmp_path_factory.mktemp("realbundle")
-    path = str(out / "k8s-offline-v1.16.0-linux-amd64.tar")
+    path = str(out / ("k8s-offline-%s-linux-amd64.tar" % sup.K8S_VERSION))
     rc, stdout, stderr = run_cli("bundle", *bundle_args, "--output", path,
                                  "--cache-dir", str(out / "cache"))
     assert rc == 0, stderr

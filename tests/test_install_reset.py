@@ -29,6 +29,7 @@ def test_reset_removes_what_we_added(host, bundle_dir, tmp_path):
     sup.write(root, "/etc/cni/net.d/10-flannel.conflist", "{}")
     os.makedirs(rpath(root, "/sys/class/net/flannel.1"))
     runner.calls[:] = []
+    runner.expect("ip", "link", "delete", "flannel.1")
     assert ko.main(["reset", "--root", root, "--yes"]) == 0
     for path in ("/etc/kubernetes", "/root/.kube/config", ko.STATE_DIR,
                  "/etc/cni/net.d/10-flannel.conflist"):
@@ -39,6 +40,9 @@ def test_reset_removes_what_we_added(host, bundle_dir, tmp_path):
     assert "ip link delete flannel.1" in cmds
     assert "ip link delete cni0" not in cmds
     assert "iptables-restore" in cmds
+    restored = runner.cluster.iptables_restored
+    assert len(restored) == 1 and "MASQUERADE" in restored[0]
+    assert "KUBE-" not in restored[0]
 
 
 def test_iptables_filter_keeps_other_rules():

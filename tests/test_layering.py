@@ -1,6 +1,11 @@
 """k8s_offline.py is layered: its sections (the `# ====` banner blocks) come
 in data-flow order, and no function uses a module-level name that a later
-section defines.  A reader can then read the file top to bottom."""
+section defines.  A reader can then read the file top to bottom.
+
+The sections are the kernel, the profiles, what the install-mode slices
+share, one slice per workflow (a section whose title starts with "Slice")
+and the command line; a slice uses the sections before the slices, never
+another slice."""
 
 import ast
 import io
@@ -84,6 +89,35 @@ def layering_violations(source):
     return sorted(set(found))
 
 
+def slice_violations(source):
+    """[(user, name, user section, defining section)] for every use, in a
+    function or a top-level statement, of a name one slice defines from
+    another slice (or from the kernel or the profiles, which come before
+    every slice); only the command line may use every slice."""
+    tree = ast.parse(source)
+    starts = section_starts(source.splitlines())
+    titles = [title for _, title in starts]
+    home = {}
+    for node in tree.body:
+        for name in defined_names(node):
+            home.setdefault(name, section_of(starts, node.lineno))
+    found = []
+    for statement in tree.body:
+        where = section_of(starts, statement.lineno)
+        if titles[where] == "Command line":
+            continue
+        user = (getattr(statement, "name", None)
+                or ",".join(defined_names(statement)) or "<statement>")
+        mine = local_names(statement)
+        for node in ast.walk(statement):
+            if (isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+                    and node.id not in mine and node.id in home and home[node.id] != where
+                    and titles[home[node.id]].startswith("Slice")):
+                found.append((user, node.id, titles[where],
+                              titles[home[node.id]]))
+    return sorted(set(found))
+
+
 def read_script():
     with open(SCRIPT) as handle:
         return handle.read()
@@ -106,6 +140,43 @@ def test_the_check_sees_a_forward_use():
                                             "Second")]
     backwards = source.replace("return LATE", "return 2")
     assert layering_violations(backwards) == []
+
+
+def test_the_file_has_a_kernel_profiles_slices_and_a_command_line():
+    titles = [title for _, title in section_starts(read_script().splitlines())]
+    kinds = [title.split(":")[0].split(" ")[0] for title in titles[1:]]
+    assert kinds[0] == "Kernel" and kinds[-1] == "Command", titles
+    first_profile, first_slice = kinds.index("Profiles"), kinds.index("Slice")
+    assert set(kinds[:first_profile]) == {"Kernel"}, titles
+    # Then the profiles, and what the install-mode slices share (their
+    # node context uses the run's profile).
+    assert set(kinds[first_profile:first_slice]) <= {"Profiles", "Shared"}
+    assert kinds[first_profile:first_slice][0] == "Profiles", titles
+    assert set(kinds[first_slice:-1]) == {"Slice"}, titles
+    slices = [title.split(" (")[0] for title in titles if
+              title.startswith("Slice")]
+    for workflow in ("bundle", "install", "reset", "day two", "cluster"):
+        assert "Slice " + workflow in slices, slices
+
+
+def test_no_slice_uses_another_slice():
+    assert slice_violations(read_script()) == []
+
+
+def test_the_check_sees_one_slice_using_another():
+    source = "\n".join([
+        BANNER, "# Kernel: x", BANNER, "def util():", "    return 1", "",
+        BANNER, "# Slice a", BANNER, "def a_step():", "    return b_step()",
+        "A_TABLE = (b_step,)", "",
+        BANNER, "# Slice b", BANNER, "def b_step():", "    return util()", "",
+        BANNER, "# Command line", BANNER, "def main():",
+        "    return a_step(), b_step()", ""])
+    assert slice_violations(source) == [
+        ("A_TABLE", "b_step", "Slice a", "Slice b"),
+        ("a_step", "b_step", "Slice a", "Slice b")]
+    alone = source.replace("return b_step()", "return util()").replace(
+        "A_TABLE = (b_step,)", "A_TABLE = (a_step,)")
+    assert slice_violations(alone) == []
 
 
 def backslash_continuations(source):
@@ -162,3 +233,45 @@ def test_the_header_lists_every_command_variable_and_hidden_flag():
         assert "\n    %s " % command in header, command
     for flag in hidden:
         assert "\n  %s " % flag in header, flag
+
+
+RE_CALLS = ("compile", "match", "search", "fullmatch", "sub", "subn", "split",
+            "findall", "finditer")
+
+
+def dollar_anchored_patterns(source):
+    """(line, pattern) of every regular expression given to the re module
+    as a literal with a `$` anchor outside multi-line mode: `$` also
+    matches before a trailing newline, so "name\\n" passes ^name$.  A
+    whole value is checked with fullmatch (or \\Z) instead."""
+    import re
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func,
+                                                          ast.Attribute)
+                and node.func.attr in RE_CALLS and isinstance(
+                    node.func.value, ast.Name) and node.func.value.id == "re"
+                and node.args):
+            continue
+        pattern = node.args[0]
+        if not (isinstance(pattern, ast.Constant) and
+                isinstance(pattern.value, str)):
+            continue
+        flags = ast.dump(node)
+        multiline = ("MULTILINE" in flags or "attr='M'" in flags or
+                     pattern.value.startswith("(?m"))
+        if re.search(r"(?<!\\)\$", pattern.value) and not multiline:
+            found.append((node.lineno, pattern.value))
+    return found
+
+
+def test_no_pattern_is_dollar_anchored():
+    assert dollar_anchored_patterns(read_script()) == []
+
+
+def test_the_dollar_check_sees_one():
+    assert dollar_anchored_patterns('import re\nX = re.compile(r"^a$")\n') \
+        == [(2, "^a$")]
+    assert dollar_anchored_patterns(
+        'import re\nre.search(r"^a$", t, re.M)\nre.compile(r"a\\Z")\n'
+        're.match(r"\\$x", t)\n') == []

@@ -320,3 +320,143 @@ def test_an_archive_streams_into_the_store_in_bounded_memory(tmp_path):
     assert names == ["big:1"]
     assert record["layers"] == ["sha256:" + digest.hexdigest()]
     assert cache.has(digest.hexdigest())
+
+
+# -- hostile archives (issue 22) ------------------------------------------------
+
+def test_an_archive_that_is_a_fifo_or_a_folder_is_one_line(run_cli, tmp_path):
+    """open() of a FIFO blocks until a writer comes: the archive is opened
+    without blocking and must be a regular file."""
+    fifo = tmp_path / "a.tar"
+    os.mkfifo(str(fifo))
+    for path in (str(fifo), str(tmp_path)):
+        rc, out, err = run_cli("bundle", "--extra-image-archive", path,
+                               "--output", str(tmp_path / "out" / "b.tar"),
+                               "--cache-dir", str(tmp_path / "cache"),
+                               "--no-progress", timeout=30)
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+        assert "is not a regular file" in lines[0], err
+
+
+def archive_tar(files):
+    """A tar (bytes) of {name: bytes}."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def docker_archive(change=None):
+    """A one-image docker-archive: a layer, its config, manifest.json, with
+    change(entry, files) applied to its manifest.json entry."""
+    layer = sup._tar_bytes({"etc/x": (b"x", 0o644)})
+    diff = "sha256:" + sup.sha256(layer)
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [diff]}}
+                        ).encode()
+    files = {"%s.json" % sup.sha256(config): config, "l1/layer.tar": layer}
+    entry = {"Config": "%s.json" % sup.sha256(config),
+             "RepoTags": ["k8so-test.local/app:1"], "Layers": ["l1/layer.tar"]}
+    if change:
+        change(entry, files)
+    files["manifest.json"] = json.dumps([entry]).encode()
+    return archive_tar(files)
+
+
+def oci_archive(change=None):
+    """A one-image OCI archive, with change(index, files) applied."""
+    layer = sup._tar_bytes({"etc/x": (b"x", 0o644)})
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [
+                             "sha256:" + sup.sha256(layer)]}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": ko.MT_OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:" + sup.sha256(config),
+                   "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": "sha256:" + sup.sha256(layer),
+                    "size": len(layer)}]}).encode()
+    files = dict(("blobs/sha256/" + sup.sha256(data), data)
+                 for data in (layer, config, manifest))
+    index = {"schemaVersion": 2, "manifests": [{
+        "mediaType": ko.MT_OCI_MANIFEST, "size": len(manifest),
+        "digest": "sha256:" + sup.sha256(manifest), "annotations": {
+            "org.opencontainers.image.ref.name": "k8so-test.local/app:1"}}]}
+    if change:
+        change(index, files)
+    files["oci-layout"] = b'{"imageLayoutVersion": "1.0.0"}'
+    files["index.json"] = json.dumps(index).encode()
+    return archive_tar(files)
+
+
+def refused(tmp_path, data):
+    """The one-line refusal of an archive with these bytes (never a crash)."""
+    cache = ko.BlobCache(str(tmp_path / "cache"))
+    with pytest.raises(ko.UserError) as caught:
+        ko.archive_images(io.BytesIO(data), "--extra-image-archive a.tar",
+                          cache, "amd64")
+    text = str(caught.value)
+    assert "\n" not in text and text.startswith("--extra-image-archive"), text
+    return text
+
+
+def test_good_archives_are_read(tmp_path):
+    cache = ko.BlobCache(str(tmp_path / "cache"))
+    for data in (docker_archive(), oci_archive()):
+        found = ko.archive_images(io.BytesIO(data), "a.tar", cache, "amd64")
+        assert [names for names, _ in found] == [["k8so-test.local/app:1"]]
+
+
+def _set_entry(key, value):
+    return lambda entry, files: entry.update({key: value})
+
+
+def _descriptor(key, value):
+    return lambda index, files: index["manifests"][0].update({key: value})
+
+
+@pytest.mark.parametrize("data", [
+    lambda: docker_archive(_set_entry("Config", ["a.json"])),
+    lambda: docker_archive(_set_entry("Layers", [{"a": 1}])),
+    lambda: docker_archive(_set_entry("RepoTags", [1])),
+    lambda: docker_archive(_set_entry("RepoTags", "app:1")),
+    lambda: oci_archive(_descriptor("annotations", ["x"])),
+    lambda: oci_archive(_descriptor("digest", ["sha256:1"])),
+    lambda: oci_archive(_descriptor("mediaType", {"a": 1})),
+    lambda: oci_archive(lambda index, files: index.update(manifests={})),
+], ids=["config-a-list", "layer-a-dict", "repotags-int", "repotags-a-string",
+        "annotations-a-list", "digest-a-list", "media-type-a-dict",
+        "manifests-a-map"])
+def test_archive_json_of_the_wrong_shape_is_one_line(data, tmp_path):
+    refused(tmp_path, data())
+
+
+def test_an_archive_keeps_only_its_index_documents_in_memory(tmp_path):
+    """64 members named */json of 4 MiB each (a 1 MB compressed archive):
+    only manifest.json, index.json and the like are read into memory,
+    every other member streams into the cache."""
+    import gzip
+    import tracemalloc
+    raw = io.BytesIO()
+    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
+        with tarfile.open(fileobj=gz, mode="w") as tar:
+            block = bytes(4 << 20)
+            for number in range(64):
+                info = tarfile.TarInfo("l%02d/json" % number)
+                info.size = len(block)
+                tar.addfile(info, io.BytesIO(block))
+    data = raw.getvalue()
+    assert len(data) < 2 << 20
+    tracemalloc.start()
+    try:
+        text = refused(tmp_path, data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "neither manifest.json nor index.json" in text
+    assert peak < 64 << 20, peak

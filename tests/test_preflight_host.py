@@ -91,6 +91,8 @@ def test_open_firewall_opens_exactly_the_roles_ports(command, tmp_path,
     root = sup.make_root(str(tmp_path / "root"))
     runner = sup.install_fake(monkeypatch, root)
     _firewalld(root, runner)
+    runner.expect("firewall-cmd", "--permanent")
+    runner.expect("firewall-cmd", "--reload")
     bundle = sup.make_bundle(str(tmp_path / "b"))
     if command == "master":
         argv = master(root, bundle, "--open-firewall")
@@ -121,6 +123,7 @@ SELINUXTYPE=targeted
 def test_selinux_permissive_now_and_at_boot(tmp_path, monkeypatch, capsys):
     root = sup.make_root(str(tmp_path / "root"), selinux="1")
     runner = sup.install_fake(monkeypatch, root)
+    runner.expect("setenforce", "0")
     sup.write(root, "/etc/selinux/config", SELINUX_CONFIG)
     bundle = sup.make_bundle(str(tmp_path / "b"))
     assert ko.main(master(root, bundle, "--selinux-permissive")) == 0

@@ -14,7 +14,7 @@ import pytest
 import install_support as sup
 from install_support import ko
 
-NAME = "k8s-offline-v1.16.0-linux-amd64.tar"
+NAME = "k8s-offline-%s-linux-amd64.tar" % sup.K8S_VERSION
 PART = 1024 * 1024
 
 
@@ -217,7 +217,7 @@ def test_master_and_join_install_from_the_parts(bundles, tmp_path, monkeypatch,
                     os.path.join(split, NAME + ".000"), "--no-progress",
                     "--join-file", path, "--no-wait"]) == 0
     assert runner.ran("kubeadm", "join", "--config", ko.JOIN_CONFIG)
-    assert "k8s.gcr.io/kube-proxy:v1.16.0" in runner.cluster.docker_images
+    assert "k8s.gcr.io/kube-proxy:" + sup.K8S_VERSION in runner.cluster.docker_images
 
 
 def test_master_refuses_a_damaged_part_and_leaves_the_host(
@@ -325,13 +325,10 @@ def test_bad_split_on_the_command_line_is_one_line(run_cli, tmp_path):
     assert os.listdir(str(tmp_path)) == []
 
 
-PY36 = os.path.expanduser("~/.pyenv/versions/3.6.15/bin/python3")
-
-
-@pytest.mark.skipif(not os.path.exists(PY36), reason="no Python 3.6 here")
-def test_python36_reads_the_parts_and_names_a_bad_one(bundles, tmp_path):
+def test_python36_reads_the_parts_and_names_a_bad_one(bundles, tmp_path,
+                                                      python36):
     stick = copy_split(bundles, tmp_path)
-    argv = [PY36, "-S", os.path.join(sup.REPO, "k8s_offline.py"), "verify",
+    argv = [python36, "-S", os.path.join(sup.REPO, "k8s_offline.py"), "verify",
             os.path.join(stick, NAME), "--no-progress"]
     ok = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                         universal_newlines=True, timeout=300)
@@ -387,5 +384,5 @@ def test_a_swap_inside_one_member_names_the_first_wrong_part(tmp_path):
             pass
     assert "part %s.001 fails" % NAME in str(first.value)
     with pytest.raises(ko.BundleError) as again:
-        reader.check_all()
+        reader.require_all_parts()
     assert "part %s.001 fails" % NAME in str(again.value)
