@@ -24,8 +24,9 @@ unit:
 	$(PYTHON) -m pytest tests -q --ignore=tests/e2e
 
 # The air-gap lab: real kubeadm nodes on an internal Docker network.
-# e2e-prepare does the slow, cached part alone (Kubernetes, flanneld + CNI plugins, node images,
-# the bare-host archive). `make e2e` runs every scenario; `make e2e SCENARIO=seed` (or containerd,
+# e2e-prepare does the slow, cached part alone (the Go builds of tests/e2e/gomod/builds.json:
+# Kubernetes v1.16.0, CoreDNS, etcd, CNI plugins, crictl; flanneld; node images; the bare-host
+# archive). `make e2e` runs every scenario; `make e2e SCENARIO=seed` (or containerd,
 # ha, daytwo, stick, bare) runs one alone.
 E2E_SCENARIOS = seed containerd ha daytwo stick bare
 SCENARIO ?=

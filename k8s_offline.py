@@ -9792,6 +9792,13 @@ def phase_restore_init(ctx):
                         "in %s" % (result.returncode, last_line(
                             result.output()) or "no output", KUBEADM_INIT_LOG))
     host.save_state(role="master", init="done", cri=ctx.runtime)
+    # Every node's flannel lost its API connection with the old control plane,
+    # and flannel v0.11's client never gets a new one ("http2: no cached
+    # connection was available"): workers keep the master's old VXLAN address.
+    log.info("  restarting flannel on every node")
+    ctx.runner.run(ctx.kubectl("-n", "kube-system", "delete", "pods", "-l",
+                               "app=flannel", "--wait=false"),
+                   timeout=120, what="kubectl delete")
 
 
 def restore_refusal(ctx, archive):

@@ -741,6 +741,11 @@ class FakeRunner(ko.Runner):
             if unit in ("kubelet", "containerd", "docker"):
                 cluster.started.append(tuple(argv[1:]))
                 return 0, ""
+        if argv[0] == "kubectl" and argv[-5:] == ["delete", "pods", "-l", "app=flannel",
+                                                   "--wait=false"]:
+            if not os.path.exists(rpath(self.root, ko.ADMIN_CONF)):
+                return 1, "error: the path %s does not exist\n" % ko.ADMIN_CONF
+            return 0, 'pod "kube-flannel-ds-amd64-x7k2p" deleted\n'
         if argv[0] == "kubectl" and "apply" in argv:
             manifest = argv[argv.index("-f") + 1]
             for path in (ko.ADMIN_CONF, manifest):

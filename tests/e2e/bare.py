@@ -20,9 +20,10 @@ Debian's real key (its default keyring, /usr/share/keyrings/debian-archive-keyri
 
 containerd 1.6.20 and runc 1.1.5 are served in upstream's release layout
 (github.com/containerd/.../containerd-1.6.20-linux-amd64.tar.gz with bin/..., runc.amd64, their
-.sha256sum files) but hold Debian 12's builds of the same versions (this machine's installed
-containerd and runc packages): upstream's binaries cannot be downloaded here. Their sha256 go into
-the lab's checksum file. containerd.service is the tool's own (upstream publishes no checksum).
+.sha256sum files), built here from their Go modules (rows containerd-v1.6.20 and runc-v1.1.5 of
+gomod/builds.json: static, as upstream's Makefiles build them; runc with libseccomp). Their sha256
+go into the lab's checksum file. containerd.service is the tool's own (upstream publishes no
+checksum).
 
 LAB ONLY: the runc wrapper (see nodes.py) sits in /opt/k8so-lab/bin, first on containerd's PATH by
 a drop-in (containerd.service.d/k8so-lab-runc.conf) that the image carries before any containerd
@@ -41,8 +42,9 @@ import tarfile
 import time
 from pathlib import Path
 
+from . import gobuild
 from . import nodes as nodes_mod
-from .common import (CACHE_DIR, DEBIAN_MIRROR, DEBIAN_SUITE, PREFIX, log, out, require_tools, run,
+from .common import (CACHE_DIR, cache_lock, DEBIAN_MIRROR, DEBIAN_SUITE, PREFIX, log, out, require_tools, run,
                      sha256_bytes, sha256_file, write_json)
 from .upstream import _download
 
@@ -79,10 +81,11 @@ CONTAINERD_PATH = "github.com/containerd/containerd/releases/download/v%s/%s" % 
     CONTAINERD_VERSION, CONTAINERD_TGZ)
 RUNC_PATH = "github.com/opencontainers/runc/releases/download/v%s/runc.%s" % (RUNC_VERSION, ARCH)
 RUNC_SUMS_PATH = "github.com/opencontainers/runc/releases/download/v%s/runc.sha256sum" % RUNC_VERSION
-#: bin/<name> in the tarball: Debian's build of each at /usr/bin/<name>.
+#: bin/<name> in the tarball, from gobuild's row CONTAINERD_ROW.
 CONTAINERD_BINARIES = ["containerd", "containerd-shim", "containerd-shim-runc-v1",
                        "containerd-shim-runc-v2", "ctr"]
-HOST_RUNTIME_PACKAGES = {"containerd": CONTAINERD_VERSION, "runc": RUNC_VERSION}
+CONTAINERD_ROW = "containerd-v%s" % CONTAINERD_VERSION
+RUNC_ROW = "runc-v%s" % RUNC_VERSION
 
 LAB_BIN = "/opt/k8so-lab/bin"
 #: The lab's runc wrapper, finding the real runc on PATH after its own folder.
@@ -269,33 +272,25 @@ class Archive(object):
         return self.files / DEBIAN_HOST / "debian"
 
 
-def host_runtime_versions():
-    """{package: version} of this machine's containerd and runc, which the lab serves as upstream's
-    releases of the same versions."""
-    vers = {}
-    for line in out(["dpkg-query", "-W", "-f", "${Package} ${Version}\n"] + sorted(HOST_RUNTIME_PACKAGES),
-                    quiet=True).splitlines():
-        name, version = line.split()
-        want = HOST_RUNTIME_PACKAGES[name]
-        if not version.startswith(want + "~") and not version.startswith(want + "+"):
-            raise RuntimeError("the lab serves this machine's %s as upstream's %s, but it has %s" % (
-                name, want, version))
-        vers[name] = version
-    return vers
+def runtime_rows():
+    """The gobuild rows of containerd and runc (built when missing; the cache lock is held)."""
+    rows = [gobuild.ensure(CONTAINERD_ROW), gobuild.ensure(RUNC_ROW)]
+    for row, want in zip(rows, (CONTAINERD_VERSION, RUNC_VERSION)):
+        if row.version != "v" + want:
+            raise RuntimeError("the tool bundles %s %s but row %s builds %s" % (
+                row.module, want, row.name, row.version))
+    return rows
 
 
 def archive_key(lists):
     material = "\n".join([ARCHIVE_RECIPE, lists.key_material(), " ".join(WANTED), DEBIAN_MIRROR,
-                          repr(sorted(host_runtime_versions().items()))])
+                          " ".join("%s=%s" % (r.name, r.key) for r in runtime_rows())])
     return hashlib.sha256(material.encode()).hexdigest()[:12]
 
 
 def prepare_archive():
     """Build (or reuse) the served archive and release files; returns the Archive."""
-    import fcntl
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(str(CACHE_DIR / "prepare.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with cache_lock():
         lists = AptLists()
         archive = Archive(archive_key(lists))
         if archive.complete:
@@ -361,21 +356,21 @@ def _write_debian(archive, lists):
 
 
 def _write_release_files(archive):
-    """containerd and runc in upstream's layout (Debian's builds) and their checksums. (No
-    containerd.service: upstream publishes no checksum for it, the tool writes its own.)"""
-    host_runtime_versions()
+    """containerd and runc in upstream's layout (built from their modules) and their checksums.
+    (No containerd.service: upstream publishes no checksum for it, the tool writes its own.)"""
+    ctrd, runc_row = runtime_rows()
     tgz = archive.files / CONTAINERD_PATH
     tgz.parent.mkdir(parents=True)
     with tarfile.open(str(tgz), "w:gz") as tar:
         for name in CONTAINERD_BINARIES:
-            info = tar.gettarinfo("/usr/bin/" + name, "bin/" + name)
+            info = tar.gettarinfo(str(ctrd.binary(name)), "bin/" + name)
             info.uid = info.gid = 0
             info.uname = info.gname = "root"
-            with open("/usr/bin/" + name, "rb") as f:
+            with open(str(ctrd.binary(name)), "rb") as f:
                 tar.addfile(info, f)
     runc = archive.files / RUNC_PATH
     runc.parent.mkdir(parents=True)
-    shutil.copyfile("/usr/sbin/runc", str(runc))
+    shutil.copyfile(str(runc_row.binary("runc")), str(runc))
     runc.chmod(0o755)
     sums = {}
     for path in (tgz, runc):

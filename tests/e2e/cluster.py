@@ -249,9 +249,36 @@ def fetch_from_pod(master, pod, url, want, timeout=60):
     return wait_for("%s to fetch %s (answer %r)" % (pod, url, want), check, timeout)
 
 
+def nslookup(master, pod, name):
+    """The addresses busybox nslookup in `pod` gets for `name` from the cluster DNS (CoreDNS)."""
+    p = master.exec(KUBECTL + ["exec", pod, "--", "timeout", "10", "nslookup", name],
+                    check=False, quiet=True, timeout=30)
+    if p.returncode != 0:
+        return None
+    answer = p.stdout.split("Name:", 1)
+    return sorted(set(re.findall(r"(?m)^Address:\s*([0-9.]+)\s*$", answer[1]))) if len(answer) == 2 else None
+
+
+def check_dns(master, pod, service_name, cluster_ip):
+    """Real CoreDNS across the nodes: `pod` (on the worker) resolves the API's Service name and a
+    Service's name to their ClusterIPs, and reaches the Service by its short name."""
+    api_ip = kubectl_json(master, "get", "service", "kubernetes", "-n", "default")["spec"]["clusterIP"]
+    seen = {}
+    for name, want in (("kubernetes.default.svc.cluster.local", api_ip),
+                       ("%s.default.svc.cluster.local" % service_name, cluster_ip)):
+        got = wait_for("%s to resolve %s to %s" % (pod, name, want),
+                       lambda: nslookup(master, pod, name) == [want] and want, 90)
+        seen["%s resolves %s" % (pod, name)] = got
+    seen["%s -> http://%s/ (by name)" % (pod, service_name)] = fetch_from_pod(
+        master, pod, "http://%s/" % service_name, service_name)
+    log("cluster DNS: %s" % seen)
+    return seen
+
+
 def check_pod_traffic(master, a, b, with_service=True):
     """Pods on node a and node b reach each other by pod IP (vxlan across nodes), and a ClusterIP
-    Service in front of the pod on a answers the pod on b (kube-proxy). Returns what it saw."""
+    Service in front of the pod on a answers the pod on b (kube-proxy), by its ClusterIP and by
+    its name through the cluster DNS (CoreDNS). Returns the pod IPs."""
     pa, pb = "web-%s" % a, "web-%s" % b
     objs = [web_pod(pa, a), web_pod(pb, b)] + ([service(pa)] if with_service else [])
     apply(master, *objs)
@@ -269,6 +296,7 @@ def check_pod_traffic(master, a, b, with_service=True):
         assert ipaddress.ip_address(cip) in ipaddress.ip_network(nodes_mod.SERVICE_CIDR), \
             "ClusterIP %s is not in the service network %s" % (cip, nodes_mod.SERVICE_CIDR)
         seen["%s -> service %s (%s)" % (pb, pa, cip)] = fetch_from_pod(master, pb, "http://%s/" % cip, pa)
+        check_dns(master, pb, pa, cip)
     log("pod traffic: %s" % seen)
     return ips
 

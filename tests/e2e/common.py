@@ -1,5 +1,6 @@
 """Shared helpers of the air-gap lab: paths, logging, subprocess calls (argv lists only)."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,7 +22,8 @@ PREFIX = "k8so-lab"
 #: Label put on every container, network and volume the lab creates (value: the run id).
 RUN_LABEL = "org.k8s-offline.lab.run"
 
-K8S_VERSION = "v1.20.2"
+#: The lab's Kubernetes: the tool's default (the seed's own), built from k8s.io/kubernetes (gobuild.py).
+K8S_VERSION = "v1.16.0"
 
 
 def _apt_debian_mirror():
@@ -48,21 +50,6 @@ def _apt_debian_mirror():
 
 DEBIAN_MIRROR = os.environ.get("K8SO_LAB_DEBIAN_MIRROR") or _apt_debian_mirror()
 DEBIAN_SUITE = "bookworm"
-
-#: Debian's golang-go (1.19) builds the lab's 2019-2020 sources (Kubernetes 1.20.2 from its source
-#: package, flannel, the CNI plugins). This machine kind puts Go 1.26 (/usr/local/go) first on
-#: PATH, and a flanneld built with it panics at start in its vendored ugorji/go ("encoding
-#: alphabet includes duplicate symbols"), so these builds never take `go` from PATH.
-OLD_GO_BIN = "/usr/lib/go-1.19/bin"
-OLD_GO = OLD_GO_BIN + "/go"
-
-
-def old_go_env(env):
-    """env for a build with OLD_GO: its bin first on PATH (make calls `go`), no toolchain switch."""
-    env = dict(env)
-    env["PATH"] = OLD_GO_BIN + os.pathsep + env.get("PATH", os.defpath)
-    env["GOTOOLCHAIN"] = "local"
-    return env
 
 _T0 = time.monotonic()
 
@@ -141,3 +128,18 @@ def require_tools(tools):
         raise RuntimeError(
             "the air-gap lab needs these host tools, missing: %s "
             "(see tests/e2e/README.md for the apt packages)" % ", ".join(missing))
+
+
+@contextlib.contextmanager
+def cache_lock():
+    """The lab's build lock on CACHE_DIR: concurrent lab runs wait for one build (and say so)."""
+    import fcntl
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    path = CACHE_DIR / "prepare.lock"
+    with open(str(path), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            log("waiting for another lab process that holds %s" % path)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -32,13 +32,26 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt("SIGTERM")
 
 
+def _running(run_dir):
+    """Whether the lab process that owns run_dir (run-<date>-<pid>) still runs: a second lab run
+    in the same work dir must not delete the bundle the first one's nodes have mounted."""
+    try:
+        pid = int(run_dir.name.rsplit("-", 1)[1])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()
+
+
 @pytest.fixture(scope="session")
 def workdir():
     signal.signal(signal.SIGTERM, _sigterm)
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     # Earlier runs: keep their logs (the last KEEP_RUNS runs), drop their bundles. They hold
     # only regular files written by the tool and the lab, so rmtree is safe here.
-    old = sorted(p for p in WORK_DIR.glob("run-*") if p.is_dir())
+    old = sorted(p for p in WORK_DIR.glob("run-*") if p.is_dir() and not _running(p))
     for i, p in enumerate(old):
         if i < len(old) - KEEP_RUNS + 1:
             shutil.rmtree(str(p), ignore_errors=True)
@@ -60,7 +73,7 @@ def upstream(workdir):
     t0 = time.monotonic()
     build = up_mod.prepare()
     log("upstream ready in %.0fs" % (time.monotonic() - t0))
-    _SUMMARY.extend(up_mod.real_and_placeholders(build))
+    _SUMMARY.extend(up_mod.real_and_stand_ins(build))
     if not build.real_network:
         _SUMMARY.append(build.net.placeholder_banner())
     up = up_mod.Upstream(build, logdir=workdir)
@@ -134,8 +147,9 @@ def _timed(argv, runs=2):
 
 @pytest.fixture(scope="session")
 def bundle(tool, upstream, workdir):
-    """One bundle made the way the seed made it (kubeadm's images from registry.aliyuncs.com/
-    google_containers, which the lab's registry plays), verified, and extracted like a USB stick.
+    """One bundle made the way the seed made it: no --kubernetes-version (the tool's default,
+    v1.16.0), kubeadm's images from registry.aliyuncs.com/google_containers, which the lab's
+    registry plays; verified, and extracted like a USB stick.
     Returns {"tar": path, "dir": extracted top folder}. Measures verify against sha256sum."""
     p = tool_host(["images", "--kubernetes-version", K8S_VERSION,
                    "--image-repository", up_mod.SEED_IMAGE_REPOSITORY,
@@ -171,6 +185,8 @@ def bundle(tool, upstream, workdir):
     for entry in ("k8s_offline.py", "bundle.json", "bin", "archives", "images", "manifests", "systemd"):
         assert (top / entry).exists(), "bundle lacks %s" % entry
     meta = json.loads((top / "bundle.json").read_text())
+    assert meta.get("kubernetes_version") == K8S_VERSION, \
+        "the default bundle is not %s: bundle.json says %r" % (K8S_VERSION, meta.get("kubernetes_version"))
     refs = [i.get("ref") for i in meta.get("images", [])]
     assert up_mod.TEST_IMAGE in refs, "the bundle lacks the --extra-image %s: %s" % (up_mod.TEST_IMAGE, refs)
 

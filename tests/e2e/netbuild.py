@@ -1,6 +1,7 @@
-"""Real pod networking for the lab: flanneld and the CNI plugins built from upstream release sources.
+"""Real pod networking for the lab: flanneld built from its upstream release source. (The CNI
+plugins are a Go module: gobuild.py builds them, a row of gomod/builds.json.)
 
-    python3 -m tests.e2e.netbuild              # build (or reuse) flanneld + CNI plugins, print where
+    python3 -m tests.e2e.netbuild              # build (or reuse) flanneld, print where
 
 The sources are test inputs, never part of the project: unmodified release tarballs (git archive of
 the tag, every dependency vendored) read from $K8SO_LAB_UPSTREAM_SRC, by default `shared/upstream-src`
@@ -8,9 +9,10 @@ beside the repository (CI gets a read-only copy of shared/ there). Their SOURCES
 with its sha256; the lab checks it before building. The flannel version is the one k8s_offline.py's
 own table picks for the lab's Kubernetes version, so the lab follows the tool.
 
-Builds are cached under $K8SO_LAB_CACHE/network/<key>, keyed by the sources' sha256, the recipe and
-the Go version (the Go build cache is shared with the Kubernetes build). When the sources are absent
-the lab falls back to placeholders, and says so loudly: then no node can go Ready.
+Builds are cached under $K8SO_LAB_CACHE/network/<key>, keyed by the source's sha256, the recipe and
+the Go version (gobuild's toolchain "1.19", Debian's golang-go: 2019 code; the Go build cache is
+gobuild's). When the source is absent the lab falls back to a placeholder, and says so loudly: then
+no node can go Ready.
 """
 
 import argparse
@@ -23,26 +25,36 @@ import subprocess
 import time
 from pathlib import Path
 
-from .common import (CACHE_DIR, K8S_VERSION, OLD_GO, REPO_ROOT, log, old_go_env, out, sha256_file,
-                     write_json)
+from . import gobuild
+from .common import CACHE_DIR, K8S_VERSION, cache_lock, REPO_ROOT, log, out, sha256_file, write_json
 
 #: Bump when the recipe below changes (forces a rebuild of flanneld and the plugins).
-NET_RECIPE = "1"
+NET_RECIPE = "2"
+#: gobuild's toolchain for flannel's GOPATH-era source
+TOOLCHAIN = "1.19"
 UPSTREAM_SRC = Path(os.environ.get("K8SO_LAB_UPSTREAM_SRC")
                     or str(REPO_ROOT.parent / "shared" / "upstream-src"))
-#: The plugins a flannel node needs in /opt/cni/bin (flannel delegates to bridge + host-local;
-#: the manifest's conflist chains portmap; kubelet wants loopback).
-CNI_PLUGINS = ["plugins/meta/flannel", "plugins/main/bridge", "plugins/ipam/host-local",
-               "plugins/meta/portmap", "plugins/main/loopback"]
+_TOOL = []
 
 
-def tool_versions():
-    """(flannel, cni) versions k8s_offline.py's own version table picks for K8S_VERSION."""
-    spec = importlib.util.spec_from_file_location("k8s_offline_for_lab", str(REPO_ROOT / "k8s_offline.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    facts = mod.version_facts(K8S_VERSION)
-    return facts["flannel"], facts["cni"]
+def tool_module():
+    """k8s_offline.py loaded as a module (its release table is what the lab follows)."""
+    if not _TOOL:
+        spec = importlib.util.spec_from_file_location("k8s_offline_for_lab",
+                                                      str(REPO_ROOT / "k8s_offline.py"))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        _TOOL.append(mod)
+    return _TOOL[0]
+
+
+def go_binary():
+    return gobuild.table()["toolchains"][TOOLCHAIN]["go"]
+
+
+def tool_flannel():
+    """The flannel version k8s_offline.py's own version table picks for K8S_VERSION."""
+    return tool_module().version_facts(K8S_VERSION)["flannel"]
 
 
 def source_sums():
@@ -59,19 +71,17 @@ def source_sums():
 
 
 class NetBuild(object):
-    """Paths of one cached flanneld + CNI plugins build (or the reason there is none)."""
+    """Paths of one cached flanneld build (or the reason there is none)."""
 
-    def __init__(self, flannel_version, cni_version):
+    def __init__(self, flannel_version):
         self.flannel_version = flannel_version
-        self.cni_version = cni_version
         self.flannel_src = UPSTREAM_SRC / ("flannel-%s-src.tar.gz" % flannel_version)
-        self.cni_src = UPSTREAM_SRC / ("cni-plugins-%s-src.tar.gz" % cni_version)
-        self.missing = [str(p) for p in (self.flannel_src, self.cni_src) if not p.is_file()]
+        self.missing = [str(p) for p in (self.flannel_src,) if not p.is_file()]
         self.key = None
         self.root = None
         if not self.missing:
-            material = "\n".join([NET_RECIPE, sha256_file(self.flannel_src), sha256_file(self.cni_src),
-                                  out([OLD_GO, "version"], quiet=True)])
+            material = "\n".join([NET_RECIPE, sha256_file(self.flannel_src),
+                                  out([go_binary(), "version"], quiet=True)])
             self.key = hashlib.sha256(material.encode()).hexdigest()[:12]
             self.root = CACHE_DIR / "network" / self.key
 
@@ -84,17 +94,13 @@ class NetBuild(object):
         return self.root / "flanneld"
 
     @property
-    def cni_dir(self):
-        return self.root / "cni"
-
-    @property
     def stamp(self):
         return self.root / "complete.json"
 
     def placeholder_banner(self):
         return ("!" * 100 + "\n!!! k8s-offline lab: REAL POD NETWORKING CANNOT BE BUILT: missing %s\n"
-                "!!! (set K8SO_LAB_UPSTREAM_SRC to the folder of SOURCES.md). Falling back to PLACEHOLDER "
-                "flannel image and flannel CNI plugin:\n!!! no node can go Ready, the cluster tests "
+                "!!! (set K8SO_LAB_UPSTREAM_SRC to the folder of SOURCES.md). Falling back to a PLACEHOLDER "
+                "flannel image:\n!!! no node can go Ready, the cluster tests "
                 "will fail.\n" % ", ".join(self.missing) + "!" * 100)
 
 
@@ -126,23 +132,23 @@ def _go(argv, cwd, env, logf):
 
 
 def build(net):
-    """Build flanneld and the CNI plugins into net.root (the recipes of SOURCES.md)."""
-    for src in (net.flannel_src, net.cni_src):
-        _check_source(src)
+    """Build flanneld into net.root (the recipe of SOURCES.md), with gobuild's Go 1.19."""
+    _check_source(net.flannel_src)
     if net.root.exists():
         shutil.rmtree(str(net.root))
-    net.cni_dir.mkdir(parents=True)
+    net.root.mkdir(parents=True)
     work = CACHE_DIR / "network" / "src-build"
     if work.exists():
         shutil.rmtree(str(work))
-    base = old_go_env(os.environ)
-    base.update({"GOCACHE": str(CACHE_DIR / "gocache"), "GOPROXY": "off", "GOFLAGS": "",
-                 "GOPATH": str(work / "gopath")})
+    go = go_binary()
+    env = dict(os.environ)
+    env.update({"GOCACHE": str(gobuild.GOCACHE), "GOPROXY": "off", "GOFLAGS": "", "GOTOOLCHAIN": "local",
+                "GOPATH": str(work / "gopath"), "CGO_ENABLED": "1"})  # the udp backend has C parts
+    env["PATH"] = os.path.dirname(go) + os.pathsep + env.get("PATH", "")
     times = {}
     with open(str(net.root / "build.log"), "w") as logf:
         t0 = time.monotonic()
         ldflags = "-X github.com/coreos/flannel/version.Version=%s" % net.flannel_version
-        env = dict(base, CGO_ENABLED="1")  # the udp backend has C parts
         if net.flannel_version in ("v0.11.0",):  # GOPATH era: no go.mod, deps under vendor/
             top = _unpack(net.flannel_src, work / "flannel")
             where = work / "gopath" / "src" / "github.com" / "coreos"
@@ -153,39 +159,30 @@ def build(net):
         else:
             top = _unpack(net.flannel_src, work / "flannel")
             env["GOFLAGS"] = "-mod=vendor"
-        _go([OLD_GO, "build", "-o", str(net.flanneld), "-ldflags", ldflags, "."], top, env, logf)
+        log("building flanneld %s (%s)" % (net.flannel_version, go))
+        _go([go, "build", "-o", str(net.flanneld), "-ldflags", ldflags, "."], top, env, logf)
         times["flanneld"] = round(time.monotonic() - t0, 1)
-        t0 = time.monotonic()
-        top = _unpack(net.cni_src, work / "cni")
-        env = dict(base, CGO_ENABLED="0", GO111MODULE="on", GOFLAGS="-mod=vendor")
-        for plugin in CNI_PLUGINS:
-            _go([OLD_GO, "build", "-o", str(net.cni_dir / plugin.rsplit("/", 1)[1]),
-                 "-ldflags", "-X github.com/containernetworking/plugins/pkg/utils/buildversion."
-                 "BuildVersion=%s" % net.cni_version, "./" + plugin], top, env, logf)
-        times["cni plugins"] = round(time.monotonic() - t0, 1)
     shutil.rmtree(str(work))
     ver = subprocess.run([str(net.flanneld), "--version"], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, universal_newlines=True).stdout.strip()
     if ver != net.flannel_version:
         raise RuntimeError("built flanneld reports %r, want %s" % (ver, net.flannel_version))
-    write_json(net.stamp, {"key": net.key, "flannel": net.flannel_version, "cni": net.cni_version,
-                           "seconds": times})
-    log("flanneld %s and CNI plugins %s built from source in %s (%s)" % (
-        net.flannel_version, net.cni_version, net.root, times))
+    write_json(net.stamp, {"key": net.key, "flannel": net.flannel_version, "seconds": times})
+    log("flanneld %s built from source in %s (%s)" % (net.flannel_version, net.root, times))
 
 
 def prepare():
-    """The cached network build for the tool's versions (built when missing), or a placeholder
-    NetBuild (net.real False) when the sources are absent. Call with the cache lock held."""
-    flannel, cni = tool_versions()
-    net = NetBuild(flannel, cni)
+    """The cached flanneld build for the tool's flannel version (built when missing), or a
+    placeholder NetBuild (net.real False) when the source is absent. Call with the cache lock held."""
+    flannel = tool_flannel()
+    net = NetBuild(flannel)
     if not net.real:
         log(net.placeholder_banner())
         return net
     if net.stamp.exists():
-        log("flanneld %s + CNI plugins %s are cached (%s)" % (flannel, cni, net.root))
+        log("flanneld %s is cached (%s)" % (flannel, net.root))
         return net
-    log("building flanneld %s and CNI plugins %s from %s" % (flannel, cni, UPSTREAM_SRC))
+    log("building flanneld %s from %s" % (flannel, UPSTREAM_SRC))
     build(net)
     return net
 
@@ -194,10 +191,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python3 -m tests.e2e.netbuild", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.parse_args(argv)
-    import fcntl
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(str(CACHE_DIR / "prepare.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with cache_lock():
         net = prepare()
     print(net.root if net.real else "placeholders: sources missing")
     return 0 if net.real else 1

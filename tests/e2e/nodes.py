@@ -339,6 +339,12 @@ class Node(object):
             "docker-ps.txt": ["docker", "ps", "-a"],
             "docker-images.txt": ["docker", "images", "--digests"],
             "docker-image-events.log": ["cat", "/var/log/k8so-lab-docker-events.log"],
+            # the pod network's and DNS's own logs (docker nodes; containerd nodes have none here)
+            "network-pods.log": ["sh", "-c", "for c in $(docker ps -aq --filter name=k8s_kube-flannel "
+                                 "--filter name=k8s_coredns --filter name=k8s_kube-proxy 2>/dev/null); do "
+                                 "docker inspect -f '=== {{.Name}} {{.State.StartedAt}}' $c; "
+                                 "docker logs --tail 200 $c 2>&1; done; ip neigh show dev flannel.1; "
+                                 "bridge fdb show dev flannel.1; ip -d link show flannel.1"],
             "pods.txt": ["sh", "-c", "k='kubectl --kubeconfig /etc/kubernetes/admin.conf "
                          "--request-timeout 10s'; $k get pods -A -o wide; $k get nodes -o wide; "
                          "$k get events -A"],
@@ -429,6 +435,13 @@ class Lab(object):
         # get default interface" without one). Give the node one via an address nobody holds on
         # the internal network (its last host address): still no way out.
         node.ip_cmd("route", "add", "default", "via", dead_gateway(node), "dev", "eth0")
+        # Docker points a container's resolv.conf at its embedded DNS, 127.0.0.11. A pod with
+        # dnsPolicy Default (CoreDNS) gets the node's resolv.conf, and there 127.0.0.11:53 is the
+        # pod's own loopback: CoreDNS forwards to itself and its loop plugin stops it ("Loop ...
+        # detected"). A real air-gapped host names a LAN resolver: give the node one nobody
+        # holds (the same dead address), so lookups of outside names fail, as they should.
+        run(["docker", "exec", cname, "sh", "-c", "printf 'nameserver %s\\n' > /etc/resolv.conf"
+             % dead_gateway(node)], quiet=True)
         return node
 
     def remove_node(self, name, save_logs=True):

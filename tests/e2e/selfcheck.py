@@ -89,7 +89,7 @@ def install_by_hand(node, upstream, archives):
         node.exec(["rm", "-f", "/var/tmp/k8so-images/" + a.name])
     for b in up_mod.DL_BINARIES:
         node.cp_in(str(files / up_mod.DL_PATH / b), "/usr/bin/" + b)
-    node.cp_in(str(files / up_mod.CNI_PATH), "/var/tmp/cni.tgz")
+    node.cp_in(str(files / upstream.build.names["cni_path"]), "/var/tmp/cni.tgz")
     node.exec(["tar", "-C", "/opt/cni/bin", "-xzf", "/var/tmp/cni.tgz"])
     node.exec(["sh", "-c", "cat >/lib/systemd/system/kubelet.service"], input=KUBELET_SERVICE)
     node.exec(["sh", "-c", "cat >/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"],

@@ -27,7 +27,7 @@ from . import bare
 from . import cluster as c
 from . import upstream as up_mod
 from .common import log, run, sha256_file
-from .conftest import TIMINGS, tool_host
+from .conftest import _SUMMARY, TIMINGS, tool_host
 
 MASTER, WORKER = "bare1", "bare2"
 #: No --cri, as a user of a bare host runs it: with no runtime on the host and containerd on the
@@ -39,6 +39,8 @@ BUNDLE_ROUNDS = 2
 @pytest.fixture(scope="module")
 def archive_server(upstream):
     archive = bare.prepare_archive()
+    _SUMMARY.extend("REAL: %s (bare) from %s@%s, Go %s" % (
+        r.name, r.module, r.version, r.row["go"]) for r in bare.runtime_rows())
     server = up_mod.FileServer(archive.files).start()
     try:
         yield archive, server

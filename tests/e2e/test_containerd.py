@@ -8,8 +8,9 @@ the seed scenario tests the tool's own wait) must bring both nodes to Ready, the
 the bundled pause image as their sandbox, pods on the two nodes must reach each other, and nothing
 may be pulled.
 
-LAB ONLY: crictl is a labelled placeholder (cri-tools cannot be built here) that answers what
-kubeadm 1.20 asks crictl (info, inspecti, pods, stopp, rmp; pull is refused) through ctr.
+crictl is the real cri-tools crictl, built from its module, but at v1.34.0 in the place of the
+v1.16.1 the tool bundles for 1.16 (the Go module proxy here serves no older cri-tools): a STAND-IN
+by version, labelled in the summary.
 """
 
 import re
@@ -18,9 +19,10 @@ import pytest
 
 from . import cluster as c
 from .conftest import TIMINGS
+from .upstream import PAUSE_TAG
 
 MASTER, WORKER = "ctrd1", "ctrd2"
-PAUSE = "k8s.gcr.io/pause:3.2"   # the bundled pause image, under kubeadm's default repository
+PAUSE = "k8s.gcr.io/pause:" + PAUSE_TAG  # the bundled pause image, under kubeadm's default repository
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@
 cp1: `master --control-plane-endpoint <cp1 ip>:6443 --upload-certs`; cp2: `join --control-plane` with
 the join file (its certificate key comes from there); both --no-wait, to keep the lab within its
 time budget (the seed scenario tests the tool's own wait). Both control planes' static pods must be
-Running and etcd must list two started members.
+Running, etcd must list two started members, and pods on the two reach each other, a Service by
+its ClusterIP and by its name (CoreDNS).
 """
 
 import pytest
@@ -71,8 +72,8 @@ def test_2_second_control_plane_joins(nodes, workdir, state):
 def test_3_etcd_has_two_members(nodes, state):
     c.need(state, "joined")
     n1, n2 = nodes
-    # etcdctl 3.4 speaks the v3 API by default (the image has no `env` to set ETCDCTL_API)
-    argv = ["exec", "-n", "kube-system", "etcd-" + CP1, "--", "etcdctl",
+    # etcdctl 3.3 speaks the v2 API unless told (the image is busybox-based, as upstream's)
+    argv = ["exec", "-n", "kube-system", "etcd-" + CP1, "--", "env", "ETCDCTL_API=3", "etcdctl",
             "--endpoints", "https://127.0.0.1:2379", "--cacert", "/etc/kubernetes/pki/etcd/ca.crt",
             "--cert", "/etc/kubernetes/pki/etcd/healthcheck-client.crt",
             "--key", "/etc/kubernetes/pki/etcd/healthcheck-client.key", "member", "list", "-w", "simple"]
@@ -84,3 +85,13 @@ def test_3_etcd_has_two_members(nodes, state):
     assert names == [CP1, CP2], "etcd members are %s" % names
     for n in (n1, n2):
         c.assert_no_pull(n)
+    state["etcd"] = True
+
+
+def test_4_pods_and_dns_across_the_control_planes(nodes, state):
+    """Pod traffic and the cluster DNS (CoreDNS) between the two control planes."""
+    c.need(state, "joined")
+    n1, _ = nodes
+    c.wait_system_pods_ready(n1, [CP1, CP2])
+    c.check_pod_traffic(n1, CP1, CP2)
+    c.delete_test_pods(n1)

@@ -24,7 +24,7 @@ import pytest
 
 from . import cluster as c
 from .conftest import TIMINGS
-from .upstream import SEED_IMAGE_REPOSITORY
+from .upstream import PAUSE_TAG, SEED_IMAGE_REPOSITORY
 
 MASTER, WORKER = "node1", "node2"
 POD_CIDR = "10.244.0.0/16"
@@ -120,7 +120,7 @@ def test_2_join_by_flags(nodes, workdir, state):
     TIMINGS["join whole (worker, waits for Ready)"] = c.total_seconds(p, "join")
     TIMINGS["join phase join (kubeadm join)"] = c.phase_seconds(p, "join")
     images = n2.sh_out(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"]).split()
-    assert SEED_IMAGE_REPOSITORY + "/pause:3.2" in images, \
+    assert SEED_IMAGE_REPOSITORY + "/pause:" + PAUSE_TAG in images, \
         "join by flags did not load the images under the cluster's repository %s: %s" % (
             SEED_IMAGE_REPOSITORY, images)
     c.wait_nodes_ready(n1, [MASTER, WORKER])

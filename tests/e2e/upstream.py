@@ -1,26 +1,30 @@
-"""The lab's stand-in for the internet: real Kubernetes v1.20.2 built from Debian's source package,
-served from a real registry and a file server on 127.0.0.1.
+"""The lab's stand-in for the internet: real Kubernetes v1.16.0 and its parts, built here from their
+Go modules (tests/e2e/gobuild.py, one table: tests/e2e/gomod/builds.json), served from a real
+registry and a file server on 127.0.0.1.
 
     python3 -m tests.e2e.upstream --prepare     # the slow cold build (cached; a warm run is quick)
     python3 -m tests.e2e.upstream --serve       # prepare, then serve until Ctrl-C, printing the flags
 
-Build outputs live under $K8SO_LAB_CACHE (default /var/cache/k8s-offline-lab), keyed by the
-checksum of the kubernetes source package (.dsc) plus the recipe and the host tool versions, so a
-warm run skips the build. Nothing is installed with apt: the source package is fetched with a
-private apt state (deb-src list, lists and archives all under the cache dir).
+Build outputs live under $K8SO_LAB_CACHE (default /var/cache/k8s-offline-lab): each Go build under
+go/bin/<row>-<key> (key: its go.sum, the row, the toolchain), the served images and files under
+upstream/<key>, keyed by those build keys, the flannel build, the recipe and the host packages the
+images copy. A warm run builds nothing.
 
-What is real and what is a placeholder (printed by describe()):
-- real: kubeadm, kubelet, kubectl, kube-apiserver, kube-controller-manager, kube-scheduler,
-  kube-proxy (built from source), pause (kubernetes' pause.c), etcd + etcdctl (Debian's
-  etcd-server and etcd-client), flanneld and the CNI plugins flannel/bridge/host-local/portmap/
-  loopback (built from the upstream release sources, see netbuild.py), and a busybox test image
-  (Debian's busybox-static) that the tests ship with --extra-image.
-- placeholders (cannot be built here): the coredns:1.7.0 image (busybox httpd answering CoreDNS's
-  /health and /ready probes, no DNS) and crictl. Without the upstream sources, flannel and its
-  CNI plugin fall back to placeholders too, and the lab says so loudly.
+What is real and what is a stand-in (printed by describe() and in every run's summary):
+- REAL, built from their modules: kubeadm, kubelet, kubectl, kube-apiserver, kube-controller-manager,
+  kube-scheduler, kube-proxy v1.16.0 (k8s.io/kubernetes), CoreDNS 1.6.2 (github.com/coredns/coredns),
+  etcd + etcdctl 3.3.15 (github.com/coreos/etcd), the CNI plugins v0.7.5 flannel/bridge/host-local/
+  portmap/loopback (github.com/containernetworking/plugins), pause 3.1 (pause.c of k8s.io/kubernetes
+  v1.16.0); flanneld v0.11.0 from its release source (netbuild.py); the test image (Debian's
+  busybox-static).
+- STAND-IN: crictl. The Go module proxy here serves cri-tools v1.34.0 and v1.37.0 only, not the
+  v1.16.1 the tool bundles for 1.16: the real crictl v1.34.0 is served under v1.16.1's name.
+  Without the flannel source (K8SO_LAB_UPSTREAM_SRC), flannel falls back to a placeholder and the
+  lab says so loudly.
 
 The registry serves kubeadm's images at the root (k8s.gcr.io's layout) and again under
-google_containers/ (registry.aliyuncs.com's layout, for the seed's --image-repository).
+google_containers/ (registry.aliyuncs.com's layout, for the seed's --image-repository); flannel as a
+schema1 manifest, as quay.io served v0.11.0.
 """
 
 import argparse
@@ -40,22 +44,27 @@ import time
 import urllib.request
 from pathlib import Path
 
-from . import netbuild, ociimage
-from .common import (CACHE_DIR, DEBIAN_MIRROR, DEBIAN_SUITE, K8S_VERSION, OLD_GO, free_port, log,
-                     old_go_env, out, require_tools, run, sha256_file, write_json)
+from . import gobuild, netbuild, ociimage
+from .common import (CACHE_DIR, K8S_VERSION, cache_lock, free_port, log, out, require_tools, run,
+                     sha256_file, write_json)
 
-#: Bump when the build of the binaries changes (forces the slow Go build).
-RECIPE = "3"
 #: Bump when the images, the file layout or the checksums change (cheap: no Go build).
-SERVE_RECIPE = "3"
+SERVE_RECIPE = "4"
 
 ARCH = "amd64"
+#: The rows of gomod/builds.json that make the lab's Kubernetes, and what each gives.
+K8S_ROWS = ["kubernetes-" + K8S_VERSION, "kube-apiserver-" + K8S_VERSION, "kubelet-" + K8S_VERSION]
+COREDNS_ROW = "coredns-1.6.2"
+ETCD_ROW = "etcd-3.3.15"
+CNI_ROW = "cni-plugins-v0.7.5"
+CRICTL_ROW = "cri-tools-v1.34.0"
+#: The pause image kubeadm v1.16.0 names (checked against the built kubeadm in prepare()).
+PAUSE_TAG = "3.1"
 K8S_BINARIES = ["kubeadm", "kubelet", "kubectl", "kube-apiserver", "kube-controller-manager",
                 "kube-scheduler", "kube-proxy"]
 DL_BINARIES = ["kubeadm", "kubelet", "kubectl"]
-PAUSE_TAG = "3.2"
-ETCD_TAG = "3.4.13-0"
-COREDNS_TAG = "1.7.0"
+NODE_TARBALL_BINARIES = ["kubeadm", "kubelet", "kubectl", "kube-proxy"]
+CNI_PLUGINS = ["flannel", "bridge", "host-local", "portmap", "loopback"]
 FLANNEL_REPO = "coreos/flannel"
 #: Where registry.aliyuncs.com keeps kubeadm's images (the seed's --image-repository).
 ALIYUN_HOST = "registry.aliyuncs.com"
@@ -65,24 +74,33 @@ SEED_IMAGE_REPOSITORY = ALIYUN_HOST + "/" + ALIYUN_PREFIX
 BUSYBOX_REPO = "library/busybox"
 TEST_IMAGE = "docker.io/%s:1.35.0" % BUSYBOX_REPO
 BUSYBOX = "/bin/busybox"
-CNI_VERSION = "v0.8.7"
-CRICTL_VERSION = "v1.20.0"
-
-CNI_TGZ = "cni-plugins-linux-%s-%s.tgz" % (ARCH, CNI_VERSION)
-CRICTL_TGZ = "crictl-%s-linux-%s.tar.gz" % (CRICTL_VERSION, ARCH)
-CNI_PATH = "github.com/containernetworking/plugins/releases/download/%s/%s" % (CNI_VERSION, CNI_TGZ)
-CRICTL_PATH = "github.com/kubernetes-sigs/cri-tools/releases/download/%s/%s" % (
-    CRICTL_VERSION, CRICTL_TGZ)
 DL_PATH = "dl.k8s.io/release/%s/bin/linux/%s" % (K8S_VERSION, ARCH)
+NODE_TARBALL = "kubernetes-node-linux-%s.tar.gz" % ARCH
+NODE_TARBALL_PATH = "dl.k8s.io/%s/%s" % (K8S_VERSION, NODE_TARBALL)
 
-#: Debian packages the build reads from the host (installed by CI, never by the lab).
-HOST_PACKAGES = ["golang-go", "golang-github-modern-go-reflect2-dev", "etcd-server",
-                 "containernetworking-plugins", "iptables", "conntrack"]
-#: Host packages only the served images read (part of the serve key, not the slow build's key).
-SERVE_HOST_PACKAGES = ["etcd-client", "busybox-static", "coreutils"]
-REFLECT2_SRC = "/usr/share/gocode/src/github.com/modern-go/reflect2"
-DEBIAN_CNI_DIR = "/usr/lib/cni"
+#: Host packages the served images copy from (part of the serve key). Go itself: gobuild's table.
+SERVE_HOST_PACKAGES = ["busybox-static", "coreutils", "iptables", "conntrack", "libc6-dev", "gcc"]
 PLACEHOLDER_LABEL = "org.k8s-offline.lab.placeholder"
+STANDIN_LABEL = "org.k8s-offline.lab.stand-in"
+
+
+def tool_facts():
+    """What k8s_offline.py's own release table says for K8S_VERSION (cni, crictl, flannel, ...)."""
+    return netbuild.tool_module().version_facts(K8S_VERSION)
+
+
+def _names(facts):
+    cni, crictl = facts["cni"], facts["crictl"]
+    cni_tgz = facts["cni_tarball"][ARCH]
+    crictl_tgz = facts["crictl_tarball"][ARCH]
+    return {
+        "cni": cni, "cni_tgz": cni_tgz,
+        "cni_path": "github.com/containernetworking/plugins/releases/download/%s/%s" % (cni, cni_tgz),
+        "crictl": crictl, "crictl_tgz": crictl_tgz,
+        "crictl_path": "github.com/kubernetes-sigs/cri-tools/releases/download/%s/%s" % (
+            crictl, crictl_tgz),
+    }
+
 
 PLACEHOLDER_C = r"""
 #include <signal.h>
@@ -105,138 +123,47 @@ int main(int argc, char **argv) {
 }
 """
 
-CNI_FLANNEL_PLACEHOLDER = """#!/bin/sh
-# k8s-offline-lab PLACEHOLDER: the flannel CNI plugin cannot be built offline here.
-echo '{"cniVersion": "0.3.1", "code": 100, "msg": "k8s-offline-lab placeholder flannel CNI plugin"}'
-exit 1
-"""
-
-CRICTL_PLACEHOLDER = r"""#!/bin/sh
-# k8s-offline-lab PLACEHOLDER crictl: cri-tools cannot be built offline here. It answers only what
-# kubeadm 1.20 asks crictl on a containerd node (info, inspecti, pods -q, stopp, rmp, pull), through
-# containerd's own `ctr`, and refuses every pull (the nodes are air-gapped).
-sock=/run/containerd/containerd.sock
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -r|--runtime-endpoint|-i|--image-endpoint) sock="${2#unix://}"; shift 2 ;;
-    --runtime-endpoint=*|--image-endpoint=*) sock="${1#*=}"; sock="${sock#unix://}"; shift ;;
-    --version|-v) echo "crictl version %s-k8s-offline-lab-placeholder"; exit 0 ;;
-    -*) shift ;;
-    *) break ;;
-  esac
-done
-cmd="$1"; [ $# -gt 0 ] && shift
-ctr() { command ctr --address "$sock" -n k8s.io "$@"; }
-case "$cmd" in
-  info)
-    command ctr --address "$sock" plugins ls | awk '$1 == "io.containerd.grpc.v1" && $2 == "cri" && $NF == "ok" {f=1} END {exit !f}' \
-      || { echo "crictl (lab placeholder): containerd's CRI plugin is not running at $sock" >&2; exit 1; } ;;
-  inspecti)
-    name="$1"
-    case "$name" in */*) ;; *) name="docker.io/library/$name" ;; esac
-    case "${name%%%%/*}" in *.*|*:*|localhost) ;; *) name="docker.io/$name" ;; esac
-    case "${name##*/}" in *:*|*@*) ;; *) name="$name:latest" ;; esac
-    [ -n "$(ctr images ls -q "name==$name")" ] || { echo "crictl (lab placeholder): no image $name" >&2; exit 1; } ;;
-  pods)
-    ctr containers ls -q 'labels."io.cri-containerd.kind"==sandbox' ;;
-  stopp)
-    ctr tasks kill -s KILL "$1" >/dev/null 2>&1; ctr tasks delete -f "$1" >/dev/null 2>&1; true ;;
-  rmp)
-    ctr containers delete "$1" ;;
-  pull)
-    echo "crictl (lab placeholder): refusing to pull $1: this node is air-gapped" >&2; exit 1 ;;
-  *)
-    echo "crictl (lab placeholder): '$cmd' is not supported (cri-tools cannot be built offline here)" >&2
-    exit 1 ;;
-esac
-""" % CRICTL_VERSION
-
-
-# --------------------------------------------------------------------------- source + key
-
-def _apt_opts():
-    apt = CACHE_DIR / "apt"
-    for d in ("lists/partial", "archives/partial", "parts"):
-        (apt / d).mkdir(parents=True, exist_ok=True)
-    src = apt / "sources.list"
-    src.write_text("deb-src %s %s main\n" % (DEBIAN_MIRROR, DEBIAN_SUITE))
-    return ["-o", "Dir::Etc::SourceList=%s" % src, "-o", "Dir::Etc::SourceParts=%s" % (apt / "parts"),
-            "-o", "Dir::State::Lists=%s" % (apt / "lists"), "-o", "Dir::Cache=%s" % apt,
-            "-o", "APT::Sandbox::User=root", "-o", "Debug::NoLocking=1",
-            "-o", "Acquire::http::Timeout=30", "-o", "Acquire::Retries=2", "-q"]
-
-
-def source_package_uris():
-    """[(url, filename, sha256)] of Debian's kubernetes source package, via a private apt state."""
-    opts = _apt_opts()
-    run(["apt-get"] + opts + ["update"], capture=True)
-    text = out(["apt-get"] + opts + ["source", "--print-uris", "kubernetes"])
-    uris = []
-    for line in text.splitlines():
-        if line.startswith("'"):
-            url, name, _size, csum = line.split()
-            assert csum.startswith("SHA256:"), line
-            uris.append((url.strip("'"), name, csum[len("SHA256:"):]))
-    if not any(n.endswith(".dsc") for _, n, _ in uris):
-        raise RuntimeError("no kubernetes source package found:\n" + text)
-    return uris
-
-
-def host_versions():
-    vers = out(["dpkg-query", "-W", "-f", "${Package}=${Version}\n"] + HOST_PACKAGES)
-    return vers + "\n" + out([OLD_GO, "version"])
-
-
-def compute_key():
-    """The cache key: source package checksum + recipe + host tool versions."""
-    pointer = CACHE_DIR / "upstream" / "latest.json"
-    try:
-        uris = source_package_uris()
-    except Exception as exc:  # no Debian mirror reachable: fall back to the last good build
-        if pointer.exists():
-            info = json.loads(pointer.read_text())
-            log("cannot reach the Debian mirror (%s); using the cached build %s" % (exc, info["key"]))
-            return info["key"], info["uris"]
-        raise
-    dsc_sum = [s for _, n, s in uris if n.endswith(".dsc")][0]
-    material = "\n".join([dsc_sum, RECIPE, host_versions()])
-    import hashlib
-    key = dsc_sum[:12] + "-" + hashlib.sha256(material.encode()).hexdigest()[:12]
-    return key, uris
-
 
 # --------------------------------------------------------------------------- build
 
-def serve_key(net):
-    """Key of the served images and files: recipe, network build, host packages they copy."""
+def serve_key(rows, net):
+    """Key of the served images and files: recipe, Go builds, flannel build, host packages."""
     vers = out(["dpkg-query", "-W", "-f", "${Package}=${Version}\n"] + SERVE_HOST_PACKAGES, quiet=True)
     # this module and ociimage.py write the images: any change to them is a new serve key
     code = "".join(Path(m.__file__).read_text() for m in (sys.modules[__name__], ociimage))
-    material = "\n".join([SERVE_RECIPE, net.key or "placeholder-network", vers, code])
+    material = "\n".join([SERVE_RECIPE, net.key or "placeholder-network", vers, code]
+                         + ["%s=%s" % (r.name, r.key) for r in rows])
     return hashlib.sha256(material.encode()).hexdigest()[:12]
 
 
 class Build(object):
-    """Paths of one cached upstream build (binaries by key, served images and files by serve
-    key), and the network build it serves (net.real False: placeholders)."""
+    """Paths of one cached upstream (the served images and files, by serve key), the Go builds it
+    serves (rows by name) and the flannel build (net.real False: placeholder)."""
 
-    def __init__(self, key, net=None, skey=None):
+    def __init__(self, key, rows, net):
         self.key = key
+        self.rows = dict((r.name, r) for r in rows)
         self.net = net
         self.root = CACHE_DIR / "upstream" / key
         self.bin = self.root / "bin"
-        self.bin_stamp = self.bin / ".complete"
-        serve = self.root / ("serve-%s-%s" % (SERVE_RECIPE, skey or "none"))
-        self.serve = serve
-        self.oci = serve / "layouts"
-        self.files = serve / "files"
-        self.registry = serve / "registry"
-        self.checksums = serve / "SHA256SUMS"
-        self.stamp = serve / "complete.json"
+        self.oci = self.root / "layouts"
+        self.files = self.root / "files"
+        self.registry = self.root / "registry"
+        self.checksums = self.root / "SHA256SUMS"
+        self.stamp = self.root / "complete.json"
 
     @property
     def complete(self):
-        return self.bin_stamp.exists() and self.stamp.exists()
+        return self.stamp.exists()
+
+    def binary(self, name):
+        """A built binary by name: pause is the lab's, every other one comes from a gobuild row."""
+        if name == "pause":
+            return self.bin / "pause"
+        for row in self.rows.values():
+            if row.binary(name).is_file():
+                return row.binary(name)
+        raise KeyError(name)
 
     def images(self):
         """Every image the lab registry serves, as repo:tag (aliases included)."""
@@ -263,58 +190,30 @@ def _download(url, dest, sha):
     tmp.rename(dest)
 
 
-def build_binaries(build, uris):
-    """Fetch + unpack the source package, swap in reflect2 1.0.2, build with the project Makefile."""
-    # A fixed path (kubernetes' build keeps its Go cache under _output/, removed with the tree).
-    srcdir = CACHE_DIR / "src-build"
-    dl = CACHE_DIR / "sources"
-    dl.mkdir(parents=True, exist_ok=True)
-    for url, name, sha in uris:
-        _download(url, dl / name, sha)
-    dsc = [dl / n for _, n, _ in uris if n.endswith(".dsc")][0]
-    if srcdir.exists():
-        shutil.rmtree(str(srcdir))
-    run(["dpkg-source", "--no-check", "-x", dsc, srcdir], capture=True)
-    for _, name, _ in uris:  # dpkg-source leaves copies of the source files beside srcdir
-        stray = srcdir.parent / name
-        if stray.exists() and stray.parent != dl:
-            stray.unlink()
-    # reflect2 1.0.1 (vendored) makes kubeadm panic when built with Go >= 1.18; 1.0.2 fixes it.
-    vend = srcdir / "vendor" / "github.com" / "modern-go" / "reflect2"
-    shutil.rmtree(str(vend))
-    shutil.copytree(REFLECT2_SRC, str(vend), symlinks=False)
-    gopath = srcdir / ".go"
-    (gopath / "src" / "k8s.io").mkdir(parents=True)
-    os.symlink("../../..", str(gopath / "src" / "k8s.io" / "kubernetes"))
-    env = old_go_env(os.environ)
-    env.update({
-        "GOPATH": str(gopath), "GO111MODULE": "off", "GOFLAGS": "", "CGO_ENABLED": "0",
-        "GOCACHE": str(CACHE_DIR / "gocache"),
-        "KUBE_GIT_VERSION": K8S_VERSION, "KUBE_GIT_TREE_STATE": "clean",
-        "KUBE_GIT_MAJOR": "1", "KUBE_GIT_MINOR": "20",
-    })
-    t0 = time.monotonic()
-    with open(str(build.root / "make.log"), "w") as logf:
-        proc = subprocess.run(
-            ["make", "WHAT=" + " ".join("cmd/" + b for b in K8S_BINARIES)],
-            cwd=str(gopath / "src" / "k8s.io" / "kubernetes"), env=env,
-            stdout=logf, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise RuntimeError("kubernetes build failed, see %s" % (build.root / "make.log"))
-    log("kubernetes binaries built in %.0fs" % (time.monotonic() - t0))
+def build_pause(build, k8s_row):
+    """pause from kubernetes' own build/pause/pause.c (in the k8s.io/kubernetes module), static."""
+    src = k8s_row.module_dir() / "build" / "pause" / "pause.c"
     build.bin.mkdir(parents=True, exist_ok=True)
-    outbin = srcdir / "_output" / "local" / "bin" / "linux" / ARCH
-    for b in K8S_BINARIES:
-        shutil.copy2(str(outbin / b), str(build.bin / b))
-    # pause from kubernetes' own pause.c, static.
-    pause_c = srcdir / "build" / "pause" / "linux" / "pause.c"
-    run(["gcc", "-Os", "-Wall", "-Werror", "-static", "-DVERSION=v%s-k8s-offline-lab" % PAUSE_TAG,
-         "-o", build.bin / "pause", pause_c])
+    run(["gcc", "-Os", "-Wall", "-Werror", "-static", "-DVERSION=v%s-k8s-offline-lab" % build.pause_tag,
+         "-o", build.bin / "pause", src])
     run(["strip", build.bin / "pause"])
-    shutil.rmtree(str(srcdir))
-    ver = out([build.bin / "kubeadm", "version", "-o", "short"])
-    if ver != K8S_VERSION:
-        raise RuntimeError("built kubeadm reports %r, want %s" % (ver, K8S_VERSION))
+
+
+def kubeadm_image_tags(kubeadm):
+    """{image name: tag} that the built kubeadm itself names for K8S_VERSION."""
+    text = out([kubeadm, "config", "images", "list", "--kubernetes-version", K8S_VERSION], quiet=True)
+    tags = {}
+    for line in text.splitlines():
+        ref = line.strip().rsplit("/", 1)[-1]
+        if ":" in ref:
+            name, tag = ref.split(":", 1)
+            tags[name] = tag
+    want = {"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "pause",
+            "etcd", "coredns"}
+    if set(tags) != want:
+        raise RuntimeError("kubeadm config images list names %s, want %s:\n%s" % (
+            sorted(tags), sorted(want), text))
+    return tags
 
 
 def build_placeholder(build, image_name):
@@ -347,59 +246,50 @@ def add_busybox(layer, applets):
         layer.add_symlink("bin/" + applet, "busybox")
 
 
-COREDNS_PLACEHOLDER = """#!/bin/sh
-# k8s-offline-lab PLACEHOLDER coredns: CoreDNS cannot be built offline here. This answers the
-# probes of kubeadm's CoreDNS Deployment (/health on 8080, /ready on 8181) and serves NO DNS.
-echo "k8s-offline-lab PLACEHOLDER coredns %s: answers /health and /ready, serves no DNS" >&2
-httpd -p 8080 -h /k8so-lab-probes
-exec httpd -f -p 8181 -h /k8so-lab-probes
-""" % COREDNS_TAG
-
-
 def image_specs(build):
     """[(repo paths in the registry, tag, layers kwargs, schema1)] for every image the lab serves.
     kubeadm's images are pushed at the root and under google_containers/ (aliyun's layout)."""
-    labels = {"org.k8s-offline.lab": "built from source by the k8s-offline air-gap lab"}
+    labels = {"org.k8s-offline.lab": "built from its Go module by the k8s-offline air-gap lab"}
+    tags = build.tags
     specs = []
 
-    def kubeadm_image(name, tag, kw):
-        specs.append(([name, ALIYUN_PREFIX + "/" + name], tag, kw, False))
+    def kubeadm_image(name, kw):
+        specs.append(([name, ALIYUN_PREFIX + "/" + name], tags[name], kw, False))
 
     for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
         layer = ociimage.Layer()
         layer.add_dir("tmp", 0o1777)
-        layer.add_file("usr/local/bin/" + name, build.bin / name, 0o755)
-        kubeadm_image(name, K8S_VERSION, dict(layers=[layer], entrypoint=["/usr/local/bin/" + name],
-                                              labels=labels))
+        layer.add_file("usr/local/bin/" + name, build.binary(name), 0o755)
+        kubeadm_image(name, dict(layers=[layer], entrypoint=["/usr/local/bin/" + name], labels=labels))
     layer = ociimage.Layer()
     layer.add_dir("tmp", 0o1777)
     layer.add_dir("run", 0o755)
     layer.add_dir("var/run", 0o755)
-    layer.add_file("usr/local/bin/kube-proxy", build.bin / "kube-proxy", 0o755)
+    layer.add_file("usr/local/bin/kube-proxy", build.binary("kube-proxy"), 0o755)
     add_iptables(layer)
-    kubeadm_image("kube-proxy", K8S_VERSION, dict(layers=[layer], entrypoint=["/usr/local/bin/kube-proxy"],
-                                                  labels=labels))
+    kubeadm_image("kube-proxy", dict(layers=[layer], entrypoint=["/usr/local/bin/kube-proxy"],
+                                     labels=labels))
     layer = ociimage.Layer()
-    layer.add_file("pause", build.bin / "pause", 0o755)
-    kubeadm_image("pause", PAUSE_TAG, dict(layers=[layer], entrypoint=["/pause"], labels=labels))
+    layer.add_file("pause", build.binary("pause"), 0o755)
+    kubeadm_image("pause", dict(layers=[layer], entrypoint=["/pause"], labels=labels))
+    # etcd as upstream's image has it: etcd and etcdctl in /usr/local/bin (static builds) on a
+    # busybox base (k8s.gcr.io/etcd:3.3.15-0 is FROM busybox: sh, env for ETCDCTL_API=3)
     layer = ociimage.Layer()
     layer.add_dir("tmp", 0o1777)
+    add_busybox(layer, ["sh", "env", "ls", "cat"])
     layer.add_dir("var/lib/etcd", 0o700)
-    layer.add_host_file_with_libs("/usr/bin/etcd", "/usr/local/bin/etcd", 0o755)
-    layer.add_host_file_with_libs("/usr/bin/etcdctl", "/usr/local/bin/etcdctl", 0o755)
-    kubeadm_image("etcd", ETCD_TAG, dict(layers=[layer], entrypoint=["/usr/local/bin/etcd"], labels=labels))
-
-    ref = "coredns:%s" % COREDNS_TAG
+    layer.add_file("usr/local/bin/etcd", build.binary("etcd"), 0o755)
+    layer.add_file("usr/local/bin/etcdctl", build.binary("etcdctl"), 0o755)
+    kubeadm_image("etcd", dict(layers=[layer], entrypoint=["/usr/local/bin/etcd"], labels=labels))
+    # CoreDNS as upstream's image has it: /coredns (static), entrypoint /coredns
     layer = ociimage.Layer()
-    add_busybox(layer, ["sh", "httpd"])
-    layer.add_bytes("coredns", COREDNS_PLACEHOLDER, 0o755)
-    for probe in ("health", "ready"):
-        layer.add_bytes("k8so-lab-probes/" + probe, "OK (k8s-offline-lab placeholder coredns)\n")
-    layer.add_bytes("PLACEHOLDER.txt", "k8s-offline-lab placeholder for %s: not buildable offline\n" % ref)
-    kubeadm_image("coredns", COREDNS_TAG, dict(layers=[layer], entrypoint=["/coredns"],
-                                               labels={PLACEHOLDER_LABEL: ref}))
+    layer.add_dir("tmp", 0o1777)
+    layer.add_file("coredns", build.binary("coredns"), 0o755)
+    kubeadm_image("coredns", dict(layers=[layer], entrypoint=["/coredns"], labels=labels))
 
     flannel_tag = "%s-%s" % (build.net.flannel_version, ARCH)
+    # quay.io served flannel v0.11.0 as a schema1 manifest: so does the lab (later tags: schema2)
+    schema1 = build.net.flannel_version in ("v0.11.0",)
     if build.real_network:
         layer = ociimage.Layer()
         for d in ("tmp", "run", "var/run", "etc/kube-flannel"):
@@ -410,7 +300,7 @@ def image_specs(build):
         specs.append(([FLANNEL_REPO], flannel_tag, dict(
             layers=[layer], entrypoint=["/opt/bin/flanneld"],
             labels={"org.k8s-offline.lab": "flanneld %s built from its release source by the "
-                    "k8s-offline air-gap lab" % build.net.flannel_version}), False))
+                    "k8s-offline air-gap lab" % build.net.flannel_version}), schema1))
     else:
         ref = "%s:%s" % (FLANNEL_REPO, flannel_tag)
         prog = build_placeholder(build, ref)
@@ -420,7 +310,7 @@ def image_specs(build):
             layer.add_symlink(path, "/k8s-offline-lab-placeholder")
         layer.add_bytes("PLACEHOLDER.txt", "k8s-offline-lab placeholder for %s: not buildable offline\n" % ref)
         specs.append(([FLANNEL_REPO], flannel_tag, dict(layers=[layer], entrypoint=["/opt/bin/flanneld"],
-                                                        labels={PLACEHOLDER_LABEL: ref}), False))
+                                                        labels={PLACEHOLDER_LABEL: ref}), schema1))
 
     layer = ociimage.Layer()
     layer.add_dir("tmp", 0o1777)
@@ -433,29 +323,38 @@ def image_specs(build):
 
 
 def build_files(build):
-    """Lay out the binaries, CNI and crictl archives like dl.k8s.io / github.com, with checksums."""
+    """Lay out the binaries, the node tarball, the CNI and crictl archives like dl.k8s.io /
+    github.com, with a checksum file (sha256 of each, sha512 of the node tarball)."""
+    names = build.names
     if build.files.exists():
         shutil.rmtree(str(build.files))
     dl = build.files / DL_PATH
     dl.mkdir(parents=True)
     sums = []
     for b in DL_BINARIES:
-        shutil.copy2(str(build.bin / b), str(dl / b))
+        shutil.copy2(str(build.binary(b)), str(dl / b))
         digest = sha256_file(dl / b)
         (dl / (b + ".sha256")).write_text(digest)
         sums.append((digest, b))
-    cni = build.files / CNI_PATH
+    # the release's node tarball (kubernetes/node/bin/...), which the tool prefers for v1.16.0:
+    # its sha512 is what the release notes publish, here the lab's checksum file
+    node = build.files / NODE_TARBALL_PATH
+    node.parent.mkdir(parents=True)
+    _write_tgz(node, [("kubernetes/node/bin/" + b, str(build.binary(b)), None)
+                      for b in NODE_TARBALL_BINARIES])
+    h = hashlib.sha512()
+    with open(str(node), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    sums.append((h.hexdigest(), NODE_TARBALL))
+    cni = build.files / names["cni_path"]
     cni.parent.mkdir(parents=True)
-    if build.real_network:  # the plugins built from the CNI plugins' release source
-        _write_tgz(cni, [("./" + p.name, str(p), None) for p in sorted(build.net.cni_dir.iterdir())])
-    else:
-        _write_tgz(cni, [("./" + p.name, str(p), None) for p in sorted(Path(DEBIAN_CNI_DIR).iterdir())
-                         if p.name != "flannel"] + [("./flannel", None, CNI_FLANNEL_PLACEHOLDER)])
-    sums.append((sha256_file(cni), CNI_TGZ))
-    crictl = build.files / CRICTL_PATH
+    _write_tgz(cni, [("./" + p, str(build.binary(p)), None) for p in CNI_PLUGINS])
+    sums.append((sha256_file(cni), names["cni_tgz"]))
+    crictl = build.files / names["crictl_path"]
     crictl.parent.mkdir(parents=True)
-    _write_tgz(crictl, [("crictl", None, CRICTL_PLACEHOLDER)])
-    sums.append((sha256_file(crictl), CRICTL_TGZ))
+    _write_tgz(crictl, [("crictl", str(build.binary("crictl")), None)])
+    sums.append((sha256_file(crictl), names["crictl_tgz"]))
     build.checksums.write_text("".join("%s  %s\n" % s for s in sums))
 
 
@@ -478,43 +377,50 @@ def _write_tgz(path, members):
 
 
 def prepare(force=False):
-    """Make sure the cached upstream build exists; return its Build.
+    """Make sure the cached upstream exists; return its Build.
 
     Holds an exclusive lock on the cache while it works, so concurrent lab runs wait for one build.
     """
-    import fcntl
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(str(CACHE_DIR / "prepare.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with cache_lock():
         return _prepare(force)
 
 
 def _prepare(force):
-    require_tools(["apt-get", "dpkg-source", "go", "make", "gcc", "rsync", "skopeo",
-                   "docker-registry", "ldd", "strip", "etcdctl", "busybox"])
+    require_tools(["gcc", "skopeo", "docker-registry", "ldd", "strip", "busybox", "dpkg-query"])
     t0 = time.monotonic()
-    key, uris = compute_key()
+    facts = tool_facts()
+    names = _names(facts)
+    row_names = K8S_ROWS + [COREDNS_ROW, ETCD_ROW, CNI_ROW, CRICTL_ROW]
+    rows = [gobuild.ensure(n) for n in row_names]
     net = netbuild.prepare()
     if net.flannel_version is None:
         raise RuntimeError("k8s_offline.py names no flannel version for %s" % K8S_VERSION)
-    if net.cni_version != CNI_VERSION:
-        raise RuntimeError("k8s_offline.py bundles CNI plugins %s for %s but the lab serves %s: "
-                           "update tests/e2e/upstream.py" % (net.cni_version, K8S_VERSION, CNI_VERSION))
-    build = Build(key, net, serve_key(net))
+    cni_row = [r for r in rows if r.name == CNI_ROW][0]
+    if cni_row.version != names["cni"]:
+        raise RuntimeError("k8s_offline.py bundles CNI plugins %s for %s but the lab builds %s "
+                           "(row %s of %s)" % (names["cni"], K8S_VERSION, cni_row.version, CNI_ROW,
+                                               gobuild.TABLE))
+    key = serve_key(rows, net)
+    build = Build(key, rows, net)
+    build.names = names
+    build.tags = kubeadm_image_tags(build.binary("kubeadm"))
+    for name, row in (("coredns", COREDNS_ROW), ("etcd", ETCD_ROW)):
+        ver = build.rows[row].version.lstrip("v").split("+")[0]
+        if build.tags[name].split("-")[0] != ver:
+            raise RuntimeError("kubeadm %s wants %s:%s but the lab builds %s (row %s of %s)" % (
+                K8S_VERSION, name, build.tags[name], ver, row, gobuild.TABLE))
+    if build.tags["pause"] != PAUSE_TAG:
+        raise RuntimeError("kubeadm %s wants pause:%s, the lab says %s (upstream.PAUSE_TAG)" % (
+            K8S_VERSION, build.tags["pause"], PAUSE_TAG))
+    build.pause_tag = PAUSE_TAG
     if build.complete and not force:
-        log("upstream build %s is cached (%s)" % (key, build.root))
+        log("upstream %s is cached (%s)" % (key, build.root))
         return build
-    if force or not build.bin_stamp.exists():
-        log("cold upstream build %s into %s" % (key, build.root))
-        if build.root.exists():
-            shutil.rmtree(str(build.root))
-        build.root.mkdir(parents=True)
-        build_binaries(build, uris)
-        build.bin_stamp.write_text(key + "\n")
-    log("building the served images and files in %s" % build.serve)
-    if build.serve.exists():
-        shutil.rmtree(str(build.serve))
-    build.serve.mkdir(parents=True)
+    log("building the served images and files in %s" % build.root)
+    if build.root.exists():
+        shutil.rmtree(str(build.root))
+    build.root.mkdir(parents=True)
+    build_pause(build, build.rows[K8S_ROWS[0]])
     build_files(build)
     build.oci.mkdir()
     specs = image_specs(build)
@@ -530,10 +436,10 @@ def _prepare(force):
         registry.stop()
     shutil.rmtree(str(build.oci))
     write_json(build.stamp, {"key": key, "images": ["%s:%s" % (r, t) for rs, t, _, _ in specs for r in rs],
-                             "real_network": build.real_network,
+                             "real_network": build.real_network, "tags": build.tags,
+                             "rows": dict((r.name, r.key) for r in rows),
                              "seconds": round(time.monotonic() - t0)})
-    write_json(CACHE_DIR / "upstream" / "latest.json", {"key": key, "uris": uris})
-    log("upstream build %s done in %.0fs" % (key, time.monotonic() - t0))
+    log("upstream %s done in %.0fs" % (key, time.monotonic() - t0))
     return build
 
 
@@ -664,13 +570,17 @@ class Upstream(object):
         self.files.stop()
         self.registry.stop()
 
-    def bundle_args(self, image_repository=None):
+    def bundle_args(self, image_repository=None, kubernetes_version=False):
         """The `k8s_offline.py bundle` flags that point it at this upstream: every registry the
         bundle pulls from (registry.aliyuncs.com and docker.io included) maps to the lab's
         loopback registry, so nothing reaches a real host. With the seed's image repository,
-        kubeadm's images come from google_containers/ as they would from aliyun."""
+        kubeadm's images come from google_containers/ as they would from aliyun. Without
+        kubernetes_version no --kubernetes-version is given (the seed's bundle: the tool's
+        default, which is the lab's K8S_VERSION)."""
         reg = self.registry.host
-        args = ["--kubernetes-version", K8S_VERSION, "--arch", ARCH]
+        args = ["--arch", ARCH]
+        if kubernetes_version:
+            args = ["--kubernetes-version", K8S_VERSION] + args
         if image_repository:
             args += ["--image-repository", image_repository]
         for src in ("registry.k8s.io", "k8s.gcr.io", "quay.io", ALIYUN_HOST, "docker.io"):
@@ -683,38 +593,44 @@ class Upstream(object):
 
     def describe(self):
         return "\n".join([
-            "upstream build %s (%s)" % (self.build.key, self.build.serve),
+            "upstream %s (%s)" % (self.build.key, self.build.root),
             "  registry    %s  (images: %s)" % (
                 self.registry.host, ", ".join(self.build.images())),
             "  file server %s  (dl.k8s.io/..., github.com/...)" % self.files.url,
             "  checksums   %s" % self.build.checksums,
-        ] + ["  " + line for line in real_and_placeholders(self.build)])
+        ] + ["  " + line for line in real_and_stand_ins(self.build)])
 
 
-def real_and_placeholders(build):
-    """Lines saying what the lab serves for real and what is a placeholder."""
-    net = build.net
-    real = ["kubeadm kubelet kubectl kube-apiserver kube-controller-manager kube-scheduler "
-            "kube-proxy %s (Debian's source)" % K8S_VERSION, "pause:%s (pause.c)" % PAUSE_TAG,
-            "etcd:%s (Debian's etcd-server + etcdctl)" % ETCD_TAG,
+def real_and_stand_ins(build):
+    """One line per part the lab serves: REAL (what it is built from) or STAND-IN (and why)."""
+    net, names, tags = build.net, build.names, build.tags
+    mod = dict((r.name, "%s@%s, Go %s" % (r.module, r.version, r.row["go"])) for r in build.rows.values())
+    real = ["kubeadm kubelet kubectl kube-apiserver kube-controller-manager kube-scheduler kube-proxy "
+            "%s (%s)" % (K8S_VERSION, mod[K8S_ROWS[0]]),
+            "pause:%s (pause.c of k8s.io/kubernetes@%s)" % (tags["pause"], K8S_VERSION),
+            "etcd:%s, etcd + etcdctl (%s)" % (tags["etcd"], mod[ETCD_ROW]),
+            "coredns:%s (%s)" % (tags["coredns"], mod[COREDNS_ROW]),
+            "%s: %s (%s)" % (names["cni_tgz"], " ".join(CNI_PLUGINS), mod[CNI_ROW]),
             "test image %s (Debian's busybox-static)" % TEST_IMAGE]
-    fake = ["coredns:%s (busybox httpd answering /health and /ready; NO DNS)" % COREDNS_TAG,
-            "crictl %s in %s (cri-tools is not buildable here)" % (CRICTL_VERSION, CRICTL_TGZ)]
+    stand = ["%s: crictl %s built from %s: the Go module proxy here serves cri-tools v1.34.0 and "
+             "v1.37.0 only, not %s" % (names["crictl_tgz"], build.rows[CRICTL_ROW].version,
+                                        mod[CRICTL_ROW], names["crictl"]),
+             "runc inside the nodes: a wrapper that drops CAP_SYS_RESOURCE (this sandbox cannot grant "
+             "it; nodes.py)"]
     if build.real_network:
-        real.append("flannel %s image (flanneld from source + iptables + cp) and CNI plugins %s "
-                    "(flannel bridge host-local portmap loopback, from source) [%s]" % (
-                        net.flannel_version, net.cni_version, net.root))
+        real.append("flannel %s image (flanneld from its release source, %s; iptables + cp)" % (
+            net.flannel_version, net.root))
     else:
-        fake.append("FLANNEL image %s and the flannel CNI plugin: upstream sources missing (%s); "
-                    "no node can go Ready" % (net.flannel_version, ", ".join(net.missing)))
-    return ["REAL: " + r for r in real] + ["PLACEHOLDER: " + f for f in fake]
+        stand.append("FLANNEL image %s: PLACEHOLDER, upstream sources missing (%s); no node can go "
+                     "Ready" % (net.flannel_version, ", ".join(net.missing)))
+    return ["REAL: " + r for r in real] + ["STAND-IN: " + f for f in stand]
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python3 -m tests.e2e.upstream", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prepare", action="store_true", help="build (or reuse) the cached upstream")
-    ap.add_argument("--force", action="store_true", help="rebuild even if cached")
+    ap.add_argument("--force", action="store_true", help="rebuild the served images and files")
     ap.add_argument("--serve", action="store_true", help="serve registry + files until Ctrl-C")
     args = ap.parse_args(argv)
     if not (args.prepare or args.serve):
@@ -730,6 +646,8 @@ def main(argv=None):
             signal.sigwait([signal.SIGINT, signal.SIGTERM])
         finally:
             up.stop()
+    else:
+        print("\n".join(real_and_stand_ins(build)))
     return 0
 
 
