@@ -281,19 +281,19 @@ def test_make_docker_config(make_docker_config, basic_registry):
     assert r.status_code == 200
 
 
+def _run_hello(tag, network, img):
+    """`cat /msg` in the loaded hello image on `network`: it answers the image's message."""
+    r = subprocess.run(["docker", "run", "--rm", "--network", network, tag, "sh", "-c", "cat /msg"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == img.platforms["amd64"].msg
+
+
 def test_dockerd_runs_a_test_image(dockerd, anon_registry, test_images):
-    img = test_images.get("workload/hello:1.0")
     tag = "k8s-offline-fixture-test/hello:1.0"
-    subprocess.run(["skopeo", "--insecure-policy", "copy", "--quiet", "--src-tls-verify=false",
-                    "docker://" + img.ref(anon_registry.host), "docker-daemon:" + tag],
-                   check=True, timeout=120)
+    img = _hello_in_dockerd(anon_registry, test_images, tag)
     try:
-        r = subprocess.run(["docker", "run", "--rm", "--network", "none", tag,
-                            "sh", "-c", "cat /msg"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           timeout=120)
-        assert r.returncode == 0, r.stderr
-        assert r.stdout == img.platforms["amd64"].msg
+        _run_hello(tag, "none", img)
         iid = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", tag],
                              stdout=subprocess.PIPE, text=True, timeout=60).stdout.strip()
         assert iid == img.platforms["amd64"].config_digest
@@ -341,12 +341,7 @@ def test_a_fresh_dockerd_leaves_the_host_bridge_working(dockerd, anon_registry, 
     tag = "k8s-offline-fixture-test/hello-bridge:1.0"
     img = _hello_in_dockerd(anon_registry, test_images, tag)
     try:
-        r = subprocess.run(["docker", "run", "--rm", "--network", "bridge", tag,
-                            "sh", "-c", "cat /msg"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           timeout=120)
-        assert r.returncode == 0, r.stderr
-        assert r.stdout == img.platforms["amd64"].msg
+        _run_hello(tag, "bridge", img)
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=60)
