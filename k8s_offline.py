@@ -177,6 +177,9 @@ DISTROS = {
     "ubuntu-18.04": _apt_distro("ubuntu", "18.04", "bionic", *_UBUNTU),
     "ubuntu-20.04": _apt_distro("ubuntu", "20.04", "focal", *_UBUNTU),
     "ubuntu-22.04": _apt_distro("ubuntu", "22.04", "jammy", *_UBUNTU),
+    "ubuntu-24.04": _apt_distro("ubuntu", "24.04", "noble", *_UBUNTU),
+    "debian-13": _apt_distro("debian", "13", "trixie",
+                             "https://deb.debian.org/debian"),
     # CentOS 7 is end of life: its last tree lives on vault.centos.org
     # (aarch64 under altarch/).  Rocky 8: the pinned 8.9 tree in the vault,
     # which does not move as pub/rocky/8 does.
@@ -196,6 +199,17 @@ DISTROS = {
                     "https://dl.rockylinux.org/vault/rocky/8.9/AppStream/aarch64/os")},
                 "core": RPM_CORE_ROCKY8,
                 "ebtables": "iptables-ebtables"},
+    # Rocky 9: the pinned 9.5 tree in the vault.  EL9 has no iptables or
+    # iptables-ebtables package: iptables-nft carries iptables and ebtables.
+    "rocky-9": {"id": "rocky", "version_id": "9", "family": "rpm",
+                "repos": {"amd64": (
+                    "https://dl.rockylinux.org/vault/rocky/9.5/BaseOS/x86_64/os",
+                    "https://dl.rockylinux.org/vault/rocky/9.5/AppStream/x86_64/os"),
+                    "arm64": (
+                    "https://dl.rockylinux.org/vault/rocky/9.5/BaseOS/aarch64/os",
+                    "https://dl.rockylinux.org/vault/rocky/9.5/AppStream/aarch64/os")},
+                "core": RPM_CORE_ROCKY8,
+                "iptables": "iptables-nft", "ebtables": "iptables-nft"},
 }
 
 # Layout of a bundle (inside its one top directory).
@@ -6454,7 +6468,10 @@ def wanted_packages(os_id):
     distro = DISTROS[os_id]
     if distro["family"] == "deb":
         return list(DEB_PACKAGES)
-    return list(RPM_PACKAGES) + [distro["ebtables"]]
+    wanted = [distro.get("iptables", "iptables") if name == "iptables" else name
+              for name in RPM_PACKAGES] + [distro["ebtables"]]
+    return [name for position, name in enumerate(wanted)
+            if name not in wanted[:position]]
 
 
 def archive_url(base, path):
