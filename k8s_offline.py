@@ -177,6 +177,9 @@ DISTROS = {
     "ubuntu-18.04": _apt_distro("ubuntu", "18.04", "bionic", *_UBUNTU),
     "ubuntu-20.04": _apt_distro("ubuntu", "20.04", "focal", *_UBUNTU),
     "ubuntu-22.04": _apt_distro("ubuntu", "22.04", "jammy", *_UBUNTU),
+    "ubuntu-24.04": _apt_distro("ubuntu", "24.04", "noble", *_UBUNTU),
+    "debian-13": _apt_distro("debian", "13", "trixie",
+                             "https://deb.debian.org/debian"),
     # CentOS 7 is end of life: its last tree lives on vault.centos.org
     # (aarch64 under altarch/).  Rocky 8: the pinned 8.9 tree in the vault,
     # which does not move as pub/rocky/8 does.
@@ -196,6 +199,17 @@ DISTROS = {
                     "https://dl.rockylinux.org/vault/rocky/8.9/AppStream/aarch64/os")},
                 "core": RPM_CORE_ROCKY8,
                 "ebtables": "iptables-ebtables"},
+    # Rocky 9: the pinned 9.5 tree in the vault.  EL9 has no iptables or
+    # iptables-ebtables package: iptables-nft carries iptables and ebtables.
+    "rocky-9": {"id": "rocky", "version_id": "9", "family": "rpm",
+                "repos": {"amd64": (
+                    "https://dl.rockylinux.org/vault/rocky/9.5/BaseOS/x86_64/os",
+                    "https://dl.rockylinux.org/vault/rocky/9.5/AppStream/x86_64/os"),
+                    "arm64": (
+                    "https://dl.rockylinux.org/vault/rocky/9.5/BaseOS/aarch64/os",
+                    "https://dl.rockylinux.org/vault/rocky/9.5/AppStream/aarch64/os")},
+                "core": RPM_CORE_ROCKY8,
+                "iptables": "iptables-nft", "ebtables": "iptables-nft"},
 }
 
 # Layout of a bundle (inside its one top directory).
@@ -530,7 +544,7 @@ CHUNK = 1 << 20                  # file copies and hashing
 # needs (kubeadm's image tags, the CNI plugins, crictl and flannel releases,
 # and the checksums pinned for them) is data: bundle/releases.json, read by
 # bundle mode only (release_table()).
-SUPPORTED_MINORS = ("1.16", "1.17", "1.18", "1.19", "1.20")
+SUPPORTED_MINORS = tuple("1.%d" % minor for minor in range(16, 38))
 
 # Every name bundle.json may list, by folder: anything else is refused
 # before a byte of it is read.  Names become host paths (bin/kubelet goes
@@ -2158,7 +2172,8 @@ BUNDLE_FORMAT = 1
 CONTROL_PLANE_COMPONENTS = ("kube-apiserver", "kube-controller-manager",
                             "kube-scheduler")
 # Images a worker needs; masters need every image in the bundle.
-WORKER_IMAGE_NAMES = ("pause", "kube-proxy", "coredns", "flannel")
+WORKER_IMAGE_NAMES = ("pause", "kube-proxy", "coredns", "flannel",
+                      "flannel-cni-plugin")
 
 NODE_TARBALL_BINARIES = ("kubeadm", "kubelet", "kubectl")
 
@@ -2227,7 +2242,7 @@ BUNDLE_SCHEMA = ("record", ({
     "tool_version": ("match", TEXT_RE),
     "kubernetes_version": ("match", VERSION_RE),
     "arch": ("match", re.compile("|".join(sorted(ARCHES)))),
-    "versions": ("map", (re.compile(r"[a-z]{1,20}"),
+    "versions": ("map", (re.compile(r"[a-z][a-z-]{0,19}"),
                          ("either", ("match", TEXT_RE)), 20)),
     "images": ("list", (IMAGE_SCHEMA, MAX_BUNDLE_IMAGES)),
     "files": ("map", (MEMBER_NAME_RE, ("record", ({
@@ -2235,11 +2250,15 @@ BUNDLE_SCHEMA = ("record", ({
         ("size", "sha256"))), MAX_BUNDLE_MEMBERS)),
     "binaries": ("map", (re.compile("|".join(NODE_TARBALL_BINARIES)),
                          _MEMBER, 10)),
-    "archives": ("map", (re.compile("cni|crictl|docker|containerd|runc"),
-                         _MEMBER, 10)),
+    "archives": ("map", (re.compile(
+        "cni|crictl|docker|cri-dockerd|containerd|runc"), _MEMBER, 10)),
+    # The repository kubeadm names the bundled images under (its
+    # imageRepository); absent in bundles older than issue 19.
+    "image_repository": ("match", IMAGE_NAME_RE),
     "os_packages": OS_PACKAGES_SCHEMA,
     "systemd": ("map", (re.compile(r"kubelet\.service|10-kubeadm\.conf|"
-                                   r"docker\.service|containerd\.service"),
+                                   r"docker\.service|containerd\.service|"
+                                   r"cri-docker\.service|cri-docker\.socket"),
                         _MEMBER, 10)),
     "flannel_manifest": _MEMBER,
     "script": ("const", "k8s_offline.py"),
@@ -3125,15 +3144,31 @@ RELEASE_TABLE_ENV = "K8SO_RELEASE_TABLE"     # tests: a table of their own
 KUBERNETES_PROFILES = (
     (16, {"kubeadm_api": "kubeadm.k8s.io/v1beta2",       # the config API
           "kubelet_api": "kubelet.config.k8s.io/v1beta1",
-          "flannel_repository": "quay.io/coreos/flannel",
           "master_taint": "node-role.kubernetes.io/master",
           # kube-proxy's image detects the iptables backend from 1.17 on
           # (kubernetes #82966); 1.16's writes legacy rules only.
           "iptables_backend_detected": False,
           # kubeadm's certificate commands: under `alpha` up to 1.19.
-          "certs_command": ("kubeadm", "alpha", "certs")}),
+          "certs_command": ("kubeadm", "alpha", "certs"),
+          # The repository kubeadm's images are named under by default (the
+          # release table names the patches of 1.22-1.24 that moved early),
+          # and CoreDNS's path under it.
+          "default_image_repository": "k8s.gcr.io",
+          "coredns_path": "coredns",
+          # The flannel manifest (FLANNEL_LINES) and its namespace.
+          "flannel_line": "v0.11", "flannel_namespace": "kube-system",
+          # The kubelet talks to Docker itself up to 1.23; from 1.24 Docker
+          # needs cri-dockerd.
+          "dockershim": True}),
     (17, {"iptables_backend_detected": True}),
     (20, {"certs_command": ("kubeadm", "certs")}),
+    # CoreDNS moved to coredns/coredns under the default repository; the
+    # CNI plugins 1.x no longer carry flannel's binary, the current flannel
+    # line brings its own (and drops RBAC v1beta1 and the PSP).
+    (21, {"coredns_path": "coredns/coredns", "flannel_line": "v0.28",
+          "flannel_namespace": "kube-flannel"}),
+    (24, {"dockershim": False}),
+    (25, {"default_image_repository": "registry.k8s.io"}),
 )
 # The host tools kubeadm's preflight refuses to run without, from the minor
 # named on (before it, kubeadm only warns), and the package holding each.
@@ -3151,6 +3186,7 @@ _HEX = {"sha256": SHA256_HEX_RE, "sha512": re.compile(r"[0-9a-f]{128}")}
 _RELEASE_RE = re.compile(r"^v1\.(\d+)\.(\d+)\Z")
 _FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _IMAGE_TAG_RE = re.compile(r"^v?\d+(\.\d+)*(-\d+)?\Z")
+_COREDNS_PATHS = ("coredns", "coredns/coredns")
 
 
 def profile(kubernetes_version):
@@ -3235,14 +3271,30 @@ def release_table_problem(table):
         problem = hexes(entry, "node_sha512", "sha512")
         if problem:
             return "release %s: %s" % (version, problem)
+        if entry.get("coredns_path", "coredns") not in _COREDNS_PATHS or (
+                "image_repository" in entry and
+                not full_match(IMAGE_NAME_RE, entry["image_repository"])):
+            return "release %s: bad coredns_path or image_repository" % version
+        binaries = entry.get("binaries_sha256", {})
+        if not isinstance(binaries, dict) or any(
+                arch not in ARCHES or not isinstance(pins, dict) or any(
+                    name not in NODE_TARBALL_BINARIES or
+                    not full_match(SHA256_HEX_RE, value)
+                    for name, value in pins.items())
+                for arch, pins in binaries.items()):
+            return "release %s: bad binaries_sha256" % version
     for minor, entry in minors.items():
         if minor not in SUPPORTED_MINORS or not isinstance(entry, dict):
             return "minor %r is not supported" % minor
-        for key in ("cni", "crictl", "flannel"):
+        for key in ("cni", "crictl", "flannel", "containerd", "runc"):
             if (not isinstance(entry.get(key), str) or
                     not _IMAGE_TAG_RE.match(entry[key])):
                 return "minor %s lacks a %s version" % (minor, key)
-        for key in ("cni_sha256", "crictl_sha256"):
+        for key in ("cri_dockerd", "flannel_cni_plugin"):
+            if entry.get(key) is not None and not full_match(
+                    IMAGE_TAG_RE, entry[key]):
+                return "minor %s: bad %s" % (minor, key)
+        for key in ("cni_sha256", "crictl_sha256", "cri_dockerd_sha256"):
             problem = hexes(entry, key, "sha256")
             if problem:
                 return "minor %s: %s" % (minor, problem)
@@ -3261,24 +3313,39 @@ def release_table_problem(table):
 
 def version_facts(kubernetes_version):
     """What the release table says about one patch release: kubeadm's image
-    tags, the CNI, crictl and flannel versions, and the pinned checksums
-    (by arch); UserError for a version it does not list."""
+    tags and repository, the CNI, crictl, flannel and runtime versions, and
+    the pinned checksums (by arch).  A patch newer than the table in a minor
+    still getting releases ("open") has no image tags here (listed False):
+    its own kubeadm lists them at bundle time.  UserError for a version the
+    table does not know."""
     major, minor, _ = supported_version(kubernetes_version)
     table = release_table()
     version = normalize_version(kubernetes_version)
+    minor_key = "%d.%d" % (major, minor)
     release = table["releases"].get(version)
-    if release is None:
-        known = sorted(table["releases"], key=parse_version)
+    known = sorted(table["releases"], key=parse_version)
+    in_minor = [v for v in known if v.startswith("v%s." % minor_key)]
+    newer = (table["minors"].get(minor_key, {}).get("open") and
+             (not in_minor or parse_version(version) > parse_version(in_minor[-1])))
+    if release is None and not newer:
         raise UserError("Kubernetes %s is not supported: it is not a release "
                         "in the release table (%s to %s)" % (
                             version, known[0], known[-1]))
-    if release.get("do_not_use"):
+    if release is not None and release.get("do_not_use"):
         raise UserError("Kubernetes %s is not supported: its release notes say "
                         "\"%s\": choose another patch release"
                         % (version, release["do_not_use"]))
-    facts = dict(table["minors"]["%d.%d" % (major, minor)])
+    row = profile(version)
+    facts = dict(table["minors"][minor_key])
+    facts["listed"] = release is not None
+    release = release or {"images": dict.fromkeys(("pause", "etcd", "coredns"))}
     facts.update(release["images"])
+    facts["newest_listed"] = in_minor[-1] if in_minor else None
     facts["node_sha512"] = release.get("node_sha512", {})
+    facts["binaries_sha256"] = release.get("binaries_sha256", {})
+    facts["image_repository"] = release.get(
+        "image_repository", row["default_image_repository"])
+    facts["coredns_path"] = release.get("coredns_path", row["coredns_path"])
     return facts
 
 
@@ -4388,31 +4455,47 @@ def valid_arch(arch):
     return arch
 
 
-def plan_images(kubernetes_version, arch, pull_repository=None, extra=()):
+def plan_images(kubernetes_version, arch, pull_repository=None, extra=(),
+                kubeadm_lists=False):
     """Every image the bundle holds, with where it is pulled from.
 
-    kubeadm's own images are recorded under k8s.gcr.io, where kubeadm
-    looks for them; install mode retags them for --image-repository.
-    """
+    kubeadm's own images are recorded under the repository that version's
+    kubeadm names them under by default (k8s.gcr.io, registry.k8s.io from
+    1.25 and the late patches of 1.22-1.24), on the path it uses there
+    (coredns/coredns from 1.21); they are pulled from the same path under
+    --image-repository (registry.k8s.io: k8s.gcr.io is frozen).  A patch
+    newer than the release table has no tags yet: only bundle, whose
+    kubeadm lists them (kubeadm_lists), plans it."""
     facts = version_facts(kubernetes_version)
+    if not facts["listed"] and not kubeadm_lists:
+        raise UserError(
+            "Kubernetes %s is newer than the release table (its newest %s "
+            "release: %s): its image tags are what its own kubeadm lists, "
+            "which only bundle runs: run bundle for it on a linux/%s host, "
+            "or choose a listed release" % (
+                kubernetes_version, kubernetes_version[1:].rsplit(".", 1)[0],
+                facts["newest_listed"] or "none", arch))
     pull_repository = (pull_repository or DEFAULT_PULL_REPOSITORY).rstrip("/")
+    repository = facts["image_repository"]
     images = []
-    kubeadm_images = [(name, kubernetes_version) for name in
+    kubeadm_images = [(name, name, kubernetes_version) for name in
                       CONTROL_PLANE_COMPONENTS + ("kube-proxy",)]
-    kubeadm_images += [("pause", facts["pause"]), ("etcd", facts["etcd"]),
-                       ("coredns", facts["coredns"])]
-    for name, tag in kubeadm_images:
+    kubeadm_images += [("pause", "pause", facts["pause"]),
+                       ("etcd", "etcd", facts["etcd"]),
+                       ("coredns", facts["coredns_path"], facts["coredns"])]
+    for name, path, tag in kubeadm_images:
         images.append({
             "name": name, "kubeadm": True, "extra": False,
-            "repository": name, "tag": tag,
-            "ref": "%s/%s:%s" % (KUBEADM_IMAGE_REPOSITORY, name, tag),
-            "source": "%s/%s:%s" % (pull_repository, name, tag)})
-    flannel_repository = profile(kubernetes_version)["flannel_repository"]
-    flannel = "%s:%s-%s" % (flannel_repository, facts["flannel"], arch)
-    images.append({"name": "flannel", "kubeadm": False, "extra": False,
-                   "repository": flannel_repository,
-                   "tag": "%s-%s" % (facts["flannel"], arch),
-                   "ref": flannel, "source": flannel})
+            "repository": path, "tag": tag,
+            "ref": "%s/%s:%s" % (repository, path, tag),
+            "source": "%s/%s:%s" % (pull_repository, path, tag)})
+    line = FLANNEL_LINES[profile(kubernetes_version)["flannel_line"]]
+    for name, image_repository, tag in line["images"]:
+        tag = tag.format(arch=arch, **facts)
+        ref = "%s:%s" % (image_repository, tag)
+        images.append({"name": name, "kubeadm": False, "extra": False,
+                       "repository": image_repository, "tag": tag,
+                       "ref": ref, "source": ref})
     seen = set(image["ref"] for image in images)
     for text in extra:
         origin, ref = image_ref_of(text)
@@ -4428,6 +4511,26 @@ def plan_images(kubernetes_version, arch, pull_repository=None, extra=()):
                        "repository": "%s/%s" % (ref.registry, ref.repository),
                        "tag": ref.tag, "ref": full, "source": full})
     return images
+
+
+# The flannel lines (profile key flannel_line): the manifest under
+# manifests/ and the images it names, tags from the release table's minor
+# entry.  v0.11: the manifest shape of flannel v0.11-v0.13 (PSP, kube-system,
+# per-arch tags), for 1.16-1.20.  v0.28: the current line (namespace
+# kube-flannel labelled privileged, RBAC v1, no PSP, multi-arch images, the
+# flannel CNI binary from its own image), for 1.21+.  Its images come from
+# ghcr.io/flannel-io, where flannel publishes from v0.27 on and where its own
+# manifest points (Docker Hub's copies are pulled under a rate limit).
+FLANNEL_LINES = {
+    "v0.11": {"manifest": FLANNEL_MANIFEST,
+              "images": (("flannel", "quay.io/coreos/flannel",
+                          "{flannel}-{arch}"),)},
+    "v0.28": {"manifest": "kube-flannel-v0.28.yml",
+              "images": (("flannel", "ghcr.io/flannel-io/flannel", "{flannel}"),
+                         ("flannel-cni-plugin",
+                          "ghcr.io/flannel-io/flannel-cni-plugin",
+                          "{flannel_cni_plugin}"))},
+}
 
 
 def image_ref_of(text):
@@ -4526,18 +4629,22 @@ def valid_os_ids(ids, arch):
 
 
 def plan_files(kubernetes_version, arch, with_docker=False,
-               with_containerd=False):
+               with_containerd=False, with_cri_dockerd=False):
     """Every file download: key, URL, path in the bundle, the sha256 the
     release table pins for it (or None), and the publisher's checksum file
     beside it (checked for the binaries always, for the archives where
-    nothing is pinned)."""
+    nothing is pinned).  containerd and runc are the minor's (release
+    table); cri-dockerd comes with Docker where the kubelet has no
+    dockershim (with_cri_dockerd: without Docker itself)."""
     facts = version_facts(kubernetes_version)
     files = []
-    for name in ("kubeadm", "kubelet", "kubectl"):
+    pins = facts["binaries_sha256"].get(arch, {})
+    for name in NODE_TARBALL_BINARIES:
         url = KUBE_RELEASE_URL.format(version=kubernetes_version, arch=arch,
                                       name=name)
         files.append({"key": name, "path": "%s/%s" % (BIN_DIR, name),
-                      "url": url, "pinned": None, "publisher": url + ".sha256",
+                      "url": url, "pinned": pins.get(name),
+                      "publisher": url + ".sha256",
                       "always_publisher": True, "mode": 0o755})
     cni_template = cni_url_template(facts["cni"])
     cni_url = cni_template.format(cni=facts["cni"], arch=arch)
@@ -4549,28 +4656,46 @@ def plan_files(kubernetes_version, arch, with_docker=False,
                       facts["crictl_tarball"][arch])
     downloads = [("cni", cni_url, facts.get("cni_sha256", {}).get(arch)),
                  ("crictl", crictl_url, facts.get("crictl_sha256", {}).get(arch))]
+    # Docker and Mirantis publish no checksum file: pinned or --checksum-file.
+    publishers = {"docker": None, "cri-dockerd": None}
     if with_docker:
         downloads.append(("docker", DOCKER_STATIC_URL.format(
             docker_arch=ARCHES[arch]["docker_static"],
             docker=DOCKER_STATIC_VERSION), None))
-    publishers = {}
+    if cri_dockerd_version(kubernetes_version, with_docker, with_cri_dockerd):
+        downloads.append(("cri-dockerd", CRI_DOCKERD_URL.format(
+            cri_dockerd=facts["cri_dockerd"], arch=arch),
+            facts.get("cri_dockerd_sha256", {}).get(arch)))
     if with_containerd:
-        containerd_url = CONTAINERD_URL.format(containerd=CONTAINERD_VERSION,
+        containerd_url = CONTAINERD_URL.format(containerd=facts["containerd"],
                                                arch=arch)
-        runc_url = RUNC_URL.format(runc=RUNC_VERSION, arch=arch)
+        runc_url = RUNC_URL.format(runc=facts["runc"], arch=arch)
         downloads += [("containerd", containerd_url, None),
                       ("runc", runc_url, None)]
-        publishers = {"containerd": containerd_url + ".sha256sum",
-                      "runc": RUNC_SUMS_URL.format(runc=RUNC_VERSION),
-                      "docker": None}
+        publishers.update({"containerd": containerd_url + ".sha256sum",
+                           "runc": RUNC_SUMS_URL.format(runc=facts["runc"])})
     for key, url, pinned in downloads:
         files.append({"key": key, "url": url, "pinned": pinned,
-                      "publisher": publishers.get(key, url + ".sha256")
-                      if key != "docker" else None,
+                      "publisher": publishers.get(key, url + ".sha256"),
                       "always_publisher": False,
                       "path": "%s/%s" % (ARCHIVES_DIR, url.rsplit("/", 1)[1]),
                       "mode": 0o644})
     return files
+
+
+def cri_dockerd_version(kubernetes_version, with_docker, with_cri_dockerd):
+    """The cri-dockerd release a bundle carries, or None: with Docker
+    (--with-docker, or --with-cri-dockerd for hosts that have Docker) on a
+    minor whose kubelet has no dockershim."""
+    if profile(kubernetes_version)["dockershim"]:
+        if with_cri_dockerd:
+            raise UserError("--with-cri-dockerd is for Kubernetes 1.24 and "
+                            "later: the %s kubelet talks to Docker itself; "
+                            "leave it out" % kubernetes_version)
+        return None
+    if not (with_docker or with_cri_dockerd):
+        return None
+    return version_facts(kubernetes_version)["cri_dockerd"]
 
 
 def read_checksum_file(path):
@@ -6343,7 +6468,10 @@ def wanted_packages(os_id):
     distro = DISTROS[os_id]
     if distro["family"] == "deb":
         return list(DEB_PACKAGES)
-    return list(RPM_PACKAGES) + [distro["ebtables"]]
+    wanted = [distro.get("iptables", "iptables") if name == "iptables" else name
+              for name in RPM_PACKAGES] + [distro["ebtables"]]
+    return [name for position, name in enumerate(wanted)
+            if name not in wanted[:position]]
 
 
 def archive_url(base, path):
@@ -6354,35 +6482,80 @@ def archive_url(base, path):
 
 
 def cross_check_images(images, file_entries, version, arch, cache):
-    """Compare the image table with what the downloaded kubeadm asks for;
-    kubeadm is the authority, so its tags win, loudly."""
-    if host_arch() != arch or not sys.platform.startswith("linux"):
-        return images
+    """(images, image repository): the image table checked against what
+    the downloaded kubeadm asks for; kubeadm is the authority, so its names
+    win, loudly.  A release newer than the table takes kubeadm's list
+    whole, and needs kubeadm to run here."""
+    listed = version_facts(version)["listed"]
+    repository = version_facts(version)["image_repository"]
+    if not kubeadm_runs_here(arch):
+        require_kubeadm_list_if_unlisted(version, arch, None)
+        return images, repository
     kubeadm = [f for f in file_entries if f["key"] == "kubeadm"][0]
     wanted = kubeadm_image_list(cache.path(kubeadm["sha256"]), version)
+    require_kubeadm_list_if_unlisted(version, arch, wanted)
     if not wanted:
-        return images
+        return images, repository
+    apiserver = wanted.get("kube-apiserver")
+    if not apiserver or not apiserver[0].endswith("/kube-apiserver"):
+        raise UserError("kubeadm %s lists no kube-apiserver image: it is not "
+                        "that release's kubeadm; check --file-mirror" % version)
+    listed_repository = apiserver[0][:-len("/kube-apiserver")]
+    if listed_repository != repository:
+        log.warning("WARNING: kubeadm %s names its images under %s, the "
+                    "release table says %s; bundling kubeadm's", version,
+                    listed_repository, repository)
+        repository = listed_repository
     for image in images:
-        if image["kubeadm"] and wanted.get(image["name"], image["tag"]) != image["tag"]:
-            log.warning("WARNING: kubeadm %s wants %s:%s, the version table says "
-                        ":%s; bundling kubeadm's", version, image["name"],
-                        wanted[image["name"]], image["tag"])
-            replanned = dict(image, tag=wanted[image["name"]])
-            replanned["ref"] = image["ref"].rsplit(":", 1)[0] + ":" + replanned["tag"]
-            replanned["source"] = (image["source"].rsplit(":", 1)[0] + ":" +
-                                   replanned["tag"])
-            image.update(replanned)
+        if not image["kubeadm"] or image["name"] not in wanted:
+            continue
+        name, tag = wanted[image["name"]]
+        path = name[len(repository) + 1:] if name.startswith(
+            repository + "/") else None
+        if path is None:
+            raise UserError("kubeadm %s names %s outside %s: it is not a "
+                            "release kubeadm" % (version, name, repository))
+        if listed and (path, tag) != (image["repository"], image["tag"]):
+            log.warning("WARNING: kubeadm %s wants %s:%s, the version table "
+                        "says %s:%s; bundling kubeadm's", version, path, tag,
+                        image["repository"], image["tag"])
+        pull = image["source"][:-len("%s:%s" % (image["repository"],
+                                                 str(image["tag"])))]
+        image.update({"repository": path, "tag": tag,
+                      "ref": "%s:%s" % (name, tag),
+                      "source": "%s%s:%s" % (pull, path, tag)})
     known = set(image["name"] for image in images if image["kubeadm"])
     unknown = sorted(set(wanted) - known)
     if unknown:
         raise UserError("kubeadm %s wants images the table does not know: %s"
                         % (version, ", ".join(unknown)))
-    return images
+    return images, repository
+
+
+def kubeadm_runs_here(arch):
+    return host_arch() == arch and sys.platform.startswith("linux")
+
+
+def require_kubeadm_list_if_unlisted(version, arch, wanted):
+    """A release newer than the table is bundled with the images its
+    kubeadm lists: refused when that kubeadm cannot run here."""
+    facts = version_facts(version)
+    if facts["listed"] or wanted:
+        return
+    raise UserError(
+        "Kubernetes %s is newer than the release table (its newest %s release: "
+        "%s), and its kubeadm (linux/%s) cannot list its images on this host "
+        "(%s/%s): bundle it on a linux/%s host where that kubeadm runs, or "
+        "choose a listed release" % (
+            version, version[1:].rsplit(".", 1)[0],
+            facts["newest_listed"] or "none", arch,
+            sys.platform, host_arch(), arch))
 
 
 def kubeadm_image_list(kubeadm_path, kubernetes_version):
-    """{name: tag} from `kubeadm config images list`, or None if it cannot
-    run here (another arch, not Linux, or not a real kubeadm)."""
+    """{name: (name without tag, tag)} from `kubeadm config images list`,
+    or None if it cannot run here (another arch, not Linux, or not a real
+    kubeadm)."""
     os.chmod(kubeadm_path, 0o755)
     try:
         result = subprocess.run(
@@ -6398,9 +6571,12 @@ def kubeadm_image_list(kubeadm_path, kubernetes_version):
         return None
     found = {}
     for line in result.stdout.split():
-        name, _, tag = line.rsplit("/", 1)[-1].partition(":")
-        if tag:
-            found[name] = tag
+        name, sep, tag = line.rpartition(":")
+        if (not sep or "/" in tag or not full_match(IMAGE_NAME_RE, name) or
+                not full_match(IMAGE_TAG_RE, tag)):
+            log.debug("kubeadm listed %r, not an image name: ignored", line)
+            continue
+        found[name.rsplit("/", 1)[-1]] = (name, tag)
     return found or None
 
 
@@ -6430,8 +6606,13 @@ def fetch_images(client, cache, images, arch, jobs, progress):
 
 
 def assemble_bundle(name, version, arch, images, file_entries, cache,
-                    with_docker, with_containerd=False, os_found=None):
-    """bundle.json and the list of members: (path, bytes or cache hex, mode)."""
+                    with_docker, with_containerd=False, os_found=None,
+                    image_repository=None, cri_dockerd=None):
+    """bundle.json and the list of members: (path, bytes or cache hex, mode).
+    image_repository: what kubeadm names its images under (the cross-check's
+    answer; the release table's without it)."""
+    facts = version_facts(version)
+    image_repository = image_repository or facts["image_repository"]
     members = []
 
     def add(path, mode, data=None, cached=None):
@@ -6443,7 +6624,8 @@ def assemble_bundle(name, version, arch, images, file_entries, cache,
                             "size": os.path.getsize(cache.path(cached)),
                             "sha256": cached, "rehash": cached not in cache.fresh})
 
-    flannel_path = os.path.join(script_dir(), MANIFESTS_DIR, FLANNEL_MANIFEST)
+    line = FLANNEL_LINES[profile(version)["flannel_line"]]
+    flannel_path = os.path.join(script_dir(), MANIFESTS_DIR, line["manifest"])
     try:
         with open(flannel_path, "rb") as handle:
             flannel = handle.read()
@@ -6453,8 +6635,12 @@ def assemble_bundle(name, version, arch, images, file_entries, cache,
         raise UserError("cannot read %s: %s: run bundle from the k8s-offline "
                         "folder" % (exc.filename, exc.strerror))
     add("k8s_offline.py", 0o755, data=script)
-    add("%s/%s" % (MANIFESTS_DIR, FLANNEL_MANIFEST), 0o644, data=flannel)
+    add("%s/%s" % (MANIFESTS_DIR, FLANNEL_MANIFEST), 0o644,
+        data=render_flannel_line(flannel, images))
     units = [("kubelet.service", KUBELET_SERVICE), ("10-kubeadm.conf", KUBEADM_DROPIN)]
+    if cri_dockerd:
+        units += [("cri-docker.service", cri_docker_service(images)),
+                  ("cri-docker.socket", CRI_DOCKER_SOCKET)]
     if with_docker:
         units += [("docker.service", DOCKER_SERVICE),
                   ("containerd.service", CONTAINERD_SERVICE)]
@@ -6475,7 +6661,6 @@ def assemble_bundle(name, version, arch, images, file_entries, cache,
         add(_blob_path(digest), 0o644, cached=digest[7:])
     files = dict((m["path"], {"size": m["size"], "sha256": m["sha256"]})
                  for m in members)
-    facts = version_facts(version)
     keep = ("name", "kubeadm", "extra", "origin", "repository", "tag", "ref",
             "source", "source_digest", "manifest_digest", "manifest_media_type",
             "config_digest", "layers", "size")
@@ -6487,10 +6672,14 @@ def assemble_bundle(name, version, arch, images, file_entries, cache,
                      "coredns": _tag_of(images, "coredns"),
                      "cni": facts["cni"], "crictl": facts["crictl"],
                      "flannel": facts["flannel"],
+                     "flannel-cni-plugin": _tag_of(images, "flannel-cni-plugin",
+                                                   kubeadm=False),
                      "docker": DOCKER_STATIC_VERSION if with_docker else None,
-                     "containerd": CONTAINERD_VERSION if with_containerd
+                     "cri-dockerd": cri_dockerd,
+                     "containerd": facts["containerd"] if with_containerd
                      else None,
-                     "runc": RUNC_VERSION if with_containerd else None},
+                     "runc": facts["runc"] if with_containerd else None},
+        "image_repository": image_repository,
         "images": [dict((k, image[k]) for k in keep if k in image)
                    for image in images],
         "files": files,
@@ -6559,11 +6748,36 @@ def image_store_documents(images):
     }
 
 
-def _tag_of(images, name):
+def _tag_of(images, name, kubeadm=True):
     for image in images:
-        if image["name"] == name and image["kubeadm"]:
+        if image["name"] == name and image["kubeadm"] == kubeadm:
             return image["tag"]
     return None
+
+
+def render_flannel_line(text, images):
+    """A flannel line's manifest (bytes) naming the bundled images: each
+    `image:` line naming one of the line's images by its repository gets
+    the bundled ref (one written, so no copy of the manifest goes stale)."""
+    refs = dict((image["repository"], image["ref"]) for image in images
+                if not image["kubeadm"] and not image.get("extra"))
+    lines = text.decode("utf-8").split("\n")
+    for number, line in enumerate(lines):
+        found = _MANIFEST_IMAGE_RE.match(line)
+        if found and found.group(2) in refs:
+            lines[number] = found.group(1) + refs[found.group(2)]
+    return "\n".join(lines).encode("utf-8")
+
+
+_MANIFEST_IMAGE_RE = re.compile(r"(\s*(?:-\s*)?image:\s*)([^\s:@]+)\S*\s*\Z")
+
+
+def cri_docker_service(images):
+    """cri-dockerd's unit: Docker's CRI socket for a kubelet with no
+    dockershim, its sandbox the bundled pause image."""
+    pause = [image["ref"] for image in images
+             if image["name"] == "pause" and image["kubeadm"]][0]
+    return CRI_DOCKER_SERVICE.replace("{pause}", pause)
 
 
 def require_bundle_before_writing(meta):
@@ -6818,14 +7032,16 @@ DOCKER_STATIC_URL = ("https://download.docker.com/linux/static/stable/"
 # checked against the .sha256sum files published beside them (or a
 # --checksum-file naming them).  The unit is k8s-offline's own, written like
 # upstream's containerd.service, since upstream publishes no checksum for it.
-CONTAINERD_VERSION = "1.6.20"
-RUNC_VERSION = "1.1.5"
 CONTAINERD_URL = ("https://github.com/containerd/containerd/releases/download/"
                   "v{containerd}/containerd-{containerd}-linux-{arch}.tar.gz")
 RUNC_URL = ("https://github.com/opencontainers/runc/releases/download/"
             "v{runc}/runc.{arch}")
 RUNC_SUMS_URL = ("https://github.com/opencontainers/runc/releases/download/"
                  "v{runc}/runc.sha256sum")
+# cri-dockerd (Docker on 1.24+): Mirantis's release archive, pinned in the
+# release table (Mirantis publishes no checksum file).
+CRI_DOCKERD_URL = ("https://github.com/Mirantis/cri-dockerd/releases/download/"
+                   "v{cri_dockerd}/cri-dockerd-{cri_dockerd}.{arch}.tgz")
 
 # The distributions whose packages `bundle --os ID` carries.  For each: the
 # os-release ID and VERSION_ID (its major part for RPM distributions) it
@@ -6961,6 +7177,51 @@ WantedBy=multi-user.target
 # --with-containerd: the unit upstream ships with containerd (its binaries in
 # /usr/local/bin, runc in /usr/local/sbin), written here because upstream
 # publishes no checksum for it.
+# cri-dockerd's units (written here like Mirantis's packaging, which
+# publishes no checksum for them): the socket is the kubelet's CRI endpoint
+# unix:///var/run/cri-dockerd.sock (/var/run is /run); the service uses the
+# bundled pause image as its sandbox ({pause}: its ref in bundle.json).
+CRI_DOCKER_SERVICE = """\
+[Unit]
+Description=cri-dockerd, the CRI for Docker Engine (Mirantis release, k8s-offline)
+Documentation=https://mirantis.github.io/cri-dockerd/
+After=network-online.target docker.service
+Wants=network-online.target
+Requires=cri-docker.socket docker.service
+
+[Service]
+Type=notify
+ExecStart=/usr/bin/cri-dockerd --container-runtime-endpoint fd:// --pod-infra-container-image={pause}
+ExecReload=/bin/kill -s HUP $MAINPID
+TimeoutSec=0
+Restart=always
+RestartSec=2
+StartLimitBurst=3
+StartLimitInterval=60s
+LimitNOFILE=infinity
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+Delegate=yes
+KillMode=process
+
+[Install]
+WantedBy=multi-user.target
+"""
+CRI_DOCKER_SOCKET = """\
+[Unit]
+Description=cri-dockerd's CRI socket (k8s-offline)
+PartOf=cri-docker.service
+
+[Socket]
+ListenStream=/run/cri-dockerd.sock
+SocketMode=0660
+SocketUser=root
+SocketGroup=root
+
+[Install]
+WantedBy=sockets.target
+"""
 CONTAINERD_LOCAL_SERVICE = """\
 [Unit]
 Description=containerd container runtime (upstream static release, k8s-offline)
@@ -7095,8 +7356,10 @@ class BundleContext(object):
         if not 1 <= args.timeout <= 3600:
             raise UserError("bad --timeout %g: give 1 to 3600 seconds"
                             % args.timeout)
+        if not kubeadm_runs_here(arch):
+            require_kubeadm_list_if_unlisted(version, arch, None)
         images = plan_images(version, arch, args.image_repository,
-                             extra_image_refs(args))
+                             extra_image_refs(args), kubeadm_lists=True)
         if args.with_docker and args.with_containerd:
             raise UserError("--with-docker and --with-containerd both carry "
                             "containerd: give one of them")
@@ -7105,8 +7368,11 @@ class BundleContext(object):
             raise UserError("--os-keyring %s is not a file: give a keyring "
                             "gpgv reads (gpg --export output)"
                             % args.os_keyring)
+        self.cri_dockerd = cri_dockerd_version(version, args.with_docker,
+                                               args.with_cri_dockerd)
         self.files = plan_files(version, arch, with_docker=args.with_docker,
-                                with_containerd=args.with_containerd)
+                                with_containerd=args.with_containerd,
+                                with_cri_dockerd=args.with_cri_dockerd)
         tarball = NODE_TARBALL_URL.format(version=version,
                                           arch=arch).rsplit("/", 1)[1]
         vouched = {}
@@ -7141,6 +7407,7 @@ class BundleFound(object):
 
     def __init__(self, images, vouched):
         self.images, self.vouched = images, dict(vouched)
+        self.image_repository = None
         self.partial = self.cache = self.client = None
         self.file_entries = self.os_found = None
         self.meta = self.meta_bytes = self.fresh = self.written = None
@@ -7209,8 +7476,8 @@ def phase_bundle_images(ctx):
     if ctx.dry_run:
         return
     found = ctx.found
-    found.images = cross_check_images(found.images, found.file_entries,
-                                      ctx.version, ctx.arch, found.cache)
+    found.images, found.image_repository = cross_check_images(
+        found.images, found.file_entries, ctx.version, ctx.arch, found.cache)
     fetch_images(found.client, found.cache, found.images, ctx.arch,
                  ctx.args.jobs, ctx.progress)
 
@@ -7224,7 +7491,8 @@ def phase_bundle_write(ctx):
     found, args = ctx.found, ctx.args
     found.meta, members = assemble_bundle(
         ctx.name, ctx.version, ctx.arch, found.images, found.file_entries,
-        found.cache, args.with_docker, args.with_containerd, found.os_found)
+        found.cache, args.with_docker, args.with_containerd, found.os_found,
+        image_repository=found.image_repository, cri_dockerd=ctx.cri_dockerd)
     require_bundle_before_writing(found.meta)
     found.meta_bytes = canonical_json(found.meta)
     if ctx.part_size:
@@ -11647,9 +11915,19 @@ def offered_versions():
                      if not e.get("do_not_use")), key=parse_version)
     withdrawn = sorted((v for v, e in table["releases"].items()
                         if e.get("do_not_use")), key=parse_version)
-    text = "any release from %s to %s" % (usable[0], usable[-1])
+    text = "minors %s: any release from %s to %s" % (
+        ", ".join(SUPPORTED_MINORS), usable[0], usable[-1])
     if withdrawn:
         text += " but %s (withdrawn upstream)" % ", ".join(withdrawn)
+    open_minors = [minor for minor in SUPPORTED_MINORS
+                   if table["minors"].get(minor, {}).get("open")]
+    if open_minors:
+        first = [minor for minor in open_minors if not any(
+            v.startswith("v%s." % minor) for v in usable)]
+        text += (", or a patch of %s newer than that%s when its kubeadm "
+                 "runs here (bundle takes its image tags from it)" % (
+                     ", ".join(open_minors),
+                     " (v%s.0 on)" % first[0] if first else ""))
     return text
 
 
@@ -11705,10 +11983,15 @@ def add_bundle_commands(sub):
                         "publishes no checksum for them: give their sha256 "
                         "in --checksum-file)")
     bundle.add_argument("--with-containerd", action="store_true",
-                        help="add containerd %s and runc %s (upstream static "
-                        "releases, checked against their .sha256sum files) "
-                        "and a containerd unit" % (CONTAINERD_VERSION,
-                                                   RUNC_VERSION))
+                        help="add containerd and runc (upstream static "
+                        "releases, checked against their .sha256sum files; "
+                        "1.6.20/1.1.5 up to Kubernetes 1.28, 1.7.28/1.4.3 "
+                        "for 1.29-1.34, 2.3.4/1.4.3 from 1.35) and a "
+                        "containerd unit")
+    bundle.add_argument("--with-cri-dockerd", action="store_true",
+                        help="add cri-dockerd and its units, for hosts that "
+                        "run Docker already (1.24 and later have no "
+                        "dockershim; --with-docker adds it by itself there)")
     bundle.add_argument("--os", action="append", default=[], metavar="ID",
                         help="add the packages kubeadm needs that a minimal "
                         "install of this distribution lacks, with their "
