@@ -4780,15 +4780,17 @@ def _remove_stale_partials(output):
 
 class BlobCache(object):
     """Content-addressed store: <dir>/sha256/<hex>, written only once the
-    bytes have been verified, so whatever is in it is right."""
+    bytes have been verified, so whatever is in it is right.  Beside it,
+    <dir>/resolved/<key>.json: what an --os resolved to (resolution_key)."""
 
     def __init__(self, directory):
         self.directory = os.path.abspath(directory)
         self.blobs = os.path.join(self.directory, "sha256")
         self.converted = os.path.join(self.directory, "schema1")
+        self.resolved = os.path.join(self.directory, "resolved")
         self.fresh = set()   # verified by this run: no need to hash again
         try:
-            for folder in (self.blobs, self.converted):
+            for folder in (self.blobs, self.converted, self.resolved):
                 if not os.path.isdir(folder):
                     os.makedirs(folder)
         except OSError as exc:
@@ -4828,6 +4830,25 @@ class BlobCache(object):
     def read(self, hex_digest):
         with open(self.path(hex_digest), "rb") as handle:
             return handle.read()
+
+    def get_resolution(self, key):
+        """The packages stored under key, or None (none, or unreadable: the
+        resolution is then made again)."""
+        path = os.path.join(self.resolved, key + ".json")
+        try:
+            with open(path, "rb") as handle:
+                packages = json.loads(handle.read().decode("utf-8"))
+        except (OSError, IOError, ValueError, UnicodeDecodeError):
+            return None
+        problem = schema_problem(packages, RESOLUTION_SCHEMA, "")
+        if problem:
+            log.debug("ignoring %s: %s %s", path, problem[0], problem[1])
+            return None
+        return packages
+
+    def put_resolution(self, key, packages):
+        write_file_atomic(os.path.join(self.resolved, key + ".json"),
+                          json.dumps(packages, sort_keys=True).encode("utf-8"))
 
 
 def default_cache_dir():
@@ -5953,15 +5974,28 @@ def run_pool(jobs, items, work):
 def fetch_os_packages(client, cache, os_ids, arch, file_mirrors, args,
                       progress):
     """{os_id: (packages, signature lines)} for every --os, each package's
-    file in the cache, checked against its metadata's sha256."""
+    file in the cache, checked against its metadata's sha256.  The signed
+    index is fetched and checked every run; the packages it resolves to are
+    kept in the cache by the sha256 of the metadata it names, so a warm run
+    reads no Packages or primary file."""
     insecure = set(args.insecure_registry)
     found, downloads = {}, []
     for os_id in os_ids:
         keyring = archive_keyring(os_id, getattr(args, "os_keyring", None))
-        reader = apt_index if DISTROS[os_id]["family"] == "deb" else rpm_index
-        index = reader(client, cache, os_id, arch, file_mirrors, keyring,
-                       insecure)
-        packages = resolve_packages(index, wanted_packages(os_id))
+        signed, read = ARCHIVE_FAMILIES[DISTROS[os_id]["family"]]
+        signatures, sources = signed(client, os_id, arch, file_mirrors,
+                                     keyring, insecure)
+        wanted = wanted_packages(os_id)
+        key = resolution_key(os_id, arch, wanted, sources)
+        packages = cache.get_resolution(key)
+        if packages is None:
+            index = read(client, cache, os_id, arch, sources, insecure)
+            packages = [resolved_record(p) for p in
+                        resolve_packages(index, wanted)]
+            cache.put_resolution(key, packages)
+            how = "resolved from the signed index"
+        else:
+            how = "as resolved before from the same signed index"
         for package in packages:
             if not full_match(PACKAGE_FILE_RE, package["file"]):
                 raise UserError("%s: the file name %r is not one bundle "
@@ -5972,8 +6006,8 @@ def fetch_os_packages(client, cache, os_ids, arch, file_mirrors, args,
                 package["base"], package["location"]), file_mirrors)
             if not cache.has(package["sha256"]):
                 downloads.append(package)
-        found[os_id] = (packages, index.signatures)
-        log.info("--os %s: %d packages (%s)", os_id, len(packages),
+        found[os_id] = (packages, signatures)
+        log.info("--os %s: %d packages, %s (%s)", os_id, len(packages), how,
                  ", ".join(p["name"] for p in packages))
     unique = dict((p["sha256"], p) for p in downloads)
     bar = Progress(sum(p["size"] for p in unique.values()), "packages",
@@ -5987,6 +6021,42 @@ def fetch_os_packages(client, cache, os_ids, arch, file_mirrors, args,
     finally:
         bar.close()
     return found
+
+
+# What a resolved package keeps for the bundle (the resolver's record of
+# it, its Packages stanza dropped), and the grammar it is read back with.
+RESOLVED_FIELDS = ("name", "version", "arch", "wanted", "needs", "relations",
+                   "pre_depends", "provides", "base", "location", "file",
+                   "sha256", "size")
+_RESOLVED_NAMES = ("list", (("match", PACKAGE_NAME_RE), 1000))
+RESOLUTION_SCHEMA = ("list", (("record", ({
+    "name": ("match", PACKAGE_NAME_RE), "version": ("match", PACKAGE_VERSION_RE),
+    "arch": ("match", TEXT_RE), "wanted": ("bool", None),
+    "needs": _RESOLVED_NAMES, "pre_depends": _RESOLVED_NAMES,
+    "relations": ("list", (("list", (("match", DEB_RELATION_TEXT_RE), 20)),
+                           200)),
+    "provides": ("list", (("match", PRINTABLE_RE), 100000)),
+    "base": ("match", PRINTABLE_RE), "location": ("match", PRINTABLE_RE),
+    "file": ("match", PACKAGE_FILE_RE), "sha256": ("match", SHA256_HEX_RE),
+    "size": ("int", None)}, RESOLVED_FIELDS)), 1000))
+
+
+def resolved_record(package):
+    """The fields of a resolved package the bundle uses (RESOLVED_FIELDS)."""
+    record = dict((k, package.get(k)) for k in RESOLVED_FIELDS)
+    record["relations"] = package.get("relations") or []
+    record["pre_depends"] = package.get("pre_depends") or []
+    return record
+
+
+def resolution_key(os_id, arch, wanted, sources):
+    """The sha256 naming one resolution: the distribution's row, the arch,
+    the packages wanted and the sha256 of every metadata file the signed
+    index names (a new index, a new key), under this tool version."""
+    return sha256_bytes(json.dumps(
+        [RESOLUTION_FORMAT, TOOL_VERSION, os_id, DISTROS[os_id], arch, wanted,
+         [[url, sha] for source in sources for url, sha in source[1]]],
+        sort_keys=True).encode("utf-8"))
 
 
 def archive_keyring(os_id, given):
@@ -6003,15 +6073,14 @@ def archive_keyring(os_id, given):
     return None
 
 
-def apt_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
-    """The ArchiveIndex of a Debian or Ubuntu suite."""
+def apt_sources(client, os_id, arch, file_mirrors, keyring, insecure):
+    """([signature line], [(component, [(url, sha256)] by preference)]) of
+    a Debian or Ubuntu suite, from its checked Release."""
     distro = DISTROS[os_id]
     release, base, line = apt_release(client, os_id, arch, file_mirrors,
                                       keyring, insecure)
     sums = _release_sha256(release)
-    index = ArchiveIndex(os_id, arch)
-    index.signatures.append(line)
-    index.minimal = set()
+    sources = []
     for component in distro["components"]:
         stem = "%s/binary-%s/Packages" % (component, arch)
         names = [stem + suffix for suffix in (".xz", ".gz", "")
@@ -6020,16 +6089,26 @@ def apt_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
             raise UserError("the Release of %s lists no %s: the archive does "
                             "not carry %s %s" % (distro["suite"], stem,
                                                  component, arch))
+        sources.append((component, [(apply_file_mirror("%s/dists/%s/%s" % (
+            base, distro["suite"], name), file_mirrors), sums[name][0])
+            for name in names]))
+    return [line], sources
+
+
+def apt_index(client, cache, os_id, arch, sources, insecure):
+    """The ArchiveIndex of a Debian or Ubuntu suite's Packages files."""
+    base = DISTROS[os_id]["base"][arch]
+    index = ArchiveIndex(os_id, arch)
+    index.minimal = set()
+    for _, candidates in sources:
         text = None
-        for name in names:       # a partial mirror may keep one form only
-            url = apply_file_mirror("%s/dists/%s/%s" % (
-                base, distro["suite"], name), file_mirrors)
+        for url, sha in candidates:     # a partial mirror may keep one form
             try:
-                text = fetch_metadata(client, cache, url, sums[name][0],
+                text = fetch_metadata(client, cache, url, sha,
                                       _url_host(url) in insecure)
                 break
             except NotFoundError:
-                if name == names[-1]:
+                if url == candidates[-1][0]:
                     raise
         for stanza in parse_deb822(text.decode("utf-8", "replace")):
             package = _deb_package(stanza, base, arch)
@@ -6200,7 +6279,6 @@ class ArchiveIndex(object):
         self.arch = arch
         self.packages = {}          # name -> package
         self.providers = {}         # capability -> [package names]
-        self.signatures = []        # a line per repository
 
     def add(self, package, newer):
         """Keep one package per name: the newer by newer(a, b)."""
@@ -6276,12 +6354,12 @@ def _deb_package(stanza, base, arch):
             "size": int(stanza.get("Size", "0") or 0)}
 
 
-def rpm_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
-    """The ArchiveIndex of an RPM distribution's repositories."""
+def rpm_sources(client, os_id, arch, file_mirrors, keyring, insecure):
+    """([signature line], [(base, [(primary URL, sha256)])]) of an RPM
+    distribution's repositories, from each checked repomd.xml."""
     from xml.etree import ElementTree
-    distro = DISTROS[os_id]
-    index = ArchiveIndex(os_id, arch)
-    for base in distro["repos"][arch]:
+    signatures, sources = [], []
+    for base in DISTROS[os_id]["repos"][arch]:
         url = apply_file_mirror(base + "/repodata/repomd.xml", file_mirrors)
         unsafe = _url_host(url) in insecure
         repomd = client.get_small(url, unsafe, MAX_RELEASE_BYTES)
@@ -6296,11 +6374,11 @@ def rpm_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
                                     url, "is missing, so it cannot be checked "
                                     "with" if signature is None else
                                     "does not verify with", keyring))
-            index.signatures.append("%s: signature checked with %s"
-                                    % (base, keyring))
+            signatures.append("%s: signature checked with %s"
+                              % (base, keyring))
         else:
-            index.signatures.append("%s: signature NOT checked (no keyring: "
-                                    "give --os-keyring)" % base)
+            signatures.append("%s: signature NOT checked (no keyring: "
+                              "give --os-keyring)" % base)
         try:
             root = ElementTree.fromstring(repomd)
         except ElementTree.ParseError as exc:
@@ -6316,17 +6394,32 @@ def rpm_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
             raise UserError("%s names no primary metadata with a sha256: "
                             "bundle needs one" % url)
         href = location.get("href", "")
-        primary_url = apply_file_mirror(base + "/" + href, file_mirrors)
-        data = fetch_metadata(client, cache, primary_url,
-                              checksum.text.strip(), unsafe)
+        sources.append((base, [(apply_file_mirror(base + "/" + href,
+                                                  file_mirrors),
+                                checksum.text.strip())]))
+    return signatures, sources
+
+
+def rpm_index(client, cache, os_id, arch, sources, insecure):
+    """The ArchiveIndex of an RPM distribution's primary metadata."""
+    index = ArchiveIndex(os_id, arch)
+    for base, ((primary_url, sha),) in sources:
+        data = fetch_metadata(client, cache, primary_url, sha,
+                              _url_host(primary_url) in insecure)
         for package in _rpm_packages(data, base, ARCHES[arch]["rpm"],
                                      primary_url):
             index.add(package, lambda a, b: rpm_version_key(a["version"]) >
                       rpm_version_key(b["version"]))
     index.index_providers()
-    index.minimal = set(name for name in distro["core"]
+    index.minimal = set(name for name in DISTROS[os_id]["core"]
                         if name in index.packages)
     return index
+
+
+# How each family's archive is read: its signed index (checked every
+# run), then its package metadata (read only when the resolution is new).
+ARCHIVE_FAMILIES = {"deb": (apt_sources, apt_index),
+                    "rpm": (rpm_sources, rpm_index)}
 
 
 def _rpm_packages(data, base, rpm_arch, where):
@@ -7257,6 +7350,7 @@ GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 # bundle --os: the most a Release or repomd.xml may be, and primary.xml's
 # XML namespaces.
 MAX_RELEASE_BYTES = 16 * 1024 * 1024
+RESOLUTION_FORMAT = 1            # bump when resolve_packages' answer changes
 REPO_NS = "{http://linux.duke.edu/metadata/repo}"
 COMMON_NS = "{http://linux.duke.edu/metadata/common}"
 RPM_NS = "{http://linux.duke.edu/metadata/rpm}"
