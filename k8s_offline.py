@@ -530,7 +530,7 @@ CHUNK = 1 << 20                  # file copies and hashing
 # needs (kubeadm's image tags, the CNI plugins, crictl and flannel releases,
 # and the checksums pinned for them) is data: bundle/releases.json, read by
 # bundle mode only (release_table()).
-SUPPORTED_MINORS = ("1.16", "1.17", "1.18", "1.19", "1.20")
+SUPPORTED_MINORS = tuple("1.%d" % minor for minor in range(16, 38))
 
 # Every name bundle.json may list, by folder: anything else is refused
 # before a byte of it is read.  Names become host paths (bin/kubelet goes
