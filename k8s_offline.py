@@ -3487,7 +3487,7 @@ PINNED_LABEL = "io.cri-containerd.pinned=pinned"
 # bundled ones by its thresholds (100: GC never starts; README says so).
 DOCKER_IMAGE_GC = (("imageGCHighThresholdPercent", 100),
                    ("imageGCLowThresholdPercent", 90))
-SYSTEMD_WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@=+-]{0,500}")
+SYSTEMD_WORD_RE = re.compile(r"[A-Za-z0-9/-][A-Za-z0-9._/:@=+-]{0,500}")
 
 
 def systemd_dropin(sections):
@@ -3516,6 +3516,7 @@ class DockerRuntime(object):
     image_format = "docker-archive"
     load_what = "docker load"
     binaries = ()                 # (archives key, host path) it adds
+    binary_units = ()             # and their units, from the bundle
     pins_images = False
 
     def socket(self, ctx):
@@ -3607,7 +3608,7 @@ class CriDockerdRuntime(DockerRuntime):
     dockershim), from the bundle (bundle --with-docker) or the host."""
 
     name = "cri-dockerd"
-    units = DockerRuntime.units + ("cri-docker.service", "cri-docker.socket")
+    binary_units = ("cri-docker.service", "cri-docker.socket")
     services = DockerRuntime.services + ("cri-docker.socket",
                                          "cri-docker.service")
     starts = {"install": services, "start": services[1:],
@@ -7933,11 +7934,10 @@ def units_needed(bundle):
     """The unit files install mode may install from this bundle."""
     names = ["kubelet.service", "10-kubeadm.conf"]
     for adapter in RUNTIMES.values():
-        if adapter.bundled(bundle) and not adapter.binaries:
+        if adapter.bundled(bundle):
             names += [unit for unit in adapter.units if unit not in names]
     if bundle.meta.get("archives", {}).get("cri-dockerd"):
-        names += [unit for unit in RUNTIMES["cri-dockerd"].units
-                  if unit not in names]
+        names += list(RUNTIMES["cri-dockerd"].binary_units)
     return names
 
 
@@ -8334,8 +8334,8 @@ def phase_runtime(ctx):
 
 
 def install_runtime_binaries(ctx, adapter):
-    """The binaries a runtime adds from the bundle (cri-dockerd); True when
-    one changed."""
+    """The binaries a runtime adds from the bundle (cri-dockerd) and their
+    units; True when one changed."""
     archives = ctx.bundle.meta.get("archives", {})
     changed = False
     for key, target in adapter.binaries:
@@ -8347,6 +8347,9 @@ def install_runtime_binaries(ctx, adapter):
             raise BundleError("%s has no %s: rebuild the bundle"
                               % (archives[key], name))
         changed = ctx.host.write(target, files[name], 0o755) or changed
+        for unit in adapter.binary_units:
+            changed = ctx.host.write(RUNTIME_UNITS[unit], bundled_unit(
+                ctx.bundle, unit)) or changed
     return changed
 
 

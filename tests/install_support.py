@@ -273,6 +273,48 @@ def make_bundle(where, arch="amd64", version=K8S_VERSION, as_tar=False,
     return tar_path
 
 
+# The newest patch of each minor in bundle/releases.json (1.16-1.20), of
+# each minor in kubeadm-images-by-version.tsv (1.21-1.36; its pause, etcd
+# and CoreDNS tags) and the release the lab proves (1.37), with the image
+# repository its bundle names.
+RELEASES = {
+    "v1.16.15": None, "v1.17.17": None, "v1.18.20": None, "v1.19.16": None,
+    "v1.20.15": None,
+    "v1.21.14": ("k8s.gcr.io", "3.4.1", "3.4.13-0", "v1.8.0"),
+    "v1.22.17": ("registry.k8s.io", "3.5", "3.5.6-0", "v1.8.4"),
+    "v1.23.17": ("registry.k8s.io", "3.6", "3.5.6-0", "v1.8.6"),
+    "v1.24.17": ("registry.k8s.io", "3.7", "3.5.6-0", "v1.8.6"),
+    "v1.25.16": ("registry.k8s.io", "3.8", "3.5.9-0", "v1.9.3"),
+    "v1.26.15": ("registry.k8s.io", "3.9", "3.5.10-0", "v1.9.3"),
+    "v1.27.16": ("registry.k8s.io", "3.9", "3.5.12-0", "v1.10.1"),
+    "v1.28.15": ("registry.k8s.io", "3.9", "3.5.15-0", "v1.10.1"),
+    "v1.29.15": ("registry.k8s.io", "3.9", "3.5.16-0", "v1.11.1"),
+    "v1.30.14": ("registry.k8s.io", "3.9", "3.5.15-0", "v1.11.3"),
+    "v1.31.14": ("registry.k8s.io", "3.10", "3.5.24-0", "v1.11.3"),
+    "v1.32.13": ("registry.k8s.io", "3.10", "3.5.24-0", "v1.11.3"),
+    "v1.33.13": ("registry.k8s.io", "3.10", "3.5.24-0", "v1.12.0"),
+    "v1.34.10": ("registry.k8s.io", "3.10.1", "3.6.5-0", "v1.12.1"),
+    "v1.35.7": ("registry.k8s.io", "3.10.1", "3.6.6-0", "v1.13.1"),
+    "v1.36.3": ("registry.k8s.io", "3.10.2", "3.6.8-0", "v1.14.2"),
+    "v1.37.2": ("registry.k8s.io", "3.10.2", "3.7.0-0", "v1.14.6"),
+}
+
+
+def release_bundle(folder, version, **options):
+    """A fixture bundle of VERSION as bundle writes one (for 1.21 on:
+    bundle.json's image_repository, CoreDNS at coredns/coredns)."""
+    facts = RELEASES[version]
+    if facts is None:
+        return make_bundle(folder, version=version, **options)
+    repository, pause, etcd, coredns = facts
+    images = [(name, version) for name in (
+        "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+        "kube-proxy")] + [("pause", pause), ("etcd", etcd),
+                          ("coredns/coredns", coredns)]
+    return make_bundle(folder, version=version, kubeadm_images=images,
+                           image_repository=repository, **options)
+
+
 # cri-dockerd's units as its release packages them (packaging/systemd).
 CRI_DOCKER_SERVICE = """\
 [Unit]
