@@ -12301,9 +12301,11 @@ def _install_options(parser, bundle=True, cri=True, phases=False):
     if cri:
         parser.add_argument("--cri", choices=("docker", "containerd"),
                             default=None,
-                            help="container runtime (default docker; "
-                            "containerd when the bundle carries it "
-                            "(--with-containerd) and the host has no Docker)")
+                            help="container runtime (default up to 1.23: "
+                            "docker, or containerd when the bundle carries "
+                            "it (--with-containerd) and the host has no "
+                            "Docker; from 1.24: containerd, docker only "
+                            "through the bundle's cri-dockerd)")
         parser.add_argument("--containerd-address", metavar="SOCKET",
                             help=argparse.SUPPRESS)
     if phases:
