@@ -3480,6 +3480,7 @@ def containerd_cgroup_driver(config_text):
 # dockershim up to 1.23, through cri-dockerd from 1.24, and containerd.
 
 CRI_DOCKERD_SOCKET = "/var/run/cri-dockerd.sock"
+DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
 CRI_DOCKERD_BIN = "/usr/bin/cri-dockerd"
 CRI_DOCKERD_DROPIN = "/etc/systemd/system/cri-docker.service.d/k8s-offline.conf"
 PINNED_LABEL = "io.cri-containerd.pinned=pinned"
@@ -3517,6 +3518,9 @@ class DockerRuntime(object):
     load_what = "docker load"
     binaries = ()                 # (archives key, host path) it adds
     binary_units = ()             # and their units, from the bundle
+    # Where the runtime's cgroup driver is set, for a warning.
+    driver_setting = '"exec-opts": ["native.cgroupdriver=systemd"]'
+    config_file = DOCKER_DAEMON_JSON
     pins_images = False
 
     def socket(self, ctx):
@@ -3644,6 +3648,8 @@ class ContainerdRuntime(DockerRuntime):
     containerd, or the host's own)."""
 
     name = cri = "containerd"
+    driver_setting = "SystemdCgroup = true (runc's options)"
+    config_file = CONTAINERD_CONFIG
     units = ("containerd.service",)
     services = ("containerd",)
     starts = {"install": services, "start": services, "running": ()}
@@ -8328,6 +8334,13 @@ def phase_runtime(ctx):
         ("runtime-endpoint", endpoint), ("image-endpoint", endpoint),
         ("timeout", 10))))
     ctx.cgroup_driver = adapter.cgroup_driver(ctx)
+    if prof["cgroup_driver"] and ctx.cgroup_driver != prof["cgroup_driver"]:
+        ctx.warn("%s uses the %s cgroup driver, Kubernetes %s expects %s: "
+                 "the kubelet follows %s now; set %s in %s and restart it" % (
+                     adapter.cri, ctx.cgroup_driver,
+                     ctx.bundle.kubernetes_version, prof["cgroup_driver"],
+                     ctx.cgroup_driver, adapter.driver_setting,
+                     adapter.config_file))
     log.info("  %s running, cgroup driver %s (the kubelet uses the same)",
              adapter.name, ctx.cgroup_driver)
     host.save_state(cri=ctx.cri, cgroup_driver=ctx.cgroup_driver)
@@ -9035,7 +9048,6 @@ PACKAGED_TOOLS = ("conntrack", "socat", "ebtables", "ethtool", "ipset",
                   "iptables", "ip", "tc", "modprobe", "sysctl", "mount",
                   "nsenter")
 
-DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
 
 CRICTL_CONFIG = "/etc/crictl.yaml"
 MODULES_FILE = "/etc/modules-load.d/k8s-offline.conf"

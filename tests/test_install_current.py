@@ -263,3 +263,15 @@ def test_a_systemd_dropin_takes_plain_words_only():
         "[Service]\nExecStart=\nExecStart=/usr/bin/x --a=b:1\n"
     with pytest.raises(ko.UserError):
         ko.systemd_dropin([("Service", [("ExecStart", ["a b\nX=1"])])])
+
+
+def test_docker_with_cgroupfs_on_1_22_is_followed_and_warned(current,
+                                                             capsys):
+    root, runner, bundle = current
+    runner.cluster.cgroup_driver = "cgroupfs"
+    assert run(root, bundle("v1.22.17"), "master", "--no-wait", "--cri",
+               "docker", "--join-file", os.path.join(root, "..", "j")) == 0
+    assert "docker uses the cgroupfs cgroup driver, Kubernetes v1.22.17 " \
+        "expects systemd" in capsys.readouterr().err
+    kubelet = config_docs(root, ko.INIT_CONFIG)["KubeletConfiguration"]
+    assert kubelet["cgroupDriver"] == "cgroupfs"     # the two agree
