@@ -8882,7 +8882,7 @@ def phase_network(ctx):
         raise BundleError("the bundled flannel manifest is not UTF-8 text: "
                           "rebuild the bundle")
     pod_cidr = ctx.pod_cidr
-    rendered = render_flannel(text, pod_cidr, flannel_image(ctx.bundle))
+    rendered = render_flannel(text, pod_cidr, flannel_images(ctx.bundle))
     ctx.host.makedirs(STATE_DIR, 0o700)
     ctx.host.write(FLANNEL_RENDERED, rendered, 0o644)
     ctx.runner.run(ctx.kubectl("apply", "-f", FLANNEL_RENDERED),
@@ -8896,27 +8896,43 @@ def phase_network(ctx):
                                 % last_line(result.output()))
 
 
-def render_flannel(text, pod_cidr, image):
-    """The bundled flannel manifest with our pod network and image."""
+def render_flannel(text, pod_cidr, refs):
+    """The bundled flannel manifest with our pod network and the bundled
+    images: each `image:` line naming flannel gets the bundled ref of its
+    image (refs: {image name: ref}; flannel-cni-plugin for the v0.28 line's
+    init container, flannel for the rest); a line naming a bundled ref
+    already is kept."""
     if FLANNEL_NETWORK_TOKEN not in text:
         raise BundleError("the bundled flannel manifest has no %s: rebuild the "
                           "bundle" % FLANNEL_NETWORK_TOKEN)
     network = str(ipaddress.ip_network(u"%s" % pod_cidr, strict=True))
     text = text.replace(FLANNEL_NETWORK_TOKEN, '"Network": %s'
                         % json.dumps(network))
-    text, count = re.subn(r"(?m)^(\s*(?:-\s*)?image:\s*)\S*flannel\S*\s*$",
-                          lambda m: m.group(1) + image, text)
+
+    def bundled(match):
+        named = match.group(2)
+        if named in refs.values():
+            return match.group(0)
+        kind = ("flannel-cni-plugin" if "flannel-cni-plugin" in named and
+                "flannel-cni-plugin" in refs else "flannel")
+        return match.group(1) + refs[kind]
+    text, count = re.subn(r"(?m)^(\s*(?:-\s*)?image:\s*)(\S*flannel\S*)[ \t]*$",
+                          bundled, text)
     if not count:
         raise BundleError("the bundled flannel manifest names no flannel "
                           "image: rebuild the bundle")
     return text
 
 
-def flannel_image(bundle):
-    for image in bundle.meta.get("images", []):
-        if image.get("name") == "flannel":
-            return image["ref"]
-    raise BundleError("the bundle has no flannel image: rebuild it")
+def flannel_images(bundle):
+    """{name: ref} of the bundled flannel images (flannel and, on the
+    v0.28 line, flannel-cni-plugin)."""
+    refs = dict((image["name"], image["ref"])
+                for image in bundle.meta.get("images", [])
+                if image.get("name") in ("flannel", "flannel-cni-plugin"))
+    if "flannel" not in refs:
+        raise BundleError("the bundle has no flannel image: rebuild it")
+    return refs
 
 
 # -- phase: join file -------------------------------------------------------
@@ -10332,7 +10348,9 @@ def phase_restore_init(ctx):
     # and flannel v0.11's client never gets a new one ("http2: no cached
     # connection was available"): workers keep the master's old VXLAN address.
     log.info("  restarting flannel on every node")
-    ctx.runner.run(ctx.kubectl("-n", "kube-system", "delete", "pods", "-l",
+    namespace = profile(cluster_version(ctx)).get("flannel_namespace",
+                                                  "kube-system")
+    ctx.runner.run(ctx.kubectl("-n", namespace, "delete", "pods", "-l",
                                "app=flannel", "--wait=false"),
                    timeout=120, what="kubectl delete")
 

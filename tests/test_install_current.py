@@ -275,3 +275,37 @@ def test_docker_with_cgroupfs_on_1_22_is_followed_and_warned(current,
         "expects systemd" in capsys.readouterr().err
     kubelet = config_docs(root, ko.INIT_CONFIG)["KubeletConfiguration"]
     assert kubelet["cgroupDriver"] == "cgroupfs"     # the two agree
+
+
+V028_MANIFEST = """\
+  net-conf.json: |
+    {
+      "Network": "10.244.0.0/16",
+      "Backend": {"Type": "vxlan"}
+    }
+      initContainers:
+      - name: install-cni-plugin
+        image: ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel3
+      - name: install-cni
+        image: ghcr.io/flannel-io/flannel:v0.28.9
+      containers:
+      - name: kube-flannel
+        image: ghcr.io/flannel-io/flannel:v0.28.9
+"""
+
+
+def test_the_v0_28_manifest_keeps_each_image_in_its_container():
+    refs = {"flannel": "ghcr.io/flannel-io/flannel:v0.28.9",
+            "flannel-cni-plugin":
+                "ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel3"}
+    text = ko.render_flannel(V028_MANIFEST, "10.32.0.0/16", refs)
+    assert '"Network": "10.32.0.0/16"' in text
+    assert text.count(refs["flannel"]) == 2
+    assert text.count(refs["flannel-cni-plugin"]) == 1
+    # refs under another name (a mirror) go to the container of their kind
+    mirrored = dict((k, "mirror.local/" + v.split("/", 1)[1])
+                    for k, v in refs.items())
+    text = ko.render_flannel(V028_MANIFEST, "10.244.0.0/16", mirrored)
+    assert "install-cni-plugin\n        image: mirror.local/flannel-io/" \
+        "flannel-cni-plugin:v1.9.1-flannel3\n" in text
+    assert text.count("mirror.local/flannel-io/flannel:v0.28.9") == 2
