@@ -1623,6 +1623,26 @@ def _state_kubeconfig(path):
             len(path) < 4096 and "\x00" not in path and "\n" not in path)
 
 
+# The kubelet's unit and kubeadm's drop-in for it, in a unit folder (the
+# profile's unit_dir): where the packages put them (/etc/systemd/system
+# up to 1.23, /usr/lib/systemd/system from pkgs.k8s.io's 1.24 on), in
+# systemd's order: a unit in an earlier folder overrides a later one.
+KUBELET_UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system")
+
+
+def kubelet_unit_files(unit_dir):
+    """{bundled unit name: host path} of the kubelet's units in unit_dir."""
+    return {"kubelet.service": unit_dir + "/kubelet.service",
+            "10-kubeadm.conf": unit_dir + "/kubelet.service.d/10-kubeadm.conf"}
+
+
+def _state_units(paths):
+    known = [path for folder in KUBELET_UNIT_DIRS
+             for path in kubelet_unit_files(folder).values()]
+    return (isinstance(paths, list) and len(paths) <= 8 and
+            all(path in known for path in paths))
+
+
 # What this tool records in state.json, each key with its check: what is
 # read back from the file (or a backup) keeps only the keys that pass.
 STATE_CHECKS = {
@@ -1640,6 +1660,7 @@ STATE_CHECKS = {
     "certificate_key_expires": lambda v: (type(v) is int and
                                           0 <= v < 1 << 40),
     "kubeconfigs": lambda v: isinstance(v, list) and len(v) <= 64,
+    "units": _state_units,            # the kubelet units install wrote
 }
 
 
@@ -2061,6 +2082,17 @@ def containerd_images(ctx):
     return found
 
 
+def containerd_image_labels(ctx):
+    """{name: its labels as ctr lists them, k=v,k=v} of containerd's k8s.io
+    images (the last column of `ctr images ls`)."""
+    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address,
+                             "-n", "k8s.io", "images", "ls"],
+                            change=False, check=False)
+    return dict((line.split()[0], line.split()[-1])
+                for line in result.stdout.splitlines()[1:]
+                if len(line.split()) >= 3)
+
+
 def _normalize_image_name(name):
     """docker.io/library/x:1 as containerd names what Docker calls x:1."""
     first = name.split("/", 1)[0]
@@ -2086,37 +2118,6 @@ def continuing_run(ctx):
     then the cluster's own files and ports are expected, not a conflict."""
     state = ctx.host.state()
     return state.get("role") == ctx.role
-
-
-def runtime_plan(ctx):
-    """What the runtime phase will do: 'running', 'start' or 'install'.
-
-    Raises UserError when there is no way to a runtime.
-    """
-    if ctx.cri == "docker":
-        if docker_info(ctx.runner) is not None:
-            return "running"
-        if ctx.host.which("dockerd"):
-            return "start"
-        if ctx.bundle.meta.get("archives", {}).get("docker"):
-            return "install"
-        raise UserError("no container runtime: Docker is not running, not "
-                        "installed, and the bundle has no Docker: install and "
-                        "start Docker, rebuild the bundle with --with-docker, "
-                        "or use --cri containerd%s" % (
-                            " (the bundle carries containerd)"
-                            if bundled_runtime(ctx.bundle) == "containerd"
-                            else ""))
-    if containerd_running(ctx):
-        return "running"
-    if ctx.host.which("containerd"):
-        return "start"
-    if bundled_runtime(ctx.bundle):
-        return "install"
-    raise UserError("no container runtime: containerd is not running or not "
-                    "installed: install containerd, rebuild the bundle with "
-                    "--with-containerd (or --with-docker, which carries "
-                    "containerd too), or use --cri docker")
 
 
 def firewall_rules(ctx):
@@ -2252,14 +2253,14 @@ BUNDLE_SCHEMA = ("record", ({
                          _MEMBER, 10)),
     "archives": ("map", (re.compile(
         "cni|crictl|docker|cri-dockerd|containerd|runc"), _MEMBER, 10)),
-    # The repository kubeadm names the bundled images under (its
-    # imageRepository); absent in bundles older than issue 19.
-    "image_repository": ("match", IMAGE_NAME_RE),
     "os_packages": OS_PACKAGES_SCHEMA,
     "systemd": ("map", (re.compile(r"kubelet\.service|10-kubeadm\.conf|"
                                    r"docker\.service|containerd\.service|"
                                    r"cri-docker\.service|cri-docker\.socket"),
                         _MEMBER, 10)),
+    # The imageRepository kubeadm is configured with so that it looks for
+    # exactly the bundled refs (absent: KUBEADM_IMAGE_REPOSITORY).
+    "image_repository": ("match", IMAGE_NAME_RE),
     "flannel_manifest": _MEMBER,
     "script": ("const", "k8s_offline.py"),
     # What vouched for each file's checksum (issue 8): shown, not used.
@@ -3144,7 +3145,8 @@ RELEASE_TABLE_ENV = "K8SO_RELEASE_TABLE"     # tests: a table of their own
 KUBERNETES_PROFILES = (
     (16, {"kubeadm_api": "kubeadm.k8s.io/v1beta2",       # the config API
           "kubelet_api": "kubelet.config.k8s.io/v1beta1",
-          "master_taint": "node-role.kubernetes.io/master",
+          # The taints kubeadm puts on a control-plane node.
+          "master_taint": ("node-role.kubernetes.io/master",),
           # kube-proxy's image detects the iptables backend from 1.17 on
           # (kubernetes #82966); 1.16's writes legacy rules only.
           "iptables_backend_detected": False,
@@ -3157,18 +3159,49 @@ KUBERNETES_PROFILES = (
           "coredns_path": "coredns",
           # The flannel manifest (FLANNEL_LINES) and its namespace.
           "flannel_line": "v0.11", "flannel_namespace": "kube-system",
-          # The kubelet talks to Docker itself up to 1.23; from 1.24 Docker
-          # needs cri-dockerd.
-          "dockershim": True}),
-    (17, {"iptables_backend_detected": True}),
+          # The kubelet's dockershim (gone in 1.24: Docker then goes
+          # through cri-dockerd); the runtime when --cri is not given.
+          "dockershim": True, "default_cri": "docker",
+          # criSocket and the runtime endpoints: a bare path up to 1.23,
+          # kubeadm wants a URL from 1.24.
+          "cri_socket_scheme": "",
+          # None: the kubelet takes the runtime's driver; from 1.22 kubeadm
+          # defaults to systemd and the runtime is set to systemd too.
+          "cgroup_driver": None,
+          # The kubelet refuses a cgroup v1 host from 1.35 unless
+          # failCgroupV1 is false (kubernetes #134298).
+          "fail_cgroup_v1": False,
+          # The kubelet's --pod-infra-container-image (removed in 1.35,
+          # kubernetes #133779): the runtime's config names the sandbox.
+          "pod_infra_flag": True,
+          # Where the kubelet unit and its 10-kubeadm.conf drop-in go.
+          "unit_dir": "/etc/systemd/system",
+          # kube-scheduler's and kube-controller-manager's health ports
+          # (the secure ones from 1.17: kubernetes #85043).
+          "control_plane_ports": (10251, 10252),
+          # etcd's health endpoint kubeadm probes (/livez from 1.31,
+          # kubernetes #124465), and the tool that restores a snapshot
+          # (etcdutl: etcd 3.6 dropped `etcdctl snapshot restore`).
+          "etcd_probe": "/health", "etcd_restore": "etcdctl"}),
+    (17, {"iptables_backend_detected": True,
+          "control_plane_ports": (10259, 10257)}),
     (20, {"certs_command": ("kubeadm", "certs")}),
     # CoreDNS moved to coredns/coredns under the default repository; the
     # CNI plugins 1.x no longer carry flannel's binary, the current flannel
     # line brings its own (and drops RBAC v1beta1 and the PSP).
     (21, {"coredns_path": "coredns/coredns", "flannel_line": "v0.28",
           "flannel_namespace": "kube-flannel"}),
-    (24, {"dockershim": False}),
-    (25, {"default_image_repository": "registry.k8s.io"}),
+    (22, {"kubeadm_api": "kubeadm.k8s.io/v1beta3", "cgroup_driver": "systemd"}),
+    (24, {"dockershim": False, "default_cri": "containerd",
+          "cri_socket_scheme": "unix://",
+          "master_taint": ("node-role.kubernetes.io/master",
+                           "node-role.kubernetes.io/control-plane"),
+          "unit_dir": "/usr/lib/systemd/system"}),
+    (25, {"default_image_repository": "registry.k8s.io",
+          "master_taint": ("node-role.kubernetes.io/control-plane",)}),
+    (31, {"kubeadm_api": "kubeadm.k8s.io/v1beta4", "etcd_probe": "/livez"}),
+    (34, {"etcd_restore": "etcdutl"}),
+    (35, {"fail_cgroup_v1": True, "pod_infra_flag": False}),
 )
 # The host tools kubeadm's preflight refuses to run without, from the minor
 # named on (before it, kubeadm only warns), and the package holding each.
@@ -3200,6 +3233,9 @@ def profile(kubernetes_version):
                 folded.update(changes)
         folded["required_tools"] = tuple(
             tool for tool, since, _ in KUBEADM_REQUIRED_TOOLS if minor >= since)
+        # The runtime adapter (RUNTIMES) of each --cri at this minor.
+        folded["runtimes"] = {"containerd": "containerd", "docker": (
+            "docker" if folded["dockershim"] else "cri-dockerd")}
         _PROFILES[minor] = folded
     return _PROFILES[minor]
 
@@ -3211,8 +3247,10 @@ def cni_url_template(cni_version):
 
 def containerd_config_version(containerd_version):
     """The config version a new containerd config file is written in:
-    containerd older than 1.3 reads version 1 only."""
-    return 1 if containerd_version and containerd_version < (1, 3) else 2
+    containerd older than 1.3 reads version 1 only, 2.x writes version 3."""
+    if containerd_version and containerd_version < (1, 3):
+        return 1
+    return 3 if containerd_version and containerd_version >= (2, 0) else 2
 
 
 def release_table():
@@ -3362,7 +3400,10 @@ CNI_CONF_DIR = "/etc/cni/net.d"
 
 DEFAULT_WAIT_TIMEOUT = 600
 
-MASTER_PORTS = (6443, 10250, 10251, 10252, 2379, 2380)
+# The ports a master needs free, with its profile's control_plane_ports.
+MASTER_PORTS = (6443, 10250, 2379, 2380)
+# kubeadm's preflight check that, from 1.35, errors on a cgroup v1 host.
+CGROUP_V1_CHECK = "SystemVerification"
 WORKER_PORTS = (10250,)
 MIN_MASTER_MEMORY_MB = 1700
 MIN_WORKER_MEMORY_MB = 1000
@@ -3383,8 +3424,6 @@ CLUSTER_LINKS = ("cni0", "flannel.1", "kube-ipvs0", "docker0")
 TOKEN_TTL_SECONDS = 24 * 3600
 CERT_KEY_TTL_SECONDS = 2 * 3600
 
-CRI_PLUGIN_NAMES = ("cri", "io.containerd.grpc.v1.cri")
-
 RESERVED_KINDS = ("InitConfiguration", "ClusterConfiguration",
                   "JoinConfiguration")
 
@@ -3399,25 +3438,65 @@ IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
                       "ErrImageNeverPull")
 
 
-def containerd_config_with(config_text, pause_image, version=None):
+# Where each containerd config version keeps what this tool sets: the
+# sandbox (pause) image, the CNI directories and runc's options (its
+# SystemdCgroup).  Version 3 is containerd 2.x's (docs/cri/config.md).
+CONTAINERD_LAYOUTS = {
+    1: {"sandbox": ("plugins", "cri", "sandbox_image"),
+        "cni": ("plugins", "cri", "cni"),
+        "runc": ("plugins", "cri", "containerd", "runtimes", "runc",
+                 "options")},
+    2: {"sandbox": ("plugins", "io.containerd.grpc.v1.cri", "sandbox_image"),
+        "cni": ("plugins", "io.containerd.grpc.v1.cri", "cni"),
+        "runc": ("plugins", "io.containerd.grpc.v1.cri", "containerd",
+                 "runtimes", "runc", "options")},
+    3: {"sandbox": ("plugins", "io.containerd.cri.v1.images", "pinned_images",
+                    "sandbox"),
+        "cni": ("plugins", "io.containerd.cri.v1.runtime", "cni"),
+        "runc": ("plugins", "io.containerd.cri.v1.runtime", "containerd",
+                 "runtimes", "runc", "options")},
+}
+CRI_PLUGIN_NAMES = ("cri", "io.containerd.grpc.v1.cri",
+                    "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime")
+
+
+def _config_table(config, path, what):
+    """The table at path (a tuple of keys) of a containerd config, made
+    where missing; UserError when something else is in the way."""
+    table = config
+    for key in path:
+        table = table.setdefault(key, {})
+        if not isinstance(table, dict):
+            raise UserError("%s in %s is not a table: fix it" % (
+                what if key == path[-1] else key, CONTAINERD_CONFIG))
+    return table
+
+
+def containerd_config_with(config_text, pause_image, version=None,
+                           cgroup_driver=None):
     """containerd's config with the CRI plugin on and our sandbox image.
 
     A file without `version = 2` is read as version 1, where the CRI
     plugin's section is [plugins.cri]; version 2 names it
-    [plugins."io.containerd.grpc.v1.cri"].  The containerd.io package ships
-    `disabled_plugins = ["cri"]` and nothing else.  Without a file, a new
-    one is written: version 2 unless containerd is older than 1.3 (which
-    reads version 1 only).  The CNI directories are the ones the
-    install phase fills.  The result goes through toml_dumps.
+    [plugins."io.containerd.grpc.v1.cri"], version 3 (containerd 2.x)
+    splits it into io.containerd.cri.v1.images and .runtime.  The
+    containerd.io package ships `disabled_plugins = ["cri"]` and nothing
+    else.  Without a file, a new one is written in the version the
+    installed containerd writes (containerd_config_version).  The CNI
+    directories are the ones the install phase fills; with the systemd
+    cgroup driver runc gets SystemdCgroup = true.  The result goes through
+    toml_dumps.
     """
     if config_text is None:
         config = {"version": containerd_config_version(version)}
     else:
         config = read_containerd_config(config_text)
     schema = config.get("version", 1)
-    if schema not in (1, 2):
-        raise UserError("%s has version = %r; this tool writes versions 1 and "
-                        "2: fix it or move it away" % (CONTAINERD_CONFIG, schema))
+    if schema not in CONTAINERD_LAYOUTS:
+        raise UserError("%s has version = %r; this tool writes versions 1, 2 "
+                        "and 3: fix it or move it away" % (CONTAINERD_CONFIG,
+                                                           schema))
+    layout = CONTAINERD_LAYOUTS[schema]
     disabled = config.get("disabled_plugins")
     if disabled is not None:
         if not isinstance(disabled, list):
@@ -3425,23 +3504,327 @@ def containerd_config_with(config_text, pause_image, version=None):
                             % CONTAINERD_CONFIG)
         config["disabled_plugins"] = [name for name in disabled
                                       if name not in CRI_PLUGIN_NAMES]
-    plugins = config.setdefault("plugins", {})
-    if not isinstance(plugins, dict):
+    if not isinstance(config.setdefault("plugins", {}), dict):
         raise UserError("plugins in %s is not a table: fix it"
                         % CONTAINERD_CONFIG)
-    cri = plugins.setdefault(CRI_PLUGIN_NAMES[schema - 1], {})
-    if not isinstance(cri, dict):
-        raise UserError("the CRI plugin's entry in %s is not a table: fix it"
-                        % CONTAINERD_CONFIG)
-    cri["sandbox_image"] = pause_image
-    cni = cri.setdefault("cni", {})
-    if not isinstance(cni, dict):
-        raise UserError("the CRI plugin's cni entry in %s is not a table: fix "
-                        "it" % CONTAINERD_CONFIG)
+    _config_table(config, layout["sandbox"][:2],
+                  "the CRI plugin's entry")
+    _config_table(config, layout["sandbox"][:-1],
+                  "the CRI plugin's entry")[layout["sandbox"][-1]] = pause_image
+    cni = _config_table(config, layout["cni"], "the CRI plugin's cni entry")
     # The plugins are installed in /opt/cni/bin; Debian's package points
     # the CRI plugin at /usr/lib/cni, where no pod would get a network.
     cni["bin_dir"], cni["conf_dir"] = CNI_BIN_DIR, CNI_CONF_DIR
+    if cgroup_driver == "systemd":
+        _config_table(config, layout["runc"], "runc's options")[
+            "SystemdCgroup"] = True
     return toml_dumps(config)
+
+
+def containerd_version(runner):
+    """(major, minor) of the installed containerd, or None."""
+    result = runner.run(["containerd", "--version"], change=False, check=False)
+    match = re.search(r"\sv?(\d+)\.(\d+)\.\d+", result.stdout or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def containerd_cgroup_driver(config_text):
+    return "systemd" if re.search(r"^\s*SystemdCgroup\s*=\s*true",
+                                  config_text or "", re.M) else "cgroupfs"
+
+
+# -- the container runtimes ---------------------------------------------------
+# One adapter per runtime the kubelet can use: RUNTIMES[name], the name
+# the run's profile gives --cri (profile()["runtimes"]): docker through the
+# dockershim up to 1.23, through cri-dockerd from 1.24, and containerd.
+
+CRI_DOCKERD_SOCKET = "/var/run/cri-dockerd.sock"
+DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
+CRI_DOCKERD_BIN = "/usr/bin/cri-dockerd"
+CRI_DOCKERD_DROPIN = "/etc/systemd/system/cri-docker.service.d/k8s-offline.conf"
+PINNED_LABEL = "io.cri-containerd.pinned=pinned"
+# Docker has no pinned images: the kubelet's image GC is kept from the
+# bundled ones by its thresholds (100: GC never starts; README says so).
+DOCKER_IMAGE_GC = (("imageGCHighThresholdPercent", 100),
+                   ("imageGCLowThresholdPercent", 90))
+SYSTEMD_WORD_RE = re.compile(r"[A-Za-z0-9/-][A-Za-z0-9._/:@=+-]{0,500}")
+
+
+def systemd_dropin(sections):
+    """A systemd drop-in from [(section, [(key, [word])])], each word
+    checked against a grammar systemd reads back as the same word."""
+    lines = []
+    for section, items in sections:
+        lines.append("[%s]" % section)
+        for key, words in items:
+            for word in words:
+                if not full_match(SYSTEMD_WORD_RE, word):
+                    raise UserError("%r cannot go into a systemd unit: give "
+                                    "a plain name" % (word,))
+            lines.append("%s=%s" % (key, " ".join(words)))
+    return "\n".join(lines) + "\n"
+
+
+class DockerRuntime(object):
+    """Docker Engine, through the kubelet's dockershim (up to 1.23)."""
+
+    name = cri = "docker"
+    units = ("containerd.service", "docker.service")   # from the bundle
+    services = ("containerd", "docker")                 # in start order
+    # What the runtime phase starts (systemctl enable --now), by its plan.
+    starts = {"install": services, "start": services[1:], "running": ()}
+    image_format = "docker-archive"
+    load_what = "docker load"
+    binaries = ()                 # (archives key, host path) it adds
+    binary_units = ()             # and their units, from the bundle
+    # Where the runtime's cgroup driver is set, for a warning.
+    driver_setting = '"exec-opts": ["native.cgroupdriver=systemd"]'
+    config_file = DOCKER_DAEMON_JSON
+    pins_images = False
+
+    def socket(self, ctx):
+        return CRI_SOCKETS["docker"]
+
+    def bundled(self, bundle):
+        return bool(bundle.meta.get("archives", {}).get("docker"))
+
+    def running(self, ctx):
+        return docker_info(ctx.runner) is not None
+
+    def installed(self, ctx):
+        return bool(ctx.host.which("dockerd"))
+
+    def none_text(self, ctx):
+        return ("no container runtime: Docker is not running, not "
+                "installed, and the bundle has no Docker: install and "
+                "start Docker, rebuild the bundle with --with-docker, or "
+                "use --cri containerd%s" % (
+                    " (the bundle carries containerd)"
+                    if RUNTIMES["containerd"].bundled(ctx.bundle) else ""))
+
+    def refusal(self, ctx):
+        """Why this runtime cannot serve this bundle's Kubernetes, or None."""
+        return None
+
+    def config_problems(self, ctx):
+        return iter(())
+
+    def configure(self, ctx, pause_image, prof):
+        """Point the runtime at the bundled pause image (and the profile's
+        cgroup driver); True when a config changed."""
+        return False
+
+    def cgroup_driver(self, ctx):
+        info = docker_info(ctx.runner) or {}
+        return (info.get("CgroupDriver") or
+                ctx.host.state().get("cgroup_driver") or "cgroupfs")
+
+    def kubelet_settings(self):
+        """What this runtime needs in the KubeletConfiguration."""
+        return DOCKER_IMAGE_GC
+
+    def load_argv(self, ctx):
+        return ["docker", "load"]
+
+    def missing(self, ctx, wanted):
+        """[(image, target)] of wanted not in the runtime under its name
+        (an image there under another name is tagged, not loaded)."""
+        missing = []
+        for image, target in wanted:
+            if docker_image_id(ctx.runner, target) == image["config_digest"]:
+                continue
+            if (docker_image_id(ctx.runner, image["config_digest"]) ==
+                    image["config_digest"]):
+                ctx.runner.run(["docker", "tag", image["config_digest"],
+                                target], what="docker tag")
+                continue
+            missing.append((image, target))
+        return missing
+
+    def pin(self, ctx, targets):
+        """Keep the images from the kubelet's GC; the number pinned now."""
+        return 0
+
+    def has_image(self, ctx, image):
+        return docker_image_id(ctx.runner, image) is not None
+
+    def container_running(self, ctx, cid):
+        result = ctx.runner.run(["docker", "inspect", "--format",
+                                 "{{.State.Running}}", cid], change=False,
+                                check=False)
+        return result.ok and result.stdout.strip() == "true"
+
+    def etcd_argv(self, ctx, image, mounts, tool, argv):
+        """A one-off container of the etcd image running tool (etcdctl with
+        API v3, or etcdutl) on the host network, mounts [(host path,
+        container path, rw)]."""
+        run = ["docker", "run", "--rm", "--network", "host", "-e",
+               "ETCDCTL_API=3", "--entrypoint", tool]
+        for source, target, writable in mounts:
+            run += ["-v", "%s:%s%s" % (ctx.host.path(source), target,
+                                       "" if writable else ":ro")]
+        return run + [image] + argv
+
+
+class CriDockerdRuntime(DockerRuntime):
+    """Docker Engine through cri-dockerd (Kubernetes 1.24 on: no
+    dockershim), from the bundle (bundle --with-docker) or the host."""
+
+    name = "cri-dockerd"
+    binary_units = ("cri-docker.service", "cri-docker.socket")
+    services = DockerRuntime.services + ("cri-docker.socket",
+                                         "cri-docker.service")
+    starts = {"install": services, "start": services[1:],
+              "running": services[2:]}
+    binaries = (("cri-dockerd", CRI_DOCKERD_BIN),)
+
+    def socket(self, ctx):
+        return CRI_DOCKERD_SOCKET
+
+    def refusal(self, ctx):
+        if (ctx.bundle.meta.get("archives", {}).get("cri-dockerd") or
+                ctx.host.which("cri-dockerd")):
+            return None
+        return ("Kubernetes %s has no dockershim and the bundle carries no "
+                "cri-dockerd for Docker: use --cri containerd, or rebuild "
+                "the bundle with Docker and cri-dockerd (bundle --with-docker)"
+                % ctx.bundle.kubernetes_version)
+
+    def configure(self, ctx, pause_image, prof):
+        binary = CRI_DOCKERD_BIN
+        if not (ctx.bundle.meta.get("archives", {}).get("cri-dockerd")):
+            binary = ctx.host.which("cri-dockerd") or binary
+        return ctx.host.write(CRI_DOCKERD_DROPIN, systemd_dropin([
+            ("Service", [("ExecStart", []), ("ExecStart", [
+                binary, "--container-runtime-endpoint", "fd://",
+                "--network-plugin=cni", "--cni-bin-dir=" + CNI_BIN_DIR,
+                "--cni-conf-dir=" + CNI_CONF_DIR,
+                "--pod-infra-container-image=" + pause_image])])]))
+
+
+class ContainerdRuntime(DockerRuntime):
+    """containerd's CRI plugin (the bundle's --with-containerd, Docker's
+    containerd, or the host's own)."""
+
+    name = cri = "containerd"
+    driver_setting = "SystemdCgroup = true (runc's options)"
+    config_file = CONTAINERD_CONFIG
+    units = ("containerd.service",)
+    services = ("containerd",)
+    starts = {"install": services, "start": services, "running": ()}
+    image_format = "oci-layout"
+    load_what = "ctr images import"
+    pins_images = True
+
+    def socket(self, ctx):
+        return ctx.containerd_address
+
+    def bundled(self, bundle):
+        return bundled_runtime(bundle) is not None
+
+    def running(self, ctx):
+        return containerd_running(ctx)
+
+    def installed(self, ctx):
+        return bool(ctx.host.which("containerd"))
+
+    def none_text(self, ctx):
+        return ("no container runtime: containerd is not running or not "
+                "installed: install containerd, rebuild the bundle with "
+                "--with-containerd (or --with-docker, which carries "
+                "containerd too), or use --cri docker")
+
+    def config_problems(self, ctx):
+        config = ctx.host.read(CONTAINERD_CONFIG)
+        if config is not None:
+            try:
+                containerd_config_with(config, "pause")
+            except UserError as exc:
+                yield error(str(exc))
+
+    def configure(self, ctx, pause_image, prof):
+        config = ctx.host.read(CONTAINERD_CONFIG)
+        return ctx.host.write(CONTAINERD_CONFIG, containerd_config_with(
+            config, pause_image,
+            containerd_version(ctx.runner) if config is None else None,
+            prof["cgroup_driver"]))
+
+    def cgroup_driver(self, ctx):
+        return containerd_cgroup_driver(ctx.host.read(CONTAINERD_CONFIG, ""))
+
+    def kubelet_settings(self):
+        return ()
+
+    def load_argv(self, ctx):
+        return ["ctr", "--address", ctx.containerd_address, "-n", "k8s.io",
+                "images", "import", "-"]
+
+    def missing(self, ctx, wanted):
+        have = containerd_images(ctx)
+        return [(image, target) for image, target in wanted
+                if have.get(_normalize_image_name(target)) !=
+                image["manifest_digest"]]
+
+    def pin(self, ctx, targets):
+        labels = containerd_image_labels(ctx)
+        todo = [target for target in targets
+                if PINNED_LABEL not in labels.get(_normalize_image_name(
+                    target), "").split(",")]
+        for target in todo:
+            ctx.runner.run(["ctr", "--address", ctx.containerd_address, "-n",
+                            "k8s.io", "images", "label",
+                            _normalize_image_name(target), PINNED_LABEL],
+                           what="ctr images label")
+        return len(todo)
+
+    def has_image(self, ctx, image):
+        return _normalize_image_name(image) in containerd_images(ctx)
+
+    def container_running(self, ctx, cid):
+        result = ctx.runner.run(["ctr", "--address", ctx.containerd_address,
+                                 "-n", "k8s.io", "tasks", "ls"], change=False,
+                                check=False)
+        return any(line.split()[:1] == [cid] and "RUNNING" in line
+                   for line in result.stdout.splitlines())
+
+    def etcd_argv(self, ctx, image, mounts, tool, argv):
+        run = ["ctr", "--address", ctx.containerd_address, "-n", "k8s.io",
+               "run", "--rm", "--net-host", "--env", "ETCDCTL_API=3"]
+        for source, target, writable in mounts:
+            run += ["--mount", "type=bind,src=%s,dst=%s,options=rbind:%s" % (
+                ctx.host.path(source), target, "rw" if writable else "ro")]
+        return run + [_normalize_image_name(image), "k8s-offline-etcdctl-%d"
+                      % os.getpid(), tool] + argv
+
+
+RUNTIMES = dict((adapter.name, adapter) for adapter in (
+    DockerRuntime(), CriDockerdRuntime(), ContainerdRuntime()))
+
+
+def runtime_adapter(cri, kubernetes_version):
+    """The adapter of --cri (docker or containerd) at a Kubernetes version."""
+    return RUNTIMES[profile(kubernetes_version)["runtimes"][cri]]
+
+
+def runtime_endpoint(ctx, adapter, kubernetes_version):
+    """The runtime's socket as kubeadm's criSocket wants it there."""
+    return (profile(kubernetes_version)["cri_socket_scheme"] +
+            adapter.socket(ctx))
+
+
+def runtime_plan(ctx):
+    """What the runtime phase will do: 'running', 'start' or 'install'.
+
+    Raises UserError when there is no way to a runtime.
+    """
+    adapter = ctx.adapter
+    if adapter.running(ctx):
+        return "running"
+    if adapter.installed(ctx):
+        return "start"
+    if adapter.bundled(ctx.bundle):
+        return "install"
+    raise UserError(adapter.none_text(ctx))
 
 
 def read_extra_config(path):
@@ -3941,7 +4324,10 @@ def check_no_cluster(ctx):
 
 
 def check_ports(ctx):
-    ports = MASTER_PORTS if is_control_plane(ctx) else WORKER_PORTS
+    ports = WORKER_PORTS
+    if is_control_plane(ctx):
+        ports = MASTER_PORTS + profile(ctx.bundle.kubernetes_version)[
+            "control_plane_ports"]
     if not continuing_run(ctx):
         busy = sorted(listening_ports(ctx.host) & set(ports))
         if busy:
@@ -4061,15 +4447,65 @@ def check_image_repository_of_cluster(ctx):
             yield error(str(exc))
 
 
-def check_containerd_config(ctx):
+def check_runtime_config(ctx):
     """What the runtime phase will write, so it cannot fail there."""
-    config = (ctx.host.read(CONTAINERD_CONFIG) if ctx.cri == "containerd"
-              else None)
-    if config is not None:
-        try:
-            containerd_config_with(config, "pause")
-        except UserError as exc:
-            yield error(str(exc))
+    for found in ctx.adapter.config_problems(ctx):
+        yield found
+
+
+def host_cgroup_version(host):
+    """2 when /sys/fs/cgroup is the unified hierarchy (cgroup2fs), 1 when
+    it holds v1 controllers, None when /proc/mounts does not say."""
+    found = None
+    for line in host.read("/proc/mounts", "").splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[1] == "/sys/fs/cgroup":
+            found = 2 if fields[2] == "cgroup2" else 1
+        elif (len(fields) >= 3 and fields[1].startswith("/sys/fs/cgroup/")
+              and fields[2] == "cgroup" and found is None):
+            found = 1
+    return found
+
+
+def check_cgroups(ctx):
+    """Which cgroup version the host has; from 1.35 the kubelet refuses
+    v1 unless --allow-cgroup-v1 (kubeadm's SystemVerification error)."""
+    version = host_cgroup_version(ctx.host)
+    log.info("  cgroup %s on this host", "v%d" % version if version
+             else "version unknown (no /sys/fs/cgroup in /proc/mounts)")
+    if (version == 1 and not ctx.allow_cgroup_v1 and
+            profile(ctx.bundle.kubernetes_version)["fail_cgroup_v1"]):
+        yield error("this host has cgroup v1, which the kubelet of Kubernetes "
+                    "%s refuses: boot it with cgroup v2 "
+                    "(systemd.unified_cgroup_hierarchy=1), or give "
+                    "--allow-cgroup-v1 (the kubelet gets failCgroupV1: false "
+                    "and kubeadm's %s check is ignored)" % (
+                        ctx.bundle.kubernetes_version, CGROUP_V1_CHECK))
+
+
+def check_kubelet_units(ctx):
+    """From 1.24 the kubelet's units go to /usr/lib/systemd/system; a copy
+    in /etc/systemd/system would override them.  One this tool wrote (the
+    state file lists it) is removed by the install phase; any other (an
+    old kubelet or kubeadm package's) is refused, never removed."""
+    unit_dir = profile(ctx.bundle.kubernetes_version)["unit_dir"]
+    ours = ctx.host.state().get("units") or []
+    for folder in KUBELET_UNIT_DIRS[:KUBELET_UNIT_DIRS.index(unit_dir)]:
+        for path in sorted(kubelet_unit_files(folder).values()):
+            if ctx.host.exists(path) and path not in ours:
+                yield error("%s would override the kubelet unit this tool "
+                            "installs in %s" % (path, unit_dir),
+                            "it is not this tool's (an older kubelet or "
+                            "kubeadm package?): remove that package or the "
+                            "file, then run again")
+
+
+def check_runtime_supported(ctx):
+    """A runtime this Kubernetes can use (Docker needs cri-dockerd from
+    1.24): refused before anything on the host changes."""
+    refusal = ctx.adapter.refusal(ctx)
+    if refusal:
+        yield error(refusal)
 
 
 def check_runtime(ctx):
@@ -4093,6 +4529,8 @@ def _tool_checks():
 PreflightCheck = collections.namedtuple("PreflightCheck", "name kubeadm run")
 PREFLIGHT_CHECKS = (
     PreflightCheck("root", ("IsPrivilegedUser",), check_privileged),
+    PreflightCheck("runtime support", (), check_runtime_supported),
+    PreflightCheck("cgroups", (CGROUP_V1_CHECK,), check_cgroups),
     PreflightCheck("cpus", ("NumCPU",), check_cpus),
     PreflightCheck("memory", ("Mem",), check_memory),
     PreflightCheck("swap", ("Swap",), check_swap),
@@ -4100,7 +4538,8 @@ PREFLIGHT_CHECKS = (
         "FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml",
         "FileAvailable--etc-kubernetes-kubelet.conf",
         "DirAvailable--var-lib-etcd"), check_no_cluster),
-    PreflightCheck("ports", tuple("Port-%d" % port for port in MASTER_PORTS),
+    PreflightCheck("ports", tuple("Port-%d" % port for port in MASTER_PORTS +
+                                  (10251, 10252, 10257, 10259)),
                    check_ports),
     PreflightCheck("tools", _tool_checks(), check_tools),
     PreflightCheck("hostname", ("Hostname",), check_hostname),
@@ -4110,15 +4549,17 @@ PREFLIGHT_CHECKS = (
     PreflightCheck("iptables backend", (), check_iptables_backend),
     PreflightCheck("networks", (), check_networks),
     PreflightCheck("image repository", (), check_image_repository_of_cluster),
-    PreflightCheck("containerd config", (), check_containerd_config),
+    PreflightCheck("runtime config", (), check_runtime_config),
+    PreflightCheck("kubelet units", (), check_kubelet_units),
     PreflightCheck("runtime", ("CRI",), check_runtime),
 )
 
 
 # The checks no package of the bundle can make pass: run before the packages
 # phase changes the host (the others, the tools above all, after it).
-PREFLIGHT_BEFORE_PACKAGES = ("root", "cpus", "memory", "swap", "no cluster",
-                             "ports", "hostname")
+PREFLIGHT_BEFORE_PACKAGES = ("root", "runtime support", "cgroups", "cpus",
+                             "memory",
+                             "swap", "no cluster", "ports", "hostname")
 
 
 def preflight_before_packages(ctx):
@@ -4150,6 +4591,7 @@ class InstallContext(object):
         self.warnings = []
         self.reset_pod_cidr = None        # reset: the pod network to clean
         self.reset_kubeconfigs = []       # reset: admin.conf copies to remove
+        self.reset_units = []             # reset: the kubelet units installed
         # The run itself.
         self.command = flag("command")
         self.role = role                  # master, worker, control-plane, reset
@@ -4172,8 +4614,7 @@ class InstallContext(object):
         # The node: image names, runtime socket, name, address.
         self.image_repository_flag = valid_image_repository(
             flag("image_repository"))
-        self.image_repository = (self.image_repository_flag
-                                 or KUBEADM_IMAGE_REPOSITORY)
+        self._image_repository = self.image_repository_flag
         self.containerd_address = (valid_containerd_address(
             flag("containerd_address")) or CRI_SOCKETS["containerd"])
         self.node_name = valid_node_name(flag("node_name"))
@@ -4195,6 +4636,7 @@ class InstallContext(object):
         # What the host phase fixes, and master's and join's own flags.
         self.disable_swap = bool(flag("disable_swap", False))
         self.iptables_legacy = bool(flag("iptables_legacy", False))
+        self.allow_cgroup_v1 = bool(flag("allow_cgroup_v1", False))
         self.open_firewall = bool(flag("open_firewall", False))
         self.selinux_permissive = bool(flag("selinux_permissive", False))
         self.upload_certs = bool(flag("upload_certs", False))
@@ -4225,6 +4667,29 @@ class InstallContext(object):
         self._cri = value
 
     @property
+    def image_repository(self):
+        """Where kubeadm's images are named: --image-repository, the join
+        file's (set by build_context), else the bundle's image_repository
+        (so kubeadm looks for exactly the bundled refs)."""
+        if self._image_repository is None:
+            try:
+                meta = self.bundle.meta
+            except UserError:
+                meta = {}
+            self._image_repository = (meta.get("image_repository") or
+                                      KUBEADM_IMAGE_REPOSITORY)
+        return self._image_repository
+
+    @image_repository.setter
+    def image_repository(self, value):
+        self._image_repository = value
+
+    @property
+    def adapter(self):
+        """The runtime adapter of --cri at the bundle's Kubernetes."""
+        return runtime_adapter(self.cri, self.bundle.kubernetes_version)
+
+    @property
     def pod_cidr(self):
         return str(self.pod_network)
 
@@ -4248,16 +4713,19 @@ class InstallContext(object):
 def default_cri(ctx):
     """The runtime when --cri is not given: containerd for master and join
     when the bundle carries upstream containerd (--with-containerd) and the
-    host has no Docker, so a bare host needs no flag; Docker otherwise."""
+    host has no Docker, so a bare host needs no flag; Docker when the
+    bundle carries Docker; otherwise the profile's (Docker up to 1.23,
+    containerd from 1.24, which has no dockershim)."""
     if ctx.command not in ("master", "join"):
         return "docker"
     try:
         carried = bundled_runtime(ctx.bundle)
+        preferred = profile(ctx.bundle.kubernetes_version)["default_cri"]
     except UserError:
         return "docker"
     if carried == "containerd" and not ctx.host.which("dockerd"):
         return "containerd"
-    return "docker"
+    return carried if carried == "docker" else preferred
 
 
 def valid_image_repository(repository):
@@ -7825,10 +8293,11 @@ def phase_verify(ctx):
 def units_needed(bundle):
     """The unit files install mode may install from this bundle."""
     names = ["kubelet.service", "10-kubeadm.conf"]
-    if bundled_runtime(bundle) == "docker":
-        names += ["containerd.service", "docker.service"]
-    elif bundled_runtime(bundle) == "containerd":
-        names += ["containerd.service"]
+    for adapter in RUNTIMES.values():
+        if adapter.bundled(bundle):
+            names += [unit for unit in adapter.units if unit not in names]
+    if bundle.meta.get("archives", {}).get("cri-dockerd"):
+        names += list(RUNTIMES["cri-dockerd"].binary_units)
     return names
 
 
@@ -8189,52 +8658,66 @@ def selinux_config_permissive(text):
 def phase_runtime(ctx):
     """Have the container runtime running, with the kubelet's cgroup driver.
 
-    Docker's driver is detected and the kubelet follows it; with containerd
-    its config points the sandbox at the bundled pause image.
+    Docker's driver is detected and the kubelet follows it; containerd's
+    config (and cri-dockerd's unit) points the sandbox at the bundled pause
+    image, and from 1.22 containerd uses the systemd driver.
     """
     plan = runtime_plan(ctx)
-    host, runner = ctx.host, ctx.runner
-    if ctx.cri == "docker":
-        if plan == "install":
-            log.info("  installing the bundled Docker and its containerd")
-            install_static_runtime(ctx, ("containerd.service",
-                                         "docker.service"))
-            runner.run(["systemctl", "enable", "--now", "containerd"],
-                       what="starting containerd")
-        if plan in ("install", "start"):
-            runner.run(["systemctl", "enable", "--now", "docker"],
-                       what="starting Docker")
-            wait_for(ctx, lambda: docker_info(runner) is not None,
-                     "Docker starting")
-        info = docker_info(runner) or {}
-        ctx.cgroup_driver = info.get("CgroupDriver") or "cgroupfs"
-        endpoint = "unix://" + CRI_SOCKETS["docker"]
-    else:
-        if plan == "install":
-            log.info("  installing the bundled containerd")
-            install_static_runtime(ctx, ("containerd.service",))
-            plan = "start"
-        config = host.read(CONTAINERD_CONFIG)
-        new = containerd_config_with(
-            config, pause_image_name(ctx.bundle, ctx.image_repository),
-            containerd_version(runner) if config is None else None)
-        changed = host.write(CONTAINERD_CONFIG, new)
-        ctx.cgroup_driver = containerd_cgroup_driver(new)
-        if plan == "start":
-            runner.run(["systemctl", "enable", "--now", "containerd"],
-                       what="starting containerd")
-        elif changed:
-            runner.run(["systemctl", "restart", "containerd"],
-                       what="restarting containerd")
-        if plan == "start" or changed:
-            wait_for(ctx, lambda: containerd_running(ctx), "containerd starting")
-        endpoint = "unix://" + ctx.containerd_address
+    host, runner, adapter = ctx.host, ctx.runner, ctx.adapter
+    prof = profile(ctx.bundle.kubernetes_version)
+    services = adapter.starts[plan]
+    if plan == "install":
+        log.info("  installing the bundled %s", adapter.name)
+        install_static_runtime(ctx, [unit for unit in adapter.units
+                                     if unit in units_needed(ctx.bundle)])
+    extra = install_runtime_binaries(ctx, adapter)
+    changed = adapter.configure(
+        ctx, pause_image_name(ctx.bundle, ctx.image_repository), prof)
+    if changed or extra:
+        runner.run(["systemctl", "daemon-reload"])
+    for service in services:
+        runner.run(["systemctl", "enable", "--now", service],
+                   what="starting " + service)
+    if changed and adapter.services[-1] not in services:
+        runner.run(["systemctl", "restart", adapter.services[-1]],
+                   what="restarting " + adapter.services[-1])
+    if services or changed:
+        wait_for(ctx, lambda: adapter.running(ctx), adapter.name + " starting")
+    endpoint = "unix://" + adapter.socket(ctx)
     host.write(CRICTL_CONFIG, yaml_mapping((
         ("runtime-endpoint", endpoint), ("image-endpoint", endpoint),
         ("timeout", 10))))
+    ctx.cgroup_driver = adapter.cgroup_driver(ctx)
+    if prof["cgroup_driver"] and ctx.cgroup_driver != prof["cgroup_driver"]:
+        ctx.warn("%s uses the %s cgroup driver, Kubernetes %s expects %s: "
+                 "the kubelet follows %s now; set %s in %s and restart it" % (
+                     adapter.cri, ctx.cgroup_driver,
+                     ctx.bundle.kubernetes_version, prof["cgroup_driver"],
+                     ctx.cgroup_driver, adapter.driver_setting,
+                     adapter.config_file))
     log.info("  %s running, cgroup driver %s (the kubelet uses the same)",
-             ctx.cri, ctx.cgroup_driver)
+             adapter.name, ctx.cgroup_driver)
     host.save_state(cri=ctx.cri, cgroup_driver=ctx.cgroup_driver)
+
+
+def install_runtime_binaries(ctx, adapter):
+    """The binaries a runtime adds from the bundle (cri-dockerd) and their
+    units; True when one changed."""
+    archives = ctx.bundle.meta.get("archives", {})
+    changed = False
+    for key, target in adapter.binaries:
+        if not archives.get(key):
+            continue
+        name = target.rsplit("/", 1)[1]
+        files = _extract_files(ctx, archives[key], (name,))
+        if name not in files:
+            raise BundleError("%s has no %s: rebuild the bundle"
+                              % (archives[key], name))
+        changed = ctx.host.write(target, files[name], 0o755) or changed
+        for unit in adapter.binary_units:
+            changed = ctx.host.write(RUNTIME_UNITS[unit], bundled_unit(
+                ctx.bundle, unit)) or changed
+    return changed
 
 
 def install_static_runtime(ctx, units):
@@ -8242,26 +8725,29 @@ def install_static_runtime(ctx, units):
     binaries (dockerd, containerd, runc, ctr, ...) into /usr/bin, or
     upstream containerd's bin/ into /usr/local/bin with runc as
     /usr/local/sbin/runc, where the bundle's containerd unit runs them."""
-    archives = ctx.bundle.meta["archives"]
-    if bundled_runtime(ctx.bundle) == "containerd":
-        for name, data in sorted(_extract_files(
-                ctx, archives["containerd"], under="bin").items()):
-            ctx.host.write(CONTAINERD_BIN_DIR + "/" + name, data, 0o755)
-        ctx.host.install_member(RUNC_PATH, ctx.bundle, archives["runc"], 0o755)
-    else:
-        for name, data in sorted(_extract_files(
-                ctx, archives["docker"]).items()):
-            ctx.host.write(BIN_INSTALL_DIR + "/" + name, data, 0o755)
-    targets = {"containerd.service": CONTAINERD_UNIT,
-               "docker.service": DOCKER_UNIT}
+    STATIC_RUNTIME_INSTALLERS[bundled_runtime(ctx.bundle)](ctx)
     for unit in units:
-        ctx.host.write(targets[unit], bundled_unit(ctx.bundle, unit))
+        ctx.host.write(RUNTIME_UNITS[unit], bundled_unit(ctx.bundle, unit))
     if "docker.service" in units and not ctx.host.exists(DOCKER_DAEMON_JSON):
         ctx.host.write(DOCKER_DAEMON_JSON, canonical_json({
             "exec-opts": ["native.cgroupdriver=systemd"],
             "log-driver": "json-file", "log-opts": {"max-size": "100m"},
             "storage-driver": "overlay2"}))
     ctx.runner.run(["systemctl", "daemon-reload"])
+
+
+def install_upstream_containerd(ctx):
+    archives = ctx.bundle.meta["archives"]
+    for name, data in sorted(_extract_files(
+            ctx, archives["containerd"], under="bin").items()):
+        ctx.host.write(CONTAINERD_BIN_DIR + "/" + name, data, 0o755)
+    ctx.host.install_member(RUNC_PATH, ctx.bundle, archives["runc"], 0o755)
+
+
+def install_docker_binaries(ctx):
+    for name, data in sorted(_extract_files(
+            ctx, ctx.bundle.meta["archives"]["docker"]).items()):
+        ctx.host.write(BIN_INSTALL_DIR + "/" + name, data, 0o755)
 
 
 def _extract_files(ctx, relpath, wanted=None, under=None):
@@ -8314,18 +8800,6 @@ def image_target(image, image_repository):
     return image["ref"]
 
 
-def containerd_version(runner):
-    """(major, minor) of the installed containerd, or None."""
-    result = runner.run(["containerd", "--version"], change=False, check=False)
-    match = re.search(r"\s v?(\d+)\.(\d+)\.\d+", result.stdout or "")
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def containerd_cgroup_driver(config_text):
-    return "systemd" if re.search(r"^\s*SystemdCgroup\s*=\s*true",
-                                  config_text or "", re.M) else "cgroupfs"
-
-
 # -- phase: install ---------------------------------------------------------
 
 def phase_install(ctx):
@@ -8351,11 +8825,19 @@ def phase_install(ctx):
         if host.write(BIN_INSTALL_DIR + "/crictl", files["crictl"], 0o755):
             changed.append(BIN_INSTALL_DIR + "/crictl")
     unit_changed = False
-    for name, target in (("kubelet.service", KUBELET_UNIT),
-                         ("10-kubeadm.conf", KUBELET_DROPIN)):
+    targets = kubelet_unit_files(profile(bundle.kubernetes_version)["unit_dir"])
+    for name, target in sorted(targets.items()):
         if host.write(target, bundled_unit(bundle, name)):
             unit_changed = True
             changed.append(target)
+    for stale in host.state().get("units") or []:
+        if stale not in targets.values() and host.exists(stale):
+            log.info("  removing %s, this tool's copy for another "
+                     "Kubernetes: it would override %s", stale,
+                     targets["kubelet.service"])
+            host.remove(stale)
+            unit_changed = True
+    host.save_state(units=sorted(targets.values()))
     host.makedirs(CNI_CONF_DIR)
     if unit_changed:
         ctx.runner.run(["systemctl", "daemon-reload"], what="systemctl "
@@ -8370,66 +8852,46 @@ def phase_install(ctx):
 def phase_images(ctx):
     """Load the images this node's role needs from the bundle into the
     runtime, under the names kubeadm looks for; images already there with
-    the same ID are left alone."""
-    bundle = ctx.bundle
+    the same ID are left alone.  Where the runtime pins images (containerd's
+    io.cri-containerd.pinned label), every bundled one is pinned, so the
+    kubelet's image GC never removes what an air-gapped node cannot pull."""
+    bundle, adapter = ctx.bundle, ctx.adapter
     role = "worker" if ctx.role == "worker" else "master"
     wanted = [(image, image_target(image, ctx.image_repository))
               for image in bundle.images_for_role(role)]
-    missing = []
-    if ctx.cri == "docker":
-        for image, target in wanted:
-            present = docker_image_id(ctx.runner, target)
-            if present == image["config_digest"]:
-                continue
-            if (docker_image_id(ctx.runner, image["config_digest"]) ==
-                    image["config_digest"]):
-                ctx.runner.run(["docker", "tag", image["config_digest"],
-                                target], what="docker tag")
-                continue
-            missing.append((image, target))
+    missing = adapter.missing(ctx, wanted)
+    if missing:
+        load_images(ctx, adapter, wanted, missing)
     else:
-        have = containerd_images(ctx)
-        missing = [(image, target) for image, target in wanted
-                   if have.get(_normalize_image_name(target)) !=
-                   image["manifest_digest"]]
-    if not missing:
         log.info("  all %d images are already loaded", len(wanted))
-        return
+    if adapter.pins_images:
+        pinned = adapter.pin(ctx, [target for _, target in wanted])
+        log.info("  %d of %d images newly pinned (%s): the kubelet's image "
+                 "GC keeps them", pinned, len(wanted), PINNED_LABEL)
+
+
+def load_images(ctx, adapter, wanted, missing):
+    bundle = ctx.bundle
     size = image_stream_size(bundle, [image for image, _ in missing])
     log.info("  loading %d of %d images (%s) into %s: %s", len(missing),
-             len(wanted), human_size(size), ctx.cri,
+             len(wanted), human_size(size), adapter.cri,
              ", ".join(target for _, target in missing))
     progress = Progress(size, "images",
                         enabled=ctx.progress and not ctx.dry_run)
+    writer = IMAGE_WRITERS[adapter.image_format]
     try:
-        if ctx.cri == "docker":
-            ctx.runner.run_piped(
-                ["docker", "load"],
-                lambda stream: write_docker_archive(stream, bundle, missing,
-                                                    progress),
-                what="docker load")
-        else:
-            ctx.runner.run_piped(
-                ["ctr", "--address", ctx.containerd_address, "-n", "k8s.io",
-                 "images", "import", "-"],
-                lambda stream: write_oci_layout(stream, bundle, missing,
-                                                progress),
-                what="ctr images import")
+        ctx.runner.run_piped(
+            adapter.load_argv(ctx),
+            lambda stream: writer(stream, bundle, missing, progress),
+            what=adapter.load_what)
     finally:
         progress.close()
     if ctx.dry_run:
         return
-    if ctx.cri == "docker":
-        wrong = [target for image, target in missing
-                 if docker_image_id(ctx.runner, target) != image["config_digest"]]
-    else:
-        have = containerd_images(ctx)
-        wrong = [target for image, target in missing
-                 if have.get(_normalize_image_name(target)) !=
-                 image["manifest_digest"]]
+    wrong = [target for image, target in adapter.missing(ctx, missing)]
     if wrong:
         raise UserError("%s did not load %s from the bundle: check the "
-                        "runtime's log" % (ctx.cri, wrong[0]))
+                        "runtime's log" % (adapter.cri, wrong[0]))
 
 
 def image_stream_size(bundle, images):
@@ -8530,6 +8992,11 @@ def write_oci_layout(stream, bundle, targets, progress):
     tar.close()
 
 
+# The image stream each runtime loads, by the adapter's image_format.
+IMAGE_WRITERS = {"docker-archive": write_docker_archive,
+                 "oci-layout": write_oci_layout}
+
+
 # -- phase: init ------------------------------------------------------------
 
 def phase_init(ctx):
@@ -8588,16 +9055,16 @@ def kubeadm_init_config(ctx, certificate_key=None):
 
 
 def kubeadm_init_documents(ctx, certificate_key=None):
-    """The kubeadm init config, as [dict] (plus the extra documents)."""
+    """The kubeadm init config, as [dict] (plus the extra documents), in
+    the shape of kubeadm.k8s.io/v1beta2 and v1beta3 (the same for every
+    field written here)."""
     apis = profile(ctx.bundle.kubernetes_version)
     driver = ensure_cgroup_driver(ctx)
     address = advertise_address(ctx)
     init = {"apiVersion": apis["kubeadm_api"], "kind": "InitConfiguration",
             "localAPIEndpoint": {"advertiseAddress": address,
                                  "bindPort": API_PORT},
-            "nodeRegistration": {"name": node_name(ctx),
-                                 "criSocket": cri_socket(ctx),
-                                 "kubeletExtraArgs": {"cgroup-driver": driver}}}
+            "nodeRegistration": node_registration(ctx, driver)}
     if certificate_key:
         init["certificateKey"] = certificate_key
     cluster = {"apiVersion": apis["kubeadm_api"], "kind": "ClusterConfiguration",
@@ -8607,6 +9074,9 @@ def kubeadm_init_documents(ctx, certificate_key=None):
                               "serviceSubnet": str(ctx.service_network),
                               "dnsDomain": "cluster.local"},
                "apiServer": {"certSANs": sorted(set([address, node_name(ctx)]))}}
+    dns_repository = coredns_image_repository(ctx)
+    if dns_repository:
+        cluster["dns"] = {"imageRepository": dns_repository}
     if ctx.control_plane_endpoint:
         cluster["controlPlaneEndpoint"] = ctx.control_plane_endpoint
     docs = [init, cluster]
@@ -8619,23 +9089,80 @@ def kubeadm_init_documents(ctx, certificate_key=None):
                                 ctx.extra_config_path, theirs, ctx.cri,
                                 driver, driver))
     else:
-        docs.append({"apiVersion": apis["kubelet_api"], "kind": "KubeletConfiguration",
-                     "cgroupDriver": driver})
+        kubelet = {"apiVersion": apis["kubelet_api"],
+                   "kind": "KubeletConfiguration", "cgroupDriver": driver}
+        kubelet.update(ctx.adapter.kubelet_settings())
+        if cgroup_v1_allowed(ctx):
+            kubelet["failCgroupV1"] = False
+        docs.append(kubelet)
     return docs, extra
+
+
+def node_registration(ctx, driver):
+    """nodeRegistration of init and join: the node's name, the runtime's
+    socket (a URL from 1.24) and the kubelet's flags: its cgroup driver,
+    and the bundled pause image where the kubelet still has the flag."""
+    prof = profile(ctx.bundle.kubernetes_version)
+    args = {"cgroup-driver": driver}
+    if prof["pod_infra_flag"]:
+        args["pod-infra-container-image"] = pause_image_name(
+            ctx.bundle, ctx.image_repository)
+    return {"name": node_name(ctx),
+            "criSocket": runtime_endpoint(ctx, ctx.adapter,
+                                          ctx.bundle.kubernetes_version),
+            "kubeletExtraArgs": args}
+
+
+def coredns_image_repository(ctx):
+    """ClusterConfiguration.dns.imageRepository, when the bundled CoreDNS
+    lives in a sub-path (coredns/coredns from 1.21): kubeadm adds that
+    sub-path under its default repository only, so it is named."""
+    for image in ctx.bundle.meta.get("images", []):
+        if image.get("name") == "coredns" and image.get("kubeadm"):
+            folder = image["repository"].rpartition("/")[0]
+            if folder:
+                return ctx.image_repository + "/" + folder
+    return None
+
+
+def cgroup_v1_allowed(ctx):
+    """--allow-cgroup-v1 where the kubelet refuses cgroup v1 (1.35 on)."""
+    return (ctx.allow_cgroup_v1 and
+            profile(ctx.bundle.kubernetes_version)["fail_cgroup_v1"])
+
+
+def kubeadm_init_documents_v1beta4(ctx, certificate_key=None):
+    docs, extra = kubeadm_init_documents(ctx, certificate_key)
+    return [as_v1beta4(doc) for doc in docs], extra
+
+
+def as_v1beta4(doc):
+    """A kubeadm document in v1beta4's shape: every extraArgs and
+    kubeletExtraArgs a list of {name, value}, the join discovery timeout
+    under timeouts.  Other kinds are left as they are."""
+    if not doc.get("apiVersion", "").startswith("kubeadm.k8s.io/"):
+        return doc
+    doc = json.loads(json.dumps(doc))
+    registration = doc.get("nodeRegistration") or {}
+    places = [(registration, "kubeletExtraArgs")] + [
+        (doc.get(component) or {}, "extraArgs") for component in (
+            "apiServer", "controllerManager", "scheduler")] + [
+        ((doc.get("etcd") or {}).get("local") or {}, "extraArgs")]
+    for holder, key in places:
+        if isinstance(holder.get(key), dict):
+            holder[key] = [{"name": name, "value": value} for name, value
+                           in sorted(holder[key].items())]
+    discovery = doc.get("discovery") or {}
+    if "timeout" in discovery:
+        doc.setdefault("timeouts", {})["discovery"] = discovery.pop("timeout")
+    return doc
 
 
 def ensure_cgroup_driver(ctx):
     """The runtime's cgroup driver, detected when the runtime phase was
     skipped (the kubelet must never use another)."""
-    if ctx.cgroup_driver:
-        return ctx.cgroup_driver
-    if ctx.cri == "docker":
-        info = docker_info(ctx.runner) or {}
-        ctx.cgroup_driver = (info.get("CgroupDriver") or
-                             ctx.host.state().get("cgroup_driver") or "cgroupfs")
-    else:
-        ctx.cgroup_driver = containerd_cgroup_driver(
-            ctx.host.read(CONTAINERD_CONFIG, ""))
+    if not ctx.cgroup_driver:
+        ctx.cgroup_driver = ctx.adapter.cgroup_driver(ctx)
     return ctx.cgroup_driver
 
 
@@ -8661,12 +9188,6 @@ def default_route_interface(host):
     return None
 
 
-def cri_socket(ctx):
-    if ctx.cri == "containerd":
-        return ctx.containerd_address
-    return CRI_SOCKETS["docker"]
-
-
 def json_documents(docs):
     return "".join(("---\n" if index else "") +
                    json.dumps(doc, indent=2, sort_keys=True) + "\n"
@@ -8674,7 +9195,17 @@ def json_documents(docs):
 
 
 def ignore_preflight_args(ctx):
+    """--ignore-preflight-errors: the user's list, and with
+    --allow-cgroup-v1 on 1.35+ kubeadm's SystemVerification check (it
+    refuses a cgroup v1 host)."""
     value = ctx.ignore_preflight_errors
+    if cgroup_v1_allowed(ctx):
+        log.info("  --allow-cgroup-v1: kubeadm's SystemVerification "
+                 "preflight error is ignored and the kubelet gets "
+                 "failCgroupV1: false")
+        if not value:
+            return ["--ignore-preflight-errors=" + CGROUP_V1_CHECK]
+        value += "," + CGROUP_V1_CHECK
     return ["--ignore-preflight-errors", value] if value else []
 
 
@@ -8705,42 +9236,57 @@ def phase_network(ctx):
         raise BundleError("the bundled flannel manifest is not UTF-8 text: "
                           "rebuild the bundle")
     pod_cidr = ctx.pod_cidr
-    rendered = render_flannel(text, pod_cidr, flannel_image(ctx.bundle))
+    rendered = render_flannel(text, pod_cidr, flannel_images(ctx.bundle))
     ctx.host.makedirs(STATE_DIR, 0o700)
     ctx.host.write(FLANNEL_RENDERED, rendered, 0o644)
     ctx.runner.run(ctx.kubectl("apply", "-f", FLANNEL_RENDERED),
                    what="kubectl apply (flannel)", timeout=120)
     if ctx.allow_pods_on_master:
-        result = ctx.runner.run(ctx.kubectl(
-            "taint", "nodes", node_name(ctx),
-            profile(ctx.bundle.kubernetes_version)["master_taint"] + "-"),
-            check=False)
-        if not result.ok and "not found" not in result.output():
-            raise UserError("removing the master taint failed: %s"
-                            % last_line(result.output()))
+        for taint in profile(ctx.bundle.kubernetes_version)["master_taint"]:
+            result = ctx.runner.run(ctx.kubectl(
+                "taint", "nodes", node_name(ctx), taint + "-"), check=False)
+            if not result.ok and "not found" not in result.output():
+                raise UserError("removing the master taint failed: %s"
+                                % last_line(result.output()))
 
 
-def render_flannel(text, pod_cidr, image):
-    """The bundled flannel manifest with our pod network and image."""
+def render_flannel(text, pod_cidr, refs):
+    """The bundled flannel manifest with our pod network and the bundled
+    images: each `image:` line naming flannel gets the bundled ref of its
+    image (refs: {image name: ref}; flannel-cni-plugin for the v0.28 line's
+    init container, flannel for the rest); a line naming a bundled ref
+    already is kept."""
     if FLANNEL_NETWORK_TOKEN not in text:
         raise BundleError("the bundled flannel manifest has no %s: rebuild the "
                           "bundle" % FLANNEL_NETWORK_TOKEN)
     network = str(ipaddress.ip_network(u"%s" % pod_cidr, strict=True))
     text = text.replace(FLANNEL_NETWORK_TOKEN, '"Network": %s'
                         % json.dumps(network))
-    text, count = re.subn(r"(?m)^(\s*(?:-\s*)?image:\s*)\S*flannel\S*\s*$",
-                          lambda m: m.group(1) + image, text)
+
+    def bundled(match):
+        named = match.group(2)
+        if named in refs.values():
+            return match.group(0)
+        kind = ("flannel-cni-plugin" if "flannel-cni-plugin" in named and
+                "flannel-cni-plugin" in refs else "flannel")
+        return match.group(1) + refs[kind]
+    text, count = re.subn(r"(?m)^(\s*(?:-\s*)?image:\s*)(\S*flannel\S*)[ \t]*$",
+                          bundled, text)
     if not count:
         raise BundleError("the bundled flannel manifest names no flannel "
                           "image: rebuild the bundle")
     return text
 
 
-def flannel_image(bundle):
-    for image in bundle.meta.get("images", []):
-        if image.get("name") == "flannel":
-            return image["ref"]
-    raise BundleError("the bundle has no flannel image: rebuild it")
+def flannel_images(bundle):
+    """{name: ref} of the bundled flannel images (flannel and, on the
+    v0.28 line, flannel-cni-plugin)."""
+    refs = dict((image["name"], image["ref"])
+                for image in bundle.meta.get("images", [])
+                if image.get("name") in ("flannel", "flannel-cni-plugin"))
+    if "flannel" not in refs:
+        raise BundleError("the bundle has no flannel image: rebuild it")
+    return refs
 
 
 # -- phase: join file -------------------------------------------------------
@@ -8769,8 +9315,7 @@ def phase_join(ctx):
         return
     if state.get("join") == "started" or existing_cluster_files(host):
         reset_partial(ctx, "kubeadm join")
-    api = profile(ctx.bundle.kubernetes_version)["kubeadm_api"]
-    config = CONFIG_RENDERERS[api]["join"](ctx, ctx.join_info)
+    config = kubeadm_join_config(ctx, ctx.join_info)
     host.makedirs(STATE_DIR, 0o700)
     host.write(JOIN_CONFIG, config, 0o600)
     host.save_state(role=ctx.role, join="started", node=node_name(ctx),
@@ -8797,7 +9342,8 @@ def phase_join(ctx):
     host.save_state(join="done")
 
 
-def kubeadm_join_config(ctx, info):
+def kubeadm_join_documents(ctx, info):
+    """The kubeadm join config as [dict] (v1beta2 and v1beta3)."""
     driver = ensure_cgroup_driver(ctx)
     api = profile(ctx.bundle.kubernetes_version)["kubeadm_api"]
     join = {"apiVersion": api, "kind": "JoinConfiguration",
@@ -8805,15 +9351,22 @@ def kubeadm_join_config(ctx, info):
                 "token": info["token"],
                 "apiServerEndpoint": info["api_server_endpoint"],
                 "caCertHashes": [info["discovery_token_ca_cert_hash"]]}},
-            "nodeRegistration": {"name": node_name(ctx),
-                                 "criSocket": cri_socket(ctx),
-                                 "kubeletExtraArgs": {"cgroup-driver": driver}}}
+            "nodeRegistration": node_registration(ctx, driver)}
     if ctx.role == "control-plane":
         join["controlPlane"] = {
             "localAPIEndpoint": {"advertiseAddress": advertise_address(ctx),
                                  "bindPort": API_PORT},
             "certificateKey": info["certificate_key"]}
-    return json_documents([join])
+    return [join]
+
+
+def kubeadm_join_config(ctx, info):
+    api = profile(ctx.bundle.kubernetes_version)["kubeadm_api"]
+    return json_documents(CONFIG_RENDERERS[api]["join"](ctx, info))
+
+
+def kubeadm_join_documents_v1beta4(ctx, info):
+    return [as_v1beta4(doc) for doc in kubeadm_join_documents(ctx, info)]
 
 
 def stale_ready_node(output):
@@ -8848,10 +9401,13 @@ def explain_join_failure(output):
 KUBEADM_JOIN_LOG = "/var/log/kubeadm-join.log"
 
 BIN_INSTALL_DIR = "/usr/bin"
-KUBELET_UNIT = "/etc/systemd/system/kubelet.service"
-KUBELET_DROPIN = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
-DOCKER_UNIT = "/etc/systemd/system/docker.service"
-CONTAINERD_UNIT = "/etc/systemd/system/containerd.service"
+# Where the runtime phase installs the bundle's runtime units.
+RUNTIME_UNITS = dict((unit, "/etc/systemd/system/" + unit) for unit in (
+    "docker.service", "containerd.service", "cri-docker.service",
+    "cri-docker.socket"))
+# What the bundle's static runtime unpacks, by what it carries.
+STATIC_RUNTIME_INSTALLERS = {"docker": install_docker_binaries,
+                             "containerd": install_upstream_containerd}
 CONTAINERD_BIN_DIR = "/usr/local/bin"      # --with-containerd, as upstream
 RUNC_PATH = "/usr/local/sbin/runc"
 OS_RELEASE = "/etc/os-release"
@@ -8862,7 +9418,6 @@ PACKAGED_TOOLS = ("conntrack", "socat", "ebtables", "ethtool", "ipset",
                   "iptables", "ip", "tc", "modprobe", "sysctl", "mount",
                   "nsenter")
 
-DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
 
 CRICTL_CONFIG = "/etc/crictl.yaml"
 MODULES_FILE = "/etc/modules-load.d/k8s-offline.conf"
@@ -8898,10 +9453,14 @@ STALE_NODE_WAIT = 90
 STALE_NODE_RETRY = 15
 
 # The kubeadm config renderers, by the kubeadm config API of the run's
-# profile: init's documents ([dict], plus the extra ones) and join's file.
+# profile: init's documents ([dict], plus the extra ones) and join's.
 CONFIG_RENDERERS = {
     "kubeadm.k8s.io/v1beta2": {"init": kubeadm_init_documents,
-                               "join": kubeadm_join_config},
+                               "join": kubeadm_join_documents},
+    "kubeadm.k8s.io/v1beta3": {"init": kubeadm_init_documents,
+                               "join": kubeadm_join_documents},
+    "kubeadm.k8s.io/v1beta4": {"init": kubeadm_init_documents_v1beta4,
+                               "join": kubeadm_join_documents_v1beta4},
 }
 
 MASTER_PHASES = (
@@ -8974,10 +9533,11 @@ def phase_reset_kubeadm(ctx):
         log.info("  kubeadm is not installed: nothing to reset")
         return
     argv = ["kubeadm", "reset", "-f"]
-    cri = ctx.host.state().get("cri")
-    if cri:
-        argv += ["--cri-socket", CRI_SOCKETS[cri] if cri == "docker"
-                 else ctx.containerd_address]
+    state = ctx.host.state()
+    if state.get("cri"):
+        version = state.get("kubernetes_version") or DEFAULT_KUBERNETES_VERSION
+        argv += ["--cri-socket", runtime_endpoint(ctx, runtime_adapter(
+            state["cri"], version), version)]
     result = ctx.runner.run(argv, check=False, timeout=600)
     if not result.ok:
         ctx.warn("kubeadm reset failed (%s): cleaning up the rest anyway"
@@ -9030,7 +9590,8 @@ def filter_iptables_save(text, pod_cidr):
 # -- phase: reset files -----------------------------------------------------
 
 def phase_reset_files(ctx):
-    """Remove /etc/kubernetes, the kubeconfig copies and this tool's state."""
+    """Remove /etc/kubernetes, the kubeconfig copies, the kubelet units
+    the install phase wrote and this tool's state."""
     for path in ctx.reset_kubeconfigs:
         if not kubeconfig_copy_path(ctx.host, path):
             ctx.warn("%s is listed in %s but is no kubeconfig copy of this "
@@ -9055,6 +9616,12 @@ def phase_reset_files(ctx):
                 log.debug("removed %s", path)
         finally:
             os.close(fd)
+    present = [path for path in ctx.reset_units if ctx.host.exists(path)]
+    if present:
+        ctx.runner.run(["systemctl", "disable", "kubelet"], check=False)
+        for path in present:
+            ctx.host.remove(path)
+        ctx.runner.run(["systemctl", "daemon-reload"], check=False)
     for path in ("/etc/kubernetes", "/var/lib/etcd", STATE_DIR):
         ctx.host.remove(path)
 
@@ -9075,6 +9642,7 @@ def read_reset_state(ctx):
     kubeconfig copies."""
     ctx.reset_pod_cidr = ctx.host.state().get("pod_cidr") or DEFAULT_POD_CIDR
     ctx.reset_kubeconfigs = reset_copies(ctx)
+    ctx.reset_units = list(ctx.host.state().get("units") or [])
 
 
 def reset_copies(ctx):
@@ -9097,8 +9665,8 @@ RESET_PHASES = (
     Phase("kubeadm-reset", "kubeadm reset -f", phase_reset_kubeadm),
     Phase("network", "CNI config, links and iptables rules",
           phase_reset_network),
-    Phase("files", "/etc/kubernetes, kubeconfig copies, this tool's state",
-          phase_reset_files),
+    Phase("files", "/etc/kubernetes, kubeconfig copies, the kubelet units, "
+          "this tool's state", phase_reset_files),
 )
 
 
@@ -9691,18 +10259,9 @@ def container_running(ctx, container_id):
     """Whether the runtime still runs a container (docker://ID or
     containerd://ID as the API names it)."""
     runtime, _, cid = (container_id or "").partition("://")
-    if not cid:
+    if not cid or runtime not in RUNTIMES:
         return False
-    if runtime == "docker":
-        result = ctx.runner.run(["docker", "inspect", "--format",
-                                 "{{.State.Running}}", cid], change=False,
-                                check=False)
-        return result.ok and result.stdout.strip() == "true"
-    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address, "-n",
-                             "k8s.io", "tasks", "ls"], change=False,
-                            check=False)
-    return any(line.split()[:1] == [cid] and "RUNNING" in line
-               for line in result.stdout.splitlines())
+    return RUNTIMES[runtime].container_running(ctx, cid)
 
 
 def cmd_backup(args):
@@ -9765,7 +10324,7 @@ def cmd_backup(args):
                            else sha256_file(host.path(source)))
         meta = {"format": BACKUP_FORMAT, "tool_version": TOOL_VERSION,
                 "kubernetes_version": version, "created": int(now()),
-                "node": node_name(ctx), "runtime": runtime,
+                "node": node_name(ctx), "runtime": runtime.cri,
                 "etcd": facts, "cluster_ca_sha256": sha256_bytes(ca),
                 "files": files}
         host.makedirs(os.path.dirname(output), 0o700)
@@ -9799,23 +10358,19 @@ def etcd_manifest_facts(text):
 
 
 def day_two_runtime(ctx):
-    """The runtime the cluster uses: the one the install recorded, else
-    --cri."""
-    return ctx.host.state().get("cri") or ctx.cri
+    """The adapter of the runtime the cluster uses: the one the install
+    recorded, else --cri, at the cluster's Kubernetes version."""
+    return runtime_adapter(ctx.host.state().get("cri") or ctx.cri,
+                           cluster_version(ctx))
 
 
 def require_etcd_image(ctx, runtime, image):
-    if not image_present(ctx, runtime, image):
+    if not runtime.has_image(ctx, image):
         raise UserError("the etcd image %s is not in %s on this host: load "
                         "the bundle's images first (k8s_offline.py master "
                         "--skip-phases init,kubeconfig,network,wait,join-file "
-                        "does only that and the host setup)" % (image, runtime))
-
-
-def image_present(ctx, runtime, image):
-    if runtime == "containerd":
-        return _normalize_image_name(image) in containerd_images(ctx)
-    return docker_image_id(ctx.runner, image) is not None
+                        "does only that and the host setup)" % (image,
+                                                                runtime.cri))
 
 
 def kubeadm_config_for_backup(ctx):
@@ -9834,23 +10389,11 @@ def kubeadm_config_for_backup(ctx):
     return "kubeadm/kubeadm-config.yaml", text.encode("utf-8")
 
 
-def etcdctl_argv(ctx, runtime, image, mounts, argv):
+def etcdctl_argv(ctx, runtime, image, mounts, argv, tool="etcdctl"):
     """A one-off container of the cluster's etcd image running etcdctl (API
-    v3) on the host network with mounts [(host path, container path, rw)]."""
-    if runtime == "containerd":
-        run = ["ctr", "--address", ctx.containerd_address, "-n", "k8s.io",
-               "run", "--rm", "--net-host", "--env", "ETCDCTL_API=3"]
-        for source, target, writable in mounts:
-            run += ["--mount", "type=bind,src=%s,dst=%s,options=rbind:%s" % (
-                ctx.host.path(source), target, "rw" if writable else "ro")]
-        return run + [_normalize_image_name(image), "k8s-offline-etcdctl-%d"
-                      % os.getpid(), "etcdctl"] + argv
-    run = ["docker", "run", "--rm", "--network", "host", "-e", "ETCDCTL_API=3",
-           "--entrypoint", "etcdctl"]
-    for source, target, writable in mounts:
-        run += ["-v", "%s:%s%s" % (ctx.host.path(source), target,
-                                   "" if writable else ":ro")]
-    return run + [image] + argv
+    v3), or etcdutl, on the host network with mounts [(host path, container
+    path, rw)], in the runtime's way."""
+    return runtime.etcd_argv(ctx, image, mounts, tool, argv)
 
 
 def cmd_restore(args):
@@ -10125,13 +10668,14 @@ def phase_restore_etcd(ctx):
     try:
         if not ctx.dry_run:
             ctx.archive.copy_snapshot(host.path(work + "/snapshot.db"))
+        tool = profile(cluster_version(ctx))["etcd_restore"]
         ctx.runner.run(etcdctl_argv(ctx, ctx.runtime, etcd["image"], [
             (work, "/restore", True)], [
             "snapshot", "restore", "/restore/snapshot.db",
             "--data-dir", "/restore/etcd", "--name", etcd["name"],
             "--initial-cluster", "%s=%s" % (etcd["name"], etcd["peer_url"]),
-            "--initial-advertise-peer-urls", etcd["peer_url"]]),
-            timeout=600, what="etcdctl snapshot restore")
+            "--initial-advertise-peer-urls", etcd["peer_url"]], tool),
+            timeout=600, what=tool + " snapshot restore")
         host.makedirs(ETCD_DATA_DIR, 0o700)
         move_file(ctx, work + "/etcd/member", ETCD_DATA_DIR + "/member")
     finally:
@@ -10153,12 +10697,14 @@ def phase_restore_init(ctx):
         raise UserError("kubeadm init failed (exit %d): %s: the full output is "
                         "in %s" % (result.returncode, last_line(
                             result.output()) or "no output", KUBEADM_INIT_LOG))
-    host.save_state(role="master", init="done", cri=ctx.runtime)
+    host.save_state(role="master", init="done", cri=ctx.runtime.cri)
     # Every node's flannel lost its API connection with the old control plane,
     # and flannel v0.11's client never gets a new one ("http2: no cached
     # connection was available"): workers keep the master's old VXLAN address.
     log.info("  restarting flannel on every node")
-    ctx.runner.run(ctx.kubectl("-n", "kube-system", "delete", "pods", "-l",
+    namespace = profile(cluster_version(ctx)).get("flannel_namespace",
+                                                  "kube-system")
+    ctx.runner.run(ctx.kubectl("-n", namespace, "delete", "pods", "-l",
                                "app=flannel", "--wait=false"),
                    timeout=120, what="kubectl delete")
 
@@ -11024,8 +11570,10 @@ def cluster_bundle_files(ctx):
         raise UserError("--bundle %s is a folder: cluster copies the bundle "
                         ".tar (or a --split bundle's parts): give --bundle "
                         "PATH.tar" % ctx.args.bundle)
-    bundle = Bundle(path)
+    bundle = None
     try:
+        # Opening reads every tar header: a damaged one is refused here.
+        bundle = Bundle(path)
         if not ctx.dry_run:
             verify_bundle(bundle, progress=not ctx.args.no_progress)
         ctx.bundle_meta = {"arch": bundle.arch,
@@ -11035,7 +11583,8 @@ def cluster_bundle_files(ctx):
         raise UserError("the bundle on this machine is damaged, so no host "
                         "was changed: %s" % exc)
     finally:
-        bundle.close()
+        if bundle is not None:
+            bundle.close()
     index = parts_index_path(path)
     if index is None:
         ctx.bundle_files = [path]
@@ -11573,6 +12122,7 @@ CLUSTER_FORWARDED_FLAGS = (
     ("--control-plane-endpoint", "control_plane_endpoint", ("master",)),
     ("--disable-swap", "disable_swap", ("master", "join")),
     ("--iptables-legacy", "iptables_legacy", ("master", "join")),
+    ("--allow-cgroup-v1", "allow_cgroup_v1", ("master", "join")),
     ("--open-firewall", "open_firewall", ("master", "join")),
     ("--selinux-permissive", "selinux_permissive", ("master", "join")),
     ("--ignore-preflight-errors", "ignore_preflight_errors", ("master", "join")),
@@ -11889,7 +12439,7 @@ def add_cluster_commands(sub):
                             "by sha256): the copies double each round")
         for flag, dest, commands in CLUSTER_FORWARDED_FLAGS:
             if dest in ("disable_swap", "iptables_legacy", "open_firewall",
-                        "selinux_permissive"):
+                        "selinux_permissive", "allow_cgroup_v1"):
                 parser.add_argument(flag, action="store_true",
                                     help="passed to master and join")
             elif dest == "wait_timeout":
@@ -12153,9 +12703,11 @@ def _install_options(parser, bundle=True, cri=True, phases=False):
     if cri:
         parser.add_argument("--cri", choices=("docker", "containerd"),
                             default=None,
-                            help="container runtime (default docker; "
-                            "containerd when the bundle carries it "
-                            "(--with-containerd) and the host has no Docker)")
+                            help="container runtime (default up to 1.23: "
+                            "docker, or containerd when the bundle carries "
+                            "it (--with-containerd) and the host has no "
+                            "Docker; from 1.24: containerd, docker only "
+                            "through the bundle's cri-dockerd)")
         parser.add_argument("--containerd-address", metavar="SOCKET",
                             help=argparse.SUPPRESS)
     if phases:
@@ -12177,6 +12729,10 @@ def _node_options(parser):
     parser.add_argument("--iptables-legacy", action="store_true",
                         help="switch iptables to legacy mode (needed for 1.16 "
                         "on iptables 1.8+ with the nftables backend)")
+    parser.add_argument("--allow-cgroup-v1", action="store_true",
+                        help="Kubernetes 1.35+ on a cgroup v1 host: set the "
+                        "kubelet's failCgroupV1: false and ignore kubeadm's "
+                        "SystemVerification preflight error")
     parser.add_argument("--open-firewall", action="store_true",
                         help="firewalld: open this role's ports (and UDP "
                         "8472 for flannel) permanently, then reload")
