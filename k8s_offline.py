@@ -9057,15 +9057,16 @@ def kubelet_rotates(host):
 def kubeconfig_client_certificate(text):
     """('data', DER) or ('file', path) of a kubeconfig's client certificate,
     or (None, None)."""
-    match = re.search(r"^\s*client-certificate-data:\s*([A-Za-z0-9+/=]+)\s*$",
-                      text or "", re.M)
+    match = re.search(r'^\s*"?client-certificate-data"?:\s*"?([A-Za-z0-9+/=]+)'
+                      r'"?,?[ \t]*\n', (text or "") + "\n", re.M)
     if match:
         try:
             pem = base64.b64decode(match.group(1)).decode("ascii", "replace")
         except (binascii.Error, ValueError):
             return "data", None
         return "data", first_pem_certificate(pem)
-    match = re.search(r"^\s*client-certificate:\s*(\S+)\s*$", text or "", re.M)
+    match = re.search(r'^\s*"?client-certificate"?:\s*(\S+?),?[ \t]*\n',
+                      (text or "") + "\n", re.M)
     if match:
         return "file", match.group(1).strip("\"'")
     return None, None
@@ -9135,6 +9136,81 @@ def phase_renew(ctx):
     """kubeadm certs renew all (kubeadm alpha certs renew all up to 1.19)."""
     log.info("  %s", " ".join(ctx.renew_command))
     ctx.runner.run(ctx.renew_command, timeout=300, what="kubeadm certs renew")
+
+
+def phase_renew_kubelet(ctx):
+    """kubelet.conf on the kubelet's rotating client certificate.
+
+    kubeadm init embeds the first control plane's kubelet client
+    certificate in kubelet.conf up to 1.16 (and a cluster made then keeps
+    it through upgrades); `certs renew all` does not renew it, so it
+    expires a year after init.  From 1.17 kubeadm points kubelet.conf at
+    kubelet-client-current.pem, which the kubelet rotates (kubernetes/
+    kubeadm#2185): do the same here, only when that file holds a valid
+    certificate and key and the kubelet rotates it, and restart the
+    kubelet once so that it reads the new kubelet.conf."""
+    host = ctx.host
+    text = host.read(KUBELET_CONF)
+    if kubeconfig_client_certificate(text)[0] != "data":
+        log.info("  %s embeds no client certificate: nothing to do",
+                 KUBELET_CONF)
+        return
+    problem = rotating_client_cert_problem(host)
+    if problem:
+        log.warning("warning: %s keeps its embedded client certificate, "
+                    "which kubeadm does not renew (%s): renew it before it "
+                    "expires", KUBELET_CONF, problem)
+        return
+    config = kubeconfig_on_file_credentials(text, KUBELET_CLIENT_CERT)
+    if config is None:
+        log.warning("warning: %s is not a kubeconfig this tool can rewrite: "
+                    "point its user at %s by hand (client-certificate and "
+                    "client-key)", KUBELET_CONF, KUBELET_CLIENT_CERT)
+        return
+    log.info("  %s: client-certificate and client-key -> %s (the kubelet "
+             "rotates it)", KUBELET_CONF, KUBELET_CLIENT_CERT)
+    host.write(KUBELET_CONF, canonical_json(config), 0o600)
+    ctx.runner.run(["systemctl", "restart", "kubelet"],
+                   what="restarting the kubelet")
+
+
+def rotating_client_cert_problem(host):
+    """Why the kubelet's kubelet-client-current.pem cannot stand in for an
+    embedded client certificate, or None."""
+    if not kubelet_rotates(host):
+        return "the kubelet does not rotate its client certificate"
+    text = host.read(KUBELET_CLIENT_CERT)
+    if text is None:
+        return "there is no %s" % KUBELET_CLIENT_CERT
+    expires = _expiry_of(first_pem_certificate(text))
+    if expires is None or "PRIVATE KEY-----" not in text:
+        return "%s holds no certificate and key" % KUBELET_CLIENT_CERT
+    if expires <= now():
+        return "%s has expired" % KUBELET_CLIENT_CERT
+    return None
+
+
+def kubeconfig_on_file_credentials(text, path):
+    """The kubeconfig (parsed) with every user's embedded client
+    certificate and key replaced by path, or None when it is not a
+    kubeconfig of the YAML subset."""
+    try:
+        config = parse_yaml_document(text)
+    except YamlSubsetError:
+        return None
+    users = config.get("users") if isinstance(config, dict) else None
+    if not isinstance(users, list) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("user"), dict)
+            for entry in users):
+        return None
+    for entry in users:
+        user = entry["user"]
+        if "client-certificate-data" in user:
+            user.pop("client-certificate-data")
+            user.pop("client-key-data", None)
+            user["client-certificate"] = path
+            user["client-key"] = path
+    return config
 
 
 def phase_renew_restart(ctx):
@@ -9876,6 +9952,8 @@ CERTS_RENEW_PHASES = (
     Phase("backup", "the old PKI and kubeconfigs to a 0600 tar",
           phase_renew_backup),
     Phase("renew", "kubeadm certs renew all", phase_renew),
+    Phase("kubelet", "kubelet.conf on the kubelet's rotating client "
+          "certificate", phase_renew_kubelet),
     Phase("restart", "restart the control-plane static pods",
           phase_renew_restart),
     Phase("kubeconfig", "refresh the admin.conf copies",
