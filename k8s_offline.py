@@ -10008,6 +10008,7 @@ HOST_VAR_ALIASES = {"ansible_ssh_host": "ansible_host",
 CLUSTER_TOOL_ENV = "K8SO_CLUSTER_TOOL"   # tests: the program hosts run
 CLUSTER_REMOTE_DIR = "k8s-offline"      # under the SSH user's home
 CLUSTER_LOG_DIR = "k8s-offline-cluster-logs"
+CLUSTER_EXTRA_CONFIG_NAME = "kubeadm-config-extra.yaml"
 SSH_CONNECT_TIMEOUT = 10
 SSH_CONNECT_ATTEMPTS = 3
 SSH_BACKOFF = 1.0                        # seconds, doubled per attempt
@@ -10646,6 +10647,10 @@ class ClusterContext(object):
     def remote_join_file(self, host):
         return host.remote(posixpath.join(self.remote_dir, JOIN_FILE_NAME))
 
+    def remote_extra_config(self, host):
+        return host.remote(posixpath.join(self.remote_dir,
+                                          CLUSTER_EXTRA_CONFIG_NAME))
+
     def alive(self, hosts):
         return [host for host in hosts if host.name not in self.failed]
 
@@ -11091,6 +11096,8 @@ def master_argv(ctx, host):
     argv = ["master", "--bundle", ctx.remote_bundle(host), "--join-file",
             ctx.remote_join_file(host), "--no-progress"]
     argv += forwarded_flags(ctx, "master")
+    if ctx.args.kubeadm_config_extra:
+        argv += ["--kubeadm-config-extra", ctx.remote_extra_config(host)]
     if host.worker or ctx.args.allow_pods_on_master:
         argv.append("--allow-pods-on-master")
     if len([h for h in ctx.hosts if h.control_plane]) > 1:
@@ -11124,6 +11131,9 @@ def cluster_phase_master(ctx):
     wanting = [h for h in ctx.alive(ctx.hosts) if h is not host and
                not ctx.state.get(h.name, {}).get("joined")]
     if ctx.dry_run:
+        if ctx.args.kubeadm_config_extra:
+            ctx.plan("master", host, ["cat", ">", ctx.remote_extra_config(
+                host)])
         ctx.plan("master", host, ctx.tool_argv(host, *master_argv(ctx, host)),
                  root=True)
         return
@@ -11143,6 +11153,13 @@ def cluster_phase_master(ctx):
                     "token", root=True)
                 note += "; a fresh join file"
         else:
+            if ctx.args.kubeadm_config_extra:
+                send_private_file(ctx, host, ctx.remote_extra_config(host),
+                                  read_regular_file(
+                                      ctx.args.kubeadm_config_extra,
+                                      "--kubeadm-config-extra",
+                                      MAX_EXTRA_CONFIG_BYTES).decode("utf-8"),
+                                  "writing the --kubeadm-config-extra file")
             ctx.run(host, ctx.tool_argv(host, *master_argv(ctx, host)),
                     "master", root=True)
             note = "done"
@@ -11156,6 +11173,14 @@ def cluster_phase_master(ctx):
         for other in ctx.alive(ctx.hosts):
             ctx.skip_host("master", other, "the first control plane %s failed"
                           % host.name)
+
+
+def send_private_file(ctx, host, target, text, what, secret=False):
+    """text into target on host (mode 0600), through a temporary name."""
+    partial = target + ".partial"
+    ctx.run(host, ["sh", "-c", "umask 077 && cat > %s && mv -f %s %s" % (
+        shlex.quote(partial), shlex.quote(partial), shlex.quote(target))],
+        what, stdin=text, secret=secret)
 
 
 def join_argv(ctx, host):
@@ -11175,10 +11200,8 @@ def join_host(ctx, host, phase):
     if ctx.join_text is None:
         raise HostFailed("no join file came from %s" % ctx.first.name)
     target = ctx.remote_join_file(host)
-    partial = target + ".partial"
-    ctx.run(host, ["sh", "-c", "umask 077 && cat > %s && mv -f %s %s" % (
-        shlex.quote(partial), shlex.quote(partial), shlex.quote(target))],
-        "writing the join file", stdin=ctx.join_text, secret=True)
+    send_private_file(ctx, host, target, ctx.join_text,
+                      "writing the join file", secret=True)
     try:
         ctx.run(host, ctx.tool_argv(host, *join_argv(ctx, host)), phase,
                 root=True)
@@ -11351,6 +11374,8 @@ def require_cluster_flags(args, hosts):
                         "HOST:PORT (a load balancer or virtual IP in front of "
                         "their API servers on 6443)" % len(
                             [host for host in hosts if host.control_plane]))
+    if getattr(args, "kubeadm_config_extra", None):
+        read_extra_config(args.kubeadm_config_extra)     # master's checks
     if args.ssh_key:
         require_ssh_key(os.path.expanduser(args.ssh_key), "--ssh-key")
     for host in hosts:
@@ -11619,6 +11644,9 @@ def add_cluster_commands(sub):
             else:
                 parser.add_argument(flag, metavar="VALUE", help="passed to %s"
                                     % " and ".join(commands))
+        parser.add_argument("--kubeadm-config-extra", metavar="FILE",
+                            help="passed to master: this machine's file "
+                            "goes to the first control plane")
         parser.add_argument("--allow-pods-on-master", action="store_true",
                             help="remove the taint of every control plane "
                             "(a host also in [kube_node] always loses it)")
