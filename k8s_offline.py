@@ -11529,10 +11529,15 @@ def cmd_cluster_probe(args):
     """On a host (run by cluster over ssh): one JSON line of its state."""
     root = args.root or "/"
     admin = os.path.join(root, ADMIN_CONF.lstrip("/"))
+    # A run of this tool cut off mid-way (its ssh session gone) records
+    # "started": kubeadm's files may be there (the kubelet finishes its TLS
+    # bootstrap alone), yet the next cluster up must run it again.
+    recorded = Host(root).state()
+    half_done = "started" in (recorded.get("init"), recorded.get("join"))
     state = {"hostname": socket.gethostname().lower(),
-             "initialized": os.path.exists(admin),
+             "initialized": os.path.exists(admin) and not half_done,
              "joined": os.path.exists(os.path.join(
-                 root, KUBELET_CONF.lstrip("/")))}
+                 root, KUBELET_CONF.lstrip("/"))) and not half_done}
     if state["initialized"]:
         runner, kubectl = Runner(), ["kubectl", "--kubeconfig", admin]
         for name in args.untaint:

@@ -504,6 +504,39 @@ def test_probe_runs_the_real_tool_as_root(lab, tmp_path, bundle):
                      "joined": os.path.exists("/etc/kubernetes/kubelet.conf")}
 
 
+@pytest.mark.parametrize("state,initialized,joined", [
+    (None, True, True),                       # set up by hand: left alone
+    ({"role": "worker", "join": "done"}, False, True),
+    ({"role": "worker", "join": "started"}, False, False),
+    ({"role": "master", "init": "started"}, False, False),
+    ({"role": "master", "init": "done"}, True, True)])
+def test_probe_calls_a_half_done_join_or_init_not_done(
+        tmp_path, monkeypatch, capsys, state, initialized, joined):
+    """A join cut off mid-way (its ssh session killed) can leave the
+    kubelet to finish its TLS bootstrap, so kubelet.conf appears: the
+    tool's own record says the join never finished, and the next
+    cluster up must run it again (join resets a half-done join first)."""
+    from install_support import ko
+    root = str(tmp_path)
+    sup.write(root, ko.KUBELET_CONF, "apiVersion: v1\nkind: Config\n", 0o600)
+    if state is None or state["role"] == "master":
+        sup.write(root, ko.ADMIN_CONF, "apiVersion: v1\nkind: Config\n", 0o600)
+    if state is not None:
+        sup.write(root, ko.STATE_FILE, json.dumps(state), 0o600)
+    monkeypatch.setattr(ko, "Runner", lambda dry_run=False: FailingRunner())
+    assert ko.main(["cluster", "probe", "--root", root]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (got["initialized"], got["joined"]) == (initialized, joined)
+
+
+class FailingRunner(object):
+    """kubectl on a host with no API server."""
+
+    def run(self, argv, **kwargs):
+        from install_support import ko
+        return ko.CommandResult(argv, 1, "", "connection refused")
+
+
 def test_dry_run_prints_the_plan_and_reaches_no_host(lab, tmp_path, bundle):
     lab.reset_hosts()
     before = lab.read_sshd_log().count("Connection from")
