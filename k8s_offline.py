@@ -10745,8 +10745,9 @@ def cluster_bundle_files(ctx):
         raise UserError("--bundle %s is a folder: cluster copies the bundle "
                         ".tar (or a --split bundle's parts): give --bundle "
                         "PATH.tar" % ctx.args.bundle)
-    bundle = Bundle(path)
+    bundle = None
     try:
+        bundle = Bundle(path)     # reads the tar's index: damage shows here
         if not ctx.dry_run:
             verify_bundle(bundle, progress=not ctx.args.no_progress)
         ctx.bundle_meta = {"arch": bundle.arch,
@@ -10756,7 +10757,8 @@ def cluster_bundle_files(ctx):
         raise UserError("the bundle on this machine is damaged, so no host "
                         "was changed: %s" % exc)
     finally:
-        bundle.close()
+        if bundle is not None:
+            bundle.close()
     index = parts_index_path(path)
     if index is None:
         ctx.bundle_files = [path]

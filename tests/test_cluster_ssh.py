@@ -643,11 +643,21 @@ def test_an_unknown_host_key_is_refused_without_accept_new(lab, tmp_path,
 
 def test_a_damaged_bundle_here_reaches_no_host(lab, tmp_path, bundle):
     lab.reset_hosts()
+    import tarfile
+    with tarfile.open(bundle) as tar:      # a byte of the largest file's data
+        member = max(tar.getmembers(), key=lambda m: m.size)
     with open(bundle, "r+b") as handle:
-        handle.seek(os.path.getsize(bundle) - 20000)
+        handle.seek(member.offset_data + member.size // 2)
         byte = handle.read(1)
         handle.seek(-1, 1)
         handle.write(bytes([byte[0] ^ 0xff]))
+    lines, logins = bad(lab, tmp_path, bundle, "-i", lab.inventory(
+        str(tmp_path)), "--become-password-file", lab.password_file)
+    assert lines[-1].startswith("error: the bundle on this machine is "
+                                "damaged, so no host was changed:"), lines
+    assert logins == 0
+    with open(bundle, "r+b") as handle:    # the tar's first header: no index
+        handle.write(b"?")
     lines, logins = bad(lab, tmp_path, bundle, "-i", lab.inventory(
         str(tmp_path)), "--become-password-file", lab.password_file)
     assert lines[-1].startswith("error: the bundle on this machine is "
