@@ -10017,6 +10017,16 @@ SSH_CONNECT_ERRORS = ("connection refused", "connection timed out",
                       "could not resolve", "connection reset",
                       "connection closed", "kex_exchange_identification",
                       "operation timed out", "temporary failure")
+# The lines ssh itself prints when it fails (the command's own output is
+# anything else), and those that say an established session ended.
+SSH_CLIENT_MESSAGE_RE = re.compile(
+    r"(?:ssh|kex_exchange_identification|client_loop|packet_write_wait|"
+    r"mux_client_\w+|muxclient|Control socket|ControlSocket)\b|"
+    r"(?:Connection|Shared connection|Timeout, server|Read from remote host|"
+    r"Host key verification|Bad owner|Could not resolve|Permission denied)\b|"
+    r"@@@|\S+@\S+: Permission denied")
+SSH_SESSION_LOST_RE = re.compile(r"(?:Shared connection|Connection) to \S+ "
+                                 r"closed( by remote host)?\.")
 CLUSTER_DISK_MARGIN = 64 * 1024 * 1024   # beside the bundle: logs, state
 CLUSTER_COMMAND_TIMEOUT = 3600
 MIN_REMOTE_PYTHON = (3, 6)
@@ -10547,7 +10557,11 @@ def ssh_failure(host, result, what):
             return ("ssh refused the login of %s: %s: check the user and "
                     "--ssh-key/ansible_ssh_private_key_file"
                     % (host.user or "(ssh's default user)", text))
-        if not last_line(err):
+        said = last_line(err)
+        if (not said or SSH_SESSION_LOST_RE.match(said) or
+                not SSH_CLIENT_MESSAGE_RE.match(said)):
+            # ssh said nothing of its own (the last line is the command's),
+            # or that the session it had ended
             return ("lost the ssh connection (port %d) in the middle of %s: "
                     "check the host and its network" % (host.port, what))
         return "cannot reach it over ssh (port %d): %s" % (host.port,

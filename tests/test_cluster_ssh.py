@@ -537,6 +537,29 @@ class FailingRunner(object):
         return ko.CommandResult(argv, 1, "", "connection refused")
 
 
+@pytest.mark.parametrize("stderr,says", [
+    # the lab saw this: node3's sshd killed with its session mid-join; ssh
+    # printed nothing of its own, the last line was the remote tool's
+    ("[join] kubeadm join from a generated config file\n",
+     "lost the ssh connection (port 22) in the middle of join: check the "
+     "host and its network"),
+    ("", "lost the ssh connection (port 22) in the middle of join"),
+    ("[join] started\nConnection to 10.0.0.3 closed by remote host.\n",
+     "lost the ssh connection (port 22) in the middle of join"),
+    ("ssh: connect to host 10.0.0.3 port 22: Connection refused\n",
+     "cannot reach it over ssh (port 22): ssh: connect to host 10.0.0.3 "
+     "port 22: Connection refused"),
+    ("Timeout, server 10.0.0.3 not responding.\n",
+     "cannot reach it over ssh (port 22): Timeout, server 10.0.0.3 not "
+     "responding.")])
+def test_an_ssh_failure_names_ssh_s_reason_not_the_command_s_output(
+        stderr, says):
+    from install_support import ko
+    host = ko.ClusterHost("node3", 1)
+    result = ko.CommandResult(["ssh"], 255, "", stderr)
+    assert ko.ssh_failure(host, result, "join").startswith(says)
+
+
 def test_dry_run_prints_the_plan_and_reaches_no_host(lab, tmp_path, bundle):
     lab.reset_hosts()
     before = lab.read_sshd_log().count("Connection from")

@@ -264,7 +264,7 @@ def mask_ssh(r):
 def ssh_on(node):
     """Give the node host keys of its own (as a real host makes them on its first boot), unmask
     and start sshd; returns its public host keys ("type base64" lines)."""
-    node.exec(["sh", "-c", "rm -f /etc/ssh/ssh_host_* && ssh-keygen -A -q && systemctl unmask %s "
+    node.exec(["sh", "-c", "rm -f /etc/ssh/ssh_host_* && ssh-keygen -A && systemctl unmask %s "
                "&& systemctl daemon-reload && systemctl start ssh.service" % " ".join(SSH_UNITS)])
     keys = node.sh_out(["sh", "-c", "cat /etc/ssh/ssh_host_*_key.pub"], quiet=True)
     return [" ".join(line.split()[:2]) for line in keys.splitlines() if line.strip()]

@@ -109,13 +109,16 @@ def test_2_certs_renew_moves_every_expiry_later(nodes, workdir, state):
     renewed = [n for n in before if not n.endswith("ca.crt") and " -> " not in n]
     assert len(renewed) >= 10, renewed
     # kubeadm 1.16 init embeds the first control plane's kubelet client certificate in kubelet.conf
-    # and its renewal leaves it; the tool points kubelet.conf at the kubelet's rotating
-    # kubelet-client-current.pem (as kubeadm does from 1.17), whose expiry is later
+    # and its renewal leaves it; the tool points kubelet.conf at the kubelet's own
+    # kubelet-client-current.pem (as kubeadm does from 1.17), which the kubelet renews itself at
+    # 70-90 % of its life. Its expiry need not be later: the CSR signer backdates it (the lab saw
+    # it 5 min earlier than the embedded one's), so the check is that kubelet.conf embeds nothing
+    # any more and follows the rotating file
     rotated = "kubelet.conf -> /var/lib/kubelet/pki/kubelet-client-current.pem"
     if "kubelet.conf" in renewed and "kubelet.conf" not in after:
         assert rotated in after, "kubelet.conf is neither renewed nor on the rotating cert:\n%s" % text
         assert "rotates itself" in [l for l in text.splitlines() if l.startswith(rotated)][0], text
-        after["kubelet.conf"] = after[rotated]
+        renewed.remove("kubelet.conf")
     stale = [n for n in renewed if not after.get(n, "") > before[n]]
     assert not stale, "certs renew left these expiries where they were: %s" % stale
     assert served_expiry(n1) > served_before, "the API server still serves its old certificate"
