@@ -9952,12 +9952,14 @@ CERTS_RENEW_PHASES = (
     Phase("backup", "the old PKI and kubeconfigs to a 0600 tar",
           phase_renew_backup),
     Phase("renew", "kubeadm certs renew all", phase_renew),
-    Phase("kubelet", "kubelet.conf on the kubelet's rotating client "
-          "certificate", phase_renew_kubelet),
     Phase("restart", "restart the control-plane static pods",
           phase_renew_restart),
     Phase("kubeconfig", "refresh the admin.conf copies",
           phase_renew_kubeconfig),
+    # Last: its kubelet restart would race the static pods' restarts (a
+    # restarted kubelet reports no container for a while).
+    Phase("kubelet", "kubelet.conf on the kubelet's rotating client "
+          "certificate", phase_renew_kubelet),
 )
 # backup.json, as backup writes it (see require_schema for the kinds).
 BACKUP_SCHEMA = ("record", ({
