@@ -27,8 +27,8 @@ unit:
 # e2e-prepare does the slow, cached part alone (the Go builds of tests/e2e/gomod/builds.json:
 # Kubernetes v1.16.0, CoreDNS, etcd, CNI plugins, crictl; flanneld; node images; the bare-host
 # archive). `make e2e` runs every scenario; `make e2e SCENARIO=seed` (or containerd,
-# ha, daytwo, stick, bare) runs one alone.
-E2E_SCENARIOS = seed containerd ha daytwo stick bare
+# ha, daytwo, stick, bare, cluster) runs one alone.
+E2E_SCENARIOS = seed containerd ha daytwo stick bare cluster
 SCENARIO ?=
 e2e-prepare:
 	$(PYTHON) -m tests.e2e.upstream --prepare
