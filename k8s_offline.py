@@ -10937,10 +10937,25 @@ SSH_CLIENT_MESSAGE_RE = re.compile(
     r"@@@|\S+@\S+: Permission denied")
 SSH_SESSION_LOST_RE = re.compile(r"(?:Shared connection|Connection) to \S+ "
                                  r"closed( by remote host)?\.")
+SSH_SESSION_BROKEN_RE = re.compile(r"client_loop|packet_write_wait|"
+                                   r"Read from remote host|Broken pipe")
 CLUSTER_DISK_MARGIN = 64 * 1024 * 1024   # beside the bundle: logs, state
 CLUSTER_COMMAND_TIMEOUT = 3600
 MIN_REMOTE_PYTHON = (3, 6)
 MASTER_TAINT = "node-role.kubernetes.io/master-"
+
+
+def ssh_never_connected(result):
+    """True when ssh failed before the remote command could start: exit
+    255, no output of the command's own, a connect error, and nothing that
+    says an established session ended (a command cut off mid-way may still
+    be running there, and is never run again)."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    return (result.returncode == 255 and not result.stdout.strip() and
+            all(SSH_CLIENT_MESSAGE_RE.match(line) for line in lines) and
+            not any(SSH_SESSION_LOST_RE.search(line) or
+                    SSH_SESSION_BROKEN_RE.search(line) for line in lines) and
+            any(word in result.stderr.lower() for word in SSH_CONNECT_ERRORS))
 
 
 class ClusterHost(object):
@@ -11410,9 +11425,8 @@ class SSHTransport(object):
                                                      "it holds a token)\n"
                                                      if secret else
                                                      result.output()))
-            if (result.returncode == 255 and attempt < SSH_CONNECT_ATTEMPTS
-                    and any(word in result.stderr.lower()
-                            for word in SSH_CONNECT_ERRORS)):
+            if (attempt < SSH_CONNECT_ATTEMPTS and
+                    ssh_never_connected(result)):
                 sleep(SSH_BACKOFF * 2 ** (attempt - 1))
                 continue
             with self.lock:

@@ -135,7 +135,8 @@ def make_master(root, days=365):
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\n" % component
         write(root, "%s/%s.yaml" % (ko.MANIFEST_DIR, component), text, 0o600)
     write(root, "/usr/bin/kubeadm", "#!/bin/sh\n", 0o755)
-    write(root, ko.KUBELET_UNIT, "[Service]\nExecStart=/usr/bin/kubelet\n")
+    write(root, ko.kubelet_unit_files(ko.profile(K8S_VERSION)["unit_dir"])[
+        "kubelet.service"], "[Service]\nExecStart=/usr/bin/kubelet\n")
     # What master wrote there (restore runs kubeadm init with it again).
     write(root, ko.INIT_CONFIG, json.dumps(
         {"apiVersion": "kubeadm.k8s.io/v1beta2", "kind": "InitConfiguration",
