@@ -4591,7 +4591,6 @@ class InstallContext(object):
         self.warnings = []
         self.reset_pod_cidr = None        # reset: the pod network to clean
         self.reset_kubeconfigs = []       # reset: admin.conf copies to remove
-        self.reset_units = []             # reset: the kubelet units installed
         # The run itself.
         self.command = flag("command")
         self.role = role                  # master, worker, control-plane, reset
@@ -9590,8 +9589,8 @@ def filter_iptables_save(text, pod_cidr):
 # -- phase: reset files -----------------------------------------------------
 
 def phase_reset_files(ctx):
-    """Remove /etc/kubernetes, the kubeconfig copies, the kubelet units
-    the install phase wrote and this tool's state."""
+    """Remove /etc/kubernetes, the kubeconfig copies and this tool's
+    state."""
     for path in ctx.reset_kubeconfigs:
         if not kubeconfig_copy_path(ctx.host, path):
             ctx.warn("%s is listed in %s but is no kubeconfig copy of this "
@@ -9616,12 +9615,8 @@ def phase_reset_files(ctx):
                 log.debug("removed %s", path)
         finally:
             os.close(fd)
-    present = [path for path in ctx.reset_units if ctx.host.exists(path)]
-    if present:
-        ctx.runner.run(["systemctl", "disable", "kubelet"], check=False)
-        for path in present:
-            ctx.host.remove(path)
-        ctx.runner.run(["systemctl", "daemon-reload"], check=False)
+    # The kubelet's binaries and units stay, as kubeadm reset leaves them:
+    # restore on a reset master runs kubeadm init without a bundle.
     for path in ("/etc/kubernetes", "/var/lib/etcd", STATE_DIR):
         ctx.host.remove(path)
 
@@ -9642,7 +9637,6 @@ def read_reset_state(ctx):
     kubeconfig copies."""
     ctx.reset_pod_cidr = ctx.host.state().get("pod_cidr") or DEFAULT_POD_CIDR
     ctx.reset_kubeconfigs = reset_copies(ctx)
-    ctx.reset_units = list(ctx.host.state().get("units") or [])
 
 
 def reset_copies(ctx):
@@ -9665,8 +9659,9 @@ RESET_PHASES = (
     Phase("kubeadm-reset", "kubeadm reset -f", phase_reset_kubeadm),
     Phase("network", "CNI config, links and iptables rules",
           phase_reset_network),
-    Phase("files", "/etc/kubernetes, kubeconfig copies, the kubelet units, "
-          "this tool's state", phase_reset_files),
+    Phase("files", "/etc/kubernetes, kubeconfig copies, this tool's state "
+          "(the kubelet stays installed, as kubeadm reset leaves it)",
+          phase_reset_files),
 )
 
 

@@ -217,7 +217,7 @@ def test_a_foreign_kubelet_unit_in_etc_is_refused_from_1_24(current, capsys):
     assert sup.snapshot(root) == before
 
 
-def test_this_tools_older_units_are_moved_and_reset_removes_them(current):
+def test_this_tools_older_units_are_moved_and_reset_keeps_the_new_ones(current):
     root, runner, bundle = current
     old = "/etc/systemd/system/kubelet.service"
     sup.write(root, old, "[Unit]\n")
@@ -229,10 +229,12 @@ def test_this_tools_older_units_are_moved_and_reset_removes_them(current):
     assert state["units"] == [
         "/usr/lib/systemd/system/kubelet.service",
         "/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf"]
+    # reset leaves the kubelet installed, as kubeadm reset does: restore on
+    # a reset master runs kubeadm init with no bundle (the lab's daytwo).
     assert ko.main(["reset", "--root", root, "--yes"]) == 0
-    assert not os.path.exists(rpath(root, state["units"][0]))
-    assert not os.path.exists(rpath(root, state["units"][1]))
-    assert ("disable", "kubelet") in runner.cluster.started
+    assert os.path.exists(rpath(root, state["units"][0]))
+    assert os.path.exists(rpath(root, state["units"][1]))
+    assert ("disable", "kubelet") not in runner.cluster.started
 
 
 def test_join_on_1_37_writes_a_v1beta4_join_config(current, tmp_path):
