@@ -490,16 +490,16 @@ def bare_keys(includes):
     return base, node
 
 
-def ensure_bare_image():
-    """Build (or reuse) the bare node image; returns its reference."""
-    includes = BARE_INCLUDES
+def ensure_bare_image(includes=BARE_INCLUDES, name="bare"):
+    """Build (or reuse) the bare node image; returns its reference. includes/name: another node
+    without a runtime (the current scenario's: the lab node's packages but docker, containerd, runc)."""
     base_key, key = bare_keys(includes)
-    ref = "%s-bare:%s" % (PREFIX, key)
+    ref = "%s-%s:%s" % (PREFIX, name, key)
     if nodes_mod.image_exists(ref):
-        log("bare node image %s is cached" % ref)
+        log("%s node image %s is cached" % (name, ref))
         return ref
-    base = nodes_mod.debootstrap_image("%s-bare-base:%s" % (PREFIX, base_key), "bare-" + base_key,
-                                       includes)
+    base = nodes_mod.debootstrap_image("%s-%s-base:%s" % (PREFIX, name, base_key),
+                                       "%s-%s" % (name, base_key), includes)
 
     def rootfs(r):
         (r / LAB_BIN.strip("/")).mkdir(parents=True)
