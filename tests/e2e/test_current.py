@@ -67,14 +67,17 @@ def current_bundle(tool, current_upstream, workdir):
     """`bundle --kubernetes-version v1.37.2 --with-containerd` (mirror flags only), verified and
     extracted like a USB stick."""
     up = current_upstream
+    # A patch release newer than the release table (v1.37.2): only `bundle` may run its kubeadm
+    # for the image list, `images` refuses in one line (contract-19); a listed one it names.
     p = tool_host(["images", "--kubernetes-version", current.VERSION, "--extra-image",
                    current.up.TEST_IMAGE], timeout=300)
-    assert p.returncode == 0, "k8s_offline.py images --kubernetes-version %s failed:\n%s" % (
-        current.VERSION, (p.stdout + p.stderr)[-2000:])
-    wanted = [l.strip() for l in p.stdout.splitlines() if l.strip()]
-    unserved = sorted(set(wanted) - set(up.build.refs()))
-    assert not unserved, "the lab's current upstream does not serve %s (it serves %s): update " \
-        "tests/e2e/current.py" % (unserved, up.build.refs())
+    text = (p.stdout + p.stderr).strip()
+    if p.returncode == 0:
+        wanted = [l.strip() for l in p.stdout.splitlines() if l.strip()]
+    else:
+        assert len(text.splitlines()) == 1 and "bundle" in text and "Traceback" not in text, \
+            "k8s_offline.py images --kubernetes-version %s failed:\n%s" % (current.VERSION, text[-2000:])
+        wanted = None
     out_tar = workdir / "current-bundle.tar"
     args = (["bundle"] + up.bundle_args() + ["--with-containerd", "--output", str(out_tar),
                                              "--cache-dir", str(workdir / "bundle-cache-current"),
@@ -99,8 +102,10 @@ def current_bundle(tool, current_upstream, workdir):
     meta = json.loads((top / "bundle.json").read_text())
     assert meta.get("kubernetes_version") == current.VERSION, meta.get("kubernetes_version")
     refs = sorted(i["ref"] for i in meta["images"])
-    assert set(refs) == set(wanted), "bundle.json's images %s are not the ones `images` named %s" % (
-        refs, wanted)
+    assert wanted is None or set(refs) == set(wanted), \
+        "bundle.json's images %s are not the ones `images` named %s" % (refs, wanted)
+    assert set(refs) == set(up.build.refs()), "the bundle's images %s are not the ones the lab " \
+        "serves for %s (%s): update tests/e2e/current.py" % (refs, current.VERSION, up.build.refs())
     pause = [i["ref"] for i in meta["images"] if i.get("name") == "pause"]
     assert pause == ["%s/pause:%s" % (current.K8S_REGISTRY, up.build.tags["pause"])], pause
     versions = meta.get("versions", {})
