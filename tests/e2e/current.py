@@ -47,7 +47,7 @@ CURRENT_RECIPE = "1"
 VERSION = "v1.37.2"
 MINOR = VERSION.lstrip("v").rsplit(".", 1)[0]
 ARCH = "amd64"
-K8S_ROW, KUBELET_ROW = "kubernetes-" + VERSION, "kubelet-" + VERSION
+K8S_ROW = "kubernetes-" + VERSION
 ETCD_ROW, COREDNS_ROW = "etcd-3.7.0", "coredns-1.14.6"
 CNI_ROW, CONTAINERD_ROW, RUNC_ROW = "cni-plugins-v1.9.1", "containerd-v2.3.4", "runc-v1.4.3"
 FLANNEL_ROW = "flannel-v0.28.9"
@@ -295,7 +295,7 @@ def rows_for(facts):
         if table[row].version != version:
             raise RuntimeError("k8s_offline.py bundles %s for %s but the lab builds %s (row %s of %s)"
                                % (version, VERSION, table[row].version, row, gobuild.TABLE))
-    return [K8S_ROW, KUBELET_ROW, ETCD_ROW, COREDNS_ROW, CNI_ROW, crictl_row, CONTAINERD_ROW,
+    return [K8S_ROW, ETCD_ROW, COREDNS_ROW, CNI_ROW, crictl_row, CONTAINERD_ROW,
             RUNC_ROW, FLANNEL_ROW, FLANNEL_CNI_ROW], crictl_row
 
 
