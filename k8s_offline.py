@@ -177,6 +177,9 @@ DISTROS = {
     "ubuntu-18.04": _apt_distro("ubuntu", "18.04", "bionic", *_UBUNTU),
     "ubuntu-20.04": _apt_distro("ubuntu", "20.04", "focal", *_UBUNTU),
     "ubuntu-22.04": _apt_distro("ubuntu", "22.04", "jammy", *_UBUNTU),
+    "ubuntu-24.04": _apt_distro("ubuntu", "24.04", "noble", *_UBUNTU),
+    "debian-13": _apt_distro("debian", "13", "trixie",
+                             "https://deb.debian.org/debian"),
     # CentOS 7 is end of life: its last tree lives on vault.centos.org
     # (aarch64 under altarch/).  Rocky 8: the pinned 8.9 tree in the vault,
     # which does not move as pub/rocky/8 does.
@@ -196,6 +199,17 @@ DISTROS = {
                     "https://dl.rockylinux.org/vault/rocky/8.9/AppStream/aarch64/os")},
                 "core": RPM_CORE_ROCKY8,
                 "ebtables": "iptables-ebtables"},
+    # Rocky 9: the pinned 9.5 tree in the vault.  EL9 has no iptables or
+    # iptables-ebtables package: iptables-nft carries iptables and ebtables.
+    "rocky-9": {"id": "rocky", "version_id": "9", "family": "rpm",
+                "repos": {"amd64": (
+                    "https://dl.rockylinux.org/vault/rocky/9.5/BaseOS/x86_64/os",
+                    "https://dl.rockylinux.org/vault/rocky/9.5/AppStream/x86_64/os"),
+                    "arm64": (
+                    "https://dl.rockylinux.org/vault/rocky/9.5/BaseOS/aarch64/os",
+                    "https://dl.rockylinux.org/vault/rocky/9.5/AppStream/aarch64/os")},
+                "core": RPM_CORE_ROCKY8,
+                "iptables": "iptables-nft", "ebtables": "iptables-nft"},
 }
 
 # Layout of a bundle (inside its one top directory).
@@ -530,7 +544,7 @@ CHUNK = 1 << 20                  # file copies and hashing
 # needs (kubeadm's image tags, the CNI plugins, crictl and flannel releases,
 # and the checksums pinned for them) is data: bundle/releases.json, read by
 # bundle mode only (release_table()).
-SUPPORTED_MINORS = ("1.16", "1.17", "1.18", "1.19", "1.20")
+SUPPORTED_MINORS = tuple("1.%d" % minor for minor in range(16, 38))
 
 # Every name bundle.json may list, by folder: anything else is refused
 # before a byte of it is read.  Names become host paths (bin/kubelet goes
@@ -1609,6 +1623,26 @@ def _state_kubeconfig(path):
             len(path) < 4096 and "\x00" not in path and "\n" not in path)
 
 
+# The kubelet's unit and kubeadm's drop-in for it, in a unit folder (the
+# profile's unit_dir): where the packages put them (/etc/systemd/system
+# up to 1.23, /usr/lib/systemd/system from pkgs.k8s.io's 1.24 on), in
+# systemd's order: a unit in an earlier folder overrides a later one.
+KUBELET_UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system")
+
+
+def kubelet_unit_files(unit_dir):
+    """{bundled unit name: host path} of the kubelet's units in unit_dir."""
+    return {"kubelet.service": unit_dir + "/kubelet.service",
+            "10-kubeadm.conf": unit_dir + "/kubelet.service.d/10-kubeadm.conf"}
+
+
+def _state_units(paths):
+    known = [path for folder in KUBELET_UNIT_DIRS
+             for path in kubelet_unit_files(folder).values()]
+    return (isinstance(paths, list) and len(paths) <= 8 and
+            all(path in known for path in paths))
+
+
 # What this tool records in state.json, each key with its check: what is
 # read back from the file (or a backup) keeps only the keys that pass.
 STATE_CHECKS = {
@@ -1626,6 +1660,7 @@ STATE_CHECKS = {
     "certificate_key_expires": lambda v: (type(v) is int and
                                           0 <= v < 1 << 40),
     "kubeconfigs": lambda v: isinstance(v, list) and len(v) <= 64,
+    "units": _state_units,            # the kubelet units install wrote
 }
 
 
@@ -2047,6 +2082,17 @@ def containerd_images(ctx):
     return found
 
 
+def containerd_image_labels(ctx):
+    """{name: its labels as ctr lists them, k=v,k=v} of containerd's k8s.io
+    images (the last column of `ctr images ls`)."""
+    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address,
+                             "-n", "k8s.io", "images", "ls"],
+                            change=False, check=False)
+    return dict((line.split()[0], line.split()[-1])
+                for line in result.stdout.splitlines()[1:]
+                if len(line.split()) >= 3)
+
+
 def _normalize_image_name(name):
     """docker.io/library/x:1 as containerd names what Docker calls x:1."""
     first = name.split("/", 1)[0]
@@ -2072,37 +2118,6 @@ def continuing_run(ctx):
     then the cluster's own files and ports are expected, not a conflict."""
     state = ctx.host.state()
     return state.get("role") == ctx.role
-
-
-def runtime_plan(ctx):
-    """What the runtime phase will do: 'running', 'start' or 'install'.
-
-    Raises UserError when there is no way to a runtime.
-    """
-    if ctx.cri == "docker":
-        if docker_info(ctx.runner) is not None:
-            return "running"
-        if ctx.host.which("dockerd"):
-            return "start"
-        if ctx.bundle.meta.get("archives", {}).get("docker"):
-            return "install"
-        raise UserError("no container runtime: Docker is not running, not "
-                        "installed, and the bundle has no Docker: install and "
-                        "start Docker, rebuild the bundle with --with-docker, "
-                        "or use --cri containerd%s" % (
-                            " (the bundle carries containerd)"
-                            if bundled_runtime(ctx.bundle) == "containerd"
-                            else ""))
-    if containerd_running(ctx):
-        return "running"
-    if ctx.host.which("containerd"):
-        return "start"
-    if bundled_runtime(ctx.bundle):
-        return "install"
-    raise UserError("no container runtime: containerd is not running or not "
-                    "installed: install containerd, rebuild the bundle with "
-                    "--with-containerd (or --with-docker, which carries "
-                    "containerd too), or use --cri docker")
 
 
 def firewall_rules(ctx):
@@ -2158,7 +2173,8 @@ BUNDLE_FORMAT = 1
 CONTROL_PLANE_COMPONENTS = ("kube-apiserver", "kube-controller-manager",
                             "kube-scheduler")
 # Images a worker needs; masters need every image in the bundle.
-WORKER_IMAGE_NAMES = ("pause", "kube-proxy", "coredns", "flannel")
+WORKER_IMAGE_NAMES = ("pause", "kube-proxy", "coredns", "flannel",
+                      "flannel-cni-plugin")
 
 NODE_TARBALL_BINARIES = ("kubeadm", "kubelet", "kubectl")
 
@@ -2227,7 +2243,7 @@ BUNDLE_SCHEMA = ("record", ({
     "tool_version": ("match", TEXT_RE),
     "kubernetes_version": ("match", VERSION_RE),
     "arch": ("match", re.compile("|".join(sorted(ARCHES)))),
-    "versions": ("map", (re.compile(r"[a-z]{1,20}"),
+    "versions": ("map", (re.compile(r"[a-z][a-z-]{0,19}"),
                          ("either", ("match", TEXT_RE)), 20)),
     "images": ("list", (IMAGE_SCHEMA, MAX_BUNDLE_IMAGES)),
     "files": ("map", (MEMBER_NAME_RE, ("record", ({
@@ -2235,12 +2251,16 @@ BUNDLE_SCHEMA = ("record", ({
         ("size", "sha256"))), MAX_BUNDLE_MEMBERS)),
     "binaries": ("map", (re.compile("|".join(NODE_TARBALL_BINARIES)),
                          _MEMBER, 10)),
-    "archives": ("map", (re.compile("cni|crictl|docker|containerd|runc"),
-                         _MEMBER, 10)),
+    "archives": ("map", (re.compile(
+        "cni|crictl|docker|cri-dockerd|containerd|runc"), _MEMBER, 10)),
     "os_packages": OS_PACKAGES_SCHEMA,
     "systemd": ("map", (re.compile(r"kubelet\.service|10-kubeadm\.conf|"
-                                   r"docker\.service|containerd\.service"),
+                                   r"docker\.service|containerd\.service|"
+                                   r"cri-docker\.service|cri-docker\.socket"),
                         _MEMBER, 10)),
+    # The imageRepository kubeadm is configured with so that it looks for
+    # exactly the bundled refs (absent: KUBEADM_IMAGE_REPOSITORY).
+    "image_repository": ("match", IMAGE_NAME_RE),
     "flannel_manifest": _MEMBER,
     "script": ("const", "k8s_offline.py"),
     # What vouched for each file's checksum (issue 8): shown, not used.
@@ -3125,15 +3145,63 @@ RELEASE_TABLE_ENV = "K8SO_RELEASE_TABLE"     # tests: a table of their own
 KUBERNETES_PROFILES = (
     (16, {"kubeadm_api": "kubeadm.k8s.io/v1beta2",       # the config API
           "kubelet_api": "kubelet.config.k8s.io/v1beta1",
-          "flannel_repository": "quay.io/coreos/flannel",
-          "master_taint": "node-role.kubernetes.io/master",
+          # The taints kubeadm puts on a control-plane node.
+          "master_taint": ("node-role.kubernetes.io/master",),
           # kube-proxy's image detects the iptables backend from 1.17 on
           # (kubernetes #82966); 1.16's writes legacy rules only.
           "iptables_backend_detected": False,
           # kubeadm's certificate commands: under `alpha` up to 1.19.
-          "certs_command": ("kubeadm", "alpha", "certs")}),
-    (17, {"iptables_backend_detected": True}),
+          "certs_command": ("kubeadm", "alpha", "certs"),
+          # The repository kubeadm's images are named under by default (the
+          # release table names the patches of 1.22-1.24 that moved early),
+          # and CoreDNS's path under it.
+          "default_image_repository": "k8s.gcr.io",
+          "coredns_path": "coredns",
+          # The flannel manifest (FLANNEL_LINES) and its namespace.
+          "flannel_line": "v0.11", "flannel_namespace": "kube-system",
+          # The kubelet's dockershim (gone in 1.24: Docker then goes
+          # through cri-dockerd); the runtime when --cri is not given.
+          "dockershim": True, "default_cri": "docker",
+          # criSocket and the runtime endpoints: a bare path up to 1.23,
+          # kubeadm wants a URL from 1.24.
+          "cri_socket_scheme": "",
+          # None: the kubelet takes the runtime's driver; from 1.22 kubeadm
+          # defaults to systemd and the runtime is set to systemd too.
+          "cgroup_driver": None,
+          # The kubelet refuses a cgroup v1 host from 1.35 unless
+          # failCgroupV1 is false (kubernetes #134298).
+          "fail_cgroup_v1": False,
+          # The kubelet's --pod-infra-container-image (removed in 1.35,
+          # kubernetes #133779): the runtime's config names the sandbox.
+          "pod_infra_flag": True,
+          # Where the kubelet unit and its 10-kubeadm.conf drop-in go.
+          "unit_dir": "/etc/systemd/system",
+          # kube-scheduler's and kube-controller-manager's health ports
+          # (the secure ones from 1.17: kubernetes #85043).
+          "control_plane_ports": (10251, 10252),
+          # etcd's health endpoint kubeadm probes (/livez from 1.31,
+          # kubernetes #124465), and the tool that restores a snapshot
+          # (etcdutl: etcd 3.6 dropped `etcdctl snapshot restore`).
+          "etcd_probe": "/health", "etcd_restore": "etcdctl"}),
+    (17, {"iptables_backend_detected": True,
+          "control_plane_ports": (10259, 10257)}),
     (20, {"certs_command": ("kubeadm", "certs")}),
+    # CoreDNS moved to coredns/coredns under the default repository; the
+    # CNI plugins 1.x no longer carry flannel's binary, the current flannel
+    # line brings its own (and drops RBAC v1beta1 and the PSP).
+    (21, {"coredns_path": "coredns/coredns", "flannel_line": "v0.28",
+          "flannel_namespace": "kube-flannel"}),
+    (22, {"kubeadm_api": "kubeadm.k8s.io/v1beta3", "cgroup_driver": "systemd"}),
+    (24, {"dockershim": False, "default_cri": "containerd",
+          "cri_socket_scheme": "unix://",
+          "master_taint": ("node-role.kubernetes.io/master",
+                           "node-role.kubernetes.io/control-plane"),
+          "unit_dir": "/usr/lib/systemd/system"}),
+    (25, {"default_image_repository": "registry.k8s.io",
+          "master_taint": ("node-role.kubernetes.io/control-plane",)}),
+    (31, {"kubeadm_api": "kubeadm.k8s.io/v1beta4", "etcd_probe": "/livez"}),
+    (34, {"etcd_restore": "etcdutl"}),
+    (35, {"fail_cgroup_v1": True, "pod_infra_flag": False}),
 )
 # The host tools kubeadm's preflight refuses to run without, from the minor
 # named on (before it, kubeadm only warns), and the package holding each.
@@ -3151,6 +3219,7 @@ _HEX = {"sha256": SHA256_HEX_RE, "sha512": re.compile(r"[0-9a-f]{128}")}
 _RELEASE_RE = re.compile(r"^v1\.(\d+)\.(\d+)\Z")
 _FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _IMAGE_TAG_RE = re.compile(r"^v?\d+(\.\d+)*(-\d+)?\Z")
+_COREDNS_PATHS = ("coredns", "coredns/coredns")
 
 
 def profile(kubernetes_version):
@@ -3164,6 +3233,9 @@ def profile(kubernetes_version):
                 folded.update(changes)
         folded["required_tools"] = tuple(
             tool for tool, since, _ in KUBEADM_REQUIRED_TOOLS if minor >= since)
+        # The runtime adapter (RUNTIMES) of each --cri at this minor.
+        folded["runtimes"] = {"containerd": "containerd", "docker": (
+            "docker" if folded["dockershim"] else "cri-dockerd")}
         _PROFILES[minor] = folded
     return _PROFILES[minor]
 
@@ -3175,8 +3247,10 @@ def cni_url_template(cni_version):
 
 def containerd_config_version(containerd_version):
     """The config version a new containerd config file is written in:
-    containerd older than 1.3 reads version 1 only."""
-    return 1 if containerd_version and containerd_version < (1, 3) else 2
+    containerd older than 1.3 reads version 1 only, 2.x writes version 3."""
+    if containerd_version and containerd_version < (1, 3):
+        return 1
+    return 3 if containerd_version and containerd_version >= (2, 0) else 2
 
 
 def release_table():
@@ -3235,14 +3309,30 @@ def release_table_problem(table):
         problem = hexes(entry, "node_sha512", "sha512")
         if problem:
             return "release %s: %s" % (version, problem)
+        if entry.get("coredns_path", "coredns") not in _COREDNS_PATHS or (
+                "image_repository" in entry and
+                not full_match(IMAGE_NAME_RE, entry["image_repository"])):
+            return "release %s: bad coredns_path or image_repository" % version
+        binaries = entry.get("binaries_sha256", {})
+        if not isinstance(binaries, dict) or any(
+                arch not in ARCHES or not isinstance(pins, dict) or any(
+                    name not in NODE_TARBALL_BINARIES or
+                    not full_match(SHA256_HEX_RE, value)
+                    for name, value in pins.items())
+                for arch, pins in binaries.items()):
+            return "release %s: bad binaries_sha256" % version
     for minor, entry in minors.items():
         if minor not in SUPPORTED_MINORS or not isinstance(entry, dict):
             return "minor %r is not supported" % minor
-        for key in ("cni", "crictl", "flannel"):
+        for key in ("cni", "crictl", "flannel", "containerd", "runc"):
             if (not isinstance(entry.get(key), str) or
                     not _IMAGE_TAG_RE.match(entry[key])):
                 return "minor %s lacks a %s version" % (minor, key)
-        for key in ("cni_sha256", "crictl_sha256"):
+        for key in ("cri_dockerd", "flannel_cni_plugin"):
+            if entry.get(key) is not None and not full_match(
+                    IMAGE_TAG_RE, entry[key]):
+                return "minor %s: bad %s" % (minor, key)
+        for key in ("cni_sha256", "crictl_sha256", "cri_dockerd_sha256"):
             problem = hexes(entry, key, "sha256")
             if problem:
                 return "minor %s: %s" % (minor, problem)
@@ -3261,24 +3351,39 @@ def release_table_problem(table):
 
 def version_facts(kubernetes_version):
     """What the release table says about one patch release: kubeadm's image
-    tags, the CNI, crictl and flannel versions, and the pinned checksums
-    (by arch); UserError for a version it does not list."""
+    tags and repository, the CNI, crictl, flannel and runtime versions, and
+    the pinned checksums (by arch).  A patch newer than the table in a minor
+    still getting releases ("open") has no image tags here (listed False):
+    its own kubeadm lists them at bundle time.  UserError for a version the
+    table does not know."""
     major, minor, _ = supported_version(kubernetes_version)
     table = release_table()
     version = normalize_version(kubernetes_version)
+    minor_key = "%d.%d" % (major, minor)
     release = table["releases"].get(version)
-    if release is None:
-        known = sorted(table["releases"], key=parse_version)
+    known = sorted(table["releases"], key=parse_version)
+    in_minor = [v for v in known if v.startswith("v%s." % minor_key)]
+    newer = (table["minors"].get(minor_key, {}).get("open") and
+             (not in_minor or parse_version(version) > parse_version(in_minor[-1])))
+    if release is None and not newer:
         raise UserError("Kubernetes %s is not supported: it is not a release "
                         "in the release table (%s to %s)" % (
                             version, known[0], known[-1]))
-    if release.get("do_not_use"):
+    if release is not None and release.get("do_not_use"):
         raise UserError("Kubernetes %s is not supported: its release notes say "
                         "\"%s\": choose another patch release"
                         % (version, release["do_not_use"]))
-    facts = dict(table["minors"]["%d.%d" % (major, minor)])
+    row = profile(version)
+    facts = dict(table["minors"][minor_key])
+    facts["listed"] = release is not None
+    release = release or {"images": dict.fromkeys(("pause", "etcd", "coredns"))}
     facts.update(release["images"])
+    facts["newest_listed"] = in_minor[-1] if in_minor else None
     facts["node_sha512"] = release.get("node_sha512", {})
+    facts["binaries_sha256"] = release.get("binaries_sha256", {})
+    facts["image_repository"] = release.get(
+        "image_repository", row["default_image_repository"])
+    facts["coredns_path"] = release.get("coredns_path", row["coredns_path"])
     return facts
 
 
@@ -3295,7 +3400,10 @@ CNI_CONF_DIR = "/etc/cni/net.d"
 
 DEFAULT_WAIT_TIMEOUT = 600
 
-MASTER_PORTS = (6443, 10250, 10251, 10252, 2379, 2380)
+# The ports a master needs free, with its profile's control_plane_ports.
+MASTER_PORTS = (6443, 10250, 2379, 2380)
+# kubeadm's preflight check that, from 1.35, errors on a cgroup v1 host.
+CGROUP_V1_CHECK = "SystemVerification"
 WORKER_PORTS = (10250,)
 MIN_MASTER_MEMORY_MB = 1700
 MIN_WORKER_MEMORY_MB = 1000
@@ -3316,8 +3424,6 @@ CLUSTER_LINKS = ("cni0", "flannel.1", "kube-ipvs0", "docker0")
 TOKEN_TTL_SECONDS = 24 * 3600
 CERT_KEY_TTL_SECONDS = 2 * 3600
 
-CRI_PLUGIN_NAMES = ("cri", "io.containerd.grpc.v1.cri")
-
 RESERVED_KINDS = ("InitConfiguration", "ClusterConfiguration",
                   "JoinConfiguration")
 
@@ -3332,25 +3438,65 @@ IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
                       "ErrImageNeverPull")
 
 
-def containerd_config_with(config_text, pause_image, version=None):
+# Where each containerd config version keeps what this tool sets: the
+# sandbox (pause) image, the CNI directories and runc's options (its
+# SystemdCgroup).  Version 3 is containerd 2.x's (docs/cri/config.md).
+CONTAINERD_LAYOUTS = {
+    1: {"sandbox": ("plugins", "cri", "sandbox_image"),
+        "cni": ("plugins", "cri", "cni"),
+        "runc": ("plugins", "cri", "containerd", "runtimes", "runc",
+                 "options")},
+    2: {"sandbox": ("plugins", "io.containerd.grpc.v1.cri", "sandbox_image"),
+        "cni": ("plugins", "io.containerd.grpc.v1.cri", "cni"),
+        "runc": ("plugins", "io.containerd.grpc.v1.cri", "containerd",
+                 "runtimes", "runc", "options")},
+    3: {"sandbox": ("plugins", "io.containerd.cri.v1.images", "pinned_images",
+                    "sandbox"),
+        "cni": ("plugins", "io.containerd.cri.v1.runtime", "cni"),
+        "runc": ("plugins", "io.containerd.cri.v1.runtime", "containerd",
+                 "runtimes", "runc", "options")},
+}
+CRI_PLUGIN_NAMES = ("cri", "io.containerd.grpc.v1.cri",
+                    "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime")
+
+
+def _config_table(config, path, what):
+    """The table at path (a tuple of keys) of a containerd config, made
+    where missing; UserError when something else is in the way."""
+    table = config
+    for key in path:
+        table = table.setdefault(key, {})
+        if not isinstance(table, dict):
+            raise UserError("%s in %s is not a table: fix it" % (
+                what if key == path[-1] else key, CONTAINERD_CONFIG))
+    return table
+
+
+def containerd_config_with(config_text, pause_image, version=None,
+                           cgroup_driver=None):
     """containerd's config with the CRI plugin on and our sandbox image.
 
     A file without `version = 2` is read as version 1, where the CRI
     plugin's section is [plugins.cri]; version 2 names it
-    [plugins."io.containerd.grpc.v1.cri"].  The containerd.io package ships
-    `disabled_plugins = ["cri"]` and nothing else.  Without a file, a new
-    one is written: version 2 unless containerd is older than 1.3 (which
-    reads version 1 only).  The CNI directories are the ones the
-    install phase fills.  The result goes through toml_dumps.
+    [plugins."io.containerd.grpc.v1.cri"], version 3 (containerd 2.x)
+    splits it into io.containerd.cri.v1.images and .runtime.  The
+    containerd.io package ships `disabled_plugins = ["cri"]` and nothing
+    else.  Without a file, a new one is written in the version the
+    installed containerd writes (containerd_config_version).  The CNI
+    directories are the ones the install phase fills; with the systemd
+    cgroup driver runc gets SystemdCgroup = true.  The result goes through
+    toml_dumps.
     """
     if config_text is None:
         config = {"version": containerd_config_version(version)}
     else:
         config = read_containerd_config(config_text)
     schema = config.get("version", 1)
-    if schema not in (1, 2):
-        raise UserError("%s has version = %r; this tool writes versions 1 and "
-                        "2: fix it or move it away" % (CONTAINERD_CONFIG, schema))
+    if schema not in CONTAINERD_LAYOUTS:
+        raise UserError("%s has version = %r; this tool writes versions 1, 2 "
+                        "and 3: fix it or move it away" % (CONTAINERD_CONFIG,
+                                                           schema))
+    layout = CONTAINERD_LAYOUTS[schema]
     disabled = config.get("disabled_plugins")
     if disabled is not None:
         if not isinstance(disabled, list):
@@ -3358,23 +3504,327 @@ def containerd_config_with(config_text, pause_image, version=None):
                             % CONTAINERD_CONFIG)
         config["disabled_plugins"] = [name for name in disabled
                                       if name not in CRI_PLUGIN_NAMES]
-    plugins = config.setdefault("plugins", {})
-    if not isinstance(plugins, dict):
+    if not isinstance(config.setdefault("plugins", {}), dict):
         raise UserError("plugins in %s is not a table: fix it"
                         % CONTAINERD_CONFIG)
-    cri = plugins.setdefault(CRI_PLUGIN_NAMES[schema - 1], {})
-    if not isinstance(cri, dict):
-        raise UserError("the CRI plugin's entry in %s is not a table: fix it"
-                        % CONTAINERD_CONFIG)
-    cri["sandbox_image"] = pause_image
-    cni = cri.setdefault("cni", {})
-    if not isinstance(cni, dict):
-        raise UserError("the CRI plugin's cni entry in %s is not a table: fix "
-                        "it" % CONTAINERD_CONFIG)
+    _config_table(config, layout["sandbox"][:2],
+                  "the CRI plugin's entry")
+    _config_table(config, layout["sandbox"][:-1],
+                  "the CRI plugin's entry")[layout["sandbox"][-1]] = pause_image
+    cni = _config_table(config, layout["cni"], "the CRI plugin's cni entry")
     # The plugins are installed in /opt/cni/bin; Debian's package points
     # the CRI plugin at /usr/lib/cni, where no pod would get a network.
     cni["bin_dir"], cni["conf_dir"] = CNI_BIN_DIR, CNI_CONF_DIR
+    if cgroup_driver == "systemd":
+        _config_table(config, layout["runc"], "runc's options")[
+            "SystemdCgroup"] = True
     return toml_dumps(config)
+
+
+def containerd_version(runner):
+    """(major, minor) of the installed containerd, or None."""
+    result = runner.run(["containerd", "--version"], change=False, check=False)
+    match = re.search(r"\sv?(\d+)\.(\d+)\.\d+", result.stdout or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def containerd_cgroup_driver(config_text):
+    return "systemd" if re.search(r"^\s*SystemdCgroup\s*=\s*true",
+                                  config_text or "", re.M) else "cgroupfs"
+
+
+# -- the container runtimes ---------------------------------------------------
+# One adapter per runtime the kubelet can use: RUNTIMES[name], the name
+# the run's profile gives --cri (profile()["runtimes"]): docker through the
+# dockershim up to 1.23, through cri-dockerd from 1.24, and containerd.
+
+CRI_DOCKERD_SOCKET = "/var/run/cri-dockerd.sock"
+DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
+CRI_DOCKERD_BIN = "/usr/bin/cri-dockerd"
+CRI_DOCKERD_DROPIN = "/etc/systemd/system/cri-docker.service.d/k8s-offline.conf"
+PINNED_LABEL = "io.cri-containerd.pinned=pinned"
+# Docker has no pinned images: the kubelet's image GC is kept from the
+# bundled ones by its thresholds (100: GC never starts; README says so).
+DOCKER_IMAGE_GC = (("imageGCHighThresholdPercent", 100),
+                   ("imageGCLowThresholdPercent", 90))
+SYSTEMD_WORD_RE = re.compile(r"[A-Za-z0-9/-][A-Za-z0-9._/:@=+-]{0,500}")
+
+
+def systemd_dropin(sections):
+    """A systemd drop-in from [(section, [(key, [word])])], each word
+    checked against a grammar systemd reads back as the same word."""
+    lines = []
+    for section, items in sections:
+        lines.append("[%s]" % section)
+        for key, words in items:
+            for word in words:
+                if not full_match(SYSTEMD_WORD_RE, word):
+                    raise UserError("%r cannot go into a systemd unit: give "
+                                    "a plain name" % (word,))
+            lines.append("%s=%s" % (key, " ".join(words)))
+    return "\n".join(lines) + "\n"
+
+
+class DockerRuntime(object):
+    """Docker Engine, through the kubelet's dockershim (up to 1.23)."""
+
+    name = cri = "docker"
+    units = ("containerd.service", "docker.service")   # from the bundle
+    services = ("containerd", "docker")                 # in start order
+    # What the runtime phase starts (systemctl enable --now), by its plan.
+    starts = {"install": services, "start": services[1:], "running": ()}
+    image_format = "docker-archive"
+    load_what = "docker load"
+    binaries = ()                 # (archives key, host path) it adds
+    binary_units = ()             # and their units, from the bundle
+    # Where the runtime's cgroup driver is set, for a warning.
+    driver_setting = '"exec-opts": ["native.cgroupdriver=systemd"]'
+    config_file = DOCKER_DAEMON_JSON
+    pins_images = False
+
+    def socket(self, ctx):
+        return CRI_SOCKETS["docker"]
+
+    def bundled(self, bundle):
+        return bool(bundle.meta.get("archives", {}).get("docker"))
+
+    def running(self, ctx):
+        return docker_info(ctx.runner) is not None
+
+    def installed(self, ctx):
+        return bool(ctx.host.which("dockerd"))
+
+    def none_text(self, ctx):
+        return ("no container runtime: Docker is not running, not "
+                "installed, and the bundle has no Docker: install and "
+                "start Docker, rebuild the bundle with --with-docker, or "
+                "use --cri containerd%s" % (
+                    " (the bundle carries containerd)"
+                    if RUNTIMES["containerd"].bundled(ctx.bundle) else ""))
+
+    def refusal(self, ctx):
+        """Why this runtime cannot serve this bundle's Kubernetes, or None."""
+        return None
+
+    def config_problems(self, ctx):
+        return iter(())
+
+    def configure(self, ctx, pause_image, prof):
+        """Point the runtime at the bundled pause image (and the profile's
+        cgroup driver); True when a config changed."""
+        return False
+
+    def cgroup_driver(self, ctx):
+        info = docker_info(ctx.runner) or {}
+        return (info.get("CgroupDriver") or
+                ctx.host.state().get("cgroup_driver") or "cgroupfs")
+
+    def kubelet_settings(self):
+        """What this runtime needs in the KubeletConfiguration."""
+        return DOCKER_IMAGE_GC
+
+    def load_argv(self, ctx):
+        return ["docker", "load"]
+
+    def missing(self, ctx, wanted):
+        """[(image, target)] of wanted not in the runtime under its name
+        (an image there under another name is tagged, not loaded)."""
+        missing = []
+        for image, target in wanted:
+            if docker_image_id(ctx.runner, target) == image["config_digest"]:
+                continue
+            if (docker_image_id(ctx.runner, image["config_digest"]) ==
+                    image["config_digest"]):
+                ctx.runner.run(["docker", "tag", image["config_digest"],
+                                target], what="docker tag")
+                continue
+            missing.append((image, target))
+        return missing
+
+    def pin(self, ctx, targets):
+        """Keep the images from the kubelet's GC; the number pinned now."""
+        return 0
+
+    def has_image(self, ctx, image):
+        return docker_image_id(ctx.runner, image) is not None
+
+    def container_running(self, ctx, cid):
+        result = ctx.runner.run(["docker", "inspect", "--format",
+                                 "{{.State.Running}}", cid], change=False,
+                                check=False)
+        return result.ok and result.stdout.strip() == "true"
+
+    def etcd_argv(self, ctx, image, mounts, tool, argv):
+        """A one-off container of the etcd image running tool (etcdctl with
+        API v3, or etcdutl) on the host network, mounts [(host path,
+        container path, rw)]."""
+        run = ["docker", "run", "--rm", "--network", "host", "-e",
+               "ETCDCTL_API=3", "--entrypoint", tool]
+        for source, target, writable in mounts:
+            run += ["-v", "%s:%s%s" % (ctx.host.path(source), target,
+                                       "" if writable else ":ro")]
+        return run + [image] + argv
+
+
+class CriDockerdRuntime(DockerRuntime):
+    """Docker Engine through cri-dockerd (Kubernetes 1.24 on: no
+    dockershim), from the bundle (bundle --with-docker) or the host."""
+
+    name = "cri-dockerd"
+    binary_units = ("cri-docker.service", "cri-docker.socket")
+    services = DockerRuntime.services + ("cri-docker.socket",
+                                         "cri-docker.service")
+    starts = {"install": services, "start": services[1:],
+              "running": services[2:]}
+    binaries = (("cri-dockerd", CRI_DOCKERD_BIN),)
+
+    def socket(self, ctx):
+        return CRI_DOCKERD_SOCKET
+
+    def refusal(self, ctx):
+        if (ctx.bundle.meta.get("archives", {}).get("cri-dockerd") or
+                ctx.host.which("cri-dockerd")):
+            return None
+        return ("Kubernetes %s has no dockershim and the bundle carries no "
+                "cri-dockerd for Docker: use --cri containerd, or rebuild "
+                "the bundle with Docker and cri-dockerd (bundle --with-docker)"
+                % ctx.bundle.kubernetes_version)
+
+    def configure(self, ctx, pause_image, prof):
+        binary = CRI_DOCKERD_BIN
+        if not (ctx.bundle.meta.get("archives", {}).get("cri-dockerd")):
+            binary = ctx.host.which("cri-dockerd") or binary
+        return ctx.host.write(CRI_DOCKERD_DROPIN, systemd_dropin([
+            ("Service", [("ExecStart", []), ("ExecStart", [
+                binary, "--container-runtime-endpoint", "fd://",
+                "--network-plugin=cni", "--cni-bin-dir=" + CNI_BIN_DIR,
+                "--cni-conf-dir=" + CNI_CONF_DIR,
+                "--pod-infra-container-image=" + pause_image])])]))
+
+
+class ContainerdRuntime(DockerRuntime):
+    """containerd's CRI plugin (the bundle's --with-containerd, Docker's
+    containerd, or the host's own)."""
+
+    name = cri = "containerd"
+    driver_setting = "SystemdCgroup = true (runc's options)"
+    config_file = CONTAINERD_CONFIG
+    units = ("containerd.service",)
+    services = ("containerd",)
+    starts = {"install": services, "start": services, "running": ()}
+    image_format = "oci-layout"
+    load_what = "ctr images import"
+    pins_images = True
+
+    def socket(self, ctx):
+        return ctx.containerd_address
+
+    def bundled(self, bundle):
+        return bundled_runtime(bundle) is not None
+
+    def running(self, ctx):
+        return containerd_running(ctx)
+
+    def installed(self, ctx):
+        return bool(ctx.host.which("containerd"))
+
+    def none_text(self, ctx):
+        return ("no container runtime: containerd is not running or not "
+                "installed: install containerd, rebuild the bundle with "
+                "--with-containerd (or --with-docker, which carries "
+                "containerd too), or use --cri docker")
+
+    def config_problems(self, ctx):
+        config = ctx.host.read(CONTAINERD_CONFIG)
+        if config is not None:
+            try:
+                containerd_config_with(config, "pause")
+            except UserError as exc:
+                yield error(str(exc))
+
+    def configure(self, ctx, pause_image, prof):
+        config = ctx.host.read(CONTAINERD_CONFIG)
+        return ctx.host.write(CONTAINERD_CONFIG, containerd_config_with(
+            config, pause_image,
+            containerd_version(ctx.runner) if config is None else None,
+            prof["cgroup_driver"]))
+
+    def cgroup_driver(self, ctx):
+        return containerd_cgroup_driver(ctx.host.read(CONTAINERD_CONFIG, ""))
+
+    def kubelet_settings(self):
+        return ()
+
+    def load_argv(self, ctx):
+        return ["ctr", "--address", ctx.containerd_address, "-n", "k8s.io",
+                "images", "import", "-"]
+
+    def missing(self, ctx, wanted):
+        have = containerd_images(ctx)
+        return [(image, target) for image, target in wanted
+                if have.get(_normalize_image_name(target)) !=
+                image["manifest_digest"]]
+
+    def pin(self, ctx, targets):
+        labels = containerd_image_labels(ctx)
+        todo = [target for target in targets
+                if PINNED_LABEL not in labels.get(_normalize_image_name(
+                    target), "").split(",")]
+        for target in todo:
+            ctx.runner.run(["ctr", "--address", ctx.containerd_address, "-n",
+                            "k8s.io", "images", "label",
+                            _normalize_image_name(target), PINNED_LABEL],
+                           what="ctr images label")
+        return len(todo)
+
+    def has_image(self, ctx, image):
+        return _normalize_image_name(image) in containerd_images(ctx)
+
+    def container_running(self, ctx, cid):
+        result = ctx.runner.run(["ctr", "--address", ctx.containerd_address,
+                                 "-n", "k8s.io", "tasks", "ls"], change=False,
+                                check=False)
+        return any(line.split()[:1] == [cid] and "RUNNING" in line
+                   for line in result.stdout.splitlines())
+
+    def etcd_argv(self, ctx, image, mounts, tool, argv):
+        run = ["ctr", "--address", ctx.containerd_address, "-n", "k8s.io",
+               "run", "--rm", "--net-host", "--env", "ETCDCTL_API=3"]
+        for source, target, writable in mounts:
+            run += ["--mount", "type=bind,src=%s,dst=%s,options=rbind:%s" % (
+                ctx.host.path(source), target, "rw" if writable else "ro")]
+        return run + [_normalize_image_name(image), "k8s-offline-etcdctl-%d"
+                      % os.getpid(), tool] + argv
+
+
+RUNTIMES = dict((adapter.name, adapter) for adapter in (
+    DockerRuntime(), CriDockerdRuntime(), ContainerdRuntime()))
+
+
+def runtime_adapter(cri, kubernetes_version):
+    """The adapter of --cri (docker or containerd) at a Kubernetes version."""
+    return RUNTIMES[profile(kubernetes_version)["runtimes"][cri]]
+
+
+def runtime_endpoint(ctx, adapter, kubernetes_version):
+    """The runtime's socket as kubeadm's criSocket wants it there."""
+    return (profile(kubernetes_version)["cri_socket_scheme"] +
+            adapter.socket(ctx))
+
+
+def runtime_plan(ctx):
+    """What the runtime phase will do: 'running', 'start' or 'install'.
+
+    Raises UserError when there is no way to a runtime.
+    """
+    adapter = ctx.adapter
+    if adapter.running(ctx):
+        return "running"
+    if adapter.installed(ctx):
+        return "start"
+    if adapter.bundled(ctx.bundle):
+        return "install"
+    raise UserError(adapter.none_text(ctx))
 
 
 def read_extra_config(path):
@@ -3874,7 +4324,10 @@ def check_no_cluster(ctx):
 
 
 def check_ports(ctx):
-    ports = MASTER_PORTS if is_control_plane(ctx) else WORKER_PORTS
+    ports = WORKER_PORTS
+    if is_control_plane(ctx):
+        ports = MASTER_PORTS + profile(ctx.bundle.kubernetes_version)[
+            "control_plane_ports"]
     if not continuing_run(ctx):
         busy = sorted(listening_ports(ctx.host) & set(ports))
         if busy:
@@ -3994,15 +4447,65 @@ def check_image_repository_of_cluster(ctx):
             yield error(str(exc))
 
 
-def check_containerd_config(ctx):
+def check_runtime_config(ctx):
     """What the runtime phase will write, so it cannot fail there."""
-    config = (ctx.host.read(CONTAINERD_CONFIG) if ctx.cri == "containerd"
-              else None)
-    if config is not None:
-        try:
-            containerd_config_with(config, "pause")
-        except UserError as exc:
-            yield error(str(exc))
+    for found in ctx.adapter.config_problems(ctx):
+        yield found
+
+
+def host_cgroup_version(host):
+    """2 when /sys/fs/cgroup is the unified hierarchy (cgroup2fs), 1 when
+    it holds v1 controllers, None when /proc/mounts does not say."""
+    found = None
+    for line in host.read("/proc/mounts", "").splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[1] == "/sys/fs/cgroup":
+            found = 2 if fields[2] == "cgroup2" else 1
+        elif (len(fields) >= 3 and fields[1].startswith("/sys/fs/cgroup/")
+              and fields[2] == "cgroup" and found is None):
+            found = 1
+    return found
+
+
+def check_cgroups(ctx):
+    """Which cgroup version the host has; from 1.35 the kubelet refuses
+    v1 unless --allow-cgroup-v1 (kubeadm's SystemVerification error)."""
+    version = host_cgroup_version(ctx.host)
+    log.info("  cgroup %s on this host", "v%d" % version if version
+             else "version unknown (no /sys/fs/cgroup in /proc/mounts)")
+    if (version == 1 and not ctx.allow_cgroup_v1 and
+            profile(ctx.bundle.kubernetes_version)["fail_cgroup_v1"]):
+        yield error("this host has cgroup v1, which the kubelet of Kubernetes "
+                    "%s refuses: boot it with cgroup v2 "
+                    "(systemd.unified_cgroup_hierarchy=1), or give "
+                    "--allow-cgroup-v1 (the kubelet gets failCgroupV1: false "
+                    "and kubeadm's %s check is ignored)" % (
+                        ctx.bundle.kubernetes_version, CGROUP_V1_CHECK))
+
+
+def check_kubelet_units(ctx):
+    """From 1.24 the kubelet's units go to /usr/lib/systemd/system; a copy
+    in /etc/systemd/system would override them.  One this tool wrote (the
+    state file lists it) is removed by the install phase; any other (an
+    old kubelet or kubeadm package's) is refused, never removed."""
+    unit_dir = profile(ctx.bundle.kubernetes_version)["unit_dir"]
+    ours = ctx.host.state().get("units") or []
+    for folder in KUBELET_UNIT_DIRS[:KUBELET_UNIT_DIRS.index(unit_dir)]:
+        for path in sorted(kubelet_unit_files(folder).values()):
+            if ctx.host.exists(path) and path not in ours:
+                yield error("%s would override the kubelet unit this tool "
+                            "installs in %s" % (path, unit_dir),
+                            "it is not this tool's (an older kubelet or "
+                            "kubeadm package?): remove that package or the "
+                            "file, then run again")
+
+
+def check_runtime_supported(ctx):
+    """A runtime this Kubernetes can use (Docker needs cri-dockerd from
+    1.24): refused before anything on the host changes."""
+    refusal = ctx.adapter.refusal(ctx)
+    if refusal:
+        yield error(refusal)
 
 
 def check_runtime(ctx):
@@ -4026,6 +4529,8 @@ def _tool_checks():
 PreflightCheck = collections.namedtuple("PreflightCheck", "name kubeadm run")
 PREFLIGHT_CHECKS = (
     PreflightCheck("root", ("IsPrivilegedUser",), check_privileged),
+    PreflightCheck("runtime support", (), check_runtime_supported),
+    PreflightCheck("cgroups", (CGROUP_V1_CHECK,), check_cgroups),
     PreflightCheck("cpus", ("NumCPU",), check_cpus),
     PreflightCheck("memory", ("Mem",), check_memory),
     PreflightCheck("swap", ("Swap",), check_swap),
@@ -4033,7 +4538,8 @@ PREFLIGHT_CHECKS = (
         "FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml",
         "FileAvailable--etc-kubernetes-kubelet.conf",
         "DirAvailable--var-lib-etcd"), check_no_cluster),
-    PreflightCheck("ports", tuple("Port-%d" % port for port in MASTER_PORTS),
+    PreflightCheck("ports", tuple("Port-%d" % port for port in MASTER_PORTS +
+                                  (10251, 10252, 10257, 10259)),
                    check_ports),
     PreflightCheck("tools", _tool_checks(), check_tools),
     PreflightCheck("hostname", ("Hostname",), check_hostname),
@@ -4043,15 +4549,17 @@ PREFLIGHT_CHECKS = (
     PreflightCheck("iptables backend", (), check_iptables_backend),
     PreflightCheck("networks", (), check_networks),
     PreflightCheck("image repository", (), check_image_repository_of_cluster),
-    PreflightCheck("containerd config", (), check_containerd_config),
+    PreflightCheck("runtime config", (), check_runtime_config),
+    PreflightCheck("kubelet units", (), check_kubelet_units),
     PreflightCheck("runtime", ("CRI",), check_runtime),
 )
 
 
 # The checks no package of the bundle can make pass: run before the packages
 # phase changes the host (the others, the tools above all, after it).
-PREFLIGHT_BEFORE_PACKAGES = ("root", "cpus", "memory", "swap", "no cluster",
-                             "ports", "hostname")
+PREFLIGHT_BEFORE_PACKAGES = ("root", "runtime support", "cgroups", "cpus",
+                             "memory",
+                             "swap", "no cluster", "ports", "hostname")
 
 
 def preflight_before_packages(ctx):
@@ -4083,6 +4591,7 @@ class InstallContext(object):
         self.warnings = []
         self.reset_pod_cidr = None        # reset: the pod network to clean
         self.reset_kubeconfigs = []       # reset: admin.conf copies to remove
+        self.reset_units = []             # reset: the kubelet units installed
         # The run itself.
         self.command = flag("command")
         self.role = role                  # master, worker, control-plane, reset
@@ -4105,8 +4614,7 @@ class InstallContext(object):
         # The node: image names, runtime socket, name, address.
         self.image_repository_flag = valid_image_repository(
             flag("image_repository"))
-        self.image_repository = (self.image_repository_flag
-                                 or KUBEADM_IMAGE_REPOSITORY)
+        self._image_repository = self.image_repository_flag
         self.containerd_address = (valid_containerd_address(
             flag("containerd_address")) or CRI_SOCKETS["containerd"])
         self.node_name = valid_node_name(flag("node_name"))
@@ -4128,6 +4636,7 @@ class InstallContext(object):
         # What the host phase fixes, and master's and join's own flags.
         self.disable_swap = bool(flag("disable_swap", False))
         self.iptables_legacy = bool(flag("iptables_legacy", False))
+        self.allow_cgroup_v1 = bool(flag("allow_cgroup_v1", False))
         self.open_firewall = bool(flag("open_firewall", False))
         self.selinux_permissive = bool(flag("selinux_permissive", False))
         self.upload_certs = bool(flag("upload_certs", False))
@@ -4158,6 +4667,29 @@ class InstallContext(object):
         self._cri = value
 
     @property
+    def image_repository(self):
+        """Where kubeadm's images are named: --image-repository, the join
+        file's (set by build_context), else the bundle's image_repository
+        (so kubeadm looks for exactly the bundled refs)."""
+        if self._image_repository is None:
+            try:
+                meta = self.bundle.meta
+            except UserError:
+                meta = {}
+            self._image_repository = (meta.get("image_repository") or
+                                      KUBEADM_IMAGE_REPOSITORY)
+        return self._image_repository
+
+    @image_repository.setter
+    def image_repository(self, value):
+        self._image_repository = value
+
+    @property
+    def adapter(self):
+        """The runtime adapter of --cri at the bundle's Kubernetes."""
+        return runtime_adapter(self.cri, self.bundle.kubernetes_version)
+
+    @property
     def pod_cidr(self):
         return str(self.pod_network)
 
@@ -4181,16 +4713,19 @@ class InstallContext(object):
 def default_cri(ctx):
     """The runtime when --cri is not given: containerd for master and join
     when the bundle carries upstream containerd (--with-containerd) and the
-    host has no Docker, so a bare host needs no flag; Docker otherwise."""
+    host has no Docker, so a bare host needs no flag; Docker when the
+    bundle carries Docker; otherwise the profile's (Docker up to 1.23,
+    containerd from 1.24, which has no dockershim)."""
     if ctx.command not in ("master", "join"):
         return "docker"
     try:
         carried = bundled_runtime(ctx.bundle)
+        preferred = profile(ctx.bundle.kubernetes_version)["default_cri"]
     except UserError:
         return "docker"
     if carried == "containerd" and not ctx.host.which("dockerd"):
         return "containerd"
-    return "docker"
+    return carried if carried == "docker" else preferred
 
 
 def valid_image_repository(repository):
@@ -4388,31 +4923,47 @@ def valid_arch(arch):
     return arch
 
 
-def plan_images(kubernetes_version, arch, pull_repository=None, extra=()):
+def plan_images(kubernetes_version, arch, pull_repository=None, extra=(),
+                kubeadm_lists=False):
     """Every image the bundle holds, with where it is pulled from.
 
-    kubeadm's own images are recorded under k8s.gcr.io, where kubeadm
-    looks for them; install mode retags them for --image-repository.
-    """
+    kubeadm's own images are recorded under the repository that version's
+    kubeadm names them under by default (k8s.gcr.io, registry.k8s.io from
+    1.25 and the late patches of 1.22-1.24), on the path it uses there
+    (coredns/coredns from 1.21); they are pulled from the same path under
+    --image-repository (registry.k8s.io: k8s.gcr.io is frozen).  A patch
+    newer than the release table has no tags yet: only bundle, whose
+    kubeadm lists them (kubeadm_lists), plans it."""
     facts = version_facts(kubernetes_version)
+    if not facts["listed"] and not kubeadm_lists:
+        raise UserError(
+            "Kubernetes %s is newer than the release table (its newest %s "
+            "release: %s): its image tags are what its own kubeadm lists, "
+            "which only bundle runs: run bundle for it on a linux/%s host, "
+            "or choose a listed release" % (
+                kubernetes_version, kubernetes_version[1:].rsplit(".", 1)[0],
+                facts["newest_listed"] or "none", arch))
     pull_repository = (pull_repository or DEFAULT_PULL_REPOSITORY).rstrip("/")
+    repository = facts["image_repository"]
     images = []
-    kubeadm_images = [(name, kubernetes_version) for name in
+    kubeadm_images = [(name, name, kubernetes_version) for name in
                       CONTROL_PLANE_COMPONENTS + ("kube-proxy",)]
-    kubeadm_images += [("pause", facts["pause"]), ("etcd", facts["etcd"]),
-                       ("coredns", facts["coredns"])]
-    for name, tag in kubeadm_images:
+    kubeadm_images += [("pause", "pause", facts["pause"]),
+                       ("etcd", "etcd", facts["etcd"]),
+                       ("coredns", facts["coredns_path"], facts["coredns"])]
+    for name, path, tag in kubeadm_images:
         images.append({
             "name": name, "kubeadm": True, "extra": False,
-            "repository": name, "tag": tag,
-            "ref": "%s/%s:%s" % (KUBEADM_IMAGE_REPOSITORY, name, tag),
-            "source": "%s/%s:%s" % (pull_repository, name, tag)})
-    flannel_repository = profile(kubernetes_version)["flannel_repository"]
-    flannel = "%s:%s-%s" % (flannel_repository, facts["flannel"], arch)
-    images.append({"name": "flannel", "kubeadm": False, "extra": False,
-                   "repository": flannel_repository,
-                   "tag": "%s-%s" % (facts["flannel"], arch),
-                   "ref": flannel, "source": flannel})
+            "repository": path, "tag": tag,
+            "ref": "%s/%s:%s" % (repository, path, tag),
+            "source": "%s/%s:%s" % (pull_repository, path, tag)})
+    line = FLANNEL_LINES[profile(kubernetes_version)["flannel_line"]]
+    for name, image_repository, tag in line["images"]:
+        tag = tag.format(arch=arch, **facts)
+        ref = "%s:%s" % (image_repository, tag)
+        images.append({"name": name, "kubeadm": False, "extra": False,
+                       "repository": image_repository, "tag": tag,
+                       "ref": ref, "source": ref})
     seen = set(image["ref"] for image in images)
     for text in extra:
         origin, ref = image_ref_of(text)
@@ -4428,6 +4979,26 @@ def plan_images(kubernetes_version, arch, pull_repository=None, extra=()):
                        "repository": "%s/%s" % (ref.registry, ref.repository),
                        "tag": ref.tag, "ref": full, "source": full})
     return images
+
+
+# The flannel lines (profile key flannel_line): the manifest under
+# manifests/ and the images it names, tags from the release table's minor
+# entry.  v0.11: the manifest shape of flannel v0.11-v0.13 (PSP, kube-system,
+# per-arch tags), for 1.16-1.20.  v0.28: the current line (namespace
+# kube-flannel labelled privileged, RBAC v1, no PSP, multi-arch images, the
+# flannel CNI binary from its own image), for 1.21+.  Its images come from
+# ghcr.io/flannel-io, where flannel publishes from v0.27 on and where its own
+# manifest points (Docker Hub's copies are pulled under a rate limit).
+FLANNEL_LINES = {
+    "v0.11": {"manifest": FLANNEL_MANIFEST,
+              "images": (("flannel", "quay.io/coreos/flannel",
+                          "{flannel}-{arch}"),)},
+    "v0.28": {"manifest": "kube-flannel-v0.28.yml",
+              "images": (("flannel", "ghcr.io/flannel-io/flannel", "{flannel}"),
+                         ("flannel-cni-plugin",
+                          "ghcr.io/flannel-io/flannel-cni-plugin",
+                          "{flannel_cni_plugin}"))},
+}
 
 
 def image_ref_of(text):
@@ -4526,18 +5097,22 @@ def valid_os_ids(ids, arch):
 
 
 def plan_files(kubernetes_version, arch, with_docker=False,
-               with_containerd=False):
+               with_containerd=False, with_cri_dockerd=False):
     """Every file download: key, URL, path in the bundle, the sha256 the
     release table pins for it (or None), and the publisher's checksum file
     beside it (checked for the binaries always, for the archives where
-    nothing is pinned)."""
+    nothing is pinned).  containerd and runc are the minor's (release
+    table); cri-dockerd comes with Docker where the kubelet has no
+    dockershim (with_cri_dockerd: without Docker itself)."""
     facts = version_facts(kubernetes_version)
     files = []
-    for name in ("kubeadm", "kubelet", "kubectl"):
+    pins = facts["binaries_sha256"].get(arch, {})
+    for name in NODE_TARBALL_BINARIES:
         url = KUBE_RELEASE_URL.format(version=kubernetes_version, arch=arch,
                                       name=name)
         files.append({"key": name, "path": "%s/%s" % (BIN_DIR, name),
-                      "url": url, "pinned": None, "publisher": url + ".sha256",
+                      "url": url, "pinned": pins.get(name),
+                      "publisher": url + ".sha256",
                       "always_publisher": True, "mode": 0o755})
     cni_template = cni_url_template(facts["cni"])
     cni_url = cni_template.format(cni=facts["cni"], arch=arch)
@@ -4549,28 +5124,46 @@ def plan_files(kubernetes_version, arch, with_docker=False,
                       facts["crictl_tarball"][arch])
     downloads = [("cni", cni_url, facts.get("cni_sha256", {}).get(arch)),
                  ("crictl", crictl_url, facts.get("crictl_sha256", {}).get(arch))]
+    # Docker and Mirantis publish no checksum file: pinned or --checksum-file.
+    publishers = {"docker": None, "cri-dockerd": None}
     if with_docker:
         downloads.append(("docker", DOCKER_STATIC_URL.format(
             docker_arch=ARCHES[arch]["docker_static"],
             docker=DOCKER_STATIC_VERSION), None))
-    publishers = {}
+    if cri_dockerd_version(kubernetes_version, with_docker, with_cri_dockerd):
+        downloads.append(("cri-dockerd", CRI_DOCKERD_URL.format(
+            cri_dockerd=facts["cri_dockerd"], arch=arch),
+            facts.get("cri_dockerd_sha256", {}).get(arch)))
     if with_containerd:
-        containerd_url = CONTAINERD_URL.format(containerd=CONTAINERD_VERSION,
+        containerd_url = CONTAINERD_URL.format(containerd=facts["containerd"],
                                                arch=arch)
-        runc_url = RUNC_URL.format(runc=RUNC_VERSION, arch=arch)
+        runc_url = RUNC_URL.format(runc=facts["runc"], arch=arch)
         downloads += [("containerd", containerd_url, None),
                       ("runc", runc_url, None)]
-        publishers = {"containerd": containerd_url + ".sha256sum",
-                      "runc": RUNC_SUMS_URL.format(runc=RUNC_VERSION),
-                      "docker": None}
+        publishers.update({"containerd": containerd_url + ".sha256sum",
+                           "runc": RUNC_SUMS_URL.format(runc=facts["runc"])})
     for key, url, pinned in downloads:
         files.append({"key": key, "url": url, "pinned": pinned,
-                      "publisher": publishers.get(key, url + ".sha256")
-                      if key != "docker" else None,
+                      "publisher": publishers.get(key, url + ".sha256"),
                       "always_publisher": False,
                       "path": "%s/%s" % (ARCHIVES_DIR, url.rsplit("/", 1)[1]),
                       "mode": 0o644})
     return files
+
+
+def cri_dockerd_version(kubernetes_version, with_docker, with_cri_dockerd):
+    """The cri-dockerd release a bundle carries, or None: with Docker
+    (--with-docker, or --with-cri-dockerd for hosts that have Docker) on a
+    minor whose kubelet has no dockershim."""
+    if profile(kubernetes_version)["dockershim"]:
+        if with_cri_dockerd:
+            raise UserError("--with-cri-dockerd is for Kubernetes 1.24 and "
+                            "later: the %s kubelet talks to Docker itself; "
+                            "leave it out" % kubernetes_version)
+        return None
+    if not (with_docker or with_cri_dockerd):
+        return None
+    return version_facts(kubernetes_version)["cri_dockerd"]
 
 
 def read_checksum_file(path):
@@ -4655,15 +5248,17 @@ def _remove_stale_partials(output):
 
 class BlobCache(object):
     """Content-addressed store: <dir>/sha256/<hex>, written only once the
-    bytes have been verified, so whatever is in it is right."""
+    bytes have been verified, so whatever is in it is right.  Beside it,
+    <dir>/resolved/<key>.json: what an --os resolved to (resolution_key)."""
 
     def __init__(self, directory):
         self.directory = os.path.abspath(directory)
         self.blobs = os.path.join(self.directory, "sha256")
         self.converted = os.path.join(self.directory, "schema1")
+        self.resolved = os.path.join(self.directory, "resolved")
         self.fresh = set()   # verified by this run: no need to hash again
         try:
-            for folder in (self.blobs, self.converted):
+            for folder in (self.blobs, self.converted, self.resolved):
                 if not os.path.isdir(folder):
                     os.makedirs(folder)
         except OSError as exc:
@@ -4703,6 +5298,25 @@ class BlobCache(object):
     def read(self, hex_digest):
         with open(self.path(hex_digest), "rb") as handle:
             return handle.read()
+
+    def get_resolution(self, key):
+        """The packages stored under key, or None (none, or unreadable: the
+        resolution is then made again)."""
+        path = os.path.join(self.resolved, key + ".json")
+        try:
+            with open(path, "rb") as handle:
+                packages = json.loads(handle.read().decode("utf-8"))
+        except (OSError, IOError, ValueError, UnicodeDecodeError):
+            return None
+        problem = schema_problem(packages, RESOLUTION_SCHEMA, "")
+        if problem:
+            log.debug("ignoring %s: %s %s", path, problem[0], problem[1])
+            return None
+        return packages
+
+    def put_resolution(self, key, packages):
+        write_file_atomic(os.path.join(self.resolved, key + ".json"),
+                          json.dumps(packages, sort_keys=True).encode("utf-8"))
 
 
 def default_cache_dir():
@@ -5828,15 +6442,28 @@ def run_pool(jobs, items, work):
 def fetch_os_packages(client, cache, os_ids, arch, file_mirrors, args,
                       progress):
     """{os_id: (packages, signature lines)} for every --os, each package's
-    file in the cache, checked against its metadata's sha256."""
+    file in the cache, checked against its metadata's sha256.  The signed
+    index is fetched and checked every run; the packages it resolves to are
+    kept in the cache by the sha256 of the metadata it names, so a warm run
+    reads no Packages or primary file."""
     insecure = set(args.insecure_registry)
     found, downloads = {}, []
     for os_id in os_ids:
         keyring = archive_keyring(os_id, getattr(args, "os_keyring", None))
-        reader = apt_index if DISTROS[os_id]["family"] == "deb" else rpm_index
-        index = reader(client, cache, os_id, arch, file_mirrors, keyring,
-                       insecure)
-        packages = resolve_packages(index, wanted_packages(os_id))
+        signed, read = ARCHIVE_FAMILIES[DISTROS[os_id]["family"]]
+        signatures, sources = signed(client, os_id, arch, file_mirrors,
+                                     keyring, insecure)
+        wanted = wanted_packages(os_id)
+        key = resolution_key(os_id, arch, wanted, sources)
+        packages = cache.get_resolution(key)
+        if packages is None:
+            index = read(client, cache, os_id, arch, sources, insecure)
+            packages = [resolved_record(p) for p in
+                        resolve_packages(index, wanted)]
+            cache.put_resolution(key, packages)
+            how = "resolved from the signed index"
+        else:
+            how = "as resolved before from the same signed index"
         for package in packages:
             if not full_match(PACKAGE_FILE_RE, package["file"]):
                 raise UserError("%s: the file name %r is not one bundle "
@@ -5847,8 +6474,8 @@ def fetch_os_packages(client, cache, os_ids, arch, file_mirrors, args,
                 package["base"], package["location"]), file_mirrors)
             if not cache.has(package["sha256"]):
                 downloads.append(package)
-        found[os_id] = (packages, index.signatures)
-        log.info("--os %s: %d packages (%s)", os_id, len(packages),
+        found[os_id] = (packages, signatures)
+        log.info("--os %s: %d packages, %s (%s)", os_id, len(packages), how,
                  ", ".join(p["name"] for p in packages))
     unique = dict((p["sha256"], p) for p in downloads)
     bar = Progress(sum(p["size"] for p in unique.values()), "packages",
@@ -5862,6 +6489,42 @@ def fetch_os_packages(client, cache, os_ids, arch, file_mirrors, args,
     finally:
         bar.close()
     return found
+
+
+# What a resolved package keeps for the bundle (the resolver's record of
+# it, its Packages stanza dropped), and the grammar it is read back with.
+RESOLVED_FIELDS = ("name", "version", "arch", "wanted", "needs", "relations",
+                   "pre_depends", "provides", "base", "location", "file",
+                   "sha256", "size")
+_RESOLVED_NAMES = ("list", (("match", PACKAGE_NAME_RE), 1000))
+RESOLUTION_SCHEMA = ("list", (("record", ({
+    "name": ("match", PACKAGE_NAME_RE), "version": ("match", PACKAGE_VERSION_RE),
+    "arch": ("match", TEXT_RE), "wanted": ("bool", None),
+    "needs": _RESOLVED_NAMES, "pre_depends": _RESOLVED_NAMES,
+    "relations": ("list", (("list", (("match", DEB_RELATION_TEXT_RE), 20)),
+                           200)),
+    "provides": ("list", (("match", PRINTABLE_RE), 100000)),
+    "base": ("match", PRINTABLE_RE), "location": ("match", PRINTABLE_RE),
+    "file": ("match", PACKAGE_FILE_RE), "sha256": ("match", SHA256_HEX_RE),
+    "size": ("int", None)}, RESOLVED_FIELDS)), 1000))
+
+
+def resolved_record(package):
+    """The fields of a resolved package the bundle uses (RESOLVED_FIELDS)."""
+    record = dict((k, package.get(k)) for k in RESOLVED_FIELDS)
+    record["relations"] = package.get("relations") or []
+    record["pre_depends"] = package.get("pre_depends") or []
+    return record
+
+
+def resolution_key(os_id, arch, wanted, sources):
+    """The sha256 naming one resolution: the distribution's row, the arch,
+    the packages wanted and the sha256 of every metadata file the signed
+    index names (a new index, a new key), under this tool version."""
+    return sha256_bytes(json.dumps(
+        [RESOLUTION_FORMAT, TOOL_VERSION, os_id, DISTROS[os_id], arch, wanted,
+         [[url, sha] for source in sources for url, sha in source[1]]],
+        sort_keys=True).encode("utf-8"))
 
 
 def archive_keyring(os_id, given):
@@ -5878,15 +6541,14 @@ def archive_keyring(os_id, given):
     return None
 
 
-def apt_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
-    """The ArchiveIndex of a Debian or Ubuntu suite."""
+def apt_sources(client, os_id, arch, file_mirrors, keyring, insecure):
+    """([signature line], [(component, [(url, sha256)] by preference)]) of
+    a Debian or Ubuntu suite, from its checked Release."""
     distro = DISTROS[os_id]
     release, base, line = apt_release(client, os_id, arch, file_mirrors,
                                       keyring, insecure)
     sums = _release_sha256(release)
-    index = ArchiveIndex(os_id, arch)
-    index.signatures.append(line)
-    index.minimal = set()
+    sources = []
     for component in distro["components"]:
         stem = "%s/binary-%s/Packages" % (component, arch)
         names = [stem + suffix for suffix in (".xz", ".gz", "")
@@ -5895,16 +6557,26 @@ def apt_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
             raise UserError("the Release of %s lists no %s: the archive does "
                             "not carry %s %s" % (distro["suite"], stem,
                                                  component, arch))
+        sources.append((component, [(apply_file_mirror("%s/dists/%s/%s" % (
+            base, distro["suite"], name), file_mirrors), sums[name][0])
+            for name in names]))
+    return [line], sources
+
+
+def apt_index(client, cache, os_id, arch, sources, insecure):
+    """The ArchiveIndex of a Debian or Ubuntu suite's Packages files."""
+    base = DISTROS[os_id]["base"][arch]
+    index = ArchiveIndex(os_id, arch)
+    index.minimal = set()
+    for _, candidates in sources:
         text = None
-        for name in names:       # a partial mirror may keep one form only
-            url = apply_file_mirror("%s/dists/%s/%s" % (
-                base, distro["suite"], name), file_mirrors)
+        for url, sha in candidates:     # a partial mirror may keep one form
             try:
-                text = fetch_metadata(client, cache, url, sums[name][0],
+                text = fetch_metadata(client, cache, url, sha,
                                       _url_host(url) in insecure)
                 break
             except NotFoundError:
-                if name == names[-1]:
+                if url == candidates[-1][0]:
                     raise
         for stanza in parse_deb822(text.decode("utf-8", "replace")):
             package = _deb_package(stanza, base, arch)
@@ -6075,7 +6747,6 @@ class ArchiveIndex(object):
         self.arch = arch
         self.packages = {}          # name -> package
         self.providers = {}         # capability -> [package names]
-        self.signatures = []        # a line per repository
 
     def add(self, package, newer):
         """Keep one package per name: the newer by newer(a, b)."""
@@ -6151,12 +6822,12 @@ def _deb_package(stanza, base, arch):
             "size": int(stanza.get("Size", "0") or 0)}
 
 
-def rpm_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
-    """The ArchiveIndex of an RPM distribution's repositories."""
+def rpm_sources(client, os_id, arch, file_mirrors, keyring, insecure):
+    """([signature line], [(base, [(primary URL, sha256)])]) of an RPM
+    distribution's repositories, from each checked repomd.xml."""
     from xml.etree import ElementTree
-    distro = DISTROS[os_id]
-    index = ArchiveIndex(os_id, arch)
-    for base in distro["repos"][arch]:
+    signatures, sources = [], []
+    for base in DISTROS[os_id]["repos"][arch]:
         url = apply_file_mirror(base + "/repodata/repomd.xml", file_mirrors)
         unsafe = _url_host(url) in insecure
         repomd = client.get_small(url, unsafe, MAX_RELEASE_BYTES)
@@ -6171,11 +6842,11 @@ def rpm_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
                                     url, "is missing, so it cannot be checked "
                                     "with" if signature is None else
                                     "does not verify with", keyring))
-            index.signatures.append("%s: signature checked with %s"
-                                    % (base, keyring))
+            signatures.append("%s: signature checked with %s"
+                              % (base, keyring))
         else:
-            index.signatures.append("%s: signature NOT checked (no keyring: "
-                                    "give --os-keyring)" % base)
+            signatures.append("%s: signature NOT checked (no keyring: "
+                              "give --os-keyring)" % base)
         try:
             root = ElementTree.fromstring(repomd)
         except ElementTree.ParseError as exc:
@@ -6191,17 +6862,32 @@ def rpm_index(client, cache, os_id, arch, file_mirrors, keyring, insecure):
             raise UserError("%s names no primary metadata with a sha256: "
                             "bundle needs one" % url)
         href = location.get("href", "")
-        primary_url = apply_file_mirror(base + "/" + href, file_mirrors)
-        data = fetch_metadata(client, cache, primary_url,
-                              checksum.text.strip(), unsafe)
+        sources.append((base, [(apply_file_mirror(base + "/" + href,
+                                                  file_mirrors),
+                                checksum.text.strip())]))
+    return signatures, sources
+
+
+def rpm_index(client, cache, os_id, arch, sources, insecure):
+    """The ArchiveIndex of an RPM distribution's primary metadata."""
+    index = ArchiveIndex(os_id, arch)
+    for base, ((primary_url, sha),) in sources:
+        data = fetch_metadata(client, cache, primary_url, sha,
+                              _url_host(primary_url) in insecure)
         for package in _rpm_packages(data, base, ARCHES[arch]["rpm"],
                                      primary_url):
             index.add(package, lambda a, b: rpm_version_key(a["version"]) >
                       rpm_version_key(b["version"]))
     index.index_providers()
-    index.minimal = set(name for name in distro["core"]
+    index.minimal = set(name for name in DISTROS[os_id]["core"]
                         if name in index.packages)
     return index
+
+
+# How each family's archive is read: its signed index (checked every
+# run), then its package metadata (read only when the resolution is new).
+ARCHIVE_FAMILIES = {"deb": (apt_sources, apt_index),
+                    "rpm": (rpm_sources, rpm_index)}
 
 
 def _rpm_packages(data, base, rpm_arch, where):
@@ -6343,7 +7029,10 @@ def wanted_packages(os_id):
     distro = DISTROS[os_id]
     if distro["family"] == "deb":
         return list(DEB_PACKAGES)
-    return list(RPM_PACKAGES) + [distro["ebtables"]]
+    wanted = [distro.get("iptables", "iptables") if name == "iptables" else name
+              for name in RPM_PACKAGES] + [distro["ebtables"]]
+    return [name for position, name in enumerate(wanted)
+            if name not in wanted[:position]]
 
 
 def archive_url(base, path):
@@ -6354,35 +7043,80 @@ def archive_url(base, path):
 
 
 def cross_check_images(images, file_entries, version, arch, cache):
-    """Compare the image table with what the downloaded kubeadm asks for;
-    kubeadm is the authority, so its tags win, loudly."""
-    if host_arch() != arch or not sys.platform.startswith("linux"):
-        return images
+    """(images, image repository): the image table checked against what
+    the downloaded kubeadm asks for; kubeadm is the authority, so its names
+    win, loudly.  A release newer than the table takes kubeadm's list
+    whole, and needs kubeadm to run here."""
+    listed = version_facts(version)["listed"]
+    repository = version_facts(version)["image_repository"]
+    if not kubeadm_runs_here(arch):
+        require_kubeadm_list_if_unlisted(version, arch, None)
+        return images, repository
     kubeadm = [f for f in file_entries if f["key"] == "kubeadm"][0]
     wanted = kubeadm_image_list(cache.path(kubeadm["sha256"]), version)
+    require_kubeadm_list_if_unlisted(version, arch, wanted)
     if not wanted:
-        return images
+        return images, repository
+    apiserver = wanted.get("kube-apiserver")
+    if not apiserver or not apiserver[0].endswith("/kube-apiserver"):
+        raise UserError("kubeadm %s lists no kube-apiserver image: it is not "
+                        "that release's kubeadm; check --file-mirror" % version)
+    listed_repository = apiserver[0][:-len("/kube-apiserver")]
+    if listed_repository != repository:
+        log.warning("WARNING: kubeadm %s names its images under %s, the "
+                    "release table says %s; bundling kubeadm's", version,
+                    listed_repository, repository)
+        repository = listed_repository
     for image in images:
-        if image["kubeadm"] and wanted.get(image["name"], image["tag"]) != image["tag"]:
-            log.warning("WARNING: kubeadm %s wants %s:%s, the version table says "
-                        ":%s; bundling kubeadm's", version, image["name"],
-                        wanted[image["name"]], image["tag"])
-            replanned = dict(image, tag=wanted[image["name"]])
-            replanned["ref"] = image["ref"].rsplit(":", 1)[0] + ":" + replanned["tag"]
-            replanned["source"] = (image["source"].rsplit(":", 1)[0] + ":" +
-                                   replanned["tag"])
-            image.update(replanned)
+        if not image["kubeadm"] or image["name"] not in wanted:
+            continue
+        name, tag = wanted[image["name"]]
+        path = name[len(repository) + 1:] if name.startswith(
+            repository + "/") else None
+        if path is None:
+            raise UserError("kubeadm %s names %s outside %s: it is not a "
+                            "release kubeadm" % (version, name, repository))
+        if listed and (path, tag) != (image["repository"], image["tag"]):
+            log.warning("WARNING: kubeadm %s wants %s:%s, the version table "
+                        "says %s:%s; bundling kubeadm's", version, path, tag,
+                        image["repository"], image["tag"])
+        pull = image["source"][:-len("%s:%s" % (image["repository"],
+                                                 str(image["tag"])))]
+        image.update({"repository": path, "tag": tag,
+                      "ref": "%s:%s" % (name, tag),
+                      "source": "%s%s:%s" % (pull, path, tag)})
     known = set(image["name"] for image in images if image["kubeadm"])
     unknown = sorted(set(wanted) - known)
     if unknown:
         raise UserError("kubeadm %s wants images the table does not know: %s"
                         % (version, ", ".join(unknown)))
-    return images
+    return images, repository
+
+
+def kubeadm_runs_here(arch):
+    return host_arch() == arch and sys.platform.startswith("linux")
+
+
+def require_kubeadm_list_if_unlisted(version, arch, wanted):
+    """A release newer than the table is bundled with the images its
+    kubeadm lists: refused when that kubeadm cannot run here."""
+    facts = version_facts(version)
+    if facts["listed"] or wanted:
+        return
+    raise UserError(
+        "Kubernetes %s is newer than the release table (its newest %s release: "
+        "%s), and its kubeadm (linux/%s) cannot list its images on this host "
+        "(%s/%s): bundle it on a linux/%s host where that kubeadm runs, or "
+        "choose a listed release" % (
+            version, version[1:].rsplit(".", 1)[0],
+            facts["newest_listed"] or "none", arch,
+            sys.platform, host_arch(), arch))
 
 
 def kubeadm_image_list(kubeadm_path, kubernetes_version):
-    """{name: tag} from `kubeadm config images list`, or None if it cannot
-    run here (another arch, not Linux, or not a real kubeadm)."""
+    """{name: (name without tag, tag)} from `kubeadm config images list`,
+    or None if it cannot run here (another arch, not Linux, or not a real
+    kubeadm)."""
     os.chmod(kubeadm_path, 0o755)
     try:
         result = subprocess.run(
@@ -6398,9 +7132,12 @@ def kubeadm_image_list(kubeadm_path, kubernetes_version):
         return None
     found = {}
     for line in result.stdout.split():
-        name, _, tag = line.rsplit("/", 1)[-1].partition(":")
-        if tag:
-            found[name] = tag
+        name, sep, tag = line.rpartition(":")
+        if (not sep or "/" in tag or not full_match(IMAGE_NAME_RE, name) or
+                not full_match(IMAGE_TAG_RE, tag)):
+            log.debug("kubeadm listed %r, not an image name: ignored", line)
+            continue
+        found[name.rsplit("/", 1)[-1]] = (name, tag)
     return found or None
 
 
@@ -6430,8 +7167,13 @@ def fetch_images(client, cache, images, arch, jobs, progress):
 
 
 def assemble_bundle(name, version, arch, images, file_entries, cache,
-                    with_docker, with_containerd=False, os_found=None):
-    """bundle.json and the list of members: (path, bytes or cache hex, mode)."""
+                    with_docker, with_containerd=False, os_found=None,
+                    image_repository=None, cri_dockerd=None):
+    """bundle.json and the list of members: (path, bytes or cache hex, mode).
+    image_repository: what kubeadm names its images under (the cross-check's
+    answer; the release table's without it)."""
+    facts = version_facts(version)
+    image_repository = image_repository or facts["image_repository"]
     members = []
 
     def add(path, mode, data=None, cached=None):
@@ -6443,7 +7185,8 @@ def assemble_bundle(name, version, arch, images, file_entries, cache,
                             "size": os.path.getsize(cache.path(cached)),
                             "sha256": cached, "rehash": cached not in cache.fresh})
 
-    flannel_path = os.path.join(script_dir(), MANIFESTS_DIR, FLANNEL_MANIFEST)
+    line = FLANNEL_LINES[profile(version)["flannel_line"]]
+    flannel_path = os.path.join(script_dir(), MANIFESTS_DIR, line["manifest"])
     try:
         with open(flannel_path, "rb") as handle:
             flannel = handle.read()
@@ -6453,8 +7196,12 @@ def assemble_bundle(name, version, arch, images, file_entries, cache,
         raise UserError("cannot read %s: %s: run bundle from the k8s-offline "
                         "folder" % (exc.filename, exc.strerror))
     add("k8s_offline.py", 0o755, data=script)
-    add("%s/%s" % (MANIFESTS_DIR, FLANNEL_MANIFEST), 0o644, data=flannel)
+    add("%s/%s" % (MANIFESTS_DIR, FLANNEL_MANIFEST), 0o644,
+        data=render_flannel_line(flannel, images))
     units = [("kubelet.service", KUBELET_SERVICE), ("10-kubeadm.conf", KUBEADM_DROPIN)]
+    if cri_dockerd:
+        units += [("cri-docker.service", cri_docker_service(images)),
+                  ("cri-docker.socket", CRI_DOCKER_SOCKET)]
     if with_docker:
         units += [("docker.service", DOCKER_SERVICE),
                   ("containerd.service", CONTAINERD_SERVICE)]
@@ -6475,7 +7222,6 @@ def assemble_bundle(name, version, arch, images, file_entries, cache,
         add(_blob_path(digest), 0o644, cached=digest[7:])
     files = dict((m["path"], {"size": m["size"], "sha256": m["sha256"]})
                  for m in members)
-    facts = version_facts(version)
     keep = ("name", "kubeadm", "extra", "origin", "repository", "tag", "ref",
             "source", "source_digest", "manifest_digest", "manifest_media_type",
             "config_digest", "layers", "size")
@@ -6487,10 +7233,14 @@ def assemble_bundle(name, version, arch, images, file_entries, cache,
                      "coredns": _tag_of(images, "coredns"),
                      "cni": facts["cni"], "crictl": facts["crictl"],
                      "flannel": facts["flannel"],
+                     "flannel-cni-plugin": _tag_of(images, "flannel-cni-plugin",
+                                                   kubeadm=False),
                      "docker": DOCKER_STATIC_VERSION if with_docker else None,
-                     "containerd": CONTAINERD_VERSION if with_containerd
+                     "cri-dockerd": cri_dockerd,
+                     "containerd": facts["containerd"] if with_containerd
                      else None,
-                     "runc": RUNC_VERSION if with_containerd else None},
+                     "runc": facts["runc"] if with_containerd else None},
+        "image_repository": image_repository,
         "images": [dict((k, image[k]) for k in keep if k in image)
                    for image in images],
         "files": files,
@@ -6559,11 +7309,36 @@ def image_store_documents(images):
     }
 
 
-def _tag_of(images, name):
+def _tag_of(images, name, kubeadm=True):
     for image in images:
-        if image["name"] == name and image["kubeadm"]:
+        if image["name"] == name and image["kubeadm"] == kubeadm:
             return image["tag"]
     return None
+
+
+def render_flannel_line(text, images):
+    """A flannel line's manifest (bytes) naming the bundled images: each
+    `image:` line naming one of the line's images by its repository gets
+    the bundled ref (one written, so no copy of the manifest goes stale)."""
+    refs = dict((image["repository"], image["ref"]) for image in images
+                if not image["kubeadm"] and not image.get("extra"))
+    lines = text.decode("utf-8").split("\n")
+    for number, line in enumerate(lines):
+        found = _MANIFEST_IMAGE_RE.match(line)
+        if found and found.group(2) in refs:
+            lines[number] = found.group(1) + refs[found.group(2)]
+    return "\n".join(lines).encode("utf-8")
+
+
+_MANIFEST_IMAGE_RE = re.compile(r"(\s*(?:-\s*)?image:\s*)([^\s:@]+)\S*\s*\Z")
+
+
+def cri_docker_service(images):
+    """cri-dockerd's unit: Docker's CRI socket for a kubelet with no
+    dockershim, its sandbox the bundled pause image."""
+    pause = [image["ref"] for image in images
+             if image["name"] == "pause" and image["kubeadm"]][0]
+    return CRI_DOCKER_SERVICE.replace("{pause}", pause)
 
 
 def require_bundle_before_writing(meta):
@@ -6818,14 +7593,16 @@ DOCKER_STATIC_URL = ("https://download.docker.com/linux/static/stable/"
 # checked against the .sha256sum files published beside them (or a
 # --checksum-file naming them).  The unit is k8s-offline's own, written like
 # upstream's containerd.service, since upstream publishes no checksum for it.
-CONTAINERD_VERSION = "1.6.20"
-RUNC_VERSION = "1.1.5"
 CONTAINERD_URL = ("https://github.com/containerd/containerd/releases/download/"
                   "v{containerd}/containerd-{containerd}-linux-{arch}.tar.gz")
 RUNC_URL = ("https://github.com/opencontainers/runc/releases/download/"
             "v{runc}/runc.{arch}")
 RUNC_SUMS_URL = ("https://github.com/opencontainers/runc/releases/download/"
                  "v{runc}/runc.sha256sum")
+# cri-dockerd (Docker on 1.24+): Mirantis's release archive, pinned in the
+# release table (Mirantis publishes no checksum file).
+CRI_DOCKERD_URL = ("https://github.com/Mirantis/cri-dockerd/releases/download/"
+                   "v{cri_dockerd}/cri-dockerd-{cri_dockerd}.{arch}.tgz")
 
 # The distributions whose packages `bundle --os ID` carries.  For each: the
 # os-release ID and VERSION_ID (its major part for RPM distributions) it
@@ -6961,6 +7738,51 @@ WantedBy=multi-user.target
 # --with-containerd: the unit upstream ships with containerd (its binaries in
 # /usr/local/bin, runc in /usr/local/sbin), written here because upstream
 # publishes no checksum for it.
+# cri-dockerd's units (written here like Mirantis's packaging, which
+# publishes no checksum for them): the socket is the kubelet's CRI endpoint
+# unix:///var/run/cri-dockerd.sock (/var/run is /run); the service uses the
+# bundled pause image as its sandbox ({pause}: its ref in bundle.json).
+CRI_DOCKER_SERVICE = """\
+[Unit]
+Description=cri-dockerd, the CRI for Docker Engine (Mirantis release, k8s-offline)
+Documentation=https://mirantis.github.io/cri-dockerd/
+After=network-online.target docker.service
+Wants=network-online.target
+Requires=cri-docker.socket docker.service
+
+[Service]
+Type=notify
+ExecStart=/usr/bin/cri-dockerd --container-runtime-endpoint fd:// --pod-infra-container-image={pause}
+ExecReload=/bin/kill -s HUP $MAINPID
+TimeoutSec=0
+Restart=always
+RestartSec=2
+StartLimitBurst=3
+StartLimitInterval=60s
+LimitNOFILE=infinity
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+Delegate=yes
+KillMode=process
+
+[Install]
+WantedBy=multi-user.target
+"""
+CRI_DOCKER_SOCKET = """\
+[Unit]
+Description=cri-dockerd's CRI socket (k8s-offline)
+PartOf=cri-docker.service
+
+[Socket]
+ListenStream=/run/cri-dockerd.sock
+SocketMode=0660
+SocketUser=root
+SocketGroup=root
+
+[Install]
+WantedBy=sockets.target
+"""
 CONTAINERD_LOCAL_SERVICE = """\
 [Unit]
 Description=containerd container runtime (upstream static release, k8s-offline)
@@ -6996,6 +7818,7 @@ GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 # bundle --os: the most a Release or repomd.xml may be, and primary.xml's
 # XML namespaces.
 MAX_RELEASE_BYTES = 16 * 1024 * 1024
+RESOLUTION_FORMAT = 1            # bump when resolve_packages' answer changes
 REPO_NS = "{http://linux.duke.edu/metadata/repo}"
 COMMON_NS = "{http://linux.duke.edu/metadata/common}"
 RPM_NS = "{http://linux.duke.edu/metadata/rpm}"
@@ -7095,8 +7918,10 @@ class BundleContext(object):
         if not 1 <= args.timeout <= 3600:
             raise UserError("bad --timeout %g: give 1 to 3600 seconds"
                             % args.timeout)
+        if not kubeadm_runs_here(arch):
+            require_kubeadm_list_if_unlisted(version, arch, None)
         images = plan_images(version, arch, args.image_repository,
-                             extra_image_refs(args))
+                             extra_image_refs(args), kubeadm_lists=True)
         if args.with_docker and args.with_containerd:
             raise UserError("--with-docker and --with-containerd both carry "
                             "containerd: give one of them")
@@ -7105,8 +7930,11 @@ class BundleContext(object):
             raise UserError("--os-keyring %s is not a file: give a keyring "
                             "gpgv reads (gpg --export output)"
                             % args.os_keyring)
+        self.cri_dockerd = cri_dockerd_version(version, args.with_docker,
+                                               args.with_cri_dockerd)
         self.files = plan_files(version, arch, with_docker=args.with_docker,
-                                with_containerd=args.with_containerd)
+                                with_containerd=args.with_containerd,
+                                with_cri_dockerd=args.with_cri_dockerd)
         tarball = NODE_TARBALL_URL.format(version=version,
                                           arch=arch).rsplit("/", 1)[1]
         vouched = {}
@@ -7141,6 +7969,7 @@ class BundleFound(object):
 
     def __init__(self, images, vouched):
         self.images, self.vouched = images, dict(vouched)
+        self.image_repository = None
         self.partial = self.cache = self.client = None
         self.file_entries = self.os_found = None
         self.meta = self.meta_bytes = self.fresh = self.written = None
@@ -7209,8 +8038,8 @@ def phase_bundle_images(ctx):
     if ctx.dry_run:
         return
     found = ctx.found
-    found.images = cross_check_images(found.images, found.file_entries,
-                                      ctx.version, ctx.arch, found.cache)
+    found.images, found.image_repository = cross_check_images(
+        found.images, found.file_entries, ctx.version, ctx.arch, found.cache)
     fetch_images(found.client, found.cache, found.images, ctx.arch,
                  ctx.args.jobs, ctx.progress)
 
@@ -7224,7 +8053,8 @@ def phase_bundle_write(ctx):
     found, args = ctx.found, ctx.args
     found.meta, members = assemble_bundle(
         ctx.name, ctx.version, ctx.arch, found.images, found.file_entries,
-        found.cache, args.with_docker, args.with_containerd, found.os_found)
+        found.cache, args.with_docker, args.with_containerd, found.os_found,
+        image_repository=found.image_repository, cri_dockerd=ctx.cri_dockerd)
     require_bundle_before_writing(found.meta)
     found.meta_bytes = canonical_json(found.meta)
     if ctx.part_size:
@@ -7463,10 +8293,11 @@ def phase_verify(ctx):
 def units_needed(bundle):
     """The unit files install mode may install from this bundle."""
     names = ["kubelet.service", "10-kubeadm.conf"]
-    if bundled_runtime(bundle) == "docker":
-        names += ["containerd.service", "docker.service"]
-    elif bundled_runtime(bundle) == "containerd":
-        names += ["containerd.service"]
+    for adapter in RUNTIMES.values():
+        if adapter.bundled(bundle):
+            names += [unit for unit in adapter.units if unit not in names]
+    if bundle.meta.get("archives", {}).get("cri-dockerd"):
+        names += list(RUNTIMES["cri-dockerd"].binary_units)
     return names
 
 
@@ -7827,52 +8658,66 @@ def selinux_config_permissive(text):
 def phase_runtime(ctx):
     """Have the container runtime running, with the kubelet's cgroup driver.
 
-    Docker's driver is detected and the kubelet follows it; with containerd
-    its config points the sandbox at the bundled pause image.
+    Docker's driver is detected and the kubelet follows it; containerd's
+    config (and cri-dockerd's unit) points the sandbox at the bundled pause
+    image, and from 1.22 containerd uses the systemd driver.
     """
     plan = runtime_plan(ctx)
-    host, runner = ctx.host, ctx.runner
-    if ctx.cri == "docker":
-        if plan == "install":
-            log.info("  installing the bundled Docker and its containerd")
-            install_static_runtime(ctx, ("containerd.service",
-                                         "docker.service"))
-            runner.run(["systemctl", "enable", "--now", "containerd"],
-                       what="starting containerd")
-        if plan in ("install", "start"):
-            runner.run(["systemctl", "enable", "--now", "docker"],
-                       what="starting Docker")
-            wait_for(ctx, lambda: docker_info(runner) is not None,
-                     "Docker starting")
-        info = docker_info(runner) or {}
-        ctx.cgroup_driver = info.get("CgroupDriver") or "cgroupfs"
-        endpoint = "unix://" + CRI_SOCKETS["docker"]
-    else:
-        if plan == "install":
-            log.info("  installing the bundled containerd")
-            install_static_runtime(ctx, ("containerd.service",))
-            plan = "start"
-        config = host.read(CONTAINERD_CONFIG)
-        new = containerd_config_with(
-            config, pause_image_name(ctx.bundle, ctx.image_repository),
-            containerd_version(runner) if config is None else None)
-        changed = host.write(CONTAINERD_CONFIG, new)
-        ctx.cgroup_driver = containerd_cgroup_driver(new)
-        if plan == "start":
-            runner.run(["systemctl", "enable", "--now", "containerd"],
-                       what="starting containerd")
-        elif changed:
-            runner.run(["systemctl", "restart", "containerd"],
-                       what="restarting containerd")
-        if plan == "start" or changed:
-            wait_for(ctx, lambda: containerd_running(ctx), "containerd starting")
-        endpoint = "unix://" + ctx.containerd_address
+    host, runner, adapter = ctx.host, ctx.runner, ctx.adapter
+    prof = profile(ctx.bundle.kubernetes_version)
+    services = adapter.starts[plan]
+    if plan == "install":
+        log.info("  installing the bundled %s", adapter.name)
+        install_static_runtime(ctx, [unit for unit in adapter.units
+                                     if unit in units_needed(ctx.bundle)])
+    extra = install_runtime_binaries(ctx, adapter)
+    changed = adapter.configure(
+        ctx, pause_image_name(ctx.bundle, ctx.image_repository), prof)
+    if changed or extra:
+        runner.run(["systemctl", "daemon-reload"])
+    for service in services:
+        runner.run(["systemctl", "enable", "--now", service],
+                   what="starting " + service)
+    if changed and adapter.services[-1] not in services:
+        runner.run(["systemctl", "restart", adapter.services[-1]],
+                   what="restarting " + adapter.services[-1])
+    if services or changed:
+        wait_for(ctx, lambda: adapter.running(ctx), adapter.name + " starting")
+    endpoint = "unix://" + adapter.socket(ctx)
     host.write(CRICTL_CONFIG, yaml_mapping((
         ("runtime-endpoint", endpoint), ("image-endpoint", endpoint),
         ("timeout", 10))))
+    ctx.cgroup_driver = adapter.cgroup_driver(ctx)
+    if prof["cgroup_driver"] and ctx.cgroup_driver != prof["cgroup_driver"]:
+        ctx.warn("%s uses the %s cgroup driver, Kubernetes %s expects %s: "
+                 "the kubelet follows %s now; set %s in %s and restart it" % (
+                     adapter.cri, ctx.cgroup_driver,
+                     ctx.bundle.kubernetes_version, prof["cgroup_driver"],
+                     ctx.cgroup_driver, adapter.driver_setting,
+                     adapter.config_file))
     log.info("  %s running, cgroup driver %s (the kubelet uses the same)",
-             ctx.cri, ctx.cgroup_driver)
+             adapter.name, ctx.cgroup_driver)
     host.save_state(cri=ctx.cri, cgroup_driver=ctx.cgroup_driver)
+
+
+def install_runtime_binaries(ctx, adapter):
+    """The binaries a runtime adds from the bundle (cri-dockerd) and their
+    units; True when one changed."""
+    archives = ctx.bundle.meta.get("archives", {})
+    changed = False
+    for key, target in adapter.binaries:
+        if not archives.get(key):
+            continue
+        name = target.rsplit("/", 1)[1]
+        files = _extract_files(ctx, archives[key], (name,))
+        if name not in files:
+            raise BundleError("%s has no %s: rebuild the bundle"
+                              % (archives[key], name))
+        changed = ctx.host.write(target, files[name], 0o755) or changed
+        for unit in adapter.binary_units:
+            changed = ctx.host.write(RUNTIME_UNITS[unit], bundled_unit(
+                ctx.bundle, unit)) or changed
+    return changed
 
 
 def install_static_runtime(ctx, units):
@@ -7880,26 +8725,29 @@ def install_static_runtime(ctx, units):
     binaries (dockerd, containerd, runc, ctr, ...) into /usr/bin, or
     upstream containerd's bin/ into /usr/local/bin with runc as
     /usr/local/sbin/runc, where the bundle's containerd unit runs them."""
-    archives = ctx.bundle.meta["archives"]
-    if bundled_runtime(ctx.bundle) == "containerd":
-        for name, data in sorted(_extract_files(
-                ctx, archives["containerd"], under="bin").items()):
-            ctx.host.write(CONTAINERD_BIN_DIR + "/" + name, data, 0o755)
-        ctx.host.install_member(RUNC_PATH, ctx.bundle, archives["runc"], 0o755)
-    else:
-        for name, data in sorted(_extract_files(
-                ctx, archives["docker"]).items()):
-            ctx.host.write(BIN_INSTALL_DIR + "/" + name, data, 0o755)
-    targets = {"containerd.service": CONTAINERD_UNIT,
-               "docker.service": DOCKER_UNIT}
+    STATIC_RUNTIME_INSTALLERS[bundled_runtime(ctx.bundle)](ctx)
     for unit in units:
-        ctx.host.write(targets[unit], bundled_unit(ctx.bundle, unit))
+        ctx.host.write(RUNTIME_UNITS[unit], bundled_unit(ctx.bundle, unit))
     if "docker.service" in units and not ctx.host.exists(DOCKER_DAEMON_JSON):
         ctx.host.write(DOCKER_DAEMON_JSON, canonical_json({
             "exec-opts": ["native.cgroupdriver=systemd"],
             "log-driver": "json-file", "log-opts": {"max-size": "100m"},
             "storage-driver": "overlay2"}))
     ctx.runner.run(["systemctl", "daemon-reload"])
+
+
+def install_upstream_containerd(ctx):
+    archives = ctx.bundle.meta["archives"]
+    for name, data in sorted(_extract_files(
+            ctx, archives["containerd"], under="bin").items()):
+        ctx.host.write(CONTAINERD_BIN_DIR + "/" + name, data, 0o755)
+    ctx.host.install_member(RUNC_PATH, ctx.bundle, archives["runc"], 0o755)
+
+
+def install_docker_binaries(ctx):
+    for name, data in sorted(_extract_files(
+            ctx, ctx.bundle.meta["archives"]["docker"]).items()):
+        ctx.host.write(BIN_INSTALL_DIR + "/" + name, data, 0o755)
 
 
 def _extract_files(ctx, relpath, wanted=None, under=None):
@@ -7952,18 +8800,6 @@ def image_target(image, image_repository):
     return image["ref"]
 
 
-def containerd_version(runner):
-    """(major, minor) of the installed containerd, or None."""
-    result = runner.run(["containerd", "--version"], change=False, check=False)
-    match = re.search(r"\s v?(\d+)\.(\d+)\.\d+", result.stdout or "")
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def containerd_cgroup_driver(config_text):
-    return "systemd" if re.search(r"^\s*SystemdCgroup\s*=\s*true",
-                                  config_text or "", re.M) else "cgroupfs"
-
-
 # -- phase: install ---------------------------------------------------------
 
 def phase_install(ctx):
@@ -7989,11 +8825,19 @@ def phase_install(ctx):
         if host.write(BIN_INSTALL_DIR + "/crictl", files["crictl"], 0o755):
             changed.append(BIN_INSTALL_DIR + "/crictl")
     unit_changed = False
-    for name, target in (("kubelet.service", KUBELET_UNIT),
-                         ("10-kubeadm.conf", KUBELET_DROPIN)):
+    targets = kubelet_unit_files(profile(bundle.kubernetes_version)["unit_dir"])
+    for name, target in sorted(targets.items()):
         if host.write(target, bundled_unit(bundle, name)):
             unit_changed = True
             changed.append(target)
+    for stale in host.state().get("units") or []:
+        if stale not in targets.values() and host.exists(stale):
+            log.info("  removing %s, this tool's copy for another "
+                     "Kubernetes: it would override %s", stale,
+                     targets["kubelet.service"])
+            host.remove(stale)
+            unit_changed = True
+    host.save_state(units=sorted(targets.values()))
     host.makedirs(CNI_CONF_DIR)
     if unit_changed:
         ctx.runner.run(["systemctl", "daemon-reload"], what="systemctl "
@@ -8008,66 +8852,46 @@ def phase_install(ctx):
 def phase_images(ctx):
     """Load the images this node's role needs from the bundle into the
     runtime, under the names kubeadm looks for; images already there with
-    the same ID are left alone."""
-    bundle = ctx.bundle
+    the same ID are left alone.  Where the runtime pins images (containerd's
+    io.cri-containerd.pinned label), every bundled one is pinned, so the
+    kubelet's image GC never removes what an air-gapped node cannot pull."""
+    bundle, adapter = ctx.bundle, ctx.adapter
     role = "worker" if ctx.role == "worker" else "master"
     wanted = [(image, image_target(image, ctx.image_repository))
               for image in bundle.images_for_role(role)]
-    missing = []
-    if ctx.cri == "docker":
-        for image, target in wanted:
-            present = docker_image_id(ctx.runner, target)
-            if present == image["config_digest"]:
-                continue
-            if (docker_image_id(ctx.runner, image["config_digest"]) ==
-                    image["config_digest"]):
-                ctx.runner.run(["docker", "tag", image["config_digest"],
-                                target], what="docker tag")
-                continue
-            missing.append((image, target))
+    missing = adapter.missing(ctx, wanted)
+    if missing:
+        load_images(ctx, adapter, wanted, missing)
     else:
-        have = containerd_images(ctx)
-        missing = [(image, target) for image, target in wanted
-                   if have.get(_normalize_image_name(target)) !=
-                   image["manifest_digest"]]
-    if not missing:
         log.info("  all %d images are already loaded", len(wanted))
-        return
+    if adapter.pins_images:
+        pinned = adapter.pin(ctx, [target for _, target in wanted])
+        log.info("  %d of %d images newly pinned (%s): the kubelet's image "
+                 "GC keeps them", pinned, len(wanted), PINNED_LABEL)
+
+
+def load_images(ctx, adapter, wanted, missing):
+    bundle = ctx.bundle
     size = image_stream_size(bundle, [image for image, _ in missing])
     log.info("  loading %d of %d images (%s) into %s: %s", len(missing),
-             len(wanted), human_size(size), ctx.cri,
+             len(wanted), human_size(size), adapter.cri,
              ", ".join(target for _, target in missing))
     progress = Progress(size, "images",
                         enabled=ctx.progress and not ctx.dry_run)
+    writer = IMAGE_WRITERS[adapter.image_format]
     try:
-        if ctx.cri == "docker":
-            ctx.runner.run_piped(
-                ["docker", "load"],
-                lambda stream: write_docker_archive(stream, bundle, missing,
-                                                    progress),
-                what="docker load")
-        else:
-            ctx.runner.run_piped(
-                ["ctr", "--address", ctx.containerd_address, "-n", "k8s.io",
-                 "images", "import", "-"],
-                lambda stream: write_oci_layout(stream, bundle, missing,
-                                                progress),
-                what="ctr images import")
+        ctx.runner.run_piped(
+            adapter.load_argv(ctx),
+            lambda stream: writer(stream, bundle, missing, progress),
+            what=adapter.load_what)
     finally:
         progress.close()
     if ctx.dry_run:
         return
-    if ctx.cri == "docker":
-        wrong = [target for image, target in missing
-                 if docker_image_id(ctx.runner, target) != image["config_digest"]]
-    else:
-        have = containerd_images(ctx)
-        wrong = [target for image, target in missing
-                 if have.get(_normalize_image_name(target)) !=
-                 image["manifest_digest"]]
+    wrong = [target for image, target in adapter.missing(ctx, missing)]
     if wrong:
         raise UserError("%s did not load %s from the bundle: check the "
-                        "runtime's log" % (ctx.cri, wrong[0]))
+                        "runtime's log" % (adapter.cri, wrong[0]))
 
 
 def image_stream_size(bundle, images):
@@ -8168,6 +8992,11 @@ def write_oci_layout(stream, bundle, targets, progress):
     tar.close()
 
 
+# The image stream each runtime loads, by the adapter's image_format.
+IMAGE_WRITERS = {"docker-archive": write_docker_archive,
+                 "oci-layout": write_oci_layout}
+
+
 # -- phase: init ------------------------------------------------------------
 
 def phase_init(ctx):
@@ -8226,16 +9055,16 @@ def kubeadm_init_config(ctx, certificate_key=None):
 
 
 def kubeadm_init_documents(ctx, certificate_key=None):
-    """The kubeadm init config, as [dict] (plus the extra documents)."""
+    """The kubeadm init config, as [dict] (plus the extra documents), in
+    the shape of kubeadm.k8s.io/v1beta2 and v1beta3 (the same for every
+    field written here)."""
     apis = profile(ctx.bundle.kubernetes_version)
     driver = ensure_cgroup_driver(ctx)
     address = advertise_address(ctx)
     init = {"apiVersion": apis["kubeadm_api"], "kind": "InitConfiguration",
             "localAPIEndpoint": {"advertiseAddress": address,
                                  "bindPort": API_PORT},
-            "nodeRegistration": {"name": node_name(ctx),
-                                 "criSocket": cri_socket(ctx),
-                                 "kubeletExtraArgs": {"cgroup-driver": driver}}}
+            "nodeRegistration": node_registration(ctx, driver)}
     if certificate_key:
         init["certificateKey"] = certificate_key
     cluster = {"apiVersion": apis["kubeadm_api"], "kind": "ClusterConfiguration",
@@ -8245,6 +9074,9 @@ def kubeadm_init_documents(ctx, certificate_key=None):
                               "serviceSubnet": str(ctx.service_network),
                               "dnsDomain": "cluster.local"},
                "apiServer": {"certSANs": sorted(set([address, node_name(ctx)]))}}
+    dns_repository = coredns_image_repository(ctx)
+    if dns_repository:
+        cluster["dns"] = {"imageRepository": dns_repository}
     if ctx.control_plane_endpoint:
         cluster["controlPlaneEndpoint"] = ctx.control_plane_endpoint
     docs = [init, cluster]
@@ -8257,23 +9089,80 @@ def kubeadm_init_documents(ctx, certificate_key=None):
                                 ctx.extra_config_path, theirs, ctx.cri,
                                 driver, driver))
     else:
-        docs.append({"apiVersion": apis["kubelet_api"], "kind": "KubeletConfiguration",
-                     "cgroupDriver": driver})
+        kubelet = {"apiVersion": apis["kubelet_api"],
+                   "kind": "KubeletConfiguration", "cgroupDriver": driver}
+        kubelet.update(ctx.adapter.kubelet_settings())
+        if cgroup_v1_allowed(ctx):
+            kubelet["failCgroupV1"] = False
+        docs.append(kubelet)
     return docs, extra
+
+
+def node_registration(ctx, driver):
+    """nodeRegistration of init and join: the node's name, the runtime's
+    socket (a URL from 1.24) and the kubelet's flags: its cgroup driver,
+    and the bundled pause image where the kubelet still has the flag."""
+    prof = profile(ctx.bundle.kubernetes_version)
+    args = {"cgroup-driver": driver}
+    if prof["pod_infra_flag"]:
+        args["pod-infra-container-image"] = pause_image_name(
+            ctx.bundle, ctx.image_repository)
+    return {"name": node_name(ctx),
+            "criSocket": runtime_endpoint(ctx, ctx.adapter,
+                                          ctx.bundle.kubernetes_version),
+            "kubeletExtraArgs": args}
+
+
+def coredns_image_repository(ctx):
+    """ClusterConfiguration.dns.imageRepository, when the bundled CoreDNS
+    lives in a sub-path (coredns/coredns from 1.21): kubeadm adds that
+    sub-path under its default repository only, so it is named."""
+    for image in ctx.bundle.meta.get("images", []):
+        if image.get("name") == "coredns" and image.get("kubeadm"):
+            folder = image["repository"].rpartition("/")[0]
+            if folder:
+                return ctx.image_repository + "/" + folder
+    return None
+
+
+def cgroup_v1_allowed(ctx):
+    """--allow-cgroup-v1 where the kubelet refuses cgroup v1 (1.35 on)."""
+    return (ctx.allow_cgroup_v1 and
+            profile(ctx.bundle.kubernetes_version)["fail_cgroup_v1"])
+
+
+def kubeadm_init_documents_v1beta4(ctx, certificate_key=None):
+    docs, extra = kubeadm_init_documents(ctx, certificate_key)
+    return [as_v1beta4(doc) for doc in docs], extra
+
+
+def as_v1beta4(doc):
+    """A kubeadm document in v1beta4's shape: every extraArgs and
+    kubeletExtraArgs a list of {name, value}, the join discovery timeout
+    under timeouts.  Other kinds are left as they are."""
+    if not doc.get("apiVersion", "").startswith("kubeadm.k8s.io/"):
+        return doc
+    doc = json.loads(json.dumps(doc))
+    registration = doc.get("nodeRegistration") or {}
+    places = [(registration, "kubeletExtraArgs")] + [
+        (doc.get(component) or {}, "extraArgs") for component in (
+            "apiServer", "controllerManager", "scheduler")] + [
+        ((doc.get("etcd") or {}).get("local") or {}, "extraArgs")]
+    for holder, key in places:
+        if isinstance(holder.get(key), dict):
+            holder[key] = [{"name": name, "value": value} for name, value
+                           in sorted(holder[key].items())]
+    discovery = doc.get("discovery") or {}
+    if "timeout" in discovery:
+        doc.setdefault("timeouts", {})["discovery"] = discovery.pop("timeout")
+    return doc
 
 
 def ensure_cgroup_driver(ctx):
     """The runtime's cgroup driver, detected when the runtime phase was
     skipped (the kubelet must never use another)."""
-    if ctx.cgroup_driver:
-        return ctx.cgroup_driver
-    if ctx.cri == "docker":
-        info = docker_info(ctx.runner) or {}
-        ctx.cgroup_driver = (info.get("CgroupDriver") or
-                             ctx.host.state().get("cgroup_driver") or "cgroupfs")
-    else:
-        ctx.cgroup_driver = containerd_cgroup_driver(
-            ctx.host.read(CONTAINERD_CONFIG, ""))
+    if not ctx.cgroup_driver:
+        ctx.cgroup_driver = ctx.adapter.cgroup_driver(ctx)
     return ctx.cgroup_driver
 
 
@@ -8299,12 +9188,6 @@ def default_route_interface(host):
     return None
 
 
-def cri_socket(ctx):
-    if ctx.cri == "containerd":
-        return ctx.containerd_address
-    return CRI_SOCKETS["docker"]
-
-
 def json_documents(docs):
     return "".join(("---\n" if index else "") +
                    json.dumps(doc, indent=2, sort_keys=True) + "\n"
@@ -8312,7 +9195,17 @@ def json_documents(docs):
 
 
 def ignore_preflight_args(ctx):
+    """--ignore-preflight-errors: the user's list, and with
+    --allow-cgroup-v1 on 1.35+ kubeadm's SystemVerification check (it
+    refuses a cgroup v1 host)."""
     value = ctx.ignore_preflight_errors
+    if cgroup_v1_allowed(ctx):
+        log.info("  --allow-cgroup-v1: kubeadm's SystemVerification "
+                 "preflight error is ignored and the kubelet gets "
+                 "failCgroupV1: false")
+        if not value:
+            return ["--ignore-preflight-errors=" + CGROUP_V1_CHECK]
+        value += "," + CGROUP_V1_CHECK
     return ["--ignore-preflight-errors", value] if value else []
 
 
@@ -8343,42 +9236,57 @@ def phase_network(ctx):
         raise BundleError("the bundled flannel manifest is not UTF-8 text: "
                           "rebuild the bundle")
     pod_cidr = ctx.pod_cidr
-    rendered = render_flannel(text, pod_cidr, flannel_image(ctx.bundle))
+    rendered = render_flannel(text, pod_cidr, flannel_images(ctx.bundle))
     ctx.host.makedirs(STATE_DIR, 0o700)
     ctx.host.write(FLANNEL_RENDERED, rendered, 0o644)
     ctx.runner.run(ctx.kubectl("apply", "-f", FLANNEL_RENDERED),
                    what="kubectl apply (flannel)", timeout=120)
     if ctx.allow_pods_on_master:
-        result = ctx.runner.run(ctx.kubectl(
-            "taint", "nodes", node_name(ctx),
-            profile(ctx.bundle.kubernetes_version)["master_taint"] + "-"),
-            check=False)
-        if not result.ok and "not found" not in result.output():
-            raise UserError("removing the master taint failed: %s"
-                            % last_line(result.output()))
+        for taint in profile(ctx.bundle.kubernetes_version)["master_taint"]:
+            result = ctx.runner.run(ctx.kubectl(
+                "taint", "nodes", node_name(ctx), taint + "-"), check=False)
+            if not result.ok and "not found" not in result.output():
+                raise UserError("removing the master taint failed: %s"
+                                % last_line(result.output()))
 
 
-def render_flannel(text, pod_cidr, image):
-    """The bundled flannel manifest with our pod network and image."""
+def render_flannel(text, pod_cidr, refs):
+    """The bundled flannel manifest with our pod network and the bundled
+    images: each `image:` line naming flannel gets the bundled ref of its
+    image (refs: {image name: ref}; flannel-cni-plugin for the v0.28 line's
+    init container, flannel for the rest); a line naming a bundled ref
+    already is kept."""
     if FLANNEL_NETWORK_TOKEN not in text:
         raise BundleError("the bundled flannel manifest has no %s: rebuild the "
                           "bundle" % FLANNEL_NETWORK_TOKEN)
     network = str(ipaddress.ip_network(u"%s" % pod_cidr, strict=True))
     text = text.replace(FLANNEL_NETWORK_TOKEN, '"Network": %s'
                         % json.dumps(network))
-    text, count = re.subn(r"(?m)^(\s*(?:-\s*)?image:\s*)\S*flannel\S*\s*$",
-                          lambda m: m.group(1) + image, text)
+
+    def bundled(match):
+        named = match.group(2)
+        if named in refs.values():
+            return match.group(0)
+        kind = ("flannel-cni-plugin" if "flannel-cni-plugin" in named and
+                "flannel-cni-plugin" in refs else "flannel")
+        return match.group(1) + refs[kind]
+    text, count = re.subn(r"(?m)^(\s*(?:-\s*)?image:\s*)(\S*flannel\S*)[ \t]*$",
+                          bundled, text)
     if not count:
         raise BundleError("the bundled flannel manifest names no flannel "
                           "image: rebuild the bundle")
     return text
 
 
-def flannel_image(bundle):
-    for image in bundle.meta.get("images", []):
-        if image.get("name") == "flannel":
-            return image["ref"]
-    raise BundleError("the bundle has no flannel image: rebuild it")
+def flannel_images(bundle):
+    """{name: ref} of the bundled flannel images (flannel and, on the
+    v0.28 line, flannel-cni-plugin)."""
+    refs = dict((image["name"], image["ref"])
+                for image in bundle.meta.get("images", [])
+                if image.get("name") in ("flannel", "flannel-cni-plugin"))
+    if "flannel" not in refs:
+        raise BundleError("the bundle has no flannel image: rebuild it")
+    return refs
 
 
 # -- phase: join file -------------------------------------------------------
@@ -8407,8 +9315,7 @@ def phase_join(ctx):
         return
     if state.get("join") == "started" or existing_cluster_files(host):
         reset_partial(ctx, "kubeadm join")
-    api = profile(ctx.bundle.kubernetes_version)["kubeadm_api"]
-    config = CONFIG_RENDERERS[api]["join"](ctx, ctx.join_info)
+    config = kubeadm_join_config(ctx, ctx.join_info)
     host.makedirs(STATE_DIR, 0o700)
     host.write(JOIN_CONFIG, config, 0o600)
     host.save_state(role=ctx.role, join="started", node=node_name(ctx),
@@ -8435,7 +9342,8 @@ def phase_join(ctx):
     host.save_state(join="done")
 
 
-def kubeadm_join_config(ctx, info):
+def kubeadm_join_documents(ctx, info):
+    """The kubeadm join config as [dict] (v1beta2 and v1beta3)."""
     driver = ensure_cgroup_driver(ctx)
     api = profile(ctx.bundle.kubernetes_version)["kubeadm_api"]
     join = {"apiVersion": api, "kind": "JoinConfiguration",
@@ -8443,15 +9351,22 @@ def kubeadm_join_config(ctx, info):
                 "token": info["token"],
                 "apiServerEndpoint": info["api_server_endpoint"],
                 "caCertHashes": [info["discovery_token_ca_cert_hash"]]}},
-            "nodeRegistration": {"name": node_name(ctx),
-                                 "criSocket": cri_socket(ctx),
-                                 "kubeletExtraArgs": {"cgroup-driver": driver}}}
+            "nodeRegistration": node_registration(ctx, driver)}
     if ctx.role == "control-plane":
         join["controlPlane"] = {
             "localAPIEndpoint": {"advertiseAddress": advertise_address(ctx),
                                  "bindPort": API_PORT},
             "certificateKey": info["certificate_key"]}
-    return json_documents([join])
+    return [join]
+
+
+def kubeadm_join_config(ctx, info):
+    api = profile(ctx.bundle.kubernetes_version)["kubeadm_api"]
+    return json_documents(CONFIG_RENDERERS[api]["join"](ctx, info))
+
+
+def kubeadm_join_documents_v1beta4(ctx, info):
+    return [as_v1beta4(doc) for doc in kubeadm_join_documents(ctx, info)]
 
 
 def stale_ready_node(output):
@@ -8486,10 +9401,13 @@ def explain_join_failure(output):
 KUBEADM_JOIN_LOG = "/var/log/kubeadm-join.log"
 
 BIN_INSTALL_DIR = "/usr/bin"
-KUBELET_UNIT = "/etc/systemd/system/kubelet.service"
-KUBELET_DROPIN = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
-DOCKER_UNIT = "/etc/systemd/system/docker.service"
-CONTAINERD_UNIT = "/etc/systemd/system/containerd.service"
+# Where the runtime phase installs the bundle's runtime units.
+RUNTIME_UNITS = dict((unit, "/etc/systemd/system/" + unit) for unit in (
+    "docker.service", "containerd.service", "cri-docker.service",
+    "cri-docker.socket"))
+# What the bundle's static runtime unpacks, by what it carries.
+STATIC_RUNTIME_INSTALLERS = {"docker": install_docker_binaries,
+                             "containerd": install_upstream_containerd}
 CONTAINERD_BIN_DIR = "/usr/local/bin"      # --with-containerd, as upstream
 RUNC_PATH = "/usr/local/sbin/runc"
 OS_RELEASE = "/etc/os-release"
@@ -8500,7 +9418,6 @@ PACKAGED_TOOLS = ("conntrack", "socat", "ebtables", "ethtool", "ipset",
                   "iptables", "ip", "tc", "modprobe", "sysctl", "mount",
                   "nsenter")
 
-DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
 
 CRICTL_CONFIG = "/etc/crictl.yaml"
 MODULES_FILE = "/etc/modules-load.d/k8s-offline.conf"
@@ -8536,10 +9453,14 @@ STALE_NODE_WAIT = 90
 STALE_NODE_RETRY = 15
 
 # The kubeadm config renderers, by the kubeadm config API of the run's
-# profile: init's documents ([dict], plus the extra ones) and join's file.
+# profile: init's documents ([dict], plus the extra ones) and join's.
 CONFIG_RENDERERS = {
     "kubeadm.k8s.io/v1beta2": {"init": kubeadm_init_documents,
-                               "join": kubeadm_join_config},
+                               "join": kubeadm_join_documents},
+    "kubeadm.k8s.io/v1beta3": {"init": kubeadm_init_documents,
+                               "join": kubeadm_join_documents},
+    "kubeadm.k8s.io/v1beta4": {"init": kubeadm_init_documents_v1beta4,
+                               "join": kubeadm_join_documents_v1beta4},
 }
 
 MASTER_PHASES = (
@@ -8612,10 +9533,11 @@ def phase_reset_kubeadm(ctx):
         log.info("  kubeadm is not installed: nothing to reset")
         return
     argv = ["kubeadm", "reset", "-f"]
-    cri = ctx.host.state().get("cri")
-    if cri:
-        argv += ["--cri-socket", CRI_SOCKETS[cri] if cri == "docker"
-                 else ctx.containerd_address]
+    state = ctx.host.state()
+    if state.get("cri"):
+        version = state.get("kubernetes_version") or DEFAULT_KUBERNETES_VERSION
+        argv += ["--cri-socket", runtime_endpoint(ctx, runtime_adapter(
+            state["cri"], version), version)]
     result = ctx.runner.run(argv, check=False, timeout=600)
     if not result.ok:
         ctx.warn("kubeadm reset failed (%s): cleaning up the rest anyway"
@@ -8668,7 +9590,8 @@ def filter_iptables_save(text, pod_cidr):
 # -- phase: reset files -----------------------------------------------------
 
 def phase_reset_files(ctx):
-    """Remove /etc/kubernetes, the kubeconfig copies and this tool's state."""
+    """Remove /etc/kubernetes, the kubeconfig copies, the kubelet units
+    the install phase wrote and this tool's state."""
     for path in ctx.reset_kubeconfigs:
         if not kubeconfig_copy_path(ctx.host, path):
             ctx.warn("%s is listed in %s but is no kubeconfig copy of this "
@@ -8693,6 +9616,12 @@ def phase_reset_files(ctx):
                 log.debug("removed %s", path)
         finally:
             os.close(fd)
+    present = [path for path in ctx.reset_units if ctx.host.exists(path)]
+    if present:
+        ctx.runner.run(["systemctl", "disable", "kubelet"], check=False)
+        for path in present:
+            ctx.host.remove(path)
+        ctx.runner.run(["systemctl", "daemon-reload"], check=False)
     for path in ("/etc/kubernetes", "/var/lib/etcd", STATE_DIR):
         ctx.host.remove(path)
 
@@ -8713,6 +9642,7 @@ def read_reset_state(ctx):
     kubeconfig copies."""
     ctx.reset_pod_cidr = ctx.host.state().get("pod_cidr") or DEFAULT_POD_CIDR
     ctx.reset_kubeconfigs = reset_copies(ctx)
+    ctx.reset_units = list(ctx.host.state().get("units") or [])
 
 
 def reset_copies(ctx):
@@ -8735,8 +9665,8 @@ RESET_PHASES = (
     Phase("kubeadm-reset", "kubeadm reset -f", phase_reset_kubeadm),
     Phase("network", "CNI config, links and iptables rules",
           phase_reset_network),
-    Phase("files", "/etc/kubernetes, kubeconfig copies, this tool's state",
-          phase_reset_files),
+    Phase("files", "/etc/kubernetes, kubeconfig copies, the kubelet units, "
+          "this tool's state", phase_reset_files),
 )
 
 
@@ -9329,18 +10259,9 @@ def container_running(ctx, container_id):
     """Whether the runtime still runs a container (docker://ID or
     containerd://ID as the API names it)."""
     runtime, _, cid = (container_id or "").partition("://")
-    if not cid:
+    if not cid or runtime not in RUNTIMES:
         return False
-    if runtime == "docker":
-        result = ctx.runner.run(["docker", "inspect", "--format",
-                                 "{{.State.Running}}", cid], change=False,
-                                check=False)
-        return result.ok and result.stdout.strip() == "true"
-    result = ctx.runner.run(["ctr", "--address", ctx.containerd_address, "-n",
-                             "k8s.io", "tasks", "ls"], change=False,
-                            check=False)
-    return any(line.split()[:1] == [cid] and "RUNNING" in line
-               for line in result.stdout.splitlines())
+    return RUNTIMES[runtime].container_running(ctx, cid)
 
 
 def cmd_backup(args):
@@ -9403,7 +10324,7 @@ def cmd_backup(args):
                            else sha256_file(host.path(source)))
         meta = {"format": BACKUP_FORMAT, "tool_version": TOOL_VERSION,
                 "kubernetes_version": version, "created": int(now()),
-                "node": node_name(ctx), "runtime": runtime,
+                "node": node_name(ctx), "runtime": runtime.cri,
                 "etcd": facts, "cluster_ca_sha256": sha256_bytes(ca),
                 "files": files}
         host.makedirs(os.path.dirname(output), 0o700)
@@ -9437,23 +10358,19 @@ def etcd_manifest_facts(text):
 
 
 def day_two_runtime(ctx):
-    """The runtime the cluster uses: the one the install recorded, else
-    --cri."""
-    return ctx.host.state().get("cri") or ctx.cri
+    """The adapter of the runtime the cluster uses: the one the install
+    recorded, else --cri, at the cluster's Kubernetes version."""
+    return runtime_adapter(ctx.host.state().get("cri") or ctx.cri,
+                           cluster_version(ctx))
 
 
 def require_etcd_image(ctx, runtime, image):
-    if not image_present(ctx, runtime, image):
+    if not runtime.has_image(ctx, image):
         raise UserError("the etcd image %s is not in %s on this host: load "
                         "the bundle's images first (k8s_offline.py master "
                         "--skip-phases init,kubeconfig,network,wait,join-file "
-                        "does only that and the host setup)" % (image, runtime))
-
-
-def image_present(ctx, runtime, image):
-    if runtime == "containerd":
-        return _normalize_image_name(image) in containerd_images(ctx)
-    return docker_image_id(ctx.runner, image) is not None
+                        "does only that and the host setup)" % (image,
+                                                                runtime.cri))
 
 
 def kubeadm_config_for_backup(ctx):
@@ -9472,23 +10389,11 @@ def kubeadm_config_for_backup(ctx):
     return "kubeadm/kubeadm-config.yaml", text.encode("utf-8")
 
 
-def etcdctl_argv(ctx, runtime, image, mounts, argv):
+def etcdctl_argv(ctx, runtime, image, mounts, argv, tool="etcdctl"):
     """A one-off container of the cluster's etcd image running etcdctl (API
-    v3) on the host network with mounts [(host path, container path, rw)]."""
-    if runtime == "containerd":
-        run = ["ctr", "--address", ctx.containerd_address, "-n", "k8s.io",
-               "run", "--rm", "--net-host", "--env", "ETCDCTL_API=3"]
-        for source, target, writable in mounts:
-            run += ["--mount", "type=bind,src=%s,dst=%s,options=rbind:%s" % (
-                ctx.host.path(source), target, "rw" if writable else "ro")]
-        return run + [_normalize_image_name(image), "k8s-offline-etcdctl-%d"
-                      % os.getpid(), "etcdctl"] + argv
-    run = ["docker", "run", "--rm", "--network", "host", "-e", "ETCDCTL_API=3",
-           "--entrypoint", "etcdctl"]
-    for source, target, writable in mounts:
-        run += ["-v", "%s:%s%s" % (ctx.host.path(source), target,
-                                   "" if writable else ":ro")]
-    return run + [image] + argv
+    v3), or etcdutl, on the host network with mounts [(host path, container
+    path, rw)], in the runtime's way."""
+    return runtime.etcd_argv(ctx, image, mounts, tool, argv)
 
 
 def cmd_restore(args):
@@ -9763,13 +10668,14 @@ def phase_restore_etcd(ctx):
     try:
         if not ctx.dry_run:
             ctx.archive.copy_snapshot(host.path(work + "/snapshot.db"))
+        tool = profile(cluster_version(ctx))["etcd_restore"]
         ctx.runner.run(etcdctl_argv(ctx, ctx.runtime, etcd["image"], [
             (work, "/restore", True)], [
             "snapshot", "restore", "/restore/snapshot.db",
             "--data-dir", "/restore/etcd", "--name", etcd["name"],
             "--initial-cluster", "%s=%s" % (etcd["name"], etcd["peer_url"]),
-            "--initial-advertise-peer-urls", etcd["peer_url"]]),
-            timeout=600, what="etcdctl snapshot restore")
+            "--initial-advertise-peer-urls", etcd["peer_url"]], tool),
+            timeout=600, what=tool + " snapshot restore")
         host.makedirs(ETCD_DATA_DIR, 0o700)
         move_file(ctx, work + "/etcd/member", ETCD_DATA_DIR + "/member")
     finally:
@@ -9791,12 +10697,14 @@ def phase_restore_init(ctx):
         raise UserError("kubeadm init failed (exit %d): %s: the full output is "
                         "in %s" % (result.returncode, last_line(
                             result.output()) or "no output", KUBEADM_INIT_LOG))
-    host.save_state(role="master", init="done", cri=ctx.runtime)
+    host.save_state(role="master", init="done", cri=ctx.runtime.cri)
     # Every node's flannel lost its API connection with the old control plane,
     # and flannel v0.11's client never gets a new one ("http2: no cached
     # connection was available"): workers keep the master's old VXLAN address.
     log.info("  restarting flannel on every node")
-    ctx.runner.run(ctx.kubectl("-n", "kube-system", "delete", "pods", "-l",
+    namespace = profile(cluster_version(ctx)).get("flannel_namespace",
+                                                  "kube-system")
+    ctx.runner.run(ctx.kubectl("-n", namespace, "delete", "pods", "-l",
                                "app=flannel", "--wait=false"),
                    timeout=120, what="kubectl delete")
 
@@ -10662,8 +11570,10 @@ def cluster_bundle_files(ctx):
         raise UserError("--bundle %s is a folder: cluster copies the bundle "
                         ".tar (or a --split bundle's parts): give --bundle "
                         "PATH.tar" % ctx.args.bundle)
-    bundle = Bundle(path)
+    bundle = None
     try:
+        # Opening reads every tar header: a damaged one is refused here.
+        bundle = Bundle(path)
         if not ctx.dry_run:
             verify_bundle(bundle, progress=not ctx.args.no_progress)
         ctx.bundle_meta = {"arch": bundle.arch,
@@ -10673,7 +11583,8 @@ def cluster_bundle_files(ctx):
         raise UserError("the bundle on this machine is damaged, so no host "
                         "was changed: %s" % exc)
     finally:
-        bundle.close()
+        if bundle is not None:
+            bundle.close()
     index = parts_index_path(path)
     if index is None:
         ctx.bundle_files = [path]
@@ -11211,6 +12122,7 @@ CLUSTER_FORWARDED_FLAGS = (
     ("--control-plane-endpoint", "control_plane_endpoint", ("master",)),
     ("--disable-swap", "disable_swap", ("master", "join")),
     ("--iptables-legacy", "iptables_legacy", ("master", "join")),
+    ("--allow-cgroup-v1", "allow_cgroup_v1", ("master", "join")),
     ("--open-firewall", "open_firewall", ("master", "join")),
     ("--selinux-permissive", "selinux_permissive", ("master", "join")),
     ("--ignore-preflight-errors", "ignore_preflight_errors", ("master", "join")),
@@ -11527,7 +12439,7 @@ def add_cluster_commands(sub):
                             "by sha256): the copies double each round")
         for flag, dest, commands in CLUSTER_FORWARDED_FLAGS:
             if dest in ("disable_swap", "iptables_legacy", "open_firewall",
-                        "selinux_permissive"):
+                        "selinux_permissive", "allow_cgroup_v1"):
                 parser.add_argument(flag, action="store_true",
                                     help="passed to master and join")
             elif dest == "wait_timeout":
@@ -11647,9 +12559,19 @@ def offered_versions():
                      if not e.get("do_not_use")), key=parse_version)
     withdrawn = sorted((v for v, e in table["releases"].items()
                         if e.get("do_not_use")), key=parse_version)
-    text = "any release from %s to %s" % (usable[0], usable[-1])
+    text = "minors %s: any release from %s to %s" % (
+        ", ".join(SUPPORTED_MINORS), usable[0], usable[-1])
     if withdrawn:
         text += " but %s (withdrawn upstream)" % ", ".join(withdrawn)
+    open_minors = [minor for minor in SUPPORTED_MINORS
+                   if table["minors"].get(minor, {}).get("open")]
+    if open_minors:
+        first = [minor for minor in open_minors if not any(
+            v.startswith("v%s." % minor) for v in usable)]
+        text += (", or a patch of %s newer than that%s when its kubeadm "
+                 "runs here (bundle takes its image tags from it)" % (
+                     ", ".join(open_minors),
+                     " (v%s.0 on)" % first[0] if first else ""))
     return text
 
 
@@ -11705,10 +12627,15 @@ def add_bundle_commands(sub):
                         "publishes no checksum for them: give their sha256 "
                         "in --checksum-file)")
     bundle.add_argument("--with-containerd", action="store_true",
-                        help="add containerd %s and runc %s (upstream static "
-                        "releases, checked against their .sha256sum files) "
-                        "and a containerd unit" % (CONTAINERD_VERSION,
-                                                   RUNC_VERSION))
+                        help="add containerd and runc (upstream static "
+                        "releases, checked against their .sha256sum files; "
+                        "1.6.20/1.1.5 up to Kubernetes 1.28, 1.7.28/1.4.3 "
+                        "for 1.29-1.34, 2.3.4/1.4.3 from 1.35) and a "
+                        "containerd unit")
+    bundle.add_argument("--with-cri-dockerd", action="store_true",
+                        help="add cri-dockerd and its units, for hosts that "
+                        "run Docker already (1.24 and later have no "
+                        "dockershim; --with-docker adds it by itself there)")
     bundle.add_argument("--os", action="append", default=[], metavar="ID",
                         help="add the packages kubeadm needs that a minimal "
                         "install of this distribution lacks, with their "
@@ -11776,9 +12703,11 @@ def _install_options(parser, bundle=True, cri=True, phases=False):
     if cri:
         parser.add_argument("--cri", choices=("docker", "containerd"),
                             default=None,
-                            help="container runtime (default docker; "
-                            "containerd when the bundle carries it "
-                            "(--with-containerd) and the host has no Docker)")
+                            help="container runtime (default up to 1.23: "
+                            "docker, or containerd when the bundle carries "
+                            "it (--with-containerd) and the host has no "
+                            "Docker; from 1.24: containerd, docker only "
+                            "through the bundle's cri-dockerd)")
         parser.add_argument("--containerd-address", metavar="SOCKET",
                             help=argparse.SUPPRESS)
     if phases:
@@ -11800,6 +12729,10 @@ def _node_options(parser):
     parser.add_argument("--iptables-legacy", action="store_true",
                         help="switch iptables to legacy mode (needed for 1.16 "
                         "on iptables 1.8+ with the nftables backend)")
+    parser.add_argument("--allow-cgroup-v1", action="store_true",
+                        help="Kubernetes 1.35+ on a cgroup v1 host: set the "
+                        "kubelet's failCgroupV1: false and ignore kubeadm's "
+                        "SystemVerification preflight error")
     parser.add_argument("--open-firewall", action="store_true",
                         help="firewalld: open this role's ports (and UDP "
                         "8472 for flannel) permanently, then reload")

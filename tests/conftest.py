@@ -325,6 +325,10 @@ def _apt_archives(root, key, other):
     osarchive.build_apt_archive(os.path.join(root, "ports", "ubuntu-ports"),
                                 suite="focal", arch="arm64", key=key,
                                 components=("main", "universe"))
+    osarchive.build_apt_archive(base("trixie"), suite="trixie", key=key)
+    osarchive.build_apt_archive(os.path.join(root, "noble", "ubuntu"),
+                                suite="noble", key=key,
+                                components=("main", "universe"))
     return built
 
 
@@ -332,6 +336,10 @@ def _rpm_repos(root, key, other):
     built = osarchive.build_rpm_repos([os.path.join(root, "centos")], key=key)
     osarchive.build_rpm_repos([os.path.join(root, "rocky", name, "x86_64", "os")
                                for name in ("BaseOS", "AppStream")],
+                              compress="xz")
+    osarchive.build_rpm_repos([os.path.join(root, "rocky9", name, "x86_64", "os")
+                               for name in ("BaseOS", "AppStream")],
+                              specs=osarchive.RPM_SPECS_EL9, key=key,
                               compress="xz")
     tampered = osarchive.build_rpm_repos(
         [os.path.join(root, "centos-tampered")], key=key)
@@ -347,8 +355,9 @@ def apt_archives(fx_workdir):
     missing-dep (conntrack needs a library the archive lacks), tampered (a
     .deb that is not what Packages says), badsig (signed by another key),
     nosig-file (Release + Release.gpg, no InRelease), expired and valid
-    (Valid-Until 2015 and 2100); ubuntu/ubuntu (jammy,
-    unsigned), ports/ubuntu-ports (focal arm64, signed).  .built: {package:
+    (Valid-Until 2015 and 2100), trixie (debian-13, signed); ubuntu/ubuntu
+    (jammy, unsigned), noble/ubuntu (noble, signed), ports/ubuntu-ports
+    (focal arm64, signed).  .built: {package:
     (pool path, sha256)} of good."""
     server = _archive_server(os.path.join(fx_workdir, "apt"), _apt_archives)
     yield server
@@ -363,7 +372,8 @@ def containerd_release(file_server):
 @pytest.fixture(scope="session")
 def rpm_repos(fx_workdir):
     """centos/ (one repository, signed repomd.xml, gzip), rocky/ (BaseOS and
-    AppStream, xz, unsigned), centos-tampered/ (socat is not what primary.xml
+    AppStream, xz, unsigned), rocky9/ (the same, signed, EL9's iptables-nft
+    in place of iptables and iptables-ebtables), centos-tampered/ (socat is not what primary.xml
     says).  .built: {file: (repository, path, sha256)} of centos."""
     server = _archive_server(os.path.join(fx_workdir, "rpm"), _rpm_repos)
     yield server

@@ -1,9 +1,11 @@
 """What the test FakeRunner's kubeadm accepts in a --config file.
 
-The config API kubeadm 1.15-1.21 reads is kubeadm.k8s.io/v1beta2 (see
-../shared/K8S-FACTS.md); the fields below are the JSON names of its Go types
-(cmd/kubeadm/app/apis/kubeadm/v1beta2/types.go: InitConfiguration,
-ClusterConfiguration, JoinConfiguration and the structs they hold).  The
+The config APIs: kubeadm.k8s.io/v1beta2 (kubeadm 1.15-1.26), v1beta3
+(1.22-1.36) and v1beta4 (1.31 on; see ../shared/K8S-FACTS.md and
+K8S-MODERN-FACTS.md section 3); the fields below are the JSON names of
+their Go types (cmd/kubeadm/app/apis/kubeadm/v1beta*/types.go:
+InitConfiguration, ClusterConfiguration, JoinConfiguration and the structs
+they hold).  The
 fake is stricter than kubeadm, which warns about an unknown field and goes
 on: here an unknown kind, apiVersion or field, or a value of the wrong type,
 is a test failure, because the tool writes each of them itself.
@@ -86,9 +88,77 @@ V1BETA2 = {
                          "certificateKey": STR}}),
 }
 
-# The config APIs by kubeadm minor: (kubeadm API version, kinds' fields).
-KUBEADM_APIS = dict((minor, ("kubeadm.k8s.io/v1beta2", V1BETA2))
-                    for minor in range(15, 22))
+
+
+def _without(fields, *names):
+    return dict((key, value) for key, value in fields.items()
+                if key not in names)
+
+
+# kubeadm.k8s.io/v1beta3 (kubeadm 1.22-1.36; cmd/kubeadm/app/apis/kubeadm/
+# v1beta3/types.go): useHyperKubeImage and dns.type gone, imagePullPolicy
+# and skipPhases new (1.22 release notes).
+NODE_REGISTRATION_V1BETA3 = dict(NODE_REGISTRATION, imagePullPolicy=STR)
+V1BETA3 = {
+    "InitConfiguration": dict(V1BETA2["InitConfiguration"],
+                              nodeRegistration=NODE_REGISTRATION_V1BETA3,
+                              skipPhases=ListOf(STR)),
+    "ClusterConfiguration": dict(
+        _without(V1BETA2["ClusterConfiguration"], "useHyperKubeImage"),
+        dns=IMAGE_META),
+    "JoinConfiguration": dict(V1BETA2["JoinConfiguration"],
+                              nodeRegistration=NODE_REGISTRATION_V1BETA3,
+                              skipPhases=ListOf(STR)),
+}
+
+# kubeadm.k8s.io/v1beta4 (kubeadm 1.31 on; kubeadm-config.v1beta4.md):
+# extraArgs and kubeletExtraArgs are lists of {name, value}; the timeouts
+# moved from apiServer.timeoutForControlPlane and discovery.timeout into
+# Init/JoinConfiguration.timeouts.
+ARG = {"name": STR, "value": STR}
+ENV = {"name": STR, "value": STR}
+TIMEOUTS = {"controlPlaneComponentHealthCheck": STR, "kubeletHealthCheck": STR,
+            "kubernetesAPICall": STR, "etcdAPICall": STR, "tlsBootstrap": STR,
+            "discovery": STR, "upgradeManifests": STR}
+NODE_REGISTRATION_V1BETA4 = dict(NODE_REGISTRATION_V1BETA3,
+                                 kubeletExtraArgs=ListOf(ARG),
+                                 imagePullSerial=BOOL)
+COMPONENT_V1BETA4 = {"extraArgs": ListOf(ARG),
+                     "extraVolumes": ListOf(HOST_PATH_MOUNT),
+                     "extraEnvs": ListOf(ENV)}
+V1BETA4 = {
+    "InitConfiguration": dict(V1BETA3["InitConfiguration"],
+                              nodeRegistration=NODE_REGISTRATION_V1BETA4,
+                              timeouts=TIMEOUTS, dryRun=BOOL),
+    "ClusterConfiguration": dict(
+        V1BETA3["ClusterConfiguration"],
+        etcd={"local": dict(IMAGE_META, dataDir=STR,
+                            extraArgs=ListOf(ARG), extraEnvs=ListOf(ENV),
+                            serverCertSANs=ListOf(STR),
+                            peerCertSANs=ListOf(STR)),
+              "external": V1BETA2["ClusterConfiguration"]["etcd"]["external"]},
+        apiServer=dict(COMPONENT_V1BETA4, certSANs=ListOf(STR)),
+        controllerManager=COMPONENT_V1BETA4, scheduler=COMPONENT_V1BETA4,
+        dns=dict(IMAGE_META, disabled=BOOL), proxy={"disabled": BOOL},
+        encryptionAlgorithm=STR, certificateValidityPeriod=STR,
+        caCertificateValidityPeriod=STR),
+    "JoinConfiguration": dict(
+        V1BETA3["JoinConfiguration"],
+        nodeRegistration=NODE_REGISTRATION_V1BETA4, timeouts=TIMEOUTS,
+        dryRun=BOOL,
+        discovery=_without(V1BETA2["JoinConfiguration"]["discovery"],
+                           "timeout")),
+}
+
+# The config APIs each kubeadm minor reads: {API version: kinds' fields}.
+# v1beta2 went in 1.27 (kubernetes #114540), v1beta3 in 1.37 (#136016).
+APIS = {"kubeadm.k8s.io/v1beta2": V1BETA2, "kubeadm.k8s.io/v1beta3": V1BETA3,
+        "kubeadm.k8s.io/v1beta4": V1BETA4}
+KUBEADM_APIS = dict(
+    (minor, dict((api, APIS[api]) for api, first, last in (
+        ("kubeadm.k8s.io/v1beta2", 15, 26), ("kubeadm.k8s.io/v1beta3", 22, 36),
+        ("kubeadm.k8s.io/v1beta4", 31, 37)) if first <= minor <= last))
+    for minor in range(15, 38))
 COMPONENT_APIS = {"KubeletConfiguration": "kubelet.config.k8s.io/v1beta1",
                   "KubeProxyConfiguration": "kubeproxy.config.k8s.io/v1alpha1"}
 # The kinds each command reads from its --config.
@@ -157,7 +227,7 @@ def check_config(command, text, kubeadm_version):
     if minor not in KUBEADM_APIS:
         return ["this fake kubeadm knows no config API of %s"
                 % kubeadm_version]
-    api, kinds = KUBEADM_APIS[minor]
+    apis = KUBEADM_APIS[minor]
     try:
         docs = [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except yaml.YAMLError as exc:
@@ -176,14 +246,18 @@ def check_config(command, text, kubeadm_version):
         if kind in seen:
             problems.append("%s: %s twice" % (where, kind))
         seen.add(kind)
-        want = COMPONENT_APIS.get(kind, api)
-        if doc.get("apiVersion") != want:
+        if kind in COMPONENT_APIS:
+            if doc.get("apiVersion") != COMPONENT_APIS[kind]:
+                problems.append("%s: %s is apiVersion %s, not %r" % (
+                    where, kind, COMPONENT_APIS[kind], doc.get("apiVersion")))
+            continue
+        if doc.get("apiVersion") not in apis:
             problems.append("%s: %s of kubeadm %s is apiVersion %s, not %r"
-                            % (where, kind, kubeadm_version, want,
+                            % (where, kind, kubeadm_version,
+                               " or ".join(sorted(apis)),
                                doc.get("apiVersion")))
             continue
-        if kind in kinds:
-            problems += check_value(kind, kinds[kind], doc)
+        problems += check_value(kind, apis[doc["apiVersion"]][kind], doc)
         if kind == "ClusterConfiguration":
             version = doc.get("kubernetesVersion")
             if version is not None and version != kubeadm_version:

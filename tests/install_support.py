@@ -141,8 +141,14 @@ KUBEADM_IMAGES = (("kube-apiserver", K8S_VERSION),
 def make_bundle(where, arch="amd64", version=K8S_VERSION, as_tar=False,
                 busybox=False, extra_images=("docker.io/library/nginx:1.17",),
                 with_docker=False, image_prefix="",
-                unit_mark="# as bundled\n"):
-    """Write a small valid bundle under where; return its path."""
+                unit_mark="# as bundled\n", kubeadm_images=None,
+                image_repository=None, cri_dockerd=False):
+    """Write a small valid bundle under where; return its path.
+
+    kubeadm_images: [(repository under the image repository, tag)] instead
+    of 1.16's; image_repository: bundle.json's image_repository (the refs
+    are named under it; absent: k8s.gcr.io and no such field);
+    cri_dockerd: the bundle carries cri-dockerd and its units."""
     name = "k8s-offline-%s-linux-%s" % (version, arch)
     top = os.path.join(where, name)
     files = {}
@@ -182,6 +188,13 @@ def make_bundle(where, arch="amd64", version=K8S_VERSION, as_tar=False,
     if with_docker:
         units.update({"docker.service": ko.DOCKER_SERVICE,
                       "containerd.service": ko.CONTAINERD_SERVICE})
+    if cri_dockerd:
+        archives["cri-dockerd"] = "archives/cri-dockerd-0.3.26.amd64.tgz"
+        put(archives["cri-dockerd"], _tar_bytes({
+            "cri-dockerd/cri-dockerd": (b"#!/bin/sh\n# cri-dockerd\n", 0o755)},
+            gz=True))
+        units.update({"cri-docker.service": CRI_DOCKER_SERVICE,
+                      "cri-docker.socket": CRI_DOCKER_SOCKET})
     for unit, text in sorted(units.items()):
         # The mark tells the bundle's copy from the text in the code.
         put("systemd/" + unit, (text + unit_mark).encode())
@@ -190,10 +203,12 @@ def make_bundle(where, arch="amd64", version=K8S_VERSION, as_tar=False,
 
     store = ImageStore()
     images = []
-    for repo, tag in KUBEADM_IMAGES:
+    repository = image_repository or "k8s.gcr.io"
+    for repo, tag in kubeadm_images or KUBEADM_IMAGES:
         entry = store.image(image_prefix + repo + ":" + tag, busybox=busybox)
-        entry.update({"name": repo, "kubeadm": True, "repository": repo,
-                      "tag": tag, "ref": "k8s.gcr.io/%s:%s" % (repo, tag),
+        entry.update({"name": repo.rsplit("/", 1)[-1], "kubeadm": True,
+                      "repository": repo, "tag": tag,
+                      "ref": "%s/%s:%s" % (repository, repo, tag),
                       "extra": False})
         images.append(entry)
     entry = store.image(image_prefix + "flannel", busybox=busybox)
@@ -238,6 +253,12 @@ def make_bundle(where, arch="amd64", version=K8S_VERSION, as_tar=False,
             "archives": archives,
             "systemd": dict((unit, "systemd/" + unit) for unit in units),
             "flannel_manifest": "manifests/kube-flannel.yml"}
+    tags = dict((entry["name"], entry["tag"]) for entry in images
+                if entry["kubeadm"])
+    meta["versions"].update((name, tags[name]) for name in
+                            ("pause", "etcd", "coredns"))
+    if image_repository:
+        meta["image_repository"] = image_repository
     meta_bytes = ko.canonical_json(meta)
     with open(os.path.join(top, ko.BUNDLE_JSON), "wb") as handle:
         handle.write(meta_bytes)
@@ -250,6 +271,80 @@ def make_bundle(where, arch="amd64", version=K8S_VERSION, as_tar=False,
         tar.add(top, arcname=name)
     shutil.rmtree(top)
     return tar_path
+
+
+# The newest patch of each minor in bundle/releases.json (1.16-1.20), of
+# each minor in kubeadm-images-by-version.tsv (1.21-1.36; its pause, etcd
+# and CoreDNS tags) and the release the lab proves (1.37), with the image
+# repository its bundle names.
+RELEASES = {
+    "v1.16.15": None, "v1.17.17": None, "v1.18.20": None, "v1.19.16": None,
+    "v1.20.15": None,
+    "v1.21.14": ("k8s.gcr.io", "3.4.1", "3.4.13-0", "v1.8.0"),
+    "v1.22.17": ("registry.k8s.io", "3.5", "3.5.6-0", "v1.8.4"),
+    "v1.23.17": ("registry.k8s.io", "3.6", "3.5.6-0", "v1.8.6"),
+    "v1.24.17": ("registry.k8s.io", "3.7", "3.5.6-0", "v1.8.6"),
+    "v1.25.16": ("registry.k8s.io", "3.8", "3.5.9-0", "v1.9.3"),
+    "v1.26.15": ("registry.k8s.io", "3.9", "3.5.10-0", "v1.9.3"),
+    "v1.27.16": ("registry.k8s.io", "3.9", "3.5.12-0", "v1.10.1"),
+    "v1.28.15": ("registry.k8s.io", "3.9", "3.5.15-0", "v1.10.1"),
+    "v1.29.15": ("registry.k8s.io", "3.9", "3.5.16-0", "v1.11.1"),
+    "v1.30.14": ("registry.k8s.io", "3.9", "3.5.15-0", "v1.11.3"),
+    "v1.31.14": ("registry.k8s.io", "3.10", "3.5.24-0", "v1.11.3"),
+    "v1.32.13": ("registry.k8s.io", "3.10", "3.5.24-0", "v1.11.3"),
+    "v1.33.13": ("registry.k8s.io", "3.10", "3.5.24-0", "v1.12.0"),
+    "v1.34.10": ("registry.k8s.io", "3.10.1", "3.6.5-0", "v1.12.1"),
+    "v1.35.7": ("registry.k8s.io", "3.10.1", "3.6.6-0", "v1.13.1"),
+    "v1.36.3": ("registry.k8s.io", "3.10.2", "3.6.8-0", "v1.14.2"),
+    "v1.37.2": ("registry.k8s.io", "3.10.2", "3.7.0-0", "v1.14.6"),
+}
+
+
+def release_bundle(folder, version, **options):
+    """A fixture bundle of VERSION as bundle writes one (for 1.21 on:
+    bundle.json's image_repository, CoreDNS at coredns/coredns)."""
+    facts = RELEASES[version]
+    if facts is None:
+        return make_bundle(folder, version=version, **options)
+    repository, pause, etcd, coredns = facts
+    images = [(name, version) for name in (
+        "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+        "kube-proxy")] + [("pause", pause), ("etcd", etcd),
+                          ("coredns/coredns", coredns)]
+    return make_bundle(folder, version=version, kubeadm_images=images,
+                           image_repository=repository, **options)
+
+
+# cri-dockerd's units as its release packages them (packaging/systemd).
+CRI_DOCKER_SERVICE = """\
+[Unit]
+Description=CRI Interface for Docker Application Container Engine
+After=network-online.target firewalld.service docker.service
+Wants=network-online.target
+Requires=cri-docker.socket
+
+[Service]
+Type=notify
+ExecStart=/usr/bin/cri-dockerd --container-runtime-endpoint fd://
+Restart=always
+
+[Install]
+WantedBy=multi-user.target
+"""
+CRI_DOCKER_SOCKET = """\
+[Unit]
+Description=CRI Docker Socket for the API
+PartOf=cri-docker.service
+
+[Socket]
+ListenStream=%t/cri-dockerd.sock
+SocketMode=0660
+SocketUser=root
+SocketGroup=docker
+
+[Install]
+WantedBy=sockets.target
+"""
 
 
 def install_context(bundle, root, cri, role="master", address=None,
@@ -459,6 +554,7 @@ class FakeCluster(object):
         self.cgroup_driver = "cgroupfs"
         self.docker_images = {}          # tag -> id
         self.containerd_images = {}      # name -> manifest digest
+        self.containerd_labels = {}      # name -> {key=value}
         self.node_ready = True
         self.pods = [pod_json("etcd-node-a"), pod_json("coredns-1")]
         self.iptables = "iptables v1.8.9 (legacy)"
@@ -657,9 +753,18 @@ class FakeRunner(ko.Runner):
         if argv[0] == "ctr" and "ls" in argv:
             lines = ["REF TYPE DIGEST SIZE PLATFORMS LABELS"]
             for name, digest in sorted(cluster.containerd_images.items()):
-                lines.append("%s application/x %s 1.0 MiB linux/amd64 -"
-                             % (name, digest))
+                lines.append("%s application/x %s 1.0 MiB linux/amd64 %s"
+                             % (name, digest, ",".join(sorted(
+                                 cluster.containerd_labels.get(name, ())))
+                                or "-"))
             return 0, "\n".join(lines) + "\n"
+        if argv[0] == "ctr" and argv[-4:-2] == ["images", "label"]:
+            # ctr images label NAME KEY=VALUE, as the real ctr takes it
+            # (tests/test_containerd_config.py runs that one).
+            if argv[-2] not in cluster.containerd_images:
+                return 1, "ctr: image %r: not found\n" % argv[-2]
+            cluster.containerd_labels.setdefault(argv[-2], set()).add(argv[-1])
+            return 0, argv[-2] + "\n"
         if argv[0] == "ctr" and "version" in argv:
             return 0, "Client:\n  Version: 1.6\nServer:\n  Version: 1.6\n"
         if argv[:2] == ["containerd", "config"]:
@@ -729,16 +834,21 @@ class FakeRunner(ko.Runner):
         if argv[:2] == ["containerd", "--version"]:
             return 0, ("containerd github.com/containerd/containerd %s "
                        "1e1ea6e\n" % cluster.containerd_version)
+        if argv == ["systemctl", "disable", "kubelet"]:
+            cluster.started.append(tuple(argv[1:]))
+            return 0, ""
         if argv == ["systemctl", "daemon-reload"]:
             cluster.daemon_reloads += 1
             return 0, ""
         if argv[:2] in (["systemctl", "enable"], ["systemctl", "restart"]):
             unit = argv[-1]
-            if unit == "kubelet" and not os.path.exists(
-                    rpath(self.root, ko.KUBELET_UNIT)):
+            if unit == "kubelet" and not any(os.path.exists(rpath(
+                    self.root, folder + "/kubelet.service"))
+                    for folder in ko.KUBELET_UNIT_DIRS):
                 return 1, ("Failed to enable unit: Unit file kubelet.service "
                            "does not exist.\n")
-            if unit in ("kubelet", "containerd", "docker"):
+            if unit in ("kubelet", "containerd", "docker",
+                        "cri-docker.socket", "cri-docker.service"):
                 cluster.started.append(tuple(argv[1:]))
                 return 0, ""
         if argv[0] == "kubectl" and argv[-5:] == ["delete", "pods", "-l", "app=flannel",

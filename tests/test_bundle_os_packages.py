@@ -117,9 +117,9 @@ def test_os_without_a_keyring_says_the_signature_was_not_checked(
 
 
 @pytest.mark.parametrize("flags, says", [
-    (["--os", "debian-13"], "error: unknown --os debian-13: give one of "
-     "centos-7, debian-10, debian-11, debian-12, rocky-8, ubuntu-18.04, "
-     "ubuntu-20.04, ubuntu-22.04"),
+    (["--os", "debian-14"], "error: unknown --os debian-14: give one of "
+     "centos-7, debian-10, debian-11, debian-12, debian-13, rocky-8, rocky-9, "
+     "ubuntu-18.04, ubuntu-20.04, ubuntu-22.04, ubuntu-24.04"),
     (["--os", "debian-12", "--arch", "s390x"], "error: --os needs --arch "
      "amd64 or arm64 (the distributions' archives are bundled for those "
      "only), not s390x"),
@@ -196,6 +196,36 @@ def test_checksum_file_replaces_the_containerd_publishers_files(
         "--checksum-file %s" % args[position]
 
 
+def test_os_debian_13_and_ubuntu_24_04_from_their_signed_archives(
+        run_cli, bundle_args, apt_archives, tmp_path):
+    """The distributions people run 1.3x on: trixie and noble, each checked
+    with the key that signed it, in one bundle."""
+    rc, out, err, output = _bundle(
+        run_cli, list(bundle_args) + ["--kubernetes-version", "v1.16.0"],
+        tmp_path, "--os", "debian-13", "--os", "ubuntu-24.04",
+        "--os-keyring", apt_archives.key.keyring,
+        "--file-mirror", "%s=%s/trixie/debian/" % (osarchive.DEBIAN,
+                                                   apt_archives.base_url),
+        "--file-mirror", "http://archive.ubuntu.com/ubuntu/=%s/noble/ubuntu/"
+        % apt_archives.base_url)
+    assert rc == 0, err
+    meta, members = osarchive.bundle_meta(output)
+    for os_id, version_id, url in (
+            ("debian-13", "13", "https://deb.debian.org/debian"),
+            ("ubuntu-24.04", "24.04", "http://archive.ubuntu.com/ubuntu")):
+        entry = meta["os_packages"][os_id]
+        assert entry["version_id"] == version_id
+        assert sorted(p["name"] for p in entry["packages"]) == \
+            osarchive.DEB_EXPECTED
+        assert entry["signatures"] == ["%s: signature checked with %s" % (
+            url, apt_archives.key.keyring)]
+        for package in entry["packages"]:
+            assert package["path"].startswith("packages/%s/" % os_id)
+            assert osarchive.sha256(members[package["path"]]) == \
+                meta["files"][package["path"]]["sha256"]
+    assert run_cli("verify", output)[0] == 0
+
+
 # -- RPM: createrepo_c repositories -------------------------------------------
 
 def _rpm_bundle(run_cli, bundle_args, tmp_path, rpm_repos, os_id, prefix,
@@ -264,6 +294,26 @@ def test_os_rpm_repository_signed_by_no_one_is_refused_with_a_keyring(
     line = _one_error_line(rc, err)
     assert "repomd.xml (repomd.xml.asc) is missing, so it cannot be checked " \
            "with %s: refusing the repository" % rpm_repos.key.keyring in line
+
+
+def test_os_rocky_9_takes_iptables_nft_from_a_signed_repository(
+        run_cli, bundle_args, rpm_repos, tmp_path):
+    rc, out, err, output = _bundle(
+        run_cli, bundle_args, tmp_path, "--os", "rocky-9", "--os-keyring",
+        rpm_repos.key.keyring, "--file-mirror", "%s=%s/rocky9/" % (
+            osarchive.ROCKY9, rpm_repos.base_url))
+    assert rc == 0, err
+    meta, _ = osarchive.bundle_meta(output)
+    entry = meta["os_packages"]["rocky-9"]
+    assert (entry["id"], entry["version_id"]) == ("rocky", "9")
+    names = sorted(p["name"] for p in entry["packages"])
+    assert names == sorted(set(osarchive.RPM_EXPECTED) - {"ebtables"} |
+                           {"iptables-nft"})
+    assert entry["signatures"] == [
+        "https://dl.rockylinux.org/vault/rocky/9.5/%s/x86_64/os: signature "
+        "checked with %s" % (repo, rpm_repos.key.keyring)
+        for repo in ("BaseOS", "AppStream")]
+    assert run_cli("verify", output)[0] == 0
 
 
 # -- arm64 ----------------------------------------------------------------------

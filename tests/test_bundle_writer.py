@@ -112,11 +112,68 @@ def test_cross_check_takes_kubeadms_tags(tmp_path):
     wanted = [i["ref"] for i in images if i["kubeadm"]]
     wanted = [r.replace("etcd:3.3.15-0", "etcd:3.3.17-0") for r in wanted]
     files = _fake_kubeadm(tmp_path, wanted)
-    checked = ko.cross_check_images(images, files, "v1.16.0", ko.host_arch(),
-                                    _Cache(str(tmp_path)))
+    checked, repository = ko.cross_check_images(
+        images, files, "v1.16.0", ko.host_arch(), _Cache(str(tmp_path)))
+    assert repository == "k8s.gcr.io"
     etcd = [i for i in checked if i["name"] == "etcd"][0]
     assert etcd["tag"] == "3.3.17-0"
     assert etcd["source"].endswith("/etcd:3.3.17-0") and etcd["ref"].endswith(":3.3.17-0")
+
+
+V1_37_2 = ["registry.k8s.io/kube-apiserver:v1.37.2",
+           "registry.k8s.io/kube-controller-manager:v1.37.2",
+           "registry.k8s.io/kube-scheduler:v1.37.2",
+           "registry.k8s.io/kube-proxy:v1.37.2",
+           "registry.k8s.io/coredns/coredns:v1.14.6",
+           "registry.k8s.io/pause:3.10.2", "registry.k8s.io/etcd:3.7.0-0"]
+
+
+def test_a_release_newer_than_the_table_takes_kubeadms_list(tmp_path):
+    """v1.37.2 is in no table: its tags, paths and repository are what its
+    kubeadm prints (a script printing those lines stands in for it here)."""
+    images = ko.plan_images("v1.37.2", ko.host_arch(), "mirror.test:5000",
+                            kubeadm_lists=True)
+    files = _fake_kubeadm(tmp_path, V1_37_2)
+    checked, repository = ko.cross_check_images(
+        images, files, "v1.37.2", ko.host_arch(), _Cache(str(tmp_path)))
+    assert repository == "registry.k8s.io"
+    kubeadm = sorted(i["ref"] for i in checked if i["kubeadm"])
+    assert kubeadm == sorted(V1_37_2)
+    by_name = dict((i["name"], i) for i in checked)
+    assert by_name["coredns"]["repository"] == "coredns/coredns"
+    assert by_name["coredns"]["source"] == "mirror.test:5000/coredns/coredns:v1.14.6"
+    assert by_name["etcd"]["tag"] == "3.7.0-0"
+    assert by_name["flannel-cni-plugin"]["ref"] == \
+        "ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel3"
+
+
+def test_a_release_newer_than_the_table_needs_its_kubeadm_to_run(tmp_path):
+    images = ko.plan_images("v1.37.2", ko.host_arch(), kubeadm_lists=True)
+    script = tmp_path / ("f" * 64)
+    script.write_text("#!/bin/sh\nexit 1\n")
+    with pytest.raises(ko.UserError) as exc:
+        ko.cross_check_images(images, [{"key": "kubeadm", "sha256": "f" * 64}],
+                              "v1.37.2", ko.host_arch(), _Cache(str(tmp_path)))
+    assert "v1.37.2 is newer than the release table" in str(exc.value)
+    assert "cannot list its images on this host" in str(exc.value)
+    other = "arm64" if ko.host_arch() != "arm64" else "amd64"
+    with pytest.raises(ko.UserError, match="bundle it on a linux/%s host" % other):
+        ko.cross_check_images(images, [], "v1.37.2", other, _Cache(str(tmp_path)))
+
+
+def test_kubeadm_moving_the_repository_wins(tmp_path):
+    """The table says v1.24.9 names registry.k8s.io (a patch number the
+    facts mark unconfirmed): the kubeadm that runs has the last word."""
+    images = ko.plan_images("v1.24.9", "amd64")
+    lines = [i["ref"].replace("registry.k8s.io/", "k8s.gcr.io/")
+             for i in images if i["kubeadm"]]
+    files = _fake_kubeadm(tmp_path, lines)
+    checked, repository = ko.cross_check_images(
+        images, files, "v1.24.9", ko.host_arch(), _Cache(str(tmp_path)))
+    assert repository == "k8s.gcr.io"
+    assert sorted(i["ref"] for i in checked if i["kubeadm"]) == sorted(lines)
+    assert all(i["source"].startswith("registry.k8s.io/")
+               for i in checked if i["kubeadm"])
 
 
 def test_cross_check_refuses_images_the_table_lacks(tmp_path):

@@ -205,7 +205,7 @@ def test_unreadable_containerd_config_stops_preflight(tmp_path, monkeypatch,
 
 
 @pytest.mark.parametrize("text,words", [
-    ("version = 3\n", "has version = 3; this tool writes versions 1 and 2"),
+    ("version = 4\n", "has version = 4; this tool writes versions 1, 2 and 3"),
     ('disabled_plugins = "cri"\n', "disabled_plugins in /etc/containerd/config.toml "
                                    "is not a list"),
     ('version = 2\nplugins = 1\n', "plugins in /etc/containerd/config.toml is not a table")])
@@ -220,3 +220,116 @@ def test_a_config_this_tool_cannot_rewrite_stops_preflight(text, words, tmp_path
                     "--no-progress", "--cri", "containerd"]) == 2
     assert words in capsys.readouterr().err.strip().splitlines()[-1]
     assert sup.snapshot(root) == before
+
+
+# -- containerd 2.x, the systemd cgroup driver, pinned images -----------------
+
+def runtime_phase_with(tmp_path, monkeypatch, version, containerd_version,
+                       config=None):
+    """The runtime phase on a fixture host for a bundle of VERSION whose
+    containerd says it is CONTAINERD_VERSION; (config as data, ctx)."""
+    root = sup.make_root(str(tmp_path / "root"))
+    runner = sup.install_fake(monkeypatch, root)
+    runner.cluster.containerd_version = containerd_version
+    if config is not None:
+        sup.write(root, ko.CONTAINERD_CONFIG, config)
+    bundle = sup.make_bundle(str(tmp_path / "b"), version=version)
+    args = argparse.Namespace(bundle=bundle, root=root, cri="containerd",
+                              image_repository=REPO, skip_phases=None,
+                              dry_run=False, no_progress=True,
+                              containerd_address=None, command="master")
+    ctx = ko.InstallContext(args, "master")
+    try:
+        ko.phase_runtime(ctx)
+    finally:
+        ctx.close()
+    with open(os.path.join(root, ko.CONTAINERD_CONFIG.lstrip("/"))) as h:
+        return tomllib.loads(h.read()), ctx
+
+
+def test_containerd_2_gets_a_version_3_config_with_the_pinned_sandbox(
+        tmp_path, monkeypatch):
+    config, ctx = runtime_phase_with(tmp_path, monkeypatch, "v1.37.2",
+                                     "v2.1.4")
+    assert config["version"] == 3
+    plugins = config["plugins"]
+    assert plugins["io.containerd.cri.v1.images"]["pinned_images"] == {
+        "sandbox": PAUSE}
+    runtime = plugins["io.containerd.cri.v1.runtime"]
+    assert (runtime["cni"]["bin_dir"], runtime["cni"]["conf_dir"]) == (
+        ko.CNI_BIN_DIR, ko.CNI_CONF_DIR)
+    assert runtime["containerd"]["runtimes"]["runc"]["options"] == {
+        "SystemdCgroup": True}
+    assert "io.containerd.grpc.v1.cri" not in plugins
+    assert ctx.cgroup_driver == "systemd"
+
+
+def test_containerd_1_from_1_22_uses_the_systemd_driver(tmp_path,
+                                                        monkeypatch):
+    config, ctx = runtime_phase_with(tmp_path, monkeypatch, "v1.22.17",
+                                     "v1.6.20", DEBIAN_CONFIG)
+    cri = config["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["sandbox_image"] == PAUSE
+    assert cri["containerd"]["runtimes"]["runc"]["options"] == {
+        "SystemdCgroup": True}
+    assert ctx.cgroup_driver == "systemd"
+
+
+def test_containerd_version_is_read_from_its_own_words():
+    class Runner(object):
+        def __init__(self, out):
+            self.out = out
+
+        def run(self, argv, **kwargs):
+            return ko.CommandResult(argv, 0, self.out, "")
+    assert ko.containerd_version(Runner(
+        "containerd github.com/containerd/containerd/v2 v2.1.4 75cb2b7\n")) \
+        == (2, 1)
+    assert ko.containerd_version(Runner(
+        "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1"
+        "+deb12u3\n")) == (1, 6)
+
+
+def test_containerd_before_1_22_keeps_its_cgroup_driver(tmp_path,
+                                                        monkeypatch):
+    _, ctx = runtime_phase_with(tmp_path, monkeypatch, "v1.21.14", "v1.6.20")
+    assert ctx.cgroup_driver == "cgroupfs"
+
+
+def test_a_version_3_config_the_host_has_is_kept_version_3(tmp_path,
+                                                           monkeypatch):
+    config, _ = runtime_phase_with(
+        tmp_path, monkeypatch, "v1.36.3", "v2.2.1",
+        "version = 3\n[plugins.'io.containerd.cri.v1.images']\n"
+        "  snapshotter = 'overlayfs'\n")
+    images = config["plugins"]["io.containerd.cri.v1.images"]
+    assert images == {"snapshotter": "overlayfs",
+                      "pinned_images": {"sandbox": PAUSE}}
+
+
+def test_the_real_ctr_labels_an_imported_image_pinned(containerd, tmp_path):
+    """The label argv the images phase gives ctr works on the real ctr:
+    an image imported into k8s.io is labeled io.cri-containerd.pinned."""
+    bundle = sup.make_bundle(str(tmp_path / "b"), extra_images=())
+    meta = ko.Bundle(bundle)
+    try:
+        image = [i for i in meta.meta["images"] if i["name"] == "pause"][0]
+        target = "registry.local:5000/k8s/pause:3.1"
+        layout = tmp_path / "layout.tar"
+        with open(str(layout), "wb") as handle:
+            ko.write_oci_layout(handle, meta, [(image, target)],
+                                ko.Progress(0, "x", enabled=False))
+    finally:
+        meta.close()
+    ctr = ["ctr", "--address", containerd.sock, "-n", "k8s.io"]
+    with open(str(layout), "rb") as handle:
+        subprocess.run(ctr + ["images", "import", "-"], stdin=handle,
+                       check=True, timeout=120)
+
+    class Ctx(object):
+        containerd_address = containerd.sock
+        runner = ko.Runner()
+    adapter = ko.RUNTIMES["containerd"]
+    assert adapter.pin(Ctx, [target]) == 1
+    assert ko.PINNED_LABEL in ko.containerd_image_labels(Ctx)[target]
+    assert adapter.pin(Ctx, [target]) == 0        # a re-run changes nothing

@@ -96,7 +96,7 @@ def test_enabling_the_kubelet_needs_its_unit(host):
     root, runner = host
     result = runner.run(["systemctl", "enable", "kubelet"], check=False)
     assert result.returncode == 1 and "does not exist" in result.stdout
-    sup.write(root, ko.KUBELET_UNIT, "[Unit]\n")
+    sup.write(root, ko.kubelet_unit_files("/etc/systemd/system")["kubelet.service"], "[Unit]\n")
     assert runner.run(["systemctl", "enable", "kubelet"]).ok
 
 
@@ -173,8 +173,60 @@ def test_a_config_kubeadm_refuses_is_named(command, text, problem):
 
 
 def test_a_kubeadm_without_a_known_config_api_refuses():
-    assert fake_kubeadm.check_config("init", docs(init_doc()), "v1.22.0") == [
-        "this fake kubeadm knows no config API of v1.22.0"]
+    assert fake_kubeadm.check_config("init", docs(init_doc()), "v1.38.0") == [
+        "this fake kubeadm knows no config API of v1.38.0"]
+
+
+V1BETA3, V1BETA4 = "kubeadm.k8s.io/v1beta3", "kubeadm.k8s.io/v1beta4"
+
+
+@pytest.mark.parametrize("version,text,problem", [
+    # v1beta2 went in 1.27, v1beta3 in 1.37; v1beta4 came in 1.31
+    ("v1.27.16", docs(init_doc()), "is apiVersion kubeadm.k8s.io/v1beta3, "
+     "not 'kubeadm.k8s.io/v1beta2'"),
+    ("v1.37.2", docs(init_doc(apiVersion=V1BETA3)), "is apiVersion "
+     "kubeadm.k8s.io/v1beta4, not 'kubeadm.k8s.io/v1beta3'"),
+    ("v1.30.14", docs(init_doc(apiVersion=V1BETA4)), "not 'kubeadm.k8s.io/"
+     "v1beta4'"),
+    # v1beta3 dropped useHyperKubeImage and dns.type
+    ("v1.22.17", docs(cluster_doc(apiVersion=V1BETA3, kubernetesVersion=
+                                  "v1.22.17", useHyperKubeImage=False)),
+     "ClusterConfiguration: unknown field 'useHyperKubeImage'"),
+    ("v1.22.17", docs(cluster_doc(apiVersion=V1BETA3, kubernetesVersion=
+                                  "v1.22.17", dns={"type": "CoreDNS"})),
+     "ClusterConfiguration.dns: unknown field 'type'"),
+    # v1beta4: name/value lists, the timeouts moved
+    ("v1.31.14", docs(init_doc(apiVersion=V1BETA4, nodeRegistration={
+        "kubeletExtraArgs": {"cgroup-driver": "systemd"}})),
+     "nodeRegistration.kubeletExtraArgs: a list expected"),
+    ("v1.31.14", docs(cluster_doc(apiVersion=V1BETA4, kubernetesVersion=
+                                  "v1.31.14", apiServer={"extraArgs": {
+                                      "v": "2"}})),
+     "apiServer.extraArgs: a list expected"),
+    ("v1.31.14", docs(cluster_doc(apiVersion=V1BETA4, kubernetesVersion=
+                                  "v1.31.14", apiServer={
+                                      "timeoutForControlPlane": "4m0s"})),
+     "apiServer: unknown field 'timeoutForControlPlane'"),
+    ("v1.31.14", docs(init_doc(apiVersion=V1BETA4, nodeRegistration={
+        "kubeletExtraArgs": [{"name": "v", "value": 2}]})),
+     "kubeletExtraArgs[0].value: a string expected"),
+])
+def test_the_newer_config_apis_refuse_what_their_kubeadm_refuses(
+        version, text, problem):
+    problems = fake_kubeadm.check_config("init", text, version)
+    assert any(problem in p for p in problems), problems
+
+
+def test_the_newer_config_apis_take_their_own_shapes():
+    assert fake_kubeadm.check_config("init", docs(
+        init_doc(apiVersion=V1BETA4, nodeRegistration={
+            "kubeletExtraArgs": [{"name": "v", "value": "2"}]},
+            timeouts={"controlPlaneComponentHealthCheck": "4m0s"}),
+        cluster_doc(apiVersion=V1BETA4, kubernetesVersion="v1.37.2",
+                    dns={"imageRepository": "r.example/coredns"})),
+        "v1.37.2") == []
+    assert fake_kubeadm.check_config("join", docs(join_doc(
+        apiVersion=V1BETA4, timeouts={"discovery": "5m0s"})), "v1.31.14") == []
 
 
 def test_kubeadm_init_with_a_refused_config_fails_the_test(host):

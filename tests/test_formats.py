@@ -75,10 +75,12 @@ def test_yaml_subset_refuses_what_it_does_not_read(text, words):
     assert words in str(exc.value)
 
 
-def test_yaml_subset_reads_the_bundled_flannel_manifest_like_pyyaml():
-    """Every document of manifests/kube-flannel.yml is read as PyYAML reads
-    it, or refused (its ConfigMap holds block scalars)."""
-    with open(os.path.join(sup.REPO, "manifests", "kube-flannel.yml")) as h:
+@pytest.mark.parametrize("manifest", ["kube-flannel.yml",
+                                      "kube-flannel-v0.28.yml"])
+def test_yaml_subset_reads_the_bundled_flannel_manifest_like_pyyaml(manifest):
+    """Every document of each flannel line's manifest is read as PyYAML
+    reads it, or refused (its ConfigMap holds block scalars)."""
+    with open(os.path.join(sup.REPO, "manifests", manifest)) as h:
         documents = ko.split_documents(h.read())
     read = refused = 0
     for document in documents:

@@ -22,7 +22,10 @@ def test_join_worker_with_join_file(host, bundle_dir, tmp_path):
         "token": sup.TOKEN, "apiServerEndpoint": sup.HOST_IP + ":6443",
         "caCertHashes": [sup.CA_HASH]}
     assert join["nodeRegistration"]["kubeletExtraArgs"] == {
-        "cgroup-driver": "cgroupfs"}
+        "cgroup-driver": "cgroupfs",
+        # the kubelet's sandbox is the bundled pause (the flag is there
+        # up to 1.34)
+        "pod-infra-container-image": "k8s.gcr.io/pause:3.1"}
     assert "controlPlane" not in join
     tags = set(runner.cluster.docker_images)
     assert "k8s.gcr.io/kube-proxy:" + sup.K8S_VERSION in tags

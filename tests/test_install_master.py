@@ -29,7 +29,7 @@ def test_master_runs_every_phase_in_order(host, bundle_dir, capsys):
     assert mode(rpath(root, "/usr/bin/crictl")) == 0o755
     assert sorted(os.listdir(rpath(root, "/opt/cni/bin"))) == [
         "bridge", "flannel", "host-local", "loopback", "portmap"]
-    with open(rpath(root, ko.KUBELET_DROPIN)) as handle:
+    with open(rpath(root, ko.kubelet_unit_files("/etc/systemd/system")["10-kubeadm.conf"])) as handle:
         assert "KUBELET_KUBEADM_ARGS" in handle.read()
     with open(rpath(root, ko.MODULES_FILE)) as handle:
         assert handle.read().split() == ["br_netfilter", "overlay"]
@@ -111,7 +111,8 @@ def test_kubeadm_config_field_by_field(host, bundle_dir, tmp_path):
     assert init["nodeRegistration"]["name"] == "node-a"
     assert init["nodeRegistration"]["criSocket"] == "/var/run/dockershim.sock"
     assert init["nodeRegistration"]["kubeletExtraArgs"] == {
-        "cgroup-driver": "systemd"}
+        "cgroup-driver": "systemd",
+        "pod-infra-container-image": "k8s.gcr.io/pause:3.1"}
     assert len(init["certificateKey"]) == 64
     cluster = docs["ClusterConfiguration"]
     assert cluster["kubernetesVersion"] == sup.K8S_VERSION

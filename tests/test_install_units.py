@@ -30,8 +30,8 @@ def test_kubelet_units_are_the_bundles_own(tmp_path, monkeypatch):
     sup.install_fake(monkeypatch, root)
     bundle = sup.make_bundle(str(tmp_path / "b"))
     assert ko.main(master(root, bundle)) == 0
-    assert host_bytes(root, ko.KUBELET_UNIT) == bundle_bytes(bundle, "kubelet.service")
-    assert host_bytes(root, ko.KUBELET_DROPIN) == bundle_bytes(bundle,
+    assert host_bytes(root, ko.kubelet_unit_files("/etc/systemd/system")["kubelet.service"]) == bundle_bytes(bundle, "kubelet.service")
+    assert host_bytes(root, ko.kubelet_unit_files("/etc/systemd/system")["10-kubeadm.conf"]) == bundle_bytes(bundle,
                                                                "10-kubeadm.conf")
 
 
@@ -55,7 +55,7 @@ def test_bundled_docker_installs_containerd_and_docker_units(tmp_path, monkeypat
     runner.cluster.docker_running = False
     _starts_when_enabled(runner, "docker", "docker_running")
     assert ko.main(master(root, bundle)) == 0
-    assert host_bytes(root, ko.DOCKER_UNIT) == bundle_bytes(bundle, "docker.service")
+    assert host_bytes(root, ko.RUNTIME_UNITS["docker.service"]) == bundle_bytes(bundle, "docker.service")
     assert host_bytes(root, "/etc/systemd/system/containerd.service") == \
         bundle_bytes(bundle, "containerd.service")
     enables = [argv[3] for argv in runner.ran("systemctl", "enable", "--now")]
@@ -71,7 +71,7 @@ def test_bundled_containerd_serves_cri_containerd(tmp_path, monkeypatch):
     assert ko.main(master(root, bundle, "--cri", "containerd")) == 0
     assert host_bytes(root, "/etc/systemd/system/containerd.service") == \
         bundle_bytes(bundle, "containerd.service")
-    assert not os.path.exists(os.path.join(root, ko.DOCKER_UNIT.lstrip("/")))
+    assert not os.path.exists(os.path.join(root, ko.RUNTIME_UNITS["docker.service"].lstrip("/")))
     assert os.access(os.path.join(root, "usr/bin/containerd"), os.X_OK)
     assert runner.ran("systemctl", "enable", "--now", "containerd")
 

@@ -15,8 +15,7 @@ from install_support import ko
 
 GOLDEN = os.path.join(sup.HERE, "golden")
 UPDATE = os.environ.get("K8S_OFFLINE_UPDATE_GOLDEN") == "1"
-# The newest patch of each minor in bundle/releases.json.
-MINORS = ["v1.16.15", "v1.17.17", "v1.18.20", "v1.19.16", "v1.20.15"]
+MINORS = sorted(sup.RELEASES, key=ko.parse_version)
 CERT_KEY = "ab" * 32
 
 
@@ -24,7 +23,7 @@ CERT_KEY = "ab" * 32
 def minor_bundle(request, tmp_path_factory):
     version = request.param
     folder = str(tmp_path_factory.mktemp("bundle-" + version))
-    return version, sup.make_bundle(folder, version=version)
+    return version, sup.release_bundle(folder, version)
 
 
 def context(root, bundle, command="master", role="master", flags=()):
@@ -47,7 +46,8 @@ def renders(root, bundle, runner):
     runner.cluster.cgroup_driver = "systemd"
     ha = context(root, bundle, flags=[
         "--cri", "containerd", "--control-plane-endpoint", "lb.example:6443",
-        "--node-name", "master-1", "--pod-network-cidr", "10.32.0.0/16"])
+        "--node-name", "master-1", "--pod-network-cidr", "10.32.0.0/16",
+        "--allow-cgroup-v1"])
     worker = context(root, bundle, "join", "worker",
                      ["--cri", "containerd", "--node-name", "worker-1"])
     control = context(root, bundle, "join", "control-plane",
@@ -70,6 +70,10 @@ def test_kubeadm_configs_per_minor_match_their_golden_files(minor_bundle,
     root, runner = host
     sup.write(root, "/usr/bin/kubeadm", "#!/bin/sh\necho fake kubeadm %s\n"
               % version, 0o755)
+    # containerd's config as the runtime phase leaves it (systemd from 1.22)
+    sup.write(root, ko.CONTAINERD_CONFIG, ko.containerd_config_with(
+        None, "registry.k8s.io/pause:3.10", (1, 7),
+        ko.profile(version)["cgroup_driver"]))
     minor = ".".join(version[1:].split(".")[:2])
     folder = os.path.join(GOLDEN, minor)
     written = []

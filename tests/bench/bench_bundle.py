@@ -53,8 +53,10 @@ ACCEPT_ALL = imageset.fx_images.ACCEPT_ALL
 KUBEADM_REGISTRY = "k8s.gcr.io"
 MARK_BEGIN = "<!-- bench_bundle.py: generated from here -->"
 MARK_END = "<!-- bench_bundle.py: generated up to here -->"
+# Issue 21: a warm re-run into a new file is no slower than cold; a re-run
+# onto an unchanged output finishes within 0.5 s (the retired goal was 0.1x).
 GOALS = {"cold_vs_floor": 1.5, "size_vs_docker_save": 0.4,
-         "warm_vs_cold": 0.1, "peak_rss_mb": 150}
+         "warm_new_vs_cold": 1.0, "unchanged_s": 0.5, "peak_rss_mb": 150}
 
 
 def log(msg):
@@ -304,8 +306,10 @@ class Bench(object):
         rmtree(work)
         os.makedirs(work)
         cache, output = os.path.join(work, "cache"), os.path.join(work, "bundle.tar")
-        argv = self.ours_argv(cache, output, extra)
-        for phase in ("cold", "warm"):
+        for phase in ("cold", "warm", "warm new"):
+            if phase == "warm new":      # same cache, a file that is not there
+                output = os.path.join(work, "bundle-new.tar")
+            argv = self.ours_argv(cache, output, extra)
             mark = self.served.mark()
             r = run(argv, cwd=work, out_dir=work)
             gets, nbytes = self.served.since(mark)
@@ -484,11 +488,13 @@ def build_report(bench, facts, load_before, load_after):
     floor = median("floor", res, "wall")
     cold = median("ours cold", res, "wall")
     warm = median("ours warm", res, "wall")
+    warm_new = median("ours warm new", res, "wall")
     docker_size = median("docker", res, "size")
     rows = []
     labels = [("floor", "floor: curl x8 + sha256sum + tar"),
               ("ours cold", "k8s_offline.py bundle, cold cache"),
-              ("ours warm", "k8s_offline.py bundle, warm re-run"),
+              ("ours warm", "k8s_offline.py bundle, warm re-run onto the unchanged output"),
+              ("ours warm new", "k8s_offline.py bundle, warm re-run into a new file"),
               ("startup", "(python3 -c 'import requests': start-up alone)"),
               ("skopeo", "skopeo copy x8 -> docker-archive"),
               ("docker", "docker pull x8 + docker save"),
@@ -533,13 +539,20 @@ def build_report(bench, facts, load_before, load_after):
             size / docker_size, fmt_mb(size), fmt_mb(docker_size)),
             "<= %.1fx" % GOALS["size_vs_docker_save"],
             size <= GOALS["size_vs_docker_save"] * docker_size)
+    if warm_new and cold:
+        goal("warm re-run into a new file vs cold", "%.2fx (%.2f s vs %.2f s)" % (
+            warm_new / cold, warm_new, cold), "<= %.1fx" % GOALS["warm_new_vs_cold"],
+            warm_new <= GOALS["warm_new_vs_cold"] * cold)
+    if warm:
+        goal("warm re-run onto the unchanged output", "%.2f s" % warm,
+             "<= %.1f s" % GOALS["unchanged_s"], warm <= GOALS["unchanged_s"])
     if warm and cold:
-        wbytes = max(r["blob_bytes"] for r in res["ours warm"])
-        goal("warm re-run vs cold", "%.3fx (%.2f s)" % (warm / cold, warm),
-             "<= %.1fx" % GOALS["warm_vs_cold"], warm <= GOALS["warm_vs_cold"] * cold)
+        wbytes = max(r["blob_bytes"] for k in ("ours warm", "ours warm new")
+                     if k in res for r in res[k])
         goal("blob bytes fetched on warm re-runs (registry log, max)", "%d B" % wbytes,
              "0", wbytes == 0)
-    peak_keys = [k for k in ("ours cold", "ours warm", "big cold", "big warm") if k in res]
+    peak_keys = [k for k in ("ours cold", "ours warm", "ours warm new", "big cold",
+                             "big warm") if k in res]
     if peak_keys:
         peak = max(r["rss_mb"] for k in peak_keys for r in res[k])
         goal("peak RSS of every bundle run (incl. the big-layer image)" if "big cold" in res
@@ -573,7 +586,9 @@ times each:
 - **floor**: the same unique blobs fetched 8 at a time (`curl --parallel
   --parallel-max 8`), hashed with `sha256sum`, packed with `tar -cf`;
 - **ours, cold**: `k8s_offline.py bundle` with a fresh `--cache-dir` and no output;
-- **ours, warm**: the same command again (same cache, same output);
+- **ours, warm**: the same command again (same cache, same output: the
+  tarball is up to date and not rewritten);
+- **ours, warm new**: the same cache, into a file that is not there yet;
 - **skopeo**: `skopeo copy docker://... docker-archive:...`, image by image;
 - **docker**: `docker pull` image by image, then one `docker save -o` of all
   eight (the images are removed again afterwards).

@@ -1,0 +1,276 @@
+"""Regenerate bundle/releases.json's entries for Kubernetes 1.21 and later.
+
+    python3 tests/gen_releases.py [--check]
+
+Inputs (read, never fetched): the shipped bundle/releases.json (its 1.16-1.20
+entries are kept as issue 8 collected them), ../shared/kubeadm-images-by-
+version.tsv (kubeadm's `config images list` per release, as minikube recorded
+it) and ../shared/K8S-MODERN-FACTS.md (the tables of pinned sha256 it cites).
+What those files state in prose (which patch moved to registry.k8s.io, which
+CNI plugins, crictl, containerd and runc each minor gets) is written below as
+data, each with where it comes from.  --check exits 1 when the shipped table
+differs from what this script would write.
+"""
+
+import json
+import os
+import re
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+SHARED = os.environ.get("K8SO_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
+TABLE = os.path.join(REPO, "bundle", "releases.json")
+TSV = os.path.join(SHARED, "kubeadm-images-by-version.tsv")
+FACTS = os.path.join(SHARED, "K8S-MODERN-FACTS.md")
+
+FIRST_NEW, LAST_MINOR = 21, 37
+# The minors still getting patch releases after the table's sources (the
+# facts name v1.34.11+, v1.35.8+, v1.36.4+ and v1.37.x): a newer patch of
+# these is bundled with the tags its own kubeadm lists.
+OPEN_MINORS = (34, 35, 36, 37)
+HEX64 = re.compile(r"\b[0-9a-f]{64}\b")
+ARCHES = ("amd64", "arm64", "arm", "ppc64le", "s390x")
+
+# The first patch of 1.22-1.24 whose kubeadm defaults to registry.k8s.io
+# (the back-ports of kubernetes #109938: #113388, #113393, #113395), with
+# how sure K8S-MODERN-FACTS.md section 2 is of the patch number.  Every 1.25+
+# release uses registry.k8s.io, every 1.21 and older k8s.gcr.io.
+BACKPORTS = {
+    22: (17, "unconfirmed: the back-port (#113388) is certain, the patch "
+             "number is not (minikube PR #15546 says \"1.22.18\", which was "
+             "never released; 1.22.17 is the last 1.22 patch)"),
+    23: (15, "medium: the 1.23.15 changelog carries it (quoted by Giant "
+             "Swarm's release notes) and minikube PR #15546 names 1.23.15"),
+    24: (9, "unconfirmed: minikube PR #15546 names 1.24.9; the changelog "
+            "entry itself was not read"),
+}
+
+# The CNI plugins per minor: the release kubespray shipped for it
+# (K8S-MODERN-FACTS.md section 5, "kubespray defaults per release"), 1.x
+# only (1.x no longer holds the flannel binary: the flannel line of 1.21+
+# brings its own, flannel-cni-plugin).
+CNI = {21: "v1.0.1", 22: "v1.0.1", 23: "v1.1.1", 24: "v1.1.1", 25: "v1.2.0",
+       26: "v1.3.0", 27: "v1.3.0", 28: "v1.3.0", 29: "v1.3.0", 30: "v1.4.0",
+       31: "v1.4.0", 32: "v1.4.1", 33: "v1.8.0", 34: "v1.8.0", 35: "v1.9.1",
+       36: "v1.9.1", 37: "v1.9.1"}
+CNI_SOURCE = ("kubespray's default per release (v2.18 1.0.1 .. v2.31/HEAD "
+              "1.9.1; K8S-MODERN-FACTS.md section 5), by the minor each "
+              "kubespray release defaulted to")
+
+# crictl: cri-tools minor = Kubernetes minor, the patch kubespray pinned
+# (its table in section 5).  No cri-tools v1.37 was in the sources (tags to
+# v1.36.0): 1.37 gets v1.36.0, pinned, until a v1.37 pin is cited.
+CRICTL_PATCH = {26: "v1.26.1", 27: "v1.27.1", 30: "v1.30.1", 31: "v1.31.1",
+                37: "v1.36.0"}
+
+# containerd and runc for --with-containerd, per minor (containerd
+# RELEASES.md "Kubernetes Support", section 4 of the facts).  1.6.20 (the
+# tool's choice so far) meets every minor's floor up to 1.28 (1.6.15+);
+# 1.29-1.34 list 1.7.x (1.7.28 is at or above each floor: 1.7.11+ .. 1.7.28+);
+# 1.35 lists 2.2.0+/2.1.5+, 1.36 2.3.0+/2.2.0+ with no 1.x, and 2.2 is past
+# its end of life (2026-11-06): 2.3.4, kubespray HEAD's pin, with runc 1.4.3
+# (kubespray HEAD) from 1.29.
+RUNTIMES = [(16, "1.6.20", "1.1.5"), (29, "1.7.28", "1.4.3"),
+            (35, "2.3.4", "1.4.3")]
+RUNTIME_SOURCE = ("containerd RELEASES.md Kubernetes Support table @301026e5 "
+                  "(floors per minor); 2.3.4 and runc 1.4.3: kubespray HEAD "
+                  "pins; checked against the publishers' .sha256sum files")
+
+# cri-dockerd (Docker on 1.24+): Mirantis publishes no checksum file, so the
+# archive is pinned: kubespray roles/kubespray_defaults/vars/main/checksums.yml
+# (stored commit 005bdce7f1867958838a2d0bb4f7e67893d98f64), its newest entry.
+CRI_DOCKERD = "0.3.24"
+CRI_DOCKERD_SHA256 = {
+    "amd64": "dd4b7f514c248a3aaca398f467430a4c58aae9a77ea8b96a2f5b5d6fba0948d1",
+    "arm64": "c783a03735887c4a8fc894bd4cf7a1c0defef3ecf50a4d79ff31eed45c26b17e"}
+
+# Flannel's current line (section 6 of the facts): the tag of
+# flannel-io/flannel's Documentation/kube-flannel.yml at HEAD.
+FLANNEL = "v0.28.9"
+FLANNEL_CNI_PLUGIN = "v1.9.1-flannel3"
+
+SOURCES = {
+    "minikube-kubeadm-images": {
+        "repo": "kubernetes/minikube",
+        "path": "pkg/minikube/constants/constants_kubeadm_images.go",
+        "commit": "383c3aa4af9c2d637800f0b4c70b360980d523cf",
+        "note": "generated by running each released kubeadm: `kubeadm config "
+                "images list --kubernetes-version V`; transcribed into "
+                "shared/kubeadm-images-by-version.tsv"},
+    "kubespray-checksums": {
+        "repo": "kubernetes-sigs/kubespray",
+        "path": "roles/kubespray_defaults/vars/main/checksums.yml",
+        "note": "union over tags v2.16.0..HEAD 46dbdd39, as "
+                "shared/K8S-MODERN-FACTS.md section 5 lists them (amd64 .0 "
+                "binaries; crictl and CNI per arch where given in full)"},
+    "kubespray-checksums-005bdce7": {
+        "repo": "kubernetes-sigs/kubespray",
+        "path": "roles/kubespray_defaults/vars/main/checksums.yml",
+        "commit": "005bdce7f1867958838a2d0bb4f7e67893d98f64",
+        "note": "cri_dockerd_archive_checksums, newest entry 0.3.24"},
+    "kubeadm-registry-backports": {
+        "url": "https://github.com/kubernetes/kubernetes/pull/109938",
+        "note": "default registry.k8s.io in kubeadm 1.25.0; back-ported to "
+                "1.22 (#113388), 1.23 (#113393), 1.24 (#113395); first patch "
+                "per minor in image_repository_confidence"},
+    "containerd-releases": {
+        "repo": "containerd/containerd", "path": "RELEASES.md",
+        "commit": "301026e58c619e63d09c0ec411012e54c0124b03",
+        "note": "Kubernetes Support table (and its history, see the facts)"},
+    "flannel-manifest": {
+        "repo": "flannel-io/flannel", "path": "Documentation/kube-flannel.yml",
+        "commit": "cdf760595c23292fd03ff4daf03638ac1ceef417",
+        "note": "v0.28.9, flannel-cni-plugin v1.9.1-flannel3; k8s-offline "
+                "writes its own manifest of that shape"},
+}
+
+
+def read_tsv(path):
+    rows = {}
+    with open(path) as handle:
+        for line in handle:
+            if line.startswith("#") or line.startswith("version\t"):
+                continue
+            version, pause, etcd, coredns, path_ = line.rstrip("\n").split("\t")
+            if re.match(r"^v1\.\d+\.\d+\Z", version):
+                rows[version] = (pause, etcd, coredns, path_)
+    return rows
+
+
+def read_facts(path):
+    """(binaries {version: (kubeadm, kubelet, kubectl)}, crictl {version:
+    (amd64, arm64)}, cni {version: {arch: hex}}) from the facts' tables."""
+    binaries, crictl, cni = {}, {}, {}
+    with open(path) as handle:
+        text = handle.read()
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and re.match(r"^1\.\d+\.\d+\Z", cells[0]):
+            hexes = [c for c in cells[1:] if HEX64.fullmatch(c)]
+            if len(hexes) == 3:
+                binaries["v" + cells[0]] = tuple(hexes)
+            elif len(hexes) == 2:
+                crictl["v" + cells[0]] = tuple(hexes)
+    found = re.search(r"sha256 amd64 / arm64: (.*)", text)
+    for part in found.group(1).split(";"):
+        match = re.match(r"\s*(\d+\.\d+\.\d+) (\S+) / (\S+)", part)
+        if not match:
+            continue
+        pins = dict((arch, value.strip(" .(")) for arch, value in
+                    (("amd64", match.group(2)), ("arm64", match.group(3))))
+        cni["v" + match.group(1)] = dict(
+            (arch, value) for arch, value in pins.items() if HEX64.fullmatch(value))
+    return binaries, crictl, cni
+
+
+def image_repository(minor, patch):
+    if minor >= 25:
+        return "registry.k8s.io", None
+    if minor in BACKPORTS and patch >= BACKPORTS[minor][0]:
+        return "registry.k8s.io", BACKPORTS[minor][1]
+    return "k8s.gcr.io", (BACKPORTS[minor][1] if minor in BACKPORTS else None)
+
+
+def runtime_for(minor):
+    found = None
+    for since, containerd, runc in RUNTIMES:
+        if minor >= since:
+            found = (containerd, runc)
+    return found
+
+
+def build(table, rows, binaries, crictl, cni):
+    table = json.loads(json.dumps(table))
+    for version in list(table["releases"]):
+        if int(version.split(".")[1]) >= FIRST_NEW:
+            del table["releases"][version]
+    for minor in range(16, LAST_MINOR + 1):
+        key = "1.%d" % minor
+        containerd, runc = runtime_for(minor)
+        entry = table["minors"].setdefault(key, {})
+        entry.update({"containerd": containerd, "runc": runc,
+                      "runtime_source": RUNTIME_SOURCE})
+        if minor < FIRST_NEW:
+            continue
+        entry.clear()
+        entry.update({"containerd": containerd, "runc": runc,
+                      "runtime_source": RUNTIME_SOURCE})
+        if minor in OPEN_MINORS:
+            entry["open"] = True
+        crictl_version = CRICTL_PATCH.get(minor, "v1.%d.0" % minor)
+        crictl_pins = crictl.get(crictl_version)
+        cni_version = CNI[minor]
+        entry.update({
+            "cni": cni_version,
+            "cni_sha256": dict(cni.get(cni_version, {})),
+            "cni_tarball": dict((a, "cni-plugins-linux-%s-%s.tgz" % (a, cni_version))
+                                for a in ARCHES),
+            "crictl": crictl_version,
+            "crictl_sha256": dict(zip(("amd64", "arm64"), crictl_pins))
+            if crictl_pins else {},
+            "crictl_tarball": dict((a, "crictl-%s-linux-%s.tar.gz" % (
+                crictl_version, a)) for a in ARCHES),
+            "flannel": FLANNEL, "flannel_cni_plugin": FLANNEL_CNI_PLUGIN,
+            "flannel_source": "flannel-manifest",
+            "cri_dockerd": CRI_DOCKERD if minor >= 24 else None,
+            "cri_dockerd_sha256": dict(CRI_DOCKERD_SHA256) if minor >= 24 else {},
+            "source": "cni: %s; crictl: cri-tools minor = Kubernetes minor "
+                      "(cri-tools README), sha256 kubespray-checksums; "
+                      "cri-dockerd: kubespray-checksums-005bdce7" % CNI_SOURCE,
+        })
+    for version, (pause, etcd, coredns, path_) in sorted(rows.items()):
+        _, minor, patch = (int(p) for p in version[1:].split("."))
+        if minor < FIRST_NEW or minor > LAST_MINOR:
+            continue
+        repository, confidence = image_repository(minor, patch)
+        entry = {"images": {"pause": pause, "etcd": etcd, "coredns": coredns},
+                 "coredns_path": path_,
+                 "images_confidence": "high: kubeadm's own `config images "
+                                      "list` output (minikube's table)",
+                 "images_source": "minikube-kubeadm-images",
+                 "image_repository": repository,
+                 "image_repository_source": "kubeadm-registry-backports"}
+        if confidence:
+            entry["image_repository_confidence"] = confidence
+        if version in binaries:
+            entry["binaries_sha256"] = {"amd64": dict(zip(
+                ("kubeadm", "kubelet", "kubectl"), binaries[version]))}
+            entry["binaries_source"] = "kubespray-checksums"
+        table["releases"][version] = entry
+    table["sources"].update(SOURCES)
+    note = ("1.21+: the release table's newest patch per minor is what "
+            "minikube's table held (2026-08); a newer patch of a supported "
+            "minor (v1.34.11+, v1.35.8+, v1.36.4+, v1.37.x) is bundled with "
+            "the image tags its own kubeadm lists, when it runs on the "
+            "bundling host.")
+    table["missing"] = [m for m in table["missing"] if not m.startswith("1.21+")]
+    table["missing"].append(note)
+    table["missing"].append(
+        "1.21+: sha256 pins only where K8S-MODERN-FACTS.md gives them in full "
+        "(kubeadm/kubelet/kubectl of the amd64 .0 releases; crictl amd64/arm64; "
+        "some CNI releases); everything else is checked against the "
+        "publisher's .sha256 beside it.")
+    return table
+
+
+def main(argv):
+    with open(TABLE) as handle:
+        shipped = json.load(handle)
+    table = build(shipped, read_tsv(TSV), *read_facts(FACTS))
+    text = json.dumps(table, indent=2, sort_keys=True) + "\n"
+    if "--check" in argv:
+        with open(TABLE) as handle:
+            same = handle.read() == text
+        print("up to date" if same else "bundle/releases.json differs: re-run "
+              "tests/gen_releases.py")
+        return 0 if same else 1
+    with open(TABLE, "w") as handle:
+        handle.write(text)
+    print("wrote %s: %d releases, %d minors" % (TABLE, len(table["releases"]),
+                                                len(table["minors"])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
