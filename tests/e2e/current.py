@@ -395,7 +395,7 @@ def real_and_stand_ins(build):
             "etcd:%s, etcd + etcdctl (%s)" % (tags["etcd"], mod[ETCD_ROW]),
             "coredns/coredns:%s (%s)" % (tags["coredns/coredns"], mod[COREDNS_ROW]),
             "%s: %s (%s)" % (n["cni_tgz"], " ".join(CNI_PLUGINS), mod[CNI_ROW]),
-            "%s: containerd %s (%s)" % (n["containerd_tgz"], " ".join(CONTAINERD_BINARIES),
+            "%s: %s (%s)" % (n["containerd_tgz"], " ".join(CONTAINERD_BINARIES),
                                         mod[CONTAINERD_ROW]),
             "runc.%s %s (%s)" % (ARCH, n["runc"], mod[RUNC_ROW]),
             "%s/flannel-io/flannel:%s (flanneld, %s; iptables + cp)" % (
@@ -414,10 +414,34 @@ def real_and_stand_ins(build):
     return ["REAL (current): " + r for r in real] + ["STAND-IN (current): " + s for s in stand]
 
 
+#: LAB ONLY: the node's own cgroup as the root of every cgroup v1 hierarchy, before systemd starts.
+#: Docker runs the node in the host's cgroup namespace and the lab bind-mounts the host's
+#: /sys/fs/cgroup, so the node's systemd (PID 1, in /docker/<id>) makes kubepods.slice under
+#: /docker/<id>/ while a kubelet with the systemd cgroup driver (Kubernetes 1.22+) looks for it at
+#: the hierarchy's root ("cgroup [kubepods] has some missing paths:
+#: /sys/fs/cgroup/systemd/kubepods.slice"). As kind's entrypoint does on cgroup v1: bind the
+#: node's cgroup over each hierarchy's root, and the root again at /docker/<id> inside it, so both
+#: the paths /proc/self/cgroup names and the root-relative ones lead to the node's own cgroup. On a
+#: real host systemd is PID 1 at the root: nothing of this is the tool's.
+CGROUP_ROOT_INIT = r"""#!/bin/sh
+# k8s-offline AIR-GAP LAB ONLY (tests/e2e/current.py): the node's cgroup as the hierarchy root
+own=$(awk -F: '$2 ~ /(^|,)cpu(,|$)/ {print $3}' /proc/self/cgroup)
+if [ "$(stat -fc %T /sys/fs/cgroup)" = tmpfs ] && [ -n "$own" ] && [ "$own" != / ]; then
+    for m in $(awk '$3 == "cgroup" {print $2}' /proc/self/mounts); do
+        [ -d "$m$own" ] || continue
+        mount --bind "$m$own" "$m"
+        mkdir -p "$m$own"
+        mount --bind "$m" "$m$own"
+    done
+fi
+exec /sbin/init "$@"
+"""
+
+
 def ensure_node_image():
     """The current scenario's node image: the lab node's packages without a runtime, with the
-    bare node's runc wrapper and containerd drop-in."""
-    return bare.ensure_bare_image(NODE_INCLUDES, name="current")
+    bare node's runc wrapper and containerd drop-in, and CGROUP_ROOT_INIT before systemd."""
+    return bare.ensure_bare_image(NODE_INCLUDES, name="current", init=CGROUP_ROOT_INIT)
 
 
 def main(argv=None):
