@@ -419,15 +419,17 @@ def real_and_stand_ins(build):
 #: /sys/fs/cgroup, so the node's systemd (PID 1, in /docker/<id>) makes kubepods.slice under
 #: /docker/<id>/ while a kubelet with the systemd cgroup driver (Kubernetes 1.22+) looks for it at
 #: the hierarchy's root ("cgroup [kubepods] has some missing paths:
-#: /sys/fs/cgroup/systemd/kubepods.slice"). As kind's entrypoint does on cgroup v1: bind the
-#: node's cgroup over each hierarchy's root, and the root again at /docker/<id> inside it, so both
+#: /sys/fs/cgroup/systemd/kubepods.slice"; and, on the hybrid layout's cgroup2 hierarchy at
+#: /sys/fs/cgroup/unified, runc's `exec` into a pod found no cgroup.procs under
+#: /sys/fs/cgroup/unified/kubepods.slice/...). As kind's entrypoint does: bind the node's cgroup
+#: over each hierarchy's root (cgroup and cgroup2), and the root again at /docker/<id> inside it, so both
 #: the paths /proc/self/cgroup names and the root-relative ones lead to the node's own cgroup. On a
 #: real host systemd is PID 1 at the root: nothing of this is the tool's.
 CGROUP_ROOT_INIT = r"""#!/bin/sh
 # k8s-offline AIR-GAP LAB ONLY (tests/e2e/current.py): the node's cgroup as the hierarchy root
 own=$(awk -F: '$2 ~ /(^|,)cpu(,|$)/ {print $3}' /proc/self/cgroup)
 if [ "$(stat -fc %T /sys/fs/cgroup)" = tmpfs ] && [ -n "$own" ] && [ "$own" != / ]; then
-    for m in $(awk '$3 == "cgroup" {print $2}' /proc/self/mounts); do
+    for m in $(awk '$3 == "cgroup" || $3 == "cgroup2" {print $2}' /proc/self/mounts); do
         [ -d "$m$own" ] || continue
         mount --bind "$m$own" "$m"
         mkdir -p "$m$own"
