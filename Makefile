@@ -28,8 +28,8 @@ unit:
 # Kubernetes v1.16.0, CoreDNS, etcd, CNI plugins, crictl; flanneld; node images; the bare-host
 # archive; the current release v1.37.2 with containerd 2.x, flannel v0.28 and its node image).
 # `make e2e` runs every scenario; `make e2e SCENARIO=seed` (or containerd, ha, daytwo, stick,
-# bare, current) runs one alone.
-E2E_SCENARIOS = seed containerd ha daytwo stick bare current
+# bare, cluster, current) runs one alone.
+E2E_SCENARIOS = seed containerd ha daytwo stick bare cluster current
 SCENARIO ?=
 e2e-prepare:
 	$(PYTHON) -m tests.e2e.upstream --prepare

@@ -9987,15 +9987,16 @@ def kubelet_rotates(host):
 def kubeconfig_client_certificate(text):
     """('data', DER) or ('file', path) of a kubeconfig's client certificate,
     or (None, None)."""
-    match = re.search(r"^\s*client-certificate-data:\s*([A-Za-z0-9+/=]+)\s*$",
-                      text or "", re.M)
+    match = re.search(r'^\s*"?client-certificate-data"?:\s*"?([A-Za-z0-9+/=]+)'
+                      r'"?,?[ \t]*\n', (text or "") + "\n", re.M)
     if match:
         try:
             pem = base64.b64decode(match.group(1)).decode("ascii", "replace")
         except (binascii.Error, ValueError):
             return "data", None
         return "data", first_pem_certificate(pem)
-    match = re.search(r"^\s*client-certificate:\s*(\S+)\s*$", text or "", re.M)
+    match = re.search(r'^\s*"?client-certificate"?:\s*(\S+?),?[ \t]*\n',
+                      (text or "") + "\n", re.M)
     if match:
         return "file", match.group(1).strip("\"'")
     return None, None
@@ -10065,6 +10066,81 @@ def phase_renew(ctx):
     """kubeadm certs renew all (kubeadm alpha certs renew all up to 1.19)."""
     log.info("  %s", " ".join(ctx.renew_command))
     ctx.runner.run(ctx.renew_command, timeout=300, what="kubeadm certs renew")
+
+
+def phase_renew_kubelet(ctx):
+    """kubelet.conf on the kubelet's rotating client certificate.
+
+    kubeadm init embeds the first control plane's kubelet client
+    certificate in kubelet.conf up to 1.16 (and a cluster made then keeps
+    it through upgrades); `certs renew all` does not renew it, so it
+    expires a year after init.  From 1.17 kubeadm points kubelet.conf at
+    kubelet-client-current.pem, which the kubelet rotates (kubernetes/
+    kubeadm#2185): do the same here, only when that file holds a valid
+    certificate and key and the kubelet rotates it, and restart the
+    kubelet once so that it reads the new kubelet.conf."""
+    host = ctx.host
+    text = host.read(KUBELET_CONF)
+    if kubeconfig_client_certificate(text)[0] != "data":
+        log.info("  %s embeds no client certificate: nothing to do",
+                 KUBELET_CONF)
+        return
+    problem = rotating_client_cert_problem(host)
+    if problem:
+        log.warning("warning: %s keeps its embedded client certificate, "
+                    "which kubeadm does not renew (%s): renew it before it "
+                    "expires", KUBELET_CONF, problem)
+        return
+    config = kubeconfig_on_file_credentials(text, KUBELET_CLIENT_CERT)
+    if config is None:
+        log.warning("warning: %s is not a kubeconfig this tool can rewrite: "
+                    "point its user at %s by hand (client-certificate and "
+                    "client-key)", KUBELET_CONF, KUBELET_CLIENT_CERT)
+        return
+    log.info("  %s: client-certificate and client-key -> %s (the kubelet "
+             "rotates it)", KUBELET_CONF, KUBELET_CLIENT_CERT)
+    host.write(KUBELET_CONF, canonical_json(config), 0o600)
+    ctx.runner.run(["systemctl", "restart", "kubelet"],
+                   what="restarting the kubelet")
+
+
+def rotating_client_cert_problem(host):
+    """Why the kubelet's kubelet-client-current.pem cannot stand in for an
+    embedded client certificate, or None."""
+    if not kubelet_rotates(host):
+        return "the kubelet does not rotate its client certificate"
+    text = host.read(KUBELET_CLIENT_CERT)
+    if text is None:
+        return "there is no %s" % KUBELET_CLIENT_CERT
+    expires = _expiry_of(first_pem_certificate(text))
+    if expires is None or "PRIVATE KEY-----" not in text:
+        return "%s holds no certificate and key" % KUBELET_CLIENT_CERT
+    if expires <= now():
+        return "%s has expired" % KUBELET_CLIENT_CERT
+    return None
+
+
+def kubeconfig_on_file_credentials(text, path):
+    """The kubeconfig (parsed) with every user's embedded client
+    certificate and key replaced by path, or None when it is not a
+    kubeconfig of the YAML subset."""
+    try:
+        config = parse_yaml_document(text)
+    except YamlSubsetError:
+        return None
+    users = config.get("users") if isinstance(config, dict) else None
+    if not isinstance(users, list) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("user"), dict)
+            for entry in users):
+        return None
+    for entry in users:
+        user = entry["user"]
+        if "client-certificate-data" in user:
+            user.pop("client-certificate-data")
+            user.pop("client-key-data", None)
+            user["client-certificate"] = path
+            user["client-key"] = path
+    return config
 
 
 def phase_renew_restart(ctx):
@@ -10788,6 +10864,10 @@ CERTS_RENEW_PHASES = (
           phase_renew_restart),
     Phase("kubeconfig", "refresh the admin.conf copies",
           phase_renew_kubeconfig),
+    # Last: its kubelet restart would race the static pods' restarts (a
+    # restarted kubelet reports no container for a while).
+    Phase("kubelet", "kubelet.conf on the kubelet's rotating client "
+          "certificate", phase_renew_kubelet),
 )
 # backup.json, as backup writes it (see require_schema for the kinds).
 BACKUP_SCHEMA = ("record", ({
@@ -10838,6 +10918,7 @@ HOST_VAR_ALIASES = {"ansible_ssh_host": "ansible_host",
 CLUSTER_TOOL_ENV = "K8SO_CLUSTER_TOOL"   # tests: the program hosts run
 CLUSTER_REMOTE_DIR = "k8s-offline"      # under the SSH user's home
 CLUSTER_LOG_DIR = "k8s-offline-cluster-logs"
+CLUSTER_EXTRA_CONFIG_NAME = "kubeadm-config-extra.yaml"
 SSH_CONNECT_TIMEOUT = 10
 SSH_CONNECT_ATTEMPTS = 3
 SSH_BACKOFF = 1.0                        # seconds, doubled per attempt
@@ -10846,10 +10927,35 @@ SSH_CONNECT_ERRORS = ("connection refused", "connection timed out",
                       "could not resolve", "connection reset",
                       "connection closed", "kex_exchange_identification",
                       "operation timed out", "temporary failure")
+# The lines ssh itself prints when it fails (the command's own output is
+# anything else), and those that say an established session ended.
+SSH_CLIENT_MESSAGE_RE = re.compile(
+    r"(?:ssh|kex_exchange_identification|client_loop|packet_write_wait|"
+    r"mux_client_\w+|muxclient|Control socket|ControlSocket)\b|"
+    r"(?:Connection|Shared connection|Timeout, server|Read from remote host|"
+    r"Host key verification|Bad owner|Could not resolve|Permission denied)\b|"
+    r"@@@|\S+@\S+: Permission denied")
+SSH_SESSION_LOST_RE = re.compile(r"(?:Shared connection|Connection) to \S+ "
+                                 r"closed( by remote host)?\.")
+SSH_SESSION_BROKEN_RE = re.compile(r"client_loop|packet_write_wait|"
+                                   r"Read from remote host|Broken pipe")
 CLUSTER_DISK_MARGIN = 64 * 1024 * 1024   # beside the bundle: logs, state
 CLUSTER_COMMAND_TIMEOUT = 3600
 MIN_REMOTE_PYTHON = (3, 6)
 MASTER_TAINT = "node-role.kubernetes.io/master-"
+
+
+def ssh_never_connected(result):
+    """True when ssh failed before the remote command could start: exit
+    255, no output of the command's own, a connect error, and nothing that
+    says an established session ended (a command cut off mid-way may still
+    be running there, and is never run again)."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    return (result.returncode == 255 and not result.stdout.strip() and
+            all(SSH_CLIENT_MESSAGE_RE.match(line) for line in lines) and
+            not any(SSH_SESSION_LOST_RE.search(line) or
+                    SSH_SESSION_BROKEN_RE.search(line) for line in lines) and
+            any(word in result.stderr.lower() for word in SSH_CONNECT_ERRORS))
 
 
 class ClusterHost(object):
@@ -11319,9 +11425,8 @@ class SSHTransport(object):
                                                      "it holds a token)\n"
                                                      if secret else
                                                      result.output()))
-            if (result.returncode == 255 and attempt < SSH_CONNECT_ATTEMPTS
-                    and any(word in result.stderr.lower()
-                            for word in SSH_CONNECT_ERRORS)):
+            if (attempt < SSH_CONNECT_ATTEMPTS and
+                    ssh_never_connected(result)):
                 sleep(SSH_BACKOFF * 2 ** (attempt - 1))
                 continue
             with self.lock:
@@ -11376,7 +11481,11 @@ def ssh_failure(host, result, what):
             return ("ssh refused the login of %s: %s: check the user and "
                     "--ssh-key/ansible_ssh_private_key_file"
                     % (host.user or "(ssh's default user)", text))
-        if not last_line(err):
+        said = last_line(err)
+        if (not said or SSH_SESSION_LOST_RE.match(said) or
+                not SSH_CLIENT_MESSAGE_RE.match(said)):
+            # ssh said nothing of its own (the last line is the command's),
+            # or that the session it had ended
             return ("lost the ssh connection (port %d) in the middle of %s: "
                     "check the host and its network" % (host.port, what))
         return "cannot reach it over ssh (port %d): %s" % (host.port,
@@ -11476,6 +11585,10 @@ class ClusterContext(object):
     def remote_join_file(self, host):
         return host.remote(posixpath.join(self.remote_dir, JOIN_FILE_NAME))
 
+    def remote_extra_config(self, host):
+        return host.remote(posixpath.join(self.remote_dir,
+                                          CLUSTER_EXTRA_CONFIG_NAME))
+
     def alive(self, hosts):
         return [host for host in hosts if host.name not in self.failed]
 
@@ -11572,8 +11685,7 @@ def cluster_bundle_files(ctx):
                         "PATH.tar" % ctx.args.bundle)
     bundle = None
     try:
-        # Opening reads every tar header: a damaged one is refused here.
-        bundle = Bundle(path)
+        bundle = Bundle(path)     # reads the tar's index: damage shows here
         if not ctx.dry_run:
             verify_bundle(bundle, progress=not ctx.args.no_progress)
         ctx.bundle_meta = {"arch": bundle.arch,
@@ -11924,6 +12036,8 @@ def master_argv(ctx, host):
     argv = ["master", "--bundle", ctx.remote_bundle(host), "--join-file",
             ctx.remote_join_file(host), "--no-progress"]
     argv += forwarded_flags(ctx, "master")
+    if ctx.args.kubeadm_config_extra:
+        argv += ["--kubeadm-config-extra", ctx.remote_extra_config(host)]
     if host.worker or ctx.args.allow_pods_on_master:
         argv.append("--allow-pods-on-master")
     if len([h for h in ctx.hosts if h.control_plane]) > 1:
@@ -11957,6 +12071,9 @@ def cluster_phase_master(ctx):
     wanting = [h for h in ctx.alive(ctx.hosts) if h is not host and
                not ctx.state.get(h.name, {}).get("joined")]
     if ctx.dry_run:
+        if ctx.args.kubeadm_config_extra:
+            ctx.plan("master", host, ["cat", ">", ctx.remote_extra_config(
+                host)])
         ctx.plan("master", host, ctx.tool_argv(host, *master_argv(ctx, host)),
                  root=True)
         return
@@ -11976,6 +12093,13 @@ def cluster_phase_master(ctx):
                     "token", root=True)
                 note += "; a fresh join file"
         else:
+            if ctx.args.kubeadm_config_extra:
+                send_private_file(ctx, host, ctx.remote_extra_config(host),
+                                  read_regular_file(
+                                      ctx.args.kubeadm_config_extra,
+                                      "--kubeadm-config-extra",
+                                      MAX_EXTRA_CONFIG_BYTES).decode("utf-8"),
+                                  "writing the --kubeadm-config-extra file")
             ctx.run(host, ctx.tool_argv(host, *master_argv(ctx, host)),
                     "master", root=True)
             note = "done"
@@ -11989,6 +12113,14 @@ def cluster_phase_master(ctx):
         for other in ctx.alive(ctx.hosts):
             ctx.skip_host("master", other, "the first control plane %s failed"
                           % host.name)
+
+
+def send_private_file(ctx, host, target, text, what, secret=False):
+    """text into target on host (mode 0600), through a temporary name."""
+    partial = target + ".partial"
+    ctx.run(host, ["sh", "-c", "umask 077 && cat > %s && mv -f %s %s" % (
+        shlex.quote(partial), shlex.quote(partial), shlex.quote(target))],
+        what, stdin=text, secret=secret)
 
 
 def join_argv(ctx, host):
@@ -12008,10 +12140,8 @@ def join_host(ctx, host, phase):
     if ctx.join_text is None:
         raise HostFailed("no join file came from %s" % ctx.first.name)
     target = ctx.remote_join_file(host)
-    partial = target + ".partial"
-    ctx.run(host, ["sh", "-c", "umask 077 && cat > %s && mv -f %s %s" % (
-        shlex.quote(partial), shlex.quote(partial), shlex.quote(target))],
-        "writing the join file", stdin=ctx.join_text, secret=True)
+    send_private_file(ctx, host, target, ctx.join_text,
+                      "writing the join file", secret=True)
     try:
         ctx.run(host, ctx.tool_argv(host, *join_argv(ctx, host)), phase,
                 root=True)
@@ -12185,6 +12315,8 @@ def require_cluster_flags(args, hosts):
                         "HOST:PORT (a load balancer or virtual IP in front of "
                         "their API servers on 6443)" % len(
                             [host for host in hosts if host.control_plane]))
+    if getattr(args, "kubeadm_config_extra", None):
+        read_extra_config(args.kubeadm_config_extra)     # master's checks
     if args.ssh_key:
         require_ssh_key(os.path.expanduser(args.ssh_key), "--ssh-key")
     for host in hosts:
@@ -12338,10 +12470,15 @@ def cmd_cluster_probe(args):
     """On a host (run by cluster over ssh): one JSON line of its state."""
     root = args.root or "/"
     admin = os.path.join(root, ADMIN_CONF.lstrip("/"))
+    # A run of this tool cut off mid-way (its ssh session gone) records
+    # "started": kubeadm's files may be there (the kubelet finishes its TLS
+    # bootstrap alone), yet the next cluster up must run it again.
+    recorded = Host(root).state()
+    half_done = "started" in (recorded.get("init"), recorded.get("join"))
     state = {"hostname": socket.gethostname().lower(),
-             "initialized": os.path.exists(admin),
+             "initialized": os.path.exists(admin) and not half_done,
              "joined": os.path.exists(os.path.join(
-                 root, KUBELET_CONF.lstrip("/")))}
+                 root, KUBELET_CONF.lstrip("/"))) and not half_done}
     if state["initialized"]:
         runner, kubectl = Runner(), ["kubectl", "--kubeconfig", admin]
         for name in args.untaint:
@@ -12453,6 +12590,9 @@ def add_cluster_commands(sub):
             else:
                 parser.add_argument(flag, metavar="VALUE", help="passed to %s"
                                     % " and ".join(commands))
+        parser.add_argument("--kubeadm-config-extra", metavar="FILE",
+                            help="passed to master: this machine's file "
+                            "goes to the first control plane")
         parser.add_argument("--allow-pods-on-master", action="store_true",
                             help="remove the taint of every control plane "
                             "(a host also in [kube_node] always loses it)")

@@ -330,3 +330,56 @@ def test_all_vars_lose_to_a_group_even_when_all_lists_the_hosts():
     assert [(h.user, h.port) for h in hosts] == [("deploy", 2022),
                                                  ("deploy", 2222),
                                                  ("deploy", 2022)]
+
+
+class _Answers(object):
+    """A runner answering execute() with the given results in turn and
+    recording each argv (a test failure when asked more than it holds)."""
+
+    def __init__(self, *results):
+        self.results, self.calls = list(results), []
+
+    def execute(self, argv, timeout=300, input_text=None):
+        self.calls.append(argv)
+        assert self.results, "ssh was run again: %r" % (argv,)
+        return self.results.pop(0)
+
+
+def _transport(runner, monkeypatch):
+    monkeypatch.setattr(ko, "sleep", lambda seconds: None)
+    transport = ko.SSHTransport(ko.build_parser().parse_args(
+        ["cluster", "up", "--bundle", "b", "--masters", "10.0.0.1"]), None)
+    transport.runner = runner
+    return transport
+
+
+@pytest.mark.parametrize("stdout, stderr", [
+    # the session was established, then it broke: the command may be running
+    ("", "client_loop: send disconnect: Connection reset by peer\n"),
+    ("", "Connection to 10.0.0.11 closed by remote host.\n"),
+    ("[init] Using Kubernetes version\n", "Read from remote host 10.0.0.11: "
+     "Connection reset by peer\n"),
+    ("", "[preflight] Running pre-flight checks\npacket_write_wait: Connection "
+     "to 10.0.0.11 port 22: Broken pipe\n"),
+])
+def test_a_session_lost_mid_command_is_never_run_again(monkeypatch, stdout,
+                                                       stderr):
+    host = read(KUBESPRAY)[0]
+    runner = _Answers(ko.CommandResult(["ssh"], 255, stdout, stderr))
+    result = _transport(runner, monkeypatch).run(host, ["kubeadm", "join"])
+    assert result.returncode == 255
+    assert len(runner.calls) == 1
+
+
+@pytest.mark.parametrize("stderr", [
+    "ssh: connect to host 10.0.0.11 port 22: Connection refused\n",
+    "kex_exchange_identification: read: Connection reset by peer\n"
+    "Connection reset by 10.0.0.11 port 22\n",
+    "ssh: connect to host 10.0.0.11 port 22: Connection timed out\n",
+])
+def test_a_connection_that_never_opened_is_tried_again(monkeypatch, stderr):
+    host = read(KUBESPRAY)[0]
+    runner = _Answers(ko.CommandResult(["ssh"], 255, "", stderr),
+                      ko.CommandResult(["ssh"], 0, "ok\n", ""))
+    result = _transport(runner, monkeypatch).run(host, ["true"])
+    assert (result.returncode, len(runner.calls)) == (0, 2)

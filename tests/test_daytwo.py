@@ -135,6 +135,8 @@ def make_master(root, days=365):
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\n" % component
         write(root, "%s/%s.yaml" % (ko.MANIFEST_DIR, component), text, 0o600)
     write(root, "/usr/bin/kubeadm", "#!/bin/sh\n", 0o755)
+    write(root, ko.kubelet_unit_files(ko.profile(K8S_VERSION)["unit_dir"])[
+        "kubelet.service"], "[Service]\nExecStart=/usr/bin/kubelet\n")
     # What master wrote there (restore runs kubeadm init with it again).
     write(root, ko.INIT_CONFIG, json.dumps(
         {"apiVersion": "kubeadm.k8s.io/v1beta2", "kind": "InitConfiguration",
@@ -425,6 +427,149 @@ def test_certs_renew_dry_run_changes_nothing(master, capsys):
         assert "would move /etc/kubernetes/manifests/%s.yaml" % component in err
     assert "would copy /etc/kubernetes/admin.conf to /root/.kube/config" in err
     assert "certs-before-renew" in err
+
+
+KUBELET_CONF_CLUSTER = (
+    "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: "
+    "TFMwdA==\n    server: https://%s:6443\n  name: kubernetes\ncontexts:\n"
+    "- context:\n    cluster: kubernetes\n    user: system:node:node-a\n"
+    "  name: system:node:node-a@kubernetes\ncurrent-context: "
+    "system:node:node-a@kubernetes\nkind: Config\npreferences: {}\n" % HOST_IP)
+
+
+def embed_kubelet_conf(root, days=365):
+    """kubelet.conf as kubeadm 1.16 init writes it on the first control
+    plane: the client certificate embedded (kubeadm's renewal does not
+    touch it, so it expires a year after init)."""
+    pki = os.path.join(root, "etc/kubernetes/pki")
+    crt, key = make_cert(os.path.join(root, "tmp-node"), "node-a", days,
+                         (pki + "/ca.crt", pki + "/ca.key"),
+                         cn="system:node:node-a")
+    data = [base64.b64encode(open(f, "rb").read()).decode() for f in (crt, key)]
+    shutil.rmtree(os.path.join(root, "tmp-node"))
+    write(root, ko.KUBELET_CONF, KUBELET_CONF_CLUSTER +
+          "users:\n- name: system:node:node-a\n  user:\n"
+          "    client-certificate-data: %s\n    client-key-data: %s\n"
+          % tuple(data), 0o600)
+
+
+def read_root(root, path):
+    with open(os.path.join(root, path.lstrip("/")), "rb") as handle:
+        return handle.read()
+
+
+def kubelet_restarts(runner):
+    return runner.ran("systemctl", "restart", "kubelet")
+
+
+def test_certs_renew_points_an_embedded_kubelet_conf_at_the_rotating_cert(
+        master, capsys):
+    """kubeadm 1.16 leaves the first master's kubelet.conf with its
+    embedded client certificate, which then expires: renew points it at
+    the kubelet's rotating kubelet-client-current.pem (what kubeadm writes
+    from 1.17), restarts the kubelet once, and a re-run changes nothing."""
+    root, runner = master
+    embed_kubelet_conf(root)
+    old = read_root(root, ko.KUBELET_CONF)
+    _, out, _ = run_tool(capsys, root, "certs", "check")
+    assert [l for l in out.splitlines() if l.split()[0] == "kubelet.conf"]
+    code, out, err = run_tool(capsys, root, "certs", "renew")
+    assert code == 0, err
+    new = ko.parse_yaml_document(read_root(root, ko.KUBELET_CONF).decode())
+    want = ko.parse_yaml_document(old.decode())
+    want["users"][0]["user"] = {"client-certificate": ko.KUBELET_CLIENT_CERT,
+                                "client-key": ko.KUBELET_CLIENT_CERT}
+    assert new == want
+    assert stat.S_IMODE(os.stat(os.path.join(
+        root, ko.KUBELET_CONF.lstrip("/"))).st_mode) == 0o600
+    assert len(kubelet_restarts(runner)) == 1
+    # after every static pod's restart: the lab saw a restarted kubelet report
+    # no container for the API server, whose restart then did not happen
+    commands = runner.commands()
+    last_pod_check = max(i for i, a in enumerate(commands)
+                         if a[:2] == ["docker", "inspect"] or
+                         (a[0] == "kubectl" and "pod" in a))
+    assert commands.index(["systemctl", "restart", "kubelet"]) > last_pod_check
+    assert "kubelet.conf" in err and ko.KUBELET_CLIENT_CERT in err
+    # certs check now follows it to the rotating certificate
+    _, out, _ = run_tool(capsys, root, "certs", "check")
+    row = [l for l in out.splitlines() if l.startswith("kubelet.conf")]
+    assert row and row[0].startswith(
+        "kubelet.conf -> " + ko.KUBELET_CLIENT_CERT), row
+    assert "rotates itself" in row[0]
+    # the old kubelet.conf is in the renewal's backup
+    folder = os.path.join(root, ko.DAYTWO_DIR.lstrip("/"))
+    backup = [n for n in os.listdir(folder) if n.startswith("certs-before")][0]
+    with tarfile.open(os.path.join(folder, backup)) as tar:
+        assert tar.extractfile("etc/kubernetes/kubelet.conf").read() == old
+    # a re-run leaves kubelet.conf and the kubelet alone
+    done = read_root(root, ko.KUBELET_CONF)
+    code, _, err = run_tool(capsys, root, "certs", "renew")
+    assert code == 0, err
+    assert read_root(root, ko.KUBELET_CONF) == done
+    assert len(kubelet_restarts(runner)) == 1
+
+
+def test_certs_renew_dry_run_names_the_kubelet_conf_change(master, capsys):
+    root, runner = master
+    embed_kubelet_conf(root)
+    before = snapshot(root)
+    code, _, err = run_tool(capsys, root, "certs", "renew", "--dry-run")
+    assert code == 0, err
+    assert snapshot(root) == before
+    assert "would write %s" % ko.KUBELET_CONF in err
+    assert not kubelet_restarts(runner)
+    assert ["systemctl", "restart", "kubelet"] in runner.commands(
+        executed_only=False)
+
+
+@pytest.mark.parametrize("damage", ["missing", "no key", "expired",
+                                    "no rotation"])
+def test_certs_renew_keeps_kubelet_conf_without_a_usable_rotating_cert(
+        master, capsys, damage):
+    """Pointing the kubelet at a file it cannot use would cut it off: then
+    kubelet.conf stays as it is and one warning says why."""
+    root, runner = master
+    embed_kubelet_conf(root)
+    current = os.path.join(root, ko.KUBELET_CLIENT_CERT.lstrip("/"))
+    if damage == "missing":
+        os.unlink(current)
+    elif damage == "no key":
+        text = open(current).read()
+        write(root, ko.KUBELET_CLIENT_CERT,
+              text[:text.index("-----BEGIN PRIVATE KEY")], 0o600)
+    elif damage == "expired":
+        pki = os.path.join(root, "etc/kubernetes/pki")
+        crt, key = make_cert(os.path.join(root, "tmp-old"), "k", -1,
+                             (pki + "/ca.crt", pki + "/ca.key"))
+        write(root, ko.KUBELET_CLIENT_CERT,
+              open(crt).read() + open(key).read(), 0o600)
+        shutil.rmtree(os.path.join(root, "tmp-old"))
+    else:
+        write(root, ko.KUBELET_CONFIG, "rotateCertificates: false\n")
+    old = read_root(root, ko.KUBELET_CONF)
+    code, _, err = run_tool(capsys, root, "certs", "renew")
+    assert code == 0, err
+    assert read_root(root, ko.KUBELET_CONF) == old
+    assert not kubelet_restarts(runner)
+    warnings = [l for l in err.splitlines() if "kubelet.conf" in l and
+                "warning" in l]
+    assert len(warnings) == 1, err
+
+
+def test_kubeconfig_client_certificate_reads_the_json_form(tmp_path):
+    """kubelet.conf as renew rewrites it (JSON through the serializer)."""
+    text = json.dumps({"users": [{"name": "n", "user": {
+        "client-certificate": ko.KUBELET_CLIENT_CERT,
+        "client-key": ko.KUBELET_CLIENT_CERT}}]}, indent=2)
+    assert ko.kubeconfig_client_certificate(text) == (
+        "file", ko.KUBELET_CLIENT_CERT)
+    crt, _ = make_cert(str(tmp_path), "admin", 5)
+    data = base64.b64encode(open(crt, "rb").read()).decode()
+    kind, der = ko.kubeconfig_client_certificate(json.dumps(
+        {"users": [{"user": {"client-certificate-data": data}}]}, indent=2))
+    assert kind == "data" and ko.certificate_not_after(der) == \
+        openssl_enddate(crt)
 
 
 def test_certs_renew_needs_a_master(master, capsys, monkeypatch, tmp_path):

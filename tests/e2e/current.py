@@ -61,9 +61,10 @@ NODE_TARBALL_BINARIES = ["kubeadm", "kubelet", "kubectl", "kube-proxy"]
 #: Where the images live in the lab registry: the path under each registry host.
 K8S_REGISTRY = "registry.k8s.io"
 FLANNEL_REGISTRY = "ghcr.io"
-#: The node image: the usual node's packages without a container runtime.
+#: The node image: the usual node's packages without a container runtime (and without scenario
+#: cluster's sshd and sudo).
 RUNTIMES = ("docker.io", "containerd", "runc")
-NODE_INCLUDES = [p for p in nodes.NODE_PACKAGES if p not in RUNTIMES]
+NODE_INCLUDES = [p for p in nodes.NODE_PACKAGES if p not in RUNTIMES + ("openssh-server", "sudo")]
 
 
 def tool_facts():

@@ -32,7 +32,12 @@ PID_LABEL = "org.k8s-offline.lab.pid"
 SERVICE_CIDR = "10.96.0.0/12"  # kubeadm default service subnet
 NODE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "iproute2", "iptables", "kmod", "procps",
                  "ca-certificates", "python3", "conntrack", "socat", "ebtables", "ethtool",
-                 "util-linux", "mount", "docker.io", "containerd", "runc", "less"]
+                 "util-linux", "mount", "docker.io", "containerd", "runc", "less",
+                 # scenario cluster (`cluster up` over ssh): sshd and sudo, off until it turns them on
+                 "openssh-server", "sudo"]
+#: Masked in the node image: the packages' host keys are the image's, the same on every node, so
+#: sshd runs only where a scenario gave the node keys of its own (ssh_on).
+SSH_UNITS = ["ssh.service", "ssh.socket"]
 
 RUNC_WRAPPER = r'''#!/usr/bin/python3
 # k8s-offline AIR-GAP LAB ONLY (tests/e2e/nodes.py): this sandbox cannot grant CAP_SYS_RESOURCE,
@@ -154,7 +159,7 @@ def base_key():
 
 def node_key():
     material = "\n".join([base_key(), NODE_RECIPE, RUNC_WRAPPER, RSHARED_UNIT, DOCKERFILE,
-                          " ".join(MASKED_UNITS)])
+                          " ".join(MASKED_UNITS), " ".join(SSH_UNITS)])
     return hashlib.sha256(material.encode()).hexdigest()[:12]
 
 
@@ -244,7 +249,25 @@ def ensure_node_image():
         (r / "usr/sbin").mkdir(parents=True)
         (r / "usr/sbin/runc").write_text(RUNC_WRAPPER)
         os.chmod(str(r / "usr/sbin/runc"), 0o755)
+        mask_ssh(r)
     return build_image(ref, DOCKERFILE.format(base=base, key=node_key()), rootfs)
+
+
+def mask_ssh(r):
+    """sshd off in the node image (rootfs dir r), see SSH_UNITS."""
+    units = r / "etc/systemd/system"
+    units.mkdir(parents=True, exist_ok=True)
+    for u in SSH_UNITS:
+        os.symlink("/dev/null", str(units / u))
+
+
+def ssh_on(node):
+    """Give the node host keys of its own (as a real host makes them on its first boot), unmask
+    and start sshd; returns its public host keys ("type base64" lines)."""
+    node.exec(["sh", "-c", "rm -f /etc/ssh/ssh_host_* && ssh-keygen -A && systemctl unmask %s "
+               "&& systemctl daemon-reload && systemctl start ssh.service" % " ".join(SSH_UNITS)])
+    keys = node.sh_out(["sh", "-c", "cat /etc/ssh/ssh_host_*_key.pub"], quiet=True)
+    return [" ".join(line.split()[:2]) for line in keys.splitlines() if line.strip()]
 
 
 # --------------------------------------------------------------------------- running nodes
