@@ -26,14 +26,16 @@ unit:
 # The air-gap lab: real kubeadm nodes on an internal Docker network.
 # e2e-prepare does the slow, cached part alone (the Go builds of tests/e2e/gomod/builds.json:
 # Kubernetes v1.16.0, CoreDNS, etcd, CNI plugins, crictl; flanneld; node images; the bare-host
-# archive). `make e2e` runs every scenario; `make e2e SCENARIO=seed` (or containerd,
-# ha, daytwo, stick, bare, cluster) runs one alone.
-E2E_SCENARIOS = seed containerd ha daytwo stick bare cluster
+# archive; the current release v1.37.2 with containerd 2.x, flannel v0.28 and its node image).
+# `make e2e` runs every scenario; `make e2e SCENARIO=seed` (or containerd, ha, daytwo, stick,
+# bare, cluster, current) runs one alone.
+E2E_SCENARIOS = seed containerd ha daytwo stick bare cluster current
 SCENARIO ?=
 e2e-prepare:
 	$(PYTHON) -m tests.e2e.upstream --prepare
 	$(PYTHON) -m tests.e2e.nodes --image
 	$(PYTHON) -m tests.e2e.bare --archive --image
+	$(PYTHON) -m tests.e2e.current --prepare --image
 
 e2e:
 	$(PYTHON) -m pytest -q -s $(addprefix tests/e2e/test_,$(addsuffix .py,$(or $(SCENARIO),$(E2E_SCENARIOS))))

@@ -88,6 +88,8 @@ CONTAINERD_ROW = "containerd-v%s" % CONTAINERD_VERSION
 RUNC_ROW = "runc-v%s" % RUNC_VERSION
 
 LAB_BIN = "/opt/k8so-lab/bin"
+#: An image's first process when it has one of its own (ensure_bare_image's init).
+LAB_INIT = LAB_BIN + "/k8so-lab-init"
 #: The lab's runc wrapper, finding the real runc on PATH after its own folder.
 BARE_RUNC_WRAPPER = nodes_mod.RUNC_WRAPPER.replace(
     'REAL = "/usr/sbin/runc.k8so-lab-real"\n',
@@ -496,16 +498,22 @@ def bare_keys(includes):
     return base, node
 
 
-def ensure_bare_image():
-    """Build (or reuse) the bare node image; returns its reference."""
-    includes = BARE_INCLUDES
+def ensure_bare_image(includes=BARE_INCLUDES, name="bare", init=None):
+    """Build (or reuse) the bare node image; returns its reference. includes/name: another node
+    without a runtime (the current scenario's: the lab node's packages but docker, containerd, runc);
+    init: a script the image runs first, which then execs /sbin/init (the current node's cgroup
+    root, current.py)."""
     base_key, key = bare_keys(includes)
-    ref = "%s-bare:%s" % (PREFIX, key)
+    dockerfile = BARE_DOCKERFILE
+    if init is not None:
+        key = hashlib.sha256((key + "\n" + init).encode()).hexdigest()[:12]
+        dockerfile = dockerfile.replace('ENTRYPOINT ["/sbin/init"]', 'ENTRYPOINT ["%s"]' % LAB_INIT)
+    ref = "%s-%s:%s" % (PREFIX, name, key)
     if nodes_mod.image_exists(ref):
-        log("bare node image %s is cached" % ref)
+        log("%s node image %s is cached" % (name, ref))
         return ref
-    base = nodes_mod.debootstrap_image("%s-bare-base:%s" % (PREFIX, base_key), "bare-" + base_key,
-                                       includes)
+    base = nodes_mod.debootstrap_image("%s-%s-base:%s" % (PREFIX, name, base_key),
+                                       "%s-%s" % (name, base_key), includes)
 
     def rootfs(r):
         (r / LAB_BIN.strip("/")).mkdir(parents=True)
@@ -515,7 +523,10 @@ def ensure_bare_image():
         dropin = r / "etc/systemd/system/containerd.service.d"
         dropin.mkdir(parents=True)
         (dropin / "k8so-lab-runc.conf").write_text(CONTAINERD_DROPIN)
-    return nodes_mod.build_image(ref, BARE_DOCKERFILE.format(base=base, key=key), rootfs)
+        if init is not None:
+            (r / LAB_INIT.strip("/")).write_text(init)
+            (r / LAB_INIT.strip("/")).chmod(0o755)
+    return nodes_mod.build_image(ref, dockerfile.format(base=base, key=key), rootfs)
 
 
 def main(argv=None):

@@ -143,11 +143,14 @@ def wait_nodes_ready(master, names, timeout=TIMEOUT_POD):
     return wait_for("nodes %s Ready" % ", ".join(names), check, timeout)
 
 
-def wait_system_pods_ready(master, node_names, timeout=TIMEOUT_POD, ready=True):
+def wait_system_pods_ready(master, node_names, timeout=TIMEOUT_POD, ready=True,
+                           flannel_namespace="kube-system"):
     """Every kube-system pod Running (and ready, unless ready=False), with kube-proxy and flannel
-    on every node."""
+    on every node (flannel's pods in flannel_namespace: kube-flannel from flannel v0.19)."""
     def check():
         ps = pods(master)
+        if flannel_namespace != "kube-system":
+            ps.update(pods(master, flannel_namespace))
         bad = {n: p["status"].get("phase") for n, p in ps.items()
                if not (pod_ready(p) if ready else p["status"].get("phase") == "Running")}
         if bad:

@@ -233,6 +233,10 @@ def build(row):
                 "-ldflags", row.ldflags] + modfile + ["-o", str(tmp) + "/"] + row.packages
         times["compile"] = _stream(row, "compile (%d packages in the import graph)" % total, argv,
                                    logf, env, count_total=total)
+    # `go build -o dir/` names a binary after its package path (go.etcd.io/etcd/server/v3 gives
+    # "server"): the row's `rename` gives it the name its release uses
+    for built, name in sorted(row.row.get("rename", {}).items()):
+        (tmp / built).rename(tmp / name)
     if row.check:
         argv = [str(tmp / row.check["argv"][0])] + row.check["argv"][1:]
         p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -368,6 +368,15 @@ class Node(object):
                                  "docker inspect -f '=== {{.Name}} {{.State.StartedAt}}' $c; "
                                  "docker logs --tail 200 $c 2>&1; done; ip neigh show dev flannel.1; "
                                  "bridge fdb show dev flannel.1; ip -d link show flannel.1"],
+            # the same on containerd nodes (crictl), with the routes and this node's rules
+            "cri-network-pods.log": ["sh", "-c", "command -v crictl >/dev/null || exit 0; "
+                                     "c='crictl --runtime-endpoint unix:///run/containerd/containerd.sock'; "
+                                     "for i in $($c ps -a -q --name 'kube-flannel|coredns|kube-proxy'); do "
+                                     "$c inspect -o go-template --template '=== {{.status.metadata.name}} "
+                                     "{{.status.startedAt}}' $i; echo; $c logs --tail 200 $i 2>&1; done; "
+                                     "ip route; ip -d link show flannel.1; bridge fdb show dev flannel.1; "
+                                     "ip neigh show dev flannel.1; cat /run/flannel/subnet.env; "
+                                     "iptables-save 2>&1 | head -300"],
             "pods.txt": ["sh", "-c", "k='kubectl --kubeconfig /etc/kubernetes/admin.conf "
                          "--request-timeout 10s'; $k get pods -A -o wide; $k get nodes -o wide; "
                          "$k get events -A"],
