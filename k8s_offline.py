@@ -3179,12 +3179,16 @@ KUBERNETES_PROFILES = (
           # kube-scheduler's and kube-controller-manager's health ports
           # (the secure ones from 1.17: kubernetes #85043).
           "control_plane_ports": (10251, 10252),
+          # How their /healthz is asked: plain HTTP on the insecure ports,
+          # HTTPS (a self-signed serving certificate) on the secure ones.
+          "control_plane_scheme": "http",
           # etcd's health endpoint kubeadm probes (/livez from 1.31,
           # kubernetes #124465), and the tool that restores a snapshot
           # (etcdutl: etcd 3.6 dropped `etcdctl snapshot restore`).
           "etcd_probe": "/health", "etcd_restore": "etcdctl"}),
     (17, {"iptables_backend_detected": True,
-          "control_plane_ports": (10259, 10257)}),
+          "control_plane_ports": (10259, 10257),
+          "control_plane_scheme": "https"}),
     (20, {"certs_command": ("kubeadm", "certs")}),
     # CoreDNS moved to coredns/coredns under the default repository; the
     # CNI plugins 1.x no longer carry flannel's binary, the current flannel
@@ -3434,6 +3438,17 @@ KUBEADM_CONFIG_PATH = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config"
 API_TIMEOUT = 15
 
 WAIT_INTERVAL = 5
+# The wait phase's rounds (a kubectl or three each): a user waits for the
+# first round that sees the cluster working, so they come often.
+WAIT_POLL = 1
+# The cluster domain kubeadm is given, and the name the wait phase asks
+# CoreDNS for (through the kube-dns Service, as a pod would).
+CLUSTER_DOMAIN = "cluster.local"
+DNS_PROBE_NAME = "kubernetes.default.svc." + CLUSTER_DOMAIN
+# A node's Ready condition is the kubelet's; its heartbeat, in the kubelet's
+# (this host's) clock, must not predate this run's kubeadm by more than the
+# timestamps' rounding.
+HEARTBEAT_SLACK = 2
 IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
                       "ErrImageNeverPull")
 
@@ -4618,6 +4633,9 @@ class InstallContext(object):
         self.containerd_address = (valid_containerd_address(
             flag("containerd_address")) or CRI_SOCKETS["containerd"])
         self.node_name = valid_node_name(flag("node_name"))
+        # When this run started kubeadm init or join (the wait phase wants
+        # the node's Ready from after it), and which.
+        self.kubeadm_started = self.kubeadm_started_by = None
         self.ignore_preflight_errors = valid_ignore_preflight_errors(
             flag("ignore_preflight_errors"))
         self.control_plane_endpoint = flag("control_plane_endpoint")
@@ -4839,30 +4857,212 @@ def pod_problem(pod):
     return phase if phase != "Running" else "Running, not ready", None
 
 
-def cluster_pending(ctx, kubeconfig=ADMIN_CONF, pods=True):
-    """[(what, reason, image)] still keeping the cluster from ready."""
+def heartbeat_seconds(node):
+    """The Ready condition's lastHeartbeatTime in seconds, or None."""
+    for condition in node.get("status", {}).get("conditions", []):
+        if condition.get("type") == "Ready":
+            try:
+                return calendar.timegm(time.strptime(
+                    condition.get("lastHeartbeatTime") or "",
+                    "%Y-%m-%dT%H:%M:%SZ"))
+            except ValueError:
+                return None
+    return None
+
+
+def node_pending(ctx, kubeconfig):
+    """[(what, reason, None)]: this node, unless it is Ready by its own
+    kubelet's report since this run's kubeadm (right after a reset the
+    cluster may still hold the old Node, Ready)."""
     name = node_name(ctx)
     node, error = _kubectl_json(ctx, ["get", "node", name], kubeconfig)
     if node is None:
         return [("node %s" % name, error, None)]
-    pending = []
     ready, reason = node_ready(node)
+    beat = heartbeat_seconds(node)
+    if (ready and ctx.kubeadm_started and beat is not None and
+            beat < ctx.kubeadm_started - HEARTBEAT_SLACK):
+        ready, reason = False, ("its Ready status is from before this run's "
+                                "%s (the kubelet has not reported yet)"
+                                % ctx.kubeadm_started_by)
     if not ready:
-        pending.append(("node %s" % name, "NotReady: " + reason, None))
-    if pods:
-        listing, error = _kubectl_json(ctx, ["-n", "kube-system", "get",
-                                             "pods"], kubeconfig)
-        if listing is None:
-            return pending + [("kube-system pods", error, None)]
-        items = listing.get("items", [])
-        if not items:
-            pending.append(("kube-system pods", "none yet", None))
-        for pod in items:
-            problem = pod_problem(pod)
-            if problem:
-                pending.append(("pod %s" % pod["metadata"]["name"],
-                                problem[0], problem[1]))
-    return pending
+        return [("node %s" % name, "NotReady: " + reason, None)]
+    return []
+
+
+def is_static_pod(pod):
+    """A mirror pod: the kubelet's copy of a static pod (the control plane's)."""
+    return "kubernetes.io/config.mirror" in (
+        pod.get("metadata", {}).get("annotations") or {})
+
+
+def control_plane_health(ctx):
+    """{component: problem or None} of this master's control plane: the API
+    server's /readyz (which checks etcd too), the scheduler's and the
+    controller-manager's /healthz on their profile ports."""
+    prof = profile(ctx.bundle.kubernetes_version)
+    result = ctx.runner.run(ctx.kubectl("get", "--raw", "/readyz"),
+                            change=False, check=False, timeout=30)
+    readyz = None if result.ok else "failing /readyz (%s)" % (
+        last_line(result.output()) or "no answer")
+    health = {"kube-apiserver": readyz, "etcd": readyz}
+    for component, port in zip(("kube-scheduler", "kube-controller-manager"),
+                               prof["control_plane_ports"]):
+        scheme = prof["control_plane_scheme"]
+        problem = health_problem("127.0.0.1", port, "/healthz", scheme)
+        health[component] = problem and "failing %s://127.0.0.1:%d/healthz " \
+            "(%s)" % (scheme, port, problem)
+    return health
+
+
+COMPONENT_TITLES = {"kube-apiserver": "the API server"}
+
+
+def static_component(pod):
+    name = pod.get("metadata", {}).get("name", "")
+    for component in ("etcd",) + CONTROL_PLANE_COMPONENTS:
+        if name.startswith(component + "-"):
+            return component
+    return None
+
+
+def coredns_pending(ctx):
+    """[(what, reason, None)] unless CoreDNS answers a query through the
+    kube-dns Service (as a pod asks it)."""
+    if getattr(ctx, "kube_dns_ip", None) is None:
+        service, error = _kubectl_json(ctx, ["-n", "kube-system", "get", "svc",
+                                             "kube-dns"])
+        address = (service or {}).get("spec", {}).get("clusterIP")
+        if not address or not _is_ipv4(address):
+            return [("CoreDNS", "no kube-dns Service address yet%s" % (
+                ": " + error if error else ""), None)]
+        ctx.kube_dns_ip = address
+    if dns_answers(ctx.kube_dns_ip, DNS_PROBE_NAME):
+        return []
+    return [("CoreDNS", "no answer from %s for %s" % (ctx.kube_dns_ip,
+                                                     DNS_PROBE_NAME), None)]
+
+
+def wait_pending(ctx, kubeconfig, worker):
+    """([(what, reason, image)] still keeping what a user needs from working,
+    [static pods the kubelet reports not Ready though their health passes]).
+
+    A worker: its node Ready, and the pods on it (flannel, kube-proxy)
+    Running and ready, asked with the node's own credentials.  A master:
+    that, every kube-system pod, the control plane's health, CoreDNS."""
+    pending = node_pending(ctx, kubeconfig)
+    if pending:
+        return pending, []
+    name = node_name(ctx)
+    argv = ["get", "pods", "--all-namespaces"]
+    if worker:     # a node may list only the pods bound to it
+        argv += ["--field-selector", "spec.nodeName=" + name]
+    listing, error = _kubectl_json(ctx, argv, kubeconfig)
+    if listing is None:
+        return [("pods", error, None)], []
+    flannel_namespace = profile(ctx.bundle.kubernetes_version)[
+        "flannel_namespace"]
+    pods = [pod for pod in listing.get("items", [])
+            if pod.get("metadata", {}).get("namespace") in (
+                "kube-system", flannel_namespace)]
+    here = [pod for pod in pods if pod.get("spec", {}).get("nodeName") == name]
+    if not [pod for pod in here if (pod["metadata"].get("labels") or {})
+            .get("app") == "flannel"]:
+        pending.append(("flannel on node %s" % name, "no pod yet", None))
+    if not worker and not [pod for pod in pods if pod["metadata"].get(
+            "namespace") == "kube-system"]:
+        pending.append(("kube-system pods", "none yet", None))
+    health = {} if worker else control_plane_health(ctx)
+    lagging = []
+    for pod in here if worker else pods:
+        problem = pod_problem(pod)
+        component = static_component(pod) if is_static_pod(pod) else None
+        if (problem and component and not worker and pod in here and
+                health.get(component) is None and
+                not _container_waiting(pod)):
+            lagging.append(pod["metadata"]["name"])
+        elif problem:
+            reason = problem[0]
+            if component and health.get(component):
+                reason += "; it is %s" % health[component]
+            pending.append(("pod %s" % pod["metadata"]["name"], reason,
+                            problem[1]))
+    for component in sorted(set(health)):
+        if health[component] and component != "etcd":
+            pending.append((COMPONENT_TITLES.get(component, component),
+                            health[component], None))
+    if not worker and not pending:
+        pending = coredns_pending(ctx)
+    return pending, lagging
+
+
+def _container_waiting(pod):
+    status = pod.get("status", {})
+    return any((container.get("state") or {}).get("waiting")
+               for container in (status.get("initContainerStatuses", []) +
+                                 status.get("containerStatuses", [])))
+
+
+def health_problem(host, port, path, scheme, timeout=2):
+    """None when GET scheme://host:port/path answers 200, else why not.
+    HTTPS is not verified: the scheduler's and controller-manager's serving
+    certificates are self-signed, and only a status is read."""
+    import http.client
+    import ssl
+    try:
+        if scheme == "https":
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            connection = http.client.HTTPSConnection(host, port, timeout=timeout,
+                                                     context=context)
+        else:
+            connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            connection.request("GET", path, headers={"Connection": "close"})
+            answer = connection.getresponse()
+            answer.read(4096)
+        finally:
+            connection.close()
+    except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
+        return str(getattr(exc, "strerror", None) or exc) or type(exc).__name__
+    return None if answer.status == 200 else "HTTP %d" % answer.status
+
+
+def dns_answers(server, name, port=53, timeout=1):
+    """True when the DNS server answers an A query for name with NOERROR
+    and at least one record (one UDP round trip, standard library only)."""
+    ident = os.urandom(2)
+    question = b"".join(bytes([len(label)]) + label.encode("ascii")
+                        for label in name.rstrip(".").split(".")) + b"\0"
+    query = (ident + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + question +
+             b"\x00\x01\x00\x01")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(timeout)
+    try:
+        sock.sendto(query, (server, port))
+        deadline = time.time() + timeout
+        while True:
+            reply = sock.recv(4096)
+            if reply[:2] == ident and len(reply) >= 12:
+                break
+            if time.time() >= deadline:
+                return False
+    except (OSError, socket.timeout):
+        return False
+    finally:
+        sock.close()
+    flags = (bytearray(reply)[2] << 8) | bytearray(reply)[3]
+    answers = (bytearray(reply)[6] << 8) | bytearray(reply)[7]
+    return bool(flags & 0x8000) and flags & 0x000f == 0 and answers > 0
+
+
+def _is_ipv4(text):
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def timeout_message(pending, timeout):
@@ -4882,14 +5082,17 @@ def timeout_message(pending, timeout):
 
 
 def phase_wait(ctx):
-    """Wait until the node is Ready and every kube-system pod Running,
-    showing what is still pending (--wait-timeout, --no-wait)."""
+    """Wait until what a user needs works: the node Ready, flannel and the
+    kube-system pods running; on a master also the API server's /readyz,
+    the scheduler's and controller-manager's health and CoreDNS answering
+    (--wait-timeout, --no-wait).  Static pods whose health passes are not
+    waited for while the kubelet's Ready flag for them lags behind."""
     if not ctx.wait:
         log.info("  not waiting (--no-wait)")
         return
     if ctx.dry_run:
-        log.info("  would wait up to %d s for the node and the kube-system "
-                 "pods", ctx.wait_timeout)
+        log.info("  would wait up to %d s for the node, its pods and the "
+                 "cluster's health", ctx.wait_timeout)
         return
     worker = ctx.role == "worker"
     kubeconfig = KUBELET_CONF if worker else ADMIN_CONF
@@ -4897,10 +5100,16 @@ def phase_wait(ctx):
     deadline = now() + timeout
     shown = None
     while True:
-        pending = cluster_pending(ctx, kubeconfig, pods=not worker)
+        pending, lagging = wait_pending(ctx, kubeconfig, worker)
         if not pending:
             log.info("  node %s is Ready%s", node_name(ctx),
-                     "" if worker else " and every kube-system pod Running")
+                     ", flannel and kube-proxy run on it" if worker else
+                     ", the control plane is healthy, flannel runs and "
+                     "CoreDNS answers")
+            if lagging:
+                log.info("  the kubelet still reports %s not Ready, though "
+                         "their health checks pass: not waiting for it",
+                         ", ".join(sorted(lagging)))
             return
         text = "; ".join("%s (%s)" % (what, reason)
                          for what, reason, _ in pending)
@@ -4909,7 +5118,7 @@ def phase_wait(ctx):
             shown = text
         if now() >= deadline:
             raise UserError(timeout_message(pending, timeout))
-        sleep(WAIT_INTERVAL)
+        sleep(WAIT_POLL)
 
 
 # ===========================================================================
@@ -9031,6 +9240,7 @@ def phase_init(ctx):
         argv.append("--upload-certs")
     argv += ignore_preflight_args(ctx)
     host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
+    ctx.kubeadm_started, ctx.kubeadm_started_by = now(), "kubeadm init"
     result = ctx.runner.run(argv, timeout=1800, check=False,
                             tee=host.path(KUBEADM_INIT_LOG))
     if not result.ok:
@@ -9072,7 +9282,7 @@ def kubeadm_init_documents(ctx, certificate_key=None):
                "imageRepository": ctx.image_repository,
                "networking": {"podSubnet": ctx.pod_cidr,
                               "serviceSubnet": str(ctx.service_network),
-                              "dnsDomain": "cluster.local"},
+                              "dnsDomain": CLUSTER_DOMAIN},
                "apiServer": {"certSANs": sorted(set([address, node_name(ctx)]))}}
     dns_repository = coredns_image_repository(ctx)
     if dns_repository:
@@ -9327,6 +9537,7 @@ def phase_join(ctx):
     host.makedirs(os.path.dirname(KUBEADM_JOIN_LOG))
     give_up = now() + STALE_NODE_WAIT
     while True:
+        ctx.kubeadm_started, ctx.kubeadm_started_by = now(), "kubeadm join"
         result = ctx.runner.run(argv, timeout=1800, check=False,
                                 tee=host.path(KUBEADM_JOIN_LOG))
         if result.ok:
@@ -9479,8 +9690,8 @@ MASTER_PHASES = (
     Phase("kubeconfig", "admin.conf for root and the sudo user",
           phase_kubeconfig),
     Phase("network", "apply the bundled flannel manifest", phase_network),
-    Phase("wait", "wait for a Ready node and Running kube-system pods",
-          phase_wait),
+    Phase("wait", "wait for a Ready node, its pods, the control plane's "
+          "health and CoreDNS", phase_wait),
     Phase("join-file", "write the join file, print the join commands",
           phase_join_file),
 )
@@ -9488,8 +9699,8 @@ JOIN_PHASES = MASTER_PHASES[:7] + (
     Phase("join", "kubeadm join", phase_join),
     Phase("kubeconfig", "admin.conf for root and the sudo user "
           "(control-plane nodes)", phase_kubeconfig, is_control_plane),
-    Phase("wait", "wait for a Ready node and Running kube-system pods",
-          phase_wait),
+    Phase("wait", "wait for a Ready node and the pods on it (and a "
+          "control plane's health)", phase_wait),
 )
 
 
@@ -9528,12 +9739,17 @@ def confirm_reset(args):
 
 def phase_reset_kubeadm(ctx):
     """kubeadm reset -f: stops the kubelet, removes the static pods,
-    etcd's data and the certificates."""
+    etcd's data and the certificates.  A node that joined a cluster leaves
+    it first (its Node deleted with its own credentials), so a join under
+    its name right after is neither refused nor fooled by the old Node."""
     if not ctx.host.which("kubeadm"):
         log.info("  kubeadm is not installed: nothing to reset")
         return
     argv = ["kubeadm", "reset", "-f"]
     state = ctx.host.state()
+    if (state.get("role") in ("worker", "control-plane") and
+            ctx.host.exists(KUBELET_CONF)):
+        leave_cluster(ctx, state.get("node") or node_name(ctx))
     if state.get("cri"):
         version = state.get("kubernetes_version") or DEFAULT_KUBERNETES_VERSION
         argv += ["--cri-socket", runtime_endpoint(ctx, runtime_adapter(
@@ -9542,6 +9758,26 @@ def phase_reset_kubeadm(ctx):
     if not result.ok:
         ctx.warn("kubeadm reset failed (%s): cleaning up the rest anyway"
                  % last_line(result.output()))
+
+
+def leave_cluster(ctx, name):
+    """Delete this node's Node object with the kubelet's credentials (a node
+    may delete its own), the kubelet stopped first so it does not register
+    the node again; a warning when the cluster cannot be reached."""
+    ctx.runner.run(["systemctl", "stop", "kubelet"], check=False,
+                   what="systemctl stop kubelet")
+    result = ctx.runner.run(["kubectl", "--kubeconfig", KUBELET_CONF, "delete",
+                             "node", name, "--wait=false",
+                             "--request-timeout=15s"], check=False, timeout=30)
+    if ctx.dry_run:
+        return
+    if result.ok:
+        log.info("  node %s left the cluster (its Node is deleted)", name)
+        return
+    ctx.warn("node %s could not leave the cluster (%s): on a master run "
+             "`k8s_offline.py remove-node %s`; until then a join under its "
+             "name waits for the old Node to go NotReady"
+             % (name, last_line(result.output()) or "kubectl failed", name))
 
 
 # -- phase: reset network ---------------------------------------------------
@@ -10691,6 +10927,7 @@ def phase_restore_init(ctx):
                     part for part in (ctx.ignore_preflight_errors
                                       or "").split(",") if part])]
     host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
+    ctx.kubeadm_started, ctx.kubeadm_started_by = now(), "kubeadm init"
     result = ctx.runner.run(argv, timeout=1800, check=False,
                             tee=host.path(KUBEADM_INIT_LOG))
     if not result.ok:
