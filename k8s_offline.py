@@ -4910,8 +4910,8 @@ def control_plane_health(ctx):
                                prof["control_plane_ports"]):
         scheme = prof["control_plane_scheme"]
         problem = health_problem("127.0.0.1", port, "/healthz", scheme)
-        health[component] = problem and "failing %s://127.0.0.1:%d/healthz " \
-            "(%s)" % (scheme, port, problem)
+        health[component] = problem and (
+            "failing %s://127.0.0.1:%d/healthz (%s)" % (scheme, port, problem))
     return health
 
 
