@@ -2069,6 +2069,23 @@ def docker_image_id(runner, name):
     return result.stdout.strip() if result.ok else None
 
 
+def docker_image_ids(runner):
+    """({name: image ID} of Docker's tagged images, names spelled as
+    containerd does (docker.io/library/x:1), {every image ID}): one call."""
+    result = runner.run(["docker", "images", "--no-trunc", "--format",
+                         "{{.Repository}}:{{.Tag}} {{.ID}}"], change=False,
+                        check=False)
+    names, ids = {}, set()
+    for line in result.stdout.splitlines():
+        fields = line.split()
+        if len(fields) != 2:
+            continue
+        ids.add(fields[1])
+        if "<none>" not in fields[0]:
+            names[_normalize_image_name(fields[0])] = fields[1]
+    return names, ids
+
+
 def containerd_images(ctx):
     """{name: manifest digest} of the images in containerd's k8s.io."""
     result = ctx.runner.run(["ctr", "--address", ctx.containerd_address,
@@ -2636,6 +2653,32 @@ class PartsReader(object):
         self._close_current()
 
 
+class _LockedReader(object):
+    """A member of a tar bundle read under the bundle's lock (its seek and
+    read go together)."""
+
+    def __init__(self, handle, lock):
+        self.handle, self.lock = handle, lock
+
+    def read(self, size=-1):
+        with self.lock:
+            return self.handle.read(size)
+
+    def pread(self, offset, size):
+        with self.lock:
+            self.handle.seek(offset)
+            return self.handle.read(size)
+
+    def close(self):
+        self.handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class Bundle(object):
     """A bundle, either the .tar as made or its extracted top directory.
 
@@ -2649,6 +2692,9 @@ class Bundle(object):
     def __init__(self, path):
         self.path = os.path.abspath(path)
         self.tar = None
+        # The members of a .tar (or parts) share one file: each read seeks
+        # first, so a lock lets several streams read members at once.
+        self.read_lock = threading.Lock()
         self.dir_fd = None
         self.parts = None
         self.members = {}
@@ -2885,8 +2931,21 @@ class Bundle(object):
         if self.kind == "tar":
             if relpath not in self.members:
                 raise BundleError("bundle member %s is missing" % relpath)
-            return self.tar.extractfile(self.members[relpath])
+            return _LockedReader(self.tar.extractfile(self.members[relpath]),
+                                 self.read_lock)
         return os.fdopen(self._open_dir_member(relpath)[0], "rb")
+
+    def peek(self, relpath, offset, size):
+        """size bytes at offset of a member, NOT verified: a hint (a gzip
+        layer's magic and size field); what is streamed is verified."""
+        handle = self.open_raw(relpath)
+        try:
+            if isinstance(handle, _LockedReader):
+                return handle.pread(offset, size)
+            handle.seek(offset)
+            return handle.read(size)
+        finally:
+            handle.close()
 
     def open(self, relpath):
         """A VerifiedReader of a member bundle.json lists."""
@@ -3590,6 +3649,9 @@ class DockerRuntime(object):
     starts = {"install": services, "start": services[1:], "running": ()}
     image_format = "docker-archive"
     load_what = "docker load"
+    # dockerd inflates gzip layers on one core, and takes them inflated
+    # (as `docker save` writes them): the tool inflates them, on the way.
+    inflates_layers = True
     binaries = ()                 # (archives key, host path) it adds
     binary_units = ()             # and their units, from the bundle
     # Where the runtime's cgroup driver is set, for a warning.
@@ -3643,13 +3705,14 @@ class DockerRuntime(object):
 
     def missing(self, ctx, wanted):
         """[(image, target)] of wanted not in the runtime under its name
-        (an image there under another name is tagged, not loaded)."""
+        (an image there under another name is tagged, not loaded); one
+        listing of Docker's images, not an inspect per image."""
+        names, ids = docker_image_ids(ctx.runner)
         missing = []
         for image, target in wanted:
-            if docker_image_id(ctx.runner, target) == image["config_digest"]:
+            if names.get(_normalize_image_name(target)) == image["config_digest"]:
                 continue
-            if (docker_image_id(ctx.runner, image["config_digest"]) ==
-                    image["config_digest"]):
+            if image["config_digest"] in ids:
                 ctx.runner.run(["docker", "tag", image["config_digest"],
                                 target], what="docker tag")
                 continue
@@ -3729,6 +3792,7 @@ class ContainerdRuntime(DockerRuntime):
     starts = {"install": services, "start": services, "running": ()}
     image_format = "oci-layout"
     load_what = "ctr images import"
+    inflates_layers = False       # the manifests name the gzip blobs
     pins_images = True
 
     def socket(self, ctx):
@@ -9080,27 +9144,110 @@ def phase_images(ctx):
 
 
 def load_images(ctx, adapter, wanted, missing):
+    """Load missing [(image, target)] in up to LOAD_STREAMS streams at once
+    (images that share a layer go in the same one): the runtime unpacks
+    each on its own core."""
     bundle = ctx.bundle
     size = image_stream_size(bundle, [image for image, _ in missing])
-    log.info("  loading %d of %d images (%s) into %s: %s", len(missing),
-             len(wanted), human_size(size), adapter.cri,
+    streams = image_streams(bundle, missing, LOAD_STREAMS)
+    log.info("  loading %d of %d images (%s) into %s in %d stream%s: %s",
+             len(missing), len(wanted), human_size(size), adapter.cri,
+             len(streams), "" if len(streams) == 1 else "s",
              ", ".join(target for _, target in missing))
     progress = Progress(size, "images",
                         enabled=ctx.progress and not ctx.dry_run)
-    writer = IMAGE_WRITERS[adapter.image_format]
+    failures = []
+
+    def load(targets):
+        try:
+            load_stream(ctx, adapter, targets, progress)
+        except BaseException as exc:          # raised again below
+            failures.append(exc)
     try:
-        ctx.runner.run_piped(
-            adapter.load_argv(ctx),
-            lambda stream: writer(stream, bundle, missing, progress),
-            what=adapter.load_what)
+        threads = [threading.Thread(target=load, args=(targets,))
+                   for targets in streams[1:]]
+        for thread in threads:
+            thread.daemon = True
+            thread.start()
+        load(streams[0])
+        for thread in threads:
+            thread.join()
     finally:
         progress.close()
+    if failures:
+        raise failures[0]
     if ctx.dry_run:
         return
     wrong = [target for image, target in adapter.missing(ctx, missing)]
     if wrong:
         raise UserError("%s did not load %s from the bundle: check the "
                         "runtime's log" % (adapter.cri, wrong[0]))
+
+
+def load_stream(ctx, adapter, targets, progress):
+    """One stream of [(image, target)] into the runtime.  Where the runtime
+    takes uncompressed layers (Docker), gzip layers are inflated here on
+    the way; a layer whose gzip trailer gives the wrong size (a multi-member
+    gzip, or over 4 GiB) cuts that stream, which is then sent again as the
+    bundle holds it."""
+    writer = IMAGE_WRITERS[adapter.image_format]
+    try:
+        ctx.runner.run_piped(
+            adapter.load_argv(ctx),
+            lambda stream: writer(stream, ctx.bundle, targets, progress,
+                                  adapter.inflates_layers),
+            what=adapter.load_what)
+    except InflateMismatch as exc:
+        log.info("  %s: sending those images again with their layers as "
+                 "the bundle holds them", exc)
+        ctx.runner.run_piped(
+            adapter.load_argv(ctx),
+            lambda stream: writer(stream, ctx.bundle, targets, progress,
+                                  False),
+            what=adapter.load_what)
+
+
+# How many image streams load at once: the runtimes unpack a stream's layers
+# one after another, on one core.
+LOAD_STREAMS = max(1, min(4, os.cpu_count() or 1))
+
+
+def image_streams(bundle, targets, most):
+    """[(image, target)] split into at most `most` lists: images that share
+    a layer stay together, the largest groups first onto the least-loaded
+    list (by the bytes of their layers)."""
+    owner = {}
+    groups = []
+    for item in targets:
+        found = [group for group in groups
+                 if any(owner.get(layer) is group
+                        for layer in item[0]["layers"])]
+        group = found[0] if found else []
+        if not found:
+            groups.append(group)
+        for other in found[1:]:       # the item joins groups: merge them
+            group.extend(other)
+            groups.remove(other)
+            for image, _ in other:
+                for layer in image["layers"]:
+                    owner[layer] = group
+        group.append(item)
+        for layer in item[0]["layers"]:
+            owner[layer] = group
+
+    def weight(items):
+        return sum(bundle.size(_blob_path(layer))
+                   for layer in set(l for image, _ in items
+                                    for l in image["layers"]))
+    streams = [[] for _ in range(max(1, min(most, len(groups))))]
+    loads = [0] * len(streams)
+    for group in sorted(groups, key=weight, reverse=True):
+        least = loads.index(min(loads))
+        streams[least].extend(group)
+        loads[least] += weight(group)
+    order = dict((id(item), n) for n, item in enumerate(targets))
+    return [sorted(stream, key=lambda item: order[id(item)])
+            for stream in streams if stream]
 
 
 def image_stream_size(bundle, images):
@@ -9116,21 +9263,28 @@ def image_stream_size(bundle, images):
     return total
 
 
-def write_docker_archive(stream, bundle, targets, progress):
+def write_docker_archive(stream, bundle, targets, progress, inflate=False):
     """A docker-archive of [(image, target)] onto stream, read from the
-    bundle as it goes: manifest.json plus the blobs it names."""
+    bundle as it goes: manifest.json plus the blobs it names (the gzip
+    layers inflated on the way when inflate: as `docker save` writes them,
+    so dockerd only unpacks tar)."""
     manifest = [{"Config": _blob_path(image["config_digest"])[len(IMAGES_DIR) + 1:],
                  "RepoTags": [target],
                  "Layers": [_blob_path(d)[len(IMAGES_DIR) + 1:]
                             for d in image["layers"]]}
                 for image, target in targets]
-    tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
+    tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT,
+                       bufsize=CHUNK)
     with _broken_on_error(tar):
         seen = set()
         _add_bytes(tar, "manifest.json", json.dumps(manifest).encode("utf-8"))
         for image, _ in targets:
-            for digest in [image["config_digest"]] + list(image["layers"]):
-                _add_blob(tar, bundle, digest, progress, seen)
+            _add_blob(tar, bundle, image["config_digest"], progress, seen)
+            for digest in image["layers"]:
+                if inflate:
+                    _add_inflated_blob(tar, bundle, digest, progress, seen)
+                else:
+                    _add_blob(tar, bundle, digest, progress, seen)
     tar.close()
 
 
@@ -9167,6 +9321,94 @@ def _add_blob(tar, bundle, digest, progress, seen):
         tar.addfile(info, _CountingReader(handle, progress))
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class InflateMismatch(Exception):
+    """A gzip layer inflated to another size than its trailer gives."""
+
+
+def _add_inflated_blob(tar, bundle, digest, progress, seen):
+    """A layer blob, inflated when it is gzip: its size (the tar header
+    comes first) from the gzip trailer, then the inflated bytes of the
+    member hashed on the way in; another inflated length raises
+    InflateMismatch."""
+    relpath = _blob_path(digest)
+    if relpath in seen:
+        return
+    size = bundle.size(relpath)
+    if size < 18 or bundle.peek(relpath, 0, 2) != GZIP_MAGIC:
+        _add_blob(tar, bundle, digest, progress, seen)
+        return
+    seen.add(relpath)
+    info = tarfile.TarInfo(relpath[len(IMAGES_DIR) + 1:])
+    info.size = struct_uint32_le(bundle.peek(relpath, size - 4, 4))
+    info.mode = 0o644
+    info.mtime = 0
+    with bundle.open(relpath) as handle:
+        reader = _InflatingReader(handle, progress, info.size, relpath)
+        tar.addfile(info, reader)
+        reader.finish()
+
+
+def struct_uint32_le(data):
+    return data[0] | data[1] << 8 | data[2] << 16 | data[3] << 24
+
+
+class _InflatingReader(object):
+    """The inflated bytes of a gzip member read through a VerifiedReader
+    (so the last ones are handed over only once its sha256 checked)."""
+
+    def __init__(self, handle, progress, expected, relpath):
+        self.handle, self.progress = handle, progress
+        self.expected, self.relpath = expected, relpath
+        self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.buffer = b""
+        self.given = 0
+        self.ended = False
+
+    def _fill(self, want):
+        while len(self.buffer) < want and not self.ended:
+            data = self.inflater.unconsumed_tail
+            if not data:
+                data = self.handle.read(CHUNK)
+                self.progress.update(len(data))
+                if not data:
+                    self.buffer += self.inflater.flush()
+                    self.ended = True
+                    break
+            try:
+                self.buffer += self.inflater.decompress(data, CHUNK)
+            except zlib.error as exc:
+                raise BundleError("bundle member %s is no valid gzip (%s): "
+                                  "rebuild the bundle" % (self.relpath, exc))
+            if self.inflater.unused_data:
+                self._mismatch()
+
+    def _mismatch(self):
+        raise InflateMismatch("layer %s does not inflate to the %d bytes its "
+                              "gzip trailer gives" % (self.relpath[-12:],
+                                                      self.expected))
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            size = self.expected - self.given
+        self._fill(size)
+        block, self.buffer = self.buffer[:size], self.buffer[size:]
+        self.given += len(block)
+        if self.given > self.expected or (not block and size and
+                                          self.given < self.expected):
+            self._mismatch()
+        return block
+
+    def finish(self):
+        """After the tar member: nothing may be left, and the member's end
+        (its sha256 checked) must have been read."""
+        self._fill(1)
+        if self.buffer or not self.inflater.eof:
+            self._mismatch()
+
+
 class _CountingReader(object):
     def __init__(self, handle, progress):
         self.handle = handle
@@ -9178,9 +9420,11 @@ class _CountingReader(object):
         return block
 
 
-def write_oci_layout(stream, bundle, targets, progress):
+def write_oci_layout(stream, bundle, targets, progress, inflate=False):
     """An OCI image layout of [(image, target)] onto stream, the index
-    naming each manifest by its target (what containerd imports it as)."""
+    naming each manifest by its target (what containerd imports it as).
+    The blobs go as the bundle holds them: the manifests name them by
+    digest (inflate is never asked for)."""
     index = {"schemaVersion": 2, "manifests": []}
     for image, target in targets:
         index["manifests"].append({
@@ -9189,7 +9433,8 @@ def write_oci_layout(stream, bundle, targets, progress):
             "size": bundle.size(_blob_path(image["manifest_digest"])),
             "annotations": {"io.containerd.image.name": target,
                             "org.opencontainers.image.ref.name": target}})
-    tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
+    tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT,
+                       bufsize=CHUNK)
     with _broken_on_error(tar):
         seen = set()
         _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')

@@ -527,6 +527,14 @@ def tree(path):
 
 # -- the recording runner --------------------------------------------------
 
+def docker_familiar(name):
+    """docker.io/library/x:1 as Docker lists it (x:1)."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
 def node_json(name, ready=True, heartbeat=None):
     condition = {"type": "Ready", "status": "True" if ready else "False",
                  "reason": "KubeletNotReady",
@@ -778,6 +786,11 @@ class FakeRunner(ko.Runner):
             if name in cluster.docker_images.values():
                 return 0, name + "\n"
             return 1, ""
+        if argv[:2] == ["docker", "images"] and "--format" in argv:
+            # as Docker lists them: short names for Docker Hub's
+            return 0, "".join("%s %s\n" % (docker_familiar(tag), image_id)
+                              for tag, image_id in sorted(
+                                  cluster.docker_images.items()))
         if argv[:2] == ["docker", "tag"]:
             cluster.docker_images[argv[3]] = argv[2]
             return 0, ""
