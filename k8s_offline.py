@@ -3652,6 +3652,13 @@ class DockerRuntime(object):
     # dockerd inflates gzip layers on one core, and takes them inflated
     # (as `docker save` writes them): the tool inflates them, on the way.
     inflates_layers = True
+    # A layer two streams carry is registered once (the second finds it,
+    # or its copy is dropped): images need not share a stream.
+    streams_share_layers = True
+    # dockerd unpacks a stream's layers one after another (gzip on one
+    # core): 4 streams at once kept a 2-core node's cores busy (more
+    # did not help), tests/bench/bench_image_load.py.
+    load_streams = 4
     binaries = ()                 # (archives key, host path) it adds
     binary_units = ()             # and their units, from the bundle
     # Where the runtime's cgroup driver is set, for a warning.
@@ -3793,6 +3800,10 @@ class ContainerdRuntime(DockerRuntime):
     image_format = "oci-layout"
     load_what = "ctr images import"
     inflates_layers = False       # the manifests name the gzip blobs
+    streams_share_layers = False  # one import of a blob at a time
+    # Imports at once only contend for containerd's metadata store (slower
+    # than one, tests/bench/bench_image_load.py).
+    load_streams = 1
     pins_images = True
 
     def socket(self, ctx):
@@ -3849,11 +3860,28 @@ class ContainerdRuntime(DockerRuntime):
         todo = [target for target in targets
                 if PINNED_LABEL not in labels.get(_normalize_image_name(
                     target), "").split(",")]
-        for target in todo:
-            ctx.runner.run(["ctr", "--address", ctx.containerd_address, "-n",
-                            "k8s.io", "images", "label",
-                            _normalize_image_name(target), PINNED_LABEL],
-                           what="ctr images label")
+        failures = []
+
+        def label(names):
+            try:
+                for target in names:
+                    ctx.runner.run(["ctr", "--address", ctx.containerd_address,
+                                    "-n", "k8s.io", "images", "label",
+                                    _normalize_image_name(target),
+                                    PINNED_LABEL], what="ctr images label")
+            except BaseException as exc:        # raised again below
+                failures.append(exc)
+        # One ctr a label: a few at once, each mostly its own start-up.
+        threads = [threading.Thread(target=label, args=(todo[n::PIN_THREADS],))
+                   for n in range(1, min(PIN_THREADS, len(todo)))]
+        for thread in threads:
+            thread.daemon = True
+            thread.start()
+        label(todo[0::PIN_THREADS])
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
         return len(todo)
 
     def has_image(self, ctx, image):
@@ -3875,6 +3903,8 @@ class ContainerdRuntime(DockerRuntime):
         return run + [_normalize_image_name(image), "k8s-offline-etcdctl-%d"
                       % os.getpid(), tool] + argv
 
+
+PIN_THREADS = 4
 
 RUNTIMES = dict((adapter.name, adapter) for adapter in (
     DockerRuntime(), CriDockerdRuntime(), ContainerdRuntime()))
@@ -9144,12 +9174,12 @@ def phase_images(ctx):
 
 
 def load_images(ctx, adapter, wanted, missing):
-    """Load missing [(image, target)] in up to LOAD_STREAMS streams at once
-    (images that share a layer go in the same one): the runtime unpacks
-    each on its own core."""
+    """Load missing [(image, target)] in up to the adapter's load_streams
+    streams at once: the runtime unpacks each on its own core."""
     bundle = ctx.bundle
     size = image_stream_size(bundle, [image for image, _ in missing])
-    streams = image_streams(bundle, missing, LOAD_STREAMS)
+    streams = image_streams(bundle, missing, adapter.load_streams,
+                            not adapter.streams_share_layers)
     log.info("  loading %d of %d images (%s) into %s in %d stream%s: %s",
              len(missing), len(wanted), human_size(size), adapter.cri,
              len(streams), "" if len(streams) == 1 else "s",
@@ -9207,18 +9237,14 @@ def load_stream(ctx, adapter, targets, progress):
             what=adapter.load_what)
 
 
-# How many image streams load at once: the runtimes unpack a stream's layers
-# one after another, on one core.
-LOAD_STREAMS = max(1, min(4, os.cpu_count() or 1))
-
-
-def image_streams(bundle, targets, most):
-    """[(image, target)] split into at most `most` lists: images that share
-    a layer stay together, the largest groups first onto the least-loaded
-    list (by the bytes of their layers)."""
+def image_streams(bundle, targets, most, together=True):
+    """[(image, target)] split into at most `most` lists, the largest
+    groups first onto the least-loaded list (by the bytes of their layers).
+    together: images that share a layer stay in one list (else each image
+    is a group, and a shared layer may go in two streams)."""
     owner = {}
     groups = []
-    for item in targets:
+    for item in targets if together else ():
         found = [group for group in groups
                  if any(owner.get(layer) is group
                         for layer in item[0]["layers"])]
@@ -9234,6 +9260,8 @@ def image_streams(bundle, targets, most):
         group.append(item)
         for layer in item[0]["layers"]:
             owner[layer] = group
+    if not together:
+        groups = [[item] for item in targets]
 
     def weight(items):
         return sum(bundle.size(_blob_path(layer))
@@ -9273,8 +9301,7 @@ def write_docker_archive(stream, bundle, targets, progress, inflate=False):
                  "Layers": [_blob_path(d)[len(IMAGES_DIR) + 1:]
                             for d in image["layers"]]}
                 for image, target in targets]
-    tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT,
-                       bufsize=CHUNK)
+    tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
     with _broken_on_error(tar):
         seen = set()
         _add_bytes(tar, "manifest.json", json.dumps(manifest).encode("utf-8"))
@@ -9363,27 +9390,33 @@ class _InflatingReader(object):
         self.handle, self.progress = handle, progress
         self.expected, self.relpath = expected, relpath
         self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self.buffer = b""
+        self.buffer, self.pos = b"", 0     # inflated, not yet handed over
         self.given = 0
         self.ended = False
 
     def _fill(self, want):
-        while len(self.buffer) < want and not self.ended:
+        if len(self.buffer) - self.pos >= want or self.ended:
+            return
+        parts = [self.buffer[self.pos:]]
+        have = len(parts[0])
+        while have < want and not self.ended:
             data = self.inflater.unconsumed_tail
             if not data:
                 data = self.handle.read(CHUNK)
                 self.progress.update(len(data))
                 if not data:
-                    self.buffer += self.inflater.flush()
+                    parts.append(self.inflater.flush())
                     self.ended = True
                     break
             try:
-                self.buffer += self.inflater.decompress(data, CHUNK)
+                parts.append(self.inflater.decompress(data, CHUNK))
             except zlib.error as exc:
                 raise BundleError("bundle member %s is no valid gzip (%s): "
                                   "rebuild the bundle" % (self.relpath, exc))
+            have += len(parts[-1])
             if self.inflater.unused_data:
                 self._mismatch()
+        self.buffer, self.pos = b"".join(parts), 0
 
     def _mismatch(self):
         raise InflateMismatch("layer %s does not inflate to the %d bytes its "
@@ -9394,7 +9427,8 @@ class _InflatingReader(object):
         if size is None or size < 0:
             size = self.expected - self.given
         self._fill(size)
-        block, self.buffer = self.buffer[:size], self.buffer[size:]
+        block = self.buffer[self.pos:self.pos + size]
+        self.pos += len(block)
         self.given += len(block)
         if self.given > self.expected or (not block and size and
                                           self.given < self.expected):
@@ -9405,7 +9439,7 @@ class _InflatingReader(object):
         """After the tar member: nothing may be left, and the member's end
         (its sha256 checked) must have been read."""
         self._fill(1)
-        if self.buffer or not self.inflater.eof:
+        if len(self.buffer) > self.pos or not self.inflater.eof:
             self._mismatch()
 
 
@@ -9433,8 +9467,7 @@ def write_oci_layout(stream, bundle, targets, progress, inflate=False):
             "size": bundle.size(_blob_path(image["manifest_digest"])),
             "annotations": {"io.containerd.image.name": target,
                             "org.opencontainers.image.ref.name": target}})
-    tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT,
-                       bufsize=CHUNK)
+    tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
     with _broken_on_error(tar):
         seen = set()
         _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')

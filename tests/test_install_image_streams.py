@@ -155,7 +155,7 @@ def test_master_lists_dockers_images_once_before_and_once_after(
     assert not runner.ran("docker", "image", "inspect")
     assert len(runner.ran("docker", "images")) == 2
     loads = runner.ran("docker", "load")
-    assert 1 <= len(loads) <= ko.LOAD_STREAMS
+    assert 1 <= len(loads) <= ko.RUNTIMES["docker"].load_streams
     assert "docker.io/library/nginx:1.17" in runner.cluster.docker_images
     # a re-run lists once and loads nothing
     before = len(runner.commands())
