@@ -99,6 +99,7 @@ import calendar
 import collections
 import contextlib
 import errno
+import fcntl
 import gzip
 import hashlib
 import io
@@ -534,6 +535,7 @@ def part_name(bundle_file, number):
 
 
 CHUNK = 1 << 20                  # file copies and hashing
+F_SETPIPE_SZ = 1031              # fcntl.F_SETPIPE_SZ (Linux; Python 3.10 names it)
 
 
 # ===========================================================================
@@ -1525,12 +1527,16 @@ class Runner(object):
 
     def _execute_piped(self, argv, producer, timeout=3600):
         try:
+            # Large writes into a large pipe: the reader (docker, ctr) gets
+            # big reads and the two switch less often.
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE)
+                                    stderr=subprocess.PIPE, bufsize=CHUNK)
         except OSError as exc:
             return CommandResult(argv, 127, "", "%s: %s" % (argv[0],
                                                             exc.strerror))
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(proc.stdin.fileno(), F_SETPIPE_SZ, CHUNK)
         chunks = {"out": [], "err": []}
 
         def drain(stream, key):
@@ -1917,7 +1923,6 @@ def kernel_ipv4_addresses():
     """[(interface, ip_interface)] asked of the kernel (an ioctl per
     interface: its primary IPv4 address and netmask), for a bare host
     whose iproute2 the packages phase has not installed yet."""
-    import fcntl
     import struct
     found = []
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
