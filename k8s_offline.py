@@ -2669,11 +2669,6 @@ class _LockedReader(object):
         with self.lock:
             return self.handle.read(size)
 
-    def pread(self, offset, size):
-        with self.lock:
-            self.handle.seek(offset)
-            return self.handle.read(size)
-
     def close(self):
         self.handle.close()
 
@@ -2939,18 +2934,6 @@ class Bundle(object):
             return _LockedReader(self.tar.extractfile(self.members[relpath]),
                                  self.read_lock)
         return os.fdopen(self._open_dir_member(relpath)[0], "rb")
-
-    def peek(self, relpath, offset, size):
-        """size bytes at offset of a member, NOT verified: a hint (a gzip
-        layer's magic and size field); what is streamed is verified."""
-        handle = self.open_raw(relpath)
-        try:
-            if isinstance(handle, _LockedReader):
-                return handle.pread(offset, size)
-            handle.seek(offset)
-            return handle.read(size)
-        finally:
-            handle.close()
 
     def open(self, relpath):
         """A VerifiedReader of a member bundle.json lists."""
@@ -3654,9 +3637,6 @@ class DockerRuntime(object):
     starts = {"install": services, "start": services[1:], "running": ()}
     image_format = "docker-archive"
     load_what = "docker load"
-    # dockerd inflates gzip layers on one core, and takes them inflated
-    # (as `docker save` writes them): the tool inflates them, on the way.
-    inflates_layers = True
     # A layer two streams carry is registered once (the second finds it,
     # or its copy is dropped): images need not share a stream.
     streams_share_layers = True
@@ -3804,7 +3784,6 @@ class ContainerdRuntime(DockerRuntime):
     starts = {"install": services, "start": services, "running": ()}
     image_format = "oci-layout"
     load_what = "ctr images import"
-    inflates_layers = False       # the manifests name the gzip blobs
     streams_share_layers = False  # one import of a blob at a time
     # Imports at once only contend for containerd's metadata store (slower
     # than one, tests/bench/bench_image_load.py).
@@ -9220,26 +9199,12 @@ def load_images(ctx, adapter, wanted, missing):
 
 
 def load_stream(ctx, adapter, targets, progress):
-    """One stream of [(image, target)] into the runtime.  Where the runtime
-    takes uncompressed layers (Docker), gzip layers are inflated here on
-    the way; a layer whose gzip trailer gives the wrong size (a multi-member
-    gzip, or over 4 GiB) cuts that stream, which is then sent again as the
-    bundle holds it."""
+    """One stream of [(image, target)] into the runtime."""
     writer = IMAGE_WRITERS[adapter.image_format]
-    try:
-        ctx.runner.run_piped(
-            adapter.load_argv(ctx),
-            lambda stream: writer(stream, ctx.bundle, targets, progress,
-                                  adapter.inflates_layers),
-            what=adapter.load_what)
-    except InflateMismatch as exc:
-        log.info("  %s: sending those images again with their layers as "
-                 "the bundle holds them", exc)
-        ctx.runner.run_piped(
-            adapter.load_argv(ctx),
-            lambda stream: writer(stream, ctx.bundle, targets, progress,
-                                  False),
-            what=adapter.load_what)
+    ctx.runner.run_piped(
+        adapter.load_argv(ctx),
+        lambda stream: writer(stream, ctx.bundle, targets, progress),
+        what=adapter.load_what)
 
 
 def image_streams(bundle, targets, most, together=True):
@@ -9296,11 +9261,11 @@ def image_stream_size(bundle, images):
     return total
 
 
-def write_docker_archive(stream, bundle, targets, progress, inflate=False):
+def write_docker_archive(stream, bundle, targets, progress):
     """A docker-archive of [(image, target)] onto stream, read from the
-    bundle as it goes: manifest.json plus the blobs it names (the gzip
-    layers inflated on the way when inflate: as `docker save` writes them,
-    so dockerd only unpacks tar)."""
+    bundle as it goes: manifest.json plus the blobs it names.  The gzip
+    layers go as they are: inflating them here cost more CPU than
+    dockerd's own inflate (tests/bench/bench_image_load.py)."""
     manifest = [{"Config": _blob_path(image["config_digest"])[len(IMAGES_DIR) + 1:],
                  "RepoTags": [target],
                  "Layers": [_blob_path(d)[len(IMAGES_DIR) + 1:]
@@ -9311,12 +9276,8 @@ def write_docker_archive(stream, bundle, targets, progress, inflate=False):
         seen = set()
         _add_bytes(tar, "manifest.json", json.dumps(manifest).encode("utf-8"))
         for image, _ in targets:
-            _add_blob(tar, bundle, image["config_digest"], progress, seen)
-            for digest in image["layers"]:
-                if inflate:
-                    _add_inflated_blob(tar, bundle, digest, progress, seen)
-                else:
-                    _add_blob(tar, bundle, digest, progress, seen)
+            for digest in [image["config_digest"]] + list(image["layers"]):
+                _add_blob(tar, bundle, digest, progress, seen)
     tar.close()
 
 
@@ -9353,101 +9314,6 @@ def _add_blob(tar, bundle, digest, progress, seen):
         tar.addfile(info, _CountingReader(handle, progress))
 
 
-GZIP_MAGIC = b"\x1f\x8b"
-
-
-class InflateMismatch(Exception):
-    """A gzip layer inflated to another size than its trailer gives."""
-
-
-def _add_inflated_blob(tar, bundle, digest, progress, seen):
-    """A layer blob, inflated when it is gzip: its size (the tar header
-    comes first) from the gzip trailer, then the inflated bytes of the
-    member hashed on the way in; another inflated length raises
-    InflateMismatch."""
-    relpath = _blob_path(digest)
-    if relpath in seen:
-        return
-    size = bundle.size(relpath)
-    if size < 18 or bundle.peek(relpath, 0, 2) != GZIP_MAGIC:
-        _add_blob(tar, bundle, digest, progress, seen)
-        return
-    seen.add(relpath)
-    info = tarfile.TarInfo(relpath[len(IMAGES_DIR) + 1:])
-    info.size = struct_uint32_le(bundle.peek(relpath, size - 4, 4))
-    info.mode = 0o644
-    info.mtime = 0
-    with bundle.open(relpath) as handle:
-        reader = _InflatingReader(handle, progress, info.size, relpath)
-        tar.addfile(info, reader)
-        reader.finish()
-
-
-def struct_uint32_le(data):
-    return data[0] | data[1] << 8 | data[2] << 16 | data[3] << 24
-
-
-class _InflatingReader(object):
-    """The inflated bytes of a gzip member read through a VerifiedReader
-    (so the last ones are handed over only once its sha256 checked)."""
-
-    def __init__(self, handle, progress, expected, relpath):
-        self.handle, self.progress = handle, progress
-        self.expected, self.relpath = expected, relpath
-        self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self.buffer, self.pos = b"", 0     # inflated, not yet handed over
-        self.given = 0
-        self.ended = False
-
-    def _fill(self, want):
-        if len(self.buffer) - self.pos >= want or self.ended:
-            return
-        parts = [self.buffer[self.pos:]]
-        have = len(parts[0])
-        while have < want and not self.ended:
-            data = self.inflater.unconsumed_tail
-            if not data:
-                data = self.handle.read(CHUNK)
-                self.progress.update(len(data))
-                if not data:
-                    parts.append(self.inflater.flush())
-                    self.ended = True
-                    break
-            try:
-                parts.append(self.inflater.decompress(data, CHUNK))
-            except zlib.error as exc:
-                raise BundleError("bundle member %s is no valid gzip (%s): "
-                                  "rebuild the bundle" % (self.relpath, exc))
-            have += len(parts[-1])
-            if self.inflater.unused_data:
-                self._mismatch()
-        self.buffer, self.pos = b"".join(parts), 0
-
-    def _mismatch(self):
-        raise InflateMismatch("layer %s does not inflate to the %d bytes its "
-                              "gzip trailer gives" % (self.relpath[-12:],
-                                                      self.expected))
-
-    def read(self, size=-1):
-        if size is None or size < 0:
-            size = self.expected - self.given
-        self._fill(size)
-        block = self.buffer[self.pos:self.pos + size]
-        self.pos += len(block)
-        self.given += len(block)
-        if self.given > self.expected or (not block and size and
-                                          self.given < self.expected):
-            self._mismatch()
-        return block
-
-    def finish(self):
-        """After the tar member: nothing may be left, and the member's end
-        (its sha256 checked) must have been read."""
-        self._fill(1)
-        if len(self.buffer) > self.pos or not self.inflater.eof:
-            self._mismatch()
-
-
 class _CountingReader(object):
     def __init__(self, handle, progress):
         self.handle = handle
@@ -9459,11 +9325,9 @@ class _CountingReader(object):
         return block
 
 
-def write_oci_layout(stream, bundle, targets, progress, inflate=False):
+def write_oci_layout(stream, bundle, targets, progress):
     """An OCI image layout of [(image, target)] onto stream, the index
-    naming each manifest by its target (what containerd imports it as).
-    The blobs go as the bundle holds them: the manifests name them by
-    digest (inflate is never asked for)."""
+    naming each manifest by its target (what containerd imports it as)."""
     index = {"schemaVersion": 2, "manifests": []}
     for image, target in targets:
         index["manifests"].append({

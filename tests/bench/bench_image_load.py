@@ -17,7 +17,10 @@ store emptied before every run:
 
 The contenders alternate, --reps times each; the table gives the median
 wall time of each (the tool's time is its whole child process: Python's
-start and the bundle's index read too) and the ratio.  --script compares
+start and the bundle's index read too) and the ratio, and the median CPU
+time of the daemon (with its reaped children, docker-untar) plus the
+client's (the tool and its docker/ctr, or docker load / ctr): on a shared
+machine the wall ratio moves with the load, the CPU one much less.  --script compares
 another copy of k8s_offline.py (main's, say) in the same run.  The page
 cache is warm after the first run: this measures the loaders, not a disk.
 """
@@ -25,6 +28,7 @@ cache is warm after the first run: this measures the loaders, not a disk.
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -54,6 +58,36 @@ print("%.3f" % (time.monotonic() - t0))
 def sh(argv, env=None, check=True, **kwargs):
     return subprocess.run(argv, env=env, check=check, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True, **kwargs)
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def daemon_cpu(pid):
+    """CPU seconds of a daemon and its reaped children (docker-untar)."""
+    fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / float(TICK)
+
+
+def children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Meter(object):
+    """Wall time and CPU time (the daemon's plus this process's children's)
+    of one run."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def __enter__(self):
+        self.t0, self.d0, self.c0 = time.monotonic(), daemon_cpu(self.pid), children_cpu()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.monotonic() - self.t0
+        self.cpu = daemon_cpu(self.pid) - self.d0 + children_cpu() - self.c0
 
 
 def wait_for(test, what, seconds=60):
@@ -136,20 +170,19 @@ class PrivateContainerd(object):
         self.proc.wait(60)
 
 
-def tool_load(script_dir, bundle, runtime, env, address, repository):
-    t0 = time.monotonic()
-    result = sh([sys.executable, "-c", CHILD, script_dir, bundle, runtime,
-                 repository, address], env, check=False)
-    wall = time.monotonic() - t0
+def tool_load(daemon, script_dir, bundle, runtime, env, address, repository):
+    with Meter(daemon.proc.pid) as meter:
+        result = sh([sys.executable, "-c", CHILD, script_dir, bundle, runtime,
+                     repository, address], env, check=False)
     if result.returncode != 0:
         raise SystemExit("the tool's load failed:\n%s" % result.stderr[-3000:])
-    return wall
+    return meter
 
 
-def timed(argv, env=None):
-    t0 = time.monotonic()
-    sh(argv, env)
-    return time.monotonic() - t0
+def timed(daemon, argv, env=None):
+    with Meter(daemon.proc.pid) as meter:
+        sh(argv, env)
+    return meter
 
 
 def bench_docker(args, scripts, workdir):
@@ -160,12 +193,12 @@ def bench_docker(args, scripts, workdir):
         for rep in range(args.reps):
             for label, script_dir in scripts.items():
                 docker.empty()
-                runs[label].append(tool_load(script_dir, args.bundle, "docker",
+                runs[label].append(tool_load(docker, script_dir, args.bundle, "docker",
                                              docker.env, "", args.image_repository))
                 if not os.path.exists(archive):
                     sh(["docker", "save", "-o", archive] + docker.names(), docker.env)
             docker.empty()
-            runs["docker load -i"].append(timed(["docker", "load", "-i", archive],
+            runs["docker load -i"].append(timed(docker, ["docker", "load", "-i", archive],
                                                 docker.env))
         size = os.path.getsize(archive)
     finally:
@@ -183,13 +216,13 @@ def bench_containerd(args, scripts, workdir):
         for rep in range(args.reps):
             for label, script_dir in scripts.items():
                 ctrd.empty()
-                runs[label].append(tool_load(script_dir, args.bundle, "containerd",
+                runs[label].append(tool_load(ctrd, script_dir, args.bundle, "containerd",
                                              None, ctrd.sock, args.image_repository))
                 if not os.path.exists(archive):
                     ctrd.ctr("images", "export", archive, *ctrd.names())
             ctrd.empty()
-            runs[baseline].append(timed(["ctr", "--address", ctrd.sock, "-n", "k8s.io",
-                                         "images", "import", archive]))
+            runs[baseline].append(timed(ctrd, ["ctr", "--address", ctrd.sock, "-n",
+                                               "k8s.io", "images", "import", archive]))
         size = os.path.getsize(archive)
     finally:
         ctrd.empty()
@@ -220,15 +253,20 @@ def main():
     for runtime in args.runtime.split(","):
         bench = {"docker": bench_docker, "containerd": bench_containerd}[runtime]
         runs, baseline, what = bench(args, scripts, os.path.join(args.workdir, runtime))
-        base = statistics.median(runs[baseline])
-        print("\n%s (%s), median of %d:" % (runtime, what, args.reps))
-        for label, times in runs.items():
-            median = statistics.median(times)
-            print("  %-44s %6.2f s  (%s)  %.2fx" % (
-                label, median, " ".join("%.2f" % t for t in times), median / base))
-            rows["%s: %s" % (runtime, label)] = {"median": round(median, 2),
-                                                  "runs": [round(t, 2) for t in times],
-                                                  "ratio": round(median / base, 2)}
+        base = statistics.median(m.wall for m in runs[baseline])
+        base_cpu = statistics.median(m.cpu for m in runs[baseline])
+        print("\n%s (%s), median of %d; CPU: the daemon's and the client's" % (
+            runtime, what, args.reps))
+        for label, meters in runs.items():
+            median = statistics.median(m.wall for m in meters)
+            cpu = statistics.median(m.cpu for m in meters)
+            print("  %-44s %6.2f s  (%s)  %.2fx   CPU %.2f s (%.2fx)" % (
+                label, median, " ".join("%.2f" % m.wall for m in meters),
+                median / base, cpu, cpu / base_cpu))
+            rows["%s: %s" % (runtime, label)] = {
+                "median": round(median, 2), "runs": [round(m.wall, 2) for m in meters],
+                "ratio": round(median / base, 2), "cpu": round(cpu, 2),
+                "cpu_ratio": round(cpu / base_cpu, 2)}
     print("load average at end: %s" % " ".join(open("/proc/loadavg").read().split()[:3]))
     print(json.dumps(rows, sort_keys=True))
     shutil.rmtree(args.workdir, ignore_errors=True)
