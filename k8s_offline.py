@@ -4968,6 +4968,13 @@ def node_pending(ctx, kubeconfig):
     return []
 
 
+def wait_profile(ctx):
+    """The profile of the cluster this node is in: its state's Kubernetes
+    version (restore waits without a bundle), else the bundle's."""
+    version = ctx.host.state().get("kubernetes_version")
+    return profile(version or ctx.bundle.kubernetes_version)
+
+
 def is_static_pod(pod):
     """A mirror pod: the kubelet's copy of a static pod (the control plane's)."""
     return "kubernetes.io/config.mirror" in (
@@ -4978,7 +4985,7 @@ def control_plane_health(ctx):
     """{component: problem or None} of this master's control plane: the API
     server's /readyz (which checks etcd too), the scheduler's and the
     controller-manager's /healthz on their profile ports."""
-    prof = profile(ctx.bundle.kubernetes_version)
+    prof = wait_profile(ctx)
     result = ctx.runner.run(ctx.kubectl("get", "--raw", "/readyz"),
                             change=False, check=False, timeout=30)
     readyz = None if result.ok else "failing /readyz (%s)" % (
@@ -5038,8 +5045,7 @@ def wait_pending(ctx, kubeconfig, worker):
     listing, error = _kubectl_json(ctx, argv, kubeconfig)
     if listing is None:
         return [("pods", error, None)], []
-    flannel_namespace = profile(ctx.bundle.kubernetes_version)[
-        "flannel_namespace"]
+    flannel_namespace = wait_profile(ctx)["flannel_namespace"]
     pods = [pod for pod in listing.get("items", [])
             if pod.get("metadata", {}).get("namespace") in (
                 "kube-system", flannel_namespace)]
