@@ -5058,8 +5058,13 @@ def wait_pending(ctx, kubeconfig, worker):
         pending.append(("kube-system pods", "none yet", None))
     health = {} if worker else control_plane_health(ctx)
     lagging = []
+    # CoreDNS's pods: their Ready is not waited for, CoreDNS answering is.
+    dns = [pod for pod in pods
+           if (pod["metadata"].get("labels") or {}).get("k8s-app") == "kube-dns"]
     for pod in here if worker else pods:
-        problem = pod_problem(pod)
+        if pod in dns:
+            continue
+        problem = pod_problem(pod) or stale_pod(ctx, pod)
         component = static_component(pod) if is_static_pod(pod) else None
         if (problem and component and not worker and pod in here and
                 health.get(component) is None and
@@ -5077,7 +5082,32 @@ def wait_pending(ctx, kubeconfig, worker):
                             health[component], None))
     if not worker and not pending:
         pending = coredns_pending(ctx)
+        if pending:
+            pending += [("pod %s" % pod["metadata"]["name"],) + problem
+                        for pod, problem in ((pod, pod_problem(pod))
+                                             for pod in dns) if problem]
     return pending, lagging
+
+
+def stale_pod(ctx, pod):
+    """(reason, None) when a pod's running containers started before this
+    run's kubeadm (a status from before a reset), else None; startedAt is
+    the runtime's, this host's clock."""
+    here = pod.get("spec", {}).get("nodeName") == node_name(ctx)
+    if not ctx.kubeadm_started or not here:
+        return None
+    for container in pod.get("status", {}).get("containerStatuses", []):
+        started = ((container.get("state") or {}).get("running") or {}).get(
+            "startedAt")
+        try:
+            seconds = calendar.timegm(time.strptime(started or "",
+                                                    "%Y-%m-%dT%H:%M:%SZ"))
+        except ValueError:
+            continue
+        if seconds < ctx.kubeadm_started - HEARTBEAT_SLACK:
+            return ("its status is from before this run's %s"
+                    % ctx.kubeadm_started_by, None)
+    return None
 
 
 def _container_waiting(pod):
@@ -9892,9 +9922,9 @@ def confirm_reset(args):
 
 def phase_reset_kubeadm(ctx):
     """kubeadm reset -f: stops the kubelet, removes the static pods,
-    etcd's data and the certificates.  A node that joined a cluster leaves
-    it first (its Node deleted with its own credentials), so a join under
-    its name right after is neither refused nor fooled by the old Node."""
+    etcd's data and the certificates.  A node that joined a cluster first
+    reports itself NotReady with its own credentials, so a join under its
+    name right after is neither refused nor fooled by the old Node."""
     if not ctx.host.which("kubeadm"):
         log.info("  kubeadm is not installed: nothing to reset")
         return
@@ -9914,23 +9944,46 @@ def phase_reset_kubeadm(ctx):
 
 
 def leave_cluster(ctx, name):
-    """Delete this node's Node object with the kubelet's credentials (a node
-    may delete its own), the kubelet stopped first so it does not register
-    the node again; a warning when the cluster cannot be reached."""
+    """Report this node NotReady with the kubelet's credentials (a node may
+    update its own status, not delete itself), the kubelet stopped first:
+    else the cluster keeps the old Node Ready for its grace period (40 s),
+    kubeadm join (1.18 on) refuses the name and a wait could take the old
+    Ready for the new one.  A warning when the cluster cannot be reached."""
     ctx.runner.run(["systemctl", "stop", "kubelet"], check=False,
                    what="systemctl stop kubelet")
-    result = ctx.runner.run(["kubectl", "--kubeconfig", KUBELET_CONF, "delete",
-                             "node", name, "--wait=false",
-                             "--request-timeout=15s"], check=False, timeout=30)
+    kubectl = ["kubectl", "--kubeconfig", KUBELET_CONF]
     if ctx.dry_run:
+        log.info("  would report node %s NotReady (kubectl replace --raw "
+                 "/api/v1/nodes/%s/status)", name, name)
         return
-    if result.ok:
-        log.info("  node %s left the cluster (its Node is deleted)", name)
+    node, error = _kubectl_json(ctx, ["get", "node", name], KUBELET_CONF)
+    if node is not None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now()))
+        for condition in node.get("status", {}).get("conditions", []):
+            if condition.get("type") == "Ready":
+                condition.update({
+                    "status": "False", "reason": "KubeletStopped",
+                    "message": "k8s-offline reset this node",
+                    "lastHeartbeatTime": stamp, "lastTransitionTime": stamp})
+        ctx.host.makedirs(STATE_DIR, 0o700)
+        ctx.host.write(NODE_STATUS_FILE, json.dumps(node), 0o600)
+        result = ctx.runner.run(kubectl + [
+            "replace", "--raw", "/api/v1/nodes/%s/status" % name, "-f",
+            ctx.host.path(NODE_STATUS_FILE), "--request-timeout=15s"],
+            check=False, timeout=30, what="kubectl replace")
+        error = None if result.ok else (last_line(result.output()) or
+                                         "kubectl failed")
+    if error is None:
+        log.info("  node %s reported NotReady: a join under its name need "
+                 "not wait for the cluster to notice", name)
         return
-    ctx.warn("node %s could not leave the cluster (%s): on a master run "
-             "`k8s_offline.py remove-node %s`; until then a join under its "
-             "name waits for the old Node to go NotReady"
-             % (name, last_line(result.output()) or "kubectl failed", name))
+    ctx.warn("could not report node %s NotReady (%s): a join under its "
+             "name waits until the cluster marks it NotReady (about 40 s), "
+             "or run `k8s_offline.py remove-node %s` on a master"
+             % (name, error, name))
+
+
+NODE_STATUS_FILE = STATE_DIR + "/node-status.json"
 
 
 # -- phase: reset network ---------------------------------------------------

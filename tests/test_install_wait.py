@@ -6,9 +6,11 @@ and `reset` of a worker takes its Node out of the cluster, so a join right
 after it is not refused or fooled by the old Node.  The real health and DNS
 probes run against loopback servers at the end."""
 
+import json
 import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import install_support as sup
@@ -126,6 +128,23 @@ def test_a_crash_looping_static_pod_is_not_lag(host, bundle_dir, capsys):
     assert "kube-scheduler-node-a" in last and "CrashLoopBackOff" in last
 
 
+def test_master_does_not_wait_for_every_coredns_replica(host, bundle_dir,
+                                                        capsys):
+    """CoreDNS answering through its Service is what a user needs; a second
+    replica still starting is not waited for."""
+    root, runner = host
+    runner.cluster.pods = [
+        sup.pod_json("etcd-node-a", static=True),
+        sup.pod_json("coredns-1", labels={"k8s-app": "kube-dns"}),
+        sup.pod_json("coredns-2", labels={"k8s-app": "kube-dns"}, ready=False),
+        sup.flannel_pod_json()]
+    assert _master(root, bundle_dir, "--wait-timeout", "20") == 0
+    runner.cluster.dns_answers = False
+    assert _master(root, bundle_dir, "--wait-timeout", "20") == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "CoreDNS" in last
+
+
 def _join(root, bundle_dir, tmp_path, *extra):
     path = sup.write_join_file(tmp_path)
     return run(root, bundle_dir, "join", "--join-file", path, *extra)
@@ -154,6 +173,20 @@ def test_worker_wait_is_not_fooled_by_a_ready_status_from_before_its_join(
     assert gets["n"] >= 3
 
 
+def test_worker_wait_is_not_fooled_by_a_pod_status_from_before_its_join(
+        host, bundle_dir, tmp_path, capsys):
+    root, runner = host
+    old = sup.flannel_pod_json()
+    old["status"]["containerStatuses"][0]["state"] = {"running": {
+        "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(
+            runner.clock["t"] - 600))}}
+    runner.cluster.pods = [old]
+    assert _join(root, bundle_dir, tmp_path, "--wait-timeout", "20") == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "kube-flannel-ds-node-a" in last and "from before this run's " \
+        "kubeadm join" in last
+
+
 def test_worker_waits_for_flannel_on_its_node_with_its_own_credentials(
         host, bundle_dir, tmp_path, capsys):
     root, runner = host
@@ -174,22 +207,37 @@ def _joined_worker(root, bundle_dir, tmp_path):
     assert _join(root, bundle_dir, tmp_path, "--no-wait") == 0
 
 
-def test_reset_of_a_worker_takes_its_node_out_of_the_cluster(
+def test_reset_of_a_worker_reports_its_node_not_ready(
         host, bundle_dir, tmp_path, capsys):
+    """A node may not delete its Node (the lab: Forbidden) but may update its
+    status: reset reports it NotReady, so kubeadm join (1.18 on) takes the
+    name at once and no wait takes the old Ready for the new."""
     root, runner = host
     _joined_worker(root, bundle_dir, tmp_path)
-    delete = ("kubectl", "--kubeconfig", ko.KUBELET_CONF, "delete", "node",
-              "node-a")
+    replace = ("kubectl", "--kubeconfig", ko.KUBELET_CONF, "replace", "--raw",
+               "/api/v1/nodes/node-a/status", "-f")
+    sent = []
+    original = runner.answer
+
+    def answer(argv):
+        if tuple(argv[:len(replace)]) == replace:
+            with open(sup.rpath(root, ko.NODE_STATUS_FILE)) as handle:
+                sent.append(json.load(handle))
+        return original(argv)
+    runner.answer = answer
     runner.expect("systemctl", "stop", "kubelet")
-    runner.expect(*delete)
+    runner.expect(*replace)
     assert ko.main(["reset", "--yes", "--root", root]) == 0
     cmds = runner.commands()
     stop = cmds.index(["systemctl", "stop", "kubelet"])
-    deleted = [i for i, a in enumerate(cmds) if tuple(a[:6]) == delete]
+    put = [i for i, a in enumerate(cmds) if tuple(a[:len(replace)]) == replace]
     reset = [i for i, a in enumerate(cmds) if a[:3] == ["kubeadm", "reset", "-f"]]
-    # the kubelet is stopped first (it would register the node again)
-    assert deleted and reset and stop < deleted[0] < reset[-1]
-    assert "node node-a left the cluster" in capsys.readouterr().err
+    # the kubelet is stopped first (it would report Ready again)
+    assert put and reset and stop < put[0] < reset[-1]
+    ready = [c for c in sent[0]["status"]["conditions"] if c["type"] == "Ready"]
+    assert ready and ready[0]["status"] == "False"
+    assert sent[0]["metadata"]["name"] == "node-a"
+    assert "node node-a reported NotReady" in capsys.readouterr().err
 
 
 def test_reset_of_a_worker_goes_on_when_the_cluster_is_unreachable(
@@ -197,20 +245,19 @@ def test_reset_of_a_worker_goes_on_when_the_cluster_is_unreachable(
     root, runner = host
     _joined_worker(root, bundle_dir, tmp_path)
     runner.expect("systemctl", "stop", "kubelet")
-    runner.expect("kubectl", "--kubeconfig", ko.KUBELET_CONF, "delete",
-                  "node", "node-a", rc=1,
-                  out="Unable to connect to the server: dial tcp: i/o timeout")
+    runner.expect("kubectl", "--kubeconfig", ko.KUBELET_CONF, "replace",
+                  rc=1, out="Unable to connect to the server: dial tcp: i/o timeout")
     assert ko.main(["reset", "--yes", "--root", root]) == 0
     err = capsys.readouterr().err
     assert "remove-node node-a" in err and "warning:" in err
     assert runner.ran("kubeadm", "reset", "-f")
 
 
-def test_reset_of_a_master_deletes_no_node(host, bundle_dir, capsys):
+def test_reset_of_a_master_reports_no_node(host, bundle_dir, capsys):
     root, runner = host
     assert _master(root, bundle_dir, "--no-wait") == 0
     assert ko.main(["reset", "--yes", "--root", root]) == 0
-    assert not [a for a in runner.commands() if "delete" in a and "node" in a]
+    assert not [a for a in runner.commands() if "replace" in a]
 
 
 def test_reset_dry_run_deletes_nothing(host, bundle_dir, tmp_path, capsys):
@@ -219,9 +266,8 @@ def test_reset_dry_run_deletes_nothing(host, bundle_dir, tmp_path, capsys):
     before = len(runner.commands())
     assert ko.main(["reset", "--yes", "--dry-run", "--root", root]) == 0
     assert not [a for a in runner.commands()[before:]
-                if "delete" in a or a[:2] == ["systemctl", "stop"]]
-    assert "would run: kubectl --kubeconfig %s delete node node-a" % (
-        ko.KUBELET_CONF) in capsys.readouterr().err
+                if "replace" in a or a[:2] == ["systemctl", "stop"]]
+    assert "would report node node-a NotReady" in capsys.readouterr().err
 
 
 # -- the real probes, against loopback servers ------------------------------
