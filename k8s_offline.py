@@ -3715,6 +3715,10 @@ class DockerRuntime(object):
         """Keep the images from the kubelet's GC; the number pinned now."""
         return 0
 
+    def unload(self, ctx, targets):
+        """Remove the names this run loaded (a load that failed half way)."""
+        ctx.runner.run(["docker", "rmi"] + list(targets), check=False)
+
     def has_image(self, ctx, image):
         return docker_image_id(ctx.runner, image) is not None
 
@@ -3867,6 +3871,12 @@ class ContainerdRuntime(DockerRuntime):
         if failures:
             raise failures[0]
         return len(todo)
+
+    def unload(self, ctx, targets):
+        ctx.runner.run(["ctr", "--address", ctx.containerd_address, "-n",
+                        "k8s.io", "images", "rm"] + [
+                            _normalize_image_name(t) for t in targets],
+                       check=False)
 
     def has_image(self, ctx, image):
         return _normalize_image_name(image) in containerd_images(ctx)
@@ -9206,11 +9216,12 @@ def load_images(ctx, adapter, wanted, missing):
              ", ".join(target for _, target in missing))
     progress = Progress(size, "images",
                         enabled=ctx.progress and not ctx.dry_run)
-    failures = []
+    failures, loaded = [], []
 
     def load(targets):
         try:
             load_stream(ctx, adapter, targets, progress)
+            loaded.extend(target for _, target in targets)
         except BaseException as exc:          # raised again below
             failures.append(exc)
     try:
@@ -9225,6 +9236,12 @@ def load_images(ctx, adapter, wanted, missing):
     finally:
         progress.close()
     if failures:
+        if loaded and not ctx.dry_run:
+            # A refused bundle changes nothing: what the other streams
+            # loaded in this run goes too.
+            log.info("  removing the %d images the other streams loaded",
+                     len(loaded))
+            adapter.unload(ctx, loaded)
         raise failures[0]
     if ctx.dry_run:
         return

@@ -791,6 +791,10 @@ class FakeRunner(ko.Runner):
             return 0, "".join("%s %s\n" % (docker_familiar(tag), image_id)
                               for tag, image_id in sorted(
                                   cluster.docker_images.items()))
+        if argv[:2] == ["docker", "rmi"]:
+            for name in argv[2:]:
+                cluster.docker_images.pop(name, None)
+            return 0, "".join("Untagged: %s\n" % name for name in argv[2:])
         if argv[:2] == ["docker", "tag"]:
             cluster.docker_images[argv[3]] = argv[2]
             return 0, ""
