@@ -99,6 +99,7 @@ import calendar
 import collections
 import contextlib
 import errno
+import fcntl
 import gzip
 import hashlib
 import io
@@ -534,6 +535,7 @@ def part_name(bundle_file, number):
 
 
 CHUNK = 1 << 20                  # file copies and hashing
+F_SETPIPE_SZ = 1031              # fcntl.F_SETPIPE_SZ (Linux; Python 3.10 names it)
 
 
 # ===========================================================================
@@ -1525,12 +1527,16 @@ class Runner(object):
 
     def _execute_piped(self, argv, producer, timeout=3600):
         try:
+            # Large writes into a large pipe: the reader (docker, ctr) gets
+            # big reads and the two switch less often.
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE)
+                                    stderr=subprocess.PIPE, bufsize=CHUNK)
         except OSError as exc:
             return CommandResult(argv, 127, "", "%s: %s" % (argv[0],
                                                             exc.strerror))
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(proc.stdin.fileno(), F_SETPIPE_SZ, CHUNK)
         chunks = {"out": [], "err": []}
 
         def drain(stream, key):
@@ -1917,7 +1923,6 @@ def kernel_ipv4_addresses():
     """[(interface, ip_interface)] asked of the kernel (an ioctl per
     interface: its primary IPv4 address and netmask), for a bare host
     whose iproute2 the packages phase has not installed yet."""
-    import fcntl
     import struct
     found = []
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -2067,6 +2072,23 @@ def docker_image_id(runner, name):
     result = runner.run(["docker", "image", "inspect", "--format", "{{.Id}}",
                          name], change=False, check=False)
     return result.stdout.strip() if result.ok else None
+
+
+def docker_image_ids(runner):
+    """({name: image ID} of Docker's tagged images, names spelled as
+    containerd does (docker.io/library/x:1), {every image ID}): one call."""
+    result = runner.run(["docker", "images", "--no-trunc", "--format",
+                         "{{.Repository}}:{{.Tag}} {{.ID}}"], change=False,
+                        check=False)
+    names, ids = {}, set()
+    for line in result.stdout.splitlines():
+        fields = line.split()
+        if len(fields) != 2:
+            continue
+        ids.add(fields[1])
+        if "<none>" not in fields[0]:
+            names[_normalize_image_name(fields[0])] = fields[1]
+    return names, ids
 
 
 def containerd_images(ctx):
@@ -2636,6 +2658,27 @@ class PartsReader(object):
         self._close_current()
 
 
+class _LockedReader(object):
+    """A member of a tar bundle read under the bundle's lock (its seek and
+    read go together)."""
+
+    def __init__(self, handle, lock):
+        self.handle, self.lock = handle, lock
+
+    def read(self, size=-1):
+        with self.lock:
+            return self.handle.read(size)
+
+    def close(self):
+        self.handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class Bundle(object):
     """A bundle, either the .tar as made or its extracted top directory.
 
@@ -2649,6 +2692,9 @@ class Bundle(object):
     def __init__(self, path):
         self.path = os.path.abspath(path)
         self.tar = None
+        # The members of a .tar (or parts) share one file: each read seeks
+        # first, so a lock lets several streams read members at once.
+        self.read_lock = threading.Lock()
         self.dir_fd = None
         self.parts = None
         self.members = {}
@@ -2885,7 +2931,8 @@ class Bundle(object):
         if self.kind == "tar":
             if relpath not in self.members:
                 raise BundleError("bundle member %s is missing" % relpath)
-            return self.tar.extractfile(self.members[relpath])
+            return _LockedReader(self.tar.extractfile(self.members[relpath]),
+                                 self.read_lock)
         return os.fdopen(self._open_dir_member(relpath)[0], "rb")
 
     def open(self, relpath):
@@ -3179,12 +3226,16 @@ KUBERNETES_PROFILES = (
           # kube-scheduler's and kube-controller-manager's health ports
           # (the secure ones from 1.17: kubernetes #85043).
           "control_plane_ports": (10251, 10252),
+          # How their /healthz is asked: plain HTTP on the insecure ports,
+          # HTTPS (a self-signed serving certificate) on the secure ones.
+          "control_plane_scheme": "http",
           # etcd's health endpoint kubeadm probes (/livez from 1.31,
           # kubernetes #124465), and the tool that restores a snapshot
           # (etcdutl: etcd 3.6 dropped `etcdctl snapshot restore`).
           "etcd_probe": "/health", "etcd_restore": "etcdctl"}),
     (17, {"iptables_backend_detected": True,
-          "control_plane_ports": (10259, 10257)}),
+          "control_plane_ports": (10259, 10257),
+          "control_plane_scheme": "https"}),
     (20, {"certs_command": ("kubeadm", "certs")}),
     # CoreDNS moved to coredns/coredns under the default repository; the
     # CNI plugins 1.x no longer carry flannel's binary, the current flannel
@@ -3434,6 +3485,17 @@ KUBEADM_CONFIG_PATH = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config"
 API_TIMEOUT = 15
 
 WAIT_INTERVAL = 5
+# The wait phase's rounds (a kubectl or three each): a user waits for the
+# first round that sees the cluster working, so they come often.
+WAIT_POLL = 1
+# The cluster domain kubeadm is given, and the name the wait phase asks
+# CoreDNS for (through the kube-dns Service, as a pod would).
+CLUSTER_DOMAIN = "cluster.local"
+DNS_PROBE_NAME = "kubernetes.default.svc." + CLUSTER_DOMAIN
+# A node's Ready condition is the kubelet's; its heartbeat, in the kubelet's
+# (this host's) clock, must not predate this run's kubeadm by more than the
+# timestamps' rounding.
+HEARTBEAT_SLACK = 2
 IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
                       "ErrImageNeverPull")
 
@@ -3575,6 +3637,13 @@ class DockerRuntime(object):
     starts = {"install": services, "start": services[1:], "running": ()}
     image_format = "docker-archive"
     load_what = "docker load"
+    # A layer two streams carry is registered once (the second finds it,
+    # or its copy is dropped): images need not share a stream.
+    streams_share_layers = True
+    # dockerd unpacks a stream's layers one after another (gzip on one
+    # core): 4 streams at once kept a 2-core node's cores busy (more
+    # did not help), tests/bench/bench_image_load.py.
+    load_streams = 4
     binaries = ()                 # (archives key, host path) it adds
     binary_units = ()             # and their units, from the bundle
     # Where the runtime's cgroup driver is set, for a warning.
@@ -3628,13 +3697,14 @@ class DockerRuntime(object):
 
     def missing(self, ctx, wanted):
         """[(image, target)] of wanted not in the runtime under its name
-        (an image there under another name is tagged, not loaded)."""
+        (an image there under another name is tagged, not loaded); one
+        listing of Docker's images, not an inspect per image."""
+        names, ids = docker_image_ids(ctx.runner)
         missing = []
         for image, target in wanted:
-            if docker_image_id(ctx.runner, target) == image["config_digest"]:
+            if names.get(_normalize_image_name(target)) == image["config_digest"]:
                 continue
-            if (docker_image_id(ctx.runner, image["config_digest"]) ==
-                    image["config_digest"]):
+            if image["config_digest"] in ids:
                 ctx.runner.run(["docker", "tag", image["config_digest"],
                                 target], what="docker tag")
                 continue
@@ -3644,6 +3714,10 @@ class DockerRuntime(object):
     def pin(self, ctx, targets):
         """Keep the images from the kubelet's GC; the number pinned now."""
         return 0
+
+    def unload(self, ctx, targets):
+        """Remove the names this run loaded (a load that failed half way)."""
+        ctx.runner.run(["docker", "rmi"] + list(targets), check=False)
 
     def has_image(self, ctx, image):
         return docker_image_id(ctx.runner, image) is not None
@@ -3714,6 +3788,10 @@ class ContainerdRuntime(DockerRuntime):
     starts = {"install": services, "start": services, "running": ()}
     image_format = "oci-layout"
     load_what = "ctr images import"
+    streams_share_layers = False  # one import of a blob at a time
+    # Imports at once only contend for containerd's metadata store (slower
+    # than one, tests/bench/bench_image_load.py).
+    load_streams = 1
     pins_images = True
 
     def socket(self, ctx):
@@ -3770,12 +3848,35 @@ class ContainerdRuntime(DockerRuntime):
         todo = [target for target in targets
                 if PINNED_LABEL not in labels.get(_normalize_image_name(
                     target), "").split(",")]
-        for target in todo:
-            ctx.runner.run(["ctr", "--address", ctx.containerd_address, "-n",
-                            "k8s.io", "images", "label",
-                            _normalize_image_name(target), PINNED_LABEL],
-                           what="ctr images label")
+        failures = []
+
+        def label(names):
+            try:
+                for target in names:
+                    ctx.runner.run(["ctr", "--address", ctx.containerd_address,
+                                    "-n", "k8s.io", "images", "label",
+                                    _normalize_image_name(target),
+                                    PINNED_LABEL], what="ctr images label")
+            except BaseException as exc:        # raised again below
+                failures.append(exc)
+        # One ctr a label: a few at once, each mostly its own start-up.
+        threads = [threading.Thread(target=label, args=(todo[n::PIN_THREADS],))
+                   for n in range(1, min(PIN_THREADS, len(todo)))]
+        for thread in threads:
+            thread.daemon = True
+            thread.start()
+        label(todo[0::PIN_THREADS])
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
         return len(todo)
+
+    def unload(self, ctx, targets):
+        ctx.runner.run(["ctr", "--address", ctx.containerd_address, "-n",
+                        "k8s.io", "images", "rm"] + [
+                            _normalize_image_name(t) for t in targets],
+                       check=False)
 
     def has_image(self, ctx, image):
         return _normalize_image_name(image) in containerd_images(ctx)
@@ -3796,6 +3897,8 @@ class ContainerdRuntime(DockerRuntime):
         return run + [_normalize_image_name(image), "k8s-offline-etcdctl-%d"
                       % os.getpid(), tool] + argv
 
+
+PIN_THREADS = 4
 
 RUNTIMES = dict((adapter.name, adapter) for adapter in (
     DockerRuntime(), CriDockerdRuntime(), ContainerdRuntime()))
@@ -4617,6 +4720,9 @@ class InstallContext(object):
         self.containerd_address = (valid_containerd_address(
             flag("containerd_address")) or CRI_SOCKETS["containerd"])
         self.node_name = valid_node_name(flag("node_name"))
+        # When this run started kubeadm init or join (the wait phase wants
+        # the node's Ready from after it), and which.
+        self.kubeadm_started = self.kubeadm_started_by = None
         self.ignore_preflight_errors = valid_ignore_preflight_errors(
             flag("ignore_preflight_errors"))
         self.control_plane_endpoint = flag("control_plane_endpoint")
@@ -4838,30 +4944,248 @@ def pod_problem(pod):
     return phase if phase != "Running" else "Running, not ready", None
 
 
-def cluster_pending(ctx, kubeconfig=ADMIN_CONF, pods=True):
-    """[(what, reason, image)] still keeping the cluster from ready."""
+def heartbeat_seconds(node):
+    """The Ready condition's lastHeartbeatTime in seconds, or None."""
+    for condition in node.get("status", {}).get("conditions", []):
+        if condition.get("type") == "Ready":
+            try:
+                return calendar.timegm(time.strptime(
+                    condition.get("lastHeartbeatTime") or "",
+                    "%Y-%m-%dT%H:%M:%SZ"))
+            except ValueError:
+                return None
+    return None
+
+
+def node_pending(ctx, kubeconfig):
+    """[(what, reason, None)]: this node, unless it is Ready by its own
+    kubelet's report since this run's kubeadm (right after a reset the
+    cluster may still hold the old Node, Ready)."""
     name = node_name(ctx)
     node, error = _kubectl_json(ctx, ["get", "node", name], kubeconfig)
     if node is None:
         return [("node %s" % name, error, None)]
-    pending = []
     ready, reason = node_ready(node)
+    beat = heartbeat_seconds(node)
+    if (ready and ctx.kubeadm_started and beat is not None and
+            beat < ctx.kubeadm_started - HEARTBEAT_SLACK):
+        ready, reason = False, ("its Ready status is from before this run's "
+                                "%s (the kubelet has not reported yet)"
+                                % ctx.kubeadm_started_by)
     if not ready:
-        pending.append(("node %s" % name, "NotReady: " + reason, None))
-    if pods:
-        listing, error = _kubectl_json(ctx, ["-n", "kube-system", "get",
-                                             "pods"], kubeconfig)
-        if listing is None:
-            return pending + [("kube-system pods", error, None)]
-        items = listing.get("items", [])
-        if not items:
-            pending.append(("kube-system pods", "none yet", None))
-        for pod in items:
-            problem = pod_problem(pod)
-            if problem:
-                pending.append(("pod %s" % pod["metadata"]["name"],
-                                problem[0], problem[1]))
-    return pending
+        return [("node %s" % name, "NotReady: " + reason, None)]
+    return []
+
+
+def wait_profile(ctx):
+    """The profile of the cluster this node is in: its state's Kubernetes
+    version (restore waits without a bundle), else the bundle's."""
+    version = ctx.host.state().get("kubernetes_version")
+    return profile(version or ctx.bundle.kubernetes_version)
+
+
+def is_static_pod(pod):
+    """A mirror pod: the kubelet's copy of a static pod (the control plane's)."""
+    return "kubernetes.io/config.mirror" in (
+        pod.get("metadata", {}).get("annotations") or {})
+
+
+def control_plane_health(ctx):
+    """{component: problem or None} of this master's control plane: the API
+    server's /readyz (which checks etcd too), the scheduler's and the
+    controller-manager's /healthz on their profile ports."""
+    prof = wait_profile(ctx)
+    result = ctx.runner.run(ctx.kubectl("get", "--raw", "/readyz"),
+                            change=False, check=False, timeout=30)
+    readyz = None if result.ok else "failing /readyz (%s)" % (
+        last_line(result.output()) or "no answer")
+    health = {"kube-apiserver": readyz, "etcd": readyz}
+    for component, port in zip(("kube-scheduler", "kube-controller-manager"),
+                               prof["control_plane_ports"]):
+        scheme = prof["control_plane_scheme"]
+        problem = health_problem("127.0.0.1", port, "/healthz", scheme)
+        health[component] = problem and (
+            "failing %s://127.0.0.1:%d/healthz (%s)" % (scheme, port, problem))
+    return health
+
+
+COMPONENT_TITLES = {"kube-apiserver": "the API server"}
+
+
+def static_component(pod):
+    name = pod.get("metadata", {}).get("name", "")
+    for component in ("etcd",) + CONTROL_PLANE_COMPONENTS:
+        if name.startswith(component + "-"):
+            return component
+    return None
+
+
+def coredns_pending(ctx):
+    """[(what, reason, None)] unless CoreDNS answers a query through the
+    kube-dns Service (as a pod asks it)."""
+    if getattr(ctx, "kube_dns_ip", None) is None:
+        service, error = _kubectl_json(ctx, ["-n", "kube-system", "get", "svc",
+                                             "kube-dns"])
+        address = (service or {}).get("spec", {}).get("clusterIP")
+        if not address or not _is_ipv4(address):
+            return [("CoreDNS", "no kube-dns Service address yet%s" % (
+                ": " + error if error else ""), None)]
+        ctx.kube_dns_ip = address
+    if dns_answers(ctx.kube_dns_ip, DNS_PROBE_NAME):
+        return []
+    return [("CoreDNS", "no answer from %s for %s" % (ctx.kube_dns_ip,
+                                                     DNS_PROBE_NAME), None)]
+
+
+def wait_pending(ctx, kubeconfig, worker):
+    """([(what, reason, image)] still keeping what a user needs from working,
+    [static pods the kubelet reports not Ready though their health passes]).
+
+    A worker: its node Ready, and the pods on it (flannel, kube-proxy)
+    Running and ready, asked with the node's own credentials.  A master:
+    that, every kube-system pod, the control plane's health, CoreDNS."""
+    pending = node_pending(ctx, kubeconfig)
+    if pending:
+        return pending, []
+    name = node_name(ctx)
+    argv = ["get", "pods", "--all-namespaces"]
+    if worker:     # a node may list only the pods bound to it
+        argv += ["--field-selector", "spec.nodeName=" + name]
+    listing, error = _kubectl_json(ctx, argv, kubeconfig)
+    if listing is None:
+        return [("pods", error, None)], []
+    flannel_namespace = wait_profile(ctx)["flannel_namespace"]
+    pods = [pod for pod in listing.get("items", [])
+            if pod.get("metadata", {}).get("namespace") in (
+                "kube-system", flannel_namespace)]
+    here = [pod for pod in pods if pod.get("spec", {}).get("nodeName") == name]
+    if not [pod for pod in here if (pod["metadata"].get("labels") or {})
+            .get("app") == "flannel"]:
+        pending.append(("flannel on node %s" % name, "no pod yet", None))
+    if not worker and not [pod for pod in pods if pod["metadata"].get(
+            "namespace") == "kube-system"]:
+        pending.append(("kube-system pods", "none yet", None))
+    health = {} if worker else control_plane_health(ctx)
+    lagging = []
+    # CoreDNS's pods: their Ready is not waited for, CoreDNS answering is.
+    dns = [pod for pod in pods
+           if (pod["metadata"].get("labels") or {}).get("k8s-app") == "kube-dns"]
+    for pod in here if worker else pods:
+        if pod in dns:
+            continue
+        problem = pod_problem(pod) or stale_pod(ctx, pod)
+        component = static_component(pod) if is_static_pod(pod) else None
+        if (problem and component and not worker and pod in here and
+                health.get(component) is None and
+                not _container_waiting(pod)):
+            lagging.append(pod["metadata"]["name"])
+        elif problem:
+            reason = problem[0]
+            if component and health.get(component):
+                reason += "; it is %s" % health[component]
+            pending.append(("pod %s" % pod["metadata"]["name"], reason,
+                            problem[1]))
+    for component in sorted(set(health)):
+        if health[component] and component != "etcd":
+            pending.append((COMPONENT_TITLES.get(component, component),
+                            health[component], None))
+    if not worker and not pending:
+        pending = coredns_pending(ctx)
+        if pending:
+            pending += [("pod %s" % pod["metadata"]["name"],) + problem
+                        for pod, problem in ((pod, pod_problem(pod))
+                                             for pod in dns) if problem]
+    return pending, lagging
+
+
+def stale_pod(ctx, pod):
+    """(reason, None) when a pod's running containers started before this
+    run's kubeadm (a status from before a reset), else None; startedAt is
+    the runtime's, this host's clock."""
+    here = pod.get("spec", {}).get("nodeName") == node_name(ctx)
+    if not ctx.kubeadm_started or not here:
+        return None
+    for container in pod.get("status", {}).get("containerStatuses", []):
+        started = ((container.get("state") or {}).get("running") or {}).get(
+            "startedAt")
+        try:
+            seconds = calendar.timegm(time.strptime(started or "",
+                                                    "%Y-%m-%dT%H:%M:%SZ"))
+        except ValueError:
+            continue
+        if seconds < ctx.kubeadm_started - HEARTBEAT_SLACK:
+            return ("its status is from before this run's %s"
+                    % ctx.kubeadm_started_by, None)
+    return None
+
+
+def _container_waiting(pod):
+    status = pod.get("status", {})
+    return any((container.get("state") or {}).get("waiting")
+               for container in (status.get("initContainerStatuses", []) +
+                                 status.get("containerStatuses", [])))
+
+
+def health_problem(host, port, path, scheme, timeout=2):
+    """None when GET scheme://host:port/path answers 200, else why not.
+    HTTPS is not verified: the scheduler's and controller-manager's serving
+    certificates are self-signed, and only a status is read."""
+    import http.client
+    import ssl
+    try:
+        if scheme == "https":
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            connection = http.client.HTTPSConnection(host, port, timeout=timeout,
+                                                     context=context)
+        else:
+            connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            connection.request("GET", path, headers={"Connection": "close"})
+            answer = connection.getresponse()
+            answer.read(4096)
+        finally:
+            connection.close()
+    except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
+        return str(getattr(exc, "strerror", None) or exc) or type(exc).__name__
+    return None if answer.status == 200 else "HTTP %d" % answer.status
+
+
+def dns_answers(server, name, port=53, timeout=1):
+    """True when the DNS server answers an A query for name with NOERROR
+    and at least one record (one UDP round trip, standard library only)."""
+    ident = os.urandom(2)
+    question = b"".join(bytes([len(label)]) + label.encode("ascii")
+                        for label in name.rstrip(".").split(".")) + b"\0"
+    query = (ident + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + question +
+             b"\x00\x01\x00\x01")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(timeout)
+    try:
+        sock.sendto(query, (server, port))
+        deadline = time.time() + timeout
+        while True:
+            reply = sock.recv(4096)
+            if reply[:2] == ident and len(reply) >= 12:
+                break
+            if time.time() >= deadline:
+                return False
+    except (OSError, socket.timeout):
+        return False
+    finally:
+        sock.close()
+    flags = (bytearray(reply)[2] << 8) | bytearray(reply)[3]
+    answers = (bytearray(reply)[6] << 8) | bytearray(reply)[7]
+    return bool(flags & 0x8000) and flags & 0x000f == 0 and answers > 0
+
+
+def _is_ipv4(text):
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def timeout_message(pending, timeout):
@@ -4881,14 +5205,17 @@ def timeout_message(pending, timeout):
 
 
 def phase_wait(ctx):
-    """Wait until the node is Ready and every kube-system pod Running,
-    showing what is still pending (--wait-timeout, --no-wait)."""
+    """Wait until what a user needs works: the node Ready, flannel and the
+    kube-system pods running; on a master also the API server's /readyz,
+    the scheduler's and controller-manager's health and CoreDNS answering
+    (--wait-timeout, --no-wait).  Static pods whose health passes are not
+    waited for while the kubelet's Ready flag for them lags behind."""
     if not ctx.wait:
         log.info("  not waiting (--no-wait)")
         return
     if ctx.dry_run:
-        log.info("  would wait up to %d s for the node and the kube-system "
-                 "pods", ctx.wait_timeout)
+        log.info("  would wait up to %d s for the node, its pods and the "
+                 "cluster's health", ctx.wait_timeout)
         return
     worker = ctx.role == "worker"
     kubeconfig = KUBELET_CONF if worker else ADMIN_CONF
@@ -4896,10 +5223,16 @@ def phase_wait(ctx):
     deadline = now() + timeout
     shown = None
     while True:
-        pending = cluster_pending(ctx, kubeconfig, pods=not worker)
+        pending, lagging = wait_pending(ctx, kubeconfig, worker)
         if not pending:
             log.info("  node %s is Ready%s", node_name(ctx),
-                     "" if worker else " and every kube-system pod Running")
+                     ", flannel and kube-proxy run on it" if worker else
+                     ", the control plane is healthy, flannel runs and "
+                     "CoreDNS answers")
+            if lagging:
+                log.info("  the kubelet still reports %s not Ready, though "
+                         "their health checks pass: not waiting for it",
+                         ", ".join(sorted(lagging)))
             return
         text = "; ".join("%s (%s)" % (what, reason)
                          for what, reason, _ in pending)
@@ -4908,7 +5241,7 @@ def phase_wait(ctx):
             shown = text
         if now() >= deadline:
             raise UserError(timeout_message(pending, timeout))
-        sleep(WAIT_INTERVAL)
+        sleep(WAIT_POLL)
 
 
 # ===========================================================================
@@ -8870,27 +9203,101 @@ def phase_images(ctx):
 
 
 def load_images(ctx, adapter, wanted, missing):
+    """Load missing [(image, target)] in up to the adapter's load_streams
+    streams at once: the runtime unpacks each on its own core."""
     bundle = ctx.bundle
     size = image_stream_size(bundle, [image for image, _ in missing])
-    log.info("  loading %d of %d images (%s) into %s: %s", len(missing),
-             len(wanted), human_size(size), adapter.cri,
+    streams = image_streams(bundle, missing, adapter.load_streams,
+                            not adapter.streams_share_layers)
+    log.info("  loading %d of %d images (%s) into %s in %d stream%s: %s",
+             len(missing), len(wanted), human_size(size), adapter.cri,
+             len(streams), "" if len(streams) == 1 else "s",
              ", ".join(target for _, target in missing))
     progress = Progress(size, "images",
                         enabled=ctx.progress and not ctx.dry_run)
-    writer = IMAGE_WRITERS[adapter.image_format]
+    failures, loaded = [], []
+
+    def load(targets):
+        try:
+            load_stream(ctx, adapter, targets, progress)
+            loaded.extend(target for _, target in targets)
+        except BaseException as exc:          # raised again below
+            failures.append(exc)
     try:
-        ctx.runner.run_piped(
-            adapter.load_argv(ctx),
-            lambda stream: writer(stream, bundle, missing, progress),
-            what=adapter.load_what)
+        threads = [threading.Thread(target=load, args=(targets,))
+                   for targets in streams[1:]]
+        for thread in threads:
+            thread.daemon = True
+            thread.start()
+        load(streams[0])
+        for thread in threads:
+            thread.join()
     finally:
         progress.close()
+    if failures:
+        if loaded and not ctx.dry_run:
+            # A refused bundle changes nothing: what the other streams
+            # loaded in this run goes too.
+            log.info("  removing the %d images the other streams loaded",
+                     len(loaded))
+            adapter.unload(ctx, loaded)
+        raise failures[0]
     if ctx.dry_run:
         return
     wrong = [target for image, target in adapter.missing(ctx, missing)]
     if wrong:
         raise UserError("%s did not load %s from the bundle: check the "
                         "runtime's log" % (adapter.cri, wrong[0]))
+
+
+def load_stream(ctx, adapter, targets, progress):
+    """One stream of [(image, target)] into the runtime."""
+    writer = IMAGE_WRITERS[adapter.image_format]
+    ctx.runner.run_piped(
+        adapter.load_argv(ctx),
+        lambda stream: writer(stream, ctx.bundle, targets, progress),
+        what=adapter.load_what)
+
+
+def image_streams(bundle, targets, most, together=True):
+    """[(image, target)] split into at most `most` lists, the largest
+    groups first onto the least-loaded list (by the bytes of their layers).
+    together: images that share a layer stay in one list (else each image
+    is a group, and a shared layer may go in two streams)."""
+    owner = {}
+    groups = []
+    for item in targets if together else ():
+        found = [group for group in groups
+                 if any(owner.get(layer) is group
+                        for layer in item[0]["layers"])]
+        group = found[0] if found else []
+        if not found:
+            groups.append(group)
+        for other in found[1:]:       # the item joins groups: merge them
+            group.extend(other)
+            groups.remove(other)
+            for image, _ in other:
+                for layer in image["layers"]:
+                    owner[layer] = group
+        group.append(item)
+        for layer in item[0]["layers"]:
+            owner[layer] = group
+    if not together:
+        groups = [[item] for item in targets]
+
+    def weight(items):
+        return sum(bundle.size(_blob_path(layer))
+                   for layer in set(l for image, _ in items
+                                    for l in image["layers"]))
+    streams = [[] for _ in range(max(1, min(most, len(groups))))]
+    loads = [0] * len(streams)
+    for group in sorted(groups, key=weight, reverse=True):
+        least = loads.index(min(loads))
+        streams[least].extend(group)
+        loads[least] += weight(group)
+    order = dict((id(item), n) for n, item in enumerate(targets))
+    return [sorted(stream, key=lambda item: order[id(item)])
+            for stream in streams if stream]
 
 
 def image_stream_size(bundle, images):
@@ -8908,7 +9315,9 @@ def image_stream_size(bundle, images):
 
 def write_docker_archive(stream, bundle, targets, progress):
     """A docker-archive of [(image, target)] onto stream, read from the
-    bundle as it goes: manifest.json plus the blobs it names."""
+    bundle as it goes: manifest.json plus the blobs it names.  The gzip
+    layers go as they are: inflating them here cost more CPU than
+    dockerd's own inflate (tests/bench/bench_image_load.py)."""
     manifest = [{"Config": _blob_path(image["config_digest"])[len(IMAGES_DIR) + 1:],
                  "RepoTags": [target],
                  "Layers": [_blob_path(d)[len(IMAGES_DIR) + 1:]
@@ -9030,6 +9439,7 @@ def phase_init(ctx):
         argv.append("--upload-certs")
     argv += ignore_preflight_args(ctx)
     host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
+    ctx.kubeadm_started, ctx.kubeadm_started_by = now(), "kubeadm init"
     result = ctx.runner.run(argv, timeout=1800, check=False,
                             tee=host.path(KUBEADM_INIT_LOG))
     if not result.ok:
@@ -9071,7 +9481,7 @@ def kubeadm_init_documents(ctx, certificate_key=None):
                "imageRepository": ctx.image_repository,
                "networking": {"podSubnet": ctx.pod_cidr,
                               "serviceSubnet": str(ctx.service_network),
-                              "dnsDomain": "cluster.local"},
+                              "dnsDomain": CLUSTER_DOMAIN},
                "apiServer": {"certSANs": sorted(set([address, node_name(ctx)]))}}
     dns_repository = coredns_image_repository(ctx)
     if dns_repository:
@@ -9326,6 +9736,7 @@ def phase_join(ctx):
     host.makedirs(os.path.dirname(KUBEADM_JOIN_LOG))
     give_up = now() + STALE_NODE_WAIT
     while True:
+        ctx.kubeadm_started, ctx.kubeadm_started_by = now(), "kubeadm join"
         result = ctx.runner.run(argv, timeout=1800, check=False,
                                 tee=host.path(KUBEADM_JOIN_LOG))
         if result.ok:
@@ -9478,8 +9889,8 @@ MASTER_PHASES = (
     Phase("kubeconfig", "admin.conf for root and the sudo user",
           phase_kubeconfig),
     Phase("network", "apply the bundled flannel manifest", phase_network),
-    Phase("wait", "wait for a Ready node and Running kube-system pods",
-          phase_wait),
+    Phase("wait", "wait for a Ready node, its pods, the control plane's "
+          "health and CoreDNS", phase_wait),
     Phase("join-file", "write the join file, print the join commands",
           phase_join_file),
 )
@@ -9487,8 +9898,8 @@ JOIN_PHASES = MASTER_PHASES[:7] + (
     Phase("join", "kubeadm join", phase_join),
     Phase("kubeconfig", "admin.conf for root and the sudo user "
           "(control-plane nodes)", phase_kubeconfig, is_control_plane),
-    Phase("wait", "wait for a Ready node and Running kube-system pods",
-          phase_wait),
+    Phase("wait", "wait for a Ready node and the pods on it (and a "
+          "control plane's health)", phase_wait),
 )
 
 
@@ -9527,12 +9938,17 @@ def confirm_reset(args):
 
 def phase_reset_kubeadm(ctx):
     """kubeadm reset -f: stops the kubelet, removes the static pods,
-    etcd's data and the certificates."""
+    etcd's data and the certificates.  A node that joined a cluster first
+    reports itself NotReady with its own credentials, so a join under its
+    name right after is neither refused nor fooled by the old Node."""
     if not ctx.host.which("kubeadm"):
         log.info("  kubeadm is not installed: nothing to reset")
         return
     argv = ["kubeadm", "reset", "-f"]
     state = ctx.host.state()
+    if (state.get("role") in ("worker", "control-plane") and
+            ctx.host.exists(KUBELET_CONF)):
+        leave_cluster(ctx, state.get("node") or node_name(ctx))
     if state.get("cri"):
         version = state.get("kubernetes_version") or DEFAULT_KUBERNETES_VERSION
         argv += ["--cri-socket", runtime_endpoint(ctx, runtime_adapter(
@@ -9541,6 +9957,49 @@ def phase_reset_kubeadm(ctx):
     if not result.ok:
         ctx.warn("kubeadm reset failed (%s): cleaning up the rest anyway"
                  % last_line(result.output()))
+
+
+def leave_cluster(ctx, name):
+    """Report this node NotReady with the kubelet's credentials (a node may
+    update its own status, not delete itself), the kubelet stopped first:
+    else the cluster keeps the old Node Ready for its grace period (40 s),
+    kubeadm join (1.18 on) refuses the name and a wait could take the old
+    Ready for the new one.  A warning when the cluster cannot be reached."""
+    ctx.runner.run(["systemctl", "stop", "kubelet"], check=False,
+                   what="systemctl stop kubelet")
+    kubectl = ["kubectl", "--kubeconfig", KUBELET_CONF]
+    if ctx.dry_run:
+        log.info("  would report node %s NotReady (kubectl replace --raw "
+                 "/api/v1/nodes/%s/status)", name, name)
+        return
+    node, error = _kubectl_json(ctx, ["get", "node", name], KUBELET_CONF)
+    if node is not None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now()))
+        for condition in node.get("status", {}).get("conditions", []):
+            if condition.get("type") == "Ready":
+                condition.update({
+                    "status": "False", "reason": "KubeletStopped",
+                    "message": "k8s-offline reset this node",
+                    "lastHeartbeatTime": stamp, "lastTransitionTime": stamp})
+        ctx.host.makedirs(STATE_DIR, 0o700)
+        ctx.host.write(NODE_STATUS_FILE, json.dumps(node), 0o600)
+        result = ctx.runner.run(kubectl + [
+            "replace", "--raw", "/api/v1/nodes/%s/status" % name, "-f",
+            ctx.host.path(NODE_STATUS_FILE), "--request-timeout=15s"],
+            check=False, timeout=30, what="kubectl replace")
+        error = None if result.ok else (last_line(result.output()) or
+                                         "kubectl failed")
+    if error is None:
+        log.info("  node %s reported NotReady: a join under its name need "
+                 "not wait for the cluster to notice", name)
+        return
+    ctx.warn("could not report node %s NotReady (%s): a join under its "
+             "name waits until the cluster marks it NotReady (about 40 s), "
+             "or run `k8s_offline.py remove-node %s` on a master"
+             % (name, error, name))
+
+
+NODE_STATUS_FILE = STATE_DIR + "/node-status.json"
 
 
 # -- phase: reset network ---------------------------------------------------
@@ -10762,6 +11221,7 @@ def phase_restore_init(ctx):
                     part for part in (ctx.ignore_preflight_errors
                                       or "").split(",") if part])]
     host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
+    ctx.kubeadm_started, ctx.kubeadm_started_by = now(), "kubeadm init"
     result = ctx.runner.run(argv, timeout=1800, check=False,
                             tee=host.path(KUBEADM_INIT_LOG))
     if not result.ok:

@@ -17,6 +17,7 @@ import shutil
 import stat
 import subprocess
 import tarfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -526,24 +527,54 @@ def tree(path):
 
 # -- the recording runner --------------------------------------------------
 
-def node_json(name, ready=True):
+def docker_familiar(name):
+    """docker.io/library/x:1 as Docker lists it (x:1)."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def node_json(name, ready=True, heartbeat=None):
+    condition = {"type": "Ready", "status": "True" if ready else "False",
+                 "reason": "KubeletNotReady",
+                 "message": "cni config uninitialized"}
+    if heartbeat is not None:          # the kubelet's clock, seconds
+        condition["lastHeartbeatTime"] = time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(heartbeat))
     return {"metadata": {"name": name, "creationTimestamp":
                          "2020-01-01T00:00:00Z",
                          "labels": {"node-role.kubernetes.io/master": ""}},
-            "status": {"conditions": [{"type": "Ready", "status":
-                                       "True" if ready else "False",
-                                       "reason": "KubeletNotReady",
-                                       "message": "cni config uninitialized"}],
+            "status": {"conditions": [condition],
                        "nodeInfo": {"kubeletVersion": K8S_VERSION}}}
 
 
-def pod_json(name, phase="Running", waiting=None, image=None):
-    container = {"name": "c", "ready": phase == "Running" and not waiting,
+def pod_json(name, phase="Running", waiting=None, image=None,
+             namespace="kube-system", labels=None, static=False,
+             ready=None, node="node-a"):
+    """A pod as kubectl lists it; static: a mirror pod of the kubelet's
+    static pods; ready: its containers' ready flag (default: Running and
+    not waiting)."""
+    if ready is None:
+        ready = phase == "Running" and not waiting
+    container = {"name": "c", "ready": ready,
                  "restartCount": 0, "image": image or "k8s.gcr.io/x:1",
                  "state": {"waiting": {"reason": waiting, "message": "back-off"}}
                  if waiting else {"running": {}}}
-    return {"metadata": {"name": name}, "spec": {"nodeName": "node-a"},
-            "status": {"phase": phase, "containerStatuses": [container]}}
+    metadata = {"name": name, "namespace": namespace, "labels": labels or {}}
+    if static:
+        metadata["annotations"] = {"kubernetes.io/config.mirror": "0123abcd"}
+    status = {"phase": phase, "containerStatuses": [container]}
+    if phase == "Running" and not ready:
+        status["conditions"] = [{"type": "Ready", "status": "False",
+                                 "reason": "ContainersNotReady",
+                                 "message": "containers with unready status: [c]"}]
+    return {"metadata": metadata, "spec": {"nodeName": node}, "status": status}
+
+
+def flannel_pod_json(node="node-a", namespace="kube-system", **kwargs):
+    return pod_json("kube-flannel-ds-" + node, namespace=namespace,
+                    labels={"app": "flannel"}, node=node, **kwargs)
 
 
 class FakeCluster(object):
@@ -556,7 +587,15 @@ class FakeCluster(object):
         self.containerd_images = {}      # name -> manifest digest
         self.containerd_labels = {}      # name -> {key=value}
         self.node_ready = True
-        self.pods = [pod_json("etcd-node-a"), pod_json("coredns-1")]
+        self.node_heartbeat = None       # the kubelet's last report, seconds
+        self.pods = [pod_json("etcd-node-a", static=True), pod_json("coredns-1"),
+                     flannel_pod_json()]
+        self.readyz = (0, "ok")          # kubectl get --raw /readyz
+        self.health = {}                 # port -> False: its /healthz fails
+        self.dns_answers = True          # CoreDNS answers (bool or callable)
+        self.kube_dns_ip = "10.96.0.10"
+        self.health_asked = []           # (host, port, path, scheme)
+        self.dns_asked = []              # (server, name)
         self.iptables = "iptables v1.8.9 (legacy)"
         self.firewalld = "inactive"
         self.cert_output = ""
@@ -747,6 +786,15 @@ class FakeRunner(ko.Runner):
             if name in cluster.docker_images.values():
                 return 0, name + "\n"
             return 1, ""
+        if argv[:2] == ["docker", "images"] and "--format" in argv:
+            # as Docker lists them: short names for Docker Hub's
+            return 0, "".join("%s %s\n" % (docker_familiar(tag), image_id)
+                              for tag, image_id in sorted(
+                                  cluster.docker_images.items()))
+        if argv[:2] == ["docker", "rmi"]:
+            for name in argv[2:]:
+                cluster.docker_images.pop(name, None)
+            return 0, "".join("Untagged: %s\n" % name for name in argv[2:])
         if argv[:2] == ["docker", "tag"]:
             cluster.docker_images[argv[3]] = argv[2]
             return 0, ""
@@ -811,9 +859,24 @@ class FakeRunner(ko.Runner):
             return 0, "[upload-certs] Using certificate key:\n%s\n" % CERT_KEY
         if argv[0] == "kubeadm" and "check-expiration" in argv:
             return 0, cluster.cert_output
+        if argv[0] == "kubectl" and argv[-2:] == ["--raw", "/readyz"]:
+            return cluster.readyz
+        if argv[0] == "kubectl" and "get" in argv and "svc" in argv:
+            return 0, json.dumps({"metadata": {"name": "kube-dns"}, "spec": {
+                "clusterIP": cluster.kube_dns_ip}})
         if argv[0] == "kubectl" and "get" in argv:
             if "pods" in argv:
-                return 0, json.dumps({"items": cluster.pods})
+                pods = cluster.pods
+                if "--field-selector" in argv:
+                    key, value = argv[argv.index("--field-selector") +
+                                      1].split("=", 1)
+                    assert key == "spec.nodeName", key
+                    pods = [p for p in pods if p["spec"].get("nodeName") == value]
+                if "-n" in argv:
+                    namespace = argv[argv.index("-n") + 1]
+                    pods = [p for p in pods if p["metadata"].get(
+                        "namespace", "kube-system") == namespace]
+                return 0, json.dumps({"items": pods})
             if "node" in argv or "nodes" in argv:
                 if "nodes" in argv:
                     return 0, json.dumps({"items": [node_json(
@@ -822,7 +885,8 @@ class FakeRunner(ko.Runner):
                 if name not in ("node-a", "node-b"):
                     return 1, 'Error from server (NotFound): nodes "%s" not ' \
                               'found' % name
-                return 0, json.dumps(node_json(name, cluster.node_ready))
+                return 0, json.dumps(node_json(name, cluster.node_ready,
+                                               cluster.node_heartbeat))
         if argv[0] == "iptables-save":
             return 0, ("*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n"
                        "-A PREROUTING -j KUBE-SERVICES\n"
@@ -883,6 +947,18 @@ def install_fake(monkeypatch, root, cluster=None):
     monkeypatch.setattr(ko, "current_euid", lambda: 0)
     monkeypatch.setattr(ko, "host_arch", lambda: "amd64")
     monkeypatch.delenv("SUDO_USER", raising=False)
+    fake = runner.cluster
+
+    def health_ok(host, port, path, scheme, timeout=2):
+        fake.health_asked.append((host, port, path, scheme))
+        return None if fake.health.get(port, True) else "connection refused"
+
+    def dns_answers(server, name, port=53, timeout=1):
+        fake.dns_asked.append((server, name))
+        answers = fake.dns_answers
+        return answers() if callable(answers) else answers
+    monkeypatch.setattr(ko, "health_problem", health_ok)
+    monkeypatch.setattr(ko, "dns_answers", dns_answers)
     runner.clock = clock
     return runner
 

@@ -41,7 +41,8 @@ def test_wait_succeeds_when_node_becomes_ready(host, bundle_dir, capsys):
                "--skip-phases", "join-file") == 0
     err = capsys.readouterr().err
     assert "cni config uninitialized" in err
-    assert "is Ready and every kube-system pod Running" in err
+    assert ("is Ready, the control plane is healthy, flannel runs and CoreDNS "
+            "answers") in err
 
 
 def test_status_shows_nodes_pods_and_cert_warning(host, capsys):

@@ -45,7 +45,7 @@ def test_docker_load_streams_role_images_then_skips(dockerd, real_bundle,
     try:
         ko.phase_images(worker)
         loads = [a for a in worker.runner.seen if a[:2] == ["docker", "load"]]
-        assert len(loads) == 1
+        assert 1 <= len(loads) <= ko.RUNTIMES["docker"].load_streams
         for image in bundle.meta["images"]:
             target = ko.image_target(image, repo)
             targets[target] = image
@@ -83,8 +83,9 @@ def test_containerd_import_names_and_skips(containerd, real_bundle, tmp_path):
                   "k8s.gcr.io", sock)
     ko.phase_images(ctx)
     imports = [a for a in ctx.runner.seen if "import" in a]
-    assert imports == [["ctr", "--address", sock, "-n", "k8s.io",
-                        "images", "import", "-"]]
+    assert len(imports) == ko.RUNTIMES["containerd"].load_streams == 1
+    assert all(a == ["ctr", "--address", sock, "-n", "k8s.io", "images",
+                     "import", "-"] for a in imports)
     have = ko.containerd_images(ctx)
     for image in bundle.meta["images"]:
         name = ko._normalize_image_name(ko.image_target(image, "k8s.gcr.io"))

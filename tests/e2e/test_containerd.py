@@ -14,6 +14,7 @@ by version, labelled in the summary.
 """
 
 import re
+import time
 
 import pytest
 
@@ -98,3 +99,53 @@ def test_3_pods_run_with_the_bundled_pause_image(nodes, state):
             n.name, PAUSE, wrong)
         c.assert_no_pull(n, cri="containerd")
     c.delete_test_pods(n1)
+
+
+def test_4_image_load_against_ctr_import(lab, bundle, workdir):
+    """On one fresh containerd node: the tool's image load from the bundle, then `ctr -n k8s.io
+    images import` of an OCI archive of the very same images (`ctr images export` of what the tool
+    loaded), then the tool's load again (same warm caches): issue 21's 1.1x goal."""
+    prep = ["master", "--cri", "containerd", "--apiserver-advertise-address", None,
+            "--skip-phases", "init,kubeconfig,network,wait,join-file"]
+    ctr = ["ctr", "-n", "k8s.io"]
+    try:
+        n, = c.boot(lab, bundle["dir"], "ctrdbench")
+        n.exec(["systemctl", "disable", "--now", "docker.socket", "docker.service"])
+        n.exec(["systemctl", "mask", "docker.socket", "docker.service"])
+        prep[4] = n.ip()
+        p = c.tool_node(n, prep, workdir, "ctrd-bench-images-1.log")
+        assert p.returncode == 0, "master --cri containerd up to its images phase failed"
+        first = c.phase_seconds(p, "images")
+        refs = n.sh_out(ctr + ["images", "ls", "-q"]).split()
+        assert len(refs) >= 8, "the tool loaded only %s" % refs
+        n.exec(ctr + ["images", "export", "/var/tmp/k8so-oci.tar"] + refs, timeout=600)
+        size = int(n.sh_out(["stat", "-c", "%s", "/var/tmp/k8so-oci.tar"]))
+
+        def drop_images():
+            names = n.sh_out(ctr + ["images", "ls", "-q"]).split()
+            if names:
+                n.exec(ctr + ["images", "rm", "--sync"] + names)
+            for _ in range(100):
+                if not n.sh_out(ctr + ["content", "ls", "-q"]).strip():
+                    return
+                time.sleep(0.2)
+            raise AssertionError("containerd kept content after images rm --sync")
+        drop_images()
+        t0 = time.monotonic()
+        n.exec(ctr + ["images", "import", "/var/tmp/k8so-oci.tar"], timeout=600)
+        ctr_import = time.monotonic() - t0
+        n.exec(["rm", "-f", "/var/tmp/k8so-oci.tar"])
+        drop_images()
+        p = c.tool_node(n, prep, workdir, "ctrd-bench-images-2.log")
+        assert p.returncode == 0, "master --cri containerd up to its images phase failed (second run)"
+        second = c.phase_seconds(p, "images")
+        # the CRI plugin adds a NAME@sha256 reference beside each name: count the names
+        TIMINGS["containerd: image load from the bundle, fresh node (%d images)" % len(
+            [r for r in refs if "@" not in r])] = first
+        TIMINGS["containerd: image load from the bundle, after ctr import (same caches)"] = second
+        TIMINGS["ctr -n k8s.io images import of an OCI archive of the same images (%d MiB)" % (
+            size >> 20)] = round(ctr_import, 1)
+        TIMINGS["bundle image load / ctr import (goal <= 1.1)"] = round(second / ctr_import, 2)
+    finally:
+        if "ctrdbench" in lab.nodes:
+            lab.remove_node("ctrdbench")
