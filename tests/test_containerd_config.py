@@ -102,6 +102,20 @@ def dump(path):
     return tomllib.loads(result.stdout)
 
 
+def run_runtime_phase(bundle, root):
+    """master's runtime phase for --cri containerd on root; its (closed) ctx."""
+    args = argparse.Namespace(bundle=bundle, root=root, cri="containerd",
+                              image_repository=REPO, skip_phases=None,
+                              dry_run=False, no_progress=True,
+                              containerd_address=None, command="master")
+    ctx = ko.InstallContext(args, "master")
+    try:
+        ko.phase_runtime(ctx)
+    finally:
+        ctx.close()
+    return ctx
+
+
 @pytest.mark.parametrize("start", sorted(STARTS))
 def test_runtime_phase_gives_containerd_the_bundled_pause(start, bundle_dir,
                                                           tmp_path, monkeypatch):
@@ -111,15 +125,7 @@ def test_runtime_phase_gives_containerd_the_bundled_pause(start, bundle_dir,
     monkeypatch.setattr(ko, "Runner", lambda dry_run=False: real.bind(dry_run))
     if STARTS[start] is not None:
         sup.write(root, ko.CONTAINERD_CONFIG, STARTS[start])
-    args = argparse.Namespace(bundle=bundle_dir, root=root, cri="containerd",
-                              image_repository=REPO, skip_phases=None,
-                              dry_run=False, no_progress=True,
-                              containerd_address=None, command="master")
-    ctx = ko.InstallContext(args, "master")
-    try:
-        ko.phase_runtime(ctx)
-    finally:
-        ctx.close()
+    ctx = run_runtime_phase(bundle_dir, root)
     config = dump(os.path.join(root, ko.CONTAINERD_CONFIG.lstrip("/")))
     assert config["plugins"]["io.containerd.grpc.v1.cri"]["sandbox_image"] == PAUSE
     # the CNI plugins go to /opt/cni/bin; Debian's containerd looks in
@@ -137,11 +143,7 @@ def test_runtime_phase_gives_containerd_the_bundled_pause(start, bundle_dir,
     # A second run changes nothing.
     path = os.path.join(root, ko.CONTAINERD_CONFIG.lstrip("/"))
     before = open(path).read()
-    ctx = ko.InstallContext(args, "master")
-    try:
-        ko.phase_runtime(ctx)
-    finally:
-        ctx.close()
+    run_runtime_phase(bundle_dir, root)
     assert open(path).read() == before
 
 
@@ -234,15 +236,7 @@ def runtime_phase_with(tmp_path, monkeypatch, version, containerd_version,
     if config is not None:
         sup.write(root, ko.CONTAINERD_CONFIG, config)
     bundle = sup.make_bundle(str(tmp_path / "b"), version=version)
-    args = argparse.Namespace(bundle=bundle, root=root, cri="containerd",
-                              image_repository=REPO, skip_phases=None,
-                              dry_run=False, no_progress=True,
-                              containerd_address=None, command="master")
-    ctx = ko.InstallContext(args, "master")
-    try:
-        ko.phase_runtime(ctx)
-    finally:
-        ctx.close()
+    ctx = run_runtime_phase(bundle, root)
     with open(os.path.join(root, ko.CONTAINERD_CONFIG.lstrip("/"))) as h:
         return tomllib.loads(h.read()), ctx
 
