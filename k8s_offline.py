@@ -2393,7 +2393,20 @@ def json_loads_bounded(raw, what):
                           "recopy it" % what)
 
 
-class VerifiedReader(object):
+class _HandleReader(object):
+    """A reader over self.handle, closed with it (and by `with`)."""
+
+    def close(self):
+        self.handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class VerifiedReader(_HandleReader):
     """Reads one bundle member and hashes it on the way: the read that
     completes the size bundle.json lists checks the sha256 and raises
     before handing over those last bytes, so a member changed after
@@ -2437,15 +2450,6 @@ class VerifiedReader(object):
             if self.left == 0:
                 self._check()
         return b"".join(parts)
-
-    def close(self):
-        self.handle.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def parts_index_path(path):
@@ -2658,7 +2662,7 @@ class PartsReader(object):
         self._close_current()
 
 
-class _LockedReader(object):
+class _LockedReader(_HandleReader):
     """A member of a tar bundle read under the bundle's lock (its seek and
     read go together)."""
 
@@ -2668,15 +2672,6 @@ class _LockedReader(object):
     def read(self, size=-1):
         with self.lock:
             return self.handle.read(size)
-
-    def close(self):
-        self.handle.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class Bundle(object):
@@ -5409,7 +5404,6 @@ def parse_mapping(text, what):
 # checked against the Release's sha256, then each .deb against the Packages'
 # sha256; yum/dnf's repomd.xml (signature: repomd.xml.asc), primary.xml
 # against repomd's sha256, then each .rpm against primary's.
-
 
 
 def valid_os_ids(ids, arch):
