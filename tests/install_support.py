@@ -822,7 +822,7 @@ class FakeRunner(ko.Runner):
             return 0, "\n".join(lines) + "\n"
         if argv[0] == "ctr" and argv[-4:-2] == ["images", "label"]:
             # ctr images label NAME KEY=VALUE, as the real ctr takes it
-            # (tests/test_containerd_config.py runs that one).
+            # (tests/install/test_containerd_config.py runs that one).
             if argv[-2] not in cluster.containerd_images:
                 return 1, "ctr: image %r: not found\n" % argv[-2]
             cluster.containerd_labels.setdefault(argv[-2], set()).add(argv[-1])
