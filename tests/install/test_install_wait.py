@@ -88,14 +88,20 @@ def test_master_waits_for_readyz(host, bundle_dir, capsys):
     assert "the API server" in last and "readyz check failed" in last
 
 
-def test_master_waits_until_coredns_answers(host, bundle_dir, capsys):
-    root, runner = host
+def _dns_answering_from(runner, nth):
+    """CoreDNS answers from the nth query on; returns the count of queries."""
     asked = {"n": 0}
 
     def answers():
         asked["n"] += 1
-        return asked["n"] >= 4
+        return asked["n"] >= nth
     runner.cluster.dns_answers = answers
+    return asked
+
+
+def test_master_waits_until_coredns_answers(host, bundle_dir, capsys):
+    root, runner = host
+    asked = _dns_answering_from(runner, 4)
     assert _master(root, bundle_dir, "--wait-timeout", "60") == 0
     assert asked["n"] == 4
     assert "CoreDNS" in capsys.readouterr().err
@@ -152,12 +158,7 @@ def test_the_wait_polls_once_a_second_counting_its_own_checks(
     second, not a second plus the round's own time."""
     root, runner = host
     runner.cluster.kubectl_seconds = 0.1
-    asked = {"n": 0}
-
-    def answers():
-        asked["n"] += 1
-        return asked["n"] >= 3
-    runner.cluster.dns_answers = answers
+    _dns_answering_from(runner, 3)
     assert _master(root, bundle_dir, "--wait-timeout", "60") == 0
     rounds = [seconds for seconds in runner.slept if seconds <= ko.WAIT_POLL]
     assert len(rounds) == 2, runner.slept
