@@ -4099,6 +4099,24 @@ def write_in_folder(folder_fd, name, data, mode, owner):
     return True
 
 
+def run_kubeadm_init(ctx, argv, error_line, hint=""):
+    """kubeadm init as argv says, its output teed into KUBEADM_INIT_LOG and
+    its start recorded (the wait phase wants the node's Ready from after
+    it): master's init and restore's.  A failure is a UserError quoting
+    error_line(output), the log, and hint after it."""
+    host = ctx.host
+    host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
+    ctx.found.kubeadm_started = now()
+    ctx.found.kubeadm_started_by = "kubeadm init"
+    result = ctx.runner.run(argv, timeout=1800, check=False,
+                            tee=host.path(KUBEADM_INIT_LOG))
+    if not result.ok:
+        raise UserError("kubeadm init failed (exit %d): %s: the full output is "
+                        "in %s%s" % (result.returncode, error_line(
+                            result.output()) or "no output", KUBEADM_INIT_LOG,
+                            hint))
+
+
 def phase_kubeconfig(ctx):
     """Copy admin.conf to ~/.kube/config of root and of the sudo user
     (owned by them, mode 0600), so kubectl works for both; ~/.kube is
@@ -9512,16 +9530,8 @@ def phase_init(ctx):
     if key:
         argv.append("--upload-certs")
     argv += ignore_preflight_args(ctx)
-    host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
-    ctx.found.kubeadm_started = now()
-    ctx.found.kubeadm_started_by = "kubeadm init"
-    result = ctx.runner.run(argv, timeout=1800, check=False,
-                            tee=host.path(KUBEADM_INIT_LOG))
-    if not result.ok:
-        raise UserError("kubeadm init failed (exit %d): %s: the full output is "
-                        "in %s; fix the cause and run master again" % (
-                            result.returncode, kubeadm_error_line(result.output())
-                            or "no output", KUBEADM_INIT_LOG))
+    run_kubeadm_init(ctx, argv, kubeadm_error_line,
+                     "; fix the cause and run master again")
     host.save_state(init="done")
 
 
@@ -11304,15 +11314,7 @@ def phase_restore_init(ctx):
                 ["DirAvailable--var-lib-etcd"] + [
                     part for part in (ctx.ignore_preflight_errors
                                       or "").split(",") if part])]
-    host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
-    ctx.found.kubeadm_started = now()
-    ctx.found.kubeadm_started_by = "kubeadm init"
-    result = ctx.runner.run(argv, timeout=1800, check=False,
-                            tee=host.path(KUBEADM_INIT_LOG))
-    if not result.ok:
-        raise UserError("kubeadm init failed (exit %d): %s: the full output is "
-                        "in %s" % (result.returncode, last_line(
-                            result.output()) or "no output", KUBEADM_INIT_LOG))
+    run_kubeadm_init(ctx, argv, last_line)
     host.save_state(role="master", init="done", cri=ctx.runtime.cri)
     # Every node's flannel lost its API connection with the old control plane,
     # and flannel v0.11's client never gets a new one ("http2: no cached
