@@ -5098,40 +5098,51 @@ def static_component(pod):
     return None
 
 
-def coredns_pending(ctx):
-    """[(what, reason, None)] unless CoreDNS answers a query through the
-    kube-dns Service (as a pod asks it)."""
+def coredns_pending(ctx, dns_pods):
+    """([(what, reason, None)], lag): nothing pending when CoreDNS answers a
+    query through the kube-dns Service (as a pod asks it), or, while the
+    kubelet has not yet marked a CoreDNS pod ready (the Service sends
+    queries only to ready pods), when that pod answers at its own address;
+    lag is then [(pod, address)], reported and not waited for."""
     if ctx.found.kube_dns_ip is None:
         service, error = _kubectl_json(ctx, ["-n", "kube-system", "get", "svc",
                                              "kube-dns"])
         address = (service or {}).get("spec", {}).get("clusterIP")
         if not address or not _is_ipv4(address):
             return [("CoreDNS", "no kube-dns Service address yet%s" % (
-                ": " + error if error else ""), None)]
+                ": " + error if error else ""), None)], []
         ctx.found.kube_dns_ip = address
     if dns_answers(ctx.found.kube_dns_ip, DNS_PROBE_NAME):
-        return []
+        return [], []
+    for pod in dns_pods:
+        address = pod.get("status", {}).get("podIP")
+        if (pod_problem(pod) and not _container_waiting(pod) and
+                pod.get("status", {}).get("phase") == "Running" and
+                isinstance(address, str) and _is_ipv4(address) and
+                dns_answers(address, DNS_PROBE_NAME)):
+            return [], [(pod["metadata"]["name"], address)]
     return [("CoreDNS", "no answer from %s for %s" % (ctx.found.kube_dns_ip,
-                                                     DNS_PROBE_NAME), None)]
+                                                     DNS_PROBE_NAME), None)], []
 
 
 def wait_pending(ctx, kubeconfig, worker):
     """([(what, reason, image)] still keeping what a user needs from working,
-    [static pods the kubelet reports not Ready though their health passes]).
+    [static pods the kubelet reports not Ready though their health passes],
+    [(CoreDNS pod, address) answering though not Ready yet]).
 
     A worker: its node Ready, and the pods on it (flannel, kube-proxy)
     Running and ready, asked with the node's own credentials.  A master:
     that, every kube-system pod, the control plane's health, CoreDNS."""
     pending = node_pending(ctx, kubeconfig)
     if pending:
-        return pending, []
+        return pending, [], []
     name = node_name(ctx)
     argv = ["get", "pods", "--all-namespaces"]
     if worker:     # a node may list only the pods bound to it
         argv += ["--field-selector", "spec.nodeName=" + name]
     listing, error = _kubectl_json(ctx, argv, kubeconfig)
     if listing is None:
-        return [("pods", error, None)], []
+        return [("pods", error, None)], [], []
     flannel_namespace = wait_profile(ctx)["flannel_namespace"]
     pods = [pod for pod in listing.get("items", [])
             if pod.get("metadata", {}).get("namespace") in (
@@ -5167,13 +5178,14 @@ def wait_pending(ctx, kubeconfig, worker):
         if health[component] and component != "etcd":
             pending.append((COMPONENT_TITLES.get(component, component),
                             health[component], None))
+    dns_lag = []
     if not worker and not pending:
-        pending = coredns_pending(ctx)
+        pending, dns_lag = coredns_pending(ctx, dns)
         if pending:
             pending += [("pod %s" % pod["metadata"]["name"],) + problem
                         for pod, problem in ((pod, pod_problem(pod))
                                              for pod in dns) if problem]
-    return pending, lagging
+    return pending, lagging, dns_lag
 
 
 def stale_pod(ctx, pod):
@@ -5302,7 +5314,8 @@ def phase_wait(ctx):
     deadline = now() + timeout
     shown = None
     while True:
-        pending, lagging = wait_pending(ctx, kubeconfig, worker)
+        round_started = now()
+        pending, lagging, dns_lag = wait_pending(ctx, kubeconfig, worker)
         if not pending:
             log.info("  node %s is Ready%s", node_name(ctx),
                      ", flannel and kube-proxy run on it" if worker else
@@ -5312,6 +5325,11 @@ def phase_wait(ctx):
                 log.info("  the kubelet still reports %s not Ready, though "
                          "their health checks pass: not waiting for it",
                          ", ".join(sorted(lagging)))
+            for pod, address in dns_lag:
+                log.info("  CoreDNS answers at its pod %s (%s); the kube-dns "
+                         "Service sends queries to it once the kubelet "
+                         "reports it ready (its readiness probe): not "
+                         "waiting for that", pod, address)
             return
         text = "; ".join("%s (%s)" % (what, reason)
                          for what, reason, _ in pending)
@@ -5320,7 +5338,9 @@ def phase_wait(ctx):
             shown = text
         if now() >= deadline:
             raise UserError(timeout_message(pending, timeout))
-        sleep(WAIT_POLL)
+        left = WAIT_POLL - (now() - round_started)    # the round counts
+        if left > 0:
+            sleep(left)
 
 
 # ===========================================================================

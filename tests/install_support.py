@@ -577,6 +577,15 @@ def pod_json(name, phase="Running", waiting=None, image=None,
     return {"metadata": metadata, "spec": {"nodeName": node}, "status": status}
 
 
+def coredns_pod_json(name, ready, pod_ip="10.244.0.3", node="node-a"):
+    """A CoreDNS pod (k8s-app=kube-dns), Running, with its pod address."""
+    pod = pod_json(name, labels={"k8s-app": "kube-dns"}, ready=ready,
+                   node=node)
+    if pod_ip is not None:
+        pod["status"]["podIP"] = pod_ip
+    return pod
+
+
 def flannel_pod_json(node="node-a", namespace="kube-system", **kwargs):
     return pod_json("kube-flannel-ds-" + node, namespace=namespace,
                     labels={"app": "flannel"}, node=node, **kwargs)
@@ -597,10 +606,12 @@ class FakeCluster(object):
                      flannel_pod_json()]
         self.readyz = (0, "ok")          # kubectl get --raw /readyz
         self.health = {}                 # port -> False: its /healthz fails
-        self.dns_answers = True          # CoreDNS answers (bool or callable)
+        self.dns_answers = True          # CoreDNS answers (bool, callable,
+                                         # or {server address: bool})
         self.kube_dns_ip = "10.96.0.10"
         self.health_asked = []           # (host, port, path, scheme)
         self.dns_asked = []              # (server, name)
+        self.kubectl_seconds = 0         # the fake clock's time per kubectl
         self.iptables = "iptables v1.8.9 (legacy)"
         self.firewalld = "inactive"
         self.cert_output = ""
@@ -644,6 +655,7 @@ class FakeRunner(ko.Runner):
         self.expected = []
         self.matched = set()
         self.problems = []
+        self.slept = []                  # every sleep(seconds), in order
         LIVE.append(self)
 
     def expect(self, *prefix, **answer):
@@ -674,6 +686,8 @@ class FakeRunner(ko.Runner):
         return self
 
     def run(self, argv, change=True, **kwargs):
+        if argv[:1] == ["kubectl"] and hasattr(self, "clock"):
+            self.clock["t"] += self.cluster.kubectl_seconds
         if change and self.dry_run:
             self.calls.append((list(argv), False))
         return super(FakeRunner, self).run(argv, change=change, **kwargs)
@@ -813,7 +827,7 @@ class FakeRunner(ko.Runner):
             return 0, "\n".join(lines) + "\n"
         if argv[0] == "ctr" and argv[-4:-2] == ["images", "label"]:
             # ctr images label NAME KEY=VALUE, as the real ctr takes it
-            # (tests/test_containerd_config.py runs that one).
+            # (tests/install/test_containerd_config.py runs that one).
             if argv[-2] not in cluster.containerd_images:
                 return 1, "ctr: image %r: not found\n" % argv[-2]
             cluster.containerd_labels.setdefault(argv[-2], set()).add(argv[-1])
@@ -947,6 +961,7 @@ def install_fake(monkeypatch, root, cluster=None):
     monkeypatch.setattr(ko, "now", lambda: clock["t"])
 
     def fake_sleep(seconds):
+        runner.slept.append(seconds)
         clock["t"] += seconds
     monkeypatch.setattr(ko, "sleep", fake_sleep)
     monkeypatch.setattr(ko, "current_euid", lambda: 0)
@@ -961,6 +976,8 @@ def install_fake(monkeypatch, root, cluster=None):
     def dns_answers(server, name, port=53, timeout=1):
         fake.dns_asked.append((server, name))
         answers = fake.dns_answers
+        if isinstance(answers, dict):
+            return answers.get(server, False)
         return answers() if callable(answers) else answers
     monkeypatch.setattr(ko, "health_problem", health_ok)
     monkeypatch.setattr(ko, "dns_answers", dns_answers)

@@ -1,7 +1,7 @@
 """Bad input to the bundle-side commands (bundle, images, verify) and to the
 cluster-side ones on a host that is no master, table driven: each gives one clear line 'error: what: what to do', a non-zero exit,
 no traceback, and leaves nothing under the output name.  The install-side
-table is tests/test_install_badinput.py."""
+table is tests/install/test_install_badinput.py."""
 
 import os
 import re

@@ -1,6 +1,7 @@
 """The cluster checks section of k8s_offline.py: waiting until the cluster
 is ready, status, the certificate check command, remove-node.  The day-two
-sub-sections (certificates, etcd backup and restore) are tests/test_daytwo.py."""
+sub-sections (certificates, etcd backup and restore) are
+tests/daytwo/test_daytwo.py."""
 
 
 import install_support as sup

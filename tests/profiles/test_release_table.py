@@ -142,7 +142,7 @@ def test_the_table_is_what_the_generator_writes():
     (the tsv and the facts): a hand edit, or a stale table, shows here."""
     import subprocess
     import sys
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # tests/
     gen = os.path.join(here, "gen_releases.py")
     shared = os.environ.get("K8SO_SHARED", os.path.join(
         os.path.dirname(os.path.dirname(here)), "shared"))

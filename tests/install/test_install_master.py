@@ -1,6 +1,7 @@
 """master against a --root tree and a recorder.  The other install commands
-have their own files: test_install_join.py, test_install_token.py,
-test_install_reset.py; status, wait and remove-node are test_cluster_checks.py."""
+have their own files: test_install_join.py, tests/daytwo/test_token.py,
+tests/reset/test_reset.py; status, wait and remove-node are
+tests/daytwo/test_cluster_checks.py."""
 
 import json
 import os

@@ -1,8 +1,8 @@
 """The bundle writer section of k8s_offline.py, its pure parts: file mirrors,
 checksum files, the image plan per version, the tar writer and the cross-check
 against kubeadm's own image list.  Image references, auth challenges and
-schema1 digests are tests/test_registry_client.py; hostile tar members
-tests/test_bundle_reader.py."""
+schema1 digests are tests/bundle/test_registry_client.py; hostile tar members
+tests/kernel/test_bundle_reader.py."""
 
 import hashlib
 import io

@@ -3,7 +3,7 @@ load at once (for containerd images that share a layer stay in one), the
 streams read one .tar bundle at once and still hash every byte on the way
 in, and Docker's images are listed once before and once after, not
 inspected one by one.  The real dockerd and
-containerd loads are tests/test_install_images.py."""
+containerd loads are tests/install/test_install_images.py."""
 
 import gzip
 import hashlib

@@ -18,7 +18,7 @@ from fixtures.faultproxy import FaultProxy, Rule
 
 import k8s_offline as ko
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.abspath(ko.__file__))
 SCRIPT = os.path.join(REPO, "k8s_offline.py")
 BLOB = r"/v2/.+/blobs/sha256:"
 MANIFEST = r"/v2/.+/manifests/"

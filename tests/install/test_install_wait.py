@@ -145,6 +145,90 @@ def test_master_does_not_wait_for_every_coredns_replica(host, bundle_dir,
     assert "CoreDNS" in last
 
 
+def test_the_wait_polls_once_a_second_counting_its_own_checks(
+        host, bundle_dir):
+    """A round's checks (kubectl runs) count toward the poll interval: the
+    wait sleeps only what is left of it, so a change is seen within about a
+    second, not a second plus the round's own time."""
+    root, runner = host
+    runner.cluster.kubectl_seconds = 0.1
+    asked = {"n": 0}
+
+    def answers():
+        asked["n"] += 1
+        return asked["n"] >= 3
+    runner.cluster.dns_answers = answers
+    assert _master(root, bundle_dir, "--wait-timeout", "60") == 0
+    rounds = [seconds for seconds in runner.slept if seconds <= ko.WAIT_POLL]
+    assert len(rounds) == 2, runner.slept
+    for seconds in rounds:
+        assert 0 < seconds < ko.WAIT_POLL
+
+
+def _coredns_not_ready_yet(pod_ip="10.244.0.3"):
+    return [sup.pod_json("etcd-node-a", static=True),
+            sup.coredns_pod_json("coredns-1", ready=False, pod_ip=pod_ip),
+            sup.flannel_pod_json()]
+
+
+def test_master_does_not_wait_for_coredns_ready_lag(host, bundle_dir, capsys):
+    """CoreDNS answers at its own pod address while the kubelet has not yet
+    marked it ready (its readiness probe runs every 10 s, and the kube-dns
+    Service follows that flag): master says so in one line, and returns."""
+    root, runner = host
+    runner.cluster.pods = _coredns_not_ready_yet()
+    runner.cluster.dns_answers = {"10.244.0.3": True}
+    assert _master(root, bundle_dir, "--wait-timeout", "20") == 0
+    err = capsys.readouterr().err
+    lag = [line for line in err.splitlines() if "CoreDNS answers at" in line]
+    assert len(lag) == 1, err
+    assert "coredns-1" in lag[0] and "10.244.0.3" in lag[0]
+    assert "not waiting" in lag[0]
+    assert "still reports" not in err      # the static pods' line: no lag
+    # the Service was asked first, then the pod
+    assert runner.cluster.dns_asked[:2] == [
+        ("10.96.0.10", "kubernetes.default.svc.cluster.local"),
+        ("10.244.0.3", "kubernetes.default.svc.cluster.local")]
+
+
+def test_a_ready_coredns_the_service_does_not_reach_is_waited_for(
+        host, bundle_dir, capsys):
+    """When the kubelet reports CoreDNS ready, the Service has its endpoint:
+    if the Service still does not answer (kube-proxy), that is no lag."""
+    root, runner = host
+    runner.cluster.pods = [sup.pod_json("etcd-node-a", static=True),
+                           sup.coredns_pod_json("coredns-1", ready=True),
+                           sup.flannel_pod_json()]
+    runner.cluster.dns_answers = {"10.244.0.3": True}
+    assert _master(root, bundle_dir, "--wait-timeout", "20") == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "CoreDNS" in last and "10.96.0.10" in last
+
+
+def test_coredns_not_answering_at_its_pod_is_waited_for(host, bundle_dir,
+                                                        capsys):
+    root, runner = host
+    runner.cluster.pods = _coredns_not_ready_yet()
+    runner.cluster.dns_answers = {}
+    assert _master(root, bundle_dir, "--wait-timeout", "20") == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "CoreDNS" in last and "10.96.0.10" in last
+    assert ("10.244.0.3", "kubernetes.default.svc.cluster.local") in (
+        runner.cluster.dns_asked)
+
+
+def test_a_coredns_pod_address_is_checked_before_it_is_asked(
+        host, bundle_dir, capsys):
+    """The pod address comes from the API: one that is no IPv4 address is
+    never asked."""
+    root, runner = host
+    runner.cluster.pods = _coredns_not_ready_yet(pod_ip="10.244.0.3:53;x")
+    runner.cluster.dns_answers = {"10.244.0.3:53;x": True}
+    assert _master(root, bundle_dir, "--wait-timeout", "20") == 2
+    assert set(server for server, _ in runner.cluster.dns_asked) == {
+        "10.96.0.10"}
+
+
 def _join(root, bundle_dir, tmp_path, *extra):
     path = sup.write_join_file(tmp_path)
     return run(root, bundle_dir, "join", "--join-file", path, *extra)

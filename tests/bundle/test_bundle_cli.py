@@ -29,8 +29,7 @@ import install_support as sup
 from install_support import ko
 
 VERSION = K8S_VERSION
-SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "k8s_offline.py")
+SCRIPT = os.path.join(sup.REPO, "k8s_offline.py")
 CLI_TIMEOUT = 600
 
 
