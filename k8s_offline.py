@@ -2156,9 +2156,13 @@ def firewalld_active(ctx):
 
 
 def node_name(ctx):
-    if ctx.node_name is None:
-        ctx.node_name = host_hostname(ctx.host).lower()
-    return ctx.node_name
+    """--node-name (or the name the state or a backup records), else this
+    host's hostname in lower case, read once."""
+    if ctx.node_name is not None:
+        return ctx.node_name
+    if ctx.found.hostname is None:
+        ctx.found.hostname = host_hostname(ctx.host).lower()
+    return ctx.found.hostname
 
 
 def wait_for(ctx, check, what, timeout=60, interval=2, logs="journalctl -xe"):
@@ -3072,6 +3076,43 @@ def _verify_image_graph(bundle, files):
 # ===========================================================================
 # Kernel: phases and the phase runner
 # ===========================================================================
+
+class Found(object):
+    """What a run's phases learn, one explicit record, as kubeadm's InitData
+    holds it: a subclass names every field in __slots__ (a misspelt one
+    raises), each None until a phase sets it or the subclass gives a
+    default.  Phases write ctx.found.X and read it back, never ctx.X."""
+
+    __slots__ = ()
+
+    def __init__(self, **values):
+        for name in self.__slots__:
+            setattr(self, name, None)
+        for name, value in values.items():
+            setattr(self, name, value)
+
+
+class Context(object):
+    """A command's context: built once (its __init__ checks every flag and
+    reads what the run decides up front), read-only afterwards.  What the
+    phases learn goes into self.found; setting any other public attribute
+    of a built context is a programming error.  Lazy caches behind
+    properties keep private _fields."""
+
+    _built = False
+
+    def __setattr__(self, name, value):
+        if self._built and not name.startswith("_"):
+            raise AttributeError(
+                "%s.%s is set after the context was built: the context is "
+                "read-only; record it in ctx.found" % (type(self).__name__,
+                                                       name))
+        object.__setattr__(self, name, value)
+
+    def _seal(self):
+        """The end of the build: from here on the context is read-only."""
+        self._built = True
+
 
 def parse_skip_phases(text):
     return set(part.strip() for part in (text or "").split(",") if part.strip())
@@ -4058,6 +4099,24 @@ def write_in_folder(folder_fd, name, data, mode, owner):
     return True
 
 
+def run_kubeadm_init(ctx, argv, error_line, hint=""):
+    """kubeadm init as argv says, its output teed into KUBEADM_INIT_LOG and
+    its start recorded (the wait phase wants the node's Ready from after
+    it): master's init and restore's.  A failure is a UserError quoting
+    error_line(output), the log, and hint after it."""
+    host = ctx.host
+    host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
+    ctx.found.kubeadm_started = now()
+    ctx.found.kubeadm_started_by = "kubeadm init"
+    result = ctx.runner.run(argv, timeout=1800, check=False,
+                            tee=host.path(KUBEADM_INIT_LOG))
+    if not result.ok:
+        raise UserError("kubeadm init failed (exit %d): %s: the full output is "
+                        "in %s%s" % (result.returncode, error_line(
+                            result.output()) or "no output", KUBEADM_INIT_LOG,
+                            hint))
+
+
 def phase_kubeconfig(ctx):
     """Copy admin.conf to ~/.kube/config of root and of the sudo user
     (owned by them, mode 0600), so kubectl works for both; ~/.kube is
@@ -4355,7 +4414,7 @@ def adopt_cluster_image_repository(ctx):
         raise UserError("cannot read the cluster's image repository: %s: give "
                         "--image-repository (the master's), or join with the "
                         "join file" % exc)
-    ctx.image_repository = repository
+    ctx.found.image_repository = repository
     log.info("  the cluster's images are named under %s", repository)
 
 
@@ -4486,13 +4545,13 @@ def check_unique_name(ctx):
 def check_firewalld(ctx):
     """firewalld blocks a node unless --open-firewall opens its ports (the
     host phase then does)."""
-    ctx.firewalld = firewalld_active(ctx)
-    if ctx.firewalld and not ctx.open_firewall:
+    ctx.found.firewalld = firewalld_active(ctx)
+    if ctx.found.firewalld and not ctx.open_firewall:
         yield warning("firewalld is active and blocks what a %s needs (%s)" % (
             "control-plane node" if is_control_plane(ctx) else "worker",
             " ".join(firewall_rules(ctx))), "rerun with --open-firewall to "
             "open exactly those, permanently, or stop firewalld")
-    elif ctx.open_firewall and not ctx.firewalld:
+    elif ctx.open_firewall and not ctx.found.firewalld:
         yield warning("--open-firewall", "firewalld is not active here, so "
                       "there is nothing to open")
 
@@ -4669,24 +4728,44 @@ def preflight_before_packages(ctx):
                     raise UserError(problem_text(found))
 
 
-class InstallContext(object):
-    """Everything one run of an install command reads, built once, as
-    kubeadm's initData is.
+class NodeFound(Found):
+    """What the phases of a command on a node (master, join, reset, day
+    two) learn on the way."""
+
+    __slots__ = (
+        "warnings",            # every warning said, in order
+        "firewalld",           # firewalld active, as preflight saw it
+        "cgroup_driver",       # the runtime's, as the runtime phase read it
+        "image_repository",    # the cluster's, read by a join by flags
+        "hostname",            # this host's name, lower case (no --node-name)
+        "advertise_address",   # the default route's address (no flag)
+        "kubeadm_started",     # when this run started kubeadm init or join
+        "kubeadm_started_by",  # which of the two
+        "kube_dns_ip",         # the kube-dns Service address the wait asked
+    )
+
+    def __init__(self):
+        super(NodeFound, self).__init__(warnings=[], firewalld=False)
+
+
+class NodeContext(Context):
+    """Everything one run of a command on a node (master, join, reset and
+    the day-two commands) reads, built once, as kubeadm's initData is.
 
     Every flag is parsed and checked against its grammar here, exactly once
     and before the first change, so a refusal leaves the host as it was;
-    the phases read these fields, never the command line.  The join file
-    and the state file are read in by build_context."""
+    the phases read these fields, never the command line.  settle, given
+    by the command's slice, reads what the run decides before it starts
+    (join's join file, reset's and day two's state file) and returns it as
+    {field: value}.  Then the context is read-only: what the phases learn
+    goes into .found, a NodeFound."""
 
-    def __init__(self, args, role):
+    def __init__(self, args, role, settle=None):
         def flag(name, default=None):
             return getattr(args, name, default)
-        # What the phases learn on the way.
+        self.found = NodeFound()
         self._bundle = None
-        self.cgroup_driver = None
         self.join_info = None             # the join facts (join only)
-        self.firewalld = False            # active, as preflight saw it
-        self.warnings = []
         self.reset_pod_cidr = None        # reset: the pod network to clean
         self.reset_kubeconfigs = []       # reset: admin.conf copies to remove
         # The run itself.
@@ -4715,9 +4794,6 @@ class InstallContext(object):
         self.containerd_address = (valid_containerd_address(
             flag("containerd_address")) or CRI_SOCKETS["containerd"])
         self.node_name = valid_node_name(flag("node_name"))
-        # When this run started kubeadm init or join (the wait phase wants
-        # the node's Ready from after it), and which.
-        self.kubeadm_started = self.kubeadm_started_by = None
         self.ignore_preflight_errors = valid_ignore_preflight_errors(
             flag("ignore_preflight_errors"))
         self.control_plane_endpoint = flag("control_plane_endpoint")
@@ -4748,6 +4824,12 @@ class InstallContext(object):
         # restore's own flags.
         self.backup_file = flag("file")
         self.replace = bool(flag("replace", False))
+        for name, value in sorted((settle(self) if settle else {}).items()):
+            if name not in vars(self) and not hasattr(type(self), name):
+                raise AttributeError("%s settles no field %s" % (
+                    type(self).__name__, name))
+            setattr(self, name, value)
+        self._seal()
 
     @property
     def bundle(self):
@@ -4762,15 +4844,14 @@ class InstallContext(object):
             self._cri = default_cri(self)
         return self._cri
 
-    @cri.setter
-    def cri(self, value):
-        self._cri = value
-
     @property
     def image_repository(self):
         """Where kubeadm's images are named: --image-repository, the join
-        file's (set by build_context), else the bundle's image_repository
-        (so kubeadm looks for exactly the bundled refs)."""
+        file's (settled by build_context), the cluster's (found by a join by
+        flags), else the bundle's image_repository (so kubeadm looks for
+        exactly the bundled refs)."""
+        if self.found.image_repository is not None:
+            return self.found.image_repository
         if self._image_repository is None:
             try:
                 meta = self.bundle.meta
@@ -4782,6 +4863,7 @@ class InstallContext(object):
 
     @image_repository.setter
     def image_repository(self, value):
+        """Settled at build time only (the join file's)."""
         self._image_repository = value
 
     @property
@@ -4806,7 +4888,7 @@ class InstallContext(object):
         return ["kubectl", "--kubeconfig", ADMIN_CONF] + list(argv)
 
     def warn(self, text):
-        self.warnings.append(text)
+        self.found.warnings.append(text)
         log.warning("warning: %s", text)
 
 
@@ -4962,11 +5044,12 @@ def node_pending(ctx, kubeconfig):
         return [("node %s" % name, error, None)]
     ready, reason = node_ready(node)
     beat = heartbeat_seconds(node)
-    if (ready and ctx.kubeadm_started and beat is not None and
-            beat < ctx.kubeadm_started - HEARTBEAT_SLACK):
+    found = ctx.found
+    if (ready and found.kubeadm_started and beat is not None and
+            beat < found.kubeadm_started - HEARTBEAT_SLACK):
         ready, reason = False, ("its Ready status is from before this run's "
                                 "%s (the kubelet has not reported yet)"
-                                % ctx.kubeadm_started_by)
+                                % found.kubeadm_started_by)
     if not ready:
         return [("node %s" % name, "NotReady: " + reason, None)]
     return []
@@ -5021,15 +5104,15 @@ def coredns_pending(ctx, dns_pods):
     kubelet has not yet marked a CoreDNS pod ready (the Service sends
     queries only to ready pods), when that pod answers at its own address;
     lag is then [(pod, address)], reported and not waited for."""
-    if getattr(ctx, "kube_dns_ip", None) is None:
+    if ctx.found.kube_dns_ip is None:
         service, error = _kubectl_json(ctx, ["-n", "kube-system", "get", "svc",
                                              "kube-dns"])
         address = (service or {}).get("spec", {}).get("clusterIP")
         if not address or not _is_ipv4(address):
             return [("CoreDNS", "no kube-dns Service address yet%s" % (
                 ": " + error if error else ""), None)], []
-        ctx.kube_dns_ip = address
-    if dns_answers(ctx.kube_dns_ip, DNS_PROBE_NAME):
+        ctx.found.kube_dns_ip = address
+    if dns_answers(ctx.found.kube_dns_ip, DNS_PROBE_NAME):
         return [], []
     for pod in dns_pods:
         address = pod.get("status", {}).get("podIP")
@@ -5038,7 +5121,7 @@ def coredns_pending(ctx, dns_pods):
                 isinstance(address, str) and _is_ipv4(address) and
                 dns_answers(address, DNS_PROBE_NAME)):
             return [], [(pod["metadata"]["name"], address)]
-    return [("CoreDNS", "no answer from %s for %s" % (ctx.kube_dns_ip,
+    return [("CoreDNS", "no answer from %s for %s" % (ctx.found.kube_dns_ip,
                                                      DNS_PROBE_NAME), None)], []
 
 
@@ -5110,7 +5193,8 @@ def stale_pod(ctx, pod):
     run's kubeadm (a status from before a reset), else None; startedAt is
     the runtime's, this host's clock."""
     here = pod.get("spec", {}).get("nodeName") == node_name(ctx)
-    if not ctx.kubeadm_started or not here:
+    found = ctx.found
+    if not found.kubeadm_started or not here:
         return None
     for container in pod.get("status", {}).get("containerStatuses", []):
         started = ((container.get("state") or {}).get("running") or {}).get(
@@ -5120,9 +5204,9 @@ def stale_pod(ctx, pod):
                                                     "%Y-%m-%dT%H:%M:%SZ"))
         except ValueError:
             continue
-        if seconds < ctx.kubeadm_started - HEARTBEAT_SLACK:
+        if seconds < found.kubeadm_started - HEARTBEAT_SLACK:
             return ("its status is from before this run's %s"
-                    % ctx.kubeadm_started_by, None)
+                    % found.kubeadm_started_by, None)
     return None
 
 
@@ -8236,7 +8320,7 @@ def cmd_images(args):
     return 0
 
 
-class BundleContext(object):
+class BundleContext(Context):
     """bundle's context, built once from the flags before a byte is fetched
     (every flag checked here): the version, arch, mirrors, the images and
     files planned, the checksums vouched for and the output.  What the
@@ -8303,22 +8387,31 @@ class BundleContext(object):
         self.output = os.path.abspath(args.output or os.path.join(
             "bundle", self.name + ".tar"))
         self.progress = not args.no_progress
-        self.found = BundleFound(images, vouched)
+        self.found = BundleFound(images=images, vouched=dict(vouched))
+        self._seal()
 
     def close(self):
         pass
 
 
-class BundleFound(object):
+class BundleFound(Found):
     """What bundle's phases fetch and make, one record: each phase reads
     what the ones before it found, the report at the end reads it all."""
 
-    def __init__(self, images, vouched):
-        self.images, self.vouched = images, dict(vouched)
-        self.image_repository = None
-        self.partial = self.cache = self.client = None
-        self.file_entries = self.os_found = None
-        self.meta = self.meta_bytes = self.fresh = self.written = None
+    __slots__ = (
+        "images",            # the images planned, then as pulled
+        "vouched",           # {file: (sha256, who vouched for it)}
+        "image_repository",  # the one kubeadm's own list names
+        "partial",           # the output's partial file, claimed first
+        "cache",             # the blob cache
+        "client",            # the registry and file client
+        "file_entries",      # the files fetched, checked
+        "os_found",          # the OS packages fetched, checked
+        "meta",              # bundle.json
+        "meta_bytes",        # bundle.json as written
+        "fresh",             # written now (not up to date already)
+        "written",           # the path (or paths) written
+    )
 
 
 def phase_bundle_local(ctx):
@@ -8473,13 +8566,18 @@ BUNDLE_PHASES = (
 def build_context(args, role):
     """The run context of master or join: the flags, then join's join file
     and the image repository it names."""
-    ctx = InstallContext(args, role)
-    if role in ("worker", "control-plane"):
-        ctx.join_info = load_join_info(ctx, ctx.bundle)
-        if (not ctx.image_repository_flag and
-                ctx.join_info.get("image_repository")):
-            ctx.image_repository = ctx.join_info["image_repository"]
-    return ctx
+    return NodeContext(args, role, settle=settle_join if role in (
+        "worker", "control-plane") else None)
+
+
+def settle_join(ctx):
+    """What a join decides before it starts: the join facts, and the image
+    repository the join file names (unless --image-repository is given)."""
+    info = load_join_info(ctx, ctx.bundle)
+    settled = {"join_info": info}
+    if not ctx.image_repository_flag and info.get("image_repository"):
+        settled["image_repository"] = info["image_repository"]
+    return settled
 
 
 def load_join_info(ctx, bundle):
@@ -8895,8 +8993,8 @@ def phase_preflight(ctx):
             log.info("  (dry run: continuing to show the remaining phases)")
             return
         raise UserError(errors[0])
-    log.info("  preflight passed (%d warning%s)", len(ctx.warnings),
-             "" if len(ctx.warnings) == 1 else "s")
+    log.info("  preflight passed (%d warning%s)", len(ctx.found.warnings),
+             "" if len(ctx.found.warnings) == 1 else "s")
 
 
 # -- phase: host ------------------------------------------------------------
@@ -8928,7 +9026,7 @@ def phase_host(ctx):
     if wrong:
         runner.run(["sysctl", "-w"] + wrong, what="sysctl")
     if ctx.open_firewall and (
-            ctx.firewalld or firewalld_active(ctx)):
+            ctx.found.firewalld or firewalld_active(ctx)):
         for rule in firewall_rules(ctx):
             runner.run(["firewall-cmd", "--permanent", "--add-port=" + rule],
                        what="firewall-cmd --add-port=" + rule)
@@ -9033,17 +9131,17 @@ def phase_runtime(ctx):
     host.write(CRICTL_CONFIG, yaml_mapping((
         ("runtime-endpoint", endpoint), ("image-endpoint", endpoint),
         ("timeout", 10))))
-    ctx.cgroup_driver = adapter.cgroup_driver(ctx)
-    if prof["cgroup_driver"] and ctx.cgroup_driver != prof["cgroup_driver"]:
+    driver = ctx.found.cgroup_driver = adapter.cgroup_driver(ctx)
+    if prof["cgroup_driver"] and driver != prof["cgroup_driver"]:
         ctx.warn("%s uses the %s cgroup driver, Kubernetes %s expects %s: "
                  "the kubelet follows %s now; set %s in %s and restart it" % (
-                     adapter.cri, ctx.cgroup_driver,
+                     adapter.cri, driver,
                      ctx.bundle.kubernetes_version, prof["cgroup_driver"],
-                     ctx.cgroup_driver, adapter.driver_setting,
+                     driver, adapter.driver_setting,
                      adapter.config_file))
     log.info("  %s running, cgroup driver %s (the kubelet uses the same)",
-             adapter.name, ctx.cgroup_driver)
-    host.save_state(cri=ctx.cri, cgroup_driver=ctx.cgroup_driver)
+             adapter.name, driver)
+    host.save_state(cri=ctx.cri, cgroup_driver=driver)
 
 
 def install_runtime_binaries(ctx, adapter):
@@ -9452,15 +9550,8 @@ def phase_init(ctx):
     if key:
         argv.append("--upload-certs")
     argv += ignore_preflight_args(ctx)
-    host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
-    ctx.kubeadm_started, ctx.kubeadm_started_by = now(), "kubeadm init"
-    result = ctx.runner.run(argv, timeout=1800, check=False,
-                            tee=host.path(KUBEADM_INIT_LOG))
-    if not result.ok:
-        raise UserError("kubeadm init failed (exit %d): %s: the full output is "
-                        "in %s; fix the cause and run master again" % (
-                            result.returncode, kubeadm_error_line(result.output())
-                            or "no output", KUBEADM_INIT_LOG))
+    run_kubeadm_init(ctx, argv, kubeadm_error_line,
+                     "; fix the cause and run master again")
     host.save_state(init="done")
 
 
@@ -9584,20 +9675,22 @@ def as_v1beta4(doc):
 def ensure_cgroup_driver(ctx):
     """The runtime's cgroup driver, detected when the runtime phase was
     skipped (the kubelet must never use another)."""
-    if not ctx.cgroup_driver:
-        ctx.cgroup_driver = ctx.adapter.cgroup_driver(ctx)
-    return ctx.cgroup_driver
+    if not ctx.found.cgroup_driver:
+        ctx.found.cgroup_driver = ctx.adapter.cgroup_driver(ctx)
+    return ctx.found.cgroup_driver
 
 
 def advertise_address(ctx):
     """--apiserver-advertise-address, or the default route's address."""
     if ctx.advertise_address:
         return ctx.advertise_address
+    if ctx.found.advertise_address:
+        return ctx.found.advertise_address
     iface = default_route_interface(ctx.host)
     for name, address in host_addresses(ctx.runner):
         if name == iface:
-            ctx.advertise_address = str(address.ip)
-            return ctx.advertise_address
+            ctx.found.advertise_address = str(address.ip)
+            return ctx.found.advertise_address
     raise UserError("cannot find this host's address (no default route): use "
                     "--apiserver-advertise-address IP")
 
@@ -9750,7 +9843,8 @@ def phase_join(ctx):
     host.makedirs(os.path.dirname(KUBEADM_JOIN_LOG))
     give_up = now() + STALE_NODE_WAIT
     while True:
-        ctx.kubeadm_started, ctx.kubeadm_started_by = now(), "kubeadm join"
+        ctx.found.kubeadm_started = now()
+        ctx.found.kubeadm_started_by = "kubeadm join"
         result = ctx.runner.run(argv, timeout=1800, check=False,
                                 tee=host.path(KUBEADM_JOIN_LOG))
         if result.ok:
@@ -10107,9 +10201,9 @@ def kubeconfig_copy_path(host, path):
 
 def read_reset_state(ctx):
     """What reset cleans, from the state file: the pod network and the
-    kubeconfig copies."""
-    ctx.reset_pod_cidr = ctx.host.state().get("pod_cidr") or DEFAULT_POD_CIDR
-    ctx.reset_kubeconfigs = reset_copies(ctx)
+    kubeconfig copies, settled into the context."""
+    return {"reset_pod_cidr": ctx.host.state().get("pod_cidr") or
+            DEFAULT_POD_CIDR, "reset_kubeconfigs": reset_copies(ctx)}
 
 
 def reset_copies(ctx):
@@ -10139,11 +10233,12 @@ RESET_PHASES = (
 
 
 def cmd_reset(args):
-    ctx = InstallContext(args, "reset")
-    if ctx.euid != 0:
-        raise UserError("reset must run as root: run it with sudo")
-    confirm_reset(args)
-    read_reset_state(ctx)
+    def settle(ctx):
+        if ctx.euid != 0:
+            raise UserError("reset must run as root: run it with sudo")
+        confirm_reset(args)
+        return read_reset_state(ctx)
+    ctx = NodeContext(args, "reset", settle)
     return run_workflow(ctx, RESET_PHASES, only_phase(args))
 
 
@@ -10152,7 +10247,7 @@ def cmd_reset(args):
 # ===========================================================================
 
 def cmd_status(args):
-    ctx = InstallContext(args, "master")
+    ctx = NodeContext(args, "master")
     require_master(ctx, "status")
     nodes, error = _kubectl_json(ctx, ["get", "nodes"])
     if nodes is None:
@@ -10269,7 +10364,7 @@ def parse_cert_expiration(text):
 
 
 def cmd_token(args):
-    ctx = InstallContext(args, "master")
+    ctx = NodeContext(args, "master")
     require_master(ctx, "token")
     state = ctx.host.state()
     version, arch = state.get("kubernetes_version"), state.get("arch")
@@ -10292,7 +10387,7 @@ def cmd_token(args):
 
 
 def cmd_remove_node(args):
-    ctx = InstallContext(args, "master")
+    ctx = NodeContext(args, "master")
     name = args.name.lower()
     if not full_match(NODE_NAME_RE, name):
         raise UserError("bad node name %r: give a name from `kubectl get "
@@ -10348,12 +10443,13 @@ def cmd_certs_check(args):
 def day_two_context(args, command):
     """The context of a day-two command, as root, with the node named as
     the install named it (the static pods carry that name)."""
-    ctx = InstallContext(args, "master")
-    require_root(ctx, command)
-    recorded = ctx.host.state().get("node")
-    if recorded and full_match(NODE_NAME_RE, recorded):
-        ctx.node_name = recorded
-    return ctx
+    def settle(ctx):
+        require_root(ctx, command)
+        recorded = ctx.host.state().get("node")
+        if recorded and full_match(NODE_NAME_RE, recorded):
+            return {"node_name": recorded}
+        return {}
+    return NodeContext(args, "master", settle)
 
 
 def require_root(ctx, command):
@@ -10490,7 +10586,7 @@ def cmd_certs_usage(args):
     raise UserError("certs needs an action: `certs check` or `certs renew`")
 
 
-class RenewalContext(object):
+class RenewalContext(Context):
     """certs renew's context, built once before anything changes: the
     day-two context (what it does not hold is read from there) and what
     renewal found: the kubeadm command, the admin.conf copies, the files to
@@ -10513,6 +10609,7 @@ class RenewalContext(object):
             if host.exists("/etc/kubernetes/" + name)]
         self.backup = "%s/certs-before-renew-%s.tar.gz" % (DAYTWO_DIR,
                                                           utc_stamp())
+        self._seal()
 
     def __getattr__(self, name):
         return getattr(self.ctx, name)
@@ -11132,10 +11229,11 @@ class BackupArchive(object):
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-class RestoreContext(object):
+class RestoreContext(Context):
     """restore's context, built once before anything changes: the day-two
-    context (what it does not hold is read from there), the checked backup,
-    the runtime that runs etcdctl and the kubeadm config to restore."""
+    context (what it does not hold is read from there, .found too), the
+    checked backup, the node it was made on, the runtime that runs etcdctl
+    and the kubeadm config to restore."""
 
     command = "restore"
 
@@ -11153,14 +11251,16 @@ class RestoreContext(object):
             raise UserError(refusal)
         self.runtime = day_two_runtime(ctx)
         self.etcd = etcd = meta["etcd"]
-        if full_match(NODE_NAME_RE, meta.get("node")):
-            ctx.node_name = meta["node"]
+        self.node_name = (meta["node"] if full_match(NODE_NAME_RE,
+                                                     meta.get("node"))
+                          else ctx.node_name)
         require_etcd_image(ctx, self.runtime, etcd["image"])
         log.info("  backup of %s made %s on %s (Kubernetes %s), every file "
                  "checked", meta.get("node"), _utc(meta.get("created") or 0),
                  etcd["name"], meta["kubernetes_version"])
         self.config = (INIT_CONFIG if archive.config_name().endswith(".json")
                        else STATE_DIR + "/kubeadm-config.yaml")
+        self._seal()
 
     def __getattr__(self, name):
         return getattr(self.ctx, name)
@@ -11234,14 +11334,7 @@ def phase_restore_init(ctx):
                 ["DirAvailable--var-lib-etcd"] + [
                     part for part in (ctx.ignore_preflight_errors
                                       or "").split(",") if part])]
-    host.makedirs(os.path.dirname(KUBEADM_INIT_LOG))
-    ctx.kubeadm_started, ctx.kubeadm_started_by = now(), "kubeadm init"
-    result = ctx.runner.run(argv, timeout=1800, check=False,
-                            tee=host.path(KUBEADM_INIT_LOG))
-    if not result.ok:
-        raise UserError("kubeadm init failed (exit %d): %s: the full output is "
-                        "in %s" % (result.returncode, last_line(
-                            result.output()) or "no output", KUBEADM_INIT_LOG))
+    run_kubeadm_init(ctx, argv, last_line)
     host.save_state(role="master", init="done", cri=ctx.runtime.cri)
     # Every node's flannel lost its API connection with the old control plane,
     # and flannel v0.11's client never gets a new one ("http2: no cached
@@ -12006,9 +12099,24 @@ class ClusterLogbook(object):
             self.streams.clear()
 
 
-class ClusterContext(object):
+class ClusterFound(Found):
+    """What a `cluster` run's phases learn on the way."""
+
+    __slots__ = (
+        "bundle_files",    # the local files the hosts get (.tar, or parts)
+        "bundle_meta",     # the bundle's arch, Kubernetes version, sha256
+        "bundle_name",     # the file name the hosts keep it under
+        "join_text",       # the first control plane's join file
+    )
+
+    def __init__(self):
+        super(ClusterFound, self).__init__(bundle_files=[])
+
+
+class ClusterContext(Context):
     """What a `cluster` run knows: the hosts, the flags, the transport, and
-    one record of what happened on each host (read by later phases)."""
+    one record of what happened on each host (read by later phases); what
+    the phases learn besides goes into .found, a ClusterFound."""
 
     def __init__(self, args, hosts, where):
         self.args, self.where = args, where
@@ -12023,8 +12131,7 @@ class ClusterContext(object):
         self.password = read_become_password(args)
         self.ssh = SSHTransport(args, self.password)
         self.logbook = ClusterLogbook(args.log_dir, not args.dry_run)
-        self.bundle_files, self.bundle_meta = [], None
-        self.bundle_name = None
+        self.found = ClusterFound()
         # Byte progress of the copies: bars on a terminal; elsewhere only
         # the one line per host and phase.
         self.show_bytes = (not getattr(args, "no_progress", True)
@@ -12034,8 +12141,8 @@ class ClusterContext(object):
             for host in hosts)
         self.state = {}               # host name -> its probe
         self.failed = collections.OrderedDict()
-        self.join_text = None
         self.say_lock = threading.Lock()
+        self._seal()
 
     @property
     def first(self):
@@ -12049,7 +12156,8 @@ class ClusterContext(object):
         return host.remote(posixpath.join(self.remote_dir, "k8s_offline.py"))
 
     def remote_bundle(self, host):
-        return host.remote(posixpath.join(self.remote_dir, self.bundle_name))
+        return host.remote(posixpath.join(self.remote_dir,
+                                          self.found.bundle_name))
 
     def remote_join_file(self, host):
         return host.remote(posixpath.join(self.remote_dir, JOIN_FILE_NAME))
@@ -12157,7 +12265,7 @@ def cluster_bundle_files(ctx):
         bundle = Bundle(path)     # reads the tar's index: damage shows here
         if not ctx.dry_run:
             verify_bundle(bundle, progress=not ctx.args.no_progress)
-        ctx.bundle_meta = {"arch": bundle.arch,
+        ctx.found.bundle_meta = {"arch": bundle.arch,
                            "kubernetes_version": bundle.kubernetes_version,
                            "sha256": bundle.meta_sha256}
     except BundleError as exc:
@@ -12168,14 +12276,14 @@ def cluster_bundle_files(ctx):
             bundle.close()
     index = parts_index_path(path)
     if index is None:
-        ctx.bundle_files = [path]
-        ctx.bundle_name = os.path.basename(path)
+        ctx.found.bundle_files = [path]
+        ctx.found.bundle_name = os.path.basename(path)
     else:
         parts = read_parts_index(index)
         folder = os.path.dirname(index)
-        ctx.bundle_files = [index] + [os.path.join(folder, part["name"])
+        ctx.found.bundle_files = [index] + [os.path.join(folder, part["name"])
                                       for part in parts["parts"]]
-        ctx.bundle_name = os.path.basename(index)
+        ctx.found.bundle_name = os.path.basename(index)
 
 
 def cluster_phase_preflight(ctx):
@@ -12183,11 +12291,12 @@ def cluster_phase_preflight(ctx):
     arch against the bundle's, Python, free disk for the bundle.  A problem
     on any host stops the run before any host is changed."""
     cluster_bundle_files(ctx)
+    found = ctx.found
     log.info("bundle %s: Kubernetes %s, %s, bundle.json sha256 %s",
-             ctx.bundle_name, ctx.bundle_meta["kubernetes_version"],
-             ctx.bundle_meta["arch"], ctx.bundle_meta["sha256"])
+             found.bundle_name, found.bundle_meta["kubernetes_version"],
+             found.bundle_meta["arch"], found.bundle_meta["sha256"])
     sizes = dict((os.path.basename(path), os.path.getsize(path))
-                 for path in ctx.bundle_files + [ctx.tool])
+                 for path in found.bundle_files + [ctx.tool])
     sizes["k8s_offline.py"] = sizes.pop(os.path.basename(ctx.tool))
     if ctx.dry_run:
         for host in ctx.hosts:
@@ -12199,7 +12308,7 @@ def cluster_phase_preflight(ctx):
         log.warning("WARNING: --accept-new-host-keys: the key of a host seen "
                     "for the first time is trusted without a check and "
                     "written to known_hosts; compare it out of band")
-    wanted = ctx.bundle_meta["arch"]
+    wanted = ctx.found.bundle_meta["arch"]
 
     def check(host):
         names = " ".join(shlex.quote(posixpath.join(ctx.remote_dir, name))
@@ -12270,7 +12379,8 @@ def cluster_phase_copy(ctx):
     a file the host already holds with the same sha256 is not sent.  With
     --fan-out the hosts that hold the bundle pass it on to the others, so
     the copies double each round."""
-    bundle = [(path, os.path.basename(path)) for path in ctx.bundle_files]
+    bundle = [(path, os.path.basename(path))
+              for path in ctx.found.bundle_files]
     local = [(ctx.tool, "k8s_offline.py")] + bundle
     if ctx.dry_run:
         for host in ctx.hosts:
@@ -12573,9 +12683,9 @@ def cluster_phase_master(ctx):
                     "master", root=True)
             note = "done"
         if wanting:
-            ctx.join_text = ctx.run(host, ["cat", ctx.remote_join_file(host)],
-                                    "reading the join file", root=True,
-                                    secret=True)
+            ctx.found.join_text = ctx.run(
+                host, ["cat", ctx.remote_join_file(host)],
+                "reading the join file", root=True, secret=True)
         return note
     on_hosts(ctx, "master", [host], master)
     if host.name in ctx.failed:
@@ -12606,10 +12716,10 @@ def join_argv(ctx, host):
 def join_host(ctx, host, phase):
     if ctx.state.get(host.name, {}).get("joined"):
         return "skipped: already joined"
-    if ctx.join_text is None:
+    if ctx.found.join_text is None:
         raise HostFailed("no join file came from %s" % ctx.first.name)
     target = ctx.remote_join_file(host)
-    send_private_file(ctx, host, target, ctx.join_text,
+    send_private_file(ctx, host, target, ctx.found.join_text,
                       "writing the join file", secret=True)
     try:
         ctx.run(host, ctx.tool_argv(host, *join_argv(ctx, host)), phase,
@@ -12918,7 +13028,7 @@ def cmd_cluster(args):
             try:
                 run_phases(ctx, workflow)
             finally:
-                if not ctx.dry_run and ctx.bundle_meta is not None:
+                if not ctx.dry_run and ctx.found.bundle_meta is not None:
                     cluster_summary(ctx)
     finally:
         ctx.close()

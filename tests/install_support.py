@@ -350,14 +350,19 @@ WantedBy=sockets.target
 
 def install_context(bundle, root, cri, role="master", address=None,
                     repo="k8s.gcr.io"):
-    """An InstallContext for ROLE on BUNDLE with a RecordingRunner."""
+    """A NodeContext for ROLE on BUNDLE with a RecordingRunner."""
     args = argparse.Namespace(bundle=bundle, root=root, cri=cri,
                               image_repository=repo, skip_phases=None,
                               dry_run=False, no_progress=True,
                               containerd_address=address,
                               command="join" if role == "worker" else "master")
-    ctx = ko.InstallContext(args, role)
-    ctx.runner = RecordingRunner()
+    return with_runner(ko.NodeContext(args, role))
+
+
+def with_runner(ctx):
+    """ctx, built and so read-only, with a RecordingRunner in its Runner's
+    place: a test's swap of one part, past the freeze on purpose."""
+    object.__setattr__(ctx, "runner", RecordingRunner())
     return ctx
 
 

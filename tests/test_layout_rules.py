@@ -181,3 +181,50 @@ def test_versions_are_compared_only_in_the_profiles():
         "def phase(ctx):", "    minor = 3", "    return minor >= 20", "",
         "def fine(ctx):", "    return len(ctx.nodes) > 3", ""])
     assert version_comparisons(sample) == [("phase", 11)]
+
+
+# -- a built context is read-only: phases record what they find ---------------
+
+def is_context_name(node):
+    """ctx, or a name ending _ctx: what the file calls a command's context."""
+    return isinstance(node, ast.Name) and (node.id == "ctx" or
+                                           node.id.endswith("_ctx"))
+
+
+def context_writes(tree):
+    """[(function, line)] of every `ctx.X = ...` (or +=, or setattr(ctx, ..))
+    anywhere: a context sets its own fields in its __init__ (as self.X), and
+    phases write what they learn into ctx.found.X."""
+    found = []
+    for statement in tree.body:
+        for node in ast.walk(statement):
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, ast.AugAssign):
+                targets = [node.target]
+            elif (isinstance(node, ast.Call) and
+                  getattr(node.func, "id", None) == "setattr" and node.args):
+                targets = [ast.Attribute(value=node.args[0], attr="?")]
+            else:
+                continue
+            while targets:
+                target = targets.pop()
+                if isinstance(target, (ast.Tuple, ast.List)):
+                    targets.extend(target.elts)
+                elif (isinstance(target, ast.Attribute) and
+                      is_context_name(target.value)):
+                    found.append((getattr(statement, "name", "?"),
+                                  node.lineno))
+    return found
+
+
+def test_nothing_sets_a_field_of_a_built_context():
+    assert context_writes(module_tree()) == []
+    sample = ast.parse("\n".join([
+        "class C(Context):", "    def __init__(self):", "        self.a = 1",
+        "def phase(ctx):", "    ctx.found.a = 1", "    ctx.a = 2",
+        "def other(ctx):", "    ctx.a, b = 1, 2", "    setattr(ctx, 'a', 3)",
+        "def ssl(context):", "    context.verify_mode = 0",
+        "def join(join_ctx):", "    join_ctx.n += 1", ""]))
+    assert context_writes(sample) == [("phase", 6), ("other", 8),
+                                      ("other", 9), ("join", 13)]

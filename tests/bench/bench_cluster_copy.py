@@ -156,7 +156,7 @@ args = ko.build_parser().parse_args(["cluster", "up", "-i", %(inventory)r,
     "--log-dir", %(logs)r, "--no-progress"] + %(extra)r)
 hosts, where = ko.cluster_hosts(args)
 ctx = ko.ClusterContext(args, hosts, where)
-ctx.bundle_files, ctx.bundle_name = [%(big)r], "big.tar"
+ctx.found.bundle_files, ctx.found.bundle_name = [%(big)r], "big.tar"
 for host in hosts:
     ko.find_home(ctx, host)
 start = time.time()

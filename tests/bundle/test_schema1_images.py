@@ -52,9 +52,7 @@ def _context(bundle, root, cri, address=None):
                               image_repository="k8s.gcr.io", skip_phases=None,
                               dry_run=False, no_progress=True,
                               containerd_address=address, command="master")
-    ctx = ko.InstallContext(args, "master")
-    ctx.runner = sup.RecordingRunner()
-    return ctx
+    return sup.with_runner(ko.NodeContext(args, "master"))
 
 
 def _schema1_images(bundle):

@@ -890,7 +890,7 @@ def test_the_real_tool_takes_the_master_and_join_lines_cluster_builds(
         "--pod-network-cidr", "10.200.0.0/16"])
     hosts, where = ko.cluster_hosts(args)
     ctx = ko.ClusterContext(args, hosts, where)
-    ctx.bundle_name = os.path.basename(bundle)
+    ctx.found.bundle_name = os.path.basename(bundle)
     master, worker = hosts
     try:
         for host in hosts:

@@ -771,6 +771,20 @@ def test_restore_on_a_reset_master(backed_up, capsys):
     assert "restored" in out
 
 
+def test_restore_says_why_kubeadm_init_failed(backed_up, capsys):
+    """restore's kubeadm init refusal, word for word: its last line and the
+    log (master's init says the same, with its own hint after it)."""
+    root, runner, path, _ = backed_up
+    reset_host(root)
+    runner.fail[("kubeadm", "init")] = 1
+    code, _, err = run_tool(capsys, root, "restore", path)
+    assert code == 2
+    assert error_lines(err) == [
+        "error: kubeadm init failed (exit 1): simulated failure of kubeadm: "
+        "the full output is in %s" % ko.KUBEADM_INIT_LOG]
+    assert runner.ran("kubeadm", "init")
+
+
 def test_restore_dry_run_changes_nothing(backed_up, capsys):
     root, runner, path, _ = backed_up
     reset_host(root)

@@ -108,7 +108,7 @@ def run_runtime_phase(bundle, root):
                               image_repository=REPO, skip_phases=None,
                               dry_run=False, no_progress=True,
                               containerd_address=None, command="master")
-    ctx = ko.InstallContext(args, "master")
+    ctx = ko.NodeContext(args, "master")
     try:
         ko.phase_runtime(ctx)
     finally:
@@ -135,7 +135,7 @@ def test_runtime_phase_gives_containerd_the_bundled_pause(start, bundle_dir,
     assert not set(config.get("disabled_plugins", [])) & {
         "cri", "io.containerd.grpc.v1.cri"}
     if start == "v2":
-        assert ctx.cgroup_driver == "systemd"
+        assert ctx.found.cgroup_driver == "systemd"
         assert "io.containerd.snapshotter.v1.btrfs" in config["disabled_plugins"]
     if start == "v1":
         assert config["plugins"]["io.containerd.grpc.v1.cri"][
@@ -255,7 +255,7 @@ def test_containerd_2_gets_a_version_3_config_with_the_pinned_sandbox(
     assert runtime["containerd"]["runtimes"]["runc"]["options"] == {
         "SystemdCgroup": True}
     assert "io.containerd.grpc.v1.cri" not in plugins
-    assert ctx.cgroup_driver == "systemd"
+    assert ctx.found.cgroup_driver == "systemd"
 
 
 def test_containerd_1_from_1_22_uses_the_systemd_driver(tmp_path,
@@ -266,7 +266,7 @@ def test_containerd_1_from_1_22_uses_the_systemd_driver(tmp_path,
     assert cri["sandbox_image"] == PAUSE
     assert cri["containerd"]["runtimes"]["runc"]["options"] == {
         "SystemdCgroup": True}
-    assert ctx.cgroup_driver == "systemd"
+    assert ctx.found.cgroup_driver == "systemd"
 
 
 def test_containerd_version_is_read_from_its_own_words():
@@ -287,7 +287,7 @@ def test_containerd_version_is_read_from_its_own_words():
 def test_containerd_before_1_22_keeps_its_cgroup_driver(tmp_path,
                                                         monkeypatch):
     _, ctx = runtime_phase_with(tmp_path, monkeypatch, "v1.21.14", "v1.6.20")
-    assert ctx.cgroup_driver == "cgroupfs"
+    assert ctx.found.cgroup_driver == "cgroupfs"
 
 
 def test_a_version_3_config_the_host_has_is_kept_version_3(tmp_path,

@@ -130,10 +130,10 @@ def test_without_cri_the_runtime_is_containerd_from_1_24(current):
     root, runner, bundle = current
     args = ko.build_parser().parse_args(["master", "--root", root, "--bundle",
                                          bundle("v1.24.17")])
-    assert ko.InstallContext(args, "master").cri == "containerd"
+    assert ko.NodeContext(args, "master").cri == "containerd"
     args = ko.build_parser().parse_args(["master", "--root", root, "--bundle",
                                          bundle("v1.23.17")])
-    assert ko.InstallContext(args, "master").cri == "docker"
+    assert ko.NodeContext(args, "master").cri == "docker"
 
 
 @pytest.mark.parametrize("version,taints", [

@@ -31,9 +31,7 @@ def context(bundle_path, root, cri, role, repo, address=None):
                               image_repository=repo, skip_phases=None,
                               dry_run=False, no_progress=False,
                               containerd_address=address, command="master")
-    ctx = ko.InstallContext(args, role)
-    ctx.runner = sup.RecordingRunner()
-    return ctx
+    return sup.with_runner(ko.NodeContext(args, role))
 
 
 def test_docker_load_streams_role_images_then_skips(dockerd, real_bundle,

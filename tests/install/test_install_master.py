@@ -208,6 +208,10 @@ def test_rerun_after_failure_continues(host, bundle_dir, phase, prefix, capsys):
     assert run(root, bundle_dir, *args) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
+    if phase == "init":     # word for word, as restore's (one shared run)
+        assert ("error: kubeadm init failed (exit 1): simulated failure of "
+                "kubeadm: the full output is in %s; fix the cause and run "
+                "master again\n" % ko.KUBEADM_INIT_LOG) in err
     assert not os.path.exists(join_file)
     if phase == "runtime":
         runner.cluster.docker_running = True

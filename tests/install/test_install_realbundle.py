@@ -29,9 +29,7 @@ def context(bundle, root, cri, repo, address=None):
                               image_repository=repo, skip_phases=None,
                               dry_run=False, no_progress=True,
                               containerd_address=address, command="master")
-    ctx = ko.InstallContext(args, "master")
-    ctx.runner = sup.RecordingRunner()
-    return ctx
+    return sup.with_runner(ko.NodeContext(args, "master"))
 
 
 def test_master_on_real_bundle(real_bundle, tmp_path, monkeypatch):

@@ -166,9 +166,8 @@ def changed_bundle_context(tmp_path, cri, address=None, as_tar=False):
                                  image_repository=repo, skip_phases=None,
                                  dry_run=False, no_progress=True,
                                  containerd_address=address, command="join")
-    ctx = ko.InstallContext(args, "worker")
+    ctx = sup.with_runner(ko.NodeContext(args, "worker"))
     ctx._bundle = bundle
-    ctx.runner = sup.RecordingRunner()
     return ctx, bundle, repo
 
 

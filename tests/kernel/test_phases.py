@@ -107,3 +107,29 @@ def test_reset_phase_runs_one_phase(host, bundle_dir, tmp_path, capsys):
     assert ran_phases(capsys.readouterr().err) == ["files"]
     assert not os.path.exists(os.path.join(root, "etc/kubernetes"))
     assert not runner.ran("kubeadm", "reset")
+
+
+def test_a_phase_setting_a_context_field_fails(host, bundle_dir):
+    """A built context is read-only: a phase records what it learns in
+    ctx.found, a record of named fields; ctx.X = ... is a programming error
+    that names the field, and so is a field the record does not name."""
+    root, runner = host
+    args = ko.build_parser().parse_args(
+        ["master", "--root", root, "--bundle", bundle_dir, "--dry-run"])
+    ctx = ko.NodeContext(args, "master")
+
+    def learns(ctx):
+        """learns the cgroup driver"""
+        ctx.cgroup_driver = "systemd"
+    with pytest.raises(AttributeError) as raised:
+        ko.run_phases(ctx, (ko.Phase("learn", "learns", learns),))
+    assert str(raised.value) == (
+        "NodeContext.cgroup_driver is set after the context was built: the "
+        "context is read-only; record it in ctx.found")
+    ctx.found.cgroup_driver = "systemd"
+    assert ctx.found.cgroup_driver == "systemd"
+    with pytest.raises(AttributeError):
+        ctx.found.cgroup_drivr = "systemd"
+    with pytest.raises(AttributeError):
+        ctx.node_name = "other"
+    ctx.close()

@@ -30,7 +30,7 @@ def context(root, bundle, command="master", role="master", flags=()):
     args = ko.build_parser().parse_args(
         [command, "--root", root, "--bundle", bundle, "--no-progress"] +
         list(flags))
-    return ko.InstallContext(args, role)
+    return ko.NodeContext(args, role)
 
 
 def join_info(**changes):
@@ -117,7 +117,7 @@ def test_the_golden_init_config_is_the_bundles_version():
 
 @pytest.fixture
 def plan_host(host, bundle_dir):
-    """(root, runner, ctx(cri)): an InstallContext on the fixture host."""
+    """(root, runner, ctx(cri)): a NodeContext on the fixture host."""
     root, runner = host
 
     def ctx(cri):
