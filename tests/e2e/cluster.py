@@ -69,10 +69,26 @@ def scenario_nodes(lab, bundle_dir, *names, watch_images=True, **boot_kw):
                 lab.remove_node(name)
 
 
-def tool_node(node, args, workdir, logname, timeout=900):
-    """Run the bundle's own k8s_offline.py inside a node (as a user does from the USB stick)."""
+#: timed=True: a small Python on the node runs the tool and writes here the seconds from the
+#: tool's start (its interpreter's exec) to its exit, measured on the node itself.
+WALL_FILE = "/run/k8so-lab-tool-wall"
+_WALL_WRAPPER = ("import subprocess, sys, time\n"
+                 "t = time.monotonic()\n"
+                 "rc = subprocess.call(sys.argv[1:])\n"
+                 "open(%r, 'w').write('%%.2f' %% (time.monotonic() - t))\n"
+                 "sys.exit(rc)\n" % WALL_FILE)
+
+
+def tool_node(node, args, workdir, logname, timeout=900, timed=False):
+    """Run the bundle's own k8s_offline.py inside a node (as a user does from the USB stick).
+    timed: also set p.wall, the command's wall time on the node (start to exit)."""
     t0 = time.monotonic()
-    p = node.exec(["python3", USB + "/k8s_offline.py"] + args, check=False, timeout=timeout)
+    argv = ["python3", USB + "/k8s_offline.py"] + args
+    if timed:
+        node.exec(["rm", "-f", WALL_FILE])
+        argv = ["python3", "-c", _WALL_WRAPPER] + argv
+    p = node.exec(argv, check=False, timeout=timeout)
+    p.wall = float(node.sh_out(["cat", WALL_FILE])) if timed else None
     (workdir / logname).write_text("$ k8s_offline.py %s\nexit %d (%.0fs)\n--- stdout\n%s\n--- stderr\n%s" % (
         " ".join(args), p.returncode, time.monotonic() - t0, p.stdout, p.stderr))
     log("%s: k8s_offline.py %s -> exit %d in %.0fs (output in %s)" % (
